@@ -1,0 +1,29 @@
+//! # qvit-core
+//!
+//! Everything numerical in qvit and every file format it reads or writes. The data flows one way
+//! through the stages, each in its own module:
+//!
+//! ```text
+//! presets/models/*.ron ──► arch::ArchSpec ──► graph::Graph (ops, shapes, params, MACs)
+//! ```
+//!
+//! ```
+//! use qvit_core::arch::ArchSpec;
+//! use qvit_core::graph::Graph;
+//!
+//! let spec = ArchSpec::preset("efficientvit-b1")?.with_resolution(288)?;
+//! let graph = Graph::build(&spec)?;
+//! assert_eq!(graph.params(), 9_102_024);
+//! assert_eq!(graph.macs(), 855_643_648);
+//! # Ok::<(), qvit_core::Error>(())
+//! ```
+//!
+//! Later stages (weights, executors, quantization, cost models, sweeps) consume these values and
+//! never reach back into an earlier stage's internals.
+
+pub mod arch;
+pub mod error;
+pub mod graph;
+pub mod ron_io;
+
+pub use error::{Error, Result};

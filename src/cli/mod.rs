@@ -1,0 +1,44 @@
+//! The command line: one module per subcommand.
+
+mod format;
+mod info;
+
+use clap::{Parser, Subcommand};
+
+/// Co-design quantized vision transformers and their FPGA accelerators.
+///
+/// Run with no command to open the desktop explorer on the shipped default (the micro
+/// EfficientViT trained on Fashion-MNIST). Every command below also works headless.
+#[derive(Debug, Parser)]
+#[command(name = "qvit", version, about, long_about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  qvit                                        open the explorer
+  qvit info efficientvit-b1                   layers, shapes, parameters and MACs
+  qvit info efficientvit-b2 --resolution 288  the same model at another input size
+  qvit info my-model.ron --format json        a model spec of your own, as JSON";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open the desktop explorer (the default when no command is given).
+    Explore,
+    Info(info::InfoArgs),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Explore) {
+        Command::Explore => qvit_app::run().map_err(|e| {
+            anyhow::anyhow!(
+                "could not open the explorer window: {e}\n\
+                 (it needs a display; headless commands such as `qvit info` work without one)"
+            )
+        }),
+        Command::Info(args) => info::run(&args),
+    }
+}

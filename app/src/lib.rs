@@ -6,9 +6,7 @@
 
 use qvit_core::arch::ArchSpec;
 use qvit_core::graph::{Graph, GraphSummary};
-
-/// The model the explorer opens on when no project is given.
-pub const DEFAULT_MODEL: &str = "efficientvit-micro";
+use qvit_core::project::DEFAULT_MODEL;
 
 /// Opens the explorer window and blocks until it is closed.
 pub fn run() -> eframe::Result {

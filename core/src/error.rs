@@ -42,6 +42,14 @@ pub enum Error {
         valid: Vec<String>,
     },
 
+    /// A weights file does not fit the model: every offending tensor is listed.
+    #[error("{origin}: the weights do not fit model `{model}`:\n  {}", problems.join("\n  "))]
+    WeightsMismatch {
+        origin: String,
+        model: String,
+        problems: Vec<String>,
+    },
+
     /// Building the graph of a model failed at a specific layer.
     #[error("model `{model}`, layer `{layer}`: {message}")]
     Graph {

@@ -22,8 +22,16 @@
 //! never reach back into an earlier stage's internals.
 
 pub mod arch;
+pub mod assets;
+pub mod data;
 pub mod error;
+pub mod eval;
+pub mod exec;
 pub mod graph;
+pub mod project;
+pub mod rng;
 pub mod ron_io;
+pub mod tensor;
+pub mod weights;
 
 pub use error::{Error, Result};

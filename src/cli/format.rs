@@ -11,6 +11,9 @@ pub enum Format {
     Json,
     /// Comma-separated rows for spreadsheets.
     Csv,
+    /// The whole graph as JSON — every node's op with its settings, inputs, shape and
+    /// parameters — for other tools (qvit's trainer reads it).
+    Graph,
 }
 
 /// `1234567` → `1,234,567`.

@@ -31,7 +31,11 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
     if let Some(r) = args.resolution {
         spec = spec.with_resolution(r)?;
     }
-    let mut summary = Graph::build(&spec)?.summary();
+    let graph = Graph::build(&spec)?;
+    if args.format == Format::Graph {
+        return emit(&(serde_json::to_string(&graph)? + "\n"));
+    }
+    let mut summary = graph.summary();
     if args.compute_only {
         summary.layers.retain(|l| l.macs > 0);
     }
@@ -39,6 +43,7 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
         Format::Table => tables(&summary),
         Format::Json => serde_json::to_string_pretty(&summary)? + "\n",
         Format::Csv => csv_rows(&summary)?,
+        Format::Graph => unreachable!("handled above"),
     };
     emit(&text)
 }

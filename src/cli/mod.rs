@@ -1,7 +1,9 @@
 //! The command line: one module per subcommand.
 
+mod eval;
 mod format;
 mod info;
+mod target;
 
 use clap::{Parser, Subcommand};
 
@@ -21,13 +23,17 @@ Examples:
   qvit                                        open the explorer
   qvit info efficientvit-b1                   layers, shapes, parameters and MACs
   qvit info efficientvit-b2 --resolution 288  the same model at another input size
-  qvit info my-model.ron --format json        a model spec of your own, as JSON";
+  qvit info my-model.ron --format json        a model spec of your own, as JSON
+  qvit eval                                   FP32 accuracy of the shipped default model
+  qvit eval deit-micro --limit 1000           another shipped model, on the first 1,000 images
+  qvit eval efficientvit-b1 --weights b1.safetensors --data imagenet/val";
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Open the desktop explorer (the default when no command is given).
     Explore,
     Info(info::InfoArgs),
+    Eval(eval::EvalArgs),
 }
 
 /// Runs the parsed command line.
@@ -40,5 +46,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }),
         Command::Info(args) => info::run(&args),
+        Command::Eval(args) => eval::run(&args),
     }
 }

@@ -1,0 +1,39 @@
+//! Where the shipped data and models live.
+
+use std::path::PathBuf;
+
+/// The `assets/` folder: `$QVIT_ASSETS` if set, else `./assets` when it exists, else the folder
+/// of the source tree this binary was built from.
+pub fn dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("QVIT_ASSETS") {
+        return PathBuf::from(dir);
+    }
+    let local = PathBuf::from("assets");
+    if local.is_dir() {
+        return local;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets"))
+}
+
+/// The shipped weights of a micro model, `assets/<model>.safetensors`.
+pub fn weights(model: &str) -> PathBuf {
+    dir().join(format!("{model}.safetensors"))
+}
+
+/// The shipped Fashion-MNIST test images (10,000), IDX.
+pub fn fashion_mnist_test() -> (PathBuf, PathBuf) {
+    let d = dir().join("fashion-mnist");
+    (
+        d.join("t10k-images-idx3-ubyte.gz"),
+        d.join("t10k-labels-idx1-ubyte.gz"),
+    )
+}
+
+/// The shipped calibration subset: 1,024 Fashion-MNIST training images, IDX.
+pub fn fashion_mnist_calibration() -> (PathBuf, PathBuf) {
+    let d = dir().join("fashion-mnist");
+    (
+        d.join("calib-1024-images-idx3-ubyte.gz"),
+        d.join("calib-1024-labels-idx1-ubyte.gz"),
+    )
+}

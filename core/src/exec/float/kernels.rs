@@ -1,0 +1,495 @@
+//! f32 kernels for one image. Feature maps are `[C, H, W]` row-major, token sequences `[N, D]`.
+//!
+//! Kernels that are heavy enough split their output into fixed-size blocks of rows and run the
+//! blocks in parallel; the blocks depend only on the shapes, so the arithmetic (and the result) is
+//! the same for any number of threads.
+
+use rayon::prelude::*;
+
+use crate::exec::matmul::{MatMut, MatRef, matmul};
+use crate::graph::Conv2d;
+
+/// Output rows per parallel block of a matrix product.
+const ROW_BLOCK: usize = 32;
+/// Below this many multiply-accumulates an image's op runs on one thread.
+const PARALLEL_MACS: usize = 1 << 20;
+
+/// `out[m, n] = w[m, k] · x[k, n]`, in parallel blocks of rows when large.
+fn product_rows(out: &mut [f32], w: &[f32], x: MatRef<'_>, m: usize) {
+    let (k, n) = (x.rows, x.cols);
+    let block = |rows: usize, out: &mut [f32], w: &[f32]| {
+        matmul(
+            MatMut::row_major(out, rows, n),
+            MatRef::row_major(w, rows, k),
+            x,
+            false,
+        )
+    };
+    if m * n * k < PARALLEL_MACS || m <= ROW_BLOCK {
+        block(m, out, w);
+    } else {
+        out.par_chunks_mut(ROW_BLOCK * n)
+            .zip(w.par_chunks(ROW_BLOCK * k))
+            .for_each(|(o, w)| block(o.len() / n, o, w));
+    }
+}
+
+/// Copies the receptive fields of a conv group into columns: `[cin·k·k, oh·ow]`.
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[f32],
+    cin: usize,
+    (h, w): (usize, usize),
+    c: &Conv2d,
+    (oh, ow): (usize, usize),
+    cols: &mut [f32],
+) {
+    let k = c.kernel;
+    for ci in 0..cin {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = ((ci * k + ky) * k + kx) * oh * ow;
+                for oy in 0..oh {
+                    let iy = (oy * c.stride + ky) as isize - c.padding as isize;
+                    for ox in 0..ow {
+                        let ix = (ox * c.stride + kx) as isize - c.padding as isize;
+                        cols[row + oy * ow + ox] =
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                0.0
+                            } else {
+                                x[ci * h * w + iy as usize * w + ix as usize]
+                            };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Any convolution: `x` is `[cin, h, w]`, `out` is `[cout, oh, ow]`, weight `[cout, cin/g, k, k]`.
+pub fn conv2d(
+    c: &Conv2d,
+    x: &[f32],
+    hw: (usize, usize),
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    ohw: (usize, usize),
+) {
+    if c.is_depthwise() {
+        depthwise(c, x, hw, weight, bias, out, ohw);
+        return;
+    }
+    let (g, k) = (c.groups, c.kernel);
+    let (cin_g, cout_g) = (c.in_channels / g, c.out_channels / g);
+    let plane = ohw.0 * ohw.1;
+    let direct = k == 1 && c.stride == 1 && c.padding == 0;
+    let mut cols = if direct {
+        Vec::new()
+    } else {
+        vec![0.0; cin_g * k * k * plane]
+    };
+    for group in 0..g {
+        let xg = &x[group * cin_g * hw.0 * hw.1..(group + 1) * cin_g * hw.0 * hw.1];
+        let rhs = if direct {
+            MatRef::row_major(xg, cin_g, plane)
+        } else {
+            im2col(xg, cin_g, hw, c, ohw, &mut cols);
+            MatRef::row_major(&cols, cin_g * k * k, plane)
+        };
+        let wg = &weight[group * cout_g * cin_g * k * k..(group + 1) * cout_g * cin_g * k * k];
+        let og = &mut out[group * cout_g * plane..(group + 1) * cout_g * plane];
+        product_rows(og, wg, rhs, cout_g);
+    }
+    add_channel_bias(out, bias, plane);
+}
+
+fn add_channel_bias(out: &mut [f32], bias: &[f32], plane: usize) {
+    for (o, b) in out.chunks_mut(plane).zip(bias) {
+        if *b != 0.0 {
+            o.iter_mut().for_each(|v| *v += b);
+        }
+    }
+}
+
+/// Depthwise convolution, one channel at a time (channels in parallel when large).
+fn depthwise(
+    c: &Conv2d,
+    x: &[f32],
+    (h, w): (usize, usize),
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    (oh, ow): (usize, usize),
+) {
+    let k = c.kernel;
+    let channel = |(ch, o): (usize, &mut [f32])| {
+        let xc = &x[ch * h * w..(ch + 1) * h * w];
+        let wc = &weight[ch * k * k..(ch + 1) * k * k];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = 0.0f32;
+                for ky in 0..k {
+                    let iy = (oy * c.stride + ky) as isize - c.padding as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let row = &xc[iy as usize * w..(iy as usize + 1) * w];
+                    for kx in 0..k {
+                        let ix = (ox * c.stride + kx) as isize - c.padding as isize;
+                        if ix >= 0 && ix < w as isize {
+                            acc += row[ix as usize] * wc[ky * k + kx];
+                        }
+                    }
+                }
+                o[oy * ow + ox] = acc + bias[ch];
+            }
+        }
+    };
+    if out.len() * k * k < PARALLEL_MACS {
+        out.chunks_mut(oh * ow).enumerate().for_each(channel);
+    } else {
+        out.par_chunks_mut(oh * ow).enumerate().for_each(channel);
+    }
+}
+
+/// DeiT's patch embedding: a stride-`p` `p×p` conv whose `[D, gh, gw]` output is laid out as
+/// tokens `[gh·gw, D]`.
+pub fn patch_embed(
+    c: &Conv2d,
+    x: &[f32],
+    hw: (usize, usize),
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    let ohw = (hw.0 / c.stride, hw.1 / c.stride);
+    let tokens = ohw.0 * ohw.1;
+    let mut channels_first = vec![0.0; c.out_channels * tokens];
+    conv2d(c, x, hw, weight, bias, &mut channels_first, ohw);
+    for t in 0..tokens {
+        for d in 0..c.out_channels {
+            out[t * c.out_channels + d] = channels_first[d * tokens + t];
+        }
+    }
+}
+
+/// `out[t, :] = x[t, :] · wᵀ + b` for every token row.
+pub fn linear(
+    x: &[f32],
+    in_features: usize,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let out_features = weight.len() / in_features;
+    let tokens = x.len() / in_features;
+    let wt = MatRef::row_major(weight, out_features, in_features).t();
+    let rows = |o: &mut [f32], x: &[f32]| {
+        let n = x.len() / in_features;
+        matmul(
+            MatMut::row_major(o, n, out_features),
+            MatRef::row_major(x, n, in_features),
+            wt,
+            false,
+        );
+        if let Some(b) = bias {
+            for row in o.chunks_mut(out_features) {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+        }
+    };
+    if tokens * in_features * out_features < PARALLEL_MACS || tokens <= ROW_BLOCK {
+        rows(out, x);
+    } else {
+        out.par_chunks_mut(ROW_BLOCK * out_features)
+            .zip(x.par_chunks(ROW_BLOCK * in_features))
+            .for_each(|(o, x)| rows(o, x));
+    }
+}
+
+/// LayerNorm over each row of `dim` values (statistics in f64).
+pub fn layer_norm(x: &[f32], dim: usize, eps: f64, weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    for (row, o) in x.chunks(dim).zip(out.chunks_mut(dim)) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+        let inv = 1.0 / (var + eps).sqrt();
+        for i in 0..dim {
+            o[i] = ((row[i] as f64 - mean) * inv) as f32 * weight[i] + bias[i];
+        }
+    }
+}
+
+/// `y = x·scale[c] + shift[c]` over `[C, plane]` (an unfolded BatchNorm).
+pub fn channel_affine(x: &[f32], plane: usize, scale: &[f32], shift: &[f32], out: &mut [f32]) {
+    for (c, (xs, os)) in x.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
+        for (o, &v) in os.iter_mut().zip(xs) {
+            *o = v * scale[c] + shift[c];
+        }
+    }
+}
+
+pub fn hardswish(v: f32) -> f32 {
+    v * (v + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+/// Exact GELU, `x·Φ(x) = x·(1 + erf(x/√2))/2`.
+pub fn gelu(v: f32) -> f32 {
+    let x = v as f64;
+    (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
+}
+
+/// Softmax over each row of `n` values.
+pub fn softmax(x: &[f32], n: usize, out: &mut [f32]) {
+    for (row, o) in x.chunks(n).zip(out.chunks_mut(n)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f64;
+        for (o, &v) in o.iter_mut().zip(row) {
+            *o = (v - max).exp();
+            sum += *o as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        o.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// Mean over the spatial plane of each channel.
+pub fn global_avg_pool(x: &[f32], plane: usize, out: &mut [f32]) {
+    for (o, xs) in out.iter_mut().zip(x.chunks(plane)) {
+        *o = (xs.iter().map(|&v| v as f64).sum::<f64>() / plane as f64) as f32;
+    }
+}
+
+/// Softmax attention logits `q·kᵀ·scale` per head from fused qkv `[N, 3·h·d]` → `[h, N, N]`.
+pub fn attention_scores(qkv: &[f32], heads: usize, d: usize, scale: f32, out: &mut [f32]) {
+    let width = 3 * heads * d;
+    let n = qkv.len() / width;
+    for h in 0..heads {
+        let q = MatRef {
+            data: &qkv[h * d..],
+            rows: n,
+            cols: d,
+            row_stride: width,
+            col_stride: 1,
+        };
+        let k = MatRef {
+            data: &qkv[heads * d + h * d..],
+            rows: n,
+            cols: d,
+            row_stride: width,
+            col_stride: 1,
+        };
+        let o = &mut out[h * n * n..(h + 1) * n * n];
+        matmul(MatMut::row_major(o, n, n), q, k.t(), false);
+        o.iter_mut().for_each(|v| *v *= scale);
+    }
+}
+
+/// Attention output `P_h · V_h` per head, heads side by side: `[h, N, N]`, qkv → `[N, h·d]`.
+pub fn attention_mix(probs: &[f32], qkv: &[f32], heads: usize, d: usize, out: &mut [f32]) {
+    let width = 3 * heads * d;
+    let n = qkv.len() / width;
+    for h in 0..heads {
+        let v = MatRef {
+            data: &qkv[2 * heads * d + h * d..],
+            rows: n,
+            cols: d,
+            row_stride: width,
+            col_stride: 1,
+        };
+        let p = MatRef::row_major(&probs[h * n * n..(h + 1) * n * n], n, n);
+        let o = MatMut {
+            data: &mut out[h * d..],
+            rows: n,
+            cols: d,
+            row_stride: heads * d,
+            col_stride: 1,
+        };
+        matmul(o, p, v, false);
+    }
+}
+
+/// `[v; 1] · relu(k)ᵀ` per head of the multi-scale map `[heads·3d, N]` → `[heads, d+1, d]`.
+pub fn linear_attention_context(ms: &[f32], heads: usize, d: usize, out: &mut [f32]) {
+    let n = ms.len() / (heads * 3 * d);
+    let mut k_relu = vec![0.0; d * n];
+    let mut v_pad = vec![1.0; (d + 1) * n];
+    for h in 0..heads {
+        let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
+        for (dst, &src) in k_relu.iter_mut().zip(&head[d * n..2 * d * n]) {
+            *dst = src.max(0.0);
+        }
+        v_pad[..d * n].copy_from_slice(&head[2 * d * n..3 * d * n]);
+        let o = &mut out[h * (d + 1) * d..(h + 1) * (d + 1) * d];
+        matmul(
+            MatMut::row_major(o, d + 1, d),
+            MatRef::row_major(&v_pad, d + 1, n),
+            MatRef::row_major(&k_relu, d, n).t(),
+            false,
+        );
+    }
+}
+
+/// `context · relu(q)` per head → `[heads, d+1, N]` (rows 0..d dividends, row d divisor).
+pub fn linear_attention_query(
+    ms: &[f32],
+    context: &[f32],
+    heads: usize,
+    d: usize,
+    out: &mut [f32],
+) {
+    let n = ms.len() / (heads * 3 * d);
+    let mut q_relu = vec![0.0; d * n];
+    for h in 0..heads {
+        let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
+        for (dst, &src) in q_relu.iter_mut().zip(&head[..d * n]) {
+            *dst = src.max(0.0);
+        }
+        matmul(
+            MatMut::row_major(&mut out[h * (d + 1) * n..(h + 1) * (d + 1) * n], d + 1, n),
+            MatRef::row_major(&context[h * (d + 1) * d..(h + 1) * (d + 1) * d], d + 1, d),
+            MatRef::row_major(&q_relu, d, n),
+            false,
+        );
+    }
+}
+
+/// Dividends over `divisor + eps`, as channels `head·d + c` of an `[heads·d, N]` map.
+pub fn linear_attention_normalize(x: &[f32], heads: usize, d: usize, eps: f32, out: &mut [f32]) {
+    let n = x.len() / (heads * (d + 1));
+    for h in 0..heads {
+        let head = &x[h * (d + 1) * n..(h + 1) * (d + 1) * n];
+        let divisor = &head[d * n..];
+        for c in 0..d {
+            let o = &mut out[(h * d + c) * n..(h * d + c + 1) * n];
+            for ((o, &num), &den) in o.iter_mut().zip(&head[c * n..(c + 1) * n]).zip(divisor) {
+                *o = num / (den + eps);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn conv_3x3_stride_2_padding_1_by_hand() {
+        // 1×4×4 input 1..16, a 3×3 kernel of ones, bias 0.5: each output sums its window.
+        let x: Vec<f32> = (1..=16).map(|v| v as f32).collect();
+        let c = Conv2d::same(1, 1, 3, 2);
+        let mut out = vec![0.0; 4];
+        conv2d(&c, &x, (4, 4), &[1.0; 9], &[0.5], &mut out, (2, 2));
+        close(&out, &[14.5, 30.5, 57.5, 99.5]);
+    }
+
+    #[test]
+    fn grouped_1x1_conv_by_hand() {
+        // Two groups of two input channels; output 0 reads channels 0–1, output 1 channels 2–3.
+        let c = Conv2d::same(4, 2, 1, 1).with_groups(2);
+        let mut out = vec![0.0; 2];
+        conv2d(
+            &c,
+            &[1.0, 2.0, 3.0, 4.0],
+            (1, 1),
+            &[1.0, 10.0, 100.0, 1000.0],
+            &[0.0, 0.0],
+            &mut out,
+            (1, 1),
+        );
+        close(&out, &[21.0, 4300.0]);
+    }
+
+    #[test]
+    fn depthwise_5x5_by_hand() {
+        // On a 3×3 map with padding 2 every 5×5 window covers the whole map: a kernel of ones sums
+        // the channel; a kernel whose centre is 2 doubles it.
+        let x: Vec<f32> = (1..=18).map(|v| v as f32).collect();
+        let mut w = vec![0.0; 50];
+        w[..25].fill(1.0);
+        w[25 + 12] = 2.0;
+        let c = Conv2d::depthwise(2, 5, 1);
+        let mut out = vec![0.0; 18];
+        conv2d(&c, &x, (3, 3), &w, &[0.0, 1.0], &mut out, (3, 3));
+        let mut expected = vec![45.0; 9];
+        expected.extend((10..=18).map(|v| 2.0 * v as f32 + 1.0));
+        close(&out, &expected);
+    }
+
+    #[test]
+    fn relu_linear_attention_on_two_heads_by_hand() {
+        // d = 1, N = 2. Per head the channels are q, k, v.
+        // Head 0: q = [1, −1], k = [2, 0], v = [3, 5]: context [v;1]·relu(k)ᵀ = [6, 2];
+        // relu(q) = [1, 0] → dividends [6, 0], divisors [2, 0] → [3, 0].
+        // Head 1: q = [0.5, 2], k = [1, 1], v = [4, −2]: context [2, 2] → [1, 1].
+        let ms = [1.0, -1.0, 2.0, 0.0, 3.0, 5.0, 0.5, 2.0, 1.0, 1.0, 4.0, -2.0];
+        let mut ctx = vec![0.0; 4];
+        linear_attention_context(&ms, 2, 1, &mut ctx);
+        close(&ctx, &[6.0, 2.0, 2.0, 2.0]);
+        let mut q = vec![0.0; 8];
+        linear_attention_query(&ms, &ctx, 2, 1, &mut q);
+        close(&q, &[6.0, 0.0, 2.0, 0.0, 1.0, 4.0, 1.0, 4.0]);
+        let mut y = vec![0.0; 4];
+        linear_attention_normalize(&q, 2, 1, 1e-15, &mut y);
+        close(&y, &[3.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn softmax_attention_by_hand() {
+        // One head, d = 1, N = 2: q = [1, 2], k = [0, ln 3], v = [10, 20], scale 1.
+        let qkv = [1.0, 0.0, 10.0, 2.0, 3f32.ln(), 20.0];
+        let mut scores = vec![0.0; 4];
+        attention_scores(&qkv, 1, 1, 1.0, &mut scores);
+        close(&scores, &[0.0, 3f32.ln(), 0.0, 2.0 * 3f32.ln()]);
+        let mut p = vec![0.0; 4];
+        softmax(&scores, 2, &mut p);
+        close(&p, &[0.25, 0.75, 0.1, 0.9]);
+        let mut y = vec![0.0; 2];
+        attention_mix(&p, &qkv, 1, 1, &mut y);
+        close(&y, &[17.5, 19.0]);
+    }
+
+    #[test]
+    fn nonlinearities_by_hand() {
+        close(
+            &[-4.0, -1.0, 0.0, 1.0, 4.0].map(hardswish),
+            &[0.0, -1.0 / 3.0, 0.0, 2.0 / 3.0, 4.0],
+        );
+        // x·Φ(x): Φ(1) = 0.841344746…
+        close(
+            &[1.0, -1.0, 0.0].map(gelu),
+            &[0.841_344_75, -0.158_655_25, 0.0],
+        );
+        let mut y = vec![0.0; 4];
+        layer_norm(&[1.0, 2.0, 3.0, 4.0], 4, 0.0, &[1.0; 4], &[0.0; 4], &mut y);
+        let s = 1.0 / 1.25f32.sqrt();
+        close(&y, &[-1.5 * s, -0.5 * s, 0.5 * s, 1.5 * s]);
+        // A constant row has variance 0: eps keeps it finite.
+        layer_norm(&[7.0; 4], 4, 1e-6, &[2.0; 4], &[1.0; 4], &mut y);
+        close(&y, &[1.0; 4]);
+    }
+
+    #[test]
+    fn linear_and_pool_by_hand() {
+        // Two tokens of width 2 through a 2→3 layer.
+        let mut y = vec![0.0; 6];
+        linear(
+            &[1.0, 2.0, 3.0, 4.0],
+            2,
+            &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+            Some(&[0.0, 0.0, 10.0]),
+            &mut y,
+        );
+        close(&y, &[1.0, 2.0, 13.0, 3.0, 4.0, 17.0]);
+        let mut p = vec![0.0; 2];
+        global_avg_pool(&[1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 8.0], 4, &mut p);
+        close(&p, &[2.5, 2.0]);
+    }
+}

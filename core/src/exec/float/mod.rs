@@ -1,0 +1,226 @@
+//! The f32 reference executor: every op of both families, batched, images in parallel.
+//!
+//! With BatchNorm folded ([`FoldedWeights`]), a conv's output is already normalised and the
+//! norm node passes it through unchanged. Observers see every node's output, which is how
+//! calibration records its statistics.
+
+mod kernels;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, Op};
+use crate::tensor::Tensor;
+use crate::weights::{FoldedWeights, NodeParams};
+
+pub use kernels::{gelu, hardswish};
+
+/// Runs a graph in f32 with its folded weights.
+#[derive(Debug, Clone, Copy)]
+pub struct FloatExecutor<'m> {
+    graph: &'m Graph,
+    params: &'m FoldedWeights,
+}
+
+impl<'m> FloatExecutor<'m> {
+    pub fn new(graph: &'m Graph, params: &'m FoldedWeights) -> Result<Self> {
+        if params.nodes.len() != graph.nodes().len() {
+            return Err(Error::Graph {
+                model: graph.model.clone(),
+                layer: "(all)".into(),
+                message: format!(
+                    "weights were folded for a graph of {} nodes, this one has {}",
+                    params.nodes.len(),
+                    graph.nodes().len()
+                ),
+            });
+        }
+        Ok(Self { graph, params })
+    }
+
+    pub fn graph(&self) -> &'m Graph {
+        self.graph
+    }
+
+    /// Logits `[B, classes]` for images `[B, C, H, W]`.
+    pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        self.forward_observed(images, &mut |_, _| {})
+    }
+
+    /// As [`FloatExecutor::forward`], calling `observe(node, output)` for every node in order
+    /// (the input image first) with the node's output for the whole batch.
+    pub fn forward_observed(
+        &self,
+        images: &Tensor,
+        observe: &mut dyn FnMut(NodeId, &Tensor),
+    ) -> Result<Tensor> {
+        let nodes = self.graph.nodes();
+        let expected = self.graph.input_shape();
+        if images.shape.len() != 4 || images.shape[1..] != *expected || images.shape[0] == 0 {
+            return Err(Error::Graph {
+                model: self.graph.model.clone(),
+                layer: "input".into(),
+                message: format!(
+                    "expected a batch of images [B, {}], got {:?}",
+                    expected
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    images.shape
+                ),
+            });
+        }
+        let batch = images.shape[0];
+        // A folded norm reads its conv's value; `source` says which node holds each value.
+        let source: Vec<NodeId> = (0..nodes.len())
+            .map(|id| match self.params.nodes[id] {
+                NodeParams::Folded => nodes[id].inputs[0],
+                _ => id,
+            })
+            .collect();
+        let mut last_use: Vec<NodeId> = (0..nodes.len()).collect();
+        for (id, n) in nodes.iter().enumerate() {
+            for &i in &n.inputs {
+                last_use[source[i]] = last_use[source[i]].max(id);
+            }
+        }
+        last_use[source[nodes.len() - 1]] = usize::MAX;
+
+        let mut values: Vec<Option<Tensor>> = vec![None; nodes.len()];
+        values[0] = Some(images.clone());
+        observe(0, images);
+        for id in 1..nodes.len() {
+            if source[id] == id {
+                let inputs: Vec<&Tensor> = nodes[id]
+                    .inputs
+                    .iter()
+                    .map(|&i| values[source[i]].as_ref().expect("computed before use"))
+                    .collect();
+                let out = self.run_node(id, &inputs, batch);
+                values[id] = Some(out);
+            }
+            observe(id, values[source[id]].as_ref().expect("just computed"));
+            for &i in &nodes[id].inputs {
+                if last_use[source[i]] == id {
+                    values[source[i]] = None;
+                }
+            }
+        }
+        Ok(values[source[nodes.len() - 1]]
+            .take()
+            .expect("the logits are kept"))
+    }
+
+    fn run_node(&self, id: NodeId, inputs: &[&Tensor], batch: usize) -> Tensor {
+        let node = self.graph.node(id);
+        let mut shape = vec![batch];
+        shape.extend_from_slice(&node.shape);
+        let mut out = Tensor::zeros(shape);
+        let item = out.item_len();
+        let input_shapes = self.graph.input_shapes(id);
+        let params = &self.params.nodes[id];
+        out.data
+            .par_chunks_mut(item)
+            .enumerate()
+            .for_each(|(b, o)| {
+                let x: Vec<&[f32]> = inputs.iter().map(|t| t.item(b)).collect();
+                run_image(&node.op, params, &input_shapes, &node.shape, &x, o);
+            });
+        out
+    }
+}
+
+/// Runs one op on one image.
+fn run_image(
+    op: &Op,
+    params: &NodeParams,
+    input_shapes: &[&[usize]],
+    out_shape: &[usize],
+    x: &[&[f32]],
+    out: &mut [f32],
+) {
+    let hw = |s: &[usize]| (s[1], s[2]);
+    match (op, params) {
+        (Op::Conv2d(c), NodeParams::Conv { weight, bias }) => kernels::conv2d(
+            c,
+            x[0],
+            hw(input_shapes[0]),
+            weight,
+            bias,
+            out,
+            hw(out_shape),
+        ),
+        (Op::PatchEmbed(c), NodeParams::Conv { weight, bias }) => {
+            kernels::patch_embed(c, x[0], hw(input_shapes[0]), weight, bias, out)
+        }
+        (Op::BatchNorm2d { .. }, NodeParams::ChannelAffine { scale, shift }) => {
+            let plane = input_shapes[0][1] * input_shapes[0][2];
+            kernels::channel_affine(x[0], plane, scale, shift, out)
+        }
+        (Op::Linear(l), NodeParams::Linear { weight, bias }) => {
+            kernels::linear(x[0], l.in_features, weight, bias.as_deref(), out)
+        }
+        (Op::LayerNorm { dim, eps }, NodeParams::LayerNorm { weight, bias }) => {
+            kernels::layer_norm(x[0], *dim, *eps, weight, bias, out)
+        }
+        (Op::Hardswish, _) => map(x[0], out, kernels::hardswish),
+        (Op::Relu, _) => map(x[0], out, |v| v.max(0.0)),
+        (Op::Gelu, _) => map(x[0], out, kernels::gelu),
+        (Op::Softmax, _) => kernels::softmax(x[0], *input_shapes[0].last().expect("rank ≥ 1"), out),
+        (Op::Add, _) => {
+            for ((o, a), b) in out.iter_mut().zip(x[0]).zip(x[1]) {
+                *o = a + b;
+            }
+        }
+        (Op::Concat, _) => {
+            out[..x[0].len()].copy_from_slice(x[0]);
+            out[x[0].len()..].copy_from_slice(x[1]);
+        }
+        (Op::GlobalAvgPool, _) => {
+            kernels::global_avg_pool(x[0], input_shapes[0][1] * input_shapes[0][2], out)
+        }
+        (Op::ClassTokenPosEmbed { dim, .. }, NodeParams::ClassTokenPosEmbed { cls, pos }) => {
+            out[..*dim].copy_from_slice(cls);
+            out[*dim..].copy_from_slice(x[0]);
+            out.iter_mut().zip(pos).for_each(|(o, p)| *o += p);
+        }
+        (Op::TakeClassToken, _) => out.copy_from_slice(&x[0][..out.len()]),
+        (
+            Op::AttentionScores {
+                heads,
+                head_dim,
+                scale,
+            },
+            _,
+        ) => kernels::attention_scores(x[0], *heads, *head_dim, *scale as f32, out),
+        (Op::AttentionMix { heads, head_dim }, _) => {
+            kernels::attention_mix(x[0], x[1], *heads, *head_dim, out)
+        }
+        (Op::LinearAttentionContext { heads, head_dim }, _) => {
+            kernels::linear_attention_context(x[0], *heads, *head_dim, out)
+        }
+        (Op::LinearAttentionQuery { heads, head_dim }, _) => {
+            kernels::linear_attention_query(x[0], x[1], *heads, *head_dim, out)
+        }
+        (
+            Op::LinearAttentionNormalize {
+                heads,
+                head_dim,
+                eps,
+                ..
+            },
+            _,
+        ) => kernels::linear_attention_normalize(x[0], *heads, *head_dim, *eps as f32, out),
+        (op, params) => unreachable!(
+            "{} has parameters {params:?} it cannot use (weights folded for another graph)",
+            op.kind()
+        ),
+    }
+}
+
+fn map(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = f(v);
+    }
+}

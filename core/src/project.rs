@@ -1,0 +1,170 @@
+//! A project: everything one experiment needs, in one RON file that every headless subcommand
+//! accepts (and that the explorer saves). Relative paths are relative to the project file.
+//!
+//! ```ron
+//! Project(
+//!     model: "efficientvit-micro",
+//!     weights: Some("../assets/efficientvit-micro.safetensors"),
+//!     data: Some(Idx(images: "../assets/fashion-mnist/t10k-images-idx3-ubyte.gz")),
+//! )
+//! ```
+//!
+//! Fields left out take the shipped defaults: a micro model's trained weights and the
+//! Fashion-MNIST test set. Later stages add their settings (quantization, accelerator) here.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::ArchSpec;
+use crate::assets;
+use crate::data::{Dataset, EvalTransform, Normalize};
+use crate::error::{Error, Result};
+use crate::ron_io;
+
+/// The model the explorer and `qvit eval` use when nothing else is named.
+pub const DEFAULT_MODEL: &str = "efficientvit-micro";
+
+/// Where evaluation images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DataSource {
+    /// An IDX pair; `labels` defaults to the images file's partner (`…labels-idx1-ubyte…`).
+    Idx {
+        images: PathBuf,
+        #[serde(default)]
+        labels: Option<PathBuf>,
+        #[serde(default = "Normalize::fashion_mnist")]
+        normalize: Normalize,
+    },
+    /// An ImageNet-style folder tree read with the evaluation transform.
+    ImageFolder {
+        root: PathBuf,
+        transform: EvalTransform,
+        #[serde(default = "Normalize::imagenet")]
+        normalize: Normalize,
+    },
+}
+
+impl DataSource {
+    /// The shipped Fashion-MNIST test set.
+    pub fn fashion_mnist_test() -> Self {
+        let (images, labels) = assets::fashion_mnist_test();
+        DataSource::Idx {
+            images,
+            labels: Some(labels),
+            normalize: Normalize::fashion_mnist(),
+        }
+    }
+
+    /// Reads the data (IDX) or indexes the folder (ImageFolder).
+    pub fn open(&self) -> Result<Dataset> {
+        match self {
+            DataSource::Idx {
+                images,
+                labels,
+                normalize,
+            } => {
+                let labels = match labels {
+                    Some(l) => l.clone(),
+                    None => Dataset::idx_labels_path(images).ok_or_else(|| Error::InvalidField {
+                        origin: images.display().to_string(),
+                        field: "labels".into(),
+                        message: "cannot infer the labels file from this name; name it in the project (labels: Some(\"…\"))".into(),
+                    })?,
+                };
+                Dataset::idx(images, &labels, normalize.clone())
+            }
+            DataSource::ImageFolder {
+                root,
+                transform,
+                normalize,
+            } => Dataset::image_folder(root, transform.clone(), normalize.clone()),
+        }
+    }
+
+    fn rebase(&mut self, base: &Path) {
+        match self {
+            DataSource::Idx { images, labels, .. } => {
+                *images = base.join(&*images);
+                if let Some(l) = labels {
+                    *l = base.join(&*l);
+                }
+            }
+            DataSource::ImageFolder { root, .. } => *root = base.join(&*root),
+        }
+    }
+}
+
+/// One experiment's inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    /// A model preset name, or the path of a model RON file.
+    pub model: String,
+    /// Input resolution, when not the model spec's own.
+    #[serde(default)]
+    pub resolution: Option<usize>,
+    /// A safetensors file with the model's weights (default: the shipped micro-model weights).
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// Evaluation data (default: the shipped Fashion-MNIST test set).
+    #[serde(default)]
+    pub data: Option<DataSource>,
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Self::for_model(DEFAULT_MODEL)
+    }
+}
+
+impl Project {
+    /// A project of a model with every other field at its default.
+    pub fn for_model(model: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            resolution: None,
+            weights: None,
+            data: None,
+        }
+    }
+
+    /// Reads a project file; relative paths in it are taken relative to its folder.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut p: Project = ron_io::read(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if p.model.ends_with(".ron") {
+            p.model = base.join(&p.model).display().to_string();
+        }
+        if let Some(w) = &mut p.weights {
+            *w = base.join(&*w);
+        }
+        if let Some(d) = &mut p.data {
+            d.rebase(base);
+        }
+        Ok(p)
+    }
+
+    /// The model spec at the project's resolution.
+    pub fn spec(&self) -> Result<ArchSpec> {
+        let spec = ArchSpec::resolve(&self.model)?;
+        match self.resolution {
+            Some(r) => spec.with_resolution(r),
+            None => Ok(spec),
+        }
+    }
+
+    /// The weights file: the project's, or the shipped weights of a micro model.
+    pub fn weights_path(&self) -> PathBuf {
+        self.weights
+            .clone()
+            .unwrap_or_else(|| assets::weights(&self.model))
+    }
+
+    /// The evaluation data: the project's, or the shipped Fashion-MNIST test set.
+    pub fn data_source(&self) -> DataSource {
+        self.data
+            .clone()
+            .unwrap_or_else(DataSource::fashion_mnist_test)
+    }
+}

@@ -21,6 +21,7 @@
 //! Later stages (weights, executors, quantization, cost models, sweeps) consume these values and
 //! never reach back into an earlier stage's internals.
 
+pub mod accel;
 pub mod arch;
 pub mod assets;
 pub mod data;

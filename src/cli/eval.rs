@@ -149,7 +149,7 @@ fn report(
     let (lo, hi) = acc.top1_interval();
     let per_second = acc.images as f64 / seconds.max(1e-9);
     Ok(match args.format {
-        Format::Json | Format::Graph => {
+        Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
                 "model": graph.model,
                 "executor": "fp32",
@@ -164,7 +164,7 @@ fn report(
                 "threads": threads,
             }))? + "\n"
         }
-        Format::Table | Format::Csv => format!(
+        Format::Table => format!(
             "{} (FP32) on {} — {} images\n\
              weights  {}\n\
              top-1    {:.2} %   (95 % interval {:.2}–{:.2} %)\n\

@@ -2,18 +2,13 @@
 
 use clap::ValueEnum;
 
-/// How a command prints its result.
+/// How a command prints a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Aligned tables for reading.
+    /// Aligned text for reading.
     Table,
     /// One JSON document for scripts.
     Json,
-    /// Comma-separated rows for spreadsheets.
-    Csv,
-    /// The whole graph as JSON — every node's op with its settings, inputs, shape and
-    /// parameters — for other tools (qvit's trainer reads it).
-    Graph,
 }
 
 /// `1234567` → `1,234,567`.

@@ -4,7 +4,23 @@ use clap::Args;
 use qvit_core::arch::ArchSpec;
 use qvit_core::graph::{Graph, GraphSummary, GroupTotal, shape_string};
 
-use super::format::{Format, emit, table, thousands};
+use clap::ValueEnum;
+
+use super::format::{emit, table, thousands};
+
+/// How `qvit info` prints a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InfoFormat {
+    /// Aligned tables for reading.
+    Table,
+    /// The summary as one JSON document for scripts.
+    Json,
+    /// One comma-separated row per layer, for spreadsheets.
+    Csv,
+    /// The whole graph as JSON — every node's op with its settings, inputs, shape and
+    /// parameters — for other tools (qvit's trainer reads it).
+    Graph,
+}
 
 /// Show a model's layers: shapes, parameters and MACs, with totals by op type and by stage.
 ///
@@ -19,8 +35,8 @@ pub struct InfoArgs {
     /// Input resolution in pixels (default: the spec's own).
     #[arg(long, short)]
     resolution: Option<usize>,
-    #[arg(long, short, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, short, value_enum, default_value_t = InfoFormat::Table)]
+    format: InfoFormat,
     /// List only the layers that perform MACs.
     #[arg(long)]
     compute_only: bool,
@@ -32,18 +48,18 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
         spec = spec.with_resolution(r)?;
     }
     let graph = Graph::build(&spec)?;
-    if args.format == Format::Graph {
-        return emit(&(serde_json::to_string(&graph)? + "\n"));
-    }
-    let mut summary = graph.summary();
-    if args.compute_only {
-        summary.layers.retain(|l| l.macs > 0);
-    }
+    let summary = || {
+        let mut summary = graph.summary();
+        if args.compute_only {
+            summary.layers.retain(|l| l.macs > 0);
+        }
+        summary
+    };
     let text = match args.format {
-        Format::Table => tables(&summary),
-        Format::Json => serde_json::to_string_pretty(&summary)? + "\n",
-        Format::Csv => csv_rows(&summary)?,
-        Format::Graph => unreachable!("handled above"),
+        InfoFormat::Table => tables(&summary()),
+        InfoFormat::Json => serde_json::to_string_pretty(&summary())? + "\n",
+        InfoFormat::Csv => csv_rows(&summary())?,
+        InfoFormat::Graph => serde_json::to_string(&graph)? + "\n",
     };
     emit(&text)
 }

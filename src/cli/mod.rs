@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
+mod bench;
 mod eval;
 mod format;
 mod info;
@@ -26,7 +27,8 @@ Examples:
   qvit info my-model.ron --format json        a model spec of your own, as JSON
   qvit eval                                   FP32 accuracy of the shipped default model
   qvit eval deit-micro --limit 1000           another shipped model, on the first 1,000 images
-  qvit eval efficientvit-b1 --weights b1.safetensors --data imagenet/val";
+  qvit eval efficientvit-b1 --weights b1.safetensors --data imagenet/val
+  qvit bench                                  images/s of the executors on random weights";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -34,6 +36,7 @@ enum Command {
     Explore,
     Info(info::InfoArgs),
     Eval(eval::EvalArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -47,5 +50,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Info(args) => info::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

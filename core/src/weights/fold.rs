@@ -48,23 +48,20 @@ pub struct FoldedWeights {
     pub nodes: Vec<NodeParams>,
 }
 
+/// The tensor of `node` with `role`. Weights loaded from a file were checked against the graph,
+/// so a miss here means they belong to another model.
 fn tensor<'w>(weights: &'w Weights, node: &Node, role: ParamRole) -> Result<&'w [f32]> {
-    let spec = node
-        .params
+    node.params
         .iter()
         .find(|p| p.role == role)
-        .ok_or_else(|| Error::Graph {
-            model: String::new(),
-            layer: node.name.clone(),
-            message: format!("has no {role:?} parameter"),
-        })?;
-    weights
-        .get(&spec.name)
+        .and_then(|spec| weights.get(&spec.name))
         .map(|t| t.data.as_slice())
-        .ok_or_else(|| Error::WeightsMismatch {
+        .ok_or_else(|| Error::InvalidField {
             origin: weights.origin.clone(),
-            model: String::new(),
-            problems: vec![format!("missing tensor `{}`", spec.name)],
+            field: node.name.clone(),
+            message: format!(
+                "no {role:?} tensor for this layer; were the weights made for another model?"
+            ),
         })
 }
 

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand.
 
 mod bench;
+mod cost;
 mod eval;
 mod format;
 mod info;
@@ -28,7 +29,8 @@ Examples:
   qvit eval                                   FP32 accuracy of the shipped default model
   qvit eval deit-micro --limit 1000           another shipped model, on the first 1,000 images
   qvit eval efficientvit-b1 --weights b1.safetensors --data imagenet/val
-  qvit bench                                  images/s of the executors on random weights";
+  qvit bench                                  images/s of the executors on random weights
+  qvit cost efficientvit-b1 --resolution 224  cycles, FPS, GOPS and DSP efficiency on Trio-ViT/ZCU102";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -37,6 +39,7 @@ enum Command {
     Info(info::InfoArgs),
     Eval(eval::EvalArgs),
     Bench(bench::BenchArgs),
+    Cost(cost::CostArgs),
 }
 
 /// Runs the parsed command line.
@@ -51,5 +54,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(args) => info::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Cost(args) => cost::run(&args),
     }
 }

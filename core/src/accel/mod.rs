@@ -1,5 +1,14 @@
-//! Accelerator cost models: a model's workload (hardware operations with shapes and bit widths)
-//! and the cycle models that price it.
+//! Accelerator cost models: a model's workload (hardware operations with shapes and bit widths),
+//! accelerator configurations on FPGA parts, and the cycle models that price them.
 
+pub mod config;
+pub mod cost;
+pub mod parts;
+pub mod report;
 pub mod trio_vit;
 pub mod workload;
+
+pub use config::AccelConfig;
+pub use cost::cost;
+pub use report::{Bound, CostReport, LayerCost};
+pub use workload::Workload;

@@ -150,6 +150,99 @@ pub fn reference_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
         .collect()
 }
 
+/// Cycles per workload layer under qvit's corrected model: the reference model with its two
+/// mistakes corrected —
+/// - the grouped 1×1 conv after the aggregation depthwise conv produces all its `3C` outputs;
+/// - the attention projection is priced in its real orientation, `2C → C` —
+///
+/// and what it leaves out added:
+/// - the classifier head (its 1×1 conv and linear layers on all PEs);
+/// - the division of linear attention, a shift once the divisor is log2-quantized, done by one
+///   shifter per lane for every output element (not overlapped, which is conservative);
+/// - DeiT's layers (linear layers and attention products on all PEs) so the same engines can be
+///   compared across families; their softmax, GELU and LayerNorm run in auxiliary units.
+pub fn corrected_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
+    let mut fused = vec![false; workload.layers.len()];
+    for l in &workload.layers {
+        if let Some(t) = l.feeds {
+            fused[t] = true;
+        }
+    }
+    let lanes = engines.mat_lanes + engines.rmac_lanes;
+    workload
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            if fused[i] {
+                return 0;
+            }
+            match &layer.op {
+                HwOp::Conv {
+                    cin,
+                    cout,
+                    groups,
+                    kernel,
+                    pixels,
+                    ..
+                } => {
+                    let repeats = if layer.role == Role::Stem {
+                        pixels * kernel * kernel
+                    } else {
+                        *pixels
+                    };
+                    // A grouped conv runs group by group.
+                    *groups as u64 * engines.all_pes(cout / groups, cin / groups, repeats)
+                }
+                HwOp::Depthwise {
+                    channels,
+                    kernel,
+                    side,
+                    ..
+                } => match layer.feeds.map(|t| &workload.layers[t].op) {
+                    Some(HwOp::Conv {
+                        cin, cout, groups, ..
+                    }) => engines.dw_pw_fused(*side, *channels, *cout, *kernel, cin / groups),
+                    _ => {
+                        (side.div_ceil(engines.rmac_lanes)
+                            * channels.div_ceil(engines.rmac_pes)
+                            * side
+                            * kernel
+                            * kernel) as u64
+                    }
+                },
+                HwOp::Linear {
+                    inputs,
+                    outputs,
+                    tokens,
+                } => engines.all_pes(*outputs, *inputs, *tokens),
+                HwOp::AttnContext { heads, dim, tokens } => {
+                    (heads / 2
+                        * dim.div_ceil(engines.rmac_lanes)
+                        * tokens.div_ceil(engines.mat_pes)
+                        * dim) as u64
+                }
+                HwOp::AttnQuery { heads, dim, tokens } => {
+                    (heads / 2
+                        * dim.div_ceil(engines.rmac_lanes)
+                        * dim.div_ceil(engines.mat_pes)
+                        * tokens) as u64
+                }
+                HwOp::AttnDivide { heads, dim, tokens } => {
+                    (heads * dim * tokens).div_ceil(lanes) as u64
+                }
+                HwOp::AttnScores { heads, dim, tokens } => {
+                    (*heads as u64) * engines.all_pes(*tokens, *dim, *tokens)
+                }
+                HwOp::AttnMix { heads, dim, tokens } => {
+                    (*heads as u64) * engines.all_pes(*dim, *tokens, *tokens)
+                }
+                HwOp::Vector { .. } => 0,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

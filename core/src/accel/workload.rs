@@ -99,6 +99,11 @@ pub struct HwLayer {
     /// For a depthwise conv: the index (in [`Workload::layers`]) of the conv its output feeds
     /// through activations only, which a DW→PW-fusing engine overlaps with it.
     pub feeds: Option<usize>,
+    /// The input arrives from the previous layer through the on-chip pipeline (a depthwise conv
+    /// after the 1×1 conv that expands for it, the conv after a depthwise conv).
+    pub input_on_chip: bool,
+    /// The output goes to the next layer through the on-chip pipeline.
+    pub output_on_chip: bool,
     pub weight_bits: u8,
     pub act_bits: u8,
     /// Weight elements (0 for attention products).
@@ -222,6 +227,8 @@ impl Workload {
                 role,
                 macs: node.macs,
                 feeds: None,
+                input_on_chip: false,
+                output_on_chip: false,
                 weight_bits,
                 act_bits,
                 weights: node
@@ -235,11 +242,29 @@ impl Workload {
             });
             layer_of[id] = Some(layers.len() - 1);
         }
-        // Link each depthwise conv to the conv it feeds through element-wise steps only.
+        // Link each depthwise conv to the convs before and after it when only element-wise steps
+        // (norms, activations) lie between: those pairs run as an on-chip pipeline.
         for id in 0..nodes.len() {
             let Some(dw) = layer_of[id] else { continue };
             if !matches!(layers[dw].op, HwOp::Depthwise { .. }) {
                 continue;
+            }
+            let mut up = nodes[id].inputs[0];
+            while layer_of[up].is_none()
+                && matches!(
+                    nodes[up].op,
+                    Op::BatchNorm2d { .. } | Op::Hardswish | Op::Relu
+                )
+                && graph.consumers(up).len() == 1
+            {
+                up = nodes[up].inputs[0];
+            }
+            if let Some(p) = layer_of[up]
+                && matches!(layers[p].op, HwOp::Conv { kernel: 1, .. })
+                && graph.consumers(up).len() == 1
+            {
+                layers[p].output_on_chip = true;
+                layers[dw].input_on_chip = true;
             }
             let mut at = id;
             let target = loop {
@@ -254,6 +279,10 @@ impl Workload {
                 }
             };
             layers[dw].feeds = target;
+            if let Some(t) = target {
+                layers[dw].output_on_chip = true;
+                layers[t].input_on_chip = true;
+            }
         }
         Workload {
             model: graph.model.clone(),

@@ -1,0 +1,217 @@
+//! Accelerator configurations, stored as RON under `presets/accelerators/`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::parts::{Part, part};
+use super::trio_vit::Engines;
+use crate::error::{Error, Result};
+use crate::ron_io;
+
+/// Which cycle model prices the Trio-ViT engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrioModel {
+    /// The published analytical model, quirks included (reproduces its cycle counts).
+    Reference,
+    /// The published model with its two mistakes corrected, plus the classifier head, the
+    /// attention divisions and memory traffic.
+    Corrected,
+}
+
+/// One engine: `pes` multipliers per lane, `lanes` lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Engine {
+    pub pes: usize,
+    pub lanes: usize,
+}
+
+/// The compute architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Architecture {
+    /// Trio-ViT: a MAT engine and an R-MAC engine per copy.
+    TrioVit {
+        mat: Engine,
+        rmac: Engine,
+        model: TrioModel,
+    },
+}
+
+/// How many MACs one DSP slice performs per cycle, by the wider operand's bit width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DspPacking {
+    /// Operands of at most 4 bits.
+    pub up_to_4_bits: usize,
+    /// Operands of at most 8 bits (two INT8 MACs sharing an operand: Xilinx WP486).
+    pub up_to_8_bits: usize,
+    /// Wider operands (up to 16 bits).
+    pub wider: usize,
+}
+
+impl Default for DspPacking {
+    /// Two INT8 MACs per DSP48E2 as Trio-ViT assumes; four 4-bit MACs is qvit's assumption for
+    /// the same packing with narrower operands; one MAC for 9–16-bit operands.
+    fn default() -> Self {
+        Self {
+            up_to_4_bits: 4,
+            up_to_8_bits: 2,
+            wider: 1,
+        }
+    }
+}
+
+impl DspPacking {
+    pub fn macs_per_dsp(&self, bits: u8) -> usize {
+        match bits {
+            0..=4 => self.up_to_4_bits,
+            5..=8 => self.up_to_8_bits,
+            _ => self.wider,
+        }
+    }
+}
+
+/// An accelerator design on a part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename = "Accelerator")]
+pub struct AccelConfig {
+    pub name: String,
+    /// FPGA part, see [`super::parts::PARTS`].
+    pub part: String,
+    pub clock_mhz: f64,
+    /// L: identical copies of the engines, each running its own image.
+    pub copies: usize,
+    pub architecture: Architecture,
+    #[serde(default)]
+    pub dsp_packing: DspPacking,
+    /// On-chip activation buffer per copy; a layer whose input and output do not fit streams
+    /// them from off-chip memory.
+    pub activation_buffer_kib: usize,
+    /// On-chip weight buffer, shared by the copies (weights are broadcast).
+    pub weight_buffer_kib: usize,
+    /// Off-chip bandwidth in GB/s (10⁹ bytes per second).
+    pub bandwidth_gbps: f64,
+}
+
+impl AccelConfig {
+    pub fn from_ron(text: &str, origin: &str) -> Result<Self> {
+        let config: AccelConfig = ron_io::parse(text, origin)?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let config: AccelConfig = ron_io::read(path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// A shipped preset by name (see [`PRESETS`]).
+    pub fn preset(name: &str) -> Result<Self> {
+        let (_, text) =
+            PRESETS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| Error::UnknownName {
+                    kind: "accelerator preset",
+                    name: name.to_string(),
+                    valid: PRESETS.iter().map(|(n, _)| n.to_string()).collect(),
+                })?;
+        Self::from_ron(text, &format!("accelerator preset `{name}`"))
+    }
+
+    /// A preset name, or the path of a RON file.
+    pub fn resolve(name_or_path: &str) -> Result<Self> {
+        if name_or_path.ends_with(".ron") || name_or_path.contains('/') {
+            Self::load(Path::new(name_or_path))
+        } else {
+            Self::preset(name_or_path)
+        }
+    }
+
+    pub fn part(&self) -> Result<&'static Part> {
+        part(&self.part)
+    }
+
+    /// The engines of one copy.
+    pub fn engines(&self) -> Engines {
+        match &self.architecture {
+            Architecture::TrioVit { mat, rmac, .. } => Engines {
+                mat_pes: mat.pes,
+                mat_lanes: mat.lanes,
+                rmac_pes: rmac.pes,
+                rmac_lanes: rmac.lanes,
+            },
+        }
+    }
+
+    /// Multipliers over all copies.
+    pub fn multipliers(&self) -> usize {
+        self.engines().multipliers() * self.copies
+    }
+
+    /// Checks every value: zero-sized engines, clocks and buffers are errors naming the field.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |field: &str, message: String| {
+            Err(Error::InvalidField {
+                origin: origin.to_string(),
+                field: field.to_string(),
+                message,
+            })
+        };
+        self.part()?;
+        match &self.architecture {
+            Architecture::TrioVit { mat, rmac, .. } => {
+                for (field, value) in [
+                    ("architecture.mat.pes", mat.pes),
+                    ("architecture.mat.lanes", mat.lanes),
+                    ("architecture.rmac.pes", rmac.pes),
+                    ("architecture.rmac.lanes", rmac.lanes),
+                ] {
+                    if value == 0 {
+                        return bad(
+                            field,
+                            "must be at least 1 (a PE array cannot be empty)".into(),
+                        );
+                    }
+                }
+            }
+        }
+        if self.copies == 0 {
+            return bad("copies", "must be at least 1".into());
+        }
+        for (field, v) in [
+            ("clock_mhz", self.clock_mhz),
+            ("bandwidth_gbps", self.bandwidth_gbps),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(field, format!("{v} is not a positive number"));
+            }
+        }
+        let p = self.dsp_packing;
+        if p.up_to_4_bits == 0 || p.up_to_8_bits == 0 || p.wider == 0 {
+            return bad(
+                "dsp_packing",
+                "every packing factor must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+macro_rules! preset {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../../../presets/accelerators/", $name, ".ron")),
+        )
+    };
+}
+
+/// `(name, RON text)` of every shipped accelerator preset.
+pub const PRESETS: &[(&str, &str)] = &[
+    preset!("trio-vit-zcu102"),
+    preset!("trio-vit-reference-16"),
+    preset!("trio-vit-reference-8"),
+];

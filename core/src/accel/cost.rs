@@ -1,0 +1,212 @@
+//! Pricing a workload on an accelerator: per-layer cycles, memory traffic, and the totals.
+//!
+//! Memory model (corrected model only; the reference model counts compute alone): weights stream
+//! from off-chip memory unless the whole model fits the weight buffer, and are broadcast to all
+//! copies. A layer whose input and output do not fit a copy's activation buffer streams them, per
+//! copy — except where they pass through the on-chip pipeline (1×1 expand → depthwise → 1×1
+//! project), which never leaves the chip. With double buffering a layer takes
+//! `max(compute, transfer)` cycles. A depthwise conv and the conv it feeds are priced together on
+//! the depthwise layer.
+
+use super::config::{AccelConfig, Architecture, TrioModel};
+use super::report::{Bound, CostReport, LayerCost};
+use super::trio_vit::{corrected_cycles, reference_cycles};
+use super::workload::{HwOp, Workload};
+use crate::error::{Error, Result};
+
+fn describe(op: &HwOp) -> String {
+    match op {
+        HwOp::Conv {
+            cin,
+            cout,
+            groups,
+            kernel,
+            stride,
+            ..
+        } => {
+            let kind = if *groups > 1 { "groupconv" } else { "conv" };
+            format!("{kind}{kernel}x{kernel} s{stride} {cin}→{cout}")
+        }
+        HwOp::Depthwise {
+            channels,
+            kernel,
+            stride,
+            ..
+        } => format!("dwconv{kernel}x{kernel} s{stride} ×{channels}"),
+        HwOp::Linear {
+            inputs,
+            outputs,
+            tokens,
+        } => format!("linear {inputs}→{outputs} ×{tokens}"),
+        HwOp::AttnContext { heads, dim, tokens } => format!("[v;1]·kᵀ {heads}h d{dim} N{tokens}"),
+        HwOp::AttnQuery { heads, dim, tokens } => format!("ctx·q {heads}h d{dim} N{tokens}"),
+        HwOp::AttnDivide { heads, dim, tokens } => format!("divide {heads}h d{dim} N{tokens}"),
+        HwOp::AttnScores { heads, dim, tokens } => format!("q·kᵀ {heads}h d{dim} N{tokens}"),
+        HwOp::AttnMix { heads, dim, tokens } => format!("p·v {heads}h d{dim} N{tokens}"),
+        HwOp::Vector { kind, elements } => format!("{kind} ×{elements}"),
+    }
+}
+
+/// Prices `workload` on `config`. A design that needs more DSPs or on-chip memory than its part
+/// has is an error, not a number.
+pub fn cost(workload: &Workload, config: &AccelConfig) -> Result<CostReport> {
+    config.validate(&config.name)?;
+    let part = config.part()?;
+    let engines = config.engines();
+    let Architecture::TrioVit { model, .. } = &config.architecture;
+    let compute = match model {
+        TrioModel::Reference => reference_cycles(workload, &engines),
+        TrioModel::Corrected => corrected_cycles(workload, &engines),
+    };
+    let widest = workload
+        .layers
+        .iter()
+        .map(|l| l.weight_bits.max(l.act_bits))
+        .max()
+        .unwrap_or(8);
+    let dsps = config
+        .multipliers()
+        .div_ceil(config.dsp_packing.macs_per_dsp(widest));
+    let over = |what: &str, need: usize, have: usize, unit: &str| Error::InvalidField {
+        origin: config.name.clone(),
+        field: what.to_string(),
+        message: format!(
+            "the design needs {need} {unit} but the {} has {have}; shrink the engines or the copies",
+            part.name
+        ),
+    };
+    if dsps > part.dsps {
+        return Err(over("DSPs", dsps, part.dsps, "DSP slices"));
+    }
+    let buffers = config.activation_buffer_kib * config.copies + config.weight_buffer_kib;
+    if buffers > part.on_chip_kib {
+        return Err(over(
+            "buffers",
+            buffers,
+            part.on_chip_kib,
+            "KiB of on-chip RAM",
+        ));
+    }
+
+    let counts_memory = *model == TrioModel::Corrected;
+    let bytes = |elements: u64, bits: u8| (elements * bits as u64).div_ceil(8);
+    let total_weight_bytes: u64 = workload
+        .layers
+        .iter()
+        .map(|l| bytes(l.weights, l.weight_bits))
+        .sum();
+    let weights_resident = total_weight_bytes <= config.weight_buffer_kib as u64 * 1024;
+    let act_buffer = config.activation_buffer_kib as u64 * 1024;
+    let layer_bytes = |i: usize| -> u64 {
+        let l = &workload.layers[i];
+        let w = if weights_resident {
+            0
+        } else {
+            bytes(l.weights, l.weight_bits)
+        };
+        let working_set = bytes(l.inputs + l.outputs, l.act_bits);
+        let off_chip = bytes(
+            if l.input_on_chip { 0 } else { l.inputs }
+                + if l.output_on_chip { 0 } else { l.outputs },
+            l.act_bits,
+        );
+        let a = if working_set > act_buffer {
+            off_chip * config.copies as u64
+        } else {
+            0
+        };
+        w + a
+    };
+    let mut moved = vec![0u64; workload.layers.len()];
+    if counts_memory {
+        for i in 0..workload.layers.len() {
+            moved[i] += layer_bytes(i);
+        }
+        // The fused conv's traffic happens during the depthwise layer that carries its cycles.
+        for i in 0..workload.layers.len() {
+            if let Some(t) = workload.layers[i].feeds {
+                moved[i] += std::mem::take(&mut moved[t]);
+            }
+        }
+    }
+    let bytes_per_cycle = config.bandwidth_gbps * 1e9 / (config.clock_mhz * 1e6);
+    let per_copy = engines.multipliers() as f64;
+    let fused_into: Vec<bool> = {
+        let mut f = vec![false; workload.layers.len()];
+        for l in &workload.layers {
+            if let Some(t) = l.feeds {
+                f[t] = true;
+            }
+        }
+        f
+    };
+    let layers: Vec<LayerCost> = workload
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let memory = (moved[i] as f64 / bytes_per_cycle).ceil() as u64;
+            let cycles = compute[i].max(memory);
+            let bound = if fused_into[i] {
+                Bound::Fused
+            } else if cycles == 0 {
+                Bound::None
+            } else if memory > compute[i] {
+                Bound::Memory
+            } else {
+                Bound::Compute
+            };
+            let macs = l.macs + l.feeds.map_or(0, |t| workload.layers[t].macs);
+            LayerCost {
+                name: l.name.clone(),
+                stage: l.stage.clone(),
+                op: describe(&l.op),
+                macs: l.macs,
+                compute_cycles: compute[i],
+                memory_cycles: memory,
+                cycles,
+                bound,
+                utilization: if cycles == 0 {
+                    0.0
+                } else {
+                    macs as f64 / (cycles as f64 * per_copy)
+                },
+                bytes_moved: moved[i],
+            }
+        })
+        .collect();
+    let cycles: u64 = layers.iter().map(|l| l.cycles).sum();
+    let macs = workload.macs();
+    let latency_s = cycles as f64 / (config.clock_mhz * 1e6);
+    let fps = if cycles == 0 {
+        0.0
+    } else {
+        config.copies as f64 / latency_s
+    };
+    let gops = 2.0 * macs as f64 * fps / 1e9;
+    Ok(CostReport {
+        model: workload.model.clone(),
+        resolution: workload.resolution,
+        accelerator: config.name.clone(),
+        part: part.name.to_string(),
+        clock_mhz: config.clock_mhz,
+        copies: config.copies,
+        multipliers: config.multipliers(),
+        dsps,
+        dsp_budget: part.dsps,
+        cycles,
+        latency_ms: latency_s * 1e3,
+        fps,
+        gops,
+        gops_per_dsp: gops / dsps as f64,
+        fps_per_dsp: fps / dsps as f64,
+        utilization: if cycles == 0 {
+            0.0
+        } else {
+            macs as f64 / (cycles as f64 * per_copy)
+        },
+        macs,
+        bytes_moved: layers.iter().map(|l| l.bytes_moved).sum(),
+        layers,
+    })
+}

@@ -1,0 +1,168 @@
+//! The accelerator cost model on whole models: the corrected model against the published one,
+//! the published ZCU102 throughput anchor, and configurations that cannot be built.
+
+use qvit_core::accel::trio_vit::{Engines, corrected_cycles, reference_cycles};
+use qvit_core::accel::workload::{HwOp, Role};
+use qvit_core::accel::{AccelConfig, Workload, cost};
+use qvit_core::arch::ArchSpec;
+use qvit_core::graph::Graph;
+
+fn workload(model: &str, resolution: usize) -> Workload {
+    let spec = ArchSpec::preset(model)
+        .unwrap()
+        .with_resolution(resolution)
+        .unwrap();
+    Workload::uniform(&Graph::build(&spec).unwrap(), 8, 8)
+}
+
+/// Prints every layer whose cycles differ between the published and the corrected model with
+/// the reason, panics on a difference without one, and counts the reasons.
+fn differences(engines: &Engines) -> std::collections::BTreeMap<&'static str, usize> {
+    let w = workload("efficientvit-b1", 224);
+    let (reference, corrected) = (reference_cycles(&w, engines), corrected_cycles(&w, engines));
+    let mut reasons = std::collections::BTreeMap::new();
+    println!("{engines:?}");
+    for (i, layer) in w.layers.iter().enumerate() {
+        if reference[i] == corrected[i] {
+            continue;
+        }
+        let reason = match (&layer.op, layer.role) {
+            (_, Role::Head) => "added: the classifier head",
+            (HwOp::AttnDivide { .. }, _) => "added: the attention divisions (shifts)",
+            (HwOp::Conv { .. }, Role::AttnProjection) => "corrected: projection is 2C → C",
+            (HwOp::Depthwise { .. }, _)
+                if layer.feeds.is_some_and(
+                    |t| matches!(w.layers[t].op, HwOp::Conv { groups, .. } if groups > 1),
+                ) =>
+            {
+                "corrected: the grouped 1×1 conv has 3C outputs"
+            }
+            _ => panic!("{} differs for no stated reason", layer.name),
+        };
+        println!(
+            "  {:<66} {:>8} → {:>8}  {reason}",
+            layer.name, reference[i], corrected[i]
+        );
+        *reasons.entry(reason).or_insert(0) += 1;
+    }
+    reasons
+}
+
+#[test]
+fn corrected_model_differs_from_the_published_one_only_where_it_corrects_or_adds() {
+    // The published engines: both corrections happen to cost the same cycles there (the swapped
+    // projection's passes multiply out equal, and the 3C grouped conv hides behind the 5×5
+    // depthwise conv), so only the additions show: 7 attention blocks' divisions, 3 head layers.
+    let published = differences(&Engines {
+        mat_pes: 16,
+        mat_lanes: 8,
+        rmac_pes: 16,
+        rmac_lanes: 8,
+    });
+    assert_eq!(published.len(), 2, "{published:?}");
+    assert_eq!(published["added: the attention divisions (shifts)"], 7);
+    assert_eq!(published["added: the classifier head"], 3);
+    // Engines where the quirks matter: 20-wide MAT lanes (channel counts no longer divide) and a
+    // fast R-MAC engine (the grouped conv no longer hides behind the depthwise conv).
+    let skewed = differences(&Engines {
+        mat_pes: 20,
+        mat_lanes: 8,
+        rmac_pes: 64,
+        rmac_lanes: 8,
+    });
+    assert!(skewed["corrected: projection is 2C → C"] >= 1, "{skewed:?}");
+    assert!(
+        skewed["corrected: the grouped 1×1 conv has 3C outputs"] >= 1,
+        "{skewed:?}"
+    );
+    assert_eq!(skewed["added: the attention divisions (shifts)"], 7);
+    assert_eq!(skewed["added: the classifier head"], 3);
+}
+
+#[test]
+fn zcu102_throughput_is_within_ten_percent_of_the_published_accelerator() {
+    let r = cost(
+        &workload("efficientvit-b1", 224),
+        &AccelConfig::preset("trio-vit-zcu102").unwrap(),
+    )
+    .unwrap();
+    // Shao et al. (same group, ZCU102, 200 MHz, 8-bit): 780.2 GOPS.
+    let error = (r.gops - 780.2).abs() / 780.2;
+    assert!(error <= 0.10, "{:.1} GOPS", r.gops);
+    assert!(r.dsps <= 2520, "{} DSPs", r.dsps);
+    assert_eq!(r.dsps, 1024);
+    assert!((r.gops_per_dsp - r.gops / 1024.0).abs() < 1e-9);
+    assert!(r.utilization > 0.0 && r.utilization <= 1.0);
+}
+
+#[test]
+fn reference_presets_report_the_published_cycles() {
+    for (preset, cycles) in [
+        ("trio-vit-reference-16", 2_060_601),
+        ("trio-vit-reference-8", 4_005_490),
+    ] {
+        let r = cost(
+            &workload("efficientvit-b1", 224),
+            &AccelConfig::preset(preset).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r.cycles, cycles, "{preset}");
+        assert_eq!(
+            r.bytes_moved, 0,
+            "the published model counts no memory traffic"
+        );
+    }
+}
+
+#[test]
+fn more_bits_need_more_dsps_and_narrow_operands_pack_tighter() {
+    let config = AccelConfig::preset("trio-vit-zcu102").unwrap();
+    let spec = ArchSpec::preset("efficientvit-b1").unwrap();
+    let g = Graph::build(&spec).unwrap();
+    let dsps = |w, a| cost(&Workload::uniform(&g, w, a), &config).map(|r| r.dsps);
+    assert_eq!(dsps(4, 4).unwrap(), 512);
+    assert_eq!(dsps(4, 8).unwrap(), 1024);
+    // 16-bit operands: one MAC per DSP → 2,048 ≤ 2,520.
+    assert_eq!(dsps(16, 16).unwrap(), 2048);
+}
+
+#[test]
+fn impossible_designs_are_errors_that_say_why() {
+    let base = include_str!("../../presets/accelerators/trio-vit-zcu102.ron");
+    let err = AccelConfig::from_ron(&base.replace("mat: (pes: 16", "mat: (pes: 0"), "z.ron")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("architecture.mat.pes") && err.contains("at least 1"),
+        "{err}"
+    );
+    let err = AccelConfig::from_ron(&base.replace("\"zcu102\"", "\"zcu999\""), "z.ron")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("zcu999") && err.contains("zcu102") && err.contains("vck190"),
+        "{err}"
+    );
+    let err = AccelConfig::from_ron(&base.replace("copies: 8", "copies: 20"), "z.ron")
+        .map(|c| cost(&workload("efficientvit-b1", 224), &c))
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("needs 2560 DSP slices but the zcu102 has 2520"),
+        "{err}"
+    );
+    let err = AccelConfig::from_ron(&base.replace("copies: 8", "copies 8"), "z.ron")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("z.ron:"), "{err}");
+    let err = AccelConfig::from_ron(
+        &base.replace("activation_buffer_kib: 256", "activation_buffer_kib: 4096"),
+        "z.ron",
+    )
+    .map(|c| cost(&workload("efficientvit-b1", 224), &c))
+    .unwrap()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("KiB of on-chip RAM"), "{err}");
+}

@@ -1,0 +1,114 @@
+//! `qvit cost`: a model's cycles, FPS, GOPS and DSP efficiency on an accelerator.
+
+use clap::Args;
+use qvit_core::accel::{AccelConfig, Bound, CostReport, Workload, cost};
+use qvit_core::graph::Graph;
+
+use super::format::{Format, emit, table, thousands};
+use super::target;
+
+/// Price a model on an accelerator: per-layer cycles and what bounds them, then latency, FPS,
+/// GOPS (2 operations per MAC), DSPs and DSP efficiency.
+///
+/// Presets: trio-vit-zcu102 (the default: L = 8 copies of Trio-ViT's engines on a ZCU102 at
+/// 200 MHz, corrected and complete model), trio-vit-reference-16 and trio-vit-reference-8 (the
+/// published analytical model exactly, one copy).
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    /// A project RON file, a model preset, or a model RON file (default: efficientvit-micro).
+    target: Option<String>,
+    /// Accelerator preset or RON file.
+    #[arg(long, default_value = "trio-vit-zcu102")]
+    accel: String,
+    /// Input resolution in pixels (default: the model's own).
+    #[arg(long, short)]
+    resolution: Option<usize>,
+    /// Weight and activation bits of every layer, as `wXaY` (2–16 bits each).
+    #[arg(long, default_value = "w8a8", value_parser = parse_bits)]
+    bits: (u8, u8),
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// `w8a8` → (8, 8).
+pub fn parse_bits(text: &str) -> Result<(u8, u8), String> {
+    let err =
+        || format!("`{text}` is not of the form wXaY with X and Y from 2 to 16, e.g. w8a8 or w4a8");
+    let rest = text.strip_prefix('w').ok_or_else(err)?;
+    let (w, a) = rest.split_once('a').ok_or_else(err)?;
+    let (w, a): (u8, u8) = (w.parse().map_err(|_| err())?, a.parse().map_err(|_| err())?);
+    if !(2..=16).contains(&w) || !(2..=16).contains(&a) {
+        return Err(err());
+    }
+    Ok((w, a))
+}
+
+pub fn run(args: &CostArgs) -> anyhow::Result<()> {
+    let mut project = target::project(args.target.as_deref())?;
+    if args.resolution.is_some() {
+        project.resolution = args.resolution;
+    }
+    let graph = Graph::build(&project.spec()?)?;
+    let config = AccelConfig::resolve(&args.accel)?;
+    let workload = Workload::uniform(&graph, args.bits.0, args.bits.1);
+    let report = cost(&workload, &config)?;
+    emit(&match args.format {
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Table => render(&report, args.bits),
+    })
+}
+
+fn render(r: &CostReport, bits: (u8, u8)) -> String {
+    let mut layers = table(
+        &[
+            "layer", "op", "MACs", "compute", "memory", "cycles", "bound", "util",
+        ],
+        &[2, 3, 4, 5, 7],
+    );
+    for l in r
+        .layers
+        .iter()
+        .filter(|l| l.cycles > 0 || l.bound == Bound::Fused)
+    {
+        layers.add_row(vec![
+            l.name.clone(),
+            l.op.clone(),
+            thousands(l.macs),
+            thousands(l.compute_cycles),
+            thousands(l.memory_cycles),
+            thousands(l.cycles),
+            format!("{:?}", l.bound).to_lowercase(),
+            format!("{:.0} %", 100.0 * l.utilization),
+        ]);
+    }
+    format!(
+        "{} @ {} px, W{}A{} on {} ({}, {} MHz, {} cop{})\n\n{layers}\n\n\
+         cycles       {} per image per copy\n\
+         latency      {:.3} ms\n\
+         throughput   {:.1} FPS · {:.1} GOPS\n\
+         DSPs         {} of {} ({} multipliers)\n\
+         efficiency   {:.4} GOPS/DSP · {:.5} FPS/DSP\n\
+         utilization  {:.1} %\n\
+         off-chip     {} bytes per image\n",
+        r.model,
+        r.resolution,
+        bits.0,
+        bits.1,
+        r.accelerator,
+        r.part,
+        r.clock_mhz,
+        r.copies,
+        if r.copies == 1 { "y" } else { "ies" },
+        thousands(r.cycles),
+        r.latency_ms,
+        r.fps,
+        r.gops,
+        r.dsps,
+        r.dsp_budget,
+        r.multipliers,
+        r.gops_per_dsp,
+        r.fps_per_dsp,
+        100.0 * r.utilization,
+        thousands(r.bytes_moved),
+    )
+}

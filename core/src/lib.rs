@@ -28,6 +28,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod exec;
+pub mod explore;
 pub mod graph;
 pub mod project;
 pub mod rng;

@@ -2,6 +2,7 @@
 
 use clap::Args;
 use qvit_core::accel::{AccelConfig, Bound, CostReport, Workload, cost};
+use qvit_core::explore::space::parse_bits;
 use qvit_core::graph::Graph;
 
 use super::format::{Format, emit, table, thousands};
@@ -28,19 +29,6 @@ pub struct CostArgs {
     bits: (u8, u8),
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     format: Format,
-}
-
-/// `w8a8` → (8, 8).
-pub fn parse_bits(text: &str) -> Result<(u8, u8), String> {
-    let err =
-        || format!("`{text}` is not of the form wXaY with X and Y from 2 to 16, e.g. w8a8 or w4a8");
-    let rest = text.strip_prefix('w').ok_or_else(err)?;
-    let (w, a) = rest.split_once('a').ok_or_else(err)?;
-    let (w, a): (u8, u8) = (w.parse().map_err(|_| err())?, a.parse().map_err(|_| err())?);
-    if !(2..=16).contains(&w) || !(2..=16).contains(&a) {
-        return Err(err());
-    }
-    Ok((w, a))
 }
 
 pub fn run(args: &CostArgs) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ mod cost;
 mod eval;
 mod format;
 mod info;
+mod sweep;
 mod target;
 
 use clap::{Parser, Subcommand};
@@ -30,7 +31,8 @@ Examples:
   qvit eval deit-micro --limit 1000           another shipped model, on the first 1,000 images
   qvit eval efficientvit-b1 --weights b1.safetensors --data imagenet/val
   qvit bench                                  images/s of the executors on random weights
-  qvit cost efficientvit-b1 --resolution 224  cycles, FPS, GOPS and DSP efficiency on Trio-ViT/ZCU102";
+  qvit cost efficientvit-b1 --resolution 224  cycles, FPS, GOPS and DSP efficiency on Trio-ViT/ZCU102
+  qvit sweep presets/sweeps/trio-vit-zcu102.ron  a design space on every core, CSV + Pareto front";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -40,6 +42,7 @@ enum Command {
     Eval(eval::EvalArgs),
     Bench(bench::BenchArgs),
     Cost(cost::CostArgs),
+    Sweep(sweep::SweepArgs),
 }
 
 /// Runs the parsed command line.
@@ -55,5 +58,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Cost(args) => cost::run(&args),
+        Command::Sweep(args) => sweep::run(&args),
     }
 }

@@ -47,9 +47,146 @@ fn describe(op: &HwOp) -> String {
     }
 }
 
+/// The headline figures of a design, without per-layer detail (what sweeps record).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Totals {
+    pub cycles: u64,
+    pub fps: f64,
+    pub gops: f64,
+    pub dsps: usize,
+    pub gops_per_dsp: f64,
+    pub fps_per_dsp: f64,
+    pub utilization: f64,
+    pub bytes_moved: u64,
+}
+
+/// Per-layer compute cycles, off-chip bytes, and the DSPs of a feasible design.
+struct Priced {
+    compute: Vec<u64>,
+    moved: Vec<u64>,
+    bytes_per_cycle: f64,
+    dsps: usize,
+    budget: usize,
+}
+
+impl Priced {
+    fn memory_cycles(&self, i: usize) -> u64 {
+        (self.moved[i] as f64 / self.bytes_per_cycle).ceil() as u64
+    }
+
+    fn cycles(&self, i: usize) -> u64 {
+        self.compute[i].max(self.memory_cycles(i))
+    }
+}
+
+/// The headline figures of `workload` on `config`; errors as [`cost`].
+pub fn totals(workload: &Workload, config: &AccelConfig) -> Result<Totals> {
+    let p = price(workload, config)?;
+    let cycles = (0..p.compute.len()).map(|i| p.cycles(i)).sum();
+    Ok(summarize(workload, config, &p, cycles))
+}
+
+fn summarize(workload: &Workload, config: &AccelConfig, p: &Priced, cycles: u64) -> Totals {
+    let macs = workload.macs();
+    let latency_s = cycles as f64 / (config.clock_mhz * 1e6);
+    let fps = if cycles == 0 {
+        0.0
+    } else {
+        config.copies as f64 / latency_s
+    };
+    let gops = 2.0 * macs as f64 * fps / 1e9;
+    let per_copy = config.engines().multipliers() as f64;
+    Totals {
+        cycles,
+        fps,
+        gops,
+        dsps: p.dsps,
+        gops_per_dsp: gops / p.dsps as f64,
+        fps_per_dsp: fps / p.dsps as f64,
+        utilization: if cycles == 0 {
+            0.0
+        } else {
+            macs as f64 / (cycles as f64 * per_copy)
+        },
+        bytes_moved: p.moved.iter().sum(),
+    }
+}
+
 /// Prices `workload` on `config`. A design that needs more DSPs or on-chip memory than its part
 /// has is an error, not a number.
 pub fn cost(workload: &Workload, config: &AccelConfig) -> Result<CostReport> {
+    let p = price(workload, config)?;
+    let part = config.part()?;
+    let per_copy = config.engines().multipliers() as f64;
+    let fused_into: Vec<bool> = {
+        let mut f = vec![false; workload.layers.len()];
+        for l in &workload.layers {
+            if let Some(t) = l.feeds {
+                f[t] = true;
+            }
+        }
+        f
+    };
+    let layers: Vec<LayerCost> = workload
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (compute, memory, cycles) = (p.compute[i], p.memory_cycles(i), p.cycles(i));
+            let bound = if fused_into[i] {
+                Bound::Fused
+            } else if cycles == 0 {
+                Bound::None
+            } else if memory > compute {
+                Bound::Memory
+            } else {
+                Bound::Compute
+            };
+            let macs = l.macs + l.feeds.map_or(0, |t| workload.layers[t].macs);
+            LayerCost {
+                name: l.name.clone(),
+                stage: l.stage.clone(),
+                op: describe(&l.op),
+                macs: l.macs,
+                compute_cycles: compute,
+                memory_cycles: memory,
+                cycles,
+                bound,
+                utilization: if cycles == 0 {
+                    0.0
+                } else {
+                    macs as f64 / (cycles as f64 * per_copy)
+                },
+                bytes_moved: p.moved[i],
+            }
+        })
+        .collect();
+    let cycles: u64 = layers.iter().map(|l| l.cycles).sum();
+    let t = summarize(workload, config, &p, cycles);
+    Ok(CostReport {
+        model: workload.model.clone(),
+        resolution: workload.resolution,
+        accelerator: config.name.clone(),
+        part: part.name.to_string(),
+        clock_mhz: config.clock_mhz,
+        copies: config.copies,
+        multipliers: config.multipliers(),
+        dsps: t.dsps,
+        dsp_budget: p.budget,
+        cycles,
+        latency_ms: cycles as f64 / (config.clock_mhz * 1e3),
+        fps: t.fps,
+        gops: t.gops,
+        gops_per_dsp: t.gops_per_dsp,
+        fps_per_dsp: t.fps_per_dsp,
+        utilization: t.utilization,
+        macs: workload.macs(),
+        bytes_moved: t.bytes_moved,
+        layers,
+    })
+}
+
+fn price(workload: &Workload, config: &AccelConfig) -> Result<Priced> {
     config.validate(&config.name)?;
     let part = config.part()?;
     let engines = config.engines();
@@ -129,84 +266,11 @@ pub fn cost(workload: &Workload, config: &AccelConfig) -> Result<CostReport> {
             }
         }
     }
-    let bytes_per_cycle = config.bandwidth_gbps * 1e9 / (config.clock_mhz * 1e6);
-    let per_copy = engines.multipliers() as f64;
-    let fused_into: Vec<bool> = {
-        let mut f = vec![false; workload.layers.len()];
-        for l in &workload.layers {
-            if let Some(t) = l.feeds {
-                f[t] = true;
-            }
-        }
-        f
-    };
-    let layers: Vec<LayerCost> = workload
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let memory = (moved[i] as f64 / bytes_per_cycle).ceil() as u64;
-            let cycles = compute[i].max(memory);
-            let bound = if fused_into[i] {
-                Bound::Fused
-            } else if cycles == 0 {
-                Bound::None
-            } else if memory > compute[i] {
-                Bound::Memory
-            } else {
-                Bound::Compute
-            };
-            let macs = l.macs + l.feeds.map_or(0, |t| workload.layers[t].macs);
-            LayerCost {
-                name: l.name.clone(),
-                stage: l.stage.clone(),
-                op: describe(&l.op),
-                macs: l.macs,
-                compute_cycles: compute[i],
-                memory_cycles: memory,
-                cycles,
-                bound,
-                utilization: if cycles == 0 {
-                    0.0
-                } else {
-                    macs as f64 / (cycles as f64 * per_copy)
-                },
-                bytes_moved: moved[i],
-            }
-        })
-        .collect();
-    let cycles: u64 = layers.iter().map(|l| l.cycles).sum();
-    let macs = workload.macs();
-    let latency_s = cycles as f64 / (config.clock_mhz * 1e6);
-    let fps = if cycles == 0 {
-        0.0
-    } else {
-        config.copies as f64 / latency_s
-    };
-    let gops = 2.0 * macs as f64 * fps / 1e9;
-    Ok(CostReport {
-        model: workload.model.clone(),
-        resolution: workload.resolution,
-        accelerator: config.name.clone(),
-        part: part.name.to_string(),
-        clock_mhz: config.clock_mhz,
-        copies: config.copies,
-        multipliers: config.multipliers(),
+    Ok(Priced {
+        compute,
+        moved,
+        bytes_per_cycle: config.bandwidth_gbps * 1e9 / (config.clock_mhz * 1e6),
         dsps,
-        dsp_budget: part.dsps,
-        cycles,
-        latency_ms: latency_s * 1e3,
-        fps,
-        gops,
-        gops_per_dsp: gops / dsps as f64,
-        fps_per_dsp: fps / dsps as f64,
-        utilization: if cycles == 0 {
-            0.0
-        } else {
-            macs as f64 / (cycles as f64 * per_copy)
-        },
-        macs,
-        bytes_moved: layers.iter().map(|l| l.bytes_moved).sum(),
-        layers,
+        budget: part.dsps,
     })
 }

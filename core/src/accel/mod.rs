@@ -4,11 +4,12 @@
 pub mod config;
 pub mod cost;
 pub mod parts;
+pub mod published;
 pub mod report;
 pub mod trio_vit;
 pub mod workload;
 
 pub use config::AccelConfig;
-pub use cost::cost;
+pub use cost::{Totals, cost, totals};
 pub use report::{Bound, CostReport, LayerCost};
 pub use workload::Workload;

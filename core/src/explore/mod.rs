@@ -1,0 +1,8 @@
+//! Design-space exploration: spaces of accelerator designs, sweeps over them, Pareto fronts.
+
+pub mod pareto;
+pub mod space;
+pub mod sweep;
+
+pub use space::{DesignSpace, Sampling};
+pub use sweep::Shard;

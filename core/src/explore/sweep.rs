@@ -1,0 +1,384 @@
+//! Running a design space: every point of a shard priced in parallel, rows streamed to CSV in
+//! index order.
+//!
+//! Crash safety: rows are written a chunk at a time as whole lines, so an interrupted sweep leaves
+//! complete rows followed at most by one partial line. `--resume` drops that partial line and
+//! continues with the next point, so a resumed sweep writes exactly the file an uninterrupted one
+//! would. A shard `i/N` takes the points whose index is `i` modulo `N`; merging shards sorts their
+//! rows by index, which gives the unsharded file.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::pareto;
+use super::space::{DesignSpace, Point, parse_bits};
+use crate::accel::config::{Architecture, Engine};
+use crate::accel::{AccelConfig, Workload, totals};
+use crate::arch::ArchSpec;
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+
+/// Columns of a sweep CSV.
+pub const HEADER: [&str; 19] = [
+    "index",
+    "model",
+    "resolution",
+    "mat_pes",
+    "mat_lanes",
+    "rmac_pes",
+    "rmac_lanes",
+    "copies",
+    "clock_mhz",
+    "bits",
+    "multipliers",
+    "dsps",
+    "cycles",
+    "fps",
+    "gops",
+    "gops_per_dsp",
+    "fps_per_dsp",
+    "utilization",
+    "status",
+];
+
+/// Points per parallel chunk (and per write).
+const CHUNK: usize = 4096;
+
+/// Which part of the space this run covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// `i/N`, e.g. `0/4`.
+    pub fn parse(text: &str) -> std::result::Result<Shard, String> {
+        let err = || format!("`{text}` is not a shard i/N with 0 ≤ i < N (e.g. 0/4)");
+        let (i, n) = text.split_once('/').ok_or_else(err)?;
+        let (index, count) = (i.parse().map_err(|_| err())?, n.parse().map_err(|_| err())?);
+        if count == 0 || index >= count {
+            return Err(err());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Points of a space of `len` points in this shard.
+    pub fn len(&self, len: u64) -> u64 {
+        len.saturating_sub(self.index).div_ceil(self.count)
+    }
+
+    pub fn is_empty(&self, len: u64) -> bool {
+        self.len(len) == 0
+    }
+
+    /// The `k`-th index of this shard.
+    pub fn nth(&self, k: u64) -> u64 {
+        self.index + k * self.count
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Points in this shard.
+    pub points: u64,
+    /// Rows already in the file when resuming.
+    pub resumed: u64,
+    /// Points priced by this run.
+    pub evaluated: u64,
+}
+
+/// Everything a point needs, prepared once per run.
+struct Prepared<'s> {
+    space: &'s DesignSpace,
+    base: AccelConfig,
+    /// (model, resolution axis index, bits axis index) → workload, or why the model cannot run.
+    workloads: HashMap<(usize, usize, usize), std::result::Result<Workload, String>>,
+}
+
+impl<'s> Prepared<'s> {
+    fn new(space: &'s DesignSpace) -> Result<Self> {
+        let base = AccelConfig::resolve(&space.base)?;
+        let mut workloads = HashMap::new();
+        for (m, model) in space.models.iter().enumerate() {
+            let spec = ArchSpec::resolve(model)?;
+            for r in 0..space.resolutions.len().max(1) {
+                let graph = match space.resolutions.get(r) {
+                    Some(&res) => spec.with_resolution(res).and_then(|s| Graph::build(&s)),
+                    None => Graph::build(&spec),
+                };
+                for (b, bits) in space.bits.iter().enumerate() {
+                    let (w, a) = parse_bits(bits).expect("validated");
+                    let workload = graph
+                        .as_ref()
+                        .map(|g| Workload::uniform(g, w, a))
+                        .map_err(|e| e.to_string());
+                    workloads.insert((m, r, b), workload);
+                }
+            }
+        }
+        Ok(Self {
+            space,
+            base,
+            workloads,
+        })
+    }
+
+    /// The CSV fields of one point.
+    fn row(&self, p: &Point) -> Vec<String> {
+        let s = self.space;
+        let mut config = self.base.clone();
+        let engines = [
+            s.mat_pes[p.mat_pes],
+            s.mat_lanes[p.mat_lanes],
+            s.rmac_pes[p.rmac_pes],
+            s.rmac_lanes[p.rmac_lanes],
+        ];
+        let Architecture::TrioVit { mat, rmac, .. } = &mut config.architecture;
+        *mat = Engine {
+            pes: engines[0],
+            lanes: engines[1],
+        };
+        *rmac = Engine {
+            pes: engines[2],
+            lanes: engines[3],
+        };
+        config.copies = s.copies[p.copies];
+        if let Some(c) = p.clock {
+            config.clock_mhz = s.clock_mhz[c];
+        }
+        let workload = &self.workloads[&(p.model, p.resolution.unwrap_or(0), p.bits)];
+        let resolution = match workload {
+            Ok(w) => w.resolution.to_string(),
+            Err(_) => p
+                .resolution
+                .map(|r| s.resolutions[r].to_string())
+                .unwrap_or_default(),
+        };
+        let mut fields = vec![
+            p.index.to_string(),
+            s.models[p.model].clone(),
+            resolution,
+            engines[0].to_string(),
+            engines[1].to_string(),
+            engines[2].to_string(),
+            engines[3].to_string(),
+            config.copies.to_string(),
+            config.clock_mhz.to_string(),
+            s.bits[p.bits].clone(),
+            config.multipliers().to_string(),
+        ];
+        match workload
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|w| totals(w, &config).map_err(|e| e.to_string()))
+        {
+            Ok(t) => fields.extend([
+                t.dsps.to_string(),
+                t.cycles.to_string(),
+                format!("{:.6}", t.fps),
+                format!("{:.6}", t.gops),
+                format!("{:.6}", t.gops_per_dsp),
+                format!("{:.8}", t.fps_per_dsp),
+                format!("{:.6}", t.utilization),
+                "ok".to_string(),
+            ]),
+            Err(message) => {
+                fields.extend(std::iter::repeat_n(String::new(), 7));
+                fields.push(message);
+            }
+        }
+        fields
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn csv_line(fields: &[String]) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(fields)
+        .and_then(|()| w.flush().map_err(Into::into))
+        .map_err(|e| Error::InvalidField {
+            origin: "sweep".into(),
+            field: "row".into(),
+            message: e.to_string(),
+        })?;
+    Ok(w.into_inner().expect("flushed"))
+}
+
+/// Opens `out` for appending after its complete rows, checking it is a sweep CSV; returns the
+/// file and how many rows it holds. A partial last line is cut off.
+fn reopen(out: &Path) -> Result<(File, u64)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(out)
+        .map_err(io_err(out))?;
+    let mut text = Vec::new();
+    file.read_to_end(&mut text).map_err(io_err(out))?;
+    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let header = String::from_utf8_lossy(&csv_line(&HEADER.map(String::from))?).to_string();
+    if !text.starts_with(header.as_bytes()) {
+        return Err(Error::InvalidField {
+            origin: out.display().to_string(),
+            field: "header".into(),
+            message: "this is not a qvit sweep CSV (the header differs); choose another --out"
+                .into(),
+        });
+    }
+    let rows = text[..complete].iter().filter(|&&b| b == b'\n').count() as u64 - 1;
+    file.set_len(complete as u64).map_err(io_err(out))?;
+    file.seek(SeekFrom::End(0)).map_err(io_err(out))?;
+    Ok((file, rows))
+}
+
+/// Prices this shard's points of `space` and writes them to `out` (with `resume`, after the
+/// rows already there). `progress(done)` is called after each chunk with the rows in the file.
+pub fn run(
+    space: &DesignSpace,
+    out: &Path,
+    shard: Shard,
+    resume: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Outcome> {
+    let prepared = Prepared::new(space)?;
+    let points = shard.len(space.len());
+    let (mut file, resumed) = if out.exists() {
+        if !resume {
+            return Err(Error::InvalidField {
+                origin: out.display().to_string(),
+                field: "--out".into(),
+                message: "the file exists; pass --resume to continue it, or choose another path"
+                    .into(),
+            });
+        }
+        reopen(out)?
+    } else {
+        let mut f = File::create(out).map_err(io_err(out))?;
+        f.write_all(&csv_line(&HEADER.map(String::from))?)
+            .map_err(io_err(out))?;
+        (f, 0)
+    };
+    if resumed > points {
+        return Err(Error::InvalidField {
+            origin: out.display().to_string(),
+            field: "rows".into(),
+            message: format!(
+                "holds {resumed} rows but this shard has {points} points; is it another sweep's file?"
+            ),
+        });
+    }
+    let mut done = resumed;
+    progress(done);
+    while done < points {
+        let end = (done + CHUNK as u64).min(points);
+        let lines: Vec<Vec<u8>> = (done..end)
+            .into_par_iter()
+            .map(|k| csv_line(&prepared.row(&space.point(shard.nth(k)))))
+            .collect::<Result<_>>()?;
+        file.write_all(&lines.concat()).map_err(io_err(out))?;
+        file.flush().map_err(io_err(out))?;
+        done = end;
+        progress(done);
+    }
+    file.sync_all().map_err(io_err(out))?;
+    Ok(Outcome {
+        points,
+        resumed,
+        evaluated: points - resumed,
+    })
+}
+
+fn read_rows(path: &Path) -> Result<Vec<csv::StringRecord>> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| Error::InvalidField {
+        origin: path.display().to_string(),
+        field: "csv".into(),
+        message: e.to_string(),
+    })?;
+    let header = reader
+        .headers()
+        .map(|h| h.iter().eq(HEADER))
+        .unwrap_or(false);
+    if !header {
+        return Err(Error::InvalidField {
+            origin: path.display().to_string(),
+            field: "header".into(),
+            message: "this is not a qvit sweep CSV".into(),
+        });
+    }
+    reader
+        .records()
+        .map(|r| {
+            r.map_err(|e| Error::InvalidField {
+                origin: path.display().to_string(),
+                field: "row".into(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn write_rows(path: &Path, rows: &[csv::StringRecord]) -> Result<()> {
+    let mut bytes = csv_line(&HEADER.map(String::from))?;
+    for r in rows {
+        bytes.extend(csv_line(&r.iter().map(String::from).collect::<Vec<_>>())?);
+    }
+    crate::ron_io::write_atomic(path, &bytes)
+}
+
+/// Joins shard files into one, rows in index order; an index present twice is an error.
+pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<u64> {
+    let mut rows = Vec::new();
+    for input in inputs {
+        rows.extend(read_rows(input)?);
+    }
+    let index = |r: &csv::StringRecord| r[0].parse::<u64>().unwrap_or(u64::MAX);
+    rows.sort_by_key(index);
+    if let Some(w) = rows.windows(2).find(|w| index(&w[0]) == index(&w[1])) {
+        return Err(Error::InvalidField {
+            origin: out.display().to_string(),
+            field: "index".into(),
+            message: format!(
+                "point {} appears in more than one input; were the shards run twice?",
+                index(&w[0])
+            ),
+        });
+    }
+    write_rows(out, &rows)?;
+    Ok(rows.len() as u64)
+}
+
+/// The path of a sweep's Pareto file: `results.csv` → `results.pareto.csv`.
+pub fn pareto_path(csv: &Path) -> PathBuf {
+    csv.with_extension("pareto.csv")
+}
+
+/// Writes the rows of `csv` that no other feasible row beats on both FPS and GOPS/DSP.
+pub fn write_pareto(csv: &Path) -> Result<u64> {
+    let rows: Vec<csv::StringRecord> = read_rows(csv)?
+        .into_iter()
+        .filter(|r| &r[18] == "ok")
+        .collect();
+    let objectives: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| vec![r[13].parse().unwrap_or(0.0), r[15].parse().unwrap_or(0.0)])
+        .collect();
+    let front: Vec<csv::StringRecord> = pareto::front(&objectives)
+        .into_iter()
+        .map(|i| rows[i].clone())
+        .collect();
+    write_rows(&pareto_path(csv), &front)?;
+    Ok(front.len() as u64)
+}

@@ -1,0 +1,165 @@
+//! Sweeps: resuming after an interruption, sharding and merging, and bad design spaces.
+
+use std::path::PathBuf;
+
+use qvit_core::explore::DesignSpace;
+use qvit_core::explore::sweep::{self, Shard};
+
+const SPACE: &str = r#"DesignSpace(
+    name: "test",
+    base: "trio-vit-zcu102",
+    models: ["efficientvit-micro", "efficientvit-b1"],
+    resolutions: [],
+    mat_pes: [8, 16],
+    mat_lanes: [4, 8],
+    rmac_pes: [8, 16],
+    rmac_lanes: [8],
+    copies: [1, 8, 32],
+    bits: ["w8a8", "w4a4"],
+)"#;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qvit-sweep-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn space() -> DesignSpace {
+    DesignSpace::from_ron(SPACE, "test space").unwrap()
+}
+
+fn full_run(path: &PathBuf) -> Vec<u8> {
+    sweep::run(&space(), path, Shard::ALL, false, &mut |_| {}).unwrap();
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn an_interrupted_sweep_resumes_to_the_same_file() {
+    let d = dir("resume");
+    let whole = full_run(&d.join("whole.csv"));
+    assert_eq!(whole.iter().filter(|&&b| b == b'\n').count(), 1 + 96);
+    // Interrupted halfway through a row: the partial line is dropped and the run continues.
+    let cut = d.join("cut.csv");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    assert!(
+        !whole[..whole.len() / 2].ends_with(b"\n"),
+        "cut inside a row"
+    );
+    let outcome = sweep::run(&space(), &cut, Shard::ALL, true, &mut |_| {}).unwrap();
+    assert!(outcome.resumed > 0 && outcome.evaluated > 0);
+    assert_eq!(std::fs::read(&cut).unwrap(), whole);
+    // Resuming a finished sweep changes nothing.
+    let again = sweep::run(&space(), &cut, Shard::ALL, true, &mut |_| {}).unwrap();
+    assert_eq!(again.evaluated, 0);
+    assert_eq!(std::fs::read(&cut).unwrap(), whole);
+}
+
+#[test]
+fn an_existing_file_is_never_overwritten_without_resume() {
+    let d = dir("exists");
+    let path = d.join("s.csv");
+    std::fs::write(&path, "precious").unwrap();
+    let err = sweep::run(&space(), &path, Shard::ALL, false, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--resume"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+    let err = sweep::run(&space(), &path, Shard::ALL, true, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a qvit sweep CSV"), "{err}");
+}
+
+#[test]
+fn merged_shards_equal_the_unsharded_sweep() {
+    let d = dir("shards");
+    let whole = full_run(&d.join("whole.csv"));
+    let shards: Vec<PathBuf> = (0..3).map(|i| d.join(format!("shard{i}.csv"))).collect();
+    for (i, path) in shards.iter().enumerate() {
+        let shard = Shard::parse(&format!("{i}/3")).unwrap();
+        sweep::run(&space(), path, shard, false, &mut |_| {}).unwrap();
+    }
+    let merged = d.join("merged.csv");
+    assert_eq!(sweep::merge(&shards, &merged).unwrap(), 96);
+    assert_eq!(std::fs::read(&merged).unwrap(), whole);
+    let err = sweep::merge(
+        &[shards[0].clone(), shards[0].clone()],
+        &d.join("twice.csv"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("more than one input"), "{err}");
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let d = dir("threads");
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    one.install(|| sweep::run(&space(), &d.join("one.csv"), Shard::ALL, false, &mut |_| {}))
+        .unwrap();
+    let whole = full_run(&d.join("many.csv"));
+    assert_eq!(std::fs::read(d.join("one.csv")).unwrap(), whole);
+}
+
+#[test]
+fn infeasible_designs_are_rows_that_say_why_and_the_front_skips_them() {
+    let d = dir("front");
+    let path = d.join("s.csv");
+    full_run(&path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    // 32 copies of 16×8 + 16×8 need 4,096 DSPs; the ZCU102 has 2,520.
+    assert!(
+        text.contains("needs 4096 DSP slices but the zcu102 has 2520"),
+        "{text}"
+    );
+    let front = sweep::write_pareto(&path).unwrap();
+    assert!(front >= 1);
+    let pareto = std::fs::read_to_string(sweep::pareto_path(&path)).unwrap();
+    assert!(pareto.lines().skip(1).all(|l| l.ends_with(",ok")));
+}
+
+#[test]
+fn malformed_spaces_are_clear_errors() {
+    let err = DesignSpace::from_ron(
+        &SPACE.replace("copies: [1, 8, 32]", "copies: [1, 0]"),
+        "s.ron",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("copies") && err.contains("entry 1 is 0"),
+        "{err}"
+    );
+    let err = DesignSpace::from_ron(&SPACE.replace("\"w4a4\"", "\"w1a4\""), "s.ron")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("from 2 to 16"), "{err}");
+    let err = DesignSpace::from_ron(&SPACE.replace("mat_lanes:", "mat_lane:"), "s.ron")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("s.ron:") && err.contains("mat_lanes"),
+        "{err}"
+    );
+    assert!(
+        Shard::parse("3/3").is_err() && Shard::parse("1/0").is_err() && Shard::parse("x").is_err()
+    );
+}
+
+#[test]
+fn random_sampling_is_a_function_of_the_seed() {
+    let text = SPACE.replace(")\"#", "");
+    let random = format!(
+        "{}    sampling: Random(count: 50, seed: 7),\n)",
+        &text[..text.rfind(')').unwrap()]
+    );
+    let s = DesignSpace::from_ron(&random, "r").unwrap();
+    assert_eq!(s.len(), 50);
+    let again = DesignSpace::from_ron(&random, "r").unwrap();
+    assert!((0..50).all(|i| s.point(i) == again.point(i)));
+    assert!((0..50).any(|i| s.point(i) != s.point(0)));
+}

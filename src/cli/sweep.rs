@@ -1,0 +1,101 @@
+//! `qvit sweep`: price a design space on every core, streaming rows to CSV.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use qvit_core::explore::DesignSpace;
+use qvit_core::explore::sweep::{self, Shard};
+
+/// Price every design of a space (a RON file, see presets/sweeps/) on all cores, streaming rows
+/// to CSV in index order, then write the Pareto front (FPS vs GOPS/DSP) beside it.
+///
+/// An interrupted sweep continues with --resume and produces the file an uninterrupted one would.
+/// For a cluster job array, run shard i/N in each job and join the files with `qvit sweep merge`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    command: Option<SweepCommand>,
+    /// The design space (RON).
+    #[arg(required = true)]
+    space: Option<PathBuf>,
+    /// Output CSV (default: the space's name with .csv, in the current folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Run only the points whose index is i modulo N (e.g. 0/4 in the first of four jobs).
+    #[arg(long, value_parser = Shard::parse, default_value = "0/1")]
+    shard: Shard,
+    /// Worker threads (default: one per core). Rows do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Continue an interrupted sweep in --out instead of refusing to overwrite it.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum SweepCommand {
+    /// Join shard CSVs into one (rows in index order) and write its Pareto front.
+    Merge {
+        /// The shard files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
+    if let Some(SweepCommand::Merge { inputs, out }) = &args.command {
+        let rows = sweep::merge(inputs, out)?;
+        let front = sweep::write_pareto(out)?;
+        eprintln!(
+            "merged {rows} rows into {}; {front} on the Pareto front in {}",
+            out.display(),
+            sweep::pareto_path(out).display()
+        );
+        return Ok(());
+    }
+    let path = args
+        .space
+        .as_ref()
+        .expect("clap requires SPACE without a subcommand");
+    let space = DesignSpace::load(path)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.csv", space.name)));
+    let points = args.shard.len(space.len());
+    let bar = indicatif::ProgressBar::new(points).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{bar:30}] {pos}/{len} designs  {per_sec}  eta {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let go = || {
+        sweep::run(&space, &out, args.shard, args.resume, &mut |done| {
+            bar.set_position(done)
+        })
+    };
+    let outcome = match args.threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()?
+            .install(go)?,
+        None => go()?,
+    };
+    bar.finish_and_clear();
+    let front = sweep::write_pareto(&out)?;
+    eprintln!(
+        "{} designs ({} priced now, {} already there) in {:.2} s → {}; {front} on the Pareto front in {}",
+        outcome.points,
+        outcome.evaluated,
+        outcome.resumed,
+        started.elapsed().as_secs_f64(),
+        out.display(),
+        sweep::pareto_path(&out).display()
+    );
+    Ok(())
+}

@@ -112,7 +112,30 @@ fn add_channel_bias(out: &mut [f32], bias: &[f32], plane: usize) {
     }
 }
 
-/// Depthwise convolution, one channel at a time (channels in parallel when large).
+/// Outputs `lo..hi` whose input coordinate `o·stride + tap − pad` lies inside `0..size`.
+fn valid_outputs(
+    tap: usize,
+    pad: usize,
+    stride: usize,
+    size: usize,
+    outputs: usize,
+) -> std::ops::Range<usize> {
+    let lo = if tap >= pad {
+        0
+    } else {
+        (pad - tap).div_ceil(stride)
+    };
+    let hi = if size + pad > tap {
+        (size + pad - tap).div_ceil(stride).min(outputs)
+    } else {
+        0
+    };
+    lo..hi.max(lo)
+}
+
+/// Depthwise convolution, one channel at a time (channels in parallel when large). Each output
+/// sums its taps in (row, column) order, then adds the bias; the bounds of every tap are worked
+/// out once per row so the inner loop runs over contiguous pixels without branches.
 fn depthwise(
     c: &Conv2d,
     x: &[f32],
@@ -122,28 +145,36 @@ fn depthwise(
     out: &mut [f32],
     (oh, ow): (usize, usize),
 ) {
-    let k = c.kernel;
+    let (k, s, p) = (c.kernel, c.stride, c.padding);
+    let rows: Vec<_> = (0..k).map(|ky| valid_outputs(ky, p, s, h, oh)).collect();
+    let cols: Vec<_> = (0..k).map(|kx| valid_outputs(kx, p, s, w, ow)).collect();
     let channel = |(ch, o): (usize, &mut [f32])| {
         let xc = &x[ch * h * w..(ch + 1) * h * w];
         let wc = &weight[ch * k * k..(ch + 1) * k * k];
+        o.fill(0.0);
         for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = 0.0f32;
-                for ky in 0..k {
-                    let iy = (oy * c.stride + ky) as isize - c.padding as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let row = &xc[iy as usize * w..(iy as usize + 1) * w];
-                    for kx in 0..k {
-                        let ix = (ox * c.stride + kx) as isize - c.padding as isize;
-                        if ix >= 0 && ix < w as isize {
-                            acc += row[ix as usize] * wc[ky * k + kx];
+            let orow = &mut o[oy * ow..(oy + 1) * ow];
+            for ky in 0..k {
+                if !rows[ky].contains(&oy) {
+                    continue;
+                }
+                let row = &xc[(oy * s + ky - p) * w..][..w];
+                for kx in 0..k {
+                    let wv = wc[ky * k + kx];
+                    let r = cols[kx].clone();
+                    if s == 1 {
+                        let src = &row[r.start + kx - p..r.end + kx - p];
+                        for (o, &v) in orow[r].iter_mut().zip(src) {
+                            *o += v * wv;
+                        }
+                    } else {
+                        for ox in r {
+                            orow[ox] += row[ox * s + kx - p] * wv;
                         }
                     }
                 }
-                o[oy * ow + ox] = acc + bias[ch];
             }
+            orow.iter_mut().for_each(|v| *v += bias[ch]);
         }
     };
     if out.len() * k * k < PARALLEL_MACS {

@@ -59,5 +59,16 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// An [`Error::InvalidField`] as an `Err`: `origin` (file or preset), the field, what is wrong.
+    pub fn field<T>(origin: &str, field: &str, message: impl Into<String>) -> Result<T> {
+        Err(Error::InvalidField {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            message: message.into(),
+        })
+    }
+}
+
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

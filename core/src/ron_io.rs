@@ -28,6 +28,23 @@ pub fn parse<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
     })
 }
 
+/// The text of `name` in a table of shipped presets; an unknown name lists the valid ones.
+pub fn preset_text<'t>(
+    kind: &'static str,
+    table: &'t [(&str, &str)],
+    name: &str,
+) -> Result<&'t str> {
+    table
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+        .ok_or_else(|| Error::UnknownName {
+            kind,
+            name: name.to_string(),
+            valid: table.iter().map(|(n, _)| n.to_string()).collect(),
+        })
+}
+
 /// Reads and parses a RON file.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = fs::read_to_string(path).map_err(|source| Error::Io {

@@ -109,15 +109,7 @@ impl AccelConfig {
 
     /// A shipped preset by name (see [`PRESETS`]).
     pub fn preset(name: &str) -> Result<Self> {
-        let (_, text) =
-            PRESETS
-                .iter()
-                .find(|(n, _)| *n == name)
-                .ok_or_else(|| Error::UnknownName {
-                    kind: "accelerator preset",
-                    name: name.to_string(),
-                    valid: PRESETS.iter().map(|(n, _)| n.to_string()).collect(),
-                })?;
+        let text = ron_io::preset_text("accelerator preset", PRESETS, name)?;
         Self::from_ron(text, &format!("accelerator preset `{name}`"))
     }
 
@@ -153,13 +145,7 @@ impl AccelConfig {
 
     /// Checks every value: zero-sized engines, clocks and buffers are errors naming the field.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        let bad = |field: &str, message: String| {
-            Err(Error::InvalidField {
-                origin: origin.to_string(),
-                field: field.to_string(),
-                message,
-            })
-        };
+        let bad = |field: &str, message: String| Error::field(origin, field, message);
         self.part()?;
         match &self.architecture {
             Architecture::TrioVit { mat, rmac, .. } => {

@@ -254,11 +254,12 @@ fn price(workload: &Workload, config: &AccelConfig) -> Result<Priced> {
         };
         w + a
     };
-    let mut moved = vec![0u64; workload.layers.len()];
+    let mut moved: Vec<u64> = if counts_memory {
+        (0..workload.layers.len()).map(layer_bytes).collect()
+    } else {
+        vec![0; workload.layers.len()]
+    };
     if counts_memory {
-        for i in 0..workload.layers.len() {
-            moved[i] += layer_bytes(i);
-        }
         // The fused conv's traffic happens during the depthwise layer that carries its cycles.
         for i in 0..workload.layers.len() {
             if let Some(t) = workload.layers[i].feeds {

@@ -36,6 +36,24 @@ impl Engines {
             as u64
     }
 
+    /// A depthwise conv alone on the R-MAC engine: output rows across lanes, channels across a
+    /// lane's PEs.
+    fn depthwise(&self, side: usize, channels: usize, kernel: usize) -> u64 {
+        (side.div_ceil(self.rmac_lanes) * channels.div_ceil(self.rmac_pes) * side * kernel * kernel)
+            as u64
+    }
+
+    /// `[v;1]·relu(k)ᵀ` as published: half the heads per engine, `dim` rows over the R-MAC
+    /// lanes, tokens over a MAT lane's multipliers.
+    fn attn_context(&self, heads: usize, dim: usize, tokens: usize) -> u64 {
+        (heads / 2 * dim.div_ceil(self.rmac_lanes) * tokens.div_ceil(self.mat_pes) * dim) as u64
+    }
+
+    /// `context·relu(q)` as published.
+    fn attn_query(&self, heads: usize, dim: usize, tokens: usize) -> u64 {
+        (heads / 2 * dim.div_ceil(self.rmac_lanes) * dim.div_ceil(self.mat_pes) * tokens) as u64
+    }
+
     /// A depthwise conv on the R-MAC engine fused with the conv it feeds on the MAT engine:
     /// the cycles of the pair, as the published model counts them.
     fn dw_pw_fused(
@@ -124,26 +142,12 @@ pub fn reference_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
                         };
                         engines.dw_pw_fused(*side, *channels, pw_out, *kernel, pw_in)
                     }
-                    _ => {
-                        (side.div_ceil(engines.rmac_lanes)
-                            * channels.div_ceil(engines.rmac_pes)
-                            * side
-                            * kernel
-                            * kernel) as u64
-                    }
+                    _ => engines.depthwise(*side, *channels, *kernel),
                 },
                 HwOp::AttnContext { heads, dim, tokens } => {
-                    (heads / 2
-                        * dim.div_ceil(engines.rmac_lanes)
-                        * tokens.div_ceil(engines.mat_pes)
-                        * dim) as u64
+                    engines.attn_context(*heads, *dim, *tokens)
                 }
-                HwOp::AttnQuery { heads, dim, tokens } => {
-                    (heads / 2
-                        * dim.div_ceil(engines.rmac_lanes)
-                        * dim.div_ceil(engines.mat_pes)
-                        * tokens) as u64
-                }
+                HwOp::AttnQuery { heads, dim, tokens } => engines.attn_query(*heads, *dim, *tokens),
                 _ => 0,
             }
         })
@@ -203,13 +207,7 @@ pub fn corrected_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
                     Some(HwOp::Conv {
                         cin, cout, groups, ..
                     }) => engines.dw_pw_fused(*side, *channels, *cout, *kernel, cin / groups),
-                    _ => {
-                        (side.div_ceil(engines.rmac_lanes)
-                            * channels.div_ceil(engines.rmac_pes)
-                            * side
-                            * kernel
-                            * kernel) as u64
-                    }
+                    _ => engines.depthwise(*side, *channels, *kernel),
                 },
                 HwOp::Linear {
                     inputs,
@@ -217,17 +215,9 @@ pub fn corrected_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
                     tokens,
                 } => engines.all_pes(*outputs, *inputs, *tokens),
                 HwOp::AttnContext { heads, dim, tokens } => {
-                    (heads / 2
-                        * dim.div_ceil(engines.rmac_lanes)
-                        * tokens.div_ceil(engines.mat_pes)
-                        * dim) as u64
+                    engines.attn_context(*heads, *dim, *tokens)
                 }
-                HwOp::AttnQuery { heads, dim, tokens } => {
-                    (heads / 2
-                        * dim.div_ceil(engines.rmac_lanes)
-                        * dim.div_ceil(engines.mat_pes)
-                        * tokens) as u64
-                }
+                HwOp::AttnQuery { heads, dim, tokens } => engines.attn_query(*heads, *dim, *tokens),
                 HwOp::AttnDivide { heads, dim, tokens } => {
                     (heads * dim * tokens).div_ceil(lanes) as u64
                 }

@@ -70,13 +70,7 @@ impl DeitSpec {
 
     /// Checks every value; `origin` names the file or preset in the error.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        let bad = |field: &str, message: String| {
-            Err(Error::InvalidField {
-                origin: origin.to_string(),
-                field: field.to_string(),
-                message,
-            })
-        };
+        let bad = |field: &str, message: String| Error::field(origin, field, message);
         for (field, value) in [
             ("in_channels", self.in_channels),
             ("num_classes", self.num_classes),

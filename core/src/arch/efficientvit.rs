@@ -108,13 +108,7 @@ impl EfficientVitSpec {
 
     /// Checks every value; `origin` names the file or preset in the error.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        let bad = |field: &str, message: String| {
-            Err(Error::InvalidField {
-                origin: origin.to_string(),
-                field: field.to_string(),
-                message,
-            })
-        };
+        let bad = |field: &str, message: String| Error::field(origin, field, message);
         for (field, list, len) in [
             ("width_list", &self.width_list, LEVELS),
             ("depth_list", &self.depth_list, LEVELS),

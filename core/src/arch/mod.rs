@@ -13,7 +13,7 @@ pub use deit::DeitSpec;
 pub use efficientvit::{EfficientVitSpec, LEVELS, conv_output_side, level_name};
 pub use presets::{PRESETS, preset_names};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ron_io;
 
 /// One model: which family it belongs to and that family's hyper-parameters.
@@ -62,15 +62,7 @@ impl ArchSpec {
 
     /// A shipped preset by name (see [`preset_names`]).
     pub fn preset(name: &str) -> Result<Self> {
-        let (_, text) =
-            PRESETS
-                .iter()
-                .find(|(n, _)| *n == name)
-                .ok_or_else(|| Error::UnknownName {
-                    kind: "model preset",
-                    name: name.to_string(),
-                    valid: preset_names().map(String::from).collect(),
-                })?;
+        let text = ron_io::preset_text("model preset", PRESETS, name)?;
         Self::from_ron(text, &format!("preset `{name}`"))
     }
 

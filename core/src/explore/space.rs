@@ -155,13 +155,7 @@ impl DesignSpace {
 
     /// Checks every axis: empty lists, zero sizes and malformed bit widths name the field.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        let bad = |field: &str, message: String| {
-            Err(Error::InvalidField {
-                origin: origin.to_string(),
-                field: field.to_string(),
-                message,
-            })
-        };
+        let bad = |field: &str, message: String| Error::field(origin, field, message);
         if self.models.is_empty() {
             return bad("models", "name at least one model".into());
         }

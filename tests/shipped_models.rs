@@ -42,3 +42,8 @@ fn check(model: &str, args: &[&str], threshold: f64) {
 fn default_eval_is_the_micro_efficientvit_above_90_percent() {
     check("efficientvit-micro", &[], 90.0);
 }
+
+#[test]
+fn the_micro_deit_is_above_88_percent() {
+    check("deit-micro", &["deit-micro"], 88.0);
+}

@@ -118,15 +118,7 @@ pub fn cost(workload: &Workload, config: &AccelConfig) -> Result<CostReport> {
     let p = price(workload, config)?;
     let part = config.part()?;
     let per_copy = config.engines().multipliers() as f64;
-    let fused_into: Vec<bool> = {
-        let mut f = vec![false; workload.layers.len()];
-        for l in &workload.layers {
-            if let Some(t) = l.feeds {
-                f[t] = true;
-            }
-        }
-        f
-    };
+    let fused_into = workload.fused_into_depthwise();
     let layers: Vec<LayerCost> = workload
         .layers
         .iter()

@@ -97,15 +97,7 @@ impl Engines {
 /// - the classifier head, the divisions of linear attention, and memory traffic are not counted;
 /// - a depthwise conv carries the cycles of the conv it feeds, which counts zero itself.
 pub fn reference_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
-    let fused: Vec<bool> = {
-        let mut f = vec![false; workload.layers.len()];
-        for l in &workload.layers {
-            if let Some(t) = l.feeds {
-                f[t] = true;
-            }
-        }
-        f
-    };
+    let fused = workload.fused_into_depthwise();
     workload
         .layers
         .iter()
@@ -166,12 +158,7 @@ pub fn reference_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
 /// - DeiT's layers (linear layers and attention products on all PEs) so the same engines can be
 ///   compared across families; their softmax, GELU and LayerNorm run in auxiliary units.
 pub fn corrected_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
-    let mut fused = vec![false; workload.layers.len()];
-    for l in &workload.layers {
-        if let Some(t) = l.feeds {
-            fused[t] = true;
-        }
-    }
+    let fused = workload.fused_into_depthwise();
     let lanes = engines.mat_lanes + engines.rmac_lanes;
     workload
         .layers

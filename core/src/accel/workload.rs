@@ -291,6 +291,17 @@ impl Workload {
         }
     }
 
+    /// For each layer, whether a depthwise conv before it carries its cycles (DW→PW fusion).
+    pub fn fused_into_depthwise(&self) -> Vec<bool> {
+        let mut fused = vec![false; self.layers.len()];
+        for l in &self.layers {
+            if let Some(t) = l.feeds {
+                fused[t] = true;
+            }
+        }
+        fused
+    }
+
     /// Total MACs (equals the graph's).
     pub fn macs(&self) -> u64 {
         self.layers.iter().map(|l| l.macs).sum()

@@ -31,6 +31,7 @@ pub mod exec;
 pub mod explore;
 pub mod graph;
 pub mod project;
+pub mod quant;
 pub mod rng;
 pub mod ron_io;
 pub mod tensor;

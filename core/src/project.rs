@@ -6,11 +6,17 @@
 //!     model: "efficientvit-micro",
 //!     weights: Some("../assets/efficientvit-micro.safetensors"),
 //!     data: Some(Idx(images: "../assets/fashion-mnist/t10k-images-idx3-ubyte.gz")),
+//!     quant: Some(
+//!         recipe: "trio-vit",
+//!         bits: "w8a8",
+//!         overrides: [(layers: "stages.3.*", bits: "w4a8")],
+//!     ),
+//!     calibration: Some("micro.calib.safetensors"),
 //! )
 //! ```
 //!
 //! Fields left out take the shipped defaults: a micro model's trained weights and the
-//! Fashion-MNIST test set. Later stages add their settings (quantization, accelerator) here.
+//! Fashion-MNIST test set and full precision. Later stages add their settings (accelerator) here.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +26,7 @@ use crate::arch::ArchSpec;
 use crate::assets;
 use crate::data::{Dataset, EvalTransform, Normalize};
 use crate::error::{Error, Result};
+use crate::quant::QuantSettings;
 use crate::ron_io;
 
 /// The model the explorer and `qvit eval` use when nothing else is named.
@@ -110,6 +117,13 @@ pub struct Project {
     /// Evaluation data (default: the shipped Fashion-MNIST test set).
     #[serde(default)]
     pub data: Option<DataSource>,
+    /// Quantization: recipe, bit widths and per-layer overrides (default: full precision).
+    #[serde(default)]
+    pub quant: Option<QuantSettings>,
+    /// Calibration statistics written by `qvit calibrate` (default: calibrate on the shipped
+    /// 1,024 Fashion-MNIST calibration images when a quantized result is asked for).
+    #[serde(default)]
+    pub calibration: Option<PathBuf>,
 }
 
 impl Default for Project {
@@ -126,6 +140,8 @@ impl Project {
             resolution: None,
             weights: None,
             data: None,
+            quant: None,
+            calibration: None,
         }
     }
 
@@ -141,6 +157,14 @@ impl Project {
         }
         if let Some(d) = &mut p.data {
             d.rebase(base);
+        }
+        if let Some(c) = &mut p.calibration {
+            *c = base.join(&*c);
+        }
+        if let Some(q) = &mut p.quant
+            && q.recipe.ends_with(".ron")
+        {
+            q.recipe = base.join(&q.recipe).display().to_string();
         }
         Ok(p)
     }
@@ -166,5 +190,31 @@ impl Project {
         self.data
             .clone()
             .unwrap_or_else(DataSource::fashion_mnist_test)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::BitWidths;
+
+    #[test]
+    fn quant_settings_parse_with_defaults() {
+        let p: Project = ron_io::parse(
+            r#"Project(model: "efficientvit-micro", quant: Some(bits: "w4a8", overrides: [(layers: "head.*", bits: "w8a8")]))"#,
+            "p.ron",
+        )
+        .unwrap();
+        let q = p.quant.unwrap();
+        assert_eq!(q.recipe, "trio-vit");
+        assert_eq!(q.bits, BitWidths::new(4, 8).unwrap());
+        assert_eq!(q.overrides[0].layers, "head.*");
+        let e = ron_io::parse::<Project>(
+            r#"Project(model: "efficientvit-micro", quant: Some(bits: "w4a20"))"#,
+            "p.ron",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("p.ron") && e.contains("2–16"), "{e}");
     }
 }

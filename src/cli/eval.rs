@@ -1,4 +1,4 @@
-//! `qvit eval`: FP32 accuracy of a model on a dataset.
+//! `qvit eval`: accuracy of a model on a dataset, in FP32 or quantized (fake-quant executor).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -6,19 +6,24 @@ use std::time::Instant;
 use clap::Args;
 use qvit_core::arch::Family;
 use qvit_core::data::{Dataset, EvalTransform, Normalize};
-use qvit_core::eval::{Accuracy, evaluate};
+use qvit_core::eval::{Accuracy, Classifier, evaluate};
 use qvit_core::exec::float::FloatExecutor;
 use qvit_core::graph::Graph;
 use qvit_core::project::{DataSource, Project};
-use qvit_core::weights::Weights;
+use qvit_core::quant::{
+    BitWidths, FakeQuantExecutor, Override, QuantPlan, QuantSettings, diagnostics,
+};
 
-use super::format::{Format, emit, thousands};
+use super::format::{Format, emit, table, thousands};
+use super::prepare;
 use super::target;
 
-/// Measure a model's FP32 top-1 and top-5 accuracy on a dataset.
+/// Measure a model's top-1 and top-5 accuracy on a dataset, in FP32 or quantized.
 ///
-/// With no arguments it evaluates the shipped default: the micro EfficientViT trained on
-/// Fashion-MNIST, on the shipped 10,000-image test set.
+/// With no arguments it evaluates the shipped default in FP32: the micro EfficientViT trained
+/// on Fashion-MNIST, on the shipped 10,000-image test set. `--recipe`, `--bits` or
+/// `--override` (or a project's `quant` section) quantize it first: calibration statistics are
+/// read from `--calibration` or computed on the shipped 1,024 calibration images.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// A project RON file, a model preset, or a model RON file (default: efficientvit-micro).
@@ -45,6 +50,29 @@ pub struct EvalArgs {
     /// Worker threads (default: one per core). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
+    /// Quantize with this recipe: minmax, percentile, omse, ptq4vit, fq-vit, repq-vit,
+    /// trio-vit, or a recipe RON file (default with --bits: trio-vit).
+    #[arg(long)]
+    recipe: Option<String>,
+    /// Weight and activation bits of every layer, e.g. `w8a8`, `w4a8` (default: w8a8).
+    #[arg(long)]
+    bits: Option<BitWidths>,
+    /// Bits for some layers, `PATTERN=wNaM` (`*` and `?` wildcards; a pattern may match a
+    /// name from any `.`): `--override 'stages.3.*=w4a8'`. Repeatable; later ones win.
+    #[arg(long = "override", value_name = "PATTERN=wNaM")]
+    overrides: Vec<Override>,
+    /// Calibration statistics from `qvit calibrate` (default: calibrate now).
+    #[arg(long, value_name = "FILE")]
+    calibration: Option<PathBuf>,
+    /// IDX images to calibrate on (default: the shipped 1,024 Fashion-MNIST training images).
+    #[arg(long, value_name = "IDX")]
+    calibration_data: Option<PathBuf>,
+    /// Calibrate on the first N images.
+    #[arg(long, default_value_t = 1024)]
+    calibration_images: usize,
+    /// Also print each layer's weight and activation SQNR (on the first 64 test images).
+    #[arg(long)]
+    layers: bool,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
@@ -85,10 +113,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             args.crop_ratio,
         ));
     }
-    let graph = Graph::build(&spec)?;
-    let weights_path = project.weights_path();
-    let weights = Weights::load(&weights_path, &graph)?;
-    let folded = weights.fold(&graph)?;
+    let model = prepare::model(&project)?;
+    let graph = &model.graph;
     let data = project.data_source().open()?;
     let expected = graph.input_shape();
     if data.image_shape[..] != *expected {
@@ -100,7 +126,29 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             expected
         );
     }
-    let executor = FloatExecutor::new(&graph, &folded)?;
+    let settings = quant_settings(args, &project);
+    let plan = match &settings {
+        Some(settings) => {
+            let calibration = args.calibration.clone().or(project.calibration.clone());
+            let stats = prepare::stats(
+                &model,
+                calibration.as_deref(),
+                args.calibration_data.as_deref(),
+                args.calibration_images,
+            )?;
+            Some(prepare::plan(&model, &stats, settings)?)
+        }
+        None => None,
+    };
+    let float = FloatExecutor::new(graph, &model.folded)?;
+    let fake = match &plan {
+        Some(p) => Some(FakeQuantExecutor::new(graph, &model.folded, p)?),
+        None => None,
+    };
+    let executor: &dyn Classifier = match &fake {
+        Some(f) => f,
+        None => &float,
+    };
     let total = args.limit.map_or(data.len(), |l| l.min(data.len()));
 
     let bar = indicatif::ProgressBar::new(total as u64).with_style(
@@ -111,7 +159,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let run = || {
-        evaluate(&executor, &data, args.batch, args.limit, &mut |acc| {
+        evaluate(executor, &data, args.batch, args.limit, &mut |acc| {
             bar.set_position(acc.images as u64);
             bar.set_message(format!("top-1 {:.2} %", acc.top1()));
         })
@@ -126,33 +174,121 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
-    emit(&report(
-        args,
-        &graph,
-        &weights_path,
-        &data,
-        &acc,
+    let run = Run {
+        graph,
+        weights: &model.weights_path,
+        data: &data,
+        acc: &acc,
         seconds,
         threads,
-    )?)
+        plan: plan.as_ref(),
+    };
+    emit(&report(args, &run)?)?;
+    if let (true, Some(fake)) = (args.layers, &fake) {
+        let images = data.batch(0..data.len().min(64))?.images;
+        let weights = diagnostics::weight_quality(&model.folded, fake.weights(), fake.plan());
+        let acts = diagnostics::activation_quality(graph, &model.folded, fake, &images)?;
+        emit(&layer_table(fake.plan(), &weights, &acts, args.format)?)?;
+    }
+    Ok(())
 }
 
-fn report(
-    args: &EvalArgs,
-    graph: &Graph,
-    weights: &Path,
-    data: &Dataset,
-    acc: &Accuracy,
+/// The quantization asked for: the project's `quant` section with the flags applied over it.
+fn quant_settings(args: &EvalArgs, project: &Project) -> Option<QuantSettings> {
+    let asked = args.recipe.is_some() || args.bits.is_some() || !args.overrides.is_empty();
+    if !asked && project.quant.is_none() {
+        return None;
+    }
+    let mut s = project.quant.clone().unwrap_or_default();
+    if let Some(r) = &args.recipe {
+        s.recipe = r.clone();
+    }
+    if let Some(b) = args.bits {
+        s.bits = b;
+    }
+    s.overrides.extend(args.overrides.iter().cloned());
+    Some(s)
+}
+
+struct Run<'a> {
+    graph: &'a Graph,
+    weights: &'a Path,
+    data: &'a Dataset,
+    acc: &'a Accuracy,
     seconds: f64,
     threads: usize,
+    plan: Option<&'a QuantPlan>,
+}
+
+fn layer_table(
+    plan: &QuantPlan,
+    weights: &[diagnostics::WeightQuality],
+    acts: &[diagnostics::ActivationQuality],
+    format: Format,
 ) -> anyhow::Result<String> {
+    if let Format::Json = format {
+        return Ok(serde_json::to_string_pretty(&serde_json::json!({
+            "weights": weights,
+            "activations": acts,
+        }))? + "\n");
+    }
+    let mut t = table(
+        &[
+            "tensor",
+            "kind",
+            "bits",
+            "SQNR",
+            "network",
+            "what the recipe did",
+        ],
+        &[2, 3, 4],
+    );
+    for (a, q) in plan.activations.iter().zip(acts) {
+        t.add_row(vec![
+            a.point.clone(),
+            "activation".into(),
+            a.bits.to_string(),
+            format!("{:.1}", q.tensor_sqnr_db),
+            format!("{:.1}", q.network_sqnr_db),
+            a.note.clone(),
+        ]);
+    }
+    for (w, q) in plan.weights.iter().zip(weights) {
+        t.add_row(vec![
+            w.layer.clone(),
+            "weights".into(),
+            w.bits.to_string(),
+            format!("{:.1}", q.sqnr_db),
+            String::new(),
+            w.note.clone(),
+        ]);
+    }
+    Ok(format!(
+        "\nper-layer SQNR (dB; network = against the float model's tensor, errors accumulated)\n{}\n",
+        t
+    ))
+}
+
+fn report(args: &EvalArgs, run: &Run) -> anyhow::Result<String> {
+    let Run {
+        graph,
+        weights,
+        data,
+        acc,
+        seconds,
+        threads,
+        plan,
+    } = *run;
     let (lo, hi) = acc.top1_interval();
     let per_second = acc.images as f64 / seconds.max(1e-9);
     Ok(match args.format {
         Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
                 "model": graph.model,
-                "executor": "fp32",
+                "executor": if plan.is_some() { "fake-quant" } else { "fp32" },
+                "recipe": plan.map(|p| p.recipe.clone()),
+                "bits": plan.map(|p| String::from(p.bits)),
+                "overrides": plan.map(|p| p.overrides.iter().map(|o| o.to_string()).collect::<Vec<_>>()),
                 "weights": weights.display().to_string(),
                 "data": data.origin,
                 "images": acc.images,
@@ -165,12 +301,16 @@ fn report(
             }))? + "\n"
         }
         Format::Table => format!(
-            "{} (FP32) on {} — {} images\n\
+            "{} ({}) on {} — {} images\n\
              weights  {}\n\
              top-1    {:.2} %   (95 % interval {:.2}–{:.2} %)\n\
              top-5    {:.2} %\n\
              speed    {} images/s (batch {}, {} threads)\n",
             graph.model,
+            match plan {
+                Some(p) => executor_name(p),
+                None => "FP32".into(),
+            },
             data.origin,
             thousands(acc.images as u64),
             weights.display(),
@@ -183,4 +323,12 @@ fn report(
             threads
         ),
     })
+}
+
+fn executor_name(plan: &QuantPlan) -> String {
+    let mut s = format!("{} {}, fake-quant", plan.recipe, plan.bits);
+    for o in &plan.overrides {
+        s += &format!(", {o}");
+    }
+    s
 }

@@ -1,10 +1,13 @@
 //! The command line: one module per subcommand.
 
 mod bench;
+mod calibrate;
 mod cost;
 mod eval;
 mod format;
 mod info;
+mod prepare;
+mod ptq_table;
 mod sweep;
 mod target;
 
@@ -30,6 +33,10 @@ Examples:
   qvit eval                                   FP32 accuracy of the shipped default model
   qvit eval deit-micro --limit 1000           another shipped model, on the first 1,000 images
   qvit eval efficientvit-b1 --weights b1.safetensors --data imagenet/val
+  qvit calibrate --out micro.calib.safetensors  activation statistics for any recipe and bits
+  qvit eval --recipe trio-vit --bits w8a8     quantized (fake-quant) accuracy of the default model
+  qvit eval --bits w4a8 --override 'stages.3.*=w8a8' --layers   mixed precision, per-layer SQNR
+  qvit ptq-table                              the method × bits table of docs/results/
   qvit bench                                  images/s of the executors on random weights
   qvit cost efficientvit-b1 --resolution 224  cycles, FPS, GOPS and DSP efficiency on Trio-ViT/ZCU102
   qvit sweep presets/sweeps/trio-vit-zcu102.ron  a design space on every core, CSV + Pareto front";
@@ -39,7 +46,9 @@ enum Command {
     /// Open the desktop explorer (the default when no command is given).
     Explore,
     Info(info::InfoArgs),
+    Calibrate(calibrate::CalibrateArgs),
     Eval(eval::EvalArgs),
+    PtqTable(ptq_table::PtqTableArgs),
     Bench(bench::BenchArgs),
     Cost(cost::CostArgs),
     Sweep(sweep::SweepArgs),
@@ -55,7 +64,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }),
         Command::Info(args) => info::run(&args),
+        Command::Calibrate(args) => calibrate::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::PtqTable(args) => ptq_table::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Cost(args) => cost::run(&args),
         Command::Sweep(args) => sweep::run(&args),

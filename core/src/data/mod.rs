@@ -146,6 +146,39 @@ impl Dataset {
         })
     }
 
+    /// Images already in memory as bytes `[N, C, H, W]` with their labels (synthetic data for
+    /// benchmarks and tests). An empty set is allowed here; the consumers refuse it.
+    pub fn from_bytes(
+        origin: &str,
+        image_shape: [usize; 3],
+        bytes: Vec<u8>,
+        labels: Vec<u32>,
+        normalize: Normalize,
+    ) -> Result<Self> {
+        let per: usize = image_shape.iter().product();
+        if per == 0 || bytes.len() != labels.len() * per {
+            return Error::field(
+                origin,
+                "images",
+                format!(
+                    "{} bytes for {} images of {image_shape:?}",
+                    bytes.len(),
+                    labels.len()
+                ),
+            );
+        }
+        normalize.check(image_shape[0], origin)?;
+        let num_classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+        Ok(Self {
+            origin: origin.to_string(),
+            image_shape,
+            labels,
+            num_classes,
+            normalize,
+            pixels: Pixels::Bytes(bytes),
+        })
+    }
+
     /// An ImageNet-style folder tree `root/<class>/<image>` read with `transform`; classes are
     /// numbered in sorted order of their folder names.
     pub fn image_folder(

@@ -15,6 +15,16 @@ use crate::weights::{FoldedWeights, NodeParams};
 
 pub use kernels::{gelu, hardswish};
 
+std::thread_local! {
+    static FORWARDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Forward passes started on this thread: lets tests prove that work which must not run the
+/// model (re-quantizing from saved statistics) does not.
+pub fn forwards_on_this_thread() -> usize {
+    FORWARDS.with(|c| c.get())
+}
+
 /// Runs a graph in f32 with its folded weights.
 #[derive(Debug, Clone, Copy)]
 pub struct FloatExecutor<'m> {
@@ -54,6 +64,18 @@ impl<'m> FloatExecutor<'m> {
         images: &Tensor,
         observe: &mut dyn FnMut(NodeId, &Tensor),
     ) -> Result<Tensor> {
+        self.forward_transformed(images, &mut |id, t| observe(id, t))
+    }
+
+    /// As [`FloatExecutor::forward_observed`], but `transform(node, output)` may rewrite the
+    /// output in place before later nodes read it: the fake-quant executor quantizes here. A
+    /// folded BatchNorm is called with its conv's value (the same tensor, already normalised).
+    pub fn forward_transformed(
+        &self,
+        images: &Tensor,
+        transform: &mut dyn FnMut(NodeId, &mut Tensor),
+    ) -> Result<Tensor> {
+        FORWARDS.with(|c| c.set(c.get() + 1));
         let nodes = self.graph.nodes();
         let expected = self.graph.input_shape();
         if images.shape.len() != 4 || images.shape[1..] != *expected || images.shape[0] == 0 {
@@ -89,7 +111,7 @@ impl<'m> FloatExecutor<'m> {
 
         let mut values: Vec<Option<Tensor>> = vec![None; nodes.len()];
         values[0] = Some(images.clone());
-        observe(0, images);
+        transform(0, values[0].as_mut().expect("just set"));
         for id in 1..nodes.len() {
             if source[id] == id {
                 let inputs: Vec<&Tensor> = nodes[id]
@@ -100,7 +122,7 @@ impl<'m> FloatExecutor<'m> {
                 let out = self.run_node(id, &inputs, batch);
                 values[id] = Some(out);
             }
-            observe(id, values[source[id]].as_ref().expect("just computed"));
+            transform(id, values[source[id]].as_mut().expect("just computed"));
             for &i in &nodes[id].inputs {
                 if last_use[source[i]] == id {
                     values[source[i]] = None;

@@ -1,0 +1,62 @@
+//! Calibration speed: both passes over EfficientViT-B1 @ 224 (random weights) on 64 images,
+//! and re-quantizing from the statistics (what a bit-width change in the explorer costs).
+//!
+//! cargo bench -p qvit-core --bench calibration
+
+use qvit_core::arch::ArchSpec;
+use qvit_core::data::{Dataset, Normalize};
+use qvit_core::graph::Graph;
+use qvit_core::quant::{self, CalibrationStats, QuantSettings, Recipe, calibrate};
+use qvit_core::rng::Rng;
+use qvit_core::weights::{FoldedWeights, Weights};
+
+fn main() {
+    divan::main();
+}
+
+fn b1() -> (Graph, FoldedWeights) {
+    let graph = Graph::build(&ArchSpec::preset("efficientvit-b1").unwrap()).unwrap();
+    let folded = Weights::random(&graph, 1).fold(&graph).unwrap();
+    (graph, folded)
+}
+
+fn images(n: usize) -> Dataset {
+    let mut rng = Rng::new(5);
+    let bytes = (0..n * 3 * 224 * 224)
+        .map(|_| rng.below(256) as u8)
+        .collect();
+    Dataset::from_bytes(
+        "random",
+        [3, 224, 224],
+        bytes,
+        vec![0; n],
+        Normalize::imagenet(),
+    )
+    .unwrap()
+}
+
+/// Both calibration passes of EfficientViT-B1 @ 224 over 64 images.
+#[divan::bench(sample_count = 3)]
+fn efficientvit_b1_64_images(bencher: divan::Bencher) {
+    let (graph, folded) = b1();
+    let data = images(64);
+    bencher.bench_local(|| calibrate(&graph, &folded, &data, 64, 32, &mut |_, _| {}).unwrap());
+}
+
+fn b1_stats() -> (Graph, FoldedWeights, CalibrationStats) {
+    let (graph, folded) = b1();
+    let stats = calibrate(&graph, &folded, &images(4), 4, 4, &mut |_, _| {}).unwrap();
+    (graph, folded, stats)
+}
+
+/// A new quant plan for EfficientViT-B1 from saved statistics (no model run).
+#[divan::bench(args = ["minmax", "trio-vit"], sample_count = 5)]
+fn efficientvit_b1_plan(bencher: divan::Bencher, recipe: &str) {
+    let (graph, folded, stats) = b1_stats();
+    let recipe = Recipe::preset(recipe).unwrap();
+    let settings = QuantSettings {
+        recipe: recipe.name.clone(),
+        ..QuantSettings::default()
+    };
+    bencher.bench_local(|| quant::build(&graph, &folded, &stats, &recipe, &settings).unwrap());
+}

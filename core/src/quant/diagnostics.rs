@@ -1,0 +1,154 @@
+//! Per-layer quality of a quant plan: signal-to-quantization-noise ratios of weights and
+//! activations, and per-channel activation boxes before and after Trio-ViT's transforms. One
+//! API for the CLI's tables and the explorer's views.
+
+use serde::{Deserialize, Serialize};
+
+use super::fake::FakeQuantExecutor;
+use super::plan::{QuantPlan, weight_of};
+use super::stats::{BoxStats, CalibrationStats};
+use crate::error::Result;
+use crate::exec::float::FloatExecutor;
+use crate::graph::Graph;
+use crate::tensor::Tensor;
+use crate::weights::FoldedWeights;
+
+/// SQNRs above this are reported as this (a tensor quantized without error).
+pub const SQNR_CAP_DB: f64 = 200.0;
+
+/// `10·log10(Σx² / Σ(x − x̂)²)`, capped at [`SQNR_CAP_DB`].
+pub fn sqnr_db(signal: f64, noise: f64) -> f64 {
+    if noise <= 0.0 {
+        return SQNR_CAP_DB;
+    }
+    (10.0 * (signal / noise).log10()).min(SQNR_CAP_DB)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightQuality {
+    pub layer: String,
+    pub bits: u8,
+    pub sqnr_db: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivationQuality {
+    pub point: String,
+    pub bits: u8,
+    /// The float network's tensor against its own quantization (this point's error alone).
+    pub tensor_sqnr_db: f64,
+    /// The float network's tensor against the fake-quant network's (error accumulated so far).
+    pub network_sqnr_db: f64,
+}
+
+/// SQNR of every quantized layer's weights.
+pub fn weight_quality(
+    params: &FoldedWeights,
+    quantized: &FoldedWeights,
+    plan: &QuantPlan,
+) -> Vec<WeightQuality> {
+    plan.weights
+        .iter()
+        .filter_map(|wp| {
+            let w = weight_of(&params.nodes[wp.node])?;
+            let q = weight_of(&quantized.nodes[wp.node])?;
+            let signal: f64 = w.iter().map(|&x| (x as f64).powi(2)).sum();
+            let noise: f64 = w
+                .iter()
+                .zip(q)
+                .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                .sum();
+            Some(WeightQuality {
+                layer: wp.layer.clone(),
+                bits: wp.bits,
+                sqnr_db: sqnr_db(signal, noise),
+            })
+        })
+        .collect()
+}
+
+/// SQNR of every activation point on `images`, from one float and one fake-quant pass.
+pub fn activation_quality(
+    graph: &Graph,
+    params: &FoldedWeights,
+    executor: &FakeQuantExecutor,
+    images: &Tensor,
+) -> Result<Vec<ActivationQuality>> {
+    let plan = executor.plan();
+    let mut at_node = vec![Vec::new(); graph.nodes().len()];
+    for (i, a) in plan.activations.iter().enumerate() {
+        at_node[a.node].push(i);
+    }
+    let n = plan.activations.len();
+    let (mut signal, mut tensor_noise, mut network_noise) =
+        (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
+    let mut float_values: Vec<Vec<f32>> = vec![Vec::new(); n];
+    FloatExecutor::new(graph, params)?.forward_observed(images, &mut |id, t| {
+        for &p in &at_node[id] {
+            let a = &plan.activations[p];
+            let mut kept = Vec::with_capacity(a.layout.len() * t.batch());
+            for x in t.data.chunks(t.item_len()) {
+                a.layout.for_each(|c, i| {
+                    let v = x[i];
+                    signal[p] += (v as f64).powi(2);
+                    tensor_noise[p] += (v as f64 - a.fake(v, c) as f64).powi(2);
+                    kept.push(v);
+                });
+            }
+            float_values[p] = kept;
+        }
+    })?;
+    executor.forward_observed(images, &mut |id, t| {
+        for &p in &at_node[id] {
+            let a = &plan.activations[p];
+            let mut k = 0;
+            for x in t.data.chunks(t.item_len()) {
+                a.layout.for_each(|_, i| {
+                    network_noise[p] += (x[i] as f64 - float_values[p][k] as f64).powi(2);
+                    k += 1;
+                });
+            }
+        }
+    })?;
+    Ok(plan
+        .activations
+        .iter()
+        .enumerate()
+        .map(|(p, a)| ActivationQuality {
+            point: a.point.clone(),
+            bits: a.bits,
+            tensor_sqnr_db: sqnr_db(signal[p], tensor_noise[p]),
+            network_sqnr_db: sqnr_db(signal[p], network_noise[p]),
+        })
+        .collect())
+}
+
+/// Per-channel boxes of one point as calibrated, and as the quantizer sees them after the
+/// plan's migration or shift (the same boxes when the plan has neither).
+pub fn channel_boxes(
+    stats: &CalibrationStats,
+    plan: &QuantPlan,
+    point: &str,
+) -> Option<(Vec<BoxStats>, Vec<BoxStats>)> {
+    let st = stats.points.iter().find(|p| p.name == point)?;
+    let a = plan.activations.iter().find(|a| a.point == point)?;
+    let before: Vec<BoxStats> = (0..st.channels()).map(|c| st.channel_box(c)).collect();
+    let after = if a.migration.is_some() || a.shift.is_some() {
+        let t = st.transformed(a.migration.as_deref(), a.shift.as_deref());
+        (0..t.channels()).map(|c| t.channel_box(c)).collect()
+    } else {
+        before.clone()
+    };
+    Some((before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqnr_by_hand() {
+        assert!((sqnr_db(100.0, 1.0) - 20.0).abs() < 1e-12);
+        assert_eq!(sqnr_db(1.0, 0.0), SQNR_CAP_DB);
+    }
+}

@@ -1,0 +1,113 @@
+//! The fake-quant executor: the float executor with every weight replaced by its quantized
+//! value and every activation point rounded to its quantizer's levels as it is produced.
+
+use rayon::prelude::*;
+
+use super::plan::{QuantPlan, input_channel, out_channels};
+use crate::error::{Error, Result};
+use crate::eval::Classifier;
+use crate::exec::float::FloatExecutor;
+use crate::graph::{Graph, NodeId};
+use crate::tensor::Tensor;
+use crate::weights::{FoldedWeights, NodeParams};
+
+/// Weights after quantization and dequantization, `Q(W ⊙ r)/r` per layer; biases stay in
+/// float (the integer executor stores them as i32 at the accumulator's scale).
+pub fn fake_quantized_weights(
+    graph: &Graph,
+    params: &FoldedWeights,
+    plan: &QuantPlan,
+) -> FoldedWeights {
+    let mut out = params.clone();
+    for wp in &plan.weights {
+        let op = &graph.node(wp.node).op;
+        let (NodeParams::Conv { weight, .. } | NodeParams::Linear { weight, .. }) =
+            &mut out.nodes[wp.node]
+        else {
+            continue;
+        };
+        let per_out = weight.len() / out_channels(op);
+        for (e, w) in weight.iter_mut().enumerate() {
+            let r = wp
+                .input_scale
+                .as_ref()
+                .map_or(1.0, |s| s[input_channel(op, e)]);
+            *w = wp.quantizer.fake(*w * r, e / per_out) / r;
+        }
+    }
+    out
+}
+
+/// Runs a model with a quant plan applied.
+#[derive(Debug)]
+pub struct FakeQuantExecutor<'m> {
+    graph: &'m Graph,
+    plan: &'m QuantPlan,
+    weights: FoldedWeights,
+    /// Activation plans to apply at each node.
+    at_node: Vec<Vec<usize>>,
+}
+
+impl<'m> FakeQuantExecutor<'m> {
+    pub fn new(graph: &'m Graph, params: &FoldedWeights, plan: &'m QuantPlan) -> Result<Self> {
+        if plan.model != graph.model {
+            return Err(Error::Graph {
+                model: graph.model.clone(),
+                layer: "(all)".into(),
+                message: format!("the quant plan is for model `{}`", plan.model),
+            });
+        }
+        let mut at_node = vec![Vec::new(); graph.nodes().len()];
+        for (i, a) in plan.activations.iter().enumerate() {
+            at_node[a.node].push(i);
+        }
+        Ok(Self {
+            graph,
+            plan,
+            weights: fake_quantized_weights(graph, params, plan),
+            at_node,
+        })
+    }
+
+    pub fn plan(&self) -> &QuantPlan {
+        self.plan
+    }
+
+    /// The dequantized weights the executor runs with.
+    pub fn weights(&self) -> &FoldedWeights {
+        &self.weights
+    }
+
+    /// Logits for a batch of images.
+    pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        self.forward_observed(images, &mut |_, _| {})
+    }
+
+    /// As [`FakeQuantExecutor::forward`], calling `observe(node, output)` after each node's
+    /// output has been quantized.
+    pub fn forward_observed(
+        &self,
+        images: &Tensor,
+        observe: &mut dyn FnMut(NodeId, &Tensor),
+    ) -> Result<Tensor> {
+        let float = FloatExecutor::new(self.graph, &self.weights)?;
+        float.forward_transformed(images, &mut |id, t| {
+            let plans = &self.at_node[id];
+            if !plans.is_empty() {
+                let item = t.item_len();
+                t.data.par_chunks_mut(item).for_each(|x| {
+                    for &p in plans {
+                        self.plan.activations[p].apply(x);
+                    }
+                });
+            }
+            observe(id, t);
+        })
+    }
+}
+
+impl Classifier for FakeQuantExecutor<'_> {
+    fn logits(&self, images: &Tensor) -> Result<Tensor> {
+        self.forward(images)
+    }
+}

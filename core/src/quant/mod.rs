@@ -1,0 +1,31 @@
+//! Post-training quantization: calibration statistics, quantizers and range searches, the
+//! method zoo as recipes, quant plans, and the fake-quant executor.
+//!
+//! ```text
+//! Graph + FoldedWeights ──calibrate──► CalibrationStats ──(Recipe, bits, overrides)──► QuantPlan
+//!                                        (saved, reused)                                  │
+//!                                                   FakeQuantExecutor ◄───────────────────┘
+//! ```
+//!
+//! Changing a recipe or bit width rebuilds the plan from the saved statistics; only
+//! [`calibrate`] runs the float model.
+
+pub mod bits;
+pub mod diagnostics;
+pub mod fake;
+pub mod histogram;
+pub mod plan;
+pub mod points;
+pub mod quantizer;
+pub mod range;
+pub mod recipe;
+pub mod stats;
+pub mod techniques;
+
+pub use bits::BitWidths;
+pub use fake::FakeQuantExecutor;
+pub use plan::{Override, QuantPlan, QuantSettings, build};
+pub use points::{QuantPoint, TensorKind, points};
+pub use quantizer::Quantizer;
+pub use recipe::Recipe;
+pub use stats::{CalibrationStats, calibrate};

@@ -1,0 +1,618 @@
+//! The quant plan: a recipe resolved against one model's calibration statistics and weights —
+//! for every activation point and every weighted layer its quantizer, bits, scales,
+//! zero-points and any migration, shift or reparameterisation factors, with a note of what the
+//! recipe did there. Plans are plain data (RON-serialisable); building one never runs the model.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::bits::BitWidths;
+use super::histogram::Distribution;
+use super::points::{Layout, TensorKind, output_point_node, points};
+use super::quantizer::{Log, Quantizer, Uniform, round_half_up};
+use super::range;
+use super::recipe::{Granularity, Recipe, Technique};
+use super::stats::{CalibrationStats, PointStats};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, Op};
+use crate::weights::{FoldedWeights, NodeParams};
+
+/// Bit widths for the layers whose names match `layers` (`*` any run of characters, `?` one;
+/// a pattern may match a whole name or any part of it that starts after a `.`, so
+/// `stages.3.*` matches `backbone.stages.3.op_list.0.main.depth_conv.conv`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub layers: String,
+    pub bits: BitWidths,
+}
+
+impl FromStr for Override {
+    type Err = Error;
+    /// `PATTERN=wNaM`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (layers, bits) = s.rsplit_once('=').ok_or_else(|| Error::InvalidField {
+            origin: "override".into(),
+            field: s.into(),
+            message: "expected `LAYERS=wNaM`, e.g. `stages.3.*=w4a8`".into(),
+        })?;
+        Ok(Self {
+            layers: layers.trim().to_string(),
+            bits: bits.parse()?,
+        })
+    }
+}
+
+impl fmt::Display for Override {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.layers, String::from(self.bits))
+    }
+}
+
+/// Wildcard match of a whole string: `*` any run, `?` one character.
+fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t, mut star, mut mark) = (0, 0, None, 0);
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some(p);
+            mark = t;
+            p += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            mark += 1;
+            t = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// True when `pattern` matches `name` or a dotted suffix of it.
+pub fn layer_matches(pattern: &str, name: &str) -> bool {
+    let p = pattern.as_bytes();
+    wildcard(p, name.as_bytes())
+        || name
+            .match_indices('.')
+            .any(|(i, _)| wildcard(p, &name.as_bytes()[i + 1..]))
+}
+
+/// What to quantize with: the `quant` section of a project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantSettings {
+    /// A recipe preset name or the path of a recipe RON file.
+    #[serde(default = "default_recipe")]
+    pub recipe: String,
+    #[serde(default = "default_bits")]
+    pub bits: BitWidths,
+    /// Later entries win where patterns overlap.
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+fn default_recipe() -> String {
+    "trio-vit".into()
+}
+
+fn default_bits() -> BitWidths {
+    BitWidths::W8A8
+}
+
+impl Default for QuantSettings {
+    fn default() -> Self {
+        Self {
+            recipe: default_recipe(),
+            bits: default_bits(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// How one activation tensor is quantized: `x̂ = s_c·Q((x − z_c)/s_c) + z_c` with `s_c` the
+/// migration factors (1 without) and `z_c` the shifts (0 without).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivationPlan {
+    pub point: String,
+    pub node: NodeId,
+    pub kind: TensorKind,
+    pub layout: Layout,
+    pub bits: u8,
+    pub quantizer: Quantizer,
+    /// Trio-ViT channel-wise migration factors `s_c` (the depthwise weights are multiplied by them).
+    pub migration: Option<Vec<f32>>,
+    /// Trio-ViT filter-wise shifts `z_c` (compensated in the next layer's bias).
+    pub shift: Option<Vec<f32>>,
+    /// What the recipe did here.
+    pub note: String,
+}
+
+impl ActivationPlan {
+    #[inline]
+    pub fn fake(&self, x: f32, channel: usize) -> f32 {
+        let s = self.migration.as_ref().map_or(1.0, |m| m[channel]);
+        let z = self.shift.as_ref().map_or(0.0, |m| m[channel]);
+        s * self.quantizer.fake((x - z) / s, channel) + z
+    }
+
+    /// Fake-quantizes this point's elements of one image's tensor in place; the same
+    /// arithmetic as [`ActivationPlan::fake`], with the per-channel lookups hoisted out of the
+    /// loop for the common per-tensor uniform case.
+    pub fn apply(&self, item: &mut [f32]) {
+        let Quantizer::Uniform(u) = &self.quantizer else {
+            self.layout.for_each(|c, i| item[i] = self.fake(item[i], c));
+            return;
+        };
+        if u.scale.len() != 1 {
+            self.layout.for_each(|c, i| item[i] = self.fake(item[i], c));
+            return;
+        }
+        let (scale, zp) = (u.scale[0], u.zero_point[0]);
+        let (qmin, qmax) = Uniform::levels(u.bits, u.symmetric);
+        let q = |x: f32| (round_half_up(x / scale) + zp).clamp(qmin, qmax);
+        let whole = self.layout.take == (0..self.layout.inner) && self.layout.len() == item.len();
+        match (&self.migration, &self.shift) {
+            (None, None) if whole => item.iter_mut().for_each(|x| *x = (q(*x) - zp) * scale),
+            (None, None) => self
+                .layout
+                .for_each(|_, i| item[i] = (q(item[i]) - zp) * scale),
+            _ => {
+                let ones = vec![1.0; self.layout.channels];
+                let zeros = vec![0.0; self.layout.channels];
+                let s = self.migration.as_deref().unwrap_or(&ones);
+                let z = self.shift.as_deref().unwrap_or(&zeros);
+                self.layout.for_each(|c, i| {
+                    let t = (item[i] - z[c]) / s[c];
+                    item[i] = s[c] * ((q(t) - zp) * scale) + z[c];
+                });
+            }
+        }
+    }
+}
+
+/// How one layer's weights are quantized: `Q(W ⊙ r)/r`, with `r` the input-channel factors a
+/// technique moved into the weights (1 without).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightPlan {
+    pub layer: String,
+    pub node: NodeId,
+    pub bits: u8,
+    /// Symmetric uniform, one scale per output channel (or group, or tensor).
+    pub quantizer: Uniform,
+    /// Per input channel: Trio-ViT migration factors or RepQ-ViT reparameterisation factors.
+    pub input_scale: Option<Vec<f32>>,
+    pub note: String,
+}
+
+/// A resolved quantization of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantPlan {
+    pub model: String,
+    pub recipe: String,
+    pub bits: BitWidths,
+    pub overrides: Vec<Override>,
+    pub activations: Vec<ActivationPlan>,
+    pub weights: Vec<WeightPlan>,
+}
+
+/// Input channel read by weight element `e` of a conv or linear layer.
+pub fn input_channel(op: &Op, e: usize) -> usize {
+    match op {
+        Op::Conv2d(c) | Op::PatchEmbed(c) => {
+            let in_per_group = c.in_channels / c.groups;
+            let per_out = in_per_group * c.kernel * c.kernel;
+            let o = e / per_out;
+            let ci = (e % per_out) / (c.kernel * c.kernel);
+            (o / (c.out_channels / c.groups)) * in_per_group + ci
+        }
+        Op::Linear(l) => e % l.in_features,
+        _ => 0,
+    }
+}
+
+/// Output channels of a weighted op.
+pub fn out_channels(op: &Op) -> usize {
+    match op {
+        Op::Conv2d(c) | Op::PatchEmbed(c) => c.out_channels,
+        Op::Linear(l) => l.out_features,
+        _ => 1,
+    }
+}
+
+/// The weight tensor of a weighted node.
+pub fn weight_of(params: &NodeParams) -> Option<&[f32]> {
+    match params {
+        NodeParams::Conv { weight, .. } | NodeParams::Linear { weight, .. } => Some(weight),
+        _ => None,
+    }
+}
+
+fn mean(v: &[f32]) -> f32 {
+    v.iter().sum::<f32>() / v.len().max(1) as f32
+}
+
+fn minmax(v: &[f32]) -> (f32, f32) {
+    v.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        })
+}
+
+/// Resolves `recipe` with `settings` on a model: `stats` from [`super::calibrate`] (checked
+/// against the graph and weights by the caller), `params` the folded float weights.
+pub fn build(
+    graph: &Graph,
+    params: &FoldedWeights,
+    stats: &CalibrationStats,
+    recipe: &Recipe,
+    settings: &QuantSettings,
+) -> Result<QuantPlan> {
+    recipe.check_family(graph.family, &graph.model)?;
+    let pts = points(graph);
+    if pts.len() != stats.points.len() {
+        return Error::field(
+            &format!("calibration of `{}`", stats.model),
+            "points",
+            format!(
+                "the statistics list {} points, model `{}` has {}",
+                stats.points.len(),
+                graph.model,
+                pts.len()
+            ),
+        );
+    }
+    let n = graph.nodes().len();
+    let mut w_bits = vec![settings.bits.weights; n];
+    let mut a_bits = vec![settings.bits.activations; n];
+    for o in &settings.overrides {
+        let matched: Vec<NodeId> = (0..n)
+            .filter(|&id| layer_matches(&o.layers, &graph.node(id).name))
+            .collect();
+        if matched.is_empty() {
+            let examples: Vec<&str> = graph
+                .nodes()
+                .iter()
+                .skip(1)
+                .take(3)
+                .map(|n| n.name.as_str())
+                .collect();
+            return Error::field(
+                "overrides",
+                &o.layers,
+                format!(
+                    "the pattern matches no layer of `{}` (layers are named like {}; see `qvit info {}`)",
+                    graph.model,
+                    examples.join(", "),
+                    graph.model
+                ),
+            );
+        }
+        for id in matched {
+            w_bits[id] = o.bits.weights;
+            if let Some(p) = output_point_node(graph, id) {
+                a_bits[p] = o.bits.activations;
+            }
+        }
+    }
+
+    let act = &recipe.activations;
+    let mut input_scale: Vec<Option<Vec<f32>>> = vec![None; n];
+    let mut weight_note: Vec<String> = vec![String::new(); n];
+    let mut activations = Vec::with_capacity(pts.len());
+    for (p, st) in pts.iter().zip(&stats.points) {
+        if p.name != st.name {
+            return Error::field(
+                &format!("calibration of `{}`", stats.model),
+                "points",
+                format!(
+                    "expected point `{}`, found `{}`; run `qvit calibrate` again",
+                    p.name, st.name
+                ),
+            );
+        }
+        let bits = a_bits[p.node];
+        let uniform = |s: &PointStats, bits: u8| {
+            Quantizer::Uniform(range::uniform(
+                &s.distribution(),
+                bits,
+                act.symmetric,
+                act.range,
+            ))
+        };
+        let mut entry = ActivationPlan {
+            point: p.name.clone(),
+            node: p.node,
+            kind: p.kind,
+            layout: p.layout.clone(),
+            bits,
+            quantizer: uniform(st, bits),
+            migration: None,
+            shift: None,
+            note: String::new(),
+        };
+        let technique =
+            |f: &dyn Fn(&Technique) -> bool| recipe.techniques.iter().find(|t| f(t)).cloned();
+        match p.kind {
+            TensorKind::Image => {
+                entry.bits = 8;
+                entry.quantizer = Quantizer::Uniform(Uniform::per_tensor(8, false, st.min, st.max));
+                entry.note = "8-bit image (min-max)".into();
+            }
+            TensorKind::DepthwiseInput => {
+                if let Some(Technique::ChannelMigration { quantile, min, max }) =
+                    technique(&|t| matches!(t, Technique::ChannelMigration { .. }))
+                {
+                    let r = st.quantile(quantile).max(mean(&st.channel_max));
+                    let s: Vec<f32> = st
+                        .channel_max
+                        .iter()
+                        .map(|&m| (m / r.max(f32::MIN_POSITIVE)).clamp(min, max))
+                        .collect();
+                    let migrated = st.transformed(Some(&s), None);
+                    entry.quantizer = uniform(&migrated, bits);
+                    let (lo, hi) = minmax(&s);
+                    entry.note = format!(
+                        "channel-wise migration: s_c in {lo:.2}–{hi:.2}, channel spread {:.1}× → {:.1}×",
+                        st.channel_spread(),
+                        migrated.channel_spread()
+                    );
+                    for c in graph.consumers(p.node) {
+                        weight_note[c] =
+                            format!("weights × s_c of `{}` (channel-wise migration)", p.name);
+                        input_scale[c] = Some(s.clone());
+                    }
+                    entry.migration = Some(s);
+                }
+            }
+            TensorKind::ProjectionInput => {
+                if recipe.has(|t| matches!(t, Technique::FilterShift)) {
+                    let z: Vec<f32> = st
+                        .channel_min
+                        .iter()
+                        .zip(&st.channel_max)
+                        .map(|(lo, hi)| (lo + hi) / 2.0)
+                        .collect();
+                    let shifted = st.transformed(None, Some(&z));
+                    entry.quantizer = uniform(&shifted, bits);
+                    let (lo, hi) = minmax(&z);
+                    entry.note = format!("filter-wise shift: z_c in {lo:.3}–{hi:.3}");
+                    for c in graph.consumers(p.node) {
+                        weight_note[c] =
+                            format!("bias += Σ_i z_i·w_(j,i) for the shift of `{}`", p.name);
+                    }
+                    entry.shift = Some(z);
+                }
+            }
+            TensorKind::AttentionDivisor => {
+                if let Some(Technique::LogDivisor { bits }) =
+                    technique(&|t| matches!(t, Technique::LogDivisor { .. }))
+                {
+                    let top = if st.max > 0.0 {
+                        st.max.log2().round()
+                    } else {
+                        0.0
+                    };
+                    entry.bits = bits;
+                    entry.quantizer = Quantizer::Log(Log {
+                        bits,
+                        root: 1,
+                        scale: top.exp2(),
+                        zero_code: false,
+                    });
+                    entry.note = format!(
+                        "{bits}-bit log2 divisor: 2^{} … 2^{}, division by shift",
+                        top - ((1u32 << bits) - 1) as f32,
+                        top
+                    );
+                } else if let Some(Technique::UniformAttention { bits }) =
+                    technique(&|t| matches!(t, Technique::UniformAttention { .. }))
+                {
+                    entry.bits = bits;
+                    entry.quantizer = uniform(st, bits);
+                }
+            }
+            TensorKind::AttentionProduct | TensorKind::AttentionKeySum => {
+                if let Some(Technique::UniformAttention { bits }) =
+                    technique(&|t| matches!(t, Technique::UniformAttention { .. }))
+                {
+                    entry.bits = bits;
+                    entry.quantizer = uniform(st, bits);
+                    entry.note = format!("{bits}-bit uniform attention matmul");
+                }
+            }
+            TensorKind::PostSoftmax => {
+                if let Some(Technique::LogAttention { bits }) =
+                    technique(&|t| matches!(t, Technique::LogAttention { .. }))
+                {
+                    entry.bits = bits;
+                    entry.quantizer = Quantizer::Log(Log {
+                        bits,
+                        root: 1,
+                        scale: 1.0,
+                        zero_code: true,
+                    });
+                    entry.note = format!("{bits}-bit log2 attention (Log-Int-Softmax)");
+                } else if recipe.has(|t| matches!(t, Technique::LogSqrt2Attention)) {
+                    entry.quantizer = Quantizer::Log(Log {
+                        bits,
+                        root: 2,
+                        scale: st.max.clamp(f32::MIN_POSITIVE, 1.0),
+                        zero_code: true,
+                    });
+                    entry.note = "log√2 attention (reparameterised to shifts)".into();
+                } else if recipe.has(|t| matches!(t, Technique::TwinUniform)) {
+                    let t = range::twin(&st.distribution(), bits, false);
+                    entry.note = format!(
+                        "twin-uniform: steps 1/{:.0} and 1/{:.0}",
+                        1.0 / t.small,
+                        1.0 / t.large
+                    );
+                    entry.quantizer = Quantizer::Twin(t);
+                }
+            }
+            TensorKind::PostGelu => {
+                if recipe.has(|t| matches!(t, Technique::TwinUniform)) {
+                    let t = range::twin(&st.distribution(), bits, true);
+                    entry.note = format!(
+                        "twin-uniform: negative step {:.2e}, positive {:.2e}",
+                        t.small, t.large
+                    );
+                    entry.quantizer = Quantizer::Twin(t);
+                }
+            }
+            TensorKind::LayerNormInput => {
+                if let Some(Technique::PowerOfTwoFactor { max_alpha }) =
+                    technique(&|t| matches!(t, Technique::PowerOfTwoFactor { .. }))
+                {
+                    let dists: Vec<Distribution> = (0..st.channels())
+                        .map(|c| st.channel_distribution(c))
+                        .collect();
+                    let q = range::power_of_two_factor(&dists, bits, max_alpha);
+                    let counts = (0..=max_alpha)
+                        .map(|a| format!("{}×2^{a}", q.alpha.iter().filter(|&&x| x == a).count()))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    entry.note = format!("power-of-two factors: {counts}");
+                    entry.quantizer = Quantizer::PowerOfTwoFactor(q);
+                }
+            }
+            TensorKind::PostLayerNorm => {
+                if recipe.has(|t| matches!(t, Technique::RepqLayerNorm)) {
+                    let dists: Vec<Distribution> = (0..st.channels())
+                        .map(|c| st.channel_distribution(c))
+                        .collect();
+                    let mut q = range::uniform_per_channel(&dists, bits, false, act.range);
+                    q.symmetric = false;
+                    let s_mean = mean(&q.scale);
+                    let r: Vec<f32> = q.scale.iter().map(|s| s / s_mean).collect();
+                    let (lo, hi) = minmax(&r);
+                    entry.note = format!(
+                        "per-channel scales reparameterised to one (r in {lo:.2}–{hi:.2}) through the LayerNorm affine"
+                    );
+                    for c in graph.consumers(p.node) {
+                        weight_note[c] =
+                            format!("weights × r of `{}` (RepQ-ViT reparameterisation)", p.name);
+                        input_scale[c] = Some(r.clone());
+                    }
+                    entry.quantizer = Quantizer::Uniform(q);
+                }
+            }
+            TensorKind::Other => {}
+        }
+        if entry.note.is_empty() {
+            entry.note = format!("{}-bit {}", entry.bits, entry.quantizer.describe());
+        }
+        activations.push(entry);
+    }
+
+    let mut weights = Vec::new();
+    for (id, node) in graph.nodes().iter().enumerate() {
+        let Some(w) = weight_of(&params.nodes[id]) else {
+            continue;
+        };
+        let bits = w_bits[id];
+        let outs = out_channels(&node.op);
+        let per_out = w.len() / outs;
+        let scaled: Vec<f32> = match &input_scale[id] {
+            Some(r) => w
+                .iter()
+                .enumerate()
+                .map(|(e, &x)| x * r[input_channel(&node.op, e)])
+                .collect(),
+            None => w.to_vec(),
+        };
+        let rule = &recipe.weights;
+        let quantizer = match rule.granularity {
+            Granularity::PerTensor => {
+                range::uniform(&Distribution::from_values(&scaled), bits, true, rule.range)
+            }
+            Granularity::PerChannel | Granularity::PerGroup(_) => {
+                let group = match rule.granularity {
+                    Granularity::PerGroup(g) => g.min(outs),
+                    _ => 1,
+                };
+                let dists: Vec<Distribution> = scaled
+                    .chunks(per_out * group)
+                    .map(Distribution::from_values)
+                    .collect();
+                Uniform {
+                    group,
+                    ..range::uniform_per_channel(&dists, bits, true, rule.range)
+                }
+            }
+        };
+        let mut note = format!(
+            "{bits}-bit {}",
+            Quantizer::Uniform(quantizer.clone()).describe()
+        );
+        if !weight_note[id].is_empty() {
+            note = format!("{note}; {}", weight_note[id]);
+        }
+        weights.push(WeightPlan {
+            layer: node.name.clone(),
+            node: id,
+            bits,
+            quantizer,
+            input_scale: input_scale[id].clone(),
+            note,
+        });
+    }
+
+    Ok(QuantPlan {
+        model: graph.model.clone(),
+        recipe: recipe.name.clone(),
+        bits: settings.bits,
+        overrides: settings.overrides.clone(),
+        activations,
+        weights,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_names_and_dotted_suffixes() {
+        let name = "backbone.stages.3.op_list.0.main.depth_conv.conv";
+        assert!(layer_matches("stages.3.*", name));
+        assert!(layer_matches("backbone.*", name));
+        assert!(layer_matches("*depth_conv*", name));
+        assert!(layer_matches("*.depth_conv.conv", name));
+        assert!(!layer_matches("stages.2.*", name));
+        assert!(!layer_matches("ages.3.*", name));
+        assert!(layer_matches("blocks.?.mlp.fc1", "blocks.4.mlp.fc1"));
+    }
+
+    #[test]
+    fn overrides_parse() {
+        let o: Override = "stages.3.*=w4a8".parse().unwrap();
+        assert_eq!(o.layers, "stages.3.*");
+        assert_eq!((o.bits.weights, o.bits.activations), (4, 8));
+        assert_eq!(o.to_string(), "stages.3.*=w4a8");
+        assert!("stages.3.*".parse::<Override>().is_err());
+        assert!(
+            "x=w20a8"
+                .parse::<Override>()
+                .unwrap_err()
+                .to_string()
+                .contains("2–16")
+        );
+    }
+
+    #[test]
+    fn input_channels_of_grouped_convs() {
+        use crate::graph::Conv2d;
+        // Grouped 1×1: 12 in, 6 out, 3 groups → each output reads 4 inputs of its group.
+        let op = Op::Conv2d(Conv2d::same(12, 6, 1, 1).with_groups(3));
+        assert_eq!(input_channel(&op, 0), 0);
+        assert_eq!(input_channel(&op, 3), 3);
+        assert_eq!(input_channel(&op, 2 * 4), 4); // output 2 is in group 1
+        let dw = Op::Conv2d(Conv2d::depthwise(5, 3, 1));
+        assert_eq!(input_channel(&dw, 4 * 9 + 8), 4);
+    }
+}

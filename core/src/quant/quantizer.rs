@@ -1,0 +1,385 @@
+//! The quantizers: each maps a real value to one of at most 2^bits levels and back.
+//!
+//! Rounding is half-up everywhere, `⌊x + ½⌋`, because that is what the integer executor's
+//! `(x + 2^(k−1)) >> k` computes; fake and integer arithmetic then agree on ties.
+
+use serde::{Deserialize, Serialize};
+
+/// Rounds half up, as the hardware does. Written with an integer conversion rather than
+/// `floor`, which without SSE4.1 is a library call and dominated the fake-quant executor's time.
+/// Exact for every finite value a quantizer clamps afterwards (|x| < 2^63).
+#[inline]
+pub fn round_half_up(x: f32) -> f32 {
+    let t = x + 0.5;
+    let i = t as i64 as f32;
+    i - f32::from(u8::from(i > t))
+}
+
+/// One quantizer with all its calibrated parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Quantizer {
+    Uniform(Uniform),
+    Log(Log),
+    Twin(Twin),
+    PowerOfTwoFactor(PowerOfTwoFactor),
+}
+
+impl Quantizer {
+    /// The value `x` of channel `channel` takes after quantization and dequantization.
+    #[inline]
+    pub fn fake(&self, x: f32, channel: usize) -> f32 {
+        match self {
+            Quantizer::Uniform(u) => u.fake(x, channel),
+            Quantizer::Log(l) => l.fake(x),
+            Quantizer::Twin(t) => t.fake(x),
+            Quantizer::PowerOfTwoFactor(p) => p.fake(x, channel),
+        }
+    }
+
+    pub fn bits(&self) -> u8 {
+        match self {
+            Quantizer::Uniform(u) => u.bits,
+            Quantizer::Log(l) => l.bits,
+            Quantizer::Twin(t) => t.bits,
+            Quantizer::PowerOfTwoFactor(p) => p.bits,
+        }
+    }
+
+    /// A short description for tables: `uniform asym per-tensor`, `log2`, …
+    pub fn describe(&self) -> String {
+        match self {
+            Quantizer::Uniform(u) => format!(
+                "uniform {} {}",
+                if u.symmetric { "sym" } else { "asym" },
+                match u.scale.len() {
+                    1 => "per-tensor".to_string(),
+                    _ if u.group == 1 => "per-channel".to_string(),
+                    _ => format!("per-group({})", u.group),
+                }
+            ),
+            Quantizer::Log(l) if l.root == 2 => "log√2".into(),
+            Quantizer::Log(_) => "log2".into(),
+            Quantizer::Twin(_) => "twin-uniform".into(),
+            Quantizer::PowerOfTwoFactor(_) => "uniform + power-of-two factors".into(),
+        }
+    }
+}
+
+/// `x̂ = (clamp(⌊x/Δ⌉ + z, qmin, qmax) − z)·Δ` with one `(Δ, z)` per tensor, per channel, or per
+/// group of `group` consecutive channels. Symmetric quantizers use the restricted signed range
+/// `±(2^(b−1) − 1)` and `z = 0`; asymmetric ones `[0, 2^b − 1]` with an integer zero-point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Uniform {
+    pub bits: u8,
+    pub symmetric: bool,
+    pub scale: Vec<f32>,
+    pub zero_point: Vec<f32>,
+    /// Channels sharing one `(Δ, z)`; ignored when there is one scale.
+    pub group: usize,
+}
+
+impl Uniform {
+    /// Integer range `(qmin, qmax)`.
+    pub fn levels(bits: u8, symmetric: bool) -> (f32, f32) {
+        if symmetric {
+            let m = ((1u32 << (bits - 1)) - 1) as f32;
+            (-m, m)
+        } else {
+            (0.0, ((1u32 << bits) - 1) as f32)
+        }
+    }
+
+    /// The quantizer whose range is `[lo, hi]` (widened to include 0 so that zero is exact).
+    pub fn from_range(bits: u8, symmetric: bool, lo: f32, hi: f32) -> (f32, f32) {
+        let (qmin, qmax) = Self::levels(bits, symmetric);
+        if symmetric {
+            let m = lo.abs().max(hi.abs());
+            ((m / qmax).max(f32::MIN_POSITIVE), 0.0)
+        } else {
+            let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+            let scale = ((hi - lo) / (qmax - qmin)).max(f32::MIN_POSITIVE);
+            (scale, round_half_up(-lo / scale).clamp(qmin, qmax))
+        }
+    }
+
+    pub fn per_tensor(bits: u8, symmetric: bool, lo: f32, hi: f32) -> Self {
+        let (s, z) = Self::from_range(bits, symmetric, lo, hi);
+        Self {
+            bits,
+            symmetric,
+            scale: vec![s],
+            zero_point: vec![z],
+            group: 1,
+        }
+    }
+
+    #[inline]
+    fn index(&self, channel: usize) -> usize {
+        if self.scale.len() == 1 {
+            0
+        } else {
+            (channel / self.group.max(1)).min(self.scale.len() - 1)
+        }
+    }
+
+    /// The integer code of `x`.
+    #[inline]
+    pub fn code(&self, x: f32, channel: usize) -> f32 {
+        let i = self.index(channel);
+        let (qmin, qmax) = Self::levels(self.bits, self.symmetric);
+        (round_half_up(x / self.scale[i]) + self.zero_point[i]).clamp(qmin, qmax)
+    }
+
+    #[inline]
+    pub fn fake(&self, x: f32, channel: usize) -> f32 {
+        let i = self.index(channel);
+        (self.code(x, channel) - self.zero_point[i]) * self.scale[i]
+    }
+}
+
+/// Logarithmic levels `x̂ = Δ·2^(−q/root)`, `q = clamp(⌊−root·log2(x/Δ)⌉, 0, qmax)`: `root = 1` is
+/// log2 (FQ-ViT's attention, Trio-ViT's divisor), `root = 2` is RepQ-ViT's log√2. Rounding is to
+/// the nearest level in the log domain. With `zero_code`, the last code means 0 and values
+/// below the smallest level underflow to it (attention probabilities); without, they clamp to
+/// the smallest level (a divisor must never be 0). `Δ` is a power of two for log2, so
+/// multiplying or dividing by a level is a shift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Log {
+    pub bits: u8,
+    pub root: u8,
+    pub scale: f32,
+    pub zero_code: bool,
+}
+
+impl Log {
+    /// Largest code that is a level (not the zero code).
+    pub fn max_level(&self) -> f32 {
+        let codes = (1u32 << self.bits) - 1;
+        (if self.zero_code { codes - 1 } else { codes }) as f32
+    }
+
+    /// The code of `x`, or `None` for the zero level.
+    #[inline]
+    pub fn code(&self, x: f32) -> Option<f32> {
+        let r = self.root as f32;
+        if x <= 0.0 {
+            return if self.zero_code {
+                None
+            } else {
+                Some(self.max_level())
+            };
+        }
+        let q = round_half_up(-r * (x / self.scale).log2()).max(0.0);
+        if q > self.max_level() {
+            if self.zero_code {
+                None
+            } else {
+                Some(self.max_level())
+            }
+        } else {
+            Some(q)
+        }
+    }
+
+    #[inline]
+    pub fn fake(&self, x: f32) -> f32 {
+        match self.code(x) {
+            None => 0.0,
+            Some(q) => self.scale * (-q / self.root as f32).exp2(),
+        }
+    }
+}
+
+/// PTQ4ViT's twin-uniform quantizer: two uniform ranges with `b − 1` bits each whose steps
+/// differ by a power of two, `large = small·2^m`, plus one bit saying which range a code is in.
+///
+/// - `signed_split = false` (post-Softmax, values in `[0, 1]`): values below `2^(b−1)·small`
+///   use the fine step, larger values the coarse one.
+/// - `signed_split = true` (post-GELU): negative values use the fine step, positive ones the
+///   coarse step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Twin {
+    pub bits: u8,
+    pub small: f32,
+    pub large: f32,
+    pub signed_split: bool,
+}
+
+impl Twin {
+    #[inline]
+    pub fn fake(&self, x: f32) -> f32 {
+        let top = ((1u32 << (self.bits - 1)) - 1) as f32;
+        if self.signed_split {
+            if x < 0.0 {
+                round_half_up(x / self.small).clamp(-top - 1.0, 0.0) * self.small
+            } else {
+                round_half_up(x / self.large).clamp(0.0, top) * self.large
+            }
+        } else {
+            let fine = round_half_up(x / self.small);
+            if fine <= top {
+                fine.max(0.0) * self.small
+            } else {
+                round_half_up(x / self.large).clamp(0.0, top) * self.large
+            }
+        }
+    }
+}
+
+/// FQ-ViT's power-of-two factor: one layer-wise scale `Δ` and zero-point `z`, and per channel a
+/// factor `2^α_c` (`α_c ∈ 0..=K`): `x̂ = (clamp(⌊x/(2^α_c·Δ)⌉ + z, 0, 2^b − 1) − z)·2^α_c·Δ`. In
+/// integer arithmetic the factor is a left shift, so LayerNorm can take one scale per tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PowerOfTwoFactor {
+    pub bits: u8,
+    pub scale: f32,
+    pub zero_point: f32,
+    pub alpha: Vec<u8>,
+}
+
+impl PowerOfTwoFactor {
+    #[inline]
+    pub fn fake_with(&self, x: f32, alpha: u8) -> f32 {
+        let s = self.scale * (1u32 << alpha) as f32;
+        let qmax = ((1u32 << self.bits) - 1) as f32;
+        ((round_half_up(x / s) + self.zero_point).clamp(0.0, qmax) - self.zero_point) * s
+    }
+
+    #[inline]
+    pub fn fake(&self, x: f32, channel: usize) -> f32 {
+        self.fake_with(x, self.alpha.get(channel).copied().unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_half_up_like_floor() {
+        for x in [
+            -2.5f32,
+            -1.5,
+            -0.5,
+            -0.49,
+            0.0,
+            0.5,
+            1.49,
+            1.5,
+            2.5,
+            1e7 + 0.5,
+            -1e9,
+            3e20,
+        ] {
+            assert_eq!(round_half_up(x), (x + 0.5).floor(), "{x}");
+        }
+    }
+
+    #[test]
+    fn uniform_asymmetric_by_hand() {
+        // range [-1, 2] at 2 bits: Δ = 3/3 = 1, z = 1; levels -1, 0, 1, 2.
+        let u = Uniform::per_tensor(2, false, -1.0, 2.0);
+        assert_eq!((u.scale[0], u.zero_point[0]), (1.0, 1.0));
+        let got: Vec<f32> = [-5.0, -0.6, -0.5, 0.49, 1.5, 9.0]
+            .iter()
+            .map(|&x| u.fake(x, 0))
+            .collect();
+        // -0.5 rounds half up to 0; 1.5 to 2.
+        assert_eq!(got, vec![-1.0, -1.0, 0.0, 0.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn uniform_symmetric_per_channel_and_group() {
+        // 4 bits: codes ±7. Channel 0 range 7 → Δ 1; channel 1 range 0.7 → Δ 0.1.
+        let u = Uniform {
+            bits: 4,
+            symmetric: true,
+            scale: vec![1.0, 0.1],
+            zero_point: vec![0.0, 0.0],
+            group: 1,
+        };
+        assert_eq!(u.fake(3.4, 0), 3.0);
+        assert_eq!(u.fake(-9.0, 0), -7.0);
+        assert!((u.fake(0.34, 1) - 0.3).abs() < 1e-6);
+        let g = Uniform { group: 2, ..u };
+        assert_eq!(g.fake(3.4, 1), 3.0); // channels 0 and 1 share the first scale
+        assert!((g.fake(0.34, 2) - 0.3).abs() < 1e-6);
+    }
+
+    #[test]
+    fn log2_levels_and_underflow() {
+        let l = Log {
+            bits: 2,
+            root: 1,
+            scale: 1.0,
+            zero_code: true,
+        };
+        // levels 1, 1/2, 1/4 and zero.
+        assert_eq!(l.fake(1.0), 1.0);
+        assert_eq!(l.fake(0.6), 0.5);
+        assert_eq!(l.fake(0.3), 0.25);
+        assert_eq!(l.fake(0.1), 0.0);
+        assert_eq!(l.fake(0.0), 0.0);
+        assert_eq!(l.fake(3.0), 1.0); // saturates
+        // Log-domain rounding: the threshold between 1/2 and 1/4 is 2^(-1.5) ≈ 0.3536.
+        assert_eq!(l.fake(0.36), 0.5);
+        assert_eq!(l.fake(0.35), 0.25);
+        let divisor = Log {
+            zero_code: false,
+            ..l
+        };
+        assert_eq!(divisor.fake(0.001), 0.125); // clamps to the smallest of 4 levels
+    }
+
+    #[test]
+    fn log_sqrt2_levels() {
+        let l = Log {
+            bits: 3,
+            root: 2,
+            scale: 1.0,
+            zero_code: true,
+        };
+        let s = std::f32::consts::SQRT_2;
+        assert!((l.fake(0.7) - 1.0 / s).abs() < 1e-6);
+        assert!((l.fake(0.5) - 0.5).abs() < 1e-6);
+        // The smallest level is 2^(-6/2) = 1/8; below 2^(-6.5/2) values underflow to 0.
+        assert!((l.fake(0.12) - 0.125).abs() < 1e-6);
+        assert_eq!(l.fake(0.1), 0.0);
+    }
+
+    #[test]
+    fn twin_uniform_by_hand() {
+        // 3 bits: two ranges of codes 0..=3. Softmax: fine step 1/32, coarse 1/4.
+        let t = Twin {
+            bits: 3,
+            small: 1.0 / 32.0,
+            large: 0.25,
+            signed_split: false,
+        };
+        assert_eq!(t.fake(0.05), 2.0 / 32.0);
+        assert_eq!(t.fake(0.5), 0.5);
+        assert_eq!(t.fake(0.9), 0.75); // coarse range saturates at 3 steps
+        let g = Twin {
+            signed_split: true,
+            ..t
+        };
+        assert_eq!(g.fake(-0.06), -2.0 / 32.0);
+        assert_eq!(g.fake(-1.0), -4.0 / 32.0);
+        assert_eq!(g.fake(0.6), 0.5);
+    }
+
+    #[test]
+    fn power_of_two_factor_by_hand() {
+        let p = PowerOfTwoFactor {
+            bits: 4,
+            scale: 0.5,
+            zero_point: 8.0,
+            alpha: vec![0, 2],
+        };
+        // channel 0: step 0.5 over [-4, 3.5]; channel 1: step 2 over [-16, 14].
+        assert_eq!(p.fake(1.3, 0), 1.5);
+        assert_eq!(p.fake(9.0, 0), 3.5);
+        assert_eq!(p.fake(9.0, 1), 10.0);
+        assert_eq!(p.fake(-40.0, 1), -16.0);
+    }
+}

@@ -1,0 +1,500 @@
+//! Calibration statistics: what the float model's activations look like on calibration images,
+//! kept so that any recipe and any bit widths can be applied later without running the model.
+//!
+//! Two passes over the images: the first finds every point's per-channel minimum and maximum,
+//! the second fills histograms over those ranges — 2,048 bins per tensor and 128 per channel,
+//! enough for percentile, L_p and KL range search and for the explorer's per-channel boxes.
+//! Per-channel histograms are also what lets a recipe see a tensor *after* migration or
+//! shifting (each channel's mass is moved, then re-binned) without the raw values.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::histogram::{Distribution, Histogram};
+use super::points::{Layout, QuantPoint, TensorKind, points};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::exec::float::FloatExecutor;
+use crate::graph::Graph;
+use crate::tensor::Tensor;
+use crate::weights::{FoldedWeights, NodeParams};
+
+pub const TENSOR_BINS: usize = 2048;
+pub const CHANNEL_BINS: usize = 128;
+
+/// Box-plot figures of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BoxStats {
+    pub min: f32,
+    pub p1: f32,
+    pub p25: f32,
+    pub median: f32,
+    pub p75: f32,
+    pub p99: f32,
+    pub max: f32,
+}
+
+/// Statistics of one quantization point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointStats {
+    pub name: String,
+    pub kind: TensorKind,
+    pub layout: Layout,
+    pub min: f32,
+    pub max: f32,
+    pub channel_min: Vec<f32>,
+    pub channel_max: Vec<f32>,
+    /// Over `[min, max]`, [`TENSOR_BINS`] bins.
+    #[serde(skip)]
+    pub histogram: Histogram,
+    /// One per channel over that channel's `[min, max]`, [`CHANNEL_BINS`] bins.
+    #[serde(skip)]
+    pub channel_histograms: Vec<Histogram>,
+}
+
+impl PointStats {
+    pub fn channels(&self) -> usize {
+        self.channel_min.len()
+    }
+
+    /// The whole tensor as weighted points for range search.
+    pub fn distribution(&self) -> Distribution {
+        Distribution::from_histogram(&self.histogram)
+    }
+
+    pub fn channel_distribution(&self, c: usize) -> Distribution {
+        Distribution::from_histogram(&self.channel_histograms[c])
+    }
+
+    /// The value below which fraction `q` of the tensor lies.
+    pub fn quantile(&self, q: f64) -> f32 {
+        self.histogram.quantile(q)
+    }
+
+    pub fn channel_box(&self, c: usize) -> BoxStats {
+        let h = &self.channel_histograms[c];
+        BoxStats {
+            min: self.channel_min[c],
+            p1: h.quantile(0.01),
+            p25: h.quantile(0.25),
+            median: h.quantile(0.5),
+            p75: h.quantile(0.75),
+            p99: h.quantile(0.99),
+            max: self.channel_max[c],
+        }
+    }
+
+    /// Largest channel range over the median channel range: how much the channels differ.
+    pub fn channel_spread(&self) -> f32 {
+        let mut ranges: Vec<f32> = self
+            .channel_min
+            .iter()
+            .zip(&self.channel_max)
+            .map(|(lo, hi)| hi - lo)
+            .collect();
+        ranges.sort_by(f32::total_cmp);
+        let median = ranges[ranges.len() / 2];
+        ranges.last().copied().unwrap_or(0.0) / median.max(f32::MIN_POSITIVE)
+    }
+
+    /// The statistics of `(x − shift_c) / scale_c`: the tensor after Trio-ViT's filter-wise
+    /// shifting (`scale = 1`) or channel-wise migration (`shift = 0`).
+    pub fn transformed(&self, scale: Option<&[f32]>, shift: Option<&[f32]>) -> PointStats {
+        let f = |c: usize, x: f32| (x - shift.map_or(0.0, |s| s[c])) / scale.map_or(1.0, |s| s[c]);
+        let channel_min: Vec<f32> = (0..self.channels())
+            .map(|c| f(c, self.channel_min[c]).min(f(c, self.channel_max[c])))
+            .collect();
+        let channel_max: Vec<f32> = (0..self.channels())
+            .map(|c| f(c, self.channel_min[c]).max(f(c, self.channel_max[c])))
+            .collect();
+        let min = channel_min.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = channel_max
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        let mut histogram = Histogram::new(min, max, TENSOR_BINS);
+        let channel_histograms = (0..self.channels())
+            .map(|c| {
+                let src = &self.channel_histograms[c];
+                histogram.add_mapped(src, |x| f(c, x));
+                let mut h = Histogram::new(channel_min[c], channel_max[c], CHANNEL_BINS);
+                h.add_mapped(src, |x| f(c, x));
+                h
+            })
+            .collect();
+        PointStats {
+            name: self.name.clone(),
+            kind: self.kind,
+            layout: self.layout.clone(),
+            min,
+            max,
+            channel_min,
+            channel_max,
+            histogram,
+            channel_histograms,
+        }
+    }
+}
+
+/// Everything calibration learned about one model with one set of weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationStats {
+    pub model: String,
+    pub resolution: usize,
+    /// Fingerprint of the weights the statistics were taken with (see [`fingerprint`]).
+    pub weights_fingerprint: u64,
+    /// Where the calibration images came from, and how many were used.
+    pub data: String,
+    pub images: usize,
+    pub points: Vec<PointStats>,
+}
+
+/// FNV-1a over every run-time parameter: statistics taken with other weights are refused.
+pub fn fingerprint(params: &FoldedWeights) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |v: &[f32]| {
+        for x in v {
+            for b in x.to_le_bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+    };
+    for p in &params.nodes {
+        match p {
+            NodeParams::Conv { weight, bias } => {
+                eat(weight);
+                eat(bias);
+            }
+            NodeParams::Linear { weight, bias } => {
+                eat(weight);
+                eat(bias.as_deref().unwrap_or(&[]));
+            }
+            NodeParams::ChannelAffine { scale, shift } => {
+                eat(scale);
+                eat(shift);
+            }
+            NodeParams::LayerNorm { weight, bias } => {
+                eat(weight);
+                eat(bias);
+            }
+            NodeParams::ClassTokenPosEmbed { cls, pos } => {
+                eat(cls);
+                eat(pos);
+            }
+            NodeParams::None | NodeParams::Folded => {}
+        }
+    }
+    h
+}
+
+/// Runs the float model over the first `images` images of `data` (batches of `batch`) and
+/// records every quantization point. `progress(done, total)` counts images over both passes.
+pub fn calibrate(
+    graph: &Graph,
+    params: &FoldedWeights,
+    data: &Dataset,
+    images: usize,
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<CalibrationStats> {
+    let n = images.min(data.len());
+    if n == 0 {
+        return Error::field(
+            &data.origin,
+            "calibration images",
+            "the calibration set is empty; give at least one image",
+        );
+    }
+    let executor = FloatExecutor::new(graph, params)?;
+    let pts = points(graph);
+    let mut at_node: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, p) in pts.iter().enumerate() {
+        at_node.entry(p.node).or_default().push(i);
+    }
+    let batch = batch.max(1);
+
+    // Pass 1: per-channel ranges.
+    let mut ranges: Vec<Vec<(f32, f32)>> = pts
+        .iter()
+        .map(|p| vec![(f32::INFINITY, f32::NEG_INFINITY); p.layout.channels])
+        .collect();
+    for start in (0..n).step_by(batch) {
+        let b = data.batch(start..(start + batch).min(n))?;
+        executor.forward_observed(&b.images, &mut |id, t| {
+            for &i in at_node.get(&id).map_or(&[][..], Vec::as_slice) {
+                record_ranges(&pts[i], t, &mut ranges[i]);
+            }
+        })?;
+        progress(start + b.labels.len(), 2 * n);
+    }
+
+    // Pass 2: histograms over those ranges.
+    let mut stats: Vec<PointStats> = pts
+        .iter()
+        .zip(&ranges)
+        .map(|(p, r)| empty_stats(p, r))
+        .collect();
+    for start in (0..n).step_by(batch) {
+        let b = data.batch(start..(start + batch).min(n))?;
+        executor.forward_observed(&b.images, &mut |id, t| {
+            for &i in at_node.get(&id).map_or(&[][..], Vec::as_slice) {
+                record_histograms(&pts[i], t, &mut stats[i]);
+            }
+        })?;
+        progress(n + start + b.labels.len(), 2 * n);
+    }
+    Ok(CalibrationStats {
+        model: graph.model.clone(),
+        resolution: graph.resolution,
+        weights_fingerprint: fingerprint(params),
+        data: data.origin.clone(),
+        images: n,
+        points: stats,
+    })
+}
+
+fn record_ranges(p: &QuantPoint, t: &Tensor, ranges: &mut [(f32, f32)]) {
+    let item = t.item_len();
+    ranges.par_iter_mut().enumerate().for_each(|(c, r)| {
+        for x in t.data.chunks(item) {
+            p.layout.for_channel(c, |i| {
+                r.0 = r.0.min(x[i]);
+                r.1 = r.1.max(x[i]);
+            });
+        }
+    });
+}
+
+fn empty_stats(p: &QuantPoint, ranges: &[(f32, f32)]) -> PointStats {
+    let min = ranges.iter().map(|r| r.0).fold(f32::INFINITY, f32::min);
+    let max = ranges.iter().map(|r| r.1).fold(f32::NEG_INFINITY, f32::max);
+    PointStats {
+        name: p.name.clone(),
+        kind: p.kind,
+        layout: p.layout.clone(),
+        min,
+        max,
+        channel_min: ranges.iter().map(|r| r.0).collect(),
+        channel_max: ranges.iter().map(|r| r.1).collect(),
+        histogram: Histogram::new(min, max, TENSOR_BINS),
+        channel_histograms: ranges
+            .iter()
+            .map(|r| Histogram::new(r.0, r.1, CHANNEL_BINS))
+            .collect(),
+    }
+}
+
+fn record_histograms(p: &QuantPoint, t: &Tensor, stats: &mut PointStats) {
+    let item = t.item_len();
+    let template = Histogram::new(stats.min, stats.max, TENSOR_BINS);
+    let whole = stats
+        .channel_histograms
+        .par_iter_mut()
+        .enumerate()
+        .fold(
+            || template.clone(),
+            |mut whole, (c, h)| {
+                for x in t.data.chunks(item) {
+                    p.layout.for_channel(c, |i| {
+                        h.add(x[i]);
+                        whole.add(x[i]);
+                    });
+                }
+                whole
+            },
+        )
+        .reduce(
+            || template.clone(),
+            |mut a, b| {
+                a.counts
+                    .iter_mut()
+                    .zip(&b.counts)
+                    .for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    stats
+        .histogram
+        .counts
+        .iter_mut()
+        .zip(&whole.counts)
+        .for_each(|(x, y)| *x += y);
+}
+
+const METADATA_KEY: &str = "qvit.calibration";
+
+impl CalibrationStats {
+    /// Checks that these statistics were taken on `graph` with `params`.
+    pub fn check_matches(&self, graph: &Graph, params: &FoldedWeights, origin: &str) -> Result<()> {
+        if self.model != graph.model || self.resolution != graph.resolution {
+            return Error::field(
+                origin,
+                "model",
+                format!(
+                    "the statistics are of `{}` at {} px, not `{}` at {} px; run `qvit calibrate` for this model",
+                    self.model, self.resolution, graph.model, graph.resolution
+                ),
+            );
+        }
+        if self.weights_fingerprint != fingerprint(params) {
+            return Error::field(
+                origin,
+                "weights",
+                "the statistics were taken with different weights; run `qvit calibrate` again",
+            );
+        }
+        if self.points.len() != points(graph).len() {
+            return Error::field(
+                origin,
+                "points",
+                "the statistics do not list this model's quantization points; run `qvit calibrate` again",
+            );
+        }
+        Ok(())
+    }
+
+    /// The statistics as a safetensors file: histograms and channel ranges as tensors named
+    /// `<point>.histogram`, `<point>.channel_histograms`, `<point>.channel_min|max`; everything
+    /// else as JSON in the header's metadata.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        let bytes_u64 = |v: &mut dyn Iterator<Item = u64>| -> Vec<u8> {
+            v.flat_map(u64::to_le_bytes).collect()
+        };
+        for p in &self.points {
+            let c = p.channels();
+            tensors.push((
+                format!("{}.histogram", p.name),
+                safetensors::Dtype::U64,
+                vec![TENSOR_BINS],
+                bytes_u64(&mut p.histogram.counts.iter().copied()),
+            ));
+            tensors.push((
+                format!("{}.channel_histograms", p.name),
+                safetensors::Dtype::U64,
+                vec![c, CHANNEL_BINS],
+                bytes_u64(
+                    &mut p
+                        .channel_histograms
+                        .iter()
+                        .flat_map(|h| h.counts.iter().copied()),
+                ),
+            ));
+        }
+        let meta = serde_json::to_string(self).map_err(|e| Error::InvalidField {
+            origin: self.model.clone(),
+            field: "calibration".into(),
+            message: e.to_string(),
+        })?;
+        let views = tensors
+            .iter()
+            .map(|(name, dtype, shape, data)| {
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), data)
+                    .map(|v| (name.as_str(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::InvalidField {
+                origin: self.model.clone(),
+                field: "calibration".into(),
+                message: e.to_string(),
+            })?;
+        safetensors::serialize(
+            views,
+            Some(HashMap::from([(METADATA_KEY.to_string(), meta)])),
+        )
+        .map_err(|e| Error::InvalidField {
+            origin: self.model.clone(),
+            field: "calibration".into(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::ron_io::write_atomic(path, &self.to_safetensors()?)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_safetensors(&bytes, &path.display().to_string())
+    }
+
+    pub fn from_safetensors(bytes: &[u8], origin: &str) -> Result<Self> {
+        let bad = |field: &str, message: String| Error::InvalidField {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+            bad(
+                "safetensors",
+                format!("not a readable safetensors file: {e}"),
+            )
+        })?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad("safetensors", e.to_string()))?;
+        let meta = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(METADATA_KEY))
+            .ok_or_else(|| {
+                bad(
+                    METADATA_KEY,
+                    "no calibration metadata; this is not a file written by `qvit calibrate`"
+                        .into(),
+                )
+            })?;
+        let mut stats: CalibrationStats =
+            serde_json::from_str(meta).map_err(|e| bad(METADATA_KEY, e.to_string()))?;
+        for p in &mut stats.points {
+            let read = |suffix: &str, len: usize| -> Result<Vec<u64>> {
+                let name = format!("{}.{suffix}", p.name);
+                let t = file
+                    .tensor(&name)
+                    .map_err(|_| bad(&name, "missing".into()))?;
+                if t.dtype() != safetensors::Dtype::U64 || t.data().len() != len * 8 {
+                    return Err(bad(
+                        &name,
+                        format!(
+                            "expected {len} u64 counts, got {:?} {:?}",
+                            t.dtype(),
+                            t.shape()
+                        ),
+                    ));
+                }
+                Ok(t.data()
+                    .chunks_exact(8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect())
+            };
+            let c = p.channels();
+            if p.channel_max.len() != c {
+                return Err(bad(
+                    &p.name,
+                    "channel minima and maxima differ in length".into(),
+                ));
+            }
+            p.histogram = Histogram {
+                lo: p.min,
+                hi: p.max.max(p.min),
+                counts: read("histogram", TENSOR_BINS)?,
+            };
+            let all = read("channel_histograms", c * CHANNEL_BINS)?;
+            p.channel_histograms = all
+                .chunks(CHANNEL_BINS)
+                .enumerate()
+                .map(|(i, counts)| Histogram {
+                    lo: p.channel_min[i],
+                    hi: p.channel_max[i].max(p.channel_min[i]),
+                    counts: counts.to_vec(),
+                })
+                .collect();
+        }
+        Ok(stats)
+    }
+}

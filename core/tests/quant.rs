@@ -1,0 +1,421 @@
+//! The PTQ engine on the shipped micro models: calibration statistics saved and reused,
+//! plans for every recipe, the fake-quant executor, and the errors for bad input.
+
+use qvit_core::arch::ArchSpec;
+use qvit_core::assets;
+use qvit_core::data::{Dataset, Normalize};
+use qvit_core::eval::evaluate;
+use qvit_core::exec::float::{FloatExecutor, forwards_on_this_thread};
+use qvit_core::graph::Graph;
+use qvit_core::quant::{
+    self, BitWidths, CalibrationStats, FakeQuantExecutor, Override, QuantSettings, Recipe,
+    calibrate, diagnostics,
+};
+use qvit_core::weights::{FoldedWeights, Weights};
+
+struct Micro {
+    graph: Graph,
+    folded: FoldedWeights,
+}
+
+fn micro(name: &str) -> Micro {
+    let graph = Graph::build(&ArchSpec::preset(name).unwrap()).unwrap();
+    let folded = Weights::load(&assets::weights(name), &graph)
+        .unwrap()
+        .fold(&graph)
+        .unwrap();
+    Micro { graph, folded }
+}
+
+fn calibration_set() -> Dataset {
+    let (images, labels) = assets::fashion_mnist_calibration();
+    Dataset::idx(&images, &labels, Normalize::fashion_mnist()).unwrap()
+}
+
+fn test_set(n: usize) -> Dataset {
+    let (images, labels) = assets::fashion_mnist_test();
+    Dataset::idx(&images, &labels, Normalize::fashion_mnist())
+        .unwrap()
+        .truncated(n)
+}
+
+fn stats(m: &Micro, images: usize) -> CalibrationStats {
+    calibrate(
+        &m.graph,
+        &m.folded,
+        &calibration_set(),
+        images,
+        32,
+        &mut |_, _| {},
+    )
+    .unwrap()
+}
+
+fn settings(recipe: &str, bits: &str) -> QuantSettings {
+    QuantSettings {
+        recipe: recipe.into(),
+        bits: bits.parse().unwrap(),
+        overrides: Vec::new(),
+    }
+}
+
+fn plan(m: &Micro, s: &CalibrationStats, recipe: &str, bits: &str) -> quant::QuantPlan {
+    let r = Recipe::preset(recipe).unwrap();
+    quant::build(&m.graph, &m.folded, s, &r, &settings(recipe, bits)).unwrap()
+}
+
+#[test]
+fn requantizing_from_saved_statistics_does_not_run_the_model() {
+    let m = micro("efficientvit-micro");
+    let fresh = stats(&m, 64);
+    let dir = std::env::temp_dir().join(format!("qvit-quant-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("micro.calib.safetensors");
+    fresh.save(&path).unwrap();
+
+    let before = forwards_on_this_thread();
+    let loaded = CalibrationStats::load(&path).unwrap();
+    loaded.check_matches(&m.graph, &m.folded, "test").unwrap();
+    assert_eq!(loaded, fresh, "statistics change in a save/load round trip");
+    for recipe in ["minmax", "percentile", "omse", "trio-vit"] {
+        for bits in ["w8a8", "w4a4", "w6a6"] {
+            assert_eq!(
+                plan(&m, &loaded, recipe, bits),
+                plan(&m, &fresh, recipe, bits)
+            );
+        }
+    }
+    assert_eq!(
+        forwards_on_this_thread(),
+        before,
+        "building plans from saved statistics ran the float model"
+    );
+    // Different bits really give a different plan.
+    assert_ne!(
+        plan(&m, &loaded, "minmax", "w8a8"),
+        plan(&m, &loaded, "minmax", "w4a4")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn statistics_record_channels_and_tails() {
+    let m = micro("efficientvit-micro");
+    let s = stats(&m, 64);
+    assert_eq!(s.images, 64);
+    let dw_in = s
+        .points
+        .iter()
+        .find(|p| p.name == "backbone.stages.0.op_list.0.main.inverted_conv.act")
+        .unwrap();
+    assert_eq!(dw_in.channels(), 64);
+    // Hardswish output: never below -3/8.
+    assert!(dw_in.min >= -0.375 - 1e-6, "{}", dw_in.min);
+    // 64 images × 14×14 positions per channel.
+    assert_eq!(dw_in.channel_histograms[0].total(), 64 * 14 * 14);
+    assert_eq!(dw_in.histogram.total(), 64 * 64 * 14 * 14);
+    let b = dw_in.channel_box(3);
+    assert!(b.min <= b.p1 && b.p1 <= b.p25 && b.p25 <= b.median && b.median <= b.p75);
+    assert!(b.p75 <= b.p99 && b.p99 <= b.max);
+}
+
+#[test]
+fn calibration_does_not_depend_on_the_thread_count_or_batch() {
+    let m = micro("deit-micro");
+    let data = calibration_set();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| calibrate(&m.graph, &m.folded, &data, 48, 48, &mut |_, _| {}).unwrap());
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap()
+        .install(|| calibrate(&m.graph, &m.folded, &data, 48, 16, &mut |_, _| {}).unwrap());
+    assert_eq!(one, two);
+}
+
+#[test]
+fn every_recipe_says_what_it_did_where() {
+    let e = micro("efficientvit-micro");
+    let es = stats(&e, 64);
+    let trio = plan(&e, &es, "trio-vit", "w8a8");
+    let note = |name: &str| {
+        trio.activations
+            .iter()
+            .find(|a| a.point.ends_with(name))
+            .map(|a| a.note.clone())
+            .unwrap()
+    };
+    assert!(note("stages.0.op_list.0.main.inverted_conv.act").contains("migration"));
+    assert!(note("stages.0.op_list.0.main.depth_conv.act").contains("shift"));
+    assert!(note("q_matmul/divisor").contains("4-bit log2"));
+    let dw = trio
+        .weights
+        .iter()
+        .find(|w| w.layer.ends_with("stages.0.op_list.0.main.depth_conv.conv"))
+        .unwrap();
+    assert!(dw.input_scale.is_some() && dw.note.contains("migration"));
+
+    let d = micro("deit-micro");
+    let ds = stats(&d, 32);
+    let find = |p: &quant::QuantPlan, name: &str| {
+        p.activations
+            .iter()
+            .find(|a| a.point == name)
+            .unwrap()
+            .clone()
+    };
+    let fq = plan(&d, &ds, "fq-vit", "w8a8");
+    assert!(
+        find(&fq, "blocks.0.attn.softmax")
+            .note
+            .contains("4-bit log2")
+    );
+    assert!(find(&fq, "blocks.0.attn_add").note.contains("power-of-two"));
+    let repq = plan(&d, &ds, "repq-vit", "w8a8");
+    assert!(find(&repq, "blocks.0.attn.softmax").note.contains("log√2"));
+    assert!(
+        find(&repq, "blocks.0.norm1")
+            .note
+            .contains("reparameterised")
+    );
+    let qkv = repq
+        .weights
+        .iter()
+        .find(|w| w.layer == "blocks.0.attn.qkv")
+        .unwrap();
+    assert!(qkv.input_scale.is_some());
+    let ptq4vit = plan(&d, &ds, "ptq4vit", "w6a6");
+    assert!(
+        find(&ptq4vit, "blocks.0.mlp.act")
+            .note
+            .contains("twin-uniform")
+    );
+    assert!(
+        find(&ptq4vit, "blocks.0.attn.softmax")
+            .note
+            .contains("twin-uniform")
+    );
+}
+
+#[test]
+fn sixteen_bit_fake_quant_matches_the_float_model() {
+    // At 16 bits every quantizer is nearly lossless, so a fake-quant network that applied a
+    // migration, shift or reparameterisation to one side only would show here.
+    for (model, recipe) in [
+        ("efficientvit-micro", "trio-vit"),
+        ("deit-micro", "repq-vit"),
+        ("deit-micro", "ptq4vit"),
+    ] {
+        let m = micro(model);
+        let s = stats(&m, 32);
+        let mut r = Recipe::preset(recipe).unwrap();
+        // The log2 tensors keep their fixed low bit widths; leave them out here.
+        r.techniques.retain(|t| {
+            !matches!(
+                t,
+                quant::recipe::Technique::LogDivisor { .. }
+                    | quant::recipe::Technique::UniformAttention { .. }
+                    | quant::recipe::Technique::LogSqrt2Attention
+            )
+        });
+        let p = quant::build(&m.graph, &m.folded, &s, &r, &settings(recipe, "w16a16")).unwrap();
+        let fake = FakeQuantExecutor::new(&m.graph, &m.folded, &p).unwrap();
+        // Images the statistics cover, so that no value is clipped at the calibrated range.
+        let images = calibration_set().batch(0..16).unwrap().images;
+        let a = FloatExecutor::new(&m.graph, &m.folded)
+            .unwrap()
+            .forward(&images)
+            .unwrap();
+        let b = fake.forward(&images).unwrap();
+        let signal: f64 = a.data.iter().map(|&x| (x as f64).powi(2)).sum();
+        let noise: f64 = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+            .sum();
+        let db = diagnostics::sqnr_db(signal, noise);
+        assert!(
+            db > 50.0,
+            "{model} {recipe}: logits SQNR {db:.1} dB at 16 bits"
+        );
+    }
+}
+
+#[test]
+fn fake_quant_accuracy_is_close_to_float_at_w8a8_and_deterministic() {
+    let m = micro("efficientvit-micro");
+    let s = stats(&m, 256);
+    let p = plan(&m, &s, "trio-vit", "w8a8");
+    let fake = FakeQuantExecutor::new(&m.graph, &m.folded, &p).unwrap();
+    let data = test_set(1000);
+    let q = evaluate(&fake, &data, 100, None, &mut |_| {}).unwrap();
+    let f = evaluate(
+        &FloatExecutor::new(&m.graph, &m.folded).unwrap(),
+        &data,
+        100,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        q.top1() > f.top1() - 3.0,
+        "W8A8 {:.2} vs FP32 {:.2}",
+        q.top1(),
+        f.top1()
+    );
+    // W2A2 must be far worse: the quantizers do something.
+    let p2 = plan(&m, &s, "minmax", "w2a2");
+    let q2 = evaluate(
+        &FakeQuantExecutor::new(&m.graph, &m.folded, &p2).unwrap(),
+        &data,
+        100,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(q2.top1() < f.top1() - 20.0, "W2A2 {:.2}", q2.top1());
+    // Same logits whatever the thread count.
+    let images = data.batch(0..24).unwrap().images;
+    let run = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| fake.forward(&images).unwrap())
+    };
+    assert_eq!(run(1).data, run(2).data);
+}
+
+#[test]
+fn overrides_set_bits_by_glob_and_later_ones_win() {
+    let m = micro("efficientvit-micro");
+    let s = stats(&m, 32);
+    let r = Recipe::preset("minmax").unwrap();
+    let mut set = settings("minmax", "w8a8");
+    set.overrides = vec![
+        "stages.3.*=w4a6".parse().unwrap(),
+        "stages.3.op_list.1.local_module.*=w6a4".parse().unwrap(),
+    ];
+    let p = quant::build(&m.graph, &m.folded, &s, &r, &set).unwrap();
+    let w = |name: &str| {
+        p.weights
+            .iter()
+            .find(|w| w.layer.ends_with(name))
+            .unwrap()
+            .bits
+    };
+    let a = |name: &str| {
+        p.activations
+            .iter()
+            .find(|a| a.point.ends_with(name))
+            .unwrap()
+            .bits
+    };
+    assert_eq!(w("stages.2.op_list.0.main.point_conv.conv"), 8);
+    assert_eq!(w("stages.3.op_list.0.main.point_conv.conv"), 4);
+    assert_eq!(w("stages.3.op_list.1.local_module.main.point_conv.conv"), 6);
+    // A conv's activation bits land on the tensor that stores its output (after BN / act).
+    assert_eq!(a("stages.3.op_list.0.main.inverted_conv.act"), 6);
+    assert_eq!(
+        a("stages.3.op_list.1.local_module.main.inverted_conv.act"),
+        4
+    );
+    assert_eq!(a("stages.2.op_list.0.main.inverted_conv.act"), 8);
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let m = micro("efficientvit-micro");
+    let s = stats(&m, 16);
+    let r = Recipe::preset("minmax").unwrap();
+
+    // An override that matches nothing names the pattern and shows real layer names.
+    let mut set = settings("minmax", "w8a8");
+    set.overrides = vec![Override {
+        layers: "blocks.*".into(),
+        bits: BitWidths::W8A8,
+    }];
+    let e = quant::build(&m.graph, &m.folded, &s, &r, &set)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("blocks.*") && e.contains("matches no layer") && e.contains("backbone."),
+        "{e}"
+    );
+
+    // Bits outside 2–16.
+    for bad in ["w1a8", "w8a17", "w0a0"] {
+        let e = bad.parse::<BitWidths>().unwrap_err().to_string();
+        assert!(e.contains("2–16"), "{bad}: {e}");
+    }
+    let text = quant::recipe::PRESETS
+        .iter()
+        .find(|(n, _)| *n == "trio-vit")
+        .unwrap()
+        .1;
+    let e = Recipe::from_ron(
+        &text.replace("LogDivisor(bits: 4)", "LogDivisor(bits: 1)"),
+        "my.ron",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("my.ron") && e.contains("2–16"), "{e}");
+
+    // A recipe for the other family.
+    let d = micro("deit-micro");
+    let ds = stats(&d, 8);
+    let trio = Recipe::preset("trio-vit").unwrap();
+    let e = quant::build(
+        &d.graph,
+        &d.folded,
+        &ds,
+        &trio,
+        &settings("trio-vit", "w8a8"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("EfficientViT") && e.contains("deit-micro"),
+        "{e}"
+    );
+
+    // An empty calibration set.
+    let empty = Dataset::from_bytes(
+        "empty.idx",
+        [1, 28, 28],
+        Vec::new(),
+        Vec::new(),
+        Normalize::fashion_mnist(),
+    )
+    .unwrap();
+    let e = calibrate(&m.graph, &m.folded, &empty, 64, 32, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("empty.idx") && e.contains("empty"), "{e}");
+
+    // Statistics of another model, or taken with other weights.
+    let e = ds
+        .check_matches(&m.graph, &m.folded, "deit.calib")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("deit.calib") && e.contains("deit-micro") && e.contains("qvit calibrate"),
+        "{e}"
+    );
+    let other = Weights::random(&m.graph, 3).fold(&m.graph).unwrap();
+    let e = s
+        .check_matches(&m.graph, &other, "micro.calib")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("different weights"), "{e}");
+
+    // A corrupt statistics file.
+    let e = CalibrationStats::from_safetensors(b"not a file", "broken.calib")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("broken.calib"), "{e}");
+}

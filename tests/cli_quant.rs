@@ -1,0 +1,156 @@
+//! `qvit calibrate` and quantized `qvit eval` end to end.
+
+use std::process::Command;
+
+fn qvit(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_qvit"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn calibrate_once_then_evaluate_any_bits_and_overrides() {
+    let dir = std::env::temp_dir().join(format!("qvit-cli-quant-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stats = dir.join("micro.calib.safetensors");
+    let stats_arg = stats.to_str().unwrap();
+    let v = ok(&qvit(&[
+        "calibrate",
+        "--images",
+        "128",
+        "--out",
+        stats_arg,
+        "--format",
+        "json",
+    ]));
+    assert_eq!(v["images"], 128);
+    assert!(v["points"].as_array().unwrap().len() > 40);
+
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--calibration",
+            stats_arg,
+            "--limit",
+            "300",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        ok(&qvit(&args))
+    };
+    let w8 = eval(&["--recipe", "trio-vit", "--bits", "w8a8"]);
+    assert_eq!(w8["executor"], "fake-quant");
+    assert_eq!(w8["recipe"], "trio-vit");
+    assert_eq!(w8["bits"], "w8a8");
+    assert!(w8["top1_percent"].as_f64().unwrap() > 80.0, "{w8}");
+    let mixed = eval(&["--bits", "w2a2", "--override", "stages.3.*=w8a8"]);
+    assert_eq!(mixed["overrides"][0], "stages.3.*=w8a8");
+    assert!(mixed["top1_percent"].as_f64().unwrap() < w8["top1_percent"].as_f64().unwrap());
+
+    // A project file carries the same settings.
+    let project = dir.join("project.ron");
+    std::fs::write(
+        &project,
+        format!(
+            "Project(model: \"efficientvit-micro\", quant: Some(recipe: \"minmax\", bits: \"w6a6\", \
+             overrides: [(layers: \"head.*\", bits: \"w8a8\")]), calibration: Some({:?}))",
+            "micro.calib.safetensors"
+        ),
+    )
+    .unwrap();
+    let p = ok(&qvit(&[
+        "eval",
+        project.to_str().unwrap(),
+        "--limit",
+        "100",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(
+        (p["recipe"].as_str(), p["bits"].as_str()),
+        (Some("minmax"), Some("w6a6"))
+    );
+    assert_eq!(p["overrides"][0], "head.*=w8a8");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn per_layer_report_lists_sqnr_and_what_the_recipe_did() {
+    let out = qvit(&[
+        "eval",
+        "--recipe",
+        "trio-vit",
+        "--limit",
+        "64",
+        "--calibration-images",
+        "64",
+        "--layers",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("per-layer SQNR"), "{text}");
+    assert!(
+        text.contains("channel-wise migration") && text.contains("4-bit log2 divisor"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_quantization_input_is_a_clear_error() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["eval", "--bits", "w1a8"], &["2–16"]),
+        (
+            &[
+                "eval",
+                "--override",
+                "nothing.here.*=w4a8",
+                "--calibration-images",
+                "8",
+            ],
+            &["nothing.here.*", "matches no layer"],
+        ),
+        (
+            &[
+                "eval",
+                "deit-micro",
+                "--recipe",
+                "trio-vit",
+                "--calibration-images",
+                "8",
+            ],
+            &["EfficientViT", "deit-micro"],
+        ),
+        (
+            &["eval", "--recipe", "gptq"],
+            &["unknown recipe", "trio-vit"],
+        ),
+        (&["calibrate", "--images", "0"], &["empty"]),
+        (
+            &["eval", "--recipe", "minmax", "--calibration", "Cargo.toml"],
+            &["Cargo.toml"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let out = qvit(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        for n in *needles {
+            assert!(err.contains(n), "{args:?}: expected `{n}` in: {err}");
+        }
+    }
+}

@@ -113,7 +113,7 @@ fn per_layer_report_lists_sqnr_and_what_the_recipe_did() {
 #[test]
 fn bad_quantization_input_is_a_clear_error() {
     let cases: &[(&[&str], &[&str])] = &[
-        (&["eval", "--bits", "w1a8"], &["2–16"]),
+        (&["eval", "--bits", "w1a8"], &["from 2 to 16"]),
         (
             &[
                 "eval",

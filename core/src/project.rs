@@ -215,6 +215,6 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("p.ron") && e.contains("2–16"), "{e}");
+        assert!(e.contains("p.ron") && e.contains("from 2 to 16"), "{e}");
     }
 }

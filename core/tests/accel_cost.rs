@@ -3,7 +3,7 @@
 
 use qvit_core::accel::trio_vit::{Engines, corrected_cycles, reference_cycles};
 use qvit_core::accel::workload::{HwOp, Role};
-use qvit_core::accel::{AccelConfig, Workload, cost};
+use qvit_core::accel::{AccelConfig, Bound, Workload, cost};
 use qvit_core::arch::ArchSpec;
 use qvit_core::graph::Graph;
 
@@ -165,4 +165,47 @@ fn impossible_designs_are_errors_that_say_why() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("KiB of on-chip RAM"), "{err}");
+}
+
+#[test]
+fn systolic_baseline_prices_every_layer_as_a_matrix_product() {
+    let trio = AccelConfig::preset("trio-vit-zcu102").unwrap();
+    let systolic = AccelConfig::preset("systolic-zcu102").unwrap();
+    assert_eq!(trio.multipliers(), systolic.multipliers());
+    let fps = |model: &str, config: &AccelConfig| {
+        let g = Graph::build(&ArchSpec::preset(model).unwrap()).unwrap();
+        cost(&Workload::uniform(&g, 8, 8), config).unwrap()
+    };
+    // EfficientViT's depthwise convs waste a plain array's columns: Trio-ViT's engines win big.
+    let (t, s) = (
+        fps("efficientvit-b1", &trio),
+        fps("efficientvit-b1", &systolic),
+    );
+    assert!(
+        t.fps > 2.0 * s.fps,
+        "Trio-ViT {:.1} FPS vs systolic {:.1}",
+        t.fps,
+        s.fps
+    );
+    assert!(
+        s.layers.iter().all(|l| l.bound != Bound::Fused),
+        "a plain array fuses nothing"
+    );
+    // DeiT is dense matrix products: the two designs are close.
+    let (t, s) = (fps("deit-tiny", &trio), fps("deit-tiny", &systolic));
+    assert!(
+        (t.fps / s.fps - 1.0).abs() < 0.2,
+        "{:.1} vs {:.1}",
+        t.fps,
+        s.fps
+    );
+
+    let base = include_str!("../../presets/accelerators/systolic-zcu102.ron");
+    let err = AccelConfig::from_ron(&base.replace("rows: 16", "rows: 0"), "s.ron")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("s.ron") && err.contains("architecture.rows"),
+        "{err}"
+    );
 }

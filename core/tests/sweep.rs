@@ -163,3 +163,24 @@ fn random_sampling_is_a_function_of_the_seed() {
     assert!((0..50).all(|i| s.point(i) == again.point(i)));
     assert!((0..50).any(|i| s.point(i) != s.point(0)));
 }
+
+#[test]
+fn a_sweep_needs_a_trio_vit_base() {
+    let d = dir("systolic");
+    let s = DesignSpace::from_ron(
+        &SPACE.replace("base: \"trio-vit-zcu102\"", "base: \"systolic-zcu102\""),
+        "s.ron",
+    )
+    .unwrap();
+    let err = sweep::run(&s, &d.join("x.csv"), Shard::ALL, false, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("systolic-zcu102") && err.contains("Trio-ViT"),
+        "{err}"
+    );
+    assert!(
+        !d.join("x.csv").exists(),
+        "nothing is written for a space that cannot run"
+    );
+}

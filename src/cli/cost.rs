@@ -2,8 +2,9 @@
 
 use clap::Args;
 use qvit_core::accel::{AccelConfig, Bound, CostReport, Workload, cost};
-use qvit_core::explore::space::parse_bits;
 use qvit_core::graph::Graph;
+use qvit_core::quant::plan::LayerBits;
+use qvit_core::quant::{BitWidths, Override, QuantSettings};
 
 use super::format::{Format, emit, table, thousands};
 use super::target;
@@ -13,7 +14,11 @@ use super::target;
 ///
 /// Presets: trio-vit-zcu102 (the default: L = 8 copies of Trio-ViT's engines on a ZCU102 at
 /// 200 MHz, corrected and complete model), trio-vit-reference-16 and trio-vit-reference-8 (the
-/// published analytical model exactly, one copy).
+/// published analytical model exactly, one copy), systolic-zcu102 (the baseline: a plain 16×16
+/// systolic array per copy with as many multipliers, no depthwise engine, no fusion).
+///
+/// Bit widths: `--bits` for every layer and `--override` for some, or a project's `quant`
+/// section; they set DSP packing and bytes moved.
 #[derive(Debug, Args)]
 pub struct CostArgs {
     /// A project RON file, a model preset, or a model RON file (default: efficientvit-micro).
@@ -24,9 +29,13 @@ pub struct CostArgs {
     /// Input resolution in pixels (default: the model's own).
     #[arg(long, short)]
     resolution: Option<usize>,
-    /// Weight and activation bits of every layer, as `wXaY` (2–16 bits each).
-    #[arg(long, default_value = "w8a8", value_parser = parse_bits)]
-    bits: (u8, u8),
+    /// Weight and activation bits of every layer, as `wXaY` (2–16 bits each; default: the
+    /// project's `quant` bits, else w8a8).
+    #[arg(long)]
+    bits: Option<BitWidths>,
+    /// Bits for some layers, `PATTERN=wNaM`, as in `qvit eval` (repeatable; later ones win).
+    #[arg(long = "override", value_name = "PATTERN=wNaM")]
+    overrides: Vec<Override>,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
@@ -38,15 +47,26 @@ pub fn run(args: &CostArgs) -> anyhow::Result<()> {
     }
     let graph = Graph::build(&project.spec()?)?;
     let config = AccelConfig::resolve(&args.accel)?;
-    let workload = Workload::uniform(&graph, args.bits.0, args.bits.1);
+    // Bit widths come from the project's quant settings when it has them.
+    let mut settings = project.quant.clone().unwrap_or_default();
+    if let Some(b) = args.bits {
+        settings.bits = b;
+    }
+    settings.overrides.extend(args.overrides.iter().cloned());
+    let bits = LayerBits::resolve(&graph, &settings)?;
+    let workload = Workload::with_bits(&graph, |id| bits.operands(&graph, id));
     let report = cost(&workload, &config)?;
     emit(&match args.format {
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
-        Format::Table => render(&report, args.bits),
+        Format::Table => render(&report, &settings),
     })
 }
 
-fn render(r: &CostReport, bits: (u8, u8)) -> String {
+fn render(r: &CostReport, settings: &QuantSettings) -> String {
+    let mut bits = settings.bits.to_string();
+    for o in &settings.overrides {
+        bits += &format!(", {o}");
+    }
     let mut layers = table(
         &[
             "layer", "op", "MACs", "compute", "memory", "cycles", "bound", "util",
@@ -70,7 +90,7 @@ fn render(r: &CostReport, bits: (u8, u8)) -> String {
         ]);
     }
     format!(
-        "{} @ {} px, W{}A{} on {} ({}, {} MHz, {} cop{})\n\n{layers}\n\n\
+        "{} @ {} px, {} on {} ({}, {} MHz, {} cop{})\n\n{layers}\n\n\
          cycles       {} per image per copy\n\
          latency      {:.3} ms\n\
          throughput   {:.1} FPS · {:.1} GOPS\n\
@@ -80,8 +100,7 @@ fn render(r: &CostReport, bits: (u8, u8)) -> String {
          off-chip     {} bytes per image\n",
         r.model,
         r.resolution,
-        bits.0,
-        bits.1,
+        bits,
         r.accelerator,
         r.part,
         r.clock_mhz,

@@ -36,6 +36,9 @@ pub enum Architecture {
         rmac: Engine,
         model: TrioModel,
     },
+    /// A generic weight-stationary systolic array of `rows × cols` MACs per copy (the baseline:
+    /// no depthwise engine, no DW→PW fusion).
+    Systolic { rows: usize, cols: usize },
 }
 
 /// How many MACs one DSP slice performs per cycle, by the wider operand's bit width.
@@ -126,42 +129,59 @@ impl AccelConfig {
         part(&self.part)
     }
 
-    /// The engines of one copy.
-    pub fn engines(&self) -> Engines {
+    /// The Trio-ViT engines of one copy (`None` for other architectures).
+    pub fn engines(&self) -> Option<Engines> {
         match &self.architecture {
-            Architecture::TrioVit { mat, rmac, .. } => Engines {
+            Architecture::TrioVit { mat, rmac, .. } => Some(Engines {
                 mat_pes: mat.pes,
                 mat_lanes: mat.lanes,
                 rmac_pes: rmac.pes,
                 rmac_lanes: rmac.lanes,
-            },
+            }),
+            Architecture::Systolic { .. } => None,
+        }
+    }
+
+    /// Multipliers of one copy.
+    pub fn multipliers_per_copy(&self) -> usize {
+        match &self.architecture {
+            Architecture::TrioVit { mat, rmac, .. } => mat.pes * mat.lanes + rmac.pes * rmac.lanes,
+            Architecture::Systolic { rows, cols } => rows * cols,
         }
     }
 
     /// Multipliers over all copies.
     pub fn multipliers(&self) -> usize {
-        self.engines().multipliers() * self.copies
+        self.multipliers_per_copy() * self.copies
+    }
+
+    /// True when depthwise convs overlap with the conv they feed and the expand → depthwise →
+    /// project chain stays on chip (Trio-ViT), false for a plain array.
+    pub fn fuses_depthwise(&self) -> bool {
+        matches!(self.architecture, Architecture::TrioVit { .. })
     }
 
     /// Checks every value: zero-sized engines, clocks and buffers are errors naming the field.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let bad = |field: &str, message: String| Error::field(origin, field, message);
         self.part()?;
-        match &self.architecture {
-            Architecture::TrioVit { mat, rmac, .. } => {
-                for (field, value) in [
-                    ("architecture.mat.pes", mat.pes),
-                    ("architecture.mat.lanes", mat.lanes),
-                    ("architecture.rmac.pes", rmac.pes),
-                    ("architecture.rmac.lanes", rmac.lanes),
-                ] {
-                    if value == 0 {
-                        return bad(
-                            field,
-                            "must be at least 1 (a PE array cannot be empty)".into(),
-                        );
-                    }
-                }
+        let dims: Vec<(&str, usize)> = match &self.architecture {
+            Architecture::TrioVit { mat, rmac, .. } => vec![
+                ("architecture.mat.pes", mat.pes),
+                ("architecture.mat.lanes", mat.lanes),
+                ("architecture.rmac.pes", rmac.pes),
+                ("architecture.rmac.lanes", rmac.lanes),
+            ],
+            Architecture::Systolic { rows, cols } => {
+                vec![("architecture.rows", *rows), ("architecture.cols", *cols)]
+            }
+        };
+        for (field, value) in dims {
+            if value == 0 {
+                return bad(
+                    field,
+                    "must be at least 1 (a PE array cannot be empty)".into(),
+                );
             }
         }
         if self.copies == 0 {
@@ -200,4 +220,5 @@ pub const PRESETS: &[(&str, &str)] = &[
     preset!("trio-vit-zcu102"),
     preset!("trio-vit-reference-16"),
     preset!("trio-vit-reference-8"),
+    preset!("systolic-zcu102"),
 ];

@@ -10,6 +10,7 @@
 
 use super::config::{AccelConfig, Architecture, TrioModel};
 use super::report::{Bound, CostReport, LayerCost};
+use super::systolic::systolic_cycles;
 use super::trio_vit::{corrected_cycles, reference_cycles};
 use super::workload::{HwOp, Workload};
 use crate::error::{Error, Result};
@@ -95,7 +96,7 @@ fn summarize(workload: &Workload, config: &AccelConfig, p: &Priced, cycles: u64)
         config.copies as f64 / latency_s
     };
     let gops = 2.0 * macs as f64 * fps / 1e9;
-    let per_copy = config.engines().multipliers() as f64;
+    let per_copy = config.multipliers_per_copy() as f64;
     Totals {
         cycles,
         fps,
@@ -117,8 +118,12 @@ fn summarize(workload: &Workload, config: &AccelConfig, p: &Priced, cycles: u64)
 pub fn cost(workload: &Workload, config: &AccelConfig) -> Result<CostReport> {
     let p = price(workload, config)?;
     let part = config.part()?;
-    let per_copy = config.engines().multipliers() as f64;
-    let fused_into = workload.fused_into_depthwise();
+    let per_copy = config.multipliers_per_copy() as f64;
+    let fused_into = if config.fuses_depthwise() {
+        workload.fused_into_depthwise()
+    } else {
+        vec![false; workload.layers.len()]
+    };
     let layers: Vec<LayerCost> = workload
         .layers
         .iter()
@@ -181,12 +186,15 @@ pub fn cost(workload: &Workload, config: &AccelConfig) -> Result<CostReport> {
 fn price(workload: &Workload, config: &AccelConfig) -> Result<Priced> {
     config.validate(&config.name)?;
     let part = config.part()?;
-    let engines = config.engines();
-    let Architecture::TrioVit { model, .. } = &config.architecture;
-    let compute = match model {
-        TrioModel::Reference => reference_cycles(workload, &engines),
-        TrioModel::Corrected => corrected_cycles(workload, &engines),
+    let compute = match (&config.architecture, config.engines()) {
+        (Architecture::TrioVit { model, .. }, Some(engines)) => match model {
+            TrioModel::Reference => reference_cycles(workload, &engines),
+            TrioModel::Corrected => corrected_cycles(workload, &engines),
+        },
+        (Architecture::Systolic { rows, cols }, _) => systolic_cycles(workload, *rows, *cols),
+        (Architecture::TrioVit { .. }, None) => unreachable!("a Trio-ViT design has engines"),
     };
+    let fuses = config.fuses_depthwise();
     let widest = workload
         .layers
         .iter()
@@ -217,7 +225,13 @@ fn price(workload: &Workload, config: &AccelConfig) -> Result<Priced> {
         ));
     }
 
-    let counts_memory = *model == TrioModel::Corrected;
+    let counts_memory = !matches!(
+        config.architecture,
+        Architecture::TrioVit {
+            model: TrioModel::Reference,
+            ..
+        }
+    );
     let bytes = |elements: u64, bits: u8| (elements * bits as u64).div_ceil(8);
     let total_weight_bytes: u64 = workload
         .layers
@@ -234,9 +248,17 @@ fn price(workload: &Workload, config: &AccelConfig) -> Result<Priced> {
             bytes(l.weights, l.weight_bits)
         };
         let working_set = bytes(l.inputs + l.outputs, l.act_bits);
+        // Only a fusing design keeps expand → depthwise → project on chip.
         let off_chip = bytes(
-            if l.input_on_chip { 0 } else { l.inputs }
-                + if l.output_on_chip { 0 } else { l.outputs },
+            if fuses && l.input_on_chip {
+                0
+            } else {
+                l.inputs
+            } + if fuses && l.output_on_chip {
+                0
+            } else {
+                l.outputs
+            },
             l.act_bits,
         );
         let a = if working_set > act_buffer {
@@ -251,7 +273,7 @@ fn price(workload: &Workload, config: &AccelConfig) -> Result<Priced> {
     } else {
         vec![0; workload.layers.len()]
     };
-    if counts_memory {
+    if counts_memory && fuses {
         // The fused conv's traffic happens during the depthwise layer that carries its cycles.
         for i in 0..workload.layers.len() {
             if let Some(t) = workload.layers[i].feeds {

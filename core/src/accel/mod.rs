@@ -6,6 +6,7 @@ pub mod cost;
 pub mod parts;
 pub mod published;
 pub mod report;
+pub mod systolic;
 pub mod trio_vit;
 pub mod workload;
 

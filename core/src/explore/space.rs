@@ -66,18 +66,9 @@ pub struct Point {
 
 /// `w8a8` → (8, 8), bits from 2 to 16.
 pub fn parse_bits(text: &str) -> std::result::Result<(u8, u8), String> {
-    let err =
-        || format!("`{text}` is not of the form wXaY with X and Y from 2 to 16 (e.g. w8a8, w4a8)");
-    let (w, a) = text
-        .strip_prefix('w')
-        .and_then(|r| r.split_once('a'))
-        .ok_or_else(err)?;
-    let (w, a): (u8, u8) = (w.parse().map_err(|_| err())?, a.parse().map_err(|_| err())?);
-    if (2..=16).contains(&w) && (2..=16).contains(&a) {
-        Ok((w, a))
-    } else {
-        Err(err())
-    }
+    text.parse::<crate::quant::BitWidths>()
+        .map(|b| (b.weights, b.activations))
+        .map_err(|e| e.to_string())
 }
 
 impl DesignSpace {

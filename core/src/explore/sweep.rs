@@ -106,6 +106,13 @@ struct Prepared<'s> {
 impl<'s> Prepared<'s> {
     fn new(space: &'s DesignSpace) -> Result<Self> {
         let base = AccelConfig::resolve(&space.base)?;
+        if base.engines().is_none() {
+            return Error::field(
+                &space.base,
+                "architecture",
+                "a sweep varies Trio-ViT engine sizes (mat/rmac); use a Trio-ViT accelerator as its base",
+            );
+        }
         let mut workloads = HashMap::new();
         for (m, model) in space.models.iter().enumerate() {
             let spec = ArchSpec::resolve(model)?;
@@ -141,15 +148,16 @@ impl<'s> Prepared<'s> {
             s.rmac_pes[p.rmac_pes],
             s.rmac_lanes[p.rmac_lanes],
         ];
-        let Architecture::TrioVit { mat, rmac, .. } = &mut config.architecture;
-        *mat = Engine {
-            pes: engines[0],
-            lanes: engines[1],
-        };
-        *rmac = Engine {
-            pes: engines[2],
-            lanes: engines[3],
-        };
+        if let Architecture::TrioVit { mat, rmac, .. } = &mut config.architecture {
+            *mat = Engine {
+                pes: engines[0],
+                lanes: engines[1],
+            };
+            *rmac = Engine {
+                pes: engines[2],
+                lanes: engines[3],
+            };
+        }
         config.copies = s.copies[p.copies];
         if let Some(c) = p.clock {
             config.clock_mhz = s.clock_mhz[c];

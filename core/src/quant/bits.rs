@@ -15,11 +15,7 @@ pub fn check(bits: u8, origin: &str, what: &str) -> Result<u8> {
     if SUPPORTED.contains(&bits) {
         Ok(bits)
     } else {
-        Error::field(
-            origin,
-            what,
-            format!("{bits} bits is outside the supported 2–16"),
-        )
+        Error::field(origin, what, format!("{bits} bits is not from 2 to 16"))
     }
 }
 
@@ -63,7 +59,7 @@ impl FromStr for BitWidths {
             Error::field::<BitWidths>(
                 "bit widths",
                 s,
-                "expected `wNaM` with N and M in 2–16, e.g. `w8a8` or `w4a8`",
+                "expected `wNaM` with N and M from 2 to 16, e.g. `w8a8` or `w4a8`",
             )
             .unwrap_err()
         };
@@ -109,7 +105,7 @@ mod tests {
     fn rejects_out_of_range_and_garbage() {
         for bad in ["w1a8", "w8a17", "w8", "8a8", "wxa8", ""] {
             let e = bad.parse::<BitWidths>().unwrap_err().to_string();
-            assert!(e.contains("2–16") || e.contains("expected"), "{bad}: {e}");
+            assert!(e.contains("from 2 to 16"), "{bad}: {e}");
         }
         assert!(
             check(17, "f.ron", "layer x")

@@ -242,6 +242,71 @@ fn minmax(v: &[f32]) -> (f32, f32) {
         })
 }
 
+/// Bit widths per node after the overrides: what the cost model needs, known without
+/// calibration statistics. The image keeps the global activation bits here, as the cost model
+/// and sweeps price it; the quant plan stores it at 8 bits, which it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerBits {
+    /// Weight bits of each node (meaningful for weighted layers).
+    pub weights: Vec<u8>,
+    /// Bits of the activation stored at each node (meaningful for quantization points).
+    pub activations: Vec<u8>,
+}
+
+impl LayerBits {
+    /// The global bits with the overrides applied in order; a pattern that matches no layer is
+    /// an error naming it.
+    pub fn resolve(graph: &Graph, settings: &QuantSettings) -> Result<Self> {
+        let n = graph.nodes().len();
+        let mut weights = vec![settings.bits.weights; n];
+        let mut activations = vec![settings.bits.activations; n];
+        for o in &settings.overrides {
+            let matched: Vec<NodeId> = (0..n)
+                .filter(|&id| layer_matches(&o.layers, &graph.node(id).name))
+                .collect();
+            if matched.is_empty() {
+                let examples: Vec<&str> = graph
+                    .nodes()
+                    .iter()
+                    .skip(1)
+                    .take(3)
+                    .map(|n| n.name.as_str())
+                    .collect();
+                return Error::field(
+                    "overrides",
+                    &o.layers,
+                    format!(
+                        "the pattern matches no layer of `{}` (layers are named like {}; see `qvit info {}`)",
+                        graph.model,
+                        examples.join(", "),
+                        graph.model
+                    ),
+                );
+            }
+            for id in matched {
+                weights[id] = o.bits.weights;
+                if let Some(p) = output_point_node(graph, id) {
+                    activations[p] = o.bits.activations;
+                }
+            }
+        }
+        Ok(Self {
+            weights,
+            activations,
+        })
+    }
+
+    /// `(weight bits, input activation bits)` of a layer: the bits of the tensor it reads,
+    /// looking through ops that only move values (concatenation, taking the class token).
+    pub fn operands(&self, graph: &Graph, id: NodeId) -> (u8, u8) {
+        let mut input = graph.node(id).inputs.first().copied().unwrap_or(0);
+        while matches!(graph.node(input).op, Op::Concat | Op::TakeClassToken) {
+            input = graph.node(input).inputs[0];
+        }
+        (self.weights[id], self.activations[input])
+    }
+}
+
 /// Resolves `recipe` with `settings` on a model: `stats` from [`super::calibrate`] (checked
 /// against the graph and weights by the caller), `params` the folded float weights.
 pub fn build(
@@ -265,39 +330,11 @@ pub fn build(
             ),
         );
     }
+    let LayerBits {
+        weights: w_bits,
+        activations: a_bits,
+    } = LayerBits::resolve(graph, settings)?;
     let n = graph.nodes().len();
-    let mut w_bits = vec![settings.bits.weights; n];
-    let mut a_bits = vec![settings.bits.activations; n];
-    for o in &settings.overrides {
-        let matched: Vec<NodeId> = (0..n)
-            .filter(|&id| layer_matches(&o.layers, &graph.node(id).name))
-            .collect();
-        if matched.is_empty() {
-            let examples: Vec<&str> = graph
-                .nodes()
-                .iter()
-                .skip(1)
-                .take(3)
-                .map(|n| n.name.as_str())
-                .collect();
-            return Error::field(
-                "overrides",
-                &o.layers,
-                format!(
-                    "the pattern matches no layer of `{}` (layers are named like {}; see `qvit info {}`)",
-                    graph.model,
-                    examples.join(", "),
-                    graph.model
-                ),
-            );
-        }
-        for id in matched {
-            w_bits[id] = o.bits.weights;
-            if let Some(p) = output_point_node(graph, id) {
-                a_bits[p] = o.bits.activations;
-            }
-        }
-    }
 
     let act = &recipe.activations;
     let mut input_scale: Vec<Option<Vec<f32>>> = vec![None; n];
@@ -600,7 +637,7 @@ mod tests {
                 .parse::<Override>()
                 .unwrap_err()
                 .to_string()
-                .contains("2–16")
+                .contains("from 2 to 16")
         );
     }
 

@@ -3,8 +3,7 @@
 use clap::Args;
 use qvit_core::accel::{AccelConfig, Bound, CostReport, Workload, cost};
 use qvit_core::graph::Graph;
-use qvit_core::quant::plan::LayerBits;
-use qvit_core::quant::{BitWidths, Override, QuantSettings};
+use qvit_core::quant::{BitWidths, LayerBits, Override, QuantSettings};
 
 use super::format::{Format, emit, table, thousands};
 use super::target;

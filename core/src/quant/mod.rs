@@ -19,13 +19,15 @@ pub mod points;
 pub mod quantizer;
 pub mod range;
 pub mod recipe;
+pub mod settings;
 pub mod stats;
 pub mod techniques;
 
 pub use bits::BitWidths;
 pub use fake::FakeQuantExecutor;
-pub use plan::{Override, QuantPlan, QuantSettings, build};
+pub use plan::{QuantPlan, build};
 pub use points::{QuantPoint, TensorKind, points};
 pub use quantizer::Quantizer;
 pub use recipe::Recipe;
+pub use settings::{LayerBits, Override, QuantSettings};
 pub use stats::{CalibrationStats, calibrate};

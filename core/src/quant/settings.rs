@@ -1,0 +1,204 @@
+//! What to quantize with, before any statistics: the recipe name, global bit widths and
+//! per-layer overrides (a project's `quant` section), resolved to bits per node.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::bits::BitWidths;
+use super::points::output_point_node;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, Op};
+
+/// Bit widths for the layers whose names match `layers` (`*` any run of characters, `?` one;
+/// a pattern may match a whole name or any part of it that starts after a `.`, so
+/// `stages.3.*` matches `backbone.stages.3.op_list.0.main.depth_conv.conv`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub layers: String,
+    pub bits: BitWidths,
+}
+
+impl FromStr for Override {
+    type Err = Error;
+    /// `PATTERN=wNaM`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (layers, bits) = s.rsplit_once('=').ok_or_else(|| Error::InvalidField {
+            origin: "override".into(),
+            field: s.into(),
+            message: "expected `LAYERS=wNaM`, e.g. `stages.3.*=w4a8`".into(),
+        })?;
+        Ok(Self {
+            layers: layers.trim().to_string(),
+            bits: bits.parse()?,
+        })
+    }
+}
+
+impl fmt::Display for Override {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.layers, String::from(self.bits))
+    }
+}
+
+/// Wildcard match of a whole string: `*` any run, `?` one character.
+fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t, mut star, mut mark) = (0, 0, None, 0);
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some(p);
+            mark = t;
+            p += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            mark += 1;
+            t = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// True when `pattern` matches `name` or a dotted suffix of it.
+pub fn layer_matches(pattern: &str, name: &str) -> bool {
+    let p = pattern.as_bytes();
+    wildcard(p, name.as_bytes())
+        || name
+            .match_indices('.')
+            .any(|(i, _)| wildcard(p, &name.as_bytes()[i + 1..]))
+}
+
+/// What to quantize with: the `quant` section of a project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantSettings {
+    /// A recipe preset name or the path of a recipe RON file.
+    #[serde(default = "default_recipe")]
+    pub recipe: String,
+    #[serde(default = "default_bits")]
+    pub bits: BitWidths,
+    /// Later entries win where patterns overlap.
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+fn default_recipe() -> String {
+    "trio-vit".into()
+}
+
+fn default_bits() -> BitWidths {
+    BitWidths::W8A8
+}
+
+impl Default for QuantSettings {
+    fn default() -> Self {
+        Self {
+            recipe: default_recipe(),
+            bits: default_bits(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// Bit widths per node after the overrides: what the cost model needs, known without
+/// calibration statistics. The image keeps the global activation bits here, as the cost model
+/// and sweeps price it; the quant plan stores it at 8 bits, which it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerBits {
+    /// Weight bits of each node (meaningful for weighted layers).
+    pub weights: Vec<u8>,
+    /// Bits of the activation stored at each node (meaningful for quantization points).
+    pub activations: Vec<u8>,
+}
+
+impl LayerBits {
+    /// The global bits with the overrides applied in order; a pattern that matches no layer is
+    /// an error naming it.
+    pub fn resolve(graph: &Graph, settings: &QuantSettings) -> Result<Self> {
+        let n = graph.nodes().len();
+        let mut weights = vec![settings.bits.weights; n];
+        let mut activations = vec![settings.bits.activations; n];
+        for o in &settings.overrides {
+            let matched: Vec<NodeId> = (0..n)
+                .filter(|&id| layer_matches(&o.layers, &graph.node(id).name))
+                .collect();
+            if matched.is_empty() {
+                let examples: Vec<&str> = graph
+                    .nodes()
+                    .iter()
+                    .skip(1)
+                    .take(3)
+                    .map(|n| n.name.as_str())
+                    .collect();
+                return Error::field(
+                    "overrides",
+                    &o.layers,
+                    format!(
+                        "the pattern matches no layer of `{}` (layers are named like {}; see `qvit info {}`)",
+                        graph.model,
+                        examples.join(", "),
+                        graph.model
+                    ),
+                );
+            }
+            for id in matched {
+                weights[id] = o.bits.weights;
+                if let Some(p) = output_point_node(graph, id) {
+                    activations[p] = o.bits.activations;
+                }
+            }
+        }
+        Ok(Self {
+            weights,
+            activations,
+        })
+    }
+
+    /// `(weight bits, input activation bits)` of a layer: the bits of the tensor it reads,
+    /// looking through ops that only move values (concatenation, taking the class token).
+    pub fn operands(&self, graph: &Graph, id: NodeId) -> (u8, u8) {
+        let mut input = graph.node(id).inputs.first().copied().unwrap_or(0);
+        while matches!(graph.node(input).op, Op::Concat | Op::TakeClassToken) {
+            input = graph.node(input).inputs[0];
+        }
+        (self.weights[id], self.activations[input])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_names_and_dotted_suffixes() {
+        let name = "backbone.stages.3.op_list.0.main.depth_conv.conv";
+        assert!(layer_matches("stages.3.*", name));
+        assert!(layer_matches("backbone.*", name));
+        assert!(layer_matches("*depth_conv*", name));
+        assert!(layer_matches("*.depth_conv.conv", name));
+        assert!(!layer_matches("stages.2.*", name));
+        assert!(!layer_matches("ages.3.*", name));
+        assert!(layer_matches("blocks.?.mlp.fc1", "blocks.4.mlp.fc1"));
+    }
+
+    #[test]
+    fn overrides_parse() {
+        let o: Override = "stages.3.*=w4a8".parse().unwrap();
+        assert_eq!(o.layers, "stages.3.*");
+        assert_eq!((o.bits.weights, o.bits.activations), (4, 8));
+        assert_eq!(o.to_string(), "stages.3.*=w4a8");
+        assert!("stages.3.*".parse::<Override>().is_err());
+        assert!(
+            "x=w20a8"
+                .parse::<Override>()
+                .unwrap_err()
+                .to_string()
+                .contains("from 2 to 16")
+        );
+    }
+}

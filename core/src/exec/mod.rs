@@ -1,6 +1,8 @@
 //! Executors: run a graph on a batch of images.
 //!
-//! `float` is the f32 reference every quantized result is measured against.
+//! `float` is the f32 reference every quantized result is measured against; `int` the
+//! integer-only executor (its arithmetic so far).
 
 pub mod float;
+pub mod int;
 pub mod matmul;

@@ -24,7 +24,7 @@ use super::prepare;
 #[derive(Debug, Args)]
 pub struct PtqTableArgs {
     /// Where to write the Markdown document.
-    #[arg(long, default_value = "docs/results/ptq-fashion-mnist.md")]
+    #[arg(long, default_value = DEFAULT_OUT)]
     out: PathBuf,
     /// Models (default: both shipped micro models).
     #[arg(long, value_delimiter = ',', default_values_t = ["efficientvit-micro", "deit-micro"].map(String::from))]
@@ -42,6 +42,8 @@ pub struct PtqTableArgs {
     #[arg(long, default_value_t = 1024)]
     calibration_images: usize,
 }
+
+const DEFAULT_OUT: &str = "docs/results/ptq-fashion-mnist.md";
 
 struct ModelResult {
     model: String,
@@ -184,13 +186,26 @@ pub fn run(args: &PtqTableArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The command that regenerates the document, with every non-default argument.
 fn command_line(args: &PtqTableArgs) -> String {
     let mut c = String::from("qvit ptq-table");
+    if args.models != ["efficientvit-micro", "deit-micro"] {
+        c += &format!(" --models {}", args.models.join(","));
+    }
+    if !args.recipes.is_empty() {
+        c += &format!(" --recipes {}", args.recipes.join(","));
+    }
+    if args.bits != ["w8a8", "w6a6", "w4a8", "w4a4"] {
+        c += &format!(" --bits {}", args.bits.join(","));
+    }
     if let Some(l) = args.limit {
         c += &format!(" --limit {l}");
     }
     if args.calibration_images != 1024 {
         c += &format!(" --calibration-images {}", args.calibration_images);
+    }
+    if args.out != std::path::Path::new(DEFAULT_OUT) {
+        c += &format!(" --out {}", args.out.display());
     }
     c
 }
@@ -350,20 +365,19 @@ fn findings(d: &mut String, r: &ModelResult, bits: &[BitWidths]) {
     }
 }
 
+/// The statistics of the tensors Trio-ViT treats: depthwise and projection inputs.
+fn treated(r: &ModelResult) -> impl Iterator<Item = &qvit_core::quant::stats::PointStats> {
+    r.stats.points.iter().filter(|p| {
+        matches!(
+            p.kind,
+            TensorKind::DepthwiseInput | TensorKind::ProjectionInput
+        )
+    })
+}
+
 /// Channel spreads of the depthwise and projection inputs, sorted.
 fn treated_spreads(r: &ModelResult) -> Vec<f32> {
-    let mut v: Vec<f32> = r
-        .stats
-        .points
-        .iter()
-        .filter(|p| {
-            matches!(
-                p.kind,
-                TensorKind::DepthwiseInput | TensorKind::ProjectionInput
-            )
-        })
-        .map(|p| p.channel_spread())
-        .collect();
+    let mut v: Vec<f32> = treated(r).map(|p| p.channel_spread()).collect();
     v.sort_by(f32::total_cmp);
     v
 }
@@ -416,17 +430,7 @@ fn ablation(d: &mut String, r: &ModelResult, bits: &[BitWidths]) {
 
 /// How much the channels of the tensors Trio-ViT treats differ, measured on the statistics.
 fn spread(d: &mut String, r: &ModelResult) {
-    let rows: Vec<_> = r
-        .stats
-        .points
-        .iter()
-        .filter(|p| {
-            matches!(
-                p.kind,
-                TensorKind::DepthwiseInput | TensorKind::ProjectionInput
-            )
-        })
-        .collect();
+    let rows: Vec<_> = treated(r).collect();
     if rows.is_empty() {
         return;
     }

@@ -63,15 +63,7 @@ pub fn run(args: &CalibrateArgs) -> anyhow::Result<()> {
             data.origin
         );
     }
-    if data.image_shape[..] != *model.graph.input_shape() {
-        anyhow::bail!(
-            "{}: images are {:?} but model `{}` takes {:?}",
-            data.origin,
-            data.image_shape,
-            model.graph.model,
-            model.graph.input_shape()
-        );
-    }
+    prepare::check_images(&data, &model.graph)?;
     let started = Instant::now();
     let stats = prepare::calibrate_with_progress(&model, &data, args.images)?;
     let seconds = started.elapsed().as_secs_f64();

@@ -116,16 +116,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let model = prepare::model(&project)?;
     let graph = &model.graph;
     let data = project.data_source().open()?;
-    let expected = graph.input_shape();
-    if data.image_shape[..] != *expected {
-        anyhow::bail!(
-            "{}: images are {:?} but model `{}` takes {:?}",
-            data.origin,
-            data.image_shape,
-            graph.model,
-            expected
-        );
-    }
+    prepare::check_images(&data, graph)?;
     let settings = quant_settings(args, &project);
     let plan = match &settings {
         Some(settings) => {

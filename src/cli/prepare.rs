@@ -61,6 +61,20 @@ pub fn progress_bar(total: usize, what: &str) -> anyhow::Result<indicatif::Progr
     ))
 }
 
+/// Refuses images of another shape than the model takes, naming both.
+pub fn check_images(data: &Dataset, graph: &Graph) -> anyhow::Result<()> {
+    if data.image_shape[..] != *graph.input_shape() {
+        anyhow::bail!(
+            "{}: images are {:?} but model `{}` takes {:?}",
+            data.origin,
+            data.image_shape,
+            graph.model,
+            graph.input_shape()
+        );
+    }
+    Ok(())
+}
+
 /// Runs calibration with a progress bar over both passes.
 pub fn calibrate_with_progress(
     model: &Model,
@@ -96,15 +110,7 @@ pub fn stats(
         }
         None => {
             let data = calibration_data(data)?;
-            if data.image_shape[..] != *model.graph.input_shape() {
-                anyhow::bail!(
-                    "{}: calibration images are {:?} but model `{}` takes {:?}; give --calibration-data",
-                    data.origin,
-                    data.image_shape,
-                    model.graph.model,
-                    model.graph.input_shape()
-                );
-            }
+            check_images(&data, &model.graph)?;
             calibrate_with_progress(model, &data, images)
         }
     }

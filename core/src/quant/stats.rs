@@ -216,20 +216,26 @@ pub fn calibrate(
     }
     let batch = batch.max(1);
 
+    // One pass of the float model over the images, handing each point's tensor to `record`.
+    let mut pass = |first: usize, record: &mut dyn FnMut(usize, &Tensor)| -> Result<()> {
+        for start in (0..n).step_by(batch) {
+            let b = data.batch(start..(start + batch).min(n))?;
+            executor.forward_observed(&b.images, &mut |id, t| {
+                for &i in at_node.get(&id).map_or(&[][..], Vec::as_slice) {
+                    record(i, t);
+                }
+            })?;
+            progress(first + start + b.labels.len(), 2 * n);
+        }
+        Ok(())
+    };
+
     // Pass 1: per-channel ranges.
     let mut ranges: Vec<Vec<(f32, f32)>> = pts
         .iter()
         .map(|p| vec![(f32::INFINITY, f32::NEG_INFINITY); p.layout.channels])
         .collect();
-    for start in (0..n).step_by(batch) {
-        let b = data.batch(start..(start + batch).min(n))?;
-        executor.forward_observed(&b.images, &mut |id, t| {
-            for &i in at_node.get(&id).map_or(&[][..], Vec::as_slice) {
-                record_ranges(&pts[i], t, &mut ranges[i]);
-            }
-        })?;
-        progress(start + b.labels.len(), 2 * n);
-    }
+    pass(0, &mut |i, t| record_ranges(&pts[i], t, &mut ranges[i]))?;
 
     // Pass 2: histograms over those ranges.
     let mut stats: Vec<PointStats> = pts
@@ -237,15 +243,7 @@ pub fn calibrate(
         .zip(&ranges)
         .map(|(p, r)| empty_stats(p, r))
         .collect();
-    for start in (0..n).step_by(batch) {
-        let b = data.batch(start..(start + batch).min(n))?;
-        executor.forward_observed(&b.images, &mut |id, t| {
-            for &i in at_node.get(&id).map_or(&[][..], Vec::as_slice) {
-                record_histograms(&pts[i], t, &mut stats[i]);
-            }
-        })?;
-        progress(n + start + b.labels.len(), 2 * n);
-    }
+    pass(n, &mut |i, t| record_histograms(&pts[i], t, &mut stats[i]))?;
     Ok(CalibrationStats {
         model: graph.model.clone(),
         resolution: graph.resolution,

@@ -106,7 +106,7 @@ pub struct QuantPoint {
 }
 
 /// Ops that a producer's output flows into before it is stored.
-fn fuses_into_producer(op: &Op) -> bool {
+pub(crate) fn fuses_into_producer(op: &Op) -> bool {
     matches!(
         op,
         Op::Hardswish | Op::Relu | Op::Gelu | Op::Softmax | Op::BatchNorm2d { .. }
@@ -114,12 +114,12 @@ fn fuses_into_producer(op: &Op) -> bool {
 }
 
 /// Ops that only move already-quantized values.
-fn moves_values(op: &Op) -> bool {
+pub(crate) fn moves_values(op: &Op) -> bool {
     matches!(op, Op::Concat | Op::TakeClassToken)
 }
 
 /// True when `id`'s value is stored (and so quantized) at `id`.
-fn is_point(graph: &Graph, id: NodeId) -> bool {
+pub(crate) fn is_point(graph: &Graph, id: NodeId) -> bool {
     let op = &graph.node(id).op;
     if id == graph.output() || moves_values(op) {
         return false;
@@ -132,7 +132,7 @@ fn is_point(graph: &Graph, id: NodeId) -> bool {
 }
 
 /// The node a quantized value is produced by, looking through fused activations and norms.
-fn producer(graph: &Graph, id: NodeId) -> NodeId {
+pub(crate) fn producer(graph: &Graph, id: NodeId) -> NodeId {
     let mut n = id;
     while fuses_into_producer(&graph.node(n).op) {
         n = graph.node(n).inputs[0];

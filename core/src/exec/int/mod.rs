@@ -1,12 +1,47 @@
-//! The integer-only executor (in progress): the network in integer arithmetic only, with scales
-//! existing at compile time alone.
+//! The integer-only executor: the network in integer arithmetic only, with scales existing at
+//! compile time alone. [`compile`] turns a graph, its folded weights and a quant plan into an
+//! [`IntProgram`] of integer constants; [`IntExecutor`] runs it.
 //!
-//! Semantics shared by every integer op, chosen once:
-//! - **Requantization** multiplies an i32 accumulator by a dyadic number `m/2^k` (`m` a signed
-//!   31-bit integer) in i64 and rounds **half up**: `(acc·m + 2^(k−1)) >> k` with an arithmetic
-//!   shift. This is TVM's `UPWARD` rounding, the one I-ViT's deployment graph runs; its PyTorch
-//!   simulator rounds half to even in float64, which differs only on exact ties. Half-up is a
-//!   single add before the shift in hardware, and qvit's fake quantizers round the same way.
-//! - **Saturation** clamps to the output type's range after rounding.
+//! # Semantics
+//!
+//! Shared by every step, chosen once:
+//! - **Codes.** Each stored tensor holds the integer codes of its quantizer (for uniform
+//!   quantizers `q = ⌊x/s⌉ + z`). Its real value is `s_c·(q − z_c) + o_c`: per-channel scales come
+//!   from Trio-ViT's migration, RepQ-ViT's per-channel LayerNorm outputs and FQ-ViT's power-of-
+//!   two factors, offsets from filter-wise shifting. Log codes (log2, log√2) are decoded by
+//!   table where they are multiplied, or used as shifts (Trio-ViT's divisor).
+//! - **Requantization** multiplies an integer by a dyadic number `m/2^k` (`m` a signed 31-bit
+//!   integer), adds one constant (zero-point, shift compensation, LayerNorm's β, all in units of
+//!   `2^−k`) and rounds **half up**: `(v·m + a + 2^(k−1)) >> k` with an arithmetic shift, then
+//!   saturates to the code range. This is TVM's `UPWARD` rounding, the one I-ViT's deployment
+//!   graph runs; I-ViT's PyTorch simulator rounds half to even in float64, which differs only on
+//!   exact ties. qvit's fake quantizers round the same way. The product is formed exactly (i128
+//!   in this reference; at most 63 bits for a 32-bit accumulator).
+//! - **Accumulators.** int8 products accumulate in i32 (`K·255·127 < 2^31` for `K < 66,000`);
+//!   attention products, pooling sums and wide (> 8-bit) layers in i64.
+//! - **Biases** are i32 at the accumulator's scale `s_x·s_w[o]`; zero-points are folded into them.
+//! - **Residual adds** bring both operands to the output scale with one shared shift and round
+//!   once (I-ViT requantizes each operand, which rounds twice).
+//! - **Non-linear functions**: see [`nonlinear`]: Shiftmax (n = 15, 16-bit output at 2^−15,
+//!   input requantized to `2^−j` so `x0 = −2^j`), ShiftGELU (n = 23, 7-bit sigmoid, input at a
+//!   quarter of the output step), I-LayerNorm (inputs promoted to ~16 bits by a left shift,
+//!   ten Newton steps, γ and β in the requantization; the float ε is not modelled), Hardswish
+//!   on a value requantized to `3/2^j`.
+//! - **Logits** are requantized per class to one common scale, so argmax over the integers is
+//!   argmax over the real logits.
+//! - **The image** is quantized once at the boundary with the plan's 8-bit image quantizer,
+//!   exactly as the fake-quant executor does (this is the only float operation).
 
+pub mod compile;
 pub mod dyadic;
+pub mod encoding;
+pub mod executor;
+pub mod kernels;
+pub mod nonlinear;
+pub mod ops;
+pub mod program;
+pub mod requant;
+
+pub use compile::compile;
+pub use executor::IntExecutor;
+pub use program::IntProgram;

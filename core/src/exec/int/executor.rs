@@ -1,0 +1,134 @@
+//! Running an [`IntProgram`]: quantize the image at the boundary, run the steps on integer
+//! codes, and report the logits (integers at one common scale) as reals. Images run in
+//! parallel, each image's steps in order on one thread, so results never depend on the thread
+//! count.
+
+use rayon::prelude::*;
+
+use super::kernels::Isa;
+use super::ops::{Ctx, Scratch};
+use super::program::{IntProgram, Step, StepOp};
+use crate::error::{Error, Result};
+use crate::eval::Classifier;
+use crate::tensor::Tensor;
+
+/// The integer-only executor.
+#[derive(Debug, Clone, Copy)]
+pub struct IntExecutor<'p> {
+    program: &'p IntProgram,
+    isa: Isa,
+}
+
+impl<'p> IntExecutor<'p> {
+    /// On the best kernels this CPU has.
+    pub fn new(program: &'p IntProgram) -> Self {
+        Self {
+            program,
+            isa: Isa::detect(),
+        }
+    }
+
+    pub fn with_isa(self, isa: Isa) -> Self {
+        Self { isa, ..self }
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub fn program(&self) -> &'p IntProgram {
+        self.program
+    }
+
+    /// The image's codes.
+    pub fn quantize_image(&self, image: &[f32]) -> Vec<i32> {
+        image
+            .iter()
+            .map(|&x| self.program.input.code(x, 0) as i32)
+            .collect()
+    }
+
+    /// Runs one image; `keep` says which nodes' codes to return (all others are dropped as soon
+    /// as their last reader has run). Returns the codes per node (empty where not kept) with the
+    /// logits always kept.
+    pub fn run_image(&self, image: &[f32], keep: &dyn Fn(usize) -> bool) -> Vec<Vec<i32>> {
+        let p = self.program;
+        let mut scratch = Scratch::default();
+        let mut values: Vec<Vec<i32>> = vec![Vec::new(); p.nodes];
+        values[0] = self.quantize_image(image);
+        for (i, step) in p.steps.iter().enumerate() {
+            let out = {
+                let inputs: Vec<&[i32]> =
+                    step.inputs.iter().map(|&k| values[k].as_slice()).collect();
+                self.run_step(step, &inputs, &mut scratch)
+            };
+            values[step.node] = out;
+            for &input in &step.inputs {
+                if p.last_use[input] == i && !keep(input) {
+                    values[input] = Vec::new();
+                }
+            }
+        }
+        if !keep(0) && p.last_use[0] != usize::MAX {
+            values[0] = Vec::new();
+        }
+        values
+    }
+
+    /// Runs one step on the given input codes (one slice per input of the step).
+    pub fn run_step(&self, step: &Step, x: &[&[i32]], scratch: &mut Scratch) -> Vec<i32> {
+        let ctx = Ctx { isa: self.isa };
+        let mut out = Vec::new();
+        match &step.op {
+            StepOp::Weighted(w) => w.run(ctx, x[0], &mut out, scratch),
+            StepOp::Add(a) => a.run(x[0], x[1], &mut out),
+            StepOp::Pool(pool) => pool.run(x[0], &mut out),
+            StepOp::ClassPos(c) => c.run(x[0], &mut out),
+            StepOp::LayerNorm(l) => l.run(x[0], &mut out, scratch),
+            StepOp::ScoresSoftmax(s) => s.run(x[0], &mut out, scratch),
+            StepOp::Mix(m) => m.run(x[0], x[1], &mut out),
+            StepOp::Context(c) => c.run(x[0], &mut out),
+            StepOp::Query(q) => q.run(x[0], x[1], &mut out),
+            StepOp::Normalize(n) => n.run(x[0], &mut out),
+            StepOp::Concat => x.iter().for_each(|v| out.extend_from_slice(v)),
+            StepOp::TakeClassToken { dim } => out.extend_from_slice(&x[0][..*dim]),
+        }
+        out
+    }
+
+    /// Logits `[B, classes]` as reals (integer logits × their common scale).
+    pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        let p = self.program;
+        if images.shape.len() != 4 || images.shape[0] == 0 {
+            return Err(Error::Graph {
+                model: p.model.clone(),
+                layer: "input".into(),
+                message: format!(
+                    "expected a batch of images [B, C, H, W], got {:?}",
+                    images.shape
+                ),
+            });
+        }
+        let batch = images.shape[0];
+        let item = images.item_len();
+        let rows: Vec<Vec<f32>> = images
+            .data
+            .par_chunks(item)
+            .map(|img| {
+                let values = self.run_image(img, &|_| false);
+                values[p.output]
+                    .iter()
+                    .map(|&v| (v as f64 * p.logit_scale) as f32)
+                    .collect()
+            })
+            .collect();
+        let classes = rows[0].len();
+        Ok(Tensor::new(vec![batch, classes], rows.concat()))
+    }
+}
+
+impl Classifier for IntExecutor<'_> {
+    fn logits(&self, images: &Tensor) -> Result<Tensor> {
+        self.forward(images)
+    }
+}

@@ -1,0 +1,253 @@
+//! int8 kernels: the u8 × i8 → i32 matrix product every conv and linear layer runs on, and the
+//! depthwise convolution, each with a portable scalar reference and x86 versions chosen at run
+//! time (AVX-512 VNNI, AVX2). The SIMD versions compute exactly the same integers as the
+//! reference (tested on random shapes, odd sizes included).
+//!
+//! Operands are packed once per layer call: the weights `A` (i8, `rows × K`) with `K` padded to
+//! a multiple of 4, the activations `B` (u8, `K × cols`) in panels of 16 columns whose 4
+//! consecutive `K` values are adjacent — the layout of VNNI's `vpdpbusd`, which multiplies 4 u8
+//! by 4 i8 and adds them to one i32 lane. Activations are u8 because every 8-bit code is
+//! non-negative once shifted by its zero-point correction (see the conv step); weights are
+//! symmetric i8.
+
+mod avx2;
+pub mod depthwise;
+mod vnni;
+
+/// Columns per panel of packed `B`.
+pub const PANEL: usize = 16;
+
+/// Which implementation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The best this CPU supports; `QVIT_ISA=scalar|avx2|avx512vnni` forces a lower one (for
+    /// benchmarks and for tests of every path).
+    pub fn detect() -> Isa {
+        let best = best_isa();
+        match std::env::var("QVIT_ISA").ok().as_deref() {
+            Some("scalar") => Isa::Scalar,
+            Some("avx2") if best != Isa::Scalar => Isa::Avx2,
+            _ => best,
+        }
+    }
+
+    /// Every implementation this CPU can run.
+    pub fn available() -> Vec<Isa> {
+        let best = best_isa();
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
+            .into_iter()
+            .filter(|&i| i as u8 <= best as u8)
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512-vnni",
+        }
+    }
+}
+
+fn best_isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            return Isa::Avx512Vnni;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Scalar
+}
+
+/// Weights `rows × K` as groups of 4 consecutive `K` values, each one little-endian i32 (the
+/// operand `vpdpbusd` broadcasts); `K` is padded to `k4·4` by zeros.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedA {
+    pub rows: usize,
+    pub k: usize,
+    pub k4: usize,
+    pub quads: Vec<i32>,
+}
+
+impl PackedA {
+    pub fn new(a: &[i8], rows: usize, k: usize) -> Self {
+        let k4 = k.div_ceil(4);
+        let mut quads = vec![0i32; rows * k4];
+        for r in 0..rows {
+            for g in 0..k4 {
+                let mut q = [0u8; 4];
+                for (j, b) in q.iter_mut().enumerate() {
+                    if 4 * g + j < k {
+                        *b = a[r * k + 4 * g + j] as u8;
+                    }
+                }
+                quads[r * k4 + g] = i32::from_le_bytes(q);
+            }
+        }
+        Self { rows, k, k4, quads }
+    }
+
+    #[inline]
+    fn quad(&self, r: usize, g: usize) -> i32 {
+        self.quads[r * self.k4 + g]
+    }
+}
+
+/// Activations `K × cols` in panels: `[cols/16][k4][16][4]`, padding (columns past `cols`, `K`
+/// past `k`) zero.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedB {
+    pub k: usize,
+    pub k4: usize,
+    pub cols: usize,
+    pub data: Vec<u8>,
+}
+
+impl PackedB {
+    /// Zeroed storage for `k × cols`, reusing `buf`'s allocation.
+    pub fn zeroed(k: usize, cols: usize, mut buf: Vec<u8>) -> Self {
+        let k4 = k.div_ceil(4);
+        let panels = cols.div_ceil(PANEL);
+        buf.clear();
+        buf.resize(panels * k4 * PANEL * 4, 0);
+        Self {
+            k,
+            k4,
+            cols,
+            data: buf,
+        }
+    }
+
+    #[inline]
+    pub fn index(&self, kk: usize, col: usize) -> usize {
+        ((col / PANEL * self.k4 + kk / 4) * PANEL + col % PANEL) * 4 + kk % 4
+    }
+
+    #[inline]
+    pub fn set(&mut self, kk: usize, col: usize, v: u8) {
+        let i = self.index(kk, col);
+        self.data[i] = v;
+    }
+
+    /// Packs a row-major `K × cols` matrix.
+    pub fn from_rows(b: &[u8], k: usize, cols: usize) -> Self {
+        let mut p = Self::zeroed(k, cols, Vec::new());
+        for kk in 0..k {
+            for c in 0..cols {
+                p.set(kk, c, b[kk * cols + c]);
+            }
+        }
+        p
+    }
+}
+
+/// `out[r][c] = Σ_k A[r][k]·B[k][c]` (`out` is `rows × cols`, row-major), on `isa`.
+pub fn gemm(isa: Isa, a: &PackedA, b: &PackedB, out: &mut [i32]) {
+    assert_eq!(a.k4, b.k4, "packed operands disagree on K");
+    assert!(out.len() >= a.rows * b.cols);
+    // A forced or stale choice never runs instructions this CPU lacks.
+    let isa = if isa as u8 <= best_isa() as u8 {
+        isa
+    } else {
+        best_isa()
+    };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => vnni::gemm(a, b, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::gemm(a, b, out),
+        _ => gemm_scalar(a, b, out),
+    }
+}
+
+/// The reference every SIMD path is tested against.
+pub fn gemm_scalar(a: &PackedA, b: &PackedB, out: &mut [i32]) {
+    for r in 0..a.rows {
+        for c in 0..b.cols {
+            let mut acc = 0i32;
+            for g in 0..a.k4 {
+                let w = a.quad(r, g).to_le_bytes();
+                let base = b.index(4 * g, c);
+                for (j, &wj) in w.iter().enumerate() {
+                    acc += wj as i8 as i32 * b.data[base + j] as i32;
+                }
+            }
+            out[r * b.cols + c] = acc;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn random_case(rng: &mut Rng, rows: usize, k: usize, cols: usize) -> (PackedA, PackedB) {
+        let a: Vec<i8> = (0..rows * k)
+            .map(|_| (rng.below(255) as i32 - 127) as i8)
+            .collect();
+        let b: Vec<u8> = (0..k * cols).map(|_| rng.below(256) as u8).collect();
+        (PackedA::new(&a, rows, k), PackedB::from_rows(&b, k, cols))
+    }
+
+    #[test]
+    fn scalar_by_hand() {
+        // [1 −2 3] · [[4, 0], [5, 1], [6, 255]] = [4 − 10 + 18, 0 − 2 + 765] = [12, 763]
+        let a = PackedA::new(&[1, -2, 3], 1, 3);
+        let b = PackedB::from_rows(&[4, 0, 5, 1, 6, 255], 3, 2);
+        let mut out = [0; 2];
+        gemm_scalar(&a, &b, &mut out);
+        assert_eq!(out, [12, 763]);
+    }
+
+    #[test]
+    fn every_isa_equals_the_scalar_reference() {
+        let mut rng = Rng::new(7);
+        let shapes = [
+            (1, 1, 1),
+            (3, 5, 7),
+            (4, 4, 16),
+            (5, 9, 17),
+            (8, 64, 33),
+            (13, 27, 49),
+            (16, 130, 196),
+            (33, 257, 15),
+            (64, 576, 50),
+        ];
+        for isa in Isa::available() {
+            for &(rows, k, cols) in &shapes {
+                let (a, b) = random_case(&mut rng, rows, k, cols);
+                let mut want = vec![0; rows * cols];
+                gemm_scalar(&a, &b, &mut want);
+                let mut got = vec![-1; rows * cols];
+                gemm(isa, &a, &b, &mut got);
+                assert_eq!(got, want, "{} on {rows}×{k}×{cols}", isa.name());
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_values_do_not_saturate() {
+        // 255·(−127) summed over K: the AVX2 path must not use saturating 16-bit adds.
+        for isa in Isa::available() {
+            let (rows, k, cols) = (3, 100, 20);
+            let a = PackedA::new(&vec![-127i8; rows * k], rows, k);
+            let b = PackedB::from_rows(&vec![255u8; k * cols], k, cols);
+            let mut out = vec![0; rows * cols];
+            gemm(isa, &a, &b, &mut out);
+            assert!(out.iter().all(|&v| v == -127 * 255 * 100), "{}", isa.name());
+        }
+    }
+}

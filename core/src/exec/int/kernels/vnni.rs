@@ -1,0 +1,91 @@
+//! The AVX-512 VNNI product: `vpdpbusd` multiplies 4 u8 activations by 4 i8 weights and adds
+//! the sum to an i32 lane, 64 MACs per instruction. A tile is `MR` weight rows × `NP` panels of
+//! 16 columns, held in `MR·NP` zmm accumulators across the whole `K` loop.
+#![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::{PANEL, PackedA, PackedB};
+
+#[cfg(target_arch = "x86_64")]
+pub fn gemm(a: &PackedA, b: &PackedB, out: &mut [i32]) {
+    assert!(
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    );
+    // SAFETY: the features the function is compiled for were checked just above.
+    unsafe { gemm_vnni(a, b, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn gemm_vnni(a: &PackedA, b: &PackedB, out: &mut [i32]) {
+    let panels = b.cols.div_ceil(PANEL);
+    let mut r = 0;
+    while r < a.rows {
+        let mr = (a.rows - r).min(4);
+        let mut p = 0;
+        while p < panels {
+            let np = (panels - p).min(2);
+            match (mr, np) {
+                (4, 2) => tile::<4, 2>(a, b, out, r, p),
+                (4, _) => tile::<4, 1>(a, b, out, r, p),
+                (3, 2) => tile::<3, 2>(a, b, out, r, p),
+                (3, _) => tile::<3, 1>(a, b, out, r, p),
+                (2, 2) => tile::<2, 2>(a, b, out, r, p),
+                (2, _) => tile::<2, 1>(a, b, out, r, p),
+                (_, 2) => tile::<1, 2>(a, b, out, r, p),
+                _ => tile::<1, 1>(a, b, out, r, p),
+            }
+            p += np;
+        }
+        r += mr;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn tile<const MR: usize, const NP: usize>(
+    a: &PackedA,
+    b: &PackedB,
+    out: &mut [i32],
+    r0: usize,
+    p0: usize,
+) {
+    let k4 = a.k4;
+    assert!(r0 + MR <= a.rows && (p0 + NP) * k4 * PANEL * 4 <= b.data.len());
+    let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+    let bptr = b.data.as_ptr();
+    for g in 0..k4 {
+        let mut bv = [_mm512_setzero_si512(); NP];
+        for (j, v) in bv.iter_mut().enumerate() {
+            // SAFETY: panel p0 + j < panels and g < k4, so the 64 bytes at this offset lie in
+            // `b.data` (asserted above).
+            *v = unsafe { _mm512_loadu_si512(bptr.add(((p0 + j) * k4 + g) * PANEL * 4).cast()) };
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            let w = _mm512_set1_epi32(a.quads[(r0 + i) * k4 + g]);
+            for (j, c) in row.iter_mut().enumerate() {
+                *c = _mm512_dpbusd_epi32(*c, bv[j], w);
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (j, c) in row.iter().enumerate() {
+            let col = (p0 + j) * PANEL;
+            let n = (b.cols - col).min(PANEL);
+            let dst = &mut out[(r0 + i) * b.cols + col..(r0 + i) * b.cols + col + n];
+            let mut lanes = [0i32; PANEL];
+            // SAFETY: `lanes` holds exactly 16 i32.
+            unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *c) };
+            dst.copy_from_slice(&lanes[..n]);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn gemm(a: &PackedA, b: &PackedB, out: &mut [i32]) {
+    super::gemm_scalar(a, b, out)
+}

@@ -1,0 +1,103 @@
+//! I-LayerNorm (`i-vit.md` §4, canonical semantics §6.1 item 7): exact integer mean and
+//! variance, the standard deviation by exactly ten Newton steps from 2^16 (ported literally,
+//! not replaced by a true integer square root, so results match I-ViT), and the normalised
+//! value `z = (y·⌊(2^31 − 1)/std⌋) >> 1 ≈ 2^30·y/std`. The real normalised value is
+//! `z·√C/2^30`; the affine γ, β are applied by the requantization that follows.
+
+/// Ten integer Newton steps for `√var` from 2^16, `k ← ⌊(k + ⌊var/k⌋)/2⌋`. Exact (`⌊√var⌋`,
+/// or one more when `var = k² − 1` makes the iteration oscillate) for `√var` from about 300 up
+/// to 2^22 (measured: the ten steps fall short from about 2^22.9); smaller variances come out too large (var = 0 gives 64), which is I-ViT's
+/// behaviour and never divides by zero.
+pub fn newton_sqrt(var: u64) -> u64 {
+    let mut k: u64 = 1 << 16;
+    for _ in 0..10 {
+        k = (k + var / k) / 2;
+    }
+    k
+}
+
+/// Normalises one row `x` (integers at a common scale) into `z`, returning the `std` used.
+pub fn i_layernorm(x: &[i64], z: &mut [i64]) -> u64 {
+    let c = x.len() as i64;
+    let sum: i64 = x.iter().sum();
+    let mean = round_half_even_div(sum, c);
+    let var: u64 = x.iter().map(|&v| ((v - mean) * (v - mean)) as u64).sum();
+    let std = newton_sqrt(var);
+    let f = i32::MAX as i64 / std as i64;
+    for (o, &v) in z.iter_mut().zip(x) {
+        *o = ((v - mean) * f) >> 1;
+    }
+    std
+}
+
+/// `a/b` rounded half to even, exactly, for `b > 0`.
+fn round_half_even_div(a: i64, b: i64) -> i64 {
+    let q = a.div_euclid(b);
+    let r = a.rem_euclid(b);
+    match (2 * r).cmp(&b) {
+        std::cmp::Ordering::Less => q,
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + (q & 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `i-vit.md` §4 worked example.
+    #[test]
+    fn worked_example() {
+        let x = [1200, -350, 40, 980, -2200, 15, 600, -100];
+        let mut z = [0; 8];
+        let std = i_layernorm(&x, &mut z);
+        assert_eq!(std, 2780);
+        assert_eq!(
+            z,
+            [
+                454602126, -144066774, 6566046, 369629766, -858607074, -3089904, 222859326,
+                -47507274
+            ]
+        );
+        // z·√8/2^30 is the float LayerNorm within 3e-4.
+        let mean = x.iter().sum::<i64>() as f64 / 8.0;
+        let sd = (x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 8.0).sqrt();
+        for (&zi, &xi) in z.iter().zip(&x) {
+            let got = zi as f64 * 8f64.sqrt() / 2f64.powi(30);
+            assert!((got - (xi as f64 - mean) / sd).abs() < 3e-4);
+        }
+    }
+
+    #[test]
+    fn newton_by_hand() {
+        assert_eq!(newton_sqrt(0), 64); // never 0
+        assert_eq!(newton_sqrt(10_000), 108); // too large below ~300
+        assert_eq!(newton_sqrt(999_999), 1000); // var = k² − 1 oscillates to k
+        assert_eq!(newton_sqrt(7_730_447), 2780);
+        assert_eq!(newton_sqrt((1 << 32) - 1), 65536);
+    }
+
+    #[test]
+    fn constant_and_tiny_variance_rows() {
+        let mut z = [0; 4];
+        assert_eq!(i_layernorm(&[5, 5, 5, 5], &mut z), 64);
+        assert_eq!(z, [0; 4]);
+        // One step of 1 over 4 values: var = 3·(1/4)²… exactly: mean 5, y = [0,0,0,1], var 1.
+        let std = i_layernorm(&[5, 5, 5, 6], &mut z);
+        assert_eq!(std, 64);
+        assert_eq!(z[3], (i32::MAX as i64 / 64) >> 1);
+        assert_eq!(round_half_even_div(5, 2), 2);
+        assert_eq!(round_half_even_div(7, 2), 4);
+        assert_eq!(round_half_even_div(-5, 2), -2);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn newton_is_isqrt_in_its_range(root in 300u64..4_000_000, extra in 0u64..1000) {
+            let var = root * root + extra.min(2 * root);
+            let k = newton_sqrt(var);
+            let isqrt = (var as f64).sqrt().floor() as u64;
+            proptest::prop_assert!(k == isqrt || (k == isqrt + 1 && var + 1 == k * k), "{var}: {k}");
+        }
+    }
+}

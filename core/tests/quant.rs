@@ -56,6 +56,7 @@ fn settings(recipe: &str, bits: &str) -> QuantSettings {
         recipe: recipe.into(),
         bits: bits.parse().unwrap(),
         overrides: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -1,11 +1,17 @@
-//! `qvit bench`: whole-model throughput of the executors, on random weights.
+//! `qvit bench`: whole-model throughput of the fp32, fake-quant and integer executors, on
+//! random weights and random images.
 
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use qvit_core::arch::ArchSpec;
+use qvit_core::arch::{ArchSpec, Family};
+use qvit_core::data::{Dataset, Normalize};
+use qvit_core::eval::Classifier;
 use qvit_core::exec::float::FloatExecutor;
+use qvit_core::exec::int::kernels::Isa;
+use qvit_core::exec::int::{IntExecutor, compile};
 use qvit_core::graph::Graph;
+use qvit_core::quant::{self, FakeQuantExecutor, QuantSettings, Recipe, calibrate};
 use qvit_core::rng::Rng;
 use qvit_core::tensor::Tensor;
 use qvit_core::weights::Weights;
@@ -14,9 +20,10 @@ use super::format::{Format, emit, table, thousands};
 
 /// Measure whole-model images/s of the executors on random weights.
 ///
-/// Each (model, batch) pair runs once to warm up, then repeatedly for at least `--seconds`; the
-/// median time per batch gives images/s. Results are machine-dependent: compare figures from
-/// one run.
+/// Each (model, executor, batch) runs once to warm up, then repeatedly for at least
+/// `--seconds`; the median time per batch gives images/s. The quantized executors use W8A8 with
+/// the family's recipe (trio-vit for EfficientViT, repq-vit for DeiT) calibrated on 4 random
+/// images. Results are machine-dependent: compare figures from one run (the `vs fp32` column).
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Model presets or RON files.
@@ -28,11 +35,31 @@ pub struct BenchArgs {
     /// Minimum measuring time per (model, batch).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Executors to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Which::Fp32, Which::Fake, Which::Int])]
+    executors: Vec<Which>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Which {
+    Fp32,
+    Fake,
+    Int,
+}
+
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::Fp32 => "fp32",
+            Which::Fake => "fake-quant",
+            Which::Int => "int",
+        }
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -44,6 +71,8 @@ struct Row {
     median_ms_per_batch: f64,
     images_per_second: f64,
     gmacs_per_second: f64,
+    /// images/s over the fp32 executor's on the same model and batch.
+    vs_fp32: Option<f64>,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -58,37 +87,89 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     for name in &args.models {
         let graph = Graph::build(&ArchSpec::resolve(name)?)?;
         let folded = Weights::random(&graph, 1).fold(&graph)?;
-        let exec = FloatExecutor::new(&graph, &folded)?;
+        let data = random_data(&graph, args.batch.iter().copied().max().unwrap_or(1).max(4))?;
+        let needs_plan = args.executors.iter().any(|&w| w != Which::Fp32);
+        let plan = if needs_plan {
+            let recipe = Recipe::preset(match graph.family {
+                Family::EfficientVit => "trio-vit",
+                Family::Deit => "repq-vit",
+            })?;
+            let stats = pool.install(|| calibrate(&graph, &folded, &data, 4, 4, &mut |_, _| {}))?;
+            let settings = QuantSettings {
+                recipe: recipe.name.clone(),
+                ..QuantSettings::default()
+            };
+            Some(quant::build(&graph, &folded, &stats, &recipe, &settings)?)
+        } else {
+            None
+        };
+        let program = match &plan {
+            Some(p) if args.executors.contains(&Which::Int) => Some(compile(&graph, &folded, p)?),
+            _ => None,
+        };
         for &batch in &args.batch {
-            let images = random_images(&graph, batch);
-            let times = pool.install(|| measure(&exec, &images, args.seconds))?;
-            let median = times[times.len() / 2].as_secs_f64();
-            let per_second = batch as f64 / median;
-            eprintln!("{} batch {batch}: {per_second:.1} images/s", graph.model);
-            rows.push(Row {
-                model: graph.model.clone(),
-                executor: "fp32",
-                batch,
-                runs: times.len(),
-                median_ms_per_batch: median * 1e3,
-                images_per_second: per_second,
-                gmacs_per_second: per_second * graph.macs() as f64 / 1e9,
-            });
+            let images = data.batch(0..batch)?.images;
+            let mut fp32_rate = None;
+            for &which in &args.executors {
+                let float;
+                let fake;
+                let int;
+                let exec: &dyn Classifier = match which {
+                    Which::Fp32 => {
+                        float = FloatExecutor::new(&graph, &folded)?;
+                        &float
+                    }
+                    Which::Fake => {
+                        fake = FakeQuantExecutor::new(
+                            &graph,
+                            &folded,
+                            plan.as_ref().expect("planned"),
+                        )?;
+                        &fake
+                    }
+                    Which::Int => {
+                        int = IntExecutor::new(program.as_ref().expect("compiled"));
+                        &int
+                    }
+                };
+                let times = pool.install(|| measure(exec, &images, args.seconds))?;
+                let median = times[times.len() / 2].as_secs_f64();
+                let per_second = batch as f64 / median;
+                if which == Which::Fp32 {
+                    fp32_rate = Some(per_second);
+                }
+                eprintln!(
+                    "{} {} batch {batch}: {per_second:.1} images/s",
+                    graph.model,
+                    which.name()
+                );
+                rows.push(Row {
+                    model: graph.model.clone(),
+                    executor: which.name(),
+                    batch,
+                    runs: times.len(),
+                    median_ms_per_batch: median * 1e3,
+                    images_per_second: per_second,
+                    gmacs_per_second: per_second * graph.macs() as f64 / 1e9,
+                    vs_fp32: fp32_rate.map(|f| per_second / f),
+                });
+            }
         }
     }
     let text = match args.format {
         Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
                 "threads": threads,
+                "int_kernels": Isa::detect().name(),
                 "results": rows,
             }))? + "\n"
         }
         Format::Table => {
             let mut t = table(
                 &[
-                    "model", "executor", "batch", "ms/batch", "images/s", "GMAC/s",
+                    "model", "executor", "batch", "ms/batch", "images/s", "GMAC/s", "vs fp32",
                 ],
-                &[2, 3, 4, 5],
+                &[2, 3, 4, 5, 6],
             );
             for r in &rows {
                 t.add_row(vec![
@@ -102,34 +183,48 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         format!("{:.1}", r.images_per_second)
                     },
                     format!("{:.1}", r.gmacs_per_second),
+                    r.vs_fp32.map_or(String::new(), |v| format!("{v:.2}×")),
                 ]);
             }
-            format!("{t}\n{threads} threads, random weights, median of the timed runs\n")
+            format!(
+                "{t}\n{threads} threads, random weights, median of the timed runs; int kernels: {}\n",
+                Isa::detect().name()
+            )
         }
     };
     emit(&text)
 }
 
-fn random_images(graph: &Graph, batch: usize) -> Tensor {
+/// Random 8-bit images (as a dataset, so calibration and the timed batches see the same data).
+fn random_data(graph: &Graph, n: usize) -> anyhow::Result<Dataset> {
     let mut rng = Rng::new(7);
-    let shape: Vec<usize> = [&[batch][..], graph.input_shape()].concat();
-    let n = shape.iter().product();
-    Tensor::new(shape, (0..n).map(|_| rng.normal()).collect())
+    let shape = graph.input_shape();
+    let bytes = (0..n * shape.iter().product::<usize>())
+        .map(|_| rng.below(256) as u8)
+        .collect();
+    let normalize = if shape[0] == 3 {
+        Normalize::imagenet()
+    } else {
+        Normalize::fashion_mnist()
+    };
+    Ok(Dataset::from_bytes(
+        "random images",
+        [shape[0], shape[1], shape[2]],
+        bytes,
+        vec![0; n],
+        normalize,
+    )?)
 }
 
 /// Sorted durations of repeated runs after one warm-up.
-fn measure(
-    exec: &FloatExecutor<'_>,
-    images: &Tensor,
-    seconds: f64,
-) -> anyhow::Result<Vec<Duration>> {
-    exec.forward(images)?;
+fn measure(exec: &dyn Classifier, images: &Tensor, seconds: f64) -> anyhow::Result<Vec<Duration>> {
+    exec.logits(images)?;
     let budget = Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut times = Vec::new();
     while started.elapsed() < budget || times.len() < 3 {
         let t = Instant::now();
-        exec.forward(images)?;
+        exec.logits(images)?;
         times.push(t.elapsed());
     }
     times.sort();

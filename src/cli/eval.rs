@@ -1,4 +1,4 @@
-//! `qvit eval`: accuracy of a model on a dataset, in FP32 or quantized (fake-quant executor).
+//! `qvit eval`: accuracy of a model on a dataset, in FP32 or quantized (fake-quant or integer executor).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,10 +8,11 @@ use qvit_core::arch::Family;
 use qvit_core::data::{Dataset, EvalTransform, Normalize};
 use qvit_core::eval::{Accuracy, Classifier, evaluate};
 use qvit_core::exec::float::FloatExecutor;
+use qvit_core::exec::int::{IntExecutor, compile};
 use qvit_core::graph::Graph;
 use qvit_core::project::{DataSource, Project};
 use qvit_core::quant::{
-    BitWidths, FakeQuantExecutor, Override, QuantPlan, QuantSettings, diagnostics,
+    BitWidths, FakeQuantExecutor, Override, QuantExecutor, QuantPlan, QuantSettings, diagnostics,
 };
 
 use super::format::{Format, emit, table, thousands};
@@ -61,6 +62,11 @@ pub struct EvalArgs {
     /// name from any `.`): `--override 'stages.3.*=w4a8'`. Repeatable; later ones win.
     #[arg(long = "override", value_name = "PATTERN=wNaM")]
     overrides: Vec<Override>,
+    /// How the quantized model runs: `fake` (float arithmetic on quantized values) or `int`
+    /// (integer arithmetic only, as the accelerator computes). Default: the project's, else
+    /// fake. Implies quantization.
+    #[arg(long, value_enum)]
+    executor: Option<ExecutorArg>,
     /// Calibration statistics from `qvit calibrate` (default: calibrate now).
     #[arg(long, value_name = "FILE")]
     calibration: Option<PathBuf>,
@@ -75,6 +81,12 @@ pub struct EvalArgs {
     layers: bool,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     format: Format,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExecutorArg {
+    Fake,
+    Int,
 }
 
 fn data_source(path: &Path, family: Family, resolution: usize, crop: Option<f64>) -> DataSource {
@@ -136,9 +148,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         Some(p) => Some(FakeQuantExecutor::new(graph, &model.folded, p)?),
         None => None,
     };
-    let executor: &dyn Classifier = match &fake {
-        Some(f) => f,
-        None => &float,
+    let executor_kind = settings.as_ref().map(|s| s.executor);
+    let program = match (&plan, executor_kind) {
+        (Some(p), Some(QuantExecutor::Int)) => Some(compile(graph, &model.folded, p)?),
+        _ => None,
+    };
+    let int = program.as_ref().map(IntExecutor::new);
+    let executor: &dyn Classifier = match (&int, &fake) {
+        (Some(i), _) => i,
+        (None, Some(f)) => f,
+        (None, None) => &float,
     };
     let total = args.limit.map_or(data.len(), |l| l.min(data.len()));
 
@@ -173,6 +192,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         seconds,
         threads,
         plan: plan.as_ref(),
+        executor: match (&int, &plan) {
+            (Some(_), _) => "int",
+            (None, Some(_)) => "fake-quant",
+            (None, None) => "fp32",
+        },
     };
     emit(&report(args, &run)?)?;
     if let (true, Some(fake)) = (args.layers, &fake) {
@@ -186,7 +210,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
 
 /// The quantization asked for: the project's `quant` section with the flags applied over it.
 fn quant_settings(args: &EvalArgs, project: &Project) -> Option<QuantSettings> {
-    let asked = args.recipe.is_some() || args.bits.is_some() || !args.overrides.is_empty();
+    let asked = args.recipe.is_some()
+        || args.bits.is_some()
+        || !args.overrides.is_empty()
+        || args.executor.is_some();
     if !asked && project.quant.is_none() {
         return None;
     }
@@ -198,6 +225,12 @@ fn quant_settings(args: &EvalArgs, project: &Project) -> Option<QuantSettings> {
         s.bits = b;
     }
     s.overrides.extend(args.overrides.iter().cloned());
+    if let Some(e) = args.executor {
+        s.executor = match e {
+            ExecutorArg::Fake => QuantExecutor::Fake,
+            ExecutorArg::Int => QuantExecutor::Int,
+        };
+    }
     Some(s)
 }
 
@@ -209,6 +242,7 @@ struct Run<'a> {
     seconds: f64,
     threads: usize,
     plan: Option<&'a QuantPlan>,
+    executor: &'static str,
 }
 
 fn layer_table(
@@ -269,6 +303,7 @@ fn report(args: &EvalArgs, run: &Run) -> anyhow::Result<String> {
         seconds,
         threads,
         plan,
+        executor,
     } = *run;
     let (lo, hi) = acc.top1_interval();
     let per_second = acc.images as f64 / seconds.max(1e-9);
@@ -276,7 +311,7 @@ fn report(args: &EvalArgs, run: &Run) -> anyhow::Result<String> {
         Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
                 "model": graph.model,
-                "executor": if plan.is_some() { "fake-quant" } else { "fp32" },
+                "executor": executor,
                 "recipe": plan.map(|p| p.recipe.clone()),
                 "bits": plan.map(|p| String::from(p.bits)),
                 "overrides": plan.map(|p| p.overrides.iter().map(|o| o.to_string()).collect::<Vec<_>>()),
@@ -299,7 +334,7 @@ fn report(args: &EvalArgs, run: &Run) -> anyhow::Result<String> {
              speed    {} images/s (batch {}, {} threads)\n",
             graph.model,
             match plan {
-                Some(p) => executor_name(p),
+                Some(p) => executor_name(p, executor),
                 None => "FP32".into(),
             },
             data.origin,
@@ -316,8 +351,8 @@ fn report(args: &EvalArgs, run: &Run) -> anyhow::Result<String> {
     })
 }
 
-fn executor_name(plan: &QuantPlan) -> String {
-    let mut s = format!("{} {}, fake-quant", plan.recipe, plan.bits);
+fn executor_name(plan: &QuantPlan, executor: &str) -> String {
+    let mut s = format!("{} {}, {executor}", plan.recipe, plan.bits);
     for o in &plan.overrides {
         s += &format!(", {o}");
     }

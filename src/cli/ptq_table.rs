@@ -148,6 +148,7 @@ pub fn run(args: &PtqTableArgs) -> anyhow::Result<()> {
                     recipe: recipe.name.clone(),
                     bits: b,
                     overrides: Vec::new(),
+                    ..Default::default()
                 };
                 let plan = quant::build(&model.graph, &model.folded, &stats, recipe, &settings)?;
                 let fake = FakeQuantExecutor::new(&model.graph, &model.folded, &plan)?;

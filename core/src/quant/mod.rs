@@ -29,5 +29,5 @@ pub use plan::{QuantPlan, build};
 pub use points::{QuantPoint, TensorKind, points};
 pub use quantizer::Quantizer;
 pub use recipe::Recipe;
-pub use settings::{LayerBits, Override, QuantSettings};
+pub use settings::{LayerBits, Override, QuantExecutor, QuantSettings};
 pub use stats::{CalibrationStats, calibrate};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bits::BitWidths;
 use super::histogram::Distribution;
-use super::points::{Layout, TensorKind, points};
+use super::points::{Layout, TensorKind, points, readers};
 use super::quantizer::{Log, Quantizer, Uniform, round_half_up};
 use super::range;
 use super::recipe::{Granularity, Recipe, Technique};
@@ -236,7 +236,7 @@ pub fn build(
                         st.channel_spread(),
                         migrated.channel_spread()
                     );
-                    for c in graph.consumers(p.node) {
+                    for c in readers(graph, p.node) {
                         weight_note[c] =
                             format!("weights × s_c of `{}` (channel-wise migration)", p.name);
                         input_scale[c] = Some(s.clone());
@@ -256,7 +256,7 @@ pub fn build(
                     entry.quantizer = uniform(&shifted, bits);
                     let (lo, hi) = minmax(&z);
                     entry.note = format!("filter-wise shift: z_c in {lo:.3}–{hi:.3}");
-                    for c in graph.consumers(p.node) {
+                    for c in readers(graph, p.node) {
                         weight_note[c] =
                             format!("bias += Σ_i z_i·w_(j,i) for the shift of `{}`", p.name);
                     }
@@ -369,7 +369,7 @@ pub fn build(
                     entry.note = format!(
                         "per-channel scales reparameterised to one (r in {lo:.2}–{hi:.2}) through the LayerNorm affine"
                     );
-                    for c in graph.consumers(p.node) {
+                    for c in readers(graph, p.node) {
                         weight_note[c] =
                             format!("weights × r of `{}` (RepQ-ViT reparameterisation)", p.name);
                         input_scale[c] = Some(r.clone());

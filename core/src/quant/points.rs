@@ -141,7 +141,7 @@ pub(crate) fn producer(graph: &Graph, id: NodeId) -> NodeId {
 }
 
 /// Nodes reading `id`'s value, looking through ops that only move values.
-fn readers(graph: &Graph, id: NodeId) -> Vec<NodeId> {
+pub(crate) fn readers(graph: &Graph, id: NodeId) -> Vec<NodeId> {
     let mut out = Vec::new();
     for c in graph.consumers(id) {
         if moves_values(&graph.node(c).op) {

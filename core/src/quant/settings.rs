@@ -85,6 +85,19 @@ pub struct QuantSettings {
     /// Later entries win where patterns overlap.
     #[serde(default)]
     pub overrides: Vec<Override>,
+    /// Which executor gives the quantized accuracy.
+    #[serde(default)]
+    pub executor: QuantExecutor,
+}
+
+/// How a quantized model is run for its accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum QuantExecutor {
+    /// Float arithmetic on quantized values (`quant::FakeQuantExecutor`).
+    #[default]
+    Fake,
+    /// Integer arithmetic only (`exec::int::IntExecutor`): what the accelerator computes.
+    Int,
 }
 
 fn default_recipe() -> String {
@@ -101,6 +114,7 @@ impl Default for QuantSettings {
             recipe: default_recipe(),
             bits: default_bits(),
             overrides: Vec::new(),
+            executor: QuantExecutor::Fake,
         }
     }
 }

@@ -6,12 +6,13 @@
 use super::dyadic::Dyadic;
 use super::encoding::{Encoding, log_level};
 use super::kernels::PackedA;
+use super::nonlinear::gelu_exponent_bits;
 use super::nonlinear::shiftexp::exp_unit;
 use super::ops::elementwise::{Add, ChannelMap, ClassPos, Pool};
 use super::ops::layernorm::LayerNorm;
 use super::ops::linear_attention::{Context, Divide, Normalize, Query};
 use super::ops::softmax_attention::{Mix, ScoresSoftmax};
-use super::ops::weighted::{Geometry, Output, Weighted, Weights};
+use super::ops::weighted::{Geometry, Output, SIGMOID_BITS, Weighted, Weights};
 use super::program::{IntProgram, PointCodes, Step, StepOp};
 use super::requant::{Activation, Encoder, Epilogue, Requant, Target};
 use crate::error::{Error, Result};
@@ -714,6 +715,7 @@ impl Compiler<'_> {
                     Encoding::Log(l) => l.scale as f64 / 256.0,
                 };
                 let s_g = step / 4.0;
+                let x0 = exp_unit((s_g as f32 * 1.702f32) as f64);
                 Output::Gelu {
                     to_x: Requant::new(
                         &acc_scale,
@@ -727,8 +729,15 @@ impl Compiler<'_> {
                         outs,
                         name,
                     )?,
-                    x0: exp_unit((s_g as f32 * 1.702f32) as f64),
-                    out: Encoder::new(&[s_g / 128.0], &[0.0], out, outs, name)?,
+                    x0,
+                    n: gelu_exponent_bits(x0),
+                    out: Encoder::new(
+                        &[s_g / 2f64.powi(SIGMOID_BITS as i32)],
+                        &[0.0],
+                        out,
+                        outs,
+                        name,
+                    )?,
                 }
             } else {
                 let a = self.activation(id, act)?;

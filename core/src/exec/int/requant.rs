@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::dyadic::Dyadic;
 use super::encoding::{Encoding, log_boundaries};
+use super::kernels::Isa;
+use super::kernels::requant::{self as kernels, Fast, FastHardswish};
 use super::nonlinear::LevelEncoder;
 use super::nonlinear::hardswish::{hardswish_exponent, hardswish_product};
 use crate::error::{Error, Result};
@@ -26,8 +28,9 @@ pub struct Target<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Requant {
     pub multiplier: Vec<Dyadic>,
-    /// In units of `2^−k_c` of the output code: `(offset_c/s_out + zero_out)·2^k_c`.
-    pub addend: Vec<i64>,
+    /// In units of `2^−k_c` of the output code: `(offset_c/s_out + zero_out)·2^k_c` (up to
+    /// 71 bits when `k` is 62 and the zero-point 255).
+    pub addend: Vec<i128>,
     pub qmin: i64,
     pub qmax: i64,
 }
@@ -61,10 +64,10 @@ impl Requant {
                     "channel {c}: the scale ratio {ratio:e} cannot be a 31-bit dyadic number"
                 ),
             })?;
-            let z = out_zero[c.min(out_zero.len() - 1)] as f64;
-            let a = ((at(offset, c) - at(out_offset, c)) / so + z) * 2f64.powi(d.k as i32);
+            let z = out_zero[c.min(out_zero.len() - 1)] as i128;
+            let shift = ((at(offset, c) - at(out_offset, c)) / so * 2f64.powi(d.k as i32)).round();
             multiplier.push(d);
-            addend.push(a.round() as i64);
+            addend.push((z << d.k) + shift as i128);
         }
         Ok(Self {
             multiplier,
@@ -74,10 +77,60 @@ impl Requant {
         })
     }
 
+    /// Channel `c`'s constants with `bias` folded in, for i32 accumulators: the addend
+    /// `bias·m + a` is split into a multiple of `2^k` (added after the shift, exactly) and a
+    /// remainder below `2^k`, so the sum stays inside i64 whenever `k ≤ 60`.
+    #[inline]
+    pub(crate) fn fast(&self, c: usize, bias: i64) -> Option<Fast> {
+        let d = self.multiplier[c];
+        if d.k > 60 || d.k == 0 {
+            return None;
+        }
+        let add = bias as i128 * d.m as i128 + self.addend[c];
+        let hi = add >> d.k;
+        let lo = add - (hi << d.k) + (1i128 << (d.k - 1));
+        i64::try_from(hi).ok().map(|hi| Fast {
+            m: d.m as i64,
+            lo: lo as i64,
+            hi,
+            k: d.k as u32,
+            qmin: self.qmin,
+            qmax: self.qmax,
+        })
+    }
+
+    /// The same requantization with multipliers of at most `bits` significant bits (shifts and
+    /// addends rescaled exactly), for inputs too wide for a 31-bit multiplier in i64.
+    pub fn with_mantissa_bits(mut self, bits: u32) -> Self {
+        for (d, a) in self.multiplier.iter_mut().zip(&mut self.addend) {
+            let drop = (31 - bits).min(d.k as u32) as u8;
+            if drop == 0 {
+                continue;
+            }
+            let half = 1i64 << (drop - 1);
+            d.m = ((d.m as i64 + half) >> drop) as i32;
+            d.k -= drop;
+            *a = (*a + (1i128 << (drop - 1))) >> drop;
+        }
+        self
+    }
+
+    /// `dst[i] = apply(src[i] + bias, c)`.
+    pub fn apply_slice(&self, isa: Isa, c: usize, bias: i64, src: &[i32], dst: &mut [i32]) {
+        match self.fast(c, bias) {
+            Some(f) => kernels::requant(isa, &f, src, dst),
+            None => {
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    *o = self.apply(v as i64 + bias, c) as i32;
+                }
+            }
+        }
+    }
+
     #[inline]
     pub fn apply(&self, v: i64, c: usize) -> i64 {
         let d = self.multiplier[c];
-        let p = v as i128 * d.m as i128 + self.addend[c] as i128;
+        let p = v as i128 * d.m as i128 + self.addend[c];
         let r = if d.k == 0 {
             p
         } else {
@@ -164,10 +217,12 @@ pub enum Epilogue {
         floor: Vec<i32>,
     },
     /// Hardswish: requantize to `t` at scale `3/2^j` (clamped where the output saturates or
-    /// is 0), form `t·clamp(t + 2^j, 0, 2^(j+1))`, requantize that.
+    /// is 0), form `p = t·clamp(t + 2^j, 0, 2^(j+1))`, clamp `p` to `p_range` (beyond it the
+    /// output code saturates anyway), requantize that.
     Hardswish {
         to_t: Requant,
         j: u32,
+        p_range: (i64, i64),
         out: Encoder,
     },
 }
@@ -192,33 +247,47 @@ impl Epilogue {
                 floor: (0..channels).map(|c| out.code_of(0.0, c)).collect(),
             }),
             Activation::Hardswish => {
-                let (step, top) = match out {
+                let (step, top, bottom) = match out {
                     Encoding::Linear {
                         scale: os,
                         zero,
                         offset: oo,
+                        qmin,
                         qmax,
-                        ..
                     } => {
                         let step = os.iter().copied().fold(f64::INFINITY, f64::min);
+                        let _ = (zero, oo);
+                        let real = |q: i32, c: usize| {
+                            let (s, z, o) = out.linear(c).expect("linear");
+                            s * (q - z) as f64 + o
+                        };
                         let top = (0..channels)
-                            .map(|c| {
-                                let (s, z, o) = out.linear(c).expect("linear");
-                                let _ = (zero, oo);
-                                s * (*qmax - z) as f64 + o
-                            })
+                            .map(|c| real(*qmax, c))
                             .fold(f64::NEG_INFINITY, f64::max);
-                        (step, top)
+                        let bottom = (0..channels)
+                            .map(|c| real(*qmin, c))
+                            .fold(f64::INFINITY, f64::min);
+                        (step, top, bottom)
                     }
-                    Encoding::Log(l) => {
-                        (l.scale as f64 * 2f64.powi(-(1 << l.bits)), l.scale as f64)
-                    }
+                    Encoding::Log(l) => (
+                        l.scale as f64 * 2f64.powi(-(1 << l.bits)),
+                        l.scale as f64,
+                        0.0,
+                    ),
                 };
                 let j = hardswish_exponent(step);
                 let st = 3.0 / 2f64.powi(j as i32);
-                // Below −3 the output is 0 whatever t is; above the largest code it saturates.
+                // Below −3 the output is 0 whatever t is. Above, it saturates where
+                // hardswish(x) passes the largest code's value: x itself from 3 on, the root of
+                // x(x + 3)/6 = top below.
+                let top = top + step;
+                let x_sat = if top >= 3.0 {
+                    top
+                } else {
+                    (-3.0 + (9.0 + 24.0 * top.max(0.0)).sqrt()) / 2.0
+                };
                 let lo = -(1i64 << j);
-                let hi = ((top.max(3.0) + step) / st).ceil() as i64 + 1;
+                let hi = (x_sat / st).ceil() as i64 + 1;
                 let to_t = Requant::new(
                     scale,
                     offset,
@@ -231,12 +300,66 @@ impl Epilogue {
                     channels,
                     what,
                 )?;
+                let p_unit = st * st / 6.0;
+                let p_hi = (top / p_unit).ceil().min(i64::MAX as f64 / 4.0) as i64;
+                let p_lo = ((bottom - step).min(0.0) / p_unit)
+                    .floor()
+                    .max(i64::MIN as f64 / 4.0) as i64;
                 Ok(Epilogue::Hardswish {
                     to_t,
                     j,
-                    out: Encoder::new(&[st * st / 6.0], &[0.0], out, channels, what)?,
+                    p_range: (p_lo, p_hi),
+                    // p is far finer than an output step; 20 multiplier bits (2^−20 relative)
+                    // keep |p·m| inside i64.
+                    out: match Encoder::new(&[p_unit], &[0.0], out, channels, what)? {
+                        Encoder::Linear(r) => Encoder::Linear(r.with_mantissa_bits(20)),
+                        levels => levels,
+                    },
                 })
             }
+        }
+    }
+
+    /// `dst[i] = apply(src[i] + bias, c)` for a slice of i32 accumulators of channel `c`:
+    /// the per-channel constants are looked up once and the common cases run as loops the
+    /// compiler vectorises.
+    pub fn apply_slice(&self, isa: Isa, c: usize, bias: i64, src: &[i32], dst: &mut [i32]) {
+        match self {
+            Epilogue::Plain(Encoder::Linear(r)) => r.apply_slice(isa, c, bias, src, dst),
+            Epilogue::Relu {
+                out: Encoder::Linear(r),
+                floor,
+            } => {
+                r.apply_slice(isa, c, bias, src, dst);
+                let f = floor[c.min(floor.len() - 1)];
+                dst.iter_mut().for_each(|v| *v = (*v).max(f));
+            }
+            Epilogue::Hardswish {
+                to_t,
+                j,
+                p_range: (p_lo, p_hi),
+                out: Encoder::Linear(r),
+            } => match (to_t.fast(c, bias), r.fast(c, 0)) {
+                (Some(t), Some(o))
+                    if (p_lo.abs().max(p_hi.abs()) as i128) * (o.m.abs() as i128) < 1 << 62 =>
+                {
+                    let h = FastHardswish {
+                        to_t: t,
+                        j: *j,
+                        p_range: (*p_lo, *p_hi),
+                        out: o,
+                    };
+                    kernels::hardswish(isa, &h, src, dst);
+                }
+                _ => self.apply_slice_generic(c, bias, src, dst),
+            },
+            _ => self.apply_slice_generic(c, bias, src, dst),
+        }
+    }
+
+    fn apply_slice_generic(&self, c: usize, bias: i64, src: &[i32], dst: &mut [i32]) {
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = self.apply(v as i64 + bias, c);
         }
     }
 
@@ -245,9 +368,14 @@ impl Epilogue {
         match self {
             Epilogue::Plain(e) => e.encode(v, c),
             Epilogue::Relu { out, floor } => out.encode(v, c).max(floor[c.min(floor.len() - 1)]),
-            Epilogue::Hardswish { to_t, j, out } => {
+            Epilogue::Hardswish {
+                to_t,
+                j,
+                p_range,
+                out,
+            } => {
                 let t = to_t.apply(v, c);
-                out.encode(hardswish_product(t, *j), c)
+                out.encode(hardswish_product(t, *j).clamp(p_range.0, p_range.1), c)
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Integer depthwise convolution: each channel's `k×k` window over its own plane, on inputs
 //! already centred on their zero-point (so padding is 0). One portable body; on x86 the same
-//! body is also compiled for AVX2 and picked at run time, which lets the compiler vectorise the
+//! body is also compiled for AVX2 and AVX-512 and picked at run time, which lets the compiler vectorise the
 //! inner loop over output columns. Both produce the same integers (tested).
 #![allow(unsafe_code)]
 
@@ -20,6 +20,12 @@ pub struct DwShape {
 /// `out[c][y][x] = Σ w[c][i][j]·x[c][y·s + i − p][x·s + j − p]` (outside the plane: 0), i32.
 pub fn depthwise(isa: Isa, s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: AVX-512 F/BW were checked just above.
+        unsafe { depthwise_avx512(s, x, w, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was checked just above.
         unsafe { depthwise_avx2(s, x, w, out) };
@@ -35,12 +41,28 @@ fn depthwise_avx2(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
     depthwise_portable(s, x, w, out)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn depthwise_avx512(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
+    depthwise_portable(s, x, w, out)
+}
+
 #[inline(always)]
 fn depthwise_portable(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
+    if s.stride == 1 {
+        depthwise_stride1(s, x, w, out)
+    } else {
+        depthwise_strided(s, x, w, out)
+    }
+}
+
+/// Stride 1: every tap reads a contiguous run of its input row directly.
+#[inline(always)]
+fn depthwise_stride1(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
     let (h, wd) = s.in_hw;
     let (oh, ow) = s.out_hw;
     let k = s.kernel;
-    let (st, pad) = (s.stride as isize, s.padding as isize);
+    let pad = s.padding as isize;
     out[..s.channels * oh * ow].fill(0);
     for c in 0..s.channels {
         let plane = &x[c * h * wd..(c + 1) * h * wd];
@@ -49,26 +71,77 @@ fn depthwise_portable(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
         for oy in 0..oh {
             let orow = &mut o[oy * ow..(oy + 1) * ow];
             for i in 0..k {
-                let iy = oy as isize * st + i as isize - pad;
+                let iy = oy as isize + i as isize - pad;
                 if iy < 0 || iy >= h as isize {
                     continue;
                 }
                 let row = &plane[iy as usize * wd..(iy as usize + 1) * wd];
                 for j in 0..k {
-                    let wv = kern[i * k + j] as i32;
-                    // Output columns whose input column is inside the row.
                     let off = j as isize - pad;
-                    let lo = if off < 0 { ((-off) + st - 1) / st } else { 0 } as usize;
-                    let hi = ((wd as isize - off + st - 1) / st).clamp(0, ow as isize) as usize;
-                    if st == 1 {
-                        let start = (lo as isize + off) as usize;
-                        for (ov, &xv) in orow[lo..hi].iter_mut().zip(&row[start..start + hi - lo]) {
-                            *ov += wv * xv as i32;
-                        }
-                    } else {
-                        for (ox, ov) in orow.iter_mut().enumerate().take(hi).skip(lo) {
-                            *ov += wv * row[(ox as isize * st + off) as usize] as i32;
-                        }
+                    // Output columns whose input column lies inside the row.
+                    let lo = (-off).max(0) as usize;
+                    let hi = ((wd as isize - off).min(ow as isize)).max(0) as usize;
+                    if lo >= hi {
+                        continue;
+                    }
+                    let wv = kern[i * k + j] as i32;
+                    let start = (lo as isize + off) as usize;
+                    for (ov, &xv) in orow[lo..hi].iter_mut().zip(&row[start..start + hi - lo]) {
+                        *ov += wv * xv as i32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Larger strides: see below.
+#[inline(always)]
+fn depthwise_strided(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
+    let (h, wd) = s.in_hw;
+    let (oh, ow) = s.out_hw;
+    let k = s.kernel;
+    let st = s.stride;
+    let pad = s.padding as isize;
+    // Each input row split into `stride` phases (columns ≡ ph mod stride), padded by the
+    // kernel's reach on both sides, so every tap reads a contiguous run: output column `ox`
+    // of tap `j` reads phase `(j − pad) mod st` at `ox + ⌊(j − pad)/st⌋`.
+    let reach = k.div_ceil(st) + 1;
+    let phase_len = ow + 2 * reach;
+    let mut phases = vec![0i16; st * phase_len];
+    out[..s.channels * oh * ow].fill(0);
+    for c in 0..s.channels {
+        let plane = &x[c * h * wd..(c + 1) * h * wd];
+        let kern = &w[c * k * k..(c + 1) * k * k];
+        let o = &mut out[c * oh * ow..(c + 1) * oh * ow];
+        for iy in 0..h {
+            let row = &plane[iy * wd..(iy + 1) * wd];
+            phases.fill(0);
+            for (ix, &v) in row.iter().enumerate() {
+                let slot = ix / st + reach;
+                if slot < phase_len {
+                    phases[(ix % st) * phase_len + slot] = v;
+                }
+            }
+            // Output rows this input row contributes to, with their tap row i.
+            for i in 0..k {
+                let num = iy as isize + pad - i as isize;
+                if num < 0 || num % st as isize != 0 {
+                    continue;
+                }
+                let oy = (num / st as isize) as usize;
+                if oy >= oh {
+                    continue;
+                }
+                let orow = &mut o[oy * ow..(oy + 1) * ow];
+                for j in 0..k {
+                    let off = j as isize - pad;
+                    let ph = off.rem_euclid(st as isize) as usize;
+                    let start = (reach as isize + off.div_euclid(st as isize)) as usize;
+                    let src = &phases[ph * phase_len + start..ph * phase_len + start + ow];
+                    let wv = kern[i * k + j] as i32;
+                    for (ov, &xv) in orow.iter_mut().zip(src) {
+                        *ov += wv * xv as i32;
                     }
                 }
             }

@@ -12,6 +12,7 @@
 
 mod avx2;
 pub mod depthwise;
+pub mod requant;
 mod vnni;
 
 /// Columns per panel of packed `B`.

@@ -11,4 +11,4 @@ pub mod shiftexp;
 pub use hardswish::hardswish_product;
 pub use layernorm::{i_layernorm, newton_sqrt};
 pub use levels::LevelEncoder;
-pub use shiftexp::{shift_exp, shift_gelu, shiftmax};
+pub use shiftexp::{gelu_exponent_bits, shift_exp, shift_gelu, shiftmax, sigmoid_gelu};

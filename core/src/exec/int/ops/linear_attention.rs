@@ -39,8 +39,9 @@ impl Context {
                 let v = &head[(2 * d + i) * n..(2 * d + i + 1) * n];
                 for j in 0..d {
                     let kj = &k[j * n..(j + 1) * n];
-                    let acc: i64 = v.iter().zip(kj).map(|(&a, &b)| ((a - z) * b) as i64).sum();
-                    o[i * d + j] = self.products.encode(acc, h);
+                    // |v − z|·k ≤ 2^16 per token: i32 holds 2^15 tokens.
+                    let acc: i32 = v.iter().zip(kj).map(|(&a, &b)| (a - z) * b).sum();
+                    o[i * d + j] = self.products.encode(acc as i64, h);
                 }
             }
             for j in 0..d {
@@ -69,12 +70,13 @@ impl Query {
         let (d, n) = (self.head_dim, self.tokens);
         out.clear();
         out.resize(self.heads * (d + 1) * n, 0);
-        let mut q = vec![0i64; d * n];
+        let mut q = vec![0i32; d * n];
+        let mut acc = vec![0i32; n];
         for h in 0..self.heads {
             let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
             let z = self.zero[h];
             for (dst, &v) in q.iter_mut().zip(&head[..d * n]) {
-                *dst = (v - z).max(0) as i64;
+                *dst = (v - z).max(0);
             }
             let ctx = &context[h * (d + 1) * d..(h + 1) * (d + 1) * d];
             let o = &mut out[h * (d + 1) * n..(h + 1) * (d + 1) * n];
@@ -84,13 +86,16 @@ impl Query {
                 } else {
                     (&ctx[d * d..(d + 1) * d], self.key_sum_zero, &self.divisors)
                 };
+                // Accumulate over j a row of relu(q) at a time (contiguous, vectorises).
+                acc.fill(0);
+                for (j, &c) in row.iter().enumerate() {
+                    let c = c - zero;
+                    for (a, &qv) in acc.iter_mut().zip(&q[j * n..(j + 1) * n]) {
+                        *a += c * qv;
+                    }
+                }
                 for t in 0..n {
-                    let acc: i64 = row
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &c)| (c - zero) as i64 * q[j * n + t])
-                        .sum();
-                    o[i * n + t] = enc.encode(acc, h);
+                    o[i * n + t] = enc.encode(acc[t] as i64, h);
                 }
             }
         }
@@ -140,7 +145,7 @@ impl Normalize {
                     let code = divisors[t];
                     let y = match &self.divide {
                         Divide::Shift => {
-                            let p = (num << code) + r.addend[ch] as i128;
+                            let p = (num << code) + r.addend[ch];
                             (p + (1i128 << (k - 1))) >> k
                         }
                         Divide::Integer { divisor } => {

@@ -18,6 +18,7 @@ pub struct Scratch {
     pub wide: Vec<i64>,
     pub centred: Vec<i16>,
     pub row: Vec<i32>,
+    pub codes: Vec<i32>,
 }
 
 /// How a step runs.

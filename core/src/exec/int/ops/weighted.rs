@@ -7,14 +7,18 @@
 //! (more than 8-bit) layers work on centred values `q − z` directly.
 
 use super::super::kernels::depthwise::{DwShape, depthwise};
-use super::super::kernels::{PackedA, PackedB, gemm};
-use super::super::nonlinear::shift_gelu;
+use super::super::kernels::{PANEL, PackedA, PackedB, gemm};
+use super::super::nonlinear::sigmoid_gelu;
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
 use crate::graph::Conv2d;
 
 /// A conv's settings with its input and output sides.
 type ConvGeometry<'a> = (&'a Conv2d, (usize, usize), (usize, usize));
+
+/// Bits of the integer sigmoid in GELU (I-ViT uses 7; 15 costs nothing here and keeps the
+/// sigmoid's rounding far below one output step).
+pub const SIGMOID_BITS: u32 = 15;
 
 /// Where inputs and outputs lie.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,14 +54,39 @@ pub enum Weights {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Epilogue(Epilogue),
-    /// DeiT's fc1 + GELU: requantize each token's row to `x` (one scale), ShiftGELU, encode.
+    /// DeiT's fc1 + GELU: requantize to `x` (one scale), integer GELU
+    /// ([`sigmoid_gelu`], `SIGMOID_BITS`-bit sigmoid), encode.
     Gelu {
         to_x: Requant,
         x0: i64,
+        n: u32,
         out: Encoder,
     },
     /// The network's logits: per-class scales brought to one, so argmax compares real values.
     Logits(Requant),
+}
+
+/// Fills packed `B` in its storage order, `value(k, col)` giving each element (a u8 code).
+#[inline]
+fn pack_panels(b: &mut PackedB, value: impl Fn(usize, usize) -> i32) {
+    let (k, cols, k4) = (b.k, b.cols, b.k4);
+    let mut i = 0;
+    for panel in 0..cols.div_ceil(PANEL) {
+        for g in 0..k4 {
+            for lane in 0..PANEL {
+                let col = panel * PANEL + lane;
+                for j in 0..4 {
+                    let kk = 4 * g + j;
+                    b.data[i] = if kk < k && col < cols {
+                        value(kk, col) as u8
+                    } else {
+                        0
+                    };
+                    i += 1;
+                }
+            }
+        }
+    }
 }
 
 /// One weighted layer.
@@ -117,21 +146,19 @@ impl Weighted {
     pub fn run(&self, ctx: Ctx, x: &[i32], out: &mut Vec<i32>, s: &mut Scratch) {
         let (p, token_major) = self.positions();
         let o = self.out_channels;
-        out.clear();
-        out.resize(o * p, 0);
-        // Accumulators (bias and zero-point correction applied) as [O][P].
-        s.wide.clear();
-        s.wide.resize(o * p, 0);
+        // Codes as [O][P]; token-major outputs are transposed at the end.
+        let mut codes = std::mem::take(&mut s.codes);
+        codes.clear();
+        codes.resize(o * p, 0);
         match &self.weights {
             Weights::Depthwise(w) => {
                 let (conv, in_hw, out_hw) = self.patch_or_kernel().expect("depthwise is a conv");
-                s.centred.clear();
                 let plane = in_hw.0 * in_hw.1;
-                s.centred.extend(
-                    x.iter()
-                        .enumerate()
-                        .map(|(i, &q)| (q - self.zero[i / plane]) as i16),
-                );
+                s.centred.clear();
+                for (c, chunk) in x.chunks(plane).enumerate() {
+                    let z = self.zero[c];
+                    s.centred.extend(chunk.iter().map(|&q| (q - z) as i16));
+                }
                 s.acc.resize(o * p, 0);
                 let shape = DwShape {
                     channels: o,
@@ -142,79 +169,135 @@ impl Weighted {
                     padding: conv.padding,
                 };
                 depthwise(ctx.isa, &shape, &s.centred, w, &mut s.acc);
-                for (i, (dst, &a)) in s.wide.iter_mut().zip(&s.acc).enumerate() {
-                    *dst = a as i64 + self.bias[i / p];
+                for oc in 0..o {
+                    let r = oc * p..(oc + 1) * p;
+                    self.emit(ctx, oc, self.bias[oc], &s.acc[r.clone()], &mut codes[r]);
                 }
             }
             Weights::Int8(groups) => {
-                let k = self.k();
-                let cin_g = self.in_channels / self.groups;
                 let cout_g = o / self.groups;
                 for (g, a) in groups.iter().enumerate() {
-                    let mut b = PackedB::zeroed(k, p, std::mem::take(&mut s.packed));
-                    self.pack_group(x, g, cin_g, &mut b);
+                    let b = self.pack_group(x, g, s);
                     s.acc.resize(cout_g * p, 0);
                     gemm(ctx.isa, a, &b, &mut s.acc);
                     s.packed = b.data;
                     for r in 0..cout_g {
                         let oc = g * cout_g + r;
-                        let add = self.bias[oc] - self.correction[oc];
-                        for (dst, &v) in s.wide[oc * p..(oc + 1) * p]
-                            .iter_mut()
-                            .zip(&s.acc[r * p..(r + 1) * p])
-                        {
-                            *dst = v as i64 + add;
-                        }
+                        let bias = self.bias[oc] - self.correction[oc];
+                        self.emit(
+                            ctx,
+                            oc,
+                            bias,
+                            &s.acc[r * p..(r + 1) * p],
+                            &mut codes[oc * p..(oc + 1) * p],
+                        );
                     }
                 }
             }
-            Weights::Wide(w) => self.run_wide(x, w, &mut s.wide),
+            Weights::Wide(w) => {
+                s.wide.clear();
+                s.wide.resize(o * p, 0);
+                self.run_wide(x, w, &mut s.wide);
+                for (i, c) in codes.iter_mut().enumerate() {
+                    *c = self.emit_one(i / p, s.wide[i]);
+                }
+            }
         }
-        self.finish(s, out, p, token_major);
+        if token_major {
+            out.clear();
+            out.resize(o * p, 0);
+            for (oc, row) in codes.chunks(p).enumerate() {
+                for (pos, &v) in row.iter().enumerate() {
+                    out[pos * o + oc] = v;
+                }
+            }
+            s.codes = codes;
+        } else {
+            s.codes = std::mem::replace(out, codes);
+        }
     }
 
-    /// Fills packed `B` for group `g`: im2col for convs (padding = `z + u`), the transpose of
-    /// the token matrix for linear layers.
-    fn pack_group(&self, x: &[i32], g: usize, cin_g: usize, b: &mut PackedB) {
-        let lift = self.lift;
-        match self.patch_or_kernel() {
-            None => {
-                let kdim = self.in_channels;
-                for (t, row) in x.chunks(kdim).enumerate() {
-                    for (kk, &q) in row.iter().enumerate() {
-                        b.set(kk, t, (q + lift) as u8);
-                    }
+    /// Codes of output channel `oc` from its i32 accumulators (bias not yet added).
+    fn emit(&self, ctx: Ctx, oc: usize, bias: i64, acc: &[i32], dst: &mut [i32]) {
+        match &self.output {
+            Output::Epilogue(e) => e.apply_slice(ctx.isa, oc, bias, acc, dst),
+            Output::Logits(r) => r.apply_slice(ctx.isa, oc, bias, acc, dst),
+            Output::Gelu { .. } => {
+                for (d, &v) in dst.iter_mut().zip(acc) {
+                    *d = self.emit_one(oc, v as i64 + bias);
                 }
             }
+        }
+    }
+
+    /// The code of one accumulator (bias included).
+    fn emit_one(&self, oc: usize, v: i64) -> i32 {
+        match &self.output {
+            Output::Epilogue(e) => e.apply(v, oc),
+            Output::Logits(r) => r.apply(v, oc) as i32,
+            Output::Gelu {
+                to_x,
+                x0,
+                n,
+                out: enc,
+            } => {
+                let x = to_x.apply(v, oc) as i32;
+                enc.encode(sigmoid_gelu(x, *x0, *n, SIGMOID_BITS), oc)
+            }
+        }
+    }
+
+    /// Packed `B` for group `g`: the transpose of the token matrix for linear layers, the
+    /// input planes for 1×1 stride-1 convs, im2col (padding = `z + u`) for the others.
+    fn pack_group(&self, x: &[i32], g: usize, s: &mut Scratch) -> PackedB {
+        let (p, _) = self.positions();
+        let k = self.k();
+        let lift = self.lift;
+        let mut b = PackedB::zeroed(k, p, std::mem::take(&mut s.packed));
+        match self.patch_or_kernel() {
+            None => pack_panels(&mut b, |kk, col| x[col * k + kk] + lift),
             Some((conv, (h, w), (oh, ow))) => {
-                let k = conv.kernel;
-                let (st, pad) = (conv.stride as isize, conv.padding as isize);
-                for ci in 0..cin_g {
-                    let c = g * cin_g + ci;
-                    let plane = &x[c * h * w..(c + 1) * h * w];
-                    let pad_value = (self.zero[c] + lift) as u8;
-                    for i in 0..k {
-                        for j in 0..k {
-                            let kk = (ci * k + i) * k + j;
-                            for oy in 0..oh {
-                                let iy = oy as isize * st + i as isize - pad;
-                                for ox in 0..ow {
-                                    let ix = ox as isize * st + j as isize - pad;
-                                    let v =
-                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize
+                let cin_g = self.in_channels / self.groups;
+                let xg = &x[g * cin_g * h * w..(g + 1) * cin_g * h * w];
+                let direct = conv.kernel == 1 && conv.stride == 1 && conv.padding == 0;
+                if direct {
+                    pack_panels(&mut b, |kk, col| xg[kk * p + col] + lift);
+                } else {
+                    let mut cols = std::mem::take(&mut s.centred);
+                    cols.clear();
+                    cols.resize(k * p, 0);
+                    let kz = conv.kernel;
+                    let (st, pad) = (conv.stride as isize, conv.padding as isize);
+                    for ci in 0..cin_g {
+                        let plane = &xg[ci * h * w..(ci + 1) * h * w];
+                        let pad_value = (self.zero[g * cin_g + ci] + lift) as i16;
+                        for i in 0..kz {
+                            for j in 0..kz {
+                                let row = &mut cols[((ci * kz + i) * kz + j) * p..][..p];
+                                for oy in 0..oh {
+                                    let iy = oy as isize * st + i as isize - pad;
+                                    for ox in 0..ow {
+                                        let ix = ox as isize * st + j as isize - pad;
+                                        row[oy * ow + ox] = if iy < 0
+                                            || ix < 0
+                                            || iy >= h as isize
+                                            || ix >= w as isize
                                         {
                                             pad_value
                                         } else {
-                                            (plane[iy as usize * w + ix as usize] + lift) as u8
+                                            (plane[iy as usize * w + ix as usize] + lift) as i16
                                         };
-                                    b.set(kk, oy * ow + ox, v);
+                                    }
                                 }
                             }
                         }
                     }
+                    pack_panels(&mut b, |kk, col| cols[kk * p + col] as i32);
+                    s.centred = cols;
                 }
             }
         }
+        b
     }
 
     /// The scalar i64 path for weights or inputs wider than 8 bits.
@@ -258,46 +341,6 @@ impl Weighted {
                     }
                 }
                 acc[oc * p + pos] = sum;
-            }
-        }
-    }
-
-    fn finish(&self, s: &mut Scratch, out: &mut [i32], p: usize, token_major: bool) {
-        let o = self.out_channels;
-        let at = |oc: usize, pos: usize| {
-            if token_major {
-                pos * o + oc
-            } else {
-                oc * p + pos
-            }
-        };
-        match &self.output {
-            Output::Epilogue(e) => {
-                for oc in 0..o {
-                    for pos in 0..p {
-                        out[at(oc, pos)] = e.apply(s.wide[oc * p + pos], oc);
-                    }
-                }
-            }
-            Output::Logits(r) => {
-                for oc in 0..o {
-                    for pos in 0..p {
-                        out[at(oc, pos)] = r.apply(s.wide[oc * p + pos], oc) as i32;
-                    }
-                }
-            }
-            Output::Gelu { to_x, x0, out: enc } => {
-                let mut row = std::mem::take(&mut s.row);
-                let mut y = vec![0i64; o];
-                for pos in 0..p {
-                    row.clear();
-                    row.extend((0..o).map(|oc| to_x.apply(s.wide[oc * p + pos], oc) as i32));
-                    shift_gelu(&row, *x0, 23, &mut y);
-                    for (oc, &v) in y.iter().enumerate() {
-                        out[at(oc, pos)] = enc.encode(v, oc);
-                    }
-                }
-                s.row = row;
             }
         }
     }

@@ -10,6 +10,7 @@ mod prepare;
 mod ptq_table;
 mod sweep;
 mod target;
+mod vectors;
 
 use clap::{Parser, Subcommand};
 
@@ -37,7 +38,9 @@ Examples:
   qvit eval --recipe trio-vit --bits w8a8     quantized (fake-quant) accuracy of the default model
   qvit eval --bits w4a8 --override 'stages.3.*=w8a8' --layers   mixed precision, per-layer SQNR
   qvit ptq-table                              the method × bits table of docs/results/
-  qvit bench                                  images/s of the executors on random weights
+  qvit eval --recipe trio-vit --executor int  the same in integer arithmetic only
+  qvit vectors --image 0 --out golden/        integer golden vectors (.npy + manifest) for RTL
+  qvit bench                                  images/s of the fp32, fake-quant and int executors
   qvit cost efficientvit-b1 --resolution 224  cycles, FPS, GOPS and DSP efficiency on Trio-ViT/ZCU102
   qvit sweep presets/sweeps/trio-vit-zcu102.ron  a design space on every core, CSV + Pareto front";
 
@@ -52,6 +55,7 @@ enum Command {
     Bench(bench::BenchArgs),
     Cost(cost::CostArgs),
     Sweep(sweep::SweepArgs),
+    Vectors(vectors::VectorsArgs),
 }
 
 /// Runs the parsed command line.
@@ -70,5 +74,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Cost(args) => cost::run(&args),
         Command::Sweep(args) => sweep::run(&args),
+        Command::Vectors(args) => vectors::run(&args),
     }
 }

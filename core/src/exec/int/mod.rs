@@ -41,6 +41,7 @@ pub mod nonlinear;
 pub mod ops;
 pub mod program;
 pub mod requant;
+pub mod vectors;
 
 pub use compile::compile;
 pub use executor::IntExecutor;

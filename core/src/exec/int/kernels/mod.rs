@@ -15,6 +15,8 @@ pub mod depthwise;
 pub mod requant;
 mod vnni;
 
+pub use vnni::peak_loop;
+
 /// Columns per panel of packed `B`.
 pub const PANEL: usize = 16;
 

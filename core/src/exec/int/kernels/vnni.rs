@@ -85,6 +85,43 @@ fn tile<const MR: usize, const NP: usize>(
     }
 }
 
+/// The CPU's int8 peak on one core, measured: `iters` rounds of 12 independent `vpdpbusd`
+/// (64 MACs each) on registers only. Returns the MACs done and a value that keeps the work
+/// alive; `None` without AVX-512 VNNI.
+#[cfg(target_arch = "x86_64")]
+pub fn peak_loop(iters: usize) -> Option<(u64, i32)> {
+    if !(std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vnni"))
+    {
+        return None;
+    }
+    // SAFETY: the features were checked just above.
+    Some(unsafe { peak_vnni(iters) })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn peak_vnni(iters: usize) -> (u64, i32) {
+    let a = _mm512_set1_epi32(0x0102_0304);
+    let b = _mm512_set1_epi32(0x0101_0101);
+    let mut acc = [_mm512_setzero_si512(); 12];
+    for _ in 0..iters {
+        for r in acc.iter_mut() {
+            *r = _mm512_dpbusd_epi32(*r, a, b);
+        }
+    }
+    let mut sum = _mm512_setzero_si512();
+    for r in acc {
+        sum = _mm512_add_epi32(sum, r);
+    }
+    (iters as u64 * 12 * 64, _mm512_reduce_add_epi32(sum))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn peak_loop(_iters: usize) -> Option<(u64, i32)> {
+    None
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 pub fn gemm(a: &PackedA, b: &PackedB, out: &mut [i32]) {
     super::gemm_scalar(a, b, out)

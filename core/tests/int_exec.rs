@@ -338,3 +338,19 @@ fn results_do_not_depend_on_threads_or_kernels() {
         }
     }
 }
+
+#[test]
+fn low_and_wide_bit_widths_compile_and_match() {
+    // 4-bit weights run in the int8 kernels; 12-bit activations take the wide i64 path.
+    let m = micro("efficientvit-micro");
+    for bits in ["w4a8", "w8a12"] {
+        let p = plan(&m, "trio-vit", bits);
+        let rows = agreement(&m, &p, 8, true);
+        let share = report(
+            "efficientvit-micro",
+            &format!("trio-vit {bits}, layer by layer"),
+            &rows,
+        );
+        assert!(share >= 99.9, "{bits}: {share:.3} %");
+    }
+}

@@ -8,7 +8,7 @@
 //! are double-buffered behind the previous tile. A depthwise conv is one product per channel
 //! with `N = 1`, which is why such arrays waste most of their columns on EfficientViT.
 
-use super::workload::{HwOp, Workload};
+use super::workload::{HwOp, Workload, vector_cycles};
 
 /// Cycles of one `[M, K] · [K, N]` product on a `rows × cols` array.
 pub fn matmul_cycles(m: usize, k: usize, n: usize, rows: usize, cols: usize) -> u64 {
@@ -52,7 +52,7 @@ pub fn systolic_cycles(workload: &Workload, rows: usize, cols: usize) -> Vec<u64
             HwOp::AttnDivide { heads, dim, tokens } => (heads * dim * tokens).div_ceil(cols) as u64,
             HwOp::AttnScores { heads, dim, tokens } => *heads as u64 * mm(*tokens, *dim, *tokens),
             HwOp::AttnMix { heads, dim, tokens } => *heads as u64 * mm(*tokens, *tokens, *dim),
-            HwOp::Vector { .. } => 0,
+            HwOp::Vector { kind, elements } => vector_cycles(kind, *elements, cols),
         })
         .collect()
 }

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::workload::{HwOp, Role, Workload};
+use super::workload::{HwOp, Role, Workload, vector_cycles};
 
 /// The sizes of the two engines of one accelerator copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,7 +156,8 @@ pub fn reference_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
 /// - the division of linear attention, a shift once the divisor is log2-quantized, done by one
 ///   shifter per lane for every output element (not overlapped, which is conservative);
 /// - DeiT's layers (linear layers and attention products on all PEs) so the same engines can be
-///   compared across families; their softmax, GELU and LayerNorm run in auxiliary units.
+///   compared across families; Softmax, GELU and LayerNorm run in auxiliary vector units of one
+///   lane per MAT and R-MAC lane ([`vector_cycles`]).
 pub fn corrected_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
     let fused = workload.fused_into_depthwise();
     let lanes = engines.mat_lanes + engines.rmac_lanes;
@@ -214,7 +215,7 @@ pub fn corrected_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
                 HwOp::AttnMix { heads, dim, tokens } => {
                     (*heads as u64) * engines.all_pes(*dim, *tokens, *tokens)
                 }
-                HwOp::Vector { .. } => 0,
+                HwOp::Vector { kind, elements } => vector_cycles(kind, *elements, lanes),
             }
         })
         .collect()

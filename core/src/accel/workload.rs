@@ -74,6 +74,21 @@ pub enum HwOp {
     Vector { kind: String, elements: usize },
 }
 
+/// Cycles of a [`HwOp::Vector`] layer on an auxiliary vector unit of `lanes` elements per
+/// cycle. The unit reads the tensor once per pass: Softmax three times (row maximum, exponentials
+/// and their sum, normalisation), LayerNorm three (mean, variance, normalisation), GELU once.
+/// Global average pooling accumulates while the layer before it streams its output, so it
+/// costs nothing of its own. (Trio-ViT's paper mentions "low-cost auxiliary processors" without
+/// their size; one lane per MAC lane is qvit's assumption.)
+pub fn vector_cycles(kind: &str, elements: usize, lanes: usize) -> u64 {
+    let passes = match kind {
+        "Softmax" | "LayerNorm" => 3,
+        "Gelu" => 1,
+        _ => 0,
+    };
+    passes * elements.div_ceil(lanes.max(1)) as u64
+}
+
 /// Where a layer sits in the network, for the rules of a cycle model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -305,5 +320,20 @@ impl Workload {
     /// Total MACs (equals the graph's).
     pub fn macs(&self) -> u64 {
         self.layers.iter().map(|l| l.macs).sum()
+    }
+}
+
+#[cfg(test)]
+mod vector_tests {
+    use super::*;
+
+    #[test]
+    fn vector_work_by_hand() {
+        // DeiT-T softmax on one block: 3 heads × 197 × 197 = 116,427 elements, 3 passes on 16
+        // lanes: 3·⌈116,427/16⌉ = 3·7,277 = 21,831 cycles.
+        assert_eq!(vector_cycles("Softmax", 3 * 197 * 197, 16), 21_831);
+        assert_eq!(vector_cycles("Gelu", 197 * 768, 16), 9_456);
+        assert_eq!(vector_cycles("LayerNorm", 197 * 192, 16), 3 * 2_364);
+        assert_eq!(vector_cycles("GlobalAvgPool", 1000, 16), 0);
     }
 }

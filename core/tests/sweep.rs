@@ -184,3 +184,75 @@ fn a_sweep_needs_a_trio_vit_base() {
         "nothing is written for a space that cannot run"
     );
 }
+
+#[test]
+fn accuracy_is_a_third_objective_and_published_points_sit_beside() {
+    let space = DesignSpace::from_ron(
+        r#"DesignSpace(
+            name: "accuracy",
+            base: "trio-vit-zcu102",
+            models: ["efficientvit-micro"],
+            mat_pes: [8, 16],
+            mat_lanes: [8],
+            rmac_pes: [16],
+            rmac_lanes: [8],
+            copies: [1, 8],
+            bits: ["w8a8", "w4a4"],
+            accuracy: Some(recipe: "trio-vit", images: Some(500), calibration_images: 128),
+        )"#,
+        "accuracy space",
+    )
+    .unwrap();
+    let d = dir("accuracy");
+    let csv = d.join("a.csv");
+    sweep::run(&space, &csv, Shard::ALL, false, &mut |_| {}).unwrap();
+    let mut reader = csv::Reader::from_path(&csv).unwrap();
+    let top1 = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "top1")
+        .unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let acc = |bits: &str| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| &r[9] == bits)
+            .map(|r| r[top1].parse().unwrap())
+            .collect()
+    };
+    let (w8, w4) = (acc("w8a8"), acc("w4a4"));
+    assert_eq!((w8.len(), w4.len()), (4, 4));
+    // One evaluation per bit width, shared by every design; W8A8 beats W4A4 on accuracy.
+    assert!(w8.iter().all(|&a| a == w8[0]) && w4.iter().all(|&a| a == w4[0]));
+    assert!(w8[0] > 85.0 && w8[0] > w4[0], "{w8:?} {w4:?}");
+    // With accuracy as an objective, the best-accuracy designs join the front.
+    sweep::write_pareto(&csv).unwrap();
+    let front = std::fs::read_to_string(sweep::pareto_path(&csv)).unwrap();
+    assert!(front.contains("w8a8"), "{front}");
+    let published = sweep::write_published(&csv).unwrap();
+    assert!(published >= 6);
+    let text = std::fs::read_to_string(sweep::published_path(&csv)).unwrap();
+    assert!(text.starts_with("name,platform,model,precision,fps,gops"));
+
+    // Accuracy needs trained weights, and the model's own resolution.
+    let b1 = DesignSpace::from_ron(
+        r#"DesignSpace(name: "b1", base: "trio-vit-zcu102", models: ["efficientvit-b1"],
+            mat_pes: [8], mat_lanes: [8], rmac_pes: [8], rmac_lanes: [8], copies: [1],
+            bits: ["w8a8"], accuracy: Some())"#,
+        "b1 space",
+    )
+    .unwrap();
+    let err = sweep::run(&b1, &d.join("b1.csv"), Shard::ALL, false, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no shipped trained weights"), "{err}");
+    let err = DesignSpace::from_ron(
+        r#"DesignSpace(name: "r", base: "trio-vit-zcu102", models: ["efficientvit-micro"],
+            resolutions: [32], mat_pes: [8], mat_lanes: [8], rmac_pes: [8], rmac_lanes: [8],
+            copies: [1], bits: ["w8a8"], accuracy: Some())"#,
+        "r space",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("own resolution"), "{err}");
+}

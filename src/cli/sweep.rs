@@ -8,7 +8,8 @@ use qvit_core::explore::DesignSpace;
 use qvit_core::explore::sweep::{self, Shard};
 
 /// Price every design of a space (a RON file, see presets/sweeps/) on all cores, streaming rows
-/// to CSV in index order, then write the Pareto front (FPS vs GOPS/DSP) beside it.
+/// to CSV in index order, then write beside it the Pareto front (FPS vs GOPS/DSP, and top-1
+/// when the space has an `accuracy` section) and the published accelerators as reference rows.
 ///
 /// An interrupted sweep continues with --resume and produces the file an uninterrupted one would.
 /// For a cluster job array, run shard i/N in each job and join the files with `qvit sweep merge`.
@@ -50,6 +51,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     if let Some(SweepCommand::Merge { inputs, out }) = &args.command {
         let rows = sweep::merge(inputs, out)?;
         let front = sweep::write_pareto(out)?;
+        sweep::write_published(out)?;
         eprintln!(
             "merged {rows} rows into {}; {front} on the Pareto front in {}",
             out.display(),
@@ -88,14 +90,16 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     };
     bar.finish_and_clear();
     let front = sweep::write_pareto(&out)?;
+    sweep::write_published(&out)?;
     eprintln!(
-        "{} designs ({} priced now, {} already there) in {:.2} s → {}; {front} on the Pareto front in {}",
+        "{} designs ({} priced now, {} already there) in {:.2} s → {}; {front} on the Pareto front in {}; published accelerators in {}",
         outcome.points,
         outcome.evaluated,
         outcome.resumed,
         started.elapsed().as_secs_f64(),
         out.display(),
-        sweep::pareto_path(&out).display()
+        sweep::pareto_path(&out).display(),
+        sweep::published_path(&out).display()
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Design-space exploration: spaces of accelerator designs, sweeps over them, Pareto fronts.
 
+pub mod accuracy;
 pub mod pareto;
 pub mod space;
 pub mod sweep;

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::accuracy::AccuracySpec;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::ron_io;
@@ -45,6 +46,10 @@ pub struct DesignSpace {
     pub clock_mhz: Vec<f64>,
     /// Bit widths as `wXaY`.
     pub bits: Vec<String>,
+    /// Measure each (model, bits)'s top-1 on the shipped test set and make it a third Pareto
+    /// objective (shipped micro models only, at their own resolution).
+    #[serde(default)]
+    pub accuracy: Option<AccuracySpec>,
     #[serde(default)]
     pub sampling: Sampling,
 }
@@ -182,6 +187,13 @@ impl DesignSpace {
             if let Err(message) = parse_bits(b) {
                 return bad("bits", message);
             }
+        }
+        if self.accuracy.is_some() && !self.resolutions.is_empty() {
+            return bad(
+                "accuracy",
+                "accuracy is measured at each model's own resolution; leave `resolutions` empty"
+                    .into(),
+            );
         }
         if let Sampling::Random { count: 0, .. } = self.sampling {
             return bad(

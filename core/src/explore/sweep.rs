@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 
 /// Columns of a sweep CSV.
-pub const HEADER: [&str; 19] = [
+pub const HEADER: [&str; 20] = [
     "index",
     "model",
     "resolution",
@@ -42,8 +42,15 @@ pub const HEADER: [&str; 19] = [
     "gops_per_dsp",
     "fps_per_dsp",
     "utilization",
+    "top1",
     "status",
 ];
+
+/// Column positions used by the Pareto front.
+const FPS: usize = 13;
+const GOPS_PER_DSP: usize = 15;
+const TOP1: usize = 18;
+const STATUS: usize = 19;
 
 /// Points per parallel chunk (and per write).
 const CHUNK: usize = 4096;
@@ -101,6 +108,8 @@ struct Prepared<'s> {
     base: AccelConfig,
     /// (model, resolution axis index, bits axis index) → workload, or why the model cannot run.
     workloads: HashMap<(usize, usize, usize), std::result::Result<Workload, String>>,
+    /// (model, bits axis index) → top-1 %, when the space asks for accuracy.
+    top1: HashMap<(usize, usize), f64>,
 }
 
 impl<'s> Prepared<'s> {
@@ -131,10 +140,17 @@ impl<'s> Prepared<'s> {
                 }
             }
         }
+        let top1 = match &space.accuracy {
+            Some(spec) => {
+                super::accuracy::top1_table(spec, &space.models, &space.bits, &space.name)?
+            }
+            None => HashMap::new(),
+        };
         Ok(Self {
             space,
             base,
             workloads,
+            top1,
         })
     }
 
@@ -196,10 +212,13 @@ impl<'s> Prepared<'s> {
                 format!("{:.6}", t.gops_per_dsp),
                 format!("{:.8}", t.fps_per_dsp),
                 format!("{:.6}", t.utilization),
+                self.top1
+                    .get(&(p.model, p.bits))
+                    .map_or(String::new(), |a| format!("{a:.2}")),
                 "ok".to_string(),
             ]),
             Err(message) => {
-                fields.extend(std::iter::repeat_n(String::new(), 7));
+                fields.extend(std::iter::repeat_n(String::new(), 8));
                 fields.push(message);
             }
         }
@@ -373,15 +392,26 @@ pub fn pareto_path(csv: &Path) -> PathBuf {
     csv.with_extension("pareto.csv")
 }
 
-/// Writes the rows of `csv` that no other feasible row beats on both FPS and GOPS/DSP.
+/// Writes the rows of `csv` that no other feasible row beats on FPS, GOPS/DSP and — when the
+/// sweep measured it — top-1 accuracy.
 pub fn write_pareto(csv: &Path) -> Result<u64> {
     let rows: Vec<csv::StringRecord> = read_rows(csv)?
         .into_iter()
-        .filter(|r| &r[18] == "ok")
+        .filter(|r| &r[STATUS] == "ok")
         .collect();
+    let with_accuracy = !rows.is_empty() && rows.iter().all(|r| !r[TOP1].is_empty());
     let objectives: Vec<Vec<f64>> = rows
         .iter()
-        .map(|r| vec![r[13].parse().unwrap_or(0.0), r[15].parse().unwrap_or(0.0)])
+        .map(|r| {
+            let mut o = vec![
+                r[FPS].parse().unwrap_or(0.0),
+                r[GOPS_PER_DSP].parse().unwrap_or(0.0),
+            ];
+            if with_accuracy {
+                o.push(r[TOP1].parse().unwrap_or(0.0));
+            }
+            o
+        })
         .collect();
     let front: Vec<csv::StringRecord> = pareto::front(&objectives)
         .into_iter()
@@ -389,4 +419,50 @@ pub fn write_pareto(csv: &Path) -> Result<u64> {
         .collect();
     write_rows(&pareto_path(csv), &front)?;
     Ok(front.len() as u64)
+}
+
+/// The path of the published reference points written beside a sweep: `results.csv` →
+/// `results.published.csv`.
+pub fn published_path(csv: &Path) -> PathBuf {
+    csv.with_extension("published.csv")
+}
+
+/// Writes the published accelerators (`presets/published/`) as rows comparable with the
+/// sweep's: name, platform, model, precision, FPS, GOPS, GOPS/DSP, FPS/DSP (empty where the
+/// paper gives no figure), so a plot of the sweep can show them as labelled points.
+pub fn write_published(csv: &Path) -> Result<u64> {
+    let mut bytes = csv_line(
+        &[
+            "name",
+            "platform",
+            "model",
+            "precision",
+            "fps",
+            "gops",
+            "gops_per_dsp",
+            "fps_per_dsp",
+            "source",
+        ]
+        .map(String::from),
+    )?;
+    let mut n = 0;
+    let opt = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
+    for a in crate::accel::published::all()? {
+        for p in &a.points {
+            bytes.extend(csv_line(&[
+                a.name.clone(),
+                a.platform.clone(),
+                p.model.clone(),
+                p.precision.clone(),
+                opt(p.fps),
+                opt(p.gops),
+                opt(p.gops_per_dsp),
+                opt(p.fps_per_dsp),
+                a.source.clone(),
+            ])?);
+            n += 1;
+        }
+    }
+    crate::ron_io::write_atomic(&published_path(csv), &bytes)?;
+    Ok(n)
 }

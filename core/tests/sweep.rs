@@ -234,6 +234,45 @@ fn accuracy_is_a_third_objective_and_published_points_sit_beside() {
     let text = std::fs::read_to_string(sweep::published_path(&csv)).unwrap();
     assert!(text.starts_with("name,platform,model,precision,fps,gops"));
 
+    // Saved statistics give the same figures as calibrating in the sweep.
+    let m = qvit_core::graph::Graph::build(
+        &qvit_core::arch::ArchSpec::preset("efficientvit-micro").unwrap(),
+    )
+    .unwrap();
+    let folded =
+        qvit_core::weights::Weights::load(&qvit_core::assets::weights("efficientvit-micro"), &m)
+            .unwrap()
+            .fold(&m)
+            .unwrap();
+    let (images, labels) = qvit_core::assets::fashion_mnist_calibration();
+    let data = qvit_core::data::Dataset::idx(
+        &images,
+        &labels,
+        qvit_core::data::Normalize::fashion_mnist(),
+    )
+    .unwrap();
+    let stats = qvit_core::quant::calibrate(&m, &folded, &data, 128, 32, &mut |_, _| {}).unwrap();
+    let saved = d.join("micro.calib.safetensors");
+    stats.save(&saved).unwrap();
+    let with_file = DesignSpace::from_ron(
+        &format!(
+            r#"DesignSpace(name: "f", base: "trio-vit-zcu102", models: ["efficientvit-micro"],
+            mat_pes: [8], mat_lanes: [8], rmac_pes: [16], rmac_lanes: [8], copies: [1],
+            bits: ["w8a8"], accuracy: Some(images: Some(500), calibration: [{saved:?}]))"#
+        ),
+        "file space",
+    )
+    .unwrap();
+    let csv2 = d.join("f.csv");
+    sweep::run(&with_file, &csv2, Shard::ALL, false, &mut |_| {}).unwrap();
+    let row = csv::Reader::from_path(&csv2)
+        .unwrap()
+        .records()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(row[top1].parse::<f64>().unwrap(), w8[0]);
+
     // Accuracy needs trained weights, and the model's own resolution.
     let b1 = DesignSpace::from_ron(
         r#"DesignSpace(name: "b1", base: "trio-vit-zcu102", models: ["efficientvit-b1"],

@@ -2,7 +2,8 @@
 //! once per pair on the shipped Fashion-MNIST test set with the quantized model — an
 //! accelerator's size does not change what it computes, so thousands of designs share a handful
 //! of evaluations. Calibration runs once per model; every bit width is then planned from the
-//! same statistics without running the float model again.
+//! same statistics without running the float model again, or comes from files saved by
+//! `qvit calibrate`.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::eval::{Classifier, evaluate};
 use crate::exec::int::{IntExecutor, compile};
 use crate::graph::Graph;
-use crate::quant::{self, FakeQuantExecutor, QuantExecutor, QuantSettings, Recipe, calibrate};
+use crate::quant::{
+    self, CalibrationStats, FakeQuantExecutor, QuantExecutor, QuantSettings, Recipe, calibrate,
+};
 use crate::weights::Weights;
 
 /// The `accuracy` section of a design space.
@@ -31,6 +34,10 @@ pub struct AccuracySpec {
     /// Shipped calibration images to calibrate on.
     #[serde(default = "default_calibration_images")]
     pub calibration_images: usize,
+    /// Saved statistics from `qvit calibrate`, one file per model in the order of `models`
+    /// (default: calibrate once per model at the start of the sweep).
+    #[serde(default)]
+    pub calibration: Vec<std::path::PathBuf>,
     #[serde(default)]
     pub executor: QuantExecutor,
 }
@@ -70,14 +77,21 @@ pub fn top1_table(
         }
         let graph = Graph::build(&ArchSpec::resolve(name)?)?;
         let folded = Weights::load(&path, &graph)?.fold(&graph)?;
-        let stats = calibrate(
-            &graph,
-            &folded,
-            &calibration,
-            spec.calibration_images,
-            32,
-            &mut |_, _| {},
-        )?;
+        let stats = match spec.calibration.get(m) {
+            Some(file) => {
+                let stats = CalibrationStats::load(file)?;
+                stats.check_matches(&graph, &folded, &file.display().to_string())?;
+                stats
+            }
+            None => calibrate(
+                &graph,
+                &folded,
+                &calibration,
+                spec.calibration_images,
+                32,
+                &mut |_, _| {},
+            )?,
+        };
         for (b, text) in bits.iter().enumerate() {
             let settings = QuantSettings {
                 recipe: recipe.name.clone(),

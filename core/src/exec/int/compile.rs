@@ -377,6 +377,18 @@ impl Compiler<'_> {
                 let (probs, qkv) = (inputs[0], inputs[1]);
                 let tokens = graph.node(qkv).shape[0];
                 let (table, unit) = self.decode_table(probs)?;
+                // i32 accumulation: every product ≤ 2^15·255, at most `tokens` of them.
+                let largest = table.iter().map(|v| v.abs()).max().unwrap_or(0);
+                if largest > 1 << 15 || tokens as i64 * largest * 255 >= 1 << 31 {
+                    return fail(
+                        graph,
+                        &node.name,
+                        format!(
+                            "{tokens} tokens of probabilities up to {largest} overflow the i32 accumulator"
+                        ),
+                    );
+                }
+                let table: Vec<i32> = table.iter().map(|&v| v as i32).collect();
                 let v = self.linear(qkv, 3 * heads * head_dim)?;
                 self.per_tensor(qkv, &v)?;
                 StepOp::Mix(Mix {

@@ -11,6 +11,7 @@
 //! symmetric i8.
 
 mod avx2;
+pub mod axpy;
 pub mod depthwise;
 pub mod requant;
 mod vnni;

@@ -9,6 +9,8 @@
 //!    dividend's requantization; with a uniform divisor it is an integer division rounded half
 //!    up (what an accelerator without Trio-ViT's trick must build).
 
+use super::super::kernels::Isa;
+use super::super::kernels::axpy::axpy;
 use super::super::requant::{Encoder, Requant};
 
 /// Step 1: `[heads·3d, N]` → `[heads, d+1, d]`.
@@ -66,7 +68,7 @@ pub struct Query {
 }
 
 impl Query {
-    pub fn run(&self, ms: &[i32], context: &[i32], out: &mut Vec<i32>) {
+    pub fn run(&self, isa: Isa, ms: &[i32], context: &[i32], out: &mut Vec<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
         out.clear();
         out.resize(self.heads * (d + 1) * n, 0);
@@ -89,10 +91,7 @@ impl Query {
                 // Accumulate over j a row of relu(q) at a time (contiguous, vectorises).
                 acc.fill(0);
                 for (j, &c) in row.iter().enumerate() {
-                    let c = c - zero;
-                    for (a, &qv) in acc.iter_mut().zip(&q[j * n..(j + 1) * n]) {
-                        *a += c * qv;
-                    }
+                    axpy(isa, &mut acc, c - zero, &q[j * n..(j + 1) * n]);
                 }
                 for t in 0..n {
                     o[i * n + t] = enc.encode(acc[t] as i64, h);

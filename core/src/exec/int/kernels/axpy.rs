@@ -1,0 +1,61 @@
+//! `acc[i] += a·x[i]` on i32 — the inner loop of the attention products (`q·kᵀ` row by row,
+//! `P·V`, the linear-attention query). One portable body, also compiled for AVX2 and AVX-512 and
+//! chosen at run time (the baseline x86-64 target has no packed 32-bit multiply).
+#![allow(unsafe_code)]
+
+use super::Isa;
+
+/// `acc[i] += a·x[i]` (wrapping is impossible for the callers' bounds, which they check).
+pub fn axpy(isa: Isa, acc: &mut [i32], a: i32, x: &[i32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512 F was checked just above.
+            return unsafe { axpy_avx512(acc, a, x) };
+        }
+        if isa != Isa::Scalar && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was checked just above.
+            return unsafe { axpy_avx2(acc, a, x) };
+        }
+    }
+    let _ = isa;
+    axpy_portable(acc, a, x)
+}
+
+#[inline(always)]
+fn axpy_portable(acc: &mut [i32], a: i32, x: &[i32]) {
+    for (s, &v) in acc.iter_mut().zip(x) {
+        *s += a * v;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn axpy_avx2(acc: &mut [i32], a: i32, x: &[i32]) {
+    axpy_portable(acc, a, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn axpy_avx512(acc: &mut [i32], a: i32, x: &[i32]) {
+    axpy_portable(acc, a, x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_isa_agrees() {
+        let x: Vec<i32> = (0..37).map(|i| i * 7 - 100).collect();
+        let mut want: Vec<i32> = (0..37).map(|i| i * 3).collect();
+        let start = want.clone();
+        axpy_portable(&mut want, -13, &x);
+        assert_eq!(want[5], 15 + (-13) * (35 - 100));
+        for isa in Isa::available() {
+            let mut got = start.clone();
+            axpy(isa, &mut got, -13, &x);
+            assert_eq!(got, want, "{}", isa.name());
+        }
+    }
+}

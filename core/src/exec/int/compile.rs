@@ -743,13 +743,17 @@ impl Compiler<'_> {
                     )?,
                     x0,
                     n: gelu_exponent_bits(x0),
-                    out: Encoder::new(
+                    // 20-bit multipliers: x·σ reaches 2^39 (see `Weighted::emit`).
+                    out: match Encoder::new(
                         &[s_g / 2f64.powi(SIGMOID_BITS as i32)],
                         &[0.0],
                         out,
                         outs,
                         name,
-                    )?,
+                    )? {
+                        Encoder::Linear(r) => Encoder::Linear(r.with_mantissa_bits(20)),
+                        levels => levels,
+                    },
                 }
             } else {
                 let a = self.activation(id, act)?;

@@ -222,6 +222,26 @@ impl Weighted {
         match &self.output {
             Output::Epilogue(e) => e.apply_slice(ctx.isa, oc, bias, acc, dst),
             Output::Logits(r) => r.apply_slice(ctx.isa, oc, bias, acc, dst),
+            Output::Gelu {
+                to_x,
+                x0,
+                n,
+                out: Encoder::Linear(r),
+            } => match (to_x.fast(oc, bias), r.fast(oc, 0)) {
+                // x is clamped to ±2^24, so x·σ < 2^39 and the 20-bit output multiplier keeps
+                // the product inside i64.
+                (Some(t), Some(o)) if o.m.abs() < 1 << 22 => {
+                    for (d, &v) in dst.iter_mut().zip(acc) {
+                        let x = t.apply(v as i64) as i32;
+                        *d = o.apply(sigmoid_gelu(x, *x0, *n, SIGMOID_BITS)) as i32;
+                    }
+                }
+                _ => {
+                    for (d, &v) in dst.iter_mut().zip(acc) {
+                        *d = self.emit_one(oc, v as i64 + bias);
+                    }
+                }
+            },
             Output::Gelu { .. } => {
                 for (d, &v) in dst.iter_mut().zip(acc) {
                     *d = self.emit_one(oc, v as i64 + bias);

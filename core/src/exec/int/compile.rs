@@ -364,13 +364,16 @@ impl Compiler<'_> {
                         &node.name,
                     )?,
                     x0: -(1i64 << j),
-                    out: Encoder::new(
-                        &[2f64.powi(-15)],
-                        &[0.0],
-                        out_enc.as_ref().expect("point"),
-                        1,
-                        &node.name,
-                    )?,
+                    codes: {
+                        let enc = Encoder::new(
+                            &[2f64.powi(-15)],
+                            &[0.0],
+                            out_enc.as_ref().expect("point"),
+                            1,
+                            &node.name,
+                        )?;
+                        (0..=1i64 << 15).map(|v| enc.encode(v, 0)).collect()
+                    },
                 })
             }
             Op::AttentionMix { heads, head_dim } => {

@@ -19,8 +19,9 @@ pub struct ScoresSoftmax {
     /// Accumulator → Shiftmax input at scale `2^−j`.
     pub to_x: Requant,
     pub x0: i64,
-    /// Shiftmax output (`2^−15`) → the point's codes.
-    pub out: Encoder,
+    /// Shiftmax output (`2^−15`, so `0..=2^15`) → the point's code, tabulated once at
+    /// compile time from the point's encoder: exact, and a lookup per element.
+    pub codes: Vec<i32>,
 }
 
 impl ScoresSoftmax {
@@ -58,7 +59,7 @@ impl ScoresSoftmax {
                 shiftmax(&x, self.x0, 15, 16, &mut s.wide, &mut p);
                 let row = &mut out[(head * n + i) * n..(head * n + i + 1) * n];
                 for (o, &v) in row.iter_mut().zip(&p) {
-                    *o = self.out.encode(v as i64, 0);
+                    *o = self.codes[v as usize];
                 }
             }
         }

@@ -20,8 +20,8 @@ use super::format::{Format, emit, table, thousands};
 
 /// Measure whole-model images/s of the executors on random weights.
 ///
-/// Each (model, executor, batch) runs once to warm up, then repeatedly for at least
-/// `--seconds`; the median time per batch gives images/s. The quantized executors use W8A8 with
+/// Each (model, batch) warms every executor up once, then runs them in turn, one run each per
+/// round, for about `--seconds` per executor; the median time per batch gives images/s. The quantized executors use W8A8 with
 /// the family's recipe (trio-vit for EfficientViT, repq-vit for DeiT) calibrated on 4 random
 /// images. Results are machine-dependent: compare figures from one run (the `vs fp32` column).
 #[derive(Debug, Args)]
@@ -107,35 +107,31 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             Some(p) if args.executors.contains(&Which::Int) => Some(compile(&graph, &folded, p)?),
             _ => None,
         };
+        let float = FloatExecutor::new(&graph, &folded)?;
+        let fake = match &plan {
+            Some(p) => Some(FakeQuantExecutor::new(&graph, &folded, p)?),
+            None => None,
+        };
+        let int = program.as_ref().map(IntExecutor::new);
+        let execs: Vec<(Which, &dyn Classifier)> = args
+            .executors
+            .iter()
+            .map(|&which| -> (Which, &dyn Classifier) {
+                match which {
+                    Which::Fp32 => (which, &float),
+                    Which::Fake => (which, fake.as_ref().expect("planned")),
+                    Which::Int => (which, int.as_ref().expect("compiled")),
+                }
+            })
+            .collect();
         for &batch in &args.batch {
             let images = data.batch(0..batch)?.images;
+            let times = pool.install(|| measure(&execs, &images, args.seconds))?;
             let mut fp32_rate = None;
-            for &which in &args.executors {
-                let float;
-                let fake;
-                let int;
-                let exec: &dyn Classifier = match which {
-                    Which::Fp32 => {
-                        float = FloatExecutor::new(&graph, &folded)?;
-                        &float
-                    }
-                    Which::Fake => {
-                        fake = FakeQuantExecutor::new(
-                            &graph,
-                            &folded,
-                            plan.as_ref().expect("planned"),
-                        )?;
-                        &fake
-                    }
-                    Which::Int => {
-                        int = IntExecutor::new(program.as_ref().expect("compiled"));
-                        &int
-                    }
-                };
-                let times = pool.install(|| measure(exec, &images, args.seconds))?;
+            for ((which, _), times) in execs.iter().zip(times) {
                 let median = times[times.len() / 2].as_secs_f64();
                 let per_second = batch as f64 / median;
-                if which == Which::Fp32 {
+                if *which == Which::Fp32 {
                     fp32_rate = Some(per_second);
                 }
                 eprintln!(
@@ -216,17 +212,27 @@ fn random_data(graph: &Graph, n: usize) -> anyhow::Result<Dataset> {
     )?)
 }
 
-/// Sorted durations of repeated runs after one warm-up.
-fn measure(exec: &dyn Classifier, images: &Tensor, seconds: f64) -> anyhow::Result<Vec<Duration>> {
-    exec.logits(images)?;
-    let budget = Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    let mut times = Vec::new();
-    while started.elapsed() < budget || times.len() < 3 {
-        let t = Instant::now();
-        exec.logits(images)?;
-        times.push(t.elapsed());
+/// Sorted durations of each executor's runs after one warm-up each. The executors take turns,
+/// one run each per round, so a machine whose speed drifts affects all of them alike and their
+/// ratios stay comparable.
+fn measure(
+    execs: &[(Which, &dyn Classifier)],
+    images: &Tensor,
+    seconds: f64,
+) -> anyhow::Result<Vec<Vec<Duration>>> {
+    for (_, e) in execs {
+        e.logits(images)?;
     }
-    times.sort();
+    let budget = Duration::from_secs_f64(seconds * execs.len() as f64);
+    let started = Instant::now();
+    let mut times = vec![Vec::new(); execs.len()];
+    while started.elapsed() < budget || times[0].len() < 3 {
+        for ((_, e), t) in execs.iter().zip(&mut times) {
+            let s = Instant::now();
+            e.logits(images)?;
+            t.push(s.elapsed());
+        }
+    }
+    times.iter_mut().for_each(|t| t.sort());
     Ok(times)
 }

@@ -29,6 +29,11 @@ fn differences(engines: &Engines) -> std::collections::BTreeMap<&'static str, us
         let reason = match (&layer.op, layer.role) {
             (_, Role::Head) => "added: the classifier head",
             (HwOp::AttnDivide { .. }, _) => "added: the attention divisions (shifts)",
+            // The published equations leave out V's ones column (the key sums and divisors);
+            // the floor of MACs over all multipliers puts it back.
+            (HwOp::AttnContext { .. } | HwOp::AttnQuery { .. }, _) => {
+                "added: the ones row of [v;1] (key sums, divisors)"
+            }
             (HwOp::Conv { .. }, Role::AttnProjection) => "corrected: projection is 2C → C",
             (HwOp::Depthwise { .. }, _)
                 if layer.feeds.is_some_and(
@@ -52,14 +57,16 @@ fn differences(engines: &Engines) -> std::collections::BTreeMap<&'static str, us
 fn corrected_model_differs_from_the_published_one_only_where_it_corrects_or_adds() {
     // The published engines: both corrections happen to cost the same cycles there (the swapped
     // projection's passes multiply out equal, and the 3C grouped conv hides behind the 5×5
-    // depthwise conv), so only the additions show: 7 attention blocks' divisions, 3 head layers.
+    // depthwise conv), so only the additions show: 7 attention blocks' divisions, 3 head layers,
+    // and the key-sum row the published attention equations omit.
     let published = differences(&Engines {
         mat_pes: 16,
         mat_lanes: 8,
         rmac_pes: 16,
         rmac_lanes: 8,
     });
-    assert_eq!(published.len(), 2, "{published:?}");
+    assert_eq!(published.len(), 3, "{published:?}");
+    assert!(published["added: the ones row of [v;1] (key sums, divisors)"] >= 1);
     assert_eq!(published["added: the attention divisions (shifts)"], 7);
     assert_eq!(published["added: the classifier head"], 3);
     // Engines where the quirks matter: 20-wide MAT lanes (channel counts no longer divide) and a

@@ -295,3 +295,30 @@ fn accuracy_is_a_third_objective_and_published_points_sit_beside() {
     .to_string();
     assert!(err.contains("own resolution"), "{err}");
 }
+
+#[test]
+fn no_design_uses_more_multipliers_than_it_has() {
+    // The shipped space mixes unequal MAT and R-MAC engines; utilization (MACs over cycles ×
+    // multipliers) must stay at most 1 for every feasible design.
+    let space = DesignSpace::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../presets/sweeps/trio-vit-zcu102.ron"
+    )))
+    .unwrap();
+    let d = dir("utilization");
+    let csv_path = d.join("u.csv");
+    sweep::run(&space, &csv_path, Shard::ALL, false, &mut |_| {}).unwrap();
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (u, status) = (col("utilization"), col("status"));
+    let mut feasible = 0;
+    for r in reader.records().map(Result::unwrap) {
+        if &r[status] == "ok" {
+            feasible += 1;
+            let v: f64 = r[u].parse().unwrap();
+            assert!(v <= 1.0, "utilization {v} in {r:?}");
+        }
+    }
+    assert!(feasible > 1000);
+}

@@ -36,6 +36,32 @@ impl Engines {
             as u64
     }
 
+    /// [`Engines::all_pes`] for engines whose lanes differ in size: a MAT lane needs
+    /// `⌈cin/P_m⌉` cycles per output, an R-MAC lane `⌈cin/P_r⌉`, and outputs go to whichever
+    /// lane is free, so a pass takes the least `T` with `L_m·⌊T/a⌋ + L_r·⌊T/b⌋ ≥ cout`. Equal to
+    /// the published formula when `P_m = P_r`; without this, unequal engines were credited
+    /// with `(L_m + L_r)·P_m` multipliers.
+    fn all_pes_balanced(&self, cout: usize, cin: usize, repeats: usize) -> u64 {
+        if self.mat_pes == self.rmac_pes {
+            return self.all_pes(cout, cin, repeats);
+        }
+        let (a, b) = (cin.div_ceil(self.mat_pes), cin.div_ceil(self.rmac_pes));
+        let outputs = |t: usize| self.mat_lanes * (t / a) + self.rmac_lanes * (t / b);
+        let (mut lo, mut hi) = (
+            1,
+            a.min(b) * cout.div_ceil(self.mat_lanes.min(self.rmac_lanes)),
+        );
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if outputs(mid) >= cout {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        (lo * repeats) as u64
+    }
+
     /// A depthwise conv alone on the R-MAC engine: output rows across lanes, channels across a
     /// lane's PEs.
     fn depthwise(&self, side: usize, channels: usize, kernel: usize) -> u64 {
@@ -149,7 +175,11 @@ pub fn reference_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
 /// Cycles per workload layer under qvit's corrected model: the reference model with its two
 /// mistakes corrected —
 /// - the grouped 1×1 conv after the aggregation depthwise conv produces all its `3C` outputs;
-/// - the attention projection is priced in its real orientation, `2C → C` —
+/// - the attention projection is priced in its real orientation, `2C → C`;
+/// - engines of unequal size (`P_m ≠ P_r`) are credited with the multipliers they have: pointwise
+///   work balanced over lanes of both sizes, and no layer faster than its MACs over all
+///   multipliers (which also restores the ones row of `[v;1]` — the key sums and divisors —
+///   that the published attention equations leave out) —
 ///
 /// and what it leaves out added:
 /// - the classifier head (its 1×1 conv and linear layers on all PEs);
@@ -161,15 +191,25 @@ pub fn reference_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
 pub fn corrected_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
     let fused = workload.fused_into_depthwise();
     let lanes = engines.mat_lanes + engines.rmac_lanes;
+    let multipliers = engines.multipliers().max(1) as u64;
     workload
         .layers
         .iter()
         .enumerate()
         .map(|(i, layer)| {
+            // No layer (or fused DW→PW pair) finishes faster than its MACs spread over every
+            // multiplier: the published equations assume P_m = P_r and, for unequal engines,
+            // would credit them with more multipliers than they have.
+            let macs = layer.macs + layer.feeds.map_or(0, |t| workload.layers[t].macs);
+            let floor = if fused[i] {
+                0
+            } else {
+                macs.div_ceil(multipliers)
+            };
             if fused[i] {
                 return 0;
             }
-            match &layer.op {
+            floor.max(match &layer.op {
                 HwOp::Conv {
                     cin,
                     cout,
@@ -184,7 +224,7 @@ pub fn corrected_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
                         *pixels
                     };
                     // A grouped conv runs group by group.
-                    *groups as u64 * engines.all_pes(cout / groups, cin / groups, repeats)
+                    *groups as u64 * engines.all_pes_balanced(cout / groups, cin / groups, repeats)
                 }
                 HwOp::Depthwise {
                     channels,
@@ -201,7 +241,7 @@ pub fn corrected_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
                     inputs,
                     outputs,
                     tokens,
-                } => engines.all_pes(*outputs, *inputs, *tokens),
+                } => engines.all_pes_balanced(*outputs, *inputs, *tokens),
                 HwOp::AttnContext { heads, dim, tokens } => {
                     engines.attn_context(*heads, *dim, *tokens)
                 }
@@ -210,13 +250,13 @@ pub fn corrected_cycles(workload: &Workload, engines: &Engines) -> Vec<u64> {
                     (heads * dim * tokens).div_ceil(lanes) as u64
                 }
                 HwOp::AttnScores { heads, dim, tokens } => {
-                    (*heads as u64) * engines.all_pes(*tokens, *dim, *tokens)
+                    (*heads as u64) * engines.all_pes_balanced(*tokens, *dim, *tokens)
                 }
                 HwOp::AttnMix { heads, dim, tokens } => {
-                    (*heads as u64) * engines.all_pes(*dim, *tokens, *tokens)
+                    (*heads as u64) * engines.all_pes_balanced(*dim, *tokens, *tokens)
                 }
                 HwOp::Vector { kind, elements } => vector_cycles(kind, *elements, lanes),
-            }
+            })
         })
         .collect()
 }
@@ -283,6 +323,18 @@ mod tests {
         assert_eq!(SIXTEEN.all_pes(256, 64, 784), 50_176);
         // A ragged case: ⌈20/16⌉·⌈17/16⌉·10 = 2·2·10.
         assert_eq!(SIXTEEN.all_pes(20, 17, 10), 40);
+        // Unequal engines: 4 MAT lanes of 16 PEs, 16 R-MAC lanes of 4 PEs, 64 inputs, 96
+        // outputs: a MAT lane takes 4 cycles per output, an R-MAC lane 16. In T = 48 cycles the
+        // MAT lanes finish 4·12 = 48 outputs and the R-MAC lanes 16·3 = 48: 96. (The published
+        // formula would give ⌈96/20⌉·⌈64/16⌉ = 20 cycles, as if all 20 lanes had 16 PEs.)
+        let uneven = Engines {
+            mat_pes: 16,
+            mat_lanes: 4,
+            rmac_pes: 4,
+            rmac_lanes: 16,
+        };
+        assert_eq!(uneven.all_pes_balanced(96, 64, 1), 48);
+        assert_eq!(SIXTEEN.all_pes_balanced(256, 64, 784), 50_176);
     }
 
     #[test]

@@ -42,6 +42,11 @@ fn differences(engines: &Engines) -> std::collections::BTreeMap<&'static str, us
             {
                 "corrected: the grouped 1×1 conv has 3C outputs"
             }
+            (HwOp::Conv { .. } | HwOp::Depthwise { .. }, _)
+                if engines.mat_pes != engines.rmac_pes =>
+            {
+                "corrected: unequal engines get the multipliers they have"
+            }
             _ => panic!("{} differs for no stated reason", layer.name),
         };
         println!(

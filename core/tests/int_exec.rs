@@ -2,37 +2,22 @@
 //! test images and, per quantization point, how many integer codes are within ±1 of the codes
 //! the fake-quant executor's values have.
 
-use qvit_core::arch::ArchSpec;
-use qvit_core::assets;
-use qvit_core::data::{Dataset, Normalize};
+use qvit_core::data::Dataset;
 use qvit_core::eval::evaluate;
 use qvit_core::exec::int::encoding::Encoding;
 use qvit_core::exec::int::{IntExecutor, compile};
-use qvit_core::graph::Graph;
 use qvit_core::quant::{self, FakeQuantExecutor, QuantPlan, QuantSettings, Recipe, calibrate};
-use qvit_core::weights::{FoldedWeights, Weights};
 
-struct Micro {
-    graph: Graph,
-    folded: FoldedWeights,
-}
+mod common;
 
-fn micro(name: &str) -> Micro {
-    let graph = Graph::build(&ArchSpec::preset(name).unwrap()).unwrap();
-    let folded = Weights::load(&assets::weights(name), &graph)
-        .unwrap()
-        .fold(&graph)
-        .unwrap();
-    Micro { graph, folded }
-}
+use common::{Micro, micro};
 
 fn dataset(test: bool) -> Dataset {
-    let (images, labels) = if test {
-        assets::fashion_mnist_test()
+    if test {
+        common::test_set()
     } else {
-        assets::fashion_mnist_calibration()
-    };
-    Dataset::idx(&images, &labels, Normalize::fashion_mnist()).unwrap()
+        common::calibration_set()
+    }
 }
 
 fn plan(m: &Micro, recipe: &str, bits: &str) -> QuantPlan {
@@ -166,35 +151,24 @@ fn efficientvit_trio_vit_codes_match_fake_quant() {
     assert!(share >= 99.0, "{share:.3} % within ±1 LSB");
 }
 
+/// Top-1 of the int and fake-quant executors on the whole shipped test set.
+fn top1_int_and_fake(m: &Micro, p: &QuantPlan) -> (f64, f64) {
+    let program = compile(&m.graph, &m.folded, p).unwrap();
+    let data = dataset(true);
+    let int = evaluate(&IntExecutor::new(&program), &data, 100, None, &mut |_| {}).unwrap();
+    let fake = FakeQuantExecutor::new(&m.graph, &m.folded, p).unwrap();
+    let fake = evaluate(&fake, &data, 100, None, &mut |_| {}).unwrap();
+    (int.top1(), fake.top1())
+}
+
 #[test]
 fn efficientvit_int_top1_matches_fake_quant() {
     let m = micro("efficientvit-micro");
-    let p = plan(&m, "trio-vit", "w8a8");
-    let program = compile(&m.graph, &m.folded, &p).unwrap();
-    let data = dataset(true);
-    let n = 2000;
-    let int = evaluate(
-        &IntExecutor::new(&program),
-        &data,
-        100,
-        Some(n),
-        &mut |_| {},
-    )
-    .unwrap();
-    let fake = evaluate(
-        &FakeQuantExecutor::new(&m.graph, &m.folded, &p).unwrap(),
-        &data,
-        100,
-        Some(n),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (int, fake) = top1_int_and_fake(&m, &plan(&m, "trio-vit", "w8a8"));
     eprintln!(
-        "top-1 on {n}: int {:.2} %, fake {:.2} %",
-        int.top1(),
-        fake.top1()
+        "efficientvit-micro trio-vit top-1 on the full test set: int {int:.2} %, fake {fake:.2} %"
     );
-    assert!((int.top1() - fake.top1()).abs() <= 0.2);
+    assert!((int - fake).abs() <= 0.2);
 }
 
 #[test]
@@ -218,32 +192,9 @@ fn deit_codes_match_fake_quant_except_the_approximated_nonlinearities() {
 #[test]
 fn deit_int_top1_matches_fake_quant() {
     let m = micro("deit-micro");
-    let p = plan(&m, "fq-vit", "w8a8");
-    let program = compile(&m.graph, &m.folded, &p).unwrap();
-    let data = dataset(true);
-    let n = data.len();
-    let int = evaluate(
-        &IntExecutor::new(&program),
-        &data,
-        100,
-        Some(n),
-        &mut |_| {},
-    )
-    .unwrap();
-    let fake = evaluate(
-        &FakeQuantExecutor::new(&m.graph, &m.folded, &p).unwrap(),
-        &data,
-        100,
-        Some(n),
-        &mut |_| {},
-    )
-    .unwrap();
-    eprintln!(
-        "fq-vit top-1 on {n}: int {:.2} %, fake {:.2} %",
-        int.top1(),
-        fake.top1()
-    );
-    assert!((int.top1() - fake.top1()).abs() <= 0.2);
+    let (int, fake) = top1_int_and_fake(&m, &plan(&m, "fq-vit", "w8a8"));
+    eprintln!("deit-micro fq-vit top-1 on the full test set: int {int:.2} %, fake {fake:.2} %");
+    assert!((int - fake).abs() <= 0.2);
 }
 
 #[test]

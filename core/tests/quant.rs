@@ -1,42 +1,21 @@
 //! The PTQ engine on the shipped micro models: calibration statistics saved and reused,
 //! plans for every recipe, the fake-quant executor, and the errors for bad input.
 
-use qvit_core::arch::ArchSpec;
-use qvit_core::assets;
 use qvit_core::data::{Dataset, Normalize};
 use qvit_core::eval::evaluate;
 use qvit_core::exec::float::{FloatExecutor, forwards_on_this_thread};
-use qvit_core::graph::Graph;
 use qvit_core::quant::{
     self, BitWidths, CalibrationStats, FakeQuantExecutor, Override, QuantSettings, Recipe,
     calibrate, diagnostics,
 };
-use qvit_core::weights::{FoldedWeights, Weights};
+use qvit_core::weights::Weights;
 
-struct Micro {
-    graph: Graph,
-    folded: FoldedWeights,
-}
+mod common;
 
-fn micro(name: &str) -> Micro {
-    let graph = Graph::build(&ArchSpec::preset(name).unwrap()).unwrap();
-    let folded = Weights::load(&assets::weights(name), &graph)
-        .unwrap()
-        .fold(&graph)
-        .unwrap();
-    Micro { graph, folded }
-}
-
-fn calibration_set() -> Dataset {
-    let (images, labels) = assets::fashion_mnist_calibration();
-    Dataset::idx(&images, &labels, Normalize::fashion_mnist()).unwrap()
-}
+use common::{Micro, calibration_set, micro};
 
 fn test_set(n: usize) -> Dataset {
-    let (images, labels) = assets::fashion_mnist_test();
-    Dataset::idx(&images, &labels, Normalize::fashion_mnist())
-        .unwrap()
-        .truncated(n)
+    common::test_set().truncated(n)
 }
 
 fn stats(m: &Micro, images: usize) -> CalibrationStats {

@@ -49,10 +49,64 @@ fn depthwise_avx512(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
 
 #[inline(always)]
 fn depthwise_portable(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
-    if s.stride == 1 {
+    if s.out_hw.0 * s.out_hw.1 <= SMALL_PLANE {
+        depthwise_channels_last(s, x, w, out)
+    } else if s.stride == 1 {
         depthwise_stride1(s, x, w, out)
     } else {
         depthwise_strided(s, x, w, out)
+    }
+}
+
+/// Output planes up to this many pixels run channels-last.
+const SMALL_PLANE: usize = 256;
+
+/// Small planes (the late stages: 14×14, 7×7 with hundreds of channels): rows are too short to
+/// vectorise, so the planes are transposed to channels-last and every tap becomes one long
+/// multiply-add over all channels, then transposed back.
+#[inline(always)]
+fn depthwise_channels_last(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
+    let (h, wd) = s.in_hw;
+    let (oh, ow) = s.out_hw;
+    let (c, k) = (s.channels, s.kernel);
+    let mut xt = vec![0i16; h * wd * c];
+    for ch in 0..c {
+        for (p, &v) in x[ch * h * wd..(ch + 1) * h * wd].iter().enumerate() {
+            xt[p * c + ch] = v;
+        }
+    }
+    let mut wt = vec![0i16; k * k * c];
+    for ch in 0..c {
+        for (t, &v) in w[ch * k * k..(ch + 1) * k * k].iter().enumerate() {
+            wt[t * c + ch] = v;
+        }
+    }
+    let mut acc = vec![0i32; c];
+    for oy in 0..oh {
+        for ox in 0..ow {
+            acc.fill(0);
+            for i in 0..k {
+                let iy = (oy * s.stride + i) as isize - s.padding as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for j in 0..k {
+                    let ix = (ox * s.stride + j) as isize - s.padding as isize;
+                    if ix < 0 || ix >= wd as isize {
+                        continue;
+                    }
+                    let xs = &xt[(iy as usize * wd + ix as usize) * c..][..c];
+                    let ws = &wt[(i * k + j) * c..][..c];
+                    for ((a, &xv), &wv) in acc.iter_mut().zip(xs).zip(ws) {
+                        *a += xv as i32 * wv as i32;
+                    }
+                }
+            }
+            let pixel = oy * ow + ox;
+            for (ch, &a) in acc.iter().enumerate() {
+                out[ch * oh * ow + pixel] = a;
+            }
+        }
     }
 }
 
@@ -192,6 +246,9 @@ mod tests {
             (2, 9, 5, 2),
             (6, 16, 3, 2),
             (3, 4, 5, 1),
+            (5, 20, 3, 1),
+            (4, 33, 3, 2),
+            (6, 18, 5, 1),
         ] {
             let padding = kernel / 2;
             let o = (hw + 2 * padding - kernel) / stride + 1;

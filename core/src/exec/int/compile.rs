@@ -575,7 +575,7 @@ impl Compiler<'_> {
             _ => return fail(graph, name, "has no weights"),
         };
         let x = prod.inputs[0];
-        let (in_ch, groups, geometry, kernel_taps, padded) = match &prod.op {
+        let (in_ch, groups, geometry, padded) = match &prod.op {
             Op::Conv2d(c) | Op::PatchEmbed(c) => {
                 let is = &graph.node(x).shape;
                 let os = &prod.shape;
@@ -596,13 +596,7 @@ impl Compiler<'_> {
                         out_hw,
                     },
                 };
-                (
-                    c.in_channels,
-                    c.groups,
-                    g,
-                    c.kernel * c.kernel,
-                    c.padding > 0,
-                )
+                (c.in_channels, c.groups, g, c.padding > 0)
             }
             Op::Linear(l) => {
                 let numel: usize = graph.node(x).shape.iter().product();
@@ -612,7 +606,6 @@ impl Compiler<'_> {
                     Geometry::Tokens {
                         tokens: numel / l.in_features,
                     },
-                    1,
                     false,
                 )
             }
@@ -670,7 +663,6 @@ impl Compiler<'_> {
                 ),
             );
         }
-        let _ = kernel_taps;
         let bias: Vec<i64> = (0..outs)
             .map(|o| b.map_or(0, |b| (b[o] as f64 / acc_scale[o]).round() as i64))
             .collect();

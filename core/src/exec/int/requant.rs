@@ -250,13 +250,11 @@ impl Epilogue {
                 let (step, top, bottom) = match out {
                     Encoding::Linear {
                         scale: os,
-                        zero,
-                        offset: oo,
                         qmin,
                         qmax,
+                        ..
                     } => {
                         let step = os.iter().copied().fold(f64::INFINITY, f64::min);
-                        let _ = (zero, oo);
                         let real = |q: i32, c: usize| {
                             let (s, z, o) = out.linear(c).expect("linear");
                             s * (q - z) as f64 + o

@@ -88,7 +88,7 @@ impl Encoding {
         }
     }
 
-    /// Bits of a stored code.
+    /// The smallest and largest stored code.
     pub fn code_range(&self) -> (i32, i32) {
         match self {
             Encoding::Linear { qmin, qmax, .. } => (*qmin, *qmax),

@@ -17,7 +17,6 @@ pub struct Scratch {
     pub acc: Vec<i32>,
     pub wide: Vec<i64>,
     pub centred: Vec<i16>,
-    pub row: Vec<i32>,
     pub codes: Vec<i32>,
 }
 

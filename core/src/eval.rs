@@ -1,5 +1,7 @@
 //! Accuracy of a classifier on a dataset: top-1 and top-5, streamed batch by batch.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
@@ -92,6 +94,19 @@ pub fn evaluate(
     limit: Option<usize>,
     progress: &mut dyn FnMut(&Accuracy),
 ) -> Result<Accuracy> {
+    evaluate_until(model, data, batch, limit, &AtomicBool::new(false), progress)
+}
+
+/// [`evaluate`], stopping after the batch during which `cancel` becomes true; the counts so far
+/// are returned (a UI's cancel button).
+pub fn evaluate_until(
+    model: &dyn Classifier,
+    data: &Dataset,
+    batch: usize,
+    limit: Option<usize>,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(&Accuracy),
+) -> Result<Accuracy> {
     let total = limit.map_or(data.len(), |l| l.min(data.len()));
     if total == 0 || batch == 0 {
         return Err(Error::InvalidField {
@@ -106,6 +121,9 @@ pub fn evaluate(
     }
     let mut acc = Accuracy::default();
     for start in (0..total).step_by(batch) {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
         let b = data.batch(start..(start + batch).min(total))?;
         let logits = model.logits(&b.images)?;
         for (i, &label) in b.labels.iter().enumerate() {

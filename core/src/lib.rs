@@ -30,6 +30,7 @@ pub mod eval;
 pub mod exec;
 pub mod explore;
 pub mod graph;
+pub mod pipeline;
 pub mod project;
 pub mod quant;
 pub mod rng;

@@ -12,25 +12,34 @@
 //!         overrides: [(layers: "stages.3.*", bits: "w4a8")],
 //!     ),
 //!     calibration: Some("micro.calib.safetensors"),
+//!     accelerator: Some(Accelerator(name: "trio-vit-zcu102", part: "zcu102", …)),
+//!     sweep: Some(DesignSpace(name: "engines", mat_pes: [8, 16], …, bits: ["w8a8"])),
 //! )
 //! ```
 //!
-//! Fields left out take the shipped defaults: a micro model's trained weights and the
-//! Fashion-MNIST test set and full precision. Later stages add their settings (accelerator) here.
+//! Fields left out take the shipped defaults: a micro model's trained weights, the
+//! Fashion-MNIST test set, full precision and the `trio-vit-zcu102` accelerator. A project's
+//! `sweep` takes the project's accelerator as its base and its model when it names none, so
+//! the explorer's configuration runs unchanged with `qvit eval`, `qvit cost` and `qvit sweep`.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::accel::AccelConfig;
 use crate::arch::ArchSpec;
 use crate::assets;
 use crate::data::{Dataset, EvalTransform, Normalize};
 use crate::error::{Error, Result};
+use crate::explore::DesignSpace;
 use crate::quant::QuantSettings;
 use crate::ron_io;
 
 /// The model the explorer and `qvit eval` use when nothing else is named.
 pub const DEFAULT_MODEL: &str = "efficientvit-micro";
+
+/// The accelerator preset used when a project names none.
+pub const DEFAULT_ACCELERATOR: &str = "trio-vit-zcu102";
 
 /// Where evaluation images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +133,12 @@ pub struct Project {
     /// 1,024 Fashion-MNIST calibration images when a quantized result is asked for).
     #[serde(default)]
     pub calibration: Option<PathBuf>,
+    /// The accelerator the model is priced on (default: the `trio-vit-zcu102` preset).
+    #[serde(default)]
+    pub accelerator: Option<AccelConfig>,
+    /// A design space to sweep around this project (`qvit sweep PROJECT`).
+    #[serde(default)]
+    pub sweep: Option<DesignSpace>,
 }
 
 impl Default for Project {
@@ -142,12 +157,18 @@ impl Project {
             data: None,
             quant: None,
             calibration: None,
+            accelerator: None,
+            sweep: None,
         }
     }
 
     /// Reads a project file; relative paths in it are taken relative to its folder.
     pub fn load(path: &Path) -> Result<Self> {
         let mut p: Project = ron_io::read(path)?;
+        let origin = path.display().to_string();
+        if let Some(a) = &p.accelerator {
+            a.validate(&origin)?;
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         if p.model.ends_with(".ron") {
             p.model = base.join(&p.model).display().to_string();
@@ -176,6 +197,37 @@ impl Project {
             Some(r) => spec.with_resolution(r),
             None => Ok(spec),
         }
+    }
+
+    /// The project's accelerator, or the default preset.
+    pub fn accel_config(&self) -> Result<AccelConfig> {
+        match &self.accelerator {
+            Some(a) => Ok(a.clone()),
+            None => AccelConfig::preset(DEFAULT_ACCELERATOR),
+        }
+    }
+
+    /// The project's design space, completed: the project's accelerator as its base unless it
+    /// names one, the project's model unless it names models. `origin` names the project in
+    /// errors.
+    pub fn design_space(&self, origin: &str) -> Result<Option<DesignSpace>> {
+        let Some(mut space) = self.sweep.clone() else {
+            return Ok(None);
+        };
+        if space.base.is_empty() {
+            space.base_config = Some(self.accel_config()?);
+        }
+        if space.models.is_empty() {
+            space.models = vec![self.model.clone()];
+        }
+        space.validate(&format!("{origin} (sweep)"))?;
+        Ok(Some(space))
+    }
+
+    /// Writes the project as RON, atomically. Paths are written as they are held (absolute
+    /// after [`Project::load`]), so the file can be moved without breaking them.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        ron_io::write(path, self)
     }
 
     /// The weights file: the project's, or the shipped weights of a micro model.

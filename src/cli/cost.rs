@@ -22,9 +22,10 @@ use super::target;
 pub struct CostArgs {
     /// A project RON file, a model preset, or a model RON file (default: efficientvit-micro).
     target: Option<String>,
-    /// Accelerator preset or RON file.
-    #[arg(long, default_value = "trio-vit-zcu102")]
-    accel: String,
+    /// Accelerator preset or RON file (default: the project's accelerator, else
+    /// trio-vit-zcu102).
+    #[arg(long)]
+    accel: Option<String>,
     /// Input resolution in pixels (default: the model's own).
     #[arg(long, short)]
     resolution: Option<usize>,
@@ -45,7 +46,10 @@ pub fn run(args: &CostArgs) -> anyhow::Result<()> {
         project.resolution = args.resolution;
     }
     let graph = Graph::build(&project.spec()?)?;
-    let config = AccelConfig::resolve(&args.accel)?;
+    let config = match &args.accel {
+        Some(a) => AccelConfig::resolve(a)?,
+        None => project.accel_config()?,
+    };
     // Bit widths come from the project's quant settings when it has them.
     let mut settings = project.quant.clone().unwrap_or_default();
     if let Some(b) = args.bits {

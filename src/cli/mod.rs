@@ -28,6 +28,7 @@ pub struct Cli {
 const EXAMPLES: &str = "\
 Examples:
   qvit                                        open the explorer
+  qvit explore my-project.ron                 open the explorer on a saved project
   qvit info efficientvit-b1                   layers, shapes, parameters and MACs
   qvit info efficientvit-b2 --resolution 288  the same model at another input size
   qvit info my-model.ron --format json        a model spec of your own, as JSON
@@ -46,8 +47,12 @@ Examples:
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Open the desktop explorer (the default when no command is given).
-    Explore,
+    /// Open the desktop explorer (the default when no command is given), optionally on a
+    /// project file.
+    Explore {
+        /// A project RON file (as the explorer saves it).
+        project: Option<std::path::PathBuf>,
+    },
     Info(info::InfoArgs),
     Calibrate(calibrate::CalibrateArgs),
     Eval(eval::EvalArgs),
@@ -60,8 +65,8 @@ enum Command {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Explore) {
-        Command::Explore => qvit_app::run().map_err(|e| {
+    match cli.command.unwrap_or(Command::Explore { project: None }) {
+        Command::Explore { project } => qvit_app::run(project).map_err(|e| {
             anyhow::anyhow!(
                 "could not open the explorer window: {e}\n\
                  (it needs a display; headless commands such as `qvit info` work without one)"

@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use qvit_core::explore::DesignSpace;
 use qvit_core::explore::sweep::{self, Shard};
 
-/// Price every design of a space (a RON file, see presets/sweeps/) on all cores, streaming rows
+use super::target;
+
+/// Price every design of a space (a RON file, see presets/sweeps/, or a project's `sweep`
+/// section) on all cores, streaming rows
 /// to CSV in index order, then write beside it the Pareto front (FPS vs GOPS/DSP, and top-1
 /// when the space has an `accuracy` section) and the published accelerators as reference rows.
 ///
@@ -18,7 +20,8 @@ use qvit_core::explore::sweep::{self, Shard};
 pub struct SweepArgs {
     #[command(subcommand)]
     command: Option<SweepCommand>,
-    /// The design space (RON).
+    /// The design space: a RON file (see presets/sweeps/), or a project whose `sweep` section
+    /// varies the project's own accelerator and model (as the explorer saves it).
     #[arg(required = true)]
     space: Option<PathBuf>,
     /// Output CSV (default: the space's name with .csv, in the current folder).
@@ -63,7 +66,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         .space
         .as_ref()
         .expect("clap requires SPACE without a subcommand");
-    let space = DesignSpace::load(path)?;
+    let space = target::design_space(path)?;
     let out = args
         .out
         .clone()

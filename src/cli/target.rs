@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use qvit_core::explore::DesignSpace;
 use qvit_core::project::Project;
 
 /// A project file, a model RON file or a preset name; `None` is the shipped default project.
@@ -20,11 +21,30 @@ pub fn project(target: Option<&str>) -> qvit_core::Result<Project> {
 /// A model spec starts with its family (`EfficientViT(` / `DeiT(`); anything else is read as a
 /// project, so that a malformed project reports its own error.
 fn is_project_file(path: &Path) -> bool {
+    let first = first_line(path);
+    !(first.starts_with("EfficientViT") || first.starts_with("DeiT"))
+}
+
+/// The first line of a RON file that is not blank or a comment (empty if unreadable).
+pub fn first_line(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let first = text
-        .lines()
+    text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with("#!"))
-        .unwrap_or("");
-    !(first.starts_with("EfficientViT") || first.starts_with("DeiT"))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A design space: a `DesignSpace(…)` file, or a project file with a `sweep` section.
+pub fn design_space(path: &Path) -> anyhow::Result<DesignSpace> {
+    if first_line(path).starts_with("DesignSpace") {
+        return Ok(DesignSpace::load(path)?);
+    }
+    let origin = path.display().to_string();
+    Project::load(path)?.design_space(&origin)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{origin}: this project has no `sweep` section; add `sweep: Some(DesignSpace(…))` \
+             (the explorer's Explore tab writes one) or give a design-space file (presets/sweeps/)"
+        )
+    })
 }

@@ -12,5 +12,5 @@ pub mod workload;
 
 pub use config::AccelConfig;
 pub use cost::{Totals, cost, totals};
-pub use report::{Bound, CostReport, LayerCost};
+pub use report::{Bound, CostReport, LayerCost, write_layers_csv};
 pub use workload::Workload;

@@ -60,3 +60,18 @@ pub struct CostReport {
     pub bytes_moved: u64,
     pub layers: Vec<LayerCost>,
 }
+
+/// Writes a report's layers as CSV (one row per layer, the [`LayerCost`] fields), atomically.
+pub fn write_layers_csv(report: &CostReport, path: &std::path::Path) -> crate::Result<()> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let failed = |e: csv::Error| crate::Error::InvalidField {
+        origin: path.display().to_string(),
+        field: "csv".into(),
+        message: e.to_string(),
+    };
+    for layer in &report.layers {
+        writer.serialize(layer).map_err(failed)?;
+    }
+    let bytes = writer.into_inner().map_err(|e| failed(e.into_error().into()))?;
+    crate::ron_io::write_atomic(path, &bytes)
+}

@@ -29,9 +29,15 @@ pub enum Sampling {
 #[serde(deny_unknown_fields, rename = "DesignSpace")]
 pub struct DesignSpace {
     pub name: String,
-    /// The accelerator preset (or RON file) whose other settings every point shares.
+    /// The accelerator preset (or RON file) whose other settings every point shares. In a
+    /// project's `sweep` section it may be left out: the project's accelerator is the base.
+    #[serde(default)]
     pub base: String,
-    /// Model presets or RON files.
+    /// The base accelerator itself, when it comes from a project rather than from `base`.
+    #[serde(skip)]
+    pub base_config: Option<crate::accel::AccelConfig>,
+    /// Model presets or RON files (in a project's `sweep` section, default: the project's model).
+    #[serde(default)]
     pub models: Vec<String>,
     /// Input resolutions (empty: each model's own).
     #[serde(default)]
@@ -154,6 +160,12 @@ impl DesignSpace {
         let bad = |field: &str, message: String| Error::field(origin, field, message);
         if self.models.is_empty() {
             return bad("models", "name at least one model".into());
+        }
+        if self.base.is_empty() && self.base_config.is_none() {
+            return bad(
+                "base",
+                "name the accelerator every point starts from, e.g. \"trio-vit-zcu102\"".into(),
+            );
         }
         if self.bits.is_empty() {
             return bad(

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -100,6 +101,9 @@ pub struct Outcome {
     pub resumed: u64,
     /// Points priced by this run.
     pub evaluated: u64,
+    /// The run stopped early because it was asked to; the file holds whole rows and can be
+    /// resumed.
+    pub cancelled: bool,
 }
 
 /// Everything a point needs, prepared once per run.
@@ -114,10 +118,13 @@ struct Prepared<'s> {
 
 impl<'s> Prepared<'s> {
     fn new(space: &'s DesignSpace) -> Result<Self> {
-        let base = AccelConfig::resolve(&space.base)?;
+        let base = match &space.base_config {
+            Some(config) => config.clone(),
+            None => AccelConfig::resolve(&space.base)?,
+        };
         if base.engines().is_none() {
             return Error::field(
-                &space.base,
+                &base.name,
                 "architecture",
                 "a sweep varies Trio-ViT engine sizes (mat/rmac); use a Trio-ViT accelerator as its base",
             );
@@ -280,6 +287,19 @@ pub fn run(
     resume: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Outcome> {
+    run_until(space, out, shard, resume, &AtomicBool::new(false), progress)
+}
+
+/// [`run`], stopping after the chunk during which `cancel` becomes true (for a UI's cancel
+/// button). A cancelled file holds whole rows only, so `resume` continues it.
+pub fn run_until(
+    space: &DesignSpace,
+    out: &Path,
+    shard: Shard,
+    resume: bool,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Outcome> {
     let prepared = Prepared::new(space)?;
     let points = shard.len(space.len());
     let (mut file, resumed) = if out.exists() {
@@ -309,7 +329,7 @@ pub fn run(
     }
     let mut done = resumed;
     progress(done);
-    while done < points {
+    while done < points && !cancel.load(Ordering::Relaxed) {
         let end = (done + CHUNK as u64).min(points);
         let lines: Vec<Vec<u8>> = (done..end)
             .into_par_iter()
@@ -324,7 +344,8 @@ pub fn run(
     Ok(Outcome {
         points,
         resumed,
-        evaluated: points - resumed,
+        evaluated: done - resumed,
+        cancelled: done < points,
     })
 }
 
@@ -387,6 +408,84 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<u64> {
     Ok(rows.len() as u64)
 }
 
+/// One priced design of a sweep CSV, typed for plotting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Design {
+    pub index: u64,
+    pub model: String,
+    pub mat_pes: usize,
+    pub mat_lanes: usize,
+    pub rmac_pes: usize,
+    pub rmac_lanes: usize,
+    pub copies: usize,
+    pub clock_mhz: f64,
+    pub bits: String,
+    pub dsps: usize,
+    pub fps: f64,
+    pub gops_per_dsp: f64,
+    /// Measured top-1 in percent, when the sweep asked for accuracy.
+    pub top1: Option<f64>,
+    /// On the Pareto front of the file's feasible designs.
+    pub pareto: bool,
+}
+
+/// The feasible designs of a sweep CSV (rows whose status is `ok`), with their Pareto flags
+/// computed as [`write_pareto`] does.
+pub fn read_designs(csv: &Path) -> Result<Vec<Design>> {
+    let origin = csv.display().to_string();
+    let rows: Vec<csv::StringRecord> = read_rows(csv)?
+        .into_iter()
+        .filter(|r| &r[STATUS] == "ok")
+        .collect();
+    let mut designs = rows
+        .iter()
+        .map(|r| {
+            let num = |i: usize| -> Result<f64> {
+                r[i].parse().or_else(|_| {
+                    Error::field(&origin, HEADER[i], format!("`{}` is not a number", &r[i]))
+                })
+            };
+            Ok(Design {
+                index: num(0)? as u64,
+                model: r[1].to_string(),
+                mat_pes: num(3)? as usize,
+                mat_lanes: num(4)? as usize,
+                rmac_pes: num(5)? as usize,
+                rmac_lanes: num(6)? as usize,
+                copies: num(7)? as usize,
+                clock_mhz: num(8)?,
+                bits: r[9].to_string(),
+                dsps: num(11)? as usize,
+                fps: num(FPS)?,
+                gops_per_dsp: num(GOPS_PER_DSP)?,
+                top1: r[TOP1].parse().ok(),
+                pareto: false,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for i in pareto::front(&objectives(&rows)) {
+        designs[i].pareto = true;
+    }
+    Ok(designs)
+}
+
+/// The objectives of feasible rows: FPS, GOPS/DSP and, when every row has it, top-1.
+fn objectives(rows: &[csv::StringRecord]) -> Vec<Vec<f64>> {
+    let with_accuracy = !rows.is_empty() && rows.iter().all(|r| !r[TOP1].is_empty());
+    rows.iter()
+        .map(|r| {
+            let mut o = vec![
+                r[FPS].parse().unwrap_or(0.0),
+                r[GOPS_PER_DSP].parse().unwrap_or(0.0),
+            ];
+            if with_accuracy {
+                o.push(r[TOP1].parse().unwrap_or(0.0));
+            }
+            o
+        })
+        .collect()
+}
+
 /// The path of a sweep's Pareto file: `results.csv` → `results.pareto.csv`.
 pub fn pareto_path(csv: &Path) -> PathBuf {
     csv.with_extension("pareto.csv")
@@ -399,21 +498,7 @@ pub fn write_pareto(csv: &Path) -> Result<u64> {
         .into_iter()
         .filter(|r| &r[STATUS] == "ok")
         .collect();
-    let with_accuracy = !rows.is_empty() && rows.iter().all(|r| !r[TOP1].is_empty());
-    let objectives: Vec<Vec<f64>> = rows
-        .iter()
-        .map(|r| {
-            let mut o = vec![
-                r[FPS].parse().unwrap_or(0.0),
-                r[GOPS_PER_DSP].parse().unwrap_or(0.0),
-            ];
-            if with_accuracy {
-                o.push(r[TOP1].parse().unwrap_or(0.0));
-            }
-            o
-        })
-        .collect();
-    let front: Vec<csv::StringRecord> = pareto::front(&objectives)
+    let front: Vec<csv::StringRecord> = pareto::front(&objectives(&rows))
         .into_iter()
         .map(|i| rows[i].clone())
         .collect();

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::fake::FakeQuantExecutor;
-use super::plan::{QuantPlan, weight_of};
+use super::plan::{QuantPlan, out_channels, weight_of};
+use super::histogram::Histogram;
 use super::stats::{BoxStats, CalibrationStats};
 use crate::error::Result;
 use crate::exec::float::FloatExecutor;
@@ -142,6 +143,107 @@ pub fn channel_boxes(
     Some((before, after))
 }
 
+/// What the quantizer at `point` sees: the tensor's histogram after the plan's migration or
+/// shift (as calibrated when it has neither), and the quantizer's levels over that range —
+/// the picture of which values survive and which are clipped.
+#[derive(Debug, Clone)]
+pub struct QuantizerView {
+    pub histogram: Histogram,
+    pub levels: Vec<f32>,
+    /// The histogram is of the migrated or shifted tensor.
+    pub transformed: bool,
+}
+
+pub fn quantizer_view(stats: &CalibrationStats, plan: &QuantPlan, point: &str) -> Option<QuantizerView> {
+    let st = stats.points.iter().find(|p| p.name == point)?;
+    let a = plan.activations.iter().find(|a| a.point == point)?;
+    let transformed = a.migration.is_some() || a.shift.is_some();
+    let histogram = if transformed {
+        st.transformed(a.migration.as_deref(), a.shift.as_deref()).histogram
+    } else {
+        st.histogram.clone()
+    };
+    // Per-channel quantizers (weights aside, only before a transform) are shown for channel 0.
+    let levels = sampled_levels(histogram.lo, histogram.hi, |x| a.quantizer.fake(x, 0));
+    Some(QuantizerView {
+        histogram,
+        levels,
+        transformed,
+    })
+}
+
+/// The distinct values the plan's quantizer at `point` produces for inputs in `[lo, hi]` of
+/// channel `channel` (in the calibrated domain, migration and shift included): the levels to
+/// draw over a histogram. Found by sampling the quantizer at 8,192 points, so at most that many
+/// levels come back; the first and last are the clipping range within `[lo, hi]`.
+pub fn activation_levels(plan: &QuantPlan, point: &str, channel: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let Some(a) = plan.activations.iter().find(|a| a.point == point) else {
+        return Vec::new();
+    };
+    sampled_levels(lo, hi, |x| a.fake(x, channel))
+}
+
+/// The levels of a layer's weight quantizer for output channel `channel` within `[lo, hi]`,
+/// sampled as [`activation_levels`].
+pub fn weight_levels(plan: &QuantPlan, layer: &str, channel: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let Some(w) = plan.weights.iter().find(|w| w.layer == layer) else {
+        return Vec::new();
+    };
+    sampled_levels(lo, hi, |x| w.quantizer.fake(x, channel))
+}
+
+fn sampled_levels(lo: f32, hi: f32, fake: impl Fn(f32) -> f32) -> Vec<f32> {
+    const SAMPLES: usize = 8192;
+    if !(lo.is_finite() && hi.is_finite()) || hi < lo {
+        return Vec::new();
+    }
+    let mut levels: Vec<f32> = Vec::new();
+    for i in 0..=SAMPLES {
+        let y = fake(lo + (hi - lo) * i as f32 / SAMPLES as f32);
+        if levels.last() != Some(&y) {
+            levels.push(y);
+        }
+    }
+    levels.sort_by(f32::total_cmp);
+    levels.dedup();
+    levels
+}
+
+/// Per-output-channel boxes of a weighted layer's (folded) weights, or `None` for a layer
+/// without weights.
+pub fn weight_boxes(
+    graph: &Graph,
+    params: &FoldedWeights,
+    plan: &QuantPlan,
+    layer: &str,
+) -> Option<Vec<BoxStats>> {
+    let wp = plan.weights.iter().find(|w| w.layer == layer)?;
+    let w = weight_of(&params.nodes[wp.node])?;
+    let channels = out_channels(&graph.nodes()[wp.node].op).max(1);
+    let per = w.len() / channels;
+    if per == 0 || w.len() % channels != 0 {
+        return None;
+    }
+    Some(
+        w.chunks(per)
+            .map(|c| {
+                let mut v = c.to_vec();
+                v.sort_by(f32::total_cmp);
+                let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+                BoxStats {
+                    min: v[0],
+                    p1: q(0.01),
+                    p25: q(0.25),
+                    median: q(0.5),
+                    p75: q(0.75),
+                    p99: q(0.99),
+                    max: v[v.len() - 1],
+                }
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +252,14 @@ mod tests {
     fn sqnr_by_hand() {
         assert!((sqnr_db(100.0, 1.0) - 20.0).abs() < 1e-12);
         assert_eq!(sqnr_db(1.0, 0.0), SQNR_CAP_DB);
+    }
+
+    #[test]
+    fn sampled_levels_of_a_two_bit_quantizer() {
+        // Symmetric 2 bits, step 0.5: codes −1, 0, 1 → levels −0.5, 0, 0.5 inside [−2, 2].
+        let u = super::super::quantizer::Uniform::per_tensor(2, true, -0.5, 0.5);
+        let levels = sampled_levels(-2.0, 2.0, |x| u.fake(x, 0));
+        assert_eq!(levels, vec![-0.5, 0.0, 0.5]);
+        assert!(sampled_levels(1.0, 0.0, |x| x).is_empty());
     }
 }

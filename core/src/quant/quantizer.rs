@@ -51,15 +51,7 @@ impl Quantizer {
     /// A short description for tables: `uniform asym per-tensor`, `log2`, …
     pub fn describe(&self) -> String {
         match self {
-            Quantizer::Uniform(u) => format!(
-                "uniform {} {}",
-                if u.symmetric { "sym" } else { "asym" },
-                match u.scale.len() {
-                    1 => "per-tensor".to_string(),
-                    _ if u.group == 1 => "per-channel".to_string(),
-                    _ => format!("per-group({})", u.group),
-                }
-            ),
+            Quantizer::Uniform(u) => u.describe(),
             Quantizer::Log(l) if l.root == 2 => "log√2".into(),
             Quantizer::Log(_) => "log2".into(),
             Quantizer::Twin(_) => "twin-uniform".into(),
@@ -114,6 +106,19 @@ impl Uniform {
             zero_point: vec![z],
             group: 1,
         }
+    }
+
+    /// `uniform sym per-channel`, `uniform asym per-tensor`, …
+    pub fn describe(&self) -> String {
+        format!(
+            "uniform {} {}",
+            if self.symmetric { "sym" } else { "asym" },
+            match self.scale.len() {
+                1 => "per-tensor".to_string(),
+                _ if self.group == 1 => "per-channel".to_string(),
+                _ => format!("per-group({})", self.group),
+            }
+        )
     }
 
     #[inline]

@@ -1,0 +1,372 @@
+//! The explorer's state and its reactions: what is open, which background jobs run, and what
+//! follows from a change (a new accelerator is priced in the same frame; new bit widths
+//! re-quantize from cached statistics and re-evaluate in the background).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use qvit_core::accel::{CostReport, Workload, cost};
+use qvit_core::eval::Accuracy;
+use qvit_core::explore::sweep::Design;
+use qvit_core::graph::{Graph, NodeId};
+use qvit_core::project::{DEFAULT_ACCELERATOR, Project};
+use qvit_core::quant::{LayerBits, QuantExecutor, QuantSettings};
+
+use crate::instrument::Instruments;
+use crate::jobs::{Counts, Job};
+use crate::session::{self, Loaded, Quantized};
+use crate::views::explore::ExploreState;
+
+/// Recent project files kept in the File menu.
+const RECENT_FILES: usize = 8;
+
+/// The central area's tabs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Tab {
+    #[default]
+    Distributions,
+    Quantization,
+    Accelerator,
+    Explore,
+}
+
+/// The headline figures of one configuration, to compare against a pinned baseline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    pub top1: Option<f64>,
+    pub fps: f64,
+    pub gops: f64,
+    pub dsps: usize,
+    pub gops_per_dsp: f64,
+}
+
+/// A message shown under the menu bar until dismissed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    Error(String),
+    Info(String),
+}
+
+/// What changed during a frame; acted on once at its end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Changes {
+    /// Bit widths, recipe or executor: re-quantize and re-evaluate.
+    pub quant: bool,
+    /// Accelerator only: re-price.
+    pub accel: bool,
+}
+
+/// The background jobs, at most one of each kind.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    pub load: Option<Job<Loaded>>,
+    pub quantize: Option<Job<Quantized>>,
+    pub evaluate: Option<Job<Accuracy, Accuracy>>,
+    pub sweep: Option<Job<Vec<Design>>>,
+}
+
+/// The explorer: one open project and everything derived from it.
+#[derive(Debug)]
+pub struct Explorer {
+    pub ctx: egui::Context,
+    /// The configuration being edited (always with `quant` and `accelerator` set).
+    pub project: Project,
+    pub project_path: Option<PathBuf>,
+    pub graph: Result<Arc<Graph>, String>,
+    pub loaded: Option<Arc<Loaded>>,
+    pub quantized: Option<Arc<Quantized>>,
+    pub quant_error: Option<String>,
+    /// Streaming or final test-set accuracy of the current quantization.
+    pub accuracy: Option<Accuracy>,
+    pub accuracy_error: Option<String>,
+    pub cost: Result<CostReport, String>,
+    /// Each layer's bit widths after the overrides (known without calibration).
+    pub layer_bits: Option<LayerBits>,
+    pub baseline: Option<Snapshot>,
+    pub selected: Option<NodeId>,
+    pub tab: Tab,
+    pub sort_by_range: bool,
+    pub explore: ExploreState,
+    pub recent: Vec<PathBuf>,
+    pub notice: Option<Notice>,
+    pub jobs: Jobs,
+    pub changes: Changes,
+    instruments: Instruments,
+}
+
+impl Explorer {
+    /// Opens `project` (completed with the explorer's defaults) and starts loading it.
+    pub fn new(ctx: &egui::Context, project: Project, path: Option<PathBuf>) -> Self {
+        let mut explorer = Self {
+            ctx: ctx.clone(),
+            project: Project::default(),
+            project_path: None,
+            graph: Err("not loaded".into()),
+            loaded: None,
+            quantized: None,
+            quant_error: None,
+            accuracy: None,
+            accuracy_error: None,
+            cost: Err("not priced".into()),
+            layer_bits: None,
+            baseline: None,
+            selected: None,
+            tab: Tab::default(),
+            sort_by_range: false,
+            explore: ExploreState::default(),
+            recent: Vec::new(),
+            notice: None,
+            jobs: Jobs::default(),
+            changes: Changes::default(),
+            instruments: Instruments::from_env(),
+        };
+        explorer.replace_project(project, path);
+        explorer
+    }
+
+    /// The shipped default: micro EfficientViT, trio-vit W8A8 on the integer executor, the
+    /// Trio-ViT accelerator on a ZCU102.
+    pub fn default_project() -> Project {
+        Project {
+            quant: Some(QuantSettings {
+                executor: QuantExecutor::Int,
+                ..QuantSettings::default()
+            }),
+            ..Project::default()
+        }
+    }
+
+    /// The quantization being edited.
+    pub fn settings(&mut self) -> &mut QuantSettings {
+        self.project.quant.get_or_insert_with(QuantSettings::default)
+    }
+
+    /// Reads a project file. A file that fails to load leaves the open project untouched and
+    /// shows why.
+    pub fn open_project(&mut self, path: &Path) {
+        match Project::load(path) {
+            Ok(project) => {
+                self.replace_project(project, Some(path.to_path_buf()));
+                self.remember(path);
+                self.notice = Some(Notice::Info(format!("opened {}", path.display())));
+            }
+            Err(e) => {
+                self.notice = Some(Notice::Error(format!(
+                    "could not open the project; the current one stays open.\n{e}"
+                )))
+            }
+        }
+    }
+
+    /// Writes the project (atomically) where it can be run headless.
+    pub fn save_project(&mut self, path: &Path) {
+        match self.project.save(path) {
+            Ok(()) => {
+                self.project_path = Some(path.to_path_buf());
+                self.remember(path);
+                self.notice = Some(Notice::Info(format!(
+                    "saved {0}; run it headless with `qvit eval {0}`, `qvit cost {0}` or `qvit sweep {0}`",
+                    path.display()
+                )));
+            }
+            Err(e) => self.notice = Some(Notice::Error(format!("could not save: {e}"))),
+        }
+    }
+
+    fn remember(&mut self, path: &Path) {
+        let path = path.to_path_buf();
+        self.recent.retain(|p| *p != path);
+        self.recent.insert(0, path);
+        self.recent.truncate(RECENT_FILES);
+    }
+
+    fn replace_project(&mut self, mut project: Project, path: Option<PathBuf>) {
+        project.quant.get_or_insert_with(QuantSettings::default);
+        if project.accelerator.is_none() {
+            project.accelerator = qvit_core::accel::AccelConfig::preset(DEFAULT_ACCELERATOR).ok();
+        }
+        self.project = project;
+        self.project_path = path;
+        self.graph = self
+            .project
+            .spec()
+            .and_then(|s| Graph::build(&s))
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        self.loaded = None;
+        self.quantized = None;
+        self.accuracy = None;
+        self.accuracy_error = None;
+        self.quant_error = None;
+        self.selected = None;
+        self.jobs = Jobs::default();
+        self.explore.designs.clear();
+        self.reprice();
+        let project = self.project.clone();
+        self.jobs.load = Some(Job::spawn(&self.ctx, "calibrating", move |r| {
+            session::load(&project, r)
+        }));
+    }
+
+    /// Re-quantizes from the cached statistics, then re-evaluates (both in the background).
+    pub fn requantize(&mut self) {
+        self.jobs.evaluate = None;
+        self.accuracy = None;
+        self.accuracy_error = None;
+        let Some(loaded) = self.loaded.clone() else {
+            return;
+        };
+        let settings = self.settings().clone();
+        self.jobs.quantize = Some(Job::spawn(&self.ctx, "quantizing", move |_| {
+            session::quantize(&loaded, &settings)
+        }));
+    }
+
+    /// Prices the current bits on the current accelerator (fast enough for every frame).
+    pub fn reprice(&mut self) {
+        let graph = match &self.graph {
+            Ok(g) => g.clone(),
+            Err(e) => {
+                self.cost = Err(e.clone());
+                return;
+            }
+        };
+        let settings = self.settings().clone();
+        let bits = match LayerBits::resolve(&graph, &settings) {
+            Ok(b) => b,
+            Err(e) => {
+                self.layer_bits = None;
+                self.cost = Err(e.to_string());
+                return;
+            }
+        };
+        let workload = Workload::with_bits(&graph, |id| bits.operands(&graph, id));
+        self.layer_bits = Some(bits);
+        self.cost = self
+            .project
+            .accel_config()
+            .and_then(|config| cost(&workload, &config))
+            .map_err(|e| e.to_string());
+    }
+
+    /// The headline figures now.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let c = self.cost.as_ref().ok()?;
+        Some(Snapshot {
+            top1: self
+                .accuracy
+                .filter(|a| a.images == self.loaded.as_ref().map_or(0, |l| l.test.len()))
+                .map(|a| a.top1()),
+            fps: c.fps,
+            gops: c.gops,
+            dsps: c.dsps,
+            gops_per_dsp: c.gops_per_dsp,
+        })
+    }
+
+    /// True while any background job runs.
+    pub fn busy(&self) -> bool {
+        self.jobs.load.is_some()
+            || self.jobs.quantize.is_some()
+            || self.jobs.evaluate.is_some()
+            || self.jobs.sweep.is_some()
+    }
+
+    /// Collects finished jobs and starts the ones they enable; acts on the frame's changes.
+    pub fn step(&mut self) {
+        if let Some(result) = self.jobs.load.as_mut().and_then(Job::poll) {
+            self.jobs.load = None;
+            match result {
+                Ok(loaded) => {
+                    self.loaded = Some(Arc::new(loaded));
+                    self.changes.quant = true;
+                }
+                Err(e) => self.notice = Some(Notice::Error(e)),
+            }
+        }
+        if let Some(result) = self.jobs.quantize.as_mut().and_then(Job::poll) {
+            self.jobs.quantize = None;
+            match result {
+                Ok(q) => {
+                    let q = Arc::new(q);
+                    self.quantized = Some(q.clone());
+                    self.quant_error = None;
+                    self.start_evaluation(q);
+                }
+                Err(e) => self.quant_error = Some(e),
+            }
+        }
+        if let Some(job) = &mut self.jobs.evaluate {
+            let progress = job.progress();
+            if progress.images > 0 {
+                self.accuracy = Some(progress);
+            }
+            if let Some(result) = job.poll() {
+                self.jobs.evaluate = None;
+                match result {
+                    Ok(acc) => {
+                        if acc.images == self.loaded.as_ref().map_or(0, |l| l.test.len()) {
+                            self.instruments.accuracy_ready(acc.top1());
+                        }
+                        self.accuracy = Some(acc);
+                    }
+                    Err(e) => self.accuracy_error = Some(e),
+                }
+            }
+        }
+        if let Some(result) = self.jobs.sweep.as_mut().and_then(Job::poll) {
+            self.jobs.sweep = None;
+            match result {
+                Ok(designs) => self.explore.designs = designs,
+                Err(e) => self.notice = Some(Notice::Error(e)),
+            }
+        }
+        let changes = std::mem::take(&mut self.changes);
+        if changes.quant || changes.accel {
+            self.reprice();
+        }
+        if changes.quant {
+            self.requantize();
+        }
+    }
+
+    fn start_evaluation(&mut self, quantized: Arc<Quantized>) {
+        let Some(loaded) = self.loaded.clone() else {
+            return;
+        };
+        self.accuracy = None;
+        self.accuracy_error = None;
+        let what = match quantized.settings.executor {
+            QuantExecutor::Int => "evaluating (integer executor)",
+            QuantExecutor::Fake => "evaluating (fake-quant)",
+        };
+        self.jobs.evaluate = Some(Job::spawn(&self.ctx, what, move |r| {
+            session::evaluate(&loaded, &quantized, r)
+        }));
+    }
+
+    /// The progress of the job that the results bar shows, if any runs.
+    pub fn activity(&self) -> Option<(String, Counts)> {
+        if let Some(j) = &self.jobs.load {
+            return Some((j.what.clone(), j.progress()));
+        }
+        if let Some(j) = &self.jobs.quantize {
+            return Some((j.what.clone(), Counts::default()));
+        }
+        None
+    }
+}
+
+impl eframe::App for Explorer {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.instruments.frame_begin();
+        self.step();
+        crate::views::show(self, ui);
+        self.step();
+        self.instruments.frame_end(frame.info().cpu_usage);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        crate::files::save_state(self, storage);
+    }
+}

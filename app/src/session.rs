@@ -1,0 +1,142 @@
+//! What the explorer computes for the open project, as values: the loaded model with its
+//! calibration statistics and test set, and a quantization of it with its per-layer quality.
+//! Each is produced by one function that runs on a background job; the UI only reads them.
+
+use std::sync::Arc;
+
+use qvit_core::data::Dataset;
+use qvit_core::eval::{Accuracy, Classifier, evaluate_until};
+use qvit_core::exec::int::{IntExecutor, compile};
+use qvit_core::pipeline::{self, Model};
+use qvit_core::project::Project;
+use qvit_core::quant::diagnostics::{self, ActivationQuality, WeightQuality};
+use qvit_core::quant::{CalibrationStats, FakeQuantExecutor, QuantExecutor, QuantPlan, QuantSettings};
+
+use crate::jobs::{Counts, Reporter};
+
+/// Calibration images the explorer uses (the shipped set has 1,024).
+pub const CALIBRATION_IMAGES: usize = 1024;
+/// Test images whose activations give the per-layer SQNR.
+pub const SQNR_IMAGES: usize = 64;
+/// Images per evaluation batch: small enough that accuracy streams in often.
+const EVAL_BATCH: usize = 100;
+
+/// A model ready to quantize: weights, calibration statistics and the test set.
+#[derive(Debug)]
+pub struct Loaded {
+    pub model: Model,
+    pub stats: CalibrationStats,
+    pub test: Dataset,
+}
+
+/// Loads the project's model and test set and calibrates it (or reads its statistics file).
+pub fn load(project: &Project, reporter: &Reporter<Counts>) -> Result<Loaded, String> {
+    let go = || -> qvit_core::Result<Loaded> {
+        let model = Model::load(project)?;
+        let test = project.data_source().open()?;
+        pipeline::check_images(&test, &model.graph)?;
+        let stats = pipeline::statistics(
+            &model,
+            project.calibration.as_deref(),
+            None,
+            CALIBRATION_IMAGES,
+            &mut |done, total| {
+                reporter.report(Counts {
+                    done: done as u64,
+                    total: total as u64,
+                })
+            },
+        )?;
+        Ok(Loaded { model, stats, test })
+    };
+    go().map_err(|e| e.to_string())
+}
+
+/// A quant plan with the quality of every layer.
+#[derive(Debug)]
+pub struct Quantized {
+    pub settings: QuantSettings,
+    pub plan: QuantPlan,
+    pub weights: Vec<WeightQuality>,
+    pub activations: Vec<ActivationQuality>,
+}
+
+impl Quantized {
+    /// Weight SQNR of a layer.
+    pub fn weight_sqnr(&self, layer: &str) -> Option<f64> {
+        self.weights.iter().find(|w| w.layer == layer).map(|w| w.sqnr_db)
+    }
+
+    /// Tensor SQNR of an activation point.
+    pub fn activation_sqnr(&self, point: &str) -> Option<f64> {
+        self.activations
+            .iter()
+            .find(|a| a.point == point)
+            .map(|a| a.tensor_sqnr_db)
+    }
+}
+
+/// Builds the plan from the saved statistics (no float pass over the calibration set) and
+/// measures weight and activation SQNR on the first test images.
+pub fn quantize(loaded: &Loaded, settings: &QuantSettings) -> Result<Quantized, String> {
+    let go = || -> qvit_core::Result<Quantized> {
+        let plan = pipeline::plan(&loaded.model, &loaded.stats, settings)?;
+        let fake = FakeQuantExecutor::new(&loaded.model.graph, &loaded.model.folded, &plan)?;
+        let weights = diagnostics::weight_quality(&loaded.model.folded, fake.weights(), &plan);
+        let images = loaded
+            .test
+            .batch(0..loaded.test.len().min(SQNR_IMAGES))?
+            .images;
+        let activations = diagnostics::activation_quality(
+            &loaded.model.graph,
+            &loaded.model.folded,
+            &fake,
+            &images,
+        )?;
+        drop(fake);
+        Ok(Quantized {
+            settings: settings.clone(),
+            plan,
+            weights,
+            activations,
+        })
+    };
+    go().map_err(|e| e.to_string())
+}
+
+/// Top-1 of the quantized model on the test set, streamed batch by batch through `reporter`
+/// (running counts); stops early when cancelled.
+pub fn evaluate(
+    loaded: &Loaded,
+    quantized: &Arc<Quantized>,
+    reporter: &Reporter<Accuracy>,
+) -> Result<Accuracy, String> {
+    let graph = &loaded.model.graph;
+    let folded = &loaded.model.folded;
+    let plan = &quantized.plan;
+    let go = || -> qvit_core::Result<Accuracy> {
+        let fake;
+        let program;
+        let int;
+        let executor: &dyn Classifier = match quantized.settings.executor {
+            QuantExecutor::Fake => {
+                fake = FakeQuantExecutor::new(graph, folded, plan)?;
+                &fake
+            }
+            QuantExecutor::Int => {
+                program = compile(graph, folded, plan)?;
+                int = IntExecutor::new(&program);
+                &int
+            }
+        };
+        evaluate_until(
+            executor,
+            &loaded.test,
+            EVAL_BATCH,
+            None,
+            reporter.cancel_flag(),
+            &mut |acc| reporter.report(*acc),
+        )
+    };
+    go().map_err(|e| e.to_string())
+}

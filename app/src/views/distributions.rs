@@ -1,0 +1,176 @@
+//! Distributions of the selected layer: per-channel boxes of its input activation as
+//! calibrated and as the quantizer sees it after Trio-ViT's migration or shifting, the
+//! tensor's histogram with the quantizer's levels and clipping range, and per-filter boxes of
+//! its weights.
+
+use egui_plot::{Bar, BarChart, BoxElem, BoxPlot, BoxSpread, Legend, Plot, VLine};
+use qvit_core::quant::diagnostics;
+use qvit_core::quant::stats::BoxStats;
+
+use super::db;
+use crate::explorer::Explorer;
+
+/// Levels drawn at most; denser quantizers show every k-th level.
+const MAX_LEVEL_LINES: usize = 64;
+
+pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
+    let (Some(loaded), Some(q), Ok(graph)) = (
+        explorer.loaded.clone(),
+        explorer.quantized.clone(),
+        explorer.graph.clone(),
+    ) else {
+        ui.label("Calibrating… the distributions appear when the statistics are ready.");
+        return;
+    };
+    let Some(id) = explorer.selected.or_else(|| first_migrated_layer(&q, &graph)) else {
+        ui.label("Select a layer in the tree.");
+        return;
+    };
+    explorer.selected = Some(id);
+    let layer = graph.node(id).name.clone();
+    let point = super::input_point(&q, &graph, id).map(str::to_string);
+    ui.horizontal(|ui| {
+        ui.strong(&layer);
+        ui.checkbox(&mut explorer.sort_by_range, "sort channels by range");
+    });
+    let Some(point) = point else {
+        ui.label("This layer has no quantized input.");
+        return;
+    };
+    let act = q.plan.activations.iter().find(|a| a.point == point);
+    ui.label(format!(
+        "input {point}: {} · activation SQNR {}",
+        act.map_or(String::new(), |a| super::plain(&a.note)),
+        db(q.activation_sqnr(&point))
+    ));
+    let height = (ui.available_height() / 3.0 - 12.0).max(120.0);
+    if let Some((before, after)) = diagnostics::channel_boxes(&loaded.stats, &q.plan, &point) {
+        let order = channel_order(&before, explorer.sort_by_range);
+        let transformed = before != after;
+        ui.columns(if transformed { 2 } else { 1 }, |cols| {
+            boxes(&mut cols[0], "calibrated", "before", &before, &order, height);
+            if transformed {
+                boxes(
+                    &mut cols[1],
+                    "as quantized (after migration / shift)",
+                    "after",
+                    &after,
+                    &order,
+                    height,
+                );
+            }
+        });
+    }
+    if let Some(view) = diagnostics::quantizer_view(&loaded.stats, &q.plan, &point) {
+        histogram(ui, &view, height);
+    }
+    if let Some(weights) = diagnostics::weight_boxes(&graph, &loaded.model.folded, &q.plan, &layer) {
+        ui.label(format!(
+            "weights, one box per output channel · weight SQNR {}",
+            db(q.weight_sqnr(&layer))
+        ));
+        let order = channel_order(&weights, explorer.sort_by_range);
+        boxes(ui, "weights", "weights", &weights, &order, height);
+    }
+}
+
+fn histogram(ui: &mut egui::Ui, view: &diagnostics::QuantizerView, height: f32) {
+    let (h, levels) = (&view.histogram, &view.levels);
+    ui.label(format!(
+        "histogram of {} calibration values{} · {} levels in range, clipping range {}",
+        h.total(),
+        if view.transformed { " after migration / shift" } else { "" },
+        levels.len(),
+        match (levels.first(), levels.last()) {
+            (Some(lo), Some(hi)) => format!("[{lo:.4}, {hi:.4}]"),
+            _ => "–".into(),
+        }
+    ));
+    let bars: Vec<Bar> = (0..h.bins())
+        .filter(|&b| h.counts[b] > 0)
+        .map(|b| Bar::new(h.center(b) as f64, h.counts[b] as f64).width(h.width() as f64))
+        .collect();
+    Plot::new("histogram")
+        .height(height)
+        .legend(Legend::default())
+        .show(ui, |plot| {
+            plot.bar_chart(BarChart::new("values", bars));
+            let step = levels.len().div_ceil(MAX_LEVEL_LINES).max(1);
+            for &l in levels.iter().step_by(step).skip(1) {
+                plot.vline(
+                    VLine::new("levels", l as f64)
+                        .color(egui::Color32::from_rgba_unmultiplied(90, 140, 220, 90)),
+                );
+            }
+            for l in [levels.first(), levels.last()].into_iter().flatten() {
+                plot.vline(VLine::new("clipping range", *l as f64).color(egui::Color32::RED));
+            }
+        });
+}
+
+/// The first layer whose input the plan migrates or shifts (the most telling default view).
+fn first_migrated_layer(
+    q: &crate::session::Quantized,
+    graph: &qvit_core::graph::Graph,
+) -> Option<usize> {
+    let point = q
+        .plan
+        .activations
+        .iter()
+        .find(|a| a.migration.is_some())
+        .or_else(|| q.plan.activations.first())?;
+    graph.consumers(point.node).into_iter().find(|&c| graph.node(c).macs > 0)
+}
+
+/// Channel indices in display order: as numbered, or widest range first.
+fn channel_order(boxes: &[BoxStats], by_range: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..boxes.len()).collect();
+    if by_range {
+        order.sort_by(|&a, &b| {
+            let r = |i: usize| boxes[i].max - boxes[i].min;
+            r(b).total_cmp(&r(a))
+        });
+    }
+    order
+}
+
+fn boxes(
+    ui: &mut egui::Ui,
+    title: &str,
+    id: &str,
+    boxes: &[BoxStats],
+    order: &[usize],
+    height: f32,
+) {
+    ui.label(format!("{title} · {} channels (whiskers p1–p99, dots min/max)", boxes.len()));
+    let elems: Vec<BoxElem> = order
+        .iter()
+        .enumerate()
+        .map(|(x, &c)| {
+            let b = &boxes[c];
+            BoxElem::new(
+                x as f64,
+                BoxSpread::new(
+                    b.p1 as f64,
+                    b.p25 as f64,
+                    b.median as f64,
+                    b.p75 as f64,
+                    b.p99 as f64,
+                ),
+            )
+            .name(format!("channel {c}"))
+            .box_width(0.7)
+        })
+        .collect();
+    let extremes: Vec<[f64; 2]> = order
+        .iter()
+        .enumerate()
+        .flat_map(|(x, &c)| [[x as f64, boxes[c].min as f64], [x as f64, boxes[c].max as f64]])
+        .collect();
+    Plot::new(format!("boxes-{id}"))
+        .height(height)
+        .show(ui, |plot| {
+            plot.box_plot(BoxPlot::new(title, elems));
+            plot.points(egui_plot::Points::new("min / max", extremes).radius(1.5));
+        });
+}

@@ -1,0 +1,367 @@
+//! Explore: a sweep of engine sizes, copies and bit widths around the open configuration, run
+//! in the background with progress and cancel; a scatter of accuracy, FPS or DSP efficiency
+//! with the Pareto front highlighted and published accelerators as labelled reference points.
+//! Clicking a design loads it.
+
+use std::path::PathBuf;
+
+use egui_plot::{Legend, MarkerShape, Plot, PlotPoint, Points, Text};
+use qvit_core::accel::config::{Architecture, Engine};
+use qvit_core::accel::published::{self, PublishedAccelerator};
+use qvit_core::explore::accuracy::AccuracySpec;
+use qvit_core::explore::sweep::{self, Design};
+use qvit_core::explore::{DesignSpace, Sampling, Shard};
+use qvit_core::quant::BitWidths;
+
+use crate::explorer::{Explorer, Notice};
+use crate::jobs::{Counts, Job};
+
+/// Images per bit width when the sweep measures accuracy (a quick estimate; the headless
+/// `qvit sweep` defaults to the full test set).
+const ACCURACY_IMAGES: usize = 2000;
+
+/// The axes of the explorer's sweep, as the user typed them.
+#[derive(Debug, Clone)]
+pub struct ExploreState {
+    pub mat_pes: String,
+    pub mat_lanes: String,
+    pub rmac_pes: String,
+    pub rmac_lanes: String,
+    pub copies: String,
+    pub bits: String,
+    pub accuracy: bool,
+    pub x: Axis,
+    pub y: Axis,
+    pub designs: Vec<Design>,
+    published: Option<Vec<PublishedAccelerator>>,
+}
+
+impl Default for ExploreState {
+    fn default() -> Self {
+        Self {
+            mat_pes: "8, 16, 32".into(),
+            mat_lanes: "4, 8, 16".into(),
+            rmac_pes: "8, 16, 32".into(),
+            rmac_lanes: "4, 8, 16".into(),
+            copies: "1, 2, 4, 8".into(),
+            bits: "w8a8, w4a8".into(),
+            accuracy: true,
+            x: Axis::Fps,
+            y: Axis::Top1,
+            designs: Vec::new(),
+            published: None,
+        }
+    }
+}
+
+/// What a scatter axis shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    Fps,
+    GopsPerDsp,
+    Top1,
+}
+
+impl Axis {
+    fn name(self) -> &'static str {
+        match self {
+            Axis::Fps => "FPS",
+            Axis::GopsPerDsp => "GOPS/DSP",
+            Axis::Top1 => "top-1 (%)",
+        }
+    }
+
+    fn of(self, d: &Design) -> Option<f64> {
+        match self {
+            Axis::Fps => Some(d.fps),
+            Axis::GopsPerDsp => Some(d.gops_per_dsp),
+            Axis::Top1 => d.top1,
+        }
+    }
+
+    fn of_published(self, p: &published::PublishedPoint) -> Option<f64> {
+        match self {
+            Axis::Fps => p.fps,
+            Axis::GopsPerDsp => p.gops_per_dsp,
+            Axis::Top1 => None,
+        }
+    }
+}
+
+impl ExploreState {
+    /// The design space these axes describe around the explorer's project.
+    pub fn space(&self, explorer: &Explorer) -> Result<DesignSpace, String> {
+        let list = |field: &str, text: &str| -> Result<Vec<usize>, String> {
+            text.split(',')
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| format!("{field}: `{v}` is not a whole number"))
+                })
+                .collect()
+        };
+        let bits: Vec<String> = self
+            .bits
+            .split(',')
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        for b in &bits {
+            b.parse::<BitWidths>().map_err(|e| format!("bits: {e}"))?;
+        }
+        let settings = explorer.project.quant.clone().unwrap_or_default();
+        let mut space = DesignSpace {
+            name: "explorer".into(),
+            base: String::new(),
+            base_config: None,
+            models: vec![explorer.project.model.clone()],
+            resolutions: Vec::new(),
+            mat_pes: list("P_m", &self.mat_pes)?,
+            mat_lanes: list("L_m", &self.mat_lanes)?,
+            rmac_pes: list("P_r", &self.rmac_pes)?,
+            rmac_lanes: list("L_r", &self.rmac_lanes)?,
+            copies: list("L", &self.copies)?,
+            clock_mhz: Vec::new(),
+            bits,
+            accuracy: self.accuracy.then(|| AccuracySpec {
+                recipe: settings.recipe.clone(),
+                images: Some(ACCURACY_IMAGES),
+                calibration_images: crate::session::CALIBRATION_IMAGES,
+                calibration: Vec::new(),
+                executor: settings.executor,
+            }),
+            sampling: Sampling::Grid,
+        };
+        let origin = "the Explore tab";
+        space.base_config = Some(explorer.project.accel_config().map_err(|e| e.to_string())?);
+        space.validate(origin).map_err(|e| e.to_string())?;
+        Ok(space)
+    }
+}
+
+pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
+    axes(explorer, ui);
+    ui.horizontal(|ui| {
+        match &explorer.jobs.sweep {
+            Some(job) => {
+                let c = job.progress();
+                ui.spinner();
+                ui.add(
+                    egui::ProgressBar::new(c.fraction())
+                        .desired_width(240.0)
+                        .text(format!("{} {}/{}", job.what, c.done, c.total)),
+                );
+                if ui.button("Cancel sweep").clicked() {
+                    job.cancel();
+                }
+            }
+            None => {
+                if ui.button("Run sweep").clicked() {
+                    start_sweep(explorer);
+                }
+            }
+        }
+        if !explorer.explore.designs.is_empty() && ui.button("Export results as CSV…").clicked() {
+            export_dialog(explorer);
+        }
+        if ui
+            .button("Keep this space in the project")
+            .on_hover_text("Saved with the project, so `qvit sweep PROJECT.ron` runs it headless")
+            .clicked()
+        {
+            match explorer.explore.space(explorer) {
+                Ok(mut space) => {
+                    space.base_config = None;
+                    space.models.clear();
+                    explorer.project.sweep = Some(space);
+                }
+                Err(e) => explorer.notice = Some(Notice::Error(e)),
+            }
+        }
+    });
+    scatter(explorer, ui);
+}
+
+fn axes(explorer: &mut Explorer, ui: &mut egui::Ui) {
+    let s = &mut explorer.explore;
+    let field = |ui: &mut egui::Ui, label: &str, text: &mut String| {
+        ui.label(label);
+        ui.add(egui::TextEdit::singleline(text).desired_width(140.0));
+    };
+    ui.horizontal(|ui| {
+        field(ui, "P_m", &mut s.mat_pes);
+        field(ui, "L_m", &mut s.mat_lanes);
+        field(ui, "P_r", &mut s.rmac_pes);
+        field(ui, "L_r", &mut s.rmac_lanes);
+    });
+    ui.horizontal(|ui| {
+        field(ui, "L (copies)", &mut s.copies);
+        field(ui, "bits", &mut s.bits);
+        ui.weak("comma-separated values per axis; every combination is priced");
+    });
+    ui.horizontal(|ui| {
+        ui.checkbox(
+            &mut s.accuracy,
+            format!("measure top-1 per bit width ({ACCURACY_IMAGES} test images)"),
+        );
+        ui.separator();
+        for (label, axis) in [("x", &mut s.x), ("y", &mut s.y)] {
+            ui.label(label);
+            egui::ComboBox::from_id_salt(label)
+                .selected_text(axis.name())
+                .show_ui(ui, |ui| {
+                    for a in [Axis::Fps, Axis::GopsPerDsp, Axis::Top1] {
+                        ui.selectable_value(axis, a, a.name());
+                    }
+                });
+        }
+    });
+}
+
+fn results_path() -> PathBuf {
+    std::env::temp_dir().join(format!("qvit-explore-{}.csv", std::process::id()))
+}
+
+fn start_sweep(explorer: &mut Explorer) {
+    let space = match explorer.explore.space(explorer) {
+        Ok(s) => s,
+        Err(e) => {
+            explorer.notice = Some(Notice::Error(e));
+            return;
+        }
+    };
+    let total = space.len();
+    explorer.jobs.sweep = Some(Job::spawn(
+        &explorer.ctx,
+        format!("sweeping {total} designs"),
+        move |r| {
+            let out = results_path();
+            let _ = std::fs::remove_file(&out);
+            sweep::run_until(&space, &out, Shard::ALL, false, r.cancel_flag(), &mut |done| {
+                r.report(Counts { done, total })
+            })
+            .and_then(|_| sweep::read_designs(&out))
+            .map_err(|e| e.to_string())
+        },
+    ));
+}
+
+fn export_dialog(explorer: &mut Explorer) {
+    if let Some(path) = rfd::FileDialog::new()
+        .add_filter("CSV", &["csv"])
+        .set_file_name("sweep.csv")
+        .save_file()
+    {
+        let copied = std::fs::read(results_path())
+            .and_then(|bytes| qvit_core::ron_io::write_atomic(&path, &bytes).map_err(std::io::Error::other));
+        explorer.notice = Some(match copied {
+            Ok(()) => Notice::Info(format!("wrote {}", path.display())),
+            Err(e) => Notice::Error(format!("could not export the sweep: {e}")),
+        });
+    }
+}
+
+fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
+    let s = &mut explorer.explore;
+    let published = s
+        .published
+        .get_or_insert_with(|| published::all().unwrap_or_default())
+        .clone();
+    let (x, y) = (s.x, s.y);
+    let point = |d: &Design| Some([x.of(d)?, y.of(d)?]);
+    let others: Vec<[f64; 2]> = s.designs.iter().filter(|d| !d.pareto).filter_map(point).collect();
+    let front: Vec<[f64; 2]> = s.designs.iter().filter(|d| d.pareto).filter_map(point).collect();
+    ui.label(format!(
+        "{} designs, {} on the Pareto front (FPS, GOPS/DSP{}); click one to load it",
+        s.designs.len(),
+        front.len(),
+        if s.designs.iter().all(|d| d.top1.is_some()) && !s.designs.is_empty() {
+            ", top-1"
+        } else {
+            ""
+        }
+    ));
+    let mut clicked = None;
+    Plot::new("pareto")
+        .legend(Legend::default())
+        .x_axis_label(x.name())
+        .y_axis_label(y.name())
+        .show(ui, |plot| {
+            plot.points(
+                Points::new("designs", others)
+                    .radius(2.0)
+                    .color(egui::Color32::from_rgb(110, 150, 200)),
+            );
+            plot.points(
+                Points::new("Pareto front", front)
+                    .radius(4.0)
+                    .shape(MarkerShape::Diamond)
+                    .color(egui::Color32::from_rgb(230, 90, 40)),
+            );
+            for a in &published {
+                for p in &a.points {
+                    if let (Some(px), Some(py)) = (x.of_published(p), y.of_published(p)) {
+                        plot.points(
+                            Points::new("published", vec![[px, py]])
+                                .radius(4.0)
+                                .shape(MarkerShape::Square)
+                                .color(egui::Color32::GRAY),
+                        );
+                        plot.text(Text::new(
+                            "published",
+                            PlotPoint::new(px, py),
+                            format!("  {} ({})", a.name, p.model),
+                        ));
+                    }
+                }
+            }
+            if plot.response().clicked()
+                && let Some(pointer) = plot.response().interact_pointer_pos()
+            {
+                clicked = s
+                    .designs
+                    .iter()
+                    .filter_map(|d| {
+                        let [px, py] = point(d)?;
+                        let at = plot.screen_from_plot(PlotPoint::new(px, py));
+                        Some((at.distance(pointer), d.clone()))
+                    })
+                    .filter(|(dist, _)| *dist < 12.0)
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, d)| d);
+            }
+        });
+    if let Some(d) = clicked {
+        load_design(explorer, &d);
+    }
+}
+
+/// Makes a sweep's design the current configuration.
+pub fn load_design(explorer: &mut Explorer, d: &Design) {
+    if let Some(config) = explorer.project.accelerator.as_mut() {
+        if let Architecture::TrioVit { mat, rmac, .. } = &mut config.architecture {
+            *mat = Engine {
+                pes: d.mat_pes,
+                lanes: d.mat_lanes,
+            };
+            *rmac = Engine {
+                pes: d.rmac_pes,
+                lanes: d.rmac_lanes,
+            };
+        }
+        config.copies = d.copies;
+        config.clock_mhz = d.clock_mhz;
+    }
+    if let Ok(bits) = d.bits.parse::<BitWidths>()
+        && explorer.settings().bits != bits
+    {
+        explorer.settings().bits = bits;
+        explorer.changes.quant = true;
+    }
+    explorer.reprice();
+    explorer.notice = Some(Notice::Info(format!(
+        "loaded design {}: P_m {} L_m {} P_r {} L_r {} L {} {}",
+        d.index, d.mat_pes, d.mat_lanes, d.rmac_pes, d.rmac_lanes, d.copies, d.bits
+    )));
+}

@@ -1,0 +1,83 @@
+//! The explorer's panels. Each view reads the explorer's state, draws it, and records what the
+//! user changed; none computes numerics of its own.
+
+pub mod accelerator;
+pub mod distributions;
+pub mod explore;
+pub mod menu;
+pub mod model_tree;
+pub mod quantization;
+pub mod results;
+
+use crate::explorer::{Explorer, Tab};
+
+/// Lays out one frame: menu and notices on top, results along the bottom, the model tree on
+/// the left, the selected tab in the middle.
+pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
+    egui::Panel::top("menu").show(ui, |ui| menu::show(explorer, ui));
+    egui::Panel::bottom("results")
+        .min_size(52.0)
+        .show(ui, |ui| results::show(explorer, ui));
+    egui::Panel::left("model")
+        .resizable(true)
+        .default_size(380.0)
+        .show(ui, |ui| model_tree::show(explorer, ui));
+    egui::CentralPanel::default().show(ui, |ui| {
+        ui.horizontal(|ui| {
+            for (tab, name) in [
+                (Tab::Distributions, "Distributions"),
+                (Tab::Quantization, "Quantization"),
+                (Tab::Accelerator, "Accelerator"),
+                (Tab::Explore, "Explore"),
+            ] {
+                ui.selectable_value(&mut explorer.tab, tab, name);
+            }
+        });
+        ui.separator();
+        match explorer.tab {
+            Tab::Distributions => distributions::show(explorer, ui),
+            Tab::Quantization => quantization::show(explorer, ui),
+            Tab::Accelerator => accelerator::show(explorer, ui),
+            Tab::Explore => explore::show(explorer, ui),
+        }
+    });
+}
+
+/// A dB figure for labels, `–` when unknown.
+pub fn db(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.1} dB"))
+}
+
+/// Text from core for egui's default fonts, which lack a few symbols (→).
+pub fn plain(text: &str) -> String {
+    text.replace('→', "->")
+}
+
+/// Thousands separated by thin spaces: 1 234 567.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push('\u{2009}');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The activation point feeding layer `id` (where Trio-ViT's migration and shifting act), or
+/// failing that the layer's own output point.
+pub fn input_point<'q>(
+    q: &'q crate::session::Quantized,
+    graph: &qvit_core::graph::Graph,
+    id: qvit_core::graph::NodeId,
+) -> Option<&'q str> {
+    let inputs = &graph.node(id).inputs;
+    q.plan
+        .activations
+        .iter()
+        .find(|a| inputs.contains(&a.node))
+        .or_else(|| q.plan.activations.iter().find(|a| a.node == id))
+        .map(|a| a.point.as_str())
+}

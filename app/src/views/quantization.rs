@@ -1,0 +1,151 @@
+//! Quantization controls: recipe, executor, global bit widths, per-layer overrides by name or
+//! glob, and the per-layer SQNR they give. Every change re-quantizes from the cached
+//! calibration statistics in the background.
+
+use qvit_core::quant::{BitWidths, Override, QuantExecutor, recipe};
+
+use super::db;
+use crate::explorer::Explorer;
+
+pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
+    let mut changed = false;
+    let selected_name = match (&explorer.graph, explorer.selected) {
+        (Ok(g), Some(id)) => Some(g.node(id).name.clone()),
+        _ => None,
+    };
+    let settings = explorer.settings();
+    ui.horizontal(|ui| {
+        ui.label("recipe");
+        egui::ComboBox::from_id_salt("recipe")
+            .selected_text(settings.recipe.clone())
+            .show_ui(ui, |ui| {
+                for name in recipe::names() {
+                    changed |= ui
+                        .selectable_value(&mut settings.recipe, name.to_string(), name)
+                        .changed();
+                }
+            });
+        ui.separator();
+        ui.label("executor");
+        changed |= ui
+            .radio_value(&mut settings.executor, QuantExecutor::Int, "integer")
+            .on_hover_text("Integer-only arithmetic, as the accelerator computes")
+            .changed();
+        changed |= ui
+            .radio_value(&mut settings.executor, QuantExecutor::Fake, "fake-quant")
+            .changed();
+    });
+    ui.horizontal(|ui| {
+        changed |= bits_sliders(ui, &mut settings.bits, "global");
+    });
+    ui.separator();
+    ui.horizontal(|ui| {
+        ui.strong("Per-layer overrides");
+        ui.weak("(glob on layer names, `*` and `?`; later rows win)");
+    });
+    let mut remove = None;
+    for (i, o) in settings.overrides.iter_mut().enumerate() {
+        ui.horizontal(|ui| {
+            changed |= ui
+                .add(
+                    egui::TextEdit::singleline(&mut o.layers)
+                        .desired_width(320.0)
+                        .hint_text("stages.3.*"),
+                )
+                .labelled_by(ui.label(format!("override {} layers", i + 1)).id)
+                .lost_focus();
+            changed |= bits_sliders(ui, &mut o.bits, &format!("override {}", i + 1));
+            if ui.small_button("remove").clicked() {
+                remove = Some(i);
+            }
+        });
+    }
+    if let Some(i) = remove {
+        settings.overrides.remove(i);
+        changed = true;
+    }
+    let global = settings.bits;
+    ui.horizontal(|ui| {
+        if ui.button("Add override").clicked() {
+            settings.overrides.push(Override {
+                layers: "*".into(),
+                bits: global,
+            });
+            changed = true;
+        }
+        if let Some(name) = &selected_name
+            && ui
+                .button(format!("Override the selected layer ({name})"))
+                .clicked()
+        {
+            settings.overrides.push(Override {
+                layers: name.clone(),
+                bits: global,
+            });
+            changed = true;
+        }
+    });
+    if changed {
+        explorer.changes.quant = true;
+        explorer.reprice();
+    }
+    ui.separator();
+    layer_table(explorer, ui);
+}
+
+/// Two sliders for weight and activation bits (2–16); true when either moved.
+fn bits_sliders(ui: &mut egui::Ui, bits: &mut BitWidths, what: &str) -> bool {
+    let mut changed = false;
+    changed |= ui
+        .add(egui::Slider::new(&mut bits.weights, 2..=16).text(format!("{what} weight bits")))
+        .changed();
+    changed |= ui
+        .add(egui::Slider::new(&mut bits.activations, 2..=16).text(format!("{what} activation bits")))
+        .changed();
+    changed
+}
+
+fn layer_table(explorer: &Explorer, ui: &mut egui::Ui) {
+    let Some(q) = &explorer.quantized else {
+        if let Some(e) = &explorer.quant_error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        } else {
+            ui.label("Quantizing…");
+        }
+        return;
+    };
+    ui.label(format!(
+        "{} at {} · SQNR on {} test images (tensor: this point's error alone; network: accumulated)",
+        q.plan.recipe,
+        q.plan.bits,
+        crate::session::SQNR_IMAGES
+    ));
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        egui::Grid::new("sqnr").striped(true).show(ui, |ui| {
+            for h in ["tensor", "bits", "quantizer", "tensor SQNR", "network SQNR", "what the recipe did"] {
+                ui.strong(h);
+            }
+            ui.end_row();
+            for a in &q.activations {
+                let plan = q.plan.activations.iter().find(|p| p.point == a.point);
+                ui.label(&a.point);
+                ui.label(format!("A{}", a.bits));
+                ui.label(plan.map_or(String::new(), |p| p.quantizer.describe()));
+                ui.label(db(Some(a.tensor_sqnr_db)));
+                ui.label(db(Some(a.network_sqnr_db)));
+                ui.weak(plan.map_or(String::new(), |p| super::plain(&p.note)));
+                ui.end_row();
+            }
+            for w in &q.weights {
+                let note = q.plan.weights.iter().find(|p| p.layer == w.layer);
+                ui.label(format!("{} (weights)", w.layer));
+                ui.label(format!("W{}", w.bits));
+                ui.label(note.map_or(String::new(), |p| p.quantizer.describe()));
+                ui.label(db(Some(w.sqnr_db)));
+                ui.label("");
+                ui.weak(note.map_or(String::new(), |p| super::plain(&p.note)));
+                ui.end_row();
+            }
+        });
+    });
+}

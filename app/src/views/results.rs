@@ -1,0 +1,116 @@
+//! The results bar, always visible: top-1 (streamed while the test set runs, with its 95 %
+//! interval), FPS, GOPS, DSPs and DSP efficiency, and the change against a pinned baseline.
+
+use crate::explorer::Explorer;
+
+pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
+    let now = explorer.snapshot();
+    ui.add_space(4.0);
+    ui.horizontal(|ui| {
+        accuracy(explorer, ui);
+        ui.separator();
+        match &explorer.cost {
+            Ok(c) => {
+                let base = explorer.baseline;
+                figure(ui, "FPS", format!("{:.1}", c.fps), delta(base.map(|b| b.fps), c.fps));
+                figure(ui, "GOPS", format!("{:.1}", c.gops), delta(base.map(|b| b.gops), c.gops));
+                figure(
+                    ui,
+                    "DSPs",
+                    format!("{} of {}", c.dsps, c.dsp_budget),
+                    delta(base.map(|b| b.dsps as f64), c.dsps as f64),
+                );
+                figure(
+                    ui,
+                    "GOPS/DSP",
+                    format!("{:.4}", c.gops_per_dsp),
+                    delta(base.map(|b| b.gops_per_dsp), c.gops_per_dsp),
+                );
+                ui.label(format!("latency {:.3} ms", c.latency_ms));
+            }
+            Err(e) => {
+                ui.colored_label(ui.visuals().error_fg_color, format!("cost: {e}"));
+            }
+        }
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            if explorer.baseline.is_some() && ui.button("Clear baseline").clicked() {
+                explorer.baseline = None;
+            }
+            if ui
+                .add_enabled(now.is_some(), egui::Button::new("Pin as baseline"))
+                .on_hover_text("Compare every later configuration against this one")
+                .clicked()
+            {
+                explorer.baseline = now;
+            }
+        });
+    });
+    if let Some((what, counts)) = explorer.activity() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            let bar = egui::ProgressBar::new(counts.fraction()).desired_width(260.0);
+            ui.add(bar.text(if counts.total > 0 {
+                format!("{what} {}/{}", counts.done, counts.total)
+            } else {
+                what
+            }));
+        });
+    }
+}
+
+fn accuracy(explorer: &mut Explorer, ui: &mut egui::Ui) {
+    let total = explorer.loaded.as_ref().map_or(0, |l| l.test.len());
+    let running = explorer.jobs.evaluate.is_some();
+    match (&explorer.accuracy, &explorer.accuracy_error, &explorer.quant_error) {
+        (_, _, Some(e)) | (_, Some(e), _) => {
+            ui.colored_label(ui.visuals().error_fg_color, format!("top-1: {e}"))
+                .on_hover_text(e.clone());
+        }
+        (Some(acc), _, _) => {
+            let (lo, hi) = acc.top1_interval();
+            let base = explorer.baseline.and_then(|b| b.top1);
+            figure(
+                ui,
+                "top-1",
+                format!("{:.2} %", acc.top1()),
+                delta(base, acc.top1()),
+            );
+            ui.label(format!("95 % CI {lo:.2}–{hi:.2}"));
+            if running {
+                ui.add(
+                    egui::ProgressBar::new(acc.images as f32 / total.max(1) as f32)
+                        .desired_width(120.0)
+                        .text(format!("{}/{} images", acc.images, total)),
+                );
+                if ui.small_button("stop").clicked()
+                    && let Some(j) = &explorer.jobs.evaluate
+                {
+                    j.cancel();
+                }
+            } else {
+                ui.label(format!("on {} test images", acc.images));
+            }
+        }
+        (None, None, None) => {
+            ui.label("top-1 …");
+        }
+    }
+}
+
+/// One headline figure: `name value` and, against a baseline, the relative change.
+fn figure(ui: &mut egui::Ui, name: &str, value: String, change: Option<f64>) {
+    ui.label(egui::RichText::new(format!("{name} {value}")).strong());
+    if let Some(d) = change {
+        let colour = if d >= 0.0 {
+            egui::Color32::from_rgb(60, 160, 80)
+        } else {
+            egui::Color32::from_rgb(200, 80, 60)
+        };
+        ui.colored_label(colour, format!("{d:+.1} %"));
+    }
+}
+
+fn delta(base: Option<f64>, now: f64) -> Option<f64> {
+    base.filter(|b| *b != 0.0).map(|b| 100.0 * (now - b) / b.abs())
+}
+

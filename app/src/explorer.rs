@@ -38,6 +38,7 @@ pub struct Snapshot {
     pub gops: f64,
     pub dsps: usize,
     pub gops_per_dsp: f64,
+    pub fps_per_dsp: f64,
 }
 
 /// A message shown under the menu bar until dismissed.
@@ -79,6 +80,8 @@ pub struct Explorer {
     /// Streaming or final test-set accuracy of the current quantization.
     pub accuracy: Option<Accuracy>,
     pub accuracy_error: Option<String>,
+    /// Evaluate on the first this many test images (all when `None`).
+    pub eval_images: Option<usize>,
     pub cost: Result<CostReport, String>,
     /// Each layer's bit widths after the overrides (known without calibration).
     pub layer_bits: Option<LayerBits>,
@@ -107,6 +110,7 @@ impl Explorer {
             quant_error: None,
             accuracy: None,
             accuracy_error: None,
+            eval_images: None,
             cost: Err("not priced".into()),
             layer_bits: None,
             baseline: None,
@@ -138,7 +142,9 @@ impl Explorer {
 
     /// The quantization being edited.
     pub fn settings(&mut self) -> &mut QuantSettings {
-        self.project.quant.get_or_insert_with(QuantSettings::default)
+        self.project
+            .quant
+            .get_or_insert_with(QuantSettings::default)
     }
 
     /// Reads a project file. A file that fails to load leaves the open project untouched and
@@ -249,18 +255,25 @@ impl Explorer {
             .map_err(|e| e.to_string());
     }
 
+    /// Test images an evaluation covers.
+    pub fn eval_total(&self) -> usize {
+        let all = self.loaded.as_ref().map_or(0, |l| l.test.len());
+        self.eval_images.map_or(all, |n| n.min(all))
+    }
+
     /// The headline figures now.
     pub fn snapshot(&self) -> Option<Snapshot> {
         let c = self.cost.as_ref().ok()?;
         Some(Snapshot {
             top1: self
                 .accuracy
-                .filter(|a| a.images == self.loaded.as_ref().map_or(0, |l| l.test.len()))
+                .filter(|a| a.images == self.eval_total())
                 .map(|a| a.top1()),
             fps: c.fps,
             gops: c.gops,
             dsps: c.dsps,
             gops_per_dsp: c.gops_per_dsp,
+            fps_per_dsp: c.fps_per_dsp,
         })
     }
 
@@ -305,7 +318,7 @@ impl Explorer {
                 self.jobs.evaluate = None;
                 match result {
                     Ok(acc) => {
-                        if acc.images == self.loaded.as_ref().map_or(0, |l| l.test.len()) {
+                        if acc.images == self.eval_total() {
                             self.instruments.accuracy_ready(acc.top1());
                         }
                         self.accuracy = Some(acc);
@@ -340,8 +353,9 @@ impl Explorer {
             QuantExecutor::Int => "evaluating (integer executor)",
             QuantExecutor::Fake => "evaluating (fake-quant)",
         };
+        let limit = self.eval_images;
         self.jobs.evaluate = Some(Job::spawn(&self.ctx, what, move |r| {
-            session::evaluate(&loaded, &quantized, r)
+            session::evaluate(&loaded, &quantized, limit, r)
         }));
     }
 

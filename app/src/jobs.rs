@@ -90,7 +90,9 @@ impl<T: Send + 'static, P: Clone + Default + Send + 'static> Job<T, P> {
         match self.result.try_recv() {
             Ok(r) => Some(r),
             Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err(format!("{} stopped unexpectedly", self.what))),
+            Err(TryRecvError::Disconnected) => {
+                Some(Err(format!("{} stopped unexpectedly", self.what)))
+            }
         }
     }
 

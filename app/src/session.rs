@@ -10,7 +10,9 @@ use qvit_core::exec::int::{IntExecutor, compile};
 use qvit_core::pipeline::{self, Model};
 use qvit_core::project::Project;
 use qvit_core::quant::diagnostics::{self, ActivationQuality, WeightQuality};
-use qvit_core::quant::{CalibrationStats, FakeQuantExecutor, QuantExecutor, QuantPlan, QuantSettings};
+use qvit_core::quant::{
+    CalibrationStats, FakeQuantExecutor, QuantExecutor, QuantPlan, QuantSettings,
+};
 
 use crate::jobs::{Counts, Reporter};
 
@@ -64,7 +66,10 @@ pub struct Quantized {
 impl Quantized {
     /// Weight SQNR of a layer.
     pub fn weight_sqnr(&self, layer: &str) -> Option<f64> {
-        self.weights.iter().find(|w| w.layer == layer).map(|w| w.sqnr_db)
+        self.weights
+            .iter()
+            .find(|w| w.layer == layer)
+            .map(|w| w.sqnr_db)
     }
 
     /// Tensor SQNR of an activation point.
@@ -104,11 +109,12 @@ pub fn quantize(loaded: &Loaded, settings: &QuantSettings) -> Result<Quantized, 
     go().map_err(|e| e.to_string())
 }
 
-/// Top-1 of the quantized model on the test set, streamed batch by batch through `reporter`
+/// Top-1 of the quantized model on the test set (its first `limit` images), streamed batch by batch through `reporter`
 /// (running counts); stops early when cancelled.
 pub fn evaluate(
     loaded: &Loaded,
     quantized: &Arc<Quantized>,
+    limit: Option<usize>,
     reporter: &Reporter<Accuracy>,
 ) -> Result<Accuracy, String> {
     let graph = &loaded.model.graph;
@@ -133,7 +139,7 @@ pub fn evaluate(
             executor,
             &loaded.test,
             EVAL_BATCH,
-            None,
+            limit,
             reporter.cancel_flag(),
             &mut |acc| reporter.report(*acc),
         )

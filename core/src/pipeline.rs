@@ -108,7 +108,11 @@ pub fn statistics(
 }
 
 /// Resolves the settings' recipe and builds the plan from saved statistics (no float pass).
-pub fn plan(model: &Model, stats: &CalibrationStats, settings: &QuantSettings) -> Result<QuantPlan> {
+pub fn plan(
+    model: &Model,
+    stats: &CalibrationStats,
+    settings: &QuantSettings,
+) -> Result<QuantPlan> {
     let recipe = quant::Recipe::resolve(&settings.recipe)?;
     quant::build(&model.graph, &model.folded, stats, &recipe, settings)
 }

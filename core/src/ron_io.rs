@@ -57,7 +57,7 @@ pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T> {
 /// Serialises `value` as pretty RON.
 pub fn to_string<T: Serialize>(value: &T) -> Result<String> {
     let pretty = ron::ser::PrettyConfig::new()
-        .struct_names(false)
+        .struct_names(true)
         .extensions(Extensions::UNWRAP_VARIANT_NEWTYPES);
     options()
         .to_string_pretty(value, pretty)

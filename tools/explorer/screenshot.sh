@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the explorer on the shipped default under Xvfb with software OpenGL, waits for its first
 # accuracy result over the whole test set, and saves a screenshot (default:
-# docs/images/explorer.png, the image the README shows).
+# docs/screenshots/explorer.png, the image the README shows).
 #
 #   tools/explorer/screenshot.sh [OUT.png]
 #
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-out=${1:-docs/images/explorer.png}
+out=${1:-docs/screenshots/explorer.png}
 display=${DISPLAY_NUMBER:-:97}
 ready=$(mktemp -u)
 state=$(mktemp -d)

@@ -57,10 +57,15 @@ fn sliders(ui: &mut egui::Ui, config: &mut AccelConfig) {
     egui::Grid::new("engines").num_columns(2).show(ui, |ui| {
         match &mut config.architecture {
             Architecture::TrioVit { mat, rmac, .. } => {
-                ui.add(egui::Slider::new(&mut mat.pes, 1..=64).text("P_m: MAT multipliers per lane"));
+                ui.add(
+                    egui::Slider::new(&mut mat.pes, 1..=64).text("P_m: MAT multipliers per lane"),
+                );
                 ui.add(egui::Slider::new(&mut mat.lanes, 1..=64).text("L_m: MAT lanes"));
                 ui.end_row();
-                ui.add(egui::Slider::new(&mut rmac.pes, 1..=64).text("P_r: R-MAC multipliers per lane"));
+                ui.add(
+                    egui::Slider::new(&mut rmac.pes, 1..=64)
+                        .text("P_r: R-MAC multipliers per lane"),
+                );
                 ui.add(egui::Slider::new(&mut rmac.lanes, 1..=64).text("L_r: R-MAC lanes"));
                 ui.end_row();
             }
@@ -130,7 +135,10 @@ fn meter(ui: &mut egui::Ui, what: &str, used: f64, budget: f64, unit: &str) {
     let share = used / budget.max(1.0);
     let mut bar = egui::ProgressBar::new(share.min(1.0) as f32)
         .desired_width(300.0)
-        .text(format!("{what}: {used:.0}{unit} of {budget:.0}{unit} ({:.0} %)", 100.0 * share));
+        .text(format!(
+            "{what}: {used:.0}{unit} of {budget:.0}{unit} ({:.0} %)",
+            100.0 * share
+        ));
     if share > 1.0 {
         bar = bar.fill(ui.visuals().error_fg_color);
     }

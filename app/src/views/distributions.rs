@@ -22,7 +22,10 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
         ui.label("Calibrating… the distributions appear when the statistics are ready.");
         return;
     };
-    let Some(id) = explorer.selected.or_else(|| first_migrated_layer(&q, &graph)) else {
+    let Some(id) = explorer
+        .selected
+        .or_else(|| first_migrated_layer(&q, &graph))
+    else {
         ui.label("Select a layer in the tree.");
         return;
     };
@@ -48,7 +51,14 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
         let order = channel_order(&before, explorer.sort_by_range);
         let transformed = before != after;
         ui.columns(if transformed { 2 } else { 1 }, |cols| {
-            boxes(&mut cols[0], "calibrated", "before", &before, &order, height);
+            boxes(
+                &mut cols[0],
+                "calibrated",
+                "before",
+                &before,
+                &order,
+                height,
+            );
             if transformed {
                 boxes(
                     &mut cols[1],
@@ -64,7 +74,8 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
     if let Some(view) = diagnostics::quantizer_view(&loaded.stats, &q.plan, &point) {
         histogram(ui, &view, height);
     }
-    if let Some(weights) = diagnostics::weight_boxes(&graph, &loaded.model.folded, &q.plan, &layer) {
+    if let Some(weights) = diagnostics::weight_boxes(&graph, &loaded.model.folded, &q.plan, &layer)
+    {
         ui.label(format!(
             "weights, one box per output channel · weight SQNR {}",
             db(q.weight_sqnr(&layer))
@@ -79,7 +90,11 @@ fn histogram(ui: &mut egui::Ui, view: &diagnostics::QuantizerView, height: f32) 
     ui.label(format!(
         "histogram of {} calibration values{} · {} levels in range, clipping range {}",
         h.total(),
-        if view.transformed { " after migration / shift" } else { "" },
+        if view.transformed {
+            " after migration / shift"
+        } else {
+            ""
+        },
         levels.len(),
         match (levels.first(), levels.last()) {
             (Some(lo), Some(hi)) => format!("[{lo:.4}, {hi:.4}]"),
@@ -119,7 +134,10 @@ fn first_migrated_layer(
         .iter()
         .find(|a| a.migration.is_some())
         .or_else(|| q.plan.activations.first())?;
-    graph.consumers(point.node).into_iter().find(|&c| graph.node(c).macs > 0)
+    graph
+        .consumers(point.node)
+        .into_iter()
+        .find(|&c| graph.node(c).macs > 0)
 }
 
 /// Channel indices in display order: as numbered, or widest range first.
@@ -142,7 +160,10 @@ fn boxes(
     order: &[usize],
     height: f32,
 ) {
-    ui.label(format!("{title} · {} channels (whiskers p1–p99, dots min/max)", boxes.len()));
+    ui.label(format!(
+        "{title} · {} channels (whiskers p1–p99, dots min/max)",
+        boxes.len()
+    ));
     let elems: Vec<BoxElem> = order
         .iter()
         .enumerate()
@@ -165,7 +186,12 @@ fn boxes(
     let extremes: Vec<[f64; 2]> = order
         .iter()
         .enumerate()
-        .flat_map(|(x, &c)| [[x as f64, boxes[c].min as f64], [x as f64, boxes[c].max as f64]])
+        .flat_map(|(x, &c)| {
+            [
+                [x as f64, boxes[c].min as f64],
+                [x as f64, boxes[c].max as f64],
+            ]
+        })
         .collect();
     Plot::new(format!("boxes-{id}"))
         .height(height)

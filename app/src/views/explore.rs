@@ -169,18 +169,23 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             .button("Keep this space in the project")
             .on_hover_text("Saved with the project, so `qvit sweep PROJECT.ron` runs it headless")
             .clicked()
+            && let Err(e) = keep_in_project(explorer)
         {
-            match explorer.explore.space(explorer) {
-                Ok(mut space) => {
-                    space.base_config = None;
-                    space.models.clear();
-                    explorer.project.sweep = Some(space);
-                }
-                Err(e) => explorer.notice = Some(Notice::Error(e)),
-            }
+            explorer.notice = Some(Notice::Error(e));
         }
     });
     scatter(explorer, ui);
+}
+
+/// Stores the Explore tab's space as the project's `sweep` section, relative to the project:
+/// no base (the project's accelerator) and no models (the project's model), so the saved file
+/// sweeps whatever accelerator and model it holds.
+pub fn keep_in_project(explorer: &mut Explorer) -> Result<(), String> {
+    let mut space = explorer.explore.space(explorer)?;
+    space.base_config = None;
+    space.models.clear();
+    explorer.project.sweep = Some(space);
+    Ok(())
 }
 
 fn axes(explorer: &mut Explorer, ui: &mut egui::Ui) {
@@ -238,9 +243,14 @@ fn start_sweep(explorer: &mut Explorer) {
         move |r| {
             let out = results_path();
             let _ = std::fs::remove_file(&out);
-            sweep::run_until(&space, &out, Shard::ALL, false, r.cancel_flag(), &mut |done| {
-                r.report(Counts { done, total })
-            })
+            sweep::run_until(
+                &space,
+                &out,
+                Shard::ALL,
+                false,
+                r.cancel_flag(),
+                &mut |done| r.report(Counts { done, total }),
+            )
             .and_then(|_| sweep::read_designs(&out))
             .map_err(|e| e.to_string())
         },
@@ -253,8 +263,9 @@ fn export_dialog(explorer: &mut Explorer) {
         .set_file_name("sweep.csv")
         .save_file()
     {
-        let copied = std::fs::read(results_path())
-            .and_then(|bytes| qvit_core::ron_io::write_atomic(&path, &bytes).map_err(std::io::Error::other));
+        let copied = std::fs::read(results_path()).and_then(|bytes| {
+            qvit_core::ron_io::write_atomic(&path, &bytes).map_err(std::io::Error::other)
+        });
         explorer.notice = Some(match copied {
             Ok(()) => Notice::Info(format!("wrote {}", path.display())),
             Err(e) => Notice::Error(format!("could not export the sweep: {e}")),
@@ -270,8 +281,18 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
         .clone();
     let (x, y) = (s.x, s.y);
     let point = |d: &Design| Some([x.of(d)?, y.of(d)?]);
-    let others: Vec<[f64; 2]> = s.designs.iter().filter(|d| !d.pareto).filter_map(point).collect();
-    let front: Vec<[f64; 2]> = s.designs.iter().filter(|d| d.pareto).filter_map(point).collect();
+    let others: Vec<[f64; 2]> = s
+        .designs
+        .iter()
+        .filter(|d| !d.pareto)
+        .filter_map(point)
+        .collect();
+    let front: Vec<[f64; 2]> = s
+        .designs
+        .iter()
+        .filter(|d| d.pareto)
+        .filter_map(point)
+        .collect();
     ui.label(format!(
         "{} designs, {} on the Pareto front (FPS, GOPS/DSP{}); click one to load it",
         s.designs.len(),

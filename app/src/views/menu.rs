@@ -41,7 +41,7 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
     match &explorer.notice {
         Some(Notice::Error(message)) => {
             ui.horizontal(|ui| {
-                ui.colored_label(ui.visuals().error_fg_color, format!("⚠ {message}"));
+                ui.colored_label(ui.visuals().error_fg_color, format!("error: {message}"));
                 dismiss = ui.small_button("dismiss").clicked();
             });
         }

@@ -66,6 +66,20 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// The activation point that stores layer `id`'s output (after a fused activation or norm).
+pub fn output_point<'q>(
+    q: &'q crate::session::Quantized,
+    graph: &qvit_core::graph::Graph,
+    id: qvit_core::graph::NodeId,
+) -> Option<&'q str> {
+    let node = qvit_core::quant::points::output_point_node(graph, id)?;
+    q.plan
+        .activations
+        .iter()
+        .find(|a| a.node == node)
+        .map(|a| a.point.as_str())
+}
+
 /// The activation point feeding layer `id` (where Trio-ViT's migration and shifting act), or
 /// failing that the layer's own output point.
 pub fn input_point<'q>(

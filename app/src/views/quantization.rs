@@ -85,11 +85,30 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             changed = true;
         }
     });
+    ui.horizontal(|ui| {
+        ui.label("evaluate on");
+        let all = explorer.loaded.as_ref().map_or(0, |l| l.test.len());
+        let current = explorer.eval_images;
+        egui::ComboBox::from_id_salt("eval images")
+            .selected_text(match current {
+                None => format!("all {all} test images"),
+                Some(n) => format!("the first {n} test images"),
+            })
+            .show_ui(ui, |ui| {
+                for choice in [None, Some(1000), Some(2000), Some(5000)] {
+                    let text = choice.map_or("all".to_string(), |n| n.to_string());
+                    changed |= ui
+                        .selectable_value(&mut explorer.eval_images, choice, text)
+                        .changed();
+                }
+            });
+    });
     if changed {
         explorer.changes.quant = true;
         explorer.reprice();
     }
     ui.separator();
+    selected_summary(explorer, ui);
     layer_table(explorer, ui);
 }
 
@@ -100,9 +119,45 @@ fn bits_sliders(ui: &mut egui::Ui, bits: &mut BitWidths, what: &str) -> bool {
         .add(egui::Slider::new(&mut bits.weights, 2..=16).text(format!("{what} weight bits")))
         .changed();
     changed |= ui
-        .add(egui::Slider::new(&mut bits.activations, 2..=16).text(format!("{what} activation bits")))
+        .add(
+            egui::Slider::new(&mut bits.activations, 2..=16)
+                .text(format!("{what} activation bits")),
+        )
         .changed();
     changed
+}
+
+/// One line on the layer selected in the tree: the bits and SQNR of its weights, of the
+/// activations it reads and of those it writes (an override's activation bits set the latter,
+/// which the next layer reads).
+fn selected_summary(explorer: &Explorer, ui: &mut egui::Ui) {
+    let (Ok(graph), Some(id), Some(q)) = (&explorer.graph, explorer.selected, &explorer.quantized)
+    else {
+        return;
+    };
+    let name = &graph.node(id).name;
+    let point_bits = |p: Option<&str>| {
+        p.and_then(|p| q.plan.activations.iter().find(|a| a.point == p))
+            .map_or("–".to_string(), |a| format!("A{}", a.bits))
+    };
+    let weight_bits = q
+        .plan
+        .weights
+        .iter()
+        .find(|w| w.layer == *name)
+        .map_or("–".to_string(), |w| format!("W{}", w.bits));
+    let (input, output) = (
+        super::input_point(q, graph, id),
+        super::output_point(q, graph, id),
+    );
+    ui.label(format!(
+        "selected layer {name}: weights {weight_bits} at {}, input {} at {}, output {} at {}",
+        db(q.weight_sqnr(name)),
+        point_bits(input),
+        db(input.and_then(|p| q.activation_sqnr(p))),
+        point_bits(output),
+        db(output.and_then(|p| q.activation_sqnr(p))),
+    ));
 }
 
 fn layer_table(explorer: &Explorer, ui: &mut egui::Ui) {
@@ -122,7 +177,14 @@ fn layer_table(explorer: &Explorer, ui: &mut egui::Ui) {
     ));
     egui::ScrollArea::vertical().show(ui, |ui| {
         egui::Grid::new("sqnr").striped(true).show(ui, |ui| {
-            for h in ["tensor", "bits", "quantizer", "tensor SQNR", "network SQNR", "what the recipe did"] {
+            for h in [
+                "tensor",
+                "bits",
+                "quantizer",
+                "tensor SQNR",
+                "network SQNR",
+                "what the recipe did",
+            ] {
                 ui.strong(h);
             }
             ui.end_row();

@@ -12,8 +12,18 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
         match &explorer.cost {
             Ok(c) => {
                 let base = explorer.baseline;
-                figure(ui, "FPS", format!("{:.1}", c.fps), delta(base.map(|b| b.fps), c.fps));
-                figure(ui, "GOPS", format!("{:.1}", c.gops), delta(base.map(|b| b.gops), c.gops));
+                figure(
+                    ui,
+                    "FPS",
+                    format!("{:.1}", c.fps),
+                    delta(base.map(|b| b.fps), c.fps),
+                );
+                figure(
+                    ui,
+                    "GOPS",
+                    format!("{:.1}", c.gops),
+                    delta(base.map(|b| b.gops), c.gops),
+                );
                 figure(
                     ui,
                     "DSPs",
@@ -25,6 +35,12 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
                     "GOPS/DSP",
                     format!("{:.4}", c.gops_per_dsp),
                     delta(base.map(|b| b.gops_per_dsp), c.gops_per_dsp),
+                );
+                figure(
+                    ui,
+                    "FPS/DSP",
+                    format!("{:.3}", c.fps_per_dsp),
+                    delta(base.map(|b| b.fps_per_dsp), c.fps_per_dsp),
                 );
                 ui.label(format!("latency {:.3} ms", c.latency_ms));
             }
@@ -59,9 +75,13 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
 }
 
 fn accuracy(explorer: &mut Explorer, ui: &mut egui::Ui) {
-    let total = explorer.loaded.as_ref().map_or(0, |l| l.test.len());
+    let total = explorer.eval_total();
     let running = explorer.jobs.evaluate.is_some();
-    match (&explorer.accuracy, &explorer.accuracy_error, &explorer.quant_error) {
+    match (
+        &explorer.accuracy,
+        &explorer.accuracy_error,
+        &explorer.quant_error,
+    ) {
         (_, _, Some(e)) | (_, Some(e), _) => {
             ui.colored_label(ui.visuals().error_fg_color, format!("top-1: {e}"))
                 .on_hover_text(e.clone());
@@ -69,12 +89,10 @@ fn accuracy(explorer: &mut Explorer, ui: &mut egui::Ui) {
         (Some(acc), _, _) => {
             let (lo, hi) = acc.top1_interval();
             let base = explorer.baseline.and_then(|b| b.top1);
-            figure(
-                ui,
-                "top-1",
-                format!("{:.2} %", acc.top1()),
-                delta(base, acc.top1()),
-            );
+            ui.label(egui::RichText::new(format!("top-1 {:.2} %", acc.top1())).strong());
+            if let Some(b) = base {
+                ui.label(format!("{:+.2} points", acc.top1() - b));
+            }
             ui.label(format!("95 % CI {lo:.2}–{hi:.2}"));
             if running {
                 ui.add(
@@ -111,6 +129,6 @@ fn figure(ui: &mut egui::Ui, name: &str, value: String, change: Option<f64>) {
 }
 
 fn delta(base: Option<f64>, now: f64) -> Option<f64> {
-    base.filter(|b| *b != 0.0).map(|b| 100.0 * (now - b) / b.abs())
+    base.filter(|b| *b != 0.0)
+        .map(|b| 100.0 * (now - b) / b.abs())
 }
-

@@ -72,6 +72,8 @@ pub fn write_layers_csv(report: &CostReport, path: &std::path::Path) -> crate::R
     for layer in &report.layers {
         writer.serialize(layer).map_err(failed)?;
     }
-    let bytes = writer.into_inner().map_err(|e| failed(e.into_error().into()))?;
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| failed(e.into_error().into()))?;
     crate::ron_io::write_atomic(path, &bytes)
 }

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::fake::FakeQuantExecutor;
-use super::plan::{QuantPlan, out_channels, weight_of};
 use super::histogram::Histogram;
+use super::plan::{QuantPlan, out_channels, weight_of};
 use super::stats::{BoxStats, CalibrationStats};
 use crate::error::Result;
 use crate::exec::float::FloatExecutor;
@@ -154,12 +154,17 @@ pub struct QuantizerView {
     pub transformed: bool,
 }
 
-pub fn quantizer_view(stats: &CalibrationStats, plan: &QuantPlan, point: &str) -> Option<QuantizerView> {
+pub fn quantizer_view(
+    stats: &CalibrationStats,
+    plan: &QuantPlan,
+    point: &str,
+) -> Option<QuantizerView> {
     let st = stats.points.iter().find(|p| p.name == point)?;
     let a = plan.activations.iter().find(|a| a.point == point)?;
     let transformed = a.migration.is_some() || a.shift.is_some();
     let histogram = if transformed {
-        st.transformed(a.migration.as_deref(), a.shift.as_deref()).histogram
+        st.transformed(a.migration.as_deref(), a.shift.as_deref())
+            .histogram
     } else {
         st.histogram.clone()
     };
@@ -176,7 +181,13 @@ pub fn quantizer_view(stats: &CalibrationStats, plan: &QuantPlan, point: &str) -
 /// channel `channel` (in the calibrated domain, migration and shift included): the levels to
 /// draw over a histogram. Found by sampling the quantizer at 8,192 points, so at most that many
 /// levels come back; the first and last are the clipping range within `[lo, hi]`.
-pub fn activation_levels(plan: &QuantPlan, point: &str, channel: usize, lo: f32, hi: f32) -> Vec<f32> {
+pub fn activation_levels(
+    plan: &QuantPlan,
+    point: &str,
+    channel: usize,
+    lo: f32,
+    hi: f32,
+) -> Vec<f32> {
     let Some(a) = plan.activations.iter().find(|a| a.point == point) else {
         return Vec::new();
     };

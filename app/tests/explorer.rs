@@ -1,0 +1,191 @@
+//! The explorer driven through its widgets (egui_kittest, no window): bit widths, the engine
+//! copies slider, opening a project and a malformed one. Accuracy runs on the first 500 test
+//! images to keep the tests short; everything else is the shipped default.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use qvit_app::Explorer;
+
+const EVAL_IMAGES: usize = 500;
+
+fn explorer() -> Harness<'static, Explorer> {
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_eframe(|cc| {
+            let mut e = qvit_app::create(cc, None);
+            e.eval_images = Some(EVAL_IMAGES);
+            e
+        });
+    settle(&mut harness);
+    harness
+}
+
+/// Steps frames until every background job has finished.
+fn settle(harness: &mut Harness<'static, Explorer>) {
+    let started = Instant::now();
+    loop {
+        harness.step();
+        if !harness.state().busy() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "jobs did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    harness.run_steps(3);
+}
+
+/// The text of the one label that starts with `prefix`.
+fn label(harness: &Harness<'static, Explorer>, prefix: &str) -> String {
+    let matches: Vec<String> = harness
+        .query_all_by_label_contains(prefix)
+        .filter_map(|n| {
+            // A `Role::Label` keeps its text as the value.
+            let node = n.accesskit_node();
+            if node.role() == Role::Label {
+                node.value()
+            } else {
+                node.label()
+            }
+        })
+        .filter(|l| l.starts_with(prefix))
+        .collect();
+    assert_eq!(
+        matches.len(),
+        1,
+        "labels starting with `{prefix}`: {matches:?}"
+    );
+    matches[0].clone()
+}
+
+fn click(harness: &mut Harness<'static, Explorer>, text: &str) {
+    harness.get_by_label(text).click();
+    harness.run_steps(2);
+}
+
+#[test]
+fn layer_activation_bits_move_dsp_efficiency_and_sqnr() {
+    let mut h = explorer();
+    let top1 = label(&h, "top-1 ");
+    assert!(top1.ends_with('%'), "{top1}");
+    // Select the first depthwise conv through the tree.
+    click(&mut h, "backbone.stages.0.op_list.0");
+    click(&mut h, "main.depth_conv.conv");
+    click(&mut h, "Quantization");
+    let fps = label(&h, "FPS ");
+    let gops_per_dsp = label(&h, "GOPS/DSP ");
+    let fps_per_dsp = label(&h, "FPS/DSP ");
+    let selected = label(&h, "selected layer ");
+    assert!(
+        selected.contains("depth_conv")
+            && selected.contains("weights W8")
+            && selected.contains("output A8"),
+        "{selected}"
+    );
+
+    h.get_by_label_contains("Override the selected layer")
+        .click();
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Slider, "override 1 activation bits")
+        .set_value_accesskit(16.0);
+    h.run_steps(2);
+    settle(&mut h);
+
+    // The layer now writes 16-bit activations, which the projection conv after it reads:
+    // 16-bit operands take a DSP per multiplier instead of two MACs per DSP, so the same FPS
+    // costs twice the DSPs.
+    let selected_now = label(&h, "selected layer ");
+    assert!(selected_now.contains("output A16"), "{selected_now}");
+    assert_eq!(label(&h, "FPS "), fps);
+    assert_ne!(label(&h, "GOPS/DSP "), gops_per_dsp);
+    assert_ne!(label(&h, "FPS/DSP "), fps_per_dsp);
+    // The output's SQNR moves with its bits (8 → 16 bits: 34.3 → 43.1 dB; the recipe's
+    // 99.99th-percentile range clips the same values at any width, which caps the gain).
+    let sqnr = |s: &str| -> f64 {
+        let at = s.find("output A").expect("output in the summary");
+        let at = at + s[at..].find(" at ").unwrap() + 4;
+        s[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        sqnr(&selected_now) > sqnr(&selected) + 5.0,
+        "{selected} → {selected_now}"
+    );
+}
+
+#[test]
+fn more_engine_copies_give_more_fps() {
+    let mut h = explorer();
+    click(&mut h, "Accelerator");
+    let fps = label(&h, "FPS ");
+    let dsps = label(&h, "DSPs ");
+    h.get_by_role_and_label(Role::Slider, "L: engine copies")
+        .set_value_accesskit(2.0);
+    h.run_steps(2);
+    // Priced in the same frames, no background job.
+    assert!(!h.state().busy());
+    let parse = |s: &str| -> f64 { s.split(' ').nth(1).unwrap().parse().unwrap() };
+    let fps_now = label(&h, "FPS ");
+    assert!(
+        (parse(&fps_now) - parse(&fps) / 4.0).abs() < 0.1,
+        "8 → 2 copies: {fps} → {fps_now}"
+    );
+    assert_ne!(label(&h, "DSPs "), dsps);
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn opens_a_project_and_keeps_the_current_one_when_a_file_is_malformed() {
+    let dir = std::env::temp_dir().join(format!("qvit-explorer-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = write(
+        &dir,
+        "deit.ron",
+        r#"Project(model: "deit-micro", quant: Some(recipe: "fq-vit", bits: "w8a8"))"#,
+    );
+    let bad = write(
+        &dir,
+        "broken.ron",
+        "Project(model: \"deit-micro\", quant: Some(bits: \"w8a99\"))",
+    );
+    let mut h = explorer();
+    h.state_mut().recent = vec![good.clone(), bad.clone()];
+
+    // Open the DeiT project from File → Open recent.
+    click(&mut h, "File");
+    click(&mut h, "Open recent");
+    click(&mut h, &good.display().to_string());
+    settle(&mut h);
+    assert_eq!(h.state().project.model, "deit-micro");
+    assert!(label(&h, "deit-micro · ").contains("deit.ron"));
+    let fps = label(&h, "FPS ");
+    let top1 = label(&h, "top-1 ");
+
+    // A malformed one: its error is shown, naming the file and the field, and nothing changes.
+    click(&mut h, "File");
+    click(&mut h, "Open recent");
+    click(&mut h, &bad.display().to_string());
+    h.run_steps(2);
+    let error = label(&h, "error: ");
+    assert!(
+        error.contains("broken.ron")
+            && error.contains("from 2 to 16")
+            && error.contains("current one stays open"),
+        "{error}"
+    );
+    assert_eq!(h.state().project.model, "deit-micro");
+    assert_eq!(label(&h, "FPS "), fps);
+    assert_eq!(label(&h, "top-1 "), top1);
+    assert!(!h.state().busy(), "a bad file must not start new work");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -14,7 +14,7 @@ use qvit_core::quant::{LayerBits, QuantExecutor, QuantSettings};
 
 use crate::instrument::Instruments;
 use crate::jobs::{Counts, Job};
-use crate::session::{self, Loaded, Quantized};
+use crate::session::{self, LayerDistributions, Loaded, Quantized};
 use crate::views::explore::ExploreState;
 
 /// Recent project files kept in the File menu.
@@ -89,6 +89,8 @@ pub struct Explorer {
     pub selected: Option<NodeId>,
     pub tab: Tab,
     pub sort_by_range: bool,
+    /// The Distributions view's data for the selected layer, kept between frames.
+    pub distributions: Option<Arc<LayerDistributions>>,
     pub explore: ExploreState,
     pub recent: Vec<PathBuf>,
     pub notice: Option<Notice>,
@@ -117,6 +119,7 @@ impl Explorer {
             selected: None,
             tab: Tab::default(),
             sort_by_range: false,
+            distributions: None,
             explore: ExploreState::default(),
             recent: Vec::new(),
             notice: None,
@@ -205,6 +208,7 @@ impl Explorer {
         self.accuracy_error = None;
         self.quant_error = None;
         self.selected = None;
+        self.distributions = None;
         self.jobs = Jobs::default();
         self.explore.designs.clear();
         self.reprice();

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use qvit_core::data::Dataset;
 use qvit_core::eval::{Accuracy, Classifier, evaluate_until};
 use qvit_core::exec::int::{IntExecutor, compile};
+use qvit_core::graph::NodeId;
 use qvit_core::pipeline::{self, Model};
 use qvit_core::project::Project;
 use qvit_core::quant::diagnostics::{self, ActivationQuality, WeightQuality};
+use qvit_core::quant::stats::BoxStats;
 use qvit_core::quant::{
     CalibrationStats, FakeQuantExecutor, QuantExecutor, QuantPlan, QuantSettings,
 };
@@ -145,4 +147,49 @@ pub fn evaluate(
         )
     };
     go().map_err(|e| e.to_string())
+}
+
+/// What the Distributions view draws for one layer under one quantization, computed once per
+/// selection (the transformed histograms and sorted weights take longer than a frame should).
+#[derive(Debug)]
+pub struct LayerDistributions {
+    pub layer: NodeId,
+    /// The quantization it was computed for.
+    pub quantized: Arc<Quantized>,
+    /// The activation point feeding the layer.
+    pub point: Option<String>,
+    /// Per-channel boxes of that point as calibrated, and as the quantizer sees them.
+    pub boxes: Option<(Vec<BoxStats>, Vec<BoxStats>)>,
+    pub quantizer: Option<diagnostics::QuantizerView>,
+    /// Per-output-channel boxes of the layer's weights.
+    pub weights: Option<Vec<BoxStats>>,
+}
+
+impl LayerDistributions {
+    pub fn compute(
+        loaded: &Loaded,
+        quantized: &Arc<Quantized>,
+        layer: NodeId,
+        point: Option<String>,
+    ) -> Self {
+        let (stats, plan, graph) = (&loaded.stats, &quantized.plan, &loaded.model.graph);
+        let name = &graph.node(layer).name;
+        Self {
+            layer,
+            quantized: quantized.clone(),
+            boxes: point
+                .as_deref()
+                .and_then(|p| diagnostics::channel_boxes(stats, plan, p)),
+            quantizer: point
+                .as_deref()
+                .and_then(|p| diagnostics::quantizer_view(stats, plan, p)),
+            weights: diagnostics::weight_boxes(graph, &loaded.model.folded, plan, name),
+            point,
+        }
+    }
+
+    /// Still valid for this layer and quantization.
+    pub fn is_for(&self, layer: NodeId, quantized: &Arc<Quantized>) -> bool {
+        self.layer == layer && Arc::ptr_eq(&self.quantized, quantized)
+    }
 }

@@ -4,11 +4,14 @@
 //! its weights.
 
 use egui_plot::{Bar, BarChart, BoxElem, BoxPlot, BoxSpread, Legend, Plot, VLine};
+use std::sync::Arc;
+
 use qvit_core::quant::diagnostics;
 use qvit_core::quant::stats::BoxStats;
 
 use super::db;
 use crate::explorer::Explorer;
+use crate::session::LayerDistributions;
 
 /// Levels drawn at most; denser quantizers show every k-th level.
 const MAX_LEVEL_LINES: usize = 64;
@@ -30,58 +33,58 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
         return;
     };
     explorer.selected = Some(id);
-    let layer = graph.node(id).name.clone();
-    let point = super::input_point(&q, &graph, id).map(str::to_string);
+    let d = match &explorer.distributions {
+        Some(d) if d.is_for(id, &q) => d.clone(),
+        _ => {
+            let point = super::input_point(&q, &graph, id).map(str::to_string);
+            let d = Arc::new(LayerDistributions::compute(&loaded, &q, id, point));
+            explorer.distributions = Some(d.clone());
+            d
+        }
+    };
+    let layer = &graph.node(id).name;
     ui.horizontal(|ui| {
-        ui.strong(&layer);
+        ui.strong(layer);
         ui.checkbox(&mut explorer.sort_by_range, "sort channels by range");
     });
-    let Some(point) = point else {
+    let Some(point) = &d.point else {
         ui.label("This layer has no quantized input.");
         return;
     };
-    let act = q.plan.activations.iter().find(|a| a.point == point);
+    let act = q.plan.activations.iter().find(|a| a.point == *point);
     ui.label(format!(
         "input {point}: {} · activation SQNR {}",
         act.map_or(String::new(), |a| super::plain(&a.note)),
-        db(q.activation_sqnr(&point))
+        db(q.activation_sqnr(point))
     ));
     let height = (ui.available_height() / 3.0 - 12.0).max(120.0);
-    if let Some((before, after)) = diagnostics::channel_boxes(&loaded.stats, &q.plan, &point) {
-        let order = channel_order(&before, explorer.sort_by_range);
+    if let Some((before, after)) = &d.boxes {
+        let order = channel_order(before, explorer.sort_by_range);
         let transformed = before != after;
         ui.columns(if transformed { 2 } else { 1 }, |cols| {
-            boxes(
-                &mut cols[0],
-                "calibrated",
-                "before",
-                &before,
-                &order,
-                height,
-            );
+            boxes(&mut cols[0], "calibrated", "before", before, &order, height);
             if transformed {
                 boxes(
                     &mut cols[1],
                     "as quantized (after migration / shift)",
                     "after",
-                    &after,
+                    after,
                     &order,
                     height,
                 );
             }
         });
     }
-    if let Some(view) = diagnostics::quantizer_view(&loaded.stats, &q.plan, &point) {
-        histogram(ui, &view, height);
+    if let Some(view) = &d.quantizer {
+        histogram(ui, view, height);
     }
-    if let Some(weights) = diagnostics::weight_boxes(&graph, &loaded.model.folded, &q.plan, &layer)
-    {
+    if let Some(weights) = &d.weights {
         ui.label(format!(
             "weights, one box per output channel · weight SQNR {}",
-            db(q.weight_sqnr(&layer))
+            db(q.weight_sqnr(layer))
         ));
-        let order = channel_order(&weights, explorer.sort_by_range);
-        boxes(ui, "weights", "weights", &weights, &order, height);
+        let order = channel_order(weights, explorer.sort_by_range);
+        boxes(ui, "weights", "weights", weights, &order, height);
     }
 }
 

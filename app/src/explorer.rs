@@ -3,7 +3,7 @@
 //! re-quantize from cached statistics and re-evaluate in the background).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use qvit_core::accel::{CostReport, Workload, cost};
 use qvit_core::eval::Accuracy;
@@ -96,6 +96,10 @@ pub struct Explorer {
     pub notice: Option<Notice>,
     pub jobs: Jobs,
     pub changes: Changes,
+    /// The plots drawn in the last frame and where (for File → Export plot).
+    pub plots: Vec<(String, egui::Rect)>,
+    /// Messages from exports that finish after their frame (screenshots arrive later).
+    pub late_notices: Arc<Mutex<Vec<Notice>>>,
     instruments: Instruments,
 }
 
@@ -125,6 +129,8 @@ impl Explorer {
             notice: None,
             jobs: Jobs::default(),
             changes: Changes::default(),
+            plots: Vec::new(),
+            late_notices: Arc::default(),
             instruments: Instruments::from_env(),
         };
         explorer.replace_project(project, path);
@@ -291,6 +297,9 @@ impl Explorer {
 
     /// Collects finished jobs and starts the ones they enable; acts on the frame's changes.
     pub fn step(&mut self) {
+        if let Some(n) = self.late_notices.lock().ok().and_then(|mut v| v.pop()) {
+            self.notice = Some(n);
+        }
         if let Some(result) = self.jobs.load.as_mut().and_then(Job::poll) {
             self.jobs.load = None;
             match result {
@@ -322,8 +331,11 @@ impl Explorer {
                 self.jobs.evaluate = None;
                 match result {
                     Ok(acc) => {
-                        if acc.images == self.eval_total() {
-                            self.instruments.accuracy_ready(acc.top1());
+                        if acc.images == self.eval_total()
+                            && let Some(png) = self.instruments.accuracy_ready(acc.top1())
+                            && let Some((_, rect)) = self.plots.first()
+                        {
+                            crate::files::export_plot(self, *rect, png);
                         }
                         self.accuracy = Some(acc);
                     }

@@ -1,5 +1,5 @@
 //! Files the explorer reads and writes: project RON files through the system's file dialogs,
-//! CSV exports, and the state kept between runs (recent files, the open tab; eframe keeps the
+//! CSV and PNG exports, and the state kept between runs (recent files, the open tab; eframe keeps the
 //! window's size and position).
 
 use std::path::{Path, PathBuf};
@@ -77,4 +77,41 @@ pub fn export_cost_dialog(explorer: &mut Explorer) {
     {
         export_cost_csv(explorer, &path);
     }
+}
+
+/// File → Export plot as PNG → a plot on screen: asks for a file, then takes a screenshot of
+/// the next frame and writes the plot's rectangle of it.
+pub fn export_plot_dialog(explorer: &mut Explorer, name: &str, rect: egui::Rect) {
+    let file = format!("{}.png", name.replace([' ', '(', ')', '/'], "-"));
+    if let Some(path) = rfd::FileDialog::new()
+        .add_filter("PNG", &["png"])
+        .set_file_name(file)
+        .save_file()
+    {
+        export_plot(explorer, rect, path);
+    }
+}
+
+/// Writes the screen rectangle `rect` (points) of the next frame to `path` as PNG; the result
+/// shows as a notice when the screenshot has arrived.
+pub fn export_plot(explorer: &Explorer, rect: egui::Rect, path: PathBuf) {
+    let ctx = explorer.ctx.clone();
+    let notices = explorer.late_notices.clone();
+    let pixels_per_point = ctx.pixels_per_point();
+    let callback = egui::ScreenshotCallback::new(move |image| {
+        let plot = image.region(&rect, Some(pixels_per_point));
+        let rgba: Vec<u8> = plot.pixels.iter().flat_map(|c| c.to_array()).collect();
+        let [w, h] = plot.size;
+        let notice = match qvit_core::export::write_png(&path, w, h, &rgba) {
+            Ok(()) => Notice::Info(format!("wrote {} ({w}×{h} px)", path.display())),
+            Err(e) => Notice::Error(format!("could not export the plot: {e}")),
+        };
+        if let Ok(mut n) = notices.lock() {
+            n.push(notice);
+        }
+        ctx.request_repaint();
+    });
+    explorer
+        .ctx
+        .send_viewport_cmd(egui::ViewportCommand::Screenshot(callback));
 }

@@ -3,6 +3,8 @@
 //!
 //! - `QVIT_READY_FILE=PATH`: once the first accuracy result over the whole test set is in,
 //!   write its top-1 to PATH (the screenshot script waits for it);
+//! - `QVIT_PLOT_PNG=PATH`: with the ready file, export the first plot on screen to PATH through
+//!   File → Export plot's path (a screenshot of the next frame, cropped);
 //! - `QVIT_FRAME_TIMES=PATH`: append one line per frame, `ui_ms cpu_ms interval_ms`: the time
 //!   the explorer's own `ui` took (state and views), the CPU time eframe measured for the
 //!   previous frame (UI, tessellation and, with software OpenGL, part of the rendering), and
@@ -16,6 +18,7 @@ use std::time::Instant;
 #[derive(Debug, Default)]
 pub struct Instruments {
     ready_file: Option<PathBuf>,
+    plot_png: Option<PathBuf>,
     frame_times: Option<BufWriter<File>>,
     last_frame: Option<Instant>,
     ui_started: Option<Instant>,
@@ -25,6 +28,7 @@ impl Instruments {
     pub fn from_env() -> Self {
         Self {
             ready_file: std::env::var_os("QVIT_READY_FILE").map(PathBuf::from),
+            plot_png: std::env::var_os("QVIT_PLOT_PNG").map(PathBuf::from),
             frame_times: std::env::var_os("QVIT_FRAME_TIMES")
                 .and_then(|p| File::create(p).ok())
                 .map(BufWriter::new),
@@ -56,10 +60,12 @@ impl Instruments {
         self.last_frame = Some(started);
     }
 
-    /// Announces the first complete accuracy result (once).
-    pub fn accuracy_ready(&mut self, top1: f64) {
+    /// Announces the first complete accuracy result (once); returns where to export a plot,
+    /// if asked.
+    pub fn accuracy_ready(&mut self, top1: f64) -> Option<PathBuf> {
         if let Some(path) = self.ready_file.take() {
             let _ = qvit_core::ron_io::write_atomic(&path, format!("{top1:.2}\n").as_bytes());
         }
+        self.plot_png.take()
     }
 }

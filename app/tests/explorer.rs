@@ -189,3 +189,43 @@ fn opens_a_project_and_keeps_the_current_one_when_a_file_is_malformed() {
     assert!(!h.state().busy(), "a bad file must not start new work");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_sweep_runs_in_the_background_and_a_design_loads() {
+    let mut h = explorer();
+    click(&mut h, "Explore");
+    {
+        let s = &mut h.state_mut().explore;
+        s.mat_pes = "8, 16".into();
+        s.mat_lanes = "8".into();
+        s.rmac_pes = "16".into();
+        s.rmac_lanes = "8".into();
+        s.copies = "1, 2, 4".into();
+        s.bits = "w8a8".into();
+    }
+    // Accuracy off (it is on by default), then run.
+    h.get_by_label_contains("measure top-1 per bit width")
+        .click();
+    h.run_steps(2);
+    click(&mut h, "Run sweep");
+    settle(&mut h);
+    let summary = label(&h, "6 designs, ");
+    assert!(
+        summary.contains("on the Pareto front (FPS, GOPS/DSP)"),
+        "{summary}"
+    );
+    let designs = h.state().explore.designs.clone();
+    assert_eq!(designs.len(), 6);
+    // More copies: more FPS at the same DSP efficiency, so only the most copies are optimal.
+    let best = designs.iter().filter(|d| d.pareto).map(|d| d.copies).max();
+    assert_eq!(best, Some(4));
+
+    let pick = designs
+        .iter()
+        .find(|d| d.copies == 2 && d.mat_pes == 8)
+        .unwrap();
+    qvit_app::views::explore::load_design(h.state_mut(), pick);
+    h.run_steps(2);
+    assert_eq!(label(&h, "FPS "), format!("FPS {:.1}", pick.fps));
+    assert_eq!(h.state().project.accelerator.as_ref().unwrap().copies, 2);
+}

@@ -29,6 +29,7 @@ pub mod error;
 pub mod eval;
 pub mod exec;
 pub mod explore;
+pub mod export;
 pub mod graph;
 pub mod pipeline;
 pub mod project;

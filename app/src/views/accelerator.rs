@@ -170,11 +170,12 @@ fn cycles_chart(explorer: &Explorer, ui: &mut egui::Ui) {
             _ => compute.push(bar(i, l)),
         }
     }
-    Plot::new("cycles")
+    let shown = Plot::new("cycles")
         .legend(Legend::default())
         .height(ui.available_height().max(160.0))
         .show(ui, |plot| {
             plot.bar_chart(BarChart::new("compute-bound", compute).color(COMPUTE));
             plot.bar_chart(BarChart::new("memory-bound", memory).color(MEMORY));
         });
+    super::register_plot(ui, "per-layer cycles", shown.response.rect);
 }

@@ -108,7 +108,7 @@ fn histogram(ui: &mut egui::Ui, view: &diagnostics::QuantizerView, height: f32) 
         .filter(|&b| h.counts[b] > 0)
         .map(|b| Bar::new(h.center(b) as f64, h.counts[b] as f64).width(h.width() as f64))
         .collect();
-    Plot::new("histogram")
+    let shown = Plot::new("histogram")
         .height(height)
         .legend(Legend::default())
         .show(ui, |plot| {
@@ -124,6 +124,7 @@ fn histogram(ui: &mut egui::Ui, view: &diagnostics::QuantizerView, height: f32) 
                 plot.vline(VLine::new("clipping range", *l as f64).color(egui::Color32::RED));
             }
         });
+    super::register_plot(ui, "histogram and quantizer levels", shown.response.rect);
 }
 
 /// The first layer whose input the plan migrates or shifts (the most telling default view).
@@ -196,10 +197,11 @@ fn boxes(
             ]
         })
         .collect();
-    Plot::new(format!("boxes-{id}"))
+    let shown = Plot::new(format!("boxes-{id}"))
         .height(height)
         .show(ui, |plot| {
             plot.box_plot(BoxPlot::new(title, elems));
             plot.points(egui_plot::Points::new("min / max", extremes).radius(1.5));
         });
+    super::register_plot(ui, format!("channel boxes ({title})"), shown.response.rect);
 }

@@ -304,7 +304,7 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
         }
     ));
     let mut clicked = None;
-    Plot::new("pareto")
+    let shown = Plot::new("pareto")
         .legend(Legend::default())
         .x_axis_label(x.name())
         .y_axis_label(y.name())
@@ -353,6 +353,7 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
                     .map(|(_, d)| d);
             }
         });
+    super::register_plot(ui, "design scatter", shown.response.rect);
     if let Some(d) = clicked {
         load_design(explorer, &d);
     }

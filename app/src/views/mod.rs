@@ -14,6 +14,7 @@ use crate::explorer::{Explorer, Tab};
 /// Lays out one frame: menu and notices on top, results along the bottom, the model tree on
 /// the left, the selected tab in the middle.
 pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
+    explorer.plots = take_plots(ui.ctx());
     egui::Panel::top("menu").show(ui, |ui| menu::show(explorer, ui));
     egui::Panel::bottom("results")
         .min_size(52.0)
@@ -41,6 +42,26 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             Tab::Explore => explore::show(explorer, ui),
         }
     });
+}
+
+fn plots_id() -> egui::Id {
+    egui::Id::unique("qvit.plots")
+}
+
+/// Remembers where a plot was drawn in this frame, so that File → Export plot can crop it from
+/// a screenshot.
+pub fn register_plot(ui: &egui::Ui, name: impl Into<String>, rect: egui::Rect) {
+    ui.ctx().data_mut(|d| {
+        d.get_temp_mut_or_default::<Vec<(String, egui::Rect)>>(plots_id())
+            .push((name.into(), rect))
+    });
+}
+
+/// The plots drawn in the previous frame, with their screen rectangles.
+fn take_plots(ctx: &egui::Context) -> Vec<(String, egui::Rect)> {
+    ctx.data_mut(|d| {
+        std::mem::take(d.get_temp_mut_or_default::<Vec<(String, egui::Rect)>>(plots_id()))
+    })
 }
 
 /// A dB figure for labels, `–` when unknown.

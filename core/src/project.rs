@@ -12,8 +12,8 @@
 //!         overrides: [(layers: "stages.3.*", bits: "w4a8")],
 //!     ),
 //!     calibration: Some("micro.calib.safetensors"),
-//!     accelerator: Some(Accelerator(name: "trio-vit-zcu102", part: "zcu102", …)),
-//!     sweep: Some(DesignSpace(name: "engines", mat_pes: [8, 16], …, bits: ["w8a8"])),
+//!     accelerator: Some(name: "trio-vit-zcu102", part: "zcu102", clock_mhz: 200.0, …),
+//!     sweep: Some(name: "engines", mat_pes: [8, 16], …, bits: ["w8a8"]),
 //! )
 //! ```
 //!

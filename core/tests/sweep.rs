@@ -322,3 +322,86 @@ fn no_design_uses_more_multipliers_than_it_has() {
     }
     assert!(feasible > 1000);
 }
+
+#[test]
+fn a_cancelled_sweep_stops_with_whole_rows_and_resumes() {
+    use std::sync::atomic::AtomicBool;
+    let d = dir("cancel");
+    let whole = full_run(&d.join("whole.csv"));
+    let path = d.join("cancelled.csv");
+    let stop = AtomicBool::new(true);
+    let outcome = sweep::run_until(&space(), &path, Shard::ALL, false, &stop, &mut |_| {}).unwrap();
+    assert!(outcome.cancelled && outcome.evaluated == 0, "{outcome:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 1, "only the header: {text}");
+    let resumed = sweep::run(&space(), &path, Shard::ALL, true, &mut |_| {}).unwrap();
+    assert!(!resumed.cancelled && resumed.evaluated == 96);
+    assert_eq!(std::fs::read(&path).unwrap(), whole);
+}
+
+#[test]
+fn typed_designs_carry_the_pareto_front_of_the_file() {
+    let d = dir("designs");
+    let path = d.join("s.csv");
+    full_run(&path);
+    let designs = sweep::read_designs(&path).unwrap();
+    let front = sweep::write_pareto(&path).unwrap();
+    assert_eq!(designs.iter().filter(|d| d.pareto).count() as u64, front);
+    let pareto = std::fs::read_to_string(sweep::pareto_path(&path)).unwrap();
+    for d in designs.iter().filter(|d| d.pareto) {
+        assert!(
+            pareto
+                .lines()
+                .any(|l| l.starts_with(&format!("{},", d.index))),
+            "design {} is on the front",
+            d.index
+        );
+    }
+    // Designs are feasible rows only: every one has FPS and a DSP count.
+    let bad: Vec<_> = designs
+        .iter()
+        .filter(|d| !(d.fps > 0.0 && d.dsps > 0))
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn a_project_sweeps_around_its_own_accelerator_and_model() {
+    use qvit_core::project::Project;
+    let d = dir("project");
+    let path = d.join("p.ron");
+    std::fs::write(
+        &path,
+        r#"Project(
+            model: "efficientvit-micro",
+            accelerator: Some(
+                name: "mine", part: "zcu102", clock_mhz: 250.0, copies: 2,
+                architecture: TrioVit(mat: (pes: 16, lanes: 8), rmac: (pes: 16, lanes: 8), model: Corrected),
+                activation_buffer_kib: 256, weight_buffer_kib: 1024, bandwidth_gbps: 19.2,
+            ),
+            sweep: Some(name: "around", mat_pes: [8, 16], mat_lanes: [8],
+                rmac_pes: [16], rmac_lanes: [8], copies: [1, 2], bits: ["w8a8"]),
+        )"#,
+    )
+    .unwrap();
+    let project = Project::load(&path).unwrap();
+    let space = project.design_space("p.ron").unwrap().unwrap();
+    assert_eq!(space.models, ["efficientvit-micro"]);
+    assert_eq!(space.base_config.as_ref().unwrap().name, "mine");
+    let out = d.join("around.csv");
+    sweep::run(&space, &out, Shard::ALL, false, &mut |_| {}).unwrap();
+    let designs = sweep::read_designs(&out).unwrap();
+    assert_eq!(designs.len(), 4);
+    // The project's clock, not the preset's 200 MHz.
+    assert!(designs.iter().all(|d| d.clock_mhz == 250.0));
+
+    // A space file must name its base; a project without a sweep has none.
+    let e = DesignSpace::from_ron(
+        &SPACE.replace("base: \"trio-vit-zcu102\",", ""),
+        "nobase.ron",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("nobase.ron") && e.contains("base"), "{e}");
+    assert!(Project::default().design_space("x").unwrap().is_none());
+}

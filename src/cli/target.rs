@@ -43,8 +43,10 @@ pub fn design_space(path: &Path) -> anyhow::Result<DesignSpace> {
     let origin = path.display().to_string();
     Project::load(path)?.design_space(&origin)?.ok_or_else(|| {
         anyhow::anyhow!(
-            "{origin}: this project has no `sweep` section; add `sweep: Some(DesignSpace(…))` \
-             (the explorer's Explore tab writes one) or give a design-space file (presets/sweeps/)"
+            "{origin}: this project has no `sweep` section; add one such as `sweep: Some(name: \
+             \"engines\", mat_pes: [8, 16], mat_lanes: [8], rmac_pes: [16], rmac_lanes: [8], \
+             copies: [1, 8], bits: [\"w8a8\"])` (the explorer's Explore tab writes it) or give a \
+             design-space file (presets/sweeps/)"
         )
     })
 }

@@ -103,7 +103,10 @@ impl Engines {
         let pw = if done >= pw_out {
             0
         } else {
-            let remaining_pixels = e2 - (px - done * e2) / stored;
+            // The published expression goes negative when the R-MAC has more lanes than the
+            // MAT engine (`stored > 2·L_m`); equal engines, as published, never get there. A
+            // negative count of pixels is none left: saturate instead of wrapping.
+            let remaining_pixels = e2.saturating_sub(px.saturating_sub(done * e2) / stored);
             let mut pw = stored.div_ceil(lm + lr) * in_passes * remaining_pixels;
             let rest = pw_out.saturating_sub(done + stored);
             if rest > 0 {
@@ -345,5 +348,17 @@ mod tests {
         // remaining pixels = 49 − ⌊432/16⌋ = 22; PW = 1·32·22 + ⌈240/16⌉·32·49 + 1728 = 25,952;
         // the pair takes max(2016, 25,952 + 288).
         assert_eq!(SIXTEEN.dw_pw_fused(7, 512, 256, 3, 512), 26_240);
+        // More R-MAC lanes than MAT lanes: the published expression would count a negative
+        // number of pixels (a wrapped u64 before the fix); the pair costs at least the
+        // depthwise conv and at most that plus the pointwise conv on one multiplier.
+        let wide_rmac = Engines {
+            mat_pes: 8,
+            mat_lanes: 4,
+            rmac_pes: 16,
+            rmac_lanes: 8,
+        };
+        let pair = wide_rmac.dw_pw_fused(7, 192, 192, 5, 8);
+        let dw = wide_rmac.depthwise(7, 192, 5);
+        assert!(dw <= pair && pair <= dw + 192 * 8 * 49, "{dw} ≤ {pair}");
     }
 }

@@ -159,9 +159,14 @@ impl Explorer {
     /// Reads a project file. A file that fails to load leaves the open project untouched and
     /// shows why.
     pub fn open_project(&mut self, path: &Path) {
-        match Project::load(path) {
-            Ok(project) => {
+        let checked = Project::load(path).and_then(|p| {
+            let graph = check(&p, &path.display().to_string())?;
+            Ok((p, graph))
+        });
+        match checked {
+            Ok((project, graph)) => {
                 self.replace_project(project, Some(path.to_path_buf()));
+                self.graph = Ok(Arc::new(graph));
                 self.remember(path);
                 self.notice = Some(Notice::Info(format!("opened {}", path.display())));
             }
@@ -179,10 +184,14 @@ impl Explorer {
             Ok(()) => {
                 self.project_path = Some(path.to_path_buf());
                 self.remember(path);
-                self.notice = Some(Notice::Info(format!(
-                    "saved {0}; run it headless with `qvit eval {0}`, `qvit cost {0}` or `qvit sweep {0}`",
-                    path.display()
-                )));
+                let p = path.display();
+                self.notice = Some(Notice::Info(if self.project.sweep.is_some() {
+                    format!(
+                        "saved {p}; run it headless with `qvit eval {p}`, `qvit cost {p}` or `qvit sweep {p}`"
+                    )
+                } else {
+                    format!("saved {p}; run it headless with `qvit eval {p}` or `qvit cost {p}`")
+                }));
             }
             Err(e) => self.notice = Some(Notice::Error(format!("could not save: {e}"))),
         }
@@ -385,6 +394,19 @@ impl Explorer {
         }
         None
     }
+}
+
+/// What opening `project` would fail on, found before the open project is replaced: the model,
+/// the recipe and its family, the overrides' patterns, the sweep section. Returns the graph.
+fn check(project: &Project, origin: &str) -> qvit_core::Result<Graph> {
+    let graph = Graph::build(&project.spec()?)?;
+    if let Some(settings) = &project.quant {
+        qvit_core::quant::Recipe::resolve(&settings.recipe)?
+            .check_family(graph.family, &graph.model)?;
+        LayerBits::resolve(&graph, settings)?;
+    }
+    project.design_space(origin)?;
+    Ok(graph)
 }
 
 impl eframe::App for Explorer {

@@ -158,8 +158,10 @@ fn opens_a_project_and_keeps_the_current_one_when_a_file_is_malformed() {
         "broken.ron",
         "Project(model: \"deit-micro\", quant: Some(bits: \"w8a99\"))",
     );
+    // Well-formed RON, but a model that does not exist: refused before anything is replaced.
+    let unknown = write(&dir, "unknown.ron", r#"Project(model: "efficientvit-b9")"#);
     let mut h = explorer();
-    h.state_mut().recent = vec![good.clone(), bad.clone()];
+    h.state_mut().recent = vec![good.clone(), bad.clone(), unknown.clone()];
 
     // Open the DeiT project from File → Open recent.
     click(&mut h, "File");
@@ -187,6 +189,15 @@ fn opens_a_project_and_keeps_the_current_one_when_a_file_is_malformed() {
     assert_eq!(label(&h, "FPS "), fps);
     assert_eq!(label(&h, "top-1 "), top1);
     assert!(!h.state().busy(), "a bad file must not start new work");
+
+    click(&mut h, "File");
+    click(&mut h, "Open recent");
+    click(&mut h, &unknown.display().to_string());
+    h.run_steps(2);
+    let error = label(&h, "error: ");
+    assert!(error.contains("efficientvit-b9"), "{error}");
+    assert_eq!(h.state().project.model, "deit-micro");
+    assert_eq!(label(&h, "FPS "), fps);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -44,6 +44,7 @@ pub fn load(project: &Project, reporter: &Reporter<Counts>) -> Result<Loaded, St
             project.calibration.as_deref(),
             None,
             CALIBRATION_IMAGES,
+            reporter.cancel_flag(),
             &mut |done, total| {
                 reporter.report(Counts {
                     done: done as u64,

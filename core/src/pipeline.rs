@@ -4,6 +4,7 @@
 //! through a callback so that a caller can draw a bar or a UI can stream it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use crate::assets;
 use crate::data::{Dataset, Normalize};
@@ -81,13 +82,14 @@ pub fn check_images(data: &Dataset, graph: &Graph) -> Result<()> {
 }
 
 /// Statistics for a model: the file named (checked against the model), or a fresh calibration
-/// on `images` images of `data` (the shipped calibration set when `None`).
-/// `progress(done, total)` counts images over both calibration passes.
+/// on `images` images of `data` (the shipped calibration set when `None`), abandoned when
+/// `cancel` becomes true. `progress(done, total)` counts images over both calibration passes.
 pub fn statistics(
     model: &Model,
     file: Option<&Path>,
     data: Option<&Path>,
     images: usize,
+    cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<CalibrationStats> {
     if let Some(path) = file {
@@ -97,12 +99,13 @@ pub fn statistics(
     }
     let data = calibration_data(data)?;
     check_images(&data, &model.graph)?;
-    quant::calibrate(
+    quant::calibrate_until(
         &model.graph,
         &model.folded,
         &data,
         images,
         CALIBRATION_BATCH,
+        cancel,
         progress,
     )
 }

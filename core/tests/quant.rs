@@ -395,6 +395,21 @@ fn bad_input_gets_clear_errors() {
         .to_string();
     assert!(e.contains("different weights"), "{e}");
 
+    // A cancelled calibration returns no statistics, and says so.
+    let m = micro("efficientvit-micro");
+    let e = quant::calibrate_until(
+        &m.graph,
+        &m.folded,
+        &calibration_set(),
+        64,
+        32,
+        &std::sync::atomic::AtomicBool::new(true),
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("calibration") && e.contains("cancelled"), "{e}");
+
     // A corrupt statistics file.
     let e = CalibrationStats::from_safetensors(b"not a file", "broken.calib")
         .unwrap_err()

@@ -49,7 +49,8 @@ pub fn stats(
     images: usize,
 ) -> anyhow::Result<CalibrationStats> {
     let mut bar = None;
-    let stats = pipeline::statistics(model, file, data, images, &mut |done, total| {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let stats = pipeline::statistics(model, file, data, images, &never, &mut |done, total| {
         bar.get_or_insert_with(|| {
             progress_bar(total, "calibrating").unwrap_or_else(|_| indicatif::ProgressBar::hidden())
         })

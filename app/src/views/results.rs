@@ -70,6 +70,11 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             } else {
                 what
             }));
+            if let Some(job) = &explorer.jobs.load
+                && ui.small_button("cancel").clicked()
+            {
+                job.cancel();
+            }
         });
     }
 }

@@ -30,4 +30,4 @@ pub use points::{QuantPoint, TensorKind, points};
 pub use quantizer::Quantizer;
 pub use recipe::Recipe;
 pub use settings::{LayerBits, Override, QuantExecutor, QuantSettings};
-pub use stats::{CalibrationStats, calibrate};
+pub use stats::{CalibrationStats, calibrate, calibrate_until};

@@ -200,6 +200,21 @@ pub fn calibrate(
     batch: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<CalibrationStats> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    calibrate_until(graph, params, data, images, batch, &never, progress)
+}
+
+/// [`calibrate`], giving up with an error after the batch during which `cancel` becomes true
+/// (a UI's cancel button; partial statistics would be wrong, so none are returned).
+pub fn calibrate_until(
+    graph: &Graph,
+    params: &FoldedWeights,
+    data: &Dataset,
+    images: usize,
+    batch: usize,
+    cancel: &std::sync::atomic::AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<CalibrationStats> {
     let n = images.min(data.len());
     if n == 0 {
         return Error::field(
@@ -219,6 +234,9 @@ pub fn calibrate(
     // One pass of the float model over the images, handing each point's tensor to `record`.
     let mut pass = |first: usize, record: &mut dyn FnMut(usize, &Tensor)| -> Result<()> {
         for start in (0..n).step_by(batch) {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Error::field(&data.origin, "calibration", "cancelled");
+            }
             let b = data.batch(start..(start + batch).min(n))?;
             executor.forward_observed(&b.images, &mut |id, t| {
                 for &i in at_node.get(&id).map_or(&[][..], Vec::as_slice) {

@@ -116,6 +116,18 @@ fn layer_activation_bits_move_dsp_efficiency_and_sqnr() {
         sqnr(&selected_now) > sqnr(&selected) + 5.0,
         "{selected} → {selected_now}"
     );
+
+    // Every layer at 4-bit activations: re-quantized and re-evaluated, top-1 falls.
+    h.get_by_role_and_label(Role::Slider, "global activation bits")
+        .set_value_accesskit(4.0);
+    h.run_steps(2);
+    settle(&mut h);
+    let percent = |s: &str| -> f64 { s[6..s.len() - 2].parse().unwrap() };
+    let top1_a4 = label(&h, "top-1 ");
+    assert!(
+        percent(&top1_a4) < percent(&top1) - 5.0,
+        "{top1} → {top1_a4}"
+    );
 }
 
 #[test]

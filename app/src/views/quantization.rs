@@ -175,7 +175,7 @@ fn layer_table(explorer: &Explorer, ui: &mut egui::Ui) {
         q.plan.bits,
         crate::session::SQNR_IMAGES
     ));
-    egui::ScrollArea::vertical().show(ui, |ui| {
+    egui::ScrollArea::both().show(ui, |ui| {
         egui::Grid::new("sqnr").striped(true).show(ui, |ui| {
             for h in [
                 "tensor",

@@ -29,7 +29,7 @@ fn a_saved_project_runs_with_eval_cost_and_sweep() {
 
     // Configure as the views do: bits, an override, engine copies, a sweep space.
     let ctx = egui::Context::default();
-    let mut e = Explorer::new(&ctx, Explorer::default_project(), None);
+    let mut e = Explorer::new(&ctx, Explorer::default_project(), None, None);
     e.settings().bits = "w6a8".parse().unwrap();
     e.settings().overrides.push(Override {
         layers: "backbone.stages.3.*".into(),

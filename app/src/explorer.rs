@@ -93,6 +93,8 @@ pub struct Explorer {
     pub distributions: Option<Arc<LayerDistributions>>,
     pub explore: ExploreState,
     pub recent: Vec<PathBuf>,
+    /// Where calibration statistics are kept between runs (none: calibrate every time).
+    pub calibration_cache: Option<PathBuf>,
     pub notice: Option<Notice>,
     pub jobs: Jobs,
     pub changes: Changes,
@@ -104,8 +106,14 @@ pub struct Explorer {
 }
 
 impl Explorer {
-    /// Opens `project` (completed with the explorer's defaults) and starts loading it.
-    pub fn new(ctx: &egui::Context, project: Project, path: Option<PathBuf>) -> Self {
+    /// Opens `project` (completed with the explorer's defaults) and starts loading it;
+    /// calibration statistics are cached in `calibration_cache` when one is given.
+    pub fn new(
+        ctx: &egui::Context,
+        project: Project,
+        path: Option<PathBuf>,
+        calibration_cache: Option<PathBuf>,
+    ) -> Self {
         let mut explorer = Self {
             ctx: ctx.clone(),
             project: Project::default(),
@@ -126,6 +134,7 @@ impl Explorer {
             distributions: None,
             explore: ExploreState::default(),
             recent: Vec::new(),
+            calibration_cache: None,
             notice: None,
             jobs: Jobs::default(),
             changes: Changes::default(),
@@ -133,6 +142,7 @@ impl Explorer {
             late_notices: Arc::default(),
             instruments: Instruments::from_env(),
         };
+        explorer.calibration_cache = calibration_cache;
         explorer.replace_project(project, path);
         explorer
     }
@@ -228,8 +238,9 @@ impl Explorer {
         self.explore.designs.clear();
         self.reprice();
         let project = self.project.clone();
+        let cache = self.calibration_cache.clone();
         self.jobs.load = Some(Job::spawn(&self.ctx, "calibrating", move |r| {
-            session::load(&project, r)
+            session::load(&project, cache.as_deref(), r)
         }));
     }
 

@@ -39,9 +39,14 @@ pub fn run(project: Option<PathBuf>) -> eframe::Result {
 }
 
 /// The explorer as eframe creates it: the last run's state restored, then `project` (or the
-/// shipped default) opened.
+/// shipped default) opened. With persistent storage (a real window, not a test harness),
+/// calibration statistics are cached beside it, so a model opened before opens at once.
 pub fn create(cc: &eframe::CreationContext<'_>, project: Option<PathBuf>) -> Explorer {
-    let mut explorer = Explorer::new(&cc.egui_ctx, Explorer::default_project(), None);
+    let cache = cc
+        .storage
+        .and_then(|_| eframe::storage_dir("qvit"))
+        .map(|dir| dir.join("calibration"));
+    let mut explorer = Explorer::new(&cc.egui_ctx, Explorer::default_project(), None, cache);
     files::restore_state(&mut explorer, cc.storage);
     if let Some(path) = project {
         explorer.open_project(&path);

@@ -2,6 +2,7 @@
 //! calibration statistics and test set, and a quantization of it with its per-layer quality.
 //! Each is produced by one function that runs on a background job; the UI only reads them.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use qvit_core::data::Dataset;
@@ -33,25 +34,37 @@ pub struct Loaded {
     pub test: Dataset,
 }
 
-/// Loads the project's model and test set and calibrates it (or reads its statistics file).
-pub fn load(project: &Project, reporter: &Reporter<Counts>) -> Result<Loaded, String> {
+/// Loads the project's model and test set and calibrates it: reads the project's statistics
+/// file, or the cached statistics in `cache` from an earlier run, or calibrates (and caches).
+pub fn load(
+    project: &Project,
+    cache: Option<&Path>,
+    reporter: &Reporter<Counts>,
+) -> Result<Loaded, String> {
     let go = || -> qvit_core::Result<Loaded> {
         let model = Model::load(project)?;
         let test = project.data_source().open()?;
         pipeline::check_images(&test, &model.graph)?;
-        let stats = pipeline::statistics(
-            &model,
-            project.calibration.as_deref(),
-            None,
-            CALIBRATION_IMAGES,
-            reporter.cancel_flag(),
-            &mut |done, total| {
-                reporter.report(Counts {
-                    done: done as u64,
-                    total: total as u64,
-                })
-            },
-        )?;
+        let cancel = reporter.cancel_flag();
+        let mut progress = |done: usize, total: usize| {
+            reporter.report(Counts {
+                done: done as u64,
+                total: total as u64,
+            })
+        };
+        let stats = match (&project.calibration, cache) {
+            (None, Some(dir)) => {
+                pipeline::cached_statistics(&model, dir, CALIBRATION_IMAGES, cancel, &mut progress)?
+            }
+            (file, _) => pipeline::statistics(
+                &model,
+                file.as_deref(),
+                None,
+                CALIBRATION_IMAGES,
+                cancel,
+                &mut progress,
+            )?,
+        };
         Ok(Loaded { model, stats, test })
     };
     go().map_err(|e| e.to_string())

@@ -110,6 +110,51 @@ pub fn statistics(
     )
 }
 
+/// Statistics of the shipped calibration set (its first `images` images), kept in `cache_dir`
+/// under a name made of the model, its resolution, a fingerprint of its weights and the image
+/// count: computed once, then read back without running the model. A cached file that fails
+/// to read or to match is computed again and replaced.
+pub fn cached_statistics(
+    model: &Model,
+    cache_dir: &Path,
+    images: usize,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<CalibrationStats> {
+    let name: String = model
+        .graph
+        .model
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = cache_dir.join(format!(
+        "{name}-{}-{:016x}-{images}.calib.safetensors",
+        model.graph.resolution,
+        quant::stats::fingerprint(&model.folded)
+    ));
+    let origin = path.display().to_string();
+    if let Ok(stats) = CalibrationStats::load(&path)
+        && stats
+            .check_matches(&model.graph, &model.folded, &origin)
+            .is_ok()
+    {
+        return Ok(stats);
+    }
+    let stats = statistics(model, None, None, images, cancel, progress)?;
+    std::fs::create_dir_all(cache_dir).map_err(|source| Error::Io {
+        path: cache_dir.to_path_buf(),
+        source,
+    })?;
+    stats.save(&path)?;
+    Ok(stats)
+}
+
 /// Resolves the settings' recipe and builds the plan from saved statistics (no float pass).
 pub fn plan(
     model: &Model,

@@ -446,3 +446,34 @@ fn plans_are_plain_data_and_boxes_show_migration() {
         diagnostics::channel_boxes(&s, &p, "backbone.stages.3.op_list.1.local_module.add").unwrap();
     assert_eq!(a, b);
 }
+
+#[test]
+fn cached_statistics_are_computed_once_and_recomputed_when_corrupt() {
+    use qvit_core::pipeline::{Model, cached_statistics};
+    use qvit_core::project::Project;
+    let dir = std::env::temp_dir().join(format!("qvit-calib-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let model = Model::load(&Project::for_model("efficientvit-micro")).unwrap();
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let mut calls = 0;
+    let first = cached_statistics(&model, &dir, 64, &never, &mut |_, _| calls += 1).unwrap();
+    assert!(calls > 0, "the first call calibrates");
+    let mut calls = 0;
+    let again = cached_statistics(&model, &dir, 64, &never, &mut |_, _| calls += 1).unwrap();
+    assert_eq!(calls, 0, "the second call reads the file");
+    assert_eq!(again.points.len(), first.points.len());
+    assert_eq!(again.points[3].channel_max, first.points[3].channel_max);
+    // A corrupt cache file is replaced by a fresh calibration.
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&file, b"garbage").unwrap();
+    let mut calls = 0;
+    cached_statistics(&model, &dir, 64, &never, &mut |_, _| calls += 1).unwrap();
+    assert!(calls > 0);
+    assert!(CalibrationStats::load(&file).is_ok());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -12,23 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-display=${DISPLAY_NUMBER:-:98}
-ready=$(mktemp -u)
+source tools/explorer/lib.sh
 times=$(mktemp)
-state=$(mktemp -d)
-
-Xvfb "$display" -screen 0 1400x900x24 >/dev/null 2>&1 &
-xvfb=$!
-trap 'kill $app $xvfb 2>/dev/null || true; rm -rf "$state" "$ready" "$times"' EXIT
-sleep 1
-DISPLAY=$display LIBGL_ALWAYS_SOFTWARE=1 XDG_DATA_HOME=$state QVIT_READY_FILE=$ready \
-    QVIT_FRAME_TIMES=$times ./target/release/qvit >/dev/null 2>&1 &
-app=$!
-for _ in $(seq 600); do
-    [[ -s $ready ]] && break
-    sleep 0.5
-done
-[[ -s $ready ]] || { echo "no accuracy result after 5 minutes" >&2; exit 1; }
+DISPLAY_NUMBER=${DISPLAY_NUMBER:-:98} start_explorer QVIT_FRAME_TIMES="$times"
 
 export DISPLAY=$display
 xdotool mousemove 625 43 click 1 # the Accelerator tab
@@ -54,4 +40,4 @@ echo "$n frames while dragging P_m"
 echo "explorer ui() per frame:           $(stats 1)"
 echo "eframe CPU per frame:              $(stats 2)"
 echo "wall time between frames:          $(stats 3)"
-cp "$frames" /tmp/frames.txt; rm -f "$frames"
+rm -f "$frames" "$times"

@@ -1,7 +1,7 @@
 //! The results bar, always visible: top-1 (streamed while the test set runs, with its 95 %
 //! interval), FPS, GOPS, DSPs and DSP efficiency, and the change against a pinned baseline.
 
-use crate::explorer::Explorer;
+use crate::explorer::{Explorer, Snapshot};
 
 pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
     let now = explorer.snapshot();
@@ -11,37 +11,32 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
         ui.separator();
         match &explorer.cost {
             Ok(c) => {
-                let base = explorer.baseline;
-                figure(
-                    ui,
-                    "FPS",
-                    format!("{:.1}", c.fps),
-                    delta(base.map(|b| b.fps), c.fps),
-                );
-                figure(
-                    ui,
-                    "GOPS",
-                    format!("{:.1}", c.gops),
-                    delta(base.map(|b| b.gops), c.gops),
-                );
-                figure(
-                    ui,
-                    "DSPs",
-                    format!("{} of {}", c.dsps, c.dsp_budget),
-                    delta(base.map(|b| b.dsps as f64), c.dsps as f64),
-                );
-                figure(
-                    ui,
-                    "GOPS/DSP",
-                    format!("{:.4}", c.gops_per_dsp),
-                    delta(base.map(|b| b.gops_per_dsp), c.gops_per_dsp),
-                );
-                figure(
-                    ui,
-                    "FPS/DSP",
-                    format!("{:.3}", c.fps_per_dsp),
-                    delta(base.map(|b| b.fps_per_dsp), c.fps_per_dsp),
-                );
+                let figures: [Figure; 5] = [
+                    ("FPS", format!("{:.1}", c.fps), c.fps, |b| b.fps),
+                    ("GOPS", format!("{:.1}", c.gops), c.gops, |b| b.gops),
+                    (
+                        "DSPs",
+                        format!("{} of {}", c.dsps, c.dsp_budget),
+                        c.dsps as f64,
+                        |b| b.dsps as f64,
+                    ),
+                    (
+                        "GOPS/DSP",
+                        format!("{:.4}", c.gops_per_dsp),
+                        c.gops_per_dsp,
+                        |b| b.gops_per_dsp,
+                    ),
+                    (
+                        "FPS/DSP",
+                        format!("{:.3}", c.fps_per_dsp),
+                        c.fps_per_dsp,
+                        |b| b.fps_per_dsp,
+                    ),
+                ];
+                for (name, shown, value, of_baseline) in figures {
+                    let base = explorer.baseline.as_ref().map(of_baseline);
+                    figure(ui, name, shown, delta(base, value));
+                }
                 ui.label(format!("latency {:.3} ms", c.latency_ms));
             }
             Err(e) => {
@@ -78,6 +73,10 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
         });
     }
 }
+
+/// A headline figure: its name, the value as shown, the value now, and how to read it from
+/// a baseline.
+type Figure = (&'static str, String, f64, fn(&Snapshot) -> f64);
 
 fn accuracy(explorer: &mut Explorer, ui: &mut egui::Ui) {
     let total = explorer.eval_total();

@@ -22,7 +22,13 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
         explorer.quantized.clone(),
         explorer.graph.clone(),
     ) else {
-        ui.label("Calibrating… the distributions appear when the statistics are ready.");
+        ui.label(
+            if explorer.jobs.load.is_some() || explorer.jobs.quantize.is_some() {
+                "Calibrating… the distributions appear when the statistics are ready."
+            } else {
+                "No statistics: the model could not be loaded or quantized (see the error above)."
+            },
+        );
         return;
     };
     let Some(id) = explorer

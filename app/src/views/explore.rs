@@ -33,7 +33,8 @@ pub struct ExploreState {
     pub x: Axis,
     pub y: Axis,
     pub designs: Vec<Design>,
-    published: Option<Vec<PublishedAccelerator>>,
+    /// The published reference points, read once (or why they could not be).
+    published: Option<Result<Vec<PublishedAccelerator>, String>>,
 }
 
 impl Default for ExploreState {
@@ -275,10 +276,19 @@ fn export_dialog(explorer: &mut Explorer) {
 
 fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
     let s = &mut explorer.explore;
-    let published = s
+    let published = match s
         .published
-        .get_or_insert_with(|| published::all().unwrap_or_default())
-        .clone();
+        .get_or_insert_with(|| published::all().map_err(|e| e.to_string()))
+    {
+        Ok(p) => p.clone(),
+        Err(e) => {
+            ui.colored_label(
+                ui.visuals().error_fg_color,
+                format!("published points: {e}"),
+            );
+            Vec::new()
+        }
+    };
     let (x, y) = (s.x, s.y);
     let point = |d: &Design| Some([x.of(d)?, y.of(d)?]);
     let others: Vec<[f64; 2]> = s

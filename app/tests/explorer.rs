@@ -69,6 +69,13 @@ fn click(harness: &mut Harness<'static, Explorer>, text: &str) {
     harness.run_steps(2);
 }
 
+/// File → Open recent → `path`, through the menus.
+fn open_recent(harness: &mut Harness<'static, Explorer>, path: &Path) {
+    click(harness, "File");
+    click(harness, "Open recent");
+    click(harness, &path.display().to_string());
+}
+
 #[test]
 fn layer_activation_bits_move_dsp_efficiency_and_sqnr() {
     let mut h = explorer();
@@ -176,9 +183,7 @@ fn opens_a_project_and_keeps_the_current_one_when_a_file_is_malformed() {
     h.state_mut().recent = vec![good.clone(), bad.clone(), unknown.clone()];
 
     // Open the DeiT project from File → Open recent.
-    click(&mut h, "File");
-    click(&mut h, "Open recent");
-    click(&mut h, &good.display().to_string());
+    open_recent(&mut h, &good);
     settle(&mut h);
     assert_eq!(h.state().project.model, "deit-micro");
     assert!(label(&h, "deit-micro · ").contains("deit.ron"));
@@ -186,9 +191,7 @@ fn opens_a_project_and_keeps_the_current_one_when_a_file_is_malformed() {
     let top1 = label(&h, "top-1 ");
 
     // A malformed one: its error is shown, naming the file and the field, and nothing changes.
-    click(&mut h, "File");
-    click(&mut h, "Open recent");
-    click(&mut h, &bad.display().to_string());
+    open_recent(&mut h, &bad);
     h.run_steps(2);
     let error = label(&h, "error: ");
     assert!(
@@ -202,9 +205,7 @@ fn opens_a_project_and_keeps_the_current_one_when_a_file_is_malformed() {
     assert_eq!(label(&h, "top-1 "), top1);
     assert!(!h.state().busy(), "a bad file must not start new work");
 
-    click(&mut h, "File");
-    click(&mut h, "Open recent");
-    click(&mut h, &unknown.display().to_string());
+    open_recent(&mut h, &unknown);
     h.run_steps(2);
     let error = label(&h, "error: ");
     assert!(error.contains("efficientvit-b9"), "{error}");

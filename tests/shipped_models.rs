@@ -47,3 +47,12 @@ fn default_eval_is_the_micro_efficientvit_above_90_percent() {
 fn the_micro_deit_is_above_88_percent() {
     check("deit-micro", &["deit-micro"], 88.0);
 }
+
+#[test]
+fn the_spread_micro_efficientvit_is_above_90_percent() {
+    check(
+        "efficientvit-micro-spread",
+        &["efficientvit-micro-spread"],
+        90.0,
+    );
+}

@@ -114,8 +114,9 @@ def conv2d(x, w, a):
         x, w, (s, s), [(p, p), (p, p)], dimension_numbers=("NCHW", "OIHW", "NCHW"), feature_group_count=g)
 
 
-def forward(graph, params, state, x, train):
-    """Logits and updated BatchNorm statistics for images x [B, C, H, W]."""
+def forward(graph, params, state, x, train, every_value=False):
+    """Logits and updated BatchNorm statistics for images x [B, C, H, W]; with `every_value`, the
+    output of every node instead (index = node index)."""
     nodes = graph["nodes"]
     values = [x]
     new_state = dict(state)
@@ -204,7 +205,109 @@ def forward(graph, params, state, x, train):
         else:
             raise ValueError(f"op {kind} of {node['name']} is not supported by the trainer")
         values.append(y)
+    if every_value:
+        return values
     return values[-1], new_state
+
+
+def consumers(graph):
+    """For every node index, the indices of the nodes that read it."""
+    out = [[] for _ in graph["nodes"]]
+    for i, node in enumerate(graph["nodes"]):
+        for j in node["inputs"]:
+            out[j].append(i)
+    return out
+
+
+def affine_before(graph, act):
+    """The per-channel affine map feeding Hardswish node `act`: a BatchNorm, or a conv with a
+    bias (EfficientViT's attention-stage MBConvs have no norm there), else None."""
+    node = graph["nodes"][graph["nodes"][act]["inputs"][0]]
+    kind, a = op_of(node)
+    if kind == "BatchNorm2d" or (kind == "Conv2d" and a["bias"]):
+        return graph["nodes"].index(node)
+    return None
+
+
+def spread_sites(graph):
+    """The two MBConv tensors Trio-ViT treats, as (affine, Hardswish, conv) node triples:
+    depthwise-conv inputs and projection (point conv after a depthwise conv) inputs, each an
+    affine map → Hardswish whose only reader is that conv."""
+    nodes, readers = graph["nodes"], consumers(graph)
+    depthwise, projection = [], []
+    for i, node in enumerate(nodes):
+        kind, a = op_of(node)
+        if kind != "Conv2d":
+            continue
+        act = node["inputs"][0]
+        if op_of(nodes[act])[0] != "Hardswish" or readers[act] != [i]:
+            continue
+        affine = affine_before(graph, act)
+        if affine is None:
+            continue
+        if a["groups"] > 1 and a["groups"] == a["in_channels"] == a["out_channels"]:
+            depthwise.append((affine, act, i))
+        elif a["kernel"] == 1 and a["groups"] == 1:
+            dw = affine if op_of(nodes[affine])[0] == "Conv2d" else nodes[affine]["inputs"][0]
+            if op_of(nodes[dw])[1]["groups"] > 1:
+                projection.append((affine, act, i))
+    return depthwise, projection
+
+
+def inject_spread(graph, params, state, images, rng, max_scale, max_shift):
+    """Give a trained EfficientViT the inter-channel variation of EfficientViT-B1's MBConvs.
+
+    Depthwise inputs: channel c of the affine map before the Hardswish (BatchNorm, or conv with
+    bias) is multiplied by s_c, log-uniform in [1, max_scale], and the depthwise filter divided by
+    it, so the channel's activation is about s_c times larger. Projection inputs: channel c's
+    pre-activation gains t_c, uniform in [0, max_shift] standard deviations of the channel's
+    activation (its Hardswish output on `images`), moving the channel's centre, and the point conv's BatchNorm running mean absorbs the constant
+    that adds. Hardswish is not homogeneous, so both are only approximately function-preserving;
+    the fine-tuning that follows recovers the accuracy."""
+    nodes = graph["nodes"]
+
+    def name(node, role):
+        return next(p["name"] for p in nodes[node]["params"] if p["role"] == role)
+
+    def scale_and_shift(affine, s, t):
+        if op_of(nodes[affine])[0] == "BatchNorm2d":
+            g, b = name(affine, "NormWeight"), name(affine, "NormBias")
+            params[g] = params[g] * s
+        else:
+            g, b = name(affine, "Weight"), name(affine, "Bias")
+            params[g] = params[g] * s[:, None, None, None]
+        params[b] = params[b] * s + t
+
+    values = forward(graph, params, state, images, False, every_value=True)
+    depthwise, projection = spread_sites(graph)
+    for affine, _, conv in depthwise:
+        channels = nodes[conv]["op"]["Conv2d"]["in_channels"]
+        s = np.exp(rng.uniform(0.0, math.log(max_scale), channels)).astype(np.float32)
+        scale_and_shift(affine, s, np.zeros(channels, np.float32))
+        w = name(conv, "Weight")
+        params[w] = params[w] / s[:, None, None, None]
+    for affine, act, conv in projection:
+        std = np.asarray(values[act]).std(axis=(0, 2, 3))
+        t = (rng.uniform(0.0, max_shift, std.shape[0]) * std).astype(np.float32)
+        scale_and_shift(affine, np.ones_like(t), t)
+        after = consumers(graph)[conv]
+        if len(after) != 1 or op_of(nodes[after[0]])[0] != "BatchNorm2d":
+            raise ValueError(f"{nodes[conv]['name']} is not followed by a BatchNorm to absorb the shift")
+        mean = name(after[0], "RunningMean")
+        state[mean] = state[mean] + jnp.asarray(np.asarray(params[name(conv, "Weight")])[:, :, 0, 0] @ t)
+    print(f"spread injected at {len(depthwise)} depthwise and {len(projection)} projection inputs",
+          file=sys.stderr)
+    return params, state
+
+
+def load_weights(path, params, state):
+    """Start from a trained model (its safetensors file) instead of a fresh initialisation."""
+    from safetensors.numpy import load_file
+    saved = load_file(path)
+    missing = [n for n in list(params) + list(state) if n not in saved]
+    if missing:
+        raise ValueError(f"{path} lacks {len(missing)} tensors of the model, first {missing[0]}")
+    return ({n: jnp.asarray(saved[n]) for n in params}, {n: jnp.asarray(saved[n]) for n in state})
 
 
 def augment(images, rng):
@@ -256,6 +359,11 @@ def main():
     ap.add_argument("--out", required=True, help="weights file to write (safetensors)")
     ap.add_argument("--calibration-out", help="prefix of a calibration subset to write as IDX")
     ap.add_argument("--calibration-size", type=int, default=1024)
+    ap.add_argument("--init", help="start from these trained weights (safetensors) and fine-tune")
+    ap.add_argument("--spread-scale", type=float,
+                    help="before training, scale depthwise-conv input channels by up to this factor")
+    ap.add_argument("--spread-shift", type=float, default=0.0,
+                    help="before training, shift projection input channels by up to this many channel std")
     args = ap.parse_args()
     started = time.time()
 
@@ -270,6 +378,12 @@ def main():
 
     graph = load_graph(args.qvit, args.model)
     params, state = init_params(graph, jax.random.PRNGKey(args.seed))
+    if args.init:
+        params, state = load_weights(args.init, params, state)
+    if args.spread_scale:
+        probe = normalise(train_x[:512])
+        params, state = inject_spread(graph, params, state, probe, np.random.default_rng(args.seed + 0x5B8E),
+                                      args.spread_scale, args.spread_shift)
     steps_per_epoch = -(-len(train_y) // args.batch)
     total_steps = steps_per_epoch * args.epochs
     warmup = max(1, min(steps_per_epoch, total_steps // 10))  # one epoch, or a tenth of a short run
@@ -342,6 +456,9 @@ def main():
         "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing,
         "seed": args.seed,
+        "init": args.init,
+        "spread_scale": args.spread_scale,
+        "spread_shift": args.spread_shift,
         "wall_time_s": round(time.time() - started),
         "cpus": os.cpu_count(),
         "jax": jax.__version__,

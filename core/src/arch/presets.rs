@@ -17,6 +17,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     preset!("efficientvit-b2"),
     preset!("efficientvit-b3"),
     preset!("efficientvit-micro"),
+    preset!("efficientvit-micro-spread"),
     preset!("deit-tiny"),
     preset!("deit-small"),
     preset!("deit-base"),

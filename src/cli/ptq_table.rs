@@ -320,7 +320,7 @@ fn provenance(d: &mut String, model: &str) {
 }
 
 /// Trio-ViT against FP32 and the best other method, from the numbers above.
-/// `variant`: the model with injected inter-channel variation, when the document has it.
+/// `variant`: the preset of this model with injected inter-channel variation, if there is one.
 fn findings(d: &mut String, r: &ModelResult, bits: &[BitWidths], variant: Option<&str>) {
     let Some(trio) = r
         .rows
@@ -560,21 +560,14 @@ fn spread(d: &mut String, r: &ModelResult) {
         "| tensor | kind | channels | spread | asymmetry | centre spread |\n|---|---|---:|---:|---:|---:|"
     );
     for p in rows {
-        let centres: f32 = (0..p.channels())
-            .map(|c| ((p.channel_max[c] + p.channel_min[c]) / 2.0).abs())
-            .sum::<f32>();
+        let centre = |c: usize| (p.channel_max[c] + p.channel_min[c]) / 2.0;
+        let centres: f32 = (0..p.channels()).map(|c| centre(c).abs()).sum::<f32>();
         let halves: f32 = (0..p.channels())
             .map(|c| (p.channel_max[c] - p.channel_min[c]) / 2.0)
             .sum::<f32>();
-        let centre = |c: usize| (p.channel_max[c] + p.channel_min[c]) / 2.0;
         let (lo, hi) = (0..p.channels()).fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), c| {
             (lo.min(centre(c)), hi.max(centre(c)))
         });
-        let mut ranges: Vec<f32> = (0..p.channels())
-            .map(|c| p.channel_max[c] - p.channel_min[c])
-            .collect();
-        ranges.sort_by(f32::total_cmp);
-        let median = ranges[ranges.len() / 2].max(f32::MIN_POSITIVE);
         let _ = writeln!(
             d,
             "| `{}` | {} | {} | {:.1}× | {:.2} | {:.1} |",
@@ -587,7 +580,7 @@ fn spread(d: &mut String, r: &ModelResult) {
             p.channels(),
             p.channel_spread(),
             centres / halves.max(f32::MIN_POSITIVE),
-            (hi - lo) / median
+            (hi - lo) / p.median_channel_range().max(f32::MIN_POSITIVE)
         );
     }
     let _ = writeln!(d);

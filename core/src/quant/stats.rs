@@ -89,6 +89,17 @@ impl PointStats {
 
     /// Largest channel range over the median channel range: how much the channels differ.
     pub fn channel_spread(&self) -> f32 {
+        let largest = self
+            .channel_min
+            .iter()
+            .zip(&self.channel_max)
+            .map(|(lo, hi)| hi - lo)
+            .fold(0.0, f32::max);
+        largest / self.median_channel_range().max(f32::MIN_POSITIVE)
+    }
+
+    /// The median over channels of max − min (0 without channels).
+    pub fn median_channel_range(&self) -> f32 {
         let mut ranges: Vec<f32> = self
             .channel_min
             .iter()
@@ -96,8 +107,7 @@ impl PointStats {
             .map(|(lo, hi)| hi - lo)
             .collect();
         ranges.sort_by(f32::total_cmp);
-        let median = ranges[ranges.len() / 2];
-        ranges.last().copied().unwrap_or(0.0) / median.max(f32::MIN_POSITIVE)
+        ranges.get(ranges.len() / 2).copied().unwrap_or(0.0)
     }
 
     /// The statistics of `(x − shift_c) / scale_c`: the tensor after Trio-ViT's filter-wise
@@ -512,5 +522,41 @@ impl CalibrationStats {
                 .collect();
         }
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(channel_min: Vec<f32>, channel_max: Vec<f32>) -> PointStats {
+        PointStats {
+            name: "x".into(),
+            kind: TensorKind::DepthwiseInput,
+            layout: Layout {
+                outer: 1,
+                channels: channel_min.len(),
+                inner: 1,
+                take: 0..1,
+            },
+            min: 0.0,
+            max: 0.0,
+            channel_min,
+            channel_max,
+            histogram: Histogram::default(),
+            channel_histograms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn channel_spread_is_largest_over_median_range() {
+        // Ranges 1, 8, 2: median 2, largest 8.
+        let p = point(vec![0.0, -4.0, 1.0], vec![1.0, 4.0, 3.0]);
+        assert_eq!(p.median_channel_range(), 2.0);
+        assert_eq!(p.channel_spread(), 4.0);
+        // No channels: nothing to compare, and no panic.
+        let empty = point(Vec::new(), Vec::new());
+        assert_eq!(empty.median_channel_range(), 0.0);
+        assert_eq!(empty.channel_spread(), 0.0);
     }
 }

@@ -20,7 +20,11 @@ use super::prepare;
 ///
 /// Each model is calibrated once (the shipped 1,024 calibration images unless told otherwise);
 /// every (recipe, bits) pair is then a quant plan built from those statistics and evaluated
-/// with the fake-quant executor on the shipped test set. Takes a few minutes on two cores.
+/// with the fake-quant executor on the shipped test set. Takes about 45 minutes on two cores.
+///
+/// `--models efficientvit-micro-spread --out docs/results/ptq-efficientvit-micro-spread.md`
+/// regenerates the comparison on the micro model given EfficientViT-B1's inter-channel variation,
+/// where per-tensor activations fail and Trio-ViT's migration matters (about 30 minutes).
 #[derive(Debug, Args)]
 pub struct PtqTableArgs {
     /// Where to write the Markdown document.

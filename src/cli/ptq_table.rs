@@ -62,6 +62,25 @@ struct ModelResult {
     images: usize,
 }
 
+impl ModelResult {
+    /// A method's top-1 per bit width, if it applies to this model.
+    fn row(&self, method: &str) -> Option<&[f64]> {
+        self.rows
+            .iter()
+            .find(|(rc, _)| rc.name == method)
+            .and_then(|(_, a)| a.as_deref())
+    }
+
+    /// The best method at bit-width column `i` among those `keep` accepts, with its top-1.
+    fn best(&self, i: usize, keep: impl Fn(&str) -> bool) -> Option<(&str, f64)> {
+        self.rows
+            .iter()
+            .filter(|(rc, _)| keep(&rc.name))
+            .filter_map(|(rc, a)| a.as_ref().map(|a| (rc.name.as_str(), a[i])))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
 /// The technique subsets of the ablation, named for the table.
 fn ablation_recipes() -> anyhow::Result<Vec<(String, Recipe)>> {
     use quant::recipe::Technique;
@@ -326,27 +345,12 @@ fn provenance(d: &mut String, model: &str) {
 /// Trio-ViT against FP32 and the best other method, from the numbers above.
 /// `variant`: the preset of this model with injected inter-channel variation, if there is one.
 fn findings(d: &mut String, r: &ModelResult, bits: &[BitWidths], variant: Option<&str>) {
-    let Some(trio) = r
-        .rows
-        .iter()
-        .find(|(rc, a)| rc.name == "trio-vit" && a.is_some())
-    else {
+    let Some(trio) = r.row("trio-vit") else {
         return;
     };
-    let trio = trio.1.as_ref().expect("checked");
     for (i, b) in bits.iter().enumerate() {
-        let best_baseline = r
-            .rows
-            .iter()
-            .filter(|(rc, _)| BASELINES.contains(&rc.name.as_str()))
-            .filter_map(|(rc, a)| a.as_ref().map(|a| (rc.name.as_str(), a[i])))
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        let best_other = r
-            .rows
-            .iter()
-            .filter(|(rc, _)| rc.name != "trio-vit")
-            .filter_map(|(rc, a)| a.as_ref().map(|a| (rc.name.as_str(), a[i])))
-            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let best_baseline = r.best(i, |n| BASELINES.contains(&n));
+        let best_other = r.best(i, |n| n != "trio-vit");
         let _ = write!(
             d,
             "- {b}: trio-vit {:.2} % ({:+.2} points against FP32; 95 % interval ±{:.2})",
@@ -386,12 +390,7 @@ fn techniques_effect(d: &mut String, r: &ModelResult, bits: &[BitWidths]) {
             .find(|(n, _)| n.ends_with(name))
             .map(|(_, a)| a)
     };
-    let Some(base) = r
-        .rows
-        .iter()
-        .find(|(rc, _)| rc.name == "percentile")
-        .and_then(|(_, a)| a.as_ref())
-    else {
+    let Some(base) = r.row("percentile") else {
         return;
     };
     let (Some(both), Some(attn)) = (
@@ -438,15 +437,10 @@ fn verdict(
     let margins: Vec<(String, f64, &str, f64)> = targets
         .iter()
         .filter_map(|&i| {
-            r.rows
-                .iter()
-                .filter(|(rc, _)| BASELINES.contains(&rc.name.as_str()))
-                .filter_map(|(rc, a)| a.as_ref().map(|a| (rc.name.as_str(), a[i])))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(n, v)| {
-                    let interval = wilson_half_width(trio[i], r.images);
-                    (bits[i].to_string(), trio[i] - v, n, interval)
-                })
+            r.best(i, |n| BASELINES.contains(&n)).map(|(n, v)| {
+                let interval = wilson_half_width(trio[i], r.images);
+                (bits[i].to_string(), trio[i] - v, n, interval)
+            })
         })
         .collect();
     let list = margins
@@ -512,13 +506,7 @@ fn ablation(d: &mut String, r: &ModelResult, bits: &[BitWidths]) {
     if r.ablation.is_empty() {
         return;
     }
-    let row = |name: &str| {
-        r.rows
-            .iter()
-            .find(|(rc, _)| rc.name == name)
-            .and_then(|(_, a)| a.clone())
-    };
-    let (Some(base), Some(trio)) = (row("percentile"), row("trio-vit")) else {
+    let (Some(base), Some(trio)) = (r.row("percentile"), r.row("trio-vit")) else {
         return;
     };
     let _ = writeln!(
@@ -536,14 +524,14 @@ fn ablation(d: &mut String, r: &ModelResult, bits: &[BitWidths]) {
             .collect::<Vec<_>>()
             .join(" | ")
     };
-    let _ = writeln!(d, "| percentile | {} |", fmt(&base));
+    let _ = writeln!(d, "| percentile | {} |", fmt(base));
     for (name, a) in &r.ablation {
         let _ = writeln!(d, "| {name} | {} |", fmt(a));
     }
     let _ = writeln!(
         d,
         "| trio-vit (all of the above + 4-bit log2 divisors) | {} |\n",
-        fmt(&trio)
+        fmt(trio)
     );
 }
 

@@ -279,6 +279,7 @@ def inject_spread(graph, params, state, images, rng, max_scale, max_shift):
         params[b] = params[b] * s + t
 
     values = forward(graph, params, state, images, False, every_value=True)
+    readers = consumers(graph)
     depthwise, projection = spread_sites(graph)
     for affine, _, conv in depthwise:
         channels = nodes[conv]["op"]["Conv2d"]["in_channels"]
@@ -290,7 +291,7 @@ def inject_spread(graph, params, state, images, rng, max_scale, max_shift):
         std = np.asarray(values[act]).std(axis=(0, 2, 3))
         t = (rng.uniform(0.0, max_shift, std.shape[0]) * std).astype(np.float32)
         scale_and_shift(affine, np.ones_like(t), t)
-        after = consumers(graph)[conv]
+        after = readers[conv]
         if len(after) != 1 or op_of(nodes[after[0]])[0] != "BatchNorm2d":
             raise ValueError(f"{nodes[conv]['name']} is not followed by a BatchNorm to absorb the shift")
         mean = name(after[0], "RunningMean")

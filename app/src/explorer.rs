@@ -253,8 +253,8 @@ impl Explorer {
             return;
         };
         let settings = self.settings().clone();
-        self.jobs.quantize = Some(Job::spawn(&self.ctx, "quantizing", move |_| {
-            session::quantize(&loaded, &settings)
+        self.jobs.quantize = Some(Job::spawn(&self.ctx, "quantizing", move |r| {
+            session::quantize(&loaded, &settings, r)
         }));
     }
 
@@ -401,7 +401,7 @@ impl Explorer {
             return Some((j.what.clone(), j.progress()));
         }
         if let Some(j) = &self.jobs.quantize {
-            return Some((j.what.clone(), Counts::default()));
+            return Some((j.what.clone(), j.progress()));
         }
         None
     }

@@ -97,11 +97,28 @@ impl Quantized {
     }
 }
 
-/// Builds the plan from the saved statistics (no float pass over the calibration set) and
-/// measures weight and activation SQNR on the first test images.
-pub fn quantize(loaded: &Loaded, settings: &QuantSettings) -> Result<Quantized, String> {
+/// Builds the plan from the saved statistics (no float pass over the calibration set; a
+/// recipe's output-aware range search runs the quantized model on the calibration sample,
+/// reported through `reporter` in quantizers) and measures weight and activation SQNR on the
+/// first test images.
+pub fn quantize(
+    loaded: &Loaded,
+    settings: &QuantSettings,
+    reporter: &Reporter<Counts>,
+) -> Result<Quantized, String> {
     let go = || -> qvit_core::Result<Quantized> {
-        let plan = pipeline::plan(&loaded.model, &loaded.stats, settings)?;
+        let plan = pipeline::plan(
+            &loaded.model,
+            &loaded.stats,
+            settings,
+            reporter.cancel_flag(),
+            &mut |done, total| {
+                reporter.report(Counts {
+                    done: done as u64,
+                    total: total as u64,
+                })
+            },
+        )?;
         let fake = FakeQuantExecutor::new(&loaded.model.graph, &loaded.model.folded, &plan)?;
         let weights = diagnostics::weight_quality(&loaded.model.folded, fake.weights(), &plan);
         let images = loaded

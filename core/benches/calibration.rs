@@ -1,11 +1,13 @@
 //! Calibration speed: both passes over EfficientViT-B1 @ 224 (random weights) on 64 images,
-//! and re-quantizing from the statistics (what a bit-width change in the explorer costs).
+//! and re-quantizing from the statistics (what a bit-width change in the explorer costs),
+//! with and without trio-vit's output-aware range search (on the shipped micro EfficientViT).
 //!
 //! cargo bench -p qvit-core --bench calibration
 
 use qvit_core::arch::ArchSpec;
 use qvit_core::data::{Dataset, Normalize};
 use qvit_core::graph::Graph;
+use qvit_core::quant::recipe::Technique;
 use qvit_core::quant::{self, CalibrationStats, QuantSettings, Recipe, calibrate};
 use qvit_core::rng::Rng;
 use qvit_core::weights::{FoldedWeights, Weights};
@@ -49,11 +51,36 @@ fn b1_stats() -> (Graph, FoldedWeights, CalibrationStats) {
     (graph, folded, stats)
 }
 
-/// A new quant plan for EfficientViT-B1 from saved statistics (no model run).
+/// A new quant plan for EfficientViT-B1 from saved statistics (no model run). trio-vit
+/// without its output-aware search, which runs the quantized model and is measured below.
 #[divan::bench(args = ["minmax", "trio-vit"], sample_count = 5)]
 fn efficientvit_b1_plan(bencher: divan::Bencher, recipe: &str) {
     let (graph, folded, stats) = b1_stats();
-    let recipe = Recipe::preset(recipe).unwrap();
+    let mut recipe = Recipe::preset(recipe).unwrap();
+    recipe
+        .techniques
+        .retain(|t| !matches!(t, Technique::OutputSearch { .. }));
+    let settings = QuantSettings {
+        recipe: recipe.name.clone(),
+        ..QuantSettings::default()
+    };
+    bencher.bench_local(|| quant::build(&graph, &folded, &stats, &recipe, &settings).unwrap());
+}
+
+/// trio-vit's whole plan for the shipped micro EfficientViT, output-aware search included
+/// (64 sample images), from statistics of the 1,024 shipped calibration images.
+#[divan::bench(sample_count = 3)]
+fn efficientvit_micro_trio_vit_plan(bencher: divan::Bencher) {
+    use qvit_core::assets;
+    let graph = Graph::build(&ArchSpec::preset("efficientvit-micro").unwrap()).unwrap();
+    let folded = Weights::load(&assets::weights("efficientvit-micro"), &graph)
+        .unwrap()
+        .fold(&graph)
+        .unwrap();
+    let (images, labels) = assets::fashion_mnist_calibration();
+    let data = Dataset::idx(&images, &labels, Normalize::fashion_mnist()).unwrap();
+    let stats = calibrate(&graph, &folded, &data, 1024, 32, &mut |_, _| {}).unwrap();
+    let recipe = Recipe::preset("trio-vit").unwrap();
     let settings = QuantSettings {
         recipe: recipe.name.clone(),
         ..QuantSettings::default()

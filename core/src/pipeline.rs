@@ -139,7 +139,9 @@ pub fn cached_statistics(
         quant::stats::fingerprint(&model.folded)
     ));
     let origin = path.display().to_string();
+    // Files from before qvit kept a calibration sample are computed again.
     if let Ok(stats) = CalibrationStats::load(&path)
+        && stats.sample.is_some()
         && stats
             .check_matches(&model.graph, &model.folded, &origin)
             .is_ok()
@@ -156,11 +158,23 @@ pub fn cached_statistics(
 }
 
 /// Resolves the settings' recipe and builds the plan from saved statistics (no float pass).
+/// `progress(done, total)` counts quantizers of an output-aware range search (the quantized
+/// model on the calibration sample), if the recipe has one; `cancel` abandons it.
 pub fn plan(
     model: &Model,
     stats: &CalibrationStats,
     settings: &QuantSettings,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<QuantPlan> {
     let recipe = quant::Recipe::resolve(&settings.recipe)?;
-    quant::build(&model.graph, &model.folded, stats, &recipe, settings)
+    quant::build_reporting(
+        &model.graph,
+        &model.folded,
+        stats,
+        &recipe,
+        settings,
+        cancel,
+        progress,
+    )
 }

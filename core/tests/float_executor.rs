@@ -227,6 +227,29 @@ fn results_are_identical_for_one_and_two_threads_and_any_batch_split() {
 }
 
 #[test]
+fn a_pass_stopped_anywhere_and_copied_finishes_with_the_same_logits() {
+    let g = graph("efficientvit-micro");
+    let folded = Weights::random(&g, 4).fold(&g).unwrap();
+    let exec = FloatExecutor::new(&g, &folded).unwrap();
+    let x = images(&g, 3, 5);
+    let whole = exec.forward(&x).unwrap();
+    let n = g.nodes().len();
+    for stop in [0, 1, n / 3, n / 2, n - 1] {
+        let mut pass = exec.start(&x).unwrap();
+        let mut seen = Vec::new();
+        exec.advance(&mut pass, stop, &mut |id, _| seen.push(id));
+        assert_eq!(pass.next(), stop);
+        let mut copy = pass.clone();
+        let a = exec.finish(&mut pass, &mut |id, _| seen.push(id));
+        let b = exec.finish(&mut copy, &mut |_, _| {});
+        assert_eq!(a, whole, "stopped at node {stop}");
+        assert_eq!(b, whole, "copy stopped at node {stop}");
+        // Every node is run once, in order.
+        assert_eq!(seen, (0..n).collect::<Vec<_>>());
+    }
+}
+
+#[test]
 fn a_wrongly_shaped_batch_is_an_error_naming_the_expected_shape() {
     let g = graph("efficientvit-micro");
     let folded = Weights::random(&g, 1).fold(&g).unwrap();

@@ -6,7 +6,7 @@ use qvit_core::data::Dataset;
 use qvit_core::pipeline::{self, Model};
 use qvit_core::quant::CalibrationStats;
 
-pub use qvit_core::pipeline::{calibration_data, check_images, plan};
+pub use qvit_core::pipeline::{calibration_data, check_images};
 
 pub fn model(project: &qvit_core::project::Project) -> qvit_core::Result<Model> {
     Model::load(project)
@@ -38,6 +38,28 @@ pub fn calibrate_with_progress(
     );
     bar.finish_and_clear();
     Ok(stats?)
+}
+
+/// The quant plan of `settings`, with a progress bar over an output-aware range search (the
+/// quantized model run on the calibration sample) when the recipe has one.
+pub fn plan(
+    model: &Model,
+    stats: &CalibrationStats,
+    settings: &qvit_core::quant::QuantSettings,
+) -> anyhow::Result<qvit_core::quant::QuantPlan> {
+    let mut bar = None;
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let plan = pipeline::plan(model, stats, settings, &never, &mut |done, total| {
+        bar.get_or_insert_with(|| {
+            progress_bar(total, "searching activation ranges")
+                .unwrap_or_else(|_| indicatif::ProgressBar::hidden())
+        })
+        .set_position(done as u64);
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(plan?)
 }
 
 /// Statistics for a model: the file named (checked against the model), or a fresh calibration

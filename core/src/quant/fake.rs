@@ -38,6 +38,28 @@ pub fn fake_quantized_weights(
     out
 }
 
+/// For every node, the indices of the activation plans applied to its output.
+pub(crate) fn points_by_node(graph: &Graph, plan: &QuantPlan) -> Vec<Vec<usize>> {
+    let mut at_node = vec![Vec::new(); graph.nodes().len()];
+    for (i, a) in plan.activations.iter().enumerate() {
+        at_node[a.node].push(i);
+    }
+    at_node
+}
+
+/// Fake-quantizes a node's output (a batch) with the activation plans `points` in place.
+pub(crate) fn quantize_output(plan: &QuantPlan, points: &[usize], t: &mut Tensor) {
+    if points.is_empty() {
+        return;
+    }
+    let item = t.item_len();
+    t.data.par_chunks_mut(item).for_each(|x| {
+        for &p in points {
+            plan.activations[p].apply(x);
+        }
+    });
+}
+
 /// Runs a model with a quant plan applied.
 #[derive(Debug)]
 pub struct FakeQuantExecutor<'m> {
@@ -57,15 +79,11 @@ impl<'m> FakeQuantExecutor<'m> {
                 message: format!("the quant plan is for model `{}`", plan.model),
             });
         }
-        let mut at_node = vec![Vec::new(); graph.nodes().len()];
-        for (i, a) in plan.activations.iter().enumerate() {
-            at_node[a.node].push(i);
-        }
         Ok(Self {
             graph,
             plan,
             weights: fake_quantized_weights(graph, params, plan),
-            at_node,
+            at_node: points_by_node(graph, plan),
         })
     }
 
@@ -92,15 +110,7 @@ impl<'m> FakeQuantExecutor<'m> {
     ) -> Result<Tensor> {
         let float = FloatExecutor::new(self.graph, &self.weights)?;
         float.forward_transformed(images, &mut |id, t| {
-            let plans = &self.at_node[id];
-            if !plans.is_empty() {
-                let item = t.item_len();
-                t.data.par_chunks_mut(item).for_each(|x| {
-                    for &p in plans {
-                        self.plan.activations[p].apply(x);
-                    }
-                });
-            }
+            quantize_output(self.plan, &self.at_node[id], t);
             observe(id, t);
         })
     }

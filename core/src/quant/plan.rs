@@ -3,10 +3,13 @@
 //! zero-points and any migration, shift or reparameterisation factors, with a note of what the
 //! recipe did there. Plans are plain data (RON-serialisable); building one never runs the model.
 
+use std::sync::atomic::AtomicBool;
+
 use serde::{Deserialize, Serialize};
 
 use super::bits::BitWidths;
 use super::histogram::Distribution;
+use super::output_search;
 use super::points::{Layout, TensorKind, points, readers};
 use super::quantizer::{Log, Quantizer, Uniform, round_half_up};
 use super::range;
@@ -154,6 +157,30 @@ pub fn build(
     stats: &CalibrationStats,
     recipe: &Recipe,
     settings: &QuantSettings,
+) -> Result<QuantPlan> {
+    let never = AtomicBool::new(false);
+    build_reporting(
+        graph,
+        params,
+        stats,
+        recipe,
+        settings,
+        &never,
+        &mut |_, _| {},
+    )
+}
+
+/// [`build`], with `progress(done, total)` over the quantizers of an output-aware range search
+/// (the one step that takes long: it runs the quantized model on the calibration sample),
+/// given up with an error once `cancel` becomes true.
+pub fn build_reporting(
+    graph: &Graph,
+    params: &FoldedWeights,
+    stats: &CalibrationStats,
+    recipe: &Recipe,
+    settings: &QuantSettings,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<QuantPlan> {
     recipe.check_family(graph.family, &graph.model)?;
     let pts = points(graph);
@@ -438,14 +465,34 @@ pub fn build(
         });
     }
 
-    Ok(QuantPlan {
+    let mut plan = QuantPlan {
         model: graph.model.clone(),
         recipe: recipe.name.clone(),
         bits: settings.bits,
         overrides: settings.overrides.clone(),
         activations,
         weights,
-    })
+    };
+    if let Some(Technique::OutputSearch { images }) = recipe
+        .techniques
+        .iter()
+        .find(|t| matches!(t, Technique::OutputSearch { .. }))
+    {
+        let Some(sample) = &stats.sample else {
+            return Error::field(
+                &format!("calibration of `{}` ({})", stats.model, stats.data),
+                "sample",
+                format!(
+                    "recipe `{}` searches activation ranges on the calibration sample, which \
+                     these statistics do not keep (written by an older qvit); run `qvit \
+                     calibrate` again",
+                    recipe.name
+                ),
+            );
+        };
+        output_search::search(graph, params, &mut plan, sample, *images, cancel, progress)?;
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]

@@ -59,6 +59,11 @@ pub enum Technique {
     /// RepQ-ViT: post-LayerNorm activations calibrated per channel, then reparameterised to one
     /// scale per tensor through the LayerNorm affine and the next linear layer's weights.
     RepqLayerNorm,
+    /// Every uniform activation step rescaled by the factor (of 0.25–1.41) whose quantized
+    /// logits on the first `images` calibration-sample images are closest to the float logits,
+    /// quantizer by quantizer in network order (see [`super::output_search`]): qvit's
+    /// gradient-free stand-in for Trio-ViT's learned activation steps.
+    OutputSearch { images: usize },
 }
 
 /// One PTQ method.
@@ -164,6 +169,13 @@ impl Recipe {
                         origin,
                         "techniques.ChannelMigration",
                         "needs 0 ≤ quantile ≤ 1 and 0 < min ≤ max",
+                    );
+                }
+                Technique::OutputSearch { images: 0 } => {
+                    return Error::field(
+                        origin,
+                        "techniques.OutputSearch",
+                        "images is at least 1 (the reference initialises on 64)",
                     );
                 }
                 Technique::PowerOfTwoFactor { max_alpha } if max_alpha > 8 => {

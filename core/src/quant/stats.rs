@@ -24,6 +24,11 @@ use crate::weights::{FoldedWeights, NodeParams};
 
 pub const TENSOR_BINS: usize = 2048;
 pub const CHANNEL_BINS: usize = 128;
+/// Calibration images kept, with their float logits, as the [`Sample`].
+pub const SAMPLE_IMAGES: usize = 128;
+/// At most this many f32 values of sample images (16 MiB): 128 Fashion-MNIST images, 27 at
+/// 224 × 224 × 3.
+pub const SAMPLE_VALUES: usize = 1 << 22;
 
 /// Box-plot figures of one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -160,6 +165,21 @@ pub struct CalibrationStats {
     pub data: String,
     pub images: usize,
     pub points: Vec<PointStats>,
+    /// The first calibration images and the float model's logits on them (absent in files
+    /// written before qvit kept them).
+    #[serde(skip)]
+    pub sample: Option<Sample>,
+}
+
+/// A few calibration images and the float model's logits on them: what an output-aware range
+/// search compares the quantized model against, so that re-quantizing never runs the float
+/// model again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// `[N, C, H, W]`, normalised as the model reads them.
+    pub images: Tensor,
+    /// `[N, classes]`.
+    pub logits: Tensor,
 }
 
 /// FNV-1a over every run-time parameter: statistics taken with other weights are refused.
@@ -272,6 +292,11 @@ pub fn calibrate_until(
         .map(|(p, r)| empty_stats(p, r))
         .collect();
     pass(n, &mut |i, t| record_histograms(&pts[i], t, &mut stats[i]))?;
+
+    let item: usize = graph.input_shape().iter().product();
+    let kept = n.min(SAMPLE_IMAGES).min((SAMPLE_VALUES / item).max(1));
+    let images = data.batch(0..kept)?.images;
+    let logits = executor.forward(&images)?;
     Ok(CalibrationStats {
         model: graph.model.clone(),
         resolution: graph.resolution,
@@ -279,6 +304,7 @@ pub fn calibrate_until(
         data: data.origin.clone(),
         images: n,
         points: stats,
+        sample: Some(Sample { images, logits }),
     })
 }
 
@@ -351,6 +377,8 @@ fn record_histograms(p: &QuantPoint, t: &Tensor, stats: &mut PointStats) {
 }
 
 const METADATA_KEY: &str = "qvit.calibration";
+const SAMPLE_IMAGES_TENSOR: &str = "qvit.sample.images";
+const SAMPLE_LOGITS_TENSOR: &str = "qvit.sample.logits";
 
 impl CalibrationStats {
     /// Checks that these statistics were taken on `graph` with `params`.
@@ -377,6 +405,20 @@ impl CalibrationStats {
                 origin,
                 "points",
                 "the statistics do not list this model's quantization points; run `qvit calibrate` again",
+            );
+        }
+        if let Some(sample) = &self.sample
+            && sample.images.shape[1..] != *graph.input_shape()
+        {
+            return Error::field(
+                origin,
+                "sample",
+                format!(
+                    "the sample images are {:?}, model `{}` takes {:?}; run `qvit calibrate` again",
+                    &sample.images.shape[1..],
+                    graph.model,
+                    graph.input_shape()
+                ),
             );
         }
         Ok(())
@@ -409,6 +451,19 @@ impl CalibrationStats {
                         .flat_map(|h| h.counts.iter().copied()),
                 ),
             ));
+        }
+        if let Some(sample) = &self.sample {
+            for (name, t) in [
+                (SAMPLE_IMAGES_TENSOR, &sample.images),
+                (SAMPLE_LOGITS_TENSOR, &sample.logits),
+            ] {
+                tensors.push((
+                    name.to_string(),
+                    safetensors::Dtype::F32,
+                    t.shape.clone(),
+                    t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ));
+            }
         }
         let meta = serde_json::to_string(self).map_err(|e| Error::InvalidField {
             origin: self.model.clone(),
@@ -521,7 +576,55 @@ impl CalibrationStats {
                 })
                 .collect();
         }
+        stats.sample = read_sample(&file, &stats, origin)?;
         Ok(stats)
+    }
+}
+
+/// The sample of a statistics file: none in files from before qvit kept one, else images of
+/// the model's input shape and as many logit rows.
+fn read_sample(
+    file: &safetensors::SafeTensors,
+    stats: &CalibrationStats,
+    origin: &str,
+) -> Result<Option<Sample>> {
+    let read = |name: &str| -> Result<Option<Tensor>> {
+        let Ok(t) = file.tensor(name) else {
+            return Ok(None);
+        };
+        if t.dtype() != safetensors::Dtype::F32
+            || t.data().len() != 4 * t.shape().iter().product::<usize>()
+        {
+            return Error::field(
+                origin,
+                name,
+                format!("expected f32 values, got {:?} {:?}", t.dtype(), t.shape()),
+            );
+        }
+        let data = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect();
+        Ok(Some(Tensor::new(t.shape().to_vec(), data)))
+    };
+    match (read(SAMPLE_IMAGES_TENSOR)?, read(SAMPLE_LOGITS_TENSOR)?) {
+        (None, None) => Ok(None),
+        (Some(images), Some(logits))
+            if images.shape.len() == 4
+                && images.shape[2..] == [stats.resolution, stats.resolution]
+                && logits.shape.len() == 2
+                && logits.shape[0] == images.shape[0]
+                && images.shape[0] > 0 =>
+        {
+            Ok(Some(Sample { images, logits }))
+        }
+        _ => Error::field(
+            origin,
+            SAMPLE_IMAGES_TENSOR,
+            "the sample needs images [N, C, H, W] at the model's resolution and logits [N, \
+             classes]; run `qvit calibrate` again",
+        ),
     }
 }
 

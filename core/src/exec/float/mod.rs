@@ -19,10 +19,26 @@ std::thread_local! {
     static FORWARDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Forward passes started on this thread: lets tests prove that work which must not run the
-/// model (re-quantizing from saved statistics) does not.
+/// Passes of the float model (unquantized, [`FloatExecutor::forward`] or
+/// [`FloatExecutor::forward_observed`]) started on this thread: lets tests prove that work
+/// which must not run the float model (re-quantizing from saved statistics) does not.
 pub fn forwards_on_this_thread() -> usize {
     FORWARDS.with(|c| c.get())
+}
+
+/// A forward pass stopped between two nodes: the values later nodes still read.
+#[derive(Debug, Clone)]
+pub struct PartialForward {
+    values: Vec<Option<Tensor>>,
+    next: NodeId,
+    batch: usize,
+}
+
+impl PartialForward {
+    /// The first node not yet run.
+    pub fn next(&self) -> NodeId {
+        self.next
+    }
 }
 
 /// Runs a graph in f32 with its folded weights.
@@ -64,6 +80,7 @@ impl<'m> FloatExecutor<'m> {
         images: &Tensor,
         observe: &mut dyn FnMut(NodeId, &Tensor),
     ) -> Result<Tensor> {
+        FORWARDS.with(|c| c.set(c.get() + 1));
         self.forward_transformed(images, &mut |id, t| observe(id, t))
     }
 
@@ -75,7 +92,14 @@ impl<'m> FloatExecutor<'m> {
         images: &Tensor,
         transform: &mut dyn FnMut(NodeId, &mut Tensor),
     ) -> Result<Tensor> {
-        FORWARDS.with(|c| c.set(c.get() + 1));
+        let mut pass = self.start(images)?;
+        Ok(self.finish(&mut pass, transform))
+    }
+
+    /// A pass over `images` that has run no node yet; [`FloatExecutor::advance`] and
+    /// [`FloatExecutor::finish`] continue it. A pass can be cloned part-way to try several
+    /// continuations from one shared prefix (the output-aware range search does).
+    pub fn start(&self, images: &Tensor) -> Result<PartialForward> {
         let nodes = self.graph.nodes();
         let expected = self.graph.input_shape();
         if images.shape.len() != 4 || images.shape[1..] != *expected || images.shape[0] == 0 {
@@ -93,8 +117,64 @@ impl<'m> FloatExecutor<'m> {
                 ),
             });
         }
-        let batch = images.shape[0];
-        // A folded norm reads its conv's value; `source` says which node holds each value.
+        let mut values: Vec<Option<Tensor>> = vec![None; nodes.len()];
+        values[0] = Some(images.clone());
+        Ok(PartialForward {
+            values,
+            next: 0,
+            batch: images.shape[0],
+        })
+    }
+
+    /// Runs nodes `pass.next()..until` of a pass, each followed by `transform`.
+    pub fn advance(
+        &self,
+        pass: &mut PartialForward,
+        until: NodeId,
+        transform: &mut dyn FnMut(NodeId, &mut Tensor),
+    ) {
+        let nodes = self.graph.nodes();
+        let (source, last_use) = self.lifetimes();
+        for id in pass.next..until.min(nodes.len()) {
+            let values = &mut pass.values;
+            if id > 0 && source[id] == id {
+                let inputs: Vec<&Tensor> = nodes[id]
+                    .inputs
+                    .iter()
+                    .map(|&i| values[source[i]].as_ref().expect("computed before use"))
+                    .collect();
+                let out = self.run_node(id, &inputs, pass.batch);
+                values[id] = Some(out);
+            }
+            transform(id, values[source[id]].as_mut().expect("just computed"));
+            for &i in &nodes[id].inputs {
+                if last_use[source[i]] == id {
+                    values[source[i]] = None;
+                }
+            }
+            pass.next = id + 1;
+        }
+    }
+
+    /// Runs the rest of a pass and returns its logits.
+    pub fn finish(
+        &self,
+        pass: &mut PartialForward,
+        transform: &mut dyn FnMut(NodeId, &mut Tensor),
+    ) -> Tensor {
+        let last = self.graph.nodes().len() - 1;
+        self.advance(pass, last + 1, transform);
+        let (source, _) = self.lifetimes();
+        pass.values[source[last]]
+            .take()
+            .expect("the logits are kept")
+    }
+
+    /// For every node, the node whose value it reads as its own (a folded norm reads its
+    /// conv's), and the last node that reads each value (after which it is freed; the logits
+    /// never are).
+    fn lifetimes(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        let nodes = self.graph.nodes();
         let source: Vec<NodeId> = (0..nodes.len())
             .map(|id| match self.params.nodes[id] {
                 NodeParams::Folded => nodes[id].inputs[0],
@@ -108,30 +188,7 @@ impl<'m> FloatExecutor<'m> {
             }
         }
         last_use[source[nodes.len() - 1]] = usize::MAX;
-
-        let mut values: Vec<Option<Tensor>> = vec![None; nodes.len()];
-        values[0] = Some(images.clone());
-        transform(0, values[0].as_mut().expect("just set"));
-        for id in 1..nodes.len() {
-            if source[id] == id {
-                let inputs: Vec<&Tensor> = nodes[id]
-                    .inputs
-                    .iter()
-                    .map(|&i| values[source[i]].as_ref().expect("computed before use"))
-                    .collect();
-                let out = self.run_node(id, &inputs, batch);
-                values[id] = Some(out);
-            }
-            transform(id, values[source[id]].as_mut().expect("just computed"));
-            for &i in &nodes[id].inputs {
-                if last_use[source[i]] == id {
-                    values[source[i]] = None;
-                }
-            }
-        }
-        Ok(values[source[nodes.len() - 1]]
-            .take()
-            .expect("the logits are kept"))
+        (source, last_use)
     }
 
     fn run_node(&self, id: NodeId, inputs: &[&Tensor], batch: usize) -> Tensor {

@@ -518,7 +518,11 @@ fn output_search_lowers_the_sample_error_step_by_step_and_reports_what_it_did() 
         assert!(c.error <= previous, "{c:?} after {previous}");
         previous = c.error;
     }
-    println!("percentile W8A8 sample error {initial:.5} → {last:.5}");
+    let searched = chosen.iter().filter(|c| c.searched).count();
+    println!(
+        "percentile W8A8 sample error {initial:.5} → {last:.5}; {searched} of {} quantizers searched",
+        chosen.len()
+    );
     assert!(last < 0.67 * initial, "{initial} → {last}");
     // Only the steps it reports changed, by the factors it reports, and the notes say so.
     let step = |p: &quant::QuantPlan, i: usize| match &p.activations[i].quantizer {

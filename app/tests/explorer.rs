@@ -231,6 +231,8 @@ fn a_sweep_runs_in_the_background_and_a_design_loads() {
     h.get_by_label_contains("measure top-1 per bit width")
         .click();
     h.run_steps(2);
+    // Before any sweep the empty plot says how to fill it.
+    assert!(label(&h, "No designs yet").contains("Run sweep"));
     click(&mut h, "Run sweep");
     settle(&mut h);
     let summary = label(&h, "6 designs, ");

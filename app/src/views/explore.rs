@@ -303,16 +303,23 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
         .filter(|d| d.pareto)
         .filter_map(point)
         .collect();
-    ui.label(format!(
-        "{} designs, {} on the Pareto front (FPS, GOPS/DSP{}); click one to load it",
-        s.designs.len(),
-        front.len(),
-        if s.designs.iter().all(|d| d.top1.is_some()) && !s.designs.is_empty() {
-            ", top-1"
-        } else {
-            ""
-        }
-    ));
+    if s.designs.is_empty() {
+        ui.label(
+            "No designs yet: Run sweep prices every combination of the values above and plots \
+             them here (published accelerators appear where they report both axes).",
+        );
+    } else {
+        ui.label(format!(
+            "{} designs, {} on the Pareto front (FPS, GOPS/DSP{}); click one to load it",
+            s.designs.len(),
+            front.len(),
+            if s.designs.iter().all(|d| d.top1.is_some()) && !s.designs.is_empty() {
+                ", top-1"
+            } else {
+                ""
+            }
+        ));
+    }
     let mut clicked = None;
     let shown = Plot::new("pareto")
         .legend(Legend::default())

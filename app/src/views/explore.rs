@@ -313,7 +313,7 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
             "{} designs, {} on the Pareto front (FPS, GOPS/DSP{}); click one to load it",
             s.designs.len(),
             front.len(),
-            if s.designs.iter().all(|d| d.top1.is_some()) && !s.designs.is_empty() {
+            if s.designs.iter().all(|d| d.top1.is_some()) {
                 ", top-1"
             } else {
                 ""

@@ -297,6 +297,7 @@ impl Explorer {
         Some(Snapshot {
             top1: self
                 .accuracy
+                .as_ref()
                 .filter(|a| a.images == self.eval_total())
                 .map(|a| a.top1()),
             fps: c.fps,

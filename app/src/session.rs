@@ -19,7 +19,7 @@ use qvit_core::quant::{
 
 use crate::jobs::{Counts, Reporter};
 
-/// Calibration images the explorer uses (the shipped set has 1,024).
+/// Shipped calibration images a sweep's accuracy phase calibrates on (the set has 1,024).
 pub const CALIBRATION_IMAGES: usize = 1024;
 /// Test images whose activations give the per-layer SQNR.
 pub const SQNR_IMAGES: usize = 64;
@@ -43,8 +43,7 @@ pub fn load(
 ) -> Result<Loaded, String> {
     let go = || -> qvit_core::Result<Loaded> {
         let model = Model::load(project)?;
-        let test = project.data_source().open()?;
-        pipeline::check_images(&test, &model.graph)?;
+        let test = pipeline::test_data(project, &model.graph)?;
         let cancel = reporter.cancel_flag();
         let mut progress = |done: usize, total: usize| {
             reporter.report(Counts {
@@ -53,14 +52,17 @@ pub fn load(
             })
         };
         let stats = match (&project.calibration, cache) {
-            (None, Some(dir)) => {
-                pipeline::cached_statistics(&model, dir, CALIBRATION_IMAGES, cancel, &mut progress)?
-            }
+            (None, Some(dir)) => pipeline::cached_statistics(
+                &model,
+                dir,
+                project.calibration_data.as_ref(),
+                cancel,
+                &mut progress,
+            )?,
             (file, _) => pipeline::statistics(
                 &model,
                 file.as_deref(),
-                None,
-                CALIBRATION_IMAGES,
+                project.calibration_data.as_ref(),
                 cancel,
                 &mut progress,
             )?,
@@ -174,7 +176,7 @@ pub fn evaluate(
             EVAL_BATCH,
             limit,
             reporter.cancel_flag(),
-            &mut |acc| reporter.report(*acc),
+            &mut |acc| reporter.report(acc.clone()),
         )
     };
     go().map_err(|e| e.to_string())

@@ -20,12 +20,18 @@ impl Classifier for FloatExecutor<'_> {
     }
 }
 
-/// Counts of correct predictions so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+/// Counts of correct predictions so far, overall and per class.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Accuracy {
     pub images: usize,
     pub top1_correct: usize,
     pub top5_correct: usize,
+    /// Images of each class seen (indexed by label; as long as the largest label seen + 1).
+    #[serde(default)]
+    pub class_images: Vec<usize>,
+    /// Top-1 correct images of each class.
+    #[serde(default)]
+    pub class_top1_correct: Vec<usize>,
 }
 
 impl Accuracy {
@@ -58,11 +64,33 @@ impl Accuracy {
         )
     }
 
-    /// Adds one image whose label ranks `rank` among the logits (0 = predicted).
-    fn count(&mut self, rank: usize) {
+    /// Adds one image of class `label` that ranks `rank` among the logits (0 = predicted).
+    fn count(&mut self, label: usize, rank: usize) {
         self.images += 1;
         self.top1_correct += usize::from(rank == 0);
         self.top5_correct += usize::from(rank < 5);
+        if self.class_images.len() <= label {
+            self.class_images.resize(label + 1, 0);
+            self.class_top1_correct.resize(label + 1, 0);
+        }
+        self.class_images[label] += 1;
+        self.class_top1_correct[label] += usize::from(rank == 0);
+    }
+
+    /// The counts of two disjoint sets of images together (shards of one evaluation).
+    pub fn merged(&self, other: &Accuracy) -> Accuracy {
+        let add = |a: &[usize], b: &[usize]| -> Vec<usize> {
+            (0..a.len().max(b.len()))
+                .map(|i| a.get(i).unwrap_or(&0) + b.get(i).unwrap_or(&0))
+                .collect()
+        };
+        Accuracy {
+            images: self.images + other.images,
+            top1_correct: self.top1_correct + other.top1_correct,
+            top5_correct: self.top5_correct + other.top5_correct,
+            class_images: add(&self.class_images, &other.class_images),
+            class_top1_correct: add(&self.class_top1_correct, &other.class_top1_correct),
+        }
     }
 }
 
@@ -75,8 +103,12 @@ fn percent(part: usize, whole: usize) -> f64 {
 }
 
 /// Position of `label` when the logits are sorted in descending order, ties broken by class
-/// index (so rank 0 is the first arg-max, as NumPy and PyTorch report it).
+/// index (so rank 0 is the first arg-max, as NumPy and PyTorch report it). Logits holding a
+/// NaN rank the label last: a prediction that is not a number is never correct.
 pub fn rank_of(logits: &[f32], label: usize) -> usize {
+    if logits.iter().any(|v| v.is_nan()) {
+        return logits.len();
+    }
     let target = logits[label];
     logits
         .iter()
@@ -127,7 +159,21 @@ pub fn evaluate_until(
         let b = data.batch(start..(start + batch).min(total))?;
         let logits = model.logits(&b.images)?;
         for (i, &label) in b.labels.iter().enumerate() {
-            acc.count(rank_of(logits.item(i), label as usize));
+            let row = logits.item(i);
+            if label as usize >= row.len() {
+                return Error::field(
+                    &data.origin,
+                    "labels",
+                    format!(
+                        "image {} has label {label}, but the model has {} classes (labels 0 to \
+                         {}); is this data for another model?",
+                        start + i,
+                        row.len(),
+                        row.len() - 1
+                    ),
+                );
+            }
+            acc.count(label as usize, rank_of(row, label as usize));
         }
         progress(&acc);
     }
@@ -145,15 +191,32 @@ mod tests {
         assert_eq!(rank_of(&logits, 2), 1);
         assert_eq!(rank_of(&logits, 3), 2);
         assert_eq!(rank_of(&logits, 0), 3);
+        assert_eq!(rank_of(&[f32::NAN, 0.0], 0), 2);
+        assert_eq!(rank_of(&[0.0, f32::NAN], 0), 2);
+    }
+
+    #[test]
+    fn merged_counts_add_up() {
+        let mut a = Accuracy::default();
+        a.count(1, 0);
+        let mut b = Accuracy::default();
+        b.count(3, 2);
+        b.count(1, 0);
+        let m = a.merged(&b);
+        assert_eq!((m.images, m.top1_correct, m.top5_correct), (3, 2, 3));
+        assert_eq!(m.class_images, vec![0, 2, 0, 1]);
+        assert_eq!(m.class_top1_correct, vec![0, 2, 0, 0]);
     }
 
     #[test]
     fn counts_and_interval() {
         let mut a = Accuracy::default();
-        for rank in [0, 0, 3, 7] {
-            a.count(rank);
+        for (label, rank) in [(0, 0), (2, 0), (2, 3), (0, 7)] {
+            a.count(label, rank);
         }
         assert_eq!((a.top1(), a.top5()), (50.0, 75.0));
+        assert_eq!(a.class_images, [2, 0, 2]);
+        assert_eq!(a.class_top1_correct, [1, 0, 1]);
         let (lo, hi) = a.top1_interval();
         assert!(lo < 50.0 && hi > 50.0 && lo >= 0.0 && hi <= 100.0);
     }

@@ -6,11 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use crate::assets;
-use crate::data::{Dataset, Normalize};
+use crate::data::{Dataset, Selection};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::project::Project;
+use crate::project::{CalibrationSet, Project};
 use crate::quant::{self, CalibrationStats, QuantPlan, QuantSettings};
 use crate::weights::{FoldedWeights, Weights};
 
@@ -30,6 +29,18 @@ impl Model {
     pub fn load(project: &Project) -> Result<Self> {
         let graph = Graph::build(&project.spec()?)?;
         let weights_path = project.weights_path();
+        if project.weights.is_none() && !weights_path.exists() {
+            return Error::field(
+                &project.model,
+                "weights",
+                format!(
+                    "qvit ships weights for the micro models only; give this model's checkpoint \
+                     with --weights FILE (safetensors, or a torch .pt/.pth/.bin file as \
+                     published) or `weights` in a project ({} was looked for)",
+                    weights_path.display()
+                ),
+            );
+        }
         let folded = Weights::load(&weights_path, &graph)?.fold(&graph)?;
         Ok(Self {
             graph,
@@ -39,29 +50,66 @@ impl Model {
     }
 }
 
-/// The shipped calibration images (1,024 Fashion-MNIST training images), or an IDX file.
-pub fn calibration_data(path: Option<&Path>) -> Result<Dataset> {
-    let (images, labels) = match path {
-        Some(p) => {
-            let labels = Dataset::idx_labels_path(p).ok_or_else(|| Error::InvalidField {
-                origin: p.display().to_string(),
-                field: "calibration data".into(),
-                message: "cannot infer the labels file from this name; give an IDX images file \
-                          named `…-images-idx3-ubyte[.gz]` with its labels beside it"
-                    .into(),
-            })?;
-            (p.to_path_buf(), labels)
-        }
-        None => assets::fashion_mnist_calibration(),
-    };
-    if images.is_dir() {
+/// The calibration images of a project: its own set, else the shipped Fashion-MNIST images for
+/// a model that takes them. A full-size model has no default: the error says what to give.
+pub fn calibration_set(given: Option<&CalibrationSet>, graph: &Graph) -> Result<CalibrationSet> {
+    if let Some(set) = given {
+        return Ok(set.clone());
+    }
+    if graph.input_shape() == [1, 28, 28] {
+        return Ok(CalibrationSet::fashion_mnist());
+    }
+    Error::field(
+        &graph.model,
+        "calibration data",
+        format!(
+            "the model takes {:?} images and qvit ships calibration images only for the 28×28 \
+             micro models; give an ImageNet-style folder (root/<class>/<image>, e.g. your \
+             training set) with --calibration-data DIR, or `calibration_data` in the project, or \
+             statistics from `qvit calibrate` with --calibration FILE",
+            graph.input_shape()
+        ),
+    )
+}
+
+/// The chosen images of a calibration set, checked against the model.
+pub fn calibration_images(set: &CalibrationSet, graph: &Graph) -> Result<(Dataset, Selection)> {
+    let data = set.data.open(graph.family, graph.resolution)?;
+    check_images(&data, graph)?;
+    let selection = set.selection();
+    if selection.count == 0 {
         return Error::field(
-            &images.display().to_string(),
-            "calibration data",
-            "calibration from an image folder is not supported yet; give an IDX file",
+            &data.origin,
+            "calibration images",
+            "0 images asked for; give at least one",
         );
     }
-    Dataset::idx(&images, &labels, Normalize::fashion_mnist())
+    let indices = selection.indices(&data.labels);
+    Ok((data.subset(&indices), selection))
+}
+
+/// The project's evaluation images, checked against the model: its `data`, else the shipped
+/// Fashion-MNIST test set for a model that takes 28×28 images.
+pub fn test_data(project: &Project, graph: &Graph) -> Result<Dataset> {
+    let source = match &project.data {
+        Some(d) => d.clone(),
+        None if graph.input_shape() == [1, 28, 28] => crate::project::DataSource::fashion_mnist_test(),
+        None => {
+            return Error::field(
+                &graph.model,
+                "data",
+                format!(
+                    "the model takes {:?} images and qvit ships test images only for the 28×28 \
+                     micro models; give an ImageNet-style validation folder \
+                     (root/<class>/<image>) with --data DIR or `data` in the project",
+                    graph.input_shape()
+                ),
+            );
+        }
+    };
+    let data = source.open(graph.family, graph.resolution)?;
+    check_images(&data, graph)?;
+    Ok(data)
 }
 
 /// Refuses images of another shape than the model takes, naming both.
@@ -82,13 +130,12 @@ pub fn check_images(data: &Dataset, graph: &Graph) -> Result<()> {
 }
 
 /// Statistics for a model: the file named (checked against the model), or a fresh calibration
-/// on `images` images of `data` (the shipped calibration set when `None`), abandoned when
-/// `cancel` becomes true. `progress(done, total)` counts images over both calibration passes.
+/// on the chosen images of `set` (see [`calibration_set`]), abandoned when `cancel` becomes
+/// true. `progress(done, total)` counts images over both calibration passes.
 pub fn statistics(
     model: &Model,
     file: Option<&Path>,
-    data: Option<&Path>,
-    images: usize,
+    set: Option<&CalibrationSet>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<CalibrationStats> {
@@ -97,30 +144,34 @@ pub fn statistics(
         stats.check_matches(&model.graph, &model.folded, &path.display().to_string())?;
         return Ok(stats);
     }
-    let data = calibration_data(data)?;
-    check_images(&data, &model.graph)?;
-    quant::calibrate_until(
+    let set = calibration_set(set, &model.graph)?;
+    let (data, selection) = calibration_images(&set, &model.graph)?;
+    let mut stats = quant::calibrate_until(
         &model.graph,
         &model.folded,
         &data,
-        images,
+        data.len(),
         CALIBRATION_BATCH,
         cancel,
         progress,
-    )
+    )?;
+    stats.selection = Some(selection);
+    stats.image_names = (0..data.len()).map(|i| data.image_name(i)).collect();
+    Ok(stats)
 }
 
-/// Statistics of the shipped calibration set (its first `images` images), kept in `cache_dir`
-/// under a name made of the model, its resolution, a fingerprint of its weights and the image
-/// count: computed once, then read back without running the model. A cached file that fails
-/// to read or to match is computed again and replaced.
+/// Statistics of a project's calibration set (see [`calibration_set`]), kept in `cache_dir`
+/// under a name made of the model, its resolution, a fingerprint of its weights and one of the
+/// set (its data, count and seed): computed once, then read back without running the model. A
+/// cached file that fails to read or to match is computed again and replaced.
 pub fn cached_statistics(
     model: &Model,
     cache_dir: &Path,
-    images: usize,
+    set: Option<&CalibrationSet>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<CalibrationStats> {
+    let set = calibration_set(set, &model.graph)?;
     let name: String = model
         .graph
         .model
@@ -134,9 +185,11 @@ pub fn cached_statistics(
         })
         .collect();
     let path = cache_dir.join(format!(
-        "{name}-{}-{:016x}-{images}.calib.safetensors",
+        "{name}-{}-{:016x}-{:016x}-{}.calib.safetensors",
         model.graph.resolution,
-        quant::stats::fingerprint(&model.folded)
+        quant::stats::fingerprint(&model.folded),
+        fnv1a(format!("{:?}", set.data).as_bytes()) ^ set.seed,
+        set.selection().count,
     ));
     let origin = path.display().to_string();
     // Files from before qvit kept a calibration sample are computed again.
@@ -148,13 +201,19 @@ pub fn cached_statistics(
     {
         return Ok(stats);
     }
-    let stats = statistics(model, None, None, images, cancel, progress)?;
+    let stats = statistics(model, None, Some(&set), cancel, progress)?;
     std::fs::create_dir_all(cache_dir).map_err(|source| Error::Io {
         path: cache_dir.to_path_buf(),
         source,
     })?;
     stats.save(&path)?;
     Ok(stats)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Resolves the settings' recipe and builds the plan from saved statistics (no float pass).

@@ -12,13 +12,17 @@
 //!         overrides: [(layers: "stages.3.*", bits: "w4a8")],
 //!     ),
 //!     calibration: Some("micro.calib.safetensors"),
+//!     calibration_data: Some((data: ImageFolder(root: "imagenet/train"), images: 32, seed: 0)),
 //!     accelerator: Some(name: "trio-vit-zcu102", part: "zcu102", clock_mhz: 200.0, …),
 //!     sweep: Some(name: "engines", mat_pes: [8, 16], …, bits: ["w8a8"]),
 //! )
 //! ```
 //!
 //! Fields left out take the shipped defaults: a micro model's trained weights, the
-//! Fashion-MNIST test set, full precision and the `trio-vit-zcu102` accelerator. A project's
+//! Fashion-MNIST test and calibration sets, full precision and the `trio-vit-zcu102`
+//! accelerator. The full-size models ship no weights and no data: a project names its
+//! `weights`, its `data` and its `calibration_data` (`presets/projects/` has a commented
+//! example). A project's
 //! `sweep` takes the project's accelerator as its base and its model when it names none, so
 //! the explorer's configuration runs unchanged with `qvit eval`, `qvit cost` and `qvit sweep`.
 
@@ -27,9 +31,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::accel::AccelConfig;
-use crate::arch::ArchSpec;
+use crate::arch::{ArchSpec, Family};
 use crate::assets;
-use crate::data::{Dataset, EvalTransform, Normalize};
+use crate::data::{Dataset, EvalTransform, Normalize, Selection, selection};
 use crate::error::{Error, Result};
 use crate::explore::DesignSpace;
 use crate::quant::QuantSettings;
@@ -52,13 +56,58 @@ pub enum DataSource {
         #[serde(default = "Normalize::fashion_mnist")]
         normalize: Normalize,
     },
-    /// An ImageNet-style folder tree read with the evaluation transform.
+    /// An ImageNet-style folder tree `root/<class>/<image>` read with the evaluation transform
+    /// (default: the official one of the model's family at its resolution, see
+    /// [`EvalTransform::official`]).
     ImageFolder {
         root: PathBuf,
-        transform: EvalTransform,
+        #[serde(default)]
+        transform: Option<EvalTransform>,
         #[serde(default = "Normalize::imagenet")]
         normalize: Normalize,
     },
+}
+
+/// The images calibration reads: a dataset, how many of its images and the seed of their
+/// class-balanced choice (see [`Selection`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSet {
+    pub data: DataSource,
+    /// How many images (default: 32 from a folder, as PTQ4ViT and RepQ-ViT use; 1,024 from an
+    /// IDX file).
+    #[serde(default)]
+    pub images: Option<usize>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl CalibrationSet {
+    /// The shipped 1,024 Fashion-MNIST calibration images, for models that take 1×28×28 images.
+    pub fn fashion_mnist() -> Self {
+        let (images, labels) = assets::fashion_mnist_calibration();
+        Self {
+            data: DataSource::Idx {
+                images,
+                labels: Some(labels),
+                normalize: Normalize::fashion_mnist(),
+            },
+            images: None,
+            seed: 0,
+        }
+    }
+
+    /// The images used: the count given, else 32 from a folder or 1,024 from an IDX file.
+    pub fn selection(&self) -> Selection {
+        let count = self.images.unwrap_or(match self.data {
+            DataSource::ImageFolder { .. } => selection::FOLDER_DEFAULT,
+            DataSource::Idx { .. } => 1024,
+        });
+        Selection {
+            count,
+            seed: self.seed,
+        }
+    }
 }
 
 impl DataSource {
@@ -72,8 +121,42 @@ impl DataSource {
         }
     }
 
-    /// Reads the data (IDX) or indexes the folder (ImageFolder).
-    pub fn open(&self) -> Result<Dataset> {
+    /// A path given on the command line: a folder is an ImageNet-style tree read with the
+    /// official transform of `family` at `resolution` (`crop_ratio` overriding the family's);
+    /// a file is IDX images with their labels beside them.
+    pub fn from_path(
+        path: &Path,
+        family: Family,
+        resolution: usize,
+        crop_ratio: Option<f64>,
+    ) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not found; give an ImageNet-style folder (root/<class>/<image>) or an IDX \
+                     images file (…-images-idx3-ubyte[.gz])",
+                ),
+            });
+        }
+        if path.is_dir() {
+            return Ok(DataSource::ImageFolder {
+                root: path.to_path_buf(),
+                transform: Some(EvalTransform::official(family, resolution, crop_ratio)),
+                normalize: Normalize::imagenet(),
+            });
+        }
+        Ok(DataSource::Idx {
+            images: path.to_path_buf(),
+            labels: Dataset::idx_labels_path(path),
+            normalize: Normalize::fashion_mnist(),
+        })
+    }
+
+    /// Reads the data (IDX) or indexes the folder (ImageFolder), whose default transform is the
+    /// official one of `family` at `resolution`.
+    pub fn open(&self, family: Family, resolution: usize) -> Result<Dataset> {
         match self {
             DataSource::Idx {
                 images,
@@ -94,7 +177,13 @@ impl DataSource {
                 root,
                 transform,
                 normalize,
-            } => Dataset::image_folder(root, transform.clone(), normalize.clone()),
+            } => Dataset::image_folder(
+                root,
+                transform
+                    .clone()
+                    .unwrap_or_else(|| EvalTransform::official(family, resolution, None)),
+                normalize.clone(),
+            ),
         }
     }
 
@@ -129,10 +218,14 @@ pub struct Project {
     /// Quantization: recipe, bit widths and per-layer overrides (default: full precision).
     #[serde(default)]
     pub quant: Option<QuantSettings>,
-    /// Calibration statistics written by `qvit calibrate` (default: calibrate on the shipped
-    /// 1,024 Fashion-MNIST calibration images when a quantized result is asked for).
+    /// Calibration statistics written by `qvit calibrate` (default: calibrate on
+    /// `calibration_data` when a quantized result is asked for).
     #[serde(default)]
     pub calibration: Option<PathBuf>,
+    /// The images to calibrate on when no statistics file is named (default: the shipped
+    /// 1,024 Fashion-MNIST calibration images, for the micro models only).
+    #[serde(default)]
+    pub calibration_data: Option<CalibrationSet>,
     /// The accelerator the model is priced on (default: the `trio-vit-zcu102` preset).
     #[serde(default)]
     pub accelerator: Option<AccelConfig>,
@@ -157,6 +250,7 @@ impl Project {
             data: None,
             quant: None,
             calibration: None,
+            calibration_data: None,
             accelerator: None,
             sweep: None,
         }
@@ -181,6 +275,9 @@ impl Project {
         }
         if let Some(c) = &mut p.calibration {
             *c = base.join(&*c);
+        }
+        if let Some(c) = &mut p.calibration_data {
+            c.data.rebase(base);
         }
         if let Some(q) = &mut p.quant
             && q.recipe.ends_with(".ron")
@@ -235,13 +332,6 @@ impl Project {
         self.weights
             .clone()
             .unwrap_or_else(|| assets::weights(&self.model))
-    }
-
-    /// The evaluation data: the project's, or the shipped Fashion-MNIST test set.
-    pub fn data_source(&self) -> DataSource {
-        self.data
-            .clone()
-            .unwrap_or_else(DataSource::fashion_mnist_test)
     }
 }
 

@@ -590,16 +590,21 @@ fn plans_are_plain_data_and_boxes_show_migration() {
 #[test]
 fn cached_statistics_are_computed_once_and_recomputed_when_corrupt() {
     use qvit_core::pipeline::{Model, cached_statistics};
-    use qvit_core::project::Project;
+    use qvit_core::project::{CalibrationSet, Project};
     let dir = std::env::temp_dir().join(format!("qvit-calib-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let model = Model::load(&Project::for_model("efficientvit-micro")).unwrap();
     let never = std::sync::atomic::AtomicBool::new(false);
+    let set = CalibrationSet {
+        images: Some(64),
+        ..CalibrationSet::fashion_mnist()
+    };
+    let set = Some(&set);
     let mut calls = 0;
-    let first = cached_statistics(&model, &dir, 64, &never, &mut |_, _| calls += 1).unwrap();
+    let first = cached_statistics(&model, &dir, set, &never, &mut |_, _| calls += 1).unwrap();
     assert!(calls > 0, "the first call calibrates");
     let mut calls = 0;
-    let again = cached_statistics(&model, &dir, 64, &never, &mut |_, _| calls += 1).unwrap();
+    let again = cached_statistics(&model, &dir, set, &never, &mut |_, _| calls += 1).unwrap();
     assert_eq!(calls, 0, "the second call reads the file");
     assert_eq!(again.points.len(), first.points.len());
     assert_eq!(again.points[3].channel_max, first.points[3].channel_max);
@@ -612,7 +617,7 @@ fn cached_statistics_are_computed_once_and_recomputed_when_corrupt() {
         .path();
     std::fs::write(&file, b"garbage").unwrap();
     let mut calls = 0;
-    cached_statistics(&model, &dir, 64, &never, &mut |_, _| calls += 1).unwrap();
+    cached_statistics(&model, &dir, set, &never, &mut |_, _| calls += 1).unwrap();
     assert!(calls > 0);
     assert!(CalibrationStats::load(&file).is_ok());
     std::fs::remove_dir_all(&dir).ok();

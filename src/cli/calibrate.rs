@@ -7,6 +7,7 @@ use clap::Args;
 use qvit_core::quant::TensorKind;
 
 use super::format::{Format, emit, table, thousands};
+use super::quant_args::CalibrationArgs;
 use super::{prepare, target};
 
 /// Record a model's activation statistics on calibration images and save them.
@@ -18,15 +19,26 @@ use super::{prepare, target};
 pub struct CalibrateArgs {
     /// A project RON file, a model preset, or a model RON file (default: efficientvit-micro).
     target: Option<String>,
-    /// Weights (default: the project's, or the shipped weights of a micro model).
+    /// Weights (safetensors or a torch .pt/.pth checkpoint; default: the project's, or the
+    /// shipped weights of a micro model).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// IDX calibration images (default: the shipped 1,024 Fashion-MNIST training images).
-    #[arg(long, value_name = "IDX")]
+    /// Images to calibrate on: an ImageNet-style folder (e.g. your training set) or an IDX
+    /// file. Default: the project's `calibration_data`, else the shipped 1,024 Fashion-MNIST
+    /// images for the micro models.
+    #[arg(long, value_name = "DIR|IDX")]
     data: Option<PathBuf>,
-    /// Use the first N images.
-    #[arg(long, default_value_t = 1024)]
-    images: usize,
+    /// How many images, chosen class-balanced with --seed (default: 32 from a folder, as
+    /// PTQ4ViT and RepQ-ViT; 1,024 from an IDX file). The choice is recorded in the file.
+    #[arg(long)]
+    images: Option<usize>,
+    /// Seed of the images' choice.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// For folders: the shorter side is resized to resolution / crop-ratio before the centre
+    /// crop (default by family: EfficientViT 0.95, DeiT 0.9).
+    #[arg(long)]
+    crop_ratio: Option<f64>,
     /// Where to write the statistics (default: `<model>.calib.safetensors`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -52,20 +64,20 @@ fn kind_name(k: TensorKind) -> &'static str {
 
 pub fn run(args: &CalibrateArgs) -> anyhow::Result<()> {
     let mut project = target::project(args.target.as_deref())?;
+    let spec = project.spec()?;
     if let Some(w) = &args.weights {
         project.weights = Some(w.clone());
     }
-    let model = prepare::model(&project)?;
-    let data = prepare::calibration_data(args.data.as_deref())?;
-    if args.images == 0 || data.is_empty() {
-        anyhow::bail!(
-            "{}: the calibration set is empty; give at least one image (--images)",
-            data.origin
-        );
+    CalibrationArgs {
+        calibration: None,
+        calibration_data: args.data.clone(),
+        calibration_images: args.images,
+        calibration_seed: args.seed,
     }
-    prepare::check_images(&data, &model.graph)?;
+    .apply(&mut project, &spec, args.crop_ratio)?;
+    let model = prepare::model(&project)?;
     let started = Instant::now();
-    let stats = prepare::calibrate_with_progress(&model, &data, args.images)?;
+    let stats = prepare::stats(&model, None, project.calibration_data.as_ref())?;
     let seconds = started.elapsed().as_secs_f64();
     let out = args
         .out
@@ -78,6 +90,7 @@ pub fn run(args: &CalibrateArgs) -> anyhow::Result<()> {
                 "model": stats.model,
                 "images": stats.images,
                 "data": stats.data,
+                "selection": stats.selection,
                 "out": out.display().to_string(),
                 "seconds": seconds,
                 "points": stats.points.iter().map(|p| serde_json::json!({
@@ -119,12 +132,16 @@ pub fn run(args: &CalibrateArgs) -> anyhow::Result<()> {
                 ]);
             }
             emit(&format!(
-                "{} — {} calibration images from {} in {:.1} s\n{t}\n\n\
+                "{} — {} calibration images from {}{} in {:.1} s\n{t}\n\n\
                  channel spread = largest channel range / median channel range\n\
                  wrote {} ({} tensors)\n",
                 stats.model,
                 thousands(stats.images as u64),
                 stats.data,
+                stats
+                    .selection
+                    .map(|s| format!(" (chosen class-balanced, seed {})", s.seed))
+                    .unwrap_or_default(),
                 seconds,
                 out.display(),
                 stats.points.len()

@@ -4,83 +4,121 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use qvit_core::arch::Family;
-use qvit_core::data::{Dataset, EvalTransform, Normalize};
 use qvit_core::eval::{Accuracy, Classifier, evaluate};
 use qvit_core::exec::float::FloatExecutor;
 use qvit_core::exec::int::{IntExecutor, compile};
-use qvit_core::graph::Graph;
-use qvit_core::project::{DataSource, Project};
-use qvit_core::quant::{
-    BitWidths, FakeQuantExecutor, Override, QuantExecutor, QuantPlan, QuantSettings, diagnostics,
-};
+use qvit_core::pipeline;
+use qvit_core::project::Project;
+use qvit_core::quant::{FakeQuantExecutor, QuantExecutor, QuantPlan, diagnostics};
+use serde::{Deserialize, Serialize};
 
 use super::format::{Format, emit, table, thousands};
-use super::prepare;
-use super::target;
+use super::quant_args::{DataArgs, QuantArgs};
+use super::{prepare, target};
 
 /// Measure a model's top-1 and top-5 accuracy on a dataset, in FP32 or quantized.
 ///
 /// With no arguments it evaluates the shipped default in FP32: the micro EfficientViT trained
 /// on Fashion-MNIST, on the shipped 10,000-image test set. `--recipe`, `--bits` or
 /// `--override` (or a project's `quant` section) quantize it first: calibration statistics are
-/// read from `--calibration` or computed on the shipped 1,024 calibration images.
+/// read from `--calibration` or computed on `--calibration-data` (the shipped 1,024
+/// Fashion-MNIST images for the micro models).
+///
+/// A full-size model takes its checkpoint and an ImageNet-style folder:
+///
+///   qvit eval efficientvit-b1 --weights efficientvit_b1_r224.pt --data imagenet/val
+///     --calibration-data imagenet/train --recipe trio-vit --executor int
+///
+/// A cluster shares one evaluation with `--shard i/N --out part-i.json` per job (give every
+/// job the same `--calibration FILE` from `qvit calibrate` so that none calibrates again), then
+/// `qvit eval merge part-*.json` prints what a single run would.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EvalArgs {
+    #[command(subcommand)]
+    command: Option<EvalCommand>,
     /// A project RON file, a model preset, or a model RON file (default: efficientvit-micro).
     target: Option<String>,
-    /// Weights (safetensors, official names; f32, f16 or bf16). Default: the project's, or the
-    /// shipped weights of a micro model.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Images: an IDX file (`…-images-idx3-ubyte[.gz]`, labels found beside it) or an
-    /// ImageNet-style folder `root/<class>/<image>.{jpg,png}`. Default: the project's, or the
-    /// shipped Fashion-MNIST test set.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// For folder data: the shorter side is resized to ceil(resolution / crop-ratio) before the
-    /// centre crop (EfficientViT B1: 0.95, B2/B3: 1.0; DeiT: 0.9, the default by family).
-    #[arg(long)]
-    crop_ratio: Option<f64>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Evaluate only the first N images.
     #[arg(long)]
     limit: Option<usize>,
+    /// Evaluate one share of the images, `I/N` (shards 0 to N−1 split the batches evenly);
+    /// with --out, `qvit eval merge` adds the shares up.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Also write the counts (overall and per class) as JSON, for `qvit eval merge`.
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
     /// Images per batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Worker threads (default: one per core). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
-    /// Quantize with this recipe: minmax, percentile, omse, ptq4vit, fq-vit, repq-vit,
-    /// trio-vit, or a recipe RON file (default with --bits: trio-vit).
-    #[arg(long)]
-    recipe: Option<String>,
-    /// Weight and activation bits of every layer, e.g. `w8a8`, `w4a8` (default: w8a8).
-    #[arg(long)]
-    bits: Option<BitWidths>,
-    /// Bits for some layers, `PATTERN=wNaM` (`*` and `?` wildcards; a pattern may match a
-    /// name from any `.`): `--override 'stages.3.*=w4a8'`. Repeatable; later ones win.
-    #[arg(long = "override", value_name = "PATTERN=wNaM")]
-    overrides: Vec<Override>,
+    #[command(flatten)]
+    quant: QuantArgs,
     /// How the quantized model runs: `fake` (float arithmetic on quantized values) or `int`
     /// (integer arithmetic only, as the accelerator computes). Default: the project's, else
     /// fake. Implies quantization.
     #[arg(long, value_enum)]
     executor: Option<ExecutorArg>,
-    /// Calibration statistics from `qvit calibrate` (default: calibrate now).
-    #[arg(long, value_name = "FILE")]
-    calibration: Option<PathBuf>,
-    /// IDX images to calibrate on (default: the shipped 1,024 Fashion-MNIST training images).
-    #[arg(long, value_name = "IDX")]
-    calibration_data: Option<PathBuf>,
-    /// Calibrate on the first N images.
-    #[arg(long, default_value_t = 1024)]
-    calibration_images: usize,
     /// Also print each layer's weight and activation SQNR (on the first 64 test images).
     #[arg(long)]
     layers: bool,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     format: Format,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum EvalCommand {
+    /// Add up the counts of `qvit eval --shard I/N --out FILE` runs into the result of one run.
+    ///
+    /// Every share must come from the same model, weights, data, quantization and batch size,
+    /// and the shares must cover 0..N once each; what is missing or mixed is named.
+    Merge {
+        /// The files the shards wrote.
+        #[arg(required = true)]
+        parts: Vec<PathBuf>,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+/// One share of an evaluation, `index/count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Shard {
+    index: usize,
+    count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}`: expected I/N, e.g. 0/8"))?;
+        let (index, count): (usize, usize) = (
+            i.trim().parse().map_err(|_| format!("`{i}` is not a shard index"))?,
+            n.trim().parse().map_err(|_| format!("`{n}` is not a shard count"))?,
+        );
+        if count == 0 || index >= count {
+            return Err(format!("shard {index}/{count}: give I from 0 to N−1 and N ≥ 1"));
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl Shard {
+    /// This share of `total` images in batches of `batch`: whole batches, so that every image
+    /// is computed in the same batch as in an unsharded run.
+    fn range(self, total: usize, batch: usize) -> std::ops::Range<usize> {
+        let batches = total.div_ceil(batch);
+        let first = self.index * batches / self.count;
+        let last = (self.index + 1) * batches / self.count;
+        (first * batch).min(total)..(last * batch).min(total)
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -89,55 +127,33 @@ enum ExecutorArg {
     Int,
 }
 
-fn data_source(path: &Path, family: Family, resolution: usize, crop: Option<f64>) -> DataSource {
-    if path.is_dir() {
-        DataSource::ImageFolder {
-            root: path.to_path_buf(),
-            transform: EvalTransform::efficientvit(
-                resolution,
-                crop.unwrap_or(match family {
-                    Family::EfficientVit => 0.95,
-                    Family::Deit => 0.9,
-                }),
-            ),
-            normalize: Normalize::imagenet(),
-        }
-    } else {
-        DataSource::Idx {
-            images: path.to_path_buf(),
-            labels: Dataset::idx_labels_path(path),
-            normalize: Normalize::fashion_mnist(),
-        }
-    }
-}
-
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    if let Some(EvalCommand::Merge { parts, format }) = &args.command {
+        return merge(parts, *format);
+    }
     let mut project: Project = target::project(args.target.as_deref())?;
-    if let Some(w) = &args.weights {
-        project.weights = Some(w.clone());
-    }
     let spec = project.spec()?;
-    if let Some(d) = &args.data {
-        project.data = Some(data_source(
-            d,
-            spec.family(),
-            spec.resolution(),
-            args.crop_ratio,
-        ));
-    }
+    args.data.apply(&mut project, &spec)?;
+    args.quant
+        .calibration
+        .apply(&mut project, &spec, args.data.crop_ratio)?;
     let model = prepare::model(&project)?;
     let graph = &model.graph;
-    let data = project.data_source().open()?;
-    prepare::check_images(&data, graph)?;
-    let settings = quant_settings(args, &project);
+    let data = pipeline::test_data(&project, graph)?;
+    let executor_arg = args.executor.map(|e| match e {
+        ExecutorArg::Fake => QuantExecutor::Fake,
+        ExecutorArg::Int => QuantExecutor::Int,
+    });
+    let settings = args
+        .quant
+        .asked(&project, executor_arg)
+        .then(|| args.quant.settings(&project, &spec, executor_arg));
     let plan = match &settings {
         Some(settings) => {
-            let calibration = args.calibration.clone().or(project.calibration.clone());
             let stats = prepare::stats(
                 &model,
-                calibration.as_deref(),
-                args.calibration_data.as_deref(),
-                args.calibration_images,
+                project.calibration.as_deref(),
+                project.calibration_data.as_ref(),
             )?;
             Some(prepare::plan(&model, &stats, settings)?)
         }
@@ -159,17 +175,33 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         (None, Some(f)) => f,
         (None, None) => &float,
     };
+    if args.batch == 0 {
+        anyhow::bail!("--batch 0: give at least one image per batch");
+    }
     let total = args.limit.map_or(data.len(), |l| l.min(data.len()));
+    let shard = args.shard.unwrap_or(Shard { index: 0, count: 1 });
+    let range = shard.range(total, args.batch);
+    let indices: Vec<usize> = range.clone().collect();
+    let part = data.subset(&indices);
+    if part.is_empty() {
+        anyhow::bail!(
+            "shard {}/{} of {} images in batches of {} holds no image; use fewer shards",
+            shard.index,
+            shard.count,
+            total,
+            args.batch
+        );
+    }
 
-    let bar = indicatif::ProgressBar::new(total as u64).with_style(
+    let bar = indicatif::ProgressBar::new(part.len() as u64).with_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} [{bar:30}] {pos}/{len} images  {per_sec}  {msg}",
+            "{spinner} [{bar:30}] {pos}/{len} images  {per_sec}  eta {eta}  {msg}",
         )?
         .progress_chars("=> "),
     );
     let started = Instant::now();
     let run = || {
-        evaluate(executor, &data, args.batch, args.limit, &mut |acc| {
+        evaluate(executor, &part, args.batch, None, &mut |acc| {
             bar.set_position(acc.images as u64);
             bar.set_message(format!("top-1 {:.2} %", acc.top1()));
         })
@@ -184,21 +216,37 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
-    let run = Run {
-        graph,
-        weights: &model.weights_path,
-        data: &data,
-        acc: &acc,
+    let result = EvalResult {
+        setup: Setup {
+            model: graph.model.clone(),
+            resolution: graph.resolution,
+            executor: match (&int, &plan) {
+                (Some(_), _) => "int",
+                (None, Some(_)) => "fake-quant",
+                (None, None) => "fp32",
+            }
+            .into(),
+            recipe: plan.as_ref().map(|p| p.recipe.clone()),
+            bits: plan.as_ref().map(|p| String::from(p.bits)),
+            overrides: plan
+                .as_ref()
+                .map(|p| p.overrides.iter().map(|o| o.to_string()).collect())
+                .unwrap_or_default(),
+            weights: model.weights_path.display().to_string(),
+            data: data.origin.clone(),
+            images_in_data: total,
+            batch: args.batch,
+        },
+        shard,
+        range: (range.start, range.end),
+        accuracy: acc,
         seconds,
         threads,
-        plan: plan.as_ref(),
-        executor: match (&int, &plan) {
-            (Some(_), _) => "int",
-            (None, Some(_)) => "fake-quant",
-            (None, None) => "fp32",
-        },
     };
-    emit(&report(args, &run)?)?;
+    if let Some(out) = &args.out {
+        qvit_core::ron_io::write_atomic(out, serde_json::to_string_pretty(&result)?.as_bytes())?;
+    }
+    emit(&report(&result, args.format)?)?;
     if let (true, Some(fake)) = (args.layers, &fake) {
         let images = data.batch(0..data.len().min(64))?.images;
         let weights = diagnostics::weight_quality(&model.folded, fake.weights(), fake.plan());
@@ -208,41 +256,114 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The quantization asked for: the project's `quant` section with the flags applied over it.
-fn quant_settings(args: &EvalArgs, project: &Project) -> Option<QuantSettings> {
-    let asked = args.recipe.is_some()
-        || args.bits.is_some()
-        || !args.overrides.is_empty()
-        || args.executor.is_some();
-    if !asked && project.quant.is_none() {
-        return None;
-    }
-    let mut s = project.quant.clone().unwrap_or_default();
-    if let Some(r) = &args.recipe {
-        s.recipe = r.clone();
-    }
-    if let Some(b) = args.bits {
-        s.bits = b;
-    }
-    s.overrides.extend(args.overrides.iter().cloned());
-    if let Some(e) = args.executor {
-        s.executor = match e {
-            ExecutorArg::Fake => QuantExecutor::Fake,
-            ExecutorArg::Int => QuantExecutor::Int,
-        };
-    }
-    Some(s)
+/// What an evaluation was of: equal in every share of one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Setup {
+    model: String,
+    resolution: usize,
+    executor: String,
+    recipe: Option<String>,
+    bits: Option<String>,
+    overrides: Vec<String>,
+    weights: String,
+    data: String,
+    /// Images evaluated over all shares (the data's, or `--limit`).
+    images_in_data: usize,
+    batch: usize,
 }
 
-struct Run<'a> {
-    graph: &'a Graph,
-    weights: &'a Path,
-    data: &'a Dataset,
-    acc: &'a Accuracy,
+/// The counts of one run or share, as `--out` writes them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EvalResult {
+    setup: Setup,
+    shard: Shard,
+    /// The images `[start, end)` this share evaluated.
+    range: (usize, usize),
+    accuracy: Accuracy,
     seconds: f64,
     threads: usize,
-    plan: Option<&'a QuantPlan>,
-    executor: &'static str,
+}
+
+/// `qvit eval merge`: the shares added up, after checking they are one evaluation, whole.
+fn merge(parts: &[PathBuf], format: Format) -> anyhow::Result<()> {
+    let mut results: Vec<(PathBuf, EvalResult)> = Vec::new();
+    for path in parts {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let r: EvalResult = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not a file written by `qvit eval --out` ({e})",
+                path.display()
+            )
+        })?;
+        results.push((path.clone(), r));
+    }
+    let (first_path, first) = &results[0];
+    let count = first.shard.count;
+    let mut by_index: Vec<Option<&Path>> = vec![None; count];
+    for (path, r) in &results {
+        if r.setup != first.setup || r.shard.count != count {
+            anyhow::bail!(
+                "{} and {} are shares of different evaluations (model, weights, data,                  quantization, batch or shard count differ):
+  {:?} {}/{}
+  {:?} {}/{}",
+                first_path.display(),
+                path.display(),
+                first.setup,
+                first.shard.index,
+                count,
+                r.setup,
+                r.shard.index,
+                r.shard.count
+            );
+        }
+        let expected = r.shard.range(r.setup.images_in_data, r.setup.batch);
+        if (r.range.0, r.range.1) != (expected.start, expected.end)
+            || r.accuracy.images != expected.len()
+        {
+            anyhow::bail!(
+                "{}: shard {}/{} should hold images {}..{}, the file says {}..{} with {}                  counted; was it edited or cut short?",
+                path.display(),
+                r.shard.index,
+                count,
+                expected.start,
+                expected.end,
+                r.range.0,
+                r.range.1,
+                r.accuracy.images
+            );
+        }
+        if let Some(other) = by_index[r.shard.index].replace(path) {
+            anyhow::bail!(
+                "shard {}/{count} is given twice: {} and {}",
+                r.shard.index,
+                other.display(),
+                path.display()
+            );
+        }
+    }
+    let missing: Vec<String> = (0..count)
+        .filter(|&i| by_index[i].is_none())
+        .map(|i| format!("{i}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "shards {} are missing; run them with `qvit eval … --shard I/{count} --out FILE`",
+            missing.join(", ")
+        );
+    }
+    let accuracy = results
+        .iter()
+        .fold(Accuracy::default(), |acc, (_, r)| acc.merged(&r.accuracy));
+    let merged = EvalResult {
+        setup: first.setup.clone(),
+        shard: Shard { index: 0, count: 1 },
+        range: (0, first.setup.images_in_data),
+        accuracy,
+        seconds: results.iter().map(|(_, r)| r.seconds).sum(),
+        threads: results.iter().map(|(_, r)| r.threads).sum(),
+    };
+    emit(&report(&merged, format)?)
 }
 
 fn layer_table(
@@ -294,66 +415,67 @@ fn layer_table(
     ))
 }
 
-fn report(args: &EvalArgs, run: &Run) -> anyhow::Result<String> {
-    let Run {
-        graph,
-        weights,
-        data,
-        acc,
-        seconds,
-        threads,
-        plan,
-        executor,
-    } = *run;
+fn report(r: &EvalResult, format: Format) -> anyhow::Result<String> {
+    let (setup, acc) = (&r.setup, &r.accuracy);
     let (lo, hi) = acc.top1_interval();
-    let per_second = acc.images as f64 / seconds.max(1e-9);
-    Ok(match args.format {
+    let per_second = acc.images as f64 / r.seconds.max(1e-9);
+    let shard = (r.shard.count > 1).then(|| {
+        format!(
+            " (shard {}/{}, images {}..{} of {})",
+            r.shard.index, r.shard.count, r.range.0, r.range.1, setup.images_in_data
+        )
+    });
+    Ok(match format {
         Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
-                "model": graph.model,
-                "executor": executor,
-                "recipe": plan.map(|p| p.recipe.clone()),
-                "bits": plan.map(|p| String::from(p.bits)),
-                "overrides": plan.map(|p| p.overrides.iter().map(|o| o.to_string()).collect::<Vec<_>>()),
-                "weights": weights.display().to_string(),
-                "data": data.origin,
+                "model": setup.model,
+                "executor": setup.executor,
+                "recipe": setup.recipe,
+                "bits": setup.bits,
+                "overrides": setup.overrides,
+                "weights": setup.weights,
+                "data": setup.data,
+                "shard": [r.shard.index, r.shard.count],
                 "images": acc.images,
                 "top1_percent": acc.top1(),
                 "top5_percent": acc.top5(),
                 "top1_interval_95_percent": [lo, hi],
+                "class_images": acc.class_images,
+                "class_top1_correct": acc.class_top1_correct,
                 "images_per_second": per_second,
-                "batch": args.batch,
-                "threads": threads,
+                "batch": setup.batch,
+                "threads": r.threads,
             }))? + "\n"
         }
         Format::Table => format!(
-            "{} ({}) on {} — {} images\n\
+            "{} ({}) on {} — {} images{}\n\
              weights  {}\n\
              top-1    {:.2} %   (95 % interval {:.2}–{:.2} %)\n\
              top-5    {:.2} %\n\
              speed    {} images/s (batch {}, {} threads)\n",
-            graph.model,
-            match plan {
-                Some(p) => executor_name(p, executor),
-                None => "FP32".into(),
-            },
-            data.origin,
+            setup.model,
+            executor_name(setup),
+            setup.data,
             thousands(acc.images as u64),
-            weights.display(),
+            shard.unwrap_or_default(),
+            setup.weights,
             acc.top1(),
             lo,
             hi,
             acc.top5(),
             thousands(per_second.round() as u64),
-            args.batch,
-            threads
+            setup.batch,
+            r.threads
         ),
     })
 }
 
-fn executor_name(plan: &QuantPlan, executor: &str) -> String {
-    let mut s = format!("{} {}, {executor}", plan.recipe, plan.bits);
-    for o in &plan.overrides {
+fn executor_name(setup: &Setup) -> String {
+    let (Some(recipe), Some(bits)) = (&setup.recipe, &setup.bits) else {
+        return "FP32".into();
+    };
+    let mut s = format!("{recipe} {bits}, {}", setup.executor);
+    for o in &setup.overrides {
         s += &format!(", {o}");
     }
     s

@@ -7,6 +7,7 @@ mod eval;
 mod format;
 mod info;
 mod prepare;
+mod quant_args;
 mod ptq_table;
 mod sweep;
 mod target;

@@ -2,11 +2,9 @@
 
 use std::path::Path;
 
-use qvit_core::data::Dataset;
 use qvit_core::pipeline::{self, Model};
+use qvit_core::project::CalibrationSet;
 use qvit_core::quant::CalibrationStats;
-
-pub use qvit_core::pipeline::{calibration_data, check_images};
 
 pub fn model(project: &qvit_core::project::Project) -> qvit_core::Result<Model> {
     Model::load(project)
@@ -15,29 +13,10 @@ pub fn model(project: &qvit_core::project::Project) -> qvit_core::Result<Model> 
 pub fn progress_bar(total: usize, what: &str) -> anyhow::Result<indicatif::ProgressBar> {
     Ok(indicatif::ProgressBar::new(total as u64).with_style(
         indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}}  {{msg}}"
+            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}}  eta {{eta}}  {{msg}}"
         ))?
         .progress_chars("=> "),
     ))
-}
-
-/// Calibrates on `images` images of `data` with a progress bar over both passes.
-pub fn calibrate_with_progress(
-    model: &Model,
-    data: &Dataset,
-    images: usize,
-) -> anyhow::Result<CalibrationStats> {
-    let bar = progress_bar(2 * images.min(data.len()), "calibrating")?;
-    let stats = qvit_core::quant::calibrate(
-        &model.graph,
-        &model.folded,
-        data,
-        images,
-        32,
-        &mut |done, _| bar.set_position(done as u64),
-    );
-    bar.finish_and_clear();
-    Ok(stats?)
 }
 
 /// The quant plan of `settings`, with a progress bar over an output-aware range search (the
@@ -63,16 +42,15 @@ pub fn plan(
 }
 
 /// Statistics for a model: the file named (checked against the model), or a fresh calibration
-/// with a progress bar.
+/// on the chosen images of `set` (see [`pipeline::calibration_set`]) with a progress bar.
 pub fn stats(
     model: &Model,
     file: Option<&Path>,
-    data: Option<&Path>,
-    images: usize,
+    set: Option<&CalibrationSet>,
 ) -> anyhow::Result<CalibrationStats> {
     let mut bar = None;
     let never = std::sync::atomic::AtomicBool::new(false);
-    let stats = pipeline::statistics(model, file, data, images, &never, &mut |done, total| {
+    let stats = pipeline::statistics(model, file, set, &never, &mut |done, total| {
         bar.get_or_insert_with(|| {
             progress_bar(total, "calibrating").unwrap_or_else(|_| indicatif::ProgressBar::hidden())
         })

@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use qvit_core::eval::evaluate;
 use qvit_core::exec::float::FloatExecutor;
-use qvit_core::project::Project;
+use qvit_core::project::{CalibrationSet, Project};
 use qvit_core::quant::{
     self, BitWidths, CalibrationStats, FakeQuantExecutor, QuantSettings, Recipe, TensorKind,
 };
@@ -138,9 +138,13 @@ pub fn run(args: &PtqTableArgs) -> anyhow::Result<()> {
     for name in &args.models {
         let project = Project::for_model(name);
         let model = prepare::model(&project)?;
-        let data = project.data_source().open()?;
+        let data = qvit_core::pipeline::test_data(&project, &model.graph)?;
         let images = args.limit.map_or(data.len(), |l| l.min(data.len()));
-        let stats = prepare::stats(&model, None, None, args.calibration_images)?;
+        let calibration = CalibrationSet {
+            images: Some(args.calibration_images),
+            ..CalibrationSet::fashion_mnist()
+        };
+        let stats = prepare::stats(&model, None, Some(&calibration))?;
         let family = model.graph.family;
         let applicable = recipes
             .iter()

@@ -4,39 +4,45 @@ use std::path::PathBuf;
 
 use clap::Args;
 use qvit_core::exec::int::{IntExecutor, compile, vectors};
+use qvit_core::pipeline;
+use qvit_core::quant::QuantExecutor;
 
+use super::quant_args::{DataArgs, QuantArgs};
 use super::{prepare, target};
 
 /// Write one image's golden vectors: every step's integer inputs and output, and each weighted
 /// layer's integer weights, bias, multipliers, shifts and addends, as `.npy` files with a
 /// `manifest.json` naming them.
 ///
-/// The model is quantized as `qvit eval --executor int` would (the project's `quant` section,
-/// or trio-vit W8A8 by default; calibration on the shipped images unless `--calibration`).
-/// The arithmetic the vectors follow is written down in the docs of `qvit_core::exec::int`.
+/// The model is quantized as `qvit eval --executor int` would, with the same flags (the
+/// project's `quant` section, else the family's recipe at W8A8: trio-vit for EfficientViT,
+/// repq-vit for DeiT). The arithmetic the vectors follow is written down in the docs of
+/// `qvit_core::exec::int`.
 #[derive(Debug, Args)]
 pub struct VectorsArgs {
     /// A project RON file, a model preset, or a model RON file (default: efficientvit-micro).
     target: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Index of the test image (in the project's data, default the shipped test set).
     #[arg(long, default_value_t = 0)]
     image: usize,
     /// Output folder (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// Calibration statistics from `qvit calibrate` (default: calibrate now).
-    #[arg(long, value_name = "FILE")]
-    calibration: Option<PathBuf>,
-    /// Calibrate on the first N shipped calibration images.
-    #[arg(long, default_value_t = 1024)]
-    calibration_images: usize,
+    #[command(flatten)]
+    quant: QuantArgs,
 }
 
 pub fn run(args: &VectorsArgs) -> anyhow::Result<()> {
-    let project = target::project(args.target.as_deref())?;
+    let mut project = target::project(args.target.as_deref())?;
+    let spec = project.spec()?;
+    args.data.apply(&mut project, &spec)?;
+    args.quant
+        .calibration
+        .apply(&mut project, &spec, args.data.crop_ratio)?;
     let model = prepare::model(&project)?;
-    let data = project.data_source().open()?;
-    prepare::check_images(&data, &model.graph)?;
+    let data = pipeline::test_data(&project, &model.graph)?;
     if args.image >= data.len() {
         anyhow::bail!(
             "--image {}: the data has {} images ({})",
@@ -45,13 +51,13 @@ pub fn run(args: &VectorsArgs) -> anyhow::Result<()> {
             data.origin
         );
     }
-    let settings = project.quant.clone().unwrap_or_default();
-    let calibration = args.calibration.clone().or(project.calibration.clone());
+    let settings = args
+        .quant
+        .settings(&project, &spec, Some(QuantExecutor::Int));
     let stats = prepare::stats(
         &model,
-        calibration.as_deref(),
-        None,
-        args.calibration_images,
+        project.calibration.as_deref(),
+        project.calibration_data.as_ref(),
     )?;
     let plan = prepare::plan(&model, &stats, &settings)?;
     let program = compile(&model.graph, &model.folded, &plan)?;

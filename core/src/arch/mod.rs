@@ -116,6 +116,11 @@ impl ArchSpec {
         }
     }
 
+    /// `[C, H, W]` of the images the model takes.
+    pub fn input_shape(&self) -> [usize; 3] {
+        [self.in_channels(), self.resolution(), self.resolution()]
+    }
+
     pub fn num_classes(&self) -> usize {
         match self {
             ArchSpec::EfficientVit(s) => s.num_classes,

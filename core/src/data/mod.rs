@@ -5,8 +5,11 @@
 
 pub mod idx;
 mod image_folder;
+pub mod resample;
+pub mod selection;
 
-pub use image_folder::EvalTransform;
+pub use image_folder::{EvalTransform, SideRounding};
+pub use selection::Selection;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -186,10 +189,12 @@ impl Dataset {
         transform: EvalTransform,
         normalize: Normalize,
     ) -> Result<Self> {
+        let origin = root.display().to_string();
+        transform.validate(&origin)?;
         let (files, labels, classes) = image_folder::scan(root)?;
-        normalize.check(3, &root.display().to_string())?;
+        normalize.check(3, &origin)?;
         Ok(Self {
-            origin: root.display().to_string(),
+            origin,
             image_shape: [3, transform.size, transform.size],
             labels,
             num_classes: classes.len(),
@@ -223,6 +228,46 @@ impl Dataset {
             Pixels::Files { files, .. } => files.truncate(n),
         }
         self
+    }
+
+    /// The images at `indices`, in that order (indices must be in range; callers choose them
+    /// from [`Dataset::len`]).
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        let per = self.image_shape.iter().product::<usize>();
+        let pixels = match &self.pixels {
+            Pixels::Bytes(b) => Pixels::Bytes(
+                indices
+                    .iter()
+                    .flat_map(|&i| &b[i * per..(i + 1) * per])
+                    .copied()
+                    .collect(),
+            ),
+            Pixels::Files { files, transform } => Pixels::Files {
+                files: indices.iter().map(|&i| files[i].clone()).collect(),
+                transform: transform.clone(),
+            },
+        };
+        Self {
+            origin: self.origin.clone(),
+            image_shape: self.image_shape,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            num_classes: self.num_classes,
+            normalize: self.normalize.clone(),
+            pixels,
+        }
+    }
+
+    /// A name for image `i` that finds it again: its path below the folder's root, or its
+    /// index in an IDX file.
+    pub fn image_name(&self, i: usize) -> String {
+        match &self.pixels {
+            Pixels::Files { files, .. } => {
+                let root = Path::new(&self.origin);
+                let f = &files[i];
+                f.strip_prefix(root).unwrap_or(f).display().to_string()
+            }
+            Pixels::Bytes(_) => i.to_string(),
+        }
     }
 
     /// Raw bytes of image `i` (`C·H·W` values) of an in-memory (IDX) dataset.

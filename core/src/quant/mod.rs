@@ -30,5 +30,5 @@ pub use plan::{QuantPlan, build, build_reporting};
 pub use points::{QuantPoint, TensorKind, points};
 pub use quantizer::Quantizer;
 pub use recipe::Recipe;
-pub use settings::{LayerBits, Override, QuantExecutor, QuantSettings};
+pub use settings::{LayerBits, Override, QuantExecutor, QuantSettings, family_recipe};
 pub use stats::{CalibrationStats, Sample, calibrate, calibrate_until};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bits::BitWidths;
 use super::points::output_point_node;
+use crate::arch::Family;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Op};
 
@@ -106,6 +107,26 @@ fn default_recipe() -> String {
 
 fn default_bits() -> BitWidths {
     BitWidths::W8A8
+}
+
+/// The recipe a model family is quantized with when none is named: Trio-ViT's for
+/// EfficientViT (the method built for it), RepQ-ViT's for DeiT (Trio-ViT's techniques target
+/// EfficientViT's depthwise convolutions and linear attention).
+pub fn family_recipe(family: Family) -> &'static str {
+    match family {
+        Family::EfficientVit => "trio-vit",
+        Family::Deit => "repq-vit",
+    }
+}
+
+impl QuantSettings {
+    /// W8A8 with the family's recipe ([`family_recipe`]), fake-quant.
+    pub fn for_family(family: Family) -> Self {
+        Self {
+            recipe: family_recipe(family).into(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for QuantSettings {

@@ -164,6 +164,13 @@ pub struct CalibrationStats {
     /// Where the calibration images came from, and how many were used.
     pub data: String,
     pub images: usize,
+    /// How the images were chosen from `data` (absent in files from before qvit recorded it,
+    /// and when the caller chose them).
+    #[serde(default)]
+    pub selection: Option<crate::data::Selection>,
+    /// The images used, in order: paths below a folder's root, or indices into an IDX file.
+    #[serde(default)]
+    pub image_names: Vec<String>,
     pub points: Vec<PointStats>,
     /// The first calibration images and the float model's logits on them (absent in files
     /// written before qvit kept them).
@@ -303,6 +310,8 @@ pub fn calibrate_until(
         weights_fingerprint: fingerprint(params),
         data: data.origin.clone(),
         images: n,
+        selection: None,
+        image_names: Vec::new(),
         points: stats,
         sample: Some(Sample { images, logits }),
     })

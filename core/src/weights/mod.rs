@@ -1,11 +1,15 @@
-//! Model weights: read from safetensors by their official names, checked against the graph, and
-//! prepared for execution with BatchNorm folded into the convolutions before it.
+//! Model weights: read from safetensors or `torch.save` checkpoints, mapped to their official
+//! names, checked against the graph, and prepared for execution with BatchNorm folded into the
+//! convolutions before it.
 //!
 //! The raw tensors stay available ([`Weights::get`]) for inspection; executors use the
 //! [`FoldedWeights`] made from them.
 
+mod check;
 mod fold;
+pub mod names;
 mod safetensors_file;
+mod torch_file;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,22 +30,32 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Reads a safetensors file (f32, f16 or bf16) and checks it against `graph`: a missing, extra,
-    /// mis-shaped or wrongly typed tensor is an error that lists every offending name.
+    /// Reads a checkpoint and checks it against `graph`: a missing, extra, duplicated,
+    /// mis-shaped, wrongly typed or non-finite tensor is an error that lists every offending name.
     ///
-    /// Keys may carry the `state_dict.` / `model.` / `module.` prefixes of published checkpoints;
-    /// BatchNorm's `num_batches_tracked` counters may be present or absent.
+    /// The format is recognised from the file's first bytes: safetensors, or a `torch.save`
+    /// file (zip or legacy; `.pt`, `.pth`, `.bin`), f32, f16 or bf16. Keys may be official names,
+    /// timm's EfficientViT names, or either under the `state_dict.` / `model.` / `module.`
+    /// wrappers of published checkpoints (see [`names`]); BatchNorm's `num_batches_tracked`
+    /// counters may be present or absent.
     pub fn load(path: &Path, graph: &Graph) -> Result<Self> {
+        let origin = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_safetensors(&bytes, &path.display().to_string(), graph)
+        if torch_file::looks_like_torch(&bytes) {
+            drop(bytes);
+            let tensors = check::match_graph(torch_file::entries(path)?, &origin, graph)?;
+            return Ok(Self { origin, tensors });
+        }
+        Self::from_safetensors(&bytes, &origin, graph)
     }
 
     /// As [`Weights::load`], from the bytes of a safetensors file.
     pub fn from_safetensors(bytes: &[u8], origin: &str, graph: &Graph) -> Result<Self> {
-        let tensors = safetensors_file::read(bytes, origin, graph)?;
+        let entries = safetensors_file::entries(bytes, origin)?;
+        let tensors = check::match_graph(entries, origin, graph)?;
         Ok(Self {
             origin: origin.to_string(),
             tensors,

@@ -255,3 +255,59 @@ fn a_sweep_runs_in_the_background_and_a_design_loads() {
     assert_eq!(label(&h, "FPS "), format!("FPS {:.1}", pick.fps));
     assert_eq!(h.state().project.accelerator.as_ref().unwrap().copies, 2);
 }
+
+/// `root/<class>/<image>.png`: `classes` folders of two images of odd sizes.
+fn image_folder(root: &Path, classes: usize) {
+    for c in 0..classes {
+        let dir = root.join(format!("class{c}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..2u32 {
+            let (w, h) = (230 + 17 * i, 260 + 9 * c as u32);
+            image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([
+                    (x % 256) as u8,
+                    (y % 256) as u8,
+                    (40 * c as u32 + 90 * i) as u8,
+                ])
+            })
+            .save(dir.join(format!("{i}.png")))
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_full_size_project_with_folder_data_reaches_a_top1() {
+    use qvit_core::arch::ArchSpec;
+    use qvit_core::graph::Graph;
+    use qvit_core::weights::Weights;
+    let dir = std::env::temp_dir().join(format!("qvit-explorer-b1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let graph = Graph::build(&ArchSpec::resolve("efficientvit-b1").unwrap()).unwrap();
+    Weights::random(&graph, 3)
+        .save(&dir.join("b1.safetensors"))
+        .unwrap();
+    image_folder(&dir.join("val"), 3);
+    image_folder(&dir.join("train"), 2);
+    let project = write(
+        &dir,
+        "b1.ron",
+        r#"Project(
+            model: "efficientvit-b1",
+            weights: Some("b1.safetensors"),
+            data: Some(ImageFolder(root: "val")),
+            calibration_data: Some(data: ImageFolder(root: "train"), images: Some(4)),
+            quant: Some(recipe: "minmax", bits: "w8a8", executor: Int),
+        )"#,
+    );
+    let mut h = explorer();
+    h.state_mut().recent = vec![project.clone()];
+    open_recent(&mut h, &project);
+    settle(&mut h);
+    assert_eq!(h.state().project.model, "efficientvit-b1");
+    assert_eq!(h.state().accuracy.as_ref().map(|a| a.images), Some(6));
+    let top1 = label(&h, "top-1 ");
+    assert!(top1.contains('%'), "{top1}");
+    std::fs::remove_dir_all(&dir).ok();
+}

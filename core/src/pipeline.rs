@@ -93,7 +93,9 @@ pub fn calibration_images(set: &CalibrationSet, graph: &Graph) -> Result<(Datase
 pub fn test_data(project: &Project, graph: &Graph) -> Result<Dataset> {
     let source = match &project.data {
         Some(d) => d.clone(),
-        None if graph.input_shape() == [1, 28, 28] => crate::project::DataSource::fashion_mnist_test(),
+        None if graph.input_shape() == [1, 28, 28] => {
+            crate::project::DataSource::fashion_mnist_test()
+        }
         None => {
             return Error::field(
                 &graph.model,

@@ -12,7 +12,7 @@
 //!         overrides: [(layers: "stages.3.*", bits: "w4a8")],
 //!     ),
 //!     calibration: Some("micro.calib.safetensors"),
-//!     calibration_data: Some((data: ImageFolder(root: "imagenet/train"), images: 32, seed: 0)),
+//!     calibration_data: Some(data: ImageFolder(root: "imagenet/train"), images: Some(32), seed: 0),
 //!     accelerator: Some(name: "trio-vit-zcu102", part: "zcu102", clock_mhz: 200.0, …),
 //!     sweep: Some(name: "engines", mat_pes: [8, 16], …, bits: ["w8a8"]),
 //! )
@@ -358,5 +358,44 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("p.ron") && e.contains("from 2 to 16"), "{e}");
+    }
+
+    #[test]
+    fn the_commented_example_project_reads_as_documented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../presets/projects/efficientvit-b1-imagenet.ron");
+        let p = Project::load(&path).unwrap();
+        let base = path.parent().unwrap();
+        assert_eq!(
+            (p.model.as_str(), p.resolution),
+            ("efficientvit-b1", Some(224))
+        );
+        assert_eq!(p.weights, Some(base.join("efficientvit_b1_r224.pt")));
+        let Some(DataSource::ImageFolder {
+            root,
+            transform: Some(t),
+            normalize,
+        }) = &p.data
+        else {
+            panic!("{:?}", p.data)
+        };
+        assert_eq!(root, &base.join("imagenet/val"));
+        assert_eq!(t, &EvalTransform::official(Family::EfficientVit, 224, None));
+        assert_eq!(normalize, &Normalize::imagenet());
+        let c = p.calibration_data.as_ref().unwrap();
+        assert_eq!(c.selection(), Selection { count: 32, seed: 0 });
+        assert!(
+            matches!(&c.data, DataSource::ImageFolder { root, transform: None, .. }
+            if root == &base.join("imagenet/train"))
+        );
+        let q = p.quant.as_ref().unwrap();
+        assert_eq!(
+            (q.recipe.as_str(), q.executor),
+            ("trio-vit", crate::quant::QuantExecutor::Int)
+        );
+        assert_eq!(
+            p.accelerator,
+            Some(AccelConfig::preset(DEFAULT_ACCELERATOR).unwrap())
+        );
     }
 }

@@ -100,11 +100,17 @@ impl std::str::FromStr for Shard {
             .split_once('/')
             .ok_or_else(|| format!("`{s}`: expected I/N, e.g. 0/8"))?;
         let (index, count): (usize, usize) = (
-            i.trim().parse().map_err(|_| format!("`{i}` is not a shard index"))?,
-            n.trim().parse().map_err(|_| format!("`{n}` is not a shard count"))?,
+            i.trim()
+                .parse()
+                .map_err(|_| format!("`{i}` is not a shard index"))?,
+            n.trim()
+                .parse()
+                .map_err(|_| format!("`{n}` is not a shard count"))?,
         );
         if count == 0 || index >= count {
-            return Err(format!("shard {index}/{count}: give I from 0 to N−1 and N ≥ 1"));
+            return Err(format!(
+                "shard {index}/{count}: give I from 0 to N−1 and N ≥ 1"
+            ));
         }
         Ok(Self { index, count })
     }
@@ -474,7 +480,7 @@ fn executor_name(setup: &Setup) -> String {
     let (Some(recipe), Some(bits)) = (&setup.recipe, &setup.bits) else {
         return "FP32".into();
     };
-    let mut s = format!("{recipe} {bits}, {}", setup.executor);
+    let mut s = format!("{recipe} {}, {}", bits.to_uppercase(), setup.executor);
     for o in &setup.overrides {
         s += &format!(", {o}");
     }

@@ -85,7 +85,10 @@ impl EvalTransform {
             return Error::field(
                 origin,
                 "transform.size",
-                format!("{} pixels; give a crop side from 1 to {MAX_SIZE}", self.size),
+                format!(
+                    "{} pixels; give a crop side from 1 to {MAX_SIZE}",
+                    self.size
+                ),
             );
         }
         if !(self.crop_ratio.is_finite() && (0.1..=1.0).contains(&self.crop_ratio)) {

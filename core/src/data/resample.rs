@@ -152,7 +152,10 @@ mod tests {
                 let t = taps(i, o, f);
                 for w in &t.weights {
                     let s: i64 = w.iter().sum();
-                    assert!((s - (1 << PRECISION_BITS)).abs() <= w.len() as i64, "{i}->{o}");
+                    assert!(
+                        (s - (1 << PRECISION_BITS)).abs() <= w.len() as i64,
+                        "{i}->{o}"
+                    );
                 }
             }
         }
@@ -179,6 +182,9 @@ mod tests {
         // sit at −0.25, 0.25, 0.75, 1.25 after scaling, weighing k = 0.8671875, 0.8671875,
         // 0.2265625, −0.0703125 (sum 1.890625): [0, 100, 0, 0] gives 100·0.8671875/1.890625
         // = 45.87 → 46.
-        assert_eq!(resize(&[0, 100, 0, 0], (4, 1), 1, (2, 1), Filter::Bicubic)[0], 46);
+        assert_eq!(
+            resize(&[0, 100, 0, 0], (4, 1), 1, (2, 1), Filter::Bicubic)[0],
+            46
+        );
     }
 }

@@ -92,7 +92,12 @@ mod tests {
             (0..8).collect::<Vec<_>>()
         );
         assert_eq!(
-            Selection { count: 100, seed: 1 }.indices(&labels).len(),
+            Selection {
+                count: 100,
+                seed: 1
+            }
+            .indices(&labels)
+            .len(),
             8
         );
     }

@@ -8,8 +8,9 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, ParamRole};
 use crate::tensor::Tensor;
 
-/// Most problems listed one per line; the rest are counted.
-const LISTED_PROBLEMS: usize = 40;
+/// Most problems of each kind (wrong, missing, unexpected) listed one per line; the rest are
+/// counted.
+const LISTED_PER_KIND: usize = 15;
 
 /// One tensor of a checkpoint, its values read only once its name and shape fit the model.
 pub(super) struct Entry<'a> {
@@ -52,7 +53,9 @@ pub(super) fn dims(shape: &[usize]) -> String {
 /// anywhere, or a negative BatchNorm variance.
 fn impossible_value(values: &[f32], role: ParamRole) -> Option<String> {
     if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Some(format!("holds {v} at index {i}; weights must be finite numbers"));
+        return Some(format!(
+            "holds {v} at index {i}; weights must be finite numbers"
+        ));
     }
     if role == ParamRole::RunningVar
         && let Some((i, v)) = values.iter().enumerate().find(|(_, v)| **v < 0.0)
@@ -145,25 +148,27 @@ pub(super) fn match_graph(
             .count()
     )];
     if seen.is_empty() {
+        let examples: Vec<&str> = expected.keys().take(3).map(String::as_str).collect();
         summary.push(format!(
-            "no tensor of the file is a parameter of `{}`: is it a checkpoint of another model \
-             (see `qvit info {}` for the names expected)?",
-            graph.model, graph.model
+            "no tensor of the file is a parameter of `{}`: is it a checkpoint of another model? \
+             (its tensors are named like `{}`)",
+            graph.model,
+            examples.join("`, `")
         ));
     }
-    let mut problems: Vec<String> = [wrong, missing, unexpected]
-        .into_iter()
-        .flat_map(|mut list| {
-            list.sort();
-            list
-        })
-        .collect();
-    let more = problems.len().saturating_sub(LISTED_PROBLEMS);
-    problems.truncate(LISTED_PROBLEMS);
-    if more > 0 {
-        problems.push(format!("… and {more} more"));
+    for (mut list, kind) in [
+        (wrong, "wrong"),
+        (unexpected, "unexpected"),
+        (missing, "missing"),
+    ] {
+        list.sort();
+        let more = list.len().saturating_sub(LISTED_PER_KIND);
+        list.truncate(LISTED_PER_KIND);
+        summary.extend(list);
+        if more > 0 {
+            summary.push(format!("… and {more} more {kind}"));
+        }
     }
-    summary.extend(problems);
     Err(Error::WeightsMismatch {
         origin: origin.to_string(),
         model: graph.model.clone(),

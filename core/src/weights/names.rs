@@ -63,7 +63,10 @@ mod tests {
     fn wrappers_are_stripped() {
         let e = Family::EfficientVit;
         assert_eq!(
-            official("state_dict.backbone.stages.0.op_list.0.main.depth_conv.conv.weight", e),
+            official(
+                "state_dict.backbone.stages.0.op_list.0.main.depth_conv.conv.weight",
+                e
+            ),
             "backbone.stages.0.op_list.0.main.depth_conv.conv.weight"
         );
         assert_eq!(
@@ -101,8 +104,14 @@ mod tests {
             assert_eq!(official(timm, e), official_name, "{timm}");
         }
         // Official names pass through; unknown ones are left for the checker to report.
-        assert_eq!(official("head.op_list.0.conv.weight", e), "head.op_list.0.conv.weight");
-        assert_eq!(official("head.classifier.2.weight", e), "head.classifier.2.weight");
+        assert_eq!(
+            official("head.op_list.0.conv.weight", e),
+            "head.op_list.0.conv.weight"
+        );
+        assert_eq!(
+            official("head.classifier.2.weight", e),
+            "head.classifier.2.weight"
+        );
         assert_eq!(official("stages.x.blocks.0.a", e), "stages.x.blocks.0.a");
     }
 }

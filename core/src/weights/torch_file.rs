@@ -125,7 +125,9 @@ pub(super) fn entries(path: &Path) -> Result<Vec<Entry<'static>>> {
                         DType::F32 => "F32",
                         DType::F16 => "F16",
                         DType::BF16 => "BF16",
-                        other => return Err(format!("has dtype {other:?}, expected F32, F16 or BF16")),
+                        other => {
+                            return Err(format!("has dtype {other:?}, expected F32, F16 or BF16"));
+                        }
                     };
                     let bytes = tensor
                         .read()

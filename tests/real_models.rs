@@ -1,0 +1,257 @@
+//! The full-size path end to end, on EfficientViT-B1 @ 224 and DeiT-T: random weights under
+//! their official names (as a torch-style `.pt` would hold them, here safetensors), a generated
+//! ImageNet-layout folder of JPEG and PNG images of odd sizes; calibrate from the folder,
+//! evaluate in fake-quant and int, shard and merge, price, write golden vectors, and run the
+//! same from a project file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use qvit_core::arch::ArchSpec;
+use qvit_core::graph::Graph;
+use qvit_core::weights::Weights;
+
+fn qvit(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_qvit"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> serde_json::Value {
+    let out = qvit(args);
+    assert!(
+        out.status.success(),
+        "qvit {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn err(args: &[&str]) -> String {
+    let out = qvit(args);
+    assert!(!out.status.success(), "qvit {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `root/<class>/<image>`: `classes` folders of `per_class` images of odd sizes, JPEG and PNG,
+/// with a gradient and a class-dependent tint so that the classes differ.
+fn image_folder(root: &Path, classes: usize, per_class: usize) {
+    for c in 0..classes {
+        let dir = root.join(format!("n{:08}", 1000 + c));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let (w, h) = (181 + 37 * i as u32, 143 + 23 * c as u32);
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([
+                    (x * 255 / w) as u8,
+                    (y * 255 / h) as u8,
+                    ((c * 60 + i * 17) % 256) as u8 ^ ((x / 9 + y / 7) % 2 * 40) as u8,
+                ])
+            });
+            let name = if i % 2 == 0 { "a.jpg" } else { "b.png" };
+            img.save(dir.join(format!("{i}{name}"))).unwrap();
+        }
+    }
+}
+
+fn random_weights(model: &str, path: &Path) {
+    let graph = Graph::build(&ArchSpec::resolve(model).unwrap()).unwrap();
+    Weights::random(&graph, 7).save(path).unwrap();
+}
+
+struct Case {
+    dir: PathBuf,
+    weights: String,
+    data: String,
+}
+
+/// Random weights and a folder in a directory of its own (`tag` keeps parallel tests apart).
+fn case(model: &str, tag: &str) -> Case {
+    let dir = std::env::temp_dir().join(format!("qvit-real-{model}-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = dir.join(format!("{model}.safetensors"));
+    random_weights(model, &weights);
+    image_folder(&dir.join("val"), 3, 3);
+    Case {
+        weights: weights.display().to_string(),
+        data: dir.join("val").display().to_string(),
+        dir,
+    }
+}
+
+/// Calibrate from the folder, evaluate fake and int, shard and merge, cost and vectors, and
+/// the same evaluation from a project.
+fn end_to_end(model: &str, recipe: &str) {
+    let c = case(model, "e2e");
+    let stats = c.dir.join("s.calib.safetensors");
+    let stats = stats.to_str().unwrap();
+    let cal = ok(&[
+        "calibrate",
+        model,
+        "--weights",
+        &c.weights,
+        "--data",
+        &c.data,
+        "--images",
+        "4",
+        "--seed",
+        "3",
+        "--out",
+        stats,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(cal["images"], 4);
+    assert_eq!(cal["selection"]["seed"], 3);
+
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            model,
+            "--weights",
+            &c.weights,
+            "--data",
+            &c.data,
+            "--calibration",
+            stats,
+            "--recipe",
+            recipe,
+            "--batch",
+            "2",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let fake = eval(&[]);
+    assert_eq!(fake["images"], 9);
+    assert_eq!(fake["executor"], "fake-quant");
+    let int = eval(&["--executor", "int"]);
+    assert_eq!(int["executor"], "int");
+    assert_eq!(int["images"], 9);
+
+    // Shards of whole batches add up to the single run, class by class.
+    let mut parts = Vec::new();
+    for i in 0..3 {
+        let part = c.dir.join(format!("part{i}.json")).display().to_string();
+        eval(&["--shard", &format!("{i}/3"), "--out", &part]);
+        parts.push(part);
+    }
+    let mut merge = vec!["eval", "merge", "--format", "json"];
+    merge.extend(parts.iter().map(String::as_str));
+    let merged = ok(&merge);
+    for key in [
+        "images",
+        "top1_percent",
+        "top5_percent",
+        "class_images",
+        "class_top1_correct",
+    ] {
+        assert_eq!(merged[key], fake[key], "{key}");
+    }
+    let two = err(&["eval", "merge", &parts[0], &parts[2]]);
+    assert!(two.contains("1/3"), "{two}");
+
+    // Priced and vectorised at the same scale.
+    let cost = ok(&["cost", model, "--format", "json"]);
+    assert!(cost["fps"].as_f64().unwrap() > 0.0);
+    let vectors = c.dir.join("vectors");
+    ok(&[
+        "vectors",
+        model,
+        "--weights",
+        &c.weights,
+        "--data",
+        &c.data,
+        "--calibration",
+        stats,
+        "--recipe",
+        recipe,
+        "--out",
+        vectors.to_str().unwrap(),
+    ]);
+    assert!(vectors.join("manifest.json").is_file());
+
+    // A project with the same choices gives the same result.
+    let project = c.dir.join("p.ron");
+    std::fs::write(
+        &project,
+        format!(
+            "Project(model: \"{model}\", weights: Some(\"{model}.safetensors\"), \
+             data: Some(ImageFolder(root: \"val\")), calibration: Some(\"s.calib.safetensors\"), \
+             quant: Some(recipe: \"{recipe}\", bits: \"w8a8\", executor: Int))"
+        ),
+    )
+    .unwrap();
+    let from_project = ok(&[
+        "eval",
+        project.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(from_project["top1_percent"], int["top1_percent"]);
+    assert_eq!(
+        from_project["class_top1_correct"],
+        int["class_top1_correct"]
+    );
+    std::fs::remove_dir_all(&c.dir).unwrap();
+}
+
+#[test]
+fn efficientvit_b1_at_224_end_to_end() {
+    end_to_end("efficientvit-b1", "minmax");
+}
+
+#[test]
+fn deit_tiny_end_to_end() {
+    end_to_end("deit-tiny", "repq-vit");
+}
+
+#[test]
+fn full_size_models_say_what_to_give() {
+    let c = case("deit-tiny", "errors");
+    let e = err(&["eval", "deit-tiny", "--limit", "1"]);
+    assert!(e.contains("--weights"), "{e}");
+    let e = err(&["eval", "deit-tiny", "--weights", &c.weights, "--limit", "1"]);
+    assert!(e.contains("--data DIR"), "{e}");
+    let e = err(&[
+        "eval",
+        "deit-tiny",
+        "--weights",
+        &c.weights,
+        "--data",
+        &c.data,
+        "--bits",
+        "w8a8",
+    ]);
+    assert!(e.contains("--calibration-data DIR"), "{e}");
+    let e = err(&[
+        "eval",
+        "deit-tiny",
+        "--weights",
+        &c.weights,
+        "--data",
+        "/nonexistent/val",
+    ]);
+    assert!(
+        e.contains("/nonexistent/val") && e.contains("not found"),
+        "{e}"
+    );
+    let e = err(&[
+        "eval",
+        "deit-tiny",
+        "--weights",
+        &c.weights,
+        "--data",
+        &c.data,
+        "--crop-ratio",
+        "0",
+    ]);
+    assert!(e.contains("crop_ratio"), "{e}");
+    std::fs::remove_dir_all(&c.dir).unwrap();
+}

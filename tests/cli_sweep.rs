@@ -67,4 +67,22 @@ fn the_shipped_space_runs_and_resumes_to_the_same_csv() {
         String::from_utf8_lossy(&merged.stderr)
     );
     assert_eq!(std::fs::read(dir.join("merged.csv")).unwrap(), whole);
+    // What `s*.csv` expands to (each shard's Pareto and published files beside it) merges too.
+    let mut glob: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('s') && n.ends_with(".csv"))
+        .collect();
+    glob.sort();
+    assert!(glob.contains(&"s0.pareto.csv".to_string()), "{glob:?}");
+    let mut args = vec!["sweep", "merge"];
+    args.extend(glob.iter().map(String::as_str));
+    args.extend(["--out", "globbed.csv"]);
+    let globbed = qvit(&dir, &args);
+    assert!(
+        globbed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&globbed.stderr)
+    );
+    assert_eq!(std::fs::read(dir.join("globbed.csv")).unwrap(), whole);
 }

@@ -215,7 +215,11 @@ impl Explorer {
     }
 
     fn replace_project(&mut self, mut project: Project, path: Option<PathBuf>) {
-        project.quant.get_or_insert_with(QuantSettings::default);
+        // A project without a `quant` section gets its family's recipe (repq-vit for DeiT).
+        let family = project.spec().map(|s| s.family()).ok();
+        project.quant.get_or_insert_with(|| {
+            family.map_or_else(QuantSettings::default, QuantSettings::for_family)
+        });
         if project.accelerator.is_none() {
             project.accelerator = qvit_core::accel::AccelConfig::preset(DEFAULT_ACCELERATOR).ok();
         }

@@ -56,6 +56,25 @@ fn an_interrupted_sweep_resumes_to_the_same_file() {
 }
 
 #[test]
+fn a_sweep_killed_before_its_header_was_whole_starts_afresh() {
+    let d = dir("killed-early");
+    let whole = full_run(&d.join("whole.csv"));
+    let header_end = whole.iter().position(|&b| b == b'\n').unwrap() + 1;
+    for (name, cut, resume) in [
+        ("empty-fresh.csv", 0, false),
+        ("empty-resume.csv", 0, true),
+        ("half-header.csv", header_end / 2, true),
+        ("header-only.csv", header_end, true),
+    ] {
+        let path = d.join(name);
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let outcome = sweep::run(&space(), &path, Shard::ALL, resume, &mut |_| {}).unwrap();
+        assert_eq!((outcome.resumed, outcome.evaluated), (0, 96), "{name}");
+        assert_eq!(std::fs::read(&path).unwrap(), whole, "{name}");
+    }
+}
+
+#[test]
 fn an_existing_file_is_never_overwritten_without_resume() {
     let d = dir("exists");
     let path = d.join("s.csv");
@@ -81,15 +100,26 @@ fn merged_shards_equal_the_unsharded_sweep() {
         sweep::run(&space(), path, shard, false, &mut |_| {}).unwrap();
     }
     let merged = d.join("merged.csv");
-    assert_eq!(sweep::merge(&shards, &merged).unwrap(), 96);
+    assert_eq!(sweep::merge(&shards, &merged, false).unwrap(), 96);
     assert_eq!(std::fs::read(&merged).unwrap(), whole);
     let err = sweep::merge(
         &[shards[0].clone(), shards[0].clone()],
         &d.join("twice.csv"),
+        false,
     )
     .unwrap_err()
     .to_string();
     assert!(err.contains("more than one input"), "{err}");
+    // Shard 1 of 3 left out: its points 1, 4, 7, … are named, and nothing is written.
+    let two = [shards[0].clone(), shards[2].clone()];
+    let partial = d.join("partial.csv");
+    let err = sweep::merge(&two, &partial, false).unwrap_err().to_string();
+    assert!(
+        err.contains("points 1, 4, 7") && err.contains("(32 in all)"),
+        "{err}"
+    );
+    assert!(!partial.exists());
+    assert_eq!(sweep::merge(&two, &partial, true).unwrap(), 64);
 }
 
 #[test]

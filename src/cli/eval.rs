@@ -366,8 +366,9 @@ fn merge(parts: &[PathBuf], format: Format) -> anyhow::Result<()> {
         shard: Shard { index: 0, count: 1 },
         range: (0, first.setup.images_in_data),
         accuracy,
+        // Images per second of one job's worth of threads, over the shares' summed time.
         seconds: results.iter().map(|(_, r)| r.seconds).sum(),
-        threads: results.iter().map(|(_, r)| r.threads).sum(),
+        threads: results.iter().map(|(_, r)| r.threads).max().unwrap_or(1),
     };
     emit(&report(&merged, format)?)
 }

@@ -35,7 +35,12 @@ Examples:
   qvit info my-model.ron --format json        a model spec of your own, as JSON
   qvit eval                                   FP32 accuracy of the shipped default model
   qvit eval deit-micro --limit 1000           another shipped model, on the first 1,000 images
-  qvit eval efficientvit-b1 --weights b1.safetensors --data imagenet/val
+  qvit eval efficientvit-b1 --weights efficientvit_b1_r224.pt --data imagenet/val
+                                              FP32 top-1 of a published checkpoint (.pt, .pth, safetensors)
+  qvit eval efficientvit-b1 --weights efficientvit_b1_r224.pt --data imagenet/val \\
+      --calibration-data imagenet/train --recipe trio-vit --executor int
+                                              quantized, calibrated on 32 class-balanced training images
+  qvit eval … --shard 3/16 --out part3.json   one job of a cluster array; then `qvit eval merge part*.json`
   qvit calibrate --out micro.calib.safetensors  activation statistics for any recipe and bits
   qvit eval --recipe trio-vit --bits w8a8     quantized (fake-quant) accuracy of the default model
   qvit eval --bits w4a8 --override 'stages.3.*=w8a8' --layers   mixed precision, per-layer SQNR
@@ -67,12 +72,19 @@ enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Explore { project: None }) {
-        Command::Explore { project } => qvit_app::run(project).map_err(|e| {
-            anyhow::anyhow!(
-                "could not open the explorer window: {e}\n\
-                 (it needs a display; headless commands such as `qvit info` work without one)"
-            )
-        }),
+        Command::Explore { project } => {
+            // A project that cannot be read is said here, before a window opens on the default.
+            if let Some(path) = &project {
+                let p = qvit_core::project::Project::load(path)?;
+                p.spec()?;
+            }
+            qvit_app::run(project).map_err(|e| {
+                anyhow::anyhow!(
+                    "could not open the explorer window: {e}\n\
+                     (it needs a display; headless commands such as `qvit info` work without one)"
+                )
+            })
+        }
         Command::Info(args) => info::run(&args),
         Command::Calibrate(args) => calibrate::run(&args),
         Command::Eval(args) => eval::run(&args),

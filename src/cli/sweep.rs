@@ -42,17 +42,35 @@ pub struct SweepArgs {
 enum SweepCommand {
     /// Join shard CSVs into one (rows in index order) and write its Pareto front.
     Merge {
-        /// The shard files.
+        /// The shard files (`s*.csv` is fine: the `.pareto.csv` and `.published.csv` files
+        /// written beside each shard, and --out itself, are skipped).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
+        /// Merge even when points are missing (a shard not run yet); they are listed otherwise.
+        #[arg(long)]
+        partial: bool,
     },
 }
 
 pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
-    if let Some(SweepCommand::Merge { inputs, out }) = &args.command {
-        let rows = sweep::merge(inputs, out)?;
+    if let Some(SweepCommand::Merge {
+        inputs,
+        out,
+        partial,
+    }) = &args.command
+    {
+        let companion = |p: &PathBuf| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            name.is_some_and(|n| n.ends_with(".pareto.csv") || n.ends_with(".published.csv"))
+                || p == out
+        };
+        let shards: Vec<PathBuf> = inputs.iter().filter(|p| !companion(p)).cloned().collect();
+        if shards.is_empty() {
+            anyhow::bail!("no shard files among the inputs (only Pareto and published files)");
+        }
+        let rows = sweep::merge(&shards, out, *partial)?;
         let front = sweep::write_pareto(out)?;
         sweep::write_published(out)?;
         eprintln!(

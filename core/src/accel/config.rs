@@ -176,34 +176,71 @@ impl AccelConfig {
                 vec![("architecture.rows", *rows), ("architecture.cols", *cols)]
             }
         };
-        for (field, value) in dims {
-            if value == 0 {
+        let mut per_copy = 0usize;
+        for (field, value) in &dims {
+            if *value == 0 {
                 return bad(
                     field,
                     "must be at least 1 (a PE array cannot be empty)".into(),
                 );
             }
+            check_size(origin, field, *value, MAX_ARRAY_SIDE)?;
+        }
+        for pair in dims.chunks(2) {
+            per_copy += pair[0].1 * pair[1].1;
         }
         if self.copies == 0 {
             return bad("copies", "must be at least 1".into());
         }
-        for (field, v) in [
-            ("clock_mhz", self.clock_mhz),
-            ("bandwidth_gbps", self.bandwidth_gbps),
+        check_size(origin, "copies", self.copies, MAX_ARRAY_SIDE)?;
+        check_size(origin, "copies", per_copy * self.copies, MAX_MULTIPLIERS)?;
+        for (field, v, lo, hi) in [
+            ("clock_mhz", self.clock_mhz, 1.0, 10_000.0),
+            ("bandwidth_gbps", self.bandwidth_gbps, 1e-3, 1e5),
         ] {
-            if !(v.is_finite() && v > 0.0) {
-                return bad(field, format!("{v} is not a positive number"));
+            if !(v.is_finite() && (lo..=hi).contains(&v)) {
+                return bad(field, format!("{v} is not a number from {lo} to {hi}"));
             }
         }
+        for (field, kib) in [
+            ("activation_buffer_kib", self.activation_buffer_kib),
+            ("weight_buffer_kib", self.weight_buffer_kib),
+        ] {
+            check_size(origin, field, kib, MAX_BUFFER_KIB)?;
+        }
         let p = self.dsp_packing;
-        if p.up_to_4_bits == 0 || p.up_to_8_bits == 0 || p.wider == 0 {
-            return bad(
-                "dsp_packing",
-                "every packing factor must be at least 1".into(),
-            );
+        for v in [p.up_to_4_bits, p.up_to_8_bits, p.wider] {
+            if v == 0 {
+                return bad(
+                    "dsp_packing",
+                    "every packing factor must be at least 1".into(),
+                );
+            }
+            check_size(origin, "dsp_packing", v, 64)?;
         }
         Ok(())
     }
+}
+
+/// PEs or lanes of one engine, rows or columns of an array, and engine copies: no FPGA holds
+/// more than a few thousand DSP slices, so 4,096 along any side is far beyond any real design.
+pub const MAX_ARRAY_SIDE: usize = 4096;
+/// Multipliers over all copies (the largest parts have about 12,000 DSP slices).
+pub const MAX_MULTIPLIERS: usize = 1 << 24;
+/// On-chip buffer size (16 GiB; FPGAs hold tens of MiB).
+pub const MAX_BUFFER_KIB: usize = 1 << 24;
+
+/// Refuses `value` above `max`, naming the field: sizes beyond any FPGA would only make the
+/// cost model's integers wrap.
+pub fn check_size(origin: &str, field: &str, value: usize, max: usize) -> Result<()> {
+    if value > max {
+        return Error::field(
+            origin,
+            field,
+            format!("{value} is more than any FPGA design holds (at most {max})"),
+        );
+    }
+    Ok(())
 }
 
 macro_rules! preset {

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::limits;
 use crate::error::{Error, Result};
 
 /// The hyper-parameters of a DeiT classifier (class token, learned positions, pre-norm blocks).
@@ -83,6 +84,28 @@ impl DeitSpec {
                 return bad(field, "must be at least 1".into());
             }
         }
+        limits::at_most(
+            origin,
+            "resolution",
+            self.resolution,
+            limits::MAX_RESOLUTION,
+        )?;
+        limits::at_most(origin, "in_channels", self.in_channels, limits::MAX_SMALL)?;
+        limits::at_most(origin, "num_classes", self.num_classes, limits::MAX_CLASSES)?;
+        limits::at_most(origin, "patch_size", self.patch_size, limits::MAX_SMALL)?;
+        limits::at_most(origin, "embed_dim", self.embed_dim, limits::MAX_CHANNELS)?;
+        limits::at_most(origin, "depth", self.depth, limits::MAX_DEPTH)?;
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio <= limits::MAX_CHANNELS as f64) {
+            return bad(
+                "mlp_ratio",
+                format!(
+                    "{} is not a finite ratio of at most {}",
+                    self.mlp_ratio,
+                    limits::MAX_CHANNELS
+                ),
+            );
+        }
+        limits::at_most(origin, "mlp_ratio", self.mlp_hidden(), limits::MAX_CHANNELS)?;
         if !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(
                 "num_heads",

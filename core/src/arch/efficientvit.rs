@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::limits;
 use crate::error::{Error, Result};
 
 /// Number of resolution levels: the input stem and four stages.
@@ -131,6 +132,42 @@ impl EfficientVitSpec {
             if value == 0 {
                 return bad(field, "must be at least 1".into());
             }
+        }
+        limits::at_most(
+            origin,
+            "resolution",
+            self.resolution,
+            limits::MAX_RESOLUTION,
+        )?;
+        limits::at_most(origin, "in_channels", self.in_channels, limits::MAX_SMALL)?;
+        limits::at_most(origin, "num_classes", self.num_classes, limits::MAX_CLASSES)?;
+        limits::at_most(origin, "dim", self.dim, limits::MAX_CHANNELS)?;
+        limits::at_most(
+            origin,
+            "aggregation_kernel",
+            self.aggregation_kernel,
+            limits::MAX_SMALL,
+        )?;
+        for (field, list, max) in [
+            ("width_list", &self.width_list, limits::MAX_CHANNELS),
+            (
+                "head_width_list",
+                &self.head_width_list,
+                limits::MAX_CHANNELS,
+            ),
+            ("depth_list", &self.depth_list, limits::MAX_DEPTH),
+        ] {
+            for &v in list {
+                limits::at_most(origin, field, v, max)?;
+            }
+        }
+        for &w in &self.width_list {
+            limits::at_most(
+                origin,
+                "expand_ratio",
+                w.saturating_mul(self.expand_ratio),
+                limits::MAX_CHANNELS,
+            )?;
         }
         if let Some(i) = self.width_list.iter().position(|&w| w == 0) {
             return bad(

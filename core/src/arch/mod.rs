@@ -3,6 +3,7 @@
 
 mod deit;
 mod efficientvit;
+pub mod limits;
 mod presets;
 
 use std::path::Path;

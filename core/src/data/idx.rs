@@ -33,15 +33,43 @@ pub fn read(path: &Path) -> Result<IdxArray> {
         source,
     })?;
     let bytes = if raw.starts_with(&GZIP_MAGIC) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| invalid(path, format!("gzip stream is corrupt: {e}")))?;
-        out
+        gunzip_bounded(&raw).map_err(|m| invalid(path, m))?
     } else {
         raw
     };
     parse(&bytes).map_err(|m| invalid(path, m))
+}
+
+/// Largest IDX body accepted (4 GiB): ImageNet's 50,000 validation images at 224 px are 7.5 GB
+/// as f32 but an IDX file holds bytes, and no IDX dataset comes near this.
+const MAX_VALUES: usize = 1 << 32;
+
+/// Decompresses every member of a gzip file (as `zcat` does), reading the IDX header first and
+/// then no more than it promises plus one byte, so that a small file claiming little cannot
+/// expand into gigabytes before its size is checked.
+fn gunzip_bounded(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let corrupt = |e: std::io::Error| format!("gzip stream is corrupt: {e}");
+    let mut reader = flate2::read::MultiGzDecoder::new(raw);
+    let mut head = [0u8; 4];
+    reader.read_exact(&mut head).map_err(corrupt)?;
+    let rank = usize::from(head[3]);
+    let mut dims = vec![0u8; 4 * rank];
+    reader.read_exact(&mut dims).map_err(corrupt)?;
+    let count = dims
+        .chunks_exact(4)
+        .try_fold(1usize, |n, d| {
+            n.checked_mul(u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize)
+        })
+        .filter(|&n| n <= MAX_VALUES)
+        .ok_or_else(|| format!("the header's dimensions promise more than {MAX_VALUES} values"))?;
+    let mut out = Vec::with_capacity(4 + dims.len() + count.min(1 << 26));
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&dims);
+    reader
+        .take(count as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(corrupt)?;
+    Ok(out)
 }
 
 /// Parses the bytes of an (uncompressed) IDX file.
@@ -66,7 +94,10 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
             u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
         })
         .collect();
-    let count: usize = dims.iter().product();
+    let count = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
     let body = &bytes[header..];
     if body.len() != count {
         return Err(format!(
@@ -110,6 +141,43 @@ pub fn write(path: &Path, dims: &[usize], data: &[u8]) -> Result<()> {
         raw
     };
     crate::ron_io::write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod gzip_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn every_member_of_a_multi_member_gzip_is_read() {
+        let file = encode(&[6], &[1, 2, 3, 4, 5, 6]);
+        let (a, b) = file.split_at(7);
+        let two = [gzip(a), gzip(b)].concat();
+        let bytes = gunzip_bounded(&two).unwrap();
+        assert_eq!(parse(&bytes).unwrap().data, [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn decompression_stops_past_what_the_header_promises() {
+        // A header promising 3 values, then 10 MB of zeros: read up to 4 values, then refused.
+        let mut file = encode(&[3], &[]);
+        file.extend(std::iter::repeat_n(0u8, 10_000_000));
+        let bytes = gunzip_bounded(&gzip(&file)).unwrap();
+        assert_eq!(bytes.len(), 8 + 4);
+        assert!(parse(&bytes).unwrap_err().contains("promises 3 values"));
+        let huge = encode(&[1 << 20, 1 << 20], &[]);
+        assert!(
+            gunzip_bounded(&gzip(&huge))
+                .unwrap_err()
+                .contains("more than")
+        );
+    }
 }
 
 #[cfg(test)]

@@ -55,11 +55,27 @@ impl Normalize {
                 ),
             });
         }
-        if let Some(s) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        // Pixels are in [0, 1]: a std below 1e-3 would blow them up past any activation range.
+        if let Some(s) = self
+            .std
+            .iter()
+            .find(|s| !(s.is_finite() && (1e-3..=1e3).contains(*s)))
+        {
             return Err(Error::InvalidField {
                 origin: origin.to_string(),
                 field: "normalize.std".to_string(),
-                message: format!("{s} is not a positive number"),
+                message: format!("{s} is not a standard deviation from 0.001 to 1000"),
+            });
+        }
+        if let Some(m) = self
+            .mean
+            .iter()
+            .find(|m| !(m.is_finite() && m.abs() <= 1e3))
+        {
+            return Err(Error::InvalidField {
+                origin: origin.to_string(),
+                field: "normalize.mean".to_string(),
+                message: format!("{m} is not a finite mean within ±1000"),
             });
         }
         Ok(())
@@ -274,7 +290,7 @@ impl Dataset {
     pub fn image_bytes(&self, i: usize) -> Option<&[u8]> {
         let per = self.image_shape.iter().product::<usize>();
         match &self.pixels {
-            Pixels::Bytes(b) => Some(&b[i * per..(i + 1) * per]),
+            Pixels::Bytes(b) => b.get(i * per..(i + 1) * per),
             Pixels::Files { .. } => None,
         }
     }

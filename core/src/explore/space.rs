@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::accuracy::AccuracySpec;
+use crate::accel::config::{MAX_ARRAY_SIDE, check_size};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::ron_io;
@@ -187,13 +188,24 @@ impl DesignSpace {
             if let Some(i) = list.iter().position(|&v| v == 0) {
                 return bad(field, format!("entry {i} is 0; sizes must be at least 1"));
             }
+            let max = if field == "resolutions" {
+                crate::arch::limits::MAX_RESOLUTION
+            } else {
+                MAX_ARRAY_SIDE
+            };
+            for &v in list.iter() {
+                check_size(origin, field, v, max)?;
+            }
         }
         if let Some(c) = self
             .clock_mhz
             .iter()
-            .find(|c| !(c.is_finite() && **c > 0.0))
+            .find(|c| !(c.is_finite() && (1.0..=10_000.0).contains(*c)))
         {
-            return bad("clock_mhz", format!("{c} is not a positive frequency"));
+            return bad(
+                "clock_mhz",
+                format!("{c} is not a frequency from 1 to 10,000 MHz"),
+            );
         }
         for b in &self.bits {
             if let Err(message) = parse_bits(b) {

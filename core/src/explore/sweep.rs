@@ -253,7 +253,8 @@ fn csv_line(fields: &[String]) -> Result<Vec<u8>> {
 }
 
 /// Opens `out` for appending after its complete rows, checking it is a sweep CSV; returns the
-/// file and how many rows it holds. A partial last line is cut off.
+/// file and how many rows it holds. A partial last line is cut off; an empty file, or one cut
+/// inside its header, starts afresh.
 fn reopen(out: &Path) -> Result<(File, u64)> {
     let mut file = OpenOptions::new()
         .read(true)
@@ -263,8 +264,15 @@ fn reopen(out: &Path) -> Result<(File, u64)> {
     let mut text = Vec::new();
     file.read_to_end(&mut text).map_err(io_err(out))?;
     let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let header = String::from_utf8_lossy(&csv_line(&HEADER.map(String::from))?).to_string();
-    if !text.starts_with(header.as_bytes()) {
+    let header = csv_line(&HEADER.map(String::from))?;
+    if header.starts_with(&text) {
+        // Killed before its header was whole (an empty file, or part of the header): start over.
+        file.set_len(0).map_err(io_err(out))?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err(out))?;
+        file.write_all(&header).map_err(io_err(out))?;
+        return Ok((file, 0));
+    }
+    if !text.starts_with(&header) {
         return Err(Error::InvalidField {
             origin: out.display().to_string(),
             field: "header".into(),
@@ -302,8 +310,9 @@ pub fn run_until(
 ) -> Result<Outcome> {
     let prepared = Prepared::new(space)?;
     let points = shard.len(space.len());
+    let started = out.metadata().is_ok_and(|m| m.len() > 0);
     let (mut file, resumed) = if out.exists() {
-        if !resume {
+        if !resume && started {
             return Err(Error::InvalidField {
                 origin: out.display().to_string(),
                 field: "--out".into(),
@@ -386,8 +395,10 @@ fn write_rows(path: &Path, rows: &[csv::StringRecord]) -> Result<()> {
     crate::ron_io::write_atomic(path, &bytes)
 }
 
-/// Joins shard files into one, rows in index order; an index present twice is an error.
-pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<u64> {
+/// Joins shard files into one, rows in index order. An index present twice is an error, and so
+/// is a gap in the indices (a shard's file left out: shards take every N-th point, so each one
+/// missing leaves gaps) unless `partial` accepts what is there.
+pub fn merge(inputs: &[PathBuf], out: &Path, partial: bool) -> Result<u64> {
     let mut rows = Vec::new();
     for input in inputs {
         rows.extend(read_rows(input)?);
@@ -401,6 +412,29 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<u64> {
             message: format!(
                 "point {} appears in more than one input; were the shards run twice?",
                 index(&w[0])
+            ),
+        });
+    }
+    let missing: Vec<u64> = rows
+        .windows(2)
+        .flat_map(|w| index(&w[0]) + 1..index(&w[1]))
+        .chain(rows.first().map_or(0..0, |r| 0..index(r)))
+        .collect();
+    if !missing.is_empty() && !partial {
+        let shown: Vec<String> = missing.iter().take(8).map(u64::to_string).collect();
+        return Err(Error::InvalidField {
+            origin: out.display().to_string(),
+            field: "index".into(),
+            message: format!(
+                "points {}{} ({} in all) are in none of the inputs: is a shard's file missing? \
+                 Pass --partial to merge what is there",
+                shown.join(", "),
+                if missing.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                },
+                missing.len()
             ),
         });
     }

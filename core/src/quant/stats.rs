@@ -291,6 +291,22 @@ pub fn calibrate_until(
         .map(|p| vec![(f32::INFINITY, f32::NEG_INFINITY); p.layout.channels])
         .collect();
     pass(0, &mut |i, t| record_ranges(&pts[i], t, &mut ranges[i]))?;
+    for (p, r) in pts.iter().zip(&ranges) {
+        if let Some((lo, hi)) = r
+            .iter()
+            .find(|(lo, hi)| !(lo.is_finite() && hi.is_finite()))
+        {
+            return Error::field(
+                &data.origin,
+                &p.name,
+                format!(
+                    "the float model's activations reach [{lo}, {hi}] here on the calibration \
+                     images (NaN stands for a NaN seen); check the weights and the input \
+                     normalisation"
+                ),
+            );
+        }
+    }
 
     // Pass 2: histograms over those ranges.
     let mut stats: Vec<PointStats> = pts
@@ -322,8 +338,13 @@ fn record_ranges(p: &QuantPoint, t: &Tensor, ranges: &mut [(f32, f32)]) {
     ranges.par_iter_mut().enumerate().for_each(|(c, r)| {
         for x in t.data.chunks(item) {
             p.layout.for_channel(c, |i| {
-                r.0 = r.0.min(x[i]);
-                r.1 = r.1.max(x[i]);
+                // A NaN sticks (f32::min would drop it), so that calibration can refuse it.
+                if x[i].is_nan() || r.0.is_nan() {
+                    *r = (f32::NAN, f32::NAN);
+                } else {
+                    r.0 = r.0.min(x[i]);
+                    r.1 = r.1.max(x[i]);
+                }
             });
         }
     });
@@ -409,12 +430,29 @@ impl CalibrationStats {
                 "the statistics were taken with different weights; run `qvit calibrate` again",
             );
         }
-        if self.points.len() != points(graph).len() {
+        let expected = points(graph);
+        if self.points.len() != expected.len() {
             return Error::field(
                 origin,
                 "points",
                 "the statistics do not list this model's quantization points; run `qvit calibrate` again",
             );
+        }
+        for (p, e) in self.points.iter().zip(&expected) {
+            if p.name != e.name || p.layout != e.layout || p.channels() != e.layout.channels {
+                return Error::field(
+                    origin,
+                    &p.name,
+                    format!(
+                        "the statistics hold `{}` with {} channels where the model has `{}` with \
+                         {}; run `qvit calibrate` again",
+                        p.name,
+                        p.channels(),
+                        e.name,
+                        e.layout.channels
+                    ),
+                );
+            }
         }
         if let Some(sample) = &self.sample
             && sample.images.shape[1..] != *graph.input_shape()
@@ -586,9 +624,63 @@ impl CalibrationStats {
                 .collect();
         }
         stats.sample = read_sample(&file, &stats, origin)?;
+        stats.validate(origin)?;
         Ok(stats)
     }
+
+    /// Refuses values calibration cannot have produced: non-finite or reversed ranges, channel
+    /// ranges outside the tensor's, magnitudes beyond [`MAX_MAGNITUDE`], empty histograms, and
+    /// a sample that is not finite.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let sane = |v: f32| v.is_finite() && v.abs() <= MAX_MAGNITUDE;
+        for p in &self.points {
+            let bad = |message: String| Error::field(origin, &p.name, message);
+            if !(sane(p.min) && sane(p.max) && p.min <= p.max) {
+                return bad(format!(
+                    "range [{}, {}] is not an ordered pair of finite values within ±{MAX_MAGNITUDE:e}; \
+                     the file is damaged: run `qvit calibrate` again",
+                    p.min, p.max
+                ));
+            }
+            if let Some(c) = (0..p.channels()).find(|&c| {
+                let (lo, hi) = (p.channel_min[c], p.channel_max[c]);
+                !(sane(lo) && sane(hi) && lo <= hi && lo >= p.min && hi <= p.max)
+            }) {
+                return bad(format!(
+                    "channel {c}'s range [{}, {}] is not inside the tensor's [{}, {}]; the file is \
+                     damaged: run `qvit calibrate` again",
+                    p.channel_min[c], p.channel_max[c], p.min, p.max
+                ));
+            }
+            if p.histogram.counts.iter().all(|&n| n == 0) {
+                return bad(
+                    "the histogram is empty; the file is damaged: run `qvit calibrate` again"
+                        .into(),
+                );
+            }
+        }
+        if let Some(sample) = &self.sample
+            && let Some(i) = sample
+                .images
+                .data
+                .iter()
+                .chain(&sample.logits.data)
+                .position(|v| !v.is_finite())
+        {
+            return Error::field(
+                origin,
+                SAMPLE_IMAGES_TENSOR,
+                format!("value {i} of the sample is not finite; run `qvit calibrate` again"),
+            );
+        }
+        Ok(())
+    }
 }
+
+/// Largest activation magnitude a statistics file may hold: far beyond any trained network's
+/// (ViT outliers reach thousands), and small enough for the integer program's zero points and
+/// scales to stay exact.
+pub const MAX_MAGNITUDE: f32 = 1e9;
 
 /// The sample of a statistics file: none in files from before qvit kept one, else images of
 /// the model's input shape and as many logit rows.

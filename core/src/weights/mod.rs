@@ -105,6 +105,26 @@ impl Weights {
         self.tensors.get(name)
     }
 
+    /// Puts `tensor` in place of the one named `name` (same shape, finite values): for
+    /// what-if experiments on a loaded model.
+    pub fn replace(&mut self, name: &str, tensor: Tensor) -> Result<()> {
+        let Some(old) = self.tensors.get_mut(name) else {
+            return Error::field(&self.origin, name, "no such tensor");
+        };
+        if old.shape != tensor.shape || tensor.data.iter().any(|v| !v.is_finite()) {
+            return Error::field(
+                &self.origin,
+                name,
+                format!(
+                    "the replacement must be finite and of shape {:?}, not {:?}",
+                    old.shape, tensor.shape
+                ),
+            );
+        }
+        *old = tensor;
+        Ok(())
+    }
+
     /// Names of all tensors held, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)

@@ -1,0 +1,50 @@
+//! Bad input on the command line ends in an error that names the file and what is wrong, with a
+//! non-zero exit, never a panic or a silent success.
+
+use std::process::Command;
+
+fn fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_qvit"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "qvit {args:?} succeeded");
+    assert!(
+        !stderr.contains("panicked"),
+        "qvit {args:?} panicked: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn explore_refuses_a_bad_project_before_opening_a_window() {
+    let dir = std::env::temp_dir().join(format!("qvit-cli-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.ron");
+    std::fs::write(
+        &bad,
+        "Project(model: \"efficientvit-micro\", quant: Some(bits: \"w8a99\"))",
+    )
+    .unwrap();
+    let e = fails(&["explore", bad.to_str().unwrap()]);
+    assert!(e.contains("bad.ron") && e.contains("from 2 to 16"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn labels_beyond_the_models_classes_and_huge_resolutions_are_errors() {
+    let dir = std::env::temp_dir().join(format!("qvit-cli-labels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let images = dir.join("x-images-idx3-ubyte");
+    let labels = dir.join("x-labels-idx1-ubyte");
+    qvit_core::data::idx::write(&images, &[2, 28, 28], &[0; 2 * 28 * 28]).unwrap();
+    qvit_core::data::idx::write(&labels, &[2], &[200, 1]).unwrap();
+    let e = fails(&["eval", "--data", images.to_str().unwrap()]);
+    assert!(e.contains("label 200") && e.contains("10 classes"), "{e}");
+    let e = fails(&["cost", "efficientvit-micro", "-r", "4611686018427387904"]);
+    assert!(e.contains("resolution"), "{e}");
+    let e = fails(&["info", "efficientvit-micro", "-r", "4611686018427387904"]);
+    assert!(e.contains("resolution"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

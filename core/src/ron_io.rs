@@ -98,7 +98,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(io_err)
+    result.map_err(io_err)?;
+    remove_stale_temporaries(dir, &file_name);
+    Ok(())
+}
+
+/// Removes `.<name>.<pid>.tmp` files that writers of `name` killed mid-write left behind: those
+/// whose process is gone (known where `/proc` lists processes; elsewhere none are touched).
+fn remove_stale_temporaries(dir: &Path, file_name: &str) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let prefix = format!(".{file_name}.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if let Some(pid) = pid
+            && !proc.join(pid).exists()
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Rewords ron's error codes where the default text does not say what to do.
@@ -136,6 +163,28 @@ fn describe(code: &ron::Error) -> String {
                 .unwrap_or_default()
         ),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod atomic_tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_writers_temporary_is_removed_by_the_next_write() {
+        let dir = std::env::temp_dir().join(format!("qvit-atomic-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // No process has pid 0; pid 1 (init) is always running, so its file is left alone, as
+        // is another file's temporary.
+        let stale = dir.join(".out.ron.0.tmp");
+        let live = dir.join(".out.ron.1.tmp");
+        let other = dir.join(".other.ron.0.tmp");
+        for f in [&stale, &live, &other] {
+            fs::write(f, "partial").unwrap();
+        }
+        write_atomic(&dir.join("out.ron"), b"x").unwrap();
+        assert!(!stale.exists() && live.exists() && other.exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
 

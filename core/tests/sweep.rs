@@ -56,6 +56,46 @@ fn an_interrupted_sweep_resumes_to_the_same_file() {
 }
 
 #[test]
+fn resuming_checks_the_kept_rows_and_redoes_from_the_first_bad_one() {
+    let d = dir("bad-rows");
+    let whole = full_run(&d.join("whole.csv"));
+    let text = String::from_utf8(whole.clone()).unwrap();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let path = d.join("damaged.csv");
+    for (what, damaged, first_bad) in [
+        // Row 5 deleted from the middle: row 5 now holds point 5 where point 4 belongs.
+        ("deleted", [&lines[..5], &lines[6..40]].concat().concat(), 5),
+        // A number edited in a row that is recomputed (row 1, the first).
+        ("edited", lines[..30].concat().replacen(",ok", "0,ok", 1), 1),
+        // A field cut off.
+        (
+            "short",
+            [
+                lines[..3].concat(),
+                "2,efficientvit-micro\n".into(),
+                lines[4..20].concat(),
+            ]
+            .concat(),
+            3,
+        ),
+    ] {
+        std::fs::write(&path, &damaged).unwrap();
+        let outcome = sweep::run(&space(), &path, Shard::ALL, true, &mut |_| {}).unwrap();
+        assert_eq!(outcome.resumed, first_bad - 1, "{what}");
+        let why = outcome.repaired.unwrap();
+        assert!(
+            why.starts_with(&format!("row {first_bad} ")),
+            "{what}: {why}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), whole, "{what}");
+    }
+    // Rows that are all right are kept as they are.
+    std::fs::write(&path, lines[..50].concat()).unwrap();
+    let outcome = sweep::run(&space(), &path, Shard::ALL, true, &mut |_| {}).unwrap();
+    assert_eq!((outcome.resumed, outcome.repaired), (49, None));
+}
+
+#[test]
 fn a_sweep_killed_before_its_header_was_whole_starts_afresh() {
     let d = dir("killed-early");
     let whole = full_run(&d.join("whole.csv"));

@@ -110,6 +110,12 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         None => go()?,
     };
     bar.finish_and_clear();
+    if let Some(why) = &outcome.repaired {
+        eprintln!(
+            "{}: {why}; the file was cut before it and the sweep went on from there",
+            out.display()
+        );
+    }
     let front = sweep::write_pareto(&out)?;
     sweep::write_published(&out)?;
     eprintln!(

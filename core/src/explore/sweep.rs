@@ -93,7 +93,7 @@ impl Shard {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// Points in this shard.
     pub points: u64,
@@ -104,6 +104,9 @@ pub struct Outcome {
     /// The run stopped early because it was asked to; the file holds whole rows and can be
     /// resumed.
     pub cancelled: bool,
+    /// When resuming found a row that is not what this sweep writes there: which and why. The
+    /// file was cut before it and the run went on from there.
+    pub repaired: Option<String>,
 }
 
 /// Everything a point needs, prepared once per run.
@@ -138,7 +141,8 @@ impl<'s> Prepared<'s> {
                     None => Graph::build(&spec),
                 };
                 for (b, bits) in space.bits.iter().enumerate() {
-                    let (w, a) = parse_bits(bits).expect("validated");
+                    let (w, a) =
+                        parse_bits(bits).or_else(|m| Error::field(&space.name, "bits", m))?;
                     let workload = graph
                         .as_ref()
                         .map(|g| Workload::uniform(g, w, a))
@@ -252,10 +256,10 @@ fn csv_line(fields: &[String]) -> Result<Vec<u8>> {
     Ok(w.into_inner().expect("flushed"))
 }
 
-/// Opens `out` for appending after its complete rows, checking it is a sweep CSV; returns the
-/// file and how many rows it holds. A partial last line is cut off; an empty file, or one cut
-/// inside its header, starts afresh.
-fn reopen(out: &Path) -> Result<(File, u64)> {
+/// Opens `out` to continue it, checking it is a sweep CSV; returns the file and its complete
+/// rows (each line with its newline). A partial last line is left for [`keep_rows`] to cut;
+/// an empty file, or one cut inside its header, starts afresh.
+fn reopen(out: &Path) -> Result<(File, Vec<Vec<u8>>)> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -263,14 +267,13 @@ fn reopen(out: &Path) -> Result<(File, u64)> {
         .map_err(io_err(out))?;
     let mut text = Vec::new();
     file.read_to_end(&mut text).map_err(io_err(out))?;
-    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let header = csv_line(&HEADER.map(String::from))?;
     if header.starts_with(&text) {
         // Killed before its header was whole (an empty file, or part of the header): start over.
         file.set_len(0).map_err(io_err(out))?;
         file.seek(SeekFrom::Start(0)).map_err(io_err(out))?;
         file.write_all(&header).map_err(io_err(out))?;
-        return Ok((file, 0));
+        return Ok((file, Vec::new()));
     }
     if !text.starts_with(&header) {
         return Err(Error::InvalidField {
@@ -280,10 +283,52 @@ fn reopen(out: &Path) -> Result<(File, u64)> {
                 .into(),
         });
     }
-    let rows = text[..complete].iter().filter(|&&b| b == b'\n').count() as u64 - 1;
-    file.set_len(complete as u64).map_err(io_err(out))?;
-    file.seek(SeekFrom::End(0)).map_err(io_err(out))?;
+    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let rows = text[header.len()..complete]
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
     Ok((file, rows))
+}
+
+/// How many of the kept `rows` are this shard's first rows, checked: each in index order and
+/// parsing to a whole row, and sampled ones (the first, the last and every 64th) equal to a
+/// recomputation. Returns the count to keep and, if a row was bad, what was wrong with it.
+fn keep_rows(
+    prepared: &Prepared<'_>,
+    shard: Shard,
+    rows: &[Vec<u8>],
+) -> Result<(u64, Option<String>)> {
+    let space = prepared.space;
+    for (k, line) in rows.iter().enumerate() {
+        let k = k as u64;
+        let expected = shard.nth(k);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line.as_slice());
+        let record = reader.records().next().and_then(|r| r.ok());
+        let why = match record {
+            None => Some("does not parse as CSV".to_string()),
+            Some(r) if r.len() != HEADER.len() => {
+                Some(format!("has {} fields, not {}", r.len(), HEADER.len()))
+            }
+            Some(r) if r[0].parse::<u64>().ok() != Some(expected) || expected >= space.len() => {
+                Some(format!(
+                    "holds point `{}` where point {expected} belongs",
+                    &r[0]
+                ))
+            }
+            Some(_) if k % 64 == 0 || k + 1 == rows.len() as u64 => {
+                let fresh = csv_line(&prepared.row(&space.point(expected)))?;
+                (fresh != *line).then(|| "differs from the same point priced again".to_string())
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            return Ok((k, Some(format!("row {} {why}", k + 1))));
+        }
+    }
+    Ok((rows.len() as u64, None))
 }
 
 /// Prices this shard's points of `space` and writes them to `out` (with `resume`, after the
@@ -311,7 +356,7 @@ pub fn run_until(
     let prepared = Prepared::new(space)?;
     let points = shard.len(space.len());
     let started = out.metadata().is_ok_and(|m| m.len() > 0);
-    let (mut file, resumed) = if out.exists() {
+    let (mut file, kept) = if out.exists() {
         if !resume && started {
             return Err(Error::InvalidField {
                 origin: out.display().to_string(),
@@ -325,16 +370,25 @@ pub fn run_until(
         let mut f = File::create(out).map_err(io_err(out))?;
         f.write_all(&csv_line(&HEADER.map(String::from))?)
             .map_err(io_err(out))?;
-        (f, 0)
+        (f, Vec::new())
     };
-    if resumed > points {
+    if kept.len() as u64 > points {
         return Err(Error::InvalidField {
             origin: out.display().to_string(),
             field: "rows".into(),
             message: format!(
-                "holds {resumed} rows but this shard has {points} points; is it another sweep's file?"
+                "holds {} rows but this shard has {points} points; is it another sweep's file?",
+                kept.len()
             ),
         });
+    }
+    let (resumed, repaired) = keep_rows(&prepared, shard, &kept)?;
+    if !kept.is_empty() {
+        // Cut after the rows kept: a partial last line, or everything from a bad row on.
+        let header = csv_line(&HEADER.map(String::from))?.len();
+        let keep: usize = kept[..resumed as usize].iter().map(Vec::len).sum();
+        file.set_len((header + keep) as u64).map_err(io_err(out))?;
+        file.seek(SeekFrom::End(0)).map_err(io_err(out))?;
     }
     let mut done = resumed;
     progress(done);
@@ -355,6 +409,7 @@ pub fn run_until(
         resumed,
         evaluated: done - resumed,
         cancelled: done < points,
+        repaired,
     })
 }
 
@@ -375,16 +430,51 @@ fn read_rows(path: &Path) -> Result<Vec<csv::StringRecord>> {
             message: "this is not a qvit sweep CSV".into(),
         });
     }
+    let origin = path.display().to_string();
     reader
         .records()
         .map(|r| {
-            r.map_err(|e| Error::InvalidField {
-                origin: path.display().to_string(),
+            let r = r.map_err(|e| Error::InvalidField {
+                origin: origin.clone(),
                 field: "row".into(),
                 message: e.to_string(),
-            })
+            })?;
+            check_row(&r, &origin)?;
+            Ok(r)
         })
         .collect()
+}
+
+/// A finite number in field `i` of a row, or an error naming the row and the column.
+fn number(r: &csv::StringRecord, i: usize, origin: &str) -> Result<f64> {
+    match r[i].parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Error::field(
+            origin,
+            HEADER[i],
+            format!("row `{}`: `{}` is not a finite number", &r[0], &r[i]),
+        ),
+    }
+}
+
+/// Refuses a row whose index is not a whole number, or a feasible row whose objectives are
+/// not finite numbers: what a merge sorts by and a Pareto front compares.
+fn check_row(r: &csv::StringRecord, origin: &str) -> Result<()> {
+    if r[0].parse::<u64>().is_err() {
+        return Error::field(
+            origin,
+            HEADER[0],
+            format!("`{}` is not a point index", &r[0]),
+        );
+    }
+    if &r[STATUS] == "ok" {
+        number(r, FPS, origin)?;
+        number(r, GOPS_PER_DSP, origin)?;
+        if !r[TOP1].is_empty() {
+            number(r, TOP1, origin)?;
+        }
+    }
+    Ok(())
 }
 
 fn write_rows(path: &Path, rows: &[csv::StringRecord]) -> Result<()> {
@@ -403,7 +493,8 @@ pub fn merge(inputs: &[PathBuf], out: &Path, partial: bool) -> Result<u64> {
     for input in inputs {
         rows.extend(read_rows(input)?);
     }
-    let index = |r: &csv::StringRecord| r[0].parse::<u64>().unwrap_or(u64::MAX);
+    // Every row's index was checked by `read_rows`.
+    let index = |r: &csv::StringRecord| r[0].parse::<u64>().unwrap_or_default();
     rows.sort_by_key(index);
     if let Some(w) = rows.windows(2).find(|w| index(&w[0]) == index(&w[1])) {
         return Err(Error::InvalidField {
@@ -415,26 +506,27 @@ pub fn merge(inputs: &[PathBuf], out: &Path, partial: bool) -> Result<u64> {
             ),
         });
     }
-    let missing: Vec<u64> = rows
-        .windows(2)
-        .flat_map(|w| index(&w[0]) + 1..index(&w[1]))
-        .chain(rows.first().map_or(0..0, |r| 0..index(r)))
-        .collect();
-    if !missing.is_empty() && !partial {
-        let shown: Vec<String> = missing.iter().take(8).map(u64::to_string).collect();
+    // The gaps between consecutive indices (and before the first), counted without listing
+    // them: a damaged index can leave a gap of billions.
+    let gaps = || {
+        rows.first()
+            .map(|r| 0..index(r))
+            .into_iter()
+            .chain(rows.windows(2).map(|w| index(&w[0]) + 1..index(&w[1])))
+    };
+    let missing: u64 = gaps().map(|g| g.end.saturating_sub(g.start)).sum();
+    if missing > 0 && !partial {
+        let mut shown: Vec<String> = gaps().flatten().take(8).map(|i| i.to_string()).collect();
+        if missing > shown.len() as u64 {
+            shown.push("…".into());
+        }
         return Err(Error::InvalidField {
             origin: out.display().to_string(),
             field: "index".into(),
             message: format!(
-                "points {}{} ({} in all) are in none of the inputs: is a shard's file missing? \
-                 Pass --partial to merge what is there",
+                "points {} ({missing} in all) are in none of the inputs: is a shard's file \
+                 missing? Pass --partial to merge what is there",
                 shown.join(", "),
-                if missing.len() > shown.len() {
-                    ", …"
-                } else {
-                    ""
-                },
-                missing.len()
             ),
         });
     }
@@ -503,7 +595,8 @@ pub fn read_designs(csv: &Path) -> Result<Vec<Design>> {
     Ok(designs)
 }
 
-/// The objectives of feasible rows: FPS, GOPS/DSP and, when every row has it, top-1.
+/// The objectives of feasible rows: FPS, GOPS/DSP and, when every row has it, top-1 (finite
+/// numbers, checked by `read_rows`).
 fn objectives(rows: &[csv::StringRecord]) -> Vec<Vec<f64>> {
     let with_accuracy = !rows.is_empty() && rows.iter().all(|r| !r[TOP1].is_empty());
     rows.iter()

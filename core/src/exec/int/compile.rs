@@ -32,6 +32,15 @@ struct Compiler<'a> {
     weights: Vec<Option<&'a WeightPlan>>,
 }
 
+/// `value`, or an error naming the layer and what its plan lacks (a plan is plain data: one
+/// built by hand or edited may miss what the builder always provides).
+fn need<T>(graph: &Graph, layer: &str, value: Option<T>, what: &str) -> Result<T> {
+    value.map_or_else(
+        || fail(graph, layer, format!("the quant plan gives no {what} here")),
+        Ok,
+    )
+}
+
 fn fail<T>(graph: &Graph, layer: &str, message: impl Into<String>) -> Result<T> {
     Err(Error::Graph {
         model: graph.model.clone(),
@@ -160,6 +169,17 @@ impl Compiler<'_> {
         &self.graph.node(id).name
     }
 
+    /// `(scale, zero, offset)` of channel `c` of the encoding used at `id`, or an error naming
+    /// the layer when the encoding is not linear or holds no values.
+    fn linear_at(&self, id: NodeId, e: &Encoding, c: usize) -> Result<(f64, i32, f64)> {
+        need(
+            self.graph,
+            self.name(id),
+            e.linear(c),
+            "uniform scale and zero-point (log-quantized or empty)",
+        )
+    }
+
     /// The encoding of the `i`-th point at `id`.
     fn point(&self, id: NodeId, i: usize) -> Result<Encoding> {
         match self.plans[id].get(i) {
@@ -204,7 +224,7 @@ impl Compiler<'_> {
             qmax: *qmax,
         };
         for c in 0..channels {
-            let (s, z, o) = e.linear(c).expect("linear");
+            let (s, z, o) = self.linear_at(id, &e, c)?;
             l.scale.push(s);
             l.zero.push(z);
             l.offset.push(o);
@@ -299,7 +319,11 @@ impl Compiler<'_> {
             Op::Conv2d(_) | Op::PatchEmbed(_) | Op::Linear(_) => StepOp::Weighted(Box::new(
                 self.weighted(id, pid, &act, out_enc.as_ref(), logit_scale)?,
             )),
-            Op::Add => StepOp::Add(self.add(id, &act, out_enc.as_ref().expect("point"))?),
+            Op::Add => StepOp::Add(self.add(
+                id,
+                &act,
+                need(graph, &node.name, out_enc.as_ref(), "an output quantizer")?,
+            )?),
             Op::GlobalAvgPool => {
                 let x = inputs[0];
                 let shape = &graph.node(x).shape;
@@ -312,21 +336,24 @@ impl Compiler<'_> {
                     out: Encoder::new(
                         &scale,
                         &l.offset,
-                        out_enc.as_ref().expect("point"),
+                        need(graph, &node.name, out_enc.as_ref(), "an output quantizer")?,
                         ch,
                         &node.name,
                     )?,
                 })
             }
-            Op::ClassTokenPosEmbed { dim, .. } => {
-                StepOp::ClassPos(self.class_pos(id, pid, *dim, out_enc.as_ref().expect("point"))?)
-            }
+            Op::ClassTokenPosEmbed { dim, .. } => StepOp::ClassPos(self.class_pos(
+                id,
+                pid,
+                *dim,
+                need(graph, &node.name, out_enc.as_ref(), "an output quantizer")?,
+            )?),
             Op::LayerNorm { dim, .. } => StepOp::LayerNorm(self.layer_norm(
                 id,
                 pid,
                 *dim,
                 &act,
-                out_enc.as_ref().expect("point"),
+                need(graph, &node.name, out_enc.as_ref(), "an output quantizer")?,
             )?),
             Op::AttentionScores {
                 heads,
@@ -368,7 +395,7 @@ impl Compiler<'_> {
                         let enc = Encoder::new(
                             &[2f64.powi(-15)],
                             &[0.0],
-                            out_enc.as_ref().expect("point"),
+                            need(graph, &node.name, out_enc.as_ref(), "an output quantizer")?,
                             1,
                             &node.name,
                         )?;
@@ -403,7 +430,7 @@ impl Compiler<'_> {
                     out: Encoder::new(
                         &[unit * v.scale[0]],
                         &[0.0],
-                        out_enc.as_ref().expect("point"),
+                        need(graph, &node.name, out_enc.as_ref(), "an output quantizer")?,
                         heads * head_dim,
                         &node.name,
                     )?,
@@ -451,7 +478,7 @@ impl Compiler<'_> {
                 inputs[0],
                 *heads,
                 *head_dim,
-                out_enc.as_ref().expect("point"),
+                need(graph, &node.name, out_enc.as_ref(), "an output quantizer")?,
             )?),
             other => {
                 return fail(
@@ -485,7 +512,7 @@ impl Compiler<'_> {
         let e = self.point_of_kind(id, kind)?;
         match (&e, e.is_per_tensor()) {
             (Encoding::Linear { .. }, true) => {
-                let (s, z, _) = e.linear(0).expect("linear");
+                let (s, z, _) = self.linear_at(id, &e, 0)?;
                 Ok((s, z))
             }
             _ => fail(
@@ -531,7 +558,7 @@ impl Compiler<'_> {
                         "probabilities must have one scale",
                     );
                 }
-                let (s, z, _) = e.linear(0).expect("linear");
+                let (s, z, _) = self.linear_at(id, &e, 0)?;
                 Ok(((0..=*qmax).map(|q| (q - z) as i64).collect(), s))
             }
             Encoding::Log(l) => {
@@ -713,7 +740,7 @@ impl Compiler<'_> {
                 name,
             )?)
         } else {
-            let out = out.expect("a point");
+            let out = need(graph, name, out, "an output quantizer")?;
             if matches!(act, Some(Op::Gelu)) {
                 let step = match out {
                     Encoding::Linear { scale, .. } => {
@@ -811,7 +838,7 @@ impl Compiler<'_> {
             let Some((ma, mb, k, addend)) = Add::channel(
                 (a.scale[c], a.offset[c]),
                 (b.scale[c], b.offset[c]),
-                out.linear(c).expect("linear"),
+                self.linear_at(id, out, c)?,
             ) else {
                 return fail(
                     graph,
@@ -843,7 +870,7 @@ impl Compiler<'_> {
             .collect();
         let mut multiplier = Vec::with_capacity(dim);
         for c in 0..dim {
-            let (so, _, _) = out.linear(c).expect("linear");
+            let (so, _, _) = self.linear_at(id, out, c)?;
             multiplier.push(
                 Dyadic::from_real(l.scale[c] / so).ok_or_else(|| Error::Graph {
                     model: graph.model.clone(),
@@ -856,7 +883,7 @@ impl Compiler<'_> {
         let mut addend = Vec::with_capacity(tokens * dim);
         for t in 0..tokens {
             for c in 0..dim {
-                let (so, zo, oo) = out.linear(c).expect("linear");
+                let (so, zo, oo) = self.linear_at(id, out, c)?;
                 let k = multiplier[c].k as i32;
                 let real = l.offset[c] + pos[(t + 1) * dim + c] as f64 - oo;
                 addend.push(((real / so + zo as f64) * 2f64.powi(k)).round() as i64);
@@ -945,7 +972,7 @@ impl Compiler<'_> {
         let mut out_scale = Vec::new();
         let mut out_zero = Vec::new();
         for c in 0..channels {
-            let (s, z, o) = out.linear(c).expect("linear");
+            let (s, z, o) = self.linear_at(id, out, c)?;
             if o != 0.0 {
                 return fail(graph, name, "a shifted attention output is not supported");
             }
@@ -965,7 +992,7 @@ impl Compiler<'_> {
                 (Divide::Integer { divisor: table }, unit)
             }
             Encoding::Linear { qmin, qmax, .. } => {
-                let (s, z, _) = divisor.linear(0).expect("linear");
+                let (s, z, _) = self.linear_at(id, &divisor, 0)?;
                 if *qmin < 0 {
                     return fail(graph, name, "signed divisor codes are not supported");
                 }

@@ -96,7 +96,8 @@ impl Encoding {
         }
     }
 
-    /// `(scale, zero, offset)` of channel `c` of a linear encoding.
+    /// `(scale, zero, offset)` of channel `c` of a linear encoding (a per-tensor encoding's one
+    /// value for every channel); `None` for a log encoding or one with no values.
     pub fn linear(&self, c: usize) -> Option<(f64, i32, f64)> {
         match self {
             Encoding::Linear {
@@ -104,11 +105,14 @@ impl Encoding {
                 zero,
                 offset,
                 ..
-            } => Some((
-                scale[c.min(scale.len() - 1)],
-                zero[c.min(zero.len() - 1)],
-                offset[c.min(offset.len() - 1)],
-            )),
+            } => {
+                let at = |len: usize| len.checked_sub(1).map(|last| c.min(last));
+                Some((
+                    *scale.get(at(scale.len())?)?,
+                    *zero.get(at(zero.len())?)?,
+                    *offset.get(at(offset.len())?)?,
+                ))
+            }
             Encoding::Log(_) => None,
         }
     }

@@ -28,6 +28,7 @@ impl Encoding {
     /// The encoding of one activation point's codes.
     pub fn of(plan: &ActivationPlan) -> Result<Self> {
         let channels = plan.layout.channels;
+        check_plan(plan)?;
         let expand = |v: &[f32], group: usize| -> Vec<f64> {
             if v.len() == 1 {
                 vec![v[0] as f64]
@@ -204,6 +205,54 @@ pub fn log_level(l: &Log, q: i32) -> f64 {
     } else {
         l.scale as f64 * (-(q as f64) / l.root as f64).exp2()
     }
+}
+
+/// What the compiler relies on in a point's plan (plans are plain data and may be edited):
+/// non-empty per-tensor or per-channel vectors, finite positive scales, migration factors and
+/// shifts for every channel, bit widths the codes fit.
+fn check_plan(plan: &ActivationPlan) -> Result<()> {
+    let channels = plan.layout.channels;
+    let bad = |message: String| {
+        Err(Error::Graph {
+            model: String::new(),
+            layer: plan.point.clone(),
+            message: format!("the quant plan is not usable here: {message}"),
+        })
+    };
+    let per_channel = |v: usize| v == 1 || v >= channels;
+    let finite_positive = |v: &[f32]| v.iter().all(|x| x.is_finite() && *x > 0.0);
+    if let Quantizer::Uniform(u) = &plan.quantizer {
+        if u.scale.is_empty() || u.zero_point.is_empty() || !finite_positive(&u.scale) {
+            return bad(format!(
+                "scales {:?} must be finite, positive and given",
+                &u.scale[..u.scale.len().min(4)]
+            ));
+        }
+        if !(2..=16).contains(&u.bits) {
+            return bad(format!("{} bits (2 to 16 are supported)", u.bits));
+        }
+    }
+    if let Quantizer::PowerOfTwoFactor(p) = &plan.quantizer
+        && (!(p.scale.is_finite() && p.scale > 0.0)
+            || !(2..=16).contains(&p.bits)
+            || p.alpha.iter().any(|&a| a > 16))
+    {
+        return bad("a power-of-two factor quantizer needs a positive scale, 2–16 bits and factors up to 2^16".into());
+    }
+    if let Some(m) = &plan.migration
+        && (m.len() < channels || !finite_positive(m))
+    {
+        return bad(format!(
+            "{} migration factors for {channels} channels",
+            m.len()
+        ));
+    }
+    if let Some(z) = &plan.shift
+        && (!per_channel(z.len()) || z.iter().any(|v| !v.is_finite()))
+    {
+        return bad(format!("{} shifts for {channels} channels", z.len()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

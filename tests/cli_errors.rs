@@ -48,3 +48,39 @@ fn labels_beyond_the_models_classes_and_huge_resolutions_are_errors() {
     assert!(e.contains("resolution"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_missing_file_is_reported_once_and_presets_are_named_with_their_file() {
+    let e = fails(&["eval", "--weights", "/nonexistent/w.safetensors"]);
+    assert_eq!(e.matches("No such file").count(), 1, "{e}");
+    let dir = std::env::temp_dir().join(format!("qvit-cli-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let space = dir.join("space.ron");
+    std::fs::write(
+        &space,
+        r#"DesignSpace(name: "s", base: "trio-vit-zcu102", models: ["efficientvit-b9"],
+            mat_pes: [8], mat_lanes: [8], rmac_pes: [8], rmac_lanes: [8], copies: [1],
+            bits: ["w8a8"])"#,
+    )
+    .unwrap();
+    let e = fails(&["sweep", space.to_str().unwrap()]);
+    assert!(
+        e.contains("space.ron") && e.contains("efficientvit-b9"),
+        "{e}"
+    );
+    let accel = dir.join("accel.ron");
+    let preset = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/presets/accelerators/trio-vit-zcu102.ron"
+    ))
+    .unwrap();
+    std::fs::write(&accel, preset.replace("\"zcu102\"", "\"zcu999\"")).unwrap();
+    let e = fails(&[
+        "cost",
+        "efficientvit-micro",
+        "--accel",
+        accel.to_str().unwrap(),
+    ]);
+    assert!(e.contains("accel.ron") && e.contains("zcu999"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -271,7 +271,7 @@ fn sweep_csvs() {
             no_panic("a sweep CSV", &spoiled, || {
                 let path = temp("s.csv", &spoiled);
                 let _ = sweep::read_designs(&path);
-                let _ = sweep::merge(&[path.clone()], &temp("m.csv", b""), true);
+                let _ = sweep::merge(std::slice::from_ref(&path), &temp("m.csv", b""), true);
                 let _ = sweep::run(&space, &path, Shard::ALL, true, &mut |_| {});
             });
             Ok(())

@@ -164,7 +164,9 @@ impl AccelConfig {
     /// Checks every value: zero-sized engines, clocks and buffers are errors naming the field.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let bad = |field: &str, message: String| Error::field(origin, field, message);
-        self.part()?;
+        if let Err(e) = self.part() {
+            return bad("part", e.to_string());
+        }
         let dims: Vec<(&str, usize)> = match &self.architecture {
             Architecture::TrioVit { mat, rmac, .. } => vec![
                 ("architecture.mat.pes", mat.pes),

@@ -162,6 +162,16 @@ impl DesignSpace {
         if self.models.is_empty() {
             return bad("models", "name at least one model".into());
         }
+        for m in &self.models {
+            if let Err(e) = crate::arch::ArchSpec::resolve(m) {
+                return bad("models", e.to_string());
+            }
+        }
+        if !self.base.is_empty()
+            && let Err(e) = crate::accel::AccelConfig::resolve(&self.base)
+        {
+            return bad("base", e.to_string());
+        }
         if self.base.is_empty() && self.base_config.is_none() {
             return bad(
                 "base",

@@ -318,7 +318,7 @@ fn keep_rows(
                     &r[0]
                 ))
             }
-            Some(_) if k % 64 == 0 || k + 1 == rows.len() as u64 => {
+            Some(_) if k.is_multiple_of(64) || k + 1 == rows.len() as u64 => {
                 let fresh = csv_line(&prepared.row(&space.point(expected)))?;
                 (fresh != *line).then(|| "differs from the same point priced again".to_string())
             }
@@ -489,23 +489,26 @@ fn write_rows(path: &Path, rows: &[csv::StringRecord]) -> Result<()> {
 /// is a gap in the indices (a shard's file left out: shards take every N-th point, so each one
 /// missing leaves gaps) unless `partial` accepts what is there.
 pub fn merge(inputs: &[PathBuf], out: &Path, partial: bool) -> Result<u64> {
-    let mut rows = Vec::new();
-    for input in inputs {
-        rows.extend(read_rows(input)?);
-    }
     // Every row's index was checked by `read_rows`.
     let index = |r: &csv::StringRecord| r[0].parse::<u64>().unwrap_or_default();
-    rows.sort_by_key(index);
-    if let Some(w) = rows.windows(2).find(|w| index(&w[0]) == index(&w[1])) {
+    let mut tagged: Vec<(u64, usize, csv::StringRecord)> = Vec::new();
+    for (file, input) in inputs.iter().enumerate() {
+        tagged.extend(read_rows(input)?.into_iter().map(|r| (index(&r), file, r)));
+    }
+    tagged.sort_by_key(|(i, file, _)| (*i, *file));
+    if let Some(w) = tagged.windows(2).find(|w| w[0].0 == w[1].0) {
+        let (a, b) = (&inputs[w[0].1], &inputs[w[1].1]);
         return Err(Error::InvalidField {
-            origin: out.display().to_string(),
+            origin: a.display().to_string(),
             field: "index".into(),
             message: format!(
-                "point {} appears in more than one input; were the shards run twice?",
-                index(&w[0])
+                "point {} is also in {}; were the shards run twice?",
+                w[0].0,
+                b.display()
             ),
         });
     }
+    let rows: Vec<csv::StringRecord> = tagged.into_iter().map(|(_, _, r)| r).collect();
     // The gaps between consecutive indices (and before the first), counted without listing
     // them: a damaged index can leave a gap of billions.
     let gaps = || {

@@ -224,7 +224,7 @@ impl Compiler<'_> {
             qmax: *qmax,
         };
         for c in 0..channels {
-            let (s, z, o) = self.linear_at(id, &e, c)?;
+            let (s, z, o) = self.linear_at(id, e, c)?;
             l.scale.push(s);
             l.zero.push(z);
             l.offset.push(o);
@@ -558,7 +558,7 @@ impl Compiler<'_> {
                         "probabilities must have one scale",
                     );
                 }
-                let (s, z, _) = self.linear_at(id, &e, 0)?;
+                let (s, z, _) = self.linear_at(id, e, 0)?;
                 Ok(((0..=*qmax).map(|q| (q - z) as i64).collect(), s))
             }
             Encoding::Log(l) => {

@@ -233,9 +233,10 @@ fn check_plan(plan: &ActivationPlan) -> Result<()> {
         }
     }
     if let Quantizer::PowerOfTwoFactor(p) = &plan.quantizer
-        && (!(p.scale.is_finite() && p.scale > 0.0)
-            || !(2..=16).contains(&p.bits)
-            || p.alpha.iter().any(|&a| a > 16))
+        && !(p.scale.is_finite()
+            && p.scale > 0.0
+            && (2..=16).contains(&p.bits)
+            && p.alpha.iter().all(|&a| a <= 16))
     {
         return bad("a power-of-two factor quantizer needs a positive scale, 2–16 bits and factors up to 2^16".into());
     }

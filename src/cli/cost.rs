@@ -58,7 +58,15 @@ pub fn run(args: &CostArgs) -> anyhow::Result<()> {
     settings.overrides.extend(args.overrides.iter().cloned());
     let bits = LayerBits::resolve(&graph, &settings)?;
     let workload = Workload::with_bits(&graph, |id| bits.operands(&graph, id));
-    let report = cost(&workload, &config)?;
+    // The cost model names the accelerator by its `name`; say which file or project it is from.
+    let report = cost(&workload, &config).map_err(|e| {
+        let from = match (&args.accel, &args.target) {
+            (Some(a), _) => a.clone(),
+            (None, Some(t)) if project.accelerator.is_some() => t.clone(),
+            _ => format!("preset {}", qvit_core::project::DEFAULT_ACCELERATOR),
+        };
+        anyhow::anyhow!("{e} (accelerator from {from})")
+    })?;
     emit(&match args.format {
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
         Format::Table => render(&report, &settings),

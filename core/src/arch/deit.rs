@@ -84,14 +84,6 @@ impl DeitSpec {
                 return bad(field, "must be at least 1".into());
             }
         }
-        limits::at_most(
-            origin,
-            "resolution",
-            self.resolution,
-            limits::MAX_RESOLUTION,
-        )?;
-        limits::at_most(origin, "in_channels", self.in_channels, limits::MAX_SMALL)?;
-        limits::at_most(origin, "num_classes", self.num_classes, limits::MAX_CLASSES)?;
         limits::at_most(origin, "patch_size", self.patch_size, limits::MAX_SMALL)?;
         limits::at_most(origin, "embed_dim", self.embed_dim, limits::MAX_CHANNELS)?;
         limits::at_most(origin, "depth", self.depth, limits::MAX_DEPTH)?;

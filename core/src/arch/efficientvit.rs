@@ -133,14 +133,6 @@ impl EfficientVitSpec {
                 return bad(field, "must be at least 1".into());
             }
         }
-        limits::at_most(
-            origin,
-            "resolution",
-            self.resolution,
-            limits::MAX_RESOLUTION,
-        )?;
-        limits::at_most(origin, "in_channels", self.in_channels, limits::MAX_SMALL)?;
-        limits::at_most(origin, "num_classes", self.num_classes, limits::MAX_CLASSES)?;
         limits::at_most(origin, "dim", self.dim, limits::MAX_CHANNELS)?;
         limits::at_most(
             origin,

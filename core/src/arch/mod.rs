@@ -83,6 +83,19 @@ impl ArchSpec {
 
     /// Checks all hyper-parameters, including that the resolution suits the model.
     pub fn validate(&self, origin: &str) -> Result<()> {
+        limits::at_most(
+            origin,
+            "resolution",
+            self.resolution(),
+            limits::MAX_RESOLUTION,
+        )?;
+        limits::at_most(origin, "in_channels", self.in_channels(), limits::MAX_SMALL)?;
+        limits::at_most(
+            origin,
+            "num_classes",
+            self.num_classes(),
+            limits::MAX_CLASSES,
+        )?;
         match self {
             ArchSpec::EfficientVit(s) => s.validate(origin),
             ArchSpec::Deit(s) => s.validate(origin),

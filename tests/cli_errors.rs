@@ -84,3 +84,39 @@ fn a_missing_file_is_reported_once_and_presets_are_named_with_their_file() {
     assert!(e.contains("accel.ron") && e.contains("zcu999"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_folder_with_more_classes_than_the_model_is_an_error() {
+    use qvit_core::arch::ArchSpec;
+    use qvit_core::graph::Graph;
+    use qvit_core::weights::Weights;
+    let dir = std::env::temp_dir().join(format!("qvit-cli-classes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A two-class DeiT on 32×32 RGB images, and a folder of three classes.
+    let model = dir.join("two.ron");
+    std::fs::write(
+        &model,
+        r#"DeiT(name: "two", resolution: 32, in_channels: 3, num_classes: 2, patch_size: 16,
+            embed_dim: 32, depth: 1, num_heads: 2, mlp_ratio: 2.0, qkv_bias: true, ln_eps: 1e-6)"#,
+    )
+    .unwrap();
+    let graph = Graph::build(&ArchSpec::load(&model).unwrap()).unwrap();
+    let weights = dir.join("two.safetensors");
+    Weights::random(&graph, 1).save(&weights).unwrap();
+    for class in ["a", "b", "c"] {
+        std::fs::create_dir_all(dir.join("val").join(class)).unwrap();
+        image::RgbImage::from_pixel(40, 36, image::Rgb([10, 20, 30]))
+            .save(dir.join("val").join(class).join("0.png"))
+            .unwrap();
+    }
+    let e = fails(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--data",
+        dir.join("val").to_str().unwrap(),
+    ]);
+    assert!(e.contains("label 2") && e.contains("2 classes"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

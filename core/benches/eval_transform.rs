@@ -13,12 +13,19 @@ fn main() {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/images")).join(name)
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/images"
+    ))
+    .join(name)
 }
 
 #[divan::bench]
 fn jpeg_500x375_efficientvit_224(bencher: divan::Bencher) {
-    let (t, path) = (EvalTransform::efficientvit(224, 0.95), fixture("landscape.jpg"));
+    let (t, path) = (
+        EvalTransform::efficientvit(224, 0.95),
+        fixture("landscape.jpg"),
+    );
     bencher.bench(|| t.load(&path).unwrap());
 }
 

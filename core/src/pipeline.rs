@@ -53,23 +53,10 @@ impl Model {
 /// The calibration images of a project: its own set, else the shipped Fashion-MNIST images for
 /// a model that takes them. A full-size model has no default: the error says what to give.
 pub fn calibration_set(given: Option<&CalibrationSet>, graph: &Graph) -> Result<CalibrationSet> {
-    if let Some(set) = given {
-        return Ok(set.clone());
+    match given {
+        Some(set) => Ok(set.clone()),
+        None => CalibrationSet::default_for(&graph.model, graph.input_shape()),
     }
-    if graph.input_shape() == [1, 28, 28] {
-        return Ok(CalibrationSet::fashion_mnist());
-    }
-    Error::field(
-        &graph.model,
-        "calibration data",
-        format!(
-            "the model takes {:?} images and qvit ships calibration images only for the 28×28 \
-             micro models; give an ImageNet-style folder (root/<class>/<image>, e.g. your \
-             training set) with --calibration-data DIR, or `calibration_data` in the project, or \
-             statistics from `qvit calibrate` with --calibration FILE",
-            graph.input_shape()
-        ),
-    )
 }
 
 /// The chosen images of a calibration set, checked against the model.

@@ -97,6 +97,24 @@ impl CalibrationSet {
         }
     }
 
+    /// The shipped Fashion-MNIST calibration images for a model that takes 1×28×28 images; for
+    /// any other, an error saying what to give.
+    pub fn default_for(model: &str, input_shape: &[usize]) -> Result<Self> {
+        if input_shape == [1, 28, 28] {
+            return Ok(Self::fashion_mnist());
+        }
+        Error::field(
+            model,
+            "calibration data",
+            format!(
+                "the model takes {input_shape:?} images and qvit ships calibration images only \
+                 for the 28×28 micro models; give an ImageNet-style folder (root/<class>/<image>, \
+                 e.g. your training set) with --calibration-data DIR, or `calibration_data` in \
+                 the project, or statistics from `qvit calibrate` with --calibration FILE"
+            ),
+        )
+    }
+
     /// The images used: the count given, else 32 from a folder or 1,024 from an IDX file.
     pub fn selection(&self) -> Selection {
         let count = self.images.unwrap_or(match self.data {

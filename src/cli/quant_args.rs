@@ -109,8 +109,7 @@ impl CalibrationArgs {
         if self.calibration_images.is_some() || self.calibration_seed.is_some() {
             let set = match project.calibration_data.take() {
                 Some(set) => set,
-                None if spec.input_shape() == [1, 28, 28] => CalibrationSet::fashion_mnist(),
-                None => no_calibration_data(spec)?,
+                None => CalibrationSet::default_for(spec.name(), &spec.input_shape())?,
             };
             project.calibration_data = Some(CalibrationSet {
                 images: self.calibration_images.or(set.images),
@@ -120,20 +119,6 @@ impl CalibrationArgs {
         }
         Ok(())
     }
-}
-
-/// --calibration-images without data for a model qvit ships no calibration images for.
-fn no_calibration_data(spec: &ArchSpec) -> qvit_core::Result<CalibrationSet> {
-    qvit_core::Error::field(
-        "--calibration-images",
-        "calibration data",
-        format!(
-            "model `{}` takes {:?} images; give the images to choose from with \
-             --calibration-data DIR",
-            spec.name(),
-            spec.input_shape()
-        ),
-    )
 }
 
 impl QuantArgs {

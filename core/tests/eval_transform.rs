@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use image::ImageEncoder;
 use qvit_core::data::EvalTransform;
 
 fn fixtures() -> PathBuf {
@@ -86,6 +87,25 @@ fn corrupt_and_empty_files_are_errors_naming_the_file() {
         let err = t.load(&path).unwrap_err().to_string();
         assert!(err.contains(name) && err.contains("decode"), "{err}");
     }
+    // Sizes that would allocate gigabytes: a PNG header claiming 60,000 × 60,000 pixels, and a
+    // 1 × 4,000 strip whose short side would be resized to 236.
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&[0; 3], 1, 1, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    png[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&png[12..29]); // the IHDR chunk's type and data
+    png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    let huge = dir.join("huge.png");
+    std::fs::write(&huge, &png).unwrap();
+    let err = t.load(&huge).unwrap_err().to_string();
+    assert!(err.contains("60000×60000"), "{err}");
+    let strip = dir.join("strip.png");
+    image::RgbImage::new(1, 4000).save(&strip).unwrap();
+    let err = t.load(&strip).unwrap_err().to_string();
+    assert!(err.contains("resizes to"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -12,6 +12,11 @@ use crate::error::{Error, Result};
 /// Largest crop side accepted (pixels); no published ViT evaluates above 1,024.
 pub const MAX_SIZE: usize = 4096;
 
+/// Largest image decoded or resized, in pixels (ImageNet's largest are about 20 megapixels): a
+/// header claiming more, or an aspect ratio that would resize into more, is refused before
+/// anything that size is allocated.
+pub const MAX_PIXELS: usize = 1 << 27;
+
 /// How `size / crop_ratio` becomes a whole number of pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum SideRounding {
@@ -132,6 +137,12 @@ impl EvalTransform {
         } else {
             ((side as f64 * w as f64 / h as f64) as usize, side)
         };
+        if nw.saturating_mul(nh) > MAX_PIXELS {
+            return Err(bad(format!(
+                "a {w}×{h} image resizes to {nw}×{nh}; images beyond {MAX_PIXELS} pixels (or so \
+                 elongated) are not read"
+            )));
+        }
         let filter = if self.bicubic {
             Filter::Bicubic
         } else {
@@ -160,6 +171,16 @@ impl EvalTransform {
 /// into RGB (CMYK), by the `image` crate.
 fn decode_rgb(path: &Path) -> std::result::Result<(Vec<u8>, usize, usize), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read: {e}"))?
+        .into_dimensions()
+        .map_err(|e| format!("cannot decode: {e}"))?;
+    if (w as usize).saturating_mul(h as usize) > MAX_PIXELS {
+        return Err(format!(
+            "the file says it is {w}×{h} pixels; images beyond {MAX_PIXELS} pixels are not read"
+        ));
+    }
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
         && let Ok(Ok(decoded)) = std::panic::catch_unwind(|| decode_jpeg(&bytes))
     {

@@ -155,3 +155,19 @@ fn missing_file_names_the_path() {
     let err = failure(&["info", "no/such/model.ron"]);
     assert!(err.contains("no/such/model.ron"), "{err}");
 }
+
+#[test]
+fn help_names_every_model_preset() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qvit"))
+        .args(["info", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    for name in qvit_core::arch::preset_names() {
+        let short = name.strip_prefix("efficientvit").unwrap_or("");
+        assert!(
+            help.contains(name) || (!short.is_empty() && help.contains(short)),
+            "`qvit info --help` does not name {name}"
+        );
+    }
+}

@@ -29,8 +29,9 @@ pub enum InfoFormat {
 /// as model cards count them.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// A preset name (efficientvit-b0 … b3, efficientvit-micro, deit-tiny, deit-small, deit-base,
-    /// deit-micro) or the path of a model RON file.
+    /// A preset name (efficientvit-b0, -b1, -b2, -b3, efficientvit-micro,
+    /// efficientvit-micro-spread, deit-tiny, deit-small, deit-base, deit-micro) or the path of a
+    /// model RON file.
     model: String,
     /// Input resolution in pixels (default: the spec's own).
     #[arg(long, short)]

@@ -70,5 +70,18 @@ impl Error {
     }
 }
 
+/// Refuses `value` above `max` with an [`Error::InvalidField`] naming the field; `beyond` says
+/// why the bound is safe to impose (what no real input comes near).
+pub fn at_most(origin: &str, field: &str, value: usize, max: usize, beyond: &str) -> Result<()> {
+    if value > max {
+        return Error::field(
+            origin,
+            field,
+            format!("{value} is more than qvit accepts (at most {max}); {beyond}"),
+        );
+    }
+    Ok(())
+}
+
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

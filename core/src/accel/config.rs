@@ -235,14 +235,7 @@ pub const MAX_BUFFER_KIB: usize = 1 << 24;
 /// Refuses `value` above `max`, naming the field: sizes beyond any FPGA would only make the
 /// cost model's integers wrap.
 pub fn check_size(origin: &str, field: &str, value: usize, max: usize) -> Result<()> {
-    if value > max {
-        return Error::field(
-            origin,
-            field,
-            format!("{value} is more than any FPGA design holds (at most {max})"),
-        );
-    }
-    Ok(())
+    crate::error::at_most(origin, field, value, max, "no FPGA design holds that many")
 }
 
 macro_rules! preset {

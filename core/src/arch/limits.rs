@@ -4,7 +4,7 @@
 //! memory. A spec beyond them is refused with the field and the bound, instead of building a
 //! graph that wraps an integer or exhausts memory.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Input side in pixels.
 pub const MAX_RESOLUTION: usize = 2048;
@@ -19,12 +19,5 @@ pub const MAX_SMALL: usize = 64;
 
 /// Refuses `value` above `max`, naming the field.
 pub fn at_most(origin: &str, field: &str, value: usize, max: usize) -> Result<()> {
-    if value > max {
-        return Error::field(
-            origin,
-            field,
-            format!("{value} is more than qvit accepts ({max}); no published model comes close"),
-        );
-    }
-    Ok(())
+    crate::error::at_most(origin, field, value, max, "no published model comes close")
 }

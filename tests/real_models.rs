@@ -106,25 +106,17 @@ fn end_to_end(model: &str, recipe: &str) {
     assert_eq!(cal["images"], 4);
     assert_eq!(cal["selection"]["seed"], 3);
 
+    // `eval` and `vectors` take the same model, data and quantization flags.
+    let with_model = |command: &'static str, extra: &[&'static str]| -> Vec<String> {
+        let mut args = vec![command, model, "--weights", &c.weights, "--data", &c.data];
+        args.extend(["--calibration", stats, "--recipe", recipe]);
+        args.extend(extra);
+        args.into_iter().map(String::from).collect()
+    };
     let eval = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            model,
-            "--weights",
-            &c.weights,
-            "--data",
-            &c.data,
-            "--calibration",
-            stats,
-            "--recipe",
-            recipe,
-            "--batch",
-            "2",
-            "--format",
-            "json",
-        ];
-        args.extend_from_slice(extra);
-        ok(&args)
+        let mut args = with_model("eval", &["--batch", "2", "--format", "json"]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let fake = eval(&[]);
     assert_eq!(fake["images"], 9);
@@ -154,25 +146,23 @@ fn end_to_end(model: &str, recipe: &str) {
     }
     let two = err(&["eval", "merge", &parts[0], &parts[2]]);
     assert!(two.contains("1/3"), "{two}");
+    // An edited share (shard 5 of 3) is named, not a panic.
+    let edited = c.dir.join("edited.json");
+    let text = std::fs::read_to_string(&parts[1]).unwrap();
+    std::fs::write(&edited, text.replacen("\"index\": 1", "\"index\": 5", 1)).unwrap();
+    let bad = err(&["eval", "merge", edited.to_str().unwrap()]);
+    assert!(
+        bad.contains("edited.json") && bad.contains("shard 5/3"),
+        "{bad}"
+    );
 
     // Priced and vectorised at the same scale.
     let cost = ok(&["cost", model, "--format", "json"]);
     assert!(cost["fps"].as_f64().unwrap() > 0.0);
     let vectors = c.dir.join("vectors");
-    ok(&[
-        "vectors",
-        model,
-        "--weights",
-        &c.weights,
-        "--data",
-        &c.data,
-        "--calibration",
-        stats,
-        "--recipe",
-        recipe,
-        "--out",
-        vectors.to_str().unwrap(),
-    ]);
+    let mut args = with_model("vectors", &["--out"]);
+    args.push(vectors.display().to_string());
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(vectors.join("manifest.json").is_file());
 
     // A project with the same choices gives the same result.

@@ -116,6 +116,16 @@ fn safetensors_file(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 
+/// Every tensor of `w` as (name, shape, values), named by `rename` (official name → key).
+fn tensors_of(w: &Weights, rename: impl Fn(&str) -> String) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    w.names()
+        .map(|n| {
+            let t = w.get(n).unwrap();
+            (rename(n), t.shape.clone(), t.data.clone())
+        })
+        .collect()
+}
+
 /// The official name under timm's EfficientViT naming (the inverse of qvit's mapping, written
 /// out from timm's module tree).
 fn timm_name(official: &str) -> String {
@@ -150,13 +160,7 @@ fn timm_name(official: &str) -> String {
 fn timm_efficientvit_names_load_as_the_official_ones() {
     let g = graph("efficientvit-micro");
     let reference = shipped("efficientvit-micro", &g);
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = reference
-        .names()
-        .map(|n| {
-            let t = reference.get(n).unwrap();
-            (timm_name(n), t.shape.clone(), t.data.clone())
-        })
-        .collect();
+    let tensors = tensors_of(&reference, timm_name);
     assert!(tensors.iter().any(|(n, _, _)| n.starts_with("stem.res0.")));
     let dir = std::env::temp_dir().join(format!("qvit-timm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -170,13 +174,7 @@ fn timm_efficientvit_names_load_as_the_official_ones() {
 fn duplicates_and_impossible_values_are_named() {
     let g = graph("deit-micro");
     let reference = shipped("deit-micro", &g);
-    let all: Vec<(String, Vec<usize>, Vec<f32>)> = reference
-        .names()
-        .map(|n| {
-            let t = reference.get(n).unwrap();
-            (n.to_string(), t.shape.clone(), t.data.clone())
-        })
-        .collect();
+    let all = tensors_of(&reference, str::to_string);
     let dir = std::env::temp_dir().join(format!("qvit-bad-weights-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("w.safetensors");
@@ -221,13 +219,7 @@ fn duplicates_and_impossible_values_are_named() {
         .find(|n| n.ends_with("running_var"))
         .unwrap()
         .to_string();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = reference
-        .names()
-        .map(|n| {
-            let t = reference.get(n).unwrap();
-            (n.to_string(), t.shape.clone(), t.data.clone())
-        })
-        .collect();
+    let mut tensors = tensors_of(&reference, str::to_string);
     tensors.iter_mut().find(|t| t.0 == var).unwrap().2[0] = -1.0;
     let dir = std::env::temp_dir().join(format!("qvit-bad-var-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

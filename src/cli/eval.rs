@@ -117,13 +117,15 @@ impl std::str::FromStr for Shard {
 }
 
 impl Shard {
-    /// This share of `total` images in batches of `batch`: whole batches, so that every image
-    /// is computed in the same batch as in an unsharded run.
+    /// This share of `total` images in batches of `batch` (≥ 1): whole batches, so that every
+    /// image is computed in the same batch as in an unsharded run. In u128, so that no share of
+    /// a count read from a file can wrap.
     fn range(self, total: usize, batch: usize) -> std::ops::Range<usize> {
+        let (total, batch) = (total as u128, batch.max(1) as u128);
         let batches = total.div_ceil(batch);
-        let first = self.index * batches / self.count;
-        let last = (self.index + 1) * batches / self.count;
-        (first * batch).min(total)..(last * batch).min(total)
+        let count = self.count.max(1) as u128;
+        let at = |i: u128| ((i * batches / count) * batch).min(total) as usize;
+        at(self.index as u128)..at(self.index as u128 + 1)
     }
 }
 
@@ -302,6 +304,16 @@ fn merge(parts: &[PathBuf], format: Format) -> anyhow::Result<()> {
                 path.display()
             )
         })?;
+        let (shard, batch) = (r.shard, r.setup.batch);
+        if shard.count == 0 || shard.index >= shard.count || batch == 0 {
+            anyhow::bail!(
+                "{}: shard {}/{} with batch {batch} is not one `qvit eval --shard` writes; was \
+                 the file edited?",
+                path.display(),
+                shard.index,
+                shard.count
+            );
+        }
         results.push((path.clone(), r));
     }
     let (first_path, first) = &results[0];

@@ -39,16 +39,23 @@ impl Weights {
     /// wrappers of published checkpoints (see [`names`]); BatchNorm's `num_batches_tracked`
     /// counters may be present or absent.
     pub fn load(path: &Path, graph: &Graph) -> Result<Self> {
+        use std::io::Read;
         let origin = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        if torch_file::looks_like_torch(&bytes) {
-            drop(bytes);
+        };
+        // The first bytes tell the format; a torch file is then read by its own reader, which
+        // reads only the tensors the model has.
+        let mut head = Vec::with_capacity(4);
+        std::fs::File::open(path)
+            .and_then(|f| f.take(4).read_to_end(&mut head))
+            .map_err(io)?;
+        if torch_file::looks_like_torch(&head) {
             let tensors = check::match_graph(torch_file::entries(path)?, &origin, graph)?;
             return Ok(Self { origin, tensors });
         }
+        let bytes = std::fs::read(path).map_err(io)?;
         Self::from_safetensors(&bytes, &origin, graph)
     }
 

@@ -4,13 +4,12 @@
 
 use qvit_core::data::Dataset;
 use qvit_core::eval::evaluate;
-use qvit_core::exec::int::encoding::Encoding;
 use qvit_core::exec::int::{IntExecutor, compile};
 use qvit_core::quant::{self, FakeQuantExecutor, QuantPlan, QuantSettings, Recipe, calibrate};
 
 mod common;
 
-use common::{Micro, micro};
+use common::{Agreement, Micro, micro, report};
 
 fn dataset(test: bool) -> Dataset {
     if test {
@@ -46,98 +45,10 @@ fn plan(m: &Micro, recipe: &str, bits: &str) -> QuantPlan {
     .unwrap()
 }
 
-/// The code a fake-quant value stands for.
-fn code_of(e: &Encoding, x: f32, c: usize) -> i32 {
-    match e {
-        Encoding::Linear { .. } => {
-            let (s, z, o) = e.linear(c).unwrap();
-            ((x as f64 - o) / s).round() as i32 + z
-        }
-        Encoding::Log(_) => e.code_of(x as f64, c),
-    }
-}
-
-/// Per point: (name, elements, within ±1, max |difference|). `local`: every step runs on the
-/// codes of the fake-quant executor's inputs, so each op's arithmetic is measured alone;
-/// otherwise the integer network runs end to end and differences accumulate.
-fn agreement(
-    m: &Micro,
-    plan: &QuantPlan,
-    images: usize,
-    local: bool,
-) -> Vec<(String, usize, usize, i32)> {
-    let program = compile(&m.graph, &m.folded, plan).unwrap();
-    let int = IntExecutor::new(&program);
-    let fake = FakeQuantExecutor::new(&m.graph, &m.folded, plan).unwrap();
+/// Per point: (name, elements, within ±1, max |difference|) on test images `0..images`.
+fn agreement(m: &Micro, plan: &QuantPlan, images: usize, local: bool) -> Vec<Agreement> {
     let batch = dataset(true).batch(0..images).unwrap();
-    let n = m.graph.nodes().len();
-    let mut fake_values: Vec<Option<qvit_core::tensor::Tensor>> = vec![None; n];
-    fake.forward_observed(&batch.images, &mut |id, t| {
-        fake_values[id] = Some(t.clone())
-    })
-    .unwrap();
-    let mut rows: Vec<(String, usize, usize, i32)> = program
-        .points
-        .iter()
-        .map(|p| (p.name.clone(), 0, 0, 0))
-        .collect();
-    let mut scratch = Default::default();
-    for b in 0..images {
-        // The fake-quant executor's values as codes, node by node.
-        let mut fake_codes: Vec<Vec<i32>> = vec![Vec::new(); n];
-        for p in &program.points {
-            let f = fake_values[p.node].as_ref().unwrap().item(b);
-            let dst = &mut fake_codes[p.node];
-            dst.resize(f.len(), 0);
-            p.layout
-                .for_each(|c, i| dst[i] = code_of(&p.encoding, f[i], c));
-        }
-        let codes = if local {
-            let mut got: Vec<Vec<i32>> = vec![Vec::new(); n];
-            got[0] = int.quantize_image(batch.images.item(b));
-            for step in &program.steps {
-                let inputs: Vec<&[i32]> = step
-                    .inputs
-                    .iter()
-                    .map(|&k| fake_codes[k].as_slice())
-                    .collect();
-                let out = int.run_step(step, &inputs, &mut scratch);
-                if fake_codes[step.node].is_empty() {
-                    fake_codes[step.node] = out.clone(); // moves codes only (concat, class token)
-                }
-                got[step.node] = out;
-            }
-            got
-        } else {
-            int.run_image(batch.images.item(b), &|_| true)
-        };
-        for (row, p) in rows.iter_mut().zip(&program.points) {
-            let (got, want) = (&codes[p.node], &fake_codes[p.node]);
-            p.layout.for_each(|_, i| {
-                let d = (got[i] - want[i]).abs();
-                row.1 += 1;
-                row.2 += usize::from(d <= 1);
-                row.3 = row.3.max(d);
-            });
-        }
-    }
-    rows
-}
-
-fn report(model: &str, recipe: &str, rows: &[(String, usize, usize, i32)]) -> f64 {
-    let total: usize = rows.iter().map(|r| r.1).sum();
-    let within: usize = rows.iter().map(|r| r.2).sum();
-    eprintln!("{model} {recipe}: per-point codes within ±1 LSB of fake-quant");
-    for (name, n, w, max) in rows {
-        eprintln!(
-            "  {:6.2} %  max {:3}  {name}",
-            100.0 * *w as f64 / *n as f64,
-            max
-        );
-    }
-    let share = 100.0 * within as f64 / total as f64;
-    eprintln!("  all: {share:.3} % of {total} elements");
-    share
+    common::agreement(&m.graph, &m.folded, plan, &batch.images, local)
 }
 
 #[test]

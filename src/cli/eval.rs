@@ -64,7 +64,10 @@ pub struct EvalArgs {
     /// fake. Implies quantization.
     #[arg(long, value_enum)]
     executor: Option<ExecutorArg>,
-    /// Also print each layer's weight and activation SQNR (on the first 64 test images).
+    /// Also print each layer's weight and activation SQNR (on the first 64 test images). With
+    /// `--executor int` a column adds the integer executor's own tensors (decoded with the
+    /// compile-time scales) against float, beside fake-quant's: where integer arithmetic adds
+    /// error.
     #[arg(long)]
     layers: bool,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
@@ -259,7 +262,23 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         let images = data.batch(0..data.len().min(64))?.images;
         let weights = diagnostics::weight_quality(&model.folded, fake.weights(), fake.plan());
         let acts = diagnostics::activation_quality(graph, &model.folded, fake, &images)?;
-        emit(&layer_table(fake.plan(), &weights, &acts, args.format)?)?;
+        let int_acts = match &program {
+            Some(program) => Some(diagnostics::int_network_quality(
+                graph,
+                &model.folded,
+                fake.plan(),
+                program,
+                &images,
+            )?),
+            None => None,
+        };
+        emit(&layer_table(
+            fake.plan(),
+            &weights,
+            &acts,
+            int_acts.as_deref(),
+            args.format,
+        )?)?;
     }
     Ok(())
 }
@@ -389,48 +408,59 @@ fn layer_table(
     plan: &QuantPlan,
     weights: &[diagnostics::WeightQuality],
     acts: &[diagnostics::ActivationQuality],
+    int_network: Option<&[f64]>,
     format: Format,
 ) -> anyhow::Result<String> {
     if let Format::Json = format {
         return Ok(serde_json::to_string_pretty(&serde_json::json!({
             "weights": weights,
             "activations": acts,
+            "int_network_sqnr_db": int_network,
         }))? + "\n");
     }
-    let mut t = table(
-        &[
-            "tensor",
-            "kind",
-            "bits",
-            "SQNR",
-            "network",
-            "what the recipe did",
-        ],
-        &[2, 3, 4],
-    );
-    for (a, q) in plan.activations.iter().zip(acts) {
-        t.add_row(vec![
+    let mut header = vec!["tensor", "kind", "bits", "SQNR", "network"];
+    if int_network.is_some() {
+        header.push("int network");
+    }
+    header.push("what the recipe did");
+    let numeric: Vec<usize> = (2..header.len() - 1).collect();
+    let mut t = table(&header, &numeric);
+    for (p, (a, q)) in plan.activations.iter().zip(acts).enumerate() {
+        let mut row = vec![
             a.point.clone(),
             "activation".into(),
             a.bits.to_string(),
             format!("{:.1}", q.tensor_sqnr_db),
             format!("{:.1}", q.network_sqnr_db),
-            a.note.clone(),
-        ]);
+        ];
+        if let Some(int) = int_network {
+            row.push(format!("{:.1}", int[p]));
+        }
+        row.push(a.note.clone());
+        t.add_row(row);
     }
     for (w, q) in plan.weights.iter().zip(weights) {
-        t.add_row(vec![
+        let mut row = vec![
             w.layer.clone(),
             "weights".into(),
             w.bits.to_string(),
             format!("{:.1}", q.sqnr_db),
             String::new(),
-            w.note.clone(),
-        ]);
+        ];
+        if int_network.is_some() {
+            row.push(String::new());
+        }
+        row.push(w.note.clone());
+        t.add_row(row);
     }
+    let int_note = if int_network.is_some() {
+        "; int network = the integer executor's tensor against the float model's"
+    } else {
+        ""
+    };
     Ok(format!(
-        "\nper-layer SQNR (dB; network = against the float model's tensor, errors accumulated)\n{}\n",
-        t
+        "\nper-layer SQNR (dB; network = the fake-quant network's tensor against the float \
+         model's, errors accumulated{int_note})\n{t}\n"
     ))
 }
 

@@ -2,14 +2,18 @@
 //! activations, and per-channel activation boxes before and after Trio-ViT's transforms. One
 //! API for the CLI's tables and the explorer's views.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::fake::FakeQuantExecutor;
 use super::histogram::Histogram;
 use super::plan::{QuantPlan, out_channels, weight_of};
 use super::stats::{BoxStats, CalibrationStats};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exec::float::FloatExecutor;
+use crate::exec::int::IntExecutor;
+use crate::exec::int::IntProgram;
+use crate::exec::int::program::PointCodes;
 use crate::graph::Graph;
 use crate::tensor::Tensor;
 use crate::weights::FoldedWeights;
@@ -68,6 +72,48 @@ pub fn weight_quality(
         .collect()
 }
 
+/// Every activation point's float values on `images` (per image, in layout order), with the
+/// energy of the float values and of their quantization error at that point alone.
+struct FloatPoints {
+    values: Vec<Vec<f32>>,
+    signal: Vec<f64>,
+    tensor_noise: Vec<f64>,
+}
+
+fn float_points(
+    graph: &Graph,
+    params: &FoldedWeights,
+    plan: &QuantPlan,
+    images: &Tensor,
+) -> Result<FloatPoints> {
+    let mut at_node = vec![Vec::new(); graph.nodes().len()];
+    for (i, a) in plan.activations.iter().enumerate() {
+        at_node[a.node].push(i);
+    }
+    let n = plan.activations.len();
+    let mut out = FloatPoints {
+        values: vec![Vec::new(); n],
+        signal: vec![0.0; n],
+        tensor_noise: vec![0.0; n],
+    };
+    FloatExecutor::new(graph, params)?.forward_observed(images, &mut |id, t| {
+        for &p in &at_node[id] {
+            let a = &plan.activations[p];
+            let mut kept = Vec::with_capacity(a.layout.len() * t.batch());
+            for x in t.data.chunks(t.item_len()) {
+                a.layout.for_each(|c, i| {
+                    let v = x[i];
+                    out.signal[p] += (v as f64).powi(2);
+                    out.tensor_noise[p] += (v as f64 - a.fake(v, c) as f64).powi(2);
+                    kept.push(v);
+                });
+            }
+            out.values[p] = kept;
+        }
+    })?;
+    Ok(out)
+}
+
 /// SQNR of every activation point on `images`, from one float and one fake-quant pass.
 pub fn activation_quality(
     graph: &Graph,
@@ -80,32 +126,15 @@ pub fn activation_quality(
     for (i, a) in plan.activations.iter().enumerate() {
         at_node[a.node].push(i);
     }
-    let n = plan.activations.len();
-    let (mut signal, mut tensor_noise, mut network_noise) =
-        (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
-    let mut float_values: Vec<Vec<f32>> = vec![Vec::new(); n];
-    FloatExecutor::new(graph, params)?.forward_observed(images, &mut |id, t| {
-        for &p in &at_node[id] {
-            let a = &plan.activations[p];
-            let mut kept = Vec::with_capacity(a.layout.len() * t.batch());
-            for x in t.data.chunks(t.item_len()) {
-                a.layout.for_each(|c, i| {
-                    let v = x[i];
-                    signal[p] += (v as f64).powi(2);
-                    tensor_noise[p] += (v as f64 - a.fake(v, c) as f64).powi(2);
-                    kept.push(v);
-                });
-            }
-            float_values[p] = kept;
-        }
-    })?;
+    let float = float_points(graph, params, plan, images)?;
+    let mut network_noise = vec![0.0f64; plan.activations.len()];
     executor.forward_observed(images, &mut |id, t| {
         for &p in &at_node[id] {
             let a = &plan.activations[p];
             let mut k = 0;
             for x in t.data.chunks(t.item_len()) {
                 a.layout.for_each(|_, i| {
-                    network_noise[p] += (x[i] as f64 - float_values[p][k] as f64).powi(2);
+                    network_noise[p] += (x[i] as f64 - float.values[p][k] as f64).powi(2);
                     k += 1;
                 });
             }
@@ -118,9 +147,76 @@ pub fn activation_quality(
         .map(|(p, a)| ActivationQuality {
             point: a.point.clone(),
             bits: a.bits,
-            tensor_sqnr_db: sqnr_db(signal[p], tensor_noise[p]),
-            network_sqnr_db: sqnr_db(signal[p], network_noise[p]),
+            tensor_sqnr_db: sqnr_db(float.signal[p], float.tensor_noise[p]),
+            network_sqnr_db: sqnr_db(float.signal[p], network_noise[p]),
         })
+        .collect())
+}
+
+/// Per activation point of `plan` (in its order), the SQNR of the integer executor's codes —
+/// decoded with the compile-time scales — against the float network's tensor on `images`:
+/// where integer arithmetic adds error to the fake-quant network's.
+pub fn int_network_quality(
+    graph: &Graph,
+    params: &FoldedWeights,
+    plan: &QuantPlan,
+    program: &IntProgram,
+    images: &Tensor,
+) -> Result<Vec<f64>> {
+    let float = float_points(graph, params, plan, images)?;
+    let points = plan
+        .activations
+        .iter()
+        .map(|a| {
+            program
+                .points
+                .iter()
+                .find(|p| p.name == a.point)
+                .ok_or_else(|| Error::Graph {
+                    model: graph.model.clone(),
+                    layer: a.point.clone(),
+                    message: "the integer program was compiled from another plan".into(),
+                })
+        })
+        .collect::<Result<Vec<&PointCodes>>>()?;
+    let mut kept = vec![false; graph.nodes().len()];
+    for p in &points {
+        kept[p.node] = true;
+    }
+    let int = IntExecutor::new(program);
+    // Per image in parallel, summed in image order (the same sums on any thread count).
+    let per_image: Vec<Vec<f64>> = (0..images.batch())
+        .into_par_iter()
+        .map(|b| {
+            let codes = int.run_image(images.item(b), &|node| kept[node]);
+            points
+                .iter()
+                .zip(&plan.activations)
+                .enumerate()
+                .map(|(p, (point, a))| {
+                    let values = &codes[point.node];
+                    let mut k = b * a.layout.len();
+                    let mut noise = 0.0;
+                    point.layout.for_each(|c, i| {
+                        let v = point.encoding.value_of(values[i], c);
+                        noise += (v - float.values[p][k] as f64).powi(2);
+                        k += 1;
+                    });
+                    noise
+                })
+                .collect()
+        })
+        .collect();
+    let mut noise = vec![0.0; plan.activations.len()];
+    for image in per_image {
+        for (total, n) in noise.iter_mut().zip(image) {
+            *total += n;
+        }
+    }
+    Ok(noise
+        .iter()
+        .zip(&float.signal)
+        .map(|(&n, &s)| sqnr_db(s, n))
         .collect())
 }
 

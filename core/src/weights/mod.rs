@@ -7,6 +7,7 @@
 
 mod check;
 mod fold;
+mod measured_norms;
 pub mod names;
 mod safetensors_file;
 mod torch_file;

@@ -1,6 +1,11 @@
 //! Helpers shared by the integration tests: the shipped micro models and Fashion-MNIST sets.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod agreement;
+
+#[allow(unused_imports)] // not every test file uses them
+pub use agreement::{Agreement, agreement, report};
+
 use qvit_core::arch::ArchSpec;
 use qvit_core::assets;
 use qvit_core::data::{Dataset, Normalize};

@@ -6,8 +6,11 @@
 use super::dyadic::Dyadic;
 use super::encoding::{Encoding, log_level};
 use super::kernels::PackedA;
+use super::nonlinear::LevelEncoder;
 use super::nonlinear::gelu_exponent_bits;
+use super::nonlinear::layernorm::MAX_EXACT_VARIANCE;
 use super::nonlinear::shiftexp::exp_unit;
+use super::nonlinear::softmax::{COMPILED_INPUT_BITS, MAX_TOKENS, PROBABILITY_BITS};
 use super::ops::elementwise::{Add, ChannelMap, ClassPos, Pool};
 use super::ops::layernorm::LayerNorm;
 use super::ops::linear_attention::{Context, Divide, Normalize, Query};
@@ -48,6 +51,34 @@ fn fail<T>(graph: &Graph, layer: &str, message: impl Into<String>) -> Result<T> 
         message: message.into(),
     })
 }
+
+/// Refuses a step whose accumulator can pass `limit`: `worst` is the largest magnitude it can
+/// reach, bounded from the program's own constants and code ranges.
+fn accumulator_fits(
+    graph: &Graph,
+    layer: &str,
+    worst: u128,
+    limit: u128,
+    what: impl std::fmt::Display,
+) -> Result<()> {
+    if worst <= limit {
+        return Ok(());
+    }
+    fail(
+        graph,
+        layer,
+        format!(
+            "{what} can reach {worst}, beyond the {limit} its accumulator holds; the integer \
+             executor cannot run this layer exactly (use narrower codes or a smaller layer)"
+        ),
+    )
+}
+
+/// The largest value of an i32 accumulator.
+const I32_LIMIT: u128 = i32::MAX as u128;
+/// The largest value of an i64 accumulator that leaves room for the bias and the
+/// requantization's product (which the executors form in i128).
+const I64_LIMIT: u128 = 1 << 62;
 
 /// Compiles a model for the integer executor.
 pub fn compile(graph: &Graph, params: &FoldedWeights, plan: &QuantPlan) -> Result<IntProgram> {
@@ -329,6 +360,13 @@ impl Compiler<'_> {
                 let shape = &graph.node(x).shape;
                 let (ch, plane) = (shape[0], shape[1] * shape[2]);
                 let l = self.linear(x, ch)?;
+                accumulator_fits(
+                    graph,
+                    &node.name,
+                    plane as u128 * (l.qmax - l.qmin) as u128,
+                    I64_LIMIT,
+                    format!("the sum over {plane} positions"),
+                )?;
                 let scale: Vec<f64> = l.scale.iter().map(|s| s / plane as f64).collect();
                 StepOp::Pool(Pool {
                     plane,
@@ -371,18 +409,43 @@ impl Compiler<'_> {
                 let tokens = graph.node(qkv).shape[0];
                 let l = self.linear(qkv, 3 * heads * head_dim)?;
                 self.per_tensor(qkv, &l)?;
-                let j = ((65536.0 / tokens as f64).log2().floor() as i32).clamp(4, 12);
+                let span = (l.qmax - l.qmin) as u128;
+                accumulator_fits(
+                    graph,
+                    &node.name,
+                    *head_dim as u128 * span * span,
+                    I32_LIMIT,
+                    format!("q·kᵀ over {head_dim} dimensions of codes spanning {span}"),
+                )?;
                 let s_acc = l.scale[0] * l.scale[0] * scale;
+                let j = COMPILED_INPUT_BITS;
+                if tokens > MAX_TOKENS {
+                    return fail(
+                        graph,
+                        &node.name,
+                        format!(
+                            "{tokens} tokens: the integer Softmax's row sum holds at most {MAX_TOKENS}"
+                        ),
+                    );
+                }
+                let enc = Encoder::new(
+                    &[2f64.powi(-(PROBABILITY_BITS as i32))],
+                    &[0.0],
+                    need(graph, &node.name, out_enc.as_ref(), "an output quantizer")?,
+                    1,
+                    &node.name,
+                )?;
                 StepOp::ScoresSoftmax(ScoresSoftmax {
                     heads: *heads,
                     head_dim: *head_dim,
                     tokens,
                     zero: l.zero[0],
+                    // Real logit = x·ln 2·2^−j: the exponential is then 2^(x·2^−j).
                     to_x: Requant::new(
                         &[s_acc],
                         &[0.0],
                         &Target {
-                            scale: &[2f64.powi(-j)],
+                            scale: &[std::f64::consts::LN_2 * 2f64.powi(-(j as i32))],
                             zero: &[0],
                             offset: &[0.0],
                             range: (-(1 << 30), 1 << 30),
@@ -390,17 +453,12 @@ impl Compiler<'_> {
                         1,
                         &node.name,
                     )?,
-                    x0: -(1i64 << j),
-                    codes: {
-                        let enc = Encoder::new(
-                            &[2f64.powi(-15)],
-                            &[0.0],
-                            need(graph, &node.name, out_enc.as_ref(), "an output quantizer")?,
-                            1,
-                            &node.name,
-                        )?;
-                        (0..=1i64 << 15).map(|v| enc.encode(v, 0)).collect()
-                    },
+                    input_bits: j,
+                    codes: LevelEncoder::from_monotone(
+                        |v| enc.encode(v, 0),
+                        0,
+                        1 << PROBABILITY_BITS,
+                    ),
                 })
             }
             Op::AttentionMix { heads, head_dim } => {
@@ -699,9 +757,36 @@ impl Compiler<'_> {
         let narrow_x = input.qmin + lift >= 0 && input.qmax + lift <= 255;
         let depthwise = matches!(&prod.op, Op::Conv2d(c) if c.is_depthwise());
         let mut correction = vec![0i64; outs];
-        let weights = if depthwise && narrow_w && span <= 255 {
+        // The largest |Σ w·x| of any output channel: the sum of its |w| times the widest input
+        // (the int8 path adds `lift` to every code, so its inputs reach 255).
+        let row_abs = (0..outs)
+            .map(|o| {
+                codes[o * per_out..(o + 1) * per_out]
+                    .iter()
+                    .map(|&v| v.unsigned_abs() as u128)
+                    .sum::<u128>()
+            })
+            .max()
+            .unwrap_or(0);
+        let depthwise_path = depthwise && narrow_w && span <= 255;
+        let int8_path = !depthwise_path && narrow_w && narrow_x;
+        let (widest, limit) = if int8_path {
+            (255, I32_LIMIT)
+        } else if depthwise_path {
+            (span as u128, I32_LIMIT)
+        } else {
+            (span as u128, I64_LIMIT)
+        };
+        accumulator_fits(
+            graph,
+            name,
+            row_abs * widest,
+            limit,
+            format!("the weighted sum over {per_out} inputs (K)"),
+        )?;
+        let weights = if depthwise_path {
             Weights::Depthwise(codes.iter().map(|&v| v as i16).collect())
-        } else if narrow_w && narrow_x {
+        } else if int8_path {
             for (o, corr) in correction.iter_mut().enumerate() {
                 *corr = (0..per_out)
                     .map(|t| {
@@ -941,6 +1026,14 @@ impl Compiler<'_> {
         let bits = 32 - ((l.qmax - l.qmin) as u32).leading_zeros();
         let max_alpha = alpha.iter().copied().max().unwrap_or(0);
         let promote = 15u32.saturating_sub(bits + max_alpha);
+        let widest = ((l.qmax - l.qmin) as u128) << (max_alpha + promote);
+        accumulator_fits(
+            graph,
+            name,
+            dim as u128 * widest * widest,
+            MAX_EXACT_VARIANCE as u128,
+            format!("the variance of {dim} channels of up to ±{widest}"),
+        )?;
         let unit = (dim as f64).sqrt() / 2f64.powi(30);
         let scale: Vec<f64> = weight.iter().map(|&g| g as f64 * unit).collect();
         let offset: Vec<f64> = bias.iter().map(|&b| b as f64).collect();

@@ -161,6 +161,17 @@ impl Encoding {
         })
     }
 
+    /// The real value of code `q` in channel `c` (for reports: the executor never decodes).
+    pub fn value_of(&self, q: i32, c: usize) -> f64 {
+        match self {
+            Encoding::Linear { .. } => {
+                let (s, z, o) = self.linear(c).expect("linear");
+                s * (q - z) as f64 + o
+            }
+            Encoding::Log(l) => log_level(l, q),
+        }
+    }
+
     /// The code a real value takes (compile time only: constants such as the code of 0).
     pub fn code_of(&self, x: f64, c: usize) -> i32 {
         match self {

@@ -4,10 +4,20 @@
 //! value `z = (y·⌊(2^31 − 1)/std⌋) >> 1 ≈ 2^30·y/std`. The real normalised value is
 //! `z·√C/2^30`; the affine γ, β are applied by the requantization that follows.
 
-/// Ten integer Newton steps for `√var` from 2^16, `k ← ⌊(k + ⌊var/k⌋)/2⌋`. Exact (`⌊√var⌋`,
-/// or one more when `var = k² − 1` makes the iteration oscillate) for `√var` from about 300 up
-/// to 2^22 (measured: the ten steps fall short from about 2^22.9); smaller variances come out too large (var = 0 gives 64), which is I-ViT's
-/// behaviour and never divides by zero.
+/// The smallest variance from which [`newton_sqrt`] is exact (`√var` = 378).
+pub const MIN_EXACT_VARIANCE: u64 = 142_883;
+
+/// The largest variance up to which [`newton_sqrt`] is exact (`√var` = 2^22). The compiler
+/// keeps every LayerNorm's variance within it.
+pub const MAX_EXACT_VARIANCE: u64 = 1 << 44;
+
+/// Ten integer Newton steps for `√var` from 2^16, `k ← ⌊(k + ⌊var/k⌋)/2⌋`, ported literally
+/// from I-ViT. Exact — `⌊√var⌋`, or one more when `var = k² − 1` makes the iteration
+/// oscillate — for every `var` from [`MIN_EXACT_VARIANCE`] to [`MAX_EXACT_VARIANCE`]: checked
+/// for every `var` below 2^24 and sampled above (`newton_is_isqrt_in_its_range`). Below the
+/// range the ten steps have not come down from 2^16 and the result is too large (var = 0 gives
+/// 64, var = 142,882 gives 378 for 377): I-ViT's behaviour, which never divides by zero. Above it the
+/// steps have not yet climbed to the root.
 pub fn newton_sqrt(var: u64) -> u64 {
     let mut k: u64 = 1 << 16;
     for _ in 0..10 {
@@ -17,6 +27,9 @@ pub fn newton_sqrt(var: u64) -> u64 {
 }
 
 /// Normalises one row `x` (integers at a common scale) into `z`, returning the `std` used.
+/// Exact for rows whose `Σ(x − mean)²` lies in `MIN_EXACT_VARIANCE..=MAX_EXACT_VARIANCE`; the
+/// compiler bounds every LayerNorm's variance by the top of that range (`compile`), and the
+/// executor promotes its inputs so that rows of any real spread reach the bottom.
 pub fn i_layernorm(x: &[i64], z: &mut [i64]) -> u64 {
     let c = x.len() as i64;
     let sum: i64 = x.iter().sum();
@@ -71,7 +84,7 @@ mod tests {
     #[test]
     fn newton_by_hand() {
         assert_eq!(newton_sqrt(0), 64); // never 0
-        assert_eq!(newton_sqrt(10_000), 108); // too large below ~300
+        assert_eq!(newton_sqrt(10_000), 108); // too large below the exact range
         assert_eq!(newton_sqrt(999_999), 1000); // var = k² − 1 oscillates to k
         assert_eq!(newton_sqrt(7_730_447), 2780);
         assert_eq!(newton_sqrt((1 << 32) - 1), 65536);
@@ -91,12 +104,28 @@ mod tests {
         assert_eq!(round_half_even_div(-5, 2), -2);
     }
 
-    proptest::proptest! {
-        #[test]
-        fn newton_is_isqrt_in_its_range(root in 300u64..4_000_000, extra in 0u64..1000) {
-            let var = root * root + extra.min(2 * root);
+    /// Every variance below 2^24: exact from `MIN_EXACT_VARIANCE` on, not just below it.
+    #[test]
+    fn newton_is_exact_from_the_documented_bound() {
+        let exact = |var: u64| {
             let k = newton_sqrt(var);
-            let isqrt = (var as f64).sqrt().floor() as u64;
+            let isqrt = var.isqrt();
+            k == isqrt || (k == isqrt + 1 && var + 1 == k * k)
+        };
+        assert!(!exact(MIN_EXACT_VARIANCE - 1));
+        assert_eq!(newton_sqrt(MIN_EXACT_VARIANCE - 1), 378); // ⌊√142,882⌋ = 377
+        assert_eq!(newton_sqrt(90_576), 301); // √ = 300.96: the first counter-example
+        let first_bad = (MIN_EXACT_VARIANCE..1 << 24).find(|&v| !exact(v));
+        assert_eq!(first_bad, None);
+    }
+
+    proptest::proptest! {
+        /// Sampled over the rest of the documented range, up to `MAX_EXACT_VARIANCE`.
+        #[test]
+        fn newton_is_isqrt_in_its_range(root in 4096u64..=1 << 22, extra in 0u64..=1 << 23) {
+            let var = (root * root + extra.min(2 * root)).min(MAX_EXACT_VARIANCE);
+            let k = newton_sqrt(var);
+            let isqrt = var.isqrt();
             proptest::prop_assert!(k == isqrt || (k == isqrt + 1 && var + 1 == k * k), "{var}: {k}");
         }
     }

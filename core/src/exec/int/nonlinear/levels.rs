@@ -30,6 +30,33 @@ impl LevelEncoder {
         Self { thresholds, codes }
     }
 
+    /// The thresholds of a non-decreasing step function `code(v)` over `lo..=hi`, found by
+    /// bisection between its changes: an exact table of any monotone encoder (a uniform
+    /// requantization included) on a bounded input, searched with one comparison per level.
+    pub fn from_monotone(code: impl Fn(i64) -> i32, lo: i64, hi: i64) -> Self {
+        let mut thresholds = Vec::new();
+        let mut codes = vec![code(lo)];
+        let mut from = lo;
+        let last = code(hi);
+        while codes[codes.len() - 1] != last {
+            let current = codes[codes.len() - 1];
+            // code(a) == current, code(b) != current.
+            let (mut a, mut b) = (from, hi);
+            while b - a > 1 {
+                let mid = a + (b - a) / 2;
+                if code(mid) == current {
+                    a = mid;
+                } else {
+                    b = mid;
+                }
+            }
+            thresholds.push(a);
+            codes.push(code(b));
+            from = b;
+        }
+        Self { thresholds, codes }
+    }
+
     #[inline]
     pub fn encode(&self, v: i64) -> i32 {
         self.codes[self.thresholds.partition_point(|&t| v > t)]
@@ -50,5 +77,17 @@ mod tests {
         let codes: Vec<i32> = (0..8).map(|v| enc.encode(v)).collect();
         // real 0, 0.5, 1, 1.5 → level 1 (code 2); 2, 2.5 → level 2; 3, 3.5 → level 4.
         assert_eq!(codes, [2, 2, 2, 1, 1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn a_monotone_function_becomes_its_thresholds() {
+        // Rounding v/10 half up, clamped to 0..=3, over 0..=100.
+        let f = |v: i64| ((v + 5) / 10).min(3) as i32;
+        let enc = LevelEncoder::from_monotone(f, 0, 100);
+        assert_eq!(enc.thresholds, [4, 14, 24]);
+        assert_eq!(enc.codes, [0, 1, 2, 3]);
+        assert!((0..=100).all(|v| enc.encode(v) == f(v)));
+        let flat = LevelEncoder::from_monotone(|_| 7, 0, 100);
+        assert!(flat.thresholds.is_empty() && flat.encode(50) == 7);
     }
 }

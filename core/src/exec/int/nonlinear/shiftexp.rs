@@ -53,16 +53,17 @@ pub fn shiftmax(x: &[i32], x0: i64, n: u32, b: u32, exps: &mut Vec<i64>, out: &m
     }
 }
 
-/// ShiftGELU over one row `x` at scale `s` (`x0 = ⌊−1/(s·1.702)⌋`, `n = 23` in I-ViT):
-/// `GELU(x) ≈ x·σ(1.702x)`, with the sigmoid as `e1/(e1 + e2)`, `e1 = exp(x − max)`,
-/// `e2 = exp(−max)`. Writes `y = x·sig` at scale `s·2^−7`, `sig` in `0..=127`. The sum is exact
-/// in i64 without a clamp (I-ViT's clamp would turn a huge `e2` into a wrong `f = 1`).
+/// ShiftGELU over one row `x` at scale `s` (`x0 = ⌊−1/(s·1.702)⌋`, `n = 23` in I-ViT), exactly
+/// as I-ViT's simulator computes it: `GELU(x) ≈ x·σ(1.702x)`, with the sigmoid as
+/// `e1/(e1 + e2)`, `e1 = exp(x − max)`, `e2 = exp(−max)`, the sum clamped to `2^31 − 1` so that
+/// `f = ⌊(2^31 − 1)/S⌋ ≥ 1`. Writes `y = x·sig` at scale `s·2^−7`, `sig` in `0..=127`. Kept so
+/// that I-ViT's arithmetic can be reproduced bit for bit; the executor runs [`sigmoid_gelu`].
 pub fn shift_gelu(x: &[i32], x0: i64, n: u32, out: &mut [i64]) {
     let m = x.iter().copied().max().unwrap_or(0) as i64;
     let e2 = shift_exp(-m, x0, n);
     for (o, &v) in out.iter_mut().zip(x) {
         let e1 = shift_exp(v as i64 - m, x0, n);
-        let f = i32::MAX as i64 / (e1 + e2).max(1);
+        let f = i32::MAX as i64 / (e1 + e2).clamp(1, i32::MAX as i64);
         let sig = (e1 * f) >> 24;
         *o = v as i64 * sig;
     }
@@ -153,12 +154,19 @@ mod tests {
         assert_eq!(shift_exp(0, -10, 15), 10 << 15);
     }
 
+    /// A row whose maximum is negative: `e2` is huge, I-ViT clamps the sum to `2^31 − 1`, so
+    /// `f = 1` and `sig = e1 >> 24` (s = 0.05, x = −40: e1 = 12·2^23, sig = 6, y = −240; the
+    /// real GELU(−2)/0.05·2^7 is −116.5).
     #[test]
-    fn gelu_of_an_all_negative_row_is_zero_or_tiny() {
-        let x = [-400, -350, -300];
+    fn gelu_of_an_all_negative_row_follows_i_vit() {
+        let x0 = exp_unit((0.05f32 * 1.702) as f64);
+        let mut y = [0i64; 1];
+        shift_gelu(&[-40], x0, 23, &mut y);
+        assert_eq!(y, [-240]);
         let mut y = [0i64; 3];
-        shift_gelu(&x, exp_unit(0.05 * 1.702), 23, &mut y);
-        assert!(y.iter().all(|&v| v == 0), "{y:?}");
+        shift_gelu(&[-400, -350, -300], x0, 23, &mut y);
+        // Only the row maximum has e1 = 12·2^23 (sig 6); the others' e1 < 2^24 give sig 0.
+        assert_eq!(y, [0, 0, -1800]);
     }
 
     /// On the executor's input grids (a quarter of an 8-bit output step, s ≤ 0.02, where

@@ -1,11 +1,12 @@
-//! DeiT's attention in integers: `q·kᵀ` accumulated in i32, requantized to Shiftmax's input
-//! scale `2^−j` (so `x0 = −2^j` and the division by `x0` is a shift; `j` keeps
-//! `tokens·2^j·2^15 ≤ 2^31`, so I-ViT's sum clamp never acts), Shiftmax to 16 bits at `2^−15`,
-//! encoded into the post-Softmax point; then `P·V` with the probabilities decoded to integers.
+//! DeiT's attention in integers: `q·kᵀ` accumulated in i32, requantized to base-2 exponents
+//! at `2^−j` (`log2 e` folded into the multiplier), the exactly normalised integer Softmax
+//! ([`softmax_row`]) to probabilities at `2^−24`, encoded into the post-Softmax point by
+//! thresholds; then `P·V` with the probabilities decoded to integers.
 
 use super::super::kernels::Isa;
 use super::super::kernels::axpy::axpy;
-use super::super::nonlinear::shiftmax;
+use super::super::nonlinear::LevelEncoder;
+use super::super::nonlinear::softmax_row;
 use super::super::requant::{Encoder, Requant};
 use super::Scratch;
 
@@ -16,12 +17,12 @@ pub struct ScoresSoftmax {
     pub head_dim: usize,
     pub tokens: usize,
     pub zero: i32,
-    /// Accumulator → Shiftmax input at scale `2^−j`.
+    /// Accumulator → base-2 exponent at scale `2^−input_bits`.
     pub to_x: Requant,
-    pub x0: i64,
-    /// Shiftmax output (`2^−15`, so `0..=2^15`) → the point's code, tabulated once at
-    /// compile time from the point's encoder: exact, and a lookup per element.
-    pub codes: Vec<i32>,
+    pub input_bits: u32,
+    /// Probability (`2^−24`, so `0..=2^24`) → the point's code: the point's encoder as
+    /// thresholds, found once at compile time (exact, a binary search per element).
+    pub codes: LevelEncoder,
 }
 
 impl ScoresSoftmax {
@@ -56,10 +57,10 @@ impl ScoresSoftmax {
                 for (xj, &a) in x.iter_mut().zip(&acc) {
                     *xj = self.to_x.apply(a as i64, 0) as i32;
                 }
-                shiftmax(&x, self.x0, 15, 16, &mut s.wide, &mut p);
+                softmax_row(&x, self.input_bits, &mut s.wide, &mut p);
                 let row = &mut out[(head * n + i) * n..(head * n + i + 1) * n];
                 for (o, &v) in row.iter_mut().zip(&p) {
-                    *o = self.codes[v as usize];
+                    *o = self.codes.encode(v as i64);
                 }
             }
         }

@@ -1,0 +1,179 @@
+//! The integer executor at full size: DeiT-T and EfficientViT-B1 @ 224 (DeiT-S on request),
+//! random weights under official names with BatchNorm statistics measured from the model's own
+//! activations (so activations have a trained model's scale), synthetic images. For every
+//! recipe of the family with an integer form, at W8A8 and W4A8:
+//!
+//! - the integer executor's logits are within 1 dB of fake-quant's SQNR against float;
+//! - run layer by layer on fake-quant's codes, ≥ 99 % of each point's codes are within ±1 of
+//!   fake-quant's, except after Softmax and GELU, where integer functions approximate exp and
+//!   erf (their figures are printed).
+//!
+//! `cargo test --release -p qvit-core --test int_scale -- --nocapture` prints the table in
+//! `docs/int-executor.md`; `QVIT_SCALE_MODELS=deit-tiny,deit-small,efficientvit-b1` chooses
+//! the models (default: the first and the last).
+
+use qvit_core::arch::{ArchSpec, Family};
+use qvit_core::data::{Dataset, Normalize};
+use qvit_core::exec::float::FloatExecutor;
+use qvit_core::exec::int::{IntExecutor, compile};
+use qvit_core::graph::Graph;
+use qvit_core::quant::diagnostics::sqnr_db;
+use qvit_core::quant::{self, FakeQuantExecutor, QuantSettings, Recipe, calibrate};
+use qvit_core::rng::Rng;
+use qvit_core::tensor::Tensor;
+use qvit_core::weights::Weights;
+
+mod common;
+
+/// `count` 224×224 RGB images: a few smooth colour waves and some noise, as bytes.
+fn images(count: usize, seed: u64) -> Dataset {
+    let (h, w) = (224, 224);
+    let mut rng = Rng::new(seed);
+    let mut bytes = Vec::with_capacity(count * 3 * h * w);
+    for _ in 0..count {
+        for _ in 0..3 {
+            let waves: Vec<[f32; 4]> = (0..3)
+                .map(|_| {
+                    [
+                        rng.uniform(-0.1, 0.1),
+                        rng.uniform(-0.1, 0.1),
+                        rng.uniform(0.0, 6.3),
+                        rng.uniform(20.0, 70.0),
+                    ]
+                })
+                .collect();
+            let base = rng.uniform(60.0, 190.0);
+            for y in 0..h {
+                for x in 0..w {
+                    let v = waves.iter().fold(base, |acc, [fx, fy, phase, amp]| {
+                        acc + amp * (fx * x as f32 + fy * y as f32 + phase).sin()
+                    }) + 12.0 * rng.normal();
+                    bytes.push(v.clamp(0.0, 255.0) as u8);
+                }
+            }
+        }
+    }
+    let labels = (0..count as u32).map(|i| i % 10).collect();
+    Dataset::from_bytes("synthetic", [3, h, w], bytes, labels, Normalize::imagenet()).unwrap()
+}
+
+fn recipes(family: Family) -> &'static [&'static str] {
+    match family {
+        Family::Deit => &["minmax", "percentile", "omse", "fq-vit", "repq-vit"],
+        Family::EfficientVit => &["minmax", "percentile", "omse", "trio-vit", "trio-vit-lp"],
+    }
+}
+
+fn logit_sqnr(reference: &Tensor, got: &Tensor) -> f64 {
+    let signal: f64 = reference.data.iter().map(|&v| (v as f64).powi(2)).sum();
+    let noise: f64 = reference
+        .data
+        .iter()
+        .zip(&got.data)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    sqnr_db(signal, noise)
+}
+
+/// True for the points after the functions the integer executor approximates.
+fn approximated(point: &str) -> bool {
+    point.ends_with("softmax") || point.ends_with("mlp.act")
+}
+
+fn check_model(model: &str) {
+    let graph = Graph::build(&ArchSpec::resolve(model).unwrap()).unwrap();
+    let calibration = images(16, 1);
+    let measure = calibration.batch(0..8).unwrap().images;
+    let weights = Weights::random(&graph, 5)
+        .with_measured_batch_norms(&graph, &measure)
+        .unwrap();
+    let folded = weights.fold(&graph).unwrap();
+    let stats = calibrate(&graph, &folded, &calibration, 16, 8, &mut |_, _| {}).unwrap();
+    let test_set = images(4, 2);
+    let test = test_set.batch(0..4).unwrap().images;
+    let layer_by_layer = test_set.batch(0..2).unwrap().images;
+    let float = FloatExecutor::new(&graph, &folded)
+        .unwrap()
+        .forward(&test)
+        .unwrap();
+    let mut failures = Vec::new();
+    eprintln!(
+        "| model | recipe | bits | fake-quant SQNR | int SQNR | worst point ±1 | approximated points ±1 |"
+    );
+    for recipe in recipes(graph.family) {
+        for bits in ["w8a8", "w4a8"] {
+            let started = std::time::Instant::now();
+            let settings = QuantSettings {
+                recipe: recipe.to_string(),
+                bits: bits.parse().unwrap(),
+                ..Default::default()
+            };
+            let plan = quant::build(
+                &graph,
+                &folded,
+                &stats,
+                &Recipe::preset(recipe).unwrap(),
+                &settings,
+            )
+            .unwrap();
+            let fake = FakeQuantExecutor::new(&graph, &folded, &plan).unwrap();
+            let program = compile(&graph, &folded, &plan).unwrap();
+            let int = IntExecutor::new(&program);
+            let fake_db = logit_sqnr(&float, &fake.forward(&test).unwrap());
+            let int_db = logit_sqnr(&float, &int.forward(&test).unwrap());
+            let rows = common::agreement(&graph, &folded, &plan, &layer_by_layer, true);
+            let share = |r: &common::Agreement| 100.0 * r.2 as f64 / r.1 as f64;
+            let exact = rows.iter().filter(|r| !approximated(&r.0));
+            let worst = exact
+                .clone()
+                .min_by(|a, b| share(a).total_cmp(&share(b)))
+                .unwrap();
+            let approx: Vec<f64> = rows
+                .iter()
+                .filter(|r| approximated(&r.0))
+                .map(share)
+                .collect();
+            let approx_range = if approx.is_empty() {
+                "—".to_string()
+            } else {
+                let lo = approx.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = approx.iter().copied().fold(0.0, f64::max);
+                format!("{lo:.2}–{hi:.2} %")
+            };
+            eprintln!(
+                "| {model} | {recipe} | {bits} | {fake_db:.1} dB | {int_db:.1} dB | {:.2} % ({}) | {approx_range} | {:.1} s",
+                share(worst),
+                worst.0,
+                started.elapsed().as_secs_f64()
+            );
+            if int_db < fake_db - 1.0 {
+                failures.push(format!(
+                    "{recipe} {bits}: int {int_db:.1} dB, fake {fake_db:.1} dB"
+                ));
+            }
+            for r in exact.filter(|r| share(r) < 99.0) {
+                failures.push(format!(
+                    "{recipe} {bits}: {} {:.2} % within ±1",
+                    r.0,
+                    share(r)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{model}:\n{}", failures.join("\n"));
+}
+
+fn models() -> Vec<String> {
+    std::env::var("QVIT_SCALE_MODELS")
+        .unwrap_or_else(|_| "deit-tiny,efficientvit-b1".into())
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn integer_logits_follow_fake_quant_at_full_size() {
+    for model in models() {
+        check_model(&model);
+    }
+}

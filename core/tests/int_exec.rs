@@ -216,3 +216,117 @@ fn low_and_wide_bit_widths_compile_and_match() {
         assert!(share >= 99.9, "{bits}: {share:.3} %");
     }
 }
+
+/// A hardware team's check: from the golden-vector files alone — input codes, `.weights.npy`,
+/// `.bias.npy` and the manifest's rescale record — every plain linear layer and 1×1 conv
+/// recomputes its output codes exactly (`Σ w·x + bias` over raw codes, then the record's
+/// multiply, addend, half-up shift and saturation).
+#[test]
+fn golden_vector_rescale_records_rebuild_the_outputs() {
+    use qvit_core::exec::int::vectors::{self, read_npy_i32};
+    for (model, recipe) in [
+        ("deit-micro", "repq-vit"),
+        ("efficientvit-micro", "trio-vit"),
+    ] {
+        let m = micro(model);
+        let p = plan(&m, recipe, "w8a8");
+        let program = compile(&m.graph, &m.folded, &p).unwrap();
+        let int = IntExecutor::new(&program);
+        let dir = std::env::temp_dir().join(format!(
+            "qvit-rescale-{model}-{recipe}-{}",
+            std::process::id()
+        ));
+        let image = dataset(true).batch(5..6).unwrap().images;
+        vectors::write(&m.graph, &int, image.item(0), &dir).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let read =
+            |file: &serde_json::Value| read_npy_i32(&dir.join(file.as_str().unwrap())).unwrap();
+        let read64 = |file: &serde_json::Value| {
+            let bytes = std::fs::read(dir.join(file.as_str().unwrap())).unwrap();
+            let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+            bytes[10 + len..]
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect::<Vec<i64>>()
+        };
+        let mut rebuilt = 0;
+        for step in manifest["steps"].as_array().unwrap() {
+            let rescale = step["rescale"].as_array().unwrap();
+            let plain = step["kind"] == "weighted"
+                && rescale.len() == 1
+                && step["nonlinear"].is_null()
+                && step["thresholds"].as_array().unwrap().is_empty();
+            let constants: std::collections::HashMap<&str, &serde_json::Value> = step["constants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c[0].as_str().unwrap(), &c[1]["file"]))
+                .collect();
+            if !plain {
+                continue;
+            }
+            let (x_shape, x) = read(&step["inputs"][0]["file"]);
+            let (w_shape, w) = read(constants["weights"]);
+            let bias = read64(constants["bias"]);
+            let (out_shape, want) = read(&step["output"]["file"]);
+            let (outs, k) = (w_shape[0], w_shape[1]);
+            // Token-major linear ([T, in] → [T, out]) or a 1×1 conv ([in, P] → [out, P]).
+            let token_major = x_shape.len() == 2 && x_shape[1] == k;
+            let one_by_one =
+                x_shape.len() == 3 && x_shape[0] == k && out_shape[1..] == x_shape[1..];
+            if !token_major && !one_by_one {
+                continue;
+            }
+            let positions = x.len() / k;
+            let r = &rescale[0];
+            let at = |v: &serde_json::Value, o: usize| {
+                let a = v.as_array().unwrap();
+                a[o.min(a.len() - 1)].clone()
+            };
+            let (lo, hi) = (
+                r["saturate"][0].as_i64().unwrap(),
+                r["saturate"][1].as_i64().unwrap(),
+            );
+            for o in 0..outs {
+                let m = at(&r["multiplier"], o).as_i64().unwrap() as i128;
+                let shift = at(&r["shift"], o).as_u64().unwrap() as u32;
+                let addend = at(&r["addend"], o).as_i64().unwrap() as i128;
+                for pos in 0..positions {
+                    let acc: i64 = (0..k)
+                        .map(|c| {
+                            let xv = if token_major {
+                                x[pos * k + c]
+                            } else {
+                                x[c * positions + pos]
+                            };
+                            w[o * k + c] as i64 * xv as i64
+                        })
+                        .sum::<i64>()
+                        + bias[o];
+                    let v = acc as i128 * m + addend;
+                    let v = if shift == 0 {
+                        v
+                    } else {
+                        (v + (1i128 << (shift - 1))) >> shift
+                    };
+                    let got = v.clamp(lo as i128, hi as i128) as i32;
+                    let idx = if token_major {
+                        pos * outs + o
+                    } else {
+                        o * positions + pos
+                    };
+                    assert_eq!(
+                        got, want[idx],
+                        "{model} {}: channel {o}, position {pos}",
+                        step["name"]
+                    );
+                }
+            }
+            rebuilt += 1;
+        }
+        eprintln!("{model} {recipe}: {rebuilt} layers rebuilt from the golden-vector files");
+        assert!(rebuilt >= 4, "{model}: only {rebuilt} layers checked");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

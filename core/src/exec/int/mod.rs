@@ -41,6 +41,7 @@ pub mod nonlinear;
 pub mod ops;
 pub mod program;
 pub mod requant;
+pub mod rescale;
 pub mod vectors;
 
 pub use compile::compile;

@@ -1,7 +1,9 @@
 //! Golden vectors for RTL testbenches: for one image, every step's integer inputs and output,
 //! and for weighted layers their integer weights, biases and requantization constants, as
 //! `.npy` files with a JSON manifest (`manifest.json`) that names each file, its shape and what
-//! it holds. Written by `qvit vectors`.
+//! it holds, and per step its rescale records (multiplier, shift, addend with the zero-points
+//! folded, rounding, saturation), threshold tables and non-linear constants
+//! ([`super::rescale`]). Written by `qvit vectors`.
 //!
 //! The `.npy` files are NumPy format 1.0, little-endian, C order: `int32` codes and weights,
 //! `int64` biases and addends. Everything is written to a fresh folder file by file, each file
@@ -15,6 +17,7 @@ use super::executor::IntExecutor;
 use super::ops::weighted::{Output, Weights};
 use super::program::StepOp;
 use super::requant::{Encoder, Epilogue, Requant};
+use super::rescale::{StepConstants, step_constants};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::ron_io::write_atomic;
@@ -37,6 +40,10 @@ pub struct StepEntry {
     pub output: ArrayEntry,
     /// Integer constants of weighted layers: `weights`, `bias`, `multiplier`, `shift`, `addend`.
     pub constants: Vec<(String, ArrayEntry)>,
+    /// Every requantization (rescale records), threshold table and non-linear constant of the
+    /// step, and what its output codes mean.
+    #[serde(flatten)]
+    pub step: StepConstants,
 }
 
 /// The manifest written beside the arrays.
@@ -104,15 +111,24 @@ pub fn write(graph: &Graph, exec: &IntExecutor<'_>, image: &[f32], dir: &Path) -
                 "weights".into(),
                 write_npy(dir, &format!("{stem}.weights.npy"), &codes, &shape)?,
             ));
-            let bias: Vec<i64> = match &w.weights {
-                Weights::Int8(_) => w
-                    .bias
-                    .iter()
-                    .zip(&w.correction)
-                    .map(|(b, c)| b - c)
-                    .collect(),
-                _ => w.bias.clone(),
-            };
+            // One convention for every path: `Σ w·x + bias` over the raw input codes (padding
+            // holds each channel's zero-point), so the input zero-points are folded here.
+            let per_out = codes.len() / w.out_channels;
+            let per_channel = per_out / (w.in_channels / w.groups).max(1);
+            let cout_g = w.out_channels / w.groups;
+            let bias: Vec<i64> = (0..w.out_channels)
+                .map(|o| {
+                    let folded: i64 = codes[o * per_out..(o + 1) * per_out]
+                        .iter()
+                        .enumerate()
+                        .map(|(t, &wv)| {
+                            let c = (o / cout_g) * (w.in_channels / w.groups) + t / per_channel;
+                            wv as i64 * w.zero[c.min(w.zero.len() - 1)] as i64
+                        })
+                        .sum();
+                    w.bias[o] - folded
+                })
+                .collect();
             constants.push((
                 "bias".into(),
                 write_npy64(dir, &format!("{stem}.bias.npy"), &bias)?,
@@ -146,6 +162,11 @@ pub fn write(graph: &Graph, exec: &IntExecutor<'_>, image: &[f32], dir: &Path) -
                 ));
             }
         }
+        let encoding = program
+            .points
+            .iter()
+            .find(|p| p.node == step.node)
+            .map(|p| &p.encoding);
         steps.push(StepEntry {
             index,
             name: step.name.clone(),
@@ -153,6 +174,7 @@ pub fn write(graph: &Graph, exec: &IntExecutor<'_>, image: &[f32], dir: &Path) -
             inputs,
             output,
             constants,
+            step: step_constants(&step.op, encoding),
         });
     }
     let manifest = Manifest {

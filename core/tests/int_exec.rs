@@ -330,3 +330,67 @@ fn golden_vector_rescale_records_rebuild_the_outputs() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// A patch embedding over 64 channels of 33×33 patches is a GEMM with K = 69,696; with
+/// full-scale weights (every code ±127) its i32 accumulator could reach 69,696·127·255 >
+/// 2^31, so compiling refuses it and names the layer.
+#[test]
+fn a_gemm_whose_accumulator_can_overflow_is_refused() {
+    use qvit_core::arch::ArchSpec;
+    use qvit_core::data::Normalize;
+    use qvit_core::graph::Graph;
+    use qvit_core::tensor::Tensor;
+    use qvit_core::weights::Weights;
+    let spec = ArchSpec::from_ron(
+        "DeiT(name: \"deit-wide-patch\", resolution: 66, in_channels: 64, num_classes: 10, \
+         patch_size: 33, embed_dim: 16, depth: 1, num_heads: 2, mlp_ratio: 2.0, qkv_bias: true, \
+         ln_eps: 1e-6)",
+        "test spec",
+    )
+    .unwrap();
+    let graph = Graph::build(&spec).unwrap();
+    let mut weights = Weights::random(&graph, 3);
+    let name = "patch_embed.proj.weight";
+    let shape = weights.get(name).unwrap().shape.clone();
+    let n: usize = shape.iter().product();
+    let full_scale = (0..n)
+        .map(|i| if i % 2 == 0 { 0.01 } else { -0.01 })
+        .collect();
+    weights
+        .replace(name, Tensor::new(shape, full_scale))
+        .unwrap();
+    let folded = weights.fold(&graph).unwrap();
+    let pixels = 64 * 66 * 66;
+    let bytes = (0..4 * pixels).map(|i| (i * 37 % 251) as u8).collect();
+    let data = Dataset::from_bytes(
+        "test images",
+        [64, 66, 66],
+        bytes,
+        vec![0, 1, 2, 3],
+        Normalize {
+            mean: vec![0.5; 64],
+            std: vec![0.25; 64],
+        },
+    )
+    .unwrap();
+    let stats = calibrate(&graph, &folded, &data, 4, 4, &mut |_, _| {}).unwrap();
+    let settings = QuantSettings {
+        recipe: "minmax".into(),
+        ..Default::default()
+    };
+    let plan = quant::build(
+        &graph,
+        &folded,
+        &stats,
+        &Recipe::preset("minmax").unwrap(),
+        &settings,
+    )
+    .unwrap();
+    let err = compile(&graph, &folded, &plan).unwrap_err().to_string();
+    assert!(
+        err.contains("patch_embed.proj")
+            && err.contains("69696 inputs")
+            && err.contains("accumulator"),
+        "{err}"
+    );
+}

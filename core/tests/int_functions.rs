@@ -6,7 +6,8 @@ use qvit_core::exec::int::encoding::{Encoding, log_boundaries};
 use qvit_core::exec::int::nonlinear::hardswish::{hardswish_exponent, hardswish_product};
 use qvit_core::exec::int::nonlinear::shiftexp::exp_unit;
 use qvit_core::exec::int::nonlinear::{
-    LevelEncoder, gelu_exponent_bits, i_layernorm, shiftmax, sigmoid_gelu,
+    LevelEncoder, gelu_exponent_bits, i_layernorm, shift_gelu, shiftmax, sigmoid_gelu, softmax,
+    softmax_row,
 };
 use qvit_core::quant::quantizer::Log;
 use qvit_core::rng::Rng;
@@ -20,29 +21,69 @@ fn errors_over_the_int8_range() {
     eprintln!("| function | inputs | max abs error |\n|---|---|---|");
     let mut rng = Rng::new(5);
 
-    // Shiftmax: rows of 50 int8 logits at scale 2^−4 (the executor's input grid for 50 tokens
-    // is finer; a coarse grid is the worst case), probabilities against float softmax.
-    let mut worst: f64 = 0.0;
+    // Softmax on the grid the compiler uses (base-2 logits at 2^−10) for DeiT's 197 tokens,
+    // logit spreads 0–16: worst probability error and worst row sum. Beside it I-ViT's
+    // Shiftmax on I-ViT's own grid (int8 logits at s = 16/127) and on the grid qvit's compiler
+    // used before (2^−j with j = ⌊log2(65,536/N)⌋, x0 = −2^j), where its reciprocal
+    // ⌊(2^31 − 1)/S⌋ is a small integer and rows lose mass.
+    let tokens = 197;
+    let j = softmax::COMPILED_INPUT_BITS;
+    let one = (1u64 << softmax::PROBABILITY_BITS) as f64;
+    let (mut worst, mut worst_sum) = (0.0f64, 0.0f64);
+    let (mut ivit_worst, mut ivit_sum) = (0.0f64, 0.0f64);
+    let (mut old_worst, mut old_sum) = (0.0f64, 0.0f64);
     let mut buf = Vec::new();
-    for _ in 0..2000 {
-        let x: Vec<i32> = (0..50).map(|_| rng.below(255) as i32 - 127).collect();
-        let s = 1.0 / 16.0;
-        let mut out = vec![0; 50];
+    for t in 0..400 {
+        let spread = 16.0 * t as f64 / 399.0;
+        let logits: Vec<f64> = (0..tokens).map(|_| spread * rng.unit() as f64).collect();
+        let m = logits.iter().copied().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = logits.iter().map(|&v| (v - m).exp()).collect();
+        let total: f64 = e.iter().sum();
+        let exact: Vec<f64> = e.iter().map(|v| v / total).collect();
+        let mut measure = |out: &[i32], unit: f64, worst: &mut f64, sum_err: &mut f64| {
+            let sum: f64 = out.iter().map(|&p| p as f64 * unit).sum();
+            *sum_err = sum_err.max((sum - 1.0).abs());
+            for (&p, &q) in out.iter().zip(&exact) {
+                *worst = worst.max((p as f64 * unit - q).abs());
+            }
+        };
+        let unit = std::f64::consts::LN_2 / (1u64 << j) as f64;
+        let x: Vec<i32> = logits.iter().map(|&v| (v / unit).round() as i32).collect();
+        let mut out = vec![0; tokens];
+        softmax_row(&x, j, &mut buf, &mut out);
+        measure(&out, 1.0 / one, &mut worst, &mut worst_sum);
+        // I-ViT: int8 logits at one scale for every row, s = 16/127 (the qact before its
+        // Softmax is per tensor, calibrated over all rows), n = 15, 16 bits.
+        let s = 16.0 / 127.0;
+        let x: Vec<i32> = logits.iter().map(|&v| (v / s).round() as i32).collect();
         shiftmax(&x, exp_unit(s), 15, 16, &mut buf, &mut out);
-        let m = *x.iter().max().unwrap() as f64;
-        let e: Vec<f64> = x.iter().map(|&v| ((v as f64 - m) * s).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        for (o, ei) in out.iter().zip(&e) {
-            worst = worst.max((*o as f64 / 32768.0 - ei / sum).abs());
-        }
+        measure(&out, 1.0 / 32768.0, &mut ivit_worst, &mut ivit_sum);
+        let old_j = (65536.0 / tokens as f64).log2().floor() as i32;
+        let s = 2f64.powi(-old_j);
+        let x: Vec<i32> = logits.iter().map(|&v| (v / s).round() as i32).collect();
+        shiftmax(&x, -(1i64 << old_j), 15, 16, &mut buf, &mut out);
+        measure(&out, 1.0 / 32768.0, &mut old_worst, &mut old_sum);
     }
     row(
-        "Shiftmax (n = 15, 16-bit out)",
-        "50 int8 logits, s = 1/16",
+        "Softmax (qvit: base-2, quadratic 2^−t, 24-bit out)",
+        "197 tokens at 2^−10, spreads 0–16",
         worst,
-        "(probability)",
+        &format!("(probability); row sums off by ≤ {worst_sum:.2e}"),
     );
-    assert!(worst < 0.05);
+    row(
+        "Shiftmax (I-ViT, n = 15, 16-bit out)",
+        "197 int8 logits at s = 16/127",
+        ivit_worst,
+        &format!("(probability); row sums off by ≤ {ivit_sum:.3}"),
+    );
+    row(
+        "Shiftmax on 2^−8 (the grid qvit used before)",
+        "197 tokens, x0 = −256",
+        old_worst,
+        &format!("(probability); row sums off by ≤ {old_sum:.3}"),
+    );
+    assert!(worst < 0.01 && worst_sum < 1e-3);
+    assert!(old_sum > 0.2, "the old grid's loss of mass: {old_sum}");
 
     // GELU at the executor's grid: s a quarter of a 0.04 output step.
     let s = 0.01;
@@ -62,6 +103,37 @@ fn errors_over_the_int8_range() {
         "",
     );
     assert!(worst < 0.03);
+
+    // Both GELUs on I-ViT's own grid, int8 inputs at s = 6/127 (one row, so I-ViT's row
+    // maximum is 127): qvit's per-element sigmoid with 15 bits against I-ViT's ShiftGELU
+    // (`shift_gelu`, 7-bit sigmoid, n = 23).
+    let s = 6.0 / 127.0;
+    let x: Vec<i32> = (-127..=127).collect();
+    let exact = |q: i32| {
+        let v = q as f64 * s;
+        v * 0.5 * (1.0 + libm::erf(v / std::f64::consts::SQRT_2))
+    };
+    let x0 = exp_unit((s as f32 * 1.702) as f64);
+    let mut ivit = vec![0i64; x.len()];
+    shift_gelu(&x, x0, 23, &mut ivit);
+    let ivit_worst = x
+        .iter()
+        .zip(&ivit)
+        .map(|(&q, &y)| (y as f64 * s / 128.0 - exact(q)).abs())
+        .fold(0.0, f64::max);
+    let n = gelu_exponent_bits(x0);
+    let qvit_worst = x
+        .iter()
+        .map(|&q| (sigmoid_gelu(q, x0, n, 15) as f64 * s / 32768.0 - exact(q)).abs())
+        .fold(0.0, f64::max);
+    row("GELU (qvit, as above)", "int8 at s = 6/127", qvit_worst, "");
+    row(
+        "ShiftGELU (I-ViT, 7-bit sigmoid)",
+        "int8 at s = 6/127, one row",
+        ivit_worst,
+        "",
+    );
+    assert!(qvit_worst < ivit_worst);
 
     // I-LayerNorm: rows of 64 int8 values promoted by 7 bits, against float LayerNorm.
     let mut worst: f64 = 0.0;

@@ -40,7 +40,7 @@ fn errors_over_the_int8_range() {
         let e: Vec<f64> = logits.iter().map(|&v| (v - m).exp()).collect();
         let total: f64 = e.iter().sum();
         let exact: Vec<f64> = e.iter().map(|v| v / total).collect();
-        let mut measure = |out: &[i32], unit: f64, worst: &mut f64, sum_err: &mut f64| {
+        let measure = |out: &[i32], unit: f64, worst: &mut f64, sum_err: &mut f64| {
             let sum: f64 = out.iter().map(|&p| p as f64 * unit).sum();
             *sum_err = sum_err.max((sum - 1.0).abs());
             for (&p, &q) in out.iter().zip(&exact) {

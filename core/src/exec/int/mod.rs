@@ -17,16 +17,25 @@
 //!   graph runs; I-ViT's PyTorch simulator rounds half to even in float64, which differs only on
 //!   exact ties. qvit's fake quantizers round the same way. The product is formed exactly (i128
 //!   in this reference; at most 63 bits for a 32-bit accumulator).
-//! - **Accumulators.** int8 products accumulate in i32 (`K·255·127 < 2^31` for `K < 66,000`);
-//!   attention products, pooling sums and wide (> 8-bit) layers in i64.
+//! - **Accumulators.** int8 products accumulate in i32, attention products, pooling sums and
+//!   wide (> 8-bit) layers in i64. Every accumulator's bound is checked when the program is
+//!   compiled, from the layer's own weight codes and code ranges (GEMM and conv sums,
+//!   `q·kᵀ`, `P·V`, pooling, LayerNorm's variance, the Softmax's token count); a layer that
+//!   could overflow is refused with an error naming it.
 //! - **Biases** are i32 at the accumulator's scale `s_x·s_w[o]`; zero-points are folded into them.
 //! - **Residual adds** bring both operands to the output scale with one shared shift and round
 //!   once (I-ViT requantizes each operand, which rounds twice).
-//! - **Non-linear functions**: see [`nonlinear`]: Shiftmax (n = 15, 16-bit output at 2^−15,
-//!   input requantized to `2^−j` so `x0 = −2^j`), ShiftGELU (n = 23, 7-bit sigmoid, input at a
-//!   quarter of the output step), I-LayerNorm (inputs promoted to ~16 bits by a left shift,
-//!   ten Newton steps, γ and β in the requantization; the float ε is not modelled), Hardswish
-//!   on a value requantized to `3/2^j`.
+//! - **Non-linear functions**: see [`nonlinear`]. Softmax is qvit's exactly normalised
+//!   integer Softmax ([`nonlinear::softmax`]: logits requantized to base-2 exponents at
+//!   `2^−10`, a quadratic `2^−t`, one 32-bit reciprocal per row, probabilities at `2^−24`),
+//!   not I-ViT's Shiftmax, whose reciprocal `⌊(2^31 − 1)/S⌋` loses up to half the row's mass
+//!   on fine grids. GELU is `x·σ(1.702x)` with the sigmoid from one shift exponential of
+//!   `−1.702|x|` per element, 15 bits ([`nonlinear::sigmoid_gelu`], input at a quarter of the
+//!   output step, `n = gelu_exponent_bits(x0)`), not I-ViT's row-wise ShiftGELU with a 7-bit
+//!   sigmoid ([`nonlinear::shift_gelu`], kept bit-exact to I-ViT). I-LayerNorm is I-ViT's
+//!   (inputs promoted to ~16 bits by a left shift, ten Newton steps, γ and β in the
+//!   requantization; the float ε is not modelled). Hardswish works on a value requantized to
+//!   `3/2^j`.
 //! - **Logits** are requantized per class to one common scale, so argmax over the integers is
 //!   argmax over the real logits.
 //! - **The image** is quantized once at the boundary with the plan's 8-bit image quantizer,

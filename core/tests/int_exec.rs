@@ -83,17 +83,20 @@ fn efficientvit_int_top1_matches_fake_quant() {
 }
 
 #[test]
-fn deit_codes_match_fake_quant_except_the_approximated_nonlinearities() {
-    // Shiftmax and the integer GELU approximate exp and erf, so their points differ from
-    // fake-quant's exact functions by more than rounding; every other point matches to ±1.
+fn deit_codes_match_fake_quant_including_softmax_and_gelu() {
+    // The integer Softmax and GELU approximate exp and erf (within 0.3 % and 0.0006), close
+    // enough that their points, too, match fake-quant's exact functions to ±1 almost
+    // everywhere; every other point matches to ±1 on every element.
     let m = micro("deit-micro");
-    for (recipe, floor) in [("fq-vit", 99.0), ("repq-vit", 98.0)] {
+    for recipe in ["fq-vit", "repq-vit"] {
         let p = plan(&m, recipe, "w8a8");
         let rows = agreement(&m, &p, 16, true);
         let share = report("deit-micro", &format!("{recipe}, layer by layer"), &rows);
-        assert!(share >= floor, "{recipe}: {share:.3} % within ±1 LSB");
+        assert!(share >= 99.99, "{recipe}: {share:.3} % within ±1 LSB");
         for (name, n, within, _) in &rows {
-            if !name.ends_with("softmax") && !name.ends_with("mlp.act") {
+            if name.ends_with("softmax") || name.ends_with("mlp.act") {
+                assert!(*within as f64 >= 0.999 * *n as f64, "{recipe}: {name}");
+            } else {
                 assert_eq!(within, n, "{recipe}: {name}");
             }
         }

@@ -7,9 +7,8 @@ use super::dyadic::Dyadic;
 use super::encoding::{Encoding, log_level};
 use super::kernels::PackedA;
 use super::nonlinear::LevelEncoder;
-use super::nonlinear::gelu_exponent_bits;
+use super::nonlinear::gelu::GeluConstants;
 use super::nonlinear::layernorm::MAX_EXACT_VARIANCE;
-use super::nonlinear::shiftexp::exp_unit;
 use super::nonlinear::softmax::{COMPILED_INPUT_BITS, MAX_TOKENS, PROBABILITY_BITS};
 use super::ops::elementwise::{Add, ChannelMap, ClassPos, Pool};
 use super::ops::layernorm::LayerNorm;
@@ -834,7 +833,13 @@ impl Compiler<'_> {
                     Encoding::Log(l) => l.scale as f64 / 256.0,
                 };
                 let s_g = step / 4.0;
-                let x0 = exp_unit((s_g as f32 * 1.702f32) as f64);
+                let Some(constants) = GeluConstants::new(s_g) else {
+                    return fail(
+                        graph,
+                        name,
+                        format!("GELU's input step {s_g} has no integer form"),
+                    );
+                };
                 Output::Gelu {
                     to_x: Requant::new(
                         &acc_scale,
@@ -848,8 +853,7 @@ impl Compiler<'_> {
                         outs,
                         name,
                     )?,
-                    x0,
-                    n: gelu_exponent_bits(x0),
+                    gelu: constants,
                     // 20-bit multipliers: x·σ reaches 2^39 (see `Weighted::emit`).
                     out: match Encoder::new(
                         &[s_g / 2f64.powi(SIGMOID_BITS as i32)],

@@ -29,9 +29,9 @@
 //!   integer Softmax ([`nonlinear::softmax`]: logits requantized to base-2 exponents at
 //!   `2^−10`, a quadratic `2^−t`, one 32-bit reciprocal per row, probabilities at `2^−24`),
 //!   not I-ViT's Shiftmax, whose reciprocal `⌊(2^31 − 1)/S⌋` loses up to half the row's mass
-//!   on fine grids. GELU is `x·σ(1.702x)` with the sigmoid from one shift exponential of
-//!   `−1.702|x|` per element, 15 bits ([`nonlinear::sigmoid_gelu`], input at a quarter of the
-//!   output step, `n = gelu_exponent_bits(x0)`), not I-ViT's row-wise ShiftGELU with a 7-bit
+//!   on fine grids. GELU is the tanh form `x·σ(z)` with the sigmoid from one base-2
+//!   exponential per element, 15 bits ([`nonlinear::gelu`], input at a quarter of the output
+//!   step), not I-ViT's row-wise `x·σ(1.702x)` ShiftGELU with a 7-bit
 //!   sigmoid ([`nonlinear::shift_gelu`], kept bit-exact to I-ViT). I-LayerNorm is I-ViT's
 //!   (inputs promoted to ~16 bits by a left shift, ten Newton steps, γ and β in the
 //!   requantization; the float ε is not modelled). Hardswish works on a value requantized to

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use super::encoding::Encoding;
+use super::nonlinear::gelu::GELU_INPUT_BITS;
 use super::nonlinear::softmax::{EXP_BITS, FRACTION_B, PROBABILITY_BITS};
 use super::ops::linear_attention::Divide;
 use super::ops::weighted::{Output, SIGMOID_BITS};
@@ -124,13 +125,16 @@ pub fn step_constants(op: &StepOp, output: Option<&Encoding>) -> StepConstants {
         StepOp::Weighted(w) => match &w.output {
             Output::Epilogue(e) => c.epilogue("accumulator + bias → output", e, none),
             Output::Logits(r) => c.requant("accumulator + bias → logits (one scale)", r, none),
-            Output::Gelu { to_x, x0, n, out } => {
+            Output::Gelu { to_x, gelu, out } => {
                 c.requant("accumulator + bias → GELU input x", to_x, none);
-                c.encoder("x·σ(1.702x) → output", out, none);
+                c.encoder("x·σ(z) → output", out, none);
                 c.nonlinear = Some(serde_json::json!({
-                    "function": "sigmoid_gelu: x·σ(1.702x), σ from one shift exponential of −1.702|x|",
-                    "x0": x0,
-                    "n": n,
+                    "function": "gelu: x·σ(z), z the tanh form; t = (c1·min(|x|, limit) + c3·min(|x|, limit)³ + 2^(shift−1)) >> shift at 2^−input_bits; e = 2^−t·2^30; σ = 2^30 or e over 2^30 + e",
+                    "c1": gelu.c1,
+                    "c3": gelu.c3,
+                    "shift": gelu.shift,
+                    "limit": gelu.limit,
+                    "input_bits": GELU_INPUT_BITS,
                     "sigmoid_bits": SIGMOID_BITS,
                 }));
             }

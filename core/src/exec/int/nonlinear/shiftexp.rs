@@ -57,7 +57,7 @@ pub fn shiftmax(x: &[i32], x0: i64, n: u32, b: u32, exps: &mut Vec<i64>, out: &m
 /// as I-ViT's simulator computes it: `GELU(x) ≈ x·σ(1.702x)`, with the sigmoid as
 /// `e1/(e1 + e2)`, `e1 = exp(x − max)`, `e2 = exp(−max)`, the sum clamped to `2^31 − 1` so that
 /// `f = ⌊(2^31 − 1)/S⌋ ≥ 1`. Writes `y = x·sig` at scale `s·2^−7`, `sig` in `0..=127`. Kept so
-/// that I-ViT's arithmetic can be reproduced bit for bit; the executor runs [`sigmoid_gelu`].
+/// that I-ViT's arithmetic can be reproduced bit for bit; the executor runs [`super::gelu`].
 pub fn shift_gelu(x: &[i32], x0: i64, n: u32, out: &mut [i64]) {
     let m = x.iter().copied().max().unwrap_or(0) as i64;
     let e2 = shift_exp(-m, x0, n);
@@ -67,32 +67,6 @@ pub fn shift_gelu(x: &[i32], x0: i64, n: u32, out: &mut [i64]) {
         let sig = (e1 * f) >> 24;
         *o = v as i64 * sig;
     }
-}
-
-/// GELU as the executor computes it, per element: `x·σ(1.702x)` with `σ` from the one
-/// exponential `e = exp(−1.702|x|)` (shift-based, as in [`shift_exp`]): `σ = 1/(1 + e)` for
-/// `x ≥ 0`, `e/(1 + e)` below, as the floor of `num·2^sig_bits/(1 + e)` — one integer division
-/// per element, as in I-ViT, but without its reciprocal `⌊(2^31 − 1)/S⌋`, which is a small
-/// integer (21 in its worked example) and costs the sigmoid most of its bits. Returns `x·σ` at
-/// scale `s·2^−sig_bits`.
-///
-/// I-ViT's [`shift_gelu`] subtracts the row maximum instead. Both of its exponentials are then
-/// clamped at `2^−n` once `1.702·max` passes `n·ln 2` (about 16 for n = 23) — harmless for its
-/// int8 inputs (|x| ≤ 6.4) but, for wider fc1 outputs, it turns `σ` of every negative input
-/// into ½. The per-element form needs no row reduction and has no such limit. `1 + e` is
-/// `|x0|·2^n`, so `n` must keep it below 2^31 ([`gelu_exponent_bits`]).
-#[inline]
-pub fn sigmoid_gelu(x: i32, x0: i64, n: u32, sig_bits: u32) -> i64 {
-    let e = shift_exp(-(x.abs() as i64), x0, n);
-    let one = -x0 << n;
-    let num = if x >= 0 { one } else { e };
-    x as i64 * ((num << sig_bits) / (one + e))
-}
-
-/// The largest `n ≤ 23` with `|x0|·2^n < 2^30`, so [`sigmoid_gelu`]'s `1 + e` fits.
-pub fn gelu_exponent_bits(x0: i64) -> u32 {
-    let bits = 64 - (-x0).leading_zeros();
-    23u32.min(30u32.saturating_sub(bits))
 }
 
 /// `⌊−1/s⌋` for a scale `s` as the layer's f32 constant (I-ViT computes it in f32).
@@ -134,21 +108,6 @@ mod tests {
     }
 
     #[test]
-    fn sigmoid_gelu_by_hand() {
-        // s = 0.05, s' = 0.0851, x0 = −12: at x = 0 the output is 0; at x = 20 (real 1.0)
-        // σ(1.702) = 0.846, GELU ≈ 0.846; x·σ at scale 0.05·2^−15.
-        let x0 = exp_unit((0.05f32 * 1.702) as f64);
-        assert_eq!(sigmoid_gelu(0, x0, 23, 15), 0);
-        let y = sigmoid_gelu(20, x0, 23, 15) as f64 * 0.05 / 32768.0;
-        assert!((y - 0.846).abs() < 0.02, "{y}");
-        // Symmetry of the sigmoid: GELU(x) − GELU(−x) = x.
-        let (p, m) = (sigmoid_gelu(40, x0, 23, 15), sigmoid_gelu(-40, x0, 23, 15));
-        assert!(((p - m) as f64 / 32768.0 - 40.0).abs() < 0.01);
-        assert_eq!(gelu_exponent_bits(-12), 23);
-        assert_eq!(gelu_exponent_bits(-1000), 20);
-    }
-
-    #[test]
     fn exp_of_zero_is_two_to_the_n() {
         // d = 0: q = 0, r = 0, mantissa (0 − 2·x0) << n >> 1 = |x0|·2^n.
         assert_eq!(shift_exp(0, -10, 15), 10 << 15);
@@ -167,38 +126,6 @@ mod tests {
         shift_gelu(&[-400, -350, -300], x0, 23, &mut y);
         // Only the row maximum has e1 = 12·2^23 (sig 6); the others' e1 < 2^24 give sig 0.
         assert_eq!(y, [0, 0, -1800]);
-    }
-
-    /// On the executor's input grids (a quarter of an 8-bit output step, s ≤ 0.02, where
-    /// `x0 = ⌊−1/(1.702·s)⌋` is fine enough) the integer GELU stays within 0.035 of the exact
-    /// (erf) GELU over [−6, 6], checked at every input code of 801 scales. The worst case is
-    /// 0.0323 (s = 0.0196, x = 98): 0.0203 is the `x·σ(1.702x)` approximation itself, the
-    /// linear `2^r` and the flooring of `x0` the rest. Exhaustive rather than sampled, so the
-    /// bound is the measured maximum, not a guess that a random case can break.
-    #[test]
-    fn sigmoid_gelu_is_close_to_gelu() {
-        let mut worst = (0.0f64, 0.0, 0);
-        for i in 0..=800 {
-            let s = 0.004 + 0.016 * i as f64 / 800.0;
-            let x0 = exp_unit((s as f32 * 1.702) as f64);
-            let n = gelu_exponent_bits(x0);
-            let limit = (6.0 / s).round() as i32;
-            for x in -limit..=limit {
-                let got = sigmoid_gelu(x, x0, n, 15) as f64 * s / 32768.0;
-                let v = x as f64 * s;
-                let want = v * 0.5 * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
-                if (got - want).abs() > worst.0 {
-                    worst = ((got - want).abs(), s, x);
-                }
-            }
-        }
-        assert!(
-            worst.0 < 0.035,
-            "error {} at s = {}, x = {}",
-            worst.0,
-            worst.1,
-            worst.2
-        );
     }
 
     proptest::proptest! {

@@ -8,7 +8,7 @@
 
 use super::super::kernels::depthwise::{DwShape, depthwise};
 use super::super::kernels::{PANEL, PackedA, PackedB, gemm};
-use super::super::nonlinear::sigmoid_gelu;
+use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
 use crate::graph::Conv2d;
@@ -16,9 +16,7 @@ use crate::graph::Conv2d;
 /// A conv's settings with its input and output sides.
 type ConvGeometry<'a> = (&'a Conv2d, (usize, usize), (usize, usize));
 
-/// Bits of the integer sigmoid in GELU (I-ViT uses 7; 15 costs nothing here and keeps the
-/// sigmoid's rounding far below one output step).
-pub const SIGMOID_BITS: u32 = 15;
+pub use super::super::nonlinear::gelu::SIGMOID_BITS;
 
 /// Where inputs and outputs lie.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,11 +53,10 @@ pub enum Weights {
 pub enum Output {
     Epilogue(Epilogue),
     /// DeiT's fc1 + GELU: requantize to `x` (one scale), integer GELU
-    /// ([`sigmoid_gelu`], `SIGMOID_BITS`-bit sigmoid), encode.
+    /// ([`gelu`], `SIGMOID_BITS`-bit sigmoid), encode.
     Gelu {
         to_x: Requant,
-        x0: i64,
-        n: u32,
+        gelu: GeluConstants,
         out: Encoder,
     },
     /// The network's logits: per-class scales brought to one, so argmax compares real values.
@@ -236,8 +233,7 @@ impl Weighted {
             Output::Logits(r) => r.apply_slice(ctx.isa, oc, bias, acc, dst),
             Output::Gelu {
                 to_x,
-                x0,
-                n,
+                gelu: k,
                 out: Encoder::Linear(r),
             } => match (to_x.fast(oc, bias), r.fast(oc, 0)) {
                 // x is clamped to ±2^24, so x·σ < 2^39 and the 20-bit output multiplier keeps
@@ -245,7 +241,7 @@ impl Weighted {
                 (Some(t), Some(o)) if o.m.abs() < 1 << 22 => {
                     for (d, &v) in dst.iter_mut().zip(acc) {
                         let x = t.apply(v as i64) as i32;
-                        *d = o.apply(sigmoid_gelu(x, *x0, *n, SIGMOID_BITS)) as i32;
+                        *d = o.apply(gelu(x, k)) as i32;
                     }
                 }
                 _ => {
@@ -269,12 +265,11 @@ impl Weighted {
             Output::Logits(r) => r.apply(v, oc) as i32,
             Output::Gelu {
                 to_x,
-                x0,
-                n,
+                gelu: k,
                 out: enc,
             } => {
                 let x = to_x.apply(v, oc) as i32;
-                enc.encode(sigmoid_gelu(x, *x0, *n, SIGMOID_BITS), oc)
+                enc.encode(gelu(x, k), oc)
             }
         }
     }

@@ -111,6 +111,56 @@ fn per_layer_report_lists_sqnr_and_what_the_recipe_did() {
     );
 }
 
+/// With `--executor int`, `--layers` adds the integer executor's own tensors against float; on
+/// every attention Softmax they are within 1 dB of fake-quant's (the integer Softmax's
+/// approximation costs less than the 8-bit quantization after it).
+#[test]
+fn per_layer_report_of_the_integer_executor() {
+    let out = qvit(&[
+        "eval",
+        "deit-micro",
+        "--recipe",
+        "minmax",
+        "--executor",
+        "int",
+        "--limit",
+        "64",
+        "--calibration-images",
+        "256",
+        "--layers",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Two JSON documents: the accuracy, then the layer table.
+    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let layers = &docs[1];
+    let acts = layers["activations"].as_array().unwrap();
+    let int = layers["int_network_sqnr_db"].as_array().unwrap();
+    assert_eq!(acts.len(), int.len());
+    let mut softmaxes = 0;
+    for (a, i) in acts.iter().zip(int) {
+        let (fake, int) = (a["network_sqnr_db"].as_f64().unwrap(), i.as_f64().unwrap());
+        assert!(int.is_finite() && int > 5.0, "{}: {int} dB", a["point"]);
+        if a["point"].as_str().unwrap().ends_with("softmax") {
+            assert!(
+                (fake - int).abs() <= 1.0,
+                "{}: fake {fake}, int {int}",
+                a["point"]
+            );
+            softmaxes += 1;
+        }
+    }
+    assert_eq!(softmaxes, 6);
+}
+
 #[test]
 fn bad_quantization_input_is_a_clear_error() {
     let cases: &[(&[&str], &[&str])] = &[

@@ -498,6 +498,15 @@ impl Compiler<'_> {
                 let (s, z) = self.head_encodings(ms, *heads, *head_dim)?;
                 let prod_enc = self.point_of_kind(id, TensorKind::AttentionProduct)?;
                 let ks_enc = self.point_of_kind(id, TensorKind::AttentionKeySum)?;
+                let l = self.linear(ms, heads * 3 * head_dim)?;
+                let (tokens, span) = (spatial(graph, ms), (l.qmax - l.qmin) as u128);
+                accumulator_fits(
+                    graph,
+                    &node.name,
+                    tokens as u128 * span * span,
+                    I32_LIMIT,
+                    format!("v·relu(k)ᵀ over {tokens} tokens of codes spanning {span}"),
+                )?;
                 let sq: Vec<f64> = s.iter().map(|v| v * v).collect();
                 StepOp::Context(Context {
                     heads: *heads,
@@ -511,6 +520,20 @@ impl Compiler<'_> {
             Op::LinearAttentionQuery { heads, head_dim } => {
                 let (ms, ctx) = (inputs[0], inputs[1]);
                 let (s, z) = self.head_encodings(ms, *heads, *head_dim)?;
+                let span = |e: &Encoding| {
+                    let (lo, hi) = e.code_range();
+                    (hi as i64 - lo as i64) as u128
+                };
+                let context_span = span(&self.point_of_kind(ctx, TensorKind::AttentionProduct)?)
+                    .max(span(&self.point_of_kind(ctx, TensorKind::AttentionKeySum)?));
+                let l = self.linear(ms, heads * 3 * head_dim)?;
+                accumulator_fits(
+                    graph,
+                    &node.name,
+                    *head_dim as u128 * context_span * (l.qmax - l.qmin) as u128,
+                    I32_LIMIT,
+                    format!("context·relu(q) over {head_dim} dimensions"),
+                )?;
                 let (s_kv, z_kv) = self.per_tensor_point(ctx, TensorKind::AttentionProduct)?;
                 let (s_ks, z_ks) = self.per_tensor_point(ctx, TensorKind::AttentionKeySum)?;
                 let div_enc = self.point_of_kind(id, TensorKind::AttentionProduct)?;

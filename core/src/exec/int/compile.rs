@@ -7,14 +7,14 @@ use super::dyadic::Dyadic;
 use super::encoding::{Encoding, log_level};
 use super::kernels::PackedA;
 use super::nonlinear::LevelEncoder;
-use super::nonlinear::gelu::GeluConstants;
+use super::nonlinear::gelu::{GeluConstants, SIGMOID_BITS};
 use super::nonlinear::layernorm::MAX_EXACT_VARIANCE;
-use super::nonlinear::softmax::{COMPILED_INPUT_BITS, MAX_TOKENS, PROBABILITY_BITS};
+use super::nonlinear::softmax::{COMPILED_INPUT_BITS, EXP_BITS, PROBABILITY_BITS};
 use super::ops::elementwise::{Add, ChannelMap, ClassPos, Pool};
 use super::ops::layernorm::LayerNorm;
 use super::ops::linear_attention::{Context, Divide, Normalize, Query};
 use super::ops::softmax_attention::{Mix, ScoresSoftmax};
-use super::ops::weighted::{Geometry, Output, SIGMOID_BITS, Weighted, Weights};
+use super::ops::weighted::{Geometry, Output, Weighted, Weights};
 use super::program::{IntProgram, PointCodes, Step, StepOp};
 use super::requant::{Activation, Encoder, Epilogue, Requant, Target};
 use crate::error::{Error, Result};
@@ -418,15 +418,13 @@ impl Compiler<'_> {
                 )?;
                 let s_acc = l.scale[0] * l.scale[0] * scale;
                 let j = COMPILED_INPUT_BITS;
-                if tokens > MAX_TOKENS {
-                    return fail(
-                        graph,
-                        &node.name,
-                        format!(
-                            "{tokens} tokens: the integer Softmax's row sum holds at most {MAX_TOKENS}"
-                        ),
-                    );
-                }
+                accumulator_fits(
+                    graph,
+                    &node.name,
+                    (tokens as u128) << EXP_BITS,
+                    I64_LIMIT,
+                    format!("the Softmax's row sum over {tokens} tokens"),
+                )?;
                 let enc = Encoder::new(
                     &[2f64.powi(-(PROBABILITY_BITS as i32))],
                     &[0.0],

@@ -7,10 +7,10 @@
 use serde::Serialize;
 
 use super::encoding::Encoding;
-use super::nonlinear::gelu::GELU_INPUT_BITS;
+use super::nonlinear::gelu::{GELU_INPUT_BITS, SIGMOID_BITS};
 use super::nonlinear::softmax::{EXP_BITS, FRACTION_B, PROBABILITY_BITS};
 use super::ops::linear_attention::Divide;
-use super::ops::weighted::{Output, SIGMOID_BITS};
+use super::ops::weighted::Output;
 use super::program::StepOp;
 use super::requant::{Encoder, Epilogue, Requant};
 

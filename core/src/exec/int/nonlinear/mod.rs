@@ -1,8 +1,7 @@
 //! The integer non-linear functions, each a pure function on integers with its constants as
 //! arguments: I-ViT's Shiftmax, ShiftGELU and I-LayerNorm (reference `i-vit.md` §2–4, with the
 //! canonical semantics of §6.1), the executor's exactly normalised Softmax ([`softmax`]) and
-//! tanh-form GELU ([`gelu`]),
-//! an integer Hardswish, and the threshold encoder that rounds a
+//! tanh-form GELU ([`gelu`]), an integer Hardswish, and the threshold encoder that rounds a
 //! value to logarithmic levels (the Trio-ViT divisor, log2 / log√2 attention).
 
 pub mod gelu;

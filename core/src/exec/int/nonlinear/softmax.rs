@@ -20,8 +20,8 @@
 //!   half a unit plus `2^−31` relative of `e/S`, so a row sums to one within `N/2` units of
 //!   `2^−PROBABILITY_BITS` (1.2·10^−4 at 4,096 tokens).
 //!
-//! Bounds: `e ≤ 2^30` and `r ≤ 2^32`, so `e·r < 2^63`; `S ≤ N·2^30` fits i64 for any token
-//! count below 2^32 ([`MAX_TOKENS`], checked when a program is compiled).
+//! Bounds: `e ≤ 2^30` and `r ≤ 2^32`, so `e·r ≤ 2^62`; `S ≤ N·2^30` fits i64 (and `2^(t+31)`
+//! u128) for up to 2^32 tokens, which the compiler checks.
 
 /// The row maximum's exponential: `2^EXP_BITS`.
 pub const EXP_BITS: u32 = 30;
@@ -37,9 +37,6 @@ pub const INPUT_BITS: std::ops::RangeInclusive<u32> = 7..=16;
 /// The grid the compiler chooses: a logit resolution of `2^−10` in base 2 (0.07 % in
 /// probability), far below the quadratic's 0.27 %.
 pub const COMPILED_INPUT_BITS: u32 = 10;
-
-/// The most tokens a row may have: `S ≤ N·2^30` must fit i64 with room for the reciprocal.
-pub const MAX_TOKENS: usize = 1 << 31;
 
 /// `b` of the fraction's quadratic `2^−t ≈ 1 − (½ + b)·t + b·t²` in units of `2^−16`: the
 /// minimax choice (0.1699) for relative error on `[0, 1)`.

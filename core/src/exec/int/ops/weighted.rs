@@ -16,8 +16,6 @@ use crate::graph::Conv2d;
 /// A conv's settings with its input and output sides.
 type ConvGeometry<'a> = (&'a Conv2d, (usize, usize), (usize, usize));
 
-pub use super::super::nonlinear::gelu::SIGMOID_BITS;
-
 /// Where inputs and outputs lie.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Geometry {

@@ -3,9 +3,14 @@
 //! the fake-quant executor's values have.
 
 use qvit_core::data::Dataset;
-use qvit_core::eval::evaluate;
 use qvit_core::exec::int::{IntExecutor, compile};
-use qvit_core::quant::{self, FakeQuantExecutor, QuantPlan, QuantSettings, Recipe, calibrate};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+
+use qvit_core::eval::Classifier;
+use qvit_core::quant::{
+    self, CalibrationStats, FakeQuantExecutor, QuantPlan, QuantSettings, Recipe, calibrate,
+};
 
 mod common;
 
@@ -19,30 +24,54 @@ fn dataset(test: bool) -> Dataset {
     }
 }
 
-fn plan(m: &Micro, recipe: &str, bits: &str) -> QuantPlan {
-    let stats = calibrate(
-        &m.graph,
-        &m.folded,
-        &dataset(false),
-        256,
-        32,
-        &mut |_, _| {},
-    )
-    .unwrap();
-    let settings = QuantSettings {
-        recipe: recipe.into(),
-        bits: bits.parse().unwrap(),
-        overrides: Vec::new(),
-        ..Default::default()
+/// Each micro model's statistics on 256 calibration images, computed once for the whole file.
+fn stats(m: &Micro) -> &'static CalibrationStats {
+    static EFFICIENTVIT: OnceLock<CalibrationStats> = OnceLock::new();
+    static DEIT: OnceLock<CalibrationStats> = OnceLock::new();
+    let cell = match m.graph.model.as_str() {
+        "efficientvit-micro" => &EFFICIENTVIT,
+        "deit-micro" => &DEIT,
+        other => panic!("no statistics for {other}"),
     };
-    quant::build(
-        &m.graph,
-        &m.folded,
-        &stats,
-        &Recipe::preset(recipe).unwrap(),
-        &settings,
-    )
-    .unwrap()
+    cell.get_or_init(|| {
+        calibrate(
+            &m.graph,
+            &m.folded,
+            &dataset(false),
+            256,
+            32,
+            &mut |_, _| {},
+        )
+        .unwrap()
+    })
+}
+
+/// The plan of a preset recipe at `bits`, built once per (model, recipe, bits) for the whole
+/// file: trio-vit's output-aware search is the slow part of these tests.
+fn plan(m: &Micro, recipe: &str, bits: &str) -> QuantPlan {
+    static PLANS: Mutex<BTreeMap<(String, String, String), QuantPlan>> =
+        Mutex::new(BTreeMap::new());
+    let key = (m.graph.model.clone(), recipe.to_string(), bits.to_string());
+    let mut plans = PLANS.lock().unwrap();
+    plans
+        .entry(key)
+        .or_insert_with(|| {
+            let settings = QuantSettings {
+                recipe: recipe.into(),
+                bits: bits.parse().unwrap(),
+                overrides: Vec::new(),
+                ..Default::default()
+            };
+            quant::build(
+                &m.graph,
+                &m.folded,
+                stats(m),
+                &Recipe::preset(recipe).unwrap(),
+                &settings,
+            )
+            .unwrap()
+        })
+        .clone()
 }
 
 /// Per point: (name, elements, within ±1, max |difference|) on test images `0..images`.
@@ -55,31 +84,74 @@ fn agreement(m: &Micro, plan: &QuantPlan, images: usize, local: bool) -> Vec<Agr
 fn efficientvit_trio_vit_codes_match_fake_quant() {
     let m = micro("efficientvit-micro");
     let p = plan(&m, "trio-vit", "w8a8");
+    // End to end, ±1 differences propagate (86.1 % of codes within ±1 measured); layer by
+    // layer every code is within ±1.
     let end_to_end = agreement(&m, &p, 32, false);
-    report("efficientvit-micro trio-vit end to end", "", &end_to_end);
+    let share = report("efficientvit-micro trio-vit end to end", "", &end_to_end);
+    assert!(share >= 85.0, "{share:.3} % within ±1 LSB end to end");
     let rows = agreement(&m, &p, 64, true);
-    let share = report("efficientvit-micro", "trio-vit, layer by layer", &rows);
-    assert!(share >= 99.0, "{share:.3} % within ±1 LSB");
+    report("efficientvit-micro", "trio-vit, layer by layer", &rows);
+    for (name, n, within, _) in &rows {
+        assert_eq!(within, n, "{name}");
+    }
 }
 
-/// Top-1 of the int and fake-quant executors on the whole shipped test set.
-fn top1_int_and_fake(m: &Micro, p: &QuantPlan) -> (f64, f64) {
+/// The predicted class of every image of `data`.
+fn predictions(exec: &dyn Classifier, data: &Dataset) -> Vec<usize> {
+    (0..data.len())
+        .step_by(250)
+        .flat_map(|start| {
+            let batch = data.batch(start..(start + 250).min(data.len())).unwrap();
+            let logits = exec.logits(&batch.images).unwrap();
+            (0..logits.batch())
+                .map(|i| {
+                    let row = logits.item(i);
+                    (0..row.len()).fold(0, |best, c| if row[c] > row[best] { c } else { best })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Top-1 of the int and fake-quant executors on the whole shipped test set, and on how many
+/// images their predictions differ (a net top-1 difference can hide disagreements that cancel).
+fn top1_int_and_fake(m: &Micro, p: &QuantPlan) -> (f64, f64, usize) {
     let program = compile(&m.graph, &m.folded, p).unwrap();
     let data = dataset(true);
-    let int = evaluate(&IntExecutor::new(&program), &data, 100, None, &mut |_| {}).unwrap();
-    let fake = FakeQuantExecutor::new(&m.graph, &m.folded, p).unwrap();
-    let fake = evaluate(&fake, &data, 100, None, &mut |_| {}).unwrap();
-    (int.top1(), fake.top1())
+    let int = predictions(&IntExecutor::new(&program), &data);
+    let fake = predictions(
+        &FakeQuantExecutor::new(&m.graph, &m.folded, p).unwrap(),
+        &data,
+    );
+    let top1 = |pred: &[usize]| {
+        let right = pred
+            .iter()
+            .zip(&data.labels)
+            .filter(|(p, l)| **p == **l as usize)
+            .count();
+        100.0 * right as f64 / data.len() as f64
+    };
+    let differ = int.iter().zip(&fake).filter(|(a, b)| a != b).count();
+    (top1(&int), top1(&fake), differ)
 }
+
+/// Of the 10,000 test images, on how many the int and fake-quant executors may predict
+/// different classes: the measured count (69 for efficientvit-micro trio-vit, 155 for
+/// deit-micro fq-vit, 2026-11-28) with room for a quarter more, so that a change that flips
+/// predictions fails even where the flips cancel in top-1.
+const MAX_DIFFERING_EFFICIENTVIT: usize = 86;
+const MAX_DIFFERING_DEIT: usize = 194;
 
 #[test]
 fn efficientvit_int_top1_matches_fake_quant() {
     let m = micro("efficientvit-micro");
-    let (int, fake) = top1_int_and_fake(&m, &plan(&m, "trio-vit", "w8a8"));
+    let (int, fake, differ) = top1_int_and_fake(&m, &plan(&m, "trio-vit", "w8a8"));
     eprintln!(
-        "efficientvit-micro trio-vit top-1 on the full test set: int {int:.2} %, fake {fake:.2} %"
+        "efficientvit-micro trio-vit on the full test set: top-1 int {int:.2} %, fake {fake:.2} %, \
+         predictions differ on {differ} images"
     );
     assert!((int - fake).abs() <= 0.2);
+    assert!(differ <= MAX_DIFFERING_EFFICIENTVIT, "{differ} images");
 }
 
 #[test]
@@ -106,9 +178,13 @@ fn deit_codes_match_fake_quant_including_softmax_and_gelu() {
 #[test]
 fn deit_int_top1_matches_fake_quant() {
     let m = micro("deit-micro");
-    let (int, fake) = top1_int_and_fake(&m, &plan(&m, "fq-vit", "w8a8"));
-    eprintln!("deit-micro fq-vit top-1 on the full test set: int {int:.2} %, fake {fake:.2} %");
+    let (int, fake, differ) = top1_int_and_fake(&m, &plan(&m, "fq-vit", "w8a8"));
+    eprintln!(
+        "deit-micro fq-vit on the full test set: top-1 int {int:.2} %, fake {fake:.2} %, \
+         predictions differ on {differ} images"
+    );
     assert!((int - fake).abs() <= 0.2);
+    assert!(differ <= MAX_DIFFERING_DEIT, "{differ} images");
 }
 
 #[test]
@@ -211,12 +287,14 @@ fn low_and_wide_bit_widths_compile_and_match() {
     for bits in ["w4a8", "w8a12"] {
         let p = plan(&m, "trio-vit", bits);
         let rows = agreement(&m, &p, 8, true);
-        let share = report(
+        report(
             "efficientvit-micro",
             &format!("trio-vit {bits}, layer by layer"),
             &rows,
         );
-        assert!(share >= 99.9, "{bits}: {share:.3} %");
+        for (name, n, within, _) in &rows {
+            assert_eq!(within, n, "{bits}: {name}");
+        }
     }
 }
 

@@ -82,8 +82,14 @@ fn errors_over_the_int8_range() {
         old_worst,
         &format!("(probability); row sums off by ≤ {old_sum:.3}"),
     );
-    assert!(worst < 0.01 && worst_sum < 1e-3);
-    assert!(old_sum > 0.2, "the old grid's loss of mass: {old_sum}");
+    // The bounds sit just above the figures in docs/int-executor.md (0.0002, 5.5e-6; I-ViT's
+    // 0.0109 and 0.021; 0.0076 and 0.496), so a change that moves a figure fails here.
+    assert!(worst < 0.00025 && worst_sum < 6e-6, "{worst} {worst_sum}");
+    assert!(
+        ivit_worst < 0.011 && ivit_sum < 0.022,
+        "{ivit_worst} {ivit_sum}"
+    );
+    assert!(old_sum > 0.49, "the old grid's loss of mass: {old_sum}");
 
     // GELU at the executor's grid: s a quarter of a 0.04 output step.
     let s = 0.01;
@@ -101,7 +107,7 @@ fn errors_over_the_int8_range() {
         worst,
         "",
     );
-    assert!(worst < 0.003);
+    assert!(worst < 0.00065, "{worst}");
 
     // Both GELUs on I-ViT's own grid, int8 inputs at s = 6/127 (one row, so I-ViT's row
     // maximum is 127): qvit's GELU against I-ViT's ShiftGELU
@@ -132,7 +138,7 @@ fn errors_over_the_int8_range() {
         ivit_worst,
         "",
     );
-    assert!(qvit_worst < ivit_worst);
+    assert!(qvit_worst < 0.00065 && (0.234..0.235).contains(&ivit_worst));
 
     // I-LayerNorm: rows of 64 int8 values promoted by 7 bits, against float LayerNorm.
     let mut worst: f64 = 0.0;
@@ -161,7 +167,7 @@ fn errors_over_the_int8_range() {
         worst,
         "(normalised units)",
     );
-    assert!(worst < 0.02);
+    assert!(worst < 0.0018, "{worst}");
 
     // Hardswish: every int8 input at scale 0.05 into an output step of 0.05.
     let step = 0.05;
@@ -180,7 +186,7 @@ fn errors_over_the_int8_range() {
         worst,
         "output steps (before rounding)",
     );
-    assert!(worst < 0.05);
+    assert!(worst < 0.038, "{worst}");
 
     // The log2 divisor: thresholds against the float log quantizer, integers at scale 1/8.
     let l = Log {

@@ -90,3 +90,56 @@ fn per_layer_bits_from_overrides_and_projects_reach_the_cost_model() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("blocks.*"), "{err}");
 }
+
+/// The README's `qvit cost` figures, checked against the commands it names: the block after
+/// "`qvit cost efficientvit-b1 -r 224` ends with:" is the command's last lines, and the
+/// systolic baseline's FPS, its ratio to Trio-ViT's engines on B1 and the DeiT-T gap are what
+/// the commands give. A change that moves a figure fails here until the README follows.
+#[test]
+fn the_readme_cost_figures_are_what_the_commands_print() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let run = |args: &[&str]| {
+        let out = qvit(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let marker = "`qvit cost efficientvit-b1 -r 224` ends with:\n\n```text\n";
+    let start = readme.find(marker).expect("the README's cost block") + marker.len();
+    let block = &readme[start..start + readme[start..].find("```").unwrap()];
+    let printed = run(&["cost", "efficientvit-b1", "-r", "224"]);
+    assert!(
+        printed.trim_end().ends_with(block.trim_end()),
+        "README:\n{block}\nprinted:\n{printed}"
+    );
+
+    let fps = |args: &[&str]| -> f64 {
+        let text = run(args);
+        let line = text.lines().find(|l| l.starts_with("throughput")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let trio_b1 = fps(&["cost", "efficientvit-b1"]);
+    let systolic_b1 = fps(&["cost", "efficientvit-b1", "--accel", "systolic-zcu102"]);
+    let trio_deit = fps(&["cost", "deit-tiny"]);
+    let systolic_deit = fps(&["cost", "deit-tiny", "--accel", "systolic-zcu102"]);
+    let claims = [
+        format!("reaches {systolic_b1:.1} FPS on B1 @ 224"),
+        format!(
+            "{:.1}× fewer than Trio-ViT's engines",
+            trio_b1 / systolic_b1
+        ),
+        format!(
+            "the two are within {:.1} %",
+            100.0 * (trio_deit - systolic_deit).abs() / trio_deit.max(systolic_deit)
+        ),
+    ];
+    // The README wraps lines; compare with its whitespace folded.
+    let folded = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    for claim in claims {
+        assert!(folded.contains(&claim), "the README should say: {claim}");
+    }
+}

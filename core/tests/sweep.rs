@@ -419,6 +419,23 @@ fn typed_designs_carry_the_pareto_front_of_the_file() {
     full_run(&path);
     let designs = sweep::read_designs(&path).unwrap();
     let front = sweep::write_pareto(&path).unwrap();
+    // The front by definition, by brute force (not through `pareto::front`, which both
+    // `read_designs` and `write_pareto` use): a design is on it when no other is at least as
+    // good in FPS and GOPS/DSP and better in one; of designs with equal figures the first
+    // stands for all (as documented in `pareto::front`).
+    let dominated = |d: &sweep::Design| {
+        designs.iter().any(|o| {
+            let better = o.fps > d.fps || o.gops_per_dsp > d.gops_per_dsp;
+            let equal = o.fps == d.fps && o.gops_per_dsp == d.gops_per_dsp;
+            o.fps >= d.fps
+                && o.gops_per_dsp >= d.gops_per_dsp
+                && (better || (equal && o.index < d.index))
+        })
+    };
+    for d in &designs {
+        assert_eq!(d.pareto, !dominated(d), "design {}", d.index);
+    }
+    assert!(front >= 2, "a front of {front}");
     assert_eq!(designs.iter().filter(|d| d.pareto).count() as u64, front);
     let pareto = std::fs::read_to_string(sweep::pareto_path(&path)).unwrap();
     for d in designs.iter().filter(|d| d.pareto) {

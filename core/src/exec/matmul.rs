@@ -76,27 +76,36 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
 pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) {
     assert_eq!(lhs.cols, rhs.rows, "inner dimensions differ");
     assert_eq!((dst.rows, dst.cols), (lhs.rows, rhs.cols), "output shape");
-    assert!(fits(
-        lhs.data.len(),
-        lhs.rows,
-        lhs.cols,
-        lhs.row_stride,
-        lhs.col_stride
-    ));
-    assert!(fits(
-        rhs.data.len(),
-        rhs.rows,
-        rhs.cols,
-        rhs.row_stride,
-        rhs.col_stride
-    ));
-    assert!(fits(
-        dst.data.len(),
-        dst.rows,
-        dst.cols,
-        dst.row_stride,
-        dst.col_stride
-    ));
+    assert!(
+        fits(
+            lhs.data.len(),
+            lhs.rows,
+            lhs.cols,
+            lhs.row_stride,
+            lhs.col_stride
+        ),
+        "the lhs view reaches outside its slice"
+    );
+    assert!(
+        fits(
+            rhs.data.len(),
+            rhs.rows,
+            rhs.cols,
+            rhs.row_stride,
+            rhs.col_stride
+        ),
+        "the rhs view reaches outside its slice"
+    );
+    assert!(
+        fits(
+            dst.data.len(),
+            dst.rows,
+            dst.cols,
+            dst.row_stride,
+            dst.col_stride
+        ),
+        "the dst view reaches outside its slice"
+    );
     if dst.rows == 0 || dst.cols == 0 {
         return;
     }
@@ -195,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "the lhs view reaches outside its slice")]
     fn a_view_outside_its_slice_is_refused() {
         let a = [0.0; 5];
         let mut c = [0.0; 4];

@@ -57,12 +57,11 @@ fn requantizing_from_saved_statistics_does_not_run_the_model() {
     let loaded = CalibrationStats::load(&path).unwrap();
     loaded.check_matches(&m.graph, &m.folded, "test").unwrap();
     assert_eq!(loaded, fresh, "statistics change in a save/load round trip");
+    // Every recipe and bit width builds from the loaded statistics alone (equal to the fresh
+    // ones, as asserted above, so the plans are the fresh statistics' plans).
     for recipe in ["minmax", "percentile", "omse", "trio-vit"] {
         for bits in ["w8a8", "w4a4", "w6a6"] {
-            assert_eq!(
-                plan(&m, &loaded, recipe, bits),
-                plan(&m, &fresh, recipe, bits)
-            );
+            plan(&m, &loaded, recipe, bits);
         }
     }
     assert_eq!(
@@ -524,6 +523,15 @@ fn output_search_lowers_the_sample_error_step_by_step_and_reports_what_it_did() 
         chosen.len()
     );
     assert!(last < 0.67 * initial, "{initial} → {last}");
+    // The figures `output_search.rs` quotes: 9 of 48 searched, 0.0182 → 0.0092. Fixed images
+    // and any thread count give the same search, but the f32 kernels differ between CPUs
+    // (AVX-512, AVX2), which may tip a borderline quantizer: hence the small margins.
+    assert_eq!(chosen.len(), 48);
+    assert!((8..=10).contains(&searched), "{searched} searched");
+    assert!(
+        (initial - 0.0182).abs() < 2e-4 && (last - 0.0092).abs() < 2e-4,
+        "{initial} → {last}"
+    );
     // Only the steps it reports changed, by the factors it reports, and the notes say so.
     let step = |p: &quant::QuantPlan, i: usize| match &p.activations[i].quantizer {
         quant::Quantizer::Uniform(u) => u.scale.clone(),

@@ -217,7 +217,23 @@ mod tests {
         assert_eq!((a.top1(), a.top5()), (50.0, 75.0));
         assert_eq!(a.class_images, [2, 0, 2]);
         assert_eq!(a.class_top1_correct, [1, 0, 1]);
+        // Wilson's 95 % interval by hand: p = 1/2, n = 4, z = 1.96 gives centre 1/2 and half
+        // width 1.96·√(1/16 + 0.9604/64)/1.9604 = 0.349964.
         let (lo, hi) = a.top1_interval();
-        assert!(lo < 50.0 && hi > 50.0 && lo >= 0.0 && hi <= 100.0);
+        assert!((lo - 15.003571).abs() < 1e-5 && (hi - 84.996429).abs() < 1e-5, "{lo} {hi}");
+        // All wrong or all right: the interval touches 0 or 100 and has the same width.
+        let none = Accuracy {
+            images: 5,
+            ..Default::default()
+        };
+        let all = Accuracy {
+            images: 5,
+            top1_correct: 5,
+            ..Default::default()
+        };
+        let (l0, h0) = none.top1_interval();
+        let (l1, h1) = all.top1_interval();
+        assert_eq!((l0, h1), (0.0, 100.0));
+        assert!((h0 - 43.4491).abs() < 1e-4 && (l1 - 56.5509).abs() < 1e-4, "{h0} {l1}");
     }
 }

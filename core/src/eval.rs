@@ -220,7 +220,10 @@ mod tests {
         // Wilson's 95 % interval by hand: p = 1/2, n = 4, z = 1.96 gives centre 1/2 and half
         // width 1.96·√(1/16 + 0.9604/64)/1.9604 = 0.349964.
         let (lo, hi) = a.top1_interval();
-        assert!((lo - 15.003571).abs() < 1e-5 && (hi - 84.996429).abs() < 1e-5, "{lo} {hi}");
+        assert!(
+            (lo - 15.003571).abs() < 1e-5 && (hi - 84.996429).abs() < 1e-5,
+            "{lo} {hi}"
+        );
         // All wrong or all right: the interval touches 0 or 100 and has the same width.
         let none = Accuracy {
             images: 5,
@@ -234,6 +237,9 @@ mod tests {
         let (l0, h0) = none.top1_interval();
         let (l1, h1) = all.top1_interval();
         assert_eq!((l0, h1), (0.0, 100.0));
-        assert!((h0 - 43.4491).abs() < 1e-4 && (l1 - 56.5509).abs() < 1e-4, "{h0} {l1}");
+        assert!(
+            (h0 - 43.4491).abs() < 1e-4 && (l1 - 56.5509).abs() < 1e-4,
+            "{h0} {l1}"
+        );
     }
 }

@@ -81,7 +81,11 @@ fn a_saved_file_loads_back_exactly_with_any_checkpoint_prefix() {
         })
         .collect();
     let prefixed = safetensors::serialize(views, None).unwrap();
-    assert!(Weights::from_safetensors(&prefixed, "p", &g).is_ok());
+    let unwrapped = Weights::from_safetensors(&prefixed, "p", &g).unwrap();
+    assert_eq!(unwrapped.len(), w.len());
+    for name in w.names() {
+        assert_eq!(w.get(name), unwrapped.get(name), "{name}");
+    }
 }
 
 #[test]

@@ -58,3 +58,42 @@ fn a_folder_without_images_is_an_error_that_says_what_is_expected() {
     assert!(err.contains("root/<class>/<image>"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// A two-tone image shows where the resize and the centre crop put things: 40×20, dark left
+/// half, light right half. EfficientViT's transform at 16 px resizes the short side to
+/// ⌈16/0.95⌉ = 17 (so 34×17, the edge at column 17) and crops columns 9..25: the edge lands
+/// at crop column 8. A crop from the left, or no resize, would put it elsewhere.
+#[test]
+fn the_resize_and_centre_crop_put_an_edge_where_they_should() {
+    let root = std::env::temp_dir().join(format!("qvit-imagefolder-edge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("edge")).unwrap();
+    image::RgbImage::from_fn(40, 20, |x, _| {
+        let v = if x < 20 { 20 } else { 230 };
+        image::Rgb([v, v, v])
+    })
+    .save(root.join("edge").join("a.png"))
+    .unwrap();
+    let normalize = Normalize {
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+    };
+    let data =
+        Dataset::image_folder(&root, EvalTransform::efficientvit(16, 0.95), normalize).unwrap();
+    let image = data.batch(0..1).unwrap().images;
+    let row = &image.item(0)[..16]; // channel 0, row 0
+    let (dark, light) = (20.0 / 255.0, 230.0 / 255.0);
+    // Bicubic rings for a pixel or two beside the edge; further away the tones are exact.
+    for (x, &v) in row.iter().enumerate() {
+        match x {
+            0..=5 => assert!((v - dark).abs() < 0.02, "column {x}: {v}"),
+            10..=15 => assert!((v - light).abs() < 0.02, "column {x}: {v}"),
+            _ => {}
+        }
+    }
+    assert!(
+        row[7] < 0.5 && row[8] > 0.5,
+        "the edge between crop columns 7 and 8: {row:?}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -122,6 +122,23 @@ mod tests {
     use crate::rng::Rng;
 
     #[test]
+    fn by_hand() {
+        // m = 3, k = 2, rounding half (lo = 2), zero-point 1: 5·3/4 = 3.75 → 4, + 1 = 5;
+        // −5·3/4 = −3.75 → −4 (arithmetic shift), + 1 = −3, clamped to −2.
+        let f = Fast {
+            m: 3,
+            lo: 2,
+            hi: 1,
+            k: 2,
+            qmin: -2,
+            qmax: 100,
+        };
+        let mut out = [0; 4];
+        requant_portable(&f, &[5, -5, 0, 1000], &mut out);
+        assert_eq!(out, [5, -2, 1, 100]);
+    }
+
+    #[test]
     fn every_isa_gives_the_portable_result() {
         let mut rng = Rng::new(11);
         let src: Vec<i32> = (0..1003)
@@ -153,6 +170,15 @@ mod tests {
         };
         let mut want = vec![0; src.len()];
         requant_portable(&f, &src, &mut want);
+        // Independently, in i128: the half-up `(v·m + a) >> k` with `a = lo + hi·2^k`.
+        for (&v, &w) in src.iter().zip(&want) {
+            let exact = ((v as i128 * f.m as i128 + f.lo as i128 + ((f.hi as i128) << f.k)) >> f.k)
+                .clamp(f.qmin as i128, f.qmax as i128);
+            assert_eq!(w as i128, exact, "v = {v}");
+        }
+        if Isa::available().len() == 1 {
+            eprintln!("note: this CPU has no AVX2: only the portable requantization was tested");
+        }
         let mut want_h = vec![0; src.len()];
         hardswish_portable(&h, &src, &mut want_h);
         for isa in Isa::available() {

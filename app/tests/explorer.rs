@@ -110,8 +110,15 @@ fn layer_activation_bits_move_dsp_efficiency_and_sqnr() {
     let selected_now = label(&h, "selected layer ");
     assert!(selected_now.contains("output A16"), "{selected_now}");
     assert_eq!(label(&h, "FPS "), fps);
-    assert_ne!(label(&h, "GOPS/DSP "), gops_per_dsp);
-    assert_ne!(label(&h, "FPS/DSP "), fps_per_dsp);
+    let value = |s: &str| -> f64 { s.split(' ').nth(1).unwrap().parse().unwrap() };
+    for (name, before) in [("GOPS/DSP ", &gops_per_dsp), ("FPS/DSP ", &fps_per_dsp)] {
+        let now = label(&h, name);
+        let ratio = value(&now) / value(before);
+        assert!(
+            (ratio - 0.5).abs() < 0.005,
+            "{before} → {now}: twice the DSPs"
+        );
+    }
     // The output's SQNR moves with its bits (8 → 16 bits: 34.3 → 43.1 dB; the recipe's
     // 99.99th-percentile range clips the same values at any width, which caps the gain).
     let sqnr = |s: &str| -> f64 {
@@ -154,7 +161,9 @@ fn more_engine_copies_give_more_fps() {
         (parse(&fps_now) - parse(&fps) / 4.0).abs() < 0.1,
         "8 → 2 copies: {fps} → {fps_now}"
     );
-    assert_ne!(label(&h, "DSPs "), dsps);
+    // A quarter of the copies, a quarter of the DSPs.
+    let dsps_now = label(&h, "DSPs ");
+    assert_eq!(parse(&dsps_now) * 4.0, parse(&dsps), "{dsps} → {dsps_now}");
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {

@@ -250,6 +250,29 @@ fn ptq_table_writes_the_results_document() {
     ] {
         assert!(doc.contains(needle), "missing `{needle}` in:\n{doc}");
     }
+    // Its figures are what `qvit eval` gives for the same settings.
+    for (recipe, bits, column) in [("trio-vit", "w8a8", 0), ("percentile", "w4a4", 1)] {
+        let v = ok(&qvit(&[
+            "eval",
+            "--recipe",
+            recipe,
+            "--bits",
+            bits,
+            "--limit",
+            "100",
+            "--calibration-images",
+            "64",
+            "-f",
+            "json",
+        ]));
+        let want = format!("{:.2}", v["top1_percent"].as_f64().unwrap());
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| {recipe} |")))
+            .unwrap();
+        let got = row.split('|').nth(2 + column).unwrap().trim();
+        assert_eq!(got, want, "{recipe} {bits} in `{row}`");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

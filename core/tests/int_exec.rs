@@ -461,8 +461,8 @@ fn golden_vector_rescale_records_rebuild_the_outputs() {
     }
 }
 
-/// A patch embedding over 64 channels of 33×33 patches is a GEMM with K = 69,696; with
-/// full-scale weights (every code ±127) its i32 accumulator could reach 69,696·127·255 >
+/// A patch embedding over 64 channels of 34×34 patches is a GEMM with K = 73,984; with
+/// full-scale weights (every code ±127) its i32 accumulator could reach 73,984·127·255 >
 /// 2^31, so compiling refuses it and names the layer.
 #[test]
 fn a_gemm_whose_accumulator_can_overflow_is_refused() {
@@ -472,8 +472,8 @@ fn a_gemm_whose_accumulator_can_overflow_is_refused() {
     use qvit_core::tensor::Tensor;
     use qvit_core::weights::Weights;
     let spec = ArchSpec::from_ron(
-        "DeiT(name: \"deit-wide-patch\", resolution: 66, in_channels: 64, num_classes: 10, \
-         patch_size: 33, embed_dim: 16, depth: 1, num_heads: 2, mlp_ratio: 2.0, qkv_bias: true, \
+        "DeiT(name: \"deit-wide-patch\", resolution: 68, in_channels: 64, num_classes: 10, \
+         patch_size: 34, embed_dim: 16, depth: 1, num_heads: 2, mlp_ratio: 2.0, qkv_bias: true, \
          ln_eps: 1e-6)",
         "test spec",
     )
@@ -490,11 +490,11 @@ fn a_gemm_whose_accumulator_can_overflow_is_refused() {
         .replace(name, Tensor::new(shape, full_scale))
         .unwrap();
     let folded = weights.fold(&graph).unwrap();
-    let pixels = 64 * 66 * 66;
+    let pixels = 64 * 68 * 68;
     let bytes = (0..4 * pixels).map(|i| (i * 37 % 251) as u8).collect();
     let data = Dataset::from_bytes(
         "test images",
-        [64, 66, 66],
+        [64, 68, 68],
         bytes,
         vec![0, 1, 2, 3],
         Normalize {
@@ -519,7 +519,7 @@ fn a_gemm_whose_accumulator_can_overflow_is_refused() {
     let err = compile(&graph, &folded, &plan).unwrap_err().to_string();
     assert!(
         err.contains("patch_embed.proj")
-            && err.contains("69696 inputs")
+            && err.contains("73984 inputs")
             && err.contains("accumulator"),
         "{err}"
     );

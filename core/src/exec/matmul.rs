@@ -76,35 +76,35 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
 pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) {
     assert_eq!(lhs.cols, rhs.rows, "inner dimensions differ");
     assert_eq!((dst.rows, dst.cols), (lhs.rows, rhs.cols), "output shape");
-    assert!(
-        fits(
-            lhs.data.len(),
-            lhs.rows,
-            lhs.cols,
-            lhs.row_stride,
-            lhs.col_stride
-        ),
-        "the lhs view reaches outside its slice"
+    let check = |name: &str, len: usize, rows, cols, row_stride, col_stride| {
+        assert!(
+            fits(len, rows, cols, row_stride, col_stride),
+            "the {name} view reaches outside its slice"
+        );
+    };
+    check(
+        "lhs",
+        lhs.data.len(),
+        lhs.rows,
+        lhs.cols,
+        lhs.row_stride,
+        lhs.col_stride,
     );
-    assert!(
-        fits(
-            rhs.data.len(),
-            rhs.rows,
-            rhs.cols,
-            rhs.row_stride,
-            rhs.col_stride
-        ),
-        "the rhs view reaches outside its slice"
+    check(
+        "rhs",
+        rhs.data.len(),
+        rhs.rows,
+        rhs.cols,
+        rhs.row_stride,
+        rhs.col_stride,
     );
-    assert!(
-        fits(
-            dst.data.len(),
-            dst.rows,
-            dst.cols,
-            dst.row_stride,
-            dst.col_stride
-        ),
-        "the dst view reaches outside its slice"
+    check(
+        "dst",
+        dst.data.len(),
+        dst.rows,
+        dst.cols,
+        dst.row_stride,
+        dst.col_stride,
     );
     if dst.rows == 0 || dst.cols == 0 {
         return;

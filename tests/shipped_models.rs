@@ -24,7 +24,7 @@ fn trainer_report(model: &str) -> serde_json::Value {
 }
 
 /// FP32 top-1 on all 10,000 test images must reach `threshold` and equal, to 0.01 points (one
-/// image), what the trainer measured on the weights it exported.
+/// image), what the trainer measured on the weights it exported, which the README quotes.
 fn check(model: &str, args: &[&str], threshold: f64) {
     let v = eval_json(args);
     assert_eq!(v["model"], model);
@@ -36,6 +36,10 @@ fn check(model: &str, args: &[&str], threshold: f64) {
         (top1 - reported).abs() <= 0.01 + 1e-9,
         "{model}: qvit measures {top1} %, the trainer reported {reported} %"
     );
+    // The README's table of shipped models quotes the trainer's figure.
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let row = format!("| {model} | {reported:.2} % |");
+    assert!(readme.contains(&row), "README.md should have `{row}`");
 }
 
 #[test]

@@ -524,3 +524,39 @@ fn a_gemm_whose_accumulator_can_overflow_is_refused() {
         "{err}"
     );
 }
+
+/// `P·V` is bounded by the probabilities' row sum, not by tokens × the largest probability: a
+/// DeiT over 785 tokens (28×28 patches of one pixel) with repq-vit's log√2 probabilities,
+/// which a per-token bound (785·2^15·255 > 2^31) refused, compiles and matches fake-quant.
+#[test]
+fn attention_over_many_tokens_compiles_and_matches() {
+    use qvit_core::arch::ArchSpec;
+    use qvit_core::graph::Graph;
+    use qvit_core::weights::Weights;
+    let spec = ArchSpec::from_ron(
+        "DeiT(name: \"deit-many-tokens\", resolution: 28, in_channels: 1, num_classes: 10, \
+         patch_size: 1, embed_dim: 16, depth: 1, num_heads: 2, mlp_ratio: 2.0, qkv_bias: true, \
+         ln_eps: 1e-6)",
+        "test spec",
+    )
+    .unwrap();
+    let graph = Graph::build(&spec).unwrap();
+    let folded = Weights::random(&graph, 9).fold(&graph).unwrap();
+    let stats = calibrate(&graph, &folded, &dataset(false), 8, 8, &mut |_, _| {}).unwrap();
+    let settings = QuantSettings {
+        recipe: "repq-vit".into(),
+        ..Default::default()
+    };
+    let plan = quant::build(
+        &graph,
+        &folded,
+        &stats,
+        &Recipe::preset("repq-vit").unwrap(),
+        &settings,
+    )
+    .unwrap();
+    let images = dataset(true).batch(0..1).unwrap().images;
+    let rows = common::agreement(&graph, &folded, &plan, &images, true);
+    let share = report("deit-many-tokens", "repq-vit, layer by layer", &rows);
+    assert!(share >= 99.9, "{share:.3} %");
+}

@@ -73,6 +73,38 @@ fn accumulator_fits(
     )
 }
 
+/// The largest `Σ_j |table[code_j]|` over one row of probabilities that the integer Softmax can
+/// produce. Its rows sum to one (within `N/2` units of `2^−24`), so no row holds many large
+/// probabilities: for each code reachable from the Softmax, with `lo` the smallest probability
+/// encoded to it, `|table[code]| ≤ a·lo` (`a` the largest such ratio) or, for the codes of the
+/// smallest probabilities (`lo = 0`), `≤ b`; hence the sum is at most `a·Σp + N·b`.
+fn mix_bound(table: &[i64], probs: &Encoding, tokens: usize, name: &str) -> Result<u128> {
+    let enc = Encoder::new(
+        &[2f64.powi(-(PROBABILITY_BITS as i32))],
+        &[0.0],
+        probs,
+        1,
+        name,
+    )?;
+    let levels = LevelEncoder::from_monotone(|p| enc.encode(p, 0), 0, 1 << PROBABILITY_BITS);
+    let (mut a, mut b) = (0.0f64, 0u128);
+    for (i, &code) in levels.codes.iter().enumerate() {
+        let d = table.get(code as usize).map_or(0, |v| v.unsigned_abs());
+        let lo = if i == 0 {
+            0
+        } else {
+            levels.thresholds[i - 1] + 1
+        };
+        if lo <= 0 {
+            b = b.max(d as u128);
+        } else {
+            a = a.max(d as f64 / lo as f64);
+        }
+    }
+    let total = (1u128 << PROBABILITY_BITS) + tokens as u128 / 2 + 1;
+    Ok((a * total as f64).ceil() as u128 + tokens as u128 * b)
+}
+
 /// The largest value of an i32 accumulator.
 const I32_LIMIT: u128 = i32::MAX as u128;
 /// The largest value of an i64 accumulator that leaves room for the bias and the
@@ -462,20 +494,30 @@ impl Compiler<'_> {
                 let (probs, qkv) = (inputs[0], inputs[1]);
                 let tokens = graph.node(qkv).shape[0];
                 let (table, unit) = self.decode_table(probs)?;
-                // i32 accumulation: every product ≤ 2^15·255, at most `tokens` of them.
                 let largest = table.iter().map(|v| v.abs()).max().unwrap_or(0);
-                if largest > 1 << 15 || tokens as i64 * largest * 255 >= 1 << 31 {
+                if largest > 1 << 15 {
                     return fail(
                         graph,
                         &node.name,
-                        format!(
-                            "{tokens} tokens of probabilities up to {largest} overflow the i32 accumulator"
-                        ),
+                        format!("probability codes decode to {largest}, beyond 2^15"),
                     );
                 }
-                let table: Vec<i32> = table.iter().map(|&v| v as i32).collect();
                 let v = self.linear(qkv, 3 * heads * head_dim)?;
                 self.per_tensor(qkv, &v)?;
+                let worst = mix_bound(
+                    &table,
+                    self.value[probs].as_ref().expect("computed"),
+                    tokens,
+                    &node.name,
+                )? * (v.qmax - v.qmin) as u128;
+                accumulator_fits(
+                    graph,
+                    &node.name,
+                    worst,
+                    I32_LIMIT,
+                    format!("P·V over {tokens} tokens"),
+                )?;
+                let table: Vec<i32> = table.iter().map(|&v| v as i32).collect();
                 StepOp::Mix(Mix {
                     heads: *heads,
                     head_dim: *head_dim,

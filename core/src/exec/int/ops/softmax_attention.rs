@@ -84,8 +84,9 @@ impl Mix {
         let width = 3 * h * d;
         out.clear();
         out.resize(n * h * d, 0);
-        // Probabilities are at most 2^15 and sum to about 2^15 per row; with |v − z| ≤ 255 and
-        // at most 2^8 tokens the i32 accumulator cannot overflow (checked at compile time).
+        // Decoded probabilities are at most 2^15 and a row of them sums to a bounded total (the
+        // Softmax's rows sum to one), so with |v − z| ≤ 255 the i32 accumulator cannot
+        // overflow at any token count the compiler accepts (`mix_bound`).
         let mut v = vec![0i32; n * d];
         let mut acc = vec![0i32; d];
         for head in 0..h {

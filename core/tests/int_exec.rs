@@ -8,12 +8,17 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
 
+use qvit_core::arch::ArchSpec;
+use qvit_core::data::Normalize;
 use qvit_core::eval::Classifier;
+use qvit_core::graph::Graph;
 use qvit_core::pipeline;
 use qvit_core::project::Project;
 use qvit_core::quant::{
     self, CalibrationStats, FakeQuantExecutor, QuantPlan, QuantSettings, Recipe, calibrate,
 };
+use qvit_core::tensor::Tensor;
+use qvit_core::weights::{FoldedWeights, Weights};
 
 mod common;
 
@@ -461,24 +466,50 @@ fn golden_vector_rescale_records_rebuild_the_outputs() {
     }
 }
 
+/// A one-block DeiT (16 wide, 2 heads) over `resolution`² images of `channels` channels cut
+/// into `patch`² patches: the compiler's bounds at shapes the micro models do not have.
+fn one_block_deit(name: &str, resolution: usize, channels: usize, patch: usize) -> Graph {
+    let spec = ArchSpec::from_ron(
+        &format!(
+            "DeiT(name: \"{name}\", resolution: {resolution}, in_channels: {channels}, \
+             num_classes: 10, patch_size: {patch}, embed_dim: 16, depth: 1, num_heads: 2, \
+             mlp_ratio: 2.0, qkv_bias: true, ln_eps: 1e-6)"
+        ),
+        "test spec",
+    )
+    .unwrap();
+    Graph::build(&spec).unwrap()
+}
+
+/// The W8A8 plan of a preset recipe, calibrated on the first `images` of `data`.
+fn w8a8_plan(
+    graph: &Graph,
+    folded: &FoldedWeights,
+    data: &Dataset,
+    images: usize,
+    recipe: &str,
+) -> QuantPlan {
+    let stats = calibrate(graph, folded, data, images, images, &mut |_, _| {}).unwrap();
+    let settings = QuantSettings {
+        recipe: recipe.into(),
+        ..Default::default()
+    };
+    quant::build(
+        graph,
+        folded,
+        &stats,
+        &Recipe::preset(recipe).unwrap(),
+        &settings,
+    )
+    .unwrap()
+}
+
 /// A patch embedding over 64 channels of 34×34 patches is a GEMM with K = 73,984; with
 /// full-scale weights (every code ±127) its i32 accumulator could reach 73,984·127·255 >
 /// 2^31, so compiling refuses it and names the layer.
 #[test]
 fn a_gemm_whose_accumulator_can_overflow_is_refused() {
-    use qvit_core::arch::ArchSpec;
-    use qvit_core::data::Normalize;
-    use qvit_core::graph::Graph;
-    use qvit_core::tensor::Tensor;
-    use qvit_core::weights::Weights;
-    let spec = ArchSpec::from_ron(
-        "DeiT(name: \"deit-wide-patch\", resolution: 68, in_channels: 64, num_classes: 10, \
-         patch_size: 34, embed_dim: 16, depth: 1, num_heads: 2, mlp_ratio: 2.0, qkv_bias: true, \
-         ln_eps: 1e-6)",
-        "test spec",
-    )
-    .unwrap();
-    let graph = Graph::build(&spec).unwrap();
+    let graph = one_block_deit("deit-wide-patch", 68, 64, 34);
     let mut weights = Weights::random(&graph, 3);
     let name = "patch_embed.proj.weight";
     let shape = weights.get(name).unwrap().shape.clone();
@@ -503,19 +534,7 @@ fn a_gemm_whose_accumulator_can_overflow_is_refused() {
         },
     )
     .unwrap();
-    let stats = calibrate(&graph, &folded, &data, 4, 4, &mut |_, _| {}).unwrap();
-    let settings = QuantSettings {
-        recipe: "minmax".into(),
-        ..Default::default()
-    };
-    let plan = quant::build(
-        &graph,
-        &folded,
-        &stats,
-        &Recipe::preset("minmax").unwrap(),
-        &settings,
-    )
-    .unwrap();
+    let plan = w8a8_plan(&graph, &folded, &data, 4, "minmax");
     let err = compile(&graph, &folded, &plan).unwrap_err().to_string();
     assert!(
         err.contains("patch_embed.proj")
@@ -530,31 +549,9 @@ fn a_gemm_whose_accumulator_can_overflow_is_refused() {
 /// which a per-token bound (785·2^15·255 > 2^31) refused, compiles and matches fake-quant.
 #[test]
 fn attention_over_many_tokens_compiles_and_matches() {
-    use qvit_core::arch::ArchSpec;
-    use qvit_core::graph::Graph;
-    use qvit_core::weights::Weights;
-    let spec = ArchSpec::from_ron(
-        "DeiT(name: \"deit-many-tokens\", resolution: 28, in_channels: 1, num_classes: 10, \
-         patch_size: 1, embed_dim: 16, depth: 1, num_heads: 2, mlp_ratio: 2.0, qkv_bias: true, \
-         ln_eps: 1e-6)",
-        "test spec",
-    )
-    .unwrap();
-    let graph = Graph::build(&spec).unwrap();
+    let graph = one_block_deit("deit-many-tokens", 28, 1, 1);
     let folded = Weights::random(&graph, 9).fold(&graph).unwrap();
-    let stats = calibrate(&graph, &folded, &dataset(false), 8, 8, &mut |_, _| {}).unwrap();
-    let settings = QuantSettings {
-        recipe: "repq-vit".into(),
-        ..Default::default()
-    };
-    let plan = quant::build(
-        &graph,
-        &folded,
-        &stats,
-        &Recipe::preset("repq-vit").unwrap(),
-        &settings,
-    )
-    .unwrap();
+    let plan = w8a8_plan(&graph, &folded, &dataset(false), 8, "repq-vit");
     let images = dataset(true).batch(0..1).unwrap().images;
     let rows = common::agreement(&graph, &folded, &plan, &images, true);
     let share = report("deit-many-tokens", "repq-vit, layer by layer", &rows);

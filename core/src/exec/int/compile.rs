@@ -73,12 +73,9 @@ fn accumulator_fits(
     )
 }
 
-/// The largest `Σ_j |table[code_j]|` over one row of probabilities that the integer Softmax can
-/// produce. Its rows sum to one (within `N/2` units of `2^−24`), so no row holds many large
-/// probabilities: for each code reachable from the Softmax, with `lo` the smallest probability
-/// encoded to it, `|table[code]| ≤ a·lo` (`a` the largest such ratio) or, for the codes of the
-/// smallest probabilities (`lo = 0`), `≤ b`; hence the sum is at most `a·Σp + N·b`.
-fn mix_bound(table: &[i64], probs: &Encoding, tokens: usize, name: &str) -> Result<u128> {
+/// The Softmax's probabilities (at `2^−PROBABILITY_BITS`) as the post-Softmax point's codes:
+/// its encoder as thresholds over `0 ..= 2^PROBABILITY_BITS`.
+fn probability_codes(probs: &Encoding, name: &str) -> Result<LevelEncoder> {
     let enc = Encoder::new(
         &[2f64.powi(-(PROBABILITY_BITS as i32))],
         &[0.0],
@@ -86,7 +83,20 @@ fn mix_bound(table: &[i64], probs: &Encoding, tokens: usize, name: &str) -> Resu
         1,
         name,
     )?;
-    let levels = LevelEncoder::from_monotone(|p| enc.encode(p, 0), 0, 1 << PROBABILITY_BITS);
+    Ok(LevelEncoder::from_monotone(
+        |p| enc.encode(p, 0),
+        0,
+        1 << PROBABILITY_BITS,
+    ))
+}
+
+/// The largest `Σ_j |table[code_j]|` over one row of probabilities that the integer Softmax can
+/// produce. Its rows sum to one (within `N/2` units of `2^−24`), so no row holds many large
+/// probabilities: for each code reachable from the Softmax, with `lo` the smallest probability
+/// encoded to it, `|table[code]| ≤ a·lo` (`a` the largest such ratio) or, for the codes of the
+/// smallest probabilities (`lo = 0`), `≤ b`; hence the sum is at most `a·Σp + N·b`.
+fn mix_bound(table: &[i64], probs: &Encoding, tokens: usize, name: &str) -> Result<u128> {
+    let levels = probability_codes(probs, name)?;
     let (mut a, mut b) = (0.0f64, 0u128);
     for (i, &code) in levels.codes.iter().enumerate() {
         let d = table.get(code as usize).map_or(0, |v| v.unsigned_abs());
@@ -457,11 +467,8 @@ impl Compiler<'_> {
                     I64_LIMIT,
                     format!("the Softmax's row sum over {tokens} tokens"),
                 )?;
-                let enc = Encoder::new(
-                    &[2f64.powi(-(PROBABILITY_BITS as i32))],
-                    &[0.0],
+                let codes = probability_codes(
                     need(graph, &node.name, out_enc.as_ref(), "an output quantizer")?,
-                    1,
                     &node.name,
                 )?;
                 StepOp::ScoresSoftmax(ScoresSoftmax {
@@ -483,11 +490,7 @@ impl Compiler<'_> {
                         &node.name,
                     )?,
                     input_bits: j,
-                    codes: LevelEncoder::from_monotone(
-                        |v| enc.encode(v, 0),
-                        0,
-                        1 << PROBABILITY_BITS,
-                    ),
+                    codes,
                 })
             }
             Op::AttentionMix { heads, head_dim } => {

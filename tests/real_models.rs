@@ -125,24 +125,10 @@ fn end_to_end(model: &str, recipe: &str) {
     assert_eq!(int["executor"], "int");
     assert_eq!(int["images"], 9);
     // Per-layer SQNR of the integer executor's own tensors, at full size.
-    let mut args = with_model(
-        "eval",
-        &["--executor", "int", "--layers", "--format", "json"],
-    );
-    args.extend(["--batch".to_string(), "3".to_string()]);
-    let out = qvit(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let layers = &eval(&["--executor", "int", "--layers"])["layers"];
     let (acts, int_db) = (
-        docs[1]["activations"].as_array().unwrap(),
-        docs[1]["int_network_sqnr_db"].as_array().unwrap(),
+        layers["activations"].as_array().unwrap(),
+        layers["int_network_sqnr_db"].as_array().unwrap(),
     );
     assert_eq!(acts.len(), int_db.len());
     assert!(

@@ -67,7 +67,7 @@ pub struct EvalArgs {
     /// Also print each layer's weight and activation SQNR (on the first 64 test images). With
     /// `--executor int` a column adds the integer executor's own tensors (decoded with the
     /// compile-time scales) against float, beside fake-quant's: where integer arithmetic adds
-    /// error.
+    /// error. In `--format json` the figures are the `layers` field of the one document.
     #[arg(long)]
     layers: bool,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
@@ -257,30 +257,55 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         qvit_core::ron_io::write_atomic(out, serde_json::to_string_pretty(&result)?.as_bytes())?;
     }
-    emit(&report(&result, args.format)?)?;
-    if let (true, Some(fake)) = (args.layers, &fake) {
-        let images = data.batch(0..data.len().min(64))?.images;
-        let weights = diagnostics::weight_quality(&model.folded, fake.weights(), fake.plan());
-        let acts = diagnostics::activation_quality(graph, &model.folded, fake, &images)?;
-        let int_acts = match &program {
-            Some(program) => Some(diagnostics::int_network_quality(
-                graph,
-                &model.folded,
-                fake.plan(),
-                program,
-                &images,
-            )?),
-            None => None,
-        };
-        emit(&layer_table(
-            fake.plan(),
-            &weights,
-            &acts,
-            int_acts.as_deref(),
-            args.format,
-        )?)?;
+    let layers = match (args.layers, &fake) {
+        (true, Some(fake)) => {
+            let images = data.batch(0..data.len().min(64))?.images;
+            Some(Layers {
+                weights: diagnostics::weight_quality(&model.folded, fake.weights(), fake.plan()),
+                activations: diagnostics::activation_quality(graph, &model.folded, fake, &images)?,
+                int_network: match &program {
+                    Some(program) => Some(diagnostics::int_network_quality(
+                        graph,
+                        &model.folded,
+                        fake.plan(),
+                        program,
+                        &images,
+                    )?),
+                    None => None,
+                },
+            })
+        }
+        _ => None,
+    };
+    match args.format {
+        // One JSON document: the accuracy, with the per-layer figures under `layers`.
+        Format::Json => {
+            let mut v = report_json(&result);
+            if let Some(l) = &layers {
+                v["layers"] = serde_json::json!({
+                    "weights": l.weights,
+                    "activations": l.activations,
+                    "int_network_sqnr_db": l.int_network,
+                });
+            }
+            emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
+        }
+        Format::Table => {
+            emit(&report(&result, Format::Table)?)?;
+            if let (Some(l), Some(fake)) = (&layers, &fake) {
+                emit(&layer_table(fake.plan(), l))?;
+            }
+        }
     }
     Ok(())
+}
+
+/// What `--layers` measured: weight and activation SQNRs, and with the integer executor its own
+/// tensors' SQNR per activation point.
+struct Layers {
+    weights: Vec<diagnostics::WeightQuality>,
+    activations: Vec<diagnostics::ActivationQuality>,
+    int_network: Option<Vec<f64>>,
 }
 
 /// What an evaluation was of: equal in every share of one evaluation.
@@ -404,20 +429,12 @@ fn merge(parts: &[PathBuf], format: Format) -> anyhow::Result<()> {
     emit(&report(&merged, format)?)
 }
 
-fn layer_table(
-    plan: &QuantPlan,
-    weights: &[diagnostics::WeightQuality],
-    acts: &[diagnostics::ActivationQuality],
-    int_network: Option<&[f64]>,
-    format: Format,
-) -> anyhow::Result<String> {
-    if let Format::Json = format {
-        return Ok(serde_json::to_string_pretty(&serde_json::json!({
-            "weights": weights,
-            "activations": acts,
-            "int_network_sqnr_db": int_network,
-        }))? + "\n");
-    }
+fn layer_table(plan: &QuantPlan, layers: &Layers) -> String {
+    let (weights, acts, int_network) = (
+        &layers.weights,
+        &layers.activations,
+        layers.int_network.as_deref(),
+    );
     let mut header = vec!["tensor", "kind", "bits", "SQNR", "network"];
     if int_network.is_some() {
         header.push("int network");
@@ -458,10 +475,34 @@ fn layer_table(
     } else {
         ""
     };
-    Ok(format!(
+    format!(
         "\nper-layer SQNR (dB; network = the fake-quant network's tensor against the float \
          model's, errors accumulated{int_note})\n{t}\n"
-    ))
+    )
+}
+
+fn report_json(r: &EvalResult) -> serde_json::Value {
+    let (setup, acc) = (&r.setup, &r.accuracy);
+    let (lo, hi) = acc.top1_interval();
+    serde_json::json!({
+        "model": setup.model,
+        "executor": setup.executor,
+        "recipe": setup.recipe,
+        "bits": setup.bits,
+        "overrides": setup.overrides,
+        "weights": setup.weights,
+        "data": setup.data,
+        "shard": [r.shard.index, r.shard.count],
+        "images": acc.images,
+        "top1_percent": acc.top1(),
+        "top5_percent": acc.top5(),
+        "top1_interval_95_percent": [lo, hi],
+        "class_images": acc.class_images,
+        "class_top1_correct": acc.class_top1_correct,
+        "images_per_second": acc.images as f64 / r.seconds.max(1e-9),
+        "batch": setup.batch,
+        "threads": r.threads,
+    })
 }
 
 fn report(r: &EvalResult, format: Format) -> anyhow::Result<String> {
@@ -475,27 +516,7 @@ fn report(r: &EvalResult, format: Format) -> anyhow::Result<String> {
         )
     });
     Ok(match format {
-        Format::Json => {
-            serde_json::to_string_pretty(&serde_json::json!({
-                "model": setup.model,
-                "executor": setup.executor,
-                "recipe": setup.recipe,
-                "bits": setup.bits,
-                "overrides": setup.overrides,
-                "weights": setup.weights,
-                "data": setup.data,
-                "shard": [r.shard.index, r.shard.count],
-                "images": acc.images,
-                "top1_percent": acc.top1(),
-                "top5_percent": acc.top5(),
-                "top1_interval_95_percent": [lo, hi],
-                "class_images": acc.class_images,
-                "class_top1_correct": acc.class_top1_correct,
-                "images_per_second": per_second,
-                "batch": setup.batch,
-                "threads": r.threads,
-            }))? + "\n"
-        }
+        Format::Json => serde_json::to_string_pretty(&report_json(r))? + "\n",
         Format::Table => format!(
             "{} ({}) on {} — {} images{}\n\
              weights  {}\n\

@@ -4,12 +4,12 @@
 //! evaluate in fake-quant and int, shard and merge, price, write golden vectors, and run the
 //! same from a project file.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use qvit_core::arch::ArchSpec;
-use qvit_core::graph::Graph;
-use qvit_core::weights::Weights;
+mod common;
+
+use common::{image_folder, random_weights};
 
 fn qvit(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_qvit"))
@@ -32,32 +32,6 @@ fn err(args: &[&str]) -> String {
     let out = qvit(args);
     assert!(!out.status.success(), "qvit {args:?} should fail");
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `root/<class>/<image>`: `classes` folders of `per_class` images of odd sizes, JPEG and PNG,
-/// with a gradient and a class-dependent tint so that the classes differ.
-fn image_folder(root: &Path, classes: usize, per_class: usize) {
-    for c in 0..classes {
-        let dir = root.join(format!("n{:08}", 1000 + c));
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per_class {
-            let (w, h) = (181 + 37 * i as u32, 143 + 23 * c as u32);
-            let img = image::RgbImage::from_fn(w, h, |x, y| {
-                image::Rgb([
-                    (x * 255 / w) as u8,
-                    (y * 255 / h) as u8,
-                    ((c * 60 + i * 17) % 256) as u8 ^ ((x / 9 + y / 7) % 2 * 40) as u8,
-                ])
-            });
-            let name = if i % 2 == 0 { "a.jpg" } else { "b.png" };
-            img.save(dir.join(format!("{i}{name}"))).unwrap();
-        }
-    }
-}
-
-fn random_weights(model: &str, path: &Path) {
-    let graph = Graph::build(&ArchSpec::resolve(model).unwrap()).unwrap();
-    Weights::random(&graph, 7).save(path).unwrap();
 }
 
 struct Case {

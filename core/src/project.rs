@@ -129,6 +129,15 @@ impl CalibrationSet {
 }
 
 impl DataSource {
+    /// The per-channel normalisation its images are read with.
+    pub fn normalize(&self) -> &Normalize {
+        match self {
+            DataSource::Idx { normalize, .. } | DataSource::ImageFolder { normalize, .. } => {
+                normalize
+            }
+        }
+    }
+
     /// The shipped Fashion-MNIST test set.
     pub fn fashion_mnist_test() -> Self {
         let (images, labels) = assets::fashion_mnist_test();

@@ -4,6 +4,7 @@ mod bench;
 mod calibrate;
 mod cost;
 mod eval;
+mod export;
 mod format;
 mod info;
 mod prepare;
@@ -47,6 +48,8 @@ Examples:
   qvit ptq-table                              the method × bits table of docs/results/
   qvit eval --recipe trio-vit --executor int  the same in integer arithmetic only
   qvit vectors --image 0 --out golden/        integer golden vectors (.npy + manifest) for RTL
+  qvit export --format onnx --out micro.onnx --samples 16
+                                              the float model as ONNX, with inputs and logits to check it
   qvit bench                                  images/s of the fp32, fake-quant and int executors
   qvit cost efficientvit-b1 --resolution 224  cycles, FPS, GOPS and DSP efficiency on Trio-ViT/ZCU102
   qvit sweep presets/sweeps/trio-vit-zcu102.ron  a design space on every core, CSV + Pareto front";
@@ -67,6 +70,7 @@ enum Command {
     Cost(cost::CostArgs),
     Sweep(sweep::SweepArgs),
     Vectors(vectors::VectorsArgs),
+    Export(export::ExportArgs),
 }
 
 /// Runs the parsed command line.
@@ -93,5 +97,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cost(args) => cost::run(&args),
         Command::Sweep(args) => sweep::run(&args),
         Command::Vectors(args) => vectors::run(&args),
+        Command::Export(args) => export::run(&args),
     }
 }

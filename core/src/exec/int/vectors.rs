@@ -9,7 +9,7 @@
 //! `int64` biases and addends. Everything is written to a fresh folder file by file, each file
 //! atomically.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -19,6 +19,7 @@ use super::program::StepOp;
 use super::requant::{Encoder, Epilogue, Requant};
 use super::rescale::{StepConstants, step_constants};
 use crate::error::{Error, Result};
+use crate::export::npy;
 use crate::graph::Graph;
 use crate::ron_io::write_atomic;
 
@@ -206,34 +207,8 @@ fn output_requant(o: &Output) -> Option<&Requant> {
     }
 }
 
-fn npy_header(dtype: &str, shape: &[usize]) -> Vec<u8> {
-    let dims = match shape.len() {
-        1 => format!("({},)", shape[0]),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mut dict = format!("{{'descr': '{dtype}', 'fortran_order': False, 'shape': {dims}, }}");
-    // Magic (6) + version (2) + length (2) + dict + newline, padded to a multiple of 64.
-    let unpadded = 10 + dict.len() + 1;
-    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
-    dict.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
-    out
-}
-
 fn write_npy(dir: &Path, file: &str, data: &[i32], shape: &[usize]) -> Result<ArrayEntry> {
-    let mut bytes = npy_header("<i4", shape);
-    data.iter()
-        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
-    write_atomic(&dir.join(file), &bytes)?;
+    npy::write(&dir.join(file), data, shape)?;
     Ok(ArrayEntry {
         file: file.into(),
         dtype: "int32",
@@ -242,10 +217,7 @@ fn write_npy(dir: &Path, file: &str, data: &[i32], shape: &[usize]) -> Result<Ar
 }
 
 fn write_npy64(dir: &Path, file: &str, data: &[i64]) -> Result<ArrayEntry> {
-    let mut bytes = npy_header("<i8", &[data.len()]);
-    data.iter()
-        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
-    write_atomic(&dir.join(file), &bytes)?;
+    npy::write(&dir.join(file), data, &[data.len()])?;
     Ok(ArrayEntry {
         file: file.into(),
         dtype: "int64",
@@ -255,59 +227,5 @@ fn write_npy64(dir: &Path, file: &str, data: &[i64]) -> Result<ArrayEntry> {
 
 /// Reads an int32 `.npy` written by [`write`] (for tests and tools): shape and values.
 pub fn read_npy_i32(path: &Path) -> Result<(Vec<usize>, Vec<i32>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: PathBuf::from(path),
-        source: e,
-    })?;
-    let bad = |m: &str| Error::InvalidField {
-        origin: path.display().to_string(),
-        field: "npy".into(),
-        message: m.into(),
-    };
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad("not a .npy file"));
-    }
-    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(
-        bytes
-            .get(10..10 + len)
-            .ok_or_else(|| bad("truncated header"))?,
-    )
-    .map_err(|_| bad("header is not text"))?;
-    if !header.contains("'<i4'") {
-        return Err(bad("expected int32 ('<i4') data"));
-    }
-    let dims = header
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| bad("no shape"))?;
-    let shape: Vec<usize> = dims
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| bad("bad shape")))
-        .collect::<Result<_>>()?;
-    let data: Vec<i32> = bytes[10 + len..]
-        .chunks_exact(4)
-        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    if data.len() != shape.iter().product::<usize>() {
-        return Err(bad("data length does not match the shape"));
-    }
-    Ok((shape, data))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn npy_headers_are_64_byte_aligned() {
-        for shape in [vec![3], vec![2, 5], vec![16, 14, 14]] {
-            let h = npy_header("<i4", &shape);
-            assert_eq!(h.len() % 64, 0);
-            assert!(h.ends_with(b"\n"));
-        }
-    }
+    npy::read(path)
 }

@@ -1,5 +1,4 @@
-//! Files qvit writes for other tools that have no better home: PNG images (the explorer's plot
-//! exports).
+//! PNG images (the explorer's plot exports).
 
 use std::path::Path;
 

@@ -1,0 +1,267 @@
+//! An ONNX graph under construction, on the protobuf messages generated from the official
+//! `onnx.proto` (crate `onnx-protobuf`): nodes in topological order, initializers, and names kept
+//! unique.
+
+use std::collections::HashSet;
+
+use onnx_protobuf::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
+    tensor_shape_proto, type_proto,
+};
+use protobuf::{EnumOrUnknown, MessageField};
+
+/// ONNX element types qvit writes (`TensorProto.DataType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementType {
+    Float = 1,
+    Uint8 = 2,
+    Int8 = 3,
+    Int32 = 6,
+    Int64 = 7,
+    Uint4 = 21,
+    Int4 = 22,
+}
+
+/// One axis of a graph input or output: the batch, whose size the caller chooses, or a fixed
+/// size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Batch,
+    Fixed(usize),
+}
+
+/// A node attribute's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attr {
+    Int(i64),
+    Ints(Vec<i64>),
+    Float(f32),
+    Floats(Vec<f32>),
+    Str(String),
+}
+
+/// An ONNX graph being built.
+#[derive(Debug, Default)]
+pub struct OnnxGraph {
+    graph: GraphProto,
+    used: HashSet<String>,
+}
+
+impl OnnxGraph {
+    pub fn new(name: &str) -> Self {
+        let mut graph = GraphProto::new();
+        graph.name = name.to_string();
+        Self {
+            graph,
+            used: HashSet::new(),
+        }
+    }
+
+    /// `base`, or `base_2`, `base_3`… if taken: every value in a graph has one producer.
+    pub fn unique(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut n = 1;
+        while self.used.contains(&name) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        self.used.insert(name.clone());
+        name
+    }
+
+    /// A float initializer named exactly `name` (a checkpoint's parameter name), with a doc
+    /// string when its values are not the checkpoint's own (folded, transformed).
+    pub fn initializer(&mut self, name: &str, dims: &[usize], data: &[f32], doc: &str) -> String {
+        let mut raw = Vec::with_capacity(data.len() * 4);
+        data.iter()
+            .for_each(|v| raw.extend_from_slice(&v.to_le_bytes()));
+        self.raw_initializer(name, ElementType::Float, dims, raw, doc)
+    }
+
+    /// An initializer of any element type from its little-endian bytes (4-bit types two per
+    /// byte, low nibble first, as ONNX packs them).
+    pub fn raw_initializer(
+        &mut self,
+        name: &str,
+        element: ElementType,
+        dims: &[usize],
+        raw: Vec<u8>,
+        doc: &str,
+    ) -> String {
+        let name = self.unique(name);
+        let mut t = TensorProto::new();
+        t.name = name.clone();
+        t.data_type = element as i32;
+        t.dims = dims.iter().map(|&d| d as i64).collect();
+        t.raw_data = raw;
+        t.doc_string = doc.to_string();
+        self.graph.initializer.push(t);
+        name
+    }
+
+    /// A 1-D int64 constant (shapes, axes, pads, indices).
+    pub fn ints(&mut self, base: &str, values: &[i64]) -> String {
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.raw_initializer(base, ElementType::Int64, &[values.len()], raw, "")
+    }
+
+    /// A 0-D int64 constant (a `Gather` index that drops its axis).
+    pub fn scalar_i64(&mut self, base: &str, value: i64) -> String {
+        self.raw_initializer(
+            base,
+            ElementType::Int64,
+            &[],
+            value.to_le_bytes().to_vec(),
+            "",
+        )
+    }
+
+    /// A 0-D float constant.
+    pub fn scalar_f32(&mut self, base: &str, value: f32) -> String {
+        self.raw_initializer(
+            base,
+            ElementType::Float,
+            &[],
+            value.to_le_bytes().to_vec(),
+            "",
+        )
+    }
+
+    /// Adds a node of the default domain whose one output is named after `output` (made
+    /// unique); returns the output's name.
+    pub fn node(
+        &mut self,
+        op_type: &str,
+        output: &str,
+        inputs: &[&str],
+        attrs: &[(&str, Attr)],
+    ) -> String {
+        self.node_in("", op_type, output, inputs, attrs)
+    }
+
+    /// [`OnnxGraph::node`] in another operator domain (QONNX's, qvit's).
+    pub fn node_in(
+        &mut self,
+        domain: &str,
+        op_type: &str,
+        output: &str,
+        inputs: &[&str],
+        attrs: &[(&str, Attr)],
+    ) -> String {
+        let output = self.unique(output);
+        let mut node = NodeProto::new();
+        node.op_type = op_type.to_string();
+        node.domain = domain.to_string();
+        node.name = format!("{output}/{op_type}");
+        node.input = inputs.iter().map(|s| s.to_string()).collect();
+        node.output = vec![output.clone()];
+        node.attribute = attrs.iter().map(|(n, v)| attribute(n, v)).collect();
+        self.graph.node.push(node);
+        output
+    }
+
+    /// Declares a graph input of floats.
+    pub fn input(&mut self, name: &str, dims: &[Dim], doc: &str) -> String {
+        let name = self.unique(name);
+        self.graph.input.push(value_info(&name, dims, doc));
+        name
+    }
+
+    /// Declares an existing value as a graph output of floats.
+    pub fn output(&mut self, name: &str, dims: &[Dim], doc: &str) {
+        self.graph.output.push(value_info(name, dims, doc));
+    }
+
+    /// The finished model: IR version, operator sets, producer, doc string and metadata.
+    pub fn into_model(
+        mut self,
+        opsets: &[(&str, i64)],
+        doc: &str,
+        metadata: &[(String, String)],
+    ) -> ModelProto {
+        self.graph.doc_string = doc.to_string();
+        let mut model = ModelProto::new();
+        model.ir_version = IR_VERSION;
+        model.producer_name = "qvit".into();
+        model.producer_version = env!("CARGO_PKG_VERSION").into();
+        model.doc_string = doc.to_string();
+        model.opset_import = opsets
+            .iter()
+            .map(|&(domain, version)| {
+                let mut o = OperatorSetIdProto::new();
+                o.domain = domain.to_string();
+                o.version = version;
+                o
+            })
+            .collect();
+        model.metadata_props = metadata
+            .iter()
+            .map(|(k, v)| {
+                let mut e = StringStringEntryProto::new();
+                e.key = k.clone();
+                e.value = v.clone();
+                e
+            })
+            .collect();
+        model.graph = MessageField::some(self.graph);
+        model
+    }
+}
+
+/// IR version 10 (ONNX 1.16): the first with 4-bit element types, read by ONNX Runtime ≥ 1.18.
+pub const IR_VERSION: i64 = 10;
+
+fn attribute(name: &str, value: &Attr) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.to_string();
+    let kind = match value {
+        Attr::Int(i) => {
+            a.i = *i;
+            AttributeType::INT
+        }
+        Attr::Ints(v) => {
+            a.ints = v.clone();
+            AttributeType::INTS
+        }
+        Attr::Float(f) => {
+            a.f = *f;
+            AttributeType::FLOAT
+        }
+        Attr::Floats(v) => {
+            a.floats = v.clone();
+            AttributeType::FLOATS
+        }
+        Attr::Str(s) => {
+            a.s = s.as_bytes().to_vec();
+            AttributeType::STRING
+        }
+    };
+    a.type_ = EnumOrUnknown::new(kind);
+    a
+}
+
+fn value_info(name: &str, dims: &[Dim], doc: &str) -> ValueInfoProto {
+    let mut shape = TensorShapeProto::new();
+    shape.dim = dims
+        .iter()
+        .map(|d| {
+            let mut dim = tensor_shape_proto::Dimension::new();
+            dim.value = Some(match d {
+                Dim::Batch => tensor_shape_proto::dimension::Value::DimParam("batch".into()),
+                Dim::Fixed(n) => tensor_shape_proto::dimension::Value::DimValue(*n as i64),
+            });
+            dim
+        })
+        .collect();
+    let mut tensor = type_proto::Tensor::new();
+    tensor.elem_type = ElementType::Float as i32;
+    tensor.shape = MessageField::some(shape);
+    let mut ty = TypeProto::new();
+    ty.value = Some(type_proto::Value::TensorType(tensor));
+    let mut v = ValueInfoProto::new();
+    v.name = name.to_string();
+    v.type_ = MessageField::some(ty);
+    v.doc_string = doc.to_string();
+    v
+}

@@ -1,0 +1,60 @@
+//! ONNX exports of a model, for deployment runtimes and hardware flows.
+//!
+//! - [`float_model`]: the float model in standard operators (opset [`FLOAT_OPSET`]), BatchNorm
+//!   folded as qvit runs it, parameters under their checkpoint names.
+//!
+//! The graph has one input, `input` (`[batch, C, H, W]` float32, exactly the tensor qvit's
+//! executors take), and one output, `logits` (`[batch, classes]`). How each qvit op maps onto
+//! ONNX operators is in [`lower`].
+
+mod builder;
+pub mod lower;
+
+use std::path::Path;
+
+use onnx_protobuf::{Message, ModelProto};
+
+pub use builder::{Attr, Dim, ElementType, IR_VERSION, OnnxGraph};
+
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::weights::FoldedWeights;
+
+/// The operator set of the float export: 17 is the first with `LayerNormalization`.
+pub const FLOAT_OPSET: i64 = 17;
+
+/// Facts about an export recorded in the model's `metadata_props` (key, value), e.g. the
+/// input's normalisation, the recipe, the rounding.
+pub type Metadata = Vec<(String, String)>;
+
+/// The float model as standard ONNX operators.
+pub fn float_model(
+    graph: &Graph,
+    params: &FoldedWeights,
+    metadata: &Metadata,
+) -> Result<ModelProto> {
+    let mut g = OnnxGraph::new(&graph.model);
+    lower::lower(&mut g, graph, params, &mut lower::Float)?;
+    let doc = format!(
+        "{} ({} classes, {}×{} input) exported by qvit in float32, BatchNorm folded into the \
+         conv before it. Input `{}`: {}. Output `{}`: class logits.",
+        graph.model,
+        graph.num_classes,
+        graph.resolution,
+        graph.resolution,
+        lower::INPUT,
+        lower::INPUT_DOC,
+        lower::LOGITS
+    );
+    Ok(g.into_model(&[("", FLOAT_OPSET)], &doc, metadata))
+}
+
+/// Serialises `model` to `path`, atomically.
+pub fn write(path: &Path, model: &ModelProto) -> Result<()> {
+    let bytes = model.write_to_bytes().map_err(|e| Error::InvalidField {
+        origin: path.display().to_string(),
+        field: "onnx".into(),
+        message: format!("the model could not be encoded: {e}"),
+    })?;
+    crate::ron_io::write_atomic(path, &bytes)
+}

@@ -1,0 +1,168 @@
+//! `qvit export`: a model as an ONNX file for deployment runtimes and hardware flows.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use qvit_core::data::Normalize;
+use qvit_core::exec::float::FloatExecutor;
+use qvit_core::export::{npy, onnx};
+use qvit_core::pipeline::{self, Model};
+use qvit_core::project::{DataSource, Project};
+use qvit_core::tensor::Tensor;
+
+use super::quant_args::DataArgs;
+use super::{prepare, target};
+
+/// Write a model as ONNX, with sample inputs and qvit's outputs beside it to check it by.
+///
+/// `--format onnx` writes the float model in standard operators (opset 17), as qvit's float
+/// executor runs it: BatchNorm folded into the conv before it, parameters under their
+/// checkpoint names (a folded conv's initializers say so in their doc strings). The one input,
+/// `input`, is `[batch, C, H, W]` float32, the exact tensor qvit's executors take: pixels / 255,
+/// resized and centre-cropped as `qvit eval` does, then `(x − mean) / std` per channel (the
+/// `normalization` metadata gives mean and std). The one output, `logits`, is
+/// `[batch, classes]`.
+///
+/// With `--samples N`, the first N test images (`--data`, or the shipped Fashion-MNIST test set
+/// for the micro models) are written to FILE.inputs.npy, exactly as the model's input, and
+/// qvit's logits for them to FILE.expected.npy, so that anyone can check the export in their
+/// own runtime:
+///
+///   qvit export deit-micro --format onnx --out deit.onnx --samples 16
+///   python -c "import onnxruntime as ort, numpy as np; s = ort.InferenceSession('deit.onnx');
+///     x = np.load('deit.inputs.npy'); print(abs(s.run(None, {'input': x})[0]
+///     - np.load('deit.expected.npy')).max())"
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A project RON file, a model preset, or a model RON file (default: efficientvit-micro).
+    target: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
+    format: ExportFormat,
+    /// The ONNX file to write.
+    #[arg(long, value_name = "FILE.onnx")]
+    out: PathBuf,
+    /// Also write the first N test images (FILE.inputs.npy) and qvit's logits for them
+    /// (FILE.expected.npy).
+    #[arg(long, value_name = "N")]
+    samples: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    /// The float model in standard ONNX operators.
+    Onnx,
+}
+
+pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
+    let mut project = target::project(args.target.as_deref())?;
+    let spec = project.spec()?;
+    args.data.apply(&mut project, &spec)?;
+    let model = prepare::model(&project)?;
+    let samples = match args.samples {
+        Some(0) => anyhow::bail!("--samples 0: give at least one image, or leave the flag out"),
+        Some(n) => Some(sample_images(&project, &model, n)?),
+        None => None,
+    };
+    let metadata = metadata(&project, &model, args.format);
+    let proto = match args.format {
+        ExportFormat::Onnx => onnx::float_model(&model.graph, &model.folded, &metadata)?,
+    };
+    onnx::write(&args.out, &proto)?;
+    eprintln!(
+        "{} ({}) written to {}",
+        model.graph.model,
+        args.format.describe(),
+        args.out.display()
+    );
+    if let Some(images) = samples {
+        let logits = match args.format {
+            ExportFormat::Onnx => {
+                FloatExecutor::new(&model.graph, &model.folded)?.forward(&images)?
+            }
+        };
+        let (inputs, expected) = (beside(&args.out, "inputs"), beside(&args.out, "expected"));
+        npy::write(&inputs, &images.data, &images.shape)?;
+        npy::write(&expected, &logits.data, &logits.shape)?;
+        eprintln!(
+            "{} sample images and qvit's logits for them written to {} and {}",
+            images.shape[0],
+            inputs.display(),
+            expected.display()
+        );
+    }
+    Ok(())
+}
+
+impl ExportFormat {
+    fn describe(self) -> &'static str {
+        match self {
+            ExportFormat::Onnx => "float ONNX, opset 17",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Onnx => "onnx",
+        }
+    }
+}
+
+/// `FILE.onnx` → `FILE.<what>.npy`.
+fn beside(out: &Path, what: &str) -> PathBuf {
+    out.with_extension(format!("{what}.npy"))
+}
+
+/// The first `n` test images, as the model's input tensor.
+fn sample_images(project: &Project, model: &Model, n: usize) -> anyhow::Result<Tensor> {
+    let data = pipeline::test_data(project, &model.graph)?;
+    if n > data.len() {
+        anyhow::bail!(
+            "--samples {n}: the test data has {} images ({})",
+            data.len(),
+            data.origin
+        );
+    }
+    Ok(data.batch(0..n)?.images)
+}
+
+/// What the file records about itself: the model, the format and the input's normalisation.
+fn metadata(project: &Project, model: &Model, format: ExportFormat) -> onnx::Metadata {
+    let graph = &model.graph;
+    let normalize = match &project.data {
+        Some(data) => data.normalize().clone(),
+        None if graph.input_shape() == [1, 28, 28] => {
+            DataSource::fashion_mnist_test().normalize().clone()
+        }
+        // Without data the ImageNet statistics, which every published checkpoint was trained
+        // with, are what a folder would be read with.
+        None => Normalize::imagenet(),
+    };
+    let list = |v: &[f32]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        ("qvit.model".into(), graph.model.clone()),
+        ("qvit.format".into(), format.name().into()),
+        (
+            "qvit.weights".into(),
+            model
+                .weights_path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        ),
+        (
+            "normalization".into(),
+            format!(
+                "(pixel / 255 − mean) / std, mean [{}], std [{}]",
+                list(&normalize.mean),
+                list(&normalize.std)
+            ),
+        ),
+    ]
+}

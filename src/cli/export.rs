@@ -8,9 +8,10 @@ use qvit_core::exec::float::FloatExecutor;
 use qvit_core::export::{npy, onnx};
 use qvit_core::pipeline::{self, Model};
 use qvit_core::project::{DataSource, Project};
+use qvit_core::quant::{FakeQuantExecutor, QuantExecutor, QuantPlan};
 use qvit_core::tensor::Tensor;
 
-use super::quant_args::DataArgs;
+use super::quant_args::{DataArgs, QuantArgs};
 use super::{prepare, target};
 
 /// Write a model as ONNX, with sample inputs and qvit's outputs beside it to check it by.
@@ -23,9 +24,23 @@ use super::{prepare, target};
 /// `normalization` metadata gives mean and std). The one output, `logits`, is
 /// `[batch, classes]`.
 ///
+/// `--format qdq` writes the fake-quant model (opset 21), quantized as `qvit eval` would with
+/// the same flags (the project's `quant` section, else the family's recipe at W8A8): weights
+/// as integer codes under their checkpoint names with a DequantizeLinear (int4 up to 4 bits,
+/// int8 up to 8, per output channel with `axis` 0), activations as QuantizeLinear →
+/// DequantizeLinear pairs with exactly the plan's scales and zero-points. Codes narrower than
+/// their type (6 bits in uint8, the symmetric ±(2^(b−1) − 1)) are clamped after the
+/// DequantizeLinear, which is exact; FQ-ViT's power-of-two factors become per-channel scales,
+/// Trio-ViT's migration and shift a Div/Sub before and a Mul/Add after. What QuantizeLinear
+/// cannot say, log2/log√2 levels (FQ-ViT's and RepQ-ViT's attention, Trio-ViT's divisor) and
+/// PTQ4ViT's twin-uniform ranges, is written exactly in standard operators (Log, Round, Pow,
+/// Where) and listed in the `qvit.standard_op_points` metadata. QuantizeLinear rounds ties to
+/// even and qvit half up: `--rounding half-even` makes qvit round as the runtime does.
+///
 /// With `--samples N`, the first N test images (`--data`, or the shipped Fashion-MNIST test set
 /// for the micro models) are written to FILE.inputs.npy, exactly as the model's input, and
-/// qvit's logits for them to FILE.expected.npy, so that anyone can check the export in their
+/// qvit's logits for them (float executor for `onnx`, fake-quant for `qdq`) to
+/// FILE.expected.npy, so that anyone can check the export in their
 /// own runtime:
 ///
 ///   qvit export deit-micro --format onnx --out deit.onnx --samples 16
@@ -48,27 +63,56 @@ pub struct ExportArgs {
     /// (FILE.expected.npy).
     #[arg(long, value_name = "N")]
     samples: Option<usize>,
+    #[command(flatten)]
+    quant: QuantArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ExportFormat {
     /// The float model in standard ONNX operators.
     Onnx,
+    /// The fake-quant model as QuantizeLinear/DequantizeLinear pairs.
+    Qdq,
 }
 
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let mut project = target::project(args.target.as_deref())?;
     let spec = project.spec()?;
     args.data.apply(&mut project, &spec)?;
+    args.quant
+        .calibration
+        .apply(&mut project, &spec, args.data.crop_ratio)?;
     let model = prepare::model(&project)?;
+    let plan = match args.format {
+        ExportFormat::Onnx => {
+            if args.quant.asked(&project, None) && project.quant.is_none() {
+                anyhow::bail!(
+                    "--format onnx writes the float model; quantization flags need --format qdq"
+                );
+            }
+            None
+        }
+        ExportFormat::Qdq => {
+            let settings = args
+                .quant
+                .settings(&project, &spec, Some(QuantExecutor::Fake));
+            let stats = prepare::stats(
+                &model,
+                project.calibration.as_deref(),
+                project.calibration_data.as_ref(),
+            )?;
+            Some(prepare::plan(&model, &stats, &settings)?)
+        }
+    };
     let samples = match args.samples {
         Some(0) => anyhow::bail!("--samples 0: give at least one image, or leave the flag out"),
         Some(n) => Some(sample_images(&project, &model, n)?),
         None => None,
     };
     let metadata = metadata(&project, &model, args.format);
-    let proto = match args.format {
-        ExportFormat::Onnx => onnx::float_model(&model.graph, &model.folded, &metadata)?,
+    let proto = match &plan {
+        None => onnx::float_model(&model.graph, &model.folded, &metadata)?,
+        Some(plan) => onnx::qdq_model(&model.graph, &model.folded, plan, &metadata)?,
     };
     onnx::write(&args.out, &proto)?;
     eprintln!(
@@ -78,11 +122,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     if let Some(images) = samples {
-        let logits = match args.format {
-            ExportFormat::Onnx => {
-                FloatExecutor::new(&model.graph, &model.folded)?.forward(&images)?
-            }
-        };
+        let logits = logits(&model, plan.as_ref(), &images)?;
         let (inputs, expected) = (beside(&args.out, "inputs"), beside(&args.out, "expected"));
         npy::write(&inputs, &images.data, &images.shape)?;
         npy::write(&expected, &logits.data, &logits.shape)?;
@@ -96,16 +136,26 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// qvit's logits for the samples: the float executor's, or fake-quant's with the plan.
+fn logits(model: &Model, plan: Option<&QuantPlan>, images: &Tensor) -> anyhow::Result<Tensor> {
+    Ok(match plan {
+        None => FloatExecutor::new(&model.graph, &model.folded)?.forward(images)?,
+        Some(plan) => FakeQuantExecutor::new(&model.graph, &model.folded, plan)?.forward(images)?,
+    })
+}
+
 impl ExportFormat {
     fn describe(self) -> &'static str {
         match self {
             ExportFormat::Onnx => "float ONNX, opset 17",
+            ExportFormat::Qdq => "ONNX QuantizeLinear/DequantizeLinear, opset 21",
         }
     }
 
     fn name(self) -> &'static str {
         match self {
             ExportFormat::Onnx => "onnx",
+            ExportFormat::Qdq => "qdq",
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use qvit_core::arch::ArchSpec;
 use qvit_core::project::{CalibrationSet, DataSource, Project};
-use qvit_core::quant::{BitWidths, Override, QuantExecutor, QuantSettings};
+use qvit_core::quant::{BitWidths, Override, QuantExecutor, QuantSettings, Rounding};
 
 /// Where the weights and evaluation images come from.
 #[derive(Debug, Args)]
@@ -63,8 +63,28 @@ pub struct QuantArgs {
     /// name from any `.`): `--override 'stages.3.*=w4a8'`. Repeatable; later ones win.
     #[arg(long = "override", value_name = "PATTERN=wNaM")]
     pub overrides: Vec<Override>,
+    /// How activations round ties (default: the recipe's, half-up, as integer hardware
+    /// computes). `half-even` is what ONNX's QuantizeLinear computes: use it with the
+    /// fake-quant executor to compare with a `qvit export --format qdq` in its runtime.
+    #[arg(long, value_enum)]
+    pub rounding: Option<RoundingArg>,
     #[command(flatten)]
     pub calibration: CalibrationArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoundingArg {
+    HalfUp,
+    HalfEven,
+}
+
+impl From<RoundingArg> for Rounding {
+    fn from(r: RoundingArg) -> Self {
+        match r {
+            RoundingArg::HalfUp => Rounding::HalfUp,
+            RoundingArg::HalfEven => Rounding::HalfEven,
+        }
+    }
 }
 
 /// Where calibration statistics come from.
@@ -127,6 +147,7 @@ impl QuantArgs {
         self.recipe.is_some()
             || self.bits.is_some()
             || !self.overrides.is_empty()
+            || self.rounding.is_some()
             || executor.is_some()
             || project.quant.is_some()
     }
@@ -150,6 +171,9 @@ impl QuantArgs {
             s.bits = b;
         }
         s.overrides.extend(self.overrides.iter().cloned());
+        if let Some(r) = self.rounding {
+            s.rounding = Some(r.into());
+        }
         if let Some(e) = executor {
             s.executor = e;
         }

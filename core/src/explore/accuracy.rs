@@ -98,6 +98,7 @@ pub fn top1_table(
                 bits: text.parse()?,
                 overrides: Vec::new(),
                 executor: spec.executor,
+                rounding: None,
             };
             let plan = quant::build(&graph, &folded, &stats, &recipe, &settings)?;
             let fake;

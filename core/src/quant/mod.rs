@@ -28,7 +28,7 @@ pub use bits::BitWidths;
 pub use fake::FakeQuantExecutor;
 pub use plan::{QuantPlan, build, build_reporting};
 pub use points::{QuantPoint, TensorKind, points};
-pub use quantizer::Quantizer;
+pub use quantizer::{Quantizer, Rounding};
 pub use recipe::Recipe;
 pub use settings::{LayerBits, Override, QuantExecutor, QuantSettings, family_recipe};
 pub use stats::{CalibrationStats, Sample, calibrate, calibrate_until};

@@ -11,7 +11,7 @@ use super::bits::BitWidths;
 use super::histogram::Distribution;
 use super::output_search;
 use super::points::{Layout, TensorKind, points, readers};
-use super::quantizer::{Log, Quantizer, Uniform, round_half_up};
+use super::quantizer::{Log, Quantizer, Rounding, Uniform};
 use super::range;
 use super::recipe::{Granularity, Recipe, Technique};
 use super::settings::{LayerBits, Override, QuantSettings};
@@ -34,6 +34,9 @@ pub struct ActivationPlan {
     pub migration: Option<Vec<f32>>,
     /// Trio-ViT filter-wise shifts `z_c` (compensated in the next layer's bias).
     pub shift: Option<Vec<f32>>,
+    /// How ties are rounded (the recipe's setting).
+    #[serde(default)]
+    pub rounding: Rounding,
     /// What the recipe did here.
     pub note: String,
 }
@@ -43,7 +46,10 @@ impl ActivationPlan {
     pub fn fake(&self, x: f32, channel: usize) -> f32 {
         let s = self.migration.as_ref().map_or(1.0, |m| m[channel]);
         let z = self.shift.as_ref().map_or(0.0, |m| m[channel]);
-        s * self.quantizer.fake((x - z) / s, channel) + z
+        s * self
+            .quantizer
+            .fake_rounded((x - z) / s, channel, self.rounding)
+            + z
     }
 
     /// Fake-quantizes this point's elements of one image's tensor in place; the same
@@ -60,7 +66,8 @@ impl ActivationPlan {
         }
         let (scale, zp) = (u.scale[0], u.zero_point[0]);
         let (qmin, qmax) = Uniform::levels(u.bits, u.symmetric);
-        let q = |x: f32| (round_half_up(x / scale) + zp).clamp(qmin, qmax);
+        let rounding = self.rounding;
+        let q = |x: f32| (rounding.round(x / scale) + zp).clamp(qmin, qmax);
         let whole = self.layout.take == (0..self.layout.inner) && self.layout.len() == item.len();
         match (&self.migration, &self.shift) {
             (None, None) if whole => item.iter_mut().for_each(|x| *x = (q(*x) - zp) * scale),
@@ -235,6 +242,7 @@ pub fn build_reporting(
             quantizer: uniform(st, bits),
             migration: None,
             shift: None,
+            rounding: settings.rounding.unwrap_or(recipe.rounding),
             note: String::new(),
         };
         let technique =

@@ -1,7 +1,9 @@
 //! The quantizers: each maps a real value to one of at most 2^bits levels and back.
 //!
-//! Rounding is half-up everywhere, `⌊x + ½⌋`, because that is what the integer executor's
-//! `(x + 2^(k−1)) >> k` computes; fake and integer arithmetic then agree on ties.
+//! Rounding is half-up by default, `⌊x + ½⌋`, because that is what the integer executor's
+//! `(x + 2^(k−1)) >> k` computes; fake and integer arithmetic then agree on ties. A recipe may
+//! round activations half to even instead ([`Rounding`]), as ONNX's `QuantizeLinear` does, to
+//! compare with an exported model in its runtime.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +20,34 @@ pub fn round_half_up(x: f32) -> f32 {
     i - f32::from(u8::from(i > t))
 }
 
+/// How a value halfway between two levels is rounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Rounding {
+    /// `⌊x + ½⌋`, what the integer executor's `(x + 2^(k−1)) >> k` computes.
+    #[default]
+    HalfUp,
+    /// Ties to the even integer, what ONNX's `QuantizeLinear` and `Round` compute.
+    HalfEven,
+}
+
+impl Rounding {
+    #[inline]
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            Rounding::HalfUp => round_half_up(x),
+            Rounding::HalfEven => x.round_ties_even(),
+        }
+    }
+
+    /// `half-up` or `half-even`, as the command line and exported metadata write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rounding::HalfUp => "half-up",
+            Rounding::HalfEven => "half-even",
+        }
+    }
+}
+
 /// One quantizer with all its calibrated parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Quantizer {
@@ -31,11 +61,17 @@ impl Quantizer {
     /// The value `x` of channel `channel` takes after quantization and dequantization.
     #[inline]
     pub fn fake(&self, x: f32, channel: usize) -> f32 {
+        self.fake_rounded(x, channel, Rounding::HalfUp)
+    }
+
+    /// [`Quantizer::fake`] with ties rounded as `rounding` says.
+    #[inline]
+    pub fn fake_rounded(&self, x: f32, channel: usize, rounding: Rounding) -> f32 {
         match self {
-            Quantizer::Uniform(u) => u.fake(x, channel),
-            Quantizer::Log(l) => l.fake(x),
-            Quantizer::Twin(t) => t.fake(x),
-            Quantizer::PowerOfTwoFactor(p) => p.fake(x, channel),
+            Quantizer::Uniform(u) => u.fake_rounded(x, channel, rounding),
+            Quantizer::Log(l) => l.fake_rounded(x, rounding),
+            Quantizer::Twin(t) => t.fake_rounded(x, rounding),
+            Quantizer::PowerOfTwoFactor(p) => p.fake_rounded(x, channel, rounding),
         }
     }
 
@@ -133,15 +169,31 @@ impl Uniform {
     /// The integer code of `x`.
     #[inline]
     pub fn code(&self, x: f32, channel: usize) -> f32 {
+        self.code_rounded(x, channel, Rounding::HalfUp)
+    }
+
+    #[inline]
+    pub fn code_rounded(&self, x: f32, channel: usize, rounding: Rounding) -> f32 {
         let i = self.index(channel);
         let (qmin, qmax) = Self::levels(self.bits, self.symmetric);
-        (round_half_up(x / self.scale[i]) + self.zero_point[i]).clamp(qmin, qmax)
+        (rounding.round(x / self.scale[i]) + self.zero_point[i]).clamp(qmin, qmax)
     }
 
     #[inline]
     pub fn fake(&self, x: f32, channel: usize) -> f32 {
+        self.fake_rounded(x, channel, Rounding::HalfUp)
+    }
+
+    #[inline]
+    pub fn fake_rounded(&self, x: f32, channel: usize, rounding: Rounding) -> f32 {
         let i = self.index(channel);
-        (self.code(x, channel) - self.zero_point[i]) * self.scale[i]
+        (self.code_rounded(x, channel, rounding) - self.zero_point[i]) * self.scale[i]
+    }
+
+    /// The scale and zero-point of `channel`.
+    pub fn parameters(&self, channel: usize) -> (f32, f32) {
+        let i = self.index(channel);
+        (self.scale[i], self.zero_point[i])
     }
 }
 
@@ -169,6 +221,11 @@ impl Log {
     /// The code of `x`, or `None` for the zero level.
     #[inline]
     pub fn code(&self, x: f32) -> Option<f32> {
+        self.code_rounded(x, Rounding::HalfUp)
+    }
+
+    #[inline]
+    pub fn code_rounded(&self, x: f32, rounding: Rounding) -> Option<f32> {
         let r = self.root as f32;
         if x <= 0.0 {
             return if self.zero_code {
@@ -177,7 +234,7 @@ impl Log {
                 Some(self.max_level())
             };
         }
-        let q = round_half_up(-r * (x / self.scale).log2()).max(0.0);
+        let q = rounding.round(-r * (x / self.scale).log2()).max(0.0);
         if q > self.max_level() {
             if self.zero_code {
                 None
@@ -191,7 +248,12 @@ impl Log {
 
     #[inline]
     pub fn fake(&self, x: f32) -> f32 {
-        match self.code(x) {
+        self.fake_rounded(x, Rounding::HalfUp)
+    }
+
+    #[inline]
+    pub fn fake_rounded(&self, x: f32, rounding: Rounding) -> f32 {
+        match self.code_rounded(x, rounding) {
             None => 0.0,
             Some(q) => self.scale * (-q / self.root as f32).exp2(),
         }
@@ -216,21 +278,31 @@ pub struct Twin {
 impl Twin {
     #[inline]
     pub fn fake(&self, x: f32) -> f32 {
-        let top = ((1u32 << (self.bits - 1)) - 1) as f32;
+        self.fake_rounded(x, Rounding::HalfUp)
+    }
+
+    #[inline]
+    pub fn fake_rounded(&self, x: f32, rounding: Rounding) -> f32 {
+        let top = self.top();
         if self.signed_split {
             if x < 0.0 {
-                round_half_up(x / self.small).clamp(-top - 1.0, 0.0) * self.small
+                rounding.round(x / self.small).clamp(-top - 1.0, 0.0) * self.small
             } else {
-                round_half_up(x / self.large).clamp(0.0, top) * self.large
+                rounding.round(x / self.large).clamp(0.0, top) * self.large
             }
         } else {
-            let fine = round_half_up(x / self.small);
+            let fine = rounding.round(x / self.small);
             if fine <= top {
                 fine.max(0.0) * self.small
             } else {
-                round_half_up(x / self.large).clamp(0.0, top) * self.large
+                rounding.round(x / self.large).clamp(0.0, top) * self.large
             }
         }
+    }
+
+    /// The largest code of either range, `2^(b−1) − 1`.
+    pub fn top(&self) -> f32 {
+        ((1u32 << (self.bits - 1)) - 1) as f32
     }
 }
 
@@ -248,14 +320,29 @@ pub struct PowerOfTwoFactor {
 impl PowerOfTwoFactor {
     #[inline]
     pub fn fake_with(&self, x: f32, alpha: u8) -> f32 {
-        let s = self.scale * (1u32 << alpha) as f32;
+        self.fake_alpha(x, alpha, Rounding::HalfUp)
+    }
+
+    #[inline]
+    fn fake_alpha(&self, x: f32, alpha: u8, rounding: Rounding) -> f32 {
+        let s = self.channel_scale(alpha);
         let qmax = ((1u32 << self.bits) - 1) as f32;
-        ((round_half_up(x / s) + self.zero_point).clamp(0.0, qmax) - self.zero_point) * s
+        ((rounding.round(x / s) + self.zero_point).clamp(0.0, qmax) - self.zero_point) * s
+    }
+
+    /// The step of a channel whose factor is `2^alpha`.
+    pub fn channel_scale(&self, alpha: u8) -> f32 {
+        self.scale * (1u32 << alpha) as f32
     }
 
     #[inline]
     pub fn fake(&self, x: f32, channel: usize) -> f32 {
-        self.fake_with(x, self.alpha.get(channel).copied().unwrap_or(0))
+        self.fake_rounded(x, channel, Rounding::HalfUp)
+    }
+
+    #[inline]
+    pub fn fake_rounded(&self, x: f32, channel: usize, rounding: Rounding) -> f32 {
+        self.fake_alpha(x, self.alpha.get(channel).copied().unwrap_or(0), rounding)
     }
 }
 

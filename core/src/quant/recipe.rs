@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::quantizer::Rounding;
 use super::range::RangeMethod;
 use crate::arch::Family;
 use crate::error::{Error, Result};
@@ -78,6 +79,12 @@ pub struct Recipe {
     pub activations: ActivationRule,
     #[serde(default)]
     pub techniques: Vec<Technique>,
+    /// How activations round ties: `HalfUp` (the default, what the integer executor computes)
+    /// or `HalfEven` (what ONNX's `QuantizeLinear` computes, to compare with an export in its
+    /// runtime; fake-quant only). Weight codes are computed once, half up, and exported as
+    /// they are.
+    #[serde(default)]
+    pub rounding: Rounding,
 }
 
 macro_rules! preset {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bits::BitWidths;
 use super::points::output_point_node;
+use super::quantizer::Rounding;
 use crate::arch::Family;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Op};
@@ -89,6 +90,10 @@ pub struct QuantSettings {
     /// Which executor gives the quantized accuracy.
     #[serde(default)]
     pub executor: QuantExecutor,
+    /// How activations round ties, over the recipe's own setting (see
+    /// [`super::Recipe::rounding`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding: Option<Rounding>,
 }
 
 /// How a quantized model is run for its accuracy.
@@ -136,6 +141,7 @@ impl Default for QuantSettings {
             bits: default_bits(),
             overrides: Vec::new(),
             executor: QuantExecutor::Fake,
+            rounding: None,
         }
     }
 }

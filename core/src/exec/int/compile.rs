@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Op};
 use crate::quant::plan::{ActivationPlan, QuantPlan, WeightPlan, input_channel, out_channels};
 use crate::quant::points::{TensorKind, is_point, moves_values, points, producer};
-use crate::quant::quantizer::Quantizer;
+use crate::quant::quantizer::{Quantizer, Rounding};
 use crate::weights::{FoldedWeights, NodeParams};
 
 struct Compiler<'a> {
@@ -145,6 +145,18 @@ pub fn compile(graph: &Graph, params: &FoldedWeights, plan: &QuantPlan) -> Resul
                  quantizer for every stored tensor (rebuild the plan with `qvit eval --recipe …`)",
             );
         };
+        if a.rounding != Rounding::HalfUp {
+            return fail(
+                graph,
+                &p.name,
+                format!(
+                    "the plan rounds activations {}, and integer arithmetic rounds half up (a \
+                     shift's `(x + 2^(k−1)) >> k`); half-even rounding is for the fake-quant \
+                     executor, to compare with an ONNX export",
+                    a.rounding.name()
+                ),
+            );
+        }
         let encoding = Encoding::of(a).map_err(|e| with_model(e, graph))?;
         point_codes.push(PointCodes {
             name: p.name.clone(),

@@ -17,10 +17,69 @@ pub enum ElementType {
     Float = 1,
     Uint8 = 2,
     Int8 = 3,
+    Uint16 = 4,
+    Int16 = 5,
     Int32 = 6,
     Int64 = 7,
     Uint4 = 21,
     Int4 = 22,
+}
+
+impl ElementType {
+    /// The integer type that holds `bits`-bit codes, signed or not: 4-bit types for up to 4
+    /// bits, then 8 and 16.
+    pub fn holding(bits: u8, signed: bool) -> Self {
+        match (bits, signed) {
+            (..=4, true) => ElementType::Int4,
+            (..=4, false) => ElementType::Uint4,
+            (..=8, true) => ElementType::Int8,
+            (..=8, false) => ElementType::Uint8,
+            (_, true) => ElementType::Int16,
+            (_, false) => ElementType::Uint16,
+        }
+    }
+
+    /// The codes the type holds, `(min, max)`.
+    pub fn range(self) -> (i32, i32) {
+        match self {
+            ElementType::Int4 => (-8, 7),
+            ElementType::Uint4 => (0, 15),
+            ElementType::Int8 => (-128, 127),
+            ElementType::Uint8 => (0, 255),
+            ElementType::Int16 => (-32768, 32767),
+            ElementType::Uint16 => (0, 65535),
+            ElementType::Int32 => (i32::MIN, i32::MAX),
+            ElementType::Float | ElementType::Int64 => (i32::MIN, i32::MAX),
+        }
+    }
+
+    /// `codes` (each within [`ElementType::range`]) as ONNX's little-endian raw data: 4-bit
+    /// codes two to a byte, the first in the low nibble.
+    pub fn pack(self, codes: &[i32]) -> Vec<u8> {
+        match self {
+            ElementType::Int4 | ElementType::Uint4 => codes
+                .chunks(2)
+                .map(|pair| {
+                    let nibble = |v: i32| (v & 0xF) as u8;
+                    nibble(pair[0]) | pair.get(1).map_or(0, |&v| nibble(v) << 4)
+                })
+                .collect(),
+            ElementType::Int8 | ElementType::Uint8 => codes.iter().map(|&v| v as u8).collect(),
+            ElementType::Int16 | ElementType::Uint16 => codes
+                .iter()
+                .flat_map(|&v| (v as u16).to_le_bytes())
+                .collect(),
+            ElementType::Int32 => codes.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ElementType::Int64 => codes
+                .iter()
+                .flat_map(|&v| i64::from(v).to_le_bytes())
+                .collect(),
+            ElementType::Float => codes
+                .iter()
+                .flat_map(|&v| (v as f32).to_le_bytes())
+                .collect(),
+        }
+    }
 }
 
 /// One axis of a graph input or output: the batch, whose size the caller chooses, or a fixed
@@ -115,6 +174,25 @@ impl OnnxGraph {
             value.to_le_bytes().to_vec(),
             "",
         )
+    }
+
+    /// A float constant of any shape (per-channel scales, broadcast factors).
+    pub fn floats(&mut self, base: &str, dims: &[usize], values: &[f32]) -> String {
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.raw_initializer(base, ElementType::Float, dims, raw, "")
+    }
+
+    /// Integer codes of `element` type (zero-points, quantized weights).
+    pub fn codes(
+        &mut self,
+        name: &str,
+        element: ElementType,
+        dims: &[usize],
+        codes: &[i32],
+        doc: &str,
+    ) -> String {
+        let raw = element.pack(codes);
+        self.raw_initializer(name, element, dims, raw, doc)
     }
 
     /// A 0-D float constant.

@@ -86,14 +86,10 @@ pub fn lower(
         heads: HashMap::new(),
     };
     for id in 0..graph.nodes().len() {
+        // A folded norm's value is its conv's (already normalised); the plan puts a point on
+        // the norm, not the conv, when the value is stored there.
         let value = l.node(id)?;
-        let value = if matches!(params.nodes[id], NodeParams::Folded) {
-            // The conv before a folded norm already gave the normalised value (and was
-            // quantized as the norm's output would be: the plan puts the point on the norm).
-            value
-        } else {
-            l.quantize.activation(l.g, id, value)?
-        };
+        let value = l.quantize.activation(l.g, id, value)?;
         l.values.push(value);
     }
     let logits = l.values[graph.output()].clone();

@@ -2,6 +2,8 @@
 //!
 //! - [`float_model`]: the float model in standard operators (opset [`FLOAT_OPSET`]), BatchNorm
 //!   folded as qvit runs it, parameters under their checkpoint names.
+//! - [`qdq_model`]: the fake-quant model of a quant plan, as QuantizeLinear/DequantizeLinear
+//!   pairs (opset [`qdq::QDQ_OPSET`]); see [`qdq`] for how each quantizer is written.
 //!
 //! The graph has one input, `input` (`[batch, C, H, W]` float32, exactly the tensor qvit's
 //! executors take), and one output, `logits` (`[batch, classes]`). How each qvit op maps onto
@@ -9,6 +11,7 @@
 
 mod builder;
 pub mod lower;
+pub mod qdq;
 
 use std::path::Path;
 
@@ -18,6 +21,7 @@ pub use builder::{Attr, Dim, ElementType, IR_VERSION, OnnxGraph};
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::quant::QuantPlan;
 use crate::weights::FoldedWeights;
 
 /// The operator set of the float export: 17 is the first with `LayerNormalization`.
@@ -47,6 +51,67 @@ pub fn float_model(
         lower::LOGITS
     );
     Ok(g.into_model(&[("", FLOAT_OPSET)], &doc, metadata))
+}
+
+/// The fake-quant model of `plan` as Q/DQ pairs; `params` are the float folded weights (the
+/// export quantizes them with the plan). The plan's recipe, bits, overrides and rounding, and
+/// the points written in standard operators, are added to `metadata`.
+pub fn qdq_model(
+    graph: &Graph,
+    params: &FoldedWeights,
+    plan: &QuantPlan,
+    metadata: &Metadata,
+) -> Result<ModelProto> {
+    let mut g = OnnxGraph::new(&graph.model);
+    let mut hooks = qdq::Qdq::new(graph, plan)?;
+    lower::lower(&mut g, graph, params, &mut hooks)?;
+    let rounding = plan
+        .activations
+        .first()
+        .map_or(crate::quant::Rounding::HalfUp, |a| a.rounding);
+    let mut metadata = metadata.clone();
+    metadata.extend([
+        ("qvit.recipe".into(), plan.recipe.clone()),
+        ("qvit.bits".into(), plan.bits.to_string()),
+        (
+            "qvit.overrides".into(),
+            plan.overrides
+                .iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        (
+            "qvit.rounding".into(),
+            format!(
+                "QuantizeLinear rounds half-even; qvit's plan rounds {} (its standard-operator \
+                 points follow the plan)",
+                rounding.name()
+            ),
+        ),
+        (
+            "qvit.standard_op_points".into(),
+            hooks.standard_op_points.join("; "),
+        ),
+    ]);
+    let doc = format!(
+        "{} ({} classes, {}×{} input) quantized by qvit with {} at {}: weights as integer codes \
+         with DequantizeLinear, activations as QuantizeLinear/DequantizeLinear pairs, BatchNorm \
+         folded. {} point(s) QuantizeLinear cannot express are written exactly in standard \
+         operators (metadata `qvit.standard_op_points`). Input `{}`: {}. Output `{}`: class \
+         logits.",
+        graph.model,
+        graph.num_classes,
+        graph.resolution,
+        graph.resolution,
+        plan.recipe,
+        plan.bits,
+        hooks.standard_op_points.len(),
+        lower::INPUT,
+        lower::INPUT_DOC,
+        lower::LOGITS
+    );
+    Ok(g.into_model(&[("", qdq::QDQ_OPSET)], &doc, &metadata))
 }
 
 /// Serialises `model` to `path`, atomically.

@@ -1,0 +1,480 @@
+//! The fake-quant model as QuantizeLinear/DequantizeLinear pairs (opset [`QDQ_OPSET`]).
+//!
+//! - Weights: the plan's integer codes as initializers under the checkpoint's names (4-bit
+//!   types for up to 4 bits, int8 up to 8, int16 beyond), one `DequantizeLinear` with a scale
+//!   per output channel (`axis` 0) or per tensor. Input-channel factors a technique moved into
+//!   the weights (Trio-ViT's migration, RepQ-ViT's reparameterisation) are divided out after it,
+//!   exactly as qvit computes `Q(W ⊙ r)/r`.
+//! - Uniform activations: `QuantizeLinear` → `DequantizeLinear` with the plan's scales and
+//!   zero-points (per tensor, or per channel with `axis`); codes narrower than their type (6
+//!   bits in uint8, the symmetric range ±(2^(b−1) − 1) in int8) are clamped after the
+//!   `DequantizeLinear` to the plan's levels, which is exact. FQ-ViT's power-of-two factors are a
+//!   per-channel scale `Δ·2^α_c`; Trio-ViT's migration factors and shifts are a `Sub`/`Div`
+//!   before and `Mul`/`Add` after.
+//! - What no `QuantizeLinear` can say, log2 and log√2 levels and twin-uniform ranges, is
+//!   written exactly in standard operators (`Log`, `Round`, `Pow`, `Where`, …) and listed in the
+//!   model's `qvit.standard_op_points` metadata.
+//!
+//! `QuantizeLinear` rounds half to even; qvit rounds half up unless the recipe says otherwise
+//! ([`crate::quant::Rounding`]). The metadata records both; the standard-operator points round
+//! as the plan does.
+
+use super::builder::{Attr, ElementType, OnnxGraph};
+use super::lower::Quantize;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId};
+use crate::quant::plan::{ActivationPlan, QuantPlan, WeightPlan, input_channel, out_channels};
+use crate::quant::quantizer::{Log, PowerOfTwoFactor, Quantizer, Rounding, Twin, Uniform};
+
+/// The operator set of the QDQ export: 21 is the first with 4-bit and 16-bit
+/// `QuantizeLinear`.
+pub const QDQ_OPSET: i64 = 21;
+
+/// The QDQ hooks for one plan.
+#[derive(Debug)]
+pub struct Qdq<'p> {
+    graph: &'p Graph,
+    plan: &'p QuantPlan,
+    /// Points written in standard operators rather than Q/DQ: `name: what`.
+    pub standard_op_points: Vec<String>,
+}
+
+impl<'p> Qdq<'p> {
+    pub fn new(graph: &'p Graph, plan: &'p QuantPlan) -> Result<Self> {
+        if plan.model != graph.model {
+            return Err(Error::Graph {
+                model: graph.model.clone(),
+                layer: "(all)".into(),
+                message: format!("the quant plan is for model `{}`", plan.model),
+            });
+        }
+        Ok(Self {
+            graph,
+            plan,
+            standard_op_points: Vec::new(),
+        })
+    }
+}
+
+/// The axis of a node's batched value `[B] + shape` that a point's channels lie on: the last
+/// for token sequences `[N, D]`, else the first after the batch.
+fn channel_axis(shape: &[usize]) -> usize {
+    if shape.len() == 2 { 2 } else { 1 }
+}
+
+/// Per-channel values shaped to broadcast over a rank-`rank` value along `axis`.
+fn broadcast_dims(channels: usize, axis: usize, rank: usize) -> Vec<usize> {
+    std::iter::once(channels)
+        .chain(std::iter::repeat_n(1, rank - 1 - axis))
+        .collect()
+}
+
+impl Quantize for Qdq<'_> {
+    fn weight(
+        &mut self,
+        g: &mut OnnxGraph,
+        node: NodeId,
+        name: &str,
+        dims: &[usize],
+        data: &[f32],
+        doc: &str,
+    ) -> Result<String> {
+        let Some(wp) = self.plan.weights.iter().find(|w| w.node == node) else {
+            return Ok(g.initializer(name, dims, data, doc));
+        };
+        Ok(weight_qdq(g, self.graph, wp, name, dims, data, doc))
+    }
+
+    fn activation(&mut self, g: &mut OnnxGraph, node: NodeId, value: String) -> Result<String> {
+        let points: Vec<&ActivationPlan> = self
+            .plan
+            .activations
+            .iter()
+            .filter(|a| a.node == node)
+            .collect();
+        let shape = &self.graph.node(node).shape;
+        match points.as_slice() {
+            [] => Ok(value),
+            [a] if a.layout.take == (0..a.layout.inner) => self.fake(g, &value, a, shape),
+            parts => {
+                // Linear attention's `[heads, d+1, L]`: rows 0..d and row d have quantizers of
+                // their own; each slice is quantized, then the rows are put back together.
+                let name = &self.graph.node(node).name;
+                let row = *shape.last().expect("rank ≥ 1");
+                let axis = g.ints(&format!("{name}/row_axis"), &[2]);
+                let mut slices = Vec::new();
+                for a in parts {
+                    let take = &a.layout.take;
+                    if shape.len() != 3 || take.start % row != 0 || take.end % row != 0 {
+                        return Err(Error::Graph {
+                            model: self.graph.model.clone(),
+                            layer: a.point.clone(),
+                            message: "a partial quantization point that is not whole rows of \
+                                      [heads, rows, L] cannot be exported"
+                                .into(),
+                        });
+                    }
+                    let (from, to) = ((take.start / row) as i64, (take.end / row) as i64);
+                    let starts = g.ints(&format!("{}/rows_from", a.point), &[from]);
+                    let ends = g.ints(&format!("{}/rows_to", a.point), &[to]);
+                    let slice = g.node(
+                        "Slice",
+                        &format!("{}/rows", a.point),
+                        &[&value, &starts, &ends, &axis],
+                        &[],
+                    );
+                    slices.push(self.fake(g, &slice, a, shape)?);
+                }
+                let inputs: Vec<&str> = slices.iter().map(String::as_str).collect();
+                Ok(g.node(
+                    "Concat",
+                    &format!("{name}/quantized"),
+                    &inputs,
+                    &[("axis", Attr::Int(2))],
+                ))
+            }
+        }
+    }
+}
+
+impl Qdq<'_> {
+    /// `s_c·Q((x − z_c)/s_c) + z_c` of one point on value `x` (of a node of `shape`).
+    fn fake(
+        &mut self,
+        g: &mut OnnxGraph,
+        x: &str,
+        a: &ActivationPlan,
+        shape: &[usize],
+    ) -> Result<String> {
+        let base = a.point.as_str();
+        let (axis, rank) = (channel_axis(shape), shape.len() + 1);
+        let channels = a.layout.channels;
+        let dims = broadcast_dims(channels, axis, rank);
+        let mut x = x.to_string();
+        if let Some(z) = &a.shift {
+            let z = g.floats(&format!("{base}/shift"), &dims, z);
+            x = g.node("Sub", &format!("{base}/shifted"), &[&x, &z], &[]);
+        }
+        let migration = a
+            .migration
+            .as_ref()
+            .map(|s| g.floats(&format!("{base}/migration"), &dims, s));
+        if let Some(s) = &migration {
+            x = g.node("Div", &format!("{base}/migrated"), &[&x, s], &[]);
+        }
+        let q = &mut QuantizeAt {
+            g,
+            base,
+            axis,
+            rank,
+            channels,
+        };
+        let mut y = match &a.quantizer {
+            Quantizer::Uniform(u) => q.uniform(&x, u),
+            Quantizer::PowerOfTwoFactor(p) => q.power_of_two(&x, p),
+            Quantizer::Log(l) => {
+                self.standard_op_points
+                    .push(format!("{base}: {} levels", a.quantizer.describe()));
+                q.log(&x, l, a.rounding)
+            }
+            Quantizer::Twin(t) => {
+                self.standard_op_points
+                    .push(format!("{base}: {}", a.quantizer.describe()));
+                q.twin(&x, t, a.rounding)
+            }
+        };
+        if let Some(s) = &migration {
+            y = g.node("Mul", &format!("{base}/unmigrated"), &[&y, s], &[]);
+        }
+        if let Some(z) = &a.shift {
+            let z = g.floats(&format!("{base}/unshift"), &dims, z);
+            y = g.node("Add", &format!("{base}/unshifted"), &[&y, &z], &[]);
+        }
+        Ok(y)
+    }
+}
+
+/// Writes one quantizer's operators on a value whose channels lie on `axis`.
+struct QuantizeAt<'g> {
+    g: &'g mut OnnxGraph,
+    base: &'g str,
+    axis: usize,
+    rank: usize,
+    channels: usize,
+}
+
+impl QuantizeAt<'_> {
+    fn name(&self, what: &str) -> String {
+        format!("{}/{what}", self.base)
+    }
+
+    /// Q/DQ with per-channel `scale` and integer `zero` (one value: per tensor), then a clamp
+    /// to the plan's codes `lo..=hi` where the type holds more.
+    fn qdq(
+        &mut self,
+        x: &str,
+        scale: &[f32],
+        zero: &[i32],
+        element: ElementType,
+        (lo, hi): (i32, i32),
+    ) -> String {
+        let per_channel = scale.len() > 1;
+        let dims: Vec<usize> = if per_channel {
+            vec![scale.len()]
+        } else {
+            Vec::new()
+        };
+        let s = self.g.floats(&self.name("scale"), &dims, scale);
+        let z = self
+            .g
+            .codes(&self.name("zero_point"), element, &dims, zero, "");
+        let attrs: Vec<(&str, Attr)> = if per_channel {
+            vec![("axis", Attr::Int(self.axis as i64))]
+        } else {
+            Vec::new()
+        };
+        let q = self
+            .g
+            .node("QuantizeLinear", &self.name("q"), &[x, &s, &z], &attrs);
+        let mut y = self
+            .g
+            .node("DequantizeLinear", &self.name("dq"), &[&q, &s, &z], &attrs);
+        let (tmin, tmax) = element.range();
+        let bound = |code: i32| -> Vec<f32> {
+            scale
+                .iter()
+                .zip(zero.iter().cycle())
+                .map(|(&s, &z)| (code as f32 - z as f32) * s)
+                .collect()
+        };
+        let bdims = if per_channel {
+            broadcast_dims(scale.len(), self.axis, self.rank)
+        } else {
+            Vec::new()
+        };
+        if lo > tmin {
+            let b = self.g.floats(&self.name("lowest"), &bdims, &bound(lo));
+            y = self
+                .g
+                .node("Max", &self.name("clamped_low"), &[&y, &b], &[]);
+        }
+        if hi < tmax {
+            let b = self.g.floats(&self.name("highest"), &bdims, &bound(hi));
+            y = self.g.node("Min", &self.name("clamped"), &[&y, &b], &[]);
+        }
+        y
+    }
+
+    fn uniform(&mut self, x: &str, u: &Uniform) -> String {
+        let (qmin, qmax) = Uniform::levels(u.bits, u.symmetric);
+        let n = if u.scale.len() == 1 { 1 } else { self.channels };
+        let (scale, zero): (Vec<f32>, Vec<i32>) = (0..n)
+            .map(|c| {
+                let (s, z) = u.parameters(c);
+                (s, z as i32)
+            })
+            .unzip();
+        let element = ElementType::holding(u.bits, u.symmetric);
+        self.qdq(x, &scale, &zero, element, (qmin as i32, qmax as i32))
+    }
+
+    fn power_of_two(&mut self, x: &str, p: &PowerOfTwoFactor) -> String {
+        let scale: Vec<f32> = (0..self.channels)
+            .map(|c| p.channel_scale(p.alpha.get(c).copied().unwrap_or(0)))
+            .collect();
+        let zero = vec![p.zero_point as i32; self.channels];
+        let element = ElementType::holding(p.bits, false);
+        self.qdq(x, &scale, &zero, element, (0, (1 << p.bits) - 1))
+    }
+
+    /// `round(t)` as the plan rounds: `Round` is half to even, `Floor(t + ½)` half up.
+    fn round(&mut self, t: &str, rounding: Rounding, what: &str) -> String {
+        match rounding {
+            Rounding::HalfEven => self.g.node("Round", &self.name(what), &[t], &[]),
+            Rounding::HalfUp => {
+                let half = self.g.scalar_f32(&self.name("half"), 0.5);
+                let up = self.g.node(
+                    "Add",
+                    &self.name(&format!("{what}_plus_half")),
+                    &[t, &half],
+                    &[],
+                );
+                self.g.node("Floor", &self.name(what), &[&up], &[])
+            }
+        }
+    }
+
+    /// `Clip(t, lo, hi)` with scalar bounds.
+    fn clip(&mut self, t: &str, lo: f32, hi: f32, what: &str) -> String {
+        let lo = self.g.scalar_f32(&self.name(&format!("{what}_min")), lo);
+        let hi = self.g.scalar_f32(&self.name(&format!("{what}_max")), hi);
+        self.g.node("Clip", &self.name(what), &[t, &lo, &hi], &[])
+    }
+
+    /// Log levels `Δ·2^(−q/root)`, `q = clamp(round(−root·log2(x/Δ)), 0, max)`, zero (or the
+    /// smallest level) below them, as [`Log::fake`] computes.
+    fn log(&mut self, x: &str, l: &Log, rounding: Rounding) -> String {
+        let g_scale = self.g.scalar_f32(&self.name("scale"), l.scale);
+        let t = self.g.node("Div", &self.name("t"), &[x, &g_scale], &[]);
+        let tiny = self.g.scalar_f32(&self.name("tiny"), f32::MIN_POSITIVE);
+        let positive = self
+            .g
+            .node("Max", &self.name("positive"), &[&t, &tiny], &[]);
+        let ln = self.g.node("Log", &self.name("ln"), &[&positive], &[]);
+        let factor = -(l.root as f32) / std::f32::consts::LN_2;
+        let factor = self.g.scalar_f32(&self.name("to_code"), factor);
+        let exponent = self
+            .g
+            .node("Mul", &self.name("exponent"), &[&ln, &factor], &[]);
+        let q = self.round(&exponent, rounding, "code");
+        let zero = self.g.scalar_f32(&self.name("zero"), 0.0);
+        let q = self
+            .g
+            .node("Max", &self.name("code_nonnegative"), &[&q, &zero], &[]);
+        let max = self.g.scalar_f32(&self.name("max_level"), l.max_level());
+        let not_positive = self
+            .g
+            .node("LessOrEqual", &self.name("not_positive"), &[x, &zero], &[]);
+        let level = |this: &mut Self, q: &str| {
+            let root = this.g.scalar_f32(&this.name("root"), l.root as f32);
+            let neg = this.g.node("Neg", &this.name("minus_code"), &[q], &[]);
+            let e = this.g.node("Div", &this.name("power"), &[&neg, &root], &[]);
+            let two = this.g.scalar_f32(&this.name("two"), 2.0);
+            let p = this.g.node("Pow", &this.name("fraction"), &[&two, &e], &[]);
+            this.g
+                .node("Mul", &this.name("level"), &[&g_scale, &p], &[])
+        };
+        if l.zero_code {
+            let under = self
+                .g
+                .node("Greater", &self.name("underflow"), &[&q, &max], &[]);
+            let zeroed = self
+                .g
+                .node("Or", &self.name("to_zero"), &[&not_positive, &under], &[]);
+            let v = level(self, &q);
+            self.g
+                .node("Where", &self.name("quantized"), &[&zeroed, &zero, &v], &[])
+        } else {
+            let capped = self
+                .g
+                .node("Min", &self.name("code_capped"), &[&q, &max], &[]);
+            let q = self.g.node(
+                "Where",
+                &self.name("code_final"),
+                &[&not_positive, &max, &capped],
+                &[],
+            );
+            level(self, &q)
+        }
+    }
+
+    /// Twin-uniform ranges, as [`Twin::fake`] computes.
+    fn twin(&mut self, x: &str, t: &Twin, rounding: Rounding) -> String {
+        let top = t.top();
+        let small = self.g.scalar_f32(&self.name("small"), t.small);
+        let large = self.g.scalar_f32(&self.name("large"), t.large);
+        let fine = self.g.node("Div", &self.name("fine_t"), &[x, &small], &[]);
+        let fine = self.round(&fine, rounding, "fine");
+        let coarse = self
+            .g
+            .node("Div", &self.name("coarse_t"), &[x, &large], &[]);
+        let coarse = self.round(&coarse, rounding, "coarse");
+        let coarse = self.clip(&coarse, 0.0, top, "coarse_clipped");
+        let coarse = self
+            .g
+            .node("Mul", &self.name("coarse_value"), &[&coarse, &large], &[]);
+        let zero = self.g.scalar_f32(&self.name("zero"), 0.0);
+        if t.signed_split {
+            let fine = self.clip(&fine, -top - 1.0, 0.0, "fine_clipped");
+            let fine = self
+                .g
+                .node("Mul", &self.name("fine_value"), &[&fine, &small], &[]);
+            let negative = self
+                .g
+                .node("Less", &self.name("negative"), &[x, &zero], &[]);
+            self.g.node(
+                "Where",
+                &self.name("quantized"),
+                &[&negative, &fine, &coarse],
+                &[],
+            )
+        } else {
+            let top_c = self.g.scalar_f32(&self.name("top"), top);
+            let in_fine = self
+                .g
+                .node("LessOrEqual", &self.name("in_fine"), &[&fine, &top_c], &[]);
+            let fine = self
+                .g
+                .node("Max", &self.name("fine_clipped"), &[&fine, &zero], &[]);
+            let fine = self
+                .g
+                .node("Mul", &self.name("fine_value"), &[&fine, &small], &[]);
+            self.g.node(
+                "Where",
+                &self.name("quantized"),
+                &[&in_fine, &fine, &coarse],
+                &[],
+            )
+        }
+    }
+}
+
+/// A weight as its integer codes and a `DequantizeLinear` (then `/ r` per input channel).
+fn weight_qdq(
+    g: &mut OnnxGraph,
+    graph: &Graph,
+    wp: &WeightPlan,
+    name: &str,
+    dims: &[usize],
+    data: &[f32],
+    doc: &str,
+) -> String {
+    let op = &graph.node(wp.node).op;
+    let outs = out_channels(op);
+    let per_out = data.len() / outs;
+    let r = |e: usize| {
+        wp.input_scale
+            .as_ref()
+            .map_or(1.0, |s| s[input_channel(op, e)])
+    };
+    let u = &wp.quantizer;
+    let codes: Vec<i32> = data
+        .iter()
+        .enumerate()
+        .map(|(e, &w)| u.code(w * r(e), e / per_out) as i32)
+        .collect();
+    let element = ElementType::holding(wp.bits, true);
+    let mut doc = doc.to_string();
+    if wp.input_scale.is_some() {
+        doc.push_str(if doc.is_empty() { "" } else { "; " });
+        doc.push_str("codes of the weight times the input-channel factors `r`, divided out after");
+    }
+    let w = g.codes(name, element, dims, &codes, &doc);
+    let per_channel = u.scale.len() > 1;
+    let scale: Vec<f32> = if per_channel {
+        (0..outs).map(|c| u.parameters(c).0).collect()
+    } else {
+        vec![u.scale[0]]
+    };
+    let sdims = if per_channel { vec![outs] } else { Vec::new() };
+    let s = g.floats(&format!("{name}/scale"), &sdims, &scale);
+    let attrs: Vec<(&str, Attr)> = if per_channel {
+        vec![("axis", Attr::Int(0))]
+    } else {
+        Vec::new()
+    };
+    let dq = g.node("DequantizeLinear", &format!("{name}/dq"), &[&w, &s], &attrs);
+    let Some(_) = &wp.input_scale else {
+        return dq;
+    };
+    // r as a tensor over the weight's first two axes ([out, in/groups, 1, 1] or [out, in]).
+    let rdims: Vec<usize> = dims
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if i < 2 { d } else { 1 })
+        .collect();
+    let inner: usize = dims[2..].iter().product();
+    let factors: Vec<f32> = (0..dims[0] * dims[1]).map(|i| r(i * inner)).collect();
+    let f = g.floats(&format!("{name}/input_factors"), &rdims, &factors);
+    g.node("Div", &format!("{name}/dequantized"), &[&dq, &f], &[])
+}

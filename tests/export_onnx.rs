@@ -274,3 +274,62 @@ fn qdq_exports_at_full_size_reproduce_fake_quant_in_onnxruntime() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_qvit"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "qvit {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn export_mistakes_are_clear_errors() {
+    let dir = temp_dir("errors");
+    let out = dir.join("m.onnx");
+    let out = path(&out);
+    let e = fails(&["export", "--out", out, "--samples", "0"]);
+    assert!(e.contains("--samples 0"), "{e}");
+    let e = fails(&["export", "--out", out, "--samples", "10001"]);
+    assert!(
+        e.contains("--samples 10001") && e.contains("10000 images"),
+        "{e}"
+    );
+    let e = fails(&["export", "--out", out, "--bits", "w4a8"]);
+    assert!(e.contains("--format qdq"), "{e}");
+    // A full-size model needs data for its samples, and says so.
+    let weights = dir.join("deit-tiny.safetensors");
+    random_weights("deit-tiny", &weights);
+    let w = path(&weights);
+    let e = fails(&[
+        "export",
+        "deit-tiny",
+        "--weights",
+        w,
+        "--out",
+        out,
+        "--samples",
+        "1",
+    ]);
+    assert!(e.contains("--data DIR"), "{e}");
+    assert!(
+        !Path::new(out).exists(),
+        "nothing is written when the export fails"
+    );
+    // Integer arithmetic rounds half up; asking it to round half to even is refused by name.
+    let e = fails(&[
+        "eval",
+        "--executor",
+        "int",
+        "--rounding",
+        "half-even",
+        "--limit",
+        "10",
+    ]);
+    assert!(
+        e.contains("half-even") && e.contains("rounds half up"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

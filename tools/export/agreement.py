@@ -1,0 +1,75 @@
+"""Measures how closely ONNX Runtime runs qvit's QDQ exports, and what qvit's rounding costs:
+the table of docs/export.md.
+
+    .venv-export/bin/python tools/export/agreement.py [--qvit target/release/qvit] [--images 1000]
+
+For each micro model and recipe at W8A8 and W4A8 it exports the model twice, with qvit rounding
+activations half up (its default) and half to even (as QuantizeLinear does), with the first N
+test images, and prints one Markdown row: the share of images whose predicted class agrees
+between qvit's fake-quant and ONNX Runtime op by op (graph optimizations off) and fully
+optimized, and between qvit's two roundings.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CASES = [
+    ("efficientvit-micro", "trio-vit"),
+    ("deit-micro", "repq-vit"),
+    ("deit-micro", "fq-vit"),
+    ("deit-micro", "ptq4vit"),
+]
+
+
+def qvit(binary, *args):
+    subprocess.run([binary, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def check(path):
+    out = subprocess.run(
+        [sys.executable, str(HERE / "check.py"), str(path)], check=True, capture_output=True
+    )
+    return json.loads(out.stdout)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--qvit", default=str(HERE.parents[1] / "target/release/qvit"))
+    parser.add_argument("--images", type=int, default=1000)
+    args = parser.parse_args()
+    pct = lambda v: f"{100 * v:.1f} %"
+    print("| model | recipe | bits | ORT op by op, qvit half-even | ORT optimized, qvit half-even "
+          "| ORT op by op, qvit half-up | qvit half-up vs half-even |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for model, recipe in CASES:
+            calib = tmp / f"{model}.calib.safetensors"
+            if not calib.exists():
+                qvit(args.qvit, "calibrate", model, "--out", str(calib))
+            for bits in ["w8a8", "w4a8"]:
+                reports, expected = {}, {}
+                for rounding in ["half-even", "half-up"]:
+                    out = tmp / f"{model}-{recipe}-{bits}-{rounding}.onnx"
+                    qvit(args.qvit, "export", model, "--format", "qdq", "--recipe", recipe,
+                         "--bits", bits, "--rounding", rounding, "--calibration", str(calib),
+                         "--out", str(out), "--samples", str(args.images))
+                    reports[rounding] = check(out)
+                    expected[rounding] = np.load(out.with_suffix(".expected.npy"))
+                same = (expected["half-up"].argmax(1) == expected["half-even"].argmax(1)).mean()
+                even, up = reports["half-even"], reports["half-up"]
+                print(f"| {model} | {recipe} | {bits.upper()} "
+                      f"| {pct(even['reference']['argmax_agreement'])} "
+                      f"| {pct(even['optimized']['argmax_agreement'])} "
+                      f"| {pct(up['reference']['argmax_agreement'])} | {pct(same)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

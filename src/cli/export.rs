@@ -37,11 +37,19 @@ use super::{prepare, target};
 /// Where) and listed in the `qvit.standard_op_points` metadata. QuantizeLinear rounds ties to
 /// even and qvit half up: `--rounding half-even` makes qvit round as the runtime does.
 ///
+/// `--format qonnx` writes the same model for FINN and hls4ml (opset 17 and QONNX's
+/// `qonnx.custom_op.general` domain): every uniform quantizer is one QONNX `Quant` at its own
+/// bit width (signed and narrow for symmetric quantizers, the plan's zero-point otherwise,
+/// rounding as the plan says); weights are float initializers holding the plan's quantized
+/// values, through a `Quant` that keeps them. The graph's batch size is fixed (1 unless
+/// `--batch` says otherwise), since those tools need every shape; run qonnx's InferShapes
+/// before executing it.
+///
 /// With `--samples N`, the first N test images (`--data`, or the shipped Fashion-MNIST test set
 /// for the micro models) are written to FILE.inputs.npy, exactly as the model's input, and
-/// qvit's logits for them (float executor for `onnx`, fake-quant for `qdq`) to
-/// FILE.expected.npy, so that anyone can check the export in their
-/// own runtime:
+/// qvit's logits for them (float executor for `onnx`, fake-quant otherwise) to
+/// FILE.expected.npy, so that anyone can check the export in their own runtime
+/// (`tools/export/check.py` does):
 ///
 ///   qvit export deit-micro --format onnx --out deit.onnx --samples 16
 ///   python -c "import onnxruntime as ort, numpy as np; s = ort.InferenceSession('deit.onnx');
@@ -63,6 +71,10 @@ pub struct ExportArgs {
     /// (FILE.expected.npy).
     #[arg(long, value_name = "N")]
     samples: Option<usize>,
+    /// A fixed batch size for the graph's input and output. Default: any size (`batch`) for
+    /// onnx and qdq; 1 for qonnx, whose tools (FINN, qonnx's executor) need every shape fixed.
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
     #[command(flatten)]
     quant: QuantArgs,
 }
@@ -73,6 +85,8 @@ enum ExportFormat {
     Onnx,
     /// The fake-quant model as QuantizeLinear/DequantizeLinear pairs.
     Qdq,
+    /// The fake-quant model with QONNX Quant nodes (FINN, hls4ml).
+    Qonnx,
 }
 
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
@@ -92,7 +106,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             }
             None
         }
-        ExportFormat::Qdq => {
+        ExportFormat::Qdq | ExportFormat::Qonnx => {
             let settings = args
                 .quant
                 .settings(&project, &spec, Some(QuantExecutor::Fake));
@@ -110,9 +124,21 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         None => None,
     };
     let metadata = metadata(&project, &model, args.format);
+    let batch = match (args.batch, args.format) {
+        (Some(0), _) => anyhow::bail!("--batch 0: give a batch size of at least 1"),
+        (Some(n), _) => onnx::Dim::Fixed(n),
+        (None, ExportFormat::Qonnx) => onnx::Dim::Fixed(1),
+        (None, _) => onnx::Dim::Batch,
+    };
     let proto = match &plan {
-        None => onnx::float_model(&model.graph, &model.folded, &metadata)?,
-        Some(plan) => onnx::qdq_model(&model.graph, &model.folded, plan, &metadata)?,
+        None => onnx::float_model(&model.graph, &model.folded, batch, &metadata)?,
+        Some(plan) => {
+            let style = match args.format {
+                ExportFormat::Qonnx => onnx::Style::Qonnx,
+                _ => onnx::Style::Qdq,
+            };
+            onnx::quantized_model(&model.graph, &model.folded, plan, style, batch, &metadata)?
+        }
     };
     onnx::write(&args.out, &proto)?;
     eprintln!(
@@ -149,6 +175,7 @@ impl ExportFormat {
         match self {
             ExportFormat::Onnx => "float ONNX, opset 17",
             ExportFormat::Qdq => "ONNX QuantizeLinear/DequantizeLinear, opset 21",
+            ExportFormat::Qonnx => "QONNX Quant nodes, opset 17",
         }
     }
 
@@ -156,6 +183,7 @@ impl ExportFormat {
         match self {
             ExportFormat::Onnx => "onnx",
             ExportFormat::Qdq => "qdq",
+            ExportFormat::Qonnx => "qonnx",
         }
     }
 }

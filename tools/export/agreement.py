@@ -3,11 +3,12 @@ the table of docs/export.md.
 
     .venv-export/bin/python tools/export/agreement.py [--qvit target/release/qvit] [--images 1000]
 
-For each micro model and recipe at W8A8 and W4A8 it exports the model twice, with qvit rounding
-activations half up (its default) and half to even (as QuantizeLinear does), with the first N
-test images, and prints one Markdown row: the share of images whose predicted class agrees
-between qvit's fake-quant and ONNX Runtime op by op (graph optimizations off) and fully
-optimized, and between qvit's two roundings.
+For each micro model and recipe at W8A8 and W4A8 it exports the QDQ model twice, with qvit
+rounding activations half up (its default) and half to even (as QuantizeLinear does), and the
+QONNX model once (its Quant nodes round as the plan does), with the first N test images, and
+prints one Markdown row: the share of images whose predicted class agrees between qvit's
+fake-quant and ONNX Runtime op by op (graph optimizations off) and fully optimized, between
+qvit's two roundings, and between qvit and qonnx's executor on the QONNX file.
 """
 
 import argparse
@@ -32,9 +33,11 @@ def qvit(binary, *args):
     subprocess.run([binary, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def check(path):
+def check(path, runtime="onnxruntime"):
     out = subprocess.run(
-        [sys.executable, str(HERE / "check.py"), str(path)], check=True, capture_output=True
+        [sys.executable, str(HERE / "check.py"), str(path), "--runtime", runtime],
+        check=True,
+        capture_output=True,
     )
     return json.loads(out.stdout)
 
@@ -46,8 +49,8 @@ def main():
     args = parser.parse_args()
     pct = lambda v: f"{100 * v:.1f} %"
     print("| model | recipe | bits | ORT op by op, qvit half-even | ORT optimized, qvit half-even "
-          "| ORT op by op, qvit half-up | qvit half-up vs half-even |")
-    print("|---|---|---|---|---|---|---|")
+          "| ORT op by op, qvit half-up | qvit half-up vs half-even | qonnx, qvit half-up |")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for model, recipe in CASES:
@@ -64,11 +67,17 @@ def main():
                     reports[rounding] = check(out)
                     expected[rounding] = np.load(out.with_suffix(".expected.npy"))
                 same = (expected["half-up"].argmax(1) == expected["half-even"].argmax(1)).mean()
+                q = tmp / f"{model}-{recipe}-{bits}-qonnx.onnx"
+                qvit(args.qvit, "export", model, "--format", "qonnx", "--recipe", recipe,
+                     "--bits", bits, "--calibration", str(calib), "--batch", "100",
+                     "--out", str(q), "--samples", str(args.images))
+                qonnx = check(q, "qonnx")
                 even, up = reports["half-even"], reports["half-up"]
                 print(f"| {model} | {recipe} | {bits.upper()} "
                       f"| {pct(even['reference']['argmax_agreement'])} "
                       f"| {pct(even['optimized']['argmax_agreement'])} "
-                      f"| {pct(up['reference']['argmax_agreement'])} | {pct(same)} |", flush=True)
+                      f"| {pct(up['reference']['argmax_agreement'])} | {pct(same)} "
+                      f"| {pct(qonnx['reference']['argmax_agreement'])} |", flush=True)
 
 
 if __name__ == "__main__":

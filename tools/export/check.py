@@ -5,7 +5,8 @@ wrote beside it: FILE.inputs.npy (the model's input) and FILE.expected.npy (qvit
 
 Prints one JSON object: the checker's verdict and, for each way the runtime runs the model, the
 largest absolute difference relative to the largest expected logit and the share of images whose
-predicted class agrees. ONNX Runtime runs twice: `reference`, with graph optimizations off (each
+predicted class agrees. With qonnx it also runs qonnx's cleanup and InferShapes and reports what
+they changed. ONNX Runtime runs twice: `reference`, with graph optimizations off (each
 operator as the ONNX specification defines it), and `optimized`, with all of them (fused kernels
 whose float arithmetic differs in the last bits; after a quantizer such a difference can move a
 value across a rounding boundary).
@@ -21,6 +22,20 @@ import numpy as np
 import onnx
 
 
+def fixed_batch(model):
+    """The input's batch size if the file fixes it, else None."""
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") else None
+
+
+def in_batches(run, x, batch):
+    """`run` over `x` in slices of the model's fixed batch size (all at once if it has none)."""
+    step = batch or len(x)
+    if len(x) % step:
+        sys.exit(f"{len(x)} samples do not split into batches of {step}")
+    return np.concatenate([run(x[i : i + step]) for i in range(0, len(x), step)])
+
+
 def onnxruntime_runs(path, x):
     import onnxruntime as ort
 
@@ -33,16 +48,50 @@ def onnxruntime_runs(path, x):
         options.intra_op_num_threads = 2
         options.graph_optimization_level = level
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        yield name, session.run(["logits"], {"input": x})[0]
+        batch = fixed_batch(onnx.load(str(path), load_external_data=False))
+        yield name, in_batches(lambda b: session.run(["logits"], {"input": b})[0], x, batch)
 
 
 def qonnx_runs(path, x):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
 
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    # qonnx's executor needs every value's shape, as FINN's flows do: InferShapes first.
+    model = ModelWrapper(str(path)).transform(InferShapes())
+    run = lambda b: execute_onnx(model, {"input": b})["logits"]
+    yield "reference", in_batches(run, x, fixed_batch(model.model))
+
+
+def qonnx_cleanup(path, x, reference):
+    """qonnx's cleanup (shape inference, constant folding, renaming) and InferShapes on the
+    file: how many nodes and values changed, whether every value has a shape, and how far the
+    cleaned model's logits are from the uncleaned one's on the first images."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.util.cleanup import cleanup_model
+
     model = ModelWrapper(str(path))
-    rows = [execute_onnx(model, {"input": x[i : i + 1]})["logits"] for i in range(len(x))]
-    yield "reference", np.concatenate(rows)
+    clean = cleanup_model(ModelWrapper(str(path))).transform(InferShapes())
+    unshaped = [
+        v.name
+        for v in clean.graph.value_info
+        if not v.type.tensor_type.HasField("shape")
+    ]
+    n = fixed_batch(clean.model) or min(len(x), 16)
+    inp, out = clean.graph.input[0].name, clean.graph.output[0].name
+    y = execute_onnx(clean, {inp: x[:n]})[out]
+    scale = float(np.abs(reference[:n]).max()) or 1.0
+    return {
+        "nodes_before": len(model.graph.node),
+        "nodes_after": len(clean.graph.node),
+        "quant_nodes_before": sum(n.op_type == "Quant" for n in model.graph.node),
+        "quant_nodes_after": sum(n.op_type == "Quant" for n in clean.graph.node),
+        "values_without_shape": unshaped,
+        "max_relative_change": float(np.abs(y - reference[:n]).max()) / scale,
+    }
 
 
 def initializer_types(model):
@@ -88,6 +137,8 @@ def main():
         if y.shape != expected.shape:
             sys.exit(f"{args.model}: the runtime gave {y.shape}, qvit {expected.shape}")
         report[name] = compare(y, expected)
+        if args.runtime == "qonnx":
+            report["cleanup"] = qonnx_cleanup(args.model, x, y)
     print(json.dumps(report))
 
 

@@ -59,12 +59,14 @@ pub const INPUT: &str = "input";
 /// Name of the graph's one output.
 pub const LOGITS: &str = "logits";
 
-/// Lowers every node of `graph` into `g`, declaring the input and the logits.
+/// Lowers every node of `graph` into `g`, declaring the input and the logits with a batch
+/// axis of `batch` (`Dim::Batch`: any size).
 pub fn lower(
     g: &mut OnnxGraph,
     graph: &Graph,
     params: &FoldedWeights,
     quantize: &mut dyn Quantize,
+    batch: Dim,
 ) -> Result<()> {
     if params.nodes.len() != graph.nodes().len() {
         return Err(Error::Graph {
@@ -79,6 +81,7 @@ pub fn lower(
     }
     let mut l = Lowering {
         g,
+        batch,
         graph,
         params,
         quantize,
@@ -99,7 +102,7 @@ pub fn lower(
     debug_assert_eq!(out, LOGITS);
     l.g.output(
         LOGITS,
-        &[Dim::Batch, classes],
+        &[batch, classes],
         "class logits (before the softmax)",
     );
     Ok(())
@@ -107,6 +110,7 @@ pub fn lower(
 
 struct Lowering<'a> {
     g: &'a mut OnnxGraph,
+    batch: Dim,
     graph: &'a Graph,
     params: &'a FoldedWeights,
     quantize: &'a mut dyn Quantize,
@@ -142,7 +146,7 @@ impl Lowering<'_> {
         let params = &self.params.nodes[id];
         Ok(match (&node.op, params) {
             (Op::Input, _) => {
-                let dims: Vec<Dim> = std::iter::once(Dim::Batch)
+                let dims: Vec<Dim> = std::iter::once(self.batch)
                     .chain(node.shape.iter().map(|&d| Dim::Fixed(d)))
                     .collect();
                 self.g.input(INPUT, &dims, INPUT_DOC)
@@ -316,25 +320,14 @@ impl Lowering<'_> {
                     .g
                     .initializer(&pos_name, &[1, tokens + 1, *dim], pos, "");
                 let x = self.input(node, 0);
-                // The class token repeated over the batch: Expand to [B, 1, D].
-                let shape = self.g.node("Shape", &format!("{out}/shape"), &[&x], &[]);
-                let starts = self.g.ints(&format!("{out}/batch_start"), &[0]);
-                let ends = self.g.ints(&format!("{out}/batch_end"), &[1]);
-                let batch = self.g.node(
-                    "Slice",
-                    &format!("{out}/batch"),
-                    &[&shape, &starts, &ends],
-                    &[],
-                );
-                let rest = self
-                    .g
-                    .ints(&format!("{out}/token_shape"), &[1, *dim as i64]);
-                let target = self.g.node(
-                    "Concat",
-                    &format!("{out}/cls_shape"),
-                    &[&batch, &rest],
-                    &[("axis", Attr::Int(0))],
-                );
+                // The class token repeated over the batch: Expand to [B, 1, D], B read from the
+                // input unless the batch is fixed (then every shape is known statically).
+                let target = match self.batch {
+                    Dim::Fixed(b) => self
+                        .g
+                        .ints(&format!("{out}/cls_shape"), &[b as i64, 1, *dim as i64]),
+                    Dim::Batch => self.batch_shape(out, &x, *dim),
+                };
                 let cls_b = self
                     .g
                     .node("Expand", &format!("{out}/cls"), &[&cls, &target], &[]);
@@ -466,6 +459,26 @@ impl Lowering<'_> {
                 });
             }
         })
+    }
+
+    /// `[B, 1, dim]` with B the batch size of value `x`, computed when the graph runs.
+    fn batch_shape(&mut self, out: &str, x: &str, dim: usize) -> String {
+        let shape = self.g.node("Shape", &format!("{out}/shape"), &[x], &[]);
+        let starts = self.g.ints(&format!("{out}/batch_start"), &[0]);
+        let ends = self.g.ints(&format!("{out}/batch_end"), &[1]);
+        let batch = self.g.node(
+            "Slice",
+            &format!("{out}/batch"),
+            &[&shape, &starts, &ends],
+            &[],
+        );
+        let rest = self.g.ints(&format!("{out}/token_shape"), &[1, dim as i64]);
+        self.g.node(
+            "Concat",
+            &format!("{out}/cls_shape"),
+            &[&batch, &rest],
+            &[("axis", Attr::Int(0))],
+        )
     }
 
     /// The BatchNorm folded into conv `id`, if any.

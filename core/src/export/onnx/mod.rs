@@ -2,8 +2,9 @@
 //!
 //! - [`float_model`]: the float model in standard operators (opset [`FLOAT_OPSET`]), BatchNorm
 //!   folded as qvit runs it, parameters under their checkpoint names.
-//! - [`qdq_model`]: the fake-quant model of a quant plan, as QuantizeLinear/DequantizeLinear
-//!   pairs (opset [`qdq::QDQ_OPSET`]); see [`qdq`] for how each quantizer is written.
+//! - [`quantized_model`]: the fake-quant model of a quant plan, as QuantizeLinear/
+//!   DequantizeLinear pairs (opset [`QDQ_OPSET`]) or as QONNX `Quant` nodes (opset
+//!   [`QONNX_OPSET`]); see [`quantized`] for how each quantizer is written.
 //!
 //! The graph has one input, `input` (`[batch, C, H, W]` float32, exactly the tensor qvit's
 //! executors take), and one output, `logits` (`[batch, classes]`). How each qvit op maps onto
@@ -11,13 +12,14 @@
 
 mod builder;
 pub mod lower;
-pub mod qdq;
+pub mod quantized;
 
 use std::path::Path;
 
 use onnx_protobuf::{Message, ModelProto};
 
 pub use builder::{Attr, Dim, ElementType, IR_VERSION, OnnxGraph};
+pub use quantized::{QDQ_OPSET, QONNX_DOMAIN, QONNX_OPSET, Style};
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -35,10 +37,11 @@ pub type Metadata = Vec<(String, String)>;
 pub fn float_model(
     graph: &Graph,
     params: &FoldedWeights,
+    batch: Dim,
     metadata: &Metadata,
 ) -> Result<ModelProto> {
     let mut g = OnnxGraph::new(&graph.model);
-    lower::lower(&mut g, graph, params, &mut lower::Float)?;
+    lower::lower(&mut g, graph, params, &mut lower::Float, batch)?;
     let doc = format!(
         "{} ({} classes, {}×{} input) exported by qvit in float32, BatchNorm folded into the \
          conv before it. Input `{}`: {}. Output `{}`: class logits.",
@@ -53,18 +56,20 @@ pub fn float_model(
     Ok(g.into_model(&[("", FLOAT_OPSET)], &doc, metadata))
 }
 
-/// The fake-quant model of `plan` as Q/DQ pairs; `params` are the float folded weights (the
+/// The fake-quant model of `plan` in `style`; `params` are the float folded weights (the
 /// export quantizes them with the plan). The plan's recipe, bits, overrides and rounding, and
 /// the points written in standard operators, are added to `metadata`.
-pub fn qdq_model(
+pub fn quantized_model(
     graph: &Graph,
     params: &FoldedWeights,
     plan: &QuantPlan,
+    style: Style,
+    batch: Dim,
     metadata: &Metadata,
 ) -> Result<ModelProto> {
     let mut g = OnnxGraph::new(&graph.model);
-    let mut hooks = qdq::Qdq::new(graph, plan)?;
-    lower::lower(&mut g, graph, params, &mut hooks)?;
+    let mut hooks = quantized::Quantized::new(graph, plan, style)?;
+    lower::lower(&mut g, graph, params, &mut hooks, batch)?;
     let rounding = plan
         .activations
         .first()
@@ -83,23 +88,34 @@ pub fn qdq_model(
         ),
         (
             "qvit.rounding".into(),
-            format!(
-                "QuantizeLinear rounds half-even; qvit's plan rounds {} (its standard-operator \
-                 points follow the plan)",
-                rounding.name()
-            ),
+            match style {
+                Style::Qdq => format!(
+                    "QuantizeLinear rounds half-even; qvit's plan rounds {} (its \
+                     standard-operator points follow the plan)",
+                    rounding.name()
+                ),
+                Style::Qonnx => format!(
+                    "the plan rounds {}, and so does every Quant",
+                    rounding.name()
+                ),
+            },
         ),
         (
             "qvit.standard_op_points".into(),
             hooks.standard_op_points.join("; "),
         ),
     ]);
+    let form = match style {
+        Style::Qdq => {
+            "weights as integer codes with DequantizeLinear, activations as \
+             QuantizeLinear/DequantizeLinear pairs"
+        }
+        Style::Qonnx => "weights and activations through QONNX Quant nodes",
+    };
     let doc = format!(
-        "{} ({} classes, {}×{} input) quantized by qvit with {} at {}: weights as integer codes \
-         with DequantizeLinear, activations as QuantizeLinear/DequantizeLinear pairs, BatchNorm \
-         folded. {} point(s) QuantizeLinear cannot express are written exactly in standard \
-         operators (metadata `qvit.standard_op_points`). Input `{}`: {}. Output `{}`: class \
-         logits.",
+        "{} ({} classes, {}×{} input) quantized by qvit with {} at {}: {form}, BatchNorm folded. \
+         {} point(s) no quantizer node can express are written exactly in standard operators \
+         (metadata `qvit.standard_op_points`). Input `{}`: {}. Output `{}`: class logits.",
         graph.model,
         graph.num_classes,
         graph.resolution,
@@ -111,7 +127,11 @@ pub fn qdq_model(
         lower::INPUT_DOC,
         lower::LOGITS
     );
-    Ok(g.into_model(&[("", qdq::QDQ_OPSET)], &doc, &metadata))
+    let opsets: &[(&str, i64)] = match style {
+        Style::Qdq => &[("", QDQ_OPSET)],
+        Style::Qonnx => &[("", QONNX_OPSET), (QONNX_DOMAIN, 1)],
+    };
+    Ok(g.into_model(opsets, &doc, &metadata))
 }
 
 /// Serialises `model` to `path`, atomically.

@@ -1,23 +1,30 @@
-//! The fake-quant model as QuantizeLinear/DequantizeLinear pairs (opset [`QDQ_OPSET`]).
+//! The fake-quant model of a quant plan, in one of two styles ([`Style`]):
 //!
-//! - Weights: the plan's integer codes as initializers under the checkpoint's names (4-bit
-//!   types for up to 4 bits, int8 up to 8, int16 beyond), one `DequantizeLinear` with a scale
-//!   per output channel (`axis` 0) or per tensor. Input-channel factors a technique moved into
-//!   the weights (Trio-ViT's migration, RepQ-ViT's reparameterisation) are divided out after it,
-//!   exactly as qvit computes `Q(W ⊙ r)/r`.
-//! - Uniform activations: `QuantizeLinear` → `DequantizeLinear` with the plan's scales and
-//!   zero-points (per tensor, or per channel with `axis`); codes narrower than their type (6
-//!   bits in uint8, the symmetric range ±(2^(b−1) − 1) in int8) are clamped after the
-//!   `DequantizeLinear` to the plan's levels, which is exact. FQ-ViT's power-of-two factors are a
-//!   per-channel scale `Δ·2^α_c`; Trio-ViT's migration factors and shifts are a `Sub`/`Div`
-//!   before and `Mul`/`Add` after.
-//! - What no `QuantizeLinear` can say, log2 and log√2 levels and twin-uniform ranges, is
-//!   written exactly in standard operators (`Log`, `Round`, `Pow`, `Where`, …) and listed in the
-//!   model's `qvit.standard_op_points` metadata.
+//! - **QDQ** (opset [`QDQ_OPSET`]), for ONNX Runtime and the QDQ-aware deployment flows. Weights
+//!   are the plan's integer codes under the checkpoint's names (int4 up to 4 bits, int8 up to 8,
+//!   int16 beyond) with a `DequantizeLinear` per output channel (`axis` 0) or per tensor.
+//!   Uniform activations are `QuantizeLinear` → `DequantizeLinear` with the plan's scales and
+//!   zero-points (per tensor, or per channel with `axis`); codes narrower than their type (6 bits
+//!   in uint8, the symmetric range ±(2^(b−1) − 1) in int8) are clamped after the
+//!   `DequantizeLinear`, which is exact.
+//! - **QONNX** (opset [`QONNX_OPSET`] with QONNX's `qonnx.custom_op.general` domain), for FINN
+//!   and hls4ml. Every uniform quantizer is one `Quant` node at its own bit width (`signed`,
+//!   `narrow`, `rounding_mode` as the plan says); weights are float initializers holding the
+//!   plan's quantized values, through a `Quant` that leaves them unchanged.
+//!
+//! In both, input-channel factors that a technique moved into the weights (Trio-ViT's
+//! migration, RepQ-ViT's reparameterisation) are divided out after the weight's quantizer,
+//! exactly as qvit computes `Q(W ⊙ r)/r`; FQ-ViT's power-of-two factors are a per-channel scale
+//! `Δ·2^α_c`; Trio-ViT's migration factors and shifts are a `Sub`/`Div` before and `Mul`/`Add`
+//! after. What neither can say, log2 and log√2 levels (FQ-ViT's and RepQ-ViT's attention,
+//! Trio-ViT's divisor) and twin-uniform ranges (PTQ4ViT), is written exactly in standard
+//! operators (`Log`, `Round`, `Pow`, `Where`, …) and listed in the model's
+//! `qvit.standard_op_points` metadata.
 //!
 //! `QuantizeLinear` rounds half to even; qvit rounds half up unless the recipe says otherwise
-//! ([`crate::quant::Rounding`]). The metadata records both; the standard-operator points round
-//! as the plan does.
+//! ([`crate::quant::Rounding`]). QONNX's `Quant` rounds as the plan says (`HALF_UP` rounds
+//! negative ties away from zero where qvit rounds them up; only symmetric quantizers see
+//! negative values). The standard-operator points round as the plan does.
 
 use super::builder::{Attr, ElementType, OnnxGraph};
 use super::lower::Quantize;
@@ -29,18 +36,33 @@ use crate::quant::quantizer::{Log, PowerOfTwoFactor, Quantizer, Rounding, Twin, 
 /// The operator set of the QDQ export: 21 is the first with 4-bit and 16-bit
 /// `QuantizeLinear`.
 pub const QDQ_OPSET: i64 = 21;
+/// The operator set of the QONNX export's standard operators: 17 is the first with
+/// `LayerNormalization`.
+pub const QONNX_OPSET: i64 = 17;
+/// QONNX's operator domain (`Quant`, `Trunc`).
+pub const QONNX_DOMAIN: &str = "qonnx.custom_op.general";
 
-/// The QDQ hooks for one plan.
+/// How uniform quantizers and weights are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// `QuantizeLinear`/`DequantizeLinear` pairs, integer weight codes.
+    Qdq,
+    /// QONNX `Quant` nodes, float weights through a `Quant`.
+    Qonnx,
+}
+
+/// The hooks that quantize the float graph as one plan says.
 #[derive(Debug)]
-pub struct Qdq<'p> {
+pub struct Quantized<'p> {
     graph: &'p Graph,
     plan: &'p QuantPlan,
-    /// Points written in standard operators rather than Q/DQ: `name: what`.
+    style: Style,
+    /// Points written in standard operators rather than quantizer nodes: `name: what`.
     pub standard_op_points: Vec<String>,
 }
 
-impl<'p> Qdq<'p> {
-    pub fn new(graph: &'p Graph, plan: &'p QuantPlan) -> Result<Self> {
+impl<'p> Quantized<'p> {
+    pub fn new(graph: &'p Graph, plan: &'p QuantPlan, style: Style) -> Result<Self> {
         if plan.model != graph.model {
             return Err(Error::Graph {
                 model: graph.model.clone(),
@@ -51,6 +73,7 @@ impl<'p> Qdq<'p> {
         Ok(Self {
             graph,
             plan,
+            style,
             standard_op_points: Vec::new(),
         })
     }
@@ -69,7 +92,7 @@ fn broadcast_dims(channels: usize, axis: usize, rank: usize) -> Vec<usize> {
         .collect()
 }
 
-impl Quantize for Qdq<'_> {
+impl Quantize for Quantized<'_> {
     fn weight(
         &mut self,
         g: &mut OnnxGraph,
@@ -82,7 +105,7 @@ impl Quantize for Qdq<'_> {
         let Some(wp) = self.plan.weights.iter().find(|w| w.node == node) else {
             return Ok(g.initializer(name, dims, data, doc));
         };
-        Ok(weight_qdq(g, self.graph, wp, name, dims, data, doc))
+        Ok(weight(g, self.graph, wp, self.style, name, dims, data, doc))
     }
 
     fn activation(&mut self, g: &mut OnnxGraph, node: NodeId, value: String) -> Result<String> {
@@ -137,7 +160,7 @@ impl Quantize for Qdq<'_> {
     }
 }
 
-impl Qdq<'_> {
+impl Quantized<'_> {
     /// `s_c·Q((x − z_c)/s_c) + z_c` of one point on value `x` (of a node of `shape`).
     fn fake(
         &mut self,
@@ -168,6 +191,8 @@ impl Qdq<'_> {
             axis,
             rank,
             channels,
+            style: self.style,
+            rounding: a.rounding,
         };
         let mut y = match &a.quantizer {
             Quantizer::Uniform(u) => q.uniform(&x, u),
@@ -201,6 +226,22 @@ struct QuantizeAt<'g> {
     axis: usize,
     rank: usize,
     channels: usize,
+    style: Style,
+    rounding: Rounding,
+}
+
+/// QONNX `Quant`'s attributes for a quantizer of the plan: symmetric ones are signed and
+/// narrow (±(2^(b−1) − 1)), asymmetric ones unsigned over `[0, 2^b − 1]`.
+fn quant_attrs(symmetric: bool, rounding: Rounding) -> Vec<(&'static str, Attr)> {
+    let mode = match rounding {
+        Rounding::HalfUp => "HALF_UP",
+        Rounding::HalfEven => "ROUND",
+    };
+    vec![
+        ("signed", Attr::Int(i64::from(symmetric))),
+        ("narrow", Attr::Int(i64::from(symmetric))),
+        ("rounding_mode", Attr::Str(mode.into())),
+    ]
 }
 
 impl QuantizeAt<'_> {
@@ -274,8 +315,13 @@ impl QuantizeAt<'_> {
                 (s, z as i32)
             })
             .unzip();
-        let element = ElementType::holding(u.bits, u.symmetric);
-        self.qdq(x, &scale, &zero, element, (qmin as i32, qmax as i32))
+        match self.style {
+            Style::Qdq => {
+                let element = ElementType::holding(u.bits, u.symmetric);
+                self.qdq(x, &scale, &zero, element, (qmin as i32, qmax as i32))
+            }
+            Style::Qonnx => self.quant(x, &scale, &zero, u.bits, u.symmetric),
+        }
     }
 
     fn power_of_two(&mut self, x: &str, p: &PowerOfTwoFactor) -> String {
@@ -283,8 +329,34 @@ impl QuantizeAt<'_> {
             .map(|c| p.channel_scale(p.alpha.get(c).copied().unwrap_or(0)))
             .collect();
         let zero = vec![p.zero_point as i32; self.channels];
-        let element = ElementType::holding(p.bits, false);
-        self.qdq(x, &scale, &zero, element, (0, (1 << p.bits) - 1))
+        match self.style {
+            Style::Qdq => {
+                let element = ElementType::holding(p.bits, false);
+                self.qdq(x, &scale, &zero, element, (0, (1 << p.bits) - 1))
+            }
+            Style::Qonnx => self.quant(x, &scale, &zero, p.bits, false),
+        }
+    }
+
+    /// One QONNX `Quant` with per-channel `scale` and `zero` (one value: per tensor), shaped
+    /// to broadcast over the value.
+    fn quant(&mut self, x: &str, scale: &[f32], zero: &[i32], bits: u8, symmetric: bool) -> String {
+        let dims = if scale.len() > 1 {
+            broadcast_dims(scale.len(), self.axis, self.rank)
+        } else {
+            Vec::new()
+        };
+        let zero: Vec<f32> = zero.iter().map(|&z| z as f32).collect();
+        let s = self.g.floats(&self.name("scale"), &dims, scale);
+        let z = self.g.floats(&self.name("zero_point"), &dims, &zero);
+        let b = self.g.scalar_f32(&self.name("bits"), f32::from(bits));
+        self.g.node_in(
+            QONNX_DOMAIN,
+            "Quant",
+            &self.name("quantized"),
+            &[x, &s, &z, &b],
+            &quant_attrs(symmetric, self.rounding),
+        )
     }
 
     /// `round(t)` as the plan rounds: `Round` is half to even, `Floor(t + ½)` half up.
@@ -419,11 +491,14 @@ impl QuantizeAt<'_> {
     }
 }
 
-/// A weight as its integer codes and a `DequantizeLinear` (then `/ r` per input channel).
-fn weight_qdq(
+/// A weight through its quantizer (then `/ r` per input channel): integer codes and a
+/// `DequantizeLinear`, or the quantized values and a QONNX `Quant`.
+#[allow(clippy::too_many_arguments)]
+fn weight(
     g: &mut OnnxGraph,
     graph: &Graph,
     wp: &WeightPlan,
+    style: Style,
     name: &str,
     dims: &[usize],
     data: &[f32],
@@ -443,30 +518,66 @@ fn weight_qdq(
         .enumerate()
         .map(|(e, &w)| u.code(w * r(e), e / per_out) as i32)
         .collect();
-    let element = ElementType::holding(wp.bits, true);
-    let mut doc = doc.to_string();
-    if wp.input_scale.is_some() {
-        doc.push_str(if doc.is_empty() { "" } else { "; " });
-        doc.push_str("codes of the weight times the input-channel factors `r`, divided out after");
-    }
-    let w = g.codes(name, element, dims, &codes, &doc);
     let per_channel = u.scale.len() > 1;
     let scale: Vec<f32> = if per_channel {
         (0..outs).map(|c| u.parameters(c).0).collect()
     } else {
         vec![u.scale[0]]
     };
-    let sdims = if per_channel { vec![outs] } else { Vec::new() };
-    let s = g.floats(&format!("{name}/scale"), &sdims, &scale);
-    let attrs: Vec<(&str, Attr)> = if per_channel {
-        vec![("axis", Attr::Int(0))]
-    } else {
-        Vec::new()
+    let mut doc = doc.to_string();
+    let mut note = |text: &str| {
+        doc.push_str(if doc.is_empty() { "" } else { "; " });
+        doc.push_str(text);
     };
-    let dq = g.node("DequantizeLinear", &format!("{name}/dq"), &[&w, &s], &attrs);
-    let Some(_) = &wp.input_scale else {
-        return dq;
+    if wp.input_scale.is_some() {
+        note("the weight times the input-channel factors `r`, divided out after its quantizer");
+    }
+    let quantized = match style {
+        Style::Qdq => {
+            let element = ElementType::holding(wp.bits, true);
+            let w = g.codes(name, element, dims, &codes, &doc);
+            let sdims = if per_channel { vec![outs] } else { Vec::new() };
+            let s = g.floats(&format!("{name}/scale"), &sdims, &scale);
+            let attrs: Vec<(&str, Attr)> = if per_channel {
+                vec![("axis", Attr::Int(0))]
+            } else {
+                Vec::new()
+            };
+            g.node("DequantizeLinear", &format!("{name}/dq"), &[&w, &s], &attrs)
+        }
+        Style::Qonnx => {
+            // The plan's quantized values, code × scale: the Quant gives them back unchanged
+            // (x/scale is within an ulp of the code), so the codes are the plan's whatever
+            // the rounding mode.
+            note("the plan's quantized values (code × scale), which the Quant keeps");
+            let values: Vec<f32> = codes
+                .iter()
+                .enumerate()
+                .map(|(e, &q)| q as f32 * scale[if per_channel { e / per_out } else { 0 }])
+                .collect();
+            let w = g.initializer(name, dims, &values, &doc);
+            let sdims: Vec<usize> = if per_channel {
+                std::iter::once(outs)
+                    .chain(std::iter::repeat_n(1, dims.len() - 1))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let s = g.floats(&format!("{name}/scale"), &sdims, &scale);
+            let z = g.scalar_f32(&format!("{name}/zero_point"), 0.0);
+            let b = g.scalar_f32(&format!("{name}/bits"), f32::from(wp.bits));
+            g.node_in(
+                QONNX_DOMAIN,
+                "Quant",
+                &format!("{name}/quantized"),
+                &[&w, &s, &z, &b],
+                &quant_attrs(true, Rounding::HalfEven),
+            )
+        }
     };
+    if wp.input_scale.is_none() {
+        return quantized;
+    }
     // r as a tensor over the weight's first two axes ([out, in/groups, 1, 1] or [out, in]).
     let rdims: Vec<usize> = dims
         .iter()
@@ -476,5 +587,10 @@ fn weight_qdq(
     let inner: usize = dims[2..].iter().product();
     let factors: Vec<f32> = (0..dims[0] * dims[1]).map(|i| r(i * inner)).collect();
     let f = g.floats(&format!("{name}/input_factors"), &rdims, &factors);
-    g.node("Div", &format!("{name}/dequantized"), &[&dq, &f], &[])
+    g.node(
+        "Div",
+        &format!("{name}/dequantized"),
+        &[&quantized, &f],
+        &[],
+    )
 }

@@ -6,10 +6,12 @@ use clap::{Args, ValueEnum};
 use qvit_core::data::Normalize;
 use qvit_core::exec::float::FloatExecutor;
 use qvit_core::export::{npy, onnx};
+use qvit_core::graph::Graph;
 use qvit_core::pipeline::{self, Model};
 use qvit_core::project::{DataSource, Project};
 use qvit_core::quant::{FakeQuantExecutor, QuantExecutor, QuantPlan};
 use qvit_core::tensor::Tensor;
+use qvit_core::weights::Weights;
 
 use super::quant_args::{DataArgs, QuantArgs};
 use super::{prepare, target};
@@ -71,6 +73,10 @@ pub struct ExportArgs {
     /// (FILE.expected.npy).
     #[arg(long, value_name = "N")]
     samples: Option<usize>,
+    /// Random weights under the official names, drawn from SEED, instead of a checkpoint: for
+    /// benchmarks (`tools/bench/peers.py`), whose speed does not depend on the values.
+    #[arg(long, value_name = "SEED", conflicts_with = "weights")]
+    random_weights: Option<u64>,
     /// A fixed batch size for the graph's input and output. Default: any size (`batch`) for
     /// onnx and qdq; 1 for qonnx, whose tools (FINN, qonnx's executor) need every shape fixed.
     #[arg(long, value_name = "N")]
@@ -96,7 +102,18 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     args.quant
         .calibration
         .apply(&mut project, &spec, args.data.crop_ratio)?;
-    let model = prepare::model(&project)?;
+    let model = match args.random_weights {
+        Some(seed) => {
+            let graph = Graph::build(&spec)?;
+            let folded = Weights::random(&graph, seed).fold(&graph)?;
+            Model {
+                graph,
+                folded,
+                weights_path: PathBuf::from(format!("random (seed {seed})")),
+            }
+        }
+        None => prepare::model(&project)?,
+    };
     let plan = match args.format {
         ExportFormat::Onnx => {
             if args.quant.asked(&project, None) && project.quant.is_none() {

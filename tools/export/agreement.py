@@ -1,7 +1,7 @@
 """Measures how closely ONNX Runtime runs qvit's QDQ exports, and what qvit's rounding costs:
 the table of docs/export.md.
 
-    .venv-export/bin/python tools/export/agreement.py [--qvit target/release/qvit] [--images 1000]
+    target/tmp/export-venv/bin/python tools/export/agreement.py [--qvit target/release/qvit] [--images 1000]
 
 For each micro model and recipe at W8A8 and W4A8 it exports the QDQ model twice, with qvit
 rounding activations half up (its default) and half to even (as QuantizeLinear does), and the

@@ -10,7 +10,8 @@ they changed. ONNX Runtime runs twice: `reference`, with graph optimizations off
 operator as the ONNX specification defines it), and `optimized`, with all of them (fused kernels
 whose float arithmetic differs in the last bits; after a quantizer such a difference can move a
 value across a rounding boundary).
-The requirements are in tools/export/requirements.txt; `.ci/run` installs them in .venv-export.
+The requirements are in tools/export/requirements.txt; the export tests and `.ci/run` install
+them in target/tmp/export-venv.
 """
 
 import argparse

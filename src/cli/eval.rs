@@ -204,12 +204,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         );
     }
 
-    let bar = indicatif::ProgressBar::new(part.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{bar:30}] {pos}/{len} images  {per_sec}  eta {eta}  {msg}",
-        )?
-        .progress_chars("=> "),
-    );
+    let bar = indicatif::ProgressBar::new(part.len() as u64).with_style(prepare::style(
+        "{spinner} [{bar:30}] {pos}/{len} images  {rate}  eta {eta}  {msg}",
+    )?);
     let started = Instant::now();
     let run = || {
         evaluate(executor, &part, args.batch, None, &mut |acc| {

@@ -6,17 +6,34 @@ use qvit_core::pipeline::{self, Model};
 use qvit_core::project::CalibrationSet;
 use qvit_core::quant::CalibrationStats;
 
+use super::format::thousands;
+
 pub fn model(project: &qvit_core::project::Project) -> qvit_core::Result<Model> {
     Model::load(project)
 }
 
 pub fn progress_bar(total: usize, what: &str) -> anyhow::Result<indicatif::ProgressBar> {
-    Ok(indicatif::ProgressBar::new(total as u64).with_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}}  eta {{eta}}  {{msg}}"
-        ))?
-        .progress_chars("=> "),
-    ))
+    Ok(
+        indicatif::ProgressBar::new(total as u64).with_style(style(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {{rate}}  eta {{eta}}  {{msg}}"
+        ))?),
+    )
+}
+
+/// A progress bar's style from `template`, in which `{rate}` is items per second, whole above
+/// ten (indicatif's own `{per_sec}` prints four decimals, "983,502.9518/s").
+pub fn style(template: &str) -> anyhow::Result<indicatif::ProgressStyle> {
+    let rate = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let r = state.per_sec();
+        let _ = if r >= 10.0 {
+            write!(w, "{}/s", thousands(r.round() as u64))
+        } else {
+            write!(w, "{r:.1}/s")
+        };
+    };
+    Ok(indicatif::ProgressStyle::with_template(template)?
+        .with_key("rate", rate)
+        .progress_chars("=> "))
 }
 
 /// The quant plan of `settings`, with a progress bar over an output-aware range search (the

@@ -383,10 +383,18 @@ fn findings(d: &mut String, r: &ModelResult, bits: &[BitWidths], variant: Option
             wilson_half_width(trio[i], r.images)
         );
         if let Some((n, v)) = best_baseline {
-            let _ = write!(d, "; best baseline {n} {v:.2} % ({:+.2})", trio[i] - v);
+            let _ = write!(
+                d,
+                "; best baseline {n} {v:.2} % (trio-vit {:+.2} points)",
+                trio[i] - v
+            );
         }
         if let Some((n, v)) = best_other {
-            let _ = write!(d, "; best other method {n} {v:.2} % ({:+.2})", trio[i] - v);
+            let _ = write!(
+                d,
+                "; best other method {n} {v:.2} % (trio-vit {:+.2} points)",
+                trio[i] - v
+            );
         }
         let _ = writeln!(d, ".");
     }

@@ -90,12 +90,9 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.csv", space.name)));
     let points = args.shard.len(space.len());
-    let bar = indicatif::ProgressBar::new(points).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{bar:30}] {pos}/{len} designs  {per_sec}  eta {eta}",
-        )?
-        .progress_chars("=> "),
-    );
+    let bar = indicatif::ProgressBar::new(points).with_style(super::prepare::style(
+        "{spinner} [{bar:30}] {pos}/{len} designs  {rate}  eta {eta}",
+    )?);
     let started = Instant::now();
     let go = || {
         sweep::run(&space, &out, args.shard, args.resume, &mut |done| {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use qvit_core::data::Normalize;
+use qvit_core::eval::Classifier;
 use qvit_core::exec::float::FloatExecutor;
 use qvit_core::export::{npy, onnx};
 use qvit_core::graph::Graph;
@@ -180,11 +181,33 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
 }
 
 /// qvit's logits for the samples: the float executor's, or fake-quant's with the plan.
+/// Images per forward pass: a full-size model's activations for a thousand images at once
+/// would take gigabytes.
+const BATCH: usize = 64;
+
 fn logits(model: &Model, plan: Option<&QuantPlan>, images: &Tensor) -> anyhow::Result<Tensor> {
-    Ok(match plan {
-        None => FloatExecutor::new(&model.graph, &model.folded)?.forward(images)?,
-        Some(plan) => FakeQuantExecutor::new(&model.graph, &model.folded, plan)?.forward(images)?,
-    })
+    let float;
+    let fake;
+    let classifier: &dyn Classifier = match plan {
+        None => {
+            float = FloatExecutor::new(&model.graph, &model.folded)?;
+            &float
+        }
+        Some(plan) => {
+            fake = FakeQuantExecutor::new(&model.graph, &model.folded, plan)?;
+            &fake
+        }
+    };
+    let (n, item) = (images.shape[0], images.item_len());
+    let mut data = Vec::new();
+    for start in (0..n).step_by(BATCH) {
+        let end = (start + BATCH).min(n);
+        let mut shape = images.shape.clone();
+        shape[0] = end - start;
+        let chunk = Tensor::new(shape, images.data[start * item..end * item].to_vec());
+        data.extend(classifier.logits(&chunk)?.data);
+    }
+    Ok(Tensor::new(vec![n, model.graph.num_classes], data))
 }
 
 impl ExportFormat {

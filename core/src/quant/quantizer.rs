@@ -392,6 +392,42 @@ mod tests {
     }
 
     #[test]
+    fn ties_round_as_the_setting_says() {
+        let (up, even) = (Rounding::HalfUp, Rounding::HalfEven);
+        for (x, want_up, want_even) in [
+            (2.5f32, 3.0, 2.0),
+            (3.5, 4.0, 4.0),
+            (-2.5, -2.0, -2.0),
+            (-3.5, -3.0, -4.0),
+            (0.49, 0.0, 0.0),
+        ] {
+            assert_eq!(up.round(x), want_up, "{x}");
+            assert_eq!(even.round(x), want_even, "{x}");
+        }
+        // A value halfway between two levels: step 1, zero-point 0 (symmetric 4 bits).
+        let u = Uniform {
+            bits: 4,
+            symmetric: true,
+            scale: vec![1.0],
+            zero_point: vec![0.0],
+            group: 1,
+        };
+        assert_eq!(u.fake_rounded(0.5, 0, up), 1.0);
+        assert_eq!(u.fake_rounded(0.5, 0, even), 0.0);
+        assert_eq!(u.fake(0.5, 0), 1.0, "the default rounds half up");
+        let l = Log {
+            bits: 3,
+            root: 1,
+            scale: 1.0,
+            zero_code: true,
+        };
+        // 2^−2.5 sits on the log-domain tie between codes 2 and 3.
+        let tie = 2f32.powf(-2.5);
+        assert!(l.fake_rounded(tie * 1.0001, even) == 0.25);
+        assert!(l.fake_rounded(tie * 0.9999, up) == 0.125);
+    }
+
+    #[test]
     fn uniform_asymmetric_by_hand() {
         // range [-1, 2] at 2 bits: Δ = 3/3 = 1, z = 1; levels -1, 0, 1, 2.
         let u = Uniform::per_tensor(2, false, -1.0, 2.0);

@@ -343,3 +343,54 @@ fn value_info(name: &str, dims: &[Dim], doc: &str) -> ValueInfoProto {
     v.doc_string = doc.to_string();
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_packed_as_onnx_stores_them() {
+        // Two 4-bit codes per byte, the first in the low nibble; an odd count pads with 0.
+        // -8 = 0b1000, 7 = 0b0111, -1 = 0b1111.
+        assert_eq!(ElementType::Int4.pack(&[-8, 7, -1]), [0x78, 0x0F]);
+        assert_eq!(ElementType::Uint4.pack(&[15, 0, 3, 12]), [0x0F, 0xC3]);
+        assert_eq!(ElementType::Int8.pack(&[-128, 127, -1]), [0x80, 0x7F, 0xFF]);
+        assert_eq!(
+            ElementType::Uint16.pack(&[65535, 258]),
+            [0xFF, 0xFF, 0x02, 0x01]
+        );
+        assert_eq!(ElementType::Int16.pack(&[-2]), [0xFE, 0xFF]);
+    }
+
+    #[test]
+    fn each_width_gets_the_smallest_type_that_holds_it() {
+        assert_eq!(ElementType::holding(2, true), ElementType::Int4);
+        assert_eq!(ElementType::holding(4, false), ElementType::Uint4);
+        assert_eq!(ElementType::holding(5, true), ElementType::Int8);
+        assert_eq!(ElementType::holding(8, false), ElementType::Uint8);
+        assert_eq!(ElementType::holding(9, false), ElementType::Uint16);
+        assert_eq!(ElementType::holding(16, true), ElementType::Int16);
+        for bits in 2..=16u8 {
+            for signed in [false, true] {
+                let (lo, hi) = ElementType::holding(bits, signed).range();
+                let (need_lo, need_hi) = if signed {
+                    (-(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1)
+                } else {
+                    (0, (1 << bits) - 1)
+                };
+                assert!(
+                    lo <= need_lo && need_hi <= hi,
+                    "{bits} bits, signed {signed}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_made_unique() {
+        let mut g = OnnxGraph::new("m");
+        assert_eq!(g.unique("a"), "a");
+        assert_eq!(g.unique("a"), "a_2");
+        assert_eq!(g.unique("a"), "a_3");
+    }
+}

@@ -119,48 +119,75 @@ impl Quantize for Quantized<'_> {
         match points.as_slice() {
             [] => Ok(value),
             [a] if a.layout.take == (0..a.layout.inner) => self.fake(g, &value, a, shape),
-            parts => {
-                // Linear attention's `[heads, d+1, L]`: rows 0..d and row d have quantizers of
-                // their own; each slice is quantized, then the rows are put back together.
-                let name = &self.graph.node(node).name;
-                let row = *shape.last().expect("rank ≥ 1");
-                let axis = g.ints(&format!("{name}/row_axis"), &[2]);
-                let mut slices = Vec::new();
-                for a in parts {
-                    let take = &a.layout.take;
-                    if shape.len() != 3 || take.start % row != 0 || take.end % row != 0 {
-                        return Err(Error::Graph {
-                            model: self.graph.model.clone(),
-                            layer: a.point.clone(),
-                            message: "a partial quantization point that is not whole rows of \
-                                      [heads, rows, L] cannot be exported"
-                                .into(),
-                        });
-                    }
-                    let (from, to) = ((take.start / row) as i64, (take.end / row) as i64);
-                    let starts = g.ints(&format!("{}/rows_from", a.point), &[from]);
-                    let ends = g.ints(&format!("{}/rows_to", a.point), &[to]);
-                    let slice = g.node(
-                        "Slice",
-                        &format!("{}/rows", a.point),
-                        &[&value, &starts, &ends, &axis],
-                        &[],
-                    );
-                    slices.push(self.fake(g, &slice, a, shape)?);
-                }
-                let inputs: Vec<&str> = slices.iter().map(String::as_str).collect();
-                Ok(g.node(
-                    "Concat",
-                    &format!("{name}/quantized"),
-                    &inputs,
-                    &[("axis", Attr::Int(2))],
-                ))
-            }
+            parts => self.rows(g, node, &value, parts),
         }
     }
 }
 
 impl Quantized<'_> {
+    /// Linear attention's `[heads, d+1, L]`, whose rows 0..d and row d have quantizers of their
+    /// own: each point's rows are sliced and quantized, rows no point owns are passed through,
+    /// and the rows are put back together in order.
+    fn rows(
+        &mut self,
+        g: &mut OnnxGraph,
+        node: NodeId,
+        value: &str,
+        parts: &[&ActivationPlan],
+    ) -> Result<String> {
+        let name = self.graph.node(node).name.clone();
+        let shape = self.graph.node(node).shape.clone();
+        let refuse = |point: &str| Error::Graph {
+            model: self.graph.model.clone(),
+            layer: point.to_string(),
+            message: "a partial quantization point must own whole rows of a [heads, rows, L] \
+                      tensor, apart from the others, to be exported"
+                .into(),
+        };
+        let (rows, row) = match shape.as_slice() {
+            [_, rows, row] => (*rows, *row),
+            _ => return Err(refuse(&parts[0].point)),
+        };
+        let mut parts = parts.to_vec();
+        parts.sort_by_key(|a| a.layout.take.start);
+        let axis = g.ints(&format!("{name}/row_axis"), &[2]);
+        let slice = |g: &mut OnnxGraph, what: &str, from: usize, to: usize| {
+            let starts = g.ints(&format!("{what}/rows_from"), &[from as i64]);
+            let ends = g.ints(&format!("{what}/rows_to"), &[to as i64]);
+            g.node(
+                "Slice",
+                &format!("{what}/rows"),
+                &[value, &starts, &ends, &axis],
+                &[],
+            )
+        };
+        let mut pieces = Vec::new();
+        let mut next = 0;
+        for a in parts {
+            let take = &a.layout.take;
+            if take.start % row != 0 || take.end % row != 0 || take.start / row < next {
+                return Err(refuse(&a.point));
+            }
+            let (from, to) = (take.start / row, take.end / row);
+            if from > next {
+                pieces.push(slice(g, &format!("{name}/unquantized_{next}"), next, from));
+            }
+            let rows_of_point = slice(g, &a.point, from, to);
+            pieces.push(self.fake(g, &rows_of_point, a, &shape)?);
+            next = to;
+        }
+        if next < rows {
+            pieces.push(slice(g, &format!("{name}/unquantized_{next}"), next, rows));
+        }
+        let inputs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        Ok(g.node(
+            "Concat",
+            &format!("{name}/quantized"),
+            &inputs,
+            &[("axis", Attr::Int(2))],
+        ))
+    }
+
     /// `s_c·Q((x − z_c)/s_c) + z_c` of one point on value `x` (of a node of `shape`).
     fn fake(
         &mut self,

@@ -8,13 +8,12 @@ use qvit_core::eval::{Accuracy, Classifier, evaluate};
 use qvit_core::exec::float::FloatExecutor;
 use qvit_core::exec::int::{IntExecutor, compile};
 use qvit_core::pipeline;
-use qvit_core::project::Project;
 use qvit_core::quant::{FakeQuantExecutor, QuantExecutor, QuantPlan, diagnostics};
 use serde::{Deserialize, Serialize};
 
 use super::format::{Format, emit, table, thousands};
-use super::quant_args::{DataArgs, QuantArgs};
-use super::{prepare, target};
+use super::prepare;
+use super::quant_args::{DataArgs, QuantArgs, project_with};
 
 /// Measure a model's top-1 and top-5 accuracy on a dataset, in FP32 or quantized.
 ///
@@ -142,12 +141,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     if let Some(EvalCommand::Merge { parts, format }) = &args.command {
         return merge(parts, *format);
     }
-    let mut project: Project = target::project(args.target.as_deref())?;
-    let spec = project.spec()?;
-    args.data.apply(&mut project, &spec)?;
-    args.quant
-        .calibration
-        .apply(&mut project, &spec, args.data.crop_ratio)?;
+    let (project, spec) = project_with(args.target.as_deref(), &args.data, &args.quant)?;
     let model = prepare::model(&project)?;
     let graph = &model.graph;
     let data = pipeline::test_data(&project, graph)?;
@@ -160,14 +154,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         .asked(&project, executor_arg)
         .then(|| args.quant.settings(&project, &spec, executor_arg));
     let plan = match &settings {
-        Some(settings) => {
-            let stats = prepare::stats(
-                &model,
-                project.calibration.as_deref(),
-                project.calibration_data.as_ref(),
-            )?;
-            Some(prepare::plan(&model, &stats, settings)?)
-        }
+        Some(settings) => Some(prepare::project_plan(&model, &project, settings)?),
         None => None,
     };
     let float = FloatExecutor::new(graph, &model.folded)?;

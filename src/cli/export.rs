@@ -14,8 +14,8 @@ use qvit_core::quant::{FakeQuantExecutor, QuantExecutor, QuantPlan};
 use qvit_core::tensor::Tensor;
 use qvit_core::weights::Weights;
 
-use super::quant_args::{DataArgs, QuantArgs};
-use super::{prepare, target};
+use super::prepare;
+use super::quant_args::{DataArgs, QuantArgs, project_with};
 
 /// Write a model as ONNX, with sample inputs and qvit's outputs beside it to check it by.
 ///
@@ -97,12 +97,7 @@ enum ExportFormat {
 }
 
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
-    let mut project = target::project(args.target.as_deref())?;
-    let spec = project.spec()?;
-    args.data.apply(&mut project, &spec)?;
-    args.quant
-        .calibration
-        .apply(&mut project, &spec, args.data.crop_ratio)?;
+    let (project, spec) = project_with(args.target.as_deref(), &args.data, &args.quant)?;
     let model = match args.random_weights {
         Some(seed) => {
             let graph = Graph::build(&spec)?;
@@ -128,12 +123,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             let settings = args
                 .quant
                 .settings(&project, &spec, Some(QuantExecutor::Fake));
-            let stats = prepare::stats(
-                &model,
-                project.calibration.as_deref(),
-                project.calibration_data.as_ref(),
-            )?;
-            Some(prepare::plan(&model, &stats, &settings)?)
+            Some(prepare::project_plan(&model, &project, &settings)?)
         }
     };
     let samples = match args.samples {

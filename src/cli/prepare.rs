@@ -58,6 +58,21 @@ pub fn plan(
     Ok(plan?)
 }
 
+/// The plan of `settings` on the project's calibration: its statistics file, or a fresh
+/// calibration on its calibration images (what `eval`, `vectors` and `export` quantize with).
+pub fn project_plan(
+    model: &Model,
+    project: &qvit_core::project::Project,
+    settings: &qvit_core::quant::QuantSettings,
+) -> anyhow::Result<qvit_core::quant::QuantPlan> {
+    let stats = stats(
+        model,
+        project.calibration.as_deref(),
+        project.calibration_data.as_ref(),
+    )?;
+    plan(model, &stats, settings)
+}
+
 /// Statistics for a model: the file named (checked against the model), or a fresh calibration
 /// on the chosen images of `set` (see [`pipeline::calibration_set`]) with a progress bar.
 pub fn stats(

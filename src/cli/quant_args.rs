@@ -9,6 +9,22 @@ use qvit_core::arch::ArchSpec;
 use qvit_core::project::{CalibrationSet, DataSource, Project};
 use qvit_core::quant::{BitWidths, Override, QuantExecutor, QuantSettings, Rounding};
 
+/// The project of `target` (see [`super::target::project`]) with the data and calibration
+/// flags over its own sections, and its model spec: where `eval`, `vectors` and `export` start.
+pub fn project_with(
+    target: Option<&str>,
+    data: &DataArgs,
+    quant: &QuantArgs,
+) -> qvit_core::Result<(Project, ArchSpec)> {
+    let mut project = super::target::project(target)?;
+    let spec = project.spec()?;
+    data.apply(&mut project, &spec)?;
+    quant
+        .calibration
+        .apply(&mut project, &spec, data.crop_ratio)?;
+    Ok((project, spec))
+}
+
 /// Where the weights and evaluation images come from.
 #[derive(Debug, Args)]
 pub struct DataArgs {

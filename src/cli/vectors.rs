@@ -7,8 +7,8 @@ use qvit_core::exec::int::{IntExecutor, compile, vectors};
 use qvit_core::pipeline;
 use qvit_core::quant::QuantExecutor;
 
-use super::quant_args::{DataArgs, QuantArgs};
-use super::{prepare, target};
+use super::prepare;
+use super::quant_args::{DataArgs, QuantArgs, project_with};
 
 /// Write one image's golden vectors: every step's integer inputs and output, and each weighted
 /// layer's integer weights, bias, multipliers, shifts and addends, as `.npy` files with a
@@ -35,12 +35,7 @@ pub struct VectorsArgs {
 }
 
 pub fn run(args: &VectorsArgs) -> anyhow::Result<()> {
-    let mut project = target::project(args.target.as_deref())?;
-    let spec = project.spec()?;
-    args.data.apply(&mut project, &spec)?;
-    args.quant
-        .calibration
-        .apply(&mut project, &spec, args.data.crop_ratio)?;
+    let (project, spec) = project_with(args.target.as_deref(), &args.data, &args.quant)?;
     let model = prepare::model(&project)?;
     let data = pipeline::test_data(&project, &model.graph)?;
     if args.image >= data.len() {
@@ -54,12 +49,7 @@ pub fn run(args: &VectorsArgs) -> anyhow::Result<()> {
     let settings = args
         .quant
         .settings(&project, &spec, Some(QuantExecutor::Int));
-    let stats = prepare::stats(
-        &model,
-        project.calibration.as_deref(),
-        project.calibration_data.as_ref(),
-    )?;
-    let plan = prepare::plan(&model, &stats, &settings)?;
+    let plan = prepare::project_plan(&model, &project, &settings)?;
     let program = compile(&model.graph, &model.folded, &plan)?;
     let exec = IntExecutor::new(&program);
     let batch = data.batch(args.image..args.image + 1)?;

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::plan::{QuantPlan, input_channel, out_channels};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::eval::Classifier;
 use crate::exec::float::FloatExecutor;
 use crate::graph::{Graph, NodeId};
@@ -72,13 +72,7 @@ pub struct FakeQuantExecutor<'m> {
 
 impl<'m> FakeQuantExecutor<'m> {
     pub fn new(graph: &'m Graph, params: &FoldedWeights, plan: &'m QuantPlan) -> Result<Self> {
-        if plan.model != graph.model {
-            return Err(Error::Graph {
-                model: graph.model.clone(),
-                layer: "(all)".into(),
-                message: format!("the quant plan is for model `{}`", plan.model),
-            });
-        }
+        plan.check_model(graph)?;
         Ok(Self {
             graph,
             plan,

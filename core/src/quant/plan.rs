@@ -113,6 +113,20 @@ pub struct QuantPlan {
     pub weights: Vec<WeightPlan>,
 }
 
+impl QuantPlan {
+    /// Refuses a plan made for another model, naming it.
+    pub fn check_model(&self, graph: &Graph) -> Result<()> {
+        if self.model == graph.model {
+            return Ok(());
+        }
+        Err(Error::Graph {
+            model: graph.model.clone(),
+            layer: "(all)".into(),
+            message: format!("the quant plan is for model `{}`", self.model),
+        })
+    }
+}
+
 /// Input channel read by weight element `e` of a conv or linear layer.
 pub fn input_channel(op: &Op, e: usize) -> usize {
     match op {

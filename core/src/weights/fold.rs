@@ -48,6 +48,24 @@ pub struct FoldedWeights {
     pub nodes: Vec<NodeParams>,
 }
 
+impl FoldedWeights {
+    /// Refuses weights folded for another graph (a different node count), naming both.
+    pub fn check_graph(&self, graph: &Graph) -> Result<()> {
+        if self.nodes.len() == graph.nodes().len() {
+            return Ok(());
+        }
+        Err(Error::Graph {
+            model: graph.model.clone(),
+            layer: "(all)".into(),
+            message: format!(
+                "weights were folded for a graph of {} nodes, this one has {}",
+                self.nodes.len(),
+                graph.nodes().len()
+            ),
+        })
+    }
+}
+
 /// The tensor of `node` with `role`. Weights loaded from a file were checked against the graph,
 /// so a miss here means they belong to another model.
 fn tensor<'w>(weights: &'w Weights, node: &Node, role: ParamRole) -> Result<&'w [f32]> {

@@ -50,17 +50,7 @@ pub struct FloatExecutor<'m> {
 
 impl<'m> FloatExecutor<'m> {
     pub fn new(graph: &'m Graph, params: &'m FoldedWeights) -> Result<Self> {
-        if params.nodes.len() != graph.nodes().len() {
-            return Err(Error::Graph {
-                model: graph.model.clone(),
-                layer: "(all)".into(),
-                message: format!(
-                    "weights were folded for a graph of {} nodes, this one has {}",
-                    params.nodes.len(),
-                    graph.nodes().len()
-                ),
-            });
-        }
+        params.check_graph(graph)?;
         Ok(Self { graph, params })
     }
 

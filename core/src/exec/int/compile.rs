@@ -123,16 +123,8 @@ const I64_LIMIT: u128 = 1 << 62;
 
 /// Compiles a model for the integer executor.
 pub fn compile(graph: &Graph, params: &FoldedWeights, plan: &QuantPlan) -> Result<IntProgram> {
-    if plan.model != graph.model {
-        return fail(
-            graph,
-            "(all)",
-            format!("the quant plan is for model `{}`", plan.model),
-        );
-    }
-    if params.nodes.len() != graph.nodes().len() {
-        return fail(graph, "(all)", "the weights were folded for another graph");
-    }
+    plan.check_model(graph)?;
+    params.check_graph(graph)?;
     let n = graph.nodes().len();
     let mut plans: Vec<Vec<&ActivationPlan>> = vec![Vec::new(); n];
     let mut point_codes = Vec::new();

@@ -68,17 +68,7 @@ pub fn lower(
     quantize: &mut dyn Quantize,
     batch: Dim,
 ) -> Result<()> {
-    if params.nodes.len() != graph.nodes().len() {
-        return Err(Error::Graph {
-            model: graph.model.clone(),
-            layer: "(all)".into(),
-            message: format!(
-                "weights were folded for a graph of {} nodes, this one has {}",
-                params.nodes.len(),
-                graph.nodes().len()
-            ),
-        });
-    }
+    params.check_graph(graph)?;
     let mut l = Lowering {
         g,
         batch,

@@ -63,13 +63,7 @@ pub struct Quantized<'p> {
 
 impl<'p> Quantized<'p> {
     pub fn new(graph: &'p Graph, plan: &'p QuantPlan, style: Style) -> Result<Self> {
-        if plan.model != graph.model {
-            return Err(Error::Graph {
-                model: graph.model.clone(),
-                layer: "(all)".into(),
-                message: format!("the quant plan is for model `{}`", plan.model),
-            });
-        }
+        plan.check_model(graph)?;
         Ok(Self {
             graph,
             plan,

@@ -51,13 +51,14 @@ use super::quant_args::{DataArgs, QuantArgs, project_with};
 /// With `--samples N`, the first N test images (`--data`, or the shipped Fashion-MNIST test set
 /// for the micro models) are written to FILE.inputs.npy, exactly as the model's input, and
 /// qvit's logits for them (float executor for `onnx`, fake-quant otherwise) to
-/// FILE.expected.npy, so that anyone can check the export in their own runtime
-/// (`tools/export/check.py` does):
+/// FILE.expected.npy, so that anyone can check the export in their own runtime; with the
+/// runtimes of `tools/export/requirements.txt`:
 ///
-///   qvit export deit-micro --format onnx --out deit.onnx --samples 16
-///   python -c "import onnxruntime as ort, numpy as np; s = ort.InferenceSession('deit.onnx');
-///     x = np.load('deit.inputs.npy'); print(abs(s.run(None, {'input': x})[0]
-///     - np.load('deit.expected.npy')).max())"
+///   qvit export deit-micro --format qdq --out deit.onnx --samples 1000
+///
+///   python tools/export/check.py deit.onnx    (the checker, then ONNX Runtime against qvit)
+///
+/// docs/export.md lists how each op and quantizer is written, and the measured agreement.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// A project RON file, a model preset, or a model RON file (default: efficientvit-micro).

@@ -149,13 +149,24 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             onnx::quantized_model(&model.graph, &model.folded, plan, style, batch, &metadata)?
         }
     };
-    onnx::write(&args.out, &proto)?;
+    let bytes = onnx::write(&args.out, &proto)?;
+    let nodes = proto.graph.as_ref().map_or(0, |g| g.node.len());
     eprintln!(
-        "{} ({}) written to {}",
+        "{} ({}) written to {}: {nodes} nodes, {:.1} MB",
         model.graph.model,
         args.format.describe(),
-        args.out.display()
+        args.out.display(),
+        bytes as f64 / 1e6
     );
+    if let Some(points) =
+        onnx::metadata_value(&proto, "qvit.standard_op_points").filter(|p| !p.is_empty())
+    {
+        eprintln!(
+            "{} point(s) that no quantizer node can express are written exactly in standard \
+             operators (metadata qvit.standard_op_points): {points}",
+            points.split("; ").count()
+        );
+    }
     if let Some(images) = samples {
         let logits = logits(&model, plan.as_ref(), &images)?;
         let (inputs, expected) = (beside(&args.out, "inputs"), beside(&args.out, "expected"));

@@ -134,12 +134,22 @@ pub fn quantized_model(
     Ok(g.into_model(opsets, &doc, &metadata))
 }
 
-/// Serialises `model` to `path`, atomically.
-pub fn write(path: &Path, model: &ModelProto) -> Result<()> {
+/// Serialises `model` to `path`, atomically; returns the file's size in bytes.
+pub fn write(path: &Path, model: &ModelProto) -> Result<usize> {
     let bytes = model.write_to_bytes().map_err(|e| Error::InvalidField {
         origin: path.display().to_string(),
         field: "onnx".into(),
         message: format!("the model could not be encoded: {e}"),
     })?;
-    crate::ron_io::write_atomic(path, &bytes)
+    crate::ron_io::write_atomic(path, &bytes)?;
+    Ok(bytes.len())
+}
+
+/// The value of one of the model's metadata entries.
+pub fn metadata_value<'m>(model: &'m ModelProto, key: &str) -> Option<&'m str> {
+    model
+        .metadata_props
+        .iter()
+        .find(|e| e.key == key)
+        .map(|e| e.value.as_str())
 }

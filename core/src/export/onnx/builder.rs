@@ -19,7 +19,6 @@ pub enum ElementType {
     Int8 = 3,
     Uint16 = 4,
     Int16 = 5,
-    Int32 = 6,
     Int64 = 7,
     Uint4 = 21,
     Int4 = 22,
@@ -48,7 +47,6 @@ impl ElementType {
             ElementType::Uint8 => (0, 255),
             ElementType::Int16 => (-32768, 32767),
             ElementType::Uint16 => (0, 65535),
-            ElementType::Int32 => (i32::MIN, i32::MAX),
             ElementType::Float | ElementType::Int64 => (i32::MIN, i32::MAX),
         }
     }
@@ -69,7 +67,6 @@ impl ElementType {
                 .iter()
                 .flat_map(|&v| (v as u16).to_le_bytes())
                 .collect(),
-            ElementType::Int32 => codes.iter().flat_map(|v| v.to_le_bytes()).collect(),
             ElementType::Int64 => codes
                 .iter()
                 .flat_map(|&v| i64::from(v).to_le_bytes())
@@ -96,7 +93,6 @@ pub enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
-    Floats(Vec<f32>),
     Str(String),
 }
 
@@ -305,10 +301,6 @@ fn attribute(name: &str, value: &Attr) -> AttributeProto {
         Attr::Float(f) => {
             a.f = *f;
             AttributeType::FLOAT
-        }
-        Attr::Floats(v) => {
-            a.floats = v.clone();
-            AttributeType::FLOATS
         }
         Attr::Str(s) => {
             a.s = s.as_bytes().to_vec();

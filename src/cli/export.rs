@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 use qvit_core::data::Normalize;
 use qvit_core::eval::Classifier;
 use qvit_core::exec::float::FloatExecutor;
+use qvit_core::exec::int::{self, IntExecutor, IntProgram};
 use qvit_core::export::{npy, onnx};
 use qvit_core::graph::Graph;
 use qvit_core::pipeline::{self, Model};
@@ -48,9 +49,18 @@ use super::quant_args::{DataArgs, QuantArgs, project_with};
 /// `--batch` says otherwise), since those tools need every shape; run qonnx's InferShapes
 /// before executing it.
 ///
+/// `--integer-steps` (qonnx only) writes the integer executor's non-linear steps in place of
+/// the float Softmax, LayerNorm and GELU and linear attention's division: nodes of qvit's
+/// `qvit` domain that compute exactly what `qvit eval --executor int` computes, with every
+/// constant (multipliers, shifts, addends, thresholds, the exponential's and GELU's
+/// constants) as an attribute, for a flow to map onto its own cores. The plan must compile to
+/// the integer executor. `tools/export/qvit/` implements the nodes for qonnx's executor, and
+/// FILE.expected.npy then holds the integer executor's logits.
+///
 /// With `--samples N`, the first N test images (`--data`, or the shipped Fashion-MNIST test set
 /// for the micro models) are written to FILE.inputs.npy, exactly as the model's input, and
-/// qvit's logits for them (float executor for `onnx`, fake-quant otherwise) to
+/// qvit's logits for them (float executor for `onnx`, fake-quant otherwise, the integer
+/// executor with `--integer-steps`) to
 /// FILE.expected.npy, so that anyone can check the export in their own runtime; with the
 /// runtimes of `tools/export/requirements.txt`:
 ///
@@ -83,6 +93,10 @@ pub struct ExportArgs {
     /// onnx and qdq; 1 for qonnx, whose tools (FINN, qonnx's executor) need every shape fixed.
     #[arg(long, value_name = "N")]
     batch: Option<usize>,
+    /// Write the integer executor's Softmax, LayerNorm, GELU and linear-attention division as
+    /// `qvit` nodes (qonnx only).
+    #[arg(long)]
+    integer_steps: bool,
     #[command(flatten)]
     quant: QuantArgs,
 }
@@ -127,6 +141,13 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             Some(prepare::project_plan(&model, &project, &settings)?)
         }
     };
+    if args.integer_steps && args.format != ExportFormat::Qonnx {
+        anyhow::bail!("--integer-steps writes qvit nodes into a QONNX graph: add --format qonnx");
+    }
+    let program = match (&plan, args.integer_steps) {
+        (Some(plan), true) => Some(int::compile(&model.graph, &model.folded, plan)?),
+        _ => None,
+    };
     let samples = match args.samples {
         Some(0) => anyhow::bail!("--samples 0: give at least one image, or leave the flag out"),
         Some(n) => Some(sample_images(&project, &model, n)?),
@@ -146,7 +167,15 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
                 ExportFormat::Qonnx => onnx::Style::Qonnx,
                 _ => onnx::Style::Qdq,
             };
-            onnx::quantized_model(&model.graph, &model.folded, plan, style, batch, &metadata)?
+            onnx::quantized_model(
+                &model.graph,
+                &model.folded,
+                plan,
+                style,
+                program.as_ref(),
+                batch,
+                &metadata,
+            )?
         }
     };
     let bytes = onnx::write(&args.out, &proto)?;
@@ -167,8 +196,19 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             points.split("; ").count()
         );
     }
+    if let Some(steps) = onnx::metadata_value(&proto, "qvit.integer_steps") {
+        eprintln!(
+            "{} integer step(s) written as qvit nodes (run them with tools/export/qvit/)",
+            steps.split_whitespace().count()
+        );
+    }
     if let Some(images) = samples {
-        let logits = logits(&model, plan.as_ref(), &images)?;
+        let runs = match (&program, &plan) {
+            (Some(program), _) => Runs::Int(program),
+            (None, Some(plan)) => Runs::Fake(plan),
+            (None, None) => Runs::Float,
+        };
+        let logits = logits(&model, runs, &images)?;
         let (inputs, expected) = (beside(&args.out, "inputs"), beside(&args.out, "expected"));
         npy::write(&inputs, &images.data, &images.shape)?;
         npy::write(&expected, &logits.data, &logits.shape)?;
@@ -182,22 +222,34 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// qvit's logits for the samples: the float executor's, or fake-quant's with the plan.
 /// Images per forward pass: a full-size model's activations for a thousand images at once
 /// would take gigabytes.
 const BATCH: usize = 64;
 
-fn logits(model: &Model, plan: Option<&QuantPlan>, images: &Tensor) -> anyhow::Result<Tensor> {
+/// Which executor's logits the samples are checked against.
+enum Runs<'a> {
+    Float,
+    Fake(&'a QuantPlan),
+    Int(&'a IntProgram),
+}
+
+/// qvit's logits for the samples.
+fn logits(model: &Model, runs: Runs, images: &Tensor) -> anyhow::Result<Tensor> {
     let float;
     let fake;
-    let classifier: &dyn Classifier = match plan {
-        None => {
+    let int;
+    let classifier: &dyn Classifier = match runs {
+        Runs::Float => {
             float = FloatExecutor::new(&model.graph, &model.folded)?;
             &float
         }
-        Some(plan) => {
+        Runs::Fake(plan) => {
             fake = FakeQuantExecutor::new(&model.graph, &model.folded, plan)?;
             &fake
+        }
+        Runs::Int(program) => {
+            int = IntExecutor::new(program);
+            &int
         }
     };
     let (n, item) = (images.shape[0], images.item_len());

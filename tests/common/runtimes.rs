@@ -106,3 +106,23 @@ pub fn check(python: &Path, model: &Path, runtime: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Runs `tools/export/golden.py` on an integer-steps export and the golden vectors of the same
+/// plan: its JSON report (whether it passed is in `all_equal`).
+pub fn golden(python: &Path, model: &Path, vectors: &Path) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/export/golden.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(model)
+        .arg(vectors)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "golden.py {} {}: {e}: {}",
+            model.display(),
+            vectors.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+# The `qvit` operator domain (tools/export/qvit/), which qonnx imports by the domain's name.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 
 def fixed_batch(model):
     """The input's batch size if the file fixes it, else None."""
@@ -90,6 +93,7 @@ def qonnx_cleanup(path, x, reference):
         "nodes_after": len(clean.graph.node),
         "quant_nodes_before": sum(n.op_type == "Quant" for n in model.graph.node),
         "quant_nodes_after": sum(n.op_type == "Quant" for n in clean.graph.node),
+        "qvit_nodes_after": sum(n.domain == "qvit" for n in clean.graph.node),
         "values_without_shape": unshaped,
         "max_relative_change": float(np.abs(y - reference[:n]).max()) / scale,
     }

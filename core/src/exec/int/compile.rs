@@ -935,6 +935,7 @@ impl Compiler<'_> {
                         Encoder::Linear(r) => Encoder::Linear(r.with_mantissa_bits(20)),
                         levels => levels,
                     },
+                    unit: acc_scale.clone(),
                 }
             } else {
                 let a = self.activation(id, act)?;

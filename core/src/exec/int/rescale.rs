@@ -125,7 +125,9 @@ pub fn step_constants(op: &StepOp, output: Option<&Encoding>) -> StepConstants {
         StepOp::Weighted(w) => match &w.output {
             Output::Epilogue(e) => c.epilogue("accumulator + bias → output", e, none),
             Output::Logits(r) => c.requant("accumulator + bias → logits (one scale)", r, none),
-            Output::Gelu { to_x, gelu, out } => {
+            Output::Gelu {
+                to_x, gelu, out, ..
+            } => {
                 c.requant("accumulator + bias → GELU input x", to_x, none);
                 c.encoder("x·σ(z) → output", out, none);
                 c.nonlinear = Some(serde_json::json!({

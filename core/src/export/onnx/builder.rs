@@ -93,6 +93,7 @@ pub enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
+    Floats(Vec<f32>),
     Str(String),
 }
 
@@ -301,6 +302,10 @@ fn attribute(name: &str, value: &Attr) -> AttributeProto {
         Attr::Float(f) => {
             a.f = *f;
             AttributeType::FLOAT
+        }
+        Attr::Floats(v) => {
+            a.floats = v.clone();
+            AttributeType::FLOATS
         }
         Attr::Str(s) => {
             a.s = s.as_bytes().to_vec();

@@ -30,6 +30,18 @@ pub trait Quantize {
 
     /// The value later nodes read in place of node `id`'s output `value`.
     fn activation(&mut self, g: &mut OnnxGraph, node: NodeId, value: String) -> Result<String>;
+
+    /// Node `id` written whole, as an export writes it in place of the float operators, reading
+    /// `inputs` (the values of the node's inputs) and ending in its point's values; `None`
+    /// writes the float operators and then [`Quantize::activation`].
+    fn replace(
+        &mut self,
+        _g: &mut OnnxGraph,
+        _id: NodeId,
+        _inputs: &[String],
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// The float export: weights as they are, activations untouched.
@@ -81,8 +93,19 @@ pub fn lower(
     for id in 0..graph.nodes().len() {
         // A folded norm's value is its conv's (already normalised); the plan puts a point on
         // the norm, not the conv, when the value is stored there.
-        let value = l.node(id)?;
-        let value = l.quantize.activation(l.g, id, value)?;
+        let inputs: Vec<String> = graph
+            .node(id)
+            .inputs
+            .iter()
+            .map(|&i| l.values[i].clone())
+            .collect();
+        let value = match l.quantize.replace(l.g, id, &inputs)? {
+            Some(value) => value,
+            None => {
+                let value = l.node(id)?;
+                l.quantize.activation(l.g, id, value)?
+            }
+        };
         l.values.push(value);
     }
     let logits = l.values[graph.output()].clone();

@@ -4,13 +4,15 @@
 //!   folded as qvit runs it, parameters under their checkpoint names.
 //! - [`quantized_model`]: the fake-quant model of a quant plan, as QuantizeLinear/
 //!   DequantizeLinear pairs (opset [`QDQ_OPSET`]) or as QONNX `Quant` nodes (opset
-//!   [`QONNX_OPSET`]); see [`quantized`] for how each quantizer is written.
+//!   [`QONNX_OPSET`]); see [`quantized`] for how each quantizer is written. A QONNX export can
+//!   carry the integer executor's non-linear steps as `qvit` nodes ([`integer`]).
 //!
 //! The graph has one input, `input` (`[batch, C, H, W]` float32, exactly the tensor qvit's
 //! executors take), and one output, `logits` (`[batch, classes]`). How each qvit op maps onto
 //! ONNX operators is in [`lower`].
 
 mod builder;
+pub mod integer;
 pub mod lower;
 pub mod quantized;
 
@@ -19,9 +21,11 @@ use std::path::Path;
 use onnx_protobuf::{Message, ModelProto};
 
 pub use builder::{Attr, Dim, ElementType, IR_VERSION, OnnxGraph};
+pub use integer::{IntegerSteps, QVIT_DOMAIN};
 pub use quantized::{QDQ_OPSET, QONNX_DOMAIN, QONNX_OPSET, Style};
 
 use crate::error::{Error, Result};
+use crate::exec::int::IntProgram;
 use crate::graph::Graph;
 use crate::quant::QuantPlan;
 use crate::weights::FoldedWeights;
@@ -57,19 +61,36 @@ pub fn float_model(
 }
 
 /// The fake-quant model of `plan` in `style`; `params` are the float folded weights (the
-/// export quantizes them with the plan). The plan's recipe, bits, overrides and rounding, and
-/// the points written in standard operators, are added to `metadata`.
+/// export quantizes them with the plan). With `integer` (the plan compiled for the integer
+/// executor; QONNX only) the non-linear steps are that program's, as `qvit` nodes
+/// ([`integer`]). The plan's recipe, bits, overrides and rounding, the points written in
+/// standard operators and the integer steps are added to `metadata`.
 pub fn quantized_model(
     graph: &Graph,
     params: &FoldedWeights,
     plan: &QuantPlan,
     style: Style,
+    integer: Option<&IntProgram>,
     batch: Dim,
     metadata: &Metadata,
 ) -> Result<ModelProto> {
     let mut g = OnnxGraph::new(&graph.model);
     let mut hooks = quantized::Quantized::new(graph, plan, style)?;
+    if let Some(program) = integer {
+        if style != Style::Qonnx {
+            return Err(Error::InvalidField {
+                origin: graph.model.clone(),
+                field: "format".into(),
+                message: "integer steps are written in QONNX exports only".into(),
+            });
+        }
+        hooks.integer = Some(IntegerSteps::new(graph, program));
+    }
     lower::lower(&mut g, graph, params, &mut hooks, batch)?;
+    let integer_steps = hooks
+        .integer
+        .as_ref()
+        .map_or_else(String::new, |s| s.written.join(" "));
     let rounding = plan
         .activations
         .first()
@@ -105,10 +126,19 @@ pub fn quantized_model(
             hooks.standard_op_points.join("; "),
         ),
     ]);
+    if integer.is_some() {
+        metadata.push(("qvit.integer_steps".into(), integer_steps.clone()));
+    }
     let form = match style {
         Style::Qdq => {
             "weights as integer codes with DequantizeLinear, activations as \
              QuantizeLinear/DequantizeLinear pairs"
+        }
+        Style::Qonnx if integer.is_some() => {
+            "weights and activations through QONNX Quant nodes; the integer executor's \
+             Softmax, LayerNorm, GELU and linear-attention division as `qvit` nodes \
+             (metadata `qvit.integer_steps`), computing exactly what qvit's integer executor \
+             computes"
         }
         Style::Qonnx => "weights and activations through QONNX Quant nodes",
     };
@@ -127,9 +157,10 @@ pub fn quantized_model(
         lower::INPUT_DOC,
         lower::LOGITS
     );
-    let opsets: &[(&str, i64)] = match style {
-        Style::Qdq => &[("", QDQ_OPSET)],
-        Style::Qonnx => &[("", QONNX_OPSET), (QONNX_DOMAIN, 1)],
+    let opsets: &[(&str, i64)] = match (style, integer) {
+        (Style::Qdq, _) => &[("", QDQ_OPSET)],
+        (Style::Qonnx, None) => &[("", QONNX_OPSET), (QONNX_DOMAIN, 1)],
+        (Style::Qonnx, Some(_)) => &[("", QONNX_OPSET), (QONNX_DOMAIN, 1), (QVIT_DOMAIN, 1)],
     };
     Ok(g.into_model(opsets, &doc, &metadata))
 }

@@ -27,6 +27,7 @@
 //! negative values). The standard-operator points round as the plan does.
 
 use super::builder::{Attr, ElementType, OnnxGraph};
+use super::integer::IntegerSteps;
 use super::lower::Quantize;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
@@ -59,6 +60,8 @@ pub struct Quantized<'p> {
     style: Style,
     /// Points written in standard operators rather than quantizer nodes: `name: what`.
     pub standard_op_points: Vec<String>,
+    /// The integer executor's non-linear steps, when the export writes them as `qvit` nodes.
+    pub integer: Option<IntegerSteps<'p>>,
 }
 
 impl<'p> Quantized<'p> {
@@ -69,6 +72,7 @@ impl<'p> Quantized<'p> {
             plan,
             style,
             standard_op_points: Vec::new(),
+            integer: None,
         })
     }
 }
@@ -114,6 +118,18 @@ impl Quantize for Quantized<'_> {
             [] => Ok(value),
             [a] if a.layout.take == (0..a.layout.inner) => self.fake(g, &value, a, shape),
             parts => self.rows(g, node, &value, parts),
+        }
+    }
+
+    fn replace(
+        &mut self,
+        g: &mut OnnxGraph,
+        id: NodeId,
+        inputs: &[String],
+    ) -> Result<Option<String>> {
+        match &mut self.integer {
+            Some(steps) => steps.lower(g, id, inputs),
+            None => Ok(None),
         }
     }
 }

@@ -56,6 +56,9 @@ pub enum Output {
         to_x: Requant,
         gelu: GeluConstants,
         out: Encoder,
+        /// The real value of one accumulator unit per output channel (`s_x·s_w[o]`): not used
+        /// to run, only by exports that hand the accumulator over as a float.
+        unit: Vec<f64>,
     },
     /// The network's logits: per-class scales brought to one, so argmax compares real values.
     Logits(Requant),
@@ -233,6 +236,7 @@ impl Weighted {
                 to_x,
                 gelu: k,
                 out: Encoder::Linear(r),
+                ..
             } => match (to_x.fast(oc, bias), r.fast(oc, 0)) {
                 // x is clamped to ±2^24, so x·σ < 2^39 and the 20-bit output multiplier keeps
                 // the product inside i64.
@@ -265,6 +269,7 @@ impl Weighted {
                 to_x,
                 gelu: k,
                 out: enc,
+                ..
             } => {
                 let x = to_x.apply(v, oc) as i32;
                 enc.encode(gelu(x, k), oc)

@@ -94,9 +94,19 @@ def qonnx_cleanup(path, x, reference):
         "quant_nodes_before": sum(n.op_type == "Quant" for n in model.graph.node),
         "quant_nodes_after": sum(n.op_type == "Quant" for n in clean.graph.node),
         "qvit_nodes_after": sum(n.domain == "qvit" for n in clean.graph.node),
+        "changed_operators": changed_operators(model, clean),
         "values_without_shape": unshaped,
         "max_relative_change": float(np.abs(y - reference[:n]).max()) / scale,
     }
+
+
+def changed_operators(before, after):
+    """Operator types whose node count cleanup changed: {type: [before, after]}."""
+    count = lambda m: {t: sum(n.op_type == t for n in m.graph.node) for t in
+                       {n.op_type for n in m.graph.node}}
+    a, b = count(before), count(after)
+    return {t: [a.get(t, 0), b.get(t, 0)] for t in sorted(set(a) | set(b))
+            if a.get(t, 0) != b.get(t, 0)}
 
 
 def initializer_types(model):

@@ -86,7 +86,7 @@ fn float_exports_of_the_micro_models_run_in_onnxruntime_to_qvits_logits() {
 /// Every full-size model, random weights under its official names, images from a generated
 /// ImageNet-style folder: B1 @ 224 and DeiT-T on six images, the others on two.
 #[test]
-fn float_exports_of_every_full_size_model_run_in_onnxruntime_to_qvits_logits() {
+fn full_size_float_exports_run_in_onnxruntime_to_qvits_logits() {
     let Some(python) = runtimes::python() else {
         return;
     };
@@ -143,74 +143,81 @@ fn calibration(dir: &Path, model: &str) -> PathBuf {
     out
 }
 
-/// The QDQ export of each shipped micro model's recipes at W8A8 and W4A8 against qvit's
-/// fake-quant logits on 1,000 test images, qvit rounding half to even as QuantizeLinear does.
-/// Op by op (ONNX Runtime's graph optimizations off) the runtime computes what qvit computes:
-/// ≥ 99.8 % of the images get the same class. With every optimization on, fused kernels
-/// whose float arithmetic differs in the last bits move a few values across a rounding
-/// boundary, and images whose top two logits are close can change class.
-#[test]
-fn qdq_exports_reproduce_fake_quant_in_onnxruntime() {
+/// The QDQ export of a shipped micro model's recipe at W8A8 and W4A8 against qvit's fake-quant
+/// logits on 1,000 test images, qvit rounding half to even as QuantizeLinear does. Op by op
+/// (ONNX Runtime's graph optimizations off) the runtime computes what qvit computes: ≥ 99.8 %
+/// of the images get the same class. With every optimization on, fused kernels whose float
+/// arithmetic differs in the last bits move a few values across a rounding boundary, and images
+/// whose top two logits are close can change class.
+fn qdq_case(model: &str, recipe: &str) {
     let Some(python) = runtimes::python() else {
         return;
     };
-    let dir = temp_dir("qdq");
-    let cases = [
-        ("efficientvit-micro", "trio-vit"),
-        ("deit-micro", "repq-vit"),
-        ("deit-micro", "fq-vit"),
-    ];
-    for (model, recipe) in cases {
-        let calib = calibration(&dir, model);
-        for bits in ["w8a8", "w4a8"] {
-            let out = dir.join(format!("{model}-{recipe}-{bits}.onnx"));
-            qvit(&[
-                "export",
-                model,
-                "--format",
-                "qdq",
-                "--recipe",
-                recipe,
-                "--bits",
-                bits,
-                "--rounding",
-                "half-even",
-                "--calibration",
-                path(&calib),
-                "--out",
-                path(&out),
-                "--samples",
-                "1000",
-            ]);
-            let report = runtimes::check(python, &out, "onnxruntime");
-            let case = format!("{model} {recipe} {bits}: {report}");
-            assert_eq!(report["checker"], "ok", "{case}");
-            let agreement = |run: &str| report[run]["argmax_agreement"].as_f64().unwrap();
-            assert!(agreement("reference") >= 0.998, "{case}");
-            assert!(agreement("optimized") >= 0.98, "{case}");
-            let meta = &report["metadata"];
-            assert_eq!(meta["qvit.recipe"], recipe, "{case}");
-            assert_eq!(meta["qvit.bits"], bits.to_uppercase(), "{case}");
-            assert!(
-                meta["qvit.rounding"]
-                    .as_str()
-                    .unwrap()
-                    .contains("rounds half-even"),
-                "{case}"
-            );
-            // Weights are stored as codes: int4 at 4 bits, int8 at 8.
-            let types = &report["initializer_types"];
-            let code_type = if bits == "w4a8" { "INT4" } else { "INT8" };
-            assert!(types[code_type].as_u64().unwrap() > 10, "{case}");
-            let ops = report["operators"].as_array().unwrap();
-            assert!(ops.contains(&"QuantizeLinear".into()), "{case}");
-            // Log levels (Trio-ViT's divisor, FQ-ViT's and RepQ-ViT's attention) are written in
-            // standard operators and listed.
-            let listed = meta["qvit.standard_op_points"].as_str().unwrap();
-            assert!(listed.contains("log"), "{case}");
-        }
+    let dir = temp_dir(&format!("qdq-{recipe}"));
+    let calib = calibration(&dir, model);
+    for bits in ["w8a8", "w4a8"] {
+        let out = dir.join(format!("{model}-{recipe}-{bits}.onnx"));
+        qvit(&[
+            "export",
+            model,
+            "--format",
+            "qdq",
+            "--recipe",
+            recipe,
+            "--bits",
+            bits,
+            "--rounding",
+            "half-even",
+            "--calibration",
+            path(&calib),
+            "--out",
+            path(&out),
+            "--samples",
+            "1000",
+        ]);
+        let report = runtimes::check(python, &out, "onnxruntime");
+        let case = format!("{model} {recipe} {bits}: {report}");
+        assert_eq!(report["checker"], "ok", "{case}");
+        let agreement = |run: &str| report[run]["argmax_agreement"].as_f64().unwrap();
+        assert!(agreement("reference") >= 0.998, "{case}");
+        assert!(agreement("optimized") >= 0.98, "{case}");
+        let meta = &report["metadata"];
+        assert_eq!(meta["qvit.recipe"], recipe, "{case}");
+        assert_eq!(meta["qvit.bits"], bits.to_uppercase(), "{case}");
+        assert!(
+            meta["qvit.rounding"]
+                .as_str()
+                .unwrap()
+                .contains("rounds half-even"),
+            "{case}"
+        );
+        // Weights are stored as codes: int4 at 4 bits, int8 at 8.
+        let types = &report["initializer_types"];
+        let code_type = if bits == "w4a8" { "INT4" } else { "INT8" };
+        assert!(types[code_type].as_u64().unwrap() > 10, "{case}");
+        let ops = report["operators"].as_array().unwrap();
+        assert!(ops.contains(&"QuantizeLinear".into()), "{case}");
+        // Log levels (Trio-ViT's divisor, FQ-ViT's and RepQ-ViT's attention) are written in
+        // standard operators and listed.
+        let listed = meta["qvit.standard_op_points"].as_str().unwrap();
+        assert!(listed.contains("log"), "{case}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn qdq_exports_of_trio_vit_reproduce_fake_quant_in_onnxruntime() {
+    qdq_case("efficientvit-micro", "trio-vit");
+}
+
+#[test]
+fn qdq_exports_of_repq_vit_reproduce_fake_quant_in_onnxruntime() {
+    qdq_case("deit-micro", "repq-vit");
+}
+
+#[test]
+fn qdq_exports_of_fq_vit_reproduce_fake_quant_in_onnxruntime() {
+    qdq_case("deit-micro", "fq-vit");
 }
 
 /// B1 @ 224 with trio-vit (its output-aware search cut to one image, which changes the ranges,
@@ -284,7 +291,7 @@ fn full_size_reports(
 /// within 10 % of the largest logit of qvit's (measured: B1 4.1 %, from the few values that
 /// float arithmetic in another order moves across a rounding boundary).
 #[test]
-fn qdq_exports_at_full_size_reproduce_fake_quant_in_onnxruntime() {
+fn full_size_qdq_exports_reproduce_fake_quant_in_onnxruntime() {
     for report in full_size_reports("qdq", "onnxruntime", "6", &["--rounding", "half-even"]) {
         let err = report["reference"]["max_relative_error"].as_f64().unwrap();
         assert!(err <= 0.1, "{report}");
@@ -302,7 +309,7 @@ fn qdq_exports_at_full_size_reproduce_fake_quant_in_onnxruntime() {
 /// qonnx's cleanup changes nothing but constants ([`assert_clean`]; B1 has 200 `Quant` nodes,
 /// DeiT-T 162).
 #[test]
-fn qonnx_exports_at_full_size_reproduce_fake_quant_in_qonnx() {
+fn full_size_qonnx_exports_reproduce_fake_quant_in_qonnx() {
     for report in full_size_reports("qonnx", "qonnx", "2", &["--batch", "2"]) {
         let err = report["reference"]["max_relative_error"].as_f64().unwrap();
         assert!(err <= 0.2, "{report}");
@@ -332,7 +339,10 @@ fn assert_clean(report: &serde_json::Value, case: &str) {
     );
     assert_eq!(cleanup["max_relative_change"], 0.0, "{case}");
     for (op, counts) in cleanup["changed_operators"].as_object().unwrap() {
-        assert!(["Transpose", "Expand"].contains(&op.as_str()), "{op}: {case}");
+        assert!(
+            ["Transpose", "Expand"].contains(&op.as_str()),
+            "{op}: {case}"
+        );
         assert!(counts[1].as_u64() < counts[0].as_u64(), "{op}: {case}");
     }
 }
@@ -412,65 +422,70 @@ fn export_mistakes_are_clear_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The QONNX export of each required recipe, in qonnx's own executor on 1,000 test images (in
+/// The QONNX export of a required recipe in qonnx's own executor on 1,000 test images (in
 /// batches of 100, the graph's fixed batch size): trio-vit at W4A8, repq-vit at W8A8 and fq-vit
-/// at W4A8 (docs/export.md has every recipe at both widths; the executor's node-by-node run
-/// makes all six too slow for every `cargo test`). qvit rounds half up here, and so does every
-/// `Quant`. qonnx's cleanup changes nothing but constants ([`assert_clean`]).
-#[test]
-fn qonnx_exports_reproduce_fake_quant_in_qonnx() {
+/// at W4A8 are tested (docs/export.md has every recipe at both widths; the executor's
+/// node-by-node run makes all six too slow for every `cargo test`). qvit rounds half up here,
+/// and so does every `Quant`. qonnx's cleanup changes nothing but constants ([`assert_clean`]).
+fn qonnx_case(model: &str, recipe: &str, bits: &str) {
     let Some(python) = runtimes::python() else {
         return;
     };
-    let dir = temp_dir("qonnx");
-    for (model, recipe, bits) in [
-        ("efficientvit-micro", "trio-vit", "w4a8"),
-        ("deit-micro", "repq-vit", "w8a8"),
-        ("deit-micro", "fq-vit", "w4a8"),
-    ] {
-        let calib = calibration(&dir, model);
-        let out = dir.join(format!("{model}-{recipe}-{bits}.onnx"));
-        qvit(&[
-            "export",
-            model,
-            "--format",
-            "qonnx",
-            "--recipe",
-            recipe,
-            "--bits",
-            bits,
-            "--calibration",
-            path(&calib),
-            "--batch",
-            "100",
-            "--out",
-            path(&out),
-            "--samples",
-            "1000",
-        ]);
-        let report = runtimes::check(python, &out, "qonnx");
-        let case = format!("{model} {recipe} {bits}: {report}");
-        assert_eq!(report["checker"], "ok", "{case}");
-        let agreement = report["reference"]["argmax_agreement"].as_f64().unwrap();
-        assert!(agreement >= 0.99, "{case}");
-        assert!(
-            report["cleanup"]["quant_nodes_before"].as_u64().unwrap() > 20,
-            "{case}"
-        );
-        assert_clean(&report, &case);
-        let meta = &report["metadata"];
-        assert_eq!(meta["qvit.format"], "qonnx", "{case}");
-        assert!(
-            meta["qvit.rounding"].as_str().unwrap().contains("half-up"),
-            "{case}"
-        );
-        // Weights are float values through a Quant; nothing is stored as integers but shapes.
-        assert!(report["initializer_types"].get("INT8").is_none(), "{case}");
-        let ops = report["operators"].as_array().unwrap();
-        assert!(ops.contains(&"Quant".into()), "{case}");
-        assert!(!ops.contains(&"QuantizeLinear".into()), "{case}");
-    }
+    let dir = temp_dir(&format!("qonnx-{recipe}"));
+    let out = dir.join(format!("{model}-{recipe}-{bits}.onnx"));
+    qvit(&[
+        "export",
+        model,
+        "--format",
+        "qonnx",
+        "--recipe",
+        recipe,
+        "--bits",
+        bits,
+        "--batch",
+        "100",
+        "--out",
+        path(&out),
+        "--samples",
+        "1000",
+    ]);
+    let report = runtimes::check(python, &out, "qonnx");
+    let case = format!("{model} {recipe} {bits}: {report}");
+    assert_eq!(report["checker"], "ok", "{case}");
+    let agreement = report["reference"]["argmax_agreement"].as_f64().unwrap();
+    assert!(agreement >= 0.99, "{case}");
+    assert!(
+        report["cleanup"]["quant_nodes_before"].as_u64().unwrap() > 20,
+        "{case}"
+    );
+    assert_clean(&report, &case);
+    let meta = &report["metadata"];
+    assert_eq!(meta["qvit.format"], "qonnx", "{case}");
+    assert!(
+        meta["qvit.rounding"].as_str().unwrap().contains("half-up"),
+        "{case}"
+    );
+    // Weights are float values through a Quant; nothing is stored as integers but shapes.
+    assert!(report["initializer_types"].get("INT8").is_none(), "{case}");
+    let ops = report["operators"].as_array().unwrap();
+    assert!(ops.contains(&"Quant".into()), "{case}");
+    assert!(!ops.contains(&"QuantizeLinear".into()), "{case}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn qonnx_export_of_trio_vit_w4a8_reproduces_fake_quant_in_qonnx() {
+    qonnx_case("efficientvit-micro", "trio-vit", "w4a8");
+}
+
+#[test]
+fn qonnx_export_of_repq_vit_w8a8_reproduces_fake_quant_in_qonnx() {
+    qonnx_case("deit-micro", "repq-vit", "w8a8");
+}
+
+#[test]
+fn qonnx_export_of_fq_vit_w4a8_reproduces_fake_quant_in_qonnx() {
+    qonnx_case("deit-micro", "fq-vit", "w4a8");
 }
 
 /// An integer-steps export of `model` and the golden vectors of the same plan (`quant`: the
@@ -542,7 +557,7 @@ fn integer_steps_compute_the_integer_executors_codes() {
 /// The same at full size: B1 @ 224 (two linear-attention divisions per attention stage) and
 /// DeiT-T (twelve blocks), random weights.
 #[test]
-fn integer_steps_at_full_size_compute_the_integer_executors_codes() {
+fn full_size_integer_steps_compute_the_integer_executors_codes() {
     let Some(python) = runtimes::python() else {
         return;
     };

@@ -2,6 +2,7 @@
 //! quantizers' parameters. Every search scores candidates on a [`Distribution`], so it works
 //! the same on raw weights and on calibration histograms.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::histogram::Distribution;
@@ -94,7 +95,9 @@ pub fn uniform(dist: &Distribution, bits: u8, symmetric: bool, method: RangeMeth
     Uniform::per_tensor(bits, symmetric, lo, hi)
 }
 
-/// One quantizer per channel (weights: per output channel), each calibrated on its own values.
+/// One quantizer per channel (weights: per output channel), each calibrated on its own values:
+/// the channels are searched in parallel, each on its own, so the result does not depend on
+/// the thread count.
 pub fn uniform_per_channel(
     channels: &[Distribution],
     bits: u8,
@@ -102,7 +105,7 @@ pub fn uniform_per_channel(
     method: RangeMethod,
 ) -> Uniform {
     let (scale, zero_point) = channels
-        .iter()
+        .par_iter()
         .map(|d| {
             let (lo, hi) = uniform_range(d, bits, symmetric, method);
             Uniform::from_range(bits, symmetric, lo, hi)
@@ -118,17 +121,21 @@ pub fn uniform_per_channel(
 }
 
 /// The candidate with the lowest score (the first of equals, so the widest range wins ties).
-fn best<C: Copy>(cands: impl Iterator<Item = C>, score: impl Fn(C) -> f64) -> C {
-    let mut it = cands;
-    let first = it.next().expect("at least one candidate");
-    let mut best = (first, score(first));
-    for c in it {
-        let s = score(c);
-        if s < best.1 {
-            best = (c, s);
+/// Scores are computed in parallel and compared in order, so the choice does not depend on the
+/// thread count.
+fn best<C: Copy + Send + Sync>(
+    cands: impl Iterator<Item = C>,
+    score: impl Fn(C) -> f64 + Sync,
+) -> C {
+    let cands: Vec<C> = cands.collect();
+    let scores: Vec<f64> = cands.par_iter().map(|&c| score(c)).collect();
+    let mut best = 0;
+    for (i, &s) in scores.iter().enumerate() {
+        if s < scores[best] {
+            best = i;
         }
     }
-    best.0
+    cands[best]
 }
 
 /// KL(P‖Q) of the distribution against its quantized version on a 2048-bin grid. P is the

@@ -96,6 +96,8 @@ pub struct Explorer {
     /// Where calibration statistics are kept between runs (none: calibrate every time).
     pub calibration_cache: Option<PathBuf>,
     pub notice: Option<Notice>,
+    /// qvit's file dialog, while one is open.
+    pub dialog: Option<crate::views::file_dialog::FileDialog>,
     pub jobs: Jobs,
     pub changes: Changes,
     /// The plots drawn in the last frame and where (for File → Export plot).
@@ -136,6 +138,7 @@ impl Explorer {
             recent: Vec::new(),
             calibration_cache: None,
             notice: None,
+            dialog: None,
             jobs: Jobs::default(),
             changes: Changes::default(),
             plots: Vec::new(),

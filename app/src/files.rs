@@ -1,10 +1,11 @@
-//! Files the explorer reads and writes: project RON files through the system's file dialogs,
-//! CSV and PNG exports, and the state kept between runs (recent files, the open tab; eframe keeps the
-//! window's size and position).
+//! Files the explorer reads and writes: project RON files, CSV and PNG exports, chosen in qvit's
+//! own file dialog (or the system's, on request), and the state kept between runs (recent files,
+//! the open tab; eframe keeps the window's size and position).
 
 use std::path::{Path, PathBuf};
 
 use crate::explorer::{Explorer, Notice, Tab};
+use crate::views::file_dialog::{FileDialog, Outcome, Purpose};
 
 const RECENT_KEY: &str = "qvit.recent";
 const TAB_KEY: &str = "qvit.tab";
@@ -25,15 +26,70 @@ pub fn save_state(explorer: &Explorer, storage: &mut dyn eframe::Storage) {
     eframe::set_value(storage, TAB_KEY, &explorer.tab);
 }
 
-fn ron_dialog() -> rfd::FileDialog {
-    rfd::FileDialog::new().add_filter("qvit project", &["ron"])
+/// Opens qvit's file dialog for `purpose`, in the project's folder (else the working folder),
+/// with `name` filled in.
+pub fn ask(explorer: &mut Explorer, purpose: Purpose, name: &str) {
+    let folder = explorer
+        .project_path
+        .as_ref()
+        .and_then(|p| p.parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    explorer.dialog = Some(FileDialog::new(purpose, folder, name.into()));
+}
+
+/// Acts on what the user did in the file dialog.
+pub fn dialog_outcome(explorer: &mut Explorer, outcome: Outcome) {
+    let Some(dialog) = explorer.dialog.take() else {
+        return;
+    };
+    match outcome {
+        Outcome::Cancelled => {}
+        Outcome::Chosen(path) => finish(explorer, dialog.purpose, path),
+        Outcome::System => match system_dialog(&dialog) {
+            Some(path) => finish(explorer, dialog.purpose, path),
+            None => {
+                explorer.notice = Some(Notice::Error(
+                    "the system file dialog gave no file: it was cancelled or could not open \
+                     (on Linux it needs an xdg-desktop-portal); choose the file in qvit's dialog"
+                        .into(),
+                ));
+                explorer.dialog = Some(dialog);
+            }
+        },
+    }
+}
+
+/// The desktop's own dialog (rfd), which returns nothing both when cancelled and when it
+/// cannot open.
+fn system_dialog(dialog: &FileDialog) -> Option<PathBuf> {
+    let extension = dialog.purpose.extension();
+    let native = rfd::FileDialog::new()
+        .add_filter(extension.to_uppercase(), &[extension])
+        .set_directory(&dialog.folder)
+        .set_file_name(&dialog.name);
+    if dialog.purpose.writes() {
+        native.save_file()
+    } else {
+        native.pick_file()
+    }
+}
+
+fn finish(explorer: &mut Explorer, purpose: Purpose, path: PathBuf) {
+    match purpose {
+        Purpose::OpenProject => explorer.open_project(&path),
+        Purpose::SaveProject => explorer.save_project(&path),
+        Purpose::ExportCostCsv => export_cost_csv(explorer, &path),
+        Purpose::ExportSweepCsv => crate::views::explore::export_results(explorer, &path),
+        Purpose::ExportPlot { rect, .. } => export_plot(explorer, rect, path),
+    }
 }
 
 /// File → Open project…
 pub fn open_dialog(explorer: &mut Explorer) {
-    if let Some(path) = ron_dialog().pick_file() {
-        explorer.open_project(&path);
-    }
+    ask(explorer, Purpose::OpenProject, "");
 }
 
 /// File → Save project as… (also the export for headless runs: the same RON).
@@ -43,9 +99,7 @@ pub fn save_dialog(explorer: &mut Explorer) {
         .as_ref()
         .and_then(|p| p.file_name())
         .map_or("project.ron".into(), |n| n.to_string_lossy().into_owned());
-    if let Some(path) = ron_dialog().set_file_name(name).save_file() {
-        explorer.save_project(&path);
-    }
+    ask(explorer, Purpose::SaveProject, &name);
 }
 
 /// File → Save project: to its file, or through the dialog when it has none.
@@ -70,26 +124,18 @@ pub fn export_cost_csv(explorer: &mut Explorer, path: &Path) {
 
 /// File → Export per-layer cost as CSV…
 pub fn export_cost_dialog(explorer: &mut Explorer) {
-    if let Some(path) = rfd::FileDialog::new()
-        .add_filter("CSV", &["csv"])
-        .set_file_name("cost.csv")
-        .save_file()
-    {
-        export_cost_csv(explorer, &path);
-    }
+    ask(explorer, Purpose::ExportCostCsv, "cost.csv");
 }
 
-/// File → Export plot as PNG → a plot on screen: asks for a file, then takes a screenshot of
-/// the next frame and writes the plot's rectangle of it.
+/// File → Export plot as PNG → a plot on screen: asks for a file; the plot's rectangle of the
+/// frame after the choice is written.
 pub fn export_plot_dialog(explorer: &mut Explorer, name: &str, rect: egui::Rect) {
     let file = format!("{}.png", name.replace([' ', '(', ')', '/'], "-"));
-    if let Some(path) = rfd::FileDialog::new()
-        .add_filter("PNG", &["png"])
-        .set_file_name(file)
-        .save_file()
-    {
-        export_plot(explorer, rect, path);
-    }
+    let purpose = Purpose::ExportPlot {
+        name: name.into(),
+        rect,
+    };
+    ask(explorer, purpose, &file);
 }
 
 /// Writes the screen rectangle `rect` (points) of the next frame to `path` as PNG; the result

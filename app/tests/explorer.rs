@@ -320,3 +320,65 @@ fn a_full_size_project_with_folder_data_reaches_a_top1() {
     assert!(top1.contains('%'), "{top1}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The file dialogs are qvit's own, so they work where the system's cannot open (this harness
+/// has no desktop portal at all): Save project as, Open project (a missing file is refused in
+/// the dialog, which stays open), Export per-layer cost as CSV, and Cancel.
+#[test]
+fn file_dialogs_work_without_a_desktop_portal() {
+    let dir = std::env::temp_dir().join(format!("qvit-dialog-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut h = explorer();
+    let choose = |h: &mut Harness<'static, Explorer>, name: &Path, button: &str| {
+        h.state_mut()
+            .dialog
+            .as_mut()
+            .expect("a dialog is open")
+            .name = name.display().to_string();
+        click(h, button);
+    };
+
+    click(&mut h, "File");
+    click(&mut h, "Save project as… (runs headless)");
+    assert!(h.query_by_label("Save project as").is_some());
+    let saved = dir.join("mine.ron");
+    // The kind's extension is added to a bare name.
+    choose(&mut h, &dir.join("mine"), "Save");
+    assert!(h.state().dialog.is_none());
+    assert!(
+        std::fs::read_to_string(&saved)
+            .unwrap()
+            .starts_with("Project(")
+    );
+    assert_eq!(h.state().project_path.as_deref(), Some(saved.as_path()));
+
+    click(&mut h, "File");
+    click(&mut h, "Open project…");
+    choose(&mut h, &dir.join("missing.ron"), "Open");
+    assert!(
+        label(&h, &dir.join("missing.ron").display().to_string()).ends_with("is not a file"),
+        "a missing file is refused in the dialog"
+    );
+    assert!(h.state().dialog.is_some());
+    choose(&mut h, &saved, "Open");
+    assert!(h.state().dialog.is_none());
+    assert!(label(&h, "opened ").contains("mine.ron"));
+
+    click(&mut h, "File");
+    click(&mut h, "Export per-layer cost as CSV…");
+    // The dialog starts in the project's folder.
+    assert_eq!(h.state().dialog.as_ref().unwrap().folder, dir);
+    let csv = dir.join("cost.csv");
+    choose(&mut h, &csv, "Save");
+    assert!(
+        std::fs::read_to_string(&csv)
+            .unwrap()
+            .starts_with("name,stage,op,")
+    );
+
+    click(&mut h, "File");
+    click(&mut h, "Open project…");
+    click(&mut h, "Cancel");
+    assert!(h.state().dialog.is_none());
+    std::fs::remove_dir_all(&dir).ok();
+}

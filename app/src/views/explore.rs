@@ -164,7 +164,11 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             }
         }
         if !explorer.explore.designs.is_empty() && ui.button("Export results as CSV…").clicked() {
-            export_dialog(explorer);
+            crate::files::ask(
+                explorer,
+                super::file_dialog::Purpose::ExportSweepCsv,
+                "sweep.csv",
+            );
         }
         if ui
             .button("Keep this space in the project")
@@ -258,20 +262,15 @@ fn start_sweep(explorer: &mut Explorer) {
     ));
 }
 
-fn export_dialog(explorer: &mut Explorer) {
-    if let Some(path) = rfd::FileDialog::new()
-        .add_filter("CSV", &["csv"])
-        .set_file_name("sweep.csv")
-        .save_file()
-    {
-        let copied = std::fs::read(results_path()).and_then(|bytes| {
-            qvit_core::ron_io::write_atomic(&path, &bytes).map_err(std::io::Error::other)
-        });
-        explorer.notice = Some(match copied {
-            Ok(()) => Notice::Info(format!("wrote {}", path.display())),
-            Err(e) => Notice::Error(format!("could not export the sweep: {e}")),
-        });
-    }
+/// Copies the sweep's results file to `path`.
+pub fn export_results(explorer: &mut Explorer, path: &std::path::Path) {
+    let copied = std::fs::read(results_path()).and_then(|bytes| {
+        qvit_core::ron_io::write_atomic(path, &bytes).map_err(std::io::Error::other)
+    });
+    explorer.notice = Some(match copied {
+        Ok(()) => Notice::Info(format!("wrote {}", path.display())),
+        Err(e) => Notice::Error(format!("could not export the sweep: {e}")),
+    });
 }
 
 fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {

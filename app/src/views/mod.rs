@@ -4,6 +4,7 @@
 pub mod accelerator;
 pub mod distributions;
 pub mod explore;
+pub mod file_dialog;
 pub mod menu;
 pub mod model_tree;
 pub mod quantization;
@@ -42,6 +43,11 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             Tab::Explore => explore::show(explorer, ui),
         }
     });
+    if let Some(dialog) = &mut explorer.dialog
+        && let Some(outcome) = file_dialog::show(ui.ctx(), dialog)
+    {
+        crate::files::dialog_outcome(explorer, outcome);
+    }
 }
 
 fn plots_id() -> egui::Id {

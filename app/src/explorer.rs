@@ -31,14 +31,30 @@ pub enum Tab {
 }
 
 /// The headline figures of one configuration, to compare against a pinned baseline.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
-    pub top1: Option<f64>,
+    pub top1: Option<Top1>,
     pub fps: f64,
     pub gops: f64,
     pub dsps: usize,
     pub gops_per_dsp: f64,
     pub fps_per_dsp: f64,
+}
+
+/// A top-1 and what it was measured on: two are comparable only on the same images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Top1 {
+    pub percent: f64,
+    pub images: usize,
+    /// Where the test images came from.
+    pub data: String,
+}
+
+impl Top1 {
+    /// True when `other` was measured on the same test images.
+    pub fn comparable(&self, other: &Top1) -> bool {
+        self.images == other.images && self.data == other.data
+    }
 }
 
 /// A message shown under the menu bar until dismissed.
@@ -306,12 +322,22 @@ impl Explorer {
                 .accuracy
                 .as_ref()
                 .filter(|a| a.images == self.eval_total())
-                .map(|a| a.top1()),
+                .and_then(|a| self.top1_of(a)),
             fps: c.fps,
             gops: c.gops,
             dsps: c.dsps,
             gops_per_dsp: c.gops_per_dsp,
             fps_per_dsp: c.fps_per_dsp,
+        })
+    }
+
+    /// The top-1 of `accuracy` so far, with the test images it was measured on.
+    pub fn top1_of(&self, accuracy: &Accuracy) -> Option<Top1> {
+        let loaded = self.loaded.as_ref()?;
+        Some(Top1 {
+            percent: accuracy.top1(),
+            images: accuracy.images,
+            data: loaded.test.origin.clone(),
         })
     }
 

@@ -382,3 +382,26 @@ fn file_dialogs_work_without_a_desktop_portal() {
     assert!(h.state().dialog.is_none());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A baseline's top-1 is compared only with a top-1 on the same images: evaluated on fewer, the
+/// bar shows the baseline's figure and how many images it had, not a difference.
+#[test]
+fn baseline_top1_is_compared_on_the_same_images_only() {
+    let mut h = explorer();
+    click(&mut h, "Pin as baseline");
+    assert_eq!(label(&h, "+0.00 points"), "+0.00 points");
+    let reevaluate = |h: &mut Harness<'static, Explorer>, images: usize| {
+        h.state_mut().eval_images = Some(images);
+        h.state_mut().changes.quant = true;
+        settle(h);
+    };
+    reevaluate(&mut h, 200);
+    let shown = label(&h, "baseline ");
+    assert!(
+        shown.ends_with(&format!("on {EVAL_IMAGES} images")),
+        "{shown}"
+    );
+    assert!(h.query_by_label_contains(" points").is_none());
+    reevaluate(&mut h, EVAL_IMAGES);
+    assert_eq!(label(&h, "+0.00 points"), "+0.00 points");
+}

@@ -92,10 +92,23 @@ fn accuracy(explorer: &mut Explorer, ui: &mut egui::Ui) {
         }
         (Some(acc), _, _) => {
             let (lo, hi) = acc.top1_interval();
-            let base = explorer.baseline.and_then(|b| b.top1);
             ui.label(egui::RichText::new(format!("top-1 {:.2} %", acc.top1())).strong());
-            if let Some(b) = base {
-                ui.label(format!("{:+.2} points", acc.top1() - b));
+            let base = explorer.baseline.as_ref().and_then(|b| b.top1.as_ref());
+            if let (Some(base), Some(now)) = (base, explorer.top1_of(acc)) {
+                if base.comparable(&now) {
+                    ui.label(format!("{:+.2} points", now.percent - base.percent));
+                } else {
+                    // Top-1 on other images (a shorter run, another folder) is no comparison.
+                    ui.weak(format!(
+                        "baseline {:.2} % on {} images",
+                        base.percent, base.images
+                    ))
+                    .on_hover_text(format!(
+                        "The baseline's top-1 was measured on {} images of {}, this one on {} \
+                         images of {}: no difference is shown until both are on the same images.",
+                        base.images, base.data, now.images, now.data
+                    ));
+                }
             }
             ui.label(format!("95 % CI {lo:.2}–{hi:.2}"));
             if running {

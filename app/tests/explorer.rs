@@ -16,7 +16,10 @@ fn explorer() -> Harness<'static, Explorer> {
     let mut harness = Harness::builder()
         .with_size([1400.0, 900.0])
         .build_eframe(|cc| {
-            let mut e = qvit_app::create(cc, None);
+            // One calibration for every harness of every run (keyed by the weights and the
+            // images, as the explorer keeps it on a desktop); the first harness computes it.
+            let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("explorer-calibration");
+            let mut e = Explorer::new(&cc.egui_ctx, Explorer::default_project(), None, Some(cache));
             e.eval_images = Some(EVAL_IMAGES);
             e
         });

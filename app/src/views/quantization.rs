@@ -45,6 +45,8 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
     });
     let mut remove = None;
     for (i, o) in settings.overrides.iter_mut().enumerate() {
+        // The pattern and its remove button on one line, the bit widths under it: in one line
+        // they pass the width of a 1600-pixel window.
         ui.horizontal(|ui| {
             changed |= ui
                 .add(
@@ -52,12 +54,15 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
                         .desired_width(320.0)
                         .hint_text("stages.3.*"),
                 )
-                .labelled_by(ui.label(format!("override {} layers", i + 1)).id)
+                .labelled_by(ui.label(format!("override {}: layer pattern", i + 1)).id)
                 .lost_focus();
-            changed |= bits_sliders(ui, &mut o.bits, &format!("override {}", i + 1));
             if ui.small_button("remove").clicked() {
                 remove = Some(i);
             }
+        });
+        ui.horizontal(|ui| {
+            ui.add_space(16.0);
+            changed |= bits_sliders(ui, &mut o.bits, &format!("override {}", i + 1));
         });
     }
     if let Some(i) = remove {
@@ -195,19 +200,31 @@ fn layer_table(explorer: &Explorer, ui: &mut egui::Ui) {
                 ui.label(plan.map_or(String::new(), |p| p.quantizer.describe()));
                 ui.label(db(Some(a.tensor_sqnr_db)));
                 ui.label(db(Some(a.network_sqnr_db)));
-                ui.weak(plan.map_or(String::new(), |p| super::plain(&p.note)));
+                note(ui, plan.map_or(String::new(), |p| super::plain(&p.note)));
                 ui.end_row();
             }
             for w in &q.weights {
-                let note = q.plan.weights.iter().find(|p| p.layer == w.layer);
+                let note_of = q.plan.weights.iter().find(|p| p.layer == w.layer);
                 ui.label(format!("{} (weights)", w.layer));
                 ui.label(format!("W{}", w.bits));
-                ui.label(note.map_or(String::new(), |p| p.quantizer.describe()));
+                ui.label(note_of.map_or(String::new(), |p| p.quantizer.describe()));
                 ui.label(db(Some(w.sqnr_db)));
                 ui.label("");
-                ui.weak(note.map_or(String::new(), |p| super::plain(&p.note)));
+                note(ui, note_of.map_or(String::new(), |p| super::plain(&p.note)));
                 ui.end_row();
             }
         });
     });
 }
+
+/// What the recipe did to a tensor: dim text wrapped in a column of its own width, so the
+/// longest notes (migration and shift ranges, the output-aware search) stay on screen whole.
+fn note(ui: &mut egui::Ui, text: String) {
+    ui.scope(|ui| {
+        ui.set_width(NOTE_WIDTH);
+        ui.add(egui::Label::new(egui::RichText::new(text).weak()).wrap());
+    });
+}
+
+/// Points: the table then fits a 1600-pixel window beside the model tree.
+const NOTE_WIDTH: f32 = 340.0;

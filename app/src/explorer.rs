@@ -79,7 +79,8 @@ pub struct Jobs {
     pub load: Option<Job<Loaded>>,
     pub quantize: Option<Job<Quantized>>,
     pub evaluate: Option<Job<Accuracy, Accuracy>>,
-    pub sweep: Option<Job<Vec<Design>>>,
+    /// The designs on the budget, and how many were priced.
+    pub sweep: Option<Job<(Vec<Design>, u64)>>,
 }
 
 /// The explorer: one open project and everything derived from it.
@@ -400,7 +401,10 @@ impl Explorer {
         if let Some(result) = self.jobs.sweep.as_mut().and_then(Job::poll) {
             self.jobs.sweep = None;
             match result {
-                Ok(designs) => self.explore.designs = designs,
+                Ok((designs, priced)) => {
+                    self.explore.designs = designs;
+                    self.explore.priced = priced;
+                }
                 Err(e) => self.notice = Some(Notice::Error(e)),
             }
         }

@@ -247,9 +247,9 @@ fn a_sweep_runs_in_the_background_and_a_design_loads() {
     assert!(label(&h, "No designs yet").contains("Run sweep"));
     click(&mut h, "Run sweep");
     settle(&mut h);
-    let summary = label(&h, "6 designs, ");
+    let summary = label(&h, "6 designs priced");
     assert!(
-        summary.contains("on the Pareto front (FPS, GOPS/DSP)"),
+        summary.contains("on the Pareto front of FPS and GOPS/DSP"),
         "{summary}"
     );
     let designs = h.state().explore.designs.clone();
@@ -266,6 +266,17 @@ fn a_sweep_runs_in_the_background_and_a_design_loads() {
     h.run_steps(2);
     assert_eq!(label(&h, "FPS "), format!("FPS {:.1}", pick.fps));
     assert_eq!(h.state().project.accelerator.as_ref().unwrap().copies, 2);
+
+    // Designs over the part's DSPs are priced but not drawn, and the summary says how many.
+    h.state_mut().explore.copies = "1, 64".into();
+    click(&mut h, "Run sweep");
+    settle(&mut h);
+    let summary = label(&h, "4 designs priced");
+    assert!(
+        summary.contains(", 2 over the DSP budget left out"),
+        "{summary}"
+    );
+    assert_eq!(h.state().explore.designs.len(), 2);
 }
 
 /// `root/<class>/<image>.png`: `classes` folders of two images of odd sizes.

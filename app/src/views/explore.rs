@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use egui_plot::{Legend, MarkerShape, Plot, PlotPoint, Points, Text};
+use egui_plot::{Corner, Legend, MarkerShape, Plot, PlotPoint, Points, Text};
 use qvit_core::accel::config::{Architecture, Engine};
 use qvit_core::accel::published::{self, PublishedAccelerator};
 use qvit_core::explore::accuracy::AccuracySpec;
@@ -33,6 +33,8 @@ pub struct ExploreState {
     pub x: Axis,
     pub y: Axis,
     pub designs: Vec<Design>,
+    /// Designs the last sweep priced; those over the DSP budget are not among `designs`.
+    pub priced: u64,
     /// The published reference points, read once (or why they could not be).
     published: Option<Result<Vec<PublishedAccelerator>, String>>,
 }
@@ -50,6 +52,7 @@ impl Default for ExploreState {
             x: Axis::Fps,
             y: Axis::Top1,
             designs: Vec::new(),
+            priced: 0,
             published: None,
         }
     }
@@ -256,7 +259,10 @@ fn start_sweep(explorer: &mut Explorer) {
                 r.cancel_flag(),
                 &mut |done| r.report(Counts { done, total }),
             )
-            .and_then(|_| sweep::read_designs(&out))
+            .and_then(|outcome| {
+                let designs = sweep::read_designs(&out)?;
+                Ok((designs, outcome.resumed + outcome.evaluated))
+            })
             .map_err(|e| e.to_string())
         },
     ));
@@ -308,71 +314,137 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
              them here (published accelerators appear where they report both axes).",
         );
     } else {
+        let over_budget = (s.priced as usize).saturating_sub(s.designs.len());
+        let objectives = if s.designs.iter().all(|d| d.top1.is_some()) {
+            "FPS, GOPS/DSP and top-1"
+        } else {
+            "FPS and GOPS/DSP"
+        };
         ui.label(format!(
-            "{} designs, {} on the Pareto front (FPS, GOPS/DSP{}); click one to load it",
-            s.designs.len(),
-            front.len(),
-            if s.designs.iter().all(|d| d.top1.is_some()) {
-                ", top-1"
+            "{} designs priced{}; {} on the Pareto front of {objectives}. Hover a point for \
+             its design, click it to load it.",
+            s.priced.max(s.designs.len() as u64),
+            if over_budget > 0 {
+                format!(", {over_budget} over the DSP budget left out")
             } else {
-                ""
-            }
-        ));
+                String::new()
+            },
+            front.len(),
+        ))
+        .on_hover_text(
+            "The front is over every objective at once, so in a view of two of them a front \
+             point can look dominated: it wins on the objective not drawn.",
+        );
     }
     let mut clicked = None;
-    let shown = Plot::new("pareto")
-        .legend(Legend::default())
+    let mut hovered = None;
+    let mut plot = Plot::new("pareto")
+        // Bottom left holds the slow, inaccurate designs, which the legend may cover.
+        .legend(Legend::default().position(Corner::LeftBottom))
         .x_axis_label(x.name())
-        .y_axis_label(y.name())
-        .show(ui, |plot| {
-            plot.points(
-                Points::new("designs", others)
-                    .radius(2.0)
-                    .color(egui::Color32::from_rgb(110, 150, 200)),
-            );
-            plot.points(
-                Points::new("Pareto front", front)
-                    .radius(4.0)
-                    .shape(MarkerShape::Diamond)
-                    .color(egui::Color32::from_rgb(230, 90, 40)),
-            );
-            for a in &published {
-                for p in &a.points {
-                    if let (Some(px), Some(py)) = (x.of_published(p), y.of_published(p)) {
-                        plot.points(
-                            Points::new("published", vec![[px, py]])
-                                .radius(4.0)
-                                .shape(MarkerShape::Square)
-                                .color(egui::Color32::GRAY),
-                        );
-                        plot.text(Text::new(
-                            "published",
-                            PlotPoint::new(px, py),
-                            format!("  {} ({})", a.name, p.model),
-                        ));
-                    }
+        .y_axis_label(y.name());
+    // An axis on which every design has one value (top-1 with one bit width) gets a span around
+    // it: egui_plot's own bounds for a zero span run to ±30,000 %.
+    let all: Vec<[f64; 2]> = others.iter().chain(&front).copied().collect();
+    for (i, axis) in [0usize, 1].into_iter().map(|i| (i, [x, y][i])) {
+        let (lo, hi) = all
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+                (lo.min(p[i]), hi.max(p[i]))
+            });
+        if lo.is_finite() && hi - lo <= 1e-9 * lo.abs().max(1.0) {
+            let pad = if axis == Axis::Top1 {
+                1.0
+            } else {
+                0.05 * lo.abs().max(1e-3)
+            };
+            plot = match i {
+                0 => plot.include_x(lo - pad).include_x(hi + pad),
+                _ => plot.include_y(lo - pad).include_y(hi + pad),
+            };
+        }
+    }
+    let shown = plot.show(ui, |plot| {
+        plot.points(
+            Points::new("designs", others)
+                .radius(2.0)
+                .color(egui::Color32::from_rgb(110, 150, 200)),
+        );
+        plot.points(
+            Points::new("Pareto front", front)
+                .radius(4.0)
+                .shape(MarkerShape::Diamond)
+                .color(egui::Color32::from_rgb(230, 90, 40)),
+        );
+        for a in &published {
+            for p in &a.points {
+                if let (Some(px), Some(py)) = (x.of_published(p), y.of_published(p)) {
+                    plot.points(
+                        Points::new("published", vec![[px, py]])
+                            .radius(4.0)
+                            .shape(MarkerShape::Square)
+                            .color(egui::Color32::GRAY),
+                    );
+                    plot.text(Text::new(
+                        "published",
+                        PlotPoint::new(px, py),
+                        format!("  {} ({})", a.name, p.model),
+                    ));
                 }
             }
-            if plot.response().clicked()
-                && let Some(pointer) = plot.response().interact_pointer_pos()
-            {
-                clicked = s
-                    .designs
-                    .iter()
-                    .filter_map(|d| {
-                        let [px, py] = point(d)?;
-                        let at = plot.screen_from_plot(PlotPoint::new(px, py));
-                        Some((at.distance(pointer), d.clone()))
-                    })
-                    .filter(|(dist, _)| *dist < 12.0)
-                    .min_by(|a, b| a.0.total_cmp(&b.0))
-                    .map(|(_, d)| d);
-            }
-        });
+        }
+        // The design nearest the pointer, within 12 points of it.
+        let nearest = |pointer: egui::Pos2| {
+            s.designs
+                .iter()
+                .filter_map(|d| {
+                    let [px, py] = point(d)?;
+                    let at = plot.screen_from_plot(PlotPoint::new(px, py));
+                    Some((at.distance(pointer), d))
+                })
+                .filter(|(dist, _)| *dist < 12.0)
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, d)| d.clone())
+        };
+        if plot.response().clicked()
+            && let Some(pointer) = plot.response().interact_pointer_pos()
+        {
+            clicked = nearest(pointer);
+        } else if let Some(pointer) = plot.response().hover_pos() {
+            hovered = nearest(pointer);
+        }
+    });
     super::register_plot(ui, "design scatter", shown.response.rect);
+    if let Some(d) = hovered {
+        shown.response.on_hover_ui_at_pointer(|ui| {
+            ui.label(describe(&d));
+            ui.weak("click to load it");
+        });
+    }
     if let Some(d) = clicked {
         load_design(explorer, &d);
     }
+}
+
+/// A design in one line: its engines, copies, bits and figures.
+fn describe(d: &Design) -> String {
+    let top1 = d
+        .top1
+        .map_or(String::new(), |t| format!(", top-1 {t:.2} %"));
+    format!(
+        "design {}{}: P_m {} L_m {} P_r {} L_r {} L {} {} · {:.1} FPS, {:.4} GOPS/DSP, {} DSPs{top1}",
+        d.index,
+        if d.pareto { " (Pareto front)" } else { "" },
+        d.mat_pes,
+        d.mat_lanes,
+        d.rmac_pes,
+        d.rmac_lanes,
+        d.copies,
+        d.bits,
+        d.fps,
+        d.gops_per_dsp,
+        d.dsps,
+    )
 }
 
 /// Makes a sweep's design the current configuration.

@@ -5,9 +5,10 @@
 
 use std::path::PathBuf;
 
-use egui_plot::{Corner, Legend, MarkerShape, Plot, PlotPoint, Points, Text};
+use egui_plot::{Corner, HLine, Legend, MarkerShape, Plot, PlotPoint, Points, Text, VLine};
 use qvit_core::accel::config::{Architecture, Engine};
 use qvit_core::accel::published::{self, PublishedAccelerator};
+use qvit_core::arch::Family;
 use qvit_core::explore::accuracy::AccuracySpec;
 use qvit_core::explore::sweep::{self, Design};
 use qvit_core::explore::{DesignSpace, Sampling, Shard};
@@ -62,6 +63,7 @@ impl Default for ExploreState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Axis {
     Fps,
+    Gops,
     GopsPerDsp,
     Top1,
 }
@@ -70,6 +72,7 @@ impl Axis {
     fn name(self) -> &'static str {
         match self {
             Axis::Fps => "FPS",
+            Axis::Gops => "GOPS",
             Axis::GopsPerDsp => "GOPS/DSP",
             Axis::Top1 => "top-1 (%)",
         }
@@ -78,6 +81,7 @@ impl Axis {
     fn of(self, d: &Design) -> Option<f64> {
         match self {
             Axis::Fps => Some(d.fps),
+            Axis::Gops => Some(d.gops_per_dsp * d.dsps as f64),
             Axis::GopsPerDsp => Some(d.gops_per_dsp),
             Axis::Top1 => d.top1,
         }
@@ -86,6 +90,7 @@ impl Axis {
     fn of_published(self, p: &published::PublishedPoint) -> Option<f64> {
         match self {
             Axis::Fps => p.fps,
+            Axis::Gops => p.gops,
             Axis::GopsPerDsp => p.gops_per_dsp,
             Axis::Top1 => None,
         }
@@ -151,10 +156,20 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             Some(job) => {
                 let c = job.progress();
                 ui.spinner();
+                // Top-1 per bit width is measured before the first design is priced, and
+                // reports no count of its own.
+                let text = if c.done == 0 && explorer.explore.accuracy {
+                    format!(
+                        "measuring top-1 per bit width on {ACCURACY_IMAGES} test images, then {}",
+                        job.what
+                    )
+                } else {
+                    format!("{} {}/{}", job.what, c.done, c.total)
+                };
                 ui.add(
                     egui::ProgressBar::new(c.fraction())
-                        .desired_width(240.0)
-                        .text(format!("{} {}/{}", job.what, c.done, c.total)),
+                        .desired_width(420.0)
+                        .text(text),
                 );
                 if ui.button("Cancel sweep").clicked() {
                     job.cancel();
@@ -224,7 +239,7 @@ fn axes(explorer: &mut Explorer, ui: &mut egui::Ui) {
             egui::ComboBox::from_id_salt(label)
                 .selected_text(axis.name())
                 .show_ui(ui, |ui| {
-                    for a in [Axis::Fps, Axis::GopsPerDsp, Axis::Top1] {
+                    for a in [Axis::Fps, Axis::Gops, Axis::GopsPerDsp, Axis::Top1] {
                         ui.selectable_value(axis, a, a.name());
                     }
                 });
@@ -294,6 +309,17 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
             Vec::new()
         }
     };
+    // Published figures are for one model each: only the open model's family is comparable.
+    let family = explorer.graph.as_ref().ok().map(|g| g.family);
+    let published: Vec<PublishedAccelerator> = published
+        .into_iter()
+        .map(|mut a| {
+            a.points
+                .retain(|p| family.is_some_and(|f| of_family(&p.model, f)));
+            a
+        })
+        .filter(|a| !a.points.is_empty())
+        .collect();
     let (x, y) = (s.x, s.y);
     let point = |d: &Design| Some([x.of(d)?, y.of(d)?]);
     let others: Vec<[f64; 2]> = s
@@ -311,7 +337,8 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
     if s.designs.is_empty() {
         ui.label(
             "No designs yet: Run sweep prices every combination of the values above and plots \
-             them here (published accelerators appear where they report both axes).",
+             them here (published accelerators for this model family appear where they report \
+             both axes).",
         );
     } else {
         let over_budget = (s.priced as usize).saturating_sub(s.designs.len());
@@ -320,21 +347,28 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
         } else {
             "FPS and GOPS/DSP"
         };
+        let on_front = s.designs.iter().filter(|d| d.pareto).count();
         ui.label(format!(
-            "{} designs priced{}; {} on the Pareto front of {objectives}. Hover a point for \
-             its design, click it to load it.",
+            "{} designs priced{}; {on_front} on the Pareto front of {objectives}. Hover a point \
+             for its design, click it to load it.",
             s.priced.max(s.designs.len() as u64),
             if over_budget > 0 {
                 format!(", {over_budget} over the DSP budget left out")
             } else {
                 String::new()
             },
-            front.len(),
         ))
         .on_hover_text(
             "The front is over every objective at once, so in a view of two of them a front \
              point can look dominated: it wins on the objective not drawn.",
         );
+        if others.is_empty() && front.is_empty() {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                "No design has a value on both axes: top-1 is measured only when the sweep \
+                 measures it (the checkbox above); choose another axis or run it again.",
+            );
+        }
     }
     let mut clicked = None;
     let mut hovered = None;
@@ -347,12 +381,10 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
     // it: egui_plot's own bounds for a zero span run to ±30,000 %.
     let all: Vec<[f64; 2]> = others.iter().chain(&front).copied().collect();
     for (i, axis) in [0usize, 1].into_iter().map(|i| (i, [x, y][i])) {
-        let (lo, hi) = all
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-                (lo.min(p[i]), hi.max(p[i]))
-            });
-        if lo.is_finite() && hi - lo <= 1e-9 * lo.abs().max(1.0) {
+        let Some((lo, hi)) = extent(&all, i) else {
+            continue;
+        };
+        if hi - lo <= 1e-9 * lo.abs().max(1.0) {
             let pad = if axis == Axis::Top1 {
                 1.0
             } else {
@@ -378,18 +410,38 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
         );
         for a in &published {
             for p in &a.points {
-                if let (Some(px), Some(py)) = (x.of_published(p), y.of_published(p)) {
-                    plot.points(
-                        Points::new("published", vec![[px, py]])
-                            .radius(4.0)
-                            .shape(MarkerShape::Square)
-                            .color(egui::Color32::GRAY),
-                    );
-                    plot.text(Text::new(
-                        "published",
-                        PlotPoint::new(px, py),
-                        format!("  {} ({})", a.name, p.model),
-                    ));
+                let name = format!("  {} ({})", a.name, p.model);
+                let grey = egui::Color32::GRAY;
+                // Anchored at the label's left end, so a label by the left edge is not cut.
+                let label = |at: PlotPoint| {
+                    Text::new("published", at, &name).anchor(egui::Align2::LEFT_CENTER)
+                };
+                match (x.of_published(p), y.of_published(p)) {
+                    (Some(px), Some(py)) => {
+                        plot.points(
+                            Points::new("published", vec![[px, py]])
+                                .radius(4.0)
+                                .shape(MarkerShape::Square)
+                                .color(grey),
+                        );
+                        plot.text(label(PlotPoint::new(px, py)));
+                    }
+                    // A figure on one axis only is a reference line across the other.
+                    // A figure on one axis only is a reference line across the other, labelled
+                    // at the designs' edge (not the plot's, which would grow the bounds).
+                    (Some(px), None) => {
+                        plot.vline(VLine::new("published", px).color(grey));
+                        if let Some((_, top)) = extent(&all, 1) {
+                            plot.text(label(PlotPoint::new(px, top)));
+                        }
+                    }
+                    (None, Some(py)) => {
+                        plot.hline(HLine::new("published", py).color(grey));
+                        if let Some((left, _)) = extent(&all, 0) {
+                            plot.text(label(PlotPoint::new(left, py)));
+                        }
+                    }
+                    (None, None) => {}
                 }
             }
         }
@@ -423,6 +475,22 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
     }
     if let Some(d) = clicked {
         load_design(explorer, &d);
+    }
+}
+
+/// The smallest and largest coordinate `i` of `points`, if there are any.
+fn extent(points: &[[f64; 2]], i: usize) -> Option<(f64, f64)> {
+    let lo = points.iter().map(|p| p[i]).reduce(f64::min)?;
+    let hi = points.iter().map(|p| p[i]).reduce(f64::max)?;
+    Some((lo, hi))
+}
+
+/// True when a published figure's model (`deit-small`, `EfficientViT`, …) is of `family`.
+fn of_family(model: &str, family: Family) -> bool {
+    let model = model.to_lowercase();
+    match family {
+        Family::Deit => model.starts_with("deit"),
+        Family::EfficientVit => model.starts_with("efficientvit"),
     }
 }
 
@@ -474,4 +542,31 @@ pub fn load_design(explorer: &mut Explorer, d: &Design) {
         "loaded design {}: P_m {} L_m {} P_r {} L_r {} L {} {}",
         d.index, d.mat_pes, d.mat_lanes, d.rmac_pes, d.rmac_lanes, d.copies, d.bits
     )));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_points_are_drawn_for_their_own_family() {
+        assert!(of_family("deit-small", Family::Deit));
+        assert!(of_family("EfficientViT", Family::EfficientVit));
+        assert!(!of_family("deit-base", Family::EfficientVit));
+        assert!(!of_family("average", Family::Deit));
+        // Every shipped published point of an EfficientViT model reports GOPS, the axis it
+        // can be drawn on.
+        let efficientvit: Vec<_> = published::all()
+            .unwrap()
+            .into_iter()
+            .flat_map(|a| a.points)
+            .filter(|p| of_family(&p.model, Family::EfficientVit))
+            .collect();
+        assert!(!efficientvit.is_empty());
+        assert!(
+            efficientvit
+                .iter()
+                .all(|p| Axis::Gops.of_published(p).is_some())
+        );
+    }
 }

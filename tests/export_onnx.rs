@@ -422,6 +422,28 @@ fn export_mistakes_are_clear_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `model` exported to `out` as QONNX with `recipe` at `bits` (and `extra` flags), in batches of
+/// 100 with the first `samples` test images, run in qonnx's executor: the report, and a line
+/// naming the case for assertion messages.
+fn qonnx_run(
+    python: &Path,
+    out: &Path,
+    [model, recipe, bits]: [&str; 3],
+    extra: &[&str],
+    samples: &str,
+) -> (serde_json::Value, String) {
+    let mut args = vec![
+        "export", model, "--format", "qonnx", "--recipe", recipe, "--bits", bits, "--batch", "100",
+        "--out",
+    ];
+    args.extend([path(out), "--samples", samples]);
+    args.extend(extra);
+    qvit(&args);
+    let report = runtimes::check(python, out, "qonnx");
+    let case = format!("{model} {recipe} {bits} {extra:?}: {report}");
+    (report, case)
+}
+
 /// The QONNX export of a required recipe in qonnx's own executor on 1,000 test images (in
 /// batches of 100, the graph's fixed batch size): trio-vit at W4A8, repq-vit at W8A8 and fq-vit
 /// at W4A8 are tested (docs/export.md has every recipe at both widths; the executor's
@@ -433,24 +455,7 @@ fn qonnx_case(model: &str, recipe: &str, bits: &str) {
     };
     let dir = temp_dir(&format!("qonnx-{recipe}"));
     let out = dir.join(format!("{model}-{recipe}-{bits}.onnx"));
-    qvit(&[
-        "export",
-        model,
-        "--format",
-        "qonnx",
-        "--recipe",
-        recipe,
-        "--bits",
-        bits,
-        "--batch",
-        "100",
-        "--out",
-        path(&out),
-        "--samples",
-        "1000",
-    ]);
-    let report = runtimes::check(python, &out, "qonnx");
-    let case = format!("{model} {recipe} {bits}: {report}");
+    let (report, case) = qonnx_run(python, &out, [model, recipe, bits], &[], "1000");
     assert_eq!(report["checker"], "ok", "{case}");
     let agreement = report["reference"]["argmax_agreement"].as_f64().unwrap();
     assert!(agreement >= 0.99, "{case}");
@@ -588,25 +593,8 @@ fn integer_steps_run_in_qonnx() {
         ("efficientvit-micro", "trio-vit", "w4a8", 2),
     ] {
         let out = dir.join(format!("{model}.onnx"));
-        qvit(&[
-            "export",
-            model,
-            "--format",
-            "qonnx",
-            "--integer-steps",
-            "--recipe",
-            recipe,
-            "--bits",
-            bits,
-            "--batch",
-            "100",
-            "--out",
-            path(&out),
-            "--samples",
-            "200",
-        ]);
-        let report = runtimes::check(python, &out, "qonnx");
-        let case = format!("{model} {recipe} {bits}: {report}");
+        let case = [model, recipe, bits];
+        let (report, case) = qonnx_run(python, &out, case, &["--integer-steps"], "200");
         let agreement = report["reference"]["argmax_agreement"].as_f64().unwrap();
         assert!(agreement >= 0.97, "{case}");
         let steps = report["metadata"]["qvit.integer_steps"].as_str().unwrap();

@@ -419,3 +419,42 @@ fn baseline_top1_is_compared_on_the_same_images_only() {
     reevaluate(&mut h, EVAL_IMAGES);
     assert_eq!(label(&h, "+0.00 points"), "+0.00 points");
 }
+
+/// At 1400×900 and 1600×1000 the Quantization view's override row keeps its remove button and
+/// both bit sliders inside the window, and the recipe's notes wrap inside their column rather
+/// than running off the window's right edge.
+#[test]
+fn quantization_rows_fit_the_window() {
+    let mut h = explorer();
+    click(&mut h, "Quantization");
+    click(&mut h, "Add override");
+    for [width, height] in [[1400.0f32, 900.0], [1600.0, 1000.0]] {
+        h.set_size(egui::vec2(width, height));
+        h.run_steps(3);
+        let slider = |h: &Harness<'static, Explorer>, label: &str| {
+            h.get_by_role_and_label(Role::Slider, label).rect()
+        };
+        let rects = [
+            ("remove", h.get_by_label("remove").rect()),
+            ("weight bits", slider(&h, "override 1 weight bits")),
+            ("activation bits", slider(&h, "override 1 activation bits")),
+        ];
+        for (widget, rect) in rects {
+            assert!(
+                rect.max.x <= width && rect.min.x >= 0.0,
+                "{widget} at {rect:?} in a {width}-wide window"
+            );
+        }
+        if width >= 1600.0 {
+            // The notes of the output-aware search are the longest; each ends in the window.
+            let notes: Vec<egui::Rect> = h
+                .query_all_by_label_contains("by output-aware search on")
+                .map(|n| n.rect())
+                .collect();
+            assert!(!notes.is_empty());
+            for note in notes {
+                assert!(note.max.x <= width, "a note at {note:?}");
+            }
+        }
+    }
+}

@@ -335,40 +335,41 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
         .filter_map(point)
         .collect();
     if s.designs.is_empty() {
+        // No plot until there is something to draw: an empty one shows axes of −0.5..0.5.
         ui.label(
             "No designs yet: Run sweep prices every combination of the values above and plots \
-             them here (published accelerators for this model family appear where they report \
-             both axes).",
+             them here, with the published accelerators of this model family where they report \
+             the axes.",
         );
+        return;
+    }
+    let over_budget = (s.priced as usize).saturating_sub(s.designs.len());
+    let objectives = if s.designs.iter().all(|d| d.top1.is_some()) {
+        "FPS, GOPS/DSP and top-1"
     } else {
-        let over_budget = (s.priced as usize).saturating_sub(s.designs.len());
-        let objectives = if s.designs.iter().all(|d| d.top1.is_some()) {
-            "FPS, GOPS/DSP and top-1"
+        "FPS and GOPS/DSP"
+    };
+    let on_front = s.designs.iter().filter(|d| d.pareto).count();
+    ui.label(format!(
+        "{} designs priced{}; {on_front} on the Pareto front of {objectives}. Hover a point \
+         for its design, click it to load it.",
+        s.priced.max(s.designs.len() as u64),
+        if over_budget > 0 {
+            format!(", {over_budget} over the DSP budget left out")
         } else {
-            "FPS and GOPS/DSP"
-        };
-        let on_front = s.designs.iter().filter(|d| d.pareto).count();
-        ui.label(format!(
-            "{} designs priced{}; {on_front} on the Pareto front of {objectives}. Hover a point \
-             for its design, click it to load it.",
-            s.priced.max(s.designs.len() as u64),
-            if over_budget > 0 {
-                format!(", {over_budget} over the DSP budget left out")
-            } else {
-                String::new()
-            },
-        ))
-        .on_hover_text(
-            "The front is over every objective at once, so in a view of two of them a front \
-             point can look dominated: it wins on the objective not drawn.",
+            String::new()
+        },
+    ))
+    .on_hover_text(
+        "The front is over every objective at once, so in a view of two of them a front \
+         point can look dominated: it wins on the objective not drawn.",
+    );
+    if others.is_empty() && front.is_empty() {
+        ui.colored_label(
+            ui.visuals().warn_fg_color,
+            "No design has a value on both axes: top-1 is measured only when the sweep \
+             measures it (the checkbox above); choose another axis or run it again.",
         );
-        if others.is_empty() && front.is_empty() {
-            ui.colored_label(
-                ui.visuals().warn_fg_color,
-                "No design has a value on both axes: top-1 is measured only when the sweep \
-                 measures it (the checkbox above); choose another axis or run it again.",
-            );
-        }
     }
     let mut clicked = None;
     let mut hovered = None;

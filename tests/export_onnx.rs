@@ -522,8 +522,9 @@ fn assert_golden(python: &Path, dir: &Path, model: &str, quant: &[&str]) -> Vec<
 
 /// `--integer-steps`: every `qvit` node computes exactly the codes the integer executor's golden
 /// vectors hold for its step, every element of every node: the Softmax, I-LayerNorm and GELU of
-/// deit-micro (repq-vit at W8A8; fq-vit at W4A8, whose LayerNorm inputs carry power-of-two
-/// channel factors) and the log2-divisor division of efficientvit-micro (trio-vit at W4A8).
+/// deit-micro (repq-vit at W8A8 with log√2 probabilities; fq-vit at W4A8, whose LayerNorm
+/// inputs carry power-of-two channel factors; minmax with uniform probabilities) and the
+/// log2-divisor division of efficientvit-micro (trio-vit at W4A8).
 #[test]
 fn integer_steps_compute_the_integer_executors_codes() {
     let Some(python) = runtimes::python() else {
@@ -533,6 +534,8 @@ fn integer_steps_compute_the_integer_executors_codes() {
     for (model, recipe, bits) in [
         ("deit-micro", "repq-vit", "w8a8"),
         ("deit-micro", "fq-vit", "w4a8"),
+        // Uniform attention probabilities: one quantizer for every head.
+        ("deit-micro", "minmax", "w8a8"),
         ("efficientvit-micro", "trio-vit", "w4a8"),
     ] {
         let calib = calibration(&dir, model);

@@ -80,7 +80,7 @@ impl<'p> IntegerSteps<'p> {
                 let Op::AttentionScores { scale, .. } = scores.op else {
                     return Err(self.refuse(id, "its input is not attention logits"));
                 };
-                let qkv = self.point(step.inputs[0], 0)?;
+                let qkv = self.point(step.inputs[0])?;
                 let (s_qkv, _, _) = qkv
                     .linear(0)
                     .ok_or_else(|| self.refuse(id, "q, k and v must be quantized uniformly"))?;
@@ -103,7 +103,7 @@ impl<'p> IntegerSteps<'p> {
                 ("Softmax", a)
             }
             (Op::LayerNorm { dim, .. }, StepOp::LayerNorm(l)) => {
-                let input = self.point(step.inputs[0], 0)?;
+                let input = self.point(step.inputs[0])?;
                 let mut a = self.decode("input", input, *dim, id)?;
                 if !matches!(input, Encoding::Linear { zero, .. } if expand(zero, *dim) == l.zero) {
                     return Err(self.refuse(id, "its step centres codes on other zero-points"));
@@ -128,7 +128,7 @@ impl<'p> IntegerSteps<'p> {
                 else {
                     return Err(self.refuse(id, "its output must be a uniform point"));
                 };
-                let input = self.point(step.inputs[0], 0)?;
+                let input = self.point(step.inputs[0])?;
                 let shifted =
                     (0..w.in_channels).any(|c| input.linear(c).is_none_or(|(_, _, o)| o != 0.0));
                 if shifted {
@@ -163,13 +163,14 @@ impl<'p> IntegerSteps<'p> {
                 },
                 StepOp::Normalize(n),
             ) => {
+                // The query value is [heads, d + 1, N]; a point owns whole rows of N.
                 let query = step.inputs[0];
-                let rows = self.graph.node(query).shape[2];
+                let row_len = self.graph.node(query).shape[2];
                 let at_row = |row: usize| {
                     self.program
                         .points
                         .iter()
-                        .find(|p| p.node == query && p.layout.take.contains(&(row * rows)))
+                        .find(|p| p.node == query && p.layout.take.contains(&(row * row_len)))
                         .map(|p| &p.encoding)
                         .ok_or_else(|| self.refuse(id, "its dividends and divisors need points"))
                 };
@@ -195,12 +196,15 @@ impl<'p> IntegerSteps<'p> {
             }
             _ => return Ok(None),
         };
-        let channels = match node.shape.as_slice() {
-            [_, d] => *d,
-            [c, _, _] => *c,
+        // The output's channels as the nodes read them: the last axis of tokens, the first of
+        // feature maps; attention probabilities have one quantizer for all.
+        let channels = match (&node.op, node.shape.as_slice()) {
+            (Op::Softmax, _) => 1,
+            (_, [_, d]) => *d,
+            (_, [c, _, _]) => *c,
             _ => 1,
         };
-        attrs.extend(self.encode_output(id, channels)?);
+        attrs.extend(self.decode("output", self.point(id)?, channels, id)?);
         let input = &inputs[0];
         let borrowed: Vec<(&str, Attr)> =
             attrs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
@@ -217,13 +221,12 @@ impl<'p> IntegerSteps<'p> {
         }
     }
 
-    /// The encoding of the `index`-th point on node `id`'s value.
-    fn point(&self, id: NodeId, index: usize) -> Result<&'p Encoding> {
+    /// The encoding of the point on node `id`'s value (the first, for values with several).
+    fn point(&self, id: NodeId) -> Result<&'p Encoding> {
         self.program
             .points
             .iter()
-            .filter(|p| p.node == id)
-            .nth(index)
+            .find(|p| p.node == id)
             .map(|p| &p.encoding)
             .ok_or_else(|| self.refuse(id, "the value has no quantization point"))
     }
@@ -252,12 +255,6 @@ impl<'p> IntegerSteps<'p> {
             }
             Encoding::Log(_) => vec![levels(&format!("{what}_levels"), e)],
         })
-    }
-
-    /// Attributes that give each output code's real value.
-    fn encode_output(&self, id: NodeId, channels: usize) -> Result<Attrs> {
-        let e = self.point(id, 0)?;
-        self.decode("output", e, channels, id)
     }
 
     /// A requantization as a rescale record: `<what>_multiplier`, `_shift`, `_addend`

@@ -154,7 +154,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         .asked(&project, executor_arg)
         .then(|| args.quant.settings(&project, &spec, executor_arg));
     let plan = match &settings {
-        Some(settings) => Some(prepare::project_plan(&model, &project, settings)?),
+        Some(settings) => Some(prepare::project_plan(
+            &model,
+            &project,
+            settings,
+            settings.executor == QuantExecutor::Int,
+        )?),
         None => None,
     };
     let float = FloatExecutor::new(graph, &model.folded)?;

@@ -112,6 +112,16 @@ enum ExportFormat {
 }
 
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
+    // Mistakes in the flags are said before the model is loaded or calibrated.
+    if args.integer_steps && args.format != ExportFormat::Qonnx {
+        anyhow::bail!("--integer-steps writes qvit nodes into a QONNX graph: add --format qonnx");
+    }
+    if args.samples == Some(0) {
+        anyhow::bail!("--samples 0: give at least one image, or leave the flag out");
+    }
+    if args.batch == Some(0) {
+        anyhow::bail!("--batch 0: give a batch size of at least 1");
+    }
     let (project, spec) = project_with(args.target.as_deref(), &args.data, &args.quant)?;
     let model = match args.random_weights {
         Some(seed) => {
@@ -138,24 +148,24 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             let settings = args
                 .quant
                 .settings(&project, &spec, Some(QuantExecutor::Fake));
-            Some(prepare::project_plan(&model, &project, &settings)?)
+            Some(prepare::project_plan(
+                &model,
+                &project,
+                &settings,
+                args.integer_steps,
+            )?)
         }
     };
-    if args.integer_steps && args.format != ExportFormat::Qonnx {
-        anyhow::bail!("--integer-steps writes qvit nodes into a QONNX graph: add --format qonnx");
-    }
     let program = match (&plan, args.integer_steps) {
         (Some(plan), true) => Some(int::compile(&model.graph, &model.folded, plan)?),
         _ => None,
     };
-    let samples = match args.samples {
-        Some(0) => anyhow::bail!("--samples 0: give at least one image, or leave the flag out"),
-        Some(n) => Some(sample_images(&project, &model, n)?),
-        None => None,
-    };
+    let samples = args
+        .samples
+        .map(|n| sample_images(&project, &model, n))
+        .transpose()?;
     let metadata = metadata(&project, &model, args.format);
     let batch = match (args.batch, args.format) {
-        (Some(0), _) => anyhow::bail!("--batch 0: give a batch size of at least 1"),
         (Some(n), _) => onnx::Dim::Fixed(n),
         (None, ExportFormat::Qonnx) => onnx::Dim::Fixed(1),
         (None, _) => onnx::Dim::Batch,

@@ -60,11 +60,17 @@ pub fn plan(
 
 /// The plan of `settings` on the project's calibration: its statistics file, or a fresh
 /// calibration on its calibration images (what `eval`, `vectors` and `export` quantize with).
+/// With `integer`, the plan is for the integer executor, and a recipe it cannot run is refused
+/// before calibrating.
 pub fn project_plan(
     model: &Model,
     project: &qvit_core::project::Project,
     settings: &qvit_core::quant::QuantSettings,
+    integer: bool,
 ) -> anyhow::Result<qvit_core::quant::QuantPlan> {
+    if integer {
+        qvit_core::quant::Recipe::resolve(&settings.recipe)?.check_integer(settings.rounding)?;
+    }
     let stats = stats(
         model,
         project.calibration.as_deref(),

@@ -49,7 +49,7 @@ pub fn run(args: &VectorsArgs) -> anyhow::Result<()> {
     let settings = args
         .quant
         .settings(&project, &spec, Some(QuantExecutor::Int));
-    let plan = prepare::project_plan(&model, &project, &settings)?;
+    let plan = prepare::project_plan(&model, &project, &settings, true)?;
     let program = compile(&model.graph, &model.folded, &plan)?;
     let exec = IntExecutor::new(&program);
     let batch = data.batch(args.image..args.image + 1)?;

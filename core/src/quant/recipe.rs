@@ -132,6 +132,39 @@ impl Recipe {
         }
     }
 
+    /// Refuses, before any calibration or search, a recipe whose plans the integer executor
+    /// cannot run: twin-uniform codes, or activations rounded half to even (`rounding` is the
+    /// settings' override of the recipe's own). The compiler checks the plan itself as well;
+    /// this says it before minutes of work.
+    pub fn check_integer(&self, rounding: Option<Rounding>) -> Result<()> {
+        let origin = format!("recipe `{}`", self.name);
+        if self.techniques.contains(&Technique::TwinUniform) {
+            return Error::field(
+                &origin,
+                "techniques",
+                "twin-uniform codes (ptq4vit) cannot be compiled to the integer executor; use a \
+                 uniform, log2 or log√2 recipe, or the fake-quant executor",
+            );
+        }
+        let (origin, rounding) = match rounding {
+            Some(r) => ("the quant settings".to_string(), r),
+            None => (origin, self.rounding),
+        };
+        if rounding != Rounding::HalfUp {
+            return Error::field(
+                &origin,
+                "rounding",
+                format!(
+                    "activations round {}, and integer arithmetic rounds half up (a shift's \
+                     `(x + 2^(k−1)) >> k`); half-even rounding is for the fake-quant executor, to \
+                     compare with an ONNX export",
+                    rounding.name()
+                ),
+            );
+        }
+        Ok(())
+    }
+
     pub fn validate(&self, origin: &str) -> Result<()> {
         if self.families.is_empty() {
             return Error::field(origin, "families", "name at least one model family");
@@ -253,6 +286,34 @@ mod tests {
         );
         let e = Recipe::preset("gptq").unwrap_err().to_string();
         assert!(e.contains("trio-vit") && e.contains("minmax"), "{e}");
+    }
+
+    #[test]
+    fn recipes_the_integer_executor_cannot_run_are_refused_by_name() {
+        for name in names() {
+            let r = Recipe::preset(name).unwrap();
+            let twin = r.techniques.contains(&Technique::TwinUniform);
+            assert_eq!(r.check_integer(None).is_err(), twin, "{name}");
+            let e = r.check_integer(Some(Rounding::HalfEven)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains(if twin { "twin" } else { "half-even" }),
+                "{e}"
+            );
+        }
+        let e = Recipe::preset("ptq4vit")
+            .unwrap()
+            .check_integer(None)
+            .unwrap_err();
+        assert!(e.to_string().contains("`ptq4vit`"), "{e}");
+        let mut even = Recipe::preset("minmax").unwrap();
+        even.rounding = Rounding::HalfEven;
+        let e = even.check_integer(None).unwrap_err().to_string();
+        assert!(
+            e.contains("recipe `minmax`") && e.contains("rounding"),
+            "{e}"
+        );
+        assert!(even.check_integer(Some(Rounding::HalfUp)).is_ok());
     }
 
     #[test]

@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use qvit_core::accel::{CostReport, Workload, cost};
+use qvit_core::cache::{self, Store};
 use qvit_core::eval::Accuracy;
 use qvit_core::explore::sweep::Design;
 use qvit_core::graph::{Graph, NodeId};
 use qvit_core::project::{DEFAULT_ACCELERATOR, Project};
 use qvit_core::quant::{LayerBits, QuantExecutor, QuantSettings};
 
+use crate::answers::Answers;
 use crate::instrument::Instruments;
 use crate::jobs::{Counts, Job};
 use crate::session::{self, LayerDistributions, Loaded, Quantized};
@@ -96,6 +98,10 @@ pub struct Explorer {
     pub quant_error: Option<String>,
     /// Streaming or final test-set accuracy of the current quantization.
     pub accuracy: Option<Accuracy>,
+    /// True when `accuracy` was computed earlier and read back, not measured now.
+    pub accuracy_cached: bool,
+    /// The key of the accuracy being measured ([`qvit_core::cache::accuracy_key`]).
+    evaluating: Option<u64>,
     pub accuracy_error: Option<String>,
     /// Evaluate on the first this many test images (all when `None`).
     pub eval_images: Option<usize>,
@@ -112,6 +118,8 @@ pub struct Explorer {
     pub recent: Vec<PathBuf>,
     /// Where calibration statistics are kept between runs (none: calibrate every time).
     pub calibration_cache: Option<PathBuf>,
+    /// Quantizations and accuracies computed before (kept beside the calibration cache).
+    pub answers: Answers,
     pub notice: Option<Notice>,
     /// qvit's file dialog, while one is open.
     pub dialog: Option<crate::views::file_dialog::FileDialog>,
@@ -142,6 +150,8 @@ impl Explorer {
             quantized: None,
             quant_error: None,
             accuracy: None,
+            accuracy_cached: false,
+            evaluating: None,
             accuracy_error: None,
             eval_images: None,
             cost: Err("not priced".into()),
@@ -154,6 +164,7 @@ impl Explorer {
             explore: ExploreState::default(),
             recent: Vec::new(),
             calibration_cache: None,
+            answers: Answers::default(),
             notice: None,
             dialog: None,
             jobs: Jobs::default(),
@@ -162,6 +173,7 @@ impl Explorer {
             late_notices: Arc::default(),
             instruments: Instruments::from_env(),
         };
+        explorer.answers = Answers::new(calibration_cache.as_deref().map(Store::new));
         explorer.calibration_cache = calibration_cache;
         explorer.replace_project(project, path);
         explorer
@@ -254,6 +266,7 @@ impl Explorer {
         self.loaded = None;
         self.quantized = None;
         self.accuracy = None;
+        self.evaluating = None;
         self.accuracy_error = None;
         self.quant_error = None;
         self.selected = None;
@@ -268,18 +281,34 @@ impl Explorer {
         }));
     }
 
-    /// Re-quantizes from the cached statistics, then re-evaluates (both in the background).
+    /// Re-quantizes from the cached statistics, then re-evaluates (both in the background); a
+    /// setting computed before is shown at once.
     pub fn requantize(&mut self) {
         self.jobs.evaluate = None;
+        self.evaluating = None;
         self.accuracy = None;
         self.accuracy_error = None;
         let Some(loaded) = self.loaded.clone() else {
             return;
         };
         let settings = self.settings().clone();
+        if let Some(known) = self.answers.quantized(&loaded, &settings) {
+            self.jobs.quantize = None;
+            self.accept(known);
+            return;
+        }
+        let store = self.answers.store().cloned();
         self.jobs.quantize = Some(Job::spawn(&self.ctx, "quantizing", move |r| {
-            session::quantize(&loaded, &settings, r)
+            session::quantize(&loaded, &settings, store.as_ref(), r)
         }));
+    }
+
+    /// Makes `quantized` the current quantization and shows its accuracy.
+    fn accept(&mut self, quantized: Arc<Quantized>) {
+        self.answers.keep_quantized(quantized.clone());
+        self.quantized = Some(quantized.clone());
+        self.quant_error = None;
+        self.start_evaluation(quantized);
     }
 
     /// Prices the current bits on the current accelerator (fast enough for every frame).
@@ -368,12 +397,7 @@ impl Explorer {
         if let Some(result) = self.jobs.quantize.as_mut().and_then(Job::poll) {
             self.jobs.quantize = None;
             match result {
-                Ok(q) => {
-                    let q = Arc::new(q);
-                    self.quantized = Some(q.clone());
-                    self.quant_error = None;
-                    self.start_evaluation(q);
-                }
+                Ok(q) => self.accept(Arc::new(q)),
                 Err(e) => self.quant_error = Some(e),
             }
         }
@@ -384,13 +408,18 @@ impl Explorer {
             }
             if let Some(result) = job.poll() {
                 self.jobs.evaluate = None;
+                let key = self.evaluating.take();
                 match result {
                     Ok(acc) => {
-                        if acc.images == self.eval_total()
-                            && let Some(png) = self.instruments.accuracy_ready(acc.top1())
-                            && let Some((_, rect)) = self.plots.first()
-                        {
-                            crate::files::export_plot(self, *rect, png);
+                        if acc.images == self.eval_total() {
+                            if let Some(key) = key {
+                                self.answers.keep_accuracy(key, &acc);
+                            }
+                            if let Some(png) = self.instruments.accuracy_ready(acc.top1())
+                                && let Some((_, rect)) = self.plots.first()
+                            {
+                                crate::files::export_plot(self, *rect, png);
+                            }
                         }
                         self.accuracy = Some(acc);
                     }
@@ -423,11 +452,24 @@ impl Explorer {
         };
         self.accuracy = None;
         self.accuracy_error = None;
+        let limit = self.eval_images;
+        let key = cache::accuracy_key(
+            quantized.key,
+            quantized.settings.executor,
+            loaded.test_digest,
+            self.eval_total(),
+        );
+        self.accuracy_cached = false;
+        if let Some(known) = self.answers.accuracy(key) {
+            self.accuracy = Some(known);
+            self.accuracy_cached = true;
+            return;
+        }
+        self.evaluating = Some(key);
         let what = match quantized.settings.executor {
             QuantExecutor::Int => "evaluating (integer executor)",
             QuantExecutor::Fake => "evaluating (fake-quant)",
         };
-        let limit = self.eval_images;
         self.jobs.evaluate = Some(Job::spawn(&self.ctx, what, move |r| {
             session::evaluate(&loaded, &quantized, limit, r)
         }));

@@ -6,11 +6,13 @@
 //!
 //! - [`explorer`]: the state of one open project and how it reacts to a change;
 //! - [`session`]: the values computed for it (loaded model, quantization, accuracy);
+//! - [`answers`]: those values kept by what they depend on, to show again at once;
 //! - [`views`]: the panels — model tree, distributions, quantization, accelerator, explore,
 //!   results bar;
 //! - [`files`]: project files, exports and the state kept between runs;
 //! - [`instrument`]: hooks for the screenshot and frame-time scripts.
 
+pub mod answers;
 pub mod explorer;
 pub mod files;
 pub mod instrument;

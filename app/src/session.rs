@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use qvit_core::cache::{self, Store};
 use qvit_core::data::Dataset;
 use qvit_core::eval::{Accuracy, Classifier, evaluate_until};
 use qvit_core::exec::int::{IntExecutor, compile};
@@ -32,6 +33,9 @@ pub struct Loaded {
     pub model: Model,
     pub stats: CalibrationStats,
     pub test: Dataset,
+    /// Digests of the statistics and the test set, which key cached plans and accuracies.
+    pub stats_digest: u64,
+    pub test_digest: u64,
 }
 
 /// Loads the project's model and test set and calibrates it: reads the project's statistics
@@ -67,16 +71,26 @@ pub fn load(
                 &mut progress,
             )?,
         };
-        Ok(Loaded { model, stats, test })
+        Ok(Loaded {
+            stats_digest: stats.digest(),
+            test_digest: test.digest(),
+            model,
+            stats,
+            test,
+        })
     };
     go().map_err(|e| e.to_string())
 }
 
 /// A quant plan with the quality of every layer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Quantized {
     pub settings: QuantSettings,
+    /// What the plan depends on ([`cache::plan_key`]).
+    pub key: u64,
     pub plan: QuantPlan,
+    /// True when the plan was read from the cache rather than built.
+    pub cached: bool,
     pub weights: Vec<WeightQuality>,
     pub activations: Vec<ActivationQuality>,
 }
@@ -99,28 +113,43 @@ impl Quantized {
     }
 }
 
-/// Builds the plan from the saved statistics (no float pass over the calibration set; a
-/// recipe's output-aware range search runs the quantized model on the calibration sample,
-/// reported through `reporter` in quantizers) and measures weight and activation SQNR on the
-/// first test images.
+/// Reads the plan from `store` when it holds one for these statistics and settings, or builds
+/// it from the saved statistics (no float pass over the calibration set; a recipe's
+/// output-aware range search runs the quantized model on the calibration sample, reported
+/// through `reporter` in quantizers) and stores it; then measures weight and activation SQNR
+/// on the first test images.
 pub fn quantize(
     loaded: &Loaded,
     settings: &QuantSettings,
+    store: Option<&Store>,
     reporter: &Reporter<Counts>,
 ) -> Result<Quantized, String> {
     let go = || -> qvit_core::Result<Quantized> {
-        let plan = pipeline::plan(
-            &loaded.model,
-            &loaded.stats,
-            settings,
-            reporter.cancel_flag(),
-            &mut |done, total| {
-                reporter.report(Counts {
-                    done: done as u64,
-                    total: total as u64,
-                })
-            },
-        )?;
+        let key = cache::plan_key(loaded.stats_digest, settings)?;
+        let stored = store.and_then(|s| s.plan(key, &loaded.model.graph));
+        let cached = stored.is_some();
+        let plan = match stored {
+            Some(plan) => plan,
+            None => {
+                let plan = pipeline::plan(
+                    &loaded.model,
+                    &loaded.stats,
+                    settings,
+                    reporter.cancel_flag(),
+                    &mut |done, total| {
+                        reporter.report(Counts {
+                            done: done as u64,
+                            total: total as u64,
+                        })
+                    },
+                )?;
+                if let Some(Err(e)) = store.map(|s| s.put_plan(key, &plan)) {
+                    // The plan stands; only the next run's shortcut is lost.
+                    eprintln!("qvit: the plan was not cached: {e}");
+                }
+                plan
+            }
+        };
         let fake = FakeQuantExecutor::new(&loaded.model.graph, &loaded.model.folded, &plan)?;
         let weights = diagnostics::weight_quality(&loaded.model.folded, fake.weights(), &plan);
         let images = loaded
@@ -136,7 +165,9 @@ pub fn quantize(
         drop(fake);
         Ok(Quantized {
             settings: settings.clone(),
+            key,
             plan,
+            cached,
             weights,
             activations,
         })

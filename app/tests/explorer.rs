@@ -458,3 +458,47 @@ fn quantization_rows_fit_the_window() {
         }
     }
 }
+
+/// Going back to bit widths evaluated before shows their quantization and top-1 in the frame
+/// that asks (no job started, under 100 ms), marked as remembered; a new explorer on the same
+/// cache folder reads that plan and top-1 from disk instead of searching and evaluating again.
+#[test]
+fn a_setting_evaluated_before_shows_its_answer_at_once() {
+    let mut h = explorer();
+    let w8a8 = h.state().accuracy.clone().expect("the default's top-1");
+    let set_bits = |h: &mut Harness<'static, Explorer>, bits: &str| {
+        h.state_mut().settings().bits = bits.parse().unwrap();
+        h.state_mut().changes.quant = true;
+    };
+    set_bits(&mut h, "w4a8");
+    settle(&mut h);
+    let w4a8 = h.state().accuracy.clone().unwrap();
+    assert_ne!(
+        w4a8, w8a8,
+        "W4A8 and W8A8 should differ on {EVAL_IMAGES} images"
+    );
+
+    set_bits(&mut h, "w8a8");
+    let started = Instant::now();
+    h.state_mut().step();
+    let took = started.elapsed();
+    let e = h.state();
+    assert!(!e.busy(), "a job was started for an answer known before");
+    assert_eq!(e.quantized.as_ref().unwrap().plan.bits.to_string(), "W8A8");
+    assert_eq!(e.accuracy.as_ref(), Some(&w8a8));
+    assert!(e.accuracy_cached);
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    h.run_steps(2);
+    let shown = label(&h, &format!("on {EVAL_IMAGES} test images"));
+    assert!(shown.ends_with("remembered"), "{shown}");
+
+    // The next run (another explorer on the same cache folder) finds both on disk.
+    let next = explorer();
+    let e = next.state();
+    assert!(
+        e.quantized.as_ref().unwrap().cached,
+        "the plan was built again"
+    );
+    assert!(e.accuracy_cached, "the top-1 was measured again");
+    assert_eq!(e.accuracy.as_ref(), Some(&w8a8));
+}

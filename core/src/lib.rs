@@ -24,7 +24,9 @@
 pub mod accel;
 pub mod arch;
 pub mod assets;
+pub mod cache;
 pub mod data;
+pub mod digest;
 pub mod error;
 pub mod eval;
 pub mod exec;

@@ -177,7 +177,7 @@ pub fn cached_statistics(
         "{name}-{}-{:016x}-{:016x}-{}.calib.safetensors",
         model.graph.resolution,
         quant::stats::fingerprint(&model.folded),
-        fnv1a(format!("{:?}", set.data).as_bytes()) ^ set.seed,
+        crate::digest::of(format!("{:?}", set.data).as_bytes()) ^ set.seed,
         set.selection().count,
     ));
     let origin = path.display().to_string();
@@ -197,12 +197,6 @@ pub fn cached_statistics(
     })?;
     stats.save(&path)?;
     Ok(stats)
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Resolves the settings' recipe and builds the plan from saved statistics (no float pass).

@@ -175,9 +175,14 @@ fn layer_table(explorer: &Explorer, ui: &mut egui::Ui) {
         return;
     };
     ui.label(format!(
-        "{} at {} · SQNR on {} test images (tensor: this point's error alone; network: accumulated)",
+        "{} at {}{} · SQNR on {} test images (tensor: this point's error alone; network: accumulated)",
         q.plan.recipe,
         q.plan.bits,
+        if q.cached {
+            " (plan from qvit's cache: built before from these statistics and settings)"
+        } else {
+            ""
+        },
         crate::session::SQNR_IMAGES
     ));
     egui::ScrollArea::both().show(ui, |ui| {

@@ -122,6 +122,12 @@ fn accuracy(explorer: &mut Explorer, ui: &mut egui::Ui) {
                 {
                     j.cancel();
                 }
+            } else if explorer.accuracy_cached {
+                ui.label(format!("on {} test images, remembered", acc.images))
+                    .on_hover_text(
+                        "Measured earlier for these settings, statistics and test images, and \
+                         kept in qvit's cache beside the calibration statistics",
+                    );
             } else {
                 ui.label(format!("on {} test images", acc.images));
             }

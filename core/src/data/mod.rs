@@ -234,6 +234,31 @@ impl Dataset {
         self.labels.is_empty()
     }
 
+    /// A digest of what an evaluation on this set depends on: where it came from, the labels,
+    /// the normalisation, and the pixels (in-memory sets) or the files and their transform
+    /// (folders, whose files are not read for it).
+    pub fn digest(&self) -> u64 {
+        let mut d = crate::digest::Digest::new();
+        d.str(&self.origin)
+            .str(&format!("{:?} {:?}", self.image_shape, self.normalize))
+            .u64(self.num_classes as u64);
+        for &l in &self.labels {
+            d.u64(u64::from(l));
+        }
+        match &self.pixels {
+            Pixels::Bytes(b) => {
+                d.bytes(b);
+            }
+            Pixels::Files { files, transform } => {
+                d.str(&format!("{transform:?}"));
+                for f in files {
+                    d.str(&f.display().to_string());
+                }
+            }
+        }
+        d.finish()
+    }
+
     /// The first `n` images (all of them if there are fewer).
     pub fn truncated(mut self, n: usize) -> Self {
         let n = n.min(self.len());

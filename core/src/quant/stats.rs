@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::histogram::{Distribution, Histogram};
 use super::points::{Layout, QuantPoint, TensorKind, points};
 use crate::data::Dataset;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::exec::float::FloatExecutor;
 use crate::graph::Graph;
@@ -191,13 +192,9 @@ pub struct Sample {
 
 /// FNV-1a over every run-time parameter: statistics taken with other weights are refused.
 pub fn fingerprint(params: &FoldedWeights) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut digest = Digest::new();
     let mut eat = |v: &[f32]| {
-        for x in v {
-            for b in x.to_le_bytes() {
-                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
+        digest.f32s(v);
     };
     for p in &params.nodes {
         match p {
@@ -224,7 +221,7 @@ pub fn fingerprint(params: &FoldedWeights) -> u64 {
             NodeParams::None | NodeParams::Folded => {}
         }
     }
-    h
+    digest.finish()
 }
 
 /// Runs the float model over the first `images` images of `data` (batches of `batch`) and
@@ -411,6 +408,31 @@ const SAMPLE_IMAGES_TENSOR: &str = "qvit.sample.images";
 const SAMPLE_LOGITS_TENSOR: &str = "qvit.sample.logits";
 
 impl CalibrationStats {
+    /// A digest of everything a quant plan can read from these statistics: the serialized
+    /// fields, every histogram and the calibration sample. Two statistics with one digest give
+    /// the same plan for the same settings.
+    pub fn digest(&self) -> u64 {
+        let mut d = Digest::new();
+        // Serializing plain data cannot fail; the digest of an error message would still differ.
+        d.str(&ron::to_string(self).unwrap_or_else(|e| e.to_string()));
+        let histogram = |d: &mut Digest, h: &Histogram| {
+            d.f32s(&[h.lo, h.hi]);
+            for &c in &h.counts {
+                d.u64(c);
+            }
+        };
+        for p in &self.points {
+            histogram(&mut d, &p.histogram);
+            for h in &p.channel_histograms {
+                histogram(&mut d, h);
+            }
+        }
+        if let Some(sample) = &self.sample {
+            d.f32s(&sample.images.data).f32s(&sample.logits.data);
+        }
+        d.finish()
+    }
+
     /// Checks that these statistics were taken on `graph` with `params`.
     pub fn check_matches(&self, graph: &Graph, params: &FoldedWeights, origin: &str) -> Result<()> {
         if self.model != graph.model || self.resolution != graph.resolution {

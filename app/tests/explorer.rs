@@ -502,3 +502,30 @@ fn a_setting_evaluated_before_shows_its_answer_at_once() {
     assert!(e.accuracy_cached, "the top-1 was measured again");
     assert_eq!(e.accuracy.as_ref(), Some(&w8a8));
 }
+
+/// At 1400×900 and 1600×1000 the Distributions view's three plots (the input's channel boxes,
+/// its histogram with the quantizer's levels, the weights' boxes) end above the results bar:
+/// none is cut off, ticks and whiskers included.
+#[test]
+fn distribution_plots_fit_above_the_results_bar() {
+    let mut h = explorer();
+    for [width, height] in [[1400.0f32, 900.0], [1600.0, 1000.0]] {
+        h.set_size(egui::vec2(width, height));
+        h.run_steps(3);
+        let bar_top = h.get_by_label("Pin as baseline").rect().min.y;
+        let plots = h.state().plots.clone();
+        let names: Vec<&str> = plots.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            names.contains(&"histogram and quantizer levels")
+                && names.contains(&"channel boxes (weights)")
+                && names.contains(&"channel boxes (calibrated)"),
+            "{names:?}"
+        );
+        for (name, rect) in plots {
+            assert!(
+                rect.max.y < bar_top && rect.max.x <= width && rect.height() >= 140.0,
+                "{name} at {rect:?}, the results bar at y = {bar_top} in a {width}×{height} window"
+            );
+        }
+    }
+}

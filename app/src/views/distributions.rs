@@ -15,6 +15,8 @@ use crate::session::LayerDistributions;
 
 /// Levels drawn at most; denser quantizers show every k-th level.
 const MAX_LEVEL_LINES: usize = 64;
+/// The smallest plot height (points) at which ticks and boxes stay readable.
+const MIN_PLOT_HEIGHT: f32 = 140.0;
 
 pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
     let (Some(loaded), Some(q), Ok(graph)) = (
@@ -63,9 +65,29 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
         act.map_or(String::new(), |a| super::plain(&a.note)),
         db(q.activation_sqnr(point))
     ));
-    let height = (ui.available_height() / 3.0 - 12.0).max(120.0);
+    // Three plots share the height left, each under a line of text; below the smallest
+    // readable height the view scrolls instead of cutting the last plot off.
+    let line = ui.text_style_height(&egui::TextStyle::Body) + ui.spacing().item_spacing.y;
+    let height = ((ui.available_height() - 3.0 * line) / 3.0 - ui.spacing().item_spacing.y)
+        .max(MIN_PLOT_HEIGHT);
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            plots(ui, &d, &q, layer, explorer.sort_by_range, height)
+        });
+}
+
+/// The boxes, the histogram and the weights' boxes, each `height` tall.
+fn plots(
+    ui: &mut egui::Ui,
+    d: &LayerDistributions,
+    q: &crate::session::Quantized,
+    layer: &str,
+    sort_by_range: bool,
+    height: f32,
+) {
     if let Some((before, after)) = &d.boxes {
-        let order = channel_order(before, explorer.sort_by_range);
+        let order = channel_order(before, sort_by_range);
         let transformed = before != after;
         ui.columns(if transformed { 2 } else { 1 }, |cols| {
             boxes(&mut cols[0], "calibrated", "before", before, &order, height);
@@ -89,7 +111,7 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             "weights, one box per output channel · weight SQNR {}",
             db(q.weight_sqnr(layer))
         ));
-        let order = channel_order(weights, explorer.sort_by_range);
+        let order = channel_order(weights, sort_by_range);
         boxes(ui, "weights", "weights", weights, &order, height);
     }
 }
@@ -116,6 +138,12 @@ fn histogram(ui: &mut egui::Ui, view: &diagnostics::QuantizerView, height: f32) 
         .collect();
     let shown = Plot::new("histogram")
         .height(height)
+        .x_axis_label(if view.transformed {
+            "value after migration / shift"
+        } else {
+            "value"
+        })
+        .y_axis_label("count")
         .legend(Legend::default())
         .show(ui, |plot| {
             plot.bar_chart(BarChart::new("values", bars));
@@ -162,6 +190,18 @@ fn channel_order(boxes: &[BoxStats], by_range: bool) -> Vec<usize> {
     order
 }
 
+/// The tick label at `x` of a box plot drawn in `order`: the id of the channel drawn there
+/// (sorted by range, position and channel differ), nothing between boxes or beyond them.
+fn channel_tick(order: &[usize], x: f64) -> String {
+    let rank = x.round();
+    if (x - rank).abs() > 1e-6 || rank < 0.0 {
+        return String::new();
+    }
+    order
+        .get(rank as usize)
+        .map_or(String::new(), |c| c.to_string())
+}
+
 fn boxes(
     ui: &mut egui::Ui,
     title: &str,
@@ -203,11 +243,35 @@ fn boxes(
             ]
         })
         .collect();
+    let sorted = order.iter().enumerate().any(|(rank, &c)| rank != c);
+    let ticks = order.to_vec();
     let shown = Plot::new(format!("boxes-{id}"))
         .height(height)
+        .x_axis_label(if sorted {
+            "channel (widest range first)"
+        } else {
+            "channel"
+        })
+        .y_axis_label(if id == "weights" { "weight" } else { "value" })
+        .x_axis_formatter(move |mark, _| channel_tick(&ticks, mark.value))
         .show(ui, |plot| {
             plot.box_plot(BoxPlot::new(title, elems));
             plot.points(egui_plot::Points::new("min / max", extremes).radius(1.5));
         });
     super::register_plot(ui, format!("channel boxes ({title})"), shown.response.rect);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_name_the_channel_drawn_at_each_position() {
+        let order = [2, 0, 1];
+        assert_eq!(channel_tick(&order, 0.0), "2");
+        assert_eq!(channel_tick(&order, 2.0), "1");
+        assert_eq!(channel_tick(&order, 0.5), "");
+        assert_eq!(channel_tick(&order, 3.0), "");
+        assert_eq!(channel_tick(&order, -1.0), "");
+    }
 }

@@ -130,6 +130,8 @@ pub struct Explorer {
     /// Messages from exports that finish after their frame (screenshots arrive later).
     pub late_notices: Arc<Mutex<Vec<Notice>>>,
     instruments: Instruments,
+    /// The screenshot tour, when asked for (`QVIT_SCREENSHOTS`).
+    pub tour: Option<crate::tour::Tour>,
 }
 
 impl Explorer {
@@ -172,6 +174,7 @@ impl Explorer {
             plots: Vec::new(),
             late_notices: Arc::default(),
             instruments: Instruments::from_env(),
+            tour: crate::tour::Tour::from_env(),
         };
         explorer.answers = Answers::new(calibration_cache.as_deref().map(Store::new));
         explorer.calibration_cache = calibration_cache;
@@ -415,11 +418,7 @@ impl Explorer {
                             if let Some(key) = key {
                                 self.answers.keep_accuracy(key, &acc);
                             }
-                            if let Some(png) = self.instruments.accuracy_ready(acc.top1())
-                                && let Some((_, rect)) = self.plots.first()
-                            {
-                                crate::files::export_plot(self, *rect, png);
-                            }
+                            self.announce(&acc);
                         }
                         self.accuracy = Some(acc);
                     }
@@ -461,6 +460,7 @@ impl Explorer {
         );
         self.accuracy_cached = false;
         if let Some(known) = self.answers.accuracy(key) {
+            self.announce(&known);
             self.accuracy = Some(known);
             self.accuracy_cached = true;
             return;
@@ -473,6 +473,24 @@ impl Explorer {
         self.jobs.evaluate = Some(Job::spawn(&self.ctx, what, move |r| {
             session::evaluate(&loaded, &quantized, limit, r)
         }));
+    }
+
+    /// Tells the watching scripts (`instrument`) that a full accuracy is in.
+    fn announce(&mut self, accuracy: &Accuracy) {
+        if let Some(png) = self.instruments.accuracy_ready(accuracy.top1())
+            && let Some((_, rect)) = self.plots.first()
+        {
+            crate::files::export_plot(self, *rect, png);
+        }
+    }
+
+    /// True when the top-1 shown covers every image asked for.
+    pub fn accuracy_complete(&self) -> bool {
+        self.jobs.evaluate.is_none()
+            && self
+                .accuracy
+                .as_ref()
+                .is_some_and(|a| a.images == self.eval_total())
     }
 
     /// The progress of the job that the results bar shows, if any runs.
@@ -504,6 +522,7 @@ impl eframe::App for Explorer {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.instruments.frame_begin();
         self.step();
+        crate::tour::step(self);
         crate::views::show(self, ui);
         self.step();
         self.instruments.frame_end(frame.info().cpu_usage);

@@ -10,7 +10,7 @@
 //! - [`views`]: the panels — model tree, distributions, quantization, accelerator, explore,
 //!   results bar;
 //! - [`files`]: project files, exports and the state kept between runs;
-//! - [`instrument`]: hooks for the screenshot and frame-time scripts.
+//! - [`instrument`] and [`tour`]: hooks for the screenshot and frame-time scripts.
 
 pub mod answers;
 pub mod explorer;
@@ -18,6 +18,7 @@ pub mod files;
 pub mod instrument;
 pub mod jobs;
 pub mod session;
+pub mod tour;
 pub mod views;
 
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 #
 #   tools/explorer/frame-times.sh
 #
-# Needs what screenshot.sh needs, plus xdotool.
+# Needs what screenshots.sh needs, plus xdotool.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

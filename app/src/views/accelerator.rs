@@ -172,6 +172,8 @@ fn cycles_chart(explorer: &Explorer, ui: &mut egui::Ui) {
     }
     let shown = Plot::new("cycles")
         .legend(Legend::default())
+        .x_axis_label("layer, in network order (that take time)")
+        .y_axis_label("cycles per image per copy")
         .height(ui.available_height().max(160.0))
         .show(ui, |plot| {
             plot.bar_chart(BarChart::new("compute-bound", compute).color(COMPUTE));

@@ -65,19 +65,28 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
         act.map_or(String::new(), |a| super::plain(&a.note)),
         db(q.activation_sqnr(point))
     ));
-    // Three plots share the height left, each under a line of text; below the smallest
+    // The plots share the height left after their captions and axes, measured in the frame
+    // before (it depends on fonts and on which plots the layer has); below the smallest
     // readable height the view scrolls instead of cutting the last plot off.
+    let memory = egui::Id::unique("qvit.distributions.layout");
     let line = ui.text_style_height(&egui::TextStyle::Body) + ui.spacing().item_spacing.y;
-    let height = ((ui.available_height() - 3.0 * line) / 3.0 - ui.spacing().item_spacing.y)
-        .max(MIN_PLOT_HEIGHT);
+    let (rows, overhead) = ui
+        .data(|d| d.get_temp::<(usize, f32)>(memory))
+        .unwrap_or((3, 10.0 * line));
+    let height = ((ui.available_height() - overhead) / rows.max(1) as f32).max(MIN_PLOT_HEIGHT);
     egui::ScrollArea::vertical()
         .auto_shrink([false, false])
         .show(ui, |ui| {
-            plots(ui, &d, &q, layer, explorer.sort_by_range, height)
+            let top = ui.cursor().top();
+            let rows = plots(ui, &d, &q, layer, explorer.sort_by_range, height);
+            let used = ui.cursor().top() - top;
+            let overhead = (used - rows as f32 * height).max(0.0);
+            ui.data_mut(|d| d.insert_temp(memory, (rows, overhead)));
         });
 }
 
-/// The boxes, the histogram and the weights' boxes, each `height` tall.
+/// The boxes, the histogram and the weights' boxes, each `height` tall; returns how many rows
+/// of plots it drew.
 fn plots(
     ui: &mut egui::Ui,
     d: &LayerDistributions,
@@ -85,8 +94,10 @@ fn plots(
     layer: &str,
     sort_by_range: bool,
     height: f32,
-) {
+) -> usize {
+    let mut rows = 0;
     if let Some((before, after)) = &d.boxes {
+        rows += 1;
         let order = channel_order(before, sort_by_range);
         let transformed = before != after;
         ui.columns(if transformed { 2 } else { 1 }, |cols| {
@@ -104,6 +115,7 @@ fn plots(
         });
     }
     if let Some(view) = &d.quantizer {
+        rows += 1;
         histogram(ui, view, height);
     }
     if let Some(weights) = &d.weights {
@@ -112,8 +124,10 @@ fn plots(
             db(q.weight_sqnr(layer))
         ));
         let order = channel_order(weights, sort_by_range);
+        rows += 1;
         boxes(ui, "weights", "weights", weights, &order, height);
     }
+    rows
 }
 
 fn histogram(ui: &mut egui::Ui, view: &diagnostics::QuantizerView, height: f32) {

@@ -251,7 +251,8 @@ fn results_path() -> PathBuf {
     std::env::temp_dir().join(format!("qvit-explore-{}.csv", std::process::id()))
 }
 
-fn start_sweep(explorer: &mut Explorer) {
+/// Starts the sweep of the space typed in the tab, in the background.
+pub fn start_sweep(explorer: &mut Explorer) {
     let space = match explorer.explore.space(explorer) {
         Ok(s) => s,
         Err(e) => {

@@ -87,3 +87,79 @@ fn the_shipped_space_runs_and_resumes_to_the_same_csv() {
     );
     assert_eq!(std::fs::read(dir.join("globbed.csv")).unwrap(), whole);
 }
+
+/// `qvit plot` draws a sweep as a figure: the title counts the CSV's feasible designs and its
+/// front, the axes are titled, every design off the front is a circle, and the one published
+/// EfficientViT figure (GOPS only) is a labelled reference line on a GOPS axis. Mistakes in
+/// the flags are said by name.
+#[test]
+fn plot_draws_a_sweep_as_a_figure() {
+    let dir = std::env::temp_dir().join(format!("qvit-cli-plot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let space = std::fs::canonicalize("presets/sweeps/trio-vit-zcu102.ron").unwrap();
+    assert!(
+        qvit(&dir, &["sweep", space.to_str().unwrap(), "--out", "s.csv"])
+            .status
+            .success()
+    );
+    let csv = std::fs::read_to_string(dir.join("s.csv")).unwrap();
+    let feasible = csv.lines().filter(|l| l.ends_with(",ok")).count();
+    let on_front = std::fs::read_to_string(dir.join("s.pareto.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+
+    let out = qvit(&dir, &["plot", "s.csv", "--y", "gops", "--out", "f.svg"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(dir.join("f.svg")).unwrap();
+    let title = format!(
+        "efficientvit-b1, efficientvit-b2: {feasible} designs, {on_front} on the Pareto front"
+    );
+    // SVG keeps each text on a line of its own.
+    for needed in [
+        title.as_str(),
+        "\nFPS\n",
+        "\nGOPS\n",
+        "EfficientViT-FPGA (EfficientViT, W8A8)",
+    ] {
+        assert!(svg.contains(needed), "`{needed}` missing");
+    }
+    assert_eq!(svg.matches("<circle").count(), feasible - on_front + 1);
+
+    let out = qvit(
+        &dir,
+        &[
+            "plot", "s.csv", "--out", "f.png", "--size", "400x300", "--dpi", "96",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = image::open(dir.join("f.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (400, 300));
+
+    for (args, says) in [
+        (vec!["--out", "f.pdf"], ".svg or .png"),
+        (vec!["--out", "f.svg", "--x", "latency"], "gops-per-dsp"),
+        (vec!["--out", "f.svg", "--size", "big"], "WIDTHxHEIGHT"),
+        (vec!["--out", "f.svg", "--y", "top1"], "no design has both"),
+    ] {
+        let mut all = vec!["plot", "s.csv"];
+        all.extend(args);
+        let out = qvit(&dir, &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{all:?}: {stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

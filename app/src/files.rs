@@ -84,6 +84,7 @@ fn finish(explorer: &mut Explorer, purpose: Purpose, path: PathBuf) {
         Purpose::ExportCostCsv => export_cost_csv(explorer, &path),
         Purpose::ExportSweepCsv => crate::views::explore::export_results(explorer, &path),
         Purpose::ExportPlot { rect, .. } => export_plot(explorer, rect, path),
+        Purpose::ExportFigure => crate::views::explore::export_figure(explorer, &path),
     }
 }
 

@@ -258,6 +258,34 @@ fn a_sweep_runs_in_the_background_and_a_design_loads() {
     let best = designs.iter().filter(|d| d.pareto).map(|d| d.copies).max();
     assert_eq!(best, Some(4));
 
+    // The scatter as a figure: title, axis titles, legend and every design, as SVG.
+    let dir = std::env::temp_dir().join(format!("qvit-figure-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let export = |h: &mut Harness<'static, Explorer>, path: &Path| {
+        click(h, "Export figure…");
+        h.state_mut().dialog.as_mut().expect("a dialog").name = path.display().to_string();
+        click(h, "Save");
+    };
+    // On top-1, which this sweep did not measure, there is nothing to draw, and it says so.
+    export(&mut h, &dir.join("empty.svg"));
+    assert!(label(&h, "error: could not export the figure").contains("no design has both"));
+    h.state_mut().explore.y = qvit_core::explore::scatter::Axis::GopsPerDsp;
+    let svg = dir.join("designs.svg");
+    export(&mut h, &svg);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    for needed in [
+        "efficientvit-micro: 6 designs",
+        "FPS",
+        "GOPS/DSP",
+        "Pareto front",
+    ] {
+        assert!(text.contains(needed), "`{needed}` missing from the figure");
+    }
+    let on_front = designs.iter().filter(|d| d.pareto).count();
+    // One circle per design off the front, one more in the legend.
+    assert_eq!(text.matches("<circle").count(), 6 - on_front + 1);
+    std::fs::remove_dir_all(&dir).ok();
+
     let pick = designs
         .iter()
         .find(|d| d.copies == 2 && d.mat_pes == 8)

@@ -32,6 +32,7 @@ pub mod eval;
 pub mod exec;
 pub mod explore;
 pub mod export;
+pub mod figure;
 pub mod graph;
 pub mod pipeline;
 pub mod project;

@@ -7,6 +7,7 @@ mod eval;
 mod export;
 mod format;
 mod info;
+mod plot;
 mod prepare;
 mod ptq_table;
 mod quant_args;
@@ -52,7 +53,8 @@ Examples:
                                               the float model as ONNX, with inputs and logits to check it
   qvit bench                                  images/s of the fp32, fake-quant and int executors
   qvit cost efficientvit-b1 --resolution 224  cycles, FPS, GOPS and DSP efficiency on Trio-ViT/ZCU102
-  qvit sweep presets/sweeps/trio-vit-zcu102.ron  a design space on every core, CSV + Pareto front";
+  qvit sweep presets/sweeps/trio-vit-zcu102.ron  a design space on every core, CSV + Pareto front
+  qvit plot trio-vit-zcu102.csv --out front.svg  that sweep as a figure for a paper";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -69,6 +71,7 @@ enum Command {
     Bench(bench::BenchArgs),
     Cost(cost::CostArgs),
     Sweep(sweep::SweepArgs),
+    Plot(plot::PlotArgs),
     Vectors(vectors::VectorsArgs),
     Export(export::ExportArgs),
 }
@@ -96,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Cost(args) => cost::run(&args),
         Command::Sweep(args) => sweep::run(&args),
+        Command::Plot(args) => plot::run(&args),
         Command::Vectors(args) => vectors::run(&args),
         Command::Export(args) => export::run(&args),
     }

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use egui_plot::{Corner, HLine, Legend, MarkerShape, Plot, PlotPoint, Points, Text, VLine};
 use qvit_core::accel::config::{Architecture, Engine};
 use qvit_core::accel::published::{self, PublishedAccelerator};
-use qvit_core::arch::Family;
 use qvit_core::explore::accuracy::AccuracySpec;
+use qvit_core::explore::scatter::{Axis, DesignScatter, Placement};
 use qvit_core::explore::sweep::{self, Design};
 use qvit_core::explore::{DesignSpace, Sampling, Shard};
+use qvit_core::figure;
 use qvit_core::quant::BitWidths;
 
 use crate::explorer::{Explorer, Notice};
@@ -59,45 +60,14 @@ impl Default for ExploreState {
     }
 }
 
-/// What a scatter axis shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Axis {
-    Fps,
-    Gops,
-    GopsPerDsp,
-    Top1,
-}
-
-impl Axis {
-    fn name(self) -> &'static str {
-        match self {
-            Axis::Fps => "FPS",
-            Axis::Gops => "GOPS",
-            Axis::GopsPerDsp => "GOPS/DSP",
-            Axis::Top1 => "top-1 (%)",
-        }
-    }
-
-    fn of(self, d: &Design) -> Option<f64> {
-        match self {
-            Axis::Fps => Some(d.fps),
-            Axis::Gops => Some(d.gops_per_dsp * d.dsps as f64),
-            Axis::GopsPerDsp => Some(d.gops_per_dsp),
-            Axis::Top1 => d.top1,
-        }
-    }
-
-    fn of_published(self, p: &published::PublishedPoint) -> Option<f64> {
-        match self {
-            Axis::Fps => p.fps,
-            Axis::Gops => p.gops,
-            Axis::GopsPerDsp => p.gops_per_dsp,
-            Axis::Top1 => None,
-        }
-    }
-}
-
 impl ExploreState {
+    /// The published reference points, read once.
+    fn published(&mut self) -> Result<Vec<PublishedAccelerator>, String> {
+        self.published
+            .get_or_insert_with(|| published::all().map_err(|e| e.to_string()))
+            .clone()
+    }
+
     /// The design space these axes describe around the explorer's project.
     pub fn space(&self, explorer: &Explorer) -> Result<DesignSpace, String> {
         let list = |field: &str, text: &str| -> Result<Vec<usize>, String> {
@@ -186,6 +156,21 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
                 explorer,
                 super::file_dialog::Purpose::ExportSweepCsv,
                 "sweep.csv",
+            );
+        }
+        if !explorer.explore.designs.is_empty()
+            && ui
+                .button("Export figure…")
+                .on_hover_text(
+                    "The scatter as drawn here, with a title, axis titles and a legend, as SVG \
+                     or PNG for a paper (`qvit plot` draws the same from a sweep CSV)",
+                )
+                .clicked()
+        {
+            crate::files::ask(
+                explorer,
+                super::file_dialog::Purpose::ExportFigure,
+                "design-scatter.svg",
             );
         }
         if ui
@@ -295,13 +280,28 @@ pub fn export_results(explorer: &mut Explorer, path: &std::path::Path) {
     });
 }
 
+/// Writes the scatter as shown (designs, axes, published figures) as a figure to `path`.
+pub fn export_figure(explorer: &mut Explorer, path: &std::path::Path) {
+    let s = &mut explorer.explore;
+    let published = s.published().unwrap_or_default();
+    let view = DesignScatter::new(&s.designs, s.x, s.y, &published);
+    let on_front = s.designs.iter().filter(|d| d.pareto).count();
+    let title = format!(
+        "{}: {} designs, {on_front} on the Pareto front",
+        explorer.project.model,
+        s.designs.len()
+    );
+    let written = figure::write_design_scatter(&view, &title, path, figure::Size::default());
+    explorer.notice = Some(match written {
+        Ok(()) => Notice::Info(format!("wrote {}", path.display())),
+        Err(e) => Notice::Error(format!("could not export the figure: {e}")),
+    });
+}
+
 fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
     let s = &mut explorer.explore;
-    let published = match s
-        .published
-        .get_or_insert_with(|| published::all().map_err(|e| e.to_string()))
-    {
-        Ok(p) => p.clone(),
+    let published = match s.published() {
+        Ok(p) => p,
         Err(e) => {
             ui.colored_label(
                 ui.visuals().error_fg_color,
@@ -310,31 +310,11 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
             Vec::new()
         }
     };
-    // Published figures are for one model each: only the open model's family is comparable.
-    let family = explorer.graph.as_ref().ok().map(|g| g.family);
-    let published: Vec<PublishedAccelerator> = published
-        .into_iter()
-        .map(|mut a| {
-            a.points
-                .retain(|p| family.is_some_and(|f| of_family(&p.model, f)));
-            a
-        })
-        .filter(|a| !a.points.is_empty())
-        .collect();
+    // Published figures are for one model each: only those for the open model (or its
+    // family, where the paper names no variant) are comparable.
+    let view = DesignScatter::new(&s.designs, s.x, s.y, &published);
     let (x, y) = (s.x, s.y);
     let point = |d: &Design| Some([x.of(d)?, y.of(d)?]);
-    let others: Vec<[f64; 2]> = s
-        .designs
-        .iter()
-        .filter(|d| !d.pareto)
-        .filter_map(point)
-        .collect();
-    let front: Vec<[f64; 2]> = s
-        .designs
-        .iter()
-        .filter(|d| d.pareto)
-        .filter_map(point)
-        .collect();
     if s.designs.is_empty() {
         // No plot until there is something to draw: an empty one shows axes of −0.5..0.5.
         ui.label(
@@ -365,7 +345,7 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
         "The front is over every objective at once, so in a view of two of them a front \
          point can look dominated: it wins on the objective not drawn.",
     );
-    if others.is_empty() && front.is_empty() {
+    if view.is_empty() {
         ui.colored_label(
             ui.visuals().warn_fg_color,
             "No design has a value on both axes: top-1 is measured only when the sweep \
@@ -379,71 +359,55 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
         .legend(Legend::default().position(Corner::LeftBottom))
         .x_axis_label(x.name())
         .y_axis_label(y.name());
-    // An axis on which every design has one value (top-1 with one bit width) gets a span around
-    // it: egui_plot's own bounds for a zero span run to ±30,000 %.
-    let all: Vec<[f64; 2]> = others.iter().chain(&front).copied().collect();
-    for (i, axis) in [0usize, 1].into_iter().map(|i| (i, [x, y][i])) {
-        let Some((lo, hi)) = extent(&all, i) else {
-            continue;
-        };
-        if hi - lo <= 1e-9 * lo.abs().max(1.0) {
-            let pad = if axis == Axis::Top1 {
-                1.0
-            } else {
-                0.05 * lo.abs().max(1e-3)
-            };
-            plot = match i {
-                0 => plot.include_x(lo - pad).include_x(hi + pad),
-                _ => plot.include_y(lo - pad).include_y(hi + pad),
-            };
-        }
+    // Bounds from the designs (padded where every design has one value: egui_plot's own
+    // bounds for a zero span run to ±30,000 %).
+    if let Some((lo, hi)) = view.x_range {
+        plot = plot.include_x(lo).include_x(hi);
+    }
+    if let Some((lo, hi)) = view.y_range {
+        plot = plot.include_y(lo).include_y(hi);
     }
     let shown = plot.show(ui, |plot| {
         plot.points(
-            Points::new("designs", others)
+            Points::new("designs", view.others.clone())
                 .radius(2.0)
                 .color(egui::Color32::from_rgb(110, 150, 200)),
         );
         plot.points(
-            Points::new("Pareto front", front)
+            Points::new("Pareto front", view.front.clone())
                 .radius(4.0)
                 .shape(MarkerShape::Diamond)
                 .color(egui::Color32::from_rgb(230, 90, 40)),
         );
-        for a in &published {
-            for p in &a.points {
-                let name = format!("  {} ({})", a.name, p.model);
-                let grey = egui::Color32::GRAY;
-                // Anchored at the label's left end, so a label by the left edge is not cut.
-                let label = |at: PlotPoint| {
-                    Text::new("published", at, &name).anchor(egui::Align2::LEFT_CENTER)
-                };
-                match (x.of_published(p), y.of_published(p)) {
-                    (Some(px), Some(py)) => {
-                        plot.points(
-                            Points::new("published", vec![[px, py]])
-                                .radius(4.0)
-                                .shape(MarkerShape::Square)
-                                .color(grey),
-                        );
-                        plot.text(label(PlotPoint::new(px, py)));
+        for p in &view.published {
+            let name = format!("  {}", p.label);
+            let grey = egui::Color32::GRAY;
+            // Anchored at the label's left end, so a label by the left edge is not cut.
+            let label =
+                |at: PlotPoint| Text::new("published", at, &name).anchor(egui::Align2::LEFT_CENTER);
+            match p.at {
+                Placement::Point([px, py]) => {
+                    plot.points(
+                        Points::new("published", vec![[px, py]])
+                            .radius(4.0)
+                            .shape(MarkerShape::Square)
+                            .color(grey),
+                    );
+                    plot.text(label(PlotPoint::new(px, py)));
+                }
+                // A figure on one axis only is a reference line across the other, labelled at
+                // the designs' edge (not the plot's, which would grow the bounds).
+                Placement::Vertical(px) => {
+                    plot.vline(VLine::new("published", px).color(grey));
+                    if let Some((_, top)) = view.y_range {
+                        plot.text(label(PlotPoint::new(px, top)));
                     }
-                    // A figure on one axis only is a reference line across the other.
-                    // A figure on one axis only is a reference line across the other, labelled
-                    // at the designs' edge (not the plot's, which would grow the bounds).
-                    (Some(px), None) => {
-                        plot.vline(VLine::new("published", px).color(grey));
-                        if let Some((_, top)) = extent(&all, 1) {
-                            plot.text(label(PlotPoint::new(px, top)));
-                        }
+                }
+                Placement::Horizontal(py) => {
+                    plot.hline(HLine::new("published", py).color(grey));
+                    if let Some((left, _)) = view.x_range {
+                        plot.text(label(PlotPoint::new(left, py)));
                     }
-                    (None, Some(py)) => {
-                        plot.hline(HLine::new("published", py).color(grey));
-                        if let Some((left, _)) = extent(&all, 0) {
-                            plot.text(label(PlotPoint::new(left, py)));
-                        }
-                    }
-                    (None, None) => {}
                 }
             }
         }
@@ -477,22 +441,6 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
     }
     if let Some(d) = clicked {
         load_design(explorer, &d);
-    }
-}
-
-/// The smallest and largest coordinate `i` of `points`, if there are any.
-fn extent(points: &[[f64; 2]], i: usize) -> Option<(f64, f64)> {
-    let lo = points.iter().map(|p| p[i]).reduce(f64::min)?;
-    let hi = points.iter().map(|p| p[i]).reduce(f64::max)?;
-    Some((lo, hi))
-}
-
-/// True when a published figure's model (`deit-small`, `EfficientViT`, …) is of `family`.
-fn of_family(model: &str, family: Family) -> bool {
-    let model = model.to_lowercase();
-    match family {
-        Family::Deit => model.starts_with("deit"),
-        Family::EfficientVit => model.starts_with("efficientvit"),
     }
 }
 
@@ -544,31 +492,4 @@ pub fn load_design(explorer: &mut Explorer, d: &Design) {
         "loaded design {}: P_m {} L_m {} P_r {} L_r {} L {} {}",
         d.index, d.mat_pes, d.mat_lanes, d.rmac_pes, d.rmac_lanes, d.copies, d.bits
     )));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn published_points_are_drawn_for_their_own_family() {
-        assert!(of_family("deit-small", Family::Deit));
-        assert!(of_family("EfficientViT", Family::EfficientVit));
-        assert!(!of_family("deit-base", Family::EfficientVit));
-        assert!(!of_family("average", Family::Deit));
-        // Every shipped published point of an EfficientViT model reports GOPS, the axis it
-        // can be drawn on.
-        let efficientvit: Vec<_> = published::all()
-            .unwrap()
-            .into_iter()
-            .flat_map(|a| a.points)
-            .filter(|p| of_family(&p.model, Family::EfficientVit))
-            .collect();
-        assert!(!efficientvit.is_empty());
-        assert!(
-            efficientvit
-                .iter()
-                .all(|p| Axis::Gops.of_published(p).is_some())
-        );
-    }
 }

@@ -17,6 +17,8 @@ pub enum Purpose {
         name: String,
         rect: egui::Rect,
     },
+    /// The Explore tab's designs as a figure for a paper (SVG, or PNG by the name).
+    ExportFigure,
 }
 
 impl Purpose {
@@ -29,6 +31,7 @@ impl Purpose {
             Purpose::ExportPlot { name, .. } => {
                 format!("Export plot \u{201c}{name}\u{201d} as PNG")
             }
+            Purpose::ExportFigure => "Export the design scatter as a figure (.svg or .png)".into(),
         }
     }
 
@@ -38,6 +41,7 @@ impl Purpose {
             Purpose::OpenProject | Purpose::SaveProject => "ron",
             Purpose::ExportCostCsv | Purpose::ExportSweepCsv => "csv",
             Purpose::ExportPlot { .. } => "png",
+            Purpose::ExportFigure => "svg",
         }
     }
 

@@ -1,7 +1,9 @@
-//! Design-space exploration: spaces of accelerator designs, sweeps over them, Pareto fronts.
+//! Design-space exploration: spaces of accelerator designs, sweeps over them, Pareto fronts,
+//! and the scatter that shows them.
 
 pub mod accuracy;
 pub mod pareto;
+pub mod scatter;
 pub mod space;
 pub mod sweep;
 

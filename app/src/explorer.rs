@@ -165,8 +165,8 @@ impl Explorer {
             distributions: None,
             explore: ExploreState::default(),
             recent: Vec::new(),
-            calibration_cache: None,
-            answers: Answers::default(),
+            answers: Answers::new(calibration_cache.as_deref().map(Store::new)),
+            calibration_cache,
             notice: None,
             dialog: None,
             jobs: Jobs::default(),
@@ -176,8 +176,6 @@ impl Explorer {
             instruments: Instruments::from_env(),
             tour: crate::tour::Tour::from_env(),
         };
-        explorer.answers = Answers::new(calibration_cache.as_deref().map(Store::new));
-        explorer.calibration_cache = calibration_cache;
         explorer.replace_project(project, path);
         explorer
     }

@@ -169,6 +169,37 @@ fn more_engine_copies_give_more_fps() {
     assert_eq!(parse(&dsps_now) * 4.0, parse(&dsps), "{dsps} → {dsps_now}");
 }
 
+/// The weight buffer is a setting: below the model's weights they no longer stay on chip, and
+/// every image reads them from off-chip memory again (the micro model's 8-bit weights; its
+/// activations fit the activation buffer).
+#[test]
+fn a_smaller_weight_buffer_streams_the_weights() {
+    let mut h = explorer();
+    click(&mut h, "Accelerator");
+    let traffic = |h: &Harness<'static, Explorer>| h.state().cost.as_ref().unwrap().bytes_moved;
+    assert_eq!(traffic(&h), 0, "the default holds every weight on chip");
+    assert!(label(&h, "utilization ").ends_with(" 0 bytes off-chip per image"));
+    h.get_by_role_and_label(Role::Slider, "weight buffer, shared by the copies (KiB)")
+        .set_value_accesskit(128.0);
+    h.run_steps(2);
+    assert_eq!(
+        h.state()
+            .project
+            .accelerator
+            .as_ref()
+            .unwrap()
+            .weight_buffer_kib,
+        128
+    );
+    let graph = h.state().graph.clone().unwrap();
+    let weight_bytes: u64 = qvit_core::accel::Workload::uniform(&graph, 8, 8)
+        .layers
+        .iter()
+        .map(|l| l.weights)
+        .sum();
+    assert_eq!(traffic(&h), weight_bytes);
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();

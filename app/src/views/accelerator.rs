@@ -93,6 +93,16 @@ fn sliders(ui: &mut egui::Ui, config: &mut AccelConfig) {
                 .text("activation buffer per copy (KiB)"),
         );
         ui.end_row();
+        ui.add(
+            egui::Slider::new(&mut config.weight_buffer_kib, 16..=32768)
+                .logarithmic(true)
+                .text("weight buffer, shared by the copies (KiB)"),
+        )
+        .on_hover_text(
+            "Weights that fit stay on chip and are read from off-chip memory once; otherwise \
+             every image streams them again",
+        );
+        ui.end_row();
     });
 }
 
@@ -134,7 +144,7 @@ fn budgets(explorer: &Explorer, ui: &mut egui::Ui) {
 fn meter(ui: &mut egui::Ui, what: &str, used: f64, budget: f64, unit: &str) {
     let share = used / budget.max(1.0);
     let mut bar = egui::ProgressBar::new(share.min(1.0) as f32)
-        .desired_width(300.0)
+        .desired_width(400.0)
         .text(format!(
             "{what}: {used:.0}{unit} of {budget:.0}{unit} ({:.0} %)",
             100.0 * share

@@ -83,8 +83,7 @@ fn finish(explorer: &mut Explorer, purpose: Purpose, path: PathBuf) {
         Purpose::SaveProject => explorer.save_project(&path),
         Purpose::ExportCostCsv => export_cost_csv(explorer, &path),
         Purpose::ExportSweepCsv => crate::views::explore::export_results(explorer, &path),
-        Purpose::ExportPlot { rect, .. } => export_plot(explorer, rect, path),
-        Purpose::ExportFigure => crate::views::explore::export_figure(explorer, &path),
+        Purpose::ExportFigure { plot } => crate::views::figures::export(explorer, &plot, &path),
     }
 }
 
@@ -128,19 +127,21 @@ pub fn export_cost_dialog(explorer: &mut Explorer) {
     ask(explorer, Purpose::ExportCostCsv, "cost.csv");
 }
 
-/// File → Export plot as PNG → a plot on screen: asks for a file; the plot's rectangle of the
-/// frame after the choice is written.
-pub fn export_plot_dialog(explorer: &mut Explorer, name: &str, rect: egui::Rect) {
-    let file = format!("{}.png", name.replace([' ', '(', ')', '/'], "-"));
-    let purpose = Purpose::ExportPlot {
-        name: name.into(),
-        rect,
-    };
-    ask(explorer, purpose, &file);
+/// File → Export plot as figure → a plot on screen: asks for a file (SVG by default).
+pub fn export_figure_dialog(explorer: &mut Explorer, plot: &str) {
+    let file = format!("{}.svg", plot.replace([' ', '(', ')', '/', ','], "-"));
+    ask(
+        explorer,
+        Purpose::ExportFigure {
+            plot: plot.to_string(),
+        },
+        &file,
+    );
 }
 
 /// Writes the screen rectangle `rect` (points) of the next frame to `path` as PNG; the result
-/// shows as a notice when the screenshot has arrived.
+/// shows as a notice when the screenshot has arrived (the `QVIT_PLOT_PNG` hook's picture of
+/// what is on screen; figures for papers are [`crate::views::figures`]).
 pub fn export_plot(explorer: &Explorer, rect: egui::Rect, path: PathBuf) {
     let ctx = explorer.ctx.clone();
     let notices = explorer.late_notices.clone();

@@ -3,8 +3,8 @@
 //!
 //! - `QVIT_READY_FILE=PATH`: once the first accuracy result over the whole test set is in,
 //!   write its top-1 to PATH (the screenshot script waits for it);
-//! - `QVIT_PLOT_PNG=PATH`: with the ready file, export the first plot on screen to PATH through
-//!   File → Export plot's path (a screenshot of the next frame, cropped);
+//! - `QVIT_PLOT_PNG=PATH`: with the ready file, save the first plot on screen to PATH as it
+//!   looks (a screenshot of the next frame, cropped to the plot);
 //! - `QVIT_FRAME_TIMES=PATH`: append one line per frame, `ui_ms cpu_ms interval_ms`: the time
 //!   the explorer's own `ui` took (state and views), the CPU time eframe measured for the
 //!   previous frame (UI, tessellation and, with software OpenGL, part of the rendering), and

@@ -589,3 +589,53 @@ fn distribution_plots_fit_above_the_results_bar() {
         }
     }
 }
+
+/// File → Export plot as figure writes every plot on screen as a figure for a paper: the
+/// Distributions view's boxes and histogram and the Accelerator's cycles, each with its title
+/// and axis titles, as SVG (and PNG when the name says so).
+#[test]
+fn every_plot_on_screen_exports_as_a_figure() {
+    let dir = std::env::temp_dir().join(format!("qvit-figures-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut h = explorer();
+    let mut written = Vec::new();
+    for tab in ["Distributions", "Accelerator"] {
+        click(&mut h, tab);
+        h.run_steps(2);
+        let plots: Vec<String> = h.state().plots.iter().map(|(n, _)| n.clone()).collect();
+        assert!(!plots.is_empty(), "{tab} shows no plot");
+        for (i, plot) in plots.iter().enumerate() {
+            click(&mut h, "File");
+            click(&mut h, "Export plot as figure (SVG/PNG)");
+            click(&mut h, plot);
+            let path = dir.join(format!("{tab}-{i}.svg"));
+            h.state_mut().dialog.as_mut().expect("a dialog").name = path.display().to_string();
+            click(&mut h, "Save");
+            let svg = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{plot}: {e}; notice {:?}", h.state().notice));
+            written.push((plot.clone(), svg));
+        }
+    }
+    let names: Vec<&str> = written.iter().map(|(n, _)| n.as_str()).collect();
+    for (plot, axes) in [
+        ("channel boxes (calibrated)", ["\nchannel\n", "\nvalue\n"]),
+        ("channel boxes (weights)", ["\nchannel\n", "\nweight\n"]),
+        (
+            "histogram and quantizer levels",
+            ["clipping range", "\ncount\n"],
+        ),
+        (
+            "per-layer cycles",
+            ["compute-bound", "\ncycles per image per copy\n"],
+        ),
+    ] {
+        let (_, svg) = written
+            .iter()
+            .find(|(n, _)| n == plot)
+            .unwrap_or_else(|| panic!("`{plot}` not among {names:?}"));
+        for text in axes {
+            assert!(svg.contains(text), "{plot}: `{text}` missing");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

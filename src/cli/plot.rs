@@ -90,7 +90,12 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
         height,
         dpi: args.dpi,
     };
-    figure::write_design_scatter(&scatter, &title, &args.out, size)?;
+    figure::write(
+        &figure::Figure::Scatter(scatter.clone()),
+        &title,
+        &args.out,
+        size,
+    )?;
     eprintln!(
         "{} written: {} against {}, {} designs ({on_front} on the front), {} published figures",
         args.out.display(),

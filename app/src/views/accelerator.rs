@@ -9,8 +9,12 @@ use qvit_core::accel::{AccelConfig, Bound};
 use super::thousands;
 use crate::explorer::Explorer;
 
-const COMPUTE: egui::Color32 = egui::Color32::from_rgb(70, 130, 200);
-const MEMORY: egui::Color32 = egui::Color32::from_rgb(220, 120, 50);
+const COMPUTE: egui::Color32 = rgb(super::figures::COMPUTE);
+const MEMORY: egui::Color32 = rgb(super::figures::MEMORY);
+
+const fn rgb([r, g, b]: [u8; 3]) -> egui::Color32 {
+    egui::Color32::from_rgb(r, g, b)
+}
 
 pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
     let Some(config) = explorer.project.accelerator.as_mut() else {
@@ -189,5 +193,5 @@ fn cycles_chart(explorer: &Explorer, ui: &mut egui::Ui) {
             plot.bar_chart(BarChart::new("compute-bound", compute).color(COMPUTE));
             plot.bar_chart(BarChart::new("memory-bound", memory).color(MEMORY));
         });
-    super::register_plot(ui, "per-layer cycles", shown.response.rect);
+    super::register_plot(ui, super::figures::CYCLES, shown.response.rect);
 }

@@ -6,15 +6,16 @@
 use egui_plot::{Bar, BarChart, BoxElem, BoxPlot, BoxSpread, Legend, Plot, VLine};
 use std::sync::Arc;
 
+use qvit_core::figure;
 use qvit_core::quant::diagnostics;
 use qvit_core::quant::stats::BoxStats;
 
-use super::db;
+use super::{db, figures};
 use crate::explorer::Explorer;
 use crate::session::LayerDistributions;
 
 /// Levels drawn at most; denser quantizers show every k-th level.
-const MAX_LEVEL_LINES: usize = 64;
+pub const MAX_LEVEL_LINES: usize = 64;
 /// The smallest plot height (points) at which ticks and boxes stay readable.
 const MIN_PLOT_HEIGHT: f32 = 140.0;
 
@@ -101,16 +102,19 @@ fn plots(
         let order = channel_order(before, sort_by_range);
         let transformed = before != after;
         ui.columns(if transformed { 2 } else { 1 }, |cols| {
-            boxes(&mut cols[0], "calibrated", "before", before, &order, height);
+            let calibrated = Shown {
+                plot: figures::CALIBRATED,
+                title: "calibrated",
+                id: "before",
+            };
+            boxes(&mut cols[0], calibrated, before, &order, height);
             if transformed {
-                boxes(
-                    &mut cols[1],
-                    "as quantized (after migration / shift)",
-                    "after",
-                    after,
-                    &order,
-                    height,
-                );
+                let migrated = Shown {
+                    plot: figures::MIGRATED,
+                    title: "as quantized (after migration / shift)",
+                    id: "after",
+                };
+                boxes(&mut cols[1], migrated, after, &order, height);
             }
         });
     }
@@ -125,7 +129,12 @@ fn plots(
         ));
         let order = channel_order(weights, sort_by_range);
         rows += 1;
-        boxes(ui, "weights", "weights", weights, &order, height);
+        let shown = Shown {
+            plot: figures::WEIGHTS,
+            title: "weights",
+            id: "weights",
+        };
+        boxes(ui, shown, weights, &order, height);
     }
     rows
 }
@@ -172,7 +181,7 @@ fn histogram(ui: &mut egui::Ui, view: &diagnostics::QuantizerView, height: f32) 
                 plot.vline(VLine::new("clipping range", *l as f64).color(egui::Color32::RED));
             }
         });
-    super::register_plot(ui, "histogram and quantizer levels", shown.response.rect);
+    super::register_plot(ui, super::figures::HISTOGRAM, shown.response.rect);
 }
 
 /// The first layer whose input the plan migrates or shifts (the most telling default view).
@@ -193,7 +202,7 @@ fn first_migrated_layer(
 }
 
 /// Channel indices in display order: as numbered, or widest range first.
-fn channel_order(boxes: &[BoxStats], by_range: bool) -> Vec<usize> {
+pub fn channel_order(boxes: &[BoxStats], by_range: bool) -> Vec<usize> {
     let mut order: Vec<usize> = (0..boxes.len()).collect();
     if by_range {
         order.sort_by(|&a, &b| {
@@ -204,26 +213,15 @@ fn channel_order(boxes: &[BoxStats], by_range: bool) -> Vec<usize> {
     order
 }
 
-/// The tick label at `x` of a box plot drawn in `order`: the id of the channel drawn there
-/// (sorted by range, position and channel differ), nothing between boxes or beyond them.
-fn channel_tick(order: &[usize], x: f64) -> String {
-    let rank = x.round();
-    if (x - rank).abs() > 1e-6 || rank < 0.0 {
-        return String::new();
-    }
-    order
-        .get(rank as usize)
-        .map_or(String::new(), |c| c.to_string())
+/// A box plot as the view shows it: the name it is exported by, its caption, its egui id.
+struct Shown {
+    plot: &'static str,
+    title: &'static str,
+    id: &'static str,
 }
 
-fn boxes(
-    ui: &mut egui::Ui,
-    title: &str,
-    id: &str,
-    boxes: &[BoxStats],
-    order: &[usize],
-    height: f32,
-) {
+fn boxes(ui: &mut egui::Ui, shown: Shown, boxes: &[BoxStats], order: &[usize], height: f32) {
+    let Shown { plot, title, id } = shown;
     ui.label(format!(
         "{title} · {} channels (whiskers p1–p99, dots min/max)",
         boxes.len()
@@ -267,25 +265,10 @@ fn boxes(
             "channel"
         })
         .y_axis_label(if id == "weights" { "weight" } else { "value" })
-        .x_axis_formatter(move |mark, _| channel_tick(&ticks, mark.value))
+        .x_axis_formatter(move |mark, _| figure::channel_tick(&ticks, mark.value))
         .show(ui, |plot| {
             plot.box_plot(BoxPlot::new(title, elems));
             plot.points(egui_plot::Points::new("min / max", extremes).radius(1.5));
         });
-    super::register_plot(ui, format!("channel boxes ({title})"), shown.response.rect);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_name_the_channel_drawn_at_each_position() {
-        let order = [2, 0, 1];
-        assert_eq!(channel_tick(&order, 0.0), "2");
-        assert_eq!(channel_tick(&order, 2.0), "1");
-        assert_eq!(channel_tick(&order, 0.5), "");
-        assert_eq!(channel_tick(&order, 3.0), "");
-        assert_eq!(channel_tick(&order, -1.0), "");
-    }
+    super::register_plot(ui, plot, shown.response.rect);
 }

@@ -12,7 +12,6 @@ use qvit_core::explore::accuracy::AccuracySpec;
 use qvit_core::explore::scatter::{Axis, DesignScatter, Placement};
 use qvit_core::explore::sweep::{self, Design};
 use qvit_core::explore::{DesignSpace, Sampling, Shard};
-use qvit_core::figure;
 use qvit_core::quant::BitWidths;
 
 use crate::explorer::{Explorer, Notice};
@@ -62,7 +61,7 @@ impl Default for ExploreState {
 
 impl ExploreState {
     /// The published reference points, read once.
-    fn published(&mut self) -> Result<Vec<PublishedAccelerator>, String> {
+    pub fn published(&mut self) -> Result<Vec<PublishedAccelerator>, String> {
         self.published
             .get_or_insert_with(|| published::all().map_err(|e| e.to_string()))
             .clone()
@@ -169,7 +168,9 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
         {
             crate::files::ask(
                 explorer,
-                super::file_dialog::Purpose::ExportFigure,
+                super::file_dialog::Purpose::ExportFigure {
+                    plot: super::figures::SCATTER.into(),
+                },
                 "design-scatter.svg",
             );
         }
@@ -277,24 +278,6 @@ pub fn export_results(explorer: &mut Explorer, path: &std::path::Path) {
     explorer.notice = Some(match copied {
         Ok(()) => Notice::Info(format!("wrote {}", path.display())),
         Err(e) => Notice::Error(format!("could not export the sweep: {e}")),
-    });
-}
-
-/// Writes the scatter as shown (designs, axes, published figures) as a figure to `path`.
-pub fn export_figure(explorer: &mut Explorer, path: &std::path::Path) {
-    let s = &mut explorer.explore;
-    let published = s.published().unwrap_or_default();
-    let view = DesignScatter::new(&s.designs, s.x, s.y, &published);
-    let on_front = s.designs.iter().filter(|d| d.pareto).count();
-    let title = format!(
-        "{}: {} designs, {on_front} on the Pareto front",
-        explorer.project.model,
-        s.designs.len()
-    );
-    let written = figure::write_design_scatter(&view, &title, path, figure::Size::default());
-    explorer.notice = Some(match written {
-        Ok(()) => Notice::Info(format!("wrote {}", path.display())),
-        Err(e) => Notice::Error(format!("could not export the figure: {e}")),
     });
 }
 
@@ -432,7 +415,7 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
             hovered = nearest(pointer);
         }
     });
-    super::register_plot(ui, "design scatter", shown.response.rect);
+    super::register_plot(ui, super::figures::SCATTER, shown.response.rect);
     if let Some(d) = hovered {
         shown.response.on_hover_ui_at_pointer(|ui| {
             ui.label(describe(&d));

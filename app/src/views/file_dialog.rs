@@ -12,13 +12,10 @@ pub enum Purpose {
     SaveProject,
     ExportCostCsv,
     ExportSweepCsv,
-    /// A plot on screen, by name and where it was drawn.
-    ExportPlot {
-        name: String,
-        rect: egui::Rect,
+    /// A plot on screen, by name, as a figure for a paper (SVG, or PNG by the file's name).
+    ExportFigure {
+        plot: String,
     },
-    /// The Explore tab's designs as a figure for a paper (SVG, or PNG by the name).
-    ExportFigure,
 }
 
 impl Purpose {
@@ -28,10 +25,9 @@ impl Purpose {
             Purpose::SaveProject => "Save project as".into(),
             Purpose::ExportCostCsv => "Export per-layer cost as CSV".into(),
             Purpose::ExportSweepCsv => "Export sweep results as CSV".into(),
-            Purpose::ExportPlot { name, .. } => {
-                format!("Export plot \u{201c}{name}\u{201d} as PNG")
+            Purpose::ExportFigure { plot } => {
+                format!("Export \u{201c}{plot}\u{201d} as a figure (.svg or .png)")
             }
-            Purpose::ExportFigure => "Export the design scatter as a figure (.svg or .png)".into(),
         }
     }
 
@@ -40,8 +36,7 @@ impl Purpose {
         match self {
             Purpose::OpenProject | Purpose::SaveProject => "ron",
             Purpose::ExportCostCsv | Purpose::ExportSweepCsv => "csv",
-            Purpose::ExportPlot { .. } => "png",
-            Purpose::ExportFigure => "svg",
+            Purpose::ExportFigure { .. } => "svg",
         }
     }
 

@@ -29,13 +29,13 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             if ui.button("Export per-layer cost as CSV…").clicked() {
                 files::export_cost_dialog(explorer);
             }
-            ui.menu_button("Export plot as PNG", |ui| {
+            ui.menu_button("Export plot as figure (SVG/PNG)", |ui| {
                 if explorer.plots.is_empty() {
                     ui.label("no plot on screen");
                 }
-                for (name, rect) in explorer.plots.clone() {
+                for (name, _) in explorer.plots.clone() {
                     if ui.button(&name).clicked() {
-                        files::export_plot_dialog(explorer, &name, rect);
+                        files::export_figure_dialog(explorer, &name);
                     }
                 }
             });

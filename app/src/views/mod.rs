@@ -4,6 +4,7 @@
 pub mod accelerator;
 pub mod distributions;
 pub mod explore;
+pub mod figures;
 pub mod file_dialog;
 pub mod menu;
 pub mod model_tree;

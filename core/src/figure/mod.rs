@@ -1,16 +1,20 @@
 //! Figures for papers, drawn by `plotters`: a title, axis titles, ticks, a legend and the data,
 //! written as SVG (text stays text, scalable) or PNG (text drawn with egui's Ubuntu Light, which
-//! qvit embeds, so no system font is needed). `qvit plot` writes them headless from a sweep CSV;
-//! the explorer's Explore tab writes the same figure of what it shows.
+//! qvit embeds, so no system font is needed). A [`Figure`] is the data of one plot; `qvit plot`
+//! writes a sweep's scatter headless, and the explorer writes any plot it shows.
+
+mod bars;
+mod boxes;
+mod scatter;
 
 use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Error, Result};
-use crate::explore::scatter::{DesignScatter, Placement, extent};
+use crate::explore::scatter::DesignScatter;
+use crate::quant::stats::BoxStats;
 
 /// The font family every figure's text uses.
 const FONT: &str = "sans-serif";
@@ -104,24 +108,82 @@ impl Size {
     }
 }
 
-/// Writes `scatter` with `title` to `path` (SVG or PNG by its extension), atomically.
-pub fn write_design_scatter(
-    scatter: &DesignScatter,
-    title: &str,
-    path: &Path,
-    size: Size,
-) -> Result<()> {
-    let origin = path.display().to_string();
-    if scatter.is_empty() {
-        return Error::field(
-            &origin,
-            "designs",
-            format!(
+/// One plot as data, ready to draw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Figure {
+    /// A sweep's designs on two axes.
+    Scatter(DesignScatter),
+    Bars(Bars),
+    Boxes(Boxes),
+}
+
+/// Bars of one width in named, coloured series, and vertical lines (a quantizer's levels).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bars {
+    pub x_label: String,
+    pub y_label: String,
+    /// Every bar's width, in x units.
+    pub width: f64,
+    pub series: Vec<BarSeries>,
+    pub lines: Vec<Lines>,
+    /// What the tick at position `i` names (a layer, a channel), when bars stand at 0, 1, …
+    pub x_ticks: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarSeries {
+    pub name: String,
+    pub colour: [u8; 3],
+    /// `[centre, height]` of each bar.
+    pub bars: Vec<[f64; 2]>,
+}
+
+/// Vertical lines at `at`, one legend entry for all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lines {
+    pub name: String,
+    pub colour: [u8; 3],
+    pub at: Vec<f64>,
+}
+
+/// One box per channel, drawn at 0, 1, … in the order given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Boxes {
+    pub x_label: String,
+    pub y_label: String,
+    pub boxes: Vec<BoxStats>,
+    /// The channel drawn at each position (sorted by range, position and channel differ).
+    pub channels: Vec<usize>,
+}
+
+impl Figure {
+    /// Why there is nothing to draw, if so.
+    fn emptiness(&self) -> Option<String> {
+        match self {
+            Figure::Scatter(s) if s.is_empty() => Some(format!(
                 "no design has both a {} and a {} value to draw",
-                scatter.x.name(),
-                scatter.y.name()
-            ),
-        );
+                s.x.name(),
+                s.y.name()
+            )),
+            Figure::Bars(b) if b.series.iter().all(|s| s.bars.is_empty()) => {
+                Some("no bars to draw".into())
+            }
+            Figure::Bars(b) if !(b.width.is_finite() && b.width > 0.0) => {
+                Some(format!("a bar width of {} cannot be drawn", b.width))
+            }
+            Figure::Boxes(b) if b.boxes.is_empty() || b.channels.len() != b.boxes.len() => {
+                Some("no boxes to draw".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Writes `figure` with `title` to `path` (SVG or PNG by its extension), atomically.
+pub fn write(figure: &Figure, title: &str, path: &Path, size: Size) -> Result<()> {
+    let origin = path.display().to_string();
+    if let Some(why) = figure.emptiness() {
+        return Error::field(&origin, "figure", why);
     }
     let format = Format::of(path)?;
     let (pixels, scale) = size.pixels(format, &origin)?;
@@ -131,14 +193,14 @@ pub fn write_design_scatter(
         Format::Svg => {
             let mut text = String::new();
             let root = SVGBackend::with_string(&mut text, pixels).into_drawing_area();
-            draw_scatter(root, scatter, title, scale).map_err(|e| failed(&origin, e))?;
+            draw(root, figure, title, scale).map_err(|e| failed(&origin, e))?;
             text.into_bytes()
         }
         Format::Png => {
             let (w, h) = (pixels.0 as usize, pixels.1 as usize);
             let mut rgb = vec![255u8; w * h * 3];
             let root = BitMapBackend::with_buffer(&mut rgb, pixels).into_drawing_area();
-            draw_scatter(root, scatter, title, scale).map_err(|e| failed(&origin, e))?;
+            draw(root, figure, title, scale).map_err(|e| failed(&origin, e))?;
             let rgba: Vec<u8> = rgb
                 .chunks_exact(3)
                 .flat_map(|p| [p[0], p[1], p[2], 255])
@@ -149,6 +211,21 @@ pub fn write_design_scatter(
     crate::ron_io::write_atomic(path, &bytes)
 }
 
+fn draw<B: DrawingBackend>(
+    root: DrawingArea<B, Shift>,
+    figure: &Figure,
+    title: &str,
+    scale: f64,
+) -> Drawn
+where
+    B::ErrorType: 'static,
+{
+    match figure {
+        Figure::Scatter(s) => scatter::draw(root, s, title, scale),
+        Figure::Bars(b) => bars::draw(root, b, title, scale),
+        Figure::Boxes(b) => boxes::draw(root, b, title, scale),
+    }
+}
 fn failed(origin: &str, e: impl std::fmt::Display) -> Error {
     Error::InvalidField {
         origin: origin.to_string(),
@@ -172,155 +249,9 @@ fn register_font() {
 
 type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
 
-/// The scatter on `root`, every length in units times `scale`.
-fn draw_scatter<B: DrawingBackend>(
-    root: DrawingArea<B, Shift>,
-    s: &DesignScatter,
-    title: &str,
-    scale: f64,
-) -> Drawn
-where
-    B::ErrorType: 'static,
-{
-    let px = |v: f64| (v * scale).round() as i32;
-    root.fill(&WHITE)?;
-    let designs = RGBColor(70, 120, 190);
-    let front = RGBColor(220, 80, 30);
-    let grey = RGBColor(110, 110, 110);
-    // The axes span the designs and every published figure drawn, with a margin.
-    let mut all: Vec<[f64; 2]> = s.others.iter().chain(&s.front).copied().collect();
-    for p in &s.published {
-        if let Placement::Point(at) = p.at {
-            all.push(at);
-        }
-    }
-    let span = |i: usize, designs: Option<(f64, f64)>| {
-        let lines = s.published.iter().filter_map(|p| match (p.at.clone(), i) {
-            (Placement::Vertical(v), 0) | (Placement::Horizontal(v), 1) => Some(v),
-            _ => None,
-        });
-        let (mut lo, mut hi) = extent(&all, i).unwrap_or((0.0, 1.0));
-        if let Some((dlo, dhi)) = designs {
-            (lo, hi) = (lo.min(dlo), hi.max(dhi));
-        }
-        for v in lines {
-            (lo, hi) = (lo.min(v), hi.max(v));
-        }
-        let margin = 0.05 * (hi - lo);
-        (lo - margin)..(hi + margin)
-    };
-    let (xs, ys) = (span(0, s.x_range), span(1, s.y_range));
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, px(20.0)))
-        .margin(px(16.0))
-        .x_label_area_size(px(44.0))
-        .y_label_area_size(px(64.0))
-        .build_cartesian_2d(xs.clone(), ys.clone())?;
-    chart
-        .configure_mesh()
-        .x_desc(s.x.name())
-        .y_desc(s.y.name())
-        .label_style((FONT, px(14.0)))
-        .x_label_formatter(&|v| tick(*v))
-        .y_label_formatter(&|v| tick(*v))
-        .axis_desc_style((FONT, px(15.0)))
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(205, 205, 205))
-        .draw()?;
-    let r = px(2.5);
-    chart
-        .draw_series(
-            s.others
-                .iter()
-                .map(|&[x, y]| Circle::new((x, y), r, designs.filled())),
-        )?
-        .label("designs")
-        .legend(move |(x, y)| Circle::new((x, y), r, designs.filled()));
-    let big = px(5.0);
-    chart
-        .draw_series(
-            s.front
-                .iter()
-                .map(|&[x, y]| TriangleMarker::new((x, y), big, front.filled())),
-        )?
-        .label("Pareto front")
-        .legend(move |(x, y)| TriangleMarker::new((x, y), big, front.filled()));
-    // The legend goes to the corner with the fewest points and labels under it.
-    let mut marks = all.clone();
-    for p in &s.published {
-        match p.at {
-            Placement::Vertical(x) => marks.push([x, ys.end]),
-            Placement::Horizontal(y) => marks.push([xs.end, y]),
-            Placement::Point(_) => {}
-        }
-    }
-    let corner = quiet_corner(&marks, &xs, &ys);
-    let ink = RGBColor(60, 60, 60);
-    let text = (FONT, px(12.0)).into_font().color(&ink);
-    // Labels sit where designs are sparse: a point's beside it, a vertical line's at its top,
-    // a horizontal line's above its right end.
-    let anchored = |h, v| text.pos(Pos::new(h, v));
-    let mut published_drawn = false;
-    for p in &s.published {
-        let label = |at: (f64, f64), style: TextStyle<'static>| {
-            Text::new(format!(" {} ", p.label), at, style)
-        };
-        match p.at {
-            Placement::Point([x, y]) => {
-                let half = px(4.0);
-                chart.draw_series(std::iter::once(
-                    EmptyElement::at((x, y))
-                        + Rectangle::new([(-half, -half), (half, half)], grey.filled()),
-                ))?;
-                // To the point's left near the right edge, where the text would be cut.
-                let side = if x > xs.start + 0.6 * (xs.end - xs.start) {
-                    HPos::Right
-                } else {
-                    HPos::Left
-                };
-                chart.draw_series(std::iter::once(label((x, y), anchored(side, VPos::Center))))?;
-            }
-            Placement::Vertical(x) => {
-                chart.draw_series(LineSeries::new([(x, ys.start), (x, ys.end)], grey))?;
-                chart.draw_series(std::iter::once(label(
-                    (x, ys.end),
-                    anchored(HPos::Left, VPos::Top),
-                )))?;
-            }
-            Placement::Horizontal(y) => {
-                chart.draw_series(LineSeries::new([(xs.start, y), (xs.end, y)], grey))?;
-                chart.draw_series(std::iter::once(label(
-                    (xs.end, y),
-                    anchored(HPos::Right, VPos::Bottom),
-                )))?;
-            }
-        }
-        published_drawn = true;
-    }
-    if published_drawn {
-        // One legend entry for every published figure, drawn as an empty series.
-        let side = px(4.0);
-        chart
-            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
-            .label("published accelerators")
-            .legend(move |(x, y)| {
-                Rectangle::new([(x - side, y - side), (x + side, y + side)], grey.filled())
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(corner)
-        .label_font((FONT, px(13.0)))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(160, 160, 160))
-        .draw()?;
-    root.present()?;
-    Ok(())
-}
-
 /// The corner of the plot whose quarter-wide, fifth-high box holds the fewest of `marks`
 /// (the first of lower right, upper right, lower left, upper left on a tie).
-fn quiet_corner(
+pub(crate) fn quiet_corner(
     marks: &[[f64; 2]],
     xs: &std::ops::Range<f64>,
     ys: &std::ops::Range<f64>,
@@ -346,7 +277,7 @@ fn quiet_corner(
 
 /// A tick label: whole numbers without a decimal point, others to three significant digits
 /// at most (`0.75`, not `0.7500000001`).
-fn tick(v: f64) -> String {
+pub(crate) fn tick(v: f64) -> String {
     if v == v.round() && v.abs() < 1e15 {
         return format!("{v:.0}");
     }
@@ -356,10 +287,22 @@ fn tick(v: f64) -> String {
     text.trim_end_matches('.').to_string()
 }
 
+/// The tick label at `x` of a plot drawn in `order` (position `i` shows item `order[i]`): the
+/// item's number at whole positions, nothing between items or beyond them.
+pub fn channel_tick(order: &[usize], x: f64) -> String {
+    let rank = x.round();
+    if (x - rank).abs() > 1e-6 || rank < 0.0 {
+        return String::new();
+    }
+    order
+        .get(rank as usize)
+        .map_or(String::new(), |c| c.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::explore::scatter::{Axis, Published};
+    use crate::explore::scatter::{Axis, Placement, Published};
 
     fn scatter() -> DesignScatter {
         DesignScatter {
@@ -381,7 +324,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("qvit-figure-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("f.svg");
-        write_design_scatter(&scatter(), "micro sweep", &path, Size::default()).unwrap();
+        write(
+            &Figure::Scatter(scatter()),
+            "micro sweep",
+            &path,
+            Size::default(),
+        )
+        .unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         for text in [
             "micro sweep",
@@ -410,7 +359,7 @@ mod tests {
             height: 300,
             dpi: 192.0,
         };
-        write_design_scatter(&scatter(), "t", &path, size).unwrap();
+        write(&Figure::Scatter(scatter()), "t", &path, size).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (800, 600));
         // Not blank: the axis titles and ticks put dark pixels into the left margin.
@@ -420,6 +369,95 @@ mod tests {
             .count();
         assert!(dark > 500, "{dark} dark pixels");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bars_and_boxes_draw_their_data_with_axes_and_legends() {
+        let dir = std::env::temp_dir().join(format!("qvit-figure-kinds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bars = Figure::Bars(Bars {
+            x_label: "layer".into(),
+            y_label: "cycles".into(),
+            width: 0.8,
+            series: vec![
+                BarSeries {
+                    name: "compute-bound".into(),
+                    colour: [70, 130, 200],
+                    bars: vec![[0.0, 10.0], [2.0, 30.0]],
+                },
+                BarSeries {
+                    name: "memory-bound".into(),
+                    colour: [220, 120, 50],
+                    bars: vec![[1.0, 20.0]],
+                },
+            ],
+            lines: vec![Lines {
+                name: "clipping range".into(),
+                colour: [200, 0, 0],
+                at: vec![0.5, 1.5],
+            }],
+            x_ticks: None,
+        });
+        let path = dir.join("bars.svg");
+        write(&bars, "cycles", &path, Size::default()).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        for text in [
+            "\nlayer\n",
+            "\ncycles\n",
+            "compute-bound",
+            "memory-bound",
+            "clipping range",
+        ] {
+            assert!(svg.contains(text), "`{text}` missing");
+        }
+        // Each series' bars and its legend swatch, in its colour.
+        assert_eq!(svg.matches("fill=\"#4682C8\"").count(), 2 + 1);
+        assert_eq!(svg.matches("fill=\"#DC7832\"").count(), 1 + 1);
+        let b = |lo: f32, hi: f32| BoxStats {
+            min: lo,
+            p1: lo,
+            p25: lo + 1.0,
+            median: lo + 2.0,
+            p75: lo + 3.0,
+            p99: hi,
+            max: hi,
+        };
+        let boxes = Figure::Boxes(Boxes {
+            x_label: "channel".into(),
+            y_label: "value".into(),
+            boxes: vec![b(0.0, 5.0), b(-1.0, 9.0)],
+            channels: vec![7, 3],
+        });
+        let path = dir.join("boxes.svg");
+        write(&boxes, "boxes", &path, Size::default()).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        // Ticks name the channels drawn there, in the order given.
+        assert!(
+            svg.contains("\n7\n") && svg.contains("\n3\n"),
+            "channel ticks"
+        );
+        // Two dots per box, and one in the legend.
+        assert_eq!(svg.matches("<circle").count(), 2 * 2 + 1);
+        assert!(svg.contains("whiskers p1–p99") && svg.contains("minimum and maximum"));
+        let mismatched = Figure::Boxes(Boxes {
+            channels: vec![0],
+            ..match boxes {
+                Figure::Boxes(b) => b,
+                _ => unreachable!(),
+            }
+        });
+        assert!(write(&mismatched, "x", &path, Size::default()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ticks_name_the_item_drawn_at_each_position() {
+        let order = [2, 0, 1];
+        assert_eq!(channel_tick(&order, 0.0), "2");
+        assert_eq!(channel_tick(&order, 2.0), "1");
+        assert_eq!(channel_tick(&order, 0.5), "");
+        assert_eq!(channel_tick(&order, 3.0), "");
+        assert_eq!(channel_tick(&order, -1.0), "");
     }
 
     #[test]
@@ -446,34 +484,46 @@ mod tests {
     #[test]
     fn bad_names_sizes_and_empty_scatters_are_refused_by_name() {
         let s = scatter();
-        let e = write_design_scatter(&s, "t", Path::new("f.pdf"), Size::default()).unwrap_err();
+        let e = write(
+            &Figure::Scatter(s.clone()),
+            "t",
+            Path::new("f.pdf"),
+            Size::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains(".svg or .png"), "{e}");
         let tiny = Size {
             width: 10,
             height: 10,
             dpi: 96.0,
         };
-        let e = write_design_scatter(&s, "t", Path::new("f.svg"), tiny).unwrap_err();
+        let e = write(&Figure::Scatter(s.clone()), "t", Path::new("f.svg"), tiny).unwrap_err();
         assert!(e.to_string().contains("too small"), "{e}");
         let huge = Size {
             width: 20_000,
             height: 600,
             dpi: 96.0,
         };
-        let e = write_design_scatter(&s, "t", Path::new("f.png"), huge).unwrap_err();
+        let e = write(&Figure::Scatter(s.clone()), "t", Path::new("f.png"), huge).unwrap_err();
         assert!(e.to_string().contains("16384"), "{e}");
         let nan = Size {
             dpi: f64::NAN,
             ..Size::default()
         };
-        let e = write_design_scatter(&s, "t", Path::new("f.png"), nan).unwrap_err();
+        let e = write(&Figure::Scatter(s.clone()), "t", Path::new("f.png"), nan).unwrap_err();
         assert!(e.to_string().contains("dpi"), "{e}");
         let empty = DesignScatter {
             others: vec![],
             front: vec![],
             ..s
         };
-        let e = write_design_scatter(&empty, "t", Path::new("f.svg"), Size::default()).unwrap_err();
+        let e = write(
+            &Figure::Scatter(empty),
+            "t",
+            Path::new("f.svg"),
+            Size::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("no design"), "{e}");
     }
 }

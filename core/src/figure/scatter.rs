@@ -1,0 +1,154 @@
+//! The design scatter: designs, the Pareto front and the published figures.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{Drawn, FONT, quiet_corner, tick};
+use crate::explore::scatter::{DesignScatter, Placement, extent};
+
+/// The scatter on `root`, every length in units times `scale`.
+pub(super) fn draw<B: DrawingBackend>(
+    root: DrawingArea<B, Shift>,
+    s: &DesignScatter,
+    title: &str,
+    scale: f64,
+) -> Drawn
+where
+    B::ErrorType: 'static,
+{
+    let px = |v: f64| (v * scale).round() as i32;
+    root.fill(&WHITE)?;
+    let designs = RGBColor(70, 120, 190);
+    let front = RGBColor(220, 80, 30);
+    let grey = RGBColor(110, 110, 110);
+    // The axes span the designs and every published figure drawn, with a margin.
+    let mut all: Vec<[f64; 2]> = s.others.iter().chain(&s.front).copied().collect();
+    for p in &s.published {
+        if let Placement::Point(at) = p.at {
+            all.push(at);
+        }
+    }
+    let span = |i: usize, designs: Option<(f64, f64)>| {
+        let lines = s.published.iter().filter_map(|p| match (p.at.clone(), i) {
+            (Placement::Vertical(v), 0) | (Placement::Horizontal(v), 1) => Some(v),
+            _ => None,
+        });
+        let (mut lo, mut hi) = extent(&all, i).unwrap_or((0.0, 1.0));
+        if let Some((dlo, dhi)) = designs {
+            (lo, hi) = (lo.min(dlo), hi.max(dhi));
+        }
+        for v in lines {
+            (lo, hi) = (lo.min(v), hi.max(v));
+        }
+        let margin = 0.05 * (hi - lo);
+        (lo - margin)..(hi + margin)
+    };
+    let (xs, ys) = (span(0, s.x_range), span(1, s.y_range));
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, px(20.0)))
+        .margin(px(16.0))
+        .x_label_area_size(px(44.0))
+        .y_label_area_size(px(64.0))
+        .build_cartesian_2d(xs.clone(), ys.clone())?;
+    chart
+        .configure_mesh()
+        .x_desc(s.x.name())
+        .y_desc(s.y.name())
+        .label_style((FONT, px(14.0)))
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .axis_desc_style((FONT, px(15.0)))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(205, 205, 205))
+        .draw()?;
+    let r = px(2.5);
+    chart
+        .draw_series(
+            s.others
+                .iter()
+                .map(|&[x, y]| Circle::new((x, y), r, designs.filled())),
+        )?
+        .label("designs")
+        .legend(move |(x, y)| Circle::new((x, y), r, designs.filled()));
+    let big = px(5.0);
+    chart
+        .draw_series(
+            s.front
+                .iter()
+                .map(|&[x, y]| TriangleMarker::new((x, y), big, front.filled())),
+        )?
+        .label("Pareto front")
+        .legend(move |(x, y)| TriangleMarker::new((x, y), big, front.filled()));
+    // The legend goes to the corner with the fewest points and labels under it.
+    let mut marks = all.clone();
+    for p in &s.published {
+        match p.at {
+            Placement::Vertical(x) => marks.push([x, ys.end]),
+            Placement::Horizontal(y) => marks.push([xs.end, y]),
+            Placement::Point(_) => {}
+        }
+    }
+    let corner = quiet_corner(&marks, &xs, &ys);
+    let ink = RGBColor(60, 60, 60);
+    let text = (FONT, px(12.0)).into_font().color(&ink);
+    // Labels sit where designs are sparse: a point's beside it, a vertical line's at its top,
+    // a horizontal line's above its right end.
+    let anchored = |h, v| text.pos(Pos::new(h, v));
+    let mut published_drawn = false;
+    for p in &s.published {
+        let label = |at: (f64, f64), style: TextStyle<'static>| {
+            Text::new(format!(" {} ", p.label), at, style)
+        };
+        match p.at {
+            Placement::Point([x, y]) => {
+                let half = px(4.0);
+                chart.draw_series(std::iter::once(
+                    EmptyElement::at((x, y))
+                        + Rectangle::new([(-half, -half), (half, half)], grey.filled()),
+                ))?;
+                // To the point's left near the right edge, where the text would be cut.
+                let side = if x > xs.start + 0.6 * (xs.end - xs.start) {
+                    HPos::Right
+                } else {
+                    HPos::Left
+                };
+                chart.draw_series(std::iter::once(label((x, y), anchored(side, VPos::Center))))?;
+            }
+            Placement::Vertical(x) => {
+                chart.draw_series(LineSeries::new([(x, ys.start), (x, ys.end)], grey))?;
+                chart.draw_series(std::iter::once(label(
+                    (x, ys.end),
+                    anchored(HPos::Left, VPos::Top),
+                )))?;
+            }
+            Placement::Horizontal(y) => {
+                chart.draw_series(LineSeries::new([(xs.start, y), (xs.end, y)], grey))?;
+                chart.draw_series(std::iter::once(label(
+                    (xs.end, y),
+                    anchored(HPos::Right, VPos::Bottom),
+                )))?;
+            }
+        }
+        published_drawn = true;
+    }
+    if published_drawn {
+        // One legend entry for every published figure, drawn as an empty series.
+        let side = px(4.0);
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+            .label("published accelerators")
+            .legend(move |(x, y)| {
+                Rectangle::new([(x - side, y - side), (x + side, y + side)], grey.filled())
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(corner)
+        .label_font((FONT, px(13.0)))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(160, 160, 160))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -82,7 +82,7 @@ pub struct Jobs {
     pub quantize: Option<Job<Quantized>>,
     pub evaluate: Option<Job<Accuracy, Accuracy>>,
     /// The designs on the budget, and how many were priced.
-    pub sweep: Option<Job<(Vec<Design>, u64)>>,
+    pub sweep: Option<Job<(Vec<Design>, u64), crate::views::explore::SweepProgress>>,
 }
 
 /// The explorer: one open project and everything derived from it.

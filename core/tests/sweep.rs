@@ -1,9 +1,11 @@
 //! Sweeps: resuming after an interruption, sharding and merging, and bad design spaces.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use qvit_core::explore::DesignSpace;
-use qvit_core::explore::sweep::{self, Shard};
+use qvit_core::explore::accuracy::{AccuracyProgress, Step};
+use qvit_core::explore::sweep::{self, Progress, Shard};
 
 const SPACE: &str = r#"DesignSpace(
     name: "test",
@@ -282,7 +284,47 @@ fn accuracy_is_a_third_objective_and_published_points_sit_beside() {
     .unwrap();
     let d = dir("accuracy");
     let csv = d.join("a.csv");
-    sweep::run(&space, &csv, Shard::ALL, false, &mut |_| {}).unwrap();
+    let never = AtomicBool::new(false);
+    let mut reports = Vec::new();
+    sweep::run_until(&space, &csv, Shard::ALL, false, &never, &mut |p| {
+        reports.push(p)
+    })
+    .unwrap();
+    // The accuracy phase reports each pair's calibration (the first only: one model), range
+    // search and evaluation, in order and to their ends, before the first design is priced.
+    let accuracy: Vec<&AccuracyProgress> = reports
+        .iter()
+        .map_while(|p| match p {
+            Progress::Accuracy(a) => Some(a),
+            Progress::Designs(_) => None,
+        })
+        .collect();
+    assert!(accuracy.windows(2).all(|w| w[0].pair <= w[1].pair));
+    for (pair, label) in ["efficientvit-micro w8a8", "efficientvit-micro w4a4"]
+        .iter()
+        .enumerate()
+    {
+        let steps: Vec<&AccuracyProgress> = accuracy
+            .iter()
+            .copied()
+            .filter(|a| a.pair == pair)
+            .collect();
+        assert!(steps.iter().all(|a| a.pairs == 2 && a.done <= a.total));
+        let last = steps.last().unwrap();
+        assert_eq!(last.label, *label);
+        assert_eq!(
+            (last.step, last.done, last.total),
+            (Step::Evaluating, 500, 500)
+        );
+        assert!(steps.iter().any(|a| a.step == Step::Searching));
+        assert_eq!(pair == 0, steps.iter().any(|a| a.step == Step::Calibrating));
+    }
+    assert!(
+        reports[accuracy.len()..]
+            .iter()
+            .all(|p| matches!(p, Progress::Designs(_)))
+    );
+    assert_eq!(reports.last(), Some(&Progress::Designs(8)));
     let mut reader = csv::Reader::from_path(&csv).unwrap();
     let top1 = reader
         .headers()
@@ -499,4 +541,37 @@ fn a_project_sweeps_around_its_own_accelerator_and_model() {
     .to_string();
     assert!(e.contains("nobase.ron") && e.contains("base"), "{e}");
     assert!(Project::default().design_space("x").unwrap().is_none());
+}
+
+/// Cancelling a sweep during its accuracy phase is an error (a partial count is no top-1), and
+/// nothing is written.
+#[test]
+fn a_sweep_cancelled_while_measuring_top1_writes_nothing() {
+    let space = DesignSpace::from_ron(
+        r#"DesignSpace(
+            name: "cancelled",
+            base: "trio-vit-zcu102",
+            models: ["efficientvit-micro"],
+            mat_pes: [8],
+            mat_lanes: [8],
+            rmac_pes: [16],
+            rmac_lanes: [8],
+            copies: [1],
+            bits: ["w8a8"],
+            accuracy: Some(recipe: "minmax", images: Some(1000), calibration_images: 32),
+        )"#,
+        "cancelled space",
+    )
+    .unwrap();
+    let csv = dir("cancelled").join("c.csv");
+    let cancel = AtomicBool::new(false);
+    let err = sweep::run_until(&space, &csv, Shard::ALL, false, &cancel, &mut |p| {
+        if matches!(&p, Progress::Accuracy(a) if a.step == Step::Evaluating) {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(!csv.exists());
 }

@@ -1,10 +1,11 @@
 //! `qvit sweep`: price a design space on every core, streaming rows to CSV.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use qvit_core::explore::sweep::{self, Shard};
+use qvit_core::explore::sweep::{self, Progress, Shard};
 
 use super::target;
 
@@ -91,13 +92,35 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("{}.csv", space.name)));
     let points = args.shard.len(space.len());
     let bar = indicatif::ProgressBar::new(points).with_style(super::prepare::style(
-        "{spinner} [{bar:30}] {pos}/{len} designs  {rate}  eta {eta}",
+        "{spinner} [{bar:30}] {pos}/{len} designs  {rate}  eta {eta}  {msg}",
     )?);
     let started = Instant::now();
+    // Top-1 per bit width (a space with an `accuracy` section) is measured before any design
+    // is priced; its steps show in the bar's message until the designs start.
+    let never = AtomicBool::new(false);
     let go = || {
-        sweep::run(&space, &out, args.shard, args.resume, &mut |done| {
-            bar.set_position(done)
-        })
+        sweep::run_until(
+            &space,
+            &out,
+            args.shard,
+            args.resume,
+            &never,
+            &mut |p| match p {
+                Progress::Accuracy(a) => bar.set_message(format!(
+                    "top-1 of {} ({} of {}): {} {}/{}",
+                    a.label,
+                    a.pair + 1,
+                    a.pairs,
+                    a.step.name(),
+                    a.done,
+                    a.total
+                )),
+                Progress::Designs(done) => {
+                    bar.set_message("");
+                    bar.set_position(done)
+                }
+            },
+        )
     };
     let outcome = match args.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()

@@ -10,12 +10,12 @@ use qvit_core::accel::config::{Architecture, Engine};
 use qvit_core::accel::published::{self, PublishedAccelerator};
 use qvit_core::explore::accuracy::AccuracySpec;
 use qvit_core::explore::scatter::{Axis, DesignScatter, Placement};
-use qvit_core::explore::sweep::{self, Design};
+use qvit_core::explore::sweep::{self, Design, Progress};
 use qvit_core::explore::{DesignSpace, Sampling, Shard};
 use qvit_core::quant::BitWidths;
 
 use crate::explorer::{Explorer, Notice};
-use crate::jobs::{Counts, Job};
+use crate::jobs::Job;
 
 /// Images per bit width when the sweep measures accuracy (a quick estimate; the headless
 /// `qvit sweep` defaults to the full test set).
@@ -123,21 +123,11 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         match &explorer.jobs.sweep {
             Some(job) => {
-                let c = job.progress();
                 ui.spinner();
-                // Top-1 per bit width is measured before the first design is priced, and
-                // reports no count of its own.
-                let text = if c.done == 0 && explorer.explore.accuracy {
-                    format!(
-                        "measuring top-1 per bit width on {ACCURACY_IMAGES} test images, then {}",
-                        job.what
-                    )
-                } else {
-                    format!("{} {}/{}", job.what, c.done, c.total)
-                };
+                let (fraction, text) = job.progress().describe(&job.what);
                 ui.add(
-                    egui::ProgressBar::new(c.fraction())
-                        .desired_width(420.0)
+                    egui::ProgressBar::new(fraction)
+                        .desired_width(560.0)
                         .text(text),
                 );
                 if ui.button("Cancel sweep").clicked() {
@@ -237,6 +227,39 @@ fn results_path() -> PathBuf {
     std::env::temp_dir().join(format!("qvit-explore-{}.csv", std::process::id()))
 }
 
+/// A running sweep's progress: how many designs it prices, and its last report.
+#[derive(Debug, Clone, Default)]
+pub struct SweepProgress {
+    pub designs: u64,
+    pub now: Option<Progress>,
+}
+
+impl SweepProgress {
+    /// The bar's fraction and text: top-1 per bit width first (each pair's calibration, range
+    /// search and evaluation counted), then the designs priced.
+    pub fn describe(&self, what: &str) -> (f32, String) {
+        match &self.now {
+            None => (0.0, format!("{what}: starting")),
+            Some(Progress::Accuracy(a)) => (
+                (a.pair as f32 + a.done as f32 / a.total.max(1) as f32) / a.pairs.max(1) as f32,
+                format!(
+                    "top-1 of {} ({} of {}): {} {}/{}, then {what}",
+                    a.label,
+                    a.pair + 1,
+                    a.pairs,
+                    a.step.name(),
+                    a.done,
+                    a.total
+                ),
+            ),
+            Some(Progress::Designs(done)) => (
+                *done as f32 / self.designs.max(1) as f32,
+                format!("{what}: {done}/{}", self.designs),
+            ),
+        }
+    }
+}
+
 /// Starts the sweep of the space typed in the tab, in the background.
 pub fn start_sweep(explorer: &mut Explorer) {
     let space = match explorer.explore.space(explorer) {
@@ -253,14 +276,12 @@ pub fn start_sweep(explorer: &mut Explorer) {
         move |r| {
             let out = results_path();
             let _ = std::fs::remove_file(&out);
-            sweep::run_until(
-                &space,
-                &out,
-                Shard::ALL,
-                false,
-                r.cancel_flag(),
-                &mut |done| r.report(Counts { done, total }),
-            )
+            sweep::run_until(&space, &out, Shard::ALL, false, r.cancel_flag(), &mut |p| {
+                r.report(SweepProgress {
+                    designs: total,
+                    now: Some(p),
+                })
+            })
             .and_then(|outcome| {
                 let designs = sweep::read_designs(&out)?;
                 Ok((designs, outcome.resumed + outcome.evaluated))

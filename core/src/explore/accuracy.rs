@@ -6,6 +6,7 @@
 //! `qvit calibrate`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,11 +14,12 @@ use crate::arch::ArchSpec;
 use crate::assets;
 use crate::data::{Dataset, Normalize};
 use crate::error::{Error, Result};
-use crate::eval::{Classifier, evaluate};
+use crate::eval::{Classifier, evaluate_until};
 use crate::exec::int::{IntExecutor, compile};
 use crate::graph::Graph;
 use crate::quant::{
-    self, CalibrationStats, FakeQuantExecutor, QuantExecutor, QuantSettings, Recipe, calibrate,
+    self, CalibrationStats, FakeQuantExecutor, QuantExecutor, QuantSettings, Recipe,
+    calibrate_until,
 };
 use crate::weights::Weights;
 
@@ -50,6 +52,39 @@ fn default_calibration_images() -> usize {
     1024
 }
 
+/// How far the accuracy phase of a sweep is: the `(model, bits)` pair being measured, what is
+/// being done for it, and that step's units done of its total (images, or quantizers of an
+/// output-aware range search).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccuracyProgress {
+    /// Which pair, counted from 0, of how many.
+    pub pair: usize,
+    pub pairs: usize,
+    /// `model bits`, e.g. `efficientvit-micro w4a8`.
+    pub label: String,
+    pub step: Step,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// What the accuracy phase is doing for a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Calibrating,
+    Searching,
+    Evaluating,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Calibrating => "calibrating",
+            Step::Searching => "searching activation ranges",
+            Step::Evaluating => "evaluating",
+        }
+    }
+}
+
 /// Top-1 (%) for each `(model, bits)` of `models × bits`.
 pub fn top1_table(
     spec: &AccuracySpec,
@@ -57,6 +92,21 @@ pub fn top1_table(
     bits: &[String],
     origin: &str,
 ) -> Result<HashMap<(usize, usize), f64>> {
+    let never = AtomicBool::new(false);
+    top1_table_until(spec, models, bits, origin, &never, &mut |_| {})
+}
+
+/// [`top1_table`], reporting each step through `progress` and given up with an error once
+/// `cancel` becomes true (a partial count is never a top-1).
+pub fn top1_table_until(
+    spec: &AccuracySpec,
+    models: &[String],
+    bits: &[String],
+    origin: &str,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(&AccuracyProgress),
+) -> Result<HashMap<(usize, usize), f64>> {
+    let pairs = models.len() * bits.len();
     let recipe = Recipe::resolve(&spec.recipe)?;
     let (images, labels) = assets::fashion_mnist_test();
     let test = Dataset::idx(&images, &labels, Normalize::fashion_mnist())?;
@@ -83,16 +133,38 @@ pub fn top1_table(
                 stats.check_matches(&graph, &folded, &file.display().to_string())?;
                 stats
             }
-            None => calibrate(
+            None => calibrate_until(
                 &graph,
                 &folded,
                 &calibration,
                 spec.calibration_images,
                 32,
-                &mut |_, _| {},
+                cancel,
+                &mut |done, total| {
+                    progress(&AccuracyProgress {
+                        pair: m * bits.len(),
+                        pairs,
+                        label: name.clone(),
+                        step: Step::Calibrating,
+                        done,
+                        total,
+                    })
+                },
             )?,
         };
         for (b, text) in bits.iter().enumerate() {
+            let pair = m * bits.len() + b;
+            let label = format!("{name} {text}");
+            let mut report = |step, done, total| {
+                progress(&AccuracyProgress {
+                    pair,
+                    pairs,
+                    label: label.clone(),
+                    step,
+                    done,
+                    total,
+                })
+            };
             let settings = QuantSettings {
                 recipe: recipe.name.clone(),
                 bits: text.parse()?,
@@ -100,7 +172,15 @@ pub fn top1_table(
                 executor: spec.executor,
                 rounding: None,
             };
-            let plan = quant::build(&graph, &folded, &stats, &recipe, &settings)?;
+            let plan = quant::build_reporting(
+                &graph,
+                &folded,
+                &stats,
+                &recipe,
+                &settings,
+                cancel,
+                &mut |done, total| report(Step::Searching, done, total),
+            )?;
             let fake;
             let program;
             let int;
@@ -115,7 +195,13 @@ pub fn top1_table(
                     &int
                 }
             };
-            let acc = evaluate(exec, &test, 100, spec.images, &mut |_| {})?;
+            let total = spec.images.map_or(test.len(), |n| n.min(test.len()));
+            let acc = evaluate_until(exec, &test, 100, spec.images, cancel, &mut |a| {
+                report(Step::Evaluating, a.images, total)
+            })?;
+            if cancel.load(Ordering::Relaxed) {
+                return Error::field(origin, "accuracy", "cancelled");
+            }
             out.insert((m, b), acc.top1());
         }
     }

@@ -120,7 +120,11 @@ struct Prepared<'s> {
 }
 
 impl<'s> Prepared<'s> {
-    fn new(space: &'s DesignSpace) -> Result<Self> {
+    fn new(
+        space: &'s DesignSpace,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Self> {
         let base = match &space.base_config {
             Some(config) => config.clone(),
             None => AccelConfig::resolve(&space.base)?,
@@ -152,9 +156,14 @@ impl<'s> Prepared<'s> {
             }
         }
         let top1 = match &space.accuracy {
-            Some(spec) => {
-                super::accuracy::top1_table(spec, &space.models, &space.bits, &space.name)?
-            }
+            Some(spec) => super::accuracy::top1_table_until(
+                spec,
+                &space.models,
+                &space.bits,
+                &space.name,
+                cancel,
+                &mut |a| progress(Progress::Accuracy(a.clone())),
+            )?,
             None => HashMap::new(),
         };
         Ok(Self {
@@ -331,6 +340,14 @@ fn keep_rows(
     Ok((rows.len() as u64, None))
 }
 
+/// How far a sweep is: its accuracy phase (once per model and bit width, before any design is
+/// priced), then the rows in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Accuracy(super::accuracy::AccuracyProgress),
+    Designs(u64),
+}
+
 /// Prices this shard's points of `space` and writes them to `out` (with `resume`, after the
 /// rows already there). `progress(done)` is called after each chunk with the rows in the file.
 pub fn run(
@@ -340,20 +357,26 @@ pub fn run(
     resume: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Outcome> {
-    run_until(space, out, shard, resume, &AtomicBool::new(false), progress)
+    let never = AtomicBool::new(false);
+    run_until(space, out, shard, resume, &never, &mut |p| {
+        if let Progress::Designs(done) = p {
+            progress(done)
+        }
+    })
 }
 
-/// [`run`], stopping after the chunk during which `cancel` becomes true (for a UI's cancel
-/// button). A cancelled file holds whole rows only, so `resume` continues it.
+/// [`run`], reporting the accuracy phase too, and stopping after the chunk during which
+/// `cancel` becomes true (for a UI's cancel button; a cancelled accuracy phase is an error). A
+/// cancelled file holds whole rows only, so `resume` continues it.
 pub fn run_until(
     space: &DesignSpace,
     out: &Path,
     shard: Shard,
     resume: bool,
     cancel: &AtomicBool,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<Outcome> {
-    let prepared = Prepared::new(space)?;
+    let prepared = Prepared::new(space, cancel, progress)?;
     let points = shard.len(space.len());
     let started = out.metadata().is_ok_and(|m| m.len() > 0);
     let (mut file, kept) = if out.exists() {
@@ -391,7 +414,7 @@ pub fn run_until(
         file.seek(SeekFrom::End(0)).map_err(io_err(out))?;
     }
     let mut done = resumed;
-    progress(done);
+    progress(Progress::Designs(done));
     while done < points && !cancel.load(Ordering::Relaxed) {
         let end = (done + CHUNK as u64).min(points);
         let lines: Vec<Vec<u8>> = (done..end)
@@ -401,7 +424,7 @@ pub fn run_until(
         file.write_all(&lines.concat()).map_err(io_err(out))?;
         file.flush().map_err(io_err(out))?;
         done = end;
-        progress(done);
+        progress(Progress::Designs(done));
     }
     file.sync_all().map_err(io_err(out))?;
     Ok(Outcome {

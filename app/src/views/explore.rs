@@ -9,7 +9,7 @@ use egui_plot::{Corner, HLine, Legend, MarkerShape, Plot, PlotPoint, Points, Tex
 use qvit_core::accel::config::{Architecture, Engine};
 use qvit_core::accel::published::{self, PublishedAccelerator};
 use qvit_core::explore::accuracy::AccuracySpec;
-use qvit_core::explore::scatter::{Axis, DesignScatter, Placement};
+use qvit_core::explore::scatter::{Axis, DesignScatter, Placement, group_colour};
 use qvit_core::explore::sweep::{self, Design, Progress};
 use qvit_core::explore::{DesignSpace, Sampling, Shard};
 use qvit_core::quant::BitWidths;
@@ -347,7 +347,8 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
     ))
     .on_hover_text(
         "The front is over every objective at once, so in a view of two of them a front \
-         point can look dominated: it wins on the objective not drawn.",
+         point can look dominated: it wins on the objective not drawn, whose value its shade \
+         gives (the legend).",
     );
     if view.is_empty() {
         ui.colored_label(
@@ -377,12 +378,28 @@ fn scatter(explorer: &mut Explorer, ui: &mut egui::Ui) {
                 .radius(2.0)
                 .color(egui::Color32::from_rgb(110, 150, 200)),
         );
-        plot.points(
-            Points::new("Pareto front", view.front.clone())
-                .radius(4.0)
+        // The front in one colour, or shaded by the objective neither axis shows.
+        if view.front_groups.is_empty() {
+            plot.points(
+                Points::new("Pareto front", view.front.clone())
+                    .radius(4.0)
+                    .shape(MarkerShape::Diamond)
+                    .color(egui::Color32::from_rgb(230, 90, 40)),
+            );
+        }
+        let groups = view.front_groups.len();
+        for (i, group) in view.front_groups.iter().enumerate() {
+            let [r, g, b] = group_colour(i, groups);
+            plot.points(
+                Points::new(
+                    format!("Pareto front, {}", group.label),
+                    group.points.clone(),
+                )
+                .radius(4.5)
                 .shape(MarkerShape::Diamond)
-                .color(egui::Color32::from_rgb(230, 90, 40)),
-        );
+                .color(egui::Color32::from_rgb(r, g, b)),
+            );
+        }
         for p in &view.published {
             let name = format!("  {}", p.label);
             let grey = egui::Color32::GRAY;

@@ -128,6 +128,30 @@ pub struct Published {
     pub at: Placement,
 }
 
+/// Front designs that share a range of the objective not drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrontGroup {
+    /// `top-1 91.60 %`, or `GOPS/DSP 0.61–0.75`.
+    pub label: String,
+    pub points: Vec<[f64; 2]>,
+}
+
+/// Shades for [`FrontGroup`]s, from the lowest values of the third objective to the highest
+/// (ColorBrewer's OrRd, light to dark).
+pub const GROUP_COLOURS: [[u8; 3]; 4] =
+    [[253, 187, 132], [252, 141, 89], [227, 74, 51], [179, 0, 0]];
+
+/// The shade of group `i` of `groups`: spread over [`GROUP_COLOURS`] so that two groups are
+/// the lightest and the darkest.
+pub fn group_colour(i: usize, groups: usize) -> [u8; 3] {
+    let last = GROUP_COLOURS.len() - 1;
+    let at = match groups {
+        0 | 1 => last,
+        k => (i * last + (k - 1) / 2) / (k - 1),
+    };
+    GROUP_COLOURS[at.min(last)]
+}
+
 /// A sweep's designs on two axes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesignScatter {
@@ -136,6 +160,13 @@ pub struct DesignScatter {
     /// Designs off the Pareto front, and on it (those with a value on both axes).
     pub others: Vec<[f64; 2]>,
     pub front: Vec<[f64; 2]>,
+    /// The front split by the Pareto objective that neither axis shows (FPS, GOPS/DSP or
+    /// top-1), lowest first, at most [`GROUP_COLOURS`] groups: in two dimensions a front
+    /// design can look dominated, and its shade says what it wins on. Empty when both axes
+    /// are objectives of a front of two, or one axis is not an objective.
+    pub front_groups: Vec<FrontGroup>,
+    /// The objective the groups are of.
+    pub third: Option<Axis>,
     pub published: Vec<Published>,
     /// The span of the designs on each axis, widened where every design has one value (top-1
     /// of one bit width) so that the axis has a readable range around it.
@@ -162,6 +193,15 @@ impl DesignScatter {
             .filter_map(point)
             .collect();
         let all: Vec<[f64; 2]> = others.iter().chain(&front).copied().collect();
+        let third = third_objective(designs, x, y);
+        let front_groups = third.map_or_else(Vec::new, |t| {
+            let on_front: Vec<(&Design, [f64; 2])> = designs
+                .iter()
+                .filter(|d| d.pareto)
+                .filter_map(|d| Some((d, point(d)?)))
+                .collect();
+            groups(&on_front, t)
+        });
         let published = published
             .iter()
             .flat_map(|a| a.points.iter().map(move |p| (a, p)))
@@ -186,6 +226,8 @@ impl DesignScatter {
             y,
             others,
             front,
+            front_groups,
+            third,
             published,
         }
     }
@@ -194,6 +236,59 @@ impl DesignScatter {
     pub fn is_empty(&self) -> bool {
         self.others.is_empty() && self.front.is_empty()
     }
+}
+
+/// The Pareto objective that neither axis shows, when the front is over three objectives
+/// (every design has a top-1) and both axes are among them.
+fn third_objective(designs: &[Design], x: Axis, y: Axis) -> Option<Axis> {
+    let objectives = [Axis::Fps, Axis::GopsPerDsp, Axis::Top1];
+    let three = !designs.is_empty() && designs.iter().all(|d| d.top1.is_some());
+    let drawn = objectives.contains(&x) && objectives.contains(&y) && x != y;
+    if !(three && drawn) {
+        return None;
+    }
+    objectives.into_iter().find(|&a| a != x && a != y)
+}
+
+/// Front designs grouped by `third`: one group per value when there are few (a top-1 per bit
+/// width), else equal-count ranges.
+fn groups(front: &[(&Design, [f64; 2])], third: Axis) -> Vec<FrontGroup> {
+    let mut values: Vec<f64> = front.iter().filter_map(|(d, _)| third.of(d)).collect();
+    values.sort_by(f64::total_cmp);
+    values.dedup();
+    let n = GROUP_COLOURS.len();
+    // Each group's upper bound (inclusive), lowest first.
+    let bounds: Vec<f64> = if values.len() <= n {
+        values.clone()
+    } else {
+        (1..=n).map(|k| values[k * values.len() / n - 1]).collect()
+    };
+    let name = third.name();
+    let fmt = |v: f64| match third {
+        Axis::Top1 => format!("{v:.2} %"),
+        Axis::GopsPerDsp => format!("{v:.3}"),
+        _ => format!("{v:.0}"),
+    };
+    let name = name.trim_end_matches(" (%)");
+    let mut lower = f64::NEG_INFINITY;
+    bounds
+        .iter()
+        .map(|&upper| {
+            let points: Vec<[f64; 2]> = front
+                .iter()
+                .filter(|(d, _)| third.of(d).is_some_and(|v| v > lower && v <= upper))
+                .map(|(_, p)| *p)
+                .collect();
+            let first = values.iter().copied().find(|&v| v > lower).unwrap_or(upper);
+            let label = if first == upper {
+                format!("{name} {}", fmt(upper))
+            } else {
+                format!("{name} {}–{}", fmt(first), fmt(upper))
+            };
+            lower = upper;
+            FrontGroup { label, points }
+        })
+        .collect()
 }
 
 /// The smallest and largest coordinate `i` of `points`, if there are any.
@@ -268,6 +363,65 @@ mod tests {
         assert_eq!(s.y_range, Some((89.0, 91.0)));
         let s = DesignScatter::new(&designs[2..], Axis::Fps, Axis::Top1, &[]);
         assert!(s.is_empty() && s.x_range.is_none());
+    }
+
+    #[test]
+    fn the_front_is_shaded_by_the_objective_neither_axis_shows() {
+        let mut designs = vec![
+            design(10.0, Some(91.0), true),
+            design(20.0, Some(90.0), true),
+            design(30.0, Some(91.0), true),
+            design(5.0, Some(89.0), false),
+        ];
+        designs[1].gops_per_dsp = 0.7;
+        // FPS × GOPS/DSP: top-1 is the third objective, two values, two groups.
+        let s = DesignScatter::new(&designs, Axis::Fps, Axis::GopsPerDsp, &[]);
+        assert_eq!(s.third, Some(Axis::Top1));
+        let labels: Vec<&str> = s.front_groups.iter().map(|g| g.label.as_str()).collect();
+        assert_eq!(labels, ["top-1 90.00 %", "top-1 91.00 %"]);
+        assert_eq!(s.front_groups[0].points, vec![[20.0, 0.7]]);
+        assert_eq!(s.front_groups[1].points, vec![[10.0, 0.5], [30.0, 0.5]]);
+        // FPS × top-1: GOPS/DSP is; GOPS is no objective, and without top-1 there are two.
+        let s = DesignScatter::new(&designs, Axis::Fps, Axis::Top1, &[]);
+        assert_eq!(s.third, Some(Axis::GopsPerDsp));
+        assert!(
+            DesignScatter::new(&designs, Axis::Gops, Axis::Top1, &[])
+                .front_groups
+                .is_empty()
+        );
+        let no_top1: Vec<Design> = designs
+            .iter()
+            .map(|d| Design {
+                top1: None,
+                ..d.clone()
+            })
+            .collect();
+        assert!(
+            DesignScatter::new(&no_top1, Axis::Fps, Axis::GopsPerDsp, &[])
+                .third
+                .is_none()
+        );
+        // Many values: four equal-count ranges that cover every front design once.
+        let many: Vec<Design> = (0..10)
+            .map(|i| design(i as f64, Some(80.0 + i as f64), true))
+            .collect();
+        let s = DesignScatter::new(&many, Axis::Fps, Axis::GopsPerDsp, &[]);
+        assert_eq!(s.front_groups.len(), 4);
+        assert_eq!(
+            s.front_groups.iter().map(|g| g.points.len()).sum::<usize>(),
+            10
+        );
+        assert_eq!(s.front_groups[0].label, "top-1 80.00 %–81.00 %");
+        // Shades spread over the palette: two groups are its ends.
+        assert_eq!(
+            [group_colour(0, 2), group_colour(1, 2)],
+            [GROUP_COLOURS[0], GROUP_COLOURS[3]]
+        );
+        assert_eq!(
+            (0..4).map(|i| group_colour(i, 4)).collect::<Vec<_>>(),
+            GROUP_COLOURS
+        );
+        assert_eq!(group_colour(0, 1), GROUP_COLOURS[3]);
     }
 
     #[test]

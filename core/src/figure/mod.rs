@@ -316,6 +316,8 @@ mod tests {
             }],
             x_range: Some((100.0, 300.0)),
             y_range: Some((89.0, 91.0)),
+            front_groups: Vec::new(),
+            third: None,
         }
     }
 
@@ -346,6 +348,27 @@ mod tests {
         // Two designs as circles (and one in the legend); the front as a polygon.
         assert_eq!(svg.matches("<circle").count(), 3);
         assert!(svg.contains("<polygon"));
+        // A front shaded by the objective not drawn says each shade in the legend.
+        let shaded = DesignScatter {
+            third: Some(Axis::GopsPerDsp),
+            front_groups: vec![
+                crate::explore::scatter::FrontGroup {
+                    label: "GOPS/DSP 0.500".into(),
+                    points: vec![[300.0, 91.0]],
+                },
+                crate::explore::scatter::FrontGroup {
+                    label: "GOPS/DSP 0.700".into(),
+                    points: vec![[250.0, 90.0]],
+                },
+            ],
+            ..scatter()
+        };
+        write(&Figure::Scatter(shaded), "shaded", &path, Size::default()).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            svg.contains("Pareto front, GOPS/DSP 0.500")
+                && svg.contains("Pareto front, GOPS/DSP 0.700")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

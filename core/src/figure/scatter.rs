@@ -5,7 +5,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{Drawn, FONT, quiet_corner, tick};
-use crate::explore::scatter::{DesignScatter, Placement, extent};
+use crate::explore::scatter::{DesignScatter, Placement, extent, group_colour};
 
 /// The scatter on `root`, every length in units times `scale`.
 pub(super) fn draw<B: DrawingBackend>(
@@ -72,14 +72,36 @@ where
         .label("designs")
         .legend(move |(x, y)| Circle::new((x, y), r, designs.filled()));
     let big = px(5.0);
-    chart
-        .draw_series(
-            s.front
-                .iter()
-                .map(|&[x, y]| TriangleMarker::new((x, y), big, front.filled())),
-        )?
-        .label("Pareto front")
-        .legend(move |(x, y)| TriangleMarker::new((x, y), big, front.filled()));
+    // The front in one colour, or shaded by the objective neither axis shows.
+    let plain = [(String::from("Pareto front"), s.front.clone(), front)];
+    let shaded: Vec<(String, Vec<[f64; 2]>, RGBColor)> = s
+        .front_groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let [r, gr, b] = group_colour(i, s.front_groups.len());
+            (
+                format!("Pareto front, {}", g.label),
+                g.points.clone(),
+                RGBColor(r, gr, b),
+            )
+        })
+        .collect();
+    let series = if shaded.is_empty() {
+        plain.to_vec()
+    } else {
+        shaded
+    };
+    for (label, points, colour) in series {
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&[x, y]| TriangleMarker::new((x, y), big, colour.filled())),
+            )?
+            .label(label)
+            .legend(move |(x, y)| TriangleMarker::new((x, y), big, colour.filled()));
+    }
     // The legend goes to the corner with the fewest points and labels under it.
     let mut marks = all.clone();
     for p in &s.published {

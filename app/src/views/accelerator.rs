@@ -185,7 +185,9 @@ fn cycles_chart(explorer: &Explorer, ui: &mut egui::Ui) {
         }
     }
     let shown = Plot::new("cycles")
-        .legend(Legend::default())
+        // Top left: a bar's hover label opens to the pointer's right, where a top-right legend
+        // sat under it.
+        .legend(Legend::default().position(egui_plot::Corner::LeftTop))
         .x_axis_label("layer, in network order (that take time)")
         .y_axis_label("cycles per image per copy")
         .height(ui.available_height().max(160.0))

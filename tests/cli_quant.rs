@@ -1,6 +1,8 @@
 //! `qvit calibrate`, quantized `qvit eval` (fake-quant and integer executors) and `qvit vectors`
 //! end to end.
 
+mod common;
+
 use std::process::Command;
 
 fn qvit(args: &[&str]) -> std::process::Output {
@@ -214,18 +216,8 @@ fn ptq_table_writes_the_results_document() {
     let out = dir.join("ptq.md");
     // trio-vit with an output search over 8 images instead of 64: this test is about the
     // document, not the search.
-    let preset = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/presets/quant/trio-vit.ron"
-    ))
-    .unwrap();
-    let quick = preset.replace("OutputSearch(images: 64)", "OutputSearch(images: 8)");
-    assert_ne!(
-        quick, preset,
-        "the trio-vit preset's search changed; update this test"
-    );
     let trio = dir.join("trio-vit.ron");
-    std::fs::write(&trio, quick).unwrap();
+    common::quick_trio_vit(&trio, 8);
     let trio = trio.to_str().unwrap();
     let recipes = format!("percentile,{trio}");
     let run = qvit(&[

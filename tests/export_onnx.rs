@@ -241,18 +241,8 @@ fn full_size(tag: &str, mut run: impl FnMut(&str, &Path, &[&str])) {
     let dir = temp_dir(&format!("{tag}-full"));
     let data = dir.join("val");
     image_folder(&data, 3, 2);
-    let preset = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/presets/quant/trio-vit.ron"
-    ))
-    .unwrap();
-    let quick = preset.replace("OutputSearch(images: 64)", "OutputSearch(images: 1)");
-    assert_ne!(
-        quick, preset,
-        "the trio-vit preset's search changed; update this test"
-    );
     let trio = dir.join("trio-vit-quick.ron");
-    std::fs::write(&trio, quick).unwrap();
+    common::quick_trio_vit(&trio, 1);
     for (model, recipe) in [("efficientvit-b1", path(&trio)), ("deit-tiny", "repq-vit")] {
         let weights = dir.join(format!("{model}.safetensors"));
         random_weights(model, &weights);

@@ -106,15 +106,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             args.resume,
             &never,
             &mut |p| match p {
-                Progress::Accuracy(a) => bar.set_message(format!(
-                    "top-1 of {} ({} of {}): {} {}/{}",
-                    a.label,
-                    a.pair + 1,
-                    a.pairs,
-                    a.step.name(),
-                    a.done,
-                    a.total
-                )),
+                Progress::Accuracy(a) => bar.set_message(a.to_string()),
                 Progress::Designs(done) => {
                     bar.set_message("");
                     bar.set_position(done)

@@ -36,3 +36,23 @@ pub fn random_weights(model: &str, path: &Path) {
     let graph = Graph::build(&ArchSpec::resolve(model).unwrap()).unwrap();
     Weights::random(&graph, 7).save(path).unwrap();
 }
+
+/// The trio-vit preset with its output-aware search over `images` calibration images instead of
+/// 64, written to `path`: for tests about something else than the search, at a fraction of
+/// its cost.
+pub fn quick_trio_vit(path: &Path, images: usize) {
+    let preset = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/presets/quant/trio-vit.ron"
+    ))
+    .unwrap();
+    let quick = preset.replace(
+        "OutputSearch(images: 64)",
+        &format!("OutputSearch(images: {images})"),
+    );
+    assert_ne!(
+        quick, preset,
+        "the trio-vit preset's search changed; update this helper"
+    );
+    std::fs::write(path, quick).unwrap();
+}

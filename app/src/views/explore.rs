@@ -242,15 +242,7 @@ impl SweepProgress {
             None => (0.0, format!("{what}: starting")),
             Some(Progress::Accuracy(a)) => (
                 (a.pair as f32 + a.done as f32 / a.total.max(1) as f32) / a.pairs.max(1) as f32,
-                format!(
-                    "top-1 of {} ({} of {}): {} {}/{}, then {what}",
-                    a.label,
-                    a.pair + 1,
-                    a.pairs,
-                    a.step.name(),
-                    a.done,
-                    a.total
-                ),
+                format!("{a}, then {what}"),
             ),
             Some(Progress::Designs(done)) => (
                 *done as f32 / self.designs.max(1) as f32,

@@ -67,6 +67,22 @@ pub struct AccuracyProgress {
     pub total: usize,
 }
 
+impl std::fmt::Display for AccuracyProgress {
+    /// `top-1 of efficientvit-micro w4a8 (2 of 4): evaluating 1200/2000`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "top-1 of {} ({} of {}): {} {}/{}",
+            self.label,
+            self.pair + 1,
+            self.pairs,
+            self.step.name(),
+            self.done,
+            self.total
+        )
+    }
+}
+
 /// What the accuracy phase is doing for a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {

@@ -4,7 +4,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{Boxes, Drawn, FONT, channel_tick, tick};
+use super::{Boxes, Drawn, Frame, channel_tick, chart, legend};
 
 /// The boxes on `root`, every length in units times `scale`.
 pub(super) fn draw<B: DrawingBackend>(
@@ -17,7 +17,6 @@ where
     B::ErrorType: 'static,
 {
     let px = |v: f64| (v * scale).round() as i32;
-    root.fill(&WHITE)?;
     let n = b.boxes.len();
     let lo = b
         .boxes
@@ -30,26 +29,15 @@ where
         .map(|s| f64::from(s.max))
         .fold(f64::NEG_INFINITY, f64::max);
     let margin = 0.05 * (hi - lo).max(1e-6);
-    let xs = -0.7..(n as f64 - 0.3);
-    let ys = (lo - margin)..(hi + margin);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, px(20.0)))
-        .margin(px(16.0))
-        .x_label_area_size(px(44.0))
-        .y_label_area_size(px(64.0))
-        .build_cartesian_2d(xs.clone(), ys.clone())?;
-    let order = b.channels.clone();
-    chart
-        .configure_mesh()
-        .x_desc(b.x_label.as_str())
-        .y_desc(b.y_label.as_str())
-        .label_style((FONT, px(14.0)))
-        .axis_desc_style((FONT, px(15.0)))
-        .x_label_formatter(&|v| channel_tick(&order, *v))
-        .y_label_formatter(&|v| tick(*v))
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(205, 205, 205))
-        .draw()?;
+    let frame = Frame {
+        title,
+        x_label: &b.x_label,
+        y_label: &b.y_label,
+        xs: -0.7..(n as f64 - 0.3),
+        ys: (lo - margin)..(hi + margin),
+        y_area: 64.0,
+    };
+    let mut chart = chart(&root, &frame, scale, &|v| channel_tick(&b.channels, *v))?;
     let body = RGBColor(200, 90, 70);
     let dots = RGBColor(70, 120, 190);
     let half = 0.35;
@@ -89,13 +77,7 @@ where
         .enumerate()
         .flat_map(|(x, s)| [[x as f64, f64::from(s.min)], [x as f64, f64::from(s.max)]])
         .collect();
-    chart
-        .configure_series_labels()
-        .position(super::quiet_corner(&marks, &xs, &ys))
-        .label_font((FONT, px(13.0)))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(160, 160, 160))
-        .draw()?;
+    legend(&mut chart, &marks, scale)?;
     root.present()?;
     Ok(())
 }

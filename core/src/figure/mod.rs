@@ -10,10 +10,11 @@ mod scatter;
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::explore::scatter::DesignScatter;
+use crate::explore::scatter::{DesignScatter, Placement};
 use crate::quant::stats::BoxStats;
 
 /// The font family every figure's text uses.
@@ -174,7 +175,35 @@ impl Figure {
             Figure::Boxes(b) if b.boxes.is_empty() || b.channels.len() != b.boxes.len() => {
                 Some("no boxes to draw".into())
             }
+            _ if !self.values().all(f64::is_finite) => {
+                Some("a value to draw is not a finite number (NaN or infinite)".into())
+            }
             _ => None,
+        }
+    }
+
+    /// Every number the figure places.
+    fn values(&self) -> Box<dyn Iterator<Item = f64> + '_> {
+        match self {
+            Figure::Scatter(s) => {
+                Box::new(s.others.iter().chain(&s.front).flatten().copied().chain(
+                    s.published.iter().flat_map(|p| match p.at {
+                        Placement::Point([x, y]) => vec![x, y],
+                        Placement::Vertical(v) | Placement::Horizontal(v) => vec![v],
+                    }),
+                ))
+            }
+            Figure::Bars(b) => Box::new(
+                b.series
+                    .iter()
+                    .flat_map(|s| s.bars.iter().flatten().copied())
+                    .chain(b.lines.iter().flat_map(|l| l.at.iter().copied())),
+            ),
+            Figure::Boxes(b) => {
+                Box::new(b.boxes.iter().flat_map(|s| {
+                    [s.min, s.p1, s.p25, s.median, s.p75, s.p99, s.max].map(f64::from)
+                }))
+            }
         }
     }
 }
@@ -249,6 +278,73 @@ fn register_font() {
 
 type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
 
+/// A figure's plotting area in data coordinates, as every kind draws on it.
+type Chart<'a, B> = ChartContext<'a, B, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// What every figure's frame has: a title, axis titles, the data ranges and how ticks read.
+struct Frame<'t> {
+    title: &'t str,
+    x_label: &'t str,
+    y_label: &'t str,
+    xs: std::ops::Range<f64>,
+    ys: std::ops::Range<f64>,
+    /// Pixels (before scaling) for the y tick labels and title.
+    y_area: f64,
+}
+
+/// Fills `root` white and draws the frame: title, light grid, ticks by `x_tick` and `tick`,
+/// axis titles. Lengths are units times `scale`.
+fn chart<'a, B: DrawingBackend>(
+    root: &'a DrawingArea<B, Shift>,
+    frame: &Frame,
+    scale: f64,
+    x_tick: &dyn Fn(&f64) -> String,
+) -> std::result::Result<Chart<'a, B>, Box<dyn std::error::Error>>
+where
+    B::ErrorType: 'static,
+{
+    let px = |v: f64| (v * scale).round() as i32;
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(frame.title, (FONT, px(20.0)))
+        .margin(px(16.0))
+        .x_label_area_size(px(44.0))
+        .y_label_area_size(px(frame.y_area))
+        .build_cartesian_2d(frame.xs.clone(), frame.ys.clone())?;
+    chart
+        .configure_mesh()
+        .x_desc(frame.x_label)
+        .y_desc(frame.y_label)
+        .label_style((FONT, px(14.0)))
+        .axis_desc_style((FONT, px(15.0)))
+        .x_label_formatter(x_tick)
+        .y_label_formatter(&|v| tick(*v))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(205, 205, 205))
+        .draw()?;
+    Ok(chart)
+}
+
+/// The legend of every labelled series, in the corner with the fewest of `marks` under it.
+fn legend<'a, B: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, B>,
+    marks: &[[f64; 2]],
+    scale: f64,
+) -> Drawn
+where
+    B::ErrorType: 'static,
+{
+    let (xs, ys) = (chart.x_range(), chart.y_range());
+    chart
+        .configure_series_labels()
+        .position(quiet_corner(marks, &xs, &ys))
+        .label_font((FONT, (13.0 * scale).round() as i32))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(160, 160, 160))
+        .draw()?;
+    Ok(())
+}
+
 /// The corner of the plot whose quarter-wide, fifth-high box holds the fewest of `marks`
 /// (the first of lower right, upper right, lower left, upper left on a tie).
 pub(crate) fn quiet_corner(
@@ -302,7 +398,7 @@ pub fn channel_tick(order: &[usize], x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::explore::scatter::{Axis, Placement, Published};
+    use crate::explore::scatter::{Axis, Published};
 
     fn scatter() -> DesignScatter {
         DesignScatter {
@@ -535,6 +631,16 @@ mod tests {
         };
         let e = write(&Figure::Scatter(s.clone()), "t", Path::new("f.png"), nan).unwrap_err();
         assert!(e.to_string().contains("dpi"), "{e}");
+        let mut nan = s.clone();
+        nan.front[0][0] = f64::NAN;
+        let e = write(
+            &Figure::Scatter(nan),
+            "t",
+            Path::new("f.svg"),
+            Size::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not a finite number"), "{e}");
         let empty = DesignScatter {
             others: vec![],
             front: vec![],

@@ -4,7 +4,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{Drawn, FONT, quiet_corner, tick};
+use super::{Drawn, FONT, Frame, chart, legend, tick};
 use crate::explore::scatter::{DesignScatter, Placement, extent, group_colour};
 
 /// The scatter on `root`, every length in units times `scale`.
@@ -18,7 +18,6 @@ where
     B::ErrorType: 'static,
 {
     let px = |v: f64| (v * scale).round() as i32;
-    root.fill(&WHITE)?;
     let designs = RGBColor(70, 120, 190);
     let front = RGBColor(220, 80, 30);
     let grey = RGBColor(110, 110, 110);
@@ -45,23 +44,15 @@ where
         (lo - margin)..(hi + margin)
     };
     let (xs, ys) = (span(0, s.x_range), span(1, s.y_range));
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, px(20.0)))
-        .margin(px(16.0))
-        .x_label_area_size(px(44.0))
-        .y_label_area_size(px(64.0))
-        .build_cartesian_2d(xs.clone(), ys.clone())?;
-    chart
-        .configure_mesh()
-        .x_desc(s.x.name())
-        .y_desc(s.y.name())
-        .label_style((FONT, px(14.0)))
-        .x_label_formatter(&|v| tick(*v))
-        .y_label_formatter(&|v| tick(*v))
-        .axis_desc_style((FONT, px(15.0)))
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(205, 205, 205))
-        .draw()?;
+    let frame = Frame {
+        title,
+        x_label: s.x.name(),
+        y_label: s.y.name(),
+        xs: xs.clone(),
+        ys: ys.clone(),
+        y_area: 64.0,
+    };
+    let mut chart = chart(&root, &frame, scale, &|v| tick(*v))?;
     let r = px(2.5);
     chart
         .draw_series(
@@ -111,7 +102,6 @@ where
             Placement::Point(_) => {}
         }
     }
-    let corner = quiet_corner(&marks, &xs, &ys);
     let ink = RGBColor(60, 60, 60);
     let text = (FONT, px(12.0)).into_font().color(&ink);
     // Labels sit where designs are sparse: a point's beside it, a vertical line's at its top,
@@ -164,13 +154,7 @@ where
                 Rectangle::new([(x - side, y - side), (x + side, y + side)], grey.filled())
             });
     }
-    chart
-        .configure_series_labels()
-        .position(corner)
-        .label_font((FONT, px(13.0)))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(160, 160, 160))
-        .draw()?;
+    legend(&mut chart, &marks, scale)?;
     root.present()?;
     Ok(())
 }

@@ -36,10 +36,19 @@ fn check(model: &str, args: &[&str], threshold: f64) {
         (top1 - reported).abs() <= 0.01 + 1e-9,
         "{model}: qvit measures {top1} %, the trainer reported {reported} %"
     );
-    // The README's table of shipped models quotes the trainer's figure.
+    // The README's table of shipped models quotes the trainer's figure and wall time.
     let readme = std::fs::read_to_string("README.md").unwrap();
     let row = format!("| {model} | {reported:.2} % |");
-    assert!(readme.contains(&row), "README.md should have `{row}`");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with(&row))
+        .unwrap_or_else(|| panic!("README.md should have `{row}`"));
+    let seconds = trainer_report(model)["wall_time_s"].as_f64().unwrap();
+    let minutes = format!("| {} min on 2 cores", (seconds / 60.0).round());
+    assert!(
+        line.contains(&minutes),
+        "{model}: the report's {seconds} s should read `{minutes}` in `{line}`"
+    );
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub struct Loaded {
     /// Digests of the statistics and the test set, which key cached plans and accuracies.
     pub stats_digest: u64,
     pub test_digest: u64,
+    /// The file the statistics were read from or kept in (none for a fresh calibration without
+    /// a cache folder), which a sweep's accuracy phase reads instead of calibrating again.
+    pub stats_file: Option<std::path::PathBuf>,
 }
 
 /// Loads the project's model and test set and calibrates it: reads the project's statistics
@@ -55,21 +58,27 @@ pub fn load(
                 total: total as u64,
             })
         };
-        let stats = match (&project.calibration, cache) {
-            (None, Some(dir)) => pipeline::cached_statistics(
-                &model,
-                dir,
-                project.calibration_data.as_ref(),
-                cancel,
-                &mut progress,
-            )?,
-            (file, _) => pipeline::statistics(
-                &model,
-                file.as_deref(),
-                project.calibration_data.as_ref(),
-                cancel,
-                &mut progress,
-            )?,
+        let (stats, stats_file) = match (&project.calibration, cache) {
+            (None, Some(dir)) => {
+                let (stats, file) = pipeline::cached_statistics(
+                    &model,
+                    dir,
+                    project.calibration_data.as_ref(),
+                    cancel,
+                    &mut progress,
+                )?;
+                (stats, Some(file))
+            }
+            (file, _) => {
+                let stats = pipeline::statistics(
+                    &model,
+                    file.as_deref(),
+                    project.calibration_data.as_ref(),
+                    cancel,
+                    &mut progress,
+                )?;
+                (stats, file.clone())
+            }
         };
         Ok(Loaded {
             stats_digest: stats.digest(),
@@ -77,6 +86,7 @@ pub fn load(
             model,
             stats,
             test,
+            stats_file,
         })
     };
     go().map_err(|e| e.to_string())

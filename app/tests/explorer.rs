@@ -639,3 +639,23 @@ fn every_plot_on_screen_exports_as_a_figure() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The Explore sweep's accuracy phase reads the statistics the explorer already has (the file
+/// in its cache folder) instead of calibrating again; a space kept in the project does not
+/// carry that machine-local file, so a headless run calibrates.
+#[test]
+fn the_sweep_measures_top1_on_the_explorers_own_statistics() {
+    let mut h = explorer();
+    let file = h
+        .state()
+        .loaded
+        .as_ref()
+        .and_then(|l| l.stats_file.clone())
+        .expect("statistics kept in the cache folder");
+    assert!(file.is_file());
+    let space = h.state().explore.space(h.state()).unwrap();
+    assert_eq!(space.accuracy.unwrap().calibration, vec![file]);
+    qvit_app::views::explore::keep_in_project(h.state_mut()).unwrap();
+    let kept = h.state().project.sweep.clone().unwrap();
+    assert!(kept.accuracy.unwrap().calibration.is_empty());
+}

@@ -150,17 +150,41 @@ pub fn statistics(
 }
 
 /// Statistics of a project's calibration set (see [`calibration_set`]), kept in `cache_dir`
-/// under a name made of the model, its resolution, a fingerprint of its weights and one of the
-/// set (its data, count and seed): computed once, then read back without running the model. A
-/// cached file that fails to read or to match is computed again and replaced.
+/// under [`statistics_cache_file`]'s name: computed once, then read back without running the
+/// model. A cached file that fails to read or to match is computed again and replaced.
+/// Returns the statistics and the file that keeps them.
 pub fn cached_statistics(
     model: &Model,
     cache_dir: &Path,
     set: Option<&CalibrationSet>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<CalibrationStats> {
+) -> Result<(CalibrationStats, PathBuf)> {
     let set = calibration_set(set, &model.graph)?;
+    let path = statistics_cache_file(model, cache_dir, &set);
+    let origin = path.display().to_string();
+    // Files from before qvit kept a calibration sample are computed again.
+    if let Ok(stats) = CalibrationStats::load(&path)
+        && stats.sample.is_some()
+        && stats
+            .check_matches(&model.graph, &model.folded, &origin)
+            .is_ok()
+    {
+        return Ok((stats, path));
+    }
+    let stats = statistics(model, None, Some(&set), cancel, progress)?;
+    std::fs::create_dir_all(cache_dir).map_err(|source| Error::Io {
+        path: cache_dir.to_path_buf(),
+        source,
+    })?;
+    stats.save(&path)?;
+    Ok((stats, path))
+}
+
+/// Where [`cached_statistics`] keeps the statistics of `model` on `set`: a name made of the
+/// model, its resolution, a fingerprint of its weights and one of the set (its data, count and
+/// seed).
+pub fn statistics_cache_file(model: &Model, cache_dir: &Path, set: &CalibrationSet) -> PathBuf {
     let name: String = model
         .graph
         .model
@@ -173,30 +197,13 @@ pub fn cached_statistics(
             }
         })
         .collect();
-    let path = cache_dir.join(format!(
+    cache_dir.join(format!(
         "{name}-{}-{:016x}-{:016x}-{}.calib.safetensors",
         model.graph.resolution,
         quant::stats::fingerprint(&model.folded),
         crate::digest::of(format!("{:?}", set.data).as_bytes()) ^ set.seed,
         set.selection().count,
-    ));
-    let origin = path.display().to_string();
-    // Files from before qvit kept a calibration sample are computed again.
-    if let Ok(stats) = CalibrationStats::load(&path)
-        && stats.sample.is_some()
-        && stats
-            .check_matches(&model.graph, &model.folded, &origin)
-            .is_ok()
-    {
-        return Ok(stats);
-    }
-    let stats = statistics(model, None, Some(&set), cancel, progress)?;
-    std::fs::create_dir_all(cache_dir).map_err(|source| Error::Io {
-        path: cache_dir.to_path_buf(),
-        source,
-    })?;
-    stats.save(&path)?;
-    Ok(stats)
+    ))
 }
 
 /// Resolves the settings' recipe and builds the plan from saved statistics (no float pass).

@@ -609,23 +609,24 @@ fn cached_statistics_are_computed_once_and_recomputed_when_corrupt() {
     };
     let set = Some(&set);
     let mut calls = 0;
-    let first = cached_statistics(&model, &dir, set, &never, &mut |_, _| calls += 1).unwrap();
+    let (first, file) =
+        cached_statistics(&model, &dir, set, &never, &mut |_, _| calls += 1).unwrap();
+    assert_eq!(file.parent(), Some(dir.as_path()));
+    assert!(file.is_file(), "the statistics are kept in the file named");
     assert!(calls > 0, "the first call calibrates");
     let mut calls = 0;
-    let again = cached_statistics(&model, &dir, set, &never, &mut |_, _| calls += 1).unwrap();
+    let again = cached_statistics(&model, &dir, set, &never, &mut |_, _| calls += 1)
+        .unwrap()
+        .0;
     assert_eq!(calls, 0, "the second call reads the file");
     assert_eq!(again.points.len(), first.points.len());
     assert_eq!(again.points[3].channel_max, first.points[3].channel_max);
     // A corrupt cache file is replaced by a fresh calibration.
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
     std::fs::write(&file, b"garbage").unwrap();
     let mut calls = 0;
-    cached_statistics(&model, &dir, set, &never, &mut |_, _| calls += 1).unwrap();
+    let (_, replaced) =
+        cached_statistics(&model, &dir, set, &never, &mut |_, _| calls += 1).unwrap();
+    assert_eq!(replaced, file);
     assert!(calls > 0);
     assert!(CalibrationStats::load(&file).is_ok());
     std::fs::remove_dir_all(&dir).ok();

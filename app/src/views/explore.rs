@@ -106,7 +106,13 @@ impl ExploreState {
                 recipe: settings.recipe.clone(),
                 images: Some(ACCURACY_IMAGES),
                 calibration_images: crate::session::CALIBRATION_IMAGES,
-                calibration: Vec::new(),
+                // The statistics the explorer already has, rather than a calibration of its own.
+                calibration: explorer
+                    .loaded
+                    .as_ref()
+                    .and_then(|l| l.stats_file.clone())
+                    .into_iter()
+                    .collect(),
                 executor: settings.executor,
             }),
             sampling: Sampling::Grid,
@@ -183,6 +189,10 @@ pub fn keep_in_project(explorer: &mut Explorer) -> Result<(), String> {
     let mut space = explorer.explore.space(explorer)?;
     space.base_config = None;
     space.models.clear();
+    // The explorer's statistics file is a cache of this machine: a headless run calibrates.
+    if let Some(accuracy) = &mut space.accuracy {
+        accuracy.calibration.clear();
+    }
     explorer.project.sweep = Some(space);
     Ok(())
 }

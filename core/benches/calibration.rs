@@ -87,3 +87,33 @@ fn efficientvit_micro_trio_vit_plan(bencher: divan::Bencher) {
     };
     bencher.bench_local(|| quant::build(&graph, &folded, &stats, &recipe, &settings).unwrap());
 }
+
+/// The digest that keys the explorer's remembered plans and accuracies: EfficientViT-B1's
+/// statistics, digested once each time a model is loaded.
+#[divan::bench(sample_count = 5)]
+fn efficientvit_b1_statistics_digest(bencher: divan::Bencher) {
+    let (_, _, stats) = b1_stats();
+    bencher.bench_local(|| stats.digest());
+}
+
+/// A remembered EfficientViT-B1 plan (trio-vit's ranges, no search) read back from the cache
+/// folder, what the explorer does instead of building it again on a later run.
+#[divan::bench(sample_count = 5)]
+fn efficientvit_b1_cached_plan_read(bencher: divan::Bencher) {
+    use qvit_core::cache::Store;
+    let (graph, folded, stats) = b1_stats();
+    let mut recipe = Recipe::preset("trio-vit").unwrap();
+    recipe
+        .techniques
+        .retain(|t| !matches!(t, Technique::OutputSearch { .. }));
+    let settings = QuantSettings {
+        recipe: recipe.name.clone(),
+        ..QuantSettings::default()
+    };
+    let plan = quant::build(&graph, &folded, &stats, &recipe, &settings).unwrap();
+    let dir = std::env::temp_dir().join(format!("qvit-bench-cache-{}", std::process::id()));
+    let store = Store::new(&dir);
+    store.put_plan(1, &plan).unwrap();
+    bencher.bench_local(|| store.plan(1, &graph).unwrap());
+    std::fs::remove_dir_all(&dir).ok();
+}

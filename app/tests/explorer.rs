@@ -391,6 +391,20 @@ fn a_full_size_project_with_folder_data_reaches_a_top1() {
     assert_eq!(h.state().accuracy.as_ref().map(|a| a.images), Some(6));
     let top1 = label(&h, "top-1 ");
     assert!(top1.contains('%'), "{top1}");
+    // At full size too, every plot of the Distributions and Accelerator tabs is a figure.
+    for tab in ["Distributions", "Accelerator"] {
+        click(&mut h, tab);
+        h.run_steps(2);
+        let plots: Vec<String> = h.state().plots.iter().map(|(n, _)| n.clone()).collect();
+        assert!(!plots.is_empty(), "{tab} shows no plot");
+        for (i, plot) in plots.iter().enumerate() {
+            let svg = dir.join(format!("{tab}-{i}.svg"));
+            qvit_app::views::figures::export(h.state_mut(), plot, &svg);
+            let text = std::fs::read_to_string(&svg)
+                .unwrap_or_else(|e| panic!("B1 {plot}: {e}; {:?}", h.state().notice));
+            assert!(text.contains("<svg"), "B1 {plot}");
+        }
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use qvit_core::accel::published;
-use qvit_core::explore::scatter::{Axis, DesignScatter};
+use qvit_core::explore::scatter::{self, Axis, DesignScatter};
 use qvit_core::explore::sweep;
 use qvit_core::figure::{self, Size};
 
@@ -68,41 +68,32 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
             args.csv.display()
         );
     }
-    let mut models: Vec<&str> = designs.iter().map(|d| d.model.as_str()).collect();
-    models.sort_unstable();
-    models.dedup();
     let published = match args.no_published {
         false => published::all()?,
         true => Vec::new(),
     };
-    let scatter = DesignScatter::new(&designs, args.x, args.y, &published);
+    let view = DesignScatter::new(&designs, args.x, args.y, &published);
+    let drawn = view.others.len() + view.front.len();
+    let shown_published = view.published.len();
     let on_front = designs.iter().filter(|d| d.pareto).count();
-    let title = args.title.clone().unwrap_or_else(|| {
-        format!(
-            "{}: {} designs, {on_front} on the Pareto front",
-            models.join(", "),
-            designs.len()
-        )
-    });
+    let title = args
+        .title
+        .clone()
+        .unwrap_or_else(|| scatter::title(&designs));
     let (width, height) = args.size;
     let size = Size {
         width,
         height,
         dpi: args.dpi,
     };
-    figure::write(
-        &figure::Figure::Scatter(scatter.clone()),
-        &title,
-        &args.out,
-        size,
-    )?;
+    figure::write(&figure::Figure::Scatter(view), &title, &args.out, size)?;
     eprintln!(
         "{} written: {} against {}, {} designs ({on_front} on the front), {} published figures",
         args.out.display(),
         args.y.name(),
         args.x.name(),
-        scatter.others.len() + scatter.front.len(),
-        scatter.published.len()
+        drawn,
+        shown_published
     );
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use qvit_core::accel::Bound;
 use qvit_core::accel::published::PublishedAccelerator;
-use qvit_core::explore::scatter::DesignScatter;
+use qvit_core::explore::scatter::{self, DesignScatter};
 use qvit_core::figure::{self, BarSeries, Bars, Boxes, Figure, Lines};
 use qvit_core::quant::stats::BoxStats;
 
@@ -48,13 +48,8 @@ fn of(explorer: &mut Explorer, plot: &str) -> Option<(String, Figure)> {
             let published: Vec<PublishedAccelerator> =
                 explorer.explore.published().unwrap_or_default();
             let s = &explorer.explore;
-            let on_front = s.designs.iter().filter(|d| d.pareto).count();
-            let title = format!(
-                "{model}: {} designs, {on_front} on the Pareto front",
-                s.designs.len()
-            );
             let view = DesignScatter::new(&s.designs, s.x, s.y, &published);
-            Some((title, Figure::Scatter(view)))
+            Some((scatter::title(&s.designs), Figure::Scatter(view)))
         }
         CYCLES => {
             let cost = explorer.cost.as_ref().ok()?;

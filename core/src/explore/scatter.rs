@@ -291,6 +291,19 @@ fn groups(front: &[(&Design, [f64; 2])], third: Axis) -> Vec<FrontGroup> {
         .collect()
 }
 
+/// A scatter's title: the designs' models, how many designs, how many on the front.
+pub fn title(designs: &[Design]) -> String {
+    let mut models: Vec<&str> = designs.iter().map(|d| d.model.as_str()).collect();
+    models.sort_unstable();
+    models.dedup();
+    let on_front = designs.iter().filter(|d| d.pareto).count();
+    format!(
+        "{}: {} designs, {on_front} on the Pareto front",
+        models.join(", "),
+        designs.len()
+    )
+}
+
 /// The smallest and largest coordinate `i` of `points`, if there are any.
 pub fn extent(points: &[[f64; 2]], i: usize) -> Option<(f64, f64)> {
     let lo = points.iter().map(|p| p[i]).reduce(f64::min)?;

@@ -28,6 +28,8 @@ pub struct Tour {
     settle: u32,
     /// Set by the screenshot callback once the file is written.
     saved: Option<Arc<AtomicBool>>,
+    /// Explore's sweep is started once; a sweep that fails is pictured with its error.
+    swept: bool,
 }
 
 impl Tour {
@@ -37,6 +39,7 @@ impl Tour {
             next: 0,
             settle: SETTLE_FRAMES,
             saved: None,
+            swept: false,
         })
     }
 }
@@ -61,7 +64,8 @@ pub fn step(explorer: &mut Explorer) {
         return;
     };
     explorer.tab = tab;
-    if tab == Tab::Explore && explorer.explore.designs.is_empty() && explorer.jobs.sweep.is_none() {
+    if tab == Tab::Explore && !tour.swept {
+        tour.swept = true;
         crate::views::explore::start_sweep(explorer);
         return;
     }

@@ -84,6 +84,37 @@ fn all_but_float_ties(within: usize, n: usize) -> bool {
     within + n / 100_000 >= n
 }
 
+/// docs/int-executor.md's share of codes within ±1 in the table row or sentence that starts
+/// with `prefix`: the first figure written `N.NNN %` or `N.N %` after it.
+fn documented_share(prefix: &str) -> f64 {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/int-executor.md"
+    ))
+    .unwrap();
+    let at = docs
+        .find(prefix)
+        .unwrap_or_else(|| panic!("docs/int-executor.md has no `{prefix}`"));
+    let rest = &docs[at + prefix.len()..];
+    let end = rest.find(" %").expect("a percentage");
+    let figure = rest[..end].rsplit(|c: char| !(c.is_ascii_digit() || c == '.'));
+    figure
+        .into_iter()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no figure after `{prefix}`"))
+}
+
+/// The documented share of codes within ±1 is the measured one, to the allowance for float
+/// ties (one code in 100,000, so 0.001 points) and the doc's rounding.
+fn assert_documented_share(prefix: &str, measured: f64, allowance: f64) {
+    let documented = documented_share(prefix);
+    assert!(
+        (documented - measured).abs() <= allowance + 0.0005,
+        "docs/int-executor.md `{prefix}` says {documented} %, measured {measured:.3} %"
+    );
+}
+
 /// Per point: (name, elements, within ±1, max |difference|) on test images `0..images`.
 fn agreement(m: &Micro, plan: &QuantPlan, images: usize, local: bool) -> Vec<Agreement> {
     let batch = dataset(true).batch(0..images).unwrap();
@@ -99,11 +130,14 @@ fn efficientvit_trio_vit_codes_match_fake_quant() {
     let end_to_end = agreement(&m, &p, 32, false);
     let share = report("efficientvit-micro trio-vit end to end", "", &end_to_end);
     assert!(share >= 85.0, "{share:.3} % within ±1 LSB end to end");
+    // The doc writes one decimal; ties may move a few codes on another CPU.
+    assert_documented_share("end to end instead", share, 0.1);
     let rows = agreement(&m, &p, 64, true);
-    report("efficientvit-micro", "trio-vit, layer by layer", &rows);
+    let share = report("efficientvit-micro", "trio-vit, layer by layer", &rows);
     for (name, n, within, _) in &rows {
         assert!(all_but_float_ties(*within, *n), "{name}: {within} of {n}");
     }
+    assert_documented_share("| efficientvit-micro, trio-vit W8A8 |", share, 0.001);
 }
 
 /// Whether docs/int-executor.md's accuracy table has this row (to 0.02 points: two images,
@@ -215,6 +249,7 @@ fn deit_codes_match_fake_quant_including_softmax_and_gelu() {
         let rows = agreement(&m, &p, 16, true);
         let share = report("deit-micro", &format!("{recipe}, layer by layer"), &rows);
         assert!(share >= 99.99, "{recipe}: {share:.3} % within ±1 LSB");
+        assert_documented_share(&format!("| deit-micro, {recipe} W8A8 |"), share, 0.001);
         for (name, n, within, _) in &rows {
             if name.ends_with("softmax") || name.ends_with("mlp.act") {
                 assert!(*within as f64 >= 0.999 * *n as f64, "{recipe}: {name}");
@@ -338,10 +373,15 @@ fn low_and_wide_bit_widths_compile_and_match() {
     for bits in ["w4a8", "w8a12"] {
         let p = plan(&m, "trio-vit", bits);
         let rows = agreement(&m, &p, 8, true);
-        report(
+        let share = report(
             "efficientvit-micro",
             &format!("trio-vit {bits}, layer by layer"),
             &rows,
+        );
+        assert_documented_share(
+            "| efficientvit-micro, trio-vit W4A8 and W8A12 (images 0–7) |",
+            share,
+            0.001,
         );
         for (name, n, within, _) in &rows {
             assert!(

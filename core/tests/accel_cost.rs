@@ -224,3 +224,153 @@ fn systolic_baseline_prices_every_layer_as_a_matrix_product() {
         "{err}"
     );
 }
+
+/// `config` with its RON text edited by `edit`.
+fn edited(preset: &str, edit: impl Fn(String) -> String) -> AccelConfig {
+    let (_, text) = qvit_core::accel::config::PRESETS
+        .iter()
+        .find(|(name, _)| *name == preset)
+        .unwrap();
+    AccelConfig::from_ron(&edit(text.to_string()), "edited.ron").unwrap()
+}
+
+fn graph(model: &str) -> Graph {
+    Graph::build(&ArchSpec::preset(model).unwrap()).unwrap()
+}
+
+/// The workload of `model` at `bits`, with `overrides` (glob, (w, a)) applied.
+fn mixed(g: &Graph, bits: &str, overrides: &[&str]) -> Workload {
+    use qvit_core::quant::{LayerBits, QuantSettings};
+    let settings = QuantSettings {
+        bits: bits.parse().unwrap(),
+        overrides: overrides.iter().map(|o| o.parse().unwrap()).collect(),
+        ..Default::default()
+    };
+    let layer_bits = LayerBits::resolve(g, &settings).unwrap();
+    Workload::with_bits(g, |id| layer_bits.operands(g, id))
+}
+
+#[test]
+fn w4a8_packs_as_w8a8_but_moves_fewer_bytes() {
+    // WP486 / FINN: one 8-bit operand keeps two products per DSP48E2, so W4A8 needs the DSPs
+    // W8A8 needs; its weights are half the bytes, so a design that streams them is faster.
+    for model in ["efficientvit-b1", "deit-tiny"] {
+        let g = graph(model);
+        let streaming = edited("trio-vit-zcu102", |t| {
+            t.replace("weight_buffer_kib: 1024", "weight_buffer_kib: 16")
+                .replace("bandwidth_gbps: 19.2", "bandwidth_gbps: 2.0")
+        });
+        let w8a8 = cost(&mixed(&g, "w8a8", &[]), &streaming).unwrap();
+        let w4a8 = cost(&mixed(&g, "w4a8", &[]), &streaming).unwrap();
+        assert_eq!(w4a8.dsps, w8a8.dsps, "{model}");
+        assert!(w4a8.bytes_moved < w8a8.bytes_moved, "{model}");
+        assert!(w4a8.fps > w8a8.fps, "{model}: {} vs {}", w4a8.fps, w8a8.fps);
+        // The attention products multiply two 8-bit activations, so the datapath is still built
+        // for 8 × 8 operands, LUT multipliers included.
+        assert_eq!(w4a8.envelope_bits, (8, 8), "{model}");
+        assert_eq!(w4a8.luts_as_lut_multipliers, w8a8.luts_as_lut_multipliers);
+    }
+}
+
+#[test]
+fn versal_dsp58_packs_three_products() {
+    let config = edited("trio-vit-zcu102", |t| t.replace("\"zcu102\"", "\"vck190\""));
+    let r = cost(&mixed(&graph("efficientvit-b1"), "w8a8", &[]), &config).unwrap();
+    // FINN's mvu_vvu_8sx9_dsp58: ⌈2,048 / 3⌉ DSP58s.
+    assert_eq!(r.dsps, 683);
+    let r = cost(&mixed(&graph("efficientvit-b1"), "w4a4", &[]), &config).unwrap();
+    assert_eq!(
+        r.dsps, 683,
+        "FINN uses the same three-product core for 4-bit operands"
+    );
+}
+
+#[test]
+fn one_wide_layer_sets_the_envelope_unless_packing_is_per_layer() {
+    for (model, attention) in [
+        ("efficientvit-b1", "*context_module*"),
+        ("deit-tiny", "*.attn.*"),
+    ] {
+        let g = graph(model);
+        // Attention at 8 bits, everything else W4A4.
+        let workload = mixed(&g, "w4a4", &[&format!("{attention}=w8a8")]);
+        let envelope = AccelConfig::preset("trio-vit-zcu102").unwrap();
+        let per_layer = edited("trio-vit-zcu102", |t| {
+            t.replace(
+                "bandwidth_gbps: 19.2,",
+                "bandwidth_gbps: 19.2,\n    packing: PerLayer,",
+            )
+        });
+        let uniform4 = cost(&mixed(&g, "w4a4", &[]), &envelope).unwrap();
+        let uniform8 = cost(&mixed(&g, "w8a8", &[]), &envelope).unwrap();
+        let fixed = cost(&workload, &envelope).unwrap();
+        let scalable = cost(&workload, &per_layer).unwrap();
+        // Built for the widest layer, the mixed design needs W8A8's DSPs and computes at its
+        // speed (its 4-bit weights move fewer bytes).
+        let compute = |r: &qvit_core::accel::CostReport| -> u64 {
+            r.layers.iter().map(|l| l.compute_cycles).sum()
+        };
+        assert_eq!(fixed.envelope_bits, (8, 8), "{model}");
+        assert_eq!(fixed.dsps, uniform8.dsps, "{model}");
+        assert_eq!(compute(&fixed), compute(&uniform8), "{model}");
+        assert!(fixed.bytes_moved < uniform8.bytes_moved, "{model}");
+        // Smaller LUT multipliers need every product within 4 bits.
+        assert!(uniform4.luts_as_lut_multipliers < uniform8.luts_as_lut_multipliers / 2);
+        // Precision-scalable, the same DSPs run the W4A4 layers at four products each: faster
+        // than W8A8, slower than the all-W4A4 design (which needs half the DSPs).
+        assert_eq!(scalable.dsps, uniform8.dsps, "{model}");
+        assert!(
+            compute(&scalable) < compute(&fixed) && scalable.fps > fixed.fps,
+            "{model}: {} vs {}",
+            compute(&scalable),
+            compute(&fixed)
+        );
+        // … but slower than all-W4A4 on those DSPs (twice the lanes), where attention packs too.
+        let doubled = edited("trio-vit-zcu102", |t| t.replace("lanes: 8", "lanes: 16"));
+        let all4 = cost(&mixed(&g, "w4a4", &[]), &doubled).unwrap();
+        assert_eq!(all4.dsps, scalable.dsps, "{model}");
+        assert!(compute(&scalable) > compute(&all4), "{model}");
+        assert_eq!(uniform4.dsps * 2, uniform8.dsps, "{model}");
+        // Uniform widths are unaffected by per-layer packing.
+        assert_eq!(
+            cost(&mixed(&g, "w4a4", &[]), &per_layer).unwrap().cycles,
+            uniform4.cycles
+        );
+    }
+}
+
+#[test]
+fn per_layer_packing_is_refused_by_the_published_model() {
+    let base = include_str!("../../presets/accelerators/trio-vit-reference-16.ron");
+    let err = AccelConfig::from_ron(
+        &base.replace(
+            "bandwidth_gbps: 19.2,",
+            "bandwidth_gbps: 19.2,\n    packing: PerLayer,",
+        ),
+        "p.ron",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("packing") && err.contains("Corrected"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_design_beyond_the_parts_luts_is_refused() {
+    // 4,096 copies of one-multiplier engines: 8,192 W4A4 products fit 2,048 DSP48E2s, but each
+    // engine's control (FINN's 300 LUTs) alone needs 2.5 million LUTs.
+    let config = edited("trio-vit-zcu102", |t| {
+        t.replace("copies: 8", "copies: 4096")
+            .replace("mat: (pes: 16, lanes: 8)", "mat: (pes: 1, lanes: 1)")
+            .replace("rmac: (pes: 16, lanes: 8)", "rmac: (pes: 1, lanes: 1)")
+    });
+    let err = cost(&mixed(&graph("efficientvit-b1"), "w4a4", &[]), &config)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("LUTs") && err.contains("but the zcu102 has 274080"),
+        "{err}"
+    );
+}

@@ -17,7 +17,10 @@ use super::target;
 /// systolic array per copy with as many multipliers, no depthwise engine, no fusion).
 ///
 /// Bit widths: `--bits` for every layer and `--override` for some, or a project's `quant`
-/// section; they set DSP packing and bytes moved.
+/// section; they set bytes moved and DSP packing. Products pack per DSP48E2 four at ≤ 4 × ≤ 4
+/// bits, two at ≤ 8 × ≤ 8 (so W4A8 packs as W8A8), one above; three per Versal DSP58 up to
+/// 8 × 9. The datapath is built for the widest operands of any layer; an accelerator with
+/// `packing: PerLayer` runs each layer at its own packing.
 #[derive(Debug, Args)]
 pub struct CostArgs {
     /// A project RON file, a model preset, or a model RON file (default: efficientvit-micro).
@@ -105,7 +108,8 @@ fn render(r: &CostReport, settings: &QuantSettings) -> String {
          cycles       {} per image per copy\n\
          latency      {:.3} ms\n\
          throughput   {:.1} FPS · {:.1} GOPS\n\
-         DSPs         {} of {} ({} multipliers)\n\
+         DSPs         {} of {} ({} multipliers for w{}a{} operands)\n\
+         LUTs         {} of {} (adder trees and accumulators; {} with LUT multipliers)\n\
          efficiency   {:.4} GOPS/DSP · {:.5} FPS/DSP\n\
          utilization  {:.1} %\n\
          off-chip     {} bytes per image\n",
@@ -124,6 +128,11 @@ fn render(r: &CostReport, settings: &QuantSettings) -> String {
         r.dsps,
         r.dsp_budget,
         r.multipliers,
+        r.envelope_bits.0,
+        r.envelope_bits.1,
+        thousands(r.luts),
+        thousands(r.lut_budget as u64),
+        thousands(r.luts_as_lut_multipliers),
         r.gops_per_dsp,
         r.fps_per_dsp,
         100.0 * r.utilization,

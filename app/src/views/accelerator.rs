@@ -124,6 +124,13 @@ fn budgets(explorer: &Explorer, ui: &mut egui::Ui) {
     match &explorer.cost {
         Ok(c) => {
             meter(ui, "DSPs", c.dsps as f64, part.dsps as f64, "");
+            meter(ui, "LUTs", c.luts as f64, part.luts as f64, "").on_hover_text(format!(
+                "Adder trees and accumulators of the MAC array (FINN-style estimate) for \
+                     w{}a{} operands; {} with LUT multipliers instead of DSP slices",
+                c.envelope_bits.0,
+                c.envelope_bits.1,
+                thousands(c.luts_as_lut_multipliers)
+            ));
             ui.label(format!(
                 "utilization {:.1} % · {} cycles per image per copy · {} bytes off-chip per image",
                 100.0 * c.utilization,
@@ -145,7 +152,7 @@ fn budgets(explorer: &Explorer, ui: &mut egui::Ui) {
     );
 }
 
-fn meter(ui: &mut egui::Ui, what: &str, used: f64, budget: f64, unit: &str) {
+fn meter(ui: &mut egui::Ui, what: &str, used: f64, budget: f64, unit: &str) -> egui::Response {
     let share = used / budget.max(1.0);
     let mut bar = egui::ProgressBar::new(share.min(1.0) as f32)
         .desired_width(400.0)
@@ -156,7 +163,7 @@ fn meter(ui: &mut egui::Ui, what: &str, used: f64, budget: f64, unit: &str) {
     if share > 1.0 {
         bar = bar.fill(ui.visuals().error_fg_color);
     }
-    ui.add(bar);
+    ui.add(bar)
 }
 
 fn cycles_chart(explorer: &Explorer, ui: &mut egui::Ui) {

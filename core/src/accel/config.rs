@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::packing::Packing;
 use super::parts::{Part, part};
 use super::trio_vit::Engines;
 use crate::error::{Error, Result};
@@ -41,40 +42,6 @@ pub enum Architecture {
     Systolic { rows: usize, cols: usize },
 }
 
-/// How many MACs one DSP slice performs per cycle, by the wider operand's bit width.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DspPacking {
-    /// Operands of at most 4 bits.
-    pub up_to_4_bits: usize,
-    /// Operands of at most 8 bits (two INT8 MACs sharing an operand: Xilinx WP486).
-    pub up_to_8_bits: usize,
-    /// Wider operands (up to 16 bits).
-    pub wider: usize,
-}
-
-impl Default for DspPacking {
-    /// Two INT8 MACs per DSP48E2 as Trio-ViT assumes; four 4-bit MACs is qvit's assumption for
-    /// the same packing with narrower operands; one MAC for 9–16-bit operands.
-    fn default() -> Self {
-        Self {
-            up_to_4_bits: 4,
-            up_to_8_bits: 2,
-            wider: 1,
-        }
-    }
-}
-
-impl DspPacking {
-    pub fn macs_per_dsp(&self, bits: u8) -> usize {
-        match bits {
-            0..=4 => self.up_to_4_bits,
-            5..=8 => self.up_to_8_bits,
-            _ => self.wider,
-        }
-    }
-}
-
 /// An accelerator design on a part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename = "Accelerator")]
@@ -86,8 +53,10 @@ pub struct AccelConfig {
     /// L: identical copies of the engines, each running its own image.
     pub copies: usize,
     pub architecture: Architecture,
+    /// How products pack into DSP slices: built for the widest operands (the default), or
+    /// precision-scalable per layer.
     #[serde(default)]
-    pub dsp_packing: DspPacking,
+    pub packing: Packing,
     /// On-chip activation buffer per copy; a layer whose input and output do not fit streams
     /// them from off-chip memory.
     pub activation_buffer_kib: usize,
@@ -210,15 +179,21 @@ impl AccelConfig {
         ] {
             check_size(origin, field, kib, MAX_BUFFER_KIB)?;
         }
-        let p = self.dsp_packing;
-        for v in [p.up_to_4_bits, p.up_to_8_bits, p.wider] {
-            if v == 0 {
-                return bad(
-                    "dsp_packing",
-                    "every packing factor must be at least 1".into(),
-                );
-            }
-            check_size(origin, "dsp_packing", v, 64)?;
+        if self.packing == Packing::PerLayer
+            && matches!(
+                self.architecture,
+                Architecture::TrioVit {
+                    model: TrioModel::Reference,
+                    ..
+                }
+            )
+        {
+            return bad(
+                "packing",
+                "the reference model prices the published W8A8 design exactly; per-layer packing \
+                 needs `model: Corrected`"
+                    .into(),
+            );
         }
         Ok(())
     }

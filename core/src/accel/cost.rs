@@ -9,9 +9,10 @@
 //! the depthwise layer.
 
 use super::config::{AccelConfig, Architecture, TrioModel};
+use super::packing::{Multipliers, Packing, engine_luts, envelope, macs_per_dsp};
 use super::report::{Bound, CostReport, LayerCost};
 use super::systolic::systolic_cycles;
-use super::trio_vit::{corrected_cycles, reference_cycles};
+use super::trio_vit::{Engines, corrected_cycles, reference_cycles};
 use super::workload::{HwOp, Workload};
 use crate::error::{Error, Result};
 
@@ -59,15 +60,22 @@ pub struct Totals {
     pub fps_per_dsp: f64,
     pub utilization: f64,
     pub bytes_moved: u64,
+    /// LUTs of the MAC array's adder trees and accumulators (FINN-style estimate).
+    pub luts: u64,
 }
 
-/// Per-layer compute cycles, off-chip bytes, and the DSPs of a feasible design.
+/// Per-layer compute cycles, off-chip bytes, and the DSPs and LUTs of a feasible design.
 struct Priced {
     compute: Vec<u64>,
     moved: Vec<u64>,
     bytes_per_cycle: f64,
     dsps: usize,
     budget: usize,
+    /// The operand widths the datapath is built for.
+    envelope: (u8, u8),
+    luts: u64,
+    /// The same engines with LUT multipliers instead of DSP slices.
+    luts_as_lut_multipliers: u64,
 }
 
 impl Priced {
@@ -110,6 +118,7 @@ fn summarize(workload: &Workload, config: &AccelConfig, p: &Priced, cycles: u64)
             macs as f64 / (cycles as f64 * per_copy)
         },
         bytes_moved: p.moved.iter().sum(),
+        luts: p.luts,
     }
 }
 
@@ -179,31 +188,95 @@ pub fn cost(workload: &Workload, config: &AccelConfig) -> Result<CostReport> {
         utilization: t.utilization,
         macs: workload.macs(),
         bytes_moved: t.bytes_moved,
+        envelope_bits: p.envelope,
+        luts: p.luts,
+        lut_budget: part.luts,
+        luts_as_lut_multipliers: p.luts_as_lut_multipliers,
         layers,
     })
+}
+
+/// Per-layer compute cycles of one copy, each layer on engines `speedups[i]` times as wide (its
+/// operands pack that many more products per DSP than the envelope's).
+fn compute_cycles(workload: &Workload, config: &AccelConfig, speedups: &[usize]) -> Vec<u64> {
+    let at = |s: usize| -> Vec<u64> {
+        match &config.architecture {
+            Architecture::TrioVit { mat, rmac, model } => {
+                // Packed products share one operand: more output channels (MAT lanes) or output
+                // rows (R-MAC lanes) per DSP.
+                let engines = Engines {
+                    mat_pes: mat.pes,
+                    mat_lanes: mat.lanes * s,
+                    rmac_pes: rmac.pes,
+                    rmac_lanes: rmac.lanes * s,
+                };
+                match model {
+                    TrioModel::Reference => reference_cycles(workload, &engines),
+                    TrioModel::Corrected => corrected_cycles(workload, &engines),
+                }
+            }
+            Architecture::Systolic { rows, cols } => systolic_cycles(workload, *rows, cols * s),
+        }
+    };
+    let mut distinct = speedups.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let priced: Vec<(usize, Vec<u64>)> = distinct.into_iter().map(|s| (s, at(s))).collect();
+    speedups
+        .iter()
+        .enumerate()
+        .map(|(i, s)| priced.iter().find(|(k, _)| k == s).unwrap().1[i])
+        .collect()
+}
+
+/// How many times the envelope's products per DSP each layer packs: 1 everywhere unless the
+/// datapath is precision-scalable. A depthwise conv priced with the conv it feeds runs at the
+/// slower of the two.
+fn layer_speedups(workload: &Workload, config: &AccelConfig, base: usize) -> Result<Vec<usize>> {
+    let kind = config.part()?.dsp;
+    let own: Vec<usize> = workload
+        .layers
+        .iter()
+        .map(|l| match config.packing {
+            Packing::PerLayer if l.macs > 0 => macs_per_dsp(kind, l.weight_bits, l.act_bits) / base,
+            _ => 1,
+        })
+        .collect();
+    Ok(workload
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| l.feeds.map_or(own[i], |t| own[i].min(own[t])))
+        .collect())
 }
 
 fn price(workload: &Workload, config: &AccelConfig) -> Result<Priced> {
     config.validate(&config.name)?;
     let part = config.part()?;
-    let compute = match (&config.architecture, config.engines()) {
-        (Architecture::TrioVit { model, .. }, Some(engines)) => match model {
-            TrioModel::Reference => reference_cycles(workload, &engines),
-            TrioModel::Corrected => corrected_cycles(workload, &engines),
-        },
-        (Architecture::Systolic { rows, cols }, _) => systolic_cycles(workload, *rows, *cols),
-        (Architecture::TrioVit { .. }, None) => unreachable!("a Trio-ViT design has engines"),
-    };
+    let envelope = envelope(
+        workload
+            .layers
+            .iter()
+            .filter(|l| l.macs > 0)
+            .map(|l| (l.weight_bits, l.act_bits)),
+    );
+    let base = macs_per_dsp(part.dsp, envelope.0, envelope.1);
+    let compute = compute_cycles(workload, config, &layer_speedups(workload, config, base)?);
     let fuses = config.fuses_depthwise();
-    let widest = workload
-        .layers
-        .iter()
-        .map(|l| l.weight_bits.max(l.act_bits))
-        .max()
-        .unwrap_or(8);
-    let dsps = config
-        .multipliers()
-        .div_ceil(config.dsp_packing.macs_per_dsp(widest));
+    let dsps = config.multipliers().div_ceil(base);
+    let engines: Vec<(usize, usize)> = match &config.architecture {
+        Architecture::TrioVit { mat, rmac, .. } => {
+            vec![(mat.pes, mat.lanes), (rmac.pes, rmac.lanes)]
+        }
+        Architecture::Systolic { rows, cols } => vec![(*rows, *cols)],
+    };
+    let luts = |multipliers: Multipliers| -> u64 {
+        let per_copy: u64 = engines
+            .iter()
+            .map(|&(pes, lanes)| engine_luts(pes, lanes, envelope.0, envelope.1, multipliers))
+            .sum();
+        per_copy * config.copies as u64
+    };
     let over = |what: &str, need: usize, have: usize, unit: &str| Error::InvalidField {
         origin: config.name.clone(),
         field: what.to_string(),
@@ -214,6 +287,10 @@ fn price(workload: &Workload, config: &AccelConfig) -> Result<Priced> {
     };
     if dsps > part.dsps {
         return Err(over("DSPs", dsps, part.dsps, "DSP slices"));
+    }
+    let (luts, luts_as_lut_multipliers) = (luts(Multipliers::Dsp), luts(Multipliers::Lut));
+    if luts > part.luts as u64 {
+        return Err(over("LUTs", luts as usize, part.luts, "LUTs"));
     }
     let buffers = config.activation_buffer_kib * config.copies + config.weight_buffer_kib;
     if buffers > part.on_chip_kib {
@@ -287,5 +364,8 @@ fn price(workload: &Workload, config: &AccelConfig) -> Result<Priced> {
         bytes_per_cycle: config.bandwidth_gbps * 1e9 / (config.clock_mhz * 1e6),
         dsps,
         budget: part.dsps,
+        envelope,
+        luts,
+        luts_as_lut_multipliers,
     })
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod cost;
+pub mod packing;
 pub mod parts;
 pub mod published;
 pub mod report;

@@ -58,6 +58,13 @@ pub struct CostReport {
     pub utilization: f64,
     pub macs: u64,
     pub bytes_moved: u64,
+    /// `(weight bits, activation bits)` the datapath is built for: the widest of any layer.
+    pub envelope_bits: (u8, u8),
+    /// LUTs of the MAC array's adder trees and accumulators (FINN-style estimate).
+    pub luts: u64,
+    pub lut_budget: usize,
+    /// The same engines with every multiplier built from LUTs instead of a DSP slice.
+    pub luts_as_lut_multipliers: u64,
     pub layers: Vec<LayerCost>,
 }
 

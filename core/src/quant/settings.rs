@@ -201,13 +201,28 @@ impl LayerBits {
     }
 
     /// `(weight bits, input activation bits)` of a layer: the bits of the tensor it reads,
-    /// looking through ops that only move values (concatenation, taking the class token).
+    /// looking through ops that only move values (concatenation, taking the class token). An
+    /// attention product multiplies two activations: its "weight" operand is its last input
+    /// (k in q·kᵀ, v in P·v, the context in context·q).
     pub fn operands(&self, graph: &Graph, id: NodeId) -> (u8, u8) {
-        let mut input = graph.node(id).inputs.first().copied().unwrap_or(0);
-        while matches!(graph.node(input).op, Op::Concat | Op::TakeClassToken) {
-            input = graph.node(input).inputs[0];
-        }
-        (self.weights[id], self.activations[input])
+        let source = |mut input: NodeId| {
+            while matches!(graph.node(input).op, Op::Concat | Op::TakeClassToken) {
+                input = graph.node(input).inputs[0];
+            }
+            input
+        };
+        let node = graph.node(id);
+        let input = source(node.inputs.first().copied().unwrap_or(0));
+        let weights = match node.op {
+            Op::AttentionScores { .. }
+            | Op::AttentionMix { .. }
+            | Op::LinearAttentionContext { .. }
+            | Op::LinearAttentionQuery { .. } => {
+                self.activations[source(node.inputs.last().copied().unwrap_or(0))]
+            }
+            _ => self.weights[id],
+        };
+        (weights, self.activations[input])
     }
 }
 

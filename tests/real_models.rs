@@ -232,3 +232,87 @@ fn full_size_models_say_what_to_give() {
     assert!(e.contains("crop_ratio"), "{e}");
     std::fs::remove_dir_all(&c.dir).unwrap();
 }
+
+/// `qvit sensitivity` at full size: trio-vit's searched plan (a one-image search) on B1 @ 224
+/// and repq-vit on DeiT-T, held-out accuracy on a folder, every layer with weights in the CSV.
+fn sensitivity(model: &str, recipe: &str) {
+    let c = case(model, "sensitivity");
+    let recipe = if recipe == "trio-vit" {
+        let path = c.dir.join("trio-vit-quick.ron");
+        common::quick_trio_vit(&path, 1);
+        path.display().to_string()
+    } else {
+        recipe.to_string()
+    };
+    let out = c.dir.join("s.csv");
+    let report = ok(&[
+        "sensitivity",
+        model,
+        "--weights",
+        &c.weights,
+        "--calibration-data",
+        &c.data,
+        "--calibration-images",
+        "2",
+        "--recipe",
+        &recipe,
+        "--candidates",
+        "w4a8",
+        "--sample-images",
+        "2",
+        "--heldout",
+        &c.data,
+        "--heldout-images",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let layers = qvit_core::graph::Graph::build(&qvit_core::arch::ArchSpec::preset(model).unwrap())
+        .unwrap()
+        .nodes()
+        .iter()
+        .filter(|n| {
+            matches!(
+                n.op,
+                qvit_core::graph::Op::Conv2d(_)
+                    | qvit_core::graph::Op::Linear(_)
+                    | qvit_core::graph::Op::PatchEmbed(_)
+            )
+        })
+        .count();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        layers,
+        "{model}: one row per layer with weights"
+    );
+    assert!(rows.iter().all(|r| r["kl"].as_f64().unwrap().is_finite()));
+    assert_eq!(report["heldout_images"], 3);
+    let csv = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(csv.lines().count(), 1 + layers);
+    // Without held-out images, a full-size model says what to give.
+    let e = err(&[
+        "sensitivity",
+        model,
+        "--weights",
+        &c.weights,
+        "--calibration-data",
+        &c.data,
+        "--calibration-images",
+        "2",
+    ]);
+    assert!(e.contains("--heldout DIR"), "{e}");
+    std::fs::remove_dir_all(&c.dir).unwrap();
+}
+
+#[test]
+fn efficientvit_b1_sensitivity() {
+    sensitivity("efficientvit-b1", "trio-vit");
+}
+
+#[test]
+fn deit_tiny_sensitivity() {
+    sensitivity("deit-tiny", "repq-vit");
+}

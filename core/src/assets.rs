@@ -37,3 +37,14 @@ pub fn fashion_mnist_calibration() -> (PathBuf, PathBuf) {
         d.join("calib-1024-labels-idx1-ubyte.gz"),
     )
 }
+
+/// The shipped held-out slice: 2,000 Fashion-MNIST training images (200 per class), none of them
+/// in the calibration subset, written by `tools/data/heldout.py`. Sensitivity scans and searches
+/// measure accuracy on it, so the test set only reports what they chose.
+pub fn fashion_mnist_heldout() -> (PathBuf, PathBuf) {
+    let d = dir().join("fashion-mnist");
+    (
+        d.join("heldout-2000-images-idx3-ubyte.gz"),
+        d.join("heldout-2000-labels-idx1-ubyte.gz"),
+    )
+}

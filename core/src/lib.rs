@@ -39,6 +39,7 @@ pub mod project;
 pub mod quant;
 pub mod rng;
 pub mod ron_io;
+pub mod search;
 pub mod tensor;
 pub mod weights;
 

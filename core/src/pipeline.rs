@@ -101,6 +101,32 @@ pub fn test_data(project: &Project, graph: &Graph) -> Result<Dataset> {
     Ok(data)
 }
 
+/// Held-out images for choosing bit widths (never the test set): `given`, else the shipped
+/// held-out Fashion-MNIST training images for a model that takes 28×28 images.
+pub fn heldout_data(given: Option<&crate::project::DataSource>, graph: &Graph) -> Result<Dataset> {
+    let source = match given {
+        Some(d) => d.clone(),
+        None if graph.input_shape() == [1, 28, 28] => {
+            crate::project::DataSource::fashion_mnist_heldout()
+        }
+        None => {
+            return Error::field(
+                &graph.model,
+                "held-out data",
+                format!(
+                    "the model takes {:?} images and qvit ships held-out images only for the \
+                     28×28 micro models; give training images that calibration does not use \
+                     (an ImageNet-style folder) with --heldout DIR",
+                    graph.input_shape()
+                ),
+            );
+        }
+    };
+    let data = source.open(graph.family, graph.resolution)?;
+    check_images(&data, graph)?;
+    Ok(data)
+}
+
 /// Refuses images of another shape than the model takes, naming both.
 pub fn check_images(data: &Dataset, graph: &Graph) -> Result<()> {
     if data.image_shape[..] == *graph.input_shape() {

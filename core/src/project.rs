@@ -148,6 +148,16 @@ impl DataSource {
         }
     }
 
+    /// The shipped held-out training images ([`assets::fashion_mnist_heldout`]).
+    pub fn fashion_mnist_heldout() -> Self {
+        let (images, labels) = assets::fashion_mnist_heldout();
+        DataSource::Idx {
+            images,
+            labels: Some(labels),
+            normalize: Normalize::fashion_mnist(),
+        }
+    }
+
     /// A path given on the command line: a folder is an ImageNet-style tree read with the
     /// official transform of `family` at `resolution` (`crop_ratio` overriding the family's);
     /// a file is IDX images with their labels beside them.

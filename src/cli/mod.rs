@@ -11,6 +11,7 @@ mod plot;
 mod prepare;
 mod ptq_table;
 mod quant_args;
+mod sensitivity;
 mod sweep;
 mod target;
 mod vectors;
@@ -52,6 +53,7 @@ Examples:
   qvit export --format onnx --out micro.onnx --samples 16
                                               the float model as ONNX, with inputs and logits to check it
   qvit bench                                  images/s of the fp32, fake-quant and int executors
+  qvit sensitivity efficientvit-micro-spread  per-layer damage of fewer bits (held-out images)
   qvit cost efficientvit-b1 --resolution 224  cycles, FPS, GOPS and DSP efficiency on Trio-ViT/ZCU102
   qvit sweep presets/sweeps/trio-vit-zcu102.ron  a design space on every core, CSV + Pareto front
   qvit plot trio-vit-zcu102.csv --out front.svg  that sweep as a figure for a paper";
@@ -67,6 +69,7 @@ enum Command {
     Info(info::InfoArgs),
     Calibrate(calibrate::CalibrateArgs),
     Eval(eval::EvalArgs),
+    Sensitivity(sensitivity::SensitivityArgs),
     PtqTable(ptq_table::PtqTableArgs),
     Bench(bench::BenchArgs),
     Cost(cost::CostArgs),
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Cost(args) => cost::run(&args),
         Command::Sweep(args) => sweep::run(&args),
+        Command::Sensitivity(args) => sensitivity::run(&args),
         Command::Plot(args) => plot::run(&args),
         Command::Vectors(args) => vectors::run(&args),
         Command::Export(args) => export::run(&args),

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::plan::{QuantPlan, input_channel, out_channels};
+use super::plan::{QuantPlan, WeightPlan, input_channel, out_channels};
 use crate::error::Result;
 use crate::eval::Classifier;
 use crate::exec::float::FloatExecutor;
@@ -20,22 +20,35 @@ pub fn fake_quantized_weights(
 ) -> FoldedWeights {
     let mut out = params.clone();
     for wp in &plan.weights {
-        let op = &graph.node(wp.node).op;
-        let (NodeParams::Conv { weight, .. } | NodeParams::Linear { weight, .. }) =
-            &mut out.nodes[wp.node]
-        else {
-            continue;
-        };
-        let per_out = weight.len() / out_channels(op);
-        for (e, w) in weight.iter_mut().enumerate() {
-            let r = wp
-                .input_scale
-                .as_ref()
-                .map_or(1.0, |s| s[input_channel(op, e)]);
-            *w = wp.quantizer.fake(*w * r, e / per_out) / r;
-        }
+        fake_quantize_layer(graph, params, wp, &mut out);
     }
     out
+}
+
+/// Replaces the weights of `wp`'s layer in `out` by `params`' weights fake-quantized with `wp`
+/// (so a plan that differs from another in a few layers can start from the other's weights).
+pub fn fake_quantize_layer(
+    graph: &Graph,
+    params: &FoldedWeights,
+    wp: &WeightPlan,
+    out: &mut FoldedWeights,
+) {
+    let op = &graph.node(wp.node).op;
+    let (
+        NodeParams::Conv { weight: from, .. } | NodeParams::Linear { weight: from, .. },
+        NodeParams::Conv { weight, .. } | NodeParams::Linear { weight, .. },
+    ) = (&params.nodes[wp.node], &mut out.nodes[wp.node])
+    else {
+        return;
+    };
+    let per_out = weight.len() / out_channels(op);
+    for (e, (w, &x)) in weight.iter_mut().zip(from.iter()).enumerate() {
+        let r = wp
+            .input_scale
+            .as_ref()
+            .map_or(1.0, |s| s[input_channel(op, e)]);
+        *w = wp.quantizer.fake(x * r, e / per_out) / r;
+    }
 }
 
 /// For every node, the indices of the activation plans applied to its output.

@@ -203,6 +203,47 @@ pub fn build_reporting(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<QuantPlan> {
+    build_with(
+        graph, params, stats, recipe, settings, None, cancel, progress,
+    )
+}
+
+/// [`build`], taking each weight quantizer from `earlier` (a plan of the same recipe on the same
+/// statistics and weights) where that layer's bits and input factors are the same: the weights'
+/// range searches are most of a plan's cost at full size, and a plan that changes a few layers'
+/// widths needs only theirs. The result equals [`build`]'s.
+pub fn build_reusing(
+    graph: &Graph,
+    params: &FoldedWeights,
+    stats: &CalibrationStats,
+    recipe: &Recipe,
+    settings: &QuantSettings,
+    earlier: &QuantPlan,
+) -> Result<QuantPlan> {
+    let never = AtomicBool::new(false);
+    build_with(
+        graph,
+        params,
+        stats,
+        recipe,
+        settings,
+        Some(earlier),
+        &never,
+        &mut |_, _| {},
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_with(
+    graph: &Graph,
+    params: &FoldedWeights,
+    stats: &CalibrationStats,
+    recipe: &Recipe,
+    settings: &QuantSettings,
+    earlier: Option<&QuantPlan>,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<QuantPlan> {
     recipe.check_family(graph.family, &graph.model)?;
     let pts = points(graph);
     if pts.len() != stats.points.len() {
@@ -227,7 +268,21 @@ pub fn build_reporting(
     let mut input_scale: Vec<Option<Vec<f32>>> = vec![None; n];
     let mut weight_note: Vec<String> = vec![String::new(); n];
     let mut activations = Vec::with_capacity(pts.len());
-    for (p, st) in pts.iter().zip(&stats.points) {
+    // The activation bits `earlier` was built with, to know which of its entries still hold.
+    let earlier_bits = earlier
+        .map(|e| {
+            LayerBits::resolve(
+                graph,
+                &QuantSettings {
+                    bits: e.bits,
+                    overrides: e.overrides.clone(),
+                    ..settings.clone()
+                },
+            )
+        })
+        .transpose()?;
+    let rounding = settings.rounding.unwrap_or(recipe.rounding);
+    for (i, (p, st)) in pts.iter().zip(&stats.points).enumerate() {
         if p.name != st.name {
             return Error::field(
                 &format!("calibration of `{}`", stats.model),
@@ -239,6 +294,17 @@ pub fn build_reporting(
             );
         }
         let bits = a_bits[p.node];
+        let reusable = earlier.zip(earlier_bits.as_ref()).and_then(|(e, b)| {
+            e.activations
+                .get(i)
+                .filter(|a| a.point == p.name && a.rounding == rounding)
+                .filter(|_| b.activations[p.node] == bits)
+        });
+        if let Some(entry) = reusable {
+            reader_effects(graph, recipe, entry, &mut input_scale, &mut weight_note);
+            activations.push(entry.clone());
+            continue;
+        }
         let uniform = |s: &PointStats, bits: u8| {
             Quantizer::Uniform(range::uniform(
                 &s.distribution(),
@@ -256,7 +322,7 @@ pub fn build_reporting(
             quantizer: uniform(st, bits),
             migration: None,
             shift: None,
-            rounding: settings.rounding.unwrap_or(recipe.rounding),
+            rounding,
             note: String::new(),
         };
         let technique =
@@ -285,11 +351,6 @@ pub fn build_reporting(
                         st.channel_spread(),
                         migrated.channel_spread()
                     );
-                    for c in readers(graph, p.node) {
-                        weight_note[c] =
-                            format!("weights × s_c of `{}` (channel-wise migration)", p.name);
-                        input_scale[c] = Some(s.clone());
-                    }
                     entry.migration = Some(s);
                 }
             }
@@ -305,10 +366,6 @@ pub fn build_reporting(
                     entry.quantizer = uniform(&shifted, bits);
                     let (lo, hi) = minmax(&z);
                     entry.note = format!("filter-wise shift: z_c in {lo:.3}–{hi:.3}");
-                    for c in readers(graph, p.node) {
-                        weight_note[c] =
-                            format!("bias += Σ_i z_i·w_(j,i) for the shift of `{}`", p.name);
-                    }
                     entry.shift = Some(z);
                 }
             }
@@ -418,11 +475,6 @@ pub fn build_reporting(
                     entry.note = format!(
                         "per-channel scales reparameterised to one (r in {lo:.2}–{hi:.2}) through the LayerNorm affine"
                     );
-                    for c in readers(graph, p.node) {
-                        weight_note[c] =
-                            format!("weights × r of `{}` (RepQ-ViT reparameterisation)", p.name);
-                        input_scale[c] = Some(r.clone());
-                    }
                     entry.quantizer = Quantizer::Uniform(q);
                 }
             }
@@ -431,6 +483,7 @@ pub fn build_reporting(
         if entry.note.is_empty() {
             entry.note = format!("{}-bit {}", entry.bits, entry.quantizer.describe());
         }
+        reader_effects(graph, recipe, &entry, &mut input_scale, &mut weight_note);
         activations.push(entry);
     }
 
@@ -440,35 +493,25 @@ pub fn build_reporting(
             continue;
         };
         let bits = w_bits[id];
+        let reusable = earlier.and_then(|e| {
+            e.weights
+                .iter()
+                .find(|p| p.node == id && p.bits == bits && p.input_scale == input_scale[id])
+        });
         let outs = out_channels(&node.op);
         let per_out = w.len() / outs;
-        let scaled: Vec<f32> = match &input_scale[id] {
-            Some(r) => w
-                .iter()
-                .enumerate()
-                .map(|(e, &x)| x * r[input_channel(&node.op, e)])
-                .collect(),
-            None => w.to_vec(),
-        };
         let rule = &recipe.weights;
-        let quantizer = match rule.granularity {
-            Granularity::PerTensor => {
-                range::uniform(&Distribution::from_values(&scaled), bits, true, rule.range)
-            }
-            Granularity::PerChannel | Granularity::PerGroup(_) => {
-                let group = match rule.granularity {
-                    Granularity::PerGroup(g) => g.min(outs),
-                    _ => 1,
-                };
-                let dists: Vec<Distribution> = scaled
-                    .chunks(per_out * group)
-                    .map(Distribution::from_values)
-                    .collect();
-                Uniform {
-                    group,
-                    ..range::uniform_per_channel(&dists, bits, true, rule.range)
-                }
-            }
+        let quantizer = match reusable {
+            Some(p) => p.quantizer.clone(),
+            None => weight_quantizer(
+                w,
+                &node.op,
+                input_scale[id].as_deref(),
+                bits,
+                rule,
+                outs,
+                per_out,
+            ),
         };
         let mut note = format!(
             "{bits}-bit {}",
@@ -515,6 +558,91 @@ pub fn build_reporting(
         output_search::search(graph, params, &mut plan, sample, *images, cancel, progress)?;
     }
     Ok(plan)
+}
+
+/// What an activation point's technique does to the layers that read it: Trio-ViT's migration
+/// factors and RepQ-ViT's reparameterisation factors scale their weights' input channels, and
+/// the filter-wise shift is compensated in their biases. Derived from the finished entry, so a
+/// reused entry has the same effects as a computed one.
+fn reader_effects(
+    graph: &Graph,
+    recipe: &Recipe,
+    entry: &ActivationPlan,
+    input_scale: &mut [Option<Vec<f32>>],
+    weight_note: &mut [String],
+) {
+    let (factors, note): (Option<Vec<f32>>, String) = match (entry.kind, &entry.quantizer) {
+        (TensorKind::DepthwiseInput, _) if entry.migration.is_some() => (
+            entry.migration.clone(),
+            format!(
+                "weights × s_c of `{}` (channel-wise migration)",
+                entry.point
+            ),
+        ),
+        (TensorKind::ProjectionInput, _) if entry.shift.is_some() => (
+            None,
+            format!("bias += Σ_i z_i·w_(j,i) for the shift of `{}`", entry.point),
+        ),
+        (TensorKind::PostLayerNorm, Quantizer::Uniform(q))
+            if recipe.has(|t| matches!(t, Technique::RepqLayerNorm)) =>
+        {
+            let s_mean = mean(&q.scale);
+            (
+                Some(q.scale.iter().map(|s| s / s_mean).collect()),
+                format!(
+                    "weights × r of `{}` (RepQ-ViT reparameterisation)",
+                    entry.point
+                ),
+            )
+        }
+        _ => return,
+    };
+    for c in readers(graph, entry.node) {
+        weight_note[c] = note.clone();
+        if factors.is_some() {
+            input_scale[c] = factors.clone();
+        }
+    }
+}
+
+/// The weight quantizer of one layer: `w` scaled by its input factors, per tensor, channel or
+/// group as the recipe's rule says.
+fn weight_quantizer(
+    w: &[f32],
+    op: &Op,
+    input_scale: Option<&[f32]>,
+    bits: u8,
+    rule: &super::recipe::WeightRule,
+    outs: usize,
+    per_out: usize,
+) -> Uniform {
+    let scaled: Vec<f32> = match input_scale {
+        Some(r) => w
+            .iter()
+            .enumerate()
+            .map(|(e, &x)| x * r[input_channel(op, e)])
+            .collect(),
+        None => w.to_vec(),
+    };
+    match rule.granularity {
+        Granularity::PerTensor => {
+            range::uniform(&Distribution::from_values(&scaled), bits, true, rule.range)
+        }
+        Granularity::PerChannel | Granularity::PerGroup(_) => {
+            let group = match rule.granularity {
+                Granularity::PerGroup(g) => g.min(outs),
+                _ => 1,
+            };
+            let dists: Vec<Distribution> = scaled
+                .chunks(per_out * group)
+                .map(Distribution::from_values)
+                .collect();
+            Uniform {
+                group,
+                ..range::uniform_per_channel(&dists, bits, true, rule.range)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

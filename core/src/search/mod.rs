@@ -1,0 +1,10 @@
+//! Choosing bit widths layer by layer: how much each layer's accuracy suffers when its widths
+//! change ([`sensitivity`]), and plans for mixed widths built without repeating a recipe's
+//! range search ([`splice`]).
+
+pub mod metrics;
+pub mod sensitivity;
+pub mod splice;
+
+pub use sensitivity::{Sensitivity, SensitivityOptions, SensitivityRow};
+pub use splice::Splicer;

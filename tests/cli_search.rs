@@ -82,3 +82,124 @@ fn sensitivity_mistakes_are_refused_before_calibrating() {
     assert!(e.contains("sample"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A small space on deit-micro: two widths, eight designs, few images.
+const SMALL: &str = r#"Search(
+    name: "small",
+    model: "deit-micro",
+    recipe: Some("repq-vit"),
+    weights: [8, 4],
+    activations: [8],
+    groups: [(name: "qkv", layers: "*.attn.qkv")],
+    accelerator: (
+        base: "trio-vit-zcu102",
+        mat_pes: [16],
+        mat_lanes: [4, 8],
+        rmac_pes: [16],
+        rmac_lanes: [8],
+        copies: [2, 8],
+        packing: [Envelope, PerLayer],
+    ),
+    stages: (
+        sample_images: 16,
+        confirm_allocations: 4,
+        heldout_images: 200,
+        executor: Int,
+        test_images: Some(300),
+    ),
+)"#;
+
+fn search(dir: &std::path::Path, space: &str, extra: &[&str]) -> std::process::Output {
+    std::fs::write(dir.join("space.ron"), space).unwrap();
+    let mut args: Vec<&str> = vec!["search", "space.ron"];
+    args.extend_from_slice(extra);
+    qvit(dir, &args)
+}
+
+#[test]
+fn a_search_writes_its_front_and_uniform_references_the_same_for_any_thread_count() {
+    let dir = temp("small");
+    let run = |threads: &str, out: &str| {
+        let o = search(
+            &dir,
+            SMALL,
+            &["--threads", threads, "--out", out, "--report", "r.md"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(dir.join(out)).unwrap()
+    };
+    let one = run("1", "one.csv");
+    assert_eq!(one, run("3", "three.csv"));
+    let mut lines = one.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    for column in [
+        "top1",
+        "fps",
+        "gops_per_dsp",
+        "dsps",
+        "uniform",
+        "on_front",
+        "widths",
+    ] {
+        assert!(header.contains(&column), "{column} in {header:?}");
+    }
+    let col = |name: &str| header.iter().position(|c| *c == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    // One reference row per uniform width (w8a8, w4a8), and front rows before them.
+    let references: Vec<&Vec<&str>> = rows
+        .iter()
+        .filter(|r| r[col("reference")] == "true")
+        .collect();
+    assert_eq!(references.len(), 2);
+    assert!(references.iter().all(|r| r[col("uniform")] == "true"));
+    assert!(rows.iter().any(|r| r[col("on_front")] == "true"));
+    // Widths name every unit: the patch embedding, the qkv group, per block proj/fc1/fc2, head.
+    for r in &rows {
+        let widths = r[col("widths")];
+        let units: usize = widths
+            .split_whitespace()
+            .map(|w| w.split_once('*').map_or(1, |(_, n)| n.parse().unwrap()))
+            .sum();
+        assert!(units >= 4, "{widths}");
+        let top1: f64 = r[col("top1")].parse().unwrap();
+        assert!((0.0..=100.0).contains(&top1));
+    }
+    let report = std::fs::read_to_string(dir.join("r.md")).unwrap();
+    assert!(report.contains("## The front") && report.contains("## Mixed against uniform"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn search_mistakes_name_the_field() {
+    let dir = temp("bad");
+    for (edit, expect) in [
+        (
+            SMALL.replace("weights: [8, 4]", "weights: [8, 1]"),
+            "weights",
+        ),
+        (
+            SMALL.replace("copies: [2, 8]", "copies: [0]"),
+            "accelerator.copies",
+        ),
+        (
+            SMALL.replace("\"*.attn.qkv\"", "\"*.nothing\""),
+            "*.nothing",
+        ),
+        (
+            SMALL.replace("heldout_images: 200", "heldout_images: 0"),
+            "stages.heldout_images",
+        ),
+        (
+            SMALL.replace("base: \"trio-vit-zcu102\"", "base: \"systolic-zcu102\""),
+            "Trio-ViT",
+        ),
+    ] {
+        let o = search(&dir, &edit, &["--out", "x.csv"]);
+        assert!(!o.status.success(), "{expect}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(expect), "{expect}: {e}");
+    }
+    let o = search(&dir, SMALL, &["--out", "x.txt"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains(".csv"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -316,3 +316,49 @@ fn efficientvit_b1_sensitivity() {
 fn deit_tiny_sensitivity() {
     sensitivity("deit-tiny", "repq-vit");
 }
+
+/// `qvit search` at full size: B1 @ 224 with trio-vit (a one-image search), weights and images
+/// from a space file's `data` section, two widths, two designs, a few images per stage.
+#[test]
+fn efficientvit_b1_search() {
+    let c = case("efficientvit-b1", "search");
+    common::quick_trio_vit(&c.dir.join("trio-vit-quick.ron"), 1);
+    let space = r#"Search(
+        name: "b1",
+        model: "efficientvit-b1",
+        recipe: Some("trio-vit-quick.ron"),
+        weights: [8, 4],
+        activations: [8],
+        groups: [(name: "attention", layers: "*context_module*")],
+        accelerator: (
+            base: "trio-vit-zcu102",
+            mat_pes: [16], mat_lanes: [8], rmac_pes: [16], rmac_lanes: [8],
+            copies: [4, 8],
+            packing: [PerLayer],
+        ),
+        stages: (sample_images: 2, confirm_allocations: 2, heldout_images: 3, executor: Fake,
+                 test_images: Some(3)),
+        data: (weights: Some("efficientvit-b1.safetensors"), calibration: Some("val"),
+               heldout: Some("val"), test: Some("val")),
+    )"#;
+    std::fs::write(c.dir.join("b1.ron"), space).unwrap();
+    let out = c.dir.join("b1.csv");
+    let o = qvit(&[
+        "search",
+        c.dir.join("b1.ron").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(&out).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let reference = header.iter().position(|c| *c == "reference").unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.iter().filter(|r| r[reference] == "true").count(), 2);
+    assert!(rows.len() > 2, "{csv}");
+    std::fs::remove_dir_all(&c.dir).unwrap();
+}

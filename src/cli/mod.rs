@@ -11,6 +11,7 @@ mod plot;
 mod prepare;
 mod ptq_table;
 mod quant_args;
+mod search;
 mod sensitivity;
 mod sweep;
 mod target;
@@ -56,7 +57,8 @@ Examples:
   qvit sensitivity efficientvit-micro-spread  per-layer damage of fewer bits (held-out images)
   qvit cost efficientvit-b1 --resolution 224  cycles, FPS, GOPS and DSP efficiency on Trio-ViT/ZCU102
   qvit sweep presets/sweeps/trio-vit-zcu102.ron  a design space on every core, CSV + Pareto front
-  qvit plot trio-vit-zcu102.csv --out front.svg  that sweep as a figure for a paper";
+  qvit plot trio-vit-zcu102.csv --out front.svg  that sweep as a figure for a paper
+  qvit search presets/searches/micro-spread.ron  per-layer widths × accelerator designs, one front";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -74,6 +76,7 @@ enum Command {
     Bench(bench::BenchArgs),
     Cost(cost::CostArgs),
     Sweep(sweep::SweepArgs),
+    Search(search::SearchArgs),
     Plot(plot::PlotArgs),
     Vectors(vectors::VectorsArgs),
     Export(export::ExportArgs),
@@ -103,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cost(args) => cost::run(&args),
         Command::Sweep(args) => sweep::run(&args),
         Command::Sensitivity(args) => sensitivity::run(&args),
+        Command::Search(args) => search::run(&args),
         Command::Plot(args) => plot::run(&args),
         Command::Vectors(args) => vectors::run(&args),
         Command::Export(args) => export::run(&args),

@@ -2,8 +2,11 @@
 //! change ([`sensitivity`]), and plans for mixed widths built without repeating a recipe's
 //! range search ([`splice`]).
 
+pub mod allocation;
 pub mod metrics;
+pub mod run;
 pub mod sensitivity;
+pub mod space;
 pub mod splice;
 
 pub use sensitivity::{Sensitivity, SensitivityOptions, SensitivityRow};

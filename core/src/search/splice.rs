@@ -11,6 +11,7 @@
 //! ([`build_reusing`]), so each costs little more than its changed layers. Everything the
 //! overrides leave alone keeps its searched range.
 
+use super::super::quant::BitWidths;
 use super::super::quant::plan::{QuantPlan, build, build_reusing};
 use super::super::quant::recipe::{Recipe, Technique};
 use super::super::quant::settings::{Override, QuantSettings};
@@ -25,6 +26,7 @@ pub struct Splicer<'m> {
     graph: &'m Graph,
     params: &'m FoldedWeights,
     stats: &'m CalibrationStats,
+    recipe: Recipe,
     /// The recipe without its output-aware search.
     plain_recipe: Recipe,
     settings: QuantSettings,
@@ -54,6 +56,7 @@ impl<'m> Splicer<'m> {
             graph,
             params,
             stats,
+            recipe: recipe.clone(),
             plain_recipe,
             settings: settings.clone(),
             base,
@@ -76,6 +79,19 @@ impl<'m> Splicer<'m> {
 
     pub fn stats(&self) -> &'m CalibrationStats {
         self.stats
+    }
+
+    /// The recipe's own plan with every layer at `bits` (its search included): what a uniform
+    /// width is at its best.
+    pub fn uniform(&self, bits: BitWidths) -> Result<QuantPlan> {
+        if bits == self.settings.bits && self.settings.overrides.is_empty() {
+            return Ok(self.base.clone());
+        }
+        let settings = QuantSettings {
+            bits,
+            ..self.settings.clone()
+        };
+        build(self.graph, self.params, self.stats, &self.recipe, &settings)
     }
 
     /// The base plan with `overrides` applied after the base settings' own.

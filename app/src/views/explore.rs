@@ -516,3 +516,44 @@ pub fn load_design(explorer: &mut Explorer, d: &Design) {
         d.index, d.mat_pes, d.mat_lanes, d.rmac_pes, d.rmac_lanes, d.copies, d.bits
     )));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/explorer.md describes the tab's default sweep: as many designs as its default axes
+    /// hold, and top-1 on as many test images as it measures.
+    #[test]
+    fn the_documented_default_sweep_is_the_tabs() {
+        let s = ExploreState::default();
+        let count = |text: &str| text.split(',').filter(|v| !v.trim().is_empty()).count();
+        let designs = [
+            &s.mat_pes,
+            &s.mat_lanes,
+            &s.rmac_pes,
+            &s.rmac_lanes,
+            &s.copies,
+            &s.bits,
+        ]
+        .iter()
+        .map(|t| count(t))
+        .product::<usize>();
+        let doc = include_str!("../../../docs/explorer.md");
+        assert!(
+            doc.contains(&format!("A sweep of {designs} designs")),
+            "docs/explorer.md should say {designs} designs"
+        );
+        let images = ACCURACY_IMAGES
+            .to_string()
+            .as_bytes()
+            .rchunks(3)
+            .rev()
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(
+            doc.contains(&format!("on {images} test images")),
+            "docs/explorer.md should say {images} test images"
+        );
+    }
+}

@@ -208,10 +208,11 @@ pub fn build_reporting(
     )
 }
 
-/// [`build`], taking each weight quantizer from `earlier` (a plan of the same recipe on the same
-/// statistics and weights) where that layer's bits and input factors are the same: the weights'
-/// range searches are most of a plan's cost at full size, and a plan that changes a few layers'
-/// widths needs only theirs. The result equals [`build`]'s.
+/// [`build`], taking from `earlier` (a plan of the same recipe, rounding, statistics and weights)
+/// every activation entry whose requested bits are the same and every weight quantizer whose
+/// bits and input factors are the same: range searches over per-channel statistics and weights
+/// are most of a plan's cost at full size, and a plan that changes a few layers' widths needs
+/// only theirs. The result equals [`build`]'s (tested for every recipe family).
 pub fn build_reusing(
     graph: &Graph,
     params: &FoldedWeights,

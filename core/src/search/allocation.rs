@@ -220,7 +220,7 @@ pub fn greedy(
                 next
             })
             .collect();
-        let priced: Vec<f64> = steps.par_iter().map(|s| cost(s)).collect();
+        let priced: Vec<f64> = steps.par_iter().map(cost).collect();
         // The step with the least KL added per cost saved; ties to the earliest.
         let now = table.proxy(0.0, &current);
         let best = steps

@@ -7,17 +7,17 @@
 //! builds the search-free plan with them, and every quantizer that differs from the search-free
 //! base — exactly what the overrides change: the layers' weights, their output points, and any
 //! factors a technique derives from them — replaces the searched plan's. The search-free plans
-//! reuse the base's weight quantizers wherever a layer's bits and input factors are unchanged
-//! ([`build_reusing`]), so each costs little more than its changed layers. Everything the
+//! reuse the base's quantizers wherever a point's or a layer's widths (and a layer's input
+//! factors) are unchanged ([`build_reusing`]), so each costs little more than its changed layers. Everything the
 //! overrides leave alone keeps its searched range.
 
-use super::super::quant::BitWidths;
-use super::super::quant::plan::{QuantPlan, build, build_reusing};
-use super::super::quant::recipe::{Recipe, Technique};
-use super::super::quant::settings::{Override, QuantSettings};
-use super::super::quant::stats::CalibrationStats;
 use crate::error::Result;
 use crate::graph::Graph;
+use crate::quant::BitWidths;
+use crate::quant::plan::{QuantPlan, build, build_reusing};
+use crate::quant::recipe::{Recipe, Technique};
+use crate::quant::settings::{Override, QuantSettings};
+use crate::quant::stats::CalibrationStats;
 use crate::weights::FoldedWeights;
 
 /// Plans for overrides of a base plan, without repeating its range search.

@@ -78,45 +78,47 @@ pub fn calibration_images(set: &CalibrationSet, graph: &Graph) -> Result<(Datase
 /// The project's evaluation images, checked against the model: its `data`, else the shipped
 /// Fashion-MNIST test set for a model that takes 28×28 images.
 pub fn test_data(project: &Project, graph: &Graph) -> Result<Dataset> {
-    let source = match &project.data {
-        Some(d) => d.clone(),
-        None if graph.input_shape() == [1, 28, 28] => {
-            crate::project::DataSource::fashion_mnist_test()
-        }
-        None => {
-            return Error::field(
-                &graph.model,
-                "data",
-                format!(
-                    "the model takes {:?} images and qvit ships test images only for the 28×28 \
-                     micro models; give an ImageNet-style validation folder \
-                     (root/<class>/<image>) with --data DIR or `data` in the project",
-                    graph.input_shape()
-                ),
-            );
-        }
-    };
-    let data = source.open(graph.family, graph.resolution)?;
-    check_images(&data, graph)?;
-    Ok(data)
+    given_or_shipped(
+        project.data.as_ref(),
+        graph,
+        crate::project::DataSource::fashion_mnist_test,
+        "data",
+        "qvit ships test images only for the 28×28 micro models; give an ImageNet-style \
+         validation folder (root/<class>/<image>) with --data DIR or `data` in the project",
+    )
 }
 
 /// Held-out images for choosing bit widths (never the test set): `given`, else the shipped
 /// held-out Fashion-MNIST training images for a model that takes 28×28 images.
 pub fn heldout_data(given: Option<&crate::project::DataSource>, graph: &Graph) -> Result<Dataset> {
+    given_or_shipped(
+        given,
+        graph,
+        crate::project::DataSource::fashion_mnist_heldout,
+        "held-out data",
+        "qvit ships held-out images only for the 28×28 micro models; give training images \
+         that calibration does not use (an ImageNet-style folder) with --heldout DIR",
+    )
+}
+
+/// `given` images, else the shipped set for a micro model; a full-size model without images
+/// gets `field`'s error saying what to give. Checked against the model either way.
+fn given_or_shipped(
+    given: Option<&crate::project::DataSource>,
+    graph: &Graph,
+    shipped: fn() -> crate::project::DataSource,
+    field: &str,
+    what_to_give: &str,
+) -> Result<Dataset> {
     let source = match given {
         Some(d) => d.clone(),
-        None if graph.input_shape() == [1, 28, 28] => {
-            crate::project::DataSource::fashion_mnist_heldout()
-        }
+        None if graph.input_shape() == [1, 28, 28] => shipped(),
         None => {
             return Error::field(
                 &graph.model,
-                "held-out data",
+                field,
                 format!(
-                    "the model takes {:?} images and qvit ships held-out images only for the \
-                     28×28 micro models; give training images that calibration does not use \
-                     (an ImageNet-style folder) with --heldout DIR",
+                    "the model takes {:?} images and {what_to_give}",
                     graph.input_shape()
                 ),
             );

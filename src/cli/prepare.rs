@@ -99,3 +99,21 @@ pub fn stats(
     }
     Ok(stats?)
 }
+
+/// What a sensitivity scan or a search splices its plans from: the statistics, the recipe and
+/// its plan at `settings` (with its range search, run once here).
+pub fn splice_base(
+    model: &Model,
+    file: Option<&Path>,
+    set: Option<&CalibrationSet>,
+    settings: &qvit_core::quant::QuantSettings,
+) -> anyhow::Result<(
+    CalibrationStats,
+    qvit_core::quant::Recipe,
+    qvit_core::quant::QuantPlan,
+)> {
+    let recipe = qvit_core::quant::Recipe::resolve(&settings.recipe)?;
+    let stats = stats(model, file, set)?;
+    let base = plan(model, &stats, settings)?;
+    Ok((stats, recipe, base))
+}

@@ -121,20 +121,19 @@ fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<(Outcome, f6
         bits: space.base,
         ..Default::default()
     };
-    let recipe = Recipe::resolve(&recipe_name)?;
     if space.stages.executor == QuantExecutor::Int {
-        recipe.check_integer(None)?;
+        Recipe::resolve(&recipe_name)?.check_integer(None)?;
     }
     let model = prepare::model(&project)?;
     let heldout = space.data.heldout.as_deref().map(source).transpose()?;
     let heldout = pipeline::heldout_data(heldout.as_ref(), &model.graph)?;
     let test = pipeline::test_data(&project, &model.graph)?;
-    let stats = prepare::stats(
+    let (stats, recipe, base) = prepare::splice_base(
         &model,
         args.calibration.as_deref(),
         project.calibration_data.as_ref(),
+        &settings,
     )?;
-    let base = prepare::plan(&model, &stats, &settings)?;
     let splicer = Splicer::new(
         &model.graph,
         &model.folded,

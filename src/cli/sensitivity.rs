@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use qvit_core::pipeline;
 use qvit_core::project::DataSource;
-use qvit_core::quant::{BitWidths, Recipe};
+use qvit_core::quant::BitWidths;
 use qvit_core::search::Splicer;
 use qvit_core::search::sensitivity::{self, Sensitivity, SensitivityOptions};
 
@@ -91,13 +91,12 @@ pub fn run(args: &SensitivityArgs) -> anyhow::Result<()> {
         Some(pipeline::heldout_data(given.as_ref(), &model.graph)?)
     };
     let settings = args.quant.settings(&project, &spec, None);
-    let recipe = Recipe::resolve(&settings.recipe)?;
-    let stats = prepare::stats(
+    let (stats, recipe, base) = prepare::splice_base(
         &model,
         project.calibration.as_deref(),
         project.calibration_data.as_ref(),
+        &settings,
     )?;
-    let base = prepare::plan(&model, &stats, &settings)?;
     let splicer = Splicer::new(
         &model.graph,
         &model.folded,

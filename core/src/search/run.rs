@@ -499,12 +499,13 @@ pub fn run(
             .iter()
             .map(|&p| row(p, final_front.contains(&p), true)),
     );
+    let priced = allocations.len() * designs.len();
     Ok(Outcome {
         units,
         designs,
         sensitivity: scan,
         candidates,
-        priced: allocations.len() * space.designs()?.len(),
+        priced,
         feasible: feasible.into_inner(),
         confirmed: confirm.len(),
         rows,

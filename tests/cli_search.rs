@@ -193,6 +193,10 @@ fn search_mistakes_name_the_field() {
             SMALL.replace("base: \"trio-vit-zcu102\"", "base: \"systolic-zcu102\""),
             "Trio-ViT",
         ),
+        (
+            SMALL.replace("copies: [2, 8]", "copies: [4000]"),
+            "none of the 4 designs fits the zcu102",
+        ),
     ] {
         let o = search(&dir, &edit, &["--out", "x.csv"]);
         assert!(!o.status.success(), "{expect}");

@@ -38,7 +38,7 @@ use crate::eval::{Classifier, evaluate};
 use crate::explore::pareto;
 use crate::graph::{Graph, NodeId};
 use crate::quant::points::output_point_node;
-use crate::quant::{LayerBits, QuantExecutor, QuantPlan};
+use crate::quant::{BitWidths, LayerBits, QuantExecutor, QuantPlan};
 
 /// Images per evaluation batch.
 const BATCH: usize = 100;
@@ -245,6 +245,38 @@ pub fn run(
     let layers = sensitivity::layers(graph, splicer.params());
     let units = allocation::units(&layers, &space.groups)?;
     let widths = space.widths();
+    // Fail before the long stages when no design can hold even the narrowest widths (which
+    // pack densest and need the fewest DSPs and LUTs).
+    let pricing = Pricing::new(graph, splicer, &units)?;
+    let designs = space.designs()?;
+    let max_dsps = space.constraints.max_dsps.unwrap_or(usize::MAX);
+    let narrowest = Allocation::uniform(
+        units.len(),
+        BitWidths {
+            weights: *space.weights.iter().min().unwrap_or(&8),
+            activations: *space.activations.iter().min().unwrap_or(&8),
+        },
+    );
+    let workload = pricing.workload(&narrowest);
+    if !designs
+        .iter()
+        .any(|c| totals(&workload, c).is_ok_and(|t| t.dsps <= max_dsps))
+    {
+        return Error::field(
+            &space.name,
+            "accelerator",
+            format!(
+                "none of the {} designs fits the {} (its DSPs, LUTs or on-chip RAM{}) at any \
+                 width; shrink the engines or the copies",
+                designs.len(),
+                designs.first().map_or("part", |d| d.part.as_str()),
+                space
+                    .constraints
+                    .max_dsps
+                    .map_or(String::new(), |d| format!(", or max_dsps {d}"))
+            ),
+        );
+    }
     let scan = sensitivity::scan(
         splicer,
         None,
@@ -267,7 +299,6 @@ pub fn run(
 
     // 2. Allocations: uniform, greedy (priced on the base design, per-layer packing), baseline.
     let clock = Instant::now();
-    let pricing = Pricing::new(graph, splicer, &units)?;
     let mut reference = space.base_accelerator()?;
     reference.packing = Packing::PerLayer;
     let start = Allocation::uniform(units.len(), base_bits);
@@ -326,8 +357,6 @@ pub fn run(
 
     // 3. Pricing: per allocation, the designs it is not beaten on in FPS and GOPS/DSP.
     let clock = Instant::now();
-    let designs = space.designs()?;
-    let max_dsps = space.constraints.max_dsps.unwrap_or(usize::MAX);
     let done = AtomicUsize::new(0);
     let feasible = AtomicUsize::new(0);
     let kept: Vec<Vec<(usize, Totals)>> = allocations

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use egui_plot::{Corner, HLine, Legend, MarkerShape, Plot, PlotPoint, Points, Text, VLine};
-use qvit_core::accel::config::{Architecture, Engine};
 use qvit_core::accel::published::{self, PublishedAccelerator};
 use qvit_core::explore::accuracy::AccuracySpec;
 use qvit_core::explore::scatter::{Axis, DesignScatter, Placement, group_colour};
@@ -491,17 +490,7 @@ fn describe(d: &Design) -> String {
 /// Makes a sweep's design the current configuration.
 pub fn load_design(explorer: &mut Explorer, d: &Design) {
     if let Some(config) = explorer.project.accelerator.as_mut() {
-        if let Architecture::TrioVit { mat, rmac, .. } = &mut config.architecture {
-            *mat = Engine {
-                pes: d.mat_pes,
-                lanes: d.mat_lanes,
-            };
-            *rmac = Engine {
-                pes: d.rmac_pes,
-                lanes: d.rmac_lanes,
-            };
-        }
-        config.copies = d.copies;
+        config.set_engines([d.mat_pes, d.mat_lanes, d.rmac_pes, d.rmac_lanes], d.copies);
         config.clock_mhz = d.clock_mhz;
     }
     if let Ok(bits) = d.bits.parse::<BitWidths>()

@@ -111,6 +111,27 @@ impl AccelConfig {
         }
     }
 
+    /// Sets a Trio-ViT design's engines, `[P_m, L_m, P_r, L_r]`, and its copies (other
+    /// architectures keep their array): the one place sweeps, searches and the explorer vary a
+    /// design.
+    pub fn set_engines(
+        &mut self,
+        [mat_pes, mat_lanes, rmac_pes, rmac_lanes]: [usize; 4],
+        copies: usize,
+    ) {
+        if let Architecture::TrioVit { mat, rmac, .. } = &mut self.architecture {
+            *mat = Engine {
+                pes: mat_pes,
+                lanes: mat_lanes,
+            };
+            *rmac = Engine {
+                pes: rmac_pes,
+                lanes: rmac_lanes,
+            };
+        }
+        self.copies = copies;
+    }
+
     /// Multipliers of one copy.
     pub fn multipliers_per_copy(&self) -> usize {
         match &self.architecture {

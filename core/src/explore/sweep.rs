@@ -17,7 +17,6 @@ use rayon::prelude::*;
 
 use super::pareto;
 use super::space::{DesignSpace, Point, parse_bits};
-use crate::accel::config::{Architecture, Engine};
 use crate::accel::{AccelConfig, Workload, totals};
 use crate::arch::ArchSpec;
 use crate::error::{Error, Result};
@@ -184,17 +183,7 @@ impl<'s> Prepared<'s> {
             s.rmac_pes[p.rmac_pes],
             s.rmac_lanes[p.rmac_lanes],
         ];
-        if let Architecture::TrioVit { mat, rmac, .. } = &mut config.architecture {
-            *mat = Engine {
-                pes: engines[0],
-                lanes: engines[1],
-            };
-            *rmac = Engine {
-                pes: engines[2],
-                lanes: engines[3],
-            };
-        }
-        config.copies = s.copies[p.copies];
+        config.set_engines(engines, s.copies[p.copies]);
         if let Some(c) = p.clock {
             config.clock_mhz = s.clock_mhz[c];
         }

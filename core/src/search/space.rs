@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::accel::config::{AccelConfig, Architecture, Engine, MAX_ARRAY_SIDE, check_size};
+use crate::accel::config::{AccelConfig, Architecture, MAX_ARRAY_SIDE, check_size};
 use crate::accel::packing::Packing;
 use crate::error::{Error, Result};
 use crate::quant::{BitWidths, QuantExecutor};
@@ -223,18 +223,7 @@ impl SearchSpace {
                         for &copies in &a.copies {
                             for &packing in &packings {
                                 let mut c = base.clone();
-                                if let Architecture::TrioVit { mat, rmac, .. } = &mut c.architecture
-                                {
-                                    *mat = Engine {
-                                        pes: mat_pes,
-                                        lanes: mat_lanes,
-                                    };
-                                    *rmac = Engine {
-                                        pes: rmac_pes,
-                                        lanes: rmac_lanes,
-                                    };
-                                }
-                                c.copies = copies;
+                                c.set_engines([mat_pes, mat_lanes, rmac_pes, rmac_lanes], copies);
                                 c.packing = packing;
                                 c.name = format!(
                                     "{}-m{mat_pes}x{mat_lanes}-r{rmac_pes}x{rmac_lanes}-l{copies}-{}",

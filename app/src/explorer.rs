@@ -11,7 +11,7 @@ use qvit_core::eval::Accuracy;
 use qvit_core::explore::sweep::Design;
 use qvit_core::graph::{Graph, NodeId};
 use qvit_core::project::{DEFAULT_ACCELERATOR, Project};
-use qvit_core::quant::{LayerBits, QuantExecutor, QuantSettings};
+use qvit_core::quant::{LayerBits, QuantExecutor, QuantSettings, Recipe};
 
 use crate::answers::Answers;
 use crate::instrument::Instruments;
@@ -322,7 +322,10 @@ impl Explorer {
             }
         };
         let settings = self.settings().clone();
-        let bits = match LayerBits::resolve(&graph, &settings) {
+        // The widths the plan quantizes to: the settings' and those the recipe fixes.
+        let bits = match Recipe::resolve(&settings.recipe)
+            .and_then(|recipe| LayerBits::for_recipe(&graph, &settings, &recipe))
+        {
             Ok(b) => b,
             Err(e) => {
                 self.layer_bits = None;

@@ -4,9 +4,10 @@
 use qvit_core::data::{Dataset, Normalize};
 use qvit_core::eval::evaluate;
 use qvit_core::exec::float::{FloatExecutor, forwards_on_this_thread};
+use qvit_core::quant::recipe::Technique;
 use qvit_core::quant::{
-    self, BitWidths, CalibrationStats, FakeQuantExecutor, Override, QuantSettings, Recipe,
-    calibrate, diagnostics,
+    self, BitWidths, CalibrationStats, FakeQuantExecutor, LayerBits, Override, QuantSettings,
+    Recipe, calibrate, diagnostics,
 };
 use qvit_core::weights::Weights;
 
@@ -630,4 +631,60 @@ fn cached_statistics_are_computed_once_and_recomputed_when_corrupt() {
     assert!(calls > 0);
     assert!(CalibrationStats::load(&file).is_ok());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The widths the cost model prices before calibrating ([`LayerBits::for_recipe`]) are the
+/// widths every recipe's plan quantizes to, overrides included: the settings' widths, and the
+/// ones the recipe fixes (image, attention products, log2 divisors, log2 attention); where a
+/// node stores two points (a linear-attention product and its divisor), the wider.
+#[test]
+fn the_cost_models_widths_are_the_plans() {
+    let all = [
+        "minmax",
+        "percentile",
+        "omse",
+        "ptq4vit",
+        "fq-vit",
+        "repq-vit",
+        "trio-vit",
+        "trio-vit-lp",
+    ];
+    for (model, layer) in [
+        ("efficientvit-micro", "stages.1.op_list.0.*"),
+        ("deit-micro", "blocks.1.*"),
+    ] {
+        let m = micro(model);
+        let s = stats(&m, 16);
+        for name in all {
+            let mut recipe = Recipe::preset(name).unwrap();
+            if recipe.check_family(m.graph.family, model).is_err() {
+                continue;
+            }
+            // The range search moves ranges, not widths.
+            recipe
+                .techniques
+                .retain(|t| !matches!(t, Technique::OutputSearch { .. }));
+            for bits in ["w4a4", "w6a8"] {
+                let mut settings = settings(name, bits);
+                settings.overrides.push(Override {
+                    layers: layer.into(),
+                    bits: "w3a6".parse().unwrap(),
+                });
+                let plan = quant::build(&m.graph, &m.folded, &s, &recipe, &settings).unwrap();
+                let priced = LayerBits::for_recipe(&m.graph, &settings, &recipe).unwrap();
+                let mut stored = std::collections::BTreeMap::new();
+                for a in &plan.activations {
+                    let widest = stored.entry(a.node).or_insert(0);
+                    *widest = a.bits.max(*widest);
+                }
+                for (node, bits) in stored {
+                    let name = &m.graph.node(node).name;
+                    assert_eq!(priced.activations[node], bits, "{model} {name}: {bits:?}");
+                }
+                for w in &plan.weights {
+                    assert_eq!(priced.weights[w.node], w.bits, "{model} {}", w.layer);
+                }
+            }
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use clap::Args;
 use qvit_core::accel::{AccelConfig, Bound, CostReport, Workload, cost};
 use qvit_core::graph::Graph;
-use qvit_core::quant::{BitWidths, LayerBits, Override, QuantSettings};
+use qvit_core::quant::{BitWidths, LayerBits, Override, QuantSettings, Recipe};
 
 use super::format::{Format, emit, table, thousands};
 use super::target;
@@ -17,7 +17,8 @@ use super::target;
 /// systolic array per copy with as many multipliers, no depthwise engine, no fusion).
 ///
 /// Bit widths: `--bits` for every layer and `--override` for some, or a project's `quant`
-/// section; they set bytes moved and DSP packing. Products pack per DSP48E2 four at ≤ 4 × ≤ 4
+/// section (with the widths its recipe fixes, such as the 8-bit image and attention products);
+/// they set bytes moved and DSP packing. Products pack per DSP48E2 four at ≤ 4 × ≤ 4
 /// bits, two at ≤ 8 × ≤ 8 (so W4A8 packs as W8A8), one above; three per Versal DSP58 up to
 /// 8 × 9. The datapath is built for the widest operands of any layer; an accelerator with
 /// `packing: PerLayer` runs each layer at its own packing.
@@ -53,13 +54,17 @@ pub fn run(args: &CostArgs) -> anyhow::Result<()> {
         Some(a) => AccelConfig::resolve(a)?,
         None => project.accel_config()?,
     };
-    // Bit widths come from the project's quant settings when it has them.
+    // Bit widths come from the project's quant settings when it has them, with the widths its
+    // recipe fixes (the 8-bit image, attention products): what its plan quantizes to.
     let mut settings = project.quant.clone().unwrap_or_default();
     if let Some(b) = args.bits {
         settings.bits = b;
     }
     settings.overrides.extend(args.overrides.iter().cloned());
-    let bits = LayerBits::resolve(&graph, &settings)?;
+    let bits = match &project.quant {
+        Some(q) => LayerBits::for_recipe(&graph, &settings, &Recipe::resolve(&q.recipe)?)?,
+        None => LayerBits::resolve(&graph, &settings)?,
+    };
     let workload = Workload::with_bits(&graph, |id| bits.operands(&graph, id));
     // The cost model names the accelerator by its `name`; say which file or project it is from.
     let report = cost(&workload, &config).map_err(|e| {

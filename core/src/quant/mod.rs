@@ -30,5 +30,7 @@ pub use plan::{QuantPlan, build, build_reporting};
 pub use points::{QuantPoint, TensorKind, points};
 pub use quantizer::{Quantizer, Rounding};
 pub use recipe::Recipe;
-pub use settings::{LayerBits, Override, QuantExecutor, QuantSettings, family_recipe};
+pub use settings::{
+    FixedWidth, LayerBits, Override, QuantExecutor, QuantSettings, family_recipe, fixed_widths,
+};
 pub use stats::{CalibrationStats, Sample, calibrate, calibrate_until};

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::points::TensorKind;
 use super::quantizer::Rounding;
 use super::range::RangeMethod;
 use crate::arch::Family;
@@ -233,6 +234,31 @@ impl Recipe {
 
     pub fn has(&self, f: impl Fn(&Technique) -> bool) -> bool {
         self.techniques.iter().any(f)
+    }
+
+    /// The width the recipe gives a point of this kind whatever the settings ask for: 8 bits
+    /// for the image, and the widths its attention techniques fix (log2 divisors, uniform
+    /// attention products, log2 attention). The plan builder and the cost model both read it.
+    pub fn fixed_bits(&self, kind: TensorKind) -> Option<u8> {
+        let find = |f: fn(&Technique) -> Option<u8>| self.techniques.iter().find_map(f);
+        let uniform_attention = |t: &Technique| match t {
+            Technique::UniformAttention { bits } => Some(*bits),
+            _ => None,
+        };
+        match kind {
+            TensorKind::Image => Some(8),
+            TensorKind::AttentionDivisor => find(|t| match t {
+                Technique::LogDivisor { bits } => Some(*bits),
+                _ => None,
+            })
+            .or_else(|| find(uniform_attention)),
+            TensorKind::AttentionProduct | TensorKind::AttentionKeySum => find(uniform_attention),
+            TensorKind::PostSoftmax => find(|t| match t {
+                Technique::LogAttention { bits } => Some(*bits),
+                _ => None,
+            }),
+            _ => None,
+        }
     }
 
     /// Refuses a model of a family the method is not defined for.

@@ -7,8 +7,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::bits::BitWidths;
-use super::points::output_point_node;
+use super::points::{output_point_node, points};
 use super::quantizer::Rounding;
+use super::recipe::Recipe;
 use crate::arch::Family;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Op};
@@ -146,6 +147,43 @@ impl Default for QuantSettings {
     }
 }
 
+/// A node whose stored width a recipe fixes whatever the settings ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedWidth {
+    pub node: NodeId,
+    pub bits: u8,
+    /// The node stores another point the recipe leaves at the settings' width (a
+    /// linear-attention product beside a fixed divisor): the node takes the wider of the two.
+    pub partial: bool,
+}
+
+/// The nodes whose stored width `recipe` fixes ([`Recipe::fixed_bits`]); where a node stores
+/// two points (a linear-attention product and its divisor), the widest, since its storage must
+/// hold both.
+pub fn fixed_widths(graph: &Graph, recipe: &Recipe) -> Vec<FixedWidth> {
+    let mut fixed: Vec<FixedWidth> = Vec::new();
+    let mut previous = None;
+    for p in points(graph) {
+        let same_node = previous == Some(p.node);
+        previous = Some(p.node);
+        let Some(bits) = recipe.fixed_bits(p.kind) else {
+            if let Some(f) = fixed.last_mut().filter(|f| same_node && f.node == p.node) {
+                f.partial = true;
+            }
+            continue;
+        };
+        match fixed.last_mut() {
+            Some(f) if same_node && f.node == p.node => f.bits = f.bits.max(bits),
+            _ => fixed.push(FixedWidth {
+                node: p.node,
+                bits,
+                partial: same_node,
+            }),
+        }
+    }
+    fixed
+}
+
 /// Bit widths per node after the overrides: what the cost model needs, known without
 /// calibration statistics. The image keeps the global activation bits here, as the cost model
 /// and sweeps price it; the quant plan stores it at 8 bits, which it is.
@@ -198,6 +236,27 @@ impl LayerBits {
             weights,
             activations,
         })
+    }
+
+    /// The settings' widths ([`Self::resolve`]) with the widths `recipe` fixes whatever the
+    /// settings ask for ([`Recipe::fixed_bits`]: the 8-bit image, attention products, log2
+    /// divisors): the widths a plan of this recipe quantizes to, known before calibrating.
+    pub fn for_recipe(graph: &Graph, settings: &QuantSettings, recipe: &Recipe) -> Result<Self> {
+        let mut bits = Self::resolve(graph, settings)?;
+        bits.fix(&fixed_widths(graph, recipe));
+        Ok(bits)
+    }
+
+    /// Sets the activation widths of `fixed` ([`fixed_widths`]) over the settings'.
+    pub fn fix(&mut self, fixed: &[FixedWidth]) {
+        for f in fixed {
+            let stored = &mut self.activations[f.node];
+            *stored = if f.partial {
+                (*stored).max(f.bits)
+            } else {
+                f.bits
+            };
+        }
     }
 
     /// `(weight bits, input activation bits)` of a layer: the bits of the tensor it reads,

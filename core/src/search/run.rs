@@ -38,7 +38,7 @@ use crate::eval::{Classifier, evaluate};
 use crate::explore::pareto;
 use crate::graph::{Graph, NodeId};
 use crate::quant::points::output_point_node;
-use crate::quant::{BitWidths, LayerBits, QuantExecutor, QuantPlan};
+use crate::quant::{BitWidths, FixedWidth, LayerBits, QuantExecutor, QuantPlan, fixed_widths};
 
 /// Images per evaluation batch.
 const BATCH: usize = 100;
@@ -124,7 +124,7 @@ struct Pricing<'a> {
     base: LayerBits,
     /// Points whose width the recipe sets whatever the settings (log2 divisors, 8-bit
     /// attention products, the image).
-    fixed: Vec<(NodeId, u8)>,
+    fixed: Vec<FixedWidth>,
     /// Per unit: its weighted nodes and the points they write.
     nodes: Vec<Vec<(NodeId, Option<NodeId>)>>,
 }
@@ -138,12 +138,7 @@ impl<'a> Pricing<'a> {
             ..Default::default()
         };
         let base = LayerBits::resolve(graph, &settings)?;
-        let fixed = plan
-            .activations
-            .iter()
-            .filter(|a| a.bits != base.activations[a.node])
-            .map(|a| (a.node, a.bits))
-            .collect();
+        let fixed = fixed_widths(graph, splicer.recipe());
         let by_name: HashMap<&str, NodeId> = graph
             .nodes()
             .iter()
@@ -180,9 +175,7 @@ impl<'a> Pricing<'a> {
                 }
             }
         }
-        for &(node, b) in &self.fixed {
-            bits.activations[node] = b;
-        }
+        bits.fix(&self.fixed);
         Workload::with_bits(self.graph, |id| bits.operands(self.graph, id))
     }
 }

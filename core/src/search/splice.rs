@@ -69,6 +69,11 @@ impl<'m> Splicer<'m> {
         &self.base
     }
 
+    /// The recipe, its search included.
+    pub fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
     pub fn graph(&self) -> &'m Graph {
         self.graph
     }

@@ -207,3 +207,100 @@ fn search_mistakes_name_the_field() {
     assert!(String::from_utf8_lossy(&o.stderr).contains(".csv"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A space on efficientvit-micro with trio-vit, whose output-aware range search (cut to 8
+/// images) makes a mixed row's plan depend on where the search ran.
+const TRIO: &str = r#"Search(
+    name: "trio",
+    model: "efficientvit-micro",
+    recipe: Some("trio-quick.ron"),
+    weights: [8, 4],
+    activations: [8, 4],
+    groups: [(name: "attention", layers: "*.context_module.*")],
+    accelerator: (
+        base: "trio-vit-zcu102",
+        mat_pes: [16],
+        mat_lanes: [8],
+        rmac_pes: [16],
+        rmac_lanes: [8],
+        copies: [2, 8],
+        packing: [PerLayer],
+    ),
+    stages: (
+        sample_images: 16,
+        confirm_allocations: 4,
+        heldout_images: 100,
+        executor: Int,
+        test_images: Some(200),
+    ),
+)"#;
+
+/// Every row written with `--projects` is a project that `qvit eval` and `qvit cost` reproduce:
+/// the same test top-1 (the mixed rows' plans splice their widths into the base plan's search,
+/// as the search built them), FPS and DSPs.
+#[test]
+fn each_row_is_a_project_that_eval_and_cost_reproduce() {
+    let dir = temp("projects");
+    let preset = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/presets/quant/trio-vit.ron"
+    ))
+    .unwrap();
+    let quick = preset.replace("OutputSearch(images: 64)", "OutputSearch(images: 8)");
+    assert_ne!(quick, preset);
+    std::fs::write(dir.join("trio-quick.ron"), quick).unwrap();
+    let calibrated = qvit(
+        &dir,
+        &["calibrate", "efficientvit-micro", "--out", "micro.calib"],
+    );
+    assert!(calibrated.status.success());
+    let o = search(
+        &dir,
+        TRIO,
+        &[
+            "--calibration",
+            "micro.calib",
+            "--out",
+            "f.csv",
+            "--projects",
+            "rows",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(dir.join("f.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|c| *c == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let mixed = rows.iter().filter(|r| r[col("uniform")] == "false").count();
+    assert!(mixed > 0, "{csv}");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = qvit(&dir, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Every uniform row and the first two mixed ones.
+    let checked = rows
+        .iter()
+        .filter(|r| r[col("uniform")] == "true")
+        .chain(rows.iter().filter(|r| r[col("uniform")] == "false").take(2));
+    for r in checked {
+        let project = format!("rows/{}", r[col("project")]);
+        let eval = json(&["eval", &project, "--limit", "200", "--format", "json"]);
+        let top1 = eval["top1_percent"].as_f64().unwrap();
+        assert_eq!(format!("{top1:.2}"), r[col("top1")], "{project}: {eval}");
+        assert_eq!(eval["executor"], "int", "{project}");
+        let cost = json(&["cost", &project, "--format", "json"]);
+        assert_eq!(
+            format!("{:.3}", cost["fps"].as_f64().unwrap()),
+            r[col("fps")],
+            "{project}"
+        );
+        assert_eq!(cost["dsps"].to_string(), r[col("dsps")], "{project}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -29,6 +29,7 @@ pub fn plan_key(stats: u64, settings: &QuantSettings) -> Result<u64> {
         &settings.bits,
         &settings.overrides,
         &settings.rounding,
+        settings.search_at_base,
     );
     let text = ron::to_string(&inputs).map_err(|e| Error::InvalidField {
         origin: settings.recipe.clone(),

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::project::{CalibrationSet, Project};
 use crate::quant::{self, CalibrationStats, QuantPlan, QuantSettings};
+use crate::search::Splicer;
 use crate::weights::{FoldedWeights, Weights};
 
 /// Images per calibration batch.
@@ -245,13 +246,33 @@ pub fn plan(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<QuantPlan> {
     let recipe = quant::Recipe::resolve(&settings.recipe)?;
-    quant::build_reporting(
+    let searches = recipe.has(|t| matches!(t, quant::recipe::Technique::OutputSearch { .. }));
+    if !(settings.search_at_base && searches && !settings.overrides.is_empty()) {
+        return quant::build_reporting(
+            &model.graph,
+            &model.folded,
+            stats,
+            &recipe,
+            settings,
+            cancel,
+            progress,
+        );
+    }
+    // The search runs once at the global widths; the overrides are spliced in after it.
+    let global = QuantSettings {
+        overrides: Vec::new(),
+        search_at_base: false,
+        ..settings.clone()
+    };
+    let base = quant::build_reporting(
         &model.graph,
         &model.folded,
         stats,
         &recipe,
-        settings,
+        &global,
         cancel,
         progress,
-    )
+    )?;
+    let splicer = Splicer::new(&model.graph, &model.folded, stats, &recipe, &global, base)?;
+    splicer.with(&settings.overrides)
 }

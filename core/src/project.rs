@@ -364,6 +364,47 @@ impl Project {
         ron_io::write(path, self)
     }
 
+    /// The project with every path in it absolute (taken from the current folder), so that the
+    /// file can be written to any folder and still name the same files.
+    pub fn with_absolute_paths(mut self) -> Result<Self> {
+        let absolute = |p: &mut PathBuf| -> Result<()> {
+            *p = std::path::absolute(&*p).map_err(|source| Error::Io {
+                path: p.clone(),
+                source,
+            })?;
+            Ok(())
+        };
+        let absolute_name = |name: &mut String| -> Result<()> {
+            if name.ends_with(".ron") {
+                let mut p = PathBuf::from(&*name);
+                absolute(&mut p)?;
+                *name = p.display().to_string();
+            }
+            Ok(())
+        };
+        let data = |d: &mut DataSource| -> Result<()> {
+            match d {
+                DataSource::Idx { images, labels, .. } => {
+                    absolute(images)?;
+                    labels.as_mut().map(absolute).transpose()?;
+                }
+                DataSource::ImageFolder { root, .. } => absolute(root)?,
+            }
+            Ok(())
+        };
+        absolute_name(&mut self.model)?;
+        self.weights.as_mut().map(absolute).transpose()?;
+        self.data.as_mut().map(data).transpose()?;
+        self.calibration.as_mut().map(absolute).transpose()?;
+        if let Some(c) = &mut self.calibration_data {
+            data(&mut c.data)?;
+        }
+        if let Some(q) = &mut self.quant {
+            absolute_name(&mut q.recipe)?;
+        }
+        Ok(self)
+    }
+
     /// The weights file: the project's, or the shipped weights of a micro model.
     pub fn weights_path(&self) -> PathBuf {
         self.weights

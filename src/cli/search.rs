@@ -47,6 +47,11 @@ pub struct SearchArgs {
     /// Calibration statistics from `qvit calibrate` (default: calibrate now).
     #[arg(long, value_name = "FILE")]
     calibration: Option<PathBuf>,
+    /// Also write each CSV row as a project file in this folder (`row-001.ron`, … in CSV
+    /// order, named in the CSV's `project` column) that `qvit eval FILE --limit N` (N: the
+    /// test images of the search) and `qvit cost FILE` reproduce; `qvit explore FILE` opens it.
+    #[arg(long, value_name = "DIR")]
+    projects: Option<PathBuf>,
     /// Worker threads (default: one per core). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
@@ -67,14 +72,18 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
         anyhow::bail!("--report {}: give a .md file", r.display());
     }
     let search = || search(&space, args);
-    let (outcome, seconds) = match args.threads {
+    let (outcome, seconds, project) = match args.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()?
             .install(search)?,
         None => search()?,
     };
-    write_csv(&space, &outcome, &out)?;
+    let projects = match &args.projects {
+        Some(dir) => write_projects(&space, args, &outcome, project, dir)?,
+        None => Vec::new(),
+    };
+    write_csv(&space, &outcome, &projects, &out)?;
     eprintln!(
         "wrote {} ({} front designs, {} uniform references) in {:.0} s",
         out.display(),
@@ -94,7 +103,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<(Outcome, f64)> {
+fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<(Outcome, f64, Project)> {
     let clock = Instant::now();
     let mut project = Project::for_model(&space.model);
     let spec = project.spec()?;
@@ -163,10 +172,11 @@ fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<(Outcome, f6
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    Ok((outcome, clock.elapsed().as_secs_f64()))
+    project.quant = Some(settings);
+    Ok((outcome, clock.elapsed().as_secs_f64(), project))
 }
 
-const HEADER: [&str; 21] = [
+const HEADER: [&str; 22] = [
     "method",
     "widths",
     "uniform",
@@ -188,6 +198,7 @@ const HEADER: [&str; 21] = [
     "copies",
     "packing",
     "accelerator",
+    "project",
 ];
 
 fn engines(o: &Outcome, r: &Row) -> [usize; 5] {
@@ -207,10 +218,15 @@ fn packing(p: Packing) -> &'static str {
     }
 }
 
-fn write_csv(space: &SearchSpace, o: &Outcome, path: &Path) -> anyhow::Result<()> {
+fn write_csv(
+    space: &SearchSpace,
+    o: &Outcome,
+    projects: &[String],
+    path: &Path,
+) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(HEADER)?;
-    for r in &o.rows {
+    for (i, r) in o.rows.iter().enumerate() {
         let e = engines(o, r);
         let design = &o.designs[r.design];
         w.write_record([
@@ -235,10 +251,74 @@ fn write_csv(space: &SearchSpace, o: &Outcome, path: &Path) -> anyhow::Result<()
             e[4].to_string(),
             packing(design.packing).to_string(),
             space.accelerator.base.clone(),
+            projects.get(i).cloned().unwrap_or_default(),
         ])?;
     }
     qvit_core::ron_io::write_atomic(path, &w.into_inner()?)?;
     Ok(())
+}
+
+/// Writes each row as a project in `dir` (made if missing): the search's model, weights,
+/// data and calibration with the row's widths and design. A mixed row keeps the base plan's
+/// searched ranges where its widths are the base's (`search_at_base`), as the search built it;
+/// a uniform row is the recipe's own plan at its width. Returns the file names in row order.
+fn write_projects(
+    space: &SearchSpace,
+    args: &SearchArgs,
+    o: &Outcome,
+    base: Project,
+    dir: &Path,
+) -> anyhow::Result<Vec<String>> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("--projects {}: {e}", dir.display()))?;
+    let mut base = base;
+    base.calibration = args.calibration.clone();
+    let base = base.with_absolute_paths()?;
+    let settings = base.quant.clone().unwrap_or_default();
+    let limit = space
+        .stages
+        .test_images
+        .map_or(String::new(), |n| format!(" --limit {n}"));
+    let mut names = Vec::with_capacity(o.rows.len());
+    for (i, r) in o.rows.iter().enumerate() {
+        let name = format!("row-{:03}.ron", i + 1);
+        let uniform = r.allocation.is_uniform();
+        let mut project = base.clone();
+        project.quant = Some(QuantSettings {
+            bits: if uniform {
+                r.allocation.0[0]
+            } else {
+                settings.bits
+            },
+            overrides: if uniform {
+                Vec::new()
+            } else {
+                r.allocation.overrides(&o.units, settings.bits)
+            },
+            executor: space.stages.executor,
+            search_at_base: !uniform,
+            ..settings.clone()
+        });
+        project.accelerator = Some(o.designs[r.design].clone());
+        let path = dir.join(&name);
+        let text = format!(
+            "// Row {} of `qvit search {}`: {} widths `{}`, test top-1 {:.2} %, {:.1} FPS.\n\
+             //   qvit eval {}{limit}\n//   qvit cost {}\n{}",
+            i + 1,
+            args.space.display(),
+            r.method.name(),
+            r.allocation.compact(),
+            r.top1,
+            r.totals.fps,
+            path.display(),
+            path.display(),
+            qvit_core::ron_io::to_string(&project)?
+        );
+        qvit_core::ron_io::write_atomic(&path, text.as_bytes())?;
+        names.push(name);
+    }
+    eprintln!("wrote {} projects to {}", names.len(), dir.display());
+    Ok(names)
 }
 
 /// The CPU this ran on, from /proc/cpuinfo where there is one.

@@ -187,6 +187,7 @@ pub fn top1_table_until(
                 overrides: Vec::new(),
                 executor: spec.executor,
                 rounding: None,
+                search_at_base: false,
             };
             let plan = quant::build_reporting(
                 &graph,

@@ -95,6 +95,13 @@ pub struct QuantSettings {
     /// [`super::Recipe::rounding`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rounding: Option<Rounding>,
+    /// Where a recipe with an output-aware range search runs it: once at the global `bits`,
+    /// the overridden layers then taking search-free ranges at their own widths (`true`, how
+    /// `qvit sensitivity` and `qvit search` build their plans, see `search::Splicer`), or with
+    /// the overrides in place (`false`, the default). A recipe without the search gives the
+    /// same plan either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub search_at_base: bool,
 }
 
 /// How a quantized model is run for its accuracy.
@@ -143,6 +150,7 @@ impl Default for QuantSettings {
             overrides: Vec::new(),
             executor: QuantExecutor::Fake,
             rounding: None,
+            search_at_base: false,
         }
     }
 }

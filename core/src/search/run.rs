@@ -132,6 +132,13 @@ struct Pricing<'a> {
 impl<'a> Pricing<'a> {
     fn new(graph: &'a Graph, splicer: &Splicer, units: &[Unit]) -> Result<Self> {
         let plan = splicer.base();
+        if !plan.overrides.is_empty() {
+            return Error::field(
+                "search",
+                "base",
+                "a search starts from one width for every layer; its base plan has overrides",
+            );
+        }
         let settings = crate::quant::QuantSettings {
             bits: plan.bits,
             overrides: plan.overrides.clone(),
@@ -167,6 +174,13 @@ impl<'a> Pricing<'a> {
 
     fn workload(&self, a: &Allocation) -> Workload {
         let mut bits = self.base.clone();
+        if a.is_uniform() {
+            // A uniform allocation is the recipe's own plan at that width (`Splicer::uniform`):
+            // every point at it, not only the ones the units write.
+            let b = a.0[0];
+            bits.weights.fill(b.weights);
+            bits.activations.fill(b.activations);
+        }
         for (u, b) in a.0.iter().enumerate() {
             for &(id, point) in &self.nodes[u] {
                 bits.weights[id] = b.weights;

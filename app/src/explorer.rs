@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use qvit_core::search::job::Searched;
+
 use qvit_core::accel::{CostReport, Workload, cost};
 use qvit_core::cache::{self, Store};
 use qvit_core::eval::Accuracy;
@@ -18,6 +20,7 @@ use crate::instrument::Instruments;
 use crate::jobs::{Counts, Job};
 use crate::session::{self, LayerDistributions, Loaded, Quantized};
 use crate::views::explore::ExploreState;
+use crate::views::search::SearchState;
 
 /// Recent project files kept in the File menu.
 const RECENT_FILES: usize = 8;
@@ -30,6 +33,7 @@ pub enum Tab {
     Quantization,
     Accelerator,
     Explore,
+    Search,
 }
 
 /// The headline figures of one configuration, to compare against a pinned baseline.
@@ -83,6 +87,7 @@ pub struct Jobs {
     pub evaluate: Option<Job<Accuracy, Accuracy>>,
     /// The designs on the budget, and how many were priced.
     pub sweep: Option<Job<(Vec<Design>, u64), crate::views::explore::SweepProgress>>,
+    pub search: Option<Job<Arc<Searched>, crate::views::search::SearchProgress>>,
 }
 
 /// The explorer: one open project and everything derived from it.
@@ -115,6 +120,7 @@ pub struct Explorer {
     /// The Distributions view's data for the selected layer, kept between frames.
     pub distributions: Option<Arc<LayerDistributions>>,
     pub explore: ExploreState,
+    pub search: SearchState,
     pub recent: Vec<PathBuf>,
     /// Where calibration statistics are kept between runs (none: calibrate every time).
     pub calibration_cache: Option<PathBuf>,
@@ -164,6 +170,7 @@ impl Explorer {
             sort_by_range: false,
             distributions: None,
             explore: ExploreState::default(),
+            search: SearchState::default(),
             recent: Vec::new(),
             answers: Answers::new(calibration_cache.as_deref().map(Store::new)),
             calibration_cache,
@@ -247,7 +254,7 @@ impl Explorer {
         self.recent.truncate(RECENT_FILES);
     }
 
-    fn replace_project(&mut self, mut project: Project, path: Option<PathBuf>) {
+    pub(crate) fn replace_project(&mut self, mut project: Project, path: Option<PathBuf>) {
         // A project without a `quant` section gets its family's recipe (repq-vit for DeiT).
         let family = project.spec().map(|s| s.family()).ok();
         project.quant.get_or_insert_with(|| {
@@ -381,6 +388,7 @@ impl Explorer {
             || self.jobs.quantize.is_some()
             || self.jobs.evaluate.is_some()
             || self.jobs.sweep.is_some()
+            || self.jobs.search.is_some()
     }
 
     /// Collects finished jobs and starts the ones they enable; acts on the frame's changes.
@@ -434,6 +442,13 @@ impl Explorer {
                     self.explore.designs = designs;
                     self.explore.priced = priced;
                 }
+                Err(e) => self.notice = Some(Notice::Error(e)),
+            }
+        }
+        if let Some(result) = self.jobs.search.as_mut().and_then(Job::poll) {
+            self.jobs.search = None;
+            match result {
+                Ok(searched) => self.search.accept(searched),
                 Err(e) => self.notice = Some(Notice::Error(e)),
             }
         }

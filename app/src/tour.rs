@@ -1,7 +1,7 @@
 //! A tour of the tabs for the docs' screenshots (`QVIT_SCREENSHOTS=DIR`, see
 //! `tools/explorer/screenshots.sh`): once the first accuracy is in, each tab is shown in turn
 //! and the window saved as `DIR/<tab>.png` when its jobs have finished (Explore runs its sweep
-//! first), then the window closes. Without the variable the tour never starts.
+//! first, Search its quick search of the first shipped space), then the window closes. Without the variable the tour never starts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::explorer::{Explorer, Notice, Tab};
 
 /// The tabs in the order shown, with their file names.
-const TABS: [(Tab, &str); 4] = [
+const TABS: [(Tab, &str); 5] = [
     (Tab::Distributions, "distributions"),
     (Tab::Quantization, "quantization"),
     (Tab::Accelerator, "accelerator"),
     (Tab::Explore, "explore"),
+    (Tab::Search, "search"),
 ];
 
 /// Frames drawn on a tab before its screenshot, so plots have laid out and bounds settled.
@@ -30,6 +31,8 @@ pub struct Tour {
     saved: Option<Arc<AtomicBool>>,
     /// Explore's sweep is started once; a sweep that fails is pictured with its error.
     swept: bool,
+    /// Likewise Search's search.
+    searched: bool,
 }
 
 impl Tour {
@@ -40,6 +43,7 @@ impl Tour {
             settle: SETTLE_FRAMES,
             saved: None,
             swept: false,
+            searched: false,
         })
     }
 }
@@ -67,6 +71,11 @@ pub fn step(explorer: &mut Explorer) {
     if tab == Tab::Explore && !tour.swept {
         tour.swept = true;
         crate::views::explore::start_sweep(explorer);
+        return;
+    }
+    if tab == Tab::Search && !tour.searched {
+        tour.searched = true;
+        crate::views::search::start_search(explorer);
         return;
     }
     if explorer.busy() {

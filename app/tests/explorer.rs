@@ -673,3 +673,77 @@ fn the_sweep_measures_top1_on_the_explorers_own_statistics() {
     let kept = h.state().project.sweep.clone().unwrap();
     assert!(kept.accuracy.unwrap().calibration.is_empty());
 }
+
+/// A search on the open model, its statistics and its 500 test images: trio-vit (its range
+/// search cut to 8 images) so that a mixed row's plan depends on where the range search ran.
+fn write_search_space(dir: &Path) -> std::path::PathBuf {
+    let preset = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../presets/quant/trio-vit.ron"
+    ))
+    .unwrap();
+    let quick = preset.replace("OutputSearch(images: 64)", "OutputSearch(images: 8)");
+    assert_ne!(quick, preset);
+    let recipe = write(dir, "trio-quick.ron", &quick);
+    let space = format!(
+        r#"Search(
+            name: "tab",
+            model: "efficientvit-micro",
+            recipe: Some("{}"),
+            weights: [8, 4],
+            activations: [8, 4],
+            accelerator: (
+                base: "trio-vit-zcu102",
+                mat_pes: [16], mat_lanes: [8], rmac_pes: [16], rmac_lanes: [8],
+                copies: [2, 8],
+                packing: [PerLayer],
+            ),
+            stages: (
+                sample_images: 16,
+                confirm_allocations: 3,
+                heldout_images: 100,
+                executor: Int,
+                test_images: Some({EVAL_IMAGES}),
+            ),
+        )"#,
+        recipe.display()
+    );
+    write(dir, "space.ron", &space)
+}
+
+#[test]
+fn a_search_runs_in_the_background_and_a_row_loads_with_its_top1_and_fps() {
+    let dir = std::env::temp_dir().join(format!("qvit-search-tab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let space = write_search_space(&dir);
+    let mut h = explorer();
+    click(&mut h, "Search");
+    assert!(label(&h, "No search yet").contains("Run search"));
+    h.state_mut().search.space = space.display().to_string();
+    click(&mut h, "Run search");
+    settle(&mut h);
+    let summary = label(&h, "efficientvit-micro on trio-vit-zcu102");
+    assert!(summary.contains("designs on the front"), "{summary}");
+    let searched = h.state().search.result.clone().expect("a search result");
+    let rows = &searched.outcome.rows;
+    let mixed = rows
+        .iter()
+        .position(|r| r.on_front && !r.allocation.is_uniform())
+        .expect("a mixed design on the front");
+    // Loading the row re-quantizes the open model with its widths (the range search at the
+    // base widths, as the search built it) and prices its design: the explorer shows the
+    // search's own test top-1 and FPS.
+    qvit_app::views::search::load_row(h.state_mut(), &searched, mixed);
+    settle(&mut h);
+    let state = h.state();
+    let quant = state.project.quant.as_ref().unwrap();
+    assert!(quant.search_at_base && !quant.overrides.is_empty());
+    let top1 = state.accuracy.as_ref().expect("an accuracy").top1();
+    assert_eq!(format!("{top1:.2}"), format!("{:.2}", rows[mixed].top1));
+    let fps = state.cost.as_ref().unwrap().fps;
+    assert_eq!(
+        format!("{fps:.3}"),
+        format!("{:.3}", rows[mixed].totals.fps)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

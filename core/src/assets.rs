@@ -48,3 +48,22 @@ pub fn fashion_mnist_heldout() -> (PathBuf, PathBuf) {
         d.join("heldout-2000-labels-idx1-ubyte.gz"),
     )
 }
+
+/// The shipped search spaces (`presets/searches/*.ron`, beside `assets/`), sorted by name;
+/// none when the folder is not there.
+pub fn search_spaces() -> Vec<PathBuf> {
+    let local = PathBuf::from("presets/searches");
+    let dir = if local.is_dir() {
+        local
+    } else {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../presets/searches"))
+    };
+    let mut spaces: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "ron"))
+        .collect();
+    spaces.sort();
+    spaces
+}

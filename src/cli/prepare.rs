@@ -100,7 +100,7 @@ pub fn stats(
     Ok(stats?)
 }
 
-/// What a sensitivity scan or a search splices its plans from: the statistics, the recipe and
+/// What a sensitivity scan splices its plans from: the statistics, the recipe and
 /// its plan at `settings` (with its range search, run once here).
 pub fn splice_base(
     model: &Model,

@@ -8,11 +8,9 @@ use std::time::Instant;
 use clap::Args;
 use qvit_core::accel::config::Architecture;
 use qvit_core::accel::packing::Packing;
-use qvit_core::pipeline;
-use qvit_core::project::{CalibrationSet, DataSource, Project};
-use qvit_core::quant::{QuantExecutor, QuantSettings, Recipe, family_recipe};
-use qvit_core::search::Splicer;
-use qvit_core::search::run::{self, Outcome, Progress, Row};
+use qvit_core::quant::QuantExecutor;
+use qvit_core::search::job;
+use qvit_core::search::run::{Method, Outcome, Progress, Row};
 use qvit_core::search::space::SearchSpace;
 
 use super::prepare;
@@ -72,7 +70,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
         anyhow::bail!("--report {}: give a .md file", r.display());
     }
     let search = || search(&space, args);
-    let (outcome, seconds, project) = match args.threads {
+    let (searched, seconds) = match args.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()?
@@ -80,9 +78,10 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
         None => search()?,
     };
     let projects = match &args.projects {
-        Some(dir) => write_projects(&space, args, &outcome, project, dir)?,
+        Some(dir) => write_projects(args, &searched, dir)?,
         None => Vec::new(),
     };
+    let outcome = searched.outcome;
     write_csv(&space, &outcome, &projects, &out)?;
     eprintln!(
         "wrote {} ({} front designs, {} uniform references) in {:.0} s",
@@ -103,59 +102,15 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<(Outcome, f64, Project)> {
+fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<(job::Searched, f64)> {
     let clock = Instant::now();
-    let mut project = Project::for_model(&space.model);
-    let spec = project.spec()?;
-    let source = |p: &Path| DataSource::from_path(p, spec.family(), spec.resolution(), None);
-    if let Some(w) = &space.data.weights {
-        project.weights = Some(w.clone());
-    }
-    if let Some(t) = &space.data.test {
-        project.data = Some(source(t)?);
-    }
-    if let Some(c) = &space.data.calibration {
-        project.calibration_data = Some(CalibrationSet {
-            data: source(c)?,
-            images: None,
-            seed: 0,
-        });
-    }
-    let recipe_name = space
-        .recipe
-        .clone()
-        .unwrap_or_else(|| family_recipe(spec.family()).to_string());
-    let settings = QuantSettings {
-        recipe: recipe_name.clone(),
-        bits: space.base,
-        ..Default::default()
-    };
-    if space.stages.executor == QuantExecutor::Int {
-        Recipe::resolve(&recipe_name)?.check_integer(None)?;
-    }
-    let model = prepare::model(&project)?;
-    let heldout = space.data.heldout.as_deref().map(source).transpose()?;
-    let heldout = pipeline::heldout_data(heldout.as_ref(), &model.graph)?;
-    let test = pipeline::test_data(&project, &model.graph)?;
-    let (stats, recipe, base) = prepare::splice_base(
-        &model,
-        args.calibration.as_deref(),
-        project.calibration_data.as_ref(),
-        &settings,
-    )?;
-    let splicer = Splicer::new(
-        &model.graph,
-        &model.folded,
-        &stats,
-        &recipe,
-        &settings,
-        base,
-    )?;
     let bar = prepare::progress_bar(1, "")?;
     let never = AtomicBool::new(false);
     let stage = std::sync::Mutex::new("");
-    let outcome = run::run(space, &splicer, &heldout, &test, &never, &|p| {
+    let searched = job::search(space, args.calibration.as_deref(), &never, &|p| {
         let (what, done, total) = match p {
+            Progress::Calibrating { done, total } => ("calibrating (images)", done, total),
+            Progress::Ranges { done, total } => ("base plan's range search", done, total),
             Progress::Sensitivity { done, total } => ("sensitivity (layer × width)", done, total),
             Progress::Pricing { done, total } => ("pricing (allocations)", done, total),
             Progress::Confirming { done, total } => ("held-out top-1 (allocations)", done, total),
@@ -172,8 +127,7 @@ fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<(Outcome, f6
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    project.quant = Some(settings);
-    Ok((outcome, clock.elapsed().as_secs_f64(), project))
+    Ok((searched, clock.elapsed().as_secs_f64()))
 }
 
 const HEADER: [&str; 22] = [
@@ -258,48 +212,24 @@ fn write_csv(
     Ok(())
 }
 
-/// Writes each row as a project in `dir` (made if missing): the search's model, weights,
-/// data and calibration with the row's widths and design. A mixed row keeps the base plan's
-/// searched ranges where its widths are the base's (`search_at_base`), as the search built it;
-/// a uniform row is the recipe's own plan at its width. Returns the file names in row order.
+/// Writes each row as a project in `dir` (made if missing; see [`job::Searched::row_project`]),
+/// with every path absolute. Returns the file names in row order.
 fn write_projects(
-    space: &SearchSpace,
     args: &SearchArgs,
-    o: &Outcome,
-    base: Project,
+    searched: &job::Searched,
     dir: &Path,
 ) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("--projects {}: {e}", dir.display()))?;
-    let mut base = base;
-    base.calibration = args.calibration.clone();
-    let base = base.with_absolute_paths()?;
-    let settings = base.quant.clone().unwrap_or_default();
-    let limit = space
+    let limit = searched
+        .space
         .stages
         .test_images
         .map_or(String::new(), |n| format!(" --limit {n}"));
-    let mut names = Vec::with_capacity(o.rows.len());
-    for (i, r) in o.rows.iter().enumerate() {
+    let mut names = Vec::with_capacity(searched.outcome.rows.len());
+    for (i, r) in searched.outcome.rows.iter().enumerate() {
         let name = format!("row-{:03}.ron", i + 1);
-        let uniform = r.allocation.is_uniform();
-        let mut project = base.clone();
-        project.quant = Some(QuantSettings {
-            bits: if uniform {
-                r.allocation.0[0]
-            } else {
-                settings.bits
-            },
-            overrides: if uniform {
-                Vec::new()
-            } else {
-                r.allocation.overrides(&o.units, settings.bits)
-            },
-            executor: space.stages.executor,
-            search_at_base: !uniform,
-            ..settings.clone()
-        });
-        project.accelerator = Some(o.designs[r.design].clone());
+        let project = searched.row_project(i).with_absolute_paths()?;
         let path = dir.join(&name);
         let text = format!(
             "// Row {} of `qvit search {}`: {} widths `{}`, test top-1 {:.2} %, {:.1} FPS.\n\
@@ -454,6 +384,16 @@ fn report(space: &SearchSpace, args: &SearchArgs, o: &Outcome, seconds: f64) -> 
     );
     let _ = writeln!(
         t,
+        "A mixed allocation sets the widths of the layers with weights and of the activations \
+         they write; every other activation (residual sums, attention outputs) keeps the base \
+         width {}, and the layers the allocation leaves at the base keep the base plan's searched \
+         ranges. A uniform allocation is the recipe's own plan at its width, everywhere. \
+         `--projects DIR` writes each row as a project that `qvit eval` and `qvit cost` \
+         reproduce.\n",
+        space.base.to_string().to_lowercase()
+    );
+    let _ = writeln!(
+        t,
         "## The front\n\nTop-1, FPS and GOPS/DSP, most FPS first{}:\n\n{}",
         space
             .constraints
@@ -503,15 +443,15 @@ fn report(space: &SearchSpace, args: &SearchArgs, o: &Outcome, seconds: f64) -> 
          no less top-1:\n\n{}\n",
         findings.join("\n")
     );
-    let by = |m: run::Method| front.iter().filter(|r| r.method == m).count();
+    let by = |m: Method| front.iter().filter(|r| r.method == m).count();
     let _ = writeln!(
         t,
         "## Greedy against the baseline\n\nOf the {} front designs, {} come from the greedy path, \
          {} from the lowest-sensitivity-first baseline and {} are uniform.\n",
         front.len(),
-        by(run::Method::Greedy),
-        by(run::Method::Baseline),
-        by(run::Method::Uniform)
+        by(Method::Greedy),
+        by(Method::Baseline),
+        by(Method::Uniform)
     );
     t
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Screenshots of every tab of the explorer on the shipped default, for the docs: under Xvfb
 # with software OpenGL, the explorer waits for its first accuracy over the whole test set, then
-# shows Distributions, Quantization, Accelerator and Explore (after running its default sweep
-# with accuracy) and saves each window as DIR/<tab>.png (`QVIT_SCREENSHOTS`, app/src/tour.rs),
+# shows Distributions, Quantization, Accelerator, Explore (after running its default sweep
+# with accuracy) and Search (after a quick search of the first shipped space) and saves each window as DIR/<tab>.png (`QVIT_SCREENSHOTS`, app/src/tour.rs),
 # then closes. Run it after a change to what a tab shows, and commit the images.
 #
 #   tools/explorer/screenshots.sh [DIR]     (default: docs/screenshots)
@@ -23,7 +23,7 @@ if kill -0 "$app" 2>/dev/null; then
     echo "the explorer did not finish its tour in 10 minutes" >&2
     exit 1
 fi
-for tab in distributions quantization accelerator explore; do
+for tab in distributions quantization accelerator explore search; do
     [[ -s $out/$tab.png ]] || { echo "no screenshot of $tab" >&2; exit 1; }
 done
 echo "top-1 $(cat "$ready")% on screen; screenshots of every tab in $out"

@@ -10,6 +10,8 @@ pub mod menu;
 pub mod model_tree;
 pub mod quantization;
 pub mod results;
+pub mod scatter;
+pub mod search;
 
 use crate::explorer::{Explorer, Tab};
 
@@ -32,6 +34,7 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
                 (Tab::Quantization, "Quantization"),
                 (Tab::Accelerator, "Accelerator"),
                 (Tab::Explore, "Explore"),
+                (Tab::Search, "Search"),
             ] {
                 ui.selectable_value(&mut explorer.tab, tab, name);
             }
@@ -42,6 +45,7 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             Tab::Quantization => quantization::show(explorer, ui),
             Tab::Accelerator => accelerator::show(explorer, ui),
             Tab::Explore => explore::show(explorer, ui),
+            Tab::Search => search::show(explorer, ui),
         }
     });
     if let Some(dialog) = &mut explorer.dialog

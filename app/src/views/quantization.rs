@@ -90,6 +90,20 @@ pub fn show(explorer: &mut Explorer, ui: &mut egui::Ui) {
             changed = true;
         }
     });
+    if !settings.overrides.is_empty() {
+        changed |= ui
+            .checkbox(
+                &mut settings.search_at_base,
+                "range search at the global widths, overrides spliced in after it",
+            )
+            .on_hover_text(
+                "How qvit search and qvit sensitivity build a mixed plan: a recipe's \
+                 output-aware range search runs once at the global widths and the overridden \
+                 layers take search-free ranges at their own. Off: the search runs with the \
+                 overrides in place. Recipes without the search give the same plan either way.",
+            )
+            .changed();
+    }
     ui.horizontal(|ui| {
         ui.label("evaluate on");
         let all = explorer.loaded.as_ref().map_or(0, |l| l.test.len());

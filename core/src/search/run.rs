@@ -66,10 +66,32 @@ impl Method {
 /// What a search is doing, for a progress bar.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
-    Sensitivity { done: usize, total: usize },
-    Pricing { done: usize, total: usize },
-    Confirming { done: usize, total: usize },
-    Testing { done: usize, total: usize },
+    /// Images of the calibration passes (when no statistics file is given).
+    Calibrating {
+        done: usize,
+        total: usize,
+    },
+    /// The base plan's output-aware range search, when the recipe has one.
+    Ranges {
+        done: usize,
+        total: usize,
+    },
+    Sensitivity {
+        done: usize,
+        total: usize,
+    },
+    Pricing {
+        done: usize,
+        total: usize,
+    },
+    Confirming {
+        done: usize,
+        total: usize,
+    },
+    Testing {
+        done: usize,
+        total: usize,
+    },
 }
 
 /// One design of the result.

@@ -304,3 +304,81 @@ fn each_row_is_a_project_that_eval_and_cost_reproduce() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With `--state`, a search keeps its stages' results and a later run reads them back: the
+/// sensitivity stage split into two shards (each run alone) and then merged gives the CSV of a
+/// search without any state, and a top-1 kept in the folder is what a resumed run reports.
+#[test]
+fn a_search_resumes_from_its_state_and_merges_sensitivity_shards() {
+    let dir = temp("state");
+    let plain = search(&dir, SMALL, &["--out", "plain.csv"]);
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    for shard in ["0/2", "1/2"] {
+        let o = search(&dir, SMALL, &["--state", "kept", "--shard", shard]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("sensitivity rows of shard"));
+        // A shard run stops after its share of the sensitivity: no CSV (`small.csv`).
+        assert!(!dir.join("small.csv").exists());
+    }
+    let files = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("kept"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let shards = files();
+    assert_eq!(shards.len(), 2, "{shards:?}");
+    assert!(shards[0].ends_with("-shard-0-of-2.ron") && shards[1].ends_with("-shard-1-of-2.ron"));
+    let merged = search(&dir, SMALL, &["--state", "kept", "--out", "merged.csv"]);
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(read("merged.csv"), read("plain.csv"));
+    // The whole table and every top-1 are kept now.
+    let kept = files();
+    let top1 = kept
+        .iter()
+        .find(|n| n.starts_with("top1-"))
+        .expect("kept top-1s");
+    assert!(
+        kept.iter()
+            .any(|n| n.starts_with("sensitivity-") && !n.contains("shard"))
+    );
+    // A resumed run measures nothing it kept: a kept test top-1, edited, is what it reports.
+    let path = dir.join("kept").join(top1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"test:"))
+        .expect("a kept test top-1")
+        .to_string();
+    let (allocation, _) = line.trim().trim_start_matches('"').split_once('"').unwrap();
+    let widths = allocation.trim_start_matches("test:").to_string();
+    std::fs::write(
+        &path,
+        text.replace(&line, &format!("\"{allocation}\": 12.34,")),
+    )
+    .unwrap();
+    let resumed = search(&dir, SMALL, &["--state", "kept", "--out", "resumed.csv"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let csv = read("resumed.csv");
+    assert!(
+        csv.lines()
+            .any(|l| l.contains(&format!(",{widths},")) && l.contains(",12.34,")),
+        "{widths}: {csv}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

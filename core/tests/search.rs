@@ -178,6 +178,7 @@ fn options(candidates: &[&str], heldout_images: usize) -> SensitivityOptions {
         candidates: candidates.iter().map(|b| b.parse().unwrap()).collect(),
         sample_images: 32,
         heldout_images,
+        ..Default::default()
     }
 }
 

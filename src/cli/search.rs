@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use qvit_core::accel::config::Architecture;
 use qvit_core::accel::packing::Packing;
+use qvit_core::explore::Shard;
 use qvit_core::quant::QuantExecutor;
 use qvit_core::search::job;
 use qvit_core::search::run::{Method, Outcome, Progress, Row};
@@ -50,6 +51,15 @@ pub struct SearchArgs {
     /// test images of the search) and `qvit cost FILE` reproduce; `qvit explore FILE` opens it.
     #[arg(long, value_name = "DIR")]
     projects: Option<PathBuf>,
+    /// Keep every stage's results in this folder and read back what an earlier run on the
+    /// same inputs kept there: an interrupted search resumes where it stopped.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Compute only this shard of the sensitivity stage (its layers i, i+N, …) into `--state`
+    /// and stop; run every shard (on as many machines, sharing the folder), then the search
+    /// without `--shard` merges them and goes on.
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse, requires = "state")]
+    shard: Option<Shard>,
     /// Worker threads (default: one per core). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
@@ -68,6 +78,36 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
         && r.extension().and_then(|e| e.to_str()) != Some("md")
     {
         anyhow::bail!("--report {}: give a .md file", r.display());
+    }
+    if let (Some(shard), Some(state)) = (args.shard, &args.state) {
+        let never = AtomicBool::new(false);
+        let run = || {
+            job::sensitivity_shard(
+                &space,
+                args.calibration.as_deref(),
+                state,
+                shard,
+                &never,
+                &|_| {},
+            )
+        };
+        let (rows, key) = match args.threads {
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()?
+                .install(run)?,
+            None => run()?,
+        };
+        eprintln!(
+            "kept {rows} sensitivity rows of shard {}/{} in {} (inputs {key:016x}); once every \
+             shard is there, `qvit search {} --state {}` merges them and finishes the search",
+            shard.index,
+            shard.count,
+            state.display(),
+            args.space.display(),
+            state.display()
+        );
+        return Ok(());
     }
     let search = || search(&space, args);
     let (searched, seconds) = match args.threads {
@@ -107,7 +147,8 @@ fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<(job::Search
     let bar = prepare::progress_bar(1, "")?;
     let never = AtomicBool::new(false);
     let stage = std::sync::Mutex::new("");
-    let searched = job::search(space, args.calibration.as_deref(), &never, &|p| {
+    let (calibration, state) = (args.calibration.as_deref(), args.state.as_deref());
+    let searched = job::search(space, calibration, state, &never, &|p| {
         let (what, done, total) = match p {
             Progress::Calibrating { done, total } => ("calibrating (images)", done, total),
             Progress::Ranges { done, total } => ("base plan's range search", done, total),

@@ -109,6 +109,7 @@ pub fn run(args: &SensitivityArgs) -> anyhow::Result<()> {
         candidates: args.candidates.clone(),
         sample_images: args.sample_images,
         heldout_images: args.heldout_images,
+        ..Default::default()
     };
     let total = sensitivity::layers(&model.graph, &model.folded).len() * options.candidates.len();
     let bar = prepare::progress_bar(total, "layer × width")?;

@@ -252,11 +252,17 @@ pub fn start_search(explorer: &mut Explorer) {
                 && space.data.calibration.is_none()
         })
         .and_then(|l| l.stats_file.clone());
+    // Kept beside the statistics: a search run again (or after a cancel) resumes.
+    let state = explorer
+        .calibration_cache
+        .as_ref()
+        .map(|c| c.join("searches"));
     explorer.jobs.search = Some(Job::spawn(
         &explorer.ctx,
         format!("searching {}", space.name),
         move |r| {
-            job::search(&space, calibration.as_deref(), r.cancel_flag(), &|p| {
+            let (calibration, state) = (calibration.as_deref(), state.as_deref());
+            job::search(&space, calibration, state, r.cancel_flag(), &|p| {
                 r.report(SearchProgress(Some(p)))
             })
             .map(Arc::new)
@@ -362,6 +368,7 @@ fn sensitivity(searched: &Searched, ui: &mut egui::Ui) {
         table.sample_images
     ))
     .id_salt("search sensitivity")
+    .default_open(true)
     .show(ui, |ui| {
         egui::ScrollArea::vertical()
             .max_height(260.0)

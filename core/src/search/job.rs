@@ -9,10 +9,15 @@ use std::sync::atomic::AtomicBool;
 use super::run::{self, Outcome, Progress};
 use super::space::SearchSpace;
 use super::splice::Splicer;
+use super::state::{self, State};
+use crate::data::Dataset;
 use crate::error::Result;
+use crate::explore::Shard;
 use crate::pipeline::{self, Model};
 use crate::project::{CalibrationSet, DataSource, Project};
-use crate::quant::{QuantExecutor, QuantSettings, Recipe, family_recipe};
+use crate::quant::{
+    CalibrationStats, QuantExecutor, QuantPlan, QuantSettings, Recipe, family_recipe,
+};
 
 /// A finished search and the project it ran on.
 #[derive(Debug, Clone)]
@@ -86,55 +91,127 @@ pub fn project(space: &SearchSpace, calibration: Option<&Path>) -> Result<Projec
     Ok(project)
 }
 
+/// Everything a search reads, loaded: the project, model, statistics, base plan and images.
+struct Inputs {
+    project: Project,
+    settings: QuantSettings,
+    recipe: Recipe,
+    model: Model,
+    stats: CalibrationStats,
+    base: QuantPlan,
+    heldout: Dataset,
+    test: Dataset,
+}
+
+impl Inputs {
+    fn load(
+        space: &SearchSpace,
+        calibration: Option<&Path>,
+        cancel: &AtomicBool,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Self> {
+        let project = project(space, calibration)?;
+        let settings = project.quant.clone().unwrap_or_default();
+        let recipe = Recipe::resolve(&settings.recipe)?;
+        if space.stages.executor == QuantExecutor::Int {
+            recipe.check_integer(None)?;
+        }
+        let model = Model::load(&project)?;
+        let heldout = space
+            .data
+            .heldout
+            .as_deref()
+            .map(|p| {
+                let spec = project.spec()?;
+                DataSource::from_path(p, spec.family(), spec.resolution(), None)
+            })
+            .transpose()?;
+        let heldout = pipeline::heldout_data(heldout.as_ref(), &model.graph)?;
+        let test = pipeline::test_data(&project, &model.graph)?;
+        let stats = pipeline::statistics(
+            &model,
+            calibration,
+            project.calibration_data.as_ref(),
+            cancel,
+            &mut |done, total| progress(Progress::Calibrating { done, total }),
+        )?;
+        let base = pipeline::plan(&model, &stats, &settings, cancel, &mut |done, total| {
+            progress(Progress::Ranges { done, total })
+        })?;
+        Ok(Self {
+            project,
+            settings,
+            recipe,
+            model,
+            stats,
+            base,
+            heldout,
+            test,
+        })
+    }
+
+    fn splicer(&self) -> Result<Splicer<'_>> {
+        Splicer::new(
+            &self.model.graph,
+            &self.model.folded,
+            &self.stats,
+            &self.recipe,
+            &self.settings,
+            self.base.clone(),
+        )
+    }
+
+    /// The folder of kept results for these inputs.
+    fn state(&self, space: &SearchSpace, splicer: &Splicer, dir: &Path) -> Result<State> {
+        State::open(dir, state::key(space, splicer, &self.heldout, &self.test)?)
+    }
+}
+
 /// Runs the search of `space` (statistics from `calibration`, else a fresh calibration), until
-/// done or `cancel`. `progress` hears every step, calibration and the base plan's range search
-/// included.
+/// done or `cancel`; with a `state` folder, resuming from what an earlier run kept there and
+/// merging a sensitivity stage split into shards ([`sensitivity_shard`]). `progress` hears
+/// every step, calibration and the base plan's range search included.
 pub fn search(
     space: &SearchSpace,
     calibration: Option<&Path>,
+    state: Option<&Path>,
     cancel: &AtomicBool,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Searched> {
-    let project = project(space, calibration)?;
-    let settings = project.quant.clone().unwrap_or_default();
-    let recipe = Recipe::resolve(&settings.recipe)?;
-    if space.stages.executor == QuantExecutor::Int {
-        recipe.check_integer(None)?;
-    }
-    let model = Model::load(&project)?;
-    let heldout = space
-        .data
-        .heldout
-        .as_deref()
-        .map(|p| {
-            let spec = project.spec()?;
-            DataSource::from_path(p, spec.family(), spec.resolution(), None)
-        })
+    let inputs = Inputs::load(space, calibration, cancel, progress)?;
+    let splicer = inputs.splicer()?;
+    let state = state
+        .map(|dir| inputs.state(space, &splicer, dir))
         .transpose()?;
-    let heldout = pipeline::heldout_data(heldout.as_ref(), &model.graph)?;
-    let test = pipeline::test_data(&project, &model.graph)?;
-    let stats = pipeline::statistics(
-        &model,
-        calibration,
-        project.calibration_data.as_ref(),
+    let outcome = run::run(
+        space,
+        &splicer,
+        &inputs.heldout,
+        &inputs.test,
+        state.as_ref(),
         cancel,
-        &mut |done, total| progress(Progress::Calibrating { done, total }),
+        progress,
     )?;
-    let base = pipeline::plan(&model, &stats, &settings, cancel, &mut |done, total| {
-        progress(Progress::Ranges { done, total })
-    })?;
-    let splicer = Splicer::new(
-        &model.graph,
-        &model.folded,
-        &stats,
-        &recipe,
-        &settings,
-        base,
-    )?;
-    let outcome = run::run(space, &splicer, &heldout, &test, cancel, progress)?;
     Ok(Searched {
         outcome,
-        project,
+        project: inputs.project,
         space: space.clone(),
     })
+}
+
+/// Computes one shard of the sensitivity stage into the `state` folder (see
+/// [`run::sensitivity_shard`]). Returns the rows kept and the key of the inputs.
+pub fn sensitivity_shard(
+    space: &SearchSpace,
+    calibration: Option<&Path>,
+    state: &Path,
+    shard: Shard,
+    cancel: &AtomicBool,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<(usize, u64)> {
+    let inputs = Inputs::load(space, calibration, cancel, progress)?;
+    let splicer = inputs.splicer()?;
+    let state = inputs.state(space, &splicer, state)?;
+    let rows = run::sensitivity_shard(space, &splicer, &state, shard, cancel, progress)?;
+    Ok((rows, state.key()))
 }

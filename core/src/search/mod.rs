@@ -10,6 +10,7 @@ pub mod run;
 pub mod sensitivity;
 pub mod space;
 pub mod splice;
+pub mod state;
 
 pub use sensitivity::{Sensitivity, SensitivityOptions, SensitivityRow};
 pub use splice::Splicer;

@@ -30,12 +30,13 @@ use super::allocation::{self, Allocation, Table, Unit};
 use super::sensitivity::{self, Sensitivity, SensitivityOptions};
 use super::space::SearchSpace;
 use super::splice::Splicer;
+use super::state::State;
 use crate::accel::packing::{Packing, macs_per_dsp};
 use crate::accel::{AccelConfig, Totals, Workload, totals};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{Classifier, evaluate};
-use crate::explore::pareto;
+use crate::explore::{Shard, pareto};
 use crate::graph::{Graph, NodeId};
 use crate::quant::points::output_point_node;
 use crate::quant::{BitWidths, FixedWidth, LayerBits, QuantExecutor, QuantPlan, fixed_widths};
@@ -249,13 +250,104 @@ fn spread(n: usize, k: usize) -> Vec<usize> {
     out
 }
 
+/// The sensitivity of the layers in `shard` at every width of the space but the base, on the
+/// calibration sample (logit KL only).
+fn scan_shard(
+    space: &SearchSpace,
+    splicer: &Splicer,
+    shard: Shard,
+    cancel: &AtomicBool,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Sensitivity> {
+    sensitivity::scan(
+        splicer,
+        None,
+        &SensitivityOptions {
+            candidates: space
+                .widths()
+                .into_iter()
+                .filter(|&b| b != space.base)
+                .collect(),
+            sample_images: space.stages.sample_images,
+            heldout_images: 0,
+            shard,
+        },
+        cancel,
+        &|done, total| progress(Progress::Sensitivity { done, total }),
+    )
+}
+
+/// Computes the sensitivity stage for the layers of `shard` alone and keeps it in `state`, for
+/// a search split over machines: once every shard of the split is there, [`run`] with the
+/// same state merges them. Returns how many (layer, width) rows it kept.
+pub fn sensitivity_shard(
+    space: &SearchSpace,
+    splicer: &Splicer,
+    state: &State,
+    shard: Shard,
+    cancel: &AtomicBool,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<usize> {
+    if let Some(kept) = state.sensitivity(shard)? {
+        return Ok(kept.rows.len());
+    }
+    let table = scan_shard(space, splicer, shard, cancel, progress)?;
+    state.keep_sensitivity(&table, shard)?;
+    Ok(table.rows.len())
+}
+
+/// The sensitivity stage: kept in `state` (whole, or as every shard of a split), else computed
+/// (and kept).
+fn sensitivity_stage(
+    space: &SearchSpace,
+    splicer: &Splicer,
+    state: Option<&State>,
+    cancel: &AtomicBool,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Sensitivity> {
+    let Some(state) = state else {
+        return scan_shard(space, splicer, Shard::ALL, cancel, progress);
+    };
+    if let Some(kept) = state.sensitivity(Shard::ALL)? {
+        return Ok(kept);
+    }
+    let layers = sensitivity::layers(splicer.graph(), splicer.params());
+    let table = match state.merged_shards(&layers)? {
+        Some(merged) => merged,
+        None => scan_shard(space, splicer, Shard::ALL, cancel, progress)?,
+    };
+    state.keep_sensitivity(&table, Shard::ALL)?;
+    Ok(table)
+}
+
+/// The top-1 of `allocation` at `stage`, from `state` when kept there, else measured by
+/// `measure` (and kept).
+fn top1_kept(
+    state: Option<&State>,
+    stage: &str,
+    allocation: &Allocation,
+    measure: impl FnOnce() -> Result<f64>,
+) -> Result<f64> {
+    if let Some(t) = state.and_then(|s| s.top1(stage, allocation)) {
+        return Ok(t);
+    }
+    let t = measure()?;
+    if let Some(s) = state {
+        s.keep_top1(stage, allocation, t)?;
+    }
+    Ok(t)
+}
+
 /// Runs the search. `splicer` holds the model, statistics and base plan (the space's recipe at
-/// its base widths); `heldout` and `test` the images the stages use.
+/// its base widths); `heldout` and `test` the images the stages use. With a `state`, every
+/// stage's results are kept there and read back by a later run on the same inputs, which so
+/// resumes an interrupted search.
 pub fn run(
     space: &SearchSpace,
     splicer: &Splicer,
     heldout: &Dataset,
     test: &Dataset,
+    state: Option<&State>,
     cancel: &AtomicBool,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Outcome> {
@@ -306,17 +398,7 @@ pub fn run(
             ),
         );
     }
-    let scan = sensitivity::scan(
-        splicer,
-        None,
-        &SensitivityOptions {
-            candidates: widths.iter().copied().filter(|&b| b != base_bits).collect(),
-            sample_images: space.stages.sample_images,
-            heldout_images: 0,
-        },
-        cancel,
-        &|done, total| progress(Progress::Sensitivity { done, total }),
-    )?;
+    let scan = sensitivity_stage(space, splicer, state, cancel, progress)?;
     let table = Table::from_rows(
         &units,
         base_bits,
@@ -476,9 +558,11 @@ pub fn run(
     let mut heldout_top1: HashMap<usize, f64> = HashMap::new();
     for (i, &a) in confirm.iter().enumerate() {
         cancelled()?;
-        let plan = plan_of(a)?;
         let n = space.stages.heldout_images.min(heldout.len());
-        heldout_top1.insert(a, top1(splicer, &plan, executor, heldout, n)?);
+        let t = top1_kept(state, "heldout", &allocations[a].1, || {
+            top1(splicer, &plan_of(a)?, executor, heldout, n)
+        })?;
+        heldout_top1.insert(a, t);
         progress(Progress::Confirming {
             done: i + 1,
             total: confirm.len(),
@@ -525,8 +609,10 @@ pub fn run(
     let mut test_top1: HashMap<usize, f64> = HashMap::new();
     for (i, &a) in reported.iter().enumerate() {
         cancelled()?;
-        let plan = plan_of(a)?;
-        test_top1.insert(a, top1(splicer, &plan, executor, test, n_test)?);
+        let t = top1_kept(state, "test", &allocations[a].1, || {
+            top1(splicer, &plan_of(a)?, executor, test, n_test)
+        })?;
+        test_top1.insert(a, t);
         progress(Progress::Testing {
             done: i + 1,
             total: reported.len(),

@@ -18,6 +18,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, rank_of};
 use crate::exec::float::{FloatExecutor, PartialForward};
+use crate::explore::Shard;
 use crate::graph::{Graph, NodeId};
 use crate::quant::fake::{
     fake_quantize_layer, fake_quantized_weights, points_by_node, quantize_output,
@@ -39,6 +40,9 @@ pub struct SensitivityOptions {
     pub sample_images: usize,
     /// Held-out images for top-1 (none: no accuracy column).
     pub heldout_images: usize,
+    /// The layers scanned: those whose index in network order is in the shard (all by
+    /// default), so that a scan can be split over machines.
+    pub shard: Shard,
 }
 
 impl Default for SensitivityOptions {
@@ -50,6 +54,7 @@ impl Default for SensitivityOptions {
                 .collect(),
             sample_images: 128,
             heldout_images: 1000,
+            shard: Shard::ALL,
         }
     }
 }
@@ -283,7 +288,12 @@ pub fn scan(
     .remove(0);
 
     // One unit of work per layer: its candidates share the pass up to the layer.
-    let names = layers(graph, params);
+    let names: Vec<String> = layers(graph, params)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 % options.shard.count == options.shard.index)
+        .map(|(_, name)| name)
+        .collect();
     let total = names.len() * options.candidates.len();
     let done = AtomicUsize::new(0);
     let per_layer = names

@@ -343,11 +343,14 @@ fn efficientvit_b1_search() {
     )"#;
     std::fs::write(c.dir.join("b1.ron"), space).unwrap();
     let out = c.dir.join("b1.csv");
+    let projects = c.dir.join("rows");
     let o = qvit(&[
         "search",
         c.dir.join("b1.ron").to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--projects",
+        projects.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let csv = std::fs::read_to_string(&out).unwrap();
@@ -360,5 +363,40 @@ fn efficientvit_b1_search() {
         .collect();
     assert_eq!(rows.iter().filter(|r| r[reference] == "true").count(), 2);
     assert!(rows.len() > 2, "{csv}");
+    // Every row is a project `qvit cost` prices as the search did, and a mixed one a project
+    // `qvit eval` (the search's fake-quant on its three images) gives the search's top-1.
+    let col = |name: &str| header.iter().position(|c| *c == name).unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = qvit(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    for r in &rows {
+        let project = projects.join(r[col("project")]);
+        let cost = json(&["cost", project.to_str().unwrap(), "--format", "json"]);
+        assert_eq!(
+            format!("{:.3}", cost["fps"].as_f64().unwrap()),
+            r[col("fps")]
+        );
+    }
+    let mixed = rows
+        .iter()
+        .find(|r| r[col("uniform")] == "false")
+        .expect("a mixed row");
+    let project = projects.join(mixed[col("project")]);
+    let eval = json(&[
+        "eval",
+        project.to_str().unwrap(),
+        "--limit",
+        "3",
+        "--format",
+        "json",
+    ]);
+    let top1 = eval["top1_percent"].as_f64().unwrap();
+    assert_eq!(format!("{top1:.2}"), mixed[col("top1")], "{eval}");
     std::fs::remove_dir_all(&c.dir).unwrap();
 }

@@ -81,6 +81,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
     }
     if let (Some(shard), Some(state)) = (args.shard, &args.state) {
         let never = AtomicBool::new(false);
+        let bar = StageBar::new()?;
         let run = || {
             job::sensitivity_shard(
                 &space,
@@ -88,7 +89,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
                 state,
                 shard,
                 &never,
-                &|_| {},
+                &|p| bar.report(p),
             )
         };
         let (rows, key) = match args.threads {
@@ -98,6 +99,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
                 .install(run)?,
             None => run()?,
         };
+        bar.finish();
         eprintln!(
             "kept {rows} sensitivity rows of shard {}/{} in {} (inputs {key:016x}); once every \
              shard is there, `qvit search {} --state {}` merges them and finishes the search",
@@ -143,32 +145,49 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
 }
 
 fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<(job::Searched, f64)> {
-    let clock = Instant::now();
-    let bar = prepare::progress_bar(1, "")?;
+    let bar = StageBar::new()?;
     let never = AtomicBool::new(false);
-    let stage = std::sync::Mutex::new("");
     let (calibration, state) = (args.calibration.as_deref(), args.state.as_deref());
-    let searched = job::search(space, calibration, state, &never, &|p| {
-        let (what, done, total) = match p {
-            Progress::Calibrating { done, total } => ("calibrating (images)", done, total),
-            Progress::Ranges { done, total } => ("base plan's range search", done, total),
-            Progress::Sensitivity { done, total } => ("sensitivity (layer × width)", done, total),
-            Progress::Pricing { done, total } => ("pricing (allocations)", done, total),
-            Progress::Confirming { done, total } => ("held-out top-1 (allocations)", done, total),
-            Progress::Testing { done, total } => ("test top-1 (allocations)", done, total),
-        };
-        // Each stage is named once, for logs where the bar is not drawn.
-        let mut current = stage.lock().unwrap_or_else(|e| e.into_inner());
+    let searched = job::search(space, calibration, state, &never, &|p| bar.report(p))?;
+    Ok((searched, bar.finish()))
+}
+
+/// A search's progress on the terminal: one bar for the running stage, and each stage named
+/// with its elapsed time as it starts, for logs where no bar is drawn.
+struct StageBar {
+    clock: Instant,
+    bar: indicatif::ProgressBar,
+    stage: std::sync::Mutex<&'static str>,
+}
+
+impl StageBar {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            clock: Instant::now(),
+            bar: prepare::progress_bar(1, "")?,
+            stage: std::sync::Mutex::new(""),
+        })
+    }
+
+    fn report(&self, p: Progress) {
+        let (what, done, total) = p.stage();
+        let mut current = self.stage.lock().unwrap_or_else(|e| e.into_inner());
         if *current != what {
             *current = what;
-            bar.suspend(|| eprintln!("{:>5.0} s  {what}: {total}", clock.elapsed().as_secs_f64()));
+            let seconds = self.clock.elapsed().as_secs_f64();
+            self.bar
+                .suspend(|| eprintln!("{seconds:>5.0} s  {what}: {total}"));
         }
-        bar.set_message(what);
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
-    bar.finish_and_clear();
-    Ok((searched, clock.elapsed().as_secs_f64()))
+        self.bar.set_message(what);
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+    }
+
+    /// Clears the bar; the seconds since it was made.
+    fn finish(self) -> f64 {
+        self.bar.finish_and_clear();
+        self.clock.elapsed().as_secs_f64()
+    }
 }
 
 const HEADER: [&str; 22] = [

@@ -68,14 +68,7 @@ impl SearchProgress {
         let Some(p) = &self.0 else {
             return (0.0, "search: starting".into());
         };
-        let (what, done, total) = match *p {
-            Progress::Calibrating { done, total } => ("calibrating (images)", done, total),
-            Progress::Ranges { done, total } => ("base plan's range search", done, total),
-            Progress::Sensitivity { done, total } => ("sensitivity (layer × width)", done, total),
-            Progress::Pricing { done, total } => ("pricing (allocations)", done, total),
-            Progress::Confirming { done, total } => ("held-out top-1 (allocations)", done, total),
-            Progress::Testing { done, total } => ("test top-1 (allocations)", done, total),
-        };
+        let (what, done, total) = p.stage();
         (
             done as f32 / total.max(1) as f32,
             format!("{what}: {done}/{total}"),

@@ -95,6 +95,20 @@ pub enum Progress {
     },
 }
 
+impl Progress {
+    /// The stage's name (with what it counts), and its counts.
+    pub fn stage(&self) -> (&'static str, usize, usize) {
+        match *self {
+            Progress::Calibrating { done, total } => ("calibrating (images)", done, total),
+            Progress::Ranges { done, total } => ("base plan's range search", done, total),
+            Progress::Sensitivity { done, total } => ("sensitivity (layer × width)", done, total),
+            Progress::Pricing { done, total } => ("pricing (allocations)", done, total),
+            Progress::Confirming { done, total } => ("held-out top-1 (allocations)", done, total),
+            Progress::Testing { done, total } => ("test top-1 (allocations)", done, total),
+        }
+    }
+}
+
 /// One design of the result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {

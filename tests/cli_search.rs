@@ -305,11 +305,13 @@ fn each_row_is_a_project_that_eval_and_cost_reproduce() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// With `--state`, a search keeps its stages' results and a later run reads them back: the
-/// sensitivity stage split into two shards (each run alone) and then merged gives the CSV of a
-/// search without any state, and a top-1 kept in the folder is what a resumed run reports.
+/// With `--state`, a search keeps its stages' results and a later run reads them back. Split
+/// in two shards sharing the folder, each run does its share of a stage and waits at the first
+/// the other has not finished; run again, they get through sensitivity, held-out and test
+/// top-1, and the run that finds every share there writes the CSV of a search without state.
+/// A top-1 kept in the folder is what a resumed run reports (it measures nothing kept).
 #[test]
-fn a_search_resumes_from_its_state_and_merges_sensitivity_shards() {
+fn a_search_split_in_shards_and_resumed_gives_the_csv_of_one_run() {
     let dir = temp("state");
     let plain = search(&dir, SMALL, &["--out", "plain.csv"]);
     assert!(
@@ -317,44 +319,44 @@ fn a_search_resumes_from_its_state_and_merges_sensitivity_shards() {
         "{}",
         String::from_utf8_lossy(&plain.stderr)
     );
-    for shard in ["0/2", "1/2"] {
-        let o = search(&dir, SMALL, &["--state", "kept", "--shard", shard]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("sensitivity rows of shard"));
-        // A shard run stops after its share of the sensitivity: no CSV (`small.csv`).
-        assert!(!dir.join("small.csv").exists());
+    let mut waits = Vec::new();
+    'rounds: for _ in 0..3 {
+        for shard in ["0/2", "1/2"] {
+            let o = search(
+                &dir,
+                SMALL,
+                &["--state", "kept", "--shard", shard, "--out", "sharded.csv"],
+            );
+            let err = String::from_utf8_lossy(&o.stderr).into_owned();
+            assert!(o.status.success(), "{err}");
+            if dir.join("sharded.csv").exists() {
+                break 'rounds;
+            }
+            let stage = err
+                .split("kept its share of the ")
+                .nth(1)
+                .and_then(|rest| rest.split(" stage").next())
+                .unwrap_or_else(|| panic!("{shard} neither waited nor finished: {err}"));
+            waits.push(format!("{shard} {stage}"));
+        }
     }
-    let files = || -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir.join("kept"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    };
-    let shards = files();
-    assert_eq!(shards.len(), 2, "{shards:?}");
-    assert!(shards[0].ends_with("-shard-0-of-2.ron") && shards[1].ends_with("-shard-1-of-2.ron"));
-    let merged = search(&dir, SMALL, &["--state", "kept", "--out", "merged.csv"]);
-    assert!(
-        merged.status.success(),
-        "{}",
-        String::from_utf8_lossy(&merged.stderr)
+    assert_eq!(
+        waits,
+        ["0/2 sensitivity", "1/2 held-out top-1", "0/2 test top-1"]
     );
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
-    assert_eq!(read("merged.csv"), read("plain.csv"));
-    // The whole table and every top-1 are kept now.
-    let kept = files();
-    let top1 = kept
-        .iter()
-        .find(|n| n.starts_with("top1-"))
-        .expect("kept top-1s");
-    assert!(
-        kept.iter()
-            .any(|n| n.starts_with("sensitivity-") && !n.contains("shard"))
-    );
-    // A resumed run measures nothing it kept: a kept test top-1, edited, is what it reports.
-    let path = dir.join("kept").join(top1);
+    assert_eq!(read("sharded.csv"), read("plain.csv"));
+    let mut kept: Vec<String> = std::fs::read_dir(dir.join("kept"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    // Each shard's sensitivity, the merged table and the top-1s.
+    assert!(kept[0].ends_with("-shard-0-of-2.ron") && kept[1].ends_with("-shard-1-of-2.ron"));
+    assert!(kept[2].starts_with("sensitivity-") && kept[3].starts_with("top1-"));
+    // Resumed: a kept test top-1, edited, is what the search reports.
+    let path = dir.join("kept").join(&kept[3]);
     let text = std::fs::read_to_string(&path).unwrap();
     let line = text
         .lines()

@@ -11,6 +11,7 @@ use qvit_core::accel::packing::Packing;
 use qvit_core::explore::Shard;
 use qvit_core::quant::QuantExecutor;
 use qvit_core::search::job;
+use qvit_core::search::job::ShardStep;
 use qvit_core::search::run::{Method, Outcome, Progress, Row};
 use qvit_core::search::space::SearchSpace;
 
@@ -55,9 +56,11 @@ pub struct SearchArgs {
     /// same inputs kept there: an interrupted search resumes where it stopped.
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
-    /// Compute only this shard of the sensitivity stage (its layers i, i+N, …) into `--state`
-    /// and stop; run every shard (on as many machines, sharing the folder), then the search
-    /// without `--shard` merges them and goes on.
+    /// Do only this shard's share of each stage (layers i, i+N, … of the sensitivity;
+    /// allocations i, i+N, … of the held-out and test top-1) into `--state`, stopping at the
+    /// first stage the other shards have not finished. Run every shard (on as many machines,
+    /// sharing the folder) until all are through; the run that finds every share there
+    /// writes the results.
     #[arg(long, value_name = "I/N", value_parser = Shard::parse, requires = "state")]
     shard: Option<Shard>,
     /// Worker threads (default: one per core). Results do not depend on it.
@@ -79,45 +82,16 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--report {}: give a .md file", r.display());
     }
-    if let (Some(shard), Some(state)) = (args.shard, &args.state) {
-        let never = AtomicBool::new(false);
-        let bar = StageBar::new()?;
-        let run = || {
-            job::sensitivity_shard(
-                &space,
-                args.calibration.as_deref(),
-                state,
-                shard,
-                &never,
-                &|p| bar.report(p),
-            )
-        };
-        let (rows, key) = match args.threads {
-            Some(n) => rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()?
-                .install(run)?,
-            None => run()?,
-        };
-        bar.finish();
-        eprintln!(
-            "kept {rows} sensitivity rows of shard {}/{} in {} (inputs {key:016x}); once every \
-             shard is there, `qvit search {} --state {}` merges them and finishes the search",
-            shard.index,
-            shard.count,
-            state.display(),
-            args.space.display(),
-            state.display()
-        );
-        return Ok(());
-    }
     let search = || search(&space, args);
-    let (searched, seconds) = match args.threads {
+    let found = match args.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()?
             .install(search)?,
         None => search()?,
+    };
+    let Some((searched, seconds)) = found else {
+        return Ok(());
     };
     let projects = match &args.projects {
         Some(dir) => write_projects(args, &searched, dir)?,
@@ -144,12 +118,34 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<(job::Searched, f64)> {
+/// The search, or `None` when this is a shard that has done its share of a stage the other
+/// shards have not finished (it says so).
+fn search(space: &SearchSpace, args: &SearchArgs) -> anyhow::Result<Option<(job::Searched, f64)>> {
     let bar = StageBar::new()?;
     let never = AtomicBool::new(false);
     let (calibration, state) = (args.calibration.as_deref(), args.state.as_deref());
-    let searched = job::search(space, calibration, state, &never, &|p| bar.report(p))?;
-    Ok((searched, bar.finish()))
+    let Some(shard) = args.shard else {
+        let searched = job::search(space, calibration, state, &never, &|p| bar.report(p))?;
+        return Ok(Some((searched, bar.finish())));
+    };
+    let step = job::search_shard(space, calibration, state, shard, &never, &|p| bar.report(p))?;
+    let seconds = bar.finish();
+    match step {
+        ShardStep::Done(searched) => Ok(Some((*searched, seconds))),
+        ShardStep::Waiting { stage, key } => {
+            let dir = state.unwrap_or(Path::new("?")).display();
+            eprintln!(
+                "shard {}/{} kept its share of the {stage} stage in {dir} (inputs {key:016x}); \
+                 run every shard again once all have got this far (sensitivity, then held-out \
+                 top-1, then test top-1); the run that finds every share there writes the \
+                 results, as does `qvit search {} --state {dir}`",
+                shard.index,
+                shard.count,
+                args.space.display(),
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// A search's progress on the terminal: one bar for the running stage, and each stage named

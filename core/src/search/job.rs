@@ -6,12 +6,12 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use super::run::{self, Outcome, Progress};
+use super::run::{self, Images, Outcome, Progress, Step};
 use super::space::SearchSpace;
 use super::splice::Splicer;
 use super::state::{self, State};
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::explore::Shard;
 use crate::pipeline::{self, Model};
 use crate::project::{CalibrationSet, DataSource, Project};
@@ -167,9 +167,21 @@ impl Inputs {
     }
 }
 
+/// How far a run of [`search_shard`] got.
+#[derive(Debug, Clone)]
+pub enum ShardStep {
+    Done(Box<Searched>),
+    /// This shard's share of `stage` is kept; other shards have not finished theirs. `key`
+    /// names the state folder's files of these inputs.
+    Waiting {
+        stage: &'static str,
+        key: u64,
+    },
+}
+
 /// Runs the search of `space` (statistics from `calibration`, else a fresh calibration), until
-/// done or `cancel`; with a `state` folder, resuming from what an earlier run kept there and
-/// merging a sensitivity stage split into shards ([`sensitivity_shard`]). `progress` hears
+/// done or `cancel`; with a `state` folder, resuming from what an earlier run kept there
+/// (including every shard's share of a split search, see [`search_shard`]). `progress` hears
 /// every step, calibration and the base plan's range search included.
 pub fn search(
     space: &SearchSpace,
@@ -178,40 +190,50 @@ pub fn search(
     cancel: &AtomicBool,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Searched> {
+    match search_shard(space, calibration, state, Shard::ALL, cancel, progress)? {
+        ShardStep::Done(searched) => Ok(*searched),
+        // A whole search measures whatever is missing, so it never waits.
+        ShardStep::Waiting { stage, .. } => {
+            Error::field(&space.name, stage, "a whole search waited")
+        }
+    }
+}
+
+/// Runs `shard` of the search of `space` with its state in `state` (see [`run::run`]).
+pub fn search_shard(
+    space: &SearchSpace,
+    calibration: Option<&Path>,
+    state: Option<&Path>,
+    shard: Shard,
+    cancel: &AtomicBool,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<ShardStep> {
     let inputs = Inputs::load(space, calibration, cancel, progress)?;
     let splicer = inputs.splicer()?;
     let state = state
         .map(|dir| inputs.state(space, &splicer, dir))
         .transpose()?;
-    let outcome = run::run(
+    let step = run::run(
         space,
         &splicer,
-        &inputs.heldout,
-        &inputs.test,
+        Images {
+            heldout: &inputs.heldout,
+            test: &inputs.test,
+        },
         state.as_ref(),
+        shard,
         cancel,
         progress,
     )?;
-    Ok(Searched {
-        outcome,
-        project: inputs.project,
-        space: space.clone(),
+    Ok(match step {
+        Step::Finished(outcome) => ShardStep::Done(Box::new(Searched {
+            outcome: *outcome,
+            project: inputs.project.clone(),
+            space: space.clone(),
+        })),
+        Step::Waiting { stage } => ShardStep::Waiting {
+            stage,
+            key: state.map_or(0, |s| s.key()),
+        },
     })
-}
-
-/// Computes one shard of the sensitivity stage into the `state` folder (see
-/// [`run::sensitivity_shard`]). Returns the rows kept and the key of the inputs.
-pub fn sensitivity_shard(
-    space: &SearchSpace,
-    calibration: Option<&Path>,
-    state: &Path,
-    shard: Shard,
-    cancel: &AtomicBool,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<(usize, u64)> {
-    let inputs = Inputs::load(space, calibration, cancel, progress)?;
-    let splicer = inputs.splicer()?;
-    let state = inputs.state(space, &splicer, state)?;
-    let rows = run::sensitivity_shard(space, &splicer, &state, shard, cancel, progress)?;
-    Ok((rows, state.key()))
 }

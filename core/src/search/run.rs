@@ -291,80 +291,100 @@ fn scan_shard(
     )
 }
 
-/// Computes the sensitivity stage for the layers of `shard` alone and keeps it in `state`, for
-/// a search split over machines: once every shard of the split is there, [`run`] with the
-/// same state merges them. Returns how many (layer, width) rows it kept.
-pub fn sensitivity_shard(
-    space: &SearchSpace,
-    splicer: &Splicer,
-    state: &State,
-    shard: Shard,
-    cancel: &AtomicBool,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<usize> {
-    if let Some(kept) = state.sensitivity(shard)? {
-        return Ok(kept.rows.len());
-    }
-    let table = scan_shard(space, splicer, shard, cancel, progress)?;
-    state.keep_sensitivity(&table, shard)?;
-    Ok(table.rows.len())
-}
-
 /// The sensitivity stage: kept in `state` (whole, or as every shard of a split), else computed
-/// (and kept).
+/// (and kept). A shard of a split computes (and keeps) its own layers only, and has the table
+/// once every shard is there; `None` until then.
 fn sensitivity_stage(
     space: &SearchSpace,
     splicer: &Splicer,
     state: Option<&State>,
+    shard: Shard,
     cancel: &AtomicBool,
     progress: &(dyn Fn(Progress) + Sync),
-) -> Result<Sensitivity> {
+) -> Result<Option<Sensitivity>> {
     let Some(state) = state else {
-        return scan_shard(space, splicer, Shard::ALL, cancel, progress);
+        return scan_shard(space, splicer, Shard::ALL, cancel, progress).map(Some);
     };
     if let Some(kept) = state.sensitivity(Shard::ALL)? {
-        return Ok(kept);
+        return Ok(Some(kept));
     }
     let layers = sensitivity::layers(splicer.graph(), splicer.params());
+    if shard != Shard::ALL && state.sensitivity(shard)?.is_none() {
+        let own = scan_shard(space, splicer, shard, cancel, progress)?;
+        state.keep_sensitivity(&own, shard)?;
+    }
     let table = match state.merged_shards(&layers)? {
         Some(merged) => merged,
-        None => scan_shard(space, splicer, Shard::ALL, cancel, progress)?,
+        None if shard == Shard::ALL => scan_shard(space, splicer, Shard::ALL, cancel, progress)?,
+        None => return Ok(None),
     };
     state.keep_sensitivity(&table, Shard::ALL)?;
-    Ok(table)
+    Ok(Some(table))
 }
 
-/// The top-1 of `allocation` at `stage`, from `state` when kept there, else measured by
-/// `measure` (and kept).
+/// The top-1 of `allocation` at `stage`: kept in `state`, else measured by `measure` (and
+/// kept) when it is this run's to measure (`mine`), else `None` (another shard's, not there
+/// yet).
 fn top1_kept(
     state: Option<&State>,
     stage: &str,
     allocation: &Allocation,
+    mine: bool,
     measure: impl FnOnce() -> Result<f64>,
-) -> Result<f64> {
+) -> Result<Option<f64>> {
     if let Some(t) = state.and_then(|s| s.top1(stage, allocation)) {
-        return Ok(t);
+        return Ok(Some(t));
+    }
+    if !mine {
+        return Ok(None);
     }
     let t = measure()?;
     if let Some(s) = state {
         s.keep_top1(stage, allocation, t)?;
     }
-    Ok(t)
+    Ok(Some(t))
+}
+
+/// The images a search's stages evaluate on: held-out training images to choose the front,
+/// then the test set to report it.
+#[derive(Debug, Clone, Copy)]
+pub struct Images<'d> {
+    pub heldout: &'d Dataset,
+    pub test: &'d Dataset,
+}
+
+/// How far a run got: finished, or (a shard of a split search) done with its share of a stage
+/// that other shards have yet to finish.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Finished(Box<Outcome>),
+    Waiting { stage: &'static str },
 }
 
 /// Runs the search. `splicer` holds the model, statistics and base plan (the space's recipe at
-/// its base widths); `heldout` and `test` the images the stages use. With a `state`, every
+/// its base widths); `Images` the images the stages use. With a `state`, every
 /// stage's results are kept there and read back by a later run on the same inputs, which so
-/// resumes an interrupted search.
+/// resumes an interrupted search. A `shard` other than [`Shard::ALL`] (with a state) measures
+/// only its share of each stage — layers i, i+N, … of the sensitivity, allocations i, i+N, …
+/// of the held-out and test top-1 — and waits at the first stage the other shards have not
+/// finished: run every shard again until all are through, and the last run finishes.
 pub fn run(
     space: &SearchSpace,
     splicer: &Splicer,
-    heldout: &Dataset,
-    test: &Dataset,
+    Images { heldout, test }: Images,
     state: Option<&State>,
+    shard: Shard,
     cancel: &AtomicBool,
     progress: &(dyn Fn(Progress) + Sync),
-) -> Result<Outcome> {
+) -> Result<Step> {
+    if shard != Shard::ALL && state.is_none() {
+        return Error::field(
+            &space.name,
+            "shard",
+            "a shard keeps its share in a state folder",
+        );
+    }
+    let mine = |i: usize| i as u64 % shard.count == shard.index;
     let graph = splicer.graph();
     let cancelled = || -> Result<()> {
         if cancel.load(Ordering::Relaxed) {
@@ -412,7 +432,11 @@ pub fn run(
             ),
         );
     }
-    let scan = sensitivity_stage(space, splicer, state, cancel, progress)?;
+    let Some(scan) = sensitivity_stage(space, splicer, state, shard, cancel, progress)? else {
+        return Ok(Step::Waiting {
+            stage: "sensitivity",
+        });
+    };
     let table = Table::from_rows(
         &units,
         base_bits,
@@ -573,13 +597,20 @@ pub fn run(
     for (i, &a) in confirm.iter().enumerate() {
         cancelled()?;
         let n = space.stages.heldout_images.min(heldout.len());
-        let t = top1_kept(state, "heldout", &allocations[a].1, || {
+        let kept = top1_kept(state, "heldout", &allocations[a].1, mine(i), || {
             top1(splicer, &plan_of(a)?, executor, heldout, n)
         })?;
-        heldout_top1.insert(a, t);
+        if let Some(t) = kept {
+            heldout_top1.insert(a, t);
+        }
         progress(Progress::Confirming {
             done: i + 1,
             total: confirm.len(),
+        });
+    }
+    if heldout_top1.len() < confirm.len() {
+        return Ok(Step::Waiting {
+            stage: "held-out top-1",
         });
     }
     timings.confirmation = clock.elapsed().as_secs_f64();
@@ -623,13 +654,20 @@ pub fn run(
     let mut test_top1: HashMap<usize, f64> = HashMap::new();
     for (i, &a) in reported.iter().enumerate() {
         cancelled()?;
-        let t = top1_kept(state, "test", &allocations[a].1, || {
+        let kept = top1_kept(state, "test", &allocations[a].1, mine(i), || {
             top1(splicer, &plan_of(a)?, executor, test, n_test)
         })?;
-        test_top1.insert(a, t);
+        if let Some(t) = kept {
+            test_top1.insert(a, t);
+        }
         progress(Progress::Testing {
             done: i + 1,
             total: reported.len(),
+        });
+    }
+    if test_top1.len() < reported.len() {
+        return Ok(Step::Waiting {
+            stage: "test top-1",
         });
     }
     timings.test = clock.elapsed().as_secs_f64();
@@ -658,7 +696,7 @@ pub fn run(
             .map(|&p| row(p, final_front.contains(&p), true)),
     );
     let priced = allocations.len() * designs.len();
-    Ok(Outcome {
+    Ok(Step::Finished(Box::new(Outcome {
         units,
         designs,
         sensitivity: scan,
@@ -668,7 +706,7 @@ pub fn run(
         confirmed: confirm.len(),
         rows,
         timings,
-    })
+    })))
 }
 
 #[cfg(test)]

@@ -205,26 +205,17 @@ fn documented(docs: &str, line: &str) -> bool {
         })
 }
 
-/// The models `QVIT_SCALE_MODELS` names, or `default` (each default model has a test of its
-/// own, so that the two run side by side).
-fn models(default: &str) -> Vec<String> {
-    match std::env::var("QVIT_SCALE_MODELS") {
-        Ok(list) if default == "deit-tiny" => list.split(',').map(str::to_string).collect(),
-        Ok(_) => Vec::new(),
-        Err(_) => vec![default.to_string()],
-    }
+fn models() -> Vec<String> {
+    std::env::var("QVIT_SCALE_MODELS")
+        .unwrap_or_else(|_| "deit-tiny,efficientvit-b1".into())
+        .split(',')
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
-fn integer_logits_follow_fake_quant_at_full_size_on_deit_tiny() {
-    for model in models("deit-tiny") {
-        check_model(&model);
-    }
-}
-
-#[test]
-fn integer_logits_follow_fake_quant_at_full_size_on_efficientvit_b1() {
-    for model in models("efficientvit-b1") {
+fn integer_logits_follow_fake_quant_at_full_size() {
+    for model in models() {
         check_model(&model);
     }
 }

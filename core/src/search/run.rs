@@ -593,26 +593,33 @@ pub fn run(
         }
     };
     let executor = space.stages.executor;
-    let mut heldout_top1: HashMap<usize, f64> = HashMap::new();
-    for (i, &a) in confirm.iter().enumerate() {
-        cancelled()?;
-        let n = space.stages.heldout_images.min(heldout.len());
-        let kept = top1_kept(state, "heldout", &allocations[a].1, mine(i), || {
-            top1(splicer, &plan_of(a)?, executor, heldout, n)
-        })?;
-        if let Some(t) = kept {
-            heldout_top1.insert(a, t);
-        }
-        progress(Progress::Confirming {
-            done: i + 1,
-            total: confirm.len(),
-        });
-    }
-    if heldout_top1.len() < confirm.len() {
+    // Each allocation's top-1 on `data`'s first `n` images: kept, measured when it is this
+    // run's share, or `None` (waiting) when another shard's is missing.
+    let measure_all =
+        |list: &[usize], stage: &str, data: &Dataset, n: usize, report: &dyn Fn(usize)| {
+            let mut found: HashMap<usize, f64> = HashMap::new();
+            for (i, &a) in list.iter().enumerate() {
+                cancelled()?;
+                let kept = top1_kept(state, stage, &allocations[a].1, mine(i), || {
+                    top1(splicer, &plan_of(a)?, executor, data, n)
+                })?;
+                if let Some(t) = kept {
+                    found.insert(a, t);
+                }
+                report(i + 1);
+            }
+            Ok::<_, Error>((found.len() == list.len()).then_some(found))
+        };
+    let n_heldout = space.stages.heldout_images.min(heldout.len());
+    let total = confirm.len();
+    let Some(heldout_top1) = measure_all(&confirm, "heldout", heldout, n_heldout, &|done| {
+        progress(Progress::Confirming { done, total })
+    })?
+    else {
         return Ok(Step::Waiting {
             stage: "held-out top-1",
         });
-    }
+    };
     timings.confirmation = clock.elapsed().as_secs_f64();
 
     let min_top1 = space.constraints.min_top1.unwrap_or(f64::NEG_INFINITY);
@@ -651,25 +658,15 @@ pub fn run(
         .test_images
         .unwrap_or(test.len())
         .min(test.len());
-    let mut test_top1: HashMap<usize, f64> = HashMap::new();
-    for (i, &a) in reported.iter().enumerate() {
-        cancelled()?;
-        let kept = top1_kept(state, "test", &allocations[a].1, mine(i), || {
-            top1(splicer, &plan_of(a)?, executor, test, n_test)
-        })?;
-        if let Some(t) = kept {
-            test_top1.insert(a, t);
-        }
-        progress(Progress::Testing {
-            done: i + 1,
-            total: reported.len(),
-        });
-    }
-    if test_top1.len() < reported.len() {
+    let total = reported.len();
+    let Some(test_top1) = measure_all(&reported, "test", test, n_test, &|done| {
+        progress(Progress::Testing { done, total })
+    })?
+    else {
         return Ok(Step::Waiting {
             stage: "test top-1",
         });
-    }
+    };
     timings.test = clock.elapsed().as_secs_f64();
 
     let row = |(a, k): (usize, usize), on_front: bool, reference: bool| Row {

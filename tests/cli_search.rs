@@ -382,5 +382,31 @@ fn a_search_split_in_shards_and_resumed_gives_the_csv_of_one_run() {
             .any(|l| l.contains(&format!(",{widths},")) && l.contains(",12.34,")),
         "{widths}: {csv}"
     );
+    // Kept results are checked before use: a top-1 outside 0–100 and a sensitivity row for a
+    // layer the model does not have are refused, naming the file or folder.
+    let refused = |expect: &[&str]| {
+        let o = search(&dir, SMALL, &["--state", "kept", "--out", "refused.csv"]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{err}");
+        for e in expect {
+            assert!(err.contains(e), "{e}: {err}");
+        }
+    };
+    let edited = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edited.replace(": 12.34,", ": 123.4,")).unwrap();
+    refused(&[&kept[3], "is not a top-1 in percent"]);
+    std::fs::write(&path, edited).unwrap();
+    let table = dir.join("kept").join(&kept[2]);
+    let text = std::fs::read_to_string(&table).unwrap();
+    assert!(text.contains("blocks.0.attn.proj"));
+    std::fs::write(
+        &table,
+        text.replace("blocks.0.attn.proj", "blocks.0.attn.gone"),
+    )
+    .unwrap();
+    refused(&[
+        "kept",
+        "`blocks.0.attn.gone` at W4A8 is not a layer and width of this search",
+    ]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

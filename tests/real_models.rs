@@ -4,7 +4,7 @@
 //! evaluate in fake-quant and int, shard and merge, price, write golden vectors, and run the
 //! same from a project file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
@@ -344,16 +344,36 @@ fn efficientvit_b1_search() {
     std::fs::write(c.dir.join("b1.ron"), space).unwrap();
     let out = c.dir.join("b1.csv");
     let projects = c.dir.join("rows");
-    let o = qvit(&[
-        "search",
-        c.dir.join("b1.ron").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--projects",
-        projects.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let csv = std::fs::read_to_string(&out).unwrap();
+    let state = c.dir.join("kept");
+    let search = |out: &Path, extra: &[&str]| {
+        let space = c.dir.join("b1.ron");
+        let mut args = vec![
+            "search",
+            space.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let o = qvit(&args);
+        let log = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{log}");
+        (std::fs::read_to_string(out).unwrap(), log)
+    };
+    let (csv, log) = search(&out, &["--projects", projects.to_str().unwrap()]);
+    assert!(log.contains("sensitivity (layer × width)"), "{log}");
+    // Run again on its state (a key over B1's plan, weights and images): the sensitivity is
+    // read back, not scanned, and the rows are the same (without the projects column, not
+    // asked for this time).
+    let (resumed, log) = search(&c.dir.join("b1-resumed.csv"), &[]);
+    assert!(!log.contains("sensitivity (layer × width)"), "{log}");
+    let without_projects = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(without_projects(&resumed), without_projects(&csv));
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let reference = header.iter().position(|c| *c == "reference").unwrap();
     let rows: Vec<Vec<&str>> = csv

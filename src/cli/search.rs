@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use clap::Args;
-use qvit_core::accel::config::Architecture;
 use qvit_core::accel::packing::Packing;
 use qvit_core::explore::Shard;
 use qvit_core::quant::QuantExecutor;
@@ -211,14 +210,13 @@ const HEADER: [&str; 22] = [
     "project",
 ];
 
+/// A row's design as `[P_m, L_m, P_r, L_r, L]` (a search's designs are Trio-ViT's: the space
+/// refuses any other base).
 fn engines(o: &Outcome, r: &Row) -> [usize; 5] {
     let c = &o.designs[r.design];
-    match &c.architecture {
-        Architecture::TrioVit { mat, rmac, .. } => {
-            [mat.pes, mat.lanes, rmac.pes, rmac.lanes, c.copies]
-        }
-        Architecture::Systolic { rows, cols } => [*rows, *cols, 0, 0, c.copies],
-    }
+    c.engines().map_or([0, 0, 0, 0, c.copies], |e| {
+        [e.mat_pes, e.mat_lanes, e.rmac_pes, e.rmac_lanes, c.copies]
+    })
 }
 
 fn packing(p: Packing) -> &'static str {

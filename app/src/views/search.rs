@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use qvit_core::accel::config::Architecture;
 use qvit_core::explore::scatter::{Axis, DesignScatter};
 use qvit_core::explore::sweep::Design;
 use qvit_core::search::job::{self, Searched};
@@ -80,10 +79,10 @@ impl SearchProgress {
 fn as_design(searched: &Searched, i: usize) -> Design {
     let row = &searched.outcome.rows[i];
     let config = &searched.outcome.designs[row.design];
-    let (mat_pes, mat_lanes, rmac_pes, rmac_lanes) = match &config.architecture {
-        Architecture::TrioVit { mat, rmac, .. } => (mat.pes, mat.lanes, rmac.pes, rmac.lanes),
-        Architecture::Systolic { rows, cols } => (*rows, *cols, 0, 0),
-    };
+    // A search's designs are Trio-ViT's (the space refuses any other base).
+    let [mat_pes, mat_lanes, rmac_pes, rmac_lanes] = config.engines().map_or([0; 4], |e| {
+        [e.mat_pes, e.mat_lanes, e.rmac_pes, e.rmac_lanes]
+    });
     Design {
         index: i as u64,
         model: searched.space.model.clone(),

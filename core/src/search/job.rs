@@ -64,7 +64,7 @@ impl Searched {
 /// The project a space describes: its model with the `data` section's weights, test and
 /// calibration images, quantized with its recipe (the family's when it names none) at its base
 /// widths.
-pub fn project(space: &SearchSpace, calibration: Option<&Path>) -> Result<Project> {
+fn project(space: &SearchSpace, calibration: Option<&Path>) -> Result<Project> {
     let mut project = Project::for_model(&space.model);
     let spec = project.spec()?;
     let source = |p: &Path| DataSource::from_path(p, spec.family(), spec.resolution(), None);

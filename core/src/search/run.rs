@@ -178,7 +178,6 @@ impl<'a> Pricing<'a> {
         }
         let settings = crate::quant::QuantSettings {
             bits: plan.bits,
-            overrides: plan.overrides.clone(),
             ..Default::default()
         };
         let base = LayerBits::resolve(graph, &settings)?;
@@ -305,21 +304,84 @@ fn sensitivity_stage(
     let Some(state) = state else {
         return scan_shard(space, splicer, Shard::ALL, cancel, progress).map(Some);
     };
-    if let Some(kept) = state.sensitivity(Shard::ALL)? {
-        return Ok(Some(kept));
-    }
     let layers = sensitivity::layers(splicer.graph(), splicer.params());
+    let candidates: Vec<BitWidths> = space
+        .widths()
+        .into_iter()
+        .filter(|&b| b != space.base)
+        .collect();
+    let checked = |table: Sensitivity| -> Result<Sensitivity> {
+        check_covers(
+            &table,
+            &layers,
+            &candidates,
+            &state.dir().display().to_string(),
+        )?;
+        Ok(table)
+    };
+    if let Some(kept) = state.sensitivity(Shard::ALL)? {
+        return checked(kept).map(Some);
+    }
     if shard != Shard::ALL && state.sensitivity(shard)?.is_none() {
         let own = scan_shard(space, splicer, shard, cancel, progress)?;
         state.keep_sensitivity(&own, shard)?;
     }
     let table = match state.merged_shards(&layers)? {
-        Some(merged) => merged,
+        Some(merged) => checked(merged)?,
         None if shard == Shard::ALL => scan_shard(space, splicer, Shard::ALL, cancel, progress)?,
         None => return Ok(None),
     };
     state.keep_sensitivity(&table, Shard::ALL)?;
     Ok(Some(table))
+}
+
+/// Checks a kept sensitivity table before the search relies on it: one finite row per layer of
+/// the model and candidate width of the space, or an error naming the folder (a table from a
+/// changed space or an edited file would leave allocations without a proxy).
+fn check_covers(
+    table: &Sensitivity,
+    layers: &[String],
+    candidates: &[BitWidths],
+    origin: &str,
+) -> Result<()> {
+    let mut seen: HashSet<(&str, BitWidths)> = HashSet::new();
+    for r in &table.rows {
+        if !layers.contains(&r.layer) || !candidates.contains(&r.bits) {
+            return Error::field(
+                origin,
+                "sensitivity",
+                format!(
+                    "a kept row for `{}` at {} is not a layer and width of this search; delete \
+                     the folder's sensitivity files to compute them again",
+                    r.layer, r.bits
+                ),
+            );
+        }
+        if !r.kl_increase.is_finite() || !seen.insert((r.layer.as_str(), r.bits)) {
+            return Error::field(
+                origin,
+                "sensitivity",
+                format!(
+                    "the kept row for `{}` at {} is repeated or not a finite KL; delete the \
+                     folder's sensitivity files to compute them again",
+                    r.layer, r.bits
+                ),
+            );
+        }
+    }
+    if seen.len() != layers.len() * candidates.len() {
+        return Error::field(
+            origin,
+            "sensitivity",
+            format!(
+                "the kept table has {} of the {} (layer, width) rows; delete the folder's \
+                 sensitivity files to compute them again",
+                seen.len(),
+                layers.len() * candidates.len()
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// The top-1 of `allocation` at `stage`: kept in `state`, else measured by `measure` (and

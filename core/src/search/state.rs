@@ -43,9 +43,25 @@ impl State {
             key,
             top1: Mutex::new(BTreeMap::new()),
         };
-        let kept = state.read::<BTreeMap<String, f64>>(&state.top1_file())?;
-        *state.top1.lock().unwrap_or_else(|e| e.into_inner()) = kept.unwrap_or_default();
+        let file = state.top1_file();
+        let kept = state
+            .read::<BTreeMap<String, f64>>(&file)?
+            .unwrap_or_default();
+        // A top-1 is reported as read: an edited or damaged value is refused, not shown.
+        if let Some((what, t)) = kept.iter().find(|(_, t)| !(0.0..=100.0).contains(*t)) {
+            return Error::field(
+                &file.display().to_string(),
+                what,
+                format!("{t} is not a top-1 in percent (0–100); delete the file to measure again"),
+            );
+        }
+        *state.top1.lock().unwrap_or_else(|e| e.into_inner()) = kept;
         Ok(state)
+    }
+
+    /// The folder, for messages.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The key of the inputs, for names and messages.

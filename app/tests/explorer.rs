@@ -738,7 +738,20 @@ fn a_search_runs_in_the_background_and_a_row_loads_with_its_top1_and_fps() {
     let state = h.state();
     let quant = state.project.quant.as_ref().unwrap();
     assert!(quant.search_at_base && !quant.overrides.is_empty());
-    let top1 = state.accuracy.as_ref().expect("an accuracy").top1();
+    let top1 = state
+        .accuracy
+        .as_ref()
+        .unwrap_or_else(|| {
+            panic!(
+                "no accuracy: quantization error {:?}, accuracy error {:?}, notice {:?}, \
+                 quantized {}",
+                state.quant_error,
+                state.accuracy_error,
+                state.notice,
+                state.quantized.is_some()
+            )
+        })
+        .top1();
     assert_eq!(format!("{top1:.2}"), format!("{:.2}", rows[mixed].top1));
     let fps = state.cost.as_ref().unwrap().fps;
     assert_eq!(

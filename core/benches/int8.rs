@@ -1,8 +1,11 @@
 //! int8 kernels on one core: the GEMM on layer-sized shapes for every ISA, and the CPU's
-//! measured int8 peak (register-only `vpdpbusd`), so GOPS can be quoted as a share of peak.
+//! measured int8 peaks (register-only `vpdpbusd`, and `vpmaddwd` + `vpaddd` for AVX2), so GOPS
+//! can be quoted as a share of each ISA's peak.
 //! `cargo bench -p qvit-core --bench int8`; figures in BENCHMARKS.md.
 
-use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, peak_loop};
+use qvit_core::exec::int::kernels::{
+    Isa, PackedA, PackedB, gemm, peak_loop_avx2, peak_loop_vnni,
+};
 use qvit_core::rng::Rng;
 
 fn main() {
@@ -39,10 +42,22 @@ fn gemm_int8<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize, us
 /// 1,000 rounds of 12 `vpdpbusd`: 768,000 MACs (1.536 M int8 ops) per iteration.
 #[divan::bench]
 fn peak_vnni(bencher: divan::Bencher) {
-    if peak_loop(1).is_none() {
+    if peak_loop_vnni(1).is_none() {
         return;
     }
     bencher
         .counter(divan::counter::ItemsCount::new(2 * 1000 * 12 * 64usize))
-        .bench_local(|| peak_loop(divan::black_box(1000)));
+        .bench_local(|| peak_loop_vnni(divan::black_box(1000)));
+}
+
+/// 1,000 rounds of 12 `vpmaddwd` + `vpaddd`: 192,000 MACs per iteration — AVX2's exact int8
+/// peak, which the AVX2 GEMM is measured against.
+#[divan::bench]
+fn peak_avx2(bencher: divan::Bencher) {
+    if peak_loop_avx2(1).is_none() {
+        return;
+    }
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * 1000 * 12 * 16usize))
+        .bench_local(|| peak_loop_avx2(divan::black_box(1000)));
 }

@@ -88,7 +88,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    // Unique per write, not only per process: threads of one process (the explorer's jobs,
+    // parallel tests) may write the same file at once, and must not share a temporary.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{file_name}.{}-{n}.tmp", std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -103,7 +107,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Removes `.<name>.<pid>.tmp` files that writers of `name` killed mid-write left behind: those
+/// Removes `.<name>.<pid>-<n>.tmp` files that writers of `name` killed mid-write left behind: those
 /// whose process is gone (known where `/proc` lists processes; elsewhere none are touched).
 fn remove_stale_temporaries(dir: &Path, file_name: &str) {
     let proc = Path::new("/proc");
@@ -119,6 +123,7 @@ fn remove_stale_temporaries(dir: &Path, file_name: &str) {
         let pid = name
             .strip_prefix(&prefix)
             .and_then(|rest| rest.strip_suffix(".tmp"))
+            .map(|rest| rest.split_once('-').map_or(rest, |(pid, _)| pid))
             .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
         if let Some(pid) = pid
             && !proc.join(pid).exists()
@@ -212,6 +217,26 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("unknown field `z`"), "{text}");
         assert!(text.contains("x, y"), "{text}");
+    }
+
+    #[test]
+    fn threads_writing_one_file_at_once_all_succeed_and_leave_a_whole_file() {
+        let dir = std::env::temp_dir().join(format!("qvit-ron-threads-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shared.ron");
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let path = &path;
+                scope.spawn(move || {
+                    for i in 0..50 {
+                        write(path, &Point { x: t, y: i }).unwrap();
+                    }
+                });
+            }
+        });
+        let last = read::<Point>(&path).unwrap();
+        assert!((0..8).contains(&last.x) && last.y == 49, "{last:?}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

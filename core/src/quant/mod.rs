@@ -14,6 +14,7 @@ pub mod bits;
 pub mod diagnostics;
 pub mod fake;
 pub mod histogram;
+pub mod log_codes;
 pub mod output_search;
 pub mod plan;
 pub mod points;

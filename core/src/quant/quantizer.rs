@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::log_codes;
+
 /// Rounds half up, as the hardware does: `⌊x + ½⌋`. Written with an integer conversion rather
 /// than `floor`, which without SSE4.1 is a library call and dominated the fake-quant executor's
 /// time. Equal to `(x + 0.5).floor()` for every finite `x`.
@@ -226,7 +228,6 @@ impl Log {
 
     #[inline]
     pub fn code_rounded(&self, x: f32, rounding: Rounding) -> Option<f32> {
-        let r = self.root as f32;
         if x <= 0.0 {
             return if self.zero_code {
                 None
@@ -234,7 +235,7 @@ impl Log {
                 Some(self.max_level())
             };
         }
-        let q = rounding.round(-r * (x / self.scale).log2()).max(0.0);
+        let q = log_codes::code(x / self.scale, self.root, rounding);
         if q > self.max_level() {
             if self.zero_code {
                 None
@@ -255,7 +256,7 @@ impl Log {
     pub fn fake_rounded(&self, x: f32, rounding: Rounding) -> f32 {
         match self.code_rounded(x, rounding) {
             None => 0.0,
-            Some(q) => self.scale * (-q / self.root as f32).exp2(),
+            Some(q) => self.scale * log_codes::level(q, self.root),
         }
     }
 }

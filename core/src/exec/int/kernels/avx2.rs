@@ -1,13 +1,22 @@
 //! The AVX2 product. AVX2 has no u8×i8 dot product that cannot saturate (`vpmaddubsw` adds two
-//! products in i16, and 255·127·2 overflows it), so the u8 activations are widened to i16 and
-//! multiplied with `vpmaddwd`, which adds pairs exactly into i32: 16 MACs per instruction. Each
-//! accumulator lane holds half of a column's sum; the halves are added once per tile.
+//! products in i16, and 255·127·2 overflows it), so the u8 activations are widened to i16 as
+//! they are loaded (`vpmovzxbw`) and multiplied with `vpmaddwd`, which adds pairs exactly into
+//! i32: 16 MACs per instruction, the exact int8 primitive AVX2 has ([`peak_loop`] measures its
+//! rate). Each accumulator lane holds half of a column's sum; the halves are added once per
+//! tile.
+//!
+//! A tile is `MR` ≤ 6 weight rows × 8 columns (half a packed panel): 12 accumulators, 2
+//! activation registers and one broadcast weight pair fit AVX2's 16 registers. The weights are
+//! read as sign-extended i16 quads ([`PackedA::quads16`]), one broadcast load per row and group.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use super::{PANEL, PackedA, PackedB};
+
+/// Weight rows per tile.
+const MR: usize = 6;
 
 #[cfg(target_arch = "x86_64")]
 pub fn gemm(a: &PackedA, b: &PackedB, out: &mut [i32]) {
@@ -19,69 +28,110 @@ pub fn gemm(a: &PackedA, b: &PackedB, out: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn gemm_avx2(a: &PackedA, b: &PackedB, out: &mut [i32]) {
-    let panels = b.cols.div_ceil(PANEL);
+    let halves = b.cols.div_ceil(PANEL / 2);
     let mut r = 0;
     while r < a.rows {
-        let mr = (a.rows - r).min(2);
-        for p in 0..panels {
-            if mr == 2 {
-                tile::<2>(a, b, out, r, p);
-            } else {
-                tile::<1>(a, b, out, r, p);
+        let mr = (a.rows - r).min(MR);
+        for h in 0..halves {
+            match mr {
+                6 => tile::<6>(a, b, out, r, h),
+                5 => tile::<5>(a, b, out, r, h),
+                4 => tile::<4>(a, b, out, r, h),
+                3 => tile::<3>(a, b, out, r, h),
+                2 => tile::<2>(a, b, out, r, h),
+                _ => tile::<1>(a, b, out, r, h),
             }
         }
         r += mr;
     }
 }
 
-/// Four i8 weights sign-extended to four i16, repeated over the register.
+/// Rows `r0..r0+M` × columns `8h..8h+8` (fewer at the right edge).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn weights_i16(quad: i32) -> __m256i {
-    let w = quad.to_le_bytes();
-    let mut v = 0u64;
-    for (j, &x) in w.iter().enumerate() {
-        v |= ((x as i8 as i16) as u16 as u64) << (16 * j);
+fn tile<const M: usize>(a: &PackedA, b: &PackedB, out: &mut [i32], r0: usize, h: usize) {
+    let k4 = a.k4;
+    let (p, half) = (h / 2, h % 2);
+    assert!(r0 + M <= a.rows && a.quads16.len() == a.rows * k4);
+    assert!((p + 1) * k4 * PANEL * 4 <= b.data.len());
+    // acc[i][q]: row i, columns 4q..4q+4 of this half, two lanes per column.
+    let mut acc = [[_mm256_setzero_si256(); 2]; M];
+    let bptr = b.data.as_ptr();
+    let wptr = a.quads16.as_ptr();
+    for g in 0..k4 {
+        let base = (p * k4 + g) * PANEL * 4 + half * 32;
+        // SAFETY: 2 × 16 bytes at base.. base + 32 lie in this panel's group g (asserted).
+        let (b0, b1) = unsafe {
+            (
+                _mm256_cvtepu8_epi16(_mm_loadu_si128(bptr.add(base).cast())),
+                _mm256_cvtepu8_epi16(_mm_loadu_si128(bptr.add(base + 16).cast())),
+            )
+        };
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: row r0 + i < rows and g < k4 (asserted), inside `quads16`.
+            let w = _mm256_set1_epi64x(unsafe { *wptr.add((r0 + i) * k4 + g) });
+            row[0] = _mm256_add_epi32(row[0], _mm256_madd_epi16(b0, w));
+            row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(b1, w));
+        }
     }
-    _mm256_set1_epi64x(v as i64)
+    let col = p * PANEL + half * 8;
+    let n = (b.cols - col).min(8);
+    for (i, row) in acc.iter().enumerate() {
+        // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7]; the permute puts the columns in order.
+        let s = _mm256_hadd_epi32(row[0], row[1]);
+        let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(s);
+        let dst = &mut out[(r0 + i) * b.cols + col..][..n];
+        if n == 8 {
+            // SAFETY: `dst` holds exactly 8 i32.
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), s) };
+        } else {
+            let mut lanes = [0i32; 8];
+            // SAFETY: `lanes` holds exactly 8 i32.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), s) };
+            dst.copy_from_slice(&lanes[..n]);
+        }
+    }
+}
+
+/// The exact AVX2 int8 rate on one core, measured: `iters` rounds of 12 independent
+/// `vpmaddwd` + `vpaddd` pairs (16 MACs each) on registers only. Returns the MACs done and a
+/// value that keeps the work alive; `None` without AVX2.
+#[cfg(target_arch = "x86_64")]
+pub fn peak_loop(iters: usize) -> Option<(u64, i32)> {
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        return None;
+    }
+    // SAFETY: AVX2 was checked just above.
+    Some(unsafe { peak_avx2(iters) })
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn tile<const MR: usize>(a: &PackedA, b: &PackedB, out: &mut [i32], r0: usize, p: usize) {
-    let k4 = a.k4;
-    assert!(r0 + MR <= a.rows && (p + 1) * k4 * PANEL * 4 <= b.data.len());
-    // acc[i][q]: row i, columns 4q..4q+4, two lanes per column.
-    let mut acc = [[_mm256_setzero_si256(); 4]; MR];
-    let bptr = b.data.as_ptr();
-    for g in 0..k4 {
-        let base = (p * k4 + g) * PANEL * 4;
-        let mut bv = [_mm256_setzero_si256(); 4];
-        for (q, v) in bv.iter_mut().enumerate() {
-            // SAFETY: 16 bytes at base + 16q, q < 4, inside this panel's group (asserted).
-            let bytes = unsafe { _mm_loadu_si128(bptr.add(base + 16 * q).cast()) };
-            *v = _mm256_cvtepu8_epi16(bytes);
-        }
-        for (i, row) in acc.iter_mut().enumerate() {
-            let w = weights_i16(a.quads[(r0 + i) * k4 + g]);
-            for (q, c) in row.iter_mut().enumerate() {
-                *c = _mm256_add_epi32(*c, _mm256_madd_epi16(bv[q], w));
-            }
+fn peak_avx2(iters: usize) -> (u64, i32) {
+    let b = _mm256_set1_epi32(0x0003_0004);
+    let mut acc = [_mm256_set1_epi32(0x0001_0002); 12];
+    for _ in 0..iters {
+        for r in acc.iter_mut() {
+            // Each product reads its own accumulator, so none can be hoisted out of the loop.
+            *r = _mm256_add_epi32(*r, _mm256_madd_epi16(*r, b));
         }
     }
-    let col = p * PANEL;
-    let n = (b.cols - col).min(PANEL);
-    for (i, row) in acc.iter().enumerate() {
-        let mut lanes = [0i32; PANEL];
-        for half in 0..2 {
-            // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7] for columns 0–3 and 4–7 of this half.
-            let s = _mm256_hadd_epi32(row[2 * half], row[2 * half + 1]);
-            let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(s);
-            // SAFETY: 8 i32 at lanes[8·half..], inside the 16-lane array.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().add(8 * half).cast(), s) };
-        }
-        out[(r0 + i) * b.cols + col..(r0 + i) * b.cols + col + n].copy_from_slice(&lanes[..n]);
+    let mut sum = _mm256_setzero_si256();
+    for r in acc {
+        sum = _mm256_add_epi32(sum, r);
     }
+    let mut lanes = [0i32; 8];
+    // SAFETY: `lanes` holds exactly 8 i32.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), sum) };
+    (
+        iters as u64 * 12 * 16,
+        lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v)),
+    )
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn peak_loop(_iters: usize) -> Option<(u64, i32)> {
+    None
 }
 
 #[cfg(not(target_arch = "x86_64"))]

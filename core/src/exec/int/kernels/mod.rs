@@ -16,7 +16,9 @@ pub mod depthwise;
 pub mod requant;
 mod vnni;
 
-pub use vnni::peak_loop;
+/// The measured int8 peaks: AVX-512 VNNI's `vpdpbusd` and AVX2's exact `vpmaddwd` + `vpaddd`.
+pub use avx2::peak_loop as peak_loop_avx2;
+pub use vnni::peak_loop as peak_loop_vnni;
 
 /// Columns per panel of packed `B`.
 pub const PANEL: usize = 16;
@@ -83,6 +85,9 @@ pub struct PackedA {
     pub k: usize,
     pub k4: usize,
     pub quads: Vec<i32>,
+    /// The same quads sign-extended to four little-endian i16 (the operand AVX2's `vpmaddwd`
+    /// broadcasts).
+    pub quads16: Vec<i64>,
 }
 
 impl PackedA {
@@ -100,7 +105,23 @@ impl PackedA {
                 quads[r * k4 + g] = i32::from_le_bytes(q);
             }
         }
-        Self { rows, k, k4, quads }
+        let quads16 = quads
+            .iter()
+            .map(|q| {
+                q.to_le_bytes()
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |v, (j, &x)| v | (x as i8 as i16 as u16 as u64) << (16 * j))
+                    as i64
+            })
+            .collect();
+        Self {
+            rows,
+            k,
+            k4,
+            quads,
+            quads16,
+        }
     }
 
     #[inline]
@@ -229,6 +250,10 @@ mod tests {
             (16, 130, 196),
             (33, 257, 15),
             (64, 576, 50),
+            (6, 16, 8),
+            (7, 33, 23),
+            (12, 64, 40),
+            (11, 5, 9),
         ];
         if Isa::available().len() == 1 {
             eprintln!("note: this CPU has no AVX2: only the scalar GEMM was tested");

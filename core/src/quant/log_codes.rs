@@ -1,0 +1,188 @@
+//! The log quantizer's codes and levels without a libm call per element.
+//!
+//! A log code is defined by libm: `q = max(round(−root·log2 v), 0)` for `v = x/Δ > 0`, and its
+//! level is `Δ·exp2(−q/root)`. Calling `log2f` and `exp2f` for every element made fake-quant
+//! of log-quantized attention 2–3× slower than the float model. Both depend on `v` and `q`
+//! only, never on the quantizer's scale, so each `(root, rounding)` gets two tables, built
+//! once per process *from libm itself*:
+//!
+//! - thresholds `t[k]`, the smallest `v` whose libm code is at most `k` (a binary search over
+//!   the f32 bit patterns; the code does not increase with `v`), so the code of `v` is the
+//!   first `k` with `v ≥ t[k]`. `v`'s binary exponent `e` places the code within a few steps
+//!   (`−root·log2 v` lies in `(−root(e+1), −root·e]`), so a code costs a handful of
+//!   comparisons;
+//! - levels `exp2(−q/root)` for every code.
+//!
+//! The result is the libm definition's, bit for bit (tested on random values of every
+//! exponent and around every threshold); values the tables do not cover (subnormal, infinite
+//! or NaN `v`, codes past 255, roots other than 1 and 2) take the libm path.
+
+use std::sync::OnceLock;
+
+use super::quantizer::Rounding;
+
+/// Codes 0–255: every log quantizer of at most 8 bits.
+const CODES: usize = 256;
+
+/// The definition every table reproduces (`v > 0`).
+#[inline]
+pub fn code_libm(v: f32, root: u8, rounding: Rounding) -> f32 {
+    rounding.round(-f32::from(root) * v.log2()).max(0.0)
+}
+
+/// `exp2(−q/root)`, the level of code `q` at `Δ = 1`, by libm.
+#[inline]
+pub fn level_libm(q: f32, root: u8) -> f32 {
+    (-q / f32::from(root)).exp2()
+}
+
+struct Tables {
+    thresholds: [f32; CODES],
+    levels: [f32; CODES],
+}
+
+impl Tables {
+    fn build(root: u8, rounding: Rounding) -> Self {
+        let mut thresholds = [0.0; CODES];
+        for (k, t) in thresholds.iter_mut().enumerate() {
+            // Smallest positive bit pattern (up to +∞, whose code is 0) with code ≤ k.
+            let (mut lo, mut hi) = (1u32, f32::INFINITY.to_bits());
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if code_libm(f32::from_bits(mid), root, rounding) <= k as f32 {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            *t = f32::from_bits(lo);
+        }
+        let levels = std::array::from_fn(|q| level_libm(q as f32, root));
+        Self { thresholds, levels }
+    }
+}
+
+/// The tables of `root` (1 or 2) under `rounding`.
+fn tables(root: u8, rounding: Rounding) -> Option<&'static Tables> {
+    static TABLES: [OnceLock<Tables>; 4] = [const { OnceLock::new() }; 4];
+    let slot = match (root, rounding) {
+        (1, Rounding::HalfUp) => 0,
+        (1, Rounding::HalfEven) => 1,
+        (2, Rounding::HalfUp) => 2,
+        (2, Rounding::HalfEven) => 3,
+        _ => return None,
+    };
+    Some(TABLES[slot].get_or_init(|| Tables::build(root, rounding)))
+}
+
+/// `code_libm(v, root, rounding)` for `v > 0`, from the thresholds where they apply.
+#[inline]
+pub fn code(v: f32, root: u8, rounding: Rounding) -> f32 {
+    let Some(tables) = tables(root, rounding) else {
+        return code_libm(v, root, rounding);
+    };
+    if !(f32::MIN_POSITIVE..f32::INFINITY).contains(&v) {
+        return code_libm(v, root, rounding);
+    }
+    let e = (v.to_bits() >> 23) as i32 - 127;
+    // The code is at least round(−root·(e+1)) = −root·(e+1); one lower for margin.
+    let mut k = (-i32::from(root) * (e + 1) - 1).max(0) as usize;
+    let t = &tables.thresholds;
+    while k < CODES && v < t[k] {
+        k += 1;
+    }
+    if k == CODES {
+        code_libm(v, root, rounding)
+    } else {
+        k as f32
+    }
+}
+
+/// `level_libm(q, root)`, from the table where it applies.
+#[inline]
+pub fn level(q: f32, root: u8) -> f32 {
+    // Both roundings build the same levels; HalfUp's tables are the ones most often built.
+    match tables(root, Rounding::HalfUp) {
+        Some(t) if (0.0..CODES as f32).contains(&q) && q.fract() == 0.0 => t.levels[q as usize],
+        _ => level_libm(q, root),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    const SETTINGS: [(u8, Rounding); 4] = [
+        (1, Rounding::HalfUp),
+        (1, Rounding::HalfEven),
+        (2, Rounding::HalfUp),
+        (2, Rounding::HalfEven),
+    ];
+
+    fn same(v: f32, root: u8, rounding: Rounding) {
+        let (got, want) = (code(v, root, rounding), code_libm(v, root, rounding));
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "v = {v:e} ({:#x}), root {root}, {rounding:?}",
+            v.to_bits()
+        );
+    }
+
+    #[test]
+    fn thresholds_by_hand() {
+        // log2, half-up: code k for v in [2^(−k−½), 2^(−k+½)), so t[1] = 2^(−1.5) ≈ 0.35355.
+        let t = &tables(1, Rounding::HalfUp).unwrap().thresholds;
+        assert!((t[0] - 0.5f32.sqrt()).abs() < 1e-7);
+        assert!((t[1] - 2f32.powf(-1.5)).abs() < 1e-7);
+        assert_eq!(code(0.36, 1, Rounding::HalfUp), 1.0);
+        assert_eq!(code(0.35, 1, Rounding::HalfUp), 2.0);
+        assert_eq!(code(1.0, 1, Rounding::HalfUp), 0.0);
+        assert_eq!(code(8.0, 1, Rounding::HalfUp), 0.0); // negative log codes clamp to 0
+        assert_eq!(code(0.5f32.sqrt(), 2, Rounding::HalfUp), 1.0);
+        assert_eq!(level(3.0, 1), 0.125);
+        assert_eq!(level(1.0, 2), 0.5f32.sqrt());
+    }
+
+    #[test]
+    fn codes_equal_libm_on_every_exponent() {
+        let mut rng = Rng::new(11);
+        for &(root, rounding) in &SETTINGS {
+            for _ in 0..200_000 {
+                // Any positive bit pattern: normal, subnormal, infinite or NaN.
+                let v = f32::from_bits(1 + rng.below(0x7fff_ffff) as u32);
+                same(v, root, rounding);
+            }
+            for _ in 0..200_000 {
+                // The range attention probabilities and divisors live in.
+                let v = (rng.below(1 << 24) as f32 + 1.0) / (1 << 24) as f32;
+                same(v, root, rounding);
+            }
+        }
+    }
+
+    #[test]
+    fn codes_equal_libm_around_every_threshold() {
+        for &(root, rounding) in &SETTINGS {
+            for &t in &tables(root, rounding).unwrap().thresholds {
+                let b = t.to_bits() as i64;
+                for d in -300..=300 {
+                    let bits = (b + d).clamp(1, 0x7f80_0000) as u32;
+                    same(f32::from_bits(bits), root, rounding);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn levels_equal_libm() {
+        for root in [1, 2, 3] {
+            for q in 0..300 {
+                let q = q as f32;
+                assert_eq!(level(q, root).to_bits(), level_libm(q, root).to_bits());
+            }
+        }
+        assert_eq!(level(0.5, 1).to_bits(), level_libm(0.5, 1).to_bits());
+    }
+}

@@ -8,9 +8,9 @@
 //!
 //! - thresholds `t[k]`, the smallest `v` whose libm code is at most `k` (a binary search over
 //!   the f32 bit patterns; the code does not increase with `v`), so the code of `v` is the
-//!   first `k` with `v ≥ t[k]`. `v`'s binary exponent `e` places the code within a few steps
-//!   (`−root·log2 v` lies in `(−root(e+1), −root·e]`), so a code costs a handful of
-//!   comparisons;
+//!   number of thresholds above it. Per binade `[2^e, 2^(e+1))` the table keeps how many lie
+//!   above it and the (at most two) inside it, so a code is `v`'s exponent, one table row
+//!   and four comparisons, without a branch;
 //! - levels `exp2(−q/root)` for every code.
 //!
 //! The result is the libm definition's, bit for bit (tested on random values of every
@@ -36,8 +36,23 @@ pub fn level_libm(q: f32, root: u8) -> f32 {
     (-q / f32::from(root)).exp2()
 }
 
+/// Thresholds lying in one binade `[2^e, 2^(e+1))` at most (log√2 has two per binade).
+const PER_BINADE: usize = 4;
+
+/// The codes of one binade: `code(v) = above + #{t ∈ inside : t > v}`.
+#[derive(Clone, Copy)]
+struct Binade {
+    /// Thresholds at or above the binade's top: codes every value of the binade exceeds.
+    above: u32,
+    /// The thresholds inside the binade, padded with 0 (never above a positive `v`).
+    inside: [f32; PER_BINADE],
+}
+
 struct Tables {
     thresholds: [f32; CODES],
+    /// By biased exponent, for normal `v`; `None` where more thresholds fall in the binade
+    /// than it holds (never for roots 1 and 2; those values take the threshold search).
+    binades: Vec<Option<Binade>>,
     levels: [f32; CODES],
 }
 
@@ -57,8 +72,31 @@ impl Tables {
             }
             *t = f32::from_bits(lo);
         }
+        // The code of v is #{k : t[k] > v} (t does not increase with k).
+        let binades = (1u32..255)
+            .map(|biased| {
+                let (bottom, top) = (
+                    f32::from_bits(biased << 23),
+                    f32::from_bits((biased + 1) << 23),
+                );
+                let above = thresholds.iter().filter(|&&t| t >= top).count() as u32;
+                let inside: Vec<f32> = thresholds
+                    .iter()
+                    .copied()
+                    .filter(|&t| t > bottom && t < top)
+                    .collect();
+                (inside.len() <= PER_BINADE).then(|| Binade {
+                    above,
+                    inside: std::array::from_fn(|i| inside.get(i).copied().unwrap_or(0.0)),
+                })
+            })
+            .collect();
         let levels = std::array::from_fn(|q| level_libm(q as f32, root));
-        Self { thresholds, levels }
+        Self {
+            thresholds,
+            binades,
+            levels,
+        }
     }
 }
 
@@ -84,7 +122,16 @@ pub fn code(v: f32, root: u8, rounding: Rounding) -> f32 {
     if !(f32::MIN_POSITIVE..f32::INFINITY).contains(&v) {
         return code_libm(v, root, rounding);
     }
-    let e = (v.to_bits() >> 23) as i32 - 127;
+    let biased = v.to_bits() >> 23;
+    if let Some(b) = &tables.binades[biased as usize - 1] {
+        let code = b.above + b.inside.iter().map(|&t| u32::from(t > v)).sum::<u32>();
+        // Every threshold above v: the code may lie past the table.
+        if code < CODES as u32 {
+            return code as f32;
+        }
+        return code_libm(v, root, rounding);
+    }
+    let e = biased as i32 - 127;
     // The code is at least round(−root·(e+1)) = −root·(e+1); one lower for margin.
     let mut k = (-i32::from(root) * (e + 1) - 1).max(0) as usize;
     let t = &tables.thresholds;
@@ -143,6 +190,10 @@ mod tests {
         assert_eq!(code(0.5f32.sqrt(), 2, Rounding::HalfUp), 1.0);
         assert_eq!(level(3.0, 1), 0.125);
         assert_eq!(level(1.0, 2), 0.5f32.sqrt());
+        for &(root, rounding) in &SETTINGS {
+            let t = tables(root, rounding).unwrap();
+            assert!(t.binades.iter().all(Option::is_some), "root {root}");
+        }
     }
 
     #[test]

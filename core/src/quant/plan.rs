@@ -11,7 +11,7 @@ use super::bits::BitWidths;
 use super::histogram::Distribution;
 use super::output_search;
 use super::points::{Layout, TensorKind, points, readers};
-use super::quantizer::{Log, Quantizer, Rounding, Uniform};
+use super::quantizer::{Log, Quantizer, Rounding, Uniform, round_half_up};
 use super::range;
 use super::recipe::{Granularity, Recipe, Technique};
 use super::settings::{LayerBits, Override, QuantSettings};
@@ -52,36 +52,35 @@ impl ActivationPlan {
             + z
     }
 
-    /// Fake-quantizes this point's elements of one image's tensor in place; the same
-    /// arithmetic as [`ActivationPlan::fake`], with the per-channel lookups hoisted out of the
-    /// loop for the common per-tensor uniform case.
+    /// Fake-quantizes this point's elements of one image's tensor in place: the same
+    /// arithmetic as [`ActivationPlan::fake`], with the rounding chosen once and a uniform
+    /// quantizer's per-channel parameters taken from flat arrays, so the loop vectorises.
     pub fn apply(&self, item: &mut [f32]) {
+        match self.rounding {
+            Rounding::HalfUp => self.apply_with(item, round_half_up),
+            Rounding::HalfEven => self.apply_with(item, f32::round_ties_even),
+        }
+    }
+
+    #[inline(always)]
+    fn apply_with(&self, item: &mut [f32], round: impl Fn(f32) -> f32 + Copy) {
         let Quantizer::Uniform(u) = &self.quantizer else {
-            self.layout.for_each(|c, i| item[i] = self.fake(item[i], c));
+            self.layout.map(item, |c, x| self.fake(x, c));
             return;
         };
-        if u.scale.len() != 1 {
-            self.layout.for_each(|c, i| item[i] = self.fake(item[i], c));
-            return;
-        }
-        let (scale, zp) = (u.scale[0], u.zero_point[0]);
         let (qmin, qmax) = Uniform::levels(u.bits, u.symmetric);
-        let rounding = self.rounding;
-        let q = |x: f32| (rounding.round(x / scale) + zp).clamp(qmin, qmax);
-        let whole = self.layout.take == (0..self.layout.inner) && self.layout.len() == item.len();
+        let channels = self.layout.channels;
+        let (scale, zp): (Vec<f32>, Vec<f32>) = (0..channels).map(|c| u.parameters(c)).unzip();
+        let q = move |x: f32, s: f32, z: f32| ((round(x / s) + z).clamp(qmin, qmax) - z) * s;
         match (&self.migration, &self.shift) {
-            (None, None) if whole => item.iter_mut().for_each(|x| *x = (q(*x) - zp) * scale),
-            (None, None) => self
-                .layout
-                .for_each(|_, i| item[i] = (q(item[i]) - zp) * scale),
-            _ => {
-                let ones = vec![1.0; self.layout.channels];
-                let zeros = vec![0.0; self.layout.channels];
-                let s = self.migration.as_deref().unwrap_or(&ones);
-                let z = self.shift.as_deref().unwrap_or(&zeros);
-                self.layout.for_each(|c, i| {
-                    let t = (item[i] - z[c]) / s[c];
-                    item[i] = s[c] * ((q(t) - zp) * scale) + z[c];
+            (None, None) => self.layout.map(item, |c, x| q(x, scale[c], zp[c])),
+            (migration, shift) => {
+                let (ones, zeros) = (vec![1.0; channels], vec![0.0; channels]);
+                let m = migration.as_deref().unwrap_or(&ones);
+                let z = shift.as_deref().unwrap_or(&zeros);
+                self.layout.map(item, |c, x| {
+                    let t = (x - z[c]) / m[c];
+                    m[c] * q(t, scale[c], zp[c]) + z[c]
                 });
             }
         }
@@ -660,5 +659,94 @@ mod tests {
         assert_eq!(input_channel(&op, 2 * 4), 4); // output 2 is in group 1
         let dw = Op::Conv2d(Conv2d::depthwise(5, 3, 1));
         assert_eq!(input_channel(&dw, 4 * 9 + 8), 4);
+    }
+
+    /// `apply` (flat per-channel arrays, one rounding branch) is `fake` element by element, on
+    /// channels-last and channels-first layouts, a partial `take`, every quantizer kind, with
+    /// and without migration and shift, under both roundings; elements it does not own keep
+    /// their values.
+    #[test]
+    fn apply_equals_fake_on_every_element() {
+        use crate::quant::quantizer::{PowerOfTwoFactor, Twin};
+        let mut rng = crate::rng::Rng::new(5);
+        let c = 6;
+        let per_channel = Uniform {
+            bits: 4,
+            symmetric: false,
+            scale: (0..c).map(|i| 0.05 + 0.03 * i as f32).collect(),
+            zero_point: (0..c).map(|i| i as f32).collect(),
+            group: 1,
+        };
+        let quantizers = [
+            Quantizer::Uniform(Uniform::per_tensor(8, true, -2.0, 2.0)),
+            Quantizer::Uniform(per_channel.clone()),
+            Quantizer::Uniform(Uniform {
+                group: 4,
+                scale: vec![0.1, 0.2],
+                zero_point: vec![3.0, 5.0],
+                ..per_channel
+            }),
+            Quantizer::Log(Log {
+                bits: 4,
+                root: 2,
+                scale: 1.0,
+                zero_code: true,
+            }),
+            Quantizer::Twin(Twin {
+                bits: 4,
+                small: 1.0 / 64.0,
+                large: 1.0 / 8.0,
+                signed_split: true,
+            }),
+            Quantizer::PowerOfTwoFactor(PowerOfTwoFactor {
+                bits: 4,
+                scale: 0.25,
+                zero_point: 8.0,
+                alpha: (0..c as u8).map(|i| i % 3).collect(),
+            }),
+        ];
+        let layouts = [(5, c, 1, 0..1), (2, c, 7, 0..7), (3, c, 8, 2..5)];
+        for quantizer in &quantizers {
+            for (outer, channels, inner, take) in layouts.clone() {
+                for (migrate, rounding) in [
+                    (false, Rounding::HalfUp),
+                    (true, Rounding::HalfUp),
+                    (false, Rounding::HalfEven),
+                    (true, Rounding::HalfEven),
+                ] {
+                    let plan = ActivationPlan {
+                        point: "p".into(),
+                        node: 0,
+                        kind: TensorKind::Other,
+                        layout: Layout {
+                            outer,
+                            channels,
+                            inner,
+                            take: take.clone(),
+                        },
+                        bits: quantizer.bits(),
+                        quantizer: quantizer.clone(),
+                        migration: migrate.then(|| (0..c).map(|i| 0.5 + 0.25 * i as f32).collect()),
+                        shift: migrate.then(|| (0..c).map(|i| 0.1 * i as f32 - 0.2).collect()),
+                        rounding,
+                        note: String::new(),
+                    };
+                    let item: Vec<f32> = (0..outer * channels * inner)
+                        .map(|_| rng.uniform(-1.5, 1.5))
+                        .collect();
+                    let mut got = item.clone();
+                    plan.apply(&mut got);
+                    for (i, (&g, &x)) in got.iter().zip(&item).enumerate() {
+                        let (ch, j) = ((i / inner) % channels, i % inner);
+                        let want = if take.contains(&j) {
+                            plan.fake(x, ch)
+                        } else {
+                            x
+                        };
+                        assert_eq!(g.to_bits(), want.to_bits(), "{quantizer:?} at {i}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -83,6 +83,37 @@ impl Layout {
         }
     }
 
+    /// Replaces every element `x` the point owns in one image's tensor by `f(channel, x)`. Runs
+    /// of one channel are contiguous slices (and channels-last tensors whole rows), so `f`'s
+    /// per-channel lookups vectorise or hoist out of the loop.
+    #[inline]
+    pub fn map(&self, item: &mut [f32], f: impl Fn(usize, f32) -> f32) {
+        assert!(
+            item.len() >= self.outer * self.channels * self.inner,
+            "a tensor of {} elements is smaller than its layout {self:?}",
+            item.len()
+        );
+        if self.channels == 0 || self.take.is_empty() {
+            return;
+        }
+        if self.inner == 1 {
+            for row in item.chunks_exact_mut(self.channels).take(self.outer) {
+                for (c, x) in row.iter_mut().enumerate() {
+                    *x = f(c, *x);
+                }
+            }
+            return;
+        }
+        for o in 0..self.outer {
+            for c in 0..self.channels {
+                let base = (o * self.channels + c) * self.inner;
+                for x in &mut item[base + self.take.start..base + self.take.end] {
+                    *x = f(c, *x);
+                }
+            }
+        }
+    }
+
     /// Calls `f(index)` for every element of channel `c` in one image's tensor.
     #[inline]
     pub fn for_channel(&self, c: usize, mut f: impl FnMut(usize)) {

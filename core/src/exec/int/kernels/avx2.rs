@@ -94,7 +94,7 @@ fn tile<const M: usize>(a: &PackedA, b: &PackedB, out: &mut [i32], r0: usize, h:
 }
 
 /// The exact AVX2 int8 rate on one core, measured: `iters` rounds of 12 independent
-/// `vpmaddwd` + `vpaddd` pairs (16 MACs each) on registers only. Returns the MACs done and a
+/// `vpmaddwd` + `vpaddd` pairs (16 MACs each), operands from L1. Returns the MACs done and a
 /// value that keeps the work alive; `None` without AVX2.
 #[cfg(target_arch = "x86_64")]
 pub fn peak_loop(iters: usize) -> Option<(u64, i32)> {
@@ -109,11 +109,14 @@ pub fn peak_loop(iters: usize) -> Option<(u64, i32)> {
 #[target_feature(enable = "avx2")]
 fn peak_avx2(iters: usize) -> (u64, i32) {
     let b = _mm256_set1_epi32(0x0003_0004);
-    let mut acc = [_mm256_set1_epi32(0x0001_0002); 12];
+    let a: [__m256i; 12] = std::array::from_fn(|i| _mm256_set1_epi32(i as i32 + 1));
+    let mut acc = [_mm256_setzero_si256(); 12];
     for _ in 0..iters {
-        for r in acc.iter_mut() {
-            // Each product reads its own accumulator, so none can be hoisted out of the loop.
-            *r = _mm256_add_epi32(*r, _mm256_madd_epi16(*r, b));
+        // Twelve different operands read afresh each round (loads, as a GEMM has), so the
+        // products can neither be hoisted out of the loop nor shared.
+        let a = std::hint::black_box(&a);
+        for (r, x) in acc.iter_mut().zip(a) {
+            *r = _mm256_add_epi32(*r, _mm256_madd_epi16(*x, b));
         }
     }
     let mut sum = _mm256_setzero_si256();

@@ -88,6 +88,28 @@ impl Layout {
     /// per-channel lookups vectorise or hoist out of the loop.
     #[inline]
     pub fn map(&self, item: &mut [f32], f: impl Fn(usize, f32) -> f32) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was checked just above.
+            #[allow(unsafe_code)]
+            unsafe {
+                self.map_avx2(item, f)
+            };
+            return;
+        }
+        self.map_portable(item, f)
+    }
+
+    /// [`Layout::map`] compiled for AVX2 (8 lanes instead of SSE2's 4); the same arithmetic,
+    /// since Rust never contracts or reorders float operations.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn map_avx2(&self, item: &mut [f32], f: impl Fn(usize, f32) -> f32) {
+        self.map_portable(item, f)
+    }
+
+    #[inline(always)]
+    fn map_portable(&self, item: &mut [f32], f: impl Fn(usize, f32) -> f32) {
         assert!(
             item.len() >= self.outer * self.channels * self.inner,
             "a tensor of {} elements is smaller than its layout {self:?}",

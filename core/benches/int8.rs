@@ -3,9 +3,7 @@
 //! can be quoted as a share of each ISA's peak.
 //! `cargo bench -p qvit-core --bench int8`; figures in BENCHMARKS.md.
 
-use qvit_core::exec::int::kernels::{
-    Isa, PackedA, PackedB, gemm, peak_loop_avx2, peak_loop_vnni,
-};
+use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, peak_loop_avx2, peak_loop_vnni};
 use qvit_core::rng::Rng;
 
 fn main() {

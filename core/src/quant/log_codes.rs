@@ -113,46 +113,84 @@ fn tables(root: u8, rounding: Rounding) -> Option<&'static Tables> {
     Some(TABLES[slot].get_or_init(|| Tables::build(root, rounding)))
 }
 
-/// `code_libm(v, root, rounding)` for `v > 0`, from the thresholds where they apply.
-#[inline]
-pub fn code(v: f32, root: u8, rounding: Rounding) -> f32 {
-    let Some(tables) = tables(root, rounding) else {
-        return code_libm(v, root, rounding);
-    };
-    if !(f32::MIN_POSITIVE..f32::INFINITY).contains(&v) {
-        return code_libm(v, root, rounding);
-    }
-    let biased = v.to_bits() >> 23;
-    if let Some(b) = &tables.binades[biased as usize - 1] {
-        let code = b.above + b.inside.iter().map(|&t| u32::from(t > v)).sum::<u32>();
-        // Every threshold above v: the code may lie past the table.
-        if code < CODES as u32 {
-            return code as f32;
-        }
-        return code_libm(v, root, rounding);
-    }
-    let e = biased as i32 - 127;
-    // The code is at least round(−root·(e+1)) = −root·(e+1); one lower for margin.
-    let mut k = (-i32::from(root) * (e + 1) - 1).max(0) as usize;
-    let t = &tables.thresholds;
-    while k < CODES && v < t[k] {
-        k += 1;
-    }
-    if k == CODES {
-        code_libm(v, root, rounding)
-    } else {
-        k as f32
+/// The codes and levels of one `(root, rounding)`: the tables looked up once, for loops over
+/// many elements.
+#[derive(Clone, Copy)]
+pub struct Coder {
+    root: u8,
+    rounding: Rounding,
+    tables: Option<&'static Tables>,
+}
+
+impl std::fmt::Debug for Coder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Coder(root {}, {:?})", self.root, self.rounding)
     }
 }
 
-/// `level_libm(q, root)`, from the table where it applies.
+impl Coder {
+    pub fn new(root: u8, rounding: Rounding) -> Self {
+        Self {
+            root,
+            rounding,
+            tables: tables(root, rounding),
+        }
+    }
+
+    /// `code_libm(v, root, rounding)` for `v > 0`, from the thresholds where they apply.
+    #[inline]
+    pub fn code(&self, v: f32) -> f32 {
+        let (root, rounding) = (self.root, self.rounding);
+        let Some(tables) = self.tables else {
+            return code_libm(v, root, rounding);
+        };
+        if !(f32::MIN_POSITIVE..f32::INFINITY).contains(&v) {
+            return code_libm(v, root, rounding);
+        }
+        let biased = v.to_bits() >> 23;
+        if let Some(b) = &tables.binades[biased as usize - 1] {
+            let code = b.above + b.inside.iter().map(|&t| u32::from(t > v)).sum::<u32>();
+            // Every threshold above v: the code may lie past the table.
+            if code < CODES as u32 {
+                return code as f32;
+            }
+            return code_libm(v, root, rounding);
+        }
+        let e = biased as i32 - 127;
+        // The code is at least round(−root·(e+1)) = −root·(e+1); one lower for margin.
+        let mut k = (-i32::from(root) * (e + 1) - 1).max(0) as usize;
+        let t = &tables.thresholds;
+        while k < CODES && v < t[k] {
+            k += 1;
+        }
+        if k == CODES {
+            code_libm(v, root, rounding)
+        } else {
+            k as f32
+        }
+    }
+
+    /// `level_libm(q, root)`, from the table where it applies (both roundings' tables hold the
+    /// same levels).
+    #[inline]
+    pub fn level(&self, q: f32) -> f32 {
+        match self.tables {
+            Some(t) if (0.0..CODES as f32).contains(&q) && q.fract() == 0.0 => t.levels[q as usize],
+            _ => level_libm(q, self.root),
+        }
+    }
+}
+
+/// `code_libm(v, root, rounding)` for `v > 0`, by [`Coder::code`].
+#[inline]
+pub fn code(v: f32, root: u8, rounding: Rounding) -> f32 {
+    Coder::new(root, rounding).code(v)
+}
+
+/// `level_libm(q, root)`, by [`Coder::level`].
 #[inline]
 pub fn level(q: f32, root: u8) -> f32 {
-    // Both roundings build the same levels; HalfUp's tables are the ones most often built.
-    match tables(root, Rounding::HalfUp) {
-        Some(t) if (0.0..CODES as f32).contains(&q) && q.fract() == 0.0 => t.levels[q as usize],
-        _ => level_libm(q, root),
-    }
+    Coder::new(root, Rounding::HalfUp).level(q)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bits::BitWidths;
 use super::histogram::Distribution;
+use super::log_codes::Coder;
 use super::output_search;
 use super::points::{Layout, TensorKind, points, readers};
 use super::quantizer::{Log, Quantizer, Rounding, Uniform, round_half_up};
@@ -64,20 +65,30 @@ impl ActivationPlan {
 
     #[inline(always)]
     fn apply_with(&self, item: &mut [f32], round: impl Fn(f32) -> f32 + Copy) {
-        let Quantizer::Uniform(u) = &self.quantizer else {
-            self.layout.map(item, |c, x| self.fake(x, c));
-            return;
+        let u = match &self.quantizer {
+            Quantizer::Uniform(u) => u,
+            Quantizer::Log(l) if self.migration.is_none() && self.shift.is_none() => {
+                let coder = Coder::new(l.root, self.rounding);
+                self.layout.map(item, |_, x| l.fake_with(&coder, x));
+                return;
+            }
+            _ => {
+                self.layout.map(item, |c, x| self.fake(x, c));
+                return;
+            }
         };
         let (qmin, qmax) = Uniform::levels(u.bits, u.symmetric);
         let channels = self.layout.channels;
         let (scale, zp): (Vec<f32>, Vec<f32>) = (0..channels).map(|c| u.parameters(c)).unzip();
+        // Slices of exactly `channels`, so indexing by a channel needs no bounds check.
+        let (scale, zp) = (&scale[..channels], &zp[..channels]);
         let q = move |x: f32, s: f32, z: f32| ((round(x / s) + z).clamp(qmin, qmax) - z) * s;
         match (&self.migration, &self.shift) {
             (None, None) => self.layout.map(item, |c, x| q(x, scale[c], zp[c])),
             (migration, shift) => {
                 let (ones, zeros) = (vec![1.0; channels], vec![0.0; channels]);
-                let m = migration.as_deref().unwrap_or(&ones);
-                let z = shift.as_deref().unwrap_or(&zeros);
+                let m = &migration.as_deref().unwrap_or(&ones)[..channels];
+                let z = &shift.as_deref().unwrap_or(&zeros)[..channels];
                 self.layout.map(item, |c, x| {
                     let t = (x - z[c]) / m[c];
                     m[c] * q(t, scale[c], zp[c]) + z[c]

@@ -228,6 +228,12 @@ impl Log {
 
     #[inline]
     pub fn code_rounded(&self, x: f32, rounding: Rounding) -> Option<f32> {
+        self.code_with(&log_codes::Coder::new(self.root, rounding), x)
+    }
+
+    /// [`Log::code_rounded`] with the coder of this root and the rounding looked up once.
+    #[inline]
+    pub fn code_with(&self, coder: &log_codes::Coder, x: f32) -> Option<f32> {
         if x <= 0.0 {
             return if self.zero_code {
                 None
@@ -235,7 +241,7 @@ impl Log {
                 Some(self.max_level())
             };
         }
-        let q = log_codes::code(x / self.scale, self.root, rounding);
+        let q = coder.code(x / self.scale);
         if q > self.max_level() {
             if self.zero_code {
                 None
@@ -254,9 +260,15 @@ impl Log {
 
     #[inline]
     pub fn fake_rounded(&self, x: f32, rounding: Rounding) -> f32 {
-        match self.code_rounded(x, rounding) {
+        self.fake_with(&log_codes::Coder::new(self.root, rounding), x)
+    }
+
+    /// [`Log::fake_rounded`] with the coder looked up once.
+    #[inline]
+    pub fn fake_with(&self, coder: &log_codes::Coder, x: f32) -> f32 {
+        match self.code_with(coder, x) {
             None => 0.0,
-            Some(q) => self.scale * log_codes::level(q, self.root),
+            Some(q) => self.scale * coder.level(q),
         }
     }
 }

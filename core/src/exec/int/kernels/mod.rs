@@ -108,11 +108,9 @@ impl PackedA {
         let quads16 = quads
             .iter()
             .map(|q| {
-                q.to_le_bytes()
-                    .iter()
-                    .enumerate()
-                    .fold(0u64, |v, (j, &x)| v | (x as i8 as i16 as u16 as u64) << (16 * j))
-                    as i64
+                q.to_le_bytes().iter().enumerate().fold(0u64, |v, (j, &x)| {
+                    v | (x as i8 as i16 as u16 as u64) << (16 * j)
+                }) as i64
             })
             .collect();
         Self {

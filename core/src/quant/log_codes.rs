@@ -16,6 +16,9 @@
 //! The result is the libm definition's, bit for bit (tested on random values of every
 //! exponent and around every threshold); values the tables do not cover (subnormal, infinite
 //! or NaN `v`, codes past 255, roots other than 1 and 2) take the libm path.
+//!
+//! The thresholds assume libm's code never rises with `v` (`log2f` is monotone); the tests
+//! check it where it matters, around every threshold.
 
 use std::sync::OnceLock;
 
@@ -49,29 +52,15 @@ struct Binade {
 }
 
 struct Tables {
-    thresholds: [f32; CODES],
     /// By biased exponent, for normal `v`; `None` where more thresholds fall in the binade
-    /// than it holds (never for roots 1 and 2; those values take the threshold search).
+    /// than it holds (never for roots 1 and 2, tested; such values would take libm's path).
     binades: Vec<Option<Binade>>,
     levels: [f32; CODES],
 }
 
 impl Tables {
     fn build(root: u8, rounding: Rounding) -> Self {
-        let mut thresholds = [0.0; CODES];
-        for (k, t) in thresholds.iter_mut().enumerate() {
-            // Smallest positive bit pattern (up to +∞, whose code is 0) with code ≤ k.
-            let (mut lo, mut hi) = (1u32, f32::INFINITY.to_bits());
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if code_libm(f32::from_bits(mid), root, rounding) <= k as f32 {
-                    hi = mid;
-                } else {
-                    lo = mid + 1;
-                }
-            }
-            *t = f32::from_bits(lo);
-        }
+        let thresholds = thresholds(root, rounding);
         // The code of v is #{k : t[k] > v} (t does not increase with k).
         let binades = (1u32..255)
             .map(|biased| {
@@ -92,12 +81,25 @@ impl Tables {
             })
             .collect();
         let levels = std::array::from_fn(|q| level_libm(q as f32, root));
-        Self {
-            thresholds,
-            binades,
-            levels,
-        }
+        Self { binades, levels }
     }
+}
+
+/// `t[k]`, the smallest positive `v` whose libm code is at most `k` (up to +∞, whose code is 0):
+/// a binary search over the f32 bit patterns.
+fn thresholds(root: u8, rounding: Rounding) -> [f32; CODES] {
+    std::array::from_fn(|k| {
+        let (mut lo, mut hi) = (1u32, f32::INFINITY.to_bits());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if code_libm(f32::from_bits(mid), root, rounding) <= k as f32 {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        f32::from_bits(lo)
+    })
 }
 
 /// The tables of `root` (1 or 2) under `rounding`.
@@ -148,25 +150,17 @@ impl Coder {
             return code_libm(v, root, rounding);
         }
         let biased = v.to_bits() >> 23;
-        if let Some(b) = &tables.binades[biased as usize - 1] {
-            let code = b.above + b.inside.iter().map(|&t| u32::from(t > v)).sum::<u32>();
-            // Every threshold above v: the code may lie past the table.
-            if code < CODES as u32 {
-                return code as f32;
+        match &tables.binades[biased as usize - 1] {
+            Some(b) => {
+                let code = b.above + b.inside.iter().map(|&t| u32::from(t > v)).sum::<u32>();
+                // Every threshold above v: the code may lie past the table.
+                if code < CODES as u32 {
+                    code as f32
+                } else {
+                    code_libm(v, root, rounding)
+                }
             }
-            return code_libm(v, root, rounding);
-        }
-        let e = biased as i32 - 127;
-        // The code is at least round(−root·(e+1)) = −root·(e+1); one lower for margin.
-        let mut k = (-i32::from(root) * (e + 1) - 1).max(0) as usize;
-        let t = &tables.thresholds;
-        while k < CODES && v < t[k] {
-            k += 1;
-        }
-        if k == CODES {
-            code_libm(v, root, rounding)
-        } else {
-            k as f32
+            None => code_libm(v, root, rounding),
         }
     }
 
@@ -179,18 +173,6 @@ impl Coder {
             _ => level_libm(q, self.root),
         }
     }
-}
-
-/// `code_libm(v, root, rounding)` for `v > 0`, by [`Coder::code`].
-#[inline]
-pub fn code(v: f32, root: u8, rounding: Rounding) -> f32 {
-    Coder::new(root, rounding).code(v)
-}
-
-/// `level_libm(q, root)`, by [`Coder::level`].
-#[inline]
-pub fn level(q: f32, root: u8) -> f32 {
-    Coder::new(root, Rounding::HalfUp).level(q)
 }
 
 #[cfg(test)]
@@ -206,7 +188,10 @@ mod tests {
     ];
 
     fn same(v: f32, root: u8, rounding: Rounding) {
-        let (got, want) = (code(v, root, rounding), code_libm(v, root, rounding));
+        let (got, want) = (
+            Coder::new(root, rounding).code(v),
+            code_libm(v, root, rounding),
+        );
         assert_eq!(
             got.to_bits(),
             want.to_bits(),
@@ -218,16 +203,20 @@ mod tests {
     #[test]
     fn thresholds_by_hand() {
         // log2, half-up: code k for v in [2^(−k−½), 2^(−k+½)), so t[1] = 2^(−1.5) ≈ 0.35355.
-        let t = &tables(1, Rounding::HalfUp).unwrap().thresholds;
+        let t = thresholds(1, Rounding::HalfUp);
         assert!((t[0] - 0.5f32.sqrt()).abs() < 1e-7);
         assert!((t[1] - 2f32.powf(-1.5)).abs() < 1e-7);
-        assert_eq!(code(0.36, 1, Rounding::HalfUp), 1.0);
-        assert_eq!(code(0.35, 1, Rounding::HalfUp), 2.0);
-        assert_eq!(code(1.0, 1, Rounding::HalfUp), 0.0);
-        assert_eq!(code(8.0, 1, Rounding::HalfUp), 0.0); // negative log codes clamp to 0
-        assert_eq!(code(0.5f32.sqrt(), 2, Rounding::HalfUp), 1.0);
-        assert_eq!(level(3.0, 1), 0.125);
-        assert_eq!(level(1.0, 2), 0.5f32.sqrt());
+        let (log2, log_sqrt2) = (
+            Coder::new(1, Rounding::HalfUp),
+            Coder::new(2, Rounding::HalfUp),
+        );
+        assert_eq!(log2.code(0.36), 1.0);
+        assert_eq!(log2.code(0.35), 2.0);
+        assert_eq!(log2.code(1.0), 0.0);
+        assert_eq!(log2.code(8.0), 0.0); // negative log codes clamp to 0
+        assert_eq!(log_sqrt2.code(0.5f32.sqrt()), 1.0);
+        assert_eq!(log2.level(3.0), 0.125);
+        assert_eq!(log_sqrt2.level(1.0), 0.5f32.sqrt());
         for &(root, rounding) in &SETTINGS {
             let t = tables(root, rounding).unwrap();
             assert!(t.binades.iter().all(Option::is_some), "root {root}");
@@ -254,7 +243,7 @@ mod tests {
     #[test]
     fn codes_equal_libm_around_every_threshold() {
         for &(root, rounding) in &SETTINGS {
-            for &t in &tables(root, rounding).unwrap().thresholds {
+            for t in thresholds(root, rounding) {
                 let b = t.to_bits() as i64;
                 for d in -300..=300 {
                     let bits = (b + d).clamp(1, 0x7f80_0000) as u32;
@@ -269,9 +258,11 @@ mod tests {
         for root in [1, 2, 3] {
             for q in 0..300 {
                 let q = q as f32;
-                assert_eq!(level(q, root).to_bits(), level_libm(q, root).to_bits());
+                let level = Coder::new(root, Rounding::HalfUp).level(q);
+                assert_eq!(level.to_bits(), level_libm(q, root).to_bits());
             }
         }
-        assert_eq!(level(0.5, 1).to_bits(), level_libm(0.5, 1).to_bits());
+        let half = Coder::new(1, Rounding::HalfUp).level(0.5);
+        assert_eq!(half.to_bits(), level_libm(0.5, 1).to_bits());
     }
 }

@@ -24,6 +24,7 @@ pub mod recipe;
 pub mod settings;
 pub mod stats;
 pub mod techniques;
+pub mod uniform_lanes;
 
 pub use bits::BitWidths;
 pub use fake::FakeQuantExecutor;

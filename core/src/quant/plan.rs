@@ -11,9 +11,10 @@ use super::bits::BitWidths;
 use super::histogram::Distribution;
 use super::log_codes::Coder;
 use super::output_search;
-use super::points::{Layout, TensorKind, points, readers};
-use super::quantizer::{Log, Quantizer, Rounding, Uniform, round_half_up};
+use super::points::{Layout, Run, TensorKind, points, readers};
+use super::quantizer::{Log, Quantizer, Rounding, Uniform};
 use super::range;
+use super::uniform_lanes::{Grid, Param, Params, fake_slice};
 use super::recipe::{Granularity, Recipe, Technique};
 use super::settings::{LayerBits, Override, QuantSettings};
 use super::stats::{CalibrationStats, PointStats};
@@ -54,17 +55,10 @@ impl ActivationPlan {
     }
 
     /// Fake-quantizes this point's elements of one image's tensor in place: the same
-    /// arithmetic as [`ActivationPlan::fake`], with the rounding chosen once and a uniform
-    /// quantizer's per-channel parameters taken from flat arrays, so the loop vectorises.
+    /// arithmetic as [`ActivationPlan::fake`], bit for bit. A uniform quantizer runs over
+    /// whole runs of a channel (or channels-last rows) in SIMD lanes ([`uniform_lanes`]); a
+    /// log quantizer takes its coder once.
     pub fn apply(&self, item: &mut [f32]) {
-        match self.rounding {
-            Rounding::HalfUp => self.apply_with(item, round_half_up),
-            Rounding::HalfEven => self.apply_with(item, f32::round_ties_even),
-        }
-    }
-
-    #[inline(always)]
-    fn apply_with(&self, item: &mut [f32], round: impl Fn(f32) -> f32 + Copy) {
         let u = match &self.quantizer {
             Quantizer::Uniform(u) => u,
             Quantizer::Log(l) if self.migration.is_none() && self.shift.is_none() => {
@@ -78,23 +72,39 @@ impl ActivationPlan {
             }
         };
         let (qmin, qmax) = Uniform::levels(u.bits, u.symmetric);
+        let grid = Grid {
+            qmin,
+            qmax,
+            rounding: self.rounding,
+        };
         let channels = self.layout.channels;
-        let (scale, zp): (Vec<f32>, Vec<f32>) = (0..channels).map(|c| u.parameters(c)).unzip();
-        // Slices of exactly `channels`, so indexing by a channel needs no bounds check.
-        let (scale, zp) = (&scale[..channels], &zp[..channels]);
-        let q = move |x: f32, s: f32, z: f32| ((round(x / s) + z).clamp(qmin, qmax) - z) * s;
-        match (&self.migration, &self.shift) {
-            (None, None) => self.layout.map(item, |c, x| q(x, scale[c], zp[c])),
-            (migration, shift) => {
-                let (ones, zeros) = (vec![1.0; channels], vec![0.0; channels]);
-                let m = &migration.as_deref().unwrap_or(&ones)[..channels];
-                let z = &shift.as_deref().unwrap_or(&zeros)[..channels];
-                self.layout.map(item, |c, x| {
-                    let t = (x - z[c]) / m[c];
-                    m[c] * q(t, scale[c], zp[c]) + z[c]
-                });
-            }
-        }
+        let (scale, zero): (Vec<f32>, Vec<f32>) = (0..channels).map(|c| u.parameters(c)).unzip();
+        let migration = match (&self.migration, &self.shift) {
+            (None, None) => None,
+            (m, h) => Some((
+                m.clone().unwrap_or_else(|| vec![1.0; channels]),
+                h.clone().unwrap_or_else(|| vec![0.0; channels]),
+            )),
+        };
+        self.layout.for_each_run(item, |run, xs| {
+            let params = match run {
+                Run::Row => Params {
+                    scale: Param::Each(&scale),
+                    zero: Param::Each(&zero),
+                    migration: migration
+                        .as_ref()
+                        .map(|(m, h)| (Param::Each(m), Param::Each(h))),
+                },
+                Run::Channel(c) => Params {
+                    scale: Param::One(scale[c]),
+                    zero: Param::One(zero[c]),
+                    migration: migration
+                        .as_ref()
+                        .map(|(m, h)| (Param::One(m[c]), Param::One(h[c]))),
+                },
+            };
+            fake_slice(xs, &params, &grid);
+        });
     }
 }
 

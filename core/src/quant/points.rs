@@ -136,6 +136,36 @@ impl Layout {
         }
     }
 
+    /// Calls `f(run, values)` for every contiguous run of the elements the point owns in one
+    /// image's tensor: whole channels-last rows (`values[i]` is channel `i`), or runs of one
+    /// channel.
+    #[inline]
+    pub fn for_each_run(&self, item: &mut [f32], mut f: impl FnMut(Run, &mut [f32])) {
+        assert!(
+            item.len() >= self.outer * self.channels * self.inner,
+            "a tensor of {} elements is smaller than its layout {self:?}",
+            item.len()
+        );
+        if self.channels == 0 || self.take.is_empty() {
+            return;
+        }
+        if self.inner == 1 {
+            for row in item.chunks_exact_mut(self.channels).take(self.outer) {
+                f(Run::Row, row);
+            }
+            return;
+        }
+        for o in 0..self.outer {
+            for c in 0..self.channels {
+                let base = (o * self.channels + c) * self.inner;
+                f(
+                    Run::Channel(c),
+                    &mut item[base + self.take.start..base + self.take.end],
+                );
+            }
+        }
+    }
+
     /// Calls `f(index)` for every element of channel `c` in one image's tensor.
     #[inline]
     pub fn for_channel(&self, c: usize, mut f: impl FnMut(usize)) {
@@ -146,6 +176,15 @@ impl Layout {
             }
         }
     }
+}
+
+/// A contiguous run of a point's elements (see [`Layout::for_each_run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// A channels-last row: element `i` is channel `i`.
+    Row,
+    /// Elements of one channel.
+    Channel(usize),
 }
 
 /// One quantized activation tensor.

@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use super::quantizer::Rounding;
 
 /// Codes 0–255: every log quantizer of at most 8 bits.
-const CODES: usize = 256;
+pub(super) const CODES: usize = 256;
 
 /// The definition every table reproduces (`v > 0`).
 #[inline]
@@ -40,54 +40,60 @@ pub fn level_libm(q: f32, root: u8) -> f32 {
 }
 
 /// Thresholds lying in one binade `[2^e, 2^(e+1))` at most (log√2 has two per binade).
-const PER_BINADE: usize = 4;
+const PER_BINADE: usize = 2;
 
-/// The codes of one binade: `code(v) = above + #{t ∈ inside : t > v}`.
-#[derive(Clone, Copy)]
-struct Binade {
+/// The tables of one `(root, rounding)`, by biased exponent `e` of a normal `v` (entries 0
+/// and 255, subnormal and non-finite `v`, are never read): `code(v) = above[e] + #{i :
+/// inside[i][e] > v}`. Arrays rather than rows, so SIMD lanes can gather them.
+pub(super) struct Tables {
     /// Thresholds at or above the binade's top: codes every value of the binade exceeds.
-    above: u32,
-    /// The thresholds inside the binade, padded with 0 (never above a positive `v`).
-    inside: [f32; PER_BINADE],
-}
-
-struct Tables {
-    /// By biased exponent, for normal `v`; `None` where more thresholds fall in the binade
-    /// than it holds (never for roots 1 and 2, tested; such values would take libm's path).
-    binades: Vec<Option<Binade>>,
-    levels: [f32; CODES],
+    pub(super) above: [i32; 256],
+    /// The thresholds inside each binade, padded with 0 (never above a positive `v`).
+    pub(super) inside: [[f32; 256]; PER_BINADE],
+    /// False where more thresholds fall in the binade than `inside` holds (never for roots 1
+    /// and 2, tested; such values would take libm's path).
+    covered: [bool; 256],
+    pub(super) levels: [f32; CODES],
 }
 
 impl Tables {
     fn build(root: u8, rounding: Rounding) -> Self {
         let thresholds = thresholds(root, rounding);
+        let mut t = Tables {
+            above: [0; 256],
+            inside: [[0.0; 256]; PER_BINADE],
+            covered: [false; 256],
+            levels: std::array::from_fn(|q| level_libm(q as f32, root)),
+        };
         // The code of v is #{k : t[k] > v} (t does not increase with k).
-        let binades = (1u32..255)
-            .map(|biased| {
-                let (bottom, top) = (
-                    f32::from_bits(biased << 23),
-                    f32::from_bits((biased + 1) << 23),
-                );
-                let above = thresholds.iter().filter(|&&t| t >= top).count() as u32;
-                let inside: Vec<f32> = thresholds
-                    .iter()
-                    .copied()
-                    .filter(|&t| t > bottom && t < top)
-                    .collect();
-                (inside.len() <= PER_BINADE).then(|| Binade {
-                    above,
-                    inside: std::array::from_fn(|i| inside.get(i).copied().unwrap_or(0.0)),
-                })
-            })
-            .collect();
-        let levels = std::array::from_fn(|q| level_libm(q as f32, root));
-        Self { binades, levels }
+        for biased in 1u32..255 {
+            let e = biased as usize;
+            let (bottom, top) = (
+                f32::from_bits(biased << 23),
+                f32::from_bits((biased + 1) << 23),
+            );
+            t.above[e] = thresholds.iter().filter(|&&t| t >= top).count() as i32;
+            let inside: Vec<f32> = thresholds
+                .iter()
+                .copied()
+                .filter(|&t| t > bottom && t < top)
+                .collect();
+            t.covered[e] = inside.len() <= PER_BINADE;
+            for (i, &v) in inside.iter().take(PER_BINADE).enumerate() {
+                t.inside[i][e] = v;
+            }
+        }
+        t
+    }
+
+    pub(super) fn all_covered(&self) -> bool {
+        self.covered[1..255].iter().all(|&c| c)
     }
 }
 
 /// `t[k]`, the smallest positive `v` whose libm code is at most `k` (up to +∞, whose code is 0):
 /// a binary search over the f32 bit patterns.
-fn thresholds(root: u8, rounding: Rounding) -> [f32; CODES] {
+pub(super) fn thresholds(root: u8, rounding: Rounding) -> [f32; CODES] {
     std::array::from_fn(|k| {
         let (mut lo, mut hi) = (1u32, f32::INFINITY.to_bits());
         while lo < hi {
@@ -131,6 +137,11 @@ impl std::fmt::Debug for Coder {
 }
 
 impl Coder {
+    /// The tables, where this coder has them (roots 1 and 2).
+    pub(super) fn tables(&self) -> Option<&'static Tables> {
+        self.tables
+    }
+
     pub fn new(root: u8, rounding: Rounding) -> Self {
         Self {
             root,
@@ -149,18 +160,21 @@ impl Coder {
         if !(f32::MIN_POSITIVE..f32::INFINITY).contains(&v) {
             return code_libm(v, root, rounding);
         }
-        let biased = v.to_bits() >> 23;
-        match &tables.binades[biased as usize - 1] {
-            Some(b) => {
-                let code = b.above + b.inside.iter().map(|&t| u32::from(t > v)).sum::<u32>();
-                // Every threshold above v: the code may lie past the table.
-                if code < CODES as u32 {
-                    code as f32
-                } else {
-                    code_libm(v, root, rounding)
-                }
-            }
-            None => code_libm(v, root, rounding),
+        let e = (v.to_bits() >> 23) as usize;
+        if !tables.covered[e] {
+            return code_libm(v, root, rounding);
+        }
+        let code = tables.above[e]
+            + tables
+                .inside
+                .iter()
+                .map(|t| i32::from(t[e] > v))
+                .sum::<i32>();
+        // Every threshold above v: the code may lie past the table.
+        if code < CODES as i32 {
+            code as f32
+        } else {
+            code_libm(v, root, rounding)
         }
     }
 
@@ -218,8 +232,7 @@ mod tests {
         assert_eq!(log2.level(3.0), 0.125);
         assert_eq!(log_sqrt2.level(1.0), 0.5f32.sqrt());
         for &(root, rounding) in &SETTINGS {
-            let t = tables(root, rounding).unwrap();
-            assert!(t.binades.iter().all(Option::is_some), "root {root}");
+            assert!(tables(root, rounding).unwrap().all_covered(), "root {root}");
         }
     }
 

@@ -15,6 +15,7 @@ pub mod diagnostics;
 pub mod fake;
 pub mod histogram;
 pub mod log_codes;
+pub mod log_lanes;
 pub mod output_search;
 pub mod plan;
 pub mod points;

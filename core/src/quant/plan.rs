@@ -14,10 +14,10 @@ use super::output_search;
 use super::points::{Layout, Run, TensorKind, points, readers};
 use super::quantizer::{Log, Quantizer, Rounding, Uniform};
 use super::range;
-use super::uniform_lanes::{Grid, Param, Params, fake_slice};
 use super::recipe::{Granularity, Recipe, Technique};
 use super::settings::{LayerBits, Override, QuantSettings};
 use super::stats::{CalibrationStats, PointStats};
+use super::uniform_lanes::{Grid, Param, Params, fake_slice};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Op};
 use crate::weights::{FoldedWeights, NodeParams};
@@ -63,7 +63,8 @@ impl ActivationPlan {
             Quantizer::Uniform(u) => u,
             Quantizer::Log(l) if self.migration.is_none() && self.shift.is_none() => {
                 let coder = Coder::new(l.root, self.rounding);
-                self.layout.map(item, |_, x| l.fake_with(&coder, x));
+                self.layout
+                    .for_each_run(item, |_, xs| l.fake_slice(&coder, xs));
                 return;
             }
             _ => {

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::log_codes;
+use super::{log_codes, log_lanes};
 
 /// Rounds half up, as the hardware does: `⌊x + ½⌋`. Written with an integer conversion rather
 /// than `floor`, which without SSE4.1 is a library call and dominated the fake-quant executor's
@@ -261,6 +261,17 @@ impl Log {
     #[inline]
     pub fn fake_rounded(&self, x: f32, rounding: Rounding) -> f32 {
         self.fake_with(&log_codes::Coder::new(self.root, rounding), x)
+    }
+
+    /// Fake-quantizes a slice in place: [`Log::fake_with`] of every element, in SIMD lanes
+    /// where the coder's tables allow.
+    pub fn fake_slice(&self, coder: &log_codes::Coder, xs: &mut [f32]) {
+        let grid = log_lanes::LogGrid {
+            scale: self.scale,
+            max_level: self.max_level(),
+            zero_code: self.zero_code,
+        };
+        log_lanes::fake_slice(coder, xs, &grid, |x| self.fake_with(coder, x));
     }
 
     /// [`Log::fake_rounded`] with the coder looked up once.

@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use super::depthwise::depthwise;
 use crate::exec::matmul::{MatMut, MatRef, matmul};
 use crate::graph::Conv2d;
 
@@ -109,78 +110,6 @@ fn add_channel_bias(out: &mut [f32], bias: &[f32], plane: usize) {
         if *b != 0.0 {
             o.iter_mut().for_each(|v| *v += b);
         }
-    }
-}
-
-/// Outputs `lo..hi` whose input coordinate `o·stride + tap − pad` lies inside `0..size`.
-fn valid_outputs(
-    tap: usize,
-    pad: usize,
-    stride: usize,
-    size: usize,
-    outputs: usize,
-) -> std::ops::Range<usize> {
-    let lo = if tap >= pad {
-        0
-    } else {
-        (pad - tap).div_ceil(stride)
-    };
-    let hi = if size + pad > tap {
-        (size + pad - tap).div_ceil(stride).min(outputs)
-    } else {
-        0
-    };
-    lo..hi.max(lo)
-}
-
-/// Depthwise convolution, one channel at a time (channels in parallel when large). Each output
-/// sums its taps in (row, column) order, then adds the bias; the bounds of every tap are worked
-/// out once per row so the inner loop runs over contiguous pixels without branches.
-fn depthwise(
-    c: &Conv2d,
-    x: &[f32],
-    (h, w): (usize, usize),
-    weight: &[f32],
-    bias: &[f32],
-    out: &mut [f32],
-    (oh, ow): (usize, usize),
-) {
-    let (k, s, p) = (c.kernel, c.stride, c.padding);
-    let rows: Vec<_> = (0..k).map(|ky| valid_outputs(ky, p, s, h, oh)).collect();
-    let cols: Vec<_> = (0..k).map(|kx| valid_outputs(kx, p, s, w, ow)).collect();
-    let channel = |(ch, o): (usize, &mut [f32])| {
-        let xc = &x[ch * h * w..(ch + 1) * h * w];
-        let wc = &weight[ch * k * k..(ch + 1) * k * k];
-        o.fill(0.0);
-        for oy in 0..oh {
-            let orow = &mut o[oy * ow..(oy + 1) * ow];
-            for ky in 0..k {
-                if !rows[ky].contains(&oy) {
-                    continue;
-                }
-                let row = &xc[(oy * s + ky - p) * w..][..w];
-                for kx in 0..k {
-                    let wv = wc[ky * k + kx];
-                    let r = cols[kx].clone();
-                    if s == 1 {
-                        let src = &row[r.start + kx - p..r.end + kx - p];
-                        for (o, &v) in orow[r].iter_mut().zip(src) {
-                            *o += v * wv;
-                        }
-                    } else {
-                        for ox in r {
-                            orow[ox] += row[ox * s + kx - p] * wv;
-                        }
-                    }
-                }
-            }
-            orow.iter_mut().for_each(|v| *v += bias[ch]);
-        }
-    };
-    if out.len() * k * k < PARALLEL_MACS {
-        out.chunks_mut(oh * ow).enumerate().for_each(channel);
-    } else {
-        out.par_chunks_mut(oh * ow).enumerate().for_each(channel);
     }
 }
 

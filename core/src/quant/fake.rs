@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::plan::{QuantPlan, WeightPlan, input_channel, out_channels};
+use super::prepared::PreparedPoint;
 use crate::error::Result;
 use crate::eval::Classifier;
 use crate::exec::float::FloatExecutor;
@@ -66,9 +67,13 @@ pub(crate) fn quantize_output(plan: &QuantPlan, points: &[usize], t: &mut Tensor
         return;
     }
     let item = t.item_len();
+    let prepared: Vec<PreparedPoint> = points
+        .iter()
+        .map(|&p| PreparedPoint::new(&plan.activations[p]))
+        .collect();
     t.data.par_chunks_mut(item).for_each(|x| {
-        for &p in points {
-            plan.activations[p].apply(x);
+        for p in &prepared {
+            p.apply(x);
         }
     });
 }

@@ -19,6 +19,7 @@ pub mod log_lanes;
 pub mod output_search;
 pub mod plan;
 pub mod points;
+pub mod prepared;
 pub mod quantizer;
 pub mod range;
 pub mod recipe;

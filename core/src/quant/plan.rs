@@ -9,15 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::bits::BitWidths;
 use super::histogram::Distribution;
-use super::log_codes::Coder;
 use super::output_search;
-use super::points::{Layout, Run, TensorKind, points, readers};
+use super::prepared::PreparedPoint;
+use super::points::{Layout, TensorKind, points, readers};
 use super::quantizer::{Log, Quantizer, Rounding, Uniform};
 use super::range;
 use super::recipe::{Granularity, Recipe, Technique};
 use super::settings::{LayerBits, Override, QuantSettings};
 use super::stats::{CalibrationStats, PointStats};
-use super::uniform_lanes::{Grid, Param, Params, fake_slice};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Op};
 use crate::weights::{FoldedWeights, NodeParams};
@@ -55,57 +54,10 @@ impl ActivationPlan {
     }
 
     /// Fake-quantizes this point's elements of one image's tensor in place: the same
-    /// arithmetic as [`ActivationPlan::fake`], bit for bit. A uniform quantizer runs over
-    /// whole runs of a channel (or channels-last rows) in SIMD lanes ([`uniform_lanes`]); a
-    /// log quantizer takes its coder once.
+    /// arithmetic as [`ActivationPlan::fake`], bit for bit. For many images, prepare once
+    /// ([`PreparedPoint`]) and apply that.
     pub fn apply(&self, item: &mut [f32]) {
-        let u = match &self.quantizer {
-            Quantizer::Uniform(u) => u,
-            Quantizer::Log(l) if self.migration.is_none() && self.shift.is_none() => {
-                let coder = Coder::new(l.root, self.rounding);
-                self.layout
-                    .for_each_run(item, |_, xs| l.fake_slice(&coder, xs));
-                return;
-            }
-            _ => {
-                self.layout.map(item, |c, x| self.fake(x, c));
-                return;
-            }
-        };
-        let (qmin, qmax) = Uniform::levels(u.bits, u.symmetric);
-        let grid = Grid {
-            qmin,
-            qmax,
-            rounding: self.rounding,
-        };
-        let channels = self.layout.channels;
-        let (scale, zero): (Vec<f32>, Vec<f32>) = (0..channels).map(|c| u.parameters(c)).unzip();
-        let migration = match (&self.migration, &self.shift) {
-            (None, None) => None,
-            (m, h) => Some((
-                m.clone().unwrap_or_else(|| vec![1.0; channels]),
-                h.clone().unwrap_or_else(|| vec![0.0; channels]),
-            )),
-        };
-        self.layout.for_each_run(item, |run, xs| {
-            let params = match run {
-                Run::Row => Params {
-                    scale: Param::Each(&scale),
-                    zero: Param::Each(&zero),
-                    migration: migration
-                        .as_ref()
-                        .map(|(m, h)| (Param::Each(m), Param::Each(h))),
-                },
-                Run::Channel(c) => Params {
-                    scale: Param::One(scale[c]),
-                    zero: Param::One(zero[c]),
-                    migration: migration
-                        .as_ref()
-                        .map(|(m, h)| (Param::One(m[c]), Param::One(h[c]))),
-                },
-            };
-            fake_slice(xs, &params, &grid);
-        });
+        PreparedPoint::new(self).apply(item)
     }
 }
 

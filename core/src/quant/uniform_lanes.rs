@@ -177,7 +177,34 @@ fn fake_slice_avx2(xs: &mut [f32], p: &Params, grid: &Grid) {
             }
         }
     }
-    fake_scalar(xs, whole, p, grid);
+    if whole < xs.len() {
+        tail_avx2(xs, whole, p, grid);
+    }
+}
+
+/// The last `xs.len() − from` (< 8) elements, through the lanes of a padded copy (the scalar
+/// loop cost more than the rest of a short run). Padding lanes compute with scale 1 and are
+/// dropped.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn tail_avx2(xs: &mut [f32], from: usize, p: &Params, grid: &Grid) {
+    let n = xs.len() - from;
+    let pad = |q: Param, fill: f32| -> [f32; 8] {
+        std::array::from_fn(|i| if i < n { q.at(from + i) } else { fill })
+    };
+    let (scale, zero) = (pad(p.scale, 1.0), pad(p.zero, 0.0));
+    let migration = p.migration.map(|(m, h)| (pad(m, 1.0), pad(h, 0.0)));
+    let mut x = [0.0f32; 8];
+    x[..n].copy_from_slice(&xs[from..]);
+    let lanes = Params {
+        scale: Param::Each(&scale),
+        zero: Param::Each(&zero),
+        migration: migration
+            .as_ref()
+            .map(|(m, h)| (Param::Each(&m[..]), Param::Each(&h[..]))),
+    };
+    fake_slice_avx2(&mut x, &lanes, grid);
+    xs[from..].copy_from_slice(&x[..n]);
 }
 
 #[cfg(test)]

@@ -22,16 +22,36 @@ const LANES: usize = 8;
 const PARALLEL_MACS: usize = 1 << 20;
 
 /// A depthwise conv's sizes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Shape {
     k: usize,
     stride: usize,
     pad: usize,
     in_hw: (usize, usize),
     out_hw: (usize, usize),
+    /// Where tap `(ky, kx)` of a block starts in the phase planes, from the block's first
+    /// column in row `stride·oy` of plane 0.
+    taps: Vec<usize>,
 }
 
 impl Shape {
+    fn new(c: &Conv2d, in_hw: (usize, usize), out_hw: (usize, usize)) -> Self {
+        let mut s = Shape {
+            k: c.kernel,
+            stride: c.stride,
+            pad: c.padding,
+            in_hw,
+            out_hw,
+            taps: Vec::new(),
+        };
+        let (k, st, pw) = (s.k, s.stride, s.plane_width());
+        let plane_len = s.plane_rows() * pw;
+        s.taps = (0..k * k)
+            .map(|t| (t % k % st) * plane_len + t / k * pw + t % k / st)
+            .collect();
+        s
+    }
+
     /// Outputs per row rounded up to whole blocks.
     fn block_width(&self) -> usize {
         self.out_hw.1.div_ceil(LANES) * LANES
@@ -57,13 +77,7 @@ pub fn depthwise(
     out: &mut [f32],
     out_hw: (usize, usize),
 ) {
-    let shape = Shape {
-        k: c.kernel,
-        stride: c.stride,
-        pad: c.padding,
-        in_hw,
-        out_hw,
-    };
+    let shape = Shape::new(c, in_hw, out_hw);
     let (k, plane) = (shape.k, in_hw.0 * in_hw.1);
     let per_channel = out_hw.0 * out_hw.1;
     if per_channel == 0 {
@@ -98,14 +112,31 @@ fn run_channel(
     let (h, wd) = s.in_hw;
     let (pw, rows) = (s.plane_width(), s.plane_rows());
     let plane_len = rows * pw;
-    scratch.clear();
-    scratch.resize(s.stride * plane_len + s.block_width(), 0.0);
+    // Every channel of one conv writes the same positions, so the padding, zeroed when the
+    // scratch is sized for this conv, stays zero for the next channel.
+    let len = s.stride * plane_len + s.block_width();
+    if scratch.len() != len {
+        scratch.clear();
+        scratch.resize(len, 0.0);
+    }
     let (planes, row_out) = scratch.split_at_mut(s.stride * plane_len);
     for iy in 0..h {
         let src = &x[iy * wd..(iy + 1) * wd];
-        for (ix, &v) in src.iter().enumerate() {
-            let col = ix + s.pad;
-            planes[(col % s.stride) * plane_len + (iy + s.pad) * pw + col / s.stride] = v;
+        let row = (iy + s.pad) * pw;
+        if s.stride == 1 {
+            planes[row + s.pad..row + s.pad + wd].copy_from_slice(src);
+            continue;
+        }
+        // Padded column `pad + ix` lies in plane `(pad + ix) mod stride`, column
+        // `(pad + ix) div stride`: counted up, not divided, per pixel.
+        let (mut phase, mut col) = (s.pad % s.stride, s.pad / s.stride);
+        for &v in src {
+            planes[phase * plane_len + row + col] = v;
+            phase += 1;
+            if phase == s.stride {
+                phase = 0;
+                col += 1;
+            }
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -136,22 +167,18 @@ fn rows_portable(
     out: &mut [f32],
     row: &mut [f32],
 ) {
-    let (k, st) = (s.k, s.stride);
+    let st = s.stride;
     let (oh, ow) = s.out_hw;
     let pw = s.plane_width();
-    let plane_len = s.plane_rows() * pw;
     for oy in 0..oh {
         for (b, block) in row.chunks_exact_mut(LANES).enumerate() {
+            let start = st * oy * pw + b * LANES;
             let mut acc = [0.0f32; LANES];
-            for ky in 0..k {
-                let r = (st * oy + ky) * pw + b * LANES;
-                for kx in 0..k {
-                    let at = (kx % st) * plane_len + r + kx / st;
-                    let src: &[f32; LANES] = planes[at..at + LANES].try_into().expect("lanes");
-                    let wv = w[ky * k + kx];
-                    for (a, &v) in acc.iter_mut().zip(src) {
-                        *a += v * wv;
-                    }
+            for (&offset, &wv) in s.taps.iter().zip(w) {
+                let at = start + offset;
+                let src: &[f32; LANES] = planes[at..at + LANES].try_into().expect("lanes");
+                for (a, &v) in acc.iter_mut().zip(src) {
+                    *a += v * wv;
                 }
             }
             block.copy_from_slice(&acc);

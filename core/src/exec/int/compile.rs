@@ -462,6 +462,14 @@ impl Compiler<'_> {
                     I32_LIMIT,
                     format!("q·kᵀ over {head_dim} dimensions of codes spanning {span}"),
                 )?;
+                // The logits' kernel holds centred codes in i16.
+                accumulator_fits(
+                    graph,
+                    &node.name,
+                    span,
+                    i16::MAX as u128,
+                    "a centred q or k code",
+                )?;
                 let s_acc = l.scale[0] * l.scale[0] * scale;
                 let j = COMPILED_INPUT_BITS;
                 accumulator_fits(

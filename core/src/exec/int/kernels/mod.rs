@@ -13,6 +13,7 @@
 mod avx2;
 pub mod axpy;
 pub mod depthwise;
+pub mod dots;
 pub mod requant;
 mod vnni;
 

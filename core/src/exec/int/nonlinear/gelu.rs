@@ -68,11 +68,38 @@ pub fn gelu(x: i32, k: &GeluConstants) -> i64 {
     let a = (x.unsigned_abs() as i64).min(k.limit) as i128;
     let poly = k.c1 as i128 * a + k.c3 as i128 * a * a * a;
     let t = (poly + (1i128 << k.shift) / 2) >> k.shift;
-    let cap = (EXP_BITS as i128 + 1) << GELU_INPUT_BITS;
-    let e = exp2_neg(t.min(cap) as i64, GELU_INPUT_BITS);
+    let [above, below] = sigmoids()[t.min(CAP as i128) as usize];
+    x as i64 * i64::from(if x >= 0 { above } else { below })
+}
+
+/// The largest `t` the sigmoid distinguishes: past `EXP_BITS + 1` whole units `e` is 0.
+const CAP: usize = ((EXP_BITS as usize) + 1) << GELU_INPUT_BITS;
+
+/// `σ` to `SIGMOID_BITS` bits for every `t` in `0..=CAP`, for `x ≥ 0` and for `x < 0`:
+/// `⌊2^30·2^15/(2^30 + e)⌋` and `⌊e·2^15/(2^30 + e)⌋` with `e = 2^−t` ([`exp2_neg`]). The
+/// division per element cost more than the rest of DeiT's fc1 epilogue; the sigmoid depends on
+/// `t` alone, so it is a table shared by every layer (124 KiB, built once per process).
+fn sigmoids() -> &'static [[u16; 2]] {
+    static TABLE: std::sync::OnceLock<Vec<[u16; 2]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=CAP as i64)
+            .map(|t| {
+                let [above, below] = sigmoid_pair(t);
+                // Both are at most 2^SIGMOID_BITS = 32,768.
+                [above as u16, below as u16]
+            })
+            .collect()
+    })
+}
+
+/// `σ` for `x ≥ 0` and `x < 0` at exponent `t`, by division (the table's definition).
+fn sigmoid_pair(t: i64) -> [i64; 2] {
+    let e = exp2_neg(t, GELU_INPUT_BITS);
     let one = 1i64 << EXP_BITS;
-    let num = if x >= 0 { one } else { e };
-    x as i64 * ((num << SIGMOID_BITS) / (one + e))
+    [
+        (one << SIGMOID_BITS) / (one + e),
+        (e << SIGMOID_BITS) / (one + e),
+    ]
 }
 
 #[cfg(test)]
@@ -81,6 +108,23 @@ mod tests {
 
     fn exact(v: f64) -> f64 {
         v * 0.5 * (1.0 + libm::erf(v / std::f64::consts::SQRT_2))
+    }
+
+    /// The division the table replaces, for every input of two grids and past the clamp.
+    #[test]
+    fn the_table_equals_the_division() {
+        for s in [0.0018, 0.02, 0.25] {
+            let k = GeluConstants::new(s).unwrap();
+            for x in -(k.limit as i32 + 50)..=(k.limit as i32 + 50) {
+                let a = (x.unsigned_abs() as i64).min(k.limit) as i128;
+                let poly = k.c1 as i128 * a + k.c3 as i128 * a * a * a;
+                let t = ((poly + (1i128 << k.shift) / 2) >> k.shift).min(CAP as i128) as i64;
+                let [above, below] = sigmoid_pair(t);
+                let want = x as i64 * if x >= 0 { above } else { below };
+                assert_eq!(gelu(x, &k), want, "s = {s}, x = {x}");
+            }
+        }
+        assert!(sigmoid_pair(0)[0] <= 1 << SIGMOID_BITS && sigmoid_pair(CAP as i64)[1] == 0);
     }
 
     #[test]

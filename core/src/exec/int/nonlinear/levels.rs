@@ -63,9 +63,79 @@ impl LevelEncoder {
     }
 }
 
+/// A [`LevelEncoder`] indexed by bit length, for many non-negative inputs (probabilities): an
+/// input's leading-zero count gives the few thresholds of its binade, searched alone.
+#[derive(Debug, Clone)]
+pub struct BinadeLookup<'a> {
+    encoder: &'a LevelEncoder,
+    /// `first[b]`: how many thresholds lie below the smallest input of bit length `b` (0 for
+    /// `b = 0`, else `2^(b−1)`); `first[b + 1]` bounds the ones it must compare with.
+    first: [usize; 65],
+}
+
+impl LevelEncoder {
+    pub fn binade_lookup(&self) -> BinadeLookup<'_> {
+        let below = |v: i64| self.thresholds.partition_point(|&t| t < v);
+        let mut first = [0; 65];
+        first[0] = below(0);
+        for (b, f) in first.iter_mut().enumerate().skip(1) {
+            *f = if b == 64 {
+                self.thresholds.len()
+            } else {
+                below(1i64 << (b - 1))
+            };
+        }
+        BinadeLookup {
+            encoder: self,
+            first,
+        }
+    }
+}
+
+impl BinadeLookup<'_> {
+    /// [`LevelEncoder::encode`], exactly.
+    #[inline]
+    pub fn encode(&self, v: i64) -> i32 {
+        if v < 0 {
+            return self.encoder.encode(v);
+        }
+        let b = (64 - v.leading_zeros()) as usize;
+        // Every threshold below the binade's smallest input is exceeded; the rest of those
+        // below the next binade are compared.
+        let (lo, hi) = (self.first[b], self.first[(b + 1).min(64)]);
+        let inside = self.encoder.thresholds[lo..hi].partition_point(|&t| v > t);
+        self.encoder.codes[lo + inside]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_binade_lookup_equals_the_search() {
+        // log√2 levels of probabilities at 2^−24 (thresholds near 2^(24 − k/2)), a uniform
+        // table with many thresholds per binade, and thresholds at powers of two and below 0.
+        let sqrt2: Vec<f64> = (1..40).rev().map(|k| 2f64.powf(-(k as f64 - 0.5) / 2.0)).collect();
+        let codes: Vec<i32> = (0..=sqrt2.len() as i32).rev().collect();
+        let encoders = [
+            LevelEncoder::new(&sqrt2, codes, 1.0 / (1 << 24) as f64, 0.0),
+            LevelEncoder::from_monotone(|v| ((v + 5) / 10).clamp(0, 255) as i32, 0, 3000),
+            LevelEncoder {
+                thresholds: vec![-5, 0, 1, 2, 3, 4, 7, 8, 1 << 40],
+                codes: (0..10).collect(),
+            },
+        ];
+        for enc in &encoders {
+            let lookup = enc.binade_lookup();
+            let mut probes: Vec<i64> = (-20..5000).collect();
+            probes.extend(enc.thresholds.iter().flat_map(|&t| [t - 1, t, t + 1]));
+            probes.extend((0..63).map(|b| 1i64 << b).chain([i64::MAX, i64::MIN]));
+            for v in probes {
+                assert_eq!(lookup.encode(v), enc.encode(v), "v = {v}");
+            }
+        }
+    }
 
     #[test]
     fn log2_divisor_by_hand() {

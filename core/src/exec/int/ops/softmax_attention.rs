@@ -5,6 +5,8 @@
 
 use super::super::kernels::Isa;
 use super::super::kernels::axpy::axpy;
+use super::super::kernels::dots::dots;
+use super::super::kernels::requant::{Fast, requant};
 use super::super::nonlinear::LevelEncoder;
 use super::super::nonlinear::softmax_row;
 use super::super::requant::{Encoder, Requant};
@@ -31,36 +33,42 @@ impl ScoresSoftmax {
         let width = 3 * h * d;
         out.clear();
         out.resize(h * n * n, 0);
-        let mut q = vec![0i32; d];
-        // kᵀ of one head, [d][n], so each query's logits are d rows of axpy over the keys;
-        // |q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims.
-        let mut kt = vec![0i32; d * n];
+        // Centred codes as i16, keys one after another: each logit is one dot product
+        // ([`dots`]); |q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims.
+        let mut q = vec![0i16; d];
+        let mut keys = vec![0i16; n * d];
         let mut acc = vec![0i32; n];
         let mut x = vec![0i32; n];
         let mut p = vec![0i32; n];
+        // The logits' requantization in i64 lanes, and the probabilities' thresholds by
+        // binade, looked up once.
+        let to_x = self.to_x.fast(0, 0);
+        let codes = self.codes.binade_lookup();
         for head in 0..h {
-            for j in 0..n {
+            for (j, key) in keys.chunks_exact_mut(d).enumerate() {
                 let k = &qkv[j * width + h * d + head * d..][..d];
-                for (c, &v) in k.iter().enumerate() {
-                    kt[c * n + j] = v - self.zero;
+                for (dst, &v) in key.iter_mut().zip(k) {
+                    *dst = (v - self.zero) as i16;
                 }
             }
             for i in 0..n {
                 let row = &qkv[i * width + head * d..][..d];
                 for (dst, &v) in q.iter_mut().zip(row) {
-                    *dst = v - self.zero;
+                    *dst = (v - self.zero) as i16;
                 }
-                acc.fill(0);
-                for (c, &qc) in q.iter().enumerate() {
-                    axpy(isa, &mut acc, qc, &kt[c * n..(c + 1) * n]);
-                }
-                for (xj, &a) in x.iter_mut().zip(&acc) {
-                    *xj = self.to_x.apply(a as i64, 0) as i32;
+                dots(isa, &q, &keys, &mut acc);
+                match &to_x {
+                    Some(f) => requant(isa, f, &acc, &mut x),
+                    None => {
+                        for (xj, &a) in x.iter_mut().zip(&acc) {
+                            *xj = self.to_x.apply(a as i64, 0) as i32;
+                        }
+                    }
                 }
                 softmax_row(&x, self.input_bits, &mut s.wide, &mut p);
                 let row = &mut out[(head * n + i) * n..(head * n + i + 1) * n];
                 for (o, &v) in row.iter_mut().zip(&p) {
-                    *o = self.codes.encode(v as i64);
+                    *o = codes.encode(v as i64);
                 }
             }
         }
@@ -89,6 +97,13 @@ impl Mix {
         // overflow at any token count the compiler accepts (`mix_bound`).
         let mut v = vec![0i32; n * d];
         let mut acc = vec![0i32; d];
+        // Each channel's requantization in i64, where the encoder is linear and it applies.
+        let fast: Vec<Option<Fast>> = (0..h * d)
+            .map(|c| match &self.out {
+                Encoder::Linear(r) => r.fast(c, 0),
+                Encoder::Levels(_) => None,
+            })
+            .collect();
         for head in 0..h {
             for j in 0..n {
                 let src = &qkv[j * width + 2 * h * d + head * d..][..d];
@@ -104,8 +119,12 @@ impl Mix {
                         axpy(isa, &mut acc, p, &v[j * d..(j + 1) * d]);
                     }
                 }
-                for (c, &a) in acc.iter().enumerate() {
-                    out[i * h * d + head * d + c] = self.out.encode(a as i64, head * d + c);
+                let row = &mut out[i * h * d + head * d..][..d];
+                for (c, (o, &a)) in row.iter_mut().zip(&acc).enumerate() {
+                    *o = match &fast[head * d + c] {
+                        Some(f) => f.apply(a as i64) as i32,
+                        None => self.out.encode(a as i64, head * d + c),
+                    };
                 }
             }
         }

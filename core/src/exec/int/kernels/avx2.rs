@@ -13,33 +13,37 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use std::ops::Range;
+
 use super::{PANEL, PackedA, PackedB};
 
 /// Weight rows per tile.
 const MR: usize = 6;
 
 #[cfg(target_arch = "x86_64")]
-pub fn gemm(a: &PackedA, b: &PackedB, out: &mut [i32]) {
+pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     assert!(std::arch::is_x86_feature_detected!("avx2"));
     // SAFETY: AVX2 was checked just above.
-    unsafe { gemm_avx2(a, b, out) }
+    unsafe { gemm_avx2(a, rows, b, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn gemm_avx2(a: &PackedA, b: &PackedB, out: &mut [i32]) {
+fn gemm_avx2(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     let halves = b.cols.div_ceil(PANEL / 2);
-    let mut r = 0;
-    while r < a.rows {
-        let mr = (a.rows - r).min(MR);
+    // `out` holds rows `rows` only: tiles write row `r` at `r − first`.
+    let first = rows.start;
+    let mut r = first;
+    while r < rows.end {
+        let mr = (rows.end - r).min(MR);
         for h in 0..halves {
             match mr {
-                6 => tile::<6>(a, b, out, r, h),
-                5 => tile::<5>(a, b, out, r, h),
-                4 => tile::<4>(a, b, out, r, h),
-                3 => tile::<3>(a, b, out, r, h),
-                2 => tile::<2>(a, b, out, r, h),
-                _ => tile::<1>(a, b, out, r, h),
+                6 => tile::<6>(a, b, out, first, r, h),
+                5 => tile::<5>(a, b, out, first, r, h),
+                4 => tile::<4>(a, b, out, first, r, h),
+                3 => tile::<3>(a, b, out, first, r, h),
+                2 => tile::<2>(a, b, out, first, r, h),
+                _ => tile::<1>(a, b, out, first, r, h),
             }
         }
         r += mr;
@@ -49,7 +53,14 @@ fn gemm_avx2(a: &PackedA, b: &PackedB, out: &mut [i32]) {
 /// Rows `r0..r0+M` × columns `8h..8h+8` (fewer at the right edge).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn tile<const M: usize>(a: &PackedA, b: &PackedB, out: &mut [i32], r0: usize, h: usize) {
+fn tile<const M: usize>(
+    a: &PackedA,
+    b: &PackedB,
+    out: &mut [i32],
+    first: usize,
+    r0: usize,
+    h: usize,
+) {
     let k4 = a.k4;
     let (p, half) = (h / 2, h % 2);
     assert!(r0 + M <= a.rows && a.quads16.len() == a.rows * k4);
@@ -80,7 +91,7 @@ fn tile<const M: usize>(a: &PackedA, b: &PackedB, out: &mut [i32], r0: usize, h:
         // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7]; the permute puts the columns in order.
         let s = _mm256_hadd_epi32(row[0], row[1]);
         let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(s);
-        let dst = &mut out[(r0 + i) * b.cols + col..][..n];
+        let dst = &mut out[(r0 + i - first) * b.cols + col..][..n];
         if n == 8 {
             // SAFETY: `dst` holds exactly 8 i32.
             unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), s) };
@@ -138,6 +149,6 @@ pub fn peak_loop(_iters: usize) -> Option<(u64, i32)> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub fn gemm(a: &PackedA, b: &PackedB, out: &mut [i32]) {
-    super::gemm_scalar(a, b, out)
+pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+    super::scalar_rows(a, rows, b, out)
 }

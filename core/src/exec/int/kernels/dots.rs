@@ -9,7 +9,11 @@ use super::Isa;
 /// `out[j]` = the dot product of `q` with key `j`, the keys stored one after another
 /// (`keys.len() = out.len()·q.len()`).
 pub fn dots(isa: Isa, q: &[i16], keys: &[i16], out: &mut [i32]) {
-    assert_eq!(keys.len(), out.len() * q.len(), "keys of another length than the query");
+    assert_eq!(
+        keys.len(),
+        out.len() * q.len(),
+        "keys of another length than the query"
+    );
     #[cfg(target_arch = "x86_64")]
     {
         if isa == Isa::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512bw") {

@@ -10,6 +10,8 @@
 //! non-negative once shifted by its zero-point correction (see the conv step); weights are
 //! symmetric i8.
 
+use std::ops::Range;
+
 mod avx2;
 pub mod axpy;
 pub mod depthwise;
@@ -179,8 +181,19 @@ impl PackedB {
 
 /// `out[r][c] = Σ_k A[r][k]·B[k][c]` (`out` is `rows × cols`, row-major), on `isa`.
 pub fn gemm(isa: Isa, a: &PackedA, b: &PackedB, out: &mut [i32]) {
+    gemm_rows(isa, a, 0..a.rows, b, out)
+}
+
+/// [`gemm`] for weight rows `rows` only: `out` holds those rows (`rows.len() × cols`), so
+/// blocks of rows can run on different threads.
+pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     assert_eq!(a.k4, b.k4, "packed operands disagree on K");
-    assert!(out.len() >= a.rows * b.cols);
+    assert!(
+        rows.start <= rows.end && rows.end <= a.rows,
+        "rows {rows:?} of {}",
+        a.rows
+    );
+    assert!(out.len() >= rows.len() * b.cols);
     // A forced or stale choice never runs instructions this CPU lacks.
     let isa = if isa as u8 <= best_isa() as u8 {
         isa
@@ -189,16 +202,21 @@ pub fn gemm(isa: Isa, a: &PackedA, b: &PackedB, out: &mut [i32]) {
     };
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => vnni::gemm(a, b, out),
+        Isa::Avx512Vnni => vnni::gemm(a, rows, b, out),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => avx2::gemm(a, b, out),
-        _ => gemm_scalar(a, b, out),
+        Isa::Avx2 => avx2::gemm(a, rows, b, out),
+        _ => scalar_rows(a, rows, b, out),
     }
 }
 
 /// The reference every SIMD path is tested against.
 pub fn gemm_scalar(a: &PackedA, b: &PackedB, out: &mut [i32]) {
-    for r in 0..a.rows {
+    scalar_rows(a, 0..a.rows, b, out)
+}
+
+fn scalar_rows(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+    let first = rows.start;
+    for r in rows {
         for c in 0..b.cols {
             let mut acc = 0i32;
             for g in 0..a.k4 {
@@ -208,7 +226,7 @@ pub fn gemm_scalar(a: &PackedA, b: &PackedB, out: &mut [i32]) {
                     acc += wj as i8 as i32 * b.data[base + j] as i32;
                 }
             }
-            out[r * b.cols + c] = acc;
+            out[(r - first) * b.cols + c] = acc;
         }
     }
 }
@@ -234,6 +252,26 @@ mod tests {
         let mut out = [0; 2];
         gemm_scalar(&a, &b, &mut out);
         assert_eq!(out, [12, 763]);
+    }
+
+    #[test]
+    fn a_block_of_rows_equals_those_rows_of_the_whole_product() {
+        let mut rng = Rng::new(17);
+        let (a, b) = random_case(&mut rng, 53, 37, 29);
+        let mut whole = vec![0; 53 * 29];
+        gemm_scalar(&a, &b, &mut whole);
+        for isa in Isa::available() {
+            for rows in [0..53, 0..12, 12..48, 48..53, 7..8, 20..20] {
+                let mut got = vec![-1; rows.len() * 29];
+                gemm_rows(isa, &a, rows.clone(), &b, &mut got);
+                assert_eq!(
+                    got,
+                    whole[rows.start * 29..rows.end * 29],
+                    "{} {rows:?}",
+                    isa.name()
+                );
+            }
+        }
     }
 
     #[test]

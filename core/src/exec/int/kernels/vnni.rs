@@ -6,38 +6,42 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use std::ops::Range;
+
 use super::{PANEL, PackedA, PackedB};
 
 #[cfg(target_arch = "x86_64")]
-pub fn gemm(a: &PackedA, b: &PackedB, out: &mut [i32]) {
+pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     assert!(
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
     );
     // SAFETY: the features the function is compiled for were checked just above.
-    unsafe { gemm_vnni(a, b, out) }
+    unsafe { gemm_vnni(a, rows, b, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn gemm_vnni(a: &PackedA, b: &PackedB, out: &mut [i32]) {
+fn gemm_vnni(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     let panels = b.cols.div_ceil(PANEL);
-    let mut r = 0;
-    while r < a.rows {
-        let mr = (a.rows - r).min(4);
+    // `out` holds rows `rows` only: tiles write row `r` at `r − first`.
+    let first = rows.start;
+    let mut r = first;
+    while r < rows.end {
+        let mr = (rows.end - r).min(4);
         let mut p = 0;
         while p < panels {
             let np = (panels - p).min(2);
             match (mr, np) {
-                (4, 2) => tile::<4, 2>(a, b, out, r, p),
-                (4, _) => tile::<4, 1>(a, b, out, r, p),
-                (3, 2) => tile::<3, 2>(a, b, out, r, p),
-                (3, _) => tile::<3, 1>(a, b, out, r, p),
-                (2, 2) => tile::<2, 2>(a, b, out, r, p),
-                (2, _) => tile::<2, 1>(a, b, out, r, p),
-                (_, 2) => tile::<1, 2>(a, b, out, r, p),
-                _ => tile::<1, 1>(a, b, out, r, p),
+                (4, 2) => tile::<4, 2>(a, b, out, first, r, p),
+                (4, _) => tile::<4, 1>(a, b, out, first, r, p),
+                (3, 2) => tile::<3, 2>(a, b, out, first, r, p),
+                (3, _) => tile::<3, 1>(a, b, out, first, r, p),
+                (2, 2) => tile::<2, 2>(a, b, out, first, r, p),
+                (2, _) => tile::<2, 1>(a, b, out, first, r, p),
+                (_, 2) => tile::<1, 2>(a, b, out, first, r, p),
+                _ => tile::<1, 1>(a, b, out, first, r, p),
             }
             p += np;
         }
@@ -51,6 +55,7 @@ fn tile<const MR: usize, const NP: usize>(
     a: &PackedA,
     b: &PackedB,
     out: &mut [i32],
+    first: usize,
     r0: usize,
     p0: usize,
 ) {
@@ -76,7 +81,8 @@ fn tile<const MR: usize, const NP: usize>(
         for (j, c) in row.iter().enumerate() {
             let col = (p0 + j) * PANEL;
             let n = (b.cols - col).min(PANEL);
-            let dst = &mut out[(r0 + i) * b.cols + col..(r0 + i) * b.cols + col + n];
+            let at = (r0 + i - first) * b.cols + col;
+            let dst = &mut out[at..at + n];
             let mut lanes = [0i32; PANEL];
             // SAFETY: `lanes` holds exactly 16 i32.
             unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *c) };
@@ -123,6 +129,6 @@ pub fn peak_loop(_iters: usize) -> Option<(u64, i32)> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub fn gemm(a: &PackedA, b: &PackedB, out: &mut [i32]) {
-    super::gemm_scalar(a, b, out)
+pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+    super::scalar_rows(a, rows, b, out)
 }

@@ -116,7 +116,10 @@ mod tests {
     fn the_binade_lookup_equals_the_search() {
         // log√2 levels of probabilities at 2^−24 (thresholds near 2^(24 − k/2)), a uniform
         // table with many thresholds per binade, and thresholds at powers of two and below 0.
-        let sqrt2: Vec<f64> = (1..40).rev().map(|k| 2f64.powf(-(k as f64 - 0.5) / 2.0)).collect();
+        let sqrt2: Vec<f64> = (1..40)
+            .rev()
+            .map(|k| 2f64.powf(-(k as f64 - 0.5) / 2.0))
+            .collect();
         let codes: Vec<i32> = (0..=sqrt2.len() as i32).rev().collect();
         let encoders = [
             LevelEncoder::new(&sqrt2, codes, 1.0 / (1 << 24) as f64, 0.0),

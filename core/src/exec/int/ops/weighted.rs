@@ -7,11 +7,18 @@
 //! (more than 8-bit) layers work on centred values `q − z` directly.
 
 use super::super::kernels::depthwise::{DwShape, depthwise};
-use super::super::kernels::{PANEL, PackedA, PackedB, gemm};
+use rayon::prelude::*;
+
+use super::super::kernels::{PANEL, PackedA, PackedB, gemm, gemm_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
 use crate::graph::Conv2d;
+
+/// Products of at least this many multiply-accumulates split their output channels into
+/// blocks of `ROW_BLOCK` that run in parallel.
+const PARALLEL_MACS: usize = 1 << 20;
+const ROW_BLOCK: usize = 24;
 
 /// A conv's settings with its input and output sides.
 type ConvGeometry<'a> = (&'a Conv2d, (usize, usize), (usize, usize));
@@ -183,6 +190,26 @@ impl Weighted {
                     let r = oc * p..(oc + 1) * p;
                     self.emit(ctx, oc, self.bias[oc], &s.acc[r.clone()], &mut codes[r]);
                 }
+            }
+            Weights::Int8(groups) if groups.len() == 1 && o * p * self.k() >= PARALLEL_MACS => {
+                // One large product: blocks of output channels on the pool's threads (an
+                // image at batch 1 would otherwise use one core). Integers, so the blocks
+                // change nothing in the result.
+                let (a, b) = (&groups[0], self.pack_group(x, 0, s));
+                codes
+                    .par_chunks_mut(ROW_BLOCK * p)
+                    .enumerate()
+                    .for_each_init(Vec::new, |acc, (block, dst)| {
+                        let rows = block * ROW_BLOCK..(block * ROW_BLOCK + ROW_BLOCK).min(o);
+                        acc.resize(rows.len() * p, 0);
+                        gemm_rows(ctx.isa, a, rows.clone(), &b, acc);
+                        for (i, oc) in rows.enumerate() {
+                            let bias = self.bias[oc] - self.correction[oc];
+                            let r = i * p..(i + 1) * p;
+                            self.emit(ctx, oc, bias, &acc[r.clone()], &mut dst[r]);
+                        }
+                    });
+                s.packed = b.data;
             }
             Weights::Int8(groups) => {
                 let cout_g = o / self.groups;

@@ -66,13 +66,21 @@ pub(crate) fn quantize_output(plan: &QuantPlan, points: &[usize], t: &mut Tensor
     if points.is_empty() {
         return;
     }
-    let item = t.item_len();
     let prepared: Vec<PreparedPoint> = points
         .iter()
         .map(|&p| PreparedPoint::new(&plan.activations[p]))
         .collect();
+    apply_prepared(&prepared.iter().collect::<Vec<_>>(), t);
+}
+
+/// Applies prepared points to every image of a batch in place.
+fn apply_prepared(points: &[&PreparedPoint], t: &mut Tensor) {
+    if points.is_empty() {
+        return;
+    }
+    let item = t.item_len();
     t.data.par_chunks_mut(item).for_each(|x| {
-        for p in &prepared {
+        for p in points {
             p.apply(x);
         }
     });
@@ -84,8 +92,9 @@ pub struct FakeQuantExecutor<'m> {
     graph: &'m Graph,
     plan: &'m QuantPlan,
     weights: FoldedWeights,
-    /// Activation plans to apply at each node.
+    /// Activation plans to apply at each node, prepared once.
     at_node: Vec<Vec<usize>>,
+    prepared: Vec<PreparedPoint<'m>>,
 }
 
 impl<'m> FakeQuantExecutor<'m> {
@@ -96,6 +105,7 @@ impl<'m> FakeQuantExecutor<'m> {
             plan,
             weights: fake_quantized_weights(graph, params, plan),
             at_node: points_by_node(graph, plan),
+            prepared: plan.activations.iter().map(PreparedPoint::new).collect(),
         })
     }
 
@@ -122,7 +132,11 @@ impl<'m> FakeQuantExecutor<'m> {
     ) -> Result<Tensor> {
         let float = FloatExecutor::new(self.graph, &self.weights)?;
         float.forward_transformed(images, &mut |id, t| {
-            quantize_output(self.plan, &self.at_node[id], t);
+            let points: Vec<&PreparedPoint> = self.at_node[id]
+                .iter()
+                .map(|&p| &self.prepared[p])
+                .collect();
+            apply_prepared(&points, t);
             observe(id, t);
         })
     }

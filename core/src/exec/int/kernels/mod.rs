@@ -17,6 +17,7 @@ pub mod axpy;
 pub mod depthwise;
 pub mod dots;
 pub mod requant;
+pub mod weighted_rows;
 mod vnni;
 
 /// The measured int8 peaks: AVX-512 VNNI's `vpdpbusd` and AVX2's exact `vpmaddwd` + `vpaddd`.

@@ -4,9 +4,9 @@
 //! thresholds; then `P·V` with the probabilities decoded to integers.
 
 use super::super::kernels::Isa;
-use super::super::kernels::axpy::axpy;
 use super::super::kernels::dots::dots;
 use super::super::kernels::requant::{Fast, requant};
+use super::super::kernels::weighted_rows::weighted_rows;
 use super::super::nonlinear::LevelEncoder;
 use super::super::nonlinear::softmax_row;
 use super::super::requant::{Encoder, Requant};
@@ -97,6 +97,7 @@ impl Mix {
         // overflow at any token count the compiler accepts (`mix_bound`).
         let mut v = vec![0i32; n * d];
         let mut acc = vec![0i32; d];
+        let mut weights = vec![0i32; n];
         // Each channel's requantization in i64, where the encoder is linear and it applies.
         let fast: Vec<Option<Fast>> = (0..h * d)
             .map(|c| match &self.out {
@@ -112,13 +113,11 @@ impl Mix {
                 }
             }
             for i in 0..n {
-                acc.fill(0);
-                for j in 0..n {
-                    let p = self.probability[probs[(head * n + i) * n + j] as usize];
-                    if p != 0 {
-                        axpy(isa, &mut acc, p, &v[j * d..(j + 1) * d]);
-                    }
+                let codes = &probs[(head * n + i) * n..(head * n + i + 1) * n];
+                for (w, &code) in weights.iter_mut().zip(codes) {
+                    *w = self.probability[code as usize];
                 }
+                weighted_rows(isa, &weights, &v, &mut acc);
                 let row = &mut out[i * h * d + head * d..][..d];
                 for (c, (o, &a)) in row.iter_mut().zip(&acc).enumerate() {
                     *o = match &fast[head * d + c] {

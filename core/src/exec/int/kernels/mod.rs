@@ -17,8 +17,8 @@ pub mod axpy;
 pub mod depthwise;
 pub mod dots;
 pub mod requant;
-pub mod weighted_rows;
 mod vnni;
+pub mod weighted_rows;
 
 /// The measured int8 peaks: AVX-512 VNNI's `vpdpbusd` and AVX2's exact `vpmaddwd` + `vpaddd`.
 pub use avx2::peak_loop as peak_loop_avx2;

@@ -12,7 +12,11 @@ use super::Isa;
 /// `out[c] = Σ_j weights[j]·rows[j·d + c]` with `d = out.len()` (wrapping is impossible for
 /// the callers' bounds, which the compiler checks).
 pub fn weighted_rows(isa: Isa, weights: &[i32], rows: &[i32], out: &mut [i32]) {
-    assert_eq!(rows.len(), weights.len() * out.len(), "rows of another width");
+    assert_eq!(
+        rows.len(),
+        weights.len() * out.len(),
+        "rows of another width"
+    );
     #[cfg(target_arch = "x86_64")]
     {
         if isa == Isa::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512f") {
@@ -84,7 +88,15 @@ mod tests {
     #[test]
     fn every_isa_and_width_equals_the_definition() {
         let mut rng = Rng::new(8);
-        for (d, n) in [(64, 197), (32, 65), (16, 50), (24, 7), (1, 3), (0, 4), (64, 1)] {
+        for (d, n) in [
+            (64, 197),
+            (32, 65),
+            (16, 50),
+            (24, 7),
+            (1, 3),
+            (0, 4),
+            (64, 1),
+        ] {
             // Probabilities up to 2^15 (a third of them 0) against centred codes.
             let weights: Vec<i32> = (0..n)
                 .map(|_| match rng.below(3) {

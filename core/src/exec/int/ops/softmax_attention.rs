@@ -3,6 +3,8 @@
 //! ([`softmax_row`]) to probabilities at `2^−24`, encoded into the post-Softmax point by
 //! thresholds; then `P·V` with the probabilities decoded to integers.
 
+use rayon::prelude::*;
+
 use super::super::kernels::Isa;
 use super::super::kernels::dots::dots;
 use super::super::kernels::requant::{Fast, requant};
@@ -28,51 +30,74 @@ pub struct ScoresSoftmax {
 }
 
 impl ScoresSoftmax {
-    pub fn run(&self, isa: Isa, qkv: &[i32], out: &mut Vec<i32>, s: &mut Scratch) {
+    pub fn run(&self, isa: Isa, qkv: &[i32], out: &mut Vec<i32>, _: &mut Scratch) {
         let (h, d, n) = (self.heads, self.head_dim, self.tokens);
         let width = 3 * h * d;
         out.clear();
         out.resize(h * n * n, 0);
-        // Centred codes as i16, keys one after another: each logit is one dot product
-        // ([`dots`]); |q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims.
-        let mut q = vec![0i16; d];
-        let mut keys = vec![0i16; n * d];
-        let mut acc = vec![0i32; n];
-        let mut x = vec![0i32; n];
-        let mut p = vec![0i32; n];
+        // Centred codes as i16, each head's keys one after another: each logit is one dot
+        // product ([`dots`]); |q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims.
+        let centre = |v: i32| (v - self.zero) as i16;
+        let mut keys = vec![0i16; h * n * d];
+        for (r, key) in keys.chunks_exact_mut(d).enumerate() {
+            let (head, j) = (r / n.max(1), r % n.max(1));
+            let k = &qkv[j * width + h * d + head * d..][..d];
+            key.iter_mut().zip(k).for_each(|(dst, &v)| *dst = centre(v));
+        }
         // The logits' requantization in i64 lanes, and the probabilities' thresholds by
         // binade, looked up once.
         let to_x = self.to_x.fast(0, 0);
         let codes = self.codes.binade_lookup();
-        for head in 0..h {
-            for (j, key) in keys.chunks_exact_mut(d).enumerate() {
-                let k = &qkv[j * width + h * d + head * d..][..d];
-                for (dst, &v) in key.iter_mut().zip(k) {
-                    *dst = (v - self.zero) as i16;
-                }
-            }
-            for i in 0..n {
-                let row = &qkv[i * width + head * d..][..d];
-                for (dst, &v) in q.iter_mut().zip(row) {
-                    *dst = (v - self.zero) as i16;
-                }
-                dots(isa, &q, &keys, &mut acc);
-                match &to_x {
-                    Some(f) => requant(isa, f, &acc, &mut x),
-                    None => {
-                        for (xj, &a) in x.iter_mut().zip(&acc) {
-                            *xj = self.to_x.apply(a as i64, 0) as i32;
-                        }
+        let row = |scratch: &mut RowScratch, (r, dst): (usize, &mut [i32])| {
+            let (head, i) = (r / n, r % n);
+            let RowScratch { q, acc, x, p, exps } = scratch;
+            q.clear();
+            q.extend(qkv[i * width + head * d..][..d].iter().map(|&v| centre(v)));
+            acc.resize(n, 0);
+            dots(isa, q, &keys[head * n * d..(head + 1) * n * d], acc);
+            x.resize(n, 0);
+            match &to_x {
+                Some(f) => requant(isa, f, acc, x),
+                None => {
+                    for (xj, &a) in x.iter_mut().zip(acc.iter()) {
+                        *xj = self.to_x.apply(a as i64, 0) as i32;
                     }
                 }
-                softmax_row(&x, self.input_bits, &mut s.wide, &mut p);
-                let row = &mut out[(head * n + i) * n..(head * n + i + 1) * n];
-                for (o, &v) in row.iter_mut().zip(&p) {
-                    *o = codes.encode(v as i64);
-                }
             }
+            p.resize(n, 0);
+            softmax_row(x, self.input_bits, exps, p);
+            for (o, &v) in dst.iter_mut().zip(p.iter()) {
+                *o = codes.encode(v as i64);
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        // Rows of one image on the pool's threads when large (at batch 1 the only work).
+        if h * n * n * d >= PARALLEL_MACS {
+            out.par_chunks_mut(n)
+                .enumerate()
+                .for_each_init(RowScratch::default, row);
+        } else {
+            let mut scratch = RowScratch::default();
+            out.chunks_mut(n)
+                .enumerate()
+                .for_each(|item| row(&mut scratch, item));
         }
     }
+}
+
+/// Attention products of at least this many multiply-accumulates run their rows in parallel.
+const PARALLEL_MACS: usize = 1 << 20;
+
+/// One attention row's buffers.
+#[derive(Debug, Default)]
+struct RowScratch {
+    q: Vec<i16>,
+    acc: Vec<i32>,
+    x: Vec<i32>,
+    p: Vec<i32>,
+    exps: Vec<i64>,
 }
 
 /// `P·V`: probabilities decoded by a table (code → integer at one scale), values centred.
@@ -95,9 +120,15 @@ impl Mix {
         // Decoded probabilities are at most 2^15 and a row of them sums to a bounded total (the
         // Softmax's rows sum to one), so with |v − z| ≤ 255 the i32 accumulator cannot
         // overflow at any token count the compiler accepts (`mix_bound`).
-        let mut v = vec![0i32; n * d];
-        let mut acc = vec![0i32; d];
-        let mut weights = vec![0i32; n];
+        // Each head's values centred, [head][token][d].
+        let mut v = vec![0i32; h * n * d];
+        for (r, dst) in v.chunks_exact_mut(d.max(1)).enumerate().take(h * n) {
+            let (head, j) = (r / n, r % n);
+            let src = &qkv[j * width + 2 * h * d + head * d..][..d];
+            dst.iter_mut()
+                .zip(src)
+                .for_each(|(o, &q)| *o = q - self.zero);
+        }
         // Each channel's requantization in i64, where the encoder is linear and it applies.
         let fast: Vec<Option<Fast>> = (0..h * d)
             .map(|c| match &self.out {
@@ -105,27 +136,38 @@ impl Mix {
                 Encoder::Levels(_) => None,
             })
             .collect();
-        for head in 0..h {
-            for j in 0..n {
-                let src = &qkv[j * width + 2 * h * d + head * d..][..d];
-                for (dst, &q) in v[j * d..(j + 1) * d].iter_mut().zip(src) {
-                    *dst = q - self.zero;
-                }
-            }
-            for i in 0..n {
+        // One token's output row, all heads.
+        let token = |scratch: &mut (Vec<i32>, Vec<i32>), (i, dst): (usize, &mut [i32])| {
+            let (weights, acc) = scratch;
+            weights.resize(n, 0);
+            acc.resize(d, 0);
+            for head in 0..h {
                 let codes = &probs[(head * n + i) * n..(head * n + i + 1) * n];
                 for (w, &code) in weights.iter_mut().zip(codes) {
                     *w = self.probability[code as usize];
                 }
-                weighted_rows(isa, &weights, &v, &mut acc);
-                let row = &mut out[i * h * d + head * d..][..d];
-                for (c, (o, &a)) in row.iter_mut().zip(&acc).enumerate() {
+                weighted_rows(isa, weights, &v[head * n * d..(head + 1) * n * d], acc);
+                let row = &mut dst[head * d..(head + 1) * d];
+                for (c, (o, &a)) in row.iter_mut().zip(acc.iter()).enumerate() {
                     *o = match &fast[head * d + c] {
                         Some(f) => f.apply(a as i64) as i32,
                         None => self.out.encode(a as i64, head * d + c),
                     };
                 }
             }
+        };
+        if h * d == 0 {
+            return;
+        }
+        if h * n * n * d >= PARALLEL_MACS {
+            out.par_chunks_mut(h * d)
+                .enumerate()
+                .for_each_init(Default::default, token);
+        } else {
+            let mut scratch = Default::default();
+            out.chunks_mut(h * d)
+                .enumerate()
+                .for_each(|item| token(&mut scratch, item));
         }
     }
 }

@@ -176,19 +176,40 @@ impl Weighted {
                     let z = self.zero[c];
                     s.centred.extend(chunk.iter().map(|&q| (q - z) as i16));
                 }
-                s.acc.resize(o * p, 0);
-                let shape = DwShape {
-                    channels: o,
-                    in_hw,
-                    out_hw,
-                    kernel: conv.kernel,
-                    stride: conv.stride,
-                    padding: conv.padding,
+                let kk = conv.kernel * conv.kernel;
+                // Channels are independent: blocks of them, each conv then epilogue, run on
+                // the pool's threads when large (the only work of an image at batch 1).
+                let block = |acc: &mut Vec<i32>, (b, dst): (usize, &mut [i32])| {
+                    let channels = b * ROW_BLOCK..(b * ROW_BLOCK + ROW_BLOCK).min(o);
+                    let shape = DwShape {
+                        channels: channels.len(),
+                        in_hw,
+                        out_hw,
+                        kernel: conv.kernel,
+                        stride: conv.stride,
+                        padding: conv.padding,
+                    };
+                    acc.resize(channels.len() * p, 0);
+                    let x = &s.centred[channels.start * plane..channels.end * plane];
+                    let wb = &w[channels.start * kk..channels.end * kk];
+                    depthwise(ctx.isa, &shape, x, wb, acc);
+                    for (i, oc) in channels.enumerate() {
+                        let r = i * p..(i + 1) * p;
+                        self.emit(ctx, oc, self.bias[oc], &acc[r.clone()], &mut dst[r]);
+                    }
                 };
-                depthwise(ctx.isa, &shape, &s.centred, w, &mut s.acc);
-                for oc in 0..o {
-                    let r = oc * p..(oc + 1) * p;
-                    self.emit(ctx, oc, self.bias[oc], &s.acc[r.clone()], &mut codes[r]);
+                if o * p * kk >= PARALLEL_MACS / 4 {
+                    codes
+                        .par_chunks_mut(ROW_BLOCK * p)
+                        .enumerate()
+                        .for_each_init(Vec::new, block);
+                } else {
+                    let mut acc = std::mem::take(&mut s.acc);
+                    codes
+                        .chunks_mut(ROW_BLOCK * p)
+                        .enumerate()
+                        .for_each(|item| block(&mut acc, item));
+                    s.acc = acc;
                 }
             }
             Weights::Int8(groups) if groups.len() == 1 && o * p * self.k() >= PARALLEL_MACS => {

@@ -57,9 +57,12 @@ impl Shape {
         self.out_hw.1.div_ceil(LANES) * LANES
     }
 
-    /// Columns of a phase plane: every block's reads stay inside its row.
+    /// Columns of a phase plane: every block's reads stay inside its row, and every input
+    /// column has its place (the last ones may lie past what any output reads).
     fn plane_width(&self) -> usize {
-        self.block_width() + (self.k - 1) / self.stride
+        let reads = self.block_width() + (self.k - 1) / self.stride;
+        let columns = (self.pad + self.in_hw.1).div_ceil(self.stride);
+        reads.max(columns)
     }
 
     fn plane_rows(&self) -> usize {
@@ -266,6 +269,46 @@ mod tests {
                 .zip(&want)
                 .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "{ch}×{h}×{w}, k {k}, stride {stride}, pad {pad}");
+        }
+    }
+
+    /// Every small geometry: kernels 1–6 (even ones too), strides 1–3, every padding below
+    /// the kernel, widths 1–40 (whole blocks of eight outputs, partial ones, and the input
+    /// columns no output reads).
+    #[test]
+    fn every_small_geometry_equals_the_definition() {
+        let mut rng = Rng::new(4);
+        for k in 1..=6 {
+            for stride in 1..=3 {
+                for pad in 0..k {
+                    for w in 1..=40 {
+                        let h = 1 + (w * 7 + k) % 5;
+                        if h + 2 * pad < k || w + 2 * pad < k {
+                            continue;
+                        }
+                        let c = Conv2d {
+                            stride,
+                            padding: pad,
+                            ..Conv2d::depthwise(2, k, stride)
+                        };
+                        let x: Vec<f32> = (0..2 * h * w).map(|_| rng.normal()).collect();
+                        let wt: Vec<f32> = (0..2 * k * k).map(|_| rng.normal()).collect();
+                        let bias = [0.5, -1.0];
+                        let want = reference(&c, &x, (h, w), &wt, &bias);
+                        let out_hw = (
+                            (h + 2 * pad - k) / stride + 1,
+                            (w + 2 * pad - k) / stride + 1,
+                        );
+                        let mut got = vec![f32::NAN; want.len()];
+                        depthwise(&c, &x, (h, w), &wt, &bias, &mut got, out_hw);
+                        let same = got
+                            .iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{h}×{w}, k {k}, stride {stride}, pad {pad}");
+                    }
+                }
+            }
         }
     }
 }

@@ -40,7 +40,7 @@ pub fn level_libm(q: f32, root: u8) -> f32 {
 }
 
 /// Thresholds lying in one binade `[2^e, 2^(e+1))` at most (log√2 has two per binade).
-const PER_BINADE: usize = 2;
+pub(super) const PER_BINADE: usize = 2;
 
 /// The tables of one `(root, rounding)`, by biased exponent `e` of a normal `v` (entries 0
 /// and 255, subnormal and non-finite `v`, are never read): `code(v) = above[e] + #{i :

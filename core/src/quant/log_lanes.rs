@@ -6,7 +6,10 @@
 //! 255).
 #![allow(unsafe_code)]
 
-use super::log_codes::{CODES, Coder, Tables};
+use super::log_codes::{CODES, Coder, PER_BINADE, Tables};
+
+// The lanes gather exactly two thresholds per binade.
+const _: () = assert!(PER_BINADE == 2);
 
 /// A log quantizer's levels: `x̂ = Δ·level(min(q, max_level))`, or 0 where `zero_code` is set
 /// and `q` passes `max_level` or `x ≤ 0` (without it such values take the smallest level).

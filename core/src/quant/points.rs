@@ -83,57 +83,14 @@ impl Layout {
         }
     }
 
-    /// Replaces every element `x` the point owns in one image's tensor by `f(channel, x)`. Runs
-    /// of one channel are contiguous slices (and channels-last tensors whole rows), so `f`'s
-    /// per-channel lookups vectorise or hoist out of the loop.
+    /// Replaces every element `x` the point owns in one image's tensor by `f(channel, x)`,
+    /// run by run ([`Layout::for_each_run`]).
     #[inline]
     pub fn map(&self, item: &mut [f32], f: impl Fn(usize, f32) -> f32) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was checked just above.
-            #[allow(unsafe_code)]
-            unsafe {
-                self.map_avx2(item, f)
-            };
-            return;
-        }
-        self.map_portable(item, f)
-    }
-
-    /// [`Layout::map`] compiled for AVX2 (8 lanes instead of SSE2's 4); the same arithmetic,
-    /// since Rust never contracts or reorders float operations.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn map_avx2(&self, item: &mut [f32], f: impl Fn(usize, f32) -> f32) {
-        self.map_portable(item, f)
-    }
-
-    #[inline(always)]
-    fn map_portable(&self, item: &mut [f32], f: impl Fn(usize, f32) -> f32) {
-        assert!(
-            item.len() >= self.outer * self.channels * self.inner,
-            "a tensor of {} elements is smaller than its layout {self:?}",
-            item.len()
-        );
-        if self.channels == 0 || self.take.is_empty() {
-            return;
-        }
-        if self.inner == 1 {
-            for row in item.chunks_exact_mut(self.channels).take(self.outer) {
-                for (c, x) in row.iter_mut().enumerate() {
-                    *x = f(c, *x);
-                }
-            }
-            return;
-        }
-        for o in 0..self.outer {
-            for c in 0..self.channels {
-                let base = (o * self.channels + c) * self.inner;
-                for x in &mut item[base + self.take.start..base + self.take.end] {
-                    *x = f(c, *x);
-                }
-            }
-        }
+        self.for_each_run(item, |run, xs| match run {
+            Run::Row => xs.iter_mut().enumerate().for_each(|(c, x)| *x = f(c, *x)),
+            Run::Channel(c) => xs.iter_mut().for_each(|x| *x = f(c, *x)),
+        })
     }
 
     /// Calls `f(run, values)` for every contiguous run of the elements the point owns in one

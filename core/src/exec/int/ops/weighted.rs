@@ -6,18 +6,19 @@
 //! padding is stored as `z + u`, which that correction cancels exactly. Depthwise and wide
 //! (more than 8-bit) layers work on centred values `q − z` directly.
 
-use super::super::kernels::depthwise::{DwShape, depthwise};
 use rayon::prelude::*;
 
+use super::super::kernels::depthwise::{DwShape, depthwise};
 use super::super::kernels::{PANEL, PackedA, PackedB, gemm, gemm_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
 use crate::graph::Conv2d;
 
-/// Products of at least this many multiply-accumulates split their output channels into
-/// blocks of `ROW_BLOCK` that run in parallel.
+/// Products of at least this many multiply-accumulates (depthwise convs: a quarter of it)
+/// split their output channels into blocks that run in parallel.
 const PARALLEL_MACS: usize = 1 << 20;
+/// Output channels per parallel block: a multiple of both kernels' tile heights (6 and 4).
 const ROW_BLOCK: usize = 24;
 
 /// A conv's settings with its input and output sides.

@@ -10,8 +10,9 @@
 //!   `2√(2/π)·log2 e·s` and `2√(2/π)·0.044715·log2 e·s³` as integers at `2^−(shift−10)`;
 //!   `|x|` is first clamped where `e^−|z|` is below `2^−30` anyway, which bounds `|x|³`.
 //! - `e = 2^−t·2^30` by the Softmax's exponential ([`super::softmax::exp2_neg`], within 0.27 %).
-//! - `σ = 2^30/(2^30 + e)` for `x ≥ 0` and `e/(2^30 + e)` below, one division, to
-//!   `SIGMOID_BITS` bits; the output is `x·σ` at scale `s·2^−SIGMOID_BITS`.
+//! - `σ = 2^30/(2^30 + e)` for `x ≥ 0` and `e/(2^30 + e)` below, one division (tabulated
+//!   once per `t`: `σ` depends on nothing else), to `SIGMOID_BITS` bits; the output is `x·σ`
+//!   at scale `s·2^−SIGMOID_BITS`.
 
 use serde::Serialize;
 

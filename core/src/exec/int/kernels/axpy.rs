@@ -3,23 +3,18 @@
 //! chosen at run time (the baseline x86-64 target has no packed 32-bit multiply).
 #![allow(unsafe_code)]
 
-use super::Isa;
+use super::{Isa, Width, width};
 
 /// `acc[i] += a·x[i]` (wrapping is impossible for the callers' bounds, which they check).
 pub fn axpy(isa: Isa, acc: &mut [i32], a: i32, x: &[i32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if isa == Isa::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512 F was checked just above.
-            return unsafe { axpy_avx512(acc, a, x) };
-        }
-        if isa != Isa::Scalar && std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was checked just above.
-            return unsafe { axpy_avx2(acc, a, x) };
-        }
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { axpy_avx512(acc, a, x) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { axpy_avx2(acc, a, x) },
+        _ => axpy_portable(acc, a, x),
     }
-    let _ = isa;
-    axpy_portable(acc, a, x)
 }
 
 #[inline(always)]

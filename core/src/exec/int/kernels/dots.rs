@@ -4,7 +4,7 @@
 //! body, compiled for AVX2 and AVX-512 as well and chosen at run time.
 #![allow(unsafe_code)]
 
-use super::Isa;
+use super::{Isa, Width, width};
 
 /// `out[j]` = the dot product of `q` with key `j`, the keys stored one after another
 /// (`keys.len() = out.len()·q.len()`).
@@ -14,19 +14,14 @@ pub fn dots(isa: Isa, q: &[i16], keys: &[i16], out: &mut [i32]) {
         out.len() * q.len(),
         "keys of another length than the query"
     );
-    #[cfg(target_arch = "x86_64")]
-    {
-        if isa == Isa::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512bw") {
-            // SAFETY: AVX-512 BW was checked just above.
-            return unsafe { dots_avx512(q, keys, out) };
-        }
-        if isa != Isa::Scalar && std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was checked just above.
-            return unsafe { dots_avx2(q, keys, out) };
-        }
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { dots_avx512(q, keys, out) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { dots_avx2(q, keys, out) },
+        _ => dots_portable(q, keys, out),
     }
-    let _ = isa;
-    dots_portable(q, keys, out)
 }
 
 #[inline(always)]

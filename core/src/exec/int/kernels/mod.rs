@@ -65,6 +65,34 @@ impl Isa {
     }
 }
 
+/// The vector width a portable kernel body may be compiled for under `isa` on this CPU: the
+/// one choice the element-wise kernels (axpy, dots, weighted rows) share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Width {
+    Portable,
+    /// AVX2 is present and `isa` is not scalar.
+    Avx2,
+    /// AVX-512 F and BW are present and `isa` is AVX-512 VNNI.
+    Avx512,
+}
+
+pub(crate) fn width(isa: Isa) -> Width {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512Vnni
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            return Width::Avx512;
+        }
+        if isa != Isa::Scalar && std::arch::is_x86_feature_detected!("avx2") {
+            return Width::Avx2;
+        }
+    }
+    let _ = isa;
+    Width::Portable
+}
+
 fn best_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {

@@ -7,7 +7,7 @@
 //! the same result.
 #![allow(unsafe_code)]
 
-use super::Isa;
+use super::{Isa, Width, width};
 
 /// `out[c] = Σ_j weights[j]·rows[j·d + c]` with `d = out.len()` (wrapping is impossible for
 /// the callers' bounds, which the compiler checks).
@@ -17,19 +17,14 @@ pub fn weighted_rows(isa: Isa, weights: &[i32], rows: &[i32], out: &mut [i32]) {
         weights.len() * out.len(),
         "rows of another width"
     );
-    #[cfg(target_arch = "x86_64")]
-    {
-        if isa == Isa::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512 F was checked just above.
-            return unsafe { avx512(weights, rows, out) };
-        }
-        if isa != Isa::Scalar && std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was checked just above.
-            return unsafe { avx2(weights, rows, out) };
-        }
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { avx512(weights, rows, out) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { avx2(weights, rows, out) },
+        _ => portable(weights, rows, out),
     }
-    let _ = isa;
-    portable(weights, rows, out)
 }
 
 #[inline(always)]

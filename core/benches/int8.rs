@@ -1,8 +1,10 @@
-//! int8 kernels on one core: the GEMM on layer-sized shapes for every ISA, and the CPU's
+//! int8 kernels on one core: the GEMM and the depthwise conv on layer-sized shapes for every
+//! ISA, and the CPU's
 //! measured int8 peaks (register-only `vpdpbusd`, and `vpmaddwd` + `vpaddd` for AVX2), so GOPS
 //! can be quoted as a share of each ISA's peak.
 //! `cargo bench -p qvit-core --bench int8`; figures in BENCHMARKS.md.
 
+use qvit_core::exec::int::kernels::depthwise::{DwShape, depthwise};
 use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, peak_loop_avx2, peak_loop_vnni};
 use qvit_core::rng::Rng;
 
@@ -58,4 +60,48 @@ fn peak_avx2(bencher: divan::Bencher) {
     bencher
         .counter(divan::counter::ItemsCount::new(2 * 10_000 * 12 * 16usize))
         .bench_local(|| peak_loop_avx2(divan::black_box(10_000)));
+}
+
+/// (channels, input side, kernel, stride): EfficientViT-B1 @ 224's depthwise convs — the
+/// stem's 3×3 on 112×112, a stride-2 MBConv, stage-1/2/4 MBConvs, and the 5×5 aggregation of
+/// stage 4's q, k, v.
+const DW_SHAPES: [(usize, usize, usize, usize); 6] = [
+    (16, 112, 3, 1),
+    (64, 112, 3, 2),
+    (128, 56, 3, 1),
+    (256, 28, 3, 1),
+    (1024, 7, 3, 1),
+    (768, 7, 5, 1),
+];
+
+#[divan::bench(args = DW_SHAPES, consts = [0, 1, 2])]
+fn depthwise_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize, usize, usize)) {
+    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
+    if !Isa::available().contains(&isa) {
+        return;
+    }
+    let (channels, side, kernel, stride) = shape;
+    let padding = kernel / 2;
+    let o = (side + 2 * padding - kernel) / stride + 1;
+    let s = DwShape {
+        channels,
+        in_hw: (side, side),
+        out_hw: (o, o),
+        kernel,
+        stride,
+        padding,
+    };
+    let mut rng = Rng::new(2);
+    let x: Vec<i16> = (0..channels * side * side)
+        .map(|_| rng.below(255) as i16 - 127)
+        .collect();
+    let w: Vec<i16> = (0..channels * kernel * kernel)
+        .map(|_| rng.below(255) as i16 - 127)
+        .collect();
+    let mut out = vec![0; channels * o * o];
+    bencher
+        .counter(divan::counter::ItemsCount::new(
+            2 * channels * o * o * kernel * kernel,
+        ))
+        .bench_local(|| depthwise(isa, &s, &x, &w, &mut out));
 }

@@ -5,6 +5,8 @@
 #![allow(unsafe_code)]
 
 use super::Isa;
+#[cfg(target_arch = "x86_64")]
+use super::{Width, depthwise_pairs as pairs, width};
 
 /// Shape of one depthwise call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +21,19 @@ pub struct DwShape {
 
 /// `out[c][y][x] = Σ w[c][i][j]·x[c][y·s + i − p][x·s + j − p]` (outside the plane: 0), i32.
 pub fn depthwise(isa: Isa, s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
+    if s.channels == 0 || s.out_hw.0 == 0 || s.out_hw.1 == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if pairs::supports(s) {
+        match (width(isa), s.kernel) {
+            // SAFETY (all): `width` found AVX2, which each kernel is compiled for.
+            (Width::Avx512 | Width::Avx2, 3) => return unsafe { pairs::avx2::<3>(s, x, w, out) },
+            (Width::Avx512 | Width::Avx2, 5) => return unsafe { pairs::avx2::<5>(s, x, w, out) },
+            (Width::Avx512 | Width::Avx2, 7) => return unsafe { pairs::avx2::<7>(s, x, w, out) },
+            _ => {}
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512bw") {
         // SAFETY: AVX-512 F/BW were checked just above.
@@ -266,11 +281,54 @@ mod tests {
             let w: Vec<i16> = (0..channels * kernel * kernel)
                 .map(|_| rng.below(255) as i16 - 127)
                 .collect();
-            let want = reference(&s, &x, &w);
-            for isa in Isa::available() {
-                let mut got = vec![7; want.len()];
-                depthwise(isa, &s, &x, &w, &mut got);
-                assert_eq!(got, want, "{} {s:?}", isa.name());
+            check(&s, &x, &w);
+        }
+    }
+
+    /// Every ISA's result against the definition.
+    fn check(s: &DwShape, x: &[i16], w: &[i16]) {
+        let want = reference(s, x, w);
+        for isa in Isa::available() {
+            let mut got = vec![7; want.len()];
+            depthwise(isa, s, x, w, &mut got);
+            assert_eq!(got, want, "{} {s:?}", isa.name());
+        }
+    }
+
+    /// Every small geometry — kernel 1–7, stride 1–3, every padding below the kernel, planes
+    /// 1–21 wide and a few heights — with the extreme i16 inputs, so the pair kernels'
+    /// padding, tails, odd last taps and sign handling are all exercised.
+    #[test]
+    fn every_small_geometry_equals_the_definition() {
+        let mut rng = Rng::new(11);
+        for kernel in 1..=7 {
+            for stride in 1..=3 {
+                for padding in 0..kernel {
+                    for (h, wd) in (1..=21).flat_map(|wd| [(kernel, wd), (kernel + 4, wd)]) {
+                        if h + 2 * padding < kernel || wd + 2 * padding < kernel {
+                            continue;
+                        }
+                        let out = |n: usize| (n + 2 * padding - kernel) / stride + 1;
+                        let s = DwShape {
+                            channels: 2,
+                            in_hw: (h, wd),
+                            out_hw: (out(h), out(wd)),
+                            kernel,
+                            stride,
+                            padding,
+                        };
+                        let value = |rng: &mut Rng| match rng.below(8) {
+                            0 => i16::MIN,
+                            1 => i16::MAX,
+                            _ => rng.below(511) as i16 - 255,
+                        };
+                        let x: Vec<i16> = (0..2 * h * wd).map(|_| value(&mut rng)).collect();
+                        let w: Vec<i16> = (0..2 * kernel * kernel)
+                            .map(|_| rng.below(511) as i16 - 255)
+                            .collect();
+                        check(&s, &x, &w);
+                    }
+                }
             }
         }
     }

@@ -15,6 +15,8 @@ use std::ops::Range;
 mod avx2;
 pub mod axpy;
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_pairs;
 pub mod dots;
 pub mod requant;
 mod vnni;

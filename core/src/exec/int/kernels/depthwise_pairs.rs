@@ -148,12 +148,12 @@ pub fn avx2<const K: usize>(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) 
                 let mut acc = _mm256_setzero_si256();
                 for (i, vr) in wv.iter().enumerate() {
                     let start = (oy * s.stride + i) * rw + l0;
-                    for p in 0..pairs {
+                    for (wv, &offset) in vr.iter().zip(&plane.offsets).take(pairs) {
                         // SAFETY: inside the plane by the assertions above.
                         let v = unsafe {
-                            _mm256_loadu_si256(words.add(start + plane.offsets[p]) as *const __m256i)
+                            _mm256_loadu_si256(words.add(start + offset) as *const __m256i)
                         };
-                        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(v, vr[p]));
+                        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(v, *wv));
                     }
                 }
                 let dst = &mut o[oy * ow + l0..(oy + 1) * ow];

@@ -81,7 +81,7 @@ impl<'p> IntExecutor<'p> {
         let mut out = Vec::new();
         match &step.op {
             StepOp::Weighted(w) => w.run(ctx, x[0], &mut out, scratch),
-            StepOp::Add(a) => a.run(x[0], x[1], &mut out),
+            StepOp::Add(a) => a.run(self.isa, x[0], x[1], &mut out),
             StepOp::Pool(pool) => pool.run(x[0], &mut out),
             StepOp::ClassPos(c) => c.run(x[0], &mut out),
             StepOp::LayerNorm(l) => l.run(x[0], &mut out, scratch),

@@ -12,6 +12,7 @@
 
 use std::ops::Range;
 
+pub mod add;
 mod avx2;
 pub mod axpy;
 pub mod depthwise;

@@ -2,6 +2,8 @@
 //! position table, and the steps that only move codes (concatenation, taking the class token).
 
 use super::super::dyadic::Dyadic;
+use super::super::kernels::Isa;
+use super::super::kernels::add::{AddLane, AddLanes, add_rows, add_run};
 use super::super::requant::Encoder;
 
 /// Which channel an element of one image's tensor belongs to: `(i / inner) % channels`.
@@ -55,16 +57,62 @@ impl Add {
         ))
     }
 
-    pub fn run(&self, a: &[i32], b: &[i32], out: &mut Vec<i32>) {
+    pub fn run(&self, isa: Isa, a: &[i32], b: &[i32], out: &mut Vec<i32>) {
         out.clear();
-        out.extend(a.iter().zip(b).enumerate().map(|(i, (&qa, &qb))| {
-            let c = self.map.of(i);
-            let k = self.k[c];
+        out.resize(a.len().min(b.len()), 0);
+        let ChannelMap { channels, inner } = self.map;
+        let range = (self.qmin, self.qmax);
+        let lane = |c: usize| {
+            AddLane::new(
+                self.zero_a[c],
+                self.zero_b[c],
+                self.m_a[c],
+                self.m_b[c],
+                self.addend[c],
+                self.k[c],
+            )
+        };
+        if inner > 1 {
+            // Channel-major: one run of `inner` elements per channel.
+            let runs = out
+                .chunks_mut(inner)
+                .zip(a.chunks(inner).zip(b.chunks(inner)));
+            for (i, (o, (x, y))) in runs.enumerate() {
+                let c = i % channels;
+                match lane(c) {
+                    Some(l) => add_run(isa, &l, range, x, y, o),
+                    None => self.run_exact(c, x, y, o),
+                }
+            }
+        } else {
+            // Channels-last rows: every channel's constants side by side.
+            let mut lanes = AddLanes::default();
+            for c in 0..channels {
+                match lane(c) {
+                    Some(l) => lanes.push(l),
+                    None => {
+                        for (i, ((o, &x), &y)) in out.iter_mut().zip(a).zip(b).enumerate() {
+                            let c = self.map.of(i);
+                            self.run_exact(c, &[x], &[y], std::slice::from_mut(o));
+                        }
+                        return;
+                    }
+                }
+            }
+            add_rows(isa, &lanes, range, a, b, out);
+        }
+    }
+
+    /// The definition in i64, for constants outside the lanes' bounds.
+    fn run_exact(&self, c: usize, a: &[i32], b: &[i32], out: &mut [i32]) {
+        let k = self.k[c];
+        let half = if k == 0 { 0 } else { 1i64 << (k - 1) };
+        for ((o, &qa), &qb) in out.iter_mut().zip(a).zip(b) {
             let p = (qa - self.zero_a[c]) as i64 * self.m_a[c]
                 + (qb - self.zero_b[c]) as i64 * self.m_b[c]
                 + self.addend[c];
-            ((p + (1i64 << (k - 1))) >> k).clamp(self.qmin, self.qmax) as i32
-        }));
+            *o = ((p + half) >> k).clamp(self.qmin, self.qmax) as i32;
+        }
     }
 }
 
@@ -119,6 +167,52 @@ impl ClassPos {
 mod tests {
     use super::*;
 
+    /// Random per-channel constants, both layouts, every ISA: the lanes give the definition's
+    /// codes.
+    #[test]
+    fn add_lanes_equal_the_definition() {
+        let mut rng = crate::rng::Rng::new(5);
+        for &(channels, inner) in &[(3, 49), (5, 1), (192, 1), (16, 17), (1, 64)] {
+            let mut add = Add {
+                map: ChannelMap { channels, inner },
+                zero_a: Vec::new(),
+                zero_b: Vec::new(),
+                m_a: Vec::new(),
+                m_b: Vec::new(),
+                k: Vec::new(),
+                addend: Vec::new(),
+                qmin: -128,
+                qmax: 127,
+            };
+            for _ in 0..channels {
+                let scale = |rng: &mut crate::rng::Rng| 0.001 + rng.below(1000) as f64 * 1e-4;
+                let (sa, sb, so) = (scale(&mut rng), scale(&mut rng), scale(&mut rng));
+                let z = rng.below(256) as i32 - 128;
+                let (m_a, m_b, k, addend) =
+                    Add::channel((sa, 0.01), (sb, -0.02), (so, z, 0.005)).unwrap();
+                add.zero_a.push(rng.below(256) as i32 - 128);
+                add.zero_b.push(rng.below(256) as i32 - 128);
+                add.m_a.push(m_a);
+                add.m_b.push(m_b);
+                add.k.push(k);
+                add.addend.push(addend);
+            }
+            let n = channels * inner * 3;
+            let a: Vec<i32> = (0..n).map(|_| rng.below(256) as i32 - 128).collect();
+            let b: Vec<i32> = (0..n).map(|_| rng.below(256) as i32 - 128).collect();
+            let mut want = vec![0; n];
+            for i in 0..n {
+                let c = add.map.of(i);
+                add.run_exact(c, &a[i..=i], &b[i..=i], &mut want[i..=i]);
+            }
+            for isa in Isa::available() {
+                let mut got = Vec::new();
+                add.run(isa, &a, &b, &mut got);
+                assert_eq!(got, want, "{} {channels}×{inner}", isa.name());
+            }
+        }
+    }
+
     #[test]
     fn add_rounds_once() {
         // a at 0.1 (zero 0), b at 0.3 (zero 10) into 0.2 (zero 5):
@@ -139,7 +233,7 @@ mod tests {
             qmax: 255,
         };
         let mut out = Vec::new();
-        add.run(&[7, 1], &[13, 10], &mut out);
+        add.run(Isa::Scalar, &[7, 1], &[13, 10], &mut out);
         // 0.1 + 0 = 0.1 → 0.5 → rounds half up to 1 → code 6 (ratios are dyadic-exact: 1/2, 3/2).
         assert_eq!(out, [13, 6]);
     }

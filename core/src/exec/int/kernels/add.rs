@@ -1,0 +1,138 @@
+//! The residual add's lanes: `clamp((a·m_a + b·m_b + c) >> k)` per element, with the
+//! zero-points and the rounding half folded into `c` once per channel, so an element costs two
+//! 32 × 32 → 64-bit multiplies (`vpmuldq`), two adds, a shift and a clamp. One portable body,
+//! also compiled for AVX2 and AVX-512 and chosen at run time; the same integers on every path.
+#![allow(unsafe_code)]
+
+use super::{Isa, Width, width};
+
+/// One channel's constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddLane {
+    pub m_a: i32,
+    pub m_b: i32,
+    pub c: i64,
+    pub k: u32,
+}
+
+impl AddLane {
+    /// The lane form of `((a − z_a)·m_a + (b − z_b)·m_b + addend + 2^(k−1)) >> k`, when every
+    /// sum of codes below 2^16 in magnitude stays inside i64 (`|c| < 2^61`); `None` otherwise.
+    pub fn new(z_a: i32, z_b: i32, m_a: i64, m_b: i64, addend: i64, k: u8) -> Option<AddLane> {
+        let half = if k == 0 { 0 } else { 1i64 << (k - 1) };
+        let c = addend
+            .checked_sub((z_a as i64).checked_mul(m_a)?)?
+            .checked_sub((z_b as i64).checked_mul(m_b)?)?
+            .checked_add(half)?;
+        (c.abs() < 1 << 61 && k < 64).then_some(AddLane {
+            m_a: i32::try_from(m_a).ok()?,
+            m_b: i32::try_from(m_b).ok()?,
+            c,
+            k: k as u32,
+        })
+    }
+
+    #[inline(always)]
+    fn apply(&self, a: i32, b: i32, (qmin, qmax): (i64, i64)) -> i32 {
+        let p = a as i64 * self.m_a as i64 + b as i64 * self.m_b as i64 + self.c;
+        (p >> self.k).clamp(qmin, qmax) as i32
+    }
+}
+
+/// One channel's run: `out[i] = lane(a[i], b[i])`.
+pub fn add_run(isa: Isa, lane: &AddLane, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { run_avx512(lane, range, a, b, out) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { run_avx2(lane, range, a, b, out) },
+        _ => run_portable(lane, range, a, b, out),
+    }
+}
+
+/// Per-channel constants in separate arrays (channels-last rows vectorise over channels).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddLanes {
+    pub m_a: Vec<i32>,
+    pub m_b: Vec<i32>,
+    pub c: Vec<i64>,
+    pub k: Vec<u64>,
+}
+
+impl AddLanes {
+    pub fn push(&mut self, lane: AddLane) {
+        self.m_a.push(lane.m_a);
+        self.m_b.push(lane.m_b);
+        self.c.push(lane.c);
+        self.k.push(lane.k as u64);
+    }
+}
+
+/// Channels-last rows of `lanes`' channels: `out[i]` = channel `i mod C`'s lane of `a[i]`,
+/// `b[i]`.
+pub fn add_rows(
+    isa: Isa,
+    lanes: &AddLanes,
+    range: (i64, i64),
+    a: &[i32],
+    b: &[i32],
+    out: &mut [i32],
+) {
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { rows_avx512(lanes, range, a, b, out) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { rows_avx2(lanes, range, a, b, out) },
+        _ => rows_portable(lanes, range, a, b, out),
+    }
+}
+
+#[inline(always)]
+fn run_portable(lane: &AddLane, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = lane.apply(x, y, range);
+    }
+}
+
+#[inline(always)]
+fn rows_portable(lanes: &AddLanes, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
+    let n = lanes.c.len();
+    if n == 0 {
+        return;
+    }
+    let (qmin, qmax) = range;
+    let (m_a, m_b) = (&lanes.m_a[..n], &lanes.m_b[..n]);
+    let (cs, ks) = (&lanes.c[..n], &lanes.k[..n]);
+    for ((o, x), y) in out.chunks_mut(n).zip(a.chunks(n)).zip(b.chunks(n)) {
+        for i in 0..o.len().min(x.len()).min(y.len()) {
+            let p = x[i] as i64 * m_a[i] as i64 + y[i] as i64 * m_b[i] as i64 + cs[i];
+            o[i] = (p >> ks[i]).clamp(qmin, qmax) as i32;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn run_avx2(lane: &AddLane, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
+    run_portable(lane, range, a, b, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn run_avx512(lane: &AddLane, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
+    run_portable(lane, range, a, b, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn rows_avx2(lanes: &AddLanes, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
+    rows_portable(lanes, range, a, b, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn rows_avx512(lanes: &AddLanes, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
+    rows_portable(lanes, range, a, b, out)
+}

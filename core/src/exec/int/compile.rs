@@ -3,6 +3,7 @@
 //! needs no scale. A tensor the plan leaves unquantized, or quantized in a way the integer
 //! arithmetic cannot represent, is an error that names it.
 
+use super::code_table::CodeTable;
 use super::dyadic::Dyadic;
 use super::encoding::{Encoding, log_level};
 use super::kernels::PackedA;
@@ -960,6 +961,7 @@ impl Compiler<'_> {
             correction,
             zero: input.zero,
             lift,
+            table: CodeTable::for_output(&output),
             output,
         })
     }

@@ -90,7 +90,7 @@ impl Requant {
         let hi = add >> d.k;
         let lo = add - (hi << d.k) + (1i128 << (d.k - 1));
         i64::try_from(hi).ok().map(|hi| Fast {
-            m: d.m as i64,
+            m: d.m,
             lo: lo as i64,
             hi,
             k: d.k as u32,

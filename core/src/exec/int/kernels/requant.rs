@@ -4,12 +4,13 @@
 #![allow(unsafe_code)]
 
 use super::Isa;
+use crate::exec::int::code_table::CodeTable;
 
 /// One channel's constants: `((v·m + lo) >> k) + hi`, clamped — equal to the half-up
 /// `(v·m + a + 2^(k−1)) >> k` with `a` split at `2^k`. Valid while `|v·m| < 2^62`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fast {
-    pub m: i64,
+    pub m: i32,
     pub lo: i64,
     pub hi: i64,
     pub k: u32,
@@ -20,7 +21,14 @@ pub struct Fast {
 impl Fast {
     #[inline(always)]
     pub fn apply(&self, v: i64) -> i64 {
-        (((v * self.m + self.lo) >> self.k) + self.hi).clamp(self.qmin, self.qmax)
+        (((v * self.m as i64 + self.lo) >> self.k) + self.hi).clamp(self.qmin, self.qmax)
+    }
+
+    /// [`Fast::apply`] of an i32: written as a 32 × 32 → 64-bit product, which vectorises to
+    /// `vpmuldq` where a 64-bit one needs `vpmullq` (AVX-512 DQ) or an emulation (AVX2).
+    #[inline(always)]
+    pub fn apply_i32(&self, v: i32) -> i64 {
+        (((v as i64 * self.m as i64 + self.lo) >> self.k) + self.hi).clamp(self.qmin, self.qmax)
     }
 }
 
@@ -75,10 +83,37 @@ pub fn hardswish(isa: Isa, h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
     )
 }
 
+/// `dst[i] = table[f(src[i])]`: the requantization, then the code of its result.
+pub fn lookup(isa: Isa, f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
+    assert!(
+        table.covers(f.qmin, f.qmax),
+        "the table holds every value the requantization gives"
+    );
+    dispatch!(
+        isa,
+        lookup_portable,
+        lookup_avx2,
+        lookup_avx512,
+        (f, table, src, dst)
+    )
+}
+
 #[inline(always)]
 fn requant_portable(f: &Fast, src: &[i32], dst: &mut [i32]) {
     for (o, &v) in dst.iter_mut().zip(src) {
-        *o = f.apply(v as i64) as i32;
+        *o = f.apply_i32(v) as i32;
+    }
+}
+
+#[inline(always)]
+fn lookup_portable(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
+    let codes = &table.codes[..];
+    let last = codes.len() - 1;
+    for (o, &v) in dst.iter_mut().zip(src) {
+        // `f`'s clamp keeps the index inside the table (asserted by the caller); `min`
+        // spares the bounds check.
+        let i = (f.apply_i32(v) - table.first) as usize;
+        *o = codes[i.min(last)];
     }
 }
 
@@ -86,7 +121,7 @@ fn requant_portable(f: &Fast, src: &[i32], dst: &mut [i32]) {
 fn hardswish_portable(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
     let three = 1i64 << h.j;
     for (o, &v) in dst.iter_mut().zip(src) {
-        let t = h.to_t.apply(v as i64);
+        let t = h.to_t.apply_i32(v);
         let p = (t * (t + three).clamp(0, 2 * three)).clamp(h.p_range.0, h.p_range.1);
         *o = h.out.apply(p) as i32;
     }
@@ -102,6 +137,18 @@ fn requant_avx2(f: &Fast, src: &[i32], dst: &mut [i32]) {
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 fn requant_avx512(f: &Fast, src: &[i32], dst: &mut [i32]) {
     requant_portable(f, src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn lookup_avx2(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
+    lookup_portable(f, table, src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
+fn lookup_avx512(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
+    lookup_portable(f, table, src, dst)
 }
 
 #[cfg(target_arch = "x86_64")]

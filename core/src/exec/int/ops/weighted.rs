@@ -8,7 +8,9 @@
 
 use rayon::prelude::*;
 
+use super::super::code_table::CodeTable;
 use super::super::kernels::depthwise::{DwShape, depthwise};
+use super::super::kernels::requant::lookup;
 use super::super::kernels::{PANEL, PackedA, PackedB, gemm, gemm_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
@@ -124,6 +126,9 @@ pub struct Weighted {
     /// `u`, making every input code a u8.
     pub lift: i32,
     pub output: Output,
+    /// `output`'s codes tabulated after its first requantization (built by the compiler from
+    /// `output`; see [`CodeTable`]).
+    pub table: Option<CodeTable>,
 }
 
 impl Weighted {
@@ -278,6 +283,36 @@ impl Weighted {
 
     /// Codes of output channel `oc` from its i32 accumulators (bias not yet added).
     fn emit(&self, ctx: Ctx, oc: usize, bias: i64, acc: &[i32], dst: &mut [i32]) {
+        match (&self.output, &self.table) {
+            (Output::Epilogue(Epilogue::Hardswish { to_t, .. }), Some(table)) => {
+                match to_t.fast(oc, bias) {
+                    Some(t) if table.covers(t.qmin, t.qmax) => lookup(ctx.isa, &t, table, acc, dst),
+                    _ => self.emit_each(oc, bias, acc, dst),
+                }
+            }
+            (
+                Output::Gelu {
+                    to_x, gelu: k, out, ..
+                },
+                Some(table),
+            ) => match to_x.fast(oc, bias) {
+                Some(t) => {
+                    for (d, &v) in dst.iter_mut().zip(acc) {
+                        let x = t.apply_i32(v);
+                        *d = match table.get(x) {
+                            Some(code) => code,
+                            None => out.encode(gelu(x as i32, k), oc),
+                        };
+                    }
+                }
+                None => self.emit_each(oc, bias, acc, dst),
+            },
+            _ => self.emit_computed(ctx, oc, bias, acc, dst),
+        }
+    }
+
+    /// [`Weighted::emit`] without a table.
+    fn emit_computed(&self, ctx: Ctx, oc: usize, bias: i64, acc: &[i32], dst: &mut [i32]) {
         match &self.output {
             Output::Epilogue(e) => e.apply_slice(ctx.isa, oc, bias, acc, dst),
             Output::Logits(r) => r.apply_slice(ctx.isa, oc, bias, acc, dst),
@@ -295,17 +330,16 @@ impl Weighted {
                         *d = o.apply(gelu(x, k)) as i32;
                     }
                 }
-                _ => {
-                    for (d, &v) in dst.iter_mut().zip(acc) {
-                        *d = self.emit_one(oc, v as i64 + bias);
-                    }
-                }
+                _ => self.emit_each(oc, bias, acc, dst),
             },
-            Output::Gelu { .. } => {
-                for (d, &v) in dst.iter_mut().zip(acc) {
-                    *d = self.emit_one(oc, v as i64 + bias);
-                }
-            }
+            Output::Gelu { .. } => self.emit_each(oc, bias, acc, dst),
+        }
+    }
+
+    /// The definition, element by element.
+    fn emit_each(&self, oc: usize, bias: i64, acc: &[i32], dst: &mut [i32]) {
+        for (d, &v) in dst.iter_mut().zip(acc) {
+            *d = self.emit_one(oc, v as i64 + bias);
         }
     }
 
@@ -422,5 +456,103 @@ impl Weighted {
                 acc[oc * p + pos] = sum;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::kernels::Isa;
+    use super::super::super::requant::{Activation, Target};
+    use super::*;
+    use crate::exec::int::encoding::Encoding;
+    use crate::rng::Rng;
+
+    /// A linear layer of `channels` outputs with `output`; only its epilogue is used.
+    fn layer(channels: usize, output: Output) -> Weighted {
+        Weighted {
+            geometry: Geometry::Tokens { tokens: 1 },
+            in_channels: 1,
+            out_channels: channels,
+            groups: 1,
+            weights: Weights::Wide(vec![0; channels]),
+            bias: vec![0; channels],
+            correction: vec![0; channels],
+            zero: vec![0],
+            lift: 0,
+            table: CodeTable::for_output(&output),
+            output,
+        }
+    }
+
+    fn int8(scale: f64, zero: i32) -> Encoding {
+        Encoding::Linear {
+            scale: vec![scale],
+            zero: vec![zero],
+            offset: vec![0.0],
+            qmin: 0,
+            qmax: 255,
+        }
+    }
+
+    /// Accumulators over the whole range the epilogue distinguishes and past it, for every
+    /// channel and a few biases: the tabulated epilogue gives the definition's codes.
+    fn check_tabulated(w: &Weighted) {
+        assert!(w.table.is_some(), "a per-tensor output gets a table");
+        let mut rng = Rng::new(9);
+        let acc: Vec<i32> = (0..20_000)
+            .map(|i| match i % 4 {
+                0 => rng.below(1 << 20) as i32 - (1 << 19),
+                1 => rng.below(1 << 28) as i32 - (1 << 27),
+                _ => rng.below(1 << 14) as i32 - (1 << 13),
+            })
+            .collect();
+        for isa in Isa::available() {
+            for (oc, bias) in [(0, 0), (1, 12_345), (2, -777_777)] {
+                let mut got = vec![0; acc.len()];
+                w.emit(Ctx { isa }, oc, bias, &acc, &mut got);
+                for (&v, &g) in acc.iter().zip(&got) {
+                    assert_eq!(g, w.emit_one(oc, v as i64 + bias), "acc {v}, channel {oc}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tabulated_hardswish_equals_the_definition() {
+        let scales = [0.0011, 0.0009, 0.0013];
+        let e = Epilogue::new(
+            Activation::Hardswish,
+            &scales,
+            &[0.0, 0.01, -0.02],
+            &int8(0.031, 40),
+            3,
+            "t",
+        )
+        .unwrap();
+        check_tabulated(&layer(3, Output::Epilogue(e)));
+    }
+
+    #[test]
+    fn tabulated_gelu_equals_the_definition() {
+        let scales = [0.0011, 0.0009, 0.0013];
+        let s_g = 0.027 / 4.0;
+        let target = Target {
+            scale: &[s_g],
+            zero: &[0],
+            offset: &[0.0],
+            range: (-(1 << 24), 1 << 24),
+        };
+        let Encoder::Linear(out) =
+            Encoder::new(&[s_g / 2f64.powi(15)], &[0.0], &int8(0.027, 7), 3, "t").unwrap()
+        else {
+            panic!("linear")
+        };
+        let output = Output::Gelu {
+            to_x: Requant::new(&scales, &[0.0, 0.01, -0.02], &target, 3, "t").unwrap(),
+            gelu: GeluConstants::new(s_g).unwrap(),
+            out: Encoder::Linear(out.with_mantissa_bits(20)),
+            unit: scales.to_vec(),
+        };
+        check_tabulated(&layer(3, output));
     }
 }

@@ -197,6 +197,20 @@ impl Encoder {
             Encoder::Levels(l) => l[c.min(l.len() - 1)].encode(v),
         }
     }
+
+    /// `dst[i] = encode(src[i], c)` for a run of channel `c`: the requantization in lanes, or
+    /// level codes by binade.
+    pub fn encode_slice(&self, isa: Isa, c: usize, src: &[i32], dst: &mut [i32]) {
+        match self {
+            Encoder::Linear(r) => r.apply_slice(isa, c, 0, src, dst),
+            Encoder::Levels(l) => {
+                let lookup = l[c.min(l.len() - 1)].binade_lookup();
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    *o = lookup.encode(v as i64);
+                }
+            }
+        }
+    }
 }
 
 /// The activation between an accumulator and its point.
@@ -339,7 +353,10 @@ impl Epilogue {
                 out: Encoder::Linear(r),
             } => match (to_t.fast(c, bias), r.fast(c, 0)) {
                 (Some(t), Some(o))
-                    if (p_lo.abs().max(p_hi.abs()) as i128) * (o.m.abs() as i128) < 1 << 62 =>
+                    if (p_lo.abs().max(p_hi.abs()) as i128) * (o.m.abs() as i128) < 1 << 62
+                        && *j < 30
+                        && t.qmin >= i32::MIN as i64
+                        && t.qmax <= i32::MAX as i64 =>
                 {
                     let h = FastHardswish {
                         to_t: t,

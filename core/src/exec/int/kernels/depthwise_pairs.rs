@@ -78,9 +78,12 @@ impl PairPlane {
                 continue;
             }
             let src = &plane[iy as usize * w..][..w];
-            // Input columns the padded row holds (those further right feed no output).
+            // Input columns the padded row holds (those further right feed no output). An
+            // element loop: these runs are too short for a call to `memcpy` to pay.
             let n = w.min(len - pad);
-            row[pad..pad + n].copy_from_slice(&src[..n]);
+            for (d, &v) in row[pad..pad + n].iter_mut().zip(&src[..n]) {
+                *d = v;
+            }
             if s.stride == 1 {
                 for (c, word) in words.iter_mut().enumerate() {
                     *word = pair(row[c], row[c + 1]);

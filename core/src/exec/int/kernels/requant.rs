@@ -32,7 +32,8 @@ impl Fast {
     }
 }
 
-/// Hardswish between two requantizations (see `requant::Epilogue::Hardswish`).
+/// Hardswish between two requantizations (see `requant::Epilogue::Hardswish`), for `t` and
+/// `2^(j+1)` inside i32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FastHardswish {
     pub to_t: Fast,
@@ -121,8 +122,10 @@ fn lookup_portable(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
 fn hardswish_portable(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
     let three = 1i64 << h.j;
     for (o, &v) in dst.iter_mut().zip(src) {
+        // `t` and the clamp are i32 (checked where `h` is made): a `vpmuldq` product.
         let t = h.to_t.apply_i32(v);
-        let p = (t * (t + three).clamp(0, 2 * three)).clamp(h.p_range.0, h.p_range.1);
+        let p = (t as i32 as i64 * (t + three).clamp(0, 2 * three) as i32 as i64)
+            .clamp(h.p_range.0, h.p_range.1);
         *o = h.out.apply(p) as i32;
     }
 }

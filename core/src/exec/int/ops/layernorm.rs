@@ -4,8 +4,9 @@
 //! I-LayerNorm, and let the epilogue apply γ, β and any fused activation: the normalised value
 //! `z·√C/2^30` has per-channel scale `γ_c·√C/2^30` and offset `β_c`.
 
+use super::super::kernels::requant::Fast;
 use super::super::nonlinear::i_layernorm;
-use super::super::requant::Epilogue;
+use super::super::requant::{Encoder, Epilogue};
 use super::Scratch;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,13 +25,85 @@ impl LayerNorm {
         let d = self.dim;
         let mut centred = vec![0i64; d];
         s.wide.resize(d, 0);
+        // A plain linear output's per-channel requantizations in i64 form, valid for inputs
+        // below 2^31 in magnitude — which `z ≈ 2^30·y/std` is (checked per row).
+        let fast: Option<Vec<Fast>> = match &self.out {
+            Epilogue::Plain(Encoder::Linear(r)) => (0..d).map(|c| r.fast(c, 0)).collect(),
+            _ => None,
+        };
         for (row, orow) in x.chunks(d).zip(out.chunks_mut(d)) {
             for (c, (dst, &q)) in centred.iter_mut().zip(row).enumerate() {
                 *dst = ((q - self.zero[c]) as i64) << self.shift[c];
             }
-            i_layernorm(&centred, &mut s.wide[..d]);
-            for (c, o) in orow.iter_mut().enumerate() {
-                *o = self.out.apply(s.wide[c], c);
+            let z = &mut s.wide[..d];
+            i_layernorm(&centred, z);
+            match &fast {
+                Some(f) if z.iter().all(|v| v.unsigned_abs() < 1 << 31) => {
+                    for ((o, &v), f) in orow.iter_mut().zip(z.iter()).zip(f) {
+                        *o = f.apply(v) as i32;
+                    }
+                }
+                _ => {
+                    for (c, o) in orow.iter_mut().enumerate() {
+                        *o = self.out.apply(z[c], c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::encoding::Encoding;
+    use super::super::super::requant::Activation;
+    use super::*;
+    use crate::rng::Rng;
+
+    /// DeiT-T's width, per-channel γ scales and β offsets, rows of every spread: the lanes'
+    /// codes are the epilogue's definition applied to I-LayerNorm's output.
+    #[test]
+    fn rows_equal_the_definition() {
+        let d = 192;
+        let mut rng = Rng::new(4);
+        let scale: Vec<f64> = (0..d)
+            .map(|_| (100 + rng.below(1000)) as f64 * 1e-10)
+            .collect();
+        let offset: Vec<f64> = (0..d).map(|_| rng.below(200) as f64 * 1e-3 - 0.1).collect();
+        let out = Encoding::Linear {
+            scale: vec![0.03],
+            zero: vec![-3],
+            offset: vec![0.0],
+            qmin: -128,
+            qmax: 127,
+        };
+        let ln = LayerNorm {
+            dim: d,
+            zero: (0..d).map(|_| rng.below(20) as i32 - 10).collect(),
+            shift: (0..d).map(|c| 6 + (c % 3) as u32).collect(),
+            out: Epilogue::new(Activation::None, &scale, &offset, &out, d, "ln").unwrap(),
+        };
+        let rows = 40;
+        let x: Vec<i32> = (0..rows * d)
+            .map(|i| {
+                let spread = 1 + (i / d) * 6;
+                rng.below(2 * spread + 1) as i32 - spread as i32
+            })
+            .collect();
+        let mut got = Vec::new();
+        ln.run(&x, &mut got, &mut Scratch::default());
+        for (r, row) in x.chunks(d).enumerate() {
+            let centred: Vec<i64> = (0..d)
+                .map(|c| ((row[c] - ln.zero[c]) as i64) << ln.shift[c])
+                .collect();
+            let mut z = vec![0; d];
+            i_layernorm(&centred, &mut z);
+            for c in 0..d {
+                assert_eq!(
+                    got[r * d + c],
+                    ln.out.apply(z[c], c),
+                    "row {r}, channel {c}"
+                );
             }
         }
     }

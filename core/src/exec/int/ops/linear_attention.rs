@@ -93,9 +93,7 @@ impl Query {
                 for (j, &c) in row.iter().enumerate() {
                     axpy(isa, &mut acc, c - zero, &q[j * n..(j + 1) * n]);
                 }
-                for t in 0..n {
-                    o[i * n + t] = enc.encode(acc[t] as i64, h);
-                }
+                enc.encode_slice(isa, h, &acc, &mut o[i * n..(i + 1) * n]);
             }
         }
     }
@@ -139,9 +137,22 @@ impl Normalize {
                 let dm = r.multiplier[ch];
                 let k = dm.k as u32;
                 let o = &mut out[ch * n..(ch + 1) * n];
+                // The shift's sum in i64 when it provably fits: `|num·2^code| < 2^60`,
+                // `|addend| < 2^61`, so with the rounding half it stays below 2^63.
+                let addend = i64::try_from(r.addend[ch])
+                    .ok()
+                    .filter(|a| a.unsigned_abs() < 1 << 61 && (1..=62).contains(&k));
                 for t in 0..n {
-                    let num = (head[c * n + t] - self.dividend_zero) as i128 * dm.m as i128;
                     let code = divisors[t];
+                    if let (Divide::Shift, Some(a)) = (&self.divide, addend) {
+                        let num = (head[c * n + t] - self.dividend_zero) as i64 * dm.m as i64;
+                        if (0..=60).contains(&code) && num.unsigned_abs() < (1u64 << 60) >> code {
+                            let p = (num << code) + a;
+                            o[t] = ((p + (1i64 << (k - 1))) >> k).clamp(r.qmin, r.qmax) as i32;
+                            continue;
+                        }
+                    }
+                    let num = (head[c * n + t] - self.dividend_zero) as i128 * dm.m as i128;
                     let y = match &self.divide {
                         Divide::Shift => {
                             let p = (num << code) + r.addend[ch];
@@ -163,6 +174,68 @@ impl Normalize {
                         }
                     };
                     o[t] = y.clamp(r.qmin as i128, r.qmax as i128) as i32;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::requant::Target;
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Normalisation by log2 divisors (a shift): the i64 fast path gives the i128 definition's
+    /// codes, including codes and addends where it must fall back.
+    #[test]
+    fn shift_division_equals_the_definition() {
+        let (heads, d, n) = (2, 16, 50);
+        let mut rng = Rng::new(8);
+        let scale: Vec<f64> = (0..heads * d)
+            .map(|_| (1 + rng.below(1000)) as f64 * 1e-6)
+            .collect();
+        let offset: Vec<f64> = (0..heads * d).map(|c| c as f64 * 0.01).collect();
+        let target = Target {
+            scale: &[0.02],
+            zero: &[5],
+            offset: &[0.0],
+            range: (-128, 127),
+        };
+        let norm = Normalize {
+            heads,
+            head_dim: d,
+            tokens: n,
+            dividend_zero: 3,
+            divide: Divide::Shift,
+            out: Requant::new(&scale, &offset, &target, heads * d, "n").unwrap(),
+            out_zero: vec![5; heads * d],
+        };
+        let x: Vec<i32> = (0..heads * (d + 1) * n)
+            .map(|i| {
+                if i % ((d + 1) * n) >= d * n {
+                    // Divisor codes, a few past the fast path's reach.
+                    [0, 1, 7, 15, 40, 61][rng.below(6) as usize]
+                } else {
+                    rng.below(1 << 16) as i32 - (1 << 15)
+                }
+            })
+            .collect();
+        let mut got = Vec::new();
+        norm.run(&x, &mut got);
+        let r = &norm.out;
+        for h in 0..heads {
+            let head = &x[h * (d + 1) * n..(h + 1) * (d + 1) * n];
+            for c in 0..d {
+                let ch = h * d + c;
+                let dm = r.multiplier[ch];
+                for t in 0..n {
+                    let num = (head[c * n + t] - 3) as i128 * dm.m as i128;
+                    let p = (num << head[d * n + t]) + r.addend[ch];
+                    let want = ((p + (1i128 << (dm.k - 1))) >> dm.k)
+                        .clamp(r.qmin as i128, r.qmax as i128)
+                        as i32;
+                    assert_eq!(got[ch * n + t], want, "head {h}, channel {c}, token {t}");
                 }
             }
         }

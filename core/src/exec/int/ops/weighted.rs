@@ -109,6 +109,22 @@ fn pack_panels(b: &mut PackedB, value: impl Fn(usize, usize) -> i32) {
     }
 }
 
+/// `dst[j·rows + i] = src[i·cols + j]`, in square tiles so both sides stay in cache (a
+/// token-major output written one channel at a time strides a whole row per element).
+fn transpose(src: &[i32], rows: usize, cols: usize, dst: &mut [i32]) {
+    const TILE: usize = 16;
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                let row = &src[i * cols..(i + 1) * cols];
+                for j in j0..(j0 + TILE).min(cols) {
+                    dst[j * rows + i] = row[j];
+                }
+            }
+        }
+    }
+}
+
 /// One weighted layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Weighted {
@@ -270,11 +286,7 @@ impl Weighted {
         if token_major {
             out.clear();
             out.resize(o * p, 0);
-            for (oc, row) in codes.chunks(p).enumerate() {
-                for (pos, &v) in row.iter().enumerate() {
-                    out[pos * o + oc] = v;
-                }
-            }
+            transpose(&codes, o, p, out);
             s.codes = codes;
         } else {
             s.codes = std::mem::replace(out, codes);
@@ -466,6 +478,23 @@ mod tests {
     use super::*;
     use crate::exec::int::encoding::Encoding;
     use crate::rng::Rng;
+
+    #[test]
+    fn transpose_by_hand_and_odd_sizes() {
+        let mut out = vec![0; 6];
+        transpose(&[1, 2, 3, 4, 5, 6], 2, 3, &mut out);
+        assert_eq!(out, [1, 4, 2, 5, 3, 6]);
+        for (rows, cols) in [(1, 1), (17, 5), (33, 197), (192, 16)] {
+            let src: Vec<i32> = (0..(rows * cols) as i32).collect();
+            let mut dst = vec![-1; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[j * rows + i], src[i * cols + j]);
+                }
+            }
+        }
+    }
 
     /// A linear layer of `channels` outputs with `output`; only its epilogue is used.
     fn layer(channels: usize, output: Output) -> Weighted {

@@ -215,7 +215,7 @@ mod tests {
             .map(|i| {
                 if i % ((d + 1) * n) >= d * n {
                     // Divisor codes, a few past the fast path's reach.
-                    [0, 1, 7, 15, 40, 61][rng.below(6) as usize]
+                    [0, 1, 7, 15, 40, 61][rng.below(6)]
                 } else {
                     rng.below(1 << 16) as i32 - (1 << 15)
                 }

@@ -32,6 +32,54 @@ impl Fast {
     }
 }
 
+/// A [`Fast`] whose shift is at least 32 and whose results lie inside ±2^30: then
+/// `⌊x/2^k⌋ = ⌊⌊x/2^32⌋/2^(k−32)⌋`, the high half of the 64-bit sum shifted in 32 bits, and
+/// `clamp(h + hi, qmin, qmax) = clamp(h, qmin − hi, qmax − hi) + hi` needs no 64-bit clamp.
+/// The same integers as [`Fast::apply`], with the 64-bit shift and clamp AVX2 does not have
+/// (`vpsraq`, `vpminsq`) replaced by 32-bit ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Narrow {
+    m: i32,
+    lo: i64,
+    shift: u32,
+    hi: i32,
+    min: i32,
+    max: i32,
+}
+
+impl Fast {
+    pub fn narrow(&self) -> Option<Narrow> {
+        let small = |v: i64| v.unsigned_abs() < 1 << 30;
+        (self.k >= 32 && small(self.hi) && small(self.qmin) && small(self.qmax)).then(|| Narrow {
+            m: self.m,
+            lo: self.lo,
+            shift: self.k - 32,
+            hi: self.hi as i32,
+            min: (self.qmin - self.hi) as i32,
+            max: (self.qmax - self.hi) as i32,
+        })
+    }
+}
+
+impl Narrow {
+    /// [`Fast::apply`] of an i32 (a `vpmuldq` product).
+    #[inline(always)]
+    pub fn apply_i32(&self, v: i32) -> i32 {
+        self.finish(v as i64 * self.m as i64 + self.lo)
+    }
+
+    /// [`Fast::apply`] of an i64 (within `Fast`'s bound `|v·m| < 2^62`).
+    #[inline(always)]
+    pub fn apply(&self, v: i64) -> i32 {
+        self.finish(v * self.m as i64 + self.lo)
+    }
+
+    #[inline(always)]
+    fn finish(&self, x: i64) -> i32 {
+        (((x >> 32) as i32) >> self.shift).clamp(self.min, self.max) + self.hi
+    }
+}
+
 /// Hardswish between two requantizations (see `requant::Epilogue::Hardswish`), for `t` and
 /// `2^(j+1)` inside i32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,8 +149,17 @@ pub fn lookup(isa: Isa, f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32
 
 #[inline(always)]
 fn requant_portable(f: &Fast, src: &[i32], dst: &mut [i32]) {
-    for (o, &v) in dst.iter_mut().zip(src) {
-        *o = f.apply_i32(v) as i32;
+    match f.narrow() {
+        Some(n) => {
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o = n.apply_i32(v);
+            }
+        }
+        None => {
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o = f.apply_i32(v) as i32;
+            }
+        }
     }
 }
 
@@ -120,6 +177,17 @@ fn lookup_portable(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
 
 #[inline(always)]
 fn hardswish_portable(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
+    if let (Some(t), Some(out)) = (h.to_t.narrow(), h.out.narrow()) {
+        // `t` within ±2^30 and `2^j < 2^30`: the clamp in i32, the product by `vpmuldq`.
+        let three = 1i32 << h.j;
+        for (o, &v) in dst.iter_mut().zip(src) {
+            let t = t.apply_i32(v);
+            let p =
+                (t as i64 * (t + three).clamp(0, 2 * three) as i64).clamp(h.p_range.0, h.p_range.1);
+            *o = out.apply(p);
+        }
+        return;
+    }
     let three = 1i64 << h.j;
     for (o, &v) in dst.iter_mut().zip(src) {
         // `t` and the clamp are i32 (checked where `h` is made): a `vpmuldq` product.
@@ -188,13 +256,25 @@ mod tests {
         assert_eq!(out, [5, -2, 1, 100]);
     }
 
+    /// `f` in i128: the half-up `(v·m + a) >> k` with `a = lo + hi·2^k`, saturated.
+    fn exact(f: &Fast, v: i128) -> i128 {
+        ((v * f.m as i128 + f.lo as i128 + ((f.hi as i128) << f.k)) >> f.k)
+            .clamp(f.qmin as i128, f.qmax as i128)
+    }
+
+    /// Shifts above and below 32 (the narrow form and the 64-bit one), offsets of both
+    /// signs: every ISA equals the i128 definition, for the requantization and the Hardswish.
     #[test]
-    fn every_isa_gives_the_portable_result() {
+    fn every_isa_equals_the_definition() {
         let mut rng = Rng::new(11);
         let src: Vec<i32> = (0..1003)
-            .map(|_| rng.below(1 << 24) as i32 - (1 << 23))
+            .map(|i| match i % 3 {
+                0 => rng.below(1 << 24) as i32 - (1 << 23),
+                1 => rng.below(1 << 12) as i32 - (1 << 11),
+                _ => rng.below(u32::MAX as usize) as i64 as i32,
+            })
             .collect();
-        let f = Fast {
+        let wide = Fast {
             m: 1_518_500_250,
             lo: (1 << 39) + 12345,
             hi: 7,
@@ -202,41 +282,81 @@ mod tests {
             qmin: 0,
             qmax: 255,
         };
-        let h = FastHardswish {
-            to_t: Fast {
-                k: 36,
-                hi: 0,
-                qmin: -(1 << 10),
-                qmax: 5000,
-                ..f
+        let requants = [
+            wide,
+            Fast {
+                hi: -(1 << 29),
+                qmin: -(1 << 29) - 100,
+                qmax: 1 << 29,
+                ..wide
             },
-            j: 10,
-            p_range: (-(1 << 30), 1 << 30),
-            out: Fast {
-                m: 700_001,
-                k: 28,
-                ..f
+            Fast {
+                m: -1_234_567,
+                lo: 1 << 19,
+                k: 20,
+                hi: -3,
+                qmin: -128,
+                qmax: 127,
             },
-        };
-        let mut want = vec![0; src.len()];
-        requant_portable(&f, &src, &mut want);
-        // Independently, in i128: the half-up `(v·m + a) >> k` with `a = lo + hi·2^k`.
-        for (&v, &w) in src.iter().zip(&want) {
-            let exact = ((v as i128 * f.m as i128 + f.lo as i128 + ((f.hi as i128) << f.k)) >> f.k)
-                .clamp(f.qmin as i128, f.qmax as i128);
-            assert_eq!(w as i128, exact, "v = {v}");
-        }
+            Fast {
+                hi: 1 << 40,
+                qmax: i64::MAX / 2,
+                ..wide
+            },
+        ];
         if Isa::available().len() == 1 {
             eprintln!("note: this CPU has no AVX2: only the portable requantization was tested");
         }
-        let mut want_h = vec![0; src.len()];
-        hardswish_portable(&h, &src, &mut want_h);
-        for isa in Isa::available() {
-            let mut got = vec![0; src.len()];
-            requant(isa, &f, &src, &mut got);
-            assert_eq!(got, want, "{}", isa.name());
-            hardswish(isa, &h, &src, &mut got);
-            assert_eq!(got, want_h, "{}", isa.name());
+        for f in &requants {
+            let want: Vec<i32> = src.iter().map(|&v| exact(f, v as i128) as i32).collect();
+            for isa in Isa::available() {
+                let mut got = vec![0; src.len()];
+                requant(isa, f, &src, &mut got);
+                assert_eq!(got, want, "{} {f:?}", isa.name());
+            }
+        }
+        let to_t = Fast {
+            k: 36,
+            hi: 0,
+            qmin: -(1 << 10),
+            qmax: 5000,
+            ..wide
+        };
+        for out in [
+            Fast {
+                m: 700_001,
+                k: 28,
+                lo: 1 << 27,
+                hi: 3,
+                ..wide
+            },
+            Fast {
+                m: 700_001,
+                k: 33,
+                lo: 1 << 32,
+                hi: 3,
+                ..wide
+            },
+        ] {
+            let h = FastHardswish {
+                to_t,
+                j: 10,
+                p_range: (-(1 << 30), 1 << 30),
+                out,
+            };
+            let want: Vec<i32> = src
+                .iter()
+                .map(|&v| {
+                    let t = exact(&to_t, v as i128);
+                    let p = (t * (t + 1024).clamp(0, 2048)).clamp(-(1 << 30), 1 << 30);
+                    exact(&out, p) as i32
+                })
+                .collect();
+            for isa in Isa::available() {
+                let mut got = vec![0; src.len()];
+                hardswish(isa, &h, &src, &mut got);
+                assert_eq!(got, want, "{} {out:?}", isa.name());
+            }
         }
     }
 }

@@ -74,10 +74,16 @@ pub enum Output {
     Logits(Requant),
 }
 
-/// Fills packed `B` in its storage order, `value(k, col)` giving each element (a u8 code).
-/// Whole panels of whole groups of four skip the bounds checks, which lets the copy vectorise.
+/// Fills packed `B` in its storage order: `block(g, first, out)` writes the 16 columns from
+/// `first` of the four `K` rows from `4g` (a whole block, no bounds to check, so the copy
+/// vectorises), `value(k, col)` each element of the blocks at the edges (a u8 code; zero past
+/// `K` or the last column).
 #[inline]
-fn pack_panels(b: &mut PackedB, value: impl Fn(usize, usize) -> i32) {
+fn pack_panels(
+    b: &mut PackedB,
+    block: impl Fn(usize, usize, &mut [u8; PANEL * 4]),
+    value: impl Fn(usize, usize) -> i32,
+) {
     let (k, cols, k4) = (b.k, b.cols, b.k4);
     let full_k4 = k / 4;
     let mut i = 0;
@@ -85,15 +91,12 @@ fn pack_panels(b: &mut PackedB, value: impl Fn(usize, usize) -> i32) {
         let first = panel * PANEL;
         let whole_panel = first + PANEL <= cols;
         for g in 0..k4 {
-            let block = &mut b.data[i..i + PANEL * 4];
+            let out: &mut [u8; PANEL * 4] =
+                (&mut b.data[i..i + PANEL * 4]).try_into().expect("a block");
             if whole_panel && g < full_k4 {
-                for (lane, quad) in block.chunks_exact_mut(4).enumerate() {
-                    for (j, byte) in quad.iter_mut().enumerate() {
-                        *byte = value(4 * g + j, first + lane) as u8;
-                    }
-                }
+                block(g, first, out);
             } else {
-                for (lane, quad) in block.chunks_exact_mut(4).enumerate() {
+                for (lane, quad) in out.chunks_exact_mut(4).enumerate() {
                     for (j, byte) in quad.iter_mut().enumerate() {
                         let (kk, col) = (4 * g + j, first + lane);
                         *byte = if kk < k && col < cols {
@@ -107,6 +110,41 @@ fn pack_panels(b: &mut PackedB, value: impl Fn(usize, usize) -> i32) {
             i += PANEL * 4;
         }
     }
+}
+
+/// [`pack_panels`] of codes stored `K`-major (`src[kk·cols + col]`: planes, im2col rows).
+fn pack_rows<T: Copy + Into<i32>>(b: &mut PackedB, src: &[T], lift: i32) {
+    let cols = b.cols;
+    pack_panels(
+        b,
+        |g, first, out| {
+            let rows: [&[T]; 4] =
+                std::array::from_fn(|j| &src[(4 * g + j) * cols + first..][..PANEL]);
+            for (lane, quad) in out.chunks_exact_mut(4).enumerate() {
+                for (byte, row) in quad.iter_mut().zip(&rows) {
+                    *byte = (row[lane].into() + lift) as u8;
+                }
+            }
+        },
+        |kk, col| src[kk * cols + col].into() + lift,
+    );
+}
+
+/// [`pack_panels`] of codes stored column-major (`src[col·k + kk]`: a token's channels).
+fn pack_tokens(b: &mut PackedB, src: &[i32], lift: i32) {
+    let k = b.k;
+    pack_panels(
+        b,
+        |g, first, out| {
+            for (lane, quad) in out.chunks_exact_mut(4).enumerate() {
+                let codes = &src[(first + lane) * k + 4 * g..][..4];
+                for (byte, &q) in quad.iter_mut().zip(codes) {
+                    *byte = (q + lift) as u8;
+                }
+            }
+        },
+        |kk, col| src[col * k + kk] + lift,
+    );
 }
 
 /// `dst[j·rows + i] = src[i·cols + j]`, in square tiles so both sides stay in cache (a
@@ -380,13 +418,13 @@ impl Weighted {
         let lift = self.lift;
         let mut b = PackedB::zeroed(k, p, std::mem::take(&mut s.packed));
         match self.patch_or_kernel() {
-            None => pack_panels(&mut b, |kk, col| x[col * k + kk] + lift),
+            None => pack_tokens(&mut b, x, lift),
             Some((conv, (h, w), (oh, ow))) => {
                 let cin_g = self.in_channels / self.groups;
                 let xg = &x[g * cin_g * h * w..(g + 1) * cin_g * h * w];
                 let direct = conv.kernel == 1 && conv.stride == 1 && conv.padding == 0;
                 if direct {
-                    pack_panels(&mut b, |kk, col| xg[kk * p + col] + lift);
+                    pack_rows(&mut b, &xg[..k * p], lift);
                 } else {
                     let mut cols = std::mem::take(&mut s.centred);
                     cols.clear();
@@ -417,7 +455,7 @@ impl Weighted {
                             }
                         }
                     }
-                    pack_panels(&mut b, |kk, col| cols[kk * p + col] as i32);
+                    pack_rows(&mut b, &cols, 0);
                     s.centred = cols;
                 }
             }
@@ -478,6 +516,31 @@ mod tests {
     use super::*;
     use crate::exec::int::encoding::Encoding;
     use crate::rng::Rng;
+
+    /// Both source layouts, odd `K` and column counts: the packing equals the reference
+    /// packer's of the same u8 matrix.
+    #[test]
+    fn packing_equals_the_reference() {
+        let mut rng = Rng::new(3);
+        for (k, cols) in [(1, 1), (4, 16), (7, 33), (64, 196), (13, 50), (192, 197)] {
+            let rows: Vec<i32> = (0..k * cols).map(|_| rng.below(256) as i32 - 128).collect();
+            let bytes: Vec<u8> = rows.iter().map(|&q| (q + 128) as u8).collect();
+            let want = PackedB::from_rows(&bytes, k, cols);
+            let mut got = PackedB::zeroed(k, cols, vec![7; 3]);
+            pack_rows(&mut got, &rows, 128);
+            assert_eq!(got.data, want.data, "rows {k}×{cols}");
+            let narrow: Vec<i16> = rows.iter().map(|&q| (q + 128) as i16).collect();
+            let mut got = PackedB::zeroed(k, cols, Vec::new());
+            pack_rows(&mut got, &narrow, 0);
+            assert_eq!(got.data, want.data, "i16 rows {k}×{cols}");
+            let tokens: Vec<i32> = (0..k * cols)
+                .map(|i| rows[(i % k) * cols + i / k])
+                .collect();
+            let mut got = PackedB::zeroed(k, cols, Vec::new());
+            pack_tokens(&mut got, &tokens, 128);
+            assert_eq!(got.data, want.data, "tokens {k}×{cols}");
+        }
+    }
 
     #[test]
     fn transpose_by_hand_and_odd_sizes() {

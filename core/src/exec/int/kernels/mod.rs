@@ -19,6 +19,7 @@ pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_pairs;
 pub mod dots;
+pub mod exps;
 pub mod requant;
 mod vnni;
 pub mod weighted_rows;

@@ -103,7 +103,14 @@ impl BinadeLookup<'_> {
         // Every threshold below the binade's smallest input is exceeded; the rest of those
         // below the next binade are compared.
         let (lo, hi) = (self.first[b], self.first[(b + 1).min(64)]);
-        let inside = self.encoder.thresholds[lo..hi].partition_point(|&t| v > t);
+        // A log encoder's binade holds a threshold or two: counting them costs less than a
+        // search; a uniform encoder's top binades hold many, which are searched.
+        let candidates = &self.encoder.thresholds[lo..hi];
+        let inside = if candidates.len() <= 8 {
+            candidates.iter().filter(|&&t| v > t).count()
+        } else {
+            candidates.partition_point(|&t| v > t)
+        };
         self.encoder.codes[lo + inside]
     }
 }

@@ -23,6 +23,9 @@
 //! Bounds: `e ≤ 2^30` and `r ≤ 2^32`, so `e·r ≤ 2^62`; `S ≤ N·2^30` fits i64 (and `2^(t+31)`
 //! u128) for up to 2^32 tokens, which the compiler checks.
 
+use crate::exec::int::kernels::Isa;
+use crate::exec::int::kernels::exps::row_exps;
+
 /// The row maximum's exponential: `2^EXP_BITS`.
 pub const EXP_BITS: u32 = 30;
 
@@ -64,11 +67,17 @@ pub fn exp2_neg(d: i64, j: u32) -> i64 {
 /// Softmax of one row of base-2 logits `x` (real exponent `x·2^−j`): probabilities at scale
 /// `2^−PROBABILITY_BITS` in `out`. `exps` is scratch. An empty row writes nothing.
 pub fn softmax_row(x: &[i32], j: u32, exps: &mut Vec<i64>, out: &mut [i32]) {
+    softmax_row_on(Isa::Scalar, x, j, exps, out)
+}
+
+/// [`softmax_row`] with the exponentials in `isa`'s lanes (the same integers).
+pub fn softmax_row_on(isa: Isa, x: &[i32], j: u32, exps: &mut Vec<i64>, out: &mut [i32]) {
     let Some(&m) = x.iter().max() else {
         return;
     };
     exps.clear();
-    exps.extend(x.iter().map(|&v| exp2_neg(m as i64 - v as i64, j)));
+    exps.resize(x.len(), 0);
+    row_exps(isa, x, m, j, exps);
     let sum: i64 = exps.iter().sum();
     // The maximum contributes 2^EXP_BITS, so sum ≥ 2^30 and bits ≥ 31.
     let bits = 64 - sum.leading_zeros();

@@ -1,7 +1,9 @@
 //! int8 kernels: the u8 × i8 → i32 matrix product every conv and linear layer runs on, and the
 //! depthwise convolution, each with a portable scalar reference and x86 versions chosen at run
 //! time (AVX-512 VNNI, AVX2). The SIMD versions compute exactly the same integers as the
-//! reference (tested on random shapes, odd sizes included).
+//! reference (tested on random shapes, odd sizes included). The steps' element-wise loops
+//! (requantization, residual add, the Softmax's exponentials, dot products, `P·V` rows) are one
+//! portable body each, also compiled for AVX2 and AVX-512 and chosen the same way.
 //!
 //! Operands are packed once per layer call: the weights `A` (i8, `rows × K`) with `K` padded to
 //! a multiple of 4, the activations `B` (u8, `K × cols`) in panels of 16 columns whose 4

@@ -3,6 +3,7 @@
 //! `cargo test --release -p qvit-core --test int_functions -- --nocapture`.
 
 use qvit_core::exec::int::encoding::{Encoding, log_boundaries};
+use qvit_core::exec::int::kernels::Isa;
 use qvit_core::exec::int::nonlinear::gelu::GeluConstants;
 use qvit_core::exec::int::nonlinear::hardswish::{hardswish_exponent, hardswish_product};
 use qvit_core::exec::int::nonlinear::shiftexp::exp_unit;
@@ -58,7 +59,7 @@ fn errors_over_the_int8_range() {
         let unit = std::f64::consts::LN_2 / (1u64 << j) as f64;
         let x: Vec<i32> = logits.iter().map(|&v| (v / unit).round() as i32).collect();
         let mut out = vec![0; tokens];
-        softmax_row(&x, j, &mut buf, &mut out);
+        softmax_row(Isa::detect(), &x, j, &mut buf, &mut out);
         measure(&out, 1.0 / one, &mut worst, &mut worst_sum);
         // I-ViT: int8 logits at one scale for every row, s = 16/127 (the qact before its
         // Softmax is per tensor, calibrated over all rows), n = 15, 16 bits.

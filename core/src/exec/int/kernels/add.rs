@@ -60,12 +60,16 @@ pub struct AddLanes {
     pub k: Vec<u64>,
 }
 
-impl AddLanes {
-    pub fn push(&mut self, lane: AddLane) {
-        self.m_a.push(lane.m_a);
-        self.m_b.push(lane.m_b);
-        self.c.push(lane.c);
-        self.k.push(lane.k as u64);
+impl FromIterator<AddLane> for AddLanes {
+    fn from_iter<I: IntoIterator<Item = AddLane>>(lanes: I) -> Self {
+        let mut all = AddLanes::default();
+        for lane in lanes {
+            all.m_a.push(lane.m_a);
+            all.m_b.push(lane.m_b);
+            all.c.push(lane.c);
+            all.k.push(lane.k as u64);
+        }
+        all
     }
 }
 

@@ -66,12 +66,8 @@ pub fn exp2_neg(d: i64, j: u32) -> i64 {
 
 /// Softmax of one row of base-2 logits `x` (real exponent `x·2^−j`): probabilities at scale
 /// `2^−PROBABILITY_BITS` in `out`. `exps` is scratch. An empty row writes nothing.
-pub fn softmax_row(x: &[i32], j: u32, exps: &mut Vec<i64>, out: &mut [i32]) {
-    softmax_row_on(Isa::Scalar, x, j, exps, out)
-}
-
-/// [`softmax_row`] with the exponentials in `isa`'s lanes (the same integers).
-pub fn softmax_row_on(isa: Isa, x: &[i32], j: u32, exps: &mut Vec<i64>, out: &mut [i32]) {
+/// The exponentials run in `isa`'s lanes (the same integers on every ISA).
+pub fn softmax_row(isa: Isa, x: &[i32], j: u32, exps: &mut Vec<i64>, out: &mut [i32]) {
     let Some(&m) = x.iter().max() else {
         return;
     };
@@ -113,7 +109,13 @@ mod tests {
         let mut exps = Vec::new();
         for n in [1usize, 2, 50, 197, 3855, 4096] {
             let mut out = vec![0; n];
-            softmax_row(&vec![-77; n], COMPILED_INPUT_BITS, &mut exps, &mut out);
+            softmax_row(
+                Isa::Scalar,
+                &vec![-77; n],
+                COMPILED_INPUT_BITS,
+                &mut exps,
+                &mut out,
+            );
             let want = ((1u64 << PROBABILITY_BITS) as f64 / n as f64).round() as i32;
             assert!(out.iter().all(|&p| p == want), "{n}: {:?}", &out[..1]);
         }
@@ -122,7 +124,7 @@ mod tests {
     #[test]
     fn a_dominant_logit_takes_everything() {
         let mut out = [0; 3];
-        softmax_row(&[0, 1 << 20, 5], 10, &mut Vec::new(), &mut out);
+        softmax_row(Isa::Scalar, &[0, 1 << 20, 5], 10, &mut Vec::new(), &mut out);
         assert_eq!(out, [0, 1 << PROBABILITY_BITS, 0]);
     }
 
@@ -159,7 +161,7 @@ mod tests {
                 .map(|_| (rng.uniform(0.0, spread as f32) as f64 / unit).round() as i32)
                 .collect();
             let mut out = vec![0; n];
-            softmax_row(&x, j, &mut Vec::new(), &mut out);
+            softmax_row(Isa::Scalar, &x, j, &mut Vec::new(), &mut out);
             let one = (1u64 << PROBABILITY_BITS) as f64;
             let sum: i64 = out.iter().map(|&p| p as i64).sum();
             proptest::prop_assert!((sum as f64 - one).abs() <= (n as f64 / 2.0 + 1.0).min(0.01 * one),

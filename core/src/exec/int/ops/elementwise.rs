@@ -81,38 +81,34 @@ impl Add {
                 let c = i % channels;
                 match lane(c) {
                     Some(l) => add_run(isa, &l, range, x, y, o),
-                    None => self.run_exact(c, x, y, o),
+                    None => {
+                        for ((o, &qa), &qb) in o.iter_mut().zip(x).zip(y) {
+                            *o = self.exact(c, qa, qb);
+                        }
+                    }
                 }
             }
         } else {
             // Channels-last rows: every channel's constants side by side.
-            let mut lanes = AddLanes::default();
-            for c in 0..channels {
-                match lane(c) {
-                    Some(l) => lanes.push(l),
-                    None => {
-                        for (i, ((o, &x), &y)) in out.iter_mut().zip(a).zip(b).enumerate() {
-                            let c = self.map.of(i);
-                            self.run_exact(c, &[x], &[y], std::slice::from_mut(o));
-                        }
-                        return;
+            match (0..channels).map(lane).collect::<Option<AddLanes>>() {
+                Some(lanes) => add_rows(isa, &lanes, range, a, b, out),
+                None => {
+                    for (i, ((o, &qa), &qb)) in out.iter_mut().zip(a).zip(b).enumerate() {
+                        *o = self.exact(i % channels, qa, qb);
                     }
                 }
             }
-            add_rows(isa, &lanes, range, a, b, out);
         }
     }
 
-    /// The definition in i64, for constants outside the lanes' bounds.
-    fn run_exact(&self, c: usize, a: &[i32], b: &[i32], out: &mut [i32]) {
+    /// The definition in i64 (for constants outside the lanes' bounds, and the tests).
+    fn exact(&self, c: usize, qa: i32, qb: i32) -> i32 {
         let k = self.k[c];
         let half = if k == 0 { 0 } else { 1i64 << (k - 1) };
-        for ((o, &qa), &qb) in out.iter_mut().zip(a).zip(b) {
-            let p = (qa - self.zero_a[c]) as i64 * self.m_a[c]
-                + (qb - self.zero_b[c]) as i64 * self.m_b[c]
-                + self.addend[c];
-            *o = ((p + half) >> k).clamp(self.qmin, self.qmax) as i32;
-        }
+        let p = (qa - self.zero_a[c]) as i64 * self.m_a[c]
+            + (qb - self.zero_b[c]) as i64 * self.m_b[c]
+            + self.addend[c];
+        ((p + half) >> k).clamp(self.qmin, self.qmax) as i32
     }
 }
 
@@ -200,11 +196,9 @@ mod tests {
             let n = channels * inner * 3;
             let a: Vec<i32> = (0..n).map(|_| rng.below(256) as i32 - 128).collect();
             let b: Vec<i32> = (0..n).map(|_| rng.below(256) as i32 - 128).collect();
-            let mut want = vec![0; n];
-            for i in 0..n {
-                let c = add.map.of(i);
-                add.run_exact(c, &a[i..=i], &b[i..=i], &mut want[i..=i]);
-            }
+            let want: Vec<i32> = (0..n)
+                .map(|i| add.exact(add.map.of(i), a[i], b[i]))
+                .collect();
             for isa in Isa::available() {
                 let mut got = Vec::new();
                 add.run(isa, &a, &b, &mut got);

@@ -10,7 +10,7 @@ use super::super::kernels::dots::dots;
 use super::super::kernels::requant::{Fast, requant};
 use super::super::kernels::weighted_rows::weighted_rows;
 use super::super::nonlinear::LevelEncoder;
-use super::super::nonlinear::softmax::softmax_row_on;
+use super::super::nonlinear::softmax_row;
 use super::super::requant::{Encoder, Requant};
 use super::Scratch;
 
@@ -65,7 +65,7 @@ impl ScoresSoftmax {
                 }
             }
             p.resize(n, 0);
-            softmax_row_on(isa, x, self.input_bits, exps, p);
+            softmax_row(isa, x, self.input_bits, exps, p);
             for (o, &v) in dst.iter_mut().zip(p.iter()) {
                 *o = codes.encode(v as i64);
             }

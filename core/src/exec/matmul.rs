@@ -6,7 +6,10 @@
 //! guarantees the destination does not alias the operands.
 //!
 //! The products run single-threaded: executors parallelise over images and fixed-size blocks of
-//! rows, so results never depend on the number of threads.
+//! rows, so results never depend on the number of threads. Nor on the CPU's caches: `gemm`
+//! splits long reductions into blocks sized from the L1 cache (512 terms on a 32 KiB L1,
+//! 1,024 on a 48 KiB one), which changes the order of the sums, so [`matmul`] cuts them into
+//! the blocks a 512-term split gives before `gemm` sees them.
 
 /// A read-only matrix view.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +72,25 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
     rows == 0 || cols == 0 || (rows - 1) * row_stride + (cols - 1) * col_stride < len
 }
 
+/// The longest reduction `gemm` runs in one block on every CPU (its lower bound on the block).
+const DEPTH_BLOCK: usize = 512;
+
+/// The reduction ranges of a `rows × depth × cols` product: equal blocks of at most
+/// [`DEPTH_BLOCK`] where `gemm` would block it by cache size (products of more than 64 rows or
+/// columns with both above 1; smaller ones and matrix-vector products sum in an order of their
+/// own that does not depend on the CPU), else one range.
+fn depth_blocks(rows: usize, depth: usize, cols: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocked = depth > DEPTH_BLOCK && rows > 1 && cols > 1 && (rows > 64 || cols > 64);
+    let step = if blocked {
+        depth.div_ceil(depth.div_ceil(DEPTH_BLOCK))
+    } else {
+        depth.max(1)
+    };
+    (0..depth)
+        .step_by(step)
+        .map(move |start| (start, (start + step).min(depth)))
+}
+
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`).
 ///
 /// Panics when the shapes do not chain or a view reaches outside its slice: both are
@@ -119,32 +141,37 @@ pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: boo
         }
         return;
     }
-    // SAFETY: every element the views address lies inside its slice (checked above); `dst` is a
-    // unique borrow, so it cannot overlap `lhs` or `rhs`; gemm reads `dst` only when
-    // `accumulate` is set, and then it is initialised memory.
-    #[allow(unsafe_code)]
-    unsafe {
-        gemm::gemm(
-            dst.rows,
-            dst.cols,
-            lhs.cols,
-            dst.data.as_mut_ptr(),
-            dst.col_stride as isize,
-            dst.row_stride as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+    for (start, end) in depth_blocks(dst.rows, lhs.cols, dst.cols) {
+        // Later blocks add to what the earlier ones wrote.
+        let accumulate = accumulate || start > 0;
+        // SAFETY: every element the views address lies inside its slice (checked above), and
+        // so does every block of the reduction (columns `start..end` of `lhs`, the same rows
+        // of `rhs`); `dst` is a unique borrow, so it cannot overlap `lhs` or `rhs`; gemm reads
+        // `dst` only when `accumulate` is set, and then it is initialised memory.
+        #[allow(unsafe_code)]
+        unsafe {
+            gemm::gemm(
+                dst.rows,
+                dst.cols,
+                end - start,
+                dst.data.as_mut_ptr(),
+                dst.col_stride as isize,
+                dst.row_stride as isize,
+                accumulate,
+                lhs.data.as_ptr().add(start * lhs.col_stride),
+                lhs.col_stride as isize,
+                lhs.row_stride as isize,
+                rhs.data.as_ptr().add(start * rhs.row_stride),
+                rhs.col_stride as isize,
+                rhs.row_stride as isize,
+                if accumulate { 1.0 } else { 0.0 },
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
     }
 }
 
@@ -201,6 +228,44 @@ mod tests {
                 assert!((x - y).abs() < 1e-4, "{m}×{k}×{n}: {x} vs {y}");
             }
         }
+    }
+
+    #[test]
+    fn reductions_are_blocked_by_rule_not_by_cache() {
+        let blocks = |r, d, c| depth_blocks(r, d, c).collect::<Vec<_>>();
+        assert_eq!(blocks(100, 512, 100), [(0, 512)]);
+        assert_eq!(blocks(100, 768, 197), [(0, 384), (384, 768)]);
+        assert_eq!(blocks(65, 1025, 2), [(0, 342), (342, 684), (684, 1025)]);
+        // gemm's own orders: small products and matrix-vector products stay whole.
+        assert_eq!(blocks(64, 2048, 64), [(0, 2048)]);
+        assert_eq!(blocks(1, 2048, 1000), [(0, 2048)]);
+        assert_eq!(blocks(3, 0, 3), []);
+        // A 768-deep product is exactly its two 384-deep halves summed, whatever the L1 cache
+        // (a 48 KiB one would make gemm run it as one block).
+        let (m, k, n) = (100, 768, 70);
+        let mut rng = crate::rng::Rng::new(8);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let mut whole = vec![0.0; m * n];
+        matmul(
+            MatMut::row_major(&mut whole, m, n),
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            false,
+        );
+        let mut halves = vec![0.0; m * n];
+        for (i, (start, end)) in [(0, 384), (384, 768)].into_iter().enumerate() {
+            let lhs = MatRef {
+                data: &a[start..],
+                rows: m,
+                cols: end - start,
+                row_stride: k,
+                col_stride: 1,
+            };
+            let rhs = MatRef::row_major(&b[start * n..end * n], end - start, n);
+            matmul(MatMut::row_major(&mut halves, m, n), lhs, rhs, i > 0);
+        }
+        assert_eq!(whole, halves);
     }
 
     #[test]

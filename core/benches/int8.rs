@@ -1,10 +1,11 @@
-//! int8 kernels on one core: the GEMM and the depthwise conv on layer-sized shapes for every
-//! ISA, and the CPU's
+//! int8 kernels on one core: the GEMM, the depthwise conv and the Hardswish epilogue on
+//! layer-sized shapes for every ISA, and the CPU's
 //! measured int8 peaks (register-only `vpdpbusd`, and `vpmaddwd` + `vpaddd` for AVX2), so GOPS
 //! can be quoted as a share of each ISA's peak.
 //! `cargo bench -p qvit-core --bench int8`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::int::kernels::depthwise::{DwShape, depthwise};
+use qvit_core::exec::int::kernels::requant::{Fast, FastHardswish, hardswish, hardswish_narrow};
 use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, peak_loop_avx2, peak_loop_vnni};
 use qvit_core::rng::Rng;
 
@@ -104,4 +105,47 @@ fn depthwise_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize
             2 * channels * o * o * kernel * kernel,
         ))
         .bench_local(|| depthwise(isa, &s, &x, &w, &mut out));
+}
+
+/// A Hardswish epilogue shaped like EfficientViT-B1's (j = 17, an output step of 24
+/// t-units) on one 56×56 channel of accumulators: the i64 form and the 32-bit lanes.
+#[divan::bench(args = ["i64", "lanes"], consts = [0, 1, 2])]
+fn hardswish_epilogue<const ISA: usize>(bencher: divan::Bencher, form: &str) {
+    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
+    if !Isa::available().contains(&isa) {
+        return;
+    }
+    let (j, r) = (17, 24i64);
+    let h = FastHardswish {
+        to_t: Fast {
+            m: 1_500_000_000,
+            lo: 1 << 33,
+            hi: 0,
+            k: 34,
+            qmin: -(1 << j),
+            qmax: 256 * r,
+        },
+        j,
+        p_range: (-(1 << (j + 5)), (256 * r) << (j + 1)),
+        out: Fast {
+            m: ((1i64 << 25) / r) as i32,
+            lo: 1 << 20,
+            hi: 3,
+            k: j + 26,
+            qmin: 0,
+            qmax: 255,
+        },
+    };
+    let lanes = h.narrow().expect("a 32-bit form");
+    let mut rng = Rng::new(3);
+    let acc: Vec<i32> = (0..56 * 56)
+        .map(|_| rng.below(1 << 16) as i32 - (1 << 14))
+        .collect();
+    let mut out = vec![0; acc.len()];
+    bencher
+        .counter(divan::counter::ItemsCount::new(acc.len()))
+        .bench_local(|| match form {
+            "i64" => hardswish(isa, &h, &acc, &mut out),
+            _ => hardswish_narrow(isa, &lanes, &acc, &mut out),
+        });
 }

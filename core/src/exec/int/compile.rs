@@ -3,7 +3,6 @@
 //! needs no scale. A tensor the plan leaves unquantized, or quantized in a way the integer
 //! arithmetic cannot represent, is an error that names it.
 
-use super::code_table::CodeTable;
 use super::dyadic::Dyadic;
 use super::encoding::{Encoding, log_level};
 use super::kernels::PackedA;
@@ -961,9 +960,11 @@ impl Compiler<'_> {
             correction,
             zero: input.zero,
             lift,
-            table: CodeTable::for_output(&output),
+            table: None,
+            hardswish: Vec::new(),
             output,
-        })
+        }
+        .with_lanes())
     }
 
     fn add(&self, id: NodeId, act: &Option<Op>, out: &Encoding) -> Result<Add> {

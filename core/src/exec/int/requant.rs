@@ -346,30 +346,37 @@ impl Epilogue {
                 let f = floor[c.min(floor.len() - 1)];
                 dst.iter_mut().for_each(|v| *v = (*v).max(f));
             }
-            Epilogue::Hardswish {
-                to_t,
-                j,
-                p_range: (p_lo, p_hi),
-                out: Encoder::Linear(r),
-            } => match (to_t.fast(c, bias), r.fast(c, 0)) {
-                (Some(t), Some(o))
-                    if (p_lo.abs().max(p_hi.abs()) as i128) * (o.m.abs() as i128) < 1 << 62
-                        && *j < 30
-                        && t.qmin >= i32::MIN as i64
-                        && t.qmax <= i32::MAX as i64 =>
-                {
-                    let h = FastHardswish {
-                        to_t: t,
-                        j: *j,
-                        p_range: (*p_lo, *p_hi),
-                        out: o,
-                    };
-                    kernels::hardswish(isa, &h, src, dst);
-                }
-                _ => self.apply_slice_generic(c, bias, src, dst),
+            Epilogue::Hardswish { .. } => match self.fast_hardswish(c, bias) {
+                Some(h) => kernels::hardswish(isa, &h, src, dst),
+                None => self.apply_slice_generic(c, bias, src, dst),
             },
             _ => self.apply_slice_generic(c, bias, src, dst),
         }
+    }
+
+    /// Channel `c`'s Hardswish epilogue in i64 arithmetic with i32 inputs (accumulators plus
+    /// `bias`), when its constants allow; `None` for other epilogues.
+    pub fn fast_hardswish(&self, c: usize, bias: i64) -> Option<FastHardswish> {
+        let Epilogue::Hardswish {
+            to_t,
+            j,
+            p_range: (p_lo, p_hi),
+            out: Encoder::Linear(r),
+        } = self
+        else {
+            return None;
+        };
+        let (t, o) = (to_t.fast(c, bias)?, r.fast(c, 0)?);
+        ((p_lo.abs().max(p_hi.abs()) as i128) * (o.m.abs() as i128) < 1 << 62
+            && *j < 30
+            && t.qmin >= i32::MIN as i64
+            && t.qmax <= i32::MAX as i64)
+            .then_some(FastHardswish {
+                to_t: t,
+                j: *j,
+                p_range: (*p_lo, *p_hi),
+                out: o,
+            })
     }
 
     fn apply_slice_generic(&self, c: usize, bias: i64, src: &[i32], dst: &mut [i32]) {

@@ -90,6 +90,112 @@ pub struct FastHardswish {
     pub out: Fast,
 }
 
+impl FastHardswish {
+    /// `t·clamp(t + 2^j, 0, 2^(j+1))`, clamped to `p_range`.
+    fn product(&self, t: i64) -> i64 {
+        let three = 1i64 << self.j;
+        (t * (t + three).clamp(0, 2 * three)).clamp(self.p_range.0, self.p_range.1)
+    }
+
+    /// The epilogue of one accumulator (the definition [`hardswish`] vectorises).
+    pub fn apply_i32(&self, v: i32) -> i32 {
+        self.out.apply(self.product(self.to_t.apply_i32(v))) as i32
+    }
+
+    /// The same codes in 32-bit lanes, when they fit (see [`NarrowHardswish`]).
+    pub fn narrow(&self) -> Option<NarrowHardswish> {
+        if self.j > 28 {
+            return None;
+        }
+        let three = 1i64 << self.j;
+        // Below −2^j the product is 0, as at −2^j; from there to 0 it is symmetric about
+        // −2^(j−1), and from −2^(j−1) up it rises. So `t ↦ max(t, −2^j − t)` (after the
+        // floor at −2^j) keeps the product and lands in [base, top], where the code is a
+        // monotone function of `t`.
+        let t_min = self.to_t.qmin.max(-three);
+        let base = -(three >> 1);
+        let top = self.to_t.qmax.max(-three - t_min);
+        if t_min > self.to_t.qmax {
+            return None;
+        }
+        let code = |t: i64| self.out.apply(self.product(t));
+        // The codes equal to the top one form an interval ending at `top`, those equal to
+        // the bottom one an interval starting at `base`: `t` is clamped to the rest.
+        let (bottom_code, top_code) = (code(base), code(top));
+        let (floor, cap) = if bottom_code == top_code {
+            (base, base)
+        } else {
+            let (mut lo, mut hi) = (base, top);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if code(mid) == top_code {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            let cap = lo;
+            let (mut lo, mut hi) = (base, cap);
+            while lo < hi {
+                let mid = lo + (hi - lo + 1) / 2;
+                if code(mid) == bottom_code {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            (lo, cap)
+        };
+        let raw = |t: i64| t * (t + three).clamp(0, 2 * three);
+        let fits = |v: i64| i32::try_from(v).is_ok();
+        if !(fits(raw(floor)) && fits(raw(cap))) {
+            return None;
+        }
+        let to_t = Fast {
+            qmin: t_min,
+            ..self.to_t
+        };
+        let clamp32 = |v: i64| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        Some(NarrowHardswish {
+            t: to_t.narrow()?,
+            mirror: -three as i32,
+            floor: floor as i32,
+            cap: cap as i32,
+            three: three as i32,
+            p_min: clamp32(self.p_range.0),
+            p_max: clamp32(self.p_range.1),
+            out: self.out.narrow()?,
+        })
+    }
+}
+
+/// [`FastHardswish`] with every step in 32-bit lanes: `t` folded onto the rising side of the
+/// product (`max(t, −2^j − t)`, the same product) and clamped to the values between which the
+/// code still changes, so `t·clamp(t + 2^j, 0, 2^(j+1))` stays inside i32 and is one
+/// `vpmulld`; both requantizations [`Narrow`]. Made only by [`FastHardswish::narrow`], which
+/// checks those bounds; the same codes as [`FastHardswish::apply_i32`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NarrowHardswish {
+    t: Narrow,
+    mirror: i32,
+    floor: i32,
+    cap: i32,
+    three: i32,
+    p_min: i32,
+    p_max: i32,
+    out: Narrow,
+}
+
+impl NarrowHardswish {
+    #[inline(always)]
+    pub fn apply_i32(&self, v: i32) -> i32 {
+        let t = self.t.apply_i32(v);
+        let t = t.max(self.mirror - t).clamp(self.floor, self.cap);
+        let p = (t * (t + self.three).clamp(0, 2 * self.three)).clamp(self.p_min, self.p_max);
+        self.out.apply_i32(p)
+    }
+}
+
 macro_rules! dispatch {
     ($isa:expr, $portable:ident, $avx2:ident, $avx512:ident, ($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
@@ -128,6 +234,17 @@ pub fn hardswish(isa: Isa, h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
         hardswish_portable,
         hardswish_avx2,
         hardswish_avx512,
+        (h, src, dst)
+    )
+}
+
+/// `dst[i]` = the Hardswish epilogue of `src[i]`, in 32-bit lanes.
+pub fn hardswish_narrow(isa: Isa, h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
+    dispatch!(
+        isa,
+        hardswish_narrow_portable,
+        hardswish_narrow_avx2,
+        hardswish_narrow_avx512,
         (h, src, dst)
     )
 }
@@ -220,6 +337,25 @@ fn lookup_avx2(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 fn lookup_avx512(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
     lookup_portable(f, table, src, dst)
+}
+
+#[inline(always)]
+fn hardswish_narrow_portable(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = h.apply_i32(v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn hardswish_narrow_avx2(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
+    hardswish_narrow_portable(h, src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
+fn hardswish_narrow_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
+    hardswish_narrow_portable(h, src, dst)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -358,5 +494,80 @@ mod tests {
                 assert_eq!(got, want, "{} {out:?}", isa.name());
             }
         }
+    }
+
+    /// Hardswish in 32-bit lanes against the i64 definition, with constants shaped like a
+    /// real layer's (an output step of `R` = 16–255 t-units, channels up to four times
+    /// coarser than the finest, exponents where the raw product leaves i32), inputs whose
+    /// `t` covers −2^j − 100 to past the top densely, and any i32.
+    #[test]
+    fn narrow_hardswish_equals_the_definition() {
+        let mut rng = Rng::new(5);
+        let mut narrowed = 0;
+        for case in 0..70 {
+            let j = [3, 10, 12, 16, 17, 18, 20][case % 7];
+            let three = 1i64 << j;
+            let r = 16 + rng.below(240) as i64;
+            let coarsest = r * (1 + rng.below(4) as i64);
+            // to_t: 0.05–0.5 t-units per accumulator unit.
+            let k_t = 32 + rng.below(4) as u32;
+            let m_t = (1 << 30) + rng.below(1 << 30) as i32;
+            let to_t = Fast {
+                m: m_t,
+                lo: 1 << (k_t - 1),
+                hi: rng.below(64) as i64 - 32,
+                k: k_t,
+                qmin: -three,
+                qmax: 256 * coarsest,
+            };
+            // out: one code per 2^(j+1)·R p-units, 20-bit multiplier.
+            let bits = 64 - r.leading_zeros();
+            let k_o = j + 21 + bits;
+            let out = Fast {
+                m: ((1i64 << (20 + bits)) / r) as i32,
+                lo: rng.below(1 << 30) as i64,
+                hi: rng.below(80) as i64,
+                k: k_o,
+                qmin: 0,
+                qmax: 255,
+            };
+            let h = FastHardswish {
+                to_t,
+                j,
+                p_range: (-(three << 5), (three << 9) * coarsest),
+                out,
+            };
+            // Up to j = 12 every product fits; from 16 only the finer channels' do.
+            let Some(n) = h.narrow() else {
+                assert!(
+                    !(10..=12).contains(&j),
+                    "case {case}: j {j} has a 32-bit form"
+                );
+                continue;
+            };
+            narrowed += 1;
+            let per_t = (1u64 << k_t) as f64 / m_t as f64;
+            let src: Vec<i32> = (0..6000)
+                .map(|i| match i % 3 {
+                    0 => {
+                        let t = rng.below((3 * three + 200) as usize) as i64 - three - 100;
+                        (t as f64 * per_t) as i64 + rng.below(8) as i64 - 4
+                    }
+                    1 => (rng.below(257 * coarsest as usize) as f64 * per_t) as i64,
+                    _ => rng.below(u32::MAX as usize) as i64 - (1 << 31),
+                })
+                .map(|v| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
+                .collect();
+            let want: Vec<i32> = src.iter().map(|&v| h.apply_i32(v)).collect();
+            for isa in Isa::available() {
+                let mut got = vec![0; src.len()];
+                hardswish_narrow(isa, &n, &src, &mut got);
+                assert_eq!(got, want, "case {case}, j {j}, {}", isa.name());
+            }
+        }
+        assert!(
+            narrowed >= 30,
+            "only {narrowed} of 70 cases had a 32-bit form"
+        );
     }
 }

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::super::code_table::CodeTable;
 use super::super::kernels::depthwise::{DwShape, depthwise};
-use super::super::kernels::requant::lookup;
+use super::super::kernels::requant::{NarrowHardswish, hardswish_narrow, lookup};
 use super::super::kernels::{PANEL, PackedA, PackedB, gemm, gemm_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
@@ -183,9 +183,33 @@ pub struct Weighted {
     /// `output`'s codes tabulated after its first requantization (built by the compiler from
     /// `output`; see [`CodeTable`]).
     pub table: Option<CodeTable>,
+    /// A Hardswish output's epilogue in 32-bit lanes per output channel, where its
+    /// constants allow (built by [`Weighted::with_lanes`]; empty for other outputs).
+    pub hardswish: Vec<Option<NarrowHardswish>>,
 }
 
 impl Weighted {
+    /// The layer with the per-channel constants its epilogue runs on: the code table, or
+    /// each channel's Hardswish in 32-bit lanes (see [`FastHardswish::narrow`](super::super::kernels::requant::FastHardswish::narrow)).
+    pub fn with_lanes(mut self) -> Self {
+        self.table = CodeTable::for_output(&self.output);
+        self.hardswish = match (&self.output, &self.table) {
+            (Output::Epilogue(e @ Epilogue::Hardswish { .. }), None) => (0..self.out_channels)
+                .map(|oc| e.fast_hardswish(oc, self.emit_bias(oc))?.narrow())
+                .collect(),
+            _ => Vec::new(),
+        };
+        self
+    }
+
+    /// What [`Weighted::emit`] adds to output channel `oc`'s accumulators.
+    fn emit_bias(&self, oc: usize) -> i64 {
+        match self.weights {
+            Weights::Int8(_) => self.bias[oc] - self.correction[oc],
+            Weights::Depthwise(_) | Weights::Wide(_) => self.bias[oc],
+        }
+    }
+
     fn patch_or_kernel(&self) -> Option<ConvGeometry<'_>> {
         match &self.geometry {
             Geometry::Conv {
@@ -255,7 +279,7 @@ impl Weighted {
                     depthwise(ctx.isa, &shape, x, wb, acc);
                     for (i, oc) in channels.enumerate() {
                         let r = i * p..(i + 1) * p;
-                        self.emit(ctx, oc, self.bias[oc], &acc[r.clone()], &mut dst[r]);
+                        self.emit(ctx, oc, &acc[r.clone()], &mut dst[r]);
                     }
                 };
                 if o * p * kk >= PARALLEL_MACS / 4 {
@@ -285,9 +309,8 @@ impl Weighted {
                         acc.resize(rows.len() * p, 0);
                         gemm_rows(ctx.isa, a, rows.clone(), &b, acc);
                         for (i, oc) in rows.enumerate() {
-                            let bias = self.bias[oc] - self.correction[oc];
                             let r = i * p..(i + 1) * p;
-                            self.emit(ctx, oc, bias, &acc[r.clone()], &mut dst[r]);
+                            self.emit(ctx, oc, &acc[r.clone()], &mut dst[r]);
                         }
                     });
                 s.packed = b.data;
@@ -301,11 +324,9 @@ impl Weighted {
                     s.packed = b.data;
                     for r in 0..cout_g {
                         let oc = g * cout_g + r;
-                        let bias = self.bias[oc] - self.correction[oc];
                         self.emit(
                             ctx,
                             oc,
-                            bias,
                             &s.acc[r * p..(r + 1) * p],
                             &mut codes[oc * p..(oc + 1) * p],
                         );
@@ -332,7 +353,11 @@ impl Weighted {
     }
 
     /// Codes of output channel `oc` from its i32 accumulators (bias not yet added).
-    fn emit(&self, ctx: Ctx, oc: usize, bias: i64, acc: &[i32], dst: &mut [i32]) {
+    fn emit(&self, ctx: Ctx, oc: usize, acc: &[i32], dst: &mut [i32]) {
+        let bias = self.emit_bias(oc);
+        if let Some(Some(h)) = self.hardswish.get(oc) {
+            return hardswish_narrow(ctx.isa, h, acc, dst);
+        }
         match (&self.output, &self.table) {
             (Output::Epilogue(Epilogue::Hardswish { to_t, .. }), Some(table)) => {
                 match to_t.fast(oc, bias) {
@@ -559,21 +584,27 @@ mod tests {
         }
     }
 
-    /// A linear layer of `channels` outputs with `output`; only its epilogue is used.
-    fn layer(channels: usize, output: Output) -> Weighted {
+    /// Biases of the test layers' channels.
+    const BIASES: [i64; 3] = [0, 12_345, -777_777];
+
+    /// A linear layer of three outputs with `output`; only its epilogue is used.
+    fn layer(output: Output) -> Weighted {
+        let channels = BIASES.len();
         Weighted {
             geometry: Geometry::Tokens { tokens: 1 },
             in_channels: 1,
             out_channels: channels,
             groups: 1,
             weights: Weights::Wide(vec![0; channels]),
-            bias: vec![0; channels],
+            bias: BIASES.to_vec(),
             correction: vec![0; channels],
             zero: vec![0],
             lift: 0,
-            table: CodeTable::for_output(&output),
+            table: None,
+            hardswish: Vec::new(),
             output,
         }
+        .with_lanes()
     }
 
     fn int8(scale: f64, zero: i32) -> Encoding {
@@ -587,9 +618,8 @@ mod tests {
     }
 
     /// Accumulators over the whole range the epilogue distinguishes and past it, for every
-    /// channel and a few biases: the tabulated epilogue gives the definition's codes.
-    fn check_tabulated(w: &Weighted) {
-        assert!(w.table.is_some(), "a per-tensor output gets a table");
+    /// channel (each with its bias): the layer's epilogue gives the definition's codes.
+    fn check_emit(w: &Weighted) {
         let mut rng = Rng::new(9);
         let acc: Vec<i32> = (0..20_000)
             .map(|i| match i % 4 {
@@ -599,9 +629,9 @@ mod tests {
             })
             .collect();
         for isa in Isa::available() {
-            for (oc, bias) in [(0, 0), (1, 12_345), (2, -777_777)] {
+            for (oc, bias) in BIASES.into_iter().enumerate() {
                 let mut got = vec![0; acc.len()];
-                w.emit(Ctx { isa }, oc, bias, &acc, &mut got);
+                w.emit(Ctx { isa }, oc, &acc, &mut got);
                 for (&v, &g) in acc.iter().zip(&got) {
                     assert_eq!(g, w.emit_one(oc, v as i64 + bias), "acc {v}, channel {oc}");
                 }
@@ -621,7 +651,43 @@ mod tests {
             "t",
         )
         .unwrap();
-        check_tabulated(&layer(3, Output::Epilogue(e)));
+        let w = layer(Output::Epilogue(e));
+        assert!(w.table.is_some(), "a per-tensor output gets a table");
+        check_emit(&w);
+    }
+
+    /// Per-channel output scales (no table): each channel's Hardswish in 32-bit lanes gives
+    /// the definition's codes; so does the i64 form of a channel whose product would leave
+    /// i32 (1,000 times coarser than the finest).
+    #[test]
+    fn hardswish_in_lanes_equals_the_definition() {
+        let scales = [1.1e-4, 0.9e-4, 1.3e-4];
+        for (out_scales, lanes) in [
+            ([0.031, 0.02, 0.05], [true, true, true]),
+            ([0.031, 31.0, 0.05], [true, false, true]),
+        ] {
+            let out = Encoding::Linear {
+                zero: vec![40, 0, 200],
+                offset: vec![0.0; 3],
+                scale: out_scales.to_vec(),
+                qmin: 0,
+                qmax: 255,
+            };
+            let e = Epilogue::new(
+                Activation::Hardswish,
+                &scales,
+                &[0.0, 0.01, -0.02],
+                &out,
+                3,
+                "t",
+            )
+            .unwrap();
+            let w = layer(Output::Epilogue(e));
+            assert!(w.table.is_none());
+            let got: Vec<bool> = w.hardswish.iter().map(Option::is_some).collect();
+            assert_eq!(got, lanes);
+            check_emit(&w);
+        }
     }
 
     #[test]
@@ -645,6 +711,8 @@ mod tests {
             out: Encoder::Linear(out.with_mantissa_bits(20)),
             unit: scales.to_vec(),
         };
-        check_tabulated(&layer(3, output));
+        let w = layer(output);
+        assert!(w.table.is_some(), "a per-tensor output gets a table");
+        check_emit(&w);
     }
 }

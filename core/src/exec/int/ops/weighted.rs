@@ -190,7 +190,7 @@ pub struct Weighted {
 
 impl Weighted {
     /// The layer with the per-channel constants its epilogue runs on: the code table, or
-    /// each channel's Hardswish in 32-bit lanes (see [`FastHardswish::narrow`](super::super::kernels::requant::FastHardswish::narrow)).
+    /// each channel's Hardswish in 32-bit lanes (see `FastHardswish::narrow`).
     pub fn with_lanes(mut self) -> Self {
         self.table = CodeTable::for_output(&self.output);
         self.hardswish = match (&self.output, &self.table) {

@@ -5,6 +5,7 @@
 
 use super::Isa;
 use crate::exec::int::code_table::CodeTable;
+use crate::exec::int::nonlinear::hardswish::hardswish_product;
 
 /// One channel's constants: `((v·m + lo) >> k) + hi`, clamped — equal to the half-up
 /// `(v·m + a + 2^(k−1)) >> k` with `a` split at `2^k`. Valid while `|v·m| < 2^62`.
@@ -93,8 +94,7 @@ pub struct FastHardswish {
 impl FastHardswish {
     /// `t·clamp(t + 2^j, 0, 2^(j+1))`, clamped to `p_range`.
     fn product(&self, t: i64) -> i64 {
-        let three = 1i64 << self.j;
-        (t * (t + three).clamp(0, 2 * three)).clamp(self.p_range.0, self.p_range.1)
+        hardswish_product(t, self.j).clamp(self.p_range.0, self.p_range.1)
     }
 
     /// The epilogue of one accumulator (the definition [`hardswish`] vectorises).
@@ -146,9 +146,8 @@ impl FastHardswish {
             }
             (lo, cap)
         };
-        let raw = |t: i64| t * (t + three).clamp(0, 2 * three);
-        let fits = |v: i64| i32::try_from(v).is_ok();
-        if !(fits(raw(floor)) && fits(raw(cap))) {
+        let fits = |t: i64| i32::try_from(hardswish_product(t, self.j)).is_ok();
+        if !(fits(floor) && fits(cap)) {
             return None;
         }
         let to_t = Fast {

@@ -97,7 +97,8 @@ impl FastHardswish {
         hardswish_product(t, self.j).clamp(self.p_range.0, self.p_range.1)
     }
 
-    /// The epilogue of one accumulator (the definition [`hardswish`] vectorises).
+    /// The epilogue of one accumulator, in i64: what [`hardswish`] computes in lanes and what
+    /// [`FastHardswish::narrow`]'s form is built from.
     pub fn apply_i32(&self, v: i32) -> i32 {
         self.out.apply(self.product(self.to_t.apply_i32(v))) as i32
     }
@@ -113,11 +114,11 @@ impl FastHardswish {
         // floor at −2^j) keeps the product and lands in [base, top], where the code is a
         // monotone function of `t`.
         let t_min = self.to_t.qmin.max(-three);
-        let base = -(three >> 1);
-        let top = self.to_t.qmax.max(-three - t_min);
         if t_min > self.to_t.qmax {
             return None;
         }
+        let base = -(three >> 1);
+        let top = self.to_t.qmax.max(-three - t_min);
         let code = |t: i64| self.out.apply(self.product(t));
         // The codes equal to the top one form an interval ending at `top`, those equal to
         // the bottom one an interval starting at `base`: `t` is clamped to the rest.

@@ -326,6 +326,9 @@ mod tests {
             (7, 33, 23),
             (12, 64, 40),
             (11, 5, 9),
+            // Deep enough that VNNI sweeps its panels in several L1 blocks (4 panels of 8 KiB
+            // each here), the last one odd, with a 2-row tail.
+            (10, 512, 417),
         ];
         if Isa::available().len() == 1 {
             eprintln!("note: this CPU has no AVX2: only the scalar GEMM was tested");

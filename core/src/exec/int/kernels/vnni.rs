@@ -21,37 +21,63 @@ pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     unsafe { gemm_vnni(a, rows, b, out) }
 }
 
+/// Weight rows per tile. `vpdpbusd` has a latency of 4–5 cycles and issues up to twice a cycle
+/// (Intel's Sapphire/Emerald Rapids), so a tile needs ≥ 10 independent accumulators to keep the
+/// unit busy: 8 rows × 2 panels gives 16, plus 2 activation registers and one broadcast weight
+/// (19 of the 32 zmm registers). 4 × 2 (8 chains) held the Intel core to 36–51 % of its peak.
+#[cfg(target_arch = "x86_64")]
+const MR: usize = 8;
+/// Panels of 16 columns per tile.
+#[cfg(target_arch = "x86_64")]
+const NP: usize = 2;
+/// The activation panels one sweep of row tiles works on: half of a 48 KiB L1 (Intel) and
+/// most of a 32 KiB one (AMD), leaving room for the weights passing through.
+#[cfg(target_arch = "x86_64")]
+const L1_BLOCK_BYTES: usize = 24 * 1024;
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn gemm_vnni(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     let panels = b.cols.div_ceil(PANEL);
     // `out` holds rows `rows` only: tiles write row `r` at `r − first`.
     let first = rows.start;
-    let mut r = first;
-    while r < rows.end {
-        let mr = (rows.end - r).min(4);
-        let mut p = 0;
-        while p < panels {
-            let np = (panels - p).min(2);
-            match (mr, np) {
-                (4, 2) => tile::<4, 2>(a, b, out, first, r, p),
-                (4, _) => tile::<4, 1>(a, b, out, first, r, p),
-                (3, 2) => tile::<3, 2>(a, b, out, first, r, p),
-                (3, _) => tile::<3, 1>(a, b, out, first, r, p),
-                (2, 2) => tile::<2, 2>(a, b, out, first, r, p),
-                (2, _) => tile::<2, 1>(a, b, out, first, r, p),
-                (_, 2) => tile::<1, 2>(a, b, out, first, r, p),
-                _ => tile::<1, 1>(a, b, out, first, r, p),
+    // Every row tile sweeps a block of panels that stays in L1 while the weights stream past
+    // it: a tile reads 2 activation vectors (128 bytes) but only 8 weight quads (32 bytes) per
+    // step, so it is the activations that must not come from L2.
+    let panel_bytes = b.k4 * PANEL * 4;
+    let block = (L1_BLOCK_BYTES / panel_bytes).max(1).next_multiple_of(NP);
+    let mut p_block = 0;
+    while p_block < panels {
+        let p_end = (p_block + block).min(panels);
+        let mut r = first;
+        while r < rows.end {
+            let mr = (rows.end - r).min(MR);
+            let mut p = p_block;
+            while p < p_end {
+                let np = (p_end - p).min(NP);
+                // One instance per edge shape, so every accumulator array has a constant size and
+                // lives in registers.
+                macro_rules! edge {
+                    ($($m:literal),*) => {
+                        match (mr, np) {
+                            $(($m, 2) => tile::<$m, 2>(a, b, out, first, r, p),
+                              ($m, _) => tile::<$m, 1>(a, b, out, first, r, p),)*
+                            _ => unreachable!("tiles have 1–{MR} rows"),
+                        }
+                    };
+                }
+                edge!(8, 7, 6, 5, 4, 3, 2, 1);
+                p += np;
             }
-            p += np;
+            r += mr;
         }
-        r += mr;
+        p_block = p_end;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn tile<const MR: usize, const NP: usize>(
+fn tile<const M: usize, const N: usize>(
     a: &PackedA,
     b: &PackedB,
     out: &mut [i32],
@@ -60,18 +86,21 @@ fn tile<const MR: usize, const NP: usize>(
     p0: usize,
 ) {
     let k4 = a.k4;
-    assert!(r0 + MR <= a.rows && (p0 + NP) * k4 * PANEL * 4 <= b.data.len());
-    let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+    assert!(r0 + M <= a.rows && (p0 + N) * k4 * PANEL * 4 <= b.data.len());
+    let weights = &a.quads[r0 * k4..(r0 + M) * k4];
+    let mut acc = [[_mm512_setzero_si512(); N]; M];
     let bptr = b.data.as_ptr();
+    let wptr = weights.as_ptr();
     for g in 0..k4 {
-        let mut bv = [_mm512_setzero_si512(); NP];
+        let mut bv = [_mm512_setzero_si512(); N];
         for (j, v) in bv.iter_mut().enumerate() {
             // SAFETY: panel p0 + j < panels and g < k4, so the 64 bytes at this offset lie in
             // `b.data` (asserted above).
             *v = unsafe { _mm512_loadu_si512(bptr.add(((p0 + j) * k4 + g) * PANEL * 4).cast()) };
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            let w = _mm512_set1_epi32(a.quads[(r0 + i) * k4 + g]);
+            // SAFETY: i < M and g < k4, so `i·k4 + g` lies in `weights` (M rows of k4 quads).
+            let w = _mm512_set1_epi32(unsafe { *wptr.add(i * k4 + g) });
             for (j, c) in row.iter_mut().enumerate() {
                 *c = _mm512_dpbusd_epi32(*c, bv[j], w);
             }
@@ -83,10 +112,11 @@ fn tile<const MR: usize, const NP: usize>(
             let n = (b.cols - col).min(PANEL);
             let at = (r0 + i - first) * b.cols + col;
             let dst = &mut out[at..at + n];
-            let mut lanes = [0i32; PANEL];
-            // SAFETY: `lanes` holds exactly 16 i32.
-            unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *c) };
-            dst.copy_from_slice(&lanes[..n]);
+            // A masked store writes the panel's first `n` lanes only (a copy through a stack
+            // buffer was a `memcpy` call per accumulator, as long as the K loop on short K).
+            let mask: __mmask16 = (1u32 << n).wrapping_sub(1) as u16;
+            // SAFETY: `dst` holds `n` ≤ 16 i32 and the mask writes lanes 0..n only.
+            unsafe { _mm512_mask_storeu_epi32(dst.as_mut_ptr(), mask, *c) };
         }
     }
 }

@@ -313,6 +313,18 @@ fn each_row_is_a_project_that_eval_and_cost_reproduce() {
 #[test]
 fn a_search_split_in_shards_and_resumed_gives_the_csv_of_one_run() {
     let dir = temp("state");
+    // Every run here reads one statistics file rather than calibrating again (each would take
+    // most of its time); the other tests calibrate inside the search.
+    let calibrated = qvit(
+        &dir,
+        &["calibrate", "deit-micro", "--out", "calib.safetensors"],
+    );
+    assert!(calibrated.status.success(), "{calibrated:?}");
+    let search = |dir: &std::path::Path, space: &str, extra: &[&str]| {
+        let mut args = vec!["--calibration", "calib.safetensors"];
+        args.extend_from_slice(extra);
+        search(dir, space, &args)
+    };
     let plain = search(&dir, SMALL, &["--out", "plain.csv"]);
     assert!(
         plain.status.success(),

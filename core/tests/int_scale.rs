@@ -232,6 +232,8 @@ fn models() -> Vec<String> {
         .collect()
 }
 
+/// The DeiT models (DeiT-T by default), in a test of their own so that the two families run
+/// side by side.
 #[test]
 fn deit_integer_logits_follow_fake_quant_at_full_size() {
     for model in models().iter().filter(|m| m.starts_with("deit")) {
@@ -239,7 +241,7 @@ fn deit_integer_logits_follow_fake_quant_at_full_size() {
     }
 }
 
-/// The EfficientViT models apart from the DeiT ones, so that the two run side by side.
+/// The EfficientViT models (B1 @ 224 by default).
 #[test]
 fn efficientvit_integer_logits_follow_fake_quant_at_full_size() {
     for model in models().iter().filter(|m| !m.starts_with("deit")) {

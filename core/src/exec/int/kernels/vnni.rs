@@ -113,7 +113,7 @@ fn tile<const M: usize, const N: usize>(
             let at = (r0 + i - first) * b.cols + col;
             let dst = &mut out[at..at + n];
             // A masked store writes the panel's first `n` lanes only (a copy through a stack
-            // buffer was a `memcpy` call per accumulator, as long as the K loop on short K).
+            // buffer compiled to a `memcpy` call per accumulator, as slow as a short K loop).
             let mask: __mmask16 = (1u32 << n).wrapping_sub(1) as u16;
             // SAFETY: `dst` holds `n` ≤ 16 i32 and the mask writes lanes 0..n only.
             unsafe { _mm512_mask_storeu_epi32(dst.as_mut_ptr(), mask, *c) };

@@ -23,6 +23,7 @@ pub mod prepared;
 pub mod quantizer;
 pub mod range;
 pub mod recipe;
+pub mod record;
 pub mod settings;
 pub mod stats;
 pub mod techniques;

@@ -98,17 +98,29 @@ impl Layout {
     /// channel.
     #[inline]
     pub fn for_each_run(&self, item: &mut [f32], mut f: impl FnMut(Run, &mut [f32])) {
+        self.each_run(item.len(), |run, range| f(run, &mut item[range]));
+    }
+
+    /// [`Layout::for_each_run`] reading the values only.
+    #[inline]
+    pub fn for_each_run_of(&self, item: &[f32], mut f: impl FnMut(Run, &[f32])) {
+        self.each_run(item.len(), |run, range| f(run, &item[range]));
+    }
+
+    /// Calls `f(run, range)` for the runs of [`Layout::for_each_run`] in an image's tensor of
+    /// `len` elements, as index ranges, in memory order.
+    #[inline]
+    fn each_run(&self, len: usize, mut f: impl FnMut(Run, Range<usize>)) {
         assert!(
-            item.len() >= self.outer * self.channels * self.inner,
-            "a tensor of {} elements is smaller than its layout {self:?}",
-            item.len()
+            len >= self.outer * self.channels * self.inner,
+            "a tensor of {len} elements is smaller than its layout {self:?}"
         );
         if self.channels == 0 || self.take.is_empty() {
             return;
         }
         if self.inner == 1 {
-            for row in item.chunks_exact_mut(self.channels).take(self.outer) {
-                f(Run::Row, row);
+            for o in 0..self.outer {
+                f(Run::Row, o * self.channels..(o + 1) * self.channels);
             }
             return;
         }
@@ -117,19 +129,8 @@ impl Layout {
                 let base = (o * self.channels + c) * self.inner;
                 f(
                     Run::Channel(c),
-                    &mut item[base + self.take.start..base + self.take.end],
+                    base + self.take.start..base + self.take.end,
                 );
-            }
-        }
-    }
-
-    /// Calls `f(index)` for every element of channel `c` in one image's tensor.
-    #[inline]
-    pub fn for_channel(&self, c: usize, mut f: impl FnMut(usize)) {
-        for o in 0..self.outer {
-            let base = (o * self.channels + c) * self.inner;
-            for j in self.take.clone() {
-                f(base + j);
             }
         }
     }

@@ -10,11 +10,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::histogram::{Distribution, Histogram};
 use super::points::{Layout, QuantPoint, TensorKind, points};
+use super::record::{ChannelRanges, PointHistograms};
 use crate::data::Dataset;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -283,11 +283,12 @@ pub fn calibrate_until(
     };
 
     // Pass 1: per-channel ranges.
-    let mut ranges: Vec<Vec<(f32, f32)>> = pts
+    let mut recorded: Vec<ChannelRanges> = pts
         .iter()
-        .map(|p| vec![(f32::INFINITY, f32::NEG_INFINITY); p.layout.channels])
+        .map(|p| ChannelRanges::new(p.layout.channels))
         .collect();
-    pass(0, &mut |i, t| record_ranges(&pts[i], t, &mut ranges[i]))?;
+    pass(0, &mut |i, t| recorded[i].record(&pts[i].layout, t))?;
+    let ranges: Vec<Vec<(f32, f32)>> = recorded.iter().map(ChannelRanges::ranges).collect();
     for (p, r) in pts.iter().zip(&ranges) {
         if let Some((lo, hi)) = r
             .iter()
@@ -311,7 +312,17 @@ pub fn calibrate_until(
         .zip(&ranges)
         .map(|(p, r)| empty_stats(p, r))
         .collect();
-    pass(n, &mut |i, t| record_histograms(&pts[i], t, &mut stats[i]))?;
+    let mut histograms: Vec<PointHistograms> = stats
+        .iter_mut()
+        .map(|s| PointHistograms {
+            channels: std::mem::take(&mut s.channel_histograms),
+            whole: std::mem::take(&mut s.histogram),
+        })
+        .collect();
+    pass(n, &mut |i, t| histograms[i].record(&pts[i].layout, t))?;
+    for (s, h) in stats.iter_mut().zip(histograms) {
+        (s.channel_histograms, s.histogram) = (h.channels, h.whole);
+    }
 
     let item: usize = graph.input_shape().iter().product();
     let kept = n.min(SAMPLE_IMAGES).min((SAMPLE_VALUES / item).max(1));
@@ -328,23 +339,6 @@ pub fn calibrate_until(
         points: stats,
         sample: Some(Sample { images, logits }),
     })
-}
-
-fn record_ranges(p: &QuantPoint, t: &Tensor, ranges: &mut [(f32, f32)]) {
-    let item = t.item_len();
-    ranges.par_iter_mut().enumerate().for_each(|(c, r)| {
-        for x in t.data.chunks(item) {
-            p.layout.for_channel(c, |i| {
-                // A NaN sticks (f32::min would drop it), so that calibration can refuse it.
-                if x[i].is_nan() || r.0.is_nan() {
-                    *r = (f32::NAN, f32::NAN);
-                } else {
-                    r.0 = r.0.min(x[i]);
-                    r.1 = r.1.max(x[i]);
-                }
-            });
-        }
-    });
 }
 
 fn empty_stats(p: &QuantPoint, ranges: &[(f32, f32)]) -> PointStats {
@@ -364,43 +358,6 @@ fn empty_stats(p: &QuantPoint, ranges: &[(f32, f32)]) -> PointStats {
             .map(|r| Histogram::new(r.0, r.1, CHANNEL_BINS))
             .collect(),
     }
-}
-
-fn record_histograms(p: &QuantPoint, t: &Tensor, stats: &mut PointStats) {
-    let item = t.item_len();
-    let template = Histogram::new(stats.min, stats.max, TENSOR_BINS);
-    let whole = stats
-        .channel_histograms
-        .par_iter_mut()
-        .enumerate()
-        .fold(
-            || template.clone(),
-            |mut whole, (c, h)| {
-                for x in t.data.chunks(item) {
-                    p.layout.for_channel(c, |i| {
-                        h.add(x[i]);
-                        whole.add(x[i]);
-                    });
-                }
-                whole
-            },
-        )
-        .reduce(
-            || template.clone(),
-            |mut a, b| {
-                a.counts
-                    .iter_mut()
-                    .zip(&b.counts)
-                    .for_each(|(x, y)| *x += y);
-                a
-            },
-        );
-    stats
-        .histogram
-        .counts
-        .iter_mut()
-        .zip(&whole.counts)
-        .for_each(|(x, y)| *x += y);
 }
 
 const METADATA_KEY: &str = "qvit.calibration";

@@ -40,8 +40,7 @@ impl ChannelRanges {
             |r, x| r.record_image(layout, x),
         );
         if let Some(part) = merged {
-            let this = std::mem::replace(self, Self::new(0));
-            *self = this.merge(part);
+            self.merge_from(&part);
         }
     }
 
@@ -66,12 +65,16 @@ impl ChannelRanges {
     }
 
     fn merge(mut self, other: Self) -> Self {
+        self.merge_from(&other);
+        self
+    }
+
+    fn merge_from(&mut self, other: &Self) {
         for c in 0..self.lo.len() {
             self.lo[c] = self.lo[c].min(other.lo[c]);
             self.hi[c] = self.hi[c].max(other.hi[c]);
             self.nan[c] |= other.nan[c];
         }
-        self
     }
 
     /// `(min, max)` per channel: `(NaN, NaN)` for a channel that saw a NaN, `(∞, −∞)` for one

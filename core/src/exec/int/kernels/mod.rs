@@ -20,9 +20,9 @@ pub mod axpy;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_pairs;
-pub mod dots;
 pub mod exps;
 pub mod requant;
+pub mod scores;
 mod vnni;
 pub mod weighted_rows;
 
@@ -72,7 +72,7 @@ impl Isa {
 }
 
 /// The vector width a portable kernel body may be compiled for under `isa` on this CPU: the
-/// one choice the element-wise kernels (axpy, dots, weighted rows) share.
+/// one choice the element-wise kernels (axpy, attention scores, weighted rows, level encoding) share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Width {
     Portable,

@@ -3,8 +3,11 @@
 //! thresholds are where the float quantizer changes its code, converted once to the integer's
 //! scale, so the integer and float quantizers agree except on values within one integer step of
 //! a threshold.
+#![allow(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
+
+use crate::exec::int::kernels::{Isa, Width, width};
 
 /// Codes for an integer `v`: `codes[i]` where `i` counts the thresholds `v` exceeds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +74,9 @@ pub struct BinadeLookup<'a> {
     /// `first[b]`: how many thresholds lie below the smallest input of bit length `b` (0 for
     /// `b = 0`, else `2^(b−1)`); `first[b + 1]` bounds the ones it must compare with.
     first: [usize; 65],
+    /// For inputs in i32, when no binade holds more than two thresholds (a log encoder's
+    /// do not): each binade's two, the absent ones `i32::MAX`, which no input exceeds.
+    pairs: Option<Box<[[i32; 2]; 32]>>,
 }
 
 impl LevelEncoder {
@@ -85,9 +91,20 @@ impl LevelEncoder {
                 below(1i64 << (b - 1))
             };
         }
+        // Binade `b` of an i32 input (b ≤ 31) holds thresholds `first[b]..first[b + 1]`, all
+        // below 2^b, so they fit in i32.
+        let pairs = (0..32)
+            .map(|b| {
+                let inside = &self.thresholds[first[b]..first[b + 1]];
+                let at = |i: usize| inside.get(i).map_or(Some(i32::MAX), |&t| t.try_into().ok());
+                (inside.len() <= 2).then_some([at(0)?, at(1)?])
+            })
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.try_into().ok());
         BinadeLookup {
             encoder: self,
             first,
+            pairs,
         }
     }
 }
@@ -113,6 +130,75 @@ impl BinadeLookup<'_> {
         };
         self.encoder.codes[lo + inside]
     }
+
+    /// `out[i] = encode(p[i])` for many inputs: without a branch per element where every
+    /// binade holds at most two thresholds and every input is non-negative (probabilities),
+    /// compiled for AVX2 and AVX-512 where the CPU has them; else one by one.
+    pub fn encode_all(&self, isa: Isa, p: &[i32], out: &mut [i32]) {
+        assert_eq!(p.len(), out.len(), "as many codes as inputs");
+        let Some(pairs) = &self.pairs else {
+            return out
+                .iter_mut()
+                .zip(p)
+                .for_each(|(o, &v)| *o = self.encode(v as i64));
+        };
+        if p.iter().any(|&v| v < 0) {
+            return out
+                .iter_mut()
+                .zip(p)
+                .for_each(|(o, &v)| *o = self.encode(v as i64));
+        }
+        let codes = &self.encoder.codes;
+        match width(isa) {
+            // SAFETY (both): `width` found the features the function is compiled for.
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx512 => unsafe { encode_avx512(&self.first, pairs, codes, p, out) },
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx2 => unsafe { encode_avx2(&self.first, pairs, codes, p, out) },
+            _ => encode_portable(&self.first, pairs, codes, p, out),
+        }
+    }
+}
+
+/// [`BinadeLookup::encode`] of non-negative i32 inputs through each binade's (at most) two
+/// thresholds: `codes[first[b] + (v > t0) + (v > t1)]`.
+#[inline(always)]
+fn encode_portable(
+    first: &[usize; 65],
+    pairs: &[[i32; 2]; 32],
+    codes: &[i32],
+    p: &[i32],
+    out: &mut [i32],
+) {
+    for (o, &v) in out.iter_mut().zip(p) {
+        let b = (32 - v.leading_zeros()) as usize & 31;
+        let [t0, t1] = pairs[b];
+        *o = codes[first[b] + usize::from(v > t0) + usize::from(v > t1)];
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn encode_avx2(
+    first: &[usize; 65],
+    pairs: &[[i32; 2]; 32],
+    codes: &[i32],
+    p: &[i32],
+    out: &mut [i32],
+) {
+    encode_portable(first, pairs, codes, p, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512cd")]
+fn encode_avx512(
+    first: &[usize; 65],
+    pairs: &[[i32; 2]; 32],
+    codes: &[i32],
+    p: &[i32],
+    out: &mut [i32],
+) {
+    encode_portable(first, pairs, codes, p, out)
 }
 
 #[cfg(test)]
@@ -136,13 +222,33 @@ mod tests {
                 codes: (0..10).collect(),
             },
         ];
+        // The log and hand-made tables take the branch-free path; the uniform one cannot.
+        let branch_free: Vec<bool> = encoders
+            .iter()
+            .map(|e| e.binade_lookup().pairs.is_some())
+            .collect();
+        assert_eq!(branch_free, [true, false, true]);
         for enc in &encoders {
             let lookup = enc.binade_lookup();
             let mut probes: Vec<i64> = (-20..5000).collect();
             probes.extend(enc.thresholds.iter().flat_map(|&t| [t - 1, t, t + 1]));
             probes.extend((0..63).map(|b| 1i64 << b).chain([i64::MAX, i64::MIN]));
-            for v in probes {
+            for &v in &probes {
                 assert_eq!(lookup.encode(v), enc.encode(v), "v = {v}");
+            }
+            // Many at once (in i32): every ISA, with and without a negative input.
+            let mut many: Vec<i32> = probes.iter().filter_map(|&v| v.try_into().ok()).collect();
+            for negative in [false, true] {
+                if !negative {
+                    many.retain(|&v| v >= 0);
+                }
+                let want: Vec<i32> = many.iter().map(|&v| enc.encode(v as i64)).collect();
+                for isa in Isa::available() {
+                    let mut got = vec![-1; many.len()];
+                    lookup.encode_all(isa, &many, &mut got);
+                    assert_eq!(got, want, "{}", isa.name());
+                }
+                many.push(-3);
             }
         }
     }

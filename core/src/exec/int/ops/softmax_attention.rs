@@ -1,13 +1,14 @@
-//! DeiT's attention in integers: `q·kᵀ` accumulated in i32, requantized to base-2 exponents
-//! at `2^−j` (`log2 e` folded into the multiplier), the exactly normalised integer Softmax
-//! ([`softmax_row`]) to probabilities at `2^−24`, encoded into the post-Softmax point by
-//! thresholds; then `P·V` with the probabilities decoded to integers.
+//! DeiT's attention in integers: `q·kᵀ` accumulated in i32 (in tiles of queries × keys,
+//! [`scores`]), requantized to base-2 exponents at `2^−j` (`log2 e` folded into the
+//! multiplier), the exactly normalised integer Softmax ([`softmax_row`]) to probabilities at
+//! `2^−24`, encoded into the post-Softmax point by thresholds; then `P·V` with the
+//! probabilities decoded to integers.
 
 use rayon::prelude::*;
 
 use super::super::kernels::Isa;
-use super::super::kernels::dots::dots;
 use super::super::kernels::requant::{Fast, requant};
+use super::super::kernels::scores::{PackedKeys, ROWS, query_pairs, scores};
 use super::super::kernels::weighted_rows::weighted_rows;
 use super::super::nonlinear::LevelEncoder;
 use super::super::nonlinear::softmax_row;
@@ -35,54 +36,65 @@ impl ScoresSoftmax {
         let width = 3 * h * d;
         out.clear();
         out.resize(h * n * n, 0);
-        // Centred codes as i16, each head's keys one after another: each logit is one dot
-        // product ([`dots`]); |q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims.
+        // Centred codes as i16 (|q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims), each
+        // head's keys packed for the blocked `q·kᵀ` ([`scores`]).
         let centre = |v: i32| (v - self.zero) as i16;
-        let mut keys = vec![0i16; h * n * d];
-        for (r, key) in keys.chunks_exact_mut(d).enumerate() {
-            let (head, j) = (r / n.max(1), r % n.max(1));
-            let k = &qkv[j * width + h * d + head * d..][..d];
-            key.iter_mut().zip(k).for_each(|(dst, &v)| *dst = centre(v));
-        }
+        let keys: Vec<PackedKeys> = (0..h)
+            .map(|head| {
+                PackedKeys::pack(n, d, |j, c| centre(qkv[j * width + h * d + head * d + c]))
+            })
+            .collect();
         // The logits' requantization in i64 lanes, and the probabilities' thresholds by
         // binade, looked up once.
         let to_x = self.to_x.fast(0, 0);
         let codes = self.codes.binade_lookup();
-        let row = |scratch: &mut RowScratch, (r, dst): (usize, &mut [i32])| {
-            let (head, i) = (r / n, r % n);
+        // Rows `first..` of one head (a tile of queries), each then requantized, through the
+        // Softmax and encoded.
+        let rows = |scratch: &mut RowScratch, head: usize, first: usize, dst: &mut [i32]| {
             let RowScratch { q, acc, x, p, exps } = scratch;
+            let count = dst.len() / n;
             q.clear();
-            q.extend(qkv[i * width + head * d..][..d].iter().map(|&v| centre(v)));
-            acc.resize(n, 0);
-            dots(isa, q, &keys[head * n * d..(head + 1) * n * d], acc);
+            for i in first..first + count {
+                let row = &qkv[i * width + head * d..][..d];
+                query_pairs(row.iter().map(|&v| centre(v)), q);
+            }
+            acc.resize(count * n, 0);
+            scores(isa, q, &keys[head], acc);
             x.resize(n, 0);
-            match &to_x {
-                Some(f) => requant(isa, f, acc, x),
-                None => {
-                    for (xj, &a) in x.iter_mut().zip(acc.iter()) {
-                        *xj = self.to_x.apply(a as i64, 0) as i32;
+            p.resize(n, 0);
+            for (dst, acc) in dst.chunks_exact_mut(n).zip(acc.chunks_exact(n)) {
+                match &to_x {
+                    Some(f) => requant(isa, f, acc, x),
+                    None => {
+                        for (xj, &a) in x.iter_mut().zip(acc) {
+                            *xj = self.to_x.apply(a as i64, 0) as i32;
+                        }
                     }
                 }
-            }
-            p.resize(n, 0);
-            softmax_row(isa, x, self.input_bits, exps, p);
-            for (o, &v) in dst.iter_mut().zip(p.iter()) {
-                *o = codes.encode(v as i64);
+                softmax_row(isa, x, self.input_bits, exps, p);
+                codes.encode_all(isa, p, dst);
             }
         };
         if n == 0 {
             return;
         }
-        // Rows of one image on the pool's threads when large (at batch 1 the only work).
+        // Tiles of one image on the pool's threads when large (at batch 1 the only work).
+        let tile = ROWS * n;
         if h * n * n * d >= PARALLEL_MACS {
-            out.par_chunks_mut(n)
-                .enumerate()
-                .for_each_init(RowScratch::default, row);
+            out.par_chunks_mut(n * n).enumerate().for_each(|(head, o)| {
+                o.par_chunks_mut(tile)
+                    .enumerate()
+                    .for_each_init(RowScratch::default, |s, (t, dst)| {
+                        rows(s, head, t * ROWS, dst)
+                    })
+            });
         } else {
             let mut scratch = RowScratch::default();
-            out.chunks_mut(n)
-                .enumerate()
-                .for_each(|item| row(&mut scratch, item));
+            for (head, o) in out.chunks_mut(n * n).enumerate() {
+                for (t, dst) in o.chunks_mut(tile).enumerate() {
+                    rows(&mut scratch, head, t * ROWS, dst);
+                }
+            }
         }
     }
 }
@@ -93,7 +105,8 @@ const PARALLEL_MACS: usize = 1 << 20;
 /// One attention row's buffers.
 #[derive(Debug, Default)]
 struct RowScratch {
-    q: Vec<i16>,
+    /// The tile's queries as dimension pairs.
+    q: Vec<i32>,
     acc: Vec<i32>,
     x: Vec<i32>,
     p: Vec<i32>,

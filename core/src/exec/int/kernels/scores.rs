@@ -1,0 +1,259 @@
+//! `S = Q·Kᵀ` for one attention head as a blocked product: a tile of [`ROWS`] queries × 16
+//! keys is held in registers across the whole head dimension, so each logit costs a share of a
+//! multiply-add instead of the horizontal sum a dot product per (query, key) pair ends in.
+//!
+//! Codes are centred i16 (|q|, |k| ≤ 255) taken two dimensions at a time: a pair of one query
+//! is one i32 broadcast to every lane, a pair of 16 keys one vector (the keys are packed
+//! dimension-pair-major, [`PackedKeys`]), and `vpmaddwd` multiplies the two pairs and adds them
+//! in each i32 lane. Integers, exact (a pair sums to at most 2·255², a head of up to 2^15
+//! dimensions stays inside i32), so every path gives the definition's result.
+#![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::{Isa, Width, width};
+
+/// Keys per block: one AVX-512 register of i32 lanes (two AVX2 ones).
+pub const KEYS: usize = 16;
+/// Queries per tile.
+pub const ROWS: usize = 4;
+
+/// Two centred codes as the i32 lane `vpmaddwd` reads: the first in the low half.
+fn pair(lo: i16, hi: i16) -> i32 {
+    (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32
+}
+
+/// One head's keys, dimension pairs major: `data[c2·cols + j]` holds dimensions `2·c2` and
+/// `2·c2 + 1` of key `j`; keys past the last and the odd dimension's partner are zeros.
+#[derive(Debug, Clone, Default)]
+pub struct PackedKeys {
+    /// Dimension pairs, `⌈d/2⌉`.
+    pub pairs: usize,
+    /// Keys.
+    pub keys: usize,
+    /// Keys rounded up to whole blocks.
+    pub cols: usize,
+    pub data: Vec<i32>,
+}
+
+impl PackedKeys {
+    /// Packs `keys` keys of `d` dimensions, `code(j, c)` giving dimension `c` of key `j`.
+    pub fn pack(keys: usize, d: usize, code: impl Fn(usize, usize) -> i16) -> Self {
+        let (pairs, cols) = (d.div_ceil(2), keys.next_multiple_of(KEYS));
+        let mut data = vec![0; pairs * cols];
+        let at = |j: usize, c: usize| if c < d { code(j, c) } else { 0 };
+        for j in 0..keys {
+            for c2 in 0..pairs {
+                data[c2 * cols + j] = pair(at(j, 2 * c2), at(j, 2 * c2 + 1));
+            }
+        }
+        Self {
+            pairs,
+            keys,
+            cols,
+            data,
+        }
+    }
+}
+
+/// A query's centred codes as dimension pairs (the odd dimension's partner a zero), appended
+/// to `out`.
+pub fn query_pairs(q: impl ExactSizeIterator<Item = i16>, out: &mut Vec<i32>) {
+    let d = q.len();
+    let mut codes = q;
+    for _ in 0..d.div_ceil(2) {
+        let lo = codes.next().unwrap_or(0);
+        out.push(pair(lo, codes.next().unwrap_or(0)));
+    }
+}
+
+/// `out[r·keys + j]` = query `r` · key `j` for the queries in `queries` (`r` rows of
+/// `keys.pairs` pairs, from [`query_pairs`]).
+pub fn scores(isa: Isa, queries: &[i32], keys: &PackedKeys, out: &mut [i32]) {
+    // With no dimensions there are no query pairs: the output's size gives the rows.
+    let rows = queries
+        .len()
+        .checked_div(keys.pairs)
+        .unwrap_or_else(|| out.len() / keys.keys.max(1));
+    assert_eq!(queries.len(), rows * keys.pairs, "queries of another width");
+    assert_eq!(out.len(), rows * keys.keys, "an output of another size");
+    assert_eq!(
+        keys.data.len(),
+        keys.pairs * keys.cols,
+        "a malformed key pack"
+    );
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { scores_avx512(queries, rows, keys, out) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { scores_avx2(queries, rows, keys, out) },
+        _ => scores_portable(queries, rows, keys, out),
+    }
+}
+
+/// The definition, one logit at a time (the reference the vector paths are tested against).
+fn scores_portable(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32]) {
+    let madd = |a: i32, b: i32| (a as i16 as i32) * (b as i16 as i32) + (a >> 16) * (b >> 16);
+    for r in 0..rows {
+        let q = &queries[r * keys.pairs..(r + 1) * keys.pairs];
+        for j in 0..keys.keys {
+            out[r * keys.keys + j] = q
+                .iter()
+                .enumerate()
+                .map(|(c2, &qp)| madd(qp, keys.data[c2 * keys.cols + j]))
+                .sum();
+        }
+    }
+}
+
+/// Writes a tile's rows: whole blocks straight to `out`, the last block's valid keys through
+/// `lanes`.
+#[inline(always)]
+fn store_tile(
+    tile: &[[i32; KEYS]; ROWS],
+    rows: usize,
+    keys: usize,
+    j0: usize,
+    r0: usize,
+    out: &mut [i32],
+) {
+    let valid = (keys - j0).min(KEYS);
+    for (r, lanes) in tile.iter().enumerate().take(rows) {
+        out[(r0 + r) * keys + j0..][..valid].copy_from_slice(&lanes[..valid]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn scores_avx512(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32]) {
+    let (pairs, cols) = (keys.pairs, keys.cols);
+    for r0 in (0..rows).step_by(ROWS) {
+        let tile_rows = (rows - r0).min(ROWS);
+        // Rows past the last repeat it: their sums are computed and dropped.
+        let q: [&[i32]; ROWS] = std::array::from_fn(|r| {
+            let row = r0 + r.min(tile_rows - 1);
+            &queries[row * pairs..(row + 1) * pairs]
+        });
+        for j0 in (0..keys.keys).step_by(KEYS) {
+            let mut acc = [_mm512_setzero_si512(); ROWS];
+            for c2 in 0..pairs {
+                let block = &keys.data[c2 * cols + j0..][..KEYS];
+                // SAFETY: `block` holds 16 i32 (bounds-checked just above).
+                let k = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+                for (a, row) in acc.iter_mut().zip(&q) {
+                    let qv = _mm512_set1_epi32(row[c2]);
+                    *a = _mm512_add_epi32(*a, _mm512_madd_epi16(qv, k));
+                }
+            }
+            let mut tile = [[0i32; KEYS]; ROWS];
+            for (t, a) in tile.iter_mut().zip(&acc) {
+                // SAFETY: `t` holds 16 i32.
+                unsafe { _mm512_storeu_si512(t.as_mut_ptr().cast(), *a) };
+            }
+            store_tile(&tile, tile_rows, keys.keys, j0, r0, out);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn scores_avx2(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32]) {
+    let (pairs, cols) = (keys.pairs, keys.cols);
+    for r0 in (0..rows).step_by(ROWS) {
+        let tile_rows = (rows - r0).min(ROWS);
+        let q: [&[i32]; ROWS] = std::array::from_fn(|r| {
+            let row = r0 + r.min(tile_rows - 1);
+            &queries[row * pairs..(row + 1) * pairs]
+        });
+        for j0 in (0..keys.keys).step_by(KEYS) {
+            // Each row's 16 keys as two halves of 8 lanes.
+            let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
+            for c2 in 0..pairs {
+                let block = &keys.data[c2 * cols + j0..][..KEYS];
+                // SAFETY: `block` holds 16 i32 (bounds-checked just above).
+                let k = unsafe {
+                    [
+                        _mm256_loadu_si256(block.as_ptr().cast()),
+                        _mm256_loadu_si256(block[8..].as_ptr().cast()),
+                    ]
+                };
+                for (a, row) in acc.iter_mut().zip(&q) {
+                    let qv = _mm256_set1_epi32(row[c2]);
+                    a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(qv, k[0]));
+                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(qv, k[1]));
+                }
+            }
+            let mut tile = [[0i32; KEYS]; ROWS];
+            for (t, a) in tile.iter_mut().zip(&acc) {
+                // SAFETY: `t` holds 16 i32, two halves of 8.
+                unsafe {
+                    _mm256_storeu_si256(t.as_mut_ptr().cast(), a[0]);
+                    _mm256_storeu_si256(t[8..].as_mut_ptr().cast(), a[1]);
+                }
+            }
+            store_tile(&tile, tile_rows, keys.keys, j0, r0, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// DeiT's head (64 dims, 197 tokens) and odd sizes (odd dims, partial key blocks and row
+    /// tiles, one key, no dims), codes at ±255 included: every path gives `Σ_c q[c]·k_j[c]`.
+    #[test]
+    fn every_isa_equals_the_definition() {
+        let mut rng = Rng::new(33);
+        let code = |rng: &mut Rng| match rng.below(4) {
+            0 => 255,
+            1 => -255,
+            _ => rng.below(511) as i16 - 255,
+        };
+        for (d, n, rows) in [
+            (64, 197, 197),
+            (64, 197, 5),
+            (32, 65, 3),
+            (7, 9, 9),
+            (1, 3, 2),
+            (33, 1, 1),
+            (16, 17, 4),
+            (0, 4, 3),
+        ] {
+            let q: Vec<i16> = (0..rows * d).map(|_| code(&mut rng)).collect();
+            let k: Vec<i16> = (0..n * d).map(|_| code(&mut rng)).collect();
+            let want: Vec<i32> = (0..rows * n)
+                .map(|i| {
+                    let (r, j) = (i / n, i % n);
+                    (0..d)
+                        .map(|c| q[r * d + c] as i32 * k[j * d + c] as i32)
+                        .sum()
+                })
+                .collect();
+            let keys = PackedKeys::pack(n, d, |j, c| k[j * d + c]);
+            let mut pairs = Vec::new();
+            for r in 0..rows {
+                query_pairs(q[r * d..(r + 1) * d].iter().copied(), &mut pairs);
+            }
+            for isa in Isa::available() {
+                let mut got = vec![-1; rows * n];
+                scores(isa, &pairs, &keys, &mut got);
+                assert_eq!(got, want, "{} d = {d}, n = {n}, rows = {rows}", isa.name());
+            }
+        }
+    }
+
+    #[test]
+    fn pairs_by_hand() {
+        assert_eq!(pair(1, 0), 1);
+        assert_eq!(pair(0, 1), 1 << 16);
+        assert_eq!(pair(-1, 0), 0xFFFF);
+        assert_eq!(pair(-255, -1), -65536 | 0xFF01);
+        let mut out = Vec::new();
+        query_pairs([3i16, -2, 5].into_iter(), &mut out);
+        assert_eq!(out, [pair(3, -2), pair(5, 0)]);
+    }
+}

@@ -42,10 +42,11 @@ impl PackedKeys {
     pub fn pack(keys: usize, d: usize, code: impl Fn(usize, usize) -> i16) -> Self {
         let (pairs, cols) = (d.div_ceil(2), keys.next_multiple_of(KEYS));
         let mut data = vec![0; pairs * cols];
-        let at = |j: usize, c: usize| if c < d { code(j, c) } else { 0 };
-        for j in 0..keys {
-            for c2 in 0..pairs {
-                data[c2 * cols + j] = pair(at(j, 2 * c2), at(j, 2 * c2 + 1));
+        // One dimension pair at a time, its keys side by side (the odd dimension's pair last).
+        for (c2, row) in data.chunks_exact_mut(cols.max(1)).enumerate().take(pairs) {
+            let (c, odd) = (2 * c2, 2 * c2 + 1 == d);
+            for (j, lane) in row[..keys].iter_mut().enumerate() {
+                *lane = pair(code(j, c), if odd { 0 } else { code(j, c + 1) });
             }
         }
         Self {
@@ -57,15 +58,11 @@ impl PackedKeys {
     }
 }
 
-/// A query's centred codes as dimension pairs (the odd dimension's partner a zero), appended
-/// to `out`.
-pub fn query_pairs(q: impl ExactSizeIterator<Item = i16>, out: &mut Vec<i32>) {
-    let d = q.len();
-    let mut codes = q;
-    for _ in 0..d.div_ceil(2) {
-        let lo = codes.next().unwrap_or(0);
-        out.push(pair(lo, codes.next().unwrap_or(0)));
-    }
+/// A query's codes as dimension pairs (the odd dimension's partner a zero), appended to `out`.
+pub fn query_pairs(q: &[i16], out: &mut Vec<i32>) {
+    let whole = q.chunks_exact(2);
+    let odd = whole.remainder().first().map(|&lo| pair(lo, 0));
+    out.extend(whole.map(|p| pair(p[0], p[1])).chain(odd));
 }
 
 /// `out[r·keys + j]` = query `r` · key `j` for the queries in `queries` (`r` rows of
@@ -236,7 +233,7 @@ mod tests {
             let keys = PackedKeys::pack(n, d, |j, c| k[j * d + c]);
             let mut pairs = Vec::new();
             for r in 0..rows {
-                query_pairs(q[r * d..(r + 1) * d].iter().copied(), &mut pairs);
+                query_pairs(&q[r * d..(r + 1) * d], &mut pairs);
             }
             for isa in Isa::available() {
                 let mut got = vec![-1; rows * n];
@@ -253,7 +250,7 @@ mod tests {
         assert_eq!(pair(-1, 0), 0xFFFF);
         assert_eq!(pair(-255, -1), -65536 | 0xFF01);
         let mut out = Vec::new();
-        query_pairs([3i16, -2, 5].into_iter(), &mut out);
+        query_pairs(&[3, -2, 5], &mut out);
         assert_eq!(out, [pair(3, -2), pair(5, 0)]);
     }
 }

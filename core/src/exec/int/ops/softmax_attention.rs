@@ -51,12 +51,21 @@ impl ScoresSoftmax {
         // Rows `first..` of one head (a tile of queries), each then requantized, through the
         // Softmax and encoded.
         let rows = |scratch: &mut RowScratch, head: usize, first: usize, dst: &mut [i32]| {
-            let RowScratch { q, acc, x, p, exps } = scratch;
+            let RowScratch {
+                centred,
+                q,
+                acc,
+                x,
+                p,
+                exps,
+            } = scratch;
             let count = dst.len() / n;
             q.clear();
             for i in first..first + count {
                 let row = &qkv[i * width + head * d..][..d];
-                query_pairs(row.iter().map(|&v| centre(v)), q);
+                centred.clear();
+                centred.extend(row.iter().map(|&v| centre(v)));
+                query_pairs(centred, q);
             }
             acc.resize(count * n, 0);
             scores(isa, q, &keys[head], acc);
@@ -105,6 +114,8 @@ const PARALLEL_MACS: usize = 1 << 20;
 /// One attention row's buffers.
 #[derive(Debug, Default)]
 struct RowScratch {
+    /// One query's centred codes.
+    centred: Vec<i16>,
     /// The tile's queries as dimension pairs.
     q: Vec<i32>,
     acc: Vec<i32>,
@@ -142,6 +153,22 @@ impl Mix {
                 .zip(src)
                 .for_each(|(o, &q)| *o = q - self.zero);
         }
+        // The same values for the blocked product ([`scores`], each head's values as "keys"
+        // whose dimensions are the tokens) when every centred code fits in i16.
+        let narrow = v.iter().all(|&x| i16::try_from(x).is_ok());
+        let packed: Vec<PackedKeys> = if narrow {
+            (0..h)
+                .map(|head| PackedKeys::pack(d, n, |c, j| v[(head * n + j) * d + c] as i16))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Which probability codes decode to a value inside i16.
+        let narrow_probability: Vec<bool> = self
+            .probability
+            .iter()
+            .map(|&w| i16::try_from(w).is_ok())
+            .collect();
         // Each channel's requantization in i64, where the encoder is linear and it applies.
         let fast: Vec<Option<Fast>> = (0..h * d)
             .map(|c| match &self.out {
@@ -149,38 +176,154 @@ impl Mix {
                 Encoder::Levels(_) => None,
             })
             .collect();
-        // One token's output row, all heads.
-        let token = |scratch: &mut (Vec<i32>, Vec<i32>), (i, dst): (usize, &mut [i32])| {
-            let (weights, acc) = scratch;
-            weights.resize(n, 0);
-            acc.resize(d, 0);
+        // The output rows of tokens `first..` (a tile), all heads.
+        let tile = |scratch: &mut MixScratch, first: usize, dst: &mut [i32]| {
+            let MixScratch {
+                weights,
+                pairs,
+                acc,
+            } = scratch;
+            let rows = dst.len() / (h * d);
+            acc.resize(rows * d, 0);
             for head in 0..h {
-                let codes = &probs[(head * n + i) * n..(head * n + i + 1) * n];
-                for (w, &code) in weights.iter_mut().zip(codes) {
-                    *w = self.probability[code as usize];
+                let codes = &probs[(head * n + first) * n..][..rows * n];
+                let values = &v[head * n * d..(head + 1) * n * d];
+                // A probability of exactly one decodes to 2^15, past i16: such a tile (its
+                // row's other probabilities are all but zero) takes the row-by-row product.
+                if narrow && codes.iter().all(|&code| narrow_probability[code as usize]) {
+                    pairs.clear();
+                    for row in codes.chunks_exact(n) {
+                        weights.clear();
+                        weights.extend(
+                            row.iter()
+                                .map(|&code| self.probability[code as usize] as i16),
+                        );
+                        query_pairs(weights, pairs);
+                    }
+                    scores(isa, pairs, &packed[head], acc);
+                } else {
+                    for (row, a) in codes.chunks_exact(n).zip(acc.chunks_exact_mut(d)) {
+                        let w: Vec<i32> = row
+                            .iter()
+                            .map(|&code| self.probability[code as usize])
+                            .collect();
+                        weighted_rows(isa, &w, values, a);
+                    }
                 }
-                weighted_rows(isa, weights, &v[head * n * d..(head + 1) * n * d], acc);
-                let row = &mut dst[head * d..(head + 1) * d];
-                for (c, (o, &a)) in row.iter_mut().zip(acc.iter()).enumerate() {
-                    *o = match &fast[head * d + c] {
-                        Some(f) => f.apply(a as i64) as i32,
-                        None => self.out.encode(a as i64, head * d + c),
-                    };
+                for (r, a) in acc.chunks_exact(d).enumerate() {
+                    let row = &mut dst[r * h * d + head * d..][..d];
+                    for (c, (o, &a)) in row.iter_mut().zip(a).enumerate() {
+                        *o = match &fast[head * d + c] {
+                            Some(f) => f.apply(a as i64) as i32,
+                            None => self.out.encode(a as i64, head * d + c),
+                        };
+                    }
                 }
             }
         };
-        if h * d == 0 {
+        if h * d == 0 || n == 0 {
             return;
         }
+        let chunk = ROWS * h * d;
         if h * n * n * d >= PARALLEL_MACS {
-            out.par_chunks_mut(h * d)
+            out.par_chunks_mut(chunk)
                 .enumerate()
-                .for_each_init(Default::default, token);
+                .for_each_init(MixScratch::default, |s, (t, dst)| tile(s, t * ROWS, dst));
         } else {
-            let mut scratch = Default::default();
-            out.chunks_mut(h * d)
-                .enumerate()
-                .for_each(|item| token(&mut scratch, item));
+            let mut scratch = MixScratch::default();
+            for (t, dst) in out.chunks_mut(chunk).enumerate() {
+                tile(&mut scratch, t * ROWS, dst);
+            }
+        }
+    }
+}
+
+/// One tile's buffers for `P·V`.
+#[derive(Debug, Default)]
+struct MixScratch {
+    /// One query's decoded probabilities.
+    weights: Vec<i16>,
+    /// The same as dimension pairs.
+    pairs: Vec<i32>,
+    acc: Vec<i32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::int::encoding::Encoding;
+    use crate::rng::Rng;
+
+    /// `P·V` by its definition: each output the encoder's code of `Σ_j p_j·(v_j − z)`.
+    fn mix_definition(m: &Mix, probs: &[i32], qkv: &[i32]) -> Vec<i32> {
+        let (h, d, n) = (m.heads, m.head_dim, m.tokens);
+        let mut out = vec![0; n * h * d];
+        for i in 0..n {
+            for head in 0..h {
+                for c in 0..d {
+                    let acc: i64 = (0..n)
+                        .map(|j| {
+                            let p = m.probability[probs[(head * n + i) * n + j] as usize];
+                            let v = qkv[j * 3 * h * d + 2 * h * d + head * d + c] - m.zero;
+                            p as i64 * v as i64
+                        })
+                        .sum();
+                    out[i * h * d + head * d + c] = m.out.encode(acc, head * d + c);
+                }
+            }
+        }
+        out
+    }
+
+    /// Tiles whose probabilities all decode inside i16 take the blocked product; a row holding
+    /// a probability of one (2^15) and values centred past i16 take the row-by-row one: every
+    /// ISA gives the definition's codes in each case, odd sizes and partial tiles included.
+    #[test]
+    fn mix_equals_the_definition_on_both_paths() {
+        let mut rng = Rng::new(5);
+        let probability: Vec<i32> = (0..16).map(|k| (1 << 15) >> k).rev().collect();
+        let out = Encoding::Linear {
+            scale: vec![0.05],
+            zero: vec![3],
+            offset: vec![0.0],
+            qmin: -128,
+            qmax: 127,
+        };
+        for (heads, head_dim, tokens) in [(2, 5, 9), (3, 64, 17), (1, 16, 1), (2, 7, 6)] {
+            let channels = heads * head_dim;
+            let mix = Mix {
+                heads,
+                head_dim,
+                tokens,
+                probability: probability.clone(),
+                zero: 7,
+                out: Encoder::new(&[1e-5], &[0.0], &out, channels, "t").unwrap(),
+            };
+            for case in ["narrow", "a probability of one", "wide values"] {
+                // Codes 0..=14 decode below 2^15; code 15 decodes to 2^15.
+                let mut probs: Vec<i32> = (0..heads * tokens * tokens)
+                    .map(|_| rng.below(15) as i32)
+                    .collect();
+                let mut qkv: Vec<i32> = (0..tokens * 3 * channels)
+                    .map(|_| rng.below(256) as i32 - 128)
+                    .collect();
+                match case {
+                    "a probability of one" => probs[tokens * tokens.saturating_sub(1)] = 15,
+                    "wide values" => qkv[2 * channels] = 40_000,
+                    _ => {}
+                }
+                let want = mix_definition(&mix, &probs, &qkv);
+                for isa in Isa::available() {
+                    let mut got = vec![-1; 3];
+                    mix.run(isa, &probs, &qkv, &mut got);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{case}, {} {heads}×{head_dim}×{tokens}",
+                        isa.name()
+                    );
+                }
+            }
         }
     }
 }

@@ -1,11 +1,12 @@
-//! int8 kernels on one core: the GEMM, the depthwise conv and the Hardswish epilogue on
-//! layer-sized shapes for every ISA, and the CPU's
+//! int8 kernels on one core: the GEMM, the depthwise conv, the attention products and the
+//! Hardswish epilogue on layer-sized shapes for every ISA, and the CPU's
 //! measured int8 peaks (register-only `vpdpbusd`, and `vpmaddwd` + `vpaddd` for AVX2), so GOPS
 //! can be quoted as a share of each ISA's peak.
 //! `cargo bench -p qvit-core --bench int8`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::int::kernels::depthwise::{DwShape, depthwise};
 use qvit_core::exec::int::kernels::requant::{Fast, FastHardswish, hardswish, hardswish_narrow};
+use qvit_core::exec::int::kernels::scores::{PackedKeys, query_pairs, scores};
 use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, peak_loop_avx2, peak_loop_vnni};
 use qvit_core::rng::Rng;
 
@@ -105,6 +106,31 @@ fn depthwise_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize
             2 * channels * o * o * kernel * kernel,
         ))
         .bench_local(|| depthwise(isa, &s, &x, &w, &mut out));
+}
+
+/// (queries, keys, dimensions) of one DeiT-T head: `q·kᵀ` (197 × 197 over 64) and `P·V`
+/// (197 × 64 over the 197 tokens), centred codes / probabilities inside i16.
+const ATTENTION_SHAPES: [(usize, usize, usize); 2] = [(197, 197, 64), (197, 64, 197)];
+
+#[divan::bench(args = ATTENTION_SHAPES, consts = [0, 1, 2])]
+fn attention_product<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize, usize)) {
+    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
+    if !Isa::available().contains(&isa) {
+        return;
+    }
+    let (rows, keys, d) = shape;
+    let mut rng = Rng::new(3);
+    let q: Vec<i16> = (0..rows * d).map(|_| rng.below(511) as i16 - 255).collect();
+    let k: Vec<i16> = (0..keys * d).map(|_| rng.below(511) as i16 - 255).collect();
+    let packed = PackedKeys::pack(keys, d, |j, c| k[j * d + c]);
+    let mut pairs = Vec::new();
+    for row in q.chunks_exact(d) {
+        query_pairs(row, &mut pairs);
+    }
+    let mut out = vec![0; rows * keys];
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * rows * keys * d))
+        .bench_local(|| scores(isa, &pairs, &packed, &mut out));
 }
 
 /// A Hardswish epilogue shaped like EfficientViT-B1's (j = 17, an output step of 24

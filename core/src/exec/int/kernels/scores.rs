@@ -105,8 +105,8 @@ fn scores_portable(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i
     }
 }
 
-/// Writes a tile's rows: whole blocks straight to `out`, the last block's valid keys through
-/// `lanes`.
+/// Copies a tile's first `rows` rows, and of a block past the last key only the valid keys,
+/// into `out`.
 #[inline(always)]
 fn store_tile(
     tile: &[[i32; KEYS]; ROWS],

@@ -190,7 +190,7 @@ fn encode_avx2(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512cd")]
+#[target_feature(enable = "avx512f,avx512bw")]
 fn encode_avx512(
     first: &[usize; 65],
     pairs: &[[i32; 2]; 32],

@@ -122,17 +122,24 @@ fn store_tile(
     }
 }
 
+/// The queries of the tile from row `r0`: how many there are, and each tile row's pairs (rows
+/// past the last repeat it: their sums are computed and dropped).
+#[inline(always)]
+fn tile_queries(queries: &[i32], rows: usize, pairs: usize, r0: usize) -> (usize, [&[i32]; ROWS]) {
+    let tile_rows = (rows - r0).min(ROWS);
+    let q = std::array::from_fn(|r| {
+        let row = r0 + r.min(tile_rows - 1);
+        &queries[row * pairs..(row + 1) * pairs]
+    });
+    (tile_rows, q)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn scores_avx512(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32]) {
     let (pairs, cols) = (keys.pairs, keys.cols);
     for r0 in (0..rows).step_by(ROWS) {
-        let tile_rows = (rows - r0).min(ROWS);
-        // Rows past the last repeat it: their sums are computed and dropped.
-        let q: [&[i32]; ROWS] = std::array::from_fn(|r| {
-            let row = r0 + r.min(tile_rows - 1);
-            &queries[row * pairs..(row + 1) * pairs]
-        });
+        let (tile_rows, q) = tile_queries(queries, rows, pairs, r0);
         for j0 in (0..keys.keys).step_by(KEYS) {
             let mut acc = [_mm512_setzero_si512(); ROWS];
             for c2 in 0..pairs {
@@ -159,11 +166,7 @@ fn scores_avx512(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32
 fn scores_avx2(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32]) {
     let (pairs, cols) = (keys.pairs, keys.cols);
     for r0 in (0..rows).step_by(ROWS) {
-        let tile_rows = (rows - r0).min(ROWS);
-        let q: [&[i32]; ROWS] = std::array::from_fn(|r| {
-            let row = r0 + r.min(tile_rows - 1);
-            &queries[row * pairs..(row + 1) * pairs]
-        });
+        let (tile_rows, q) = tile_queries(queries, rows, pairs, r0);
         for j0 in (0..keys.keys).step_by(KEYS) {
             // Each row's 16 keys as two halves of 8 lanes.
             let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];

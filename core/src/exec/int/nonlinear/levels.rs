@@ -136,18 +136,15 @@ impl BinadeLookup<'_> {
     /// compiled for AVX2 and AVX-512 where the CPU has them; else one by one.
     pub fn encode_all(&self, isa: Isa, p: &[i32], out: &mut [i32]) {
         assert_eq!(p.len(), out.len(), "as many codes as inputs");
-        let Some(pairs) = &self.pairs else {
-            return out
-                .iter_mut()
-                .zip(p)
-                .for_each(|(o, &v)| *o = self.encode(v as i64));
+        let pairs = match &self.pairs {
+            Some(pairs) if p.iter().all(|&v| v >= 0) => pairs,
+            _ => {
+                return out
+                    .iter_mut()
+                    .zip(p)
+                    .for_each(|(o, &v)| *o = self.encode(v as i64));
+            }
         };
-        if p.iter().any(|&v| v < 0) {
-            return out
-                .iter_mut()
-                .zip(p)
-                .for_each(|(o, &v)| *o = self.encode(v as i64));
-        }
         let codes = &self.encoder.codes;
         match width(isa) {
             // SAFETY (both): `width` found the features the function is compiled for.

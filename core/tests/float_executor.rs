@@ -2,7 +2,7 @@
 //! and results that do not depend on the thread count.
 
 use qvit_core::arch::ArchSpec;
-use qvit_core::exec::float::FloatExecutor;
+use qvit_core::exec::float::{FloatExecutor, GROUP_IMAGES};
 use qvit_core::graph::Graph;
 use qvit_core::rng::Rng;
 use qvit_core::tensor::Tensor;
@@ -253,6 +253,34 @@ fn a_pass_stopped_anywhere_and_copied_finishes_with_the_same_logits() {
     }
 }
 
+/// `forward` runs a batch in groups of `GROUP_IMAGES` images; the logits are those of one pass
+/// over the whole batch (`forward_transformed` with nothing to transform), bit for bit, for a
+/// batch that splits into whole groups and a last partial one, on both micro models and at full
+/// size (DeiT-T and B1 @ 224, random weights). A pass stopped part-way and finished in groups
+/// gives them too.
+#[test]
+fn a_batch_run_in_groups_of_images_gives_the_logits_of_one_pass() {
+    for (name, batch) in [
+        ("efficientvit-micro", 2 * GROUP_IMAGES + 3),
+        ("deit-micro", 2 * GROUP_IMAGES + 3),
+        ("deit-tiny", GROUP_IMAGES + 1),
+        ("efficientvit-b1", GROUP_IMAGES + 1),
+    ] {
+        let g = Graph::build(&ArchSpec::resolve(name).unwrap()).unwrap();
+        let folded = Weights::random(&g, 6).fold(&g).unwrap();
+        let exec = FloatExecutor::new(&g, &folded).unwrap();
+        let x = images(&g, batch, 12);
+        let whole = exec.forward_transformed(&x, &mut |_, _| {}).unwrap();
+        assert_eq!(exec.forward(&x).unwrap(), whole, "{name}");
+        let mut grouped = exec.start_grouped(&x).unwrap();
+        exec.advance_grouped(&mut grouped, g.nodes().len() / 2, &|_, _| {});
+        let copy = grouped.clone();
+        for mut pass in [grouped, copy] {
+            assert_eq!(exec.finish_grouped(&mut pass, &|_, _| {}), whole, "{name}");
+        }
+    }
+}
+
 #[test]
 fn a_wrongly_shaped_batch_is_an_error_naming_the_expected_shape() {
     let g = graph("efficientvit-micro");
@@ -266,4 +294,12 @@ fn a_wrongly_shaped_batch_is_an_error_naming_the_expected_shape() {
         err.contains("expected a batch of images [B, 1, 28, 28]"),
         "{err}"
     );
+    // The same for a grouped pass, and for an empty batch.
+    for batch in [
+        Tensor::zeros(vec![2, 3, 28, 28]),
+        Tensor::zeros(vec![0, 1, 28, 28]),
+    ] {
+        let err = exec.start_grouped(&batch).unwrap_err().to_string();
+        assert!(err.contains("expected a batch of images"), "{err}");
+    }
 }

@@ -270,6 +270,12 @@ fn fake_quant_accuracy_is_close_to_float_at_w8a8_and_deterministic() {
             .install(|| fake.forward(&images).unwrap())
     };
     assert_eq!(run(1).data, run(2).data);
+    // `forward` runs the 24 images in groups (three of them); `forward_observed` runs them as
+    // one batch: the same logits.
+    assert_eq!(
+        fake.forward(&images).unwrap(),
+        fake.forward_observed(&images, &mut |_, _| {}).unwrap()
+    );
 }
 
 #[test]

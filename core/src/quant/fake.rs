@@ -120,7 +120,8 @@ impl<'m> FakeQuantExecutor<'m> {
 
     /// Logits for a batch of images.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
-        self.forward_observed(images, &mut |_, _| {})
+        let float = FloatExecutor::new(self.graph, &self.weights)?;
+        float.forward_per_image(images, &|id, t| apply_prepared(&self.points(id), t))
     }
 
     /// As [`FakeQuantExecutor::forward`], calling `observe(node, output)` after each node's
@@ -132,13 +133,17 @@ impl<'m> FakeQuantExecutor<'m> {
     ) -> Result<Tensor> {
         let float = FloatExecutor::new(self.graph, &self.weights)?;
         float.forward_transformed(images, &mut |id, t| {
-            let points: Vec<&PreparedPoint> = self.at_node[id]
-                .iter()
-                .map(|&p| &self.prepared[p])
-                .collect();
-            apply_prepared(&points, t);
+            apply_prepared(&self.points(id), t);
             observe(id, t);
         })
+    }
+
+    /// The prepared activation points at node `id`.
+    fn points(&self, id: NodeId) -> Vec<&PreparedPoint<'m>> {
+        self.at_node[id]
+            .iter()
+            .map(|&p| &self.prepared[p])
+            .collect()
     }
 }
 

@@ -15,8 +15,9 @@
 //! one trial instead of eleven.
 //!
 //! The pass up to the quantizer's node is run once and cloned for every α, so each trial runs
-//! only the rest of the network. The image (lossless at 8 bits) and non-uniform quantizers
-//! (log2 divisors, twin-uniform) keep their ranges.
+//! only the rest of the network; the sample runs in groups of images ([`GroupedForward`]). The
+//! image (lossless at 8 bits) and non-uniform quantizers (log2 divisors, twin-uniform) keep their
+//! ranges.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -26,7 +27,7 @@ use super::points::TensorKind;
 use super::quantizer::Quantizer;
 use super::stats::Sample;
 use crate::error::{Error, Result};
-use crate::exec::float::{FloatExecutor, PartialForward};
+use crate::exec::float::{FloatExecutor, GroupedForward};
 use crate::graph::Graph;
 use crate::tensor::Tensor;
 use crate::weights::FoldedWeights;
@@ -108,9 +109,9 @@ pub fn search(
 
     // The sample error with the settled plan, except that quantizer `bypass` (if any) leaves
     // its tensor in float; run from a copy of `pass`.
-    let error = |plan: &QuantPlan, pass: &PartialForward, bypass: Option<usize>| -> f64 {
+    let error = |plan: &QuantPlan, pass: &GroupedForward, bypass: Option<usize>| -> f64 {
         let mut pass = pass.clone();
-        let logits = float.finish(&mut pass, &mut |id, t| match bypass {
+        let logits = float.finish_grouped(&mut pass, &|id, t| match bypass {
             Some(b) if plan.activations[b].node == id => {
                 let others: Vec<usize> = at_node[id].iter().copied().filter(|&q| q != b).collect();
                 quantize_output(plan, &others, t)
@@ -119,7 +120,7 @@ pub fn search(
         });
         mean_squared_error(&logits.data, target)
     };
-    let start = float.start(&images)?;
+    let start = float.start_grouped(&images)?;
     let initial = error(plan, &start, None);
 
     let mut pass = start;
@@ -130,8 +131,9 @@ pub fn search(
             return Error::field(&plan.model, "output-aware range search", "cancelled");
         }
         let node = plan.activations[p].node;
-        float.advance(&mut pass, node, &mut |id, t| {
-            quantize_output(plan, &at_node[id], t)
+        let settled: &QuantPlan = plan;
+        float.advance_grouped(&mut pass, node, &|id, t| {
+            quantize_output(settled, &at_node[id], t)
         });
         let mut best = Searched {
             point: p,

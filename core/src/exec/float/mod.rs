@@ -42,6 +42,24 @@ impl PartialForward {
     }
 }
 
+/// Images per group of a [`GroupedForward`]. Run as one batch, every node's output for the
+/// whole batch streams through memory before the next node reads it (64 images of the micro
+/// EfficientViT's 64×14×14 maps are 3.2 MB, past a core's L2); a group's stay in cache from
+/// node to node. Measured on the micro EfficientViT's output-aware search (64 images): 8 was
+/// the fastest of 4, 8, 16 and 64 (BENCHMARKS.md, "Grouped passes").
+pub const GROUP_IMAGES: usize = 8;
+
+/// A per-image transform of a node's output (see [`FloatExecutor::forward_per_image`]).
+pub type PerImage<'a> = dyn Fn(NodeId, &mut Tensor) + Sync + 'a;
+
+/// A forward pass whose batch runs in groups of [`GROUP_IMAGES`] images, each through the
+/// network on its own and the groups in parallel. Every op treats each image on its own, so
+/// the logits are those of one pass over the whole batch, bit for bit.
+#[derive(Debug, Clone)]
+pub struct GroupedForward {
+    groups: Vec<PartialForward>,
+}
+
 /// Runs a graph in f32 with its folded weights.
 #[derive(Debug, Clone, Copy)]
 pub struct FloatExecutor<'m> {
@@ -61,7 +79,16 @@ impl<'m> FloatExecutor<'m> {
 
     /// Logits `[B, classes]` for images `[B, C, H, W]`.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
-        self.forward_observed(images, &mut |_, _| {})
+        FORWARDS.with(|c| c.set(c.get() + 1));
+        self.forward_per_image(images, &|_, _| {})
+    }
+
+    /// As [`FloatExecutor::forward_transformed`], for a `transform` that treats every image of
+    /// the batch on its own (a quantizer does; statistics over the batch do not): the batch
+    /// runs in groups of images ([`GroupedForward`]), with the same logits.
+    pub fn forward_per_image(&self, images: &Tensor, transform: &PerImage<'_>) -> Result<Tensor> {
+        let mut pass = self.start_grouped(images)?;
+        Ok(self.finish_grouped(&mut pass, transform))
     }
 
     /// As [`FloatExecutor::forward`], calling `observe(node, output)` for every node in order
@@ -91,7 +118,58 @@ impl<'m> FloatExecutor<'m> {
     /// [`FloatExecutor::finish`] continue it. A pass can be cloned part-way to try several
     /// continuations from one shared prefix (the output-aware range search does).
     pub fn start(&self, images: &Tensor) -> Result<PartialForward> {
-        let nodes = self.graph.nodes();
+        self.check_input(images)?;
+        let mut values: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
+        values[0] = Some(images.clone());
+        Ok(PartialForward {
+            values,
+            next: 0,
+            batch: images.shape[0],
+        })
+    }
+
+    /// As [`FloatExecutor::start`], the batch split in groups of [`GROUP_IMAGES`].
+    pub fn start_grouped(&self, images: &Tensor) -> Result<GroupedForward> {
+        self.check_input(images)?;
+        let item = images.item_len();
+        let groups = images
+            .data
+            .chunks(GROUP_IMAGES * item)
+            .map(|data| {
+                let mut shape = images.shape.clone();
+                shape[0] = data.len() / item;
+                self.start(&Tensor::new(shape, data.to_vec()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(GroupedForward { groups })
+    }
+
+    /// [`FloatExecutor::advance`] for every group of a grouped pass, the groups in parallel.
+    pub fn advance_grouped(
+        &self,
+        pass: &mut GroupedForward,
+        until: NodeId,
+        transform: &PerImage<'_>,
+    ) {
+        pass.groups
+            .par_iter_mut()
+            .for_each(|group| self.advance(group, until, &mut |id, t| transform(id, t)));
+    }
+
+    /// [`FloatExecutor::finish`] for every group of a grouped pass: the logits of the whole batch.
+    pub fn finish_grouped(&self, pass: &mut GroupedForward, transform: &PerImage<'_>) -> Tensor {
+        let logits: Vec<Tensor> = pass
+            .groups
+            .par_iter_mut()
+            .map(|group| self.finish(group, &mut |id, t| transform(id, t)))
+            .collect();
+        let mut shape = logits[0].shape.clone();
+        shape[0] = logits.iter().map(Tensor::batch).sum();
+        Tensor::new(shape, logits.into_iter().flat_map(|t| t.data).collect())
+    }
+
+    /// Refuses a batch that is not `[B ≥ 1, C, H, W]` of the graph's input size.
+    fn check_input(&self, images: &Tensor) -> Result<()> {
         let expected = self.graph.input_shape();
         if images.shape.len() != 4 || images.shape[1..] != *expected || images.shape[0] == 0 {
             return Err(Error::Graph {
@@ -108,13 +186,7 @@ impl<'m> FloatExecutor<'m> {
                 ),
             });
         }
-        let mut values: Vec<Option<Tensor>> = vec![None; nodes.len()];
-        values[0] = Some(images.clone());
-        Ok(PartialForward {
-            values,
-            next: 0,
-            batch: images.shape[0],
-        })
+        Ok(())
     }
 
     /// Runs nodes `pass.next()..until` of a pass, each followed by `transform`.

@@ -66,7 +66,7 @@ fn recipes(family: Family) -> &'static [&'static str] {
     }
 }
 
-/// The recipe, with trio-vit's output-aware range search cut to 2 images unless
+/// The recipe, with trio-vit's output-aware range search cut to one image unless
 /// `QVIT_SCALE_FULL` is set: at 224 px the full search takes 70–120 s per plan, and how the
 /// ranges were chosen does not change what the integer arithmetic must reproduce (migration,
 /// shifts and the log2 divisor are kept).
@@ -75,7 +75,7 @@ fn recipe_for_ci(name: &str) -> Recipe {
     if std::env::var_os("QVIT_SCALE_FULL").is_none() {
         for t in &mut recipe.techniques {
             if let Technique::OutputSearch { images } = t {
-                *images = (*images).min(2);
+                *images = (*images).min(1);
             }
         }
     }

@@ -45,8 +45,8 @@ impl PartialForward {
 /// Images per group of a [`GroupedForward`]. Run as one batch, every node's output for the
 /// whole batch streams through memory before the next node reads it (64 images of the micro
 /// EfficientViT's 64×14×14 maps are 3.2 MB, past a core's L2); a group's stay in cache from
-/// node to node. Measured on the micro EfficientViT's output-aware search (64 images): 8 was
-/// the fastest of 4, 8, 16 and 64 (BENCHMARKS.md, "Grouped passes").
+/// node to node. Measured on the micro EfficientViT's output-aware search (64 images): of 4, 8,
+/// 16 and 64, 8 was the fastest in two of three rounds (BENCHMARKS.md, "Grouped passes").
 pub const GROUP_IMAGES: usize = 8;
 
 /// A per-image transform of a node's output (see [`FloatExecutor::forward_per_image`]).

@@ -119,13 +119,19 @@ impl<'m> FloatExecutor<'m> {
     /// continuations from one shared prefix (the output-aware range search does).
     pub fn start(&self, images: &Tensor) -> Result<PartialForward> {
         self.check_input(images)?;
+        Ok(self.pass_over(images.clone()))
+    }
+
+    /// A pass that has run no node yet over `images`, already checked.
+    fn pass_over(&self, images: Tensor) -> PartialForward {
+        let batch = images.shape[0];
         let mut values: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
-        values[0] = Some(images.clone());
-        Ok(PartialForward {
+        values[0] = Some(images);
+        PartialForward {
             values,
             next: 0,
-            batch: images.shape[0],
-        })
+            batch,
+        }
     }
 
     /// As [`FloatExecutor::start`], the batch split in groups of [`GROUP_IMAGES`].
@@ -138,9 +144,9 @@ impl<'m> FloatExecutor<'m> {
             .map(|data| {
                 let mut shape = images.shape.clone();
                 shape[0] = data.len() / item;
-                self.start(&Tensor::new(shape, data.to_vec()))
+                self.pass_over(Tensor::new(shape, data.to_vec()))
             })
-            .collect::<Result<_>>()?;
+            .collect();
         Ok(GroupedForward { groups })
     }
 

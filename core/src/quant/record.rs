@@ -45,6 +45,28 @@ impl ChannelRanges {
     }
 
     fn record_image(&mut self, layout: &Layout, item: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was checked just above.
+            #[allow(unsafe_code)]
+            unsafe {
+                self.record_image_avx2(layout, item)
+            };
+            return;
+        }
+        self.record_image_portable(layout, item);
+    }
+
+    /// [`ChannelRanges::record_image_portable`] compiled for AVX2, once per image: the runs of
+    /// a small map are a few dozen values, too short to pay for a dispatch each.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn record_image_avx2(&mut self, layout: &Layout, item: &[f32]) {
+        self.record_image_portable(layout, item)
+    }
+
+    #[inline(always)]
+    fn record_image_portable(&mut self, layout: &Layout, item: &[f32]) {
         layout.for_each_run_of(item, |run, xs| match run {
             // Element-wise over the row: vectorised.
             Run::Row => {
@@ -55,11 +77,10 @@ impl ChannelRanges {
                 }
             }
             Run::Channel(c) => {
-                let (lo, hi, nan) = xs.iter().fold(
-                    (self.lo[c], self.hi[c], self.nan[c]),
-                    |(lo, hi, nan), &x| (lo.min(x), hi.max(x), nan | x.is_nan()),
-                );
-                (self.lo[c], self.hi[c], self.nan[c]) = (lo, hi, nan);
+                let (lo, hi, nan) = extremes(xs, self.lo[c], self.hi[c]);
+                self.lo[c] = lo;
+                self.hi[c] = hi;
+                self.nan[c] |= nan;
             }
         });
     }
@@ -90,6 +111,37 @@ impl ChannelRanges {
             })
             .collect()
     }
+}
+
+/// Lanes of [`extremes`]: two SSE registers or one AVX2 register.
+const EXTREME_LANES: usize = 8;
+
+/// `(min, max)` of `xs` and of `lo`, `hi` (neither NaN), and whether `xs` holds a NaN.
+///
+/// A NaN fails every comparison, so it never replaces an extreme: the NaN-skipping
+/// `f32::min`/`max` per element (whose NaN handling kept the loop scalar), written as
+/// comparisons the compiler turns into `minps`/`maxps` over [`EXTREME_LANES`] running extremes.
+#[inline(always)]
+fn extremes(xs: &[f32], lo: f32, hi: f32) -> (f32, f32, bool) {
+    const L: usize = EXTREME_LANES;
+    let (mut lows, mut highs, mut nans) = ([lo; L], [hi; L], [false; L]);
+    let mut blocks = xs.chunks_exact(L);
+    for block in &mut blocks {
+        for i in 0..L {
+            let x = block[i];
+            lows[i] = if x < lows[i] { x } else { lows[i] };
+            highs[i] = if x > highs[i] { x } else { highs[i] };
+            nans[i] |= x.is_nan();
+        }
+    }
+    for (i, &x) in blocks.remainder().iter().enumerate() {
+        lows[i] = if x < lows[i] { x } else { lows[i] };
+        highs[i] = if x > highs[i] { x } else { highs[i] };
+        nans[i] |= x.is_nan();
+    }
+    let low = lows.into_iter().fold(lo, |m, x| if x < m { x } else { m });
+    let high = highs.into_iter().fold(hi, |m, x| if x > m { x } else { m });
+    (low, high, nans.contains(&true))
 }
 
 /// A point's per-channel histograms and its whole-tensor histogram, counted together.
@@ -321,6 +373,31 @@ mod tests {
                 take: 2..5,
             },
         ]
+    }
+
+    /// The lane-wise extremes against `f32::min`/`max` element by element, over lengths that
+    /// fill no block, whole blocks and partial ones, with NaNs and infinities among the values.
+    #[test]
+    fn extremes_equal_the_element_by_element_fold() {
+        let mut rng = crate::rng::Rng::new(17);
+        for len in 0..=41usize {
+            for nan_at in [None, Some(0), Some(len / 2), Some(len.saturating_sub(1))] {
+                let mut xs: Vec<f32> = (0..len).map(|_| 3.0 * rng.normal()).collect();
+                if len > 2 {
+                    xs[1] = f32::INFINITY;
+                    xs[len - 2] = f32::NEG_INFINITY;
+                }
+                if let (Some(i), true) = (nan_at, len > 0) {
+                    xs[i] = f32::NAN;
+                }
+                for (lo, hi) in [(f32::INFINITY, f32::NEG_INFINITY), (-0.5, 0.25)] {
+                    let want = xs.iter().fold((lo, hi, false), |(l, h, n), &x| {
+                        (l.min(x), h.max(x), n | x.is_nan())
+                    });
+                    assert_eq!(extremes(&xs, lo, hi), want, "{xs:?} from ({lo}, {hi})");
+                }
+            }
+        }
     }
 
     #[test]

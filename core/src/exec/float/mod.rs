@@ -367,7 +367,30 @@ fn run_image(
     }
 }
 
+/// `out[i] = f(x[i])`, compiled for AVX2 where the CPU has it: an element-wise activation
+/// over a whole map is worth eight lanes rather than SSE's four.
 fn map(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was checked just above.
+        #[allow(unsafe_code)]
+        unsafe {
+            map_avx2(x, out, f)
+        };
+        return;
+    }
+    map_portable(x, out, f);
+}
+
+/// [`map_portable`] compiled for AVX2: the same operations in the same order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn map_avx2(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+    map_portable(x, out, f)
+}
+
+#[inline(always)]
+fn map_portable(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = f(v);
     }

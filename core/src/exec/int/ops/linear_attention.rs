@@ -26,23 +26,49 @@ pub struct Context {
 
 impl Context {
     pub fn run(&self, ms: &[i32], out: &mut Vec<i32>) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was checked just above.
+            #[allow(unsafe_code)]
+            unsafe {
+                self.run_avx2(ms, out)
+            };
+            return;
+        }
+        self.run_portable(ms, out);
+    }
+
+    /// [`Context::run_portable`] compiled for AVX2: the x86-64 baseline (SSE2) has no 32-bit
+    /// lane multiply, so the `d²` token dot products ran one token at a time (6 % of B1's int
+    /// time); AVX2's `vpmulld` takes eight. Integer sums: the same result in any order.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn run_avx2(&self, ms: &[i32], out: &mut Vec<i32>) {
+        self.run_portable(ms, out)
+    }
+
+    #[inline(always)]
+    fn run_portable(&self, ms: &[i32], out: &mut Vec<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
         out.clear();
         out.resize(self.heads * (d + 1) * d, 0);
-        let mut k = vec![0i32; d * n];
+        let (mut k, mut v) = (vec![0i32; d * n], vec![0i32; d * n]);
         for h in 0..self.heads {
             let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
             let z = self.zero[h];
             for (dst, &q) in k.iter_mut().zip(&head[d * n..2 * d * n]) {
                 *dst = (q - z).max(0);
             }
+            for (dst, &q) in v.iter_mut().zip(&head[2 * d * n..3 * d * n]) {
+                *dst = q - z;
+            }
             let o = &mut out[h * (d + 1) * d..(h + 1) * (d + 1) * d];
             for i in 0..d {
-                let v = &head[(2 * d + i) * n..(2 * d + i + 1) * n];
+                let vi = &v[i * n..(i + 1) * n];
                 for j in 0..d {
                     let kj = &k[j * n..(j + 1) * n];
                     // |v − z|·k ≤ 2^16 per token: i32 holds 2^15 tokens.
-                    let acc: i32 = v.iter().zip(kj).map(|(&a, &b)| (a - z) * b).sum();
+                    let acc: i32 = vi.iter().zip(kj).map(|(&a, &b)| a * b).sum();
                     o[i * d + j] = self.products.encode(acc as i64, h);
                 }
             }
@@ -185,6 +211,65 @@ mod tests {
     use super::super::super::requant::Target;
     use super::*;
     use crate::rng::Rng;
+
+    /// The context at B1's sizes (head dim 16, 14×14 tokens, and a token count that fills no
+    /// lane block) against its definition in i64: products and key sums through the encoders.
+    #[test]
+    fn context_equals_the_definition() {
+        let mut rng = Rng::new(21);
+        for (heads, d, n) in [(2, 16, 196), (1, 8, 13), (3, 4, 1)] {
+            let target = Target {
+                scale: &[0.5],
+                zero: &[0],
+                offset: &[0.0],
+                range: (-(1 << 20), 1 << 20),
+            };
+            let encoder = |scale: f64| {
+                Encoder::Linear(
+                    Requant::new(&vec![scale; heads], &vec![0.0; heads], &target, heads, "c")
+                        .unwrap(),
+                )
+            };
+            let ctx = Context {
+                heads,
+                head_dim: d,
+                tokens: n,
+                zero: (0..heads).map(|h| 100 + 7 * h as i32).collect(),
+                products: encoder(0.25),
+                key_sums: encoder(1.0),
+            };
+            let ms: Vec<i32> = (0..heads * 3 * d * n)
+                .map(|_| rng.below(256) as i32)
+                .collect();
+            let mut got = Vec::new();
+            ctx.run(&ms, &mut got);
+            assert_eq!(got.len(), heads * (d + 1) * d);
+            for h in 0..heads {
+                let (head, z) = (&ms[h * 3 * d * n..], ctx.zero[h] as i64);
+                let k = |j: usize, t: usize| (head[(d + j) * n + t] as i64 - z).max(0);
+                let v = |i: usize, t: usize| head[(2 * d + i) * n + t] as i64 - z;
+                for i in 0..d {
+                    for j in 0..d {
+                        let want: i64 = (0..n).map(|t| v(i, t) * k(j, t)).sum();
+                        let want = ctx.products.encode(want, h);
+                        assert_eq!(
+                            got[h * (d + 1) * d + i * d + j],
+                            want,
+                            "{heads}×{d}×{n}: head {h}, ({i}, {j})"
+                        );
+                    }
+                }
+                for j in 0..d {
+                    let want = ctx.key_sums.encode((0..n).map(|t| k(j, t)).sum(), h);
+                    assert_eq!(
+                        got[h * (d + 1) * d + d * d + j],
+                        want,
+                        "key sum {j} of head {h}"
+                    );
+                }
+            }
+        }
+    }
 
     /// Normalisation by log2 divisors (a shift): the i64 fast path gives the i128 definition's
     /// codes, including codes and addends where it must fall back.

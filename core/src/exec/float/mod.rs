@@ -207,12 +207,26 @@ impl<'m> FloatExecutor<'m> {
         for id in pass.next..until.min(nodes.len()) {
             let values = &mut pass.values;
             if id > 0 && source[id] == id {
-                let inputs: Vec<&Tensor> = nodes[id]
-                    .inputs
-                    .iter()
-                    .map(|&i| values[source[i]].as_ref().expect("computed before use"))
-                    .collect();
-                let out = self.run_node(id, &inputs, pass.batch);
+                let input = nodes[id].inputs.first().map(|&i| source[i]);
+                let op = &nodes[id].op;
+                let out = match input {
+                    // An activation whose input no later node reads: rewritten where it lies,
+                    // without a new zeroed tensor or a second one streaming through memory.
+                    Some(i) if is_activation(op) && last_use[i] == id => {
+                        let mut t = values[i].take().expect("computed before use");
+                        let item = t.item_len();
+                        t.data.par_chunks_mut(item).for_each(|x| activate(op, x));
+                        t
+                    }
+                    _ => {
+                        let inputs: Vec<&Tensor> = nodes[id]
+                            .inputs
+                            .iter()
+                            .map(|&i| values[source[i]].as_ref().expect("computed before use"))
+                            .collect();
+                        self.run_node(id, &inputs, pass.batch)
+                    }
+                };
                 values[id] = Some(out);
             }
             transform(id, values[source[id]].as_mut().expect("just computed"));
@@ -312,9 +326,10 @@ fn run_image(
         (Op::LayerNorm { dim, eps }, NodeParams::LayerNorm { weight, bias }) => {
             kernels::layer_norm(x[0], *dim, *eps, weight, bias, out)
         }
-        (Op::Hardswish, _) => map(x[0], out, kernels::hardswish),
-        (Op::Relu, _) => map(x[0], out, |v| v.max(0.0)),
-        (Op::Gelu, _) => map(x[0], out, kernels::gelu),
+        (Op::Hardswish | Op::Relu | Op::Gelu, _) => {
+            out.copy_from_slice(x[0]);
+            activate(op, out);
+        }
         (Op::Softmax, _) => kernels::softmax(x[0], *input_shapes[0].last().expect("rank ≥ 1"), out),
         (Op::Add, _) => {
             for ((o, a), b) in out.iter_mut().zip(x[0]).zip(x[1]) {
@@ -367,31 +382,46 @@ fn run_image(
     }
 }
 
-/// `out[i] = f(x[i])`, compiled for AVX2 where the CPU has it: an element-wise activation
-/// over a whole map is worth eight lanes rather than SSE's four.
-fn map(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+/// Whether `op` is an element-wise activation ([`activate`]).
+fn is_activation(op: &Op) -> bool {
+    matches!(op, Op::Hardswish | Op::Relu | Op::Gelu)
+}
+
+/// Applies the activation `op` to `x` in place.
+fn activate(op: &Op, x: &mut [f32]) {
+    match op {
+        Op::Hardswish => map_in_place(x, kernels::hardswish),
+        Op::Relu => map_in_place(x, kernels::relu),
+        Op::Gelu => map_in_place(x, kernels::gelu),
+        _ => unreachable!("{} is not an activation", op.kind()),
+    }
+}
+
+/// `x[i] = f(x[i])`, compiled for AVX2 where the CPU has it: an element-wise activation over a
+/// whole map is worth eight lanes rather than SSE's four.
+fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was checked just above.
         #[allow(unsafe_code)]
         unsafe {
-            map_avx2(x, out, f)
+            map_avx2(x, f)
         };
         return;
     }
-    map_portable(x, out, f);
+    map_portable(x, f);
 }
 
 /// [`map_portable`] compiled for AVX2: the same operations in the same order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn map_avx2(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
-    map_portable(x, out, f)
+fn map_avx2(x: &mut [f32], f: impl Fn(f32) -> f32) {
+    map_portable(x, f)
 }
 
 #[inline(always)]
-fn map_portable(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = f(v);
+fn map_portable(x: &mut [f32], f: impl Fn(f32) -> f32) {
+    for v in x {
+        *v = f(*v);
     }
 }

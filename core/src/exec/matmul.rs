@@ -144,33 +144,86 @@ pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: boo
     for (start, end) in depth_blocks(dst.rows, lhs.cols, dst.cols) {
         // Later blocks add to what the earlier ones wrote.
         let accumulate = accumulate || start > 0;
+        // The microkernels write column-major tiles, so a destination stored by rows is
+        // computed as its transpose, dstᵀ = rhsᵀ · lhsᵀ (the `gemm` crate's front end does the
+        // same; qvit calls its f32 half directly).
+        let lhs_block = Operand {
+            data: lhs.data,
+            offset: start * lhs.col_stride,
+            row_stride: lhs.row_stride,
+            col_stride: lhs.col_stride,
+        };
+        let rhs_block = Operand {
+            data: rhs.data,
+            offset: start * rhs.row_stride,
+            row_stride: rhs.row_stride,
+            col_stride: rhs.col_stride,
+        };
+        let (m, n, dst_row_stride, dst_col_stride, first, second) =
+            if dst.col_stride < dst.row_stride {
+                let (rows, cols) = (dst.cols, dst.rows);
+                let (row_stride, col_stride) = (dst.col_stride, dst.row_stride);
+                (
+                    rows,
+                    cols,
+                    row_stride,
+                    col_stride,
+                    rhs_block.t(),
+                    lhs_block.t(),
+                )
+            } else {
+                let (row_stride, col_stride) = (dst.row_stride, dst.col_stride);
+                (
+                    dst.rows, dst.cols, row_stride, col_stride, lhs_block, rhs_block,
+                )
+            };
         // SAFETY: every element the views address lies inside its slice (checked above), and
         // so does every block of the reduction (columns `start..end` of `lhs`, the same rows
-        // of `rhs`); `dst` is a unique borrow, so it cannot overlap `lhs` or `rhs`; gemm reads
-        // `dst` only when `accumulate` is set, and then it is initialised memory.
+        // of `rhs`), transposed or not; `dst` is a unique borrow, so it cannot overlap `lhs`
+        // or `rhs`; gemm reads `dst` only when `accumulate` is set, and then it is
+        // initialised memory.
         #[allow(unsafe_code)]
         unsafe {
-            gemm::gemm(
-                dst.rows,
-                dst.cols,
+            gemm_f32::gemm::f32::get_gemm_fn()(
+                m,
+                n,
                 end - start,
                 dst.data.as_mut_ptr(),
-                dst.col_stride as isize,
-                dst.row_stride as isize,
+                dst_col_stride as isize,
+                dst_row_stride as isize,
                 accumulate,
-                lhs.data.as_ptr().add(start * lhs.col_stride),
-                lhs.col_stride as isize,
-                lhs.row_stride as isize,
-                rhs.data.as_ptr().add(start * rhs.row_stride),
-                rhs.col_stride as isize,
-                rhs.row_stride as isize,
+                first.data.as_ptr().add(first.offset),
+                first.col_stride as isize,
+                first.row_stride as isize,
+                second.data.as_ptr().add(second.offset),
+                second.col_stride as isize,
+                second.row_stride as isize,
                 if accumulate { 1.0 } else { 0.0 },
                 1.0,
                 false,
                 false,
                 false,
-                gemm::Parallelism::None,
+                gemm_common::Parallelism::None,
             );
+        }
+    }
+}
+
+/// One operand's reduction block as `gemm` reads it: a start in `data` and two strides.
+struct Operand<'a> {
+    data: &'a [f32],
+    offset: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl Operand<'_> {
+    /// The transpose: the same elements with rows and columns swapped.
+    fn t(self) -> Self {
+        Operand {
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
         }
     }
 }

@@ -101,38 +101,56 @@ impl Layout {
         self.each_run(item.len(), |run, range| f(run, &mut item[range]));
     }
 
-    /// [`Layout::for_each_run`] reading the values only.
+    /// The runs of [`Layout::for_each_run`] as an iterator over the values, for loops whose
+    /// body must be compiled into the caller (a closure called from two places is not always
+    /// inlined, and then misses the caller's target features).
     #[inline]
-    pub fn for_each_run_of(&self, item: &[f32], mut f: impl FnMut(Run, &[f32])) {
-        self.each_run(item.len(), |run, range| f(run, &item[range]));
+    pub fn runs_of<'a>(&self, item: &'a [f32]) -> impl Iterator<Item = (Run, &'a [f32])> {
+        self.run_ranges(item.len())
+            .map(move |(run, range)| (run, &item[range]))
     }
 
     /// Calls `f(run, range)` for the runs of [`Layout::for_each_run`] in an image's tensor of
     /// `len` elements, as index ranges, in memory order.
     #[inline]
     fn each_run(&self, len: usize, mut f: impl FnMut(Run, Range<usize>)) {
+        for (run, range) in self.run_ranges(len) {
+            f(run, range);
+        }
+    }
+
+    /// The runs of [`Layout::for_each_run`] in an image's tensor of `len` elements, as index
+    /// ranges, in memory order.
+    #[inline]
+    fn run_ranges(&self, len: usize) -> impl Iterator<Item = (Run, Range<usize>)> + use<> {
         assert!(
             len >= self.outer * self.channels * self.inner,
             "a tensor of {len} elements is smaller than its layout {self:?}"
         );
-        if self.channels == 0 || self.take.is_empty() {
-            return;
-        }
-        if self.inner == 1 {
-            for o in 0..self.outer {
-                f(Run::Row, o * self.channels..(o + 1) * self.channels);
+        let Self {
+            outer,
+            channels,
+            inner,
+            ref take,
+        } = *self;
+        let take = take.clone();
+        // Channels-last rows when there is no inner extent, else one run per (outer, channel).
+        let runs = match () {
+            _ if channels == 0 || take.is_empty() => 0,
+            _ if inner == 1 => outer,
+            _ => outer * channels,
+        };
+        (0..runs).map(move |k| {
+            if inner == 1 {
+                (Run::Row, k * channels..(k + 1) * channels)
+            } else {
+                let base = k * inner;
+                (
+                    Run::Channel(k % channels),
+                    base + take.start..base + take.end,
+                )
             }
-            return;
-        }
-        for o in 0..self.outer {
-            for c in 0..self.channels {
-                let base = (o * self.channels + c) * self.inner;
-                f(
-                    Run::Channel(c),
-                    base + self.take.start..base + self.take.end,
-                );
-            }
-        }
+        })
     }
 }
 

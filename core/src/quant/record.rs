@@ -1,7 +1,7 @@
 //! What one calibration pass records of a quantization point, batch by batch: per-channel
 //! extremes (pass 1), then per-channel and whole-tensor histograms over them (pass 2).
 //!
-//! Both walk each image's tensor in memory order, run by run ([`Layout::for_each_run_of`]), so
+//! Both walk each image's tensor in memory order, run by run ([`Layout::runs_of`]), so
 //! a channels-last row is read once rather than once per channel at a stride; the images of a
 //! batch are split between threads, each filling its own partial record, and the partials are
 //! merged. Extremes merge by min/max and histograms by adding integer counts, so the result is
@@ -67,22 +67,26 @@ impl ChannelRanges {
 
     #[inline(always)]
     fn record_image_portable(&mut self, layout: &Layout, item: &[f32]) {
-        layout.for_each_run_of(item, |run, xs| match run {
-            // Element-wise over the row: vectorised.
-            Run::Row => {
-                for (c, &x) in xs.iter().enumerate() {
-                    self.lo[c] = self.lo[c].min(x);
-                    self.hi[c] = self.hi[c].max(x);
-                    self.nan[c] |= x.is_nan();
+        for (run, xs) in layout.runs_of(item) {
+            match run {
+                // Element-wise over the row, as comparisons (see [`extremes`]): vectorised.
+                Run::Row => {
+                    let n = xs.len();
+                    let extremes = self.lo[..n].iter_mut().zip(&mut self.hi[..n]);
+                    for (((lo, hi), nan), &x) in extremes.zip(&mut self.nan[..n]).zip(xs) {
+                        *lo = if x < *lo { x } else { *lo };
+                        *hi = if x > *hi { x } else { *hi };
+                        *nan |= x.is_nan();
+                    }
+                }
+                Run::Channel(c) => {
+                    let (lo, hi, nan) = extremes(xs, self.lo[c], self.hi[c]);
+                    self.lo[c] = lo;
+                    self.hi[c] = hi;
+                    self.nan[c] |= nan;
                 }
             }
-            Run::Channel(c) => {
-                let (lo, hi, nan) = extremes(xs, self.lo[c], self.hi[c]);
-                self.lo[c] = lo;
-                self.hi[c] = hi;
-                self.nan[c] |= nan;
-            }
-        });
+        }
     }
 
     fn merge(mut self, other: Self) -> Self {
@@ -158,7 +162,7 @@ impl PointHistograms {
         let rules = Rules::of(self);
         let empty = || Counts {
             channels: vec![0; rules.channels.len() * rules.stride],
-            whole: vec![0; self.whole.bins()],
+            whole: vec![0; WHOLE_COPIES * self.whole.bins()],
         };
         let merged = in_parallel(batch, empty, Counts::merge, |counts, x| {
             counts.record_image(&rules, layout, x)
@@ -175,8 +179,10 @@ impl PointHistograms {
                 *a += b;
             }
         }
-        for (a, b) in self.whole.counts.iter_mut().zip(&counts.whole) {
-            *a += b;
+        for copy in counts.whole.chunks_exact(self.whole.bins()) {
+            for (a, b) in self.whole.counts.iter_mut().zip(copy) {
+                *a += b;
+            }
         }
     }
 }
@@ -235,48 +241,81 @@ impl Rules {
 struct Counts {
     /// Channel `c`'s bin `b` at `c * stride + b`.
     channels: Vec<u64>,
+    /// [`WHOLE_COPIES`] copies of the whole tensor's counts, one after another.
     whole: Vec<u64>,
 }
+
+/// Copies of the whole-tensor histogram that consecutive values are counted in, in turn: most
+/// values fall in a few bins near the middle, and an increment that waits for the one before
+/// it to the same bin stalls the loop; four copies keep four increments in flight. The copies
+/// are added up at the end, so the counts are the same.
+const WHOLE_COPIES: usize = 4;
 
 /// Values binned at a time: their bins are computed in vector registers, then counted.
 const CHUNK: usize = 64;
 
 impl Counts {
     fn record_image(&mut self, rules: &Rules, layout: &Layout, item: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was checked just above.
+            #[allow(unsafe_code)]
+            unsafe {
+                self.record_image_avx2(rules, layout, item)
+            };
+            return;
+        }
+        self.record_image_portable(rules, layout, item);
+    }
+
+    /// [`Counts::record_image_portable`] compiled for AVX2 (the bins of a chunk in vector
+    /// registers: the x86-64 baseline has no vector float-to-integer conversion with
+    /// saturation), once per image, as [`ChannelRanges::record_image`] is.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn record_image_avx2(&mut self, rules: &Rules, layout: &Layout, item: &[f32]) {
+        self.record_image_portable(rules, layout, item)
+    }
+
+    #[inline(always)]
+    fn record_image_portable(&mut self, rules: &Rules, layout: &Layout, item: &[f32]) {
         let (mut at, mut whole) = ([0u32; CHUNK], [0u32; CHUNK]);
-        layout.for_each_run_of(item, |run, xs| match run {
-            Run::Row => {
-                for (k, xs) in xs.chunks(CHUNK).enumerate() {
-                    let first = k * CHUNK;
-                    let channels = &rules.channels[first..first + xs.len()];
-                    for ((b, &x), rule) in at.iter_mut().zip(xs).zip(channels) {
-                        *b = rule.bin(x);
+        let bins = self.whole.len() / WHOLE_COPIES;
+        for (run, xs) in layout.runs_of(item) {
+            match run {
+                Run::Row => {
+                    for (k, xs) in xs.chunks(CHUNK).enumerate() {
+                        let first = k * CHUNK;
+                        let channels = &rules.channels[first..first + xs.len()];
+                        for ((b, &x), rule) in at.iter_mut().zip(xs).zip(channels) {
+                            *b = rule.bin(x);
+                        }
+                        for (b, &x) in whole.iter_mut().zip(xs) {
+                            *b = rules.whole.bin(x);
+                        }
+                        for i in 0..xs.len() {
+                            self.channels[(first + i) * rules.stride + at[i] as usize] += 1;
+                            self.whole[i % WHOLE_COPIES * bins + whole[i] as usize] += 1;
+                        }
                     }
-                    for (b, &x) in whole.iter_mut().zip(xs) {
-                        *b = rules.whole.bin(x);
-                    }
-                    for i in 0..xs.len() {
-                        self.channels[(first + i) * rules.stride + at[i] as usize] += 1;
-                        self.whole[whole[i] as usize] += 1;
+                }
+                Run::Channel(c) => {
+                    let (rule, base) = (rules.channels[c], c * rules.stride);
+                    for xs in xs.chunks(CHUNK) {
+                        for (b, &x) in at.iter_mut().zip(xs) {
+                            *b = rule.bin(x);
+                        }
+                        for (b, &x) in whole.iter_mut().zip(xs) {
+                            *b = rules.whole.bin(x);
+                        }
+                        for i in 0..xs.len() {
+                            self.channels[base + at[i] as usize] += 1;
+                            self.whole[i % WHOLE_COPIES * bins + whole[i] as usize] += 1;
+                        }
                     }
                 }
             }
-            Run::Channel(c) => {
-                let (rule, base) = (rules.channels[c], c * rules.stride);
-                for xs in xs.chunks(CHUNK) {
-                    for (b, &x) in at.iter_mut().zip(xs) {
-                        *b = rule.bin(x);
-                    }
-                    for (b, &x) in whole.iter_mut().zip(xs) {
-                        *b = rules.whole.bin(x);
-                    }
-                    for i in 0..xs.len() {
-                        self.channels[base + at[i] as usize] += 1;
-                        self.whole[whole[i] as usize] += 1;
-                    }
-                }
-            }
-        });
+        }
     }
 
     fn merge(mut self, other: Self) -> Self {

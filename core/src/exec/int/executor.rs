@@ -65,7 +65,7 @@ impl<'p> IntExecutor<'p> {
             values[step.node] = out;
             for &input in &step.inputs {
                 if p.last_use[input] == i && !keep(input) {
-                    values[input] = Vec::new();
+                    scratch.recycle(std::mem::take(&mut values[input]));
                 }
             }
         }
@@ -78,7 +78,7 @@ impl<'p> IntExecutor<'p> {
     /// Runs one step on the given input codes (one slice per input of the step).
     pub fn run_step(&self, step: &Step, x: &[&[i32]], scratch: &mut Scratch) -> Vec<i32> {
         let ctx = Ctx { isa: self.isa };
-        let mut out = Vec::new();
+        let mut out = scratch.output();
         match &step.op {
             StepOp::Weighted(w) => w.run(ctx, x[0], &mut out, scratch),
             StepOp::Add(a) => a.run(self.isa, x[0], x[1], &mut out),
@@ -90,8 +90,14 @@ impl<'p> IntExecutor<'p> {
             StepOp::Context(c) => c.run(x[0], &mut out),
             StepOp::Query(q) => q.run(self.isa, x[0], x[1], &mut out),
             StepOp::Normalize(n) => n.run(x[0], &mut out),
-            StepOp::Concat => x.iter().for_each(|v| out.extend_from_slice(v)),
-            StepOp::TakeClassToken { dim } => out.extend_from_slice(&x[0][..*dim]),
+            StepOp::Concat => {
+                out.clear();
+                x.iter().for_each(|v| out.extend_from_slice(v));
+            }
+            StepOp::TakeClassToken { dim } => {
+                out.clear();
+                out.extend_from_slice(&x[0][..*dim]);
+            }
         }
         out
     }

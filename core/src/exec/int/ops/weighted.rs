@@ -262,9 +262,10 @@ impl Weighted {
     pub fn run(&self, ctx: Ctx, x: &[i32], out: &mut Vec<i32>, s: &mut Scratch) {
         let (p, token_major) = self.positions();
         let o = self.out_channels;
-        // Codes as [O][P]; token-major outputs are transposed at the end.
+        // Codes as [O][P]; token-major outputs are transposed at the end. Every code is
+        // written below (each output channel's epilogue writes its whole row), so a recycled
+        // buffer is only zeroed where it grows.
         let mut codes = std::mem::take(&mut s.codes);
-        codes.clear();
         codes.resize(o * p, 0);
         match &self.weights {
             Weights::Depthwise(w) => {
@@ -363,7 +364,7 @@ impl Weighted {
             }
         }
         if token_major {
-            out.clear();
+            // The transpose writes every element too.
             out.resize(o * p, 0);
             transpose(&codes, o, p, out);
             s.codes = codes;

@@ -39,6 +39,16 @@ impl Scratch {
     }
 }
 
+/// Makes `buf` `len` long for a kernel that writes every element: a recycled buffer keeps its
+/// former contents and only what it grows by is zeroed; one too small for `len` is emptied
+/// first, so that growing it copies nothing.
+pub fn resize_to_overwrite(buf: &mut Vec<i32>, len: usize) {
+    if buf.capacity() < len {
+        buf.clear();
+    }
+    buf.resize(len, 0);
+}
+
 /// How a step runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {

@@ -14,7 +14,7 @@ use super::super::kernels::requant::{NarrowHardswish, hardswish_narrow, lookup};
 use super::super::kernels::{PANEL, PackedA, PackedB, gemm, gemm_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
-use super::{Ctx, Scratch};
+use super::{Ctx, Scratch, resize_to_overwrite};
 use crate::graph::Conv2d;
 
 /// Products of at least this many multiply-accumulates (depthwise convs: a quarter of it)
@@ -263,10 +263,9 @@ impl Weighted {
         let (p, token_major) = self.positions();
         let o = self.out_channels;
         // Codes as [O][P]; token-major outputs are transposed at the end. Every code is
-        // written below (each output channel's epilogue writes its whole row), so a recycled
-        // buffer is only zeroed where it grows.
+        // written below (each output channel's epilogue writes its whole row).
         let mut codes = std::mem::take(&mut s.codes);
-        codes.resize(o * p, 0);
+        resize_to_overwrite(&mut codes, o * p);
         match &self.weights {
             Weights::Depthwise(w) => {
                 let (conv, in_hw, out_hw) = self.patch_or_kernel().expect("depthwise is a conv");
@@ -365,7 +364,7 @@ impl Weighted {
         }
         if token_major {
             // The transpose writes every element too.
-            out.resize(o * p, 0);
+            resize_to_overwrite(out, o * p);
             transpose(&codes, o, p, out);
             s.codes = codes;
         } else {

@@ -6,3 +6,4 @@
 pub mod float;
 pub mod int;
 pub mod matmul;
+pub mod spare;

@@ -10,6 +10,7 @@ mod kernels;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::exec::spare::SpareBuffers;
 use crate::graph::{Graph, NodeId, Op};
 use crate::tensor::Tensor;
 use crate::weights::{FoldedWeights, NodeParams};
@@ -28,11 +29,25 @@ pub fn forwards_on_this_thread() -> usize {
 }
 
 /// A forward pass stopped between two nodes: the values later nodes still read.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PartialForward {
     values: Vec<Option<Tensor>>,
     next: NodeId,
     batch: usize,
+    /// Values no later node reads, for later nodes' outputs.
+    spare: SpareBuffers<f32>,
+}
+
+/// A copy holds the values; spare buffers are not copied (a copy starts without).
+impl Clone for PartialForward {
+    fn clone(&self) -> Self {
+        Self {
+            values: self.values.clone(),
+            next: self.next,
+            batch: self.batch,
+            spare: SpareBuffers::default(),
+        }
+    }
 }
 
 impl PartialForward {
@@ -131,6 +146,7 @@ impl<'m> FloatExecutor<'m> {
             values,
             next: 0,
             batch,
+            spare: SpareBuffers::default(),
         }
     }
 
@@ -224,15 +240,17 @@ impl<'m> FloatExecutor<'m> {
                             .iter()
                             .map(|&i| values[source[i]].as_ref().expect("computed before use"))
                             .collect();
-                        self.run_node(id, &inputs, pass.batch)
+                        self.run_node(id, &inputs, pass.batch, &mut pass.spare)
                     }
                 };
                 values[id] = Some(out);
             }
             transform(id, values[source[id]].as_mut().expect("just computed"));
             for &i in &nodes[id].inputs {
-                if last_use[source[i]] == id {
-                    values[source[i]] = None;
+                if last_use[source[i]] == id
+                    && let Some(t) = values[source[i]].take()
+                {
+                    pass.spare.keep(t.data);
                 }
             }
             pass.next = id + 1;
@@ -274,11 +292,18 @@ impl<'m> FloatExecutor<'m> {
         (source, last_use)
     }
 
-    fn run_node(&self, id: NodeId, inputs: &[&Tensor], batch: usize) -> Tensor {
+    fn run_node(
+        &self,
+        id: NodeId,
+        inputs: &[&Tensor],
+        batch: usize,
+        spare: &mut SpareBuffers<f32>,
+    ) -> Tensor {
         let node = self.graph.node(id);
         let mut shape = vec![batch];
         shape.extend_from_slice(&node.shape);
-        let mut out = Tensor::zeros(shape);
+        let len = shape.iter().product();
+        let mut out = Tensor::new(shape, spare.take(len));
         let item = out.item_len();
         let input_shapes = self.graph.input_shapes(id);
         let params = &self.params.nodes[id];
@@ -293,7 +318,8 @@ impl<'m> FloatExecutor<'m> {
     }
 }
 
-/// Runs one op on one image.
+/// Runs one op on one image, writing every element of `out` (which holds a former value's
+/// numbers: see [`SpareBuffers::take`]).
 fn run_image(
     op: &Op,
     params: &NodeParams,

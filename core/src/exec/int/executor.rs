@@ -65,7 +65,7 @@ impl<'p> IntExecutor<'p> {
             values[step.node] = out;
             for &input in &step.inputs {
                 if p.last_use[input] == i && !keep(input) {
-                    scratch.recycle(std::mem::take(&mut values[input]));
+                    scratch.spare.keep(std::mem::take(&mut values[input]));
                 }
             }
         }
@@ -78,7 +78,7 @@ impl<'p> IntExecutor<'p> {
     /// Runs one step on the given input codes (one slice per input of the step).
     pub fn run_step(&self, step: &Step, x: &[&[i32]], scratch: &mut Scratch) -> Vec<i32> {
         let ctx = Ctx { isa: self.isa };
-        let mut out = scratch.output();
+        let mut out = scratch.spare.take_any();
         match &step.op {
             StepOp::Weighted(w) => w.run(ctx, x[0], &mut out, scratch),
             StepOp::Add(a) => a.run(self.isa, x[0], x[1], &mut out),

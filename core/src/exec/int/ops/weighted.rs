@@ -14,7 +14,8 @@ use super::super::kernels::requant::{NarrowHardswish, hardswish_narrow, lookup};
 use super::super::kernels::{PANEL, PackedA, PackedB, gemm, gemm_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
-use super::{Ctx, Scratch, resize_to_overwrite};
+use super::{Ctx, Scratch};
+use crate::exec::spare::resize_to_overwrite;
 use crate::graph::Conv2d;
 
 /// Products of at least this many multiply-accumulates (depthwise convs: a quarter of it)

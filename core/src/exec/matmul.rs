@@ -1,4 +1,5 @@
-//! f32 matrix products through the `gemm` crate, behind a safe, bounds-checked interface.
+//! f32 matrix products through the `gemm` crate's f32 kernels (`gemm-f32`), behind a safe,
+//! bounds-checked interface.
 //!
 //! Matrices are views into slices with explicit row and column strides, so transposes and
 //! sub-blocks (a head's columns of a fused qkv tensor) need no copies. Every view is checked to
@@ -159,24 +160,22 @@ pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: boo
             row_stride: rhs.row_stride,
             col_stride: rhs.col_stride,
         };
-        let (m, n, dst_row_stride, dst_col_stride, first, second) =
-            if dst.col_stride < dst.row_stride {
-                let (rows, cols) = (dst.cols, dst.rows);
-                let (row_stride, col_stride) = (dst.col_stride, dst.row_stride);
-                (
-                    rows,
-                    cols,
-                    row_stride,
-                    col_stride,
-                    rhs_block.t(),
-                    lhs_block.t(),
-                )
-            } else {
-                let (row_stride, col_stride) = (dst.row_stride, dst.col_stride);
-                (
-                    dst.rows, dst.cols, row_stride, col_stride, lhs_block, rhs_block,
-                )
-            };
+        let by_rows = dst.col_stride < dst.row_stride;
+        let (m, n) = if by_rows {
+            (dst.cols, dst.rows)
+        } else {
+            (dst.rows, dst.cols)
+        };
+        let (dst_row_stride, dst_col_stride) = if by_rows {
+            (dst.col_stride, dst.row_stride)
+        } else {
+            (dst.row_stride, dst.col_stride)
+        };
+        let (first, second) = if by_rows {
+            (rhs_block.t(), lhs_block.t())
+        } else {
+            (lhs_block, rhs_block)
+        };
         // SAFETY: every element the views address lies inside its slice (checked above), and
         // so does every block of the reduction (columns `start..end` of `lhs`, the same rows
         // of `rhs`), transposed or not; `dst` is a unique borrow, so it cannot overlap `lhs`

@@ -127,18 +127,15 @@ impl Layout {
             len >= self.outer * self.channels * self.inner,
             "a tensor of {len} elements is smaller than its layout {self:?}"
         );
-        let Self {
-            outer,
-            channels,
-            inner,
-            ref take,
-        } = *self;
-        let take = take.clone();
+        let (outer, channels, inner, take) =
+            (self.outer, self.channels, self.inner, self.take.clone());
         // Channels-last rows when there is no inner extent, else one run per (outer, channel).
-        let runs = match () {
-            _ if channels == 0 || take.is_empty() => 0,
-            _ if inner == 1 => outer,
-            _ => outer * channels,
+        let runs = if channels == 0 || take.is_empty() {
+            0
+        } else if inner == 1 {
+            outer
+        } else {
+            outer * channels
         };
         (0..runs).map(move |k| {
             if inner == 1 {

@@ -1,6 +1,8 @@
 //! Buffers of values no later step reads, reused for later steps' outputs: a fresh output
-//! buffer is a zeroed allocation (a `memset` over every element, 5–8 % of a whole model's
-//! time), and the executors free one value for about every one they make.
+//! buffer is a zeroed allocation (a `memset` over every element: 7–11 % of EfficientViT-B1's
+//! time at batch 8 in either executor by `perf record`, BENCHMARKS.md), and the executors free
+//! one value for about every one they make. Spares never outnumber the values a pass holds at
+//! its peak: every new output takes one if there is one.
 
 /// The spare buffers of one pass.
 #[derive(Debug)]

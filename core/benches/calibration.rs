@@ -52,8 +52,9 @@ fn b1_stats() -> (Graph, FoldedWeights, CalibrationStats) {
 }
 
 /// A new quant plan for EfficientViT-B1 from saved statistics (no model run). trio-vit
-/// without its output-aware search, which runs the quantized model and is measured below.
-#[divan::bench(args = ["minmax", "trio-vit"], sample_count = 5)]
+/// without its output-aware search, which runs the quantized model and is measured below;
+/// omse (p = 2) and trio-vit-lp (p = 2.4) search 100 clipping ranges per weight channel.
+#[divan::bench(args = ["minmax", "trio-vit", "omse", "trio-vit-lp"], sample_count = 5)]
 fn efficientvit_b1_plan(bencher: divan::Bencher, recipe: &str) {
     let (graph, folded, stats) = b1_stats();
     let mut recipe = Recipe::preset(recipe).unwrap();
@@ -65,6 +66,23 @@ fn efficientvit_b1_plan(bencher: divan::Bencher, recipe: &str) {
         ..QuantSettings::default()
     };
     bencher.bench_local(|| quant::build(&graph, &folded, &stats, &recipe, &settings).unwrap());
+}
+
+/// The `Lp` clipping-range search on its own: 1,024 weight channels of 1,024 normal values at
+/// 8 bits, 100 candidate ranges each (100 M scored points), at OMSE's p = 2 and Trio-ViT's
+/// p = 2.4.
+#[divan::bench(args = [2.0, 2.4], sample_count = 5)]
+fn lp_range_search_1m_weights(bencher: divan::Bencher, p: f32) {
+    use qvit_core::quant::histogram::Distribution;
+    use qvit_core::quant::range::{RangeMethod, uniform_per_channel};
+    let mut rng = Rng::new(3);
+    let channels: Vec<Distribution> = (0..1024)
+        .map(|_| {
+            let values: Vec<f32> = (0..1024).map(|_| 0.02 * rng.normal()).collect();
+            Distribution::from_values(&values)
+        })
+        .collect();
+    bencher.bench_local(|| uniform_per_channel(&channels, 8, true, RangeMethod::Lp(p)));
 }
 
 /// trio-vit's whole plan for the shipped micro EfficientViT, output-aware search included

@@ -135,35 +135,9 @@ impl Distribution {
         self.points.is_empty()
     }
 
-    /// Mean `|x − q(x)|^p`.
+    /// Mean `|x − q(x)|^p` ([`super::lp_error`]).
     pub fn lp_error(&self, p: f32, q: impl Fn(f32) -> f32) -> f64 {
-        // The errors of a chunk of points are computed first, in vector registers where `q`
-        // allows; they are summed in order, so the result does not depend on the chunking.
-        const CHUNK: usize = 64;
-        let (mut err, mut mass) = (0.0, 0.0);
-        let (mut xs, mut es) = ([0.0f32; CHUNK], [0.0f32; CHUNK]);
-        for points in self.points.chunks(CHUNK) {
-            for (x, &(v, _)) in xs.iter_mut().zip(points) {
-                *x = v;
-            }
-            for (e, &x) in es.iter_mut().zip(&xs) {
-                *e = (x - q(x)).abs();
-            }
-            // p = 2 (OMSE) is the common case, and its own loop; powf is a library call.
-            if p == 2.0 {
-                for (&(_, w), &e) in points.iter().zip(&es) {
-                    let e = e as f64;
-                    err += w * (e * e);
-                    mass += w;
-                }
-            } else {
-                for (&(_, w), &e) in points.iter().zip(&es) {
-                    err += w * (e as f64).powf(p as f64);
-                    mass += w;
-                }
-            }
-        }
-        if mass > 0.0 { err / mass } else { 0.0 }
+        super::lp_error::lp_error(&self.points, p, q)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod fake;
 pub mod histogram;
 pub mod log_codes;
 pub mod log_lanes;
+pub mod lp_error;
 pub mod output_search;
 pub mod plan;
 pub mod points;

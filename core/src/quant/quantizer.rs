@@ -22,6 +22,17 @@ pub fn round_half_up(x: f32) -> f32 {
     i - f32::from(u8::from(i > t))
 }
 
+/// [`round_half_up`] for every input, NaN (to 0) included, written with `floor`: inside a loop
+/// compiled for AVX2 it is one `vroundps` per 8 lanes, where [`round_half_up`]'s saturating
+/// integer conversion is a scalar instruction and two branches per value (elsewhere `floor`
+/// is a library call, and [`round_half_up`] is the faster).
+#[inline(always)]
+pub fn round_half_up_by_floor(x: f32) -> f32 {
+    let t = x + 0.5;
+    // Beyond 2^23 every f32 is an integer and `floor` returns it, as round_half_up does.
+    if t.is_nan() { 0.0 } else { t.floor() }
+}
+
 /// How a value halfway between two levels is rounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum Rounding {
@@ -392,12 +403,27 @@ mod tests {
         ] {
             assert_eq!(round_half_up(x), (x + 0.5).floor(), "{x}");
         }
+        for x in [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.5,
+            -0.0,
+            8_388_607.5,
+        ] {
+            assert_eq!(
+                round_half_up_by_floor(x).to_bits(),
+                round_half_up(x).to_bits(),
+                "{x}"
+            );
+        }
     }
 
     proptest::proptest! {
         #[test]
         fn rounding_matches_floor_everywhere(x in proptest::num::f32::NORMAL | proptest::num::f32::SUBNORMAL | proptest::num::f32::ZERO) {
             proptest::prop_assert_eq!(round_half_up(x), (x + 0.5).floor());
+            proptest::prop_assert_eq!(round_half_up_by_floor(x).to_bits(), round_half_up(x).to_bits());
         }
 
         #[test]

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::histogram::Distribution;
-use super::quantizer::{PowerOfTwoFactor, Twin, Uniform, round_half_up};
+use super::quantizer::{PowerOfTwoFactor, Twin, Uniform, round_half_up_by_floor};
 
 /// How a uniform quantizer's range is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -81,11 +81,11 @@ pub fn uniform_range(
         }
         RangeMethod::Lp(p) => best(candidates(lo, hi), |(l, h)| {
             // `Uniform::fake(x, 0)` written out with its parameters read once: the same
-            // arithmetic, inlined into the loop over every weight of every candidate.
+            // arithmetic, inlined into the AVX2 loop over every weight of every candidate.
             let (s, z) = Uniform::per_tensor(bits, symmetric, l, h).parameters(0);
             let (qmin, qmax) = Uniform::levels(bits, symmetric);
             dist.lp_error(p, |x| {
-                ((round_half_up(x / s) + z).clamp(qmin, qmax) - z) * s
+                ((round_half_up_by_floor(x / s) + z).clamp(qmin, qmax) - z) * s
             })
         }),
         RangeMethod::Kl => best(candidates(lo, hi), |(l, h)| {

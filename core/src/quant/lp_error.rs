@@ -17,10 +17,14 @@
 /// Points scored at a time: their errors are computed in vector registers first.
 const CHUNK: usize = 64;
 
+/// A quarter of a chunk: [`power`] runs on the four quarters in step.
 const QUARTER: usize = CHUNK / 4;
 
-/// Interleaved partial sums (a multiple of the lanes of one AVX2 register of f64).
+/// Interleaved partial sums (the lanes of one AVX2 register of f64).
 const LANES: usize = 4;
+
+// Point i's sum is i mod LANES in every chunk, and the sums are added as two pairs.
+const _: () = assert!(CHUNK.is_multiple_of(LANES) && LANES == 4);
 
 /// Mean `|x − q(x)|^p` over `points` (value, weight); 0 when the weights sum to 0.
 pub fn lp_error(points: &[(f32, f64)], p: f32, q: impl Fn(f32) -> f32) -> f64 {
@@ -71,9 +75,7 @@ fn lp_error_portable(points: &[(f32, f64)], p: f32, q: impl Fn(f32) -> f32) -> f
             }
         }
         let es = &es[..points.len()];
-        // CHUNK is a multiple of LANES: point i lands in sum i mod LANES.
-        let mut groups = points.chunks_exact(LANES).zip(es.chunks_exact(LANES));
-        for (ws, es) in &mut groups {
+        for (ws, es) in points.chunks_exact(LANES).zip(es.chunks_exact(LANES)) {
             for k in 0..LANES {
                 err[k] += ws[k].1 * es[k];
                 mass[k] += ws[k].1;

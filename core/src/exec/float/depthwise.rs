@@ -130,6 +130,10 @@ fn run_channel(
             planes[row + s.pad..row + s.pad + wd].copy_from_slice(src);
             continue;
         }
+        if s.stride == 2 {
+            split_pairs(src, planes, plane_len, row, s.pad);
+            continue;
+        }
         // Padded column `pad + ix` lies in plane `(pad + ix) mod stride`, column
         // `(pad + ix) div stride`: each plane takes every `stride`-th input column from its
         // first one, into consecutive columns (a per-pixel loop that counted the phase up was
@@ -157,6 +161,30 @@ fn run_channel(
     rows_portable(s, planes, w, bias, out, row_out);
 }
 
+/// One input row into the two phase planes of a stride-2 conv: padded column `pad + ix` goes
+/// to plane `(pad + ix) mod 2`, column `(pad + ix) div 2` of the plane row starting at `row`.
+/// Taken in (even, odd) pairs so the copy vectorizes as a deinterleave (the general
+/// every-`stride`-th loop ran one element at a time: 2× slower on B1's stride-2 convs).
+fn split_pairs(src: &[f32], planes: &mut [f32], plane_len: usize, row: usize, pad: usize) {
+    let (even, odd) = planes.split_at_mut(plane_len);
+    // With an odd padding the first input column is odd: it alone goes before the pairs.
+    let lead = pad % 2;
+    if lead == 1 && !src.is_empty() {
+        odd[row + pad / 2] = src[0];
+    }
+    let rest = src.get(lead..).unwrap_or_default();
+    let at = row + (pad + lead) / 2;
+    let pairs = rest.len() / 2;
+    let (e, o) = (&mut even[at..at + pairs], &mut odd[at..at + pairs]);
+    for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(rest.chunks_exact(2)) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    if let Some(&last) = rest.chunks_exact(2).remainder().first() {
+        even[at + pairs] = last;
+    }
+}
+
 /// [`rows_portable`] compiled for AVX2: the same operations in the same order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -164,6 +192,8 @@ fn rows_avx2(s: &Shape, planes: &[f32], w: &[f32], bias: f32, out: &mut [f32], r
     rows_portable(s, planes, w, bias, out, row)
 }
 
+/// Picks the kernel for the conv's geometry: the real models' sizes with their kernel and
+/// stride fixed at compile time, any other through [`rows_any`].
 #[inline(always)]
 fn rows_portable(
     s: &Shape,
@@ -173,6 +203,65 @@ fn rows_portable(
     out: &mut [f32],
     row: &mut [f32],
 ) {
+    match (s.k, s.stride) {
+        (3, 1) => rows_fixed::<3, 1>(s, planes, w, bias, out, row),
+        (3, 2) => rows_fixed::<3, 2>(s, planes, w, bias, out, row),
+        (5, 1) => rows_fixed::<5, 1>(s, planes, w, bias, out, row),
+        (5, 2) => rows_fixed::<5, 2>(s, planes, w, bias, out, row),
+        (7, 1) => rows_fixed::<7, 1>(s, planes, w, bias, out, row),
+        _ => rows_any(s, planes, w, bias, out, row),
+    }
+}
+
+/// [`rows_any`] for a `K×K` kernel of stride `ST`, the same sums in the same order. With both
+/// fixed the tap loops unroll, the weights stay in registers across a row, and each block
+/// checks bounds once per (kernel row, phase) rather than once per tap: the general loop spent
+/// more instructions finding a tap than multiplying it.
+#[inline(always)]
+fn rows_fixed<const K: usize, const ST: usize>(
+    s: &Shape,
+    planes: &[f32],
+    w: &[f32],
+    bias: f32,
+    out: &mut [f32],
+    row: &mut [f32],
+) {
+    debug_assert_eq!((s.k, s.stride), (K, ST));
+    let (oh, ow) = s.out_hw;
+    let pw = s.plane_width();
+    let plane_len = s.plane_rows() * pw;
+    let mut wk = [[0.0f32; K]; K];
+    for (t, &v) in w.iter().take(K * K).enumerate() {
+        wk[t / K][t % K] = v;
+    }
+    // A block's reads in one phase of one kernel row: its eight columns and the taps' reach.
+    let span = LANES + (K - 1) / ST;
+    for oy in 0..oh {
+        for (b, block) in row.chunks_exact_mut(LANES).enumerate() {
+            let mut acc = [0.0f32; LANES];
+            for (ky, wrow) in wk.iter().enumerate() {
+                let first = (ST * oy + ky) * pw + b * LANES;
+                let runs: [&[f32]; ST] =
+                    std::array::from_fn(|phase| &planes[phase * plane_len + first..][..span]);
+                for (kx, &wv) in wrow.iter().enumerate() {
+                    let src: &[f32; LANES] =
+                        runs[kx % ST][kx / ST..][..LANES].try_into().expect("lanes");
+                    for (a, &v) in acc.iter_mut().zip(src) {
+                        *a += v * wv;
+                    }
+                }
+            }
+            block.copy_from_slice(&acc);
+        }
+        for (o, &v) in out[oy * ow..(oy + 1) * ow].iter_mut().zip(row.iter()) {
+            *o = v + bias;
+        }
+    }
+}
+
+/// Any kernel and stride: each block sums its taps through the offset table.
+#[inline(always)]
+fn rows_any(s: &Shape, planes: &[f32], w: &[f32], bias: f32, out: &mut [f32], row: &mut [f32]) {
     let st = s.stride;
     let (oh, ow) = s.out_hw;
     let pw = s.plane_width();
@@ -288,13 +377,13 @@ mod tests {
         }
     }
 
-    /// Every small geometry: kernels 1–6 (even ones too), strides 1–3, every padding below
-    /// the kernel, widths 1–40 (whole blocks of eight outputs, partial ones, and the input
-    /// columns no output reads).
+    /// Every small geometry: kernels 1–7 (even ones too; 3, 5 and 7 run the fixed-size
+    /// kernels at strides 1 and 2), strides 1–3, every padding below the kernel, widths 1–40
+    /// (whole blocks of eight outputs, partial ones, and the input columns no output reads).
     #[test]
     fn every_small_geometry_equals_the_definition() {
         let mut rng = Rng::new(4);
-        for k in 1..=6 {
+        for k in 1..=7 {
             for stride in 1..=3 {
                 for pad in 0..k {
                     for w in 1..=40 {

@@ -4,7 +4,7 @@
 //! norm node passes it through unchanged. Observers see every node's output, which is how
 //! calibration records its statistics.
 
-mod depthwise;
+pub mod depthwise;
 mod kernels;
 
 use rayon::prelude::*;

@@ -307,27 +307,45 @@ impl<'m> FloatExecutor<'m> {
         let item = out.item_len();
         let input_shapes = self.graph.input_shapes(id);
         let params = &self.params.nodes[id];
+        // A linear layer's weight, transposed once for the whole batch (see
+        // `kernels::linear`).
+        let weight_t = match (&node.op, params) {
+            (Op::Linear(l), NodeParams::Linear { weight, .. }) => {
+                kernels::transposed(weight, weight.len() / l.in_features.max(1), l.in_features)
+            }
+            _ => Vec::new(),
+        };
         out.data
             .par_chunks_mut(item)
             .enumerate()
             .for_each(|(b, o)| {
                 let x: Vec<&[f32]> = inputs.iter().map(|t| t.item(b)).collect();
-                run_image(&node.op, params, &input_shapes, &node.shape, &x, o);
+                let image = Image {
+                    x: &x,
+                    input_shapes: &input_shapes,
+                    out_shape: &node.shape,
+                    weight_t: &weight_t,
+                };
+                run_image(&node.op, params, &image, o);
             });
         out
     }
 }
 
+/// What one op reads for one image.
+struct Image<'a> {
+    /// The inputs, in the node's order.
+    x: &'a [&'a [f32]],
+    input_shapes: &'a [&'a [usize]],
+    out_shape: &'a [usize],
+    /// A linear layer's weight as `[in, out]` (empty for other ops).
+    weight_t: &'a [f32],
+}
+
 /// Runs one op on one image, writing every element of `out` (which holds a former value's
 /// numbers: see [`SpareBuffers::take`]).
-fn run_image(
-    op: &Op,
-    params: &NodeParams,
-    input_shapes: &[&[usize]],
-    out_shape: &[usize],
-    x: &[&[f32]],
-    out: &mut [f32],
-) {
+fn run_image(op: &Op, params: &NodeParams, image: &Image<'_>, out: &mut [f32]) {
+    let (x, input_shapes, out_shape) = (image.x, image.input_shapes, image.out_shape);
     let hw = |s: &[usize]| (s[1], s[2]);
     match (op, params) {
         (Op::Conv2d(c), NodeParams::Conv { weight, bias }) => kernels::conv2d(
@@ -346,9 +364,14 @@ fn run_image(
             let plane = input_shapes[0][1] * input_shapes[0][2];
             kernels::channel_affine(x[0], plane, scale, shift, out)
         }
-        (Op::Linear(l), NodeParams::Linear { weight, bias }) => {
-            kernels::linear(x[0], l.in_features, weight, bias.as_deref(), out)
-        }
+        (Op::Linear(l), NodeParams::Linear { weight, bias }) => kernels::linear(
+            x[0],
+            l.in_features,
+            weight,
+            image.weight_t,
+            bias.as_deref(),
+            out,
+        ),
         (Op::LayerNorm { dim, eps }, NodeParams::LayerNorm { weight, bias }) => {
             kernels::layer_norm(x[0], *dim, *eps, weight, bias, out)
         }

@@ -1,7 +1,8 @@
-//! fp32 kernels on one core, on layer-sized shapes: the depthwise conv.
+//! fp32 kernels on one core, on layer-sized shapes: the depthwise conv and GELU.
 //! `cargo bench -p qvit-core --bench fp32`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::float::depthwise::depthwise;
+use qvit_core::exec::float::{gelu, gelu_in_place};
 use qvit_core::graph::Conv2d;
 use qvit_core::rng::Rng;
 
@@ -38,4 +39,23 @@ fn depthwise_f32(bencher: divan::Bencher, shape: (usize, usize, usize, usize)) {
             2 * channels * o * o * kernel * kernel,
         ))
         .bench_local(|| depthwise(&conv, &x, (side, side), &w, &bias, &mut out, (o, o)));
+}
+
+/// DeiT-T's fc1 output for one image (197 tokens × 768), unit normal: [`gelu_in_place`] and
+/// the per-element definition it equals.
+#[divan::bench(args = ["lanes", "per element"])]
+fn gelu_deit_tiny_fc1(bencher: divan::Bencher, how: &str) {
+    let mut rng = Rng::new(3);
+    let x: Vec<f32> = (0..197 * 768).map(|_| rng.normal()).collect();
+    let mut y = x.clone();
+    bencher
+        .counter(divan::counter::ItemsCount::new(x.len()))
+        .bench_local(|| {
+            y.copy_from_slice(&x);
+            if how == "lanes" {
+                gelu_in_place(&mut y);
+            } else {
+                y.iter_mut().for_each(|v| *v = gelu(*v));
+            }
+        });
 }

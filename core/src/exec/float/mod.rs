@@ -5,6 +5,7 @@
 //! calibration records its statistics.
 
 pub mod depthwise;
+mod gelu;
 mod kernels;
 
 use rayon::prelude::*;
@@ -15,6 +16,7 @@ use crate::graph::{Graph, NodeId, Op};
 use crate::tensor::Tensor;
 use crate::weights::{FoldedWeights, NodeParams};
 
+pub use gelu::gelu_in_place;
 pub use kernels::{gelu, hardswish};
 
 std::thread_local! {
@@ -441,7 +443,7 @@ fn activate(op: &Op, x: &mut [f32]) {
     match op {
         Op::Hardswish => map_in_place(x, kernels::hardswish),
         Op::Relu => map_in_place(x, kernels::relu),
-        Op::Gelu => map_in_place(x, kernels::gelu),
+        Op::Gelu => gelu::gelu_in_place(x),
         _ => unreachable!("{} is not an activation", op.kind()),
     }
 }

@@ -1,0 +1,236 @@
+//! GELU over a slice, bit for bit [`gelu`], four values at a time.
+//!
+//! [`gelu`] evaluates libm's f64 `erf` per element (a fifth of DeiT-T's fp32 time, and of
+//! the fake-quant executor's). Here `erf` comes from a table of Taylor expansions evaluated in
+//! AVX2 lanes, and each result is kept only where it provably rounds to the same f32 as
+//! [`gelu`]'s; the few others (results within the table's error of a rounding boundary, and
+//! NaN) go through [`gelu`] itself. So the slice gets exactly `gelu(x)` for every `x`.
+//!
+//! **The table.** Centres `c = i/32` for `i = 0..=192` (`|z|` up to 6, past which `erf` is ±1
+//! in f64). Around each, `erf(c + t) = erf(c) + (2/√π)·e^(−c²)·Σₙ₌₁ (−1)^(n−1)·H_(n−1)(c)·tⁿ/n!`
+//! with `H` the Hermite polynomials (`dⁿ/dzⁿ e^(−z²) = (−1)ⁿ·Hₙ(z)·e^(−z²)`), to degree 7. For
+//! `|t| ≤ 1/64` the next term is below `2/√π · max|H₇·e^(−z²)| · 64⁻⁸/8!`, about `10⁻¹⁶`; with
+//! the f64 roundings of the coefficients and the evaluation, the lanes' `erf` is within
+//! `2⁻⁵⁰` of libm's.
+//!
+//! **The check.** `g = 0.5·x·(1 + e)` in f64 as [`gelu`] computes it, so with `|e − erf| ≤ E`
+//! the two `g` differ by at most `|x|·(E/2 + 2⁻⁵¹)` (`|1 + e| ≤ 2`, one rounding each side).
+//! With `tol = |x|·2⁻⁴⁶`, far above that bound, a lane keeps `f32(g − tol)` only when it
+//! equals `f32(g + tol)`: rounding is monotone, so every f64 between them — [`gelu`]'s `g`
+//! among them — rounds to that f32.
+
+use std::sync::OnceLock;
+
+use super::kernels::gelu;
+
+/// Centres per unit of `z`.
+const STEPS: f64 = 32.0;
+/// The last centre, `|z| = 6`.
+const LAST: usize = 192;
+/// Taylor terms `t⁰ … t⁷`.
+const TERMS: usize = 8;
+
+/// The expansion's coefficients, term-major: `coefficients[n][i]` multiplies `tⁿ` at centre
+/// `i/32`.
+fn coefficients() -> &'static [[f64; LAST + 1]; TERMS] {
+    static TABLE: OnceLock<Box<[[f64; LAST + 1]; TERMS]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = Box::new([[0.0; LAST + 1]; TERMS]);
+        let two_over_root_pi = 2.0 / std::f64::consts::PI.sqrt();
+        for i in 0..=LAST {
+            let c = i as f64 / STEPS;
+            table[0][i] = libm::erf(c);
+            let scale = two_over_root_pi * libm::exp(-c * c);
+            // H₀ … H₆ at c, by H_(n+1) = 2c·Hₙ − 2n·H_(n−1).
+            let (mut h_prev, mut h) = (0.0, 1.0);
+            let mut factorial = 1.0;
+            for n in 1..TERMS {
+                factorial *= n as f64;
+                let sign = if n % 2 == 1 { 1.0 } else { -1.0 };
+                table[n][i] = scale * sign * h / factorial;
+                let next = 2.0 * c * h - 2.0 * (n - 1) as f64 * h_prev;
+                (h_prev, h) = (h, next);
+            }
+        }
+        table
+    })
+}
+
+/// `x[i] = gelu(x[i])` for every element.
+pub fn gelu_in_place(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        let table = coefficients();
+        // SAFETY: AVX2 and FMA were checked just above.
+        #[allow(unsafe_code)]
+        unsafe {
+            lanes::gelu_avx2(table, x)
+        };
+        return;
+    }
+    x.iter_mut().for_each(|v| *v = gelu(*v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod lanes {
+    use std::arch::x86_64::*;
+
+    use super::{LAST, STEPS, TERMS, gelu};
+
+    /// Four lanes at a time, the rest (and every lane the check turns away) through [`gelu`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn gelu_avx2(table: &[[f64; LAST + 1]; TERMS], x: &mut [f32]) {
+        let mut chunks = x.chunks_exact_mut(4);
+        for chunk in &mut chunks {
+            // SAFETY: `chunk` holds four f32s.
+            let v = unsafe { _mm_loadu_ps(chunk.as_ptr()) };
+            let (lo, hi) = four(table, v);
+            // SAFETY: as above.
+            unsafe { _mm_storeu_ps(chunk.as_mut_ptr(), lo) };
+            let same = _mm_movemask_ps(_mm_cmpeq_ps(lo, hi));
+            if same != 0b1111 {
+                for (lane, value) in chunk.iter_mut().enumerate() {
+                    if same & (1 << lane) == 0 {
+                        // The stored lane is the f32 below the interval's low end: recompute
+                        // from the input, which only this lane's `hi` still knows.
+                        *value = gelu(input_of(v, lane));
+                    }
+                }
+            }
+        }
+        for value in chunks.into_remainder() {
+            *value = gelu(*value);
+        }
+    }
+
+    #[inline(always)]
+    fn input_of(v: __m128, lane: usize) -> f32 {
+        let mut lanes = [0.0f32; 4];
+        // SAFETY: `lanes` holds four f32s.
+        unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), v) };
+        lanes[lane]
+    }
+
+    /// `f32(g − tol)` and `f32(g + tol)` for four inputs (module docs).
+    #[inline(always)]
+    fn four(table: &[[f64; LAST + 1]; TERMS], v: __m128) -> (__m128, __m128) {
+        // SAFETY (every intrinsic below): the caller is compiled with AVX2 and FMA; the
+        // gathers read `table[n][i]` with `0 ≤ i ≤ LAST` (the index is clamped first).
+        unsafe {
+            let x = _mm256_cvtps_pd(v);
+            // `x·(1/√2)` rather than [`gelu`]'s `x/√2`: a division costs as much as the rest,
+            // and the product is within an ulp of the quotient, which moves `erf` by less
+            // than `2⁻⁵³` — inside the check's margin.
+            let z = _mm256_mul_pd(x, _mm256_set1_pd(std::f64::consts::FRAC_1_SQRT_2));
+            let sign = _mm256_set1_pd(-0.0);
+            let a = _mm256_andnot_pd(sign, z);
+            // NaN compares false and becomes the last centre; its lane fails the check anyway.
+            let a = _mm256_min_pd(a, _mm256_set1_pd(LAST as f64 / STEPS));
+            let centre = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_pd(a, _mm256_set1_pd(STEPS)),
+            );
+            let index = _mm256_cvtpd_epi32(centre);
+            let t = _mm256_sub_pd(a, _mm256_mul_pd(centre, _mm256_set1_pd(1.0 / STEPS)));
+            let gather = |n: usize| _mm256_i32gather_pd::<8>(table[n].as_ptr(), index);
+            let mut e = gather(TERMS - 1);
+            for n in (0..TERMS - 1).rev() {
+                e = _mm256_fmadd_pd(e, t, gather(n));
+            }
+            let e = _mm256_or_pd(e, _mm256_and_pd(z, sign));
+            let half_x = _mm256_mul_pd(_mm256_set1_pd(0.5), x);
+            let g = _mm256_mul_pd(half_x, _mm256_add_pd(_mm256_set1_pd(1.0), e));
+            let tol = _mm256_mul_pd(_mm256_andnot_pd(sign, x), _mm256_set1_pd(2f64.powi(-46)));
+            (
+                _mm256_cvtpd_ps(_mm256_sub_pd(g, tol)),
+                _mm256_cvtpd_ps(_mm256_add_pd(g, tol)),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn check(values: &[f32]) {
+        let mut got = values.to_vec();
+        gelu_in_place(&mut got);
+        for (&v, g) in values.iter().zip(&got) {
+            assert_eq!(g.to_bits(), gelu(v).to_bits(), "gelu({v:e}) = {}", gelu(v));
+        }
+    }
+
+    #[test]
+    fn the_table_is_erf() {
+        // Every centre's expansion at both ends of its interval, against libm.
+        let table = coefficients();
+        for i in 0..=LAST {
+            for t in [-1.0 / 64.0, 1.0 / 64.0, 0.0] {
+                let z = i as f64 / STEPS + t;
+                let e = table.iter().rev().fold(0.0, |acc, term| acc * t + term[i]);
+                assert!((e - libm::erf(z)).abs() < 2f64.powi(-50), "erf({z})");
+            }
+        }
+    }
+
+    #[test]
+    fn special_values_and_every_length() {
+        let special = [
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            1e-45,
+            -1e-45,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MAX,
+            f32::MIN,
+            8.5,
+            -8.5,
+            -5.3,
+            -12.0,
+            -40.0,
+        ];
+        for len in 0..=special.len() {
+            check(&special[..len]);
+        }
+    }
+
+    /// Random activations at several spreads, and inputs on the table's seams (`z = i/32 ±
+    /// 1/64`, where the centre changes).
+    #[test]
+    fn equals_gelu_bit_for_bit() {
+        let mut rng = Rng::new(5);
+        for spread in [0.01f32, 0.5, 1.0, 3.0, 10.0] {
+            let v: Vec<f32> = (0..100_003).map(|_| spread * rng.normal()).collect();
+            check(&v);
+        }
+        let seams: Vec<f32> = (0..=2 * LAST + 2)
+            .flat_map(|j| {
+                let x = (j as f64 / 64.0 * std::f64::consts::SQRT_2) as f32;
+                [
+                    x,
+                    -x,
+                    x.next_up(),
+                    x.next_down(),
+                    -x.next_up(),
+                    -x.next_down(),
+                ]
+            })
+            .collect();
+        check(&seams);
+    }
+
+    /// One f32 in every 4,096 over the whole range, each sign.
+    #[test]
+    fn equals_gelu_across_the_f32_range() {
+        let v: Vec<f32> = (0..=u32::MAX >> 12)
+            .map(|b| f32::from_bits(b << 12))
+            .collect();
+        check(&v);
+    }
+}

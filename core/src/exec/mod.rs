@@ -7,3 +7,4 @@ pub mod float;
 pub mod int;
 pub mod matmul;
 pub mod spare;
+pub mod transpose;

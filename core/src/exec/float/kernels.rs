@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::depthwise::depthwise;
 use crate::exec::matmul::{MatMut, MatRef, matmul};
+use crate::exec::transpose::transpose;
 use crate::graph::Conv2d;
 
 /// Output rows per parallel block of a matrix product.
@@ -185,20 +186,10 @@ pub fn linear(
     }
 }
 
-/// The transpose of the row-major `rows × cols` matrix `m`, row-major, copied in square tiles
-/// so both sides stay in cache.
+/// The transpose of the row-major `rows × cols` matrix `m`, row-major.
 pub fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 16;
     let mut t = vec![0.0; rows * cols];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    t[c * rows + r] = m[r * cols + c];
-                }
-            }
-        }
-    }
+    transpose(m, rows, cols, &mut t);
     t
 }
 
@@ -493,21 +484,6 @@ mod tests {
         let mut p = vec![0.0; 2];
         global_avg_pool(&[1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 8.0], 4, &mut p);
         close(&p, &[2.5, 2.0]);
-    }
-
-    #[test]
-    fn transposed_by_hand() {
-        let m = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        assert_eq!(transposed(&m, 2, 3), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
-        // Past one tile each way, with partial tiles.
-        let (rows, cols) = (37, 20);
-        let m: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-        let t = transposed(&m, rows, cols);
-        for r in 0..rows {
-            for c in 0..cols {
-                assert_eq!(t[c * rows + r], m[r * cols + c]);
-            }
-        }
     }
 
     /// The layer through the transposed weight gives the sums of the products with the weight

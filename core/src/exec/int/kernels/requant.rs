@@ -264,6 +264,117 @@ pub fn lookup(isa: Isa, f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32
     )
 }
 
+/// [`lookup`] for a table that may not hold every value `f` gives: `dst[i] = table[f(src[i])]`
+/// where the table holds `f(src[i])`, and whether it held every one. Where it did not, `dst[i]`
+/// is some code of the table, for the caller to overwrite (GELU's table stops where its
+/// sigmoid saturates; the rare values past it are computed).
+pub fn lookup_within(isa: Isa, f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
+    dispatch!(
+        isa,
+        lookup_within_portable,
+        lookup_within_avx2,
+        lookup_within_avx512,
+        (f, table, src, dst)
+    )
+}
+
+#[inline(always)]
+fn lookup_within_portable(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
+    let codes = &table.codes[..];
+    let last = codes.len() - 1;
+    if !in_32_bits(f, table) {
+        let mut outside = false;
+        for (o, &v) in dst.iter_mut().zip(src) {
+            // Below the table the difference wraps to a huge index: past `last` as well.
+            let i = f.apply_i32(v).wrapping_sub(table.first) as u64;
+            outside |= i > last as u64;
+            *o = codes[(i as usize).min(last)];
+        }
+        return !outside;
+    }
+    // The requantization in its own pass, then the look-up.
+    requant_portable(f, src, dst);
+    codes_of(codes, table.first as i32, dst)
+}
+
+/// Whether every value `f` gives, the table's first and its indices fit 32 bits.
+fn in_32_bits(f: &Fast, table: &CodeTable) -> bool {
+    let in_i32 = |v: i64| i32::try_from(v).is_ok();
+    in_i32(f.qmin)
+        && in_i32(f.qmax)
+        && in_i32(table.first)
+        && u32::try_from(table.codes.len()).is_ok()
+}
+
+/// `x = codes[x − first]` for every `x` of `values` inside the table (any code of it for the
+/// others), and whether all were inside. `codes` holds at most `2³²` entries.
+#[inline(always)]
+fn codes_of(codes: &[i32], first: i32, values: &mut [i32]) -> bool {
+    let last = (codes.len() - 1) as u32;
+    let mut outside = 0u32;
+    for o in values.iter_mut() {
+        // Below the table the difference wraps to a huge index: past `last` as well.
+        let i = o.wrapping_sub(first) as u32;
+        outside |= (i > last) as u32;
+        *o = codes[i.min(last) as usize];
+    }
+    outside == 0
+}
+
+/// [`codes_of`] in AVX2 lanes, eight gathers at a time (the compiler leaves the loop scalar);
+/// the same codes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn codes_of_avx2(codes: &[i32], first: i32, values: &mut [i32]) -> bool {
+    use std::arch::x86_64::*;
+    let last = (codes.len() - 1) as u32;
+    let mut chunks = values.chunks_exact_mut(8);
+    // SAFETY (the block): only called from functions compiled with AVX2; loads and stores
+    // touch the eight values of `chunk`; every gathered index is at most `last`, inside
+    // `codes`.
+    let outside = unsafe {
+        let first_v = _mm256_set1_epi32(first);
+        let last_v = _mm256_set1_epi32(last as i32);
+        let mut outside = _mm256_setzero_si256();
+        for chunk in &mut chunks {
+            let x = _mm256_loadu_si256(chunk.as_ptr().cast());
+            let i = _mm256_sub_epi32(x, first_v);
+            let clamped = _mm256_min_epu32(i, last_v);
+            // Lanes the clamp moved were past the table.
+            outside = _mm256_or_si256(outside, _mm256_xor_si256(clamped, i));
+            let code = _mm256_i32gather_epi32::<4>(codes.as_ptr(), clamped);
+            _mm256_storeu_si256(chunk.as_mut_ptr().cast(), code);
+        }
+        _mm256_testz_si256(outside, outside) == 0
+    };
+    let rest = codes_of(codes, first, chunks.into_remainder());
+    !outside && rest
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn lookup_within_avx2(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
+    lookup_within_lanes(f, table, src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
+fn lookup_within_avx512(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
+    lookup_within_lanes(f, table, src, dst)
+}
+
+/// [`lookup_within_portable`] with the look-up in AVX2 lanes, for the functions compiled
+/// with AVX2 or AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn lookup_within_lanes(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
+    if !in_32_bits(f, table) {
+        return lookup_within_portable(f, table, src, dst);
+    }
+    requant_portable(f, src, dst);
+    codes_of_avx2(&table.codes, table.first as i32, dst)
+}
+
 #[inline(always)]
 fn requant_portable(f: &Fast, src: &[i32], dst: &mut [i32]) {
     match f.narrow() {
@@ -492,6 +603,65 @@ mod tests {
                 let mut got = vec![0; src.len()];
                 hardswish(isa, &h, &src, &mut got);
                 assert_eq!(got, want, "{} {out:?}", isa.name());
+            }
+        }
+    }
+
+    /// Tables that hold all, some or none of the requantized values, on every ISA: the codes
+    /// it holds are looked up, and the answer says whether it held them all.
+    #[test]
+    fn lookup_within_equals_the_definition() {
+        let mut rng = Rng::new(8);
+        let narrow = Fast {
+            m: 1 << 20,
+            lo: 1 << 19,
+            hi: 0,
+            k: 20,
+            qmin: -3000,
+            qmax: 3000,
+        };
+        // A clamp past i32 (never reached here): the 64-bit path.
+        let wide = Fast {
+            qmax: 1 << 40,
+            ..narrow
+        };
+        let tables = [
+            (-3000, 6001),
+            (-500, 1001),
+            (-3000, 10),
+            (2900, 101),
+            (5000, 7),
+        ];
+        for (f, (first, len)) in [narrow, wide]
+            .into_iter()
+            .flat_map(|f| tables.map(|t| (f, t)))
+        {
+            let table = CodeTable {
+                first,
+                codes: (0..len).map(|_| rng.below(255) as i32 - 128).collect(),
+            };
+            for n in [0, 1, 7, 8, 9, 64, 1003] {
+                let src: Vec<i32> = (0..n).map(|_| rng.below(8001) as i32 - 4000).collect();
+                let held: Vec<Option<i32>> = src
+                    .iter()
+                    .map(|&v| table.get((v as i64).clamp(f.qmin, f.qmax)))
+                    .collect();
+                for isa in Isa::available() {
+                    let mut got = vec![i32::MIN; n];
+                    let all = lookup_within(isa, &f, &table, &src, &mut got);
+                    assert_eq!(
+                        all,
+                        held.iter().all(Option::is_some),
+                        "{} {first}",
+                        isa.name()
+                    );
+                    for ((g, h), v) in got.iter().zip(&held).zip(&src) {
+                        match h {
+                            Some(code) => assert_eq!(g, code, "{} x = {v}", isa.name()),
+                            None => assert!(table.codes.contains(g), "{} x = {v}", isa.name()),
+                        }
+                    }
+                }
             }
         }
     }

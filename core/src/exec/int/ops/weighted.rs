@@ -10,12 +10,13 @@ use rayon::prelude::*;
 
 use super::super::code_table::CodeTable;
 use super::super::kernels::depthwise::{DwShape, depthwise};
-use super::super::kernels::requant::{NarrowHardswish, hardswish_narrow, lookup};
+use super::super::kernels::requant::{NarrowHardswish, hardswish_narrow, lookup, lookup_within};
 use super::super::kernels::{PANEL, PackedA, PackedB, gemm, gemm_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
 use crate::exec::spare::resize_to_overwrite;
+use crate::exec::transpose::transpose;
 use crate::graph::Conv2d;
 
 /// Products of at least this many multiply-accumulates (depthwise convs: a quarter of it)
@@ -161,22 +162,6 @@ fn pack_tokens(b: &mut PackedB, src: &[i32], lift: i32) {
         },
         |kk, col| src[col * k + kk] + lift,
     );
-}
-
-/// `dst[j·rows + i] = src[i·cols + j]`, in square tiles so both sides stay in cache (a
-/// token-major output written one channel at a time strides a whole row per element).
-fn transpose(src: &[i32], rows: usize, cols: usize, dst: &mut [i32]) {
-    const TILE: usize = 16;
-    for i0 in (0..rows).step_by(TILE) {
-        for j0 in (0..cols).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(rows) {
-                let row = &src[i * cols..(i + 1) * cols];
-                for j in j0..(j0 + TILE).min(cols) {
-                    dst[j * rows + i] = row[j];
-                }
-            }
-        }
-    }
 }
 
 /// One weighted layer.
@@ -393,12 +378,14 @@ impl Weighted {
                 Some(table),
             ) => match to_x.fast(oc, bias) {
                 Some(t) => {
-                    for (d, &v) in dst.iter_mut().zip(acc) {
-                        let x = t.apply_i32(v);
-                        *d = match table.get(x) {
-                            Some(code) => code,
-                            None => out.encode(gelu(x as i32, k), oc),
-                        };
+                    // Looked up in lanes; the values past the table (rare) computed after.
+                    if !lookup_within(ctx.isa, &t, table, acc, dst) {
+                        for (d, &v) in dst.iter_mut().zip(acc) {
+                            let x = t.apply_i32(v);
+                            if table.get(x).is_none() {
+                                *d = out.encode(gelu(x as i32, k), oc);
+                            }
+                        }
                     }
                 }
                 None => self.emit_each(oc, bias, acc, dst),
@@ -585,23 +572,6 @@ mod tests {
             let mut got = PackedB::zeroed(k, cols, Vec::new());
             pack_tokens(&mut got, &tokens, 128);
             assert_eq!(got.data, want.data, "tokens {k}×{cols}");
-        }
-    }
-
-    #[test]
-    fn transpose_by_hand_and_odd_sizes() {
-        let mut out = vec![0; 6];
-        transpose(&[1, 2, 3, 4, 5, 6], 2, 3, &mut out);
-        assert_eq!(out, [1, 4, 2, 5, 3, 6]);
-        for (rows, cols) in [(1, 1), (17, 5), (33, 197), (192, 16)] {
-            let src: Vec<i32> = (0..(rows * cols) as i32).collect();
-            let mut dst = vec![-1; rows * cols];
-            transpose(&src, rows, cols, &mut dst);
-            for i in 0..rows {
-                for j in 0..cols {
-                    assert_eq!(dst[j * rows + i], src[i * cols + j]);
-                }
-            }
         }
     }
 

@@ -231,7 +231,8 @@ mod tests {
         fn power_matches_pow_over_the_range_of_errors(
             mantissa in 1.0f64..2.0,
             exponent in -149i32..128,
-            p in 0.01f64..10.0,
+            // Recipes allow any 0 < p ≤ 10: tiny ones drawn on their own, or they never are.
+            p in proptest::prop_oneof![1e-9f64..0.01, 0.01f64..=10.0],
         ) {
             let p = f64::from(p as f32);
             let e = f64::from((mantissa * 2f64.powi(exponent)) as f32);

@@ -39,8 +39,8 @@ fn product_rows(out: &mut [f32], w: &[f32], x: MatRef<'_>, m: usize) {
 /// Copies the receptive fields of a conv group into columns: `[cin·k·k, oh·ow]`.
 ///
 /// Per tap and output row, the outputs whose input column lies inside the map form one run:
-/// zeros left and right of it, and the run copied every `stride`-th input (a per-element test
-/// of all four borders was 5 % of B1's fp32 time in the stem's conv).
+/// zeros left and right of it, and the run copied every `stride`-th input (rather than a test
+/// of all four borders per element).
 fn im2col(
     x: &[f32],
     cin: usize,

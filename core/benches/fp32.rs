@@ -6,21 +6,12 @@ use qvit_core::exec::float::{gelu, gelu_in_place};
 use qvit_core::graph::Conv2d;
 use qvit_core::rng::Rng;
 
+mod common;
+use common::DW_SHAPES;
+
 fn main() {
     divan::main();
 }
-
-/// (channels, input side, kernel, stride): EfficientViT-B1 @ 224's depthwise convs, as in the
-/// int8 bench — the stem's 3×3 on 112×112, a stride-2 MBConv, stage-1/2/4 MBConvs, and the 5×5
-/// aggregation of stage 4's q, k, v.
-const DW_SHAPES: [(usize, usize, usize, usize); 6] = [
-    (16, 112, 3, 1),
-    (64, 112, 3, 2),
-    (128, 56, 3, 1),
-    (256, 28, 3, 1),
-    (1024, 7, 3, 1),
-    (768, 7, 5, 1),
-];
 
 #[divan::bench(args = DW_SHAPES)]
 fn depthwise_f32(bencher: divan::Bencher, shape: (usize, usize, usize, usize)) {

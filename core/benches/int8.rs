@@ -10,6 +10,9 @@ use qvit_core::exec::int::kernels::scores::{PackedKeys, query_pairs, scores};
 use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, peak_loop_avx2, peak_loop_vnni};
 use qvit_core::rng::Rng;
 
+mod common;
+use common::DW_SHAPES;
+
 fn main() {
     divan::main();
 }
@@ -63,18 +66,6 @@ fn peak_avx2(bencher: divan::Bencher) {
         .counter(divan::counter::ItemsCount::new(2 * 10_000 * 12 * 16usize))
         .bench_local(|| peak_loop_avx2(divan::black_box(10_000)));
 }
-
-/// (channels, input side, kernel, stride): EfficientViT-B1 @ 224's depthwise convs — the
-/// stem's 3×3 on 112×112, a stride-2 MBConv, stage-1/2/4 MBConvs, and the 5×5 aggregation of
-/// stage 4's q, k, v.
-const DW_SHAPES: [(usize, usize, usize, usize); 6] = [
-    (16, 112, 3, 1),
-    (64, 112, 3, 2),
-    (128, 56, 3, 1),
-    (256, 28, 3, 1),
-    (1024, 7, 3, 1),
-    (768, 7, 5, 1),
-];
 
 #[divan::bench(args = DW_SHAPES, consts = [0, 1, 2])]
 fn depthwise_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize, usize, usize)) {

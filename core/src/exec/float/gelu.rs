@@ -92,8 +92,8 @@ mod lanes {
             if same != 0b1111 {
                 for (lane, value) in chunk.iter_mut().enumerate() {
                     if same & (1 << lane) == 0 {
-                        // The stored lane is the f32 below the interval's low end: recompute
-                        // from the input, which only this lane's `hi` still knows.
+                        // The lane holds `f32(g − tol)`, not the definition's f32: recompute
+                        // it from the input, which `v` still holds.
                         *value = gelu(input_of(v, lane));
                     }
                 }

@@ -249,23 +249,20 @@ pub fn hardswish_narrow(isa: Isa, h: &NarrowHardswish, src: &[i32], dst: &mut [i
     )
 }
 
-/// `dst[i] = table[f(src[i])]`: the requantization, then the code of its result.
+/// `dst[i] = table[f(src[i])]`: the requantization, then the code of its result — for a table
+/// that holds every value `f` gives ([`lookup_within`], whose answer is then always yes).
 pub fn lookup(isa: Isa, f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
     assert!(
         table.covers(f.qmin, f.qmax),
         "the table holds every value the requantization gives"
     );
-    dispatch!(
-        isa,
-        lookup_portable,
-        lookup_avx2,
-        lookup_avx512,
-        (f, table, src, dst)
-    )
+    let all = lookup_within(isa, f, table, src, dst);
+    debug_assert!(all, "a covering table held every value");
 }
 
-/// [`lookup`] for a table that may not hold every value `f` gives: `dst[i] = table[f(src[i])]`
-/// where the table holds `f(src[i])`, and whether it held every one. Where it did not, `dst[i]`
+/// The requantization, then the code of its result from a table that may not hold every value
+/// `f` gives: `dst[i] = table[f(src[i])]` where the table holds `f(src[i])`, and whether it
+/// held every one. Where it did not, `dst[i]`
 /// is some code of the table, for the caller to overwrite (GELU's table stops where its
 /// sigmoid saturates; the rare values past it are computed).
 pub fn lookup_within(isa: Isa, f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
@@ -392,18 +389,6 @@ fn requant_portable(f: &Fast, src: &[i32], dst: &mut [i32]) {
 }
 
 #[inline(always)]
-fn lookup_portable(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
-    let codes = &table.codes[..];
-    let last = codes.len() - 1;
-    for (o, &v) in dst.iter_mut().zip(src) {
-        // `f`'s clamp keeps the index inside the table (asserted by the caller); `min`
-        // spares the bounds check.
-        let i = (f.apply_i32(v) - table.first) as usize;
-        *o = codes[i.min(last)];
-    }
-}
-
-#[inline(always)]
 fn hardswish_portable(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
     if let (Some(t), Some(out)) = (h.to_t.narrow(), h.out.narrow()) {
         // `t` within ±2^30 and `2^j < 2^30`: the clamp in i32, the product by `vpmuldq`.
@@ -436,18 +421,6 @@ fn requant_avx2(f: &Fast, src: &[i32], dst: &mut [i32]) {
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 fn requant_avx512(f: &Fast, src: &[i32], dst: &mut [i32]) {
     requant_portable(f, src, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn lookup_avx2(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
-    lookup_portable(f, table, src, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
-fn lookup_avx512(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) {
-    lookup_portable(f, table, src, dst)
 }
 
 #[inline(always)]

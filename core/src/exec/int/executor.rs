@@ -84,7 +84,7 @@ impl<'p> IntExecutor<'p> {
             StepOp::Add(a) => a.run(self.isa, x[0], x[1], &mut out),
             StepOp::Pool(pool) => pool.run(x[0], &mut out),
             StepOp::ClassPos(c) => c.run(x[0], &mut out),
-            StepOp::LayerNorm(l) => l.run(x[0], &mut out, scratch),
+            StepOp::LayerNorm(l) => l.run(self.isa, x[0], &mut out, scratch),
             StepOp::ScoresSoftmax(s) => s.run(self.isa, x[0], &mut out, scratch),
             StepOp::Mix(m) => m.run(self.isa, x[0], x[1], &mut out),
             StepOp::Context(c) => c.run(x[0], &mut out),

@@ -204,10 +204,9 @@ impl Encoder {
         match self {
             Encoder::Linear(r) => r.apply_slice(isa, c, 0, src, dst),
             Encoder::Levels(l) => {
-                let lookup = l[c.min(l.len() - 1)].binade_lookup();
-                for (o, &v) in dst.iter_mut().zip(src) {
-                    *o = lookup.encode(v as i64);
-                }
+                l[c.min(l.len() - 1)]
+                    .binade_lookup()
+                    .encode_all(isa, src, dst);
             }
         }
     }

@@ -21,6 +21,7 @@ pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_pairs;
 pub mod exps;
+pub mod layernorm;
 pub mod requant;
 pub mod scores;
 mod vnni;

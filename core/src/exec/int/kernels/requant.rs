@@ -40,12 +40,12 @@ impl Fast {
 /// (`vpsraq`, `vpminsq`) replaced by 32-bit ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Narrow {
-    m: i32,
-    lo: i64,
-    shift: u32,
-    hi: i32,
-    min: i32,
-    max: i32,
+    pub(super) m: i32,
+    pub(super) lo: i64,
+    pub(super) shift: u32,
+    pub(super) hi: i32,
+    pub(super) min: i32,
+    pub(super) max: i32,
 }
 
 impl Fast {

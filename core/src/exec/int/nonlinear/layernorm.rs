@@ -44,7 +44,7 @@ pub fn i_layernorm(x: &[i64], z: &mut [i64]) -> u64 {
 }
 
 /// `a/b` rounded half to even, exactly, for `b > 0`.
-fn round_half_even_div(a: i64, b: i64) -> i64 {
+pub fn round_half_even_div(a: i64, b: i64) -> i64 {
     let q = a.div_euclid(b);
     let r = a.rem_euclid(b);
     match (2 * r).cmp(&b) {

@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
 use crate::exec::int::kernels::{Isa, Width, width};
 
 /// Codes for an integer `v`: `codes[i]` where `i` counts the thresholds `v` exceeds.
@@ -75,8 +78,29 @@ pub struct BinadeLookup<'a> {
     /// `b = 0`, else `2^(b−1)`); `first[b + 1]` bounds the ones it must compare with.
     first: [usize; 65],
     /// For inputs in i32, when no binade holds more than two thresholds (a log encoder's
-    /// do not): each binade's two, the absent ones `i32::MAX`, which no input exceeds.
-    pairs: Option<Box<[[i32; 2]; 32]>>,
+    /// do not).
+    table: Option<Box<BinadeTable>>,
+}
+
+/// Each i32 binade's (at most) two thresholds and three codes, as columns indexed by bit
+/// length: a table lanes look up with one permute or gather per column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BinadeTable {
+    /// The binade's first and second thresholds; absent ones `i32::MAX`, which no input
+    /// exceeds.
+    thresholds: [[i32; 32]; 2],
+    /// The code of an input of the binade exceeding 0, 1 or 2 of them (unreachable entries 0).
+    codes: [[i32; 32]; 3],
+}
+
+impl BinadeTable {
+    /// The code of a non-negative `v` of bit length `b` (`b < 32`): where the lanes' selects
+    /// come from, one element at a time.
+    #[inline(always)]
+    fn code(&self, b: usize, v: i32) -> i32 {
+        let above = usize::from(v > self.thresholds[0][b]) + usize::from(v > self.thresholds[1][b]);
+        self.codes[above][b]
+    }
 }
 
 impl LevelEncoder {
@@ -91,21 +115,35 @@ impl LevelEncoder {
                 below(1i64 << (b - 1))
             };
         }
-        // Binade `b` of an i32 input (b ≤ 31) holds thresholds `first[b]..first[b + 1]`, all
-        // below 2^b, so they fit in i32.
-        let pairs = (0..32)
-            .map(|b| {
-                let inside = &self.thresholds[first[b]..first[b + 1]];
-                let at = |i: usize| inside.get(i).map_or(Some(i32::MAX), |&t| t.try_into().ok());
-                (inside.len() <= 2).then_some([at(0)?, at(1)?])
-            })
-            .collect::<Option<Vec<_>>>()
-            .and_then(|v| v.try_into().ok());
         BinadeLookup {
             encoder: self,
             first,
-            pairs,
+            table: self.binade_table(&first).map(Box::new),
         }
+    }
+
+    /// The [`BinadeTable`] of these thresholds, if no i32 binade holds more than two.
+    fn binade_table(&self, first: &[usize; 65]) -> Option<BinadeTable> {
+        let mut table = BinadeTable {
+            thresholds: [[i32::MAX; 32]; 2],
+            codes: [[0; 32]; 3],
+        };
+        for b in 0..32 {
+            // Binade `b` of an i32 input holds thresholds `first[b]..first[b + 1]`, all below
+            // 2^b, so they fit in i32; the codes after them exist (one more code than
+            // thresholds).
+            let inside = &self.thresholds[first[b]..first[b + 1]];
+            if inside.len() > 2 {
+                return None;
+            }
+            for (k, &t) in inside.iter().enumerate() {
+                table.thresholds[k][b] = t.try_into().ok()?;
+            }
+            for k in 0..=inside.len() {
+                table.codes[k][b] = self.codes[first[b] + k];
+            }
+        }
+        Some(table)
     }
 }
 
@@ -131,13 +169,13 @@ impl BinadeLookup<'_> {
         self.encoder.codes[lo + inside]
     }
 
-    /// `out[i] = encode(p[i])` for many inputs: without a branch per element where every
-    /// binade holds at most two thresholds and every input is non-negative (probabilities),
-    /// compiled for AVX2 and AVX-512 where the CPU has them; else one by one.
+    /// `out[i] = encode(p[i])` for many inputs: in lanes (a bit length, then the binade's
+    /// thresholds and codes looked up by it) where every binade holds at most two thresholds
+    /// and every input is non-negative (probabilities); else one by one.
     pub fn encode_all(&self, isa: Isa, p: &[i32], out: &mut [i32]) {
         assert_eq!(p.len(), out.len(), "as many codes as inputs");
-        let pairs = match &self.pairs {
-            Some(pairs) if p.iter().all(|&v| v >= 0) => pairs,
+        let table = match &self.table {
+            Some(table) if p.iter().all(|&v| v >= 0) => table,
             _ => {
                 return out
                     .iter_mut()
@@ -145,57 +183,120 @@ impl BinadeLookup<'_> {
                     .for_each(|(o, &v)| *o = self.encode(v as i64));
             }
         };
-        let codes = &self.encoder.codes;
         match width(isa) {
             // SAFETY (both): `width` found the features the function is compiled for.
             #[cfg(target_arch = "x86_64")]
-            Width::Avx512 => unsafe { encode_avx512(&self.first, pairs, codes, p, out) },
+            Width::Avx512 => unsafe { encode_avx512(table, p, out) },
             #[cfg(target_arch = "x86_64")]
-            Width::Avx2 => unsafe { encode_avx2(&self.first, pairs, codes, p, out) },
-            _ => encode_portable(&self.first, pairs, codes, p, out),
+            Width::Avx2 => unsafe { encode_avx2(table, p, out) },
+            _ => encode_portable(table, p, out),
         }
     }
 }
 
-/// [`BinadeLookup::encode`] of non-negative i32 inputs through each binade's (at most) two
-/// thresholds: `codes[first[b] + (v > t0) + (v > t1)]`.
+/// The bit length of a non-negative i32, `32 − leading zeros` (0 for 0).
 #[inline(always)]
-fn encode_portable(
-    first: &[usize; 65],
-    pairs: &[[i32; 2]; 32],
-    codes: &[i32],
-    p: &[i32],
-    out: &mut [i32],
-) {
+fn bit_length(v: i32) -> usize {
+    (32 - v.leading_zeros()) as usize
+}
+
+fn encode_portable(table: &BinadeTable, p: &[i32], out: &mut [i32]) {
     for (o, &v) in out.iter_mut().zip(p) {
-        let b = (32 - v.leading_zeros()) as usize & 31;
-        let [t0, t1] = pairs[b];
-        *o = codes[first[b] + usize::from(v > t0) + usize::from(v > t1)];
+        *o = table.code(bit_length(v) & 31, v);
+    }
+}
+
+/// Bit lengths of non-negative lanes from their f32 conversion: the biased exponent `e` of
+/// `f32(v)` gives `e − 126` for `v > 0` (0 for `v = 0`, where `e = 0`), except where rounding to
+/// 24 bits carried `v` up to the next power of two — then `v < 2^(b−1)`, and `b` is one less.
+/// Capped at 31 first (a carry to 2^31 lands there, and `2^30` stays positive).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn bit_lengths_avx2(v: __m256i) -> __m256i {
+    // SAFETY (every intrinsic below): the caller is compiled with AVX2.
+    unsafe {
+        let e = _mm256_srli_epi32::<23>(_mm256_castps_si256(_mm256_cvtepi32_ps(v)));
+        let b = _mm256_min_epi32(
+            _mm256_max_epi32(
+                _mm256_sub_epi32(e, _mm256_set1_epi32(126)),
+                _mm256_setzero_si256(),
+            ),
+            _mm256_set1_epi32(31),
+        );
+        // `1 << (b − 1)`: 0 for b = 0 (a shift by 2^32 − 1 clears the lane).
+        let low = _mm256_sllv_epi32(
+            _mm256_set1_epi32(1),
+            _mm256_sub_epi32(b, _mm256_set1_epi32(1)),
+        );
+        // The compare's all-ones mask is −1: one less where `v < 2^(b−1)`.
+        _mm256_add_epi32(b, _mm256_cmpgt_epi32(low, v))
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn encode_avx2(
-    first: &[usize; 65],
-    pairs: &[[i32; 2]; 32],
-    codes: &[i32],
-    p: &[i32],
-    out: &mut [i32],
-) {
-    encode_portable(first, pairs, codes, p, out)
+fn encode_avx2(table: &BinadeTable, p: &[i32], out: &mut [i32]) {
+    let (whole, tail) = (p.len() / 8 * 8, p.len() % 8);
+    let column = |c: &[i32; 32], b: __m256i| {
+        // SAFETY: `b` lies in 0..32, inside the column.
+        unsafe { _mm256_i32gather_epi32::<4>(c.as_ptr(), b) }
+    };
+    for (src, dst) in p[..whole]
+        .chunks_exact(8)
+        .zip(out[..whole].chunks_exact_mut(8))
+    {
+        // SAFETY: `src` and `dst` hold 8 i32.
+        let v = unsafe { _mm256_loadu_si256(src.as_ptr().cast()) };
+        let b = bit_lengths_avx2(v);
+        let over0 = _mm256_cmpgt_epi32(v, column(&table.thresholds[0], b));
+        let over1 = _mm256_cmpgt_epi32(v, column(&table.thresholds[1], b));
+        let [c0, c1, c2] = table.codes.each_ref().map(|c| column(c, b));
+        let code = _mm256_blendv_epi8(_mm256_blendv_epi8(c0, c1, over0), c2, over1);
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), code) };
+    }
+    encode_portable(table, &p[whole..], &mut out[whole..][..tail]);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn encode_avx512(
-    first: &[usize; 65],
-    pairs: &[[i32; 2]; 32],
-    codes: &[i32],
-    p: &[i32],
-    out: &mut [i32],
-) {
-    encode_portable(first, pairs, codes, p, out)
+fn encode_avx512(table: &BinadeTable, p: &[i32], out: &mut [i32]) {
+    // A column of 32 as two registers, looked up by `vpermt2d` (the bit length's fifth bit
+    // picks the register).
+    let load = |c: &[i32; 32]| {
+        // SAFETY: `c` holds 32 i32.
+        unsafe {
+            (
+                _mm512_loadu_si512(c.as_ptr().cast()),
+                _mm512_loadu_si512(c[16..].as_ptr().cast()),
+            )
+        }
+    };
+    let [t0, t1] = table.thresholds.each_ref().map(load);
+    let [c0, c1, c2] = table.codes.each_ref().map(load);
+    let look = |(lo, hi): (__m512i, __m512i), b: __m512i| _mm512_permutex2var_epi32(lo, b, hi);
+    let (whole, tail) = (p.len() / 16 * 16, p.len() % 16);
+    for (src, dst) in p[..whole]
+        .chunks_exact(16)
+        .zip(out[..whole].chunks_exact_mut(16))
+    {
+        // SAFETY: `src` and `dst` hold 16 i32.
+        let v = unsafe { _mm512_loadu_si512(src.as_ptr().cast()) };
+        let b = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(bit_lengths_avx2(_mm512_castsi512_si256(v))),
+            bit_lengths_avx2(_mm512_extracti64x4_epi64::<1>(v)),
+        );
+        let over0 = _mm512_cmpgt_epi32_mask(v, look(t0, b));
+        let over1 = _mm512_cmpgt_epi32_mask(v, look(t1, b));
+        let code = _mm512_mask_blend_epi32(
+            over1,
+            _mm512_mask_blend_epi32(over0, look(c0, b), look(c1, b)),
+            look(c2, b),
+        );
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), code) };
+    }
+    encode_portable(table, &p[whole..], &mut out[whole..][..tail]);
 }
 
 #[cfg(test)]
@@ -218,18 +319,26 @@ mod tests {
                 thresholds: vec![-5, 0, 1, 2, 3, 4, 7, 8, 1 << 40],
                 codes: (0..10).collect(),
             },
+            // Thresholds just below powers of two, where an f32 bit length is one too large.
+            LevelEncoder {
+                thresholds: vec![(1 << 26) - 1, (1 << 30) - 1, i32::MAX as i64],
+                codes: vec![5, 6, 7, 8],
+            },
         ];
         // The log and hand-made tables take the branch-free path; the uniform one cannot.
         let branch_free: Vec<bool> = encoders
             .iter()
-            .map(|e| e.binade_lookup().pairs.is_some())
+            .map(|e| e.binade_lookup().table.is_some())
             .collect();
-        assert_eq!(branch_free, [true, false, true]);
+        assert_eq!(branch_free, [true, false, true, true]);
         for enc in &encoders {
             let lookup = enc.binade_lookup();
             let mut probes: Vec<i64> = (-20..5000).collect();
             probes.extend(enc.thresholds.iter().flat_map(|&t| [t - 1, t, t + 1]));
             probes.extend((0..63).map(|b| 1i64 << b).chain([i64::MAX, i64::MIN]));
+            // Either side of every power of two: the lanes' bit lengths come from an f32
+            // conversion, which carries `2^b − 1` up to `2^b` from b = 25 on.
+            probes.extend((1..63).flat_map(|b| [(1i64 << b) - 1, (1i64 << b) + 1]));
             for &v in &probes {
                 assert_eq!(lookup.encode(v), enc.encode(v), "v = {v}");
             }

@@ -13,7 +13,7 @@ pub mod softmax;
 
 pub use gelu::gelu;
 pub use hardswish::hardswish_product;
-pub use layernorm::{i_layernorm, newton_sqrt};
+pub use layernorm::{i_layernorm, newton_sqrt, round_half_even_div};
 pub use levels::LevelEncoder;
 pub use shiftexp::{shift_exp, shift_gelu, shiftmax};
 pub use softmax::softmax_row;

@@ -4,7 +4,9 @@
 //! I-LayerNorm, and let the epilogue apply γ, β and any fused activation: the normalised value
 //! `z·√C/2^30` has per-channel scale `γ_c·√C/2^30` and offset `β_c`.
 
-use super::super::kernels::requant::Fast;
+use super::super::kernels::Isa;
+use super::super::kernels::layernorm::RowNorm;
+use super::super::kernels::requant::{Fast, Narrow};
 use super::super::nonlinear::i_layernorm;
 use super::super::requant::{Encoder, Epilogue};
 use super::Scratch;
@@ -19,19 +21,27 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn run(&self, x: &[i32], out: &mut Vec<i32>, s: &mut Scratch) {
+    pub fn run(&self, isa: Isa, x: &[i32], out: &mut Vec<i32>, s: &mut Scratch) {
         out.clear();
         out.resize(x.len(), 0);
         let d = self.dim;
         let mut centred = vec![0i64; d];
         s.wide.resize(d, 0);
+        s.codes.resize(d, 0);
         // A plain linear output's per-channel requantizations in i64 form, valid for inputs
         // below 2^31 in magnitude — which `z ≈ 2^30·y/std` is (checked per row).
         let fast: Option<Vec<Fast>> = match &self.out {
             Epilogue::Plain(Encoder::Linear(r)) => (0..d).map(|c| r.fast(c, 0)).collect(),
             _ => None,
         };
+        let lanes = self.lanes(fast.as_deref());
         for (row, orow) in x.chunks(d).zip(out.chunks_mut(d)) {
+            // Rows whose values stay in 32 bits run in lanes; the rest by the definition.
+            if let Some(l) = &lanes
+                && l.row(isa, row, &mut s.codes[..d], orow)
+            {
+                continue;
+            }
             for (c, (dst, &q)) in centred.iter_mut().zip(row).enumerate() {
                 *dst = ((q - self.zero[c]) as i64) << self.shift[c];
             }
@@ -50,6 +60,13 @@ impl LayerNorm {
                 }
             }
         }
+    }
+
+    /// The step in lanes ([`RowNorm`]), when every channel's output requantization has a
+    /// 32-bit form.
+    fn lanes(&self, fast: Option<&[Fast]>) -> Option<RowNorm> {
+        let narrow: Option<Vec<Narrow>> = fast?.iter().map(Fast::narrow).collect();
+        RowNorm::new(&self.zero, &self.shift, &narrow?)
     }
 }
 
@@ -84,14 +101,29 @@ mod tests {
             out: Epilogue::new(Activation::None, &scale, &offset, &out, d, "ln").unwrap(),
         };
         let rows = 40;
-        let x: Vec<i32> = (0..rows * d)
+        let mut x: Vec<i32> = (0..rows * d)
             .map(|i| {
                 let spread = 1 + (i / d) * 6;
                 rng.below(2 * spread + 1) as i32 - spread as i32
             })
             .collect();
-        let mut got = Vec::new();
-        ln.run(&x, &mut got, &mut Scratch::default());
+        // The last row's values pass 2^31 once shifted: the definition's path.
+        x[(rows - 1) * d] = 1 << 25;
+        let fast: Option<Vec<Fast>> = match &ln.out {
+            Epilogue::Plain(Encoder::Linear(r)) => (0..d).map(|c| r.fast(c, 0)).collect(),
+            _ => None,
+        };
+        assert!(ln.lanes(fast.as_deref()).is_some(), "the rows run in lanes");
+        for isa in Isa::available() {
+            let mut got = Vec::new();
+            ln.run(isa, &x, &mut got, &mut Scratch::default());
+            assert_rows(&ln, &x, &got);
+        }
+    }
+
+    /// `got` is, row by row, the epilogue's definition applied to I-LayerNorm's output.
+    fn assert_rows(ln: &LayerNorm, x: &[i32], got: &[i32]) {
+        let d = ln.dim;
         for (r, row) in x.chunks(d).enumerate() {
             let centred: Vec<i64> = (0..d)
                 .map(|c| ((row[c] - ln.zero[c]) as i64) << ln.shift[c])

@@ -1,12 +1,14 @@
-//! `S = Q·Kᵀ` for one attention head as a blocked product: a tile of [`ROWS`] queries × 16
-//! keys is held in registers across the whole head dimension, so each logit costs a share of a
-//! multiply-add instead of the horizontal sum a dot product per (query, key) pair ends in.
+//! `S = Q·Kᵀ` for one attention head as a blocked product: a tile of [`ROWS`] queries × 32
+//! keys (AVX-512; 4 × 16 on AVX2) is held in registers across the whole head dimension, so each
+//! logit costs a share of a multiply-add instead of the horizontal sum a dot product per
+//! (query, key) pair ends in.
 //!
 //! Codes are centred i16 (|q|, |k| ≤ 255) taken two dimensions at a time: a pair of one query
 //! is one i32 broadcast to every lane, a pair of 16 keys one vector (the keys are packed
 //! dimension-pair-major, [`PackedKeys`]), and `vpmaddwd` multiplies the two pairs and adds them
-//! in each i32 lane. Integers, exact (a pair sums to at most 2·255², a head of up to 2^15
-//! dimensions stays inside i32), so every path gives the definition's result.
+//! in each i32 lane (`vpdpwssd` also adds them to the accumulator, with AVX-512 VNNI).
+//! Integers, exact (a pair sums to at most 2·255², a head of up to 2^15 dimensions stays
+//! inside i32), so every path gives the definition's result.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
@@ -16,8 +18,8 @@ use super::{Isa, Width, width};
 
 /// Keys per block: one AVX-512 register of i32 lanes (two AVX2 ones).
 pub const KEYS: usize = 16;
-/// Queries per tile.
-pub const ROWS: usize = 4;
+/// Queries per tile (two groups of four on AVX2).
+pub const ROWS: usize = 8;
 
 /// Two centred codes as the i32 lane `vpmaddwd` reads: the first in the low half.
 fn pair(lo: i16, hi: i16) -> i32 {
@@ -83,6 +85,10 @@ pub fn scores(isa: Isa, queries: &[i32], keys: &PackedKeys, out: &mut [i32]) {
     match width(isa) {
         // SAFETY (both): `width` found the features the function is compiled for.
         #[cfg(target_arch = "x86_64")]
+        Width::Avx512 if std::arch::is_x86_feature_detected!("avx512vnni") => unsafe {
+            scores_avx512_vnni(queries, rows, keys, out)
+        },
+        #[cfg(target_arch = "x86_64")]
         Width::Avx512 => unsafe { scores_avx512(queries, rows, keys, out) },
         #[cfg(target_arch = "x86_64")]
         Width::Avx2 => unsafe { scores_avx2(queries, rows, keys, out) },
@@ -105,23 +111,6 @@ fn scores_portable(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i
     }
 }
 
-/// Copies a tile's first `rows` rows, and of a block past the last key only the valid keys,
-/// into `out`.
-#[inline(always)]
-fn store_tile(
-    tile: &[[i32; KEYS]; ROWS],
-    rows: usize,
-    keys: usize,
-    j0: usize,
-    r0: usize,
-    out: &mut [i32],
-) {
-    let valid = (keys - j0).min(KEYS);
-    for (r, lanes) in tile.iter().enumerate().take(rows) {
-        out[(r0 + r) * keys + j0..][..valid].copy_from_slice(&lanes[..valid]);
-    }
-}
-
 /// The queries of the tile from row `r0`: how many there are, and each tile row's pairs (rows
 /// past the last repeat it: their sums are computed and dropped).
 #[inline(always)]
@@ -134,66 +123,159 @@ fn tile_queries(queries: &[i32], rows: usize, pairs: usize, r0: usize) -> (usize
     (tile_rows, q)
 }
 
+/// The sums of `R` query rows (`q`, each `keys.pairs` long) with `16·B` keys from `j0`, as
+/// `B` registers of 16 i32 per row: `vpdpwssd` where the CPU has AVX-512 VNNI (`VNNI`), else
+/// `vpmaddwd` + `vpaddd` — the same integers.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tile_avx512<const VNNI: bool, const R: usize, const B: usize>(
+    q: &[&[i32]; R],
+    keys: &PackedKeys,
+    j0: usize,
+) -> [[__m512i; B]; R] {
+    let (pairs, cols) = (keys.pairs, keys.cols);
+    assert!(j0 + KEYS * B <= cols && keys.data.len() == pairs * cols);
+    assert!(q.iter().all(|row| row.len() == pairs));
+    let k0 = keys.data[j0..].as_ptr();
+    let rows = q.map(|row| row.as_ptr());
+    // SAFETY (every intrinsic below): the caller is compiled with AVX-512 F and BW, and with
+    // VNNI when `VNNI`; the loads read `data[c2·cols + j0 ..][.. 16·B]` and `q[r][c2]` for
+    // `c2 < pairs`, inside the slices by the asserts above.
+    unsafe {
+        let mut acc = [[_mm512_setzero_si512(); B]; R];
+        for c2 in 0..pairs {
+            let k: [__m512i; B] =
+                std::array::from_fn(|b| _mm512_loadu_si512(k0.add(c2 * cols + KEYS * b).cast()));
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                let qv = _mm512_set1_epi32(*row.add(c2));
+                for (a, &k) in a.iter_mut().zip(&k) {
+                    *a = if VNNI {
+                        _mm512_dpwssd_epi32(*a, qv, k)
+                    } else {
+                        _mm512_add_epi32(*a, _mm512_madd_epi16(qv, k))
+                    };
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// Stores a tile's first `rows` rows, of each block only the keys before `keys` (a masked
+/// store), at row `r0` and key `j0` of `out` (`keys` per row).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn store_avx512<const R: usize, const B: usize>(
+    acc: &[[__m512i; B]; R],
+    rows: usize,
+    keys: usize,
+    r0: usize,
+    j0: usize,
+    out: &mut [i32],
+) {
+    for (r, blocks) in acc.iter().enumerate().take(rows) {
+        let row = &mut out[(r0 + r) * keys..][..keys];
+        for (b, &v) in blocks.iter().enumerate() {
+            let j = j0 + KEYS * b;
+            let valid = keys.saturating_sub(j).min(KEYS);
+            if valid == 0 {
+                break;
+            }
+            let dst = row[j..][..valid].as_mut_ptr();
+            // SAFETY: the caller is compiled with AVX-512 F; the mask writes the `valid`
+            // lanes `dst` holds (masked-off lanes are not touched).
+            unsafe { _mm512_mask_storeu_epi32(dst.cast(), ((1u32 << valid) - 1) as u16, v) };
+        }
+    }
+}
+
+/// Tiles of [`ROWS`] queries by 32 keys (16 for a last single block): with VNNI when `VNNI`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn scores_avx512_body<const VNNI: bool>(
+    queries: &[i32],
+    rows: usize,
+    keys: &PackedKeys,
+    out: &mut [i32],
+) {
+    for r0 in (0..rows).step_by(ROWS) {
+        let (tile_rows, q) = tile_queries(queries, rows, keys.pairs, r0);
+        let mut j0 = 0;
+        while j0 + 2 * KEYS <= keys.cols {
+            let acc = tile_avx512::<VNNI, ROWS, 2>(&q, keys, j0);
+            store_avx512(&acc, tile_rows, keys.keys, r0, j0, out);
+            j0 += 2 * KEYS;
+        }
+        if j0 < keys.cols {
+            let acc = tile_avx512::<VNNI, ROWS, 1>(&q, keys, j0);
+            store_avx512(&acc, tile_rows, keys.keys, r0, j0, out);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn scores_avx512_vnni(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32]) {
+    scores_avx512_body::<true>(queries, rows, keys, out)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn scores_avx512(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32]) {
+    scores_avx512_body::<false>(queries, rows, keys, out)
+}
+
+/// Four query rows by 16 keys (two registers of 8 per row: AVX2 has 16 registers).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tile_avx2(q: &[&[i32]], keys: &PackedKeys, j0: usize) -> [[__m256i; 2]; 4] {
     let (pairs, cols) = (keys.pairs, keys.cols);
-    for r0 in (0..rows).step_by(ROWS) {
-        let (tile_rows, q) = tile_queries(queries, rows, pairs, r0);
-        for j0 in (0..keys.keys).step_by(KEYS) {
-            let mut acc = [_mm512_setzero_si512(); ROWS];
-            for c2 in 0..pairs {
-                let block = &keys.data[c2 * cols + j0..][..KEYS];
-                // SAFETY: `block` holds 16 i32 (bounds-checked just above).
-                let k = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
-                for (a, row) in acc.iter_mut().zip(&q) {
-                    let qv = _mm512_set1_epi32(row[c2]);
-                    *a = _mm512_add_epi32(*a, _mm512_madd_epi16(qv, k));
-                }
+    assert!(q.len() == 4 && j0 + KEYS <= cols && keys.data.len() == pairs * cols);
+    assert!(q.iter().all(|row| row.len() == pairs));
+    let k0 = keys.data[j0..].as_ptr();
+    let rows: [*const i32; 4] = std::array::from_fn(|r| q[r].as_ptr());
+    // SAFETY (every intrinsic below): the caller is compiled with AVX2; the loads read
+    // `data[c2·cols + j0 ..][.. 16]` and `q[r][c2]` for `c2 < pairs`, inside the slices by the
+    // asserts above.
+    unsafe {
+        let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+        for c2 in 0..pairs {
+            let k = k0.add(c2 * cols);
+            let k = [
+                _mm256_loadu_si256(k.cast()),
+                _mm256_loadu_si256(k.add(8).cast()),
+            ];
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                let qv = _mm256_set1_epi32(*row.add(c2));
+                a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(qv, k[0]));
+                a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(qv, k[1]));
             }
-            let mut tile = [[0i32; KEYS]; ROWS];
-            for (t, a) in tile.iter_mut().zip(&acc) {
-                // SAFETY: `t` holds 16 i32.
-                unsafe { _mm512_storeu_si512(t.as_mut_ptr().cast(), *a) };
-            }
-            store_tile(&tile, tile_rows, keys.keys, j0, r0, out);
         }
+        acc
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn scores_avx2(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32]) {
-    let (pairs, cols) = (keys.pairs, keys.cols);
     for r0 in (0..rows).step_by(ROWS) {
-        let (tile_rows, q) = tile_queries(queries, rows, pairs, r0);
+        let (tile_rows, q) = tile_queries(queries, rows, keys.pairs, r0);
         for j0 in (0..keys.keys).step_by(KEYS) {
-            // Each row's 16 keys as two halves of 8 lanes.
-            let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
-            for c2 in 0..pairs {
-                let block = &keys.data[c2 * cols + j0..][..KEYS];
-                // SAFETY: `block` holds 16 i32 (bounds-checked just above).
-                let k = unsafe {
-                    [
-                        _mm256_loadu_si256(block.as_ptr().cast()),
-                        _mm256_loadu_si256(block[8..].as_ptr().cast()),
-                    ]
-                };
-                for (a, row) in acc.iter_mut().zip(&q) {
-                    let qv = _mm256_set1_epi32(row[c2]);
-                    a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(qv, k[0]));
-                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(qv, k[1]));
+            let valid = (keys.keys - j0).min(KEYS);
+            // The tile's rows four at a time (the last group may hold repeated rows only).
+            for (g, q) in q.chunks_exact(4).enumerate() {
+                let acc = tile_avx2(q, keys, j0);
+                let mut lanes = [0i32; KEYS];
+                for (r, a) in acc.iter().enumerate().take(tile_rows.saturating_sub(4 * g)) {
+                    // SAFETY: `lanes` holds 16 i32, two halves of 8.
+                    unsafe {
+                        _mm256_storeu_si256(lanes.as_mut_ptr().cast(), a[0]);
+                        _mm256_storeu_si256(lanes[8..].as_mut_ptr().cast(), a[1]);
+                    }
+                    let row = r0 + 4 * g + r;
+                    out[row * keys.keys + j0..][..valid].copy_from_slice(&lanes[..valid]);
                 }
             }
-            let mut tile = [[0i32; KEYS]; ROWS];
-            for (t, a) in tile.iter_mut().zip(&acc) {
-                // SAFETY: `t` holds 16 i32, two halves of 8.
-                unsafe {
-                    _mm256_storeu_si256(t.as_mut_ptr().cast(), a[0]);
-                    _mm256_storeu_si256(t[8..].as_mut_ptr().cast(), a[1]);
-                }
-            }
-            store_tile(&tile, tile_rows, keys.keys, j0, r0, out);
         }
     }
 }
@@ -222,6 +304,9 @@ mod tests {
             (33, 1, 1),
             (16, 17, 4),
             (0, 4, 3),
+            // `P·V`'s shape: the tokens as dimensions, the head's 64 channels as keys.
+            (197, 64, 8),
+            (197, 64, 13),
         ] {
             let q: Vec<i16> = (0..rows * d).map(|_| code(&mut rng)).collect();
             let k: Vec<i16> = (0..n * d).map(|_| code(&mut rng)).collect();
@@ -242,6 +327,14 @@ mod tests {
                 let mut got = vec![-1; rows * n];
                 scores(isa, &pairs, &keys, &mut got);
                 assert_eq!(got, want, "{} d = {d}, n = {n}, rows = {rows}", isa.name());
+            }
+            // AVX-512 without VNNI, which `scores` passes over on a CPU that has it.
+            #[cfg(target_arch = "x86_64")]
+            if Isa::available().contains(&Isa::Avx512Vnni) {
+                let mut got = vec![-1; rows * n];
+                // SAFETY: AVX-512 F and BW are present (VNNI implies them in `Isa`).
+                unsafe { scores_avx512(&pairs, rows, &keys, &mut got) };
+                assert_eq!(got, want, "avx512 d = {d}, n = {n}, rows = {rows}");
             }
         }
     }

@@ -67,6 +67,160 @@ pub fn query_pairs(q: &[i16], out: &mut Vec<i32>) {
     out.extend(whole.map(|p| pair(p[0], p[1])).chain(odd));
 }
 
+/// A code → value table for rows of query pairs decoded from codes (`P·V`'s probabilities):
+/// values past i16 are marked by `i32::MIN`, which no i16 equals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarrowTable(Vec<i32>);
+
+impl NarrowTable {
+    pub fn new(values: &[i32]) -> Self {
+        Self(
+            values
+                .iter()
+                .map(|&v| i16::try_from(v).map_or(i32::MIN, i32::from))
+                .collect(),
+        )
+    }
+
+    /// The i16 value of `code`, if it has one.
+    #[inline(always)]
+    fn get(&self, code: i32) -> Option<i16> {
+        let v = *self.0.get(usize::try_from(code).ok()?)?;
+        (v != i32::MIN).then_some(v as i16)
+    }
+}
+
+/// Rows of `n` codes decoded through `table`, as [`query_pairs`] of each decoded row, into
+/// `out` (replacing what it held); `false` — `out` then unspecified — when a code lies outside
+/// the table or decodes past i16.
+pub fn decoded_pairs(
+    isa: Isa,
+    table: &NarrowTable,
+    codes: &[i32],
+    n: usize,
+    out: &mut Vec<i32>,
+) -> bool {
+    let pairs = n.div_ceil(2);
+    let rows = codes.len().checked_div(n).unwrap_or(0);
+    assert_eq!(codes.len(), rows * n, "whole rows of codes");
+    out.clear();
+    // Zeros: the odd row's last partner.
+    out.resize(rows * pairs, 0);
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { decoded_pairs_avx512(table, codes, n, out) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { decoded_pairs_avx2(table, codes, n, out) },
+        _ => decoded_pairs_portable(table, codes, n, out),
+    }
+}
+
+fn decoded_pairs_portable(table: &NarrowTable, codes: &[i32], n: usize, out: &mut [i32]) -> bool {
+    let pairs = n.div_ceil(2);
+    for (row, dst) in codes.chunks_exact(n).zip(out.chunks_exact_mut(pairs)) {
+        for (two, p) in row.chunks(2).zip(dst.iter_mut()) {
+            let (Some(lo), hi) = (table.get(two[0]), two.get(1).map(|&c| table.get(c))) else {
+                return false;
+            };
+            let Some(hi) = hi.unwrap_or(Some(0)) else {
+                return false;
+            };
+            *p = pair(lo, hi);
+        }
+    }
+    true
+}
+
+/// Decodes one row's codes from `from` on one at a time into the i16 view `dst` of its pairs.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn decode_tail(table: &NarrowTable, row: &[i32], from: usize, dst: *mut i16) -> bool {
+    for (j, &code) in row.iter().enumerate().skip(from) {
+        let Some(v) = table.get(code) else {
+            return false;
+        };
+        // SAFETY: the caller's `dst` holds the row's `2·pairs ≥ n` i16.
+        unsafe { dst.add(j).write_unaligned(v) };
+    }
+    true
+}
+
+/// Each row's pairs as `2·pairs` little-endian i16 — a pair's low half first, as [`pair`]
+/// builds it — written 16 codes at a time: a range check, a gather, a check against the mark,
+/// and a truncation to i16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn decoded_pairs_avx512(table: &NarrowTable, codes: &[i32], n: usize, out: &mut [i32]) -> bool {
+    let pairs = n.div_ceil(2);
+    let (len, mark) = (
+        _mm512_set1_epi32(table.0.len() as i32),
+        _mm512_set1_epi32(i32::MIN),
+    );
+    for (row, dst) in codes.chunks_exact(n).zip(out.chunks_exact_mut(pairs)) {
+        let dst = dst.as_mut_ptr().cast::<i16>();
+        let whole = n / 16 * 16;
+        for (k, chunk) in row[..whole].chunks_exact(16).enumerate() {
+            // SAFETY: `chunk` holds 16 i32; the gather runs only once every lane's code is
+            // inside the table; the store writes 16 of the row's `2·pairs ≥ n` i16.
+            unsafe {
+                let c = _mm512_loadu_si512(chunk.as_ptr().cast());
+                if _mm512_cmplt_epu32_mask(c, len) != u16::MAX {
+                    return false;
+                }
+                let v = _mm512_i32gather_epi32::<4>(c, table.0.as_ptr());
+                if _mm512_cmpeq_epi32_mask(v, mark) != 0 {
+                    return false;
+                }
+                _mm256_storeu_si256(dst.add(16 * k).cast(), _mm512_cvtepi32_epi16(v));
+            }
+        }
+        if !decode_tail(table, row, whole, dst) {
+            return false;
+        }
+    }
+    true
+}
+
+/// [`decoded_pairs_avx512`] eight codes at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn decoded_pairs_avx2(table: &NarrowTable, codes: &[i32], n: usize, out: &mut [i32]) -> bool {
+    let pairs = n.div_ceil(2);
+    let last = _mm256_set1_epi32(table.0.len() as i32 - 1);
+    let mark = _mm256_set1_epi32(i32::MIN);
+    for (row, dst) in codes.chunks_exact(n).zip(out.chunks_exact_mut(pairs)) {
+        let dst = dst.as_mut_ptr().cast::<i16>();
+        let whole = n / 8 * 8;
+        for (k, chunk) in row[..whole].chunks_exact(8).enumerate() {
+            // SAFETY: as in `decoded_pairs_avx512`, eight at a time (the table's length fits
+            // in i32, so `0 ≤ c ≤ len − 1` is two signed compares).
+            unsafe {
+                let c = _mm256_loadu_si256(chunk.as_ptr().cast());
+                let outside = _mm256_or_si256(
+                    _mm256_cmpgt_epi32(_mm256_setzero_si256(), c),
+                    _mm256_cmpgt_epi32(c, last),
+                );
+                if _mm256_movemask_epi8(outside) != 0 {
+                    return false;
+                }
+                let v = _mm256_i32gather_epi32::<4>(table.0.as_ptr(), c);
+                if _mm256_movemask_epi8(_mm256_cmpeq_epi32(v, mark)) != 0 {
+                    return false;
+                }
+                // Saturating packs keep every i16 value; lanes 0–3 and 4–7 sit in the low
+                // halves of the two 128-bit lanes, joined by the permute.
+                let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packs_epi32(v, v));
+                _mm_storeu_si128(dst.add(8 * k).cast(), _mm256_castsi256_si128(packed));
+            }
+        }
+        if !decode_tail(table, row, whole, dst) {
+            return false;
+        }
+    }
+    true
+}
+
 /// `out[r·keys + j]` = query `r` · key `j` for the queries in `queries` (`r` rows of
 /// `keys.pairs` pairs, from [`query_pairs`]).
 pub fn scores(isa: Isa, queries: &[i32], keys: &PackedKeys, out: &mut [i32]) {
@@ -335,6 +489,50 @@ mod tests {
                 // SAFETY: AVX-512 F and BW are present (VNNI implies them in `Isa`).
                 unsafe { scores_avx512(&pairs, rows, &keys, &mut got) };
                 assert_eq!(got, want, "avx512 d = {d}, n = {n}, rows = {rows}");
+            }
+        }
+    }
+
+    /// Rows of odd and even lengths, codes decoding inside i16 and (one code) to 2^15: every
+    /// ISA gives the pairs of the decoded rows, and turns away a code past i16, below 0 or
+    /// past the table, whether it falls in a vector or in a row's tail.
+    #[test]
+    fn decoded_pairs_equal_the_pairs_of_the_decoded_rows() {
+        let mut rng = Rng::new(8);
+        let values: Vec<i32> = (0..40).map(|k| (1 << 15) >> (k % 17)).rev().collect();
+        let table = NarrowTable::new(&values);
+        let narrow: Vec<i32> = (0..values.len() as i32)
+            .filter(|&c| values[c as usize] < 1 << 15)
+            .collect();
+        for (n, rows) in [(197, 8), (197, 3), (1, 4), (16, 2), (17, 1), (40, 5)] {
+            let codes: Vec<i32> = (0..n * rows)
+                .map(|_| narrow[rng.below(narrow.len())])
+                .collect();
+            let mut want = Vec::new();
+            for row in codes.chunks_exact(n) {
+                let w: Vec<i16> = row.iter().map(|&c| values[c as usize] as i16).collect();
+                query_pairs(&w, &mut want);
+            }
+            let wide = (0..values.len() as i32)
+                .find(|&c| values[c as usize] == 1 << 15)
+                .unwrap();
+            for isa in Isa::available() {
+                let mut got = vec![7; 3];
+                assert!(decoded_pairs(isa, &table, &codes, n, &mut got));
+                assert_eq!(got, want, "{} n = {n}, rows = {rows}", isa.name());
+                // A bad code first in the last row (inside a vector for n ≥ 16) and last (in
+                // the tail when n is not a multiple of 16).
+                for at in [(rows - 1) * n, rows * n - 1] {
+                    for bad in [wide, -1, values.len() as i32, i32::MAX, i32::MIN] {
+                        let mut codes = codes.clone();
+                        codes[at] = bad;
+                        assert!(
+                            !decoded_pairs(isa, &table, &codes, n, &mut got),
+                            "{} n = {n}: code {bad} at {at}",
+                            isa.name()
+                        );
+                    }
+                }
             }
         }
     }

@@ -8,7 +8,9 @@ use rayon::prelude::*;
 
 use super::super::kernels::Isa;
 use super::super::kernels::requant::{Fast, requant};
-use super::super::kernels::scores::{PackedKeys, ROWS, query_pairs, scores};
+use super::super::kernels::scores::{
+    NarrowTable, PackedKeys, ROWS, decoded_pairs, query_pairs, scores,
+};
 use super::super::kernels::weighted_rows::weighted_rows;
 use super::super::nonlinear::LevelEncoder;
 use super::super::nonlinear::softmax_row;
@@ -163,12 +165,8 @@ impl Mix {
         } else {
             Vec::new()
         };
-        // Which probability codes decode to a value inside i16.
-        let narrow_probability: Vec<bool> = self
-            .probability
-            .iter()
-            .map(|&w| i16::try_from(w).is_ok())
-            .collect();
+        // The probabilities' values inside i16, for the blocked product.
+        let table = NarrowTable::new(&self.probability);
         // Each channel's requantization in i64, where the encoder is linear and it applies.
         let fast: Vec<Option<Fast>> = (0..h * d)
             .map(|c| match &self.out {
@@ -176,13 +174,11 @@ impl Mix {
                 Encoder::Levels(_) => None,
             })
             .collect();
+        // One for every channel (a per-tensor output's): rows of a head in lanes.
+        let shared = fast[0].filter(|f| fast.iter().all(|g| g.as_ref() == Some(f)));
         // The output rows of tokens `first..` (a tile), all heads.
         let tile = |scratch: &mut MixScratch, first: usize, dst: &mut [i32]| {
-            let MixScratch {
-                weights,
-                pairs,
-                acc,
-            } = scratch;
+            let MixScratch { pairs, acc } = scratch;
             let rows = dst.len() / (h * d);
             acc.resize(rows * d, 0);
             for head in 0..h {
@@ -190,16 +186,7 @@ impl Mix {
                 let values = &v[head * n * d..(head + 1) * n * d];
                 // A probability of exactly one decodes to 2^15, past i16: such a tile (its
                 // row's other probabilities are all but zero) takes the row-by-row product.
-                if narrow && codes.iter().all(|&code| narrow_probability[code as usize]) {
-                    pairs.clear();
-                    for row in codes.chunks_exact(n) {
-                        weights.clear();
-                        weights.extend(
-                            row.iter()
-                                .map(|&code| self.probability[code as usize] as i16),
-                        );
-                        query_pairs(weights, pairs);
-                    }
+                if narrow && decoded_pairs(isa, &table, codes, n, pairs) {
                     scores(isa, pairs, &packed[head], acc);
                 } else {
                     for (row, a) in codes.chunks_exact(n).zip(acc.chunks_exact_mut(d)) {
@@ -212,6 +199,10 @@ impl Mix {
                 }
                 for (r, a) in acc.chunks_exact(d).enumerate() {
                     let row = &mut dst[r * h * d + head * d..][..d];
+                    if let Some(f) = &shared {
+                        requant(isa, f, a, row);
+                        continue;
+                    }
                     for (c, (o, &a)) in row.iter_mut().zip(a).enumerate() {
                         *o = match &fast[head * d + c] {
                             Some(f) => f.apply(a as i64) as i32,
@@ -241,9 +232,7 @@ impl Mix {
 /// One tile's buffers for `P·V`.
 #[derive(Debug, Default)]
 struct MixScratch {
-    /// One query's decoded probabilities.
-    weights: Vec<i16>,
-    /// The same as dimension pairs.
+    /// The tile's decoded probabilities as dimension pairs.
     pairs: Vec<i32>,
     acc: Vec<i32>,
 }
@@ -289,15 +278,26 @@ mod tests {
             qmin: -128,
             qmax: 127,
         };
-        for (heads, head_dim, tokens) in [(2, 5, 9), (3, 64, 17), (1, 16, 1), (2, 7, 6)] {
+        let shapes = [(2, 5, 9), (3, 64, 17), (1, 16, 1), (2, 7, 6)];
+        // One requantization for every channel, then one per channel.
+        for ((heads, head_dim, tokens), per_channel) in
+            shapes.iter().flat_map(|&s| [(s, false), (s, true)])
+        {
             let channels = heads * head_dim;
+            let scale: Vec<f64> = if per_channel {
+                (0..channels)
+                    .map(|c| 1e-5 * (1.0 + c as f64 / 8.0))
+                    .collect()
+            } else {
+                vec![1e-5]
+            };
             let mix = Mix {
                 heads,
                 head_dim,
                 tokens,
                 probability: probability.clone(),
                 zero: 7,
-                out: Encoder::new(&[1e-5], &[0.0], &out, channels, "t").unwrap(),
+                out: Encoder::new(&scale, &[0.0], &out, channels, "t").unwrap(),
             };
             for case in ["narrow", "a probability of one", "wide values"] {
                 // Codes 0..=14 decode below 2^15; code 15 decodes to 2^15.
@@ -319,7 +319,7 @@ mod tests {
                     assert_eq!(
                         got,
                         want,
-                        "{case}, {} {heads}×{head_dim}×{tokens}",
+                        "{case}, {} {heads}×{head_dim}×{tokens}, per channel {per_channel}",
                         isa.name()
                     );
                 }

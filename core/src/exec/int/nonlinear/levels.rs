@@ -175,7 +175,8 @@ impl BinadeLookup<'_> {
     pub fn encode_all(&self, isa: Isa, p: &[i32], out: &mut [i32]) {
         assert_eq!(p.len(), out.len(), "as many codes as inputs");
         let table = match &self.table {
-            Some(table) if p.iter().all(|&v| v >= 0) => table,
+            // An OR over the inputs (which vectorises) has the sign bit of any negative one.
+            Some(table) if p.iter().fold(0, |a, &v| a | v) >= 0 => table,
             _ => {
                 return out
                     .iter_mut()

@@ -16,6 +16,7 @@ use super::super::nonlinear::LevelEncoder;
 use super::super::nonlinear::softmax_row;
 use super::super::requant::{Encoder, Requant};
 use super::Scratch;
+use crate::exec::spare::resize_to_overwrite;
 
 /// Attention logits + Softmax, per head: `[N, 3D]` → `[heads, N, N]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +37,8 @@ impl ScoresSoftmax {
     pub fn run(&self, isa: Isa, qkv: &[i32], out: &mut Vec<i32>, _: &mut Scratch) {
         let (h, d, n) = (self.heads, self.head_dim, self.tokens);
         let width = 3 * h * d;
-        out.clear();
-        out.resize(h * n * n, 0);
+        // Every row of every head is written below.
+        resize_to_overwrite(out, h * n * n);
         // Centred codes as i16 (|q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims), each
         // head's keys packed for the blocked `q·kᵀ` ([`scores`]).
         let centre = |v: i32| (v - self.zero) as i16;

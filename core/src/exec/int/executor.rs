@@ -10,6 +10,8 @@ use super::ops::{Ctx, Scratch};
 use super::program::{IntProgram, Step, StepOp};
 use crate::error::{Error, Result};
 use crate::eval::Classifier;
+use crate::quant::quantizer::{Rounding, Uniform};
+use crate::quant::uniform_lanes::{Grid, code_slice};
 use crate::tensor::Tensor;
 
 /// The integer-only executor.
@@ -42,10 +44,18 @@ impl<'p> IntExecutor<'p> {
 
     /// The image's codes.
     pub fn quantize_image(&self, image: &[f32]) -> Vec<i32> {
-        image
-            .iter()
-            .map(|&x| self.program.input.code(x, 0) as i32)
-            .collect()
+        // `input.code(x, 0)` for every pixel, in lanes.
+        let q = &self.program.input;
+        let (s, z) = q.parameters(0);
+        let (qmin, qmax) = Uniform::levels(q.bits, q.symmetric);
+        let grid = Grid {
+            qmin,
+            qmax,
+            rounding: Rounding::HalfUp,
+        };
+        let mut codes = vec![0; image.len()];
+        code_slice(image, s, z, &grid, &mut codes);
+        codes
     }
 
     /// Runs one image; `keep` says which nodes' codes to return (all others are dropped as soon

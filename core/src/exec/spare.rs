@@ -27,17 +27,16 @@ impl<T: Copy + Default> SpareBuffers<T> {
     }
 
     /// A buffer `len` long for an output whose every element the caller writes: the shortest
-    /// spare one at least that long (nothing to zero), else the longest (zeroed where it
-    /// grows; see [`resize_to_overwrite`]).
+    /// spare one at least that long (nothing to zero), else the smallest allocation that
+    /// holds `len` (zeroed where it grows; see [`resize_to_overwrite`]), else a new zeroed
+    /// one — the spares, all too small, are left for smaller outputs.
     pub fn take(&mut self, len: usize) -> Vec<T> {
-        let pick = self
-            .buffers
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.len() >= len)
-            .min_by_key(|(_, b)| b.len())
-            .or_else(|| self.buffers.iter().enumerate().max_by_key(|(_, b)| b.len()))
-            .map(|(i, _)| i);
+        let smallest = |fits: &dyn Fn(&Vec<T>) -> bool, size: &dyn Fn(&Vec<T>) -> usize| {
+            let candidates = self.buffers.iter().enumerate().filter(|(_, b)| fits(b));
+            candidates.min_by_key(|(_, b)| size(b)).map(|(i, _)| i)
+        };
+        let pick = smallest(&|b| b.len() >= len, &Vec::len)
+            .or_else(|| smallest(&|b| b.capacity() >= len, &Vec::capacity));
         let mut buf = pick.map_or_else(Vec::new, |i| self.buffers.swap_remove(i));
         resize_to_overwrite(&mut buf, len);
         buf
@@ -75,7 +74,9 @@ mod tests {
         spare.keep(vec![3; 6]);
         // The shortest at least 5 long: nothing zeroed.
         assert_eq!(spare.take(5), [3; 5]);
-        // None at least 12 long: the longest, zeroed where it grows.
+        // None at least 20 long or with room for 20: a new buffer, the spares left.
+        assert_eq!(spare.take(20), [0; 20]);
+        // None at least 12 long: the one with room for 12, zeroed where it grows.
         let grown = spare.take(12);
         assert_eq!(grown[..10], [1; 10]);
         assert_eq!(grown[10..], [0; 2]);

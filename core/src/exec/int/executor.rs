@@ -62,15 +62,26 @@ impl<'p> IntExecutor<'p> {
     /// as their last reader has run). Returns the codes per node (empty where not kept) with the
     /// logits always kept.
     pub fn run_image(&self, image: &[f32], keep: &dyn Fn(usize) -> bool) -> Vec<Vec<i32>> {
+        self.run_image_with(image, keep, &mut Scratch::default())
+    }
+
+    /// [`IntExecutor::run_image`] with the buffers of `scratch`, which keeps what the image
+    /// leaves for the next one: a batch's images after the first reuse every step's output
+    /// allocation instead of asking for (and zeroing) new ones.
+    fn run_image_with(
+        &self,
+        image: &[f32],
+        keep: &dyn Fn(usize) -> bool,
+        scratch: &mut Scratch,
+    ) -> Vec<Vec<i32>> {
         let p = self.program;
-        let mut scratch = Scratch::default();
         let mut values: Vec<Vec<i32>> = vec![Vec::new(); p.nodes];
         values[0] = self.quantize_image(image);
         for (i, step) in p.steps.iter().enumerate() {
             let out = {
                 let inputs: Vec<&[i32]> =
                     step.inputs.iter().map(|&k| values[k].as_slice()).collect();
-                self.run_step(step, &inputs, &mut scratch)
+                self.run_step(step, &inputs, scratch)
             };
             values[step.node] = out;
             for &input in &step.inputs {
@@ -80,7 +91,7 @@ impl<'p> IntExecutor<'p> {
             }
         }
         if !keep(0) && p.last_use[0] != usize::MAX {
-            values[0] = Vec::new();
+            scratch.spare.keep(std::mem::take(&mut values[0]));
         }
         values
     }
@@ -127,15 +138,23 @@ impl<'p> IntExecutor<'p> {
         }
         let batch = images.shape[0];
         let item = images.item_len();
+        // One run of images per thread, each with one scratch that the next image reuses
+        // (rayon's `map_init` would make one per split, as good as one per image).
+        let per_thread = batch.div_ceil(rayon::current_num_threads().max(1));
         let rows: Vec<Vec<f32>> = images
             .data
-            .par_chunks(item)
-            .map(|img| {
-                let values = self.run_image(img, &|_| false);
-                values[p.output]
-                    .iter()
-                    .map(|&v| (v as f64 * p.logit_scale) as f32)
-                    .collect()
+            .par_chunks(item * per_thread)
+            .flat_map_iter(|run| {
+                let mut scratch = Scratch::default();
+                run.chunks(item)
+                    .map(|img| {
+                        let values = self.run_image_with(img, &|_| false, &mut scratch);
+                        values[p.output]
+                            .iter()
+                            .map(|&v| (v as f64 * p.logit_scale) as f32)
+                            .collect::<Vec<f32>>()
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
         let classes = rows[0].len();

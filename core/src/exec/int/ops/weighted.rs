@@ -249,9 +249,9 @@ impl Weighted {
         let (p, token_major) = self.positions();
         let o = self.out_channels;
         // Codes as [O][P]; token-major outputs are transposed at the end. Every code is
-        // written below (each output channel's epilogue writes its whole row).
-        let mut codes = std::mem::take(&mut s.codes);
-        resize_to_overwrite(&mut codes, o * p);
+        // written below (each output channel's epilogue writes its whole row), into the spare
+        // buffer that fits best.
+        let mut codes = s.spare.take(o * p);
         match &self.weights {
             Weights::Depthwise(w) => {
                 let (conv, in_hw, out_hw) = self.patch_or_kernel().expect("depthwise is a conv");
@@ -352,9 +352,9 @@ impl Weighted {
             // The transpose writes every element too.
             resize_to_overwrite(out, o * p);
             transpose(&codes, o, p, out);
-            s.codes = codes;
+            s.spare.keep(codes);
         } else {
-            s.codes = std::mem::replace(out, codes);
+            s.spare.keep(std::mem::replace(out, codes));
         }
     }
 

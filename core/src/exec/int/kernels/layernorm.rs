@@ -140,8 +140,8 @@ mod tests {
 
     /// Rows of every width from one channel to DeiT-B's, random zero-points, shifts and
     /// output requantizations, spreads from constant to near the 32-bit edge: every ISA's
-    /// lanes give I-LayerNorm's codes through each channel's [`Fast`], and turn away exactly
-    /// the rows whose values leave 32 bits.
+    /// lanes give I-LayerNorm's codes through each channel's [`Fast`] on every row they run,
+    /// and run every row whose values stay well inside 32 bits.
     #[test]
     fn rows_equal_i_layernorm_and_the_requantization() {
         let mut rng = Rng::new(11);

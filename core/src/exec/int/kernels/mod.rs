@@ -79,7 +79,8 @@ pub(crate) enum Width {
     Portable,
     /// AVX2 is present and `isa` is not scalar.
     Avx2,
-    /// AVX-512 F and BW are present and `isa` is AVX-512 VNNI.
+    /// AVX-512 F, BW, DQ and VL are present (every CPU with BW has the other two) and `isa`
+    /// is AVX-512 VNNI.
     Avx512,
 }
 
@@ -89,6 +90,8 @@ pub(crate) fn width(isa: Isa) -> Width {
         if isa == Isa::Avx512Vnni
             && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
         {
             return Width::Avx512;
         }

@@ -416,8 +416,8 @@ fn scores_avx2(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32])
         let (tile_rows, q) = tile_queries(queries, rows, keys.pairs, r0);
         for j0 in (0..keys.keys).step_by(KEYS) {
             let valid = (keys.keys - j0).min(KEYS);
-            // The tile's rows four at a time (the last group may hold repeated rows only).
-            for (g, q) in q.chunks_exact(4).enumerate() {
+            // The tile's rows four at a time (a group of repeated rows only is skipped).
+            for (g, q) in q.chunks_exact(4).enumerate().take(tile_rows.div_ceil(4)) {
                 let acc = tile_avx2(q, keys, j0);
                 let mut lanes = [0i32; KEYS];
                 for (r, a) in acc.iter().enumerate().take(tile_rows.saturating_sub(4 * g)) {

@@ -176,7 +176,11 @@ impl Mix {
             })
             .collect();
         // One for every channel (a per-tensor output's): rows of a head in lanes.
-        let shared = fast[0].filter(|f| fast.iter().all(|g| g.as_ref() == Some(f)));
+        let shared = fast
+            .first()
+            .copied()
+            .flatten()
+            .filter(|f| fast.iter().all(|g| g.as_ref() == Some(f)));
         // The output rows of tokens `first..` (a tile), all heads.
         let tile = |scratch: &mut MixScratch, first: usize, dst: &mut [i32]| {
             let MixScratch { pairs, acc } = scratch;
@@ -263,6 +267,31 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Heads of no channels give an empty output, not a panic.
+    #[test]
+    fn heads_without_channels_give_nothing() {
+        let out = Encoding::Linear {
+            scale: vec![0.05],
+            zero: vec![0],
+            offset: vec![0.0],
+            qmin: -128,
+            qmax: 127,
+        };
+        let mix = Mix {
+            heads: 2,
+            head_dim: 0,
+            tokens: 3,
+            probability: vec![1, 2],
+            zero: 0,
+            out: Encoder::new(&[1e-5], &[0.0], &out, 1, "t").unwrap(),
+        };
+        for isa in Isa::available() {
+            let mut got = vec![-1; 3];
+            mix.run(isa, &[0; 18], &[], &mut got);
+            assert!(got.is_empty(), "{}", isa.name());
+        }
     }
 
     /// Tiles whose probabilities all decode inside i16 take the blocked product; a row holding

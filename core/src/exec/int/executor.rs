@@ -110,7 +110,7 @@ impl<'p> IntExecutor<'p> {
             StepOp::Mix(m) => m.run(self.isa, x[0], x[1], &mut out),
             StepOp::Context(c) => c.run(x[0], &mut out),
             StepOp::Query(q) => q.run(self.isa, x[0], x[1], &mut out),
-            StepOp::Normalize(n) => n.run(x[0], &mut out),
+            StepOp::Normalize(n) => n.run(self.isa, x[0], &mut out),
             StepOp::Concat => {
                 out.clear();
                 x.iter().for_each(|v| out.extend_from_slice(v));

@@ -24,6 +24,7 @@ pub mod exps;
 pub mod layernorm;
 pub mod requant;
 pub mod scores;
+pub mod shift_divide;
 mod vnni;
 pub mod weighted_rows;
 

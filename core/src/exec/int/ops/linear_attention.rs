@@ -11,6 +11,7 @@
 
 use super::super::kernels::Isa;
 use super::super::kernels::axpy::axpy;
+use super::super::kernels::shift_divide::ShiftRow;
 use super::super::requant::{Encoder, Requant};
 
 /// Step 1: `[heads·3d, N]` → `[heads, d+1, d]`.
@@ -150,7 +151,7 @@ pub struct Normalize {
 }
 
 impl Normalize {
-    pub fn run(&self, x: &[i32], out: &mut Vec<i32>) {
+    pub fn run(&self, isa: Isa, x: &[i32], out: &mut Vec<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
         out.clear();
         out.resize(self.heads * d * n, 0);
@@ -168,6 +169,19 @@ impl Normalize {
                 let addend = i64::try_from(r.addend[ch])
                     .ok()
                     .filter(|a| a.unsigned_abs() < 1 << 61 && (1..=62).contains(&k));
+                // The whole row in lanes when every value is inside that reach.
+                if let (Divide::Shift, Some(addend)) = (&self.divide, addend) {
+                    let row = ShiftRow {
+                        zero: self.dividend_zero,
+                        m: dm.m,
+                        addend,
+                        k,
+                        range: (r.qmin, r.qmax),
+                    };
+                    if row.run(isa, &head[c * n..(c + 1) * n], divisors, o) {
+                        continue;
+                    }
+                }
                 for t in 0..n {
                     let code = divisors[t];
                     if let (Divide::Shift, Some(a)) = (&self.divide, addend) {
@@ -296,18 +310,30 @@ mod tests {
             out: Requant::new(&scale, &offset, &target, heads * d, "n").unwrap(),
             out_zero: vec![5; heads * d],
         };
-        let x: Vec<i32> = (0..heads * (d + 1) * n)
-            .map(|i| {
-                if i % ((d + 1) * n) >= d * n {
-                    // Divisor codes, a few past the fast path's reach.
-                    [0, 1, 7, 15, 40, 61][rng.below(6)]
-                } else {
-                    rng.below(1 << 16) as i32 - (1 << 15)
-                }
-            })
-            .collect();
-        let mut got = Vec::new();
-        norm.run(&x, &mut got);
+        // Divisor codes within the i64 path's reach for these products (|(q − z)·m| < 2^46:
+        // codes up to 13), then codes past it in one head (every row of it falls back).
+        for past in [false, true] {
+            let x: Vec<i32> = (0..heads * (d + 1) * n)
+                .map(|i| {
+                    if i % ((d + 1) * n) >= d * n {
+                        let codes = [0, 1, 7, 15, 40, 61];
+                        codes[rng.below(if past && i < (d + 1) * n { 6 } else { 3 })]
+                    } else {
+                        rng.below(1 << 16) as i32 - (1 << 15)
+                    }
+                })
+                .collect();
+            for isa in Isa::available() {
+                let mut got = Vec::new();
+                norm.run(isa, &x, &mut got);
+                assert_normalized(&norm, &x, &got);
+            }
+        }
+    }
+
+    /// `got` is, value by value, the i128 definition of the shift division.
+    fn assert_normalized(norm: &Normalize, x: &[i32], got: &[i32]) {
+        let (heads, d, n) = (norm.heads, norm.head_dim, norm.tokens);
         let r = &norm.out;
         for h in 0..heads {
             let head = &x[h * (d + 1) * n..(h + 1) * (d + 1) * n];
@@ -315,7 +341,7 @@ mod tests {
                 let ch = h * d + c;
                 let dm = r.multiplier[ch];
                 for t in 0..n {
-                    let num = (head[c * n + t] - 3) as i128 * dm.m as i128;
+                    let num = (head[c * n + t] - norm.dividend_zero) as i128 * dm.m as i128;
                     let p = (num << head[d * n + t]) + r.addend[ch];
                     let want = ((p + (1i128 << (dm.k - 1))) >> dm.k)
                         .clamp(r.qmin as i128, r.qmax as i128)

@@ -1,0 +1,143 @@
+//! Linear attention's division by log2 divisors (Trio-ViT's shift) for one channel's row of
+//! tokens in i64 lanes: `((((q − z)·m) << c) + addend + 2^(k−1)) >> k`, clamped — the i64 fast
+//! path of `ops::linear_attention::Normalize`, which is exact while every code `c` is at most
+//! 60 and `|(q − z)·m| < 2^(60 − c)` (the sum then stays below 2^63). A row with a value past
+//! that reach returns `false` and is left to the definition's i128 arithmetic.
+#![allow(unsafe_code)]
+
+use super::{Isa, Width, width};
+
+/// One output channel's constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShiftRow {
+    /// The dividends' zero-point.
+    pub zero: i32,
+    /// The requantization's multiplier, addend (below 2^61 in magnitude) and shift (1..=62).
+    pub m: i32,
+    pub addend: i64,
+    pub k: u32,
+    /// The output's code range.
+    pub range: (i64, i64),
+}
+
+impl ShiftRow {
+    /// `out[t]` for dividend `dividends[t]` and divisor code `codes[t]`; `false` — `out` then
+    /// unspecified — when a code or a product is past the i64 path's reach.
+    pub fn run(&self, isa: Isa, dividends: &[i32], codes: &[i32], out: &mut [i32]) -> bool {
+        assert!(
+            dividends.len() == out.len() && codes.len() == out.len(),
+            "one dividend and one code per output"
+        );
+        assert!(
+            (1..=62).contains(&self.k) && self.addend.unsigned_abs() < 1 << 61,
+            "a shift of 1 to 62 and an addend below 2^61"
+        );
+        match width(isa) {
+            // SAFETY (both): `width` found the features the function is compiled for.
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx512 => unsafe { run_avx512(self, dividends, codes, out) },
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx2 => unsafe { run_avx2(self, dividends, codes, out) },
+            _ => run_portable(self, dividends, codes, out),
+        }
+    }
+}
+
+/// Every lane computed, reach checked for all of them at once (the loop has no branch).
+#[inline(always)]
+fn run_portable(s: &ShiftRow, dividends: &[i32], codes: &[i32], out: &mut [i32]) -> bool {
+    let half = 1i64 << (s.k - 1);
+    let (lo, hi) = s.range;
+    let mut inside = true;
+    for ((o, &q), &code) in out.iter_mut().zip(dividends).zip(codes) {
+        let num = (q - s.zero) as i64 * s.m as i64;
+        // Codes past the reach are shifted by something in range and flagged.
+        let shift = (code as u32).min(60);
+        inside &= (0..=60).contains(&code) && num.unsigned_abs() < (1u64 << 60) >> shift;
+        let p = (num << shift).wrapping_add(s.addend);
+        // `max` then `min`: `clamp`'s check of its bounds would keep the loop scalar.
+        *o = (p.wrapping_add(half) >> s.k).max(lo).min(hi) as i32;
+    }
+    inside
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn run_avx2(s: &ShiftRow, dividends: &[i32], codes: &[i32], out: &mut [i32]) -> bool {
+    run_portable(s, dividends, codes, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
+fn run_avx512(s: &ShiftRow, dividends: &[i32], codes: &[i32], out: &mut [i32]) -> bool {
+    run_portable(s, dividends, codes, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The definition in i128.
+    fn definition(s: &ShiftRow, q: i32, code: i32) -> i32 {
+        let p = (((q - s.zero) as i128 * s.m as i128) << code) + s.addend as i128;
+        ((p + (1i128 << (s.k - 1))) >> s.k).clamp(s.range.0 as i128, s.range.1 as i128) as i32
+    }
+
+    /// B1's row length and odd ones, codes across the reach: every ISA equals the definition on
+    /// each row it runs, runs every row inside the reach and turns away every row outside it.
+    #[test]
+    fn rows_equal_the_definition_inside_the_reach() {
+        let mut rng = Rng::new(12);
+        for n in [1, 7, 196, 3136] {
+            for (case, codes) in [("inside", &[0, 1, 7, 15, 19][..]), ("past", &[3, 61][..])] {
+                let s = ShiftRow {
+                    zero: rng.below(11) as i32 - 5,
+                    m: (1 << 30) + rng.below(1 << 29) as i32,
+                    addend: rng.below(1 << 40) as i64 - (1 << 39),
+                    k: 40 + rng.below(10) as u32,
+                    range: (-128, 127),
+                };
+                let q: Vec<i32> = (0..n).map(|_| rng.below(1 << 10) as i32 - 512).collect();
+                let mut c: Vec<i32> = (0..n).map(|_| codes[rng.below(codes.len())]).collect();
+                if case == "past" {
+                    c[n - 1] = 61;
+                }
+                let want: Vec<i32> = q
+                    .iter()
+                    .zip(&c)
+                    .map(|(&q, &c)| definition(&s, q, c))
+                    .collect();
+                // |(q − z)·m| < 2^9.1 · 2^30.6 < 2^40: inside the reach for codes up to 19,
+                // past it only by the code 61.
+                for isa in Isa::available() {
+                    let mut got = vec![0; n];
+                    let ran = s.run(isa, &q, &c, &mut got);
+                    assert_eq!(ran, case == "inside", "{} n = {n}", isa.name());
+                    if ran {
+                        assert_eq!(got, want, "{} n = {n}", isa.name());
+                    }
+                }
+            }
+        }
+    }
+
+    /// A product past the reach for its code is turned away, on every ISA.
+    #[test]
+    fn a_product_past_the_reach_is_turned_away() {
+        let s = ShiftRow {
+            zero: 0,
+            m: i32::MAX,
+            addend: 0,
+            k: 30,
+            range: (-128, 127),
+        };
+        // 2^20 · (2^31 − 1) is below 2^(60 − 9) and not below 2^(60 − 10).
+        for isa in Isa::available() {
+            let mut got = [0; 3];
+            assert!(s.run(isa, &[1, 1 << 20, 1], &[9, 9, 9], &mut got));
+            assert!(!s.run(isa, &[1, 1 << 20, 1], &[9, 10, 9], &mut got));
+            assert!(s.run(isa, &[1, 1, 1], &[10, 10, 10], &mut got));
+        }
+    }
+}

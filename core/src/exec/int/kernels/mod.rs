@@ -22,6 +22,7 @@ pub mod depthwise;
 mod depthwise_pairs;
 pub mod exps;
 pub mod layernorm;
+pub mod pack;
 pub mod requant;
 pub mod scores;
 pub mod shift_divide;

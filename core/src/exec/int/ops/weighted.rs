@@ -10,8 +10,9 @@ use rayon::prelude::*;
 
 use super::super::code_table::CodeTable;
 use super::super::kernels::depthwise::{DwShape, depthwise};
+use super::super::kernels::pack::{Windows, centre_planes, im2col_plane, pack_rows, pack_tokens};
 use super::super::kernels::requant::{NarrowHardswish, hardswish_narrow, lookup, lookup_within};
-use super::super::kernels::{PANEL, PackedA, PackedB, gemm, gemm_rows};
+use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
@@ -89,79 +90,6 @@ pub enum Output {
     },
     /// The network's logits: per-class scales brought to one, so argmax compares real values.
     Logits(Requant),
-}
-
-/// Fills packed `B` in its storage order: `block(g, first, out)` writes the 16 columns from
-/// `first` of the four `K` rows from `4g` (a whole block, no bounds to check, so the copy
-/// vectorises), `value(k, col)` each element of the blocks at the edges (a u8 code; zero past
-/// `K` or the last column).
-#[inline]
-fn pack_panels(
-    b: &mut PackedB,
-    block: impl Fn(usize, usize, &mut [u8; PANEL * 4]),
-    value: impl Fn(usize, usize) -> i32,
-) {
-    let (k, cols, k4) = (b.k, b.cols, b.k4);
-    let full_k4 = k / 4;
-    let mut i = 0;
-    for panel in 0..cols.div_ceil(PANEL) {
-        let first = panel * PANEL;
-        let whole_panel = first + PANEL <= cols;
-        for g in 0..k4 {
-            let out: &mut [u8; PANEL * 4] =
-                (&mut b.data[i..i + PANEL * 4]).try_into().expect("a block");
-            if whole_panel && g < full_k4 {
-                block(g, first, out);
-            } else {
-                for (lane, quad) in out.chunks_exact_mut(4).enumerate() {
-                    for (j, byte) in quad.iter_mut().enumerate() {
-                        let (kk, col) = (4 * g + j, first + lane);
-                        *byte = if kk < k && col < cols {
-                            value(kk, col) as u8
-                        } else {
-                            0
-                        };
-                    }
-                }
-            }
-            i += PANEL * 4;
-        }
-    }
-}
-
-/// [`pack_panels`] of codes stored `K`-major (`src[kk·cols + col]`: planes, im2col rows).
-fn pack_rows<T: Copy + Into<i32>>(b: &mut PackedB, src: &[T], lift: i32) {
-    let cols = b.cols;
-    pack_panels(
-        b,
-        |g, first, out| {
-            let rows: [&[T]; 4] =
-                std::array::from_fn(|j| &src[(4 * g + j) * cols + first..][..PANEL]);
-            for (lane, quad) in out.chunks_exact_mut(4).enumerate() {
-                for (byte, row) in quad.iter_mut().zip(&rows) {
-                    *byte = (row[lane].into() + lift) as u8;
-                }
-            }
-        },
-        |kk, col| src[kk * cols + col].into() + lift,
-    );
-}
-
-/// [`pack_panels`] of codes stored column-major (`src[col·k + kk]`: a token's channels).
-fn pack_tokens(b: &mut PackedB, src: &[i32], lift: i32) {
-    let k = b.k;
-    pack_panels(
-        b,
-        |g, first, out| {
-            for (lane, quad) in out.chunks_exact_mut(4).enumerate() {
-                let codes = &src[(first + lane) * k + 4 * g..][..4];
-                for (byte, &q) in quad.iter_mut().zip(codes) {
-                    *byte = (q + lift) as u8;
-                }
-            }
-        },
-        |kk, col| src[col * k + kk] + lift,
-    );
 }
 
 /// One weighted layer.
@@ -256,11 +184,7 @@ impl Weighted {
             Weights::Depthwise(w) => {
                 let (conv, in_hw, out_hw) = self.patch_or_kernel().expect("depthwise is a conv");
                 let plane = in_hw.0 * in_hw.1;
-                s.centred.clear();
-                for (c, chunk) in x.chunks(plane).enumerate() {
-                    let z = self.zero[c];
-                    s.centred.extend(chunk.iter().map(|&q| (q - z) as i16));
-                }
+                centre_planes(ctx.isa, x, plane, &self.zero, &mut s.centred);
                 let kk = conv.kernel * conv.kernel;
                 // Channels are independent: blocks of them, each conv then epilogue, run on
                 // the pool's threads when large (the only work of an image at batch 1).
@@ -302,7 +226,7 @@ impl Weighted {
                 // One large product: blocks of output channels on the pool's threads (an
                 // image at batch 1 would otherwise use one core). Integers, so the blocks
                 // change nothing in the result.
-                let (a, b) = (&groups[0], self.pack_group(x, 0, s));
+                let (a, b) = (&groups[0], self.pack_group(ctx, x, 0, s));
                 codes
                     .par_chunks_mut(ROW_BLOCK * p)
                     .enumerate()
@@ -324,7 +248,7 @@ impl Weighted {
             Weights::Int8(groups) => {
                 let cout_g = o / self.groups;
                 for (g, a) in groups.iter().enumerate() {
-                    let b = self.pack_group(x, g, s);
+                    let b = self.pack_group(ctx, x, g, s);
                     s.acc.resize(cout_g * p, 0);
                     gemm(ctx.isa, a, &b, &mut s.acc);
                     s.packed = b.data;
@@ -445,55 +369,43 @@ impl Weighted {
 
     /// Packed `B` for group `g`: the transpose of the token matrix for linear layers, the
     /// input planes for 1×1 stride-1 convs, im2col (padding = `z + u`) for the others.
-    fn pack_group(&self, x: &[i32], g: usize, s: &mut Scratch) -> PackedB {
+    fn pack_group(&self, ctx: Ctx, x: &[i32], g: usize, s: &mut Scratch) -> PackedB {
+        let isa = ctx.isa;
         let (p, _) = self.positions();
         let k = self.k();
         let lift = self.lift;
-        let mut b = PackedB::zeroed(k, p, std::mem::take(&mut s.packed));
+        let buf = std::mem::take(&mut s.packed);
         match self.patch_or_kernel() {
-            None => pack_tokens(&mut b, x, lift),
+            None => pack_tokens(isa, k, p, x, lift, buf),
             Some((conv, (h, w), (oh, ow))) => {
                 let cin_g = self.in_channels / self.groups;
                 let xg = &x[g * cin_g * h * w..(g + 1) * cin_g * h * w];
                 let direct = conv.kernel == 1 && conv.stride == 1 && conv.padding == 0;
                 if direct {
-                    pack_rows(&mut b, &xg[..k * p], lift);
+                    pack_rows(isa, k, p, &xg[..k * p], lift, buf)
                 } else {
+                    // Every element is written below.
                     let mut cols = std::mem::take(&mut s.centred);
-                    cols.clear();
-                    cols.resize(k * p, 0);
-                    let kz = conv.kernel;
-                    let (st, pad) = (conv.stride as isize, conv.padding as isize);
-                    for ci in 0..cin_g {
+                    resize_to_overwrite(&mut cols, k * p);
+                    let windows = Windows {
+                        kernel: conv.kernel,
+                        stride: conv.stride,
+                        padding: conv.padding,
+                        in_hw: (h, w),
+                        out_hw: (oh, ow),
+                    };
+                    let taps = conv.kernel * conv.kernel * p;
+                    for (ci, rows) in cols.chunks_exact_mut(taps).enumerate() {
                         let plane = &xg[ci * h * w..(ci + 1) * h * w];
-                        let pad_value = (self.zero[g * cin_g + ci] + lift) as i16;
-                        for i in 0..kz {
-                            for j in 0..kz {
-                                let row = &mut cols[((ci * kz + i) * kz + j) * p..][..p];
-                                for oy in 0..oh {
-                                    let iy = oy as isize * st + i as isize - pad;
-                                    for ox in 0..ow {
-                                        let ix = ox as isize * st + j as isize - pad;
-                                        row[oy * ow + ox] = if iy < 0
-                                            || ix < 0
-                                            || iy >= h as isize
-                                            || ix >= w as isize
-                                        {
-                                            pad_value
-                                        } else {
-                                            (plane[iy as usize * w + ix as usize] + lift) as i16
-                                        };
-                                    }
-                                }
-                            }
-                        }
+                        let pad = (self.zero[g * cin_g + ci] + lift) as i16;
+                        im2col_plane(isa, &windows, plane, lift, pad, rows);
                     }
-                    pack_rows(&mut b, &cols, 0);
+                    let b = pack_rows(isa, k, p, &cols, 0, buf);
                     s.centred = cols;
+                    b
                 }
             }
         }
-        b
     }
 
     /// The scalar i64 path for weights or inputs wider than 8 bits.
@@ -549,31 +461,6 @@ mod tests {
     use super::*;
     use crate::exec::int::encoding::Encoding;
     use crate::rng::Rng;
-
-    /// Both source layouts, odd `K` and column counts: the packing equals the reference
-    /// packer's of the same u8 matrix.
-    #[test]
-    fn packing_equals_the_reference() {
-        let mut rng = Rng::new(3);
-        for (k, cols) in [(1, 1), (4, 16), (7, 33), (64, 196), (13, 50), (192, 197)] {
-            let rows: Vec<i32> = (0..k * cols).map(|_| rng.below(256) as i32 - 128).collect();
-            let bytes: Vec<u8> = rows.iter().map(|&q| (q + 128) as u8).collect();
-            let want = PackedB::from_rows(&bytes, k, cols);
-            let mut got = PackedB::zeroed(k, cols, vec![7; 3]);
-            pack_rows(&mut got, &rows, 128);
-            assert_eq!(got.data, want.data, "rows {k}×{cols}");
-            let narrow: Vec<i16> = rows.iter().map(|&q| (q + 128) as i16).collect();
-            let mut got = PackedB::zeroed(k, cols, Vec::new());
-            pack_rows(&mut got, &narrow, 0);
-            assert_eq!(got.data, want.data, "i16 rows {k}×{cols}");
-            let tokens: Vec<i32> = (0..k * cols)
-                .map(|i| rows[(i % k) * cols + i / k])
-                .collect();
-            let mut got = PackedB::zeroed(k, cols, Vec::new());
-            pack_tokens(&mut got, &tokens, 128);
-            assert_eq!(got.data, want.data, "tokens {k}×{cols}");
-        }
-    }
 
     /// Biases of the test layers' channels.
     const BIASES: [i64; 3] = [0, 12_345, -777_777];

@@ -1,0 +1,458 @@
+//! Activations into the kernels' operands: depthwise planes centred to i16
+//! ([`centre_planes`]), im2col rows ([`im2col_plane`]), and packed `B` ([`pack_rows`],
+//! [`pack_tokens`]; see [`PackedB`]). Each is one portable body also compiled for AVX2 and
+//! AVX-512, written so those builds vectorise: the byte-by-byte packing and the per-element
+//! bounds tests of im2col had kept them scalar (8 % of EfficientViT-B1's integer time by
+//! `perf`, and the centring 5 % on the x86-64 baseline). In packed `B` each code is lifted by
+//! `u` to a u8 and four consecutive `K` values of a column share one 32-bit word: a whole block
+//! (16 columns × 4 `K` rows) is 16 words made lane-wise from four rows, or token by token
+//! from a token's contiguous codes. Blocks at the edges (past `K` or the last column) are
+//! written element by element, zero outside the matrix, so every byte of the storage is
+//! written and none needs zeroing first.
+#![allow(unsafe_code)]
+
+use super::{Isa, PANEL, PackedB, Width, width};
+use crate::exec::spare::resize_to_overwrite;
+
+/// `K × cols` codes stored `K`-major (`src[kk·cols + col]`: planes, im2col rows), each plus
+/// `lift`, packed into `buf`'s allocation.
+pub fn pack_rows<T: Copy + Into<i32>>(
+    isa: Isa,
+    k: usize,
+    cols: usize,
+    src: &[T],
+    lift: i32,
+    buf: Vec<u8>,
+) -> PackedB {
+    assert!(src.len() >= k * cols, "{k}×{cols} codes from {}", src.len());
+    let mut b = storage(k, cols, buf);
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { rows_avx512(&mut b, src, lift) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { rows_avx2(&mut b, src, lift) },
+        _ => rows_portable(&mut b, src, lift),
+    }
+    b
+}
+
+/// `K × cols` codes stored column-major (`src[col·k + kk]`: a token's channels), each plus
+/// `lift`, packed into `buf`'s allocation.
+pub fn pack_tokens(
+    isa: Isa,
+    k: usize,
+    cols: usize,
+    src: &[i32],
+    lift: i32,
+    buf: Vec<u8>,
+) -> PackedB {
+    assert!(src.len() >= k * cols, "{k}×{cols} codes from {}", src.len());
+    let mut b = storage(k, cols, buf);
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { tokens_avx512(&mut b, src, lift) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { tokens_avx2(&mut b, src, lift) },
+        _ => tokens_portable(&mut b, src, lift),
+    }
+    b
+}
+
+/// Storage for `k × cols` whose every byte [`fill`] writes.
+fn storage(k: usize, cols: usize, mut buf: Vec<u8>) -> PackedB {
+    let k4 = k.div_ceil(4);
+    resize_to_overwrite(&mut buf, cols.div_ceil(PANEL) * k4 * PANEL * 4);
+    PackedB {
+        k,
+        k4,
+        cols,
+        data: buf,
+    }
+}
+
+/// Writes the blocks at the edges (a last panel of fewer than 16 columns, a last quad of `K`
+/// shorter than 4), element by element: `value(kk, col)` is a code
+/// plus `lift`, zero past `K` or the last column.
+#[inline(always)]
+fn fill_edges(b: &mut PackedB, value: impl Fn(usize, usize) -> i32) {
+    let (k, cols, k4) = (b.k, b.cols, b.k4);
+    let panels = cols.div_ceil(PANEL);
+    for panel in 0..panels {
+        let first = panel * PANEL;
+        let quads = if first + PANEL <= cols {
+            k / 4..k4
+        } else {
+            0..k4
+        };
+        for g in quads {
+            let at = (panel * k4 + g) * PANEL * 4;
+            let out = &mut b.data[at..at + PANEL * 4];
+            for (lane, quad) in out.chunks_exact_mut(4).enumerate() {
+                for (j, byte) in quad.iter_mut().enumerate() {
+                    let (kk, col) = (4 * g + j, first + lane);
+                    *byte = if kk < k && col < cols {
+                        value(kk, col) as u8
+                    } else {
+                        0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// A code plus `lift`, truncated to u8, in the low byte of a u32.
+#[inline(always)]
+fn byte(v: i32, lift: i32) -> u32 {
+    (v.wrapping_add(lift) & 0xff) as u32
+}
+
+/// Four codes plus `lift` as the bytes of a little-endian u32.
+#[inline(always)]
+fn word(q: &[i32; 4], lift: i32) -> u32 {
+    byte(q[0], lift) | byte(q[1], lift) << 8 | byte(q[2], lift) << 16 | byte(q[3], lift) << 24
+}
+
+/// Whole blocks four rows at a time: a block's 16 words from four 16-code rows, lane-wise.
+#[inline(always)]
+fn rows_portable<T: Copy + Into<i32>>(b: &mut PackedB, src: &[T], lift: i32) {
+    let (cols, k4) = (b.cols, b.k4);
+    for (i, out) in b.data.chunks_exact_mut(PANEL * 4).enumerate() {
+        let (g, first) = (i % k4, i / k4 * PANEL);
+        if first + PANEL > cols || g >= b.k / 4 {
+            continue; // an edge block
+        }
+        let rows: [&[T; PANEL]; 4] = std::array::from_fn(|j| {
+            let row = &src[(4 * g + j) * cols + first..][..PANEL];
+            row.try_into().expect("a block's row")
+        });
+        for (lane, bytes) in out.chunks_exact_mut(4).enumerate() {
+            let q = [0, 1, 2, 3].map(|j| rows[j][lane].into());
+            bytes.copy_from_slice(&word(&q, lift).to_le_bytes());
+        }
+    }
+    fill_edges(b, |kk, col| src[kk * cols + col].into().wrapping_add(lift));
+}
+
+/// Whole blocks token by token: a token's codes are contiguous, 16 words (64 codes) are made
+/// at a time, and each word goes to its block at the token's lane.
+#[inline(always)]
+fn tokens_portable(b: &mut PackedB, src: &[i32], lift: i32) {
+    let (k, cols, k4) = (b.k, b.cols, b.k4);
+    let quads = k / 4;
+    for col in 0..cols / PANEL * PANEL {
+        let (panel, lane) = (col / PANEL, col % PANEL);
+        let codes = &src[col * k..][..quads * 4];
+        let mut put = |g: usize, w: u32| {
+            let at = ((panel * k4 + g) * PANEL + lane) * 4;
+            b.data[at..at + 4].copy_from_slice(&w.to_le_bytes());
+        };
+        let mut chunks = codes.chunks_exact(64);
+        for (c, chunk) in chunks.by_ref().enumerate() {
+            // Bytes first: the truncation of contiguous codes is one `vpmovdb` per 16.
+            let chunk: &[i32; 64] = chunk.try_into().expect("64 codes");
+            let bytes: [u8; 64] = std::array::from_fn(|i| chunk[i].wrapping_add(lift) as u8);
+            for (j, w) in bytes.chunks_exact(4).enumerate() {
+                put(
+                    16 * c + j,
+                    u32::from_le_bytes(w.try_into().expect("a word")),
+                );
+            }
+        }
+        let done = codes.len() / 64 * 16;
+        for (j, q) in chunks.remainder().chunks_exact(4).enumerate() {
+            put(done + j, word(q.try_into().expect("a quad"), lift));
+        }
+    }
+    fill_edges(b, |kk, col| src[col * k + kk].wrapping_add(lift));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn rows_avx2<T: Copy + Into<i32>>(b: &mut PackedB, src: &[T], lift: i32) {
+    rows_portable(b, src, lift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+fn rows_avx512<T: Copy + Into<i32>>(b: &mut PackedB, src: &[T], lift: i32) {
+    rows_portable(b, src, lift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn tokens_avx2(b: &mut PackedB, src: &[i32], lift: i32) {
+    tokens_portable(b, src, lift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+fn tokens_avx512(b: &mut PackedB, src: &[i32], lift: i32) {
+    tokens_portable(b, src, lift)
+}
+
+/// The depthwise kernels' operand: `out[c·plane + i] = x[c·plane + i] − zero[c]` as i16, for
+/// channel planes of `plane` codes (codes of at most 8 bits less their zero-point fit i16).
+pub fn centre_planes(isa: Isa, x: &[i32], plane: usize, zero: &[i32], out: &mut Vec<i16>) {
+    assert!(plane > 0 && x.len() <= plane * zero.len());
+    resize_to_overwrite(out, x.len());
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { centre_avx512(x, plane, zero, out) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { centre_avx2(x, plane, zero, out) },
+        _ => centre_portable(x, plane, zero, out),
+    }
+}
+
+#[inline(always)]
+fn centre_portable(x: &[i32], plane: usize, zero: &[i32], out: &mut [i16]) {
+    let planes = x.chunks(plane).zip(out.chunks_mut(plane));
+    for ((src, dst), &z) in planes.zip(zero) {
+        for (o, &q) in dst.iter_mut().zip(src) {
+            *o = q.wrapping_sub(z) as i16;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn centre_avx2(x: &[i32], plane: usize, zero: &[i32], out: &mut [i16]) {
+    centre_portable(x, plane, zero, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+fn centre_avx512(x: &[i32], plane: usize, zero: &[i32], out: &mut [i16]) {
+    centre_portable(x, plane, zero, out)
+}
+
+/// The windows of a k×k convolution over one `h × w` input plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub in_hw: (usize, usize),
+    pub out_hw: (usize, usize),
+}
+
+impl Windows {
+    /// The output columns `ox` whose input column `ox·stride + j − padding` lies inside the
+    /// plane, for kernel column `j`: a range, since the input column grows with `ox`.
+    fn inside(&self, j: usize) -> std::ops::Range<usize> {
+        let (w, ow, st) = (self.in_hw.1, self.out_hw.1, self.stride);
+        // ox·st + j ≥ padding, and ox·st + j − padding ≤ w − 1.
+        let lo = self.padding.saturating_sub(j).div_ceil(st).min(ow);
+        let hi = match (w + self.padding).checked_sub(j + 1) {
+            Some(last) => (last / st + 1).min(ow),
+            None => 0,
+        };
+        lo..hi.max(lo)
+    }
+}
+
+/// im2col of one input plane: `rows[(i·k + j)·P + oy·OW + ox]` = the code under kernel tap
+/// `(i, j)` of output `(oy, ox)` plus `lift`, or `pad` outside the plane. Each output row is a
+/// run of padding, a strided copy and padding again, so no element tests its own bounds.
+pub fn im2col_plane(isa: Isa, win: &Windows, plane: &[i32], lift: i32, pad: i16, rows: &mut [i16]) {
+    let ((h, w), (oh, ow)) = (win.in_hw, win.out_hw);
+    assert!(plane.len() >= h * w && rows.len() >= win.kernel * win.kernel * oh * ow);
+    match width(isa) {
+        // SAFETY (both): `width` found the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { im2col_avx512(win, plane, lift, pad, rows) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { im2col_avx2(win, plane, lift, pad, rows) },
+        _ => im2col_portable(win, plane, lift, pad, rows),
+    }
+}
+
+#[inline(always)]
+fn im2col_portable(win: &Windows, plane: &[i32], lift: i32, pad: i16, rows: &mut [i16]) {
+    let ((h, w), (oh, ow)) = (win.in_hw, win.out_hw);
+    let (kz, st) = (win.kernel, win.stride);
+    let p = oh * ow;
+    for i in 0..kz {
+        for j in 0..kz {
+            let row = &mut rows[(i * kz + j) * p..][..p];
+            let inside = win.inside(j);
+            for (oy, out) in row.chunks_exact_mut(ow).enumerate() {
+                let iy = (oy * st + i).checked_sub(win.padding).filter(|&iy| iy < h);
+                let Some(iy) = iy else {
+                    out.fill(pad);
+                    continue;
+                };
+                out[..inside.start].fill(pad);
+                out[inside.end..].fill(pad);
+                if inside.is_empty() {
+                    continue;
+                }
+                let first = inside.start * st + j - win.padding;
+                let out = &mut out[inside.clone()];
+                let src = &plane[iy * w + first..][..(out.len() - 1) * st + 1];
+                strided_copy(src, st, lift, out);
+            }
+        }
+    }
+}
+
+/// `out[n] = src[n·stride] + lift` as i16, for `src` exactly `(out.len() − 1)·stride + 1`
+/// long. Strides 1 and 2 (every conv of the shipped models) as whole chunks, which vectorise;
+/// `step_by` did not.
+#[inline(always)]
+fn strided_copy(src: &[i32], stride: usize, lift: i32, out: &mut [i16]) {
+    let code = |q: i32| q.wrapping_add(lift) as i16;
+    match stride {
+        1 => out.iter_mut().zip(src).for_each(|(o, &q)| *o = code(q)),
+        2 => {
+            let (last, body) = out.split_last_mut().expect("a column");
+            for (o, pair) in body.iter_mut().zip(src.chunks_exact(2)) {
+                *o = code(pair[0]);
+            }
+            *last = code(src[src.len() - 1]);
+        }
+        _ => out
+            .iter_mut()
+            .zip(src.iter().step_by(stride))
+            .for_each(|(o, &q)| *o = code(q)),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn im2col_avx2(win: &Windows, plane: &[i32], lift: i32, pad: i16, rows: &mut [i16]) {
+    im2col_portable(win, plane, lift, pad, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+fn im2col_avx512(win: &Windows, plane: &[i32], lift: i32, pad: i16, rows: &mut [i16]) {
+    im2col_portable(win, plane, lift, pad, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Both source layouts and i16 rows, odd `K` and column counts, storage with stale bytes:
+    /// on every ISA the packing equals the reference packer's of the same u8 matrix.
+    #[test]
+    fn packing_equals_the_reference_on_every_isa() {
+        let mut rng = Rng::new(3);
+        let shapes = [
+            (1, 1),
+            (4, 16),
+            (7, 33),
+            (64, 196),
+            (13, 50),
+            (192, 197),
+            (27, 3136),
+        ];
+        for (k, cols) in shapes {
+            let rows: Vec<i32> = (0..k * cols).map(|_| rng.below(256) as i32 - 128).collect();
+            let bytes: Vec<u8> = rows.iter().map(|&q| (q + 128) as u8).collect();
+            let want = PackedB::from_rows(&bytes, k, cols);
+            let narrow: Vec<i16> = rows.iter().map(|&q| (q + 128) as i16).collect();
+            let tokens: Vec<i32> = (0..k * cols)
+                .map(|i| rows[(i % k) * cols + i / k])
+                .collect();
+            for isa in Isa::available() {
+                let stale = vec![7; want.data.len() + 5];
+                let got = pack_rows(isa, k, cols, &rows, 128, stale.clone());
+                assert_eq!(got, want, "{isa:?} rows {k}×{cols}");
+                let got = pack_rows(isa, k, cols, &narrow, 0, Vec::new());
+                assert_eq!(got, want, "{isa:?} i16 rows {k}×{cols}");
+                let got = pack_tokens(isa, k, cols, &tokens, 128, stale);
+                assert_eq!(got, want, "{isa:?} tokens {k}×{cols}");
+            }
+        }
+    }
+
+    /// Planes of 1–200 codes, the last one short: on every ISA each code less its channel's
+    /// zero-point, whatever the buffer held before.
+    #[test]
+    fn centring_equals_the_definition_on_every_isa() {
+        let mut rng = Rng::new(9);
+        for plane in [1, 3, 16, 17, 49, 200] {
+            let channels = 1 + rng.below(9);
+            let zero: Vec<i32> = (0..channels).map(|_| rng.below(256) as i32 - 128).collect();
+            let len = channels * plane - rng.below(plane);
+            let x: Vec<i32> = (0..len).map(|_| rng.below(256) as i32 - 128).collect();
+            let want: Vec<i16> = (0..len).map(|i| (x[i] - zero[i / plane]) as i16).collect();
+            for isa in Isa::available() {
+                let mut got = vec![5; 3 * len];
+                centre_planes(isa, &x, plane, &zero, &mut got);
+                assert_eq!(got, want, "{isa:?} plane {plane}");
+            }
+        }
+    }
+
+    /// Kernels 1–7, strides 1–4, paddings 0–3 over planes from 1×1 to 17×23 (and 224²): on
+    /// every ISA each tap of each output is the code under it, or the padding.
+    #[test]
+    fn im2col_equals_the_definition_on_every_isa() {
+        let mut rng = Rng::new(5);
+        let mut planes = vec![(1, 1), (2, 3), (5, 5), (17, 23), (224, 224)];
+        planes.extend((0..6).map(|_| (1 + rng.below(12), 1 + rng.below(12))));
+        let mut checked = 0;
+        for (h, w) in planes {
+            for kernel in 1..=7 {
+                for stride in 1..=4 {
+                    for padding in 0..=3.min(kernel - 1) {
+                        if h + 2 * padding < kernel || w + 2 * padding < kernel {
+                            continue;
+                        }
+                        if (h, w) == (224, 224) && (kernel, stride, padding) != (3, 2, 1) {
+                            continue;
+                        }
+                        let out_hw = (
+                            (h + 2 * padding - kernel) / stride + 1,
+                            (w + 2 * padding - kernel) / stride + 1,
+                        );
+                        let win = Windows {
+                            kernel,
+                            stride,
+                            padding,
+                            in_hw: (h, w),
+                            out_hw,
+                        };
+                        let plane: Vec<i32> =
+                            (0..h * w).map(|_| rng.below(256) as i32 - 128).collect();
+                        let p = out_hw.0 * out_hw.1;
+                        let mut want = vec![0i16; kernel * kernel * p];
+                        for i in 0..kernel {
+                            for j in 0..kernel {
+                                for oy in 0..out_hw.0 {
+                                    for ox in 0..out_hw.1 {
+                                        let iy = (oy * stride + i) as isize - padding as isize;
+                                        let ix = (ox * stride + j) as isize - padding as isize;
+                                        let inside = (0..h as isize).contains(&iy)
+                                            && (0..w as isize).contains(&ix);
+                                        want[(i * kernel + j) * p + oy * out_hw.1 + ox] = if inside
+                                        {
+                                            (plane[iy as usize * w + ix as usize] + 128) as i16
+                                        } else {
+                                            -9
+                                        };
+                                    }
+                                }
+                            }
+                        }
+                        for isa in Isa::available() {
+                            let mut got = vec![77i16; want.len()];
+                            im2col_plane(isa, &win, &plane, 128, -9, &mut got);
+                            assert_eq!(got, want, "{isa:?} {win:?}");
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 500, "only {checked} shapes");
+    }
+}

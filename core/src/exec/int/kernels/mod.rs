@@ -22,6 +22,7 @@ pub mod depthwise;
 mod depthwise_pairs;
 pub mod exps;
 pub mod layernorm;
+mod narrow_lanes;
 pub mod pack;
 pub mod requant;
 pub mod scores;

@@ -1,9 +1,11 @@
 //! The requantization loops of the epilogues: one channel's i32 accumulators to codes. One
 //! portable body, also compiled for AVX2 and AVX-512 and chosen at run time, so the i64
-//! multiply-add-shift-clamp vectorises (`vpmuldq` / `vpmullq`). Same integers on every path.
+//! multiply-add-shift-clamp vectorises (`vpmuldq` / `vpmullq`); the forms in 32-bit lanes
+//! ([`Narrow`], [`NarrowHardswish`]) are written with intrinsics in `narrow_lanes`. Same
+//! integers on every path.
 #![allow(unsafe_code)]
 
-use super::Isa;
+use super::{Isa, narrow_lanes};
 use crate::exec::int::code_table::CodeTable;
 use crate::exec::int::nonlinear::hardswish::hardswish_product;
 
@@ -176,14 +178,14 @@ impl FastHardswish {
 /// checks those bounds; the same codes as [`FastHardswish::apply_i32`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NarrowHardswish {
-    t: Narrow,
-    mirror: i32,
-    floor: i32,
-    cap: i32,
-    three: i32,
-    p_min: i32,
-    p_max: i32,
-    out: Narrow,
+    pub(super) t: Narrow,
+    pub(super) mirror: i32,
+    pub(super) floor: i32,
+    pub(super) cap: i32,
+    pub(super) three: i32,
+    pub(super) p_min: i32,
+    pub(super) p_max: i32,
+    pub(super) out: Narrow,
 }
 
 impl NarrowHardswish {
@@ -414,13 +416,19 @@ fn hardswish_portable(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn requant_avx2(f: &Fast, src: &[i32], dst: &mut [i32]) {
-    requant_portable(f, src, dst)
+    match f.narrow() {
+        Some(n) => narrow_lanes::requant_avx2(&n, src, dst),
+        None => requant_portable(f, src, dst),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 fn requant_avx512(f: &Fast, src: &[i32], dst: &mut [i32]) {
-    requant_portable(f, src, dst)
+    match f.narrow() {
+        Some(n) => narrow_lanes::requant_avx512(&n, src, dst),
+        None => requant_portable(f, src, dst),
+    }
 }
 
 #[inline(always)]
@@ -433,13 +441,13 @@ fn hardswish_narrow_portable(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn hardswish_narrow_avx2(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
-    hardswish_narrow_portable(h, src, dst)
+    narrow_lanes::hardswish_avx2(h, src, dst)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 fn hardswish_narrow_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
-    hardswish_narrow_portable(h, src, dst)
+    narrow_lanes::hardswish_avx512(h, src, dst)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -706,6 +714,9 @@ mod tests {
                 let mut got = vec![0; src.len()];
                 hardswish_narrow(isa, &n, &src, &mut got);
                 assert_eq!(got, want, "case {case}, j {j}, {}", isa.name());
+                // A run that is no multiple of the lanes: a tail of 15.
+                hardswish_narrow(isa, &n, &src[1..], &mut got[1..]);
+                assert_eq!(got, want, "case {case}, j {j}, {}, tail", isa.name());
             }
         }
         assert!(

@@ -1,0 +1,186 @@
+//! [`Narrow`] and [`NarrowHardswish`] 16 (AVX-512) or 8 (AVX2) lanes at a time, written with
+//! intrinsics. The compiler's vectorisation of the portable loops widened every lane to 64
+//! bits (sign extensions, 8-lane halves, inserts: ~50 instructions per 16 values, 12 % of
+//! EfficientViT-B1's integer time by `perf`); here the even lanes' and the odd lanes' 64-bit
+//! products (`vpmuldq` of the register and of it shifted down 32 bits) keep their high halves,
+//! blended back into one register of 32-bit lanes — the same integers as the portable form,
+//! whose `>> 32` they are.
+#![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::requant::{Narrow, NarrowHardswish};
+
+/// `dst[i] = n.apply_i32(src[i])`, 16 lanes at a time; the tail by the portable form.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) fn requant_avx512(n: &Narrow, src: &[i32], dst: &mut [i32]) {
+    let lanes = Narrow512::new(n);
+    let whole = src.len().min(dst.len()) / 16 * 16;
+    for (s, d) in src[..whole].chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
+        // SAFETY: `s` and `d` hold 16 i32 each.
+        unsafe {
+            let v = _mm512_loadu_si512(s.as_ptr().cast());
+            _mm512_storeu_si512(d.as_mut_ptr().cast(), lanes.apply(v));
+        }
+    }
+    for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
+        *o = n.apply_i32(v);
+    }
+}
+
+/// `dst[i] = h.apply_i32(src[i])`, 16 lanes at a time; the tail by the portable form.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
+    let (t, out) = (Narrow512::new(&h.t), Narrow512::new(&h.out));
+    let set = _mm512_set1_epi32;
+    let (mirror, floor, cap) = (set(h.mirror), set(h.floor), set(h.cap));
+    let (three, six, zero) = (set(h.three), set(2 * h.three), _mm512_setzero_si512());
+    let (p_min, p_max) = (set(h.p_min), set(h.p_max));
+    let whole = src.len().min(dst.len()) / 16 * 16;
+    for (s, d) in src[..whole].chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
+        // SAFETY: `s` and `d` hold 16 i32 each.
+        let v = unsafe { _mm512_loadu_si512(s.as_ptr().cast()) };
+        let x = t.apply(v);
+        let x = _mm512_max_epi32(x, _mm512_sub_epi32(mirror, x));
+        let x = _mm512_min_epi32(_mm512_max_epi32(x, floor), cap);
+        let c = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(x, three), zero), six);
+        let p = _mm512_mullo_epi32(x, c);
+        let p = _mm512_min_epi32(_mm512_max_epi32(p, p_min), p_max);
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), out.apply(p)) };
+    }
+    for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
+        *o = h.apply_i32(v);
+    }
+}
+
+/// `dst[i] = n.apply_i32(src[i])`, 8 lanes at a time; the tail by the portable form.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) fn requant_avx2(n: &Narrow, src: &[i32], dst: &mut [i32]) {
+    let lanes = Narrow256::new(n);
+    let whole = src.len().min(dst.len()) / 8 * 8;
+    for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
+        // SAFETY: `s` and `d` hold 8 i32 each.
+        unsafe {
+            let v = _mm256_loadu_si256(s.as_ptr().cast());
+            _mm256_storeu_si256(d.as_mut_ptr().cast(), lanes.apply(v));
+        }
+    }
+    for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
+        *o = n.apply_i32(v);
+    }
+}
+
+/// `dst[i] = h.apply_i32(src[i])`, 8 lanes at a time; the tail by the portable form.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) fn hardswish_avx2(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
+    let (t, out) = (Narrow256::new(&h.t), Narrow256::new(&h.out));
+    let set = _mm256_set1_epi32;
+    let (mirror, floor, cap) = (set(h.mirror), set(h.floor), set(h.cap));
+    let (three, six, zero) = (set(h.three), set(2 * h.three), _mm256_setzero_si256());
+    let (p_min, p_max) = (set(h.p_min), set(h.p_max));
+    let whole = src.len().min(dst.len()) / 8 * 8;
+    for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
+        // SAFETY: `s` and `d` hold 8 i32 each.
+        let v = unsafe { _mm256_loadu_si256(s.as_ptr().cast()) };
+        let x = t.apply(v);
+        let x = _mm256_max_epi32(x, _mm256_sub_epi32(mirror, x));
+        let x = _mm256_min_epi32(_mm256_max_epi32(x, floor), cap);
+        let c = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(x, three), zero), six);
+        let p = _mm256_mullo_epi32(x, c);
+        let p = _mm256_min_epi32(_mm256_max_epi32(p, p_min), p_max);
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), out.apply(p)) };
+    }
+    for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
+        *o = h.apply_i32(v);
+    }
+}
+
+/// A [`Narrow`]'s constants in 512-bit registers.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Narrow512 {
+    m: __m512i,
+    lo: __m512i,
+    shift: __m128i,
+    hi: __m512i,
+    min: __m512i,
+    max: __m512i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Narrow512 {
+    #[target_feature(enable = "avx512f")]
+    fn new(n: &Narrow) -> Self {
+        Self {
+            m: _mm512_set1_epi32(n.m),
+            lo: _mm512_set1_epi64(n.lo),
+            shift: _mm_cvtsi32_si128(n.shift as i32),
+            hi: _mm512_set1_epi32(n.hi),
+            min: _mm512_set1_epi32(n.min),
+            max: _mm512_set1_epi32(n.max),
+        }
+    }
+
+    /// [`Narrow::apply_i32`] of 16 lanes: the 64-bit sums `v·m + lo` of the even lanes and
+    /// of the odd ones, their high halves blended into one register, shifted and clamped.
+    #[target_feature(enable = "avx512f")]
+    fn apply(&self, v: __m512i) -> __m512i {
+        let even = _mm512_add_epi64(_mm512_mul_epi32(v, self.m), self.lo);
+        let odd = _mm512_srli_epi64::<32>(v);
+        let odd = _mm512_add_epi64(_mm512_mul_epi32(odd, self.m), self.lo);
+        let high = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd);
+        let h = _mm512_sra_epi32(high, self.shift);
+        _mm512_add_epi32(
+            _mm512_min_epi32(_mm512_max_epi32(h, self.min), self.max),
+            self.hi,
+        )
+    }
+}
+
+/// A [`Narrow`]'s constants in 256-bit registers.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Narrow256 {
+    m: __m256i,
+    lo: __m256i,
+    shift: __m128i,
+    hi: __m256i,
+    min: __m256i,
+    max: __m256i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Narrow256 {
+    #[target_feature(enable = "avx2")]
+    fn new(n: &Narrow) -> Self {
+        Self {
+            m: _mm256_set1_epi32(n.m),
+            lo: _mm256_set1_epi64x(n.lo),
+            shift: _mm_cvtsi32_si128(n.shift as i32),
+            hi: _mm256_set1_epi32(n.hi),
+            min: _mm256_set1_epi32(n.min),
+            max: _mm256_set1_epi32(n.max),
+        }
+    }
+
+    /// [`Narrow512::apply`] of 8 lanes.
+    #[target_feature(enable = "avx2")]
+    fn apply(&self, v: __m256i) -> __m256i {
+        let even = _mm256_add_epi64(_mm256_mul_epi32(v, self.m), self.lo);
+        let odd = _mm256_srli_epi64::<32>(v);
+        let odd = _mm256_add_epi64(_mm256_mul_epi32(odd, self.m), self.lo);
+        let high = _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd);
+        let h = _mm256_sra_epi32(high, self.shift);
+        _mm256_add_epi32(
+            _mm256_min_epi32(_mm256_max_epi32(h, self.min), self.max),
+            self.hi,
+        )
+    }
+}

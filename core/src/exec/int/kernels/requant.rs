@@ -171,6 +171,40 @@ impl FastHardswish {
     }
 }
 
+/// [`FastHardswish`] with both requantizations [`Narrow`] but a product that may pass i32:
+/// `t` and the clamp in 32-bit lanes, the product and its clamp in 64 bits. Made by
+/// [`FastHardswish::wide`]; the same codes as [`FastHardswish::apply_i32`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WideHardswish {
+    pub(super) t: Narrow,
+    pub(super) three: i32,
+    pub(super) p_range: (i64, i64),
+    pub(super) out: Narrow,
+}
+
+impl FastHardswish {
+    /// The form with `t` in 32 bits, when both requantizations have one (`t` within ±2^30
+    /// and `2^j < 2^30`, so `t + 2^j` and the clamp stay inside i32).
+    pub fn wide(&self) -> Option<WideHardswish> {
+        Some(WideHardswish {
+            t: self.to_t.narrow()?,
+            three: 1i32 << self.j,
+            p_range: self.p_range,
+            out: self.out.narrow()?,
+        })
+    }
+}
+
+impl WideHardswish {
+    #[inline(always)]
+    pub fn apply_i32(&self, v: i32) -> i32 {
+        let t = self.t.apply_i32(v);
+        let c = (t + self.three).clamp(0, 2 * self.three);
+        let p = (t as i64 * c as i64).clamp(self.p_range.0, self.p_range.1);
+        self.out.apply(p)
+    }
+}
+
 /// [`FastHardswish`] with every step in 32-bit lanes: `t` folded onto the rising side of the
 /// product (`max(t, −2^j − t)`, the same product) and clamped to the values between which the
 /// code still changes, so `t·clamp(t + 2^j, 0, 2^(j+1))` stays inside i32 and is one
@@ -392,14 +426,9 @@ fn requant_portable(f: &Fast, src: &[i32], dst: &mut [i32]) {
 
 #[inline(always)]
 fn hardswish_portable(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
-    if let (Some(t), Some(out)) = (h.to_t.narrow(), h.out.narrow()) {
-        // `t` within ±2^30 and `2^j < 2^30`: the clamp in i32, the product by `vpmuldq`.
-        let three = 1i32 << h.j;
+    if let Some(w) = h.wide() {
         for (o, &v) in dst.iter_mut().zip(src) {
-            let t = t.apply_i32(v);
-            let p =
-                (t as i64 * (t + three).clamp(0, 2 * three) as i64).clamp(h.p_range.0, h.p_range.1);
-            *o = out.apply(p);
+            *o = w.apply_i32(v);
         }
         return;
     }
@@ -453,13 +482,19 @@ fn hardswish_narrow_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn hardswish_avx2(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
-    hardswish_portable(h, src, dst)
+    match h.wide() {
+        Some(w) if w.out.m >= 0 => narrow_lanes::hardswish_wide_avx2(&w, src, dst),
+        _ => hardswish_portable(h, src, dst),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 fn hardswish_avx512(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
-    hardswish_portable(h, src, dst)
+    match h.wide() {
+        Some(w) if w.out.m >= 0 => narrow_lanes::hardswish_wide_avx512(&w, src, dst),
+        _ => hardswish_portable(h, src, dst),
+    }
 }
 
 #[cfg(test)]
@@ -650,7 +685,8 @@ mod tests {
     /// Hardswish in 32-bit lanes against the i64 definition, with constants shaped like a
     /// real layer's (an output step of `R` = 16–255 t-units, channels up to four times
     /// coarser than the finest, exponents where the raw product leaves i32), inputs whose
-    /// `t` covers −2^j − 100 to past the top densely, and any i32.
+    /// `t` covers −2^j − 100 to past the top densely, and any i32: the epilogue on every ISA,
+    /// and its 32-bit form where it has one.
     #[test]
     fn narrow_hardswish_equals_the_definition() {
         let mut rng = Rng::new(5);
@@ -688,6 +724,29 @@ mod tests {
                 p_range: (-(three << 5), (three << 9) * coarsest),
                 out,
             };
+            let per_t = (1u64 << k_t) as f64 / m_t as f64;
+            let mut inputs = Rng::new(1000 + case as u64);
+            let src: Vec<i32> = (0..6000)
+                .map(|i| match i % 3 {
+                    0 => {
+                        let t = inputs.below((3 * three + 200) as usize) as i64 - three - 100;
+                        (t as f64 * per_t) as i64 + inputs.below(8) as i64 - 4
+                    }
+                    1 => (inputs.below(257 * coarsest as usize) as f64 * per_t) as i64,
+                    _ => inputs.below(u32::MAX as usize) as i64 - (1 << 31),
+                })
+                .map(|v| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
+                .collect();
+            let want: Vec<i32> = src.iter().map(|&v| h.apply_i32(v)).collect();
+            // The epilogue as layers run it whatever the form (64-bit products included), on
+            // a run of whole lanes and on one with a tail of 15.
+            for isa in Isa::available() {
+                let mut got = vec![0; src.len()];
+                hardswish(isa, &h, &src, &mut got);
+                assert_eq!(got, want, "case {case}, j {j}, {}", isa.name());
+                hardswish(isa, &h, &src[1..], &mut got[1..]);
+                assert_eq!(got, want, "case {case}, j {j}, {}, tail", isa.name());
+            }
             // Up to j = 12 every product fits; from 16 only the finer channels' do.
             let Some(n) = h.narrow() else {
                 assert!(
@@ -697,19 +756,6 @@ mod tests {
                 continue;
             };
             narrowed += 1;
-            let per_t = (1u64 << k_t) as f64 / m_t as f64;
-            let src: Vec<i32> = (0..6000)
-                .map(|i| match i % 3 {
-                    0 => {
-                        let t = rng.below((3 * three + 200) as usize) as i64 - three - 100;
-                        (t as f64 * per_t) as i64 + rng.below(8) as i64 - 4
-                    }
-                    1 => (rng.below(257 * coarsest as usize) as f64 * per_t) as i64,
-                    _ => rng.below(u32::MAX as usize) as i64 - (1 << 31),
-                })
-                .map(|v| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
-                .collect();
-            let want: Vec<i32> = src.iter().map(|&v| h.apply_i32(v)).collect();
             for isa in Isa::available() {
                 let mut got = vec![0; src.len()];
                 hardswish_narrow(isa, &n, &src, &mut got);

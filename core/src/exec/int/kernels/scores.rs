@@ -15,6 +15,7 @@
 use std::arch::x86_64::*;
 
 use super::{Isa, Width, width};
+use crate::exec::transpose::transpose;
 
 /// Keys per block: one AVX-512 register of i32 lanes (two AVX2 ones).
 pub const KEYS: usize = 16;
@@ -28,7 +29,7 @@ fn pair(lo: i16, hi: i16) -> i32 {
 
 /// One head's keys, dimension pairs major: `data[c2·cols + j]` holds dimensions `2·c2` and
 /// `2·c2 + 1` of key `j`; keys past the last and the odd dimension's partner are zeros.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackedKeys {
     /// Dimension pairs, `⌈d/2⌉`.
     pub pairs: usize,
@@ -49,6 +50,71 @@ impl PackedKeys {
             let (c, odd) = (2 * c2, 2 * c2 + 1 == d);
             for (j, lane) in row[..keys].iter_mut().enumerate() {
                 *lane = pair(code(j, c), if odd { 0 } else { code(j, c + 1) });
+            }
+        }
+        Self {
+            pairs,
+            keys,
+            cols,
+            data,
+        }
+    }
+}
+
+impl PackedKeys {
+    /// Packs `keys` keys of `d` dimensions stored key by key, `row(j)` holding key `j`'s codes
+    /// (at least `d`), each less `zero` (the results must fit i16). The same packing as
+    /// [`PackedKeys::pack`], in passes that vectorise: each key's pairs, key-major; their
+    /// transpose ([`transpose`]); its rows into the blocks.
+    pub fn from_key_rows<'a>(
+        keys: usize,
+        d: usize,
+        zero: i32,
+        row: impl Fn(usize) -> &'a [i32],
+    ) -> Self {
+        let (pairs, cols) = (d.div_ceil(2), keys.next_multiple_of(KEYS));
+        let mut data = vec![0; pairs * cols];
+        if keys > 0 && pairs > 0 {
+            let mut by_key = Vec::with_capacity(keys * pairs);
+            for j in 0..keys {
+                let codes = &row(j)[..d];
+                let centre = |q: i32| q.wrapping_sub(zero) as i16;
+                let whole = codes.chunks_exact(2);
+                let odd = whole.remainder().first().map(|&q| pair(centre(q), 0));
+                by_key.extend(whole.map(|q| pair(centre(q[0]), centre(q[1]))).chain(odd));
+            }
+            let mut by_pair = vec![0; keys * pairs];
+            transpose(&by_key, keys, pairs, &mut by_pair);
+            for (dst, src) in data.chunks_exact_mut(cols).zip(by_pair.chunks_exact(keys)) {
+                dst[..keys].copy_from_slice(src);
+            }
+        }
+        Self {
+            pairs,
+            keys,
+            cols,
+            data,
+        }
+    }
+
+    /// Packs `keys` keys of `d` dimensions stored dimension by dimension, `dim(c)` holding
+    /// dimension `c` of every key (at least `keys` values, each inside i16): `P·V`'s values,
+    /// whose "keys" are channels and dimensions tokens. The same packing as
+    /// [`PackedKeys::pack`]: a block row is two dimensions' rows interleaved.
+    pub fn from_dim_rows<'a>(keys: usize, d: usize, dim: impl Fn(usize) -> &'a [i32]) -> Self {
+        let (pairs, cols) = (d.div_ceil(2), keys.next_multiple_of(KEYS));
+        let mut data = vec![0; pairs * cols];
+        for (c2, dst) in data.chunks_exact_mut(cols.max(1)).enumerate().take(pairs) {
+            let lo = &dim(2 * c2)[..keys];
+            if 2 * c2 + 1 < d {
+                let hi = &dim(2 * c2 + 1)[..keys];
+                for ((o, &a), &b) in dst.iter_mut().zip(lo).zip(hi) {
+                    *o = pair(a as i16, b as i16);
+                }
+            } else {
+                for (o, &a) in dst.iter_mut().zip(lo) {
+                    *o = pair(a as i16, 0);
+                }
             }
         }
         Self {
@@ -534,6 +600,35 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Keys stored key by key and dimension by dimension, odd dimensions, key counts off the
+    /// blocks, none at all: the same packing as the definition's.
+    #[test]
+    fn keys_from_rows_equal_the_packing() {
+        let mut rng = Rng::new(21);
+        for (keys, d) in [
+            (0, 5),
+            (1, 1),
+            (3, 7),
+            (16, 64),
+            (17, 64),
+            (197, 64),
+            (64, 197),
+            (5, 0),
+        ] {
+            let zero = rng.below(256) as i32 - 128;
+            let by_key: Vec<i32> = (0..keys * d).map(|_| rng.below(256) as i32 - 128).collect();
+            let want = PackedKeys::pack(keys, d, |j, c| (by_key[j * d + c] - zero) as i16);
+            let got = PackedKeys::from_key_rows(keys, d, zero, |j| &by_key[j * d..][..d]);
+            assert_eq!(got, want, "{keys} keys of {d} from key rows");
+            let by_dim: Vec<i32> = (0..d * keys)
+                .map(|_| rng.below(1 << 16) as i32 - (1 << 15))
+                .collect();
+            let want = PackedKeys::pack(keys, d, |j, c| by_dim[c * keys + j] as i16);
+            let got = PackedKeys::from_dim_rows(keys, d, |c| &by_dim[c * keys..][..keys]);
+            assert_eq!(got, want, "{keys} keys of {d} from dimension rows");
         }
     }
 

@@ -44,7 +44,9 @@ impl ScoresSoftmax {
         let centre = |v: i32| (v - self.zero) as i16;
         let keys: Vec<PackedKeys> = (0..h)
             .map(|head| {
-                PackedKeys::pack(n, d, |j, c| centre(qkv[j * width + h * d + head * d + c]))
+                PackedKeys::from_key_rows(n, d, self.zero, |j| {
+                    &qkv[j * width + h * d + head * d..][..d]
+                })
             })
             .collect();
         // The logits' requantization in i64 lanes, and the probabilities' thresholds by
@@ -161,7 +163,7 @@ impl Mix {
         let narrow = v.iter().all(|&x| i16::try_from(x).is_ok());
         let packed: Vec<PackedKeys> = if narrow {
             (0..h)
-                .map(|head| PackedKeys::pack(d, n, |c, j| v[(head * n + j) * d + c] as i16))
+                .map(|head| PackedKeys::from_dim_rows(d, n, |j| &v[(head * n + j) * d..][..d]))
                 .collect()
         } else {
             Vec::new()

@@ -60,7 +60,7 @@ pub fn pack_tokens(
     b
 }
 
-/// Storage for `k × cols` whose every byte [`fill`] writes.
+/// Storage for `k × cols`, not zeroed: the packers write every byte of it.
 fn storage(k: usize, cols: usize, mut buf: Vec<u8>) -> PackedB {
     let k4 = k.div_ceil(4);
     resize_to_overwrite(&mut buf, cols.div_ceil(PANEL) * k4 * PANEL * 4);
@@ -73,8 +73,8 @@ fn storage(k: usize, cols: usize, mut buf: Vec<u8>) -> PackedB {
 }
 
 /// Writes the blocks at the edges (a last panel of fewer than 16 columns, a last quad of `K`
-/// shorter than 4), element by element: `value(kk, col)` is a code
-/// plus `lift`, zero past `K` or the last column.
+/// shorter than 4) element by element: `value(kk, col)` is a code plus `lift`; zero past `K`
+/// or the last column.
 #[inline(always)]
 fn fill_edges(b: &mut PackedB, value: impl Fn(usize, usize) -> i32) {
     let (k, cols, k4) = (b.k, b.cols, b.k4);

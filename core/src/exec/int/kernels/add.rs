@@ -4,7 +4,7 @@
 //! also compiled for AVX2 and AVX-512 and chosen at run time; the same integers on every path.
 #![allow(unsafe_code)]
 
-use super::{Isa, Width, width};
+use super::Isa;
 
 /// One channel's constants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +41,13 @@ impl AddLane {
 
 /// One channel's run: `out[i] = lane(a[i], b[i])`.
 pub fn add_run(isa: Isa, lane: &AddLane, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
-    match width(isa) {
-        // SAFETY (both): `width` found the features the function is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { run_avx512(lane, range, a, b, out) },
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { run_avx2(lane, range, a, b, out) },
-        _ => run_portable(lane, range, a, b, out),
-    }
+    by_width!(
+        isa,
+        run_avx512,
+        run_avx2,
+        run_portable,
+        (lane, range, a, b, out)
+    )
 }
 
 /// Per-channel constants in separate arrays (channels-last rows vectorise over channels).
@@ -83,14 +82,13 @@ pub fn add_rows(
     b: &[i32],
     out: &mut [i32],
 ) {
-    match width(isa) {
-        // SAFETY (both): `width` found the features the function is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { rows_avx512(lanes, range, a, b, out) },
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { rows_avx2(lanes, range, a, b, out) },
-        _ => rows_portable(lanes, range, a, b, out),
-    }
+    by_width!(
+        isa,
+        rows_avx512,
+        rows_avx2,
+        rows_portable,
+        (lanes, range, a, b, out)
+    )
 }
 
 #[inline(always)]

@@ -3,18 +3,11 @@
 //! chosen at run time (the baseline x86-64 target has no packed 32-bit multiply).
 #![allow(unsafe_code)]
 
-use super::{Isa, Width, width};
+use super::Isa;
 
 /// `acc[i] += a·x[i]` (wrapping is impossible for the callers' bounds, which they check).
 pub fn axpy(isa: Isa, acc: &mut [i32], a: i32, x: &[i32]) {
-    match width(isa) {
-        // SAFETY (both): `width` found the features the function is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { axpy_avx512(acc, a, x) },
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { axpy_avx2(acc, a, x) },
-        _ => axpy_portable(acc, a, x),
-    }
+    by_width!(isa, axpy_avx512, axpy_avx2, axpy_portable, (acc, a, x))
 }
 
 #[inline(always)]

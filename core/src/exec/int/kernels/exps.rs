@@ -6,7 +6,7 @@
 //! as [`exp2_neg`] (tested on every input of its range).
 #![allow(unsafe_code)]
 
-use super::{Isa, Width, width};
+use super::Isa;
 use crate::exec::int::nonlinear::softmax::{EXP_BITS, FRACTION_B, INPUT_BITS};
 
 /// `out[i] = exp2_neg(max − x[i], j)` for a row whose maximum is `max`.
@@ -15,14 +15,7 @@ pub fn row_exps(isa: Isa, x: &[i32], max: i32, j: u32, out: &mut [i64]) {
         INPUT_BITS.contains(&j),
         "input grid 2^−{j} outside {INPUT_BITS:?}"
     );
-    match width(isa) {
-        // SAFETY (both): `width` found the features the function is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { avx512(x, max, j, out) },
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { avx2(x, max, j, out) },
-        _ => portable(x, max, j, out),
-    }
+    by_width!(isa, avx512, avx2, portable, (x, max, j, out))
 }
 
 /// [`exp2_neg`] without branches, for `d ≥ 0` and `j` in [`INPUT_BITS`].

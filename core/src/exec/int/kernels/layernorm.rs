@@ -6,8 +6,8 @@
 //! returns `false` and is left to the definition.
 #![allow(unsafe_code)]
 
+use super::Isa;
 use super::requant::Narrow;
-use super::{Isa, Width, width};
 use crate::exec::int::nonlinear::{newton_sqrt, round_half_even_div};
 
 /// One LayerNorm's per-channel constants as columns: the input's zero-point and left shift,
@@ -60,14 +60,13 @@ impl RowNorm {
         if d == 0 {
             return true;
         }
-        match width(isa) {
-            // SAFETY (both): `width` found the features the function is compiled for.
-            #[cfg(target_arch = "x86_64")]
-            Width::Avx512 => unsafe { row_avx512(self, x, centred, out) },
-            #[cfg(target_arch = "x86_64")]
-            Width::Avx2 => unsafe { row_avx2(self, x, centred, out) },
-            _ => row_portable(self, x, centred, out),
-        }
+        by_width!(
+            isa,
+            row_avx512,
+            row_avx2,
+            row_portable,
+            (self, x, centred, out)
+        )
     }
 }
 

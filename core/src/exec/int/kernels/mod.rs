@@ -14,6 +14,23 @@
 
 use std::ops::Range;
 
+/// Calls the build of a kernel that [`width`] chooses for `isa`:
+/// `by_width!(isa, on_avx512, on_avx2, portable, (args…))`, where `on_avx512` is compiled with
+/// (some of) AVX-512 F, BW, DQ and VL and `on_avx2` with AVX2 — the features `width` checks.
+/// Defined before the kernel modules, which use it.
+macro_rules! by_width {
+    ($isa:expr, $avx512:path, $avx2:path, $portable:path, ($($arg:expr),* $(,)?)) => {
+        match $crate::exec::int::kernels::width($isa) {
+            // SAFETY (both): `width` found the features the function is compiled for.
+            #[cfg(target_arch = "x86_64")]
+            $crate::exec::int::kernels::Width::Avx512 => unsafe { $avx512($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            $crate::exec::int::kernels::Width::Avx2 => unsafe { $avx2($($arg),*) },
+            _ => $portable($($arg),*),
+        }
+    };
+}
+
 pub mod add;
 mod avx2;
 pub mod axpy;

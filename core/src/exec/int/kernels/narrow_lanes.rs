@@ -1,10 +1,10 @@
 //! [`Narrow`], [`NarrowHardswish`] and [`WideHardswish`] 16 (AVX-512) or 8 (AVX2) lanes at a
-//! time, written with intrinsics. The compiler's vectorisation of the portable loops widened every lane to 64
-//! bits (sign extensions, 8-lane halves, inserts: ~50 instructions per 16 values, 12 % of
-//! EfficientViT-B1's integer time by `perf`); here the even lanes' and the odd lanes' 64-bit
-//! products (`vpmuldq` of the register and of it shifted down 32 bits) keep their high halves,
-//! blended back into one register of 32-bit lanes — the same integers as the portable form,
-//! whose `>> 32` they are.
+//! time, written with intrinsics. The compiler's vectorisation of the portable loops widened
+//! every lane to 64 bits (sign extensions, 8-lane halves, inserts: ~50 instructions per 16
+//! values, 12 % of EfficientViT-B1's integer time by `perf`); here the even lanes' and the odd
+//! lanes' 64-bit products (`vpmuldq` of the register and of it shifted down 32 bits) keep their
+//! high halves, blended back into one register of 32-bit lanes — the same integers as the
+//! portable form, whose `>> 32` they are.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]

@@ -11,7 +11,7 @@
 //! written and none needs zeroing first.
 #![allow(unsafe_code)]
 
-use super::{Isa, PANEL, PackedB, Width, width};
+use super::{Isa, PANEL, PackedB};
 use crate::exec::spare::resize_to_overwrite;
 
 /// `K × cols` codes stored `K`-major (`src[kk·cols + col]`: planes, im2col rows), each plus
@@ -26,14 +26,13 @@ pub fn pack_rows<T: Copy + Into<i32>>(
 ) -> PackedB {
     assert!(src.len() >= k * cols, "{k}×{cols} codes from {}", src.len());
     let mut b = storage(k, cols, buf);
-    match width(isa) {
-        // SAFETY (both): `width` found the features the function is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { rows_avx512(&mut b, src, lift) },
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { rows_avx2(&mut b, src, lift) },
-        _ => rows_portable(&mut b, src, lift),
-    }
+    by_width!(
+        isa,
+        rows_avx512,
+        rows_avx2,
+        rows_portable,
+        (&mut b, src, lift)
+    );
     b
 }
 
@@ -49,14 +48,13 @@ pub fn pack_tokens(
 ) -> PackedB {
     assert!(src.len() >= k * cols, "{k}×{cols} codes from {}", src.len());
     let mut b = storage(k, cols, buf);
-    match width(isa) {
-        // SAFETY (both): `width` found the features the function is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { tokens_avx512(&mut b, src, lift) },
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { tokens_avx2(&mut b, src, lift) },
-        _ => tokens_portable(&mut b, src, lift),
-    }
+    by_width!(
+        isa,
+        tokens_avx512,
+        tokens_avx2,
+        tokens_portable,
+        (&mut b, src, lift)
+    );
     b
 }
 
@@ -198,14 +196,13 @@ fn tokens_avx512(b: &mut PackedB, src: &[i32], lift: i32) {
 pub fn centre_planes(isa: Isa, x: &[i32], plane: usize, zero: &[i32], out: &mut Vec<i16>) {
     assert!(plane > 0 && x.len() <= plane * zero.len());
     resize_to_overwrite(out, x.len());
-    match width(isa) {
-        // SAFETY (both): `width` found the features the function is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { centre_avx512(x, plane, zero, out) },
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { centre_avx2(x, plane, zero, out) },
-        _ => centre_portable(x, plane, zero, out),
-    }
+    by_width!(
+        isa,
+        centre_avx512,
+        centre_avx2,
+        centre_portable,
+        (x, plane, zero, out)
+    )
 }
 
 #[inline(always)]
@@ -261,14 +258,13 @@ impl Windows {
 pub fn im2col_plane(isa: Isa, win: &Windows, plane: &[i32], lift: i32, pad: i16, rows: &mut [i16]) {
     let ((h, w), (oh, ow)) = (win.in_hw, win.out_hw);
     assert!(plane.len() >= h * w && rows.len() >= win.kernel * win.kernel * oh * ow);
-    match width(isa) {
-        // SAFETY (both): `width` found the features the function is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { im2col_avx512(win, plane, lift, pad, rows) },
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { im2col_avx2(win, plane, lift, pad, rows) },
-        _ => im2col_portable(win, plane, lift, pad, rows),
-    }
+    by_width!(
+        isa,
+        im2col_avx512,
+        im2col_avx2,
+        im2col_portable,
+        (win, plane, lift, pad, rows)
+    )
 }
 
 #[inline(always)]

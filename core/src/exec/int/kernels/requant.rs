@@ -232,55 +232,35 @@ impl NarrowHardswish {
     }
 }
 
-macro_rules! dispatch {
-    ($isa:expr, $portable:ident, $avx2:ident, $avx512:ident, ($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if $isa == Isa::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512dq")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-            {
-                // SAFETY: the features were checked just above.
-                return unsafe { $avx512($($arg),*) };
-            }
-            if $isa != Isa::Scalar && std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: AVX2 was checked just above.
-                return unsafe { $avx2($($arg),*) };
-            }
-        }
-        $portable($($arg),*)
-    }};
-}
-
 /// `dst[i] = f(src[i])`.
 pub fn requant(isa: Isa, f: &Fast, src: &[i32], dst: &mut [i32]) {
-    dispatch!(
+    by_width!(
         isa,
-        requant_portable,
-        requant_avx2,
         requant_avx512,
+        requant_avx2,
+        requant_portable,
         (f, src, dst)
     )
 }
 
 /// `dst[i]` = the Hardswish epilogue of `src[i]`.
 pub fn hardswish(isa: Isa, h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
-    dispatch!(
+    by_width!(
         isa,
-        hardswish_portable,
-        hardswish_avx2,
         hardswish_avx512,
+        hardswish_avx2,
+        hardswish_portable,
         (h, src, dst)
     )
 }
 
 /// `dst[i]` = the Hardswish epilogue of `src[i]`, in 32-bit lanes.
 pub fn hardswish_narrow(isa: Isa, h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
-    dispatch!(
+    by_width!(
         isa,
-        hardswish_narrow_portable,
-        hardswish_narrow_avx2,
         hardswish_narrow_avx512,
+        hardswish_narrow_avx2,
+        hardswish_narrow_portable,
         (h, src, dst)
     )
 }
@@ -302,11 +282,11 @@ pub fn lookup(isa: Isa, f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32
 /// is some code of the table, for the caller to overwrite (GELU's table stops where its
 /// sigmoid saturates; the rare values past it are computed).
 pub fn lookup_within(isa: Isa, f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
-    dispatch!(
+    by_width!(
         isa,
-        lookup_within_portable,
-        lookup_within_avx2,
         lookup_within_avx512,
+        lookup_within_avx2,
+        lookup_within_portable,
         (f, table, src, dst)
     )
 }

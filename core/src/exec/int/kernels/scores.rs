@@ -172,14 +172,13 @@ pub fn decoded_pairs(
     out.clear();
     // Zeros: the odd row's last partner.
     out.resize(rows * pairs, 0);
-    match width(isa) {
-        // SAFETY (both): `width` found the features the function is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { decoded_pairs_avx512(table, codes, n, out) },
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { decoded_pairs_avx2(table, codes, n, out) },
-        _ => decoded_pairs_portable(table, codes, n, out),
-    }
+    by_width!(
+        isa,
+        decoded_pairs_avx512,
+        decoded_pairs_avx2,
+        decoded_pairs_portable,
+        (table, codes, n, out)
+    )
 }
 
 fn decoded_pairs_portable(table: &NarrowTable, codes: &[i32], n: usize, out: &mut [i32]) -> bool {

@@ -5,7 +5,7 @@
 //! that reach returns `false` and is left to the definition's i128 arithmetic.
 #![allow(unsafe_code)]
 
-use super::{Isa, Width, width};
+use super::Isa;
 
 /// One output channel's constants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,14 +32,13 @@ impl ShiftRow {
             (1..=62).contains(&self.k) && self.addend.unsigned_abs() < 1 << 61,
             "a shift of 1 to 62 and an addend below 2^61"
         );
-        match width(isa) {
-            // SAFETY (both): `width` found the features the function is compiled for.
-            #[cfg(target_arch = "x86_64")]
-            Width::Avx512 => unsafe { run_avx512(self, dividends, codes, out) },
-            #[cfg(target_arch = "x86_64")]
-            Width::Avx2 => unsafe { run_avx2(self, dividends, codes, out) },
-            _ => run_portable(self, dividends, codes, out),
-        }
+        by_width!(
+            isa,
+            run_avx512,
+            run_avx2,
+            run_portable,
+            (self, dividends, codes, out)
+        )
     }
 }
 

@@ -7,7 +7,7 @@
 //! the same result.
 #![allow(unsafe_code)]
 
-use super::{Isa, Width, width};
+use super::Isa;
 
 /// `out[c] = Σ_j weights[j]·rows[j·d + c]` with `d = out.len()` (wrapping is impossible for
 /// the callers' bounds, which the compiler checks).
@@ -17,14 +17,7 @@ pub fn weighted_rows(isa: Isa, weights: &[i32], rows: &[i32], out: &mut [i32]) {
         weights.len() * out.len(),
         "rows of another width"
     );
-    match width(isa) {
-        // SAFETY (both): `width` found the features the function is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { avx512(weights, rows, out) },
-        #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { avx2(weights, rows, out) },
-        _ => portable(weights, rows, out),
-    }
+    by_width!(isa, avx512, avx2, portable, (weights, rows, out))
 }
 
 #[inline(always)]

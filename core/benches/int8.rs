@@ -85,9 +85,10 @@ fn depthwise_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize
         padding,
     };
     let mut rng = Rng::new(2);
-    let x: Vec<i16> = (0..channels * side * side)
-        .map(|_| rng.below(255) as i16 - 127)
+    let x: Vec<i32> = (0..channels * side * side)
+        .map(|_| rng.below(256) as i32)
         .collect();
+    let zero = vec![128; channels];
     let w: Vec<i16> = (0..channels * kernel * kernel)
         .map(|_| rng.below(255) as i16 - 127)
         .collect();
@@ -96,7 +97,7 @@ fn depthwise_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize
         .counter(divan::counter::ItemsCount::new(
             2 * channels * o * o * kernel * kernel,
         ))
-        .bench_local(|| depthwise(isa, &s, &x, &w, &mut out));
+        .bench_local(|| depthwise(isa, &s, &x, &zero, &w, &mut out));
 }
 
 /// (queries, keys, dimensions) of one DeiT-T head: `q·kᵀ` (197 × 197 over 64) and `P·V`

@@ -1,10 +1,13 @@
-//! Integer depthwise convolution: each channel's `k×k` window over its own plane, on inputs
-//! already centred on their zero-point (so padding is 0). One portable body; on x86 the same
-//! body is also compiled for AVX2 and AVX-512 and picked at run time, which lets the compiler vectorise the
-//! inner loop over output columns. Both produce the same integers (tested).
+//! Integer depthwise convolution: each channel's `k×k` window over its own plane of codes less
+//! the channel's zero-point (so padding is 0). On x86 with AVX2 the shapes of the real models
+//! (kernels 3, 5, 7 at strides 1 and 2) run [`super::depthwise_pairs`], which reads the codes
+//! directly; any other shape or CPU centres the planes to i16 first and runs one portable body,
+//! also compiled for AVX2 and AVX-512 and picked at run time, which lets the compiler vectorise
+//! the inner loop over output columns. All produce the same integers (tested).
 #![allow(unsafe_code)]
 
 use super::Isa;
+use super::pack::centre_planes;
 #[cfg(target_arch = "x86_64")]
 use super::{Width, depthwise_pairs as pairs, width};
 
@@ -19,8 +22,9 @@ pub struct DwShape {
     pub padding: usize,
 }
 
-/// `out[c][y][x] = Σ w[c][i][j]·x[c][y·s + i − p][x·s + j − p]` (outside the plane: 0), i32.
-pub fn depthwise(isa: Isa, s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
+/// `out[c][y][x] = Σ w[c][i][j]·(x[c][y·s + i − p][x·s + j − p] − zero[c])` (outside the
+/// plane: 0), i32; `x` holds codes of at most 8 bits, so each centred input fits i16.
+pub fn depthwise(isa: Isa, s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out: &mut [i32]) {
     if s.channels == 0 || s.out_hw.0 == 0 || s.out_hw.1 == 0 {
         return;
     }
@@ -28,12 +32,24 @@ pub fn depthwise(isa: Isa, s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
     if pairs::supports(s) {
         match (width(isa), s.kernel) {
             // SAFETY (all): `width` found AVX2, which each kernel is compiled for.
-            (Width::Avx512 | Width::Avx2, 3) => return unsafe { pairs::avx2::<3>(s, x, w, out) },
-            (Width::Avx512 | Width::Avx2, 5) => return unsafe { pairs::avx2::<5>(s, x, w, out) },
-            (Width::Avx512 | Width::Avx2, 7) => return unsafe { pairs::avx2::<7>(s, x, w, out) },
+            (Width::Avx512 | Width::Avx2, 3) => {
+                return unsafe { pairs::avx2::<3>(s, x, zero, w, out) };
+            }
+            (Width::Avx512 | Width::Avx2, 5) => {
+                return unsafe { pairs::avx2::<5>(s, x, zero, w, out) };
+            }
+            (Width::Avx512 | Width::Avx2, 7) => {
+                return unsafe { pairs::avx2::<7>(s, x, zero, w, out) };
+            }
             _ => {}
         }
     }
+    let plane = s.in_hw.0 * s.in_hw.1;
+    let mut centred = Vec::new();
+    if plane > 0 {
+        centre_planes(isa, &x[..s.channels * plane], plane, zero, &mut centred);
+    }
+    let x = centred.as_slice();
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512bw") {
         // SAFETY: AVX-512 F/BW were checked just above.
@@ -46,7 +62,6 @@ pub fn depthwise(isa: Isa, s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
         unsafe { depthwise_avx2(s, x, w, out) };
         return;
     }
-    let _ = isa;
     depthwise_portable(s, x, w, out)
 }
 
@@ -281,16 +296,24 @@ mod tests {
             let w: Vec<i16> = (0..channels * kernel * kernel)
                 .map(|_| rng.below(255) as i16 - 127)
                 .collect();
-            check(&s, &x, &w);
+            check(&mut rng, &s, &x, &w);
         }
     }
 
-    /// Every ISA's result against the definition.
-    fn check(s: &DwShape, x: &[i16], w: &[i16]) {
+    /// Every ISA's result against the definition, for the centred inputs `x` given as codes
+    /// of random zero-points (one per channel).
+    fn check(rng: &mut Rng, s: &DwShape, x: &[i16], w: &[i16]) {
         let want = reference(s, x, w);
+        let zero: Vec<i32> = (0..s.channels)
+            .map(|_| rng.below(301) as i32 - 150)
+            .collect();
+        let plane = s.in_hw.0 * s.in_hw.1;
+        let codes: Vec<i32> = (x.iter().enumerate())
+            .map(|(i, &v)| v as i32 + zero[i / plane.max(1)])
+            .collect();
         for isa in Isa::available() {
             let mut got = vec![7; want.len()];
-            depthwise(isa, s, x, w, &mut got);
+            depthwise(isa, s, &codes, &zero, w, &mut got);
             assert_eq!(got, want, "{} {s:?}", isa.name());
         }
     }
@@ -326,7 +349,7 @@ mod tests {
                         let w: Vec<i16> = (0..2 * kernel * kernel)
                             .map(|_| rng.below(511) as i16 - 255)
                             .collect();
-                        check(&s, &x, &w);
+                        check(&mut rng, &s, &x, &w);
                     }
                 }
             }

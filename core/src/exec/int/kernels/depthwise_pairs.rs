@@ -61,40 +61,104 @@ impl PairPlane {
         }
     }
 
-    /// Lays out channel `plane` (`in_hw`, centred i16); `row` is scratch.
+    /// Lays out one channel's `plane` of codes (`in_hw`), less their zero-point `zero`: every
+    /// word is written once, straight from the codes (a centred i16 copy of the planes and a
+    /// padded row per input row, copied with `memmove`, had cost a pass over the activations
+    /// and 9 % of EfficientViT-B1's integer time by `perf`).
     #[inline(always)]
-    fn fill(&mut self, s: &DwShape, plane: &[i16], row: &mut Vec<i16>) {
+    fn fill(&mut self, s: &DwShape, plane: &[i32], zero: i32) {
         let (h, w) = s.in_hw;
         let pad = s.padding;
         let rw = self.row_words;
-        // The padded row, long enough for every word.
+        // Padded columns the words hold; input columns further right feed no output.
         let len = if s.stride == 1 { rw + 1 } else { 2 * rw };
-        row.clear();
-        row.resize(len, 0);
+        let n = w.min(len.saturating_sub(pad));
         for (y, words) in self.words.chunks_exact_mut(rw).enumerate() {
             let iy = y as isize - pad as isize;
             if iy < 0 || iy >= h as isize {
                 words.fill(0);
                 continue;
             }
-            let src = &plane[iy as usize * w..][..w];
-            // Input columns the padded row holds (those further right feed no output). An
-            // element loop: these runs are too short for a call to `memcpy` to pay.
-            let n = w.min(len - pad);
-            for (d, &v) in row[pad..pad + n].iter_mut().zip(&src[..n]) {
-                *d = v;
-            }
+            let row = Row {
+                codes: &plane[iy as usize * w..][..n],
+                pad,
+                zero,
+            };
             if s.stride == 1 {
-                for (c, word) in words.iter_mut().enumerate() {
-                    *word = pair(row[c], row[c + 1]);
-                }
+                row.stride1_words(words);
             } else {
-                for (word, two) in words.iter_mut().zip(row.chunks_exact(2)) {
-                    *word = pair(two[0], two[1]);
-                }
+                row.stride2_words(words);
             }
         }
     }
+}
+
+/// One input row's codes as the padded, centred row `P`: `P[j] = codes[j − pad] − zero` for
+/// `pad ≤ j < pad + codes.len()`, 0 elsewhere.
+struct Row<'a> {
+    codes: &'a [i32],
+    pad: usize,
+    zero: i32,
+}
+
+impl Row<'_> {
+    #[inline(always)]
+    fn at(&self, j: usize) -> i16 {
+        match j.checked_sub(self.pad).and_then(|i| self.codes.get(i)) {
+            Some(&q) => centred(q, self.zero),
+            None => 0,
+        }
+    }
+
+    /// Stride 1: word `c` is `(P[c], P[c + 1])`; for `pad ≤ c < pad + n − 1` both come from
+    /// the codes.
+    #[inline(always)]
+    fn stride1_words(&self, words: &mut [i32]) {
+        let n = self.codes.len();
+        let first = self.pad.min(words.len());
+        let end = (self.pad + n.saturating_sub(1)).clamp(first, words.len());
+        for (c, word) in words[..first].iter_mut().enumerate() {
+            *word = pair(self.at(c), self.at(c + 1));
+        }
+        let z = self.zero;
+        let pairs = self
+            .codes
+            .iter()
+            .zip(self.codes.get(1..).unwrap_or_default());
+        for (word, (&a, &b)) in words[first..end].iter_mut().zip(pairs) {
+            *word = pair(centred(a, z), centred(b, z));
+        }
+        for (c, word) in words.iter_mut().enumerate().skip(end) {
+            *word = pair(self.at(c), self.at(c + 1));
+        }
+    }
+
+    /// Stride 2: word `m` is `(P[2m], P[2m + 1])`; words whose both columns are codes start
+    /// at `⌈pad / 2⌉` and end before `⌊(pad + n) / 2⌋`.
+    #[inline(always)]
+    fn stride2_words(&self, words: &mut [i32]) {
+        let n = self.codes.len();
+        let first = self.pad.div_ceil(2).min(words.len());
+        let end = ((self.pad + n) / 2).clamp(first, words.len());
+        for (m, word) in words[..first].iter_mut().enumerate() {
+            *word = pair(self.at(2 * m), self.at(2 * m + 1));
+        }
+        let z = self.zero;
+        let inside = &self.codes[(2 * first).saturating_sub(self.pad).min(n)..];
+        for (word, two) in words[first..end].iter_mut().zip(inside.chunks_exact(2)) {
+            *word = pair(centred(two[0], z), centred(two[1], z));
+        }
+        for (m, word) in words.iter_mut().enumerate().skip(end) {
+            *word = pair(self.at(2 * m), self.at(2 * m + 1));
+        }
+    }
+}
+
+/// A code less its zero-point as the i16 the products take (codes of at most 8 bits less their
+/// zero-point fit; wider ones wrap as the definition's `as i16` does).
+#[inline(always)]
+fn centred(q: i32, zero: i32) -> i16 {
+    q.wrapping_sub(zero) as i16
 }
 
 /// Weight pairs of one channel, row by row: `(w[i][2p], w[i][2p + 1] or 0)`.
@@ -113,21 +177,22 @@ fn weight_pairs<const K: usize>(kernel: &[i16]) -> [[i32; 4]; K] {
     out
 }
 
-/// Every channel of `s`: `x` centred i16 planes, `w` `[C, K, K]`, `out` i32 planes.
+/// Every channel of `s`: `x` planes of codes with per-channel `zero`-points, `w` `[C, K, K]`,
+/// `out` i32 planes.
 ///
 /// AVX2 on every x86 CPU that has it: on the AVX-512 machine measured (AMD EPYC, BENCHMARKS.md)
 /// a 16-lane version of this loop was slower than 8 lanes on every stride-1 shape.
 #[target_feature(enable = "avx2")]
-pub fn avx2<const K: usize>(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) {
+pub fn avx2<const K: usize>(s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out: &mut [i32]) {
     const LANES: usize = 8;
     let (h, wd) = s.in_hw;
     let (oh, ow) = s.out_hw;
     let pairs = K.div_ceil(2);
     let mut plane = PairPlane::new(s, LANES);
-    let mut row = Vec::new();
     let rw = plane.row_words;
     let rows = plane.words.len() / rw;
     assert!(x.len() >= s.channels * h * wd && w.len() >= s.channels * K * K);
+    assert!(zero.len() >= s.channels);
     assert!(out.len() >= s.channels * oh * ow);
     // Every read below stays inside the plane: the last block's words end at
     // `columns + offsets[pairs − 1] ≤ row_words` on row `(oh − 1)·stride + K − 1`.
@@ -135,7 +200,7 @@ pub fn avx2<const K: usize>(s: &DwShape, x: &[i16], w: &[i16], out: &mut [i32]) 
     assert!(ow.next_multiple_of(LANES) + plane.offsets[pairs - 1] <= rw);
     let mut tail = [0i32; LANES];
     for c in 0..s.channels {
-        plane.fill(s, &x[c * h * wd..(c + 1) * h * wd], &mut row);
+        plane.fill(s, &x[c * h * wd..(c + 1) * h * wd], zero[c]);
         let wp = weight_pairs::<K>(&w[c * K * K..(c + 1) * K * K]);
         let mut wv = [[_mm256_setzero_si256(); 4]; K];
         for (vr, pr) in wv.iter_mut().zip(&wp) {

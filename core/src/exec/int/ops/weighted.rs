@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::super::code_table::CodeTable;
 use super::super::kernels::depthwise::{DwShape, depthwise};
-use super::super::kernels::pack::{Windows, centre_planes, im2col_plane, pack_rows, pack_tokens};
+use super::super::kernels::pack::{Windows, im2col_plane, pack_rows, pack_tokens};
 use super::super::kernels::requant::{NarrowHardswish, hardswish_narrow, lookup, lookup_within};
 use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
@@ -184,7 +184,6 @@ impl Weighted {
             Weights::Depthwise(w) => {
                 let (conv, in_hw, out_hw) = self.patch_or_kernel().expect("depthwise is a conv");
                 let plane = in_hw.0 * in_hw.1;
-                centre_planes(ctx.isa, x, plane, &self.zero, &mut s.centred);
                 let kk = conv.kernel * conv.kernel;
                 // Channels are independent: blocks of them, each conv then epilogue, run on
                 // the pool's threads when large (the only work of an image at batch 1).
@@ -200,9 +199,9 @@ impl Weighted {
                     };
                     // The kernel writes every accumulator: only a longer buffer is zeroed.
                     acc.resize(channels.len() * p, 0);
-                    let x = &s.centred[channels.start * plane..channels.end * plane];
+                    let x = &x[channels.start * plane..channels.end * plane];
                     let wb = &w[channels.start * kk..channels.end * kk];
-                    depthwise(ctx.isa, &shape, x, wb, acc);
+                    depthwise(ctx.isa, &shape, x, &self.zero[channels.clone()], wb, acc);
                     for (i, oc) in channels.enumerate() {
                         let r = i * p..(i + 1) * p;
                         self.emit(ctx, oc, &acc[r.clone()], &mut dst[r]);

@@ -62,7 +62,7 @@ impl<'p> IntExecutor<'p> {
     /// as their last reader has run). Returns the codes per node (empty where not kept) with the
     /// logits always kept.
     pub fn run_image(&self, image: &[f32], keep: &dyn Fn(usize) -> bool) -> Vec<Vec<i32>> {
-        self.run_image_with(image, keep, &mut Scratch::default())
+        Scratch::with_thread_local(|scratch| self.run_image_with(image, keep, scratch))
     }
 
     /// [`IntExecutor::run_image`] with the buffers of `scratch`, which keeps what the image
@@ -138,23 +138,24 @@ impl<'p> IntExecutor<'p> {
         }
         let batch = images.shape[0];
         let item = images.item_len();
-        // One run of images per thread, each with one scratch that the next image reuses
-        // (rayon's `map_init` would make one per split, as good as one per image).
+        // One run of images per thread, each with the thread's scratch, which the next image
+        // (and the next batch) reuses (rayon's `map_init` would make one per split).
         let per_thread = batch.div_ceil(rayon::current_num_threads().max(1));
         let rows: Vec<Vec<f32>> = images
             .data
             .par_chunks(item * per_thread)
             .flat_map_iter(|run| {
-                let mut scratch = Scratch::default();
-                run.chunks(item)
-                    .map(|img| {
-                        let values = self.run_image_with(img, &|_| false, &mut scratch);
-                        values[p.output]
-                            .iter()
-                            .map(|&v| (v as f64 * p.logit_scale) as f32)
-                            .collect::<Vec<f32>>()
-                    })
-                    .collect::<Vec<_>>()
+                Scratch::with_thread_local(|scratch| {
+                    run.chunks(item)
+                        .map(|img| {
+                            let values = self.run_image_with(img, &|_| false, scratch);
+                            values[p.output]
+                                .iter()
+                                .map(|&v| (v as f64 * p.logit_scale) as f32)
+                                .collect::<Vec<f32>>()
+                        })
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         let classes = rows[0].len();

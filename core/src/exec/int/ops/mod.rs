@@ -8,6 +8,8 @@ pub mod linear_attention;
 pub mod softmax_attention;
 pub mod weighted;
 
+use std::cell::Cell;
+
 use super::kernels::Isa;
 use crate::exec::spare::SpareBuffers;
 
@@ -21,6 +23,23 @@ pub struct Scratch {
     pub codes: Vec<i32>,
     /// Values no later step reads, for later steps' outputs.
     pub spare: SpareBuffers<i32>,
+}
+
+impl Scratch {
+    /// Runs `f` with this thread's scratch, kept from its last run for the next: a batch of
+    /// one (or the first image of a thread's share of a batch) would otherwise allocate and
+    /// zero every step's output afresh, since a fresh scratch has no spare buffers. A run
+    /// nested in another on the same thread (a rayon worker stealing another image while it
+    /// waits) gets an empty scratch of its own; the last to finish is kept.
+    pub fn with_thread_local<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+        thread_local! {
+            static KEPT: Cell<Scratch> = Cell::default();
+        }
+        let mut scratch = KEPT.take();
+        let result = f(&mut scratch);
+        KEPT.set(scratch);
+        result
+    }
 }
 
 /// How a step runs.

@@ -295,7 +295,7 @@ fn golden_vectors_replay_step_by_step() {
         let (shape, want) = read_npy_i32(&dir.join(&entry.output.file)).unwrap();
         assert_eq!(shape, m.graph.node(step.node).shape);
         assert_eq!(
-            int.run_step(step, &views, &mut scratch),
+            *int.run_step(step, &views, &mut scratch),
             want,
             "{}",
             entry.name

@@ -3,11 +3,95 @@
 //! time at batch 8 in either executor by `perf record`, BENCHMARKS.md), and the executors free
 //! one value for about every one they make. Spares never outnumber the values a pass holds at
 //! its peak: every new output takes one if there is one.
+//!
+//! A spare [`Buffer`] remembers how much of its allocation was ever written, so a value cut
+//! short by one output and grown again by a later one is not zeroed again: a `Vec` cut to a
+//! shorter length forgets that its tail was written, and growing it back zeroes the tail
+//! (6–7 % of B1's integer time, all in regrowing recycled buffers).
+
+use std::ops::{Deref, DerefMut};
+
+/// A value's elements: the first `len` of an allocation whose every element up to
+/// `written.len()` holds some earlier value (so a caller that writes every element can take
+/// it without zeroing).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Buffer<T> {
+    written: Vec<T>,
+    len: usize,
+}
+
+impl<T: Copy + Default> Buffer<T> {
+    /// The buffer of `len` elements holding stale values, for a caller that writes every
+    /// element: only what lies past everything ever written is zeroed (an allocation too
+    /// small is replaced by a new zeroed one rather than grown, which would copy it).
+    pub fn overwrite(&mut self, len: usize) -> &mut [T] {
+        if self.written.len() < len {
+            if self.written.capacity() < len {
+                self.written = vec![T::default(); len];
+            } else {
+                self.written.resize(len, T::default());
+            }
+        }
+        self.len = len;
+        &mut self.written[..len]
+    }
+
+    /// The buffer of `len` elements, all zero.
+    pub fn zeroed(&mut self, len: usize) -> &mut [T] {
+        let out = self.overwrite(len);
+        out.fill(T::default());
+        out
+    }
+
+    /// The buffer holding `parts` one after another.
+    pub fn concat(&mut self, parts: &[&[T]]) {
+        let out = self.overwrite(parts.iter().map(|p| p.len()).sum());
+        let mut at = 0;
+        for part in parts {
+            out[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+    }
+
+    /// The elements as a `Vec` (what was written past them is dropped).
+    pub fn into_vec(mut self) -> Vec<T> {
+        self.written.truncate(self.len);
+        self.written
+    }
+
+    /// Elements the allocation holds that were written at some point.
+    fn reusable(&self) -> usize {
+        self.written.len()
+    }
+}
+
+impl<T> From<Vec<T>> for Buffer<T> {
+    fn from(values: Vec<T>) -> Self {
+        Self {
+            len: values.len(),
+            written: values,
+        }
+    }
+}
+
+impl<T> Deref for Buffer<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.written[..self.len]
+    }
+}
+
+impl<T> DerefMut for Buffer<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.written[..self.len]
+    }
+}
 
 /// The spare buffers of one pass.
 #[derive(Debug)]
 pub struct SpareBuffers<T> {
-    buffers: Vec<Vec<T>>,
+    buffers: Vec<Buffer<T>>,
 }
 
 impl<T> Default for SpareBuffers<T> {
@@ -20,32 +104,34 @@ impl<T> Default for SpareBuffers<T> {
 
 impl<T: Copy + Default> SpareBuffers<T> {
     /// Keeps a value no later step reads.
-    pub fn keep(&mut self, value: Vec<T>) {
-        if value.capacity() > 0 {
+    pub fn keep(&mut self, value: impl Into<Buffer<T>>) {
+        let value = value.into();
+        if value.written.capacity() > 0 {
             self.buffers.push(value);
         }
     }
 
-    /// A buffer `len` long for an output whose every element the caller writes: the shortest
-    /// spare one at least that long (nothing to zero), else the smallest allocation that
-    /// holds `len` (zeroed where it grows; see [`resize_to_overwrite`]), else a new zeroed
-    /// one — the spares, all too small, are left for smaller outputs.
-    pub fn take(&mut self, len: usize) -> Vec<T> {
-        let smallest = |fits: &dyn Fn(&Vec<T>) -> bool, size: &dyn Fn(&Vec<T>) -> usize| {
+    /// A buffer `len` long for an output whose every element the caller writes: the spare one
+    /// with the fewest written elements that has at least `len` (nothing to zero), else the
+    /// smallest allocation that holds `len` (zeroed past what it had written), else a new
+    /// zeroed one — the spares, all too small, are left for smaller outputs.
+    pub fn take(&mut self, len: usize) -> Buffer<T> {
+        let smallest = |fits: &dyn Fn(&Buffer<T>) -> bool, size: &dyn Fn(&Buffer<T>) -> usize| {
             let candidates = self.buffers.iter().enumerate().filter(|(_, b)| fits(b));
             candidates.min_by_key(|(_, b)| size(b)).map(|(i, _)| i)
         };
-        let pick = smallest(&|b| b.len() >= len, &Vec::len)
-            .or_else(|| smallest(&|b| b.capacity() >= len, &Vec::capacity));
-        let mut buf = pick.map_or_else(Vec::new, |i| self.buffers.swap_remove(i));
-        resize_to_overwrite(&mut buf, len);
+        let capacity = |b: &Buffer<T>| b.written.capacity();
+        let pick = smallest(&|b| b.reusable() >= len, &Buffer::reusable)
+            .or_else(|| smallest(&|b| capacity(b) >= len, &capacity));
+        let mut buf = pick.map_or_else(Buffer::default, |i| self.buffers.swap_remove(i));
+        buf.overwrite(len);
         buf
     }
 
-    /// A buffer whose length the caller sets itself (the longest spare one).
-    pub fn take_any(&mut self) -> Vec<T> {
-        let longest = (0..self.buffers.len()).max_by_key(|&i| self.buffers[i].len());
-        longest.map_or_else(Vec::new, |i| self.buffers.swap_remove(i))
+    /// A buffer whose length the caller sets itself (the one with the most written elements).
+    pub fn take_any(&mut self) -> Buffer<T> {
+        let longest = (0..self.buffers.len()).max_by_key(|&i| self.buffers[i].reusable());
+        longest.map_or_else(Buffer::default, |i| self.buffers.swap_remove(i))
     }
 }
 
@@ -73,15 +159,31 @@ mod tests {
         spare.keep(vec![2; 4]);
         spare.keep(vec![3; 6]);
         // The shortest at least 5 long: nothing zeroed.
-        assert_eq!(spare.take(5), [3; 5]);
+        assert_eq!(*spare.take(5), [3; 5]);
         // None at least 20 long or with room for 20: a new buffer, the spares left.
-        assert_eq!(spare.take(20), [0; 20]);
+        assert_eq!(*spare.take(20), [0; 20]);
         // None at least 12 long: the one with room for 12, zeroed where it grows.
         let grown = spare.take(12);
         assert_eq!(grown[..10], [1; 10]);
         assert_eq!(grown[10..], [0; 2]);
-        assert_eq!(spare.take_any(), [2; 4]);
-        assert_eq!(spare.take(3), [0; 3]);
+        assert_eq!(*spare.take_any(), [2; 4]);
+        assert_eq!(*spare.take(3), [0; 3]);
+    }
+
+    #[test]
+    fn a_buffer_cut_short_keeps_what_it_had_written() {
+        let mut spare = SpareBuffers::default();
+        let mut b = Buffer::from(vec![4; 8]);
+        b.overwrite(3).copy_from_slice(&[7, 8, 9]);
+        assert_eq!(*b, [7, 8, 9]);
+        spare.keep(b);
+        // Taken back at 8: the elements past the 3 it last held are the ones written before,
+        // not zeros (a `Vec` truncated to 3 would have zeroed them).
+        assert_eq!(*spare.take(8), [7, 8, 9, 4, 4, 4, 4, 4]);
+        let mut b = Buffer::from(vec![5; 4]);
+        assert_eq!(b.zeroed(2), [0, 0]);
+        b.concat(&[&[1, 2], &[3, 4, 5]]);
+        assert_eq!(b.into_vec(), [1, 2, 3, 4, 5]);
     }
 
     #[test]
@@ -93,5 +195,7 @@ mod tests {
         assert_eq!(buf, [7, 7, 0]);
         resize_to_overwrite(&mut buf, 50);
         assert_eq!(buf, [0; 50]);
+        let mut b = Buffer::from(vec![7u8; 3]);
+        assert_eq!(b.overwrite(50), [0; 50]);
     }
 }

@@ -64,7 +64,7 @@ pub fn agreement(
                     .iter()
                     .map(|&k| fake_codes[k].as_slice())
                     .collect();
-                let out = int.run_step(step, &inputs, &mut scratch);
+                let out = int.run_step(step, &inputs, &mut scratch).into_vec();
                 if fake_codes[step.node].is_empty() {
                     fake_codes[step.node] = out.clone(); // moves codes only (concat, class token)
                 }

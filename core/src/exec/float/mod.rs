@@ -305,7 +305,7 @@ impl<'m> FloatExecutor<'m> {
         let mut shape = vec![batch];
         shape.extend_from_slice(&node.shape);
         let len = shape.iter().product();
-        let mut out = Tensor::new(shape, spare.take(len));
+        let mut out = Tensor::new(shape, spare.take(len).into_vec());
         let item = out.item_len();
         let input_shapes = self.graph.input_shapes(id);
         let params = &self.params.nodes[id];

@@ -10,6 +10,7 @@ use super::ops::{Ctx, Scratch};
 use super::program::{IntProgram, Step, StepOp};
 use crate::error::{Error, Result};
 use crate::eval::Classifier;
+use crate::exec::spare::Buffer;
 use crate::quant::quantizer::{Rounding, Uniform};
 use crate::quant::uniform_lanes::{Grid, code_slice};
 use crate::tensor::Tensor;
@@ -62,7 +63,9 @@ impl<'p> IntExecutor<'p> {
     /// as their last reader has run). Returns the codes per node (empty where not kept) with the
     /// logits always kept.
     pub fn run_image(&self, image: &[f32], keep: &dyn Fn(usize) -> bool) -> Vec<Vec<i32>> {
-        Scratch::with_thread_local(|scratch| self.run_image_with(image, keep, scratch))
+        let values =
+            Scratch::with_thread_local(|scratch| self.run_image_with(image, keep, scratch));
+        values.into_iter().map(Buffer::into_vec).collect()
     }
 
     /// [`IntExecutor::run_image`] with the buffers of `scratch`, which keeps what the image
@@ -73,14 +76,13 @@ impl<'p> IntExecutor<'p> {
         image: &[f32],
         keep: &dyn Fn(usize) -> bool,
         scratch: &mut Scratch,
-    ) -> Vec<Vec<i32>> {
+    ) -> Vec<Buffer<i32>> {
         let p = self.program;
-        let mut values: Vec<Vec<i32>> = vec![Vec::new(); p.nodes];
-        values[0] = self.quantize_image(image);
+        let mut values: Vec<Buffer<i32>> = vec![Buffer::default(); p.nodes];
+        values[0] = self.quantize_image(image).into();
         for (i, step) in p.steps.iter().enumerate() {
             let out = {
-                let inputs: Vec<&[i32]> =
-                    step.inputs.iter().map(|&k| values[k].as_slice()).collect();
+                let inputs: Vec<&[i32]> = step.inputs.iter().map(|&k| &*values[k]).collect();
                 self.run_step(step, &inputs, scratch)
             };
             values[step.node] = out;
@@ -97,7 +99,7 @@ impl<'p> IntExecutor<'p> {
     }
 
     /// Runs one step on the given input codes (one slice per input of the step).
-    pub fn run_step(&self, step: &Step, x: &[&[i32]], scratch: &mut Scratch) -> Vec<i32> {
+    pub fn run_step(&self, step: &Step, x: &[&[i32]], scratch: &mut Scratch) -> Buffer<i32> {
         let ctx = Ctx { isa: self.isa };
         let mut out = scratch.spare.take_any();
         match &step.op {
@@ -111,14 +113,8 @@ impl<'p> IntExecutor<'p> {
             StepOp::Context(c) => c.run(x[0], &mut out),
             StepOp::Query(q) => q.run(self.isa, x[0], x[1], &mut out),
             StepOp::Normalize(n) => n.run(self.isa, x[0], &mut out),
-            StepOp::Concat => {
-                out.clear();
-                x.iter().for_each(|v| out.extend_from_slice(v));
-            }
-            StepOp::TakeClassToken { dim } => {
-                out.clear();
-                out.extend_from_slice(&x[0][..*dim]);
-            }
+            StepOp::Concat => out.concat(x),
+            StepOp::TakeClassToken { dim } => out.concat(&[&x[0][..*dim]]),
         }
         out
     }

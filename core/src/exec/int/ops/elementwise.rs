@@ -5,6 +5,7 @@ use super::super::dyadic::Dyadic;
 use super::super::kernels::Isa;
 use super::super::kernels::add::{AddLane, AddLanes, add_rows, add_run};
 use super::super::requant::Encoder;
+use crate::exec::spare::Buffer;
 
 /// Which channel an element of one image's tensor belongs to: `(i / inner) % channels`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +58,9 @@ impl Add {
         ))
     }
 
-    pub fn run(&self, isa: Isa, a: &[i32], b: &[i32], out: &mut Vec<i32>) {
-        out.clear();
-        out.resize(a.len().min(b.len()), 0);
+    pub fn run(&self, isa: Isa, a: &[i32], b: &[i32], out: &mut Buffer<i32>) {
+        // Every element is written below, by lanes or by the definition.
+        let out = out.overwrite(a.len().min(b.len()));
         let ChannelMap { channels, inner } = self.map;
         let range = (self.qmin, self.qmax);
         let lane = |c: usize| {
@@ -121,13 +122,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn run(&self, x: &[i32], out: &mut Vec<i32>) {
-        out.clear();
-        out.extend(x.chunks(self.plane).enumerate().map(|(c, plane)| {
+    pub fn run(&self, x: &[i32], out: &mut Buffer<i32>) {
+        let out = out.overwrite(x.len().div_ceil(self.plane));
+        for ((c, plane), o) in x.chunks(self.plane).enumerate().zip(out) {
             let z = self.zero[c];
             let sum: i64 = plane.iter().map(|&q| (q - z) as i64).sum();
-            self.out.encode(sum, c)
-        }));
+            *o = self.out.encode(sum, c);
+        }
     }
 }
 
@@ -147,15 +148,18 @@ pub struct ClassPos {
 }
 
 impl ClassPos {
-    pub fn run(&self, x: &[i32], out: &mut Vec<i32>) {
-        out.clear();
-        out.extend_from_slice(&self.class_row);
-        out.extend(x.iter().enumerate().map(|(i, &q)| {
+    pub fn run(&self, x: &[i32], out: &mut Buffer<i32>) {
+        let (class, patches) = out
+            .overwrite(self.class_row.len() + x.len())
+            .split_at_mut(self.class_row.len());
+        class.copy_from_slice(&self.class_row);
+        for (i, (o, &q)) in patches.iter_mut().zip(x).enumerate() {
             let c = i % self.dim;
             let d = self.multiplier[c];
             let p = (q - self.zero[c]) as i128 * d.m as i128 + self.addend[i] as i128;
-            ((p + (1i128 << (d.k - 1))) >> d.k).clamp(self.qmin as i128, self.qmax as i128) as i32
-        }));
+            *o = ((p + (1i128 << (d.k - 1))) >> d.k).clamp(self.qmin as i128, self.qmax as i128)
+                as i32;
+        }
     }
 }
 
@@ -200,9 +204,10 @@ mod tests {
                 .map(|i| add.exact(add.map.of(i), a[i], b[i]))
                 .collect();
             for isa in Isa::available() {
-                let mut got = Vec::new();
+                // Stale values in a longer buffer: every element must be written.
+                let mut got = Buffer::from(vec![-7; n + 5]);
                 add.run(isa, &a, &b, &mut got);
-                assert_eq!(got, want, "{} {channels}×{inner}", isa.name());
+                assert_eq!(*got, want, "{} {channels}×{inner}", isa.name());
             }
         }
     }
@@ -226,9 +231,9 @@ mod tests {
             qmin: 0,
             qmax: 255,
         };
-        let mut out = Vec::new();
+        let mut out = Buffer::default();
         add.run(Isa::Scalar, &[7, 1], &[13, 10], &mut out);
         // 0.1 + 0 = 0.1 → 0.5 → rounds half up to 1 → code 6 (ratios are dyadic-exact: 1/2, 3/2).
-        assert_eq!(out, [13, 6]);
+        assert_eq!(*out, [13, 6]);
     }
 }

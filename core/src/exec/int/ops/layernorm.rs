@@ -10,6 +10,7 @@ use super::super::kernels::requant::{Fast, Narrow};
 use super::super::nonlinear::i_layernorm;
 use super::super::requant::{Encoder, Epilogue};
 use super::Scratch;
+use crate::exec::spare::Buffer;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerNorm {
@@ -21,9 +22,9 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn run(&self, isa: Isa, x: &[i32], out: &mut Vec<i32>, s: &mut Scratch) {
-        out.clear();
-        out.resize(x.len(), 0);
+    pub fn run(&self, isa: Isa, x: &[i32], out: &mut Buffer<i32>, s: &mut Scratch) {
+        // Every row is written below, by lanes or by the definition.
+        let out = out.overwrite(x.len());
         let d = self.dim;
         let mut centred = vec![0i64; d];
         s.wide.resize(d, 0);
@@ -115,7 +116,8 @@ mod tests {
         };
         assert!(ln.lanes(fast.as_deref()).is_some(), "the rows run in lanes");
         for isa in Isa::available() {
-            let mut got = Vec::new();
+            // Stale values in a longer buffer: every element must be written.
+            let mut got = Buffer::from(vec![-7; x.len() + 5]);
             ln.run(isa, &x, &mut got, &mut Scratch::default());
             assert_rows(&ln, &x, &got);
         }

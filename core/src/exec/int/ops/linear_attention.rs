@@ -13,6 +13,7 @@ use super::super::kernels::Isa;
 use super::super::kernels::axpy::axpy;
 use super::super::kernels::shift_divide::ShiftRow;
 use super::super::requant::{Encoder, Requant};
+use crate::exec::spare::Buffer;
 
 /// Step 1: `[heads·3d, N]` → `[heads, d+1, d]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +27,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn run(&self, ms: &[i32], out: &mut Vec<i32>) {
+    pub fn run(&self, ms: &[i32], out: &mut Buffer<i32>) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 was checked just above.
@@ -44,15 +45,14 @@ impl Context {
     /// time); AVX2's `vpmulld` takes eight. Integer sums: the same result in any order.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn run_avx2(&self, ms: &[i32], out: &mut Vec<i32>) {
+    fn run_avx2(&self, ms: &[i32], out: &mut Buffer<i32>) {
         self.run_portable(ms, out)
     }
 
     #[inline(always)]
-    fn run_portable(&self, ms: &[i32], out: &mut Vec<i32>) {
+    fn run_portable(&self, ms: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
-        out.clear();
-        out.resize(self.heads * (d + 1) * d, 0);
+        let out = out.zeroed(self.heads * (d + 1) * d);
         let (mut k, mut v) = (vec![0i32; d * n], vec![0i32; d * n]);
         for h in 0..self.heads {
             let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
@@ -95,10 +95,9 @@ pub struct Query {
 }
 
 impl Query {
-    pub fn run(&self, isa: Isa, ms: &[i32], context: &[i32], out: &mut Vec<i32>) {
+    pub fn run(&self, isa: Isa, ms: &[i32], context: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
-        out.clear();
-        out.resize(self.heads * (d + 1) * n, 0);
+        let out = out.zeroed(self.heads * (d + 1) * n);
         let mut q = vec![0i32; d * n];
         let mut acc = vec![0i32; n];
         for h in 0..self.heads {
@@ -151,10 +150,9 @@ pub struct Normalize {
 }
 
 impl Normalize {
-    pub fn run(&self, isa: Isa, x: &[i32], out: &mut Vec<i32>) {
+    pub fn run(&self, isa: Isa, x: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
-        out.clear();
-        out.resize(self.heads * d * n, 0);
+        let out = out.zeroed(self.heads * d * n);
         let r = &self.out;
         for h in 0..self.heads {
             let head = &x[h * (d + 1) * n..(h + 1) * (d + 1) * n];
@@ -255,7 +253,7 @@ mod tests {
             let ms: Vec<i32> = (0..heads * 3 * d * n)
                 .map(|_| rng.below(256) as i32)
                 .collect();
-            let mut got = Vec::new();
+            let mut got = Buffer::from(vec![-7; 5]);
             ctx.run(&ms, &mut got);
             assert_eq!(got.len(), heads * (d + 1) * d);
             for h in 0..heads {
@@ -324,7 +322,7 @@ mod tests {
                 })
                 .collect();
             for isa in Isa::available() {
-                let mut got = Vec::new();
+                let mut got = Buffer::from(vec![-7; 5]);
                 norm.run(isa, &x, &mut got);
                 assert_normalized(&norm, &x, &got);
             }

@@ -16,7 +16,7 @@ use super::super::nonlinear::LevelEncoder;
 use super::super::nonlinear::softmax_row;
 use super::super::requant::{Encoder, Requant};
 use super::Scratch;
-use crate::exec::spare::resize_to_overwrite;
+use crate::exec::spare::Buffer;
 
 /// Attention logits + Softmax, per head: `[N, 3D]` → `[heads, N, N]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,11 +34,11 @@ pub struct ScoresSoftmax {
 }
 
 impl ScoresSoftmax {
-    pub fn run(&self, isa: Isa, qkv: &[i32], out: &mut Vec<i32>, _: &mut Scratch) {
+    pub fn run(&self, isa: Isa, qkv: &[i32], out: &mut Buffer<i32>, _: &mut Scratch) {
         let (h, d, n) = (self.heads, self.head_dim, self.tokens);
         let width = 3 * h * d;
         // Every row of every head is written below.
-        resize_to_overwrite(out, h * n * n);
+        let out = out.overwrite(h * n * n);
         // Centred codes as i16 (|q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims), each
         // head's keys packed for the blocked `q·kᵀ` ([`scores`]).
         let centre = |v: i32| (v - self.zero) as i16;
@@ -141,11 +141,10 @@ pub struct Mix {
 }
 
 impl Mix {
-    pub fn run(&self, isa: Isa, probs: &[i32], qkv: &[i32], out: &mut Vec<i32>) {
+    pub fn run(&self, isa: Isa, probs: &[i32], qkv: &[i32], out: &mut Buffer<i32>) {
         let (h, d, n) = (self.heads, self.head_dim, self.tokens);
         let width = 3 * h * d;
-        out.clear();
-        out.resize(n * h * d, 0);
+        let out = out.zeroed(n * h * d);
         // Decoded probabilities are at most 2^15 and a row of them sums to a bounded total (the
         // Softmax's rows sum to one), so with |v − z| ≤ 255 the i32 accumulator cannot
         // overflow at any token count the compiler accepts (`mix_bound`).
@@ -290,7 +289,7 @@ mod tests {
             out: Encoder::new(&[1e-5], &[0.0], &out, 1, "t").unwrap(),
         };
         for isa in Isa::available() {
-            let mut got = vec![-1; 3];
+            let mut got = Buffer::from(vec![-1; 3]);
             mix.run(isa, &[0; 18], &[], &mut got);
             assert!(got.is_empty(), "{}", isa.name());
         }
@@ -346,10 +345,10 @@ mod tests {
                 }
                 let want = mix_definition(&mix, &probs, &qkv);
                 for isa in Isa::available() {
-                    let mut got = vec![-1; 3];
+                    let mut got = Buffer::from(vec![-1; 3]);
                     mix.run(isa, &probs, &qkv, &mut got);
                     assert_eq!(
-                        got,
+                        *got,
                         want,
                         "{case}, {} {heads}×{head_dim}×{tokens}, per channel {per_channel}",
                         isa.name()

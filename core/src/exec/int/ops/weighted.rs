@@ -16,7 +16,7 @@ use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
-use crate::exec::spare::resize_to_overwrite;
+use crate::exec::spare::{Buffer, resize_to_overwrite};
 use crate::exec::transpose::transpose;
 use crate::graph::Conv2d;
 
@@ -173,7 +173,7 @@ impl Weighted {
         }
     }
 
-    pub fn run(&self, ctx: Ctx, x: &[i32], out: &mut Vec<i32>, s: &mut Scratch) {
+    pub fn run(&self, ctx: Ctx, x: &[i32], out: &mut Buffer<i32>, s: &mut Scratch) {
         let (p, token_major) = self.positions();
         let o = self.out_channels;
         // Codes as [O][P]; token-major outputs are transposed at the end. Every code is
@@ -273,8 +273,7 @@ impl Weighted {
         }
         if token_major {
             // The transpose writes every element too.
-            resize_to_overwrite(out, o * p);
-            transpose(&codes, o, p, out);
+            transpose(&codes, o, p, out.overwrite(o * p));
             s.spare.keep(codes);
         } else {
             s.spare.keep(std::mem::replace(out, codes));

@@ -61,10 +61,13 @@ impl PairPlane {
         }
     }
 
-    /// Lays out one channel's `plane` of codes (`in_hw`), less their zero-point `zero`: every
-    /// word is written once, straight from the codes (a centred i16 copy of the planes and a
-    /// padded row per input row, copied with `memmove`, had cost a pass over the activations
-    /// and 9 % of EfficientViT-B1's integer time by `perf`).
+    /// Lays out one channel's `plane` of codes (`in_hw`), less their zero-point `zero`,
+    /// straight from the codes (a centred i16 copy of the planes and a padded row per input
+    /// row, copied with `memmove`, had cost a pass over the activations and 9 % of
+    /// EfficientViT-B1's integer time by `perf`). Only the words that can hold a code are
+    /// written: which those are depends on the shape alone, so the padding's words, zeroed by
+    /// [`PairPlane::new`], stay zero for every channel of the call (writing them per row was
+    /// half the words of a 7-wide plane, one by one).
     #[inline(always)]
     fn fill(&mut self, s: &DwShape, plane: &[i32], zero: i32) {
         let (h, w) = s.in_hw;
@@ -76,7 +79,6 @@ impl PairPlane {
         for (y, words) in self.words.chunks_exact_mut(rw).enumerate() {
             let iy = y as isize - pad as isize;
             if iy < 0 || iy >= h as isize {
-                words.fill(0);
                 continue;
             }
             let row = Row {
@@ -111,14 +113,15 @@ impl Row<'_> {
     }
 
     /// Stride 1: word `c` is `(P[c], P[c + 1])`; for `pad ≤ c < pad + n − 1` both come from
-    /// the codes.
+    /// the codes, the words either side hold one code and a zero, and all others are zero
+    /// (left as they are: see [`PairPlane::fill`]).
     #[inline(always)]
     fn stride1_words(&self, words: &mut [i32]) {
         let n = self.codes.len();
         let first = self.pad.min(words.len());
         let end = (self.pad + n.saturating_sub(1)).clamp(first, words.len());
-        for (c, word) in words[..first].iter_mut().enumerate() {
-            *word = pair(self.at(c), self.at(c + 1));
+        if let Some(c) = first.checked_sub(1) {
+            words[c] = pair(self.at(c), self.at(c + 1));
         }
         let z = self.zero;
         let pairs = self
@@ -128,28 +131,29 @@ impl Row<'_> {
         for (word, (&a, &b)) in words[first..end].iter_mut().zip(pairs) {
             *word = pair(centred(a, z), centred(b, z));
         }
-        for (c, word) in words.iter_mut().enumerate().skip(end) {
-            *word = pair(self.at(c), self.at(c + 1));
+        if let Some(word) = words.get_mut(end) {
+            *word = pair(self.at(end), self.at(end + 1));
         }
     }
 
     /// Stride 2: word `m` is `(P[2m], P[2m + 1])`; words whose both columns are codes start
-    /// at `⌈pad / 2⌉` and end before `⌊(pad + n) / 2⌋`.
+    /// at `⌈pad / 2⌉` and end before `⌊(pad + n) / 2⌋`, the words either side may hold one
+    /// code, and all others are zero (left as they are: see [`PairPlane::fill`]).
     #[inline(always)]
     fn stride2_words(&self, words: &mut [i32]) {
         let n = self.codes.len();
         let first = self.pad.div_ceil(2).min(words.len());
         let end = ((self.pad + n) / 2).clamp(first, words.len());
-        for (m, word) in words[..first].iter_mut().enumerate() {
-            *word = pair(self.at(2 * m), self.at(2 * m + 1));
+        if let Some(m) = first.checked_sub(1) {
+            words[m] = pair(self.at(2 * m), self.at(2 * m + 1));
         }
         let z = self.zero;
         let inside = &self.codes[(2 * first).saturating_sub(self.pad).min(n)..];
         for (word, two) in words[first..end].iter_mut().zip(inside.chunks_exact(2)) {
             *word = pair(centred(two[0], z), centred(two[1], z));
         }
-        for (m, word) in words.iter_mut().enumerate().skip(end) {
-            *word = pair(self.at(2 * m), self.at(2 * m + 1));
+        if let Some(word) = words.get_mut(end) {
+            *word = pair(self.at(2 * end), self.at(2 * end + 1));
         }
     }
 }

@@ -6,10 +6,17 @@
 //! (two bounds checks and a strided store per element). The AVX2 path moves 64 values with 8
 //! loads, 24 shuffles and 8 stores.
 
+use std::ops::Range;
+
+use rayon::prelude::*;
+
 /// 32-bit values that can be moved as raw bits.
-pub trait Word: Copy {}
+pub trait Word: Copy + Send + Sync {}
 impl Word for f32 {}
 impl Word for i32 {}
+
+/// From this many values a [`transpose_parallel`] splits its work.
+const PARALLEL_VALUES: usize = 1 << 16;
 
 /// `dst[j·rows + i] = src[i·cols + j]`: the transpose of the row-major `rows × cols` matrix
 /// `src`, row-major.
@@ -17,32 +24,83 @@ impl Word for i32 {}
 /// Panics when `src` or `dst` is shorter than `rows·cols` (a programming error).
 pub fn transpose<T: Word>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
     let len = rows * cols;
-    let (src, dst) = (&src[..len], &mut dst[..len]);
-    #[cfg(target_arch = "x86_64")]
-    if std::mem::size_of::<T>() == 4 && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was checked just above; `T` is 4 bytes (checked) of plain data
-        // (`Word`), so its values can be moved as i32 bits; both slices hold `rows·cols`.
-        #[allow(unsafe_code)]
-        unsafe {
-            blocks_avx2(src.as_ptr().cast(), rows, cols, dst.as_mut_ptr().cast())
-        };
-        // What the blocks leave: the columns right of them, then the rows below.
-        let (whole_rows, whole_cols) = (rows / 8 * 8, cols / 8 * 8);
-        tiles(src, (rows, cols), dst, 0..whole_rows, whole_cols..cols);
-        tiles(src, (rows, cols), dst, whole_rows..rows, 0..cols);
-        return;
-    }
-    tiles(src, (rows, cols), dst, 0..rows, 0..cols);
+    transpose_columns(&src[..len], (rows, cols), 0..cols, &mut dst[..len]);
 }
 
-/// The elements of `src` in rows `rs` and columns `cs`, in square tiles so both sides stay in
-/// cache.
+/// [`transpose`] on the pool's threads when the matrix is large: bands of `dst` rows (of
+/// `src` columns), each written by one task. An image alone (batch 1) would otherwise
+/// transpose a token-major layer's output on one core while the other waits.
+pub fn transpose_parallel<T: Word>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    let len = rows * cols;
+    if len < PARALLEL_VALUES {
+        return transpose(src, rows, cols, dst);
+    }
+    // Columns per band: whole 8 × 8 blocks, about 16 bands.
+    let band = cols.div_ceil(16).next_multiple_of(8);
+    let src = &src[..len];
+    dst[..len]
+        .par_chunks_mut(band * rows)
+        .enumerate()
+        .for_each(|(b, d)| {
+            let cs = b * band..(b * band + band).min(cols);
+            transpose_columns(src, (rows, cols), cs, d)
+        });
+}
+
+/// Columns `cs` of `src` as the rows of `dst`: `dst[(j − cs.start)·rows + i] = src[i·cols + j]`.
+fn transpose_columns<T: Word>(
+    src: &[T],
+    (rows, cols): (usize, usize),
+    cs: Range<usize>,
+    dst: &mut [T],
+) {
+    assert!(src.len() == rows * cols && cs.end <= cols && dst.len() == cs.len() * rows);
+    #[cfg(target_arch = "x86_64")]
+    if std::mem::size_of::<T>() == 4 && std::arch::is_x86_feature_detected!("avx2") {
+        let whole_cols = cs.start..cs.start + cs.len() / 8 * 8;
+        // SAFETY: AVX2 was checked just above; `T` is 4 bytes (checked) of plain data
+        // (`Word`), so its values can be moved as i32 bits; `src` holds `rows·cols` values,
+        // `whole_cols` lies inside `cs` and `dst` holds `cs.len()·rows` (asserted).
+        #[allow(unsafe_code)]
+        unsafe {
+            blocks_avx2(
+                src.as_ptr().cast(),
+                (rows, cols),
+                whole_cols.clone(),
+                cs.start,
+                dst.as_mut_ptr().cast(),
+            )
+        };
+        // What the blocks leave: the columns right of them, then the rows below.
+        let whole_rows = rows / 8 * 8;
+        tiles(
+            src,
+            (rows, cols),
+            dst,
+            (0..whole_rows, whole_cols.end..cs.end),
+            cs.start,
+        );
+        tiles(
+            src,
+            (rows, cols),
+            dst,
+            (whole_rows..rows, cs.clone()),
+            cs.start,
+        );
+        return;
+    }
+    let first = cs.start;
+    tiles(src, (rows, cols), dst, (0..rows, cs), first);
+}
+
+/// The elements of `src` in rows `rs` and columns `cs` into `dst`'s rows from column `first`,
+/// in square tiles so both sides stay in cache.
 fn tiles<T: Word>(
     src: &[T],
     (rows, cols): (usize, usize),
     dst: &mut [T],
-    rs: std::ops::Range<usize>,
-    cs: std::ops::Range<usize>,
+    (rs, cs): (Range<usize>, Range<usize>),
+    first: usize,
 ) {
     const TILE: usize = 16;
     for i0 in rs.clone().step_by(TILE) {
@@ -50,24 +108,32 @@ fn tiles<T: Word>(
             for i in i0..(i0 + TILE).min(rs.end) {
                 let row = &src[i * cols..(i + 1) * cols];
                 for j in j0..(j0 + TILE).min(cs.end) {
-                    dst[j * rows + i] = row[j];
+                    dst[(j - first) * rows + i] = row[j];
                 }
             }
         }
     }
 }
 
-/// Every whole 8 × 8 block.
+/// Every whole 8 × 8 block of the columns `cs` (a whole number of blocks), into `dst`'s rows
+/// from column `first`.
 ///
 /// # Safety
-/// AVX2; `src` and `dst` each point at `rows·cols` values.
+/// AVX2; `src` points at `rows·cols` values, `cs` lies inside `first..first + n` with `dst`
+/// pointing at `n·rows` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(unsafe_code)]
-unsafe fn blocks_avx2(src: *const i32, rows: usize, cols: usize, dst: *mut i32) {
+unsafe fn blocks_avx2(
+    src: *const i32,
+    (rows, cols): (usize, usize),
+    cs: Range<usize>,
+    first: usize,
+    dst: *mut i32,
+) {
     use std::arch::x86_64::*;
     for i0 in (0..rows / 8 * 8).step_by(8) {
-        for j0 in (0..cols / 8 * 8).step_by(8) {
+        for j0 in cs.clone().step_by(8) {
             // SAFETY: rows i0..i0+8 and columns j0..j0+8 lie inside both matrices.
             unsafe {
                 let r: [__m256i; 8] = std::array::from_fn(|k| {
@@ -100,7 +166,7 @@ unsafe fn blocks_avx2(src: *const i32, rows: usize, cols: usize, dst: *mut i32) 
                     } else {
                         _mm256_permute2x128_si256::<0x31>(a, b)
                     };
-                    _mm256_storeu_si256(dst.add((j0 + k) * rows + i0).cast(), column);
+                    _mm256_storeu_si256(dst.add((j0 - first + k) * rows + i0).cast(), column);
                 }
             }
         }
@@ -125,11 +191,15 @@ mod tests {
         let mut sizes: Vec<(usize, usize)> = (0..=25)
             .flat_map(|r| (0..=25).map(move |c| (r, c)))
             .collect();
-        sizes.extend([(768, 197), (197, 768), (192, 50), (1000, 1)]);
+        // Past `PARALLEL_VALUES`: bands of whole blocks, a last partial band, one band.
+        sizes.extend([(768, 197), (197, 768), (192, 50), (1000, 1), (3, 30000)]);
         for (rows, cols) in sizes {
             let src: Vec<i32> = (0..rows * cols).map(|v| v as i32 * 7 - 3).collect();
             let mut got = vec![i32::MIN; rows * cols];
             transpose(&src, rows, cols, &mut got);
+            let mut got_par = vec![i32::MIN; rows * cols];
+            transpose_parallel(&src, rows, cols, &mut got_par);
+            assert_eq!(got_par, got, "{rows}×{cols} in bands");
             let floats: Vec<f32> = src.iter().map(|&v| v as f32 + 0.5).collect();
             let mut got_f = vec![f32::NAN; rows * cols];
             transpose(&floats, rows, cols, &mut got_f);

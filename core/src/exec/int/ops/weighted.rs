@@ -17,7 +17,7 @@ use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
 use crate::exec::spare::{Buffer, resize_to_overwrite};
-use crate::exec::transpose::transpose;
+use crate::exec::transpose::transpose_parallel;
 use crate::graph::Conv2d;
 
 /// Products of at least this many multiply-accumulates (depthwise convs: a quarter of it)
@@ -273,7 +273,7 @@ impl Weighted {
         }
         if token_major {
             // The transpose writes every element too.
-            transpose(&codes, o, p, out.overwrite(o * p));
+            transpose_parallel(&codes, o, p, out.overwrite(o * p));
             s.spare.keep(codes);
         } else {
             s.spare.keep(std::mem::replace(out, codes));

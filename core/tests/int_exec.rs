@@ -341,6 +341,27 @@ fn a_tensor_left_unquantized_is_named() {
     );
 }
 
+/// A thread keeps its spare buffers from image to image and model to model
+/// (`Scratch::with_thread_local`); they must stay as many as an image needs, not grow with every
+/// image run.
+#[test]
+fn spare_buffers_do_not_grow_with_the_images_run() {
+    use qvit_core::exec::int::ops::Scratch;
+    let m = micro("efficientvit-micro");
+    let program = compile(&m.graph, &m.folded, &plan(&m, "trio-vit", "w8a8")).unwrap();
+    let images = dataset(true).batch(0..8).unwrap().images;
+    let exec = IntExecutor::new(&program);
+    let spares = |n: usize| {
+        for b in 0..n {
+            exec.run_image(images.item(b), &|_| false);
+        }
+        Scratch::with_thread_local(|s| s.spare.len())
+    };
+    let after_two = spares(2);
+    assert!(after_two > 0, "the run kept no spare buffers");
+    assert_eq!(spares(6), after_two, "spare buffers after 2 and 8 images");
+}
+
 #[test]
 fn results_do_not_depend_on_threads_or_kernels() {
     use qvit_core::exec::int::kernels::Isa;

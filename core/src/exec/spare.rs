@@ -128,6 +128,15 @@ impl<T: Copy + Default> SpareBuffers<T> {
         buf
     }
 
+    /// How many buffers are kept.
+    pub fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+
     /// A buffer whose length the caller sets itself (the one with the most written elements).
     pub fn take_any(&mut self) -> Buffer<T> {
         let longest = (0..self.buffers.len()).max_by_key(|&i| self.buffers[i].reusable());

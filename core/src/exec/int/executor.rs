@@ -45,6 +45,13 @@ impl<'p> IntExecutor<'p> {
 
     /// The image's codes.
     pub fn quantize_image(&self, image: &[f32]) -> Vec<i32> {
+        let mut codes = vec![0; image.len()];
+        self.quantize_image_into(image, &mut codes);
+        codes
+    }
+
+    /// [`IntExecutor::quantize_image`] into `codes` (as long as `image`).
+    fn quantize_image_into(&self, image: &[f32], codes: &mut [i32]) {
         // `input.code(x, 0)` for every pixel, in lanes.
         let q = &self.program.input;
         let (s, z) = q.parameters(0);
@@ -54,9 +61,7 @@ impl<'p> IntExecutor<'p> {
             qmax,
             rounding: Rounding::HalfUp,
         };
-        let mut codes = vec![0; image.len()];
-        code_slice(image, s, z, &grid, &mut codes);
-        codes
+        code_slice(image, s, z, &grid, codes);
     }
 
     /// Runs one image; `keep` says which nodes' codes to return (all others are dropped as soon
@@ -79,7 +84,11 @@ impl<'p> IntExecutor<'p> {
     ) -> Vec<Buffer<i32>> {
         let p = self.program;
         let mut values: Vec<Buffer<i32>> = vec![Buffer::default(); p.nodes];
-        values[0] = self.quantize_image(image).into();
+        // The image's codes take a spare buffer like every step's output, which keeps the
+        // spares no more than the values an image holds at its peak; a new one per image,
+        // kept when freed, grew a thread's spares by one buffer per image for good.
+        values[0] = scratch.spare.take(image.len());
+        self.quantize_image_into(image, &mut values[0]);
         for (i, step) in p.steps.iter().enumerate() {
             let out = {
                 let inputs: Vec<&[i32]> = step.inputs.iter().map(|&k| &*values[k]).collect();

@@ -31,8 +31,9 @@ impl Scratch {
     /// zero every step's output afresh, since a fresh scratch has no spare buffers. A run
     /// nested in another on the same thread (a rayon worker stealing another image while it
     /// waits) gets an empty scratch of its own; the last to finish is kept. The price is the
-    /// memory of the thread's last run, held until its next (peak RSS of `qvit bench
-    /// efficientvit-b1 --executors int --batch 1,8 --seconds 1`: 224 → 289 MB).
+    /// memory of the thread's last run, held until its next: no more than the run's peak
+    /// (peak RSS of `qvit bench efficientvit-b1 --executors int --batch 1,8 --seconds 1`:
+    /// 224–263 MB before, 225 MB after).
     pub fn with_thread_local<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
         thread_local! {
             static KEPT: Cell<Scratch> = Cell::default();

@@ -73,6 +73,43 @@ pub(crate) fn quantize_output(plan: &QuantPlan, points: &[usize], t: &mut Tensor
     apply_prepared(&prepared.iter().collect::<Vec<_>>(), t);
 }
 
+/// The activation points of every node from one on, prepared once for a pass whose batch runs
+/// in groups ([`FloatExecutor::finish_grouped`]): [`quantize_output`] in each group's transform
+/// prepared every point again for every group (eight per pass of the output-aware search,
+/// whose passes are its time).
+pub(crate) struct PreparedNodes<'a> {
+    at_node: Vec<Vec<PreparedPoint<'a>>>,
+}
+
+impl<'a> PreparedNodes<'a> {
+    /// The points `at_node` lists for nodes `from..` of `plan`, all but `skip`.
+    pub(crate) fn new(
+        plan: &'a QuantPlan,
+        at_node: &[Vec<usize>],
+        from: NodeId,
+        skip: Option<usize>,
+    ) -> Self {
+        let at_node = at_node
+            .iter()
+            .enumerate()
+            .map(|(id, points)| {
+                points
+                    .iter()
+                    .filter(|&&p| id >= from && Some(p) != skip)
+                    .map(|&p| PreparedPoint::new(&plan.activations[p]))
+                    .collect()
+            })
+            .collect();
+        Self { at_node }
+    }
+
+    /// [`quantize_output`] at node `id`, from the prepared points.
+    pub(crate) fn apply(&self, id: NodeId, t: &mut Tensor) {
+        let points: Vec<&PreparedPoint> = self.at_node[id].iter().collect();
+        apply_prepared(&points, t);
+    }
+}
+
 /// Applies prepared points to every image of a batch in place.
 fn apply_prepared(points: &[&PreparedPoint], t: &mut Tensor) {
     if points.is_empty() {

@@ -21,7 +21,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::fake::{fake_quantized_weights, points_by_node, quantize_output};
+use super::fake::{PreparedNodes, fake_quantized_weights, points_by_node, quantize_output};
 use super::plan::QuantPlan;
 use super::points::TensorKind;
 use super::quantizer::Quantizer;
@@ -110,14 +110,9 @@ pub fn search(
     // The sample error with the settled plan, except that quantizer `bypass` (if any) leaves
     // its tensor in float; run from a copy of `pass`.
     let error = |plan: &QuantPlan, pass: &GroupedForward, bypass: Option<usize>| -> f64 {
+        let prepared = PreparedNodes::new(plan, &at_node, pass.next(), bypass);
         let mut pass = pass.clone();
-        let logits = float.finish_grouped(&mut pass, &|id, t| match bypass {
-            Some(b) if plan.activations[b].node == id => {
-                let others: Vec<usize> = at_node[id].iter().copied().filter(|&q| q != b).collect();
-                quantize_output(plan, &others, t)
-            }
-            _ => quantize_output(plan, &at_node[id], t),
-        });
+        let logits = float.finish_grouped(&mut pass, &|id, t| prepared.apply(id, t));
         mean_squared_error(&logits.data, target)
     };
     let start = float.start_grouped(&images)?;

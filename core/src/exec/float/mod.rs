@@ -77,6 +77,17 @@ pub struct GroupedForward {
     groups: Vec<PartialForward>,
 }
 
+impl GroupedForward {
+    /// The first node not yet run by every group.
+    pub fn next(&self) -> NodeId {
+        self.groups
+            .iter()
+            .map(PartialForward::next)
+            .min()
+            .unwrap_or(0)
+    }
+}
+
 /// Runs a graph in f32 with its folded weights.
 #[derive(Debug, Clone, Copy)]
 pub struct FloatExecutor<'m> {

@@ -119,7 +119,7 @@ impl<'p> IntExecutor<'p> {
             StepOp::LayerNorm(l) => l.run(self.isa, x[0], &mut out, scratch),
             StepOp::ScoresSoftmax(s) => s.run(self.isa, x[0], &mut out, scratch),
             StepOp::Mix(m) => m.run(self.isa, x[0], x[1], &mut out),
-            StepOp::Context(c) => c.run(x[0], &mut out),
+            StepOp::Context(c) => c.run(self.isa, x[0], &mut out),
             StepOp::Query(q) => q.run(self.isa, x[0], x[1], &mut out),
             StepOp::Normalize(n) => n.run(self.isa, x[0], &mut out),
             StepOp::Concat => out.concat(x),

@@ -38,6 +38,7 @@ pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_pairs;
 pub mod exps;
+pub mod gram;
 pub mod layernorm;
 mod narrow_lanes;
 pub mod pack;

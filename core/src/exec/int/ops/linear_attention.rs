@@ -11,6 +11,7 @@
 
 use super::super::kernels::Isa;
 use super::super::kernels::axpy::axpy;
+use super::super::kernels::gram::{centre_i16, gram};
 use super::super::kernels::shift_divide::ShiftRow;
 use super::super::requant::{Encoder, Requant};
 use crate::exec::spare::Buffer;
@@ -27,57 +28,50 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn run(&self, ms: &[i32], out: &mut Buffer<i32>) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was checked just above.
-            #[allow(unsafe_code)]
-            unsafe {
-                self.run_avx2(ms, out)
-            };
-            return;
-        }
-        self.run_portable(ms, out);
-    }
-
-    /// [`Context::run_portable`] compiled for AVX2: the x86-64 baseline (SSE2) has no 32-bit
-    /// lane multiply, so the `d²` token dot products ran one token at a time (6 % of B1's int
-    /// time); AVX2's `vpmulld` takes eight. Integer sums: the same result in any order.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn run_avx2(&self, ms: &[i32], out: &mut Buffer<i32>) {
-        self.run_portable(ms, out)
-    }
-
-    #[inline(always)]
-    fn run_portable(&self, ms: &[i32], out: &mut Buffer<i32>) {
+    pub fn run(&self, isa: Isa, ms: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
         let out = out.zeroed(self.heads * (d + 1) * d);
-        let (mut k, mut v) = (vec![0i32; d * n], vec![0i32; d * n]);
+        // The values' rows and a row of ones: its products with the keys are the key sums.
+        let (mut k, mut v) = (vec![0i16; d * n], vec![1i16; (d + 1) * n]);
+        let mut sums = vec![0i32; (d + 1) * d];
         for h in 0..self.heads {
             let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
             let z = self.zero[h];
-            for (dst, &q) in k.iter_mut().zip(&head[d * n..2 * d * n]) {
-                *dst = (q - z).max(0);
-            }
-            for (dst, &q) in v.iter_mut().zip(&head[2 * d * n..3 * d * n]) {
-                *dst = q - z;
+            let (keys, values) = (&head[d * n..2 * d * n], &head[2 * d * n..]);
+            // Codes less their zero-point fit i16 when they have at most 16 bits (8-bit ones
+            // always): the sums then run as i16 pairs. Wider ones take i32 rows.
+            let narrow = centre_i16(isa, keys, z, 0, &mut k)
+                & centre_i16(isa, values, z, i32::MIN, &mut v[..d * n]);
+            if narrow {
+                gram(isa, &v, &k, n, &mut sums);
+            } else {
+                sums_i32(keys, values, z, d, n, &mut sums);
             }
             let o = &mut out[h * (d + 1) * d..(h + 1) * (d + 1) * d];
-            for i in 0..d {
-                let vi = &v[i * n..(i + 1) * n];
-                for j in 0..d {
-                    let kj = &k[j * n..(j + 1) * n];
-                    // |v − z|·k ≤ 2^16 per token: i32 holds 2^15 tokens.
-                    let acc: i32 = vi.iter().zip(kj).map(|(&a, &b)| a * b).sum();
-                    o[i * d + j] = self.products.encode(acc as i64, h);
-                }
+            let (products, key_sums) = sums.split_at(d * d);
+            for (o, &s) in o.iter_mut().zip(products) {
+                *o = self.products.encode(s as i64, h);
             }
-            for j in 0..d {
-                let sum: i64 = k[j * n..(j + 1) * n].iter().map(|&b| b as i64).sum();
-                o[d * d + j] = self.key_sums.encode(sum, h);
+            for (o, &s) in o[d * d..].iter_mut().zip(key_sums) {
+                *o = self.key_sums.encode(s as i64, h);
             }
         }
+    }
+}
+
+/// The context's sums from i32 rows (codes too wide for i16): the products `[d, d]`, then the
+/// key sums `[d]`. Inside i32 by the compiler's bound on tokens × span².
+fn sums_i32(keys: &[i32], values: &[i32], z: i32, d: usize, n: usize, out: &mut [i32]) {
+    let k: Vec<i32> = keys.iter().map(|&q| (q - z).max(0)).collect();
+    let v: Vec<i32> = values.iter().map(|&q| q - z).collect();
+    let (products, key_sums) = out.split_at_mut(d * d);
+    for (vi, o) in v.chunks_exact(n).zip(products.chunks_exact_mut(d)) {
+        for (kj, o) in k.chunks_exact(n).zip(o) {
+            *o = vi.iter().zip(kj).map(|(&a, &b)| a * b).sum();
+        }
+    }
+    for (kj, o) in k.chunks_exact(n).zip(key_sums) {
+        *o = kj.iter().sum();
     }
 }
 
@@ -229,7 +223,16 @@ mod tests {
     #[test]
     fn context_equals_the_definition() {
         let mut rng = Rng::new(21);
-        for (heads, d, n) in [(2, 16, 196), (1, 8, 13), (3, 4, 1)] {
+        // 8-bit codes (the products as i16 pairs), and codes too wide for i16 on one token
+        // (i32 rows; the compiler's bound allows such spans only on a token or two).
+        for (heads, d, n, codes) in [
+            (2, 16, 196, 256),
+            (1, 8, 13, 256),
+            (3, 4, 1, 256),
+            (1, 3, 1, 40_000),
+        ] {
+            // The wide case's codes all past i16 once centred.
+            let least = if codes > 256 { 33_000 } else { 0 };
             let target = Target {
                 scale: &[0.5],
                 zero: &[0],
@@ -251,34 +254,43 @@ mod tests {
                 key_sums: encoder(1.0),
             };
             let ms: Vec<i32> = (0..heads * 3 * d * n)
-                .map(|_| rng.below(256) as i32)
+                .map(|_| (least + rng.below(codes - least)) as i32)
                 .collect();
-            let mut got = Buffer::from(vec![-7; 5]);
-            ctx.run(&ms, &mut got);
-            assert_eq!(got.len(), heads * (d + 1) * d);
-            for h in 0..heads {
-                let (head, z) = (&ms[h * 3 * d * n..], ctx.zero[h] as i64);
-                let k = |j: usize, t: usize| (head[(d + j) * n + t] as i64 - z).max(0);
-                let v = |i: usize, t: usize| head[(2 * d + i) * n + t] as i64 - z;
-                for i in 0..d {
-                    for j in 0..d {
-                        let want: i64 = (0..n).map(|t| v(i, t) * k(j, t)).sum();
-                        let want = ctx.products.encode(want, h);
-                        assert_eq!(
-                            got[h * (d + 1) * d + i * d + j],
-                            want,
-                            "{heads}×{d}×{n}: head {h}, ({i}, {j})"
-                        );
-                    }
-                }
+            for isa in Isa::available() {
+                let mut got = Buffer::from(vec![-7; 5]);
+                ctx.run(isa, &ms, &mut got);
+                check_context(&ctx, &ms, &got, isa);
+            }
+        }
+    }
+
+    /// `got` against the definition, in i64.
+    fn check_context(ctx: &Context, ms: &[i32], got: &[i32], isa: Isa) {
+        let (heads, d, n) = (ctx.heads, ctx.head_dim, ctx.tokens);
+        assert_eq!(got.len(), heads * (d + 1) * d);
+        for h in 0..heads {
+            let (head, z) = (&ms[h * 3 * d * n..], ctx.zero[h] as i64);
+            let k = |j: usize, t: usize| (head[(d + j) * n + t] as i64 - z).max(0);
+            let v = |i: usize, t: usize| head[(2 * d + i) * n + t] as i64 - z;
+            for i in 0..d {
                 for j in 0..d {
-                    let want = ctx.key_sums.encode((0..n).map(|t| k(j, t)).sum(), h);
+                    let want: i64 = (0..n).map(|t| v(i, t) * k(j, t)).sum();
+                    let want = ctx.products.encode(want, h);
                     assert_eq!(
-                        got[h * (d + 1) * d + d * d + j],
+                        got[h * (d + 1) * d + i * d + j],
                         want,
-                        "key sum {j} of head {h}"
+                        "{}: {heads}×{d}×{n}: head {h}, ({i}, {j})",
+                        isa.name()
                     );
                 }
+            }
+            for j in 0..d {
+                let want = ctx.key_sums.encode((0..n).map(|t| k(j, t)).sum(), h);
+                assert_eq!(
+                    got[h * (d + 1) * d + d * d + j],
+                    want,
+                    "key sum {j} of head {h}"
+                );
             }
         }
     }

@@ -19,16 +19,11 @@
 use std::arch::x86_64::*;
 
 use super::depthwise::DwShape;
+use super::pair;
 
 /// Whether the pair kernels run this shape (the others take the portable loops).
 pub fn supports(s: &DwShape) -> bool {
     matches!(s.stride, 1 | 2) && matches!(s.kernel, 3 | 5 | 7)
-}
-
-/// `(l, h)` as one word: `l` in the low i16, `h` in the high one (`vpmaddwd`'s operand order).
-#[inline(always)]
-fn pair(l: i16, h: i16) -> i32 {
-    (l as u16 as u32 | (h as u16 as u32) << 16) as i32
 }
 
 /// One channel's input as pair words: `rows` rows of `row_words`, row `y` = input row

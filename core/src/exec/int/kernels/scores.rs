@@ -14,18 +14,13 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{Isa, Width, width};
+use super::{Isa, Width, pair, width};
 use crate::exec::transpose::transpose;
 
 /// Keys per block: one AVX-512 register of i32 lanes (two AVX2 ones).
 pub const KEYS: usize = 16;
 /// Queries per tile (two groups of four on AVX2).
 pub const ROWS: usize = 8;
-
-/// Two centred codes as the i32 lane `vpmaddwd` reads: the first in the low half.
-fn pair(lo: i16, hi: i16) -> i32 {
-    (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32
-}
 
 /// One head's keys, dimension pairs major: `data[c2·cols + j]` holds dimensions `2·c2` and
 /// `2·c2 + 1` of key `j`; keys past the last and the odd dimension's partner are zeros.

@@ -10,8 +10,9 @@
 //!    up (what an accelerator without Trio-ViT's trick must build).
 
 use super::super::kernels::Isa;
-use super::super::kernels::axpy::axpy;
+use super::super::kernels::axpy::{axpy, axpy_pairs, pair_rows};
 use super::super::kernels::gram::{centre_i16, gram};
+use super::super::kernels::pair;
 use super::super::kernels::shift_divide::ShiftRow;
 use super::super::requant::{Encoder, Requant};
 use crate::exec::spare::Buffer;
@@ -92,14 +93,24 @@ impl Query {
     pub fn run(&self, isa: Isa, ms: &[i32], context: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
         let out = out.zeroed(self.heads * (d + 1) * n);
-        let mut q = vec![0i32; d * n];
+        let pairs = d.div_ceil(2);
+        let mut words = vec![0i32; pairs * n];
+        let mut q = Vec::new();
         let mut acc = vec![0i32; n];
         for h in 0..self.heads {
             let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
             let z = self.zero[h];
-            for (dst, &v) in q.iter_mut().zip(&head[..d * n]) {
-                *dst = (v - z).max(0);
+            let rows = |j: usize| &head[j * n..(j + 1) * n];
+            // relu(q − z) of dimensions 2p and 2p + 1 as i16 pairs, each context row's two
+            // coefficients likewise: one `vpmaddwd` per two dimensions (codes of up to 16 bits
+            // fit; wider ones take i32 rows and `axpy`).
+            let mut narrow = true;
+            for (p, w) in words.chunks_exact_mut(n.max(1)).take(pairs).enumerate() {
+                let second = (2 * p + 1 < d).then(|| rows(2 * p + 1));
+                narrow &= pair_rows(isa, rows(2 * p), second, z, &mut w[..n]);
             }
+            // The i32 rows, made when first needed.
+            q.clear();
             let ctx = &context[h * (d + 1) * d..(h + 1) * (d + 1) * d];
             let o = &mut out[h * (d + 1) * n..(h + 1) * (d + 1) * n];
             for i in 0..=d {
@@ -108,10 +119,22 @@ impl Query {
                 } else {
                     (&ctx[d * d..(d + 1) * d], self.key_sum_zero, &self.divisors)
                 };
-                // Accumulate over j a row of relu(q) at a time (contiguous, vectorises).
+                let c = |j: usize| row.get(j).map_or(0, |&c| c - zero);
+                let fits = |j| i16::try_from(c(j)).is_ok();
+                // Accumulate over j a row of relu(q) (or two) at a time: contiguous, in lanes.
                 acc.fill(0);
-                for (j, &c) in row.iter().enumerate() {
-                    axpy(isa, &mut acc, c - zero, &q[j * n..(j + 1) * n]);
+                if narrow && (0..d).all(fits) {
+                    for (p, w) in words.chunks_exact(n.max(1)).take(pairs).enumerate() {
+                        let coefficients = pair(c(2 * p) as i16, c(2 * p + 1) as i16);
+                        axpy_pairs(isa, &mut acc, coefficients, &w[..n]);
+                    }
+                } else {
+                    if q.is_empty() {
+                        q.extend(head[..d * n].iter().map(|&v| (v - z).max(0)));
+                    }
+                    for (j, qj) in q.chunks_exact(n.max(1)).enumerate() {
+                        axpy(isa, &mut acc, c(j), qj);
+                    }
                 }
                 enc.encode_slice(isa, h, &acc, &mut o[i * n..(i + 1) * n]);
             }
@@ -291,6 +314,79 @@ mod tests {
                     want,
                     "key sum {j} of head {h}"
                 );
+            }
+        }
+    }
+
+    /// The query step against its definition in i64 on every ISA: 8-bit codes at B1's head
+    /// size (the rows as i16 pairs, an odd head size's last pair half empty), a context row too
+    /// wide for i16 (that row's sums from i32 rows), and query codes too wide (every row).
+    #[test]
+    fn query_equals_the_definition() {
+        let mut rng = Rng::new(13);
+        let target = Target {
+            scale: &[0.5],
+            zero: &[0],
+            offset: &[0.0],
+            range: (-(1 << 24), 1 << 24),
+        };
+        for (heads, d, n, codes, wide_context) in [
+            (2, 16, 196, 256, false),
+            (1, 5, 37, 256, false),
+            (1, 4, 9, 256, true),
+            (1, 3, 2, 40_000, false),
+        ] {
+            let encoder = |scale: f64| {
+                Encoder::Linear(
+                    Requant::new(&vec![scale; heads], &vec![0.0; heads], &target, heads, "q")
+                        .unwrap(),
+                )
+            };
+            let query = Query {
+                heads,
+                head_dim: d,
+                tokens: n,
+                zero: (0..heads).map(|h| 90 + 3 * h as i32).collect(),
+                product_zero: 7,
+                key_sum_zero: -3,
+                dividends: encoder(0.125),
+                divisors: encoder(0.25),
+            };
+            let least = if codes > 256 { 33_000 } else { 0 };
+            let ms: Vec<i32> = (0..heads * 3 * d * n)
+                .map(|_| (least + rng.below(codes - least)) as i32)
+                .collect();
+            let mut context: Vec<i32> = (0..heads * (d + 1) * d)
+                .map(|_| rng.below(256) as i32 - 128)
+                .collect();
+            if wide_context {
+                context[d + 1] = 40_000;
+            }
+            for isa in Isa::available() {
+                let mut got = Buffer::from(vec![-9; 3]);
+                query.run(isa, &ms, &context, &mut got);
+                assert_eq!(got.len(), heads * (d + 1) * n);
+                for h in 0..heads {
+                    let z = query.zero[h] as i64;
+                    let q = |j: usize, t: usize| (ms[h * 3 * d * n + j * n + t] as i64 - z).max(0);
+                    for i in 0..=d {
+                        let (zero, enc) = if i < d {
+                            (query.product_zero, &query.dividends)
+                        } else {
+                            (query.key_sum_zero, &query.divisors)
+                        };
+                        let c = |j: usize| (context[h * (d + 1) * d + i * d + j] - zero) as i64;
+                        for t in 0..n {
+                            let want = enc.encode((0..d).map(|j| c(j) * q(j, t)).sum(), h);
+                            assert_eq!(
+                                got[h * (d + 1) * n + i * n + t],
+                                want,
+                                "{}: {heads}×{d}×{n}, head {h}, row {i}, token {t}",
+                                isa.name()
+                            );
+                        }
+                    }
+                }
             }
         }
     }

@@ -241,6 +241,27 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
+    /// A requantization of `heads` channels to codes at `0.5 / scale` steps, within ±2^24
+    /// (wide enough that the tests compare sums, not a clamp).
+    fn encoder(heads: usize, scale: f64) -> Encoder {
+        let target = Target {
+            scale: &[0.5],
+            zero: &[0],
+            offset: &[0.0],
+            range: (-(1 << 24), 1 << 24),
+        };
+        Encoder::Linear(
+            Requant::new(
+                &vec![scale; heads],
+                &vec![0.0; heads],
+                &target,
+                heads,
+                "test",
+            )
+            .unwrap(),
+        )
+    }
+
     /// The context at B1's sizes (head dim 16, 14×14 tokens, and a token count that fills no
     /// lane block) against its definition in i64: products and key sums through the encoders.
     #[test]
@@ -256,18 +277,7 @@ mod tests {
         ] {
             // The wide case's codes all past i16 once centred.
             let least = if codes > 256 { 33_000 } else { 0 };
-            let target = Target {
-                scale: &[0.5],
-                zero: &[0],
-                offset: &[0.0],
-                range: (-(1 << 20), 1 << 20),
-            };
-            let encoder = |scale: f64| {
-                Encoder::Linear(
-                    Requant::new(&vec![scale; heads], &vec![0.0; heads], &target, heads, "c")
-                        .unwrap(),
-                )
-            };
+            let encoder = |scale| encoder(heads, scale);
             let ctx = Context {
                 heads,
                 head_dim: d,
@@ -324,24 +334,13 @@ mod tests {
     #[test]
     fn query_equals_the_definition() {
         let mut rng = Rng::new(13);
-        let target = Target {
-            scale: &[0.5],
-            zero: &[0],
-            offset: &[0.0],
-            range: (-(1 << 24), 1 << 24),
-        };
         for (heads, d, n, codes, wide_context) in [
             (2, 16, 196, 256, false),
             (1, 5, 37, 256, false),
             (1, 4, 9, 256, true),
             (1, 3, 2, 40_000, false),
         ] {
-            let encoder = |scale: f64| {
-                Encoder::Linear(
-                    Requant::new(&vec![scale; heads], &vec![0.0; heads], &target, heads, "q")
-                        .unwrap(),
-                )
-            };
+            let encoder = |scale| encoder(heads, scale);
             let query = Query {
                 heads,
                 head_dim: d,

@@ -101,7 +101,8 @@ mod tests {
             assert_eq!(dst[..3], [-100, 155, 0]);
             assert!(centre_i16(isa, &codes[..3], 100, 0, &mut dst[..3]));
             assert_eq!(dst[..3], [0, 155, 0]);
-            // 32,867 − 100 = 32,767 fits; −32,668 − 100 = −32,768 fits; nothing past them.
+            // The extremes fit: 32,867 − 100 = 32,767 and −32,668 − 100 = −32,768; one past
+            // (32,867 − 99) does not.
             assert!(centre_i16(isa, &codes[..5], 100, i32::MIN, &mut dst[..5]));
             assert_eq!(dst[3..5], [i16::MAX, i16::MIN]);
             assert!(

@@ -31,7 +31,8 @@ pub struct Context {
 impl Context {
     pub fn run(&self, isa: Isa, ms: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
-        let out = out.zeroed(self.heads * (d + 1) * d);
+        // Every element is written below (each head's products and key sums).
+        let out = out.overwrite(self.heads * (d + 1) * d);
         // The values' rows and a row of ones: its products with the keys are the key sums.
         let (mut k, mut v) = (vec![0i16; d * n], vec![1i16; (d + 1) * n]);
         let mut sums = vec![0i32; (d + 1) * d];
@@ -92,7 +93,8 @@ pub struct Query {
 impl Query {
     pub fn run(&self, isa: Isa, ms: &[i32], context: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
-        let out = out.zeroed(self.heads * (d + 1) * n);
+        // Every element is written below (each row's encode).
+        let out = out.overwrite(self.heads * (d + 1) * n);
         let pairs = d.div_ceil(2);
         let mut words = vec![0i32; pairs * n];
         let mut q = Vec::new();
@@ -169,7 +171,8 @@ pub struct Normalize {
 impl Normalize {
     pub fn run(&self, isa: Isa, x: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
-        let out = out.zeroed(self.heads * d * n);
+        // Every element is written below (by the row in lanes or token by token).
+        let out = out.overwrite(self.heads * d * n);
         let r = &self.out;
         for h in 0..self.heads {
             let head = &x[h * (d + 1) * n..(h + 1) * (d + 1) * n];
@@ -241,8 +244,8 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// A requantization of `heads` channels to codes at `0.5 / scale` steps, within ±2^24
-    /// (wide enough that the tests compare sums, not a clamp).
+    /// The encoder of `heads` channels `acc ↦ round(acc·scale / 0.5)`, clamped to ±2^24 (wide
+    /// enough that the tests compare sums, not a clamp).
     fn encoder(heads: usize, scale: f64) -> Encoder {
         let target = Target {
             scale: &[0.5],
@@ -290,7 +293,8 @@ mod tests {
                 .map(|_| (least + rng.below(codes - least)) as i32)
                 .collect();
             for isa in Isa::available() {
-                let mut got = Buffer::from(vec![-7; 5]);
+                // A stale buffer longer than the output: every element must be written.
+                let mut got = Buffer::from(vec![-7; heads * (d + 1) * d + 5]);
                 ctx.run(isa, &ms, &mut got);
                 check_context(&ctx, &ms, &got, isa);
             }
@@ -362,7 +366,7 @@ mod tests {
                 context[d + 1] = 40_000;
             }
             for isa in Isa::available() {
-                let mut got = Buffer::from(vec![-9; 3]);
+                let mut got = Buffer::from(vec![-9; heads * (d + 1) * n + 3]);
                 query.run(isa, &ms, &context, &mut got);
                 assert_eq!(got.len(), heads * (d + 1) * n);
                 for h in 0..heads {
@@ -429,7 +433,7 @@ mod tests {
                 })
                 .collect();
             for isa in Isa::available() {
-                let mut got = Buffer::from(vec![-7; 5]);
+                let mut got = Buffer::from(vec![-7; x.len() + 5]);
                 norm.run(isa, &x, &mut got);
                 assert_normalized(&norm, &x, &got);
             }

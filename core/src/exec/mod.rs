@@ -4,6 +4,7 @@
 //! integer-only executor (its arithmetic so far).
 
 pub mod float;
+pub mod helpers;
 pub mod int;
 pub mod matmul;
 pub mod spare;

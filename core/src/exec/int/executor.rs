@@ -10,6 +10,7 @@ use super::ops::{Ctx, Scratch};
 use super::program::{IntProgram, Step, StepOp};
 use crate::error::{Error, Result};
 use crate::eval::Classifier;
+use crate::exec::helpers::with_helpers;
 use crate::exec::spare::Buffer;
 use crate::quant::quantizer::{Rounding, Uniform};
 use crate::quant::uniform_lanes::{Grid, code_slice};
@@ -146,23 +147,27 @@ impl<'p> IntExecutor<'p> {
         // One run of images per thread, each with the thread's scratch, which the next image
         // (and the next batch) reuses (rayon's `map_init` would make one per split).
         let per_thread = batch.div_ceil(rayon::current_num_threads().max(1));
-        let rows: Vec<Vec<f32>> = images
-            .data
-            .par_chunks(item * per_thread)
-            .flat_map_iter(|run| {
-                Scratch::with_thread_local(|scratch| {
-                    run.chunks(item)
-                        .map(|img| {
-                            let values = self.run_image_with(img, &|_| false, scratch);
-                            values[p.output]
-                                .iter()
-                                .map(|&v| (v as f64 * p.logit_scale) as f32)
-                                .collect::<Vec<f32>>()
-                        })
-                        .collect::<Vec<_>>()
+        // Fewer runs than threads (a batch of one): the idle threads help with each image's
+        // splits rather than sleep between them.
+        let rows: Vec<Vec<f32>> = with_helpers(batch.div_ceil(per_thread), || {
+            images
+                .data
+                .par_chunks(item * per_thread)
+                .flat_map_iter(|run| {
+                    Scratch::with_thread_local(|scratch| {
+                        run.chunks(item)
+                            .map(|img| {
+                                let values = self.run_image_with(img, &|_| false, scratch);
+                                values[p.output]
+                                    .iter()
+                                    .map(|&v| (v as f64 * p.logit_scale) as f32)
+                                    .collect::<Vec<f32>>()
+                            })
+                            .collect::<Vec<_>>()
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        });
         let classes = rows[0].len();
         Ok(Tensor::new(vec![batch, classes], rows.concat()))
     }

@@ -11,6 +11,7 @@ mod kernels;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::exec::helpers::with_helpers;
 use crate::exec::spare::SpareBuffers;
 use crate::graph::{Graph, NodeId, Op};
 use crate::tensor::Tensor;
@@ -116,7 +117,12 @@ impl<'m> FloatExecutor<'m> {
     /// runs in groups of images ([`GroupedForward`]), with the same logits.
     pub fn forward_per_image(&self, images: &Tensor, transform: &PerImage<'_>) -> Result<Tensor> {
         let mut pass = self.start_grouped(images)?;
-        Ok(self.finish_grouped(&mut pass, transform))
+        // Fewer groups than threads (a batch of one): the idle threads help with each node's
+        // splits rather than sleep between them.
+        let groups = pass.groups.len();
+        Ok(with_helpers(groups, || {
+            self.finish_grouped(&mut pass, transform)
+        }))
     }
 
     /// As [`FloatExecutor::forward`], calling `observe(node, output)` for every node in order

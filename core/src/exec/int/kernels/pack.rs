@@ -29,13 +29,7 @@ pub fn pack_rows<T: Copy + Into<i32> + Sync>(
     assert!(src.len() >= k * cols, "{k}×{cols} codes from {}", src.len());
     let mut b = storage(k, cols, buf);
     for_panel_runs(&mut b, |run| {
-        by_width!(
-            isa,
-            rows_avx512,
-            rows_avx2,
-            rows_portable,
-            (run, src, lift)
-        )
+        by_width!(isa, rows_avx512, rows_avx2, rows_portable, (run, src, lift))
     });
     b
 }

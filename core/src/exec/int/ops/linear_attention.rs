@@ -16,6 +16,7 @@ use super::super::kernels::pair;
 use super::super::kernels::shift_divide::ShiftRow;
 use super::super::requant::{Encoder, Requant};
 use crate::exec::spare::Buffer;
+use rayon::prelude::*;
 
 /// Step 1: `[heads·3d, N]` → `[heads, d+1, d]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,31 +34,60 @@ impl Context {
         let (d, n) = (self.head_dim, self.tokens);
         // Every element is written below (each head's products and key sums).
         let out = out.overwrite(self.heads * (d + 1) * d);
+        let head_len = (d + 1) * d;
+        for_each_head(self.heads * head_len * n, out, head_len, |h, o| {
+            self.head(isa, h, &ms[h * 3 * d * n..(h + 1) * 3 * d * n], o)
+        });
+    }
+
+    /// One head's products and key sums from its `[3d, N]` slice of the multi-scale tensor.
+    fn head(&self, isa: Isa, h: usize, head: &[i32], o: &mut [i32]) {
+        let (d, n) = (self.head_dim, self.tokens);
+        let z = self.zero[h];
+        let (keys, values) = (&head[d * n..2 * d * n], &head[2 * d * n..]);
         // The values' rows and a row of ones: its products with the keys are the key sums.
         let (mut k, mut v) = (vec![0i16; d * n], vec![1i16; (d + 1) * n]);
         let mut sums = vec![0i32; (d + 1) * d];
-        for h in 0..self.heads {
-            let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
-            let z = self.zero[h];
-            let (keys, values) = (&head[d * n..2 * d * n], &head[2 * d * n..]);
-            // Codes less their zero-point fit i16 when they have at most 16 bits (8-bit ones
-            // always): the sums then run as i16 pairs. Wider ones take i32 rows.
-            let narrow = centre_i16(isa, keys, z, 0, &mut k)
-                & centre_i16(isa, values, z, i32::MIN, &mut v[..d * n]);
-            if narrow {
-                gram(isa, &v, &k, n, &mut sums);
-            } else {
-                sums_i32(keys, values, z, d, n, &mut sums);
-            }
-            let o = &mut out[h * (d + 1) * d..(h + 1) * (d + 1) * d];
-            let (products, key_sums) = sums.split_at(d * d);
-            for (o, &s) in o.iter_mut().zip(products) {
-                *o = self.products.encode(s as i64, h);
-            }
-            for (o, &s) in o[d * d..].iter_mut().zip(key_sums) {
-                *o = self.key_sums.encode(s as i64, h);
-            }
+        // Codes less their zero-point fit i16 when they have at most 16 bits (8-bit ones
+        // always): the sums then run as i16 pairs. Wider ones take i32 rows.
+        let narrow = centre_i16(isa, keys, z, 0, &mut k)
+            & centre_i16(isa, values, z, i32::MIN, &mut v[..d * n]);
+        if narrow {
+            gram(isa, &v, &k, n, &mut sums);
+        } else {
+            sums_i32(keys, values, z, d, n, &mut sums);
         }
+        let (products, key_sums) = sums.split_at(d * d);
+        let (o_products, o_key_sums) = o.split_at_mut(d * d);
+        self.products.encode_slice(isa, h, products, o_products);
+        self.key_sums.encode_slice(isa, h, key_sums, o_key_sums);
+    }
+}
+
+/// Heads at least this much work (multiply-adds) in total run on the pool's threads.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// `f(h, head h's output)` for every head, the output cut in runs of `head_len`: on the pool's
+/// threads when the heads are `work` multiply-adds in all and that is enough (at batch 1 the
+/// attention had been serial on the image's thread). Each head writes only its own output, so
+/// the answer is the same either way.
+fn for_each_head(
+    work: usize,
+    out: &mut [i32],
+    head_len: usize,
+    f: impl Fn(usize, &mut [i32]) + Sync,
+) {
+    if head_len == 0 {
+        return;
+    }
+    if work >= PARALLEL_WORK {
+        out.par_chunks_mut(head_len)
+            .enumerate()
+            .for_each(|(h, o)| f(h, o));
+    } else {
+        out.chunks_mut(head_len)
+            .enumerate()
+            .for_each(|(h, o)| f(h, o));
     }
 }
 
@@ -95,51 +125,57 @@ impl Query {
         let (d, n) = (self.head_dim, self.tokens);
         // Every element is written below (each row's encode).
         let out = out.overwrite(self.heads * (d + 1) * n);
+        let head_len = (d + 1) * n;
+        for_each_head(self.heads * head_len * d, out, head_len, |h, o| {
+            let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
+            let ctx = &context[h * (d + 1) * d..(h + 1) * (d + 1) * d];
+            self.head(isa, h, head, ctx, o)
+        });
+    }
+
+    /// One head's dividends and divisors `[d+1, N]` from its `[3d, N]` slice of the
+    /// multi-scale tensor and its context `[d+1, d]`.
+    fn head(&self, isa: Isa, h: usize, head: &[i32], ctx: &[i32], o: &mut [i32]) {
+        let (d, n) = (self.head_dim, self.tokens);
         let pairs = d.div_ceil(2);
         let mut words = vec![0i32; pairs * n];
         let mut q = Vec::new();
         let mut acc = vec![0i32; n];
-        for h in 0..self.heads {
-            let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
-            let z = self.zero[h];
-            let rows = |j: usize| &head[j * n..(j + 1) * n];
-            // relu(q − z) of dimensions 2p and 2p + 1 as i16 pairs, each context row's two
-            // coefficients likewise: one `vpmaddwd` per two dimensions (codes of up to 16 bits
-            // fit; wider ones take i32 rows and `axpy`).
-            let mut narrow = true;
-            for (p, w) in words.chunks_exact_mut(n.max(1)).take(pairs).enumerate() {
-                let second = (2 * p + 1 < d).then(|| rows(2 * p + 1));
-                narrow &= pair_rows(isa, rows(2 * p), second, z, &mut w[..n]);
-            }
-            // The i32 rows, made when first needed.
-            q.clear();
-            let ctx = &context[h * (d + 1) * d..(h + 1) * (d + 1) * d];
-            let o = &mut out[h * (d + 1) * n..(h + 1) * (d + 1) * n];
-            for i in 0..=d {
-                let (row, zero, enc) = if i < d {
-                    (&ctx[i * d..(i + 1) * d], self.product_zero, &self.dividends)
-                } else {
-                    (&ctx[d * d..(d + 1) * d], self.key_sum_zero, &self.divisors)
-                };
-                let c = |j: usize| row.get(j).map_or(0, |&c| c - zero);
-                let fits = |j| i16::try_from(c(j)).is_ok();
-                // Accumulate over j a row of relu(q) (or two) at a time: contiguous, in lanes.
-                acc.fill(0);
-                if narrow && (0..d).all(fits) {
-                    for (p, w) in words.chunks_exact(n.max(1)).take(pairs).enumerate() {
-                        let coefficients = pair(c(2 * p) as i16, c(2 * p + 1) as i16);
-                        axpy_pairs(isa, &mut acc, coefficients, &w[..n]);
-                    }
-                } else {
-                    if q.is_empty() {
-                        q.extend(head[..d * n].iter().map(|&v| (v - z).max(0)));
-                    }
-                    for (j, qj) in q.chunks_exact(n.max(1)).enumerate() {
-                        axpy(isa, &mut acc, c(j), qj);
-                    }
+        let z = self.zero[h];
+        let rows = |j: usize| &head[j * n..(j + 1) * n];
+        // relu(q − z) of dimensions 2p and 2p + 1 as i16 pairs, each context row's two
+        // coefficients likewise: one `vpmaddwd` per two dimensions (codes of up to 16 bits
+        // fit; wider ones take i32 rows and `axpy`).
+        let mut narrow = true;
+        for (p, w) in words.chunks_exact_mut(n.max(1)).take(pairs).enumerate() {
+            let second = (2 * p + 1 < d).then(|| rows(2 * p + 1));
+            narrow &= pair_rows(isa, rows(2 * p), second, z, &mut w[..n]);
+        }
+        for i in 0..=d {
+            let (row, zero, enc) = if i < d {
+                (&ctx[i * d..(i + 1) * d], self.product_zero, &self.dividends)
+            } else {
+                (&ctx[d * d..(d + 1) * d], self.key_sum_zero, &self.divisors)
+            };
+            let c = |j: usize| row.get(j).map_or(0, |&c| c - zero);
+            let fits = |j| i16::try_from(c(j)).is_ok();
+            // Accumulate over j a row of relu(q) (or two) at a time: contiguous, in lanes.
+            acc.fill(0);
+            if narrow && (0..d).all(fits) {
+                for (p, w) in words.chunks_exact(n.max(1)).take(pairs).enumerate() {
+                    let coefficients = pair(c(2 * p) as i16, c(2 * p + 1) as i16);
+                    axpy_pairs(isa, &mut acc, coefficients, &w[..n]);
                 }
-                enc.encode_slice(isa, h, &acc, &mut o[i * n..(i + 1) * n]);
+            } else {
+                // The i32 rows, made when first needed.
+                if q.is_empty() {
+                    q.extend(head[..d * n].iter().map(|&v| (v - z).max(0)));
+                }
+                for (j, qj) in q.chunks_exact(n.max(1)).enumerate() {
+                    axpy(isa, &mut acc, c(j), qj);
+                }
             }
+            enc.encode_slice(isa, h, &acc, &mut o[i * n..(i + 1) * n]);
         }
     }
 }
@@ -173,66 +209,72 @@ impl Normalize {
         let (d, n) = (self.head_dim, self.tokens);
         // Every element is written below (by the row in lanes or token by token).
         let out = out.overwrite(self.heads * d * n);
+        // Each output is a 64-bit product, shift and clamp: counted as 8 multiply-adds.
+        for_each_head(8 * self.heads * d * n, out, d * n, |h, o| {
+            self.head(isa, h, &x[h * (d + 1) * n..(h + 1) * (d + 1) * n], o)
+        });
+    }
+
+    /// One head's `d` output channels `[d, N]` from its dividends and divisors `[d+1, N]`.
+    fn head(&self, isa: Isa, h: usize, head: &[i32], out: &mut [i32]) {
+        let (d, n) = (self.head_dim, self.tokens);
         let r = &self.out;
-        for h in 0..self.heads {
-            let head = &x[h * (d + 1) * n..(h + 1) * (d + 1) * n];
-            let divisors = &head[d * n..];
-            for c in 0..d {
-                let ch = h * d + c;
-                let dm = r.multiplier[ch];
-                let k = dm.k as u32;
-                let o = &mut out[ch * n..(ch + 1) * n];
-                // The shift's sum in i64 when it provably fits: `|num·2^code| < 2^60`,
-                // `|addend| < 2^61`, so with the rounding half it stays below 2^63.
-                let addend = i64::try_from(r.addend[ch])
-                    .ok()
-                    .filter(|a| a.unsigned_abs() < 1 << 61 && (1..=62).contains(&k));
-                // The whole row in lanes when every value is inside that reach.
-                if let (Divide::Shift, Some(addend)) = (&self.divide, addend) {
-                    let row = ShiftRow {
-                        zero: self.dividend_zero,
-                        m: dm.m,
-                        addend,
-                        k,
-                        range: (r.qmin, r.qmax),
-                    };
-                    if row.run(isa, &head[c * n..(c + 1) * n], divisors, o) {
+        let divisors = &head[d * n..];
+        for c in 0..d {
+            let ch = h * d + c;
+            let dm = r.multiplier[ch];
+            let k = dm.k as u32;
+            let o = &mut out[c * n..(c + 1) * n];
+            // The shift's sum in i64 when it provably fits: `|num·2^code| < 2^60`,
+            // `|addend| < 2^61`, so with the rounding half it stays below 2^63.
+            let addend = i64::try_from(r.addend[ch])
+                .ok()
+                .filter(|a| a.unsigned_abs() < 1 << 61 && (1..=62).contains(&k));
+            // The whole row in lanes when every value is inside that reach.
+            if let (Divide::Shift, Some(addend)) = (&self.divide, addend) {
+                let row = ShiftRow {
+                    zero: self.dividend_zero,
+                    m: dm.m,
+                    addend,
+                    k,
+                    range: (r.qmin, r.qmax),
+                };
+                if row.run(isa, &head[c * n..(c + 1) * n], divisors, o) {
+                    continue;
+                }
+            }
+            for t in 0..n {
+                let code = divisors[t];
+                if let (Divide::Shift, Some(a)) = (&self.divide, addend) {
+                    let num = (head[c * n + t] - self.dividend_zero) as i64 * dm.m as i64;
+                    if (0..=60).contains(&code) && num.unsigned_abs() < (1u64 << 60) >> code {
+                        let p = (num << code) + a;
+                        o[t] = ((p + (1i64 << (k - 1))) >> k).clamp(r.qmin, r.qmax) as i32;
                         continue;
                     }
                 }
-                for t in 0..n {
-                    let code = divisors[t];
-                    if let (Divide::Shift, Some(a)) = (&self.divide, addend) {
-                        let num = (head[c * n + t] - self.dividend_zero) as i64 * dm.m as i64;
-                        if (0..=60).contains(&code) && num.unsigned_abs() < (1u64 << 60) >> code {
-                            let p = (num << code) + a;
-                            o[t] = ((p + (1i64 << (k - 1))) >> k).clamp(r.qmin, r.qmax) as i32;
-                            continue;
+                let num = (head[c * n + t] - self.dividend_zero) as i128 * dm.m as i128;
+                let y = match &self.divide {
+                    Divide::Shift => {
+                        let p = (num << code) + r.addend[ch];
+                        (p + (1i128 << (k - 1))) >> k
+                    }
+                    Divide::Integer { divisor } => {
+                        let den = divisor[code as usize] as i128;
+                        let zero = self.out_zero[ch] as i128;
+                        if den <= 0 {
+                            match num.signum() {
+                                1 => r.qmax as i128,
+                                -1 => r.qmin as i128,
+                                _ => zero,
+                            }
+                        } else {
+                            let den = den << k;
+                            (2 * num + den).div_euclid(2 * den) + zero
                         }
                     }
-                    let num = (head[c * n + t] - self.dividend_zero) as i128 * dm.m as i128;
-                    let y = match &self.divide {
-                        Divide::Shift => {
-                            let p = (num << code) + r.addend[ch];
-                            (p + (1i128 << (k - 1))) >> k
-                        }
-                        Divide::Integer { divisor } => {
-                            let den = divisor[code as usize] as i128;
-                            let zero = self.out_zero[ch] as i128;
-                            if den <= 0 {
-                                match num.signum() {
-                                    1 => r.qmax as i128,
-                                    -1 => r.qmin as i128,
-                                    _ => zero,
-                                }
-                            } else {
-                                let den = den << k;
-                                (2 * num + den).div_euclid(2 * den) + zero
-                            }
-                        }
-                    };
-                    o[t] = y.clamp(r.qmin as i128, r.qmax as i128) as i32;
-                }
+                };
+                o[t] = y.clamp(r.qmin as i128, r.qmax as i128) as i32;
             }
         }
     }
@@ -274,6 +316,8 @@ mod tests {
         // (i32 rows; the compiler's bound allows such spans only on a token or two).
         for (heads, d, n, codes) in [
             (2, 16, 196, 256),
+            // Enough work for the heads to run on the pool.
+            (6, 16, 196, 256),
             (1, 8, 13, 256),
             (3, 4, 1, 256),
             (1, 3, 1, 40_000),
@@ -340,6 +384,8 @@ mod tests {
         let mut rng = Rng::new(13);
         for (heads, d, n, codes, wide_context) in [
             (2, 16, 196, 256, false),
+            // Enough work for the heads to run on the pool.
+            (6, 16, 196, 256, false),
             (1, 5, 37, 256, false),
             (1, 4, 9, 256, true),
             (1, 3, 2, 40_000, false),
@@ -398,44 +444,46 @@ mod tests {
     /// codes, including codes and addends where it must fall back.
     #[test]
     fn shift_division_equals_the_definition() {
-        let (heads, d, n) = (2, 16, 50);
         let mut rng = Rng::new(8);
-        let scale: Vec<f64> = (0..heads * d)
-            .map(|_| (1 + rng.below(1000)) as f64 * 1e-6)
-            .collect();
-        let offset: Vec<f64> = (0..heads * d).map(|c| c as f64 * 0.01).collect();
-        let target = Target {
-            scale: &[0.02],
-            zero: &[5],
-            offset: &[0.0],
-            range: (-128, 127),
-        };
-        let norm = Normalize {
-            heads,
-            head_dim: d,
-            tokens: n,
-            dividend_zero: 3,
-            divide: Divide::Shift,
-            out: Requant::new(&scale, &offset, &target, heads * d, "n").unwrap(),
-            out_zero: vec![5; heads * d],
-        };
-        // Divisor codes within the i64 path's reach for these products (|(q − z)·m| < 2^46:
-        // codes up to 13), then codes past it in one head (every row of it falls back).
-        for past in [false, true] {
-            let x: Vec<i32> = (0..heads * (d + 1) * n)
-                .map(|i| {
-                    if i % ((d + 1) * n) >= d * n {
-                        let codes = [0, 1, 7, 15, 40, 61];
-                        codes[rng.below(if past && i < (d + 1) * n { 6 } else { 3 })]
-                    } else {
-                        rng.below(1 << 16) as i32 - (1 << 15)
-                    }
-                })
+        // The second shape is enough work for the heads to run on the pool.
+        for (heads, d, n) in [(2, 16, 50), (3, 16, 700)] {
+            let scale: Vec<f64> = (0..heads * d)
+                .map(|_| (1 + rng.below(1000)) as f64 * 1e-6)
                 .collect();
-            for isa in Isa::available() {
-                let mut got = Buffer::from(vec![-7; x.len() + 5]);
-                norm.run(isa, &x, &mut got);
-                assert_normalized(&norm, &x, &got);
+            let offset: Vec<f64> = (0..heads * d).map(|c| c as f64 * 0.01).collect();
+            let target = Target {
+                scale: &[0.02],
+                zero: &[5],
+                offset: &[0.0],
+                range: (-128, 127),
+            };
+            let norm = Normalize {
+                heads,
+                head_dim: d,
+                tokens: n,
+                dividend_zero: 3,
+                divide: Divide::Shift,
+                out: Requant::new(&scale, &offset, &target, heads * d, "n").unwrap(),
+                out_zero: vec![5; heads * d],
+            };
+            // Divisor codes within the i64 path's reach for these products (|(q − z)·m| < 2^46:
+            // codes up to 13), then codes past it in one head (every row of it falls back).
+            for past in [false, true] {
+                let x: Vec<i32> = (0..heads * (d + 1) * n)
+                    .map(|i| {
+                        if i % ((d + 1) * n) >= d * n {
+                            let codes = [0, 1, 7, 15, 40, 61];
+                            codes[rng.below(if past && i < (d + 1) * n { 6 } else { 3 })]
+                        } else {
+                            rng.below(1 << 16) as i32 - (1 << 15)
+                        }
+                    })
+                    .collect();
+                for isa in Isa::available() {
+                    let mut got = Buffer::from(vec![-7; x.len() + 5]);
+                    norm.run(isa, &x, &mut got);
+                    assert_normalized(&norm, &x, &got);
+                }
             }
         }
     }

@@ -6,6 +6,10 @@ use super::super::kernels::Isa;
 use super::super::kernels::add::{AddLane, AddLanes, add_rows, add_run};
 use super::super::requant::Encoder;
 use crate::exec::spare::Buffer;
+use rayon::prelude::*;
+
+/// Sums of at least this many values run on the pool's threads.
+const PARALLEL_VALUES: usize = 1 << 15;
 
 /// Which channel an element of one image's tensor belongs to: `(i / inner) % channels`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +79,7 @@ impl Add {
         };
         if inner > 1 {
             // Channel-major: one run of `inner` elements per channel.
-            let runs = out
-                .chunks_mut(inner)
-                .zip(a.chunks(inner).zip(b.chunks(inner)));
-            for (i, (o, (x, y))) in runs.enumerate() {
+            let run = |(i, (o, (x, y))): (usize, (&mut [i32], (&[i32], &[i32])))| {
                 let c = i % channels;
                 match lane(c) {
                     Some(l) => add_run(isa, &l, range, x, y, o),
@@ -88,6 +89,19 @@ impl Add {
                         }
                     }
                 }
+            };
+            // Runs write only their own outputs: on the pool's threads when there are enough
+            // (at batch 1 the residual sums had been serial on the image's thread).
+            if out.len() >= PARALLEL_VALUES {
+                out.par_chunks_mut(inner)
+                    .zip(a.par_chunks(inner).zip(b.par_chunks(inner)))
+                    .enumerate()
+                    .for_each(run);
+            } else {
+                out.chunks_mut(inner)
+                    .zip(a.chunks(inner).zip(b.chunks(inner)))
+                    .enumerate()
+                    .for_each(run);
             }
         } else {
             // Channels-last rows: every channel's constants side by side.
@@ -172,7 +186,8 @@ mod tests {
     #[test]
     fn add_lanes_equal_the_definition() {
         let mut rng = crate::rng::Rng::new(5);
-        for &(channels, inner) in &[(3, 49), (5, 1), (192, 1), (16, 17), (1, 64)] {
+        // (64, 196): enough values for the runs to go on the pool.
+        for &(channels, inner) in &[(3, 49), (5, 1), (192, 1), (16, 17), (1, 64), (64, 196)] {
             let mut add = Add {
                 map: ChannelMap { channels, inner },
                 zero_a: Vec::new(),

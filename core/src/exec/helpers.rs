@@ -58,7 +58,7 @@ fn help(home: Option<usize>, done: &AtomicBool) {
         }
         rounds = rounds.wrapping_add(1);
         // The clock read only every 64 empty rounds.
-        if rounds % 64 == 0 && idle_since.elapsed() > MAX_IDLE {
+        if rounds.is_multiple_of(64) && idle_since.elapsed() > MAX_IDLE {
             return;
         }
         std::hint::spin_loop();

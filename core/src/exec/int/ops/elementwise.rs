@@ -79,7 +79,7 @@ impl Add {
         };
         if inner > 1 {
             // Channel-major: one run of `inner` elements per channel.
-            let run = |(i, (o, (x, y))): (usize, (&mut [i32], (&[i32], &[i32])))| {
+            let run = |i: usize, o: &mut [i32], x: &[i32], y: &[i32]| {
                 let c = i % channels;
                 match lane(c) {
                     Some(l) => add_run(isa, &l, range, x, y, o),
@@ -96,12 +96,12 @@ impl Add {
                 out.par_chunks_mut(inner)
                     .zip(a.par_chunks(inner).zip(b.par_chunks(inner)))
                     .enumerate()
-                    .for_each(run);
+                    .for_each(|(i, (o, (x, y)))| run(i, o, x, y));
             } else {
                 out.chunks_mut(inner)
                     .zip(a.chunks(inner).zip(b.chunks(inner)))
                     .enumerate()
-                    .for_each(run);
+                    .for_each(|(i, (o, (x, y)))| run(i, o, x, y));
             }
         } else {
             // Channels-last rows: every channel's constants side by side.

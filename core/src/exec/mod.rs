@@ -4,7 +4,7 @@
 //! integer-only executor (its arithmetic so far).
 
 pub mod float;
-pub mod helpers;
+pub mod helper_threads;
 pub mod int;
 pub mod matmul;
 pub mod spare;

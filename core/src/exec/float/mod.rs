@@ -11,7 +11,7 @@ mod kernels;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::exec::helpers::with_helpers;
+use crate::exec::helper_threads::with_helper_threads;
 use crate::exec::spare::SpareBuffers;
 use crate::graph::{Graph, NodeId, Op};
 use crate::tensor::Tensor;
@@ -120,7 +120,7 @@ impl<'m> FloatExecutor<'m> {
         // Fewer groups than threads (a batch of one): the idle threads help with each node's
         // splits rather than sleep between them.
         let groups = pass.groups.len();
-        Ok(with_helpers(groups, || {
+        Ok(with_helper_threads(groups, || {
             self.finish_grouped(&mut pass, transform)
         }))
     }

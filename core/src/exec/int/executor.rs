@@ -10,7 +10,7 @@ use super::ops::{Ctx, Scratch};
 use super::program::{IntProgram, Step, StepOp};
 use crate::error::{Error, Result};
 use crate::eval::Classifier;
-use crate::exec::helpers::with_helpers;
+use crate::exec::helper_threads::with_helper_threads;
 use crate::exec::spare::Buffer;
 use crate::quant::quantizer::{Rounding, Uniform};
 use crate::quant::uniform_lanes::{Grid, code_slice};
@@ -149,7 +149,7 @@ impl<'p> IntExecutor<'p> {
         let per_thread = batch.div_ceil(rayon::current_num_threads().max(1));
         // Fewer runs than threads (a batch of one): the idle threads help with each image's
         // splits rather than sleep between them.
-        let rows: Vec<Vec<f32>> = with_helpers(batch.div_ceil(per_thread), || {
+        let rows: Vec<Vec<f32>> = with_helper_threads(batch.div_ceil(per_thread), || {
             images
                 .data
                 .par_chunks(item * per_thread)

@@ -20,7 +20,7 @@ const MAX_IDLE: Duration = Duration::from_millis(2);
 
 /// Runs `f`, which keeps `jobs` of the pool's threads busy, with every other thread of the pool
 /// looking for work until it returns. With no spare thread, just `f()`.
-pub fn with_helpers<R: Send>(jobs: usize, f: impl FnOnce() -> R + Send) -> R {
+pub fn with_helper_threads<R: Send>(jobs: usize, f: impl FnOnce() -> R + Send) -> R {
     let spare = rayon::current_num_threads().saturating_sub(jobs.max(1));
     if spare == 0 {
         return f();
@@ -80,7 +80,7 @@ mod tests {
     #[test]
     fn returns_what_f_returns() {
         let got = pool(3).install(|| {
-            with_helpers(1, || {
+            with_helper_threads(1, || {
                 (0..10_000u32)
                     .into_par_iter()
                     .with_max_len(10)
@@ -99,8 +99,8 @@ mod tests {
             (0..8usize)
                 .into_par_iter()
                 .map(|i| {
-                    with_helpers(1, || {
-                        with_helpers(1, || {
+                    with_helper_threads(1, || {
+                        with_helper_threads(1, || {
                             (0..100usize).into_par_iter().map(|j| i * j).sum::<usize>()
                         })
                     })
@@ -109,9 +109,9 @@ mod tests {
         });
         assert_eq!(got, (0..8).sum::<usize>() * (0..100).sum::<usize>());
         // A pool as busy as its threads: no helper at all.
-        assert_eq!(pool.install(|| with_helpers(2, || 7)), 7);
+        assert_eq!(pool.install(|| with_helper_threads(2, || 7)), 7);
         // Outside any pool (the global one is used).
-        assert_eq!(with_helpers(1, || 8), 8);
+        assert_eq!(with_helper_threads(1, || 8), 8);
     }
 
     #[test]

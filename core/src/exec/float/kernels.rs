@@ -4,6 +4,8 @@
 //! blocks in parallel; the blocks depend only on the shapes, so the arithmetic (and the result) is
 //! the same for any number of threads.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 use super::depthwise::depthwise;
@@ -153,7 +155,8 @@ pub fn patch_embed(
 }
 
 /// `out[t, :] = x[t, :] · wᵀ + b` for every token row, given the weight `w` (`[out, in]`) and
-/// its transpose `w_t` (`[in, out]`, see [`transposed`]).
+/// a place for its transpose `w_t` (`[in, out]`), made from `w` the first time a product
+/// needs it and kept there for the next call.
 ///
 /// Why the transpose: the product runs as `outᵀ = w · xᵀ`, and `gemm` packs its left operand
 /// into panels along the output features; from `w` (a stride of `in` between features) it
@@ -163,12 +166,13 @@ pub fn patch_embed(
 /// dot products for outputs of at most 16 × 16 values, matrix-vector products for a single
 /// row, outer products for a depth of 2 or less. There it keeps reading `w`, so every result
 /// is the one the weight as stored gives (tested: `linear_equals_the_product_with_the_
-/// weight_as_stored`).
+/// weight_as_stored`). A layer that only ever sees single rows (a classifier at one token per
+/// image) never makes the transpose, which for B1's head is 4 M values per image.
 pub fn linear(
     x: &[f32],
     in_features: usize,
     weight: &[f32],
-    weight_t: &[f32],
+    weight_t: &OnceLock<Vec<f32>>,
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
@@ -178,7 +182,8 @@ pub fn linear(
         let n = x.len() / in_features;
         let blocked = n >= 2 && n * out_features > 16 * 16 && in_features > 2;
         let w = if blocked {
-            MatRef::row_major(weight_t, in_features, out_features)
+            let t = weight_t.get_or_init(|| transposed(weight, out_features, in_features));
+            MatRef::row_major(t, in_features, out_features)
         } else {
             MatRef::row_major(weight, out_features, in_features).t()
         };
@@ -542,7 +547,7 @@ mod tests {
             &[1.0, 2.0, 3.0, 4.0],
             2,
             &w,
-            &transposed(&w, 3, 2),
+            &OnceLock::new(),
             Some(&[0.0, 0.0, 10.0]),
             &mut y,
         );
@@ -550,6 +555,20 @@ mod tests {
         let mut p = vec![0.0; 2];
         global_avg_pool(&[1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 8.0], 4, &mut p);
         close(&p, &[2.5, 2.0]);
+    }
+
+    /// A single row is a matrix-vector product with the weight as stored: no transpose is
+    /// made for it. Two rows of a wide layer are a blocked product: the transpose is made.
+    #[test]
+    fn linear_makes_the_transpose_only_for_blocked_products() {
+        let (inf, outf) = (24, 200);
+        let w: Vec<f32> = (0..outf * inf).map(|i| (i % 7) as f32 - 3.0).collect();
+        let wt = OnceLock::new();
+        let mut y = vec![0.0; 2 * outf];
+        linear(&[1.0; 24], inf, &w, &wt, None, &mut y[..outf]);
+        assert!(wt.get().is_none(), "a single row made the transpose");
+        linear(&[1.0; 48], inf, &w, &wt, None, &mut y);
+        assert_eq!(wt.get(), Some(&transposed(&w, outf, inf)));
     }
 
     /// The layer through the transposed weight gives the sums of the products with the weight
@@ -571,7 +590,9 @@ mod tests {
         ];
         for (inf, outf) in sizes {
             let w: Vec<f32> = (0..outf * inf).map(|_| rng.normal()).collect();
-            let wt = transposed(&w, outf, inf);
+            // One place for the transpose across all row counts: made by the first blocked
+            // product, reused by the later ones.
+            let wt = OnceLock::new();
             let bias: Vec<f32> = (0..outf).map(|_| rng.normal()).collect();
             for tokens in (1..=70).filter(|t| inf < 1000 || t % 16 == 1) {
                 let x: Vec<f32> = (0..tokens * inf).map(|_| rng.normal()).collect();

@@ -8,6 +8,8 @@ pub mod depthwise;
 mod gelu;
 mod kernels;
 
+use std::sync::{Arc, OnceLock};
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -90,16 +92,25 @@ impl GroupedForward {
 }
 
 /// Runs a graph in f32 with its folded weights.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FloatExecutor<'m> {
     graph: &'m Graph,
     params: &'m FoldedWeights,
+    /// Per node, where a linear layer keeps its weight transposed (see `kernels::linear`):
+    /// made by the first pass that needs it, shared by every later pass and by the
+    /// executor's clones. The weights are borrowed for the executor's life, so it stays true.
+    weights_t: Arc<[OnceLock<Vec<f32>>]>,
 }
 
 impl<'m> FloatExecutor<'m> {
     pub fn new(graph: &'m Graph, params: &'m FoldedWeights) -> Result<Self> {
         params.check_graph(graph)?;
-        Ok(Self { graph, params })
+        let weights_t = (0..graph.nodes().len()).map(|_| OnceLock::new()).collect();
+        Ok(Self {
+            graph,
+            params,
+            weights_t,
+        })
     }
 
     pub fn graph(&self) -> &'m Graph {
@@ -326,14 +337,6 @@ impl<'m> FloatExecutor<'m> {
         let item = out.item_len();
         let input_shapes = self.graph.input_shapes(id);
         let params = &self.params.nodes[id];
-        // A linear layer's weight, transposed once for the whole batch (see
-        // `kernels::linear`).
-        let weight_t = match (&node.op, params) {
-            (Op::Linear(l), NodeParams::Linear { weight, .. }) => {
-                kernels::transposed(weight, weight.len() / l.in_features.max(1), l.in_features)
-            }
-            _ => Vec::new(),
-        };
         out.data
             .par_chunks_mut(item)
             .enumerate()
@@ -343,7 +346,7 @@ impl<'m> FloatExecutor<'m> {
                     x: &x,
                     input_shapes: &input_shapes,
                     out_shape: &node.shape,
-                    weight_t: &weight_t,
+                    weight_t: &self.weights_t[id],
                 };
                 run_image(&node.op, params, &image, o);
             });
@@ -357,8 +360,8 @@ struct Image<'a> {
     x: &'a [&'a [f32]],
     input_shapes: &'a [&'a [usize]],
     out_shape: &'a [usize],
-    /// A linear layer's weight as `[in, out]` (empty for other ops).
-    weight_t: &'a [f32],
+    /// Where a linear layer keeps its weight as `[in, out]` (see `kernels::linear`).
+    weight_t: &'a OnceLock<Vec<f32>>,
 }
 
 /// Runs one op on one image, writing every element of `out` (which holds a former value's

@@ -18,8 +18,10 @@ use crate::graph::Conv2d;
 /// Outputs per block: one AVX2 register.
 const LANES: usize = 8;
 
-/// Below this many multiply-accumulates an image's depthwise conv runs on one thread.
-const PARALLEL_MACS: usize = 1 << 20;
+/// Below this many multiply-accumulates an image's depthwise conv runs on one thread. At a
+/// batch of one the pool's other threads are waiting for work (see `exec::helper_threads`),
+/// so a split pays from some tens of microseconds' work: B1's 14×14 and 7×7 stages.
+const PARALLEL_MACS: usize = 1 << 17;
 
 /// A depthwise conv's sizes.
 #[derive(Debug, Clone)]

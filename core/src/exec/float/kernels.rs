@@ -17,28 +17,41 @@ use crate::graph::Conv2d;
 const ROW_BLOCK: usize = 32;
 /// Below this many multiply-accumulates an image's op runs on one thread.
 const PARALLEL_MACS: usize = 1 << 20;
+/// From this many values `im2col` copies its rows in parallel.
+const PARALLEL_COPY: usize = 1 << 16;
+/// From this many multiply-accumulates a grouped conv runs its groups in parallel: each
+/// group's product is small (B1's attention splits 16 channels per group), so they rarely
+/// reach [`PARALLEL_MACS`] on their own.
+const PARALLEL_GROUP_MACS: usize = 1 << 17;
 
-/// `out[m, n] = w[m, k] · x[k, n]`, in parallel blocks of rows when large.
-fn product_rows(out: &mut [f32], w: &[f32], x: MatRef<'_>, m: usize) {
+/// `out[m, n] = w[m, k] · x[k, n] + bias[m]`, in parallel blocks of rows when large. Each block
+/// adds its rows' biases right after its product, while they are in cache.
+fn product_rows(out: &mut [f32], w: &[f32], x: MatRef<'_>, bias: &[f32]) {
     let (k, n) = (x.rows, x.cols);
-    let block = |rows: usize, out: &mut [f32], w: &[f32]| {
+    let m = bias.len();
+    let block = |out: &mut [f32], w: &[f32], bias: &[f32]| {
+        let rows = bias.len();
         matmul(
             MatMut::row_major(out, rows, n),
             MatRef::row_major(w, rows, k),
             x,
             false,
-        )
+        );
+        add_channel_bias(out, bias, n);
     };
     if m * n * k < PARALLEL_MACS || m <= ROW_BLOCK {
-        block(m, out, w);
+        block(out, w, bias);
     } else {
         out.par_chunks_mut(ROW_BLOCK * n)
             .zip(w.par_chunks(ROW_BLOCK * k))
-            .for_each(|(o, w)| block(o.len() / n, o, w));
+            .zip(bias.par_chunks(ROW_BLOCK))
+            .for_each(|((o, w), b)| block(o, w, b));
     }
 }
 
-/// Copies the receptive fields of a conv group into columns: `[cin·k·k, oh·ow]`.
+/// Copies the receptive fields of a conv group into columns: `[cin·k·k, oh·ow]`, one row per
+/// input channel and tap, the rows in parallel when there are many values to copy (the stem's
+/// 27 rows of 112² at 224 px).
 ///
 /// Per tap and output row, the outputs whose input column lies inside the map form one run:
 /// zeros left and right of it, and the run copied every `stride`-th input (rather than a test
@@ -52,38 +65,42 @@ fn im2col(
     cols: &mut [f32],
 ) {
     let (k, stride, pad) = (c.kernel, c.stride, c.padding);
-    for ci in 0..cin {
+    let fill_row = |(r, row): (usize, &mut [f32])| {
+        let (ci, ky, kx) = (r / (k * k), r / k % k, r % k);
         let plane = &x[ci * h * w..(ci + 1) * h * w];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = ((ci * k + ky) * k + kx) * oh * ow;
-                // Output `ox` reads input column `ox·stride + kx − pad`: inside the map for
-                // `first ≤ ox < end`.
-                let first = pad.saturating_sub(kx).div_ceil(stride).min(ow);
-                let end = if w + pad > kx {
-                    ((w + pad - kx - 1) / stride + 1).clamp(first, ow)
-                } else {
-                    first
-                };
-                for oy in 0..oh {
-                    let out = &mut cols[row + oy * ow..row + (oy + 1) * ow];
-                    let iy = (oy * stride + ky).checked_sub(pad).filter(|&iy| iy < h);
-                    let Some(iy) = iy else {
-                        out.fill(0.0);
-                        continue;
-                    };
-                    out[..first].fill(0.0);
-                    out[end..].fill(0.0);
-                    if first < end {
-                        let start = first * stride + kx - pad;
-                        let src = plane[iy * w + start..(iy + 1) * w].iter().step_by(stride);
-                        for (o, &v) in out[first..end].iter_mut().zip(src) {
-                            *o = v;
-                        }
-                    }
+        // Output `ox` reads input column `ox·stride + kx − pad`: inside the map for
+        // `first ≤ ox < end`.
+        let first = pad.saturating_sub(kx).div_ceil(stride).min(ow);
+        let end = if w + pad > kx {
+            ((w + pad - kx - 1) / stride + 1).clamp(first, ow)
+        } else {
+            first
+        };
+        for (oy, out) in row.chunks_mut(ow).enumerate() {
+            let iy = (oy * stride + ky).checked_sub(pad).filter(|&iy| iy < h);
+            let Some(iy) = iy else {
+                out.fill(0.0);
+                continue;
+            };
+            out[..first].fill(0.0);
+            out[end..].fill(0.0);
+            if first < end {
+                let start = first * stride + kx - pad;
+                let src = plane[iy * w + start..(iy + 1) * w].iter().step_by(stride);
+                for (o, &v) in out[first..end].iter_mut().zip(src) {
+                    *o = v;
                 }
             }
         }
+    };
+    let cols = &mut cols[..cin * k * k * oh * ow];
+    if cols.is_empty() {
+        return;
+    }
+    if cols.len() >= PARALLEL_COPY {
+        cols.par_chunks_mut(oh * ow).enumerate().for_each(fill_row);
+    } else {
+        cols.chunks_mut(oh * ow).enumerate().for_each(fill_row);
     }
 }
 
@@ -103,26 +120,33 @@ pub fn conv2d(
     }
     let (g, k) = (c.groups, c.kernel);
     let (cin_g, cout_g) = (c.in_channels / g, c.out_channels / g);
-    let plane = ohw.0 * ohw.1;
+    let (in_plane, plane) = (hw.0 * hw.1, ohw.0 * ohw.1);
     let direct = k == 1 && c.stride == 1 && c.padding == 0;
-    let mut cols = if direct {
-        Vec::new()
-    } else {
-        vec![0.0; cin_g * k * k * plane]
-    };
-    for group in 0..g {
-        let xg = &x[group * cin_g * hw.0 * hw.1..(group + 1) * cin_g * hw.0 * hw.1];
+    let weights_per_group = cout_g * cin_g * k * k;
+    // `cols` is scratch for the receptive fields: `im2col` writes every element it holds.
+    let run_group = |cols: &mut Vec<f32>, (group, og): (usize, &mut [f32])| {
+        let xg = &x[group * cin_g * in_plane..(group + 1) * cin_g * in_plane];
         let rhs = if direct {
             MatRef::row_major(xg, cin_g, plane)
         } else {
-            im2col(xg, cin_g, hw, c, ohw, &mut cols);
-            MatRef::row_major(&cols, cin_g * k * k, plane)
+            cols.resize(cin_g * k * k * plane, 0.0);
+            im2col(xg, cin_g, hw, c, ohw, cols);
+            MatRef::row_major(cols, cin_g * k * k, plane)
         };
-        let wg = &weight[group * cout_g * cin_g * k * k..(group + 1) * cout_g * cin_g * k * k];
-        let og = &mut out[group * cout_g * plane..(group + 1) * cout_g * plane];
-        product_rows(og, wg, rhs, cout_g);
+        let wg = &weight[group * weights_per_group..(group + 1) * weights_per_group];
+        let bg = &bias[group * cout_g..(group + 1) * cout_g];
+        product_rows(og, wg, rhs, bg);
+    };
+    if g > 1 && out.len() * cin_g * k * k >= PARALLEL_GROUP_MACS {
+        out.par_chunks_mut(cout_g * plane)
+            .enumerate()
+            .for_each_init(Vec::new, run_group);
+    } else {
+        let mut cols = Vec::new();
+        out.chunks_mut(cout_g * plane)
+            .enumerate()
+            .for_each(|item| run_group(&mut cols, item));
     }
-    add_channel_bias(out, bias, plane);
 }
 
 fn add_channel_bias(out: &mut [f32], bias: &[f32], plane: usize) {
@@ -393,8 +417,41 @@ mod tests {
         }
     }
 
-    /// The columns against their definition (each tap's input, or 0 outside the map) on
-    /// every small geometry: kernels 1–5, strides 1–3, paddings up to the kernel, sizes 1–9.
+    /// The columns of `cin` channels of `x` by their definition: each tap's input, or 0 outside
+    /// the map.
+    fn columns_by_definition(
+        x: &[f32],
+        cin: usize,
+        (h, w): (usize, usize),
+        c: &Conv2d,
+        (oh, ow): (usize, usize),
+    ) -> Vec<f32> {
+        let (k, stride, pad) = (c.kernel, c.stride, c.padding);
+        let mut want = Vec::new();
+        for ci in 0..cin {
+            for ky in 0..k {
+                for kx in 0..k {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let iy = (oy * stride + ky) as isize - pad as isize;
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            let inside =
+                                (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                            want.push(if inside {
+                                x[ci * h * w + iy as usize * w + ix as usize]
+                            } else {
+                                0.0
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        want
+    }
+
+    /// The columns against their definition on every small geometry: kernels 1–5, strides
+    /// 1–3, paddings up to the kernel, sizes 1–9.
     #[test]
     fn im2col_equals_the_definition() {
         for k in 1..=5 {
@@ -415,29 +472,58 @@ mod tests {
                         let x: Vec<f32> = (0..2 * h * w).map(|v| v as f32 + 1.0).collect();
                         let mut got = vec![f32::NAN; 2 * k * k * oh * ow];
                         im2col(&x, 2, (h, w), &c, (oh, ow), &mut got);
-                        let mut want = Vec::new();
-                        for ci in 0..2 {
-                            for ky in 0..k {
-                                for kx in 0..k {
-                                    for oy in 0..oh {
-                                        for ox in 0..ow {
-                                            let iy = (oy * stride + ky) as isize - pad as isize;
-                                            let ix = (ox * stride + kx) as isize - pad as isize;
-                                            let inside = (0..h as isize).contains(&iy)
-                                                && (0..w as isize).contains(&ix);
-                                            want.push(if inside {
-                                                x[ci * h * w + iy as usize * w + ix as usize]
-                                            } else {
-                                                0.0
-                                            });
-                                        }
-                                    }
-                                }
-                            }
-                        }
+                        let want = columns_by_definition(&x, 2, (h, w), &c, (oh, ow));
                         assert_eq!(got, want, "k {k} stride {stride} pad {pad} {h}×{w}");
                     }
                 }
+            }
+        }
+    }
+
+    /// B1's stem at 224 px (3 channels, 3×3, stride 2): 27 rows of 112², past
+    /// [`PARALLEL_COPY`], so the rows are copied in parallel.
+    #[test]
+    fn im2col_of_the_stem_equals_the_definition() {
+        let c = Conv2d::same(3, 16, 3, 2);
+        let x: Vec<f32> = (0..3 * 224 * 224).map(|v| v as f32).collect();
+        let mut got = vec![f32::NAN; 27 * 112 * 112];
+        assert!(got.len() >= PARALLEL_COPY);
+        im2col(&x, 3, (224, 224), &c, (112, 112), &mut got);
+        assert_eq!(
+            got,
+            columns_by_definition(&x, 3, (224, 224), &c, (112, 112))
+        );
+    }
+
+    /// A grouped conv past [`PARALLEL_GROUP_MACS`] (groups in parallel) gives, bit for bit, each
+    /// group's own conv run alone: 1×1 as in B1's attention and 3×3 through `im2col`.
+    #[test]
+    fn grouped_conv_equals_its_groups_run_alone() {
+        let mut rng = crate::rng::Rng::new(11);
+        for (k, groups) in [(1, 4), (3, 4), (1, 48)] {
+            let (cin, cout, hw) = (96, 96, (28, 28));
+            let c = Conv2d::same(cin, cout, k, 1).with_groups(groups);
+            let (cin_g, cout_g, plane) = (cin / groups, cout / groups, hw.0 * hw.1);
+            assert!(cout * plane * cin_g * k * k >= PARALLEL_GROUP_MACS);
+            let x: Vec<f32> = (0..cin * plane).map(|_| rng.normal()).collect();
+            let w: Vec<f32> = (0..cout * cin_g * k * k).map(|_| rng.normal()).collect();
+            let b: Vec<f32> = (0..cout).map(|_| rng.normal()).collect();
+            let mut got = vec![f32::NAN; cout * plane];
+            conv2d(&c, &x, hw, &w, &b, &mut got, hw);
+            let alone = Conv2d::same(cin_g, cout_g, k, 1);
+            for g in 0..groups {
+                let mut want = vec![f32::NAN; cout_g * plane];
+                let wg = &w[g * cout_g * cin_g * k * k..(g + 1) * cout_g * cin_g * k * k];
+                let xg = &x[g * cin_g * plane..(g + 1) * cin_g * plane];
+                let bg = &b[g * cout_g..(g + 1) * cout_g];
+                conv2d(&alone, xg, hw, wg, bg, &mut want, hw);
+                let gotg = &got[g * cout_g * plane..(g + 1) * cout_g * plane];
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(gotg),
+                    bits(&want),
+                    "{k}×{k}, {groups} groups, group {g}"
+                );
             }
         }
     }

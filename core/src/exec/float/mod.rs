@@ -91,6 +91,10 @@ impl GroupedForward {
     }
 }
 
+/// Values per parallel run of an activation rewritten in place: 64 KiB, a few microseconds of
+/// work, so a pool thread's turn costs little beside it.
+const ACTIVATION_RUN: usize = 1 << 14;
+
 /// Runs a graph in f32 with its folded weights.
 #[derive(Debug, Clone)]
 pub struct FloatExecutor<'m> {
@@ -260,8 +264,11 @@ impl<'m> FloatExecutor<'m> {
                     // without a new zeroed tensor or a second one streaming through memory.
                     Some(i) if is_activation(op) && last_use[i] == id => {
                         let mut t = values[i].take().expect("computed before use");
-                        let item = t.item_len();
-                        t.data.par_chunks_mut(item).for_each(|x| activate(op, x));
+                        // Element-wise, so any split gives the same values: runs of a fixed
+                        // length rather than images keep both threads busy at batch 1.
+                        t.data
+                            .par_chunks_mut(ACTIVATION_RUN)
+                            .for_each(|x| activate(op, x));
                         t
                     }
                     _ => {

@@ -17,6 +17,11 @@ use crate::graph::Conv2d;
 const ROW_BLOCK: usize = 32;
 /// Below this many multiply-accumulates an image's op runs on one thread.
 const PARALLEL_MACS: usize = 1 << 20;
+/// From this many multiply-accumulates the attention products run their heads in parallel
+/// (DeiT-T: 3 heads of 197² × 64, 7.5 M).
+const PARALLEL_HEAD_MACS: usize = 1 << 20;
+/// From this many values row-wise ops (LayerNorm, Softmax) split their rows in parallel.
+const PARALLEL_ROWS_VALUES: usize = 1 << 15;
 /// From this many values `im2col` copies its rows in parallel.
 const PARALLEL_COPY: usize = 1 << 16;
 /// From this many multiply-accumulates a grouped conv runs its groups in parallel: each
@@ -239,15 +244,29 @@ pub fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// LayerNorm over each row of `dim` values (statistics in f64).
+/// LayerNorm over each row of `dim` values (statistics in f64), the rows in parallel when
+/// there are many values.
 pub fn layer_norm(x: &[f32], dim: usize, eps: f64, weight: &[f32], bias: &[f32], out: &mut [f32]) {
-    for (row, o) in x.chunks(dim).zip(out.chunks_mut(dim)) {
+    let row = |(row, o): (&[f32], &mut [f32])| {
         let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
         let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
         let inv = 1.0 / (var + eps).sqrt();
         for i in 0..dim {
             o[i] = ((row[i] as f64 - mean) * inv) as f32 * weight[i] + bias[i];
         }
+    };
+    by_rows(x, dim, out, row);
+}
+
+/// `f(row of x, row of out)` for every row of `dim` values, in parallel when there are many.
+fn by_rows(x: &[f32], dim: usize, out: &mut [f32], f: impl Fn((&[f32], &mut [f32])) + Sync + Send) {
+    if dim == 0 {
+        return;
+    }
+    if x.len() >= PARALLEL_ROWS_VALUES {
+        x.par_chunks(dim).zip(out.par_chunks_mut(dim)).for_each(f);
+    } else {
+        x.chunks(dim).zip(out.chunks_mut(dim)).for_each(f);
     }
 }
 
@@ -276,9 +295,9 @@ pub fn gelu(v: f32) -> f32 {
     (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
 }
 
-/// Softmax over each row of `n` values.
+/// Softmax over each row of `n` values, the rows in parallel when there are many values.
 pub fn softmax(x: &[f32], n: usize, out: &mut [f32]) {
-    for (row, o) in x.chunks(n).zip(out.chunks_mut(n)) {
+    by_rows(x, n, out, |(row, o)| {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f64;
         for (o, &v) in o.iter_mut().zip(row) {
@@ -287,7 +306,7 @@ pub fn softmax(x: &[f32], n: usize, out: &mut [f32]) {
         }
         let inv = (1.0 / sum) as f32;
         o.iter_mut().for_each(|v| *v *= inv);
-    }
+    });
 }
 
 /// Mean over the spatial plane of each channel.
@@ -297,11 +316,15 @@ pub fn global_avg_pool(x: &[f32], plane: usize, out: &mut [f32]) {
     }
 }
 
-/// Softmax attention logits `q·kᵀ·scale` per head from fused qkv `[N, 3·h·d]` → `[h, N, N]`.
+/// Softmax attention logits `q·kᵀ·scale` per head from fused qkv `[N, 3·h·d]` → `[h, N, N]`,
+/// the heads in parallel when large.
 pub fn attention_scores(qkv: &[f32], heads: usize, d: usize, scale: f32, out: &mut [f32]) {
     let width = 3 * heads * d;
     let n = qkv.len() / width;
-    for h in 0..heads {
+    if n == 0 {
+        return;
+    }
+    let head = |(h, o): (usize, &mut [f32])| {
         let q = MatRef {
             data: &qkv[h * d..],
             rows: n,
@@ -316,17 +339,26 @@ pub fn attention_scores(qkv: &[f32], heads: usize, d: usize, scale: f32, out: &m
             row_stride: width,
             col_stride: 1,
         };
-        let o = &mut out[h * n * n..(h + 1) * n * n];
         matmul(MatMut::row_major(o, n, n), q, k.t(), false);
         o.iter_mut().for_each(|v| *v *= scale);
+    };
+    let out = &mut out[..heads * n * n];
+    if heads > 1 && heads * n * n * d >= PARALLEL_HEAD_MACS {
+        out.par_chunks_mut(n * n).enumerate().for_each(head);
+    } else {
+        out.chunks_mut(n * n).enumerate().for_each(head);
     }
 }
 
 /// Attention output `P_h · V_h` per head, heads side by side: `[h, N, N]`, qkv → `[N, h·d]`.
+///
+/// When large the heads run in parallel, each into a `[N, d]` block of its own that is then
+/// copied to its columns (a head's columns of `out` are not one slice); the product is the
+/// same, only where it is written differs.
 pub fn attention_mix(probs: &[f32], qkv: &[f32], heads: usize, d: usize, out: &mut [f32]) {
     let width = 3 * heads * d;
     let n = qkv.len() / width;
-    for h in 0..heads {
+    let product = |h: usize, o: MatMut<'_>| {
         let v = MatRef {
             data: &qkv[2 * heads * d + h * d..],
             rows: n,
@@ -335,14 +367,30 @@ pub fn attention_mix(probs: &[f32], qkv: &[f32], heads: usize, d: usize, out: &m
             col_stride: 1,
         };
         let p = MatRef::row_major(&probs[h * n * n..(h + 1) * n * n], n, n);
-        let o = MatMut {
-            data: &mut out[h * d..],
-            rows: n,
-            cols: d,
-            row_stride: heads * d,
-            col_stride: 1,
-        };
         matmul(o, p, v, false);
+    };
+    if heads > 1 && heads * n * n * d >= PARALLEL_HEAD_MACS {
+        let mut blocks = vec![0.0; heads * n * d];
+        blocks
+            .par_chunks_mut(n * d)
+            .enumerate()
+            .for_each(|(h, b)| product(h, MatMut::row_major(b, n, d)));
+        for (h, block) in blocks.chunks(n * d).enumerate() {
+            for (row, src) in out.chunks_mut(heads * d).zip(block.chunks(d)) {
+                row[h * d..(h + 1) * d].copy_from_slice(src);
+            }
+        }
+    } else {
+        for h in 0..heads {
+            let o = MatMut {
+                data: &mut out[h * d..],
+                rows: n,
+                cols: d,
+                row_stride: heads * d,
+                col_stride: 1,
+            };
+            product(h, o);
+        }
     }
 }
 
@@ -518,13 +566,97 @@ mod tests {
                 let bg = &b[g * cout_g..(g + 1) * cout_g];
                 conv2d(&alone, xg, hw, wg, bg, &mut want, hw);
                 let gotg = &got[g * cout_g * plane..(g + 1) * cout_g * plane];
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(gotg),
                     bits(&want),
                     "{k}×{k}, {groups} groups, group {g}"
                 );
             }
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// DeiT-T's attention (3 heads of 64, 197 tokens) is past [`PARALLEL_HEAD_MACS`], so its
+    /// heads run in parallel: each head's logits and output equal, bit for bit, that head's
+    /// products computed alone.
+    #[test]
+    fn attention_heads_in_parallel_equal_each_head_alone() {
+        let (heads, d, n) = (3, 64, 197);
+        assert!(heads * n * n * d >= PARALLEL_HEAD_MACS);
+        let mut rng = crate::rng::Rng::new(5);
+        let width = 3 * heads * d;
+        let qkv: Vec<f32> = (0..n * width).map(|_| rng.normal()).collect();
+        let probs: Vec<f32> = (0..heads * n * n).map(|_| rng.normal().abs()).collect();
+        let mut scores = vec![f32::NAN; heads * n * n];
+        attention_scores(&qkv, heads, d, 0.125, &mut scores);
+        let mut mixed = vec![f32::NAN; n * heads * d];
+        attention_mix(&probs, &qkv, heads, d, &mut mixed);
+        let column = |start: usize| MatRef {
+            data: &qkv[start..],
+            rows: n,
+            cols: d,
+            row_stride: width,
+            col_stride: 1,
+        };
+        for h in 0..heads {
+            let mut want = vec![0.0; n * n];
+            let (q, k) = (column(h * d), column((heads + h) * d));
+            matmul(MatMut::row_major(&mut want, n, n), q, k.t(), false);
+            want.iter_mut().for_each(|v| *v *= 0.125);
+            assert_eq!(
+                bits(&scores[h * n * n..(h + 1) * n * n]),
+                bits(&want),
+                "head {h}"
+            );
+            let mut want = vec![0.0; n * d];
+            let p = MatRef::row_major(&probs[h * n * n..(h + 1) * n * n], n, n);
+            matmul(
+                MatMut::row_major(&mut want, n, d),
+                p,
+                column((2 * heads + h) * d),
+                false,
+            );
+            let got: Vec<f32> = mixed
+                .chunks(heads * d)
+                .flat_map(|row| row[h * d..(h + 1) * d].to_vec())
+                .collect();
+            assert_eq!(bits(&got), bits(&want), "head {h}");
+        }
+    }
+
+    /// LayerNorm over DeiT-T's 197 tokens of 192 and Softmax over its 3·197 rows of 197 are past
+    /// [`PARALLEL_ROWS_VALUES`]: every row equals that row normalised alone, bit for bit.
+    #[test]
+    fn row_ops_in_parallel_equal_each_row_alone() {
+        let mut rng = crate::rng::Rng::new(9);
+        let (tokens, dim) = (197, 192);
+        let x: Vec<f32> = (0..tokens * dim).map(|_| 3.0 * rng.normal()).collect();
+        let weight: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
+        let bias: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
+        assert!(x.len() >= PARALLEL_ROWS_VALUES);
+        let mut got = vec![f32::NAN; x.len()];
+        layer_norm(&x, dim, 1e-6, &weight, &bias, &mut got);
+        for (t, row) in x.chunks(dim).enumerate() {
+            let mut want = vec![f32::NAN; dim];
+            layer_norm(row, dim, 1e-6, &weight, &bias, &mut want);
+            assert_eq!(bits(&got[t * dim..(t + 1) * dim]), bits(&want), "token {t}");
+        }
+        let x: Vec<f32> = (0..3 * tokens * tokens)
+            .map(|_| 4.0 * rng.normal())
+            .collect();
+        let mut got = vec![f32::NAN; x.len()];
+        softmax(&x, tokens, &mut got);
+        for (r, row) in x.chunks(tokens).enumerate() {
+            let mut want = vec![f32::NAN; tokens];
+            softmax(row, tokens, &mut want);
+            assert_eq!(
+                bits(&got[r * tokens..(r + 1) * tokens]),
+                bits(&want),
+                "row {r}"
+            );
         }
     }
 

@@ -17,6 +17,9 @@ use crate::graph::Conv2d;
 const ROW_BLOCK: usize = 32;
 /// Below this many multiply-accumulates an image's op runs on one thread.
 const PARALLEL_MACS: usize = 1 << 20;
+/// Outputs per parallel block of a linear layer's single row (see [`output_blocks`]).
+const OUTPUT_BLOCK: usize = 384;
+const _: () = assert!(OUTPUT_BLOCK > 256, "see `output_blocks`");
 /// From this many multiply-accumulates the attention products run their heads in parallel
 /// (DeiT-T: 3 heads of 197² × 64, 7.5 M).
 const PARALLEL_HEAD_MACS: usize = 1 << 20;
@@ -228,13 +231,48 @@ pub fn linear(
             }
         }
     };
-    if tokens * in_features * out_features < PARALLEL_MACS || tokens <= ROW_BLOCK {
+    if tokens == 1 && in_features * out_features >= PARALLEL_MACS {
+        // One row (a classifier's token): a matrix-vector product that streams the whole
+        // weight (B1's head: 16 MB per image). Blocks of outputs read their own rows of it in
+        // parallel; each output is the same dot product as in one call.
+        output_blocks(out, OUTPUT_BLOCK)
+            .into_par_iter()
+            .for_each(|(start, o)| {
+                let n = o.len();
+                let w = &weight[start * in_features..(start + n) * in_features];
+                matmul(
+                    MatMut::row_major(o, 1, n),
+                    MatRef::row_major(x, 1, in_features),
+                    MatRef::row_major(w, n, in_features).t(),
+                    false,
+                );
+                if let Some(b) = bias {
+                    o.iter_mut().zip(&b[start..]).for_each(|(v, b)| *v += b);
+                }
+            });
+    } else if tokens * in_features * out_features < PARALLEL_MACS || tokens <= ROW_BLOCK {
         rows(out, x);
     } else {
         out.par_chunks_mut(ROW_BLOCK * out_features)
             .zip(x.par_chunks(ROW_BLOCK * in_features))
             .for_each(|(o, x)| rows(o, x));
     }
+}
+
+/// `out` cut into blocks of `block` values, the remainder joined to the last block, each with
+/// its first index. `gemm` runs a matrix-vector product of at most 256 outputs as dot
+/// products summed in another order, so no block may be that short (`block` > 256).
+fn output_blocks(out: &mut [f32], block: usize) -> Vec<(usize, &mut [f32])> {
+    let count = (out.len() / block).max(1);
+    let mut blocks = Vec::with_capacity(count);
+    let mut rest = out;
+    for i in 0..count {
+        let len = if i + 1 == count { rest.len() } else { block };
+        let (head, tail) = rest.split_at_mut(len);
+        blocks.push((i * block, head));
+        rest = tail;
+    }
+    blocks
 }
 
 /// The transpose of the row-major `rows × cols` matrix `m`, row-major.
@@ -792,7 +830,8 @@ mod tests {
     /// The layer through the transposed weight gives the sums of the products with the weight
     /// as stored over the same blocks of rows, bit for bit: at DeiT-T's and the micro models'
     /// sizes, past the 512-term depth block, for row counts from 1 to 70 (one block or several,
-    /// whole and partial, and the single rows `gemm` runs as matrix-vector products).
+    /// whole and partial, and the single rows `gemm` runs as matrix-vector products, at B1's
+    /// classifier sizes in parallel blocks of outputs).
     #[test]
     fn linear_equals_the_product_with_the_weight_as_stored() {
         let mut rng = crate::rng::Rng::new(3);
@@ -805,6 +844,9 @@ mod tests {
             (64, 128),
             (2, 300),
             (3, 96),
+            // B1's classifier: a single row past `PARALLEL_MACS` splits its outputs.
+            (1536, 1600),
+            (1600, 1000),
         ];
         for (inf, outf) in sizes {
             let w: Vec<f32> = (0..outf * inf).map(|_| rng.normal()).collect();

@@ -21,8 +21,9 @@ const PARALLEL_MACS: usize = 1 << 20;
 const OUTPUT_BLOCK: usize = 384;
 const _: () = assert!(OUTPUT_BLOCK > 256, "see `output_blocks`");
 /// From this many multiply-accumulates the attention products run their heads in parallel
-/// (DeiT-T: 3 heads of 197² × 64, 7.5 M).
-const PARALLEL_HEAD_MACS: usize = 1 << 20;
+/// (DeiT-T: 3 heads of 197² × 64, 7.5 M; B1's linear attention at 14²: 16 heads of 17 × 16
+/// × 196, 0.85 M).
+const PARALLEL_HEAD_MACS: usize = 1 << 18;
 /// From this many values row-wise ops (LayerNorm, Softmax) split their rows in parallel.
 const PARALLEL_ROWS_VALUES: usize = 1 << 15;
 /// From this many values `im2col` copies its rows in parallel.
@@ -434,22 +435,34 @@ pub fn attention_mix(probs: &[f32], qkv: &[f32], heads: usize, d: usize, out: &m
 
 /// `[v; 1] · relu(k)ᵀ` per head of the multi-scale map `[heads·3d, N]` → `[heads, d+1, d]`.
 pub fn linear_attention_context(ms: &[f32], heads: usize, d: usize, out: &mut [f32]) {
-    let n = ms.len() / (heads * 3 * d);
-    let mut k_relu = vec![0.0; d * n];
-    let mut v_pad = vec![1.0; (d + 1) * n];
-    for h in 0..heads {
+    let n = ms.len() / (heads * 3 * d).max(1);
+    // Scratch per thread: relu(k) `[d, N]` and `[v; 1]` `[d+1, N]`.
+    let scratch = || (vec![0.0; d * n], vec![1.0; (d + 1) * n]);
+    let head = |(k_relu, v_pad): &mut (Vec<f32>, Vec<f32>), (h, o): (usize, &mut [f32])| {
         let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
         for (dst, &src) in k_relu.iter_mut().zip(&head[d * n..2 * d * n]) {
             *dst = src.max(0.0);
         }
         v_pad[..d * n].copy_from_slice(&head[2 * d * n..3 * d * n]);
-        let o = &mut out[h * (d + 1) * d..(h + 1) * (d + 1) * d];
         matmul(
             MatMut::row_major(o, d + 1, d),
-            MatRef::row_major(&v_pad, d + 1, n),
-            MatRef::row_major(&k_relu, d, n).t(),
+            MatRef::row_major(v_pad, d + 1, n),
+            MatRef::row_major(k_relu, d, n).t(),
             false,
         );
+    };
+    let out = &mut out[..heads * (d + 1) * d];
+    if out.is_empty() {
+        return;
+    }
+    if heads * (d + 1) * d * n >= PARALLEL_HEAD_MACS {
+        let heads = out.par_chunks_mut((d + 1) * d).enumerate();
+        heads.for_each_init(scratch, head);
+    } else {
+        let mut s = scratch();
+        out.chunks_mut((d + 1) * d)
+            .enumerate()
+            .for_each(|item| head(&mut s, item));
     }
 }
 
@@ -461,34 +474,55 @@ pub fn linear_attention_query(
     d: usize,
     out: &mut [f32],
 ) {
-    let n = ms.len() / (heads * 3 * d);
-    let mut q_relu = vec![0.0; d * n];
-    for h in 0..heads {
+    let n = ms.len() / (heads * 3 * d).max(1);
+    let head = |q_relu: &mut Vec<f32>, (h, o): (usize, &mut [f32])| {
         let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
-        for (dst, &src) in q_relu.iter_mut().zip(&head[..d * n]) {
-            *dst = src.max(0.0);
-        }
+        q_relu.clear();
+        q_relu.extend(head[..d * n].iter().map(|v| v.max(0.0)));
         matmul(
-            MatMut::row_major(&mut out[h * (d + 1) * n..(h + 1) * (d + 1) * n], d + 1, n),
+            MatMut::row_major(o, d + 1, n),
             MatRef::row_major(&context[h * (d + 1) * d..(h + 1) * (d + 1) * d], d + 1, d),
-            MatRef::row_major(&q_relu, d, n),
+            MatRef::row_major(q_relu, d, n),
             false,
         );
+    };
+    let out = &mut out[..heads * (d + 1) * n];
+    if out.is_empty() {
+        return;
+    }
+    if heads * (d + 1) * d * n >= PARALLEL_HEAD_MACS {
+        let heads = out.par_chunks_mut((d + 1) * n).enumerate();
+        heads.for_each_init(Vec::new, head);
+    } else {
+        let mut q_relu = Vec::new();
+        out.chunks_mut((d + 1) * n)
+            .enumerate()
+            .for_each(|item| head(&mut q_relu, item));
     }
 }
 
-/// Dividends over `divisor + eps`, as channels `head·d + c` of an `[heads·d, N]` map.
+/// Dividends over `divisor + eps`, as channels `head·d + c` of an `[heads·d, N]` map, the
+/// heads in parallel when large.
 pub fn linear_attention_normalize(x: &[f32], heads: usize, d: usize, eps: f32, out: &mut [f32]) {
-    let n = x.len() / (heads * (d + 1));
-    for h in 0..heads {
-        let head = &x[h * (d + 1) * n..(h + 1) * (d + 1) * n];
+    let n = x.len() / (heads * (d + 1)).max(1);
+    let head = |(head, o): (&[f32], &mut [f32])| {
         let divisor = &head[d * n..];
-        for c in 0..d {
-            let o = &mut out[(h * d + c) * n..(h * d + c + 1) * n];
-            for ((o, &num), &den) in o.iter_mut().zip(&head[c * n..(c + 1) * n]).zip(divisor) {
+        for (o, dividends) in o.chunks_mut(n).zip(head.chunks(n)) {
+            for ((o, &num), &den) in o.iter_mut().zip(dividends).zip(divisor) {
                 *o = num / (den + eps);
             }
         }
+    };
+    if n == 0 || d == 0 {
+        return;
+    }
+    if x.len() >= PARALLEL_ROWS_VALUES {
+        let heads = x.par_chunks((d + 1) * n).zip(out.par_chunks_mut(d * n));
+        heads.for_each(head);
+    } else {
+        x.chunks((d + 1) * n)
+            .zip(out.chunks_mut(d * n))
+            .for_each(head);
     }
 }
 
@@ -757,6 +791,38 @@ mod tests {
         let mut y = vec![0.0; 4];
         linear_attention_normalize(&q, 2, 1, 1e-15, &mut y);
         close(&y, &[3.0, 0.0, 1.0, 1.0]);
+    }
+
+    /// B1's linear attention at 14² (16 heads of 16, 196 tokens) is past the parallel
+    /// thresholds: the context, query and normalised output of every head equal, bit for bit,
+    /// that head's computed alone.
+    #[test]
+    fn linear_attention_heads_in_parallel_equal_each_head_alone() {
+        let (heads, d, n) = (16, 16, 196);
+        assert!(heads * (d + 1) * d * n >= PARALLEL_HEAD_MACS);
+        assert!(heads * (d + 1) * n >= PARALLEL_ROWS_VALUES);
+        let mut rng = crate::rng::Rng::new(13);
+        let ms: Vec<f32> = (0..heads * 3 * d * n).map(|_| rng.normal()).collect();
+        let mut context = vec![f32::NAN; heads * (d + 1) * d];
+        linear_attention_context(&ms, heads, d, &mut context);
+        let mut query = vec![f32::NAN; heads * (d + 1) * n];
+        linear_attention_query(&ms, &context, heads, d, &mut query);
+        let mut y = vec![f32::NAN; heads * d * n];
+        linear_attention_normalize(&query, heads, d, 1e-15, &mut y);
+        for h in 0..heads {
+            let ms_h = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
+            let mut context_h = vec![f32::NAN; (d + 1) * d];
+            linear_attention_context(ms_h, 1, d, &mut context_h);
+            let got = &context[h * (d + 1) * d..(h + 1) * (d + 1) * d];
+            assert_eq!(bits(got), bits(&context_h), "context of head {h}");
+            let mut query_h = vec![f32::NAN; (d + 1) * n];
+            linear_attention_query(ms_h, &context_h, 1, d, &mut query_h);
+            let got = &query[h * (d + 1) * n..(h + 1) * (d + 1) * n];
+            assert_eq!(bits(got), bits(&query_h), "query of head {h}");
+            let mut y_h = vec![f32::NAN; d * n];
+            linear_attention_normalize(&query_h, 1, d, 1e-15, &mut y_h);
+            assert_eq!(bits(&y[h * d * n..(h + 1) * d * n]), bits(&y_h), "head {h}");
+        }
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::graph::Conv2d;
 
 /// Output rows per parallel block of a matrix product.
 const ROW_BLOCK: usize = 32;
+/// Blocks a conv's output channels are cut into when large: enough for two to four threads
+/// to share evenly.
+const ROW_PARTS: usize = 4;
 /// Below this many multiply-accumulates an image's op runs on one thread.
 const PARALLEL_MACS: usize = 1 << 20;
 /// Outputs per parallel block of a linear layer's single row (see [`output_blocks`]).
@@ -51,9 +54,17 @@ fn product_rows(out: &mut [f32], w: &[f32], x: MatRef<'_>, bias: &[f32]) {
     if m * n * k < PARALLEL_MACS || m <= ROW_BLOCK {
         block(out, w, bias);
     } else {
-        out.par_chunks_mut(ROW_BLOCK * n)
-            .zip(w.par_chunks(ROW_BLOCK * k))
-            .zip(bias.par_chunks(ROW_BLOCK))
+        // `gemm` packs the columns of `x` again for every call, so blocks are as large as
+        // keeping [`ROW_PARTS`] of them allows; their size depends on the shape only. At most
+        // 64 rows when there are at most 64 columns: past that `matmul` would cut a depth
+        // over 512 in two (see `depth_blocks`) where blocks of [`ROW_BLOCK`] rows do not.
+        let mut rows = m.div_ceil(ROW_PARTS).next_multiple_of(8).max(ROW_BLOCK);
+        if n <= 64 {
+            rows = rows.min(64);
+        }
+        out.par_chunks_mut(rows * n)
+            .zip(w.par_chunks(rows * k))
+            .zip(bias.par_chunks(rows))
             .for_each(|((o, w), b)| block(o, w, b));
     }
 }
@@ -729,6 +740,42 @@ mod tests {
                 bits(&want),
                 "row {r}"
             );
+        }
+    }
+
+    /// A conv's product in blocks of output channels gives, bit for bit, the sums of blocks of
+    /// [`ROW_BLOCK`] rows plus the bias: larger blocks change where `gemm` packs, never how a
+    /// sum is cut. B1's 1×1 convs at 7² (a depth past 512), 14² and 56², and odd shapes.
+    #[test]
+    fn product_in_row_blocks_sums_as_blocks_of_32_rows() {
+        let mut rng = crate::rng::Rng::new(17);
+        let shapes = [
+            (1024, 1024, 49),
+            (256, 1024, 196),
+            (128, 32, 3136),
+            (100, 600, 50),
+            (200, 520, 70),
+        ];
+        for (m, k, n) in shapes {
+            assert!(m * n * k >= PARALLEL_MACS && m > ROW_BLOCK);
+            let x: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+            let w: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+            let bias: Vec<f32> = (0..m).map(|_| rng.normal()).collect();
+            let x = MatRef::row_major(&x, k, n);
+            let mut got = vec![f32::NAN; m * n];
+            product_rows(&mut got, &w, x, &bias);
+            let mut want = vec![f32::NAN; m * n];
+            for ((o, w), b) in want
+                .chunks_mut(ROW_BLOCK * n)
+                .zip(w.chunks(ROW_BLOCK * k))
+                .zip(bias.chunks(ROW_BLOCK))
+            {
+                let rows = b.len();
+                let w = MatRef::row_major(w, rows, k);
+                matmul(MatMut::row_major(o, rows, n), w, x, false);
+                add_channel_bias(o, b, n);
+            }
+            assert_eq!(bits(&got), bits(&want), "{m} × {k} × {n}");
         }
     }
 

@@ -1,11 +1,12 @@
-//! f32 depthwise convolution, eight outputs of a row at a time in registers.
+//! f32 depthwise convolution, eight (or sixteen) outputs of a row at a time in registers.
 //!
 //! Each channel is copied once into `stride` zero-padded *phase planes* (plane `φ` holds
 //! the padded columns `stride·j + φ`), so every tap of every output reads one contiguous run:
 //! tap `(ky, kx)` of outputs `ox..ox+8` in row `oy` is plane `kx mod stride`, row
 //! `stride·oy + ky`, columns `ox + kx div stride`. A block of eight outputs sums its `k²` taps
 //! in registers and is stored once (the row-at-a-time loop it replaces loaded and stored the
-//! whole row for every tap). Compiled for AVX2 as well where the CPU has it.
+//! whole row for every tap). Compiled for AVX2 as well where the CPU has it, and with blocks of
+//! sixteen for AVX-512 where the CPU has that and a row fills them.
 //!
 //! Every output sums its taps in (row, column) order from +0, then adds the bias: the same
 //! arithmetic as skipping the taps outside the map, since the padding's products are zeros and
@@ -17,6 +18,9 @@ use crate::graph::Conv2d;
 
 /// Outputs per block: one AVX2 register.
 const LANES: usize = 8;
+/// Outputs per block on AVX-512: one register, for rows of at least this many outputs (B1's
+/// 112², 56² and 28² maps; a 7-wide row would leave most of it empty).
+const WIDE_LANES: usize = 16;
 
 /// Below this many multiply-accumulates an image's depthwise conv runs on one thread. At a
 /// batch of one the pool's other threads are waiting for work (see `exec::helper_threads`),
@@ -31,19 +35,22 @@ struct Shape {
     pad: usize,
     in_hw: (usize, usize),
     out_hw: (usize, usize),
+    /// Outputs per block: [`LANES`] or [`WIDE_LANES`].
+    lanes: usize,
     /// Where tap `(ky, kx)` of a block starts in the phase planes, from the block's first
     /// column in row `stride·oy` of plane 0.
     taps: Vec<usize>,
 }
 
 impl Shape {
-    fn new(c: &Conv2d, in_hw: (usize, usize), out_hw: (usize, usize)) -> Self {
+    fn new(c: &Conv2d, in_hw: (usize, usize), out_hw: (usize, usize), lanes: usize) -> Self {
         let mut s = Shape {
             k: c.kernel,
             stride: c.stride,
             pad: c.padding,
             in_hw,
             out_hw,
+            lanes,
             taps: Vec::new(),
         };
         let (k, st, pw) = (s.k, s.stride, s.plane_width());
@@ -56,7 +63,7 @@ impl Shape {
 
     /// Outputs per row rounded up to whole blocks.
     fn block_width(&self) -> usize {
-        self.out_hw.1.div_ceil(LANES) * LANES
+        self.out_hw.1.div_ceil(self.lanes) * self.lanes
     }
 
     /// Columns of a phase plane: every block's reads stay inside its row, and every input
@@ -82,7 +89,35 @@ pub fn depthwise(
     out: &mut [f32],
     out_hw: (usize, usize),
 ) {
-    let shape = Shape::new(c, in_hw, out_hw);
+    let lanes = if out_hw.1 >= WIDE_LANES && has_avx512() {
+        WIDE_LANES
+    } else {
+        LANES
+    };
+    depthwise_in_blocks(c, x, in_hw, weight, bias, out, out_hw, lanes);
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// [`depthwise`] with blocks of `lanes` outputs ([`LANES`] or [`WIDE_LANES`]): the same sums
+/// either way, only how many are in registers at once differs.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_in_blocks(
+    c: &Conv2d,
+    x: &[f32],
+    in_hw: (usize, usize),
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    out_hw: (usize, usize),
+    lanes: usize,
+) {
+    let shape = Shape::new(c, in_hw, out_hw, lanes);
     let (k, plane) = (shape.k, in_hw.0 * in_hw.1);
     let per_channel = out_hw.0 * out_hw.1;
     if per_channel == 0 {
@@ -151,8 +186,16 @@ fn run_channel(
             }
         }
     }
+    let wide = s.lanes == WIDE_LANES;
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if wide && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was checked just above.
+        #[allow(unsafe_code)]
+        unsafe {
+            rows_avx512(s, planes, w, bias, out, row_out)
+        };
+        return;
+    } else if !wide && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was checked just above.
         #[allow(unsafe_code)]
         unsafe {
@@ -160,7 +203,11 @@ fn run_channel(
         };
         return;
     }
-    rows_portable(s, planes, w, bias, out, row_out);
+    if wide {
+        rows_portable::<WIDE_LANES>(s, planes, w, bias, out, row_out);
+    } else {
+        rows_portable::<LANES>(s, planes, w, bias, out, row_out);
+    }
 }
 
 /// One input row into the two phase planes of a stride-2 conv: padded column `pad + ix` goes
@@ -191,13 +238,21 @@ fn split_pairs(src: &[f32], planes: &mut [f32], plane_len: usize, row: usize, pa
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn rows_avx2(s: &Shape, planes: &[f32], w: &[f32], bias: f32, out: &mut [f32], row: &mut [f32]) {
-    rows_portable(s, planes, w, bias, out, row)
+    rows_portable::<LANES>(s, planes, w, bias, out, row)
+}
+
+/// [`rows_portable`] in blocks of sixteen, compiled for AVX-512: the same operations in the
+/// same order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn rows_avx512(s: &Shape, planes: &[f32], w: &[f32], bias: f32, out: &mut [f32], row: &mut [f32]) {
+    rows_portable::<WIDE_LANES>(s, planes, w, bias, out, row)
 }
 
 /// Picks the kernel for the conv's geometry: the real models' sizes with their kernel and
 /// stride fixed at compile time, any other through [`rows_any`].
 #[inline(always)]
-fn rows_portable(
+fn rows_portable<const L: usize>(
     s: &Shape,
     planes: &[f32],
     w: &[f32],
@@ -206,12 +261,12 @@ fn rows_portable(
     row: &mut [f32],
 ) {
     match (s.k, s.stride) {
-        (3, 1) => rows_fixed::<3, 1>(s, planes, w, bias, out, row),
-        (3, 2) => rows_fixed::<3, 2>(s, planes, w, bias, out, row),
-        (5, 1) => rows_fixed::<5, 1>(s, planes, w, bias, out, row),
-        (5, 2) => rows_fixed::<5, 2>(s, planes, w, bias, out, row),
-        (7, 1) => rows_fixed::<7, 1>(s, planes, w, bias, out, row),
-        _ => rows_any(s, planes, w, bias, out, row),
+        (3, 1) => rows_fixed::<3, 1, L>(s, planes, w, bias, out, row),
+        (3, 2) => rows_fixed::<3, 2, L>(s, planes, w, bias, out, row),
+        (5, 1) => rows_fixed::<5, 1, L>(s, planes, w, bias, out, row),
+        (5, 2) => rows_fixed::<5, 2, L>(s, planes, w, bias, out, row),
+        (7, 1) => rows_fixed::<7, 1, L>(s, planes, w, bias, out, row),
+        _ => rows_any::<L>(s, planes, w, bias, out, row),
     }
 }
 
@@ -220,7 +275,7 @@ fn rows_portable(
 /// checks bounds once per (kernel row, phase) rather than once per tap: the general loop spent
 /// more instructions finding a tap than multiplying it.
 #[inline(always)]
-fn rows_fixed<const K: usize, const ST: usize>(
+fn rows_fixed<const K: usize, const ST: usize, const L: usize>(
     s: &Shape,
     planes: &[f32],
     w: &[f32],
@@ -228,7 +283,7 @@ fn rows_fixed<const K: usize, const ST: usize>(
     out: &mut [f32],
     row: &mut [f32],
 ) {
-    debug_assert_eq!((s.k, s.stride), (K, ST));
+    debug_assert_eq!((s.k, s.stride, s.lanes), (K, ST, L));
     let (oh, ow) = s.out_hw;
     let pw = s.plane_width();
     let plane_len = s.plane_rows() * pw;
@@ -236,18 +291,17 @@ fn rows_fixed<const K: usize, const ST: usize>(
     for (t, &v) in w.iter().take(K * K).enumerate() {
         wk[t / K][t % K] = v;
     }
-    // A block's reads in one phase of one kernel row: its eight columns and the taps' reach.
-    let span = LANES + (K - 1) / ST;
+    // A block's reads in one phase of one kernel row: its columns and the taps' reach.
+    let span = L + (K - 1) / ST;
     for oy in 0..oh {
-        for (b, block) in row.chunks_exact_mut(LANES).enumerate() {
-            let mut acc = [0.0f32; LANES];
+        for (b, block) in row.chunks_exact_mut(L).enumerate() {
+            let mut acc = [0.0f32; L];
             for (ky, wrow) in wk.iter().enumerate() {
-                let first = (ST * oy + ky) * pw + b * LANES;
+                let first = (ST * oy + ky) * pw + b * L;
                 let runs: [&[f32]; ST] =
                     std::array::from_fn(|phase| &planes[phase * plane_len + first..][..span]);
                 for (kx, &wv) in wrow.iter().enumerate() {
-                    let src: &[f32; LANES] =
-                        runs[kx % ST][kx / ST..][..LANES].try_into().expect("lanes");
+                    let src: &[f32; L] = runs[kx % ST][kx / ST..][..L].try_into().expect("lanes");
                     for (a, &v) in acc.iter_mut().zip(src) {
                         *a += v * wv;
                     }
@@ -263,17 +317,24 @@ fn rows_fixed<const K: usize, const ST: usize>(
 
 /// Any kernel and stride: each block sums its taps through the offset table.
 #[inline(always)]
-fn rows_any(s: &Shape, planes: &[f32], w: &[f32], bias: f32, out: &mut [f32], row: &mut [f32]) {
+fn rows_any<const L: usize>(
+    s: &Shape,
+    planes: &[f32],
+    w: &[f32],
+    bias: f32,
+    out: &mut [f32],
+    row: &mut [f32],
+) {
     let st = s.stride;
     let (oh, ow) = s.out_hw;
     let pw = s.plane_width();
     for oy in 0..oh {
-        for (b, block) in row.chunks_exact_mut(LANES).enumerate() {
-            let start = st * oy * pw + b * LANES;
-            let mut acc = [0.0f32; LANES];
+        for (b, block) in row.chunks_exact_mut(L).enumerate() {
+            let start = st * oy * pw + b * L;
+            let mut acc = [0.0f32; L];
             for (&offset, &wv) in s.taps.iter().zip(w) {
                 let at = start + offset;
-                let src: &[f32; LANES] = planes[at..at + LANES].try_into().expect("lanes");
+                let src: &[f32; L] = planes[at..at + L].try_into().expect("lanes");
                 for (a, &v) in acc.iter_mut().zip(src) {
                     *a += v * wv;
                 }
@@ -352,11 +413,23 @@ mod tests {
         );
         let mut got = vec![f32::NAN; want.len()];
         depthwise(&c, &x, (h, w), &wt, &bias, &mut got, out_hw);
-        let same = got
-            .iter()
-            .zip(&want)
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(same, "{ch}×{h}×{w}, k {k}, stride {stride}, pad {pad}");
+        let same = |got: &[f32]| {
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        assert!(
+            same(&got),
+            "{ch}×{h}×{w}, k {k}, stride {stride}, pad {pad}"
+        );
+        // Both block widths, whichever the CPU picks: each through its compiled kernel where
+        // the CPU has it, else the portable one.
+        for lanes in [LANES, WIDE_LANES] {
+            let mut got = vec![f32::NAN; want.len()];
+            depthwise_in_blocks(&c, &x, (h, w), &wt, &bias, &mut got, out_hw, lanes);
+            let at = format!("{ch}×{h}×{w}, k {k}, stride {stride}, pad {pad}, {lanes} lanes");
+            assert!(same(&got), "{at}");
+        }
     }
 
     #[test]
@@ -381,7 +454,8 @@ mod tests {
 
     /// Every small geometry: kernels 1–7 (even ones too; 3, 5 and 7 run the fixed-size
     /// kernels at strides 1 and 2), strides 1–3, every padding below the kernel, widths 1–40
-    /// (whole blocks of eight outputs, partial ones, and the input columns no output reads).
+    /// (whole blocks of eight or sixteen outputs, partial ones, and the input columns no output
+    /// reads).
     #[test]
     fn every_small_geometry_equals_the_definition() {
         let mut rng = Rng::new(4);

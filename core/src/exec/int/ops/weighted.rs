@@ -246,20 +246,29 @@ impl Weighted {
             }
             Weights::Int8(groups) => {
                 let cout_g = o / self.groups;
-                for (g, a) in groups.iter().enumerate() {
+                // Groups are independent: each packs, multiplies and emits its own channels,
+                // on the pool's threads when the conv is large (B1's attention splits its
+                // 384 or 768 channels into groups of 16, each too small to split alone).
+                let group = |s: &mut Scratch, (g, dst): (usize, &mut [i32])| {
                     let b = self.pack_group(ctx, x, g, s);
                     s.acc.resize(cout_g * p, 0);
-                    gemm(ctx.isa, a, &b, &mut s.acc);
+                    gemm(ctx.isa, &groups[g], &b, &mut s.acc);
                     s.packed = b.data;
-                    for r in 0..cout_g {
-                        let oc = g * cout_g + r;
-                        self.emit(
-                            ctx,
-                            oc,
-                            &s.acc[r * p..(r + 1) * p],
-                            &mut codes[oc * p..(oc + 1) * p],
-                        );
+                    for (r, dst) in dst.chunks_mut(p).enumerate() {
+                        let acc = &s.acc[r * p..(r + 1) * p];
+                        self.emit(ctx, g * cout_g + r, acc, dst);
                     }
+                };
+                if groups.len() > 1 && o * p * self.k() >= PARALLEL_MACS / 8 {
+                    codes
+                        .par_chunks_mut(cout_g * p)
+                        .enumerate()
+                        .for_each_init(Scratch::default, group);
+                } else {
+                    codes
+                        .chunks_mut(cout_g * p)
+                        .enumerate()
+                        .for_each(|item| group(s, item));
                 }
             }
             Weights::Wide(w) => {

@@ -94,7 +94,7 @@ pub fn depthwise(
     } else {
         LANES
     };
-    depthwise_in_blocks(c, x, in_hw, weight, bias, out, out_hw, lanes);
+    run_shape(&Shape::new(c, in_hw, out_hw, lanes), x, weight, bias, out);
 }
 
 fn has_avx512() -> bool {
@@ -104,20 +104,10 @@ fn has_avx512() -> bool {
     return false;
 }
 
-/// [`depthwise`] with blocks of `lanes` outputs ([`LANES`] or [`WIDE_LANES`]): the same sums
-/// either way, only how many are in registers at once differs.
-#[allow(clippy::too_many_arguments)]
-fn depthwise_in_blocks(
-    c: &Conv2d,
-    x: &[f32],
-    in_hw: (usize, usize),
-    weight: &[f32],
-    bias: &[f32],
-    out: &mut [f32],
-    out_hw: (usize, usize),
-    lanes: usize,
-) {
-    let shape = Shape::new(c, in_hw, out_hw, lanes);
+/// [`depthwise`] for a shape whose blocks hold `shape.lanes` outputs ([`LANES`] or
+/// [`WIDE_LANES`]): the same sums either way, only how many are in registers at once differs.
+fn run_shape(shape: &Shape, x: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    let (in_hw, out_hw) = (shape.in_hw, shape.out_hw);
     let (k, plane) = (shape.k, in_hw.0 * in_hw.1);
     let per_channel = out_hw.0 * out_hw.1;
     if per_channel == 0 {
@@ -126,7 +116,7 @@ fn depthwise_in_blocks(
     let channel = |scratch: &mut Vec<f32>, (ch, o): (usize, &mut [f32])| {
         let xc = &x[ch * plane..(ch + 1) * plane];
         let wc = &weight[ch * k * k..(ch + 1) * k * k];
-        run_channel(&shape, xc, wc, bias[ch], o, scratch);
+        run_channel(shape, xc, wc, bias[ch], o, scratch);
     };
     if out.len() * k * k < PARALLEL_MACS {
         let mut scratch = Vec::new();
@@ -426,7 +416,8 @@ mod tests {
         // the CPU has it, else the portable one.
         for lanes in [LANES, WIDE_LANES] {
             let mut got = vec![f32::NAN; want.len()];
-            depthwise_in_blocks(&c, &x, (h, w), &wt, &bias, &mut got, out_hw, lanes);
+            let shape = Shape::new(&c, (h, w), out_hw, lanes);
+            run_shape(&shape, &x, &wt, &bias, &mut got);
             let at = format!("{ch}×{h}×{w}, k {k}, stride {stride}, pad {pad}, {lanes} lanes");
             assert!(same(&got), "{at}");
         }

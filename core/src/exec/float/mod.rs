@@ -100,16 +100,57 @@ const ACTIVATION_RUN: usize = 1 << 14;
 pub struct FloatExecutor<'m> {
     graph: &'m Graph,
     params: &'m FoldedWeights,
-    /// Per node, where a linear layer keeps its weight transposed (see `kernels::linear`):
-    /// made by the first pass that needs it, shared by every later pass and by the
-    /// executor's clones. The weights are borrowed for the executor's life, so it stays true.
-    weights_t: Arc<[OnceLock<Vec<f32>>]>,
+    weights_t: Transposes,
+}
+
+/// Per node, where a linear layer keeps its weight transposed (see `kernels::linear`): made
+/// by the first pass that needs it and shared by every later pass, by the executor's clones,
+/// and by executors made [`FloatExecutor::with_transposes`] over the same weights.
+#[derive(Debug, Clone)]
+pub struct Transposes(Arc<[OnceLock<Vec<f32>>]>);
+
+impl Transposes {
+    /// Empty slots for every node of `graph`.
+    pub fn for_graph(graph: &Graph) -> Self {
+        Self((0..graph.nodes().len()).map(|_| OnceLock::new()).collect())
+    }
+
+    /// Where each transpose made so far lives, for tests that check it is made once.
+    #[cfg(test)]
+    pub(crate) fn made(&self) -> Vec<*const f32> {
+        self.0
+            .iter()
+            .filter_map(|t| Some(t.get()?.as_ptr()))
+            .collect()
+    }
 }
 
 impl<'m> FloatExecutor<'m> {
     pub fn new(graph: &'m Graph, params: &'m FoldedWeights) -> Result<Self> {
+        Self::with_transposes(graph, params, Transposes::for_graph(graph))
+    }
+
+    /// An executor that keeps its transposes in `weights_t`, for an owner that makes a short-
+    /// lived executor per pass over weights it holds (fake-quant): every pass after the first
+    /// then finds them made. `weights_t` must only ever have served executors over `params`
+    /// unchanged, since a transpose, once made, is never checked against its weight again.
+    pub fn with_transposes(
+        graph: &'m Graph,
+        params: &'m FoldedWeights,
+        weights_t: Transposes,
+    ) -> Result<Self> {
         params.check_graph(graph)?;
-        let weights_t = (0..graph.nodes().len()).map(|_| OnceLock::new()).collect();
+        if weights_t.0.len() != graph.nodes().len() {
+            return Err(Error::Graph {
+                model: graph.model.clone(),
+                layer: "linear weights".into(),
+                message: format!(
+                    "transposes kept for {} nodes, but the graph has {}",
+                    weights_t.0.len(),
+                    graph.nodes().len()
+                ),
+            });
+        }
         Ok(Self {
             graph,
             params,
@@ -353,7 +394,7 @@ impl<'m> FloatExecutor<'m> {
                     x: &x,
                     input_shapes: &input_shapes,
                     out_shape: &node.shape,
-                    weight_t: &self.weights_t[id],
+                    weight_t: &self.weights_t.0[id],
                 };
                 run_image(&node.op, params, &image, o);
             });

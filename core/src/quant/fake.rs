@@ -116,6 +116,15 @@ fn apply_prepared(points: &[&PreparedPoint], t: &mut Tensor) {
         return;
     }
     let item = t.item_len();
+    if t.shape[0] < rayon::current_num_threads() {
+        // Too few images to keep the pool busy: split each.
+        for x in t.data.chunks_exact_mut(item) {
+            for p in points {
+                p.apply_split(x);
+            }
+        }
+        return;
+    }
     t.data.par_chunks_mut(item).for_each(|x| {
         for p in points {
             p.apply(x);

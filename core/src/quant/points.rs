@@ -93,6 +93,46 @@ impl Layout {
         })
     }
 
+    /// The layout cut into contiguous parts of at least `values` elements where it has that
+    /// many: whole outer rows when there are several, else whole channels. Together the parts
+    /// hold every element the point owns, each once, in memory order.
+    pub fn parts(&self, values: usize) -> Vec<LayoutPart> {
+        let (outer, channels, inner) = (self.outer, self.channels, self.inner);
+        let slab = channels * inner;
+        if outer == 0 || slab == 0 {
+            return Vec::new();
+        }
+        let part = |range: Range<usize>, outer, channels: Range<usize>| LayoutPart {
+            range,
+            layout: Layout {
+                outer,
+                channels: channels.len(),
+                inner,
+                take: self.take.clone(),
+            },
+            first_channel: channels.start,
+        };
+        if outer > 1 {
+            let step = values.div_ceil(slab).max(1);
+            (0..outer)
+                .step_by(step)
+                .map(|o| {
+                    let end = (o + step).min(outer);
+                    part(o * slab..end * slab, end - o, 0..channels)
+                })
+                .collect()
+        } else {
+            let step = values.div_ceil(inner).max(1);
+            (0..channels)
+                .step_by(step)
+                .map(|c| {
+                    let end = (c + step).min(channels);
+                    part(c * inner..end * inner, 1, c..end)
+                })
+                .collect()
+        }
+    }
+
     /// Calls `f(run, values)` for every contiguous run of the elements the point owns in one
     /// image's tensor: whole channels-last rows (`values[i]` is channel `i`), or runs of one
     /// channel.
@@ -149,6 +189,18 @@ impl Layout {
             }
         })
     }
+}
+
+/// A contiguous part of an image's tensor that holds whole outer rows or whole channels of a
+/// point's layout (see [`Layout::parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutPart {
+    /// Where the part lies in the image's tensor.
+    pub range: Range<usize>,
+    /// The part's own layout, its first channel as channel 0.
+    pub layout: Layout,
+    /// The point's channel that is the part's channel 0.
+    pub first_channel: usize,
 }
 
 /// A contiguous run of a point's elements (see [`Layout::for_each_run`]).
@@ -342,6 +394,43 @@ mod tests {
 
     fn graph(name: &str) -> Graph {
         Graph::build(&ArchSpec::preset(name).unwrap()).unwrap()
+    }
+
+    /// The parts of a layout hold each of its elements once, with its channel, in order.
+    #[test]
+    fn layout_parts_hold_every_element_once() {
+        let layouts = [
+            (197, 192, 1, 0..1),
+            (1, 64, 56 * 56, 0..56 * 56),
+            (1, 512, 49, 0..49),
+            (8, 48, 196, 16..32),
+            (3, 5, 7, 2..3),
+            (1, 1, 10, 0..10),
+        ];
+        for (outer, channels, inner, take) in layouts {
+            let l = Layout {
+                outer,
+                channels,
+                inner,
+                take,
+            };
+            let mut all = Vec::new();
+            l.for_each(|c, i| all.push((c, i)));
+            for values in [1, 100, 1 << 14, usize::MAX / 2] {
+                let mut from_parts = Vec::new();
+                let parts = l.parts(values);
+                for p in &parts {
+                    assert_eq!(p.range.len(), p.layout.outer * p.layout.channels * inner);
+                    p.layout
+                        .for_each(|c, i| from_parts.push((p.first_channel + c, p.range.start + i)));
+                }
+                assert_eq!(from_parts, all, "{l:?} in parts of {values}");
+                let elements = l.len();
+                if values <= elements / 2 && (outer > 1 || channels > 1) {
+                    assert!(parts.len() > 1, "{l:?} in parts of {values}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::depthwise::depthwise;
+use super::exp::exp_shifted;
 use crate::exec::matmul::{MatMut, MatRef, matmul};
 use crate::exec::transpose::transpose;
 use crate::graph::Conv2d;
@@ -297,26 +298,36 @@ pub fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// LayerNorm over each row of `dim` values (statistics in f64), the rows in parallel when
 /// there are many values.
 pub fn layer_norm(x: &[f32], dim: usize, eps: f64, weight: &[f32], bias: &[f32], out: &mut [f32]) {
-    let row = |(row, o): (&[f32], &mut [f32])| {
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
-        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
-        let inv = 1.0 / (var + eps).sqrt();
-        for i in 0..dim {
-            o[i] = ((row[i] as f64 - mean) * inv) as f32 * weight[i] + bias[i];
+    let rows = |(x, out): (&[f32], &mut [f32])| {
+        for (row, o) in x.chunks(dim).zip(out.chunks_mut(dim)) {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+            let inv = 1.0 / (var + eps).sqrt();
+            for i in 0..dim {
+                o[i] = ((row[i] as f64 - mean) * inv) as f32 * weight[i] + bias[i];
+            }
         }
     };
-    by_rows(x, dim, out, row);
+    by_rows(x, dim, out, rows);
 }
 
-/// `f(row of x, row of out)` for every row of `dim` values, in parallel when there are many.
+/// Rows per call of [`by_rows`]'s `f`: enough for a step that runs one sum per row in order to
+/// run the rows' sums side by side.
+const ROW_GROUP: usize = 8;
+
+/// `f(rows of x, the same rows of out)` for every group of up to [`ROW_GROUP`] rows of `dim`
+/// values, the groups in parallel when there are many values.
 fn by_rows(x: &[f32], dim: usize, out: &mut [f32], f: impl Fn((&[f32], &mut [f32])) + Sync + Send) {
     if dim == 0 {
         return;
     }
+    let group = ROW_GROUP * dim;
     if x.len() >= PARALLEL_ROWS_VALUES {
-        x.par_chunks(dim).zip(out.par_chunks_mut(dim)).for_each(f);
+        x.par_chunks(group)
+            .zip(out.par_chunks_mut(group))
+            .for_each(f);
     } else {
-        x.chunks(dim).zip(out.chunks_mut(dim)).for_each(f);
+        x.chunks(group).zip(out.chunks_mut(group)).for_each(f);
     }
 }
 
@@ -347,16 +358,51 @@ pub fn gelu(v: f32) -> f32 {
 
 /// Softmax over each row of `n` values, the rows in parallel when there are many values.
 pub fn softmax(x: &[f32], n: usize, out: &mut [f32]) {
-    by_rows(x, n, out, |(row, o)| {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f64;
-        for (o, &v) in o.iter_mut().zip(row) {
-            *o = (v - max).exp();
-            sum += *o as f64;
+    by_rows(x, n, out, |(x, out)| {
+        for (row, o) in x.chunks(n).zip(out.chunks_mut(n)) {
+            exp_shifted(row, row_max(row), o);
         }
-        let inv = (1.0 / sum) as f32;
-        o.iter_mut().for_each(|v| *v *= inv);
+        // Each row's sum in order, in f64, as the definition has it; the group's rows side by
+        // side, since one row's additions each wait on the one before.
+        let mut sums = [0.0f64; ROW_GROUP];
+        let rows = out.len() / n;
+        if rows == ROW_GROUP {
+            for i in 0..n {
+                for (r, sum) in sums.iter_mut().enumerate() {
+                    *sum += out[r * n + i] as f64;
+                }
+            }
+        } else {
+            for (o, sum) in out.chunks(n).zip(&mut sums) {
+                *sum = o.iter().fold(0.0, |sum, &e| sum + e as f64);
+            }
+        }
+        for (o, sum) in out.chunks_mut(n).zip(sums) {
+            let inv = (1.0 / sum) as f32;
+            o.iter_mut().for_each(|v| *v *= inv);
+        }
     });
+}
+
+/// A row's largest value, NaN left out, as `fold(−∞, f32::max)` gives it, in lanes. Which
+/// zero it returns when `±0` is largest may differ, and does not matter to Softmax:
+/// `v − (±0)` is the same for every `v` but `−0`, whose `e^(±0)` is 1 either way.
+fn row_max(row: &[f32]) -> f32 {
+    // `v > m ? v : m` keeps `m` when `v` is NaN, and is one `vmaxps` per lane.
+    let max = |m: f32, v: f32| if v > m { v } else { m };
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = row.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = max(*m, v);
+        }
+    }
+    let rest = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, max);
+    lanes.into_iter().fold(rest, max)
 }
 
 /// Mean over the spatial plane of each channel.
@@ -741,6 +787,59 @@ mod tests {
                 "row {r}"
             );
         }
+    }
+
+    /// Softmax's definition, one row at a time: the row's `fold(−∞, f32::max)`, `f32::exp`
+    /// per element, their sum in order in f64.
+    fn softmax_by_definition(x: &[f32], n: usize) -> Vec<f32> {
+        x.chunks(n)
+            .flat_map(|row| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = row.iter().map(|&v| (v - max).exp()).collect();
+                let inv = (1.0 / e.iter().fold(0.0, |s, &v| s + v as f64)) as f32;
+                e.into_iter().map(move |v| v * inv)
+            })
+            .collect()
+    }
+
+    /// Softmax in lanes (the row's maximum, `exp_shifted`, the group's sums side by side)
+    /// equals its definition bit for bit: DeiT-T's 3·197 rows of 197 (past
+    /// [`PARALLEL_ROWS_VALUES`]), groups short of [`ROW_GROUP`] rows, short rows, and rows
+    /// whose maximum is NaN-flanked, infinite, or a zero of either sign.
+    #[test]
+    fn softmax_equals_its_definition() {
+        let mut rng = crate::rng::Rng::new(4);
+        for (rows, n, spread) in [
+            (3 * 197, 197, 4.0f32),
+            (13, 50, 1.0),
+            (9, 3, 30.0),
+            (7, 1, 1.0),
+        ] {
+            let x: Vec<f32> = (0..rows * n).map(|_| spread * rng.normal()).collect();
+            let mut got = vec![f32::NAN; x.len()];
+            softmax(&x, n, &mut got);
+            assert_eq!(
+                bits(&got),
+                bits(&softmax_by_definition(&x, n)),
+                "{rows} × {n}"
+            );
+        }
+        let (nan, inf) = (f32::NAN, f32::INFINITY);
+        let special: [[f32; 5]; 9] = [
+            [nan, 1.0, -2.0, nan, 0.5],
+            [nan; 5],
+            [-0.0, 0.0, -3.0, -0.0, -1.0],
+            [0.0, -0.0, -0.0, -5.0, 0.0],
+            [inf, 1.0, 2.0, 3.0, 4.0],
+            [-inf, -inf, -inf, -inf, -inf],
+            [-inf, 1.0, -inf, 2.0, nan],
+            [-120.0, 0.0, -90.0, -104.0, -88.0],
+            [1e-45, -1e-45, 0.0, -0.0, f32::MIN_POSITIVE],
+        ];
+        let x: Vec<f32> = special.iter().flatten().copied().collect();
+        let mut got = vec![0.0; x.len()];
+        softmax(&x, 5, &mut got);
+        assert_eq!(bits(&got), bits(&softmax_by_definition(&x, 5)));
     }
 
     /// A conv's product in blocks of output channels gives, bit for bit, the sums of blocks of

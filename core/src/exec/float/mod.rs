@@ -5,6 +5,7 @@
 //! calibration records its statistics.
 
 pub mod depthwise;
+mod exp;
 mod gelu;
 mod kernels;
 

@@ -299,9 +299,11 @@ pub fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// there are many values.
 pub fn layer_norm(x: &[f32], dim: usize, eps: f64, weight: &[f32], bias: &[f32], out: &mut [f32]) {
     let rows = |(x, out): (&[f32], &mut [f32])| {
-        for (row, o) in x.chunks(dim).zip(out.chunks_mut(dim)) {
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
-            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+        // `Iterator::sum`'s fold, which starts at −0.
+        let means = row_sums(x, dim, -0.0, |_, v| v as f64).map(|s| s / dim as f64);
+        let vars = row_sums(x, dim, -0.0, |r, v| (v as f64 - means[r]).powi(2));
+        for (r, (row, o)) in x.chunks(dim).zip(out.chunks_mut(dim)).enumerate() {
+            let (mean, var) = (means[r], vars[r] / dim as f64);
             let inv = 1.0 / (var + eps).sqrt();
             for i in 0..dim {
                 o[i] = ((row[i] as f64 - mean) * inv) as f32 * weight[i] + bias[i];
@@ -362,26 +364,32 @@ pub fn softmax(x: &[f32], n: usize, out: &mut [f32]) {
         for (row, o) in x.chunks(n).zip(out.chunks_mut(n)) {
             exp_shifted(row, row_max(row), o);
         }
-        // Each row's sum in order, in f64, as the definition has it; the group's rows side by
-        // side, since one row's additions each wait on the one before.
-        let mut sums = [0.0f64; ROW_GROUP];
-        let rows = out.len() / n;
-        if rows == ROW_GROUP {
-            for i in 0..n {
-                for (r, sum) in sums.iter_mut().enumerate() {
-                    *sum += out[r * n + i] as f64;
-                }
-            }
-        } else {
-            for (o, sum) in out.chunks(n).zip(&mut sums) {
-                *sum = o.iter().fold(0.0, |sum, &e| sum + e as f64);
-            }
-        }
+        let sums = row_sums(out, n, 0.0, |_, e| e as f64);
         for (o, sum) in out.chunks_mut(n).zip(sums) {
             let inv = (1.0 / sum) as f32;
             o.iter_mut().for_each(|v| *v *= inv);
         }
     });
+}
+
+/// For each row `r` of a group of rows of `n` values (see [`by_rows`]),
+/// `fold(init, |sum, v| sum + term(r, v))` over the row in order, in f64, as the definitions
+/// have it: the rows side by side when the group is whole, since one row's additions each
+/// wait on the one before.
+fn row_sums(x: &[f32], n: usize, init: f64, term: impl Fn(usize, f32) -> f64) -> [f64; ROW_GROUP] {
+    let mut sums = [init; ROW_GROUP];
+    if x.len() == ROW_GROUP * n {
+        for i in 0..n {
+            for (r, sum) in sums.iter_mut().enumerate() {
+                *sum += term(r, x[r * n + i]);
+            }
+        }
+    } else {
+        for (r, (row, sum)) in x.chunks(n).zip(&mut sums).enumerate() {
+            *sum = row.iter().fold(init, |sum, &v| sum + term(r, v));
+        }
+    }
+    sums
 }
 
 /// A row's largest value, NaN left out, as `fold(−∞, f32::max)` gives it, in lanes. Which
@@ -840,6 +848,40 @@ mod tests {
         let mut got = vec![0.0; x.len()];
         softmax(&x, 5, &mut got);
         assert_eq!(bits(&got), bits(&softmax_by_definition(&x, 5)));
+    }
+
+    /// LayerNorm with its row sums side by side equals its definition, one row at a time with
+    /// `Iterator::sum`, bit for bit: DeiT-T's 197 tokens of 192, groups short of
+    /// [`ROW_GROUP`] rows, and a row of `−0` with a bias of `−0` (where the sums' first value
+    /// shows in the output's sign).
+    #[test]
+    fn layer_norm_equals_its_definition() {
+        let by_definition = |x: &[f32], dim: usize, weight: &[f32], bias: &[f32]| -> Vec<f32> {
+            x.chunks(dim)
+                .flat_map(|row| {
+                    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+                    let var =
+                        row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+                    let inv = 1.0 / (var + 1e-6).sqrt();
+                    (0..dim).map(move |i| {
+                        ((row[i] as f64 - mean) * inv) as f32 * weight[i] + bias[i]
+                    })
+                })
+                .collect()
+        };
+        let mut rng = crate::rng::Rng::new(8);
+        for (rows, dim) in [(197, 192), (13, 64), (3, 5)] {
+            let x: Vec<f32> = (0..rows * dim).map(|_| 3.0 * rng.normal()).collect();
+            let weight: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
+            let mut bias: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
+            bias[0] = -0.0;
+            let mut x = x;
+            x[..dim].fill(-0.0);
+            let mut got = vec![f32::NAN; x.len()];
+            layer_norm(&x, dim, 1e-6, &weight, &bias, &mut got);
+            let want = by_definition(&x, dim, &weight, &bias);
+            assert_eq!(bits(&got), bits(&want), "{rows} × {dim}");
+        }
     }
 
     /// A conv's product in blocks of output channels gives, bit for bit, the sums of blocks of

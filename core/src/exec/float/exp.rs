@@ -31,8 +31,10 @@ pub fn exp_shifted(x: &[f32], shift: f32, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[allow(unsafe_code)]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512 F was checked just above.
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            // SAFETY: AVX-512 F and VL were checked just above.
             unsafe { lanes::exp_shifted_avx512(x, shift, out) };
         } else {
             // SAFETY: AVX2 and FMA were checked just above.
@@ -126,7 +128,7 @@ mod lanes {
         blocks::<Avx2>(x, shift, out);
     }
 
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512vl")]
     pub(super) fn exp_shifted_avx512(x: &[f32], shift: f32, out: &mut [f32]) {
         blocks::<Avx512>(x, shift, out);
     }
@@ -188,8 +190,8 @@ mod lanes {
         /// [`Avx2::lanes`] in eight f64 lanes.
         #[inline(always)]
         unsafe fn lanes(terms: &[f64; TERMS], x: &[f32], shift: f32, out: &mut [f32]) -> u32 {
-            // SAFETY (every intrinsic below): the caller is compiled with AVX-512 F; `x` and
-            // `out` hold eight f32s.
+            // SAFETY (every intrinsic below): the caller is compiled with AVX-512 F and VL;
+            // `x` and `out` hold eight f32s.
             unsafe {
                 let d = _mm256_sub_ps(_mm256_loadu_ps(x.as_ptr()), _mm256_set1_ps(shift));
                 let inside = _mm256_cmp_ps_mask::<_CMP_GE_OQ>(d, _mm256_set1_ps(LOWEST))

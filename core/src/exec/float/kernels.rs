@@ -863,9 +863,8 @@ mod tests {
                     let var =
                         row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
                     let inv = 1.0 / (var + 1e-6).sqrt();
-                    (0..dim).map(move |i| {
-                        ((row[i] as f64 - mean) * inv) as f32 * weight[i] + bias[i]
-                    })
+                    (0..dim)
+                        .map(move |i| ((row[i] as f64 - mean) * inv) as f32 * weight[i] + bias[i])
                 })
                 .collect()
         };

@@ -2,10 +2,10 @@
 //! parameters in flat arrays (or, where a channel's runs are short, one per element of an
 //! image), the log coder looked up, so each image's work is whole slices through SIMD lanes.
 
-use super::log_codes::Coder;
-use super::plan::ActivationPlan;
 use rayon::prelude::*;
 
+use super::log_codes::Coder;
+use super::plan::ActivationPlan;
 use super::points::{Layout, Run};
 use super::quantizer::{Quantizer, Uniform};
 use super::uniform_lanes::{Grid, Param, Params, fake_slice};
@@ -68,7 +68,13 @@ impl<'a> PreparedPoint<'a> {
     /// thread spent 10 % of its time quantizing alone). Every value is quantized on its own,
     /// so the parts give the same bits.
     pub fn apply_split(&self, item: &mut [f32]) {
-        let parts = self.plan.layout.parts(PARALLEL_VALUES);
+        let layout = &self.plan.layout;
+        assert!(
+            item.len() >= layout.outer * layout.channels * layout.inner,
+            "a tensor of {} elements is smaller than its layout {layout:?}",
+            item.len()
+        );
+        let parts = layout.parts(PARALLEL_VALUES);
         if parts.len() < 2 {
             return self.apply(item);
         }

@@ -61,8 +61,9 @@ mod lanes {
     const TERMS: usize = 11;
 
     /// Vectors per block: a block's turned-away lanes are noted without a branch and fixed
-    /// after it (a branch per vector, taken at random for a few per cent of them, cost a
-    /// third of the time: each miss threw away the long chains in flight).
+    /// after it. A branch per vector, taken at random for a few per cent of them, made the
+    /// loop 1.7× slower than with no fix-up at all in a timing probe: each miss threw away the
+    /// long chains in flight.
     const BLOCK: usize = 64;
 
     /// The expansion's coefficients `1/k!`.

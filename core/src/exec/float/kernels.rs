@@ -870,11 +870,10 @@ mod tests {
         };
         let mut rng = crate::rng::Rng::new(8);
         for (rows, dim) in [(197, 192), (13, 64), (3, 5)] {
-            let x: Vec<f32> = (0..rows * dim).map(|_| 3.0 * rng.normal()).collect();
+            let mut x: Vec<f32> = (0..rows * dim).map(|_| 3.0 * rng.normal()).collect();
             let weight: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
             let mut bias: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
             bias[0] = -0.0;
-            let mut x = x;
             x[..dim].fill(-0.0);
             let mut got = vec![f32::NAN; x.len()];
             layer_norm(&x, dim, 1e-6, &weight, &bias, &mut got);

@@ -97,9 +97,8 @@ mod lanes {
         unsafe fn lanes(table: &Table, x: &mut [f32]) -> u32;
     }
 
-    /// [`Width::LANES`] at a time, the rest (and every lane the check turns away: about one in
-    /// two million, so a branch) through [`gelu`]. Inlined into a caller compiled for the
-    /// width's features.
+    /// [`Width::LANES`] at a time, the rest (and every lane the check turns away, rare enough
+    /// for a branch) through [`gelu`]. Inlined into a caller compiled for the width's features.
     #[inline(always)]
     fn in_place<W: Width>(table: &Table, x: &mut [f32]) {
         let all = (1u32 << W::LANES) - 1;

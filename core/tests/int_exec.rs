@@ -359,7 +359,18 @@ fn spare_buffers_do_not_grow_with_the_images_run() {
     };
     let after_two = spares(2);
     assert!(after_two > 0, "the run kept no spare buffers");
-    assert_eq!(spares(6), after_two, "spare buffers after 2 and 8 images");
+    // `run_image` hands each image's logits over with their buffer, so the spares may settle
+    // lower than after the first images, never higher.
+    let after_eight = spares(6);
+    assert!(
+        after_eight <= after_two,
+        "{after_eight} spare buffers after 8 images, {after_two} after 2"
+    );
+    assert_eq!(
+        spares(6),
+        after_eight,
+        "spare buffers after 8 and 14 images"
+    );
 }
 
 #[test]

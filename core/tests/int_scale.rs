@@ -17,6 +17,7 @@ use qvit_core::arch::{ArchSpec, Family};
 use qvit_core::data::{Dataset, Normalize};
 use qvit_core::exec::float::FloatExecutor;
 use qvit_core::exec::int::{IntExecutor, compile};
+use qvit_core::exec::spare::zero_fills;
 use qvit_core::graph::Graph;
 use qvit_core::quant::diagnostics::sqnr_db;
 use qvit_core::quant::recipe::Technique;
@@ -142,7 +143,9 @@ fn check_model(model: &str) {
             let int_db = logit_sqnr(&float, &int_logits);
             if bits == "w8a8" && *recipe == recipes(graph.family)[0] {
                 // At real sizes the large products split their channels over threads inside
-                // an image: one image at a time on one thread gives the same integers.
+                // an image: one image at a time on one thread gives the same integers. After
+                // the first, each image's outputs reuse the buffers the one before left (the
+                // logits' among them): none is zeroed afresh.
                 let one_thread = rayon::ThreadPoolBuilder::new()
                     .num_threads(1)
                     .build()
@@ -150,12 +153,18 @@ fn check_model(model: &str) {
                 let classes = int_logits.item_len();
                 for i in 0..test.batch() {
                     let image = test_set.batch(i..i + 1).unwrap().images;
-                    let alone = one_thread.install(|| int.forward(&image)).unwrap();
+                    let (alone, fills) = one_thread.install(|| {
+                        let before = zero_fills();
+                        (int.forward(&image).unwrap(), zero_fills() - before)
+                    });
                     assert_eq!(
                         alone.data,
                         int_logits.data[i * classes..(i + 1) * classes],
                         "{model}: image {i} alone on one thread"
                     );
+                    if i > 0 {
+                        assert_eq!(fills, 0, "{model}: output buffers zeroed for image {i}");
+                    }
                 }
             }
             let rows = common::agreement(&graph, &folded, &plan, &layer_by_layer, true);

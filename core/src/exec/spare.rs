@@ -9,7 +9,19 @@
 //! shorter length forgets that its tail was written, and growing it back zeroes the tail
 //! (4–5 % of B1's integer time at batch 8 by `perf`, all in regrowing recycled buffers).
 
+use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
+
+thread_local! {
+    static ZERO_FILLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many times this thread's [`Buffer`]s were zeroed to grow (a new allocation, or a tail
+/// past what the buffer had written): the `memset`s reuse is for, which tests check a warm
+/// pass makes none of.
+pub fn zero_fills() -> u64 {
+    ZERO_FILLS.get()
+}
 
 /// A value's elements: the first `len` of an allocation whose every element up to
 /// `written.len()` holds some earlier value (so a caller that writes every element can take
@@ -26,6 +38,7 @@ impl<T: Copy + Default> Buffer<T> {
     /// small is replaced by a new zeroed one rather than grown, which would copy it).
     pub fn overwrite(&mut self, len: usize) -> &mut [T] {
         if self.written.len() < len {
+            ZERO_FILLS.set(ZERO_FILLS.get() + 1);
             if self.written.capacity() < len {
                 self.written = vec![T::default(); len];
             } else {
@@ -136,12 +149,6 @@ impl<T: Copy + Default> SpareBuffers<T> {
     pub fn is_empty(&self) -> bool {
         self.buffers.is_empty()
     }
-
-    /// A buffer whose length the caller sets itself (the one with the most written elements).
-    pub fn take_any(&mut self) -> Buffer<T> {
-        let longest = (0..self.buffers.len()).max_by_key(|&i| self.buffers[i].reusable());
-        longest.map_or_else(Buffer::default, |i| self.buffers.swap_remove(i))
-    }
 }
 
 /// Makes `buf` `len` long for a caller that writes every element: a recycled buffer keeps its
@@ -175,7 +182,7 @@ mod tests {
         let grown = spare.take(12);
         assert_eq!(grown[..10], [1; 10]);
         assert_eq!(grown[10..], [0; 2]);
-        assert_eq!(*spare.take_any(), [2; 4]);
+        assert_eq!(*spare.take(3), [2; 3]);
         assert_eq!(*spare.take(3), [0; 3]);
     }
 

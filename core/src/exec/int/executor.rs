@@ -111,7 +111,10 @@ impl<'p> IntExecutor<'p> {
     /// Runs one step on the given input codes (one slice per input of the step).
     pub fn run_step(&self, step: &Step, x: &[&[i32]], scratch: &mut Scratch) -> Buffer<i32> {
         let ctx = Ctx { isa: self.isa };
-        let mut out = scratch.spare.take_any();
+        // The spare buffer that fits best: the largest, taken for any output, had left large
+        // outputs to new zeroed allocations (the logits, kept past the image, in the largest
+        // buffer: a 3 MB `memset` per image of B1 at batch 1, serial).
+        let mut out = scratch.spare.take(step.op.output_len(x));
         match &step.op {
             StepOp::Weighted(w) => w.run(ctx, x[0], &mut out, scratch),
             StepOp::Add(a) => a.run(self.isa, x[0], x[1], &mut out),
@@ -158,10 +161,13 @@ impl<'p> IntExecutor<'p> {
                         run.chunks(item)
                             .map(|img| {
                                 let values = self.run_image_with(img, &|_| false, scratch);
-                                values[p.output]
+                                let logits = values[p.output]
                                     .iter()
                                     .map(|&v| (v as f64 * p.logit_scale) as f32)
-                                    .collect::<Vec<f32>>()
+                                    .collect::<Vec<f32>>();
+                                // The logits' buffer serves the next image.
+                                values.into_iter().for_each(|v| scratch.spare.keep(v));
+                                logits
                             })
                             .collect::<Vec<_>>()
                     })

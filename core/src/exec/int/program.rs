@@ -44,6 +44,25 @@ pub enum StepOp {
 }
 
 impl StepOp {
+    /// How many codes the step writes, from its inputs' codes (what its run writes: each op
+    /// sizes its output by the same method).
+    pub fn output_len(&self, x: &[&[i32]]) -> usize {
+        match self {
+            StepOp::Weighted(w) => w.output_len(),
+            StepOp::Add(a) => a.output_len(x[0], x[1]),
+            StepOp::Pool(p) => p.output_len(x[0]),
+            StepOp::ClassPos(c) => c.output_len(x[0]),
+            StepOp::LayerNorm(l) => l.output_len(x[0]),
+            StepOp::ScoresSoftmax(s) => s.output_len(),
+            StepOp::Mix(m) => m.output_len(),
+            StepOp::Context(c) => c.output_len(),
+            StepOp::Query(q) => q.output_len(),
+            StepOp::Normalize(n) => n.output_len(),
+            StepOp::Concat => x.iter().map(|v| v.len()).sum(),
+            StepOp::TakeClassToken { dim } => *dim,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             StepOp::Weighted(_) => "weighted",

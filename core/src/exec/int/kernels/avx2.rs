@@ -18,7 +18,7 @@ use std::ops::Range;
 use super::{PANEL, PackedA, PackedB};
 
 /// Weight rows per tile.
-const MR: usize = 6;
+pub(super) const MR: usize = 6;
 
 #[cfg(target_arch = "x86_64")]
 pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {

@@ -252,6 +252,28 @@ pub fn gemm(isa: Isa, a: &PackedA, b: &PackedB, out: &mut [i32]) {
     gemm_rows(isa, a, 0..a.rows, b, out)
 }
 
+/// `isa`, or the best this CPU has when that is lower: a forced or stale choice never runs
+/// instructions this CPU lacks.
+fn runnable(isa: Isa) -> Isa {
+    if isa as u8 <= best_isa() as u8 {
+        isa
+    } else {
+        best_isa()
+    }
+}
+
+/// Weight rows per tile of [`gemm_rows`] on `isa`: blocks of rows that are a multiple of it
+/// leave no tile part-empty but the last.
+pub fn tile_rows(isa: Isa) -> usize {
+    match runnable(isa) {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => vnni::MR,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::MR,
+        _ => 1,
+    }
+}
+
 /// [`gemm`] for weight rows `rows` only: `out` holds those rows (`rows.len() × cols`), so
 /// blocks of rows can run on different threads.
 pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
@@ -262,13 +284,7 @@ pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &m
         a.rows
     );
     assert!(out.len() >= rows.len() * b.cols);
-    // A forced or stale choice never runs instructions this CPU lacks.
-    let isa = if isa as u8 <= best_isa() as u8 {
-        isa
-    } else {
-        best_isa()
-    };
-    match isa {
+    match runnable(isa) {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => vnni::gemm(a, rows, b, out),
         #[cfg(target_arch = "x86_64")]

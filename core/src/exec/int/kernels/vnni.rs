@@ -26,7 +26,7 @@ pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
 /// unit busy: 8 rows × 2 panels gives 16, plus 2 activation registers and one broadcast weight
 /// (19 of the 32 zmm registers). 4 × 2 (8 chains) held the Intel core to 36–51 % of its peak.
 #[cfg(target_arch = "x86_64")]
-const MR: usize = 8;
+pub(super) const MR: usize = 8;
 /// Panels of 16 columns per tile.
 #[cfg(target_arch = "x86_64")]
 const NP: usize = 2;

@@ -62,9 +62,14 @@ impl Add {
         ))
     }
 
+    /// Codes of the output: one per pair of input codes.
+    pub fn output_len(&self, a: &[i32], b: &[i32]) -> usize {
+        a.len().min(b.len())
+    }
+
     pub fn run(&self, isa: Isa, a: &[i32], b: &[i32], out: &mut Buffer<i32>) {
         // Every element is written below, by lanes or by the definition.
-        let out = out.overwrite(a.len().min(b.len()));
+        let out = out.overwrite(self.output_len(a, b));
         let ChannelMap { channels, inner } = self.map;
         let range = (self.qmin, self.qmax);
         let lane = |c: usize| {
@@ -136,8 +141,13 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Codes of the output: one per channel's plane.
+    pub fn output_len(&self, x: &[i32]) -> usize {
+        x.len().div_ceil(self.plane)
+    }
+
     pub fn run(&self, x: &[i32], out: &mut Buffer<i32>) {
-        let out = out.overwrite(x.len().div_ceil(self.plane));
+        let out = out.overwrite(self.output_len(x));
         for ((c, plane), o) in x.chunks(self.plane).enumerate().zip(out) {
             let z = self.zero[c];
             let sum: i64 = plane.iter().map(|&q| (q - z) as i64).sum();
@@ -162,9 +172,14 @@ pub struct ClassPos {
 }
 
 impl ClassPos {
+    /// Codes of the output: the class token's row, then the patches'.
+    pub fn output_len(&self, x: &[i32]) -> usize {
+        self.class_row.len() + x.len()
+    }
+
     pub fn run(&self, x: &[i32], out: &mut Buffer<i32>) {
         let (class, patches) = out
-            .overwrite(self.class_row.len() + x.len())
+            .overwrite(self.output_len(x))
             .split_at_mut(self.class_row.len());
         class.copy_from_slice(&self.class_row);
         for (i, (o, &q)) in patches.iter_mut().zip(x).enumerate() {

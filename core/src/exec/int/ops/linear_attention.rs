@@ -30,10 +30,15 @@ pub struct Context {
 }
 
 impl Context {
+    /// Codes of the output: per head, `d` rows of products and one of key sums, `d` wide.
+    pub fn output_len(&self) -> usize {
+        self.heads * (self.head_dim + 1) * self.head_dim
+    }
+
     pub fn run(&self, isa: Isa, ms: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
         // Every element is written below (each head's products and key sums).
-        let out = out.overwrite(self.heads * (d + 1) * d);
+        let out = out.overwrite(self.output_len());
         let head_len = (d + 1) * d;
         for_each_head(self.heads * head_len * n, out, head_len, |h, o| {
             self.head(isa, h, &ms[h * 3 * d * n..(h + 1) * 3 * d * n], o)
@@ -121,10 +126,15 @@ pub struct Query {
 }
 
 impl Query {
+    /// Codes of the output: per head, `d` rows of dividends and one of divisors, a token wide.
+    pub fn output_len(&self) -> usize {
+        self.heads * (self.head_dim + 1) * self.tokens
+    }
+
     pub fn run(&self, isa: Isa, ms: &[i32], context: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
         // Every element is written below (each row's encode).
-        let out = out.overwrite(self.heads * (d + 1) * n);
+        let out = out.overwrite(self.output_len());
         let head_len = (d + 1) * n;
         for_each_head(self.heads * head_len * d, out, head_len, |h, o| {
             let head = &ms[h * 3 * d * n..(h + 1) * 3 * d * n];
@@ -205,10 +215,15 @@ pub struct Normalize {
 }
 
 impl Normalize {
+    /// Codes of the output: per head, `d` rows a token wide.
+    pub fn output_len(&self) -> usize {
+        self.heads * self.head_dim * self.tokens
+    }
+
     pub fn run(&self, isa: Isa, x: &[i32], out: &mut Buffer<i32>) {
         let (d, n) = (self.head_dim, self.tokens);
         // Every element is written below (by the row in lanes or token by token).
-        let out = out.overwrite(self.heads * d * n);
+        let out = out.overwrite(self.output_len());
         // Each output is a 64-bit product, shift and clamp: counted as 8 multiply-adds.
         for_each_head(8 * self.heads * d * n, out, d * n, |h, o| {
             self.head(isa, h, &x[h * (d + 1) * n..(h + 1) * (d + 1) * n], o)

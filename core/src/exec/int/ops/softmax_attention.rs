@@ -34,11 +34,16 @@ pub struct ScoresSoftmax {
 }
 
 impl ScoresSoftmax {
+    /// Codes of the output: per head, a token × token matrix of probabilities.
+    pub fn output_len(&self) -> usize {
+        self.heads * self.tokens * self.tokens
+    }
+
     pub fn run(&self, isa: Isa, qkv: &[i32], out: &mut Buffer<i32>, _: &mut Scratch) {
         let (h, d, n) = (self.heads, self.head_dim, self.tokens);
         let width = 3 * h * d;
         // Every row of every head is written below.
-        let out = out.overwrite(h * n * n);
+        let out = out.overwrite(self.output_len());
         // Centred codes as i16 (|q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims), each
         // head's keys packed for the blocked `q·kᵀ` ([`scores`]).
         let centre = |v: i32| (v - self.zero) as i16;
@@ -141,10 +146,15 @@ pub struct Mix {
 }
 
 impl Mix {
+    /// Codes of the output: tokens × every head's dimensions.
+    pub fn output_len(&self) -> usize {
+        self.tokens * self.heads * self.head_dim
+    }
+
     pub fn run(&self, isa: Isa, probs: &[i32], qkv: &[i32], out: &mut Buffer<i32>) {
         let (h, d, n) = (self.heads, self.head_dim, self.tokens);
         let width = 3 * h * d;
-        let out = out.zeroed(n * h * d);
+        let out = out.zeroed(self.output_len());
         // Decoded probabilities are at most 2^15 and a row of them sums to a bounded total (the
         // Softmax's rows sum to one), so with |v − z| ≤ 255 the i32 accumulator cannot
         // overflow at any token count the compiler accepts (`mix_bound`).

@@ -12,7 +12,7 @@ use super::super::code_table::CodeTable;
 use super::super::kernels::depthwise::{DwShape, depthwise};
 use super::super::kernels::pack::{Windows, im2col_plane, pack_rows, pack_tokens};
 use super::super::kernels::requant::{NarrowHardswish, hardswish_narrow, lookup, lookup_within};
-use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows};
+use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
@@ -23,8 +23,29 @@ use crate::graph::Conv2d;
 /// Products of at least this many multiply-accumulates (depthwise convs: a quarter of it)
 /// split their output channels into blocks that run in parallel.
 const PARALLEL_MACS: usize = 1 << 20;
-/// Output channels per parallel block: a multiple of both kernels' tile heights (6 and 4).
+/// The most output channels a block holds: its accumulators then stay in L2 (24 rows of B1's
+/// largest map, see [`with_thread_accumulators`]). A multiple of every kernel's tile height.
 const ROW_BLOCK: usize = 24;
+
+/// Output channels per block when `channels` split across `threads`: a multiple of `align`
+/// (the product's tile height; 1 for depthwise) of at most [`ROW_BLOCK`], the one whose
+/// rounds of blocks over the threads cover the fewest channels (the largest such). Blocks of
+/// [`ROW_BLOCK`] alone had left a thread idle for a third of B1's 64-channel products at batch
+/// 1 (three blocks of 24, 24 and 16 on two threads) and for all of its 16-channel depthwise
+/// conv (one block).
+fn block_rows(channels: usize, align: usize, threads: usize) -> usize {
+    let align = align.max(1);
+    let largest = ROW_BLOCK.max(align).min(channels.next_multiple_of(align));
+    let mut best = (usize::MAX, align);
+    for rows in (align..=largest).step_by(align) {
+        let rounds = channels.div_ceil(rows).div_ceil(threads.max(1));
+        let covered = rounds * rows;
+        if covered <= best.0 {
+            best = (covered, rows);
+        }
+    }
+    best.1
+}
 
 /// Runs `f` on this thread's accumulator buffer, whatever its length and contents (the last
 /// block's leftovers): a large product's blocks then allocate and zero their accumulators once
@@ -173,13 +194,22 @@ impl Weighted {
         }
     }
 
+    /// Codes of the output: every output channel at every position.
+    pub fn output_len(&self) -> usize {
+        self.out_channels * self.positions().0
+    }
+
     pub fn run(&self, ctx: Ctx, x: &[i32], out: &mut Buffer<i32>, s: &mut Scratch) {
         let (p, token_major) = self.positions();
         let o = self.out_channels;
-        // Codes as [O][P]; token-major outputs are transposed at the end. Every code is
-        // written below (each output channel's epilogue writes its whole row), into the spare
-        // buffer that fits best.
-        let mut codes = s.spare.take(o * p);
+        // Codes as [O][P]: straight into `out`, or for token-major outputs into the spare
+        // buffer that fits best, transposed into `out` at the end. Every code is written below
+        // (each output channel's epilogue writes its whole row).
+        let mut codes = match token_major {
+            true => s.spare.take(o * p),
+            false => std::mem::take(out),
+        };
+        codes.overwrite(o * p);
         match &self.weights {
             Weights::Depthwise(w) => {
                 let (conv, in_hw, out_hw) = self.patch_or_kernel().expect("depthwise is a conv");
@@ -187,8 +217,13 @@ impl Weighted {
                 let kk = conv.kernel * conv.kernel;
                 // Channels are independent: blocks of them, each conv then epilogue, run on
                 // the pool's threads when large (the only work of an image at batch 1).
+                let parallel = o * p * kk >= PARALLEL_MACS / 4;
+                let rows = match parallel {
+                    true => block_rows(o, 1, rayon::current_num_threads()),
+                    false => ROW_BLOCK,
+                };
                 let block = |acc: &mut Vec<i32>, (b, dst): (usize, &mut [i32])| {
-                    let channels = b * ROW_BLOCK..(b * ROW_BLOCK + ROW_BLOCK).min(o);
+                    let channels = b * rows..(b * rows + rows).min(o);
                     let shape = DwShape {
                         channels: channels.len(),
                         in_hw,
@@ -207,15 +242,15 @@ impl Weighted {
                         self.emit(ctx, oc, &acc[r.clone()], &mut dst[r]);
                     }
                 };
-                if o * p * kk >= PARALLEL_MACS / 4 {
+                if parallel {
                     codes
-                        .par_chunks_mut(ROW_BLOCK * p)
+                        .par_chunks_mut(rows * p)
                         .enumerate()
                         .for_each(|item| with_thread_accumulators(|acc| block(acc, item)));
                 } else {
                     let mut acc = std::mem::take(&mut s.acc);
                     codes
-                        .chunks_mut(ROW_BLOCK * p)
+                        .chunks_mut(rows * p)
                         .enumerate()
                         .for_each(|item| block(&mut acc, item));
                     s.acc = acc;
@@ -226,12 +261,13 @@ impl Weighted {
                 // image at batch 1 would otherwise use one core). Integers, so the blocks
                 // change nothing in the result.
                 let (a, b) = (&groups[0], self.pack_group(ctx, x, 0, s));
+                let block_len = block_rows(o, tile_rows(ctx.isa), rayon::current_num_threads());
                 codes
-                    .par_chunks_mut(ROW_BLOCK * p)
+                    .par_chunks_mut(block_len * p)
                     .enumerate()
                     .for_each(|(block, dst)| {
                         with_thread_accumulators(|acc| {
-                            let rows = block * ROW_BLOCK..(block * ROW_BLOCK + ROW_BLOCK).min(o);
+                            let rows = block * block_len..(block * block_len + block_len).min(o);
                             // The product writes every accumulator: only a longer buffer is
                             // zeroed.
                             acc.resize(rows.len() * p, 0);
@@ -285,7 +321,7 @@ impl Weighted {
             transpose_parallel(&codes, o, p, out.overwrite(o * p));
             s.spare.keep(codes);
         } else {
-            s.spare.keep(std::mem::replace(out, codes));
+            *out = codes;
         }
     }
 
@@ -519,6 +555,35 @@ mod tests {
                 w.emit(Ctx { isa }, oc, &acc, &mut got);
                 for (&v, &g) in acc.iter().zip(&got) {
                     assert_eq!(g, w.emit_one(oc, v as i64 + bias), "acc {v}, channel {oc}");
+                }
+            }
+        }
+    }
+
+    /// Hand-worked splits, then every channel count up to B1's widest layer: blocks are a
+    /// multiple of the tile height, at most `ROW_BLOCK`, and the threads' rounds cover no
+    /// more channels than with blocks of `ROW_BLOCK`.
+    #[test]
+    fn blocks_balance_the_threads() {
+        // 64 on two threads: four blocks of 16, not 24 + 24 + 16 (48 channels on one).
+        assert_eq!(block_rows(64, 8, 2), 16);
+        // B1's 16-channel depthwise conv: two blocks of 8, not one of 16.
+        assert_eq!(block_rows(16, 1, 2), 8);
+        // 128 in 8-row tiles: 8 blocks of 16 (64 per thread), not 6 of 24 (72); in 6-row
+        // tiles, 22 of 6 (66 per thread) where 12, 18 and 24 give 72.
+        assert_eq!(block_rows(128, 8, 2), 16);
+        assert_eq!(block_rows(128, 6, 2), 6);
+        assert_eq!(block_rows(1, 8, 2), 8);
+        for threads in [1, 2, 3, 8] {
+            for align in [1, 6, 8] {
+                for channels in 1..=1024 {
+                    let rows = block_rows(channels, align, threads);
+                    assert!(
+                        rows.is_multiple_of(align) && rows <= ROW_BLOCK,
+                        "{channels} {align}"
+                    );
+                    let covered = |r: usize| channels.div_ceil(r).div_ceil(threads) * r;
+                    assert!(covered(rows) <= covered(ROW_BLOCK), "{channels} {align}");
                 }
             }
         }

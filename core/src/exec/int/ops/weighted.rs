@@ -11,7 +11,9 @@ use rayon::prelude::*;
 use super::super::code_table::CodeTable;
 use super::super::kernels::depthwise::{DwShape, depthwise};
 use super::super::kernels::pack::{Windows, im2col_plane, pack_rows, pack_tokens};
-use super::super::kernels::requant::{NarrowHardswish, hardswish_narrow, lookup, lookup_within};
+use super::super::kernels::requant::{
+    FastHardswish, NarrowHardswish, hardswish, hardswish_narrow, lookup, lookup_within,
+};
 use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
@@ -133,19 +135,35 @@ pub struct Weighted {
     /// `output`'s codes tabulated after its first requantization (built by the compiler from
     /// `output`; see [`CodeTable`]).
     pub table: Option<CodeTable>,
-    /// A Hardswish output's epilogue in 32-bit lanes per output channel, where its
-    /// constants allow (built by [`Weighted::with_lanes`]; empty for other outputs).
-    pub hardswish: Vec<Option<NarrowHardswish>>,
+    /// A Hardswish output's epilogue in lanes per output channel, where its constants allow
+    /// (built by [`Weighted::with_lanes`]; empty for other outputs).
+    pub hardswish: Vec<Option<HardswishLanes>>,
+}
+
+/// One output channel's Hardswish epilogue in lanes, its constants found once at compile time
+/// (found per call, they had been 2 % of efficientvit-micro's integer time by `perf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HardswishLanes {
+    /// Products inside 32 bits ([`FastHardswish::narrow`]).
+    Narrow(NarrowHardswish),
+    /// Products in 64 bits.
+    Wide(FastHardswish),
 }
 
 impl Weighted {
     /// The layer with the per-channel constants its epilogue runs on: the code table, or
-    /// each channel's Hardswish in 32-bit lanes (see `FastHardswish::narrow`).
+    /// each channel's Hardswish in lanes (32-bit where `FastHardswish::narrow` allows).
     pub fn with_lanes(mut self) -> Self {
         self.table = CodeTable::for_output(&self.output);
         self.hardswish = match (&self.output, &self.table) {
             (Output::Epilogue(e @ Epilogue::Hardswish { .. }), None) => (0..self.out_channels)
-                .map(|oc| e.fast_hardswish(oc, self.emit_bias(oc))?.narrow())
+                .map(|oc| {
+                    let fast = e.fast_hardswish(oc, self.emit_bias(oc))?;
+                    Some(match fast.narrow() {
+                        Some(narrow) => HardswishLanes::Narrow(narrow),
+                        None => HardswishLanes::Wide(fast),
+                    })
+                })
                 .collect(),
             _ => Vec::new(),
         };
@@ -328,8 +346,10 @@ impl Weighted {
     /// Codes of output channel `oc` from its i32 accumulators (bias not yet added).
     fn emit(&self, ctx: Ctx, oc: usize, acc: &[i32], dst: &mut [i32]) {
         let bias = self.emit_bias(oc);
-        if let Some(Some(h)) = self.hardswish.get(oc) {
-            return hardswish_narrow(ctx.isa, h, acc, dst);
+        match self.hardswish.get(oc) {
+            Some(Some(HardswishLanes::Narrow(h))) => return hardswish_narrow(ctx.isa, h, acc, dst),
+            Some(Some(HardswishLanes::Wide(h))) => return hardswish(ctx.isa, h, acc, dst),
+            _ => {}
         }
         match (&self.output, &self.table) {
             (Output::Epilogue(Epilogue::Hardswish { to_t, .. }), Some(table)) => {
@@ -634,8 +654,13 @@ mod tests {
             .unwrap();
             let w = layer(Output::Epilogue(e));
             assert!(w.table.is_none());
-            let got: Vec<bool> = w.hardswish.iter().map(Option::is_some).collect();
+            let narrow = |h: &Option<HardswishLanes>| matches!(h, Some(HardswishLanes::Narrow(_)));
+            let got: Vec<bool> = w.hardswish.iter().map(narrow).collect();
             assert_eq!(got, lanes);
+            assert!(
+                w.hardswish.iter().all(Option::is_some),
+                "every channel in lanes"
+            );
             check_emit(&w);
         }
     }

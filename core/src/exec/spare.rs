@@ -17,8 +17,8 @@ thread_local! {
 }
 
 /// How many times this thread's [`Buffer`]s were zeroed to grow (a new allocation, or a tail
-/// past what the buffer had written): the `memset`s reuse is for, which tests check a warm
-/// pass makes none of.
+/// past what the buffer had written): the `memset`s that reuse avoids. `tests/int_scale.rs`
+/// checks that an integer pass after the first makes none.
 pub fn zero_fills() -> u64 {
     ZERO_FILLS.get()
 }

@@ -14,6 +14,14 @@ use std::ops::{Deref, DerefMut};
 
 thread_local! {
     static ZERO_FILLS: Cell<u64> = const { Cell::new(0) };
+    static NEW_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many times this thread's [`Buffer`]s were replaced by a new zeroed allocation (their
+/// own too small): the part of [`zero_fills`] that also costs page faults.
+/// `tests/int_scale.rs` checks that a float pass after the first makes none.
+pub fn new_allocations() -> u64 {
+    NEW_ALLOCATIONS.get()
 }
 
 /// How many times this thread's [`Buffer`]s were zeroed to grow (a new allocation, or a tail
@@ -40,6 +48,7 @@ impl<T: Copy + Default> Buffer<T> {
         if self.written.len() < len {
             ZERO_FILLS.set(ZERO_FILLS.get() + 1);
             if self.written.capacity() < len {
+                NEW_ALLOCATIONS.set(NEW_ALLOCATIONS.get() + 1);
                 self.written = vec![T::default(); len];
             } else {
                 self.written.resize(len, T::default());
@@ -139,6 +148,11 @@ impl<T: Copy + Default> SpareBuffers<T> {
         let mut buf = pick.map_or_else(Buffer::default, |i| self.buffers.swap_remove(i));
         buf.overwrite(len);
         buf
+    }
+
+    /// Keeps every buffer of `other` too.
+    pub fn append(&mut self, mut other: SpareBuffers<T>) {
+        self.buffers.append(&mut other.buffers);
     }
 
     /// How many buffers are kept.

@@ -92,6 +92,43 @@ impl GroupedForward {
     }
 }
 
+thread_local! {
+    /// The spare buffers this thread's last grouped pass left, for its next.
+    static KEPT: std::cell::Cell<SpareBuffers<f32>> = std::cell::Cell::default();
+}
+
+/// Runs `f` on a group's pass with the spare buffers this thread kept from its last group, and
+/// keeps the group's spares after it for the next. A pass starts without spares, so each
+/// batch's every node output had been a new zeroed allocation — `memset` and the kernel's page
+/// faults on it were 9–10 % of EfficientViT-B1's fp32 time at batch 8 by `perf record`. A
+/// group takes as many buffers as it gives back (its images come from the spares, its logits
+/// are copied out of theirs), so what a thread keeps is what a group (of at most
+/// [`GROUP_IMAGES`] images) holds at its peak. A group run nested in another on the same
+/// thread (a rayon worker stealing one while it waits) starts with what is left and adds its
+/// spares to the thread's when it ends.
+fn with_kept_spares<R>(pass: &mut PartialForward, f: impl FnOnce(&mut PartialForward) -> R) -> R {
+    pass.spare.append(KEPT.take());
+    let result = f(pass);
+    give_back_spares(std::mem::take(&mut pass.spare));
+    result
+}
+
+/// Adds `spares` to the ones this thread keeps.
+fn give_back_spares(spares: SpareBuffers<f32>) {
+    let mut kept = KEPT.take();
+    kept.append(spares);
+    KEPT.set(kept);
+}
+
+/// A copy of `values` in a buffer this thread kept.
+fn copy_into_kept(values: &[f32]) -> Vec<f32> {
+    let mut kept = KEPT.take();
+    let mut copy = kept.take(values.len());
+    copy.copy_from_slice(values);
+    give_back_spares(kept);
+    copy.into_vec()
+}
+
 /// Values per parallel run of an activation rewritten in place: 64 KiB, a few microseconds of
 /// work, so a pool thread's turn costs little beside it.
 const ACTIVATION_RUN: usize = 1 << 14;
@@ -232,11 +269,11 @@ impl<'m> FloatExecutor<'m> {
         let item = images.item_len();
         let groups = images
             .data
-            .chunks(GROUP_IMAGES * item)
+            .par_chunks(GROUP_IMAGES * item)
             .map(|data| {
                 let mut shape = images.shape.clone();
                 shape[0] = data.len() / item;
-                self.pass_over(Tensor::new(shape, data.to_vec()))
+                self.pass_over(Tensor::new(shape, copy_into_kept(data)))
             })
             .collect();
         Ok(GroupedForward { groups })
@@ -249,9 +286,11 @@ impl<'m> FloatExecutor<'m> {
         until: NodeId,
         transform: &PerImage<'_>,
     ) {
-        pass.groups
-            .par_iter_mut()
-            .for_each(|group| self.advance(group, until, &mut |id, t| transform(id, t)));
+        pass.groups.par_iter_mut().for_each(|group| {
+            with_kept_spares(group, |group| {
+                self.advance(group, until, &mut |id, t| transform(id, t))
+            })
+        });
     }
 
     /// [`FloatExecutor::finish`] for every group of a grouped pass: the logits of the whole batch.
@@ -259,7 +298,11 @@ impl<'m> FloatExecutor<'m> {
         let logits: Vec<Tensor> = pass
             .groups
             .par_iter_mut()
-            .map(|group| self.finish(group, &mut |id, t| transform(id, t)))
+            .map(|group| {
+                with_kept_spares(group, |group| {
+                    self.finish(group, &mut |id, t| transform(id, t))
+                })
+            })
             .collect();
         let mut shape = logits[0].shape.clone();
         shape[0] = logits.iter().map(Tensor::batch).sum();
@@ -345,9 +388,14 @@ impl<'m> FloatExecutor<'m> {
         let last = self.graph.nodes().len() - 1;
         self.advance(pass, last + 1, transform);
         let (source, _) = self.lifetimes();
-        pass.values[source[last]]
+        let logits = pass.values[source[last]]
             .take()
-            .expect("the logits are kept")
+            .expect("the logits are kept");
+        // Copied out, so that the buffer they lie in (taken for the logits of a group of
+        // images, it may have held a map) serves the next pass.
+        let copy = Tensor::new(logits.shape.clone(), logits.data.clone());
+        pass.spare.keep(logits.data);
+        copy
     }
 
     /// For every node, the node whose value it reads as its own (a folded norm reads its

@@ -2,7 +2,7 @@
 //! and results that do not depend on the thread count.
 
 use qvit_core::arch::ArchSpec;
-use qvit_core::exec::float::{FloatExecutor, GROUP_IMAGES};
+use qvit_core::exec::float::{FloatExecutor, GROUP_IMAGES, kept_spare_buffers};
 use qvit_core::graph::Graph;
 use qvit_core::rng::Rng;
 use qvit_core::tensor::Tensor;
@@ -279,6 +279,39 @@ fn a_batch_run_in_groups_of_images_gives_the_logits_of_one_pass() {
             assert_eq!(exec.finish_grouped(&mut pass, &|_, _| {}), whole, "{name}");
         }
     }
+}
+
+/// A thread keeps the spare buffers of its last whole pass for its next, and no more: their
+/// count settles after the first two batches (the second finds the first's buffers cut to the
+/// values they last held and may add one), and passes resumed from copies (the output-aware
+/// search's candidates, each with copied values to free) leave it as it was.
+#[test]
+fn the_buffers_a_thread_keeps_between_passes_do_not_grow() {
+    let g = graph("efficientvit-micro");
+    let folded = Weights::random(&g, 4).fold(&g).unwrap();
+    let exec = FloatExecutor::new(&g, &folded).unwrap();
+    let x = images(&g, GROUP_IMAGES + 3, 5);
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    one_thread.install(|| {
+        let whole = exec.forward(&x).unwrap();
+        exec.forward(&x).unwrap();
+        let settled = kept_spare_buffers();
+        assert!(settled > 0, "a whole pass keeps its buffers");
+        for _ in 0..3 {
+            assert_eq!(exec.forward(&x).unwrap(), whole);
+            assert_eq!(kept_spare_buffers(), settled, "after another batch");
+        }
+        let mut grouped = exec.start_grouped(&x).unwrap();
+        exec.advance_grouped(&mut grouped, g.nodes().len() / 2, &|_, _| {});
+        for _ in 0..3 {
+            let mut copy = grouped.clone();
+            assert_eq!(exec.finish_grouped(&mut copy, &|_, _| {}), whole);
+        }
+        assert_eq!(kept_spare_buffers(), settled, "after resumed passes");
+    });
 }
 
 #[test]

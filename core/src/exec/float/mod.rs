@@ -97,20 +97,33 @@ thread_local! {
     static KEPT: std::cell::Cell<SpareBuffers<f32>> = std::cell::Cell::default();
 }
 
-/// Runs `f` on a group's pass with the spare buffers this thread kept from its last group, and
-/// keeps the group's spares after it for the next. A pass starts without spares, so each
-/// batch's every node output had been a new zeroed allocation — `memset` and the kernel's page
-/// faults on it were 9–10 % of EfficientViT-B1's fp32 time at batch 8 by `perf record`. A
-/// group takes as many buffers as it gives back (its images come from the spares, its logits
-/// are copied out of theirs), so what a thread keeps is what a group (of at most
-/// [`GROUP_IMAGES`] images) holds at its peak. A group run nested in another on the same
-/// thread (a rayon worker stealing one while it waits) starts with what is left and adds its
-/// spares to the thread's when it ends.
+/// Runs `f` on a group's pass of [`FloatExecutor::forward_per_image`] with the spare buffers
+/// this thread kept from its last group, and keeps the group's spares after it for the next. A
+/// pass starts without spares, so each batch's every node output had been a new zeroed
+/// allocation — `memset` and the kernel's page faults on it were 9–10 % of EfficientViT-B1's
+/// fp32 time at batch 8 by `perf record`. Such a group takes as many buffers as it gives back
+/// (its images come from the spares, its logits are copied out of theirs), so what a thread
+/// keeps is what a group (of at most [`GROUP_IMAGES`] images) holds at its peak. A group run
+/// nested in another on the same thread (a rayon worker stealing one while it waits) starts
+/// with what is left and adds its spares to the thread's when it ends.
+///
+/// Only whole passes from a fresh image keep their spares: a pass resumed from a copy of
+/// another's values (the output-aware search's candidates) gives back more buffers than it
+/// took, and kept, they grew without bound (the micro model's trio-vit search 20 % slower).
 fn with_kept_spares<R>(pass: &mut PartialForward, f: impl FnOnce(&mut PartialForward) -> R) -> R {
     pass.spare.append(KEPT.take());
     let result = f(pass);
     give_back_spares(std::mem::take(&mut pass.spare));
     result
+}
+
+/// How many spare buffers this thread keeps for its next pass (for tests: whole passes leave
+/// as many as they found once warm, resumed ones none).
+pub fn kept_spare_buffers() -> usize {
+    let kept = KEPT.take();
+    let count = kept.len();
+    KEPT.set(kept);
+    count
 }
 
 /// Adds `spares` to the ones this thread keeps.
@@ -127,6 +140,13 @@ fn copy_into_kept(values: &[f32]) -> Vec<f32> {
     copy.copy_from_slice(values);
     give_back_spares(kept);
     copy.into_vec()
+}
+
+/// Batches one after another, as one.
+fn concat_batches(batches: Vec<Tensor>) -> Tensor {
+    let mut shape = batches[0].shape.clone();
+    shape[0] = batches.iter().map(Tensor::batch).sum();
+    Tensor::new(shape, batches.into_iter().flat_map(|t| t.data).collect())
 }
 
 /// Values per parallel run of an activation rewritten in place: 64 KiB, a few microseconds of
@@ -210,12 +230,21 @@ impl<'m> FloatExecutor<'m> {
     /// the batch on its own (a quantizer does; statistics over the batch do not): the batch
     /// runs in groups of images ([`GroupedForward`]), with the same logits.
     pub fn forward_per_image(&self, images: &Tensor, transform: &PerImage<'_>) -> Result<Tensor> {
-        let mut pass = self.start_grouped(images)?;
+        self.check_input(images)?;
+        let item = images.item_len();
+        let groups: Vec<&[f32]> = images.data.chunks(GROUP_IMAGES * item).collect();
         // Fewer groups than threads (a batch of one): the idle threads help with each node's
         // splits rather than sleep between them.
-        let groups = pass.groups.len();
-        Ok(with_helper_threads(groups, || {
-            self.finish_grouped(&mut pass, transform)
+        Ok(with_helper_threads(groups.len(), || {
+            let logits = groups.par_iter().map(|data| {
+                let mut shape = images.shape.clone();
+                shape[0] = data.len() / item;
+                let mut pass = self.pass_over(Tensor::new(shape, copy_into_kept(data)));
+                with_kept_spares(&mut pass, |pass| {
+                    self.finish(pass, &mut |id, t| transform(id, t))
+                })
+            });
+            concat_batches(logits.collect())
         }))
     }
 
@@ -269,11 +298,11 @@ impl<'m> FloatExecutor<'m> {
         let item = images.item_len();
         let groups = images
             .data
-            .par_chunks(GROUP_IMAGES * item)
+            .chunks(GROUP_IMAGES * item)
             .map(|data| {
                 let mut shape = images.shape.clone();
                 shape[0] = data.len() / item;
-                self.pass_over(Tensor::new(shape, copy_into_kept(data)))
+                self.pass_over(Tensor::new(shape, data.to_vec()))
             })
             .collect();
         Ok(GroupedForward { groups })
@@ -286,11 +315,9 @@ impl<'m> FloatExecutor<'m> {
         until: NodeId,
         transform: &PerImage<'_>,
     ) {
-        pass.groups.par_iter_mut().for_each(|group| {
-            with_kept_spares(group, |group| {
-                self.advance(group, until, &mut |id, t| transform(id, t))
-            })
-        });
+        pass.groups
+            .par_iter_mut()
+            .for_each(|group| self.advance(group, until, &mut |id, t| transform(id, t)));
     }
 
     /// [`FloatExecutor::finish`] for every group of a grouped pass: the logits of the whole batch.
@@ -298,15 +325,9 @@ impl<'m> FloatExecutor<'m> {
         let logits: Vec<Tensor> = pass
             .groups
             .par_iter_mut()
-            .map(|group| {
-                with_kept_spares(group, |group| {
-                    self.finish(group, &mut |id, t| transform(id, t))
-                })
-            })
+            .map(|group| self.finish(group, &mut |id, t| transform(id, t)))
             .collect();
-        let mut shape = logits[0].shape.clone();
-        shape[0] = logits.iter().map(Tensor::batch).sum();
-        Tensor::new(shape, logits.into_iter().flat_map(|t| t.data).collect())
+        concat_batches(logits)
     }
 
     /// Refuses a batch that is not `[B ≥ 1, C, H, W]` of the graph's input size.

@@ -1,8 +1,10 @@
-//! fp32 kernels on one core, on layer-sized shapes: the depthwise conv and GELU.
-//! `cargo bench -p qvit-core --bench fp32`; figures in BENCHMARKS.md.
+//! fp32 kernels on one core, on layer-sized shapes: the depthwise conv and GELU; and the CPU's
+//! measured fp32 peaks (register-only FMAs in 8 and 16 lanes), to read against the int8 peaks
+//! of the `int8` bench. `cargo bench -p qvit-core --bench fp32`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::float::depthwise::depthwise;
 use qvit_core::exec::float::{gelu, gelu_in_place};
+use qvit_core::exec::peak::{peak_loop_avx512, peak_loop_fma};
 use qvit_core::graph::Conv2d;
 use qvit_core::rng::Rng;
 
@@ -11,6 +13,30 @@ use common::DW_SHAPES;
 
 fn main() {
     divan::main();
+}
+
+/// 10,000 rounds of 12 8-lane FMAs: 960,000 MACs (1.92 M flops) per iteration — the fp32 peak
+/// of an AVX2 machine.
+#[divan::bench]
+fn peak_fma(bencher: divan::Bencher) {
+    if peak_loop_fma(1).is_none() {
+        return;
+    }
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * 10_000 * 12 * 8usize))
+        .bench_local(|| peak_loop_fma(divan::black_box(10_000)));
+}
+
+/// 10,000 rounds of 12 16-lane FMAs: 1.92 M MACs per iteration — the fp32 peak with AVX-512,
+/// which the `gemm` crate's kernels use where the CPU has it.
+#[divan::bench]
+fn peak_fma_avx512(bencher: divan::Bencher) {
+    if peak_loop_avx512(1).is_none() {
+        return;
+    }
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * 10_000 * 12 * 16usize))
+        .bench_local(|| peak_loop_avx512(divan::black_box(10_000)));
 }
 
 #[divan::bench(args = DW_SHAPES)]

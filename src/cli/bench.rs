@@ -10,6 +10,7 @@ use qvit_core::eval::Classifier;
 use qvit_core::exec::float::FloatExecutor;
 use qvit_core::exec::int::kernels::Isa;
 use qvit_core::exec::int::{IntExecutor, compile};
+use qvit_core::exec::peak::{Peak, fp32_peak, int8_peak};
 use qvit_core::graph::Graph;
 use qvit_core::quant::{self, FakeQuantExecutor, QuantSettings, Recipe, calibrate};
 use qvit_core::rng::Rng;
@@ -24,6 +25,11 @@ use super::format::{Format, emit, table, thousands};
 /// round, for about `--seconds` per executor; the median time per batch gives images/s. The quantized executors use W8A8 with
 /// the family's recipe (trio-vit for EfficientViT, repq-vit for DeiT) calibrated on 4 random
 /// images. Results are machine-dependent: compare figures from one run (the `vs fp32` column).
+///
+/// The `of peak` column is each executor's multiply-accumulates per second as a share of the
+/// machine's peak, measured first on the same threads: register-only FMA loops for fp32 and
+/// fake-quant (both compute in f32), the int8 kernels' own instruction for int (`vpdpbusd`
+/// with AVX-512 VNNI, `vpmaddwd` with AVX2; none for the scalar kernels).
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Model presets or RON files.
@@ -73,6 +79,45 @@ struct Row {
     gmacs_per_second: f64,
     /// images/s over the fp32 executor's on the same model and batch.
     vs_fp32: Option<f64>,
+    /// GMAC/s over the peak of the arithmetic the executor runs (see [`Peaks`]).
+    share_of_peak: Option<f64>,
+}
+
+/// The machine's peaks on the bench's threads: fp32 for the fp32 and fake-quant executors,
+/// int8 (of the kernels in use) for the integer one.
+#[derive(Debug, serde::Serialize)]
+struct Peaks {
+    fp32: Option<Peak>,
+    int8: Option<Peak>,
+}
+
+impl Peaks {
+    fn measure() -> Self {
+        Peaks {
+            fp32: fp32_peak(),
+            int8: int8_peak(Isa::detect()),
+        }
+    }
+
+    fn of(&self, which: Which) -> Option<&Peak> {
+        match which {
+            Which::Fp32 | Which::Fake => self.fp32.as_ref(),
+            Which::Int => self.int8.as_ref(),
+        }
+    }
+
+    /// One line for the table's footer.
+    fn describe(&self) -> String {
+        let one = |name: &str, p: &Option<Peak>| match p {
+            Some(p) => format!("{name} {:.1} GMAC/s ({})", p.gmacs, p.instruction),
+            None => format!("{name} not measured (no vector kernels)"),
+        };
+        format!(
+            "peaks on these threads: {}, {}",
+            one("fp32", &self.fp32),
+            one("int8", &self.int8)
+        )
+    }
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -83,6 +128,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
+    let peaks = pool.install(Peaks::measure);
     let mut rows = Vec::new();
     for name in &args.models {
         let graph = Graph::build(&ArchSpec::resolve(name)?)?;
@@ -131,6 +177,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             for ((which, _), times) in execs.iter().zip(times) {
                 let median = times[times.len() / 2].as_secs_f64();
                 let per_second = batch as f64 / median;
+                let gmacs = per_second * graph.macs() as f64 / 1e9;
                 if *which == Which::Fp32 {
                     fp32_rate = Some(per_second);
                 }
@@ -146,8 +193,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     runs: times.len(),
                     median_ms_per_batch: median * 1e3,
                     images_per_second: per_second,
-                    gmacs_per_second: per_second * graph.macs() as f64 / 1e9,
+                    gmacs_per_second: gmacs,
                     vs_fp32: fp32_rate.map(|f| per_second / f),
+                    share_of_peak: peaks.of(*which).map(|p| gmacs / p.gmacs),
                 });
             }
         }
@@ -157,6 +205,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "threads": threads,
                 "int_kernels": Isa::detect().name(),
+                "peaks": peaks,
                 "results": rows,
             }))? + "\n"
         }
@@ -164,8 +213,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             let mut t = table(
                 &[
                     "model", "executor", "batch", "ms/batch", "images/s", "GMAC/s", "vs fp32",
+                    "of peak",
                 ],
-                &[2, 3, 4, 5, 6],
+                &[2, 3, 4, 5, 6, 7],
             );
             for r in &rows {
                 t.add_row(vec![
@@ -180,11 +230,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     },
                     format!("{:.1}", r.gmacs_per_second),
                     r.vs_fp32.map_or(String::new(), |v| format!("{v:.2}×")),
+                    r.share_of_peak
+                        .map_or(String::new(), |v| format!("{:.1} %", v * 100.0)),
                 ]);
             }
             format!(
-                "{t}\n{threads} threads, random weights, median of the timed runs; int kernels: {}\n",
-                Isa::detect().name()
+                "{t}\n{threads} threads, random weights, median of the timed runs; int kernels: {}\n{}\n",
+                Isa::detect().name(),
+                peaks.describe()
             )
         }
     };

@@ -7,5 +7,6 @@ pub mod float;
 pub mod helper_threads;
 pub mod int;
 pub mod matmul;
+pub mod peak;
 pub mod spare;
 pub mod transpose;

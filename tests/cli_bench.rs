@@ -1,0 +1,124 @@
+//! `qvit bench` end to end: its rows, the peaks it measures first, each row's share of the
+//! peak of the arithmetic it runs, and its errors.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn qvit(args: &[&str], isa: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qvit"));
+    cmd.args(args);
+    if let Some(isa) = isa {
+        cmd.env("QVIT_ISA", isa);
+    }
+    cmd.output().expect("the qvit binary runs")
+}
+
+/// `qvit bench` on the micro model, briefly, as JSON.
+fn bench(isa: Option<&str>) -> Value {
+    let out = qvit(
+        &[
+            "bench",
+            "efficientvit-micro",
+            "--batch",
+            "1,2",
+            "--seconds",
+            "0.01",
+            "--executors",
+            "fp32,fake,int",
+            "--threads",
+            "2",
+            "--format",
+            "json",
+        ],
+        isa,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bench writes JSON")
+}
+
+#[test]
+fn rows_are_read_against_the_peak_of_their_arithmetic() {
+    let v = bench(None);
+    assert_eq!(v["threads"], 2);
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 6, "three executors at two batch sizes");
+    for row in rows {
+        let executor = row["executor"].as_str().unwrap();
+        let peak = match executor {
+            "int" => &v["peaks"]["int8"],
+            "fp32" | "fake-quant" => &v["peaks"]["fp32"],
+            other => panic!("unexpected executor {other}"),
+        };
+        if peak.is_null() {
+            assert!(row["share_of_peak"].is_null(), "{row}");
+            continue;
+        }
+        assert_eq!(peak["threads"], 2, "the peak runs on the bench's threads");
+        let (gmacs, peak) = (
+            row["gmacs_per_second"].as_f64().unwrap(),
+            peak["gmacs"].as_f64().unwrap(),
+        );
+        let share = row["share_of_peak"].as_f64().unwrap();
+        assert!(share > 0.0 && (share - gmacs / peak).abs() < 1e-12, "{row}");
+        if executor == "fp32" {
+            assert_eq!(row["vs_fp32"], 1.0);
+        }
+    }
+    // On x86-64 with AVX2 both peaks are measured, with the instruction the kernels use.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        let int8 = v["peaks"]["int8"]["instruction"].as_str().unwrap();
+        let expected = match v["int_kernels"].as_str().unwrap() {
+            "avx512-vnni" => "vpdpbusd zmm",
+            _ => "vpmaddwd ymm",
+        };
+        assert_eq!(int8, expected);
+        assert!(v["peaks"]["fp32"]["gmacs"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn scalar_int_kernels_have_no_peak_to_be_read_against() {
+    let v = bench(Some("scalar"));
+    assert_eq!(v["int_kernels"], "scalar");
+    assert!(v["peaks"]["int8"].is_null());
+    for row in v["results"].as_array().unwrap() {
+        if row["executor"] == "int" {
+            assert!(row["share_of_peak"].is_null(), "{row}");
+        }
+    }
+}
+
+#[test]
+fn the_table_names_the_peaks() {
+    let out = qvit(
+        &[
+            "bench",
+            "deit-micro",
+            "--batch",
+            "1",
+            "--seconds",
+            "0.01",
+            "--executors",
+            "fp32",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("of peak"), "{text}");
+    assert!(text.contains("peaks on these threads: fp32 "), "{text}");
+}
+
+#[test]
+fn a_batch_of_zero_is_refused() {
+    let out = qvit(&["bench", "deit-micro", "--batch", "0"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--batch"), "{err}");
+}

@@ -70,6 +70,16 @@ impl PartialForward {
 /// 16 and 64, 8 was the fastest in two of three rounds (BENCHMARKS.md, "Grouped passes").
 pub const GROUP_IMAGES: usize = 8;
 
+/// Images per group for a whole pass over `batch` images on `threads` threads: at most
+/// [`GROUP_IMAGES`], and otherwise as few as spread the batch over the threads in equal groups
+/// (5 images on 4 threads: groups of 2, 2 and 1). A thread running a group of its own keeps
+/// busy; one helping with another group's splits waits between them (EfficientViT-B1 at batch
+/// 8 on two threads, as one group: 5 % of the samples were the helper looking for work).
+fn group_images(batch: usize, threads: usize) -> usize {
+    let groups = batch.div_ceil(GROUP_IMAGES).max(threads.min(batch)).max(1);
+    batch.div_ceil(groups).max(1)
+}
+
 /// A per-image transform of a node's output (see [`FloatExecutor::forward_per_image`]).
 pub type PerImage<'a> = dyn Fn(NodeId, &mut Tensor) + Sync + 'a;
 
@@ -232,7 +242,10 @@ impl<'m> FloatExecutor<'m> {
     pub fn forward_per_image(&self, images: &Tensor, transform: &PerImage<'_>) -> Result<Tensor> {
         self.check_input(images)?;
         let item = images.item_len();
-        let groups: Vec<&[f32]> = images.data.chunks(GROUP_IMAGES * item).collect();
+        let groups: Vec<&[f32]> = images
+            .data
+            .chunks(group_images(images.shape[0], rayon::current_num_threads()) * item)
+            .collect();
         // Fewer groups than threads (a batch of one): the idle threads help with each node's
         // splits rather than sleep between them.
         Ok(with_helper_threads(groups.len(), || {
@@ -612,5 +625,41 @@ fn map_avx2(x: &mut [f32], f: impl Fn(f32) -> f32) {
 fn map_portable(x: &mut [f32], f: impl Fn(f32) -> f32) {
     for v in x {
         *v = f(*v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_spread_a_batch_over_the_threads() {
+        // (batch, threads) → images per group, by hand.
+        for (batch, threads, per) in [
+            (1, 2, 1),
+            (2, 2, 1),
+            (8, 2, 4),
+            (8, 1, 8),
+            (9, 2, 5),
+            (16, 2, 8),
+            (64, 2, 8),
+            (5, 4, 2),
+            (8, 16, 1),
+        ] {
+            assert_eq!(group_images(batch, threads), per, "{batch} on {threads}");
+        }
+        for batch in 1..200 {
+            for threads in 1..17 {
+                let per = group_images(batch, threads);
+                let groups = batch.div_ceil(per);
+                assert!((1..=GROUP_IMAGES).contains(&per), "{batch} on {threads}");
+                // Never fewer groups than a batch of whole groups of eight needs, and one per
+                // thread whenever the batch splits evenly over them within that size.
+                assert!(groups >= batch.div_ceil(GROUP_IMAGES));
+                if batch % threads == 0 && batch <= GROUP_IMAGES * threads {
+                    assert_eq!(groups, threads, "{batch} on {threads}");
+                }
+            }
+        }
     }
 }

@@ -108,14 +108,14 @@ impl Peaks {
 
     /// One line for the table's footer.
     fn describe(&self) -> String {
-        let one = |name: &str, p: &Option<Peak>| match p {
+        let one = |name: &str, p: &Option<Peak>, without: &str| match p {
             Some(p) => format!("{name} {:.1} GMAC/s ({})", p.gmacs, p.instruction),
-            None => format!("{name} not measured (no vector kernels)"),
+            None => format!("{name} none ({without})"),
         };
         format!(
             "peaks on these threads: {}, {}",
-            one("fp32", &self.fp32),
-            one("int8", &self.int8)
+            one("fp32", &self.fp32, "no FMA"),
+            one("int8", &self.int8, "scalar int kernels")
         )
     }
 }

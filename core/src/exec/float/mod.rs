@@ -238,7 +238,8 @@ impl<'m> FloatExecutor<'m> {
 
     /// As [`FloatExecutor::forward_transformed`], for a `transform` that treats every image of
     /// the batch on its own (a quantizer does; statistics over the batch do not): the batch
-    /// runs in groups of images ([`GroupedForward`]), with the same logits.
+    /// runs in groups of images, a group per thread (`group_images`), each a whole pass with
+    /// the spare buffers its thread kept (`with_kept_spares`), with the same logits.
     pub fn forward_per_image(&self, images: &Tensor, transform: &PerImage<'_>) -> Result<Tensor> {
         self.check_input(images)?;
         let item = images.item_len();

@@ -57,11 +57,28 @@ fn coefficients() -> &'static [[f64; LAST + 1]; TERMS] {
     })
 }
 
+/// The same coefficients centre-major: `centres()[i]` holds the eight of centre `i/32`, one
+/// 64-byte row, so that the lanes load their rows and transpose them rather than gather each
+/// term (eight gathers per eight values were most of the AVX-512 form's time).
+fn centres() -> &'static [[f64; TERMS]; LAST + 1] {
+    static TABLE: OnceLock<Box<[[f64; TERMS]; LAST + 1]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let terms = coefficients();
+        let mut table = Box::new([[0.0; TERMS]; LAST + 1]);
+        for (i, row) in table.iter_mut().enumerate() {
+            for (n, c) in row.iter_mut().enumerate() {
+                *c = terms[n][i];
+            }
+        }
+        table
+    })
+}
+
 /// `x[i] = gelu(x[i])` for every element.
 pub fn gelu_in_place(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        let table = coefficients();
+        let table = centres();
         #[allow(unsafe_code)]
         if std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vl")
@@ -84,7 +101,8 @@ mod lanes {
 
     use super::{LAST, STEPS, TERMS, gelu};
 
-    type Table = [[f64; LAST + 1]; TERMS];
+    /// The coefficients centre-major ([`super::centres`]).
+    type Centres = [[f64; TERMS]; LAST + 1];
 
     /// One vector width of the lanes.
     trait Width {
@@ -94,13 +112,13 @@ mod lanes {
         ///
         /// # Safety
         /// The CPU has the width's features; `x` holds `LANES` values.
-        unsafe fn lanes(table: &Table, x: &mut [f32]) -> u32;
+        unsafe fn lanes(table: &Centres, x: &mut [f32]) -> u32;
     }
 
     /// [`Width::LANES`] at a time, the rest (and every lane the check turns away, rare enough
     /// for a branch) through [`gelu`]. Inlined into a caller compiled for the width's features.
     #[inline(always)]
-    fn in_place<W: Width>(table: &Table, x: &mut [f32]) {
+    fn in_place<W: Width>(table: &Centres, x: &mut [f32]) {
         let all = (1u32 << W::LANES) - 1;
         let mut chunks = x.chunks_exact_mut(W::LANES);
         for chunk in &mut chunks {
@@ -123,14 +141,13 @@ mod lanes {
     struct Avx512;
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn gelu_avx2(table: &Table, x: &mut [f32]) {
+    pub(super) fn gelu_avx2(table: &Centres, x: &mut [f32]) {
         in_place::<Avx2>(table, x);
     }
 
-    /// Eight lanes: the gathers are most of the time, and one of eight f64 costs fewer
-    /// instructions than two of four.
+    /// Eight lanes of f64: one of eight costs fewer instructions than two of four.
     #[target_feature(enable = "avx512f,avx512vl")]
-    pub(super) fn gelu_avx512(table: &Table, x: &mut [f32]) {
+    pub(super) fn gelu_avx512(table: &Centres, x: &mut [f32]) {
         in_place::<Avx512>(table, x);
     }
 
@@ -144,11 +161,13 @@ mod lanes {
     impl Width for Avx2 {
         const LANES: usize = 4;
 
+        /// Each lane's coefficients loaded as its centre's row (two registers: terms 0–3 and
+        /// 4–7) and the four rows transposed into one register per term.
         #[inline(always)]
-        unsafe fn lanes(table: &Table, x: &mut [f32]) -> u32 {
+        unsafe fn lanes(table: &Centres, x: &mut [f32]) -> u32 {
             // SAFETY (every intrinsic below): the caller is compiled with AVX2 and FMA; `x`
-            // holds four f32s; the gathers read `table[n][i]` with `0 ≤ i ≤ LAST` (the index
-            // is clamped first).
+            // holds four f32s; the rows read are `table[i]` with `0 ≤ i ≤ LAST` (the index is
+            // clamped first).
             unsafe {
                 let v = _mm256_cvtps_pd(_mm_loadu_ps(x.as_ptr()));
                 let z = _mm256_mul_pd(v, _mm256_set1_pd(FRAC_1_SQRT_2));
@@ -161,10 +180,18 @@ mod lanes {
                 );
                 let index = _mm256_cvtpd_epi32(centre);
                 let t = _mm256_sub_pd(a, _mm256_mul_pd(centre, _mm256_set1_pd(1.0 / STEPS)));
-                let gather = |n: usize| _mm256_i32gather_pd::<8>(table[n].as_ptr(), index);
-                let mut e = gather(TERMS - 1);
+                let mut lane_index = [0i32; 4];
+                _mm_storeu_si128(lane_index.as_mut_ptr().cast(), index);
+                let row = |lane: usize| table[lane_index[lane] as usize].as_ptr();
+                let low = transpose4(std::array::from_fn(|lane| _mm256_loadu_pd(row(lane))));
+                let high = transpose4(std::array::from_fn(|lane| {
+                    _mm256_loadu_pd(row(lane).add(4))
+                }));
+                let terms: [__m256d; TERMS] =
+                    std::array::from_fn(|n| if n < 4 { low[n] } else { high[n - 4] });
+                let mut e = terms[TERMS - 1];
                 for n in (0..TERMS - 1).rev() {
-                    e = _mm256_fmadd_pd(e, t, gather(n));
+                    e = _mm256_fmadd_pd(e, t, terms[n]);
                 }
                 let e = _mm256_or_pd(e, _mm256_and_pd(z, sign));
                 let half_x = _mm256_mul_pd(_mm256_set1_pd(0.5), v);
@@ -181,12 +208,14 @@ mod lanes {
     impl Width for Avx512 {
         const LANES: usize = 8;
 
-        /// [`Avx2::lanes`] in eight f64 lanes (the sign's bits moved as integers: `vorpd` on
-        /// 512 bits needs AVX-512 DQ).
+        /// [`Avx2::lanes`] in eight f64 lanes, each lane's coefficients loaded as its centre's
+        /// row and the eight rows transposed into one register per term (the same values the
+        /// gathers read, so the same sums); the sign's bits moved as integers (`vorpd` on 512
+        /// bits needs AVX-512 DQ).
         #[inline(always)]
-        unsafe fn lanes(table: &Table, x: &mut [f32]) -> u32 {
+        unsafe fn lanes(table: &Centres, x: &mut [f32]) -> u32 {
             // SAFETY (every intrinsic below): the caller is compiled with AVX-512 F and VL;
-            // `x` holds eight f32s; the gathers' indices are clamped as in `Avx2::lanes`.
+            // `x` holds eight f32s; the rows' indices are clamped as in `Avx2::lanes`.
             unsafe {
                 let v = _mm512_cvtps_pd(_mm256_loadu_ps(x.as_ptr()));
                 let z = _mm512_mul_pd(v, _mm512_set1_pd(FRAC_1_SQRT_2));
@@ -197,10 +226,15 @@ mod lanes {
                 >(_mm512_mul_pd(a, _mm512_set1_pd(STEPS)));
                 let index = _mm512_cvtpd_epi32(centre);
                 let t = _mm512_sub_pd(a, _mm512_mul_pd(centre, _mm512_set1_pd(1.0 / STEPS)));
-                let gather = |n: usize| _mm512_i32gather_pd::<8>(index, table[n].as_ptr());
-                let mut e = gather(TERMS - 1);
+                let mut lane_index = [0i32; 8];
+                _mm256_storeu_si256(lane_index.as_mut_ptr().cast(), index);
+                let rows: [__m512d; 8] = std::array::from_fn(|lane| {
+                    _mm512_loadu_pd(table[lane_index[lane] as usize].as_ptr())
+                });
+                let terms = transpose8(rows);
+                let mut e = terms[TERMS - 1];
                 for n in (0..TERMS - 1).rev() {
-                    e = _mm512_fmadd_pd(e, t, gather(n));
+                    e = _mm512_fmadd_pd(e, t, terms[n]);
                 }
                 let sign = _mm512_set1_epi64(i64::MIN);
                 let z_sign = _mm512_and_si512(_mm512_castpd_si512(z), sign);
@@ -213,6 +247,67 @@ mod lanes {
                 _mm256_storeu_ps(x.as_mut_ptr(), lo);
                 u32::from(_mm256_cmp_ps_mask::<_CMP_EQ_OQ>(lo, hi))
             }
+        }
+    }
+
+    /// The 4 × 4 transpose of `r`: element `n` of `r[lane]` is element `lane` of result `n`.
+    /// Pairs of rows interleaved, then 128-bit halves.
+    #[inline(always)]
+    fn transpose4(r: [__m256d; 4]) -> [__m256d; 4] {
+        // SAFETY: the caller is compiled with AVX2; register operations only.
+        unsafe {
+            let (t0, t1) = (
+                _mm256_unpacklo_pd(r[0], r[1]),
+                _mm256_unpackhi_pd(r[0], r[1]),
+            );
+            let (t2, t3) = (
+                _mm256_unpacklo_pd(r[2], r[3]),
+                _mm256_unpackhi_pd(r[2], r[3]),
+            );
+            [
+                _mm256_permute2f128_pd::<0x20>(t0, t2),
+                _mm256_permute2f128_pd::<0x20>(t1, t3),
+                _mm256_permute2f128_pd::<0x31>(t0, t2),
+                _mm256_permute2f128_pd::<0x31>(t1, t3),
+            ]
+        }
+    }
+
+    /// The 8 × 8 transpose of `r`: element `n` of `r[lane]` is element `lane` of result `n`.
+    /// Pairs of rows interleaved, then pairs of 128-bit blocks, then 256-bit halves.
+    #[inline(always)]
+    fn transpose8(r: [__m512d; 8]) -> [__m512d; 8] {
+        // SAFETY: the caller is compiled with AVX-512 F; register operations only.
+        unsafe {
+            // t[2k] = (r[2k][0], r[2k+1][0], r[2k][2], r[2k+1][2], …), t[2k+1] the odd columns.
+            let t: [__m512d; 8] = std::array::from_fn(|i| {
+                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_pd(a, b)
+                } else {
+                    _mm512_unpackhi_pd(a, b)
+                }
+            });
+            // Columns {c, c+4} of rows 0–3 (u[c]) and of rows 4–7 (u[4+c]), c = 0..4.
+            let low = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+            let high = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+            let u: [__m512d; 8] = std::array::from_fn(|i| {
+                let (c, half) = (i % 4, i / 4);
+                let (a, b) = (t[4 * half + c % 2], t[4 * half + 2 + c % 2]);
+                if c < 2 {
+                    _mm512_permutex2var_pd(a, low, b)
+                } else {
+                    _mm512_permutex2var_pd(a, high, b)
+                }
+            });
+            std::array::from_fn(|n| {
+                let (a, b) = (u[n % 4], u[4 + n % 4]);
+                if n < 4 {
+                    _mm512_shuffle_f64x2::<0b01_00_01_00>(a, b)
+                } else {
+                    _mm512_shuffle_f64x2::<0b11_10_11_10>(a, b)
+                }
+            })
         }
     }
 }
@@ -233,7 +328,7 @@ mod tests {
         {
             #[allow(unsafe_code)]
             // SAFETY: AVX2 and FMA were checked just above.
-            forms.push(("avx2", |x| unsafe { lanes::gelu_avx2(coefficients(), x) }));
+            forms.push(("avx2", |x| unsafe { lanes::gelu_avx2(centres(), x) }));
         }
         forms
     }

@@ -364,27 +364,27 @@ fn codes_of_avx2(codes: &[i32], first: i32, values: &mut [i32]) -> bool {
     !outside && rest
 }
 
+/// [`lookup_within_portable`] with the look-up in AVX2 lanes, and the requantization too
+/// where its shift allows ([`Fast::narrow`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn lookup_within_avx2(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
-    lookup_within_lanes(f, table, src, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
-fn lookup_within_avx512(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
-    lookup_within_lanes(f, table, src, dst)
-}
-
-/// [`lookup_within_portable`] with the look-up in AVX2 lanes, for the functions compiled
-/// with AVX2 or AVX-512.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn lookup_within_lanes(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
     if !in_32_bits(f, table) {
         return lookup_within_portable(f, table, src, dst);
     }
-    requant_portable(f, src, dst);
+    requant_avx2(f, src, dst);
+    codes_of_avx2(&table.codes, table.first as i32, dst)
+}
+
+/// [`lookup_within_avx2`] with the requantization in 16 lanes where its shift allows
+/// ([`Fast::narrow`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
+fn lookup_within_avx512(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
+    if !in_32_bits(f, table) {
+        return lookup_within_portable(f, table, src, dst);
+    }
+    requant_avx512(f, src, dst);
     codes_of_avx2(&table.codes, table.first as i32, dst)
 }
 
@@ -621,6 +621,15 @@ mod tests {
             qmax: 1 << 40,
             ..narrow
         };
+        // A shift of 32 or more: the 32-bit lanes' requantization ([`Fast::narrow`]), about
+        // ×0.5 so that the values still span the tables.
+        let lanes = Fast {
+            m: i32::MAX,
+            lo: 1 << 31,
+            k: 32,
+            ..narrow
+        };
+        assert!(lanes.narrow().is_some() && narrow.narrow().is_none());
         let tables = [
             (-3000, 6001),
             (-500, 1001),
@@ -628,7 +637,7 @@ mod tests {
             (2900, 101),
             (5000, 7),
         ];
-        for (f, (first, len)) in [narrow, wide]
+        for (f, (first, len)) in [narrow, wide, lanes]
             .into_iter()
             .flat_map(|f| tables.map(|t| (f, t)))
         {
@@ -638,10 +647,8 @@ mod tests {
             };
             for n in [0, 1, 7, 8, 9, 64, 1003] {
                 let src: Vec<i32> = (0..n).map(|_| rng.below(8001) as i32 - 4000).collect();
-                let held: Vec<Option<i32>> = src
-                    .iter()
-                    .map(|&v| table.get((v as i64).clamp(f.qmin, f.qmax)))
-                    .collect();
+                let held: Vec<Option<i32>> =
+                    src.iter().map(|&v| table.get(f.apply_i32(v))).collect();
                 for isa in Isa::available() {
                     let mut got = vec![i32::MIN; n];
                     let all = lookup_within(isa, &f, &table, &src, &mut got);

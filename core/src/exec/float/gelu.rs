@@ -252,63 +252,59 @@ mod lanes {
 
     /// The 4 × 4 transpose of `r`: element `n` of `r[lane]` is element `lane` of result `n`.
     /// Pairs of rows interleaved, then 128-bit halves.
-    #[inline(always)]
+    #[target_feature(enable = "avx2")]
+    #[inline]
     fn transpose4(r: [__m256d; 4]) -> [__m256d; 4] {
-        // SAFETY: the caller is compiled with AVX2; register operations only.
-        unsafe {
-            let (t0, t1) = (
-                _mm256_unpacklo_pd(r[0], r[1]),
-                _mm256_unpackhi_pd(r[0], r[1]),
-            );
-            let (t2, t3) = (
-                _mm256_unpacklo_pd(r[2], r[3]),
-                _mm256_unpackhi_pd(r[2], r[3]),
-            );
-            [
-                _mm256_permute2f128_pd::<0x20>(t0, t2),
-                _mm256_permute2f128_pd::<0x20>(t1, t3),
-                _mm256_permute2f128_pd::<0x31>(t0, t2),
-                _mm256_permute2f128_pd::<0x31>(t1, t3),
-            ]
-        }
+        let (t0, t1) = (
+            _mm256_unpacklo_pd(r[0], r[1]),
+            _mm256_unpackhi_pd(r[0], r[1]),
+        );
+        let (t2, t3) = (
+            _mm256_unpacklo_pd(r[2], r[3]),
+            _mm256_unpackhi_pd(r[2], r[3]),
+        );
+        [
+            _mm256_permute2f128_pd::<0x20>(t0, t2),
+            _mm256_permute2f128_pd::<0x20>(t1, t3),
+            _mm256_permute2f128_pd::<0x31>(t0, t2),
+            _mm256_permute2f128_pd::<0x31>(t1, t3),
+        ]
     }
 
     /// The 8 × 8 transpose of `r`: element `n` of `r[lane]` is element `lane` of result `n`.
     /// Pairs of rows interleaved, then pairs of 128-bit blocks, then 256-bit halves.
-    #[inline(always)]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
     fn transpose8(r: [__m512d; 8]) -> [__m512d; 8] {
-        // SAFETY: the caller is compiled with AVX-512 F; register operations only.
-        unsafe {
-            // t[2k] = (r[2k][0], r[2k+1][0], r[2k][2], r[2k+1][2], …), t[2k+1] the odd columns.
-            let t: [__m512d; 8] = std::array::from_fn(|i| {
-                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-                if i % 2 == 0 {
-                    _mm512_unpacklo_pd(a, b)
-                } else {
-                    _mm512_unpackhi_pd(a, b)
-                }
-            });
-            // Columns {c, c+4} of rows 0–3 (u[c]) and of rows 4–7 (u[4+c]), c = 0..4.
-            let low = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
-            let high = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-            let u: [__m512d; 8] = std::array::from_fn(|i| {
-                let (c, half) = (i % 4, i / 4);
-                let (a, b) = (t[4 * half + c % 2], t[4 * half + 2 + c % 2]);
-                if c < 2 {
-                    _mm512_permutex2var_pd(a, low, b)
-                } else {
-                    _mm512_permutex2var_pd(a, high, b)
-                }
-            });
-            std::array::from_fn(|n| {
-                let (a, b) = (u[n % 4], u[4 + n % 4]);
-                if n < 4 {
-                    _mm512_shuffle_f64x2::<0b01_00_01_00>(a, b)
-                } else {
-                    _mm512_shuffle_f64x2::<0b11_10_11_10>(a, b)
-                }
-            })
-        }
+        // t[2k] = (r[2k][0], r[2k+1][0], r[2k][2], r[2k+1][2], …), t[2k+1] the odd columns.
+        let t: [__m512d; 8] = std::array::from_fn(|i| {
+            let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            }
+        });
+        // Columns {c, c+4} of rows 0–3 (u[c]) and of rows 4–7 (u[4+c]), c = 0..4.
+        let low = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+        let high = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+        let u: [__m512d; 8] = std::array::from_fn(|i| {
+            let (c, half) = (i % 4, i / 4);
+            let (a, b) = (t[4 * half + c % 2], t[4 * half + 2 + c % 2]);
+            if c < 2 {
+                _mm512_permutex2var_pd(a, low, b)
+            } else {
+                _mm512_permutex2var_pd(a, high, b)
+            }
+        });
+        std::array::from_fn(|n| {
+            let (a, b) = (u[n % 4], u[4 + n % 4]);
+            if n < 4 {
+                _mm512_shuffle_f64x2::<0b01_00_01_00>(a, b)
+            } else {
+                _mm512_shuffle_f64x2::<0b11_10_11_10>(a, b)
+            }
+        })
     }
 }
 

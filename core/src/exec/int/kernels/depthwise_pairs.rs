@@ -30,16 +30,20 @@ pub fn supports(s: &DwShape) -> bool {
 /// `y − padding`.
 struct PairPlane {
     words: Vec<i32>,
+    /// A whole number of vectors, so each row's words are written in whole vectors.
     row_words: usize,
     /// Per tap pair, its word offset from the output column.
     offsets: [usize; 4],
 }
 
+/// Lanes of a vector of words or codes.
+const LANES: usize = 8;
+
 impl PairPlane {
-    /// Room for `vector`-wide blocks of output columns.
-    fn new(s: &DwShape, vector: usize) -> PairPlane {
+    /// Room for `LANES`-wide blocks of output columns.
+    fn new(s: &DwShape) -> PairPlane {
         let pairs = s.kernel.div_ceil(2);
-        let columns = s.out_hw.1.next_multiple_of(vector);
+        let columns = s.out_hw.1.next_multiple_of(LANES);
         let (row_words, step) = match s.stride {
             1 => (columns + 2 * pairs, 2),
             _ => (columns + pairs, 1),
@@ -49,6 +53,7 @@ impl PairPlane {
         for (p, o) in offsets.iter_mut().enumerate().take(pairs) {
             *o = step * p;
         }
+        let row_words = row_words.next_multiple_of(LANES);
         PairPlane {
             words: vec![0; rows * row_words],
             row_words,
@@ -56,108 +61,104 @@ impl PairPlane {
         }
     }
 
-    /// Lays out one channel's `plane` of codes (`in_hw`), less their zero-point `zero`,
-    /// straight from the codes (a centred i16 copy of the planes and a padded row per input
-    /// row, copied with `memmove`, had cost a pass over the activations and 9 % of
-    /// EfficientViT-B1's integer time by `perf`). Only the words that can hold a code are
-    /// written: which those are depends on the shape alone, so the padding's words, zeroed by
-    /// [`PairPlane::new`], stay zero for every channel of the call (writing them per row was
-    /// half the words of a 7-wide plane, one by one).
-    #[inline(always)]
-    fn fill(&mut self, s: &DwShape, plane: &[i32], zero: i32) {
+    /// Lays out the channel whose codes start at `x[at]` (a plane of `in_hw`) less their
+    /// zero-point `zero`, a vector of words at a time, each from the codes it pairs (see
+    /// [`Centred`]). Rows of padding are not written: zeroed by [`PairPlane::new`], they stay
+    /// zero for every channel of the call. (Made by the compiler's loop, each row's edge words
+    /// and its last few went one at a time: the int8 bench's 7×7 maps took 100 µs against 71
+    /// now, BENCHMARKS.md. Centred into a padded row first and read back, every word's load
+    /// waited on the two stores it straddled.)
+    #[target_feature(enable = "avx2")]
+    fn fill(&mut self, s: &DwShape, x: &[i32], at: usize, zero: i32) {
         let (h, w) = s.in_hw;
-        let pad = s.padding;
-        let rw = self.row_words;
-        // Padded columns the words hold; input columns further right feed no output.
-        let len = if s.stride == 1 { rw + 1 } else { 2 * rw };
-        let n = w.min(len.saturating_sub(pad));
+        let (pad, rw) = (s.padding, self.row_words);
         for (y, words) in self.words.chunks_exact_mut(rw).enumerate() {
-            let iy = y as isize - pad as isize;
-            if iy < 0 || iy >= h as isize {
+            let Some(iy) = y.checked_sub(pad).filter(|&iy| iy < h) else {
                 continue;
-            }
-            let row = Row {
-                codes: &plane[iy as usize * w..][..n],
-                pad,
-                zero,
             };
-            if s.stride == 1 {
-                row.stride1_words(words);
-            } else {
-                row.stride2_words(words);
+            let row = Centred::new(&x[at + iy * w..at + (iy + 1) * w], zero);
+            for (c, out) in (0..rw).step_by(LANES).zip(words.chunks_exact_mut(LANES)) {
+                // Padded column `j` is code `j − pad`.
+                let word = if s.stride == 1 {
+                    let first = c as isize - pad as isize;
+                    let (a, b) = (row.at(first), row.at(first + 1));
+                    // The low halves of `P[c]` and `P[c + 1]` (the definition's `as i16`).
+                    _mm256_blend_epi16::<0xAA>(a, _mm256_slli_epi32::<16>(b))
+                } else {
+                    let first = 2 * c as isize - pad as isize;
+                    stride2_words(row.at(first), row.at(first + LANES as isize))
+                };
+                // SAFETY: `out` holds a whole vector.
+                unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), word) };
             }
         }
     }
 }
 
-/// One input row's codes as the padded, centred row `P`: `P[j] = codes[j − pad] − zero` for
-/// `pad ≤ j < pad + codes.len()`, 0 elsewhere.
-struct Row<'a> {
+/// One input row's codes less their zero-point, read a vector at a time with zeros either
+/// side: the padded row `P` without a copy.
+struct Centred<'a> {
     codes: &'a [i32],
-    pad: usize,
-    zero: i32,
+    zero: __m256i,
 }
 
-impl Row<'_> {
-    #[inline(always)]
-    fn at(&self, j: usize) -> i16 {
-        match j.checked_sub(self.pad).and_then(|i| self.codes.get(i)) {
-            Some(&q) => centred(q, self.zero),
-            None => 0,
+impl<'a> Centred<'a> {
+    #[target_feature(enable = "avx2")]
+    fn new(codes: &'a [i32], zero: i32) -> Self {
+        Self {
+            codes,
+            zero: _mm256_set1_epi32(zero),
         }
     }
 
-    /// Stride 1: word `c` is `(P[c], P[c + 1])`; for `pad ≤ c < pad + n − 1` both come from
-    /// the codes, the words either side hold one code and a zero, and all others are zero
-    /// (left as they are: see [`PairPlane::fill`]).
-    #[inline(always)]
-    fn stride1_words(&self, words: &mut [i32]) {
-        let n = self.codes.len();
-        let first = self.pad.min(words.len());
-        let end = (self.pad + n.saturating_sub(1)).clamp(first, words.len());
-        if let Some(c) = first.checked_sub(1) {
-            words[c] = pair(self.at(c), self.at(c + 1));
+    /// Codes `first .. first + 8` less the zero-point, 0 for the columns outside the row: one
+    /// load inside the row, a masked one across its ends.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn at(&self, first: isize) -> __m256i {
+        let w = self.codes.len() as isize;
+        if first >= 0 && first + LANES as isize <= w {
+            // SAFETY: the 8 codes lie inside the row.
+            let v = unsafe { _mm256_loadu_si256(self.codes.as_ptr().offset(first).cast()) };
+            return _mm256_sub_epi32(v, self.zero);
         }
-        let z = self.zero;
-        let pairs = self
-            .codes
-            .iter()
-            .zip(self.codes.get(1..).unwrap_or_default());
-        for (word, (&a, &b)) in words[first..end].iter_mut().zip(pairs) {
-            *word = pair(centred(a, z), centred(b, z));
+        if first >= w || first + LANES as isize <= 0 {
+            return _mm256_setzero_si256();
         }
-        if let Some(word) = words.get_mut(end) {
-            *word = pair(self.at(end), self.at(end + 1));
-        }
-    }
-
-    /// Stride 2: word `m` is `(P[2m], P[2m + 1])`; words whose both columns are codes start
-    /// at `⌈pad / 2⌉` and end before `⌊(pad + n) / 2⌋`, the words either side may hold one
-    /// code, and all others are zero (left as they are: see [`PairPlane::fill`]).
-    #[inline(always)]
-    fn stride2_words(&self, words: &mut [i32]) {
-        let n = self.codes.len();
-        let first = self.pad.div_ceil(2).min(words.len());
-        let end = ((self.pad + n) / 2).clamp(first, words.len());
-        if let Some(m) = first.checked_sub(1) {
-            words[m] = pair(self.at(2 * m), self.at(2 * m + 1));
-        }
-        let z = self.zero;
-        let inside = &self.codes[(2 * first).saturating_sub(self.pad).min(n)..];
-        for (word, two) in words[first..end].iter_mut().zip(inside.chunks_exact(2)) {
-            *word = pair(centred(two[0], z), centred(two[1], z));
-        }
-        if let Some(word) = words.get_mut(end) {
-            *word = pair(self.at(2 * end), self.at(2 * end + 1));
-        }
+        // Lanes whose column lies inside the row: `0 ≤ first + l < w`.
+        let column = _mm256_add_epi32(
+            _mm256_set1_epi32(first as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        let inside = _mm256_and_si256(
+            _mm256_cmpgt_epi32(column, _mm256_set1_epi32(-1)),
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), column),
+        );
+        // SAFETY: a masked load reads only the lanes of `inside`, which lie inside the row;
+        // the address of the others is formed without being read.
+        let v = unsafe {
+            let base = self.codes.as_ptr().wrapping_offset(first);
+            _mm256_maskload_epi32(base, inside)
+        };
+        _mm256_and_si256(_mm256_sub_epi32(v, self.zero), inside)
     }
 }
 
-/// A code less its zero-point as the i16 the products take (codes of at most 8 bits less their
-/// zero-point fit; wider ones wrap as the definition's `as i16` does).
-#[inline(always)]
-fn centred(q: i32, zero: i32) -> i16 {
-    q.wrapping_sub(zero) as i16
+/// Stride 2: the words `(P[2m], P[2m + 1])` of 8 consecutive `m` from the 16 values
+/// `P[2m..]` in `a` and `b`. Within each 64-bit lane `(P[2m], P[2m + 1])`, the low half of
+/// `P[2m + 1]` shifted down 16 bits meets the low half of `P[2m]` in the lane's low word
+/// (the definition's `as i16`); the low words of both registers are then gathered in order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn stride2_words(a: __m256i, b: __m256i) -> __m256i {
+    let low_words = |v: __m256i| {
+        let w = _mm256_blend_epi16::<0x22>(v, _mm256_srli_epi64::<16>(v));
+        // Each 128-bit half's two words to its low 64 bits.
+        _mm256_shuffle_epi32::<0b10_00_10_00>(w)
+    };
+    // Halves [a0 a1 b0 b1 | a2 a3 b2 b3] → [a0 a1 a2 a3 b0 b1 b2 b3].
+    let mixed = _mm256_unpacklo_epi64(low_words(a), low_words(b));
+    _mm256_permute4x64_epi64::<0b11_01_10_00>(mixed)
 }
 
 /// Weight pairs of one channel, row by row: `(w[i][2p], w[i][2p + 1] or 0)`.
@@ -183,22 +184,23 @@ fn weight_pairs<const K: usize>(kernel: &[i16]) -> [[i32; 4]; K] {
 /// a 16-lane version of this loop was slower than 8 lanes on every stride-1 shape.
 #[target_feature(enable = "avx2")]
 pub fn avx2<const K: usize>(s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out: &mut [i32]) {
-    const LANES: usize = 8;
     let (h, wd) = s.in_hw;
     let (oh, ow) = s.out_hw;
     let pairs = K.div_ceil(2);
-    let mut plane = PairPlane::new(s, LANES);
+    let mut plane = PairPlane::new(s);
     let rw = plane.row_words;
     let rows = plane.words.len() / rw;
     assert!(x.len() >= s.channels * h * wd && w.len() >= s.channels * K * K);
     assert!(zero.len() >= s.channels);
     assert!(out.len() >= s.channels * oh * ow);
+    // Blocks store whole vectors up to the end of the call's planes, never past it.
+    let out = &mut out[..s.channels * oh * ow];
     // Every read below stays inside the plane: the last block's words end at
     // `columns + offsets[pairs − 1] ≤ row_words` on row `(oh − 1)·stride + K − 1`.
     assert!((oh - 1) * s.stride + K <= rows);
     assert!(ow.next_multiple_of(LANES) + plane.offsets[pairs - 1] <= rw);
     for c in 0..s.channels {
-        plane.fill(s, &x[c * h * wd..(c + 1) * h * wd], zero[c]);
+        plane.fill(s, x, c * h * wd, zero[c]);
         let wp = weight_pairs::<K>(&w[c * K * K..(c + 1) * K * K]);
         let mut wv = [[_mm256_setzero_si256(); 4]; K];
         for (vr, pr) in wv.iter_mut().zip(&wp) {
@@ -206,9 +208,10 @@ pub fn avx2<const K: usize>(s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out
                 *v = _mm256_set1_epi32(p);
             }
         }
-        let o = &mut out[c * oh * ow..(c + 1) * oh * ow];
         let words = plane.words.as_ptr();
         for oy in 0..oh {
+            // The row and everything after it in the call's planes.
+            let row = &mut out[(c * oh + oy) * ow..];
             let mut l0 = 0;
             while l0 < ow {
                 let mut acc = _mm256_setzero_si256();
@@ -222,17 +225,22 @@ pub fn avx2<const K: usize>(s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out
                         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(v, *wv));
                     }
                 }
-                let dst = &mut o[oy * ow + l0..(oy + 1) * ow];
+                // A row's last block may hold fewer columns than lanes: its whole vector is
+                // stored anyway, the extra lanes landing on the next row's first columns (or
+                // the next channel's), which their own block, stored later, overwrites. Only
+                // the output's very end is copied through the stack. (`perf` put 14 % of the
+                // 5×5 kernel's samples and 9 % of the 3×3's on the masked store this replaces,
+                // on AMD Zen 4, where `vpmaskmovd` to memory is microcoded; every 7-wide row
+                // ended in one.)
+                let dst = &mut row[l0..];
                 if dst.len() >= LANES {
                     // SAFETY: `dst` holds at least one whole vector.
                     unsafe { _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, acc) };
                 } else {
-                    // The row's last columns, fewer than a vector: a masked store (a copy
-                    // through a stack vector was a call to `memmove`, 4 % of B1's time).
-                    let first = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(dst.len() as i32), first);
-                    // SAFETY: only the lanes below `dst.len()` are written.
-                    unsafe { _mm256_maskstore_epi32(dst.as_mut_ptr(), mask, acc) };
+                    let mut lanes = [0i32; LANES];
+                    // SAFETY: `lanes` holds one whole vector.
+                    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+                    dst.copy_from_slice(&lanes[..dst.len()]);
                 }
                 l0 += LANES;
             }

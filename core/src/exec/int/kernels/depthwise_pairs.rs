@@ -145,20 +145,19 @@ impl<'a> Centred<'a> {
 }
 
 /// Stride 2: the words `(P[2m], P[2m + 1])` of 8 consecutive `m` from the 16 values
-/// `P[2m..]` in `a` and `b`. Within each 64-bit lane `(P[2m], P[2m + 1])`, the low half of
-/// `P[2m + 1]` shifted down 16 bits meets the low half of `P[2m]` in the lane's low word
-/// (the definition's `as i16`); the low words of both registers are then gathered in order.
+/// `P[2m..]` in `a` and `b`: the low halves of the values (the definition's `as i16`), in
+/// order, are the words.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn stride2_words(a: __m256i, b: __m256i) -> __m256i {
-    let low_words = |v: __m256i| {
-        let w = _mm256_blend_epi16::<0x22>(v, _mm256_srli_epi64::<16>(v));
-        // Each 128-bit half's two words to its low 64 bits.
-        _mm256_shuffle_epi32::<0b10_00_10_00>(w)
-    };
+    // Each 128-bit half's four low halves to its low 64 bits: two words.
+    let low = _mm256_setr_epi8(
+        0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, //
+        0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+    );
+    let (a, b) = (_mm256_shuffle_epi8(a, low), _mm256_shuffle_epi8(b, low));
     // Halves [a0 a1 b0 b1 | a2 a3 b2 b3] → [a0 a1 a2 a3 b0 b1 b2 b3].
-    let mixed = _mm256_unpacklo_epi64(low_words(a), low_words(b));
-    _mm256_permute4x64_epi64::<0b11_01_10_00>(mixed)
+    _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_unpacklo_epi64(a, b))
 }
 
 /// Weight pairs of one channel, row by row: `(w[i][2p], w[i][2p + 1] or 0)`.

@@ -65,7 +65,7 @@ impl PairPlane {
     /// zero-point `zero`, a vector of words at a time, each from the codes it pairs (see
     /// [`Centred`]). Rows of padding are not written: zeroed by [`PairPlane::new`], they stay
     /// zero for every channel of the call. (Made by the compiler's loop, each row's edge words
-    /// and its last few went one at a time: the int8 bench's 7×7 maps took 100 µs against 71
+    /// and its last few went one at a time: the int8 bench's 7×7 maps took 100 µs against 64
     /// now, BENCHMARKS.md. Centred into a padded row first and read back, every word's load
     /// waited on the two stores it straddled.)
     #[target_feature(enable = "avx2")]
@@ -79,14 +79,9 @@ impl PairPlane {
             let row = Centred::new(&x[at + iy * w..at + (iy + 1) * w], zero);
             for (c, out) in (0..rw).step_by(LANES).zip(words.chunks_exact_mut(LANES)) {
                 // Padded column `j` is code `j − pad`.
-                let word = if s.stride == 1 {
-                    let first = c as isize - pad as isize;
-                    let (a, b) = (row.at(first), row.at(first + 1));
-                    // The low halves of `P[c]` and `P[c + 1]` (the definition's `as i16`).
-                    _mm256_blend_epi16::<0xAA>(a, _mm256_slli_epi32::<16>(b))
-                } else {
-                    let first = 2 * c as isize - pad as isize;
-                    stride2_words(row.at(first), row.at(first + LANES as isize))
+                let word = match s.stride {
+                    1 => row.stride1_words(c as isize - pad as isize),
+                    _ => row.stride2_words(2 * c as isize - pad as isize),
                 };
                 // SAFETY: `out` holds a whole vector.
                 unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), word) };
@@ -96,10 +91,12 @@ impl PairPlane {
 }
 
 /// One input row's codes less their zero-point, read a vector at a time with zeros either
-/// side: the padded row `P` without a copy.
+/// side: the padded row `R` without a copy.
 struct Centred<'a> {
     codes: &'a [i32],
     zero: __m256i,
+    /// The zero-point in both halves of every word.
+    zero_pair: __m256i,
 }
 
 impl<'a> Centred<'a> {
@@ -108,7 +105,48 @@ impl<'a> Centred<'a> {
         Self {
             codes,
             zero: _mm256_set1_epi32(zero),
+            zero_pair: _mm256_set1_epi16(zero as i16),
         }
+    }
+
+    /// Stride 1: the words `(R[c], R[c + 1])` of 8 consecutive `c`, from the columns
+    /// `first .. first + 9`. Inside the row the codes are paired as they are and both halves
+    /// centred by one 16-bit subtraction: the low half of `q − zero` is that of `q` less that
+    /// of `zero`, so the definition's `as i16` is the same either way.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn stride1_words(&self, first: isize) -> __m256i {
+        let pair = |a, b| _mm256_blend_epi16::<0xAA>(a, _mm256_slli_epi32::<16>(b));
+        match self.inside(first, LANES + 1) {
+            Some(p) => {
+                // SAFETY: `inside` found 9 codes from `p`.
+                let (a, b) = unsafe { (load(p), load(p.add(1))) };
+                _mm256_sub_epi16(pair(a, b), self.zero_pair)
+            }
+            None => pair(self.at(first), self.at(first + 1)),
+        }
+    }
+
+    /// Stride 2: the words `(R[2m], R[2m + 1])` of 8 consecutive `m`, from the columns
+    /// `first .. first + 16`, centred as [`Centred::stride1_words`] does.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn stride2_words(&self, first: isize) -> __m256i {
+        match self.inside(first, 2 * LANES) {
+            Some(p) => {
+                // SAFETY: `inside` found 16 codes from `p`.
+                let (a, b) = unsafe { (load(p), load(p.add(LANES))) };
+                _mm256_sub_epi16(low_halves(a, b), self.zero_pair)
+            }
+            None => low_halves(self.at(first), self.at(first + LANES as isize)),
+        }
+    }
+
+    /// Where the codes `first .. first + n` start, if they all lie inside the row.
+    #[inline(always)]
+    fn inside(&self, first: isize, n: usize) -> Option<*const i32> {
+        let start = usize::try_from(first).ok()?;
+        (start + n <= self.codes.len()).then(|| self.codes[start..].as_ptr())
     }
 
     /// Codes `first .. first + 8` less the zero-point, 0 for the columns outside the row: one
@@ -144,13 +182,23 @@ impl<'a> Centred<'a> {
     }
 }
 
-/// Stride 2: the words `(P[2m], P[2m + 1])` of 8 consecutive `m` from the 16 values
-/// `P[2m..]` in `a` and `b`: the low halves of the values (the definition's `as i16`), in
-/// order, are the words.
+/// 8 codes from `p`.
+///
+/// # Safety
+/// `p` must have 8 readable codes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn stride2_words(a: __m256i, b: __m256i) -> __m256i {
-    // Each 128-bit half's four low halves to its low 64 bits: two words.
+unsafe fn load(p: *const i32) -> __m256i {
+    // SAFETY: by the caller.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// The low halves of the 16 i32 of `a` then `b`, in order, as 16 i16 (the definition's
+/// `as i16`): at stride 2, the 8 words `(R[2m], R[2m + 1])` of the values `R[2m..]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn low_halves(a: __m256i, b: __m256i) -> __m256i {
+    // Each 128-bit half's four low halves to its low 64 bits.
     let low = _mm256_setr_epi8(
         0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, //
         0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,

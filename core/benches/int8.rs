@@ -18,8 +18,14 @@ fn main() {
 }
 
 /// (rows, K, columns): B1@224 stage-3 pointwise (256 → 1024 on 14×14), DeiT-T fc1
-/// (192 → 768 on 197 tokens), a 1×1 conv on 56×56.
-const SHAPES: [(usize, usize, usize); 3] = [(1024, 256, 196), (768, 192, 197), (128, 64, 3136)];
+/// (192 → 768 on 197 tokens), a 1×1 conv on 56×56, B1@224's head linear (1536 → 1600, one
+/// token: the matrix-vector product).
+const SHAPES: [(usize, usize, usize); 4] = [
+    (1024, 256, 196),
+    (768, 192, 197),
+    (128, 64, 3136),
+    (1600, 1536, 1),
+];
 
 fn operands(rows: usize, k: usize, cols: usize) -> (PackedA, PackedB) {
     let mut rng = Rng::new(1);

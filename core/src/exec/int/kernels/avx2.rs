@@ -104,6 +104,89 @@ fn tile<const M: usize>(
     }
 }
 
+/// [`gemm`] of one column (`b.cols == 1`): each weight row a dot product with the column, in
+/// `vpmaddwd` on the row's sign-extended quads ([`PackedA::quads16`], contiguous per row) and
+/// the column widened to i16 once, 16 MACs per instruction where a tile would use one of its
+/// 8 columns.
+#[cfg(target_arch = "x86_64")]
+pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+    assert!(std::arch::is_x86_feature_detected!("avx2"));
+    assert!(b.cols == 1 && a.k4 == b.k4 && rows.end <= a.rows && out.len() >= rows.len());
+    assert_eq!(a.quads16.len(), a.rows * a.k4);
+    // The column's quad `g` is the first of panel row `g`, `PANEL·4` bytes apart; widened to
+    // four i16 in one i64, as the rows' quads are.
+    let x: Vec<i64> = b
+        .data
+        .chunks_exact(PANEL * 4)
+        .map(|row| {
+            row[..4]
+                .iter()
+                .enumerate()
+                .fold(0u64, |v, (j, &c)| v | (c as u64) << (16 * j)) as i64
+        })
+        .collect();
+    assert_eq!(x.len(), a.k4);
+    let first = rows.start;
+    let mut r = first;
+    while r < rows.end {
+        // Four rows at a time share each load of the column.
+        let n = (rows.end - r).min(4);
+        let mut sums = [0i32; 4];
+        // SAFETY: AVX2 was checked above; rows `r..r + n` lie inside `a`.
+        unsafe {
+            match n {
+                4 => dots::<4>(a, r, &x, &mut sums),
+                3 => dots::<3>(a, r, &x, &mut sums),
+                2 => dots::<2>(a, r, &x, &mut sums),
+                _ => dots::<1>(a, r, &x, &mut sums),
+            }
+        }
+        out[r - first..r - first + n].copy_from_slice(&sums[..n]);
+        r += n;
+    }
+}
+
+/// `sums[i] = Σ_g A[r0 + i]'s quad g · x[g]` for `i < R`, 4 quads (16 MACs) per step, the last
+/// step masked.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dots<const R: usize>(a: &PackedA, r0: usize, x: &[i64], sums: &mut [i32; 4]) {
+    let k4 = a.k4;
+    assert!((r0 + R) * k4 <= a.quads16.len() && x.len() == k4);
+    let mut acc = [_mm256_setzero_si256(); R];
+    let w = a.quads16[r0 * k4..].as_ptr();
+    let mut g = 0;
+    while g < k4 {
+        let n = (k4 - g).min(4);
+        // SAFETY (the block): whole steps read 4 quads `g..g + 4`, inside `x` and each row
+        // (asserted); the last, masked, only its first `n`.
+        unsafe {
+            let load = |p: *const i64| match n {
+                4 => _mm256_loadu_si256(p.cast()),
+                _ => {
+                    let lane = _mm256_setr_epi64x(0, 1, 2, 3);
+                    let mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n as i64), lane);
+                    _mm256_maskload_epi64(p, mask)
+                }
+            };
+            let xv = load(x.as_ptr().add(g));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let wv = load(w.add(i * k4 + g));
+                *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(xv, wv));
+            }
+        }
+        g += n;
+    }
+    for (s, acc) in sums.iter_mut().zip(acc) {
+        let half = _mm_add_epi32(
+            _mm256_castsi256_si128(acc),
+            _mm256_extracti128_si256::<1>(acc),
+        );
+        let quarter = _mm_add_epi32(half, _mm_unpackhi_epi64(half, half));
+        *s = _mm_cvtsi128_si32(_mm_add_epi32(quarter, _mm_shuffle_epi32::<1>(quarter)));
+    }
+}
+
 /// The exact AVX2 int8 rate on one core, measured: `iters` rounds of 12 independent
 /// `vpmaddwd` + `vpaddd` pairs (16 MACs each), operands from L1. Returns the MACs done and a
 /// value that keeps the work alive; `None` without AVX2.
@@ -141,6 +224,11 @@ fn peak_avx2(iters: usize) -> (u64, i32) {
         iters as u64 * 12 * 16,
         lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v)),
     )
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+    super::scalar_rows(a, rows, b, out)
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -290,11 +290,15 @@ pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &m
         a.rows
     );
     assert!(out.len() >= rows.len() * b.cols);
-    match runnable(isa) {
+    match (runnable(isa), b.cols) {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => vnni::gemm(a, rows, b, out),
+        (Isa::Avx512Vnni, 1) => vnni::gemv(a, rows, b, out),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => avx2::gemm(a, rows, b, out),
+        (Isa::Avx512Vnni, _) => vnni::gemm(a, rows, b, out),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, 1) => avx2::gemv(a, rows, b, out),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, _) => avx2::gemm(a, rows, b, out),
         _ => scalar_rows(a, rows, b, out),
     }
 }
@@ -347,19 +351,22 @@ mod tests {
     #[test]
     fn a_block_of_rows_equals_those_rows_of_the_whole_product() {
         let mut rng = Rng::new(17);
-        let (a, b) = random_case(&mut rng, 53, 37, 29);
-        let mut whole = vec![0; 53 * 29];
-        gemm_scalar(&a, &b, &mut whole);
-        for isa in Isa::available() {
-            for rows in [0..53, 0..12, 12..48, 48..53, 7..8, 20..20] {
-                let mut got = vec![-1; rows.len() * 29];
-                gemm_rows(isa, &a, rows.clone(), &b, &mut got);
-                assert_eq!(
-                    got,
-                    whole[rows.start * 29..rows.end * 29],
-                    "{} {rows:?}",
-                    isa.name()
-                );
+        // 29 columns (tiles) and one (the matrix-vector products).
+        for cols in [29, 1] {
+            let (a, b) = random_case(&mut rng, 53, 37, cols);
+            let mut whole = vec![0; 53 * cols];
+            gemm_scalar(&a, &b, &mut whole);
+            for isa in Isa::available() {
+                for rows in [0..53, 0..12, 12..48, 48..53, 7..8, 20..20] {
+                    let mut got = vec![-1; rows.len() * cols];
+                    gemm_rows(isa, &a, rows.clone(), &b, &mut got);
+                    assert_eq!(
+                        got,
+                        whole[rows.start * cols..rows.end * cols],
+                        "{} {rows:?} × {cols}",
+                        isa.name()
+                    );
+                }
             }
         }
     }
@@ -384,6 +391,15 @@ mod tests {
             // Deep enough that VNNI sweeps its panels in several L1 blocks (4 panels of 8 KiB
             // each here), the last one odd, with a 2-row tail.
             (10, 512, 417),
+            // One column (the matrix-vector products): K with and without a part step of 16
+            // quads (VNNI) or 4 (AVX2), rows with and without a part group of 4; the size of
+            // EfficientViT-B1's head.
+            (9, 1, 1),
+            (7, 64, 1),
+            (5, 68, 1),
+            (13, 260, 1),
+            (4, 1537, 1),
+            (1600, 1536, 1),
         ];
         if Isa::available().len() == 1 {
             eprintln!("note: this CPU has no AVX2: only the scalar GEMM was tested");
@@ -404,12 +420,14 @@ mod tests {
     fn extreme_values_do_not_saturate() {
         // 255·(−127) summed over K: the AVX2 path must not use saturating 16-bit adds.
         for isa in Isa::available() {
-            let (rows, k, cols) = (3, 100, 20);
-            let a = PackedA::new(&vec![-127i8; rows * k], rows, k);
-            let b = PackedB::from_rows(&vec![255u8; k * cols], k, cols);
-            let mut out = vec![0; rows * cols];
-            gemm(isa, &a, &b, &mut out);
-            assert!(out.iter().all(|&v| v == -127 * 255 * 100), "{}", isa.name());
+            // 20 columns (tiles) and one (the matrix-vector products).
+            for (rows, k, cols) in [(3, 100, 20), (5, 100, 1)] {
+                let a = PackedA::new(&vec![-127i8; rows * k], rows, k);
+                let b = PackedB::from_rows(&vec![255u8; k * cols], k, cols);
+                let mut out = vec![0; rows * cols];
+                gemm(isa, &a, &b, &mut out);
+                assert!(out.iter().all(|&v| v == -127 * 255 * 100), "{}", isa.name());
+            }
         }
     }
 }

@@ -121,6 +121,73 @@ fn tile<const M: usize, const N: usize>(
     }
 }
 
+/// [`gemm`] of one column (`b.cols == 1`, a linear layer on one token, as the classifier
+/// heads are): each weight row a dot product with the column, 64 MACs per `vpdpbusd`, where a
+/// tile would use one of its panel's 16 columns (B1's two head layers took 5 % of its int
+/// time so). The row's quads are contiguous in [`PackedA`]; the column's are gathered once.
+#[cfg(target_arch = "x86_64")]
+pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+    assert!(
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    );
+    assert!(b.cols == 1 && a.k4 == b.k4 && rows.end <= a.rows && out.len() >= rows.len());
+    assert_eq!(a.quads.len(), a.rows * a.k4);
+    // The column's quad `g` is the first of panel row `g`, `PANEL·4` bytes apart.
+    let x: Vec<i32> = b
+        .data
+        .chunks_exact(PANEL * 4)
+        .map(|row| i32::from_le_bytes([row[0], row[1], row[2], row[3]]))
+        .collect();
+    assert_eq!(x.len(), a.k4);
+    let first = rows.start;
+    let mut r = first;
+    while r < rows.end {
+        // Four rows at a time share each load of the column.
+        let n = (rows.end - r).min(4);
+        let mut sums = [0i32; 4];
+        // SAFETY: the features were checked above; rows `r..r + n` lie inside `a`.
+        unsafe {
+            match n {
+                4 => dots::<4>(a, r, &x, &mut sums),
+                3 => dots::<3>(a, r, &x, &mut sums),
+                2 => dots::<2>(a, r, &x, &mut sums),
+                _ => dots::<1>(a, r, &x, &mut sums),
+            }
+        }
+        out[r - first..r - first + n].copy_from_slice(&sums[..n]);
+        r += n;
+    }
+}
+
+/// `sums[i] = Σ_g A[r0 + i]'s quad g · x[g]` for `i < R`, 16 quads per step, the last step
+/// masked.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+fn dots<const R: usize>(a: &PackedA, r0: usize, x: &[i32], sums: &mut [i32; 4]) {
+    let k4 = a.k4;
+    assert!((r0 + R) * k4 <= a.quads.len() && x.len() == k4);
+    let mut acc = [_mm512_setzero_si512(); R];
+    let w = a.quads[r0 * k4..].as_ptr();
+    let mut g = 0;
+    while g < k4 {
+        let n = (k4 - g).min(16);
+        let mask: __mmask16 = (1u32 << n).wrapping_sub(1) as u16;
+        // SAFETY: the mask reads quads `g..g + n` only, inside `x` and each row (asserted).
+        unsafe {
+            let xv = _mm512_maskz_loadu_epi32(mask, x.as_ptr().add(g));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let wv = _mm512_maskz_loadu_epi32(mask, w.add(i * k4 + g));
+                *acc = _mm512_dpbusd_epi32(*acc, xv, wv);
+            }
+        }
+        g += n;
+    }
+    for (s, acc) in sums.iter_mut().zip(acc) {
+        *s = _mm512_reduce_add_epi32(acc);
+    }
+}
+
 /// The CPU's int8 peak on one core, measured: `iters` rounds of 12 independent `vpdpbusd`
 /// (64 MACs each) on registers only. Returns the MACs done and a value that keeps the work
 /// alive; `None` without AVX-512 VNNI.
@@ -151,6 +218,11 @@ fn peak_vnni(iters: usize) -> (u64, i32) {
         sum = _mm512_add_epi32(sum, r);
     }
     (iters as u64 * 12 * 64, _mm512_reduce_add_epi32(sum))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+    super::scalar_rows(a, rows, b, out)
 }
 
 #[cfg(not(target_arch = "x86_64"))]

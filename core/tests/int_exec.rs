@@ -629,3 +629,55 @@ fn attention_over_many_tokens_compiles_and_matches() {
     let share = report("deit-many-tokens", "repq-vit, layer by layer", &rows);
     assert!(share >= 99.9, "{share:.3} %");
 }
+
+/// The token tail is the classifier head (EfficientViT's linear, LayerNorm + Hardswish,
+/// linear; DeiT's linear after the class token), and a batch run through it a run of images at
+/// a time gives every image the logits it gets alone through every step.
+#[test]
+fn the_token_tail_is_the_head_and_a_run_through_it_gives_each_image_its_own_logits() {
+    let cases = [
+        (
+            "efficientvit-micro",
+            "trio-vit",
+            &[
+                "head.op_list.2.linear",
+                "head.op_list.2.act",
+                "head.op_list.3.linear",
+            ][..],
+        ),
+        ("deit-micro", "repq-vit", &["head"][..]),
+    ];
+    let images = dataset(true).batch(0..7).unwrap().images;
+    for (model, recipe, head) in cases {
+        let m = micro(model);
+        let p = plan(&m, recipe, "w8a8");
+        let program = compile(&m.graph, &m.folded, &p).unwrap();
+        let tail = program.token_tail().expect("a classifier head");
+        let names: Vec<&str> = program.steps[tail.start..]
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, head, "{model}");
+        assert_eq!(program.steps[tail.start].inputs, [tail.input], "{model}");
+        let executor = IntExecutor::new(&program);
+        // 7 images on 2 threads: runs of 4 and 3 tokens through the tail.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let batch = pool.install(|| executor.forward(&images)).unwrap();
+        let classes = batch.item_len();
+        for (i, image) in images.data.chunks(images.item_len()).enumerate() {
+            let codes = &executor.run_image(image, &|_| false)[program.output];
+            let alone: Vec<f32> = codes
+                .iter()
+                .map(|&v| (v as f64 * program.logit_scale) as f32)
+                .collect();
+            assert_eq!(
+                batch.data[i * classes..(i + 1) * classes],
+                alone,
+                "{model}: image {i}"
+            );
+        }
+    }
+}

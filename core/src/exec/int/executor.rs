@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::kernels::Isa;
 use super::ops::{Ctx, Scratch};
-use super::program::{IntProgram, Step, StepOp};
+use super::program::{IntProgram, Step, StepOp, TokenTail};
 use crate::error::{Error, Result};
 use crate::eval::Classifier;
 use crate::exec::helper_threads::with_helper_threads;
@@ -69,17 +69,20 @@ impl<'p> IntExecutor<'p> {
     /// as their last reader has run). Returns the codes per node (empty where not kept) with the
     /// logits always kept.
     pub fn run_image(&self, image: &[f32], keep: &dyn Fn(usize) -> bool) -> Vec<Vec<i32>> {
+        let end = self.program.steps.len();
         let values =
-            Scratch::with_thread_local(|scratch| self.run_image_with(image, keep, scratch));
+            Scratch::with_thread_local(|scratch| self.run_image_with(image, end, keep, scratch));
         values.into_iter().map(Buffer::into_vec).collect()
     }
 
-    /// [`IntExecutor::run_image`] with the buffers of `scratch`, which keeps what the image
-    /// leaves for the next one: a batch's images after the first reuse every step's output
-    /// allocation instead of asking for (and zeroing) new ones.
+    /// [`IntExecutor::run_image`] through the steps before `end`, with the buffers of
+    /// `scratch`, which keeps what the image leaves for the next one: a batch's images after
+    /// the first reuse every step's output allocation instead of asking for (and zeroing) new
+    /// ones.
     fn run_image_with(
         &self,
         image: &[f32],
+        end: usize,
         keep: &dyn Fn(usize) -> bool,
         scratch: &mut Scratch,
     ) -> Vec<Buffer<i32>> {
@@ -90,7 +93,7 @@ impl<'p> IntExecutor<'p> {
         // kept when freed, grew a thread's spares by one buffer per image for good.
         values[0] = scratch.spare.take(image.len());
         self.quantize_image_into(image, &mut values[0]);
-        for (i, step) in p.steps.iter().enumerate() {
+        for (i, step) in p.steps[..end].iter().enumerate() {
             let out = {
                 let inputs: Vec<&[i32]> = step.inputs.iter().map(|&k| &*values[k]).collect();
                 self.run_step(step, &inputs, scratch)
@@ -152,30 +155,60 @@ impl<'p> IntExecutor<'p> {
         let per_thread = batch.div_ceil(rayon::current_num_threads().max(1));
         // Fewer runs than threads (a batch of one): the idle threads help with each image's
         // splits rather than sleep between them.
-        let rows: Vec<Vec<f32>> = with_helper_threads(batch.div_ceil(per_thread), || {
+        let tail = p.token_tail();
+        let rows: Vec<Vec<i32>> = with_helper_threads(batch.div_ceil(per_thread), || {
             images
                 .data
                 .par_chunks(item * per_thread)
-                .flat_map_iter(|run| {
-                    Scratch::with_thread_local(|scratch| {
-                        run.chunks(item)
-                            .map(|img| {
-                                let values = self.run_image_with(img, &|_| false, scratch);
-                                let logits = values[p.output]
-                                    .iter()
-                                    .map(|&v| (v as f64 * p.logit_scale) as f32)
-                                    .collect::<Vec<f32>>();
-                                // The logits' buffer serves the next image.
-                                values.into_iter().for_each(|v| scratch.spare.keep(v));
-                                logits
-                            })
-                            .collect::<Vec<_>>()
-                    })
+                .map(|run| {
+                    Scratch::with_thread_local(|scratch| self.run_images(run, item, tail, scratch))
                 })
                 .collect()
         });
-        let classes = rows[0].len();
-        Ok(Tensor::new(vec![batch, classes], rows.concat()))
+        let logits: Vec<f32> = rows
+            .concat()
+            .iter()
+            .map(|&v| (v as f64 * p.logit_scale) as f32)
+            .collect();
+        let classes = logits.len() / batch;
+        Ok(Tensor::new(vec![batch, classes], logits))
+    }
+
+    /// The integer logits of a run of images (`item` values each) on this thread: each image
+    /// through the steps before the program's token `tail`, then the tail once for the run's
+    /// tokens together (the same codes as image by image: see [`IntProgram::token_tail`]).
+    fn run_images(
+        &self,
+        images: &[f32],
+        item: usize,
+        tail: Option<TokenTail>,
+        scratch: &mut Scratch,
+    ) -> Vec<i32> {
+        let p = self.program;
+        let (end, wanted) = match tail {
+            Some(t) => (t.start, t.input),
+            None => (p.steps.len(), p.output),
+        };
+        // The tail's input tokens, or the logits, of every image in turn.
+        let count = images.len() / item;
+        let mut rows: Option<Buffer<i32>> = None;
+        for (i, image) in images.chunks(item).enumerate() {
+            let values = self.run_image_with(image, end, &|n| n == wanted, scratch);
+            let row = &values[wanted];
+            let all = rows.get_or_insert_with(|| scratch.spare.take(count * row.len()));
+            all[i * row.len()..(i + 1) * row.len()].copy_from_slice(row);
+            // Every buffer serves the next image.
+            values.into_iter().for_each(|v| scratch.spare.keep(v));
+        }
+        let mut rows = rows.expect("a run holds at least one image");
+        for step in &p.steps[end..] {
+            let out = self.run_step(step, &[&rows], scratch);
+            scratch.spare.keep(std::mem::replace(&mut rows, out));
+        }
+        let logits = rows.to_vec();
+        // The logits' buffer serves the next run.
+        scratch.spare.keep(rows);
+        logits
     }
 }
 

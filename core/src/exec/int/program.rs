@@ -7,7 +7,7 @@ use super::ops::elementwise::{Add, ClassPos, Pool};
 use super::ops::layernorm::LayerNorm;
 use super::ops::linear_attention::{Context, Normalize, Query};
 use super::ops::softmax_attention::{Mix, ScoresSoftmax};
-use super::ops::weighted::Weighted;
+use super::ops::weighted::{Geometry, Weighted};
 use crate::graph::NodeId;
 use crate::quant::points::Layout;
 use crate::quant::quantizer::Uniform;
@@ -48,7 +48,7 @@ impl StepOp {
     /// sizes its output by the same method).
     pub fn output_len(&self, x: &[&[i32]]) -> usize {
         match self {
-            StepOp::Weighted(w) => w.output_len(),
+            StepOp::Weighted(w) => w.output_len(x[0]),
             StepOp::Add(a) => a.output_len(x[0], x[1]),
             StepOp::Pool(p) => p.output_len(x[0]),
             StepOp::ClassPos(c) => c.output_len(x[0]),
@@ -78,6 +78,57 @@ impl StepOp {
             StepOp::Concat => "concat",
             StepOp::TakeClassToken { .. } => "take-class-token",
         }
+    }
+}
+
+/// The last steps of a program that work on one token per image (see
+/// [`IntProgram::token_tail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTail {
+    /// The index of its first step.
+    pub start: usize,
+    /// The node that step reads: one token per image.
+    pub input: NodeId,
+}
+
+impl IntProgram {
+    /// The program's token tail, if it has one: the steps up to the logits that each read
+    /// the step before alone (the first, one node), on one token per image — linear layers on
+    /// one token (a classifier head) and LayerNorms between them. Each is a function of each
+    /// token alone, so the executor can run a whole run of images' tokens through the tail at
+    /// once, which reads each weight once per run instead of once per image (EfficientViT-B1's
+    /// head holds 4 MB of weights) and gives the same codes.
+    pub fn token_tail(&self) -> Option<TokenTail> {
+        let one_token_linear = |op: &StepOp| matches!(op, StepOp::Weighted(w) if w.geometry == Geometry::Tokens { tokens: 1 });
+        let last = self.steps.last()?;
+        if last.node != self.output {
+            return None;
+        }
+        // Back from the logits while each step reads only the one before it.
+        let mut start = self.steps.len() - 1;
+        while start > 0 {
+            let (before, step) = (&self.steps[start - 1], &self.steps[start]);
+            let chained = step.inputs == [before.node];
+            let token_wise = one_token_linear(&before.op)
+                || matches!(before.op, StepOp::LayerNorm(_)) && one_token_linear(&step.op);
+            if !(chained && token_wise && before.inputs.len() == 1) {
+                break;
+            }
+            start -= 1;
+        }
+        // The first step must be a linear layer on one token: what fixes the tail's input as
+        // one token per image.
+        while !one_token_linear(&self.steps[start].op) {
+            start += 1;
+            if start == self.steps.len() {
+                return None;
+            }
+        }
+        let first = &self.steps[start];
+        (first.inputs.len() == 1).then(|| TokenTail {
+            start,
+            input: first.inputs[0],
+        })
     }
 }
 

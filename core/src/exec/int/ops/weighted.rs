@@ -194,12 +194,18 @@ impl Weighted {
         }
     }
 
-    /// Output positions per channel and whether outputs are stored token-major (`[P, O]`).
-    fn positions(&self) -> (usize, bool) {
+    /// Output positions per channel for the input codes `x`, and whether outputs are stored
+    /// token-major (`[P, O]`). A linear layer runs on the tokens it is given: one image's, or
+    /// one per image of a run when the executor takes the program's token tail for the run
+    /// at once ([`IntProgram::token_tail`](super::super::program::IntProgram::token_tail)).
+    fn positions(&self, x: &[i32]) -> (usize, bool) {
         match &self.geometry {
             Geometry::Conv { out_hw, .. } => (out_hw.0 * out_hw.1, false),
             Geometry::Patch { out_hw, .. } => (out_hw.0 * out_hw.1, true),
-            Geometry::Tokens { tokens } => (*tokens, true),
+            Geometry::Tokens { .. } => {
+                debug_assert_eq!(x.len() % self.in_channels, 0, "whole tokens");
+                (x.len() / self.in_channels, true)
+            }
         }
     }
 
@@ -212,13 +218,13 @@ impl Weighted {
         }
     }
 
-    /// Codes of the output: every output channel at every position.
-    pub fn output_len(&self) -> usize {
-        self.out_channels * self.positions().0
+    /// Codes of the output for the input codes `x`: every output channel at every position.
+    pub fn output_len(&self, x: &[i32]) -> usize {
+        self.out_channels * self.positions(x).0
     }
 
     pub fn run(&self, ctx: Ctx, x: &[i32], out: &mut Buffer<i32>, s: &mut Scratch) {
-        let (p, token_major) = self.positions();
+        let (p, token_major) = self.positions(x);
         let o = self.out_channels;
         // Codes as [O][P]: straight into `out`, or for token-major outputs into the spare
         // buffer that fits best, transposed into `out` at the end. Every code is written below
@@ -434,7 +440,7 @@ impl Weighted {
     /// input planes for 1×1 stride-1 convs, im2col (padding = `z + u`) for the others.
     fn pack_group(&self, ctx: Ctx, x: &[i32], g: usize, s: &mut Scratch) -> PackedB {
         let isa = ctx.isa;
-        let (p, _) = self.positions();
+        let (p, _) = self.positions(x);
         let k = self.k();
         let lift = self.lift;
         let buf = std::mem::take(&mut s.packed);
@@ -473,7 +479,7 @@ impl Weighted {
 
     /// The scalar i64 path for weights or inputs wider than 8 bits.
     fn run_wide(&self, x: &[i32], w: &[i32], acc: &mut [i64]) {
-        let (p, _) = self.positions();
+        let (p, _) = self.positions(x);
         let k = self.k();
         let cin_g = self.in_channels / self.groups;
         let cout_g = self.out_channels / self.groups;

@@ -1,7 +1,8 @@
 //! Running an [`IntProgram`]: quantize the image at the boundary, run the steps on integer
 //! codes, and report the logits (integers at one common scale) as reals. Images run in
-//! parallel, each image's steps in order on one thread, so results never depend on the thread
-//! count.
+//! parallel, each image's steps in order on one thread, and the program's token tail (the
+//! classifier head) once per thread for its images' tokens together, each token as alone; so
+//! results never depend on the thread count.
 
 use rayon::prelude::*;
 

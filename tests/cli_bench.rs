@@ -122,3 +122,67 @@ fn a_batch_of_zero_is_refused() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("--batch"), "{err}");
 }
+
+/// `--steps` times every step of the integer program on one image: in the JSON, one entry per
+/// step with its kind and a positive time; in the table, the time by kind of step and the
+/// slowest steps.
+#[test]
+fn steps_time_every_step_of_the_integer_program() {
+    let args = |format: &'static str| {
+        [
+            "bench",
+            "efficientvit-micro",
+            "--batch",
+            "1",
+            "--seconds",
+            "0.01",
+            "--executors",
+            "int",
+            "--steps",
+            "--format",
+            format,
+        ]
+    };
+    let out = qvit(&args("json"), None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = v["int_steps"].as_array().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["model"], "efficientvit-micro");
+    assert!(reports[0]["rounds"].as_u64().unwrap() >= 3);
+    let steps = reports[0]["steps"].as_array().unwrap();
+    // The micro EfficientViT's program: 47 steps, its stem a 3×3 conv on 14×14, its head
+    // linear layers on one token.
+    assert_eq!(steps.len(), 47);
+    assert!(steps.iter().all(|s| s["seconds"].as_f64().unwrap() > 0.0));
+    assert_eq!(steps[0]["kind"], "3×3 conv");
+    assert_eq!(steps[0]["shape"], "14×14");
+    assert_eq!(steps[46]["kind"], "linear");
+    assert_eq!(steps[46]["shape"], "1 token");
+    let out = qvit(&args("table"), None);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("the integer executor's 47 steps on one image"),
+        "{text}"
+    );
+    assert!(
+        text.contains("step kind") && text.contains("slowest steps:"),
+        "{text}"
+    );
+    assert!(text.contains("depthwise 3×3"), "{text}");
+}
+
+#[test]
+fn steps_need_the_integer_executor() {
+    let out = qvit(
+        &["bench", "deit-micro", "--executors", "fp32", "--steps"],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--steps") && err.contains("int"), "{err}");
+}

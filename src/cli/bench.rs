@@ -8,6 +8,7 @@ use qvit_core::arch::{ArchSpec, Family};
 use qvit_core::data::{Dataset, Normalize};
 use qvit_core::eval::Classifier;
 use qvit_core::exec::float::FloatExecutor;
+use qvit_core::exec::int::executor::StepTime;
 use qvit_core::exec::int::kernels::Isa;
 use qvit_core::exec::int::{IntExecutor, compile};
 use qvit_core::exec::peak::{Peak, fp32_peak, int8_peak};
@@ -44,6 +45,11 @@ pub struct BenchArgs {
     /// Executors to measure, comma-separated.
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Which::Fp32, Which::Fake, Which::Int])]
     executors: Vec<Which>,
+    /// Also time the integer executor's steps on one image: its time by kind of step and the
+    /// map or tokens it works on, and the slowest steps (where to look before making it
+    /// faster). Needs `int` among `--executors`.
+    #[arg(long)]
+    steps: bool,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -124,12 +130,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.batch.contains(&0) {
         anyhow::bail!("--batch: batch sizes must be at least 1");
     }
+    if args.steps && !args.executors.contains(&Which::Int) {
+        anyhow::bail!("--steps times the integer executor's steps: add `int` to --executors");
+    }
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
     let peaks = pool.install(Peaks::measure);
     let mut rows = Vec::new();
+    let mut step_reports = Vec::new();
     for name in &args.models {
         let graph = Graph::build(&ArchSpec::resolve(name)?)?;
         let folded = Weights::random(&graph, 1).fold(&graph)?;
@@ -170,6 +180,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 }
             })
             .collect();
+        if let (true, Some(int)) = (args.steps, &int) {
+            let image = data.batch(0..1)?.images;
+            step_reports
+                .push(pool.install(|| time_steps(&graph.model, int, &image.data, args.seconds)));
+        }
         for &batch in &args.batch {
             let images = data.batch(0..batch)?.images;
             let times = pool.install(|| measure(&execs, &images, args.seconds))?;
@@ -207,6 +222,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 "int_kernels": Isa::detect().name(),
                 "peaks": peaks,
                 "results": rows,
+                "int_steps": step_reports,
             }))? + "\n"
         }
         Format::Table => {
@@ -234,14 +250,82 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         .map_or(String::new(), |v| format!("{:.1} %", v * 100.0)),
                 ]);
             }
+            let steps: String = step_reports.iter().map(StepReport::table).collect();
             format!(
-                "{t}\n{threads} threads, random weights, median of the timed runs; int kernels: {}\n{}\n",
+                "{t}\n{threads} threads, random weights, median of the timed runs; int kernels: {}\n{}\n{steps}",
                 Isa::detect().name(),
                 peaks.describe()
             )
         }
     };
     emit(&text)
+}
+
+/// The integer executor's steps timed on one image (`--steps`).
+#[derive(Debug, serde::Serialize)]
+struct StepReport {
+    model: String,
+    rounds: usize,
+    steps: Vec<StepTime>,
+}
+
+/// Times every step of `int` on `image` for about `seconds` (3 rounds at least).
+fn time_steps(model: &str, int: &IntExecutor, image: &[f32], seconds: f64) -> StepReport {
+    let one = Instant::now();
+    int.time_steps(image, 1);
+    let rounds = (seconds / one.elapsed().as_secs_f64().max(1e-6)).clamp(3.0, 1000.0) as usize;
+    StepReport {
+        model: model.to_string(),
+        rounds,
+        steps: int.time_steps(image, rounds),
+    }
+}
+
+impl StepReport {
+    /// Two tables: the time by kind of step and what it works on, and the slowest steps.
+    fn table(&self) -> String {
+        let total: f64 = self.steps.iter().map(|s| s.seconds).sum();
+        let share = |t: f64| format!("{:.1} %", 100.0 * t / total.max(f64::MIN_POSITIVE));
+        let mut groups: Vec<((&str, &str), usize, f64)> = Vec::new();
+        for s in &self.steps {
+            let key = (s.kind, s.shape.as_str());
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(g) => (g.1, g.2) = (g.1 + 1, g.2 + s.seconds),
+                None => groups.push((key, 1, s.seconds)),
+            }
+        }
+        groups.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let mut by_kind = table(&["step kind", "on", "steps", "ms", "share"], &[2, 3, 4]);
+        for ((kind, shape), n, t) in &groups {
+            by_kind.add_row(vec![
+                kind.to_string(),
+                shape.to_string(),
+                n.to_string(),
+                format!("{:.3}", t * 1e3),
+                share(*t),
+            ]);
+        }
+        let mut slowest: Vec<&StepTime> = self.steps.iter().collect();
+        slowest.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        let mut top = table(&["step", "kind", "on", "ms", "share"], &[3, 4]);
+        for s in slowest.iter().take(12) {
+            let ms = format!("{:.3}", s.seconds * 1e3);
+            top.add_row(vec![
+                s.name.clone(),
+                s.kind.into(),
+                s.shape.clone(),
+                ms,
+                share(s.seconds),
+            ]);
+        }
+        format!(
+            "\n{}: the integer executor's {} steps on one image, {:.2} ms (medians of {} rounds)\n{by_kind}\nslowest steps:\n{top}\n",
+            self.model,
+            self.steps.len(),
+            total * 1e3,
+            self.rounds
+        )
+    }
 }
 
 /// Random 8-bit images (as a dataset, so calibration and the timed batches see the same data).

@@ -4,6 +4,8 @@
 //! classifier head) once per thread for its images' tokens together, each token as alone; so
 //! results never depend on the thread count.
 
+use std::time::{Duration, Instant};
+
 use rayon::prelude::*;
 
 use super::kernels::Isa;
@@ -16,6 +18,20 @@ use crate::exec::spare::Buffer;
 use crate::quant::quantizer::{Rounding, Uniform};
 use crate::quant::uniform_lanes::{Grid, code_slice};
 use crate::tensor::Tensor;
+
+/// One step's time on an image ([`IntExecutor::time_steps`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepTime {
+    /// The step's name: the node it writes.
+    pub name: String,
+    /// What it computes: the kind of product for weighted layers ("1×1 conv", "depthwise
+    /// 3×3", "linear", …), else the step's kind.
+    pub kind: &'static str,
+    /// What a weighted layer works on: its output map's side or its tokens per image.
+    pub shape: String,
+    /// The median of its times over the rounds.
+    pub seconds: f64,
+}
 
 /// The integer-only executor.
 #[derive(Debug, Clone, Copy)]
@@ -71,21 +87,57 @@ impl<'p> IntExecutor<'p> {
     /// logits always kept.
     pub fn run_image(&self, image: &[f32], keep: &dyn Fn(usize) -> bool) -> Vec<Vec<i32>> {
         let end = self.program.steps.len();
-        let values =
-            Scratch::with_thread_local(|scratch| self.run_image_with(image, end, keep, scratch));
+        let values = Scratch::with_thread_local(|scratch| {
+            self.run_image_with(image, end, keep, scratch, &mut |_, _| {})
+        });
         values.into_iter().map(Buffer::into_vec).collect()
+    }
+
+    /// Where an image's time goes: `rounds` runs of `image` (at least one), each step timed as
+    /// it runs (the pool's threads helping inside it, as at batch 1), and each step's median
+    /// time, in program order.
+    pub fn time_steps(&self, image: &[f32], rounds: usize) -> Vec<StepTime> {
+        let p = self.program;
+        let mut times = vec![Vec::new(); p.steps.len()];
+        Scratch::with_thread_local(|scratch| {
+            for _ in 0..rounds.max(1) {
+                let mut record = |i: usize, d: Duration| times[i].push(d);
+                let values =
+                    self.run_image_with(image, p.steps.len(), &|_| false, scratch, &mut record);
+                values.into_iter().for_each(|v| scratch.spare.keep(v));
+            }
+        });
+        p.steps
+            .iter()
+            .zip(times)
+            .map(|(step, mut t)| {
+                t.sort();
+                let (kind, shape) = match &step.op {
+                    StepOp::Weighted(w) => w.describe(),
+                    op => (op.kind(), String::new()),
+                };
+                StepTime {
+                    name: step.name.clone(),
+                    kind,
+                    shape,
+                    seconds: t[t.len() / 2].as_secs_f64(),
+                }
+            })
+            .collect()
     }
 
     /// [`IntExecutor::run_image`] through the steps before `end`, with the buffers of
     /// `scratch`, which keeps what the image leaves for the next one: a batch's images after
     /// the first reuse every step's output allocation instead of asking for (and zeroing) new
     /// ones.
+    /// `on_step` hears how long each step took.
     fn run_image_with(
         &self,
         image: &[f32],
         end: usize,
         keep: &dyn Fn(usize) -> bool,
         scratch: &mut Scratch,
+        on_step: &mut dyn FnMut(usize, Duration),
     ) -> Vec<Buffer<i32>> {
         let p = self.program;
         let mut values: Vec<Buffer<i32>> = vec![Buffer::default(); p.nodes];
@@ -97,7 +149,10 @@ impl<'p> IntExecutor<'p> {
         for (i, step) in p.steps[..end].iter().enumerate() {
             let out = {
                 let inputs: Vec<&[i32]> = step.inputs.iter().map(|&k| &*values[k]).collect();
-                self.run_step(step, &inputs, scratch)
+                let started = Instant::now();
+                let out = self.run_step(step, &inputs, scratch);
+                on_step(i, started.elapsed());
+                out
             };
             values[step.node] = out;
             for &input in &step.inputs {
@@ -194,7 +249,7 @@ impl<'p> IntExecutor<'p> {
         let count = images.len() / item;
         let mut rows: Option<Buffer<i32>> = None;
         for (i, image) in images.chunks(item).enumerate() {
-            let values = self.run_image_with(image, end, &|n| n == wanted, scratch);
+            let values = self.run_image_with(image, end, &|n| n == wanted, scratch, &mut |_, _| {});
             let row = &values[wanted];
             let all = rows.get_or_insert_with(|| scratch.spare.take(count * row.len()));
             all[i * row.len()..(i + 1) * row.len()].copy_from_slice(row);

@@ -209,6 +209,35 @@ impl Weighted {
         }
     }
 
+    /// The kind of product and what it works on, for reports: ("depthwise 3×3", "7×7"),
+    /// ("linear", "197 tokens").
+    pub fn describe(&self) -> (&'static str, String) {
+        let kind = match (&self.geometry, &self.weights) {
+            (Geometry::Tokens { .. }, _) => "linear",
+            (Geometry::Patch { .. }, _) => "patch embedding",
+            (Geometry::Conv { conv, .. }, Weights::Depthwise(_)) => match conv.kernel {
+                3 => "depthwise 3×3",
+                5 => "depthwise 5×5",
+                7 => "depthwise 7×7",
+                _ => "depthwise",
+            },
+            (Geometry::Conv { conv, .. }, _) => match (conv.kernel, self.groups) {
+                (1, 1) => "1×1 conv",
+                (1, _) => "grouped 1×1 conv",
+                (3, _) => "3×3 conv",
+                _ => "conv",
+            },
+        };
+        let shape = match &self.geometry {
+            Geometry::Conv { out_hw, .. } | Geometry::Patch { out_hw, .. } => {
+                format!("{}×{}", out_hw.0, out_hw.1)
+            }
+            Geometry::Tokens { tokens: 1 } => "1 token".to_string(),
+            Geometry::Tokens { tokens } => format!("{tokens} tokens"),
+        };
+        (kind, shape)
+    }
+
     /// Reduction length per group.
     fn k(&self) -> usize {
         let cin_g = self.in_channels / self.groups;

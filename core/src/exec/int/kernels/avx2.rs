@@ -113,37 +113,23 @@ pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     assert!(std::arch::is_x86_feature_detected!("avx2"));
     assert!(b.cols == 1 && a.k4 == b.k4 && rows.end <= a.rows && out.len() >= rows.len());
     assert_eq!(a.quads16.len(), a.rows * a.k4);
-    // The column's quad `g` is the first of panel row `g`, `PANEL·4` bytes apart; widened to
-    // four i16 in one i64, as the rows' quads are.
+    // Each quad widened to four i16 in one i64, as the rows' quads are.
     let x: Vec<i64> = b
-        .data
-        .chunks_exact(PANEL * 4)
-        .map(|row| {
-            row[..4]
-                .iter()
-                .enumerate()
-                .fold(0u64, |v, (j, &c)| v | (c as u64) << (16 * j)) as i64
-        })
+        .first_column_quads()
+        .map(|q| (0..4).fold(0u64, |v, j| v | (q[j] as u64) << (16 * j)) as i64)
         .collect();
     assert_eq!(x.len(), a.k4);
-    let first = rows.start;
-    let mut r = first;
-    while r < rows.end {
-        // Four rows at a time share each load of the column.
-        let n = (rows.end - r).min(4);
-        let mut sums = [0i32; 4];
+    super::rows_by_four(rows, out, |r, n, sums| {
         // SAFETY: AVX2 was checked above; rows `r..r + n` lie inside `a`.
         unsafe {
             match n {
-                4 => dots::<4>(a, r, &x, &mut sums),
-                3 => dots::<3>(a, r, &x, &mut sums),
-                2 => dots::<2>(a, r, &x, &mut sums),
-                _ => dots::<1>(a, r, &x, &mut sums),
+                4 => dots::<4>(a, r, &x, sums),
+                3 => dots::<3>(a, r, &x, sums),
+                2 => dots::<2>(a, r, &x, sums),
+                _ => dots::<1>(a, r, &x, sums),
             }
         }
-        out[r - first..r - first + n].copy_from_slice(&sums[..n]);
-        r += n;
-    }
+    });
 }
 
 /// `sums[i] = Σ_g A[r0 + i]'s quad g · x[g]` for `i < R`, 4 quads (16 MACs) per step, the last

@@ -241,6 +241,15 @@ impl PackedB {
         self.data[i] = v;
     }
 
+    /// The quads of column 0, `k4` of them: the first of each panel row, `PANEL·4` bytes
+    /// apart (what a one-column product reads).
+    pub fn first_column_quads(&self) -> impl Iterator<Item = [u8; 4]> + '_ {
+        self.data
+            .chunks_exact(PANEL * 4)
+            .take(self.k4)
+            .map(|row| [row[0], row[1], row[2], row[3]])
+    }
+
     /// Packs a row-major `K × cols` matrix.
     pub fn from_rows(b: &[u8], k: usize, cols: usize) -> Self {
         let mut p = Self::zeroed(k, cols, Vec::new());
@@ -300,6 +309,26 @@ pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &m
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, _) => avx2::gemm(a, rows, b, out),
         _ => scalar_rows(a, rows, b, out),
+    }
+}
+
+/// The one-column products' loop: `dots(r, n, sums)` puts the sums of rows `r..r + n` (four,
+/// fewer at the end, so the column's loads serve four rows) in `sums[..n]`, which go to
+/// `out[r − rows.start..]`.
+#[cfg(target_arch = "x86_64")]
+fn rows_by_four(
+    rows: Range<usize>,
+    out: &mut [i32],
+    mut dots: impl FnMut(usize, usize, &mut [i32; 4]),
+) {
+    let first = rows.start;
+    let mut r = first;
+    while r < rows.end {
+        let n = (rows.end - r).min(4);
+        let mut sums = [0; 4];
+        dots(r, n, &mut sums);
+        out[r - first..r - first + n].copy_from_slice(&sums[..n]);
+        r += n;
     }
 }
 

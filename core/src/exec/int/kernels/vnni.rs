@@ -123,8 +123,8 @@ fn tile<const M: usize, const N: usize>(
 
 /// [`gemm`] of one column (`b.cols == 1`, a linear layer on one token, as the classifier
 /// heads are): each weight row a dot product with the column, 64 MACs per `vpdpbusd`, where a
-/// tile would use one of its panel's 16 columns (B1's two head layers took 5 % of its int
-/// time so). The row's quads are contiguous in [`PackedA`]; the column's are gathered once.
+/// tile would use one of its panel's 16 columns. The row's quads are contiguous in
+/// [`PackedA`]; the column's are gathered once.
 #[cfg(target_arch = "x86_64")]
 pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     assert!(
@@ -133,31 +133,19 @@ pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     );
     assert!(b.cols == 1 && a.k4 == b.k4 && rows.end <= a.rows && out.len() >= rows.len());
     assert_eq!(a.quads.len(), a.rows * a.k4);
-    // The column's quad `g` is the first of panel row `g`, `PANEL·4` bytes apart.
-    let x: Vec<i32> = b
-        .data
-        .chunks_exact(PANEL * 4)
-        .map(|row| i32::from_le_bytes([row[0], row[1], row[2], row[3]]))
-        .collect();
+    let x: Vec<i32> = b.first_column_quads().map(i32::from_le_bytes).collect();
     assert_eq!(x.len(), a.k4);
-    let first = rows.start;
-    let mut r = first;
-    while r < rows.end {
-        // Four rows at a time share each load of the column.
-        let n = (rows.end - r).min(4);
-        let mut sums = [0i32; 4];
+    super::rows_by_four(rows, out, |r, n, sums| {
         // SAFETY: the features were checked above; rows `r..r + n` lie inside `a`.
         unsafe {
             match n {
-                4 => dots::<4>(a, r, &x, &mut sums),
-                3 => dots::<3>(a, r, &x, &mut sums),
-                2 => dots::<2>(a, r, &x, &mut sums),
-                _ => dots::<1>(a, r, &x, &mut sums),
+                4 => dots::<4>(a, r, &x, sums),
+                3 => dots::<3>(a, r, &x, sums),
+                2 => dots::<2>(a, r, &x, sums),
+                _ => dots::<1>(a, r, &x, sums),
             }
         }
-        out[r - first..r - first + n].copy_from_slice(&sums[..n]);
-        r += n;
-    }
+    });
 }
 
 /// `sums[i] = Σ_g A[r0 + i]'s quad g · x[g]` for `i < R`, 16 quads per step, the last step

@@ -161,6 +161,10 @@ fn steps_time_every_step_of_the_integer_program() {
     assert!(steps.iter().all(|s| s["seconds"].as_f64().unwrap() > 0.0));
     assert_eq!(steps[0]["kind"], "3×3 conv");
     assert_eq!(steps[0]["shape"], "14×14");
+    assert!(steps[0]["macs"].as_u64().unwrap() > 0);
+    // A step without weights has no MACs of its own.
+    let add = steps.iter().find(|s| s["kind"] == "add").unwrap();
+    assert_eq!(add["macs"], 0);
     assert_eq!(steps[46]["kind"], "linear");
     assert_eq!(steps[46]["shape"], "1 token");
     let out = qvit(&args("table"), None);
@@ -170,7 +174,7 @@ fn steps_time_every_step_of_the_integer_program() {
         "{text}"
     );
     assert!(
-        text.contains("step kind") && text.contains("slowest steps:"),
+        text.contains("step kind") && text.contains("of MACs") && text.contains("slowest steps:"),
         "{text}"
     );
     assert!(text.contains("depthwise 3×3"), "{text}");

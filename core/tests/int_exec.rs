@@ -681,3 +681,38 @@ fn the_token_tail_is_the_head_and_a_run_through_it_gives_each_image_its_own_logi
         }
     }
 }
+
+/// `time_steps` gives every step of the program, in order, a time, and each weighted layer
+/// the MACs of its graph node (the convolutions, patch embedding and linear layers of the
+/// graph, one step each).
+#[test]
+fn step_times_cover_every_step_with_the_products_macs() {
+    use qvit_core::graph::Op;
+    for (model, recipe) in [
+        ("efficientvit-micro", "trio-vit"),
+        ("deit-micro", "repq-vit"),
+    ] {
+        let m = micro(model);
+        let p = plan(&m, recipe, "w8a8");
+        let program = compile(&m.graph, &m.folded, &p).unwrap();
+        let image = dataset(true).batch(0..1).unwrap().images;
+        let times = IntExecutor::new(&program).time_steps(&image.data, 3);
+        assert_eq!(times.len(), program.steps.len(), "{model}");
+        for (t, step) in times.iter().zip(&program.steps) {
+            assert_eq!(t.name, step.name, "{model}");
+            assert!(t.seconds > 0.0, "{model}: {}", t.name);
+        }
+        let products: u64 = m
+            .graph
+            .nodes()
+            .iter()
+            .filter(|n| matches!(n.op, Op::Conv2d(_) | Op::PatchEmbed(_) | Op::Linear(_)))
+            .map(|n| n.macs)
+            .sum();
+        assert_eq!(
+            times.iter().map(|t| t.macs).sum::<u64>(),
+            products,
+            "{model}"
+        );
+    }
+}

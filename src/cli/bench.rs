@@ -281,28 +281,54 @@ fn time_steps(model: &str, int: &IntExecutor, image: &[f32], seconds: f64) -> St
     }
 }
 
+/// Steps of one kind on one map or token count.
+struct Group<'a> {
+    key: (&'a str, &'a str),
+    steps: usize,
+    seconds: f64,
+    macs: u64,
+}
+
 impl StepReport {
-    /// Two tables: the time by kind of step and what it works on, and the slowest steps.
+    /// Two tables: the time by kind of step and what it works on (beside its share of the
+    /// weighted layers' MACs), and the slowest steps.
     fn table(&self) -> String {
         let total: f64 = self.steps.iter().map(|s| s.seconds).sum();
         let share = |t: f64| format!("{:.1} %", 100.0 * t / total.max(f64::MIN_POSITIVE));
-        let mut groups: Vec<((&str, &str), usize, f64)> = Vec::new();
+        let all_macs: u64 = self.steps.iter().map(|s| s.macs).sum();
+        let mut groups: Vec<Group> = Vec::new();
         for s in &self.steps {
             let key = (s.kind, s.shape.as_str());
-            match groups.iter_mut().find(|g| g.0 == key) {
-                Some(g) => (g.1, g.2) = (g.1 + 1, g.2 + s.seconds),
-                None => groups.push((key, 1, s.seconds)),
+            match groups.iter_mut().find(|g| g.key == key) {
+                Some(g) => {
+                    (g.steps, g.seconds, g.macs) =
+                        (g.steps + 1, g.seconds + s.seconds, g.macs + s.macs)
+                }
+                None => groups.push(Group {
+                    key,
+                    steps: 1,
+                    seconds: s.seconds,
+                    macs: s.macs,
+                }),
             }
         }
-        groups.sort_by(|a, b| b.2.total_cmp(&a.2));
-        let mut by_kind = table(&["step kind", "on", "steps", "ms", "share"], &[2, 3, 4]);
-        for ((kind, shape), n, t) in &groups {
+        groups.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        let mut by_kind = table(
+            &["step kind", "on", "steps", "ms", "share", "of MACs"],
+            &[2, 3, 4, 5],
+        );
+        for g in &groups {
+            let of_macs = match g.macs {
+                0 => String::new(),
+                m => format!("{:.1} %", 100.0 * m as f64 / all_macs.max(1) as f64),
+            };
             by_kind.add_row(vec![
-                kind.to_string(),
-                shape.to_string(),
-                n.to_string(),
-                format!("{:.3}", t * 1e3),
-                share(*t),
+                g.key.0.to_string(),
+                g.key.1.to_string(),
+                g.steps.to_string(),
+                format!("{:.3}", g.seconds * 1e3),
+                share(g.seconds),
+                of_macs,
             ]);
         }
         let mut slowest: Vec<&StepTime> = self.steps.iter().collect();

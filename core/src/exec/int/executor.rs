@@ -29,6 +29,8 @@ pub struct StepTime {
     pub kind: &'static str,
     /// What a weighted layer works on: its output map's side or its tokens per image.
     pub shape: String,
+    /// A weighted layer's multiply-accumulates (0 for the other steps).
+    pub macs: u64,
     /// The median of its times over the rounds.
     pub seconds: f64,
 }
@@ -112,14 +114,15 @@ impl<'p> IntExecutor<'p> {
             .zip(times)
             .map(|(step, mut t)| {
                 t.sort();
-                let (kind, shape) = match &step.op {
-                    StepOp::Weighted(w) => w.describe(),
-                    op => (op.kind(), String::new()),
+                let ((kind, shape), macs) = match &step.op {
+                    StepOp::Weighted(w) => (w.describe(), w.macs()),
+                    op => ((op.kind(), String::new()), 0),
                 };
                 StepTime {
                     name: step.name.clone(),
                     kind,
                     shape,
+                    macs,
                     seconds: t[t.len() / 2].as_secs_f64(),
                 }
             })

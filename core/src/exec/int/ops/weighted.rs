@@ -209,6 +209,16 @@ impl Weighted {
         }
     }
 
+    /// Multiply-accumulates of one image: every output channel at every position, over the
+    /// reduction of its group.
+    pub fn macs(&self) -> u64 {
+        let positions = match &self.geometry {
+            Geometry::Conv { out_hw, .. } | Geometry::Patch { out_hw, .. } => out_hw.0 * out_hw.1,
+            Geometry::Tokens { tokens } => *tokens,
+        };
+        (self.out_channels * positions * self.k()) as u64
+    }
+
     /// The kind of product and what it works on, for reports: ("depthwise 3×3", "7×7"),
     /// ("linear", "197 tokens").
     pub fn describe(&self) -> (&'static str, String) {

@@ -12,25 +12,42 @@ use std::arch::x86_64::*;
 
 use super::requant::{Narrow, NarrowHardswish, WideHardswish};
 
-/// `dst[i] = n.apply_i32(src[i])`, 16 lanes at a time; the tail by the portable form.
+/// `dst[i] = f(src[i])` 16 lanes at a time, the last part vector by a masked load and
+/// store: a short row (49 values per channel on a 7×7 map) would otherwise leave a sixteenth
+/// or more of its values to the i64 definition, one at a time. Inlined into its callers,
+/// which are compiled for AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn each16(src: &[i32], dst: &mut [i32], f: impl Fn(__m512i) -> __m512i) {
+    let n = src.len().min(dst.len());
+    let whole = n / 16 * 16;
+    for (s, d) in src[..whole].chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
+        // SAFETY: `s` and `d` hold 16 i32 each; the callers have AVX-512 F.
+        unsafe {
+            let v = _mm512_loadu_si512(s.as_ptr().cast());
+            _mm512_storeu_si512(d.as_mut_ptr().cast(), f(v));
+        }
+    }
+    if whole < n {
+        let mask: __mmask16 = ((1u32 << (n - whole)) - 1) as u16;
+        // SAFETY: the mask reads and writes lanes `whole..n` only, inside both slices; the
+        // callers have AVX-512 F.
+        unsafe {
+            let v = _mm512_maskz_loadu_epi32(mask, src[whole..].as_ptr());
+            _mm512_mask_storeu_epi32(dst[whole..].as_mut_ptr(), mask, f(v));
+        }
+    }
+}
+
+/// `dst[i] = n.apply_i32(src[i])`, 16 lanes at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) fn requant_avx512(n: &Narrow, src: &[i32], dst: &mut [i32]) {
     let lanes = Narrow512::new(n);
-    let whole = src.len().min(dst.len()) / 16 * 16;
-    for (s, d) in src[..whole].chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
-        // SAFETY: `s` and `d` hold 16 i32 each.
-        unsafe {
-            let v = _mm512_loadu_si512(s.as_ptr().cast());
-            _mm512_storeu_si512(d.as_mut_ptr().cast(), lanes.apply(v));
-        }
-    }
-    for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
-        *o = n.apply_i32(v);
-    }
+    each16(src, dst, |v| lanes.apply(v));
 }
 
-/// `dst[i] = h.apply_i32(src[i])`, 16 lanes at a time; the tail by the portable form.
+/// `dst[i] = h.apply_i32(src[i])`, 16 lanes at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
@@ -39,27 +56,20 @@ pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]
     let (mirror, floor, cap) = (set(h.mirror), set(h.floor), set(h.cap));
     let (three, six, zero) = (set(h.three), set(2 * h.three), _mm512_setzero_si512());
     let (p_min, p_max) = (set(h.p_min), set(h.p_max));
-    let whole = src.len().min(dst.len()) / 16 * 16;
-    for (s, d) in src[..whole].chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
-        // SAFETY: `s` and `d` hold 16 i32 each.
-        let v = unsafe { _mm512_loadu_si512(s.as_ptr().cast()) };
+    each16(src, dst, |v| {
         let x = t.apply(v);
         let x = _mm512_max_epi32(x, _mm512_sub_epi32(mirror, x));
         let x = _mm512_min_epi32(_mm512_max_epi32(x, floor), cap);
         let c = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(x, three), zero), six);
         let p = _mm512_mullo_epi32(x, c);
         let p = _mm512_min_epi32(_mm512_max_epi32(p, p_min), p_max);
-        // SAFETY: as above.
-        unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), out.apply(p)) };
-    }
-    for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
-        *o = h.apply_i32(v);
-    }
+        out.apply(p)
+    });
 }
 
 /// `dst[i] = w.apply_i32(src[i])`, 16 lanes at a time (the product in two registers of 8
-/// i64: even and odd lanes); the tail by the portable form. For `w.out.m ≥ 0` (checked by the
-/// caller), as [`Narrow512::wide`] needs.
+/// i64: even and odd lanes). For `w.out.m ≥ 0` (checked by the caller), as
+/// [`Narrow512::wide`] needs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 // Not inlined into its AVX-512 DQ caller: with DQ, LLVM fuses the two 32-bit products back
@@ -72,10 +82,7 @@ pub(super) fn hardswish_wide_avx512(w: &WideHardswish, src: &[i32], dst: &mut [i
         _mm512_set1_epi64(w.p_range.0),
         _mm512_set1_epi64(w.p_range.1),
     );
-    let whole = src.len().min(dst.len()) / 16 * 16;
-    for (s, d) in src[..whole].chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
-        // SAFETY: `s` and `d` hold 16 i32 each.
-        let v = unsafe { _mm512_loadu_si512(s.as_ptr().cast()) };
+    each16(src, dst, |v| {
         let x = t.apply(v);
         let c = _mm512_add_epi32(x, three);
         let c = _mm512_min_epi32(_mm512_max_epi32(c, _mm512_setzero_si512()), six);
@@ -83,12 +90,8 @@ pub(super) fn hardswish_wide_avx512(w: &WideHardswish, src: &[i32], dst: &mut [i
         let even = clamp(_mm512_mul_epi32(x, c));
         let (x_odd, c_odd) = (_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(c));
         let odd = clamp(_mm512_mul_epi32(x_odd, c_odd));
-        // SAFETY: as above.
-        unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), out.wide(even, odd)) };
-    }
-    for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
-        *o = w.apply_i32(v);
-    }
+        out.wide(even, odd)
+    });
 }
 
 /// [`hardswish_wide_avx512`] 8 lanes at a time (AVX2 has no 64-bit minimum or maximum: the

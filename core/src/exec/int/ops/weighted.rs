@@ -616,10 +616,15 @@ mod tests {
             .collect();
         for isa in Isa::available() {
             for (oc, bias) in BIASES.into_iter().enumerate() {
-                let mut got = vec![0; acc.len()];
-                w.emit(Ctx { isa }, oc, &acc, &mut got);
-                for (&v, &g) in acc.iter().zip(&got) {
-                    assert_eq!(g, w.emit_one(oc, v as i64 + bias), "acc {v}, channel {oc}");
+                // Whole vectors, and rows that end in a part one (a 7×7 map's 49): nothing
+                // past the row is written.
+                for len in [acc.len(), 49, 17, 15, 1] {
+                    let mut got = vec![-7; len + 16];
+                    w.emit(Ctx { isa }, oc, &acc[..len], &mut got[..len]);
+                    for (&v, &g) in acc.iter().zip(&got[..len]) {
+                        assert_eq!(g, w.emit_one(oc, v as i64 + bias), "acc {v}, channel {oc}");
+                    }
+                    assert!(got[len..].iter().all(|&g| g == -7), "{} past {len}", isa.name());
                 }
             }
         }

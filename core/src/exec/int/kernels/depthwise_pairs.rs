@@ -72,12 +72,20 @@ impl PairPlane {
     fn fill(&mut self, s: &DwShape, x: &[i32], at: usize, zero: i32) {
         let (h, w) = s.in_hw;
         let (pad, rw) = (s.padding, self.row_words);
+        // Words from the first whose columns all lie right of the row are zero for every
+        // channel, as `new` left them: not written (on a 7-wide map, half of each row).
+        let live = (0..rw)
+            .step_by(LANES)
+            .take_while(|&c| c * s.stride < w + pad)
+            .count()
+            * LANES;
         for (y, words) in self.words.chunks_exact_mut(rw).enumerate() {
             let Some(iy) = y.checked_sub(pad).filter(|&iy| iy < h) else {
                 continue;
             };
             let row = Centred::new(&x[at + iy * w..at + (iy + 1) * w], zero);
-            for (c, out) in (0..rw).step_by(LANES).zip(words.chunks_exact_mut(LANES)) {
+            let words = &mut words[..live];
+            for (c, out) in (0..live).step_by(LANES).zip(words.chunks_exact_mut(LANES)) {
                 // Padded column `j` is code `j − pad`.
                 let word = match s.stride {
                     1 => row.stride1_words(c as isize - pad as isize),

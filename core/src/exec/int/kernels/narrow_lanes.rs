@@ -16,13 +16,16 @@ use super::requant::{Narrow, NarrowHardswish, WideHardswish};
 /// store: a short row (49 values per channel on a 7×7 map) would otherwise leave a sixteenth
 /// or more of its values to the i64 definition, one at a time. Inlined into its callers,
 /// which are compiled for AVX-512 F.
+///
+/// # Safety
+/// The CPU has AVX-512 F.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn each16(src: &[i32], dst: &mut [i32], f: impl Fn(__m512i) -> __m512i) {
+unsafe fn each16(src: &[i32], dst: &mut [i32], f: impl Fn(__m512i) -> __m512i) {
     let n = src.len().min(dst.len());
     let whole = n / 16 * 16;
     for (s, d) in src[..whole].chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
-        // SAFETY: `s` and `d` hold 16 i32 each; the callers have AVX-512 F.
+        // SAFETY: `s` and `d` hold 16 i32 each; the CPU has AVX-512 F (the caller's promise).
         unsafe {
             let v = _mm512_loadu_si512(s.as_ptr().cast());
             _mm512_storeu_si512(d.as_mut_ptr().cast(), f(v));
@@ -31,7 +34,7 @@ fn each16(src: &[i32], dst: &mut [i32], f: impl Fn(__m512i) -> __m512i) {
     if whole < n {
         let mask: __mmask16 = ((1u32 << (n - whole)) - 1) as u16;
         // SAFETY: the mask reads and writes lanes `whole..n` only, inside both slices; the
-        // callers have AVX-512 F.
+        // CPU has AVX-512 F (the caller's promise).
         unsafe {
             let v = _mm512_maskz_loadu_epi32(mask, src[whole..].as_ptr());
             _mm512_mask_storeu_epi32(dst[whole..].as_mut_ptr(), mask, f(v));
@@ -44,7 +47,8 @@ fn each16(src: &[i32], dst: &mut [i32], f: impl Fn(__m512i) -> __m512i) {
 #[target_feature(enable = "avx512f")]
 pub(super) fn requant_avx512(n: &Narrow, src: &[i32], dst: &mut [i32]) {
     let lanes = Narrow512::new(n);
-    each16(src, dst, |v| lanes.apply(v));
+    // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
+    unsafe { each16(src, dst, |v| lanes.apply(v)) };
 }
 
 /// `dst[i] = h.apply_i32(src[i])`, 16 lanes at a time.
@@ -56,15 +60,18 @@ pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]
     let (mirror, floor, cap) = (set(h.mirror), set(h.floor), set(h.cap));
     let (three, six, zero) = (set(h.three), set(2 * h.three), _mm512_setzero_si512());
     let (p_min, p_max) = (set(h.p_min), set(h.p_max));
-    each16(src, dst, |v| {
-        let x = t.apply(v);
-        let x = _mm512_max_epi32(x, _mm512_sub_epi32(mirror, x));
-        let x = _mm512_min_epi32(_mm512_max_epi32(x, floor), cap);
-        let c = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(x, three), zero), six);
-        let p = _mm512_mullo_epi32(x, c);
-        let p = _mm512_min_epi32(_mm512_max_epi32(p, p_min), p_max);
-        out.apply(p)
-    });
+    // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
+    unsafe {
+        each16(src, dst, |v| {
+            let x = t.apply(v);
+            let x = _mm512_max_epi32(x, _mm512_sub_epi32(mirror, x));
+            let x = _mm512_min_epi32(_mm512_max_epi32(x, floor), cap);
+            let c = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(x, three), zero), six);
+            let p = _mm512_mullo_epi32(x, c);
+            let p = _mm512_min_epi32(_mm512_max_epi32(p, p_min), p_max);
+            out.apply(p)
+        });
+    }
 }
 
 /// `dst[i] = w.apply_i32(src[i])`, 16 lanes at a time (the product in two registers of 8
@@ -82,16 +89,19 @@ pub(super) fn hardswish_wide_avx512(w: &WideHardswish, src: &[i32], dst: &mut [i
         _mm512_set1_epi64(w.p_range.0),
         _mm512_set1_epi64(w.p_range.1),
     );
-    each16(src, dst, |v| {
-        let x = t.apply(v);
-        let c = _mm512_add_epi32(x, three);
-        let c = _mm512_min_epi32(_mm512_max_epi32(c, _mm512_setzero_si512()), six);
-        let clamp = |p| _mm512_min_epi64(_mm512_max_epi64(p, p_min), p_max);
-        let even = clamp(_mm512_mul_epi32(x, c));
-        let (x_odd, c_odd) = (_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(c));
-        let odd = clamp(_mm512_mul_epi32(x_odd, c_odd));
-        out.wide(even, odd)
-    });
+    // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
+    unsafe {
+        each16(src, dst, |v| {
+            let x = t.apply(v);
+            let c = _mm512_add_epi32(x, three);
+            let c = _mm512_min_epi32(_mm512_max_epi32(c, _mm512_setzero_si512()), six);
+            let clamp = |p| _mm512_min_epi64(_mm512_max_epi64(p, p_min), p_max);
+            let even = clamp(_mm512_mul_epi32(x, c));
+            let (x_odd, c_odd) = (_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(c));
+            let odd = clamp(_mm512_mul_epi32(x_odd, c_odd));
+            out.wide(even, odd)
+        });
+    }
 }
 
 /// [`hardswish_wide_avx512`] 8 lanes at a time (AVX2 has no 64-bit minimum or maximum: the

@@ -624,7 +624,11 @@ mod tests {
                     for (&v, &g) in acc.iter().zip(&got[..len]) {
                         assert_eq!(g, w.emit_one(oc, v as i64 + bias), "acc {v}, channel {oc}");
                     }
-                    assert!(got[len..].iter().all(|&g| g == -7), "{} past {len}", isa.name());
+                    assert!(
+                        got[len..].iter().all(|&g| g == -7),
+                        "{} past {len}",
+                        isa.name()
+                    );
                 }
             }
         }

@@ -9,7 +9,7 @@
 use super::Isa;
 use super::pack::centre_planes;
 #[cfg(target_arch = "x86_64")]
-use super::{Width, depthwise_pairs as pairs, width};
+use super::{Width, depthwise_flat as flat, depthwise_pairs as pairs, width};
 
 /// Shape of one depthwise call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,16 @@ pub struct DwShape {
 pub fn depthwise(isa: Isa, s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out: &mut [i32]) {
     if s.channels == 0 || s.out_hw.0 == 0 || s.out_hw.1 == 0 {
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if width(isa) == Width::Avx512 && flat::supports(s) {
+        // SAFETY (all): `Width::Avx512` under `Isa::Avx512Vnni` found AVX-512 F, BW and VNNI.
+        match s.kernel {
+            3 => return unsafe { flat::avx512::<3>(s, x, zero, w, out) },
+            5 => return unsafe { flat::avx512::<5>(s, x, zero, w, out) },
+            7 => return unsafe { flat::avx512::<7>(s, x, zero, w, out) },
+            _ => {}
+        }
     }
     #[cfg(target_arch = "x86_64")]
     if pairs::supports(s) {

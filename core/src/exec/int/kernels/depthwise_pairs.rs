@@ -217,7 +217,7 @@ fn low_halves(a: __m256i, b: __m256i) -> __m256i {
 }
 
 /// Weight pairs of one channel, row by row: `(w[i][2p], w[i][2p + 1] or 0)`.
-fn weight_pairs<const K: usize>(kernel: &[i16]) -> [[i32; 4]; K] {
+pub(super) fn weight_pairs<const K: usize>(kernel: &[i16]) -> [[i32; 4]; K] {
     let mut out = [[0; 4]; K];
     for (i, row) in out.iter_mut().enumerate() {
         for (p, word) in row.iter_mut().enumerate().take(K.div_ceil(2)) {

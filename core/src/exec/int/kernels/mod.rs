@@ -36,6 +36,8 @@ mod avx2;
 pub mod axpy;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
+mod depthwise_flat;
+#[cfg(target_arch = "x86_64")]
 mod depthwise_pairs;
 pub mod exps;
 pub mod gram;

@@ -115,11 +115,11 @@ pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     assert_eq!(a.quads16.len(), a.rows * a.k4);
     // Each quad widened to four i16 in one i64, as the rows' quads are.
     let x: Vec<i64> = b
-        .first_column_quads()
+        .column_quads(0)
         .map(|q| (0..4).fold(0u64, |v, j| v | (q[j] as u64) << (16 * j)) as i64)
         .collect();
     assert_eq!(x.len(), a.k4);
-    super::rows_by_four(rows, out, |r, n, sums| {
+    super::rows_by_four(rows, (0, 1), out, |r, n, sums| {
         // SAFETY: AVX2 was checked above; rows `r..r + n` lie inside `a`.
         unsafe {
             match n {

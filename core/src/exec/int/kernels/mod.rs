@@ -243,13 +243,15 @@ impl PackedB {
         self.data[i] = v;
     }
 
-    /// The quads of column 0, `k4` of them: the first of each panel row, `PANEL·4` bytes
-    /// apart (what a one-column product reads).
-    pub fn first_column_quads(&self) -> impl Iterator<Item = [u8; 4]> + '_ {
-        self.data
+    /// The quads of column `c`, `k4` of them: one from each row of its panel, `PANEL·4`
+    /// bytes apart (what a column's dot products read).
+    pub fn column_quads(&self, c: usize) -> impl Iterator<Item = [u8; 4]> + '_ {
+        assert!(c < self.cols, "column {c} of {}", self.cols);
+        let (panel, lane) = (c / PANEL, 4 * (c % PANEL));
+        self.data[panel * self.k4 * PANEL * 4..]
             .chunks_exact(PANEL * 4)
             .take(self.k4)
-            .map(|row| [row[0], row[1], row[2], row[3]])
+            .map(move |row| [row[lane], row[lane + 1], row[lane + 2], row[lane + 3]])
     }
 
     /// Packs a row-major `K × cols` matrix.
@@ -314,12 +316,13 @@ pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &m
     }
 }
 
-/// The one-column products' loop: `dots(r, n, sums)` puts the sums of rows `r..r + n` (four,
-/// fewer at the end, so the column's loads serve four rows) in `sums[..n]`, which go to
-/// `out[r − rows.start..]`.
+/// A column's dot products, row after row: `dots(r, n, sums)` puts the sums of rows
+/// `r..r + n` (four, fewer at the end, so the column's loads serve four rows) in `sums[..n]`;
+/// row `r`'s goes to `out[(r − rows.start)·cols + c]`, its place in a `rows × cols` product.
 #[cfg(target_arch = "x86_64")]
 fn rows_by_four(
     rows: Range<usize>,
+    (c, cols): (usize, usize),
     out: &mut [i32],
     mut dots: impl FnMut(usize, usize, &mut [i32; 4]),
 ) {
@@ -329,7 +332,9 @@ fn rows_by_four(
         let n = (rows.end - r).min(4);
         let mut sums = [0; 4];
         dots(r, n, &mut sums);
-        out[r - first..r - first + n].copy_from_slice(&sums[..n]);
+        for (i, &sum) in sums[..n].iter().enumerate() {
+            out[(r - first + i) * cols + c] = sum;
+        }
         r += n;
     }
 }
@@ -382,8 +387,9 @@ mod tests {
     #[test]
     fn a_block_of_rows_equals_those_rows_of_the_whole_product() {
         let mut rng = Rng::new(17);
-        // 29 columns (tiles) and one (the matrix-vector products).
-        for cols in [29, 1] {
+        // 29 columns (tiles), 49 (a last column as dot products) and one (the matrix-vector
+        // products).
+        for cols in [29, 49, 1] {
             let (a, b) = random_case(&mut rng, 53, 37, cols);
             let mut whole = vec![0; 53 * cols];
             gemm_scalar(&a, &b, &mut whole);
@@ -422,6 +428,14 @@ mod tests {
             // Deep enough that VNNI sweeps its panels in several L1 blocks (4 panels of 8 KiB
             // each here), the last one odd, with a 2-row tail.
             (10, 512, 417),
+            // Last panels of 1–4 columns (their dot products) and of 5 (a tile), after full
+            // panels or alone.
+            (6, 40, 2),
+            (9, 70, 3),
+            (10, 100, 4),
+            (5, 48, 19),
+            (8, 192, 20),
+            (8, 192, 21),
             // One column (the matrix-vector products): K with and without a part step of 16
             // quads (VNNI) or 4 (AVX2), rows with and without a part group of 4; the size of
             // EfficientViT-B1's head.

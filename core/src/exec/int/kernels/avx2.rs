@@ -19,6 +19,10 @@ use super::{PANEL, PackedA, PackedB};
 
 /// Weight rows per tile.
 pub(super) const MR: usize = 6;
+/// The most columns of a last, part-filled half panel that run as dot products
+/// ([`dot_columns`]).
+#[cfg(target_arch = "x86_64")]
+const DOT_COLUMNS: usize = 2;
 
 #[cfg(target_arch = "x86_64")]
 pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
@@ -30,7 +34,13 @@ pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn gemm_avx2(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
-    let halves = b.cols.div_ceil(PANEL / 2);
+    // A last half panel of a column or two is cheaper as their dot products than as a tile,
+    // which does the work of all 8 (a 7×7 map's 49 columns: 7 halves' work for 6.25).
+    let halves = match b.cols % (PANEL / 2) {
+        1..=DOT_COLUMNS => b.cols / (PANEL / 2),
+        _ => b.cols.div_ceil(PANEL / 2),
+    };
+    dot_columns(a, rows.clone(), b, halves * PANEL / 2..b.cols, out);
     // `out` holds rows `rows` only: tiles write row `r` at `r − first`.
     let first = rows.start;
     let mut r = first;
@@ -104,32 +114,51 @@ fn tile<const M: usize>(
     }
 }
 
-/// [`gemm`] of one column (`b.cols == 1`): each weight row a dot product with the column, in
-/// `vpmaddwd` on the row's sign-extended quads ([`PackedA::quads16`], contiguous per row) and
-/// the column widened to i16 once, 16 MACs per instruction where a tile would use one of its
-/// 8 columns.
+/// [`gemm`] of one column (`b.cols == 1`): each weight row a dot product with the column
+/// ([`dot_columns`]), where a tile would use one of its 8 columns.
 #[cfg(target_arch = "x86_64")]
 pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     assert!(std::arch::is_x86_feature_detected!("avx2"));
     assert!(b.cols == 1 && a.k4 == b.k4 && rows.end <= a.rows && out.len() >= rows.len());
+    // SAFETY: AVX2 was checked just above.
+    unsafe { dot_columns(a, rows, b, 0..1, out) }
+}
+
+/// Columns `columns` of the product as dot products, in `vpmaddwd` on the rows'
+/// sign-extended quads ([`PackedA::quads16`], contiguous per row) and the column widened to
+/// i16 once: 16 MACs per instruction, as in a tile. `out` holds rows `rows` of all `b.cols`
+/// columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_columns(
+    a: &PackedA,
+    rows: Range<usize>,
+    b: &PackedB,
+    columns: Range<usize>,
+    out: &mut [i32],
+) {
+    assert!(a.k4 == b.k4 && rows.end <= a.rows && columns.end <= b.cols);
+    assert!(out.len() >= rows.len() * b.cols);
     assert_eq!(a.quads16.len(), a.rows * a.k4);
-    // Each quad widened to four i16 in one i64, as the rows' quads are.
-    let x: Vec<i64> = b
-        .column_quads(0)
-        .map(|q| (0..4).fold(0u64, |v, j| v | (q[j] as u64) << (16 * j)) as i64)
-        .collect();
-    assert_eq!(x.len(), a.k4);
-    super::rows_by_four(rows, (0, 1), out, |r, n, sums| {
-        // SAFETY: AVX2 was checked above; rows `r..r + n` lie inside `a`.
-        unsafe {
-            match n {
-                4 => dots::<4>(a, r, &x, sums),
-                3 => dots::<3>(a, r, &x, sums),
-                2 => dots::<2>(a, r, &x, sums),
-                _ => dots::<1>(a, r, &x, sums),
+    for c in columns {
+        // Each quad widened to four i16 in one i64, as the rows' quads are.
+        let x: Vec<i64> = b
+            .column_quads(c)
+            .map(|q| (0..4).fold(0u64, |v, j| v | (q[j] as u64) << (16 * j)) as i64)
+            .collect();
+        assert_eq!(x.len(), a.k4);
+        super::rows_by_four(rows.clone(), (c, b.cols), out, |r, n, sums| {
+            // SAFETY: this function is compiled for AVX2; rows `r..r + n` lie inside `a`.
+            unsafe {
+                match n {
+                    4 => dots::<4>(a, r, &x, sums),
+                    3 => dots::<3>(a, r, &x, sums),
+                    2 => dots::<2>(a, r, &x, sums),
+                    _ => dots::<1>(a, r, &x, sums),
+                }
             }
-        }
-    });
+        });
+    }
 }
 
 /// `sums[i] = Σ_g A[r0 + i]'s quad g · x[g]` for `i < R`, 4 quads (16 MACs) per step, the last

@@ -428,8 +428,8 @@ mod tests {
             // Deep enough that VNNI sweeps its panels in several L1 blocks (4 panels of 8 KiB
             // each here), the last one odd, with a 2-row tail.
             (10, 512, 417),
-            // Last panels of 1–4 columns (their dot products) and of 5 (a tile), after full
-            // panels or alone.
+            // Last panels of 1–4 columns (VNNI: dot products) and of 5 (a tile), AVX2's last
+            // half panels of 1–2 (dot products) and 3–5 (a tile), after full ones or alone.
             (6, 40, 2),
             (9, 70, 3),
             (10, 100, 4),

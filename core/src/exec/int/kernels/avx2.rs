@@ -148,14 +148,12 @@ fn dot_columns(
             .collect();
         assert_eq!(x.len(), a.k4);
         super::rows_by_four(rows.clone(), (c, b.cols), out, |r, n, sums| {
-            // SAFETY: this function is compiled for AVX2; rows `r..r + n` lie inside `a`.
-            unsafe {
-                match n {
-                    4 => dots::<4>(a, r, &x, sums),
-                    3 => dots::<3>(a, r, &x, sums),
-                    2 => dots::<2>(a, r, &x, sums),
-                    _ => dots::<1>(a, r, &x, sums),
-                }
+            // Callable safely: this function is compiled for the features `dots` needs.
+            match n {
+                4 => dots::<4>(a, r, &x, sums),
+                3 => dots::<3>(a, r, &x, sums),
+                2 => dots::<2>(a, r, &x, sums),
+                _ => dots::<1>(a, r, &x, sums),
             }
         });
     }

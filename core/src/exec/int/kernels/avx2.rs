@@ -35,10 +35,14 @@ pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
 #[target_feature(enable = "avx2")]
 fn gemm_avx2(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     // A last half panel of a column or two is cheaper as their dot products than as a tile,
-    // which does the work of all 8 (a 7×7 map's 49 columns: 7 halves' work for 6.25).
-    let halves = match b.cols % (PANEL / 2) {
-        1..=DOT_COLUMNS => b.cols / (PANEL / 2),
-        _ => b.cols.div_ceil(PANEL / 2),
+    // which does the work of all 8 (a 7×7 map's 49 columns: 7 halves' work for 6.25). Per
+    // weight row, a half panel costs `2·k4` `vpmaddwd`; a column's dot product `⌈k4/4⌉` and a
+    // horizontal sum of about 6 instructions.
+    let ragged = b.cols % (PANEL / 2);
+    let dots_pay = ragged <= DOT_COLUMNS && ragged * (b.k4.div_ceil(4) + 6) < 2 * b.k4;
+    let halves = match dots_pay {
+        true => b.cols / (PANEL / 2),
+        false => b.cols.div_ceil(PANEL / 2),
     };
     dot_columns(a, rows.clone(), b, halves * PANEL / 2..b.cols, out);
     // `out` holds rows `rows` only: tiles write row `r` at `r − first`.
@@ -142,8 +146,8 @@ fn dot_columns(
     assert_eq!(a.quads16.len(), a.rows * a.k4);
     for c in columns {
         // Each quad widened to four i16 in one i64, as the rows' quads are.
-        let x: Vec<i64> = b
-            .column_quads(c)
+        let x: Vec<i64> = (b.last_panel_column(c).iter())
+            .map(|q| q.to_le_bytes())
             .map(|q| (0..4).fold(0u64, |v, j| v | (q[j] as u64) << (16 * j)) as i64)
             .collect();
         assert_eq!(x.len(), a.k4);

@@ -13,6 +13,7 @@
 //! symmetric i8.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 /// Calls the build of a kernel that [`width`] chooses for `isa`:
 /// `by_width!(isa, on_avx512, on_avx2, portable, (args…))`, where `on_avx512` is compiled with
@@ -215,6 +216,11 @@ pub struct PackedB {
     pub k4: usize,
     pub cols: usize,
     pub data: Vec<u8>,
+    /// The last panel's columns, each its `k4` quads in a row (`[c − 16·(panels − 1)][k4]`),
+    /// for products that run them as dot products: gathered on first use, once for all the
+    /// row blocks of a product (each block gathering its own had cost as much as its dots).
+    /// `data` is not changed once a product has read it.
+    last_columns: OnceLock<Vec<i32>>,
 }
 
 impl PackedB {
@@ -229,6 +235,7 @@ impl PackedB {
             k4,
             cols,
             data: buf,
+            last_columns: OnceLock::new(),
         }
     }
 
@@ -243,15 +250,28 @@ impl PackedB {
         self.data[i] = v;
     }
 
-    /// The quads of column `c`, `k4` of them: one from each row of its panel, `PANEL·4`
-    /// bytes apart (what a column's dot products read).
-    pub fn column_quads(&self, c: usize) -> impl Iterator<Item = [u8; 4]> + '_ {
-        assert!(c < self.cols, "column {c} of {}", self.cols);
-        let (panel, lane) = (c / PANEL, 4 * (c % PANEL));
-        self.data[panel * self.k4 * PANEL * 4..]
-            .chunks_exact(PANEL * 4)
-            .take(self.k4)
-            .map(move |row| [row[lane], row[lane + 1], row[lane + 2], row[lane + 3]])
+    /// The quads of column `c` of the last panel, `k4` of them in a row, each four bytes as a
+    /// little-endian i32 (what a column's dot products read).
+    pub fn last_panel_column(&self, c: usize) -> &[i32] {
+        let first = (self.cols.max(1) - 1) / PANEL * PANEL;
+        assert!(
+            (first..self.cols).contains(&c),
+            "column {c} of {}",
+            self.cols
+        );
+        let columns = self.last_columns.get_or_init(|| {
+            // The panel's rows hold 16 columns' quads each, `PANEL·4` bytes apart.
+            let panel = &self.data[first / PANEL * self.k4 * PANEL * 4..];
+            (first..self.cols)
+                .flat_map(|c| {
+                    let lane = 4 * (c % PANEL);
+                    panel.chunks_exact(PANEL * 4).take(self.k4).map(move |row| {
+                        i32::from_le_bytes([row[lane], row[lane + 1], row[lane + 2], row[lane + 3]])
+                    })
+                })
+                .collect()
+        });
+        &columns[(c - first) * self.k4..(c - first + 1) * self.k4]
     }
 
     /// Packs a row-major `K × cols` matrix.
@@ -428,8 +448,10 @@ mod tests {
             // Deep enough that VNNI sweeps its panels in several L1 blocks (4 panels of 8 KiB
             // each here), the last one odd, with a 2-row tail.
             (10, 512, 417),
-            // Last panels of 1–4 columns (VNNI: dot products) and of 5 (a tile), AVX2's last
-            // half panels of 1–2 (dot products) and 3–5 (a tile), after full ones or alone.
+            // Last panels of 1–4 columns (VNNI: dot products where K repays them) and of 5
+            // (a tile), AVX2's last half panels of 1–2 (dot products) and 3–5 (a tile), after
+            // full ones or alone.
+            (7, 600, 3),
             (6, 40, 2),
             (9, 70, 3),
             (10, 100, 4),

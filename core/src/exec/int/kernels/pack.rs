@@ -110,6 +110,7 @@ fn storage(k: usize, cols: usize, mut buf: Vec<u8>) -> PackedB {
         k4,
         cols,
         data: buf,
+        last_columns: Default::default(),
     }
 }
 

@@ -42,11 +42,14 @@ const L1_BLOCK_BYTES: usize = 24 * 1024;
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn gemm_vnni(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     // A last panel of a few columns is cheaper as their dot products than as a panel, whose
-    // tile does the work of all 16 (a 7×7 map's 49 columns: 4 panels' work for 3.06).
+    // tile does the work of all 16 (a 7×7 map's 49 columns: 4 panels' work for 3.06). Per
+    // weight row, a panel costs `k4` `vpdpbusd`; a column's dot product `⌈k4/16⌉` and a
+    // horizontal sum of about 8 instructions, which short rows (grouped convs) do not repay.
     let ragged = b.cols % PANEL;
-    let panels = match ragged {
-        1..=DOT_COLUMNS => b.cols / PANEL,
-        _ => b.cols.div_ceil(PANEL),
+    let dots_pay = ragged <= DOT_COLUMNS && ragged * (b.k4.div_ceil(16) + 8) < b.k4;
+    let panels = match dots_pay {
+        true => b.cols / PANEL,
+        false => b.cols.div_ceil(PANEL),
     };
     dot_columns(a, rows.clone(), b, panels * PANEL..b.cols, out);
     // `out` holds rows `rows` only: tiles write row `r` at `r − first`.
@@ -161,15 +164,14 @@ fn dot_columns(
     assert!(out.len() >= rows.len() * b.cols);
     assert_eq!(a.quads.len(), a.rows * a.k4);
     for c in columns {
-        let x: Vec<i32> = b.column_quads(c).map(i32::from_le_bytes).collect();
-        assert_eq!(x.len(), a.k4);
+        let x = b.last_panel_column(c);
         super::rows_by_four(rows.clone(), (c, b.cols), out, |r, n, sums| {
             // Callable safely: this function is compiled for the features `dots` needs.
             match n {
-                4 => dots::<4>(a, r, &x, sums),
-                3 => dots::<3>(a, r, &x, sums),
-                2 => dots::<2>(a, r, &x, sums),
-                _ => dots::<1>(a, r, &x, sums),
+                4 => dots::<4>(a, r, x, sums),
+                3 => dots::<3>(a, r, x, sums),
+                2 => dots::<2>(a, r, x, sums),
+                _ => dots::<1>(a, r, x, sums),
             }
         });
     }

@@ -291,6 +291,15 @@ mod tests {
             (5, 20, 3, 1),
             (4, 33, 3, 2),
             (6, 18, 5, 1),
+            // B1 @ 224's stride-1 maps, and planes either side of the flat kernel's L1 bound
+            // with a 3×3 kernel (61² runs flat, 62² the tap pairs).
+            (5, 7, 5, 1),
+            (4, 14, 5, 1),
+            (3, 28, 3, 1),
+            (3, 56, 3, 1),
+            (2, 61, 3, 1),
+            (2, 62, 3, 1),
+            (3, 14, 7, 1),
         ] {
             let padding = kernel / 2;
             let o = (hw + 2 * padding - kernel) / stride + 1;

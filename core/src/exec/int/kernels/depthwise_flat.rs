@@ -12,9 +12,8 @@
 //! `p` of kernel row `i` is word `n + i·wp + 2p` (an odd kernel's last tap pairs with a zero
 //! weight). The words are built 16 at a time straight from the codes: a masked load of the
 //! codes the vector holds, spread to their lanes by `vpexpandd` (padding lanes 0). A channel's
-//! words are built one channel ahead of their use, so the products' loads, which straddle
-//! two of the words' stores, find them already written to the cache rather than waiting for
-//! them in the store buffer.
+//! words are built one channel ahead of their use, so that the products' loads, each of which
+//! straddles two of the words' stores, do not wait on stores still in flight.
 //!
 //! Exact: the same i32 sums as the definition (the products and sums wrap as `vpmaddwd`'s and
 //! `vpaddd`'s do), tested with every other depthwise path on every small geometry.
@@ -84,12 +83,21 @@ impl Flat {
         let (out_vectors, word_vectors) = Flat::vectors(s);
         // Codes: `w` from `(r, p)` for each padded row `r` of the plane; outputs: `ow` from
         // the start of each of the first `oh` rows.
-        let codes = runs(word_vectors + 1, (p..p + h).map(|r| r * wp + p), w);
-        let keep = runs(out_vectors, (0..oh).map(|y| y * wp), ow);
+        let codes: Vec<Lanes> = (runs(word_vectors + 1, (p..p + h).map(|r| r * wp + p), w))
+            .into_iter()
+            .map(Lanes::new)
+            .collect();
+        let keep: Vec<Lanes> = (runs(out_vectors, (0..oh).map(|y| y * wp), ow).into_iter())
+            .map(Lanes::new)
+            .collect();
+        // What the unsafe reads and masked stores rely on: every code read once, every
+        // output stored once.
+        assert_eq!(codes.iter().map(|l| l.count).sum::<usize>(), h * w);
+        assert_eq!(keep.iter().map(|l| l.count).sum::<usize>(), oh * ow);
         Flat {
             wp,
-            codes: codes.into_iter().map(Lanes::new).collect(),
-            keep: keep.into_iter().map(Lanes::new).collect(),
+            codes,
+            keep,
             word_vectors,
         }
     }
@@ -97,7 +105,8 @@ impl Flat {
     /// Lays out the words of the channel whose `h·w` codes are `codes`, less `zero`.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F and BW; `words` holds `word_vectors` vectors.
+    /// The CPU has AVX-512 F and BW; `codes` holds the `h·w` codes of the shape `Flat::new`
+    /// was made for; `words` holds `word_vectors` vectors.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn fill(&self, codes: &[i32], zero: i32, words: &mut [i32]) {
@@ -126,7 +135,6 @@ impl Flat {
             // SAFETY: `out` holds one whole vector.
             unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), word) };
         }
-        debug_assert_eq!(taken, codes.len());
     }
 
     /// The sums of one channel from its words, stored compactly (`oh·ow`) at the start of

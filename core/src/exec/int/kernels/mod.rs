@@ -210,7 +210,7 @@ impl PackedA {
 
 /// Activations `K × cols` in panels: `[cols/16][k4][16][4]`, padding (columns past `cols`, `K`
 /// past `k`) zero.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PackedB {
     pub k: usize,
     pub k4: usize,
@@ -218,9 +218,16 @@ pub struct PackedB {
     pub data: Vec<u8>,
     /// The last panel's columns, each its `k4` quads in a row (`[c − 16·(panels − 1)][k4]`),
     /// for products that run them as dot products: gathered on first use, once for all the
-    /// row blocks of a product (each block gathering its own had cost as much as its dots).
-    /// `data` is not changed once a product has read it.
+    /// row blocks of a product rather than once per block. `data` is not changed once a
+    /// product has read it.
     last_columns: OnceLock<Vec<i32>>,
+}
+
+/// Equal operands: the same matrix, whether or not a product has gathered its last columns.
+impl PartialEq for PackedB {
+    fn eq(&self, other: &Self) -> bool {
+        (self.k, self.k4, self.cols, &self.data) == (other.k, other.k4, other.cols, &other.data)
+    }
 }
 
 impl PackedB {
@@ -256,7 +263,7 @@ impl PackedB {
         let first = (self.cols.max(1) - 1) / PANEL * PANEL;
         assert!(
             (first..self.cols).contains(&c),
-            "column {c} of {}",
+            "column {c} is not in the last panel (columns {first}..{})",
             self.cols
         );
         let columns = self.last_columns.get_or_init(|| {

@@ -32,6 +32,21 @@ macro_rules! by_width {
     };
 }
 
+/// `dots::<R>(args…)` for the `n` (1–4) rows a step of [`rows_by_four`] hands over: the
+/// dot-product kernels take their row count as a constant, so that their accumulators live in
+/// registers. Defined before the kernel modules, which use it.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dots_of_rows {
+    ($dots:ident, $n:expr, ($($arg:expr),* $(,)?)) => {
+        match $n {
+            4 => $dots::<4>($($arg),*),
+            3 => $dots::<3>($($arg),*),
+            2 => $dots::<2>($($arg),*),
+            _ => $dots::<1>($($arg),*),
+        }
+    };
+}
+
 pub mod add;
 mod avx2;
 pub mod axpy;

@@ -165,14 +165,9 @@ fn dot_columns(
     assert_eq!(a.quads.len(), a.rows * a.k4);
     for c in columns {
         let x = b.last_panel_column(c);
+        // `dots` is callable safely: this function is compiled for the features it needs.
         super::rows_by_four(rows.clone(), (c, b.cols), out, |r, n, sums| {
-            // Callable safely: this function is compiled for the features `dots` needs.
-            match n {
-                4 => dots::<4>(a, r, x, sums),
-                3 => dots::<3>(a, r, x, sums),
-                2 => dots::<2>(a, r, x, sums),
-                _ => dots::<1>(a, r, x, sums),
-            }
+            dots_of_rows!(dots, n, (a, r, x, sums))
         });
     }
 }

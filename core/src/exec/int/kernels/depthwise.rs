@@ -1,11 +1,11 @@
 //! Integer depthwise convolution: each channel's `k×k` window over its own plane of codes less
 //! the channel's zero-point (so padding is 0). On x86 the shapes of the real models (kernels 3,
 //! 5, 7 at strides 1 and 2) read the codes directly: at stride 1 with AVX-512 VNNI on planes
-//! that fit L1, `depthwise_flat` (flattened planes, 16 outputs per instruction across
-//! row ends); otherwise with AVX2 `depthwise_pairs` (8 output columns of a row). Any
-//! other shape or CPU centres the planes to i16 first and runs one portable body,
-//! also compiled for AVX2 and AVX-512 and picked at run time, which lets the compiler vectorise
-//! the inner loop over output columns. All produce the same integers (tested).
+//! that fit L1, `depthwise_flat` (flattened planes, 16 outputs per instruction across row
+//! ends); otherwise with AVX2 `depthwise_pairs` (8 output columns of a row). Any other shape
+//! or CPU centres the planes to i16 first and runs one portable body, also compiled for AVX2
+//! and AVX-512 and picked at run time, which lets the compiler vectorise the inner loop over
+//! output columns. All produce the same integers (tested).
 #![allow(unsafe_code)]
 
 use super::Isa;

@@ -10,7 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::requant::{Narrow, NarrowHardswish, WideHardswish};
+use super::requant::{Narrow, NarrowHardswish, Unclamped, WideHardswish};
 
 /// `dst[i] = f(src[i])` 16 lanes at a time, the last part vector by a masked load and
 /// store: a short row (49 values per channel on a 7×7 map) would otherwise leave a sixteenth
@@ -55,21 +55,18 @@ pub(super) fn requant_avx512(n: &Narrow, src: &[i32], dst: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
-    let (t, out) = (Narrow512::new(&h.t), Narrow512::new(&h.out));
+    let (t, out) = (High512::new(&h.t), High512::new(&h.out));
     let set = _mm512_set1_epi32;
-    let (mirror, floor, cap) = (set(h.mirror), set(h.floor), set(h.cap));
-    let (three, six, zero) = (set(h.three), set(2 * h.three), _mm512_setzero_si512());
-    let (p_min, p_max) = (set(h.p_min), set(h.p_max));
+    let (t_min, mirror, floor, cap) = (set(h.t_min), set(h.mirror), set(h.floor), set(h.cap));
+    let (three, six) = (set(h.three), set(2 * h.three));
     // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
     unsafe {
         each16(src, dst, |v| {
-            let x = t.apply(v);
+            let x = _mm512_max_epi32(t.apply(v), t_min);
             let x = _mm512_max_epi32(x, _mm512_sub_epi32(mirror, x));
             let x = _mm512_min_epi32(_mm512_max_epi32(x, floor), cap);
-            let c = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(x, three), zero), six);
-            let p = _mm512_mullo_epi32(x, c);
-            let p = _mm512_min_epi32(_mm512_max_epi32(p, p_min), p_max);
-            out.apply(p)
+            let c = _mm512_min_epi32(_mm512_add_epi32(x, three), six);
+            out.apply(_mm512_mullo_epi32(x, c))
         });
     }
 }
@@ -159,68 +156,61 @@ pub(super) fn requant_avx2(n: &Narrow, src: &[i32], dst: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(super) fn hardswish_avx2(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
-    let (t, out) = (Narrow256::new(&h.t), Narrow256::new(&h.out));
+    let (t, out) = (High256::new(&h.t), High256::new(&h.out));
     let set = _mm256_set1_epi32;
-    let (mirror, floor, cap) = (set(h.mirror), set(h.floor), set(h.cap));
-    let (three, six, zero) = (set(h.three), set(2 * h.three), _mm256_setzero_si256());
-    let (p_min, p_max) = (set(h.p_min), set(h.p_max));
+    let (t_min, mirror, floor, cap) = (set(h.t_min), set(h.mirror), set(h.floor), set(h.cap));
+    let (three, six) = (set(h.three), set(2 * h.three));
     let whole = src.len().min(dst.len()) / 8 * 8;
     for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
         // SAFETY: `s` and `d` hold 8 i32 each.
         let v = unsafe { _mm256_loadu_si256(s.as_ptr().cast()) };
-        let x = t.apply(v);
+        let x = _mm256_max_epi32(t.apply(v), t_min);
         let x = _mm256_max_epi32(x, _mm256_sub_epi32(mirror, x));
         let x = _mm256_min_epi32(_mm256_max_epi32(x, floor), cap);
-        let c = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(x, three), zero), six);
-        let p = _mm256_mullo_epi32(x, c);
-        let p = _mm256_min_epi32(_mm256_max_epi32(p, p_min), p_max);
+        let c = _mm256_min_epi32(_mm256_add_epi32(x, three), six);
+        let code = out.apply(_mm256_mullo_epi32(x, c));
         // SAFETY: as above.
-        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), out.apply(p)) };
+        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), code) };
     }
     for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
         *o = h.apply_i32(v);
     }
 }
 
-/// A [`Narrow`]'s constants in 512-bit registers.
+/// An [`Unclamped`]'s constants (or a [`Narrow`]'s before its clamp) in 512-bit registers.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct Narrow512 {
+struct High512 {
     m: __m512i,
     lo: __m512i,
     shift: __m128i,
-    hi: __m512i,
-    min: __m512i,
-    max: __m512i,
 }
 
 #[cfg(target_arch = "x86_64")]
-impl Narrow512 {
+impl High512 {
     #[target_feature(enable = "avx512f")]
-    fn new(n: &Narrow) -> Self {
+    fn new(u: &Unclamped) -> Self {
         Self {
-            m: _mm512_set1_epi32(n.m),
-            lo: _mm512_set1_epi64(n.lo),
-            shift: _mm_cvtsi32_si128(n.shift as i32),
-            hi: _mm512_set1_epi32(n.hi),
-            min: _mm512_set1_epi32(n.min),
-            max: _mm512_set1_epi32(n.max),
+            m: _mm512_set1_epi32(u.m),
+            lo: _mm512_set1_epi64(u.lo),
+            shift: _mm_cvtsi32_si128(u.shift as i32),
         }
     }
 
-    /// [`Narrow::apply_i32`] of 16 lanes: the 64-bit sums `v·m + lo` of the even lanes and
-    /// of the odd ones, their high halves blended into one register, shifted and clamped.
+    /// [`Unclamped::apply_i32`] of 16 lanes: the 64-bit sums `v·m + lo` of the even lanes and
+    /// of the odd ones, their high halves blended into one register and shifted.
     #[target_feature(enable = "avx512f")]
     fn apply(&self, v: __m512i) -> __m512i {
         let even = _mm512_add_epi64(_mm512_mul_epi32(v, self.m), self.lo);
         let odd = _mm512_srli_epi64::<32>(v);
         let odd = _mm512_add_epi64(_mm512_mul_epi32(odd, self.m), self.lo);
-        self.finish(even, odd)
+        self.of_sums(even, odd)
     }
 
-    /// [`Narrow::apply`] of 16 i64 (the even lanes in `even`, the odd ones in `odd`), for a
-    /// multiplier `m ≥ 0`: `p·m = (p_high·m)·2^32 + p_low·m` with `p_low` unsigned, both
-    /// `vpmuldq`/`vpmuludq`, exact modulo 2^64 and so exact where `|p·m| < 2^62`.
+    /// The shifted high halves of 16 i64 products `p·m + lo` (the even lanes in `even`, the
+    /// odd ones in `odd`), for a multiplier `m ≥ 0`: `p·m = (p_high·m)·2^32 + p_low·m` with
+    /// `p_low` unsigned, both `vpmuldq`/`vpmuludq`, exact modulo 2^64 and so exact where
+    /// `|p·m| < 2^62`.
     #[target_feature(enable = "avx512f")]
     fn wide(&self, even: __m512i, odd: __m512i) -> __m512i {
         let times_m = |p| {
@@ -231,15 +221,55 @@ impl Narrow512 {
                 self.lo,
             )
         };
-        self.finish(times_m(even), times_m(odd))
+        self.of_sums(times_m(even), times_m(odd))
     }
 
     /// The high halves of the 64-bit sums of the even lanes and the odd ones, blended into
-    /// one register, shifted and clamped.
+    /// one register and shifted.
     #[target_feature(enable = "avx512f")]
-    fn finish(&self, even: __m512i, odd: __m512i) -> __m512i {
+    fn of_sums(&self, even: __m512i, odd: __m512i) -> __m512i {
         let high = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd);
-        let h = _mm512_sra_epi32(high, self.shift);
+        _mm512_sra_epi32(high, self.shift)
+    }
+}
+
+/// A [`Narrow`]'s constants in 512-bit registers: [`High512`], then the clamp and the zero
+/// point.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Narrow512 {
+    high: High512,
+    hi: __m512i,
+    min: __m512i,
+    max: __m512i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Narrow512 {
+    #[target_feature(enable = "avx512f")]
+    fn new(n: &Narrow) -> Self {
+        Self {
+            high: High512::new(&n.unclamped_part()),
+            hi: _mm512_set1_epi32(n.hi),
+            min: _mm512_set1_epi32(n.min),
+            max: _mm512_set1_epi32(n.max),
+        }
+    }
+
+    /// [`Narrow::apply_i32`] of 16 lanes.
+    #[target_feature(enable = "avx512f")]
+    fn apply(&self, v: __m512i) -> __m512i {
+        self.finish(self.high.apply(v))
+    }
+
+    /// [`Narrow::apply`] of 16 i64 (see [`High512::wide`]).
+    #[target_feature(enable = "avx512f")]
+    fn wide(&self, even: __m512i, odd: __m512i) -> __m512i {
+        self.finish(self.high.wide(even, odd))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn finish(&self, h: __m512i) -> __m512i {
         _mm512_add_epi32(
             _mm512_min_epi32(_mm512_max_epi32(h, self.min), self.max),
             self.hi,
@@ -247,42 +277,36 @@ impl Narrow512 {
     }
 }
 
-/// A [`Narrow`]'s constants in 256-bit registers.
+/// [`High512`] in 256-bit registers.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct Narrow256 {
+struct High256 {
     m: __m256i,
     lo: __m256i,
     shift: __m128i,
-    hi: __m256i,
-    min: __m256i,
-    max: __m256i,
 }
 
 #[cfg(target_arch = "x86_64")]
-impl Narrow256 {
+impl High256 {
     #[target_feature(enable = "avx2")]
-    fn new(n: &Narrow) -> Self {
+    fn new(u: &Unclamped) -> Self {
         Self {
-            m: _mm256_set1_epi32(n.m),
-            lo: _mm256_set1_epi64x(n.lo),
-            shift: _mm_cvtsi32_si128(n.shift as i32),
-            hi: _mm256_set1_epi32(n.hi),
-            min: _mm256_set1_epi32(n.min),
-            max: _mm256_set1_epi32(n.max),
+            m: _mm256_set1_epi32(u.m),
+            lo: _mm256_set1_epi64x(u.lo),
+            shift: _mm_cvtsi32_si128(u.shift as i32),
         }
     }
 
-    /// [`Narrow512::apply`] of 8 lanes.
+    /// [`High512::apply`] of 8 lanes.
     #[target_feature(enable = "avx2")]
     fn apply(&self, v: __m256i) -> __m256i {
         let even = _mm256_add_epi64(_mm256_mul_epi32(v, self.m), self.lo);
         let odd = _mm256_srli_epi64::<32>(v);
         let odd = _mm256_add_epi64(_mm256_mul_epi32(odd, self.m), self.lo);
-        self.finish(even, odd)
+        self.of_sums(even, odd)
     }
 
-    /// [`Narrow512::wide`] of 8 i64.
+    /// [`High512::wide`] of 8 i64.
     #[target_feature(enable = "avx2")]
     fn wide(&self, even: __m256i, odd: __m256i) -> __m256i {
         let times_m = |p| {
@@ -293,14 +317,53 @@ impl Narrow256 {
                 self.lo,
             )
         };
-        self.finish(times_m(even), times_m(odd))
+        self.of_sums(times_m(even), times_m(odd))
     }
 
-    /// [`Narrow512::finish`] of 8 lanes.
+    /// [`High512::of_sums`] of 8 lanes.
     #[target_feature(enable = "avx2")]
-    fn finish(&self, even: __m256i, odd: __m256i) -> __m256i {
+    fn of_sums(&self, even: __m256i, odd: __m256i) -> __m256i {
         let high = _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd);
-        let h = _mm256_sra_epi32(high, self.shift);
+        _mm256_sra_epi32(high, self.shift)
+    }
+}
+
+/// [`Narrow512`] in 256-bit registers.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Narrow256 {
+    high: High256,
+    hi: __m256i,
+    min: __m256i,
+    max: __m256i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Narrow256 {
+    #[target_feature(enable = "avx2")]
+    fn new(n: &Narrow) -> Self {
+        Self {
+            high: High256::new(&n.unclamped_part()),
+            hi: _mm256_set1_epi32(n.hi),
+            min: _mm256_set1_epi32(n.min),
+            max: _mm256_set1_epi32(n.max),
+        }
+    }
+
+    /// [`Narrow::apply_i32`] of 8 lanes.
+    #[target_feature(enable = "avx2")]
+    fn apply(&self, v: __m256i) -> __m256i {
+        self.finish(self.high.apply(v))
+    }
+
+    /// [`Narrow256::wide`] of 8 i64 (see [`High512::wide`]).
+    #[target_feature(enable = "avx2")]
+    fn wide(&self, even: __m256i, odd: __m256i) -> __m256i {
+        self.finish(self.high.wide(even, odd))
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn finish(&self, h: __m256i) -> __m256i {
         _mm256_add_epi32(
             _mm256_min_epi32(_mm256_max_epi32(h, self.min), self.max),
             self.hi,

@@ -81,6 +81,46 @@ impl Narrow {
     fn finish(&self, x: i64) -> i32 {
         (((x >> 32) as i32) >> self.shift).clamp(self.min, self.max) + self.hi
     }
+
+    /// The product, offset and shift before the clamp and the zero point: an [`Unclamped`]
+    /// with `lo` as it is (its `hi` is added after the clamp).
+    pub(super) fn unclamped_part(&self) -> Unclamped {
+        Unclamped {
+            m: self.m,
+            lo: self.lo,
+            shift: self.shift,
+        }
+    }
+}
+
+/// A [`Fast`] without its clamp, its zero point folded into the rounding offset:
+/// `⌊(v·m + lo')/2^k⌋` with `lo' = lo + hi·2^k`, the high half of the 64-bit sum shifted in 32
+/// bits — for a caller whose values provably stay inside the clamp. `|v·m| < 2^62` for any
+/// i32 `v` and `m`, and `|lo'| < 2^62`, so the sum stays inside i64 and its high half (and
+/// so the result) inside i32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unclamped {
+    pub(super) m: i32,
+    pub(super) lo: i64,
+    pub(super) shift: u32,
+}
+
+impl Fast {
+    pub fn unclamped(&self) -> Option<Unclamped> {
+        let lo = self.lo as i128 + ((self.hi as i128) << self.k);
+        (self.k >= 32 && lo.unsigned_abs() < 1 << 62).then(|| Unclamped {
+            m: self.m,
+            lo: lo as i64,
+            shift: self.k - 32,
+        })
+    }
+}
+
+impl Unclamped {
+    #[inline(always)]
+    pub fn apply_i32(&self, v: i32) -> i32 {
+        ((v as i64 * self.m as i64 + self.lo) >> 32) as i32 >> self.shift
+    }
 }
 
 /// Hardswish between two requantizations (see `requant::Epilogue::Hardswish`), for `t` and
@@ -149,24 +189,38 @@ impl FastHardswish {
             }
             (lo, cap)
         };
-        let fits = |t: i64| i32::try_from(hardswish_product(t, self.j)).is_ok();
-        if !(fits(floor) && fits(cap)) {
+        let (p_floor, p_cap) = (
+            hardswish_product(floor, self.j),
+            hardswish_product(cap, self.j),
+        );
+        let fits = |p: i64| i32::try_from(p).is_ok();
+        // The clamps the 32-bit form leaves out must not bind on [floor, cap], where `t`
+        // lands: `t`'s own upper one (above it `t` is clamped to `cap` anyway), the product's
+        // (which rises with `t` there) and the output's (which rises with the product).
+        let unclamped_code = |p: i64| {
+            (p as i128 * self.out.m as i128
+                + self.out.lo as i128
+                + ((self.out.hi as i128) << self.out.k))
+                >> self.out.k
+        };
+        let out_range = self.out.qmin as i128..=self.out.qmax as i128;
+        let quiet = cap <= self.to_t.qmax
+            && self.p_range.0 <= p_floor
+            && p_cap <= self.p_range.1
+            && self.out.m >= 0
+            && out_range.contains(&unclamped_code(p_floor))
+            && out_range.contains(&unclamped_code(p_cap));
+        if !(fits(p_floor) && fits(p_cap) && quiet) {
             return None;
         }
-        let to_t = Fast {
-            qmin: t_min,
-            ..self.to_t
-        };
-        let clamp32 = |v: i64| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
         Some(NarrowHardswish {
-            t: to_t.narrow()?,
+            t: self.to_t.unclamped()?,
+            t_min: i32::try_from(t_min).ok()?,
             mirror: -three as i32,
             floor: floor as i32,
             cap: cap as i32,
             three: three as i32,
-            p_min: clamp32(self.p_range.0),
-            p_max: clamp32(self.p_range.1),
-            out: self.out.narrow()?,
+            out: self.out.unclamped()?,
         })
     }
 }
@@ -207,28 +261,31 @@ impl WideHardswish {
 
 /// [`FastHardswish`] with every step in 32-bit lanes: `t` folded onto the rising side of the
 /// product (`max(t, −2^j − t)`, the same product) and clamped to the values between which the
-/// code still changes, so `t·clamp(t + 2^j, 0, 2^(j+1))` stays inside i32 and is one
-/// `vpmulld`; both requantizations [`Narrow`]. Made only by [`FastHardswish::narrow`], which
-/// checks those bounds; the same codes as [`FastHardswish::apply_i32`].
+/// code still changes, so `t·min(t + 2^j, 2^(j+1))` stays inside i32 and is one `vpmulld`;
+/// both requantizations [`Unclamped`]. Only the clamps that bind are kept: `t`'s lower one (the
+/// fold needs `t ≥ −2^j`) and `[floor, cap]`. Made only by [`FastHardswish::narrow`], which
+/// checks that the others never bind; the same codes as [`FastHardswish::apply_i32`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NarrowHardswish {
-    pub(super) t: Narrow,
+    pub(super) t: Unclamped,
+    pub(super) t_min: i32,
     pub(super) mirror: i32,
     pub(super) floor: i32,
     pub(super) cap: i32,
     pub(super) three: i32,
-    pub(super) p_min: i32,
-    pub(super) p_max: i32,
-    pub(super) out: Narrow,
+    pub(super) out: Unclamped,
 }
 
 impl NarrowHardswish {
     #[inline(always)]
     pub fn apply_i32(&self, v: i32) -> i32 {
-        let t = self.t.apply_i32(v);
-        let t = t.max(self.mirror - t).clamp(self.floor, self.cap);
-        let p = (t * (t + self.three).clamp(0, 2 * self.three)).clamp(self.p_min, self.p_max);
-        self.out.apply_i32(p)
+        let t = self.t.apply_i32(v).max(self.t_min);
+        // Past `cap` the difference may wrap, but the maximum is then `t` or more: `cap`.
+        let t = t
+            .max(self.mirror.wrapping_sub(t))
+            .clamp(self.floor, self.cap);
+        // `t ≥ floor ≥ −2^(j−1)`, so `t + 2^j` is positive: only its upper clamp binds.
+        self.out.apply_i32(t * (t + self.three).min(2 * self.three))
     }
 }
 

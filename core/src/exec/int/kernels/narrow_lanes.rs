@@ -72,8 +72,8 @@ pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]
 }
 
 /// `dst[i] = w.apply_i32(src[i])`, 16 lanes at a time (the product in two registers of 8
-/// i64: even and odd lanes). For `w.out.m ≥ 0` (checked by the caller), as
-/// [`Narrow512::wide`] needs.
+/// i64: even and odd lanes; `w.out.m ≥ 0`, as [`High512::wide`] needs, is checked where `w`
+/// is made).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 // Not inlined into its AVX-512 DQ caller: with DQ, LLVM fuses the two 32-bit products back
@@ -82,50 +82,32 @@ pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]
 pub(super) fn hardswish_wide_avx512(w: &WideHardswish, src: &[i32], dst: &mut [i32]) {
     let (t, out) = (Narrow512::new(&w.t), Narrow512::new(&w.out));
     let (three, six) = (_mm512_set1_epi32(w.three), _mm512_set1_epi32(2 * w.three));
-    let (p_min, p_max) = (
-        _mm512_set1_epi64(w.p_range.0),
-        _mm512_set1_epi64(w.p_range.1),
-    );
     // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
     unsafe {
         each16(src, dst, |v| {
             let x = t.apply(v);
-            let c = _mm512_add_epi32(x, three);
-            let c = _mm512_min_epi32(_mm512_max_epi32(c, _mm512_setzero_si512()), six);
-            let clamp = |p| _mm512_min_epi64(_mm512_max_epi64(p, p_min), p_max);
-            let even = clamp(_mm512_mul_epi32(x, c));
-            let (x_odd, c_odd) = (_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(c));
-            let odd = clamp(_mm512_mul_epi32(x_odd, c_odd));
+            let c = _mm512_min_epi32(_mm512_add_epi32(x, three), six);
+            let even = _mm512_mul_epi32(x, c);
+            let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(c));
             out.wide(even, odd)
         });
     }
 }
 
-/// [`hardswish_wide_avx512`] 8 lanes at a time (AVX2 has no 64-bit minimum or maximum: the
-/// product's clamp is a compare and a blend).
+/// [`hardswish_wide_avx512`] 8 lanes at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(super) fn hardswish_wide_avx2(w: &WideHardswish, src: &[i32], dst: &mut [i32]) {
     let (t, out) = (Narrow256::new(&w.t), Narrow256::new(&w.out));
     let (three, six) = (_mm256_set1_epi32(w.three), _mm256_set1_epi32(2 * w.three));
-    let (p_min, p_max) = (
-        _mm256_set1_epi64x(w.p_range.0),
-        _mm256_set1_epi64x(w.p_range.1),
-    );
     let whole = src.len().min(dst.len()) / 8 * 8;
     for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
         // SAFETY: `s` and `d` hold 8 i32 each.
         let v = unsafe { _mm256_loadu_si256(s.as_ptr().cast()) };
         let x = t.apply(v);
-        let c = _mm256_add_epi32(x, three);
-        let c = _mm256_min_epi32(_mm256_max_epi32(c, _mm256_setzero_si256()), six);
-        let clamp = |p| {
-            let p = _mm256_blendv_epi8(p, p_min, _mm256_cmpgt_epi64(p_min, p));
-            _mm256_blendv_epi8(p, p_max, _mm256_cmpgt_epi64(p, p_max))
-        };
-        let even = clamp(_mm256_mul_epi32(x, c));
-        let (x_odd, c_odd) = (_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(c));
-        let odd = clamp(_mm256_mul_epi32(x_odd, c_odd));
+        let c = _mm256_min_epi32(_mm256_add_epi32(x, three), six);
+        let even = _mm256_mul_epi32(x, c);
+        let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(c));
         // SAFETY: as above.
         unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), out.wide(even, odd)) };
     }

@@ -226,24 +226,50 @@ impl FastHardswish {
 }
 
 /// [`FastHardswish`] with both requantizations [`Narrow`] but a product that may pass i32:
-/// `t` and the clamp in 32-bit lanes, the product and its clamp in 64 bits. Made by
-/// [`FastHardswish::wide`]; the same codes as [`FastHardswish::apply_i32`].
+/// `t` and its clamp in 32-bit lanes, the product in 64 bits, unclamped. Made by
+/// [`FastHardswish::wide`], which checks that the product's clamp never changes a code and
+/// that `t + 2^j` is never negative; the same codes as [`FastHardswish::apply_i32`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WideHardswish {
     pub(super) t: Narrow,
     pub(super) three: i32,
-    pub(super) p_range: (i64, i64),
     pub(super) out: Narrow,
 }
 
 impl FastHardswish {
     /// The form with `t` in 32 bits, when both requantizations have one (`t` within ±2^30
-    /// and `2^j < 2^30`, so `t + 2^j` and the clamp stay inside i32).
+    /// and `2^j < 2^30`, so `t + 2^j` and its clamp stay inside i32), `t ≥ −2^j`, and the
+    /// product's clamp can go: every product `t` gives keeps `|p·m|` below 2^62 (where the
+    /// 64-bit lanes are exact), and past either end of `p_range` the code saturates anyway.
     pub fn wide(&self) -> Option<WideHardswish> {
+        let three = 1i64 << self.j;
+        let (t_lo, t_hi) = (self.to_t.qmin, self.to_t.qmax);
+        if t_lo < -three || self.out.m < 0 {
+            return None;
+        }
+        let p = |t: i64| hardswish_product(t, self.j) as i128;
+        // The product falls to its least at `t = −2^(j−1)` and rises on either side.
+        let bottom = -(three >> 1);
+        let least = if (t_lo..=t_hi).contains(&bottom) {
+            p(bottom)
+        } else {
+            p(t_lo).min(p(t_hi))
+        };
+        let most = p(t_lo).max(p(t_hi));
+        let o = &self.out;
+        let unclamped = |p: i128| (p * o.m as i128 + o.lo as i128 + ((o.hi as i128) << o.k)) >> o.k;
+        let (p_min, p_max) = (self.p_range.0 as i128, self.p_range.1 as i128);
+        let exact = |p: i128| (p * o.m as i128).unsigned_abs() < 1 << 62;
+        let quiet = exact(least)
+            && exact(most)
+            && (least >= p_min || unclamped(p_min) <= o.qmin as i128)
+            && (most <= p_max || unclamped(p_max) >= o.qmax as i128);
+        if !quiet {
+            return None;
+        }
         Some(WideHardswish {
             t: self.to_t.narrow()?,
-            three: 1i32 << self.j,
-            p_range: self.p_range,
+            three: three as i32,
             out: self.out.narrow()?,
         })
     }
@@ -253,9 +279,9 @@ impl WideHardswish {
     #[inline(always)]
     pub fn apply_i32(&self, v: i32) -> i32 {
         let t = self.t.apply_i32(v);
-        let c = (t + self.three).clamp(0, 2 * self.three);
-        let p = (t as i64 * c as i64).clamp(self.p_range.0, self.p_range.1);
-        self.out.apply(p)
+        // `t ≥ −2^j`: only the upper clamp of `t + 2^j` binds.
+        let c = (t + self.three).min(2 * self.three);
+        self.out.apply(t as i64 * c as i64)
     }
 }
 
@@ -520,7 +546,7 @@ fn hardswish_narrow_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
 #[target_feature(enable = "avx2")]
 fn hardswish_avx2(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
     match h.wide() {
-        Some(w) if w.out.m >= 0 => narrow_lanes::hardswish_wide_avx2(&w, src, dst),
+        Some(w) => narrow_lanes::hardswish_wide_avx2(&w, src, dst),
         _ => hardswish_portable(h, src, dst),
     }
 }
@@ -529,7 +555,7 @@ fn hardswish_avx2(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 fn hardswish_avx512(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
     match h.wide() {
-        Some(w) if w.out.m >= 0 => narrow_lanes::hardswish_wide_avx512(&w, src, dst),
+        Some(w) => narrow_lanes::hardswish_wide_avx512(&w, src, dst),
         _ => hardswish_portable(h, src, dst),
     }
 }
@@ -734,7 +760,7 @@ mod tests {
     #[test]
     fn narrow_hardswish_equals_the_definition() {
         let mut rng = Rng::new(5);
-        let mut narrowed = 0;
+        let (mut narrowed, mut widened) = (0, 0);
         for case in 0..70 {
             let j = [3, 10, 12, 16, 17, 18, 20][case % 7];
             let three = 1i64 << j;
@@ -762,10 +788,18 @@ mod tests {
                 qmin: 0,
                 qmax: 255,
             };
+            // Odd cases: the product's clamp as a layer sets it, a code past either end of
+            // the output's range (so it never binds). Even ones: far tighter, where it does.
+            let unit = r << (j + 1);
+            let p_range = if case % 2 == 1 {
+                ((-1 - out.hi).min(0) * unit, (256 - out.hi) * unit)
+            } else {
+                (-(three << 5), (three << 9) * coarsest)
+            };
             let h = FastHardswish {
                 to_t,
                 j,
-                p_range: (-(three << 5), (three << 9) * coarsest),
+                p_range,
                 out,
             };
             let per_t = (1u64 << k_t) as f64 / m_t as f64;
@@ -791,6 +825,7 @@ mod tests {
                 hardswish(isa, &h, &src[1..], &mut got[1..]);
                 assert_eq!(got, want, "case {case}, j {j}, {}, tail", isa.name());
             }
+            widened += usize::from(h.narrow().is_none() && h.wide().is_some());
             // Up to j = 12 every product fits; from 16 only the finer channels' do.
             let Some(n) = h.narrow() else {
                 assert!(
@@ -812,6 +847,11 @@ mod tests {
         assert!(
             narrowed >= 30,
             "only {narrowed} of 70 cases had a 32-bit form"
+        );
+        // The 64-bit lanes (`wide`) run where the product passes i32 but its clamp never binds.
+        assert!(
+            widened >= 10,
+            "only {widened} of 70 cases ran the 64-bit lanes"
         );
     }
 }

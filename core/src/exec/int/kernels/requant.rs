@@ -854,4 +854,89 @@ mod tests {
             "only {widened} of 70 cases ran the 64-bit lanes"
         );
     }
+
+    /// The 32-bit and 64-bit forms leave out clamps that cannot bind; here they can. Small
+    /// exponents and every `t` from below `−2^j` to past the top (`v = 4t + 0…3`, `to_t` a
+    /// quarter): outputs 0.1 to 6 codes per step of `t`, products clamped inside the codes'
+    /// range or outside it, `t`'s top below the fold (negative) or above, codes saturating at
+    /// either end or not. Every form each case has equals the definition.
+    #[test]
+    fn hardswish_forms_keep_every_clamp_that_binds() {
+        let mut rng = Rng::new(17);
+        let mut forms = [0; 2];
+        for case in 0..400 {
+            let j = 3 + rng.below(4) as u32;
+            let three = 1i64 << j;
+            let t_top = if case % 5 == 0 {
+                -(rng.below(three as usize) as i64) - 1
+            } else {
+                rng.below(12 * three as usize) as i64
+            };
+            let to_t = Fast {
+                m: 1 << 30,
+                lo: rng.below(1 << 31) as i64,
+                hi: rng.below(9) as i64 - 4,
+                k: 32,
+                // Below `−2^j` the product is 0 again: a bottom that low must keep its clamp.
+                qmin: -three - [0, 0, 0, rng.below(three as usize) as i64 + 1][case % 4],
+                qmax: t_top,
+            };
+            // `unit` p-steps per code: `2^(j+1)·unit_t` with 0.1 to 6 codes per t-step.
+            let codes_per_t = [0.1, 0.7, 1.0, 2.5, 6.0][rng.below(5)];
+            let unit = (2 * three) as f64 / codes_per_t;
+            // A multiplier in [2^30, 2^31): `unit ≥ 8/3` makes the shift 32 or more.
+            let k = 30 + unit.log2().ceil() as u32;
+            let out = Fast {
+                m: ((1i64 << k) as f64 / unit) as i32,
+                lo: rng.below(1 << (k - 1)) as i64,
+                hi: rng.below(40) as i64 - 20,
+                k,
+                qmin: 0,
+                qmax: [3, 15, 255][rng.below(3)],
+            };
+            let p_at = |code: i64| ((code - out.hi) as f64 * unit) as i64;
+            let p_range = match case % 3 {
+                0 => (-(1 << 40), 1 << 40),
+                1 => (p_at(out.qmin - 1).min(0), p_at(out.qmax + 1)),
+                _ => (
+                    p_at(rng.below(out.qmax as usize + 1) as i64) - rng.below(50) as i64,
+                    p_at(rng.below(out.qmax as usize + 1) as i64) + rng.below(50) as i64,
+                ),
+            };
+            let h = FastHardswish {
+                to_t,
+                j,
+                p_range: (p_range.0.min(p_range.1), p_range.0.max(p_range.1)),
+                out,
+            };
+            let src: Vec<i32> = (-4 * (three + 8)..4 * (t_top.max(0) + 4 * three + 8))
+                .map(|v| v as i32)
+                .collect();
+            let want: Vec<i32> = src.iter().map(|&v| h.apply_i32(v)).collect();
+            let check = |name: &str, got: &[i32]| {
+                for ((g, w), v) in got.iter().zip(&want).zip(&src) {
+                    assert_eq!(g, w, "case {case}, {name}, v {v}: {h:?}");
+                }
+            };
+            for isa in Isa::available() {
+                let mut got = vec![0; src.len()];
+                hardswish(isa, &h, &src, &mut got);
+                check(isa.name(), &got);
+            }
+            if let Some(n) = h.narrow() {
+                forms[0] += 1;
+                for isa in Isa::available() {
+                    let mut got = vec![0; src.len()];
+                    hardswish_narrow(isa, &n, &src, &mut got);
+                    check(&format!("narrow, {}", isa.name()), &got);
+                }
+            }
+            if let Some(w) = h.wide() {
+                forms[1] += 1;
+                let got: Vec<i32> = src.iter().map(|&v| w.apply_i32(v)).collect();
+                check("wide", &got);
+            }
+        }
+        assert!(forms.iter().all(|&n| n >= 50), "forms made: {forms:?}");
+    }
 }

@@ -337,6 +337,17 @@ pub fn hardswish(isa: Isa, h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
     )
 }
 
+/// `dst[i]` = the Hardswish epilogue of `src[i]`, the product in 64-bit lanes.
+pub fn hardswish_wide(isa: Isa, w: &WideHardswish, src: &[i32], dst: &mut [i32]) {
+    by_width!(
+        isa,
+        hardswish_wide_avx512,
+        hardswish_wide_avx2,
+        hardswish_wide_portable,
+        (w, src, dst)
+    )
+}
+
 /// `dst[i]` = the Hardswish epilogue of `src[i]`, in 32-bit lanes.
 pub fn hardswish_narrow(isa: Isa, h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
     by_width!(
@@ -488,12 +499,28 @@ fn requant_portable(f: &Fast, src: &[i32], dst: &mut [i32]) {
 }
 
 #[inline(always)]
+fn hardswish_wide_portable(w: &WideHardswish, src: &[i32], dst: &mut [i32]) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = w.apply_i32(v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn hardswish_wide_avx2(w: &WideHardswish, src: &[i32], dst: &mut [i32]) {
+    narrow_lanes::hardswish_wide_avx2(w, src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
+fn hardswish_wide_avx512(w: &WideHardswish, src: &[i32], dst: &mut [i32]) {
+    narrow_lanes::hardswish_wide_avx512(w, src, dst)
+}
+
+#[inline(always)]
 fn hardswish_portable(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
     if let Some(w) = h.wide() {
-        for (o, &v) in dst.iter_mut().zip(src) {
-            *o = w.apply_i32(v);
-        }
-        return;
+        return hardswish_wide_portable(&w, src, dst);
     }
     let three = 1i64 << h.j;
     for (o, &v) in dst.iter_mut().zip(src) {
@@ -546,7 +573,7 @@ fn hardswish_narrow_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
 #[target_feature(enable = "avx2")]
 fn hardswish_avx2(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
     match h.wide() {
-        Some(w) => narrow_lanes::hardswish_wide_avx2(&w, src, dst),
+        Some(w) => hardswish_wide_avx2(&w, src, dst),
         _ => hardswish_portable(h, src, dst),
     }
 }
@@ -555,7 +582,7 @@ fn hardswish_avx2(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 fn hardswish_avx512(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
     match h.wide() {
-        Some(w) => narrow_lanes::hardswish_wide_avx512(&w, src, dst),
+        Some(w) => hardswish_wide_avx512(&w, src, dst),
         _ => hardswish_portable(h, src, dst),
     }
 }
@@ -933,8 +960,11 @@ mod tests {
             }
             if let Some(w) = h.wide() {
                 forms[1] += 1;
-                let got: Vec<i32> = src.iter().map(|&v| w.apply_i32(v)).collect();
-                check("wide", &got);
+                for isa in Isa::available() {
+                    let mut got = vec![0; src.len()];
+                    hardswish_wide(isa, &w, &src, &mut got);
+                    check(&format!("wide, {}", isa.name()), &got);
+                }
             }
         }
         assert!(forms.iter().all(|&n| n >= 50), "forms made: {forms:?}");

@@ -12,7 +12,8 @@ use super::super::code_table::CodeTable;
 use super::super::kernels::depthwise::{DwShape, depthwise};
 use super::super::kernels::pack::{Windows, im2col_plane, pack_rows, pack_tokens};
 use super::super::kernels::requant::{
-    FastHardswish, NarrowHardswish, hardswish, hardswish_narrow, lookup, lookup_within,
+    FastHardswish, NarrowHardswish, WideHardswish, hardswish, hardswish_narrow, hardswish_wide,
+    lookup, lookup_within,
 };
 use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
@@ -141,13 +142,16 @@ pub struct Weighted {
 }
 
 /// One output channel's Hardswish epilogue in lanes, its constants found once at compile time
-/// (found per call, they had been 2 % of efficientvit-micro's integer time by `perf`).
+/// (found per call, they had been 2 % of efficientvit-micro's integer time by `perf`, and the
+/// 64-bit form's checks 0.7 % of EfficientViT-B1's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HardswishLanes {
     /// Products inside 32 bits ([`FastHardswish::narrow`]).
     Narrow(NarrowHardswish),
-    /// Products in 64 bits.
-    Wide(FastHardswish),
+    /// Products in 64 bits, `t` in 32 ([`FastHardswish::wide`]).
+    Wide(WideHardswish),
+    /// Every step in 64 bits.
+    Long(FastHardswish),
 }
 
 impl Weighted {
@@ -159,9 +163,10 @@ impl Weighted {
             (Output::Epilogue(e @ Epilogue::Hardswish { .. }), None) => (0..self.out_channels)
                 .map(|oc| {
                     let fast = e.fast_hardswish(oc, self.emit_bias(oc))?;
-                    Some(match fast.narrow() {
-                        Some(narrow) => HardswishLanes::Narrow(narrow),
-                        None => HardswishLanes::Wide(fast),
+                    Some(match (fast.narrow(), fast.wide()) {
+                        (Some(narrow), _) => HardswishLanes::Narrow(narrow),
+                        (None, Some(wide)) => HardswishLanes::Wide(wide),
+                        (None, None) => HardswishLanes::Long(fast),
                     })
                 })
                 .collect(),
@@ -393,7 +398,8 @@ impl Weighted {
         let bias = self.emit_bias(oc);
         match self.hardswish.get(oc) {
             Some(Some(HardswishLanes::Narrow(h))) => return hardswish_narrow(ctx.isa, h, acc, dst),
-            Some(Some(HardswishLanes::Wide(h))) => return hardswish(ctx.isa, h, acc, dst),
+            Some(Some(HardswishLanes::Wide(h))) => return hardswish_wide(ctx.isa, h, acc, dst),
+            Some(Some(HardswishLanes::Long(h))) => return hardswish(ctx.isa, h, acc, dst),
             _ => {}
         }
         match (&self.output, &self.table) {

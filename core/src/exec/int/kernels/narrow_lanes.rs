@@ -10,7 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::requant::{Narrow, NarrowHardswish, Unclamped, WideHardswish};
+use super::requant::{InputScale, Narrow, NarrowHardswish, Unclamped, WideHardswish};
 
 /// `dst[i] = f(src[i])` 16 lanes at a time, the last part vector by a masked load and
 /// store: a short row (49 values per channel on a 7×7 map) would otherwise leave a sixteenth
@@ -73,18 +73,46 @@ pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]
 
 /// `dst[i] = w.apply_i32(src[i])`, 16 lanes at a time (the product in two registers of 8
 /// i64: even and odd lanes; `w.out.m ≥ 0`, as [`High512::wide`] needs, is checked where `w`
-/// is made).
+/// is made). A loop for inputs scaled first and one for the others.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) fn hardswish_wide_avx512(w: &WideHardswish, src: &[i32], dst: &mut [i32]) {
+    match w.t_input {
+        Some(scale) => wide_avx512::<true>(w, scale, src, dst),
+        None => wide_avx512::<false>(w, UNSCALED, src, dst),
+    }
+}
+
+/// An [`InputScale`] that changes nothing, for the loops that do not scale.
+const UNSCALED: InputScale = InputScale {
+    shift: 0,
+    min: i32::MIN,
+    max: i32::MAX,
+};
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 // Not inlined into its AVX-512 DQ caller: with DQ, LLVM fuses the two 32-bit products back
 // into `vpmullq` (three µops), which made the loop no faster than the compiler's own.
 #[inline(never)]
-pub(super) fn hardswish_wide_avx512(w: &WideHardswish, src: &[i32], dst: &mut [i32]) {
+fn wide_avx512<const SCALED: bool>(
+    w: &WideHardswish,
+    scale: InputScale,
+    src: &[i32],
+    dst: &mut [i32],
+) {
     let (t, out) = (Narrow512::new(&w.t), Narrow512::new(&w.out));
     let (three, six) = (_mm512_set1_epi32(w.three), _mm512_set1_epi32(2 * w.three));
+    let (v_min, v_max) = (_mm512_set1_epi32(scale.min), _mm512_set1_epi32(scale.max));
+    let shift = _mm_cvtsi32_si128(scale.shift as i32);
     // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
     unsafe {
         each16(src, dst, |v| {
+            let v = if SCALED {
+                _mm512_sll_epi32(_mm512_min_epi32(_mm512_max_epi32(v, v_min), v_max), shift)
+            } else {
+                v
+            };
             let x = t.apply(v);
             let c = _mm512_min_epi32(_mm512_add_epi32(x, three), six);
             let even = _mm512_mul_epi32(x, c);
@@ -98,12 +126,33 @@ pub(super) fn hardswish_wide_avx512(w: &WideHardswish, src: &[i32], dst: &mut [i
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(super) fn hardswish_wide_avx2(w: &WideHardswish, src: &[i32], dst: &mut [i32]) {
+    match w.t_input {
+        Some(scale) => wide_avx2::<true>(w, scale, src, dst),
+        None => wide_avx2::<false>(w, UNSCALED, src, dst),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn wide_avx2<const SCALED: bool>(
+    w: &WideHardswish,
+    scale: InputScale,
+    src: &[i32],
+    dst: &mut [i32],
+) {
     let (t, out) = (Narrow256::new(&w.t), Narrow256::new(&w.out));
     let (three, six) = (_mm256_set1_epi32(w.three), _mm256_set1_epi32(2 * w.three));
+    let (v_min, v_max) = (_mm256_set1_epi32(scale.min), _mm256_set1_epi32(scale.max));
+    let shift = _mm_cvtsi32_si128(scale.shift as i32);
     let whole = src.len().min(dst.len()) / 8 * 8;
     for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
         // SAFETY: `s` and `d` hold 8 i32 each.
         let v = unsafe { _mm256_loadu_si256(s.as_ptr().cast()) };
+        let v = if SCALED {
+            _mm256_sll_epi32(_mm256_min_epi32(_mm256_max_epi32(v, v_min), v_max), shift)
+        } else {
+            v
+        };
         let x = t.apply(v);
         let c = _mm256_min_epi32(_mm256_add_epi32(x, three), six);
         let even = _mm256_mul_epi32(x, c);

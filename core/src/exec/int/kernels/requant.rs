@@ -225,19 +225,70 @@ impl FastHardswish {
     }
 }
 
+/// Inputs clamped to `[min, max]` and scaled by `2^shift`, for a [`Narrow`] made from a
+/// [`Fast`] whose shift is below 32 ([`Fast::narrow_scaled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputScale {
+    pub(super) shift: u32,
+    pub(super) min: i32,
+    pub(super) max: i32,
+}
+
+impl InputScale {
+    #[inline(always)]
+    pub fn apply(&self, v: i32) -> i32 {
+        v.clamp(self.min, self.max) << self.shift
+    }
+}
+
+impl Fast {
+    /// [`Fast::narrow`], and for a shift `k` of 24 to 31 (a requantization that keeps half or
+    /// more of the scale: B1's Hardswish `t` in about one channel in six), a [`Narrow`] of the
+    /// input scaled by `2^s`, `s = 32 − k`: `⌊(v·m + lo)/2^k⌋ = ⌊(v·2^s·m + lo·2^s)/2^32⌋`.
+    /// The input is first clamped to `±2^(31−s)`, so that the scaled one stays in i32; the
+    /// result has reached its own clamp there already (checked, for `m ≥ 0`, which makes the
+    /// result rise with the input).
+    pub fn narrow_scaled(&self) -> Option<(Narrow, Option<InputScale>)> {
+        if self.k >= 32 {
+            return Some((self.narrow()?, None));
+        }
+        let s = 32 - self.k;
+        if s > 8 || self.m < 0 {
+            return None;
+        }
+        let scale = InputScale {
+            shift: s,
+            min: -(1 << (31 - s)),
+            max: (1 << (31 - s)) - 1,
+        };
+        if self.apply(scale.min as i64) != self.qmin || self.apply(scale.max as i64) != self.qmax {
+            return None;
+        }
+        let scaled = Fast {
+            lo: self.lo << s,
+            k: 32,
+            ..*self
+        };
+        Some((scaled.narrow()?, Some(scale)))
+    }
+}
+
 /// [`FastHardswish`] with both requantizations [`Narrow`] but a product that may pass i32:
-/// `t` and its clamp in 32-bit lanes, the product in 64 bits, unclamped. Made by
-/// [`FastHardswish::wide`], which checks that the product's clamp never changes a code and
-/// that `t + 2^j` is never negative; the same codes as [`FastHardswish::apply_i32`].
+/// `t` and its clamp in 32-bit lanes (the input scaled first where `t`'s shift is below 32),
+/// the product in 64 bits, unclamped. Made by [`FastHardswish::wide`], which checks that the
+/// product's clamp never changes a code and that `t + 2^j` is never negative; the same codes
+/// as [`FastHardswish::apply_i32`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WideHardswish {
+    pub(super) t_input: Option<InputScale>,
     pub(super) t: Narrow,
     pub(super) three: i32,
     pub(super) out: Narrow,
 }
 
 impl FastHardswish {
-    /// The form with `t` in 32 bits, when both requantizations have one (`t` within ±2^30
+    /// The form with `t` in 32 bits, when both requantizations have one ([`Fast::narrow`],
+    /// `t`'s also [`Fast::narrow_scaled`]: `t` within ±2^30
     /// and `2^j < 2^30`, so `t + 2^j` and its clamp stay inside i32), `t ≥ −2^j`, and the
     /// product's clamp can go: every product `t` gives keeps `|p·m|` below 2^62 (where the
     /// 64-bit lanes are exact), and past either end of `p_range` the code saturates anyway.
@@ -267,8 +318,10 @@ impl FastHardswish {
         if !quiet {
             return None;
         }
+        let (t, t_input) = self.to_t.narrow_scaled()?;
         Some(WideHardswish {
-            t: self.to_t.narrow()?,
+            t_input,
+            t,
             three: three as i32,
             out: self.out.narrow()?,
         })
@@ -278,6 +331,7 @@ impl FastHardswish {
 impl WideHardswish {
     #[inline(always)]
     pub fn apply_i32(&self, v: i32) -> i32 {
+        let v = self.t_input.map_or(v, |s| s.apply(v));
         let t = self.t.apply_i32(v);
         // `t ≥ −2^j`: only the upper clamp of `t + 2^j` binds.
         let c = (t + self.three).min(2 * self.three);
@@ -883,14 +937,15 @@ mod tests {
     }
 
     /// The 32-bit and 64-bit forms leave out clamps that cannot bind; here they can. Small
-    /// exponents and every `t` from below `−2^j` to past the top (`v = 4t + 0…3`, `to_t` a
-    /// quarter): outputs 0.1 to 6 codes per step of `t`, products clamped inside the codes'
+    /// exponents and every `t` from below `−2^j` to past the top (`to_t` a quarter, a half or
+    /// one, all `v` between), and the ends of i32: outputs 0.1 to 6 codes per step of `t`, products clamped inside the codes'
     /// range or outside it, `t`'s top below the fold (negative) or above, codes saturating at
     /// either end or not. Every form each case has equals the definition.
     #[test]
     fn hardswish_forms_keep_every_clamp_that_binds() {
         let mut rng = Rng::new(17);
-        let mut forms = [0; 2];
+        // Narrow, wide, wide with `t`'s input scaled.
+        let mut forms = [0; 3];
         for case in 0..400 {
             let j = 3 + rng.below(4) as u32;
             let three = 1i64 << j;
@@ -899,11 +954,15 @@ mod tests {
             } else {
                 rng.below(12 * three as usize) as i64
             };
+            // `t` is `v/2^(k−30)`: a quarter, a half (a shift below 32: inputs scaled first in
+            // the 64-bit form), or `v` itself.
+            let k_t = 30 + rng.below(3) as u32;
+            let per_t = 1i64 << (k_t - 30);
             let to_t = Fast {
                 m: 1 << 30,
-                lo: rng.below(1 << 31) as i64,
+                lo: rng.below(1 << (k_t - 1)) as i64,
                 hi: rng.below(9) as i64 - 4,
-                k: 32,
+                k: k_t,
                 // Below `−2^j` the product is 0 again: a bottom that low must keep its clamp.
                 qmin: -three - [0, 0, 0, rng.below(three as usize) as i64 + 1][case % 4],
                 qmax: t_top,
@@ -936,7 +995,8 @@ mod tests {
                 p_range: (p_range.0.min(p_range.1), p_range.0.max(p_range.1)),
                 out,
             };
-            let src: Vec<i32> = (-4 * (three + 8)..4 * (t_top.max(0) + 4 * three + 8))
+            let src: Vec<i32> = (-per_t * (three + 8)..per_t * (t_top.max(0) + 4 * three + 8))
+                .chain([i32::MIN as i64, i32::MAX as i64, -(1 << 30) - 1, 1 << 30])
                 .map(|v| v as i32)
                 .collect();
             let want: Vec<i32> = src.iter().map(|&v| h.apply_i32(v)).collect();
@@ -959,7 +1019,7 @@ mod tests {
                 }
             }
             if let Some(w) = h.wide() {
-                forms[1] += 1;
+                forms[1 + usize::from(w.t_input.is_some())] += 1;
                 for isa in Isa::available() {
                     let mut got = vec![0; src.len()];
                     hardswish_wide(isa, &w, &src, &mut got);
@@ -967,6 +1027,45 @@ mod tests {
                 }
             }
         }
-        assert!(forms.iter().all(|&n| n >= 50), "forms made: {forms:?}");
+        // Narrow ones need a shift of 32 or more (a third of the cases); the wide ones with
+        // their input scaled come from the other two.
+        assert!(forms.iter().all(|&n| n >= 30), "forms made: {forms:?}");
+    }
+
+    /// A shift below 32 as a [`Narrow`] of the scaled input, for shifts 24 to 31, offsets of
+    /// both signs and clamps that the ends of i32 reach or not: equal to the definition
+    /// wherever it is made, inputs at and around the scaling's clamp included.
+    #[test]
+    fn narrow_scaled_equals_the_definition() {
+        let mut rng = Rng::new(23);
+        let mut made = 0;
+        for case in 0..300 {
+            let k = 24 + rng.below(8) as u32;
+            // The last is past the reach of the largest clamped input: no form.
+            let qmax = [255, 1 << 20, 1 << 29, (1 << 30) - 1][case % 4];
+            let f = Fast {
+                m: (1 << 30) + rng.below(1 << 30) as i32,
+                lo: rng.below(1 << k) as i64,
+                hi: rng.below(2001) as i64 - 1000,
+                k,
+                qmin: -qmax - [0, 1][rng.below(2)],
+                qmax,
+            };
+            let Some((n, scale)) = f.narrow_scaled() else {
+                continue;
+            };
+            made += 1;
+            let scale = scale.expect("a shift below 32 scales the input");
+            let edge = 1i64 << (31 - scale.shift);
+            let src = (0..2000)
+                .map(|_| rng.below(u32::MAX as usize) as i64 + i32::MIN as i64)
+                .chain((-3..=3).flat_map(|d| [edge + d, -edge + d, d]))
+                .chain([i32::MIN as i64, i32::MAX as i64]);
+            for v in src.map(|v| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32) {
+                let want = f.apply_i32(v) as i32;
+                assert_eq!(n.apply_i32(scale.apply(v)), want, "{f:?} at {v}");
+            }
+        }
+        assert!(made >= 100, "only {made} of 300 made");
     }
 }

@@ -84,6 +84,7 @@ pub(super) fn hardswish_wide_avx512(w: &WideHardswish, src: &[i32], dst: &mut [i
 }
 
 /// An [`InputScale`] that changes nothing, for the loops that do not scale.
+#[cfg(target_arch = "x86_64")]
 const UNSCALED: InputScale = InputScale {
     shift: 0,
     min: i32::MIN,

@@ -243,7 +243,7 @@ impl InputScale {
 
 impl Fast {
     /// [`Fast::narrow`], and for a shift `k` of 24 to 31 (a requantization that keeps half or
-    /// more of the scale: B1's Hardswish `t` in about one channel in six), a [`Narrow`] of the
+    /// more of the scale: `t` in one of six of B1's 64-bit Hardswish channels), a [`Narrow`] of the
     /// input scaled by `2^s`, `s = 32 − k`: `⌊(v·m + lo)/2^k⌋ = ⌊(v·2^s·m + lo·2^s)/2^32⌋`.
     /// The input is first clamped to `±2^(31−s)`, so that the scaled one stays in i32; the
     /// result has reached its own clamp there already (checked, for `m ≥ 0`, which makes the
@@ -287,11 +287,11 @@ pub struct WideHardswish {
 }
 
 impl FastHardswish {
-    /// The form with `t` in 32 bits, when both requantizations have one ([`Fast::narrow`],
-    /// `t`'s also [`Fast::narrow_scaled`]: `t` within ±2^30
-    /// and `2^j < 2^30`, so `t + 2^j` and its clamp stay inside i32), `t ≥ −2^j`, and the
-    /// product's clamp can go: every product `t` gives keeps `|p·m|` below 2^62 (where the
-    /// 64-bit lanes are exact), and past either end of `p_range` the code saturates anyway.
+    /// The form with `t` in 32 bits, when both requantizations have one ([`Fast::narrow`];
+    /// for `t` also [`Fast::narrow_scaled`]: `t` within ±2^30 and `2^j < 2^30`, so `t + 2^j`
+    /// and its clamp stay inside i32), `t ≥ −2^j`, and the product's clamp can go: every
+    /// product `t` gives keeps `|p·m|` below 2^62 (where the 64-bit lanes are exact), and past
+    /// either end of `p_range` the code saturates anyway.
     pub fn wide(&self) -> Option<WideHardswish> {
         let three = 1i64 << self.j;
         let (t_lo, t_hi) = (self.to_t.qmin, self.to_t.qmax);
@@ -938,9 +938,10 @@ mod tests {
 
     /// The 32-bit and 64-bit forms leave out clamps that cannot bind; here they can. Small
     /// exponents and every `t` from below `−2^j` to past the top (`to_t` a quarter, a half or
-    /// one, all `v` between), and the ends of i32: outputs 0.1 to 6 codes per step of `t`, products clamped inside the codes'
-    /// range or outside it, `t`'s top below the fold (negative) or above, codes saturating at
-    /// either end or not. Every form each case has equals the definition.
+    /// one, all `v` between), and the ends of i32: outputs 0.1 to 6 codes per step of `t`,
+    /// products clamped inside the codes' range or outside it, `t`'s top below the fold
+    /// (negative) or above, codes saturating at either end or not. Every form each case has
+    /// equals the definition.
     #[test]
     fn hardswish_forms_keep_every_clamp_that_binds() {
         let mut rng = Rng::new(17);

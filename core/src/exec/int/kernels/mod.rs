@@ -480,11 +480,6 @@ mod tests {
             (5, 48, 19),
             (8, 192, 20),
             (8, 192, 21),
-            // Dot products of 16 and 8 rows at once (VNNI), then the last rows by fours:
-            // 37 = 16 + 16 + 4 + 1, 24 = 16 + 8, 31 = 16 + 8 + 4 + 3; B1's 7×7 map.
-            (37, 600, 17),
-            (24, 256, 49),
-            (31, 130, 2),
             // One column (the matrix-vector products): K with and without a part step of 16
             // quads (VNNI) or 4 (AVX2), rows with and without a part group of 4; the size of
             // EfficientViT-B1's head.

@@ -165,84 +165,11 @@ fn dot_columns(
     assert_eq!(a.quads.len(), a.rows * a.k4);
     for c in columns {
         let x = b.last_panel_column(c);
-        // Blocks of 16 and 8 rows sum their lanes together (`row_sums`); the last rows, fewer
-        // than 8, one by one. `dots…` are callable safely: this function is compiled for the
-        // features they need.
-        let mut r = rows.start;
-        while rows.end - r >= 8 {
-            let n = if rows.end - r >= 16 { 16 } else { 8 };
-            let sums = match n {
-                16 => row_sums(dots_by_lanes::<16>(a, r, x)),
-                _ => row_sums(dots_by_lanes::<8>(a, r, x)),
-            };
-            for (i, &sum) in sums[..n].iter().enumerate() {
-                out[(r - rows.start + i) * b.cols + c] = sum;
-            }
-            r += n;
-        }
-        let rest = &mut out[(r - rows.start) * b.cols..];
-        super::rows_by_four(r..rows.end, (c, b.cols), rest, |r, n, sums| {
+        // `dots` is callable safely: this function is compiled for the features it needs.
+        super::rows_by_four(rows.clone(), (c, b.cols), out, |r, n, sums| {
             dots_of_rows!(dots, n, (a, r, x, sums))
         });
     }
-}
-
-/// The lane sums of [`dots`] for `R` rows (8 or 16), before the horizontal sum: row
-/// `r0 + i`'s in `acc[i]`, the others zero.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vnni")]
-fn dots_by_lanes<const R: usize>(a: &PackedA, r0: usize, x: &[i32]) -> [__m512i; 16] {
-    let k4 = a.k4;
-    assert!(R <= 16 && (r0 + R) * k4 <= a.quads.len() && x.len() == k4);
-    let mut acc = [_mm512_setzero_si512(); 16];
-    let w = a.quads[r0 * k4..].as_ptr();
-    let mut g = 0;
-    while g < k4 {
-        let n = (k4 - g).min(16);
-        let mask: __mmask16 = (1u32 << n).wrapping_sub(1) as u16;
-        // SAFETY: the mask reads quads `g..g + n` only, inside `x` and each row (asserted).
-        unsafe {
-            let xv = _mm512_maskz_loadu_epi32(mask, x.as_ptr().add(g));
-            for (i, acc) in acc[..R].iter_mut().enumerate() {
-                let wv = _mm512_maskz_loadu_epi32(mask, w.add(i * k4 + g));
-                *acc = _mm512_dpbusd_epi32(*acc, xv, wv);
-            }
-        }
-        g += n;
-    }
-    acc
-}
-
-/// `sums[i]` = the sum of `acc[i]`'s 16 lanes, all 16 at once: pairs of registers added
-/// lane-interleaved, then 64-bit halves, then 128-bit quarters twice, 45 instructions where
-/// 16 horizontal sums take about 160 (a 7×7 map's 49th column over K = 256 spent as much on
-/// them as on its products).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn row_sums(acc: [__m512i; 16]) -> [i32; 16] {
-    // Per 128-bit quarter: [a0+a2, b0+b2, a1+a3, b1+b3] for rows a = 2j, b = 2j + 1.
-    let pairs: [__m512i; 8] = std::array::from_fn(|j| {
-        let (a, b) = (acc[2 * j], acc[2 * j + 1]);
-        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
-    });
-    // Per quarter: rows 4k … 4k + 3 in order, each summed over that quarter.
-    let fours: [__m512i; 4] = std::array::from_fn(|k| {
-        let (c, d) = (pairs[2 * k], pairs[2 * k + 1]);
-        _mm512_add_epi32(_mm512_unpacklo_epi64(c, d), _mm512_unpackhi_epi64(c, d))
-    });
-    // Quarters 0 + 1 and 2 + 3 of two registers: [e01, e23, f01, f23].
-    let halves = |e, f| {
-        _mm512_add_epi32(
-            _mm512_shuffle_i32x4::<0b10_00_10_00>(e, f),
-            _mm512_shuffle_i32x4::<0b11_01_11_01>(e, f),
-        )
-    };
-    // Again: [rows 0–3, rows 4–7, rows 8–11, rows 12–15], each over all 16 lanes.
-    let sums = halves(halves(fours[0], fours[1]), halves(fours[2], fours[3]));
-    let mut out = [0i32; 16];
-    // SAFETY: `out` holds 16 i32.
-    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), sums) };
-    out
 }
 
 /// `sums[i] = Σ_g A[r0 + i]'s quad g · x[g]` for `i < R`, 16 quads per step, the last step

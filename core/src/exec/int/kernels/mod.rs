@@ -480,6 +480,10 @@ mod tests {
             (5, 48, 19),
             (8, 192, 20),
             (8, 192, 21),
+            // Many rows of dot products (and their last ones, fewer than four), a 7×7 map.
+            (37, 600, 17),
+            (24, 256, 49),
+            (31, 130, 2),
             // One column (the matrix-vector products): K with and without a part step of 16
             // quads (VNNI) or 4 (AVX2), rows with and without a part group of 4; the size of
             // EfficientViT-B1's head.

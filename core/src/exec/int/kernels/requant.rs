@@ -968,7 +968,8 @@ mod tests {
                 qmin: -three - [0, 0, 0, rng.below(three as usize) as i64 + 1][case % 4],
                 qmax: t_top,
             };
-            // `unit` p-steps per code: `2^(j+1)·unit_t` with 0.1 to 6 codes per t-step.
+            // `unit` p-units per code: `2^(j+1)/codes_per_t`, so that above `t = 2^j` (where
+            // the product rises by `2^(j+1)` per t-step) the code rises by `codes_per_t`.
             let codes_per_t = [0.1, 0.7, 1.0, 2.5, 6.0][rng.below(5)];
             let unit = (2 * three) as f64 / codes_per_t;
             // A multiplier in [2^30, 2^31): `unit ≥ 8/3` makes the shift 32 or more.

@@ -76,3 +76,49 @@ fn gelu_deit_tiny_fc1(bencher: divan::Bencher, how: &str) {
             }
         });
 }
+
+/// EfficientViT-B1 @ 224's 1×1 convs (output channels, input channels, map side), one image.
+const POINTWISE_SHAPES: [(usize, usize, usize); 6] = [
+    (128, 32, 56),
+    (32, 128, 56),
+    (256, 64, 28),
+    (512, 128, 14),
+    (128, 512, 14),
+    (1024, 256, 7),
+];
+
+/// A 1×1 conv's product with its bias: the `gemm` crate's kernels then a bias pass, or the
+/// tiles of `exec::float::product` (weights packed beforehand, as a layer keeps them).
+#[divan::bench(args = POINTWISE_SHAPES, consts = [false, true])]
+fn pointwise_f32<const TILES: bool>(bencher: divan::Bencher, shape: (usize, usize, usize)) {
+    use qvit_core::exec::float::product;
+    use qvit_core::exec::matmul::{MatMut, MatRef, matmul};
+    let (m, k, side) = shape;
+    let n = side * side;
+    if TILES && !product::available() {
+        return;
+    }
+    let mut rng = Rng::new(4);
+    let w: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+    let x: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+    let bias: Vec<f32> = (0..m).map(|_| rng.normal()).collect();
+    let panels = product::panels(&w, m, k);
+    let mut out = vec![0.0; m * n];
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * m * k * n))
+        .bench_local(|| {
+            if TILES {
+                product::product(&mut out, &panels, &x, k, &bias, product::Activation::None);
+            } else {
+                matmul(
+                    MatMut::row_major(&mut out, m, n),
+                    MatRef::row_major(&w, m, k),
+                    MatRef::row_major(&x, k, n),
+                    false,
+                );
+                for (row, b) in out.chunks_mut(n).zip(&bias) {
+                    row.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        });
+}

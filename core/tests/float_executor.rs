@@ -253,8 +253,9 @@ fn a_pass_stopped_anywhere_and_copied_finishes_with_the_same_logits() {
     }
 }
 
-/// `forward` runs a batch in groups of `GROUP_IMAGES` images; the logits are those of one pass
-/// over the whole batch (`forward_transformed` with nothing to transform), bit for bit, for a
+/// `forward` runs a batch in groups of `GROUP_IMAGES` images, its convs applying the Hardswish
+/// that follows them; the logits are those of one pass over the whole batch
+/// (`forward_transformed` with nothing to transform, every node on its own), bit for bit, for a
 /// batch that splits into whole groups and a last partial one, on both micro models and at full
 /// size (DeiT-T and B1 @ 224, random weights). A pass stopped part-way and finished in groups
 /// gives them too.

@@ -92,6 +92,20 @@ fn depth_blocks(rows: usize, depth: usize, cols: usize) -> impl Iterator<Item = 
         .map(move |start| (start, (start + step).min(depth)))
 }
 
+/// The reduction blocks each of `matmul`'s sums adds up one after the other when `gemm` runs
+/// its blocked kernels: [`depth_blocks`], and within them `gemm`'s own for products of at most
+/// 64 × 64 outputs, which it sums in blocks of 512 terms from the first.
+pub(crate) fn summation_blocks(rows: usize, depth: usize, cols: usize) -> Vec<(usize, usize)> {
+    if rows <= 64 && cols <= 64 {
+        (0..depth)
+            .step_by(DEPTH_BLOCK)
+            .map(|start| (start, (start + DEPTH_BLOCK).min(depth)))
+            .collect()
+    } else {
+        depth_blocks(rows, depth, cols).collect()
+    }
+}
+
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`).
 ///
 /// Panics when the shapes do not chain or a view reaches outside its slice: both are

@@ -7,7 +7,7 @@ use super::plan::{QuantPlan, WeightPlan, input_channel, out_channels};
 use super::prepared::PreparedPoint;
 use crate::error::Result;
 use crate::eval::Classifier;
-use crate::exec::float::{FloatExecutor, Transposes};
+use crate::exec::float::{FloatExecutor, WeightLayouts};
 use crate::graph::{Graph, NodeId};
 use crate::tensor::Tensor;
 use crate::weights::{FoldedWeights, NodeParams};
@@ -138,10 +138,10 @@ pub struct FakeQuantExecutor<'m> {
     graph: &'m Graph,
     plan: &'m QuantPlan,
     weights: FoldedWeights,
-    /// The float executor's linear transposes of `weights`, kept across passes: an evaluation
-    /// makes an executor per batch, which made them again every time (4 % of DeiT-T's time
-    /// at batch 1).
-    transposes: Transposes,
+    /// The float executor's layouts of `weights` (linear transposes, conv panels), kept across
+    /// passes: an evaluation makes an executor per batch, which made them again every time
+    /// (4 % of DeiT-T's time at batch 1).
+    layouts: WeightLayouts,
     /// Activation plans to apply at each node, prepared once.
     at_node: Vec<Vec<usize>>,
     prepared: Vec<PreparedPoint<'m>>,
@@ -154,7 +154,7 @@ impl<'m> FakeQuantExecutor<'m> {
             graph,
             plan,
             weights: fake_quantized_weights(graph, params, plan),
-            transposes: Transposes::for_graph(graph),
+            layouts: WeightLayouts::for_graph(graph),
             at_node: points_by_node(graph, plan),
             prepared: plan.activations.iter().map(PreparedPoint::new).collect(),
         })
@@ -189,9 +189,9 @@ impl<'m> FakeQuantExecutor<'m> {
         })
     }
 
-    /// A float executor over the fake-quantized weights, sharing the transposes.
+    /// A float executor over the fake-quantized weights, sharing the weight layouts.
     fn float(&self) -> Result<FloatExecutor<'_>> {
-        FloatExecutor::with_transposes(self.graph, &self.weights, self.transposes.clone())
+        FloatExecutor::with_weight_layouts(self.graph, &self.weights, self.layouts.clone())
     }
 
     /// The prepared activation points at node `id`.
@@ -218,10 +218,10 @@ mod tests {
     use crate::quant::{QuantSettings, Recipe, build, calibrate};
     use crate::weights::Weights;
 
-    /// An evaluation runs a pass per batch: the first makes the transposes of the
-    /// fake-quantized linear weights, and every later pass finds them.
+    /// An evaluation runs a pass per batch: the first makes the layouts of the fake-quantized
+    /// weights (the linear layers' transposes), and every later pass finds them.
     #[test]
-    fn passes_share_the_linear_transposes() {
+    fn passes_share_the_weight_layouts() {
         let graph = Graph::build(&ArchSpec::preset("deit-micro").unwrap()).unwrap();
         let folded = Weights::load(&assets::weights("deit-micro"), &graph)
             .unwrap()
@@ -240,10 +240,10 @@ mod tests {
         let fake = FakeQuantExecutor::new(&graph, &folded, &plan).unwrap();
         let batch = data.batch(0..4).unwrap().images;
         let first = fake.forward(&batch).unwrap();
-        let made = fake.transposes.made();
+        let made = fake.layouts.made();
         assert!(!made.is_empty(), "deit-micro's linear layers run blocked");
         let second = fake.forward(&batch).unwrap();
-        assert_eq!(fake.transposes.made(), made, "a later pass made them again");
+        assert_eq!(fake.layouts.made(), made, "a later pass made them again");
         assert_eq!(first.data, second.data);
     }
 }

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::depthwise::depthwise;
 use super::exp::exp_shifted;
+use super::product::{self, Activation, PANEL_ROWS};
 use crate::exec::matmul::{MatMut, MatRef, matmul};
 use crate::exec::transpose::transpose;
 use crate::graph::Conv2d;
@@ -37,36 +38,54 @@ const PARALLEL_COPY: usize = 1 << 16;
 /// reach [`PARALLEL_MACS`] on their own.
 const PARALLEL_GROUP_MACS: usize = 1 << 17;
 
-/// `out[m, n] = w[m, k] · x[k, n] + bias[m]`, in parallel blocks of rows when large. Each block
-/// adds its rows' biases right after its product, while they are in cache.
-fn product_rows(out: &mut [f32], w: &[f32], x: MatRef<'_>, bias: &[f32]) {
+/// `out[m, n] = act(w[m, k] · x[k, n] + bias[m])` (`x` row-major), in parallel blocks of rows
+/// when large. With `tiles` (`w` as [`product::panels`]) each block runs as the tiles of
+/// [`product`], which finish it in registers; without, as `matmul`, then the bias while the
+/// block is in cache, then the activation. Both give the same values.
+fn product_rows(
+    out: &mut [f32],
+    w: &[f32],
+    tiles: Option<&[f32]>,
+    x: MatRef<'_>,
+    bias: &[f32],
+    act: Activation,
+) {
     let (k, n) = (x.rows, x.cols);
+    debug_assert_eq!((x.row_stride, x.col_stride), (n, 1), "x is row-major");
     let m = bias.len();
-    let block = |out: &mut [f32], w: &[f32], bias: &[f32]| {
+    let block = |out: &mut [f32], first: usize, bias: &[f32]| {
         let rows = bias.len();
+        if let Some(panels) = tiles.filter(|_| product::sums_as_matmul(rows, k, n)) {
+            let panels = &panels[first * k..(first + rows).next_multiple_of(PANEL_ROWS) * k];
+            product::product(out, panels, &x.data[..k * n], k, bias, act);
+            return;
+        }
         matmul(
             MatMut::row_major(out, rows, n),
-            MatRef::row_major(w, rows, k),
+            MatRef::row_major(&w[first * k..(first + rows) * k], rows, k),
             x,
             false,
         );
         add_channel_bias(out, bias, n);
+        product::activate(act, out);
     };
     if m * n * k < PARALLEL_MACS || m <= ROW_BLOCK {
-        block(out, w, bias);
+        block(out, 0, bias);
     } else {
         // `gemm` packs the columns of `x` again for every call, so blocks are as large as
         // keeping [`ROW_PARTS`] of them allows; their size depends on the shape only. At most
         // 64 rows when there are at most 64 columns: past that `matmul` would cut a depth
-        // over 512 in two (see `depth_blocks`) where blocks of [`ROW_BLOCK`] rows do not.
-        let mut rows = m.div_ceil(ROW_PARTS).next_multiple_of(8).max(ROW_BLOCK);
+        // over 512 in two (see `depth_blocks`) where blocks of [`ROW_BLOCK`] rows do not. The
+        // tiles' blocks start on a panel.
+        let align = if tiles.is_some() { PANEL_ROWS } else { 8 };
+        let mut rows = m.div_ceil(ROW_PARTS).max(ROW_BLOCK).next_multiple_of(align);
         if n <= 64 {
-            rows = rows.min(64);
+            rows = rows.min(64 / align * align);
         }
         out.par_chunks_mut(rows * n)
-            .zip(w.par_chunks(rows * k))
             .zip(bias.par_chunks(rows))
-            .for_each(|((o, w), b)| block(o, w, b));
+            .enumerate()
+            .for_each(|(i, (o, b))| block(o, i * rows, b));
     }
 }
 
@@ -125,40 +144,65 @@ fn im2col(
     }
 }
 
-/// Any convolution: `x` is `[cin, h, w]`, `out` is `[cout, oh, ow]`, weight `[cout, cin/g, k, k]`.
+/// A conv layer's parameters as its kernels read them.
+pub struct ConvWeights<'a> {
+    /// `[cout, cin/g, k, k]`.
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    /// Where the weight is kept as [`product`]'s panels, group after group, made the first
+    /// time a product runs as tiles.
+    pub panels: &'a OnceLock<Vec<f32>>,
+}
+
+/// Any convolution, followed by `act`: `x` is `[cin, h, w]`, `out` is `[cout, oh, ow]`.
 pub fn conv2d(
     c: &Conv2d,
     x: &[f32],
     hw: (usize, usize),
-    weight: &[f32],
-    bias: &[f32],
+    p: &ConvWeights<'_>,
+    act: Activation,
     out: &mut [f32],
     ohw: (usize, usize),
 ) {
+    let (weight, bias) = (p.weight, p.bias);
     if c.is_depthwise() {
         depthwise(c, x, hw, weight, bias, out, ohw);
+        product::activate(act, out);
         return;
     }
     let (g, k) = (c.groups, c.kernel);
     let (cin_g, cout_g) = (c.in_channels / g, c.out_channels / g);
     let (in_plane, plane) = (hw.0 * hw.1, ohw.0 * ohw.1);
     let direct = k == 1 && c.stride == 1 && c.padding == 0;
-    let weights_per_group = cout_g * cin_g * k * k;
+    let depth = cin_g * k * k;
+    let weights_per_group = cout_g * depth;
+    let panels_per_group = cout_g.next_multiple_of(PANEL_ROWS) * depth;
+    let tiles = product::available().then(|| {
+        p.panels
+            .get_or_init(|| {
+                weight
+                    .chunks_exact(weights_per_group.max(1))
+                    .flat_map(|wg| product::panels(wg, cout_g, depth))
+                    .collect()
+            })
+            .as_slice()
+    });
     // `cols` is scratch for the receptive fields: `im2col` writes every element it holds.
     let run_group = |cols: &mut Vec<f32>, (group, og): (usize, &mut [f32])| {
         let xg = &x[group * cin_g * in_plane..(group + 1) * cin_g * in_plane];
         let rhs = if direct {
             MatRef::row_major(xg, cin_g, plane)
         } else {
-            cols.resize(cin_g * k * k * plane, 0.0);
+            cols.resize(depth * plane, 0.0);
             im2col(xg, cin_g, hw, c, ohw, cols);
-            MatRef::row_major(cols, cin_g * k * k, plane)
+            MatRef::row_major(cols, depth, plane)
         };
         let wg = &weight[group * weights_per_group..(group + 1) * weights_per_group];
+        let tg = tiles.map(|t| &t[group * panels_per_group..(group + 1) * panels_per_group]);
         let bg = &bias[group * cout_g..(group + 1) * cout_g];
-        product_rows(og, wg, rhs, bg);
+        product_rows(og, wg, tg, rhs, bg, act);
     };
-    if g > 1 && out.len() * cin_g * k * k >= PARALLEL_GROUP_MACS {
+    if g > 1 && out.len() * depth >= PARALLEL_GROUP_MACS {
         out.par_chunks_mut(cout_g * plane)
             .enumerate()
             .for_each_init(Vec::new, run_group);
@@ -184,14 +228,13 @@ pub fn patch_embed(
     c: &Conv2d,
     x: &[f32],
     hw: (usize, usize),
-    weight: &[f32],
-    bias: &[f32],
+    p: &ConvWeights<'_>,
     out: &mut [f32],
 ) {
     let ohw = (hw.0 / c.stride, hw.1 / c.stride);
     let tokens = ohw.0 * ohw.1;
     let mut channels_first = vec![0.0; c.out_channels * tokens];
-    conv2d(c, x, hw, weight, bias, &mut channels_first, ohw);
+    conv2d(c, x, hw, p, Activation::None, &mut channels_first, ohw);
     for t in 0..tokens {
         for d in 0..c.out_channels {
             out[t * c.out_channels + d] = channels_first[d * tokens + t];
@@ -694,14 +737,14 @@ mod tests {
             let w: Vec<f32> = (0..cout * cin_g * k * k).map(|_| rng.normal()).collect();
             let b: Vec<f32> = (0..cout).map(|_| rng.normal()).collect();
             let mut got = vec![f32::NAN; cout * plane];
-            conv2d(&c, &x, hw, &w, &b, &mut got, hw);
+            conv_plain(&c, &x, hw, &w, &b, &mut got, hw);
             let alone = Conv2d::same(cin_g, cout_g, k, 1);
             for g in 0..groups {
                 let mut want = vec![f32::NAN; cout_g * plane];
                 let wg = &w[g * cout_g * cin_g * k * k..(g + 1) * cout_g * cin_g * k * k];
                 let xg = &x[g * cin_g * plane..(g + 1) * cin_g * plane];
                 let bg = &b[g * cout_g..(g + 1) * cout_g];
-                conv2d(&alone, xg, hw, wg, bg, &mut want, hw);
+                conv_plain(&alone, xg, hw, wg, bg, &mut want, hw);
                 let gotg = &got[g * cout_g * plane..(g + 1) * cout_g * plane];
                 assert_eq!(
                     bits(gotg),
@@ -883,8 +926,9 @@ mod tests {
     }
 
     /// A conv's product in blocks of output channels gives, bit for bit, the sums of blocks of
-    /// [`ROW_BLOCK`] rows plus the bias: larger blocks change where `gemm` packs, never how a
-    /// sum is cut. B1's 1×1 convs at 7² (a depth past 512), 14² and 56², and odd shapes.
+    /// [`ROW_BLOCK`] rows plus the bias, through `matmul` or as tiles: larger blocks change
+    /// where `gemm` packs, never how a sum is cut. B1's 1×1 convs at 7² (a depth past 512), 14²
+    /// and 56², and odd shapes.
     #[test]
     fn product_in_row_blocks_sums_as_blocks_of_32_rows() {
         let mut rng = crate::rng::Rng::new(17);
@@ -902,7 +946,12 @@ mod tests {
             let bias: Vec<f32> = (0..m).map(|_| rng.normal()).collect();
             let x = MatRef::row_major(&x, k, n);
             let mut got = vec![f32::NAN; m * n];
-            product_rows(&mut got, &w, x, &bias);
+            product_rows(&mut got, &w, None, x, &bias, Activation::None);
+            let mut tiled = vec![f32::NAN; m * n];
+            if product::available() {
+                let panels = product::panels(&w, m, k);
+                product_rows(&mut tiled, &w, Some(&panels), x, &bias, Activation::None);
+            }
             let mut want = vec![f32::NAN; m * n];
             for ((o, w), b) in want
                 .chunks_mut(ROW_BLOCK * n)
@@ -915,6 +964,74 @@ mod tests {
                 add_channel_bias(o, b, n);
             }
             assert_eq!(bits(&got), bits(&want), "{m} × {k} × {n}");
+            if product::available() {
+                let diff = product::first_bit_difference(&tiled, &want);
+                assert_eq!(diff, None, "{m} × {k} × {n} as tiles");
+            }
+        }
+    }
+
+    /// [`conv2d`] without an activation, its weights' panels made for this call.
+    fn conv_plain(
+        c: &Conv2d,
+        x: &[f32],
+        hw: (usize, usize),
+        weight: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        ohw: (usize, usize),
+    ) {
+        let panels = OnceLock::new();
+        let p = ConvWeights {
+            weight,
+            bias,
+            panels: &panels,
+        };
+        conv2d(c, x, hw, &p, Activation::None, out, ohw);
+    }
+
+    /// A conv that applies a Hardswish gives, bit for bit, the conv and then the activation:
+    /// 1×1 (tiles where the CPU has them, in parallel blocks), grouped, through `im2col`, and
+    /// depthwise; the panels made by the first call serve the second.
+    #[test]
+    fn a_conv_with_its_activation_equals_the_conv_then_the_activation() {
+        let mut rng = crate::rng::Rng::new(23);
+        let cases = [
+            (Conv2d::same(32, 128, 1, 1), (56usize, 56usize)),
+            (Conv2d::same(256, 1024, 1, 1), (7, 7)),
+            (Conv2d::same(96, 96, 1, 1).with_groups(4), (28, 28)),
+            (Conv2d::same(3, 16, 3, 2), (32, 32)),
+            (Conv2d::depthwise(64, 3, 1), (14, 14)),
+            (Conv2d::same(20, 23, 1, 1), (5, 5)),
+        ];
+        for (c, hw) in cases {
+            let ohw = (hw.0.div_ceil(c.stride), hw.1.div_ceil(c.stride));
+            let x: Vec<f32> = (0..c.in_channels * hw.0 * hw.1)
+                .map(|_| 3.0 * rng.normal())
+                .collect();
+            let per_out = c.in_channels / c.groups * c.kernel * c.kernel;
+            let w: Vec<f32> = (0..c.out_channels * per_out)
+                .map(|_| rng.normal())
+                .collect();
+            let b: Vec<f32> = (0..c.out_channels).map(|_| rng.normal()).collect();
+            let len = c.out_channels * ohw.0 * ohw.1;
+            let mut want = vec![f32::NAN; len];
+            conv_plain(&c, &x, hw, &w, &b, &mut want, ohw);
+            want.iter_mut().for_each(|v| *v = hardswish(*v));
+            let panels = OnceLock::new();
+            let p = ConvWeights {
+                weight: &w,
+                bias: &b,
+                panels: &panels,
+            };
+            for round in 0..2 {
+                let mut got = vec![f32::NAN; len];
+                conv2d(&c, &x, hw, &p, Activation::Hardswish, &mut got, ohw);
+                let diff = product::first_bit_difference(&got, &want);
+                assert_eq!(diff, None, "{c:?} on {hw:?}, call {round}");
+            }
+            let tiled = product::available() && !c.is_depthwise();
+            assert_eq!(panels.get().is_some(), tiled, "{c:?}: panels made");
         }
     }
 
@@ -924,7 +1041,7 @@ mod tests {
         let x: Vec<f32> = (1..=16).map(|v| v as f32).collect();
         let c = Conv2d::same(1, 1, 3, 2);
         let mut out = vec![0.0; 4];
-        conv2d(&c, &x, (4, 4), &[1.0; 9], &[0.5], &mut out, (2, 2));
+        conv_plain(&c, &x, (4, 4), &[1.0; 9], &[0.5], &mut out, (2, 2));
         close(&out, &[14.5, 30.5, 57.5, 99.5]);
     }
 
@@ -933,7 +1050,7 @@ mod tests {
         // Two groups of two input channels; output 0 reads channels 0–1, output 1 channels 2–3.
         let c = Conv2d::same(4, 2, 1, 1).with_groups(2);
         let mut out = vec![0.0; 2];
-        conv2d(
+        conv_plain(
             &c,
             &[1.0, 2.0, 3.0, 4.0],
             (1, 1),
@@ -955,7 +1072,7 @@ mod tests {
         w[25 + 12] = 2.0;
         let c = Conv2d::depthwise(2, 5, 1);
         let mut out = vec![0.0; 18];
-        conv2d(&c, &x, (3, 3), &w, &[0.0, 1.0], &mut out, (3, 3));
+        conv_plain(&c, &x, (3, 3), &w, &[0.0, 1.0], &mut out, (3, 3));
         let mut expected = vec![45.0; 9];
         expected.extend((10..=18).map(|v| 2.0 * v as f32 + 1.0));
         close(&out, &expected);

@@ -8,6 +8,7 @@ pub mod depthwise;
 mod exp;
 mod gelu;
 mod kernels;
+pub mod product;
 
 use std::sync::{Arc, OnceLock};
 
@@ -21,7 +22,9 @@ use crate::tensor::Tensor;
 use crate::weights::{FoldedWeights, NodeParams};
 
 pub use gelu::gelu_in_place;
+use kernels::ConvWeights;
 pub use kernels::{gelu, hardswish};
+use product::Activation;
 
 std::thread_local! {
     static FORWARDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -42,6 +45,9 @@ pub struct PartialForward {
     batch: usize,
     /// Values no later node reads, for later nodes' outputs.
     spare: SpareBuffers<f32>,
+    /// Whether convs apply the activations they absorb ([`Fusions`]): only in a pass whose
+    /// transform does nothing, since the conv's own output is never stored.
+    fuse: bool,
 }
 
 /// A copy holds the values; spare buffers are not copied (a copy starts without).
@@ -52,6 +58,7 @@ impl Clone for PartialForward {
             next: self.next,
             batch: self.batch,
             spare: SpareBuffers::default(),
+            fuse: self.fuse,
         }
     }
 }
@@ -168,16 +175,80 @@ const ACTIVATION_RUN: usize = 1 << 14;
 pub struct FloatExecutor<'m> {
     graph: &'m Graph,
     params: &'m FoldedWeights,
-    weights_t: Transposes,
+    layouts: WeightLayouts,
+    fusions: Arc<Fusions>,
 }
 
-/// Per node, where a linear layer keeps its weight transposed (see `kernels::linear`): made
-/// by the first pass that needs it and shared by every later pass, by the executor's clones,
-/// and by executors made [`FloatExecutor::with_transposes`] over the same weights.
+/// Per node, its weight in the layout its kernel reads: a linear layer's transpose (see
+/// `kernels::linear`), a conv's panels (see [`product`]). Made by the first pass that needs it
+/// and shared by every later pass, by the executor's clones, and by executors made
+/// [`FloatExecutor::with_weight_layouts`] over the same weights.
 #[derive(Debug, Clone)]
-pub struct Transposes(Arc<[OnceLock<Vec<f32>>]>);
+pub struct WeightLayouts(Arc<[OnceLock<Vec<f32>>]>);
 
-impl Transposes {
+/// The Hardswish nodes whose conv applies them in its epilogue ([`product`]) in a plain
+/// forward pass: those that are the only reader of a conv's output (through a folded
+/// BatchNorm), so the value before the activation is never needed. The fused pass gives
+/// every node the same values, bit for bit.
+#[derive(Debug, Default)]
+struct Fusions {
+    /// Per conv, the activation node it absorbs.
+    activation_of: Vec<Option<NodeId>>,
+    /// Per activation node, the conv that applied it.
+    applied_by: Vec<Option<NodeId>>,
+}
+
+impl Fusions {
+    fn new(graph: &Graph, params: &FoldedWeights) -> Self {
+        let nodes = graph.nodes();
+        let source = sources(params, graph);
+        let mut readers: Vec<Vec<NodeId>> = vec![Vec::new(); nodes.len()];
+        for (id, n) in nodes.iter().enumerate() {
+            if source[id] != id {
+                continue; // a folded norm: its conv's value under another name
+            }
+            for &i in &n.inputs {
+                readers[source[i]].push(id);
+            }
+        }
+        let mut f = Fusions {
+            activation_of: vec![None; nodes.len()],
+            applied_by: vec![None; nodes.len()],
+        };
+        for (id, n) in nodes.iter().enumerate() {
+            let is_conv = matches!(
+                (&n.op, &params.nodes[id]),
+                (Op::Conv2d(_), NodeParams::Conv { .. })
+            );
+            if let ([a], true) = (readers[id].as_slice(), is_conv)
+                && nodes[*a].op == Op::Hardswish
+            {
+                f.activation_of[id] = Some(*a);
+                f.applied_by[*a] = Some(id);
+            }
+        }
+        f
+    }
+
+    fn activation(&self, id: NodeId) -> Activation {
+        match self.activation_of[id] {
+            Some(_) => Activation::Hardswish,
+            None => Activation::None,
+        }
+    }
+}
+
+/// For every node, the node whose value it reads as its own (a folded norm reads its conv's).
+fn sources(params: &FoldedWeights, graph: &Graph) -> Vec<NodeId> {
+    (0..graph.nodes().len())
+        .map(|id| match params.nodes[id] {
+            NodeParams::Folded => graph.nodes()[id].inputs[0],
+            _ => id,
+        })
+        .collect()
+}
+
+impl WeightLayouts {
     /// Empty slots for every node of `graph`.
     pub fn for_graph(graph: &Graph) -> Self {
         Self((0..graph.nodes().len()).map(|_| OnceLock::new()).collect())
@@ -195,26 +266,27 @@ impl Transposes {
 
 impl<'m> FloatExecutor<'m> {
     pub fn new(graph: &'m Graph, params: &'m FoldedWeights) -> Result<Self> {
-        Self::with_transposes(graph, params, Transposes::for_graph(graph))
+        Self::with_weight_layouts(graph, params, WeightLayouts::for_graph(graph))
     }
 
-    /// An executor that keeps its transposes in `weights_t`, for an owner that makes a short-
-    /// lived executor per pass over weights it holds (fake-quant): every pass after the first
-    /// then finds them made. `weights_t` must only ever have served executors over `params`
-    /// unchanged, since a transpose, once made, is never checked against its weight again.
-    pub fn with_transposes(
+    /// An executor that keeps its weight layouts in `layouts`, for an owner that makes a
+    /// short-lived executor per pass over weights it holds (fake-quant): every pass after the
+    /// first then finds them made. `layouts` must only ever have served executors over
+    /// `params` unchanged, since a layout, once made, is never checked against its weight
+    /// again.
+    pub fn with_weight_layouts(
         graph: &'m Graph,
         params: &'m FoldedWeights,
-        weights_t: Transposes,
+        layouts: WeightLayouts,
     ) -> Result<Self> {
         params.check_graph(graph)?;
-        if weights_t.0.len() != graph.nodes().len() {
+        if layouts.0.len() != graph.nodes().len() {
             return Err(Error::Graph {
                 model: graph.model.clone(),
                 layer: "linear weights".into(),
                 message: format!(
-                    "transposes kept for {} nodes, but the graph has {}",
-                    weights_t.0.len(),
+                    "weight layouts kept for {} nodes, but the graph has {}",
+                    layouts.0.len(),
                     graph.nodes().len()
                 ),
             });
@@ -222,7 +294,8 @@ impl<'m> FloatExecutor<'m> {
         Ok(Self {
             graph,
             params,
-            weights_t,
+            layouts,
+            fusions: Arc::new(Fusions::new(graph, params)),
         })
     }
 
@@ -233,7 +306,7 @@ impl<'m> FloatExecutor<'m> {
     /// Logits `[B, classes]` for images `[B, C, H, W]`.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         FORWARDS.with(|c| c.set(c.get() + 1));
-        self.forward_per_image(images, &|_, _| {})
+        self.forward_in_groups(images, &|_, _| {}, true)
     }
 
     /// As [`FloatExecutor::forward_transformed`], for a `transform` that treats every image of
@@ -241,6 +314,17 @@ impl<'m> FloatExecutor<'m> {
     /// runs in groups of images, a group per thread (`group_images`), each a whole pass with
     /// the spare buffers its thread kept (`with_kept_spares`), with the same logits.
     pub fn forward_per_image(&self, images: &Tensor, transform: &PerImage<'_>) -> Result<Tensor> {
+        self.forward_in_groups(images, transform, false)
+    }
+
+    /// [`FloatExecutor::forward_per_image`], with the activations its convs absorb applied in
+    /// their epilogues when `fuse` (for a `transform` that does nothing).
+    fn forward_in_groups(
+        &self,
+        images: &Tensor,
+        transform: &PerImage<'_>,
+        fuse: bool,
+    ) -> Result<Tensor> {
         self.check_input(images)?;
         let item = images.item_len();
         let groups: Vec<&[f32]> = images
@@ -254,6 +338,7 @@ impl<'m> FloatExecutor<'m> {
                 let mut shape = images.shape.clone();
                 shape[0] = data.len() / item;
                 let mut pass = self.pass_over(Tensor::new(shape, copy_into_kept(data)));
+                pass.fuse = fuse;
                 with_kept_spares(&mut pass, |pass| {
                     self.finish(pass, &mut |id, t| transform(id, t))
                 })
@@ -303,6 +388,7 @@ impl<'m> FloatExecutor<'m> {
             next: 0,
             batch,
             spare: SpareBuffers::default(),
+            fuse: false,
         }
     }
 
@@ -376,7 +462,11 @@ impl<'m> FloatExecutor<'m> {
         let (source, last_use) = self.lifetimes();
         for id in pass.next..until.min(nodes.len()) {
             let values = &mut pass.values;
-            if id > 0 && source[id] == id {
+            let applied_by = self.fusions.applied_by[id].filter(|_| pass.fuse);
+            if let Some(conv) = applied_by {
+                // Its conv applied it: the conv's value is this node's.
+                values[id] = values[conv].take();
+            } else if id > 0 && source[id] == id {
                 let input = nodes[id].inputs.first().map(|&i| source[i]);
                 let op = &nodes[id].op;
                 let out = match input {
@@ -397,7 +487,11 @@ impl<'m> FloatExecutor<'m> {
                             .iter()
                             .map(|&i| values[source[i]].as_ref().expect("computed before use"))
                             .collect();
-                        self.run_node(id, &inputs, pass.batch, &mut pass.spare)
+                        let activation = match pass.fuse {
+                            true => self.fusions.activation(id),
+                            false => Activation::None,
+                        };
+                        self.run_node(id, &inputs, pass.batch, activation, &mut pass.spare)
                     }
                 };
                 values[id] = Some(out);
@@ -438,12 +532,7 @@ impl<'m> FloatExecutor<'m> {
     /// never are).
     fn lifetimes(&self) -> (Vec<NodeId>, Vec<NodeId>) {
         let nodes = self.graph.nodes();
-        let source: Vec<NodeId> = (0..nodes.len())
-            .map(|id| match self.params.nodes[id] {
-                NodeParams::Folded => nodes[id].inputs[0],
-                _ => id,
-            })
-            .collect();
+        let source = sources(self.params, self.graph);
         let mut last_use: Vec<NodeId> = (0..nodes.len()).collect();
         for (id, n) in nodes.iter().enumerate() {
             for &i in &n.inputs {
@@ -459,6 +548,7 @@ impl<'m> FloatExecutor<'m> {
         id: NodeId,
         inputs: &[&Tensor],
         batch: usize,
+        activation: Activation,
         spare: &mut SpareBuffers<f32>,
     ) -> Tensor {
         let node = self.graph.node(id);
@@ -478,7 +568,8 @@ impl<'m> FloatExecutor<'m> {
                     x: &x,
                     input_shapes: &input_shapes,
                     out_shape: &node.shape,
-                    weight_t: &self.weights_t.0[id],
+                    layout: &self.layouts.0[id],
+                    activation,
                 };
                 run_image(&node.op, params, &image, o);
             });
@@ -492,8 +583,10 @@ struct Image<'a> {
     x: &'a [&'a [f32]],
     input_shapes: &'a [&'a [usize]],
     out_shape: &'a [usize],
-    /// Where a linear layer keeps its weight as `[in, out]` (see `kernels::linear`).
-    weight_t: &'a OnceLock<Vec<f32>>,
+    /// Where the node keeps its weight in its kernel's layout ([`WeightLayouts`]).
+    layout: &'a OnceLock<Vec<f32>>,
+    /// What a conv applies to its outputs ([`Fusions`]).
+    activation: Activation,
 }
 
 /// Runs one op on one image, writing every element of `out` (which holds a former value's
@@ -506,13 +599,22 @@ fn run_image(op: &Op, params: &NodeParams, image: &Image<'_>, out: &mut [f32]) {
             c,
             x[0],
             hw(input_shapes[0]),
-            weight,
-            bias,
+            &ConvWeights {
+                weight,
+                bias,
+                panels: image.layout,
+            },
+            image.activation,
             out,
             hw(out_shape),
         ),
         (Op::PatchEmbed(c), NodeParams::Conv { weight, bias }) => {
-            kernels::patch_embed(c, x[0], hw(input_shapes[0]), weight, bias, out)
+            let p = ConvWeights {
+                weight,
+                bias,
+                panels: image.layout,
+            };
+            kernels::patch_embed(c, x[0], hw(input_shapes[0]), &p, out)
         }
         (Op::BatchNorm2d { .. }, NodeParams::ChannelAffine { scale, shift }) => {
             let plane = input_shapes[0][1] * input_shapes[0][2];
@@ -522,7 +624,7 @@ fn run_image(op: &Op, params: &NodeParams, image: &Image<'_>, out: &mut [f32]) {
             x[0],
             l.in_features,
             weight,
-            image.weight_t,
+            image.layout,
             bias.as_deref(),
             out,
         ),

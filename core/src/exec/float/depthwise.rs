@@ -89,6 +89,10 @@ pub fn depthwise(
     out: &mut [f32],
     out_hw: (usize, usize),
 ) {
+    if super::depthwise_direct::applies(c, out_hw) {
+        super::depthwise_direct::depthwise(c, x, in_hw, weight, bias, out, out_hw);
+        return;
+    }
     let lanes = if out_hw.1 >= WIDE_LANES && has_avx512() {
         WIDE_LANES
     } else {

@@ -5,6 +5,7 @@
 //! calibration records its statistics.
 
 pub mod depthwise;
+mod depthwise_direct;
 mod exp;
 mod gelu;
 mod kernels;

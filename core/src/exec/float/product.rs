@@ -207,18 +207,12 @@ mod lanes {
         let three = _mm512_set1_ps(3.0);
         let six = _mm512_set1_ps(6.0);
         let zero = _mm512_setzero_ps();
-        // Constant bounds, so that every sum can stay a register.
-        #[allow(clippy::needless_range_loop)]
-        for r in 0..PANEL_ROWS {
-            if r >= tile.rows {
-                continue;
-            }
+        let mut finish_row = |r: usize, sums: [__m512; V]| {
             let at = out
                 .as_mut_ptr()
                 .wrapping_add((tile.row + r) * n + tile.column);
-            for v in 0..V {
-                let (s, mask) = (acc[r][v], tile.masks[v]);
-                let dst = at.wrapping_add(v * LANES);
+            for (v, &s) in sums.iter().enumerate() {
+                let (mask, dst) = (tile.masks[v], at.wrapping_add(v * LANES));
                 let mut s = if add {
                     _mm512_add_ps(unsafe { _mm512_maskz_loadu_ps(mask, dst) }, s)
                 } else {
@@ -238,6 +232,25 @@ mod lanes {
                 }
                 unsafe { _mm512_mask_storeu_ps(dst, mask, s) };
             }
+        };
+        // Row by row, written out, so that the sums stay registers: a loop over the rows kept
+        // them in a stack array, zeroed by a `memset` for every tile (3 % of B1's fp32 time).
+        let [r0, r1, r2, r3, r4, r5] = acc;
+        finish_row(0, r0);
+        if tile.rows > 1 {
+            finish_row(1, r1);
+        }
+        if tile.rows > 2 {
+            finish_row(2, r2);
+        }
+        if tile.rows > 3 {
+            finish_row(3, r3);
+        }
+        if tile.rows > 4 {
+            finish_row(4, r4);
+        }
+        if tile.rows > 5 {
+            finish_row(5, r5);
         }
     }
 }

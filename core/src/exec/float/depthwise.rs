@@ -89,8 +89,8 @@ pub fn depthwise(
     out: &mut [f32],
     out_hw: (usize, usize),
 ) {
-    if super::depthwise_direct::applies(c, out_hw) {
-        super::depthwise_direct::depthwise(c, x, in_hw, weight, bias, out, out_hw);
+    if super::depthwise_direct::applies(c, in_hw, out_hw) {
+        super::depthwise_direct::depthwise(c, x, in_hw, weight, bias, out);
         return;
     }
     let lanes = if out_hw.1 >= WIDE_LANES && has_avx512() {

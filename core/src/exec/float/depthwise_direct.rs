@@ -16,6 +16,8 @@
 //! bias. A masked lane's product is +0 times a (finite) weight, and adding a zero to a sum
 //! that started at +0 changes nothing.
 
+use std::sync::{Arc, Mutex};
+
 use rayon::prelude::*;
 
 use crate::graph::Conv2d;
@@ -64,7 +66,7 @@ pub fn depthwise(
     if plane == 0 {
         return;
     }
-    let masks = tap_masks((h, w), k);
+    let masks = tap_masks_for((h, w), k);
     let channel = |(ch, o): (usize, &mut [f32])| {
         let xc = &x[ch * plane..(ch + 1) * plane];
         let wc = &weight[ch * k * k..(ch + 1) * k * k];
@@ -87,6 +89,20 @@ pub fn depthwise(
     } else {
         out.par_chunks_mut(plane).enumerate().for_each(channel);
     }
+}
+
+/// [`tap_masks`] for this geometry, made once: a conv runs once per image, and making them
+/// costs as much as a small map's conv (a 112² map's 7,000 masks, 16 lanes each).
+fn tap_masks_for(hw: (usize, usize), k: usize) -> Arc<[u16]> {
+    type Made = Vec<(((usize, usize), usize), Arc<[u16]>)>;
+    static MADE: Mutex<Made> = Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, masks)) = made.iter().find(|(key, _)| *key == (hw, k)) {
+        return masks.clone();
+    }
+    let masks: Arc<[u16]> = tap_masks(hw, k).into();
+    made.push(((hw, k), masks.clone()));
+    masks
 }
 
 /// Per block of [`LANES`] outputs of an `h × w` plane, then per tap `(ky, kx)` of a `k × k`

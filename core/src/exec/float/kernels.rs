@@ -926,9 +926,9 @@ mod tests {
     }
 
     /// A conv's product in blocks of output channels gives, bit for bit, the sums of blocks of
-    /// [`ROW_BLOCK`] rows plus the bias, through `matmul` or as tiles: larger blocks change
-    /// where `gemm` packs, never how a sum is cut. B1's 1×1 convs at 7² (a depth past 512), 14²
-    /// and 56², and odd shapes.
+    /// [`ROW_BLOCK`] rows plus the bias (then the activation), through `matmul` or as tiles:
+    /// larger blocks change where `gemm` packs, never how a sum is cut. B1's 1×1 convs at 7² (a
+    /// depth past 512), 14² and 56², and odd shapes.
     #[test]
     fn product_in_row_blocks_sums_as_blocks_of_32_rows() {
         let mut rng = crate::rng::Rng::new(17);
@@ -967,6 +967,21 @@ mod tests {
             if product::available() {
                 let diff = product::first_bit_difference(&tiled, &want);
                 assert_eq!(diff, None, "{m} × {k} × {n} as tiles");
+            }
+            // With a Hardswish: applied after the bias on either path (the `matmul` one is
+            // what a CPU without AVX-512 runs).
+            let activated: Vec<f32> = want.iter().map(|&v| hardswish(v)).collect();
+            let panels = product::available().then(|| product::panels(&w, m, k));
+            for tiles in [None, panels.as_deref()] {
+                let mut got = vec![f32::NAN; m * n];
+                product_rows(&mut got, &w, tiles, x, &bias, Activation::Hardswish);
+                let diff = product::first_bit_difference(&got, &activated);
+                assert_eq!(
+                    diff,
+                    None,
+                    "{m} × {k} × {n} with a Hardswish, tiles {}",
+                    tiles.is_some()
+                );
             }
         }
     }

@@ -90,7 +90,7 @@ pub fn product(
     act: Activation,
 ) {
     let m = bias.len();
-    let n = if k == 0 { 0 } else { x.len() / k };
+    let n = x.len().checked_div(k).unwrap_or(0);
     assert!(available(), "the f32 tiles need AVX-512F");
     assert_eq!(x.len(), k * n, "x holds k = {k} rows");
     assert_eq!(out.len(), m * n, "out holds {m} rows of {n}");
@@ -192,14 +192,13 @@ mod lanes {
         let mut acc = [[_mm512_setzero_ps(); V]; PANEL_ROWS];
         let (w, mut xr) = (panel.as_ptr(), x.as_ptr().wrapping_add(tile.column));
         for t in 0..terms {
-            let mut xv = [_mm512_setzero_ps(); V];
-            for v in 0..V {
-                xv[v] = unsafe { _mm512_maskz_loadu_ps(tile.masks[v], xr.wrapping_add(v * LANES)) };
-            }
-            for r in 0..PANEL_ROWS {
+            let xv: [__m512; V] = std::array::from_fn(|v| unsafe {
+                _mm512_maskz_loadu_ps(tile.masks[v], xr.wrapping_add(v * LANES))
+            });
+            for (r, sums) in acc.iter_mut().enumerate() {
                 let wv = _mm512_set1_ps(unsafe { *w.add(t * PANEL_ROWS + r) });
-                for v in 0..V {
-                    acc[r][v] = _mm512_fmadd_ps(wv, xv[v], acc[r][v]);
+                for (s, &x) in sums.iter_mut().zip(&xv) {
+                    *s = _mm512_fmadd_ps(wv, x, *s);
                 }
             }
             xr = xr.wrapping_add(n);

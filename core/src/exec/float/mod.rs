@@ -284,7 +284,7 @@ impl<'m> FloatExecutor<'m> {
         if layouts.0.len() != graph.nodes().len() {
             return Err(Error::Graph {
                 model: graph.model.clone(),
-                layer: "linear weights".into(),
+                layer: "weight layouts".into(),
                 message: format!(
                     "weight layouts kept for {} nodes, but the graph has {}",
                     layouts.0.len(),
@@ -488,9 +488,10 @@ impl<'m> FloatExecutor<'m> {
                             .iter()
                             .map(|&i| values[source[i]].as_ref().expect("computed before use"))
                             .collect();
-                        let activation = match pass.fuse {
-                            true => self.fusions.activation(id),
-                            false => Activation::None,
+                        let activation = if pass.fuse {
+                            self.fusions.activation(id)
+                        } else {
+                            Activation::None
                         };
                         self.run_node(id, &inputs, pass.batch, activation, &mut pass.spare)
                     }

@@ -10,12 +10,12 @@
 //! Hardswish before its one store.
 //!
 //! The arithmetic is `gemm`'s, so the outputs are bit for bit those of
-//! [`matmul`](crate::exec::matmul::matmul) followed by the bias and the activation (tested): each
-//! sum starts at +0 and adds its products in order of `k` with one rounding each (fused
+//! [`matmul`](crate::exec::matmul::matmul) followed by the bias and the activation (tested):
+//! each sum starts at +0 and adds its products in order of `k` with one rounding each (fused
 //! multiply-adds); a long reduction is summed block by block as `gemm` cuts it
-//! ([`summation_blocks`]) and the blocks' sums added in order; the bias is added after the sum (not when it is +0: a sum
-//! of −0 keeps its sign, as the separate pass left it) and the activation is the definition's
-//! operations in lanes.
+//! ([`summation_blocks`]) and the blocks' sums added in order; the bias is added after the sum
+//! (not when it is +0: a sum of −0 keeps its sign, as the separate pass left it), and the
+//! activation is the definition's operations in lanes.
 
 use crate::exec::matmul::summation_blocks;
 

@@ -93,19 +93,12 @@ pub fn depthwise(
         super::depthwise_direct::depthwise(c, x, in_hw, weight, bias, out);
         return;
     }
-    let lanes = if out_hw.1 >= WIDE_LANES && has_avx512() {
+    let lanes = if out_hw.1 >= WIDE_LANES && super::has_avx512f() {
         WIDE_LANES
     } else {
         LANES
     };
     run_shape(&Shape::new(c, in_hw, out_hw, lanes), x, weight, bias, out);
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
 }
 
 /// [`depthwise`] for a shape whose blocks hold `shape.lanes` outputs ([`LANES`] or

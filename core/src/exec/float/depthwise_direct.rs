@@ -36,14 +36,7 @@ pub fn applies(c: &Conv2d, in_hw: (usize, usize), out_hw: (usize, usize)) -> boo
         && matches!(c.kernel, 3 | 5 | 7)
         && 2 * c.padding + 1 == c.kernel
         && in_hw == out_hw
-        && has_avx512()
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+        && super::has_avx512f()
 }
 
 /// The depthwise conv `c` of `x` (`[C, h, w]`) into `out` (`[C, h, w]`), for a conv that

@@ -31,6 +31,15 @@ std::thread_local! {
     static FORWARDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Whether the CPU has AVX-512F, which the tiles ([`product`]) and the wider depthwise kernels
+/// need.
+fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Passes of the float model (unquantized, [`FloatExecutor::forward`] or
 /// [`FloatExecutor::forward_observed`]) started on this thread: lets tests prove that work
 /// which must not run the float model (re-quantizing from saved statistics) does not.

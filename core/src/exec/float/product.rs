@@ -46,10 +46,7 @@ pub fn activate(act: Activation, values: &mut [f32]) {
 
 /// Whether this CPU runs [`product`] (AVX-512F).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::has_avx512f()
 }
 
 /// Whether [`product`] gives `matmul`'s sums for an `m × k × n` product: `gemm` runs its

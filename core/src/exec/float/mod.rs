@@ -196,10 +196,11 @@ pub struct FloatExecutor<'m> {
 #[derive(Debug, Clone)]
 pub struct WeightLayouts(Arc<[OnceLock<Vec<f32>>]>);
 
-/// The Hardswish nodes whose conv applies them in its epilogue ([`product`]) in a plain
-/// forward pass: those that are the only reader of a conv's output (through a folded
-/// BatchNorm), so the value before the activation is never needed. The fused pass gives
-/// every node the same values, bit for bit.
+/// The Hardswish nodes whose conv applies them as it makes its output, in a plain forward
+/// pass: in the tiles' epilogue ([`product`]), or over each row block or image while it is in
+/// cache. Those that are the only reader of a conv's output (through a folded BatchNorm), so
+/// the value before the activation is never needed. The fused pass gives every node the same
+/// values, bit for bit.
 #[derive(Debug, Default)]
 struct Fusions {
     /// Per conv, the activation node it absorbs.

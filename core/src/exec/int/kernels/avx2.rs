@@ -20,7 +20,7 @@ use super::{PANEL, PackedA, PackedB};
 /// Weight rows per tile.
 pub(super) const MR: usize = 6;
 /// The most columns of a last, part-filled half panel that run as dot products
-/// ([`dot_columns`]).
+/// ([`dots`]).
 #[cfg(target_arch = "x86_64")]
 const DOT_COLUMNS: usize = 2;
 
@@ -44,7 +44,7 @@ fn gemm_avx2(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
         true => b.cols / (PANEL / 2),
         false => b.cols.div_ceil(PANEL / 2),
     };
-    dot_columns(a, rows.clone(), b, halves * PANEL / 2..b.cols, out);
+    let columns = widened_columns(b, halves * PANEL / 2..b.cols);
     // `out` holds rows `rows` only: tiles write row `r` at `r − first`.
     let first = rows.start;
     let mut r = first;
@@ -60,6 +60,8 @@ fn gemm_avx2(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
                 _ => tile::<1>(a, b, out, first, r, h),
             }
         }
+        // The dot columns of these rows while their weights are in L1 (see `vnni`).
+        dots(a, r..r + mr, first, b.cols, &columns, out);
         r += mr;
     }
 }
@@ -119,41 +121,51 @@ fn tile<const M: usize>(
 }
 
 /// [`gemm`] of one column (`b.cols == 1`): each weight row a dot product with the column
-/// ([`dot_columns`]), where a tile would use one of its 8 columns.
+/// ([`dots`]), where a tile would use one of its 8 columns.
 #[cfg(target_arch = "x86_64")]
 pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     assert!(std::arch::is_x86_feature_detected!("avx2"));
     assert!(b.cols == 1 && a.k4 == b.k4 && rows.end <= a.rows && out.len() >= rows.len());
+    let first = rows.start;
     // SAFETY: AVX2 was checked just above.
-    unsafe { dot_columns(a, rows, b, 0..1, out) }
+    unsafe { dots(a, rows, first, 1, &widened_columns(b, 0..1), out) }
 }
 
-/// Columns `columns` of the product as dot products, in `vpmaddwd` on the rows'
-/// sign-extended quads ([`PackedA::quads16`], contiguous per row) and the column widened to
-/// i16 once: 16 MACs per instruction, as in a tile. `out` holds rows `rows` of all `b.cols`
-/// columns.
+/// Columns `columns` of `b`, each quad widened to four i16 in one i64 as the weight rows'
+/// quads are ([`PackedA::quads16`]): the operand [`dots`] multiplies them by.
+fn widened_columns(b: &PackedB, columns: Range<usize>) -> Vec<(usize, Vec<i64>)> {
+    columns
+        .map(|c| {
+            let x = (b.last_panel_column(c).iter())
+                .map(|q| q.to_le_bytes())
+                .map(|q| (0..4).fold(0u64, |v, j| v | (q[j] as u64) << (16 * j)) as i64)
+                .collect();
+            (c, x)
+        })
+        .collect()
+}
+
+/// Of rows `rows` of the product, the `columns` (widened by [`widened_columns`]) as dot
+/// products, in `vpmaddwd` on the rows' sign-extended quads (contiguous per row): 16 MACs
+/// per instruction, as in a tile. `out` holds rows from `first` on, of all `cols` columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dot_columns(
+fn dots(
     a: &PackedA,
     rows: Range<usize>,
-    b: &PackedB,
-    columns: Range<usize>,
+    first: usize,
+    cols: usize,
+    columns: &[(usize, Vec<i64>)],
     out: &mut [i32],
 ) {
-    assert!(a.k4 == b.k4 && rows.end <= a.rows && columns.end <= b.cols);
-    assert!(out.len() >= rows.len() * b.cols);
+    assert!(first <= rows.start && rows.end <= a.rows);
+    assert!(out.len() >= (rows.end - first) * cols);
     assert_eq!(a.quads16.len(), a.rows * a.k4);
-    for c in columns {
-        // Each quad widened to four i16 in one i64, as the rows' quads are.
-        let x: Vec<i64> = (b.last_panel_column(c).iter())
-            .map(|q| q.to_le_bytes())
-            .map(|q| (0..4).fold(0u64, |v, j| v | (q[j] as u64) << (16 * j)) as i64)
-            .collect();
-        assert_eq!(x.len(), a.k4);
-        // `dots` is callable safely: this function is compiled for the features it needs.
-        super::rows_by_four(rows.clone(), (c, b.cols), out, |r, n, sums| {
-            dots_of_rows!(dots, n, (a, r, &x, sums))
+    for (c, x) in columns {
+        assert!(*c < cols && x.len() == a.k4);
+        // `row_dots` is callable safely: this function is compiled for the features it needs.
+        super::rows_by_four(rows.clone(), first, (*c, cols), out, |r, n, sums| {
+            dots_of_rows!(row_dots, n, (a, r, x, sums))
         });
     }
 }
@@ -162,7 +174,7 @@ fn dot_columns(
 /// step masked.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dots<const R: usize>(a: &PackedA, r0: usize, x: &[i64], sums: &mut [i32; 4]) {
+fn row_dots<const R: usize>(a: &PackedA, r0: usize, x: &[i64], sums: &mut [i32; 4]) {
     let k4 = a.k4;
     assert!((r0 + R) * k4 <= a.quads16.len() && x.len() == k4);
     let mut acc = [_mm256_setzero_si256(); R];

@@ -360,16 +360,17 @@ pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &m
 
 /// A column's dot products, row after row: `dots(r, n, sums)` puts the sums of rows
 /// `r..r + n` (four, fewer at the end, so the column's loads serve four rows) in `sums[..n]`;
-/// row `r`'s goes to `out[(r − rows.start)·cols + c]`, its place in a `rows × cols` product.
+/// row `r`'s goes to `out[(r − first)·cols + c]`, its place in a product whose rows `out`
+/// holds from `first`.
 #[cfg(target_arch = "x86_64")]
 fn rows_by_four(
     rows: Range<usize>,
+    first: usize,
     (c, cols): (usize, usize),
     out: &mut [i32],
     mut dots: impl FnMut(usize, usize, &mut [i32; 4]),
 ) {
-    let first = rows.start;
-    let mut r = first;
+    let mut r = rows.start;
     while r < rows.end {
         let n = (rows.end - r).min(4);
         let mut sums = [0; 4];

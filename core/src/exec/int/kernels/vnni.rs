@@ -27,7 +27,7 @@ pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
 /// (19 of the 32 zmm registers). 4 × 2 (8 chains) held the Intel core to 36–51 % of its peak.
 #[cfg(target_arch = "x86_64")]
 pub(super) const MR: usize = 8;
-/// The most columns of a last, part-filled panel that run as dot products ([`dot_columns`]).
+/// The most columns of a last, part-filled panel that run as dot products ([`dots`]).
 #[cfg(target_arch = "x86_64")]
 const DOT_COLUMNS: usize = 4;
 /// Panels of 16 columns per tile.
@@ -51,9 +51,13 @@ fn gemm_vnni(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
         true => b.cols / PANEL,
         false => b.cols.div_ceil(PANEL),
     };
-    dot_columns(a, rows.clone(), b, panels * PANEL..b.cols, out);
+    let dot_columns = panels * PANEL..b.cols;
     // `out` holds rows `rows` only: tiles write row `r` at `r − first`.
     let first = rows.start;
+    if panels == 0 {
+        dots(a, rows, first, b, dot_columns, out);
+        return;
+    }
     // Every row tile sweeps a block of panels that stays in L1 while the weights stream past
     // it: a tile reads 2 activation vectors (128 bytes) but only 8 weight quads (32 bytes) per
     // step, so it is the activations that must not come from L2.
@@ -81,6 +85,12 @@ fn gemm_vnni(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
                 }
                 edge!(8, 7, 6, 5, 4, 3, 2, 1);
                 p += np;
+            }
+            // The dot columns of these rows in the last sweep, while their weights are in
+            // L1: a pass of their own had read every weight row again, from L2 or L3 (on
+            // B1's 7×7 maps one column in 49 then took 5 % of the integer executor's time).
+            if p_end == panels && !dot_columns.is_empty() {
+                dots(a, r..r + mr, first, b, dot_columns.clone(), out);
             }
             r += mr;
         }
@@ -135,7 +145,7 @@ fn tile<const M: usize, const N: usize>(
 }
 
 /// [`gemm`] of one column (`b.cols == 1`, a linear layer on one token, as the classifier
-/// heads are): each weight row a dot product with the column ([`dot_columns`]), where a tile
+/// heads are): each weight row a dot product with the column ([`dots`]), where a tile
 /// would use one of its panel's 16 columns.
 #[cfg(target_arch = "x86_64")]
 pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
@@ -144,30 +154,32 @@ pub fn gemv(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
             && std::arch::is_x86_feature_detected!("avx512vnni")
     );
     assert!(b.cols == 1 && a.k4 == b.k4 && rows.end <= a.rows && out.len() >= rows.len());
+    let first = rows.start;
     // SAFETY: the features were checked just above.
-    unsafe { dot_columns(a, rows, b, 0..1, out) }
+    unsafe { dots(a, rows, first, b, 0..1, out) }
 }
 
-/// Columns `columns` of the product as dot products: each weight row's quads (contiguous in
-/// [`PackedA`]) with the column's, gathered once, 64 MACs per `vpdpbusd` as in a full panel.
-/// `out` holds rows `rows` of all `b.cols` columns.
+/// Columns `columns` of rows `rows` of the product as dot products: each weight row's quads
+/// (contiguous in [`PackedA`]) with the column's, gathered once, 64 MACs per `vpdpbusd` as in
+/// a full panel. `out` holds rows from `first` on, of all `b.cols` columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
-fn dot_columns(
+fn dots(
     a: &PackedA,
     rows: Range<usize>,
+    first: usize,
     b: &PackedB,
     columns: Range<usize>,
     out: &mut [i32],
 ) {
-    assert!(a.k4 == b.k4 && rows.end <= a.rows && columns.end <= b.cols);
-    assert!(out.len() >= rows.len() * b.cols);
+    assert!(a.k4 == b.k4 && first <= rows.start && rows.end <= a.rows);
+    assert!(columns.end <= b.cols && out.len() >= (rows.end - first) * b.cols);
     assert_eq!(a.quads.len(), a.rows * a.k4);
     for c in columns {
         let x = b.last_panel_column(c);
-        // `dots` is callable safely: this function is compiled for the features it needs.
-        super::rows_by_four(rows.clone(), (c, b.cols), out, |r, n, sums| {
-            dots_of_rows!(dots, n, (a, r, x, sums))
+        // `row_dots` is callable safely: this function is compiled for the features it needs.
+        super::rows_by_four(rows.clone(), first, (c, b.cols), out, |r, n, sums| {
+            dots_of_rows!(row_dots, n, (a, r, x, sums))
         });
     }
 }
@@ -176,7 +188,7 @@ fn dot_columns(
 /// masked.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
-fn dots<const R: usize>(a: &PackedA, r0: usize, x: &[i32], sums: &mut [i32; 4]) {
+fn row_dots<const R: usize>(a: &PackedA, r0: usize, x: &[i32], sums: &mut [i32; 4]) {
     let k4 = a.k4;
     assert!((r0 + R) * k4 <= a.quads.len() && x.len() == k4);
     let mut acc = [_mm512_setzero_si512(); R];

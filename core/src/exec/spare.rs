@@ -176,6 +176,17 @@ pub fn resize_to_overwrite<T: Copy + Default>(buf: &mut Vec<T>, len: usize) {
     }
 }
 
+/// The first `len` elements of `buf`, for a caller that writes every one of them: a longer
+/// buffer keeps its length, so a scratch buffer that serves products of different sizes in
+/// turn is not zeroed again each time it grows back to a length it had (`Vec::resize` zeroes
+/// whatever it regrows: 0.6 % of EfficientViT-B1's integer time by `perf`).
+pub fn prefix_to_overwrite<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buf.len() < len {
+        resize_to_overwrite(buf, len);
+    }
+    &mut buf[..len]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +238,16 @@ mod tests {
         assert_eq!(buf, [0; 50]);
         let mut b = Buffer::from(vec![7u8; 3]);
         assert_eq!(b.overwrite(50), [0; 50]);
+    }
+
+    #[test]
+    fn a_prefix_leaves_the_buffer_its_length() {
+        let mut buf = vec![7u8; 4];
+        prefix_to_overwrite(&mut buf, 2).copy_from_slice(&[1, 2]);
+        // Cut to two, a later call for four would have zeroed the last two again.
+        assert_eq!(buf, [1, 2, 7, 7]);
+        assert_eq!(prefix_to_overwrite(&mut buf, 4), [1, 2, 7, 7]);
+        assert_eq!(prefix_to_overwrite(&mut buf, 6), [1, 2, 7, 7, 0, 0]);
+        assert_eq!(buf.len(), 6);
     }
 }

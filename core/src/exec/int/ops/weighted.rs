@@ -19,7 +19,7 @@ use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
-use crate::exec::spare::{Buffer, resize_to_overwrite};
+use crate::exec::spare::{Buffer, prefix_to_overwrite, resize_to_overwrite};
 use crate::exec::transpose::transpose_parallel;
 use crate::graph::Conv2d;
 
@@ -300,8 +300,8 @@ impl Weighted {
                         stride: conv.stride,
                         padding: conv.padding,
                     };
-                    // The kernel writes every accumulator: only a longer buffer is zeroed.
-                    acc.resize(channels.len() * p, 0);
+                    // The kernel writes every accumulator.
+                    let acc = prefix_to_overwrite(acc, channels.len() * p);
                     let x = &x[channels.start * plane..channels.end * plane];
                     let wb = &w[channels.start * kk..channels.end * kk];
                     depthwise(ctx.isa, &shape, x, &self.zero[channels.clone()], wb, acc);
@@ -336,9 +336,8 @@ impl Weighted {
                     .for_each(|(block, dst)| {
                         with_thread_accumulators(|acc| {
                             let rows = block * block_len..(block * block_len + block_len).min(o);
-                            // The product writes every accumulator: only a longer buffer is
-                            // zeroed.
-                            acc.resize(rows.len() * p, 0);
+                            // The product writes every accumulator.
+                            let acc = prefix_to_overwrite(acc, rows.len() * p);
                             gemm_rows(ctx.isa, a, rows.clone(), &b, acc);
                             for (i, oc) in rows.enumerate() {
                                 let r = i * p..(i + 1) * p;
@@ -355,8 +354,8 @@ impl Weighted {
                 // 384 or 768 channels into groups of 16, each too small to split alone).
                 let group = |s: &mut Scratch, (g, dst): (usize, &mut [i32])| {
                     let b = self.pack_group(ctx, x, g, s);
-                    s.acc.resize(cout_g * p, 0);
-                    gemm(ctx.isa, &groups[g], &b, &mut s.acc);
+                    let acc = prefix_to_overwrite(&mut s.acc, cout_g * p);
+                    gemm(ctx.isa, &groups[g], &b, acc);
                     s.packed = b.data;
                     for (r, dst) in dst.chunks_mut(p).enumerate() {
                         let acc = &s.acc[r * p..(r + 1) * p];

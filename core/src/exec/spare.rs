@@ -242,12 +242,14 @@ mod tests {
 
     #[test]
     fn a_prefix_leaves_the_buffer_its_length() {
-        let mut buf = vec![7u8; 4];
+        let mut buf = Vec::with_capacity(8);
+        buf.extend([7u8; 4]);
         prefix_to_overwrite(&mut buf, 2).copy_from_slice(&[1, 2]);
         // Cut to two, a later call for four would have zeroed the last two again.
         assert_eq!(buf, [1, 2, 7, 7]);
         assert_eq!(prefix_to_overwrite(&mut buf, 4), [1, 2, 7, 7]);
+        // Longer: grown as `resize_to_overwrite` grows it.
         assert_eq!(prefix_to_overwrite(&mut buf, 6), [1, 2, 7, 7, 0, 0]);
-        assert_eq!(buf.len(), 6);
+        assert_eq!(prefix_to_overwrite(&mut buf, 9), [0; 9]);
     }
 }

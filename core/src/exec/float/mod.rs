@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::exec::helper_threads::with_helper_threads;
-use crate::exec::spare::SpareBuffers;
+use crate::exec::spare::{Buffer, SpareBuffers};
 use crate::graph::{Graph, NodeId, Op};
 use crate::tensor::Tensor;
 use crate::weights::{FoldedWeights, NodeParams};
@@ -50,14 +50,58 @@ pub fn forwards_on_this_thread() -> usize {
 /// A forward pass stopped between two nodes: the values later nodes still read.
 #[derive(Debug)]
 pub struct PartialForward {
-    values: Vec<Option<Tensor>>,
+    values: Vec<Option<Value>>,
     next: NodeId,
     batch: usize,
     /// Values no later node reads, for later nodes' outputs.
     spare: SpareBuffers<f32>,
-    /// Whether convs apply the activations they absorb ([`Fusions`]): only in a pass whose
-    /// transform does nothing, since the conv's own output is never stored.
-    fuse: bool,
+    /// Whether the pass's transform does nothing: then it is not called, and convs apply the
+    /// activations they absorb ([`Fusions`]), since the conv's own output is never seen.
+    plain: bool,
+}
+
+/// A node's output within a pass: its shape, batch first, and its numbers in a [`Buffer`],
+/// which remembers what was written past them. A `Vec` cut to a value's length forgets it, so
+/// a spare that had held a small value was zeroed again to hold a large one (`memset`, 3.7 %
+/// of EfficientViT-B1's fp32 time at batch 8 by `perf`).
+#[derive(Debug)]
+struct Value {
+    shape: Vec<usize>,
+    data: Buffer<f32>,
+}
+
+impl Value {
+    fn new(shape: Vec<usize>, data: Buffer<f32>) -> Self {
+        assert_eq!(data.len(), shape.iter().product::<usize>(), "{shape:?}");
+        Self { shape, data }
+    }
+
+    /// The `i`-th image's numbers.
+    fn item(&self, i: usize) -> &[f32] {
+        let n: usize = self.shape[1..].iter().product();
+        &self.data[i * n..(i + 1) * n]
+    }
+
+    /// `transform(node, value)` on the value as a [`Tensor`] (whose `Vec` forgets what was
+    /// written past it: passes that transform their values give that up).
+    fn transformed(self, id: NodeId, transform: &mut dyn FnMut(NodeId, &mut Tensor)) -> Self {
+        let mut t = Tensor::new(self.shape, self.data.into_vec());
+        transform(id, &mut t);
+        Value::from(t)
+    }
+}
+
+impl From<Tensor> for Value {
+    fn from(t: Tensor) -> Self {
+        Self::new(t.shape, Buffer::from(t.data))
+    }
+}
+
+/// A copy holds the numbers only, not what was written past them.
+impl Clone for Value {
+    fn clone(&self) -> Self {
+        Self::new(self.shape.clone(), Buffer::from(self.data.to_vec()))
+    }
 }
 
 /// A copy holds the values; spare buffers are not copied (a copy starts without).
@@ -68,7 +112,7 @@ impl Clone for PartialForward {
             next: self.next,
             batch: self.batch,
             spare: SpareBuffers::default(),
-            fuse: self.fuse,
+            plain: self.plain,
         }
     }
 }
@@ -161,12 +205,12 @@ fn give_back_spares(spares: SpareBuffers<f32>) {
 }
 
 /// A copy of `values` in a buffer this thread kept.
-fn copy_into_kept(values: &[f32]) -> Vec<f32> {
+fn copy_into_kept(values: &[f32]) -> Buffer<f32> {
     let mut kept = KEPT.take();
     let mut copy = kept.take(values.len());
     copy.copy_from_slice(values);
     give_back_spares(kept);
-    copy.into_vec()
+    copy
 }
 
 /// Batches one after another, as one.
@@ -328,13 +372,13 @@ impl<'m> FloatExecutor<'m> {
         self.forward_in_groups(images, transform, false)
     }
 
-    /// [`FloatExecutor::forward_per_image`], with the activations its convs absorb applied in
-    /// their epilogues when `fuse` (for a `transform` that does nothing).
+    /// [`FloatExecutor::forward_per_image`]; a `plain` pass does not call `transform` (one
+    /// that does nothing), and its convs apply the activations they absorb.
     fn forward_in_groups(
         &self,
         images: &Tensor,
         transform: &PerImage<'_>,
-        fuse: bool,
+        plain: bool,
     ) -> Result<Tensor> {
         self.check_input(images)?;
         let item = images.item_len();
@@ -348,8 +392,8 @@ impl<'m> FloatExecutor<'m> {
             let logits = groups.par_iter().map(|data| {
                 let mut shape = images.shape.clone();
                 shape[0] = data.len() / item;
-                let mut pass = self.pass_over(Tensor::new(shape, copy_into_kept(data)));
-                pass.fuse = fuse;
+                let mut pass = self.pass_over(Value::new(shape, copy_into_kept(data)));
+                pass.plain = plain;
                 with_kept_spares(&mut pass, |pass| {
                     self.finish(pass, &mut |id, t| transform(id, t))
                 })
@@ -386,20 +430,20 @@ impl<'m> FloatExecutor<'m> {
     /// continuations from one shared prefix (the output-aware range search does).
     pub fn start(&self, images: &Tensor) -> Result<PartialForward> {
         self.check_input(images)?;
-        Ok(self.pass_over(images.clone()))
+        Ok(self.pass_over(Value::from(images.clone())))
     }
 
     /// A pass that has run no node yet over `images`, already checked.
-    fn pass_over(&self, images: Tensor) -> PartialForward {
+    fn pass_over(&self, images: Value) -> PartialForward {
         let batch = images.shape[0];
-        let mut values: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
+        let mut values: Vec<Option<Value>> = vec![None; self.graph.nodes().len()];
         values[0] = Some(images);
         PartialForward {
             values,
             next: 0,
             batch,
             spare: SpareBuffers::default(),
-            fuse: false,
+            plain: false,
         }
     }
 
@@ -413,7 +457,7 @@ impl<'m> FloatExecutor<'m> {
             .map(|data| {
                 let mut shape = images.shape.clone();
                 shape[0] = data.len() / item;
-                self.pass_over(Tensor::new(shape, data.to_vec()))
+                self.pass_over(Value::new(shape, Buffer::from(data.to_vec())))
             })
             .collect();
         Ok(GroupedForward { groups })
@@ -473,7 +517,7 @@ impl<'m> FloatExecutor<'m> {
         let (source, last_use) = self.lifetimes();
         for id in pass.next..until.min(nodes.len()) {
             let values = &mut pass.values;
-            let applied_by = self.fusions.applied_by[id].filter(|_| pass.fuse);
+            let applied_by = self.fusions.applied_by[id].filter(|_| pass.plain);
             if let Some(conv) = applied_by {
                 // Its conv applied it: the conv's value is this node's.
                 values[id] = values[conv].take();
@@ -493,12 +537,12 @@ impl<'m> FloatExecutor<'m> {
                         t
                     }
                     _ => {
-                        let inputs: Vec<&Tensor> = nodes[id]
+                        let inputs: Vec<&Value> = nodes[id]
                             .inputs
                             .iter()
                             .map(|&i| values[source[i]].as_ref().expect("computed before use"))
                             .collect();
-                        let activation = if pass.fuse {
+                        let activation = if pass.plain {
                             self.fusions.activation(id)
                         } else {
                             Activation::None
@@ -508,7 +552,10 @@ impl<'m> FloatExecutor<'m> {
                 };
                 values[id] = Some(out);
             }
-            transform(id, values[source[id]].as_mut().expect("just computed"));
+            if !pass.plain {
+                let value = values[source[id]].take().expect("just computed");
+                values[source[id]] = Some(value.transformed(id, transform));
+            }
             for &i in &nodes[id].inputs {
                 if last_use[source[i]] == id
                     && let Some(t) = values[source[i]].take()
@@ -534,7 +581,7 @@ impl<'m> FloatExecutor<'m> {
             .expect("the logits are kept");
         // Copied out, so that the buffer they lie in (taken for the logits of a group of
         // images, it may have held a map) serves the next pass.
-        let copy = Tensor::new(logits.shape.clone(), logits.data.clone());
+        let copy = Tensor::new(logits.shape.clone(), logits.data.to_vec());
         pass.spare.keep(logits.data);
         copy
     }
@@ -558,17 +605,17 @@ impl<'m> FloatExecutor<'m> {
     fn run_node(
         &self,
         id: NodeId,
-        inputs: &[&Tensor],
+        inputs: &[&Value],
         batch: usize,
         activation: Activation,
         spare: &mut SpareBuffers<f32>,
-    ) -> Tensor {
+    ) -> Value {
         let node = self.graph.node(id);
         let mut shape = vec![batch];
         shape.extend_from_slice(&node.shape);
         let len = shape.iter().product();
-        let mut out = Tensor::new(shape, spare.take(len).into_vec());
-        let item = out.item_len();
+        let mut out = Value::new(shape, spare.take(len));
+        let item = len / batch;
         let input_shapes = self.graph.input_shapes(id);
         let params = &self.params.nodes[id];
         out.data

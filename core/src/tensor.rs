@@ -54,4 +54,38 @@ impl Tensor {
         let n = self.item_len();
         &self.data[i * n..(i + 1) * n]
     }
+
+    /// The shape and numbers borrowed as a [`TensorMut`].
+    pub fn view_mut(&mut self) -> TensorMut<'_> {
+        TensorMut {
+            shape: &self.shape,
+            data: &mut self.data,
+        }
+    }
+}
+
+/// A batch's shape and numbers borrowed, to read or to rewrite in place: what the float
+/// executor hands the transforms and observers it calls with each node's output (it keeps its
+/// values in buffers that are not `Tensor`s, see `exec::float`).
+#[derive(Debug)]
+pub struct TensorMut<'a> {
+    pub shape: &'a [usize],
+    pub data: &'a mut [f32],
+}
+
+impl TensorMut<'_> {
+    /// Size of the first axis (the batch).
+    pub fn batch(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+
+    /// Elements per item of the first axis.
+    pub fn item_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+
+    /// An owned copy.
+    pub fn to_tensor(&self) -> Tensor {
+        Tensor::new(self.shape.to_vec(), self.data.to_vec())
+    }
 }

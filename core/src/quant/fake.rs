@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::eval::Classifier;
 use crate::exec::float::{FloatExecutor, WeightLayouts};
 use crate::graph::{Graph, NodeId};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorMut};
 use crate::weights::{FoldedWeights, NodeParams};
 
 /// Weights after quantization and dequantization, `Q(W ⊙ r)/r` per layer; biases stay in
@@ -62,7 +62,7 @@ pub(crate) fn points_by_node(graph: &Graph, plan: &QuantPlan) -> Vec<Vec<usize>>
 }
 
 /// Fake-quantizes a node's output (a batch) with the activation plans `points` in place.
-pub(crate) fn quantize_output(plan: &QuantPlan, points: &[usize], t: &mut Tensor) {
+pub(crate) fn quantize_output(plan: &QuantPlan, points: &[usize], t: &mut TensorMut) {
     if points.is_empty() {
         return;
     }
@@ -104,14 +104,14 @@ impl<'a> PreparedNodes<'a> {
     }
 
     /// [`quantize_output`] at node `id`, from the prepared points.
-    pub(crate) fn apply(&self, id: NodeId, t: &mut Tensor) {
+    pub(crate) fn apply(&self, id: NodeId, t: &mut TensorMut) {
         let points: Vec<&PreparedPoint> = self.at_node[id].iter().collect();
         apply_prepared(&points, t);
     }
 }
 
 /// Applies prepared points to every image of a batch in place.
-fn apply_prepared(points: &[&PreparedPoint], t: &mut Tensor) {
+fn apply_prepared(points: &[&PreparedPoint], t: &mut TensorMut) {
     if points.is_empty() {
         return;
     }
@@ -180,7 +180,7 @@ impl<'m> FakeQuantExecutor<'m> {
     pub fn forward_observed(
         &self,
         images: &Tensor,
-        observe: &mut dyn FnMut(NodeId, &Tensor),
+        observe: &mut dyn FnMut(NodeId, &TensorMut),
     ) -> Result<Tensor> {
         let float = self.float()?;
         float.forward_transformed(images, &mut |id, t| {

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::histogram::Histogram;
 use super::points::{Layout, Run};
-use crate::tensor::Tensor;
+use crate::tensor::TensorMut;
 
 /// Each channel's minimum and maximum so far, and whether it has seen a NaN (which `f32::min`
 /// would drop: calibration refuses it instead).
@@ -32,7 +32,7 @@ impl ChannelRanges {
     }
 
     /// Widens the ranges to every element `layout` owns in every image of `batch`.
-    pub fn record(&mut self, layout: &Layout, batch: &Tensor) {
+    pub fn record(&mut self, layout: &Layout, batch: &TensorMut) {
         let merged = in_parallel(
             batch,
             || Self::new(layout.channels),
@@ -158,7 +158,7 @@ pub struct PointHistograms {
 impl PointHistograms {
     /// Adds every element `layout` owns in every image of `batch` to its channel's histogram
     /// and to the whole tensor's.
-    pub fn record(&mut self, layout: &Layout, batch: &Tensor) {
+    pub fn record(&mut self, layout: &Layout, batch: &TensorMut) {
         let rules = Rules::of(self);
         let empty = || Counts {
             channels: vec![0; rules.channels.len() * rules.stride],
@@ -332,7 +332,7 @@ impl Counts {
 /// Folds the images of `batch` into records, one per thread's share of the images, and merges
 /// them: `None` for an empty batch.
 fn in_parallel<R: Send>(
-    batch: &Tensor,
+    batch: &TensorMut,
     empty: impl Fn() -> R + Send + Sync,
     merge: impl Fn(R, R) -> R + Send + Sync,
     record_image: impl Fn(&mut R, &[f32]) + Send + Sync,
@@ -358,6 +358,7 @@ fn in_parallel<R: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::Tensor;
 
     /// Channel `c`'s elements of one image, the slow way: every `(outer, c, inner)` index.
     fn channel_values(l: &Layout, item: &[f32], c: usize) -> Vec<f32> {
@@ -445,7 +446,7 @@ mod tests {
             let batches = [batch(5, &l, 1), batch(1, &l, 2), batch(8, &l, 3)];
             let mut ranges = ChannelRanges::new(l.channels);
             for b in &batches {
-                ranges.record(&l, b);
+                ranges.record(&l, &b.clone().view_mut());
             }
             let values = |c: usize| -> Vec<f32> {
                 batches
@@ -469,7 +470,7 @@ mod tests {
                 whole: Histogram::new(lo, hi, 64),
             };
             for b in &batches {
-                hist.record(&l, b);
+                hist.record(&l, &b.clone().view_mut());
             }
             let mut whole = Histogram::new(lo, hi, 64);
             for (c, h) in hist.channels.iter().enumerate() {
@@ -518,7 +519,7 @@ mod tests {
         let mut b = batch(3, l, 4);
         b.data[l.channels + 2] = f32::NAN;
         let mut ranges = ChannelRanges::new(l.channels);
-        ranges.record(l, &b);
+        ranges.record(l, &b.clone().view_mut());
         let got = ranges.ranges();
         assert!(got[2].0.is_nan() && got[2].1.is_nan());
         assert!(
@@ -539,7 +540,7 @@ mod tests {
                 .unwrap();
             pool.install(|| {
                 let mut r = ChannelRanges::new(l.channels);
-                r.record(l, &b);
+                r.record(l, &b.clone().view_mut());
                 let mut h = PointHistograms {
                     channels: r
                         .ranges()
@@ -548,7 +549,7 @@ mod tests {
                         .collect(),
                     whole: Histogram::new(-7.0, 20.0, 128),
                 };
-                h.record(l, &b);
+                h.record(l, &b.clone().view_mut());
                 (r, h)
             })
         };

@@ -20,7 +20,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::exec::float::FloatExecutor;
 use crate::graph::Graph;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorMut};
 use crate::weights::{FoldedWeights, NodeParams};
 
 pub const TENSOR_BINS: usize = 2048;
@@ -266,7 +266,7 @@ pub fn calibrate_until(
     let batch = batch.max(1);
 
     // One pass of the float model over the images, handing each point's tensor to `record`.
-    let mut pass = |first: usize, record: &mut dyn FnMut(usize, &Tensor)| -> Result<()> {
+    let mut pass = |first: usize, record: &mut dyn FnMut(usize, &TensorMut)| -> Result<()> {
         for start in (0..n).step_by(batch) {
             if cancel.load(std::sync::atomic::Ordering::Relaxed) {
                 return Error::field(&data.origin, "calibration", "cancelled");

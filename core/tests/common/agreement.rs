@@ -37,7 +37,7 @@ pub fn agreement(
     let fake = FakeQuantExecutor::new(graph, folded, plan).unwrap();
     let n = graph.nodes().len();
     let mut fake_values: Vec<Option<Tensor>> = vec![None; n];
-    fake.forward_observed(images, &mut |id, t| fake_values[id] = Some(t.clone()))
+    fake.forward_observed(images, &mut |id, t| fake_values[id] = Some(t.to_tensor()))
         .unwrap();
     let mut rows: Vec<Agreement> = program
         .points

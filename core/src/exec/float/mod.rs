@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::exec::helper_threads::with_helper_threads;
 use crate::exec::spare::{Buffer, SpareBuffers};
 use crate::graph::{Graph, NodeId, Op};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorMut};
 use crate::weights::{FoldedWeights, NodeParams};
 
 pub use gelu::gelu_in_place;
@@ -55,15 +55,15 @@ pub struct PartialForward {
     batch: usize,
     /// Values no later node reads, for later nodes' outputs.
     spare: SpareBuffers<f32>,
-    /// Whether the pass's transform does nothing: then it is not called, and convs apply the
-    /// activations they absorb ([`Fusions`]), since the conv's own output is never seen.
-    plain: bool,
+    /// Whether convs apply the activations they absorb ([`Fusions`]): only in a pass whose
+    /// transform does nothing, since the conv's own output is never stored.
+    fuse: bool,
 }
 
 /// A node's output within a pass: its shape, batch first, and its numbers in a [`Buffer`],
 /// which remembers what was written past them. A `Vec` cut to a value's length forgets it, so
 /// a spare that had held a small value was zeroed again to hold a large one (`memset`, 3.7 %
-/// of EfficientViT-B1's fp32 time at batch 8 by `perf`).
+/// of EfficientViT-B1's fp32 time at batch 8 by `perf`); transforms see it as a [`TensorMut`].
 #[derive(Debug)]
 struct Value {
     shape: Vec<usize>,
@@ -82,12 +82,12 @@ impl Value {
         &self.data[i * n..(i + 1) * n]
     }
 
-    /// `transform(node, value)` on the value as a [`Tensor`] (whose `Vec` forgets what was
-    /// written past it: passes that transform their values give that up).
-    fn transformed(self, id: NodeId, transform: &mut dyn FnMut(NodeId, &mut Tensor)) -> Self {
-        let mut t = Tensor::new(self.shape, self.data.into_vec());
-        transform(id, &mut t);
-        Value::from(t)
+    /// The value to read or rewrite in place.
+    fn view(&mut self) -> TensorMut<'_> {
+        TensorMut {
+            shape: &self.shape,
+            data: &mut self.data,
+        }
     }
 }
 
@@ -112,7 +112,7 @@ impl Clone for PartialForward {
             next: self.next,
             batch: self.batch,
             spare: SpareBuffers::default(),
-            plain: self.plain,
+            fuse: self.fuse,
         }
     }
 }
@@ -142,7 +142,7 @@ fn group_images(batch: usize, threads: usize) -> usize {
 }
 
 /// A per-image transform of a node's output (see [`FloatExecutor::forward_per_image`]).
-pub type PerImage<'a> = dyn Fn(NodeId, &mut Tensor) + Sync + 'a;
+pub type PerImage<'a> = dyn Fn(NodeId, &mut TensorMut) + Sync + 'a;
 
 /// A forward pass whose batch runs in groups of [`GROUP_IMAGES`] images, each through the
 /// network on its own and the groups in parallel. Every op treats each image on its own, so
@@ -372,13 +372,13 @@ impl<'m> FloatExecutor<'m> {
         self.forward_in_groups(images, transform, false)
     }
 
-    /// [`FloatExecutor::forward_per_image`]; a `plain` pass does not call `transform` (one
-    /// that does nothing), and its convs apply the activations they absorb.
+    /// [`FloatExecutor::forward_per_image`], with the activations its convs absorb applied in
+    /// their epilogues when `fuse` (for a `transform` that does nothing).
     fn forward_in_groups(
         &self,
         images: &Tensor,
         transform: &PerImage<'_>,
-        plain: bool,
+        fuse: bool,
     ) -> Result<Tensor> {
         self.check_input(images)?;
         let item = images.item_len();
@@ -393,7 +393,7 @@ impl<'m> FloatExecutor<'m> {
                 let mut shape = images.shape.clone();
                 shape[0] = data.len() / item;
                 let mut pass = self.pass_over(Value::new(shape, copy_into_kept(data)));
-                pass.plain = plain;
+                pass.fuse = fuse;
                 with_kept_spares(&mut pass, |pass| {
                     self.finish(pass, &mut |id, t| transform(id, t))
                 })
@@ -407,7 +407,7 @@ impl<'m> FloatExecutor<'m> {
     pub fn forward_observed(
         &self,
         images: &Tensor,
-        observe: &mut dyn FnMut(NodeId, &Tensor),
+        observe: &mut dyn FnMut(NodeId, &TensorMut),
     ) -> Result<Tensor> {
         FORWARDS.with(|c| c.set(c.get() + 1));
         self.forward_transformed(images, &mut |id, t| observe(id, t))
@@ -419,7 +419,7 @@ impl<'m> FloatExecutor<'m> {
     pub fn forward_transformed(
         &self,
         images: &Tensor,
-        transform: &mut dyn FnMut(NodeId, &mut Tensor),
+        transform: &mut dyn FnMut(NodeId, &mut TensorMut),
     ) -> Result<Tensor> {
         let mut pass = self.start(images)?;
         Ok(self.finish(&mut pass, transform))
@@ -443,7 +443,7 @@ impl<'m> FloatExecutor<'m> {
             next: 0,
             batch,
             spare: SpareBuffers::default(),
-            plain: false,
+            fuse: false,
         }
     }
 
@@ -511,13 +511,13 @@ impl<'m> FloatExecutor<'m> {
         &self,
         pass: &mut PartialForward,
         until: NodeId,
-        transform: &mut dyn FnMut(NodeId, &mut Tensor),
+        transform: &mut dyn FnMut(NodeId, &mut TensorMut),
     ) {
         let nodes = self.graph.nodes();
         let (source, last_use) = self.lifetimes();
         for id in pass.next..until.min(nodes.len()) {
             let values = &mut pass.values;
-            let applied_by = self.fusions.applied_by[id].filter(|_| pass.plain);
+            let applied_by = self.fusions.applied_by[id].filter(|_| pass.fuse);
             if let Some(conv) = applied_by {
                 // Its conv applied it: the conv's value is this node's.
                 values[id] = values[conv].take();
@@ -542,7 +542,7 @@ impl<'m> FloatExecutor<'m> {
                             .iter()
                             .map(|&i| values[source[i]].as_ref().expect("computed before use"))
                             .collect();
-                        let activation = if pass.plain {
+                        let activation = if pass.fuse {
                             self.fusions.activation(id)
                         } else {
                             Activation::None
@@ -552,10 +552,10 @@ impl<'m> FloatExecutor<'m> {
                 };
                 values[id] = Some(out);
             }
-            if !pass.plain {
-                let value = values[source[id]].take().expect("just computed");
-                values[source[id]] = Some(value.transformed(id, transform));
-            }
+            transform(
+                id,
+                &mut values[source[id]].as_mut().expect("just computed").view(),
+            );
             for &i in &nodes[id].inputs {
                 if last_use[source[i]] == id
                     && let Some(t) = values[source[i]].take()
@@ -571,7 +571,7 @@ impl<'m> FloatExecutor<'m> {
     pub fn finish(
         &self,
         pass: &mut PartialForward,
-        transform: &mut dyn FnMut(NodeId, &mut Tensor),
+        transform: &mut dyn FnMut(NodeId, &mut TensorMut),
     ) -> Tensor {
         let last = self.graph.nodes().len() - 1;
         self.advance(pass, last + 1, transform);

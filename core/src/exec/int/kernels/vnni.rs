@@ -87,8 +87,7 @@ fn gemm_vnni(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
                 p += np;
             }
             // The dot columns of these rows in the last sweep, while their weights are in
-            // L1: a pass of their own had read every weight row again, from L2 or L3 (on
-            // B1's 7×7 maps one column in 49 then took 5 % of the integer executor's time).
+            // L1, rather than in a pass of their own over every weight row again.
             if p_end == panels && !dot_columns.is_empty() {
                 dots(a, r..r + mr, first, b, dot_columns.clone(), out);
             }

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::depthwise::depthwise;
 use super::exp::exp_shifted;
 use super::product::{self, Activation, PANEL_ROWS};
+use super::widest::in_widest_lanes;
 use crate::exec::matmul::{MatMut, MatRef, matmul};
 use crate::exec::transpose::transpose;
 use crate::graph::Conv2d;
@@ -215,11 +216,16 @@ pub fn conv2d(
 }
 
 fn add_channel_bias(out: &mut [f32], bias: &[f32], plane: usize) {
-    for (o, b) in out.chunks_mut(plane).zip(bias) {
-        if *b != 0.0 {
-            o.iter_mut().for_each(|v| *v += b);
-        }
-    }
+    in_widest_lanes(
+        #[inline(always)]
+        || {
+            for (o, b) in out.chunks_mut(plane).zip(bias) {
+                if *b != 0.0 {
+                    o.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        },
+    )
 }
 
 /// DeiT's patch embedding: a stride-`p` `p×p` conv whose `[D, gh, gw]` output is laid out as
@@ -282,9 +288,14 @@ pub fn linear(
             false,
         );
         if let Some(b) = bias {
-            for row in o.chunks_mut(out_features) {
-                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-            }
+            in_widest_lanes(
+                #[inline(always)]
+                || {
+                    for row in o.chunks_mut(out_features) {
+                        row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                    }
+                },
+            );
         }
     };
     if tokens == 1 && in_features * out_features >= PARALLEL_MACS {
@@ -341,19 +352,34 @@ pub fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// LayerNorm over each row of `dim` values (statistics in f64), the rows in parallel when
 /// there are many values.
 pub fn layer_norm(x: &[f32], dim: usize, eps: f64, weight: &[f32], bias: &[f32], out: &mut [f32]) {
-    let rows = |(x, out): (&[f32], &mut [f32])| {
-        // `Iterator::sum`'s fold, which starts at −0.
-        let means = row_sums(x, dim, -0.0, |_, v| v as f64).map(|s| s / dim as f64);
-        let vars = row_sums(x, dim, -0.0, |r, v| (v as f64 - means[r]).powi(2));
-        for (r, (row, o)) in x.chunks(dim).zip(out.chunks_mut(dim)).enumerate() {
-            let (mean, var) = (means[r], vars[r] / dim as f64);
-            let inv = 1.0 / (var + eps).sqrt();
-            for i in 0..dim {
-                o[i] = ((row[i] as f64 - mean) * inv) as f32 * weight[i] + bias[i];
-            }
+    by_rows(
+        x,
+        dim,
+        out,
+        #[inline(always)]
+        |(x, out)| layer_norm_rows(x, dim, eps, (weight, bias), out),
+    );
+}
+
+/// [`layer_norm`] of one group of rows (inlined into [`by_rows`]'s widest lanes).
+#[inline(always)]
+fn layer_norm_rows(
+    x: &[f32],
+    dim: usize,
+    eps: f64,
+    (weight, bias): (&[f32], &[f32]),
+    out: &mut [f32],
+) {
+    // `Iterator::sum`'s fold, which starts at −0.
+    let means = row_sums(x, dim, -0.0, |_, v| v as f64).map(|s| s / dim as f64);
+    let vars = row_sums(x, dim, -0.0, |r, v| (v as f64 - means[r]).powi(2));
+    for (r, (row, o)) in x.chunks(dim).zip(out.chunks_mut(dim)).enumerate() {
+        let (mean, var) = (means[r], vars[r] / dim as f64);
+        let inv = 1.0 / (var + eps).sqrt();
+        for i in 0..dim {
+            o[i] = ((row[i] as f64 - mean) * inv) as f32 * weight[i] + bias[i];
         }
-    };
-    by_rows(x, dim, out, rows);
+    }
 }
 
 /// Rows per call of [`by_rows`]'s `f`: enough for a step that runs one sum per row in order to
@@ -361,12 +387,19 @@ pub fn layer_norm(x: &[f32], dim: usize, eps: f64, weight: &[f32], bias: &[f32],
 const ROW_GROUP: usize = 8;
 
 /// `f(rows of x, the same rows of out)` for every group of up to [`ROW_GROUP`] rows of `dim`
-/// values, the groups in parallel when there are many values.
+/// values, compiled for the widest lanes (`f` should call an `#[inline(always)]` body, which
+/// then is too), the groups in parallel when there are many values.
 fn by_rows(x: &[f32], dim: usize, out: &mut [f32], f: impl Fn((&[f32], &mut [f32])) + Sync + Send) {
     if dim == 0 {
         return;
     }
     let group = ROW_GROUP * dim;
+    let f = |rows| {
+        in_widest_lanes(
+            #[inline(always)]
+            || f(rows),
+        )
+    };
     if x.len() >= PARALLEL_ROWS_VALUES {
         x.par_chunks(group)
             .zip(out.par_chunks_mut(group))
@@ -403,22 +436,33 @@ pub fn gelu(v: f32) -> f32 {
 
 /// Softmax over each row of `n` values, the rows in parallel when there are many values.
 pub fn softmax(x: &[f32], n: usize, out: &mut [f32]) {
-    by_rows(x, n, out, |(x, out)| {
-        for (row, o) in x.chunks(n).zip(out.chunks_mut(n)) {
-            exp_shifted(row, row_max(row), o);
-        }
-        let sums = row_sums(out, n, 0.0, |_, e| e as f64);
-        for (o, sum) in out.chunks_mut(n).zip(sums) {
-            let inv = (1.0 / sum) as f32;
-            o.iter_mut().for_each(|v| *v *= inv);
-        }
-    });
+    by_rows(
+        x,
+        n,
+        out,
+        #[inline(always)]
+        |(x, out)| softmax_rows(x, n, out),
+    );
+}
+
+/// [`softmax`] of one group of rows (inlined into [`by_rows`]'s widest lanes).
+#[inline(always)]
+fn softmax_rows(x: &[f32], n: usize, out: &mut [f32]) {
+    for (row, o) in x.chunks(n).zip(out.chunks_mut(n)) {
+        exp_shifted(row, row_max(row), o);
+    }
+    let sums = row_sums(out, n, 0.0, |_, e| e as f64);
+    for (o, sum) in out.chunks_mut(n).zip(sums) {
+        let inv = (1.0 / sum) as f32;
+        o.iter_mut().for_each(|v| *v *= inv);
+    }
 }
 
 /// For each row `r` of a group of rows of `n` values (see [`by_rows`]),
 /// `fold(init, |sum, v| sum + term(r, v))` over the row in order, in f64, as the definitions
 /// have it: the rows side by side when the group is whole, since one row's additions each
 /// wait on the one before.
+#[inline(always)]
 fn row_sums(x: &[f32], n: usize, init: f64, term: impl Fn(usize, f32) -> f64) -> [f64; ROW_GROUP] {
     let mut sums = [init; ROW_GROUP];
     if x.len() == ROW_GROUP * n {
@@ -438,6 +482,7 @@ fn row_sums(x: &[f32], n: usize, init: f64, term: impl Fn(usize, f32) -> f64) ->
 /// A row's largest value, NaN left out, as `fold(−∞, f32::max)` gives it, in lanes. Which
 /// zero it returns when `±0` is largest may differ, and does not matter to Softmax:
 /// `v − (±0)` is the same for every `v` but `−0`, whose `e^(±0)` is 1 either way.
+#[inline(always)]
 fn row_max(row: &[f32]) -> f32 {
     // `v > m ? v : m` keeps `m` when `v` is NaN, and is one `vmaxps` per lane.
     let max = |m: f32, v: f32| if v > m { v } else { m };
@@ -614,12 +659,10 @@ pub fn linear_attention_query(
 pub fn linear_attention_normalize(x: &[f32], heads: usize, d: usize, eps: f32, out: &mut [f32]) {
     let n = x.len() / (heads * (d + 1)).max(1);
     let head = |(head, o): (&[f32], &mut [f32])| {
-        let divisor = &head[d * n..];
-        for (o, dividends) in o.chunks_mut(n).zip(head.chunks(n)) {
-            for ((o, &num), &den) in o.iter_mut().zip(dividends).zip(divisor) {
-                *o = num / (den + eps);
-            }
-        }
+        in_widest_lanes(
+            #[inline(always)]
+            || divide_head(head, d, n, eps, o),
+        )
     };
     if n == 0 || d == 0 {
         return;
@@ -631,6 +674,18 @@ pub fn linear_attention_normalize(x: &[f32], heads: usize, d: usize, eps: f32, o
         x.chunks((d + 1) * n)
             .zip(out.chunks_mut(d * n))
             .for_each(head);
+    }
+}
+
+/// One head of [`linear_attention_normalize`]: its `d` rows of dividends over its last row
+/// plus `eps` (inlined into the widest lanes).
+#[inline(always)]
+fn divide_head(head: &[f32], d: usize, n: usize, eps: f32, o: &mut [f32]) {
+    let divisor = &head[d * n..];
+    for (o, dividends) in o.chunks_mut(n).zip(head.chunks(n)) {
+        for ((o, &num), &den) in o.iter_mut().zip(dividends).zip(divisor) {
+            *o = num / (den + eps);
+        }
     }
 }
 

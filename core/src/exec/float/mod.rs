@@ -10,6 +10,7 @@ mod exp;
 mod gelu;
 mod kernels;
 pub mod product;
+mod widest;
 
 use std::sync::{Arc, OnceLock};
 

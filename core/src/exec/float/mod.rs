@@ -696,11 +696,14 @@ fn run_image(op: &Op, params: &NodeParams, image: &Image<'_>, out: &mut [f32]) {
             activate(op, out);
         }
         (Op::Softmax, _) => kernels::softmax(x[0], *input_shapes[0].last().expect("rank ≥ 1"), out),
-        (Op::Add, _) => {
-            for ((o, a), b) in out.iter_mut().zip(x[0]).zip(x[1]) {
-                *o = a + b;
-            }
-        }
+        (Op::Add, _) => widest::in_widest_lanes(
+            #[inline(always)]
+            || {
+                for ((o, a), b) in out.iter_mut().zip(x[0]).zip(x[1]) {
+                    *o = a + b;
+                }
+            },
+        ),
         (Op::Concat, _) => {
             out[..x[0].len()].copy_from_slice(x[0]);
             out[x[0].len()..].copy_from_slice(x[1]);

@@ -962,6 +962,7 @@ impl Compiler<'_> {
             lift,
             table: None,
             hardswish: Vec::new(),
+            requant: Vec::new(),
             output,
         }
         .with_lanes())

@@ -12,8 +12,8 @@ use super::super::code_table::CodeTable;
 use super::super::kernels::depthwise::{DwShape, depthwise};
 use super::super::kernels::pack::{Windows, im2col_plane, pack_rows, pack_tokens};
 use super::super::kernels::requant::{
-    FastHardswish, NarrowHardswish, WideHardswish, hardswish, hardswish_narrow, hardswish_wide,
-    lookup, lookup_within,
+    Fast, FastHardswish, NarrowHardswish, WideHardswish, hardswish, hardswish_narrow,
+    hardswish_wide, lookup, lookup_within, requant,
 };
 use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
@@ -139,6 +139,10 @@ pub struct Weighted {
     /// A Hardswish output's epilogue in lanes per output channel, where its constants allow
     /// (built by [`Weighted::with_lanes`]; empty for other outputs).
     pub hardswish: Vec<Option<HardswishLanes>>,
+    /// A plain output's requantization per output channel, its bias folded in, where its
+    /// constants allow (built by [`Weighted::with_lanes`]; empty for other outputs): found per
+    /// call, in i128, they had cost as much as the requantization of a 7×7 map's 49 values.
+    pub requant: Vec<Option<Fast>>,
 }
 
 /// One output channel's Hardswish epilogue in lanes, its constants found once at compile time
@@ -155,8 +159,9 @@ pub enum HardswishLanes {
 }
 
 impl Weighted {
-    /// The layer with the per-channel constants its epilogue runs on: the code table, or
-    /// each channel's Hardswish in lanes (32-bit where `FastHardswish::narrow` allows).
+    /// The layer with the per-channel constants its epilogue runs on: the code table, each
+    /// channel's Hardswish in lanes (32-bit where `FastHardswish::narrow` allows), or each
+    /// channel's plain requantization.
     pub fn with_lanes(mut self) -> Self {
         self.table = CodeTable::for_output(&self.output);
         self.hardswish = match (&self.output, &self.table) {
@@ -169,6 +174,12 @@ impl Weighted {
                         (None, None) => HardswishLanes::Long(fast),
                     })
                 })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.requant = match &self.output {
+            Output::Epilogue(Epilogue::Plain(Encoder::Linear(r))) => (0..self.out_channels)
+                .map(|oc| r.fast(oc, self.emit_bias(oc)))
                 .collect(),
             _ => Vec::new(),
         };
@@ -401,6 +412,9 @@ impl Weighted {
             Some(Some(HardswishLanes::Long(h))) => return hardswish(ctx.isa, h, acc, dst),
             _ => {}
         }
+        if let Some(Some(f)) = self.requant.get(oc) {
+            return requant(ctx.isa, f, acc, dst);
+        }
         match (&self.output, &self.table) {
             (Output::Epilogue(Epilogue::Hardswish { to_t, .. }), Some(table)) => {
                 match to_t.fast(oc, bias) {
@@ -593,6 +607,7 @@ mod tests {
             lift: 0,
             table: None,
             hardswish: Vec::new(),
+            requant: Vec::new(),
             output,
         }
         .with_lanes()
@@ -722,6 +737,29 @@ mod tests {
             );
             check_emit(&w);
         }
+    }
+
+    /// A plain output's requantization, its constants found once per channel with the
+    /// channel's bias folded in, gives the definition's codes.
+    #[test]
+    fn plain_requantization_in_lanes_equals_the_definition() {
+        let out = Encoding::Linear {
+            zero: vec![40, 0, 200],
+            offset: vec![0.0; 3],
+            scale: vec![0.031, 0.02, 0.05],
+            qmin: 0,
+            qmax: 255,
+        };
+        let scales = [1.1e-4, 0.9e-4, 1.3e-4];
+        let e =
+            Epilogue::new(Activation::None, &scales, &[0.0, 0.01, -0.02], &out, 3, "y").unwrap();
+        let w = layer(Output::Epilogue(e));
+        assert_eq!(w.requant.len(), 3);
+        assert!(
+            w.requant.iter().all(Option::is_some),
+            "every channel in lanes"
+        );
+        check_emit(&w);
     }
 
     #[test]

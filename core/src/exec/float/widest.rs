@@ -5,8 +5,10 @@
 //! or AVX2 the same operations run in the same order on wider registers, so every number is the
 //! same (Rust never contracts `a·b + c` into a fused multiply-add).
 
-/// Runs `f` compiled for AVX-512 F where the CPU has it, else for AVX2, else as it is. `f` is
-/// inlined into the wrapper of the widest features, which is what compiles it for them.
+/// Runs `f` compiled for AVX-512 F where the CPU has it, else for AVX2, else as it is. Only
+/// what is inlined into the wrapper is compiled for its features: `f` must be a closure marked
+/// `#[inline(always)]` whose loop calls only `#[inline(always)]` functions (without the mark,
+/// LayerNorm's closure stayed out of line and ran in SSE still, by `perf annotate`).
 #[inline(always)]
 pub(super) fn in_widest_lanes<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

@@ -86,12 +86,49 @@ fn rows_are_read_against_the_peak_of_their_arithmetic() {
 fn scalar_int_kernels_have_no_peak_to_be_read_against() {
     let v = bench(Some("scalar"));
     assert_eq!(v["int_kernels"], "scalar");
+    assert_eq!(v["float_kernels"], "baseline");
     assert!(v["peaks"]["int8"].is_null());
     for row in v["results"].as_array().unwrap() {
         if row["executor"] == "int" {
             assert!(row["share_of_peak"].is_null(), "{row}");
         }
     }
+}
+
+/// `QVIT_ISA=avx2` measures an AVX2-only machine: the integer kernels and the float ones both
+/// stop at AVX2, and each peak is read with the instruction those kernels use.
+#[test]
+fn the_avx2_cap_holds_both_executors_to_avx2() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        let v = bench(Some("avx2"));
+        assert_eq!(v["int_kernels"], "avx2");
+        assert_eq!(v["float_kernels"], "avx2-fma");
+        assert_eq!(v["peaks"]["int8"]["instruction"], "vpmaddwd ymm");
+        assert_eq!(v["peaks"]["fp32"]["instruction"], "vfmadd231ps ymm");
+        return;
+    }
+    eprintln!("the_avx2_cap_holds_both_executors_to_avx2: SKIPPED, this CPU has no AVX2 + FMA");
+}
+
+#[test]
+fn an_unknown_isa_is_reported_not_ignored() {
+    let out = qvit(
+        &[
+            "bench",
+            "deit-micro",
+            "--batch",
+            "1",
+            "--seconds",
+            "0.01",
+            "--executors",
+            "fp32",
+        ],
+        Some("avx3"),
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("QVIT_ISA=\"avx3\" is not one of"), "{err}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use clap::Args;
 use qvit_core::arch::{ArchSpec, Family};
 use qvit_core::data::{Dataset, Normalize};
 use qvit_core::eval::Classifier;
+use qvit_core::exec::cpu::float_lanes;
 use qvit_core::exec::float::FloatExecutor;
 use qvit_core::exec::int::executor::StepTime;
 use qvit_core::exec::int::kernels::Isa;
@@ -31,6 +32,10 @@ use super::format::{Format, emit, table, thousands};
 /// machine's peak, measured first on the same threads: register-only FMA loops for fp32 and
 /// fake-quant (both compute in f32), the int8 kernels' own instruction for int (`vpdpbusd`
 /// with AVX-512 VNNI, `vpmaddwd` with AVX2; none for the scalar kernels).
+///
+/// `QVIT_ISA=avx2` runs both executors' own kernels as on a CPU without AVX-512 (and
+/// `QVIT_ISA=scalar` in portable code), to measure such a machine on this one; the `gemm`
+/// crate's f32 products still choose their own instructions.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Model presets or RON files.
@@ -220,6 +225,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "threads": threads,
                 "int_kernels": Isa::detect().name(),
+                "float_kernels": float_lanes().name(),
                 "peaks": peaks,
                 "results": rows,
                 "int_steps": step_reports,
@@ -252,8 +258,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
             let steps: String = step_reports.iter().map(StepReport::table).collect();
             format!(
-                "{t}\n{threads} threads, random weights, median of the timed runs; int kernels: {}\n{}\n{steps}",
+                "{t}\n{threads} threads, random weights, median of the timed runs; int kernels: {}, \
+                 float kernels: {}\n{}\n{steps}",
                 Isa::detect().name(),
+                float_lanes().name(),
                 peaks.describe()
             )
         }

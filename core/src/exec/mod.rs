@@ -3,6 +3,7 @@
 //! `float` is the f32 reference every quantized result is measured against; `int` the
 //! integer-only executor (its arithmetic so far).
 
+pub mod cpu;
 pub mod float;
 pub mod helper_threads;
 pub mod int;

@@ -24,10 +24,11 @@ pub struct Peak {
     pub threads: usize,
 }
 
-/// The fp32 peak on every thread of the current rayon pool: 16-lane FMAs where the CPU has
-/// AVX-512F (the `gemm` crate's kernels use them there), else 8-lane ones; `None` without FMA.
+/// The fp32 peak on every thread of the current rayon pool: 16-lane FMAs where the float
+/// kernels use AVX-512F ([`crate::exec::cpu::float_lanes`]), else 8-lane ones; `None` without
+/// FMA.
 pub fn fp32_peak() -> Option<Peak> {
-    if peak_loop_avx512(1).is_some() {
+    if crate::exec::cpu::float_lanes() == crate::exec::cpu::FloatLanes::Avx512 {
         on_all_threads("vfmadd231ps zmm", peak_loop_avx512)
     } else {
         on_all_threads("vfmadd231ps ymm", peak_loop_fma)

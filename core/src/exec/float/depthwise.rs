@@ -175,15 +175,17 @@ fn run_channel(
     }
     let wide = s.lanes == WIDE_LANES;
     #[cfg(target_arch = "x86_64")]
-    if wide && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F was checked just above.
+    let cpu = crate::exec::cpu::float_lanes();
+    #[cfg(target_arch = "x86_64")]
+    if wide && cpu == crate::exec::cpu::FloatLanes::Avx512 {
+        // SAFETY: `float_lanes` reports only features the CPU has.
         #[allow(unsafe_code)]
         unsafe {
             rows_avx512(s, planes, w, bias, out, row_out)
         };
         return;
-    } else if !wide && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was checked just above.
+    } else if !wide && cpu >= crate::exec::cpu::FloatLanes::Avx2Fma {
+        // SAFETY: as above.
         #[allow(unsafe_code)]
         unsafe {
             rows_avx2(s, planes, w, bias, out, row_out)

@@ -19,6 +19,9 @@
 //! equals `f32(y + tol)`: rounding is monotone, so every f64 between them — libm's among
 //! them — rounds to that f32. Tests hold the result equal to `f32::exp` across the f32 range.
 
+#[cfg(target_arch = "x86_64")]
+use crate::exec::cpu::FloatLanes;
+
 /// The smallest input the lanes take: below it `eˣ` is 0 in f32 (past `−103.98`), and its
 /// `2ⁿ` stays a normal f64.
 const LOWEST: f32 = -110.0;
@@ -29,18 +32,13 @@ const HIGHEST: f32 = 89.0;
 pub fn exp_shifted(x: &[f32], shift: f32, out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "one output per input");
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        #[allow(unsafe_code)]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-        {
-            // SAFETY: AVX-512 F and VL were checked just above.
-            unsafe { lanes::exp_shifted_avx512(x, shift, out) };
-        } else {
-            // SAFETY: AVX2 and FMA were checked just above.
-            unsafe { lanes::exp_shifted_avx2(x, shift, out) };
-        }
-        return;
+    #[allow(unsafe_code)]
+    match crate::exec::cpu::float_lanes() {
+        // SAFETY: `float_lanes` reports only features the CPU has (AVX-512 F and VL here).
+        FloatLanes::Avx512 => return unsafe { lanes::exp_shifted_avx512(x, shift, out) },
+        // SAFETY: as above (AVX2 and FMA).
+        FloatLanes::Avx2Fma => return unsafe { lanes::exp_shifted_avx2(x, shift, out) },
+        FloatLanes::Baseline => {}
     }
     for (o, &v) in out.iter_mut().zip(x) {
         *o = (v - shift).exp();

@@ -23,6 +23,8 @@
 use std::sync::OnceLock;
 
 use super::kernels::gelu;
+#[cfg(target_arch = "x86_64")]
+use crate::exec::cpu::FloatLanes;
 
 /// Centres per unit of `z`.
 const STEPS: f64 = 32.0;
@@ -77,19 +79,13 @@ fn centres() -> &'static [[f64; TERMS]; LAST + 1] {
 /// `x[i] = gelu(x[i])` for every element.
 pub fn gelu_in_place(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        let table = centres();
-        #[allow(unsafe_code)]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-        {
-            // SAFETY: AVX-512 F and VL were checked just above.
-            unsafe { lanes::gelu_avx512(table, x) };
-        } else {
-            // SAFETY: AVX2 and FMA were checked just above.
-            unsafe { lanes::gelu_avx2(table, x) };
-        }
-        return;
+    #[allow(unsafe_code)]
+    match crate::exec::cpu::float_lanes() {
+        // SAFETY: `float_lanes` reports only features the CPU has (AVX-512 F and VL here).
+        FloatLanes::Avx512 => return unsafe { lanes::gelu_avx512(centres(), x) },
+        // SAFETY: as above (AVX2 and FMA).
+        FloatLanes::Avx2Fma => return unsafe { lanes::gelu_avx2(centres(), x) },
+        FloatLanes::Baseline => {}
     }
     x.iter_mut().for_each(|v| *v = gelu(*v));
 }

@@ -33,12 +33,9 @@ std::thread_local! {
 }
 
 /// Whether the CPU has AVX-512F, which the tiles ([`product`]) and the wider depthwise kernels
-/// need.
+/// need, and `QVIT_ISA` allows them ([`crate::exec::cpu`]).
 fn has_avx512f() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    crate::exec::cpu::float_lanes() == crate::exec::cpu::FloatLanes::Avx512
 }
 
 /// Passes of the float model (unquantized, [`FloatExecutor::forward`] or

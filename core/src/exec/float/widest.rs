@@ -5,7 +5,8 @@
 //! or AVX2 the same operations run in the same order on wider registers, so every number is the
 //! same (Rust never contracts `a·b + c` into a fused multiply-add).
 
-/// Runs `f` compiled for AVX-512 F where the CPU has it, else for AVX2, else as it is. Only
+/// Runs `f` compiled for AVX-512 F where the CPU has it, else for AVX2, else as it is (as far
+/// as `QVIT_ISA` allows: [`crate::exec::cpu::float_lanes`]). Only
 /// what is inlined into the wrapper is compiled for its features: `f` must be a closure marked
 /// `#[inline(always)]` whose loop calls only `#[inline(always)]` functions (without the mark,
 /// LayerNorm's closure stayed out of line and ran in SSE still, by `perf annotate`).
@@ -14,13 +15,13 @@ pub(super) fn in_widest_lanes<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512 F was checked just above.
-            return unsafe { avx512(f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was checked just above.
-            return unsafe { avx2(f) };
+        use crate::exec::cpu::{FloatLanes, float_lanes};
+        match float_lanes() {
+            // SAFETY: `float_lanes` reports only features the CPU has.
+            FloatLanes::Avx512 => return unsafe { avx512(f) },
+            // SAFETY: as above.
+            FloatLanes::Avx2Fma => return unsafe { avx2(f) },
+            FloatLanes::Baseline => {}
         }
     }
     f()

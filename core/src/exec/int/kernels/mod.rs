@@ -91,12 +91,13 @@ pub enum Isa {
 
 impl Isa {
     /// The best this CPU supports; `QVIT_ISA=scalar|avx2|avx512vnni` forces a lower one (for
-    /// benchmarks and for tests of every path).
+    /// benchmarks and for tests of every path; [`crate::exec::cpu`]).
     pub fn detect() -> Isa {
+        use crate::exec::cpu::{Cap, cap};
         let best = best_isa();
-        match std::env::var("QVIT_ISA").ok().as_deref() {
-            Some("scalar") => Isa::Scalar,
-            Some("avx2") if best != Isa::Scalar => Isa::Avx2,
+        match cap() {
+            Cap::Portable => Isa::Scalar,
+            Cap::Avx2 if best != Isa::Scalar => Isa::Avx2,
             _ => best,
         }
     }

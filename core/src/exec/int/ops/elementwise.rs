@@ -10,6 +10,8 @@ use rayon::prelude::*;
 
 /// Sums of at least this many values run on the pool's threads.
 const PARALLEL_VALUES: usize = 1 << 15;
+/// Rows per task of a channels-last sum on the pool's threads (a DeiT-T image: 197 rows).
+const ROWS_PER_BAND: usize = 16;
 
 /// Which channel an element of one image's tensor belongs to: `(i / inner) % channels`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +113,14 @@ impl Add {
         } else {
             // Channels-last rows: every channel's constants side by side.
             match (0..channels).map(lane).collect::<Option<AddLanes>>() {
+                // Bands of whole rows on the pool's threads when there are enough values (at
+                // batch 1 DeiT's residual sums had been serial on the image's thread).
+                Some(lanes) if out.len() >= PARALLEL_VALUES && channels > 0 => {
+                    let band = ROWS_PER_BAND * channels;
+                    out.par_chunks_mut(band)
+                        .zip(a.par_chunks(band).zip(b.par_chunks(band)))
+                        .for_each(|(o, (x, y))| add_rows(isa, &lanes, range, x, y, o));
+                }
                 Some(lanes) => add_rows(isa, &lanes, range, a, b, out),
                 None => {
                     for (i, ((o, &qa), &qb)) in out.iter_mut().zip(a).zip(b).enumerate() {
@@ -182,12 +192,27 @@ impl ClassPos {
             .overwrite(self.output_len(x))
             .split_at_mut(self.class_row.len());
         class.copy_from_slice(&self.class_row);
-        for (i, (o, &q)) in patches.iter_mut().zip(x).enumerate() {
-            let c = i % self.dim;
-            let d = self.multiplier[c];
-            let p = (q - self.zero[c]) as i128 * d.m as i128 + self.addend[i] as i128;
-            *o = ((p + (1i128 << (d.k - 1))) >> d.k).clamp(self.qmin as i128, self.qmax as i128)
-                as i32;
+        // Elements `first..` of the patches.
+        let run = |first: usize, out: &mut [i32], x: &[i32]| {
+            for (i, (o, &q)) in (first..).zip(out.iter_mut().zip(x)) {
+                let c = i % self.dim;
+                let d = self.multiplier[c];
+                let p = (q - self.zero[c]) as i128 * d.m as i128 + self.addend[i] as i128;
+                *o = ((p + (1i128 << (d.k - 1))) >> d.k).clamp(self.qmin as i128, self.qmax as i128)
+                    as i32;
+            }
+        };
+        // Bands of rows on the pool's threads when there are enough values (at batch 1 this
+        // had been serial on the image's thread).
+        if patches.len() >= PARALLEL_VALUES && self.dim > 0 {
+            let band = ROWS_PER_BAND * self.dim;
+            patches
+                .par_chunks_mut(band)
+                .zip(x.par_chunks(band))
+                .enumerate()
+                .for_each(|(b, (o, x))| run(b * band, o, x));
+        } else {
+            run(0, patches, x);
         }
     }
 }
@@ -201,8 +226,18 @@ mod tests {
     #[test]
     fn add_lanes_equal_the_definition() {
         let mut rng = crate::rng::Rng::new(5);
-        // (64, 196): enough values for the runs to go on the pool.
-        for &(channels, inner) in &[(3, 49), (5, 1), (192, 1), (16, 17), (1, 64), (64, 196)] {
+        // (64, 196, 3) and (192, 1, 197), a DeiT-T image's rows: enough values for the runs
+        // and the bands of rows to go on the pool (the last band part-filled).
+        let cases = [
+            (3, 49, 3),
+            (5, 1, 3),
+            (192, 1, 3),
+            (16, 17, 3),
+            (1, 64, 3),
+            (64, 196, 3),
+            (192, 1, 197),
+        ];
+        for &(channels, inner, rows) in &cases {
             let mut add = Add {
                 map: ChannelMap { channels, inner },
                 zero_a: Vec::new(),
@@ -227,7 +262,7 @@ mod tests {
                 add.k.push(k);
                 add.addend.push(addend);
             }
-            let n = channels * inner * 3;
+            let n = channels * inner * rows;
             let a: Vec<i32> = (0..n).map(|_| rng.below(256) as i32 - 128).collect();
             let b: Vec<i32> = (0..n).map(|_| rng.below(256) as i32 - 128).collect();
             let want: Vec<i32> = (0..n)
@@ -239,6 +274,45 @@ mod tests {
                 add.run(isa, &a, &b, &mut got);
                 assert_eq!(*got, want, "{} {channels}×{inner}", isa.name());
             }
+        }
+    }
+
+    /// A DeiT-T image's 196 patch rows (enough to go on the pool in bands, the last one
+    /// part-filled) and a short input: each code is its element's rounded dyadic product.
+    #[test]
+    fn class_and_positions_equal_the_definition() {
+        let mut rng = crate::rng::Rng::new(9);
+        let dim = 192;
+        for patches in [3, 196] {
+            let n = patches * dim;
+            let class_pos = ClassPos {
+                dim,
+                class_row: (0..dim).map(|c| c as i32 % 7 - 3).collect(),
+                zero: (0..dim).map(|_| rng.below(21) as i32 - 10).collect(),
+                multiplier: (0..dim)
+                    .map(|_| Dyadic {
+                        m: 1 + rng.below(1 << 20) as i32,
+                        k: 20 + rng.below(6) as u8,
+                    })
+                    .collect(),
+                addend: (0..n)
+                    .map(|_| rng.below(1 << 24) as i64 - (1 << 23))
+                    .collect(),
+                qmin: -128,
+                qmax: 127,
+            };
+            assert_eq!(n >= PARALLEL_VALUES, patches == 196);
+            let x: Vec<i32> = (0..n).map(|_| rng.below(256) as i32 - 128).collect();
+            let mut want = class_pos.class_row.clone();
+            want.extend((0..n).map(|i| {
+                let d = class_pos.multiplier[i % dim];
+                let p = (x[i] - class_pos.zero[i % dim]) as i64 * d.m as i64 + class_pos.addend[i];
+                ((p + (1 << (d.k - 1))) >> d.k).clamp(-128, 127) as i32
+            }));
+            // Stale values in a longer buffer: every element must be written.
+            let mut got = Buffer::from(vec![-7; want.len() + 5]);
+            class_pos.run(&x, &mut got);
+            assert_eq!(*got, want, "{patches} patches");
         }
     }
 

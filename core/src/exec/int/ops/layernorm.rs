@@ -11,6 +11,12 @@ use super::super::nonlinear::i_layernorm;
 use super::super::requant::{Encoder, Epilogue};
 use super::Scratch;
 use crate::exec::spare::Buffer;
+use rayon::prelude::*;
+
+/// Rows of at least this many values are normalised on the pool's threads.
+const PARALLEL_VALUES: usize = 1 << 14;
+/// Rows per task on the pool's threads (a DeiT-T image: 197 rows of 192).
+const ROWS_PER_BAND: usize = 16;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerNorm {
@@ -31,9 +37,9 @@ impl LayerNorm {
         // Every row is written below, by lanes or by the definition.
         let out = out.overwrite(self.output_len(x));
         let d = self.dim;
-        let mut centred = vec![0i64; d];
-        s.wide.resize(d, 0);
-        s.codes.resize(d, 0);
+        if d == 0 {
+            return;
+        }
         // A plain linear output's per-channel requantizations in i64 form, valid for inputs
         // below 2^31 in magnitude — which `z ≈ 2^30·y/std` is (checked per row).
         let fast: Option<Vec<Fast>> = match &self.out {
@@ -41,19 +47,50 @@ impl LayerNorm {
             _ => None,
         };
         let lanes = self.lanes(fast.as_deref());
+        let rows = |x: &[i32], out: &mut [i32], wide: &mut Vec<i64>, codes: &mut Vec<i32>| {
+            self.rows(isa, (lanes.as_ref(), fast.as_deref()), x, out, wide, codes)
+        };
+        // Rows are independent: bands of them on the pool's threads when there are enough
+        // (at batch 1 DeiT's 25 LayerNorms had been serial on the image's thread).
+        if x.len() >= PARALLEL_VALUES {
+            let band = ROWS_PER_BAND * d;
+            out.par_chunks_mut(band)
+                .zip(x.par_chunks(band))
+                .for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(wide, codes), (o, x)| rows(x, o, wide, codes),
+                );
+        } else {
+            rows(x, out, &mut s.wide, &mut s.codes);
+        }
+    }
+
+    /// The rows of `x` into `out`: in lanes where their values stay in 32 bits, else by the
+    /// definition (`wide`, `codes`: scratch).
+    fn rows(
+        &self,
+        isa: Isa,
+        (lanes, fast): (Option<&RowNorm>, Option<&[Fast]>),
+        x: &[i32],
+        out: &mut [i32],
+        wide: &mut Vec<i64>,
+        codes: &mut Vec<i32>,
+    ) {
+        let d = self.dim;
+        wide.resize(2 * d, 0);
+        codes.resize(d, 0);
+        let (centred, z) = wide.split_at_mut(d);
         for (row, orow) in x.chunks(d).zip(out.chunks_mut(d)) {
-            // Rows whose values stay in 32 bits run in lanes; the rest by the definition.
-            if let Some(l) = &lanes
-                && l.row(isa, row, &mut s.codes[..d], orow)
+            if let Some(l) = lanes
+                && l.row(isa, row, codes, orow)
             {
                 continue;
             }
             for (c, (dst, &q)) in centred.iter_mut().zip(row).enumerate() {
                 *dst = ((q - self.zero[c]) as i64) << self.shift[c];
             }
-            let z = &mut s.wide[..d];
-            i_layernorm(&centred, z);
-            match &fast {
+            i_layernorm(centred, z);
+            match fast {
                 Some(f) if z.iter().all(|v| v.unsigned_abs() < 1 << 31) => {
                     for ((o, &v), f) in orow.iter_mut().zip(z.iter()).zip(f) {
                         *o = f.apply(v) as i32;
@@ -106,7 +143,9 @@ mod tests {
             shift: (0..d).map(|c| 6 + (c % 3) as u32).collect(),
             out: Epilogue::new(Activation::None, &scale, &offset, &out, d, "ln").unwrap(),
         };
-        let rows = 40;
+        // Enough rows to go on the pool in bands, the last band part-filled.
+        let rows = 100;
+        assert!(rows * d >= PARALLEL_VALUES && rows % ROWS_PER_BAND != 0);
         let mut x: Vec<i32> = (0..rows * d)
             .map(|i| {
                 let spread = 1 + (i / d) * 6;

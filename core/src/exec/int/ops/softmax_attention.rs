@@ -47,13 +47,17 @@ impl ScoresSoftmax {
         // Centred codes as i16 (|q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims), each
         // head's keys packed for the blocked `q·kᵀ` ([`scores`]).
         let centre = |v: i32| (v - self.zero) as i16;
-        let keys: Vec<PackedKeys> = (0..h)
-            .map(|head| {
-                PackedKeys::from_key_rows(n, d, self.zero, |j| {
-                    &qkv[j * width + h * d + head * d..][..d]
-                })
+        let head_keys = |head: usize| {
+            PackedKeys::from_key_rows(n, d, self.zero, |j| {
+                &qkv[j * width + h * d + head * d..][..d]
             })
-            .collect();
+        };
+        // The heads on the pool's threads when large (at batch 1 the only work).
+        let parallel = h * n * n * d >= PARALLEL_MACS;
+        let keys: Vec<PackedKeys> = match parallel {
+            true => (0..h).into_par_iter().map(head_keys).collect(),
+            false => (0..h).map(head_keys).collect(),
+        };
         // The logits' requantization in i64 lanes, and the probabilities' thresholds by
         // binade, looked up once.
         let to_x = self.to_x.fast(0, 0);
@@ -99,7 +103,7 @@ impl ScoresSoftmax {
         }
         // Tiles of one image on the pool's threads when large (at batch 1 the only work).
         let tile = ROWS * n;
-        if h * n * n * d >= PARALLEL_MACS {
+        if parallel {
             out.par_chunks_mut(n * n).enumerate().for_each(|(head, o)| {
                 o.par_chunks_mut(tile)
                     .enumerate()
@@ -154,28 +158,31 @@ impl Mix {
     pub fn run(&self, isa: Isa, probs: &[i32], qkv: &[i32], out: &mut Buffer<i32>) {
         let (h, d, n) = (self.heads, self.head_dim, self.tokens);
         let width = 3 * h * d;
-        let out = out.zeroed(self.output_len());
+        // Every row of every head is written below, by one tile.
+        let out = out.overwrite(self.output_len());
+        let parallel = h * n * n * d >= PARALLEL_MACS;
         // Decoded probabilities are at most 2^15 and a row of them sums to a bounded total (the
         // Softmax's rows sum to one), so with |v − z| ≤ 255 the i32 accumulator cannot
         // overflow at any token count the compiler accepts (`mix_bound`).
-        // Each head's values centred, [head][token][d].
-        let mut v = vec![0i32; h * n * d];
-        for (r, dst) in v.chunks_exact_mut(d.max(1)).enumerate().take(h * n) {
-            let (head, j) = (r / n, r % n);
-            let src = &qkv[j * width + 2 * h * d + head * d..][..d];
-            dst.iter_mut()
-                .zip(src)
-                .for_each(|(o, &q)| *o = q - self.zero);
-        }
-        // The same values for the blocked product ([`scores`], each head's values as "keys"
-        // whose dimensions are the tokens) when every centred code fits in i16.
-        let narrow = v.iter().all(|&x| i16::try_from(x).is_ok());
-        let packed: Vec<PackedKeys> = if narrow {
-            (0..h)
-                .map(|head| PackedKeys::from_dim_rows(d, n, |j| &v[(head * n + j) * d..][..d]))
-                .collect()
-        } else {
-            Vec::new()
+        // Each head's values centred ([token][d]), and the same values for the blocked
+        // product ([`scores`], the values as "keys" whose dimensions are the tokens) when
+        // every centred code fits in i16; the heads on the pool's threads when large (at
+        // batch 1 this had been serial on the image's thread).
+        let head_values = |head: usize| {
+            let mut v = Vec::with_capacity(n * d);
+            for j in 0..n {
+                let src = &qkv[j * width + 2 * h * d + head * d..][..d];
+                v.extend(src.iter().map(|&q| q - self.zero));
+            }
+            let packed = v
+                .iter()
+                .all(|&x| i16::try_from(x).is_ok())
+                .then(|| PackedKeys::from_dim_rows(d, n, |j| &v[j * d..][..d]));
+            (v, packed)
+        };
+        let values: Vec<(Vec<i32>, Option<PackedKeys>)> = match parallel {
+            true => (0..h).into_par_iter().map(head_values).collect(),
+            false => (0..h).map(head_values).collect(),
         };
         // The probabilities' values inside i16, for the blocked product.
         let table = NarrowTable::new(&self.probability);
@@ -197,13 +204,14 @@ impl Mix {
             let MixScratch { pairs, acc } = scratch;
             let rows = dst.len() / (h * d);
             acc.resize(rows * d, 0);
-            for head in 0..h {
+            for (head, (values, packed)) in values.iter().enumerate() {
                 let codes = &probs[(head * n + first) * n..][..rows * n];
-                let values = &v[head * n * d..(head + 1) * n * d];
                 // A probability of exactly one decodes to 2^15, past i16: such a tile (its
                 // row's other probabilities are all but zero) takes the row-by-row product.
-                if narrow && decoded_pairs(isa, &table, codes, n, pairs) {
-                    scores(isa, pairs, &packed[head], acc);
+                if let Some(packed) = packed
+                    && decoded_pairs(isa, &table, codes, n, pairs)
+                {
+                    scores(isa, pairs, packed, acc);
                 } else {
                     for (row, a) in codes.chunks_exact(n).zip(acc.chunks_exact_mut(d)) {
                         let w: Vec<i32> = row
@@ -232,7 +240,7 @@ impl Mix {
             return;
         }
         let chunk = ROWS * h * d;
-        if h * n * n * d >= PARALLEL_MACS {
+        if parallel {
             out.par_chunks_mut(chunk)
                 .enumerate()
                 .for_each_init(MixScratch::default, |s, (t, dst)| tile(s, t * ROWS, dst));
@@ -319,7 +327,8 @@ mod tests {
             qmin: -128,
             qmax: 127,
         };
-        let shapes = [(2, 5, 9), (3, 64, 17), (1, 16, 1), (2, 7, 6)];
+        // (3, 64, 197): a DeiT-T head's size, whose heads and tiles go on the pool.
+        let shapes = [(2, 5, 9), (3, 64, 17), (1, 16, 1), (2, 7, 6), (3, 64, 197)];
         // One requantization for every channel, then one per channel.
         for ((heads, head_dim, tokens), per_channel) in
             shapes.iter().flat_map(|&s| [(s, false), (s, true)])
@@ -355,7 +364,8 @@ mod tests {
                 }
                 let want = mix_definition(&mix, &probs, &qkv);
                 for isa in Isa::available() {
-                    let mut got = Buffer::from(vec![-1; 3]);
+                    // Stale values in a longer buffer: every element must be written.
+                    let mut got = Buffer::from(vec![-1; want.len() + 5]);
                     mix.run(isa, &probs, &qkv, &mut got);
                     assert_eq!(
                         *got,

@@ -19,13 +19,15 @@ use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
-use crate::exec::spare::{Buffer, prefix_to_overwrite, resize_to_overwrite};
+use crate::exec::spare::{Buffer, prefix_to_overwrite};
 use crate::exec::transpose::transpose_parallel;
 use crate::graph::Conv2d;
 
 /// Products of at least this many multiply-accumulates (depthwise convs: a quarter of it)
 /// split their output channels into blocks that run in parallel.
 const PARALLEL_MACS: usize = 1 << 20;
+/// An `im2col` of at least this many codes lays out its input channels on the pool's threads.
+const PARALLEL_COLUMNS: usize = 1 << 16;
 /// The most output channels a block holds: its accumulators then stay in L2 (24 rows of B1's
 /// largest map, see [`with_thread_accumulators`]). A multiple of every kernel's tile height.
 const ROW_BLOCK: usize = 24;
@@ -511,9 +513,12 @@ impl Weighted {
                 if direct {
                     pack_rows(isa, k, p, &xg[..k * p], lift, buf)
                 } else {
-                    // Every element is written below.
-                    let mut cols = std::mem::take(&mut s.centred);
-                    resize_to_overwrite(&mut cols, k * p);
+                    // Every element is written below. Taken as a prefix: the scratch serves
+                    // convs of other sizes too, and a length it had is not zeroed again
+                    // (regrowing it to the stem's columns was 0.9 % of B1's integer time at
+                    // batch 1, by `perf`).
+                    let mut scratch = std::mem::take(&mut s.centred);
+                    let cols = prefix_to_overwrite(&mut scratch, k * p);
                     let windows = Windows {
                         kernel: conv.kernel,
                         stride: conv.stride,
@@ -522,13 +527,20 @@ impl Weighted {
                         out_hw: (oh, ow),
                     };
                     let taps = conv.kernel * conv.kernel * p;
-                    for (ci, rows) in cols.chunks_exact_mut(taps).enumerate() {
+                    let plane = |(ci, rows): (usize, &mut [i16])| {
                         let plane = &xg[ci * h * w..(ci + 1) * h * w];
                         let pad = (self.zero[g * cin_g + ci] + lift) as i16;
                         im2col_plane(isa, &windows, plane, lift, pad, rows);
+                    };
+                    // The input channels' rows on the pool's threads when there are many
+                    // columns (B1's stem and DeiT's patches: at batch 1 the only work).
+                    if k * p >= PARALLEL_COLUMNS {
+                        cols.par_chunks_exact_mut(taps).enumerate().for_each(plane);
+                    } else {
+                        cols.chunks_exact_mut(taps).enumerate().for_each(plane);
                     }
-                    let b = pack_rows(isa, k, p, &cols, 0, buf);
-                    s.centred = cols;
+                    let b = pack_rows(isa, k, p, cols, 0, buf);
+                    s.centred = scratch;
                     b
                 }
             }

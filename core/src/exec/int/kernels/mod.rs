@@ -15,6 +15,8 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use crate::exec::spare::Buffer;
+
 /// Calls the build of a kernel that [`width`] chooses for `isa`:
 /// `by_width!(isa, on_avx512, on_avx2, portable, (args…))`, where `on_avx512` is compiled with
 /// (some of) AVX-512 F, BW, DQ and VL and `on_avx2` with AVX2 — the features `width` checks.
@@ -231,7 +233,11 @@ pub struct PackedB {
     pub k: usize,
     pub k4: usize,
     pub cols: usize,
-    pub data: Vec<u8>,
+    /// A recycled buffer: it remembers what it held past this matrix, so packing a larger one
+    /// into it next zeroes nothing (a `Vec` cut to each matrix's length was zeroed again
+    /// whenever a layer's matrix outgrew the one before: 1.5 % of EfficientViT-B1's integer
+    /// time at batch 1, on the image's thread, by `perf`).
+    pub data: Buffer<u8>,
     /// The last panel's columns, each its `k4` quads in a row (`[c − 16·(panels − 1)][k4]`),
     /// for products that run them as dot products: gathered on first use, once for all the
     /// row blocks of a product rather than once per block. `data` is not changed once a
@@ -242,17 +248,17 @@ pub struct PackedB {
 /// Equal operands: the same matrix, whether or not a product has gathered its last columns.
 impl PartialEq for PackedB {
     fn eq(&self, other: &Self) -> bool {
-        (self.k, self.k4, self.cols, &self.data) == (other.k, other.k4, other.cols, &other.data)
+        (self.k, self.k4, self.cols, &self.data[..])
+            == (other.k, other.k4, other.cols, &other.data[..])
     }
 }
 
 impl PackedB {
     /// Zeroed storage for `k × cols`, reusing `buf`'s allocation.
-    pub fn zeroed(k: usize, cols: usize, mut buf: Vec<u8>) -> Self {
+    pub fn zeroed(k: usize, cols: usize, mut buf: Buffer<u8>) -> Self {
         let k4 = k.div_ceil(4);
         let panels = cols.div_ceil(PANEL);
-        buf.clear();
-        buf.resize(panels * k4 * PANEL * 4, 0);
+        buf.zeroed(panels * k4 * PANEL * 4);
         Self {
             k,
             k4,
@@ -299,7 +305,7 @@ impl PackedB {
 
     /// Packs a row-major `K × cols` matrix.
     pub fn from_rows(b: &[u8], k: usize, cols: usize) -> Self {
-        let mut p = Self::zeroed(k, cols, Vec::new());
+        let mut p = Self::zeroed(k, cols, Buffer::default());
         for kk in 0..k {
             for c in 0..cols {
                 p.set(kk, c, b[kk * cols + c]);

@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use super::{Isa, PANEL, PackedB};
-use crate::exec::spare::resize_to_overwrite;
+use crate::exec::spare::{Buffer, resize_to_overwrite};
 
 /// `K × cols` codes stored `K`-major (`src[kk·cols + col]`: planes, im2col rows), each plus
 /// `lift`, packed into `buf`'s allocation.
@@ -24,7 +24,7 @@ pub fn pack_rows<T: Copy + Into<i32> + Sync>(
     cols: usize,
     src: &[T],
     lift: i32,
-    buf: Vec<u8>,
+    buf: Buffer<u8>,
 ) -> PackedB {
     assert!(src.len() >= k * cols, "{k}×{cols} codes from {}", src.len());
     let mut b = storage(k, cols, buf);
@@ -42,7 +42,7 @@ pub fn pack_tokens(
     cols: usize,
     src: &[i32],
     lift: i32,
-    buf: Vec<u8>,
+    buf: Buffer<u8>,
 ) -> PackedB {
     assert!(src.len() >= k * cols, "{k}×{cols} codes from {}", src.len());
     let mut b = storage(k, cols, buf);
@@ -102,9 +102,9 @@ fn for_panel_runs(b: &mut PackedB, pack: impl Fn(&mut Panels) + Sync) {
 }
 
 /// Storage for `k × cols`, not zeroed: the packers write every byte of it.
-fn storage(k: usize, cols: usize, mut buf: Vec<u8>) -> PackedB {
+fn storage(k: usize, cols: usize, mut buf: Buffer<u8>) -> PackedB {
     let k4 = k.div_ceil(4);
-    resize_to_overwrite(&mut buf, cols.div_ceil(PANEL) * k4 * PANEL * 4);
+    buf.overwrite(cols.div_ceil(PANEL) * k4 * PANEL * 4);
     PackedB {
         k,
         k4,
@@ -407,10 +407,10 @@ mod tests {
                 .map(|i| rows[(i % k) * cols + i / k])
                 .collect();
             for isa in Isa::available() {
-                let stale = vec![7; want.data.len() + 5];
+                let stale = Buffer::from(vec![7; want.data.len() + 5]);
                 let got = pack_rows(isa, k, cols, &rows, 128, stale.clone());
                 assert_eq!(got, want, "{isa:?} rows {k}×{cols}");
-                let got = pack_rows(isa, k, cols, &narrow, 0, Vec::new());
+                let got = pack_rows(isa, k, cols, &narrow, 0, Buffer::default());
                 assert_eq!(got, want, "{isa:?} i16 rows {k}×{cols}");
                 let got = pack_tokens(isa, k, cols, &tokens, 128, stale);
                 assert_eq!(got, want, "{isa:?} tokens {k}×{cols}");

@@ -11,12 +11,12 @@ pub mod weighted;
 use std::cell::Cell;
 
 use super::kernels::Isa;
-use crate::exec::spare::SpareBuffers;
+use crate::exec::spare::{Buffer, SpareBuffers};
 
 /// Reusable buffers of one worker, so steps do not allocate per call once warm.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    pub packed: Vec<u8>,
+    pub packed: Buffer<u8>,
     pub acc: Vec<i32>,
     pub wide: Vec<i64>,
     pub centred: Vec<i16>,

@@ -518,6 +518,12 @@ impl Weighted {
                     // (regrowing it to the stem's columns was 0.9 % of B1's integer time at
                     // batch 1, by `perf`).
                     let mut scratch = std::mem::take(&mut s.centred);
+                    eprintln!(
+                        "DBG cols len {} cap {} need {}",
+                        scratch.len(),
+                        scratch.capacity(),
+                        k * p
+                    );
                     let cols = prefix_to_overwrite(&mut scratch, k * p);
                     let windows = Windows {
                         kernel: conv.kernel,

@@ -111,21 +111,24 @@ fn the_avx2_cap_holds_both_executors_to_avx2() {
     eprintln!("the_avx2_cap_holds_both_executors_to_avx2: SKIPPED, this CPU has no AVX2 + FMA");
 }
 
+/// A brief `qvit bench` of the fp32 executor on the DeiT micro model, as a table.
+fn fp32_table(isa: Option<&str>) -> Output {
+    let args = [
+        "bench",
+        "deit-micro",
+        "--batch",
+        "1",
+        "--seconds",
+        "0.01",
+        "--executors",
+        "fp32",
+    ];
+    qvit(&args, isa)
+}
+
 #[test]
 fn an_unknown_isa_is_reported_not_ignored() {
-    let out = qvit(
-        &[
-            "bench",
-            "deit-micro",
-            "--batch",
-            "1",
-            "--seconds",
-            "0.01",
-            "--executors",
-            "fp32",
-        ],
-        Some("avx3"),
-    );
+    let out = fp32_table(Some("avx3"));
     assert!(out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("QVIT_ISA=\"avx3\" is not one of"), "{err}");
@@ -133,19 +136,7 @@ fn an_unknown_isa_is_reported_not_ignored() {
 
 #[test]
 fn the_table_names_the_peaks() {
-    let out = qvit(
-        &[
-            "bench",
-            "deit-micro",
-            "--batch",
-            "1",
-            "--seconds",
-            "0.01",
-            "--executors",
-            "fp32",
-        ],
-        None,
-    );
+    let out = fp32_table(None);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("of peak"), "{text}");

@@ -52,6 +52,20 @@ fn block_rows(channels: usize, align: usize, threads: usize) -> usize {
     best.1
 }
 
+/// Runs `f` on this thread's scratch for the groups of a grouped product, kept from its last
+/// group for the next, as [`with_thread_accumulators`] keeps its buffer: a fresh scratch per
+/// job split (rayon's `for_each_init`) had allocated every group's packed activations and
+/// sums again on every image.
+fn with_thread_group_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    thread_local! {
+        static GROUP: std::cell::Cell<Scratch> = std::cell::Cell::default();
+    }
+    let mut scratch = GROUP.take();
+    let r = f(&mut scratch);
+    GROUP.set(scratch);
+    r
+}
+
 /// Runs `f` on this thread's accumulator buffer, whatever its length and contents (the last
 /// block's leftovers): a large product's blocks then allocate and zero their accumulators once
 /// per thread rather than once per job split, as rayon's `for_each_init` does. The buffer
@@ -379,7 +393,7 @@ impl Weighted {
                     codes
                         .par_chunks_mut(cout_g * p)
                         .enumerate()
-                        .for_each_init(Scratch::default, group);
+                        .for_each(|item| with_thread_group_scratch(|s| group(s, item)));
                 } else {
                     codes
                         .chunks_mut(cout_g * p)
@@ -518,12 +532,6 @@ impl Weighted {
                     // (regrowing it to the stem's columns was 0.9 % of B1's integer time at
                     // batch 1, by `perf`).
                     let mut scratch = std::mem::take(&mut s.centred);
-                    eprintln!(
-                        "DBG cols len {} cap {} need {}",
-                        scratch.len(),
-                        scratch.capacity(),
-                        k * p
-                    );
                     let cols = prefix_to_overwrite(&mut scratch, k * p);
                     let windows = Windows {
                         kernel: conv.kernel,

@@ -191,6 +191,20 @@ impl<T: Copy + Default> SpareBuffers<T> {
     }
 }
 
+/// Runs `f` on the value this thread keeps in `key`, put back afterwards for the next call:
+/// scratch that one job after another on the same thread reuses rather than allocating
+/// afresh. A call nested in another on the same thread (a rayon worker running other work while
+/// it waits) finds the value taken and starts from a default one; the last to finish is kept.
+pub fn with_kept<T: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<Cell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    let mut value = key.take();
+    let result = f(&mut value);
+    key.set(value);
+    result
+}
+
 /// Makes `buf` `len` long for a caller that writes every element: a recycled buffer keeps its
 /// former contents and only what it grows by is zeroed. One whose allocation is too small is
 /// replaced by a new zeroed one rather than grown, which would copy its old contents.

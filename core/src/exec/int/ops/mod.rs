@@ -11,7 +11,7 @@ pub mod weighted;
 use std::cell::Cell;
 
 use super::kernels::Isa;
-use crate::exec::spare::{Buffer, SpareBuffers};
+use crate::exec::spare::{Buffer, SpareBuffers, with_kept};
 
 /// Reusable buffers of one worker, so steps do not allocate per call once warm.
 #[derive(Debug, Default)]
@@ -38,10 +38,7 @@ impl Scratch {
         thread_local! {
             static KEPT: Cell<Scratch> = Cell::default();
         }
-        let mut scratch = KEPT.take();
-        let result = f(&mut scratch);
-        KEPT.set(scratch);
-        result
+        with_kept(&KEPT, f)
     }
 }
 

@@ -19,7 +19,7 @@ use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
 use super::{Ctx, Scratch};
-use crate::exec::spare::{Buffer, prefix_to_overwrite};
+use crate::exec::spare::{Buffer, prefix_to_overwrite, with_kept};
 use crate::exec::transpose::transpose_parallel;
 use crate::graph::Conv2d;
 
@@ -60,10 +60,7 @@ fn with_thread_group_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     thread_local! {
         static GROUP: std::cell::Cell<Scratch> = std::cell::Cell::default();
     }
-    let mut scratch = GROUP.take();
-    let r = f(&mut scratch);
-    GROUP.set(scratch);
-    r
+    with_kept(&GROUP, f)
 }
 
 /// Runs `f` on this thread's accumulator buffer, whatever its length and contents (the last
@@ -75,10 +72,7 @@ fn with_thread_accumulators<R>(f: impl FnOnce(&mut Vec<i32>) -> R) -> R {
     thread_local! {
         static ACC: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
     }
-    let mut acc = ACC.take();
-    let r = f(&mut acc);
-    ACC.set(acc);
-    r
+    with_kept(&ACC, f)
 }
 
 /// A conv's settings with its input and output sides.

@@ -963,6 +963,7 @@ impl Compiler<'_> {
             table: None,
             hardswish: Vec::new(),
             requant: Vec::new(),
+            token_major: None,
             output,
         }
         .with_lanes())

@@ -52,6 +52,7 @@ macro_rules! dots_of_rows {
 pub mod add;
 mod avx2;
 pub mod axpy;
+pub mod columns;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_flat;
@@ -203,14 +204,7 @@ impl PackedA {
                 quads[r * k4 + g] = i32::from_le_bytes(q);
             }
         }
-        let quads16 = quads
-            .iter()
-            .map(|q| {
-                q.to_le_bytes().iter().enumerate().fold(0u64, |v, (j, &x)| {
-                    v | (x as i8 as i16 as u16 as u64) << (16 * j)
-                }) as i64
-            })
-            .collect();
+        let quads16 = quads.iter().map(|&q| widen_quad(q)).collect();
         Self {
             rows,
             k,
@@ -224,6 +218,14 @@ impl PackedA {
     fn quad(&self, r: usize, g: usize) -> i32 {
         self.quads[r * self.k4 + g]
     }
+}
+
+/// A quad's four bytes, each sign-extended to i16, as one little-endian i64 (the operand
+/// AVX2's `vpmaddwd` broadcasts).
+pub(super) fn widen_quad(q: i32) -> i64 {
+    q.to_le_bytes().iter().enumerate().fold(0u64, |v, (j, &x)| {
+        v | (x as i8 as i16 as u16 as u64) << (16 * j)
+    }) as i64
 }
 
 /// Activations `K × cols` in panels: `[cols/16][k4][16][4]`, padding (columns past `cols`, `K`
@@ -322,7 +324,7 @@ pub fn gemm(isa: Isa, a: &PackedA, b: &PackedB, out: &mut [i32]) {
 
 /// `isa`, or the best this CPU has when that is lower: a forced or stale choice never runs
 /// instructions this CPU lacks.
-fn runnable(isa: Isa) -> Isa {
+pub(super) fn runnable(isa: Isa) -> Isa {
     if isa as u8 <= best_isa() as u8 {
         isa
     } else {

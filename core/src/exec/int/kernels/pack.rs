@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use super::{Isa, PANEL, PackedB};
+use super::{Isa, PANEL, PackedA, PackedB, runnable, widen_quad};
 use crate::exec::spare::{Buffer, resize_to_overwrite};
 
 /// `K × cols` codes stored `K`-major (`src[kk·cols + col]`: planes, im2col rows), each plus
@@ -56,6 +56,82 @@ pub fn pack_tokens(
         )
     });
     b
+}
+
+/// Tokens `[rows, k]` (`src[t·k + kk]`) as the product's signed operand, in `a`'s
+/// allocations: row `t` holds token `t`'s codes, each plus `lift` less 128 (the u8 a conv step
+/// multiplies, shifted into i8), and `sums[t]` their sum. `quads16` is filled only when `isa`
+/// runs the AVX2 product, the one path that reads it. Codes plus `lift` must lie in `0..=255`.
+pub fn pack_signed_tokens(
+    isa: Isa,
+    k: usize,
+    src: &[i32],
+    lift: i32,
+    a: &mut PackedA,
+    sums: &mut Vec<i32>,
+) {
+    assert!(k > 0, "tokens of no channels");
+    let (rows, k4) = (src.len() / k, k.div_ceil(4));
+    (a.rows, a.k, a.k4) = (rows, k, k4);
+    resize_to_overwrite(&mut a.quads, rows * k4);
+    resize_to_overwrite(sums, rows);
+    let shift = lift.wrapping_sub(128);
+    let src = &src[..rows * k];
+    by_width!(
+        isa,
+        signed_avx512,
+        signed_avx2,
+        signed_portable,
+        (k, src, shift, &mut a.quads, sums)
+    );
+    a.quads16.clear();
+    if runnable(isa) == Isa::Avx2 {
+        a.quads16.extend(a.quads.iter().map(|&q| widen_quad(q)));
+    }
+}
+
+/// Bytes first, 16 codes at a time (one `vpmovdb`), as [`tokens_portable`] packs them; the
+/// sums from the codes themselves, `Σ q + k·shift`, since every `q + shift` is its byte.
+#[inline(always)]
+fn signed_portable(k: usize, src: &[i32], shift: i32, quads: &mut [i32], sums: &mut [i32]) {
+    let k4 = k.div_ceil(4);
+    let rows = src.chunks_exact(k).zip(quads.chunks_exact_mut(k4));
+    for ((codes, quads), sum) in rows.zip(sums) {
+        *sum = codes.iter().sum::<i32>().wrapping_add(k as i32 * shift);
+        let mut chunks = codes.chunks_exact(16);
+        let mut words = quads.chunks_exact_mut(4);
+        for (chunk, words) in (&mut chunks).zip(&mut words) {
+            let chunk: &[i32; 16] = chunk.try_into().expect("16 codes");
+            let bytes: [u8; 16] = std::array::from_fn(|i| chunk[i].wrapping_add(shift) as u8);
+            for (word, b) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+                *word = i32::from_le_bytes(b.try_into().expect("a word"));
+            }
+        }
+        // The last codes, zero past `k`.
+        let rest = chunks.remainder();
+        let tail = &mut quads[k / 16 * 4..];
+        for (g, word) in tail.iter_mut().enumerate() {
+            let mut b = [0u8; 4];
+            for (j, byte) in b.iter_mut().enumerate() {
+                if let Some(&q) = rest.get(4 * g + j) {
+                    *byte = q.wrapping_add(shift) as u8;
+                }
+            }
+            *word = i32::from_le_bytes(b);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn signed_avx2(k: usize, src: &[i32], shift: i32, quads: &mut [i32], sums: &mut [i32]) {
+    signed_portable(k, src, shift, quads, sums)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+fn signed_avx512(k: usize, src: &[i32], shift: i32, quads: &mut [i32], sums: &mut [i32]) {
+    signed_portable(k, src, shift, quads, sums)
 }
 
 /// Matrices of at least this many codes are packed on the pool's threads.
@@ -414,6 +490,43 @@ mod tests {
                 assert_eq!(got, want, "{isa:?} i16 rows {k}×{cols}");
                 let got = pack_tokens(isa, k, cols, &tokens, 128, stale);
                 assert_eq!(got, want, "{isa:?} tokens {k}×{cols}");
+            }
+        }
+    }
+
+    /// Tokens of signed (lift 128) and unsigned codes, `K` a multiple of 4 or not, into
+    /// operands that held other tokens: the same quads as the i8 matrix packed by
+    /// [`PackedA::new`], the sums of each row, and `quads16` exactly where AVX2 runs.
+    #[test]
+    fn tokens_refill_the_signed_operand() {
+        let mut rng = Rng::new(23);
+        let mut packed = PackedA::new(&[5; 12], 4, 3);
+        let mut sums = vec![9; 7];
+        for (tokens, k, lift) in [
+            (3, 8, 128),
+            (5, 7, 0),
+            (112, 192, 128),
+            (2, 1, 0),
+            (0, 4, 128),
+        ] {
+            let codes: Vec<i32> = (0..tokens * k)
+                .map(|_| rng.below(256) as i32 - lift)
+                .collect();
+            let signed: Vec<i8> = codes.iter().map(|&q| (q + lift - 128) as i8).collect();
+            let want = PackedA::new(&signed, tokens, k);
+            for isa in Isa::available() {
+                pack_signed_tokens(isa, k, &codes, lift, &mut packed, &mut sums);
+                assert_eq!(
+                    (packed.rows, packed.k, packed.k4),
+                    (tokens, k, k.div_ceil(4))
+                );
+                assert_eq!(packed.quads, want.quads, "{} {tokens} × {k}", isa.name());
+                let sum = |t: usize| signed[t * k..(t + 1) * k].iter().map(|&v| v as i32).sum();
+                assert_eq!(sums, (0..tokens).map(sum).collect::<Vec<i32>>());
+                match super::super::runnable(isa) {
+                    Isa::Avx2 => assert_eq!(packed.quads16, want.quads16),
+                    _ => assert!(packed.quads16.is_empty()),
+                }
             }
         }
     }

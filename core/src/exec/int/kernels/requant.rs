@@ -459,12 +459,40 @@ fn lookup_within_portable(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i
 }
 
 /// Whether every value `f` gives, the table's first and its indices fit 32 bits.
-fn in_32_bits(f: &Fast, table: &CodeTable) -> bool {
+pub fn in_32_bits(f: &Fast, table: &CodeTable) -> bool {
     let in_i32 = |v: i64| i32::try_from(v).is_ok();
     in_i32(f.qmin)
         && in_i32(f.qmax)
         && in_i32(table.first)
         && u32::try_from(table.codes.len()).is_ok()
+}
+
+/// `x = table.codes[x − table.first]` for every `x` of `values` inside the table (any code of
+/// it for the others), and whether all were inside: the look-up of [`lookup_within`] for
+/// values requantized already. The table's first and its indices fit 32 bits (see
+/// [`in_32_bits`]).
+pub fn codes_within(isa: Isa, table: &CodeTable, values: &mut [i32]) -> bool {
+    let first = i32::try_from(table.first).expect("a table that starts inside i32");
+    assert!(u32::try_from(table.codes.len()).is_ok() && !table.codes.is_empty());
+    by_width!(
+        isa,
+        codes_within_avx512,
+        codes_within_avx2,
+        codes_of,
+        (&table.codes, first, values)
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn codes_within_avx2(codes: &[i32], first: i32, values: &mut [i32]) -> bool {
+    codes_of_avx2(codes, first, values)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
+fn codes_within_avx512(codes: &[i32], first: i32, values: &mut [i32]) -> bool {
+    codes_of_avx2(codes, first, values)
 }
 
 /// `x = codes[x − first]` for every `x` of `values` inside the table (any code of it for the

@@ -6,6 +6,7 @@ pub mod elementwise;
 pub mod layernorm;
 pub mod linear_attention;
 pub mod softmax_attention;
+pub mod token_major;
 pub mod weighted;
 
 use std::cell::Cell;

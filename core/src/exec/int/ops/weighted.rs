@@ -18,6 +18,7 @@ use super::super::kernels::requant::{
 use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
+use super::token_major::TokenMajor;
 use super::{Ctx, Scratch};
 use crate::exec::spare::{Buffer, prefix_to_overwrite, with_kept};
 use crate::exec::transpose::transpose_parallel;
@@ -74,6 +75,10 @@ fn with_thread_accumulators<R>(f: impl FnOnce(&mut Vec<i32>) -> R) -> R {
     }
     with_kept(&ACC, f)
 }
+
+/// A linear layer on at least this many tokens runs with them as its product's rows
+/// ([`TokenMajor`]); on fewer (a class token, the head) a tile of tokens would be mostly empty.
+const TOKEN_ROWS_FROM: usize = 16;
 
 /// A conv's settings with its input and output sides.
 type ConvGeometry<'a> = (&'a Conv2d, (usize, usize), (usize, usize));
@@ -153,6 +158,9 @@ pub struct Weighted {
     /// constants allow (built by [`Weighted::with_lanes`]; empty for other outputs): found per
     /// call, in i128, they had cost as much as the requantization of a 7×7 map's 49 values.
     pub requant: Vec<Option<Fast>>,
+    /// A linear layer's product and epilogue with the tokens as rows, where its form allows
+    /// (built by [`Weighted::with_lanes`], see [`TokenMajor`]).
+    pub token_major: Option<TokenMajor>,
 }
 
 /// One output channel's Hardswish epilogue in lanes, its constants found once at compile time
@@ -193,11 +201,12 @@ impl Weighted {
                 .collect(),
             _ => Vec::new(),
         };
+        self.token_major = TokenMajor::new(&self);
         self
     }
 
     /// What [`Weighted::emit`] adds to output channel `oc`'s accumulators.
-    fn emit_bias(&self, oc: usize) -> i64 {
+    pub(super) fn emit_bias(&self, oc: usize) -> i64 {
         match self.weights {
             Weights::Int8(_) => self.bias[oc] - self.correction[oc],
             Weights::Depthwise(_) | Weights::Wide(_) => self.bias[oc],
@@ -290,6 +299,11 @@ impl Weighted {
 
     pub fn run(&self, ctx: Ctx, x: &[i32], out: &mut Buffer<i32>, s: &mut Scratch) {
         let (p, token_major) = self.positions(x);
+        if let Some(t) = &self.token_major
+            && p >= TOKEN_ROWS_FROM
+        {
+            return t.run(self, ctx, x, out);
+        }
         let o = self.out_channels;
         // Codes as [O][P]: straight into `out`, or for token-major outputs into the spare
         // buffer that fits best, transposed into `out` at the end. Every code is written below
@@ -628,6 +642,7 @@ mod tests {
             table: None,
             hardswish: Vec::new(),
             requant: Vec::new(),
+            token_major: None,
             output,
         }
         .with_lanes()

@@ -488,6 +488,7 @@ impl Compiler<'_> {
                     head_dim: *head_dim,
                     tokens,
                     zero: l.zero[0],
+                    lift: (span <= 255).then_some(-l.qmin),
                     // Real logit = x·ln 2·2^−j: the exponential is then 2^(x·2^−j).
                     to_x: Requant::new(
                         &[s_acc],

@@ -65,6 +65,7 @@ mod narrow_lanes;
 pub mod pack;
 pub mod requant;
 pub mod scores;
+pub mod scores_bytes;
 pub mod shift_divide;
 mod vnni;
 pub mod weighted_rows;

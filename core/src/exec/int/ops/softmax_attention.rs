@@ -11,6 +11,7 @@ use super::super::kernels::requant::{Fast, requant};
 use super::super::kernels::scores::{
     NarrowTable, PackedKeys, ROWS, decoded_pairs, query_pairs, scores,
 };
+use super::super::kernels::scores_bytes::{self, ByteCodes, ByteKeys, query_quads, scores_bytes};
 use super::super::kernels::weighted_rows::weighted_rows;
 use super::super::nonlinear::LevelEncoder;
 use super::super::nonlinear::softmax_row;
@@ -25,6 +26,9 @@ pub struct ScoresSoftmax {
     pub head_dim: usize,
     pub tokens: usize,
     pub zero: i32,
+    /// What lifts the codes into `0..=255`, when they span no more (the byte product's
+    /// `u`, [`scores_bytes`]); `None` for wider codes.
+    pub lift: Option<i32>,
     /// Accumulator → base-2 exponent at scale `2^−input_bits`.
     pub to_x: Requant,
     pub input_bits: u32,
@@ -44,17 +48,24 @@ impl ScoresSoftmax {
         let width = 3 * h * d;
         // Every row of every head is written below.
         let out = out.overwrite(self.output_len());
-        // Centred codes as i16 (|q − z|·|k − z| ≤ 2^16, summed over d < 2^15 dims), each
-        // head's keys packed for the blocked `q·kᵀ` ([`scores`]).
+        // Bytes where the codes and the CPU allow ([`scores_bytes`]: four dimensions per
+        // instruction), else centred codes as i16 (|q − z|·|k − z| ≤ 2^16, summed over
+        // d < 2^15 dims); each head's keys packed for the blocked `q·kᵀ`.
+        let bytes = (self.lift)
+            .filter(|_| scores_bytes::available(isa))
+            .map(|lift| ByteCodes {
+                lift,
+                zero: self.zero,
+            });
         let centre = |v: i32| (v - self.zero) as i16;
-        let head_keys = |head: usize| {
-            PackedKeys::from_key_rows(n, d, self.zero, |j| {
-                &qkv[j * width + h * d + head * d..][..d]
-            })
+        let key_row = |head: usize| move |j: usize| &qkv[j * width + h * d + head * d..][..d];
+        let head_keys = |head: usize| match bytes {
+            Some(codes) => Keys::Bytes(ByteKeys::from_key_rows(n, d, codes, key_row(head))),
+            None => Keys::Pairs(PackedKeys::from_key_rows(n, d, self.zero, key_row(head))),
         };
         // The heads on the pool's threads when large (at batch 1 the only work).
         let parallel = h * n * n * d >= PARALLEL_MACS;
-        let keys: Vec<PackedKeys> = match parallel {
+        let keys: Vec<Keys> = match parallel {
             true => (0..h).into_par_iter().map(head_keys).collect(),
             false => (0..h).map(head_keys).collect(),
         };
@@ -68,6 +79,7 @@ impl ScoresSoftmax {
             let RowScratch {
                 centred,
                 q,
+                terms,
                 acc,
                 x,
                 p,
@@ -75,14 +87,26 @@ impl ScoresSoftmax {
             } = scratch;
             let count = dst.len() / n;
             q.clear();
-            for i in first..first + count {
-                let row = &qkv[i * width + head * d..][..d];
-                centred.clear();
-                centred.extend(row.iter().map(|&v| centre(v)));
-                query_pairs(centred, q);
-            }
+            terms.clear();
+            let query = |i: usize| &qkv[i * width + head * d..][..d];
             acc.resize(count * n, 0);
-            scores(isa, q, &keys[head], acc);
+            match (&keys[head], bytes) {
+                (Keys::Bytes(keys), Some(codes)) => {
+                    for i in first..first + count {
+                        terms.push(query_quads(query(i), codes, q));
+                    }
+                    scores_bytes(isa, q, terms, keys, acc);
+                }
+                (Keys::Pairs(keys), _) => {
+                    for i in first..first + count {
+                        centred.clear();
+                        centred.extend(query(i).iter().map(|&v| centre(v)));
+                        query_pairs(centred, q);
+                    }
+                    scores(isa, q, keys, acc);
+                }
+                (Keys::Bytes(_), None) => unreachable!("byte keys are packed for byte codes"),
+            }
             x.resize(n, 0);
             p.resize(n, 0);
             for (dst, acc) in dst.chunks_exact_mut(n).zip(acc.chunks_exact(n)) {
@@ -125,13 +149,21 @@ impl ScoresSoftmax {
 /// Attention products of at least this many multiply-accumulates run their rows in parallel.
 const PARALLEL_MACS: usize = 1 << 20;
 
+/// One head's keys packed for its `q·kᵀ`.
+enum Keys {
+    Pairs(PackedKeys),
+    Bytes(ByteKeys),
+}
+
 /// One attention row's buffers.
 #[derive(Debug, Default)]
 struct RowScratch {
     /// One query's centred codes.
     centred: Vec<i16>,
-    /// The tile's queries as dimension pairs.
+    /// The tile's queries as dimension pairs, or as byte quads.
     q: Vec<i32>,
+    /// The byte product's term per query.
+    terms: Vec<i32>,
     acc: Vec<i32>,
     x: Vec<i32>,
     p: Vec<i32>,

@@ -137,9 +137,13 @@ fn check_alone_on_one_thread(
 /// The linear layers that run with their tokens as the product's rows (`ops::token_major`)
 /// give the codes of every node that the channel-major product and its transpose give: for one
 /// image (197 tokens, two blocks) on every ISA, and for the batch (its tokens at once) on this
-/// CPU's best. DeiT has such layers (checked: the comparison is not empty); EfficientViT's
-/// linear layers (its head) run on one token and keep the channel-major product.
+/// CPU's best. DeiT has such layers (checked: the comparison is not empty). EfficientViT's
+/// only linear layers are its head's, on one token per image: fewer than the form takes at
+/// these batch sizes, so its programs are not compared.
 fn check_token_major_equals_channel_major(program: &IntProgram, images: &Dataset, batch: &Tensor) {
+    if !program.model.starts_with("deit") {
+        return;
+    }
     let mut channel_major = program.clone();
     let mut rows = 0;
     for step in &mut channel_major.steps {
@@ -147,16 +151,7 @@ fn check_token_major_equals_channel_major(program: &IntProgram, images: &Dataset
             rows += usize::from(w.token_major.take().is_some());
         }
     }
-    let deit = program.model.starts_with("deit");
-    assert_eq!(
-        rows > 0,
-        deit,
-        "{}: {rows} token-major layers",
-        program.model
-    );
-    if !deit {
-        return;
-    }
+    assert!(rows > 0, "{}: no token-major layers", program.model);
     let image = images.batch(0..1).unwrap().images;
     for isa in Isa::available() {
         let run = |p: &IntProgram| {

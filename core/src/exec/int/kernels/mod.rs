@@ -10,7 +10,9 @@
 //! consecutive `K` values are adjacent — the layout of VNNI's `vpdpbusd`, which multiplies 4 u8
 //! by 4 i8 and adds them to one i32 lane. Activations are u8 because every 8-bit code is
 //! non-negative once shifted by its zero-point correction (see the conv step); weights are
-//! symmetric i8.
+//! symmetric i8. A linear layer on many tokens swaps the roles: its tokens, shifted by 128 into
+//! i8, are `A` ([`pack::pack_signed_tokens`]) and its weights plus 128 the u8 panels of `B`,
+//! packed once (`ops::token_major`), so that the sums come out token-major.
 
 use std::ops::Range;
 use std::sync::OnceLock;

@@ -97,7 +97,8 @@ fn signed_portable(k: usize, src: &[i32], shift: i32, quads: &mut [i32], sums: &
     let k4 = k.div_ceil(4);
     let rows = src.chunks_exact(k).zip(quads.chunks_exact_mut(k4));
     for ((codes, quads), sum) in rows.zip(sums) {
-        *sum = codes.iter().sum::<i32>().wrapping_add(k as i32 * shift);
+        *sum = (codes.iter().fold(0i32, |s, &q| s.wrapping_add(q)))
+            .wrapping_add((k as i32).wrapping_mul(shift));
         let mut chunks = codes.chunks_exact(16);
         let mut words = quads.chunks_exact_mut(4);
         for (chunk, words) in (&mut chunks).zip(&mut words) {

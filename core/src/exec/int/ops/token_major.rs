@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use super::super::kernels::columns::ColumnNarrow;
 use super::super::kernels::pack::pack_signed_tokens;
 use super::super::kernels::requant::{Fast, codes_within, in_32_bits};
-use super::super::kernels::{PANEL, PackedA, PackedB, gemm_rows};
+use super::super::kernels::{PackedA, PackedB, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::gelu;
 use super::super::requant::{Encoder, Epilogue};
 use super::Ctx;
@@ -38,14 +38,16 @@ const PARALLEL_MACS: usize = 1 << 20;
 /// in L2 while every channel's weights pass them, and so do their sums.
 const BLOCK_TOKENS: usize = 128;
 
-/// Tokens per block for `tokens` tokens on `threads` threads: at most [`BLOCK_TOKENS`], whole
-/// panels, and as many blocks as a whole number of rounds over the threads needs (DeiT-T's
-/// 197 tokens on two threads: blocks of 112 and 85).
-fn tokens_per_block(tokens: usize, threads: usize) -> usize {
+/// Tokens per block for `tokens` tokens on `threads` threads: at most [`BLOCK_TOKENS`], a
+/// multiple of `align` (the product's tile height: every tile but the last block's full), and
+/// as many blocks as a whole number of rounds over the threads needs (DeiT-T's 197 tokens on
+/// two threads in tiles of 8: blocks of 104 and 93; in whole panels of 16 they had been 112 and
+/// 85, one thread idle for an eighth of each layer at batch 1).
+fn tokens_per_block(tokens: usize, threads: usize, align: usize) -> usize {
     let blocks = tokens
         .div_ceil(BLOCK_TOKENS)
         .next_multiple_of(threads.max(1));
-    tokens.div_ceil(blocks).next_multiple_of(PANEL)
+    tokens.div_ceil(blocks).next_multiple_of(align.max(1))
 }
 
 /// A linear layer's weights and epilogue laid out with the tokens as the product's rows.
@@ -119,7 +121,7 @@ impl TokenMajor {
         }
         let (o, k) = (layer.out_channels, self.weights.k);
         let p = x.len() / k;
-        let tokens = tokens_per_block(p, rayon::current_num_threads());
+        let tokens = tokens_per_block(p, rayon::current_num_threads(), tile_rows(ctx.isa));
         let block = |(b, dst): (usize, &mut [i32])| {
             with_kept(&BLOCK, |s| {
                 let n = dst.len() / o;
@@ -173,20 +175,25 @@ mod tests {
     use super::*;
 
     /// Hand-worked splits, then every token count up to two batches of 8 of DeiT's: whole
-    /// panels of at most `BLOCK_TOKENS`, and the blocks cover the tokens in a whole number
-    /// of rounds over the threads (or one block short of it).
+    /// tiles, at most `BLOCK_TOKENS` (rounded up to a tile), and no more blocks than a whole
+    /// number of rounds over the threads.
     #[test]
     fn blocks_cover_the_tokens_in_rounds() {
-        assert_eq!(tokens_per_block(197, 2), 112);
-        assert_eq!(tokens_per_block(8 * 197, 2), 128);
-        assert_eq!(tokens_per_block(32, 2), 16);
+        assert_eq!(tokens_per_block(197, 2, 8), 104);
+        assert_eq!(tokens_per_block(197, 2, 6), 102);
+        assert_eq!(tokens_per_block(8 * 197, 2, 8), 120);
+        assert_eq!(tokens_per_block(32, 2, 8), 16);
+        assert_eq!(tokens_per_block(20, 1, 1), 20);
         for threads in [1, 2, 3, 8] {
-            for tokens in 1..=2 * 8 * 197 {
-                let per = tokens_per_block(tokens, threads);
-                assert!(per.is_multiple_of(PANEL) && per <= BLOCK_TOKENS, "{tokens}");
-                let blocks = tokens.div_ceil(per);
-                let wanted = tokens.div_ceil(BLOCK_TOKENS).next_multiple_of(threads);
-                assert!(blocks <= wanted, "{tokens} on {threads}: {blocks} blocks");
+            for align in [1, 6, 8] {
+                for tokens in 1..=2 * 8 * 197 {
+                    let per = tokens_per_block(tokens, threads, align);
+                    let most = BLOCK_TOKENS.next_multiple_of(align);
+                    assert!(per.is_multiple_of(align) && per <= most, "{tokens}");
+                    let blocks = tokens.div_ceil(per);
+                    let wanted = tokens.div_ceil(BLOCK_TOKENS).next_multiple_of(threads);
+                    assert!(blocks <= wanted, "{tokens} on {threads}: {blocks} blocks");
+                }
             }
         }
     }

@@ -499,7 +499,7 @@ mod tests {
     /// operands that held other tokens: the same quads as the i8 matrix packed by
     /// [`PackedA::new`], the sums of each row, and `quads16` exactly where AVX2 runs.
     #[test]
-    fn tokens_refill_the_signed_operand() {
+    fn tokens_pack_into_the_signed_operand() {
         let mut rng = Rng::new(23);
         let mut packed = PackedA::new(&[5; 12], 4, 3);
         let mut sums = vec![9; 7];

@@ -328,7 +328,12 @@ fn scores_portable(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i
 /// The queries of the tile from row `r0`: how many there are, and each tile row's pairs (rows
 /// past the last repeat it: their sums are computed and dropped).
 #[inline(always)]
-fn tile_queries(queries: &[i32], rows: usize, pairs: usize, r0: usize) -> (usize, [&[i32]; ROWS]) {
+pub(super) fn tile_queries(
+    queries: &[i32],
+    rows: usize,
+    pairs: usize,
+    r0: usize,
+) -> (usize, [&[i32]; ROWS]) {
     let tile_rows = (rows - r0).min(ROWS);
     let q = std::array::from_fn(|r| {
         let row = r0 + r.min(tile_rows - 1);
@@ -379,7 +384,7 @@ fn tile_avx512<const VNNI: bool, const R: usize, const B: usize>(
 /// store), at row `r0` and key `j0` of `out` (`keys` per row).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn store_avx512<const R: usize, const B: usize>(
+pub(super) fn store_avx512<const R: usize, const B: usize>(
     acc: &[[__m512i; B]; R],
     rows: usize,
     keys: usize,

@@ -16,13 +16,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::scores::{KEYS, ROWS};
+#[cfg(target_arch = "x86_64")]
+use super::scores::{store_avx512, tile_queries};
 use super::{Isa, Width, width};
 use crate::exec::transpose::transpose;
-
-/// Keys per block: one register of i32 lanes.
-pub const KEYS: usize = 16;
-/// Queries per tile.
-pub const ROWS: usize = 8;
 
 /// How a head's codes become bytes: `u` lifts them to `0..=255`, `z` is their zero point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,21 +186,17 @@ pub fn scores_bytes(
 fn scores_vnni(queries: &[i32], query_terms: &[i32], keys: &ByteKeys, out: &mut [i32]) {
     let rows = query_terms.len();
     for r0 in (0..rows).step_by(ROWS) {
-        let tile_rows = (rows - r0).min(ROWS);
-        // Rows past the last repeat it: their sums are computed and dropped.
-        let q: [&[i32]; ROWS] = std::array::from_fn(|r| {
-            let row = r0 + r.min(tile_rows - 1);
-            &queries[row * keys.quads..][..keys.quads]
-        });
+        let (tile_rows, q) = tile_queries(queries, rows, keys.quads, r0);
+        let terms = &query_terms[r0..r0 + tile_rows];
         let mut j0 = 0;
         while j0 + 2 * KEYS <= keys.cols {
-            let acc = tile::<2>(&q, keys, j0);
-            store(&acc, &query_terms[r0..r0 + tile_rows], keys, (r0, j0), out);
+            let acc = with_terms(tile::<2>(&q, keys, j0), terms, keys, j0);
+            store_avx512(&acc, tile_rows, keys.keys, r0, j0, out);
             j0 += 2 * KEYS;
         }
         if j0 < keys.cols {
-            let acc = tile::<1>(&q, keys, j0);
-            store(&acc, &query_terms[r0..r0 + tile_rows], keys, (r0, j0), out);
+            let acc = with_terms(tile::<1>(&q, keys, j0), terms, keys, j0);
+            store_avx512(&acc, tile_rows, keys.keys, r0, j0, out);
         }
     }
 }
@@ -235,40 +229,30 @@ fn tile<const B: usize>(q: &[&[i32]; ROWS], keys: &ByteKeys, j0: usize) -> [[__m
     }
 }
 
-/// Stores a tile's rows (as many as `terms`, each plus its query's term and each key's term),
-/// of each block only the keys before `keys.keys` (a masked store), at row `r0` and key `j0`.
+/// A tile's byte products plus each row's query term (rows past `terms`: none, they are not
+/// stored) and each key's term, for the keys from `j0`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn store<const B: usize>(
-    acc: &[[__m512i; B]; ROWS],
+fn with_terms<const B: usize>(
+    mut acc: [[__m512i; B]; ROWS],
     terms: &[i32],
     keys: &ByteKeys,
-    (r0, j0): (usize, usize),
-    out: &mut [i32],
-) {
-    let n = keys.keys;
-    // SAFETY (the block): the caller is compiled with AVX-512 F; each key-term load reads 16
-    // of `keys.terms` from `j < cols` (its length); the masks write the `valid` lanes the row
-    // holds.
+    j0: usize,
+) -> [[__m512i; B]; ROWS] {
+    // SAFETY (the block): the caller is compiled with AVX-512 F; each load reads 16 of
+    // `keys.terms` from `j0 + 16·b < cols`, its length (asserted by `scores_bytes`).
     unsafe {
         let key_terms: [__m512i; B] = std::array::from_fn(|b| {
-            _mm512_loadu_si512(keys.terms[j0 + KEYS * b..].as_ptr().cast())
+            _mm512_loadu_si512(keys.terms[j0 + KEYS * b..][..KEYS].as_ptr().cast())
         });
-        for (r, (blocks, &term)) in acc.iter().zip(terms).enumerate() {
-            let row = &mut out[(r0 + r) * n..][..n];
+        for (row, &term) in acc.iter_mut().zip(terms) {
             let term = _mm512_set1_epi32(term);
-            for (b, (&v, &k)) in blocks.iter().zip(&key_terms).enumerate() {
-                let j = j0 + KEYS * b;
-                let valid = n.saturating_sub(j).min(KEYS);
-                if valid == 0 {
-                    break;
-                }
-                let v = _mm512_add_epi32(_mm512_add_epi32(v, term), k);
-                let mask = ((1u32 << valid) - 1) as u16;
-                _mm512_mask_storeu_epi32(row[j..].as_mut_ptr(), mask, v);
+            for (v, &k) in row.iter_mut().zip(&key_terms) {
+                *v = _mm512_add_epi32(_mm512_add_epi32(*v, term), k);
             }
         }
     }
+    acc
 }
 
 #[cfg(test)]

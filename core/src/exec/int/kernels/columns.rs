@@ -1,7 +1,7 @@
 //! The requantization of a token-major product's sums, `[tokens, channels]` i32: each channel
 //! with its own [`Narrow`] constants, each token with an offset added to its sums first (the
 //! correction of a product whose activations were the signed operand, see
-//! `ops::weighted::TokenMajor`). A vector holds 16 (AVX-512) or 8 (AVX2) neighbouring
+//! `ops::token_major`). A vector holds 16 (AVX-512) or 8 (AVX2) neighbouring
 //! channels, so the constants are vectors loaded once per block of channels, and the tokens
 //! pass under them; the arithmetic is [`Narrow::apply_i32`]'s, lane by lane (the even and odd
 //! lanes' 64-bit products as in `narrow_lanes`), so every path gives the same integers.

@@ -3,12 +3,12 @@
 //! `vpdpwssd` (i16 × i16), so half the instructions for the same tile.
 //!
 //! The logits are `Σ_d (q − z)·(k − z)` with centred codes up to ±255, which no byte holds. With
-//! `q' = q + u` (u8: `u` lifts the codes' range to `0..=255`) and `k' = q' − 128` for the keys
-//! (i8), `a = u + z` and `b = 128 − a`:
+//! `q' = q + u` for the queries (u8: `u` lifts the codes' range to `0..=255`), `k' = k + u − 128`
+//! for the keys (i8), `a = u + z` and `b = 128 − a`:
 //!
 //! `Σ_d (q − z)·(k − z) = Σ_d (q' − a)·(k' + b) = Σ_d q'·k' + (b·Σ_d q' − a·b·d) − a·Σ_d k'`,
 //!
-//! a byte product, a term per query and a term per key, added to each tile as it is stored.
+//! a byte product, a term per query and a term per key, added to each tile before it is stored.
 //! Every step wraps in i32, and the logit itself fits i32 (the compiler checks
 //! `d·span² < 2^31`), so the result is exact.
 #![allow(unsafe_code)]

@@ -93,10 +93,15 @@ impl PackedKeys {
     }
 
     /// Packs `keys` keys of `d` dimensions stored dimension by dimension, `dim(c)` holding
-    /// dimension `c` of every key (at least `keys` values, each inside i16): `P·V`'s values,
-    /// whose "keys" are channels and dimensions tokens. The same packing as
+    /// dimension `c` of every key (at least `keys` codes, each less `zero` inside i16): `P·V`'s
+    /// values, whose "keys" are channels and dimensions tokens. The same packing as
     /// [`PackedKeys::pack`]: a block row is two dimensions' rows interleaved.
-    pub fn from_dim_rows<'a>(keys: usize, d: usize, dim: impl Fn(usize) -> &'a [i32]) -> Self {
+    pub fn from_dim_rows<'a>(
+        keys: usize,
+        d: usize,
+        zero: i32,
+        dim: impl Fn(usize) -> &'a [i32],
+    ) -> Self {
         let (pairs, cols) = (d.div_ceil(2), keys.next_multiple_of(KEYS));
         let mut data = vec![0; pairs * cols];
         for (c2, dst) in data.chunks_exact_mut(cols.max(1)).enumerate().take(pairs) {
@@ -104,11 +109,11 @@ impl PackedKeys {
             if 2 * c2 + 1 < d {
                 let hi = &dim(2 * c2 + 1)[..keys];
                 for ((o, &a), &b) in dst.iter_mut().zip(lo).zip(hi) {
-                    *o = pair(a as i16, b as i16);
+                    *o = pair((a - zero) as i16, (b - zero) as i16);
                 }
             } else {
                 for (o, &a) in dst.iter_mut().zip(lo) {
-                    *o = pair(a as i16, 0);
+                    *o = pair((a - zero) as i16, 0);
                 }
             }
         }
@@ -622,11 +627,12 @@ mod tests {
             let want = PackedKeys::pack(keys, d, |j, c| (by_key[j * d + c] - zero) as i16);
             let got = PackedKeys::from_key_rows(keys, d, zero, |j| &by_key[j * d..][..d]);
             assert_eq!(got, want, "{keys} keys of {d} from key rows");
+            // Codes whose centred values reach both ends of i16.
             let by_dim: Vec<i32> = (0..d * keys)
-                .map(|_| rng.below(1 << 16) as i32 - (1 << 15))
+                .map(|_| rng.below(1 << 16) as i32 - (1 << 15) + zero)
                 .collect();
-            let want = PackedKeys::pack(keys, d, |j, c| by_dim[c * keys + j] as i16);
-            let got = PackedKeys::from_dim_rows(keys, d, |c| &by_dim[c * keys..][..keys]);
+            let want = PackedKeys::pack(keys, d, |j, c| (by_dim[c * keys + j] - zero) as i16);
+            let got = PackedKeys::from_dim_rows(keys, d, zero, |c| &by_dim[c * keys..][..keys]);
             assert_eq!(got, want, "{keys} keys of {d} from dimension rows");
         }
     }

@@ -196,25 +196,30 @@ impl Mix {
         // Decoded probabilities are at most 2^15 and a row of them sums to a bounded total (the
         // Softmax's rows sum to one), so with |v − z| ≤ 255 the i32 accumulator cannot
         // overflow at any token count the compiler accepts (`mix_bound`).
-        // Each head's values centred ([token][d]), and the same values for the blocked
-        // product ([`scores`], the values as "keys" whose dimensions are the tokens) when
-        // every centred code fits in i16; the heads on the pool's threads when large (at
-        // batch 1 this had been serial on the image's thread).
-        let head_values = |head: usize| {
-            let mut v = Vec::with_capacity(n * d);
-            for j in 0..n {
-                let src = &qkv[j * width + 2 * h * d + head * d..][..d];
-                v.extend(src.iter().map(|&q| q - self.zero));
-            }
-            let packed = v
-                .iter()
-                .all(|&x| i16::try_from(x).is_ok())
-                .then(|| PackedKeys::from_dim_rows(d, n, |j| &v[j * d..][..d]));
-            (v, packed)
+        // Token `j`'s codes of head `head`'s values.
+        let value_row = |head: usize, j: usize| &qkv[j * width + 2 * h * d + head * d..][..d];
+        // Each head's values centred, as [token][d], for the row-by-row product.
+        let centred_values = |head: usize| -> Vec<i32> {
+            (0..n)
+                .flat_map(|j| value_row(head, j).iter().map(|&q| q - self.zero))
+                .collect()
         };
-        let values: Vec<(Vec<i32>, Option<PackedKeys>)> = match parallel {
-            true => (0..h).into_par_iter().map(head_values).collect(),
-            false => (0..h).map(head_values).collect(),
+        // Each head's values packed for the blocked product ([`scores`], the values as "keys"
+        // whose dimensions are the tokens) when every centred code fits in i16, packed from
+        // the codes (a centred copy of every head first had been 2 % of DeiT-T's integer
+        // time, by `perf`); the heads on the pool's threads when large (at batch 1 this had
+        // been serial on the image's thread).
+        let packed_values = |head: usize| -> Option<PackedKeys> {
+            let (least, most) = (0..n)
+                .flat_map(|j| value_row(head, j))
+                .fold((i32::MAX, i32::MIN), |(lo, hi), &q| (lo.min(q), hi.max(q)));
+            let fits = |q: i32| i16::try_from(q as i64 - self.zero as i64).is_ok();
+            (n == 0 || (fits(least) && fits(most)))
+                .then(|| PackedKeys::from_dim_rows(d, n, self.zero, |j| value_row(head, j)))
+        };
+        let values: Vec<Option<PackedKeys>> = match parallel {
+            true => (0..h).into_par_iter().map(packed_values).collect(),
+            false => (0..h).map(packed_values).collect(),
         };
         // The probabilities' values inside i16, for the blocked product.
         let table = NarrowTable::new(&self.probability);
@@ -236,7 +241,7 @@ impl Mix {
             let MixScratch { pairs, acc } = scratch;
             let rows = dst.len() / (h * d);
             acc.resize(rows * d, 0);
-            for (head, (values, packed)) in values.iter().enumerate() {
+            for (head, packed) in values.iter().enumerate() {
                 let codes = &probs[(head * n + first) * n..][..rows * n];
                 // A probability of exactly one decodes to 2^15, past i16: such a tile (its
                 // row's other probabilities are all but zero) takes the row-by-row product.
@@ -245,12 +250,14 @@ impl Mix {
                 {
                     scores(isa, pairs, packed, acc);
                 } else {
+                    // Rare: a head whose values leave i16, or a tile with a probability of one.
+                    let values = centred_values(head);
                     for (row, a) in codes.chunks_exact(n).zip(acc.chunks_exact_mut(d)) {
                         let w: Vec<i32> = row
                             .iter()
                             .map(|&code| self.probability[code as usize])
                             .collect();
-                        weighted_rows(isa, &w, values, a);
+                        weighted_rows(isa, &w, &values, a);
                     }
                 }
                 for (r, a) in acc.chunks_exact(d).enumerate() {

@@ -148,6 +148,17 @@ impl NarrowTable {
         )
     }
 
+    /// The table with every value past i16 read as 0 instead of marked: the product of the
+    /// values inside i16, to which the caller adds the others' terms.
+    pub fn clipped(values: &[i32]) -> Self {
+        Self(
+            values
+                .iter()
+                .map(|&v| i16::try_from(v).map_or(0, i32::from))
+                .collect(),
+        )
+    }
+
     /// The i16 value of `code`, if it has one.
     #[inline(always)]
     fn get(&self, code: i32) -> Option<i16> {

@@ -209,17 +209,8 @@ impl Mix {
         // the codes (a centred copy of every head first had been 2 % of DeiT-T's integer
         // time, by `perf`); the heads on the pool's threads when large (at batch 1 this had
         // been serial on the image's thread).
-        let packed_values = |head: usize| -> Option<PackedKeys> {
-            let (mut least, mut most) = (i32::MAX, i32::MIN);
-            for j in 0..n {
-                for &q in value_row(head, j) {
-                    (least, most) = (least.min(q), most.max(q));
-                }
-            }
-            let fits = |q: i32| i16::try_from(q as i64 - self.zero as i64).is_ok();
-            (n == 0 || (fits(least) && fits(most)))
-                .then(|| PackedKeys::from_dim_rows(d, n, self.zero, |j| value_row(head, j)))
-        };
+        let packed_values =
+            |head: usize| PackedKeys::from_dim_rows(d, n, self.zero, |j| value_row(head, j));
         let values: Vec<Option<PackedKeys>> = match parallel {
             true => (0..h).into_par_iter().map(packed_values).collect(),
             false => (0..h).map(packed_values).collect(),

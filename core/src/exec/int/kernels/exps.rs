@@ -18,16 +18,24 @@ pub fn row_exps(isa: Isa, x: &[i32], max: i32, j: u32, out: &mut [i64]) {
     by_width!(isa, avx512, avx2, portable, (x, max, j, out))
 }
 
+// The bounds [`exp2_neg_lane`]'s 32-bit products rest on.
+const _: () = assert!(*INPUT_BITS.end() <= 16 && (1 << 15) + FRACTION_B < 1 << 16);
+const _: () = assert!(FRACTION_B < 1 << 14);
+
 /// [`exp2_neg`] without branches, for `d ≥ 0` and `j` in [`INPUT_BITS`].
 ///
 /// [`exp2_neg`]: crate::exec::int::nonlinear::softmax::exp2_neg
 #[inline(always)]
 pub fn exp2_neg_lane(d: i64, j: u32) -> i64 {
     let q = (d >> j).min(EXP_BITS as i64 + 1);
-    let f = d & ((1 << j) - 1);
-    let a = (1 << 15) + FRACTION_B;
+    // `f < 2^j ≤ 2^16`, `a < 2^16` and `B·f < 2^30`: each product is of two 32-bit unsigned
+    // values, one `vpmuludq` (in i64 the compiler had built each from three, with shifts).
+    let f = (d & ((1 << j) - 1)) as u32 as u64;
+    let a = ((1 << 15) + FRACTION_B) as u32 as u64;
+    let b = FRACTION_B as u32 as u64;
+    let (af, bff) = ((a * f) as i64, (((b * f) as u32 as u64) * f) as i64);
     // Positive: the quadratic is at least ½·2^(16+2j) on [0, 1).
-    let poly = (1i64 << (16 + 2 * j)) - ((a * f) << j) + FRACTION_B * f * f;
+    let poly = (1i64 << (16 + 2 * j)) - (af << j) + bff;
     // 2j − 14 ≤ drop ≤ 2j + 17: no shift reaches 64.
     let drop = 16 + 2 * j - EXP_BITS + q as u32;
     let half = (1i64 << drop) >> 1;

@@ -100,6 +100,7 @@ impl PackedKeys {
     /// been 1.5 % of DeiT-T's integer time, by `perf`), or lies so far from `zero` that the
     /// difference leaves i32.
     pub fn from_dim_rows<'a>(
+        isa: Isa,
         keys: usize,
         d: usize,
         zero: i32,
@@ -107,25 +108,11 @@ impl PackedKeys {
     ) -> Option<Self> {
         let (pairs, cols) = (d.div_ceil(2), keys.next_multiple_of(KEYS));
         let mut data = vec![0; pairs * cols];
-        // The centred code, and whether it is one i16 holds (of all codes so far).
-        let centre = |q: i32, fits: &mut bool| {
-            let v = q.wrapping_sub(zero);
-            *fits &= v as i16 as i32 == v && (q >= zero) == (v >= 0);
-            v as i16
-        };
         let mut fits = true;
         for (c2, dst) in data.chunks_exact_mut(cols.max(1)).enumerate().take(pairs) {
             let lo = &dim(2 * c2)[..keys];
-            if 2 * c2 + 1 < d {
-                let hi = &dim(2 * c2 + 1)[..keys];
-                for ((o, &a), &b) in dst.iter_mut().zip(lo).zip(hi) {
-                    *o = pair(centre(a, &mut fits), centre(b, &mut fits));
-                }
-            } else {
-                for (o, &a) in dst.iter_mut().zip(lo) {
-                    *o = pair(centre(a, &mut fits), 0);
-                }
-            }
+            let hi = (2 * c2 + 1 < d).then(|| &dim(2 * c2 + 1)[..keys]);
+            fits &= centred_pairs(isa, lo, hi, zero, &mut dst[..keys]);
         }
         fits.then_some(Self {
             pairs,
@@ -134,6 +121,58 @@ impl PackedKeys {
             data,
         })
     }
+}
+
+/// `dst[t] = pair(a[t] − z, b[t] − z)` (`b` absent: 0), and whether every difference is one
+/// i16 holds (a difference that leaves i32 wraps, and is caught by its sign).
+fn centred_pairs(isa: Isa, a: &[i32], b: Option<&[i32]>, z: i32, dst: &mut [i32]) -> bool {
+    assert!(a.len() == dst.len() && b.is_none_or(|b| b.len() == dst.len()));
+    by_width!(
+        isa,
+        centred_pairs_avx512,
+        centred_pairs_avx2,
+        centred_pairs_portable,
+        (a, b, z, dst)
+    )
+}
+
+#[inline(always)]
+fn centred_pairs_portable(a: &[i32], b: Option<&[i32]>, z: i32, dst: &mut [i32]) -> bool {
+    // The centred code, and whether it is one i16 holds.
+    let centre = |q: i32| {
+        let v = q.wrapping_sub(z);
+        (v as i16, v as i16 as i32 == v && (q >= z) == (v >= 0))
+    };
+    let mut fits = true;
+    match b {
+        Some(b) => {
+            for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+                let ((x, x_fits), (y, y_fits)) = (centre(x), centre(y));
+                fits &= x_fits & y_fits;
+                *o = pair(x, y);
+            }
+        }
+        None => {
+            for (o, &x) in dst.iter_mut().zip(a) {
+                let (x, x_fits) = centre(x);
+                fits &= x_fits;
+                *o = pair(x, 0);
+            }
+        }
+    }
+    fits
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn centred_pairs_avx2(a: &[i32], b: Option<&[i32]>, z: i32, dst: &mut [i32]) -> bool {
+    centred_pairs_portable(a, b, z, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn centred_pairs_avx512(a: &[i32], b: Option<&[i32]>, z: i32, dst: &mut [i32]) -> bool {
+    centred_pairs_portable(a, b, z, dst)
 }
 
 /// A query's codes as dimension pairs (the odd dimension's partner a zero), appended to `out`.
@@ -653,17 +692,36 @@ mod tests {
                 .map(|_| rng.below(1 << 16) as i32 - (1 << 15) + zero)
                 .collect();
             let want = PackedKeys::pack(keys, d, |j, c| (by_dim[c * keys + j] - zero) as i16);
-            let got = PackedKeys::from_dim_rows(keys, d, zero, |c| &by_dim[c * keys..][..keys]);
-            assert_eq!(got, Some(want), "{keys} keys of {d} from dimension rows");
+            for isa in Isa::available() {
+                let dims = |c: usize| &by_dim[c * keys..][..keys];
+                let got = PackedKeys::from_dim_rows(isa, keys, d, zero, dims);
+                assert_eq!(
+                    got.as_ref(),
+                    Some(&want),
+                    "{keys} keys of {d}, {}",
+                    isa.name()
+                );
+            }
             // A code one past either end of i16, anywhere: no packing.
-            for (i, past) in [(0, i16::MAX as i32 + 1), (keys * d / 2, i16::MIN as i32 - 1)] {
+            for (i, past) in [
+                (0, i16::MAX as i32 + 1),
+                (keys * d / 2, i16::MIN as i32 - 1),
+            ] {
                 if keys * d == 0 {
                     break;
                 }
                 let mut wide = by_dim.clone();
                 wide[i.min(keys * d - 1)] = past + zero;
-                let got = PackedKeys::from_dim_rows(keys, d, zero, |c| &wide[c * keys..][..keys]);
-                assert_eq!(got, None, "{keys} keys of {d}, a code at {past} past zero");
+                for isa in Isa::available() {
+                    let dims = |c: usize| &wide[c * keys..][..keys];
+                    let got = PackedKeys::from_dim_rows(isa, keys, d, zero, dims);
+                    assert_eq!(
+                        got,
+                        None,
+                        "{keys} keys of {d}, {past} past zero, {}",
+                        isa.name()
+                    );
+                }
             }
         }
     }
@@ -673,10 +731,12 @@ mod tests {
     #[test]
     fn keys_whose_difference_wraps_are_not_packed() {
         let codes = [i32::MAX - 5, i32::MIN + 10];
-        let got = PackedKeys::from_dim_rows(2, 1, i32::MAX - 5, |_| &codes);
-        assert_eq!(got, None);
         let near = [i32::MAX - 5, i32::MAX - 4];
-        assert!(PackedKeys::from_dim_rows(2, 1, i32::MAX - 5, |_| &near).is_some());
+        for isa in Isa::available() {
+            let got = PackedKeys::from_dim_rows(isa, 2, 1, i32::MAX - 5, |_| &codes);
+            assert_eq!(got, None, "{}", isa.name());
+            assert!(PackedKeys::from_dim_rows(isa, 2, 1, i32::MAX - 5, |_| &near).is_some());
+        }
     }
 
     #[test]

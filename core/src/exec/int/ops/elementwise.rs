@@ -210,8 +210,12 @@ impl ClassPos {
         let run = |first: usize, out: &mut [i32], x: &[i32]| {
             let addend = self.addend[first..].chunks(self.dim);
             for ((o, x), a) in out.chunks_mut(self.dim).zip(x.chunks(self.dim)).zip(addend) {
-                for ((((o, &q), &z), d), &a) in
-                    o.iter_mut().zip(x).zip(&self.zero).zip(&self.multiplier).zip(a)
+                for ((((o, &q), &z), d), &a) in o
+                    .iter_mut()
+                    .zip(x)
+                    .zip(&self.zero)
+                    .zip(&self.multiplier)
+                    .zip(a)
                 {
                     *o = self.code(q, z, *d, a);
                 }

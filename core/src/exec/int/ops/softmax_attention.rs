@@ -210,7 +210,7 @@ impl Mix {
         // time, by `perf`); the heads on the pool's threads when large (at batch 1 this had
         // been serial on the image's thread).
         let packed_values =
-            |head: usize| PackedKeys::from_dim_rows(d, n, self.zero, |j| value_row(head, j));
+            |head: usize| PackedKeys::from_dim_rows(isa, d, n, self.zero, |j| value_row(head, j));
         let values: Vec<Option<PackedKeys>> = match parallel {
             true => (0..h).into_par_iter().map(packed_values).collect(),
             false => (0..h).map(packed_values).collect(),

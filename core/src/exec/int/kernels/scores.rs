@@ -182,36 +182,51 @@ pub fn query_pairs(q: &[i16], out: &mut Vec<i32>) {
     out.extend(whole.map(|p| pair(p[0], p[1])).chain(odd));
 }
 
+/// The values a [`NarrowTable`] keeps in registers: four of 16.
+const HEAD: usize = 64;
+
 /// A code → value table for rows of query pairs decoded from codes (`P·V`'s probabilities):
 /// values past i16 are marked by `i32::MIN`, which no i16 equals.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NarrowTable(Vec<i32>);
+pub struct NarrowTable {
+    values: Vec<i32>,
+    /// The first [`HEAD`] values (0 past the table's end) when every later one is 0, as under
+    /// log√2 codes, whose values at 2^−15 vanish from the 34th level on: AVX-512 then looks
+    /// codes up with two-register permutes instead of a gather.
+    head: Option<[i32; HEAD]>,
+}
 
 impl NarrowTable {
     pub fn new(values: &[i32]) -> Self {
-        Self(
-            values
-                .iter()
-                .map(|&v| i16::try_from(v).map_or(i32::MIN, i32::from))
-                .collect(),
-        )
+        Self::with(values, i32::MIN)
     }
 
     /// The table with every value past i16 read as 0 instead of marked: the product of the
     /// values inside i16, to which the caller adds the others' terms.
     pub fn clipped(values: &[i32]) -> Self {
-        Self(
-            values
-                .iter()
-                .map(|&v| i16::try_from(v).map_or(0, i32::from))
-                .collect(),
-        )
+        Self::with(values, 0)
+    }
+
+    /// The table with every value past i16 as `wide`.
+    fn with(values: &[i32], wide: i32) -> Self {
+        let values: Vec<i32> = values
+            .iter()
+            .map(|&v| i16::try_from(v).map_or(wide, i32::from))
+            .collect();
+        let head = values.iter().skip(HEAD).all(|&v| v == 0).then(|| {
+            let mut head = [0; HEAD];
+            for (h, &v) in head.iter_mut().zip(&values) {
+                *h = v;
+            }
+            head
+        });
+        Self { values, head }
     }
 
     /// The i16 value of `code`, if it has one.
     #[inline(always)]
     fn get(&self, code: i32) -> Option<i16> {
-        let v = *self.0.get(usize::try_from(code).ok()?)?;
+        let v = *self.values.get(usize::try_from(code).ok()?)?;
         (v != i32::MIN).then_some(v as i16)
     }
 }
@@ -272,14 +287,34 @@ fn decode_tail(table: &NarrowTable, row: &[i32], from: usize, dst: *mut i16) -> 
 }
 
 /// Each row's pairs as `2·pairs` little-endian i16 — a pair's low half first, as [`pair`]
-/// builds it — written 16 codes at a time: a range check, a gather, a check against the mark,
-/// and a truncation to i16.
+/// builds it — written 16 codes at a time: a range check, a look-up (a gather, or a permute
+/// of [`NarrowTable::head`]), a check against the mark, and a truncation to i16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn decoded_pairs_avx512(table: &NarrowTable, codes: &[i32], n: usize, out: &mut [i32]) -> bool {
+    match &table.head {
+        Some(head) => decoded_pairs_lanes::<true>(table, head, codes, n, out),
+        None => decoded_pairs_lanes::<false>(table, &[0; HEAD], codes, n, out),
+    }
+}
+
+/// [`decoded_pairs_avx512`] with its look-up permutes of `head` (`PERMUTE`) or a gather.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn decoded_pairs_lanes<const PERMUTE: bool>(
+    table: &NarrowTable,
+    head: &[i32; HEAD],
+    codes: &[i32],
+    n: usize,
+    out: &mut [i32],
+) -> bool {
+    // SAFETY: `head` holds 64 i32.
+    let quarter = |q: usize| unsafe { _mm512_loadu_si512(head[16 * q..].as_ptr().cast()) };
+    let (first, second) = ((quarter(0), quarter(1)), (quarter(2), quarter(3)));
+    let (thirty_two, sixty_four) = (_mm512_set1_epi32(32), _mm512_set1_epi32(64));
     let pairs = n.div_ceil(2);
     let (len, mark) = (
-        _mm512_set1_epi32(table.0.len() as i32),
+        _mm512_set1_epi32(table.values.len() as i32),
         _mm512_set1_epi32(i32::MIN),
     );
     for (row, dst) in codes.chunks_exact(n).zip(out.chunks_exact_mut(pairs)) {
@@ -293,7 +328,17 @@ fn decoded_pairs_avx512(table: &NarrowTable, codes: &[i32], n: usize, out: &mut 
                 if _mm512_cmplt_epu32_mask(c, len) != u16::MAX {
                     return false;
                 }
-                let v = _mm512_i32gather_epi32::<4>(c, table.0.as_ptr());
+                let v = if PERMUTE {
+                    // Codes 0–31 from the first pair of registers, 32–63 from the second (the
+                    // permute reads the low five bits), from 64 on 0 (`NarrowTable::head`).
+                    let low = _mm512_cmplt_epu32_mask(c, thirty_two);
+                    let high = _mm512_cmplt_epu32_mask(c, sixty_four) & !low;
+                    let v = _mm512_maskz_permutex2var_epi32(low, first.0, c, first.1);
+                    let w = _mm512_permutex2var_epi32(second.0, c, second.1);
+                    _mm512_mask_blend_epi32(high, v, w)
+                } else {
+                    _mm512_i32gather_epi32::<4>(c, table.values.as_ptr())
+                };
                 if _mm512_cmpeq_epi32_mask(v, mark) != 0 {
                     return false;
                 }
@@ -312,7 +357,7 @@ fn decoded_pairs_avx512(table: &NarrowTable, codes: &[i32], n: usize, out: &mut 
 #[target_feature(enable = "avx2")]
 fn decoded_pairs_avx2(table: &NarrowTable, codes: &[i32], n: usize, out: &mut [i32]) -> bool {
     let pairs = n.div_ceil(2);
-    let last = _mm256_set1_epi32(table.0.len() as i32 - 1);
+    let last = _mm256_set1_epi32(table.values.len() as i32 - 1);
     let mark = _mm256_set1_epi32(i32::MIN);
     for (row, dst) in codes.chunks_exact(n).zip(out.chunks_exact_mut(pairs)) {
         let dst = dst.as_mut_ptr().cast::<i16>();
@@ -329,7 +374,7 @@ fn decoded_pairs_avx2(table: &NarrowTable, codes: &[i32], n: usize, out: &mut [i
                 if _mm256_movemask_epi8(outside) != 0 {
                     return false;
                 }
-                let v = _mm256_i32gather_epi32::<4>(table.0.as_ptr(), c);
+                let v = _mm256_i32gather_epi32::<4>(table.values.as_ptr(), c);
                 if _mm256_movemask_epi8(_mm256_cmpeq_epi32(v, mark)) != 0 {
                     return false;
                 }
@@ -625,12 +670,24 @@ mod tests {
 
     /// Rows of odd and even lengths, codes decoding inside i16 and (one code) to 2^15: every
     /// ISA gives the pairs of the decoded rows, and turns away a code past i16, below 0 or
-    /// past the table, whether it falls in a vector or in a row's tail.
+    /// past the table, whether it falls in a vector or in a row's tail. Two tables: one with
+    /// values to its end past 64 (gathered), and log√2 levels of 2^15 over 256 codes, 0 from
+    /// the 34th on (looked up in the first 64 by permutes).
     #[test]
     fn decoded_pairs_equal_the_pairs_of_the_decoded_rows() {
         let mut rng = Rng::new(8);
-        let values: Vec<i32> = (0..40).map(|k| (1 << 15) >> (k % 17)).rev().collect();
-        let table = NarrowTable::new(&values);
+        let to_the_end: Vec<i32> = (0..80).map(|k| (1 << 15) >> (k % 17)).rev().collect();
+        let log_sqrt2: Vec<i32> = (0..256)
+            .map(|k| (32768.0 * 2f64.powf(-k as f64 / 2.0)).round() as i32)
+            .collect();
+        for (values, head) in [(to_the_end, false), (log_sqrt2, true)] {
+            let table = NarrowTable::new(&values);
+            assert_eq!(table.head.is_some(), head);
+            check_decoded_pairs(&mut rng, &values, &table);
+        }
+    }
+
+    fn check_decoded_pairs(rng: &mut Rng, values: &[i32], table: &NarrowTable) {
         let narrow: Vec<i32> = (0..values.len() as i32)
             .filter(|&c| values[c as usize] < 1 << 15)
             .collect();
@@ -648,7 +705,7 @@ mod tests {
                 .unwrap();
             for isa in Isa::available() {
                 let mut got = vec![7; 3];
-                assert!(decoded_pairs(isa, &table, &codes, n, &mut got));
+                assert!(decoded_pairs(isa, table, &codes, n, &mut got));
                 assert_eq!(got, want, "{} n = {n}, rows = {rows}", isa.name());
                 // A bad code first in the last row (inside a vector for n ≥ 16) and last (in
                 // the tail when n is not a multiple of 16).
@@ -657,7 +714,7 @@ mod tests {
                         let mut codes = codes.clone();
                         codes[at] = bad;
                         assert!(
-                            !decoded_pairs(isa, &table, &codes, n, &mut got),
+                            !decoded_pairs(isa, table, &codes, n, &mut got),
                             "{} n = {n}: code {bad} at {at}",
                             isa.name()
                         );

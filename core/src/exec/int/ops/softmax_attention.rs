@@ -187,6 +187,30 @@ impl Mix {
         self.tokens * self.heads * self.head_dim
     }
 
+    /// `acc[r·d + c] += p·(v_j[c] − z)` for every probability `p` past i16 in the rows of
+    /// `codes` (`p` at token `j` of row `r`, `v_j` = `values(j)`, a head's `d` codes): the
+    /// terms a product over [`NarrowTable::clipped`] left out. Wrapping, as the lanes add:
+    /// the compiler bounds the whole sum inside i32.
+    fn add_wide_terms<'a>(
+        &self,
+        codes: &[i32],
+        values: impl Fn(usize) -> &'a [i32],
+        acc: &mut [i32],
+    ) {
+        let (n, d) = (self.tokens, self.head_dim);
+        for (row, acc) in codes.chunks_exact(n).zip(acc.chunks_exact_mut(d)) {
+            for (j, &code) in row.iter().enumerate() {
+                let p = self.probability[code as usize];
+                if i16::try_from(p).is_ok() {
+                    continue;
+                }
+                for (a, &v) in acc.iter_mut().zip(values(j)) {
+                    *a = a.wrapping_add(p.wrapping_mul(v.wrapping_sub(self.zero)));
+                }
+            }
+        }
+    }
+
     pub fn run(&self, isa: Isa, probs: &[i32], qkv: &[i32], out: &mut Buffer<i32>) {
         let (h, d, n) = (self.heads, self.head_dim, self.tokens);
         let width = 3 * h * d;
@@ -240,9 +264,9 @@ impl Mix {
             for (head, packed) in values.iter().enumerate() {
                 let codes = &probs[(head * n + first) * n..][..rows * n];
                 // A probability of exactly one decodes to 2^15, past i16 (under log√2 codes,
-                // every probability above 0.85 does): such a tile's product runs with it read
-                // as 0, and its term `2^15·(v_j − z)` is added after (the row-by-row product of
-                // every such tile had been 1 % of DeiT-T's integer time, by `perf`).
+                // every probability above 2^−¼ ≈ 0.84 does): such a tile's product runs with
+                // it read as 0, and its term `2^15·(v_j − z)` is added after (the row-by-row
+                // product of every such tile had been 1 % of DeiT-T's integer time, by `perf`).
                 let blocked = packed.as_ref().and_then(|packed| {
                     if decoded_pairs(isa, &table, codes, n, pairs) {
                         Some((packed, false))
@@ -293,32 +317,6 @@ impl Mix {
             let mut scratch = MixScratch::default();
             for (t, dst) in out.chunks_mut(chunk).enumerate() {
                 tile(&mut scratch, t * ROWS, dst);
-            }
-        }
-    }
-}
-
-impl Mix {
-    /// `acc[r·d + c] += p·(v_j[c] − z)` for every probability `p` past i16 in the rows of
-    /// `codes` (`p` at token `j` of row `r`, `v_j` = `values(j)`, a head's `d` codes): the
-    /// terms a product over [`NarrowTable::clipped`] left out. Wrapping, as the lanes add:
-    /// the compiler bounds the whole sum inside i32.
-    fn add_wide_terms<'a>(
-        &self,
-        codes: &[i32],
-        values: impl Fn(usize) -> &'a [i32],
-        acc: &mut [i32],
-    ) {
-        let (n, d) = (self.tokens, self.head_dim);
-        for (row, acc) in codes.chunks_exact(n).zip(acc.chunks_exact_mut(d)) {
-            for (j, &code) in row.iter().enumerate() {
-                let p = self.probability[code as usize];
-                if i16::try_from(p).is_ok() {
-                    continue;
-                }
-                for (a, &v) in acc.iter_mut().zip(values(j)) {
-                    *a = a.wrapping_add(p.wrapping_mul(v.wrapping_sub(self.zero)));
-                }
             }
         }
     }

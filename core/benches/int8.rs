@@ -22,13 +22,18 @@ fn main() {
 /// (rows, K, columns): B1@224 stage-3 pointwise (256 → 1024 on 14×14) and stage-4 pointwise
 /// (1024 → 256 on 7×7: 49 columns, the last one as dot products), DeiT-T fc1 (192 → 768 on
 /// 197 tokens), a 1×1 conv on 56×56, B1@224's head linear (1536 → 1600, one token: the
-/// matrix-vector product).
-const SHAPES: [(usize, usize, usize); 5] = [
+/// matrix-vector product), then DeiT-T's layers token-major as the executor runs them at
+/// batch 8: a block of 120 tokens as rows times qkv (192 → 576), fc1 (192 → 768) and fc2
+/// (768 → 192).
+const SHAPES: [(usize, usize, usize); 8] = [
     (1024, 256, 196),
     (256, 1024, 49),
     (768, 192, 197),
     (128, 64, 3136),
     (1600, 1536, 1),
+    (120, 192, 576),
+    (120, 192, 768),
+    (120, 768, 192),
 ];
 
 fn operands(rows: usize, k: usize, cols: usize) -> (PackedA, PackedB) {

@@ -69,6 +69,7 @@ pub mod requant;
 pub mod scores;
 pub mod scores_bytes;
 pub mod shift_divide;
+pub mod softmax_codes;
 mod vnni;
 pub mod weighted_rows;
 

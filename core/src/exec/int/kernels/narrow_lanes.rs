@@ -269,7 +269,7 @@ impl High512 {
 /// point.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct Narrow512 {
+pub(super) struct Narrow512 {
     high: High512,
     hi: __m512i,
     min: __m512i,
@@ -279,7 +279,7 @@ struct Narrow512 {
 #[cfg(target_arch = "x86_64")]
 impl Narrow512 {
     #[target_feature(enable = "avx512f")]
-    fn new(n: &Narrow) -> Self {
+    pub(super) fn new(n: &Narrow) -> Self {
         Self {
             high: High512::new(&n.unclamped_part()),
             hi: _mm512_set1_epi32(n.hi),
@@ -290,7 +290,7 @@ impl Narrow512 {
 
     /// [`Narrow::apply_i32`] of 16 lanes.
     #[target_feature(enable = "avx512f")]
-    fn apply(&self, v: __m512i) -> __m512i {
+    pub(super) fn apply(&self, v: __m512i) -> __m512i {
         self.finish(self.high.apply(v))
     }
 
@@ -363,7 +363,7 @@ impl High256 {
 /// [`Narrow512`] in 256-bit registers.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct Narrow256 {
+pub(super) struct Narrow256 {
     high: High256,
     hi: __m256i,
     min: __m256i,
@@ -373,7 +373,7 @@ struct Narrow256 {
 #[cfg(target_arch = "x86_64")]
 impl Narrow256 {
     #[target_feature(enable = "avx2")]
-    fn new(n: &Narrow) -> Self {
+    pub(super) fn new(n: &Narrow) -> Self {
         Self {
             high: High256::new(&n.unclamped_part()),
             hi: _mm256_set1_epi32(n.hi),
@@ -384,7 +384,7 @@ impl Narrow256 {
 
     /// [`Narrow::apply_i32`] of 8 lanes.
     #[target_feature(enable = "avx2")]
-    fn apply(&self, v: __m256i) -> __m256i {
+    pub(super) fn apply(&self, v: __m256i) -> __m256i {
         self.finish(self.high.apply(v))
     }
 

@@ -35,7 +35,8 @@ impl Fast {
     }
 }
 
-/// A [`Fast`] whose shift is at least 32 and whose results lie inside ±2^30: then
+/// A [`Fast`] whose shift is at least 32, whose clamp lies within ±2^30 and whose zero point
+/// inside it (so every result, `clamp + hi`, inside ±2^31, and `qmin − hi` too): then
 /// `⌊x/2^k⌋ = ⌊⌊x/2^32⌋/2^(k−32)⌋`, the high half of the 64-bit sum shifted in 32 bits, and
 /// `clamp(h + hi, qmin, qmax) = clamp(h, qmin − hi, qmax − hi) + hi` needs no 64-bit clamp.
 /// The same integers as [`Fast::apply`], with the 64-bit shift and clamp AVX2 does not have
@@ -52,8 +53,10 @@ pub struct Narrow {
 
 impl Fast {
     pub fn narrow(&self) -> Option<Narrow> {
-        let small = |v: i64| v.unsigned_abs() < 1 << 30;
-        (self.k >= 32 && small(self.hi) && small(self.qmin) && small(self.qmax)).then(|| Narrow {
+        // The Softmax's logits are clamped to exactly ±2^30.
+        let bound = |v: i64| v.unsigned_abs() <= 1 << 30;
+        let inside = self.hi.unsigned_abs() < 1 << 30;
+        (self.k >= 32 && inside && bound(self.qmin) && bound(self.qmax)).then(|| Narrow {
             m: self.m,
             lo: self.lo,
             shift: self.k - 32,
@@ -738,7 +741,39 @@ mod tests {
                 qmax: i64::MAX / 2,
                 ..wide
             },
+            // The narrow form's bounds: a clamp at ±2^30 (the Softmax's logits) and a zero
+            // point just inside 2^30 of either sign, the sums at i32's ends.
+            Fast {
+                m: i32::MAX,
+                lo: 1 << 31,
+                k: 32,
+                hi: (1 << 30) - 1,
+                qmin: -(1 << 30),
+                qmax: 1 << 30,
+            },
+            Fast {
+                m: i32::MAX,
+                lo: 1 << 31,
+                k: 32,
+                hi: 1 - (1 << 30),
+                qmin: -(1 << 30),
+                qmax: 1 << 30,
+            },
         ];
+        assert!(requants[4..].iter().all(|f| f.narrow().is_some()));
+        let past = |f: Fast| f.narrow().is_none();
+        assert!(past(Fast {
+            qmax: (1 << 30) + 1,
+            ..requants[4]
+        }));
+        assert!(past(Fast {
+            hi: 1 << 30,
+            ..requants[4]
+        }));
+        assert!(past(Fast {
+            qmin: -(1 << 30) - 1,
+            ..requants[5]
+        }));
         if Isa::available().len() == 1 {
             eprintln!("note: this CPU has no AVX2: only the portable requantization was tested");
         }

@@ -239,26 +239,41 @@ fn bit_lengths_avx2(v: __m256i) -> __m256i {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn encode_avx2(table: &BinadeTable, p: &[i32], out: &mut [i32]) {
+    let lanes = Binades256(table);
     let (whole, tail) = (p.len() / 8 * 8, p.len() % 8);
-    let column = |c: &[i32; 32], b: __m256i| {
-        // SAFETY: `b` lies in 0..32, inside the column.
-        unsafe { _mm256_i32gather_epi32::<4>(c.as_ptr(), b) }
-    };
     for (src, dst) in p[..whole]
         .chunks_exact(8)
         .zip(out[..whole].chunks_exact_mut(8))
     {
         // SAFETY: `src` and `dst` hold 8 i32.
         let v = unsafe { _mm256_loadu_si256(src.as_ptr().cast()) };
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), lanes.code(v)) };
+    }
+    encode_portable(table, &p[whole..], &mut out[whole..][..tail]);
+}
+
+/// A [`BinadeTable`] for 8 AVX2 lanes, its columns looked up by gathers.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Binades256<'a>(&'a BinadeTable);
+
+#[cfg(target_arch = "x86_64")]
+impl Binades256<'_> {
+    /// The codes of 8 non-negative lanes, each by its bit length.
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn code(&self, v: __m256i) -> __m256i {
+        let column = |c: &[i32; 32], b: __m256i| {
+            // SAFETY: `b` lies in 0..32, inside the column.
+            unsafe { _mm256_i32gather_epi32::<4>(c.as_ptr(), b) }
+        };
+        let table = self.0;
         let b = bit_lengths_avx2(v);
         let over0 = _mm256_cmpgt_epi32(v, column(&table.thresholds[0], b));
         let over1 = _mm256_cmpgt_epi32(v, column(&table.thresholds[1], b));
         let [c0, c1, c2] = table.codes.each_ref().map(|c| column(c, b));
-        let code = _mm256_blendv_epi8(_mm256_blendv_epi8(c0, c1, over0), c2, over1);
-        // SAFETY: as above.
-        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), code) };
+        _mm256_blendv_epi8(_mm256_blendv_epi8(c0, c1, over0), c2, over1)
     }
-    encode_portable(table, &p[whole..], &mut out[whole..][..tail]);
 }
 
 /// [`encode_avx2`] 16 lanes at a time, each bit length `32 − lzcnt` (AVX-512 CD, which every
@@ -267,20 +282,7 @@ fn encode_avx2(table: &BinadeTable, p: &[i32], out: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512cd")]
 fn encode_avx512(table: &BinadeTable, p: &[i32], out: &mut [i32]) {
-    // A column of 32 as two registers, looked up by `vpermt2d` (the bit length's fifth bit
-    // picks the register).
-    let load = |c: &[i32; 32]| {
-        // SAFETY: `c` holds 32 i32.
-        unsafe {
-            (
-                _mm512_loadu_si512(c.as_ptr().cast()),
-                _mm512_loadu_si512(c[16..].as_ptr().cast()),
-            )
-        }
-    };
-    let [t0, t1] = table.thresholds.each_ref().map(load);
-    let [c0, c1, c2] = table.codes.each_ref().map(load);
-    let look = |(lo, hi): (__m512i, __m512i), b: __m512i| _mm512_permutex2var_epi32(lo, b, hi);
+    let lanes = Binades512::new(table);
     let (whole, tail) = (p.len() / 16 * 16, p.len() % 16);
     for (src, dst) in p[..whole]
         .chunks_exact(16)
@@ -288,19 +290,77 @@ fn encode_avx512(table: &BinadeTable, p: &[i32], out: &mut [i32]) {
     {
         // SAFETY: `src` and `dst` hold 16 i32.
         let v = unsafe { _mm512_loadu_si512(src.as_ptr().cast()) };
-        // Non-negative lanes (checked by the caller): 0 to 31.
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), lanes.code(v)) };
+    }
+    encode_portable(table, &p[whole..], &mut out[whole..][..tail]);
+}
+
+/// A [`BinadeTable`] in 512-bit registers: each column of 32 as two, looked up by `vpermt2d`
+/// (the bit length's fifth bit picks the register).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Binades512 {
+    thresholds: [(__m512i, __m512i); 2],
+    codes: [(__m512i, __m512i); 3],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Binades512 {
+    #[target_feature(enable = "avx512f")]
+    fn new(table: &BinadeTable) -> Self {
+        let load = |c: &[i32; 32]| {
+            // SAFETY: `c` holds 32 i32.
+            unsafe {
+                (
+                    _mm512_loadu_si512(c.as_ptr().cast()),
+                    _mm512_loadu_si512(c[16..].as_ptr().cast()),
+                )
+            }
+        };
+        Self {
+            thresholds: table.thresholds.each_ref().map(load),
+            codes: table.codes.each_ref().map(load),
+        }
+    }
+
+    /// The codes of 16 non-negative lanes, each by its bit length `32 − lzcnt` (AVX-512 CD).
+    #[target_feature(enable = "avx512f,avx512cd")]
+    pub(crate) fn code(&self, v: __m512i) -> __m512i {
+        let look = |(lo, hi): (__m512i, __m512i), b: __m512i| _mm512_permutex2var_epi32(lo, b, hi);
+        // Non-negative lanes: 0 to 31.
         let b = _mm512_sub_epi32(_mm512_set1_epi32(32), _mm512_lzcnt_epi32(v));
+        let [t0, t1] = self.thresholds;
+        let [c0, c1, c2] = self.codes;
         let over0 = _mm512_cmpgt_epi32_mask(v, look(t0, b));
         let over1 = _mm512_cmpgt_epi32_mask(v, look(t1, b));
-        let code = _mm512_mask_blend_epi32(
+        _mm512_mask_blend_epi32(
             over1,
             _mm512_mask_blend_epi32(over0, look(c0, b), look(c1, b)),
             look(c2, b),
-        );
-        // SAFETY: as above.
-        unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), code) };
+        )
     }
-    encode_portable(table, &p[whole..], &mut out[whole..][..tail]);
+}
+
+impl BinadeLookup<'_> {
+    /// Whether the thresholds have a [`BinadeTable`] (no i32 binade holds more than two).
+    pub(crate) fn has_table(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// The table in registers, for a kernel that encodes probabilities it has just computed
+    /// (always non-negative); `None` where the thresholds have no [`BinadeTable`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn lanes512(&self) -> Option<Binades512> {
+        self.table.as_deref().map(|t| Binades512::new(t))
+    }
+
+    /// The table for 8 AVX2 lanes, as [`BinadeLookup::lanes512`].
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn lanes256(&self) -> Option<Binades256<'_>> {
+        self.table.as_deref().map(Binades256)
+    }
 }
 
 #[cfg(test)]

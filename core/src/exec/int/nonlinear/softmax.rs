@@ -105,14 +105,38 @@ fn softmax_row_portable(isa: Isa, x: &[i32], j: u32, exps: &mut [i64], out: &mut
     // A fold by value, which vectorises (`Iterator::max` by reference does not).
     let m = x.iter().copied().fold(i32::MIN, i32::max);
     row_exps(isa, x, m, j, exps);
-    let sum: i64 = exps.iter().sum();
-    // The maximum contributes 2^EXP_BITS, so sum ≥ 2^30 and bits ≥ 31.
-    let bits = 64 - sum.leading_zeros();
-    let reciprocal = ((1u128 << (bits + 31)) / sum as u128) as i64;
-    let shift = bits + 31 - PROBABILITY_BITS;
-    let half = 1i64 << (shift - 1);
+    let norm = Normaliser::new(exps.iter().sum());
     for (o, &e) in out.iter_mut().zip(exps.iter()) {
-        *o = ((e * reciprocal + half) >> shift) as i32;
+        *o = norm.apply(e);
+    }
+}
+
+/// A row's normalisation: one reciprocal of its exponentials' sum, normalised to 32
+/// significant bits, and the shift that brings `e·r` to `2^−PROBABILITY_BITS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Normaliser {
+    /// `⌊2^(bits+31)/sum⌋`, in `(2^31, 2^32]`.
+    pub reciprocal: i64,
+    /// `bits + 31 − PROBABILITY_BITS`, from 38 up.
+    pub shift: u32,
+}
+
+impl Normaliser {
+    /// For a row's sum, at least `2^EXP_BITS` (its maximum's exponential), so `bits ≥ 31`.
+    #[inline(always)]
+    pub fn new(sum: i64) -> Self {
+        debug_assert!(sum >= 1 << EXP_BITS);
+        let bits = 64 - sum.leading_zeros();
+        Self {
+            reciprocal: ((1u128 << (bits + 31)) / sum as u128) as i64,
+            shift: bits + 31 - PROBABILITY_BITS,
+        }
+    }
+
+    /// The probability of an exponential `e` of the row: `(e·r + 2^(shift−1)) >> shift`.
+    #[inline(always)]
+    pub fn apply(&self, e: i64) -> i32 {
+        ((e * self.reciprocal + (1 << (self.shift - 1))) >> self.shift) as i32
     }
 }
 

@@ -1,7 +1,8 @@
 //! DeiT's attention in integers: `q·kᵀ` accumulated in i32 (in tiles of queries × keys,
 //! [`scores`]), requantized to base-2 exponents at `2^−j` (`log2 e` folded into the
 //! multiplier), the exactly normalised integer Softmax ([`softmax_row`]) to probabilities at
-//! `2^−24`, encoded into the post-Softmax point by thresholds; then `P·V` with the
+//! `2^−24`, encoded into the post-Softmax point by thresholds — the three in one kernel of
+//! 32-bit lanes where each has such a form ([`RowCodes`]) —; then `P·V` with the
 //! probabilities decoded to integers.
 
 use rayon::prelude::*;
@@ -12,6 +13,7 @@ use super::super::kernels::scores::{
     NarrowTable, PackedKeys, ROWS, decoded_pairs, query_pairs, scores,
 };
 use super::super::kernels::scores_bytes::{self, ByteCodes, ByteKeys, query_quads, scores_bytes};
+use super::super::kernels::softmax_codes::RowCodes;
 use super::super::kernels::weighted_rows::weighted_rows;
 use super::super::nonlinear::LevelEncoder;
 use super::super::nonlinear::softmax_row;
@@ -73,6 +75,8 @@ impl ScoresSoftmax {
         // binade, looked up once.
         let to_x = self.to_x.fast(0, 0);
         let codes = self.codes.binade_lookup();
+        // All three in one kernel of 32-bit lanes where each has such a form.
+        let fused = RowCodes::new(isa, n, to_x.as_ref(), self.input_bits, &codes);
         // Rows `first..` of one head (a tile of queries), each then requantized, through the
         // Softmax and encoded.
         let rows = |scratch: &mut RowScratch, head: usize, first: usize, dst: &mut [i32]| {
@@ -106,6 +110,9 @@ impl ScoresSoftmax {
                     scores(isa, q, keys, acc);
                 }
                 (Keys::Bytes(_), None) => unreachable!("byte keys are packed for byte codes"),
+            }
+            if let Some(fused) = &fused {
+                return fused.rows(acc, x, dst);
             }
             x.resize(n, 0);
             p.resize(n, 0);

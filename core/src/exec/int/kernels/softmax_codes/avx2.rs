@@ -1,0 +1,145 @@
+//! The fused rows in 8 AVX2 lanes: [`super::avx512`]'s passes, the tail of a row by
+//! `vpmaskmovd` (lanes outside read as 0 and are not written), the codes by gathers.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::RowCodes;
+use crate::exec::int::kernels::exps::Exp256;
+use crate::exec::int::kernels::narrow_lanes::Narrow256;
+use crate::exec::int::nonlinear::softmax::Normaliser;
+
+/// The offsets of the 8-lane vectors covering `n` values, each with the mask of its lanes
+/// inside (all-ones lanes; all but the last whole).
+#[target_feature(enable = "avx2")]
+fn vectors(n: usize) -> impl Iterator<Item = (usize, __m256i)> {
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    (0..n).step_by(8).map(move |i| {
+        let inside = _mm256_set1_epi32((n - i).min(8) as i32);
+        (i, _mm256_cmpgt_epi32(inside, lane))
+    })
+}
+
+#[target_feature(enable = "avx2")]
+pub(super) fn rows(rc: &RowCodes, acc: &[i32], scratch: &mut [i32], dst: &mut [i32]) {
+    let n = rc.tokens;
+    let to_x = Narrow256::new(&rc.to_x);
+    let exp = Exp256::new(rc.j);
+    let codes = rc.codes.lanes256().expect("checked by `RowCodes::new`");
+    let low = _mm256_set1_epi64x(u32::MAX as i64);
+    // As in 16 lanes: lanes past the row count as i32::MIN, below every clamped logit.
+    let past = _mm256_set1_epi32(i32::MIN);
+    let work = scratch.as_mut_ptr();
+    for (acc, dst) in acc.chunks_exact(n).zip(dst.chunks_exact_mut(n)) {
+        let (acc, dst) = (acc.as_ptr(), dst.as_mut_ptr());
+        let mut top = past;
+        for (i, k) in vectors(n) {
+            // SAFETY (each masked access below): the mask holds lanes `i..n` only, inside the
+            // row, the scratch and `dst`'s row, all `n` long (checked by `RowCodes::rows`).
+            let x = to_x.apply(unsafe { _mm256_maskload_epi32(acc.add(i), k) });
+            unsafe { _mm256_maskstore_epi32(work.add(i), k, x) };
+            top = _mm256_max_epi32(top, _mm256_blendv_epi8(past, x, k));
+        }
+        let max = _mm256_set1_epi32(max_of(top));
+        let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for (i, k) in vectors(n) {
+            let x = _mm256_blendv_epi8(past, unsafe { _mm256_maskload_epi32(work.add(i), k) }, k);
+            let e = exp.of(_mm256_sub_epi32(max, x));
+            unsafe { _mm256_maskstore_epi32(work.add(i), k, e) };
+            even = _mm256_add_epi64(even, _mm256_and_si256(e, low));
+            odd = _mm256_add_epi64(odd, _mm256_srli_epi64::<32>(e));
+        }
+        let sum = sum_of(_mm256_add_epi64(even, odd));
+        let encode = |probability: &dyn Fn(__m256i) -> __m256i| {
+            for (i, k) in vectors(n) {
+                let e = unsafe { _mm256_maskload_epi32(work.add(i), k) };
+                unsafe { _mm256_maskstore_epi32(dst.add(i), k, codes.code(probability(e))) };
+            }
+        };
+        match Normalise256::new(&Normaliser::new(sum)) {
+            Normalise256::ByProduct(n) => encode(&|e| n.of(e)),
+            Normalise256::ByShift(n) => encode(&|e| n.of(e)),
+        }
+    }
+}
+
+/// The largest of 8 i32 lanes.
+#[target_feature(enable = "avx2")]
+fn max_of(v: __m256i) -> i32 {
+    let v = _mm256_max_epi32(v, _mm256_permute2x128_si256::<1>(v, v));
+    let v = _mm256_max_epi32(v, _mm256_shuffle_epi32::<0b01_00_11_10>(v));
+    let v = _mm256_max_epi32(v, _mm256_shuffle_epi32::<0b10_11_00_01>(v));
+    _mm256_cvtsi256_si32(v)
+}
+
+/// The sum of 4 i64 lanes.
+#[target_feature(enable = "avx2")]
+fn sum_of(v: __m256i) -> i64 {
+    let v = _mm256_add_epi64(v, _mm256_permute2x128_si256::<1>(v, v));
+    let v = _mm256_add_epi64(v, _mm256_shuffle_epi32::<0b01_00_11_10>(v));
+    _mm_cvtsi128_si64(_mm256_castsi256_si128(v))
+}
+
+/// [`super::avx512::Normalise512`] in 256-bit registers (AVX2 has no `vpmullq` for LLVM to
+/// prefer to `vpmuludq`).
+pub(super) enum Normalise256 {
+    ByProduct(ByProduct256),
+    ByShift(ByShift256),
+}
+
+impl Normalise256 {
+    #[target_feature(enable = "avx2")]
+    pub(super) fn new(n: &Normaliser) -> Self {
+        match u32::try_from(n.reciprocal) {
+            Ok(r) => Self::ByProduct(ByProduct256 {
+                r: _mm256_set1_epi64x(r as i64),
+                half: _mm256_set1_epi64x(1 << (n.shift - 1)),
+                shift: _mm_cvtsi32_si128(n.shift as i32),
+            }),
+            Err(_) => Self::ByShift(ByShift256 {
+                half: _mm256_set1_epi32(1 << (n.shift - 33)),
+                shift: _mm_cvtsi32_si128(n.shift as i32 - 32),
+            }),
+        }
+    }
+
+    /// [`Normaliser::apply`] of 8 exponentials (each at most 2^30).
+    #[cfg(test)]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn of(&self, e: __m256i) -> __m256i {
+        match self {
+            Self::ByProduct(n) => n.of(e),
+            Self::ByShift(n) => n.of(e),
+        }
+    }
+}
+
+pub(super) struct ByProduct256 {
+    r: __m256i,
+    half: __m256i,
+    shift: __m128i,
+}
+
+impl ByProduct256 {
+    #[target_feature(enable = "avx2")]
+    fn of(&self, e: __m256i) -> __m256i {
+        let scaled = |e| {
+            let times_r = _mm256_add_epi64(_mm256_mul_epu32(e, self.r), self.half);
+            _mm256_srl_epi64(times_r, self.shift)
+        };
+        let odd = scaled(_mm256_srli_epi64::<32>(e));
+        _mm256_or_si256(scaled(e), _mm256_slli_epi64::<32>(odd))
+    }
+}
+
+pub(super) struct ByShift256 {
+    half: __m256i,
+    shift: __m128i,
+}
+
+impl ByShift256 {
+    #[target_feature(enable = "avx2")]
+    fn of(&self, e: __m256i) -> __m256i {
+        _mm256_srl_epi32(_mm256_add_epi32(e, self.half), self.shift)
+    }
+}

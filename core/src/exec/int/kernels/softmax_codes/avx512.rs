@@ -1,0 +1,159 @@
+//! The fused rows in 16 AVX-512 lanes, the tail of a row by masked loads and stores.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::RowCodes;
+use crate::exec::int::kernels::exps::Exp512;
+use crate::exec::int::kernels::narrow_lanes::Narrow512;
+use crate::exec::int::nonlinear::softmax::Normaliser;
+
+/// The offsets of the 16-lane vectors covering `n` values, each with the mask of its lanes
+/// inside (all but the last whole).
+fn vectors(n: usize) -> impl Iterator<Item = (usize, __mmask16)> {
+    (0..n).step_by(16).map(move |i| {
+        let lanes = (n - i).min(16);
+        (i, ((1u32 << lanes) - 1) as u16)
+    })
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512cd")]
+pub(super) fn rows(rc: &RowCodes, acc: &[i32], scratch: &mut [i32], dst: &mut [i32]) {
+    let n = rc.tokens;
+    let to_x = Narrow512::new(&rc.to_x);
+    let exp = Exp512::new(rc.j);
+    let codes = rc.codes.lanes512().expect("checked by `RowCodes::new`");
+    let low = _mm512_set1_epi64(u32::MAX as i64);
+    // Lanes past the row read as i32::MIN in the exponentials' pass: the logits are clamped
+    // to ±2^30 ([`Narrow`]), so their difference from the maximum is at least 2^30 and their
+    // exponential 0.
+    let past = _mm512_set1_epi32(i32::MIN);
+    let work = scratch.as_mut_ptr();
+    for (acc, dst) in acc.chunks_exact(n).zip(dst.chunks_exact_mut(n)) {
+        let (acc, dst) = (acc.as_ptr(), dst.as_mut_ptr());
+        // Logits and their maximum (lanes past the row left out).
+        let mut top = past;
+        for (i, k) in vectors(n) {
+            // SAFETY (each masked access below): the mask holds lanes `i..n` only, inside the
+            // row, the scratch and `dst`'s row, all `n` long (checked by `RowCodes::rows`).
+            let x = to_x.apply(unsafe { _mm512_maskz_loadu_epi32(k, acc.add(i)) });
+            unsafe { _mm512_mask_storeu_epi32(work.add(i), k, x) };
+            top = _mm512_mask_max_epi32(top, k, top, x);
+        }
+        let max = _mm512_set1_epi32(_mm512_reduce_max_epi32(top));
+        // The exponentials of `max − x` (as u32, exact for any two i32) and their sum in i64
+        // lanes, the even and the odd ones apart.
+        let (mut even, mut odd) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        for (i, k) in vectors(n) {
+            let x = unsafe { _mm512_mask_loadu_epi32(past, k, work.add(i)) };
+            let e = exp.of(_mm512_sub_epi32(max, x));
+            unsafe { _mm512_mask_storeu_epi32(work.add(i), k, e) };
+            even = _mm512_add_epi64(even, _mm512_and_si512(e, low));
+            odd = _mm512_add_epi64(odd, _mm512_srli_epi64::<32>(e));
+        }
+        let sum = _mm512_reduce_add_epi64(_mm512_add_epi64(even, odd));
+        // Probabilities, then their codes: one loop for each form of the normalisation.
+        let encode = |probability: &dyn Fn(__m512i) -> __m512i| {
+            for (i, k) in vectors(n) {
+                let e = unsafe { _mm512_maskz_loadu_epi32(k, work.add(i)) };
+                unsafe { _mm512_mask_storeu_epi32(dst.add(i), k, codes.code(probability(e))) };
+            }
+        };
+        match Normalise512::new(&Normaliser::new(sum)) {
+            Normalise512::ByProduct(n) => encode(&|e| n.of(e)),
+            Normalise512::ByShift(n) => encode(&|e| n.of(e)),
+        }
+    }
+}
+
+/// A [`Normaliser`] in 512-bit registers. Its reciprocal `r` lies in (2^31, 2^32]: below 2^32
+/// a u32, and `e·r` one `vpmuludq` ([`ByProduct512`], exact in u64: below 2^62); at 2^32 (a row
+/// whose sum is a power of two) `e·r` is `e` shifted, and the probability `(e + 2^(shift−33))
+/// >> (shift − 32)` is formed in 32-bit lanes ([`ByShift512`]).
+pub(super) enum Normalise512 {
+    ByProduct(ByProduct512),
+    ByShift(ByShift512),
+}
+
+impl Normalise512 {
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn new(n: &Normaliser) -> Self {
+        match u32::try_from(n.reciprocal) {
+            Ok(r) => Self::ByProduct(ByProduct512 {
+                r: _mm512_set1_epi64(r as i64),
+                half: _mm512_set1_epi64(1 << (n.shift - 1)),
+                shift: _mm_cvtsi32_si128(n.shift as i32),
+            }),
+            // The shift is at least 38, so `shift − 32` at least 6.
+            Err(_) => Self::ByShift(ByShift512 {
+                half: _mm512_set1_epi32(1 << (n.shift - 33)),
+                shift: _mm_cvtsi32_si128(n.shift as i32 - 32),
+            }),
+        }
+    }
+
+    /// [`Normaliser::apply`] of 16 exponentials (each at most 2^30).
+    #[cfg(test)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn of(&self, e: __m512i) -> __m512i {
+        match self {
+            Self::ByProduct(n) => n.of(e),
+            Self::ByShift(n) => n.of(e),
+        }
+    }
+}
+
+pub(super) struct ByProduct512 {
+    r: __m512i,
+    half: __m512i,
+    shift: __m128i,
+}
+
+impl ByProduct512 {
+    /// The even lanes' and the odd ones' probabilities as 64-bit lanes (`vpmuludq` reads the
+    /// low half of each), put back together by an OR: each is at most 2^24, so every high
+    /// half is 0.
+    #[target_feature(enable = "avx512f")]
+    fn of(&self, e: __m512i) -> __m512i {
+        let scaled = |e| {
+            let times_r = _mm512_add_epi64(mul_epu32(e, self.r), self.half);
+            _mm512_srl_epi64(times_r, self.shift)
+        };
+        let odd = scaled(_mm512_srli_epi64::<32>(e));
+        _mm512_or_si512(scaled(e), _mm512_slli_epi64::<32>(odd))
+    }
+}
+
+/// `vpmuludq`, the product of each 64-bit lane's low halves as unsigned, held from LLVM: with
+/// AVX-512 DQ it rewrites `_mm512_mul_epu32` of values whose high halves it knows to be zero
+/// as `vpmullq`, three micro-ops on port 0 of Intel's cores where this is one (`objdump` of
+/// [`rows`]).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn mul_epu32(a: __m512i, b: __m512i) -> __m512i {
+    let product;
+    // SAFETY: an instruction of AVX-512 F, for which this function is compiled, on registers
+    // only.
+    unsafe {
+        std::arch::asm!(
+            "vpmuludq {p}, {a}, {b}",
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            p = lateout(zmm_reg) product,
+            options(pure, nomem, nostack, preserves_flags),
+        )
+    };
+    product
+}
+
+pub(super) struct ByShift512 {
+    half: __m512i,
+    shift: __m128i,
+}
+
+impl ByShift512 {
+    #[target_feature(enable = "avx512f")]
+    fn of(&self, e: __m512i) -> __m512i {
+        _mm512_srl_epi32(_mm512_add_epi32(e, self.half), self.shift)
+    }
+}

@@ -296,6 +296,10 @@ impl FastHardswish {
     /// product `t` gives keeps `|p·m|` below 2^62 (where the 64-bit lanes are exact), and past
     /// either end of `p_range` the code saturates anyway.
     pub fn wide(&self) -> Option<WideHardswish> {
+        // `2^(j+1)`, the upper clamp of `t + 2^j`, in i32; with `t ≤ 2^30`, `t + 2^j` too.
+        if self.j > 29 {
+            return None;
+        }
         let three = 1i64 << self.j;
         let (t_lo, t_hi) = (self.to_t.qmin, self.to_t.qmax);
         if t_lo < -three || self.out.m < 0 {
@@ -1100,6 +1104,39 @@ mod tests {
     /// A shift below 32 as a [`Narrow`] of the scaled input, for shifts 24 to 31, offsets of
     /// both signs and clamps that the ends of i32 reach or not: equal to the definition
     /// wherever it is made, inputs at and around the scaling's clamp included.
+    #[test]
+    fn wide_hardswish_keeps_its_sums_in_i32() {
+        // `t` up to 2^30 (the narrow form's clamp), `2^(j+1)` and `t + 2^j` in i32 only for
+        // `j ≤ 29`.
+        let to_t = Fast {
+            m: 1 << 30,
+            lo: 0,
+            hi: 0,
+            k: 32,
+            qmin: 0,
+            qmax: 1 << 30,
+        };
+        let out = Fast {
+            m: 1,
+            lo: 0,
+            hi: 0,
+            k: 62,
+            qmin: -128,
+            qmax: 127,
+        };
+        let h = |j| FastHardswish {
+            to_t,
+            j,
+            p_range: (i64::MIN / 2, i64::MAX / 2),
+            out,
+        };
+        assert!(h(30).wide().is_none() && h(31).wide().is_none());
+        let w = h(29).wide().expect("t + 2^29 ≤ 2^30 + 2^29 stays in i32");
+        for v in [0, 1, i32::MAX / 2, i32::MAX] {
+            assert_eq!(w.apply_i32(v), h(29).apply_i32(v), "{v}");
+        }
+    }
+
     #[test]
     fn narrow_scaled_equals_the_definition() {
         let mut rng = Rng::new(23);

@@ -86,7 +86,36 @@ pub fn pack_signed_tokens(
     );
     a.quads16.clear();
     if runnable(isa) == Isa::Avx2 {
-        a.quads16.extend(a.quads.iter().map(|&q| widen_quad(q)));
+        resize_to_overwrite(&mut a.quads16, a.quads.len());
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `runnable` found AVX2 on this CPU.
+        unsafe {
+            widen_quads_avx2(&a.quads, &mut a.quads16)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        for (w, &q) in a.quads16.iter_mut().zip(&a.quads) {
+            *w = widen_quad(q);
+        }
+    }
+}
+
+/// `wide[i] = widen_quad(quads[i])`, four quads (16 bytes) at a time by one `vpmovsxbw` (the
+/// quads one by one had been 2 % of DeiT-T's integer time with AVX2 kernels, by `perf`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn widen_quads_avx2(quads: &[i32], wide: &mut [i64]) {
+    use std::arch::x86_64::*;
+    let mut pairs = quads.chunks_exact(4).zip(wide.chunks_exact_mut(4));
+    for (q, w) in &mut pairs {
+        // SAFETY: `q` holds 4 i32 (16 bytes) and `w` 4 i64 (32 bytes).
+        unsafe {
+            let bytes = _mm_loadu_si128(q.as_ptr().cast());
+            _mm256_storeu_si256(w.as_mut_ptr().cast(), _mm256_cvtepi8_epi16(bytes));
+        }
+    }
+    let done = quads.len() / 4 * 4;
+    for (w, &q) in wide[done..].iter_mut().zip(&quads[done..]) {
+        *w = widen_quad(q);
     }
 }
 

@@ -15,6 +15,10 @@ use std::arch::x86_64::*;
 
 use std::ops::Range;
 
+#[cfg(target_arch = "x86_64")]
+use super::columns::{Block256, LookedUp, Requantize};
+#[cfg(target_arch = "x86_64")]
+use super::finish::{Finish, Sums};
 use super::{PANEL, PackedA, PackedB};
 
 /// Weight rows per tile.
@@ -28,18 +32,87 @@ const DOT_COLUMNS: usize = 2;
 pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
     assert!(std::arch::is_x86_feature_detected!("avx2"));
     // SAFETY: AVX2 was checked just above.
-    unsafe { gemm_avx2(a, rows, b, out) }
+    unsafe { gemm_avx2(a, rows, b, out, &Sums) }
+}
+
+/// [`gemm`] with each row's sums requantized by `r` (and looked up) in the tile, as
+/// `vnni::gemm_requantized` does.
+#[cfg(target_arch = "x86_64")]
+pub fn gemm_requantized(
+    a: &PackedA,
+    rows: Range<usize>,
+    b: &PackedB,
+    r: &Requantize,
+    out: &mut [i32],
+) {
+    assert!(std::arch::is_x86_feature_detected!("avx2"));
+    // `gemm_rows_requantized` checked the constants, offsets and marks against the rows and
+    // columns; `LookedUp::new` checks the marks again.
+    assert!(r.columns.channels() == b.cols && r.offsets.len() >= rows.len());
+    match &r.table {
+        // SAFETY (both): AVX2 was checked above.
+        None => unsafe { gemm_avx2(a, rows, b, out, r) },
+        Some(look_up) => {
+            let looked_up = LookedUp::new(r, look_up, rows.len());
+            unsafe { gemm_avx2(a, rows, b, out, &looked_up) }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Finish<__m256i> for Requantize<'_> {
+    const DOTS: bool = false;
+    type Block = Block256;
+    #[inline(always)]
+    unsafe fn block(&self, col: usize) -> Block256 {
+        // SAFETY: the caller's promises; a half panel's first column is a multiple of 8 below
+        // the channels (asserted equal to the columns in `gemm_requantized`).
+        unsafe { self.columns.block256(col) }
+    }
+    #[inline(always)]
+    unsafe fn finish(&self, block: &Block256, r: usize, sums: __m256i) -> __m256i {
+        // SAFETY: AVX2 is the caller's promise.
+        unsafe { block.apply(sums, self.offsets[r]) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Finish<__m256i> for LookedUp<'_> {
+    const DOTS: bool = false;
+    /// The channels' constants and the lanes that are channels (all ones).
+    type Block = (Block256, __m256i);
+    #[inline(always)]
+    unsafe fn block(&self, col: usize) -> Self::Block {
+        let lanes = (self.columns.channels() - col).min(PANEL / 2) as i32;
+        // SAFETY: as for `Requantize`.
+        unsafe {
+            let block = self.columns.block256(col);
+            let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            (block, _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), index))
+        }
+    }
+    #[inline(always)]
+    unsafe fn finish(&self, (block, lanes): &Self::Block, r: usize, sums: __m256i) -> __m256i {
+        // SAFETY: AVX2 and `r` are the caller's promises (`r` < the rows `new` took).
+        unsafe { self.look_up256(block.apply(sums, self.offsets[r]), *lanes, r) }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn gemm_avx2(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+fn gemm_avx2<F: Finish<__m256i>>(
+    a: &PackedA,
+    rows: Range<usize>,
+    b: &PackedB,
+    out: &mut [i32],
+    f: &F,
+) {
     // A last half panel of a column or two is cheaper as their dot products than as a tile,
     // which does the work of all 8 (a 7×7 map's 49 columns: 7 halves' work for 6.25). Per
     // weight row, a half panel costs `2·k4` `vpmaddwd`; a column's dot product `⌈k4/4⌉` and a
     // horizontal sum of about 6 instructions.
     let ragged = b.cols % (PANEL / 2);
-    let dots_pay = ragged <= DOT_COLUMNS && ragged * (b.k4.div_ceil(4) + 6) < 2 * b.k4;
+    let dots_pay = F::DOTS && ragged <= DOT_COLUMNS && ragged * (b.k4.div_ceil(4) + 6) < 2 * b.k4;
     let halves = match dots_pay {
         true => b.cols / (PANEL / 2),
         false => b.cols.div_ceil(PANEL / 2),
@@ -52,12 +125,12 @@ fn gemm_avx2(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
         let mr = (rows.end - r).min(MR);
         for h in 0..halves {
             match mr {
-                6 => tile::<6>(a, b, out, first, r, h),
-                5 => tile::<5>(a, b, out, first, r, h),
-                4 => tile::<4>(a, b, out, first, r, h),
-                3 => tile::<3>(a, b, out, first, r, h),
-                2 => tile::<2>(a, b, out, first, r, h),
-                _ => tile::<1>(a, b, out, first, r, h),
+                6 => tile::<6, F>(a, b, (out, f), first, r, h),
+                5 => tile::<5, F>(a, b, (out, f), first, r, h),
+                4 => tile::<4, F>(a, b, (out, f), first, r, h),
+                3 => tile::<3, F>(a, b, (out, f), first, r, h),
+                2 => tile::<2, F>(a, b, (out, f), first, r, h),
+                _ => tile::<1, F>(a, b, (out, f), first, r, h),
             }
         }
         // The dot columns of these rows while their weights are in L1 (see `vnni`).
@@ -69,10 +142,10 @@ fn gemm_avx2(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
 /// Rows `r0..r0+M` × columns `8h..8h+8` (fewer at the right edge).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn tile<const M: usize>(
+fn tile<const M: usize, F: Finish<__m256i>>(
     a: &PackedA,
     b: &PackedB,
-    out: &mut [i32],
+    (out, f): (&mut [i32], &F),
     first: usize,
     r0: usize,
     h: usize,
@@ -103,10 +176,14 @@ fn tile<const M: usize>(
     }
     let col = p * PANEL + half * 8;
     let n = (b.cols - col).min(8);
+    // SAFETY: this function is compiled for AVX2; `col` is a half panel's first column.
+    let block = unsafe { f.block(col) };
     for (i, row) in acc.iter().enumerate() {
         // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7]; the permute puts the columns in order.
         let s = _mm256_hadd_epi32(row[0], row[1]);
         let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(s);
+        // SAFETY: as above; row `r0 + i − first` is one of `out`'s.
+        let s = unsafe { f.finish(&block, r0 + i - first, s) };
         let dst = &mut out[(r0 + i - first) * b.cols + col..][..n];
         if n == 8 {
             // SAFETY: `dst` holds exactly 8 i32.

@@ -5,13 +5,21 @@
 //! channels, so the constants are vectors loaded once per block of channels, and the tokens
 //! pass under them; the arithmetic is [`Narrow::apply_i32`]'s, lane by lane (the even and odd
 //! lanes' 64-bit products as in `narrow_lanes`), so every path gives the same integers.
+//!
+//! The products' tiles apply the same lanes (`Block512`, `Block256`) to their sums while they
+//! are in registers ([`Requantize`], [`gemm_rows_requantized`](super::gemm_rows_requantized)),
+//! and look the results up in a layer's code table where it has one ([`LookUp`]); the pass
+//! over stored sums ([`ColumnNarrow::apply`]) is the portable path's.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use std::cell::Cell;
+
 use super::Isa;
 use super::requant::Narrow;
+use crate::exec::int::code_table::CodeTable;
 
 /// Channels per AVX-512 vector; the constants are padded to a multiple of it.
 const WIDE: usize = 16;
@@ -105,6 +113,29 @@ impl ColumnNarrow {
     }
 }
 
+/// A token-major product's requantization in the product itself (see
+/// [`gemm_rows_requantized`](super::gemm_rows_requantized)): the channels' constants, the
+/// offset of each row of the product's output (counted from its first), and the table the
+/// requantized values are looked up in, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Requantize<'a> {
+    pub columns: &'a ColumnNarrow,
+    pub offsets: &'a [i32],
+    pub table: Option<LookUp<'a>>,
+}
+
+/// The codes of a layer's requantized values, `table.codes[x − table.first]` (GELU's, see
+/// [`CodeTable`]), and for each row of the output whether any of its values lay past the
+/// table: such a value's code is then some code of the table, for the caller to overwrite.
+/// The table starts inside i32 and holds at most 2^32 codes
+/// ([`in_32_bits`](super::requant::in_32_bits)).
+#[derive(Debug, Clone, Copy)]
+pub struct LookUp<'a> {
+    pub table: &'a CodeTable,
+    /// Set for each row with a value past the table; left as it was for the others.
+    pub outside: &'a [Cell<bool>],
+}
+
 fn apply_portable(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut [i32]) {
     let width = c.channels();
     let rows = src.chunks_exact(width).zip(dst.chunks_exact_mut(width));
@@ -144,32 +175,87 @@ fn apply_avx512(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut [i32])
 #[target_feature(enable = "avx512f")]
 unsafe fn pass_avx512(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut [i32]) {
     let width = c.channels();
-    for (b, c0) in (0..width).step_by(WIDE).enumerate() {
+    for c0 in (0..width).step_by(WIDE) {
         let mask = ((1u32 << (width - c0).min(WIDE)) - 1) as __mmask16;
-        // SAFETY: the constants are padded to whole blocks of 16, so each load of 16 (or of 8
-        // addends, twice) at the block's start lies inside them; the sums and codes of token
-        // `t` are `src` and `dst` at `t·width + c0 ..`, of which the mask touches the block's
-        // channels only (`apply` checked both hold every token's row).
+        // SAFETY: `c0` is a block's first channel; the sums and codes of token `t` are `src`
+        // and `dst` at `t·width + c0 ..`, of which the mask touches the block's channels only
+        // (`apply` checked both hold every token's row).
         unsafe {
-            let load = |v: &[i32]| _mm512_loadu_si512(v[c0..].as_ptr().cast());
-            let (m, shift) = (load(&c.m), load(&c.shift));
-            let (min, max, hi) = (load(&c.min), load(&c.max), load(&c.hi));
-            let m_odd = _mm512_srli_epi64::<32>(m);
-            let lo = &c.lo_wide[b * WIDE..];
-            let lo_even = _mm512_loadu_si512(lo.as_ptr().cast());
-            let lo_odd = _mm512_loadu_si512(lo[WIDE / 2..].as_ptr().cast());
+            let block = c.block512(c0);
             for (t, &offset) in offsets.iter().enumerate() {
                 let at = t * width + c0;
                 let v = _mm512_maskz_loadu_epi32(mask, src[at..].as_ptr());
-                let v = _mm512_add_epi32(v, _mm512_set1_epi32(offset));
-                let even = _mm512_add_epi64(_mm512_mul_epi32(v, m), lo_even);
-                let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(v), m_odd);
-                let odd = _mm512_add_epi64(odd, lo_odd);
-                let high = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd);
-                let h = _mm512_srav_epi32(high, shift);
-                let code = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, min), max), hi);
+                let code = block.apply(v, offset);
                 _mm512_mask_storeu_epi32(dst[at..].as_mut_ptr(), mask, code);
             }
+        }
+    }
+}
+
+/// The constants of 16 neighbouring channels in AVX-512 lanes (see [`ColumnNarrow::block512`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct Block512 {
+    m: __m512i,
+    m_odd: __m512i,
+    shift: __m512i,
+    min: __m512i,
+    max: __m512i,
+    hi: __m512i,
+    lo_even: __m512i,
+    lo_odd: __m512i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl ColumnNarrow {
+    /// The constants of channels `c0..c0 + 16` (zero past the last channel).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; `c0` is a multiple of 16 below [`ColumnNarrow::channels`].
+    #[inline(always)]
+    pub(super) unsafe fn block512(&self, c0: usize) -> Block512 {
+        assert!(c0.is_multiple_of(WIDE) && c0 < self.channels());
+        // SAFETY: the constants are padded to whole blocks of 16, so each load of 16 (or of 8
+        // addends, twice) at the block's start lies inside them; AVX-512 F is the caller's.
+        // The loads written out: a closure here would have no target features (this function
+        // has none of its own) and could call each intrinsic rather than inline it.
+        unsafe {
+            let m = _mm512_loadu_si512(self.m[c0..].as_ptr().cast());
+            let lo = &self.lo_wide[c0..];
+            Block512 {
+                m,
+                m_odd: _mm512_srli_epi64::<32>(m),
+                shift: _mm512_loadu_si512(self.shift[c0..].as_ptr().cast()),
+                min: _mm512_loadu_si512(self.min[c0..].as_ptr().cast()),
+                max: _mm512_loadu_si512(self.max[c0..].as_ptr().cast()),
+                hi: _mm512_loadu_si512(self.hi[c0..].as_ptr().cast()),
+                lo_even: _mm512_loadu_si512(lo.as_ptr().cast()),
+                lo_odd: _mm512_loadu_si512(lo[WIDE / 2..].as_ptr().cast()),
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Block512 {
+    /// Each lane's [`Narrow::apply_i32`] of its sum plus `offset` (the sum wrapping in i32).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    #[inline(always)]
+    pub(super) unsafe fn apply(&self, v: __m512i, offset: i32) -> __m512i {
+        // SAFETY: AVX-512 F is the caller's promise.
+        unsafe {
+            let v = _mm512_add_epi32(v, _mm512_set1_epi32(offset));
+            let even = _mm512_add_epi64(_mm512_mul_epi32(v, self.m), self.lo_even);
+            let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(v), self.m_odd);
+            let odd = _mm512_add_epi64(odd, self.lo_odd);
+            let high = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd);
+            let h = _mm512_srav_epi32(high, self.shift);
+            _mm512_add_epi32(
+                _mm512_min_epi32(_mm512_max_epi32(h, self.min), self.max),
+                self.hi,
+            )
         }
     }
 }
@@ -196,34 +282,161 @@ fn apply_avx2(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut [i32]) {
 #[target_feature(enable = "avx2")]
 unsafe fn pass_avx2(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut [i32]) {
     let width = c.channels();
-    for (b, c0) in (0..width).step_by(HALF).enumerate() {
+    for c0 in (0..width).step_by(HALF) {
         let lanes = (width - c0).min(HALF) as i32;
-        // SAFETY: as in `apply_avx512`, with blocks of 8 (the constants are padded to 16) and
-        // `vpmaskmovd` touching the block's channels only.
+        // SAFETY: as in `apply_avx512`, with blocks of 8 and `vpmaskmovd` touching the block's
+        // channels only.
         unsafe {
             let mask = _mm256_cmpgt_epi32(
                 _mm256_set1_epi32(lanes),
                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
             );
-            let load = |v: &[i32]| _mm256_loadu_si256(v[c0..].as_ptr().cast());
-            let (m, shift) = (load(&c.m), load(&c.shift));
-            let (min, max, hi) = (load(&c.min), load(&c.max), load(&c.hi));
-            let m_odd = _mm256_srli_epi64::<32>(m);
-            let lo = &c.lo_half[b * HALF..];
-            let lo_even = _mm256_loadu_si256(lo.as_ptr().cast());
-            let lo_odd = _mm256_loadu_si256(lo[HALF / 2..].as_ptr().cast());
+            let block = c.block256(c0);
             for (t, &offset) in offsets.iter().enumerate() {
                 let at = t * width + c0;
                 let v = _mm256_maskload_epi32(src[at..].as_ptr(), mask);
-                let v = _mm256_add_epi32(v, _mm256_set1_epi32(offset));
-                let even = _mm256_add_epi64(_mm256_mul_epi32(v, m), lo_even);
-                let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(v), m_odd);
-                let odd = _mm256_add_epi64(odd, lo_odd);
-                let high = _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd);
-                let h = _mm256_srav_epi32(high, shift);
-                let code = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(h, min), max), hi);
+                let code = block.apply(v, offset);
                 _mm256_maskstore_epi32(dst[at..].as_mut_ptr(), mask, code);
             }
+        }
+    }
+}
+
+/// [`Block512`] for 8 channels in AVX2 lanes.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct Block256 {
+    m: __m256i,
+    m_odd: __m256i,
+    shift: __m256i,
+    min: __m256i,
+    max: __m256i,
+    hi: __m256i,
+    lo_even: __m256i,
+    lo_odd: __m256i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl ColumnNarrow {
+    /// The constants of channels `c0..c0 + 8` (zero past the last channel).
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `c0` is a multiple of 8 below [`ColumnNarrow::channels`].
+    #[inline(always)]
+    pub(super) unsafe fn block256(&self, c0: usize) -> Block256 {
+        assert!(c0.is_multiple_of(HALF) && c0 < self.channels());
+        // SAFETY: the constants are padded to whole blocks of 16, so each load of 8 (or of 4
+        // addends, twice) at the block's start lies inside them; AVX2 is the caller's. The
+        // loads are written out for the reason `block512` gives.
+        unsafe {
+            let m = _mm256_loadu_si256(self.m[c0..].as_ptr().cast());
+            let lo = &self.lo_half[c0..];
+            Block256 {
+                m,
+                m_odd: _mm256_srli_epi64::<32>(m),
+                shift: _mm256_loadu_si256(self.shift[c0..].as_ptr().cast()),
+                min: _mm256_loadu_si256(self.min[c0..].as_ptr().cast()),
+                max: _mm256_loadu_si256(self.max[c0..].as_ptr().cast()),
+                hi: _mm256_loadu_si256(self.hi[c0..].as_ptr().cast()),
+                lo_even: _mm256_loadu_si256(lo.as_ptr().cast()),
+                lo_odd: _mm256_loadu_si256(lo[HALF / 2..].as_ptr().cast()),
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Block256 {
+    /// Each lane's [`Narrow::apply_i32`] of its sum plus `offset` (the sum wrapping in i32).
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[inline(always)]
+    pub(super) unsafe fn apply(&self, v: __m256i, offset: i32) -> __m256i {
+        // SAFETY: AVX2 is the caller's promise.
+        unsafe {
+            let v = _mm256_add_epi32(v, _mm256_set1_epi32(offset));
+            let even = _mm256_add_epi64(_mm256_mul_epi32(v, self.m), self.lo_even);
+            let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(v), self.m_odd);
+            let odd = _mm256_add_epi64(odd, self.lo_odd);
+            let high = _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd);
+            let h = _mm256_srav_epi32(high, self.shift);
+            _mm256_add_epi32(
+                _mm256_min_epi32(_mm256_max_epi32(h, self.min), self.max),
+                self.hi,
+            )
+        }
+    }
+}
+
+/// A [`Requantize`] with its [`LookUp`], the table's bounds as lanes compare them: what the
+/// products' tiles run (`vnni`, `avx2`).
+pub(super) struct LookedUp<'a> {
+    pub(super) columns: &'a ColumnNarrow,
+    pub(super) offsets: &'a [i32],
+    codes: &'a [i32],
+    first: i32,
+    /// The last index of `codes`.
+    last: u32,
+    outside: &'a [Cell<bool>],
+}
+
+impl<'a> LookedUp<'a> {
+    /// Panics unless the table starts inside i32 and holds 1 to 2^32 codes, and `rows`
+    /// rows have a flag each.
+    pub(super) fn new(r: &Requantize<'a>, look_up: &LookUp<'a>, rows: usize) -> Self {
+        let t = look_up.table;
+        assert!(look_up.outside.len() >= rows, "a flag for every row");
+        LookedUp {
+            columns: r.columns,
+            offsets: r.offsets,
+            codes: &t.codes,
+            first: i32::try_from(t.first).expect("a table that starts inside i32"),
+            last: u32::try_from(t.codes.len().checked_sub(1).expect("a table with codes"))
+                .expect("a table of at most 2^32 codes"),
+            outside: look_up.outside,
+        }
+    }
+
+    /// The codes of the values `x` of row `r` (16 channels, of which `lanes` are channels),
+    /// row `r` marked if one of them lay past the table.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; `r` is one of the rows [`LookedUp::new`] was given.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(super) unsafe fn look_up512(&self, x: __m512i, lanes: __mmask16, r: usize) -> __m512i {
+        // SAFETY: AVX-512 F is the caller's promise; every gathered index is clamped to
+        // `last`, inside `codes`.
+        unsafe {
+            // Below the table the difference wraps to a huge index: past `last` as well.
+            let i = _mm512_sub_epi32(x, _mm512_set1_epi32(self.first));
+            let clamped = _mm512_min_epu32(i, _mm512_set1_epi32(self.last as i32));
+            // Channels whose value the clamp moved were past the table.
+            if _mm512_mask_cmpneq_epi32_mask(lanes, clamped, i) != 0 {
+                self.outside[r].set(true);
+            }
+            _mm512_i32gather_epi32::<4>(clamped, self.codes.as_ptr())
+        }
+    }
+
+    /// [`LookedUp::look_up512`] for 8 channels, `lanes` all ones in the lanes that are
+    /// channels.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `r` is one of the rows [`LookedUp::new`] was given.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(super) unsafe fn look_up256(&self, x: __m256i, lanes: __m256i, r: usize) -> __m256i {
+        // SAFETY: as in `look_up512`, with AVX2.
+        unsafe {
+            let i = _mm256_sub_epi32(x, _mm256_set1_epi32(self.first));
+            let clamped = _mm256_min_epu32(i, _mm256_set1_epi32(self.last as i32));
+            let moved = _mm256_andnot_si256(_mm256_cmpeq_epi32(clamped, i), lanes);
+            if _mm256_testz_si256(moved, moved) == 0 {
+                self.outside[r].set(true);
+            }
+            _mm256_i32gather_epi32::<4>(self.codes.as_ptr(), clamped)
         }
     }
 }

@@ -61,6 +61,8 @@ mod depthwise_flat;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_pairs;
 pub mod exps;
+#[cfg(target_arch = "x86_64")]
+mod finish;
 pub mod gram;
 pub mod layernorm;
 mod narrow_lanes;
@@ -348,9 +350,8 @@ pub fn tile_rows(isa: Isa) -> usize {
     }
 }
 
-/// [`gemm`] for weight rows `rows` only: `out` holds those rows (`rows.len() × cols`), so
-/// blocks of rows can run on different threads.
-pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+/// Panics unless `a` and `b` agree on K, `rows` are rows of `a` and `out` holds their products.
+fn check_rows(a: &PackedA, rows: &Range<usize>, b: &PackedB, out: &[i32]) {
     assert_eq!(a.k4, b.k4, "packed operands disagree on K");
     assert!(
         rows.start <= rows.end && rows.end <= a.rows,
@@ -358,6 +359,12 @@ pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &m
         a.rows
     );
     assert!(out.len() >= rows.len() * b.cols);
+}
+
+/// [`gemm`] for weight rows `rows` only: `out` holds those rows (`rows.len() × cols`), so
+/// blocks of rows can run on different threads.
+pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+    check_rows(a, &rows, b, out);
     match (runnable(isa), b.cols) {
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512Vnni, 1) => vnni::gemv(a, rows, b, out),
@@ -368,6 +375,55 @@ pub fn gemm_rows(isa: Isa, a: &PackedA, rows: Range<usize>, b: &PackedB, out: &m
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, _) => avx2::gemm(a, rows, b, out),
         _ => scalar_rows(a, rows, b, out),
+    }
+}
+
+/// [`gemm_rows`] then `r`'s requantization of each row's sums (`out[i·cols + c]` = channel
+/// `c`'s [`Narrow`](requant::Narrow) of row `rows.start + i`'s sum plus `r.offsets[i]`), then
+/// its look-up if it has one ([`columns::LookUp`]): on AVX-512 VNNI and AVX2 in the product's
+/// tiles, the sums never stored; in the portable form through `sums`.
+pub fn gemm_rows_requantized(
+    isa: Isa,
+    a: &PackedA,
+    rows: Range<usize>,
+    b: &PackedB,
+    r: &columns::Requantize,
+    sums: &mut Vec<i32>,
+    out: &mut [i32],
+) {
+    check_rows(a, &rows, b, out);
+    assert!(
+        r.columns.channels() == b.cols && r.offsets.len() >= rows.len(),
+        "{} channels' constants and {} offsets for {} columns of {} rows",
+        r.columns.channels(),
+        r.offsets.len(),
+        b.cols,
+        rows.len()
+    );
+    assert!(
+        r.table.is_none_or(|t| t.outside.len() >= rows.len()),
+        "a look-up's mark for every row"
+    );
+    match runnable(isa) {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => vnni::gemm_requantized(a, rows, b, r, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::gemm_requantized(a, rows, b, r, out),
+        _ => {
+            let n = rows.len();
+            // The product writes every sum.
+            let sums = crate::exec::spare::prefix_to_overwrite(sums, n * b.cols);
+            gemm_rows(isa, a, rows, b, sums);
+            r.columns.apply(isa, sums, &r.offsets[..n], out);
+            if let Some(look_up) = &r.table {
+                let rows = out.chunks_exact_mut(b.cols.max(1)).take(n);
+                for (row, outside) in rows.zip(look_up.outside) {
+                    if !requant::codes_within(isa, look_up.table, row) {
+                        outside.set(true);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -519,6 +575,116 @@ mod tests {
                 let mut got = vec![-1; rows * cols];
                 gemm(isa, &a, &b, &mut got);
                 assert_eq!(got, want, "{} on {rows}×{k}×{cols}", isa.name());
+            }
+        }
+    }
+
+    /// The requantization in the product's tiles equals the product's sums requantized after,
+    /// channel by channel with each row's offset, on every ISA: channel counts that end in a
+    /// part panel (where the plain product would take dot products), rows in part tiles,
+    /// blocks of rows that start past the first, and sums with offsets that wrap in i32. Then
+    /// each value looked up in a table that holds all of them, or only some (values below and
+    /// above it): the rows marked are those with a value past the table, and every value
+    /// inside it has its code.
+    #[test]
+    fn the_requantized_product_equals_the_sums_requantized() {
+        use crate::exec::int::code_table::CodeTable;
+        use columns::{ColumnNarrow, LookUp, Requantize};
+        use std::cell::Cell;
+        let mut rng = Rng::new(23);
+        let channel = |rng: &mut Rng| {
+            let k = 32 + rng.below(9) as u32;
+            let fast = requant::Fast {
+                m: rng.below(1 << 30) as i32 - (1 << 29),
+                lo: (rng.below(1 << 40) as i64 - (1 << 39)) << (k - 32),
+                hi: rng.below(256) as i64 - 128,
+                k,
+                qmin: -128,
+                qmax: 127,
+            };
+            fast.narrow()
+                .expect("a shift of 32 or more and small bounds")
+        };
+        for (rows, k, cols) in [
+            (1, 1, 1),
+            (9, 600, 3),
+            (13, 70, 17),
+            (8, 192, 32),
+            (17, 33, 49),
+            (21, 192, 192),
+            (12, 768, 50),
+        ] {
+            let (a, b) = random_case(&mut rng, rows, k, cols);
+            let mut sums = vec![0; rows * cols];
+            gemm_scalar(&a, &b, &mut sums);
+            let columns = ColumnNarrow::new((0..cols).map(|_| channel(&mut rng)).collect());
+            let offsets: Vec<i32> = (0..rows).map(|_| rng.next_u64() as u32 as i32).collect();
+            for isa in Isa::available() {
+                for range in [0..rows, rows / 3..rows, 0..rows / 2] {
+                    let n = range.len();
+                    let r = Requantize {
+                        columns: &columns,
+                        offsets: &offsets[range.start..],
+                        table: None,
+                    };
+                    let value = |row: usize, c: usize| {
+                        let v = sums[row * cols + c].wrapping_add(offsets[row]);
+                        columns.channel(c).apply_i32(v)
+                    };
+                    let mut got = vec![i32::MIN; n * cols + 5];
+                    let mut scratch = Vec::new();
+                    gemm_rows_requantized(isa, &a, range.clone(), &b, &r, &mut scratch, &mut got);
+                    for (i, row) in range.clone().enumerate() {
+                        for c in 0..cols {
+                            assert_eq!(
+                                got[i * cols + c],
+                                value(row, c),
+                                "{} row {row} channel {c} of {rows}×{k}×{cols}",
+                                isa.name()
+                            );
+                        }
+                    }
+                    assert!(
+                        got[n * cols..].iter().all(|&g| g == i32::MIN),
+                        "past the rows"
+                    );
+                    // Every value the requantization gives, then the middle 150.
+                    for (first, len) in [(-128, 256), (-60, 150)] {
+                        let table = CodeTable {
+                            first,
+                            codes: (0..len).map(|_| rng.below(1000) as i32).collect(),
+                        };
+                        let outside = vec![Cell::new(false); n];
+                        let look_up = LookUp {
+                            table: &table,
+                            outside: &outside,
+                        };
+                        let r = Requantize {
+                            table: Some(look_up),
+                            ..r
+                        };
+                        gemm_rows_requantized(
+                            isa,
+                            &a,
+                            range.clone(),
+                            &b,
+                            &r,
+                            &mut scratch,
+                            &mut got,
+                        );
+                        for (i, row) in range.clone().enumerate() {
+                            let mut past = false;
+                            for c in 0..cols {
+                                match table.get(value(row, c) as i64) {
+                                    Some(code) => assert_eq!(got[i * cols + c], code),
+                                    None => past = true,
+                                }
+                            }
+                            let name = isa.name();
+                            assert_eq!(outside[i].get(), past, "{name} row {row} of {rows}×{cols}");
+                        }
+                    }
+                }
             }
         }
     }

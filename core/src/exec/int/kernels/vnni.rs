@@ -8,17 +8,89 @@ use std::arch::x86_64::*;
 
 use std::ops::Range;
 
+#[cfg(target_arch = "x86_64")]
+use super::columns::{Block512, LookedUp, Requantize};
+#[cfg(target_arch = "x86_64")]
+use super::finish::{Finish, Sums};
 use super::{PANEL, PackedA, PackedB};
 
 #[cfg(target_arch = "x86_64")]
 pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+    assert_features();
+    // SAFETY: the features the function is compiled for were checked just above.
+    unsafe { gemm_vnni(a, rows, b, out, &Sums) }
+}
+
+/// [`gemm`] with each row's sums requantized by `r` in the tile, while they are in registers,
+/// and stored as codes: the sums never pass through memory.
+#[cfg(target_arch = "x86_64")]
+pub fn gemm_requantized(
+    a: &PackedA,
+    rows: Range<usize>,
+    b: &PackedB,
+    r: &Requantize,
+    out: &mut [i32],
+) {
+    assert_features();
+    // `gemm_rows_requantized` checked the constants, offsets and marks against the rows and
+    // columns; `LookedUp::new` checks the marks again.
+    assert!(r.columns.channels() == b.cols && r.offsets.len() >= rows.len());
+    match &r.table {
+        None => {
+            // SAFETY: the features the function is compiled for were checked just above.
+            unsafe { gemm_vnni(a, rows, b, out, r) }
+        }
+        Some(look_up) => {
+            let looked_up = LookedUp::new(r, look_up, rows.len());
+            // SAFETY: as above.
+            unsafe { gemm_vnni(a, rows, b, out, &looked_up) }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn assert_features() {
     assert!(
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
     );
-    // SAFETY: the features the function is compiled for were checked just above.
-    unsafe { gemm_vnni(a, rows, b, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Finish<__m512i> for Requantize<'_> {
+    const DOTS: bool = false;
+    type Block = Block512;
+    #[inline(always)]
+    unsafe fn block(&self, col: usize) -> Block512 {
+        // SAFETY: the caller's promises; a panel's first column is a multiple of 16 below the
+        // channels (asserted equal to the columns in `gemm_requantized`).
+        unsafe { self.columns.block512(col) }
+    }
+    #[inline(always)]
+    unsafe fn finish(&self, block: &Block512, r: usize, sums: __m512i) -> __m512i {
+        // SAFETY: AVX-512 F is the caller's promise.
+        unsafe { block.apply(sums, self.offsets[r]) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Finish<__m512i> for LookedUp<'_> {
+    const DOTS: bool = false;
+    /// The channels' constants and the lanes that are channels.
+    type Block = (Block512, __mmask16);
+    #[inline(always)]
+    unsafe fn block(&self, col: usize) -> Self::Block {
+        let lanes = (self.columns.channels() - col).min(PANEL);
+        // SAFETY: as for `Requantize`.
+        let block = unsafe { self.columns.block512(col) };
+        (block, (1u32 << lanes).wrapping_sub(1) as __mmask16)
+    }
+    #[inline(always)]
+    unsafe fn finish(&self, (block, lanes): &Self::Block, r: usize, sums: __m512i) -> __m512i {
+        // SAFETY: AVX-512 F and `r` are the caller's promises (`r` < the rows `new` took).
+        unsafe { self.look_up512(block.apply(sums, self.offsets[r]), *lanes, r) }
+    }
 }
 
 /// Weight rows per tile. `vpdpbusd` has a latency of 4–5 cycles and issues up to twice a cycle
@@ -40,13 +112,19 @@ const L1_BLOCK_BYTES: usize = 24 * 1024;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn gemm_vnni(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
+fn gemm_vnni<F: Finish<__m512i>>(
+    a: &PackedA,
+    rows: Range<usize>,
+    b: &PackedB,
+    out: &mut [i32],
+    f: &F,
+) {
     // A last panel of a few columns is cheaper as their dot products than as a panel, whose
     // tile does the work of all 16 (a 7×7 map's 49 columns: 4 panels' work for 3.06). Per
     // weight row, a panel costs `k4` `vpdpbusd`; a column's dot product `⌈k4/16⌉` and a
     // horizontal sum of about 8 instructions, which short rows (grouped convs) do not repay.
     let ragged = b.cols % PANEL;
-    let dots_pay = ragged <= DOT_COLUMNS && ragged * (b.k4.div_ceil(16) + 8) < b.k4;
+    let dots_pay = F::DOTS && ragged <= DOT_COLUMNS && ragged * (b.k4.div_ceil(16) + 8) < b.k4;
     let panels = match dots_pay {
         true => b.cols / PANEL,
         false => b.cols.div_ceil(PANEL),
@@ -77,8 +155,8 @@ fn gemm_vnni(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
                 macro_rules! edge {
                     ($($m:literal),*) => {
                         match (mr, np) {
-                            $(($m, 2) => tile::<$m, 2>(a, b, out, first, r, p),
-                              ($m, _) => tile::<$m, 1>(a, b, out, first, r, p),)*
+                            $(($m, 2) => tile::<$m, 2, F>(a, b, (out, f), first, r, p),
+                              ($m, _) => tile::<$m, 1, F>(a, b, (out, f), first, r, p),)*
                             _ => unreachable!("tiles have 1–{MR} rows"),
                         }
                     };
@@ -99,10 +177,10 @@ fn gemm_vnni(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn tile<const M: usize, const N: usize>(
+fn tile<const M: usize, const N: usize, F: Finish<__m512i>>(
     a: &PackedA,
     b: &PackedB,
-    out: &mut [i32],
+    (out, f): (&mut [i32], &F),
     first: usize,
     r0: usize,
     p0: usize,
@@ -128,17 +206,21 @@ fn tile<const M: usize, const N: usize>(
             }
         }
     }
-    for (i, row) in acc.iter().enumerate() {
-        for (j, c) in row.iter().enumerate() {
-            let col = (p0 + j) * PANEL;
-            let n = (b.cols - col).min(PANEL);
+    for j in 0..N {
+        let col = (p0 + j) * PANEL;
+        let n = (b.cols - col).min(PANEL);
+        // SAFETY: this function is compiled for AVX-512 F; `col` is a panel's first column.
+        let block = unsafe { f.block(col) };
+        for (i, row) in acc.iter().enumerate() {
             let at = (r0 + i - first) * b.cols + col;
             let dst = &mut out[at..at + n];
+            // SAFETY: as above; row `r0 + i − first` is one of `out`'s (`dst` is in it).
+            let v = unsafe { f.finish(&block, r0 + i - first, row[j]) };
             // A masked store writes the panel's first `n` lanes only (a copy through a stack
             // buffer compiled to a `memcpy` call per accumulator, as slow as a short K loop).
             let mask: __mmask16 = (1u32 << n).wrapping_sub(1) as u16;
             // SAFETY: `dst` holds `n` ≤ 16 i32 and the mask writes lanes 0..n only.
-            unsafe { _mm512_mask_storeu_epi32(dst.as_mut_ptr(), mask, *c) };
+            unsafe { _mm512_mask_storeu_epi32(dst.as_mut_ptr(), mask, v) };
         }
     }
 }

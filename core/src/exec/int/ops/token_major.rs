@@ -20,10 +20,12 @@
 
 use rayon::prelude::*;
 
-use super::super::kernels::columns::ColumnNarrow;
+use std::cell::Cell;
+
+use super::super::kernels::columns::{ColumnNarrow, LookUp, Requantize};
 use super::super::kernels::pack::pack_signed_tokens;
-use super::super::kernels::requant::{Fast, codes_within, in_32_bits};
-use super::super::kernels::{PackedA, PackedB, gemm_rows, tile_rows};
+use super::super::kernels::requant::{Fast, in_32_bits};
+use super::super::kernels::{PackedA, PackedB, gemm_rows, gemm_rows_requantized, tile_rows};
 use super::super::nonlinear::gelu::gelu;
 use super::super::requant::{Encoder, Epilogue};
 use super::Ctx;
@@ -68,6 +70,8 @@ struct BlockScratch {
     tokens: Option<PackedA>,
     offsets: Vec<i32>,
     sums: Vec<i32>,
+    /// Per token, whether a GELU look-up found a value past its table.
+    outside: Vec<Cell<bool>>,
 }
 
 impl TokenMajor {
@@ -129,12 +133,25 @@ impl TokenMajor {
                 let x = &x[b * tokens * k..][..n * k];
                 pack_signed_tokens(ctx.isa, k, x, layer.lift, packed, &mut s.offsets);
                 s.offsets.iter_mut().for_each(|sum| *sum *= -128);
-                // The product writes every sum, the requantization every code.
-                let sums = prefix_to_overwrite(&mut s.sums, n * o);
-                gemm_rows(ctx.isa, packed, 0..n, &self.weights, sums);
-                self.requant.apply(ctx.isa, sums, &s.offsets, dst);
+                s.outside.clear();
+                s.outside.resize(n, Cell::new(false));
+                let table = match (self.gelu, &layer.table) {
+                    (true, Some(table)) => Some(LookUp {
+                        table,
+                        outside: &s.outside,
+                    }),
+                    _ => None,
+                };
+                let r = Requantize {
+                    columns: &self.requant,
+                    offsets: &s.offsets,
+                    table,
+                };
+                // Every code is written.
+                gemm_rows_requantized(ctx.isa, packed, 0..n, &self.weights, &r, &mut s.sums, dst);
                 if self.gelu {
-                    self.look_up(layer, ctx, sums, &s.offsets, dst);
+                    let marks = (&s.offsets[..], &s.outside[..], &mut s.sums);
+                    self.past_the_table(layer, ctx, packed, marks, dst);
                 }
             })
         };
@@ -147,20 +164,30 @@ impl TokenMajor {
         }
     }
 
-    /// GELU's codes of the `x` values in `dst` (`[n, O]`), looked up in the layer's table; the
-    /// few `x` past it (a token's row that has any) computed again from their sums and
-    /// encoded, as the channel-major epilogue does.
-    fn look_up(&self, layer: &Weighted, ctx: Ctx, sums: &[i32], offsets: &[i32], dst: &mut [i32]) {
+    /// GELU's codes of the values past its table, which the look-up in the product left as
+    /// some code of the table in the rows it marked (`outside`): each such row's sums
+    /// computed again (rare) from its token in `packed`, each value requantized, and those
+    /// past the table computed and encoded, as the channel-major epilogue does.
+    fn past_the_table(
+        &self,
+        layer: &Weighted,
+        ctx: Ctx,
+        packed: &PackedA,
+        (offsets, outside, sums): (&[i32], &[Cell<bool>], &mut Vec<i32>),
+        dst: &mut [i32],
+    ) {
         let (Some(table), Output::Gelu { gelu: k, out, .. }) = (&layer.table, &layer.output) else {
             unreachable!("a GELU layer has a table (`TokenMajor::new`)")
         };
         let o = self.requant.channels();
-        let rows = dst.chunks_exact_mut(o).zip(sums.chunks_exact(o));
-        for ((row, sums), &offset) in rows.zip(offsets) {
-            if codes_within(ctx.isa, table, row) {
+        let rows = dst.chunks_exact_mut(o).zip(offsets).zip(outside);
+        for (t, ((row, &offset), outside)) in rows.enumerate() {
+            if !outside.get() {
                 continue;
             }
-            for (c, (code, &sum)) in row.iter_mut().zip(sums).enumerate() {
+            let sums = prefix_to_overwrite(sums, o);
+            gemm_rows(ctx.isa, packed, t..t + 1, &self.weights, sums);
+            for (c, (code, &sum)) in row.iter_mut().zip(&*sums).enumerate() {
                 let x = self.requant.channel(c).apply_i32(sum.wrapping_add(offset));
                 if table.get(x as i64).is_none() {
                     *code = out.encode(gelu(x, k), c);

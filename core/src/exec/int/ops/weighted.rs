@@ -797,28 +797,103 @@ mod tests {
         check_emit(&w);
     }
 
+    /// A linear layer with GELU on enough tokens to run token-major (its product's tiles
+    /// requantize and look up), with accumulators that put about one of GELU's inputs in seven
+    /// past its table: on every ISA each code is the definition's, those past the table too.
     #[test]
-    fn tabulated_gelu_equals_the_definition() {
-        let scales = [0.0011, 0.0009, 0.0013];
+    fn token_major_gelu_equals_the_definition() {
+        let (tokens, k, o) = (37, 64, 40);
+        let mut rng = Rng::new(31);
+        let weights: Vec<i8> = (0..o * k).map(|_| rng.below(41) as i8 - 20).collect();
+        let x: Vec<i32> = (0..tokens * k).map(|_| rng.below(256) as i32).collect();
+        let zero = vec![128; k];
         let s_g = 0.027 / 4.0;
+        let gelu = GeluConstants::new(s_g).unwrap();
+        // Scales that put about one sum in seven past GELU's limit.
+        let unit = s_g * gelu.limit as f64 / 20_000.0;
+        let scales: Vec<f64> = (0..o).map(|c| unit * (0.5 + c as f64 / o as f64)).collect();
+        let offsets = vec![0.0; o];
+        let output = gelu_output(&scales, &offsets, s_g);
+        let Output::Gelu { to_x, .. } = &output else {
+            unreachable!("a GELU output")
+        };
+        let w = Weighted {
+            geometry: Geometry::Tokens { tokens },
+            in_channels: k,
+            out_channels: o,
+            groups: 1,
+            weights: Weights::Int8(vec![PackedA::new(&weights, o, k)]),
+            bias: (0..o as i64).map(|c| 1_000 * c - 20_000).collect(),
+            correction: (0..o)
+                .map(|c| (0..k).map(|kk| weights[c * k + kk] as i64 * 128).sum())
+                .collect(),
+            zero: zero.clone(),
+            lift: 0,
+            table: None,
+            hardswish: Vec::new(),
+            requant: Vec::new(),
+            token_major: None,
+            output: output.clone(),
+        }
+        .with_lanes();
+        assert!(w.token_major.is_some(), "the layer runs token-major");
+        let table = w.table.as_ref().expect("a per-tensor output gets a table");
+        let mut past = 0;
+        let mut want = vec![0; tokens * o];
+        for t in 0..tokens {
+            for c in 0..o {
+                let sum: i64 = (0..k)
+                    .map(|kk| weights[c * k + kk] as i64 * (x[t * k + kk] - zero[kk]) as i64)
+                    .sum();
+                let v = sum + w.bias[c];
+                past += table.get(to_x.apply(v, c)).is_none() as usize;
+                want[t * o + c] = w.emit_one(c, v);
+            }
+        }
+        assert!(
+            (tokens * o / 10..tokens * o / 2).contains(&past),
+            "{past} of {} values past the table",
+            tokens * o
+        );
+        for isa in Isa::available() {
+            let mut got = Buffer::default();
+            w.run(Ctx { isa }, &x, &mut got, &mut Scratch::default());
+            assert_eq!(&got[..], &want[..], "{}", isa.name());
+        }
+    }
+
+    /// DeiT's fc1 output: GELU's `x` at `s_g` per tensor from accumulators at `scales` per
+    /// channel (plus `offsets`), its output an int8 code at 0.027 with zero point 7.
+    fn gelu_output(scales: &[f64], offsets: &[f64], s_g: f64) -> Output {
+        let channels = scales.len();
         let target = Target {
             scale: &[s_g],
             zero: &[0],
             offset: &[0.0],
             range: (-(1 << 24), 1 << 24),
         };
-        let Encoder::Linear(out) =
-            Encoder::new(&[s_g / 2f64.powi(15)], &[0.0], &int8(0.027, 7), 3, "t").unwrap()
-        else {
+        let Encoder::Linear(out) = Encoder::new(
+            &[s_g / 2f64.powi(15)],
+            &[0.0],
+            &int8(0.027, 7),
+            channels,
+            "t",
+        )
+        .unwrap() else {
             panic!("linear")
         };
-        let output = Output::Gelu {
-            to_x: Requant::new(&scales, &[0.0, 0.01, -0.02], &target, 3, "t").unwrap(),
+        Output::Gelu {
+            to_x: Requant::new(scales, offsets, &target, channels, "t").unwrap(),
             gelu: GeluConstants::new(s_g).unwrap(),
             out: Encoder::Linear(out.with_mantissa_bits(20)),
             unit: scales.to_vec(),
-        };
-        let w = layer(output);
+        }
+    }
+
+    #[test]
+    fn tabulated_gelu_equals_the_definition() {
+        let scales = [0.0011, 0.0009, 0.0013];
+        let w = layer(gelu_output(&scales, &[0.0, 0.01, -0.02], 0.027 / 4.0));
         assert!(w.table.is_some(), "a per-tensor output gets a table");
         check_emit(&w);
     }

@@ -19,6 +19,8 @@ use std::cell::Cell;
 
 use super::Isa;
 use super::requant::Narrow;
+#[cfg(target_arch = "x86_64")]
+use super::requant::codes_of_lanes256;
 use crate::exec::int::code_table::CodeTable;
 
 /// Channels per AVX-512 vector; the constants are padded to a multiple of it.
@@ -371,6 +373,7 @@ impl Block256 {
 
 /// A [`Requantize`] with its [`LookUp`], the table's bounds as lanes compare them: what the
 /// products' tiles run (`vnni`, `avx2`).
+#[cfg(target_arch = "x86_64")]
 pub(super) struct LookedUp<'a> {
     pub(super) columns: &'a ColumnNarrow,
     pub(super) offsets: &'a [i32],
@@ -381,6 +384,7 @@ pub(super) struct LookedUp<'a> {
     outside: &'a [Cell<bool>],
 }
 
+#[cfg(target_arch = "x86_64")]
 impl<'a> LookedUp<'a> {
     /// Panics unless the table starts inside i32 and holds 1 to 2^32 codes, and `rows`
     /// rows have a flag each.
@@ -403,7 +407,6 @@ impl<'a> LookedUp<'a> {
     ///
     /// # Safety
     /// The CPU has AVX-512 F; `r` is one of the rows [`LookedUp::new`] was given.
-    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     pub(super) unsafe fn look_up512(&self, x: __m512i, lanes: __mmask16, r: usize) -> __m512i {
         // SAFETY: AVX-512 F is the caller's promise; every gathered index is clamped to
@@ -425,18 +428,18 @@ impl<'a> LookedUp<'a> {
     ///
     /// # Safety
     /// The CPU has AVX2; `r` is one of the rows [`LookedUp::new`] was given.
-    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     pub(super) unsafe fn look_up256(&self, x: __m256i, lanes: __m256i, r: usize) -> __m256i {
-        // SAFETY: as in `look_up512`, with AVX2.
+        // SAFETY: AVX2 is the caller's promise; `last` is the last index of `codes`.
         unsafe {
-            let i = _mm256_sub_epi32(x, _mm256_set1_epi32(self.first));
-            let clamped = _mm256_min_epu32(i, _mm256_set1_epi32(self.last as i32));
-            let moved = _mm256_andnot_si256(_mm256_cmpeq_epi32(clamped, i), lanes);
-            if _mm256_testz_si256(moved, moved) == 0 {
+            let first = _mm256_set1_epi32(self.first);
+            let last = _mm256_set1_epi32(self.last as i32);
+            let (code, moved) = codes_of_lanes256(self.codes, first, last, x);
+            // Only the lanes that are channels count.
+            if _mm256_testz_si256(moved, lanes) == 0 {
                 self.outside[r].set(true);
             }
-            _mm256_i32gather_epi32::<4>(self.codes.as_ptr(), clamped)
+            code
         }
     }
 }

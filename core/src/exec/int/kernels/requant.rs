@@ -534,17 +534,41 @@ fn codes_of_avx2(codes: &[i32], first: i32, values: &mut [i32]) -> bool {
         let mut outside = _mm256_setzero_si256();
         for chunk in &mut chunks {
             let x = _mm256_loadu_si256(chunk.as_ptr().cast());
-            let i = _mm256_sub_epi32(x, first_v);
-            let clamped = _mm256_min_epu32(i, last_v);
-            // Lanes the clamp moved were past the table.
-            outside = _mm256_or_si256(outside, _mm256_xor_si256(clamped, i));
-            let code = _mm256_i32gather_epi32::<4>(codes.as_ptr(), clamped);
+            let (code, moved) = codes_of_lanes256(codes, first_v, last_v, x);
+            outside = _mm256_or_si256(outside, moved);
             _mm256_storeu_si256(chunk.as_mut_ptr().cast(), code);
         }
         _mm256_testz_si256(outside, outside) == 0
     };
     let rest = codes_of(codes, first, chunks.into_remainder());
     !outside && rest
+}
+
+/// Eight values' codes, `codes[x − first]` (`first_v`, `last_v`: `first` and `codes`' last
+/// index in every lane), and the lanes whose value lay past the table (nonzero there; their
+/// code is some code of the table).
+///
+/// # Safety
+/// The CPU has AVX2; `last_v` is at most `codes`' last index.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn codes_of_lanes256(
+    codes: &[i32],
+    first_v: std::arch::x86_64::__m256i,
+    last_v: std::arch::x86_64::__m256i,
+    x: std::arch::x86_64::__m256i,
+) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX2 is the caller's promise; every gathered index is clamped to `last_v`,
+    // inside `codes`.
+    unsafe {
+        // Below the table the difference wraps to a huge index: past the last as well.
+        let i = _mm256_sub_epi32(x, first_v);
+        let clamped = _mm256_min_epu32(i, last_v);
+        // Lanes the clamp moved were past the table.
+        let moved = _mm256_xor_si256(clamped, i);
+        (_mm256_i32gather_epi32::<4>(codes.as_ptr(), clamped), moved)
+    }
 }
 
 /// [`lookup_within_portable`] with the look-up in AVX2 lanes, and the requantization too

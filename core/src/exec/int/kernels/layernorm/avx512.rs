@@ -13,8 +13,7 @@ fn vectors(d: usize) -> impl Iterator<Item = (usize, __mmask16)> {
     })
 }
 
-/// The 64-bit sums of the even lanes' and the odd ones' values as i64 (each lane's i32
-/// sign-extended).
+/// The even lanes' values and the odd ones' as i64 lanes, each i32 sign-extended.
 #[target_feature(enable = "avx512f")]
 fn widened(v: __m512i) -> (__m512i, __m512i) {
     let even = _mm512_srai_epi64::<32>(_mm512_slli_epi64::<32>(v));

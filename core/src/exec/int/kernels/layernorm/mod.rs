@@ -216,16 +216,21 @@ mod tests {
     /// Rows of close values at the ends of i32: where the difference from the zero-point or the
     /// shift overflows it (the wrapped values would look like a well-behaved row), every ISA
     /// turns the row away; where they just fit, it runs it and gives I-LayerNorm's codes.
-    #[test]
-    fn rows_at_the_ends_of_i32() {
-        let out = Fast {
+    /// An output requantization to int8 of `z/2^10`, for the tests with fixed rows.
+    fn int8_of_z() -> Fast {
+        Fast {
             m: 1 << 30,
             lo: 0,
             hi: 0,
             k: 40,
             qmin: -128,
             qmax: 127,
-        };
+        }
+    }
+
+    #[test]
+    fn rows_at_the_ends_of_i32() {
+        let out = int8_of_z();
         let mut rng = Rng::new(5);
         // (first value, zero-point, shift, whether the promoted values fit in i32)
         let cases = [
@@ -265,16 +270,7 @@ mod tests {
 
     #[test]
     fn shifts_of_32_bits_have_no_lanes() {
-        let n = Fast {
-            m: 1 << 30,
-            lo: 0,
-            hi: 0,
-            k: 40,
-            qmin: -128,
-            qmax: 127,
-        }
-        .narrow()
-        .unwrap();
+        let n = int8_of_z().narrow().unwrap();
         assert!(RowNorm::new(&[0, 0], &[3, 31], &[n, n]).is_some());
         assert!(RowNorm::new(&[0, 0], &[3, 32], &[n, n]).is_none());
     }

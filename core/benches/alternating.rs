@@ -7,12 +7,18 @@
 //! `cargo bench -p qvit-core --bench alternating [-- avx2]` compares a token-major linear
 //! layer's product with its requantization in the product's tiles (`gemm_rows_requantized`)
 //! against the product's sums stored and requantized by a pass of their own after, on DeiT-T's
-//! layers (a block of 120 or 104 tokens), with VNNI kernels (or AVX2 ones); figures in
-//! BENCHMARKS.md.
+//! layers (a block of 120 or 104 tokens), with VNNI kernels (or AVX2 ones).
+//!
+//! `cargo bench -p qvit-core --bench alternating -- gelu` compares, on the same layers with
+//! VNNI, a GELU table of 10,001 codes (DeiT-T's hold 9,425–10,695) read in the tiles by
+//! `vpgatherdd` against the same table read by sixteen loads. Figures in BENCHMARKS.md.
 
 use std::time::Instant;
 
-use qvit_core::exec::int::kernels::columns::{ColumnNarrow, Requantize};
+use std::cell::Cell;
+
+use qvit_core::exec::int::code_table::CodeTable;
+use qvit_core::exec::int::kernels::columns::{ColumnNarrow, LookUp, Requantize};
 use qvit_core::exec::int::kernels::requant::Fast;
 use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, gemm_rows_requantized};
 use qvit_core::rng::Rng;
@@ -22,7 +28,8 @@ const CALLS: usize = 4;
 const SAMPLES: usize = 2000;
 
 fn main() {
-    // `cargo bench` passes `--bench`; only `avx2` is read.
+    // `cargo bench` passes `--bench`; only `avx2` and `gelu` are read.
+    let gelu = std::env::args().any(|a| a == "gelu");
     let isa = match std::env::args().any(|a| a == "avx2") {
         true => Isa::Avx2,
         false => Isa::Avx512Vnni,
@@ -31,10 +38,18 @@ fn main() {
         println!("this CPU cannot run {}: nothing measured", isa.name());
         return;
     }
-    println!(
-        "{}: the requantization in the tiles against a pass after",
-        isa.name()
-    );
+    let forms = match gelu {
+        true => ["a gather", "loads"],
+        false => ["a pass after", "in the tiles"],
+    };
+    match gelu {
+        true => println!("{}: GELU's codes by a gather or by loads", isa.name()),
+        false => println!(
+            "{}: the requantization in the tiles against a pass after",
+            isa.name()
+        ),
+    }
+    let table = gelu_table();
     for (rows, k, cols) in [
         (120, 192, 576),
         (120, 192, 768),
@@ -55,31 +70,57 @@ fn main() {
                     lo: rng.below(1 << 40) as i64 - (1 << 39),
                     hi: rng.below(256) as i64 - 128,
                     k: 40,
-                    qmin: -128,
-                    qmax: 127,
+                    qmin: if gelu { -5_000 } else { -128 },
+                    qmax: if gelu { 5_000 } else { 127 },
                 };
                 fast.narrow().expect("a shift past 32 and an 8-bit clamp")
             })
             .collect();
         let columns = ColumnNarrow::new(channels);
         let offsets: Vec<i32> = (0..rows).map(|_| rng.below(1 << 20) as i32).collect();
+        let outside = vec![Cell::new(false); rows];
+        let look_up = |gather| {
+            Some(LookUp {
+                table: &table,
+                outside: &outside,
+                gather,
+            })
+        };
         let r = Requantize {
             columns: &columns,
             offsets: &offsets,
             table: None,
         };
+        let (by_gather, by_loads) = (
+            Requantize {
+                table: look_up(true),
+                ..r
+            },
+            Requantize {
+                table: look_up(false),
+                ..r
+            },
+        );
         let (mut sums, mut out) = (vec![0; rows * cols], vec![0; rows * cols]);
-        // [after, in the tiles]
+        // [after or by a gather, in the tiles or by loads]
         let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         for round in 0..2 * SAMPLES {
             let start = Instant::now();
             for _ in 0..CALLS {
-                match round % 2 {
-                    0 => {
+                match (gelu, round % 2) {
+                    (true, 0) => {
+                        gemm_rows_requantized(isa, &a, 0..rows, &b, &by_gather, &mut sums, &mut out)
+                    }
+                    (true, _) => {
+                        gemm_rows_requantized(isa, &a, 0..rows, &b, &by_loads, &mut sums, &mut out)
+                    }
+                    (false, 0) => {
                         gemm(isa, &a, &b, &mut sums);
                         columns.apply(isa, &sums, &offsets, &mut out);
                     }
-                    _ => gemm_rows_requantized(isa, &a, 0..rows, &b, &r, &mut sums, &mut out),
+                    (false, _) => {
+                        gemm_rows_requantized(isa, &a, 0..rows, &b, &r, &mut sums, &mut out)
+                    }
                 }
             }
             times[round % 2].push(start.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
@@ -89,13 +130,32 @@ fn main() {
         }
         let (median, tenth) = (|t: &[f64]| t[t.len() / 2], |t: &[f64]| t[t.len() / 10]);
         println!(
-            "{rows} tokens × {k} → {cols}: after {:.1} µs (p10 {:.1}), in the tiles {:.1} µs \
-             (p10 {:.1}), ratio {:.3}",
+            "{rows} tokens × {k} → {cols}: {} {:.1} µs (p10 {:.1}), {} {:.1} µs (p10 {:.1}), \
+             ratio {:.3}",
+            forms[0],
             median(&times[0]),
             tenth(&times[0]),
+            forms[1],
             median(&times[1]),
             tenth(&times[1]),
             median(&times[1]) / median(&times[0]),
         );
+    }
+}
+
+/// A GELU table as the compiler builds one: inputs at `14/5000` (the sigmoid saturated past
+/// ±5,000), outputs 8-bit from −0.17 to 8.
+fn gelu_table() -> CodeTable {
+    let (s, step) = (14.0 / 5000.0, (8.0 + 0.17) / 255.0);
+    let gelu = |x: f64| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+    let code = |i: i64| {
+        ((gelu(i as f64 * s) + 0.17) / step)
+            .round()
+            .clamp(0.0, 255.0) as i32
+            - 128
+    };
+    CodeTable {
+        first: -5_000,
+        codes: (-5_000..=5_000).map(code).collect(),
     }
 }

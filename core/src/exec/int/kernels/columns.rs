@@ -19,8 +19,6 @@ use std::cell::Cell;
 
 use super::Isa;
 use super::requant::Narrow;
-#[cfg(target_arch = "x86_64")]
-use super::requant::codes_of_lanes256;
 use crate::exec::int::code_table::CodeTable;
 
 /// Channels per AVX-512 vector; the constants are padded to a multiple of it.
@@ -136,6 +134,9 @@ pub struct LookUp<'a> {
     pub table: &'a CodeTable,
     /// Set for each row with a value past the table; left as it was for the others.
     pub outside: &'a [Cell<bool>],
+    /// Read the table by `vpgatherdd` rather than by a load per lane: the same codes, kept
+    /// only to measure the two against each other (`alternating -- gelu`).
+    pub gather: bool,
 }
 
 fn apply_portable(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut [i32]) {
@@ -382,6 +383,7 @@ pub(super) struct LookedUp<'a> {
     /// The last index of `codes`.
     last: u32,
     outside: &'a [Cell<bool>],
+    gather: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -399,6 +401,7 @@ impl<'a> LookedUp<'a> {
             last: u32::try_from(t.codes.len().checked_sub(1).expect("a table with codes"))
                 .expect("a table of at most 2^32 codes"),
             outside: look_up.outside,
+            gather: look_up.gather,
         }
     }
 
@@ -409,8 +412,8 @@ impl<'a> LookedUp<'a> {
     /// The CPU has AVX-512 F; `r` is one of the rows [`LookedUp::new`] was given.
     #[inline(always)]
     pub(super) unsafe fn look_up512(&self, x: __m512i, lanes: __mmask16, r: usize) -> __m512i {
-        // SAFETY: AVX-512 F is the caller's promise; every gathered index is clamped to
-        // `last`, inside `codes`.
+        // SAFETY: AVX-512 F is the caller's promise; every index read is clamped to `last`,
+        // inside `codes`.
         unsafe {
             // Below the table the difference wraps to a huge index: past `last` as well.
             let i = _mm512_sub_epi32(x, _mm512_set1_epi32(self.first));
@@ -419,7 +422,17 @@ impl<'a> LookedUp<'a> {
             if _mm512_mask_cmpneq_epi32_mask(lanes, clamped, i) != 0 {
                 self.outside[r].set(true);
             }
-            _mm512_i32gather_epi32::<4>(clamped, self.codes.as_ptr())
+            if self.gather {
+                return _mm512_i32gather_epi32::<4>(clamped, self.codes.as_ptr());
+            }
+            // A load per lane rather than `vpgatherdd`, whose look-ups took a third longer on
+            // Zen 4 (`cargo bench -p qvit-core --bench alternating -- gelu`, BENCHMARKS.md):
+            // the CPU's load ports serve them side by side.
+            let mut index = [0u32; 16];
+            _mm512_storeu_si512(index.as_mut_ptr().cast(), clamped);
+            let codes: [i32; 16] =
+                std::array::from_fn(|l| *self.codes.get_unchecked(index[l] as usize));
+            _mm512_loadu_si512(codes.as_ptr().cast())
         }
     }
 
@@ -430,16 +443,25 @@ impl<'a> LookedUp<'a> {
     /// The CPU has AVX2; `r` is one of the rows [`LookedUp::new`] was given.
     #[inline(always)]
     pub(super) unsafe fn look_up256(&self, x: __m256i, lanes: __m256i, r: usize) -> __m256i {
-        // SAFETY: AVX2 is the caller's promise; `last` is the last index of `codes`.
+        // SAFETY: AVX2 is the caller's promise; every index read is clamped to `last`, inside
+        // `codes`.
         unsafe {
-            let first = _mm256_set1_epi32(self.first);
-            let last = _mm256_set1_epi32(self.last as i32);
-            let (code, moved) = codes_of_lanes256(self.codes, first, last, x);
+            // As in `look_up512`, with a load per lane too (the gather took 1–4 % longer on
+            // Zen 4, by the same bench with `avx2`).
+            let i = _mm256_sub_epi32(x, _mm256_set1_epi32(self.first));
+            let clamped = _mm256_min_epu32(i, _mm256_set1_epi32(self.last as i32));
             // Only the lanes that are channels count.
-            if _mm256_testz_si256(moved, lanes) == 0 {
+            if _mm256_testz_si256(_mm256_xor_si256(clamped, i), lanes) == 0 {
                 self.outside[r].set(true);
             }
-            code
+            if self.gather {
+                return _mm256_i32gather_epi32::<4>(self.codes.as_ptr(), clamped);
+            }
+            let mut index = [0u32; 8];
+            _mm256_storeu_si256(index.as_mut_ptr().cast(), clamped);
+            let codes: [i32; 8] =
+                std::array::from_fn(|l| *self.codes.get_unchecked(index[l] as usize));
+            _mm256_loadu_si256(codes.as_ptr().cast())
         }
     }
 }

@@ -648,8 +648,12 @@ mod tests {
                         got[n * cols..].iter().all(|&g| g == i32::MIN),
                         "past the rows"
                     );
-                    // Every value the requantization gives, then the middle 150.
-                    for (first, len) in [(-128, 256), (-60, 150)] {
+                    // Every value the requantization gives, then the middle 150; the table read
+                    // by loads and by a gather.
+                    let tables = [(-128, 256), (-60, 150)];
+                    for ((first, len), gather) in
+                        tables.into_iter().flat_map(|t| [(t, false), (t, true)])
+                    {
                         let table = CodeTable {
                             first,
                             codes: (0..len).map(|_| rng.below(1000) as i32).collect(),
@@ -658,6 +662,7 @@ mod tests {
                         let look_up = LookUp {
                             table: &table,
                             outside: &outside,
+                            gather,
                         };
                         let r = Requantize {
                             table: Some(look_up),

@@ -552,7 +552,7 @@ fn codes_of_avx2(codes: &[i32], first: i32, values: &mut [i32]) -> bool {
 /// The CPU has AVX2; `last_v` is at most `codes`' last index.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(super) unsafe fn codes_of_lanes256(
+unsafe fn codes_of_lanes256(
     codes: &[i32],
     first_v: std::arch::x86_64::__m256i,
     last_v: std::arch::x86_64::__m256i,

@@ -139,6 +139,7 @@ impl TokenMajor {
                     (true, Some(table)) => Some(LookUp {
                         table,
                         outside: &s.outside,
+                        gather: false,
                     }),
                     _ => None,
                 };

@@ -446,7 +446,7 @@ impl<'a> LookedUp<'a> {
         // SAFETY: AVX2 is the caller's promise; every index read is clamped to `last`, inside
         // `codes`.
         unsafe {
-            // As in `look_up512`, with a load per lane too (the gather took 1–4 % longer on
+            // As in `look_up512`, with a load per lane too (the gather took 1–5 % longer on
             // Zen 4, by the same bench with `avx2`).
             let i = _mm256_sub_epi32(x, _mm256_set1_epi32(self.first));
             let clamped = _mm256_min_epu32(i, _mm256_set1_epi32(self.last as i32));

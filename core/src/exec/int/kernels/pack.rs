@@ -267,18 +267,23 @@ fn word(q: &[i32; 4], lift: i32) -> u32 {
 #[inline(always)]
 fn rows_portable<T: Copy + Into<i32>>(b: &mut Panels, src: &[T], lift: i32) {
     let (cols, k4) = (b.cols, b.k4);
-    for (i, out) in b.data.chunks_exact_mut(PANEL * 4).enumerate() {
-        let (g, first) = (i % k4, (b.first + i / k4) * PANEL);
-        if first + PANEL > cols || g >= b.k / 4 {
-            continue; // an edge block
+    // Panel by panel, then block by block: a block's panel and quad as `i / k4` and `i % k4`
+    // had cost a division per 64 bytes.
+    for (p, panel) in b.data.chunks_exact_mut(k4 * PANEL * 4).enumerate() {
+        let first = (b.first + p) * PANEL;
+        if first + PANEL > cols {
+            continue; // an edge panel
         }
-        let rows: [&[T; PANEL]; 4] = std::array::from_fn(|j| {
-            let row = &src[(4 * g + j) * cols + first..][..PANEL];
-            row.try_into().expect("a block's row")
-        });
-        for (lane, bytes) in out.chunks_exact_mut(4).enumerate() {
-            let q = [0, 1, 2, 3].map(|j| rows[j][lane].into());
-            bytes.copy_from_slice(&word(&q, lift).to_le_bytes());
+        // The blocks of whole quads (a last part quad is an edge block).
+        for (g, out) in panel.chunks_exact_mut(PANEL * 4).take(b.k / 4).enumerate() {
+            let rows: [&[T; PANEL]; 4] = std::array::from_fn(|j| {
+                let row = &src[(4 * g + j) * cols + first..][..PANEL];
+                row.try_into().expect("a block's row")
+            });
+            for (lane, bytes) in out.chunks_exact_mut(4).enumerate() {
+                let q = [0, 1, 2, 3].map(|j| rows[j][lane].into());
+                bytes.copy_from_slice(&word(&q, lift).to_le_bytes());
+            }
         }
     }
     fill_edges(b, |kk, col| src[kk * cols + col].into().wrapping_add(lift));

@@ -9,9 +9,9 @@
 //! against the product's sums stored and requantized by a pass of their own after, on DeiT-T's
 //! layers (a block of 120 or 104 tokens), with VNNI kernels (or AVX2 ones).
 //!
-//! `cargo bench -p qvit-core --bench alternating -- gelu` compares, on the same layers with
-//! VNNI, a GELU table of 10,001 codes (DeiT-T's hold 9,425–10,695) read in the tiles by
-//! `vpgatherdd` against the same table read by sixteen loads. Figures in BENCHMARKS.md.
+//! `cargo bench -p qvit-core --bench alternating -- gelu [avx2]` compares, on the same layers,
+//! a GELU table of 10,001 codes (DeiT-T's hold 9,425–10,695) read in the tiles by
+//! `vpgatherdd` against the same table read by a load per lane. Figures in BENCHMARKS.md.
 
 use std::time::Instant;
 

@@ -425,9 +425,9 @@ impl<'a> LookedUp<'a> {
             if self.gather {
                 return _mm512_i32gather_epi32::<4>(clamped, self.codes.as_ptr());
             }
-            // A load per lane rather than `vpgatherdd`, whose look-ups took a third longer on
-            // Zen 4 (`cargo bench -p qvit-core --bench alternating -- gelu`, BENCHMARKS.md):
-            // the CPU's load ports serve them side by side.
+            // A load per lane rather than `vpgatherdd`: DeiT-T's fc1 blocks took 0.84–0.97×
+            // the gather's time on Zen 4 (`cargo bench -p qvit-core --bench alternating --
+            // gelu`, BENCHMARKS.md), the CPU's load ports serving the loads side by side.
             let mut index = [0u32; 16];
             _mm512_storeu_si512(index.as_mut_ptr().cast(), clamped);
             let codes: [i32; 16] =

@@ -405,6 +405,16 @@ impl<'a> LookedUp<'a> {
         }
     }
 
+    /// `codes[index[l]]` for every lane `l`, a load each: what both widths' look-ups read.
+    ///
+    /// # Safety
+    /// Every index is at most `last` (the look-ups clamp them).
+    #[inline(always)]
+    unsafe fn codes_at<const N: usize>(&self, index: &[u32; N]) -> [i32; N] {
+        // SAFETY: each index is at most `last`, the last of `codes` (the caller's promise).
+        std::array::from_fn(|l| unsafe { *self.codes.get_unchecked(index[l] as usize) })
+    }
+
     /// The codes of the values `x` of row `r` (16 channels, of which `lanes` are channels),
     /// row `r` marked if one of them lay past the table.
     ///
@@ -430,9 +440,7 @@ impl<'a> LookedUp<'a> {
             // gelu`, BENCHMARKS.md), the CPU's load ports serving the loads side by side.
             let mut index = [0u32; 16];
             _mm512_storeu_si512(index.as_mut_ptr().cast(), clamped);
-            let codes: [i32; 16] =
-                std::array::from_fn(|l| *self.codes.get_unchecked(index[l] as usize));
-            _mm512_loadu_si512(codes.as_ptr().cast())
+            _mm512_loadu_si512(self.codes_at(&index).as_ptr().cast())
         }
     }
 
@@ -459,9 +467,7 @@ impl<'a> LookedUp<'a> {
             }
             let mut index = [0u32; 8];
             _mm256_storeu_si256(index.as_mut_ptr().cast(), clamped);
-            let codes: [i32; 8] =
-                std::array::from_fn(|l| *self.codes.get_unchecked(index[l] as usize));
-            _mm256_loadu_si256(codes.as_ptr().cast())
+            _mm256_loadu_si256(self.codes_at(&index).as_ptr().cast())
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The fused rows in 8 AVX2 lanes: [`super::avx512`]'s passes, the tail of a row by
-//! `vpmaskmovd` (lanes outside read as 0 and are not written), the codes by gathers.
+//! `vpmaskmovd` (lanes outside read as 0 and are not written), the codes by permutes
+//! ([`Binades256`](crate::exec::int::nonlinear::levels::Binades256)).
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;

@@ -9,6 +9,11 @@
 //! against the product's sums stored and requantized by a pass of their own after, on DeiT-T's
 //! layers (a block of 120 or 104 tokens), with VNNI kernels (or AVX2 ones).
 //!
+//! `cargo bench -p qvit-core --bench alternating -- stacked [avx2]` compares EfficientViT-B1's
+//! integer executor (random weights, W8A8 trio-vit) on a run of 4 and of 8 images on one
+//! thread, image by image against the 1×1 convs of its 14×14 and 7×7 maps taking the run's
+//! images at once (`IntExecutor::with_stacking`).
+//!
 //! `cargo bench -p qvit-core --bench alternating -- gelu [avx2]` compares, on the same layers,
 //! a GELU table of 10,001 codes (DeiT-T's hold 9,425–10,695) read in the tiles by
 //! `vpgatherdd` against the same table read by a load per lane. Figures in BENCHMARKS.md.
@@ -17,11 +22,17 @@ use std::time::Instant;
 
 use std::cell::Cell;
 
+use qvit_core::arch::ArchSpec;
+use qvit_core::data::{Dataset, Normalize};
 use qvit_core::exec::int::code_table::CodeTable;
 use qvit_core::exec::int::kernels::columns::{ColumnNarrow, LookUp, Requantize};
 use qvit_core::exec::int::kernels::requant::Fast;
 use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, gemm_rows_requantized};
+use qvit_core::exec::int::{IntExecutor, compile};
+use qvit_core::graph::Graph;
+use qvit_core::quant::{self, QuantSettings, Recipe, calibrate};
 use qvit_core::rng::Rng;
+use qvit_core::weights::Weights;
 
 /// Calls per timed sample, and samples per form.
 const CALLS: usize = 4;
@@ -37,6 +48,9 @@ fn main() {
     if !Isa::available().contains(&isa) {
         println!("this CPU cannot run {}: nothing measured", isa.name());
         return;
+    }
+    if std::env::args().any(|a| a == "stacked") {
+        return stacked(isa);
     }
     let forms = match gelu {
         true => ["a gather", "loads"],
@@ -157,5 +171,66 @@ fn gelu_table() -> CodeTable {
     CodeTable {
         first: -5_000,
         codes: (-5_000..=5_000).map(code).collect(),
+    }
+}
+
+/// B1's integer executor on runs of 4 and 8 images, image by image against stacked.
+fn stacked(isa: Isa) {
+    let graph = Graph::build(&ArchSpec::resolve("efficientvit-b1").unwrap()).unwrap();
+    let folded = Weights::random(&graph, 1).fold(&graph).unwrap();
+    let shape = graph.input_shape();
+    let mut rng = Rng::new(7);
+    let n = 8;
+    let bytes = (0..n * shape.iter().product::<usize>())
+        .map(|_| rng.below(256) as u8)
+        .collect();
+    let data = Dataset::from_bytes(
+        "random images",
+        [shape[0], shape[1], shape[2]],
+        bytes,
+        vec![0; n],
+        Normalize::imagenet(),
+    )
+    .unwrap();
+    let recipe = Recipe::preset("trio-vit").unwrap();
+    let stats = calibrate(&graph, &folded, &data, 4, 4, &mut |_, _| {}).unwrap();
+    let settings = QuantSettings {
+        recipe: recipe.name.clone(),
+        ..QuantSettings::default()
+    };
+    let plan = quant::build(&graph, &folded, &stats, &recipe, &settings).unwrap();
+    let program = compile(&graph, &folded, &plan).unwrap();
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    println!("{}: EfficientViT-B1's int executor, one thread", isa.name());
+    for batch in [4, 8] {
+        let images = data.batch(0..batch).unwrap().images;
+        let forms =
+            [false, true].map(|s| IntExecutor::new(&program).with_isa(isa).with_stacking(s));
+        let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        one_thread.install(|| {
+            let logits = forms.map(|e| e.forward(&images).unwrap().data);
+            assert_eq!(logits[0], logits[1], "the same logits either way");
+            for round in 0..2 * 80 {
+                let start = Instant::now();
+                forms[round % 2].forward(&images).unwrap();
+                times[round % 2].push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        });
+        for t in &mut times {
+            t.sort_by(f64::total_cmp);
+        }
+        let (median, tenth) = (|t: &[f64]| t[t.len() / 2], |t: &[f64]| t[t.len() / 10]);
+        println!(
+            "batch {batch}: image by image {:.1} ms (p10 {:.1}), stacked {:.1} ms (p10 {:.1}), \
+             ratio {:.3}",
+            median(&times[0]),
+            tenth(&times[0]),
+            median(&times[1]),
+            tenth(&times[1]),
+            median(&times[1]) / median(&times[0]),
+        );
     }
 }

@@ -633,6 +633,52 @@ fn attention_over_many_tokens_compiles_and_matches() {
 /// The token tail is the classifier head (EfficientViT's linear, LayerNorm + Hardswish,
 /// linear; DeiT's linear after the class token), and a batch run through it a run of images at
 /// a time gives every image the logits it gets alone through every step.
+/// A thread's run of images takes the 1×1 convs of the small maps for all its images at once
+/// (`Weighted::run_stacked`): the logits are those of the run image by image, on every ISA,
+/// for runs of 2 to 9 images (5 images on 2 threads: runs of 3 and 2).
+#[test]
+fn stacked_layers_give_the_logits_of_image_by_image() {
+    use qvit_core::exec::int::kernels::Isa;
+    use qvit_core::exec::int::program::StepOp;
+    let m = micro("efficientvit-micro");
+    let program = compile(&m.graph, &m.folded, &plan(&m, "trio-vit", "w8a8")).unwrap();
+    let tail = program.token_tail().expect("a classifier head").start;
+    let stacked: Vec<&str> = program.steps[..tail]
+        .iter()
+        .filter(|s| matches!(&s.op, StepOp::Weighted(w) if w.stacks()))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(
+        stacked.len() >= 4 && program.stacked_from(tail) < tail,
+        "the micro model's 7×7 stages stack: {stacked:?}"
+    );
+    let images = dataset(true).batch(0..9).unwrap().images;
+    for isa in Isa::available() {
+        for (threads, batch) in [(1, 9), (1, 2), (2, 5)] {
+            let images = Tensor::new(
+                [&[batch][..], &images.shape[1..]].concat(),
+                images.data[..batch * images.item_len()].to_vec(),
+            );
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let [alone, together] = [false, true].map(|stacking| {
+                let exec = IntExecutor::new(&program)
+                    .with_isa(isa)
+                    .with_stacking(stacking);
+                pool.install(|| exec.forward(&images)).unwrap()
+            });
+            assert_eq!(
+                together,
+                alone,
+                "{} with {threads} threads, batch {batch}",
+                isa.name()
+            );
+        }
+    }
+}
+
 #[test]
 fn the_token_tail_is_the_head_and_a_run_through_it_gives_each_image_its_own_logits() {
     let cases = [

@@ -1,9 +1,12 @@
 //! Running an [`IntProgram`]: quantize the image at the boundary, run the steps on integer
 //! codes, and report the logits (integers at one common scale) as reals. Images run in
-//! parallel, each image's steps in order on one thread, and the program's token tail (the
-//! classifier head) once per thread for its images' tokens together, each token as alone; so
-//! results never depend on the thread count.
+//! parallel, a run of them per thread: each image's steps in order, from the first 1×1 conv
+//! on a small map layer by layer over the run (such a conv multiplies the run's images at
+//! once), and the program's token tail (the classifier head) once for the run's tokens
+//! together. Every image's codes are those it gets alone, so results never depend on the
+//! thread count or the batch.
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -15,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::eval::Classifier;
 use crate::exec::helper_threads::with_helper_threads;
 use crate::exec::spare::Buffer;
+use crate::graph::NodeId;
 use crate::quant::quantizer::{Rounding, Uniform};
 use crate::quant::uniform_lanes::{Grid, code_slice};
 use crate::tensor::Tensor;
@@ -40,6 +44,9 @@ pub struct StepTime {
 pub struct IntExecutor<'p> {
     program: &'p IntProgram,
     isa: Isa,
+    /// Whether a run of images takes the layers that stack together (see
+    /// [`IntExecutor::with_stacking`]).
+    stacking: bool,
 }
 
 impl<'p> IntExecutor<'p> {
@@ -48,11 +55,19 @@ impl<'p> IntExecutor<'p> {
         Self {
             program,
             isa: Isa::detect(),
+            stacking: true,
         }
     }
 
     pub fn with_isa(self, isa: Isa) -> Self {
         Self { isa, ..self }
+    }
+
+    /// Whether a thread's run of images goes layer by layer from the first 1×1 conv on a
+    /// small map, each such conv taking the run's images at once (the default), or image
+    /// by image throughout. The same codes either way; for comparisons of the two.
+    pub fn with_stacking(self, stacking: bool) -> Self {
+        Self { stacking, ..self }
     }
 
     pub fn isa(&self) -> Isa {
@@ -234,8 +249,10 @@ impl<'p> IntExecutor<'p> {
     }
 
     /// The integer logits of a run of images (`item` values each) on this thread: each image
-    /// through the steps before the program's token `tail`, then the tail once for the run's
-    /// tokens together (the same codes as image by image: see [`IntProgram::token_tail`]).
+    /// through the steps before the program's token `tail` (image by image, then layer by
+    /// layer from the first step that stacks: [`IntProgram::stacked_from`]), then the tail
+    /// once for the run's tokens together (the same codes as image by image: see
+    /// [`IntProgram::token_tail`]).
     fn run_images(
         &self,
         images: &[f32],
@@ -248,18 +265,29 @@ impl<'p> IntExecutor<'p> {
             Some(t) => (t.start, t.input),
             None => (p.steps.len(), p.output),
         };
-        // The tail's input tokens, or the logits, of every image in turn.
+        // Each image alone up to the first step that runs the images together, then the
+        // steps up to `end` one at a time for every image (see `run_layers`).
         let count = images.len() / item;
-        let mut rows: Option<Buffer<i32>> = None;
-        for (i, image) in images.chunks(item).enumerate() {
-            let values = self.run_image_with(image, end, &|n| n == wanted, scratch, &mut |_, _| {});
-            let row = &values[wanted];
-            let all = rows.get_or_insert_with(|| scratch.spare.take(count * row.len()));
-            all[i * row.len()..(i + 1) * row.len()].copy_from_slice(row);
-            // Every buffer serves the next image.
+        let together = match count > 1 && self.stacking {
+            true => p.stacked_from(end),
+            false => end,
+        };
+        let needed_later = |n: usize| n == wanted || p.last_use[n] >= together;
+        let mut runs: Vec<Vec<Buffer<i32>>> = images
+            .chunks(item)
+            .map(|image| {
+                self.run_image_with(image, together, &needed_later, scratch, &mut |_, _| {})
+            })
+            .collect();
+        self.run_layers(together..end, wanted, &mut runs, scratch);
+        // The tail's input tokens, or the logits, of every image in turn.
+        let len = runs[0][wanted].len();
+        let mut rows = scratch.spare.take(count * len);
+        for (values, row) in runs.into_iter().zip(rows.chunks_exact_mut(len)) {
+            row.copy_from_slice(&values[wanted]);
+            // Every buffer serves the next run.
             values.into_iter().for_each(|v| scratch.spare.keep(v));
         }
-        let mut rows = rows.expect("a run holds at least one image");
         for step in &p.steps[end..] {
             let out = self.run_step(step, &[&rows], scratch);
             scratch.spare.keep(std::mem::replace(&mut rows, out));
@@ -268,6 +296,54 @@ impl<'p> IntExecutor<'p> {
         // The logits' buffer serves the next run.
         scratch.spare.keep(rows);
         logits
+    }
+
+    /// The program's `steps` layer by layer over a run of images, `runs[i]` the values of
+    /// image `i` (those that later steps read): a layer that [`Weighted::stacks`] runs every
+    /// image at once, any other step image by image. Every value is the one the image alone
+    /// gives (each image's steps run in program order on its own values), and each image's
+    /// values that no later step reads, other than `wanted`, go back to the spares.
+    ///
+    /// [`Weighted::stacks`]: super::ops::weighted::Weighted::stacks
+    fn run_layers(
+        &self,
+        steps: Range<usize>,
+        wanted: NodeId,
+        runs: &mut [Vec<Buffer<i32>>],
+        scratch: &mut Scratch,
+    ) {
+        let p = self.program;
+        let ctx = Ctx { isa: self.isa };
+        for i in steps {
+            let step = &p.steps[i];
+            match &step.op {
+                StepOp::Weighted(w) if w.stacks() => {
+                    let len = w.output_len(&[]);
+                    let mut outs: Vec<Buffer<i32>> =
+                        runs.iter().map(|_| scratch.spare.take(len)).collect();
+                    let xs: Vec<&[i32]> = runs.iter().map(|v| &*v[step.inputs[0]]).collect();
+                    w.run_stacked(ctx, &xs, &mut outs, scratch);
+                    for (values, out) in runs.iter_mut().zip(outs) {
+                        values[step.node] = out;
+                    }
+                }
+                _ => {
+                    for values in runs.iter_mut() {
+                        let inputs: Vec<&[i32]> =
+                            step.inputs.iter().map(|&k| &*values[k]).collect();
+                        let out = self.run_step(step, &inputs, scratch);
+                        values[step.node] = out;
+                    }
+                }
+            }
+            for values in runs.iter_mut() {
+                for &input in &step.inputs {
+                    if p.last_use[input] == i && input != wanted {
+                        scratch.spare.keep(std::mem::take(&mut values[input]));
+                    }
+                }
+            }
+        }
     }
 }
 

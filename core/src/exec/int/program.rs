@@ -132,6 +132,21 @@ impl IntProgram {
     }
 }
 
+impl IntProgram {
+    /// Where a run of images stops going image by image, for a run through the steps before
+    /// `end`: the first step that runs the images at once ([`Weighted::stacks`]; `end` if
+    /// none). From there the executor takes the steps layer by layer, so that those layers
+    /// see every image of the run.
+    ///
+    /// [`Weighted::stacks`]: super::ops::weighted::Weighted::stacks
+    pub fn stacked_from(&self, end: usize) -> usize {
+        self.steps[..end]
+            .iter()
+            .position(|step| matches!(&step.op, StepOp::Weighted(w) if w.stacks()))
+            .unwrap_or(end)
+    }
+}
+
 /// A quantization point's codes inside a value (for comparisons and golden vectors).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PointCodes {

@@ -313,7 +313,11 @@ impl Binades256 {
         let [c0, c1, c2] = self.codes;
         let over0 = _mm256_cmpgt_epi32(v, look(t0));
         let over1 = _mm256_cmpgt_epi32(v, look(t1));
-        _mm256_blendv_epi8(_mm256_blendv_epi8(look(c0), look(c1), over0), look(c2), over1)
+        _mm256_blendv_epi8(
+            _mm256_blendv_epi8(look(c0), look(c1), over0),
+            look(c2),
+            over1,
+        )
     }
 }
 

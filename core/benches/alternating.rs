@@ -11,8 +11,8 @@
 //!
 //! `cargo bench -p qvit-core --bench alternating -- stacked [avx2]` compares EfficientViT-B1's
 //! integer executor (random weights, W8A8 trio-vit) on a run of 4 and of 8 images on one
-//! thread, image by image against the 1×1 convs of its 14×14 and 7×7 maps taking the run's
-//! images at once (`IntExecutor::with_stacking`).
+//! thread, image by image against the 1×1 convs of its 7×7 maps taking the run's images at
+//! once (`IntExecutor::with_stacking`); the logits are checked equal first.
 //!
 //! `cargo bench -p qvit-core --bench alternating -- gelu [avx2]` compares, on the same layers,
 //! a GELU table of 10,001 codes (DeiT-T's hold 9,425–10,695) read in the tiles by

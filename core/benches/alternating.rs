@@ -10,7 +10,7 @@
 //! layers (a block of 120 or 104 tokens), with VNNI kernels (or AVX2 ones).
 //!
 //! `cargo bench -p qvit-core --bench alternating -- stacked [avx2]` compares EfficientViT-B1's
-//! integer executor (random weights, W8A8 trio-vit) on a run of 4 and of 8 images on one
+//! integer executor (random weights, W8A8 trio-vit) on a run of 4, 8 and 32 images on one
 //! thread, image by image against the 1×1 convs of its 7×7 maps taking the run's images at
 //! once (`IntExecutor::with_stacking`); the logits are checked equal first.
 //!
@@ -180,7 +180,7 @@ fn stacked(isa: Isa) {
     let folded = Weights::random(&graph, 1).fold(&graph).unwrap();
     let shape = graph.input_shape();
     let mut rng = Rng::new(7);
-    let n = 8;
+    let n = 32;
     let bytes = (0..n * shape.iter().product::<usize>())
         .map(|_| rng.below(256) as u8)
         .collect();
@@ -205,7 +205,7 @@ fn stacked(isa: Isa) {
         .build()
         .unwrap();
     println!("{}: EfficientViT-B1's int executor, one thread", isa.name());
-    for batch in [4, 8] {
+    for batch in [4, 8, 32] {
         let images = data.batch(0..batch).unwrap().images;
         let forms =
             [false, true].map(|s| IntExecutor::new(&program).with_isa(isa).with_stacking(s));
@@ -213,7 +213,8 @@ fn stacked(isa: Isa) {
         one_thread.install(|| {
             let logits = forms.map(|e| e.forward(&images).unwrap().data);
             assert_eq!(logits[0], logits[1], "the same logits either way");
-            for round in 0..2 * 80 {
+            // About as long for each batch size: 80 batches of 4 or 8 images, 20 of 32.
+            for round in 0..2 * (640 / batch).min(80) {
                 let start = Instant::now();
                 forms[round % 2].forward(&images).unwrap();
                 times[round % 2].push(start.elapsed().as_secs_f64() * 1e3);

@@ -635,7 +635,8 @@ fn attention_over_many_tokens_compiles_and_matches() {
 /// a time gives every image the logits it gets alone through every step.
 /// A thread's run of images takes the 1×1 convs of the small maps for all its images at once
 /// (`Weighted::run_stacked`): the logits are those of the run image by image, on every ISA,
-/// for runs of 2 to 9 images (5 images on 2 threads: runs of 3 and 2).
+/// for runs of 2 to 9 images (5 images on 2 threads: runs of 3 and 2; 9 on one thread:
+/// stacked in groups of 8 and 1).
 #[test]
 fn stacked_layers_give_the_logits_of_image_by_image() {
     use qvit_core::exec::int::kernels::Isa;

@@ -23,6 +23,15 @@ use crate::quant::quantizer::{Rounding, Uniform};
 use crate::quant::uniform_lanes::{Grid, code_slice};
 use crate::tensor::Tensor;
 
+/// The most images a run takes layer by layer together (a longer run goes in groups of this
+/// many): the group's values then stay in cache from one step to the next. Layer by layer over
+/// a run of 32 images, B1 had gained nothing (0.998× the time image by image, `cargo bench -p
+/// qvit-core --bench alternating -- stacked`), against 0.96–0.98× for runs of 4 and 8; and a
+/// product of 1,568 columns (B1's 14×14 maps, 8 images) had run slower stacked than image by
+/// image, its sums past L1 (BENCHMARKS.md, "B1's 7×7 convs over a run of images"). An
+/// evaluation's batches of 100 give each of two threads a run of 50.
+const STACK_IMAGES: usize = 8;
+
 /// One step's time on an image ([`IntExecutor::time_steps`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepTime {
@@ -265,29 +274,35 @@ impl<'p> IntExecutor<'p> {
             Some(t) => (t.start, t.input),
             None => (p.steps.len(), p.output),
         };
-        // Each image alone up to the first step that runs the images together, then the
-        // steps up to `end` one at a time for every image (see `run_layers`).
+        // The tail's input tokens, or the logits, of every image in turn: a group of images
+        // at a time, each image alone up to the first step that runs the group together,
+        // then the steps up to `end` one at a time for every image of the group (see
+        // `run_layers`).
         let count = images.len() / item;
-        let together = match count > 1 && self.stacking {
-            true => p.stacked_from(end),
-            false => end,
-        };
-        let needed_later = |n: usize| n == wanted || p.last_use[n] >= together;
-        let mut runs: Vec<Vec<Buffer<i32>>> = images
-            .chunks(item)
-            .map(|image| {
-                self.run_image_with(image, together, &needed_later, scratch, &mut |_, _| {})
-            })
-            .collect();
-        self.run_layers(together..end, wanted, &mut runs, scratch);
-        // The tail's input tokens, or the logits, of every image in turn.
-        let len = runs[0][wanted].len();
-        let mut rows = scratch.spare.take(count * len);
-        for (values, row) in runs.into_iter().zip(rows.chunks_exact_mut(len)) {
-            row.copy_from_slice(&values[wanted]);
-            // Every buffer serves the next run.
-            values.into_iter().for_each(|v| scratch.spare.keep(v));
+        let mut rows: Option<Buffer<i32>> = None;
+        for (g, group) in images.chunks(item * STACK_IMAGES).enumerate() {
+            let together = match group.len() > item && self.stacking {
+                true => p.stacked_from(end),
+                false => end,
+            };
+            let needed_later = |n: usize| n == wanted || p.last_use[n] >= together;
+            let mut runs: Vec<Vec<Buffer<i32>>> = group
+                .chunks(item)
+                .map(|image| {
+                    self.run_image_with(image, together, &needed_later, scratch, &mut |_, _| {})
+                })
+                .collect();
+            self.run_layers(together..end, wanted, &mut runs, scratch);
+            for (i, values) in runs.into_iter().enumerate() {
+                let row = &values[wanted];
+                let all = rows.get_or_insert_with(|| scratch.spare.take(count * row.len()));
+                let at = g * STACK_IMAGES + i;
+                all[at * row.len()..(at + 1) * row.len()].copy_from_slice(row);
+                // Every buffer serves the next image.
+                values.into_iter().for_each(|v| scratch.spare.keep(v));
+            }
         }
+        let mut rows = rows.expect("a run holds at least one image");
         for step in &p.steps[end..] {
             let out = self.run_step(step, &[&rows], scratch);
             scratch.spare.keep(std::mem::replace(&mut rows, out));

@@ -1,8 +1,8 @@
 //! Running an [`IntProgram`]: quantize the image at the boundary, run the steps on integer
 //! codes, and report the logits (integers at one common scale) as reals. Images run in
 //! parallel, a run of them per thread: each image's steps in order, from the first 1×1 conv
-//! on a small map layer by layer over the run (such a conv multiplies the run's images at
-//! once), and the program's token tail (the classifier head) once for the run's tokens
+//! on a small map layer by layer over groups of the run's images (such a conv multiplies a
+//! group's images at once), and the program's token tail (the classifier head) once for the run's tokens
 //! together. Every image's codes are those it gets alone, so results never depend on the
 //! thread count or the batch.
 
@@ -258,8 +258,9 @@ impl<'p> IntExecutor<'p> {
     }
 
     /// The integer logits of a run of images (`item` values each) on this thread: each image
-    /// through the steps before the program's token `tail` (image by image, then layer by
-    /// layer from the first step that stacks: [`IntProgram::stacked_from`]), then the tail
+    /// through the steps before the program's token `tail` ([`STACK_IMAGES`] at a time: image
+    /// by image, then layer by layer from the first step that stacks,
+    /// [`IntProgram::stacked_from`]), then the tail
     /// once for the run's tokens together (the same codes as image by image: see
     /// [`IntProgram::token_tail`]).
     fn run_images(

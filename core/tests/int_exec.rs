@@ -630,9 +630,6 @@ fn attention_over_many_tokens_compiles_and_matches() {
     assert!(share >= 99.9, "{share:.3} %");
 }
 
-/// The token tail is the classifier head (EfficientViT's linear, LayerNorm + Hardswish,
-/// linear; DeiT's linear after the class token), and a batch run through it a run of images at
-/// a time gives every image the logits it gets alone through every step.
 /// A thread's run of images takes the 1×1 convs of the small maps for all its images at once
 /// (`Weighted::run_stacked`): the logits are those of the run image by image, on every ISA,
 /// for runs of 2 to 9 images (5 images on 2 threads: runs of 3 and 2; 9 on one thread:
@@ -680,6 +677,9 @@ fn stacked_layers_give_the_logits_of_image_by_image() {
     }
 }
 
+/// The token tail is the classifier head (EfficientViT's linear, LayerNorm + Hardswish,
+/// linear; DeiT's linear after the class token), and a batch run through it a run of images at
+/// a time gives every image the logits it gets alone through every step.
 #[test]
 fn the_token_tail_is_the_head_and_a_run_through_it_gives_each_image_its_own_logits() {
     let cases = [

@@ -2,9 +2,9 @@
 //! codes, and report the logits (integers at one common scale) as reals. Images run in
 //! parallel, a run of them per thread: each image's steps in order, from the first 1×1 conv
 //! on a small map layer by layer over groups of the run's images (such a conv multiplies a
-//! group's images at once), and the program's token tail (the classifier head) once for the run's tokens
-//! together. Every image's codes are those it gets alone, so results never depend on the
-//! thread count or the batch.
+//! group's images at once), and the program's token tail (the classifier head) once for the
+//! run's tokens together. Every image's codes are those it gets alone, so results never depend
+//! on the thread count or the batch.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -73,8 +73,8 @@ impl<'p> IntExecutor<'p> {
     }
 
     /// Whether a thread's run of images goes layer by layer from the first 1×1 conv on a
-    /// small map, each such conv taking the run's images at once (the default), or image
-    /// by image throughout. The same codes either way; for comparisons of the two.
+    /// small map, each such conv taking a group of the run's images at once (the default), or
+    /// image by image throughout. The same codes either way; for comparisons of the two.
     pub fn with_stacking(self, stacking: bool) -> Self {
         Self { stacking, ..self }
     }
@@ -260,9 +260,8 @@ impl<'p> IntExecutor<'p> {
     /// The integer logits of a run of images (`item` values each) on this thread: each image
     /// through the steps before the program's token `tail` ([`STACK_IMAGES`] at a time: image
     /// by image, then layer by layer from the first step that stacks,
-    /// [`IntProgram::stacked_from`]), then the tail
-    /// once for the run's tokens together (the same codes as image by image: see
-    /// [`IntProgram::token_tail`]).
+    /// [`IntProgram::stacked_from`]), then the tail once for the run's tokens together (the
+    /// same codes as image by image: see [`IntProgram::token_tail`]).
     fn run_images(
         &self,
         images: &[f32],

@@ -130,9 +130,7 @@ impl IntProgram {
             input: first.inputs[0],
         })
     }
-}
 
-impl IntProgram {
     /// Where a run of images stops going image by image, for a run through the steps before
     /// `end`: the first step that runs the images at once ([`Weighted::stacks`]; `end` if
     /// none). From there the executor takes the steps layer by layer, so that those layers

@@ -26,8 +26,12 @@ use qvit_core::arch::ArchSpec;
 use qvit_core::data::{Dataset, Normalize};
 use qvit_core::exec::int::code_table::CodeTable;
 use qvit_core::exec::int::kernels::columns::{ColumnNarrow, LookUp, Requantize};
+use qvit_core::exec::int::kernels::depthwise::{DwShape, depthwise};
 use qvit_core::exec::int::kernels::requant::Fast;
 use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, gemm_rows_requantized};
+use qvit_core::exec::int::ops::Scratch;
+use qvit_core::exec::int::ops::weighted::{Geometry, Weights as IntWeights};
+use qvit_core::exec::int::program::{IntProgram, StepOp};
 use qvit_core::exec::int::{IntExecutor, compile};
 use qvit_core::graph::Graph;
 use qvit_core::quant::{self, QuantSettings, Recipe, calibrate};
@@ -51,6 +55,9 @@ fn main() {
     }
     if std::env::args().any(|a| a == "stacked") {
         return stacked(isa);
+    }
+    if std::env::args().any(|a| a == "depthwise") {
+        return depthwise_steps(isa);
     }
     let forms = match gelu {
         true => ["a gather", "loads"],
@@ -174,13 +181,13 @@ fn gelu_table() -> CodeTable {
     }
 }
 
-/// B1's integer executor on runs of 4 and 8 images, image by image against stacked.
-fn stacked(isa: Isa) {
+/// EfficientViT-B1 (random weights, W8A8 trio-vit) compiled for the integer executor, and
+/// `n` random images.
+fn b1_program(n: usize) -> (IntProgram, Dataset) {
     let graph = Graph::build(&ArchSpec::resolve("efficientvit-b1").unwrap()).unwrap();
     let folded = Weights::random(&graph, 1).fold(&graph).unwrap();
     let shape = graph.input_shape();
     let mut rng = Rng::new(7);
-    let n = 32;
     let bytes = (0..n * shape.iter().product::<usize>())
         .map(|_| rng.below(256) as u8)
         .collect();
@@ -199,7 +206,12 @@ fn stacked(isa: Isa) {
         ..QuantSettings::default()
     };
     let plan = quant::build(&graph, &folded, &stats, &recipe, &settings).unwrap();
-    let program = compile(&graph, &folded, &plan).unwrap();
+    (compile(&graph, &folded, &plan).unwrap(), data)
+}
+
+/// B1's integer executor on runs of 4 and 8 images, image by image against stacked.
+fn stacked(isa: Isa) {
+    let (program, data) = b1_program(32);
     let one_thread = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
@@ -234,4 +246,75 @@ fn stacked(isa: Isa) {
             median(&times[1]) / median(&times[0]),
         );
     }
+}
+
+/// Each of B1's depthwise steps on one image (one thread): the whole step against its kernel
+/// alone (the sums, no epilogue), on the step's own input codes.
+fn depthwise_steps(isa: Isa) {
+    let (program, data) = b1_program(1);
+    let exec = IntExecutor::new(&program).with_isa(isa);
+    let image = data.batch(0..1).unwrap().images;
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    println!("{}: B1's depthwise steps against their kernels", isa.name());
+    one_thread.install(|| {
+        let values = exec.run_image(&image.data, &|_| true);
+        let mut scratch = Scratch::default();
+        for step in &program.steps {
+            let StepOp::Weighted(w) = &step.op else {
+                continue;
+            };
+            let (
+                IntWeights::Depthwise(weights),
+                Geometry::Conv {
+                    conv,
+                    in_hw,
+                    out_hw,
+                },
+            ) = (&w.weights, &w.geometry)
+            else {
+                continue;
+            };
+            let shape = DwShape {
+                channels: w.out_channels,
+                in_hw: *in_hw,
+                out_hw: *out_hw,
+                kernel: conv.kernel,
+                stride: conv.stride,
+                padding: conv.padding,
+            };
+            let x = &values[step.inputs[0]][..];
+            let mut sums = vec![0; w.out_channels * out_hw.0 * out_hw.1];
+            let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+            for round in 0..2 * SAMPLES / 4 {
+                let start = Instant::now();
+                match round % 2 {
+                    0 => {
+                        let out = exec.run_step(step, &[x], &mut scratch);
+                        scratch.spare.keep(out);
+                    }
+                    _ => depthwise(isa, &shape, x, &w.zero, weights, &mut sums),
+                }
+                times[round % 2].push(start.elapsed().as_secs_f64() * 1e6);
+            }
+            for t in &mut times {
+                t.sort_by(f64::total_cmp);
+            }
+            let median = |t: &[f64]| t[t.len() / 2];
+            println!(
+                "{} ({} × {}², {}×{} / {}): step {:.1} µs, kernel {:.1} µs, the rest {:.1} µs",
+                step.name,
+                w.out_channels,
+                in_hw.0,
+                conv.kernel,
+                conv.kernel,
+                conv.stride,
+                median(&times[0]),
+                median(&times[1]),
+                median(&times[0]) - median(&times[1]),
+            );
+        }
+    });
 }

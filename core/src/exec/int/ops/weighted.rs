@@ -32,6 +32,11 @@ const PARALLEL_COLUMNS: usize = 1 << 16;
 /// The most output channels a block holds: its accumulators then stay in L2 (24 rows of B1's
 /// largest map, see [`with_thread_accumulators`]). A multiple of every kernel's tile height.
 const ROW_BLOCK: usize = 24;
+/// The most sums a block of depthwise channels holds (128 KiB): on small maps a block then
+/// takes more than [`ROW_BLOCK`] channels (all 1,024 of B1's on 7×7), where 43 blocks of 24
+/// had cost a quarter as much as the convolution itself (`cargo bench -p qvit-core --bench
+/// alternating -- depthwise`).
+const DEPTHWISE_BLOCK_SUMS: usize = 32 * 1024;
 
 /// Output channels per block when `channels` split across `threads`: a multiple of `align`
 /// (the product's tile height; 1 for depthwise) of at most [`ROW_BLOCK`], the one whose
@@ -40,8 +45,13 @@ const ROW_BLOCK: usize = 24;
 /// 1 (three blocks of 24, 24 and 16 on two threads) and for all of its 16-channel depthwise
 /// conv (one block).
 fn block_rows(channels: usize, align: usize, threads: usize) -> usize {
+    block_rows_within(channels, align, threads, ROW_BLOCK)
+}
+
+/// [`block_rows`] with blocks of at most `most` channels rather than [`ROW_BLOCK`].
+fn block_rows_within(channels: usize, align: usize, threads: usize, most: usize) -> usize {
     let align = align.max(1);
-    let largest = ROW_BLOCK.max(align).min(channels.next_multiple_of(align));
+    let largest = most.max(align).min(channels.next_multiple_of(align));
     let mut best = (usize::MAX, align);
     for rows in (align..=largest).step_by(align) {
         let rounds = channels.div_ceil(rows).div_ceil(threads.max(1));
@@ -329,9 +339,10 @@ impl Weighted {
                 // Channels are independent: blocks of them, each conv then epilogue, run on
                 // the pool's threads when large (the only work of an image at batch 1).
                 let parallel = o * p * kk >= PARALLEL_MACS / 4;
+                let most = ROW_BLOCK.max(DEPTHWISE_BLOCK_SUMS / p.max(1));
                 let rows = match parallel {
-                    true => block_rows(o, 1, rayon::current_num_threads()),
-                    false => ROW_BLOCK,
+                    true => block_rows_within(o, 1, rayon::current_num_threads(), most),
+                    false => most,
                 };
                 let block = |acc: &mut Vec<i32>, (b, dst): (usize, &mut [i32])| {
                     let channels = b * rows..(b * rows + rows).min(o);

@@ -138,3 +138,57 @@ fn rows_avx2(lanes: &AddLanes, range: (i64, i64), a: &[i32], b: &[i32], out: &mu
 fn rows_avx512(lanes: &AddLanes, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
     rows_portable(lanes, range, a, b, out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Constants across the lanes' whole range (shifts 0–63, multipliers across i32, addends up
+    /// to ±2^60, codes up to ±2^15, clamps inside and at the ends of i32) on lengths around
+    /// whole registers: every path gives [`AddLane::apply`]'s codes, as runs and as rows, and
+    /// writes nothing past them.
+    #[test]
+    fn every_path_equals_the_lane_definition() {
+        let mut rng = Rng::new(17);
+        let mut lane = |rng: &mut Rng| AddLane {
+            m_a: rng.next_u64() as i32,
+            m_b: rng.next_u64() as i32,
+            c: (rng.next_u64() as i64) >> 3,
+            k: rng.below(64) as u32,
+        };
+        let ranges = [
+            (-128, 127),
+            (-(1 << 20), 1 << 20),
+            (i32::MIN as i64, i32::MAX as i64),
+        ];
+        for (case, &(channels, rows)) in [(1, 5), (7, 3), (16, 2), (17, 4), (33, 1), (192, 3)]
+            .iter()
+            .enumerate()
+        {
+            let range = ranges[case % ranges.len()];
+            let constants: Vec<AddLane> = (0..channels).map(|_| lane(&mut rng)).collect();
+            let n = channels * rows;
+            let code = |rng: &mut Rng| rng.below(1 << 16) as i32 - (1 << 15);
+            let a: Vec<i32> = (0..n).map(|_| code(&mut rng)).collect();
+            let b: Vec<i32> = (0..n).map(|_| code(&mut rng)).collect();
+            let lanes: AddLanes = constants.iter().copied().collect();
+            for isa in Isa::available() {
+                let mut got = vec![i32::MIN; n + 3];
+                add_rows(isa, &lanes, range, &a, &b, &mut got);
+                for i in 0..n {
+                    let want = constants[i % channels].apply(a[i], b[i], range);
+                    assert_eq!(got[i], want, "{} rows, element {i} of {n}", isa.name());
+                }
+                assert!(got[n..].iter().all(|&g| g == i32::MIN));
+                let mut got = vec![i32::MIN; n + 3];
+                add_run(isa, &constants[0], range, &a, &b, &mut got);
+                for i in 0..n {
+                    let want = constants[0].apply(a[i], b[i], range);
+                    assert_eq!(got[i], want, "{} run, element {i} of {n}", isa.name());
+                }
+                assert!(got[n..].iter().all(|&g| g == i32::MIN));
+            }
+        }
+    }
+}

@@ -14,6 +14,10 @@
 //! thread, image by image against the 1×1 convs of its 7×7 maps taking the run's images at
 //! once (`IntExecutor::with_stacking`); the logits are checked equal first.
 //!
+//! `cargo bench -p qvit-core --bench alternating -- depthwise [avx2]` times each of B1's
+//! depthwise steps (one image, one thread, on the step's own input codes) against its kernel
+//! alone, the sums without their epilogue: what the rest of the step costs.
+//!
 //! `cargo bench -p qvit-core --bench alternating -- gelu [avx2]` compares, on the same layers,
 //! a GELU table of 10,001 codes (DeiT-T's hold 9,425–10,695) read in the tiles by
 //! `vpgatherdd` against the same table read by a load per lane. Figures in BENCHMARKS.md.
@@ -43,7 +47,7 @@ const CALLS: usize = 4;
 const SAMPLES: usize = 2000;
 
 fn main() {
-    // `cargo bench` passes `--bench`; only `avx2` and `gelu` are read.
+    // `cargo bench` passes `--bench`; only the forms' names and `avx2` are read.
     let gelu = std::env::args().any(|a| a == "gelu");
     let isa = match std::env::args().any(|a| a == "avx2") {
         true => Isa::Avx2,

@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn every_path_equals_the_lane_definition() {
         let mut rng = Rng::new(17);
-        let mut lane = |rng: &mut Rng| AddLane {
+        let lane = |rng: &mut Rng| AddLane {
             m_a: rng.next_u64() as i32,
             m_b: rng.next_u64() as i32,
             c: (rng.next_u64() as i64) >> 3,

@@ -33,9 +33,9 @@ const PARALLEL_COLUMNS: usize = 1 << 16;
 /// largest map, see [`with_thread_accumulators`]). A multiple of every kernel's tile height.
 const ROW_BLOCK: usize = 24;
 /// The most sums a block of depthwise channels holds (128 KiB): on small maps a block then
-/// takes more than [`ROW_BLOCK`] channels (all 1,024 of B1's on 7×7), where 43 blocks of 24
-/// had cost a quarter as much as the convolution itself (`cargo bench -p qvit-core --bench
-/// alternating -- depthwise`).
+/// takes more than [`ROW_BLOCK`] channels (up to 668 on 7×7, where B1's 1,024 run as two
+/// blocks of 512), where 43 blocks of 24 had cost about a quarter as much as the convolution
+/// itself (`cargo bench -p qvit-core --bench alternating -- depthwise`, BENCHMARKS.md).
 const DEPTHWISE_BLOCK_SUMS: usize = 32 * 1024;
 
 /// Output channels per block when `channels` split across `threads`: a multiple of `align`
@@ -775,8 +775,8 @@ mod tests {
     }
 
     /// Hand-worked splits, then every channel count up to B1's widest layer: blocks are a
-    /// multiple of the tile height, at most `ROW_BLOCK`, and the threads' rounds cover no
-    /// more channels than with blocks of `ROW_BLOCK`.
+    /// multiple of the tile height, at most `ROW_BLOCK` (or a depthwise block's bound), and
+    /// the threads' rounds cover no more channels than with blocks of that bound.
     #[test]
     fn blocks_balance_the_threads() {
         // 64 on two threads: four blocks of 16, not 24 + 24 + 16 (48 channels on one).
@@ -798,6 +798,19 @@ mod tests {
                     );
                     let covered = |r: usize| channels.div_ceil(r).div_ceil(threads) * r;
                     assert!(covered(rows) <= covered(ROW_BLOCK), "{channels} {align}");
+                }
+            }
+        }
+        // Depthwise blocks on small maps: at most `most` channels (B1's 14² and 7×7 maps'),
+        // covering no more than blocks of `most` would.
+        assert_eq!(block_rows_within(1024, 1, 2, 668), 512);
+        for threads in [1, 2, 3, 8] {
+            for most in [ROW_BLOCK, 167, 668] {
+                for channels in 1..=1024 {
+                    let rows = block_rows_within(channels, 1, threads, most);
+                    assert!((1..=most).contains(&rows), "{channels} {most}");
+                    let covered = |r: usize| channels.div_ceil(r).div_ceil(threads) * r;
+                    assert!(covered(rows) <= covered(most), "{channels} {most}");
                 }
             }
         }

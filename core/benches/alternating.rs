@@ -18,6 +18,11 @@
 //! depthwise steps (one image, one thread, on the step's own input codes) against its kernel
 //! alone, the sums without their epilogue: what the rest of the step costs.
 //!
+//! `cargo bench -p qvit-core --bench alternating -- cold [avx2]` times the same requantized
+//! products warm (one weight matrix, one output) against cold weights (48 copies of the
+//! matrix, one per call in turn: 5–7 MB) and against cold outputs (48 outputs in turn), three
+//! forms in rotation: what the product loses to operands that come from L3 or memory.
+//!
 //! `cargo bench -p qvit-core --bench alternating -- gelu [avx2]` compares, on the same layers,
 //! a GELU table of 10,001 codes (DeiT-T's hold 9,425–10,695) read in the tiles by
 //! `vpgatherdd` against the same table read by a load per lane. Figures in BENCHMARKS.md.
@@ -56,6 +61,9 @@ fn main() {
     if !Isa::available().contains(&isa) {
         println!("this CPU cannot run {}: nothing measured", isa.name());
         return;
+    }
+    if std::env::args().any(|a| a == "cold") {
+        return cold(isa);
     }
     if std::env::args().any(|a| a == "stacked") {
         return stacked(isa);
@@ -164,6 +172,75 @@ fn main() {
             median(&times[1]),
             tenth(&times[1]),
             median(&times[1]) / median(&times[0]),
+        );
+    }
+}
+
+/// DeiT-T's token-major products with their requantization in the tiles: warm, with the
+/// weights cycling through 48 copies, and with the outputs cycling through 48 buffers.
+fn cold(isa: Isa) {
+    const COPIES: usize = 48;
+    println!("{}: the requantized products warm and cold", isa.name());
+    for (rows, k, cols) in [(120, 192, 576), (120, 192, 768), (120, 768, 192)] {
+        let mut rng = Rng::new(1);
+        let a: Vec<i8> = (0..rows * k)
+            .map(|_| (rng.below(255) as i32 - 127) as i8)
+            .collect();
+        let a = PackedA::new(&a, rows, k);
+        let mut weights = || {
+            let b: Vec<u8> = (0..k * cols).map(|_| rng.below(256) as u8).collect();
+            PackedB::from_rows(&b, k, cols)
+        };
+        let copies: Vec<PackedB> = (0..COPIES).map(|_| weights()).collect();
+        let channels = (0..cols)
+            .map(|_| {
+                let fast = Fast {
+                    m: rng.below(1 << 30) as i32 + 1,
+                    lo: rng.below(1 << 40) as i64 - (1 << 39),
+                    hi: rng.below(256) as i64 - 128,
+                    k: 40,
+                    qmin: -128,
+                    qmax: 127,
+                };
+                fast.narrow().expect("a shift past 32 and an 8-bit clamp")
+            })
+            .collect();
+        let columns = ColumnNarrow::new(channels);
+        let offsets: Vec<i32> = (0..rows).map(|_| rng.below(1 << 20) as i32).collect();
+        let r = Requantize {
+            columns: &columns,
+            offsets: &offsets,
+            table: None,
+        };
+        let mut sums = Vec::new();
+        let mut outs: Vec<Vec<i32>> = (0..COPIES).map(|_| vec![0; rows * cols]).collect();
+        // [warm, cold weights, cold outputs]
+        let mut times: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        for round in 0..3 * SAMPLES {
+            let start = Instant::now();
+            for call in 0..CALLS {
+                let turn = (round / 3 * CALLS + call) % COPIES;
+                let (b, out) = match round % 3 {
+                    0 => (&copies[0], 0),
+                    1 => (&copies[turn], 0),
+                    _ => (&copies[0], turn),
+                };
+                gemm_rows_requantized(isa, &a, 0..rows, b, &r, &mut sums, &mut outs[out]);
+            }
+            times[round % 3].push(start.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
+        }
+        for t in &mut times {
+            t.sort_by(f64::total_cmp);
+        }
+        let median = |t: &[f64]| t[t.len() / 2];
+        let warm = median(&times[0]);
+        println!(
+            "{rows} tokens × {k} → {cols}: warm {warm:.1} µs, cold weights {:.1} µs ({:.3}), \
+             cold outputs {:.1} µs ({:.3})",
+            median(&times[1]),
+            median(&times[1]) / warm,
+            median(&times[2]),
+            median(&times[2]) / warm,
         );
     }
 }

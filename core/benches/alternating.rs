@@ -96,20 +96,8 @@ fn main() {
             .collect();
         let b: Vec<u8> = (0..k * cols).map(|_| rng.below(256) as u8).collect();
         let (a, b) = (PackedA::new(&a, rows, k), PackedB::from_rows(&b, k, cols));
-        let channels = (0..cols)
-            .map(|_| {
-                let fast = Fast {
-                    m: rng.below(1 << 30) as i32 + 1,
-                    lo: rng.below(1 << 40) as i64 - (1 << 39),
-                    hi: rng.below(256) as i64 - 128,
-                    k: 40,
-                    qmin: if gelu { -5_000 } else { -128 },
-                    qmax: if gelu { 5_000 } else { 127 },
-                };
-                fast.narrow().expect("a shift past 32 and an 8-bit clamp")
-            })
-            .collect();
-        let columns = ColumnNarrow::new(channels);
+        let range = if gelu { (-5_000, 5_000) } else { (-128, 127) };
+        let columns = random_columns(&mut rng, cols, range);
         let offsets: Vec<i32> = (0..rows).map(|_| rng.below(1 << 20) as i32).collect();
         let outside = vec![Cell::new(false); rows];
         let look_up = |gather| {
@@ -176,6 +164,26 @@ fn main() {
     }
 }
 
+/// Random requantizations of `cols` channels in 32-bit lanes, their results clamped to
+/// `qmin..=qmax` (8-bit codes, or GELU's inputs).
+fn random_columns(rng: &mut Rng, cols: usize, (qmin, qmax): (i64, i64)) -> ColumnNarrow {
+    let channels = (0..cols)
+        .map(|_| {
+            let fast = Fast {
+                m: rng.below(1 << 30) as i32 + 1,
+                lo: rng.below(1 << 40) as i64 - (1 << 39),
+                hi: rng.below(256) as i64 - 128,
+                k: 40,
+                qmin,
+                qmax,
+            };
+            fast.narrow()
+                .expect("a shift past 32 and a clamp inside 32 bits")
+        })
+        .collect();
+    ColumnNarrow::new(channels)
+}
+
 /// DeiT-T's token-major products with their requantization in the tiles: warm, with the
 /// weights cycling through 48 copies, and with the outputs cycling through 48 buffers.
 fn cold(isa: Isa) {
@@ -192,20 +200,7 @@ fn cold(isa: Isa) {
             PackedB::from_rows(&b, k, cols)
         };
         let copies: Vec<PackedB> = (0..COPIES).map(|_| weights()).collect();
-        let channels = (0..cols)
-            .map(|_| {
-                let fast = Fast {
-                    m: rng.below(1 << 30) as i32 + 1,
-                    lo: rng.below(1 << 40) as i64 - (1 << 39),
-                    hi: rng.below(256) as i64 - 128,
-                    k: 40,
-                    qmin: -128,
-                    qmax: 127,
-                };
-                fast.narrow().expect("a shift past 32 and an 8-bit clamp")
-            })
-            .collect();
-        let columns = ColumnNarrow::new(channels);
+        let columns = random_columns(&mut rng, cols, (-128, 127));
         let offsets: Vec<i32> = (0..rows).map(|_| rng.below(1 << 20) as i32).collect();
         let r = Requantize {
             columns: &columns,

@@ -67,6 +67,7 @@ pub mod gram;
 pub mod layernorm;
 mod narrow_lanes;
 pub mod pack;
+pub mod pair_products;
 pub mod requant;
 pub mod scores;
 pub mod scores_bytes;

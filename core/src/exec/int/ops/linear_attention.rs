@@ -10,9 +10,10 @@
 //!    up (what an accelerator without Trio-ViT's trick must build).
 
 use super::super::kernels::Isa;
-use super::super::kernels::axpy::{axpy, axpy_pairs, pair_rows};
+use super::super::kernels::axpy::{axpy, pair_rows};
 use super::super::kernels::gram::{centre_i16, gram};
 use super::super::kernels::pair;
+use super::super::kernels::pair_products::pair_products;
 use super::super::kernels::shift_divide::ShiftRow;
 use super::super::requant::{Encoder, Requant};
 use crate::exec::spare::Buffer;
@@ -148,44 +149,49 @@ impl Query {
     fn head(&self, isa: Isa, h: usize, head: &[i32], ctx: &[i32], o: &mut [i32]) {
         let (d, n) = (self.head_dim, self.tokens);
         let pairs = d.div_ceil(2);
-        let mut words = vec![0i32; pairs * n];
-        let mut q = Vec::new();
-        let mut acc = vec![0i32; n];
         let z = self.zero[h];
         let rows = |j: usize| &head[j * n..(j + 1) * n];
+        // Context row `i`'s coefficient `j`, less its zero-point: the products' rows, then
+        // the key sums'.
+        let coefficient = |i: usize, j: usize| {
+            let (row, zero) = match i < d {
+                true => (&ctx[i * d..(i + 1) * d], self.product_zero),
+                false => (&ctx[d * d..(d + 1) * d], self.key_sum_zero),
+            };
+            row.get(j).map_or(0, |&c| c - zero)
+        };
+        let mut sums = vec![0i32; (d + 1) * n];
         // relu(q − z) of dimensions 2p and 2p + 1 as i16 pairs, each context row's two
-        // coefficients likewise: one `vpmaddwd` per two dimensions (codes of up to 16 bits
-        // fit; wider ones take i32 rows and `axpy`).
+        // coefficients likewise: all d + 1 rows of sums from one pass over the pairs, a
+        // `vpmaddwd` per two dimensions (codes of up to 16 bits fit; wider ones, or wider
+        // coefficients, take i32 rows and `axpy`).
+        let mut words = vec![0i32; pairs * n];
         let mut narrow = true;
         for (p, w) in words.chunks_exact_mut(n.max(1)).take(pairs).enumerate() {
             let second = (2 * p + 1 < d).then(|| rows(2 * p + 1));
             narrow &= pair_rows(isa, rows(2 * p), second, z, &mut w[..n]);
         }
-        for i in 0..=d {
-            let (row, zero, enc) = if i < d {
-                (&ctx[i * d..(i + 1) * d], self.product_zero, &self.dividends)
-            } else {
-                (&ctx[d * d..(d + 1) * d], self.key_sum_zero, &self.divisors)
-            };
-            let c = |j: usize| row.get(j).map_or(0, |&c| c - zero);
-            let fits = |j| i16::try_from(c(j)).is_ok();
-            // Accumulate over j a row of relu(q) (or two) at a time: contiguous, in lanes.
-            acc.fill(0);
-            if narrow && (0..d).all(fits) {
-                for (p, w) in words.chunks_exact(n.max(1)).take(pairs).enumerate() {
-                    let coefficients = pair(c(2 * p) as i16, c(2 * p + 1) as i16);
-                    axpy_pairs(isa, &mut acc, coefficients, &w[..n]);
-                }
-            } else {
-                // The i32 rows, made when first needed.
-                if q.is_empty() {
-                    q.extend(head[..d * n].iter().map(|&v| (v - z).max(0)));
-                }
+        let fits = |i, j| i16::try_from(coefficient(i, j)).is_ok();
+        if narrow && (0..=d).all(|i| (0..d).all(|j| fits(i, j))) {
+            let weights: Vec<i32> = (0..=d)
+                .flat_map(|i| {
+                    (0..pairs).map(move |p| {
+                        pair(coefficient(i, 2 * p) as i16, coefficient(i, 2 * p + 1) as i16)
+                    })
+                })
+                .collect();
+            pair_products(isa, &words, n, &weights, &mut sums);
+        } else {
+            let q: Vec<i32> = head[..d * n].iter().map(|&v| (v - z).max(0)).collect();
+            for (i, acc) in sums.chunks_exact_mut(n.max(1)).enumerate() {
                 for (j, qj) in q.chunks_exact(n.max(1)).enumerate() {
-                    axpy(isa, &mut acc, c(j), qj);
+                    axpy(isa, acc, coefficient(i, j), qj);
                 }
             }
-            enc.encode_slice(isa, h, &acc, &mut o[i * n..(i + 1) * n]);
+        }
+        for (i, acc) in sums.chunks_exact(n.max(1)).enumerate().take(d + 1) {
+            let enc = if i < d { &self.dividends } else { &self.divisors };
+            enc.encode_slice(isa, h, acc, &mut o[i * n..(i + 1) * n]);
         }
     }
 }

@@ -1,0 +1,330 @@
+//! Rows of sums over a few i16 pairs of rows: `out[i·n + t] = Σ_p x_p[t]·w_ip`, where
+//! `x_p[t]` and `w_ip` are each a pair of i16 ([`pair`](super::pair)) and their product is the
+//! two halves' products summed, as `vpmaddwd` forms it — the linear-attention query, whose
+//! `d + 1` rows (dividends and divisors) weigh the same `d/2` pair rows of `relu(q − z)`.
+//!
+//! Row by row (an [`axpy_pairs`](super::axpy::axpy_pairs) per row and pair) every product
+//! loaded and stored its row of sums again, and a 7×7 map's rows of 49 ended in a part vector
+//! done one value at a time. Here a tile of up to [`ROWS`] rows keeps its sums in registers
+//! for 16 (AVX-512) or 8 (AVX2) tokens across every pair, each pair row loaded once per tile,
+//! the last part vector by masks (AVX-512) or by the definition (AVX2). Integer sums wrapping
+//! in i32 as the instructions do: the same result in any order.
+#![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::{Isa, Width, width};
+
+/// Rows per tile: eight AVX-512 (or AVX2) accumulators, the pair row and the broadcast
+/// weight use ten registers.
+const ROWS: usize = 8;
+
+/// `out[i·n + t] = Σ_p madd(x[p·n + t], w[i·pairs + p])` for every row `i` of `w` (`pairs` =
+/// `x.len() / n` pairs each) and token `t < n`, wrapping in i32.
+pub fn pair_products(isa: Isa, x: &[i32], n: usize, w: &[i32], out: &mut [i32]) {
+    if n == 0 {
+        assert!(x.is_empty() && out.is_empty(), "no tokens, no pairs or sums");
+        return;
+    }
+    assert!(x.len().is_multiple_of(n), "whole pair rows of {n}");
+    let pairs = x.len() / n;
+    let rows = w.len().checked_div(pairs).unwrap_or(out.len() / n);
+    assert_eq!(w.len(), rows * pairs, "a weight pair per row and pair row");
+    assert_eq!(out.len(), rows * n, "a row of sums per weight row");
+    if pairs == 0 {
+        // Rows without pairs sum nothing.
+        out.fill(0);
+        return;
+    }
+    let tiles = TileArgs {
+        x,
+        n,
+        pairs,
+        w,
+        out,
+    };
+    match width(isa) {
+        // SAFETY (all three): `width` (and the check beside it) found the features the
+        // function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 if std::arch::is_x86_feature_detected!("avx512vnni") => unsafe {
+            products_avx512_vnni(tiles)
+        },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => unsafe { products_avx512(tiles) },
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => unsafe { products_avx2(tiles) },
+        _ => products_portable(tiles, 0),
+    }
+}
+
+/// The checked operands: `pairs` (at least one) rows of `n` (at least one) pair words, `w`
+/// `[rows, pairs]`, `out` `[rows, n]`.
+struct TileArgs<'a> {
+    x: &'a [i32],
+    n: usize,
+    pairs: usize,
+    w: &'a [i32],
+    out: &'a mut [i32],
+}
+
+/// Both halves' products summed, wrapping: `vpmaddwd`'s lane.
+#[inline(always)]
+fn madd(x: i32, w: i32) -> i32 {
+    let lo = (x as i16 as i32).wrapping_mul(w as i16 as i32);
+    let hi = ((x >> 16) as i16 as i32).wrapping_mul((w >> 16) as i16 as i32);
+    lo.wrapping_add(hi)
+}
+
+/// The definition for tokens `from..n`.
+fn products_portable(a: TileArgs, from: usize) {
+    let TileArgs {
+        x,
+        n,
+        pairs,
+        w,
+        out,
+    } = a;
+    for (weights, sums) in w.chunks_exact(pairs).zip(out.chunks_exact_mut(n)) {
+        for (t, s) in sums.iter_mut().enumerate().skip(from) {
+            *s = weights
+                .iter()
+                .enumerate()
+                .fold(0i32, |acc, (p, &wp)| acc.wrapping_add(madd(x[p * n + t], wp)));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn products_avx512_vnni(a: TileArgs) {
+    products_avx512_body::<true>(a)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn products_avx512(a: TileArgs) {
+    products_avx512_body::<false>(a)
+}
+
+/// Tiles of [`ROWS`] rows × 16 tokens (the last by a mask), `vpdpwssd` with VNNI.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn products_avx512_body<const VNNI: bool>(a: TileArgs) {
+    let TileArgs {
+        x,
+        n,
+        pairs,
+        w,
+        out,
+    } = a;
+    let rows = w.len() / pairs;
+    for t0 in (0..n).step_by(16) {
+        let mask = ((1u32 << (n - t0).min(16)) - 1) as __mmask16;
+        for r0 in (0..rows).step_by(ROWS) {
+            let tile = Tile {
+                x: &x[t0..],
+                n,
+                pairs,
+                w: &w[r0 * pairs..],
+                out: &mut out[r0 * n + t0..],
+            };
+            // SAFETY: the tile reads `pairs` rows of `x` and writes up to `ROWS` rows of
+            // `out` from token `t0`, under `mask`, which holds the tokens below `n` only; the
+            // caller's features are AVX-512 F and BW (and VNNI when `VNNI`).
+            unsafe {
+                match (rows - r0).min(ROWS) {
+                    8 => tile512::<VNNI, 8>(tile, mask),
+                    7 => tile512::<VNNI, 7>(tile, mask),
+                    6 => tile512::<VNNI, 6>(tile, mask),
+                    5 => tile512::<VNNI, 5>(tile, mask),
+                    4 => tile512::<VNNI, 4>(tile, mask),
+                    3 => tile512::<VNNI, 3>(tile, mask),
+                    2 => tile512::<VNNI, 2>(tile, mask),
+                    _ => tile512::<VNNI, 1>(tile, mask),
+                }
+            }
+        }
+    }
+}
+
+/// One tile's operands, each from the tile's first token and row: the pair rows (`pairs` of
+/// them, `n` apart), the rows' weights (`pairs` each) and their sums (`n` apart).
+struct Tile<'a> {
+    x: &'a [i32],
+    n: usize,
+    pairs: usize,
+    w: &'a [i32],
+    out: &'a mut [i32],
+}
+
+/// The sums of `R` rows at 16 tokens, the tokens `mask` holds.
+///
+/// # Safety
+/// AVX-512 F and BW (and VNNI when `VNNI`); `t.x` holds `pairs` rows of `n` and `t.out` `R`
+/// rows from their starts, each as far as `mask`'s last lane; `t.w` holds `R·pairs` weights.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile512<const VNNI: bool, const R: usize>(t: Tile, mask: __mmask16) {
+    assert!(t.w.len() >= R * t.pairs && t.out.len() > (R - 1) * t.n);
+    // SAFETY: the caller's features; every load and store is masked to lanes inside the
+    // slices (the caller's promise on `mask`).
+    unsafe {
+        let mut acc = [_mm512_setzero_si512(); R];
+        for p in 0..t.pairs {
+            let xv = _mm512_maskz_loadu_epi32(mask, t.x[p * t.n..].as_ptr());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_epi32(*t.w.get_unchecked(r * t.pairs + p));
+                *acc = if VNNI {
+                    _mm512_dpwssd_epi32(*acc, xv, wv)
+                } else {
+                    _mm512_add_epi32(*acc, _mm512_madd_epi16(xv, wv))
+                };
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_mask_storeu_epi32(t.out[r * t.n..].as_mut_ptr(), mask, *acc);
+        }
+    }
+}
+
+/// Tiles of [`ROWS`] rows × 8 tokens; the tokens past the last whole 8 by the definition.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn products_avx2(a: TileArgs) {
+    let TileArgs {
+        x,
+        n,
+        pairs,
+        w,
+        out,
+    } = a;
+    let rows = w.len() / pairs;
+    let whole = n / 8 * 8;
+    for t0 in (0..whole).step_by(8) {
+        for r0 in (0..rows).step_by(ROWS) {
+            let tile = Tile {
+                x: &x[t0..],
+                n,
+                pairs,
+                w: &w[r0 * pairs..],
+                out: &mut out[r0 * n + t0..],
+            };
+            match (rows - r0).min(ROWS) {
+                8 => tile256::<8>(tile),
+                7 => tile256::<7>(tile),
+                6 => tile256::<6>(tile),
+                5 => tile256::<5>(tile),
+                4 => tile256::<4>(tile),
+                3 => tile256::<3>(tile),
+                2 => tile256::<2>(tile),
+                _ => tile256::<1>(tile),
+            }
+        }
+    }
+    products_portable(
+        TileArgs {
+            x,
+            n,
+            pairs,
+            w,
+            out,
+        },
+        whole,
+    );
+}
+
+/// The sums of `R` rows at 8 tokens (all below `n`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn tile256<const R: usize>(t: Tile) {
+    assert!(t.w.len() >= R * t.pairs && t.out.len() >= (R - 1) * t.n + 8);
+    assert!(t.x.len() >= (t.pairs - 1) * t.n + 8);
+    let mut acc = [_mm256_setzero_si256(); R];
+    for p in 0..t.pairs {
+        // SAFETY: pair row `p` holds 8 words from the tile's token (asserted above).
+        let xv = unsafe { _mm256_loadu_si256(t.x[p * t.n..].as_ptr().cast()) };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let wv = _mm256_set1_epi32(t.w[r * t.pairs + p]);
+            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(xv, wv));
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        // SAFETY: row `r` of the sums holds 8 from the tile's token (asserted above).
+        unsafe { _mm256_storeu_si256(t.out[r * t.n..].as_mut_ptr().cast(), *acc) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Random pair words and weights over all of i32 (both halves of every sign, −32,768
+    /// among them, so the wrapping cases occur), on every ISA: the definition's sums, for
+    /// rows of 1 to 33 (B1's 17, B3's 33), tokens 1 to 200 (7×7, 14×14 maps) and 0 to 17
+    /// pairs.
+    #[test]
+    fn every_isa_equals_the_definition() {
+        let mut rng = Rng::new(5);
+        let word = |rng: &mut Rng| match rng.below(8) {
+            0 => i32::MIN,
+            1 => super::super::pair(i16::MIN, i16::MIN),
+            _ => rng.below(u32::MAX as usize) as u32 as i32,
+        };
+        for (rows, n, pairs) in [
+            (17, 49, 8),
+            (17, 196, 8),
+            (33, 49, 16),
+            (1, 1, 1),
+            (9, 15, 3),
+            (8, 16, 17),
+            (3, 200, 0),
+            (7, 9, 5),
+            (16, 8, 2),
+        ] {
+            let x: Vec<i32> = (0..pairs * n).map(|_| word(&mut rng)).collect();
+            let w: Vec<i32> = (0..rows * pairs).map(|_| word(&mut rng)).collect();
+            // In i64, truncated to i32 at the end: the sum modulo 2^32 the lanes wrap to.
+            let half = |v: i32, k: u32| i64::from((v >> k) as i16);
+            let want: Vec<i32> = (0..rows * n)
+                .map(|o| {
+                    let (i, t) = (o / n, o % n);
+                    let sum: i64 = (0..pairs)
+                        .map(|p| {
+                            let (a, b) = (x[p * n + t], w[i * pairs + p]);
+                            half(a, 0) * half(b, 0) + half(a, 16) * half(b, 16)
+                        })
+                        .sum();
+                    sum as i32
+                })
+                .collect();
+            for isa in Isa::available() {
+                let mut got = vec![-1; rows * n];
+                pair_products(isa, &x, n, &w, &mut got);
+                assert_eq!(got, want, "{} rows, {n} tokens, {pairs} pairs, {isa:?}", rows);
+            }
+        }
+    }
+
+    /// By hand: `(3, −2)·(5, 7) = 15 − 14 = 1`; `(−32,768, −32,768)·(5, 7) = −393,216`; and
+    /// `(−32,768)²·2 = 2^31` wraps to −2^31, as `vpmaddwd` gives it.
+    #[test]
+    fn by_hand() {
+        let pair = super::super::pair;
+        let (x, w) = ([pair(3, -2), pair(i16::MIN, i16::MIN)], [pair(5, 7)]);
+        for isa in Isa::available() {
+            let mut out = [0; 2];
+            pair_products(isa, &x, 2, &w, &mut out);
+            assert_eq!(out, [1, -393_216], "{isa:?}");
+        }
+        let min = [pair(i16::MIN, i16::MIN)];
+        for isa in Isa::available() {
+            let mut one = [0];
+            pair_products(isa, &min, 1, &min, &mut one);
+            assert_eq!(one, [i32::MIN], "{isa:?}");
+        }
+    }
+}

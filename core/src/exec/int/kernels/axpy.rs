@@ -1,7 +1,8 @@
 //! `acc[i] += a·x[i]` on i32 — the inner loop of the attention products (`q·kᵀ` row by row,
-//! `P·V`) — and its form on pairs of i16 rows (the linear-attention query). One portable body,
-//! also compiled for AVX2 and AVX-512 and chosen at run time (the baseline x86-64 target has no
-//! packed 32-bit multiply); the pairs' loop written with `vpmaddwd` itself.
+//! `P·V`, the linear-attention query on codes too wide for i16) — and the i16 pair rows of
+//! `relu(q − z)` that the query's [`pair_products`](super::pair_products) take. One portable
+//! body, also compiled for AVX2 and AVX-512 and chosen at run time (the baseline x86-64 target
+//! has no packed 32-bit multiply).
 #![allow(unsafe_code)]
 
 use super::{Isa, pair};
@@ -28,68 +29,6 @@ fn axpy_avx2(acc: &mut [i32], a: i32, x: &[i32]) {
 #[target_feature(enable = "avx512f")]
 fn axpy_avx512(acc: &mut [i32], a: i32, x: &[i32]) {
     axpy_portable(acc, a, x)
-}
-
-/// `acc[i] += x₀·w₀ + x₁·w₁` where `x[i]` and `w` are each a pair of i16 ([`pair`]): two
-/// rows' products in one `vpmaddwd`, where [`axpy`] takes a `vpmulld` (two µops, ten cycles'
-/// latency) per row. Wrapping in i32 as the instruction does.
-pub fn axpy_pairs(isa: Isa, acc: &mut [i32], w: i32, x: &[i32]) {
-    assert_eq!(acc.len(), x.len(), "one pair per sum");
-    by_width!(
-        isa,
-        axpy_pairs_avx512,
-        axpy_pairs_avx2,
-        axpy_pairs_portable,
-        (acc, w, x)
-    )
-}
-
-#[inline(always)]
-fn madd(x: i32, w: i32) -> i32 {
-    let lo = (x as i16 as i32).wrapping_mul(w as i16 as i32);
-    let hi = ((x >> 16) as i16 as i32).wrapping_mul((w >> 16) as i16 as i32);
-    lo.wrapping_add(hi)
-}
-
-#[inline(always)]
-fn axpy_pairs_portable(acc: &mut [i32], w: i32, x: &[i32]) {
-    for (s, &v) in acc.iter_mut().zip(x) {
-        *s = s.wrapping_add(madd(v, w));
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn axpy_pairs_avx2(acc: &mut [i32], w: i32, x: &[i32]) {
-    use std::arch::x86_64::*;
-    let wv = _mm256_set1_epi32(w);
-    let whole = acc.len() / 8 * 8;
-    for (s, v) in acc[..whole].chunks_exact_mut(8).zip(x.chunks_exact(8)) {
-        // SAFETY: `s` and `v` hold eight i32 each.
-        unsafe {
-            let p = _mm256_madd_epi16(_mm256_loadu_si256(v.as_ptr().cast()), wv);
-            let a = _mm256_loadu_si256(s.as_ptr().cast());
-            _mm256_storeu_si256(s.as_mut_ptr().cast(), _mm256_add_epi32(a, p));
-        }
-    }
-    axpy_pairs_portable(&mut acc[whole..], w, &x[whole..]);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn axpy_pairs_avx512(acc: &mut [i32], w: i32, x: &[i32]) {
-    use std::arch::x86_64::*;
-    let wv = _mm512_set1_epi32(w);
-    let whole = acc.len() / 16 * 16;
-    for (s, v) in acc[..whole].chunks_exact_mut(16).zip(x.chunks_exact(16)) {
-        // SAFETY: `s` and `v` hold sixteen i32 each.
-        unsafe {
-            let p = _mm512_madd_epi16(_mm512_loadu_si512(v.as_ptr().cast()), wv);
-            let a = _mm512_loadu_si512(s.as_ptr().cast());
-            _mm512_storeu_si512(s.as_mut_ptr().cast(), _mm512_add_epi32(a, p));
-        }
-    }
-    axpy_pairs_portable(&mut acc[whole..], w, &x[whole..]);
 }
 
 /// `dst[t] = pair(max(a[t] − z, 0), max(b[t] − z, 0))` (`b` absent: 0), and whether every
@@ -145,6 +84,7 @@ fn pair_rows_avx512(a: &[i32], b: Option<&[i32]>, z: i32, dst: &mut [i32]) -> bo
 
 #[cfg(test)]
 mod tests {
+    use super::super::pair_products::pair_products;
     use super::*;
 
     #[test]
@@ -164,8 +104,9 @@ mod tests {
         }
     }
 
-    /// Pairs of rows against the two products in i64, on every ISA, every length up to 40 and
-    /// B1's token counts, with the i16 extremes (whose pair sum wraps, as `vpmaddwd`'s does).
+    /// Pairs of rows, and their products with a pair of weights ([`pair_products`] of one
+    /// row) against the two products in i64, on every ISA, every length up to 40 and B1's
+    /// token counts.
     #[test]
     fn pairs_of_rows_equal_their_two_products() {
         let mut rng = crate::rng::Rng::new(6);
@@ -178,31 +119,21 @@ mod tests {
                 .map(|t| if t == n / 2 { 40_000 } else { 3 })
                 .collect();
             let (w0, w1) = (-(rng.below(255) as i16) - 1, rng.below(255) as i16);
-            let start: Vec<i32> = (0..n).map(|t| t as i32 * 11 - 50).collect();
             let want: Vec<i32> = (0..n)
                 .map(|t| {
                     let (x, y) = ((a[t] - z).max(0) as i64, (b[t] - z).max(0) as i64);
-                    (start[t] as i64 + x * w0 as i64 + y * w1 as i64) as i32
+                    (x * w0 as i64 + y * w1 as i64) as i32
                 })
                 .collect();
             for isa in Isa::available() {
                 let mut words = vec![0; n];
                 assert!(pair_rows(isa, &a, Some(&b), z, &mut words));
-                let mut got = start.clone();
-                axpy_pairs(isa, &mut got, pair(w0, w1), &words);
+                let mut got = vec![-1; n];
+                pair_products(isa, &words, n, &[pair(w0, w1)], &mut got);
                 assert_eq!(got, want, "{} at {n}", isa.name());
                 assert!(pair_rows(isa, &a, None, z, &mut words));
                 assert!(words.iter().zip(&a).all(|(&w, &x)| w == (x - z).max(0)));
                 assert_eq!(pair_rows(isa, &wide, None, 0, &mut words), n == 0);
-                // Both halves at i16::MIN times i16::MIN: 2^31 wraps to i32::MIN.
-                let mut got = vec![0; n];
-                axpy_pairs(
-                    isa,
-                    &mut got,
-                    pair(i16::MIN, i16::MIN),
-                    &vec![pair(i16::MIN, i16::MIN); n],
-                );
-                assert!(got.iter().all(|&v| v == i32::MIN), "{}", isa.name());
             }
         }
     }

@@ -82,7 +82,7 @@ pub use vnni::peak_loop as peak_loop_vnni;
 
 /// `(lo, hi)` as one 32-bit word, `lo` in the low i16: the operand order of `vpmaddwd`, which
 /// multiplies two such words' halves and adds the two products (the depthwise tap pairs, the
-/// attention scores' dimension pairs, [`axpy::axpy_pairs`]).
+/// attention scores' dimension pairs, [`pair_products`]).
 #[inline(always)]
 pub fn pair(lo: i16, hi: i16) -> i32 {
     (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32

@@ -3,8 +3,8 @@
 //! two halves' products summed, as `vpmaddwd` forms it — the linear-attention query, whose
 //! `d + 1` rows (dividends and divisors) weigh the same `d/2` pair rows of `relu(q − z)`.
 //!
-//! Row by row (an [`axpy_pairs`](super::axpy::axpy_pairs) per row and pair) every product
-//! loaded and stored its row of sums again, and a 7×7 map's rows of 49 ended in a part vector
+//! Row by row (an `acc += x_p·w_ip` pass per row and pair) every product loaded and stored
+//! its row of sums again, and a 7×7 map's rows of 49 ended in a part vector
 //! done one value at a time. Here a tile of up to [`ROWS`] rows keeps its sums in registers
 //! for 16 (AVX-512) or 8 (AVX2) tokens across every pair, each pair row loaded once per tile,
 //! the last part vector by masks (AVX-512) or by the definition (AVX2). Integer sums wrapping
@@ -24,7 +24,10 @@ const ROWS: usize = 8;
 /// `x.len() / n` pairs each) and token `t < n`, wrapping in i32.
 pub fn pair_products(isa: Isa, x: &[i32], n: usize, w: &[i32], out: &mut [i32]) {
     if n == 0 {
-        assert!(x.is_empty() && out.is_empty(), "no tokens, no pairs or sums");
+        assert!(
+            x.is_empty() && out.is_empty(),
+            "no tokens, no pairs or sums"
+        );
         return;
     }
     assert!(x.len().is_multiple_of(n), "whole pair rows of {n}");
@@ -88,10 +91,9 @@ fn products_portable(a: TileArgs, from: usize) {
     } = a;
     for (weights, sums) in w.chunks_exact(pairs).zip(out.chunks_exact_mut(n)) {
         for (t, s) in sums.iter_mut().enumerate().skip(from) {
-            *s = weights
-                .iter()
-                .enumerate()
-                .fold(0i32, |acc, (p, &wp)| acc.wrapping_add(madd(x[p * n + t], wp)));
+            *s = weights.iter().enumerate().fold(0i32, |acc, (p, &wp)| {
+                acc.wrapping_add(madd(x[p * n + t], wp))
+            });
         }
     }
 }
@@ -304,7 +306,11 @@ mod tests {
             for isa in Isa::available() {
                 let mut got = vec![-1; rows * n];
                 pair_products(isa, &x, n, &w, &mut got);
-                assert_eq!(got, want, "{} rows, {n} tokens, {pairs} pairs, {isa:?}", rows);
+                assert_eq!(
+                    got, want,
+                    "{} rows, {n} tokens, {pairs} pairs, {isa:?}",
+                    rows
+                );
             }
         }
     }

@@ -176,7 +176,10 @@ impl Query {
             let weights: Vec<i32> = (0..=d)
                 .flat_map(|i| {
                     (0..pairs).map(move |p| {
-                        pair(coefficient(i, 2 * p) as i16, coefficient(i, 2 * p + 1) as i16)
+                        pair(
+                            coefficient(i, 2 * p) as i16,
+                            coefficient(i, 2 * p + 1) as i16,
+                        )
                     })
                 })
                 .collect();
@@ -190,7 +193,11 @@ impl Query {
             }
         }
         for (i, acc) in sums.chunks_exact(n.max(1)).enumerate().take(d + 1) {
-            let enc = if i < d { &self.dividends } else { &self.divisors };
+            let enc = if i < d {
+                &self.dividends
+            } else {
+                &self.divisors
+            };
             enc.encode_slice(isa, h, acc, &mut o[i * n..(i + 1) * n]);
         }
     }

@@ -78,10 +78,65 @@ fn gram_portable(a: &[i16], b: &[i16], n: usize, out: &mut [i32]) {
     }
 }
 
+/// Row `i` of `a` against 8 rows of `b` at once, as [`gram_avx512_body`] does 16: 8 sums in
+/// registers (16 values, 8 pairs, per `vpmaddwd`), added across by `vphaddd` and one exchange of
+/// halves into one register, lane `j` the sum of row `j` of the group; the last tokens past a
+/// whole 16 by the definition, added to those sums.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn gram_avx2(a: &[i16], b: &[i16], n: usize, out: &mut [i32]) {
-    gram_portable(a, b, n, out)
+    if n == 0 {
+        return out.fill(0);
+    }
+    let m = b.len() / n;
+    let whole = n / 16 * 16;
+    for j0 in (0..m).step_by(8) {
+        let lanes = (m - j0).min(8);
+        // Rows past the group's last repeat it; their sums are not stored.
+        let rows: [&[i16]; 8] = std::array::from_fn(|k| {
+            let j = j0 + k.min(lanes - 1);
+            &b[j * n..(j + 1) * n]
+        });
+        for (ai, o) in a.chunks_exact(n).zip(out.chunks_exact_mut(m)) {
+            let mut acc = [_mm256_setzero_si256(); 8];
+            for t0 in (0..whole).step_by(16) {
+                // SAFETY: every row holds `n ≥ t0 + 16` values.
+                let av = unsafe { _mm256_loadu_si256(ai[t0..].as_ptr().cast()) };
+                for (acc, row) in acc.iter_mut().zip(&rows) {
+                    // SAFETY: as above.
+                    let bv = unsafe { _mm256_loadu_si256(row[t0..].as_ptr().cast()) };
+                    *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(av, bv));
+                }
+            }
+            let mut sums = [0i32; 8];
+            // SAFETY: `sums` holds 8 i32.
+            unsafe { _mm256_storeu_si256(sums.as_mut_ptr().cast(), across8(acc)) };
+            for ((o, s), row) in o[j0..j0 + lanes].iter_mut().zip(sums).zip(&rows) {
+                *o = ai[whole..]
+                    .iter()
+                    .zip(&row[whole..])
+                    .fold(s, |s, (&x, &y)| s.wrapping_add(x as i32 * y as i32));
+            }
+        }
+    }
+}
+
+/// The sums across each of 8 registers' lanes, in one register, lane `j` register `j`'s.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn across8(acc: [__m256i; 8]) -> __m256i {
+    // Per 128-bit half: pairs of lanes, then quads, of registers 0–3 and 4–7.
+    let h1: [__m256i; 4] = std::array::from_fn(|k| _mm256_hadd_epi32(acc[2 * k], acc[2 * k + 1]));
+    let (x, y) = (
+        _mm256_hadd_epi32(h1[0], h1[1]),
+        _mm256_hadd_epi32(h1[2], h1[3]),
+    );
+    // The two halves' partial sums added: registers 0–3 from `x`, 4–7 from `y`.
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(x, y),
+        _mm256_permute2x128_si256::<0x31>(x, y),
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -104,8 +159,8 @@ fn gram_avx512_vnni(a: &[i16], b: &[i16], n: usize, out: &mut [i32]) {
 /// Row `i` of `a` against 16 rows of `b` at once: 16 sums in registers over the row, 32
 /// values (16 pairs) per `vpmaddwd` or, with VNNI, `vpdpwssd`, then the 16 sums' lanes added
 /// across in one tree ([`across16`]) into one register, lane `j` the sum of row `j`. The
-/// compiler's loop had taken each dot product alone, with a reduction of its own per sum:
-/// 2.4–2.7 % of B1's integer samples (`perf`). Rows of `b` past the last (a last group of fewer
+/// compiler's loop (still the portable form's) had taken each dot product alone, with a
+/// reduction of its own per sum: 2.4–2.7 % of B1's integer samples (`perf`). Rows of `b` past the last (a last group of fewer
 /// than 16) repeat the last row, and their sums are not stored.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]

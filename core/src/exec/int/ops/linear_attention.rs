@@ -151,15 +151,15 @@ impl Query {
         let pairs = d.div_ceil(2);
         let z = self.zero[h];
         let rows = |j: usize| &head[j * n..(j + 1) * n];
-        // Context row `i`'s coefficient `j`, less its zero-point: the products' rows, then
-        // the key sums'.
-        let coefficient = |i: usize, j: usize| {
-            let (row, zero) = match i < d {
-                true => (&ctx[i * d..(i + 1) * d], self.product_zero),
-                false => (&ctx[d * d..(d + 1) * d], self.key_sum_zero),
-            };
-            row.get(j).map_or(0, |&c| c - zero)
-        };
+        // The context less its zero-points, `[d+1, d]`: the products' rows, then the key sums'.
+        let coefficients: Vec<i32> = ctx[..(d + 1) * d]
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| match k < d * d {
+                true => c - self.product_zero,
+                false => c - self.key_sum_zero,
+            })
+            .collect();
         let mut sums = vec![0i32; (d + 1) * n];
         // relu(q − z) of dimensions 2p and 2p + 1 as i16 pairs, each context row's two
         // coefficients likewise: all d + 1 rows of sums from one pass over the pairs, a
@@ -171,24 +171,23 @@ impl Query {
             let second = (2 * p + 1 < d).then(|| rows(2 * p + 1));
             narrow &= pair_rows(isa, rows(2 * p), second, z, &mut w[..n]);
         }
-        let fits = |i, j| i16::try_from(coefficient(i, j)).is_ok();
-        if narrow && (0..=d).all(|i| (0..d).all(|j| fits(i, j))) {
-            let weights: Vec<i32> = (0..=d)
-                .flat_map(|i| {
-                    (0..pairs).map(move |p| {
-                        pair(
-                            coefficient(i, 2 * p) as i16,
-                            coefficient(i, 2 * p + 1) as i16,
-                        )
-                    })
-                })
-                .collect();
+        let narrow_coefficients = coefficients.iter().all(|&c| i16::try_from(c).is_ok());
+        if narrow && narrow_coefficients {
+            // Each row's coefficients in pairs, the last of an odd `d` with 0.
+            let mut weights = Vec::with_capacity((d + 1) * pairs);
+            for row in coefficients.chunks_exact(d.max(1)) {
+                weights.extend(
+                    row.chunks(2)
+                        .map(|c| pair(c[0] as i16, c.get(1).map_or(0, |&c| c as i16))),
+                );
+            }
             pair_products(isa, &words, n, &weights, &mut sums);
         } else {
             let q: Vec<i32> = head[..d * n].iter().map(|&v| (v - z).max(0)).collect();
-            for (i, acc) in sums.chunks_exact_mut(n.max(1)).enumerate() {
-                for (j, qj) in q.chunks_exact(n.max(1)).enumerate() {
-                    axpy(isa, acc, coefficient(i, j), qj);
+            let rows = sums.chunks_exact_mut(n.max(1));
+            for (acc, row) in rows.zip(coefficients.chunks_exact(d.max(1))) {
+                for (qj, &c) in q.chunks_exact(n.max(1)).zip(row) {
+                    axpy(isa, acc, c, qj);
                 }
             }
         }
@@ -406,7 +405,7 @@ mod tests {
 
     /// The query step against its definition in i64 on every ISA: 8-bit codes at B1's head
     /// size (the rows as i16 pairs, an odd head size's last pair half empty), a context row too
-    /// wide for i16 (that row's sums from i32 rows), and query codes too wide (every row).
+    /// wide for i16, and query codes too wide (both: every row of the head from i32 rows).
     #[test]
     fn query_equals_the_definition() {
         let mut rng = Rng::new(13);

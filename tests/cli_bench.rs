@@ -1,5 +1,5 @@
-//! `qvit bench` end to end: its rows, the peaks it measures first, each row's share of the
-//! peak of the arithmetic it runs, and its errors.
+//! `qvit bench` end to end: its rows, the peaks it measures around the runs, each row's share
+//! of the peak of the arithmetic it runs, and its errors.
 
 use std::process::{Command, Output};
 

@@ -1,10 +1,11 @@
 //! Every dot product between two sets of i16 rows, in i32: `out[i·m + j] = Σ_t a_i[t]·b_j[t]`
 //! — the linear attention's context `Σ_t (v_i − z)·relu(k_j − z)` over a head's tokens. Written
-//! as i16 × i16 → i32 products summed along the row, which the compiler makes `vpmaddwd` (two
-//! products and their sum per 32-bit lane); the i32 rows it replaces took a `vpmulld` (two
-//! µops, ten cycles' latency) and a `vpaddd` per product. One portable body, also compiled for
-//! AVX2 and AVX-512 and chosen at run time. Integer sums, wrapping in i32: the same result in
-//! any order, exact wherever the callers' bounds keep the whole sum inside i32.
+//! as i16 × i16 → i32 products summed along the row, by `vpmaddwd` (two products and their sum
+//! per 32-bit lane; the i32 rows it replaces took a `vpmulld`, two µops and ten cycles'
+//! latency, and a `vpaddd` per product): one row of `a` against a group of rows of `b` (16 with
+//! AVX-512, 8 with AVX2) with their sums in registers, added across lanes once at the end. A
+//! portable definition for other CPUs and the tests. Integer sums, wrapping in i32: the same
+//! result in any order, exact wherever the callers' bounds keep the whole sum inside i32.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
@@ -159,9 +160,9 @@ fn gram_avx512_vnni(a: &[i16], b: &[i16], n: usize, out: &mut [i32]) {
 /// Row `i` of `a` against 16 rows of `b` at once: 16 sums in registers over the row, 32
 /// values (16 pairs) per `vpmaddwd` or, with VNNI, `vpdpwssd`, then the 16 sums' lanes added
 /// across in one tree ([`across16`]) into one register, lane `j` the sum of row `j`. The
-/// compiler's loop (still the portable form's) had taken each dot product alone, with a
-/// reduction of its own per sum: 2.4–2.7 % of B1's integer samples (`perf`). Rows of `b` past the last (a last group of fewer
-/// than 16) repeat the last row, and their sums are not stored.
+/// compiler's loop (the portable form's) had taken each dot product alone, with a reduction
+/// of its own per sum: 2.4–2.7 % of B1's integer samples (`perf`). Rows of `b` past the last
+/// (a last group of fewer than 16) repeat the last row, and their sums are not stored.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn gram_avx512_body<const VNNI: bool>(a: &[i16], b: &[i16], n: usize, out: &mut [i32]) {

@@ -4,11 +4,11 @@
 //! `d + 1` rows (dividends and divisors) weigh the same `d/2` pair rows of `relu(q − z)`.
 //!
 //! Row by row (an `acc += x_p·w_ip` pass per row and pair) every product loaded and stored
-//! its row of sums again, and a 7×7 map's rows of 49 ended in a part vector
-//! done one value at a time. Here a tile of up to [`ROWS`] rows keeps its sums in registers
-//! for 16 (AVX-512) or 8 (AVX2) tokens across every pair, each pair row loaded once per tile,
-//! the last part vector by masks (AVX-512) or by the definition (AVX2). Integer sums wrapping
-//! in i32 as the instructions do: the same result in any order.
+//! its row of sums again, and a 7×7 map's rows of 49 ended in a part vector done one value at
+//! a time (2.5 % of B1's integer samples, `perf`). Here a tile of up to 8 rows keeps its sums
+//! in registers for 16 (AVX-512) or 8 (AVX2) tokens across every pair, each pair row loaded
+//! once per tile, the last part vector by masks (AVX-512) or by the definition (AVX2). Integer
+//! sums wrapping in i32 as the instructions do: the same result in any order.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
@@ -18,6 +18,7 @@ use super::{Isa, Width, width};
 
 /// Rows per tile: eight AVX-512 (or AVX2) accumulators, the pair row and the broadcast
 /// weight use ten registers.
+#[cfg(target_arch = "x86_64")]
 const ROWS: usize = 8;
 
 /// `out[i·n + t] = Σ_p madd(x[p·n + t], w[i·pairs + p])` for every row `i` of `w` (`pairs` =
@@ -153,6 +154,7 @@ fn products_avx512_body<const VNNI: bool>(a: TileArgs) {
 
 /// One tile's operands, each from the tile's first token and row: the pair rows (`pairs` of
 /// them, `n` apart), the rows' weights (`pairs` each) and their sums (`n` apart).
+#[cfg(target_arch = "x86_64")]
 struct Tile<'a> {
     x: &'a [i32],
     n: usize,

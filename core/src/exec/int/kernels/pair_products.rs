@@ -41,7 +41,7 @@ pub fn pair_products(isa: Isa, x: &[i32], n: usize, w: &[i32], out: &mut [i32]) 
         out.fill(0);
         return;
     }
-    let tiles = TileArgs {
+    let operands = Operands {
         x,
         n,
         pairs,
@@ -53,24 +53,64 @@ pub fn pair_products(isa: Isa, x: &[i32], n: usize, w: &[i32], out: &mut [i32]) 
         // function is compiled for.
         #[cfg(target_arch = "x86_64")]
         Width::Avx512 if std::arch::is_x86_feature_detected!("avx512vnni") => unsafe {
-            products_avx512_vnni(tiles)
+            products_avx512_vnni(operands)
         },
         #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => unsafe { products_avx512(tiles) },
+        Width::Avx512 => unsafe { products_avx512(operands) },
         #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => unsafe { products_avx2(tiles) },
-        _ => products_portable(tiles, 0),
+        Width::Avx2 => unsafe { products_avx2(operands) },
+        _ => products_portable(operands, 0),
     }
 }
 
-/// The checked operands: `pairs` (at least one) rows of `n` (at least one) pair words, `w`
-/// `[rows, pairs]`, `out` `[rows, n]`.
-struct TileArgs<'a> {
+/// Checked operands, whole or a tile's (from its first token and row): `pairs` (at least one)
+/// rows of pair words `n` (at least one) apart, each row's `pairs` weights, and the rows' sums
+/// `n` apart.
+struct Operands<'a> {
     x: &'a [i32],
     n: usize,
     pairs: usize,
     w: &'a [i32],
     out: &'a mut [i32],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Operands<'_> {
+    /// The tile of rows `r0..` from token `t0`.
+    fn tile(&mut self, t0: usize, r0: usize) -> Operands<'_> {
+        Operands {
+            x: &self.x[t0..],
+            n: self.n,
+            pairs: self.pairs,
+            w: &self.w[r0 * self.pairs..],
+            out: &mut self.out[r0 * self.n + t0..],
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.w.len() / self.pairs
+    }
+}
+
+/// `$call` with the constant `$r` equal to `$rows` (1 to [`ROWS`]): a tile's row count is a
+/// constant, so that its sums live in registers.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_rows {
+    ($rows:expr, $r:ident => $call:expr) => {
+        with_rows!(@arms $rows, $r, $call, 8 7 6 5 4 3 2)
+    };
+    (@arms $rows:expr, $r:ident, $call:expr, $($n:literal)*) => {
+        match $rows {
+            $($n => {
+                const $r: usize = $n;
+                $call
+            })*
+            _ => {
+                const $r: usize = 1;
+                $call
+            }
+        }
+    };
 }
 
 /// Both halves' products summed, wrapping: `vpmaddwd`'s lane.
@@ -82,8 +122,8 @@ fn madd(x: i32, w: i32) -> i32 {
 }
 
 /// The definition for tokens `from..n`.
-fn products_portable(a: TileArgs, from: usize) {
-    let TileArgs {
+fn products_portable(a: Operands, from: usize) {
+    let Operands {
         x,
         n,
         pairs,
@@ -101,66 +141,31 @@ fn products_portable(a: TileArgs, from: usize) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn products_avx512_vnni(a: TileArgs) {
+fn products_avx512_vnni(a: Operands) {
     products_avx512_body::<true>(a)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn products_avx512(a: TileArgs) {
+fn products_avx512(a: Operands) {
     products_avx512_body::<false>(a)
 }
 
 /// Tiles of [`ROWS`] rows × 16 tokens (the last by a mask), `vpdpwssd` with VNNI.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn products_avx512_body<const VNNI: bool>(a: TileArgs) {
-    let TileArgs {
-        x,
-        n,
-        pairs,
-        w,
-        out,
-    } = a;
-    let rows = w.len() / pairs;
-    for t0 in (0..n).step_by(16) {
-        let mask = ((1u32 << (n - t0).min(16)) - 1) as __mmask16;
-        for r0 in (0..rows).step_by(ROWS) {
-            let tile = Tile {
-                x: &x[t0..],
-                n,
-                pairs,
-                w: &w[r0 * pairs..],
-                out: &mut out[r0 * n + t0..],
-            };
+fn products_avx512_body<const VNNI: bool>(mut a: Operands) {
+    for t0 in (0..a.n).step_by(16) {
+        let mask = ((1u32 << (a.n - t0).min(16)) - 1) as __mmask16;
+        for r0 in (0..a.rows()).step_by(ROWS) {
+            let rows = (a.rows() - r0).min(ROWS);
+            let tile = a.tile(t0, r0);
             // SAFETY: the tile reads `pairs` rows of `x` and writes up to `ROWS` rows of
             // `out` from token `t0`, under `mask`, which holds the tokens below `n` only; the
             // caller's features are AVX-512 F and BW (and VNNI when `VNNI`).
-            unsafe {
-                match (rows - r0).min(ROWS) {
-                    8 => tile512::<VNNI, 8>(tile, mask),
-                    7 => tile512::<VNNI, 7>(tile, mask),
-                    6 => tile512::<VNNI, 6>(tile, mask),
-                    5 => tile512::<VNNI, 5>(tile, mask),
-                    4 => tile512::<VNNI, 4>(tile, mask),
-                    3 => tile512::<VNNI, 3>(tile, mask),
-                    2 => tile512::<VNNI, 2>(tile, mask),
-                    _ => tile512::<VNNI, 1>(tile, mask),
-                }
-            }
+            with_rows!(rows, R => unsafe { tile512::<VNNI, R>(tile, mask) });
         }
     }
-}
-
-/// One tile's operands, each from the tile's first token and row: the pair rows (`pairs` of
-/// them, `n` apart), the rows' weights (`pairs` each) and their sums (`n` apart).
-#[cfg(target_arch = "x86_64")]
-struct Tile<'a> {
-    x: &'a [i32],
-    n: usize,
-    pairs: usize,
-    w: &'a [i32],
-    out: &'a mut [i32],
 }
 
 /// The sums of `R` rows at 16 tokens, the tokens `mask` holds.
@@ -170,7 +175,7 @@ struct Tile<'a> {
 /// rows from their starts, each as far as `mask`'s last lane; `t.w` holds `R·pairs` weights.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn tile512<const VNNI: bool, const R: usize>(t: Tile, mask: __mmask16) {
+unsafe fn tile512<const VNNI: bool, const R: usize>(t: Operands, mask: __mmask16) {
     assert!(t.w.len() >= R * t.pairs && t.out.len() > (R - 1) * t.n);
     // SAFETY: the caller's features; every load and store is masked to lanes inside the
     // slices (the caller's promise on `mask`).
@@ -196,54 +201,23 @@ unsafe fn tile512<const VNNI: bool, const R: usize>(t: Tile, mask: __mmask16) {
 /// Tiles of [`ROWS`] rows × 8 tokens; the tokens past the last whole 8 by the definition.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn products_avx2(a: TileArgs) {
-    let TileArgs {
-        x,
-        n,
-        pairs,
-        w,
-        out,
-    } = a;
-    let rows = w.len() / pairs;
-    let whole = n / 8 * 8;
+fn products_avx2(mut a: Operands) {
+    let whole = a.n / 8 * 8;
     for t0 in (0..whole).step_by(8) {
-        for r0 in (0..rows).step_by(ROWS) {
-            let tile = Tile {
-                x: &x[t0..],
-                n,
-                pairs,
-                w: &w[r0 * pairs..],
-                out: &mut out[r0 * n + t0..],
-            };
-            match (rows - r0).min(ROWS) {
-                8 => tile256::<8>(tile),
-                7 => tile256::<7>(tile),
-                6 => tile256::<6>(tile),
-                5 => tile256::<5>(tile),
-                4 => tile256::<4>(tile),
-                3 => tile256::<3>(tile),
-                2 => tile256::<2>(tile),
-                _ => tile256::<1>(tile),
-            }
+        for r0 in (0..a.rows()).step_by(ROWS) {
+            let rows = (a.rows() - r0).min(ROWS);
+            let tile = a.tile(t0, r0);
+            with_rows!(rows, R => tile256::<R>(tile));
         }
     }
-    products_portable(
-        TileArgs {
-            x,
-            n,
-            pairs,
-            w,
-            out,
-        },
-        whole,
-    );
+    products_portable(a, whole);
 }
 
 /// The sums of `R` rows at 8 tokens (all below `n`).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2")]
-fn tile256<const R: usize>(t: Tile) {
+fn tile256<const R: usize>(t: Operands) {
     assert!(t.w.len() >= R * t.pairs && t.out.len() >= (R - 1) * t.n + 8);
     assert!(t.x.len() >= (t.pairs - 1) * t.n + 8);
     let mut acc = [_mm256_setzero_si256(); R];

@@ -88,6 +88,16 @@ pub fn pair(lo: i16, hi: i16) -> i32 {
     (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32
 }
 
+/// Two [`pair`] words' halves multiplied and the two products added, wrapping in i32: one lane
+/// of `vpmaddwd` (and of `vpdpwssd` less its addend), the definition the pair kernels are
+/// tested against.
+#[inline(always)]
+pub fn madd(x: i32, w: i32) -> i32 {
+    let lo = (x as i16 as i32).wrapping_mul(w as i16 as i32);
+    let hi = ((x >> 16) as i16 as i32).wrapping_mul((w >> 16) as i16 as i32);
+    lo.wrapping_add(hi)
+}
+
 /// Columns per panel of packed `B`.
 pub const PANEL: usize = 16;
 

@@ -14,7 +14,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{Isa, Width, width};
+use super::{Isa, Width, madd, width};
 
 /// Rows per tile: eight AVX-512 (or AVX2) accumulators, the pair row and the broadcast
 /// weight use ten registers.
@@ -111,14 +111,6 @@ macro_rules! with_rows {
             }
         }
     };
-}
-
-/// Both halves' products summed, wrapping: `vpmaddwd`'s lane.
-#[inline(always)]
-fn madd(x: i32, w: i32) -> i32 {
-    let lo = (x as i16 as i32).wrapping_mul(w as i16 as i32);
-    let hi = ((x >> 16) as i16 as i32).wrapping_mul((w >> 16) as i16 as i32);
-    lo.wrapping_add(hi)
 }
 
 /// The definition for tokens `from..n`.

@@ -14,7 +14,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{Isa, Width, pair, width};
+use super::{Isa, Width, madd, pair, width};
 use crate::exec::transpose::transpose;
 
 /// Keys per block: one AVX-512 register of i32 lanes (two AVX2 ones).
@@ -422,7 +422,6 @@ pub fn scores(isa: Isa, queries: &[i32], keys: &PackedKeys, out: &mut [i32]) {
 
 /// The definition, one logit at a time (the reference the vector paths are tested against).
 fn scores_portable(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32]) {
-    let madd = |a: i32, b: i32| (a as i16 as i32) * (b as i16 as i32) + (a >> 16) * (b >> 16);
     for r in 0..rows {
         let q = &queries[r * keys.pairs..(r + 1) * keys.pairs];
         for j in 0..keys.keys {

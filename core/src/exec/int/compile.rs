@@ -11,7 +11,7 @@ use super::nonlinear::gelu::{GeluConstants, SIGMOID_BITS};
 use super::nonlinear::layernorm::MAX_EXACT_VARIANCE;
 use super::nonlinear::softmax::{COMPILED_INPUT_BITS, EXP_BITS, PROBABILITY_BITS};
 use super::ops::elementwise::{Add, ChannelMap, ClassPos, Pool};
-use super::ops::layernorm::LayerNorm;
+use super::ops::layernorm::{Forms, LayerNorm};
 use super::ops::linear_attention::{Context, Divide, Normalize, Query};
 use super::ops::softmax_attention::{Mix, ScoresSoftmax};
 use super::ops::weighted::{Geometry, Output, Weighted, Weights};
@@ -1132,7 +1132,9 @@ impl Compiler<'_> {
             zero: l.zero,
             shift: alpha.iter().map(|a| a + promote).collect(),
             out: Epilogue::new(a, &scale, &offset, out, dim, name)?,
-        })
+            forms: Forms::default(),
+        }
+        .with_lanes())
     }
 
     fn normalize(

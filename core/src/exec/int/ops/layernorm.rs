@@ -25,6 +25,21 @@ pub struct LayerNorm {
     /// Left shift per channel: its power-of-two factor plus the common promotion.
     pub shift: Vec<u32>,
     pub out: Epilogue,
+    /// `out`'s faster forms, found once by [`LayerNorm::with_lanes`]; none until then (the
+    /// rows then follow the definition).
+    pub forms: Forms,
+}
+
+/// A LayerNorm's output requantization in its faster forms, where they exist: per channel in
+/// i64 (a plain linear output), and the whole step in lanes where every channel also has a
+/// 32-bit form. Found per call they were a serial stretch of every LayerNorm: at batch 1 on
+/// two threads DeiT-T's 25 LayerNorms took 0.74× their one-thread time (`qvit bench
+/// deit-tiny --executors int --batch 1 --steps --threads 1`, then `2`), its products and
+/// attention 0.52–0.61×.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Forms {
+    fast: Option<Vec<Fast>>,
+    lanes: Option<RowNorm>,
 }
 
 impl LayerNorm {
@@ -40,15 +55,9 @@ impl LayerNorm {
         if d == 0 {
             return;
         }
-        // A plain linear output's per-channel requantizations in i64 form, valid for inputs
-        // below 2^31 in magnitude — which `z ≈ 2^30·y/std` is (checked per row).
-        let fast: Option<Vec<Fast>> = match &self.out {
-            Epilogue::Plain(Encoder::Linear(r)) => (0..d).map(|c| r.fast(c, 0)).collect(),
-            _ => None,
-        };
-        let lanes = self.lanes(fast.as_deref());
+        let forms = (self.forms.lanes.as_ref(), self.forms.fast.as_deref());
         let rows = |x: &[i32], out: &mut [i32], wide: &mut Vec<i64>, codes: &mut Vec<i32>| {
-            self.rows(isa, (lanes.as_ref(), fast.as_deref()), x, out, wide, codes)
+            self.rows(isa, forms, x, out, wide, codes)
         };
         // Rows are independent: bands of them on the pool's threads when there are enough
         // (at batch 1 DeiT's 25 LayerNorms had been serial on the image's thread).
@@ -105,11 +114,22 @@ impl LayerNorm {
         }
     }
 
-    /// The step in lanes ([`RowNorm`]), when every channel's output requantization has a
-    /// 32-bit form.
-    fn lanes(&self, fast: Option<&[Fast]>) -> Option<RowNorm> {
-        let narrow: Option<Vec<Narrow>> = fast?.iter().map(Fast::narrow).collect();
-        RowNorm::new(&self.zero, &self.shift, &narrow?)
+    /// The step with its [`Forms`].
+    pub fn with_lanes(mut self) -> Self {
+        // A plain linear output's per-channel requantizations in i64 form, valid for inputs
+        // below 2^31 in magnitude — which `z ≈ 2^30·y/std` is (checked per row).
+        let fast: Option<Vec<Fast>> = match &self.out {
+            Epilogue::Plain(Encoder::Linear(r)) => (0..self.dim).map(|c| r.fast(c, 0)).collect(),
+            _ => None,
+        };
+        // The step in lanes ([`RowNorm`]), when every channel's output requantization also
+        // has a 32-bit form.
+        let narrow: Option<Vec<Narrow>> = fast
+            .as_ref()
+            .and_then(|f| f.iter().map(Fast::narrow).collect());
+        let lanes = narrow.and_then(|n| RowNorm::new(&self.zero, &self.shift, &n));
+        self.forms = Forms { fast, lanes };
+        self
     }
 }
 
@@ -142,7 +162,9 @@ mod tests {
             zero: (0..d).map(|_| rng.below(20) as i32 - 10).collect(),
             shift: (0..d).map(|c| 6 + (c % 3) as u32).collect(),
             out: Epilogue::new(Activation::None, &scale, &offset, &out, d, "ln").unwrap(),
-        };
+            forms: Forms::default(),
+        }
+        .with_lanes();
         // Enough rows to go on the pool in bands, the last band part-filled.
         let rows = 100;
         assert!(rows * d >= PARALLEL_VALUES && rows % ROWS_PER_BAND != 0);
@@ -154,16 +176,20 @@ mod tests {
             .collect();
         // The last row's values pass 2^31 once shifted: the definition's path.
         x[(rows - 1) * d] = 1 << 25;
-        let fast: Option<Vec<Fast>> = match &ln.out {
-            Epilogue::Plain(Encoder::Linear(r)) => (0..d).map(|c| r.fast(c, 0)).collect(),
-            _ => None,
-        };
-        assert!(ln.lanes(fast.as_deref()).is_some(), "the rows run in lanes");
+        assert!(ln.forms.lanes.is_some(), "the rows run in lanes");
         for isa in Isa::available() {
             // Stale values in a longer buffer: every element must be written.
             let mut got = Buffer::from(vec![-7; x.len() + 5]);
             ln.run(isa, &x, &mut got, &mut Scratch::default());
             assert_rows(&ln, &x, &got);
+            // Without its forms the step follows the definition: the same codes.
+            let plain = LayerNorm {
+                forms: Forms::default(),
+                ..ln.clone()
+            };
+            let mut got = Buffer::from(vec![-7; x.len() + 5]);
+            plain.run(isa, &x, &mut got, &mut Scratch::default());
+            assert_rows(&plain, &x, &got);
         }
     }
 

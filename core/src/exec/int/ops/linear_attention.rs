@@ -191,13 +191,10 @@ impl Query {
                 }
             }
         }
+        let (dividends, divisors) = (self.dividends.channel(h), self.divisors.channel(h));
         for (i, acc) in sums.chunks_exact(n.max(1)).enumerate().take(d + 1) {
-            let enc = if i < d {
-                &self.dividends
-            } else {
-                &self.divisors
-            };
-            enc.encode_slice(isa, h, acc, &mut o[i * n..(i + 1) * n]);
+            let enc = if i < d { &dividends } else { &divisors };
+            enc.encode_slice(isa, acc, &mut o[i * n..(i + 1) * n]);
         }
     }
 }

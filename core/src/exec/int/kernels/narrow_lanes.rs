@@ -256,13 +256,23 @@ impl High512 {
         self.of_sums(times_m(even), times_m(odd))
     }
 
-    /// The high halves of the 64-bit sums of the even lanes and the odd ones, blended into
-    /// one register and shifted.
+    /// The high halves of the 64-bit sums of the even lanes and the odd ones, gathered into
+    /// one register by one `vpermt2d` (rather than a shift and a blend: 22 instructions per
+    /// 16 Hardswish values instead of 24) and shifted.
     #[target_feature(enable = "avx512f")]
     fn of_sums(&self, even: __m512i, odd: __m512i) -> __m512i {
-        let high = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd);
+        let high = _mm512_permutex2var_epi32(even, high_halves(), odd);
         _mm512_sra_epi32(high, self.shift)
     }
+}
+
+/// The indices of `vpermt2d` that take the high half of each 64-bit lane of two registers,
+/// the first's into the even lanes and the second's into the odd ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn high_halves() -> __m512i {
+    _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31)
 }
 
 /// A [`Narrow`]'s constants in 512-bit registers: [`High512`], then the clamp and the zero

@@ -1007,6 +1007,7 @@ impl Compiler<'_> {
             addend: Vec::new(),
             qmin: *qmin as i64,
             qmax: *qmax as i64,
+            lanes: None,
         };
         for c in 0..ch {
             let Some((ma, mb, k, addend)) = Add::channel(
@@ -1025,7 +1026,7 @@ impl Compiler<'_> {
             add.k.push(k);
             add.addend.push(addend);
         }
-        Ok(add)
+        Ok(add.with_lanes())
     }
 
     fn class_pos(&self, id: NodeId, pid: NodeId, dim: usize, out: &Encoding) -> Result<ClassPos> {

@@ -41,9 +41,33 @@ pub struct Add {
     pub addend: Vec<i64>,
     pub qmin: i64,
     pub qmax: i64,
+    /// Every channel's constants in lanes, for channels-last rows, when each has such a form:
+    /// found once by [`Add::with_lanes`] (found per call they were a serial stretch of each
+    /// of DeiT-T's 24 residual sums: 1 % of its integer time at batch 1 on two threads);
+    /// `None` until then, and the rows follow the definition.
+    pub lanes: Option<AddLanes>,
 }
 
 impl Add {
+    /// The step with its [`Add::lanes`].
+    pub fn with_lanes(mut self) -> Self {
+        let channels = self.map.channels;
+        self.lanes = (0..channels).map(|c| self.lane(c)).collect();
+        self
+    }
+
+    /// Channel `c`'s constants in lanes, when they have that form.
+    fn lane(&self, c: usize) -> Option<AddLane> {
+        AddLane::new(
+            self.zero_a[c],
+            self.zero_b[c],
+            self.m_a[c],
+            self.m_b[c],
+            self.addend[c],
+            self.k[c],
+        )
+    }
+
     /// Constants for one channel: inputs `s_a·(a − z_a) + o_a` and `s_b·(b − z_b) + o_b` into
     /// codes `(x − o)/s + z` — returns `(m_a, m_b, k, addend)`, or `None` when a ratio is too
     /// large for a 31-bit multiplier.
@@ -74,21 +98,11 @@ impl Add {
         let out = out.overwrite(self.output_len(a, b));
         let ChannelMap { channels, inner } = self.map;
         let range = (self.qmin, self.qmax);
-        let lane = |c: usize| {
-            AddLane::new(
-                self.zero_a[c],
-                self.zero_b[c],
-                self.m_a[c],
-                self.m_b[c],
-                self.addend[c],
-                self.k[c],
-            )
-        };
         if inner > 1 {
             // Channel-major: one run of `inner` elements per channel.
             let run = |i: usize, o: &mut [i32], x: &[i32], y: &[i32]| {
                 let c = i % channels;
-                match lane(c) {
+                match self.lane(c) {
                     Some(l) => add_run(isa, &l, range, x, y, o),
                     None => {
                         for ((o, &qa), &qb) in o.iter_mut().zip(x).zip(y) {
@@ -112,16 +126,16 @@ impl Add {
             }
         } else {
             // Channels-last rows: every channel's constants side by side.
-            match (0..channels).map(lane).collect::<Option<AddLanes>>() {
+            match &self.lanes {
                 // Bands of whole rows on the pool's threads when there are enough values (at
                 // batch 1 DeiT's residual sums had been serial on the image's thread).
                 Some(lanes) if out.len() >= PARALLEL_VALUES && channels > 0 => {
                     let band = ROWS_PER_BAND * channels;
                     out.par_chunks_mut(band)
                         .zip(a.par_chunks(band).zip(b.par_chunks(band)))
-                        .for_each(|(o, (x, y))| add_rows(isa, &lanes, range, x, y, o));
+                        .for_each(|(o, (x, y))| add_rows(isa, lanes, range, x, y, o));
                 }
-                Some(lanes) => add_rows(isa, &lanes, range, a, b, out),
+                Some(lanes) => add_rows(isa, lanes, range, a, b, out),
                 None => {
                     for (i, ((o, &qa), &qb)) in out.iter_mut().zip(a).zip(b).enumerate() {
                         *o = self.exact(i % channels, qa, qb);
@@ -270,6 +284,7 @@ mod tests {
                 addend: Vec::new(),
                 qmin: -128,
                 qmax: 127,
+                lanes: None,
             };
             for _ in 0..channels {
                 let scale = |rng: &mut crate::rng::Rng| 0.001 + rng.below(1000) as f64 * 1e-4;
@@ -290,11 +305,19 @@ mod tests {
             let want: Vec<i32> = (0..n)
                 .map(|i| add.exact(add.map.of(i), a[i], b[i]))
                 .collect();
-            for isa in Isa::available() {
-                // Stale values in a longer buffer: every element must be written.
-                let mut got = Buffer::from(vec![-7; n + 5]);
-                add.run(isa, &a, &b, &mut got);
-                assert_eq!(*got, want, "{} {channels}×{inner}", isa.name());
+            // Without its lanes (the rows by the definition), then with them.
+            for add in [add.clone(), add.with_lanes()] {
+                for isa in Isa::available() {
+                    // Stale values in a longer buffer: every element must be written.
+                    let mut got = Buffer::from(vec![-7; n + 5]);
+                    add.run(isa, &a, &b, &mut got);
+                    let form = if add.lanes.is_some() {
+                        "lanes"
+                    } else {
+                        "definition"
+                    };
+                    assert_eq!(*got, want, "{} {channels}×{inner}, {form}", isa.name());
+                }
             }
         }
     }
@@ -366,7 +389,9 @@ mod tests {
             addend: vec![addend],
             qmin: 0,
             qmax: 255,
-        };
+            lanes: None,
+        }
+        .with_lanes();
         let mut out = Buffer::default();
         add.run(Isa::Scalar, &[7, 1], &[13, 10], &mut out);
         // 0.1 + 0 = 0.1 → 0.5 → rounds half up to 1 → code 6 (ratios are dyadic-exact: 1/2, 3/2).

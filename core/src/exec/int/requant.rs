@@ -209,7 +209,9 @@ impl Encoder {
     pub fn channel(&self, c: usize) -> ChannelEncoder<'_> {
         match self {
             Encoder::Linear(r) => ChannelEncoder::Linear(r, c),
-            Encoder::Levels(l) => ChannelEncoder::Levels(l[c.min(l.len() - 1)].binade_lookup()),
+            Encoder::Levels(l) => {
+                ChannelEncoder::Levels(Box::new(l[c.min(l.len() - 1)].binade_lookup()))
+            }
         }
     }
 }
@@ -221,7 +223,8 @@ impl Encoder {
 #[derive(Debug)]
 pub enum ChannelEncoder<'a> {
     Linear(&'a Requant, usize),
-    Levels(BinadeLookup<'a>),
+    /// Boxed: the look-up holds 65 bounds.
+    Levels(Box<BinadeLookup<'a>>),
 }
 
 impl ChannelEncoder<'_> {

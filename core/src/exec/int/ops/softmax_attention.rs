@@ -19,7 +19,8 @@ use super::super::nonlinear::LevelEncoder;
 use super::super::nonlinear::softmax_row;
 use super::super::requant::{Encoder, Requant};
 use super::Scratch;
-use crate::exec::spare::Buffer;
+use crate::exec::spare::{Buffer, with_kept};
+use std::cell::Cell;
 
 /// Attention logits + Softmax, per head: `[N, 3D]` → `[heads, N, N]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,21 +135,22 @@ impl ScoresSoftmax {
         }
         // Tiles of one image on the pool's threads when large (at batch 1 the only work).
         let tile = ROWS * n;
+        // Each thread's row buffers are kept from call to call (made per call, and per task
+        // on the pool, they were allocated and grown again every time).
         if parallel {
             out.par_chunks_mut(n * n).enumerate().for_each(|(head, o)| {
                 o.par_chunks_mut(tile)
                     .enumerate()
-                    .for_each_init(RowScratch::default, |s, (t, dst)| {
-                        rows(s, head, t * ROWS, dst)
-                    })
+                    .for_each(|(t, dst)| with_kept(&ROW_SCRATCH, |s| rows(s, head, t * ROWS, dst)))
             });
         } else {
-            let mut scratch = RowScratch::default();
-            for (head, o) in out.chunks_mut(n * n).enumerate() {
-                for (t, dst) in o.chunks_mut(tile).enumerate() {
-                    rows(&mut scratch, head, t * ROWS, dst);
+            with_kept(&ROW_SCRATCH, |scratch| {
+                for (head, o) in out.chunks_mut(n * n).enumerate() {
+                    for (t, dst) in o.chunks_mut(tile).enumerate() {
+                        rows(scratch, head, t * ROWS, dst);
+                    }
                 }
-            }
+            });
         }
     }
 }
@@ -160,6 +162,11 @@ const PARALLEL_MACS: usize = 1 << 20;
 enum Keys {
     Pairs(PackedKeys),
     Bytes(ByteKeys),
+}
+
+thread_local! {
+    static ROW_SCRATCH: Cell<RowScratch> = Cell::default();
+    static MIX_SCRATCH: Cell<MixScratch> = Cell::default();
 }
 
 /// One attention row's buffers.
@@ -316,15 +323,17 @@ impl Mix {
             return;
         }
         let chunk = ROWS * h * d;
+        // Each thread's tile buffers are kept from call to call, as the Softmax's are.
         if parallel {
             out.par_chunks_mut(chunk)
                 .enumerate()
-                .for_each_init(MixScratch::default, |s, (t, dst)| tile(s, t * ROWS, dst));
+                .for_each(|(t, dst)| with_kept(&MIX_SCRATCH, |s| tile(s, t * ROWS, dst)));
         } else {
-            let mut scratch = MixScratch::default();
-            for (t, dst) in out.chunks_mut(chunk).enumerate() {
-                tile(&mut scratch, t * ROWS, dst);
-            }
+            with_kept(&MIX_SCRATCH, |scratch| {
+                for (t, dst) in out.chunks_mut(chunk).enumerate() {
+                    tile(scratch, t * ROWS, dst);
+                }
+            });
         }
     }
 }

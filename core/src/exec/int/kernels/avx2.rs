@@ -158,7 +158,18 @@ fn tile<const M: usize, F: Finish<__m256i>>(
     let mut acc = [[_mm256_setzero_si256(); 2]; M];
     let bptr = b.data.as_ptr();
     let wptr = a.quads16.as_ptr();
+    // The next row tile's weights fetched while this one runs, a line (8 quads) of each row
+    // at a time (see `vnni::tile`).
+    let next = (r0 + 2 * M <= a.rows).then(|| a.quads16[(r0 + M) * k4..].as_ptr());
     for g in 0..k4 {
+        if let Some(next) = next
+            && g % 8 == 0
+        {
+            for i in 0..M {
+                // A hint only: it reads nothing and never faults.
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(i * k4 + g).cast());
+            }
+        }
         let base = (p * k4 + g) * PANEL * 4 + half * 32;
         // SAFETY: 2 × 16 bytes at base.. base + 32 lie in this panel's group g (asserted).
         let (b0, b1) = unsafe {

@@ -193,7 +193,8 @@ fn tile<const M: usize, const N: usize, F: Finish<__m512i>>(
     let wptr = weights.as_ptr();
     // The next row tile's weights, a line of each row per 16 quads (64 bytes), fetched while
     // this tile runs: on a small map a weight row serves few panels and comes from L3 (B1 at
-    // batch 1 took 3–4 % longer without, `toggle` forms of the `alternating` bench).
+    // batch 1 took 3–4 % longer without: BENCHMARKS.md, thirty-seventh session). A tile of
+    // the same rows on the next panels fetches them again, which costs little.
     let next = (r0 + 2 * M <= a.rows).then(|| a.quads[(r0 + M) * k4..].as_ptr());
     for g in 0..k4 {
         if let Some(next) = next

@@ -10,7 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::requant::{InputScale, Narrow, NarrowHardswish, Unclamped, WideHardswish};
+use super::requant::{InputScale, Narrow, NarrowHardswish, Product, Unclamped, WideHardswish};
 
 /// `dst[i] = f(src[i])` 16 lanes at a time, the last part vector by a masked load and
 /// store: a short row (49 values per channel on a 7×7 map) would otherwise leave a sixteenth
@@ -55,10 +55,26 @@ pub(super) fn requant_avx512(n: &Narrow, src: &[i32], dst: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
+    match h.product {
+        Product::Signed => hardswish_products_avx512::<false>(h, 0, src, dst),
+        Product::Above(least) => hardswish_products_avx512::<true>(h, least, src, dst),
+    }
+}
+
+/// [`hardswish_avx512`] with the products as they are (`ABOVE` false) or less `least`, in
+/// u32 (see [`Product::Above`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn hardswish_products_avx512<const ABOVE: bool>(
+    h: &NarrowHardswish,
+    least: i32,
+    src: &[i32],
+    dst: &mut [i32],
+) {
     let (t, out) = (High512::new(&h.t), High512::new(&h.out));
     let set = _mm512_set1_epi32;
     let (t_min, mirror, floor, cap) = (set(h.t_min), set(h.mirror), set(h.floor), set(h.cap));
-    let (three, six) = (set(h.three), set(2 * h.three));
+    let (three, six, least) = (set(h.three), set(2 * h.three), set(least));
     // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
     unsafe {
         each16(src, dst, |v| {
@@ -66,7 +82,11 @@ pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]
             let x = _mm512_max_epi32(x, _mm512_sub_epi32(mirror, x));
             let x = _mm512_min_epi32(_mm512_max_epi32(x, floor), cap);
             let c = _mm512_min_epi32(_mm512_add_epi32(x, three), six);
-            out.apply(_mm512_mullo_epi32(x, c))
+            let p = _mm512_mullo_epi32(x, c);
+            match ABOVE {
+                true => out.apply_unsigned(_mm512_sub_epi32(p, least)),
+                false => out.apply(p),
+            }
         });
     }
 }
@@ -188,10 +208,26 @@ pub(super) fn requant_avx2(n: &Narrow, src: &[i32], dst: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(super) fn hardswish_avx2(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
+    match h.product {
+        Product::Signed => hardswish_products_avx2::<false>(h, 0, src, dst),
+        Product::Above(least) => hardswish_products_avx2::<true>(h, least, src, dst),
+    }
+}
+
+/// [`hardswish_avx2`] with the products as they are or less `least` (see
+/// [`hardswish_products_avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn hardswish_products_avx2<const ABOVE: bool>(
+    h: &NarrowHardswish,
+    least: i32,
+    src: &[i32],
+    dst: &mut [i32],
+) {
     let (t, out) = (High256::new(&h.t), High256::new(&h.out));
     let set = _mm256_set1_epi32;
     let (t_min, mirror, floor, cap) = (set(h.t_min), set(h.mirror), set(h.floor), set(h.cap));
-    let (three, six) = (set(h.three), set(2 * h.three));
+    let (three, six, least) = (set(h.three), set(2 * h.three), set(least));
     let whole = src.len().min(dst.len()) / 8 * 8;
     for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
         // SAFETY: `s` and `d` hold 8 i32 each.
@@ -200,7 +236,11 @@ pub(super) fn hardswish_avx2(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) 
         let x = _mm256_max_epi32(x, _mm256_sub_epi32(mirror, x));
         let x = _mm256_min_epi32(_mm256_max_epi32(x, floor), cap);
         let c = _mm256_min_epi32(_mm256_add_epi32(x, three), six);
-        let code = out.apply(_mm256_mullo_epi32(x, c));
+        let p = _mm256_mullo_epi32(x, c);
+        let code = match ABOVE {
+            true => out.apply_unsigned(_mm256_sub_epi32(p, least)),
+            false => out.apply(p),
+        };
         // SAFETY: as above.
         unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), code) };
     }
@@ -236,6 +276,15 @@ impl High512 {
         let even = _mm512_add_epi64(_mm512_mul_epi32(v, self.m), self.lo);
         let odd = _mm512_srli_epi64::<32>(v);
         let odd = _mm512_add_epi64(_mm512_mul_epi32(odd, self.m), self.lo);
+        self.of_sums(even, odd)
+    }
+
+    /// [`Unclamped::apply_u32`] of 16 lanes: [`High512::apply`] with `vpmuludq`.
+    #[target_feature(enable = "avx512f")]
+    fn apply_unsigned(&self, v: __m512i) -> __m512i {
+        let even = _mm512_add_epi64(_mm512_mul_epu32(v, self.m), self.lo);
+        let odd = _mm512_srli_epi64::<32>(v);
+        let odd = _mm512_add_epi64(_mm512_mul_epu32(odd, self.m), self.lo);
         self.of_sums(even, odd)
     }
 
@@ -345,6 +394,15 @@ impl High256 {
         let even = _mm256_add_epi64(_mm256_mul_epi32(v, self.m), self.lo);
         let odd = _mm256_srli_epi64::<32>(v);
         let odd = _mm256_add_epi64(_mm256_mul_epi32(odd, self.m), self.lo);
+        self.of_sums(even, odd)
+    }
+
+    /// [`High512::apply_unsigned`] of 8 lanes.
+    #[target_feature(enable = "avx2")]
+    fn apply_unsigned(&self, v: __m256i) -> __m256i {
+        let even = _mm256_add_epi64(_mm256_mul_epu32(v, self.m), self.lo);
+        let odd = _mm256_srli_epi64::<32>(v);
+        let odd = _mm256_add_epi64(_mm256_mul_epu32(odd, self.m), self.lo);
         self.of_sums(even, odd)
     }
 

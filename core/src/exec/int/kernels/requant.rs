@@ -117,11 +117,34 @@ impl Fast {
             shift: self.k - 32,
         })
     }
+
+    /// The [`Unclamped`] of `p − least` as a u32, for inputs `p` in `[least, most]`, a span
+    /// below 2^32: `least·m` folded into the rounding offset. For `m ≥ 0`, whose sums rise with
+    /// `p`; both ends' sums must stay below 2^62 in size, so that the 64-bit lanes (a product
+    /// below 2^63 plus the offset) hold every sum exactly.
+    fn above(&self, least: i64, most: i64) -> Option<Unclamped> {
+        let lo = self.lo as i128 + ((self.hi as i128) << self.k);
+        let sum = |p: i64| p as i128 * self.m as i128 + lo;
+        let (folded, top) = (sum(least), sum(most));
+        let fits = |x: i128| x.unsigned_abs() < 1 << 62;
+        let quiet = self.k >= 32 && self.m >= 0 && most - least < 1 << 32;
+        (quiet && fits(folded) && fits(top)).then(|| Unclamped {
+            m: self.m,
+            lo: folded as i64,
+            shift: self.k - 32,
+        })
+    }
 }
 
 impl Unclamped {
     #[inline(always)]
     pub fn apply_i32(&self, v: i32) -> i32 {
+        ((v as i64 * self.m as i64 + self.lo) >> 32) as i32 >> self.shift
+    }
+
+    /// [`Unclamped::apply_i32`] of a u32 (a `vpmuludq` product), for `m ≥ 0`.
+    #[inline(always)]
+    pub fn apply_u32(&self, v: u32) -> i32 {
         ((v as i64 * self.m as i64 + self.lo) >> 32) as i32 >> self.shift
     }
 }
@@ -196,7 +219,6 @@ impl FastHardswish {
             hardswish_product(floor, self.j),
             hardswish_product(cap, self.j),
         );
-        let fits = |p: i64| i32::try_from(p).is_ok();
         // The clamps the 32-bit form leaves out must not bind on [floor, cap], where `t`
         // lands: `t`'s own upper one (above it `t` is clamped to `cap` anyway), the product's
         // (which rises with `t` there) and the output's (which rises with the product).
@@ -213,9 +235,18 @@ impl FastHardswish {
             && self.out.m >= 0
             && out_range.contains(&unclamped_code(p_floor))
             && out_range.contains(&unclamped_code(p_cap));
-        if !(fits(p_floor) && fits(p_cap) && quiet) {
+        if !quiet {
             return None;
         }
+        let fits = |p: i64| i32::try_from(p).is_ok();
+        let (product, out) = if fits(p_floor) && fits(p_cap) {
+            (Product::Signed, self.out.unclamped()?)
+        } else {
+            (
+                Product::Above(p_floor as i32),
+                self.out.above(p_floor, p_cap)?,
+            )
+        };
         Some(NarrowHardswish {
             t: self.to_t.unclamped()?,
             t_min: i32::try_from(t_min).ok()?,
@@ -223,7 +254,8 @@ impl FastHardswish {
             floor: floor as i32,
             cap: cap as i32,
             three: three as i32,
-            out: self.out.unclamped()?,
+            product,
+            out,
         })
     }
 }
@@ -348,8 +380,8 @@ impl WideHardswish {
 
 /// [`FastHardswish`] with every step in 32-bit lanes: `t` folded onto the rising side of the
 /// product (`max(t, −2^j − t)`, the same product) and clamped to the values between which the
-/// code still changes, so `t·min(t + 2^j, 2^(j+1))` stays inside i32 and is one `vpmulld`;
-/// both requantizations [`Unclamped`]. Only the clamps that bind are kept: `t`'s lower one (the
+/// code still changes, so `t·min(t + 2^j, 2^(j+1))` spans less than 2^32 and is one `vpmulld`
+/// (see [`Product`]); both requantizations [`Unclamped`]. Only the clamps that bind are kept: `t`'s lower one (the
 /// fold needs `t ≥ −2^j`) and `[floor, cap]`. Made only by [`FastHardswish::narrow`], which
 /// checks that the others never bind; the same codes as [`FastHardswish::apply_i32`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,7 +392,21 @@ pub struct NarrowHardswish {
     pub(super) floor: i32,
     pub(super) cap: i32,
     pub(super) three: i32,
+    pub(super) product: Product,
     pub(super) out: Unclamped,
+}
+
+/// How a [`NarrowHardswish`]'s product `p = t·c`, for `t` in `[floor, cap]`, reaches its output
+/// requantization in 32 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Product {
+    /// Every product inside i32: as it is, a `vpmuldq` operand.
+    Signed,
+    /// Products past i32 (j = 17 with `t` at 2^14, a third of B1's Hardswish channels) but
+    /// spanning less than 2^32: `p` less the least product (this field, wrapped into i32) is
+    /// inside u32, a `vpmuludq` operand, and both are exact modulo 2^32 in 32-bit lanes; the
+    /// output's offset holds the least product's part ([`Fast::above`]).
+    Above(i32),
 }
 
 impl NarrowHardswish {
@@ -372,7 +418,11 @@ impl NarrowHardswish {
             .max(self.mirror.wrapping_sub(t))
             .clamp(self.floor, self.cap);
         // `t ≥ floor ≥ −2^(j−1)`, so `t + 2^j` is positive: only its upper clamp binds.
-        self.out.apply_i32(t * (t + self.three).min(2 * self.three))
+        let p = t.wrapping_mul((t + self.three).min(2 * self.three));
+        match self.product {
+            Product::Signed => self.out.apply_i32(p),
+            Product::Above(least) => self.out.apply_u32(p.wrapping_sub(least) as u32),
+        }
     }
 }
 
@@ -1024,6 +1074,79 @@ mod tests {
         assert!(
             widened >= 10,
             "only {widened} of 70 cases ran the 64-bit lanes"
+        );
+    }
+
+    /// Products past i32 that span less than 2^32, as a third of B1's Hardswish channels have
+    /// (`j` = 17, `t` up to 2^14–2^15): the 32-bit form with each product less the least one,
+    /// in u32 ([`Product::Above`]), gives the definition's codes on every ISA — bottom codes
+    /// that saturate (the fold's floor far above zero) or not, top codes that saturate or
+    /// not; a span of 2^32 or more has no 32-bit form but the 64-bit one.
+    #[test]
+    fn narrow_hardswish_past_i32_equals_the_definition() {
+        let mut rng = Rng::new(23);
+        let (mut above, mut spans_past_u32) = (0, 0);
+        for case in 0..100 {
+            let j = 16 + (case % 2) as u32;
+            let three = 1i64 << j;
+            // `t = v/4`, its top 2^(j−3) to 2^(j−1): products from 2^(2j−3) to past 2^(2j).
+            let top = (three >> 3) + rng.below((three * 3 / 8) as usize) as i64;
+            let to_t = Fast {
+                m: 1 << 30,
+                lo: rng.below(1 << 31) as i64,
+                hi: 0,
+                k: 32,
+                qmin: -three,
+                qmax: top,
+            };
+            // 200–400 codes over the products up to the top (the upper ones saturate), the
+            // first 0–150 of them below the output's zero (saturated at the bottom).
+            let p_top = top * (top + three).min(2 * three);
+            let unit = p_top as f64 / (200 + rng.below(200)) as f64;
+            let k = 27 + unit.log2().ceil() as u32;
+            let out = Fast {
+                m: ((1i64 << k) as f64 / unit) as i32,
+                lo: rng.below(1 << (k - 1)) as i64,
+                hi: -(rng.below(150) as i64),
+                k,
+                qmin: 0,
+                qmax: 255,
+            };
+            let h = FastHardswish {
+                to_t,
+                j,
+                p_range: (-(1 << 50), 1 << 50),
+                out,
+            };
+            let mut inputs = Rng::new(100 + case as u64);
+            let src: Vec<i32> = (0..20_000)
+                .map(|_| {
+                    let t = inputs.below((top + three + 200) as usize) as i64 - three - 100;
+                    (4 * t + inputs.below(4) as i64) as i32
+                })
+                .chain([i32::MIN, i32::MAX, -1, 0, 1])
+                .collect();
+            let want: Vec<i32> = src.iter().map(|&v| h.apply_i32(v)).collect();
+            let Some(n) = h.narrow() else {
+                spans_past_u32 += 1;
+                assert!(h.wide().is_some(), "case {case}: {h:?} has no lanes");
+                continue;
+            };
+            if n.product == Product::Signed {
+                continue;
+            }
+            above += 1;
+            for isa in Isa::available() {
+                let mut got = vec![0; src.len()];
+                hardswish_narrow(isa, &n, &src, &mut got);
+                assert_eq!(got, want, "case {case}, {}", isa.name());
+                hardswish_narrow(isa, &n, &src[1..], &mut got[1..]);
+                assert_eq!(got, want, "case {case}, {}, tail", isa.name());
+            }
+        }
+        assert!(
+            above >= 20 && spans_past_u32 >= 10,
+            "{above} cases past i32 in 32 bits, {spans_past_u32} past u32"
         );
     }
 

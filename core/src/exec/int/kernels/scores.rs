@@ -14,7 +14,10 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use std::cell::Cell;
+
 use super::{Isa, Width, madd, pair, width};
+use crate::exec::spare::{prefix_to_overwrite, resize_to_overwrite, with_kept};
 use crate::exec::transpose::transpose;
 
 /// Keys per block: one AVX-512 register of i32 lanes (two AVX2 ones).
@@ -56,33 +59,62 @@ impl PackedKeys {
     }
 }
 
+/// An allocation of `len` i32 for a packing that writes every element but its padding (which
+/// [`zero_padding`] zeroes): `recycled`'s, its old contents not zeroed first. Zeroed anew for
+/// every head of every call, DeiT-T's keys and values had been 1.2 % of its integer time at
+/// batch 1 (`memset`, by `perf`).
+pub(super) fn recycled_for(mut recycled: Vec<i32>, len: usize) -> Vec<i32> {
+    resize_to_overwrite(&mut recycled, len);
+    recycled
+}
+
+/// Zeroes the columns of `data`'s rows (`cols` long) past the first `keys`, where a packing
+/// writes none.
+pub(super) fn zero_padding(data: &mut [i32], cols: usize, keys: usize) {
+    if keys < cols {
+        data.chunks_exact_mut(cols)
+            .for_each(|row| row[keys..].fill(0));
+    }
+}
+
+thread_local! {
+    /// A packing's passes: the pairs or quads key by key, then their transpose.
+    pub(super) static PASSES: Cell<(Vec<i32>, Vec<i32>)> = Cell::default();
+}
+
 impl PackedKeys {
     /// Packs `keys` keys of `d` dimensions stored key by key, `row(j)` holding key `j`'s codes
-    /// (at least `d`), each less `zero` (the results must fit i16). The same packing as
-    /// [`PackedKeys::pack`], in passes that vectorise: each key's pairs, key-major; their
-    /// transpose ([`transpose`]); its rows into the blocks.
+    /// (at least `d`), each less `zero` (the results must fit i16), in `recycled`'s
+    /// allocation. The same packing as [`PackedKeys::pack`], in passes that vectorise: each
+    /// key's pairs, key-major; their transpose ([`transpose`]); its rows into the blocks.
     pub fn from_key_rows<'a>(
         keys: usize,
         d: usize,
         zero: i32,
         row: impl Fn(usize) -> &'a [i32],
+        recycled: PackedKeys,
     ) -> Self {
         let (pairs, cols) = (d.div_ceil(2), keys.next_multiple_of(KEYS));
-        let mut data = vec![0; pairs * cols];
+        let mut data = recycled_for(recycled.data, pairs * cols);
         if keys > 0 && pairs > 0 {
-            let mut by_key = Vec::with_capacity(keys * pairs);
-            for j in 0..keys {
-                let codes = &row(j)[..d];
-                let centre = |q: i32| q.wrapping_sub(zero) as i16;
-                let whole = codes.chunks_exact(2);
-                let odd = whole.remainder().first().map(|&q| pair(centre(q), 0));
-                by_key.extend(whole.map(|q| pair(centre(q[0]), centre(q[1]))).chain(odd));
-            }
-            let mut by_pair = vec![0; keys * pairs];
-            transpose(&by_key, keys, pairs, &mut by_pair);
-            for (dst, src) in data.chunks_exact_mut(cols).zip(by_pair.chunks_exact(keys)) {
-                dst[..keys].copy_from_slice(src);
-            }
+            with_kept(&PASSES, |(by_key, by_pair)| {
+                by_key.clear();
+                for j in 0..keys {
+                    let codes = &row(j)[..d];
+                    let centre = |q: i32| q.wrapping_sub(zero) as i16;
+                    let whole = codes.chunks_exact(2);
+                    let odd = whole.remainder().first().map(|&q| pair(centre(q), 0));
+                    by_key.extend(whole.map(|q| pair(centre(q[0]), centre(q[1]))).chain(odd));
+                }
+                let by_pair = prefix_to_overwrite(by_pair, keys * pairs);
+                transpose(by_key, keys, pairs, by_pair);
+                for (dst, src) in data.chunks_exact_mut(cols).zip(by_pair.chunks_exact(keys)) {
+                    dst[..keys].copy_from_slice(src);
+                }
+            });
+            zero_padding(&mut data, cols, keys);
+        } else {
+            data.fill(0);
         }
         Self {
             pairs,
@@ -95,25 +127,27 @@ impl PackedKeys {
     /// Packs `keys` keys of `d` dimensions stored dimension by dimension, `dim(c)` holding
     /// dimension `c` of every key (at least `keys` codes), each less `zero`: `P·V`'s values,
     /// whose "keys" are channels and dimensions tokens. The same packing as
-    /// [`PackedKeys::pack`]: a block row is two dimensions' rows interleaved. `None` when a
-    /// centred code leaves i16 (checked as the codes are packed: a pass of its own before had
-    /// been 1.5 % of DeiT-T's integer time, by `perf`), or lies so far from `zero` that the
-    /// difference leaves i32.
+    /// [`PackedKeys::pack`], in `recycled`'s allocation: a block row is two dimensions' rows
+    /// interleaved. `None` when a centred code leaves i16 (checked as the codes are packed: a
+    /// pass of its own before had been 1.5 % of DeiT-T's integer time, by `perf`), or lies so
+    /// far from `zero` that the difference leaves i32.
     pub fn from_dim_rows<'a>(
         isa: Isa,
         keys: usize,
         d: usize,
         zero: i32,
         dim: impl Fn(usize) -> &'a [i32],
+        recycled: PackedKeys,
     ) -> Option<Self> {
         let (pairs, cols) = (d.div_ceil(2), keys.next_multiple_of(KEYS));
-        let mut data = vec![0; pairs * cols];
+        let mut data = recycled_for(recycled.data, pairs * cols);
         let mut fits = true;
         for (c2, dst) in data.chunks_exact_mut(cols.max(1)).enumerate().take(pairs) {
             let lo = &dim(2 * c2)[..keys];
             let hi = (2 * c2 + 1 < d).then(|| &dim(2 * c2 + 1)[..keys]);
             fits &= centred_pairs(isa, lo, hi, zero, &mut dst[..keys]);
         }
+        zero_padding(&mut data, cols.max(1), keys);
         fits.then_some(Self {
             pairs,
             keys,
@@ -741,8 +775,16 @@ mod tests {
             let zero = rng.below(256) as i32 - 128;
             let by_key: Vec<i32> = (0..keys * d).map(|_| rng.below(256) as i32 - 128).collect();
             let want = PackedKeys::pack(keys, d, |j, c| (by_key[j * d + c] - zero) as i16);
-            let got = PackedKeys::from_key_rows(keys, d, zero, |j| &by_key[j * d..][..d]);
-            assert_eq!(got, want, "{keys} keys of {d} from key rows");
+            // In a new allocation, and in one a packing of other keys left longer and dirty.
+            let dirty = || PackedKeys {
+                data: vec![-7; keys * d + 40],
+                ..PackedKeys::default()
+            };
+            for recycled in [PackedKeys::default(), dirty()] {
+                let got =
+                    PackedKeys::from_key_rows(keys, d, zero, |j| &by_key[j * d..][..d], recycled);
+                assert_eq!(got, want, "{keys} keys of {d} from key rows");
+            }
             // Codes whose centred values reach both ends of i16.
             let by_dim: Vec<i32> = (0..d * keys)
                 .map(|_| rng.below(1 << 16) as i32 - (1 << 15) + zero)
@@ -750,13 +792,15 @@ mod tests {
             let want = PackedKeys::pack(keys, d, |j, c| (by_dim[c * keys + j] - zero) as i16);
             for isa in Isa::available() {
                 let dims = |c: usize| &by_dim[c * keys..][..keys];
-                let got = PackedKeys::from_dim_rows(isa, keys, d, zero, dims);
-                assert_eq!(
-                    got.as_ref(),
-                    Some(&want),
-                    "{keys} keys of {d}, {}",
-                    isa.name()
-                );
+                for recycled in [PackedKeys::default(), dirty()] {
+                    let got = PackedKeys::from_dim_rows(isa, keys, d, zero, dims, recycled);
+                    assert_eq!(
+                        got.as_ref(),
+                        Some(&want),
+                        "{keys} keys of {d}, {}",
+                        isa.name()
+                    );
+                }
             }
             // A code one past either end of i16, anywhere: no packing.
             for (i, past) in [
@@ -770,7 +814,7 @@ mod tests {
                 wide[i.min(keys * d - 1)] = past + zero;
                 for isa in Isa::available() {
                     let dims = |c: usize| &wide[c * keys..][..keys];
-                    let got = PackedKeys::from_dim_rows(isa, keys, d, zero, dims);
+                    let got = PackedKeys::from_dim_rows(isa, keys, d, zero, dims, dirty());
                     assert_eq!(
                         got,
                         None,
@@ -789,9 +833,11 @@ mod tests {
         let codes = [i32::MAX - 5, i32::MIN + 10];
         let near = [i32::MAX - 5, i32::MAX - 4];
         for isa in Isa::available() {
-            let got = PackedKeys::from_dim_rows(isa, 2, 1, i32::MAX - 5, |_| &codes);
-            assert_eq!(got, None, "{}", isa.name());
-            assert!(PackedKeys::from_dim_rows(isa, 2, 1, i32::MAX - 5, |_| &near).is_some());
+            let pack = |codes| {
+                PackedKeys::from_dim_rows(isa, 2, 1, i32::MAX - 5, |_| codes, PackedKeys::default())
+            };
+            assert_eq!(pack(&codes), None, "{}", isa.name());
+            assert!(pack(&near).is_some());
         }
     }
 

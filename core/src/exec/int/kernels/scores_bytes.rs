@@ -16,10 +16,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::scores::{KEYS, ROWS};
+use super::scores::{KEYS, PASSES, ROWS, recycled_for, zero_padding};
 #[cfg(target_arch = "x86_64")]
 use super::scores::{store_avx512, tile_queries};
 use super::{Isa, Width, width};
+use crate::exec::spare::{prefix_to_overwrite, with_kept};
 use crate::exec::transpose::transpose;
 
 /// How a head's codes become bytes: `u` lifts them to `0..=255`, `z` is their zero point.
@@ -69,30 +70,39 @@ pub struct ByteKeys {
 }
 
 impl ByteKeys {
-    /// Packs `keys` keys of `d` dimensions, `row(j)` holding key `j`'s codes (at least `d`).
+    /// Packs `keys` keys of `d` dimensions, `row(j)` holding key `j`'s codes (at least `d`), in
+    /// `recycled`'s allocations.
     pub fn from_key_rows<'a>(
         keys: usize,
         d: usize,
         codes: ByteCodes,
         row: impl Fn(usize) -> &'a [i32],
+        recycled: ByteKeys,
     ) -> Self {
         let (quads, cols) = (d.div_ceil(4), keys.next_multiple_of(KEYS));
-        let mut data = vec![0; quads * cols];
-        let mut terms = vec![0i32; cols];
+        let mut data = recycled_for(recycled.data, quads * cols);
+        let mut terms = recycled_for(recycled.terms, cols);
+        terms[keys..].fill(0);
         if quads > 0 {
-            let mut by_key = Vec::with_capacity(keys * quads);
-            for (j, term) in terms.iter_mut().enumerate().take(keys) {
-                let sum = byte_quads(&row(j)[..d], codes.lift.wrapping_sub(128), &mut by_key);
-                *term = codes.a().wrapping_neg().wrapping_mul(sum);
-            }
-            let mut by_quad = vec![0; keys * quads];
-            transpose(&by_key, keys, quads, &mut by_quad);
-            for (dst, src) in data
-                .chunks_exact_mut(cols)
-                .zip(by_quad.chunks_exact(keys.max(1)))
-            {
-                dst[..keys].copy_from_slice(src);
-            }
+            with_kept(&PASSES, |(by_key, by_quad)| {
+                by_key.clear();
+                for (j, term) in terms.iter_mut().enumerate().take(keys) {
+                    let sum = byte_quads(&row(j)[..d], codes.lift.wrapping_sub(128), by_key);
+                    *term = codes.a().wrapping_neg().wrapping_mul(sum);
+                }
+                let by_quad = prefix_to_overwrite(by_quad, keys * quads);
+                transpose(by_key, keys, quads, by_quad);
+                for (dst, src) in data
+                    .chunks_exact_mut(cols)
+                    .zip(by_quad.chunks_exact(keys.max(1)))
+                {
+                    dst[..keys].copy_from_slice(src);
+                }
+            });
+            zero_padding(&mut data, cols, keys);
+        } else {
+            // No dimensions: every key's sum, and so its term, is 0.
+            terms.fill(0);
         }
         Self {
             quads,
@@ -299,7 +309,15 @@ mod tests {
                     })
                     .collect();
                 let codes = ByteCodes { lift, zero };
-                let keys = ByteKeys::from_key_rows(n, d, codes, |j| &k[j * d..][..d]);
+                let key_row = |j: usize| &k[j * d..][..d];
+                let keys = ByteKeys::from_key_rows(n, d, codes, key_row, ByteKeys::default());
+                // The same packing in allocations another packing left longer and dirty.
+                let dirty = ByteKeys {
+                    data: vec![-9; n * d + 40],
+                    terms: vec![5; n + 40],
+                    ..ByteKeys::default()
+                };
+                assert_eq!(ByteKeys::from_key_rows(n, d, codes, key_row, dirty), keys);
                 let (mut quads, mut terms) = (Vec::new(), Vec::new());
                 for r in 0..rows {
                     terms.push(query_quads(&q[r * d..][..d], codes, &mut quads));

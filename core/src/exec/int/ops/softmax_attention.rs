@@ -21,6 +21,7 @@ use super::super::requant::{Encoder, Requant};
 use super::Scratch;
 use crate::exec::spare::{Buffer, with_kept};
 use std::cell::Cell;
+use std::thread::LocalKey;
 
 /// Attention logits + Softmax, per head: `[N, 3D]` → `[heads, N, N]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,15 +63,33 @@ impl ScoresSoftmax {
             });
         let centre = |v: i32| (v - self.zero) as i16;
         let key_row = |head: usize| move |j: usize| &qkv[j * width + h * d + head * d..][..d];
-        let head_keys = |head: usize| match bytes {
-            Some(codes) => Keys::Bytes(ByteKeys::from_key_rows(n, d, codes, key_row(head))),
-            None => Keys::Pairs(PackedKeys::from_key_rows(n, d, self.zero, key_row(head))),
+        let head_keys = |(head, recycled): (usize, Keys)| match bytes {
+            Some(codes) => Keys::Bytes(ByteKeys::from_key_rows(
+                n,
+                d,
+                codes,
+                key_row(head),
+                recycled.into_bytes(),
+            )),
+            None => Keys::Pairs(PackedKeys::from_key_rows(
+                n,
+                d,
+                self.zero,
+                key_row(head),
+                recycled.into_pairs(),
+            )),
         };
-        // The heads on the pool's threads when large (at batch 1 the only work).
+        // The heads on the pool's threads when large (at batch 1 the only work), each in the
+        // allocations of a head this thread packed before.
         let parallel = h * n * n * d >= PARALLEL_MACS;
+        let recycled = recycled(&KEPT_KEYS, h);
         let keys: Vec<Keys> = match parallel {
-            true => (0..h).into_par_iter().map(head_keys).collect(),
-            false => (0..h).map(head_keys).collect(),
+            true => recycled
+                .into_par_iter()
+                .enumerate()
+                .map(head_keys)
+                .collect(),
+            false => recycled.into_iter().enumerate().map(head_keys).collect(),
         };
         // The logits' requantization in i64 lanes, and the probabilities' thresholds by
         // binade, looked up once.
@@ -152,7 +171,15 @@ impl ScoresSoftmax {
                 }
             });
         }
+        KEPT_KEYS.set(keys);
     }
+}
+
+/// `count` values that `kept` held, each taken from it or a default one: the packings of this
+/// thread's last call, for the next to write over.
+fn recycled<T: Default>(kept: &'static LocalKey<Cell<Vec<T>>>, count: usize) -> Vec<T> {
+    let mut held = kept.take();
+    (0..count).map(|_| held.pop().unwrap_or_default()).collect()
 }
 
 /// Attention products of at least this many multiply-accumulates run their rows in parallel.
@@ -164,9 +191,38 @@ enum Keys {
     Bytes(ByteKeys),
 }
 
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::Pairs(PackedKeys::default())
+    }
+}
+
+impl Keys {
+    /// The byte packing's allocations, for a packing to write over.
+    fn into_bytes(self) -> ByteKeys {
+        match self {
+            Keys::Bytes(keys) => keys,
+            Keys::Pairs(_) => ByteKeys::default(),
+        }
+    }
+
+    /// The pair packing's allocation, for a packing to write over.
+    fn into_pairs(self) -> PackedKeys {
+        match self {
+            Keys::Pairs(keys) => keys,
+            Keys::Bytes(_) => PackedKeys::default(),
+        }
+    }
+}
+
 thread_local! {
     static ROW_SCRATCH: Cell<RowScratch> = Cell::default();
     static MIX_SCRATCH: Cell<MixScratch> = Cell::default();
+    /// Each head's packed keys and values from this thread's last call, whose allocations the
+    /// next call's packings write over (allocated and zeroed per head and call, they had been
+    /// 1.2 % of DeiT-T's integer time at batch 1 in `memset`, by `perf`).
+    static KEPT_KEYS: Cell<Vec<Keys>> = Cell::default();
+    static KEPT_VALUES: Cell<Vec<PackedKeys>> = Cell::default();
 }
 
 /// One attention row's buffers.
@@ -247,11 +303,21 @@ impl Mix {
         // the codes (a centred copy of every head first had been 2 % of DeiT-T's integer
         // time, by `perf`); the heads on the pool's threads when large (at batch 1 this had
         // been serial on the image's thread).
-        let packed_values =
-            |head: usize| PackedKeys::from_dim_rows(isa, d, n, self.zero, |j| value_row(head, j));
+        let packed_values = |(head, recycled): (usize, PackedKeys)| {
+            PackedKeys::from_dim_rows(isa, d, n, self.zero, |j| value_row(head, j), recycled)
+        };
+        let recycled = recycled(&KEPT_VALUES, h);
         let values: Vec<Option<PackedKeys>> = match parallel {
-            true => (0..h).into_par_iter().map(packed_values).collect(),
-            false => (0..h).map(packed_values).collect(),
+            true => recycled
+                .into_par_iter()
+                .enumerate()
+                .map(packed_values)
+                .collect(),
+            false => recycled
+                .into_iter()
+                .enumerate()
+                .map(packed_values)
+                .collect(),
         };
         // The probabilities' values inside i16, for the blocked product; the same with those
         // past i16 read as 0, whose terms are then added one by one.
@@ -335,6 +401,7 @@ impl Mix {
                 }
             });
         }
+        KEPT_VALUES.set(values.into_iter().flatten().collect());
     }
 }
 

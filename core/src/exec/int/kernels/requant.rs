@@ -381,9 +381,10 @@ impl WideHardswish {
 /// [`FastHardswish`] with every step in 32-bit lanes: `t` folded onto the rising side of the
 /// product (`max(t, −2^j − t)`, the same product) and clamped to the values between which the
 /// code still changes, so `t·min(t + 2^j, 2^(j+1))` spans less than 2^32 and is one `vpmulld`
-/// (see [`Product`]); both requantizations [`Unclamped`]. Only the clamps that bind are kept: `t`'s lower one (the
-/// fold needs `t ≥ −2^j`) and `[floor, cap]`. Made only by [`FastHardswish::narrow`], which
-/// checks that the others never bind; the same codes as [`FastHardswish::apply_i32`].
+/// (see [`Product`]); both requantizations [`Unclamped`]. Only the clamps that bind are kept:
+/// `t`'s lower one (the fold needs `t ≥ −2^j`) and `[floor, cap]`. Made only by
+/// [`FastHardswish::narrow`], which checks that the others never bind; the same codes as
+/// [`FastHardswish::apply_i32`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NarrowHardswish {
     pub(super) t: Unclamped,
@@ -402,10 +403,10 @@ pub struct NarrowHardswish {
 pub enum Product {
     /// Every product inside i32: as it is, a `vpmuldq` operand.
     Signed,
-    /// Products past i32 (j = 17 with `t` at 2^14, a third of B1's Hardswish channels) but
-    /// spanning less than 2^32: `p` less the least product (this field, wrapped into i32) is
-    /// inside u32, a `vpmuludq` operand, and both are exact modulo 2^32 in 32-bit lanes; the
-    /// output's offset holds the least product's part ([`Fast::above`]).
+    /// Products past i32 (j = 17 with `t` at 2^14: about half the values B1 had run in 64-bit
+    /// lanes) but spanning less than 2^32: `p` less the least product (this field, wrapped
+    /// into i32) is inside u32, a `vpmuludq` operand, and both are exact modulo 2^32 in 32-bit
+    /// lanes; the output's offset holds the least product's part ([`Fast::above`]).
     Above(i32),
 }
 
@@ -1077,11 +1078,11 @@ mod tests {
         );
     }
 
-    /// Products past i32 that span less than 2^32, as a third of B1's Hardswish channels have
-    /// (`j` = 17, `t` up to 2^14–2^15): the 32-bit form with each product less the least one,
-    /// in u32 ([`Product::Above`]), gives the definition's codes on every ISA — bottom codes
-    /// that saturate (the fold's floor far above zero) or not, top codes that saturate or
-    /// not; a span of 2^32 or more has no 32-bit form but the 64-bit one.
+    /// Products past i32 that span less than 2^32, as about half the values B1 had run in
+    /// 64-bit lanes have (`j` = 17, `t` up to 2^14–2^15): the 32-bit form with each product
+    /// less the least one, in u32 ([`Product::Above`]), gives the definition's codes on every
+    /// ISA — bottom codes that saturate (the fold's floor far above zero) or not, top codes
+    /// that saturate or not; a span of 2^32 or more has no 32-bit form but the 64-bit one.
     #[test]
     fn narrow_hardswish_past_i32_equals_the_definition() {
         let mut rng = Rng::new(23);

@@ -59,17 +59,10 @@ impl PackedKeys {
     }
 }
 
-/// An allocation of `len` i32 for a packing that writes every element but its padding (which
-/// [`zero_padding`] zeroes): `recycled`'s, its old contents not zeroed first. Zeroed anew for
-/// every head of every call, DeiT-T's keys and values had been 1.2 % of its integer time at
-/// batch 1 (`memset`, by `perf`).
-pub(super) fn recycled_for(mut recycled: Vec<i32>, len: usize) -> Vec<i32> {
-    resize_to_overwrite(&mut recycled, len);
-    recycled
-}
-
 /// Zeroes the columns of `data`'s rows (`cols` long) past the first `keys`, where a packing
-/// writes none.
+/// writes none: the packings write over a recycled allocation (`resize_to_overwrite`) and zero
+/// only this padding. Zeroed whole for every head of every call, DeiT-T's keys and values had
+/// been 1.2 % of its integer time at batch 1 (`memset`, by `perf`).
 pub(super) fn zero_padding(data: &mut [i32], cols: usize, keys: usize) {
     if keys < cols {
         data.chunks_exact_mut(cols)
@@ -95,7 +88,8 @@ impl PackedKeys {
         recycled: PackedKeys,
     ) -> Self {
         let (pairs, cols) = (d.div_ceil(2), keys.next_multiple_of(KEYS));
-        let mut data = recycled_for(recycled.data, pairs * cols);
+        let mut data = recycled.data;
+        resize_to_overwrite(&mut data, pairs * cols);
         if keys > 0 && pairs > 0 {
             with_kept(&PASSES, |(by_key, by_pair)| {
                 by_key.clear();
@@ -140,7 +134,8 @@ impl PackedKeys {
         recycled: PackedKeys,
     ) -> Option<Self> {
         let (pairs, cols) = (d.div_ceil(2), keys.next_multiple_of(KEYS));
-        let mut data = recycled_for(recycled.data, pairs * cols);
+        let mut data = recycled.data;
+        resize_to_overwrite(&mut data, pairs * cols);
         let mut fits = true;
         for (c2, dst) in data.chunks_exact_mut(cols.max(1)).enumerate().take(pairs) {
             let lo = &dim(2 * c2)[..keys];

@@ -16,11 +16,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::scores::{KEYS, PASSES, ROWS, recycled_for, zero_padding};
+use super::scores::{KEYS, PASSES, ROWS, zero_padding};
 #[cfg(target_arch = "x86_64")]
 use super::scores::{store_avx512, tile_queries};
 use super::{Isa, Width, width};
-use crate::exec::spare::{prefix_to_overwrite, with_kept};
+use crate::exec::spare::{prefix_to_overwrite, resize_to_overwrite, with_kept};
 use crate::exec::transpose::transpose;
 
 /// How a head's codes become bytes: `u` lifts them to `0..=255`, `z` is their zero point.
@@ -80,8 +80,9 @@ impl ByteKeys {
         recycled: ByteKeys,
     ) -> Self {
         let (quads, cols) = (d.div_ceil(4), keys.next_multiple_of(KEYS));
-        let mut data = recycled_for(recycled.data, quads * cols);
-        let mut terms = recycled_for(recycled.terms, cols);
+        let (mut data, mut terms) = (recycled.data, recycled.terms);
+        resize_to_overwrite(&mut data, quads * cols);
+        resize_to_overwrite(&mut terms, cols);
         terms[keys..].fill(0);
         if quads > 0 {
             with_kept(&PASSES, |(by_key, by_quad)| {

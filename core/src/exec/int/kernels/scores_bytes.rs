@@ -16,7 +16,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::scores::{KEYS, PASSES, ROWS, zero_padding};
+use super::scores::{AHEAD, KEYS, PASSES, ROWS, prefetch, zero_padding};
 #[cfg(target_arch = "x86_64")]
 use super::scores::{store_avx512, tile_queries};
 use super::{Isa, Width, width};
@@ -88,6 +88,9 @@ impl ByteKeys {
             with_kept(&PASSES, |(by_key, by_quad)| {
                 by_key.clear();
                 for (j, term) in terms.iter_mut().enumerate().take(keys) {
+                    if j + AHEAD < keys {
+                        prefetch(&row(j + AHEAD)[..d]);
+                    }
                     let sum = byte_quads(&row(j)[..d], codes.lift.wrapping_sub(128), by_key);
                     *term = codes.a().wrapping_neg().wrapping_mul(sum);
                 }

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::super::kernels::Isa;
 use super::super::kernels::requant::{Fast, requant};
 use super::super::kernels::scores::{
-    NarrowTable, PackedKeys, ROWS, decoded_pairs, query_pairs, scores,
+    AHEAD, NarrowTable, PackedKeys, ROWS, decoded_pairs, prefetch, query_pairs, scores,
 };
 use super::super::kernels::scores_bytes::{self, ByteCodes, ByteKeys, query_quads, scores_bytes};
 use super::super::kernels::softmax_codes::RowCodes;
@@ -117,12 +117,18 @@ impl ScoresSoftmax {
             match (&keys[head], bytes) {
                 (Keys::Bytes(keys), Some(codes)) => {
                     for i in first..first + count {
+                        if i + AHEAD < first + count {
+                            prefetch(query(i + AHEAD));
+                        }
                         terms.push(query_quads(query(i), codes, q));
                     }
                     scores_bytes(isa, q, terms, keys, acc);
                 }
                 (Keys::Pairs(keys), _) => {
                     for i in first..first + count {
+                        if i + AHEAD < first + count {
+                            prefetch(query(i + AHEAD));
+                        }
                         centred.clear();
                         centred.extend(query(i).iter().map(|&v| centre(v)));
                         query_pairs(centred, q);

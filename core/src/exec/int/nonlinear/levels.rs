@@ -91,6 +91,64 @@ struct BinadeTable {
     thresholds: [[i32; 32]; 2],
     /// The code of an input of the binade exceeding 0, 1 or 2 of them (unreachable entries 0).
     codes: [[i32; 32]; 3],
+    /// The same codes as steps of one, where they have that form.
+    steps: Option<Steps>,
+}
+
+/// A [`BinadeTable`] whose codes move by one, in the same direction, at each threshold an
+/// input can exceed (a log encoder's levels, in order): an input's code is its binade's first
+/// plus or minus the thresholds it exceeds, so that lanes look up one column of codes rather
+/// than three. A threshold where the code moves by two (two levels closer than one integer
+/// apart, as log√2 levels of probabilities at 2^−24 are at 2 and 3) is held twice; one that no
+/// input of its binade exceeds (at the binade's largest value or past it) is left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Steps {
+    /// Each binade's first and second step; absent ones `i32::MAX`.
+    thresholds: [[i32; 32]; 2],
+    /// The code of an input of the binade exceeding none of them.
+    first: [i32; 32],
+    /// Whether the codes step up (else down).
+    up: bool,
+}
+
+impl Steps {
+    /// The steps of the binades' thresholds and codes (`held[b]` thresholds in binade `b`),
+    /// where they have that form.
+    fn of(thresholds: &[[i32; 32]; 2], codes: &[[i32; 32]; 3], held: &[usize; 32]) -> Option<Self> {
+        let mut steps = Steps {
+            thresholds: [[i32::MAX; 32]; 2],
+            first: codes[0],
+            up: true,
+        };
+        let mut direction = None;
+        for b in 0..32 {
+            // The binade's largest input: `2^b − 1` (0 for b = 0).
+            let largest = ((1u64 << b) - 1) as i32;
+            let mut held_steps = Vec::new();
+            for k in 0..held[b] {
+                let t = thresholds[k][b];
+                if t >= largest {
+                    break;
+                }
+                let change = codes[k + 1][b] - codes[k][b];
+                let up = change > 0;
+                if change != 0 && *direction.get_or_insert(up) != up {
+                    return None;
+                }
+                for _ in 0..change.unsigned_abs() {
+                    held_steps.push(t);
+                }
+            }
+            if held_steps.len() > 2 {
+                return None;
+            }
+            for (k, t) in held_steps.into_iter().enumerate() {
+                steps.thresholds[k][b] = t;
+            }
+        }
+        steps.up = direction.unwrap_or(true);
+        Some(steps)
+    }
 }
 
 impl BinadeTable {
@@ -100,6 +158,11 @@ impl BinadeTable {
     fn code(&self, b: usize, v: i32) -> i32 {
         let above = usize::from(v > self.thresholds[0][b]) + usize::from(v > self.thresholds[1][b]);
         self.codes[above][b]
+    }
+
+    /// The table as [`Steps`], where it has that form.
+    fn steps(&self) -> Option<&Steps> {
+        self.steps.as_ref()
     }
 }
 
@@ -127,7 +190,9 @@ impl LevelEncoder {
         let mut table = BinadeTable {
             thresholds: [[i32::MAX; 32]; 2],
             codes: [[0; 32]; 3],
+            steps: None,
         };
+        let mut held = [0; 32];
         for b in 0..32 {
             // Binade `b` of an i32 input holds thresholds `first[b]..first[b + 1]`, all below
             // 2^b, so they fit in i32; the codes after them exist (one more code than
@@ -142,7 +207,9 @@ impl LevelEncoder {
             for k in 0..=inside.len() {
                 table.codes[k][b] = self.codes[first[b] + k];
             }
+            held[b] = inside.len();
         }
+        table.steps = Steps::of(&table.thresholds, &table.codes, &held);
         Some(table)
     }
 }
@@ -264,7 +331,10 @@ fn encode_avx2(table: &BinadeTable, p: &[i32], out: &mut [i32]) {
 #[derive(Clone, Copy)]
 pub(crate) struct Binades256 {
     thresholds: [[__m256i; 4]; 2],
+    /// The codes past 0, 1 and 2 thresholds; with [`Steps`], the first code alone.
     codes: [[__m256i; 4]; 3],
+    /// With [`Steps`], whether the codes step up.
+    up: Option<bool>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -275,13 +345,26 @@ impl Binades256 {
             // SAFETY: `c` holds 32 i32, four vectors of 8.
             [0, 8, 16, 24].map(|i| unsafe { _mm256_loadu_si256(c[i..].as_ptr().cast()) })
         };
-        Self {
-            thresholds: table.thresholds.each_ref().map(load),
-            codes: table.codes.each_ref().map(load),
+        match table.steps() {
+            Some(steps) => Self {
+                thresholds: steps.thresholds.each_ref().map(load),
+                codes: [
+                    load(&steps.first),
+                    [_mm256_setzero_si256(); 4],
+                    [_mm256_setzero_si256(); 4],
+                ],
+                up: Some(steps.up),
+            },
+            None => Self {
+                thresholds: table.thresholds.each_ref().map(load),
+                codes: table.codes.each_ref().map(load),
+                up: None,
+            },
         }
     }
 
     /// The codes of 8 non-negative lanes, each by its bit length.
+    #[inline]
     #[target_feature(enable = "avx2")]
     pub(crate) fn code(&self, v: __m256i) -> __m256i {
         let b = bit_lengths_avx2(v);
@@ -313,6 +396,14 @@ impl Binades256 {
         let [c0, c1, c2] = self.codes;
         let over0 = _mm256_cmpgt_epi32(v, look(t0));
         let over1 = _mm256_cmpgt_epi32(v, look(t1));
+        if let Some(up) = self.up {
+            // A compare's lanes that hold are −1.
+            let first = look(c0);
+            return match up {
+                true => _mm256_sub_epi32(_mm256_sub_epi32(first, over0), over1),
+                false => _mm256_add_epi32(_mm256_add_epi32(first, over0), over1),
+            };
+        }
         _mm256_blendv_epi8(
             _mm256_blendv_epi8(look(c0), look(c1), over0),
             look(c2),
@@ -347,7 +438,10 @@ fn encode_avx512(table: &BinadeTable, p: &[i32], out: &mut [i32]) {
 #[derive(Clone, Copy)]
 pub(crate) struct Binades512 {
     thresholds: [(__m512i, __m512i); 2],
+    /// The codes past 0, 1 and 2 thresholds; with [`Steps`], the first code alone.
     codes: [(__m512i, __m512i); 3],
+    /// With [`Steps`], the step: 1 or −1.
+    step: Option<__m512i>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -363,9 +457,20 @@ impl Binades512 {
                 )
             }
         };
-        Self {
-            thresholds: table.thresholds.each_ref().map(load),
-            codes: table.codes.each_ref().map(load),
+        match table.steps() {
+            Some(steps) => {
+                let zero = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                Self {
+                    thresholds: steps.thresholds.each_ref().map(load),
+                    codes: [load(&steps.first), zero, zero],
+                    step: Some(_mm512_set1_epi32(if steps.up { 1 } else { -1 })),
+                }
+            }
+            None => Self {
+                thresholds: table.thresholds.each_ref().map(load),
+                codes: table.codes.each_ref().map(load),
+                step: None,
+            },
         }
     }
 
@@ -379,6 +484,11 @@ impl Binades512 {
         let [c0, c1, c2] = self.codes;
         let over0 = _mm512_cmpgt_epi32_mask(v, look(t0, b));
         let over1 = _mm512_cmpgt_epi32_mask(v, look(t1, b));
+        if let Some(step) = self.step {
+            let first = look(c0, b);
+            let once = _mm512_mask_add_epi32(first, over0, first, step);
+            return _mm512_mask_add_epi32(once, over1, once, step);
+        }
         _mm512_mask_blend_epi32(
             over1,
             _mm512_mask_blend_epi32(over0, look(c0, b), look(c1, b)),
@@ -434,13 +544,34 @@ mod tests {
                 thresholds: vec![(1 << 26) - 1, (1 << 30) - 1, i32::MAX as i64],
                 codes: vec![5, 6, 7, 8],
             },
+            // Codes that move by two at a threshold (held twice as steps), and past the
+            // binades' largest values (1 in binade 1, 7 in binade 3), by any amount.
+            LevelEncoder {
+                thresholds: vec![0, 1, 2, 5, 7, 9, 12],
+                codes: vec![40, 7, 6, 4, 3, 90, 89, 88],
+            },
+            // Steps of three, and steps both ways: no steps form.
+            LevelEncoder {
+                thresholds: vec![2, 9, 12],
+                codes: vec![9, 6, 5, 4],
+            },
+            LevelEncoder {
+                thresholds: vec![2, 9, 12],
+                codes: vec![9, 8, 9, 10],
+            },
         ];
-        // The log and hand-made tables take the branch-free path; the uniform one cannot.
-        let branch_free: Vec<bool> = encoders
+        // The log and hand-made tables take the branch-free path; the uniform one cannot. Of
+        // those, all but the last two have steps of one.
+        let forms: Vec<(bool, bool)> = encoders
             .iter()
-            .map(|e| e.binade_lookup().table.is_some())
+            .map(|e| {
+                let table = e.binade_lookup().table;
+                (table.is_some(), table.is_some_and(|t| t.steps.is_some()))
+            })
             .collect();
-        assert_eq!(branch_free, [true, false, true, true]);
+        let (tables, steps): (Vec<bool>, Vec<bool>) = forms.into_iter().unzip();
+        assert_eq!(tables, [true, false, true, true, true, true, true]);
+        assert_eq!(steps, [true, false, true, true, true, false, false]);
         for enc in &encoders {
             let lookup = enc.binade_lookup();
             let mut probes: Vec<i64> = (-20..5000).collect();

@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{RowNorm, factor_within, mean_within};
+use super::{RowNorm, factor_within, mean_within, variance};
 
 /// The offsets of the 8-lane vectors covering `d` values, each with the mask of its lanes
 /// inside (all ones but in the last).
@@ -23,7 +23,8 @@ pub(super) fn row(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32]) 
     let (x, zero, shift) = (x.as_ptr(), n.zero.as_ptr(), n.shift.as_ptr().cast::<i32>());
     let (work, dst) = (centred.as_mut_ptr(), out.as_mut_ptr());
     let (mut lo, mut hi) = (_mm256_set1_epi32(i32::MAX), _mm256_set1_epi32(i32::MIN));
-    let (mut sum, mut lost) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let (mut sum, mut squares) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let mut lost = _mm256_setzero_si256();
     for (i, k) in vectors(d) {
         // SAFETY (each masked access in this function): the mask holds lanes `i..d` only,
         // inside `x`, the zero-points, the shifts, `centred` and `out`, all `d` long; the
@@ -49,6 +50,10 @@ pub(super) fn row(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32]) 
         let (low, high) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
         let widened = _mm256_add_epi64(_mm256_cvtepi32_epi64(low), _mm256_cvtepi32_epi64(high));
         sum = _mm256_add_epi64(sum, widened);
+        // Lanes past the row hold 0, and so add none.
+        let high = _mm256_srli_epi64::<32>(v);
+        let square = _mm256_add_epi64(_mm256_mul_epi32(v, v), _mm256_mul_epi32(high, high));
+        squares = _mm256_add_epi64(squares, square);
         unsafe { _mm256_maskstore_epi32(work.add(i), k, v) };
     }
     if _mm256_testz_si256(lost, lost) == 0 {
@@ -61,21 +66,13 @@ pub(super) fn row(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32]) 
     let Some(mean) = mean_within(lo, hi, sum64(sum), d) else {
         return false;
     };
-    let (mean_v, mut var) = (_mm256_set1_epi32(mean), _mm256_setzero_si256());
-    for (i, k) in vectors(d) {
-        let v = unsafe { _mm256_maskload_epi32(work.add(i), k) };
-        let dev = _mm256_and_si256(_mm256_sub_epi32(v, mean_v), k);
-        let odd = _mm256_srli_epi64::<32>(dev);
-        let squares = _mm256_add_epi64(_mm256_mul_epi32(dev, dev), _mm256_mul_epi32(odd, odd));
-        var = _mm256_add_epi64(var, squares);
-        unsafe { _mm256_maskstore_epi32(work.add(i), k, dev) };
-    }
-    let Some(f) = factor_within(sum64(var) as u64, (lo, hi), mean) else {
+    let var = variance(sum64(squares) as u64, sum64(sum), mean, d);
+    let Some(f) = factor_within(var, (lo, hi), mean) else {
         return false;
     };
-    let f = _mm256_set1_epi32(f);
+    let (mean, f) = (_mm256_set1_epi32(mean), _mm256_set1_epi32(f));
     for (i, k) in vectors(d) {
-        let dev = unsafe { _mm256_maskload_epi32(work.add(i), k) };
+        let dev = _mm256_sub_epi32(unsafe { _mm256_maskload_epi32(work.add(i), k) }, mean);
         let even = _mm256_mul_epi32(dev, f);
         let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(dev), f);
         let z =

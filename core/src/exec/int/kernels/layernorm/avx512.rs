@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{RowNorm, factor_within, mean_within};
+use super::{RowNorm, factor_within, mean_within, variance};
 
 /// The offsets of the 16-lane vectors covering `d` values, each with the mask of its lanes
 /// inside (all but the last whole).
@@ -30,7 +30,7 @@ pub(super) fn row(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32]) 
     // Promoted values `(q − z) << s`, kept where both the difference and the shift stay in
     // i32: a lane that overflows either is marked, and the row left to the definition.
     let (mut lo, mut hi) = (_mm512_set1_epi32(i32::MAX), _mm512_set1_epi32(i32::MIN));
-    let (mut sum, mut lost) = (_mm512_setzero_si512(), 0u16);
+    let (mut sum, mut squares, mut lost) = (_mm512_setzero_si512(), _mm512_setzero_si512(), 0u16);
     for (i, k) in vectors(d) {
         // SAFETY (each masked access in this function): the mask holds lanes `i..d` only,
         // inside `x`, the zero-points, the shifts, `centred` and `out`, all `d` long.
@@ -51,6 +51,10 @@ pub(super) fn row(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32]) 
         hi = _mm512_mask_max_epi32(hi, k, hi, v);
         let (even, odd) = widened(v);
         sum = _mm512_add_epi64(sum, _mm512_add_epi64(even, odd));
+        // Lanes past the row hold 0, and so add none.
+        let high = _mm512_srli_epi64::<32>(v);
+        let square = _mm512_add_epi64(_mm512_mul_epi32(v, v), _mm512_mul_epi32(high, high));
+        squares = _mm512_add_epi64(squares, square);
         unsafe { _mm512_mask_storeu_epi32(work.add(i), k, v) };
     }
     if lost != 0 {
@@ -63,30 +67,17 @@ pub(super) fn row(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32]) 
     let Some(mean) = mean_within(lo, hi, _mm512_reduce_add_epi64(sum), d) else {
         return false;
     };
-    // Distances from the mean (in i32: `mean_within` checked) and the sum of their squares,
-    // each below 2^62, in u64 lanes that wrap as the definition's sum does.
-    let (mean_v, mut var) = (_mm512_set1_epi32(mean), _mm512_setzero_si512());
-    for (i, k) in vectors(d) {
-        let dev = _mm512_maskz_sub_epi32(
-            k,
-            unsafe { _mm512_maskz_loadu_epi32(k, work.add(i)) },
-            mean_v,
-        );
-        let odd = _mm512_srli_epi64::<32>(dev);
-        let squares = _mm512_add_epi64(_mm512_mul_epi32(dev, dev), _mm512_mul_epi32(odd, odd));
-        var = _mm512_add_epi64(var, squares);
-        unsafe { _mm512_mask_storeu_epi32(work.add(i), k, dev) };
-    }
-    let var = _mm512_reduce_add_epi64(var) as u64;
+    let squares = _mm512_reduce_add_epi64(squares) as u64;
+    let var = variance(squares, _mm512_reduce_add_epi64(sum), mean, d);
     let Some(f) = factor_within(var, (lo, hi), mean) else {
         return false;
     };
-    // `z = (dev·f) >> 1` (inside i32: `factor_within` checked), the low halves of the even
-    // lanes' and the odd ones' products shifted into one register, then each channel's
-    // requantization.
-    let f = _mm512_set1_epi32(f);
+    // `z = (dev·f) >> 1` for each distance from the mean (in i32: `mean_within` checked;
+    // `z` too: `factor_within` checked), the low halves of the even lanes' and the odd ones'
+    // products shifted into one register, then each channel's requantization.
+    let (mean, f) = (_mm512_set1_epi32(mean), _mm512_set1_epi32(f));
     for (i, k) in vectors(d) {
-        let dev = unsafe { _mm512_maskz_loadu_epi32(k, work.add(i)) };
+        let dev = _mm512_sub_epi32(unsafe { _mm512_maskz_loadu_epi32(k, work.add(i)) }, mean);
         let even = _mm512_mul_epi32(dev, f);
         let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(dev), f);
         let z = _mm512_mask_blend_epi32(

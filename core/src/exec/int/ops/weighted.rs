@@ -18,7 +18,7 @@ use super::super::kernels::requant::{
 use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
-use super::token_major::TokenMajor;
+use super::token_major::{TokenMajor, patch_rows};
 use super::{Ctx, Scratch};
 use crate::exec::spare::{Buffer, prefix_to_overwrite, with_kept};
 use crate::exec::transpose::transpose_parallel;
@@ -320,7 +320,22 @@ impl Weighted {
         if let Some(t) = &self.token_major
             && p >= TOKEN_ROWS_FROM
         {
-            return t.run(self, ctx, x, out);
+            let Geometry::Patch {
+                conv,
+                in_hw,
+                out_hw,
+            } = &self.geometry
+            else {
+                return t.run(self, ctx, x, out);
+            };
+            // A patch embedding's tokens: each patch's codes, a row of the product.
+            let k = self.k();
+            let mut tokens = s.spare.take(p * k);
+            let rows = tokens.overwrite(p * k);
+            patch_rows(x, self.in_channels, conv.kernel, *in_hw, *out_hw, rows);
+            t.run(self, ctx, rows, out);
+            s.spare.keep(tokens);
+            return;
         }
         let o = self.out_channels;
         // Codes as [O][P]: straight into `out`, or for token-major outputs into the spare
@@ -957,6 +972,80 @@ mod tests {
             let mut got = Buffer::default();
             w.run(Ctx { isa }, &x, &mut got, &mut Scratch::default());
             assert_eq!(&got[..], &want[..], "{}", isa.name());
+        }
+    }
+
+    /// DeiT-T's patch embedding (16×16 patches of a 224² image, 192 channels) and a small
+    /// one whose map leaves a border past its patches: the layer runs its patches as token
+    /// rows, and on every ISA each code is the definition's — the sum over the patch's codes
+    /// less their channel's zero point, plus the bias, requantized per channel.
+    #[test]
+    fn patch_embedding_as_token_rows_equals_the_definition() {
+        let mut rng = Rng::new(17);
+        for (c, k, (h, w), o) in [(3, 4, (18, 23), 24), (3, 16, (224, 224), 192)] {
+            let (oh, ow) = (h / k, w / k);
+            let (p, kk) = (oh * ow, c * k * k);
+            let weights: Vec<i8> = (0..o * kk).map(|_| rng.below(41) as i8 - 20).collect();
+            let x: Vec<i32> = (0..c * h * w).map(|_| rng.below(256) as i32).collect();
+            let zero: Vec<i32> = (0..c).map(|_| rng.below(256) as i32).collect();
+            let scales: Vec<f64> = (0..o).map(|i| 4e-4 * (1.0 + i as f64 / o as f64)).collect();
+            let out = Encoder::new(&scales, &vec![0.0; o], &int8(0.05, 3), o, "patch").unwrap();
+            let conv = Conv2d {
+                in_channels: c,
+                out_channels: o,
+                kernel: k,
+                stride: k,
+                padding: 0,
+                groups: 1,
+                bias: true,
+            };
+            let weight = |oc: usize, i: usize| weights[oc * kk + i] as i64;
+            let layer = Weighted {
+                geometry: Geometry::Patch {
+                    conv,
+                    in_hw: (h, w),
+                    out_hw: (oh, ow),
+                },
+                in_channels: c,
+                out_channels: o,
+                groups: 1,
+                weights: Weights::Int8(vec![PackedA::new(&weights, o, kk)]),
+                bias: (0..o as i64).map(|oc| 300 * oc - 5_000).collect(),
+                correction: (0..o)
+                    .map(|oc| {
+                        (0..kk)
+                            .map(|i| weight(oc, i) * zero[i / (k * k)] as i64)
+                            .sum()
+                    })
+                    .collect(),
+                zero: zero.clone(),
+                lift: 0,
+                table: None,
+                hardswish: Vec::new(),
+                requant: Vec::new(),
+                token_major: None,
+                output: Output::Epilogue(Epilogue::Plain(out)),
+            }
+            .with_lanes();
+            assert!(layer.token_major.is_some(), "the patches run as token rows");
+            let mut want = vec![0; p * o];
+            for t in 0..p {
+                let (py, px) = (t / ow, t % ow);
+                for oc in 0..o {
+                    let mut sum = layer.bias[oc];
+                    for i in 0..kk {
+                        let (ci, ky, kx) = (i / (k * k), i / k % k, i % k);
+                        let q = x[ci * h * w + (py * k + ky) * w + px * k + kx];
+                        sum += weight(oc, i) * (q - zero[ci]) as i64;
+                    }
+                    want[t * o + oc] = layer.emit_one(oc, sum);
+                }
+            }
+            for isa in Isa::available() {
+                let mut got = Buffer::from(vec![-9; p * o + 3]);
+                layer.run(Ctx { isa }, &x, &mut got, &mut Scratch::default());
+                assert_eq!(&got[..], &want[..], "{} {h}×{w}", isa.name());
+            }
         }
     }
 

@@ -128,26 +128,23 @@ impl Steps {
         for b in 0..32 {
             // The binade's largest input: `2^b − 1` (0 for b = 0).
             let largest = ((1u64 << b) - 1) as i32;
-            let mut held_steps = Vec::new();
+            // The binade's steps so far.
+            let mut count = 0;
             for k in 0..held[b] {
                 let t = thresholds[k][b];
                 if t >= largest {
                     break;
                 }
-                let change = codes[k + 1][b] - codes[k][b];
+                let change = codes[k + 1][b].checked_sub(codes[k][b])?;
                 let up = change > 0;
                 if change != 0 && *direction.get_or_insert(up) != up {
                     return None;
                 }
                 for _ in 0..change.unsigned_abs() {
-                    held_steps.push(t);
+                    // A third step in one binade: not this form.
+                    *steps.thresholds.get_mut(count)?.get_mut(b)? = t;
+                    count += 1;
                 }
-            }
-            if held_steps.len() > 2 {
-                return None;
-            }
-            for (k, t) in held_steps.into_iter().enumerate() {
-                steps.thresholds[k][b] = t;
             }
         }
         steps.up = direction.unwrap_or(true);
@@ -162,11 +159,6 @@ impl BinadeTable {
     fn code(&self, b: usize, v: i32) -> i32 {
         let above = usize::from(v > self.thresholds[0][b]) + usize::from(v > self.thresholds[1][b]);
         self.codes[above][b]
-    }
-
-    /// The table as [`Steps`], where it has that form.
-    fn steps(&self) -> Option<&Steps> {
-        self.steps.as_ref()
     }
 }
 
@@ -327,10 +319,10 @@ fn encode_avx2(table: &BinadeTable, p: &[i32], out: &mut [i32]) {
 /// A [`BinadeTable`] in 256-bit registers for 8 AVX2 lanes: each column of 32 as four
 /// registers of 8, looked up by `vpermd` (which reads the low three bits of the bit length)
 /// and picked between by its bits 3 and 4. Twenty permutes and fifteen blends per 8 lanes
-/// (twelve and nine with [`Steps`]) rather than five `vpgatherdd`: on AMD Zen 4 DeiT-T's Softmax steps took 0.78× the gathers'
-/// time and the whole model ran 1.07× faster with `QVIT_ISA=avx2`, where an Intel Xeon
-/// (Emerald Rapids, whose gathers are quicker) had run 0.98× (BENCHMARKS.md); the machines
-/// with AVX2 alone that qvit meets are AMD EPYCs.
+/// (twelve and nine with [`Steps`]) rather than five `vpgatherdd`: on AMD Zen 4 DeiT-T's
+/// Softmax steps took 0.78× the gathers' time and the whole model ran 1.07× faster with
+/// `QVIT_ISA=avx2`, where an Intel Xeon (Emerald Rapids, whose gathers are quicker) had run
+/// 0.98× (BENCHMARKS.md); the machines with AVX2 alone that qvit meets are AMD EPYCs.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub(crate) struct Binades256 {
@@ -349,7 +341,7 @@ impl Binades256 {
             // SAFETY: `c` holds 32 i32, four vectors of 8.
             [0, 8, 16, 24].map(|i| unsafe { _mm256_loadu_si256(c[i..].as_ptr().cast()) })
         };
-        match table.steps() {
+        match &table.steps {
             Some(steps) => Self {
                 thresholds: steps.thresholds.each_ref().map(load),
                 codes: [
@@ -463,7 +455,7 @@ impl Binades512 {
                 )
             }
         };
-        match table.steps() {
+        match &table.steps {
             Some(steps) => {
                 let zero = (_mm512_setzero_si512(), _mm512_setzero_si512());
                 Self {
@@ -565,9 +557,14 @@ mod tests {
                 thresholds: vec![2, 9, 12],
                 codes: vec![9, 8, 9, 10],
             },
+            // Codes whose step leaves i32.
+            LevelEncoder {
+                thresholds: vec![2, 9],
+                codes: vec![i32::MIN, i32::MAX, 0],
+            },
         ];
         // The log and hand-made tables take the branch-free path; the uniform one cannot. Of
-        // those, all but the last two have steps of one.
+        // those, all but the last three have steps of one.
         let forms: Vec<(bool, bool)> = encoders
             .iter()
             .map(|e| {
@@ -576,8 +573,8 @@ mod tests {
             })
             .collect();
         let (tables, steps): (Vec<bool>, Vec<bool>) = forms.into_iter().unzip();
-        assert_eq!(tables, [true, false, true, true, true, true, true]);
-        assert_eq!(steps, [true, false, true, true, true, false, false]);
+        assert_eq!(tables, [true, false, true, true, true, true, true, true]);
+        assert_eq!(steps, [true, false, true, true, true, false, false, false]);
         for enc in &encoders {
             let lookup = enc.binade_lookup();
             let mut probes: Vec<i64> = (-20..5000).collect();

@@ -83,7 +83,9 @@ impl TokenMajor {
     pub fn new(layer: &Weighted) -> Option<TokenMajor> {
         let tokens = match &layer.geometry {
             Geometry::Tokens { .. } => true,
-            Geometry::Patch { conv, .. } => conv.stride == conv.kernel && conv.padding == 0,
+            Geometry::Patch { conv, .. } => {
+                conv.kernel > 0 && conv.stride == conv.kernel && conv.padding == 0
+            }
             Geometry::Conv { .. } => false,
         };
         let (true, Weights::Int8(groups)) = (tokens, &layer.weights) else {
@@ -221,6 +223,9 @@ pub fn patch_rows(
     let row = channels * k * k;
     assert!(oh * k <= h && ow * k <= w && x.len() >= channels * h * w);
     assert_eq!(out.len(), oh * ow * row, "{oh}×{ow} patches of {row} codes");
+    if out.is_empty() {
+        return;
+    }
     let patch_row = |(py, dst): (usize, &mut [i32])| {
         for (px, token) in dst.chunks_exact_mut(row).enumerate() {
             for (ci, taps) in token.chunks_exact_mut(k * k).enumerate() {
@@ -233,13 +238,9 @@ pub fn patch_rows(
     };
     // Rows of patches on the pool's threads when large (DeiT's 14 rows of 14 patches of 768).
     if out.len() >= PARALLEL_CODES {
-        out.par_chunks_mut(ow * row.max(1))
-            .enumerate()
-            .for_each(patch_row);
+        out.par_chunks_mut(ow * row).enumerate().for_each(patch_row);
     } else {
-        out.chunks_mut(ow * row.max(1))
-            .enumerate()
-            .for_each(patch_row);
+        out.chunks_mut(ow * row).enumerate().for_each(patch_row);
     }
 }
 

@@ -172,7 +172,18 @@ impl<'m> FakeQuantExecutor<'m> {
     /// Logits for a batch of images.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         let float = self.float()?;
-        float.forward_per_image(images, &|id, t| apply_prepared(&self.points(id), t))
+        let transform = |id, t: &mut TensorMut| apply_prepared(&self.points(id), t);
+        // A value is quantized where it is stored, after the activation a conv absorbs, so the
+        // convs may apply their activations in their epilogues, as the float pass does (a pass
+        // over every such map fewer). A plan with a point at such a conv keeps them apart.
+        let apart = float
+            .seen_activated()
+            .into_iter()
+            .any(|id| !self.at_node[id].is_empty());
+        match apart {
+            true => float.forward_per_image(images, &transform),
+            false => float.forward_per_image_fused(images, &transform),
+        }
     }
 
     /// As [`FakeQuantExecutor::forward`], calling `observe(node, output)` after each node's
@@ -245,5 +256,50 @@ mod tests {
         let second = fake.forward(&batch).unwrap();
         assert_eq!(fake.layouts.made(), made, "a later pass made them again");
         assert_eq!(first.data, second.data);
+    }
+
+    /// On efficientvit-micro, whose convs absorb Hardswish, every recipe's points sit after the
+    /// activations, so `forward` lets the convs apply them; its logits are those of a pass
+    /// with every node apart (an observed pass), bit for bit.
+    #[test]
+    fn convs_apply_their_activations_with_the_same_logits() {
+        let graph = Graph::build(&ArchSpec::preset("efficientvit-micro").unwrap()).unwrap();
+        let folded = Weights::load(&assets::weights("efficientvit-micro"), &graph)
+            .unwrap()
+            .fold(&graph)
+            .unwrap();
+        let (images, labels) = assets::fashion_mnist_calibration();
+        let data = Dataset::idx(&images, &labels, Normalize::fashion_mnist()).unwrap();
+        let stats = calibrate(&graph, &folded, &data, 16, 16, &mut |_, _| {}).unwrap();
+        let batch = data.batch(0..5).unwrap().images;
+        for (recipe, bits) in [("minmax", "w8a8"), ("trio-vit", "w8a8"), ("fq-vit", "w4a4")] {
+            let settings = QuantSettings {
+                recipe: recipe.into(),
+                bits: bits.parse().unwrap(),
+                ..Default::default()
+            };
+            let plan = build(
+                &graph,
+                &folded,
+                &stats,
+                &Recipe::preset(recipe).unwrap(),
+                &settings,
+            )
+            .unwrap();
+            let fake = FakeQuantExecutor::new(&graph, &folded, &plan).unwrap();
+            let absorbed = fake.float().unwrap().seen_activated();
+            assert!(
+                !absorbed.is_empty(),
+                "the micro model's convs absorb Hardswish"
+            );
+            assert!(
+                absorbed.iter().all(|&id| fake.at_node[id].is_empty()),
+                "{recipe}: a point at a conv that absorbs its activation"
+            );
+            let fused = fake.forward(&batch).unwrap();
+            let apart = fake.forward_observed(&batch, &mut |_, _| {}).unwrap();
+            let bits_of = |t: &Tensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits_of(&fused), bits_of(&apart), "{recipe} {bits}");
+        }
     }
 }

@@ -370,8 +370,34 @@ impl<'m> FloatExecutor<'m> {
         self.forward_in_groups(images, transform, false)
     }
 
+    /// [`FloatExecutor::forward_per_image`] with the activations that convs absorb applied in
+    /// their epilogues, as [`FloatExecutor::forward`] does: every node's value is the same,
+    /// bit for bit, but a transform called at one of the nodes that
+    /// [`FloatExecutor::seen_activated`] lists sees that value already activated. For a
+    /// `transform` that does nothing at those nodes (a quant plan whose points sit at the
+    /// activations, not at the convs before them), whose passes then skip a pass over every
+    /// activated map.
+    pub fn forward_per_image_fused(
+        &self,
+        images: &Tensor,
+        transform: &PerImage<'_>,
+    ) -> Result<Tensor> {
+        self.forward_in_groups(images, transform, true)
+    }
+
+    /// The nodes whose value a fused pass ([`FloatExecutor::forward_per_image_fused`]) holds
+    /// activated when their transform is called: each conv that absorbs an activation, and
+    /// the norms folded into it.
+    pub fn seen_activated(&self) -> Vec<NodeId> {
+        let (source, _) = self.lifetimes();
+        (0..source.len())
+            .filter(|&id| self.fusions.activation_of[source[id]].is_some())
+            .collect()
+    }
+
     /// [`FloatExecutor::forward_per_image`], with the activations its convs absorb applied in
-    /// their epilogues when `fuse` (for a `transform` that does nothing).
+    /// their epilogues when `fuse` (for a `transform` that does nothing at the nodes
+    /// [`FloatExecutor::seen_activated`] lists).
     fn forward_in_groups(
         &self,
         images: &Tensor,

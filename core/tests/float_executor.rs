@@ -258,7 +258,7 @@ fn a_pass_stopped_anywhere_and_copied_finishes_with_the_same_logits() {
 /// (`forward_transformed` with nothing to transform, every node on its own), bit for bit, for a
 /// batch that splits into whole groups and a last partial one, on both micro models and at full
 /// size (DeiT-T and B1 @ 224, random weights). A pass stopped part-way and finished in groups
-/// gives them too.
+/// gives them too, with its convs applying their activations or not.
 #[test]
 fn a_batch_run_in_groups_of_images_gives_the_logits_of_one_pass() {
     for (name, batch) in [
@@ -278,6 +278,39 @@ fn a_batch_run_in_groups_of_images_gives_the_logits_of_one_pass() {
         let copy = grouped.clone();
         for mut pass in [grouped, copy] {
             assert_eq!(exec.finish_grouped(&mut pass, &|_, _| {}), whole, "{name}");
+        }
+        // With the convs applying the Hardswish they absorb, stopped half-way and just after
+        // the first such conv (and its folded norm), before its activation's node.
+        let absorbed = exec.seen_activated();
+        let after_a_conv = absorbed
+            .first()
+            .map(|&c| [c + 1, c + 2])
+            .unwrap_or_default();
+        for stop in [g.nodes().len() / 2].into_iter().chain(after_a_conv) {
+            let mut fused = exec.start_grouped_fused(&x).unwrap();
+            exec.advance_grouped(&mut fused, stop, &|_, _| {});
+            let logits = exec.finish_grouped(&mut fused.clone(), &|_, _| {});
+            assert_eq!(logits, whole, "{name} fused, stopped at {stop}");
+        }
+        // The fused pass's transforms see the first such conv's value activated (Hardswish
+        // is at least −3/8); the other pass's see it before.
+        if let Some(&conv) = absorbed.first() {
+            let least = |mut pass| {
+                let least = std::sync::Mutex::new(f32::INFINITY);
+                exec.finish_grouped(&mut pass, &|id, t| {
+                    if id == conv {
+                        let m = t.data.iter().copied().fold(f32::INFINITY, f32::min);
+                        let mut least = least.lock().unwrap();
+                        *least = least.min(m);
+                    }
+                });
+                least.into_inner().unwrap()
+            };
+            assert!(
+                least(exec.start_grouped_fused(&x).unwrap()) >= -0.375,
+                "{name}"
+            );
+            assert!(least(exec.start_grouped(&x).unwrap()) < -0.375, "{name}");
         }
     }
 }

@@ -61,6 +61,17 @@ pub(crate) fn points_by_node(graph: &Graph, plan: &QuantPlan) -> Vec<Vec<usize>>
     at_node
 }
 
+/// Whether a fake-quant pass with the points `at_node` may let the convs apply the activations
+/// they absorb ([`FloatExecutor::forward_per_image_fused`]): a value is quantized where it is
+/// stored, after such an activation, so only a plan with a point at such a conv keeps them
+/// apart. A fused pass skips a pass over every activated map.
+pub(crate) fn convs_may_fuse(float: &FloatExecutor, at_node: &[Vec<usize>]) -> bool {
+    float
+        .seen_activated()
+        .into_iter()
+        .all(|id| at_node[id].is_empty())
+}
+
 /// Fake-quantizes a node's output (a batch) with the activation plans `points` in place.
 pub(crate) fn quantize_output(plan: &QuantPlan, points: &[usize], t: &mut TensorMut) {
     if points.is_empty() {
@@ -173,16 +184,9 @@ impl<'m> FakeQuantExecutor<'m> {
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         let float = self.float()?;
         let transform = |id, t: &mut TensorMut| apply_prepared(&self.points(id), t);
-        // A value is quantized where it is stored, after the activation a conv absorbs, so the
-        // convs may apply their activations in their epilogues, as the float pass does (a pass
-        // over every such map fewer). A plan with a point at such a conv keeps them apart.
-        let apart = float
-            .seen_activated()
-            .into_iter()
-            .any(|id| !self.at_node[id].is_empty());
-        match apart {
-            true => float.forward_per_image(images, &transform),
-            false => float.forward_per_image_fused(images, &transform),
+        match convs_may_fuse(&float, &self.at_node) {
+            true => float.forward_per_image_fused(images, &transform),
+            false => float.forward_per_image(images, &transform),
         }
     }
 

@@ -21,7 +21,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::fake::{PreparedNodes, fake_quantized_weights, points_by_node, quantize_output};
+use super::fake::{
+    PreparedNodes, convs_may_fuse, fake_quantized_weights, points_by_node, quantize_output,
+};
 use super::plan::QuantPlan;
 use super::points::TensorKind;
 use super::quantizer::Quantizer;
@@ -115,7 +117,10 @@ pub fn search(
         let logits = float.finish_grouped(&mut pass, &|id, t| prepared.apply(id, t));
         mean_squared_error(&logits.data, target)
     };
-    let start = float.start_grouped(&images)?;
+    let start = match convs_may_fuse(&float, &at_node) {
+        true => float.start_grouped_fused(&images)?,
+        false => float.start_grouped(&images)?,
+    };
     let initial = error(plan, &start, None);
 
     let mut pass = start;

@@ -473,6 +473,19 @@ impl<'m> FloatExecutor<'m> {
 
     /// As [`FloatExecutor::start`], the batch split in groups of [`GROUP_IMAGES`].
     pub fn start_grouped(&self, images: &Tensor) -> Result<GroupedForward> {
+        self.grouped(images, false)
+    }
+
+    /// [`FloatExecutor::start_grouped`] for a pass whose convs apply the activations they
+    /// absorb, as [`FloatExecutor::forward_per_image_fused`]'s do (for transforms that do
+    /// nothing at the nodes [`FloatExecutor::seen_activated`] lists). Stopped between such a
+    /// conv and its activation, the pass holds the conv's value activated; continued, every
+    /// node's value is the same, bit for bit.
+    pub fn start_grouped_fused(&self, images: &Tensor) -> Result<GroupedForward> {
+        self.grouped(images, true)
+    }
+
+    fn grouped(&self, images: &Tensor, fuse: bool) -> Result<GroupedForward> {
         self.check_input(images)?;
         let item = images.item_len();
         let groups = images
@@ -481,7 +494,9 @@ impl<'m> FloatExecutor<'m> {
             .map(|data| {
                 let mut shape = images.shape.clone();
                 shape[0] = data.len() / item;
-                self.pass_over(Value::new(shape, Buffer::from(data.to_vec())))
+                let mut pass = self.pass_over(Value::new(shape, Buffer::from(data.to_vec())));
+                pass.fuse = fuse;
+                pass
             })
             .collect();
         Ok(GroupedForward { groups })

@@ -230,21 +230,27 @@ mod tests {
     use crate::arch::ArchSpec;
     use crate::assets;
     use crate::data::{Dataset, Normalize};
-    use crate::quant::{QuantSettings, Recipe, build, calibrate};
+    use crate::quant::{CalibrationStats, QuantSettings, Recipe, build, calibrate};
     use crate::weights::Weights;
 
     /// An evaluation runs a pass per batch: the first makes the layouts of the fake-quantized
     /// weights (the linear layers' transposes), and every later pass finds them.
-    #[test]
-    fn passes_share_the_weight_layouts() {
-        let graph = Graph::build(&ArchSpec::preset("deit-micro").unwrap()).unwrap();
-        let folded = Weights::load(&assets::weights("deit-micro"), &graph)
+    /// A shipped micro model, the shipped calibration images and statistics of 16 of them.
+    fn shipped(name: &str) -> (Graph, FoldedWeights, Dataset, CalibrationStats) {
+        let graph = Graph::build(&ArchSpec::preset(name).unwrap()).unwrap();
+        let folded = Weights::load(&assets::weights(name), &graph)
             .unwrap()
             .fold(&graph)
             .unwrap();
         let (images, labels) = assets::fashion_mnist_calibration();
         let data = Dataset::idx(&images, &labels, Normalize::fashion_mnist()).unwrap();
         let stats = calibrate(&graph, &folded, &data, 16, 16, &mut |_, _| {}).unwrap();
+        (graph, folded, data, stats)
+    }
+
+    #[test]
+    fn passes_share_the_weight_layouts() {
+        let (graph, folded, data, stats) = shipped("deit-micro");
         let settings = QuantSettings {
             recipe: "minmax".into(),
             bits: "w8a8".parse().unwrap(),
@@ -267,14 +273,7 @@ mod tests {
     /// with every node apart (an observed pass), bit for bit.
     #[test]
     fn convs_apply_their_activations_with_the_same_logits() {
-        let graph = Graph::build(&ArchSpec::preset("efficientvit-micro").unwrap()).unwrap();
-        let folded = Weights::load(&assets::weights("efficientvit-micro"), &graph)
-            .unwrap()
-            .fold(&graph)
-            .unwrap();
-        let (images, labels) = assets::fashion_mnist_calibration();
-        let data = Dataset::idx(&images, &labels, Normalize::fashion_mnist()).unwrap();
-        let stats = calibrate(&graph, &folded, &data, 16, 16, &mut |_, _| {}).unwrap();
+        let (graph, folded, data, stats) = shipped("efficientvit-micro");
         let batch = data.batch(0..5).unwrap().images;
         for (recipe, bits) in [("minmax", "w8a8"), ("trio-vit", "w8a8"), ("fq-vit", "w4a4")] {
             let settings = QuantSettings {

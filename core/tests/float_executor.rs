@@ -289,7 +289,7 @@ fn a_batch_run_in_groups_of_images_gives_the_logits_of_one_pass() {
         for stop in [g.nodes().len() / 2].into_iter().chain(after_a_conv) {
             let mut fused = exec.start_grouped_fused(&x).unwrap();
             exec.advance_grouped(&mut fused, stop, &|_, _| {});
-            let logits = exec.finish_grouped(&mut fused.clone(), &|_, _| {});
+            let logits = exec.finish_grouped(&mut fused, &|_, _| {});
             assert_eq!(logits, whole, "{name} fused, stopped at {stop}");
         }
         // The fused pass's transforms see the first such conv's value activated (Hardswish

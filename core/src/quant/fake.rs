@@ -233,8 +233,6 @@ mod tests {
     use crate::quant::{CalibrationStats, QuantSettings, Recipe, build, calibrate};
     use crate::weights::Weights;
 
-    /// An evaluation runs a pass per batch: the first makes the layouts of the fake-quantized
-    /// weights (the linear layers' transposes), and every later pass finds them.
     /// A shipped micro model, the shipped calibration images and statistics of 16 of them.
     fn shipped(name: &str) -> (Graph, FoldedWeights, Dataset, CalibrationStats) {
         let graph = Graph::build(&ArchSpec::preset(name).unwrap()).unwrap();
@@ -248,6 +246,8 @@ mod tests {
         (graph, folded, data, stats)
     }
 
+    /// An evaluation runs a pass per batch: the first makes the layouts of the fake-quantized
+    /// weights (the linear layers' transposes), and every later pass finds them.
     #[test]
     fn passes_share_the_weight_layouts() {
         let (graph, folded, data, stats) = shipped("deit-micro");

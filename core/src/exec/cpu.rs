@@ -3,9 +3,9 @@
 //! `QVIT_ISA=avx2` runs a machine with AVX-512 as an AVX2-only one (most AMD workstations and
 //! many cluster nodes have no AVX-512), the float kernels as well as the integer ones, so that
 //! the speed of both paths and the ratio between them can be measured on one machine;
-//! `QVIT_ISA=scalar` leaves qvit's kernels in portable code. The `gemm` crate's f32 kernels,
-//! which the float executor calls for its larger products, choose for themselves at run time
-//! and are not capped.
+//! `QVIT_ISA=scalar` leaves qvit's kernels in portable code. The `gemm` crate's f32
+//! microkernels, which the float executor calls for its larger products, are capped with the
+//! float kernels ([`matmul`](super::matmul)).
 
 use std::sync::OnceLock;
 

@@ -11,6 +11,14 @@
 //! splits long reductions into blocks sized from the L1 cache (512 terms on a 32 KiB L1,
 //! 1,024 on a 48 KiB one), which changes the order of the sums, so [`matmul`] cuts them into
 //! the blocks a 512-term split gives before `gemm` sees them.
+//!
+//! The microkernels are the widest [`float_lanes`] allows ([`kernels`]), so `QVIT_ISA=avx2`
+//! runs the products as an AVX2 machine does.
+
+mod kernels;
+
+use crate::exec::cpu::float_lanes;
+use kernels::Kernels;
 
 /// A read-only matrix view.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +119,11 @@ pub(crate) fn summation_blocks(rows: usize, depth: usize, cols: usize) -> Vec<(u
 /// Panics when the shapes do not chain or a view reaches outside its slice: both are
 /// programming errors, never user input.
 pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) {
+    matmul_on(kernels::for_lanes(float_lanes()), dst, lhs, rhs, accumulate)
+}
+
+/// [`matmul`] on the given microkernels.
+fn matmul_on(on: Kernels, dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) {
     assert_eq!(lhs.cols, rhs.rows, "inner dimensions differ");
     assert_eq!((dst.rows, dst.cols), (lhs.rows, rhs.cols), "output shape");
     let check = |name: &str, len: usize, rows, cols, row_stride, col_stride| {
@@ -197,26 +210,25 @@ pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: boo
         // initialised memory.
         #[allow(unsafe_code)]
         unsafe {
-            gemm_f32::gemm::f32::get_gemm_fn()(
-                m,
-                n,
-                end - start,
-                dst.data.as_mut_ptr(),
-                dst_col_stride as isize,
-                dst_row_stride as isize,
-                accumulate,
-                first.data.as_ptr().add(first.offset),
-                first.col_stride as isize,
-                first.row_stride as isize,
-                second.data.as_ptr().add(second.offset),
-                second.col_stride as isize,
-                second.row_stride as isize,
-                if accumulate { 1.0 } else { 0.0 },
-                1.0,
-                false,
-                false,
-                false,
-                gemm_common::Parallelism::None,
+            kernels::product(
+                on,
+                kernels::Product {
+                    m,
+                    n,
+                    k: end - start,
+                    dst: (dst.data.as_mut_ptr(), dst_col_stride, dst_row_stride),
+                    accumulate,
+                    lhs: (
+                        first.data.as_ptr().add(first.offset),
+                        first.col_stride,
+                        first.row_stride,
+                    ),
+                    rhs: (
+                        second.data.as_ptr().add(second.offset),
+                        second.col_stride,
+                        second.row_stride,
+                    ),
+                },
             );
         }
     }
@@ -332,6 +344,101 @@ mod tests {
             matmul(MatMut::row_major(&mut halves, m, n), lhs, rhs, i > 0);
         }
         assert_eq!(whole, halves);
+    }
+
+    /// The microkernel sets this CPU runs: the crate's widest and, on x86-64, the AVX2 + FMA
+    /// set where the CPU has it and the portable one.
+    fn kernel_sets() -> Vec<Kernels> {
+        let mut sets = vec![Kernels::Widest];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if float_lanes() >= crate::exec::cpu::FloatLanes::Avx2Fma {
+                sets.push(Kernels::Fma);
+            }
+            sets.push(Kernels::Portable);
+        }
+        sets
+    }
+
+    /// `lhs · rhs` on `on`, `rhs` given by rows or, when `transposed`, as the transpose of
+    /// its `n × k` rows (attention's Q·Kᵀ).
+    fn product_on(
+        on: Kernels,
+        a: &[f32],
+        b: &[f32],
+        (m, k, n): Shape,
+        transposed: bool,
+    ) -> Vec<f32> {
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let rhs = match transposed {
+            true => MatRef::row_major(&bt, n, k).t(),
+            false => MatRef::row_major(b, k, n),
+        };
+        let mut c = vec![f32::NAN; m * n];
+        matmul_on(
+            on,
+            MatMut::row_major(&mut c, m, n),
+            MatRef::row_major(a, m, k),
+            rhs,
+            false,
+        );
+        c
+    }
+
+    type Shape = (usize, usize, usize);
+
+    /// Odd shapes and DeiT-T's and B1's (qkv, fc2, scores, a 1×1 conv on a 28² map), by rows
+    /// and with a transposed right side: every microkernel set gives the product. The portable
+    /// set gives it bit for bit as `naive` sums it, a rounded multiply then an add per term in
+    /// order (reductions within one block); the FMA set gives the widest set's bits wherever
+    /// the tiles run, since each sum is then one chain of fused multiply-adds in order in both
+    /// (the crate's horizontal kernels, for products of at most 16 × 16 whose operands are both
+    /// contiguous along the reduction, sum lanes of their own width, so `QVIT_ISA=avx2` may
+    /// move those in the last bits, as an AVX2 machine does).
+    #[test]
+    fn every_kernel_set_gives_the_product() {
+        let mut rng = crate::rng::Rng::new(6);
+        let shapes: [Shape; 9] = [
+            (1, 1, 1),
+            (3, 17, 5),
+            (16, 16, 16),
+            (33, 7, 65),
+            (16, 64, 49),
+            (197, 192, 576),
+            (197, 768, 192),
+            (197, 64, 197),
+            (64, 256, 784),
+        ];
+        for (m, k, n) in shapes {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let want = naive(&a, &b, m, k, n);
+            for transposed in [false, true] {
+                let widest = product_on(Kernels::Widest, &a, &b, (m, k, n), transposed);
+                let horizontal = transposed && m * n <= 256;
+                for on in kernel_sets() {
+                    let got = product_on(on, &a, &b, (m, k, n), transposed);
+                    let at = format!("{on:?} {m}×{k}×{n}, transposed {transposed}");
+                    for (x, y) in got.iter().zip(&want) {
+                        assert!((x - y).abs() <= 1e-5 * k as f32, "{at}: {x} vs {y}");
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    match on {
+                        Kernels::Portable if (3..=DEPTH_BLOCK).contains(&k) && m > 1 && n > 1 => {
+                            assert!(bits(&got) == bits(&want), "{at}: not naive's bits")
+                        }
+                        Kernels::Fma if !horizontal => {
+                            assert!(bits(&got) == bits(&widest), "{at}: not the widest's bits")
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn bits(x: &[f32]) -> Vec<u32> {
+        x.iter().map(|v| v.to_bits()).collect()
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! int8 kernels on one core: the GEMM, the depthwise conv, the attention products and the
-//! Hardswish epilogue on layer-sized shapes for every ISA, and the CPU's
+//! int8 kernels on one core: the GEMM, the depthwise conv, the attention products, the
+//! Hardswish epilogue and the residual add on layer-sized shapes for every ISA, and the CPU's
 //! measured int8 peaks (register-only `vpdpbusd`, and `vpmaddwd` + `vpaddd` for AVX2), so GOPS
 //! can be quoted as a share of each ISA's peak.
 //! `cargo bench -p qvit-core --bench int8`; figures in BENCHMARKS.md.
 
+use qvit_core::exec::int::kernels::add::{AddLane, AddLanes, add_rows, add_run};
 use qvit_core::exec::int::kernels::depthwise::{DwShape, depthwise};
 use qvit_core::exec::int::kernels::requant::{
     Fast, FastHardswish, hardswish_narrow, hardswish_wide,
@@ -184,5 +185,37 @@ fn hardswish_epilogue<const ISA: usize>(bencher: divan::Bencher, form: &str) {
         .bench_local(|| match form {
             "wide" => hardswish_wide(isa, &wide, &acc, &mut out),
             _ => hardswish_narrow(isa, &lanes, &acc, &mut out),
+        });
+}
+
+/// The residual add on DeiT-T's shape (197 tokens of 192 channels, channels-last rows, each
+/// channel its constants) and on one of EfficientViT-B1's (a 56×56 plane of one channel, a
+/// run), codes in −128..=127 and constants of a layer's size.
+#[divan::bench(args = ["deit-t rows", "b1 run"], consts = [0, 1, 2])]
+fn residual_add<const ISA: usize>(bencher: divan::Bencher, form: &str) {
+    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
+    if !Isa::available().contains(&isa) {
+        return;
+    }
+    let mut rng = Rng::new(4);
+    let lane = |rng: &mut Rng| {
+        let mut m = || (1 << 28) + rng.below(1 << 28) as i64;
+        AddLane::new(3, -5, m(), -m(), 1 << 40, 31).expect("in range")
+    };
+    let (channels, n) = match form {
+        "deit-t rows" => (192, 197 * 192),
+        _ => (1, 56 * 56),
+    };
+    let lanes: AddLanes = (0..channels).map(|_| lane(&mut rng)).collect();
+    let code = |rng: &mut Rng| rng.below(256) as i32 - 128;
+    let a: Vec<i32> = (0..n).map(|_| code(&mut rng)).collect();
+    let b: Vec<i32> = (0..n).map(|_| code(&mut rng)).collect();
+    let one = lane(&mut rng);
+    let mut out = vec![0; n];
+    bencher
+        .counter(divan::counter::ItemsCount::new(n))
+        .bench_local(|| match channels {
+            1 => add_run(isa, &one, (-128, 127), &a, &b, &mut out),
+            _ => add_rows(isa, &lanes, (-128, 127), &a, &b, &mut out),
         });
 }

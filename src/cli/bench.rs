@@ -34,9 +34,9 @@ use super::format::{Format, emit, table, thousands};
 /// kernels' own instruction for int (`vpdpbusd` with AVX-512 VNNI, `vpmaddwd` with AVX2; none
 /// for the scalar kernels).
 ///
-/// `QVIT_ISA=avx2` runs both executors' own kernels as on a CPU without AVX-512 (and
-/// `QVIT_ISA=scalar` in portable code), to measure such a machine on this one; the `gemm`
-/// crate's f32 products still choose their own instructions.
+/// `QVIT_ISA=avx2` runs every kernel, the `gemm` crate's f32 products included, as on a CPU
+/// without AVX-512 (and `QVIT_ISA=scalar` in portable code), to measure such a machine on this
+/// one.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Model presets or RON files.

@@ -70,9 +70,13 @@ impl Finish<__m256i> for Requantize<'_> {
         unsafe { self.columns.block256(col) }
     }
     #[inline(always)]
-    unsafe fn finish(&self, block: &Block256, r: usize, sums: __m256i) -> __m256i {
+    fn initial(&self, r: usize) -> i32 {
+        self.offsets[r]
+    }
+    #[inline(always)]
+    unsafe fn finish(&self, block: &Block256, _: usize, sums: __m256i) -> __m256i {
         // SAFETY: AVX2 is the caller's promise.
-        unsafe { block.apply(sums, self.offsets[r]) }
+        unsafe { block.apply(sums) }
     }
 }
 
@@ -92,9 +96,13 @@ impl Finish<__m256i> for LookedUp<'_> {
         }
     }
     #[inline(always)]
+    fn initial(&self, r: usize) -> i32 {
+        self.offsets[r]
+    }
+    #[inline(always)]
     unsafe fn finish(&self, (block, lanes): &Self::Block, r: usize, sums: __m256i) -> __m256i {
         // SAFETY: AVX2 and `r` are the caller's promises (`r` < the rows `new` took).
-        unsafe { self.look_up256(block.apply(sums, self.offsets[r]), *lanes, r) }
+        unsafe { self.look_up256(block.apply(sums), *lanes, r) }
     }
 }
 
@@ -154,8 +162,12 @@ fn tile<const M: usize, F: Finish<__m256i>>(
     let (p, half) = (h / 2, h % 2);
     assert!(r0 + M <= a.rows && a.quads16.len() == a.rows * k4);
     assert!((p + 1) * k4 * PANEL * 4 <= b.data.len());
-    // acc[i][q]: row i, columns 4q..4q+4 of this half, two lanes per column.
-    let mut acc = [[_mm256_setzero_si256(); 2]; M];
+    // acc[i][q]: row i, columns 4q..4q+4 of this half, two lanes per column, which the
+    // horizontal sums below add: the row's initial sum goes in the first lane of each.
+    let mut acc: [[__m256i; 2]; M] = std::array::from_fn(|i| {
+        let start = _mm256_set1_epi64x(f.initial(r0 + i - first) as u32 as i64);
+        [start; 2]
+    });
     let bptr = b.data.as_ptr();
     let wptr = a.quads16.as_ptr();
     // The next row tile's weights fetched while this one runs, a line (8 quads) of each row

@@ -18,6 +18,8 @@ use std::arch::x86_64::*;
 use std::cell::Cell;
 
 use super::Isa;
+#[cfg(target_arch = "x86_64")]
+use super::narrow_lanes::high_halves;
 use super::requant::Narrow;
 use crate::exec::int::code_table::CodeTable;
 
@@ -188,7 +190,7 @@ unsafe fn pass_avx512(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut 
             for (t, &offset) in offsets.iter().enumerate() {
                 let at = t * width + c0;
                 let v = _mm512_maskz_loadu_epi32(mask, src[at..].as_ptr());
-                let code = block.apply(v, offset);
+                let code = block.apply(_mm512_add_epi32(v, _mm512_set1_epi32(offset)));
                 _mm512_mask_storeu_epi32(dst[at..].as_mut_ptr(), mask, code);
             }
         }
@@ -241,19 +243,22 @@ impl ColumnNarrow {
 
 #[cfg(target_arch = "x86_64")]
 impl Block512 {
-    /// Each lane's [`Narrow::apply_i32`] of its sum plus `offset` (the sum wrapping in i32).
+    /// Each lane's [`Narrow::apply_i32`] of its sum. A token's offset is the caller's to add
+    /// first: the products' tiles start their sums from it, which leaves the requantization
+    /// one addition fewer.
     ///
     /// # Safety
     /// The CPU has AVX-512 F.
     #[inline(always)]
-    pub(super) unsafe fn apply(&self, v: __m512i, offset: i32) -> __m512i {
+    pub(super) unsafe fn apply(&self, v: __m512i) -> __m512i {
         // SAFETY: AVX-512 F is the caller's promise.
         unsafe {
-            let v = _mm512_add_epi32(v, _mm512_set1_epi32(offset));
             let even = _mm512_add_epi64(_mm512_mul_epi32(v, self.m), self.lo_even);
             let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(v), self.m_odd);
             let odd = _mm512_add_epi64(odd, self.lo_odd);
-            let high = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd);
+            // The high halves of both products' sums by one `vpermt2d`, not a shift and a
+            // blend (as `narrow_lanes` gathers them).
+            let high = _mm512_permutex2var_epi32(even, high_halves(), odd);
             let h = _mm512_srav_epi32(high, self.shift);
             _mm512_add_epi32(
                 _mm512_min_epi32(_mm512_max_epi32(h, self.min), self.max),
@@ -298,7 +303,7 @@ unsafe fn pass_avx2(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut [i
             for (t, &offset) in offsets.iter().enumerate() {
                 let at = t * width + c0;
                 let v = _mm256_maskload_epi32(src[at..].as_ptr(), mask);
-                let code = block.apply(v, offset);
+                let code = block.apply(_mm256_add_epi32(v, _mm256_set1_epi32(offset)));
                 _mm256_maskstore_epi32(dst[at..].as_mut_ptr(), mask, code);
             }
         }
@@ -350,15 +355,15 @@ impl ColumnNarrow {
 
 #[cfg(target_arch = "x86_64")]
 impl Block256 {
-    /// Each lane's [`Narrow::apply_i32`] of its sum plus `offset` (the sum wrapping in i32).
+    /// Each lane's [`Narrow::apply_i32`] of its sum (a token's offset added by the caller, as
+    /// for [`Block512::apply`]).
     ///
     /// # Safety
     /// The CPU has AVX2.
     #[inline(always)]
-    pub(super) unsafe fn apply(&self, v: __m256i, offset: i32) -> __m256i {
+    pub(super) unsafe fn apply(&self, v: __m256i) -> __m256i {
         // SAFETY: AVX2 is the caller's promise.
         unsafe {
-            let v = _mm256_add_epi32(v, _mm256_set1_epi32(offset));
             let even = _mm256_add_epi64(_mm256_mul_epi32(v, self.m), self.lo_even);
             let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(v), self.m_odd);
             let odd = _mm256_add_epi64(odd, self.lo_odd);

@@ -14,6 +14,14 @@ pub(super) trait Finish<V> {
     /// # Safety
     /// The CPU runs `V`'s instructions; `col` is a block's first column.
     unsafe fn block(&self, col: usize) -> Self::Block;
+    /// What row `r`'s sums start from (counted from the first row of the output): a token's
+    /// offset, which the sums then carry into `finish` at no cost (added after, it had been
+    /// one of the requantization's instructions per vector). Sums wrap in i32, so where they
+    /// start changes nothing else.
+    #[inline(always)]
+    fn initial(&self, _r: usize) -> i32 {
+        0
+    }
     /// The values stored for the sums of row `r` (counted from the first row of the output).
     ///
     /// # Safety

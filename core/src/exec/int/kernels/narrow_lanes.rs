@@ -320,7 +320,7 @@ impl High512 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn high_halves() -> __m512i {
+pub(super) fn high_halves() -> __m512i {
     _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31)
 }
 

@@ -68,9 +68,13 @@ impl Finish<__m512i> for Requantize<'_> {
         unsafe { self.columns.block512(col) }
     }
     #[inline(always)]
-    unsafe fn finish(&self, block: &Block512, r: usize, sums: __m512i) -> __m512i {
+    fn initial(&self, r: usize) -> i32 {
+        self.offsets[r]
+    }
+    #[inline(always)]
+    unsafe fn finish(&self, block: &Block512, _: usize, sums: __m512i) -> __m512i {
         // SAFETY: AVX-512 F is the caller's promise.
-        unsafe { block.apply(sums, self.offsets[r]) }
+        unsafe { block.apply(sums) }
     }
 }
 
@@ -87,9 +91,13 @@ impl Finish<__m512i> for LookedUp<'_> {
         (block, (1u32 << lanes).wrapping_sub(1) as __mmask16)
     }
     #[inline(always)]
+    fn initial(&self, r: usize) -> i32 {
+        self.offsets[r]
+    }
+    #[inline(always)]
     unsafe fn finish(&self, (block, lanes): &Self::Block, r: usize, sums: __m512i) -> __m512i {
         // SAFETY: AVX-512 F and `r` are the caller's promises (`r` < the rows `new` took).
-        unsafe { self.look_up512(block.apply(sums, self.offsets[r]), *lanes, r) }
+        unsafe { self.look_up512(block.apply(sums), *lanes, r) }
     }
 }
 
@@ -188,7 +196,8 @@ fn tile<const M: usize, const N: usize, F: Finish<__m512i>>(
     let k4 = a.k4;
     assert!(r0 + M <= a.rows && (p0 + N) * k4 * PANEL * 4 <= b.data.len());
     let weights = &a.quads[r0 * k4..(r0 + M) * k4];
-    let mut acc = [[_mm512_setzero_si512(); N]; M];
+    let mut acc: [[__m512i; N]; M] =
+        std::array::from_fn(|i| [_mm512_set1_epi32(f.initial(r0 + i - first)); N]);
     let bptr = b.data.as_ptr();
     let wptr = weights.as_ptr();
     // The next row tile's weights, a line of each row per 16 quads (64 bytes), fetched while

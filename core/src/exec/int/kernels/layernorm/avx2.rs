@@ -79,7 +79,7 @@ pub(super) fn row(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32]) 
             _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<1>(even), _mm256_slli_epi64::<31>(odd));
         // SAFETY: `i` is a multiple of 8 below the channels (`n.out` holds `d`); AVX2 is
         // this function's.
-        let codes = unsafe { n.out.block256(i).apply(z, 0) };
+        let codes = unsafe { n.out.block256(i).apply(z) };
         unsafe { _mm256_maskstore_epi32(dst.add(i), k, codes) };
     }
     true

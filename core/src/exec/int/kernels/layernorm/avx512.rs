@@ -87,7 +87,7 @@ pub(super) fn row(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32]) 
         );
         // SAFETY: `i` is a multiple of 16 below the channels (`n.out` holds `d`); AVX-512 F
         // is this function's.
-        let codes = unsafe { n.out.block512(i).apply(z, 0) };
+        let codes = unsafe { n.out.block512(i).apply(z) };
         unsafe { _mm512_mask_storeu_epi32(dst.add(i), k, codes) };
     }
     true

@@ -1,7 +1,7 @@
 //! int8 kernels on one core: the GEMM, the depthwise conv, the attention products, the
-//! Hardswish epilogue and the residual add on layer-sized shapes for every ISA, and the CPU's
-//! measured int8 peaks (register-only `vpdpbusd`, and `vpmaddwd` + `vpaddd` for AVX2), so GOPS
-//! can be quoted as a share of each ISA's peak.
+//! Hardswish epilogue, the residual add and the fused Softmax rows on layer-sized shapes for
+//! every ISA, and the CPU's measured int8 peaks (register-only `vpdpbusd`, and `vpmaddwd` +
+//! `vpaddd` for AVX2), so GOPS can be quoted as a share of each ISA's peak.
 //! `cargo bench -p qvit-core --bench int8`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::int::kernels::add::{AddLane, AddLanes, add_rows, add_run};
@@ -10,7 +10,10 @@ use qvit_core::exec::int::kernels::requant::{
     Fast, FastHardswish, hardswish_narrow, hardswish_wide,
 };
 use qvit_core::exec::int::kernels::scores::{PackedKeys, query_pairs, scores};
+use qvit_core::exec::int::kernels::softmax_codes::RowCodes;
 use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, peak_loop_avx2, peak_loop_vnni};
+use qvit_core::exec::int::nonlinear::levels::LevelEncoder;
+use qvit_core::exec::int::nonlinear::softmax::PROBABILITY_BITS;
 use qvit_core::rng::Rng;
 
 mod common;
@@ -218,4 +221,43 @@ fn residual_add<const ISA: usize>(bencher: divan::Bencher, form: &str) {
             1 => add_run(isa, &one, (-128, 127), &a, &b, &mut out),
             _ => add_rows(isa, &lanes, (-128, 127), &a, &b, &mut out),
         });
+}
+
+/// DeiT-T's fused Softmax rows: a tile of 16 queries' `q·kᵀ` sums over 197 keys to the codes
+/// of repq-vit's 8-bit log√2 point (the thresholds as the compiler builds them), the logits
+/// requantized to base-2 exponents at `2^−10`.
+#[divan::bench(consts = [1, 2])]
+fn softmax_rows<const ISA: usize>(bencher: divan::Bencher) {
+    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
+    if !Isa::available().contains(&isa) {
+        return;
+    }
+    let levels = 256;
+    let bounds: Vec<f64> = (1..levels)
+        .rev()
+        .map(|k| 2f64.powf(-(k as f64 - 0.5) / 2.0))
+        .collect();
+    let codes: Vec<i32> = (0..levels).rev().collect();
+    let unit = 1.0 / (1u64 << PROBABILITY_BITS) as f64;
+    let log = LevelEncoder::new(&bounds, codes, unit, 0.0);
+    let encoder = LevelEncoder::from_monotone(|p| -log.encode(p), 0, 1 << PROBABILITY_BITS);
+    let lookup = encoder.binade_lookup();
+    let (tokens, rows, k) = (197, 16, 40);
+    let to_x = Fast {
+        m: 1 << 29,
+        lo: 1 << (k - 1),
+        hi: 0,
+        k,
+        qmin: -(1 << 29),
+        qmax: 1 << 29,
+    };
+    let kernel = RowCodes::new(isa, tokens, Some(&to_x), 10, &lookup).expect("the fused rows");
+    let mut rng = Rng::new(11);
+    let acc: Vec<i32> = (0..rows * tokens)
+        .map(|_| rng.below(1 << 22) as i32 - (1 << 21))
+        .collect();
+    let (mut scratch, mut out) = (Vec::new(), vec![0; acc.len()]);
+    bencher
+        .counter(divan::counter::ItemsCount::new(acc.len()))
+        .bench_local(|| kernel.rows(&acc, &mut scratch, &mut out));
 }

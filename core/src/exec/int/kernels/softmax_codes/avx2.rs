@@ -5,9 +5,10 @@
 
 use std::arch::x86_64::*;
 
-use super::RowCodes;
+use super::{GROUP, RowCodes};
 use crate::exec::int::kernels::exps::Exp256;
 use crate::exec::int::kernels::narrow_lanes::Narrow256;
+use crate::exec::int::nonlinear::levels::Binades256;
 use crate::exec::int::nonlinear::softmax::Normaliser;
 
 /// The offsets of the 8-lane vectors covering `n` values, each with the mask of its lanes
@@ -24,42 +25,89 @@ fn vectors(n: usize) -> impl Iterator<Item = (usize, __m256i)> {
 #[target_feature(enable = "avx2")]
 pub(super) fn rows(rc: &RowCodes, acc: &[i32], scratch: &mut [i32], dst: &mut [i32]) {
     let n = rc.tokens;
-    let to_x = Narrow256::new(&rc.to_x);
-    let exp = Exp256::new(rc.j);
-    let codes = rc.codes.lanes256().expect("checked by `RowCodes::new`");
-    let low = _mm256_set1_epi64x(u32::MAX as i64);
-    // As in 16 lanes: lanes past the row count as i32::MIN, below every clamped logit.
-    let past = _mm256_set1_epi32(i32::MIN);
+    let lanes = Lanes256 {
+        n,
+        to_x: Narrow256::new(&rc.to_x),
+        exp: Exp256::new(rc.j),
+        codes: rc.codes.lanes256().expect("checked by `RowCodes::new`"),
+    };
     let work = scratch.as_mut_ptr();
-    for (acc, dst) in acc.chunks_exact(n).zip(dst.chunks_exact_mut(n)) {
-        let (acc, dst) = (acc.as_ptr(), dst.as_mut_ptr());
-        let mut top = past;
-        for (i, k) in vectors(n) {
-            // SAFETY (each masked access below): the mask holds lanes `i..n` only, inside the
-            // row, the scratch and `dst`'s row, all `n` long (checked by `RowCodes::rows`).
-            let x = to_x.apply(unsafe { _mm256_maskload_epi32(acc.add(i), k) });
-            unsafe { _mm256_maskstore_epi32(work.add(i), k, x) };
-            top = _mm256_max_epi32(top, _mm256_blendv_epi8(past, x, k));
-        }
-        let max = _mm256_set1_epi32(max_of(top));
-        let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-        for (i, k) in vectors(n) {
-            let x = _mm256_blendv_epi8(past, unsafe { _mm256_maskload_epi32(work.add(i), k) }, k);
-            let e = exp.of(_mm256_sub_epi32(max, x));
-            unsafe { _mm256_maskstore_epi32(work.add(i), k, e) };
-            even = _mm256_add_epi64(even, _mm256_and_si256(e, low));
-            odd = _mm256_add_epi64(odd, _mm256_srli_epi64::<32>(e));
-        }
-        let sum = sum_of(_mm256_add_epi64(even, odd));
-        let encode = |probability: &dyn Fn(__m256i) -> __m256i| {
-            for (i, k) in vectors(n) {
-                let e = unsafe { _mm256_maskload_epi32(work.add(i), k) };
-                unsafe { _mm256_maskstore_epi32(dst.add(i), k, codes.code(probability(e))) };
+    for (acc, dst) in acc.chunks(GROUP * n).zip(dst.chunks_mut(GROUP * n)) {
+        let (a, d) = (acc.as_ptr(), dst.as_mut_ptr());
+        // SAFETY: as in 16 lanes.
+        unsafe {
+            match acc.len() / n {
+                4 => lanes.group::<4>(a, work, d),
+                3 => lanes.group::<3>(a, work, d),
+                2 => lanes.group::<2>(a, work, d),
+                _ => lanes.group::<1>(a, work, d),
             }
-        };
-        match Normalise256::new(&Normaliser::new(sum)) {
-            Normalise256::ByProduct(n) => encode(&|e| n.of(e)),
-            Normalise256::ByShift(n) => encode(&|e| n.of(e)),
+        }
+    }
+}
+
+/// The constants of a tile's rows.
+struct Lanes256 {
+    n: usize,
+    to_x: Narrow256,
+    exp: Exp256,
+    codes: Binades256,
+}
+
+impl Lanes256 {
+    /// `Lanes512::group` in 8 lanes.
+    ///
+    /// # Safety
+    /// `acc`, `work` and `dst` point at `R` rows of `n` values each, `work`'s apart from the
+    /// others.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn group<const R: usize>(&self, acc: *const i32, work: *mut i32, dst: *mut i32) {
+        let n = self.n;
+        let row = |r: usize| r * n;
+        let low = _mm256_set1_epi64x(u32::MAX as i64);
+        // As in 16 lanes: lanes past the row count as i32::MIN, below every clamped logit.
+        let past = _mm256_set1_epi32(i32::MIN);
+        let mut top = [past; R];
+        for (i, k) in vectors(n) {
+            for (r, top) in top.iter_mut().enumerate() {
+                // SAFETY (each masked access below): the mask holds lanes `i..n` of row `r`
+                // only, inside the rows (the caller's promise).
+                let at = row(r) + i;
+                let x = self
+                    .to_x
+                    .apply(unsafe { _mm256_maskload_epi32(acc.add(at), k) });
+                unsafe { _mm256_maskstore_epi32(work.add(at), k, x) };
+                *top = _mm256_max_epi32(*top, _mm256_blendv_epi8(past, x, k));
+            }
+        }
+        let max = top.map(|t| _mm256_set1_epi32(max_of(t)));
+        let mut sums = [(_mm256_setzero_si256(), _mm256_setzero_si256()); R];
+        for (i, k) in vectors(n) {
+            for (r, (even, odd)) in sums.iter_mut().enumerate() {
+                let at = row(r) + i;
+                let x = unsafe { _mm256_maskload_epi32(work.add(at), k) };
+                let e = self
+                    .exp
+                    .of(_mm256_sub_epi32(max[r], _mm256_blendv_epi8(past, x, k)));
+                unsafe { _mm256_maskstore_epi32(work.add(at), k, e) };
+                *even = _mm256_add_epi64(*even, _mm256_and_si256(e, low));
+                *odd = _mm256_add_epi64(*odd, _mm256_srli_epi64::<32>(e));
+            }
+        }
+        let norms = sums.map(|(even, odd)| {
+            Normalise256::new(&Normaliser::new(sum_of(_mm256_add_epi64(even, odd))))
+        });
+        for (i, k) in vectors(n) {
+            for (r, norm) in norms.iter().enumerate() {
+                let at = row(r) + i;
+                let e = unsafe { _mm256_maskload_epi32(work.add(at), k) };
+                let p = match norm {
+                    Normalise256::ByProduct(n) => n.of(e),
+                    Normalise256::ByShift(n) => n.of(e),
+                };
+                unsafe { _mm256_maskstore_epi32(dst.add(at), k, self.codes.code(p)) };
+            }
         }
     }
 }

@@ -1,13 +1,15 @@
 //! int8 kernels on one core: the GEMM, the depthwise conv, the attention products, the
-//! Hardswish epilogue, the residual add and the fused Softmax rows on layer-sized shapes for
-//! every ISA, and the CPU's measured int8 peaks (register-only `vpdpbusd`, and `vpmaddwd` +
-//! `vpaddd` for AVX2), so GOPS can be quoted as a share of each ISA's peak.
+//! Hardswish epilogue, the residual add, the fused Softmax rows and LayerNorm's rows on
+//! layer-sized shapes for every ISA, and the CPU's measured int8 peaks (register-only
+//! `vpdpbusd`, and `vpmaddwd` + `vpaddd` for AVX2), so GOPS can be quoted as a share of each
+//! ISA's peak.
 //! `cargo bench -p qvit-core --bench int8`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::int::kernels::add::{AddLane, AddLanes, add_rows, add_run};
 use qvit_core::exec::int::kernels::depthwise::{DwShape, depthwise};
+use qvit_core::exec::int::kernels::layernorm::{GROUP, RowNorm};
 use qvit_core::exec::int::kernels::requant::{
-    Fast, FastHardswish, hardswish_narrow, hardswish_wide,
+    Fast, FastHardswish, Narrow, hardswish_narrow, hardswish_wide,
 };
 use qvit_core::exec::int::kernels::scores::{PackedKeys, query_pairs, scores};
 use qvit_core::exec::int::kernels::softmax_codes::RowCodes;
@@ -260,4 +262,51 @@ fn softmax_rows<const ISA: usize>(bencher: divan::Bencher) {
     bencher
         .counter(divan::counter::ItemsCount::new(acc.len()))
         .bench_local(|| kernel.rows(&acc, &mut scratch, &mut out));
+}
+
+/// DeiT-T's LayerNorm in lanes (197 tokens of 192 channels, per-channel zero-points, shifts
+/// and output requantizations), its rows one at a time (`RowNorm::row`) against groups of
+/// `layernorm::GROUP` side by side (`RowNorm::rows`, what the executor runs).
+#[divan::bench(args = ["one at a time", "in groups"], consts = [1, 2])]
+fn layernorm_rows<const ISA: usize>(bencher: divan::Bencher, form: &str) {
+    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
+    if !Isa::available().contains(&isa) {
+        return;
+    }
+    let (tokens, d) = (197, 192);
+    let mut rng = Rng::new(3);
+    let zero: Vec<i32> = (0..d).map(|_| rng.below(21) as i32 - 10).collect();
+    let shift: Vec<u32> = (0..d).map(|_| 6 + rng.below(3) as u32).collect();
+    let out: Vec<Narrow> = (0..d)
+        .map(|_| {
+            let fast = Fast {
+                m: (1 << 30) + rng.below(1 << 30) as i32,
+                lo: rng.below(1 << 40) as i64,
+                hi: rng.below(21) as i64 - 10,
+                k: 50 + rng.below(4) as u32,
+                qmin: -128,
+                qmax: 127,
+            };
+            fast.narrow().expect("a 32-bit form")
+        })
+        .collect();
+    let norm = RowNorm::new(&zero, &shift, &out).expect("shifts below 32");
+    let x: Vec<i32> = (0..tokens * d)
+        .map(|_| rng.below(201) as i32 - 100)
+        .collect();
+    let (mut centred, mut codes) = (vec![0; GROUP * d], vec![0; x.len()]);
+    bencher
+        .counter(divan::counter::ItemsCount::new(x.len()))
+        .bench_local(|| match form {
+            "one at a time" => {
+                for (row, out) in x.chunks(d).zip(codes.chunks_mut(d)) {
+                    norm.row(isa, row, &mut centred[..d], out);
+                }
+            }
+            _ => {
+                for (rows, out) in x.chunks(GROUP * d).zip(codes.chunks_mut(GROUP * d)) {
+                    norm.rows(isa, rows, &mut centred[..rows.len()], out);
+                }
+            }
+        });
 }

@@ -5,7 +5,7 @@
 //! `z·√C/2^30` has per-channel scale `γ_c·√C/2^30` and offset `β_c`.
 
 use super::super::kernels::Isa;
-use super::super::kernels::layernorm::RowNorm;
+use super::super::kernels::layernorm::{GROUP, RowNorm};
 use super::super::kernels::requant::{Fast, Narrow};
 use super::super::nonlinear::i_layernorm;
 use super::super::requant::{Encoder, Epilogue};
@@ -87,28 +87,44 @@ impl LayerNorm {
     ) {
         let d = self.dim;
         wide.resize(2 * d, 0);
-        codes.resize(d, 0);
+        codes.resize(GROUP * d, 0);
         let (centred, z) = wide.split_at_mut(d);
-        for (row, orow) in x.chunks(d).zip(out.chunks_mut(d)) {
-            if let Some(l) = lanes
-                && l.row(isa, row, codes, orow)
-            {
-                continue;
+        // A group of rows at a time in lanes, which turn away the rows whose values leave them.
+        let group = GROUP * d;
+        for (rows, orows) in x.chunks(group).zip(out.chunks_mut(group)) {
+            let ran = match lanes {
+                Some(l) => l.rows(isa, rows, &mut codes[..rows.len()], orows),
+                None => 0,
+            };
+            let each = rows.chunks(d).zip(orows.chunks_mut(d)).enumerate();
+            for (_, (row, orow)) in each.filter(|(r, _)| ran & 1 << r == 0) {
+                self.row_by_definition(fast, row, orow, (centred, z));
             }
-            for (c, (dst, &q)) in centred.iter_mut().zip(row).enumerate() {
-                *dst = ((q - self.zero[c]) as i64) << self.shift[c];
-            }
-            i_layernorm(centred, z);
-            match fast {
-                Some(f) if z.iter().all(|v| v.unsigned_abs() < 1 << 31) => {
-                    for ((o, &v), f) in orow.iter_mut().zip(z.iter()).zip(f) {
-                        *o = f.apply(v) as i32;
-                    }
+        }
+    }
+
+    /// One row by I-LayerNorm's definition and the output requantization (in i64 where it
+    /// has that form), `centred` and `z` scratch as long as the row.
+    fn row_by_definition(
+        &self,
+        fast: Option<&[Fast]>,
+        row: &[i32],
+        orow: &mut [i32],
+        (centred, z): (&mut [i64], &mut [i64]),
+    ) {
+        for (c, (dst, &q)) in centred.iter_mut().zip(row).enumerate() {
+            *dst = ((q - self.zero[c]) as i64) << self.shift[c];
+        }
+        i_layernorm(centred, z);
+        match fast {
+            Some(f) if z.iter().all(|v| v.unsigned_abs() < 1 << 31) => {
+                for ((o, &v), f) in orow.iter_mut().zip(z.iter()).zip(f) {
+                    *o = f.apply(v) as i32;
                 }
-                _ => {
-                    for (c, o) in orow.iter_mut().enumerate() {
-                        *o = self.out.apply(z[c], c);
-                    }
+            }
+            _ => {
+                for (c, o) in orow.iter_mut().enumerate() {
+                    *o = self.out.apply(z[c], c);
                 }
             }
         }

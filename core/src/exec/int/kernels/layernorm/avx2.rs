@@ -1,8 +1,8 @@
-//! The row in 8 AVX2 lanes, the tail by masked loads and stores (`vpmaskmovd`).
+//! The rows in 8 AVX2 lanes, the tail by masked loads and stores (`vpmaskmovd`).
 
 use std::arch::x86_64::*;
 
-use super::{RowNorm, factor_within, mean_within, variance};
+use super::{GROUP, RowNorm, factor_within, mean_within, variance};
 
 /// The offsets of the 8-lane vectors covering `d` values, each with the mask of its lanes
 /// inside (all ones but in the last).
@@ -15,74 +15,110 @@ fn vectors(d: usize) -> impl Iterator<Item = (usize, __m256i)> {
     })
 }
 
-/// [`RowNorm::row`] for a non-empty row (see `avx512::row`, whose steps these are).
+/// [`RowNorm::rows`] (see `avx512::rows`, whose steps these are).
 #[target_feature(enable = "avx2")]
-pub(super) fn row(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32]) -> bool {
-    let d = x.len();
-    assert!(n.zero.len() == d && n.shift.len() == d && centred.len() == d && out.len() == d);
-    let (x, zero, shift) = (x.as_ptr(), n.zero.as_ptr(), n.shift.as_ptr().cast::<i32>());
+pub(super) fn rows(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32]) -> u32 {
+    let d = n.zero.len();
+    assert!(n.shift.len() == d && centred.len() == x.len() && out.len() == x.len());
+    let (count, x) = (x.len() / d, x.as_ptr());
     let (work, dst) = (centred.as_mut_ptr(), out.as_mut_ptr());
-    let (mut lo, mut hi) = (_mm256_set1_epi32(i32::MAX), _mm256_set1_epi32(i32::MIN));
-    let (mut sum, mut squares) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-    let mut lost = _mm256_setzero_si256();
+    // SAFETY: `x`, `centred` and `out` hold `count` rows each (asserted).
+    unsafe {
+        match count {
+            4 => group::<4>(n, x, work, dst),
+            3 => group::<3>(n, x, work, dst),
+            2 => group::<2>(n, x, work, dst),
+            _ => group::<1>(n, x, work, dst),
+        }
+    }
+}
+
+/// `R` rows of `d` values side by side (see `avx512::group`).
+///
+/// # Safety
+/// `x`, `work` and `dst` each point at `R` rows of `d = n.zero.len()` values, `work` and `dst`
+/// apart from each other.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn group<const R: usize>(n: &RowNorm, x: *const i32, work: *mut i32, dst: *mut i32) -> u32 {
+    const { assert!(R <= GROUP) };
+    let d = n.zero.len();
+    let (zero, shift) = (n.zero.as_ptr(), n.shift.as_ptr().cast::<i32>());
+    let mut lo = [_mm256_set1_epi32(i32::MAX); R];
+    let mut hi = [_mm256_set1_epi32(i32::MIN); R];
+    let (mut sum, mut squares) = ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); R]);
+    let mut lost = [_mm256_setzero_si256(); R];
     for (i, k) in vectors(d) {
-        // SAFETY (each masked access in this function): the mask holds lanes `i..d` only,
-        // inside `x`, the zero-points, the shifts, `centred` and `out`, all `d` long; the
-        // lanes past them read as 0.
-        let (q, z, s) = unsafe {
+        // SAFETY (each masked access in this function): the mask holds lanes `i..d` of a row
+        // only, inside `x`, the zero-points, the shifts, `work` and `dst` (the caller's
+        // promise); the lanes past them read as 0.
+        let (z, s) = unsafe {
             (
-                _mm256_maskload_epi32(x.add(i), k),
                 _mm256_maskload_epi32(zero.add(i), k),
                 _mm256_maskload_epi32(shift.add(i), k),
             )
         };
-        let diff = _mm256_sub_epi32(q, z);
-        let sign = _mm256_and_si256(_mm256_xor_si256(q, z), _mm256_xor_si256(q, diff));
-        let v = _mm256_sllv_epi32(diff, s);
-        let shifted_out = _mm256_xor_si256(_mm256_srav_epi32(v, s), diff);
-        lost = _mm256_or_si256(
-            lost,
-            _mm256_or_si256(_mm256_srai_epi32::<31>(sign), shifted_out),
+        for r in 0..R {
+            let at = r * d + i;
+            let q = unsafe { _mm256_maskload_epi32(x.add(at), k) };
+            let diff = _mm256_sub_epi32(q, z);
+            let sign = _mm256_and_si256(_mm256_xor_si256(q, z), _mm256_xor_si256(q, diff));
+            let v = _mm256_sllv_epi32(diff, s);
+            let shifted_out = _mm256_xor_si256(_mm256_srav_epi32(v, s), diff);
+            lost[r] = _mm256_or_si256(
+                lost[r],
+                _mm256_or_si256(_mm256_srai_epi32::<31>(sign), shifted_out),
+            );
+            // Lanes past the row hold 0, which the range must not see.
+            lo[r] = _mm256_min_epi32(lo[r], _mm256_blendv_epi8(lo[r], v, k));
+            hi[r] = _mm256_max_epi32(hi[r], _mm256_blendv_epi8(hi[r], v, k));
+            let (low, high) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let widened = _mm256_add_epi64(_mm256_cvtepi32_epi64(low), _mm256_cvtepi32_epi64(high));
+            sum[r] = _mm256_add_epi64(sum[r], widened);
+            // Lanes past the row hold 0, and so add none.
+            let high = _mm256_srli_epi64::<32>(v);
+            let square = _mm256_add_epi64(_mm256_mul_epi32(v, v), _mm256_mul_epi32(high, high));
+            squares[r] = _mm256_add_epi64(squares[r], square);
+            unsafe { _mm256_maskstore_epi32(work.add(at), k, v) };
+        }
+    }
+    let scale: [Option<(__m256i, __m256i)>; R] = std::array::from_fn(|r| {
+        if _mm256_testz_si256(lost[r], lost[r]) == 0 {
+            return None;
+        }
+        let (lo, hi) = (
+            horizontal(lo[r], i32::min) as i64,
+            horizontal(hi[r], i32::max) as i64,
         );
-        // Lanes past the row hold 0, which the range must not see.
-        lo = _mm256_min_epi32(lo, _mm256_blendv_epi8(lo, v, k));
-        hi = _mm256_max_epi32(hi, _mm256_blendv_epi8(hi, v, k));
-        let (low, high) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-        let widened = _mm256_add_epi64(_mm256_cvtepi32_epi64(low), _mm256_cvtepi32_epi64(high));
-        sum = _mm256_add_epi64(sum, widened);
-        // Lanes past the row hold 0, and so add none.
-        let high = _mm256_srli_epi64::<32>(v);
-        let square = _mm256_add_epi64(_mm256_mul_epi32(v, v), _mm256_mul_epi32(high, high));
-        squares = _mm256_add_epi64(squares, square);
-        unsafe { _mm256_maskstore_epi32(work.add(i), k, v) };
-    }
-    if _mm256_testz_si256(lost, lost) == 0 {
-        return false;
-    }
-    let (lo, hi) = (
-        horizontal(lo, i32::min) as i64,
-        horizontal(hi, i32::max) as i64,
-    );
-    let Some(mean) = mean_within(lo, hi, sum64(sum), d) else {
-        return false;
-    };
-    let var = variance(sum64(squares) as u64, sum64(sum), mean, d);
-    let Some(f) = factor_within(var, (lo, hi), mean) else {
-        return false;
-    };
-    let (mean, f) = (_mm256_set1_epi32(mean), _mm256_set1_epi32(f));
+        let sum = sum64(sum[r]);
+        let mean = mean_within(lo, hi, sum, d)?;
+        let var = variance(sum64(squares[r]) as u64, sum, mean, d);
+        let f = factor_within(var, (lo, hi), mean)?;
+        Some((_mm256_set1_epi32(mean), _mm256_set1_epi32(f)))
+    });
     for (i, k) in vectors(d) {
-        let dev = _mm256_sub_epi32(unsafe { _mm256_maskload_epi32(work.add(i), k) }, mean);
-        let even = _mm256_mul_epi32(dev, f);
-        let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(dev), f);
-        let z =
-            _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<1>(even), _mm256_slli_epi64::<31>(odd));
         // SAFETY: `i` is a multiple of 8 below the channels (`n.out` holds `d`); AVX2 is
         // this function's.
-        let codes = unsafe { n.out.block256(i).apply(z) };
-        unsafe { _mm256_maskstore_epi32(dst.add(i), k, codes) };
+        let block = unsafe { n.out.block256(i) };
+        for (r, scale) in scale.iter().enumerate() {
+            let Some((mean, f)) = *scale else { continue };
+            let at = r * d + i;
+            let dev = _mm256_sub_epi32(unsafe { _mm256_maskload_epi32(work.add(at), k) }, mean);
+            let even = _mm256_mul_epi32(dev, f);
+            let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(dev), f);
+            let z = _mm256_blend_epi32::<0xAA>(
+                _mm256_srli_epi64::<1>(even),
+                _mm256_slli_epi64::<31>(odd),
+            );
+            // SAFETY: AVX2 is this function's.
+            let codes = unsafe { block.apply(z) };
+            unsafe { _mm256_maskstore_epi32(dst.add(at), k, codes) };
+        }
     }
-    true
+    scale
+        .iter()
+        .enumerate()
+        .fold(0, |ran, (r, s)| ran | u32::from(s.is_some()) << r)
 }
 
 /// The four 64-bit lanes' sum, wrapping.

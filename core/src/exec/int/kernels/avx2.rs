@@ -265,7 +265,7 @@ fn dots(
         assert!(*c < cols && x.len() == a.k4);
         // `row_dots` is callable safely: this function is compiled for the features it needs.
         super::rows_by_four(rows.clone(), first, (*c, cols), out, |r, n, sums| {
-            dots_of_rows!(row_dots, n, (a, r, x, sums))
+            of_rows!(row_dots, n, (a, r, x, sums))
         });
     }
 }

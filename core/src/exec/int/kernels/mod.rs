@@ -36,17 +36,18 @@ macro_rules! by_width {
     };
 }
 
-/// `dots::<R>(args…)` for the `n` (1–4) rows a step of [`rows_by_four`] hands over: the
-/// dot-product kernels take their row count as a constant, so that their accumulators live in
-/// registers. Defined before the kernel modules, which use it.
+/// `f::<R>(args…)` for a count `n` of 1–4 rows: kernels that take their row count
+/// as a constant, so that their accumulators live in registers — the dot products of the rows
+/// a step of [`rows_by_four`] hands over, the row kernels that run a group of rows side by
+/// side. Defined before the kernel modules, which use it.
 #[cfg(target_arch = "x86_64")]
-macro_rules! dots_of_rows {
-    ($dots:ident, $n:expr, ($($arg:expr),* $(,)?)) => {
+macro_rules! of_rows {
+    ($f:ident, $n:expr, ($($arg:expr),* $(,)?)) => {
         match $n {
-            4 => $dots::<4>($($arg),*),
-            3 => $dots::<3>($($arg),*),
-            2 => $dots::<2>($($arg),*),
-            _ => $dots::<1>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            _ => $f::<1>($($arg),*),
         }
     };
 }

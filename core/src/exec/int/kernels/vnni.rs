@@ -282,7 +282,7 @@ fn dots(
         let x = b.last_panel_column(c);
         // `row_dots` is callable safely: this function is compiled for the features it needs.
         super::rows_by_four(rows.clone(), first, (c, b.cols), out, |r, n, sums| {
-            dots_of_rows!(row_dots, n, (a, r, x, sums))
+            of_rows!(row_dots, n, (a, r, x, sums))
         });
     }
 }

@@ -23,14 +23,7 @@ pub(super) fn rows(n: &RowNorm, x: &[i32], centred: &mut [i32], out: &mut [i32])
     let (count, x) = (x.len() / d, x.as_ptr());
     let (work, dst) = (centred.as_mut_ptr(), out.as_mut_ptr());
     // SAFETY: `x`, `centred` and `out` hold `count` rows each (asserted).
-    unsafe {
-        match count {
-            4 => group::<4>(n, x, work, dst),
-            3 => group::<3>(n, x, work, dst),
-            2 => group::<2>(n, x, work, dst),
-            _ => group::<1>(n, x, work, dst),
-        }
-    }
+    unsafe { of_rows!(group, count, (n, x, work, dst)) }
 }
 
 /// `R` rows of `d` values side by side (see `avx512::group`).

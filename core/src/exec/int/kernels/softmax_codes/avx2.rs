@@ -35,14 +35,7 @@ pub(super) fn rows(rc: &RowCodes, acc: &[i32], scratch: &mut [i32], dst: &mut [i
     for (acc, dst) in acc.chunks(GROUP * n).zip(dst.chunks_mut(GROUP * n)) {
         let (a, d) = (acc.as_ptr(), dst.as_mut_ptr());
         // SAFETY: as in 16 lanes.
-        unsafe {
-            match acc.len() / n {
-                4 => lanes.group::<4>(a, work, d),
-                3 => lanes.group::<3>(a, work, d),
-                2 => lanes.group::<2>(a, work, d),
-                _ => lanes.group::<1>(a, work, d),
-            }
-        }
+        unsafe { of_rows!(group, acc.len() / n, (&lanes, a, work, d)) }
     }
 }
 
@@ -54,60 +47,58 @@ struct Lanes256 {
     codes: Binades256,
 }
 
-impl Lanes256 {
-    /// `Lanes512::group` in 8 lanes.
-    ///
-    /// # Safety
-    /// `acc`, `work` and `dst` point at `R` rows of `n` values each, `work`'s apart from the
-    /// others.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn group<const R: usize>(&self, acc: *const i32, work: *mut i32, dst: *mut i32) {
-        let n = self.n;
-        let row = |r: usize| r * n;
-        let low = _mm256_set1_epi64x(u32::MAX as i64);
-        // As in 16 lanes: lanes past the row count as i32::MIN, below every clamped logit.
-        let past = _mm256_set1_epi32(i32::MIN);
-        let mut top = [past; R];
-        for (i, k) in vectors(n) {
-            for (r, top) in top.iter_mut().enumerate() {
-                // SAFETY (each masked access below): the mask holds lanes `i..n` of row `r`
-                // only, inside the rows (the caller's promise).
-                let at = row(r) + i;
-                let x = self
-                    .to_x
-                    .apply(unsafe { _mm256_maskload_epi32(acc.add(at), k) });
-                unsafe { _mm256_maskstore_epi32(work.add(at), k, x) };
-                *top = _mm256_max_epi32(*top, _mm256_blendv_epi8(past, x, k));
-            }
+/// `avx512::group` in 8 lanes.
+///
+/// # Safety
+/// `acc`, `work` and `dst` point at `R` rows of `n` values each, `work`'s apart from the
+/// others.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn group<const R: usize>(lanes: &Lanes256, acc: *const i32, work: *mut i32, dst: *mut i32) {
+    let n = lanes.n;
+    let row = |r: usize| r * n;
+    let low = _mm256_set1_epi64x(u32::MAX as i64);
+    // As in 16 lanes: lanes past the row count as i32::MIN, below every clamped logit.
+    let past = _mm256_set1_epi32(i32::MIN);
+    let mut top = [past; R];
+    for (i, k) in vectors(n) {
+        for (r, top) in top.iter_mut().enumerate() {
+            // SAFETY (each masked access below): the mask holds lanes `i..n` of row `r`
+            // only, inside the rows (the caller's promise).
+            let at = row(r) + i;
+            let x = lanes
+                .to_x
+                .apply(unsafe { _mm256_maskload_epi32(acc.add(at), k) });
+            unsafe { _mm256_maskstore_epi32(work.add(at), k, x) };
+            *top = _mm256_max_epi32(*top, _mm256_blendv_epi8(past, x, k));
         }
-        let max = top.map(|t| _mm256_set1_epi32(max_of(t)));
-        let mut sums = [(_mm256_setzero_si256(), _mm256_setzero_si256()); R];
-        for (i, k) in vectors(n) {
-            for (r, (even, odd)) in sums.iter_mut().enumerate() {
-                let at = row(r) + i;
-                let x = unsafe { _mm256_maskload_epi32(work.add(at), k) };
-                let e = self
-                    .exp
-                    .of(_mm256_sub_epi32(max[r], _mm256_blendv_epi8(past, x, k)));
-                unsafe { _mm256_maskstore_epi32(work.add(at), k, e) };
-                *even = _mm256_add_epi64(*even, _mm256_and_si256(e, low));
-                *odd = _mm256_add_epi64(*odd, _mm256_srli_epi64::<32>(e));
-            }
+    }
+    let max = top.map(|t| _mm256_set1_epi32(max_of(t)));
+    let mut sums = [(_mm256_setzero_si256(), _mm256_setzero_si256()); R];
+    for (i, k) in vectors(n) {
+        for (r, (even, odd)) in sums.iter_mut().enumerate() {
+            let at = row(r) + i;
+            let x = unsafe { _mm256_maskload_epi32(work.add(at), k) };
+            let e = lanes
+                .exp
+                .of(_mm256_sub_epi32(max[r], _mm256_blendv_epi8(past, x, k)));
+            unsafe { _mm256_maskstore_epi32(work.add(at), k, e) };
+            *even = _mm256_add_epi64(*even, _mm256_and_si256(e, low));
+            *odd = _mm256_add_epi64(*odd, _mm256_srli_epi64::<32>(e));
         }
-        let norms = sums.map(|(even, odd)| {
-            Normalise256::new(&Normaliser::new(sum_of(_mm256_add_epi64(even, odd))))
-        });
-        for (i, k) in vectors(n) {
-            for (r, norm) in norms.iter().enumerate() {
-                let at = row(r) + i;
-                let e = unsafe { _mm256_maskload_epi32(work.add(at), k) };
-                let p = match norm {
-                    Normalise256::ByProduct(n) => n.of(e),
-                    Normalise256::ByShift(n) => n.of(e),
-                };
-                unsafe { _mm256_maskstore_epi32(dst.add(at), k, self.codes.code(p)) };
-            }
+    }
+    let norms = sums.map(|(even, odd)| {
+        Normalise256::new(&Normaliser::new(sum_of(_mm256_add_epi64(even, odd))))
+    });
+    for (i, k) in vectors(n) {
+        for (r, norm) in norms.iter().enumerate() {
+            let at = row(r) + i;
+            let e = unsafe { _mm256_maskload_epi32(work.add(at), k) };
+            let p = match norm {
+                Normalise256::ByProduct(n) => n.of(e),
+                Normalise256::ByShift(n) => n.of(e),
+            };
+            unsafe { _mm256_maskstore_epi32(dst.add(at), k, lanes.codes.code(p)) };
         }
     }
 }

@@ -32,14 +32,7 @@ pub(super) fn rows(rc: &RowCodes, acc: &[i32], scratch: &mut [i32], dst: &mut [i
         let (a, d) = (acc.as_ptr(), dst.as_mut_ptr());
         // SAFETY: the group's rows of sums and codes, and as many rows of the scratch, hold
         // `n` values each (`RowCodes::rows` checked the lengths).
-        unsafe {
-            match acc.len() / n {
-                4 => lanes.group::<4>(a, work, d),
-                3 => lanes.group::<3>(a, work, d),
-                2 => lanes.group::<2>(a, work, d),
-                _ => lanes.group::<1>(a, work, d),
-            }
-        }
+        unsafe { of_rows!(group, acc.len() / n, (&lanes, a, work, d)) }
     }
 }
 
@@ -51,66 +44,64 @@ struct Lanes512 {
     codes: Binades512,
 }
 
-impl Lanes512 {
-    /// The codes of `R` rows of `n` sums from `acc` into `dst`, the logits and then the
-    /// exponentials of row `r` in `work`'s row `r`: each pass over the rows side by side.
-    ///
-    /// # Safety
-    /// `acc`, `work` and `dst` point at `R` rows of `n` values each, `work`'s apart from the
-    /// others.
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512cd")]
-    #[inline]
-    unsafe fn group<const R: usize>(&self, acc: *const i32, work: *mut i32, dst: *mut i32) {
-        let n = self.n;
-        let row = |r: usize| r * n;
-        let low = _mm512_set1_epi64(u32::MAX as i64);
-        // Lanes past the row read as i32::MIN in the exponentials' pass: the logits are
-        // clamped to ±2^30 ([`Narrow`]), so their difference from the maximum is at least
-        // 2^30 and their exponential 0.
-        let past = _mm512_set1_epi32(i32::MIN);
-        // Logits and their maximum (lanes past the row left out).
-        let mut top = [past; R];
-        for (i, k) in vectors(n) {
-            for (r, top) in top.iter_mut().enumerate() {
-                // SAFETY (each masked access below): the mask holds lanes `i..n` of row `r`
-                // only, inside the rows (the caller's promise).
-                let at = row(r) + i;
-                let x = self
-                    .to_x
-                    .apply(unsafe { _mm512_maskz_loadu_epi32(k, acc.add(at)) });
-                unsafe { _mm512_mask_storeu_epi32(work.add(at), k, x) };
-                *top = _mm512_mask_max_epi32(*top, k, *top, x);
-            }
+/// The codes of `R` rows of `n` sums from `acc` into `dst`, the logits and then the
+/// exponentials of row `r` in `work`'s row `r`: each pass over the rows side by side.
+///
+/// # Safety
+/// `acc`, `work` and `dst` point at `R` rows of `n` values each, `work`'s apart from the
+/// others.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512cd")]
+#[inline]
+unsafe fn group<const R: usize>(lanes: &Lanes512, acc: *const i32, work: *mut i32, dst: *mut i32) {
+    let n = lanes.n;
+    let row = |r: usize| r * n;
+    let low = _mm512_set1_epi64(u32::MAX as i64);
+    // Lanes past the row read as i32::MIN in the exponentials' pass: the logits are
+    // clamped to ±2^30 ([`Narrow`]), so their difference from the maximum is at least
+    // 2^30 and their exponential 0.
+    let past = _mm512_set1_epi32(i32::MIN);
+    // Logits and their maximum (lanes past the row left out).
+    let mut top = [past; R];
+    for (i, k) in vectors(n) {
+        for (r, top) in top.iter_mut().enumerate() {
+            // SAFETY (each masked access below): the mask holds lanes `i..n` of row `r`
+            // only, inside the rows (the caller's promise).
+            let at = row(r) + i;
+            let x = lanes
+                .to_x
+                .apply(unsafe { _mm512_maskz_loadu_epi32(k, acc.add(at)) });
+            unsafe { _mm512_mask_storeu_epi32(work.add(at), k, x) };
+            *top = _mm512_mask_max_epi32(*top, k, *top, x);
         }
-        let max = top.map(|t| _mm512_set1_epi32(_mm512_reduce_max_epi32(t)));
-        // The exponentials of `max − x` (as u32, exact for any two i32) and their sum in i64
-        // lanes, the even and the odd ones apart.
-        let mut sums = [(_mm512_setzero_si512(), _mm512_setzero_si512()); R];
-        for (i, k) in vectors(n) {
-            for (r, (even, odd)) in sums.iter_mut().enumerate() {
-                let at = row(r) + i;
-                let x = unsafe { _mm512_mask_loadu_epi32(past, k, work.add(at)) };
-                let e = self.exp.of(_mm512_sub_epi32(max[r], x));
-                unsafe { _mm512_mask_storeu_epi32(work.add(at), k, e) };
-                *even = _mm512_add_epi64(*even, _mm512_and_si512(e, low));
-                *odd = _mm512_add_epi64(*odd, _mm512_srli_epi64::<32>(e));
-            }
+    }
+    let max = top.map(|t| _mm512_set1_epi32(_mm512_reduce_max_epi32(t)));
+    // The exponentials of `max − x` (as u32, exact for any two i32) and their sum in i64
+    // lanes, the even and the odd ones apart.
+    let mut sums = [(_mm512_setzero_si512(), _mm512_setzero_si512()); R];
+    for (i, k) in vectors(n) {
+        for (r, (even, odd)) in sums.iter_mut().enumerate() {
+            let at = row(r) + i;
+            let x = unsafe { _mm512_mask_loadu_epi32(past, k, work.add(at)) };
+            let e = lanes.exp.of(_mm512_sub_epi32(max[r], x));
+            unsafe { _mm512_mask_storeu_epi32(work.add(at), k, e) };
+            *even = _mm512_add_epi64(*even, _mm512_and_si512(e, low));
+            *odd = _mm512_add_epi64(*odd, _mm512_srli_epi64::<32>(e));
         }
-        let norms = sums.map(|(even, odd)| {
-            let sum = _mm512_reduce_add_epi64(_mm512_add_epi64(even, odd));
-            Normalise512::new(&Normaliser::new(sum))
-        });
-        // Probabilities, then their codes.
-        for (i, k) in vectors(n) {
-            for (r, norm) in norms.iter().enumerate() {
-                let at = row(r) + i;
-                let e = unsafe { _mm512_maskz_loadu_epi32(k, work.add(at)) };
-                let p = match norm {
-                    Normalise512::ByProduct(n) => n.of(e),
-                    Normalise512::ByShift(n) => n.of(e),
-                };
-                unsafe { _mm512_mask_storeu_epi32(dst.add(at), k, self.codes.code(p)) };
-            }
+    }
+    let norms = sums.map(|(even, odd)| {
+        let sum = _mm512_reduce_add_epi64(_mm512_add_epi64(even, odd));
+        Normalise512::new(&Normaliser::new(sum))
+    });
+    // Probabilities, then their codes.
+    for (i, k) in vectors(n) {
+        for (r, norm) in norms.iter().enumerate() {
+            let at = row(r) + i;
+            let e = unsafe { _mm512_maskz_loadu_epi32(k, work.add(at)) };
+            let p = match norm {
+                Normalise512::ByProduct(n) => n.of(e),
+                Normalise512::ByShift(n) => n.of(e),
+            };
+            unsafe { _mm512_mask_storeu_epi32(dst.add(at), k, lanes.codes.code(p)) };
         }
     }
 }

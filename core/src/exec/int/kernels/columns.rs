@@ -136,9 +136,18 @@ pub struct LookUp<'a> {
     pub table: &'a CodeTable,
     /// Set for each row with a value past the table; left as it was for the others.
     pub outside: &'a [Cell<bool>],
-    /// Read the table by `vpgatherdd` rather than by a load per lane: the same codes, kept
-    /// only to measure the two against each other (`alternating -- gelu`).
-    pub gather: bool,
+    pub read: Read,
+}
+
+/// How the products' tiles read a code table: the same codes either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// A load per lane.
+    Loads,
+    /// By its buckets ([`Buckets`](crate::exec::int::code_table::buckets::Buckets)) where it
+    /// has them and the CPU reads them in lanes (AVX-512 VBMI and VPOPCNTDQ); by loads
+    /// otherwise.
+    Buckets,
 }
 
 fn apply_portable(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut [i32]) {
@@ -388,7 +397,6 @@ pub(super) struct LookedUp<'a> {
     /// The last index of `codes`.
     last: u32,
     outside: &'a [Cell<bool>],
-    gather: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -401,12 +409,11 @@ impl<'a> LookedUp<'a> {
         LookedUp {
             columns: r.columns,
             offsets: r.offsets,
-            codes: &t.codes,
-            first: i32::try_from(t.first).expect("a table that starts inside i32"),
-            last: u32::try_from(t.codes.len().checked_sub(1).expect("a table with codes"))
+            codes: t.codes(),
+            first: i32::try_from(t.first()).expect("a table that starts inside i32"),
+            last: u32::try_from(t.codes().len().checked_sub(1).expect("a table with codes"))
                 .expect("a table of at most 2^32 codes"),
             outside: look_up.outside,
-            gather: look_up.gather,
         }
     }
 
@@ -420,15 +427,14 @@ impl<'a> LookedUp<'a> {
         std::array::from_fn(|l| unsafe { *self.codes.get_unchecked(index[l] as usize) })
     }
 
-    /// The codes of the values `x` of row `r` (16 channels, of which `lanes` are channels),
-    /// row `r` marked if one of them lay past the table.
+    /// The entries of the values `x` of row `r` (16 channels, of which `lanes` are
+    /// channels), clamped into the table; row `r` marked if one of them lay past it.
     ///
     /// # Safety
     /// The CPU has AVX-512 F; `r` is one of the rows [`LookedUp::new`] was given.
     #[inline(always)]
-    pub(super) unsafe fn look_up512(&self, x: __m512i, lanes: __mmask16, r: usize) -> __m512i {
-        // SAFETY: AVX-512 F is the caller's promise; every index read is clamped to `last`,
-        // inside `codes`.
+    pub(super) unsafe fn entries512(&self, x: __m512i, lanes: __mmask16, r: usize) -> __m512i {
+        // SAFETY: AVX-512 F is the caller's promise.
         unsafe {
             // Below the table the difference wraps to a huge index: past `last` as well.
             let i = _mm512_sub_epi32(x, _mm512_set1_epi32(self.first));
@@ -437,12 +443,24 @@ impl<'a> LookedUp<'a> {
             if _mm512_mask_cmpneq_epi32_mask(lanes, clamped, i) != 0 {
                 self.outside[r].set(true);
             }
-            if self.gather {
-                return _mm512_i32gather_epi32::<4>(clamped, self.codes.as_ptr());
-            }
+            clamped
+        }
+    }
+
+    /// The codes of the values `x` of row `r` (16 channels, of which `lanes` are channels),
+    /// row `r` marked if one of them lay past the table.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; `r` is one of the rows [`LookedUp::new`] was given.
+    #[inline(always)]
+    pub(super) unsafe fn look_up512(&self, x: __m512i, lanes: __mmask16, r: usize) -> __m512i {
+        // SAFETY: AVX-512 F and `r` are the caller's promises; every index read is clamped to
+        // `last`, inside `codes`.
+        unsafe {
+            let clamped = self.entries512(x, lanes, r);
             // A load per lane rather than `vpgatherdd`: DeiT-T's fc1 blocks took 0.84–0.97×
-            // the gather's time on Zen 4 (`cargo bench -p qvit-core --bench alternating --
-            // gelu`, BENCHMARKS.md), the CPU's load ports serving the loads side by side.
+            // the gather's time on Zen 4 (BENCHMARKS.md, "The look-up's cost alone"), the
+            // CPU's load ports serving the loads side by side.
             let mut index = [0u32; 16];
             _mm512_storeu_si512(index.as_mut_ptr().cast(), clamped);
             _mm512_loadu_si512(self.codes_at(&index).as_ptr().cast())
@@ -460,15 +478,12 @@ impl<'a> LookedUp<'a> {
         // `codes`.
         unsafe {
             // As in `look_up512`, with a load per lane too (the gather took 1–5 % longer on
-            // Zen 4, by the same bench with `avx2`).
+            // Zen 4, by the same measurement).
             let i = _mm256_sub_epi32(x, _mm256_set1_epi32(self.first));
             let clamped = _mm256_min_epu32(i, _mm256_set1_epi32(self.last as i32));
             // Only the lanes that are channels count.
             if _mm256_testz_si256(_mm256_xor_si256(clamped, i), lanes) == 0 {
                 self.outside[r].set(true);
-            }
-            if self.gather {
-                return _mm256_i32gather_epi32::<4>(self.codes.as_ptr(), clamped);
             }
             let mut index = [0u32; 8];
             _mm256_storeu_si256(index.as_mut_ptr().cast(), clamped);

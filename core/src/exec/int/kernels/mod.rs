@@ -55,6 +55,8 @@ macro_rules! of_rows {
 pub mod add;
 mod avx2;
 pub mod axpy;
+#[cfg(target_arch = "x86_64")]
+mod bucket_lanes;
 pub mod columns;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
@@ -600,8 +602,8 @@ mod tests {
     /// inside it has its code.
     #[test]
     fn the_requantized_product_equals_the_sums_requantized() {
-        use crate::exec::int::code_table::CodeTable;
-        use columns::{ColumnNarrow, LookUp, Requantize};
+        use crate::exec::int::code_table::{CodeTable, buckets::valley};
+        use columns::{ColumnNarrow, LookUp, Read, Requantize};
         use std::cell::Cell;
         let mut rng = Rng::new(23);
         let channel = |rng: &mut Rng| {
@@ -660,21 +662,25 @@ mod tests {
                         got[n * cols..].iter().all(|&g| g == i32::MIN),
                         "past the rows"
                     );
-                    // Every value the requantization gives, then the middle 150; the table read
-                    // by loads and by a gather.
+                    // Every value the requantization gives, then the middle 150: random codes
+                    // (read by loads), and codes that step by one (by buckets where the CPU
+                    // reads them).
                     let tables = [(-128, 256), (-60, 150)];
-                    for ((first, len), gather) in
-                        tables.into_iter().flat_map(|t| [(t, false), (t, true)])
+                    for ((first, len), read) in tables
+                        .into_iter()
+                        .flat_map(|t| [(t, Read::Loads), (t, Read::Buckets)])
                     {
-                        let table = CodeTable {
-                            first,
-                            codes: (0..len).map(|_| rng.below(1000) as i32).collect(),
+                        let codes = match read {
+                            Read::Loads => (0..len).map(|_| rng.below(1000) as i32).collect(),
+                            Read::Buckets => valley(&mut rng, len as usize, 2),
                         };
+                        let table = CodeTable::from_codes(first, codes);
+                        assert_eq!(table.buckets().is_some(), read == Read::Buckets);
                         let outside = vec![Cell::new(false); n];
                         let look_up = LookUp {
                             table: &table,
                             outside: &outside,
-                            gather,
+                            read,
                         };
                         let r = Requantize {
                             table: Some(look_up),
@@ -701,6 +707,84 @@ mod tests {
                             assert_eq!(outside[i].get(), past, "{name} row {row} of {rows}×{cols}");
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The tiles' look-up of tables that step by one, read by loads and by buckets, with
+    /// each channel scaled so that its values spread over the table rather than pile up at
+    /// the clamp (as in the test above): every value's code, and the rows with a value past
+    /// a table that holds only the middle ones.
+    #[test]
+    fn looked_up_products_read_every_entry() {
+        use crate::exec::int::code_table::{CodeTable, buckets::valley};
+        use columns::{ColumnNarrow, LookUp, Read, Requantize};
+        use std::cell::Cell;
+        let mut rng = Rng::new(29);
+        for (rows, k, cols) in [(13, 70, 17), (21, 192, 192), (9, 600, 35)] {
+            let (a, b) = random_case(&mut rng, rows, k, cols);
+            let mut sums = vec![0; rows * cols];
+            gemm_scalar(&a, &b, &mut sums);
+            // Channel c's largest sum maps to about ±160: past the table's ends, a little.
+            let columns = ColumnNarrow::new(
+                (0..cols)
+                    .map(|c| {
+                        let most = (0..rows).map(|r| sums[r * cols + c].unsigned_abs()).max();
+                        let k = 36;
+                        let sign = if rng.below(2) == 0 { 1 } else { -1 };
+                        let fast = requant::Fast {
+                            m: sign * ((160i64 << k) / most.unwrap().max(1) as i64) as i32,
+                            lo: 1 << (k - 1),
+                            hi: rng.below(41) as i64 - 20,
+                            k,
+                            qmin: -128,
+                            qmax: 127,
+                        };
+                        fast.narrow()
+                            .expect("a shift of 32 or more and small bounds")
+                    })
+                    .collect(),
+            );
+            let offsets = vec![0; rows];
+            let value = |row: usize, c: usize| columns.channel(c).apply_i32(sums[row * cols + c]);
+            for isa in Isa::available() {
+                for ((first, len), spacing, read) in [(-128, 256), (-100, 180)]
+                    .into_iter()
+                    .flat_map(|t| [(t, 1), (t, 3)])
+                    .flat_map(|(t, s)| [(t, s, Read::Loads), (t, s, Read::Buckets)])
+                {
+                    let table = CodeTable::from_codes(first, valley(&mut rng, len, spacing));
+                    assert!(table.buckets().is_some());
+                    let outside = vec![Cell::new(false); rows];
+                    let r = Requantize {
+                        columns: &columns,
+                        offsets: &offsets,
+                        table: Some(LookUp {
+                            table: &table,
+                            outside: &outside,
+                            read,
+                        }),
+                    };
+                    let mut got = vec![i32::MIN; rows * cols];
+                    gemm_rows_requantized(isa, &a, 0..rows, &b, &r, &mut Vec::new(), &mut got);
+                    let mut entries = std::collections::HashSet::new();
+                    for row in 0..rows {
+                        let mut past = false;
+                        for c in 0..cols {
+                            match table.get(value(row, c) as i64) {
+                                Some(code) => {
+                                    entries.insert(value(row, c));
+                                    let name = isa.name();
+                                    assert_eq!(got[row * cols + c], code, "{name} {read:?}");
+                                }
+                                None => past = true,
+                            }
+                        }
+                        assert_eq!(outside[row].get(), past, "{} row {row}", isa.name());
+                    }
+                    // Values over most of the table, not only its ends.
+                    assert!(entries.len() > len / 4, "{} entries", entries.len());
                 }
             }
         }

@@ -5,6 +5,8 @@
 //! integers on every path.
 #![allow(unsafe_code)]
 
+#[cfg(target_arch = "x86_64")]
+use super::bucket_lanes::{self, BucketLanes};
 use super::{Isa, narrow_lanes};
 use crate::exec::int::code_table::CodeTable;
 use crate::exec::int::nonlinear::hardswish::hardswish_product;
@@ -499,13 +501,13 @@ pub fn lookup_within(isa: Isa, f: &Fast, table: &CodeTable, src: &[i32], dst: &m
 
 #[inline(always)]
 fn lookup_within_portable(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32]) -> bool {
-    let codes = &table.codes[..];
+    let codes = table.codes();
     let last = codes.len() - 1;
     if !in_32_bits(f, table) {
         let mut outside = false;
         for (o, &v) in dst.iter_mut().zip(src) {
             // Below the table the difference wraps to a huge index: past `last` as well.
-            let i = f.apply_i32(v).wrapping_sub(table.first) as u64;
+            let i = f.apply_i32(v).wrapping_sub(table.first()) as u64;
             outside |= i > last as u64;
             *o = codes[(i as usize).min(last)];
         }
@@ -513,7 +515,7 @@ fn lookup_within_portable(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i
     }
     // The requantization in its own pass, then the look-up.
     requant_portable(f, src, dst);
-    codes_of(codes, table.first as i32, dst)
+    codes_of(codes, table.first() as i32, dst)
 }
 
 /// Whether every value `f` gives, the table's first and its indices fit 32 bits.
@@ -521,8 +523,8 @@ pub fn in_32_bits(f: &Fast, table: &CodeTable) -> bool {
     let in_i32 = |v: i64| i32::try_from(v).is_ok();
     in_i32(f.qmin)
         && in_i32(f.qmax)
-        && in_i32(table.first)
-        && u32::try_from(table.codes.len()).is_ok()
+        && in_i32(table.first())
+        && u32::try_from(table.codes().len()).is_ok()
 }
 
 /// `x = table.codes[x − table.first]` for every `x` of `values` inside the table (any code of
@@ -530,27 +532,40 @@ pub fn in_32_bits(f: &Fast, table: &CodeTable) -> bool {
 /// values requantized already. The table's first and its indices fit 32 bits (see
 /// [`in_32_bits`]).
 pub fn codes_within(isa: Isa, table: &CodeTable, values: &mut [i32]) -> bool {
-    let first = i32::try_from(table.first).expect("a table that starts inside i32");
-    assert!(u32::try_from(table.codes.len()).is_ok() && !table.codes.is_empty());
+    let first = i32::try_from(table.first()).expect("a table that starts inside i32");
+    assert!(u32::try_from(table.codes().len()).is_ok());
     by_width!(
         isa,
         codes_within_avx512,
         codes_within_avx2,
-        codes_of,
-        (&table.codes, first, values)
+        codes_within_portable,
+        (table, first, values)
     )
+}
+
+fn codes_within_portable(table: &CodeTable, first: i32, values: &mut [i32]) -> bool {
+    codes_of(table.codes(), first, values)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn codes_within_avx2(codes: &[i32], first: i32, values: &mut [i32]) -> bool {
-    codes_of_avx2(codes, first, values)
+fn codes_within_avx2(table: &CodeTable, first: i32, values: &mut [i32]) -> bool {
+    codes_of_avx2(table.codes(), first, values)
 }
 
+/// [`codes_within`] by the table's buckets where the CPU reads them in lanes
+/// ([`BucketLanes`]), by a gather per 8 values otherwise.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
-fn codes_within_avx512(codes: &[i32], first: i32, values: &mut [i32]) -> bool {
-    codes_of_avx2(codes, first, values)
+fn codes_within_avx512(table: &CodeTable, first: i32, values: &mut [i32]) -> bool {
+    match BucketLanes::run()
+        .then(|| BucketLanes::new(table))
+        .flatten()
+    {
+        // SAFETY: `run` found the features.
+        Some(lanes) => unsafe { bucket_lanes::codes_within(&lanes, table, values) },
+        None => codes_of_avx2(table.codes(), first, values),
+    }
 }
 
 /// `x = codes[x − first]` for every `x` of `values` inside the table (any code of it for the
@@ -631,7 +646,7 @@ fn lookup_within_avx2(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32])
         return lookup_within_portable(f, table, src, dst);
     }
     requant_avx2(f, src, dst);
-    codes_of_avx2(&table.codes, table.first as i32, dst)
+    codes_of_avx2(table.codes(), table.first() as i32, dst)
 }
 
 /// [`lookup_within_avx2`] with the requantization in 16 lanes where its shift allows
@@ -643,7 +658,7 @@ fn lookup_within_avx512(f: &Fast, table: &CodeTable, src: &[i32], dst: &mut [i32
         return lookup_within_portable(f, table, src, dst);
     }
     requant_avx512(f, src, dst);
-    codes_of_avx2(&table.codes, table.first as i32, dst)
+    codes_within_avx512(table, table.first() as i32, dst)
 }
 
 #[inline(always)]
@@ -754,6 +769,7 @@ fn hardswish_avx512(h: &FastHardswish, src: &[i32], dst: &mut [i32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::int::code_table::buckets::valley;
     use crate::rng::Rng;
 
     #[test]
@@ -910,7 +926,8 @@ mod tests {
     }
 
     /// Tables that hold all, some or none of the requantized values, on every ISA: the codes
-    /// it holds are looked up, and the answer says whether it held them all.
+    /// it holds are looked up, and the answer says whether it held them all. Random codes,
+    /// and codes that step by one (read by buckets where the CPU can).
     #[test]
     fn lookup_within_equals_the_definition() {
         let mut rng = Rng::new(8);
@@ -943,14 +960,17 @@ mod tests {
             (2900, 101),
             (5000, 7),
         ];
-        for (f, (first, len)) in [narrow, wide, lanes]
+        for ((f, (first, len)), valleys) in [narrow, wide, lanes]
             .into_iter()
             .flat_map(|f| tables.map(|t| (f, t)))
+            .flat_map(|c| [(c, false), (c, true)])
         {
-            let table = CodeTable {
-                first,
-                codes: (0..len).map(|_| rng.below(255) as i32 - 128).collect(),
+            let codes = match valleys {
+                true => valley(&mut rng, len as usize, 3),
+                false => (0..len).map(|_| rng.below(255) as i32 - 128).collect(),
             };
+            let table = CodeTable::from_codes(first, codes);
+            assert!(table.buckets().is_some() || !valleys);
             for n in [0, 1, 7, 8, 9, 64, 1003] {
                 let src: Vec<i32> = (0..n).map(|_| rng.below(8001) as i32 - 4000).collect();
                 let held: Vec<Option<i32>> =
@@ -967,7 +987,7 @@ mod tests {
                     for ((g, h), v) in got.iter().zip(&held).zip(&src) {
                         match h {
                             Some(code) => assert_eq!(g, code, "{} x = {v}", isa.name()),
-                            None => assert!(table.codes.contains(g), "{} x = {v}", isa.name()),
+                            None => assert!(table.codes().contains(g), "{} x = {v}", isa.name()),
                         }
                     }
                 }

@@ -9,7 +9,9 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
-use super::columns::{Block512, LookedUp, Requantize};
+use super::bucket_lanes::BucketLanes;
+#[cfg(target_arch = "x86_64")]
+use super::columns::{Block512, LookedUp, Read, Requantize};
 #[cfg(target_arch = "x86_64")]
 use super::finish::{Finish, Sums};
 use super::{PANEL, PackedA, PackedB};
@@ -42,8 +44,20 @@ pub fn gemm_requantized(
         }
         Some(look_up) => {
             let looked_up = LookedUp::new(r, look_up, rows.len());
-            // SAFETY: as above.
-            unsafe { gemm_vnni(a, rows, b, out, &looked_up) }
+            let buckets = match look_up.read {
+                // SAFETY: the features `new` is compiled for were checked above.
+                Read::Buckets if BucketLanes::run() => unsafe { BucketLanes::new(look_up.table) },
+                _ => None,
+            };
+            match buckets {
+                Some(lanes) => {
+                    let f = Bucketed { looked_up, lanes };
+                    // SAFETY: as above.
+                    unsafe { gemm_vnni(a, rows, b, out, &f) }
+                }
+                // SAFETY: as above.
+                None => unsafe { gemm_vnni(a, rows, b, out, &looked_up) },
+            }
         }
     }
 }
@@ -101,6 +115,83 @@ impl Finish<__m512i> for LookedUp<'_> {
     }
 }
 
+/// A [`LookedUp`] whose table the tiles read by its buckets; run by tiles compiled for VBMI
+/// and VPOPCNTDQ besides ([`Tiles`]).
+#[cfg(target_arch = "x86_64")]
+struct Bucketed<'a> {
+    looked_up: LookedUp<'a>,
+    lanes: BucketLanes,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Finish<__m512i> for Bucketed<'_> {
+    const DOTS: bool = false;
+    type Block = (Block512, __mmask16);
+    #[inline(always)]
+    unsafe fn block(&self, col: usize) -> Self::Block {
+        // SAFETY: as for `LookedUp`.
+        unsafe { Finish::<__m512i>::block(&self.looked_up, col) }
+    }
+    #[inline(always)]
+    fn initial(&self, r: usize) -> i32 {
+        Finish::<__m512i>::initial(&self.looked_up, r)
+    }
+    #[inline(always)]
+    unsafe fn finish(&self, (block, lanes): &Self::Block, r: usize, sums: __m512i) -> __m512i {
+        // SAFETY: the features of `BucketLanes::run` (checked before a `Bucketed` is made,
+        // and the tiles it runs are compiled for them) and `r` are the caller's promises.
+        unsafe {
+            let x = block.apply(sums);
+            self.looked_up.entries512(x, *lanes, r);
+            self.lanes.codes(x)
+        }
+    }
+}
+
+/// The tiles a [`Finish`] runs: compiled for AVX-512 F, BW and VNNI, and for the features its
+/// `finish` needs besides (a function inlines only into one compiled for its features).
+#[cfg(target_arch = "x86_64")]
+trait Tiles: Finish<__m512i> + Sized {
+    /// [`tile`] of rows `r0..r0 + M` and panels `p0..p0 + N`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VNNI, and what the finish needs besides.
+    #[inline(always)]
+    unsafe fn tile<const M: usize, const N: usize>(
+        &self,
+        (a, b): (&PackedA, &PackedB),
+        out: &mut [i32],
+        first: usize,
+        r0: usize,
+        p0: usize,
+    ) {
+        // SAFETY: the features are the caller's promise.
+        unsafe { tile::<M, N, Self>(a, b, (out, self), first, r0, p0) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tiles for super::finish::Sums {}
+#[cfg(target_arch = "x86_64")]
+impl Tiles for Requantize<'_> {}
+#[cfg(target_arch = "x86_64")]
+impl Tiles for LookedUp<'_> {}
+#[cfg(target_arch = "x86_64")]
+impl Tiles for Bucketed<'_> {
+    #[inline(always)]
+    unsafe fn tile<const M: usize, const N: usize>(
+        &self,
+        (a, b): (&PackedA, &PackedB),
+        out: &mut [i32],
+        first: usize,
+        r0: usize,
+        p0: usize,
+    ) {
+        // SAFETY: the features are the caller's promise.
+        unsafe { tile_buckets::<M, N>(a, b, (out, self), first, r0, p0) }
+    }
+}
+
 /// Weight rows per tile. `vpdpbusd` has a latency of 4–5 cycles and issues up to twice a cycle
 /// (Intel's Sapphire/Emerald Rapids), so a tile needs ≥ 10 independent accumulators to keep the
 /// unit busy: 8 rows × 2 panels gives 16, plus 2 activation registers and one broadcast weight
@@ -118,9 +209,11 @@ const NP: usize = 2;
 #[cfg(target_arch = "x86_64")]
 const L1_BLOCK_BYTES: usize = 24 * 1024;
 
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI, and what `f`'s [`Tiles`] need besides.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn gemm_vnni<F: Finish<__m512i>>(
+unsafe fn gemm_vnni<F: Tiles>(
     a: &PackedA,
     rows: Range<usize>,
     b: &PackedB,
@@ -163,8 +256,9 @@ fn gemm_vnni<F: Finish<__m512i>>(
                 macro_rules! edge {
                     ($($m:literal),*) => {
                         match (mr, np) {
-                            $(($m, 2) => tile::<$m, 2, F>(a, b, (out, f), first, r, p),
-                              ($m, _) => tile::<$m, 1, F>(a, b, (out, f), first, r, p),)*
+                            // SAFETY: the features are the caller's promise.
+                            $(($m, 2) => unsafe { f.tile::<$m, 2>((a, b), out, first, r, p) },
+                              ($m, _) => unsafe { f.tile::<$m, 1>((a, b), out, first, r, p) },)*
                             _ => unreachable!("tiles have 1–{MR} rows"),
                         }
                     };
@@ -193,11 +287,48 @@ fn tile<const M: usize, const N: usize, F: Finish<__m512i>>(
     r0: usize,
     p0: usize,
 ) {
+    // SAFETY: this function is compiled for the features the body needs.
+    unsafe { tile_body::<M, N, F>(a, b, (out, f), first, r0, p0) }
+}
+
+/// [`tile`] for a [`Bucketed`] finish, compiled for VBMI and VPOPCNTDQ as well.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx512vpopcntdq")]
+fn tile_buckets<const M: usize, const N: usize>(
+    a: &PackedA,
+    b: &PackedB,
+    (out, f): (&mut [i32], &Bucketed),
+    first: usize,
+    r0: usize,
+    p0: usize,
+) {
+    // SAFETY: this function is compiled for the features the body and the finish need.
+    unsafe { tile_body::<M, N, Bucketed>(a, b, (out, f), first, r0, p0) }
+}
+
+/// An `M × N`-panel tile: the sums of rows `r0..r0 + M` on panels `p0..p0 + N`, over the
+/// whole `K`, finished by `f` and stored at row `r − first`.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI and what `f.finish` needs besides (the caller is
+/// compiled for them, so that this body and the finish inline into it).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_body<const M: usize, const N: usize, F: Finish<__m512i>>(
+    a: &PackedA,
+    b: &PackedB,
+    (out, f): (&mut [i32], &F),
+    first: usize,
+    r0: usize,
+    p0: usize,
+) {
     let k4 = a.k4;
     assert!(r0 + M <= a.rows && (p0 + N) * k4 * PANEL * 4 <= b.data.len());
     let weights = &a.quads[r0 * k4..(r0 + M) * k4];
+    // SAFETY (every intrinsic below on registers only): the features are the caller's
+    // promise.
     let mut acc: [[__m512i; N]; M] =
-        std::array::from_fn(|i| [_mm512_set1_epi32(f.initial(r0 + i - first)); N]);
+        std::array::from_fn(|i| [unsafe { _mm512_set1_epi32(f.initial(r0 + i - first)) }; N]);
     let bptr = b.data.as_ptr();
     let wptr = weights.as_ptr();
     // The next row tile's weights, a line of each row per 16 quads (64 bytes), fetched while
@@ -210,11 +341,11 @@ fn tile<const M: usize, const N: usize, F: Finish<__m512i>>(
             && g % 16 == 0
         {
             for i in 0..M {
-                // A hint only: it reads nothing and never faults.
-                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(i * k4 + g).cast());
+                // SAFETY: a hint only: it reads nothing and never faults.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(i * k4 + g).cast()) };
             }
         }
-        let mut bv = [_mm512_setzero_si512(); N];
+        let mut bv = [unsafe { _mm512_setzero_si512() }; N];
         for (j, v) in bv.iter_mut().enumerate() {
             // SAFETY: panel p0 + j < panels and g < k4, so the 64 bytes at this offset lie in
             // `b.data` (asserted above).
@@ -222,16 +353,16 @@ fn tile<const M: usize, const N: usize, F: Finish<__m512i>>(
         }
         for (i, row) in acc.iter_mut().enumerate() {
             // SAFETY: i < M and g < k4, so `i·k4 + g` lies in `weights` (M rows of k4 quads).
-            let w = _mm512_set1_epi32(unsafe { *wptr.add(i * k4 + g) });
+            let w = unsafe { _mm512_set1_epi32(*wptr.add(i * k4 + g)) };
             for (j, c) in row.iter_mut().enumerate() {
-                *c = _mm512_dpbusd_epi32(*c, bv[j], w);
+                *c = unsafe { _mm512_dpbusd_epi32(*c, bv[j], w) };
             }
         }
     }
     for j in 0..N {
         let col = (p0 + j) * PANEL;
         let n = (b.cols - col).min(PANEL);
-        // SAFETY: this function is compiled for AVX-512 F; `col` is a panel's first column.
+        // SAFETY: the features are the caller's promise; `col` is a panel's first column.
         let block = unsafe { f.block(col) };
         for (i, row) in acc.iter().enumerate() {
             let at = (r0 + i - first) * b.cols + col;

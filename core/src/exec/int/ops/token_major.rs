@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use std::cell::Cell;
 
-use super::super::kernels::columns::{ColumnNarrow, LookUp, Requantize};
+use super::super::kernels::columns::{ColumnNarrow, LookUp, Read, Requantize};
 use super::super::kernels::pack::pack_signed_tokens;
 use super::super::kernels::requant::{Fast, in_32_bits};
 use super::super::kernels::{PackedA, PackedB, gemm_rows, gemm_rows_requantized, tile_rows};
@@ -146,7 +146,7 @@ impl TokenMajor {
                     (true, Some(table)) => Some(LookUp {
                         table,
                         outside: &s.outside,
-                        gather: false,
+                        read: Read::Buckets,
                     }),
                     _ => None,
                 };

@@ -5,29 +5,59 @@
 //! depends on that one integer alone when the output point has one scale for every channel,
 //! so the compiler evaluates it once per possible value and the executor looks the code up.
 
+pub mod buckets;
+
 use super::nonlinear::gelu::gelu;
 use super::nonlinear::hardswish::hardswish_product;
 use super::ops::weighted::Output;
 use super::requant::{Encoder, Epilogue};
+use buckets::Buckets;
 
 /// Tables longer than this are not built (the epilogue is computed instead).
 const MAX_ENTRIES: i64 = 1 << 16;
 
-/// `codes[x − first]` is the code of intermediate `x`.
+/// `codes[x − first]` is the code of intermediate `x`; the same codes as [`Buckets`] where
+/// they have that form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeTable {
-    pub first: i64,
-    pub codes: Vec<i32>,
+    first: i64,
+    codes: Vec<i32>,
+    buckets: Option<Buckets>,
 }
 
 impl CodeTable {
+    /// The table whose code of `first + i` is `codes[i]`. Panics if `codes` is empty.
+    pub fn from_codes(first: i64, codes: Vec<i32>) -> CodeTable {
+        assert!(!codes.is_empty(), "a table holds at least one code");
+        let buckets = Buckets::of(&codes);
+        CodeTable {
+            first,
+            codes,
+            buckets,
+        }
+    }
+
     /// `code(x)` for every `x` in `lo..=hi`; `None` for an empty or overlong range.
     fn new(lo: i64, hi: i64, code: impl Fn(i64) -> i32) -> Option<CodeTable> {
         let len = hi.checked_sub(lo)?.checked_add(1)?;
-        (1..=MAX_ENTRIES).contains(&len).then(|| CodeTable {
-            first: lo,
-            codes: (lo..=hi).map(code).collect(),
-        })
+        (1..=MAX_ENTRIES)
+            .contains(&len)
+            .then(|| CodeTable::from_codes(lo, (lo..=hi).map(code).collect()))
+    }
+
+    /// The intermediate whose code is `codes()[0]`.
+    pub fn first(&self) -> i64 {
+        self.first
+    }
+
+    /// The codes of `first()`, `first() + 1`, …
+    pub fn codes(&self) -> &[i32] {
+        &self.codes
+    }
+
+    /// The codes as buckets, when they have that form.
+    pub fn buckets(&self) -> Option<&Buckets> {
+        self.buckets.as_ref()
     }
 
     /// The table of a weighted layer's output, when it has one (see the module).

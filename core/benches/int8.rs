@@ -205,7 +205,7 @@ fn residual_add<const ISA: usize>(bencher: divan::Bencher, form: &str) {
     let mut rng = Rng::new(4);
     let lane = |rng: &mut Rng| {
         let mut m = || (1 << 28) + rng.below(1 << 28) as i64;
-        AddLane::new(3, -5, m(), -m(), 1 << 40, 31).expect("in range")
+        AddLane::new((3, -5), m(), -m(), 1 << 40, 31, 128).expect("in range")
     };
     let (channels, n) = match form {
         "deit-t rows" => (192, 197 * 192),

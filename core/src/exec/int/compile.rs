@@ -1007,6 +1007,11 @@ impl Compiler<'_> {
             addend: Vec::new(),
             qmin: *qmin as i64,
             qmax: *qmax as i64,
+            codes: [a.qmin, a.qmax, b.qmin, b.qmax]
+                .into_iter()
+                .map(i32::unsigned_abs)
+                .max()
+                .unwrap_or(u32::MAX),
             lanes: None,
         };
         for c in 0..ch {

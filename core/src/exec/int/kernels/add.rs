@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use super::Isa;
+use super::add_pairs::{self, PairBlock, Pairs};
 
 /// One channel's constants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,23 +18,37 @@ pub struct AddLane {
     pub m_b: i32,
     pub c: i64,
     pub k: u32,
+    /// The same sums in 16-bit pairs, when the input codes and the constants allow
+    /// ([`Pairs`]): what the lanes run then.
+    pub pairs: Option<Pairs>,
 }
 
 impl AddLane {
     /// The lane form of `((a − z_a)·m_a + (b − z_b)·m_b + addend + 2^(k−1)) >> k`, when every
     /// sum of codes below 2^16 in magnitude stays inside i64 (`|c| < 2^61`); `None` otherwise.
-    pub fn new(z_a: i32, z_b: i32, m_a: i64, m_b: i64, addend: i64, k: u8) -> Option<AddLane> {
+    /// `codes`: the largest magnitude of an input code (both inputs), for the pair form.
+    pub fn new(
+        (z_a, z_b): (i32, i32),
+        m_a: i64,
+        m_b: i64,
+        addend: i64,
+        k: u8,
+        codes: u32,
+    ) -> Option<AddLane> {
         let half = if k == 0 { 0 } else { 1i64 << (k - 1) };
         let c = addend
             .checked_sub((z_a as i64).checked_mul(m_a)?)?
             .checked_sub((z_b as i64).checked_mul(m_b)?)?
             .checked_add(half)?;
-        (c.abs() < 1 << 61 && k < 64).then_some(AddLane {
+        let mut lane = (c.abs() < 1 << 61 && k < 64).then_some(AddLane {
             m_a: i32::try_from(m_a).ok()?,
             m_b: i32::try_from(m_b).ok()?,
             c,
             k: k as u32,
-        })
+            pairs: None,
+        })?;
+        lane.pairs = Pairs::new(&lane, codes);
+        Some(lane)
     }
 
     #[inline(always)]
@@ -63,6 +78,8 @@ pub struct AddLanes {
     pub k: Vec<u64>,
     /// The same constants by blocks of 16 channels, as the AVX-512 lanes take them.
     blocks: Vec<Block>,
+    /// The pair forms by blocks of 16 channels, when every channel has one (empty otherwise).
+    pair_blocks: Vec<PairBlock>,
 }
 
 impl FromIterator<AddLane> for AddLanes {
@@ -74,7 +91,23 @@ impl FromIterator<AddLane> for AddLanes {
             c: lanes.iter().map(|l| l.c).collect(),
             k: lanes.iter().map(|l| l.k as u64).collect(),
             blocks: lanes.chunks(BLOCK).map(Block::new).collect(),
+            pair_blocks: match lanes
+                .iter()
+                .map(|l| l.pairs)
+                .collect::<Option<Vec<Pairs>>>()
+            {
+                Some(pairs) => pairs.chunks(BLOCK).map(PairBlock::new).collect(),
+                None => Vec::new(),
+            },
         }
+    }
+}
+
+impl AddLanes {
+    /// Channel `c`'s pair form (`pair_blocks` is not empty).
+    fn pairs(&self, c: usize) -> Pairs {
+        let b = &self.pair_blocks[c / BLOCK];
+        b.lane(c % BLOCK)
     }
 }
 
@@ -148,16 +181,42 @@ fn rows_portable(lanes: &AddLanes, range: (i64, i64), a: &[i32], b: &[i32], out:
     }
 }
 
+/// The output's clamp as the pair form's lanes take it, when it lies inside i32.
+fn range32((qmin, qmax): (i64, i64)) -> Option<(i32, i32)> {
+    Some((i32::try_from(qmin).ok()?, i32::try_from(qmax).ok()?))
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn run_avx2(lane: &AddLane, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
-    run_portable(lane, range, a, b, out)
+    let (Some(pairs), Some(range)) = (lane.pairs, range32(range)) else {
+        return run_portable(lane, range, a, b, out);
+    };
+    let n = out.len().min(a.len()).min(b.len());
+    let block = PairBlock::of_one(&pairs);
+    let whole = n / 8 * 8;
+    for at in (0..whole).step_by(8) {
+        // SAFETY: AVX2 is this function's; lanes `at..at + 8` lie inside all three slices.
+        unsafe { add_pairs::apply256(&block, range, (a, b, out), at, 0) };
+    }
+    for i in whole..n {
+        out[i] = pairs.apply(a[i], b[i], range);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn run_avx512(lane: &AddLane, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
     let n = out.len().min(a.len()).min(b.len());
+    if let (Some(pairs), Some(range)) = (lane.pairs, range32(range)) {
+        let block = PairBlock::of_one(&pairs);
+        for at in (0..n).step_by(BLOCK) {
+            // SAFETY: AVX-512 F and BW are this function's; lanes `at..min(at + 16, n)`, inside
+            // all three slices.
+            unsafe { add_pairs::apply512(&block, range, (a, b, out), at, (n - at).min(BLOCK)) };
+        }
+        return;
+    }
     let block = avx512::Lanes::new(&Block::new(&[*lane; BLOCK]));
     for i in (0..n).step_by(BLOCK) {
         // SAFETY: lanes `i..min(i + 16, n)`, inside all three slices.
@@ -168,7 +227,29 @@ fn run_avx512(lane: &AddLane, range: (i64, i64), a: &[i32], b: &[i32], out: &mut
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn rows_avx2(lanes: &AddLanes, range: (i64, i64), a: &[i32], b: &[i32], out: &mut [i32]) {
-    rows_portable(lanes, range, a, b, out)
+    let channels = lanes.c.len();
+    let pairs = range32(range).filter(|_| !lanes.pair_blocks.is_empty() && channels > 0);
+    let Some(range) = pairs else {
+        return rows_portable(lanes, range, a, b, out);
+    };
+    let n = out.len().min(a.len()).min(b.len());
+    for row in (0..n).step_by(channels) {
+        // The last row may stop short of the channels, as the portable rows do.
+        let len = (n - row).min(channels);
+        let whole = len / 8 * 8;
+        for first in (0..whole).step_by(8) {
+            let block = &lanes.pair_blocks[first / BLOCK];
+            // SAFETY: AVX2 is this function's; lanes `row + first ..` plus 8, inside the row
+            // and so inside all three slices.
+            unsafe {
+                add_pairs::apply256(block, range, (a, b, out), row + first, (first % BLOCK) / 8)
+            };
+        }
+        for c in whole..len {
+            let pairs = lanes.pairs(c);
+            out[row + c] = pairs.apply(a[row + c], b[row + c], range);
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -183,6 +264,7 @@ fn rows_avx512(lanes: &AddLanes, range: (i64, i64), a: &[i32], b: &[i32], out: &
         channels.div_ceil(BLOCK),
         "built by `from_iter`"
     );
+    let pairs = range32(range).filter(|_| !lanes.pair_blocks.is_empty());
     for row in (0..n).step_by(channels) {
         // The last row may stop short of the channels, as the portable rows do.
         let len = (n - row).min(channels);
@@ -191,17 +273,17 @@ fn rows_avx512(lanes: &AddLanes, range: (i64, i64), a: &[i32], b: &[i32], out: &
             if first >= len {
                 break;
             }
+            let lanes_len = (len - first).min(BLOCK);
+            if let Some(range) = pairs {
+                let block = &lanes.pair_blocks[j];
+                // SAFETY: AVX-512 F and BW are this function's; lanes `row + first ..` up to
+                // the row's end, inside all three slices.
+                unsafe { add_pairs::apply512(block, range, (a, b, out), row + first, lanes_len) };
+                continue;
+            }
             let block = avx512::Lanes::new(block);
             // SAFETY: lanes `row + first ..` up to the row's end, inside all three slices.
-            unsafe {
-                avx512::apply(
-                    &block,
-                    range,
-                    (a, b, out),
-                    row + first,
-                    (len - first).min(BLOCK),
-                )
-            };
+            unsafe { avx512::apply(&block, range, (a, b, out), row + first, lanes_len) };
         }
     }
 }
@@ -284,6 +366,76 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
+    /// The pair form against the 64-bit definition: constants a compiler gives (multipliers
+    /// up to ±2^31, shifts 16–47, addends from a code's zero points) and the bounds of the
+    /// form (codes at their largest magnitude, 8 and 15 bits), on runs and rows of lengths
+    /// around whole registers; every ISA gives [`AddLane::apply`]'s codes, and writes nothing
+    /// past them.
+    #[test]
+    fn pairs_equal_the_lane_definition() {
+        let mut rng = Rng::new(19);
+        let mut formed = 0;
+        for case in 0..40 {
+            let bits = [8, 12, 15][case % 3];
+            let codes = (1u32 << (bits - 1)) - 1;
+            let lane = |rng: &mut Rng| {
+                let m = |rng: &mut Rng| rng.below(1 << 32) as i64 - (1 << 31);
+                let k = 16 + rng.below(32) as u8;
+                let zero = |rng: &mut Rng| rng.below(256) as i32 - 128;
+                let addend = (rng.next_u64() as i64) >> (64 - 20 - k.min(40) as u32);
+                AddLane::new((zero(rng), zero(rng)), m(rng), m(rng), addend, k, codes)
+            };
+            let channels = [1, 7, 16, 17, 192][case % 5];
+            let constants: Vec<AddLane> = (0..channels).filter_map(|_| lane(&mut rng)).collect();
+            if constants.len() < channels {
+                continue;
+            }
+            formed += constants.iter().filter(|l| l.pairs.is_some()).count();
+            let n = channels * (1 + case % 4) + case % 3;
+            let code = |rng: &mut Rng| match rng.below(4) {
+                0 => codes as i32,
+                1 => -(codes as i32),
+                _ => rng.below(2 * codes as usize + 1) as i32 - codes as i32,
+            };
+            let a: Vec<i32> = (0..n).map(|_| code(&mut rng)).collect();
+            let b: Vec<i32> = (0..n).map(|_| code(&mut rng)).collect();
+            let range = [(-128, 127), (0, 255), (-(1 << 20), 1 << 20)][case % 3];
+            let lanes: AddLanes = constants.iter().copied().collect();
+            for isa in Isa::available() {
+                let mut got = vec![i32::MIN; n + 3];
+                add_rows(isa, &lanes, range, &a, &b, &mut got);
+                for i in 0..n {
+                    let want = constants[i % channels].apply(a[i], b[i], range);
+                    assert_eq!(
+                        got[i],
+                        want,
+                        "{} rows, case {case}, element {i}",
+                        isa.name()
+                    );
+                }
+                assert!(got[n..].iter().all(|&g| g == i32::MIN));
+                let mut got = vec![i32::MIN; n + 3];
+                add_run(isa, &constants[0], range, &a, &b, &mut got);
+                for i in 0..n {
+                    let want = constants[0].apply(a[i], b[i], range);
+                    assert_eq!(got[i], want, "{} run, case {case}, element {i}", isa.name());
+                }
+                assert!(got[n..].iter().all(|&g| g == i32::MIN));
+            }
+        }
+        assert!(formed > 500, "{formed} channels in pair form");
+        // Past the form's bounds: codes of 16 bits, a multiplier within 2^15 of 2^31, a shift
+        // below 16.
+        let pairs = |m_a: i64, k: u8, codes: u32| {
+            let lane = AddLane::new((0, 0), m_a, 1 << 20, 0, k, codes).expect("in range");
+            lane.pairs.is_some()
+        };
+        assert!(pairs(1 << 20, 20, 127) && pairs((1 << 31) - (1 << 15) - 1, 40, 127));
+        assert!(!pairs(1 << 20, 20, 1 << 15));
+        assert!(!pairs((1 << 31) - (1 << 15), 40, 127));
+        assert!(!pairs(1 << 10, 15, 127));
+    }
+
     /// Constants across the lanes' whole range (shifts 0–63, multipliers across i32, addends up
     /// to ±2^60, codes up to ±2^15, clamps inside and at the ends of i32) on lengths around
     /// whole registers and blocks of 16 channels (DeiT-T's 192 among them): every path gives
@@ -297,6 +449,7 @@ mod tests {
             m_b: rng.next_u64() as i32,
             c: (rng.next_u64() as i64) >> 3,
             k: rng.below(64) as u32,
+            pairs: None,
         };
         let ranges = [
             (-128, 127),

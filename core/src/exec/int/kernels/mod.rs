@@ -53,6 +53,7 @@ macro_rules! of_rows {
 }
 
 pub mod add;
+pub mod add_pairs;
 mod avx2;
 pub mod axpy;
 #[cfg(target_arch = "x86_64")]

@@ -41,6 +41,9 @@ pub struct Add {
     pub addend: Vec<i64>,
     pub qmin: i64,
     pub qmax: i64,
+    /// The largest magnitude of an input code (of either input): whether the lanes may take
+    /// the codes as 16-bit words ([`Pairs`](super::super::kernels::add_pairs::Pairs)).
+    pub codes: u32,
     /// Every channel's constants in lanes, for channels-last rows, when each has such a form:
     /// found once by [`Add::with_lanes`] (found per call they were a serial stretch of each
     /// of DeiT-T's 24 residual sums: 1 % of its integer time at batch 1 on two threads);
@@ -59,12 +62,12 @@ impl Add {
     /// Channel `c`'s constants in lanes, when they have that form.
     fn lane(&self, c: usize) -> Option<AddLane> {
         AddLane::new(
-            self.zero_a[c],
-            self.zero_b[c],
+            (self.zero_a[c], self.zero_b[c]),
             self.m_a[c],
             self.m_b[c],
             self.addend[c],
             self.k[c],
+            self.codes,
         )
     }
 
@@ -284,6 +287,7 @@ mod tests {
                 addend: Vec::new(),
                 qmin: -128,
                 qmax: 127,
+                codes: 128,
                 lanes: None,
             };
             for _ in 0..channels {
@@ -389,6 +393,7 @@ mod tests {
             addend: vec![addend],
             qmin: 0,
             qmax: 255,
+            codes: 255,
             lanes: None,
         }
         .with_lanes();

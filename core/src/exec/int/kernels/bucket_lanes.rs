@@ -52,18 +52,18 @@ impl BucketLanes {
     pub(super) fn new(table: &CodeTable) -> Option<BucketLanes> {
         let b: &Buckets = table.buckets()?;
         let start = i32::try_from(table.first().checked_add(b.start)?).ok()?;
-        let load = |bytes: &[u8]| {
-            // SAFETY: `bytes` holds 64 (a chunk of 64 below).
-            unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
+        let load = |bytes: *const u8| {
+            // SAFETY: each call below points at 64 bytes of one of the bucket arrays.
+            unsafe { _mm512_loadu_si512(bytes.cast()) }
         };
-        let steps: Vec<u8> = b.steps.iter().flat_map(|s| s.to_le_bytes()).collect();
         let below: [i32; ENTRIES] = std::array::from_fn(|p| i32::from(below(p)));
         Some(BucketLanes {
             start: _mm512_set1_epi32(start),
             top: _mm512_set1_epi32((b.count * ENTRIES - 1) as i32),
             base: _mm512_set1_epi32(b.base),
-            first_codes: std::array::from_fn(|i| load(&b.first_codes[i * 64..][..64])),
-            steps: std::array::from_fn(|i| load(&steps[i * 64..][..64])),
+            first_codes: std::array::from_fn(|i| load(b.first_codes[i * 64..][..64].as_ptr())),
+            // 32 steps of 16 bits to a register, in memory's order (x86 is little-endian).
+            steps: std::array::from_fn(|i| load(b.steps[i * 32..][..32].as_ptr().cast())),
             // SAFETY: `below` holds 16 i32.
             below: unsafe { _mm512_loadu_si512(below.as_ptr().cast()) },
             two_pages: b.count > PER_PAGE,

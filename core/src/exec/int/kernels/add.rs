@@ -400,27 +400,9 @@ mod tests {
             let a: Vec<i32> = (0..n).map(|_| code(&mut rng)).collect();
             let b: Vec<i32> = (0..n).map(|_| code(&mut rng)).collect();
             let range = [(-128, 127), (0, 255), (-(1 << 20), 1 << 20)][case % 3];
-            let lanes: AddLanes = constants.iter().copied().collect();
             for isa in Isa::available() {
-                let mut got = vec![i32::MIN; n + 3];
-                add_rows(isa, &lanes, range, &a, &b, &mut got);
-                for i in 0..n {
-                    let want = constants[i % channels].apply(a[i], b[i], range);
-                    assert_eq!(
-                        got[i],
-                        want,
-                        "{} rows, case {case}, element {i}",
-                        isa.name()
-                    );
-                }
-                assert!(got[n..].iter().all(|&g| g == i32::MIN));
-                let mut got = vec![i32::MIN; n + 3];
-                add_run(isa, &constants[0], range, &a, &b, &mut got);
-                for i in 0..n {
-                    let want = constants[0].apply(a[i], b[i], range);
-                    assert_eq!(got[i], want, "{} run, case {case}, element {i}", isa.name());
-                }
-                assert!(got[n..].iter().all(|&g| g == i32::MIN));
+                let what = format!("{} case {case}", isa.name());
+                assert_rows_and_run(isa, &constants, range, (&a, &b), &what);
             }
         }
         assert!(formed > 500, "{formed} channels in pair form");
@@ -456,10 +438,8 @@ mod tests {
             (-(1 << 20), 1 << 20),
             (i32::MIN as i64, i32::MAX as i64),
         ];
-        for (case, &(channels, rows)) in [(1, 5), (7, 3), (16, 2), (17, 4), (33, 1), (192, 3)]
-            .iter()
-            .enumerate()
-        {
+        let shapes: [(usize, usize); 6] = [(1, 5), (7, 3), (16, 2), (17, 4), (33, 1), (192, 3)];
+        for (case, &(channels, rows)) in shapes.iter().enumerate() {
             let range = ranges[case % ranges.len()];
             let constants: Vec<AddLane> = (0..channels).map(|_| lane(&mut rng)).collect();
             let n = channels * rows;
@@ -468,13 +448,7 @@ mod tests {
             let b: Vec<i32> = (0..n).map(|_| code(&mut rng)).collect();
             let lanes: AddLanes = constants.iter().copied().collect();
             for isa in Isa::available() {
-                let mut got = vec![i32::MIN; n + 3];
-                add_rows(isa, &lanes, range, &a, &b, &mut got);
-                for i in 0..n {
-                    let want = constants[i % channels].apply(a[i], b[i], range);
-                    assert_eq!(got[i], want, "{} rows, element {i} of {n}", isa.name());
-                }
-                assert!(got[n..].iter().all(|&g| g == i32::MIN));
+                assert_rows_and_run(isa, &constants, range, (&a, &b), isa.name());
                 // A last row short of the channels (the shortest slice sets the length).
                 let short = n - channels.div_ceil(2);
                 let mut got = vec![i32::MIN; n + 3];
@@ -484,14 +458,34 @@ mod tests {
                     assert_eq!(got[i], want, "{} short rows, element {i}", isa.name());
                 }
                 assert!(got[short..].iter().all(|&g| g == i32::MIN));
-                let mut got = vec![i32::MIN; n + 3];
-                add_run(isa, &constants[0], range, &a, &b, &mut got);
-                for i in 0..n {
-                    let want = constants[0].apply(a[i], b[i], range);
-                    assert_eq!(got[i], want, "{} run, element {i} of {n}", isa.name());
-                }
-                assert!(got[n..].iter().all(|&g| g == i32::MIN));
             }
         }
+    }
+
+    /// `a` and `b` as rows of `constants`' channels and as a run of the first channel's, by
+    /// `isa`: each code [`AddLane::apply`]'s, and nothing written past them.
+    fn assert_rows_and_run(
+        isa: Isa,
+        constants: &[AddLane],
+        range: (i64, i64),
+        (a, b): (&[i32], &[i32]),
+        what: &str,
+    ) {
+        let (n, channels) = (a.len(), constants.len());
+        let lanes: AddLanes = constants.iter().copied().collect();
+        let mut got = vec![i32::MIN; n + 3];
+        add_rows(isa, &lanes, range, a, b, &mut got);
+        for i in 0..n {
+            let want = constants[i % channels].apply(a[i], b[i], range);
+            assert_eq!(got[i], want, "{what}: rows, element {i} of {n}");
+        }
+        assert!(got[n..].iter().all(|&g| g == i32::MIN));
+        let mut got = vec![i32::MIN; n + 3];
+        add_run(isa, &constants[0], range, a, b, &mut got);
+        for i in 0..n {
+            let want = constants[0].apply(a[i], b[i], range);
+            assert_eq!(got[i], want, "{what}: run, element {i} of {n}");
+        }
+        assert!(got[n..].iter().all(|&g| g == i32::MIN));
     }
 }

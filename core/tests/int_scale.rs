@@ -235,6 +235,24 @@ fn check_model(model: &str) {
                 quant::build(&graph, &folded, &stats, &recipe_for_ci(recipe), &settings).unwrap();
             let fake = FakeQuantExecutor::new(&graph, &folded, &plan).unwrap();
             let program = compile(&graph, &folded, &plan).unwrap();
+            if graph.family == Family::Deit {
+                // DeiT's GELU tables change code by steps of one inside a window of about
+                // 2,000 entries: the form the VNNI tiles read without a load per lane
+                // (`code_table::buckets`). A table that lost it would only run slower.
+                let tables = program.steps.iter().filter_map(|s| match &s.op {
+                    StepOp::Weighted(w) => w.table.as_ref(),
+                    _ => None,
+                });
+                let (mut held, mut bucketed) = (0, 0);
+                for t in tables {
+                    held += 1;
+                    bucketed += usize::from(t.buckets().is_some());
+                }
+                assert!(
+                    held == 12 && bucketed == held,
+                    "{model} {recipe} {bits}: {bucketed} of {held} GELU tables in buckets"
+                );
+            }
             let int = IntExecutor::new(&program);
             let fake_logits = fake.forward(&test).unwrap();
             // The plan's points sit after the activations the convs absorb, so its pass lets

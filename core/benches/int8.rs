@@ -13,6 +13,7 @@ use qvit_core::exec::int::kernels::requant::{
 };
 use qvit_core::exec::int::kernels::scores::{PackedKeys, query_pairs, scores};
 use qvit_core::exec::int::kernels::softmax_codes::RowCodes;
+use qvit_core::exec::int::kernels::square_hardswish::hardswish_square;
 use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, peak_loop_avx2, peak_loop_vnni};
 use qvit_core::exec::int::nonlinear::levels::LevelEncoder;
 use qvit_core::exec::int::nonlinear::softmax::PROBABILITY_BITS;
@@ -148,8 +149,9 @@ fn attention_product<const ISA: usize>(bencher: divan::Bencher, shape: (usize, u
 
 /// A Hardswish epilogue shaped like EfficientViT-B1's (j = 17, an output step of 24
 /// t-units, the product's clamp a code past either end of the output's range, as a layer
-/// sets it) on one 56×56 channel of accumulators: the product in 64-bit lanes and in 32.
-#[divan::bench(args = ["wide", "lanes"], consts = [0, 1, 2])]
+/// sets it) on one 56×56 channel of accumulators: the product in 64-bit lanes, in 32, and in
+/// 32 as a square (its codes stop changing below `x = 3`).
+#[divan::bench(args = ["wide", "lanes", "square"], consts = [0, 1, 2])]
 fn hardswish_epilogue<const ISA: usize>(bencher: divan::Bencher, form: &str) {
     let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
     if !Isa::available().contains(&isa) {
@@ -176,9 +178,10 @@ fn hardswish_epilogue<const ISA: usize>(bencher: divan::Bencher, form: &str) {
             qmax: 255,
         },
     };
-    let (wide, lanes) = (
+    let (wide, lanes, square) = (
         h.wide().expect("a 64-bit form"),
         h.narrow().expect("a 32-bit form"),
+        h.square().expect("a square form"),
     );
     let mut rng = Rng::new(3);
     let acc: Vec<i32> = (0..56 * 56)
@@ -189,6 +192,7 @@ fn hardswish_epilogue<const ISA: usize>(bencher: divan::Bencher, form: &str) {
         .counter(divan::counter::ItemsCount::new(acc.len()))
         .bench_local(|| match form {
             "wide" => hardswish_wide(isa, &wide, &acc, &mut out),
+            "square" => hardswish_square(isa, &square, &acc, &mut out),
             _ => hardswish_narrow(isa, &lanes, &acc, &mut out),
         });
 }

@@ -17,6 +17,7 @@ use qvit_core::arch::{ArchSpec, Family};
 use qvit_core::data::{Dataset, Normalize};
 use qvit_core::exec::float::FloatExecutor;
 use qvit_core::exec::int::kernels::Isa;
+use qvit_core::exec::int::ops::weighted::HardswishLanes;
 use qvit_core::exec::int::program::StepOp;
 use qvit_core::exec::int::{IntExecutor, IntProgram, compile};
 use qvit_core::exec::spare::zero_fills;
@@ -251,6 +252,47 @@ fn check_model(model: &str) {
                 assert!(
                     held == 12 && bucketed == held,
                     "{model} {recipe} {bits}: {bucketed} of {held} GELU tables in buckets"
+                );
+            }
+            // Every residual sum runs in 16-bit pairs (`kernels::add_pairs`): its codes are
+            // 8-bit and its constants a layer's. One that lost the form would only run slower.
+            let adds: Vec<bool> = program
+                .steps
+                .iter()
+                .filter_map(|s| match &s.op {
+                    StepOp::Add(a) => Some(a.in_pairs()),
+                    _ => None,
+                })
+                .collect();
+            let paired = adds.iter().filter(|&&p| p).count();
+            assert!(
+                !adds.is_empty() && paired == adds.len(),
+                "{model} {recipe} {bits}: {paired} of {} residual sums in pairs",
+                adds.len()
+            );
+            if graph.family == Family::EfficientVit {
+                // B1's Hardswish channels, where the recipe gives each its own constants, all
+                // run in 32-bit lanes (`kernels::square_hardswish`, `NarrowHardswish`): those
+                // whose codes stop changing below x = 3 as a square, the others with the
+                // product's clamp; none in the 64-bit lanes, which take about 1.7 times as
+                // long. A form lost would only run slower.
+                let lanes: Vec<&HardswishLanes> = program
+                    .steps
+                    .iter()
+                    .filter_map(|s| match &s.op {
+                        StepOp::Weighted(w) => Some(w.hardswish.iter().flatten()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                let in_32_bits = lanes
+                    .iter()
+                    .filter(|h| matches!(h, HardswishLanes::Square(_) | HardswishLanes::Narrow(_)))
+                    .count();
+                assert_eq!(
+                    in_32_bits,
+                    lanes.len(),
+                    "{model} {recipe} {bits}: Hardswish channels in 32-bit lanes"
                 );
             }
             let int = IntExecutor::new(&program);

@@ -77,6 +77,7 @@ pub mod scores;
 pub mod scores_bytes;
 pub mod shift_divide;
 pub mod softmax_codes;
+pub mod square_hardswish;
 mod vnni;
 pub mod weighted_rows;
 

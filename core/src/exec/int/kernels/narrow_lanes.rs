@@ -21,7 +21,7 @@ use super::requant::{InputScale, Narrow, NarrowHardswish, Product, Unclamped, Wi
 /// The CPU has AVX-512 F.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn each16(src: &[i32], dst: &mut [i32], f: impl Fn(__m512i) -> __m512i) {
+pub(super) unsafe fn each16(src: &[i32], dst: &mut [i32], f: impl Fn(__m512i) -> __m512i) {
     let n = src.len().min(dst.len());
     let whole = n / 16 * 16;
     for (s, d) in src[..whole].chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
@@ -55,30 +55,35 @@ pub(super) fn requant_avx512(n: &Narrow, src: &[i32], dst: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) fn hardswish_avx512(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
-    match h.product {
-        Product::Signed => hardswish_products_avx512::<false>(h, 0, src, dst),
-        Product::Above(least) => hardswish_products_avx512::<true>(h, least, src, dst),
+    let s = h.t_input.unwrap_or(UNSCALED);
+    match (h.product, h.t_input.is_some()) {
+        (Product::Signed, false) => hardswish_products_avx512::<false, false>(h, 0, s, src, dst),
+        (Product::Signed, true) => hardswish_products_avx512::<false, true>(h, 0, s, src, dst),
+        (Product::Above(l), false) => hardswish_products_avx512::<true, false>(h, l, s, src, dst),
+        (Product::Above(l), true) => hardswish_products_avx512::<true, true>(h, l, s, src, dst),
     }
 }
 
 /// [`hardswish_avx512`] with the products as they are (`ABOVE` false) or less `least`, in
-/// u32 (see [`Product::Above`]).
+/// u32 (see [`Product::Above`]), the input scaled first or not.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn hardswish_products_avx512<const ABOVE: bool>(
+fn hardswish_products_avx512<const ABOVE: bool, const SCALED: bool>(
     h: &NarrowHardswish,
     least: i32,
+    scale: InputScale,
     src: &[i32],
     dst: &mut [i32],
 ) {
     let (t, out) = (High512::new(&h.t), High512::new(&h.out));
+    let scale = Scale512::new(&scale);
     let set = _mm512_set1_epi32;
     let (t_min, mirror, floor, cap) = (set(h.t_min), set(h.mirror), set(h.floor), set(h.cap));
     let (three, six, least) = (set(h.three), set(2 * h.three), set(least));
     // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
     unsafe {
         each16(src, dst, |v| {
-            let x = _mm512_max_epi32(t.apply(v), t_min);
+            let x = _mm512_max_epi32(t.apply(scale.apply::<SCALED>(v)), t_min);
             let x = _mm512_max_epi32(x, _mm512_sub_epi32(mirror, x));
             let x = _mm512_min_epi32(_mm512_max_epi32(x, floor), cap);
             let c = _mm512_min_epi32(_mm512_add_epi32(x, three), six);
@@ -105,7 +110,7 @@ pub(super) fn hardswish_wide_avx512(w: &WideHardswish, src: &[i32], dst: &mut [i
 
 /// An [`InputScale`] that changes nothing, for the loops that do not scale.
 #[cfg(target_arch = "x86_64")]
-const UNSCALED: InputScale = InputScale {
+pub(super) const UNSCALED: InputScale = InputScale {
     shift: 0,
     min: i32::MIN,
     max: i32::MAX,
@@ -124,16 +129,11 @@ fn wide_avx512<const SCALED: bool>(
 ) {
     let (t, out) = (Narrow512::new(&w.t), Narrow512::new(&w.out));
     let (three, six) = (_mm512_set1_epi32(w.three), _mm512_set1_epi32(2 * w.three));
-    let (v_min, v_max) = (_mm512_set1_epi32(scale.min), _mm512_set1_epi32(scale.max));
-    let shift = _mm_cvtsi32_si128(scale.shift as i32);
+    let scale = Scale512::new(&scale);
     // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
     unsafe {
         each16(src, dst, |v| {
-            let v = if SCALED {
-                _mm512_sll_epi32(_mm512_min_epi32(_mm512_max_epi32(v, v_min), v_max), shift)
-            } else {
-                v
-            };
+            let v = scale.apply::<SCALED>(v);
             let x = t.apply(v);
             let c = _mm512_min_epi32(_mm512_add_epi32(x, three), six);
             let even = _mm512_mul_epi32(x, c);
@@ -163,17 +163,12 @@ fn wide_avx2<const SCALED: bool>(
 ) {
     let (t, out) = (Narrow256::new(&w.t), Narrow256::new(&w.out));
     let (three, six) = (_mm256_set1_epi32(w.three), _mm256_set1_epi32(2 * w.three));
-    let (v_min, v_max) = (_mm256_set1_epi32(scale.min), _mm256_set1_epi32(scale.max));
-    let shift = _mm_cvtsi32_si128(scale.shift as i32);
+    let scale = Scale256::new(&scale);
     let whole = src.len().min(dst.len()) / 8 * 8;
     for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
         // SAFETY: `s` and `d` hold 8 i32 each.
         let v = unsafe { _mm256_loadu_si256(s.as_ptr().cast()) };
-        let v = if SCALED {
-            _mm256_sll_epi32(_mm256_min_epi32(_mm256_max_epi32(v, v_min), v_max), shift)
-        } else {
-            v
-        };
+        let v = scale.apply::<SCALED>(v);
         let x = t.apply(v);
         let c = _mm256_min_epi32(_mm256_add_epi32(x, three), six);
         let even = _mm256_mul_epi32(x, c);
@@ -208,9 +203,12 @@ pub(super) fn requant_avx2(n: &Narrow, src: &[i32], dst: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(super) fn hardswish_avx2(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
-    match h.product {
-        Product::Signed => hardswish_products_avx2::<false>(h, 0, src, dst),
-        Product::Above(least) => hardswish_products_avx2::<true>(h, least, src, dst),
+    let s = h.t_input.unwrap_or(UNSCALED);
+    match (h.product, h.t_input.is_some()) {
+        (Product::Signed, false) => hardswish_products_avx2::<false, false>(h, 0, s, src, dst),
+        (Product::Signed, true) => hardswish_products_avx2::<false, true>(h, 0, s, src, dst),
+        (Product::Above(l), false) => hardswish_products_avx2::<true, false>(h, l, s, src, dst),
+        (Product::Above(l), true) => hardswish_products_avx2::<true, true>(h, l, s, src, dst),
     }
 }
 
@@ -218,13 +216,15 @@ pub(super) fn hardswish_avx2(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) 
 /// [`hardswish_products_avx512`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn hardswish_products_avx2<const ABOVE: bool>(
+fn hardswish_products_avx2<const ABOVE: bool, const SCALED: bool>(
     h: &NarrowHardswish,
     least: i32,
+    scale: InputScale,
     src: &[i32],
     dst: &mut [i32],
 ) {
     let (t, out) = (High256::new(&h.t), High256::new(&h.out));
+    let scale = Scale256::new(&scale);
     let set = _mm256_set1_epi32;
     let (t_min, mirror, floor, cap) = (set(h.t_min), set(h.mirror), set(h.floor), set(h.cap));
     let (three, six, least) = (set(h.three), set(2 * h.three), set(least));
@@ -232,7 +232,7 @@ fn hardswish_products_avx2<const ABOVE: bool>(
     for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
         // SAFETY: `s` and `d` hold 8 i32 each.
         let v = unsafe { _mm256_loadu_si256(s.as_ptr().cast()) };
-        let x = _mm256_max_epi32(t.apply(v), t_min);
+        let x = _mm256_max_epi32(t.apply(scale.apply::<SCALED>(v)), t_min);
         let x = _mm256_max_epi32(x, _mm256_sub_epi32(mirror, x));
         let x = _mm256_min_epi32(_mm256_max_epi32(x, floor), cap);
         let c = _mm256_min_epi32(_mm256_add_epi32(x, three), six);
@@ -249,10 +249,76 @@ fn hardswish_products_avx2<const ABOVE: bool>(
     }
 }
 
+/// An [`InputScale`] in 512-bit registers.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct Scale512 {
+    min: __m512i,
+    max: __m512i,
+    shift: __m128i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Scale512 {
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn new(s: &InputScale) -> Self {
+        Self {
+            min: _mm512_set1_epi32(s.min),
+            max: _mm512_set1_epi32(s.max),
+            shift: _mm_cvtsi32_si128(s.shift as i32),
+        }
+    }
+
+    /// [`InputScale::apply`] of 16 lanes where `SCALED`, the lanes as they are otherwise.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn apply<const SCALED: bool>(&self, v: __m512i) -> __m512i {
+        match SCALED {
+            true => _mm512_sll_epi32(
+                _mm512_min_epi32(_mm512_max_epi32(v, self.min), self.max),
+                self.shift,
+            ),
+            false => v,
+        }
+    }
+}
+
+/// [`Scale512`] in 256-bit registers.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct Scale256 {
+    min: __m256i,
+    max: __m256i,
+    shift: __m128i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Scale256 {
+    #[target_feature(enable = "avx2")]
+    pub(super) fn new(s: &InputScale) -> Self {
+        Self {
+            min: _mm256_set1_epi32(s.min),
+            max: _mm256_set1_epi32(s.max),
+            shift: _mm_cvtsi32_si128(s.shift as i32),
+        }
+    }
+
+    /// [`Scale512::apply`] of 8 lanes.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn apply<const SCALED: bool>(&self, v: __m256i) -> __m256i {
+        match SCALED {
+            true => _mm256_sll_epi32(
+                _mm256_min_epi32(_mm256_max_epi32(v, self.min), self.max),
+                self.shift,
+            ),
+            false => v,
+        }
+    }
+}
+
 /// An [`Unclamped`]'s constants (or a [`Narrow`]'s before its clamp) in 512-bit registers.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct High512 {
+pub(super) struct High512 {
     m: __m512i,
     lo: __m512i,
     shift: __m128i,
@@ -261,7 +327,7 @@ struct High512 {
 #[cfg(target_arch = "x86_64")]
 impl High512 {
     #[target_feature(enable = "avx512f")]
-    fn new(u: &Unclamped) -> Self {
+    pub(super) fn new(u: &Unclamped) -> Self {
         Self {
             m: _mm512_set1_epi32(u.m),
             lo: _mm512_set1_epi64(u.lo),
@@ -272,7 +338,7 @@ impl High512 {
     /// [`Unclamped::apply_i32`] of 16 lanes: the 64-bit sums `v·m + lo` of the even lanes and
     /// of the odd ones, their high halves blended into one register and shifted.
     #[target_feature(enable = "avx512f")]
-    fn apply(&self, v: __m512i) -> __m512i {
+    pub(super) fn apply(&self, v: __m512i) -> __m512i {
         let even = _mm512_add_epi64(_mm512_mul_epi32(v, self.m), self.lo);
         let odd = _mm512_srli_epi64::<32>(v);
         let odd = _mm512_add_epi64(_mm512_mul_epi32(odd, self.m), self.lo);
@@ -281,11 +347,23 @@ impl High512 {
 
     /// [`Unclamped::apply_u32`] of 16 lanes: [`High512::apply`] with `vpmuludq`.
     #[target_feature(enable = "avx512f")]
-    fn apply_unsigned(&self, v: __m512i) -> __m512i {
+    pub(super) fn apply_unsigned(&self, v: __m512i) -> __m512i {
+        self.shift(self.high_halves_unsigned(v))
+    }
+
+    /// [`High512::apply_unsigned`] before its shift: the high halves of the 64-bit sums.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn high_halves_unsigned(&self, v: __m512i) -> __m512i {
         let even = _mm512_add_epi64(_mm512_mul_epu32(v, self.m), self.lo);
         let odd = _mm512_srli_epi64::<32>(v);
         let odd = _mm512_add_epi64(_mm512_mul_epu32(odd, self.m), self.lo);
-        self.of_sums(even, odd)
+        _mm512_permutex2var_epi32(even, high_halves(), odd)
+    }
+
+    /// The shift that ends [`High512::apply`], of high halves.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn shift(&self, high: __m512i) -> __m512i {
+        _mm512_sra_epi32(high, self.shift)
     }
 
     /// The shifted high halves of 16 i64 products `p·m + lo` (the even lanes in `even`, the
@@ -371,7 +449,7 @@ impl Narrow512 {
 /// [`High512`] in 256-bit registers.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct High256 {
+pub(super) struct High256 {
     m: __m256i,
     lo: __m256i,
     shift: __m128i,
@@ -380,7 +458,7 @@ struct High256 {
 #[cfg(target_arch = "x86_64")]
 impl High256 {
     #[target_feature(enable = "avx2")]
-    fn new(u: &Unclamped) -> Self {
+    pub(super) fn new(u: &Unclamped) -> Self {
         Self {
             m: _mm256_set1_epi32(u.m),
             lo: _mm256_set1_epi64x(u.lo),
@@ -390,7 +468,7 @@ impl High256 {
 
     /// [`High512::apply`] of 8 lanes.
     #[target_feature(enable = "avx2")]
-    fn apply(&self, v: __m256i) -> __m256i {
+    pub(super) fn apply(&self, v: __m256i) -> __m256i {
         let even = _mm256_add_epi64(_mm256_mul_epi32(v, self.m), self.lo);
         let odd = _mm256_srli_epi64::<32>(v);
         let odd = _mm256_add_epi64(_mm256_mul_epi32(odd, self.m), self.lo);
@@ -399,11 +477,23 @@ impl High256 {
 
     /// [`High512::apply_unsigned`] of 8 lanes.
     #[target_feature(enable = "avx2")]
-    fn apply_unsigned(&self, v: __m256i) -> __m256i {
+    pub(super) fn apply_unsigned(&self, v: __m256i) -> __m256i {
+        self.shift(self.high_halves_unsigned(v))
+    }
+
+    /// [`High512::high_halves_unsigned`] of 8 lanes.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn high_halves_unsigned(&self, v: __m256i) -> __m256i {
         let even = _mm256_add_epi64(_mm256_mul_epu32(v, self.m), self.lo);
         let odd = _mm256_srli_epi64::<32>(v);
         let odd = _mm256_add_epi64(_mm256_mul_epu32(odd, self.m), self.lo);
-        self.of_sums(even, odd)
+        _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd)
+    }
+
+    /// [`High512::shift`] of 8 lanes.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn shift(&self, high: __m256i) -> __m256i {
+        _mm256_sra_epi32(high, self.shift)
     }
 
     /// [`High512::wide`] of 8 i64.

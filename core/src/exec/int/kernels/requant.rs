@@ -175,6 +175,38 @@ impl FastHardswish {
 
     /// The same codes in 32-bit lanes, when they fit (see [`NarrowHardswish`]).
     pub fn narrow(&self) -> Option<NarrowHardswish> {
+        let Folded { t_min, floor, cap } = self.folded()?;
+        let three = 1i64 << self.j;
+        let (p_floor, p_cap) = (
+            hardswish_product(floor, self.j),
+            hardswish_product(cap, self.j),
+        );
+        let fits = |p: i64| i32::try_from(p).is_ok();
+        let (product, out) = if fits(p_floor) && fits(p_cap) {
+            (Product::Signed, self.out.unclamped()?)
+        } else {
+            (
+                Product::Above(p_floor as i32),
+                self.out.above(p_floor, p_cap)?,
+            )
+        };
+        let (t, t_input) = self.to_t.unclamped_scaled()?;
+        Some(NarrowHardswish {
+            t_input,
+            t,
+            t_min: i32::try_from(t_min).ok()?,
+            mirror: -three as i32,
+            floor: floor as i32,
+            cap: cap as i32,
+            three: three as i32,
+            product,
+            out,
+        })
+    }
+
+    /// Where the 32-bit forms clamp `t` (see [`Folded`]), when every clamp they leave out
+    /// never binds.
+    pub(super) fn folded(&self) -> Option<Folded> {
         if self.j > 28 {
             return None;
         }
@@ -237,29 +269,18 @@ impl FastHardswish {
             && self.out.m >= 0
             && out_range.contains(&unclamped_code(p_floor))
             && out_range.contains(&unclamped_code(p_cap));
-        if !quiet {
-            return None;
-        }
-        let fits = |p: i64| i32::try_from(p).is_ok();
-        let (product, out) = if fits(p_floor) && fits(p_cap) {
-            (Product::Signed, self.out.unclamped()?)
-        } else {
-            (
-                Product::Above(p_floor as i32),
-                self.out.above(p_floor, p_cap)?,
-            )
-        };
-        Some(NarrowHardswish {
-            t: self.to_t.unclamped()?,
-            t_min: i32::try_from(t_min).ok()?,
-            mirror: -three as i32,
-            floor: floor as i32,
-            cap: cap as i32,
-            three: three as i32,
-            product,
-            out,
-        })
+        quiet.then_some(Folded { t_min, floor, cap })
     }
+}
+
+/// Where a [`FastHardswish`]'s 32-bit forms clamp `t`: not below `t_min` (`−2^j` or `t`'s own
+/// lower clamp), then, folded onto the rising side, to `[floor, cap]`, outside which the code
+/// is the bottom one or the top one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Folded {
+    pub(super) t_min: i64,
+    pub(super) floor: i64,
+    pub(super) cap: i64,
 }
 
 /// Inputs clamped to `[min, max]` and scaled by `2^shift`, for a [`Narrow`] made from a
@@ -286,8 +307,22 @@ impl Fast {
     /// result has reached its own clamp there already (checked, for `m ≥ 0`, which makes the
     /// result rise with the input).
     pub fn narrow_scaled(&self) -> Option<(Narrow, Option<InputScale>)> {
+        let (scaled, input) = self.scaled()?;
+        Some((scaled.narrow()?, input))
+    }
+
+    /// [`Fast::unclamped`] of the input scaled as [`Fast::narrow_scaled`] scales it: for a
+    /// caller that clamps the result to the same range or a narrower one.
+    pub fn unclamped_scaled(&self) -> Option<(Unclamped, Option<InputScale>)> {
+        let (scaled, input) = self.scaled()?;
+        Some((scaled.unclamped()?, input))
+    }
+
+    /// The requantization with a shift of at least 32, and the input's scale that makes it so
+    /// (none for a shift of 32 or more already).
+    fn scaled(&self) -> Option<(Fast, Option<InputScale>)> {
         if self.k >= 32 {
-            return Some((self.narrow()?, None));
+            return Some((*self, None));
         }
         let s = 32 - self.k;
         if s > 8 || self.m < 0 {
@@ -306,7 +341,7 @@ impl Fast {
             k: 32,
             ..*self
         };
-        Some((scaled.narrow()?, Some(scale)))
+        Some((scaled, Some(scale)))
     }
 }
 
@@ -383,12 +418,16 @@ impl WideHardswish {
 /// [`FastHardswish`] with every step in 32-bit lanes: `t` folded onto the rising side of the
 /// product (`max(t, −2^j − t)`, the same product) and clamped to the values between which the
 /// code still changes, so `t·min(t + 2^j, 2^(j+1))` spans less than 2^32 and is one `vpmulld`
-/// (see [`Product`]); both requantizations [`Unclamped`]. Only the clamps that bind are kept:
+/// (see [`Product`]); both requantizations [`Unclamped`], the first after scaling its input
+/// where its shift is below 32 (in w4a8 and other B1 channels whose accumulators are coarser
+/// than `t`, which had run in 64-bit lanes). Only the clamps that bind are kept:
 /// `t`'s lower one (the fold needs `t ≥ −2^j`) and `[floor, cap]`. Made only by
 /// [`FastHardswish::narrow`], which checks that the others never bind; the same codes as
 /// [`FastHardswish::apply_i32`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NarrowHardswish {
+    /// The input's scale where `t`'s shift is below 32 ([`Fast::unclamped_scaled`]).
+    pub(super) t_input: Option<InputScale>,
     pub(super) t: Unclamped,
     pub(super) t_min: i32,
     pub(super) mirror: i32,
@@ -415,6 +454,7 @@ pub enum Product {
 impl NarrowHardswish {
     #[inline(always)]
     pub fn apply_i32(&self, v: i32) -> i32 {
+        let v = self.t_input.map_or(v, |s| s.apply(v));
         let t = self.t.apply_i32(v).max(self.t_min);
         // Past `cap` the difference may wrap, but the maximum is then `t` or more: `cap`.
         let t = t
@@ -1003,14 +1043,15 @@ mod tests {
     #[test]
     fn narrow_hardswish_equals_the_definition() {
         let mut rng = Rng::new(5);
-        let (mut narrowed, mut widened) = (0, 0);
+        let (mut narrowed, mut widened, mut scaled) = (0, 0, 0);
         for case in 0..70 {
             let j = [3, 10, 12, 16, 17, 18, 20][case % 7];
             let three = 1i64 << j;
             let r = 16 + rng.below(240) as i64;
             let coarsest = r * (1 + rng.below(4) as i64);
-            // to_t: 0.05–0.5 t-units per accumulator unit.
-            let k_t = 32 + rng.below(4) as u32;
+            // to_t: 0.06–8 t-units per accumulator unit (shifts below 32 scale the input
+            // first, `Fast::unclamped_scaled`).
+            let k_t = 28 + rng.below(8) as u32;
             let m_t = (1 << 30) + rng.below(1 << 30) as i32;
             let to_t = Fast {
                 m: m_t,
@@ -1078,6 +1119,7 @@ mod tests {
                 continue;
             };
             narrowed += 1;
+            scaled += usize::from(n.t_input.is_some());
             for isa in Isa::available() {
                 let mut got = vec![0; src.len()];
                 hardswish_narrow(isa, &n, &src, &mut got);
@@ -1091,6 +1133,7 @@ mod tests {
             narrowed >= 30,
             "only {narrowed} of 70 cases had a 32-bit form"
         );
+        assert!(scaled >= 5, "only {scaled} of 70 cases scaled their input");
         // The 64-bit lanes (`wide`) run where the product passes i32 but its clamp never binds.
         assert!(
             widened >= 10,

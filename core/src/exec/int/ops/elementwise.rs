@@ -59,6 +59,11 @@ impl Add {
         self
     }
 
+    /// Whether every channel's lanes run in 16-bit pairs (`AddLane::pairs`), the faster form.
+    pub fn in_pairs(&self) -> bool {
+        (0..self.map.channels).all(|c| self.lane(c).is_some_and(|l| l.pairs.is_some()))
+    }
+
     /// Channel `c`'s constants in lanes, when they have that form.
     fn lane(&self, c: usize) -> Option<AddLane> {
         AddLane::new(

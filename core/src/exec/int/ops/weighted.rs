@@ -15,6 +15,7 @@ use super::super::kernels::requant::{
     Fast, FastHardswish, NarrowHardswish, WideHardswish, hardswish, hardswish_narrow,
     hardswish_wide, lookup, lookup_within, requant,
 };
+use super::super::kernels::square_hardswish::{SquareHardswish, hardswish_square};
 use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
@@ -186,6 +187,9 @@ pub struct Weighted {
 /// 64-bit form's checks 0.7 % of EfficientViT-B1's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HardswishLanes {
+    /// Products in 32-bit lanes as a square, codes that stop changing below `x = 3`
+    /// ([`FastHardswish::square`]).
+    Square(SquareHardswish),
     /// Products inside 32 bits ([`FastHardswish::narrow`]).
     Narrow(NarrowHardswish),
     /// Products in 64 bits, `t` in 32 ([`FastHardswish::wide`]).
@@ -204,10 +208,11 @@ impl Weighted {
             (Output::Epilogue(e @ Epilogue::Hardswish { .. }), None) => (0..self.out_channels)
                 .map(|oc| {
                     let fast = e.fast_hardswish(oc, self.emit_bias(oc))?;
-                    Some(match (fast.narrow(), fast.wide()) {
-                        (Some(narrow), _) => HardswishLanes::Narrow(narrow),
-                        (None, Some(wide)) => HardswishLanes::Wide(wide),
-                        (None, None) => HardswishLanes::Long(fast),
+                    Some(match (fast.square(), fast.narrow(), fast.wide()) {
+                        (Some(square), ..) => HardswishLanes::Square(square),
+                        (None, Some(narrow), _) => HardswishLanes::Narrow(narrow),
+                        (None, None, Some(wide)) => HardswishLanes::Wide(wide),
+                        (None, None, None) => HardswishLanes::Long(fast),
                     })
                 })
                 .collect(),
@@ -531,6 +536,7 @@ impl Weighted {
     fn emit(&self, ctx: Ctx, oc: usize, acc: &[i32], dst: &mut [i32]) {
         let bias = self.emit_bias(oc);
         match self.hardswish.get(oc) {
+            Some(Some(HardswishLanes::Square(h))) => return hardswish_square(ctx.isa, h, acc, dst),
             Some(Some(HardswishLanes::Narrow(h))) => return hardswish_narrow(ctx.isa, h, acc, dst),
             Some(Some(HardswishLanes::Wide(h))) => return hardswish_wide(ctx.isa, h, acc, dst),
             Some(Some(HardswishLanes::Long(h))) => return hardswish(ctx.isa, h, acc, dst),
@@ -876,8 +882,13 @@ mod tests {
             .unwrap();
             let w = layer(Output::Epilogue(e));
             assert!(w.table.is_none());
-            let narrow = |h: &Option<HardswishLanes>| matches!(h, Some(HardswishLanes::Narrow(_)));
-            let got: Vec<bool> = w.hardswish.iter().map(narrow).collect();
+            let in_32_bits = |h: &Option<HardswishLanes>| {
+                matches!(
+                    h,
+                    Some(HardswishLanes::Square(_) | HardswishLanes::Narrow(_))
+                )
+            };
+            let got: Vec<bool> = w.hardswish.iter().map(in_32_bits).collect();
             assert_eq!(got, lanes);
             assert!(
                 w.hardswish.iter().all(Option::is_some),

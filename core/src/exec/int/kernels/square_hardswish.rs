@@ -1,11 +1,13 @@
 //! The Hardswish epilogue as a square, for the channels whose codes stop changing before
-//! `x = 3` (every one of EfficientViT-B1's with random weights, whose outputs saturate below
-//! it). There the product is `t·(t + 2^j)`, which in `u = t + 2^(j−1)` is `u² − 2^(2j−2)`:
-//! the fold onto the rising side is `|u|` and the clamp to `[floor, cap]` two more lanes'
-//! instructions, where [`NarrowHardswish`](super::requant::NarrowHardswish) spends six on the
-//! fold, the clamps and the `min(t + 2^j, 2^(j+1))` that cannot bind here. The shift by
-//! `2^(j−1)` goes into the first requantization's offset and the least product into the
-//! second's, so the lanes run 20 instructions per 16 values against 24–25.
+//! `x = 3` (nearly all of EfficientViT-B1's under `qvit bench`, random weights calibrated on
+//! random images, whose outputs saturate below it; about a tenth under `int_scale`'s
+//! calibration, which keep [`NarrowHardswish`](super::requant::NarrowHardswish)). There the
+//! product is `t·(t + 2^j)`, which in `u = t + 2^(j−1)` is `u² − 2^(2j−2)`: the fold onto the
+//! rising side is `|u|` and the clamp to `[floor, cap]` two more lanes' instructions, where the
+//! general 32-bit form spends six on the fold, the clamps and the `min(t + 2^j, 2^(j+1))` that
+//! cannot bind here. The shift by `2^(j−1)` goes into the first requantization's offset and
+//! the least product into the second's, so the lanes run 20 instructions per 16 values against
+//! 24–25.
 //!
 //! The product less its least, `q = u² − floor²`, is taken modulo 2^32 (`vpmulld`), and each
 //! time the true `q` passes a multiple of 2^32 — at a `u` found once per channel — the
@@ -168,7 +170,7 @@ fn square_portable(h: &SquareHardswish, src: &[i32], dst: &mut [i32]) {
     }
 }
 
-/// 16 lanes at a time, `C` the channel's carries.
+/// 16 lanes at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn square_avx512(h: &SquareHardswish, src: &[i32], dst: &mut [i32]) {
@@ -189,7 +191,7 @@ fn carries_avx512<const S: bool>(h: &SquareHardswish, s: InputScale, src: &[i32]
     }
 }
 
-/// `C` carries, the input scaled first where `SCALED`.
+/// [`square_avx512`] with `C` carries, the input scaled first where `SCALED`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn square_lanes_avx512<const C: usize, const SCALED: bool>(

@@ -208,12 +208,15 @@ impl Weighted {
             (Output::Epilogue(e @ Epilogue::Hardswish { .. }), None) => (0..self.out_channels)
                 .map(|oc| {
                     let fast = e.fast_hardswish(oc, self.emit_bias(oc))?;
-                    Some(match (fast.square(), fast.narrow(), fast.wide()) {
-                        (Some(square), ..) => HardswishLanes::Square(square),
-                        (None, Some(narrow), _) => HardswishLanes::Narrow(narrow),
-                        (None, None, Some(wide)) => HardswishLanes::Wide(wide),
-                        (None, None, None) => HardswishLanes::Long(fast),
-                    })
+                    // The first form the constants allow, each tried only if the one
+                    // before was not (every one searches the channel's clamps again).
+                    let lanes = fast
+                        .square()
+                        .map(HardswishLanes::Square)
+                        .or_else(|| fast.narrow().map(HardswishLanes::Narrow))
+                        .or_else(|| fast.wide().map(HardswishLanes::Wide))
+                        .unwrap_or(HardswishLanes::Long(fast));
+                    Some(lanes)
                 })
                 .collect(),
             _ => Vec::new(),

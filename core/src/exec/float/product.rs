@@ -27,6 +27,11 @@ const LANES: usize = 16;
 /// registers.
 const TILE_VECTORS: usize = 4;
 const TILE_COLUMNS: usize = LANES * TILE_VECTORS;
+/// The most columns past a last tile's whole vectors that it takes one by one, each a
+/// vector of its six rows' sums, rather than in a masked vector of sixteen: B1's 7×7 maps
+/// (49 columns) then run 3 vectors and a column, 19 multiply-adds per term where 4 vectors
+/// had been 24.
+const TAIL_COLUMNS: usize = 2;
 
 /// What a product's epilogue applies after the bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +126,15 @@ mod lanes {
         masks: [__mmask16; TILE_VECTORS],
     }
 
+    /// A last tile's columns as whole vectors and columns taken one by one
+    /// ([`TAIL_COLUMNS`]), or as vectors alone (the last one masked).
+    fn split(width: usize) -> (usize, usize) {
+        match (width / LANES, width % LANES) {
+            (vectors @ 1..TILE_VECTORS, tail @ 1..=TAIL_COLUMNS) => (vectors, tail),
+            _ => (width.div_ceil(LANES), 0),
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn product(
         out: &mut [f32],
@@ -133,11 +147,11 @@ mod lanes {
         let blocks = summation_blocks(m, k, n);
         for column in (0..n).step_by(TILE_COLUMNS) {
             let width = (n - column).min(TILE_COLUMNS);
+            let (vectors, tail) = split(width);
             let masks = std::array::from_fn(|v| {
-                let lanes = width.saturating_sub(v * LANES).min(LANES);
+                let lanes = (width - tail).saturating_sub(v * LANES).min(LANES);
                 ((1u32 << lanes) - 1) as __mmask16
             });
-            let vectors = width.div_ceil(LANES);
             for row in (0..m).step_by(PANEL_ROWS) {
                 let tile = Tile {
                     row,
@@ -156,11 +170,18 @@ mod lanes {
                     // SAFETY (of each call): the tile's rows and columns lie inside `out`,
                     // and its panel and `x`'s rows `start..end` hold `end − start` terms.
                     unsafe {
-                        match vectors {
-                            1 => tile_sums::<1>(&tile, panel, x, n, out, b > 0, finish),
-                            2 => tile_sums::<2>(&tile, panel, x, n, out, b > 0, finish),
-                            3 => tile_sums::<3>(&tile, panel, x, n, out, b > 0, finish),
-                            _ => tile_sums::<4>(&tile, panel, x, n, out, b > 0, finish),
+                        let blk = (panel, x, b > 0);
+                        match (vectors, tail) {
+                            (1, 0) => tile_sums::<1, 0>(&tile, blk, n, out, finish),
+                            (2, 0) => tile_sums::<2, 0>(&tile, blk, n, out, finish),
+                            (3, 0) => tile_sums::<3, 0>(&tile, blk, n, out, finish),
+                            (1, 1) => tile_sums::<1, 1>(&tile, blk, n, out, finish),
+                            (2, 1) => tile_sums::<2, 1>(&tile, blk, n, out, finish),
+                            (3, 1) => tile_sums::<3, 1>(&tile, blk, n, out, finish),
+                            (1, _) => tile_sums::<1, 2>(&tile, blk, n, out, finish),
+                            (2, _) => tile_sums::<2, 2>(&tile, blk, n, out, finish),
+                            (3, _) => tile_sums::<3, 2>(&tile, blk, n, out, finish),
+                            _ => tile_sums::<4, 0>(&tile, blk, n, out, finish),
                         }
                     }
                 }
@@ -169,25 +190,29 @@ mod lanes {
     }
 
     /// One tile's sums over one reduction block (`panel`, `x`: its terms), added to what `out`
-    /// holds when `add`, finished with the bias and activation when `finish`.
+    /// holds when `add`, finished with the bias and activation when `finish`: `V` vectors of
+    /// columns, then `T` columns one by one (each its rows' sums in the lanes of a vector, the
+    /// same multiply-adds in the same order).
     ///
     /// # Safety
-    /// The tile's rows and its columns' vectors `0..V` start inside `out` and `x`'s rows.
+    /// The tile's rows and its columns' vectors `0..V` start inside `out` and `x`'s rows; with
+    /// `T` > 0, the `V` vectors are whole and the `T` columns after them lie inside the rows.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile_sums<const V: usize>(
+    unsafe fn tile_sums<const V: usize, const T: usize>(
         tile: &Tile,
-        panel: &[f32],
-        x: &[f32],
+        (panel, x, add): (&[f32], &[f32], bool),
         n: usize,
         out: &mut [f32],
-        add: bool,
         finish: Option<(&[f32], Activation)>,
     ) {
         let terms = panel.len() / PANEL_ROWS;
         debug_assert!(x.len() >= terms * n && tile.column + V * LANES <= n + LANES);
+        debug_assert!(T == 0 || tile.column + V * LANES + T <= n);
         let mut acc = [[_mm512_setzero_ps(); V]; PANEL_ROWS];
+        let mut columns = [_mm512_setzero_ps(); T];
         let (w, mut xr) = (panel.as_ptr(), x.as_ptr().wrapping_add(tile.column));
+        let panel_rows: __mmask16 = (1 << PANEL_ROWS) - 1;
         for t in 0..terms {
             let xv: [__m512; V] = std::array::from_fn(|v| unsafe {
                 _mm512_maskz_loadu_ps(tile.masks[v], xr.wrapping_add(v * LANES))
@@ -198,11 +223,64 @@ mod lanes {
                     *s = _mm512_fmadd_ps(wv, x, *s);
                 }
             }
+            if T > 0 {
+                // The term's six weights, one per row, times each column's input.
+                let wv = unsafe { _mm512_maskz_loadu_ps(panel_rows, w.add(t * PANEL_ROWS)) };
+                for (c, s) in columns.iter_mut().enumerate() {
+                    let xc = _mm512_set1_ps(unsafe { *xr.add(V * LANES + c) });
+                    *s = _mm512_fmadd_ps(wv, xc, *s);
+                }
+            }
             xr = xr.wrapping_add(n);
         }
         let three = _mm512_set1_ps(3.0);
         let six = _mm512_set1_ps(6.0);
         let zero = _mm512_setzero_ps();
+        // The bias and the activation on sums that already hold `out`'s earlier blocks: the
+        // bias where it is not ±0 (`bias` per lane, `biased` the lanes that take it).
+        macro_rules! finished {
+            ($s:expr, $bias:expr, $biased:expr, $act:expr) => {{
+                let mut s: __m512 = $s;
+                s = _mm512_mask_add_ps(s, $biased, s, $bias);
+                if $act == Activation::Hardswish {
+                    // clamp(v + 3, 0, 6) as `f32::clamp` gives it: x86's max and min
+                    // return their second operand on a NaN or equal zeros, so NaN
+                    // and −0 pass through.
+                    let c = _mm512_min_ps(six, _mm512_max_ps(zero, _mm512_add_ps(s, three)));
+                    s = _mm512_div_ps(_mm512_mul_ps(s, c), six);
+                }
+                s
+            }};
+        }
+        if T > 0 {
+            // Lane `r` of a column's vector is row `tile.row + r`: gathered from and scattered
+            // to `out` a row apart.
+            let rows: __mmask16 = ((1u32 << tile.rows) - 1) as __mmask16;
+            let apart = _mm512_mullo_epi32(
+                _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                _mm512_set1_epi32(n as i32),
+            );
+            let first = tile.row * n + tile.column + V * LANES;
+            for (c, &s) in columns.iter().enumerate() {
+                let at = out.as_mut_ptr().wrapping_add(first + c);
+                let mut s = match add {
+                    // SAFETY: the tile's rows of this column lie inside `out`.
+                    true => _mm512_add_ps(
+                        unsafe { _mm512_mask_i32gather_ps::<4>(zero, rows, apart, at.cast()) },
+                        s,
+                    ),
+                    false => s,
+                };
+                if let Some((bias, act)) = finish {
+                    // SAFETY: `bias` holds the tile's rows.
+                    let b = unsafe { _mm512_maskz_loadu_ps(rows, bias.as_ptr()) };
+                    let biased = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(b, zero) & rows;
+                    s = finished!(s, b, biased, act);
+                }
+                // SAFETY: as for the gather.
+                unsafe { _mm512_mask_i32scatter_ps::<4>(at.cast(), rows, apart, s) };
+            }
+        }
         // A macro rather than a closure: LLVM called the closure six times per tile, its
         // sums passed through memory (7 % of B1's fp32 time).
         macro_rules! finish_row {
@@ -219,17 +297,8 @@ mod lanes {
                         s
                     };
                     if let Some((bias, act)) = finish {
-                        if bias[r] != 0.0 {
-                            s = _mm512_add_ps(s, _mm512_set1_ps(bias[r]));
-                        }
-                        if act == Activation::Hardswish {
-                            // clamp(v + 3, 0, 6) as `f32::clamp` gives it: x86's max and min
-                            // return their second operand on a NaN or equal zeros, so NaN
-                            // and −0 pass through.
-                            let c =
-                                _mm512_min_ps(six, _mm512_max_ps(zero, _mm512_add_ps(s, three)));
-                            s = _mm512_div_ps(_mm512_mul_ps(s, c), six);
-                        }
+                        let biased: __mmask16 = if bias[r] != 0.0 { 0xffff } else { 0 };
+                        s = finished!(s, _mm512_set1_ps(bias[r]), biased, act);
                     }
                     unsafe { _mm512_mask_storeu_ps(dst, mask, s) };
                 }
@@ -312,8 +381,13 @@ mod tests {
         }
         let mut rng = crate::rng::Rng::new(21);
         // Odd sizes around the tile (6 × 64) and B1's and the micro models' 1×1 convs,
-        // reductions past one depth block (768, 1025) included.
+        // reductions past one depth block (768, 1025) included; last tiles of whole vectors
+        // and one or two columns (49, 81, 18, 34, 50), of vectors alone, and of one masked.
         let shapes = [
+            (19, 9, 18),
+            (30, 768, 34),
+            (40, 1100, 50),
+            (17, 40, 113),
             (17, 3, 17),
             (17, 5, 65),
             (23, 16, 49),
@@ -340,12 +414,14 @@ mod tests {
                 x[0] = -0.0;
                 x[n + 1] = 0.0;
             }
-            if i == 3 {
+            if i % 4 == 3 {
                 x[5] = f32::NAN;
                 x[n + 7] = f32::INFINITY;
+                x[2 * n - 1] = f32::NAN;
             }
             let mut bias: Vec<f32> = (0..m).map(|_| rng.uniform(-2.0, 2.0)).collect();
             bias[0] = 0.0;
+            bias[1] = -0.0;
             if m > 3 {
                 bias[3] = -3.0;
             }

@@ -127,10 +127,12 @@ mod lanes {
     }
 
     /// A last tile's columns as whole vectors and columns taken one by one
-    /// ([`TAIL_COLUMNS`]), or as vectors alone (the last one masked).
-    fn split(width: usize) -> (usize, usize) {
+    /// ([`TAIL_COLUMNS`]), or as vectors alone (the last one masked). Rows `n` apart must be
+    /// i32 offsets for the columns' gathers and scatters, which rows of 2^28 columns and more
+    /// (no model's) are not: those keep the vectors.
+    fn split(width: usize, n: usize) -> (usize, usize) {
         match (width / LANES, width % LANES) {
-            (vectors @ 1..TILE_VECTORS, tail @ 1..=TAIL_COLUMNS) => (vectors, tail),
+            (vectors @ 1..TILE_VECTORS, tail @ 1..=TAIL_COLUMNS) if n < 1 << 28 => (vectors, tail),
             _ => (width.div_ceil(LANES), 0),
         }
     }
@@ -147,7 +149,7 @@ mod lanes {
         let blocks = summation_blocks(m, k, n);
         for column in (0..n).step_by(TILE_COLUMNS) {
             let width = (n - column).min(TILE_COLUMNS);
-            let (vectors, tail) = split(width);
+            let (vectors, tail) = split(width, n);
             let masks = std::array::from_fn(|v| {
                 let lanes = (width - tail).saturating_sub(v * LANES).min(LANES);
                 ((1u32 << lanes) - 1) as __mmask16

@@ -27,11 +27,120 @@ pub fn pack_rows<T: Copy + Into<i32> + Sync>(
     buf: Buffer<u8>,
 ) -> PackedB {
     assert!(src.len() >= k * cols, "{k}×{cols} codes from {}", src.len());
+    pack_from(isa, k, cols, &Planes { src, cols }, lift, buf)
+}
+
+/// The images' `K × positions` codes (`images[i][kk·positions + j]`, each image's planes)
+/// side by side as one `K × (images · positions)` matrix, image `i`'s positions its columns
+/// `i·positions..`, each plus `lift`, packed into `buf`'s allocation: [`pack_rows`] of the
+/// matrix without first copying it (for B1's 7×7 maps at batch 8, up to 1.6 MB that did not
+/// stay in L2 before the packer read it again).
+pub fn pack_stacked_rows(
+    isa: Isa,
+    k: usize,
+    positions: usize,
+    images: &[&[i32]],
+    lift: i32,
+    buf: Buffer<u8>,
+) -> PackedB {
+    for (i, image) in images.iter().enumerate() {
+        assert_eq!(
+            image.len(),
+            k * positions,
+            "image {i}'s {k}×{positions} codes"
+        );
+    }
+    let source = Stacked { images, positions };
+    pack_from(isa, k, images.len() * positions, &source, lift, buf)
+}
+
+fn pack_from<T: Copy + Into<i32>, S: Source<T>>(
+    isa: Isa,
+    k: usize,
+    cols: usize,
+    src: &S,
+    lift: i32,
+    buf: Buffer<u8>,
+) -> PackedB {
     let mut b = storage(k, cols, buf);
     for_panel_runs(&mut b, |run| {
         by_width!(isa, rows_avx512, rows_avx2, rows_portable, (run, src, lift))
     });
     b
+}
+
+/// Where the codes of a `K`-major matrix lie: [`Planes`] or [`Stacked`].
+trait Source<T>: Sync {
+    /// Columns `first..first + PANEL` (all inside the matrix) where they lie in one slice:
+    /// `(codes, stride)`, row `kk`'s at `codes[kk·stride..][..PANEL]`.
+    fn panel(&self, first: usize) -> Option<(&[T], usize)>;
+    /// Row `kk` of columns `first..first + PANEL` that [`Source::panel`] does not hold.
+    fn gather(&self, kk: usize, first: usize) -> [T; PANEL];
+    /// The code at row `kk`, column `col`.
+    fn at(&self, kk: usize, col: usize) -> T;
+}
+
+/// One slice, `src[kk·cols + col]`.
+struct Planes<'a, T> {
+    src: &'a [T],
+    cols: usize,
+}
+
+impl<T: Copy + Sync> Source<T> for Planes<'_, T> {
+    #[inline(always)]
+    fn panel(&self, first: usize) -> Option<(&[T], usize)> {
+        Some((&self.src[first..], self.cols))
+    }
+
+    fn gather(&self, kk: usize, first: usize) -> [T; PANEL] {
+        std::array::from_fn(|c| self.at(kk, first + c))
+    }
+
+    #[inline(always)]
+    fn at(&self, kk: usize, col: usize) -> T {
+        self.src[kk * self.cols + col]
+    }
+}
+
+/// Images side by side ([`pack_stacked_rows`]).
+struct Stacked<'a> {
+    images: &'a [&'a [i32]],
+    positions: usize,
+}
+
+impl Source<i32> for Stacked<'_> {
+    #[inline(always)]
+    fn panel(&self, first: usize) -> Option<(&[i32], usize)> {
+        let (image, at) = (first / self.positions, first % self.positions);
+        (at + PANEL <= self.positions).then(|| (&self.images[image][at..], self.positions))
+    }
+
+    /// Across the end of an image's row (one panel in three on a 7×7 map): its last `head`
+    /// codes, then the next image's first. Where an image holds a panel's width, that is a
+    /// window of its last `PANEL` codes and the next image's first `PANEL` side by side:
+    /// three vector copies.
+    #[inline(always)]
+    fn gather(&self, kk: usize, first: usize) -> [i32; PANEL] {
+        let p = self.positions;
+        let (image, at) = (first / p, first % p);
+        if p < PANEL {
+            return std::array::from_fn(|c| self.at(kk, first + c));
+        }
+        let row = |i: usize| &self.images[i][kk * p..][..p];
+        let mut window = [0; 2 * PANEL];
+        window[..PANEL].copy_from_slice(&row(image)[p - PANEL..]);
+        window[PANEL..].copy_from_slice(&row(image + 1)[..PANEL]);
+        let head = p - at;
+        window[PANEL - head..][..PANEL]
+            .try_into()
+            .expect("a panel's codes")
+    }
+
+    #[inline(always)]
+    fn at(&self, kk: usize, col: usize) -> i32 {
+        let (image, at) = (col / self.positions, col % self.positions);
+        self.images[image][kk * self.positions + at]
+    }
 }
 
 /// `K × cols` codes stored column-major (`src[col·k + kk]`: a token's channels), each plus
@@ -265,7 +374,7 @@ fn word(q: &[i32; 4], lift: i32) -> u32 {
 
 /// Whole blocks four rows at a time: a block's 16 words from four 16-code rows, lane-wise.
 #[inline(always)]
-fn rows_portable<T: Copy + Into<i32>>(b: &mut Panels, src: &[T], lift: i32) {
+fn rows_portable<T: Copy + Into<i32>, S: Source<T>>(b: &mut Panels, src: &S, lift: i32) {
     let (cols, k4) = (b.cols, b.k4);
     // Panel by panel, then block by block: a block's panel and quad as `i / k4` and `i % k4`
     // had cost a division per 64 bytes.
@@ -275,18 +384,36 @@ fn rows_portable<T: Copy + Into<i32>>(b: &mut Panels, src: &[T], lift: i32) {
             continue; // an edge panel
         }
         // The blocks of whole quads (a last part quad is an edge block).
-        for (g, out) in panel.chunks_exact_mut(PANEL * 4).take(b.k / 4).enumerate() {
-            let rows: [&[T; PANEL]; 4] = std::array::from_fn(|j| {
-                let row = &src[(4 * g + j) * cols + first..][..PANEL];
-                row.try_into().expect("a block's row")
-            });
-            for (lane, bytes) in out.chunks_exact_mut(4).enumerate() {
-                let q = [0, 1, 2, 3].map(|j| rows[j][lane].into());
-                bytes.copy_from_slice(&word(&q, lift).to_le_bytes());
+        let blocks = panel.chunks_exact_mut(PANEL * 4).take(b.k / 4).enumerate();
+        match src.panel(first) {
+            Some((codes, stride)) => {
+                for (g, out) in blocks {
+                    let rows: [&[T; PANEL]; 4] = std::array::from_fn(|j| {
+                        let row = &codes[(4 * g + j) * stride..][..PANEL];
+                        row.try_into().expect("a block's row")
+                    });
+                    block_words(out, rows, lift);
+                }
+            }
+            None => {
+                for (g, out) in blocks {
+                    let rows: [[T; PANEL]; 4] =
+                        std::array::from_fn(|j| src.gather(4 * g + j, first));
+                    block_words(out, rows.each_ref(), lift);
+                }
             }
         }
     }
-    fill_edges(b, |kk, col| src[kk * cols + col].into().wrapping_add(lift));
+    fill_edges(b, |kk, col| src.at(kk, col).into().wrapping_add(lift));
+}
+
+/// A block's 16 words from its four rows of 16 codes, lane-wise.
+#[inline(always)]
+fn block_words<T: Copy + Into<i32>>(out: &mut [u8], rows: [&[T; PANEL]; 4], lift: i32) {
+    for (lane, bytes) in out.chunks_exact_mut(4).enumerate() {
+        let q = [0, 1, 2, 3].map(|j| rows[j][lane].into());
+        bytes.copy_from_slice(&word(&q, lift).to_le_bytes());
+    }
 }
 
 /// Whole blocks token by token: a token's codes are contiguous, 16 words (64 codes) are made
@@ -327,13 +454,13 @@ fn tokens_portable(b: &mut Panels, src: &[i32], lift: i32) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn rows_avx2<T: Copy + Into<i32>>(b: &mut Panels, src: &[T], lift: i32) {
+fn rows_avx2<T: Copy + Into<i32>, S: Source<T>>(b: &mut Panels, src: &S, lift: i32) {
     rows_portable(b, src, lift)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-fn rows_avx512<T: Copy + Into<i32>>(b: &mut Panels, src: &[T], lift: i32) {
+fn rows_avx512<T: Copy + Into<i32>, S: Source<T>>(b: &mut Panels, src: &S, lift: i32) {
     rows_portable(b, src, lift)
 }
 
@@ -525,6 +652,37 @@ mod tests {
                 assert_eq!(got, want, "{isa:?} i16 rows {k}×{cols}");
                 let got = pack_tokens(isa, k, cols, &tokens, 128, stale);
                 assert_eq!(got, want, "{isa:?} tokens {k}×{cols}");
+            }
+        }
+    }
+
+    /// Images of 1–49 positions side by side (blocks inside one image, across two and, for
+    /// maps narrower than a panel, across several), odd `K`, runs on the pool: the packing
+    /// of the images' planes copied into one matrix, on every ISA.
+    #[test]
+    fn stacked_images_pack_as_their_matrix() {
+        let mut rng = Rng::new(41);
+        for (k, positions, count) in [(1, 1, 1), (5, 3, 7), (8, 49, 8), (13, 16, 3), (260, 49, 8)] {
+            let images: Vec<Vec<i32>> = (0..count)
+                .map(|_| {
+                    (0..k * positions)
+                        .map(|_| rng.below(256) as i32 - 128)
+                        .collect()
+                })
+                .collect();
+            let cols = count * positions;
+            let mut matrix = vec![0; k * cols];
+            for (i, image) in images.iter().enumerate() {
+                for (kk, plane) in image.chunks_exact(positions).enumerate() {
+                    matrix[kk * cols + i * positions..][..positions].copy_from_slice(plane);
+                }
+            }
+            let views: Vec<&[i32]> = images.iter().map(|v| &v[..]).collect();
+            for isa in Isa::available() {
+                let want = pack_rows(isa, k, cols, &matrix, 128, Buffer::default());
+                let stale = Buffer::from(vec![7; want.data.len() + 3]);
+                let got = pack_stacked_rows(isa, k, positions, &views, 128, stale);
+                assert_eq!(got, want, "{isa:?} {count} images of {k}×{positions}");
             }
         }
     }

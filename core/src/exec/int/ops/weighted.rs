@@ -10,7 +10,9 @@ use rayon::prelude::*;
 
 use super::super::code_table::CodeTable;
 use super::super::kernels::depthwise::{DwShape, depthwise};
-use super::super::kernels::pack::{Windows, im2col_plane, pack_rows, pack_tokens};
+use super::super::kernels::pack::{
+    Windows, im2col_plane, pack_rows, pack_stacked_rows, pack_tokens,
+};
 use super::super::kernels::requant::{
     Fast, FastHardswish, NarrowHardswish, WideHardswish, hardswish, hardswish_narrow,
     hardswish_wide, lookup, lookup_within, requant,
@@ -498,24 +500,9 @@ impl Weighted {
         let (p, _) = self.positions(&[]);
         let (k, o) = (self.k(), self.out_channels);
         let wide = xs.len() * p;
-        // `[K][n·P]`: each input channel's row holds every image's plane in turn.
-        let mut x = s.spare.take(k * wide);
-        let columns = x.overwrite(k * wide);
-        for (i, image) in xs.iter().enumerate() {
-            assert_eq!(image.len(), k * p, "an image's input codes");
-            for (c, plane) in image.chunks_exact(p).enumerate() {
-                columns[c * wide + i * p..][..p].copy_from_slice(plane);
-            }
-        }
-        let b = pack_rows(
-            ctx.isa,
-            k,
-            wide,
-            &x,
-            self.lift,
-            std::mem::take(&mut s.packed),
-        );
-        s.spare.keep(x);
+        // The matrix `[K][n·P]`, each input channel's row every image's plane in turn, packed
+        // from the images' own codes.
+        let b = pack_stacked_rows(ctx.isa, k, p, xs, self.lift, std::mem::take(&mut s.packed));
         let mut outs: Vec<&mut [i32]> = outs.iter_mut().map(|out| out.overwrite(o * p)).collect();
         let (mut acc, mut codes) = (std::mem::take(&mut s.acc), std::mem::take(&mut s.codes));
         // Blocks of output channels whose sums stay in cache while their epilogues run; each

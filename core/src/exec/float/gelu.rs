@@ -7,18 +7,23 @@
 //! [`gelu`]'s; the few others (results within the table's error of a rounding boundary, and
 //! NaN) go through [`gelu`] itself. So the slice gets exactly `gelu(x)` for every `x`.
 //!
-//! **The table.** Centres `c = i/32` for `i = 0..=192` (`|z|` up to 6, past which `erf` is ±1
-//! in f64). Around each, `erf(c + t) = erf(c) + (2/√π)·e^(−c²)·Σₙ₌₁ (−1)^(n−1)·H_(n−1)(c)·tⁿ/n!`
-//! with `H` the Hermite polynomials (`dⁿ/dzⁿ e^(−z²) = (−1)ⁿ·Hₙ(z)·e^(−z²)`), to degree 7. For
-//! `|t| ≤ 1/64` the next term is below `2/√π · max|H₇·e^(−z²)| · 64⁻⁸/8!`, about `10⁻¹⁶`; with
-//! the f64 roundings of the coefficients and the evaluation, the lanes' `erf` is within
-//! `2⁻⁵⁰` of libm's.
+//! **The tables.** Around a centre `c`, `erf(c + t) = erf(c) + (2/√π)·e^(−c²)·Σₙ₌₁
+//! (−1)^(n−1)·H_(n−1)(c)·tⁿ/n!` with `H` the Hermite polynomials (`dⁿ/dzⁿ e^(−z²) =
+//! (−1)ⁿ·Hₙ(z)·e^(−z²)`). AVX2 reads centres `i/32` for `i = 0..=192` (`|z|` up to 6, past
+//! which `erf` is ±1 in f64) to degree 7: for `|t| ≤ 1/64` the next term is below `2/√π ·
+//! max|H₇·e^(−z²)| · 64⁻⁸/8!`, about `10⁻¹⁶`. AVX-512 reads 16 centres `i·3/8`, as many as one
+//! `vpermt2pd` picks from (each term's coefficient one permute, where the 193 rows took eight
+//! loads and a 24-shuffle transpose per eight lanes), to degree 13: for `|t| ≤ 3/16` the
+//! expansion is within `3.4·10⁻¹⁵` (`2⁻⁴⁸`) of `erf`, by 40-digit arithmetic at 81 points of
+//! each interval; `|z|` past `5.8125` is taken there, which moves `erf` by `erfc(5.8125) <
+//! 2.1·10⁻¹⁶`. With the f64 roundings of the coefficients and the evaluation, the lanes' `erf`
+//! is within `2⁻⁵⁰` (AVX2) and `2⁻⁴⁷` (AVX-512) of libm's (`the_tables_are_erf`).
 //!
 //! **The check.** `g = 0.5·x·(1 + e)` in f64 as [`gelu`] computes it, so with `|e − erf| ≤ E`
 //! the two `g` differ by at most `|x|·(E/2 + 2⁻⁵¹)` (`|1 + e| ≤ 2`, one rounding each side).
-//! With `tol = |x|·2⁻⁴⁶`, far above that bound, a lane keeps `f32(g − tol)` only when it
-//! equals `f32(g + tol)`: rounding is monotone, so every f64 between them — [`gelu`]'s `g`
-//! among them — rounds to that f32.
+//! With `tol = |x|·2⁻⁴⁶`, above that bound for any `E` below `2⁻⁴⁵`, a lane keeps `f32(g −
+//! tol)` only when it equals `f32(g + tol)`: rounding is monotone, so every f64 between them —
+//! [`gelu`]'s `g` among them — rounds to that f32.
 
 use std::sync::OnceLock;
 
@@ -39,20 +44,10 @@ fn coefficients() -> &'static [[f64; LAST + 1]; TERMS] {
     static TABLE: OnceLock<Box<[[f64; LAST + 1]; TERMS]>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut table = Box::new([[0.0; LAST + 1]; TERMS]);
-        let two_over_root_pi = 2.0 / std::f64::consts::PI.sqrt();
         for i in 0..=LAST {
-            let c = i as f64 / STEPS;
-            table[0][i] = libm::erf(c);
-            let scale = two_over_root_pi * libm::exp(-c * c);
-            // H₀ … H₆ at c, by H_(n+1) = 2c·Hₙ − 2n·H_(n−1).
-            let (mut h_prev, mut h) = (0.0, 1.0);
-            let mut factorial = 1.0;
-            for n in 1..TERMS {
-                factorial *= n as f64;
-                let sign = if n % 2 == 1 { 1.0 } else { -1.0 };
-                table[n][i] = scale * sign * h / factorial;
-                let next = 2.0 * c * h - 2.0 * (n - 1) as f64 * h_prev;
-                (h_prev, h) = (h, next);
+            let terms = expansion::<TERMS>(i as f64 / STEPS);
+            for (n, term) in terms.into_iter().enumerate() {
+                table[n][i] = term;
             }
         }
         table
@@ -76,13 +71,53 @@ fn centres() -> &'static [[f64; TERMS]; LAST + 1] {
     })
 }
 
+/// Centres of the AVX-512 form's table, `i·WIDE_STEP` for `i = 0..16`: as many f64 as two
+/// registers hold, so that each lane's coefficient of a term is one `vpermt2pd` from them.
+const WIDE_CENTRES: usize = 16;
+/// The AVX-512 form's spacing of centres, exact in binary.
+const WIDE_STEP: f64 = 0.375;
+/// Its Taylor terms `t⁰ … t¹³`.
+const WIDE_TERMS: usize = 14;
+/// The AVX-512 form's largest `|z|`: the last centre plus half a step. Past it `erf` is
+/// within `erfc(5.8125) < 2.1·10⁻¹⁶` of its value there (module docs).
+const WIDE_LAST: f64 = 15.0 * WIDE_STEP + WIDE_STEP / 2.0;
+
+/// The expansions about the centres `i·3/8` to degree 13, term-major: `wide()[n][i]`
+/// multiplies `tⁿ` at centre `i`.
+fn wide() -> &'static [[f64; WIDE_CENTRES]; WIDE_TERMS] {
+    static TABLE: OnceLock<[[f64; WIDE_CENTRES]; WIDE_TERMS]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let centres: [[f64; WIDE_TERMS]; WIDE_CENTRES] =
+            std::array::from_fn(|i| expansion(i as f64 * WIDE_STEP));
+        std::array::from_fn(|n| std::array::from_fn(|i| centres[i][n]))
+    })
+}
+
+/// `erf(c + t) = Σₙ termsₙ·tⁿ`, the Taylor expansion about `c` to degree `N − 1`.
+fn expansion<const N: usize>(c: f64) -> [f64; N] {
+    let mut terms = [0.0; N];
+    terms[0] = libm::erf(c);
+    let scale = 2.0 / std::f64::consts::PI.sqrt() * libm::exp(-c * c);
+    // H₀ … H_(N−2) at c, by H_(n+1) = 2c·Hₙ − 2n·H_(n−1).
+    let (mut h_prev, mut h) = (0.0, 1.0);
+    let mut factorial = 1.0;
+    for (n, term) in terms.iter_mut().enumerate().skip(1) {
+        factorial *= n as f64;
+        let sign = if n % 2 == 1 { 1.0 } else { -1.0 };
+        *term = scale * sign * h / factorial;
+        let next = 2.0 * c * h - 2.0 * (n - 1) as f64 * h_prev;
+        (h_prev, h) = (h, next);
+    }
+    terms
+}
+
 /// `x[i] = gelu(x[i])` for every element.
 pub fn gelu_in_place(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     match crate::exec::cpu::float_lanes() {
         // SAFETY: `float_lanes` reports only features the CPU has (AVX-512 F and VL here).
-        FloatLanes::Avx512 => return unsafe { lanes::gelu_avx512(centres(), x) },
+        FloatLanes::Avx512 => return unsafe { lanes::gelu_avx512(wide(), x) },
         // SAFETY: as above (AVX2 and FMA).
         FloatLanes::Avx2Fma => return unsafe { lanes::gelu_avx2(centres(), x) },
         FloatLanes::Baseline => {}
@@ -95,26 +130,30 @@ pub fn gelu_in_place(x: &mut [f32]) {
 mod lanes {
     use std::arch::x86_64::*;
 
-    use super::{LAST, STEPS, TERMS, gelu};
+    use super::{LAST, STEPS, TERMS, WIDE_CENTRES, WIDE_LAST, WIDE_STEP, WIDE_TERMS, gelu};
 
     /// The coefficients centre-major ([`super::centres`]).
     type Centres = [[f64; TERMS]; LAST + 1];
+    /// The AVX-512 form's coefficients term-major ([`super::wide`]).
+    type Wide = [[f64; WIDE_CENTRES]; WIDE_TERMS];
 
     /// One vector width of the lanes.
     trait Width {
         const LANES: usize;
+        /// The coefficients it reads.
+        type Table;
         /// Writes `f32(g − tol)` for `x[..LANES]` over them and returns the mask of the lanes
         /// that keep it (module docs).
         ///
         /// # Safety
         /// The CPU has the width's features; `x` holds `LANES` values.
-        unsafe fn lanes(table: &Centres, x: &mut [f32]) -> u32;
+        unsafe fn lanes(table: &Self::Table, x: &mut [f32]) -> u32;
     }
 
     /// [`Width::LANES`] at a time, the rest (and every lane the check turns away, rare enough
     /// for a branch) through [`gelu`]. Inlined into a caller compiled for the width's features.
     #[inline(always)]
-    fn in_place<W: Width>(table: &Centres, x: &mut [f32]) {
+    fn in_place<W: Width>(table: &W::Table, x: &mut [f32]) {
         let all = (1u32 << W::LANES) - 1;
         let mut chunks = x.chunks_exact_mut(W::LANES);
         for chunk in &mut chunks {
@@ -143,7 +182,7 @@ mod lanes {
 
     /// Eight lanes of f64: one of eight costs fewer instructions than two of four.
     #[target_feature(enable = "avx512f,avx512vl")]
-    pub(super) fn gelu_avx512(table: &Centres, x: &mut [f32]) {
+    pub(super) fn gelu_avx512(table: &Wide, x: &mut [f32]) {
         in_place::<Avx512>(table, x);
     }
 
@@ -156,6 +195,7 @@ mod lanes {
 
     impl Width for Avx2 {
         const LANES: usize = 4;
+        type Table = Centres;
 
         /// Each lane's coefficients loaded as its centre's row (two registers: terms 0–3 and
         /// 4–7) and the four rows transposed into one register per term.
@@ -203,35 +243,53 @@ mod lanes {
 
     impl Width for Avx512 {
         const LANES: usize = 8;
+        type Table = Wide;
 
-        /// [`Avx2::lanes`] in eight f64 lanes, each lane's coefficients loaded as its centre's
-        /// row and the eight rows transposed into one register per term (the same values the
-        /// gathers read, so the same sums); the sign's bits moved as integers (`vorpd` on 512
-        /// bits needs AVX-512 DQ).
+        /// Eight f64 lanes; each term's coefficients are one `vpermt2pd` of the term's 16
+        /// (two registers) by the lane's centre, which the rounding of `a·8/3` leaves in the
+        /// low bits of `a·8/3 + 1.5·2⁵²`.
         #[inline(always)]
-        unsafe fn lanes(table: &Centres, x: &mut [f32]) -> u32 {
+        unsafe fn lanes(table: &Wide, x: &mut [f32]) -> u32 {
             // SAFETY (every intrinsic below): the caller is compiled with AVX-512 F and VL;
-            // `x` holds eight f32s; the rows' indices are clamped as in `Avx2::lanes`.
+            // `x` holds eight f32s.
             unsafe {
                 let v = _mm512_cvtps_pd(_mm256_loadu_ps(x.as_ptr()));
                 let z = _mm512_mul_pd(v, _mm512_set1_pd(FRAC_1_SQRT_2));
-                let a = _mm512_abs_pd(z);
-                let a = _mm512_min_pd(a, _mm512_set1_pd(LAST as f64 / STEPS));
-                let centre = _mm512_roundscale_pd::<
-                    { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-                >(_mm512_mul_pd(a, _mm512_set1_pd(STEPS)));
-                let index = _mm512_cvtpd_epi32(centre);
-                let t = _mm512_sub_pd(a, _mm512_mul_pd(centre, _mm512_set1_pd(1.0 / STEPS)));
-                let mut lane_index = [0i32; 8];
-                _mm256_storeu_si256(lane_index.as_mut_ptr().cast(), index);
-                let rows: [__m512d; 8] = std::array::from_fn(|lane| {
-                    _mm512_loadu_pd(table[lane_index[lane] as usize].as_ptr())
+                // NaN compares false and becomes the last centre; its lane fails the check.
+                let a = _mm512_min_pd(_mm512_abs_pd(z), _mm512_set1_pd(WIDE_LAST));
+                let magic = _mm512_set1_pd(1.5 * (1u64 << 52) as f64);
+                // The last centre is 15 (`WIDE_LAST·8/3` is 15.5 less the rounding of 8/3).
+                let last = _mm512_add_pd(magic, _mm512_set1_pd((WIDE_CENTRES - 1) as f64));
+                let rounded = _mm512_fmadd_pd(a, _mm512_set1_pd(1.0 / WIDE_STEP), magic);
+                let rounded = _mm512_min_pd(rounded, last);
+                let index = _mm512_castpd_si512(rounded);
+                let centre =
+                    _mm512_mul_pd(_mm512_sub_pd(rounded, magic), _mm512_set1_pd(WIDE_STEP));
+                let t = _mm512_sub_pd(a, centre);
+                let term = |n: usize| {
+                    let (low, high) = table[n].split_at(8);
+                    _mm512_permutex2var_pd(
+                        _mm512_loadu_pd(low.as_ptr()),
+                        index,
+                        _mm512_loadu_pd(high.as_ptr()),
+                    )
+                };
+                // Estrin's scheme: pairs of terms in `t`, pairs of those in `t²`, then `t⁴`
+                // and `t⁸`: four multiply-adds deep, where Horner's rule's thirteen had bound
+                // the loop by their latency.
+                const { assert!(WIDE_TERMS.is_multiple_of(2) && WIDE_TERMS > 8 && WIDE_TERMS <= 16) };
+                let t2 = _mm512_mul_pd(t, t);
+                let t4 = _mm512_mul_pd(t2, t2);
+                let t8 = _mm512_mul_pd(t4, t4);
+                let pairs: [__m512d; WIDE_TERMS / 2] =
+                    std::array::from_fn(|p| _mm512_fmadd_pd(term(2 * p + 1), t, term(2 * p)));
+                let quads: [__m512d; 4] = std::array::from_fn(|q| match pairs.get(2 * q + 1) {
+                    Some(&odd) => _mm512_fmadd_pd(odd, t2, pairs[2 * q]),
+                    None => pairs[2 * q],
                 });
-                let terms = transpose8(rows);
-                let mut e = terms[TERMS - 1];
-                for n in (0..TERMS - 1).rev() {
-                    e = _mm512_fmadd_pd(e, t, terms[n]);
-                }
+                let low = _mm512_fmadd_pd(quads[1], t4, quads[0]);
+                let high = _mm512_fmadd_pd(quads[3], t4, quads[2]);
+                let e = _mm512_fmadd_pd(high, t8, low);
                 let sign = _mm512_set1_epi64(i64::MIN);
                 let z_sign = _mm512_and_si512(_mm512_castpd_si512(z), sign);
                 let e = _mm512_castsi512_pd(_mm512_or_si512(_mm512_castpd_si512(e), z_sign));
@@ -265,42 +323,6 @@ mod lanes {
             _mm256_permute2f128_pd::<0x31>(t0, t2),
             _mm256_permute2f128_pd::<0x31>(t1, t3),
         ]
-    }
-
-    /// The 8 × 8 transpose of `r`: element `n` of `r[lane]` is element `lane` of result `n`.
-    /// Pairs of rows interleaved, then pairs of 128-bit blocks, then 256-bit halves.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn transpose8(r: [__m512d; 8]) -> [__m512d; 8] {
-        // t[2k] = (r[2k][0], r[2k+1][0], r[2k][2], r[2k+1][2], …), t[2k+1] the odd columns.
-        let t: [__m512d; 8] = std::array::from_fn(|i| {
-            let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-            if i % 2 == 0 {
-                _mm512_unpacklo_pd(a, b)
-            } else {
-                _mm512_unpackhi_pd(a, b)
-            }
-        });
-        // Columns {c, c+4} of rows 0–3 (u[c]) and of rows 4–7 (u[4+c]), c = 0..4.
-        let low = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
-        let high = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-        let u: [__m512d; 8] = std::array::from_fn(|i| {
-            let (c, half) = (i % 4, i / 4);
-            let (a, b) = (t[4 * half + c % 2], t[4 * half + 2 + c % 2]);
-            if c < 2 {
-                _mm512_permutex2var_pd(a, low, b)
-            } else {
-                _mm512_permutex2var_pd(a, high, b)
-            }
-        });
-        std::array::from_fn(|n| {
-            let (a, b) = (u[n % 4], u[4 + n % 4]);
-            if n < 4 {
-                _mm512_shuffle_f64x2::<0b01_00_01_00>(a, b)
-            } else {
-                _mm512_shuffle_f64x2::<0b11_10_11_10>(a, b)
-            }
-        })
     }
 }
 
@@ -341,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_erf() {
+    fn the_tables_are_erf() {
         // Every centre's expansion at both ends of its interval, against libm.
         let table = coefficients();
         for i in 0..=LAST {
@@ -351,6 +373,31 @@ mod tests {
                 assert!((e - libm::erf(z)).abs() < 2f64.powi(-50), "erf({z})");
             }
         }
+        // The AVX-512 table's at 201 points of each interval (its error peaks at the ends),
+        // and past the last centre's, where the lanes take `WIDE_LAST`.
+        let wide = wide();
+        let last = (WIDE_CENTRES - 1) as f64 * WIDE_STEP;
+        let mut worst: f64 = 0.0;
+        for i in 0..WIDE_CENTRES {
+            for step in -100..=100 {
+                let c = i as f64 * WIDE_STEP;
+                let t = step as f64 / 100.0 * WIDE_STEP / 2.0;
+                let e = wide.iter().rev().fold(0.0, |acc, term| acc * t + term[i]);
+                let z = c + t;
+                if z >= 0.0 {
+                    worst = worst.max((e - libm::erf(z)).abs());
+                }
+                if i == WIDE_CENTRES - 1 && t == WIDE_LAST - last {
+                    for far in [5.9, 6.0, 8.0, 100.0] {
+                        worst = worst.max((e - libm::erf(far)).abs());
+                    }
+                }
+            }
+        }
+        assert!(
+            worst < 2f64.powi(-47),
+            "the AVX-512 table is {worst:e} from erf"
+        );
     }
 
     #[test]

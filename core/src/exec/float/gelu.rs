@@ -263,9 +263,9 @@ mod lanes {
                 let rounded = _mm512_fmadd_pd(a, _mm512_set1_pd(1.0 / WIDE_STEP), magic);
                 let rounded = _mm512_min_pd(rounded, last);
                 let index = _mm512_castpd_si512(rounded);
-                let centre =
-                    _mm512_mul_pd(_mm512_sub_pd(rounded, magic), _mm512_set1_pd(WIDE_STEP));
-                let t = _mm512_sub_pd(a, centre);
+                // `a` less the centre (an exact product), rounded once.
+                let i = _mm512_sub_pd(rounded, magic);
+                let t = _mm512_fnmadd_pd(i, _mm512_set1_pd(WIDE_STEP), a);
                 let term = |n: usize| {
                     let (low, high) = table[n].split_at(8);
                     _mm512_permutex2var_pd(
@@ -293,11 +293,13 @@ mod lanes {
                 let sign = _mm512_set1_epi64(i64::MIN);
                 let z_sign = _mm512_and_si512(_mm512_castpd_si512(z), sign);
                 let e = _mm512_castsi512_pd(_mm512_or_si512(_mm512_castpd_si512(e), z_sign));
+                // `g` as `gelu` has it (`0.5x + 0.5x·e` in one rounding would make `gelu(−0)`
+                // +0), and `g ∓ |x|·2⁻⁴⁶` each rounded once.
                 let half_x = _mm512_mul_pd(_mm512_set1_pd(0.5), v);
                 let g = _mm512_mul_pd(half_x, _mm512_add_pd(_mm512_set1_pd(1.0), e));
-                let tol = _mm512_mul_pd(_mm512_abs_pd(v), _mm512_set1_pd(MARGIN));
-                let lo = _mm512_cvtpd_ps(_mm512_sub_pd(g, tol));
-                let hi = _mm512_cvtpd_ps(_mm512_add_pd(g, tol));
+                let (abs, margin) = (_mm512_abs_pd(v), _mm512_set1_pd(MARGIN));
+                let lo = _mm512_cvtpd_ps(_mm512_fnmadd_pd(abs, margin, g));
+                let hi = _mm512_cvtpd_ps(_mm512_fmadd_pd(abs, margin, g));
                 _mm256_storeu_ps(x.as_mut_ptr(), lo);
                 u32::from(_mm256_cmp_ps_mask::<_CMP_EQ_OQ>(lo, hi))
             }

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::depthwise::depthwise;
 use super::exp::exp_shifted;
 use super::product::{self, Activation, PANEL_ROWS};
+use super::row_sums::{ROW_GROUP, Term, row_sums};
 use super::widest::in_widest_lanes;
 use crate::exec::matmul::{MatMut, MatRef, matmul};
 use crate::exec::transpose::transpose;
@@ -371,8 +372,8 @@ fn layer_norm_rows(
     out: &mut [f32],
 ) {
     // `Iterator::sum`'s fold, which starts at −0.
-    let means = row_sums(x, dim, -0.0, |_, v| v as f64).map(|s| s / dim as f64);
-    let vars = row_sums(x, dim, -0.0, |r, v| (v as f64 - means[r]).powi(2));
+    let means = row_sums(x, dim, -0.0, Term::Value).map(|s| s / dim as f64);
+    let vars = row_sums(x, dim, -0.0, Term::SquareFrom(means));
     for (r, (row, o)) in x.chunks(dim).zip(out.chunks_mut(dim)).enumerate() {
         let (mean, var) = (means[r], vars[r] / dim as f64);
         let inv = 1.0 / (var + eps).sqrt();
@@ -381,10 +382,6 @@ fn layer_norm_rows(
         }
     }
 }
-
-/// Rows per call of [`by_rows`]'s `f`: enough for a step that runs one sum per row in order to
-/// run the rows' sums side by side.
-const ROW_GROUP: usize = 8;
 
 /// `f(rows of x, the same rows of out)` for every group of up to [`ROW_GROUP`] rows of `dim`
 /// values, compiled for the widest lanes (`f` should call an `#[inline(always)]` body, which
@@ -451,32 +448,11 @@ fn softmax_rows(x: &[f32], n: usize, out: &mut [f32]) {
     for (row, o) in x.chunks(n).zip(out.chunks_mut(n)) {
         exp_shifted(row, row_max(row), o);
     }
-    let sums = row_sums(out, n, 0.0, |_, e| e as f64);
+    let sums = row_sums(out, n, 0.0, Term::Value);
     for (o, sum) in out.chunks_mut(n).zip(sums) {
         let inv = (1.0 / sum) as f32;
         o.iter_mut().for_each(|v| *v *= inv);
     }
-}
-
-/// For each row `r` of a group of rows of `n` values (see [`by_rows`]),
-/// `fold(init, |sum, v| sum + term(r, v))` over the row in order, in f64, as the definitions
-/// have it: the rows side by side when the group is whole, since one row's additions each
-/// wait on the one before.
-#[inline(always)]
-fn row_sums(x: &[f32], n: usize, init: f64, term: impl Fn(usize, f32) -> f64) -> [f64; ROW_GROUP] {
-    let mut sums = [init; ROW_GROUP];
-    if x.len() == ROW_GROUP * n {
-        for i in 0..n {
-            for (r, sum) in sums.iter_mut().enumerate() {
-                *sum += term(r, x[r * n + i]);
-            }
-        }
-    } else {
-        for (r, (row, sum)) in x.chunks(n).zip(&mut sums).enumerate() {
-            *sum = row.iter().fold(init, |sum, &v| sum + term(r, v));
-        }
-    }
-    sums
 }
 
 /// A row's largest value, NaN left out, as `fold(−∞, f32::max)` gives it, in lanes. Which

@@ -10,6 +10,7 @@ mod exp;
 mod gelu;
 mod kernels;
 pub mod product;
+mod row_sums;
 mod widest;
 
 use std::sync::{Arc, OnceLock};

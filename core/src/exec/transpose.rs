@@ -140,38 +140,49 @@ unsafe fn blocks_avx2(
                 let r: [__m256i; 8] = std::array::from_fn(|k| {
                     _mm256_loadu_si256(src.add((i0 + k) * cols + j0).cast())
                 });
-                // Pairs of rows interleaved, then pairs of pairs: each 128-bit half holds
-                // four rows' values of one column...
-                let t: [__m256i; 8] = std::array::from_fn(|k| {
-                    let (a, b) = (r[k / 2 * 2], r[k / 2 * 2 + 1]);
-                    if k % 2 == 0 {
-                        _mm256_unpacklo_epi32(a, b)
-                    } else {
-                        _mm256_unpackhi_epi32(a, b)
-                    }
-                });
-                let u: [__m256i; 8] = std::array::from_fn(|k| {
-                    let base = k / 4 * 4;
-                    let (a, b) = (t[base + (k % 4) / 2], t[base + (k % 4) / 2 + 2]);
-                    if k % 2 == 0 {
-                        _mm256_unpacklo_epi64(a, b)
-                    } else {
-                        _mm256_unpackhi_epi64(a, b)
-                    }
-                });
-                // ...and the halves of rows 0–3 and 4–7 joined: column j0 + k.
-                for k in 0..8 {
-                    let (a, b) = (u[k % 4], u[4 + k % 4]);
-                    let column = if k < 4 {
-                        _mm256_permute2x128_si256::<0x20>(a, b)
-                    } else {
-                        _mm256_permute2x128_si256::<0x31>(a, b)
-                    };
+                for (k, column) in block8(r).into_iter().enumerate() {
                     _mm256_storeu_si256(dst.add((j0 - first + k) * rows + i0).cast(), column);
                 }
             }
         }
     }
+}
+
+/// The 8 × 8 transpose of 32-bit values in AVX2 registers: element `k` of result `j` is element
+/// `j` of `r[k]` (row `k`'s value in column `j`), by 24 shuffles.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn block8(r: [std::arch::x86_64::__m256i; 8]) -> [std::arch::x86_64::__m256i; 8] {
+    use std::arch::x86_64::*;
+    // Pairs of rows interleaved, then pairs of pairs: each 128-bit half holds four rows'
+    // values of one column...
+    let t: [__m256i; 8] = std::array::from_fn(|k| {
+        let (a, b) = (r[k / 2 * 2], r[k / 2 * 2 + 1]);
+        if k % 2 == 0 {
+            _mm256_unpacklo_epi32(a, b)
+        } else {
+            _mm256_unpackhi_epi32(a, b)
+        }
+    });
+    let u: [__m256i; 8] = std::array::from_fn(|k| {
+        let base = k / 4 * 4;
+        let (a, b) = (t[base + (k % 4) / 2], t[base + (k % 4) / 2 + 2]);
+        if k % 2 == 0 {
+            _mm256_unpacklo_epi64(a, b)
+        } else {
+            _mm256_unpackhi_epi64(a, b)
+        }
+    });
+    // ...and the halves of rows 0–3 and 4–7 joined: column k.
+    std::array::from_fn(|k| {
+        let (a, b) = (u[k % 4], u[4 + k % 4]);
+        if k < 4 {
+            _mm256_permute2x128_si256::<0x20>(a, b)
+        } else {
+            _mm256_permute2x128_si256::<0x31>(a, b)
+        }
+    })
 }
 
 #[cfg(test)]

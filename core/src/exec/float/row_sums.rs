@@ -5,7 +5,7 @@
 //! summing row `r`. Compiled by itself, that loop read each value with a scalar load and
 //! converted and added it in `xmm` registers, eight of each per column (`perf annotate` of
 //! DeiT-T's fp32 executor). Here eight columns of the eight rows are loaded as eight vectors and
-//! transposed (24 shuffles), so each column is one vector of its rows' values: one conversion
+//! transposed ([`block8`](crate::exec::transpose::block8), 24 shuffles), so each column is one vector of its rows' values: one conversion
 //! to f64 and one addition per column (LayerNorm's variance: a subtraction and a product
 //! besides). Each lane adds the same terms in the same order with the same roundings as the
 //! scalar fold, so the sums are the same bits.
@@ -91,50 +91,26 @@ mod lanes {
     use std::arch::x86_64::*;
 
     use super::{ROW_GROUP, Term};
+    use crate::exec::transpose::block8;
 
     // A group's rows are one vector's f64 lanes with AVX-512, two with AVX2, and eight columns
     // of them one 8 × 8 transpose.
     const _: () = assert!(ROW_GROUP == 8);
 
     /// Columns `i..i + 8` of the eight rows of `n` values at `x`, one vector per column (lane
-    /// `r` row `r`): each row's eight values loaded, then interleaved in pairs, in fours and
-    /// in halves.
+    /// `r` row `r`): each row's eight values loaded, then transposed as 32-bit words.
     ///
     /// # Safety
     /// `x` holds eight rows of `n` values and `i + 8 ≤ n`.
-    #[target_feature(enable = "avx")]
+    #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn columns(x: &[f32], n: usize, i: usize) -> [__m256; 8] {
         debug_assert!(x.len() == ROW_GROUP * n && i + 8 <= n);
         // SAFETY: row `r`'s values `i..i + 8` lie inside `x` (the caller's promise).
-        let r: [__m256; 8] =
-            std::array::from_fn(|r| unsafe { _mm256_loadu_ps(x.as_ptr().add(r * n + i)) });
-        // `t[2p]`: (row 2p, row 2p + 1) values 0, 1 | 4, 5; `t[2p + 1]`: 2, 3 | 6, 7.
-        let t: [__m256; 8] = std::array::from_fn(|k| {
-            let (a, b) = (r[k / 2 * 2], r[k / 2 * 2 + 1]);
-            if k % 2 == 0 {
-                _mm256_unpacklo_ps(a, b)
-            } else {
-                _mm256_unpackhi_ps(a, b)
-            }
+        let rows: [__m256i; 8] = std::array::from_fn(|r| unsafe {
+            _mm256_loadu_si256(x.as_ptr().add(r * n + i).cast())
         });
-        // `s[4h + c]`: rows 4h..4h + 4 of columns c | c + 4.
-        let s: [__m256; 8] = std::array::from_fn(|k| {
-            let (h, c) = (k / 4, k % 4);
-            let (a, b) = (t[4 * h + c / 2], t[4 * h + 2 + c / 2]);
-            if c % 2 == 0 {
-                _mm256_shuffle_ps::<0x44>(a, b)
-            } else {
-                _mm256_shuffle_ps::<0xEE>(a, b)
-            }
-        });
-        std::array::from_fn(|c| {
-            if c < 4 {
-                _mm256_permute2f128_ps::<0x20>(s[c], s[4 + c])
-            } else {
-                _mm256_permute2f128_ps::<0x31>(s[c - 4], s[c])
-            }
-        })
+        block8(rows).map(|column| _mm256_castsi256_ps(column))
     }
 
     /// Adds every whole block of eight columns to `sums`, in order; returns the columns done.

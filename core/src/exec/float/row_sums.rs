@@ -4,11 +4,11 @@
 //! A row's additions each wait on the one before, so the eight rows run side by side, lane `r`
 //! summing row `r`. Compiled by itself, that loop read each value with a scalar load and
 //! converted and added it in `xmm` registers, eight of each per column (`perf annotate` of
-//! DeiT-T's fp32 executor). Here eight columns of the eight rows are loaded as eight vectors and
-//! transposed ([`block8`](crate::exec::transpose::block8), 24 shuffles), so each column is one vector of its rows' values: one conversion
-//! to f64 and one addition per column (LayerNorm's variance: a subtraction and a product
-//! besides). Each lane adds the same terms in the same order with the same roundings as the
-//! scalar fold, so the sums are the same bits.
+//! DeiT-T's fp32 executor). Here eight columns of the eight rows are loaded as eight vectors
+//! and transposed ([`block8`](crate::exec::transpose::block8), 24 shuffles), so each column is
+//! one vector of its rows' values: one conversion to f64 and one addition per column
+//! (LayerNorm's variance: a subtraction and a product besides). Each lane adds the same terms
+//! in the same order with the same roundings as the scalar fold, so the sums are the same bits.
 
 /// Rows per group: enough for a step that runs one sum per row in order to run the rows' sums
 /// side by side, and a vector of f64 with AVX-512.

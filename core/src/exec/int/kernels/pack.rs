@@ -1,7 +1,7 @@
 //! Activations into the kernels' operands: depthwise planes centred to i16
 //! ([`centre_planes`]), im2col rows ([`im2col_plane`]), and packed `B` ([`pack_rows`],
-//! [`pack_stacked_rows`], [`pack_tokens`]; see [`PackedB`]). Each is one portable body also compiled for AVX2 and
-//! AVX-512, written so those builds vectorise: the byte-by-byte packing and the per-element
+//! [`pack_stacked_rows`], [`pack_tokens`]; see [`PackedB`]). Each is one portable body also
+//! compiled for AVX2 and AVX-512, written so those builds vectorise: the byte-by-byte packing and the per-element
 //! bounds tests of im2col had kept them scalar (8 % of EfficientViT-B1's integer time by
 //! `perf`, and the centring 5 % on the x86-64 baseline). In packed `B` each code is lifted by
 //! `u` to a u8 and four consecutive `K` values of a column share one 32-bit word: a whole block

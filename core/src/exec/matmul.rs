@@ -114,6 +114,15 @@ pub(crate) fn summation_blocks(rows: usize, depth: usize, cols: usize) -> Vec<(u
     }
 }
 
+/// Whether a product of `depth` terms per sum and `cols` columns sums every output over the same
+/// blocks whatever its number of rows, from two up ([`summation_blocks`]): a depth of one
+/// block, or more than 64 columns (then the rows never pick `gemm`'s blocks of 512). So its
+/// rows may be cut into blocks of any size from two (a single row is a matrix-vector product,
+/// summed in another order) and give the same bits.
+pub(crate) fn rows_cut_freely(depth: usize, cols: usize) -> bool {
+    depth <= DEPTH_BLOCK || cols > 64
+}
+
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`).
 ///
 /// Panics when the shapes do not chain or a view reaches outside its slice: both are
@@ -265,6 +274,63 @@ mod tests {
             }
         }
         c
+    }
+
+    /// Where [`rows_cut_freely`] holds, a product cut into blocks of rows of any size from two
+    /// gives the bits of the product in one call (DeiT-T's and B1's layer shapes, a depth past
+    /// 512, few and many columns); where it does not, the summation blocks do depend on the
+    /// rows.
+    #[test]
+    fn rows_cut_freely_keeps_every_sum() {
+        let mut rng = crate::rng::Rng::new(9);
+        for (depth, cols, free) in [
+            (192, 576, true),
+            (768, 192, true),
+            (1100, 100, true),
+            (300, 24, true),
+            (1100, 24, false),
+        ] {
+            assert_eq!(rows_cut_freely(depth, cols), free, "{depth} × {cols}");
+            let blocks = |rows| summation_blocks(rows, depth, cols);
+            if !free {
+                assert_ne!(blocks(32), blocks(100), "{depth} × {cols}");
+                continue;
+            }
+            assert!((2..=200).all(|rows| blocks(rows) == blocks(2)));
+            let rows = 97;
+            let a: Vec<f32> = (0..rows * depth).map(|_| rng.normal()).collect();
+            let b: Vec<f32> = (0..depth * cols).map(|_| rng.normal()).collect();
+            let rhs = MatRef::row_major(&b, depth, cols);
+            let mut whole = vec![0.0; rows * cols];
+            matmul(
+                MatMut::row_major(&mut whole, rows, cols),
+                MatRef::row_major(&a, rows, depth),
+                rhs,
+                false,
+            );
+            for block in [2, 3, 16, 33, 49, 65] {
+                let mut cut = vec![f32::NAN; rows * cols];
+                for (o, x) in cut.chunks_mut(block * cols).zip(a.chunks(block * depth)) {
+                    let n = x.len() / depth;
+                    if n == 1 {
+                        // A last block of one row: the matrix-vector product, not checked.
+                        o.copy_from_slice(&whole[(rows - 1) * cols..]);
+                        continue;
+                    }
+                    matmul(
+                        MatMut::row_major(o, n, cols),
+                        MatRef::row_major(x, n, depth),
+                        rhs,
+                        false,
+                    );
+                }
+                let same = whole
+                    .iter()
+                    .zip(&cut)
+                    .all(|(w, c)| w.to_bits() == c.to_bits());
+                assert!(same, "{depth} × {cols} in blocks of {block} rows");
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::exp::exp_shifted;
 use super::product::{self, Activation, PANEL_ROWS};
 use super::row_sums::{ROW_GROUP, Term, row_sums};
 use super::widest::in_widest_lanes;
-use crate::exec::matmul::{MatMut, MatRef, matmul};
+use crate::exec::matmul::{MatMut, MatRef, matmul, rows_cut_freely};
 use crate::exec::transpose::transpose;
 use crate::graph::Conv2d;
 
@@ -24,6 +24,9 @@ const ROW_BLOCK: usize = 32;
 const ROW_PARTS: usize = 4;
 /// Below this many multiply-accumulates an image's op runs on one thread.
 const PARALLEL_MACS: usize = 1 << 20;
+/// The most rows of a linear layer's parallel block ([`token_rows`]): `gemm` packs the weight
+/// again for every call, so blocks are as large as an even split over the threads allows.
+const LINEAR_ROWS: usize = 128;
 /// Outputs per parallel block of a linear layer's single row (see [`output_blocks`]).
 const OUTPUT_BLOCK: usize = 384;
 const _: () = assert!(OUTPUT_BLOCK > 256, "see `output_blocks`");
@@ -318,13 +321,40 @@ pub fn linear(
                     o.iter_mut().zip(&b[start..]).for_each(|(v, b)| *v += b);
                 }
             });
-    } else if tokens * in_features * out_features < PARALLEL_MACS || tokens <= ROW_BLOCK {
+    } else if tokens * in_features * out_features < PARALLEL_MACS {
+        rows(out, x);
+    } else if let Some(block) = token_rows(tokens, in_features, out_features) {
+        out.par_chunks_mut(block * out_features)
+            .zip(x.par_chunks(block * in_features))
+            .for_each(|(o, x)| rows(o, x));
+    } else if tokens <= ROW_BLOCK {
         rows(out, x);
     } else {
         out.par_chunks_mut(ROW_BLOCK * out_features)
             .zip(x.par_chunks(ROW_BLOCK * in_features))
             .for_each(|(o, x)| rows(o, x));
     }
+}
+
+/// Rows per block of a linear layer on `tokens` rows whose sums the rows may be cut across
+/// freely ([`rows_cut_freely`]): as many blocks as a whole number of rounds over the pool's
+/// threads needs, each of at most [`LINEAR_ROWS`], none of a single row. Blocks of
+/// [`ROW_BLOCK`] rows had left a thread idle for a third of each of DeiT-T's layers at batch 1
+/// (197 tokens: four blocks on one thread, three on the other, the last of 5 rows); the bits
+/// are the same either way. `None` where the sums depend on the rows: then blocks of
+/// [`ROW_BLOCK`], whatever the threads.
+fn token_rows(tokens: usize, in_features: usize, out_features: usize) -> Option<usize> {
+    if tokens < 4 || !rows_cut_freely(in_features, out_features) {
+        return None;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = tokens.div_ceil(LINEAR_ROWS).next_multiple_of(threads);
+    let mut rows = tokens.div_ceil(blocks).max(2);
+    // A last block of one row would be a matrix-vector product, summed in another order.
+    while tokens % rows == 1 {
+        rows += 1;
+    }
+    Some(rows)
 }
 
 /// `out` cut into blocks of `block` values, the remainder joined to the last block, each with
@@ -1243,10 +1273,11 @@ mod tests {
     }
 
     /// The layer through the transposed weight gives the sums of the products with the weight
-    /// as stored over the same blocks of rows, bit for bit: at DeiT-T's and the micro models'
-    /// sizes, past the 512-term depth block, for row counts from 1 to 70 (one block or several,
-    /// whole and partial, and the single rows `gemm` runs as matrix-vector products, at B1's
-    /// classifier sizes in parallel blocks of outputs).
+    /// as stored, bit for bit: in one call where the rows may be cut freely, else over blocks
+    /// of [`ROW_BLOCK`] rows; at DeiT-T's and the micro models' sizes, past the 512-term depth
+    /// block, for row counts from 1 to 70 (one block or several, whole and partial, and the
+    /// single rows `gemm` runs as matrix-vector products, at B1's classifier sizes in parallel
+    /// blocks of outputs), on pools of one to three threads.
     #[test]
     fn linear_equals_the_product_with_the_weight_as_stored() {
         let mut rng = crate::rng::Rng::new(3);
@@ -1271,7 +1302,8 @@ mod tests {
             let bias: Vec<f32> = (0..outf).map(|_| rng.normal()).collect();
             for tokens in (1..=70).filter(|t| inf < 1000 || t % 16 == 1) {
                 let x: Vec<f32> = (0..tokens * inf).map(|_| rng.normal()).collect();
-                let blocked = tokens * inf * outf >= PARALLEL_MACS && tokens > ROW_BLOCK;
+                let parallel = tokens * inf * outf >= PARALLEL_MACS;
+                let blocked = parallel && tokens > ROW_BLOCK && !rows_cut_freely(inf, outf);
                 let block = if blocked { ROW_BLOCK } else { tokens };
                 let mut want = vec![0.0; tokens * outf];
                 for (o, xb) in want.chunks_mut(block * outf).zip(x.chunks(block * inf)) {
@@ -1283,14 +1315,20 @@ mod tests {
                         false,
                     );
                 }
-                let mut got = vec![f32::NAN; tokens * outf];
-                linear(&x, inf, &w, &wt, Some(&bias), &mut got);
-                for (i, (g, sum)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(
-                        g.to_bits(),
-                        (sum + bias[i % outf]).to_bits(),
-                        "{tokens} rows of {inf} → {outf}, element {i}"
-                    );
+                for threads in 1..=3 {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .expect("a pool");
+                    let mut got = vec![f32::NAN; tokens * outf];
+                    pool.install(|| linear(&x, inf, &w, &wt, Some(&bias), &mut got));
+                    for (i, (g, sum)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            g.to_bits(),
+                            (sum + bias[i % outf]).to_bits(),
+                            "{tokens} rows of {inf} → {outf}, element {i}, {threads} threads"
+                        );
+                    }
                 }
             }
         }

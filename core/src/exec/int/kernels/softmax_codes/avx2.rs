@@ -94,10 +94,7 @@ unsafe fn group<const R: usize>(lanes: &Lanes256, acc: *const i32, work: *mut i3
         for (r, norm) in norms.iter().enumerate() {
             let at = row(r) + i;
             let e = unsafe { _mm256_maskload_epi32(work.add(at), k) };
-            let p = match norm {
-                Normalise256::ByProduct(n) => n.of(e),
-                Normalise256::ByShift(n) => n.of(e),
-            };
+            let p = norm.of(e);
             unsafe { _mm256_maskstore_epi32(dst.add(at), k, lanes.codes.code(p)) };
         }
     }
@@ -122,64 +119,31 @@ fn sum_of(v: __m256i) -> i64 {
 
 /// [`super::avx512::Normalise512`] in 256-bit registers (AVX2 has no `vpmullq` for LLVM to
 /// prefer to `vpmuludq`).
-pub(super) enum Normalise256 {
-    ByProduct(ByProduct256),
-    ByShift(ByShift256),
-}
-
-impl Normalise256 {
-    #[target_feature(enable = "avx2")]
-    pub(super) fn new(n: &Normaliser) -> Self {
-        match u32::try_from(n.reciprocal) {
-            Ok(r) => Self::ByProduct(ByProduct256 {
-                r: _mm256_set1_epi64x(r as i64),
-                half: _mm256_set1_epi64x(1 << (n.shift - 1)),
-                shift: _mm_cvtsi32_si128(n.shift as i32),
-            }),
-            Err(_) => Self::ByShift(ByShift256 {
-                half: _mm256_set1_epi32(1 << (n.shift - 33)),
-                shift: _mm_cvtsi32_si128(n.shift as i32 - 32),
-            }),
-        }
-    }
-
-    /// [`Normaliser::apply`] of 8 exponentials (each at most 2^30).
-    #[cfg(test)]
-    #[target_feature(enable = "avx2")]
-    pub(super) fn of(&self, e: __m256i) -> __m256i {
-        match self {
-            Self::ByProduct(n) => n.of(e),
-            Self::ByShift(n) => n.of(e),
-        }
-    }
-}
-
-pub(super) struct ByProduct256 {
+pub(super) struct Normalise256 {
     r: __m256i,
     half: __m256i,
     shift: __m128i,
 }
 
-impl ByProduct256 {
+impl Normalise256 {
     #[target_feature(enable = "avx2")]
-    fn of(&self, e: __m256i) -> __m256i {
+    pub(super) fn new(n: &Normaliser) -> Self {
+        let (r, shift) = super::product_form(n);
+        Self {
+            r: _mm256_set1_epi64x(i64::from(r)),
+            half: _mm256_set1_epi64x(1 << (shift - 1)),
+            shift: _mm_cvtsi32_si128(shift as i32),
+        }
+    }
+
+    /// [`Normaliser::apply`] of 8 exponentials (each at most 2^30).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn of(&self, e: __m256i) -> __m256i {
         let scaled = |e| {
             let times_r = _mm256_add_epi64(_mm256_mul_epu32(e, self.r), self.half);
             _mm256_srl_epi64(times_r, self.shift)
         };
         let odd = scaled(_mm256_srli_epi64::<32>(e));
         _mm256_or_si256(scaled(e), _mm256_slli_epi64::<32>(odd))
-    }
-}
-
-pub(super) struct ByShift256 {
-    half: __m256i,
-    shift: __m128i,
-}
-
-impl ByShift256 {
-    #[target_feature(enable = "avx2")]
-    fn of(&self, e: __m256i) -> __m256i {
-        _mm256_srl_epi32(_mm256_add_epi32(e, self.half), self.shift)
     }
 }

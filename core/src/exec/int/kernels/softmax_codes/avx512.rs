@@ -97,64 +97,39 @@ unsafe fn group<const R: usize>(lanes: &Lanes512, acc: *const i32, work: *mut i3
         for (r, norm) in norms.iter().enumerate() {
             let at = row(r) + i;
             let e = unsafe { _mm512_maskz_loadu_epi32(k, work.add(at)) };
-            let p = match norm {
-                Normalise512::ByProduct(n) => n.of(e),
-                Normalise512::ByShift(n) => n.of(e),
-            };
+            let p = norm.of(e);
             unsafe { _mm512_mask_storeu_epi32(dst.add(at), k, lanes.codes.code(p)) };
         }
     }
 }
 
-/// A [`Normaliser`] in 512-bit registers. Its reciprocal `r` lies in (2^31, 2^32]: below 2^32
-/// a u32, and `e·r` one `vpmuludq` ([`ByProduct512`], exact in u64: below 2^62); at 2^32 (a row
-/// whose sum is a power of two) `e·r` is `e` shifted, and the probability `(e + 2^(shift−33))
-/// >> (shift − 32)` is formed in 32-bit lanes ([`ByShift512`]).
-pub(super) enum Normalise512 {
-    ByProduct(ByProduct512),
-    ByShift(ByShift512),
-}
-
-impl Normalise512 {
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn new(n: &Normaliser) -> Self {
-        match u32::try_from(n.reciprocal) {
-            Ok(r) => Self::ByProduct(ByProduct512 {
-                r: _mm512_set1_epi64(r as i64),
-                half: _mm512_set1_epi64(1 << (n.shift - 1)),
-                shift: _mm_cvtsi32_si128(n.shift as i32),
-            }),
-            // The shift is at least 38, so `shift − 32` at least 6.
-            Err(_) => Self::ByShift(ByShift512 {
-                half: _mm512_set1_epi32(1 << (n.shift - 33)),
-                shift: _mm_cvtsi32_si128(n.shift as i32 - 32),
-            }),
-        }
-    }
-
-    /// [`Normaliser::apply`] of 16 exponentials (each at most 2^30).
-    #[cfg(test)]
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn of(&self, e: __m512i) -> __m512i {
-        match self {
-            Self::ByProduct(n) => n.of(e),
-            Self::ByShift(n) => n.of(e),
-        }
-    }
-}
-
-pub(super) struct ByProduct512 {
+/// A [`Normaliser`] in 512-bit registers: `e·r` one `vpmuludq` per 8 lanes (exact in u64:
+/// below 2^62), the probability `(e·r + 2^(shift−1)) >> shift`. Its reciprocal `r` lies in
+/// (2^31, 2^32]; at 2^32 (a row whose sum is a power of two), past u32, it is halved with the
+/// shift one less, the same quotient: `(e·2^31 + 2^(shift−2)) >> (shift − 1)`. (A second form
+/// for that case, in 32-bit lanes, had put a branch on every row's vector of the pass.)
+pub(super) struct Normalise512 {
     r: __m512i,
     half: __m512i,
     shift: __m128i,
 }
 
-impl ByProduct512 {
-    /// The even lanes' and the odd ones' probabilities as 64-bit lanes (`vpmuludq` reads the
-    /// low half of each), put back together by an OR: each is at most 2^24, so every high
-    /// half is 0.
+impl Normalise512 {
     #[target_feature(enable = "avx512f")]
-    fn of(&self, e: __m512i) -> __m512i {
+    pub(super) fn new(n: &Normaliser) -> Self {
+        let (r, shift) = super::product_form(n);
+        Self {
+            r: _mm512_set1_epi64(i64::from(r)),
+            half: _mm512_set1_epi64(1 << (shift - 1)),
+            shift: _mm_cvtsi32_si128(shift as i32),
+        }
+    }
+
+    /// [`Normaliser::apply`] of 16 exponentials (each at most 2^30): the even lanes' and the
+    /// odd ones' probabilities as 64-bit lanes (`vpmuludq` reads the low half of each), put
+    /// back together by an OR: each is at most 2^24, so every high half is 0.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn of(&self, e: __m512i) -> __m512i {
         let scaled = |e| {
             let times_r = _mm512_add_epi64(mul_epu32(e, self.r), self.half);
             _mm512_srl_epi64(times_r, self.shift)
@@ -184,16 +159,4 @@ fn mul_epu32(a: __m512i, b: __m512i) -> __m512i {
         )
     };
     product
-}
-
-pub(super) struct ByShift512 {
-    half: __m512i,
-    shift: __m128i,
-}
-
-impl ByShift512 {
-    #[target_feature(enable = "avx512f")]
-    fn of(&self, e: __m512i) -> __m512i {
-        _mm512_srl_epi32(_mm512_add_epi32(e, self.half), self.shift)
-    }
 }

@@ -25,6 +25,8 @@ use super::exps::LANE32_INPUT_BITS;
 use super::requant::{Fast, Narrow};
 use super::{Isa, Width, width};
 use crate::exec::int::nonlinear::levels::BinadeLookup;
+#[cfg(target_arch = "x86_64")]
+use crate::exec::int::nonlinear::softmax::Normaliser;
 use crate::exec::spare::resize_to_overwrite;
 
 /// Rows shorter than this: their exponentials (each at most 2^30) sum below 2^56, so the
@@ -109,6 +111,20 @@ impl<'a> RowCodes<'a> {
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("`RowCodes::new` gives none without AVX2")
+    }
+}
+
+/// A [`Normaliser`]'s reciprocal as a u32 and its shift: the reciprocal lies in
+/// (2^31, 2^32], and at 2^32 halving it with the shift one less keeps every quotient
+/// `(e·r + 2^(shift−1)) >> shift` (the normalisation's shift is at least 38).
+#[cfg(target_arch = "x86_64")]
+fn product_form(n: &Normaliser) -> (u32, u32) {
+    match u32::try_from(n.reciprocal) {
+        Ok(r) => (r, n.shift),
+        Err(_) => {
+            debug_assert_eq!(n.reciprocal, 1 << 32);
+            (1 << 31, n.shift - 1)
+        }
     }
 }
 

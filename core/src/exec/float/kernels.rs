@@ -338,11 +338,11 @@ pub fn linear(
 
 /// Rows per block of a linear layer on `tokens` rows whose sums the rows may be cut across
 /// freely ([`rows_cut_freely`]): as many blocks as a whole number of rounds over the pool's
-/// threads needs, each of at most [`LINEAR_ROWS`], none of a single row. Blocks of
-/// [`ROW_BLOCK`] rows had left a thread idle for a third of each of DeiT-T's layers at batch 1
-/// (197 tokens: four blocks on one thread, three on the other, the last of 5 rows); the bits
-/// are the same either way. `None` where the sums depend on the rows: then blocks of
-/// [`ROW_BLOCK`], whatever the threads.
+/// threads needs, each of at most [`LINEAR_ROWS`], none of a single row: DeiT-T's 197 tokens
+/// as two calls of 99 and 98 rows rather than seven of up to 32 (each packing the weight
+/// again), and no single last row, which `gemm` would sum as a matrix-vector product. The bits
+/// are those of the product in one call whatever the threads. `None` where the sums depend on
+/// the rows: then blocks of [`ROW_BLOCK`], whatever the threads.
 fn token_rows(tokens: usize, in_features: usize, out_features: usize) -> Option<usize> {
     if tokens < 4 || !rows_cut_freely(in_features, out_features) {
         return None;

@@ -34,6 +34,9 @@ const LANES: usize = 16;
 /// phase-plane kernel's `PARALLEL_MACS`).
 const PARALLEL_MACS: usize = 1 << 17;
 
+/// One channel's conv: its index, input plane, weights and output plane.
+type ChannelConv<'a> = dyn Fn(usize, &[f32], &[f32], &mut [f32]) + Sync + 'a;
+
 /// Whether [`depthwise`] runs this conv: a 3×3, 5×5 or 7×7 kernel padded by half its size, at
 /// stride 1 or 2, and AVX-512F.
 pub fn applies(c: &Conv2d, in_hw: (usize, usize), out_hw: (usize, usize)) -> bool {
@@ -64,19 +67,46 @@ pub fn depthwise(
         applies(c, (h, w), out_hw),
         "the direct depthwise kernel does not run {c:?}"
     );
-    let (k, plane) = (c.kernel, h * w);
+    let (k, plane, out_plane) = (c.kernel, h * w, out_hw.0 * out_hw.1);
     assert!(x.len() >= bias.len() * plane && weight.len() >= bias.len() * k * k);
-    if c.stride == 2 {
-        return halving(k, x, (h, w), weight, bias, out);
-    }
-    assert_eq!(out.len(), bias.len() * plane);
-    if plane == 0 {
+    assert_eq!(out.len(), bias.len() * out_plane);
+    if out_plane == 0 {
         return;
     }
+    // Channel `ch`'s input plane, weights and output plane, on the pool's threads when large.
+    let mut for_channels = |run: &ChannelConv| {
+        let channel = |(ch, o): (usize, &mut [f32])| {
+            run(
+                ch,
+                &x[ch * plane..][..plane],
+                &weight[ch * k * k..][..k * k],
+                o,
+            )
+        };
+        if out.len() * k * k < PARALLEL_MACS {
+            out.chunks_mut(out_plane).enumerate().for_each(channel);
+        } else {
+            out.par_chunks_mut(out_plane).enumerate().for_each(channel);
+        }
+    };
+    if c.stride == 2 {
+        return for_channels(&|ch, xc, wc, o| {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `applies` checked AVX-512F; the slices have the sizes asserted above.
+            #[allow(unsafe_code)]
+            unsafe {
+                match k {
+                    3 => lanes::halving::<3>((h, w), xc, wc, bias[ch], o),
+                    5 => lanes::halving::<5>((h, w), xc, wc, bias[ch], o),
+                    _ => lanes::halving::<7>((h, w), xc, wc, bias[ch], o),
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (ch, xc, wc, o);
+        });
+    }
     let masks = tap_masks_for((h, w), k);
-    let channel = |(ch, o): (usize, &mut [f32])| {
-        let xc = &x[ch * plane..(ch + 1) * plane];
-        let wc = &weight[ch * k * k..(ch + 1) * k * k];
+    for_channels(&|ch, xc, wc, o| {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `applies` checked AVX-512F; the slices have the sizes asserted above, and
         // `masks` was made for this geometry.
@@ -89,51 +119,8 @@ pub fn depthwise(
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (xc, wc, o, &masks);
-    };
-    if out.len() * k * k < PARALLEL_MACS {
-        out.chunks_mut(plane).enumerate().for_each(channel);
-    } else {
-        out.par_chunks_mut(plane).enumerate().for_each(channel);
-    }
-}
-
-/// [`depthwise`] at stride 2: `out` is `[C, ⌈h/2⌉, ⌈w/2⌉]`.
-fn halving(
-    k: usize,
-    x: &[f32],
-    (h, w): (usize, usize),
-    weight: &[f32],
-    bias: &[f32],
-    out: &mut [f32],
-) {
-    let (plane, out_hw) = (h * w, (h.div_ceil(2), w.div_ceil(2)));
-    let out_plane = out_hw.0 * out_hw.1;
-    assert_eq!(out.len(), bias.len() * out_plane);
-    if out_plane == 0 {
-        return;
-    }
-    let channel = |(ch, o): (usize, &mut [f32])| {
-        let xc = &x[ch * plane..(ch + 1) * plane];
-        let wc = &weight[ch * k * k..(ch + 1) * k * k];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `applies` checked AVX-512F; the slices have the sizes asserted above.
-        #[allow(unsafe_code)]
-        unsafe {
-            match k {
-                3 => lanes::halving::<3>((h, w), xc, wc, bias[ch], o),
-                5 => lanes::halving::<5>((h, w), xc, wc, bias[ch], o),
-                _ => lanes::halving::<7>((h, w), xc, wc, bias[ch], o),
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (xc, wc, o);
-    };
-    if out.len() * k * k < PARALLEL_MACS {
-        out.chunks_mut(out_plane).enumerate().for_each(channel);
-    } else {
-        out.par_chunks_mut(out_plane).enumerate().for_each(channel);
-    }
+        let _ = (ch, xc, wc, o, &masks);
+    });
 }
 
 /// [`tap_masks`] for this geometry, made once: a conv runs once per image, and making them

@@ -515,17 +515,21 @@ pub fn global_avg_pool(x: &[f32], plane: usize, out: &mut [f32]) {
 }
 
 /// Softmax attention logits `q·kᵀ·scale` per head from fused qkv `[N, 3·h·d]` → `[h, N, N]`,
-/// the heads in parallel when large.
+/// in parallel when large: each head's rows in [`attention_rows`] blocks, so that DeiT-T's
+/// three heads keep two threads busy at batch 1 (one head each, then a single thread on the
+/// third, was a sixth of its attention time idle).
 pub fn attention_scores(qkv: &[f32], heads: usize, d: usize, scale: f32, out: &mut [f32]) {
     let width = 3 * heads * d;
     let n = qkv.len() / width;
     if n == 0 {
         return;
     }
-    let head = |(h, o): (usize, &mut [f32])| {
+    // Rows `first..` of head `h`'s logits into `o`.
+    let rows = |h: usize, first: usize, o: &mut [f32]| {
+        let count = o.len() / n;
         let q = MatRef {
-            data: &qkv[h * d..],
-            rows: n,
+            data: &qkv[first * width + h * d..],
+            rows: count,
             cols: d,
             row_stride: width,
             col_stride: 1,
@@ -537,26 +541,37 @@ pub fn attention_scores(qkv: &[f32], heads: usize, d: usize, scale: f32, out: &m
             row_stride: width,
             col_stride: 1,
         };
-        matmul(MatMut::row_major(o, n, n), q, k.t(), false);
+        matmul(MatMut::row_major(o, count, n), q, k.t(), false);
         o.iter_mut().for_each(|v| *v *= scale);
     };
     let out = &mut out[..heads * n * n];
-    if heads > 1 && heads * n * n * d >= PARALLEL_HEAD_MACS {
-        out.par_chunks_mut(n * n).enumerate().for_each(head);
-    } else {
-        out.chunks_mut(n * n).enumerate().for_each(head);
+    if heads * n * n * d < PARALLEL_HEAD_MACS {
+        out.chunks_mut(n * n)
+            .enumerate()
+            .for_each(|(h, o)| rows(h, 0, o));
+        return;
     }
+    let threads = rayon::current_num_threads().max(1);
+    let block = attention_rows(n, d, n, threads / gcd(heads, threads));
+    out.par_chunks_mut(n * n).enumerate().for_each(|(h, o)| {
+        o.par_chunks_mut(block * n)
+            .enumerate()
+            .for_each(|(b, o)| rows(h, b * block, o));
+    });
 }
 
 /// Attention output `P_h · V_h` per head, heads side by side: `[h, N, N]`, qkv → `[N, h·d]`.
 ///
-/// When large the heads run in parallel, each into a `[N, d]` block of its own that is then
-/// copied to its columns (a head's columns of `out` are not one slice); the product is the
-/// same, only where it is written differs.
+/// When large its rows run in parallel blocks ([`attention_rows`]), each block every head's
+/// product for those rows. Where the sums would depend on the rows (more than 512 tokens and
+/// at most 64 values per head), the heads run in parallel instead, each into a `[N, d]` block
+/// of its own that is then copied to its columns (a head's columns of `out` are not one
+/// slice). Either way each output is the head's product computed alone.
 pub fn attention_mix(probs: &[f32], qkv: &[f32], heads: usize, d: usize, out: &mut [f32]) {
     let width = 3 * heads * d;
     let n = qkv.len() / width;
-    let product = |h: usize, o: MatMut<'_>| {
+    // Rows `first..` of head `h`'s output into `o`.
+    let product = |h: usize, first: usize, o: MatMut<'_>| {
         let v = MatRef {
             data: &qkv[2 * heads * d + h * d..],
             rows: n,
@@ -564,32 +579,64 @@ pub fn attention_mix(probs: &[f32], qkv: &[f32], heads: usize, d: usize, out: &m
             row_stride: width,
             col_stride: 1,
         };
-        let p = MatRef::row_major(&probs[h * n * n..(h + 1) * n * n], n, n);
+        let start = (h * n + first) * n;
+        let p = MatRef::row_major(&probs[start..start + o.rows * n], o.rows, n);
         matmul(o, p, v, false);
     };
-    if heads > 1 && heads * n * n * d >= PARALLEL_HEAD_MACS {
+    // Every head's output for the rows `first..` of `out` that `o` holds.
+    let all_heads = |first: usize, o: &mut [f32]| {
+        let rows = o.len() / (heads * d);
+        for h in 0..heads {
+            let o = MatMut {
+                data: &mut o[h * d..],
+                rows,
+                cols: d,
+                row_stride: heads * d,
+                col_stride: 1,
+            };
+            product(h, first, o);
+        }
+    };
+    let out = &mut out[..n * heads * d];
+    if heads * n * n * d < PARALLEL_HEAD_MACS {
+        all_heads(0, out);
+    } else if rows_cut_freely(n, d) {
+        let block = attention_rows(n, n, d, rayon::current_num_threads().max(1));
+        out.par_chunks_mut(block * heads * d)
+            .enumerate()
+            .for_each(|(b, o)| all_heads(b * block, o));
+    } else {
         let mut blocks = vec![0.0; heads * n * d];
         blocks
             .par_chunks_mut(n * d)
             .enumerate()
-            .for_each(|(h, b)| product(h, MatMut::row_major(b, n, d)));
+            .for_each(|(h, b)| product(h, 0, MatMut::row_major(b, n, d)));
         for (h, block) in blocks.chunks(n * d).enumerate() {
             for (row, src) in out.chunks_mut(heads * d).zip(block.chunks(d)) {
                 row[h * d..(h + 1) * d].copy_from_slice(src);
             }
         }
-    } else {
-        for h in 0..heads {
-            let o = MatMut {
-                data: &mut out[h * d..],
-                rows: n,
-                cols: d,
-                row_stride: heads * d,
-                col_stride: 1,
-            };
-            product(h, o);
-        }
     }
+}
+
+/// Rows per parallel block of `n` rows of an attention product (`depth` terms per sum, `cols`
+/// columns) cut into about `parts` blocks: all `n` where its sums depend on the rows
+/// ([`rows_cut_freely`]), else blocks whose last one is neither a single row (a matrix-vector
+/// product) nor of 256 values or fewer (dot products): both sum in an order of their own.
+fn attention_rows(n: usize, depth: usize, cols: usize, parts: usize) -> usize {
+    if !rows_cut_freely(depth, cols) {
+        return n.max(1);
+    }
+    let mut rows = n.div_ceil(parts.max(1)).max(1);
+    let too_small = |r: usize| r < 2 || r * cols <= 256;
+    while rows < n && (too_small(rows) || (n % rows != 0 && too_small(n % rows))) {
+        rows += 1;
+    }
+    rows.min(n).max(1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// `[v; 1] · relu(k)ᵀ` per head of the multi-scale map `[heads·3d, N]` → `[heads, d+1, d]`.
@@ -821,55 +868,86 @@ mod tests {
     }
 
     /// DeiT-T's attention (3 heads of 64, 197 tokens) is past [`PARALLEL_HEAD_MACS`], so its
-    /// heads run in parallel: each head's logits and output equal, bit for bit, that head's
-    /// products computed alone.
+    /// heads' rows run in parallel blocks: on pools of 1–3 threads each head's logits and
+    /// output equal, bit for bit, that head's products computed alone. So do those of 530
+    /// tokens, whose output sums (530 terms, 32 columns) depend on the rows and so run a
+    /// whole head per thread.
     #[test]
     fn attention_heads_in_parallel_equal_each_head_alone() {
-        let (heads, d, n) = (3, 64, 197);
-        assert!(heads * n * n * d >= PARALLEL_HEAD_MACS);
-        let mut rng = crate::rng::Rng::new(5);
-        let width = 3 * heads * d;
-        let qkv: Vec<f32> = (0..n * width).map(|_| rng.normal()).collect();
-        let probs: Vec<f32> = (0..heads * n * n).map(|_| rng.normal().abs()).collect();
-        let mut scores = vec![f32::NAN; heads * n * n];
-        attention_scores(&qkv, heads, d, 0.125, &mut scores);
-        let mut mixed = vec![f32::NAN; n * heads * d];
-        attention_mix(&probs, &qkv, heads, d, &mut mixed);
-        let column = |start: usize| MatRef {
-            data: &qkv[start..],
-            rows: n,
-            cols: d,
-            row_stride: width,
-            col_stride: 1,
-        };
-        for h in 0..heads {
-            let mut want = vec![0.0; n * n];
-            let (q, k) = (column(h * d), column((heads + h) * d));
-            matmul(MatMut::row_major(&mut want, n, n), q, k.t(), false);
-            want.iter_mut().for_each(|v| *v *= 0.125);
-            assert_eq!(
-                bits(&scores[h * n * n..(h + 1) * n * n]),
-                bits(&want),
-                "head {h}"
-            );
-            let mut want = vec![0.0; n * d];
-            let p = MatRef::row_major(&probs[h * n * n..(h + 1) * n * n], n, n);
-            matmul(
-                MatMut::row_major(&mut want, n, d),
-                p,
-                column((2 * heads + h) * d),
-                false,
-            );
-            let got: Vec<f32> = mixed
-                .chunks(heads * d)
-                .flat_map(|row| row[h * d..(h + 1) * d].to_vec())
-                .collect();
-            assert_eq!(bits(&got), bits(&want), "head {h}");
+        for (heads, d, n) in [(3, 64, 197), (2, 32, 530)] {
+            assert!(heads * n * n * d >= PARALLEL_HEAD_MACS);
+            let mut rng = crate::rng::Rng::new(5);
+            let width = 3 * heads * d;
+            let qkv: Vec<f32> = (0..n * width).map(|_| rng.normal()).collect();
+            let probs: Vec<f32> = (0..heads * n * n).map(|_| rng.normal().abs()).collect();
+            let column = |start: usize| MatRef {
+                data: &qkv[start..],
+                rows: n,
+                cols: d,
+                row_stride: width,
+                col_stride: 1,
+            };
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a pool");
+                let mut scores = vec![f32::NAN; heads * n * n];
+                let mut mixed = vec![f32::NAN; n * heads * d];
+                pool.install(|| {
+                    attention_scores(&qkv, heads, d, 0.125, &mut scores);
+                    attention_mix(&probs, &qkv, heads, d, &mut mixed);
+                });
+                for h in 0..heads {
+                    let case = format!("{n} tokens, head {h}, {threads} threads");
+                    let mut want = vec![0.0; n * n];
+                    let (q, k) = (column(h * d), column((heads + h) * d));
+                    matmul(MatMut::row_major(&mut want, n, n), q, k.t(), false);
+                    want.iter_mut().for_each(|v| *v *= 0.125);
+                    let got = &scores[h * n * n..(h + 1) * n * n];
+                    assert_eq!(bits(got), bits(&want), "{case}");
+                    let mut want = vec![0.0; n * d];
+                    let p = MatRef::row_major(&probs[h * n * n..(h + 1) * n * n], n, n);
+                    matmul(
+                        MatMut::row_major(&mut want, n, d),
+                        p,
+                        column((2 * heads + h) * d),
+                        false,
+                    );
+                    let got: Vec<f32> = mixed
+                        .chunks(heads * d)
+                        .flat_map(|row| row[h * d..(h + 1) * d].to_vec())
+                        .collect();
+                    assert_eq!(bits(&got), bits(&want), "{case}");
+                }
+            }
         }
     }
 
-    /// LayerNorm over DeiT-T's 197 tokens of 192 and Softmax over its 3·197 rows of 197 are past
-    /// [`PARALLEL_ROWS_VALUES`]: every row equals that row normalised alone, bit for bit.
+    /// The attention row blocks: even parts; never a last block of one row or of 256 values
+    /// or fewer; one block where the sums depend on the rows.
+    #[test]
+    fn attention_rows_keep_every_block_blocked() {
+        assert_eq!(attention_rows(197, 64, 197, 2), 99);
+        assert_eq!(attention_rows(197, 197, 64, 2), 99);
+        assert_eq!(attention_rows(197, 64, 197, 1), 197);
+        assert_eq!(attention_rows(530, 530, 32, 2), 530);
+        for n in 1..300 {
+            for (depth, cols) in [(64, n), (n, 64), (16, 3)] {
+                for parts in 1..=4 {
+                    let rows = attention_rows(n, depth, cols, parts);
+                    assert!((1..=n).contains(&rows), "{n} {depth} {cols} {parts}");
+                    if rows == n {
+                        continue;
+                    }
+                    for r in [rows, n % rows].into_iter().filter(|&r| r > 0) {
+                        assert!(r >= 2 && r * cols > 256, "{n} {depth} {cols} {parts}: {r}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn row_ops_in_parallel_equal_each_row_alone() {
         let mut rng = crate::rng::Rng::new(9);

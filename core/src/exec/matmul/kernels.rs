@@ -38,6 +38,22 @@ pub(super) fn for_lanes(lanes: FloatLanes) -> Kernels {
     }
 }
 
+/// Tells `gemm` to read its left operand where it lies whenever that operand's columns are
+/// contiguous and a whole number of registers tall, rather than copying it into panels first
+/// once a call has more than 48 columns (its default). Set only with AVX-512, where
+/// [`Kernels::Widest`] runs on x86-64. A linear layer's left operand is its transposed weight
+/// (`outᵀ = w · xᵀ`, features down the columns): the copy read every weight again for each call
+/// of more than 48 token rows, 11 % of DeiT-T's fp32 samples at batch 1, and the kernels read
+/// the weight in place at about the same speed (side by side, one thread: DeiT-T batch 1
+/// 1.013–1.040×, batch 8 1.000–1.013×, B1 0.99–1.03×). With the AVX2 kernels the copy pays
+/// for itself (DeiT-T batch 1 0.94–0.96× without it), so they keep the default. Which
+/// operand is read from where changes no sum.
+#[cfg(target_arch = "x86_64")]
+fn lhs_in_place() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| gemm_common::gemm::set_lhs_packing_threshold_single_thread(256));
+}
+
 /// One product as the crate takes it: `dst = lhs · rhs`, or `dst += lhs · rhs` when
 /// `accumulate`, each matrix a pointer with its column and row strides.
 pub(super) struct Product {
@@ -113,8 +129,12 @@ pub(super) unsafe fn product(kernels: Kernels, p: Product) {
         }};
     }
     match kernels {
-        // SAFETY: the caller's promises, which are the crate's.
-        Kernels::Widest => unsafe { call!(gemm_f32::gemm::f32::get_gemm_fn();;) },
+        Kernels::Widest => {
+            #[cfg(target_arch = "x86_64")]
+            lhs_in_place();
+            // SAFETY: the caller's promises, which are the crate's.
+            unsafe { call!(gemm_f32::gemm::f32::get_gemm_fn();;) }
+        }
         #[cfg(target_arch = "x86_64")]
         Kernels::Fma => {
             // `for_lanes` gave FMA kernels only for lanes that have AVX2 and FMA, which are

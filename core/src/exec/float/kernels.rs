@@ -629,7 +629,7 @@ fn attention_rows(n: usize, depth: usize, cols: usize, parts: usize) -> usize {
     }
     let mut rows = n.div_ceil(parts.max(1)).max(1);
     let too_small = |r: usize| r < 2 || r * cols <= 256;
-    while rows < n && (too_small(rows) || (n % rows != 0 && too_small(n % rows))) {
+    while rows < n && (too_small(rows) || (!n.is_multiple_of(rows) && too_small(n % rows))) {
         rows += 1;
     }
     rows.min(n).max(1)

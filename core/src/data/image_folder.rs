@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::resample::{self, Filter};
+use super::resample::{self, Filter, Window};
 use crate::arch::Family;
 use crate::error::{Error, Result};
 
@@ -148,16 +148,19 @@ impl EvalTransform {
         } else {
             Filter::Bilinear
         };
-        let resized = resample::resize(&rgb, (w, h), 3, (nw, nh), filter);
         let s = self.size;
-        let (x0, y0) = (centre_offset(nw, s), centre_offset(nh, s));
+        // Only the centre crop is resampled: the same pixels, a third fewer columns.
+        let crop = Window {
+            x: centre_offset(nw, s),
+            y: centre_offset(nh, s),
+            width: s,
+            height: s,
+        };
+        let cropped = resample::resize_window(&rgb, (w, h), 3, (nw, nh), filter, crop);
         let mut out = vec![0.0f32; 3 * s * s];
-        for y in 0..s {
-            for x in 0..s {
-                let p = ((y0 + y) * nw + x0 + x) * 3;
-                for c in 0..3 {
-                    out[c * s * s + y * s + x] = f32::from(resized[p + c]) / 255.0;
-                }
+        for (i, pixel) in cropped.chunks_exact(3).enumerate() {
+            for (c, &v) in pixel.iter().enumerate() {
+                out[c * s * s + i] = f32::from(v) / 255.0;
             }
         }
         Ok(out)

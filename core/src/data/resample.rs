@@ -50,17 +50,36 @@ impl Filter {
 /// weights of the inputs from there on.
 struct Taps {
     first: Vec<usize>,
-    weights: Vec<Vec<i64>>,
+    weights: Vec<Vec<i32>>,
 }
 
-fn taps(in_size: usize, out_size: usize, filter: Filter) -> Taps {
+impl Taps {
+    /// The input indices that some output reads: from the first output's first to the last
+    /// one's end.
+    fn reads(&self) -> std::ops::Range<usize> {
+        let start = self.first.first().copied().unwrap_or(0);
+        let end = self
+            .first
+            .iter()
+            .zip(&self.weights)
+            .map(|(f, w)| f + w.len())
+            .max()
+            .unwrap_or(start);
+        start..end.max(start)
+    }
+}
+
+/// The taps of outputs `outputs` of an axis resized from `in_size` to `out_size` (each
+/// output's window depends only on its own position, so a range of them is the same as
+/// those outputs of the whole axis).
+fn taps(in_size: usize, out_size: usize, filter: Filter, outputs: std::ops::Range<usize>) -> Taps {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
     let support = filter.support() * filter_scale;
     let one = f64::from(1u32 << PRECISION_BITS);
-    let mut first = Vec::with_capacity(out_size);
-    let mut weights = Vec::with_capacity(out_size);
-    for out in 0..out_size {
+    let mut first = Vec::with_capacity(outputs.len());
+    let mut weights = Vec::with_capacity(outputs.len());
+    for out in outputs {
         let centre = (out as f64 + 0.5) * scale;
         // Truncation toward zero, then clamping, as Pillow bounds the window.
         let lo = ((centre - support + 0.5) as i64).max(0) as usize;
@@ -75,9 +94,9 @@ fn taps(in_size: usize, out_size: usize, filter: Filter) -> Taps {
                 let w = if total != 0.0 { w / total } else { *w };
                 // Rounded half away from zero, then truncated: Pillow's conversion.
                 if w < 0.0 {
-                    (-0.5 + w * one) as i64
+                    (-0.5 + w * one) as i32
                 } else {
-                    (0.5 + w * one) as i64
+                    (0.5 + w * one) as i32
                 }
             })
             .collect();
@@ -87,58 +106,148 @@ fn taps(in_size: usize, out_size: usize, filter: Filter) -> Taps {
     Taps { first, weights }
 }
 
-fn clip8(acc: i64) -> u8 {
+/// A weighted sum's 8-bit result. Pillow's arithmetic is 32-bit (`INT32` sums of 8-bit
+/// samples times the weights), which its 2 spare bits keep from overflowing; the sums here
+/// wrap as its would.
+fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Half of one in the weights' fixed point: every sum starts from it, to round.
+const HALF: i32 = 1 << (PRECISION_BITS - 1);
+
+/// The part of a resized image that is kept (a crop of it): columns `x..x + width` and rows
+/// `y..y + height` of the resized image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
 }
 
 /// Resizes an interleaved 8-bit image of `channels` channels from `width × height` to
 /// `new_width × new_height`. Sizes must be non-zero (callers check).
 pub fn resize(
     pixels: &[u8],
-    (width, height): (usize, usize),
+    size: (usize, usize),
     channels: usize,
     (new_width, new_height): (usize, usize),
     filter: Filter,
 ) -> Vec<u8> {
-    let half = 1i64 << (PRECISION_BITS - 1);
-    let mut image = pixels.to_vec();
-    let mut w = width;
+    let whole = Window {
+        x: 0,
+        y: 0,
+        width: new_width,
+        height: new_height,
+    };
+    resize_window(
+        pixels,
+        size,
+        channels,
+        (new_width, new_height),
+        filter,
+        whole,
+    )
+}
+
+/// [`resize`], computing only the pixels of `window` (which must lie inside the resized
+/// image): an evaluation's centre crop keeps about two thirds of a 500×375 image's resized
+/// columns, and the rows the window's rows read are the only ones resampled across. Every
+/// pixel is computed as in the whole image, so the window equals that crop of [`resize`]'s
+/// result.
+pub fn resize_window(
+    pixels: &[u8],
+    (width, height): (usize, usize),
+    channels: usize,
+    (new_width, new_height): (usize, usize),
+    filter: Filter,
+    window: Window,
+) -> Vec<u8> {
+    assert!(
+        window.x + window.width <= new_width && window.y + window.height <= new_height,
+        "the window lies inside the resized image"
+    );
+    let (columns, rows) = (
+        window.x..window.x + window.width,
+        window.y..window.y + window.height,
+    );
+    let vertical = (new_height != height).then(|| taps(height, new_height, filter, rows.clone()));
+    // The input rows the window needs across: those its rows read, or its own.
+    let needed = vertical.as_ref().map_or(rows, Taps::reads);
+    let line = window.width * channels;
+    let mut across = vec![0u8; needed.len() * line];
     if new_width != width {
-        let t = taps(width, new_width, filter);
-        let mut out = vec![0u8; new_width * height * channels];
-        for y in 0..height {
-            let row = &image[y * width * channels..(y + 1) * width * channels];
-            for x in 0..new_width {
-                for c in 0..channels {
-                    let acc = t.weights[x]
-                        .iter()
-                        .enumerate()
-                        .map(|(k, wt)| i64::from(row[(t.first[x] + k) * channels + c]) * wt)
-                        .sum::<i64>();
-                    out[(y * new_width + x) * channels + c] = clip8(half + acc);
+        let t = taps(width, new_width, filter, columns);
+        let row_len = width * channels;
+        for (out, y) in across.chunks_exact_mut(line.max(1)).zip(needed.clone()) {
+            horizontal(&pixels[y * row_len..(y + 1) * row_len], &t, channels, out);
+        }
+    } else {
+        for (out, y) in across.chunks_exact_mut(line.max(1)).zip(needed.clone()) {
+            let start = (y * width + window.x) * channels;
+            out.copy_from_slice(&pixels[start..start + line]);
+        }
+    }
+    let Some(t) = vertical else {
+        return across;
+    };
+    let mut out = vec![0u8; window.height * line];
+    let mut sums = vec![0i32; line];
+    for (row, (&first, weights)) in out
+        .chunks_exact_mut(line.max(1))
+        .zip(t.first.iter().zip(&t.weights))
+    {
+        sums.fill(HALF);
+        for (k, &w) in weights.iter().enumerate() {
+            let start = (first + k - needed.start) * line;
+            for (s, &p) in sums.iter_mut().zip(&across[start..start + line]) {
+                *s = s.wrapping_add(i32::from(p).wrapping_mul(w));
+            }
+        }
+        for (o, &s) in row.iter_mut().zip(&sums) {
+            *o = clip8(s);
+        }
+    }
+    out
+}
+
+/// One row resampled along its width into `out` (the window's columns), `channels` samples
+/// per pixel: the common counts with their sums in registers.
+fn horizontal(row: &[u8], t: &Taps, channels: usize, out: &mut [u8]) {
+    match channels {
+        1 => horizontal_of::<1>(row, t, out),
+        3 => horizontal_of::<3>(row, t, out),
+        4 => horizontal_of::<4>(row, t, out),
+        _ => {
+            for (pixel, (&first, weights)) in out
+                .chunks_exact_mut(channels)
+                .zip(t.first.iter().zip(&t.weights))
+            {
+                for (c, o) in pixel.iter_mut().enumerate() {
+                    let sum = weights.iter().enumerate().fold(HALF, |s, (k, &w)| {
+                        s.wrapping_add(i32::from(row[(first + k) * channels + c]).wrapping_mul(w))
+                    });
+                    *o = clip8(sum);
                 }
             }
         }
-        image = out;
-        w = new_width;
     }
-    if new_height != height {
-        let t = taps(height, new_height, filter);
-        let stride = w * channels;
-        let mut out = vec![0u8; new_height * stride];
-        for y in 0..new_height {
-            for i in 0..stride {
-                let acc = t.weights[y]
-                    .iter()
-                    .enumerate()
-                    .map(|(k, wt)| i64::from(image[(t.first[y] + k) * stride + i]) * wt)
-                    .sum::<i64>();
-                out[y * stride + i] = clip8(half + acc);
+}
+
+fn horizontal_of<const C: usize>(row: &[u8], t: &Taps, out: &mut [u8]) {
+    for (pixel, (&first, weights)) in out.chunks_exact_mut(C).zip(t.first.iter().zip(&t.weights)) {
+        let mut sums = [HALF; C];
+        let read = &row[first * C..(first + weights.len()) * C];
+        for (p, &w) in read.chunks_exact(C).zip(weights) {
+            for (s, &v) in sums.iter_mut().zip(p) {
+                *s = s.wrapping_add(i32::from(v).wrapping_mul(w));
             }
         }
-        image = out;
+        for (o, s) in pixel.iter_mut().zip(sums) {
+            *o = clip8(s);
+        }
     }
-    image
 }
 
 #[cfg(test)]
@@ -149,9 +258,9 @@ mod tests {
     fn weights_sum_to_one_in_fixed_point() {
         for (i, o) in [(500, 236), (97, 236), (236, 236), (3, 1), (1, 7)] {
             for f in [Filter::Bicubic, Filter::Bilinear] {
-                let t = taps(i, o, f);
+                let t = taps(i, o, f, 0..o);
                 for w in &t.weights {
-                    let s: i64 = w.iter().sum();
+                    let s: i64 = w.iter().map(|&w| i64::from(w)).sum();
                     assert!(
                         (s - (1 << PRECISION_BITS)).abs() <= w.len() as i64,
                         "{i}->{o}"
@@ -186,5 +295,109 @@ mod tests {
             resize(&[0, 100, 0, 0], (4, 1), 1, (2, 1), Filter::Bicubic)[0],
             46
         );
+    }
+
+    /// The definition as first written here: the whole image, 64-bit sums, each output pixel
+    /// and channel summed on its own.
+    fn by_definition(
+        pixels: &[u8],
+        (width, height): (usize, usize),
+        channels: usize,
+        (new_width, new_height): (usize, usize),
+        filter: Filter,
+    ) -> Vec<u8> {
+        let half = 1i64 << (PRECISION_BITS - 1);
+        let clip = |acc: i64| (acc >> PRECISION_BITS).clamp(0, 255) as u8;
+        let mut image = pixels.to_vec();
+        let mut w = width;
+        if new_width != width {
+            let t = taps(width, new_width, filter, 0..new_width);
+            let mut out = vec![0u8; new_width * height * channels];
+            for y in 0..height {
+                let row = &image[y * width * channels..(y + 1) * width * channels];
+                for x in 0..new_width {
+                    for c in 0..channels {
+                        let acc = t.weights[x]
+                            .iter()
+                            .enumerate()
+                            .map(|(k, &wt)| {
+                                i64::from(row[(t.first[x] + k) * channels + c]) * i64::from(wt)
+                            })
+                            .sum::<i64>();
+                        out[(y * new_width + x) * channels + c] = clip(half + acc);
+                    }
+                }
+            }
+            image = out;
+            w = new_width;
+        }
+        if new_height != height {
+            let t = taps(height, new_height, filter, 0..new_height);
+            let stride = w * channels;
+            let mut out = vec![0u8; new_height * stride];
+            for y in 0..new_height {
+                for i in 0..stride {
+                    let acc = t.weights[y]
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &wt)| {
+                            i64::from(image[(t.first[y] + k) * stride + i]) * i64::from(wt)
+                        })
+                        .sum::<i64>();
+                    out[y * stride + i] = clip(half + acc);
+                }
+            }
+            image = out;
+        }
+        image
+    }
+
+    /// Whole images and windows of them equal the definition's pixels, over shrinking,
+    /// growing and unchanged axes, 1 to 5 channels, both filters, windows anywhere
+    /// (ImageNet's 500×375 to MIT's 314×236 and its 224 crop among them).
+    #[test]
+    fn windows_equal_the_definition() {
+        let mut rng = crate::rng::Rng::new(21);
+        let mut cases = vec![((500, 375), 3, (314, 236), Filter::Bicubic)];
+        for _ in 0..60 {
+            let size = |rng: &mut crate::rng::Rng| 1 + rng.below(60);
+            let (w, h) = (size(&mut rng), size(&mut rng));
+            let new_w = if rng.below(5) == 0 { w } else { size(&mut rng) };
+            let new_h = if rng.below(5) == 0 { h } else { size(&mut rng) };
+            let channels = 1 + rng.below(5);
+            let filter = [Filter::Bicubic, Filter::Bilinear][rng.below(2)];
+            cases.push(((w, h), channels, (new_w, new_h), filter));
+        }
+        for ((w, h), channels, (nw, nh), filter) in cases {
+            let image: Vec<u8> = (0..w * h * channels)
+                .map(|_| rng.below(256) as u8)
+                .collect();
+            let want = by_definition(&image, (w, h), channels, (nw, nh), filter);
+            let case = format!("{w}×{h}×{channels} → {nw}×{nh} {filter:?}");
+            assert_eq!(
+                resize(&image, (w, h), channels, (nw, nh), filter),
+                want,
+                "{case}"
+            );
+            for _ in 0..4 {
+                let x = rng.below(nw);
+                let y = rng.below(nh);
+                let width = 1 + rng.below(nw - x);
+                let height = 1 + rng.below(nh - y);
+                let window = Window {
+                    x,
+                    y,
+                    width,
+                    height,
+                };
+                let got = resize_window(&image, (w, h), channels, (nw, nh), filter, window);
+                let crop: Vec<u8> = (y..y + height)
+                    .flat_map(|r| {
+                        want[(r * nw + x) * channels..(r * nw + x + width) * channels].to_vec()
+                    })
+                    .collect();
+                assert_eq!(got, crop, "{case}, {window:?}");
+            }
+        }
     }
 }

@@ -172,27 +172,45 @@ pub fn resize_window(
         window.x..window.x + window.width,
         window.y..window.y + window.height,
     );
-    let vertical = (new_height != height).then(|| taps(height, new_height, filter, rows.clone()));
+    let along_height =
+        (new_height != height).then(|| taps(height, new_height, filter, rows.clone()));
     // The input rows the window needs across: those its rows read, or its own.
-    let needed = vertical.as_ref().map_or(rows, Taps::reads);
+    let needed = along_height.as_ref().map_or(rows, Taps::reads);
     let line = window.width * channels;
     let mut across = vec![0u8; needed.len() * line];
     if new_width != width {
         let t = taps(width, new_width, filter, columns);
         let row_len = width * channels;
-        for (out, y) in across.chunks_exact_mut(line.max(1)).zip(needed.clone()) {
-            horizontal(&pixels[y * row_len..(y + 1) * row_len], &t, channels, out);
-        }
+        let rows = pixels[needed.start * row_len..needed.end * row_len].chunks_exact(row_len);
+        horizontal(rows, &t, channels, &mut across);
     } else {
         for (out, y) in across.chunks_exact_mut(line.max(1)).zip(needed.clone()) {
             let start = (y * width + window.x) * channels;
             out.copy_from_slice(&pixels[start..start + line]);
         }
     }
-    let Some(t) = vertical else {
+    let Some(t) = along_height else {
         return across;
     };
     let mut out = vec![0u8; window.height * line];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, just checked.
+        #[allow(unsafe_code)]
+        unsafe {
+            vertical_avx2(&across, needed.start, &t, &mut out)
+        };
+        return out;
+    }
+    vertical(&across, needed.start, &t, &mut out);
+    out
+}
+
+/// The vertical pass: each line of `out` the weighted sum of the lines of `across` (which
+/// start at input row `first_read`) that its taps read, all of a line's samples side by side.
+#[inline(always)]
+fn vertical(across: &[u8], first_read: usize, t: &Taps, out: &mut [u8]) {
+    let line = out.len() / t.first.len().max(1);
     let mut sums = vec![0i32; line];
     for (row, (&first, weights)) in out
         .chunks_exact_mut(line.max(1))
@@ -200,7 +218,7 @@ pub fn resize_window(
     {
         sums.fill(HALF);
         for (k, &w) in weights.iter().enumerate() {
-            let start = (first + k - needed.start) * line;
+            let start = (first + k - first_read) * line;
             for (s, &p) in sums.iter_mut().zip(&across[start..start + line]) {
                 *s = s.wrapping_add(i32::from(p).wrapping_mul(w));
             }
@@ -209,34 +227,64 @@ pub fn resize_window(
             *o = clip8(s);
         }
     }
-    out
 }
 
-/// One row resampled along its width into `out` (the window's columns), `channels` samples
-/// per pixel: the common counts with their sums in registers.
-fn horizontal(row: &[u8], t: &Taps, channels: usize, out: &mut [u8]) {
+/// [`vertical`] compiled for AVX2, whose 32-bit multiplies the compiler puts in lanes (the
+/// baseline x86-64 has none).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn vertical_avx2(across: &[u8], first_read: usize, t: &Taps, out: &mut [u8]) {
+    vertical(across, first_read, t, out)
+}
+
+/// Rows resampled along their width into `out` (the window's columns, `channels` samples per
+/// pixel, one line per row): RGB in AVX2 lanes where the CPU has them, else each pixel's sums
+/// in registers.
+fn horizontal<'a>(rows: impl Iterator<Item = &'a [u8]>, t: &Taps, channels: usize, out: &mut [u8]) {
+    let line = t.first.len() * channels;
+    let lines = out.chunks_exact_mut(line.max(1));
     match channels {
-        1 => horizontal_of::<1>(row, t, out),
-        3 => horizontal_of::<3>(row, t, out),
-        4 => horizontal_of::<4>(row, t, out),
+        #[cfg(target_arch = "x86_64")]
+        3 if std::arch::is_x86_feature_detected!("avx2") => {
+            let pairs = lanes::Pairs::new(t);
+            for (row, out) in rows.zip(lines) {
+                // SAFETY: the CPU has AVX2, just checked.
+                #[allow(unsafe_code)]
+                unsafe {
+                    lanes::rgb_avx2(row, t, &pairs, out)
+                };
+            }
+        }
+        1 => rows
+            .zip(lines)
+            .for_each(|(r, o)| horizontal_of::<1>(r, t, o)),
+        3 => rows
+            .zip(lines)
+            .for_each(|(r, o)| horizontal_of::<3>(r, t, o)),
+        4 => rows
+            .zip(lines)
+            .for_each(|(r, o)| horizontal_of::<4>(r, t, o)),
         _ => {
-            for (pixel, (&first, weights)) in out
-                .chunks_exact_mut(channels)
-                .zip(t.first.iter().zip(&t.weights))
-            {
-                for (c, o) in pixel.iter_mut().enumerate() {
-                    let sum = weights.iter().enumerate().fold(HALF, |s, (k, &w)| {
-                        s.wrapping_add(i32::from(row[(first + k) * channels + c]).wrapping_mul(w))
-                    });
-                    *o = clip8(sum);
+            for (row, out) in rows.zip(lines) {
+                let taps = t.first.iter().zip(&t.weights);
+                for (pixel, (&first, weights)) in out.chunks_exact_mut(channels).zip(taps) {
+                    for (c, o) in pixel.iter_mut().enumerate() {
+                        let sum = weights.iter().enumerate().fold(HALF, |s, (k, &w)| {
+                            let v = i32::from(row[(first + k) * channels + c]);
+                            s.wrapping_add(v.wrapping_mul(w))
+                        });
+                        *o = clip8(sum);
+                    }
                 }
             }
         }
     }
 }
 
+/// One row of [`horizontal`] for `C` channels, each pixel's sums in registers.
 fn horizontal_of<const C: usize>(row: &[u8], t: &Taps, out: &mut [u8]) {
-    for (pixel, (&first, weights)) in out.chunks_exact_mut(C).zip(t.first.iter().zip(&t.weights)) {
+    let taps = t.first.iter().zip(&t.weights);
+    for (pixel, (&first, weights)) in out.chunks_exact_mut(C).zip(taps) {
         let mut sums = [HALF; C];
         let read = &row[first * C..(first + weights.len()) * C];
         for (p, &w) in read.chunks_exact(C).zip(weights) {
@@ -246,6 +294,90 @@ fn horizontal_of<const C: usize>(row: &[u8], t: &Taps, out: &mut [u8]) {
         }
         for (o, s) in pixel.iter_mut().zip(sums) {
             *o = clip8(s);
+        }
+    }
+}
+
+/// RGB rows in AVX2 lanes: two taps of a pixel per register, as `[R G B · R G B ·]` of 32-bit
+/// lanes (one 8-byte load, a byte shuffle and a widening) times `[w w w w w' w' w' w']`.
+/// The sums wrap modulo 2³² as Pillow's 32-bit ones do, and addition modulo 2³² does not depend
+/// on its order, so the lanes' sums (the second tap's lanes added to the first's at the end,
+/// the rounding half last) are the same bits as one sum in order.
+#[cfg(target_arch = "x86_64")]
+mod lanes {
+    #![allow(unsafe_code)]
+
+    use std::arch::x86_64::*;
+
+    use super::{HALF, PRECISION_BITS, Taps};
+
+    /// Each output's weights in pairs of taps, each weight four times (`[w w w w w' w' w' w']`,
+    /// a zero weight after an odd last tap), and where each output's pairs start.
+    pub(super) struct Pairs {
+        weights: Vec<i32>,
+        starts: Vec<usize>,
+    }
+
+    impl Pairs {
+        pub(super) fn new(t: &Taps) -> Self {
+            let mut weights = Vec::new();
+            let mut starts = vec![0];
+            for w in &t.weights {
+                for pair in w.chunks(2) {
+                    let second = pair.get(1).copied().unwrap_or(0);
+                    weights.extend([pair[0]; 4]);
+                    weights.extend([second; 4]);
+                }
+                starts.push(weights.len());
+            }
+            Pairs { weights, starts }
+        }
+    }
+
+    /// One RGB row of [`super::horizontal`].
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn rgb_avx2(row: &[u8], t: &Taps, pairs: &Pairs, out: &mut [u8]) {
+        // Bytes 0–2 and 3–5 of the load into lanes 0–2 and 4–6 (their low bytes; `-1` zeroes).
+        let spread = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        for (x, pixel) in out.chunks_exact_mut(3).enumerate() {
+            let weights = &pairs.weights[pairs.starts[x]..pairs.starts[x + 1]];
+            let mut sums = _mm256_setzero_si256();
+            let mut at = t.first[x] * 3;
+            for w in weights.chunks_exact(8) {
+                // Two pixels from `at` (which is inside the row); past its end, zeros.
+                let bytes = match row.get(at..at + 8) {
+                    Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+                    None => {
+                        let mut b = [0u8; 8];
+                        let n = row.len() - at;
+                        b[..n].copy_from_slice(&row[at..]);
+                        u64::from_le_bytes(b)
+                    }
+                };
+                // SAFETY: AVX2 is the caller's promise; `w` holds 8 i32.
+                unsafe {
+                    let v = _mm_shuffle_epi8(_mm_cvtsi64_si128(bytes as i64), spread);
+                    let w = _mm256_loadu_si256(w.as_ptr().cast());
+                    sums = _mm256_add_epi32(sums, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(v), w));
+                }
+                at += 6;
+            }
+            let rgb = {
+                let both = _mm_add_epi32(
+                    _mm256_castsi256_si128(sums),
+                    _mm256_extracti128_si256::<1>(sums),
+                );
+                let both = _mm_add_epi32(both, _mm_set1_epi32(HALF));
+                // `clip8` in lanes: the shifted sums lie in −512..512, which the two
+                // saturating packs clamp to 0..=255 (the first to 0..512, inside i16).
+                let shifted = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(both);
+                let words = _mm_packus_epi32(shifted, shifted);
+                _mm_cvtsi128_si32(_mm_packus_epi16(words, words)) as u32
+            };
+            pixel.copy_from_slice(&rgb.to_le_bytes()[..3]);
         }
     }
 }

@@ -445,12 +445,12 @@ pub fn channel_affine(x: &[f32], plane: usize, scale: &[f32], shift: &[f32], out
     }
 }
 
-#[inline]
+#[inline(always)]
 pub fn relu(v: f32) -> f32 {
     v.max(0.0)
 }
 
-#[inline]
+#[inline(always)]
 pub fn hardswish(v: f32) -> f32 {
     v * (v + 3.0).clamp(0.0, 6.0) / 6.0
 }

@@ -804,33 +804,18 @@ fn activate(op: &Op, x: &mut [f32]) {
     }
 }
 
-/// `x[i] = f(x[i])`, compiled for AVX2 where the CPU has it: an element-wise activation over a
-/// whole map is worth eight lanes rather than SSE's four.
+/// `x[i] = f(x[i])` in the widest lanes the CPU has ([`widest::in_widest_lanes`]): an
+/// element-wise activation over a whole map is worth sixteen lanes rather than SSE's four.
+/// `f` must inline (`#[inline(always)]`) to be compiled for them.
 fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was checked just above.
-        #[allow(unsafe_code)]
-        unsafe {
-            map_avx2(x, f)
-        };
-        return;
-    }
-    map_portable(x, f);
-}
-
-/// [`map_portable`] compiled for AVX2: the same operations in the same order.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn map_avx2(x: &mut [f32], f: impl Fn(f32) -> f32) {
-    map_portable(x, f)
-}
-
-#[inline(always)]
-fn map_portable(x: &mut [f32], f: impl Fn(f32) -> f32) {
-    for v in x {
-        *v = f(*v);
-    }
+    widest::in_widest_lanes(
+        #[inline(always)]
+        || {
+            for v in x {
+                *v = f(*v);
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -74,7 +74,22 @@ fn product_rows(
         add_channel_bias(out, bias, n);
         product::activate(act, out);
     };
-    if m * n * k < PARALLEL_MACS || m <= ROW_BLOCK {
+    // With the tiles, a few channels over a large map (B1's 16 and 32 at 112² and 56²) run
+    // as two blocks of whole panels: the tiles read `x` in place, so the second block costs
+    // no second packing, and a second thread is busy where one block had left it idle at
+    // batch 1. Not where the second block would be a single row, which `matmul` would sum as
+    // a matrix-vector product.
+    let halves = m.div_ceil(2).next_multiple_of(PANEL_ROWS);
+    let in_halves = tiles.is_some() && halves < m && m - halves >= 2;
+    if m * n * k < PARALLEL_MACS {
+        block(out, 0, bias);
+    } else if m <= ROW_BLOCK && in_halves {
+        let rows = halves;
+        out.par_chunks_mut(rows * n)
+            .zip(bias.par_chunks(rows))
+            .enumerate()
+            .for_each(|(i, (o, b))| block(o, i * rows, b));
+    } else if m <= ROW_BLOCK {
         block(out, 0, bias);
     } else {
         // `gemm` packs the columns of `x` again for every call, so blocks are as large as

@@ -59,7 +59,7 @@ pub fn available() -> bool {
 /// products of at most 16 × 16 outputs, matrix-vector products and reductions of at most two
 /// terms in orders of their own). `m` is the number of rows of one call to `matmul`.
 pub fn sums_as_matmul(m: usize, k: usize, n: usize) -> bool {
-    m > 16 && n > 16 && k > 2
+    m >= 2 && n >= 2 && m * n > 16 * 16 && k > 2
 }
 
 /// `w`'s `m × k` rows as panels of [`PANEL_ROWS`]: panel `p` holds, for each `k`, the weights
@@ -404,6 +404,17 @@ mod tests {
             (40, 1100, 63),
             (60, 1024, 49),
             (61, 7, 129),
+            // Few rows (a block of a small conv's rows): B1's 16 and 32 channels at 112² and
+            // 56², and the least that still run blocked.
+            (2, 5, 129),
+            (4, 16, 65),
+            (12, 16, 12544),
+            (14, 128, 3136),
+            (16, 600, 100),
+            (5, 1100, 70),
+            (3, 3, 90),
+            (100, 9, 3),
+            (40, 20, 7),
         ];
         for (i, &(m, k, n)) in shapes.iter().enumerate() {
             if !sums_as_matmul(m, k, n) {

@@ -438,8 +438,13 @@ mod tests {
         (new_width, new_height): (usize, usize),
         filter: Filter,
     ) -> Vec<u8> {
-        let half = 1i64 << (PRECISION_BITS - 1);
-        let clip = |acc: i64| (acc >> PRECISION_BITS).clamp(0, 255) as u8;
+        // One output sample: the weighted sum of the samples its taps read, rounded, clamped.
+        let weighted = |weights: &[i32], sample: &dyn Fn(usize) -> u8| {
+            let sum: i64 = (weights.iter().enumerate())
+                .map(|(k, &w)| i64::from(sample(k)) * i64::from(w))
+                .sum();
+            ((sum + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS).clamp(0, 255) as u8
+        };
         let mut image = pixels.to_vec();
         let mut w = width;
         if new_width != width {
@@ -449,14 +454,8 @@ mod tests {
                 let row = &image[y * width * channels..(y + 1) * width * channels];
                 for x in 0..new_width {
                     for c in 0..channels {
-                        let acc = t.weights[x]
-                            .iter()
-                            .enumerate()
-                            .map(|(k, &wt)| {
-                                i64::from(row[(t.first[x] + k) * channels + c]) * i64::from(wt)
-                            })
-                            .sum::<i64>();
-                        out[(y * new_width + x) * channels + c] = clip(half + acc);
+                        let sample = |k: usize| row[(t.first[x] + k) * channels + c];
+                        out[(y * new_width + x) * channels + c] = weighted(&t.weights[x], &sample);
                     }
                 }
             }
@@ -469,14 +468,8 @@ mod tests {
             let mut out = vec![0u8; new_height * stride];
             for y in 0..new_height {
                 for i in 0..stride {
-                    let acc = t.weights[y]
-                        .iter()
-                        .enumerate()
-                        .map(|(k, &wt)| {
-                            i64::from(image[(t.first[y] + k) * stride + i]) * i64::from(wt)
-                        })
-                        .sum::<i64>();
-                    out[y * stride + i] = clip(half + acc);
+                    let sample = |k: usize| image[(t.first[y] + k) * stride + i];
+                    out[y * stride + i] = weighted(&t.weights[y], &sample);
                 }
             }
             image = out;

@@ -108,7 +108,7 @@ fn taps(in_size: usize, out_size: usize, filter: Filter, outputs: std::ops::Rang
 
 /// A weighted sum's 8-bit result. Pillow's arithmetic is 32-bit (`INT32` sums of 8-bit
 /// samples times the weights), which its 2 spare bits keep from overflowing; the sums here
-/// wrap as its would.
+/// wrap as its do.
 fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }

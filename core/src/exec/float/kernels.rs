@@ -81,16 +81,13 @@ fn product_rows(
     // a matrix-vector product.
     let halves = m.div_ceil(2).next_multiple_of(PANEL_ROWS);
     let in_halves = tiles.is_some() && halves < m && m - halves >= 2;
-    if m * n * k < PARALLEL_MACS {
+    if m * n * k < PARALLEL_MACS || (m <= ROW_BLOCK && !in_halves) {
         block(out, 0, bias);
-    } else if m <= ROW_BLOCK && in_halves {
-        let rows = halves;
-        out.par_chunks_mut(rows * n)
-            .zip(bias.par_chunks(rows))
-            .enumerate()
-            .for_each(|(i, (o, b))| block(o, i * rows, b));
     } else if m <= ROW_BLOCK {
-        block(out, 0, bias);
+        out.par_chunks_mut(halves * n)
+            .zip(bias.par_chunks(halves))
+            .enumerate()
+            .for_each(|(i, (o, b))| block(o, i * halves, b));
     } else {
         // `gemm` packs the columns of `x` again for every call, so blocks are as large as
         // keeping [`ROW_PARTS`] of them allows; their size depends on the shape only. At most
@@ -355,7 +352,7 @@ pub fn linear(
 /// freely ([`rows_cut_freely`]): as many blocks as a whole number of rounds over the pool's
 /// threads needs, each of at most [`LINEAR_ROWS`], none of a single row: DeiT-T's 197 tokens
 /// as two calls of 99 and 98 rows rather than seven of up to 32 (each packing the weight
-/// again), and no single last row, which `gemm` would sum as a matrix-vector product. The bits
+/// again), the last block never one `gemm` sums in another order ([`row_blocks`]). The bits
 /// are those of the product in one call whatever the threads. `None` where the sums depend on
 /// the rows: then blocks of [`ROW_BLOCK`], whatever the threads.
 fn token_rows(tokens: usize, in_features: usize, out_features: usize) -> Option<usize> {
@@ -364,12 +361,7 @@ fn token_rows(tokens: usize, in_features: usize, out_features: usize) -> Option<
     }
     let threads = rayon::current_num_threads().max(1);
     let blocks = tokens.div_ceil(LINEAR_ROWS).next_multiple_of(threads);
-    let mut rows = tokens.div_ceil(blocks).max(2);
-    // A last block of one row would be a matrix-vector product, summed in another order.
-    while tokens % rows == 1 {
-        rows += 1;
-    }
-    Some(rows)
+    Some(row_blocks(tokens, in_features, out_features, blocks))
 }
 
 /// `out` cut into blocks of `block` values, the remainder joined to the last block, each with
@@ -530,7 +522,7 @@ pub fn global_avg_pool(x: &[f32], plane: usize, out: &mut [f32]) {
 }
 
 /// Softmax attention logits `q·kᵀ·scale` per head from fused qkv `[N, 3·h·d]` → `[h, N, N]`,
-/// in parallel when large: each head's rows in [`attention_rows`] blocks, so that DeiT-T's
+/// in parallel when large: each head's rows in [`row_blocks`] blocks, so that DeiT-T's
 /// three heads keep two threads busy at batch 1 (one head each, then a single thread on the
 /// third, was a sixth of its attention time idle).
 pub fn attention_scores(qkv: &[f32], heads: usize, d: usize, scale: f32, out: &mut [f32]) {
@@ -567,7 +559,7 @@ pub fn attention_scores(qkv: &[f32], heads: usize, d: usize, scale: f32, out: &m
         return;
     }
     let threads = rayon::current_num_threads().max(1);
-    let block = attention_rows(n, d, n, threads / gcd(heads, threads));
+    let block = row_blocks(n, d, n, threads / gcd(heads, threads));
     out.par_chunks_mut(n * n).enumerate().for_each(|(h, o)| {
         o.par_chunks_mut(block * n)
             .enumerate()
@@ -577,7 +569,7 @@ pub fn attention_scores(qkv: &[f32], heads: usize, d: usize, scale: f32, out: &m
 
 /// Attention output `P_h · V_h` per head, heads side by side: `[h, N, N]`, qkv → `[N, h·d]`.
 ///
-/// When large its rows run in parallel blocks ([`attention_rows`]), each block every head's
+/// When large its rows run in parallel blocks ([`row_blocks`]), each block every head's
 /// product for those rows. Where the sums would depend on the rows (more than 512 tokens and
 /// at most 64 values per head), the heads run in parallel instead, each into a `[N, d]` block
 /// of its own that is then copied to its columns (a head's columns of `out` are not one
@@ -616,7 +608,7 @@ pub fn attention_mix(probs: &[f32], qkv: &[f32], heads: usize, d: usize, out: &m
     if heads * n * n * d < PARALLEL_HEAD_MACS {
         all_heads(0, out);
     } else if rows_cut_freely(n, d) {
-        let block = attention_rows(n, n, d, rayon::current_num_threads().max(1));
+        let block = row_blocks(n, n, d, rayon::current_num_threads().max(1));
         out.par_chunks_mut(block * heads * d)
             .enumerate()
             .for_each(|(b, o)| all_heads(b * block, o));
@@ -634,11 +626,12 @@ pub fn attention_mix(probs: &[f32], qkv: &[f32], heads: usize, d: usize, out: &m
     }
 }
 
-/// Rows per parallel block of `n` rows of an attention product (`depth` terms per sum, `cols`
-/// columns) cut into about `parts` blocks: all `n` where its sums depend on the rows
+/// Rows per parallel block of `n` rows of a product (`depth` terms per sum, `cols` columns)
+/// cut into about `parts` blocks: all `n` where its sums depend on the rows
 /// ([`rows_cut_freely`]), else blocks whose last one is neither a single row (a matrix-vector
-/// product) nor of 256 values or fewer (dot products): both sum in an order of their own.
-fn attention_rows(n: usize, depth: usize, cols: usize, parts: usize) -> usize {
+/// product) nor of 256 values or fewer (dot products): both sum in an order of their own, so
+/// every block gives the bits of the product in one call.
+fn row_blocks(n: usize, depth: usize, cols: usize, parts: usize) -> usize {
     if !rows_cut_freely(depth, cols) {
         return n.max(1);
     }
@@ -942,15 +935,15 @@ mod tests {
     /// The attention row blocks: even parts; never a last block of one row or of 256 values
     /// or fewer; one block where the sums depend on the rows.
     #[test]
-    fn attention_rows_keep_every_block_blocked() {
-        assert_eq!(attention_rows(197, 64, 197, 2), 99);
-        assert_eq!(attention_rows(197, 197, 64, 2), 99);
-        assert_eq!(attention_rows(197, 64, 197, 1), 197);
-        assert_eq!(attention_rows(530, 530, 32, 2), 530);
+    fn row_blocks_keep_every_block_blocked() {
+        assert_eq!(row_blocks(197, 64, 197, 2), 99);
+        assert_eq!(row_blocks(197, 197, 64, 2), 99);
+        assert_eq!(row_blocks(197, 64, 197, 1), 197);
+        assert_eq!(row_blocks(530, 530, 32, 2), 530);
         for n in 1..300 {
             for (depth, cols) in [(64, n), (n, 64), (16, 3)] {
                 for parts in 1..=4 {
-                    let rows = attention_rows(n, depth, cols, parts);
+                    let rows = row_blocks(n, depth, cols, parts);
                     assert!((1..=n).contains(&rows), "{n} {depth} {cols} {parts}");
                     if rows == n {
                         continue;

@@ -18,6 +18,11 @@
 //! depthwise steps (one image, one thread, on the step's own input codes) against its kernel
 //! alone, the sums without their epilogue: what the rest of the step costs.
 //!
+//! `cargo bench -p qvit-core --bench alternating -- bytes [avx2]` compares B1's integer
+//! executor with every value in i32 codes against the values between its convs as bytes
+//! (`IntExecutor::with_byte_codes`), at batch 1 and 8 on one thread and on all; the logits are
+//! checked equal first.
+//!
 //! `cargo bench -p qvit-core --bench alternating -- cold [avx2]` times the same requantized
 //! products warm (one weight matrix, one output) against cold weights (48 copies of the
 //! matrix, one per call in turn: 5–7 MB) and against cold outputs (48 outputs in turn), three
@@ -71,6 +76,9 @@ fn main() {
     }
     if std::env::args().any(|a| a == "depthwise") {
         return depthwise_steps(isa);
+    }
+    if std::env::args().any(|a| a == "bytes") {
+        return byte_codes(isa);
     }
     let forms = match gelu {
         true => ["loads", "buckets"],
@@ -336,6 +344,53 @@ fn stacked(isa: Isa) {
     }
 }
 
+/// B1's integer executor with every value in i32 codes against the values between convs as
+/// bytes (`IntExecutor::with_byte_codes`), at batch 1 and 8, on one thread and on the machine's.
+fn byte_codes(isa: Isa) {
+    let (program, data) = b1_program(8);
+    println!(
+        "{}: EfficientViT-B1's int executor, values as codes / as bytes",
+        isa.name()
+    );
+    for threads in [1, rayon::current_num_threads()] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for batch in [1, 8] {
+            let images = data.batch(0..batch).unwrap().images;
+            let forms = [false, true].map(|bytes| {
+                IntExecutor::new(&program)
+                    .with_isa(isa)
+                    .with_byte_codes(bytes)
+            });
+            let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+            pool.install(|| {
+                let logits = forms.map(|e| e.forward(&images).unwrap().data);
+                assert_eq!(logits[0], logits[1], "the same logits either way");
+                for round in 0..2 * 320 / batch {
+                    let start = Instant::now();
+                    forms[round % 2].forward(&images).unwrap();
+                    times[round % 2].push(start.elapsed().as_secs_f64() * 1e3);
+                }
+            });
+            for t in &mut times {
+                t.sort_by(f64::total_cmp);
+            }
+            let (median, tenth) = (|t: &[f64]| t[t.len() / 2], |t: &[f64]| t[t.len() / 10]);
+            println!(
+                "{threads} thread(s), batch {batch}: codes {:.2} ms (p10 {:.2}), bytes {:.2} ms \
+                 (p10 {:.2}), ratio {:.3}",
+                median(&times[0]),
+                tenth(&times[0]),
+                median(&times[1]),
+                tenth(&times[1]),
+                median(&times[1]) / median(&times[0]),
+            );
+        }
+    }
+}
+
 /// Each of B1's depthwise steps on one image (one thread): the whole step against its kernel
 /// alone (the sums, no epilogue), on the step's own input codes.
 fn depthwise_steps(isa: Isa) {
@@ -383,7 +438,7 @@ fn depthwise_steps(isa: Isa) {
                         let out = exec.run_step(step, &[x], &mut scratch);
                         scratch.spare.keep(out);
                     }
-                    _ => depthwise(isa, &shape, x, &w.zero, weights, &mut sums),
+                    _ => depthwise(isa, &shape, x, &w.zero, w.lift, weights, &mut sums),
                 }
                 times[round % 2].push(start.elapsed().as_secs_f64() * 1e6);
             }

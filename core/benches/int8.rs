@@ -119,7 +119,7 @@ fn depthwise_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize
         .counter(divan::counter::ItemsCount::new(
             2 * channels * o * o * kernel * kernel,
         ))
-        .bench_local(|| depthwise(isa, &s, &x, &zero, &w, &mut out));
+        .bench_local(|| depthwise(isa, &s, &x, &zero, 0, &w, &mut out));
 }
 
 /// (queries, keys, dimensions) of one DeiT-T head: `q·kᵀ` (197 × 197 over 64) and `P·V`

@@ -398,6 +398,35 @@ fn results_do_not_depend_on_threads_or_kernels() {
     }
 }
 
+/// The values that pass between convs as bytes (`byte_codes`: on efficientvit-micro its
+/// MBConvs' expanded channels, into and out of their depthwise convs) change no code: every
+/// ISA gives the logits that every value in i32 codes gives, and so does every kept node.
+#[test]
+fn byte_codes_change_no_code() {
+    use qvit_core::exec::int::byte_codes::{self, Store};
+    use qvit_core::exec::int::kernels::Isa;
+    let m = micro("efficientvit-micro");
+    let p = plan(&m, "trio-vit", "w8a8");
+    let program = compile(&m.graph, &m.folded, &p).unwrap();
+    let stores = byte_codes::plan(&program);
+    let bytes = stores.iter().filter(|s| **s != Store::Codes).count();
+    assert!(bytes >= 4, "{bytes} values stored as bytes");
+    let images = dataset(true).batch(0..8).unwrap().images;
+    let codes = IntExecutor::new(&program)
+        .with_isa(Isa::Scalar)
+        .with_byte_codes(false);
+    let want = codes.forward(&images).unwrap();
+    let every_node = codes.run_image(&images.data[..images.item_len()], &|_| true);
+    for isa in Isa::available() {
+        let exec = IntExecutor::new(&program)
+            .with_isa(isa)
+            .with_byte_codes(true);
+        assert_eq!(exec.forward(&images).unwrap(), want, "{}", isa.name());
+        let kept = exec.run_image(&images.data[..images.item_len()], &|_| true);
+        assert!(kept == every_node, "{}: every node's codes", isa.name());
+    }
+}
+
 #[test]
 fn low_and_wide_bit_widths_compile_and_match() {
     // 4-bit weights run in the int8 kernels; 12-bit activations take the wide i64 path.

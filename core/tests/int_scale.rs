@@ -16,6 +16,7 @@
 use qvit_core::arch::{ArchSpec, Family};
 use qvit_core::data::{Dataset, Normalize};
 use qvit_core::exec::float::FloatExecutor;
+use qvit_core::exec::int::byte_codes::{self, Store};
 use qvit_core::exec::int::kernels::Isa;
 use qvit_core::exec::int::ops::weighted::HardswishLanes;
 use qvit_core::exec::int::program::StepOp;
@@ -294,6 +295,24 @@ fn check_model(model: &str) {
                     lanes.len(),
                     "{model} {recipe} {bits}: Hardswish channels in 32-bit lanes"
                 );
+                // The MBConvs' expanded channels pass into and out of their depthwise convs
+                // as bytes (`byte_codes`; B1: every MBConv's but on the 7×7 maps, whose 1×1
+                // convs take a run of images at once): the same logits as in i32 codes.
+                let stores = byte_codes::plan(&program);
+                let bytes = stores.iter().filter(|s| **s != Store::Codes).count();
+                assert!(
+                    bytes >= 4,
+                    "{model} {recipe} {bits}: {bytes} values as bytes"
+                );
+                if bits == "w8a8" {
+                    let exec = IntExecutor::new(&program);
+                    let run = |bytes| exec.with_byte_codes(bytes).forward(&layer_by_layer);
+                    assert_eq!(
+                        run(true).unwrap(),
+                        run(false).unwrap(),
+                        "{model} {recipe} {bits}: byte codes"
+                    );
+                }
             }
             let int = IntExecutor::new(&program);
             let fake_logits = fake.forward(&test).unwrap();

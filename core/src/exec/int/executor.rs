@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::kernels::Isa;
+use super::byte_codes::{self, Store, as_bytes};
+use super::kernels::bytes::widen;
+use super::kernels::{Isa, Width, width};
+use super::ops::weighted::Stores;
 use super::ops::{Ctx, Scratch};
 use super::program::{IntProgram, Step, StepOp, TokenTail};
 use crate::error::{Error, Result};
@@ -56,6 +59,9 @@ pub struct IntExecutor<'p> {
     /// Whether a run of images takes the layers that stack together (see
     /// [`IntExecutor::with_stacking`]).
     stacking: bool,
+    /// Whether values pass between convs as bytes where they can, if not as the kernels
+    /// choose (see [`IntExecutor::with_byte_codes`]).
+    byte_codes: Option<bool>,
 }
 
 impl<'p> IntExecutor<'p> {
@@ -65,6 +71,7 @@ impl<'p> IntExecutor<'p> {
             program,
             isa: Isa::detect(),
             stacking: true,
+            byte_codes: None,
         }
     }
 
@@ -77,6 +84,18 @@ impl<'p> IntExecutor<'p> {
     /// image by image throughout. The same codes either way; for comparisons of the two.
     pub fn with_stacking(self, stacking: bool) -> Self {
         Self { stacking, ..self }
+    }
+
+    /// Whether the values that only convs read, and read as bytes, are stored as bytes (see
+    /// [`byte_codes`](super::byte_codes)), or every value as i32 codes. The same codes either
+    /// way. By default they are with AVX-512 kernels, whose epilogues store their lanes as
+    /// bytes; with AVX2 ones, which write a row of codes first, they ran no faster (B1
+    /// `QVIT_ISA=avx2`, BENCHMARKS.md).
+    pub fn with_byte_codes(self, byte_codes: bool) -> Self {
+        Self {
+            byte_codes: Some(byte_codes),
+            ..self
+        }
     }
 
     pub fn isa(&self) -> Isa {
@@ -112,11 +131,29 @@ impl<'p> IntExecutor<'p> {
     /// as their last reader has run). Returns the codes per node (empty where not kept) with the
     /// logits always kept.
     pub fn run_image(&self, image: &[f32], keep: &dyn Fn(usize) -> bool) -> Vec<Vec<i32>> {
-        let end = self.program.steps.len();
+        let p = self.program;
+        let end = p.steps.len();
+        let stores = self.stores(&|_| false);
         let values = Scratch::with_thread_local(|scratch| {
-            self.run_image_with(image, end, keep, scratch, &mut |_, _| {})
+            self.run_image_with(image, (end, &stores), keep, scratch, &mut |_, _| {})
         });
-        values.into_iter().map(Buffer::into_vec).collect()
+        // Values kept as bytes are returned as their codes.
+        let mut lens = vec![0; p.nodes];
+        for step in &p.steps {
+            if let StepOp::Weighted(w) = &step.op {
+                lens[step.node] = w.output_len(&[]);
+            }
+        }
+        (values.into_iter().zip(stores).enumerate())
+            .map(|(n, (value, store))| match store {
+                Store::Bytes { lift } if !value.is_empty() => {
+                    let mut codes = vec![0; lens[n]];
+                    widen(self.isa, &as_bytes(&value)[..lens[n]], lift, &mut codes);
+                    codes
+                }
+                _ => value.into_vec(),
+            })
+            .collect()
     }
 
     /// Where an image's time goes: `rounds` runs of `image` (at least one), each step timed as
@@ -125,11 +162,12 @@ impl<'p> IntExecutor<'p> {
     pub fn time_steps(&self, image: &[f32], rounds: usize) -> Vec<StepTime> {
         let p = self.program;
         let mut times = vec![Vec::new(); p.steps.len()];
+        let stores = self.stores(&|_| false);
+        let run = (p.steps.len(), stores.as_slice());
         Scratch::with_thread_local(|scratch| {
             for _ in 0..rounds.max(1) {
                 let mut record = |i: usize, d: Duration| times[i].push(d);
-                let values =
-                    self.run_image_with(image, p.steps.len(), &|_| false, scratch, &mut record);
+                let values = self.run_image_with(image, run, &|_| false, scratch, &mut record);
                 values.into_iter().for_each(|v| scratch.spare.keep(v));
             }
         });
@@ -153,15 +191,31 @@ impl<'p> IntExecutor<'p> {
             .collect()
     }
 
-    /// [`IntExecutor::run_image`] through the steps before `end`, with the buffers of
-    /// `scratch`, which keeps what the image leaves for the next one: a batch's images after
-    /// the first reuse every step's output allocation instead of asking for (and zeroing) new
-    /// ones.
+    /// How each node's codes are stored on this run: as [`byte_codes::plan`] says, but for
+    /// the nodes `codes` picks, which are stored as codes.
+    fn stores(&self, codes: &dyn Fn(usize) -> bool) -> Vec<Store> {
+        let on = (self.byte_codes).unwrap_or(width(self.isa) == Width::Avx512);
+        let mut stores = match on {
+            true => byte_codes::plan(self.program),
+            false => vec![Store::Codes; self.program.nodes],
+        };
+        for (n, store) in stores.iter_mut().enumerate() {
+            if codes(n) {
+                *store = Store::Codes;
+            }
+        }
+        stores
+    }
+
+    /// [`IntExecutor::run_image`] through the steps before `end`, each node's codes stored as
+    /// `stores` says, with the buffers of `scratch`, which keeps what the image leaves for
+    /// the next one: a batch's images after the first reuse every step's output allocation
+    /// instead of asking for (and zeroing) new ones.
     /// `on_step` hears how long each step took.
     fn run_image_with(
         &self,
         image: &[f32],
-        end: usize,
+        (end, stores): (usize, &[Store]),
         keep: &dyn Fn(usize) -> bool,
         scratch: &mut Scratch,
         on_step: &mut dyn FnMut(usize, Duration),
@@ -177,7 +231,7 @@ impl<'p> IntExecutor<'p> {
             let out = {
                 let inputs: Vec<&[i32]> = step.inputs.iter().map(|&k| &*values[k]).collect();
                 let started = Instant::now();
-                let out = self.run_step(step, &inputs, scratch);
+                let out = self.run_step_stored(step, &inputs, stores, scratch);
                 on_step(i, started.elapsed());
                 out
             };
@@ -196,13 +250,34 @@ impl<'p> IntExecutor<'p> {
 
     /// Runs one step on the given input codes (one slice per input of the step).
     pub fn run_step(&self, step: &Step, x: &[&[i32]], scratch: &mut Scratch) -> Buffer<i32> {
+        let stores = vec![Store::Codes; self.program.nodes];
+        self.run_step_stored(step, x, &stores, scratch)
+    }
+
+    /// [`IntExecutor::run_step`] on values stored as `stores` says (only weighted steps read
+    /// or write bytes).
+    fn run_step_stored(
+        &self,
+        step: &Step,
+        x: &[&[i32]],
+        stores: &[Store],
+        scratch: &mut Scratch,
+    ) -> Buffer<i32> {
         let ctx = Ctx { isa: self.isa };
         // The spare buffer that fits best: the largest, taken for any output, had left large
         // outputs to new zeroed allocations (the logits, kept past the image, in the largest
         // buffer: a 3 MB `memset` per image of B1 at batch 1, serial).
-        let mut out = scratch.spare.take(step.op.output_len(x));
+        let mut out = scratch
+            .spare
+            .take(stores[step.node].words(step.op.output_len(x)));
         match &step.op {
-            StepOp::Weighted(w) => w.run(ctx, x[0], &mut out, scratch),
+            StepOp::Weighted(w) => {
+                let stores = Stores {
+                    input: stores[step.inputs[0]],
+                    output: stores[step.node],
+                };
+                w.run_stored(ctx, x[0], &mut out, stores, scratch)
+            }
             StepOp::Add(a) => a.run(self.isa, x[0], x[1], &mut out),
             StepOp::Pool(pool) => pool.run(x[0], &mut out),
             StepOp::ClassPos(c) => c.run(x[0], &mut out),
@@ -279,6 +354,7 @@ impl<'p> IntExecutor<'p> {
         // then the steps up to `end` one at a time for every image of the group (see
         // `run_layers`).
         let count = images.len() / item;
+        let stores = self.stores(&|n| n == wanted);
         let mut rows: Option<Buffer<i32>> = None;
         for (g, group) in images.chunks(item * STACK_IMAGES).enumerate() {
             let together = match group.len() > item && self.stacking {
@@ -289,10 +365,11 @@ impl<'p> IntExecutor<'p> {
             let mut runs: Vec<Vec<Buffer<i32>>> = group
                 .chunks(item)
                 .map(|image| {
-                    self.run_image_with(image, together, &needed_later, scratch, &mut |_, _| {})
+                    let run = (together, stores.as_slice());
+                    self.run_image_with(image, run, &needed_later, scratch, &mut |_, _| {})
                 })
                 .collect();
-            self.run_layers(together..end, wanted, &mut runs, scratch);
+            self.run_layers((together..end, &stores), wanted, &mut runs, scratch);
             for (i, values) in runs.into_iter().enumerate() {
                 let row = &values[wanted];
                 let all = rows.get_or_insert_with(|| scratch.spare.take(count * row.len()));
@@ -314,15 +391,16 @@ impl<'p> IntExecutor<'p> {
     }
 
     /// The program's `steps` layer by layer over a run of images, `runs[i]` the values of
-    /// image `i` (those that later steps read): a layer that [`Weighted::stacks`] runs every
-    /// image at once, any other step image by image. Every value is the one the image alone
+    /// image `i` (those that later steps read, stored as `stores` says): a layer that
+    /// [`Weighted::stacks`] runs every image at once (on codes: such layers neither read nor
+    /// write bytes), any other step image by image. Every value is the one the image alone
     /// gives (each image's steps run in program order on its own values), and each image's
     /// values that no later step reads, other than `wanted`, go back to the spares.
     ///
     /// [`Weighted::stacks`]: super::ops::weighted::Weighted::stacks
     fn run_layers(
         &self,
-        steps: Range<usize>,
+        (steps, stores): (Range<usize>, &[Store]),
         wanted: NodeId,
         runs: &mut [Vec<Buffer<i32>>],
         scratch: &mut Scratch,
@@ -346,7 +424,7 @@ impl<'p> IntExecutor<'p> {
                     for values in runs.iter_mut() {
                         let inputs: Vec<&[i32]> =
                             step.inputs.iter().map(|&k| &*values[k]).collect();
-                        let out = self.run_step(step, &inputs, scratch);
+                        let out = self.run_step_stored(step, &inputs, stores, scratch);
                         values[step.node] = out;
                     }
                 }

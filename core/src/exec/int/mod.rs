@@ -41,6 +41,7 @@
 //! - **The image** is quantized once at the boundary with the plan's 8-bit image quantizer,
 //!   exactly as the fake-quant executor does (this is the only float operation).
 
+pub mod byte_codes;
 pub mod code_table;
 pub mod compile;
 pub mod dyadic;

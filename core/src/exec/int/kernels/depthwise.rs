@@ -1,17 +1,26 @@
 //! Integer depthwise convolution: each channel's `k×k` window over its own plane of codes less
-//! the channel's zero-point (so padding is 0). On x86 the shapes of the real models (kernels 3,
-//! 5, 7 at strides 1 and 2) read the codes directly: at stride 1 with AVX-512 VNNI on planes
-//! that fit L1, `depthwise_flat` (flattened planes, 16 outputs per instruction across row
-//! ends); otherwise with AVX2 `depthwise_pairs` (8 output columns of a row). Any other shape
-//! or CPU centres the planes to i16 first and runs one portable body, also compiled for AVX2
-//! and AVX-512 and picked at run time, which lets the compiler vectorise the inner loop over
-//! output columns. All produce the same integers (tested).
+//! the channel's zero-point (so padding is 0). The codes come as i32, or as bytes (each a code
+//! plus the layer's `lift`: values stored so between convs, `byte_codes`). On x86 the shapes
+//! of the real models (kernels 3, 5, 7 at strides 1 and 2) read them directly: at stride 1
+//! with AVX-512 VNNI on planes that fit L1, `depthwise_quads` (flattened planes of bytes, four
+//! taps and 16 outputs per instruction; with VBMI, where weights, padding and codes are bytes)
+//! or `depthwise_flat` (the same in i16 pairs); otherwise with AVX2 `depthwise_pairs` (8
+//! output columns of a row). Any other shape or CPU centres the planes to i16 first (bytes
+//! widened to codes before) and runs one portable body, also compiled for AVX2 and AVX-512 and
+//! picked at run time, which lets the compiler vectorise the inner loop over output columns.
+//! All produce the same integers (tested).
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
+
 use super::Isa;
+use super::bytes::widen;
 use super::pack::centre_planes;
 #[cfg(target_arch = "x86_64")]
-use super::{Width, depthwise_flat as flat, depthwise_pairs as pairs, width};
+use super::{
+    Width, depthwise_flat as flat, depthwise_pairs as pairs, depthwise_quads as quads, width,
+};
+use crate::exec::spare::{prefix_to_overwrite, with_kept};
 
 /// Shape of one depthwise call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +34,25 @@ pub struct DwShape {
 }
 
 /// `out[c][y][x] = Σ w[c][i][j]·(x[c][y·s + i − p][x·s + j − p] − zero[c])` (outside the
-/// plane: 0), i32; `x` holds codes of at most 8 bits, so each centred input fits i16.
-pub fn depthwise(isa: Isa, s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out: &mut [i32]) {
-    if s.channels == 0 || s.out_hw.0 == 0 || s.out_hw.1 == 0 {
+/// plane: 0), i32; `x` holds codes of at most 8 bits, so each centred input fits i16. `lift`
+/// is the layer's shift that makes each code a u8 (0 or 128): where codes, weights and
+/// padding are all bytes, AVX-512 VBMI machines run them as bytes.
+pub fn depthwise(
+    isa: Isa,
+    s: &DwShape,
+    x: &[i32],
+    zero: &[i32],
+    lift: i32,
+    w: &[i16],
+    out: &mut [i32],
+) {
+    let empty = s.channels == 0 || s.out_hw.0 == 0 || s.out_hw.1 == 0;
+    // Codes go to the byte kernel but on 7×7 maps with a 3×3 kernel, where its quads cost more
+    // to lay out than they save (`cargo bench -p qvit-core --bench int8 -- depthwise_int`,
+    // Intel Xeon: 1,024 × 7² 3×3 36 µs against the word kernel's 30; 512 × 14² 3×3 37 against
+    // 44, 128 × 56² 141 against 166). Bytes go to it always: they are laid out as they lie.
+    let quads_win = s.kernel > 3 || s.out_hw.0 * s.out_hw.1 >= 14 * 14;
+    if empty || (quads_win && as_quads(isa, s, Planes::Codes(x), zero, lift, w, out)) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -40,21 +65,8 @@ pub fn depthwise(isa: Isa, s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out:
             _ => {}
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    if pairs::supports(s) {
-        match (width(isa), s.kernel) {
-            // SAFETY (all): `width` found AVX2, which each kernel is compiled for.
-            (Width::Avx512 | Width::Avx2, 3) => {
-                return unsafe { pairs::avx2::<3>(s, x, zero, w, out) };
-            }
-            (Width::Avx512 | Width::Avx2, 5) => {
-                return unsafe { pairs::avx2::<5>(s, x, zero, w, out) };
-            }
-            (Width::Avx512 | Width::Avx2, 7) => {
-                return unsafe { pairs::avx2::<7>(s, x, zero, w, out) };
-            }
-            _ => {}
-        }
+    if as_pairs(isa, s, Planes::Codes(x), (zero, 0), w, out) {
+        return;
     }
     let plane = s.in_hw.0 * s.in_hw.1;
     let mut centred = Vec::new();
@@ -75,6 +87,130 @@ pub fn depthwise(isa: Isa, s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out:
         return;
     }
     depthwise_portable(s, x, w, out)
+}
+
+/// [`depthwise`] of codes stored as bytes, each a code plus `lift` (the layer's).
+pub fn depthwise_bytes(
+    isa: Isa,
+    s: &DwShape,
+    x: &[u8],
+    zero: &[i32],
+    lift: i32,
+    w: &[i16],
+    out: &mut [i32],
+) {
+    let empty = s.channels == 0 || s.out_hw.0 == 0 || s.out_hw.1 == 0;
+    if empty
+        || as_quads(isa, s, Planes::Bytes(x), zero, lift, w, out)
+        || as_pairs(isa, s, Planes::Bytes(x), (zero, lift), w, out)
+    {
+        return;
+    }
+    // Elsewhere the codes themselves, in this thread's buffer (kept for its next call).
+    thread_local! {
+        static CODES: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
+    }
+    let len = s.channels * s.in_hw.0 * s.in_hw.1;
+    with_kept(&CODES, |codes| {
+        let codes = prefix_to_overwrite(codes, len);
+        widen(isa, &x[..len], lift, codes);
+        depthwise(isa, s, codes, zero, lift, w, out);
+    });
+}
+
+/// A call's input planes: codes, or bytes (each a code plus the layer's `lift`).
+#[derive(Clone, Copy)]
+enum Planes<'a> {
+    Codes(&'a [i32]),
+    Bytes(&'a [u8]),
+}
+
+/// Runs `s` by [`quads`] where this CPU and the operands allow it; whether it ran.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn as_quads(
+    isa: Isa,
+    s: &DwShape,
+    x: Planes,
+    zero: &[i32],
+    lift: i32,
+    w: &[i16],
+    out: &mut [i32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if width(isa) == Width::Avx512 && quads::available() && quads::supports(s) {
+        // SAFETY (both): `Width::Avx512` under `Isa::Avx512Vnni` found AVX-512 F, BW, VL and
+        // VNNI, `quads::available` VBMI.
+        return match x {
+            Planes::Codes(x) => unsafe { quads_of(s, x, zero, lift, w, out) },
+            Planes::Bytes(x) => unsafe { quads_of(s, x, zero, lift, w, out) },
+        };
+    }
+    false
+}
+
+/// Runs `s` by [`pairs`] where this CPU has AVX2 and the kernel takes the shape; whether it
+/// ran. Codes given as bytes hold `lift`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn as_pairs(
+    isa: Isa,
+    s: &DwShape,
+    x: Planes,
+    zero: (&[i32], i32),
+    w: &[i16],
+    out: &mut [i32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(width(isa), Width::Avx512 | Width::Avx2) && pairs::supports(s) {
+        // SAFETY (both): `width` found AVX2, which the kernels are compiled for.
+        match x {
+            Planes::Codes(x) => unsafe { pairs_of(s, x, zero, w, out) },
+            Planes::Bytes(x) => unsafe { pairs_of(s, x, zero, w, out) },
+        }
+        return true;
+    }
+    false
+}
+
+/// [`pairs::avx2`] for `s`'s kernel size (3, 5 or 7).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+unsafe fn pairs_of<T: pairs::Code8>(
+    s: &DwShape,
+    x: &[T],
+    zero: (&[i32], i32),
+    w: &[i16],
+    out: &mut [i32],
+) {
+    // SAFETY (all): the caller's promise.
+    match s.kernel {
+        3 => unsafe { pairs::avx2::<3, T>(s, x, zero, w, out) },
+        5 => unsafe { pairs::avx2::<5, T>(s, x, zero, w, out) },
+        _ => unsafe { pairs::avx2::<7, T>(s, x, zero, w, out) },
+    }
+}
+
+/// [`quads::avx512`] for `s`'s kernel size.
+///
+/// # Safety
+/// As [`quads::avx512`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn quads_of<C: quads::Code>(
+    s: &DwShape,
+    x: &[C],
+    zero: &[i32],
+    lift: i32,
+    w: &[i16],
+    out: &mut [i32],
+) -> bool {
+    // SAFETY (all): the caller's promise.
+    match s.kernel {
+        3 => unsafe { quads::avx512::<3, C>(s, x, zero, lift, w, out) },
+        5 => unsafe { quads::avx512::<5, C>(s, x, zero, lift, w, out) },
+        7 => unsafe { quads::avx512::<7, C>(s, x, zero, lift, w, out) },
+        _ => false,
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -321,6 +457,101 @@ mod tests {
         }
     }
 
+    /// Codes that are bytes once lifted (signed with `lift` 128, unsigned with 0), zero-points
+    /// among them and i8 weights — the operands [`super::quads`] multiplies as bytes — on B1 @
+    /// 224's maps (strides 1 and 2), planes either side of the kernel's L1 bound and tiny ones,
+    /// given as codes and as bytes: every ISA's sums are the definition's. A weight or a zero-point outside a
+    /// byte takes the other kernels, with the same sums.
+    #[test]
+    fn byte_operands_equal_the_definition() {
+        let mut rng = Rng::new(17);
+        for (case, &(channels, hw, kernel, stride)) in [
+            (3, 7, 3, 1),
+            (5, 7, 5, 1),
+            (4, 14, 3, 1),
+            (4, 14, 5, 1),
+            (3, 14, 7, 1),
+            (3, 28, 3, 1),
+            (2, 56, 3, 1),
+            (2, 61, 3, 1),
+            (2, 62, 3, 1),
+            (2, 112, 3, 1),
+            (2, 1, 3, 1),
+            (3, 2, 5, 1),
+            (2, 5, 7, 1),
+            (2, 17, 5, 1),
+            (3, 112, 3, 2),
+            (3, 28, 5, 2),
+            (2, 9, 7, 2),
+            (2, 1, 3, 2),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let lift = [0, 128][case % 2];
+            let padding = kernel / 2;
+            let o = (hw + 2 * padding - kernel) / stride + 1;
+            let s = DwShape {
+                channels,
+                in_hw: (hw, hw),
+                out_hw: (o, o),
+                kernel,
+                stride,
+                padding,
+            };
+            let plane = hw * hw;
+            let bytes: Vec<u8> = (0..channels * plane)
+                .map(|i| match i % 97 {
+                    0 => 0,
+                    1 => 255,
+                    _ => rng.below(256) as u8,
+                })
+                .collect();
+            let codes: Vec<i32> = bytes.iter().map(|&b| i32::from(b) - lift).collect();
+            let mut zero: Vec<i32> = (0..channels)
+                .map(|_| rng.below(256) as i32 - lift)
+                .collect();
+            let mut w: Vec<i16> = (0..channels * kernel * kernel)
+                .map(|i| match i % 11 {
+                    0 => -128,
+                    1 => 127,
+                    _ => rng.below(256) as i16 - 128,
+                })
+                .collect();
+            for form in ["bytes", "a weight past i8", "a zero-point past a byte"] {
+                match form {
+                    "a weight past i8" => w[kernel * kernel] = 200,
+                    "a zero-point past a byte" => zero[channels - 1] = 300 - lift,
+                    _ => {}
+                }
+                let centred: Vec<i16> = (codes.iter().enumerate())
+                    .map(|(i, &q)| (q - zero[i / plane]) as i16)
+                    .collect();
+                let want = reference(&s, &centred, &w);
+                for isa in Isa::available() {
+                    let mut got = vec![7; want.len() + 16];
+                    depthwise(isa, &s, &codes, &zero, lift, &w, &mut got);
+                    assert_eq!(
+                        got[..want.len()],
+                        want,
+                        "{} {s:?} codes, {form}",
+                        isa.name()
+                    );
+                    assert!(got[want.len()..].iter().all(|&v| v == 7));
+                    let mut got = vec![7; want.len() + 16];
+                    depthwise_bytes(isa, &s, &bytes, &zero, lift, &w, &mut got);
+                    assert_eq!(
+                        got[..want.len()],
+                        want,
+                        "{} {s:?} bytes, {form}",
+                        isa.name()
+                    );
+                    assert!(got[want.len()..].iter().all(|&v| v == 7));
+                }
+            }
+        }
+    }
+
     /// Every ISA's result against the definition, for the centred inputs `x` given as codes
     /// of random zero-points (one per channel).
     fn check(rng: &mut Rng, s: &DwShape, x: &[i16], w: &[i16]) {
@@ -336,7 +567,7 @@ mod tests {
             // A longer buffer than the planes: the kernels store whole vectors, and must
             // leave everything past the planes as it was.
             let mut got = vec![7; want.len() + 16];
-            depthwise(isa, s, &codes, &zero, w, &mut got);
+            depthwise(isa, s, &codes, &zero, 128, w, &mut got);
             assert_eq!(got[..want.len()], want, "{} {s:?}", isa.name());
             assert!(
                 got[want.len()..].iter().all(|&v| v == 7),

@@ -189,7 +189,7 @@ impl Flat {
 /// Lane masks of `vectors` vectors over flat positions, set on the runs of `len` positions
 /// from each of `starts`: row by row, since a test per lane, with its division by the row's
 /// width, would be paid on every call.
-fn runs(vectors: usize, starts: impl Iterator<Item = usize>, len: usize) -> Vec<u16> {
+pub(super) fn runs(vectors: usize, starts: impl Iterator<Item = usize>, len: usize) -> Vec<u16> {
     let mut masks = vec![0u16; vectors];
     for start in starts {
         let mut at = start;
@@ -207,14 +207,14 @@ fn runs(vectors: usize, starts: impl Iterator<Item = usize>, len: usize) -> Vec<
 /// to or `vpcompressd` gathers them from. (Counted once per call: without the `popcnt`
 /// feature, `count_ones` had been a dozen instructions per vector.)
 #[derive(Clone, Copy)]
-struct Lanes {
-    at: u16,
-    first: u16,
-    count: usize,
+pub(super) struct Lanes {
+    pub(super) at: u16,
+    pub(super) first: u16,
+    pub(super) count: usize,
 }
 
 impl Lanes {
-    fn new(at: u16) -> Lanes {
+    pub(super) fn new(at: u16) -> Lanes {
         let count = at.count_ones() as usize;
         Lanes {
             at,

@@ -69,7 +69,7 @@ impl PairPlane {
     /// now, BENCHMARKS.md. Centred into a padded row first and read back, every word's load
     /// waited on the two stores it straddled.)
     #[target_feature(enable = "avx2")]
-    fn fill(&mut self, s: &DwShape, x: &[i32], at: usize, zero: i32) {
+    fn fill<T: Code8>(&mut self, s: &DwShape, x: &[T], at: usize, zero: i32) {
         let (h, w) = s.in_hw;
         let (pad, rw) = (s.padding, self.row_words);
         // Words from the first whose columns all lie right of the row are zero for every
@@ -98,18 +98,74 @@ impl PairPlane {
     }
 }
 
+/// Codes as the pair kernel reads them: i32 codes, or bytes (each a code plus the layer's
+/// `lift`, which the zero-point it is given then holds too).
+pub trait Code8: Copy {
+    /// 8 codes from `p`, in 32-bit lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `p` has 8 readable codes.
+    unsafe fn load8(p: *const Self) -> __m256i;
+
+    /// Codes `first .. first + 8` of `codes` in 32-bit lanes, 0 for the columns outside it,
+    /// which `inside` (all ones) marks; at least one lies inside.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    unsafe fn edge(codes: &[Self], first: isize, inside: __m256i) -> __m256i;
+}
+
+impl Code8 for i32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const i32) -> __m256i {
+        // SAFETY: the caller's promise.
+        unsafe { _mm256_loadu_si256(p.cast()) }
+    }
+
+    #[inline(always)]
+    unsafe fn edge(codes: &[i32], first: isize, inside: __m256i) -> __m256i {
+        // SAFETY: a masked load reads only the lanes of `inside`, which lie inside the row;
+        // the address of the others is formed without being read.
+        unsafe { _mm256_maskload_epi32(codes.as_ptr().wrapping_offset(first), inside) }
+    }
+}
+
+impl Code8 for u8 {
+    #[inline(always)]
+    unsafe fn load8(p: *const u8) -> __m256i {
+        // SAFETY: the caller's promise.
+        unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast())) }
+    }
+
+    #[inline(always)]
+    unsafe fn edge(codes: &[u8], first: isize, _: __m256i) -> __m256i {
+        // AVX2 has no masked byte load: the row's bytes in a zeroed window first.
+        let mut window = [0u8; 16];
+        for (l, byte) in window[..LANES].iter_mut().enumerate() {
+            if let Some(&b) = usize::try_from(first + l as isize)
+                .ok()
+                .and_then(|c| codes.get(c))
+            {
+                *byte = b;
+            }
+        }
+        // SAFETY: `window` holds 16 bytes; the caller's promise.
+        unsafe { Self::load8(window.as_ptr()) }
+    }
+}
+
 /// One input row's codes less their zero-point, read a vector at a time with zeros either
 /// side: the padded row `R` without a copy.
-struct Centred<'a> {
-    codes: &'a [i32],
+struct Centred<'a, T> {
+    codes: &'a [T],
     zero: __m256i,
     /// The zero-point in both halves of every word.
     zero_pair: __m256i,
 }
 
-impl<'a> Centred<'a> {
+impl<'a, T: Code8> Centred<'a, T> {
     #[target_feature(enable = "avx2")]
-    fn new(codes: &'a [i32], zero: i32) -> Self {
+    fn new(codes: &'a [T], zero: i32) -> Self {
         Self {
             codes,
             zero: _mm256_set1_epi32(zero),
@@ -128,7 +184,7 @@ impl<'a> Centred<'a> {
         match self.inside(first, LANES + 1) {
             Some(p) => {
                 // SAFETY: `inside` found 9 codes from `p`.
-                let (a, b) = unsafe { (load(p), load(p.add(1))) };
+                let (a, b) = unsafe { (T::load8(p), T::load8(p.add(1))) };
                 _mm256_sub_epi16(pair(a, b), self.zero_pair)
             }
             None => pair(self.at(first), self.at(first + 1)),
@@ -143,7 +199,7 @@ impl<'a> Centred<'a> {
         match self.inside(first, 2 * LANES) {
             Some(p) => {
                 // SAFETY: `inside` found 16 codes from `p`.
-                let (a, b) = unsafe { (load(p), load(p.add(LANES))) };
+                let (a, b) = unsafe { (T::load8(p), T::load8(p.add(LANES))) };
                 _mm256_sub_epi16(low_halves(a, b), self.zero_pair)
             }
             None => low_halves(self.at(first), self.at(first + LANES as isize)),
@@ -152,7 +208,7 @@ impl<'a> Centred<'a> {
 
     /// Where the codes `first .. first + n` start, if they all lie inside the row.
     #[inline(always)]
-    fn inside(&self, first: isize, n: usize) -> Option<*const i32> {
+    fn inside(&self, first: isize, n: usize) -> Option<*const T> {
         let start = usize::try_from(first).ok()?;
         (start + n <= self.codes.len()).then(|| self.codes[start..].as_ptr())
     }
@@ -165,7 +221,7 @@ impl<'a> Centred<'a> {
         let w = self.codes.len() as isize;
         if first >= 0 && first + LANES as isize <= w {
             // SAFETY: the 8 codes lie inside the row.
-            let v = unsafe { _mm256_loadu_si256(self.codes.as_ptr().offset(first).cast()) };
+            let v = unsafe { T::load8(self.codes.as_ptr().offset(first)) };
             return _mm256_sub_epi32(v, self.zero);
         }
         if first >= w || first + LANES as isize <= 0 {
@@ -180,25 +236,10 @@ impl<'a> Centred<'a> {
             _mm256_cmpgt_epi32(column, _mm256_set1_epi32(-1)),
             _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), column),
         );
-        // SAFETY: a masked load reads only the lanes of `inside`, which lie inside the row;
-        // the address of the others is formed without being read.
-        let v = unsafe {
-            let base = self.codes.as_ptr().wrapping_offset(first);
-            _mm256_maskload_epi32(base, inside)
-        };
+        // SAFETY: the CPU has AVX2 (this function's feature); `inside` marks the lanes inside.
+        let v = unsafe { T::edge(self.codes, first, inside) };
         _mm256_and_si256(_mm256_sub_epi32(v, self.zero), inside)
     }
-}
-
-/// 8 codes from `p`.
-///
-/// # Safety
-/// `p` must have 8 readable codes.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn load(p: *const i32) -> __m256i {
-    // SAFETY: by the caller.
-    unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
 /// The low halves of the 16 i32 of `a` then `b`, in order, as 16 i16 (the definition's
@@ -233,12 +274,19 @@ pub(super) fn weight_pairs<const K: usize>(kernel: &[i16]) -> [[i32; 4]; K] {
 }
 
 /// Every channel of `s`: `x` planes of codes with per-channel `zero`-points, `w` `[C, K, K]`,
-/// `out` i32 planes.
+/// `out` i32 planes. Codes given as bytes hold their `lift` (the layer's), which is added to
+/// the zero-points; codes given as i32 take a `lift` of 0.
 ///
 /// AVX2 on every x86 CPU that has it: on the AVX-512 machine measured (AMD EPYC, BENCHMARKS.md)
 /// a 16-lane version of this loop was slower than 8 lanes on every stride-1 shape.
 #[target_feature(enable = "avx2")]
-pub fn avx2<const K: usize>(s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out: &mut [i32]) {
+pub fn avx2<const K: usize, T: Code8>(
+    s: &DwShape,
+    x: &[T],
+    (zero, lift): (&[i32], i32),
+    w: &[i16],
+    out: &mut [i32],
+) {
     let (h, wd) = s.in_hw;
     let (oh, ow) = s.out_hw;
     let pairs = K.div_ceil(2);
@@ -255,7 +303,7 @@ pub fn avx2<const K: usize>(s: &DwShape, x: &[i32], zero: &[i32], w: &[i16], out
     assert!((oh - 1) * s.stride + K <= rows);
     assert!(ow.next_multiple_of(LANES) + plane.offsets[pairs - 1] <= rw);
     for c in 0..s.channels {
-        plane.fill(s, x, c * h * wd, zero[c]);
+        plane.fill(s, x, c * h * wd, zero[c] + lift);
         let wp = weight_pairs::<K>(&w[c * K * K..(c + 1) * K * K]);
         let mut wv = [[_mm256_setzero_si256(); 4]; K];
         for (vr, pr) in wv.iter_mut().zip(&wp) {

@@ -58,12 +58,15 @@ mod avx2;
 pub mod axpy;
 #[cfg(target_arch = "x86_64")]
 mod bucket_lanes;
+pub mod bytes;
 pub mod columns;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_flat;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_pairs;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_quads;
 pub mod exps;
 #[cfg(target_arch = "x86_64")]
 mod finish;

@@ -22,22 +22,88 @@ use super::requant::{InputScale, Narrow, NarrowHardswish, Product, Unclamped, Wi
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(super) unsafe fn each16(src: &[i32], dst: &mut [i32], f: impl Fn(__m512i) -> __m512i) {
+    // SAFETY: the caller's promise.
+    unsafe { each16_into(src, dst, f) }
+}
+
+/// Where [`each16_into`] puts its lanes: i32 codes, or [`LiftedBytes`].
+#[cfg(target_arch = "x86_64")]
+pub(super) trait Out16 {
+    fn len(&self) -> usize;
+    /// Stores the 16 lanes of `v` at `at`, or (`mask`) the ones it sets.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; the lanes stored lie inside `self`.
+    unsafe fn store(&mut self, at: usize, mask: Option<__mmask16>, v: __m512i);
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Out16 for &mut [i32] {
+    fn len(&self) -> usize {
+        <[i32]>::len(self)
+    }
+
+    #[inline(always)]
+    unsafe fn store(&mut self, at: usize, mask: Option<__mmask16>, v: __m512i) {
+        // SAFETY: the caller's promise.
+        unsafe {
+            let to = self.as_mut_ptr().add(at);
+            match mask {
+                None => _mm512_storeu_si512(to.cast(), v),
+                Some(mask) => _mm512_mask_storeu_epi32(to, mask, v),
+            }
+        }
+    }
+}
+
+/// Codes stored as bytes, each plus `lift` (see `crate::exec::int::byte_codes`).
+#[cfg(target_arch = "x86_64")]
+pub(super) struct LiftedBytes<'a> {
+    pub bytes: &'a mut [u8],
+    pub lift: __m512i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Out16 for LiftedBytes<'_> {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    #[inline(always)]
+    unsafe fn store(&mut self, at: usize, mask: Option<__mmask16>, v: __m512i) {
+        // SAFETY: the caller's promise.
+        unsafe {
+            let to = self.bytes.as_mut_ptr().add(at);
+            let v = _mm512_add_epi32(v, self.lift);
+            match mask {
+                None => _mm_storeu_si128(to.cast(), _mm512_cvtepi32_epi8(v)),
+                Some(mask) => _mm512_mask_cvtepi32_storeu_epi8(to.cast(), mask, v),
+            }
+        }
+    }
+}
+
+/// [`each16`] into any [`Out16`].
+///
+/// # Safety
+/// The CPU has AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn each16_into(src: &[i32], mut dst: impl Out16, f: impl Fn(__m512i) -> __m512i) {
     let n = src.len().min(dst.len());
     let whole = n / 16 * 16;
-    for (s, d) in src[..whole].chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
-        // SAFETY: `s` and `d` hold 16 i32 each; the CPU has AVX-512 F (the caller's promise).
-        unsafe {
-            let v = _mm512_loadu_si512(s.as_ptr().cast());
-            _mm512_storeu_si512(d.as_mut_ptr().cast(), f(v));
-        }
+    for (i, s) in src[..whole].chunks_exact(16).enumerate() {
+        // SAFETY: `s` holds 16 i32 and `dst` 16 lanes from `16i`; the CPU has AVX-512 F (the
+        // caller's promise).
+        unsafe { dst.store(16 * i, None, f(_mm512_loadu_si512(s.as_ptr().cast()))) };
     }
     if whole < n {
         let mask: __mmask16 = ((1u32 << (n - whole)) - 1) as u16;
-        // SAFETY: the mask reads and writes lanes `whole..n` only, inside both slices; the
-        // CPU has AVX-512 F (the caller's promise).
+        // SAFETY: the mask reads and writes lanes `whole..n` only, inside both; the CPU has
+        // AVX-512 F (the caller's promise).
         unsafe {
             let v = _mm512_maskz_loadu_epi32(mask, src[whole..].as_ptr());
-            _mm512_mask_storeu_epi32(dst[whole..].as_mut_ptr(), mask, f(v));
+            dst.store(whole, Some(mask), f(v));
         }
     }
 }

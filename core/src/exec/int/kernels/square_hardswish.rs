@@ -24,8 +24,11 @@
 use std::arch::x86_64::*;
 
 use super::Isa;
+use super::bytes::narrow;
 #[cfg(target_arch = "x86_64")]
-use super::narrow_lanes::{High256, High512, Scale256, Scale512, UNSCALED, each16};
+use super::narrow_lanes::{
+    High256, High512, LiftedBytes, Out16, Scale256, Scale512, UNSCALED, each16_into,
+};
 use super::requant::{FastHardswish, Folded, InputScale, Unclamped};
 use crate::exec::int::nonlinear::hardswish::hardswish_product;
 
@@ -170,6 +173,28 @@ fn square_portable(h: &SquareHardswish, src: &[i32], dst: &mut [i32]) {
     }
 }
 
+/// [`hardswish_square`] into bytes, each code plus `lift` (see
+/// [`byte_codes`](crate::exec::int::byte_codes): the caller knows every code plus `lift` is
+/// a u8). With AVX-512 the lanes are stored as bytes; elsewhere through a row of codes.
+pub fn hardswish_square_bytes(
+    isa: Isa,
+    h: &SquareHardswish,
+    src: &[i32],
+    lift: i32,
+    dst: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::width(isa) == super::Width::Avx512 {
+        // SAFETY: `width` found AVX-512 F.
+        return unsafe { square_bytes_avx512(h, src, lift, dst) };
+    }
+    let mut row = [0; 256];
+    for (src, dst) in src.chunks(row.len()).zip(dst.chunks_mut(row.len())) {
+        hardswish_square(isa, h, src, &mut row[..src.len()]);
+        narrow(isa, &row[..src.len()], lift, dst);
+    }
+}
+
 /// 16 lanes at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -180,9 +205,23 @@ fn square_avx512(h: &SquareHardswish, src: &[i32], dst: &mut [i32]) {
     }
 }
 
+/// [`square_avx512`] into bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn carries_avx512<const S: bool>(h: &SquareHardswish, s: InputScale, src: &[i32], dst: &mut [i32]) {
+fn square_bytes_avx512(h: &SquareHardswish, src: &[i32], lift: i32, dst: &mut [u8]) {
+    let dst = LiftedBytes {
+        bytes: dst,
+        lift: _mm512_set1_epi32(lift),
+    };
+    match h.u_input {
+        Some(s) => carries_avx512::<true>(h, s, src, dst),
+        None => carries_avx512::<false>(h, UNSCALED, src, dst),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn carries_avx512<const S: bool>(h: &SquareHardswish, s: InputScale, src: &[i32], dst: impl Out16) {
     match h.carries {
         0 => square_lanes_avx512::<0, S>(h, s, src, dst),
         1 => square_lanes_avx512::<1, S>(h, s, src, dst),
@@ -198,7 +237,7 @@ fn square_lanes_avx512<const C: usize, const SCALED: bool>(
     h: &SquareHardswish,
     scale: InputScale,
     src: &[i32],
-    dst: &mut [i32],
+    dst: impl Out16,
 ) {
     let (u, out) = (High512::new(&h.u), High512::new(&h.out));
     let scale = Scale512::new(&scale);
@@ -208,7 +247,7 @@ fn square_lanes_avx512<const C: usize, const SCALED: bool>(
     let carry_from: [__m512i; C] = std::array::from_fn(|i| set(h.carry_from[i]));
     // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
     unsafe {
-        each16(src, dst, |v| {
+        each16_into(src, dst, |v| {
             let x = u.apply(scale.apply::<SCALED>(v));
             let x = _mm512_abs_epi32(_mm512_max_epi32(x, u_min));
             let x = _mm512_min_epi32(_mm512_max_epi32(x, floor), cap);

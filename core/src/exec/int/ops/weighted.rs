@@ -8,8 +8,11 @@
 
 use rayon::prelude::*;
 
+use super::super::byte_codes::{Store, as_bytes, as_bytes_mut};
 use super::super::code_table::CodeTable;
-use super::super::kernels::depthwise::{DwShape, depthwise};
+use super::super::kernels::Isa;
+use super::super::kernels::bytes::{narrow, widen};
+use super::super::kernels::depthwise::{DwShape, depthwise, depthwise_bytes};
 use super::super::kernels::pack::{
     Windows, im2col_plane, pack_rows, pack_stacked_rows, pack_tokens,
 };
@@ -17,7 +20,9 @@ use super::super::kernels::requant::{
     Fast, FastHardswish, NarrowHardswish, WideHardswish, hardswish, hardswish_narrow,
     hardswish_wide, lookup, lookup_within, requant,
 };
-use super::super::kernels::square_hardswish::{SquareHardswish, hardswish_square};
+use super::super::kernels::square_hardswish::{
+    SquareHardswish, hardswish_square, hardswish_square_bytes,
+};
 use super::super::kernels::{PackedA, PackedB, gemm, gemm_rows, tile_rows};
 use super::super::nonlinear::gelu::{GeluConstants, gelu};
 use super::super::requant::{Encoder, Epilogue, Requant};
@@ -184,6 +189,86 @@ pub struct Weighted {
     pub token_major: Option<TokenMajor>,
 }
 
+/// How a weighted step's input and output codes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stores {
+    pub input: Store,
+    pub output: Store,
+}
+
+impl Stores {
+    /// Codes in, codes out.
+    pub const CODES: Stores = Stores {
+        input: Store::Codes,
+        output: Store::Codes,
+    };
+}
+
+/// A step's input codes as they lie.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Codes(&'a [i32]),
+    /// Each a code plus the `lift` given.
+    Bytes(&'a [u8], i32),
+}
+
+impl<'a> Input<'a> {
+    /// The first `len` codes themselves: widened into `buf` where they are bytes (which the
+    /// paths that read bytes never ask for).
+    fn codes(self, isa: Isa, len: usize, buf: &'a mut Vec<i32>) -> &'a [i32] {
+        match self {
+            Input::Codes(x) => x,
+            Input::Bytes(x, lift) => {
+                buf.resize(len, 0);
+                widen(isa, &x[..len], lift, buf);
+                buf
+            }
+        }
+    }
+}
+
+/// What an epilogue writes: codes, or bytes (each a code plus a `lift`).
+trait OutputCode: Copy + Send + Sync {
+    /// This type's form of `code`.
+    fn of(code: i32, lift: i32) -> Self;
+    /// [`Weighted::emit`] of channel `oc`'s accumulators into `dst`.
+    fn emit(w: &Weighted, ctx: Ctx, oc: usize, acc: &[i32], dst: &mut [Self], lift: i32);
+}
+
+impl OutputCode for i32 {
+    fn of(code: i32, _: i32) -> i32 {
+        code
+    }
+
+    #[inline]
+    fn emit(w: &Weighted, ctx: Ctx, oc: usize, acc: &[i32], dst: &mut [i32], _: i32) {
+        w.emit(ctx, oc, acc, dst)
+    }
+}
+
+impl OutputCode for u8 {
+    fn of(code: i32, lift: i32) -> u8 {
+        code.wrapping_add(lift) as u8
+    }
+
+    /// The square Hardswish stores its lanes as bytes; other epilogues go through a row of
+    /// codes in this thread's buffer (one channel's, in L1 or L2 when the bytes are written).
+    #[inline]
+    fn emit(w: &Weighted, ctx: Ctx, oc: usize, acc: &[i32], dst: &mut [u8], lift: i32) {
+        if let Some(Some(HardswishLanes::Square(h))) = w.hardswish.get(oc) {
+            return hardswish_square_bytes(ctx.isa, h, acc, lift, dst);
+        }
+        thread_local! {
+            static ROW: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        with_kept(&ROW, |row| {
+            let row = prefix_to_overwrite(row, acc.len());
+            w.emit(ctx, oc, acc, row);
+            narrow(ctx.isa, row, lift, dst);
+        })
+    }
+}
+
 /// One output channel's Hardswish epilogue in lanes, its constants found once at compile time
 /// (found per call, they had been 2 % of efficientvit-micro's integer time by `perf`, and the
 /// 64-bit form's checks 0.7 % of EfficientViT-B1's).
@@ -320,16 +405,51 @@ impl Weighted {
         }
     }
 
+    /// Codes of the input, for `p` output positions per channel.
+    fn input_len(&self, p: usize) -> usize {
+        match &self.geometry {
+            Geometry::Conv { in_hw, .. } | Geometry::Patch { in_hw, .. } => {
+                self.in_channels * in_hw.0 * in_hw.1
+            }
+            Geometry::Tokens { .. } => self.in_channels * p,
+        }
+    }
+
     /// Codes of the output for the input codes `x`: every output channel at every position.
     pub fn output_len(&self, x: &[i32]) -> usize {
         self.out_channels * self.positions(x).0
     }
 
     pub fn run(&self, ctx: Ctx, x: &[i32], out: &mut Buffer<i32>, s: &mut Scratch) {
+        self.run_stored(ctx, x, out, Stores::CODES, s)
+    }
+
+    /// [`Weighted::run`] with its input and output codes stored as `stores` says (see
+    /// [`byte_codes`](super::super::byte_codes)): a value stored as bytes holds its codes in
+    /// `⌈len/4⌉` words. Only a conv's output is stored as bytes (an output token-major is
+    /// not).
+    pub fn run_stored(
+        &self,
+        ctx: Ctx,
+        x: &[i32],
+        out: &mut Buffer<i32>,
+        stores: Stores,
+        s: &mut Scratch,
+    ) {
+        let input = match stores.input {
+            Store::Codes => Input::Codes(x),
+            Store::Bytes { lift } => Input::Bytes(as_bytes(x), lift),
+        };
         let (p, token_major) = self.positions(x);
+        assert!(
+            !(token_major && matches!(stores.output, Store::Bytes { .. })),
+            "only a conv's output is stored as bytes"
+        );
         if let Some(t) = &self.token_major
             && p >= TOKEN_ROWS_FROM
         {
+            let mut widened = Vec::new();
+            let x = input.codes(ctx.isa, self.input_len(p), &mut widened);
             let Geometry::Patch {
                 conv,
                 in_hw,
@@ -355,7 +475,35 @@ impl Weighted {
             true => s.spare.take(o * p),
             false => std::mem::take(out),
         };
-        codes.overwrite(o * p);
+        codes.overwrite(stores.output.words(o * p));
+        match stores.output {
+            Store::Codes => self.products(ctx, input, p, (&mut codes, 0), s),
+            Store::Bytes { lift } => {
+                let bytes = &mut as_bytes_mut(&mut codes)[..o * p];
+                self.products(ctx, input, p, (bytes, lift), s)
+            }
+        }
+        if token_major {
+            // The transpose writes every element too.
+            transpose_parallel(&codes, o, p, out.overwrite(o * p));
+            s.spare.keep(codes);
+        } else {
+            *out = codes;
+        }
+    }
+
+    /// Every output channel's codes at its `p` positions, as `[O][P]` into `codes` (each a
+    /// code plus `lift` where they are bytes).
+    fn products<T: OutputCode>(
+        &self,
+        ctx: Ctx,
+        x: Input,
+        p: usize,
+        (codes, lift): (&mut [T], i32),
+        s: &mut Scratch,
+    ) {
+        let o = self.out_channels;
+        let emit = |oc: usize, acc: &[i32], dst: &mut [T]| T::emit(self, ctx, oc, acc, dst, lift);
         match &self.weights {
             Weights::Depthwise(w) => {
                 let (conv, in_hw, out_hw) = self.patch_or_kernel().expect("depthwise is a conv");
@@ -369,7 +517,7 @@ impl Weighted {
                     true => block_rows_within(o, 1, rayon::current_num_threads(), most),
                     false => most,
                 };
-                let block = |acc: &mut Vec<i32>, (b, dst): (usize, &mut [i32])| {
+                let block = |acc: &mut Vec<i32>, (b, dst): (usize, &mut [T])| {
                     let channels = b * rows..(b * rows + rows).min(o);
                     let shape = DwShape {
                         channels: channels.len(),
@@ -381,12 +529,20 @@ impl Weighted {
                     };
                     // The kernel writes every accumulator.
                     let acc = prefix_to_overwrite(acc, channels.len() * p);
-                    let x = &x[channels.start * plane..channels.end * plane];
+                    let planes = channels.start * plane..channels.end * plane;
                     let wb = &w[channels.start * kk..channels.end * kk];
-                    depthwise(ctx.isa, &shape, x, &self.zero[channels.clone()], wb, acc);
+                    let zero = &self.zero[channels.clone()];
+                    match x {
+                        Input::Codes(x) => {
+                            depthwise(ctx.isa, &shape, &x[planes], zero, self.lift, wb, acc)
+                        }
+                        Input::Bytes(x, lift) => {
+                            depthwise_bytes(ctx.isa, &shape, &x[planes], zero, lift, wb, acc)
+                        }
+                    }
                     for (i, oc) in channels.enumerate() {
                         let r = i * p..(i + 1) * p;
-                        self.emit(ctx, oc, &acc[r.clone()], &mut dst[r]);
+                        emit(oc, &acc[r.clone()], &mut dst[r]);
                     }
                 };
                 if parallel {
@@ -407,7 +563,7 @@ impl Weighted {
                 // One large product: blocks of output channels on the pool's threads (an
                 // image at batch 1 would otherwise use one core). Integers, so the blocks
                 // change nothing in the result.
-                let (a, b) = (&groups[0], self.pack_group(ctx, x, 0, s));
+                let (a, b) = (&groups[0], self.pack_group(ctx, x, p, 0, s));
                 let block_len = block_rows(o, tile_rows(ctx.isa), rayon::current_num_threads());
                 codes
                     .par_chunks_mut(block_len * p)
@@ -420,7 +576,7 @@ impl Weighted {
                             gemm_rows(ctx.isa, a, rows.clone(), &b, acc);
                             for (i, oc) in rows.enumerate() {
                                 let r = i * p..(i + 1) * p;
-                                self.emit(ctx, oc, &acc[r.clone()], &mut dst[r]);
+                                emit(oc, &acc[r.clone()], &mut dst[r]);
                             }
                         })
                     });
@@ -431,14 +587,14 @@ impl Weighted {
                 // Groups are independent: each packs, multiplies and emits its own channels,
                 // on the pool's threads when the conv is large (B1's attention splits its
                 // 384 or 768 channels into groups of 16, each too small to split alone).
-                let group = |s: &mut Scratch, (g, dst): (usize, &mut [i32])| {
-                    let b = self.pack_group(ctx, x, g, s);
+                let group = |s: &mut Scratch, (g, dst): (usize, &mut [T])| {
+                    let b = self.pack_group(ctx, x, p, g, s);
                     let acc = prefix_to_overwrite(&mut s.acc, cout_g * p);
                     gemm(ctx.isa, &groups[g], &b, acc);
                     s.packed = b.data;
                     for (r, dst) in dst.chunks_mut(p).enumerate() {
                         let acc = &s.acc[r * p..(r + 1) * p];
-                        self.emit(ctx, g * cout_g + r, acc, dst);
+                        emit(g * cout_g + r, acc, dst);
                     }
                 };
                 if groups.len() > 1 && o * p * self.k() >= PARALLEL_MACS / 8 {
@@ -456,18 +612,13 @@ impl Weighted {
             Weights::Wide(w) => {
                 s.wide.clear();
                 s.wide.resize(o * p, 0);
+                let mut widened = Vec::new();
+                let x = x.codes(ctx.isa, self.input_len(p), &mut widened);
                 self.run_wide(x, w, &mut s.wide);
                 for (i, c) in codes.iter_mut().enumerate() {
-                    *c = self.emit_one(i / p, s.wide[i]);
+                    *c = T::of(self.emit_one(i / p, s.wide[i]), lift);
                 }
             }
-        }
-        if token_major {
-            // The transpose writes every element too.
-            transpose_parallel(&codes, o, p, out.overwrite(o * p));
-            s.spare.keep(codes);
-        } else {
-            *out = codes;
         }
     }
 
@@ -616,18 +767,28 @@ impl Weighted {
 
     /// Packed `B` for group `g`: the transpose of the token matrix for linear layers, the
     /// input planes for 1×1 stride-1 convs, im2col (padding = `z + u`) for the others.
-    fn pack_group(&self, ctx: Ctx, x: &[i32], g: usize, s: &mut Scratch) -> PackedB {
+    fn pack_group(&self, ctx: Ctx, x: Input, p: usize, g: usize, s: &mut Scratch) -> PackedB {
         let isa = ctx.isa;
-        let (p, _) = self.positions(x);
         let k = self.k();
         let lift = self.lift;
         let buf = std::mem::take(&mut s.packed);
+        let direct = self
+            .patch_or_kernel()
+            .is_some_and(|(conv, ..)| conv.kernel == 1 && conv.stride == 1 && conv.padding == 0);
+        if let (Input::Bytes(bytes, byte_lift), true) = (x, direct) {
+            // Each byte is its code plus `lift` already (the plan gives a layer's input its
+            // readers' `lift`).
+            debug_assert_eq!(byte_lift, lift);
+            let cin_g = self.in_channels / self.groups;
+            return pack_rows(isa, k, p, &bytes[g * cin_g * p..][..k * p], 0, buf);
+        }
+        let mut widened = Vec::new();
+        let x = x.codes(ctx.isa, self.input_len(p), &mut widened);
         match self.patch_or_kernel() {
             None => pack_tokens(isa, k, p, x, lift, buf),
             Some((conv, (h, w), (oh, ow))) => {
                 let cin_g = self.in_channels / self.groups;
                 let xg = &x[g * cin_g * h * w..(g + 1) * cin_g * h * w];
-                let direct = conv.kernel == 1 && conv.stride == 1 && conv.padding == 0;
                 if direct {
                     pack_rows(isa, k, p, &xg[..k * p], lift, buf)
                 } else {

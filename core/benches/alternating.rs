@@ -167,22 +167,30 @@ fn main() {
             }
             times[round % 2].push(start.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
         }
-        for t in &mut times {
-            t.sort_by(f64::total_cmp);
-        }
-        let (median, tenth) = (|t: &[f64]| t[t.len() / 2], |t: &[f64]| t[t.len() / 10]);
         println!(
-            "{rows} tokens × {k} → {cols}: {} {:.1} µs (p10 {:.1}), {} {:.1} µs (p10 {:.1}), \
-             ratio {:.3}",
-            forms[0],
-            median(&times[0]),
-            tenth(&times[0]),
-            forms[1],
-            median(&times[1]),
-            tenth(&times[1]),
-            median(&times[1]) / median(&times[0]),
+            "{rows} tokens × {k} → {cols}: {}",
+            compared(forms, &mut times, "µs")
         );
     }
+}
+
+/// Two forms' times (sorted here) as `NAME median unit (p10 …)` each and their ratio, the
+/// second over the first.
+fn compared(forms: [&str; 2], times: &mut [Vec<f64>; 2], unit: &str) -> String {
+    for t in times.iter_mut() {
+        t.sort_by(f64::total_cmp);
+    }
+    let (median, tenth) = (|t: &[f64]| t[t.len() / 2], |t: &[f64]| t[t.len() / 10]);
+    format!(
+        "{} {:.2} {unit} (p10 {:.2}), {} {:.2} {unit} (p10 {:.2}), ratio {:.3}",
+        forms[0],
+        median(&times[0]),
+        tenth(&times[0]),
+        forms[1],
+        median(&times[1]),
+        tenth(&times[1]),
+        median(&times[1]) / median(&times[0]),
+    )
 }
 
 /// Random requantizations of `cols` channels in 32-bit lanes, their results clamped to
@@ -328,19 +336,8 @@ fn stacked(isa: Isa) {
                 times[round % 2].push(start.elapsed().as_secs_f64() * 1e3);
             }
         });
-        for t in &mut times {
-            t.sort_by(f64::total_cmp);
-        }
-        let (median, tenth) = (|t: &[f64]| t[t.len() / 2], |t: &[f64]| t[t.len() / 10]);
-        println!(
-            "batch {batch}: image by image {:.1} ms (p10 {:.1}), stacked {:.1} ms (p10 {:.1}), \
-             ratio {:.3}",
-            median(&times[0]),
-            tenth(&times[0]),
-            median(&times[1]),
-            tenth(&times[1]),
-            median(&times[1]) / median(&times[0]),
-        );
+        let forms = ["image by image", "stacked"];
+        println!("batch {batch}: {}", compared(forms, &mut times, "ms"));
     }
 }
 
@@ -374,19 +371,9 @@ fn byte_codes(isa: Isa) {
                     times[round % 2].push(start.elapsed().as_secs_f64() * 1e3);
                 }
             });
-            for t in &mut times {
-                t.sort_by(f64::total_cmp);
-            }
-            let (median, tenth) = (|t: &[f64]| t[t.len() / 2], |t: &[f64]| t[t.len() / 10]);
-            println!(
-                "{threads} thread(s), batch {batch}: codes {:.2} ms (p10 {:.2}), bytes {:.2} ms \
-                 (p10 {:.2}), ratio {:.3}",
-                median(&times[0]),
-                tenth(&times[0]),
-                median(&times[1]),
-                tenth(&times[1]),
-                median(&times[1]) / median(&times[0]),
-            );
+            let forms = ["codes", "bytes"];
+            let times = compared(forms, &mut times, "ms");
+            println!("{threads} thread(s), batch {batch}: {times}");
         }
     }
 }

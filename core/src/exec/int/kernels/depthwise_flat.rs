@@ -27,9 +27,14 @@ use super::depthwise_pairs::weight_pairs;
 /// Lanes of a vector of words, codes or sums.
 const LANES: usize = 16;
 
-/// Whether the flat kernel runs this shape: stride 1, kernels 3, 5 and 7 with the padding
-/// that keeps the map's size or less (the outputs then are the padded plane's valid windows).
+/// Whether the flat kernel runs this shape: one that [`flattens`], on a plane that fits L1.
 pub fn supports(s: &DwShape) -> bool {
+    flattens(s) && Flat::words(s) <= L1_WORDS
+}
+
+/// Whether a shape's outputs are its flattened padded plane's valid windows: stride 1,
+/// kernels 3, 5 and 7 with the padding that keeps the map's size or less.
+pub(super) fn flattens(s: &DwShape) -> bool {
     let (h, w) = s.in_hw;
     let (k, p) = (s.kernel, s.padding);
     s.stride == 1
@@ -38,7 +43,59 @@ pub fn supports(s: &DwShape) -> bool {
         && h + 2 * p >= k
         && w + 2 * p >= k
         && s.out_hw == (h + 2 * p + 1 - k, w + 2 * p + 1 - k)
-        && Flat::words(s) <= L1_WORDS
+}
+
+/// The lanes of a flattened plane (`wp` wide): per vector of `inputs` vectors of flat
+/// positions, the lanes holding a code (`w` from `(r, p)` for each padded row `r`), and per
+/// vector of `outputs`, the lanes of real outputs (`ow` from the start of each of the first
+/// `oh` rows).
+pub(super) fn plane_lanes(s: &DwShape, inputs: usize, outputs: usize) -> (Vec<Lanes>, Vec<Lanes>) {
+    let (h, w) = s.in_hw;
+    let (oh, ow) = s.out_hw;
+    let p = s.padding;
+    let wp = w + 2 * p;
+    let codes: Vec<Lanes> = (runs(inputs, (p..p + h).map(|r| r * wp + p), w).into_iter())
+        .map(Lanes::new)
+        .collect();
+    let keep: Vec<Lanes> = (runs(outputs, (0..oh).map(|y| y * wp), ow).into_iter())
+        .map(Lanes::new)
+        .collect();
+    // What the kernels' unsafe reads and masked stores rely on: every code read once, every
+    // output stored once.
+    assert_eq!(codes.iter().map(|l| l.count).sum::<usize>(), h * w);
+    assert_eq!(keep.iter().map(|l| l.count).sum::<usize>(), oh * ow);
+    (codes, keep)
+}
+
+/// Stores the lanes `keep` marks of one vector of sums compactly at `out[stored..]`, and
+/// returns `stored` past them. The whole vector where it fits: the lanes past the kept ones
+/// land on outputs that a later store (this channel's next vector, or the next channel's
+/// first) writes again. Only the call's very end is stored masked. (Measured while this kernel
+/// still ran the int8 bench's 16 × 112² map, on AMD Zen 4: 97 µs with every sum stored masked,
+/// 73 with whole vectors.)
+///
+/// # Safety
+/// The CPU has AVX-512 F; the kept lanes of all a call's vectors number no more than
+/// `out.len()`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn store_kept(
+    out: &mut [i32],
+    stored: usize,
+    keep: &Lanes,
+    sums: __m512i,
+) -> usize {
+    let sums = _mm512_maskz_compress_epi32(keep.at, sums);
+    let at = out[stored..].as_mut_ptr();
+    // SAFETY: `out` holds 16 values from `at`, or (masked) the `count` kept, which over all
+    // vectors number `oh·ow` ≤ `out.len()`.
+    unsafe {
+        match stored + LANES <= out.len() {
+            true => _mm512_storeu_si512(at.cast(), sums),
+            false => _mm512_mask_storeu_epi32(at, keep.first, sums),
+        }
+    };
+    stored + keep.count
 }
 
 /// The most words a channel's plane may take: two channels' (the one built ahead and the one
@@ -76,26 +133,10 @@ impl Flat {
     }
 
     fn new(s: &DwShape) -> Flat {
-        let (h, w) = s.in_hw;
-        let (oh, ow) = s.out_hw;
-        let p = s.padding;
-        let wp = w + 2 * p;
         let (out_vectors, word_vectors) = Flat::vectors(s);
-        // Codes: `w` from `(r, p)` for each padded row `r` of the plane; outputs: `ow` from
-        // the start of each of the first `oh` rows.
-        let codes: Vec<Lanes> = (runs(word_vectors + 1, (p..p + h).map(|r| r * wp + p), w))
-            .into_iter()
-            .map(Lanes::new)
-            .collect();
-        let keep: Vec<Lanes> = (runs(out_vectors, (0..oh).map(|y| y * wp), ow).into_iter())
-            .map(Lanes::new)
-            .collect();
-        // What the unsafe reads and masked stores rely on: every code read once, every
-        // output stored once.
-        assert_eq!(codes.iter().map(|l| l.count).sum::<usize>(), h * w);
-        assert_eq!(keep.iter().map(|l| l.count).sum::<usize>(), oh * ow);
+        let (codes, keep) = plane_lanes(s, word_vectors + 1, out_vectors);
         Flat {
-            wp,
+            wp: s.in_hw.1 + 2 * s.padding,
             codes,
             keep,
             word_vectors,
@@ -166,22 +207,8 @@ impl Flat {
                     acc = _mm512_dpwssd_epi32(acc, w, _mm512_set1_epi32(tap));
                 }
             }
-            let sums = _mm512_maskz_compress_epi32(keep.at, acc);
-            let at = out[stored..].as_mut_ptr();
-            // The whole vector where it fits: the lanes past the kept ones land on outputs
-            // that a later store (this channel's next vector, or the next channel's first)
-            // writes again. Only the call's very end is stored masked. (Measured while this
-            // kernel still ran the int8 bench's 16 × 112² map, on AMD Zen 4: 97 µs with every
-            // sum stored masked, 73 with whole vectors.)
-            // SAFETY: `out` holds 16 values from `at`, or (masked) the `count` kept, which
-            // over all vectors number `oh·ow` ≤ `out.len()`.
-            unsafe {
-                match stored + LANES <= out.len() {
-                    true => _mm512_storeu_si512(at.cast(), sums),
-                    false => _mm512_mask_storeu_epi32(at, keep.first, sums),
-                }
-            };
-            stored += keep.count;
+            // SAFETY: the kept lanes number `oh·ow` ≤ `out.len()` over the vectors.
+            stored = unsafe { store_kept(out, stored, keep, acc) };
         }
     }
 }
@@ -189,7 +216,7 @@ impl Flat {
 /// Lane masks of `vectors` vectors over flat positions, set on the runs of `len` positions
 /// from each of `starts`: row by row, since a test per lane, with its division by the row's
 /// width, would be paid on every call.
-pub(super) fn runs(vectors: usize, starts: impl Iterator<Item = usize>, len: usize) -> Vec<u16> {
+fn runs(vectors: usize, starts: impl Iterator<Item = usize>, len: usize) -> Vec<u16> {
     let mut masks = vec![0u16; vectors];
     for start in starts {
         let mut at = start;
@@ -214,7 +241,7 @@ pub(super) struct Lanes {
 }
 
 impl Lanes {
-    pub(super) fn new(at: u16) -> Lanes {
+    fn new(at: u16) -> Lanes {
         let count = at.count_ones() as usize;
         Lanes {
             at,

@@ -25,7 +25,7 @@
 use std::arch::x86_64::*;
 
 use super::depthwise::DwShape;
-use super::depthwise_flat::{Lanes, runs};
+use super::depthwise_flat::{Lanes, flattens, plane_lanes, store_kept};
 
 /// Lanes of a vector of quads or sums.
 const LANES: usize = 16;
@@ -37,15 +37,7 @@ const L1_QUADS: usize = 4096;
 /// Whether the kernel can run this shape (its operands are checked when it runs): stride 1,
 /// kernels 3, 5 and 7 with the padding that keeps the map's size or less, planes that fit L1.
 pub fn supports(s: &DwShape) -> bool {
-    let (h, w) = s.in_hw;
-    let (k, p) = (s.kernel, s.padding);
-    s.stride == 1
-        && matches!(k, 3 | 5 | 7)
-        && p < k
-        && h + 2 * p >= k
-        && w + 2 * p >= k
-        && s.out_hw == (h + 2 * p + 1 - k, w + 2 * p + 1 - k)
-        && Quads::vectors(s).1 * LANES <= L1_QUADS
+    flattens(s) && Quads::vectors(s).1 * LANES <= L1_QUADS
 }
 
 /// Whether this CPU has what the kernel is compiled for beyond AVX-512 F, BW and VNNI.
@@ -115,29 +107,13 @@ impl Quads {
 
     #[target_feature(enable = "avx512f")]
     fn new(s: &DwShape) -> Quads {
-        let (h, w) = s.in_hw;
-        let (oh, ow) = s.out_hw;
-        let p = s.padding;
-        let wp = w + 2 * p;
         let (out_vectors, quad_vectors) = Quads::vectors(s);
-        // Codes: `w` from `(r, p)` for each padded row `r` of the plane; outputs: `ow` from
-        // the start of each of the first `oh` rows.
-        let codes: Vec<Lanes> = (runs(quad_vectors + 1, (p..p + h).map(|r| r * wp + p), w))
-            .into_iter()
-            .map(Lanes::new)
-            .collect();
-        let keep: Vec<Lanes> = (runs(out_vectors, (0..oh).map(|y| y * wp), ow).into_iter())
-            .map(Lanes::new)
-            .collect();
-        // What the unsafe reads and masked stores rely on: every code read once, every
-        // output stored once.
-        assert_eq!(codes.iter().map(|l| l.count).sum::<usize>(), h * w);
-        assert_eq!(keep.iter().map(|l| l.count).sum::<usize>(), oh * ow);
+        let (codes, keep) = plane_lanes(s, quad_vectors + 1, out_vectors);
         // Byte `j` of quad `l`: the low byte of position `l + j` of two vectors' 32 (`here`'s
         // 16, then `next`'s), byte `4(l + j)` of the two registers' 128.
         let spread: [i8; 64] = std::array::from_fn(|b| (4 * (b / 4 + b % 4)) as i8);
         Quads {
-            wp,
+            wp: s.in_hw.1 + 2 * s.padding,
             codes,
             keep,
             quad_vectors,
@@ -219,19 +195,8 @@ impl Quads {
                     acc = _mm512_dpbusd_epi32(acc, q, _mm512_set1_epi32(tap));
                 }
             }
-            let sums = _mm512_maskz_compress_epi32(keep.at, acc);
-            let at = out[stored..].as_mut_ptr();
-            // As in `depthwise_flat`: whole vectors where they fit, the lanes past the kept
-            // ones written again by a later store; the call's very end masked.
-            // SAFETY: `out` holds 16 values from `at`, or (masked) the `count` kept, which
-            // over all vectors number `oh·ow` ≤ `out.len()`.
-            unsafe {
-                match stored + LANES <= out.len() {
-                    true => _mm512_storeu_si512(at.cast(), sums),
-                    false => _mm512_mask_storeu_epi32(at, keep.first, sums),
-                }
-            };
-            stored += keep.count;
+            // SAFETY: the kept lanes number `oh·ow` ≤ `out.len()` over the vectors.
+            stored = unsafe { store_kept(out, stored, keep, acc) };
         }
     }
 }

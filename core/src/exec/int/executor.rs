@@ -192,15 +192,15 @@ impl<'p> IntExecutor<'p> {
     }
 
     /// How each node's codes are stored on this run: as [`byte_codes::plan`] says, but for
-    /// the nodes `codes` picks, which are stored as codes.
-    fn stores(&self, codes: &dyn Fn(usize) -> bool) -> Vec<Store> {
+    /// the nodes `as_codes` picks, which are stored as i32 codes.
+    fn stores(&self, as_codes: &dyn Fn(usize) -> bool) -> Vec<Store> {
         let on = (self.byte_codes).unwrap_or(width(self.isa) == Width::Avx512);
         let mut stores = match on {
             true => byte_codes::plan(self.program),
             false => vec![Store::Codes; self.program.nodes],
         };
         for (n, store) in stores.iter_mut().enumerate() {
-            if codes(n) {
+            if as_codes(n) {
                 *store = Store::Codes;
             }
         }

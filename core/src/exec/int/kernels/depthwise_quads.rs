@@ -13,13 +13,13 @@
 //! included, and starts at `−(zero + lift)·Σ w`, which leaves exactly `Σ w·(q − zero)` over
 //! the taps inside the plane: the definition's sums, in the same wrapping i32.
 //!
-//! A channel's quads are built 16 at a time straight from its codes, as `depthwise_flat`
-//! builds its words: a masked load of the codes a vector of positions holds, spread to their
-//! lanes by `vpexpandd` (padding lanes `pad`), and the low bytes of two such vectors spread
-//! into quads by one `vpermt2b`; one channel ahead of their use, so that the products' loads
-//! do not wait on stores still in flight. The kernel runs only
-//! where its operands are bytes: every weight an i8, every padding byte and every code plus
-//! `lift` inside `0..=255`; it checks all three and otherwise reports that it did not run.
+//! A channel's quads are built 16 at a time straight from its codes, as `depthwise_flat` builds its
+//! words: a masked load of the codes a vector of positions holds, spread to their lanes by
+//! `vpexpandd` (padding lanes `pad`), and the low bytes of two such vectors spread into quads by
+//! one `vpermt2b`; one channel ahead of their use, so that the products' loads do not wait on
+//! stores still in flight. The kernel runs only where its operands are bytes: every weight an i8,
+//! every padding byte and every code plus `lift` inside `0..=255`; it checks all three and
+//! otherwise reports that it did not run.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
@@ -40,7 +40,7 @@ pub fn supports(s: &DwShape) -> bool {
     flattens(s) && Quads::vectors(s).1 * LANES <= L1_QUADS
 }
 
-/// Whether this CPU has what the kernel is compiled for beyond AVX-512 F, BW and VNNI.
+/// Whether this CPU has what the kernel is compiled for beyond AVX-512 F, BW, VL and VNNI.
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512vbmi")
 }
@@ -260,7 +260,7 @@ pub unsafe fn avx512<const K: usize, C: Code>(
     let len = layout.quad_vectors * LANES;
     let mut quads = vec![0i32; 2 * len];
     let (mut ready, mut building) = quads.split_at_mut(len);
-    // SAFETY (all `unsafe` below): the CPU has AVX-512 F, BW, VNNI and VBMI (the caller's
+    // SAFETY (all `unsafe` below): the CPU has AVX-512 F, BW, VL, VNNI and VBMI (the caller's
     // promise); each quad buffer holds `quad_vectors` vectors and each channel's output
     // `oh·ow` sums.
     let add = if C::LIFTED { 0 } else { lift };
@@ -304,7 +304,10 @@ mod tests {
         let codes: Vec<i32> = (0..2 * 196).map(|i| i % 256 - 128).collect();
         let w: Vec<i16> = (0..18).map(|i| i * 15 - 128).collect();
         assert!(run(&codes, &[-128, 127], 128, &w), "bytes");
-        assert!(!run(&codes, &[-128, 127], 0, &w), "codes below 0 unlifted");
+        assert!(
+            !run(&codes, &[-128, 127], 0, &w),
+            "codes and padding below 0, unlifted"
+        );
         assert!(
             !run(&codes, &[-128, 128], 128, &w),
             "a zero-point past a byte"

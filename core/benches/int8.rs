@@ -96,16 +96,8 @@ fn depthwise_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize
         return;
     }
     let (channels, side, kernel, stride) = shape;
-    let padding = kernel / 2;
-    let o = (side + 2 * padding - kernel) / stride + 1;
-    let s = DwShape {
-        channels,
-        in_hw: (side, side),
-        out_hw: (o, o),
-        kernel,
-        stride,
-        padding,
-    };
+    let s = DwShape::square(channels, side, kernel, stride);
+    let o = s.out_hw.0;
     let mut rng = Rng::new(2);
     let x: Vec<i32> = (0..channels * side * side)
         .map(|_| rng.below(256) as i32)

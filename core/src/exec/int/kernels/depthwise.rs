@@ -33,6 +33,23 @@ pub struct DwShape {
     pub padding: usize,
 }
 
+impl DwShape {
+    /// `channels` square maps of side `side` under a `kernel` with the padding that keeps the
+    /// map's size at stride 1 (`kernel / 2`), as the models' depthwise convs have.
+    pub fn square(channels: usize, side: usize, kernel: usize, stride: usize) -> DwShape {
+        let padding = kernel / 2;
+        let out = (side + 2 * padding - kernel) / stride + 1;
+        DwShape {
+            channels,
+            in_hw: (side, side),
+            out_hw: (out, out),
+            kernel,
+            stride,
+            padding,
+        }
+    }
+}
+
 /// `out[c][y][x] = Σ w[c][i][j]·(x[c][y·s + i − p][x·s + j − p] − zero[c])` (outside the
 /// plane: 0), i32; `x` holds codes of at most 8 bits, so each centred input fits i16. `lift`
 /// is the layer's shift that makes each code a u8 (0 or 128): where codes, weights and
@@ -437,16 +454,7 @@ mod tests {
             (2, 62, 3, 1),
             (3, 14, 7, 1),
         ] {
-            let padding = kernel / 2;
-            let o = (hw + 2 * padding - kernel) / stride + 1;
-            let s = DwShape {
-                channels,
-                in_hw: (hw, hw),
-                out_hw: (o, o),
-                kernel,
-                stride,
-                padding,
-            };
+            let s = DwShape::square(channels, hw, kernel, stride);
             let x: Vec<i16> = (0..channels * hw * hw)
                 .map(|_| rng.below(511) as i16 - 255)
                 .collect();
@@ -489,16 +497,7 @@ mod tests {
         .enumerate()
         {
             let lift = [0, 128][case % 2];
-            let padding = kernel / 2;
-            let o = (hw + 2 * padding - kernel) / stride + 1;
-            let s = DwShape {
-                channels,
-                in_hw: (hw, hw),
-                out_hw: (o, o),
-                kernel,
-                stride,
-                padding,
-            };
+            let s = DwShape::square(channels, hw, kernel, stride);
             let plane = hw * hw;
             let bytes: Vec<u8> = (0..channels * plane)
                 .map(|i| match i % 97 {

@@ -74,6 +74,7 @@ fn rows_are_read_against_the_peak_of_their_arithmetic() {
     if std::arch::is_x86_feature_detected!("avx2") {
         let int8 = v["peaks"]["int8"]["instruction"].as_str().unwrap();
         let expected = match v["int_kernels"].as_str().unwrap() {
+            "avx512-vnni + amx" => "tdpbsud tmm",
             "avx512-vnni" => "vpdpbusd zmm",
             _ => "vpmaddwd ymm",
         };
@@ -109,6 +110,22 @@ fn the_avx2_cap_holds_both_executors_to_avx2() {
         return;
     }
     eprintln!("the_avx2_cap_holds_both_executors_to_avx2: SKIPPED, this CPU has no AVX2 + FMA");
+}
+
+/// `QVIT_ISA=avx512vnni` measures a machine without AMX: the products on VNNI, read against
+/// `vpdpbusd`'s peak.
+#[test]
+fn the_avx512_cap_keeps_the_products_off_amx() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        let v = bench(Some("avx512vnni"));
+        assert_eq!(v["int_kernels"], "avx512-vnni");
+        assert_eq!(v["peaks"]["int8"]["instruction"], "vpdpbusd zmm");
+        return;
+    }
+    eprintln!("the_avx512_cap_keeps_the_products_off_amx: SKIPPED, this CPU has no AVX-512 VNNI");
 }
 
 /// A brief `qvit bench` of the fp32 executor on the DeiT micro model, as a table.

@@ -1,8 +1,9 @@
 //! int8 kernels on one core: the GEMM, the depthwise conv, the attention products, the
 //! Hardswish epilogue, the residual add, the fused Softmax rows and LayerNorm's rows on
 //! layer-sized shapes for every ISA, and the CPU's measured int8 peaks (register-only
-//! `vpdpbusd`, and `vpmaddwd` + `vpaddd` for AVX2), so GOPS can be quoted as a share of each
-//! ISA's peak.
+//! `vpdpbusd`, AMX's `tdpbsud`, and `vpmaddwd` + `vpaddd` for AVX2), so GOPS can be quoted as a
+//! share of each ISA's peak. On a Xeon with AMX, the AVX-512 VNNI products run on its tiles
+//! unless `QVIT_ISA=avx512vnni`.
 //! `cargo bench -p qvit-core --bench int8`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::int::kernels::add::{AddLane, AddLanes, add_rows, add_run};
@@ -14,7 +15,9 @@ use qvit_core::exec::int::kernels::requant::{
 use qvit_core::exec::int::kernels::scores::{PackedKeys, query_pairs, scores};
 use qvit_core::exec::int::kernels::softmax_codes::RowCodes;
 use qvit_core::exec::int::kernels::square_hardswish::hardswish_square;
-use qvit_core::exec::int::kernels::{Isa, PackedA, PackedB, gemm, peak_loop_avx2, peak_loop_vnni};
+use qvit_core::exec::int::kernels::{
+    Isa, PackedA, PackedB, gemm, peak_loop_amx, peak_loop_avx2, peak_loop_vnni,
+};
 use qvit_core::exec::int::nonlinear::levels::LevelEncoder;
 use qvit_core::exec::int::nonlinear::softmax::PROBABILITY_BITS;
 use qvit_core::rng::Rng;
@@ -31,8 +34,10 @@ fn main() {
 /// 197 tokens), a 1×1 conv on 56×56, B1@224's head linear (1536 → 1600, one token: the
 /// matrix-vector product), then DeiT-T's layers token-major as the executor runs them at
 /// batch 8: a block of 120 tokens as rows times qkv (192 → 576), fc1 (192 → 768) and fc2
-/// (768 → 192).
-const SHAPES: [(usize, usize, usize); 8] = [
+/// (768 → 192); then B1@224's short-`K` products, where AMX tiles gain least: stage 1's
+/// expansion (32 → 128 on 56×56), stage 2's projection (256 → 64 on 28×28) and a group of
+/// 16 channels of its attention's grouped 1×1 convs (on 14×14).
+const SHAPES: [(usize, usize, usize); 11] = [
     (1024, 256, 196),
     (256, 1024, 49),
     (768, 192, 197),
@@ -41,6 +46,9 @@ const SHAPES: [(usize, usize, usize); 8] = [
     (120, 192, 576),
     (120, 192, 768),
     (120, 768, 192),
+    (128, 32, 3136),
+    (64, 256, 784),
+    (16, 16, 196),
 ];
 
 fn operands(rows: usize, k: usize, cols: usize) -> (PackedA, PackedB) {
@@ -75,6 +83,18 @@ fn peak_vnni(bencher: divan::Bencher) {
     bencher
         .counter(divan::counter::ItemsCount::new(2 * 1000 * 12 * 64usize))
         .bench_local(|| peak_loop_vnni(divan::black_box(1000)));
+}
+
+/// 1,000 rounds of 4 `tdpbsud`: 65.5 M MACs per iteration — the peak of the AVX-512 VNNI
+/// products where they run on AMX tiles (`QVIT_ISA=avx512vnni` keeps them off).
+#[divan::bench]
+fn peak_amx(bencher: divan::Bencher) {
+    if peak_loop_amx(1).is_none() {
+        return;
+    }
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * 1000 * 4 * 16384usize))
+        .bench_local(|| peak_loop_amx(divan::black_box(1000)));
 }
 
 /// 10,000 rounds of 12 `vpmaddwd` + `vpaddd`: 1.92 M MACs per iteration — AVX2's exact int8

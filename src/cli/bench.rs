@@ -10,7 +10,7 @@ use qvit_core::eval::Classifier;
 use qvit_core::exec::cpu::float_lanes;
 use qvit_core::exec::float::FloatExecutor;
 use qvit_core::exec::int::executor::StepTime;
-use qvit_core::exec::int::kernels::Isa;
+use qvit_core::exec::int::kernels::{Isa, products_on_amx};
 use qvit_core::exec::int::{IntExecutor, compile};
 use qvit_core::exec::peak::{Peak, fp32_peak, int8_peak};
 use qvit_core::graph::Graph;
@@ -31,12 +31,12 @@ use super::format::{Format, emit, table, thousands};
 /// The `of peak` column is each executor's multiply-accumulates per second as a share of the
 /// machine's peak, measured on the same threads before the runs and after them (the larger of
 /// the two): register-only FMA loops for fp32 and fake-quant (both compute in f32), the int8
-/// kernels' own instruction for int (`vpdpbusd` with AVX-512 VNNI, `vpmaddwd` with AVX2; none
-/// for the scalar kernels).
+/// kernels' own instruction for int (AMX's `tdpbsud` where the int8 products run on AMX tiles,
+/// `vpdpbusd` with AVX-512 VNNI, `vpmaddwd` with AVX2; none for the scalar kernels).
 ///
 /// `QVIT_ISA=avx2` runs every kernel, the `gemm` crate's f32 products included, as on a CPU
-/// without AVX-512 (and `QVIT_ISA=scalar` in portable code), to measure such a machine on this
-/// one.
+/// without AVX-512 (`QVIT_ISA=avx512vnni` as on one without AMX, and `QVIT_ISA=scalar` in
+/// portable code), to measure such a machine on this one.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Model presets or RON files.
@@ -143,6 +143,14 @@ impl Peaks {
             one("fp32", &self.fp32, "no FMA"),
             one("int8", &self.int8, "scalar int kernels")
         )
+    }
+}
+
+/// The int kernels in use: their ISA, and AMX where the products run on its tiles.
+fn kernels_name() -> String {
+    match products_on_amx() {
+        true => format!("{} + amx", Isa::detect().name()),
+        false => Isa::detect().name().to_string(),
     }
 }
 
@@ -255,7 +263,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
                 "threads": threads,
-                "int_kernels": Isa::detect().name(),
+                "int_kernels": kernels_name(),
                 "float_kernels": float_lanes().name(),
                 "peaks": peaks,
                 "results": rows,
@@ -291,7 +299,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             format!(
                 "{t}\n{threads} threads, random weights, median of the timed runs; int kernels: {}, \
                  float kernels: {}\n{}\n{steps}",
-                Isa::detect().name(),
+                kernels_name(),
                 float_lanes().name(),
                 peaks.describe()
             )

@@ -3,6 +3,7 @@
 //! `QVIT_ISA=avx2` runs a machine with AVX-512 as an AVX2-only one (most AMD workstations and
 //! many cluster nodes have no AVX-512), the float kernels as well as the integer ones, so that
 //! the speed of both paths and the ratio between them can be measured on one machine;
+//! `QVIT_ISA=avx512vnni` runs a Xeon with AMX as one without (its int8 products on VNNI), and
 //! `QVIT_ISA=scalar` leaves qvit's kernels in portable code. The `gemm` crate's f32
 //! microkernels, which the float executor calls for its larger products, are capped with the
 //! float kernels ([`matmul`](super::matmul)).
@@ -16,7 +17,9 @@ pub enum Cap {
     Portable,
     /// Nothing past AVX2 and FMA (`QVIT_ISA=avx2`).
     Avx2,
-    /// Whatever the CPU has (no `QVIT_ISA`, or `avx512vnni`).
+    /// Nothing past AVX-512 and its VNNI: no AMX tiles (`QVIT_ISA=avx512vnni`).
+    Avx512,
+    /// Whatever the CPU has (no `QVIT_ISA`, or `amx`).
     Everything,
 }
 
@@ -29,8 +32,8 @@ pub fn cap() -> Cap {
         let (cap, known) = parse_cap(value.as_deref());
         if !known {
             eprintln!(
-                "qvit: QVIT_ISA={:?} is not one of scalar, avx2, avx512vnni; using everything \
-                 this CPU has",
+                "qvit: QVIT_ISA={:?} is not one of scalar, avx2, avx512vnni, amx; using \
+                 everything this CPU has",
                 value.unwrap_or_default()
             );
         }
@@ -41,7 +44,8 @@ pub fn cap() -> Cap {
 /// `QVIT_ISA`'s value as a cap, and whether the value was one qvit knows.
 fn parse_cap(value: Option<&str>) -> (Cap, bool) {
     match value {
-        None | Some("") | Some("avx512vnni") => (Cap::Everything, true),
+        None | Some("") | Some("amx") => (Cap::Everything, true),
+        Some("avx512vnni") => (Cap::Avx512, true),
         Some("avx2") => (Cap::Avx2, true),
         Some("scalar") => (Cap::Portable, true),
         Some(_) => (Cap::Everything, false),
@@ -76,7 +80,7 @@ pub fn float_lanes() -> FloatLanes {
         let allowed = match cap() {
             Cap::Portable => FloatLanes::Baseline,
             Cap::Avx2 => FloatLanes::Avx2Fma,
-            Cap::Everything => FloatLanes::Avx512,
+            Cap::Avx512 | Cap::Everything => FloatLanes::Avx512,
         };
         detected_float_lanes().min(allowed)
     })
@@ -103,7 +107,8 @@ mod tests {
     #[test]
     fn qvit_isa_values_cap_as_documented() {
         assert_eq!(parse_cap(None), (Cap::Everything, true));
-        assert_eq!(parse_cap(Some("avx512vnni")), (Cap::Everything, true));
+        assert_eq!(parse_cap(Some("amx")), (Cap::Everything, true));
+        assert_eq!(parse_cap(Some("avx512vnni")), (Cap::Avx512, true));
         assert_eq!(parse_cap(Some("avx2")), (Cap::Avx2, true));
         assert_eq!(parse_cap(Some("scalar")), (Cap::Portable, true));
         assert_eq!(parse_cap(Some("AVX2 ")), (Cap::Everything, false));
@@ -116,7 +121,7 @@ mod tests {
         match cap() {
             Cap::Portable => assert_eq!(lanes, FloatLanes::Baseline),
             Cap::Avx2 => assert!(lanes <= FloatLanes::Avx2Fma),
-            Cap::Everything => assert_eq!(lanes, detected_float_lanes()),
+            Cap::Avx512 | Cap::Everything => assert_eq!(lanes, detected_float_lanes()),
         }
     }
 }

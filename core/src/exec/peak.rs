@@ -12,7 +12,9 @@ use std::arch::x86_64::*;
 
 use std::time::Instant;
 
-use crate::exec::int::kernels::{Isa, peak_loop_avx2, peak_loop_vnni};
+use crate::exec::int::kernels::{
+    Isa, peak_loop_amx, peak_loop_avx2, peak_loop_vnni, products_on_amx,
+};
 
 /// A peak measured on every thread of a pool at once.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -36,12 +38,14 @@ pub fn fp32_peak() -> Option<Peak> {
 }
 
 /// The int8 peak of the products `isa` runs, on every thread of the current rayon pool: exact
-/// `vpmaddwd` + `vpaddd` pairs for AVX2, `vpdpbusd` for AVX-512 VNNI; `None` for the scalar
-/// kernels, which have no peak worth the name.
+/// `vpmaddwd` + `vpaddd` pairs for AVX2, `vpdpbusd` for AVX-512 VNNI, AMX's `tdpbsud` where
+/// the VNNI products run on tiles ([`products_on_amx`]); `None` for the scalar kernels, which
+/// have no peak worth the name.
 pub fn int8_peak(isa: Isa) -> Option<Peak> {
     match isa {
         Isa::Scalar => None,
         Isa::Avx2 => on_all_threads("vpmaddwd ymm", peak_loop_avx2),
+        Isa::Avx512Vnni if products_on_amx() => on_all_threads("tdpbsud tmm", peak_loop_amx),
         Isa::Avx512Vnni => on_all_threads("vpdpbusd zmm", peak_loop_vnni),
     }
 }
@@ -57,7 +61,13 @@ fn on_all_threads<T: Send>(
     peak_loop: impl Fn(usize) -> Option<(u64, T)> + Sync,
 ) -> Option<Peak> {
     let (macs_per_iter, _) = peak_loop(1)?;
-    let iters = (MACS_PER_ROUND / macs_per_iter.max(1)) as usize;
+    // AMX tiles do 16,384 MACs per instruction: their rounds are 16 times longer, to last
+    // as long.
+    let macs = match instruction.contains("tmm") {
+        true => 16 * MACS_PER_ROUND,
+        false => MACS_PER_ROUND,
+    };
+    let iters = (macs / macs_per_iter.max(1)) as usize;
     let threads = rayon::current_num_threads();
     let mut best = 0f64;
     for _ in 0..5 {

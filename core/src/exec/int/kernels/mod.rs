@@ -54,6 +54,8 @@ macro_rules! of_rows {
 
 pub mod add;
 pub mod add_pairs;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod avx2;
 pub mod axpy;
 #[cfg(target_arch = "x86_64")]
@@ -87,6 +89,27 @@ pub mod weighted_rows;
 /// The measured int8 peaks: AVX-512 VNNI's `vpdpbusd` and AVX2's exact `vpmaddwd` + `vpaddd`.
 pub use avx2::peak_loop as peak_loop_avx2;
 pub use vnni::peak_loop as peak_loop_vnni;
+
+/// Whether the products of `Isa::Avx512Vnni` run on AMX tiles on this CPU (Xeons since
+/// Sapphire Rapids, unless `QVIT_ISA` caps them; the kernels' module doc of `amx`).
+pub fn products_on_amx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return amx::usable();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The measured AMX int8 peak: `iters` rounds of four `tdpbsud` on one core. Returns the MACs
+/// done and a value that keeps the work alive; `None` where [`products_on_amx`] is false.
+pub fn peak_loop_amx(iters: usize) -> Option<(u64, i32)> {
+    #[cfg(target_arch = "x86_64")]
+    return amx::peak_loop(iters);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = iters;
+        None
+    }
+}
 
 /// `(lo, hi)` as one 32-bit word, `lo` in the low i16: the operand order of `vpmaddwd`, which
 /// multiplies two such words' halves and adds the two products (the depthwise tap pairs, the
@@ -361,6 +384,8 @@ pub(super) fn runnable(isa: Isa) -> Isa {
 /// leave no tile part-empty but the last.
 pub fn tile_rows(isa: Isa) -> usize {
     match runnable(isa) {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if amx::usable() => amx::UNIT_ROWS,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => vnni::MR,
         #[cfg(target_arch = "x86_64")]

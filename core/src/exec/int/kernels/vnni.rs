@@ -15,6 +15,8 @@ use super::columns::{Block512, LookedUp, Read, Requantize};
 #[cfg(target_arch = "x86_64")]
 use super::finish::{Finish, Sums};
 use super::{PANEL, PackedA, PackedB};
+#[cfg(target_arch = "x86_64")]
+use super::{amx, amx::TILE_ROWS, amx::UNIT_ROWS};
 
 #[cfg(target_arch = "x86_64")]
 pub fn gemm(a: &PackedA, rows: Range<usize>, b: &PackedB, out: &mut [i32]) {
@@ -152,6 +154,10 @@ impl Finish<__m512i> for Bucketed<'_> {
 /// `finish` needs besides (a function inlines only into one compiled for its features).
 #[cfg(target_arch = "x86_64")]
 trait Tiles: Finish<__m512i> + Sized {
+    /// Whether the finish stores the sums as they are, from 0 ([`Sums`]): AMX tiles then
+    /// store them in place.
+    const PLAIN: bool = false;
+
     /// [`tile`] of rows `r0..r0 + M` and panels `p0..p0 + N`.
     ///
     /// # Safety
@@ -168,10 +174,22 @@ trait Tiles: Finish<__m512i> + Sized {
         // SAFETY: the features are the caller's promise.
         unsafe { tile::<M, N, Self>(a, b, (out, self), first, r0, p0) }
     }
+
+    /// [`amx::finish`] of a unit's sums.
+    ///
+    /// # Safety
+    /// As for [`Tiles::tile`].
+    #[inline(always)]
+    unsafe fn finish_unit(&self, sums: &amx::Sums, place: amx::Place) {
+        // SAFETY: the features are the caller's promise.
+        unsafe { finish_unit::<Self>(sums, place, self) }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
-impl Tiles for super::finish::Sums {}
+impl Tiles for super::finish::Sums {
+    const PLAIN: bool = true;
+}
 #[cfg(target_arch = "x86_64")]
 impl Tiles for Requantize<'_> {}
 #[cfg(target_arch = "x86_64")]
@@ -189,6 +207,12 @@ impl Tiles for Bucketed<'_> {
     ) {
         // SAFETY: the features are the caller's promise.
         unsafe { tile_buckets::<M, N>(a, b, (out, self), first, r0, p0) }
+    }
+
+    #[inline(always)]
+    unsafe fn finish_unit(&self, sums: &amx::Sums, place: amx::Place) {
+        // SAFETY: the features are the caller's promise.
+        unsafe { finish_unit_buckets(sums, place, self) }
     }
 }
 
@@ -224,6 +248,18 @@ unsafe fn gemm_vnni<F: Tiles>(
     // tile does the work of all 16 (a 7×7 map's 49 columns: 4 panels' work for 3.06). Per
     // weight row, a panel costs `k4` `vpdpbusd`; a column's dot product `⌈k4/16⌉` and a
     // horizontal sum of about 8 instructions, which short rows (grouped convs) do not repay.
+    let first = rows.start;
+    // The rows that fill tiles of 16 run on AMX where the CPU has it, the rest (and all rows
+    // of a `K` the tiles do not suit) on the VNNI tiles below.
+    let rows = match amx::Plan::new(a, rows.len()) {
+        Some(plan) => {
+            let on_tiles = rows.start..rows.start + rows.len() / TILE_ROWS * TILE_ROWS;
+            // SAFETY: `Plan::new` found AMX usable; the rest are the caller's promises.
+            unsafe { gemm_amx(plan, (a, on_tiles.clone()), (b, out), first, f) };
+            on_tiles.end..rows.end
+        }
+        None => rows,
+    };
     let ragged = b.cols % PANEL;
     let dots_pay = F::DOTS && ragged <= DOT_COLUMNS && ragged * (b.k4.div_ceil(16) + 8) < b.k4;
     let panels = match dots_pay {
@@ -231,8 +267,7 @@ unsafe fn gemm_vnni<F: Tiles>(
         false => b.cols.div_ceil(PANEL),
     };
     let dot_columns = panels * PANEL..b.cols;
-    // `out` holds rows `rows` only: tiles write row `r` at `r − first`.
-    let first = rows.start;
+    // `out` holds rows from `first` on: tiles write row `r` at `r − first`.
     if panels == 0 {
         dots(a, rows, first, b, dot_columns, out);
         return;
@@ -245,7 +280,7 @@ unsafe fn gemm_vnni<F: Tiles>(
     let mut p_block = 0;
     while p_block < panels {
         let p_end = (p_block + block).min(panels);
-        let mut r = first;
+        let mut r = rows.start;
         while r < rows.end {
             let mr = (rows.end - r).min(MR);
             let mut p = p_block;
@@ -275,6 +310,79 @@ unsafe fn gemm_vnni<F: Tiles>(
         }
         p_block = p_end;
     }
+}
+
+/// The product of rows `rows` (a multiple of 16 of them) on AMX tiles, in units of 32 rows
+/// by 2 panels that sweep blocks of panels as [`gemm_vnni`]'s tiles do; `out` holds rows from
+/// `first` on.
+///
+/// # Safety
+/// As for [`gemm_vnni`]; `plan` was made on this CPU.
+#[cfg(target_arch = "x86_64")]
+unsafe fn gemm_amx<F: Tiles>(
+    plan: amx::Plan,
+    (a, rows): (&PackedA, Range<usize>),
+    (b, out): (&PackedB, &mut [i32]),
+    first: usize,
+    f: &F,
+) {
+    assert!(rows.len().is_multiple_of(TILE_ROWS));
+    // SAFETY: `plan` was made where AMX is usable (the caller's promise); a product runs no
+    // other product on its thread before it returns.
+    let tiles = unsafe { amx::TileRegs::configure(plan) };
+    let panels = b.cols.div_ceil(PANEL);
+    let block = (L1_BLOCK_BYTES / (b.k4 * PANEL * 4))
+        .max(1)
+        .next_multiple_of(NP);
+    let mut sums = amx::Sums::default();
+    for p_block in (0..panels).step_by(block) {
+        let p_end = (p_block + block).min(panels);
+        for r in rows.clone().step_by(UNIT_ROWS) {
+            let row_tiles = ((rows.end - r) / TILE_ROWS).min(2);
+            for p in (p_block..p_end).step_by(2) {
+                let n = (p_end - p).min(2);
+                tiles.unit((a, b), (r, row_tiles), (p, n));
+                // Plain sums of full panels go from the tiles to their place in `out`;
+                // others through `sums` and the finish.
+                if F::PLAIN && (p + n) * PANEL <= b.cols {
+                    for (i, j) in (0..row_tiles).flat_map(|i| (0..n).map(move |j| (i, j))) {
+                        let at = (r + i * TILE_ROWS - first) * b.cols + (p + j) * PANEL;
+                        tiles.store(2 * i + j, out, at, b.cols);
+                    }
+                    continue;
+                }
+                tiles.store_all(&mut sums);
+                let place = amx::Place {
+                    out: &mut *out,
+                    first,
+                    cols: b.cols,
+                    r0: r,
+                    rows: row_tiles,
+                    p0: p,
+                    panels: n,
+                };
+                // SAFETY: the features are the caller's promise; the unit's rows are rows of
+                // `out` from `first`.
+                unsafe { f.finish_unit(&sums, place) };
+            }
+        }
+    }
+}
+
+/// [`amx::finish`] compiled for the features [`Tiles`]' finishes need.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn finish_unit<F: Finish<__m512i>>(sums: &amx::Sums, place: amx::Place, f: &F) {
+    // SAFETY: this function is compiled for the features the body needs.
+    unsafe { amx::finish(sums, place, f) }
+}
+
+/// [`finish_unit`] for a [`Bucketed`] finish, compiled for VBMI and VPOPCNTDQ as well.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,avx512vpopcntdq")]
+fn finish_unit_buckets(sums: &amx::Sums, place: amx::Place, f: &Bucketed) {
+    // SAFETY: this function is compiled for the features the body and the finish need.
+    unsafe { amx::finish(sums, place, f) }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -38,7 +38,8 @@ const PARALLEL_MACS: usize = 1 << 20;
 /// An `im2col` of at least this many codes lays out its input channels on the pool's threads.
 const PARALLEL_COLUMNS: usize = 1 << 16;
 /// The most output channels a block holds: its accumulators then stay in L2 (24 rows of B1's
-/// largest map, see [`with_thread_accumulators`]). A multiple of every kernel's tile height.
+/// largest map, see [`with_thread_accumulators`]). A multiple of the VNNI and AVX2 tiles'
+/// heights; AMX's units of 32 rows take blocks of 32 ([`tile_rows`]).
 const ROW_BLOCK: usize = 24;
 /// The most sums a block of depthwise channels holds (128 KiB): on small maps a block then
 /// takes more than [`ROW_BLOCK`] channels (up to 668 on 7×7, where B1's 1,024 run as two
@@ -658,8 +659,10 @@ impl Weighted {
         let (mut acc, mut codes) = (std::mem::take(&mut s.acc), std::mem::take(&mut s.codes));
         // Blocks of output channels whose sums stay in cache while their epilogues run; each
         // channel's codes, one row for the run, are dealt to the images' outputs.
-        for first in (0..o).step_by(ROW_BLOCK) {
-            let channels = first..(first + ROW_BLOCK).min(o);
+        // Blocks of a whole number of tiles (AMX's units are 32 rows).
+        let block = ROW_BLOCK.next_multiple_of(tile_rows(ctx.isa));
+        for first in (0..o).step_by(block) {
+            let channels = first..(first + block).min(o);
             let acc = prefix_to_overwrite(&mut acc, channels.len() * wide);
             gemm_rows(ctx.isa, &groups[0], channels.clone(), &b, acc);
             let row = prefix_to_overwrite(&mut codes, wide);

@@ -31,9 +31,9 @@ pub struct Peak {
 /// FMA.
 pub fn fp32_peak() -> Option<Peak> {
     if crate::exec::cpu::float_lanes() == crate::exec::cpu::FloatLanes::Avx512 {
-        on_all_threads("vfmadd231ps zmm", peak_loop_avx512)
+        on_all_threads(("vfmadd231ps zmm", MACS_PER_ROUND), peak_loop_avx512)
     } else {
-        on_all_threads("vfmadd231ps ymm", peak_loop_fma)
+        on_all_threads(("vfmadd231ps ymm", MACS_PER_ROUND), peak_loop_fma)
     }
 }
 
@@ -44,30 +44,29 @@ pub fn fp32_peak() -> Option<Peak> {
 pub fn int8_peak(isa: Isa) -> Option<Peak> {
     match isa {
         Isa::Scalar => None,
-        Isa::Avx2 => on_all_threads("vpmaddwd ymm", peak_loop_avx2),
-        Isa::Avx512Vnni if products_on_amx() => on_all_threads("tdpbsud tmm", peak_loop_amx),
-        Isa::Avx512Vnni => on_all_threads("vpdpbusd zmm", peak_loop_vnni),
+        Isa::Avx2 => on_all_threads(("vpmaddwd ymm", MACS_PER_ROUND), peak_loop_avx2),
+        Isa::Avx512Vnni if products_on_amx() => {
+            on_all_threads(("tdpbsud tmm", AMX_MACS_PER_ROUND), peak_loop_amx)
+        }
+        Isa::Avx512Vnni => on_all_threads(("vpdpbusd zmm", MACS_PER_ROUND), peak_loop_vnni),
     }
 }
 
 /// About this many MACs per thread and round: tens of milliseconds at any of the peaks, long
 /// enough that starting the threads does not count.
 const MACS_PER_ROUND: u64 = 1_000_000_000;
+/// The same for AMX's tiles, 16,384 MACs per instruction: about as long a round.
+const AMX_MACS_PER_ROUND: u64 = 16 * MACS_PER_ROUND;
 
-/// `peak_loop` on every thread of the current pool at once, the best of five rounds (the
-/// first ones can run before the cores have reached their clock).
+/// `peak_loop` on every thread of the current pool at once, about `macs_per_round` MACs per
+/// thread and round, the best of five rounds (the first ones can run before the cores have
+/// reached their clock).
 fn on_all_threads<T: Send>(
-    instruction: &'static str,
+    (instruction, macs_per_round): (&'static str, u64),
     peak_loop: impl Fn(usize) -> Option<(u64, T)> + Sync,
 ) -> Option<Peak> {
     let (macs_per_iter, _) = peak_loop(1)?;
-    // AMX tiles do 16,384 MACs per instruction: their rounds are 16 times longer, to last
-    // as long.
-    let macs = match instruction.contains("tmm") {
-        true => 16 * MACS_PER_ROUND,
-        false => MACS_PER_ROUND,
-    };
-    let iters = (macs / macs_per_iter.max(1)) as usize;
+    let iters = (macs_per_round / macs_per_iter.max(1)) as usize;
     let threads = rayon::current_num_threads();
     let mut best = 0f64;
     for _ in 0..5 {

@@ -154,16 +154,13 @@ impl TileRegs {
         let a1 = a.quads[(r0 + (rows - 1) * TILE_ROWS) * k4..].as_ptr();
         let b0 = b.data[p0 * k4 * PANEL * 4..].as_ptr();
         let b1 = b.data[(p0 + panels - 1) * k4 * PANEL * 4..].as_ptr();
+        self.zero_sums();
         // SAFETY: the tiles are configured for this step (`configure`). Each step reads 16
         // rows of `4·step` bytes from `a0`/`a1` (rows `4·k4` bytes apart: rows `r0..r0 + 32`
         // at most, in `a.quads`) and `step` rows of 64 bytes from `b0`/`b1` (within one
         // panel), `k4 / step` steps in all.
         unsafe {
             asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
                 "2:",
                 "tileloadd tmm4, [{a0} + {a_stride}*1]",
                 "tileloadd tmm6, [{b0} + {b_stride}*1]",
@@ -191,6 +188,20 @@ impl TileRegs {
                 options(nostack, readonly),
             );
         }
+    }
+
+    /// Sets the four tiles of sums to zero.
+    fn zero_sums(&self) {
+        // SAFETY: the tiles are configured; registers only.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            )
+        };
     }
 
     /// Stores the 16 × 16 sums of tile `t` (0–3, `[row tile][panel]` of the last
@@ -311,14 +322,11 @@ pub fn peak_loop(iters: usize) -> Option<(u64, i32)> {
     let mut sums = Sums::default();
     // SAFETY: `usable` is true; no product runs on this thread meanwhile.
     let tiles = unsafe { TileRegs::configure(plan) };
+    tiles.zero_sums();
     // SAFETY: the tiles are configured; the loads read 16 rows of 64 bytes of `ones` (1 KiB)
     // and the store writes the first 1 KiB of `sums`.
     unsafe {
         asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
             "tileloadd tmm4, [{x} + {stride}*1]",
             "tileloadd tmm5, [{x} + {stride}*1]",
             "tileloadd tmm6, [{x} + {stride}*1]",

@@ -244,10 +244,6 @@ unsafe fn gemm_vnni<F: Tiles>(
     out: &mut [i32],
     f: &F,
 ) {
-    // A last panel of a few columns is cheaper as their dot products than as a panel, whose
-    // tile does the work of all 16 (a 7×7 map's 49 columns: 4 panels' work for 3.06). Per
-    // weight row, a panel costs `k4` `vpdpbusd`; a column's dot product `⌈k4/16⌉` and a
-    // horizontal sum of about 8 instructions, which short rows (grouped convs) do not repay.
     let first = rows.start;
     // The rows that fill tiles of 16 run on AMX where the CPU has it, the rest (and all rows
     // of a `K` the tiles do not suit) on the VNNI tiles below.
@@ -260,6 +256,10 @@ unsafe fn gemm_vnni<F: Tiles>(
         }
         None => rows,
     };
+    // A last panel of a few columns is cheaper as their dot products than as a panel, whose
+    // tile does the work of all 16 (a 7×7 map's 49 columns: 4 panels' work for 3.06). Per
+    // weight row, a panel costs `k4` `vpdpbusd`; a column's dot product `⌈k4/16⌉` and a
+    // horizontal sum of about 8 instructions, which short rows (grouped convs) do not repay.
     let ragged = b.cols % PANEL;
     let dots_pay = F::DOTS && ragged <= DOT_COLUMNS && ragged * (b.k4.div_ceil(16) + 8) < b.k4;
     let panels = match dots_pay {

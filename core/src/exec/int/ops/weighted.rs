@@ -657,9 +657,9 @@ impl Weighted {
         let b = pack_stacked_rows(ctx.isa, k, p, xs, self.lift, std::mem::take(&mut s.packed));
         let mut outs: Vec<&mut [i32]> = outs.iter_mut().map(|out| out.overwrite(o * p)).collect();
         let (mut acc, mut codes) = (std::mem::take(&mut s.acc), std::mem::take(&mut s.codes));
-        // Blocks of output channels whose sums stay in cache while their epilogues run; each
-        // channel's codes, one row for the run, are dealt to the images' outputs.
-        // Blocks of a whole number of tiles (AMX's units are 32 rows).
+        // Blocks of output channels whose sums stay in cache while their epilogues run, a
+        // whole number of tiles (AMX's units are 32 rows); each channel's codes, one row for
+        // the run, are dealt to the images' outputs.
         let block = ROW_BLOCK.next_multiple_of(tile_rows(ctx.isa));
         for first in (0..o).step_by(block) {
             let channels = first..(first + block).min(o);

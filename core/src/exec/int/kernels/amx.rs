@@ -354,14 +354,9 @@ pub fn peak_loop(iters: usize) -> Option<(u64, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::int::kernels::tests::random_case;
     use crate::exec::int::kernels::{Isa, gemm_rows, gemm_scalar};
     use crate::rng::Rng;
-
-    fn random_case(rng: &mut Rng, rows: usize, k: usize, cols: usize) -> (PackedA, PackedB) {
-        let a: Vec<i8> = (0..rows * k).map(|_| rng.below(256) as u8 as i8).collect();
-        let b: Vec<u8> = (0..k * cols).map(|_| rng.below(256) as u8).collect();
-        (PackedA::new(&a, rows, k), PackedB::from_rows(&b, k, cols))
-    }
 
     /// Says so on stderr where the tests below cannot run the tiles.
     fn tiles_here() -> bool {
@@ -439,7 +434,7 @@ mod tests {
 
     /// The products on tiles (rows in tiles of 16, the rest on VNNI) equal the scalar
     /// reference: `K` of every step length and of none (VNNI alone), rows that leave a tail,
-    /// blocks of rows that start past the first, ragged last panels, and wrapping sums.
+    /// blocks of rows that start past the first, ragged last panels, and the extreme products.
     #[test]
     fn products_on_tiles_equal_the_scalar_reference() {
         if !tiles_here() {

@@ -527,25 +527,21 @@ mod tests {
                     .map(|(i, &q)| (q - zero[i / plane]) as i16)
                     .collect();
                 let want = reference(&s, &centred, &w);
+                // Each operand's sums equal the definition's, and nothing past them is written.
+                let check = |isa: Isa, operand: &str, run: &dyn Fn(&mut [i32])| {
+                    let mut got = vec![7; want.len() + 16];
+                    run(&mut got);
+                    let name = isa.name();
+                    assert_eq!(got[..want.len()], want, "{name} {s:?} {operand}, {form}");
+                    assert!(got[want.len()..].iter().all(|&v| v == 7));
+                };
                 for isa in Isa::available() {
-                    let mut got = vec![7; want.len() + 16];
-                    depthwise(isa, &s, &codes, &zero, lift, &w, &mut got);
-                    assert_eq!(
-                        got[..want.len()],
-                        want,
-                        "{} {s:?} codes, {form}",
-                        isa.name()
-                    );
-                    assert!(got[want.len()..].iter().all(|&v| v == 7));
-                    let mut got = vec![7; want.len() + 16];
-                    depthwise_bytes(isa, &s, &bytes, &zero, lift, &w, &mut got);
-                    assert_eq!(
-                        got[..want.len()],
-                        want,
-                        "{} {s:?} bytes, {form}",
-                        isa.name()
-                    );
-                    assert!(got[want.len()..].iter().all(|&v| v == 7));
+                    check(isa, "codes", &|got| {
+                        depthwise(isa, &s, &codes, &zero, lift, &w, got)
+                    });
+                    check(isa, "bytes", &|got| {
+                        depthwise_bytes(isa, &s, &bytes, &zero, lift, &w, got)
+                    });
                 }
             }
         }

@@ -522,7 +522,13 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    fn random_case(rng: &mut Rng, rows: usize, k: usize, cols: usize) -> (PackedA, PackedB) {
+    /// Random weights (−127..=127) and activations (0..=255) of a product, packed.
+    pub(super) fn random_case(
+        rng: &mut Rng,
+        rows: usize,
+        k: usize,
+        cols: usize,
+    ) -> (PackedA, PackedB) {
         let a: Vec<i8> = (0..rows * k)
             .map(|_| (rng.below(255) as i32 - 127) as i8)
             .collect();

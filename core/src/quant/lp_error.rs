@@ -150,10 +150,12 @@ fn power(e: f64, p: f64) -> f64 {
     // 2^f = e^(f·ln 2), |f·ln 2| ≤ 0.35: the series to degree 13 reaches 10⁻¹⁷.
     let g = f * std::f64::consts::LN_2;
     let exp = in_two_chains(&EXP, g);
-    // 2^n from n's bits in the low half of `rounded`.
-    let scale = f64::from_bits(rounded.to_bits().wrapping_add(1023) << 52);
-    if e > 0.0 && e < f64::INFINITY && (-1022.0..=1023.0).contains(&n) {
-        exp * scale
+    // 2^n from n's bits in the low half of `rounded`; at n = 1024, past f64's exponents, as
+    // 2^1023 · 2 (with f < 0 the result is finite up to 2^1024).
+    let past = if n > 1023.0 { 1.0 } else { 0.0 };
+    let scale = f64::from_bits((rounded - past).to_bits().wrapping_add(1023) << 52);
+    if e > 0.0 && e < f64::INFINITY && (-1022.0..=1024.0).contains(&n) {
+        exp * scale * (1.0 + past)
     } else if e > 0.0 {
         if n > 0.0 { f64::INFINITY } else { 0.0 }
     } else {
@@ -195,6 +197,19 @@ mod tests {
         assert!(power(f64::NAN, 2.4).is_nan());
         assert!((power(2.0, 3.0) - 8.0).abs() < 1e-14);
         assert!((power(10.0, 0.5) - 10f64.sqrt()).abs() < 1e-14);
+        // Results just under 2^1024, whose exponent rounds to 1024 (the case proptest found:
+        // 1.57·10³⁵^8.75 = 1.40·10³⁰⁸), are finite; past f64's largest they are infinite.
+        let (e, p) = (f64::from(1.573_377_5e35_f32), f64::from(8.754_91_f32));
+        let want = e.powf(p);
+        assert!(want.is_finite() && want > 2f64.powf(1023.5), "{want}");
+        assert!(
+            ((power(e, p) - want) / want).abs() <= 2e-14,
+            "{} vs {want}",
+            power(e, p)
+        );
+        assert!((power(2.0, 1023.75) / 2f64.powf(1023.75) - 1.0).abs() <= 2e-14);
+        assert_eq!(power(2.0, 1024.25), f64::INFINITY);
+        assert_eq!(power(4.0, 600.0), f64::INFINITY);
     }
 
     /// The score equals the definition, summed in plain order, to the last bits of an f64, at

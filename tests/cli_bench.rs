@@ -195,9 +195,10 @@ fn steps_time_every_step_of_the_integer_program() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let reports = v["int_steps"].as_array().unwrap();
+    let reports = v["steps"].as_array().unwrap();
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["model"], "efficientvit-micro");
+    assert_eq!(reports[0]["executor"], "int");
     assert!(reports[0]["rounds"].as_u64().unwrap() >= 3);
     let steps = reports[0]["steps"].as_array().unwrap();
     // The micro EfficientViT's program: 47 steps, its stem a 3×3 conv on 14×14, its head
@@ -215,7 +216,7 @@ fn steps_time_every_step_of_the_integer_program() {
     let out = qvit(&args("table"), None);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("the integer executor's 47 steps on one image"),
+        text.contains("the int executor's 47 steps on one image"),
         "{text}"
     );
     assert!(
@@ -225,13 +226,71 @@ fn steps_time_every_step_of_the_integer_program() {
     assert!(text.contains("depthwise 3×3"), "{text}");
 }
 
+/// `--steps` with the fp32 executor times its graph's nodes on one image, beside the int
+/// executor's steps in the same run: the nodes that compute (a conv's fused Hardswish and its
+/// folded BatchNorm are its own time), named and sized as the int executor's steps are.
 #[test]
-fn steps_need_the_integer_executor() {
+fn steps_time_the_fp32_executors_nodes_beside_the_int_steps() {
     let out = qvit(
-        &["bench", "deit-micro", "--executors", "fp32", "--steps"],
+        &[
+            "bench",
+            "efficientvit-micro",
+            "--batch",
+            "1",
+            "--seconds",
+            "0.01",
+            "--executors",
+            "fp32,fake,int",
+            "--steps",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = v["steps"].as_array().unwrap();
+    let executors: Vec<&str> = reports
+        .iter()
+        .map(|r| r["executor"].as_str().unwrap())
+        .collect();
+    assert_eq!(executors, ["fp32", "int"]);
+    let steps = reports[0]["steps"].as_array().unwrap();
+    // The micro EfficientViT's graph: 48 nodes that compute (its head's Hardswish after the
+    // LayerNorm is the one no conv applies).
+    assert_eq!(steps.len(), 48);
+    assert_eq!(steps[0]["kind"], "3×3 conv");
+    assert_eq!(steps[0]["shape"], "14×14");
+    assert_eq!(steps[0]["name"], "backbone.input_stem.op_list.0.conv");
+    assert!(steps[0]["macs"].as_u64().unwrap() > 0);
+    assert!(steps.iter().all(|s| s["seconds"].as_f64().unwrap() >= 0.0));
+    assert!(steps.iter().all(|s| s["kind"] != "batch_norm"));
+    // The weighted layers' MACs are the same in both executors' reports.
+    let macs = |r: &Value| -> u64 {
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["macs"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(macs(&reports[0]), macs(&reports[1]));
+}
+
+#[test]
+fn steps_need_an_executor_they_time() {
+    let out = qvit(
+        &["bench", "deit-micro", "--executors", "fake", "--steps"],
         None,
     );
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("--steps") && err.contains("int"), "{err}");
+    assert!(
+        err.contains("--steps") && err.contains("int") && err.contains("fp32"),
+        "{err}"
+    );
 }

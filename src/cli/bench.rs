@@ -9,10 +9,10 @@ use qvit_core::data::{Dataset, Normalize};
 use qvit_core::eval::Classifier;
 use qvit_core::exec::cpu::float_lanes;
 use qvit_core::exec::float::FloatExecutor;
-use qvit_core::exec::int::executor::StepTime;
 use qvit_core::exec::int::kernels::{Isa, products_on_amx};
 use qvit_core::exec::int::{IntExecutor, compile};
 use qvit_core::exec::peak::{Peak, fp32_peak, int8_peak};
+use qvit_core::exec::step_time::StepTime;
 use qvit_core::graph::Graph;
 use qvit_core::quant::{self, FakeQuantExecutor, QuantSettings, Recipe, calibrate};
 use qvit_core::rng::Rng;
@@ -51,9 +51,10 @@ pub struct BenchArgs {
     /// Executors to measure, comma-separated.
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Which::Fp32, Which::Fake, Which::Int])]
     executors: Vec<Which>,
-    /// Also time the integer executor's steps on one image: its time by kind of step and the
-    /// map or tokens it works on, and the slowest steps (where to look before making it
-    /// faster). Needs `int` among `--executors`.
+    /// Also time the executors' steps on one image — the integer executor's program steps,
+    /// the fp32 executor's graph nodes: the time by kind of step and the map or tokens it
+    /// works on, and the slowest steps (where to look before making one faster, or to read
+    /// beside a peer's per-node profile). Needs `int` or `fp32` among `--executors`.
     #[arg(long)]
     steps: bool,
     /// Worker threads (default: one per core).
@@ -158,8 +159,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.batch.contains(&0) {
         anyhow::bail!("--batch: batch sizes must be at least 1");
     }
-    if args.steps && !args.executors.contains(&Which::Int) {
-        anyhow::bail!("--steps times the integer executor's steps: add `int` to --executors");
+    if args.steps && !args.executors.iter().any(|&w| w != Which::Fake) {
+        anyhow::bail!(
+            "--steps times the int and fp32 executors' steps: add `int` or `fp32` to --executors"
+        );
     }
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -210,10 +213,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        if let (true, Some(int)) = (args.steps, &int) {
+        if args.steps {
             let image = data.batch(0..1)?.images;
-            step_reports
-                .push(pool.install(|| time_steps(&graph.model, int, &image.data, args.seconds)));
+            for &(which, _) in &execs {
+                let time = |rounds| match which {
+                    Which::Int => Ok(int
+                        .as_ref()
+                        .expect("compiled")
+                        .time_steps(&image.data, rounds)),
+                    Which::Fp32 => float.time_nodes(&image, rounds),
+                    Which::Fake => Ok(Vec::new()),
+                };
+                if which != Which::Fake {
+                    let report =
+                        pool.install(|| time_steps(&graph.model, which, time, args.seconds));
+                    step_reports.push(report?);
+                }
+            }
         }
         for &batch in &args.batch {
             let images = data.batch(0..batch)?.images;
@@ -267,7 +283,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 "float_kernels": float_lanes().name(),
                 "peaks": peaks,
                 "results": rows,
-                "int_steps": step_reports,
+                "steps": step_reports,
             }))? + "\n"
         }
         Format::Table => {
@@ -308,24 +324,31 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     emit(&text)
 }
 
-/// The integer executor's steps timed on one image (`--steps`).
+/// An executor's steps timed on one image (`--steps`).
 #[derive(Debug, serde::Serialize)]
 struct StepReport {
     model: String,
+    executor: &'static str,
     rounds: usize,
     steps: Vec<StepTime>,
 }
 
-/// Times every step of `int` on `image` for about `seconds` (3 rounds at least).
-fn time_steps(model: &str, int: &IntExecutor, image: &[f32], seconds: f64) -> StepReport {
+/// Times every step of an executor (`time(rounds)`) for about `seconds` (3 rounds at least).
+fn time_steps(
+    model: &str,
+    which: Which,
+    time: impl Fn(usize) -> qvit_core::error::Result<Vec<StepTime>>,
+    seconds: f64,
+) -> anyhow::Result<StepReport> {
     let one = Instant::now();
-    int.time_steps(image, 1);
+    time(1)?;
     let rounds = (seconds / one.elapsed().as_secs_f64().max(1e-6)).clamp(3.0, 1000.0) as usize;
-    StepReport {
+    Ok(StepReport {
         model: model.to_string(),
+        executor: which.name(),
         rounds,
-        steps: int.time_steps(image, rounds),
-    }
+        steps: time(rounds)?,
+    })
 }
 
 /// Steps of one kind on one map or token count.
@@ -392,8 +415,9 @@ impl StepReport {
             ]);
         }
         format!(
-            "\n{}: the integer executor's {} steps on one image, {:.2} ms (medians of {} rounds)\n{by_kind}\nslowest steps:\n{top}\n",
+            "\n{}: the {} executor's {} steps on one image, {:.2} ms (medians of {} rounds)\n{by_kind}\nslowest steps:\n{top}\n",
             self.model,
+            self.executor,
             self.steps.len(),
             total * 1e3,
             self.rounds

@@ -10,4 +10,5 @@ pub mod int;
 pub mod matmul;
 pub mod peak;
 pub mod spare;
+pub mod step_time;
 pub mod transpose;

@@ -11,6 +11,7 @@ mod gelu;
 mod kernels;
 pub mod product;
 mod row_sums;
+mod timing;
 mod widest;
 
 use std::sync::{Arc, OnceLock};

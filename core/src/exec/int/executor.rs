@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::eval::Classifier;
 use crate::exec::helper_threads::with_helper_threads;
 use crate::exec::spare::Buffer;
+pub use crate::exec::step_time::StepTime;
 use crate::graph::NodeId;
 use crate::quant::quantizer::{Rounding, Uniform};
 use crate::quant::uniform_lanes::{Grid, code_slice};
@@ -34,22 +35,6 @@ use crate::tensor::Tensor;
 /// image, its sums past L1 (BENCHMARKS.md, "B1's 7×7 convs over a run of images"). An
 /// evaluation's batches of 100 give each of two threads a run of 50.
 const STACK_IMAGES: usize = 8;
-
-/// One step's time on an image ([`IntExecutor::time_steps`]).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct StepTime {
-    /// The step's name: the node it writes.
-    pub name: String,
-    /// What it computes: the kind of product for weighted layers ("1×1 conv", "depthwise
-    /// 3×3", "linear", …), else the step's kind.
-    pub kind: &'static str,
-    /// What a weighted layer works on: its output map's side or its tokens per image.
-    pub shape: String,
-    /// A weighted layer's multiply-accumulates (0 for the other steps).
-    pub macs: u64,
-    /// The median of its times over the rounds.
-    pub seconds: f64,
-}
 
 /// The integer-only executor.
 #[derive(Debug, Clone, Copy)]

@@ -29,6 +29,7 @@ use super::super::requant::{Encoder, Epilogue, Requant};
 use super::token_major::{TokenMajor, patch_rows};
 use super::{Ctx, Scratch};
 use crate::exec::spare::{Buffer, prefix_to_overwrite, with_kept};
+use crate::exec::step_time::{conv_kind, map_or_tokens};
 use crate::exec::transpose::transpose_parallel;
 use crate::graph::Conv2d;
 
@@ -374,25 +375,17 @@ impl Weighted {
         let kind = match (&self.geometry, &self.weights) {
             (Geometry::Tokens { .. }, _) => "linear",
             (Geometry::Patch { .. }, _) => "patch embedding",
-            (Geometry::Conv { conv, .. }, Weights::Depthwise(_)) => match conv.kernel {
-                3 => "depthwise 3×3",
-                5 => "depthwise 5×5",
-                7 => "depthwise 7×7",
-                _ => "depthwise",
-            },
-            (Geometry::Conv { conv, .. }, _) => match (conv.kernel, self.groups) {
-                (1, 1) => "1×1 conv",
-                (1, _) => "grouped 1×1 conv",
-                (3, _) => "3×3 conv",
-                _ => "conv",
-            },
+            (Geometry::Conv { conv, .. }, weights) => conv_kind(
+                conv.kernel,
+                matches!(weights, Weights::Depthwise(_)),
+                self.groups,
+            ),
         };
         let shape = match &self.geometry {
             Geometry::Conv { out_hw, .. } | Geometry::Patch { out_hw, .. } => {
-                format!("{}×{}", out_hw.0, out_hw.1)
+                map_or_tokens(Some(*out_hw), 1)
             }
-            Geometry::Tokens { tokens: 1 } => "1 token".to_string(),
-            Geometry::Tokens { tokens } => format!("{tokens} tokens"),
+            Geometry::Tokens { tokens } => map_or_tokens(None, *tokens),
         };
         (kind, shape)
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{FloatExecutor, copy_into_kept, with_kept_spares};
+use super::{FloatExecutor, Value, copy_into_kept, with_kept_spares};
 use crate::error::Result;
 use crate::exec::helper_threads::with_helper_threads;
 use crate::exec::step_time::{StepTime, describe_node};
@@ -23,10 +23,8 @@ impl FloatExecutor<'_> {
             // One image leaves the other threads idle between a node's splits: as in
             // `forward`, they help with them.
             with_helper_threads(1, || {
-                let mut pass = self.pass_over(super::Value::new(
-                    image.shape.clone(),
-                    copy_into_kept(&image.data),
-                ));
+                let mut pass =
+                    self.pass_over(Value::new(image.shape.clone(), copy_into_kept(&image.data)));
                 pass.fuse = true;
                 let mut last = Instant::now();
                 with_kept_spares(&mut pass, |pass| {

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::eval::Classifier;
 use crate::exec::helper_threads::with_helper_threads;
 use crate::exec::spare::Buffer;
-pub use crate::exec::step_time::StepTime;
+use crate::exec::step_time::StepTime;
 use crate::graph::NodeId;
 use crate::quant::quantizer::{Rounding, Uniform};
 use crate::quant::uniform_lanes::{Grid, code_slice};

@@ -14,9 +14,20 @@ fn qvit(args: &[&str], isa: Option<&str>) -> Output {
     cmd.output().expect("the qvit binary runs")
 }
 
+/// `qvit ARGS`, which must succeed, its JSON output read.
+fn json_of(args: &[&str], isa: Option<&str>) -> Value {
+    let out = qvit(args, isa);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bench writes JSON")
+}
+
 /// `qvit bench` on the micro model, briefly, as JSON.
 fn bench(isa: Option<&str>) -> Value {
-    let out = qvit(
+    json_of(
         &[
             "bench",
             "efficientvit-micro",
@@ -32,13 +43,7 @@ fn bench(isa: Option<&str>) -> Value {
             "json",
         ],
         isa,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("bench writes JSON")
+    )
 }
 
 #[test]
@@ -188,13 +193,7 @@ fn steps_time_every_step_of_the_integer_program() {
             format,
         ]
     };
-    let out = qvit(&args("json"), None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&args("json"), None);
     let reports = v["steps"].as_array().unwrap();
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["model"], "efficientvit-micro");
@@ -231,7 +230,7 @@ fn steps_time_every_step_of_the_integer_program() {
 /// folded BatchNorm are its own time), named and sized as the int executor's steps are.
 #[test]
 fn steps_time_the_fp32_executors_nodes_beside_the_int_steps() {
-    let out = qvit(
+    let v = json_of(
         &[
             "bench",
             "efficientvit-micro",
@@ -247,12 +246,6 @@ fn steps_time_the_fp32_executors_nodes_beside_the_int_steps() {
         ],
         None,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let reports = v["steps"].as_array().unwrap();
     let executors: Vec<&str> = reports
         .iter()

@@ -4,16 +4,18 @@
 //! blocks in parallel; the blocks depend only on the shapes, so the arithmetic (and the result) is
 //! the same for any number of threads.
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::depthwise::depthwise;
 use super::exp::exp_shifted;
+use super::one_token;
 use super::product::{self, Activation, PANEL_ROWS};
 use super::row_sums::{ROW_GROUP, Term, row_sums};
 use super::widest::in_widest_lanes;
-use crate::exec::matmul::{MatMut, MatRef, matmul, rows_cut_freely};
+use crate::exec::matmul::{MatMut, MatRef, matmul, rows_cut_freely, summation_blocks};
 use crate::exec::transpose::transpose;
 use crate::graph::Conv2d;
 
@@ -27,9 +29,6 @@ const PARALLEL_MACS: usize = 1 << 20;
 /// The most rows of a linear layer's parallel block ([`token_rows`]): `gemm` packs the weight
 /// again for every call, so blocks are as large as an even split over the threads allows.
 const LINEAR_ROWS: usize = 128;
-/// Outputs per parallel block of a linear layer's single row (see [`output_blocks`]).
-const OUTPUT_BLOCK: usize = 384;
-const _: () = assert!(OUTPUT_BLOCK > 256, "see `output_blocks`");
 /// From this many multiply-accumulates the attention products run their heads in parallel
 /// (DeiT-T: 3 heads of 197² × 64, 7.5 M; B1's linear attention at 14²: 16 heads of 17 × 16
 /// × 196, 0.85 M).
@@ -116,12 +115,25 @@ fn product_rows(
 fn im2col(
     x: &[f32],
     cin: usize,
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     c: &Conv2d,
     (oh, ow): (usize, usize),
     cols: &mut [f32],
 ) {
+    im2col_rows(x, cin, hw, c, (0..oh, ow), cols);
+}
+
+/// [`im2col`] for the output rows `rows` of a map `ow` wide: `[cin·k·k, rows.len()·ow]`.
+fn im2col_rows(
+    x: &[f32],
+    cin: usize,
+    (h, w): (usize, usize),
+    c: &Conv2d,
+    (rows, ow): (Range<usize>, usize),
+    cols: &mut [f32],
+) {
     let (k, stride, pad) = (c.kernel, c.stride, c.padding);
+    let width = rows.len() * ow;
     let fill_row = |(r, row): (usize, &mut [f32])| {
         let (ci, ky, kx) = (r / (k * k), r / k % k, r % k);
         let plane = &x[ci * h * w..(ci + 1) * h * w];
@@ -133,7 +145,7 @@ fn im2col(
         } else {
             first
         };
-        for (oy, out) in row.chunks_mut(ow).enumerate() {
+        for (oy, out) in rows.clone().zip(row.chunks_mut(ow)) {
             let iy = (oy * stride + ky).checked_sub(pad).filter(|&iy| iy < h);
             let Some(iy) = iy else {
                 out.fill(0.0);
@@ -150,14 +162,14 @@ fn im2col(
             }
         }
     };
-    let cols = &mut cols[..cin * k * k * oh * ow];
+    let cols = &mut cols[..cin * k * k * width];
     if cols.is_empty() {
         return;
     }
     if cols.len() >= PARALLEL_COPY {
-        cols.par_chunks_mut(oh * ow).enumerate().for_each(fill_row);
+        cols.par_chunks_mut(width).enumerate().for_each(fill_row);
     } else {
-        cols.chunks_mut(oh * ow).enumerate().for_each(fill_row);
+        cols.chunks_mut(width).enumerate().for_each(fill_row);
     }
 }
 
@@ -204,6 +216,14 @@ pub fn conv2d(
             })
             .as_slice()
     });
+    if let Some(panels) = tiles
+        && g == 1
+        && !direct
+        && by_output_rows(cout_g, depth, ohw)
+    {
+        conv_by_output_rows(c, x, hw, (panels, bias, act), out, ohw);
+        return;
+    }
     // `cols` is scratch for the receptive fields: `im2col` writes every element it holds.
     let run_group = |cols: &mut Vec<f32>, (group, og): (usize, &mut [f32])| {
         let xg = &x[group * cin_g * in_plane..(group + 1) * cin_g * in_plane];
@@ -229,6 +249,62 @@ pub fn conv2d(
             .enumerate()
             .for_each(|item| run_group(&mut cols, item));
     }
+}
+
+/// Columns (output pixels) per block of [`conv_by_output_rows`], about: a block's `im2col`
+/// rows and outputs stay in L2 (B1's stem: 27 + 16 rows of 896 columns, 150 KiB).
+const BLOCK_COLUMNS: usize = 1024;
+
+/// Whether a conv through `im2col` of `m` output channels, `depth` terms per sum over an
+/// `ohw` map runs as [`conv_by_output_rows`]: few channels over a large map, where the
+/// blocks' tiles sum as the whole map's product does (one reduction block and `gemm`'s
+/// blocked order, [`product::sums_as_matmul`], for every block's width).
+fn by_output_rows(m: usize, depth: usize, (oh, ow): (usize, usize)) -> bool {
+    let rows = (BLOCK_COLUMNS / ow.max(1)).clamp(1, oh.max(1));
+    let (whole, last) = (rows * ow, (oh - 1) % rows * ow + ow);
+    let one_block = |n| summation_blocks(m, depth, n) == [(0, depth)];
+    m <= ROW_BLOCK
+        && oh * ow >= 2 * BLOCK_COLUMNS
+        && [whole, last, oh * ow]
+            .into_iter()
+            .all(|n| one_block(n) && product::sums_as_matmul(m, depth, n))
+}
+
+/// A conv through `im2col` with few output channels over a large map, by blocks of output
+/// rows in parallel: each block's columns are made and multiplied while they are in L2, and
+/// its outputs copied into their rows. As one product, B1's stem (16 channels, 112²) wrote
+/// `im2col`'s 1.4 MB through memory, then split its 16 rows 12 + 4 between two threads
+/// (whole panels of [`PANEL_ROWS`]): 3.4× ONNX Runtime's time. Each output is the same sum.
+fn conv_by_output_rows(
+    c: &Conv2d,
+    x: &[f32],
+    hw: (usize, usize),
+    (panels, bias, act): (&[f32], &[f32], Activation),
+    out: &mut [f32],
+    (oh, ow): (usize, usize),
+) {
+    let (m, depth) = (bias.len(), c.in_channels * c.kernel * c.kernel);
+    let rows = (BLOCK_COLUMNS / ow).clamp(1, oh);
+    let starts: Vec<usize> = (0..oh).step_by(rows).collect();
+    let blocks: Vec<Vec<f32>> = starts
+        .into_par_iter()
+        .map_init(Vec::new, |cols, first| {
+            let range = first..(first + rows).min(oh);
+            let width = range.len() * ow;
+            cols.resize(depth * width, 0.0);
+            im2col_rows(x, c.in_channels, hw, c, (range, ow), cols);
+            let mut o = vec![0.0; m * width];
+            product::product(&mut o, panels, cols, depth, bias, act);
+            o
+        })
+        .collect();
+    let plane = oh * ow;
+    out.par_chunks_mut(plane).enumerate().for_each(|(r, row)| {
+        for (segment, block) in row.chunks_mut(rows * ow).zip(&blocks) {
+            let width = segment.len();
+            segment.copy_from_slice(&block[r * width..(r + 1) * width]);
+        }
+    });
 }
 
 fn add_channel_bias(out: &mut [f32], bias: &[f32], plane: usize) {
@@ -273,11 +349,13 @@ pub fn patch_embed(
 /// gathers one element at a time, again for every block of token rows — a quarter of DeiT-T's
 /// fp32 time. From `w_t` it reads the features in place, with the same sums — except where
 /// `gemm` leaves its blocked kernels for paths whose order of summation follows the layout:
-/// dot products for outputs of at most 16 × 16 values, matrix-vector products for a single
-/// row, outer products for a depth of 2 or less. There it keeps reading `w`, so every result
-/// is the one the weight as stored gives (tested: `linear_equals_the_product_with_the_
-/// weight_as_stored`). A layer that only ever sees single rows (a classifier at one token per
-/// image) never makes the transpose, which for B1's head is 4 M values per image.
+/// dot products for outputs of at most 16 × 16 values, outer products for a depth of 2 or
+/// less. There it keeps reading `w`, so every result is the one the weight as stored gives
+/// (tested: `linear_equals_the_product_with_the_weight_as_stored`).
+///
+/// A single token (a classifier's) runs as [`one_token::linear`], in that module's order of
+/// the sums; a layer that only ever sees single tokens never makes the transpose, which for
+/// B1's head is 4 M values.
 pub fn linear(
     x: &[f32],
     in_features: usize,
@@ -314,25 +392,8 @@ pub fn linear(
             );
         }
     };
-    if tokens == 1 && in_features * out_features >= PARALLEL_MACS {
-        // One row (a classifier's token): a matrix-vector product that streams the whole
-        // weight (B1's head: 16 MB per image). Blocks of outputs read their own rows of it in
-        // parallel; each output is the same dot product as in one call.
-        output_blocks(out, OUTPUT_BLOCK)
-            .into_par_iter()
-            .for_each(|(start, o)| {
-                let n = o.len();
-                let w = &weight[start * in_features..(start + n) * in_features];
-                matmul(
-                    MatMut::row_major(o, 1, n),
-                    MatRef::row_major(x, 1, in_features),
-                    MatRef::row_major(w, n, in_features).t(),
-                    false,
-                );
-                if let Some(b) = bias {
-                    o.iter_mut().zip(&b[start..]).for_each(|(v, b)| *v += b);
-                }
-            });
+    if tokens == 1 {
+        one_token::linear(x, in_features, weight, bias, out);
     } else if tokens * in_features * out_features < PARALLEL_MACS {
         rows(out, x);
     } else if let Some(block) = token_rows(tokens, in_features, out_features) {
@@ -362,22 +423,6 @@ fn token_rows(tokens: usize, in_features: usize, out_features: usize) -> Option<
     let threads = rayon::current_num_threads().max(1);
     let blocks = tokens.div_ceil(LINEAR_ROWS).next_multiple_of(threads);
     Some(row_blocks(tokens, in_features, out_features, blocks))
-}
-
-/// `out` cut into blocks of `block` values, the remainder joined to the last block, each with
-/// its first index. `gemm` runs a matrix-vector product of at most 256 outputs as dot
-/// products summed in another order, so no block may be that short (`block` > 256).
-fn output_blocks(out: &mut [f32], block: usize) -> Vec<(usize, &mut [f32])> {
-    let count = (out.len() / block).max(1);
-    let mut blocks = Vec::with_capacity(count);
-    let mut rest = out;
-    for i in 0..count {
-        let len = if i + 1 == count { rest.len() } else { block };
-        let (head, tail) = rest.split_at_mut(len);
-        blocks.push((i * block, head));
-        rest = tail;
-    }
-    blocks
 }
 
 /// The transpose of the row-major `rows × cols` matrix `m`, row-major.
@@ -1197,6 +1242,61 @@ mod tests {
         }
     }
 
+    /// A conv with few channels over a large map, by blocks of output rows, gives the one
+    /// product over the whole map's columns bit for bit (then the bias, then the Hardswish):
+    /// B1's stem at 224 px, and a 5×5 conv whose last block is shorter than the others, on
+    /// one to three threads.
+    #[test]
+    fn a_conv_by_output_rows_equals_the_whole_maps_product() {
+        if !product::available() {
+            eprintln!("conv_by_output_rows needs the AVX-512 tiles: not on this CPU");
+            return;
+        }
+        let mut rng = crate::rng::Rng::new(29);
+        let cases = [
+            (Conv2d::same(3, 16, 3, 2), (224usize, 224usize)),
+            (Conv2d::same(4, 10, 5, 1), (67, 45)),
+        ];
+        for (c, hw) in cases {
+            let ohw = (hw.0.div_ceil(c.stride), hw.1.div_ceil(c.stride));
+            let (m, n) = (c.out_channels, ohw.0 * ohw.1);
+            let depth = c.in_channels * c.kernel * c.kernel;
+            assert!(by_output_rows(m, depth, ohw), "{c:?} runs by output rows");
+            let x: Vec<f32> = (0..c.in_channels * hw.0 * hw.1)
+                .map(|_| 3.0 * rng.normal())
+                .collect();
+            let w: Vec<f32> = (0..m * depth).map(|_| rng.normal()).collect();
+            let b: Vec<f32> = (0..m).map(|_| rng.normal()).collect();
+            let mut cols = vec![0.0; depth * n];
+            im2col(&x, c.in_channels, hw, &c, ohw, &mut cols);
+            let mut want = vec![0.0; m * n];
+            matmul(
+                MatMut::row_major(&mut want, m, n),
+                MatRef::row_major(&w, m, depth),
+                MatRef::row_major(&cols, depth, n),
+                false,
+            );
+            add_channel_bias(&mut want, &b, n);
+            want.iter_mut().for_each(|v| *v = hardswish(*v));
+            let panels = OnceLock::new();
+            let p = ConvWeights {
+                weight: &w,
+                bias: &b,
+                panels: &panels,
+            };
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a pool");
+                let mut got = vec![f32::NAN; m * n];
+                pool.install(|| conv2d(&c, &x, hw, &p, Activation::Hardswish, &mut got, ohw));
+                let diff = product::first_bit_difference(&got, &want);
+                assert_eq!(diff, None, "{c:?} on {hw:?}, {threads} threads");
+            }
+        }
+    }
+
     #[test]
     fn conv_3x3_stride_2_padding_1_by_hand() {
         // 1×4×4 input 1..16, a 3×3 kernel of ones, bias 0.5: each output sums its window.
@@ -1344,7 +1444,7 @@ mod tests {
         close(&p, &[2.5, 2.0]);
     }
 
-    /// A single row is a matrix-vector product with the weight as stored: no transpose is
+    /// A single row is [`one_token::linear`]'s, with the weight as stored: no transpose is
     /// made for it. Two rows of a wide layer are a blocked product: the transpose is made.
     #[test]
     fn linear_makes_the_transpose_only_for_blocked_products() {
@@ -1361,9 +1461,8 @@ mod tests {
     /// The layer through the transposed weight gives the sums of the products with the weight
     /// as stored, bit for bit: in one call where the rows may be cut freely, else over blocks
     /// of [`ROW_BLOCK`] rows; at DeiT-T's and the micro models' sizes, past the 512-term depth
-    /// block, for row counts from 1 to 70 (one block or several, whole and partial, and the
-    /// single rows `gemm` runs as matrix-vector products, at B1's classifier sizes in parallel
-    /// blocks of outputs), on pools of one to three threads.
+    /// block, for row counts from 2 to 70 (one block or several, whole and partial), on pools
+    /// of one to three threads; a single row gives [`one_token::linear`]'s bits.
     #[test]
     fn linear_equals_the_product_with_the_weight_as_stored() {
         let mut rng = crate::rng::Rng::new(3);
@@ -1376,7 +1475,7 @@ mod tests {
             (64, 128),
             (2, 300),
             (3, 96),
-            // B1's classifier: a single row past `PARALLEL_MACS` splits its outputs.
+            // B1's classifier.
             (1536, 1600),
             (1600, 1000),
         ];
@@ -1400,6 +1499,12 @@ mod tests {
                         MatRef::row_major(&w, outf, inf).t(),
                         false,
                     );
+                    o.iter_mut()
+                        .zip(bias.iter().cycle())
+                        .for_each(|(v, b)| *v += b);
+                }
+                if tokens == 1 {
+                    one_token::linear(&x, inf, &w, Some(&bias), &mut want);
                 }
                 for threads in 1..=3 {
                     let pool = rayon::ThreadPoolBuilder::new()
@@ -1408,10 +1513,10 @@ mod tests {
                         .expect("a pool");
                     let mut got = vec![f32::NAN; tokens * outf];
                     pool.install(|| linear(&x, inf, &w, &wt, Some(&bias), &mut got));
-                    for (i, (g, sum)) in got.iter().zip(&want).enumerate() {
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert_eq!(
                             g.to_bits(),
-                            (sum + bias[i % outf]).to_bits(),
+                            w.to_bits(),
                             "{tokens} rows of {inf} → {outf}, element {i}, {threads} threads"
                         );
                     }

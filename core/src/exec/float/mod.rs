@@ -9,6 +9,7 @@ mod depthwise_direct;
 mod exp;
 mod gelu;
 mod kernels;
+mod one_token;
 pub mod product;
 mod row_sums;
 mod timing;
@@ -659,6 +660,21 @@ impl<'m> FloatExecutor<'m> {
         let item = len / batch;
         let input_shapes = self.graph.input_shapes(id);
         let params = &self.params.nodes[id];
+        if let (Op::Linear(l), NodeParams::Linear { weight, bias }) = (&node.op, params)
+            && input_shapes[0].iter().product::<usize>() == l.in_features
+        {
+            // One token per image (a classifier): the images side by side, so that the weight
+            // streams through once for all of them. Each output's sum is the same whatever the
+            // images beside it.
+            one_token::linear(
+                &inputs[0].data,
+                l.in_features,
+                weight,
+                bias.as_deref(),
+                &mut out.data,
+            );
+            return out;
+        }
         out.data
             .par_chunks_mut(item)
             .enumerate()

@@ -21,6 +21,9 @@ use crate::graph::Conv2d;
 
 /// Output rows per parallel block of a matrix product.
 const ROW_BLOCK: usize = 32;
+/// The column counts at which a product of the tiles splits its columns between the threads
+/// ([`product::product_by_columns`]).
+const BY_COLUMNS: std::ops::RangeInclusive<usize> = 28 * 28..=56 * 56;
 /// Blocks a conv's output channels are cut into when large: enough for two to four threads
 /// to share evenly.
 const ROW_PARTS: usize = 4;
@@ -80,7 +83,15 @@ fn product_rows(
     // a matrix-vector product.
     let halves = m.div_ceil(2).next_multiple_of(PANEL_ROWS);
     let in_halves = tiles.is_some() && halves < m && m - halves >= 2;
-    if m * n * k < PARALLEL_MACS || (m <= ROW_BLOCK && !in_halves) {
+    let threads = rayon::current_num_threads();
+    if let Some(panels) = tiles.filter(|_| {
+        threads > 1
+            && BY_COLUMNS.contains(&n)
+            && m * n * k >= PARALLEL_MACS
+            && product::sums_as_matmul(m, k, n)
+    }) {
+        product::product_by_columns(out, panels, x.data, k, bias, act, threads);
+    } else if m * n * k < PARALLEL_MACS || (m <= ROW_BLOCK && !in_halves) {
         block(out, 0, bias);
     } else if m <= ROW_BLOCK {
         out.par_chunks_mut(halves * n)

@@ -46,9 +46,10 @@ const PARALLEL_COPY: usize = 1 << 16;
 const PARALLEL_GROUP_MACS: usize = 1 << 17;
 
 /// `out[m, n] = act(w[m, k] · x[k, n] + bias[m])` (`x` row-major), in parallel blocks of rows
-/// when large. With `tiles` (`w` as [`product::panels`]) each block runs as the tiles of
-/// [`product`], which finish it in registers; without, as `matmul`, then the bias while the
-/// block is in cache, then the activation. Both give the same values.
+/// when large, or of columns on the maps of [`BY_COLUMNS`]. With `tiles` (`w` as
+/// [`product::panels`]) each block runs as the tiles of [`product`], which finish it in
+/// registers; without, as `matmul`, then the bias while the block is in cache, then the
+/// activation. All give the same values.
 fn product_rows(
     out: &mut [f32],
     w: &[f32],
@@ -271,21 +272,23 @@ const BLOCK_COLUMNS: usize = 1024;
 /// blocks' tiles sum as the whole map's product does (one reduction block and `gemm`'s
 /// blocked order, [`product::sums_as_matmul`], for every block's width).
 fn by_output_rows(m: usize, depth: usize, (oh, ow): (usize, usize)) -> bool {
-    let rows = (BLOCK_COLUMNS / ow.max(1)).clamp(1, oh.max(1));
+    if m > ROW_BLOCK || oh * ow < 2 * BLOCK_COLUMNS {
+        return false;
+    }
+    let rows = (BLOCK_COLUMNS / ow).clamp(1, oh);
     let (whole, last) = (rows * ow, (oh - 1) % rows * ow + ow);
     let one_block = |n| summation_blocks(m, depth, n) == [(0, depth)];
-    m <= ROW_BLOCK
-        && oh * ow >= 2 * BLOCK_COLUMNS
-        && [whole, last, oh * ow]
-            .into_iter()
-            .all(|n| one_block(n) && product::sums_as_matmul(m, depth, n))
+    [whole, last, oh * ow]
+        .into_iter()
+        .all(|n| one_block(n) && product::sums_as_matmul(m, depth, n))
 }
 
 /// A conv through `im2col` with few output channels over a large map, by blocks of output
 /// rows in parallel: each block's columns are made and multiplied while they are in L2, and
 /// its outputs copied into their rows. As one product, B1's stem (16 channels, 112²) wrote
 /// `im2col`'s 1.4 MB through memory, then split its 16 rows 12 + 4 between two threads
-/// (whole panels of [`PANEL_ROWS`]): 3.4× ONNX Runtime's time. Each output is the same sum.
+/// (whole panels of [`PANEL_ROWS`]): 0.38 ms, 3.4× ONNX Runtime's time; 0.34–0.36 ms by
+/// blocks (BENCHMARKS.md). Each output is the same sum.
 fn conv_by_output_rows(
     c: &Conv2d,
     x: &[f32],

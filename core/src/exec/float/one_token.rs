@@ -10,8 +10,8 @@
 //! **The order of the sums**, the same for every image, batch, block and thread count, and on
 //! every CPU: lane `j` of sixteen adds `w[k]·x[k]` for `k ≡ j (mod 16)` in increasing `k`, each
 //! by one fused multiply-add from +0; the lanes are then added in halves (`j + 8`, `j + 4`,
-//! `j + 2`, `j + 1`); the bias is added last. [`reference`] writes that order down one output
-//! at a time, and the tests hold the lanes to it bit for bit.
+//! `j + 2`, `j + 1`); the bias is added last. The tests' `reference` writes that order down one
+//! output at a time, and hold the lanes to it bit for bit.
 
 use rayon::prelude::*;
 

@@ -134,10 +134,10 @@ pub fn product_by_columns(
         m.div_ceil(PANEL_ROWS) * k * PANEL_ROWS,
         "panels of {m} × {k}"
     );
-    let per_part = n.div_ceil(TILE_COLUMNS).div_ceil(parts.max(1)) * TILE_COLUMNS;
     #[cfg(target_arch = "x86_64")]
     {
         use rayon::prelude::*;
+        let per_part = n.div_ceil(TILE_COLUMNS).div_ceil(parts.max(1)) * TILE_COLUMNS;
         /// `out`'s start, shared by the parts, which write disjoint columns of it.
         #[derive(Clone, Copy)]
         struct Shared(*mut f32);

@@ -3,8 +3,7 @@
 //! the bias additions, linear attention's divisions) ran in SSE's two or four lanes: LayerNorm
 //! alone was 3.8 % of DeiT-T's fp32 time, all of it in `xmm` registers. Compiled for AVX-512 F
 //! or AVX2 the same operations run in the same order on wider registers, so every number is the
-//! same (Rust never contracts `a·b + c` into a fused multiply-add; an explicit `mul_add` is one
-//! `vfmadd` in both, where the baseline calls libm's `fma`, with the same single rounding).
+//! same (Rust never contracts `a·b + c` into a fused multiply-add).
 
 /// Runs `f` compiled for AVX-512 F where the CPU has it, else for AVX2, else as it is (as far
 /// as `QVIT_ISA` allows: [`crate::exec::cpu::float_lanes`]). Only
@@ -35,7 +34,7 @@ fn avx512<R>(f: impl FnOnce() -> R) -> R {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }

@@ -91,6 +91,18 @@ pub fn product(
     bias: &[f32],
     act: Activation,
 ) {
+    let (m, n) = checked_shape(out, panels, x, k, bias);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F was checked above, and the sizes of every slice the tiles address.
+    #[allow(unsafe_code)]
+    unsafe {
+        lanes::product(out.as_mut_ptr(), panels, x, (m, k, n), bias, act, 0..n)
+    }
+}
+
+/// The `m × n` of a product's operands, after checking that the CPU runs the tiles and that
+/// every slice has the size the shape asks.
+fn checked_shape(out: &[f32], panels: &[f32], x: &[f32], k: usize, bias: &[f32]) -> (usize, usize) {
     let m = bias.len();
     let n = x.len().checked_div(k).unwrap_or(0);
     assert!(available(), "the f32 tiles need AVX-512F");
@@ -101,12 +113,7 @@ pub fn product(
         m.div_ceil(PANEL_ROWS) * k * PANEL_ROWS,
         "panels of {m} × {k}"
     );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F was checked above, and the sizes of every slice the tiles address.
-    #[allow(unsafe_code)]
-    unsafe {
-        lanes::product(out.as_mut_ptr(), panels, x, (m, k, n), bias, act, 0..n)
-    }
+    (m, n)
 }
 
 /// [`product`] with the columns cut into `parts` runs of whole tiles, in parallel: each thread
@@ -124,16 +131,7 @@ pub fn product_by_columns(
     act: Activation,
     parts: usize,
 ) {
-    let m = bias.len();
-    let n = x.len().checked_div(k).unwrap_or(0);
-    assert!(available(), "the f32 tiles need AVX-512F");
-    assert_eq!(x.len(), k * n, "x holds k = {k} rows");
-    assert_eq!(out.len(), m * n, "out holds {m} rows of {n}");
-    assert_eq!(
-        panels.len(),
-        m.div_ceil(PANEL_ROWS) * k * PANEL_ROWS,
-        "panels of {m} × {k}"
-    );
+    let (m, n) = checked_shape(out, panels, x, k, bias);
     #[cfg(target_arch = "x86_64")]
     {
         use rayon::prelude::*;

@@ -113,19 +113,25 @@ fn dots<const R: usize>(w: [&[f32]; R], x: &[f32]) -> [f32; R] {
 }
 
 /// The lanes' sums over whole groups of sixteen values (`x.len()` a multiple of [`LANES`]), in
-/// vectors of `on`, which the CPU must have: the compiler keeps `mul_add` on arrays in scalar
-/// registers.
+/// vectors of `on` where the CPU has them (the compiler keeps `mul_add` on arrays in scalar
+/// registers), else in the scalar lanes, which give the same bits.
 fn whole_lanes<const R: usize>(on: FloatLanes, w: [&[f32]; R], x: &[f32]) -> [[f32; LANES]; R] {
     assert!(x.len().is_multiple_of(LANES) && w.iter().all(|w| w.len() == x.len()));
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     match on {
-        // SAFETY: the caller's `on` is a set of features the CPU has (`float_lanes`); the
-        // slices' lengths are checked above and the loads stay inside them.
-        FloatLanes::Avx512 => return unsafe { vectors::avx512(w, x) },
+        // SAFETY: AVX-512 F is checked in the guard; the slices' lengths are checked above
+        // and the loads stay inside them.
+        FloatLanes::Avx512 if is_x86_feature_detected!("avx512f") => {
+            return unsafe { vectors::avx512(w, x) };
+        }
         // SAFETY: as above (AVX2 and FMA).
-        FloatLanes::Avx2Fma => return unsafe { vectors::avx2(w, x) },
-        FloatLanes::Baseline => {}
+        FloatLanes::Avx2Fma
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") =>
+        {
+            return unsafe { vectors::avx2(w, x) };
+        }
+        _ => {}
     }
     let mut lanes = [[0.0f32; LANES]; R];
     for (start, x) in x

@@ -70,12 +70,7 @@ mod tests {
     use super::*;
     use rayon::prelude::*;
 
-    fn pool(threads: usize) -> rayon::ThreadPool {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("a pool")
-    }
+    use crate::exec::test_pool as pool;
 
     #[test]
     fn returns_what_f_returns() {

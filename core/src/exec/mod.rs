@@ -12,3 +12,12 @@ pub mod peak;
 pub mod spare;
 pub mod step_time;
 pub mod transpose;
+
+/// A pool of `threads` threads, for tests that hold a result the same on any number of them.
+#[cfg(test)]
+pub(crate) fn test_pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a pool")
+}

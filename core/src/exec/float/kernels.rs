@@ -955,10 +955,7 @@ mod tests {
                 col_stride: 1,
             };
             for threads in 1..=3 {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .expect("a pool");
+                let pool = crate::exec::test_pool(threads);
                 let mut scores = vec![f32::NAN; heads * n * n];
                 let mut mixed = vec![f32::NAN; n * heads * d];
                 pool.install(|| {
@@ -1299,10 +1296,7 @@ mod tests {
                 panels: &panels,
             };
             for threads in 1..=3 {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .expect("a pool");
+                let pool = crate::exec::test_pool(threads);
                 let mut got = vec![f32::NAN; m * n];
                 pool.install(|| conv2d(&c, &x, hw, &p, Activation::Hardswish, &mut got, ohw));
                 let diff = product::first_bit_difference(&got, &want);
@@ -1521,10 +1515,7 @@ mod tests {
                     one_token::linear(&x, inf, &w, Some(&bias), &mut want);
                 }
                 for threads in 1..=3 {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .expect("a pool");
+                    let pool = crate::exec::test_pool(threads);
                     let mut got = vec![f32::NAN; tokens * outf];
                     pool.install(|| linear(&x, inf, &w, &wt, Some(&bias), &mut got));
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {

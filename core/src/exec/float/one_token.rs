@@ -279,10 +279,7 @@ mod tests {
                 for b in [None, Some(&bias[..])] {
                     let want = by_reference(&x, k, &w, b);
                     for threads in 1..=3 {
-                        let pool = rayon::ThreadPoolBuilder::new()
-                            .num_threads(threads)
-                            .build()
-                            .expect("a pool");
+                        let pool = crate::exec::test_pool(threads);
                         let mut got = vec![f32::NAN; images * m];
                         pool.install(|| linear(&x, k, &w, b, &mut got));
                         assert_eq!(bits(&got), bits(&want), "{k} → {m}, {images} images");

@@ -506,10 +506,7 @@ mod tests {
                 // Cut by columns into one to five parts of whole tiles (the last one short,
                 // fewer where the tiles run out): the same bits, on pools of one to three.
                 for parts in 1..=5 {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(1 + parts % 3)
-                        .build()
-                        .expect("a pool");
+                    let pool = crate::exec::test_pool(1 + parts % 3);
                     let mut by_columns = vec![f32::NAN; m * n];
                     pool.install(|| {
                         product_by_columns(&mut by_columns, &p, &x, k, &bias, act, parts)

@@ -7,7 +7,7 @@
 //! `cargo bench -p qvit-core --bench int8`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::int::kernels::add::{AddLane, AddLanes, add_rows, add_run};
-use qvit_core::exec::int::kernels::depthwise::{DwShape, depthwise};
+use qvit_core::exec::int::kernels::depthwise::{DwShape, depthwise, depthwise_bytes};
 use qvit_core::exec::int::kernels::layernorm::{GROUP, RowNorm};
 use qvit_core::exec::int::kernels::requant::{
     Fast, FastHardswish, Narrow, hardswish_narrow, hardswish_wide,
@@ -132,6 +132,35 @@ fn depthwise_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize
             2 * channels * o * o * kernel * kernel,
         ))
         .bench_local(|| depthwise(isa, &s, &x, &zero, 0, &w, &mut out));
+}
+
+/// [`depthwise_int`] with the codes as bytes, as the int executor passes them between convs.
+#[divan::bench(args = DW_SHAPES, consts = [0, 1, 2])]
+fn depthwise_bytes_int<const ISA: usize>(
+    bencher: divan::Bencher,
+    shape: (usize, usize, usize, usize),
+) {
+    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
+    if !Isa::available().contains(&isa) {
+        return;
+    }
+    let (channels, side, kernel, stride) = shape;
+    let s = DwShape::square(channels, side, kernel, stride);
+    let o = s.out_hw.0;
+    let mut rng = Rng::new(2);
+    let x: Vec<u8> = (0..channels * side * side)
+        .map(|_| rng.below(256) as u8)
+        .collect();
+    let zero = vec![128; channels];
+    let w: Vec<i16> = (0..channels * kernel * kernel)
+        .map(|_| rng.below(255) as i16 - 127)
+        .collect();
+    let mut out = vec![0; channels * o * o];
+    bencher
+        .counter(divan::counter::ItemsCount::new(
+            2 * channels * o * o * kernel * kernel,
+        ))
+        .bench_local(|| depthwise_bytes(isa, &s, &x, &zero, 0, &w, &mut out));
 }
 
 /// (queries, keys, dimensions) of one DeiT-T head: `q·kᵀ` (197 × 197 over 64) and `P·V`

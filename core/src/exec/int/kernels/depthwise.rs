@@ -644,6 +644,46 @@ mod tests {
         }
     }
 
+    /// Bytes on every small geometry the pair kernels take — kernels 3, 5 and 7 at strides 1
+    /// and 2 with the usual padding, planes 1–21 wide — so that each row's first and last
+    /// vectors, read across the row's ends and across the ends of the call's planes, are
+    /// checked against the definition (the codes given as i32 are checked below).
+    #[test]
+    fn bytes_on_every_small_geometry_equal_the_definition() {
+        let mut rng = Rng::new(23);
+        for (kernel, stride) in [3, 5, 7].into_iter().flat_map(|k| [(k, 1), (k, 2)]) {
+            let padding = kernel / 2;
+            for (h, wd) in (1..=21).flat_map(|wd| [(1, wd), (kernel + 2, wd)]) {
+                let out = |n: usize| (n + 2 * padding - kernel) / stride + 1;
+                let s = DwShape {
+                    channels: 3,
+                    in_hw: (h, wd),
+                    out_hw: (out(h), out(wd)),
+                    kernel,
+                    stride,
+                    padding,
+                };
+                let plane = h * wd;
+                let lift = [0, 128][wd % 2];
+                let bytes: Vec<u8> = (0..3 * plane).map(|_| rng.below(256) as u8).collect();
+                let zero: Vec<i32> = (0..3).map(|_| rng.below(256) as i32 - lift).collect();
+                let w: Vec<i16> = (0..3 * kernel * kernel)
+                    .map(|_| rng.below(256) as i16 - 128)
+                    .collect();
+                let centred: Vec<i16> = (bytes.iter().enumerate())
+                    .map(|(i, &b)| (i32::from(b) - lift - zero[i / plane]) as i16)
+                    .collect();
+                let want = reference(&s, &centred, &w);
+                for isa in Isa::available() {
+                    let mut got = vec![7; want.len() + 16];
+                    depthwise_bytes(isa, &s, &bytes, &zero, lift, &w, &mut got);
+                    assert_eq!(got[..want.len()], want, "{} {s:?}", isa.name());
+                    assert!(got[want.len()..].iter().all(|&v| v == 7));
+                }
+            }
+        }
+    }
+
     /// Every small geometry — kernel 1–7, stride 1–3, every padding below the kernel, planes
     /// 1–21 wide and a few heights — with the extreme i16 inputs, so the pair kernels'
     /// padding, tails, odd last taps and sign handling are all exercised.

@@ -83,7 +83,7 @@ impl PairPlane {
             let Some(iy) = y.checked_sub(pad).filter(|&iy| iy < h) else {
                 continue;
             };
-            let row = Centred::new(&x[at + iy * w..at + (iy + 1) * w], zero);
+            let row = Centred::new(x, at + iy * w, w, zero);
             let words = &mut words[..live];
             for (c, out) in (0..live).step_by(LANES).zip(words.chunks_exact_mut(LANES)) {
                 // Padded column `j` is code `j − pad`.
@@ -157,17 +157,28 @@ impl Code8 for u8 {
 /// One input row's codes less their zero-point, read a vector at a time with zeros either
 /// side: the padded row `R` without a copy.
 struct Centred<'a, T> {
+    /// The row's codes.
     codes: &'a [T],
+    /// Every code of the call, the row among them: a vector that crosses the row's ends is
+    /// loaded from here whenever it lies inside, its lanes outside the row then zeroed (on
+    /// 7- and 14-wide maps most vectors cross an end; taken code by code from the row, bytes
+    /// had made the layout cost more than the convolution itself, `perf` on AMD Zen 3).
+    all: &'a [T],
+    /// Where the row starts in `all`.
+    start: usize,
     zero: __m256i,
     /// The zero-point in both halves of every word.
     zero_pair: __m256i,
 }
 
 impl<'a, T: Code8> Centred<'a, T> {
+    /// The row of `width` codes from `all[start]`.
     #[target_feature(enable = "avx2")]
-    fn new(codes: &'a [T], zero: i32) -> Self {
+    fn new(all: &'a [T], start: usize, width: usize, zero: i32) -> Self {
         Self {
-            codes,
+            codes: &all[start..start + width],
+            all,
+            start,
             zero: _mm256_set1_epi32(zero),
             zero_pair: _mm256_set1_epi16(zero as i16),
         }
@@ -214,7 +225,7 @@ impl<'a, T: Code8> Centred<'a, T> {
     }
 
     /// Codes `first .. first + 8` less the zero-point, 0 for the columns outside the row: one
-    /// load inside the row, a masked one across its ends.
+    /// load inside the row, and across its ends one whose lanes outside are then zeroed.
     #[inline]
     #[target_feature(enable = "avx2")]
     fn at(&self, first: isize) -> __m256i {
@@ -236,8 +247,15 @@ impl<'a, T: Code8> Centred<'a, T> {
             _mm256_cmpgt_epi32(column, _mm256_set1_epi32(-1)),
             _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), column),
         );
-        // SAFETY: the CPU has AVX2 (this function's feature); `inside` marks the lanes inside.
-        let v = unsafe { T::edge(self.codes, first, inside) };
+        let from = self.start as isize + first;
+        let v = if from >= 0 && from + LANES as isize <= self.all.len() as isize {
+            // SAFETY: the 8 codes from `from` lie inside `all`.
+            unsafe { T::load8(self.all.as_ptr().offset(from)) }
+        } else {
+            // SAFETY: the CPU has AVX2 (this function's feature); `inside` marks the lanes
+            // inside.
+            unsafe { T::edge(self.codes, first, inside) }
+        };
         _mm256_and_si256(_mm256_sub_epi32(v, self.zero), inside)
     }
 }

@@ -101,6 +101,11 @@ impl PairPlane {
 /// Codes as the pair kernel reads them: i32 codes, or bytes (each a code plus the layer's
 /// `lift`, which the zero-point it is given then holds too).
 pub trait Code8: Copy {
+    /// Whether [`Code8::edge`] is one masked load (else it reads code by code, and a vector
+    /// across a row's end is better read whole from the call's planes where it lies inside
+    /// them, then masked).
+    const MASKED_EDGE: bool;
+
     /// 8 codes from `p`, in 32-bit lanes.
     ///
     /// # Safety
@@ -116,6 +121,8 @@ pub trait Code8: Copy {
 }
 
 impl Code8 for i32 {
+    const MASKED_EDGE: bool = true;
+
     #[inline(always)]
     unsafe fn load8(p: *const i32) -> __m256i {
         // SAFETY: the caller's promise.
@@ -131,6 +138,8 @@ impl Code8 for i32 {
 }
 
 impl Code8 for u8 {
+    const MASKED_EDGE: bool = false;
+
     #[inline(always)]
     unsafe fn load8(p: *const u8) -> __m256i {
         // SAFETY: the caller's promise.
@@ -159,10 +168,11 @@ impl Code8 for u8 {
 struct Centred<'a, T> {
     /// The row's codes.
     codes: &'a [T],
-    /// Every code of the call, the row among them: a vector that crosses the row's ends is
-    /// loaded from here whenever it lies inside, its lanes outside the row then zeroed (on
-    /// 7- and 14-wide maps most vectors cross an end; taken code by code from the row, bytes
-    /// had made the layout cost more than the convolution itself, `perf` on AMD Zen 3).
+    /// Every code of the call, the row among them: a vector of bytes that crosses the row's
+    /// ends is loaded from here whenever it lies inside, its lanes outside the row then
+    /// zeroed (on 7- and 14-wide maps most vectors cross an end; read byte by byte, they had
+    /// taken 40 % more of the layout's instructions, `callgrind` on the int8 bench's
+    /// `depthwise_bytes_int`).
     all: &'a [T],
     /// Where the row starts in `all`.
     start: usize,
@@ -248,7 +258,8 @@ impl<'a, T: Code8> Centred<'a, T> {
             _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), column),
         );
         let from = self.start as isize + first;
-        let v = if from >= 0 && from + LANES as isize <= self.all.len() as isize {
+        let v = if !T::MASKED_EDGE && from >= 0 && from + LANES as isize <= self.all.len() as isize
+        {
             // SAFETY: the 8 codes from `from` lie inside `all`.
             unsafe { T::load8(self.all.as_ptr().offset(from)) }
         } else {

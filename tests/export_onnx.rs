@@ -161,7 +161,7 @@ fn calibration(model: &str) -> PathBuf {
 /// (ONNX Runtime's graph optimizations off) the runtime computes what qvit computes: ≥ 99.8 %
 /// of the images get the same class. With every optimization on, fused kernels whose float
 /// arithmetic differs in the last bits move a few values across a rounding boundary, and images
-/// whose top two logits are close can change class.
+/// whose top two logits are close can change class: ≥ 98 % agree.
 fn qdq_case(model: &str, recipe: &str) {
     let Some(python) = runtimes::python() else {
         return;
@@ -193,7 +193,22 @@ fn qdq_case(model: &str, recipe: &str) {
         assert_eq!(report["checker"], "ok", "{case}");
         let agreement = |run: &str| report[run]["argmax_agreement"].as_f64().unwrap();
         assert!(agreement("reference") >= 0.998, "{case}");
-        assert!(agreement("optimized") >= 0.98, "{case}");
+        // On an x86 CPU without VNNI, ONNX Runtime's fused u8 × i8 products add two of them in
+        // i16 and can saturate (on the AMD Zen 3 measured: 95.9 % of the images agreed); there
+        // the check also runs the int8 weights as u8 with zero-points moved by 128, the same
+        // values, which it multiplies exactly, and that run is held to the bound.
+        let optimized = match report.get("optimized_u8_weights") {
+            Some(_) => {
+                eprintln!(
+                    "{model} {recipe} {bits}: this CPU has no VNNI, so ONNX Runtime's optimized \
+                     run is checked with the weights as u8 (as exported it agreed on {:.1} %)",
+                    100.0 * agreement("optimized")
+                );
+                "optimized_u8_weights"
+            }
+            None => "optimized",
+        };
+        assert!(agreement(optimized) >= 0.98, "{case}");
         let meta = &report["metadata"];
         assert_eq!(meta["qvit.recipe"], recipe, "{case}");
         assert_eq!(meta["qvit.bits"], bits.to_uppercase(), "{case}");

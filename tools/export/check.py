@@ -9,13 +9,16 @@ predicted class agrees. With qonnx it also runs qonnx's cleanup and InferShapes 
 they changed. ONNX Runtime runs twice: `reference`, with graph optimizations off (each
 operator as the ONNX specification defines it), and `optimized`, with all of them (fused kernels
 whose float arithmetic differs in the last bits; after a quantizer such a difference can move a
-value across a rounding boundary).
+value across a rounding boundary). On an x86 CPU without VNNI, whose fused u8 × i8 products can
+saturate, a third run, `optimized_u8_weights`, has the int8 weights as u8 (the same values).
 The requirements are in tools/export/requirements.txt; the export tests and `.ci/run` install
 them in target/tmp/export-venv.
 """
 
 import argparse
+import copy
 import json
+import platform
 import sys
 from pathlib import Path
 
@@ -40,19 +43,68 @@ def in_batches(run, x, batch):
     return np.concatenate([run(x[i : i + step]) for i in range(0, len(x), step)])
 
 
+def exact_int8_products():
+    """Whether this CPU's u8 × i8 products are exact in ONNX Runtime's fused kernels: not on an
+    x86 CPU without VNNI, where the 8-bit product (`vpmaddubsw`) adds two of them in i16 and
+    can saturate (ONNX Runtime's quantizer offers `reduce_range`, 7-bit weights, for such CPUs)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return True
+    try:
+        flags = next(
+            (line.split(":", 1)[1].split() for line in open("/proc/cpuinfo")
+             if line.startswith("flags")),
+            [],
+        )
+    except OSError:
+        return True
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def u8_weights(model):
+    """A copy of `model` whose int8 weights (initializers a DequantizeLinear reads) are u8 with
+    their zero-points moved by 128: the same values, which ONNX Runtime multiplies by u8
+    activations without saturating on any CPU."""
+    from onnx import numpy_helper
+
+    model = copy.deepcopy(model)
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        if inits[node.input[0]].data_type != onnx.TensorProto.INT8:
+            continue
+        weight = numpy_helper.to_array(inits[node.input[0]])
+        scale = numpy_helper.to_array(inits[node.input[1]])
+        if len(node.input) > 2 and node.input[2]:
+            zero = numpy_helper.to_array(inits[node.input[2]]).astype(np.int16)
+        else:
+            zero = np.zeros(scale.shape, dtype=np.int16)
+        shifted = (weight.astype(np.int16) + 128).astype(np.uint8)
+        inits[node.input[0]].CopyFrom(numpy_helper.from_array(shifted, node.input[0]))
+        zero_name = f"{node.input[0]}/zero_point_u8"
+        model.graph.initializer.append(
+            numpy_helper.from_array((zero + 128).astype(np.uint8), zero_name))
+        del node.input[2:]
+        node.input.append(zero_name)
+    return model
+
+
 def onnxruntime_runs(path, x):
     import onnxruntime as ort
 
-    levels = {
-        "reference": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "optimized": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    for name, level in levels.items():
+    runs = [
+        ("reference", ort.GraphOptimizationLevel.ORT_DISABLE_ALL, str(path)),
+        ("optimized", ort.GraphOptimizationLevel.ORT_ENABLE_ALL, str(path)),
+    ]
+    if not exact_int8_products():
+        shifted = u8_weights(onnx.load(str(path))).SerializeToString()
+        runs.append(("optimized_u8_weights", ort.GraphOptimizationLevel.ORT_ENABLE_ALL, shifted))
+    batch = fixed_batch(onnx.load(str(path), load_external_data=False))
+    for name, level, source in runs:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
         options.graph_optimization_level = level
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        batch = fixed_batch(onnx.load(str(path), load_external_data=False))
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         yield name, in_batches(lambda b: session.run(["logits"], {"input": b})[0], x, batch)
 
 

@@ -10,7 +10,8 @@ they changed. ONNX Runtime runs twice: `reference`, with graph optimizations off
 operator as the ONNX specification defines it), and `optimized`, with all of them (fused kernels
 whose float arithmetic differs in the last bits; after a quantizer such a difference can move a
 value across a rounding boundary). On an x86 CPU without VNNI, whose fused u8 × i8 products can
-saturate, a third run, `optimized_u8_weights`, has the int8 weights as u8 (the same values).
+saturate, a model with int8 weights runs a third time, `optimized_u8_weights`, with them as u8
+(the same values).
 The requirements are in tools/export/requirements.txt; the export tests and `.ci/run` install
 them in target/tmp/export-venv.
 """
@@ -45,8 +46,9 @@ def in_batches(run, x, batch):
 
 def exact_int8_products():
     """Whether this CPU's u8 × i8 products are exact in ONNX Runtime's fused kernels: not on an
-    x86 CPU without VNNI, where the 8-bit product (`vpmaddubsw`) adds two of them in i16 and
-    can saturate (ONNX Runtime's quantizer offers `reduce_range`, 7-bit weights, for such CPUs)."""
+    x86 CPU without VNNI, where AVX2's 8-bit product (`vpmaddubsw`) adds two of them in i16 and
+    can saturate (ONNX Runtime's quantizer offers `reduce_range`, 7-bit weights, for such CPUs;
+    docs/export.md has what it did to a QDQ export on one)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return True
     try:
@@ -62,12 +64,13 @@ def exact_int8_products():
 
 def u8_weights(model):
     """A copy of `model` whose int8 weights (initializers a DequantizeLinear reads) are u8 with
-    their zero-points moved by 128: the same values, which ONNX Runtime multiplies by u8
-    activations without saturating on any CPU."""
+    their zero-points moved by 128 — the same values, which ONNX Runtime multiplies by u8
+    activations without saturating on any CPU — and how many it moved."""
     from onnx import numpy_helper
 
     model = copy.deepcopy(model)
     inits = {i.name: i for i in model.graph.initializer}
+    moved = 0
     for node in model.graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
             continue
@@ -86,7 +89,8 @@ def u8_weights(model):
             numpy_helper.from_array((zero + 128).astype(np.uint8), zero_name))
         del node.input[2:]
         node.input.append(zero_name)
-    return model
+        moved += 1
+    return model, moved
 
 
 def onnxruntime_runs(path, x):
@@ -97,8 +101,10 @@ def onnxruntime_runs(path, x):
         ("optimized", ort.GraphOptimizationLevel.ORT_ENABLE_ALL, str(path)),
     ]
     if not exact_int8_products():
-        shifted = u8_weights(onnx.load(str(path))).SerializeToString()
-        runs.append(("optimized_u8_weights", ort.GraphOptimizationLevel.ORT_ENABLE_ALL, shifted))
+        shifted, moved = u8_weights(onnx.load(str(path)))
+        if moved:
+            runs.append(("optimized_u8_weights", ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                         shifted.SerializeToString()))
     batch = fixed_batch(onnx.load(str(path), load_external_data=False))
     for name, level, source in runs:
         options = ort.SessionOptions()

@@ -171,7 +171,7 @@ struct Centred<'a, T> {
     /// Every code of the call, the row among them: a vector of bytes that crosses the row's
     /// ends is loaded from here whenever it lies inside, its lanes outside the row then
     /// zeroed (on 7- and 14-wide maps most vectors cross an end; read byte by byte, they had
-    /// taken 40 % more of the layout's instructions, `callgrind` on the int8 bench's
+    /// made the layout 1.7× the instructions, `callgrind` on the int8 bench's
     /// `depthwise_bytes_int`).
     all: &'a [T],
     /// Where the row starts in `all`.

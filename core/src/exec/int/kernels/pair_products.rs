@@ -191,9 +191,9 @@ unsafe fn tile512<const VNNI: bool, const R: usize>(t: Operands, mask: __mmask16
 }
 
 /// Tiles of [`ROWS`] rows × 8 tokens. Past the last whole 8, the last 8 tokens again: each
-/// sum depends on its token alone, so those already stored are stored again unchanged (the
-/// tail by the definition had taken more of B1's query time than the tiles, `perf` on AMD
-/// Zen 3). Fewer than 8 tokens go by the definition.
+/// sum depends on its token alone, so those already stored are stored again unchanged (at
+/// most 4 tokens of 196, the tail by the definition had taken half as many of B1's query
+/// samples as the tiles, `perf` on AMD Zen 3). Fewer than 8 tokens go by the definition.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn products_avx2(mut a: Operands) {

@@ -111,27 +111,13 @@ fn peak_avx2(bencher: divan::Bencher) {
 
 #[divan::bench(args = DW_SHAPES, consts = [0, 1, 2])]
 fn depthwise_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize, usize, usize)) {
-    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
-    if !Isa::available().contains(&isa) {
+    let Some(mut c) = DwCase::new(ISA, shape) else {
         return;
-    }
-    let (channels, side, kernel, stride) = shape;
-    let s = DwShape::square(channels, side, kernel, stride);
-    let o = s.out_hw.0;
-    let mut rng = Rng::new(2);
-    let x: Vec<i32> = (0..channels * side * side)
-        .map(|_| rng.below(256) as i32)
-        .collect();
-    let zero = vec![128; channels];
-    let w: Vec<i16> = (0..channels * kernel * kernel)
-        .map(|_| rng.below(255) as i16 - 127)
-        .collect();
-    let mut out = vec![0; channels * o * o];
+    };
+    let x: Vec<i32> = c.x.iter().map(|&b| i32::from(b)).collect();
     bencher
-        .counter(divan::counter::ItemsCount::new(
-            2 * channels * o * o * kernel * kernel,
-        ))
-        .bench_local(|| depthwise(isa, &s, &x, &zero, 0, &w, &mut out));
+        .counter(c.items())
+        .bench_local(|| depthwise(c.isa, &c.s, &x, &c.zero, 0, &c.w, &mut c.out));
 }
 
 /// [`depthwise_int`] with the codes as bytes, as the int executor passes them between convs.
@@ -140,27 +126,61 @@ fn depthwise_bytes_int<const ISA: usize>(
     bencher: divan::Bencher,
     shape: (usize, usize, usize, usize),
 ) {
-    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
-    if !Isa::available().contains(&isa) {
+    let Some(mut c) = DwCase::new(ISA, shape) else {
         return;
-    }
-    let (channels, side, kernel, stride) = shape;
-    let s = DwShape::square(channels, side, kernel, stride);
-    let o = s.out_hw.0;
-    let mut rng = Rng::new(2);
-    let x: Vec<u8> = (0..channels * side * side)
-        .map(|_| rng.below(256) as u8)
-        .collect();
-    let zero = vec![128; channels];
-    let w: Vec<i16> = (0..channels * kernel * kernel)
-        .map(|_| rng.below(255) as i16 - 127)
-        .collect();
-    let mut out = vec![0; channels * o * o];
+    };
     bencher
-        .counter(divan::counter::ItemsCount::new(
-            2 * channels * o * o * kernel * kernel,
-        ))
-        .bench_local(|| depthwise_bytes(isa, &s, &x, &zero, 0, &w, &mut out));
+        .counter(c.items())
+        .bench_local(|| depthwise_bytes(c.isa, &c.s, &c.x, &c.zero, 0, &c.w, &mut c.out));
+}
+
+/// One depthwise layer's operands: random byte codes, zero-points 128 and i8 weights.
+struct DwCase {
+    isa: Isa,
+    s: DwShape,
+    x: Vec<u8>,
+    zero: Vec<i32>,
+    w: Vec<i16>,
+    out: Vec<i32>,
+}
+
+impl DwCase {
+    /// The layer of `shape` (channels, side, kernel, stride) for the ISA numbered `isa` in the
+    /// benches' `consts`, if this CPU has it.
+    fn new(
+        isa: usize,
+        (channels, side, kernel, stride): (usize, usize, usize, usize),
+    ) -> Option<Self> {
+        let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][isa];
+        if !Isa::available().contains(&isa) {
+            return None;
+        }
+        let s = DwShape::square(channels, side, kernel, stride);
+        let mut rng = Rng::new(2);
+        let x = (0..channels * side * side)
+            .map(|_| rng.below(256) as u8)
+            .collect();
+        let w = (0..channels * kernel * kernel)
+            .map(|_| rng.below(255) as i16 - 127)
+            .collect();
+        let out = vec![0; channels * s.out_hw.0 * s.out_hw.1];
+        Some(DwCase {
+            isa,
+            s,
+            x,
+            zero: vec![128; channels],
+            w,
+            out,
+        })
+    }
+
+    /// Two int8 operations per multiply-accumulate.
+    fn items(&self) -> divan::counter::ItemsCount {
+        let s = &self.s;
+        divan::counter::ItemsCount::new(
+            2 * s.channels * s.out_hw.0 * s.out_hw.1 * s.kernel * s.kernel,
+        )
+    }
 }
 
 /// (queries, keys, dimensions) of one DeiT-T head: `q·kᵀ` (197 × 197 over 64) and `P·V`

@@ -644,6 +644,25 @@ mod tests {
         }
     }
 
+    /// The layer of `channels` planes of `hw` and a `kernel`, `stride` and `padding`.
+    fn geometry(
+        channels: usize,
+        (h, wd): (usize, usize),
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> DwShape {
+        let out = |n: usize| (n + 2 * padding - kernel) / stride + 1;
+        DwShape {
+            channels,
+            in_hw: (h, wd),
+            out_hw: (out(h), out(wd)),
+            kernel,
+            stride,
+            padding,
+        }
+    }
+
     /// Bytes on every small geometry the pair kernels take — kernels 3, 5 and 7 at strides 1
     /// and 2 with the usual padding, planes 1–21 wide — so that each row's first and last
     /// vectors, read across the row's ends and across the ends of the call's planes, are
@@ -654,15 +673,7 @@ mod tests {
         for (kernel, stride) in [3, 5, 7].into_iter().flat_map(|k| [(k, 1), (k, 2)]) {
             let padding = kernel / 2;
             for (h, wd) in (1..=21).flat_map(|wd| [(1, wd), (kernel + 2, wd)]) {
-                let out = |n: usize| (n + 2 * padding - kernel) / stride + 1;
-                let s = DwShape {
-                    channels: 3,
-                    in_hw: (h, wd),
-                    out_hw: (out(h), out(wd)),
-                    kernel,
-                    stride,
-                    padding,
-                };
+                let s = geometry(3, (h, wd), kernel, stride, padding);
                 let plane = h * wd;
                 let lift = [0, 128][wd % 2];
                 let bytes: Vec<u8> = (0..3 * plane).map(|_| rng.below(256) as u8).collect();
@@ -697,15 +708,7 @@ mod tests {
                         if h + 2 * padding < kernel || wd + 2 * padding < kernel {
                             continue;
                         }
-                        let out = |n: usize| (n + 2 * padding - kernel) / stride + 1;
-                        let s = DwShape {
-                            channels: 2,
-                            in_hw: (h, wd),
-                            out_hw: (out(h), out(wd)),
-                            kernel,
-                            stride,
-                            padding,
-                        };
+                        let s = geometry(2, (h, wd), kernel, stride, padding);
                         let value = |rng: &mut Rng| match rng.below(8) {
                             0 => i16::MIN,
                             1 => i16::MAX,

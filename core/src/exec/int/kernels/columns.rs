@@ -299,21 +299,16 @@ fn apply_avx2(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut [i32]) {
 #[target_feature(enable = "avx2")]
 unsafe fn pass_avx2(c: &ColumnNarrow, src: &[i32], offsets: &[i32], dst: &mut [i32]) {
     let width = c.channels();
-    for c0 in (0..width).step_by(HALF) {
-        let lanes = (width - c0).min(HALF) as i32;
-        // SAFETY: as in `apply_avx512`, with blocks of 8 and `vpmaskmovd` touching the block's
-        // channels only.
+    for span in super::spans::spans(width) {
+        // SAFETY: as in `apply_avx512`, with blocks of 8 and each span's access touching the
+        // block's channels only.
         unsafe {
-            let mask = _mm256_cmpgt_epi32(
-                _mm256_set1_epi32(lanes),
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            );
-            let block = c.block256(c0);
+            let block = c.block256(span.at);
             for (t, &offset) in offsets.iter().enumerate() {
-                let at = t * width + c0;
-                let v = _mm256_maskload_epi32(src[at..].as_ptr(), mask);
+                let at = t * width + span.at;
+                let v = span.load(src[at..].as_ptr());
                 let code = block.apply(_mm256_add_epi32(v, _mm256_set1_epi32(offset)));
-                _mm256_maskstore_epi32(dst[at..].as_mut_ptr(), mask, code);
+                span.store(dst[at..].as_mut_ptr(), code);
             }
         }
     }

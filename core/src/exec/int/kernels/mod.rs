@@ -82,6 +82,8 @@ pub mod scores;
 pub mod scores_bytes;
 pub mod shift_divide;
 pub mod softmax_codes;
+#[cfg(target_arch = "x86_64")]
+mod spans;
 pub mod square_hardswish;
 mod vnni;
 pub mod weighted_rows;

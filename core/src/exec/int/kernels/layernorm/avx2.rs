@@ -1,19 +1,10 @@
-//! The rows in 8 AVX2 lanes, the tail by masked loads and stores (`vpmaskmovd`).
+//! The rows in 8 AVX2 lanes, the tail by a masked load and a store through the stack
+//! ([`spans`]).
 
 use std::arch::x86_64::*;
 
 use super::{GROUP, RowNorm, factor_within, mean_within, variance};
-
-/// The offsets of the 8-lane vectors covering `d` values, each with the mask of its lanes
-/// inside (all ones but in the last).
-#[target_feature(enable = "avx2")]
-fn vectors(d: usize) -> impl Iterator<Item = (usize, __m256i)> {
-    let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    (0..d).step_by(8).map(move |i| {
-        let lanes = (d - i).min(8) as i32;
-        (i, _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), index))
-    })
-}
+use crate::exec::int::kernels::spans::spans;
 
 /// [`RowNorm::rows`] (see `avx512::rows`, whose steps these are).
 #[target_feature(enable = "avx2")]
@@ -41,19 +32,15 @@ unsafe fn group<const R: usize>(n: &RowNorm, x: *const i32, work: *mut i32, dst:
     let mut hi = [_mm256_set1_epi32(i32::MIN); R];
     let (mut sum, mut squares) = ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); R]);
     let mut lost = [_mm256_setzero_si256(); R];
-    for (i, k) in vectors(d) {
-        // SAFETY (each masked access in this function): the mask holds lanes `i..d` of a row
-        // only, inside `x`, the zero-points, the shifts, `work` and `dst` (the caller's
-        // promise); the lanes past them read as 0.
-        let (z, s) = unsafe {
-            (
-                _mm256_maskload_epi32(zero.add(i), k),
-                _mm256_maskload_epi32(shift.add(i), k),
-            )
-        };
+    for span in spans(d) {
+        // SAFETY (each span's access in this function): the span holds values `span.at..d`
+        // of a row only, inside `x`, the zero-points, the shifts, `work` and `dst` (the
+        // caller's promise); the lanes past them read as 0.
+        let (z, s) = unsafe { (span.load(zero.add(span.at)), span.load(shift.add(span.at))) };
+        let k = span.mask;
         for r in 0..R {
-            let at = r * d + i;
-            let q = unsafe { _mm256_maskload_epi32(x.add(at), k) };
+            let at = r * d + span.at;
+            let q = unsafe { span.load(x.add(at)) };
             let diff = _mm256_sub_epi32(q, z);
             let sign = _mm256_and_si256(_mm256_xor_si256(q, z), _mm256_xor_si256(q, diff));
             let v = _mm256_sllv_epi32(diff, s);
@@ -72,7 +59,7 @@ unsafe fn group<const R: usize>(n: &RowNorm, x: *const i32, work: *mut i32, dst:
             let high = _mm256_srli_epi64::<32>(v);
             let square = _mm256_add_epi64(_mm256_mul_epi32(v, v), _mm256_mul_epi32(high, high));
             squares[r] = _mm256_add_epi64(squares[r], square);
-            unsafe { _mm256_maskstore_epi32(work.add(at), k, v) };
+            unsafe { span.store(work.add(at), v) };
         }
     }
     let scale: [Option<(__m256i, __m256i)>; R] = std::array::from_fn(|r| {
@@ -89,14 +76,14 @@ unsafe fn group<const R: usize>(n: &RowNorm, x: *const i32, work: *mut i32, dst:
         let f = factor_within(var, (lo, hi), mean)?;
         Some((_mm256_set1_epi32(mean), _mm256_set1_epi32(f)))
     });
-    for (i, k) in vectors(d) {
-        // SAFETY: `i` is a multiple of 8 below the channels (`n.out` holds `d`); AVX2 is
-        // this function's.
-        let block = unsafe { n.out.block256(i) };
+    for span in spans(d) {
+        // SAFETY: `span.at` is a multiple of 8 below the channels (`n.out` holds `d`); AVX2
+        // is this function's.
+        let block = unsafe { n.out.block256(span.at) };
         for (r, scale) in scale.iter().enumerate() {
             let Some((mean, f)) = *scale else { continue };
-            let at = r * d + i;
-            let dev = _mm256_sub_epi32(unsafe { _mm256_maskload_epi32(work.add(at), k) }, mean);
+            let at = r * d + span.at;
+            let dev = _mm256_sub_epi32(unsafe { span.load(work.add(at)) }, mean);
             let even = _mm256_mul_epi32(dev, f);
             let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(dev), f);
             let z = _mm256_blend_epi32::<0xAA>(
@@ -105,7 +92,7 @@ unsafe fn group<const R: usize>(n: &RowNorm, x: *const i32, work: *mut i32, dst:
             );
             // SAFETY: AVX2 is this function's.
             let codes = unsafe { block.apply(z) };
-            unsafe { _mm256_maskstore_epi32(dst.add(at), k, codes) };
+            unsafe { span.store(dst.add(at), codes) };
         }
     }
     scale

@@ -1,5 +1,5 @@
-//! The fused rows in 8 AVX2 lanes: [`super::avx512`]'s passes, the tail of a row by
-//! `vpmaskmovd` (lanes outside read as 0 and are not written), the codes by permutes
+//! The fused rows in 8 AVX2 lanes: [`super::avx512`]'s passes, the tail of a row by a masked
+//! load and a store through the stack ([`spans`]), the codes by permutes
 //! ([`Binades256`](crate::exec::int::nonlinear::levels::Binades256)).
 #![allow(unsafe_code)]
 
@@ -8,19 +8,9 @@ use std::arch::x86_64::*;
 use super::{GROUP, RowCodes};
 use crate::exec::int::kernels::exps::Exp256;
 use crate::exec::int::kernels::narrow_lanes::Narrow256;
+use crate::exec::int::kernels::spans::spans;
 use crate::exec::int::nonlinear::levels::Binades256;
 use crate::exec::int::nonlinear::softmax::Normaliser;
-
-/// The offsets of the 8-lane vectors covering `n` values, each with the mask of its lanes
-/// inside (all-ones lanes; all but the last whole).
-#[target_feature(enable = "avx2")]
-fn vectors(n: usize) -> impl Iterator<Item = (usize, __m256i)> {
-    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    (0..n).step_by(8).map(move |i| {
-        let inside = _mm256_set1_epi32((n - i).min(8) as i32);
-        (i, _mm256_cmpgt_epi32(inside, lane))
-    })
-}
 
 #[target_feature(enable = "avx2")]
 pub(super) fn rows(rc: &RowCodes, acc: &[i32], scratch: &mut [i32], dst: &mut [i32]) {
@@ -61,28 +51,27 @@ unsafe fn group<const R: usize>(lanes: &Lanes256, acc: *const i32, work: *mut i3
     // As in 16 lanes: lanes past the row count as i32::MIN, below every clamped logit.
     let past = _mm256_set1_epi32(i32::MIN);
     let mut top = [past; R];
-    for (i, k) in vectors(n) {
+    for s in spans(n) {
         for (r, top) in top.iter_mut().enumerate() {
-            // SAFETY (each masked access below): the mask holds lanes `i..n` of row `r`
+            // SAFETY (each span's access below): the span holds values `s.at..` of row `r`
             // only, inside the rows (the caller's promise).
-            let at = row(r) + i;
-            let x = lanes
-                .to_x
-                .apply(unsafe { _mm256_maskload_epi32(acc.add(at), k) });
-            unsafe { _mm256_maskstore_epi32(work.add(at), k, x) };
-            *top = _mm256_max_epi32(*top, _mm256_blendv_epi8(past, x, k));
+            let at = row(r) + s.at;
+            let x = lanes.to_x.apply(unsafe { s.load(acc.add(at)) });
+            unsafe { s.store(work.add(at), x) };
+            *top = _mm256_max_epi32(*top, _mm256_blendv_epi8(past, x, s.mask));
         }
     }
     let max = top.map(|t| _mm256_set1_epi32(max_of(t)));
     let mut sums = [(_mm256_setzero_si256(), _mm256_setzero_si256()); R];
-    for (i, k) in vectors(n) {
+    for s in spans(n) {
         for (r, (even, odd)) in sums.iter_mut().enumerate() {
-            let at = row(r) + i;
-            let x = unsafe { _mm256_maskload_epi32(work.add(at), k) };
-            let e = lanes
-                .exp
-                .of(_mm256_sub_epi32(max[r], _mm256_blendv_epi8(past, x, k)));
-            unsafe { _mm256_maskstore_epi32(work.add(at), k, e) };
+            let at = row(r) + s.at;
+            let x = unsafe { s.load(work.add(at)) };
+            let e = lanes.exp.of(_mm256_sub_epi32(
+                max[r],
+                _mm256_blendv_epi8(past, x, s.mask),
+            ));
+            unsafe { s.store(work.add(at), e) };
             *even = _mm256_add_epi64(*even, _mm256_and_si256(e, low));
             *odd = _mm256_add_epi64(*odd, _mm256_srli_epi64::<32>(e));
         }
@@ -90,12 +79,12 @@ unsafe fn group<const R: usize>(lanes: &Lanes256, acc: *const i32, work: *mut i3
     let norms = sums.map(|(even, odd)| {
         Normalise256::new(&Normaliser::new(sum_of(_mm256_add_epi64(even, odd))))
     });
-    for (i, k) in vectors(n) {
+    for s in spans(n) {
         for (r, norm) in norms.iter().enumerate() {
-            let at = row(r) + i;
-            let e = unsafe { _mm256_maskload_epi32(work.add(at), k) };
+            let at = row(r) + s.at;
+            let e = unsafe { s.load(work.add(at)) };
             let p = norm.of(e);
-            unsafe { _mm256_maskstore_epi32(dst.add(at), k, lanes.codes.code(p)) };
+            unsafe { s.store(dst.add(at), lanes.codes.code(p)) };
         }
     }
 }

@@ -649,15 +649,25 @@ fn scores_avx2(queries: &[i32], rows: usize, keys: &PackedKeys, out: &mut [i32])
             // The tile's rows four at a time (a group of repeated rows only is skipped).
             for (g, q) in q.chunks_exact(4).enumerate().take(tile_rows.div_ceil(4)) {
                 let acc = tile_avx2(q, keys, j0);
-                let mut lanes = [0i32; KEYS];
                 for (r, a) in acc.iter().enumerate().take(tile_rows.saturating_sub(4 * g)) {
-                    // SAFETY: `lanes` holds 16 i32, two halves of 8.
-                    unsafe {
-                        _mm256_storeu_si256(lanes.as_mut_ptr().cast(), a[0]);
-                        _mm256_storeu_si256(lanes[8..].as_mut_ptr().cast(), a[1]);
-                    }
                     let row = r0 + 4 * g + r;
-                    out[row * keys.keys + j0..][..valid].copy_from_slice(&lanes[..valid]);
+                    let dst = &mut out[row * keys.keys + j0..][..valid];
+                    // SAFETY (both): `dst` holds 16 i32 when whole, `lanes` always.
+                    if valid == KEYS {
+                        unsafe {
+                            _mm256_storeu_si256(dst.as_mut_ptr().cast(), a[0]);
+                            _mm256_storeu_si256(dst[8..].as_mut_ptr().cast(), a[1]);
+                        }
+                    } else {
+                        // A last part block through the stack: a copy of `valid` values, not a
+                        // masked store (microcode on AMD's Zen 2 and 3, see `spans`).
+                        let mut lanes = [0i32; KEYS];
+                        unsafe {
+                            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), a[0]);
+                            _mm256_storeu_si256(lanes[8..].as_mut_ptr().cast(), a[1]);
+                        }
+                        dst.copy_from_slice(&lanes[..valid]);
+                    }
                 }
             }
         }

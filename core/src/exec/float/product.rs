@@ -1,6 +1,6 @@
-//! `out[m, n] = act(w[m, k] · x[k, n] + bias[m])` in AVX-512 tiles that read `x` where it lies
-//! and finish each tile in registers: the conv layers' products (1×1 convs on the feature map,
-//! others on `im2col`'s columns).
+//! `out[m, n] = act(w[m, k] · x[k, n] + bias[m])` in AVX-512 tiles (AVX2 + FMA ones, [`avx2`])
+//! that read `x` where it lies and finish each tile in registers: the conv layers' products
+//! (1×1 convs on the feature map, others on `im2col`'s columns).
 //!
 //! Through the `gemm` crate the same product packed `x` for every call (7 % of
 //! EfficientViT-B1's fp32 time), wrote the sums, and then a pass added the biases and another
@@ -17,7 +17,11 @@
 //! (not when it is +0: a sum of −0 keeps its sign, as the separate pass left it), and the
 //! activation is the definition's operations in lanes.
 
+use crate::exec::cpu::{FloatLanes, float_lanes};
 use crate::exec::matmul::summation_blocks;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// Output rows per tile (one weight panel).
 pub const PANEL_ROWS: usize = 6;
@@ -49,9 +53,9 @@ pub fn activate(act: Activation, values: &mut [f32]) {
     }
 }
 
-/// Whether this CPU runs [`product`] (AVX-512F).
+/// Whether this CPU runs [`product`] (AVX-512 F, or AVX2 and FMA, as `QVIT_ISA` allows).
 pub fn available() -> bool {
-    super::has_avx512f()
+    float_lanes() != FloatLanes::Baseline
 }
 
 /// Whether [`product`] gives `matmul`'s sums for an `m × k × n` product: `gemm` runs its
@@ -92,11 +96,50 @@ pub fn product(
     act: Activation,
 ) {
     let (m, n) = checked_shape(out, panels, x, k, bias);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F was checked above, and the sizes of every slice the tiles address.
+    // SAFETY: `checked_shape` checked the CPU and the sizes of every slice the tiles address.
     #[allow(unsafe_code)]
     unsafe {
-        lanes::product(out.as_mut_ptr(), panels, x, (m, k, n), bias, act, 0..n)
+        product_in(
+            float_lanes(),
+            out.as_mut_ptr(),
+            panels,
+            x,
+            (m, k, n),
+            bias,
+            act,
+            0..n,
+        )
+    }
+}
+
+/// [`product`]'s columns `columns` in the tiles of `lanes`.
+///
+/// # Safety
+/// The CPU has `lanes`' features; `out`, `panels`, `x` and `bias` have the sizes
+/// [`checked_shape`] checks for `(m, k, n)`; `columns` lies inside `0..n` and starts at a
+/// multiple of [`TILE_COLUMNS`].
+#[allow(unsafe_code, clippy::too_many_arguments)]
+unsafe fn product_in(
+    lanes: FloatLanes,
+    out: *mut f32,
+    panels: &[f32],
+    x: &[f32],
+    shape: (usize, usize, usize),
+    bias: &[f32],
+    act: Activation,
+    columns: std::ops::Range<usize>,
+) {
+    // SAFETY (both): the caller's promises.
+    #[cfg(target_arch = "x86_64")]
+    match lanes {
+        FloatLanes::Avx512 => unsafe { lanes::product(out, panels, x, shape, bias, act, columns) },
+        FloatLanes::Avx2Fma => unsafe { avx2::product(out, panels, x, shape, bias, act, columns) },
+        FloatLanes::Baseline => unreachable!("`checked_shape` checks for the tiles' lanes"),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (lanes, out, panels, x, shape, bias, act, columns);
+        unreachable!("`checked_shape` checks for the tiles' lanes")
     }
 }
 
@@ -105,7 +148,7 @@ pub fn product(
 fn checked_shape(out: &[f32], panels: &[f32], x: &[f32], k: usize, bias: &[f32]) -> (usize, usize) {
     let m = bias.len();
     let n = x.len().checked_div(k).unwrap_or(0);
-    assert!(available(), "the f32 tiles need AVX-512F");
+    assert!(available(), "the f32 tiles need AVX-512 F or AVX2 and FMA");
     assert_eq!(x.len(), k * n, "x holds k = {k} rows");
     assert_eq!(out.len(), m * n, "out holds {m} rows of {n}");
     assert_eq!(
@@ -151,15 +194,17 @@ pub fn product_by_columns(
             }
         }
         let shared = Shared(out.as_mut_ptr());
+        let lanes = float_lanes();
         (0..n.div_ceil(per_part.max(1)))
             .into_par_iter()
             .for_each(|p| {
                 let columns = p * per_part..((p + 1) * per_part).min(n);
-                // SAFETY: AVX-512F was checked above, and the sizes of every slice the tiles
-                // address; each part writes only its own columns.
+                // SAFETY: `checked_shape` checked the CPU and the sizes of every slice the
+                // tiles address; each part writes only its own columns.
                 #[allow(unsafe_code)]
                 unsafe {
-                    lanes::product(shared.get(), panels, x, (m, k, n), bias, act, columns)
+                    let shape = (m, k, n);
+                    product_in(lanes, shared.get(), panels, x, shape, bias, act, columns)
                 }
             });
     }
@@ -430,11 +475,22 @@ mod tests {
         out
     }
 
+    /// The tiles' lanes this CPU runs, the narrower ones too where it has the wider.
+    fn every_lanes() -> Vec<FloatLanes> {
+        [FloatLanes::Avx2Fma, FloatLanes::Avx512]
+            .into_iter()
+            .filter(|&l| l <= float_lanes())
+            .collect()
+    }
+
     #[test]
     fn tiles_equal_the_product_then_the_bias_then_the_activation_bit_for_bit() {
         if !available() {
-            eprintln!("SKIPPED: this CPU has no AVX-512F; the f32 tiles do not run here");
+            eprintln!("SKIPPED: this CPU has neither AVX-512 F nor AVX2 and FMA: no f32 tiles");
             return;
+        }
+        if float_lanes() != FloatLanes::Avx512 {
+            eprintln!("no AVX-512 F here: the 16-lane f32 tiles are not tested");
         }
         let mut rng = crate::rng::Rng::new(21);
         // Odd sizes around the tile (6 × 64) and B1's and the micro models' 1×1 convs,
@@ -495,14 +551,21 @@ mod tests {
             }
             let p = panels(&w, m, k);
             for act in [Activation::None, Activation::Hardswish] {
-                let mut got = vec![f32::NAN; m * n];
-                product(&mut got, &p, &x, k, &bias, act);
                 let want = by_passes(&w, &x, (m, k, n), &bias, act);
-                assert_eq!(
-                    first_bit_difference(&got, &want),
-                    None,
-                    "{m}×{k}×{n} {act:?}"
-                );
+                for lanes in every_lanes() {
+                    let mut got = vec![f32::NAN; m * n];
+                    // SAFETY: the CPU has `lanes`; the slices have the product's sizes.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        let out = got.as_mut_ptr();
+                        product_in(lanes, out, &p, &x, (m, k, n), &bias, act, 0..n)
+                    };
+                    assert_eq!(
+                        first_bit_difference(&got, &want),
+                        None,
+                        "{m}×{k}×{n} {act:?} in {lanes:?}"
+                    );
+                }
                 // Cut by columns into one to five parts of whole tiles (the last one short,
                 // fewer where the tiles run out): the same bits, on pools of one to three.
                 for parts in 1..=5 {

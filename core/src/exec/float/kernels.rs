@@ -1172,7 +1172,7 @@ mod tests {
                 assert_eq!(diff, None, "{m} × {k} × {n} as tiles");
             }
             // With a Hardswish: applied after the bias on either path (the `matmul` one is
-            // what a CPU without AVX-512 runs).
+            // what a CPU without AVX2 and FMA runs).
             let activated: Vec<f32> = want.iter().map(|&v| hardswish(v)).collect();
             let panels = product::available().then(|| product::panels(&w, m, k));
             for tiles in [None, panels.as_deref()] {

@@ -35,8 +35,8 @@ std::thread_local! {
     static FORWARDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether the CPU has AVX-512F, which the tiles ([`product`]) and the wider depthwise kernels
-/// need, and `QVIT_ISA` allows them ([`crate::exec::cpu`]).
+/// Whether the CPU has AVX-512F, which the wider depthwise kernels need, and `QVIT_ISA` allows
+/// them ([`crate::exec::cpu`]).
 fn has_avx512f() -> bool {
     crate::exec::cpu::float_lanes() == crate::exec::cpu::FloatLanes::Avx512
 }

@@ -178,22 +178,5 @@ unsafe fn tile_sums<const V: usize, const PART: bool>(
             }
         }};
     }
-    // Row by row, written out, so that the sums stay registers (see the AVX-512 tiles).
-    let [r0, r1, r2, r3, r4, r5] = acc;
-    finish_row!(0, r0);
-    if tile.rows > 1 {
-        finish_row!(1, r1);
-    }
-    if tile.rows > 2 {
-        finish_row!(2, r2);
-    }
-    if tile.rows > 3 {
-        finish_row!(3, r3);
-    }
-    if tile.rows > 4 {
-        finish_row!(4, r4);
-    }
-    if tile.rows > 5 {
-        finish_row!(5, r5);
-    }
+    finish_rows!(finish_row, acc, tile.rows);
 }

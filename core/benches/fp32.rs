@@ -78,7 +78,9 @@ fn gelu_deit_tiny_fc1(bencher: divan::Bencher, how: &str) {
 }
 
 /// EfficientViT-B1 @ 224's 1×1 convs (output channels, input channels, map side), one image.
-const POINTWISE_SHAPES: [(usize, usize, usize); 6] = [
+const POINTWISE_SHAPES: [(usize, usize, usize); 8] = [
+    (16, 16, 112),
+    (64, 16, 112),
     (128, 32, 56),
     (32, 128, 56),
     (256, 64, 28),

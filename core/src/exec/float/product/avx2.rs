@@ -6,12 +6,12 @@
 //! the bias and one for the activation after: EfficientViT-B1's 1×1 convs at 53 % of the fp32
 //! peak on an AMD Zen 3 (`qvit bench efficientvit-b1 --executors fp32 --steps --threads 1`).
 //!
-//! Each tile's 16 columns of `x` are copied side by side once, for all the tiles of those
-//! columns (zeros past a last tile's columns): read in place, every term of a tile came from
-//! a row of its own, `n` floats apart, and the tiles ran at 0.55–0.8× the `gemm` crate's rate
-//! on B1's large maps (`cargo bench -p qvit-core --bench fp32 -- pointwise_f32`, Zen 3). A last
-//! tile narrower than 16 columns writes its part vector through the stack: AMD's Zen 2 and 3
-//! run `vmaskmovps`'s store form in microcode.
+//! Each tile's 16 columns of `x` are copied side by side once, for all the row panels (zeros
+//! past a last tile's columns), a block of tiles at a time ([`PACKED_BYTES`]): read in place,
+//! every term of a tile came from a row of its own, `n` floats apart, and the tiles ran at
+//! 0.55–0.8× the `gemm` crate's rate on B1's large maps (`cargo bench -p qvit-core --bench fp32
+//! -- pointwise_f32`, Zen 3). A last tile narrower than 16 columns writes its part vector
+//! through the stack: AMD's Zen 2 and 3 run `vmaskmovps`'s store form in microcode.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
@@ -22,6 +22,14 @@ use super::{Activation, PANEL_ROWS, summation_blocks};
 const LANES: usize = 8;
 /// Columns per tile: two vectors.
 const COLUMNS: usize = 2 * LANES;
+/// Bytes of `x` packed at a time, a block of columns that stays in L2 (512 KiB a core on AMD's
+/// Zen 2–4, more on Intel's) while every row panel runs over it: each weight is then read once
+/// per block. Packed one tile at a time, with every row panel run over each, a layer's
+/// weights were read once per 16 columns (13 times on B1's 14² maps, from L3 or memory where
+/// they pass L2's size), and B1's 1×1 convs ran in the model at half the rate they reach with
+/// everything in cache: 22.5 → 17.1 ms of its fp32 steps on one thread, Zen 3 (`qvit bench
+/// efficientvit-b1 --executors fp32 --steps --threads 1`).
+const PACKED_BYTES: usize = 192 * 1024;
 
 /// Where a tile lies: its first row, how many of its [`PANEL_ROWS`] rows exist, its first
 /// column, and the mask of its last vector's lanes that are columns (`len` of them).
@@ -50,43 +58,68 @@ pub(super) unsafe fn product(
 ) {
     let blocks = summation_blocks(m, k, n);
     let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let mut packed = vec![0f32; k * COLUMNS];
-    for column in columns.clone().step_by(COLUMNS) {
-        let width = (columns.end - column).min(COLUMNS);
-        let vectors = width.div_ceil(LANES);
-        let len = width - (vectors - 1) * LANES;
-        let last = _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), index);
-        for (term, row) in packed.chunks_exact_mut(COLUMNS).enumerate() {
-            row[..width].copy_from_slice(&x[term * n + column..][..width]);
-            row[width..].fill(0.0);
+    // Tiles of `x` packed per block of columns: as many as fill `PACKED_BYTES`, each its own
+    // `k × COLUMNS` values.
+    let tiles_per_block = (PACKED_BYTES / (k.max(1) * COLUMNS * size_of::<f32>())).max(1);
+    let mut packed = vec![0f32; tiles_per_block * k * COLUMNS];
+    for start in columns.clone().step_by(tiles_per_block * COLUMNS) {
+        let end = (start + tiles_per_block * COLUMNS).min(columns.end);
+        let tiles = (start..end).step_by(COLUMNS);
+        for (column, packed) in tiles.clone().zip(packed.chunks_exact_mut(k * COLUMNS)) {
+            pack(packed, x, n, column..(column + COLUMNS).min(end));
         }
         for row in (0..m).step_by(PANEL_ROWS) {
-            let tile = Tile {
-                row,
-                rows: (m - row).min(PANEL_ROWS),
-                column,
-                last,
-                len,
-            };
             let panel = &panels[row * k..(row + PANEL_ROWS) * k];
-            for (b, &(start, end)) in blocks.iter().enumerate() {
-                let finish = (b + 1 == blocks.len()).then_some((&bias[row..row + tile.rows], act));
-                let (panel, x) = (
-                    &panel[start * PANEL_ROWS..end * PANEL_ROWS],
-                    &packed[start * COLUMNS..end * COLUMNS],
-                );
-                // SAFETY (of each call): the tile's rows and columns lie inside `out`, and its
-                // panel and packed columns hold `end − start` terms.
-                unsafe {
-                    let blk = (panel, x, b > 0);
-                    match (vectors, len == LANES) {
-                        (1, true) => tile_sums::<1, false>(&tile, blk, n, out, finish),
-                        (1, false) => tile_sums::<1, true>(&tile, blk, n, out, finish),
-                        (_, true) => tile_sums::<2, false>(&tile, blk, n, out, finish),
-                        (_, false) => tile_sums::<2, true>(&tile, blk, n, out, finish),
+            let rows = (m - row).min(PANEL_ROWS);
+            for (column, packed) in tiles.clone().zip(packed.chunks_exact(k * COLUMNS)) {
+                let width = (end - column).min(COLUMNS);
+                let vectors = width.div_ceil(LANES);
+                let len = width - (vectors - 1) * LANES;
+                let last = _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), index);
+                let tile = Tile {
+                    row,
+                    rows,
+                    column,
+                    last,
+                    len,
+                };
+                for (b, &(from, to)) in blocks.iter().enumerate() {
+                    let finish = (b + 1 == blocks.len()).then_some((&bias[row..row + rows], act));
+                    let (panel, x) = (
+                        &panel[from * PANEL_ROWS..to * PANEL_ROWS],
+                        &packed[from * COLUMNS..to * COLUMNS],
+                    );
+                    // SAFETY (of each call): the tile's rows and columns lie inside `out`, and
+                    // its panel and packed columns hold `to − from` terms.
+                    unsafe {
+                        let blk = (panel, x, b > 0);
+                        match (vectors, len == LANES) {
+                            (1, true) => tile_sums::<1, false>(&tile, blk, n, out, finish),
+                            (1, false) => tile_sums::<1, true>(&tile, blk, n, out, finish),
+                            (_, true) => tile_sums::<2, false>(&tile, blk, n, out, finish),
+                            (_, false) => tile_sums::<2, true>(&tile, blk, n, out, finish),
+                        }
                     }
                 }
             }
+        }
+    }
+}
+
+/// Copies columns `columns` (at most [`COLUMNS`]) of each of `x`'s `k` rows of `n` side by
+/// side into `packed` (`k × COLUMNS`), zeros past the last column. A whole tile's row is one
+/// fixed-size copy, two vector moves, where a copy of a run of any length called `memmove`
+/// for each (7 % of EfficientViT-B1's fp32 time at batch 1).
+fn pack(packed: &mut [f32], x: &[f32], n: usize, columns: std::ops::Range<usize>) {
+    let width = columns.len();
+    for (term, row) in packed.chunks_exact_mut(COLUMNS).enumerate() {
+        let src = &x[term * n + columns.start..];
+        if width == COLUMNS {
+            let src: &[f32; COLUMNS] = src[..COLUMNS].try_into().expect("a whole tile's row");
+            row.copy_from_slice(src);
+        } else {
+            row[..width].copy_from_slice(&src[..width]);
+            row[width..].fill(0.0);
         }
     }
 }

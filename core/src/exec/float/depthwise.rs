@@ -1,7 +1,7 @@
 //! f32 depthwise convolution, eight (or sixteen) outputs of a row at a time in registers. With
-//! AVX-512, the convs padded by half their 3×3, 5×5 or 7×7 kernel at stride 1 or 2 (all of
-//! EfficientViT's) read the map directly instead ([`super::depthwise_direct`]); the rest, and
-//! every conv on AVX2, take the phase planes below.
+//! AVX-512 or AVX2, the convs padded by half their 3×3, 5×5 or 7×7 kernel at stride 1 or 2
+//! (all of EfficientViT's) read the map directly instead ([`super::depthwise_direct`]); the
+//! rest, and every conv on other CPUs, take the phase planes below.
 //!
 //! Each channel is copied once into `stride` zero-padded *phase planes* (plane `φ` holds
 //! the padded columns `stride·j + φ`), so every tap of every output reads one contiguous run:
@@ -340,12 +340,12 @@ fn rows_any<const L: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::rng::Rng;
 
     /// The definition: taps inside the map, in (row, column) order from +0, then the bias.
-    fn reference(
+    pub(in crate::exec::float) fn reference(
         c: &Conv2d,
         x: &[f32],
         (h, w): (usize, usize),

@@ -1,4 +1,5 @@
-//! The depthwise conv padded by half its kernel read straight from the map, with AVX-512. At
+//! The depthwise conv padded by half its kernel read straight from the map, with AVX-512 or
+//! AVX2 (eight outputs of a row per register, four rows at a time: [`avx2`]). With AVX-512, at
 //! stride 1 (the same size), sixteen consecutive outputs of the flattened plane per register
 //! (across row ends), each tap one masked load of the input plane. At stride 2, sixteen
 //! outputs of a row per register: each kernel row's 48 input columns from the block's first
@@ -38,7 +39,7 @@ const PARALLEL_MACS: usize = 1 << 17;
 type ChannelConv<'a> = dyn Fn(usize, &[f32], &[f32], &mut [f32]) + Sync + 'a;
 
 /// Whether [`depthwise`] runs this conv: a 3×3, 5×5 or 7×7 kernel padded by half its size, at
-/// stride 1 or 2, and AVX-512F.
+/// stride 1 or 2, and AVX-512F or AVX2.
 pub fn applies(c: &Conv2d, in_hw: (usize, usize), out_hw: (usize, usize)) -> bool {
     let halved = |side: usize| side.div_ceil(2);
     let sides = match c.stride {
@@ -46,7 +47,8 @@ pub fn applies(c: &Conv2d, in_hw: (usize, usize), out_hw: (usize, usize)) -> boo
         2 => out_hw == (halved(in_hw.0), halved(in_hw.1)),
         _ => false,
     };
-    sides && matches!(c.kernel, 3 | 5 | 7) && 2 * c.padding + 1 == c.kernel && super::has_avx512f()
+    let lanes = crate::exec::cpu::float_lanes() >= crate::exec::cpu::FloatLanes::Avx2Fma;
+    sides && matches!(c.kernel, 3 | 5 | 7) && 2 * c.padding + 1 == c.kernel && lanes
 }
 
 /// The depthwise conv `c` of `x` (`[C, h, w]`) into `out` (`[C, h, w]`, or `[C, ⌈h/2⌉, ⌈w/2⌉]`
@@ -89,6 +91,25 @@ pub fn depthwise(
             out.par_chunks_mut(out_plane).enumerate().for_each(channel);
         }
     };
+    if !super::has_avx512f() {
+        return for_channels(&|ch, xc, wc, o| {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `applies` checked AVX2; the slices have the sizes asserted above.
+            #[allow(unsafe_code)]
+            unsafe {
+                match (k, c.stride) {
+                    (3, 1) => avx2::channel::<3, 1>((h, w), xc, wc, bias[ch], o),
+                    (5, 1) => avx2::channel::<5, 1>((h, w), xc, wc, bias[ch], o),
+                    (_, 1) => avx2::channel::<7, 1>((h, w), xc, wc, bias[ch], o),
+                    (3, _) => avx2::channel::<3, 2>((h, w), xc, wc, bias[ch], o),
+                    (5, _) => avx2::channel::<5, 2>((h, w), xc, wc, bias[ch], o),
+                    _ => avx2::channel::<7, 2>((h, w), xc, wc, bias[ch], o),
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (ch, xc, wc, o);
+        });
+    }
     if c.stride == 2 {
         return for_channels(&|ch, xc, wc, o| {
             #[cfg(target_arch = "x86_64")]
@@ -158,6 +179,9 @@ fn tap_masks((h, w): (usize, usize), k: usize) -> Vec<u16> {
     }
     masks
 }
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -281,6 +305,57 @@ mod lanes {
                 let to = out[oy * ow + ox..].as_mut_ptr();
                 // SAFETY: the lanes `store` keeps write outputs of row `oy`, in `out`.
                 unsafe { _mm512_mask_storeu_ps(to, store, _mm512_add_ps(acc, bias)) };
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The AVX2 kernel on its own (a CPU with AVX-512 runs the other through [`depthwise`],
+    /// which the phase-plane kernel's tests check), bit for bit against the definition: 3×3,
+    /// 5×5 and 7×7 at strides 1 and 2 on every map up to 20 × 20 (rows narrower than a block,
+    /// partial blocks, fewer rows than a group) and on B1's 112² and 28² (channel 0's bias 0).
+    #[test]
+    #[allow(unsafe_code)]
+    fn avx2_kernel_equals_the_definition() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: the AVX2 depthwise kernel is not tested");
+            return;
+        }
+        let mut rng = Rng::new(11);
+        let small = (1..=20).flat_map(|h| (1..=20).map(move |w| (h, w)));
+        for (h, w) in small.chain([(112, 112), (28, 28)]) {
+            for (k, stride) in [(3, 1), (5, 1), (7, 1), (3, 2), (5, 2), (7, 2)] {
+                let c = Conv2d::depthwise(2, k, stride);
+                let x: Vec<f32> = (0..2 * h * w).map(|_| rng.normal()).collect();
+                let wt: Vec<f32> = (0..2 * k * k).map(|_| rng.normal()).collect();
+                let bias = [0.0, rng.normal()];
+                let want = super::super::depthwise::tests::reference(&c, &x, (h, w), &wt, &bias);
+                let mut got = vec![f32::NAN; want.len()];
+                let out_plane = want.len() / 2;
+                for (ch, o) in got.chunks_mut(out_plane).enumerate() {
+                    let (xc, wc) = (&x[ch * h * w..][..h * w], &wt[ch * k * k..][..k * k]);
+                    // SAFETY: the CPU has AVX2; the planes have the conv's sizes.
+                    unsafe {
+                        match (k, stride) {
+                            (3, 1) => avx2::channel::<3, 1>((h, w), xc, wc, bias[ch], o),
+                            (5, 1) => avx2::channel::<5, 1>((h, w), xc, wc, bias[ch], o),
+                            (7, 1) => avx2::channel::<7, 1>((h, w), xc, wc, bias[ch], o),
+                            (3, _) => avx2::channel::<3, 2>((h, w), xc, wc, bias[ch], o),
+                            (5, _) => avx2::channel::<5, 2>((h, w), xc, wc, bias[ch], o),
+                            _ => avx2::channel::<7, 2>((h, w), xc, wc, bias[ch], o),
+                        }
+                    }
+                }
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{h}×{w}, k {k}, stride {stride}");
             }
         }
     }

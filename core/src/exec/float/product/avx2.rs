@@ -15,8 +15,10 @@
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
+use std::cell::Cell;
 
 use super::{Activation, PANEL_ROWS, summation_blocks};
+use crate::exec::spare::prefix_to_overwrite;
 
 /// Columns per vector register.
 const LANES: usize = 8;
@@ -30,6 +32,11 @@ const COLUMNS: usize = 2 * LANES;
 /// everything in cache: 22.5 → 17.1 ms of its fp32 steps on one thread, Zen 3 (`qvit bench
 /// efficientvit-b1 --executors fp32 --steps --threads 1`).
 const PACKED_BYTES: usize = 192 * 1024;
+
+thread_local! {
+    /// The packed columns of the last product on this thread, kept for the next one.
+    static PACKED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
 
 /// Where a tile lies: its first row, how many of its [`PANEL_ROWS`] rows exist, its first
 /// column, and the mask of its last vector's lanes that are columns (`len` of them).
@@ -61,7 +68,13 @@ pub(super) unsafe fn product(
     // Tiles of `x` packed per block of columns: as many as fill `PACKED_BYTES`, each its own
     // `k × COLUMNS` values.
     let tiles_per_block = (PACKED_BYTES / (k.max(1) * COLUMNS * size_of::<f32>())).max(1);
-    let mut packed = vec![0f32; tiles_per_block * k * COLUMNS];
+    let tiles = columns.len().div_ceil(COLUMNS).min(tiles_per_block);
+    // The buffer this thread's last product packed into (`pack` writes every value a tile
+    // reads): a fresh zeroed one for each product was a `memset` of up to `PACKED_BYTES`, 5 %
+    // of B1's fp32 time at batch 8 (`perf record` under `qvit bench efficientvit-b1
+    // --executors fp32 --batch 8`, Zen 3), most of it on small maps that use a few tiles.
+    let mut kept = PACKED.take();
+    let packed = prefix_to_overwrite(&mut kept, tiles * k * COLUMNS);
     for start in columns.clone().step_by(tiles_per_block * COLUMNS) {
         let end = (start + tiles_per_block * COLUMNS).min(columns.end);
         let tiles = (start..end).step_by(COLUMNS);
@@ -104,6 +117,7 @@ pub(super) unsafe fn product(
             }
         }
     }
+    PACKED.set(kept);
 }
 
 /// Copies columns `columns` (at most [`COLUMNS`]) of each of `x`'s `k` rows of `n` side by

@@ -37,15 +37,13 @@ fn block_starts(n: usize) -> impl Iterator<Item = usize> {
     whole.chain(last).chain((n < LANES).then_some(0))
 }
 
-/// All ones in the lanes `l` whose column `first + l` lies in `0..w`.
-#[inline(always)]
+/// All ones in the lanes `l` whose column `first + l` lies in `0..w` (`index` holds `l`).
+#[inline]
+#[target_feature(enable = "avx2")]
 fn inside(first: isize, w: usize, index: __m256i) -> __m256i {
-    // SAFETY: plain register arithmetic; the callers are compiled for AVX2.
-    unsafe {
-        let column = _mm256_add_epi32(_mm256_set1_epi32(first as i32), index);
-        let right = _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), column);
-        _mm256_andnot_si256(_mm256_srai_epi32::<31>(column), right)
-    }
+    let column = _mm256_add_epi32(_mm256_set1_epi32(first as i32), index);
+    let right = _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), column);
+    _mm256_andnot_si256(_mm256_srai_epi32::<31>(column), right)
 }
 
 /// Eight floats from `p`; with `MASKED`, the lanes `mask` clears read nothing and hold zero.
@@ -92,10 +90,16 @@ unsafe fn store(to: *mut f32, v: __m256, len: usize) {
 }
 
 /// Each tap's weight in every lane.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2")]
 fn broadcast<const K: usize>(wt: &[f32]) -> [[__m256; K]; K] {
-    // SAFETY: plain register moves; the callers are compiled for AVX2.
-    std::array::from_fn(|ky| std::array::from_fn(|kx| unsafe { _mm256_set1_ps(wt[ky * K + kx]) }))
+    let mut weights = [[_mm256_setzero_ps(); K]; K];
+    for (row, taps) in weights.iter_mut().zip(wt.chunks_exact(K)) {
+        for (v, &tap) in row.iter_mut().zip(taps) {
+            *v = _mm256_set1_ps(tap);
+        }
+    }
+    weights
 }
 
 /// One channel: `x` its `h × w` plane, `wt` its `K × K` weights (padding `K/2`), `out` its
@@ -187,7 +191,8 @@ impl<const K: usize> Plane<'_, K> {
                         1 => m,
                         _ => 2 * (m / 2) + LANES * (m % 2),
                     };
-                    inside(first + from as isize, w, self.index)
+                    // SAFETY: the CPU has AVX2 (the caller's promise).
+                    unsafe { inside(first + from as isize, w, self.index) }
                 });
                 unsafe { self.sums::<S, R, true>(first_row, first, &masks) }
             };

@@ -97,14 +97,7 @@ pub fn depthwise(
             // SAFETY: `applies` checked AVX2; the slices have the sizes asserted above.
             #[allow(unsafe_code)]
             unsafe {
-                match (k, c.stride) {
-                    (3, 1) => avx2::channel::<3, 1>((h, w), xc, wc, bias[ch], o),
-                    (5, 1) => avx2::channel::<5, 1>((h, w), xc, wc, bias[ch], o),
-                    (_, 1) => avx2::channel::<7, 1>((h, w), xc, wc, bias[ch], o),
-                    (3, _) => avx2::channel::<3, 2>((h, w), xc, wc, bias[ch], o),
-                    (5, _) => avx2::channel::<5, 2>((h, w), xc, wc, bias[ch], o),
-                    _ => avx2::channel::<7, 2>((h, w), xc, wc, bias[ch], o),
-                }
+                avx2_channel((k, c.stride), (h, w), xc, wc, bias[ch], o)
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (ch, xc, wc, o);
@@ -182,6 +175,35 @@ fn tap_masks((h, w): (usize, usize), k: usize) -> Vec<u16> {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+
+/// [`avx2::channel`] for a `k × k` kernel at `stride`: one channel's `h × w` plane `x`, its
+/// weights `wt`, its output plane `out`.
+///
+/// # Safety
+/// The CPU has AVX2; `k` is 3, 5 or 7 and `stride` 1 or 2 (padding `k/2`); the slices hold
+/// the plane, `k²` weights and the output plane.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+unsafe fn avx2_channel(
+    (k, stride): (usize, usize),
+    hw: (usize, usize),
+    x: &[f32],
+    wt: &[f32],
+    bias: f32,
+    out: &mut [f32],
+) {
+    // SAFETY (all): the caller's promises.
+    unsafe {
+        match (k, stride) {
+            (3, 1) => avx2::channel::<3, 1>(hw, x, wt, bias, out),
+            (5, 1) => avx2::channel::<5, 1>(hw, x, wt, bias, out),
+            (_, 1) => avx2::channel::<7, 1>(hw, x, wt, bias, out),
+            (3, _) => avx2::channel::<3, 2>(hw, x, wt, bias, out),
+            (5, _) => avx2::channel::<5, 2>(hw, x, wt, bias, out),
+            _ => avx2::channel::<7, 2>(hw, x, wt, bias, out),
+        }
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -339,17 +361,9 @@ mod tests {
                 let out_plane = want.len() / 2;
                 for (ch, o) in got.chunks_mut(out_plane).enumerate() {
                     let (xc, wc) = (&x[ch * h * w..][..h * w], &wt[ch * k * k..][..k * k]);
-                    // SAFETY: the CPU has AVX2; the planes have the conv's sizes.
-                    unsafe {
-                        match (k, stride) {
-                            (3, 1) => avx2::channel::<3, 1>((h, w), xc, wc, bias[ch], o),
-                            (5, 1) => avx2::channel::<5, 1>((h, w), xc, wc, bias[ch], o),
-                            (7, 1) => avx2::channel::<7, 1>((h, w), xc, wc, bias[ch], o),
-                            (3, _) => avx2::channel::<3, 2>((h, w), xc, wc, bias[ch], o),
-                            (5, _) => avx2::channel::<5, 2>((h, w), xc, wc, bias[ch], o),
-                            _ => avx2::channel::<7, 2>((h, w), xc, wc, bias[ch], o),
-                        }
-                    }
+                    // SAFETY: the CPU has AVX2; the conv pads by half its kernel, and the
+                    // planes have its sizes.
+                    unsafe { avx2_channel((k, stride), (h, w), xc, wc, bias[ch], o) };
                 }
                 let same = got
                     .iter()

@@ -68,13 +68,13 @@ pub(super) unsafe fn product(
     // Tiles of `x` packed per block of columns: as many as fill `PACKED_BYTES`, each its own
     // `k × COLUMNS` values.
     let tiles_per_block = (PACKED_BYTES / (k.max(1) * COLUMNS * size_of::<f32>())).max(1);
-    let tiles = columns.len().div_ceil(COLUMNS).min(tiles_per_block);
+    let most_tiles = columns.len().div_ceil(COLUMNS).min(tiles_per_block);
     // The buffer this thread's last product packed into (`pack` writes every value a tile
     // reads): a fresh zeroed one for each product was a `memset` of up to `PACKED_BYTES`, 5 %
     // of B1's fp32 time at batch 8 (`perf record` under `qvit bench efficientvit-b1
     // --executors fp32 --batch 8`, Zen 3), most of it on small maps that use a few tiles.
     let mut kept = PACKED.take();
-    let packed = prefix_to_overwrite(&mut kept, tiles * k * COLUMNS);
+    let packed = prefix_to_overwrite(&mut kept, most_tiles * k * COLUMNS);
     for start in columns.clone().step_by(tiles_per_block * COLUMNS) {
         let end = (start + tiles_per_block * COLUMNS).min(columns.end);
         let tiles = (start..end).step_by(COLUMNS);

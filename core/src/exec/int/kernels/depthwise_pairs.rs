@@ -171,11 +171,8 @@ pub fn avx2<const K: usize, T: Code8>(
 ) {
     let (h, wd) = s.in_hw;
     let (oh, ow) = s.out_hw;
-    // Two planes, so that each channel is laid out while the one before it is summed: read
-    // straight after it was written, a small plane's loads waited on the stores they
-    // straddled (B1 @ 224's 7×7 maps: 1.19× the time, `qvit bench --steps`).
-    let mut planes = [Plane::new(s), Plane::new(s)];
-    let rows = planes[0].codes.len() / planes[0].row_len;
+    let mut plane = Plane::new(s);
+    let rows = plane.codes.len() / plane.row_len;
     assert!(x.len() >= s.channels * h * wd && w.len() >= s.channels * K * K);
     assert!(zero.len() >= s.channels);
     assert!(out.len() >= s.channels * oh * ow);
@@ -184,19 +181,8 @@ pub fn avx2<const K: usize, T: Code8>(
     // Every read below stays inside the plane: the last block's rows end at row
     // `(oh − 1)·stride + K − 1`, its columns as `Plane::new` says.
     assert!((oh - 1) * s.stride + K <= rows);
-    let fill = |plane: &mut Plane, c: usize| plane.fill(s, x, c * h * wd, zero[c] + lift);
-    if s.channels > 0 {
-        fill(&mut planes[0], 0);
-    }
     for c in 0..s.channels {
-        let [even, odd] = &mut planes;
-        let (plane, next) = match c % 2 {
-            0 => (even, odd),
-            _ => (odd, even),
-        };
-        if c + 1 < s.channels {
-            fill(next, c + 1);
-        }
+        plane.fill(s, x, c * h * wd, zero[c] + lift);
         let wp = weight_pairs::<K>(&w[c * K * K..(c + 1) * K * K]);
         let mut wv = [[_mm256_setzero_si256(); 4]; K];
         for (vr, pr) in wv.iter_mut().zip(&wp) {
@@ -208,15 +194,14 @@ pub fn avx2<const K: usize, T: Code8>(
         let out = &mut out[c * oh * ow..];
         // SAFETY (both): this function's AVX2; the assertions above and `Plane::new`.
         match s.stride {
-            1 => unsafe { sums_stride1::<K>(plane, s, &wv, out) },
-            _ => unsafe { sums_stride2::<K>(plane, s, &wv, out) },
+            1 => unsafe { sums_stride1::<K>(&plane, s, &wv, out) },
+            _ => unsafe { sums_stride2::<K>(&plane, s, &wv, out) },
         }
     }
 }
 
 /// One channel's sums at stride 2, 8 consecutive outputs at a time, each pair one load. `out`
-/// starts at the channel's first output. Inlined into [`avx2`], so that the weights stay in
-/// registers.
+/// starts at the channel's first output. Inlined into [`avx2`], whose AVX2 it takes.
 ///
 /// # Safety
 /// The CPU has AVX2; `plane` holds the rows and columns `avx2` and [`Plane::new`] make room

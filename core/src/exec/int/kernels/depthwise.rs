@@ -5,9 +5,10 @@
 //! with AVX-512 VNNI on planes that fit L1, `depthwise_quads` (flattened planes of bytes, four
 //! taps and 16 outputs per instruction; with VBMI, where weights, padding and codes are bytes)
 //! or `depthwise_flat` (the same in i16 pairs); otherwise with AVX2 `depthwise_pairs` (8 or
-//! 16 output columns of a row from a padded plane of i16). Any other shape or CPU centres the planes to i16 first (bytes
-//! widened to codes before) and runs one portable body, also compiled for AVX2 and AVX-512 and
-//! picked at run time, which lets the compiler vectorise the inner loop over output columns.
+//! 16 output columns of a row from a padded plane of i16). Any other shape or CPU centres the
+//! planes to i16 first (bytes widened to codes before) and runs one portable body, also
+//! compiled for AVX2 and AVX-512 and picked at run time, which lets the compiler vectorise the
+//! inner loop over output columns.
 //! All produce the same integers (tested).
 #![allow(unsafe_code)]
 

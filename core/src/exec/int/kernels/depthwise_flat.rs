@@ -8,9 +8,9 @@
 //! are computed too and dropped when the sums are stored (`vpcompressd`): on a 7×7 map with a
 //! 3×3 kernel that is 49 of 63 positions kept, where rows of their own would use 7 of 16 lanes.
 //!
-//! The taps pair as in [`super::depthwise_pairs`]: word `m` holds `(P[m], P[m + 1])`, and pair
-//! `p` of kernel row `i` is word `n + i·wp + 2p` (an odd kernel's last tap pairs with a zero
-//! weight). The words are built 16 at a time straight from the codes: a masked load of the
+//! The taps pair `(2p, 2p + 1)` as in [`super::depthwise_pairs`], here in words that hold each
+//! code twice: word `m` holds `(P[m], P[m + 1])`, and pair `p` of kernel row `i` is word
+//! `n + i·wp + 2p` (an odd kernel's last tap pairs with a zero weight). The words are built 16 at a time straight from the codes: a masked load of the
 //! codes the vector holds, spread to their lanes by `vpexpandd` (padding lanes 0). A channel's
 //! words are built one channel ahead of their use, so that the products' loads, each of which
 //! straddles two of the words' stores, do not wait on stores still in flight.

@@ -68,22 +68,8 @@ fn product_rows(
             product::product(out, panels, &x.data[..k * n], k, bias, act);
             return;
         }
-        matmul(
-            MatMut::row_major(out, rows, n),
-            MatRef::row_major(&w[first * k..(first + rows) * k], rows, k),
-            x,
-            false,
-        );
-        add_channel_bias(out, bias, n);
-        product::activate(act, out);
+        block_by_matmul(out, &w[first * k..(first + rows) * k], x, bias, act);
     };
-    // With the tiles, a few channels over a large map (B1's 16 and 32 at 112² and 56²) run
-    // as two blocks of whole panels: the tiles read `x` in place, so the second block costs
-    // no second packing, and a second thread is busy where one block had left it idle at
-    // batch 1. Not where the second block would be a single row, which `matmul` would sum as
-    // a matrix-vector product.
-    let halves = m.div_ceil(2).next_multiple_of(PANEL_ROWS);
-    let in_halves = tiles.is_some() && halves < m && m - halves >= 2;
     let threads = rayon::current_num_threads();
     if let Some(panels) = tiles.filter(|_| {
         threads > 1
@@ -92,29 +78,185 @@ fn product_rows(
             && product::sums_as_matmul(m, k, n)
     }) {
         product::product_by_columns(out, panels, x.data, k, bias, act, threads);
-    } else if m * n * k < PARALLEL_MACS || (m <= ROW_BLOCK && !in_halves) {
+        return;
+    }
+    let rows = block_rows(m, k, n, tiles.is_some());
+    if rows >= m {
         block(out, 0, bias);
-    } else if m <= ROW_BLOCK {
-        out.par_chunks_mut(halves * n)
-            .zip(bias.par_chunks(halves))
+    } else {
+        out.par_chunks_mut(rows * n)
+            .zip(bias.par_chunks(rows))
             .enumerate()
-            .for_each(|(i, (o, b))| block(o, i * halves, b));
+            .for_each(|(i, (o, b))| block(o, i * rows, b));
+    }
+}
+
+/// The rows per block of [`product_rows`] when it cuts an `m × k × n` product by rows (`m`:
+/// one block), run as the tiles or not: the rows of a block sum as one product (which, for a
+/// few rows, may not be the tiles' order; [`product::sums_as_matmul`]), so the blocks depend
+/// on the shape only.
+fn block_rows(m: usize, k: usize, n: usize, tiles: bool) -> usize {
+    // With the tiles, a few channels over a large map (B1's 16 and 32 at 112² and 56²) run
+    // as two blocks of whole panels: the tiles read `x` in place, so the second block costs
+    // no second packing, and a second thread is busy where one block had left it idle at
+    // batch 1. Not where the second block would be a single row, which `matmul` would sum as
+    // a matrix-vector product.
+    let halves = m.div_ceil(2).next_multiple_of(PANEL_ROWS);
+    let in_halves = tiles && halves < m && m - halves >= 2;
+    if m * n * k < PARALLEL_MACS || (m <= ROW_BLOCK && !in_halves) {
+        m
+    } else if m <= ROW_BLOCK {
+        halves
     } else {
         // `gemm` packs the columns of `x` again for every call, so blocks are as large as
         // keeping [`ROW_PARTS`] of them allows; their size depends on the shape only. At most
         // 64 rows when there are at most 64 columns: past that `matmul` would cut a depth
         // over 512 in two (see `depth_blocks`) where blocks of [`ROW_BLOCK`] rows do not. The
         // tiles' blocks start on a panel.
-        let align = if tiles.is_some() { PANEL_ROWS } else { 8 };
-        let mut rows = m.div_ceil(ROW_PARTS).max(ROW_BLOCK).next_multiple_of(align);
+        let align = if tiles { PANEL_ROWS } else { 8 };
+        let rows = m.div_ceil(ROW_PARTS).max(ROW_BLOCK).next_multiple_of(align);
         if n <= 64 {
-            rows = rows.min(64 / align * align);
+            rows.min(64 / align * align)
+        } else {
+            rows
         }
-        out.par_chunks_mut(rows * n)
-            .zip(bias.par_chunks(rows))
-            .enumerate()
-            .for_each(|(i, (o, b))| block(o, i * rows, b));
     }
+}
+
+/// A block of a product's rows through `matmul` (`w`: its rows' weights), then the bias while
+/// the block is in cache, then the activation.
+fn block_by_matmul(out: &mut [f32], w: &[f32], x: MatRef<'_>, bias: &[f32], act: Activation) {
+    let (rows, n) = (bias.len(), x.cols);
+    matmul(
+        MatMut::row_major(out, rows, n),
+        MatRef::row_major(w, rows, x.rows),
+        x,
+        false,
+    );
+    add_channel_bias(out, bias, n);
+    product::activate(act, out);
+}
+
+/// The most pixels of a map on which [`pointwise_images`] runs a batch's 1×1 convs as one
+/// product: B1's 7×7 and 14×14 maps, where one image's product read a layer's weights (up
+/// to 1 MiB, past L2) for 49 or 196 columns. In B1 at batch 8 on one thread of a Zen 3, the
+/// products' cycles against the depthwise convs' fell 6 % by stacking the 7×7 maps and 4 %
+/// more with the 14×14 ones; the 28×28 ones, whose one image is 784 columns, gained nothing
+/// that two runs agreed on (`perf record` under `qvit bench efficientvit-b1 --executors fp32
+/// --batch 8 --threads 1`; BENCHMARKS.md).
+pub const STACKED_PLANE: usize = 14 * 14;
+
+/// Whether [`pointwise_images`] runs conv `c` on a batch of `batch` maps of `hw`.
+pub fn stacks_images(c: &Conv2d, (h, w): (usize, usize), batch: usize) -> bool {
+    batch > 1
+        && c.kernel == 1
+        && c.stride == 1
+        && c.padding == 0
+        && c.groups == 1
+        && h * w <= STACKED_PLANE
+        && product::available()
+}
+
+/// A 1×1 conv (`stacks_images`) on a batch of images at once, followed by `act`: `x` is the
+/// batch's `[B, cin, h, w]`, `out` its `[B, cout, h, w]`. Its output channels run in parts
+/// ([`stacked_parts`]), each as one product over every image's pixels
+/// (`product::product_images`), so that a part's weights are read once for the batch; every
+/// output is the one [`conv2d`] gives for its image alone.
+pub fn pointwise_images(
+    c: &Conv2d,
+    x: &[f32],
+    plane: usize,
+    p: &ConvWeights<'_>,
+    act: Activation,
+    out: &mut [f32],
+) {
+    let (m, k, n) = (c.out_channels, c.in_channels, plane);
+    let panels = conv_panels(c, p);
+    let xs: Vec<&[f32]> = x.chunks_exact(k * n).collect();
+    let parts = stacked_parts(m, k, n, rayon::current_num_threads());
+    // Each part's rows of every image's output.
+    let mut outs: Vec<Vec<&mut [f32]>> = parts.iter().map(|_| Vec::new()).collect();
+    for image in out.chunks_exact_mut(m * n) {
+        let mut rest = image;
+        for (rows, part) in outs.iter_mut().zip(&parts) {
+            let (these, after) = rest.split_at_mut(part.rows.len() * n);
+            rows.push(these);
+            rest = after;
+        }
+    }
+    parts
+        .into_par_iter()
+        .zip(outs)
+        .for_each(|(part, mut outs)| {
+            let (rows, bias) = (part.rows.clone(), &p.bias[part.rows]);
+            if part.tiles {
+                let panels = &panels[rows.start * k..rows.end.next_multiple_of(PANEL_ROWS) * k];
+                product::product_images(&mut outs, panels, &xs, k, bias, act);
+            } else {
+                let w = &p.weight[rows.start * k..rows.end * k];
+                for (out, x) in outs.into_iter().zip(&xs) {
+                    block_by_matmul(out, w, MatRef::row_major(x, k, n), bias, act);
+                }
+            }
+        });
+}
+
+/// A run of output channels of [`pointwise_images`], and whether it runs as the tiles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StackedPart {
+    rows: Range<usize>,
+    tiles: bool,
+}
+
+/// The parts [`pointwise_images`] cuts an `m × k × n` product's rows into for `threads`
+/// threads: the blocks of one image's product ([`block_rows`]), each summed as there — the
+/// tiles where [`product::sums_as_matmul`] holds for it, else `matmul` — and, where the tiles
+/// sum every row over the same blocks whatever their number
+/// ([`product::sums_whatever_the_rows`]), the tiles' blocks merged and cut again into one part
+/// of whole panels per thread: a part packs every image's columns once, for all its rows.
+fn stacked_parts(m: usize, k: usize, n: usize, threads: usize) -> Vec<StackedPart> {
+    let rows = block_rows(m, k, n, true).max(1);
+    let blocks = (0..m).step_by(rows).map(|first| {
+        let rows = first..(first + rows).min(m);
+        let tiles = product::sums_as_matmul(rows.len(), k, n);
+        StackedPart { rows, tiles }
+    });
+    if !product::sums_whatever_the_rows(k, n) {
+        return blocks.collect();
+    }
+    let mut parts: Vec<StackedPart> = Vec::new();
+    for block in blocks {
+        match parts.last_mut() {
+            Some(last) if last.tiles && block.tiles => last.rows.end = block.rows.end,
+            _ => parts.push(block),
+        }
+    }
+    parts
+        .into_iter()
+        .flat_map(|part| {
+            let per_thread = part.rows.len().div_ceil(threads.max(1));
+            let step = per_thread.next_multiple_of(PANEL_ROWS);
+            // No part of a single row (a matrix-vector product's sums): it joins the one before.
+            let cuts = match part.tiles {
+                true => part
+                    .rows
+                    .clone()
+                    .step_by(step)
+                    .filter(|&f| part.rows.end - f >= 2)
+                    .collect(),
+                false => vec![part.rows.start],
+            };
+            let ends = cuts.iter().skip(1).copied().chain([part.rows.end]);
+            let tiles = part.tiles;
+            cuts.iter()
+                .zip(ends)
+                .map(move |(&start, end)| StackedPart {
+                    rows: start..end,
+                    tiles,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Copies the receptive fields of a conv group into columns: `[cin·k·k, oh·ow]`, one row per
@@ -218,16 +360,7 @@ pub fn conv2d(
     let depth = cin_g * k * k;
     let weights_per_group = cout_g * depth;
     let panels_per_group = cout_g.next_multiple_of(PANEL_ROWS) * depth;
-    let tiles = product::available().then(|| {
-        p.panels
-            .get_or_init(|| {
-                weight
-                    .chunks_exact(weights_per_group.max(1))
-                    .flat_map(|wg| product::panels(wg, cout_g, depth))
-                    .collect()
-            })
-            .as_slice()
-    });
+    let tiles = product::available().then(|| conv_panels(c, p));
     if let Some(panels) = tiles
         && g == 1
         && !direct
@@ -261,6 +394,20 @@ pub fn conv2d(
             .enumerate()
             .for_each(|item| run_group(&mut cols, item));
     }
+}
+
+/// Conv `c`'s weights as [`product`]'s panels, group after group, made the first time.
+fn conv_panels<'a>(c: &Conv2d, p: &ConvWeights<'a>) -> &'a [f32] {
+    let (cout_g, depth) = (
+        c.out_channels / c.groups,
+        c.in_channels / c.groups * c.kernel * c.kernel,
+    );
+    p.panels.get_or_init(|| {
+        p.weight
+            .chunks_exact((cout_g * depth).max(1))
+            .flat_map(|wg| product::panels(wg, cout_g, depth))
+            .collect()
+    })
 }
 
 /// Columns (output pixels) per block of [`conv_by_output_rows`], about: a block's `im2col`
@@ -855,6 +1002,54 @@ mod tests {
 
     /// The columns against their definition on every small geometry: kernels 1–5, strides
     /// 1–3, paddings up to the kernel, sizes 1–9.
+    /// The parts of a stacked 1×1 conv cover its rows once, in order; each sums as the
+    /// block of one image's product it lies in (the tiles or `matmul`); a part of the tiles
+    /// spans more than one block only where the tiles sum the same whatever the rows, and
+    /// none is a single row. B1's 7×7 and 14×14 convs, and shapes whose last block is a few
+    /// rows or whose reduction is cut in two ways.
+    #[test]
+    fn stacked_parts_sum_as_one_images_blocks() {
+        for (m, k, n) in [
+            (1024, 256, 49),
+            (256, 1024, 49),
+            (512, 128, 196),
+            (128, 512, 196),
+            (1028, 256, 49),
+            (1025, 256, 49),
+            (100, 1100, 49),
+            (16, 64, 49),
+            (4, 64, 49),
+            (2304, 256, 49),
+        ] {
+            let rows = block_rows(m, k, n, true);
+            let block_of = |r: usize| (r / rows * rows, ((r / rows + 1) * rows).min(m));
+            for threads in 1..=4 {
+                let parts = stacked_parts(m, k, n, threads);
+                let covered: Vec<usize> = parts.iter().flat_map(|p| p.rows.clone()).collect();
+                assert_eq!(covered, (0..m).collect::<Vec<_>>(), "{m}×{k}×{n}");
+                for part in &parts {
+                    let (first, end) = block_of(part.rows.start);
+                    let tiles = product::sums_as_matmul(end - first, k, n);
+                    assert_eq!(part.tiles, tiles, "{m}×{k}×{n}: {part:?}");
+                    if block_of(part.rows.end - 1) != (first, end) {
+                        assert!(tiles && product::sums_whatever_the_rows(k, n), "{part:?}");
+                    }
+                    if part.tiles {
+                        assert!(part.rows.len() >= 2, "{m}×{k}×{n}: {part:?}");
+                        assert!(
+                            (part.rows.start..part.rows.end - 1).all(|r| product::sums_as_matmul(
+                                block_of(r).1 - block_of(r).0,
+                                k,
+                                n
+                            )),
+                            "{part:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn im2col_equals_the_definition() {
         for k in 1..=5 {

@@ -690,6 +690,20 @@ impl<'m> FloatExecutor<'m> {
                 .for_each(|(o, (a, b))| add(a, b, o));
             return out;
         }
+        if let (Op::Conv2d(c), NodeParams::Conv { weight, bias }) = (&node.op, params)
+            && kernels::stacks_images(c, (input_shapes[0][1], input_shapes[0][2]), batch)
+        {
+            // A 1×1 conv on a small map: the batch's images as one product, each output the
+            // one its image alone gives.
+            let p = ConvWeights {
+                weight,
+                bias,
+                panels: &self.layouts.0[id],
+            };
+            let plane = input_shapes[0][1] * input_shapes[0][2];
+            kernels::pointwise_images(c, &inputs[0].data, plane, &p, activation, &mut out.data);
+            return out;
+        }
         out.data
             .par_chunks_mut(item)
             .enumerate()

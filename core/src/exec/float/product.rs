@@ -93,6 +93,15 @@ pub fn sums_as_matmul(m: usize, k: usize, n: usize) -> bool {
     m >= 2 && n >= 2 && m * n > 16 * 16 && k > 2
 }
 
+/// Whether the tiles sum every output of an `m × k × n` product over the same blocks
+/// ([`summation_blocks`]) for any `m` from two up, so that its rows may be cut into parts of
+/// any size from two and give the same bits. The blocks take one form up to 64 rows and
+/// another past them (`summation_blocks`): the two agree for a depth of one block, more than
+/// 64 columns, or a depth of whole blocks of 512 (B1's 1,024).
+pub fn sums_whatever_the_rows(k: usize, n: usize) -> bool {
+    summation_blocks(2, k, n) == summation_blocks(65, k, n)
+}
+
 /// `w`'s `m × k` rows as panels of [`PANEL_ROWS`]: panel `p` holds, for each `k`, the weights
 /// of rows `6p..6p + 6` side by side (zeros past the last row), the order the tiles broadcast
 /// them in.
@@ -160,13 +169,83 @@ unsafe fn product_in(
     #[cfg(target_arch = "x86_64")]
     match lanes {
         FloatLanes::Avx512 => unsafe { lanes::product(out, panels, x, shape, bias, act, columns) },
-        FloatLanes::Avx2Fma => unsafe { avx2::product(out, panels, x, shape, bias, act, columns) },
+        FloatLanes::Avx2Fma => unsafe {
+            let images = avx2::Images {
+                xs: &[x],
+                outs: &[out],
+            };
+            avx2::product(&images, panels, shape, bias, act, columns)
+        },
         FloatLanes::Baseline => unreachable!("`checked_shape` checks for the tiles' lanes"),
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (lanes, out, panels, x, shape, bias, act, columns);
         unreachable!("`checked_shape` checks for the tiles' lanes")
+    }
+}
+
+/// [`product`] for each image of a batch: `outs[i] = act(w · xs[i] + bias)`, every `xs[i]`
+/// row-major `k × n` and every `outs[i]` `m × n`, each output the sum [`product`] gives for
+/// its image alone. In AVX2's tiles the images' columns run side by side as one product, a
+/// tile's columns packed from two images where it straddles them: on a small map, a layer's
+/// weights are then read once for all the images rather than once for each (they outgrow L2
+/// on B1's 7×7 maps), and only the batch's last tile is short where every image's was (49
+/// columns: three tiles of 16 and one of 1). The AVX-512 tiles, which read `x` in place and
+/// take a short tile's last columns one by one, run the images one after another.
+///
+/// Panics unless [`available`] and the slices have those sizes (programming errors).
+pub fn product_images(
+    outs: &mut [&mut [f32]],
+    panels: &[f32],
+    xs: &[&[f32]],
+    k: usize,
+    bias: &[f32],
+    act: Activation,
+) {
+    images_in(float_lanes(), outs, panels, xs, (k, bias, act));
+}
+
+/// [`product_images`] in the tiles of `lanes`, which the CPU has (checked).
+fn images_in(
+    lanes: FloatLanes,
+    outs: &mut [&mut [f32]],
+    panels: &[f32],
+    xs: &[&[f32]],
+    (k, bias, act): (usize, &[f32], Activation),
+) {
+    assert!(
+        lanes <= float_lanes(),
+        "{lanes:?} tiles on a CPU without them"
+    );
+    assert_eq!(outs.len(), xs.len(), "an output for each image");
+    let Some(first) = xs.first() else {
+        return;
+    };
+    let n = first.len().checked_div(k).unwrap_or(0);
+    for (out, x) in outs.iter().zip(xs) {
+        assert_eq!(x.len(), first.len(), "the images have the same size");
+        checked_shape(out, panels, x, k, bias);
+    }
+    let shape = (bias.len(), k, n);
+    #[cfg(target_arch = "x86_64")]
+    if lanes == FloatLanes::Avx2Fma && xs.len() > 1 && n >= avx2::COLUMNS {
+        let outs: Vec<*mut f32> = outs.iter_mut().map(|o| o.as_mut_ptr()).collect();
+        let images = avx2::Images { xs, outs: &outs };
+        // SAFETY: the CPU has AVX2 and FMA (checked above and by `checked_shape`), every
+        // image has the product's sizes, and `n` spans a tile.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx2::product(&images, panels, shape, bias, act, 0..xs.len() * n)
+        };
+        return;
+    }
+    for (out, x) in outs.iter_mut().zip(xs) {
+        // SAFETY: as above, and the columns are the image's.
+        #[allow(unsafe_code)]
+        unsafe {
+            product_in(lanes, out.as_mut_ptr(), panels, x, shape, bias, act, 0..n)
+        };
     }
 }
 
@@ -490,6 +569,79 @@ mod tests {
             .into_iter()
             .filter(|&l| l <= float_lanes())
             .collect()
+    }
+
+    /// Every image of a batch run as one product gives the bits of its own product: tiles
+    /// that straddle two images (maps of 16 to 200 columns, some not a multiple of 8 or 16),
+    /// a batch whose last tile is short, reductions of two blocks (1,024 terms: the tiles add
+    /// to what the first block stored), Hardswish, zeros, NaN and infinities, and maps too
+    /// narrow to stack (run image by image).
+    #[test]
+    fn images_side_by_side_give_each_image_its_own_product() {
+        if !available() {
+            eprintln!("SKIPPED: this CPU has neither AVX-512 F nor AVX2 and FMA: no f32 tiles");
+            return;
+        }
+        let mut rng = crate::rng::Rng::new(22);
+        // (rows, terms, columns per image, images): B1's 7×7 and 14×14 convs among them.
+        let shapes = [
+            (13, 20, 49, 3),
+            (64, 256, 49, 8),
+            (30, 1024, 49, 5),
+            (7, 9, 16, 4),
+            (20, 33, 17, 6),
+            (12, 40, 24, 3),
+            (9, 64, 196, 2),
+            (6, 5, 100, 7),
+            (40, 16, 9, 5),
+            (17, 600, 70, 3),
+        ];
+        for (i, &(m, k, n, count)) in shapes.iter().enumerate() {
+            let w: Vec<f32> = (0..m * k).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let mut x: Vec<f32> = (0..count * k * n).map(|_| rng.uniform(-4.0, 4.0)).collect();
+            if i % 3 == 1 {
+                x[3] = f32::NAN;
+                x[k * n + n - 1] = f32::NEG_INFINITY;
+                x[2 * n + 1] = -0.0;
+            }
+            let bias: Vec<f32> = (0..m).map(|r| [0.0, -0.5, 1.5][r % 3]).collect();
+            let p = panels(&w, m, k);
+            let xs: Vec<&[f32]> = x.chunks_exact(k * n).collect();
+            for act in [Activation::None, Activation::Hardswish] {
+                for lanes in every_lanes() {
+                    let mut stacked = vec![f32::NAN; count * m * n];
+                    let mut outs: Vec<&mut [f32]> = stacked.chunks_exact_mut(m * n).collect();
+                    images_in(lanes, &mut outs, &p, &xs, (k, &bias, act));
+                    for (image, (got, x)) in stacked.chunks_exact(m * n).zip(&xs).enumerate() {
+                        let mut alone = vec![f32::NAN; m * n];
+                        product(&mut alone, &p, x, k, &bias, act);
+                        assert_eq!(
+                            first_bit_difference(got, &alone),
+                            None,
+                            "{m}×{k}×{n}, image {image} of {count}, {act:?} in {lanes:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sums_whatever_the_rows_means_the_same_blocks_for_every_row_count() {
+        let mut cut_freely = 0;
+        for k in [
+            1, 3, 100, 512, 513, 768, 1000, 1024, 1025, 1536, 2048, 2304, 3072,
+        ] {
+            for n in [2, 16, 49, 64, 65, 196, 3136] {
+                let blocks: Vec<_> = (2..200).map(|m| summation_blocks(m, k, n)).collect();
+                let same = blocks.iter().all(|b| *b == blocks[0]);
+                assert_eq!(sums_whatever_the_rows(k, n), same, "{k} × {n}");
+                cut_freely += usize::from(same);
+            }
+        }
+        // Both answers occur: 1,025 or 1,000 terms over 49 columns are cut in two ways.
+        assert!(cut_freely > 0 && !sums_whatever_the_rows(1025, 49));
+        assert!(sums_whatever_the_rows(1024, 49) && sums_whatever_the_rows(1025, 65));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::exec::spare::prefix_to_overwrite;
 /// Columns per vector register.
 const LANES: usize = 8;
 /// Columns per tile: two vectors.
-const COLUMNS: usize = 2 * LANES;
+pub(super) const COLUMNS: usize = 2 * LANES;
 /// Bytes of `x` packed at a time, a block of columns that stays in L2 (512 KiB a core on AMD's
 /// Zen 2–4, more on Intel's) while every row panel runs over it: each weight is then read once
 /// per block. Packed one tile at a time, with every row panel run over each, a layer's
@@ -38,33 +38,76 @@ thread_local! {
     static PACKED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// Where a tile lies: its first row, how many of its [`PANEL_ROWS`] rows exist, its first
-/// column, and the mask of its last vector's lanes that are columns (`len` of them).
-struct Tile {
-    row: usize,
-    rows: usize,
-    column: usize,
-    last: __m256i,
+/// The images whose columns a product runs side by side, each with `n` of them: image `i`'s
+/// `k × n` input is `xs[i]`, its `m × n` output starts at `outs[i]`, and the product's column
+/// `c` is column `c % n` of image `c / n`. With more than one image, `n` is at least
+/// [`COLUMNS`], so that a tile's columns lie in at most two images.
+pub(super) struct Images<'a> {
+    pub xs: &'a [&'a [f32]],
+    pub outs: &'a [*mut f32],
+}
+
+/// Where one of a tile's vectors lies in row 0 of the outputs: `len` columns, the first
+/// `first` of them from `at` and the others, when a vector runs past its image's last column,
+/// from `rest` (the next image's first column; `at` when there are none). Row `r` lies `r·n`
+/// further on in both.
+#[derive(Clone, Copy)]
+struct Span {
+    at: *mut f32,
+    first: usize,
+    rest: *mut f32,
     len: usize,
 }
 
-/// `super::lanes::product` in 8 lanes.
+impl Span {
+    /// The span of the `len` columns from the product's column `column`.
+    fn of(images: &Images<'_>, n: usize, column: usize, len: usize) -> Self {
+        let (image, within) = (column / n, column % n);
+        let first = len.min(n - within);
+        let at = images.outs[image].wrapping_add(within);
+        let rest = match first < len {
+            true => images.outs[image + 1],
+            false => at,
+        };
+        Self {
+            at,
+            first,
+            rest,
+            len,
+        }
+    }
+
+    /// Whether the span is a whole vector in one image, stored and loaded as one.
+    fn whole(&self) -> bool {
+        self.first == LANES
+    }
+}
+
+/// Where a tile lies: its first row, how many of its [`PANEL_ROWS`] rows exist, and its
+/// vectors' spans.
+struct Tile {
+    row: usize,
+    rows: usize,
+    spans: [Span; 2],
+}
+
+/// `super::lanes::product` in 8 lanes, over the columns of every image of `images` side by
+/// side: each output the sum that image's product alone gives.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; the slices have the sizes `super::checked_shape` checks for
-/// `(m, k, n)`; `columns` lies inside `0..n`.
+/// The CPU has AVX2 and FMA; each image's input and output have the sizes
+/// `super::checked_shape` checks for `(m, k, n)`, and `n` ≥ [`COLUMNS`] when there is more
+/// than one; `columns` lies inside `0..n·images`.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn product(
-    out: *mut f32,
+    images: &Images<'_>,
     panels: &[f32],
-    x: &[f32],
     (m, k, n): (usize, usize, usize),
     bias: &[f32],
     act: Activation,
     columns: std::ops::Range<usize>,
 ) {
     let blocks = summation_blocks(m, k, n);
-    let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     // Tiles of `x` packed per block of columns: as many as fill `PACKED_BYTES`, each its own
     // `k × COLUMNS` values.
     let tiles_per_block = (PACKED_BYTES / (k.max(1) * COLUMNS * size_of::<f32>())).max(1);
@@ -79,7 +122,7 @@ pub(super) unsafe fn product(
         let end = (start + tiles_per_block * COLUMNS).min(columns.end);
         let tiles = (start..end).step_by(COLUMNS);
         for (column, packed) in tiles.clone().zip(packed.chunks_exact_mut(k * COLUMNS)) {
-            pack(packed, x, n, column..(column + COLUMNS).min(end));
+            pack(packed, images.xs, n, column..(column + COLUMNS).min(end));
         }
         for row in (0..m).step_by(PANEL_ROWS) {
             let panel = &panels[row * k..(row + PANEL_ROWS) * k];
@@ -87,30 +130,24 @@ pub(super) unsafe fn product(
             for (column, packed) in tiles.clone().zip(packed.chunks_exact(k * COLUMNS)) {
                 let width = (end - column).min(COLUMNS);
                 let vectors = width.div_ceil(LANES);
-                let len = width - (vectors - 1) * LANES;
-                let last = _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), index);
-                let tile = Tile {
-                    row,
-                    rows,
-                    column,
-                    last,
-                    len,
-                };
+                let spans = std::array::from_fn(|v| {
+                    let len = width.saturating_sub(v * LANES).min(LANES);
+                    Span::of(images, n, column + v * LANES * usize::from(len > 0), len)
+                });
+                let tile = Tile { row, rows, spans };
                 for (b, &(from, to)) in blocks.iter().enumerate() {
                     let finish = (b + 1 == blocks.len()).then_some((&bias[row..row + rows], act));
                     let (panel, x) = (
                         &panel[from * PANEL_ROWS..to * PANEL_ROWS],
                         &packed[from * COLUMNS..to * COLUMNS],
                     );
-                    // SAFETY (of each call): the tile's rows and columns lie inside `out`, and
-                    // its panel and packed columns hold `to − from` terms.
+                    // SAFETY (of each call): the tile's rows of its spans lie inside the
+                    // outputs, and its panel and packed columns hold `to − from` terms.
                     unsafe {
                         let blk = (panel, x, b > 0);
-                        match (vectors, len == LANES) {
-                            (1, true) => tile_sums::<1, false>(&tile, blk, n, out, finish),
-                            (1, false) => tile_sums::<1, true>(&tile, blk, n, out, finish),
-                            (_, true) => tile_sums::<2, false>(&tile, blk, n, out, finish),
-                            (_, false) => tile_sums::<2, true>(&tile, blk, n, out, finish),
+                        match vectors {
+                            1 => tile_sums::<1>(&tile, blk, n, finish),
+                            _ => tile_sums::<2>(&tile, blk, n, finish),
                         }
                     }
                 }
@@ -120,56 +157,48 @@ pub(super) unsafe fn product(
     PACKED.set(kept);
 }
 
-/// Copies columns `columns` (at most [`COLUMNS`]) of each of `x`'s `k` rows of `n` side by
-/// side into `packed` (`k × COLUMNS`), zeros past the last column. A whole tile's row is one
-/// fixed-size copy, two vector moves, where a copy of a run of any length called `memmove`
-/// for each (7 % of EfficientViT-B1's fp32 time at batch 1).
-fn pack(packed: &mut [f32], x: &[f32], n: usize, columns: std::ops::Range<usize>) {
+/// Copies the product's columns `columns` (at most [`COLUMNS`], in at most two images of
+/// `xs`) of each of the `k` rows of `n` side by side into `packed` (`k × COLUMNS`), zeros past
+/// the last column. A whole tile's row from one image is one fixed-size copy, two vector
+/// moves, where a copy of a run of any length called `memmove` for each (7 % of
+/// EfficientViT-B1's fp32 time at batch 1).
+fn pack(packed: &mut [f32], xs: &[&[f32]], n: usize, columns: std::ops::Range<usize>) {
     let width = columns.len();
+    let (image, within) = (columns.start / n, columns.start % n);
+    let first = width.min(n - within);
+    let x = xs[image];
     for (term, row) in packed.chunks_exact_mut(COLUMNS).enumerate() {
-        let src = &x[term * n + columns.start..];
-        if width == COLUMNS {
+        let src = &x[term * n + within..];
+        if first == COLUMNS {
             let src: &[f32; COLUMNS] = src[..COLUMNS].try_into().expect("a whole tile's row");
             row.copy_from_slice(src);
         } else {
-            row[..width].copy_from_slice(&src[..width]);
+            row[..first].copy_from_slice(&src[..first]);
+            if first < width {
+                let next = &xs[image + 1][term * n..];
+                row[first..width].copy_from_slice(&next[..width - first]);
+            }
             row[width..].fill(0.0);
         }
     }
 }
 
 /// One tile's sums over one reduction block (`panel`, `x`: its terms, `x` the tile's packed
-/// columns), added to what `out` holds when `add`, finished with the bias and activation when
-/// `finish`: `V` vectors of columns, the last of them `tile.len` columns wide when `PART`.
+/// columns), added to what the outputs hold when `add`, finished with the bias and activation
+/// when `finish`: `V` vectors of columns where its spans say.
 ///
 /// # Safety
-/// The tile's rows and columns lie inside `out`; `x` holds [`COLUMNS`] values per term.
+/// The tile's rows of its spans lie inside the outputs; `x` holds [`COLUMNS`] values per term.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_sums<const V: usize, const PART: bool>(
+unsafe fn tile_sums<const V: usize>(
     tile: &Tile,
     (panel, x, add): (&[f32], &[f32], bool),
     n: usize,
-    out: *mut f32,
     finish: Option<(&[f32], Activation)>,
 ) {
     let terms = panel.len() / PANEL_ROWS;
-    debug_assert!(x.len() == terms * COLUMNS && tile.column + (V - 1) * LANES + tile.len <= n);
-    // The tile's vector `v` of its row of `out` at `p`: the last one masked when part-filled.
-    // A macro, as `finish_row!` below.
-    macro_rules! load {
-        ($p:expr, $v:expr) => {{
-            let (p, v): (*const f32, usize) = ($p, $v);
-            // SAFETY: the vector's columns lie inside the row (the caller's promise); a
-            // masked load reads the first `len` lanes alone.
-            unsafe {
-                match PART && v + 1 == V {
-                    true => _mm256_maskload_ps(p.add(v * LANES), tile.last),
-                    false => _mm256_loadu_ps(p.add(v * LANES)),
-                }
-            }
-        }};
-    }
+    debug_assert!(x.len() == terms * COLUMNS && tile.spans[..V].iter().all(|s| s.len > 0));
     let mut acc = [[_mm256_setzero_ps(); V]; PANEL_ROWS];
     let (w, mut xr) = (panel.as_ptr(), x.as_ptr());
     for t in 0..terms {
@@ -190,17 +219,27 @@ unsafe fn tile_sums<const V: usize, const PART: bool>(
     let six = _mm256_set1_ps(6.0);
     let zero = _mm256_setzero_ps();
     // As in 16 lanes: the earlier blocks' sums, the bias where it is not ±0, the activation
-    // with x86's max and min passing NaN and −0 through as `f32::clamp` does; the last
-    // vector of a part tile through the stack.
+    // with x86's max and min passing NaN and −0 through as `f32::clamp` does. A vector that is
+    // not a whole one in one image (a last tile's part vector, or one that runs into the next
+    // image) goes through the stack: AMD's Zen 2 and 3 run `vmaskmovps`'s store form in
+    // microcode.
     macro_rules! finish_row {
         ($r:expr, $sums:expr) => {{
             let r: usize = $r;
-            let at = out.wrapping_add((tile.row + r) * n + tile.column);
-            for (v, &s) in $sums.iter().enumerate() {
-                let mut s = if add {
-                    _mm256_add_ps(load!(at.cast_const(), v), s)
-                } else {
-                    s
+            let row = (tile.row + r) * n;
+            for (span, &s) in tile.spans.iter().zip(&$sums) {
+                let (at, rest) = (span.at.wrapping_add(row), span.rest.wrapping_add(row));
+                let mut lanes = [0f32; LANES];
+                // SAFETY (all): the span's columns of the row lie inside the outputs.
+                let mut s = match (add, span.whole()) {
+                    (false, _) => s,
+                    (true, true) => _mm256_add_ps(unsafe { _mm256_loadu_ps(at) }, s),
+                    (true, false) => unsafe {
+                        std::ptr::copy_nonoverlapping(at, lanes.as_mut_ptr(), span.first);
+                        let more = span.len - span.first;
+                        std::ptr::copy_nonoverlapping(rest, lanes[span.first..].as_mut_ptr(), more);
+                        _mm256_add_ps(_mm256_loadu_ps(lanes.as_ptr()), s)
+                    },
                 };
                 if let Some((bias, act)) = finish {
                     if bias[r] != 0.0 {
@@ -211,16 +250,15 @@ unsafe fn tile_sums<const V: usize, const PART: bool>(
                         s = _mm256_div_ps(_mm256_mul_ps(s, c), six);
                     }
                 }
-                let dst = at.wrapping_add(v * LANES);
-                // SAFETY (both): the vector's columns of the row lie inside `out`.
-                if PART && v + 1 == V {
-                    let mut lanes = [0f32; LANES];
+                if span.whole() {
+                    unsafe { _mm256_storeu_ps(at, s) };
+                } else {
                     unsafe {
                         _mm256_storeu_ps(lanes.as_mut_ptr(), s);
-                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, tile.len);
+                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), at, span.first);
+                        let more = span.len - span.first;
+                        std::ptr::copy_nonoverlapping(lanes[span.first..].as_ptr(), rest, more);
                     }
-                } else {
-                    unsafe { _mm256_storeu_ps(dst, s) };
                 }
             }
         }};

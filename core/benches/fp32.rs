@@ -1,6 +1,7 @@
-//! fp32 kernels on one core, on layer-sized shapes: the depthwise conv and GELU; and the CPU's
-//! measured fp32 peaks (register-only FMAs in 8 and 16 lanes), to read against the int8 peaks
-//! of the `int8` bench. `cargo bench -p qvit-core --bench fp32`; figures in BENCHMARKS.md.
+//! fp32 kernels on one core, on layer-sized shapes: the depthwise conv, GELU and the 1×1
+//! convs' products; and the CPU's measured fp32 peaks (register-only FMAs in 8 and 16 lanes),
+//! to read against the int8 peaks of the `int8` bench. `cargo bench -p qvit-core --bench
+//! fp32`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::float::depthwise::depthwise;
 use qvit_core::exec::float::{gelu, gelu_in_place};
@@ -120,6 +121,50 @@ fn pointwise_f32<const TILES: bool>(bencher: divan::Bencher, shape: (usize, usiz
                 );
                 for (row, b) in out.chunks_mut(n).zip(&bias) {
                     row.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        });
+}
+
+/// EfficientViT-B1 @ 224's 1×1 convs on its 7×7 and 14×14 maps (output channels, input
+/// channels, map side), for eight images: each image's product on its own, or the images'
+/// columns side by side as one product (`exec::float::product::product_images`, which the fp32
+/// executor runs on a batch's maps of at most `kernels::STACKED_PLANE` pixels).
+const STACKED_SHAPES: [(usize, usize, usize); 4] = [
+    (1024, 256, 7),
+    (256, 1024, 7),
+    (512, 128, 14),
+    (128, 512, 14),
+];
+
+#[divan::bench(args = STACKED_SHAPES, consts = [false, true])]
+fn pointwise_images_f32<const STACKED: bool>(
+    bencher: divan::Bencher,
+    shape: (usize, usize, usize),
+) {
+    use qvit_core::exec::float::product::{self, Activation};
+    const IMAGES: usize = 8;
+    let (m, k, side) = shape;
+    let n = side * side;
+    if !product::available() {
+        return;
+    }
+    let mut rng = Rng::new(5);
+    let w: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+    let x: Vec<f32> = (0..IMAGES * k * n).map(|_| rng.normal()).collect();
+    let bias: Vec<f32> = (0..m).map(|_| rng.normal()).collect();
+    let panels = product::panels(&w, m, k);
+    let xs: Vec<&[f32]> = x.chunks_exact(k * n).collect();
+    let mut out = vec![0.0; IMAGES * m * n];
+    bencher
+        .counter(divan::counter::ItemsCount::new(2 * IMAGES * m * k * n))
+        .bench_local(|| {
+            let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(m * n).collect();
+            if STACKED {
+                product::product_images(&mut outs, &panels, &xs, k, &bias, Activation::None);
+            } else {
+                for (o, x) in outs.iter_mut().zip(&xs) {
+                    product::product(o, &panels, x, k, &bias, Activation::None);
                 }
             }
         });

@@ -140,10 +140,10 @@ fn block_by_matmul(out: &mut [f32], w: &[f32], x: MatRef<'_>, bias: &[f32], act:
 /// The most pixels of a map on which [`pointwise_images`] runs a batch's 1×1 convs as one
 /// product: B1's 7×7 and 14×14 maps, where one image's product read a layer's weights (up
 /// to 1 MiB, past L2) for 49 or 196 columns. In B1 at batch 8 on one thread of a Zen 3, the
-/// products' cycles against the depthwise convs' fell 6 % by stacking the 7×7 maps and 4 %
-/// more with the 14×14 ones; the 28×28 ones, whose one image is 784 columns, gained nothing
-/// that two runs agreed on (`perf record` under `qvit bench efficientvit-b1 --executors fp32
-/// --batch 8 --threads 1`; BENCHMARKS.md).
+/// products' cycles against the depthwise convs' fell about 5 % by stacking the 7×7 maps and
+/// 2–3 % more with the 14×14 ones; the 28×28 ones, whose one image is 784 columns, gained
+/// nothing that two runs agreed on (`perf record` under `qvit bench efficientvit-b1
+/// --executors fp32 --batch 8 --threads 1`; BENCHMARKS.md).
 pub const STACKED_PLANE: usize = 14 * 14;
 
 /// Whether [`pointwise_images`] runs conv `c` on a batch of `batch` maps of `hw`.
@@ -1000,10 +1000,8 @@ mod tests {
         want
     }
 
-    /// The columns against their definition on every small geometry: kernels 1–5, strides
-    /// 1–3, paddings up to the kernel, sizes 1–9.
     /// The parts of a stacked 1×1 conv cover its rows once, in order; each sums as the
-    /// block of one image's product it lies in (the tiles or `matmul`); a part of the tiles
+    /// blocks of one image's product it covers (the tiles or `matmul`); a part of the tiles
     /// spans more than one block only where the tiles sum the same whatever the rows, and
     /// none is a single row. B1's 7×7 and 14×14 convs, and shapes whose last block is a few
     /// rows or whose reduction is cut in two ways.
@@ -1019,37 +1017,39 @@ mod tests {
             (100, 1100, 49),
             (16, 64, 49),
             (4, 64, 49),
+            // Cut in two, the second part would be the 13th row alone.
+            (13, 64, 49),
             (2304, 256, 49),
         ] {
             let rows = block_rows(m, k, n, true);
-            let block_of = |r: usize| (r / rows * rows, ((r / rows + 1) * rows).min(m));
+            // The block of one image's product that row `r` lies in, and whether it runs as
+            // the tiles.
+            let block_of = |r: usize| r / rows;
+            let tiled = |r: usize| {
+                let first = r / rows * rows;
+                product::sums_as_matmul((first + rows).min(m) - first, k, n)
+            };
             for threads in 1..=4 {
                 let parts = stacked_parts(m, k, n, threads);
                 let covered: Vec<usize> = parts.iter().flat_map(|p| p.rows.clone()).collect();
                 assert_eq!(covered, (0..m).collect::<Vec<_>>(), "{m}×{k}×{n}");
                 for part in &parts {
-                    let (first, end) = block_of(part.rows.start);
-                    let tiles = product::sums_as_matmul(end - first, k, n);
-                    assert_eq!(part.tiles, tiles, "{m}×{k}×{n}: {part:?}");
-                    if block_of(part.rows.end - 1) != (first, end) {
-                        assert!(tiles && product::sums_whatever_the_rows(k, n), "{part:?}");
-                    }
-                    if part.tiles {
-                        assert!(part.rows.len() >= 2, "{m}×{k}×{n}: {part:?}");
+                    let case = format!("{m}×{k}×{n} on {threads}: {part:?}");
+                    assert!(part.rows.clone().all(|r| tiled(r) == part.tiles), "{case}");
+                    if block_of(part.rows.start) != block_of(part.rows.end - 1) {
                         assert!(
-                            (part.rows.start..part.rows.end - 1).all(|r| product::sums_as_matmul(
-                                block_of(r).1 - block_of(r).0,
-                                k,
-                                n
-                            )),
-                            "{part:?}"
+                            part.tiles && product::sums_whatever_the_rows(k, n),
+                            "{case}"
                         );
                     }
+                    assert!(!part.tiles || part.rows.len() >= 2, "{case}");
                 }
             }
         }
     }
 
+    /// The columns against their definition on every small geometry: kernels 1–5, strides
+    /// 1–3, paddings up to the kernel, sizes 1–9.
     #[test]
     fn im2col_equals_the_definition() {
         for k in 1..=5 {

@@ -47,52 +47,30 @@ pub(super) struct Images<'a> {
     pub outs: &'a [*mut f32],
 }
 
-/// Where one of a tile's vectors lies in row 0 of the outputs: `len` columns, the first
-/// `first` of them from `at` and the others, when a vector runs past its image's last column,
-/// from `rest` (the next image's first column; `at` when there are none). Row `r` lies `r·n`
-/// further on in both.
-#[derive(Clone, Copy)]
-struct Span {
-    at: *mut f32,
-    first: usize,
-    rest: *mut f32,
-    len: usize,
-}
-
-impl Span {
-    /// The span of the `len` columns from the product's column `column`.
-    fn of(images: &Images<'_>, n: usize, column: usize, len: usize) -> Self {
-        let (image, within) = (column / n, column % n);
-        let first = len.min(n - within);
-        let at = images.outs[image].wrapping_add(within);
-        let rest = match first < len {
-            true => images.outs[image + 1],
-            false => at,
-        };
-        Self {
-            at,
-            first,
-            rest,
-            len,
+impl Images<'_> {
+    /// The image that holds the product's column `column`, and the column's place in it.
+    fn locate(&self, n: usize, column: usize) -> (usize, usize) {
+        match self.xs.len() {
+            1 => (0, column),
+            _ => (column / n, column % n),
         }
     }
-
-    /// Whether the span is a whole vector in one image, stored and loaded as one.
-    fn whole(&self) -> bool {
-        self.first == LANES
-    }
 }
 
-/// Where a tile lies: its first row, how many of its [`PANEL_ROWS`] rows exist, and its
-/// vectors' spans.
+/// Where a tile lies: its first row, how many of its [`PANEL_ROWS`] rows exist, its first
+/// column, and the mask of its last vector's lanes that are columns (`len` of them).
 struct Tile {
     row: usize,
     rows: usize,
-    spans: [Span; 2],
+    column: usize,
+    last: __m256i,
+    len: usize,
 }
 
 /// `super::lanes::product` in 8 lanes, over the columns of every image of `images` side by
-/// side: each output the sum that image's product alone gives.
+/// side: each output the sum that image's product alone gives. A tile that straddles two
+/// images sums into a tile of its own on the stack, copied to (and, for a reduction's later
+/// blocks, from) the two images.
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA; each image's input and output have the sizes
@@ -108,6 +86,7 @@ pub(super) unsafe fn product(
     columns: std::ops::Range<usize>,
 ) {
     let blocks = summation_blocks(m, k, n);
+    let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     // Tiles of `x` packed per block of columns: as many as fill `PACKED_BYTES`, each its own
     // `k × COLUMNS` values.
     let tiles_per_block = (PACKED_BYTES / (k.max(1) * COLUMNS * size_of::<f32>())).max(1);
@@ -122,7 +101,7 @@ pub(super) unsafe fn product(
         let end = (start + tiles_per_block * COLUMNS).min(columns.end);
         let tiles = (start..end).step_by(COLUMNS);
         for (column, packed) in tiles.clone().zip(packed.chunks_exact_mut(k * COLUMNS)) {
-            pack(packed, images.xs, n, column..(column + COLUMNS).min(end));
+            pack(packed, images, n, column..(column + COLUMNS).min(end));
         }
         for row in (0..m).step_by(PANEL_ROWS) {
             let panel = &panels[row * k..(row + PANEL_ROWS) * k];
@@ -130,24 +109,50 @@ pub(super) unsafe fn product(
             for (column, packed) in tiles.clone().zip(packed.chunks_exact(k * COLUMNS)) {
                 let width = (end - column).min(COLUMNS);
                 let vectors = width.div_ceil(LANES);
-                let spans = std::array::from_fn(|v| {
-                    let len = width.saturating_sub(v * LANES).min(LANES);
-                    Span::of(images, n, column + v * LANES * usize::from(len > 0), len)
-                });
-                let tile = Tile { row, rows, spans };
+                let len = width - (vectors - 1) * LANES;
+                let last = _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), index);
+                let (image, within) = images.locate(n, column);
+                if within + width > n {
+                    let tile = Tile {
+                        row: 0,
+                        rows,
+                        column: 0,
+                        last,
+                        len,
+                    };
+                    let place = (images.outs[image], images.outs[image + 1], row * n + within);
+                    // SAFETY: the tile's rows of its columns lie inside the two images'
+                    // outputs, and its panel and packed columns hold its terms.
+                    unsafe {
+                        let terms = (panel, packed);
+                        let finish = (&bias[row..row + rows], act);
+                        straddling(&tile, terms, &blocks, place, (n, width, vectors), finish)
+                    };
+                    continue;
+                }
+                let out = images.outs[image];
+                let tile = Tile {
+                    row,
+                    rows,
+                    column: within,
+                    last,
+                    len,
+                };
                 for (b, &(from, to)) in blocks.iter().enumerate() {
                     let finish = (b + 1 == blocks.len()).then_some((&bias[row..row + rows], act));
                     let (panel, x) = (
                         &panel[from * PANEL_ROWS..to * PANEL_ROWS],
                         &packed[from * COLUMNS..to * COLUMNS],
                     );
-                    // SAFETY (of each call): the tile's rows of its spans lie inside the
-                    // outputs, and its panel and packed columns hold `to − from` terms.
+                    // SAFETY (of each call): the tile's rows and columns lie inside `out`, and
+                    // its panel and packed columns hold `to − from` terms.
                     unsafe {
                         let blk = (panel, x, b > 0);
-                        match vectors {
-                            1 => tile_sums::<1>(&tile, blk, n, finish),
-                            _ => tile_sums::<2>(&tile, blk, n, finish),
+                        match (vectors, len == LANES) {
+                            (1, true) => tile_sums::<1, false>(&tile, blk, n, out, finish),
+                            (1, false) => tile_sums::<1, true>(&tile, blk, n, out, finish),
+                            (_, true) => tile_sums::<2, false>(&tile, blk, n, out, finish),
+                            (_, false) => tile_sums::<2, true>(&tile, blk, n, out, finish),
                         }
                     }
                 }
@@ -157,16 +162,68 @@ pub(super) unsafe fn product(
     PACKED.set(kept);
 }
 
-/// Copies the product's columns `columns` (at most [`COLUMNS`], in at most two images of
-/// `xs`) of each of the `k` rows of `n` side by side into `packed` (`k × COLUMNS`), zeros past
-/// the last column. A whole tile's row from one image is one fixed-size copy, two vector
-/// moves, where a copy of a run of any length called `memmove` for each (7 % of
-/// EfficientViT-B1's fp32 time at batch 1).
-fn pack(packed: &mut [f32], xs: &[&[f32]], n: usize, columns: std::ops::Range<usize>) {
+/// A tile whose columns straddle two images (`tile`, at row 0 and column 0 of a tile of its
+/// own), summed over every reduction block into `sums` on the stack: its first columns lie
+/// in the image whose output starts at `this`, the others in the next one's (`next`), both
+/// from element `at` (its first row and column in the first image; column 0 in the next).
+///
+/// # Safety
+/// As [`tile_sums`], for the tile's rows of its columns in both images' outputs.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn straddling(
+    tile: &Tile,
+    (panel, packed): (&[f32], &[f32]),
+    blocks: &[(usize, usize)],
+    (this, next, at): (*mut f32, *mut f32, usize),
+    (n, width, vectors): (usize, usize, usize),
+    finish: (&[f32], Activation),
+) {
+    let mut sums = [0f32; PANEL_ROWS * COLUMNS];
+    let first = n - at % n;
+    let row_of = |r: usize| {
+        (
+            this.wrapping_add(at + r * n),
+            next.wrapping_add(at - at % n + r * n),
+        )
+    };
+    for (b, &(from, to)) in blocks.iter().enumerate() {
+        let (panel, x) = (
+            &panel[from * PANEL_ROWS..to * PANEL_ROWS],
+            &packed[from * COLUMNS..to * COLUMNS],
+        );
+        let sums_ptr = sums.as_mut_ptr();
+        let finish = (b + 1 == blocks.len()).then_some(finish);
+        // SAFETY: the stack tile holds `PANEL_ROWS` rows of `COLUMNS`; the caller's promise.
+        unsafe {
+            let blk = (panel, x, b > 0);
+            match (vectors, width % LANES == 0) {
+                (1, true) => tile_sums::<1, false>(tile, blk, COLUMNS, sums_ptr, finish),
+                (1, false) => tile_sums::<1, true>(tile, blk, COLUMNS, sums_ptr, finish),
+                (_, true) => tile_sums::<2, false>(tile, blk, COLUMNS, sums_ptr, finish),
+                (_, false) => tile_sums::<2, true>(tile, blk, COLUMNS, sums_ptr, finish),
+            }
+        }
+    }
+    for (r, row) in sums.chunks_exact(COLUMNS).take(tile.rows).enumerate() {
+        let (here, there) = row_of(r);
+        // SAFETY: the caller's promise.
+        unsafe {
+            std::ptr::copy_nonoverlapping(row.as_ptr(), here, first);
+            std::ptr::copy_nonoverlapping(row[first..].as_ptr(), there, width - first);
+        }
+    }
+}
+
+/// Copies the product's columns `columns` (at most [`COLUMNS`], in at most two images) of
+/// each of the `k` rows of `n` side by side into `packed` (`k × COLUMNS`), zeros past the last
+/// column. A whole tile's row from one image is one fixed-size copy, two vector moves, where a
+/// copy of a run of any length called `memmove` for each (7 % of EfficientViT-B1's fp32 time
+/// at batch 1).
+fn pack(packed: &mut [f32], images: &Images<'_>, n: usize, columns: std::ops::Range<usize>) {
     let width = columns.len();
-    let (image, within) = (columns.start / n, columns.start % n);
+    let (image, within) = images.locate(n, columns.start);
     let first = width.min(n - within);
-    let x = xs[image];
+    let x = images.xs[image];
     for (term, row) in packed.chunks_exact_mut(COLUMNS).enumerate() {
         let src = &x[term * n + within..];
         if first == COLUMNS {
@@ -175,7 +232,7 @@ fn pack(packed: &mut [f32], xs: &[&[f32]], n: usize, columns: std::ops::Range<us
         } else {
             row[..first].copy_from_slice(&src[..first]);
             if first < width {
-                let next = &xs[image + 1][term * n..];
+                let next = &images.xs[image + 1][term * n..];
                 row[first..width].copy_from_slice(&next[..width - first]);
             }
             row[width..].fill(0.0);
@@ -184,21 +241,37 @@ fn pack(packed: &mut [f32], xs: &[&[f32]], n: usize, columns: std::ops::Range<us
 }
 
 /// One tile's sums over one reduction block (`panel`, `x`: its terms, `x` the tile's packed
-/// columns), added to what the outputs hold when `add`, finished with the bias and activation
-/// when `finish`: `V` vectors of columns where its spans say.
+/// columns), added to what `out` holds when `add`, finished with the bias and activation when
+/// `finish`: `V` vectors of columns, the last of them `tile.len` columns wide when `PART`.
 ///
 /// # Safety
-/// The tile's rows of its spans lie inside the outputs; `x` holds [`COLUMNS`] values per term.
+/// The tile's rows and columns lie inside `out`; `x` holds [`COLUMNS`] values per term.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_sums<const V: usize>(
+unsafe fn tile_sums<const V: usize, const PART: bool>(
     tile: &Tile,
     (panel, x, add): (&[f32], &[f32], bool),
     n: usize,
+    out: *mut f32,
     finish: Option<(&[f32], Activation)>,
 ) {
     let terms = panel.len() / PANEL_ROWS;
-    debug_assert!(x.len() == terms * COLUMNS && tile.spans[..V].iter().all(|s| s.len > 0));
+    debug_assert!(x.len() == terms * COLUMNS && tile.column + (V - 1) * LANES + tile.len <= n);
+    // The tile's vector `v` of its row of `out` at `p`: the last one masked when part-filled.
+    // A macro, as `finish_row!` below.
+    macro_rules! load {
+        ($p:expr, $v:expr) => {{
+            let (p, v): (*const f32, usize) = ($p, $v);
+            // SAFETY: the vector's columns lie inside the row (the caller's promise); a
+            // masked load reads the first `len` lanes alone.
+            unsafe {
+                match PART && v + 1 == V {
+                    true => _mm256_maskload_ps(p.add(v * LANES), tile.last),
+                    false => _mm256_loadu_ps(p.add(v * LANES)),
+                }
+            }
+        }};
+    }
     let mut acc = [[_mm256_setzero_ps(); V]; PANEL_ROWS];
     let (w, mut xr) = (panel.as_ptr(), x.as_ptr());
     for t in 0..terms {
@@ -219,27 +292,17 @@ unsafe fn tile_sums<const V: usize>(
     let six = _mm256_set1_ps(6.0);
     let zero = _mm256_setzero_ps();
     // As in 16 lanes: the earlier blocks' sums, the bias where it is not ±0, the activation
-    // with x86's max and min passing NaN and −0 through as `f32::clamp` does. A vector that is
-    // not a whole one in one image (a last tile's part vector, or one that runs into the next
-    // image) goes through the stack: AMD's Zen 2 and 3 run `vmaskmovps`'s store form in
-    // microcode.
+    // with x86's max and min passing NaN and −0 through as `f32::clamp` does; the last
+    // vector of a part tile through the stack.
     macro_rules! finish_row {
         ($r:expr, $sums:expr) => {{
             let r: usize = $r;
-            let row = (tile.row + r) * n;
-            for (span, &s) in tile.spans.iter().zip(&$sums) {
-                let (at, rest) = (span.at.wrapping_add(row), span.rest.wrapping_add(row));
-                let mut lanes = [0f32; LANES];
-                // SAFETY (all): the span's columns of the row lie inside the outputs.
-                let mut s = match (add, span.whole()) {
-                    (false, _) => s,
-                    (true, true) => _mm256_add_ps(unsafe { _mm256_loadu_ps(at) }, s),
-                    (true, false) => unsafe {
-                        std::ptr::copy_nonoverlapping(at, lanes.as_mut_ptr(), span.first);
-                        let more = span.len - span.first;
-                        std::ptr::copy_nonoverlapping(rest, lanes[span.first..].as_mut_ptr(), more);
-                        _mm256_add_ps(_mm256_loadu_ps(lanes.as_ptr()), s)
-                    },
+            let at = out.wrapping_add((tile.row + r) * n + tile.column);
+            for (v, &s) in $sums.iter().enumerate() {
+                let mut s = if add {
+                    _mm256_add_ps(load!(at.cast_const(), v), s)
+                } else {
+                    s
                 };
                 if let Some((bias, act)) = finish {
                     if bias[r] != 0.0 {
@@ -250,15 +313,16 @@ unsafe fn tile_sums<const V: usize>(
                         s = _mm256_div_ps(_mm256_mul_ps(s, c), six);
                     }
                 }
-                if span.whole() {
-                    unsafe { _mm256_storeu_ps(at, s) };
-                } else {
+                let dst = at.wrapping_add(v * LANES);
+                // SAFETY (both): the vector's columns of the row lie inside `out`.
+                if PART && v + 1 == V {
+                    let mut lanes = [0f32; LANES];
                     unsafe {
                         _mm256_storeu_ps(lanes.as_mut_ptr(), s);
-                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), at, span.first);
-                        let more = span.len - span.first;
-                        std::ptr::copy_nonoverlapping(lanes[span.first..].as_ptr(), rest, more);
+                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, tile.len);
                     }
+                } else {
+                    unsafe { _mm256_storeu_ps(dst, s) };
                 }
             }
         }};

@@ -90,12 +90,13 @@ pub fn python() -> Option<&'static Path> {
 }
 
 /// Runs `tools/export/check.py` on an export (and the samples beside it) with `runtime`
-/// (`onnxruntime` or `qonnx`): its JSON report.
+/// (`onnxruntime` or `qonnx`): its JSON report. The runtime's sessions run on one thread each:
+/// the tests run two at a time on CI's two cores.
 pub fn check(python: &Path, model: &Path, runtime: &str) -> serde_json::Value {
     let out = Command::new(python)
         .arg(CHECK)
         .arg(model)
-        .args(["--runtime", runtime])
+        .args(["--runtime", runtime, "--threads", "1"])
         .output()
         .unwrap();
     assert!(

@@ -1,7 +1,7 @@
 """Checks a qvit ONNX export in its own runtime, against the samples `qvit export --samples`
 wrote beside it: FILE.inputs.npy (the model's input) and FILE.expected.npy (qvit's outputs).
 
-    python tools/export/check.py FILE.onnx [--runtime onnxruntime|qonnx]
+    python tools/export/check.py FILE.onnx [--runtime onnxruntime|qonnx] [--threads N]
 
 Prints one JSON object: the checker's verdict and, for each way the runtime runs the model, the
 largest absolute difference relative to the largest expected logit and the share of images whose
@@ -93,7 +93,25 @@ def u8_weights(model):
     return model, moved
 
 
-def onnxruntime_runs(path, x):
+def sessions_on_threads(threads):
+    """Every ONNX Runtime session made without options, qonnx's one per node included, runs on
+    `threads` threads (its default is a pool of one per core, which spins while it waits: the
+    export tests run two checks at once on CI's two cores)."""
+    import onnxruntime as ort
+
+    made = ort.InferenceSession
+
+    class Session(made):
+        def __init__(self, source, sess_options=None, *args, **kwargs):
+            if sess_options is None:
+                sess_options = ort.SessionOptions()
+                sess_options.intra_op_num_threads = threads
+            super().__init__(source, sess_options, *args, **kwargs)
+
+    ort.InferenceSession = Session
+
+
+def onnxruntime_runs(path, x, threads):
     import onnxruntime as ort
 
     runs = [
@@ -108,13 +126,13 @@ def onnxruntime_runs(path, x):
     batch = fixed_batch(onnx.load(str(path), load_external_data=False))
     for name, level, source in runs:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 2
+        options.intra_op_num_threads = threads
         options.graph_optimization_level = level
         session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         yield name, in_batches(lambda b: session.run(["logits"], {"input": b})[0], x, batch)
 
 
-def qonnx_runs(path, x):
+def qonnx_runs(path, x, threads):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
 
@@ -191,7 +209,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--runtime", choices=["onnxruntime", "qonnx"], default="onnxruntime")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads per ONNX Runtime session (qonnx runs one per node)")
     args = parser.parse_args()
+    sessions_on_threads(args.threads)
 
     model = onnx.load(str(args.model))
     onnx.checker.check_model(model, full_check=True)
@@ -208,7 +229,7 @@ def main():
         "initializer_types": initializer_types(model),
         "operators": sorted({n.op_type for n in model.graph.node}),
     }
-    for name, y in runs(args.model, x):
+    for name, y in runs(args.model, x, args.threads):
         if y.shape != expected.shape:
             sys.exit(f"{args.model}: the runtime gave {y.shape}, qvit {expected.shape}")
         report[name] = compare(y, expected)

@@ -212,6 +212,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2,
                         help="threads per ONNX Runtime session (qonnx runs one per node)")
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: a session needs at least one thread")
     sessions_on_threads(args.threads)
 
     model = onnx.load(str(args.model))

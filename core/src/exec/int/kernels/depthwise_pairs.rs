@@ -42,6 +42,8 @@ struct Plane {
     codes: Vec<i16>,
     /// A whole number of vectors.
     row_len: usize,
+    /// How many rows `codes` holds.
+    rows: usize,
 }
 
 impl Plane {
@@ -60,6 +62,7 @@ impl Plane {
         Plane {
             codes: vec![0; rows * row_len],
             row_len,
+            rows,
         }
     }
 
@@ -68,24 +71,30 @@ impl Plane {
     /// last running on into the next row's codes, and a vector of zeros then restores the
     /// padding it overwrote: no lane is masked. The padding left of the codes and the rows of
     /// padding are never written: zeroed by [`Plane::new`], they stay zero for every channel
-    /// of the call.
+    /// of the call. It runs once per channel, so it walks only the input's rows, by pointer:
+    /// a first form that walked every row of the plane (`chunks_exact_mut`, a division per
+    /// channel) and checked each took ~16 cycles a row (with a 7×7 map, 40 % of the kernel's
+    /// time), as much as the row's sums.
     #[target_feature(enable = "avx2")]
     fn fill<T: Code8>(&mut self, s: &DwShape, x: &[T], at: usize, zero: i32) {
         let (h, w) = s.in_hw;
         let (pad, len) = (s.padding, self.row_len);
-        for (y, row) in self.codes.chunks_exact_mut(len).enumerate() {
-            let Some(iy) = y.checked_sub(pad).filter(|&iy| iy < h) else {
-                continue;
-            };
+        // The input rows the plane holds (at stride 2 a last row may go unread).
+        let rows = h.min(self.rows.saturating_sub(pad));
+        assert!(pad + w + CODES <= len && (pad + rows) * len <= self.codes.len());
+        assert!(at + rows * w <= x.len());
+        let plane = self.codes.as_mut_ptr();
+        for iy in 0..rows {
             let first = at + iy * w;
-            assert!(pad + w + CODES <= row.len() && first + w <= x.len());
-            let to = row[pad..].as_mut_ptr();
-            for c in (0..w).step_by(CODES) {
-                let codes = match x.get(first + c..first + c + CODES) {
-                    // SAFETY: the slice holds 16 codes.
-                    Some(codes) => unsafe { T::centred16(codes.as_ptr(), zero) },
+            // SAFETY: row `pad + iy` is one of the plane's (`rows` above).
+            let to = unsafe { plane.add((pad + iy) * len + pad) };
+            let mut c = 0;
+            while c < w {
+                let codes = match first + c + CODES <= x.len() {
+                    // SAFETY: 16 codes from `first + c` lie inside `x`.
+                    true => unsafe { T::centred16(x.as_ptr().add(first + c), zero) },
                     // The call's last codes: those left, then zeros.
-                    None => {
+                    false => {
                         let mut window = [T::default(); CODES];
                         let left = &x[first + c..];
                         window[..left.len()].copy_from_slice(left);
@@ -93,8 +102,10 @@ impl Plane {
                         unsafe { T::centred16(window.as_ptr(), zero) }
                     }
                 };
-                // SAFETY: `c < w`, so the 16 lanes from `pad + c` lie below `pad + w + 16`.
+                // SAFETY: `c < w`, so the 16 lanes from `pad + c` lie below `pad + w + 16`,
+                // inside the row (asserted).
                 unsafe { _mm256_storeu_si256(to.add(c).cast(), codes) };
+                c += CODES;
             }
             // SAFETY: as just above.
             unsafe { _mm256_storeu_si256(to.add(w).cast(), _mm256_setzero_si256()) };
@@ -172,7 +183,7 @@ pub fn avx2<const K: usize, T: Code8>(
     let (h, wd) = s.in_hw;
     let (oh, ow) = s.out_hw;
     let mut plane = Plane::new(s);
-    let rows = plane.codes.len() / plane.row_len;
+    let rows = plane.rows;
     assert!(x.len() >= s.channels * h * wd && w.len() >= s.channels * K * K);
     assert!(zero.len() >= s.channels);
     assert!(out.len() >= s.channels * oh * ow);

@@ -12,6 +12,11 @@
 //! 0.55–0.8× the `gemm` crate's rate on B1's large maps (`cargo bench -p qvit-core --bench fp32
 //! -- pointwise_f32`, Zen 3). A last tile narrower than 16 columns writes its part vector
 //! through the stack: AMD's Zen 2 and 3 run `vmaskmovps`'s store form in microcode.
+//!
+//! A batch's images may run as one product, their columns side by side ([`Images`], for the 1×1
+//! convs on small maps): tiles pack columns across an image's end, a tile inside one image runs
+//! as above in that image's output, and one that straddles two sums into a tile of its own
+//! that is then copied to both ([`straddling`]), so each image gets its own product's bits.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;

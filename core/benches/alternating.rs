@@ -18,6 +18,11 @@
 //! depthwise steps (one image, one thread, on the step's own input codes) against its kernel
 //! alone, the sums without their epilogue: what the rest of the step costs.
 //!
+//! `cargo bench -p qvit-core --bench alternating -- linear [avx2]` times B1's linear-attention
+//! steps (context, query, normalisation; one image, one thread, on each step's own input codes),
+//! each kind summed over the model's seven blocks, the tenth percentile and median of many
+//! rounds: run two builds one after the other, a few times, to compare a change to them.
+//!
 //! `cargo bench -p qvit-core --bench alternating -- bytes [avx2]` compares B1's integer
 //! executor with every value in i32 codes against the values between its convs as bytes
 //! (`IntExecutor::with_byte_codes`), at batch 1 and 8 on one thread and on all; the logits are
@@ -76,6 +81,9 @@ fn main() {
     }
     if std::env::args().any(|a| a == "depthwise") {
         return depthwise_steps(isa);
+    }
+    if std::env::args().any(|a| a == "linear") {
+        return linear_attention_steps(isa);
     }
     if std::env::args().any(|a| a == "bytes") {
         return byte_codes(isa);
@@ -311,6 +319,58 @@ fn b1_program(n: usize) -> (IntProgram, Dataset) {
     };
     let plan = quant::build(&graph, &folded, &stats, &recipe, &settings).unwrap();
     (compile(&graph, &folded, &plan).unwrap(), data)
+}
+
+/// B1's linear-attention steps, each kind's time summed over its blocks: per round every
+/// step runs once; the tenth percentile and median of the rounds' sums.
+fn linear_attention_steps(isa: Isa) {
+    let (program, data) = b1_program(1);
+    let exec = IntExecutor::new(&program).with_isa(isa);
+    let image = data.batch(0..1).unwrap().images;
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    println!("{}: B1's linear-attention steps, one image", isa.name());
+    one_thread.install(|| {
+        let values = exec.run_image(&image.data, &|_| true);
+        let mut scratch = Scratch::default();
+        let kinds = ["context", "query", "normalize"];
+        let kind = |op: &StepOp| match op {
+            StepOp::Context(_) => Some(0),
+            StepOp::Query(_) => Some(1),
+            StepOp::Normalize(_) => Some(2),
+            _ => None,
+        };
+        let steps: Vec<_> = program
+            .steps
+            .iter()
+            .filter_map(|s| kind(&s.op).map(|k| (k, s)))
+            .collect();
+        let mut times: [Vec<f64>; 3] = Default::default();
+        for _ in 0..SAMPLES {
+            let mut round = [0.0; 3];
+            for &(k, step) in &steps {
+                let x: Vec<&[i32]> = step.inputs.iter().map(|&i| &values[i][..]).collect();
+                let start = Instant::now();
+                let out = exec.run_step(step, &x, &mut scratch);
+                round[k] += start.elapsed().as_secs_f64() * 1e6;
+                scratch.spare.keep(out);
+            }
+            for (t, r) in times.iter_mut().zip(round) {
+                t.push(r);
+            }
+        }
+        for (name, t) in kinds.iter().zip(&mut times) {
+            t.sort_by(f64::total_cmp);
+            let blocks = steps.iter().filter(|(k, _)| kinds[*k] == *name).count();
+            println!(
+                "{name:>9} ({blocks} steps): p10 {:.1} µs, median {:.1} µs",
+                t[t.len() / 10],
+                t[t.len() / 2]
+            );
+        }
+    });
 }
 
 /// B1's integer executor on runs of 4 and 8 images, image by image against stacked.

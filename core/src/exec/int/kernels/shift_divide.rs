@@ -1,8 +1,10 @@
 //! Linear attention's division by log2 divisors (Trio-ViT's shift) for one channel's row of
-//! tokens in i64 lanes: `((((q − z)·m) << c) + addend + 2^(k−1)) >> k`, clamped — the i64 fast
-//! path of `ops::linear_attention::Normalize`, which is exact while every code `c` is at most
-//! 60 and `|(q − z)·m| < 2^(60 − c)` (the sum then stays below 2^63). A row with a value past
-//! that reach returns `false` and is left to the definition's i128 arithmetic.
+//! tokens in i64 arithmetic: `((((q − z)·m) << c) + addend + 2^(k−1)) >> k`, clamped — the i64
+//! fast path of `ops::linear_attention::Normalize`, which is exact while every code `c` is at
+//! most 60 and `|(q − z)·m| < 2^(60 − c)` (the sum then stays below 2^63). A row with a value
+//! past that reach returns `false` and is left to the definition's i128 arithmetic. With AVX2,
+//! a row whose extremes keep every lane inside a narrower reach runs in lanes with no check of
+//! their own ([`lean_bias`]).
 #![allow(unsafe_code)]
 
 use super::Isa;
@@ -60,69 +62,96 @@ fn run_portable(s: &ShiftRow, dividends: &[i32], codes: &[i32], out: &mut [i32])
     inside
 }
 
-/// [`run_portable`] in four i64 lanes. AVX2 has no 64-bit arithmetic shift, minimum or
-/// maximum, so the compiler had left that loop scalar (two thirds of B1's normalize samples,
-/// `perf` on AMD Zen 3): the shift is a logical one between two flips of the negative lanes'
-/// bits, the clamps are comparisons and blends. Past the last whole 4 tokens, the last 4
-/// again (each output depends on its own token alone); fewer than 4 go by the loop.
+/// A row's bias `2^b` for [`run_avx2`]'s lanes, if its lanes need no check of their own:
+/// every code in `0..=31` and `|q − z| << c` inside i32 for the row's largest `|q − z|` and code
+/// (so the shift runs in 32-bit lanes, exactly), `|(q − z)·m| << c` below 2^60 (the i64
+/// reach); then `b ≥ k` the least exponent with `2^b`
+/// above the row's bound on `|p|`, `p = ((q − z)·m << c) + addend + 2^(k−1)`, at most 62 (so
+/// `p + 2^b` is positive and below 2^63); and the clamp's bounds raised by `2^(b−k)` still in
+/// i32. Found once per row from its extremes (in 32-bit lanes, by the compiler), rather than
+/// lane by lane. On B1 (`qvit bench`'s random weights) every row has one, `b` about 54.
+#[inline(always)]
+fn lean_bias(s: &ShiftRow, dividends: &[i32], codes: &[i32]) -> Option<u32> {
+    let (lo, hi) = dividends
+        .iter()
+        .fold((i32::MAX, i32::MIN), |(lo, hi), &q| (lo.min(q), hi.max(q)));
+    let (least, most) = codes
+        .iter()
+        .fold((i32::MAX, i32::MIN), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    if dividends.is_empty() || least < 0 || most > 31 {
+        return None;
+    }
+    // The extremes' differences, which the lanes' wrapping i32 subtractions must not wrap
+    // (then no difference between them wraps either).
+    let centred = |q: i32| i32::try_from(i64::from(q) - i64::from(s.zero)).ok();
+    let largest = centred(lo)?.unsigned_abs().max(centred(hi)?.unsigned_abs());
+    let product = (u128::from(largest) * u128::from(s.m.unsigned_abs())) << most;
+    // Inside the i64 reach, as the checked loop finds it, so that every ISA answers alike.
+    if u64::from(largest) << most >= 1 << 31 || product >= 1 << 60 {
+        return None;
+    }
+    let bound = product + u128::from(s.addend.unsigned_abs()) + (1 << (s.k - 1));
+    let b = (128 - bound.leading_zeros()).max(s.k);
+    let raised = 1i64 << (b.min(62) - s.k);
+    let in_i32 = |v: i64| i32::try_from(v).is_ok();
+    (b <= 62 && in_i32(s.range.0 + raised) && in_i32(s.range.1 + raised)).then_some(b)
+}
+
+/// [`run_portable`] in eight lanes, for rows that [`lean_bias`] gives a bias `2^b` (others take
+/// the portable loop). AVX2 has no 64-bit arithmetic shift, minimum or maximum, so the
+/// compiler had left that loop scalar (two thirds of B1's normalize samples, `perf` on AMD
+/// Zen 3). Here `(q − z) << c` is an i32 lane, its product with `m` two i64 lanes (even and
+/// odd), and `p + 2^b` positive, so a logical shift gives `⌊p/2^k⌋ + 2^(b−k)`: clamped above
+/// in 64 bits (it may pass 2^32), narrowed, clamped below in 32, and less the `2^(b−k)`. A
+/// first form in four lanes checked each lane's reach and shifted between two flips of the
+/// negative lanes' bits: 33 instructions per 4 tokens, against 20 per 8 here (B1's seven
+/// normalisations 278–285 → 166–177 µs at the tenth percentile, `cargo bench -p qvit-core
+/// --bench alternating -- linear avx2`, AMD Zen 3). Past the last whole 8 tokens, the last 8
+/// again (each output depends on its own token alone).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn run_avx2(s: &ShiftRow, dividends: &[i32], codes: &[i32], out: &mut [i32]) -> bool {
     use std::arch::x86_64::*;
     let n = out.len();
-    if n < 4 {
-        return run_portable(s, dividends, codes, out);
-    }
-    let zero = _mm_set1_epi32(s.zero);
+    let b = match lean_bias(s, dividends, codes) {
+        Some(b) if n >= 8 => b,
+        _ => return run_portable(s, dividends, codes, out),
+    };
+    let raised = 1i64 << (b - s.k);
+    let zero = _mm256_set1_epi32(s.zero);
     let m = _mm256_set1_epi64x(i64::from(s.m));
-    let addend = _mm256_set1_epi64x(s.addend.wrapping_add(1 << (s.k - 1)));
+    // `|addend| + 2^(k−1) < 2^b ≤ 2^62`: the sum fits.
+    let addend = _mm256_set1_epi64x(s.addend + (1 << (s.k - 1)) + (1 << b));
     let k = _mm_cvtsi32_si128(s.k as i32);
-    let (lo, hi) = (_mm256_set1_epi64x(s.range.0), _mm256_set1_epi64x(s.range.1));
-    let (sixty, reach) = (_mm_set1_epi32(60), _mm256_set1_epi64x(60));
-    let low_halves = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-    let mut outside = _mm256_setzero_si256();
-    let last = (!n.is_multiple_of(4)).then_some(n - 4);
-    for t in (0..n / 4 * 4).step_by(4).chain(last) {
-        // SAFETY: tokens `t..t + 4` lie inside all three slices (`t + 4 ≤ n`, and the
+    let top = _mm256_set1_epi64x(s.range.1 + raised);
+    let bottom = _mm256_set1_epi32((s.range.0 + raised) as i32);
+    let raised = _mm256_set1_epi32(raised as i32);
+    let (dp, cp, op) = (dividends.as_ptr(), codes.as_ptr(), out.as_mut_ptr());
+    let last = (!n.is_multiple_of(8)).then_some(n - 8);
+    for t in (0..n / 8 * 8).step_by(8).chain(last) {
+        // SAFETY: tokens `t..t + 8` lie inside all three slices (`t + 8 ≤ n`, and the
         // caller's lengths are equal).
         let (q, code) = unsafe {
             (
-                _mm_loadu_si128(dividends[t..t + 4].as_ptr().cast()),
-                _mm_loadu_si128(codes[t..t + 4].as_ptr().cast()),
+                _mm256_loadu_si256(dp.add(t).cast()),
+                _mm256_loadu_si256(cp.add(t).cast()),
             )
         };
-        // `(q − z)·m` from the centred code's low 32 bits, signed, as the loop's i32
-        // subtraction leaves them.
-        let num = _mm256_mul_epi32(_mm256_cvtepi32_epi64(_mm_sub_epi32(q, zero)), m);
-        // Codes as u32, at most 60; a code that was past it (or negative) flags the row.
-        let shift32 = _mm_min_epu32(code, sixty);
-        let code_past = _mm256_cvtepi32_epi64(_mm_xor_si128(
-            _mm_cmpeq_epi32(shift32, code),
-            _mm_set1_epi32(-1),
-        ));
-        let shift = _mm256_cvtepu32_epi64(shift32);
-        // `|num| < 2^60 >> shift` ⇔ `|num| >> (60 − shift)` is 0.
-        let sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), num);
-        let magnitude = _mm256_sub_epi64(_mm256_xor_si256(num, sign), sign);
-        let num_past = _mm256_xor_si256(
-            _mm256_cmpeq_epi64(
-                _mm256_srlv_epi64(magnitude, _mm256_sub_epi64(reach, shift)),
-                _mm256_setzero_si256(),
-            ),
-            _mm256_set1_epi64x(-1),
-        );
-        outside = _mm256_or_si256(outside, _mm256_or_si256(code_past, num_past));
-        // `(num << shift) + addend + 2^(k−1)`, shifted right by `k` arithmetically.
-        let p = _mm256_add_epi64(_mm256_sllv_epi64(num, shift), addend);
-        let negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), p);
-        let y = _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(p, negative), k), negative);
-        let y = _mm256_blendv_epi8(y, lo, _mm256_cmpgt_epi64(lo, y));
-        let y = _mm256_blendv_epi8(y, hi, _mm256_cmpgt_epi64(y, hi));
-        let y = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(y, low_halves));
+        let shifted = _mm256_sllv_epi32(_mm256_sub_epi32(q, zero), code);
+        let even = _mm256_add_epi64(_mm256_mul_epi32(shifted, m), addend);
+        let odd = _mm256_srli_epi64::<32>(shifted);
+        let odd = _mm256_add_epi64(_mm256_mul_epi32(odd, m), addend);
+        // Each lane's `⌊p/2^k⌋ + 2^(b−k)`, at most the raised top code.
+        let clamp = |p: __m256i| {
+            let y = _mm256_srl_epi64(p, k);
+            _mm256_blendv_epi8(y, top, _mm256_cmpgt_epi64(y, top))
+        };
+        let y = _mm256_blend_epi32::<0xAA>(clamp(even), _mm256_slli_epi64::<32>(clamp(odd)));
+        let y = _mm256_sub_epi32(_mm256_max_epi32(y, bottom), raised);
         // SAFETY: as for the loads.
-        unsafe { _mm_storeu_si128(out[t..t + 4].as_mut_ptr().cast(), y) };
+        unsafe { _mm256_storeu_si256(op.add(t).cast(), y) };
     }
-    _mm256_testz_si256(outside, outside) == 1
+    true
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -180,6 +209,68 @@ mod tests {
                     assert_eq!(ran, case == "inside", "{} n = {n}", isa.name());
                     if ran {
                         assert_eq!(got, want, "{} n = {n}", isa.name());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows at the edges of the lanes' reach without checks ([`lean_bias`]), of both signs
+    /// and token counts with and without a part vector: a bias of 2^62 (products times `2^c`
+    /// of 2^60.99 and addends near 2^61), and rows just past the lanes' reach that the checked
+    /// loop runs — a bound of 2^62, a shift past i32, a code of 32, a raised clamp past i32.
+    /// Every ISA equals the definition.
+    #[test]
+    fn rows_at_the_edges_of_the_lean_reach() {
+        let mut rng = Rng::new(5);
+        // (multiplier, largest code, addend, k, output range, |q − z| at most, lean bias)
+        let wide = (-(1 << 30), 1 << 30);
+        let cases = [
+            (
+                i32::MAX,
+                20,
+                (1 << 61) - (1 << 39) - 1,
+                40,
+                wide,
+                255,
+                Some(62),
+            ),
+            (i32::MAX, 20, (1 << 61) - 1, 62, (-1, 1), 255, None),
+            ((1 << 30) + 5, 15, 1 << 50, 40, (0, 255), 160, Some(53)),
+            ((1 << 20) + 5, 23, 1 << 50, 40, wide, 256, None),
+            (5, 32, 1 << 20, 40, wide, 1, None),
+            (
+                (1 << 30) + 5,
+                15,
+                1 << 50,
+                40,
+                (0, i32::MAX.into()),
+                160,
+                None,
+            ),
+        ];
+        for (m, code, addend, k, range, span, bias) in cases {
+            for (sign, n) in [(1, 9), (-1, 196), (1, 48)] {
+                let s = ShiftRow {
+                    zero: 3,
+                    m,
+                    addend: sign * addend,
+                    k,
+                    range,
+                };
+                let mut q: Vec<i32> = (0..n)
+                    .map(|_| 3 + rng.below(2 * span + 1) as i32 - span as i32)
+                    .collect();
+                q[n / 2] = 3 + span as i32 * sign as i32;
+                q[0] = 3 - span as i32 * sign as i32;
+                let codes: Vec<i32> = (0..n).map(|t| [code, 0, 7][t % 3]).collect();
+                assert_eq!(lean_bias(&s, &q, &codes), bias, "m = {m}, code {code}");
+                for isa in Isa::available() {
+                    let mut got = vec![0; n];
+                    assert!(s.run(isa, &q, &codes, &mut got));
+                    for (t, (&g, (&q, &c))) in got.iter().zip(q.iter().zip(&codes)).enumerate() {
+                        let want = definition(&s, q, c);
+                        assert_eq!(g, want, "{} m = {m}, code {code}, token {t}", isa.name());
                     }
                 }
             }

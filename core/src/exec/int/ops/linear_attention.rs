@@ -16,8 +16,33 @@ use super::super::kernels::pair;
 use super::super::kernels::pair_products::pair_products;
 use super::super::kernels::shift_divide::ShiftRow;
 use super::super::requant::{Encoder, Requant};
-use crate::exec::spare::Buffer;
+use crate::exec::spare::{Buffer, prefix_to_overwrite, with_kept};
 use rayon::prelude::*;
+use std::cell::Cell;
+
+/// One head's working rows, kept by each thread from head to head (and image to image): each
+/// head had allocated and zeroed four or five vectors of its own — with their frees, 7 % of
+/// B1's linear-attention time (`perf`, `cargo bench -p qvit-core --bench alternating --
+/// linear avx2`). Every step writes what it reads of them first.
+#[derive(Debug, Default)]
+struct HeadRows {
+    /// Centred keys, and values with their row of ones (context).
+    keys: Vec<i16>,
+    values: Vec<i16>,
+    /// Sums: the context's `[d+1, d]`, the query's `[d+1, N]`.
+    sums: Vec<i32>,
+    /// The query's pair rows of `relu(q − z)`, and its context rows' coefficients in pairs.
+    words: Vec<i32>,
+    weights: Vec<i32>,
+}
+
+/// Runs `f` on this thread's [`HeadRows`].
+fn with_head_rows<R>(f: impl FnOnce(&mut HeadRows) -> R) -> R {
+    thread_local! {
+        static KEPT: Cell<HeadRows> = Cell::default();
+    }
+    with_kept(&KEPT, f)
+}
 
 /// Step 1: `[heads·3d, N]` → `[heads, d+1, d]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,22 +76,26 @@ impl Context {
         let (d, n) = (self.head_dim, self.tokens);
         let z = self.zero[h];
         let (keys, values) = (&head[d * n..2 * d * n], &head[2 * d * n..]);
-        // The values' rows and a row of ones: its products with the keys are the key sums.
-        let (mut k, mut v) = (vec![0i16; d * n], vec![1i16; (d + 1) * n]);
-        let mut sums = vec![0i32; (d + 1) * d];
-        // Codes less their zero-point fit i16 when they have at most 16 bits (8-bit ones
-        // always): the sums then run as i16 pairs. Wider ones take i32 rows.
-        let narrow = centre_i16(isa, keys, z, 0, &mut k)
-            & centre_i16(isa, values, z, i32::MIN, &mut v[..d * n]);
-        if narrow {
-            gram(isa, &v, &k, n, &mut sums);
-        } else {
-            sums_i32(keys, values, z, d, n, &mut sums);
-        }
-        let (products, key_sums) = sums.split_at(d * d);
-        let (o_products, o_key_sums) = o.split_at_mut(d * d);
-        self.products.encode_slice(isa, h, products, o_products);
-        self.key_sums.encode_slice(isa, h, key_sums, o_key_sums);
+        with_head_rows(|rows| {
+            let k = prefix_to_overwrite(&mut rows.keys, d * n);
+            // The values' rows and a row of ones: its products with the keys are the key sums.
+            let v = prefix_to_overwrite(&mut rows.values, (d + 1) * n);
+            v[d * n..].fill(1);
+            let sums = prefix_to_overwrite(&mut rows.sums, (d + 1) * d);
+            // Codes less their zero-point fit i16 when they have at most 16 bits (8-bit ones
+            // always): the sums then run as i16 pairs. Wider ones take i32 rows.
+            let narrow = centre_i16(isa, keys, z, 0, k)
+                & centre_i16(isa, values, z, i32::MIN, &mut v[..d * n]);
+            if narrow {
+                gram(isa, v, k, n, sums);
+            } else {
+                sums_i32(keys, values, z, d, n, sums);
+            }
+            let (products, key_sums) = sums.split_at(d * d);
+            let (o_products, o_key_sums) = o.split_at_mut(d * d);
+            self.products.encode_slice(isa, h, products, o_products);
+            self.key_sums.encode_slice(isa, h, key_sums, o_key_sums);
+        })
     }
 }
 
@@ -150,53 +179,78 @@ impl Query {
         let (d, n) = (self.head_dim, self.tokens);
         let pairs = d.div_ceil(2);
         let z = self.zero[h];
-        let rows = |j: usize| &head[j * n..(j + 1) * n];
-        // The context less its zero-points, `[d+1, d]`: the products' rows, then the key sums'.
-        let coefficients: Vec<i32> = ctx[..(d + 1) * d]
-            .iter()
-            .enumerate()
-            .map(|(k, &c)| match k < d * d {
-                true => c - self.product_zero,
-                false => c - self.key_sum_zero,
-            })
-            .collect();
-        let mut sums = vec![0i32; (d + 1) * n];
-        // relu(q − z) of dimensions 2p and 2p + 1 as i16 pairs, each context row's two
-        // coefficients likewise: all d + 1 rows of sums from one pass over the pairs, a
-        // `vpmaddwd` per two dimensions (codes of up to 16 bits fit; wider ones, or wider
-        // coefficients, take i32 rows and `axpy`).
-        let mut words = vec![0i32; pairs * n];
-        let mut narrow = true;
-        for (p, w) in words.chunks_exact_mut(n.max(1)).take(pairs).enumerate() {
-            let second = (2 * p + 1 < d).then(|| rows(2 * p + 1));
-            narrow &= pair_rows(isa, rows(2 * p), second, z, &mut w[..n]);
-        }
-        let narrow_coefficients = coefficients.iter().all(|&c| i16::try_from(c).is_ok());
-        if narrow && narrow_coefficients {
-            // Each row's coefficients in pairs, the last of an odd `d` with 0.
-            let mut weights = Vec::with_capacity((d + 1) * pairs);
-            for row in coefficients.chunks_exact(d.max(1)) {
-                weights.extend(
-                    row.chunks(2)
-                        .map(|c| pair(c[0] as i16, c.get(1).map_or(0, |&c| c as i16))),
-                );
+        let query_rows = |j: usize| &head[j * n..(j + 1) * n];
+        // Each context row's zero-point: the products' rows, then the key sums'.
+        let row_zero = |i: usize| match i < d {
+            true => self.product_zero,
+            false => self.key_sum_zero,
+        };
+        with_head_rows(|rows| {
+            let sums = prefix_to_overwrite(&mut rows.sums, (d + 1) * n);
+            // relu(q − z) of dimensions 2p and 2p + 1 as i16 pairs, each context row's two
+            // coefficients (less the row's zero-point) likewise: all d + 1 rows of sums from
+            // one pass over the pairs, a `vpmaddwd` per two dimensions (codes of up to 16
+            // bits fit; wider ones, or wider coefficients, take i32 rows and `axpy`).
+            let words = prefix_to_overwrite(&mut rows.words, pairs * n);
+            let mut narrow = true;
+            for (p, w) in words.chunks_exact_mut(n.max(1)).enumerate() {
+                let second = (2 * p + 1 < d).then(|| query_rows(2 * p + 1));
+                narrow &= pair_rows(isa, query_rows(2 * p), second, z, &mut w[..n]);
             }
-            pair_products(isa, &words, n, &weights, &mut sums);
-        } else {
-            let q: Vec<i32> = head[..d * n].iter().map(|&v| (v - z).max(0)).collect();
-            let rows = sums.chunks_exact_mut(n.max(1));
-            for (acc, row) in rows.zip(coefficients.chunks_exact(d.max(1))) {
-                for (qj, &c) in q.chunks_exact(n.max(1)).zip(row) {
-                    axpy(isa, acc, c, qj);
+            let weights = prefix_to_overwrite(&mut rows.weights, (d + 1) * pairs);
+            let coefficients = ctx[..(d + 1) * d].chunks_exact(d.max(1));
+            for (i, (row, w)) in coefficients
+                .zip(weights.chunks_exact_mut(pairs.max(1)))
+                .enumerate()
+            {
+                narrow &= coefficient_pairs(row, row_zero(i), w);
+            }
+            if narrow {
+                pair_products(isa, words, n, weights, sums);
+            } else {
+                let q: Vec<i32> = head[..d * n].iter().map(|&v| (v - z).max(0)).collect();
+                let coefficients = ctx[..(d + 1) * d].chunks_exact(d.max(1));
+                for (i, (acc, row)) in sums
+                    .chunks_exact_mut(n.max(1))
+                    .zip(coefficients)
+                    .enumerate()
+                {
+                    acc.fill(0);
+                    for (qj, &c) in q.chunks_exact(n.max(1)).zip(row) {
+                        axpy(isa, acc, c - row_zero(i), qj);
+                    }
                 }
             }
-        }
-        let (dividends, divisors) = (self.dividends.channel(h), self.divisors.channel(h));
-        for (i, acc) in sums.chunks_exact(n.max(1)).enumerate().take(d + 1) {
-            let enc = if i < d { &dividends } else { &divisors };
-            enc.encode_slice(isa, acc, &mut o[i * n..(i + 1) * n]);
-        }
+            let (dividends, divisors) = (self.dividends.channel(h), self.divisors.channel(h));
+            for (i, acc) in sums.chunks_exact(n.max(1)).enumerate().take(d + 1) {
+                let enc = if i < d { &dividends } else { &divisors };
+                enc.encode_slice(isa, acc, &mut o[i * n..(i + 1) * n]);
+            }
+        })
     }
+}
+
+/// `out[p] = pair(row[2p] − zero, row[2p + 1] − zero)` (an odd row's last with 0), and whether
+/// every difference fit i16. A loop the compiler keeps in lanes: a first form that made the
+/// differences and then their pairs, checked one by one, was most of the query step's own time
+/// outside its kernels (`perf`).
+fn coefficient_pairs(row: &[i32], zero: i32, out: &mut [i32]) -> bool {
+    // In i64: a difference past i32 is not mistaken for a small one.
+    let centred = |c: i32| i64::from(c) - i64::from(zero);
+    let fits = |c: i64| i64::from(c as i16) == c;
+    let mut all = true;
+    let whole = row.chunks_exact(2);
+    let last = whole.remainder().first().copied();
+    for (w, c) in out.iter_mut().zip(whole) {
+        let (lo, hi) = (centred(c[0]), centred(c[1]));
+        all &= fits(lo) & fits(hi);
+        *w = pair(lo as i16, hi as i16);
+    }
+    if let (Some(c), Some(w)) = (last, out.last_mut()) {
+        all &= fits(centred(c));
+        *w = pair(centred(c) as i16, 0);
+    }
+    all
 }
 
 /// How step 3 divides.

@@ -190,46 +190,75 @@ unsafe fn tile512<const VNNI: bool, const R: usize>(t: Operands, mask: __mmask16
     }
 }
 
-/// Tiles of [`ROWS`] rows × 8 tokens. Past the last whole 8, the last 8 tokens again: each
-/// sum depends on its token alone, so those already stored are stored again unchanged (at
-/// most 4 tokens of 196, the tail by the definition had taken half as many of B1's query
-/// samples as the tiles, `perf` on AMD Zen 3). Fewer than 8 tokens go by the definition.
+/// Rows per AVX2 tile: six rows at 16 tokens are twelve accumulators, and with the two pair
+/// vectors and the broadcast weight fifteen of the sixteen registers.
+#[cfg(target_arch = "x86_64")]
+const ROWS_AVX2: usize = 6;
+
+/// Tiles of [`ROWS_AVX2`] rows × 16 tokens: per pair, two loads and six broadcasts for twelve
+/// `vpmaddwd`. A first form of 8 rows × 8 tokens took a load and eight broadcasts for eight,
+/// and Zen 3 issues two loads a cycle (B1's seven query steps 426 → 350 µs with the level
+/// encoders' look-up made by one walk, which `perf` puts at a third of that: `cargo bench -p
+/// qvit-core --bench alternating -- linear avx2`, the least tenth percentile of three runs). Past the last whole 16 tokens, 8 more when
+/// more than 8 are left, then the last 8 again: each sum depends on its token alone, so
+/// those already stored are stored again unchanged (the tail by the definition had taken half
+/// as many of B1's query samples as the tiles, `perf` on AMD Zen 3). Fewer than 8 tokens go
+/// by the definition.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn products_avx2(mut a: Operands) {
     if a.n < 8 {
         return products_portable(a, 0);
     }
-    let whole = a.n / 8 * 8;
-    let last = (whole < a.n).then_some(a.n - 8);
-    for t0 in (0..whole).step_by(8).chain(last) {
-        for r0 in (0..a.rows()).step_by(ROWS) {
-            let rows = (a.rows() - r0).min(ROWS);
+    let whole = a.n / 16 * 16;
+    // (first token, vectors) of each block: the whole 16s, then 8 more if more than 8 are
+    // left, then the last 8 (the call has at least 8 tokens).
+    let left = a.n - whole;
+    let eight = (left > 8).then_some((whole, 1));
+    let last = (left > 0).then_some((a.n - 8, 1));
+    for (t0, vectors) in (0..whole)
+        .step_by(16)
+        .map(|t0| (t0, 2))
+        .chain(eight)
+        .chain(last)
+    {
+        for r0 in (0..a.rows()).step_by(ROWS_AVX2) {
+            let rows = (a.rows() - r0).min(ROWS_AVX2);
             let tile = a.tile(t0, r0);
-            with_rows!(rows, R => tile256::<R>(tile));
+            match vectors {
+                2 => with_rows!(rows, R => tile256::<R, 2>(tile)),
+                _ => with_rows!(rows, R => tile256::<R, 1>(tile)),
+            }
         }
     }
 }
 
-/// The sums of `R` rows at 8 tokens (all below `n`).
+/// The sums of `R` rows at `8·V` tokens (all below `n`).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2")]
-fn tile256<const R: usize>(t: Operands) {
-    assert!(t.w.len() >= R * t.pairs && t.out.len() >= (R - 1) * t.n + 8);
-    assert!(t.x.len() >= (t.pairs - 1) * t.n + 8);
-    let mut acc = [_mm256_setzero_si256(); R];
+fn tile256<const R: usize, const V: usize>(t: Operands) {
+    assert!(t.w.len() >= R * t.pairs && t.out.len() >= (R - 1) * t.n + 8 * V);
+    assert!(t.x.len() >= (t.pairs - 1) * t.n + 8 * V);
+    let mut acc = [[_mm256_setzero_si256(); V]; R];
     for p in 0..t.pairs {
-        // SAFETY: pair row `p` holds 8 words from the tile's token (asserted above).
-        let xv = unsafe { _mm256_loadu_si256(t.x[p * t.n..].as_ptr().cast()) };
+        // SAFETY: pair row `p` holds `8·V` words from the tile's token (asserted above).
+        let xv: [__m256i; V] = std::array::from_fn(|v| unsafe {
+            _mm256_loadu_si256(t.x[p * t.n + 8 * v..].as_ptr().cast())
+        });
         for (r, acc) in acc.iter_mut().enumerate() {
             let wv = _mm256_set1_epi32(t.w[r * t.pairs + p]);
-            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(xv, wv));
+            for (acc, xv) in acc.iter_mut().zip(&xv) {
+                *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(*xv, wv));
+            }
         }
     }
     for (r, acc) in acc.iter().enumerate() {
-        // SAFETY: row `r` of the sums holds 8 from the tile's token (asserted above).
-        unsafe { _mm256_storeu_si256(t.out[r * t.n..].as_mut_ptr().cast(), *acc) };
+        for (v, acc) in acc.iter().enumerate() {
+            // SAFETY: row `r` of the sums holds `8·V` from the tile's token (asserted above).
+            let at = t.out[r * t.n + 8 * v..].as_mut_ptr();
+            unsafe { _mm256_storeu_si256(at.cast(), *acc) };
+        }
     }
 }
 
@@ -260,6 +289,11 @@ mod tests {
             (3, 200, 0),
             (7, 9, 5),
             (16, 8, 2),
+            // Whole 16s alone, a last 8 and a last 16 after them.
+            (17, 32, 8),
+            (6, 40, 3),
+            (5, 47, 4),
+            (13, 17, 2),
         ] {
             let x: Vec<i32> = (0..pairs * n).map(|_| word(&mut rng)).collect();
             let w: Vec<i32> = (0..rows * pairs).map(|_| word(&mut rng)).collect();

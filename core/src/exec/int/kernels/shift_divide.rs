@@ -4,7 +4,7 @@
 //! most 60 and `|(q − z)·m| < 2^(60 − c)` (the sum then stays below 2^63). A row with a value
 //! past that reach returns `false` and is left to the definition's i128 arithmetic. With AVX2,
 //! a row whose extremes keep every lane inside a narrower reach runs in lanes with no check of
-//! their own ([`lean_bias`]).
+//! their own (`lean_bias`).
 #![allow(unsafe_code)]
 
 use super::Isa;

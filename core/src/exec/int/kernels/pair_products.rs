@@ -5,10 +5,11 @@
 //!
 //! Row by row (an `acc += x_p·w_ip` pass per row and pair) every product loaded and stored
 //! its row of sums again, and a 7×7 map's rows of 49 ended in a part vector done one value at
-//! a time (2.5 % of B1's integer samples, `perf`). Here a tile of up to 8 rows keeps its sums
-//! in registers for 16 (AVX-512) or 8 (AVX2) tokens across every pair, each pair row loaded
-//! once per tile, the last part vector by masks (AVX-512) or by the definition (AVX2). Integer
-//! sums wrapping in i32 as the instructions do: the same result in any order.
+//! a time (2.5 % of B1's integer samples, `perf`). Here a tile of rows keeps its sums in
+//! registers for 16 tokens across every pair (up to 8 rows with AVX-512, 6 with AVX2), each
+//! pair row loaded once per tile, the last part vector by masks (AVX-512) or by overlapping
+//! the tokens before it (AVX2). Integer sums wrapping in i32 as the instructions do: the same
+//! result in any order.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
@@ -16,8 +17,8 @@ use std::arch::x86_64::*;
 
 use super::{Isa, Width, madd, width};
 
-/// Rows per tile: eight AVX-512 (or AVX2) accumulators, the pair row and the broadcast
-/// weight use ten registers.
+/// Rows per AVX-512 tile: eight accumulators, the pair row and the broadcast weight use ten
+/// registers.
 #[cfg(target_arch = "x86_64")]
 const ROWS: usize = 8;
 

@@ -321,9 +321,13 @@ fn b1_program(n: usize) -> (IntProgram, Dataset) {
     (compile(&graph, &folded, &plan).unwrap(), data)
 }
 
-/// B1's linear-attention steps, each kind's time summed over its blocks: per round every
-/// step runs once; the tenth percentile and median of the rounds' sums.
-fn linear_attention_steps(isa: Isa) {
+/// `f(program, executor, values, scratch)` on one thread, `values` every step's codes for one
+/// random image through B1's integer program on `isa`: for timing steps on their own inputs.
+fn on_b1_image(
+    isa: Isa,
+    title: &str,
+    f: impl FnOnce(&IntProgram, &IntExecutor, &[Vec<i32>], &mut Scratch) + Send,
+) {
     let (program, data) = b1_program(1);
     let exec = IntExecutor::new(&program).with_isa(isa);
     let image = data.batch(0..1).unwrap().images;
@@ -331,10 +335,18 @@ fn linear_attention_steps(isa: Isa) {
         .num_threads(1)
         .build()
         .unwrap();
-    println!("{}: B1's linear-attention steps, one image", isa.name());
+    println!("{}: {title}", isa.name());
     one_thread.install(|| {
         let values = exec.run_image(&image.data, &|_| true);
-        let mut scratch = Scratch::default();
+        f(&program, &exec, &values, &mut Scratch::default())
+    });
+}
+
+/// B1's linear-attention steps, each kind's time summed over its blocks: per round every
+/// step runs once; the tenth percentile and median of the rounds' sums.
+fn linear_attention_steps(isa: Isa) {
+    let title = "B1's linear-attention steps, one image";
+    on_b1_image(isa, title, |program, exec, values, scratch| {
         let kinds = ["context", "query", "normalize"];
         let kind = |op: &StepOp| match op {
             StepOp::Context(_) => Some(0),
@@ -353,7 +365,7 @@ fn linear_attention_steps(isa: Isa) {
             for &(k, step) in &steps {
                 let x: Vec<&[i32]> = step.inputs.iter().map(|&i| &values[i][..]).collect();
                 let start = Instant::now();
-                let out = exec.run_step(step, &x, &mut scratch);
+                let out = exec.run_step(step, &x, scratch);
                 round[k] += start.elapsed().as_secs_f64() * 1e6;
                 scratch.spare.keep(out);
             }
@@ -441,17 +453,8 @@ fn byte_codes(isa: Isa) {
 /// Each of B1's depthwise steps on one image (one thread): the whole step against its kernel
 /// alone (the sums, no epilogue), on the step's own input codes.
 fn depthwise_steps(isa: Isa) {
-    let (program, data) = b1_program(1);
-    let exec = IntExecutor::new(&program).with_isa(isa);
-    let image = data.batch(0..1).unwrap().images;
-    let one_thread = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    println!("{}: B1's depthwise steps against their kernels", isa.name());
-    one_thread.install(|| {
-        let values = exec.run_image(&image.data, &|_| true);
-        let mut scratch = Scratch::default();
+    let title = "B1's depthwise steps against their kernels";
+    on_b1_image(isa, title, |program, exec, values, scratch| {
         for step in &program.steps {
             let StepOp::Weighted(w) = &step.op else {
                 continue;
@@ -482,7 +485,7 @@ fn depthwise_steps(isa: Isa) {
                 let start = Instant::now();
                 match round % 2 {
                     0 => {
-                        let out = exec.run_step(step, &[x], &mut scratch);
+                        let out = exec.run_step(step, &[x], scratch);
                         scratch.spare.keep(out);
                     }
                     _ => depthwise(isa, &shape, x, &w.zero, w.lift, weights, &mut sums),

@@ -63,13 +63,14 @@ fn run_portable(s: &ShiftRow, dividends: &[i32], codes: &[i32], out: &mut [i32])
 }
 
 /// A row's bias `2^b` for [`run_avx2`]'s lanes, if its lanes need no check of their own:
-/// every code in `0..=31` and `|q − z| << c` inside i32 for the row's largest `|q − z|` and code
-/// (so the shift runs in 32-bit lanes, exactly), `|(q − z)·m| << c` below 2^60 (the i64
-/// reach); then `b ≥ k` the least exponent with `2^b`
-/// above the row's bound on `|p|`, `p = ((q − z)·m << c) + addend + 2^(k−1)`, at most 62 (so
-/// `p + 2^b` is positive and below 2^63); and the clamp's bounds raised by `2^(b−k)` still in
-/// i32. Found once per row from its extremes (in 32-bit lanes, by the compiler), rather than
-/// lane by lane. On B1 (`qvit bench`'s random weights) every row has one, `b` about 54.
+/// every code in `0..=31` and `|q − z| << c` inside i32 for the row's largest `|q − z|` and
+/// code (so the shift runs in 32-bit lanes, exactly), and `|(q − z)·m| << c` below 2^60 (the
+/// i64 reach); then `b ≥ k`, the least exponent with `2^b` above the row's bound on `|p|`
+/// (`p = ((q − z)·m << c) + addend + 2^(k−1)`), at most 62, so that `p + 2^b` is positive and
+/// below 2^63; and the clamp's bounds raised by `2^(b−k)` still in i32. Found once per row from
+/// its extremes (in 32-bit lanes, by the compiler), rather than lane by lane. On B1 (`qvit
+/// bench`'s random weights: `|q − z|` up to 157, codes up to 15, `m` up to 1.9·10⁹) every row
+/// has one, `b` about 54.
 #[inline(always)]
 fn lean_bias(s: &ShiftRow, dividends: &[i32], codes: &[i32]) -> Option<u32> {
     let (lo, hi) = dividends
@@ -217,7 +218,7 @@ mod tests {
 
     /// Rows at the edges of the lanes' reach without checks ([`lean_bias`]), of both signs
     /// and token counts with and without a part vector: a bias of 2^62 (products times `2^c`
-    /// of 2^60.99 and addends near 2^61), and rows just past the lanes' reach that the checked
+    /// near 2^59, addends near 2^61), and rows just past the lanes' reach that the checked
     /// loop runs — a bound of 2^62, a shift past i32, a code of 32, a raised clamp past i32.
     /// Every ISA equals the definition.
     #[test]

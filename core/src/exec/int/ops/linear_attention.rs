@@ -231,9 +231,10 @@ impl Query {
 }
 
 /// `out[p] = pair(row[2p] − zero, row[2p + 1] − zero)` (an odd row's last with 0), and whether
-/// every difference fit i16. A loop the compiler keeps in lanes: a first form that made the
-/// differences and then their pairs, checked one by one, was most of the query step's own time
-/// outside its kernels (`perf`).
+/// every difference fit i16, in one pass: a first form that made the differences into a
+/// vector of their own, then checked and paired them one by one, was most of the query step's
+/// own time outside its kernels (`perf`: the step's closure 8.9 % of the linear attention's
+/// samples before, 4.6 % after).
 fn coefficient_pairs(row: &[i32], zero: i32, out: &mut [i32]) -> bool {
     // In i64: a difference past i32 is not mistaken for a small one.
     let centred = |c: i32| i64::from(c) - i64::from(zero);

@@ -122,6 +122,12 @@ pub trait Code8: Copy + Default {
     /// # Safety
     /// The CPU has AVX2; `p` has 16 readable codes.
     unsafe fn centred16(p: *const Self, zero: i32) -> __m256i;
+
+    /// 8 codes from `p` less `zero`, in the 16-bit lanes of one 128-bit vector.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `p` has 8 readable codes.
+    unsafe fn centred8(p: *const Self, zero: i32) -> __m128i;
 }
 
 impl Code8 for i32 {
@@ -137,6 +143,16 @@ impl Code8 for i32 {
             _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b))
         }
     }
+
+    #[inline(always)]
+    unsafe fn centred8(p: *const i32, zero: i32) -> __m128i {
+        // SAFETY: the caller's promises.
+        unsafe {
+            // Centred in i32 before the pack, as in `centred16`.
+            let a = _mm256_sub_epi32(_mm256_loadu_si256(p.cast()), _mm256_set1_epi32(zero));
+            _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a))
+        }
+    }
 }
 
 impl Code8 for u8 {
@@ -146,6 +162,15 @@ impl Code8 for u8 {
         unsafe {
             let codes = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.cast()));
             _mm256_sub_epi16(codes, _mm256_set1_epi16(zero as i16))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn centred8(p: *const u8, zero: i32) -> __m128i {
+        // SAFETY: the caller's promises.
+        unsafe {
+            let codes = _mm_cvtepu8_epi16(_mm_loadl_epi64(p.cast()));
+            _mm_sub_epi16(codes, _mm_set1_epi16(zero as i16))
         }
     }
 }
@@ -182,31 +207,127 @@ pub fn avx2<const K: usize, T: Code8>(
 ) {
     let (h, wd) = s.in_hw;
     let (oh, ow) = s.out_hw;
-    let mut plane = Plane::new(s);
-    let rows = plane.rows;
     assert!(x.len() >= s.channels * h * wd && w.len() >= s.channels * K * K);
     assert!(zero.len() >= s.channels);
     assert!(out.len() >= s.channels * oh * ow);
     // Blocks store whole vectors up to the end of the call's planes, never past it.
     let out = &mut out[..s.channels * oh * ow];
+    if small_map(s) {
+        return small::<K, T>(s, x, (zero, lift), w, out);
+    }
+    let mut plane = Plane::new(s);
     // Every read below stays inside the plane: the last block's rows end at row
     // `(oh − 1)·stride + K − 1`, its columns as `Plane::new` says.
-    assert!((oh - 1) * s.stride + K <= rows);
+    assert!((oh - 1) * s.stride + K <= plane.rows);
     for c in 0..s.channels {
         plane.fill(s, x, c * h * wd, zero[c] + lift);
-        let wp = weight_pairs::<K>(&w[c * K * K..(c + 1) * K * K]);
-        let mut wv = [[_mm256_setzero_si256(); 4]; K];
-        for (vr, pr) in wv.iter_mut().zip(&wp) {
-            for (v, &p) in vr.iter_mut().zip(pr) {
-                *v = _mm256_set1_epi32(p);
-            }
-        }
+        let wv = weight_vectors::<K>(&w[c * K * K..(c + 1) * K * K]);
         // The channel's rows and everything after them in the call's planes.
         let out = &mut out[c * oh * ow..];
         // SAFETY (both): this function's AVX2; the assertions above and `Plane::new`.
         match s.stride {
             1 => unsafe { sums_stride1::<K>(&plane, s, &wv, out) },
             _ => unsafe { sums_stride2::<K>(&plane, s, &wv, out) },
+        }
+    }
+}
+
+/// A channel's weight pairs ([`weight_pairs`]), each in every lane of a vector.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn weight_vectors<const K: usize>(kernel: &[i16]) -> [[__m256i; 4]; K] {
+    let wp = weight_pairs::<K>(kernel);
+    let mut wv = [[_mm256_setzero_si256(); 4]; K];
+    for (vr, pr) in wv.iter_mut().zip(&wp) {
+        for (v, &p) in vr.iter_mut().zip(pr) {
+            *v = _mm256_set1_epi32(p);
+        }
+    }
+    wv
+}
+
+/// The most padded rows [`small`] holds.
+const SMALL_ROWS: usize = 16;
+
+/// Whether [`small`] runs `s`: stride 1, rows of at most 8 codes giving at most 8 outputs
+/// each (so a row is one block), and at most [`SMALL_ROWS`] padded rows (EfficientViT-B1 @
+/// 224's 7×7 maps).
+fn small_map(s: &DwShape) -> bool {
+    let (h, w) = s.in_hw;
+    s.stride == 1 && s.out_hw.1 <= LANES && w <= LANES && h + 2 * s.padding <= SMALL_ROWS
+}
+
+/// Every channel of a map that [`small_map`] takes, as [`avx2`] (whose checks it relies on).
+/// A row there is a single last block, whose operand per tap pair is `[R[2p..2p + 8] |
+/// R[2p + 1..2p + 9]]` of the padded row `R`: on the plane, two half loads per tap pair and
+/// output row, each input row read `K` times over, and the plane's stores read back at once
+/// (the plane's fill and those loads had been a third and most of the rest of a 7×7 map's
+/// time). Here each input row's 8 codes are centred once into a vector whose byte shuffles
+/// (`vpshufb`, one per tap pair; padding by zeroing indices) give those operands, kept in a
+/// small array of rows that the sums read whole.
+#[target_feature(enable = "avx2")]
+fn small<const K: usize, T: Code8>(
+    s: &DwShape,
+    x: &[T],
+    (zero, lift): (&[i32], i32),
+    w: &[i16],
+    out: &mut [i32],
+) {
+    let (h, wd) = s.in_hw;
+    let (oh, ow) = s.out_hw;
+    let (pad, pairs) = (s.padding, K.div_ceil(2));
+    assert!(small_map(s) && oh + K - 1 == h + 2 * pad && pairs <= 4);
+    // For tap pair `p`, the bytes of each lane's 8 words in a row's 8 centred codes (i16, 16
+    // bytes, in both lanes): lane 0's words are the padded row from `2p`, lane 1's from
+    // `2p + 1`; padding's words take index 0x80, which `vpshufb` zeroes.
+    let index: [__m256i; 4] = std::array::from_fn(|p| {
+        let mut bytes = [-128i8; 32];
+        for (i, pair) in bytes.chunks_exact_mut(2).enumerate() {
+            let (half, k) = (i / LANES, i % LANES);
+            let column = (2 * p + half + k).checked_sub(pad).filter(|&j| j < wd);
+            if let Some(j) = column {
+                pair.copy_from_slice(&[2 * j as i8, 2 * j as i8 + 1]);
+            }
+        }
+        // SAFETY: `bytes` holds one whole vector.
+        unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) }
+    });
+    // The padded rows' operands; rows of padding stay zero for every channel.
+    let mut rows = [[_mm256_setzero_si256(); 4]; SMALL_ROWS];
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for c in 0..s.channels {
+        let z = zero[c] + lift;
+        for (iy, row) in rows[pad..pad + h].iter_mut().enumerate() {
+            let at = (c * h + iy) * wd;
+            let codes = match at + LANES <= x.len() {
+                // SAFETY: 8 codes from `at` lie inside `x`.
+                true => unsafe { T::centred8(x.as_ptr().add(at), z) },
+                // The call's last codes: those left, then codes no index selects.
+                false => {
+                    let mut window = [T::default(); LANES];
+                    let left = &x[at..];
+                    window[..left.len()].copy_from_slice(left);
+                    // SAFETY: the window holds 8 codes.
+                    unsafe { T::centred8(window.as_ptr(), z) }
+                }
+            };
+            let both = _mm256_broadcastsi128_si256(codes);
+            for (operand, index) in row.iter_mut().zip(&index).take(pairs) {
+                *operand = _mm256_shuffle_epi8(both, *index);
+            }
+        }
+        let wv = weight_vectors::<K>(&w[c * K * K..(c + 1) * K * K]);
+        let out = &mut out[c * oh * ow..];
+        for oy in 0..oh {
+            let mut acc = _mm256_setzero_si256();
+            for (row, wr) in rows[oy..oy + K].iter().zip(&wv) {
+                for (operand, wv) in row.iter().zip(wr).take(pairs) {
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(*operand, *wv));
+                }
+            }
+            // Outputs [0 2 4 6 | 1 3 5 7], in order.
+            // SAFETY: this function's AVX2.
+            unsafe { store(_mm256_permutevar8x32_epi32(acc, order), &mut out[oy * ow..]) };
         }
     }
 }

@@ -26,6 +26,46 @@ pub(super) unsafe fn each16(src: &[i32], dst: &mut [i32], f: impl Fn(__m512i) ->
     unsafe { each16_into(src, dst, f) }
 }
 
+/// `dst[i] = f(src[i])` 8 lanes at a time; a last part vector as the last 8 values again
+/// (`src` and `dst` are distinct, so the lanes written twice get the same codes), as AMD's
+/// Zen 2 and 3 microcode masked stores (see `spans`): a 7×7 map's 49 values per channel had
+/// left their last to `one`, the i64 definition, which cost about as much as the 48 before
+/// it. Fewer than 8 values go to `one`. Inlined into its callers, which are compiled for
+/// AVX2.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn each8(
+    src: &[i32],
+    dst: &mut [i32],
+    f: impl Fn(__m256i) -> __m256i,
+    one: impl Fn(i32) -> i32,
+) {
+    let n = src.len().min(dst.len());
+    if n < 8 {
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = one(v);
+        }
+        return;
+    }
+    let (from, to) = (src.as_ptr(), dst.as_mut_ptr());
+    // SAFETY (both): `at + 8 ≤ n`, inside both slices; the CPU has AVX2 (the caller's promise).
+    let vector = |at: usize| unsafe {
+        let v = _mm256_loadu_si256(from.add(at).cast());
+        _mm256_storeu_si256(to.add(at).cast(), f(v));
+    };
+    let mut at = 0;
+    while at + 8 <= n {
+        vector(at);
+        at += 8;
+    }
+    if at < n {
+        vector(n - 8);
+    }
+}
+
 /// Where [`each16_into`] puts its lanes: i32 codes, or [`LiftedBytes`].
 #[cfg(target_arch = "x86_64")]
 pub(super) trait Out16 {
@@ -230,42 +270,27 @@ fn wide_avx2<const SCALED: bool>(
     let (t, out) = (Narrow256::new(&w.t), Narrow256::new(&w.out));
     let (three, six) = (_mm256_set1_epi32(w.three), _mm256_set1_epi32(2 * w.three));
     let scale = Scale256::new(&scale);
-    let whole = src.len().min(dst.len()) / 8 * 8;
-    for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
-        // SAFETY: `s` and `d` hold 8 i32 each.
-        let v = unsafe { _mm256_loadu_si256(s.as_ptr().cast()) };
-        let v = scale.apply::<SCALED>(v);
-        let x = t.apply(v);
+    let lanes = |v| {
+        let x = t.apply(scale.apply::<SCALED>(v));
         let c = _mm256_min_epi32(_mm256_add_epi32(x, three), six);
         let even = _mm256_mul_epi32(x, c);
         let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(c));
-        // SAFETY: as above.
-        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), out.wide(even, odd)) };
-    }
-    for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
-        *o = w.apply_i32(v);
-    }
+        out.wide(even, odd)
+    };
+    // SAFETY: this function is compiled for AVX2, which its callers checked.
+    unsafe { each8(src, dst, lanes, |v| w.apply_i32(v)) };
 }
 
-/// `dst[i] = n.apply_i32(src[i])`, 8 lanes at a time; the tail by the portable form.
+/// `dst[i] = n.apply_i32(src[i])`, 8 lanes at a time ([`each8`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(super) fn requant_avx2(n: &Narrow, src: &[i32], dst: &mut [i32]) {
     let lanes = Narrow256::new(n);
-    let whole = src.len().min(dst.len()) / 8 * 8;
-    for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
-        // SAFETY: `s` and `d` hold 8 i32 each.
-        unsafe {
-            let v = _mm256_loadu_si256(s.as_ptr().cast());
-            _mm256_storeu_si256(d.as_mut_ptr().cast(), lanes.apply(v));
-        }
-    }
-    for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
-        *o = n.apply_i32(v);
-    }
+    // SAFETY: this function is compiled for AVX2, which its callers checked.
+    unsafe { each8(src, dst, |v| lanes.apply(v), |v| n.apply_i32(v)) };
 }
 
-/// `dst[i] = h.apply_i32(src[i])`, 8 lanes at a time; the tail by the portable form.
+/// `dst[i] = h.apply_i32(src[i])`, 8 lanes at a time ([`each8`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(super) fn hardswish_avx2(h: &NarrowHardswish, src: &[i32], dst: &mut [i32]) {
@@ -294,25 +319,19 @@ fn hardswish_products_avx2<const ABOVE: bool, const SCALED: bool>(
     let set = _mm256_set1_epi32;
     let (t_min, mirror, floor, cap) = (set(h.t_min), set(h.mirror), set(h.floor), set(h.cap));
     let (three, six, least) = (set(h.three), set(2 * h.three), set(least));
-    let whole = src.len().min(dst.len()) / 8 * 8;
-    for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
-        // SAFETY: `s` and `d` hold 8 i32 each.
-        let v = unsafe { _mm256_loadu_si256(s.as_ptr().cast()) };
+    let lanes = |v| {
         let x = _mm256_max_epi32(t.apply(scale.apply::<SCALED>(v)), t_min);
         let x = _mm256_max_epi32(x, _mm256_sub_epi32(mirror, x));
         let x = _mm256_min_epi32(_mm256_max_epi32(x, floor), cap);
         let c = _mm256_min_epi32(_mm256_add_epi32(x, three), six);
         let p = _mm256_mullo_epi32(x, c);
-        let code = match ABOVE {
+        match ABOVE {
             true => out.apply_unsigned(_mm256_sub_epi32(p, least)),
             false => out.apply(p),
-        };
-        // SAFETY: as above.
-        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), code) };
-    }
-    for (o, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
-        *o = h.apply_i32(v);
-    }
+        }
+    };
+    // SAFETY: this function is compiled for AVX2, which its callers checked.
+    unsafe { each8(src, dst, lanes, |v| h.apply_i32(v)) };
 }
 
 /// An [`InputScale`] in 512-bit registers.

@@ -27,7 +27,7 @@ use super::Isa;
 use super::bytes::narrow;
 #[cfg(target_arch = "x86_64")]
 use super::narrow_lanes::{
-    High256, High512, LiftedBytes, Out16, Scale256, Scale512, UNSCALED, each16_into,
+    High256, High512, LiftedBytes, Out16, Scale256, Scale512, UNSCALED, each8, each16_into,
 };
 use super::requant::{FastHardswish, Folded, InputScale, Unclamped};
 use crate::exec::int::nonlinear::hardswish::hardswish_product;
@@ -262,7 +262,7 @@ fn square_lanes_avx512<const C: usize, const SCALED: bool>(
     }
 }
 
-/// 8 lanes at a time; the tail by the portable form.
+/// 8 lanes at a time ([`each8`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn square_avx2(h: &SquareHardswish, src: &[i32], dst: &mut [i32]) {
@@ -299,10 +299,7 @@ fn square_lanes_avx2<const C: usize, const SCALED: bool>(
     let (floor_square, m) = (set(h.floor_square), set(h.out.m));
     // `x > from − 1` is `x ≥ from`: AVX2 compares by greater-than only.
     let below: [__m256i; C] = std::array::from_fn(|i| set(h.carry_from[i] - 1));
-    let whole = src.len().min(dst.len()) / 8 * 8;
-    for (s, d) in src[..whole].chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
-        // SAFETY: `s` and `d` hold 8 i32 each.
-        let v = unsafe { _mm256_loadu_si256(s.as_ptr().cast()) };
+    let lanes = |v| {
         let x = u.apply(scale.apply::<SCALED>(v));
         let x = _mm256_abs_epi32(_mm256_max_epi32(x, u_min));
         let x = _mm256_min_epi32(_mm256_max_epi32(x, floor), cap);
@@ -311,10 +308,10 @@ fn square_lanes_avx2<const C: usize, const SCALED: bool>(
         for b in &below {
             high = _mm256_add_epi32(high, _mm256_and_si256(_mm256_cmpgt_epi32(x, *b), m));
         }
-        // SAFETY: as above.
-        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), out.shift(high)) };
-    }
-    square_portable(h, &src[whole..], &mut dst[whole..]);
+        out.shift(high)
+    };
+    // SAFETY: this function is compiled for AVX2, which its callers checked.
+    unsafe { each8(src, dst, lanes, |v| h.apply_i32(v)) };
 }
 
 #[cfg(test)]

@@ -118,11 +118,7 @@ impl PackedKeys {
                     if j + AHEAD < keys {
                         prefetch(&row(j + AHEAD)[..d]);
                     }
-                    let codes = &row(j)[..d];
-                    let centre = |q: i32| q.wrapping_sub(zero) as i16;
-                    let whole = codes.chunks_exact(2);
-                    let odd = whole.remainder().first().map(|&q| pair(centre(q), 0));
-                    by_key.extend(whole.map(|q| pair(centre(q[0]), centre(q[1]))).chain(odd));
+                    centred_query_pairs(&row(j)[..d], zero, by_key);
                 }
                 let by_pair = prefix_to_overwrite(by_pair, keys * pairs);
                 transpose(by_key, keys, pairs, by_pair);
@@ -236,6 +232,26 @@ pub fn query_pairs(q: &[i16], out: &mut Vec<i32>) {
     let whole = q.chunks_exact(2);
     let odd = whole.remainder().first().map(|&lo| pair(lo, 0));
     out.extend(whole.map(|p| pair(p[0], p[1])).chain(odd));
+}
+
+/// [`query_pairs`] of a query's (or a key's) codes less their zero-point `zero`, each
+/// difference cast to i16 (the codes the compiler sends here have at most 8 bits), appended
+/// to `out`: one pass into place, where the queries had been centred into a buffer and then
+/// paired, and both by `Vec::extend` of iterators (2.9 % of DeiT-T's integer time on AVX2 with
+/// the keys' pairs, 1.3 % after, by `perf`).
+pub fn centred_query_pairs(q: &[i32], zero: i32, out: &mut Vec<i32>) {
+    let centre = |v: i32| v.wrapping_sub(zero) as i16;
+    let start = out.len();
+    out.resize(start + q.len().div_ceil(2), 0);
+    let dst = &mut out[start..];
+    for (d, two) in dst.iter_mut().zip(q.chunks_exact(2)) {
+        *d = pair(centre(two[0]), centre(two[1]));
+    }
+    if let (Some(d), [.., lo]) = (dst.last_mut(), q)
+        && q.len() % 2 == 1
+    {
+        *d = pair(centre(*lo), 0);
+    }
 }
 
 /// The values a [`NarrowTable`] keeps in registers: four of 16.
@@ -882,5 +898,12 @@ mod tests {
         let mut out = Vec::new();
         query_pairs(&[3, -2, 5], &mut out);
         assert_eq!(out, [pair(3, -2), pair(5, 0)]);
+        // Appended after what `out` holds, centred on the zero-point, odd and even lengths.
+        centred_query_pairs(&[10, 5, 12], 7, &mut out);
+        assert_eq!(out[2..], [pair(3, -2), pair(5, 0)]);
+        centred_query_pairs(&[0, 255, -128, 127], 0, &mut out);
+        assert_eq!(out[4..], [pair(0, 255), pair(-128, 127)]);
+        centred_query_pairs(&[], 3, &mut out);
+        assert_eq!(out.len(), 6);
     }
 }

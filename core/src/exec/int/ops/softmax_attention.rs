@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::super::kernels::Isa;
 use super::super::kernels::requant::{Fast, requant};
 use super::super::kernels::scores::{
-    AHEAD, NarrowTable, PackedKeys, ROWS, decoded_pairs, prefetch, query_pairs, scores,
+    AHEAD, NarrowTable, PackedKeys, ROWS, centred_query_pairs, decoded_pairs, prefetch, scores,
 };
 use super::super::kernels::scores_bytes::{self, ByteCodes, ByteKeys, query_quads, scores_bytes};
 use super::super::kernels::softmax_codes::RowCodes;
@@ -61,7 +61,6 @@ impl ScoresSoftmax {
                 lift,
                 zero: self.zero,
             });
-        let centre = |v: i32| (v - self.zero) as i16;
         let key_row = |head: usize| move |j: usize| &qkv[j * width + h * d + head * d..][..d];
         let head_keys = |(head, recycled): (usize, Keys)| match bytes {
             Some(codes) => Keys::Bytes(ByteKeys::from_key_rows(
@@ -101,7 +100,6 @@ impl ScoresSoftmax {
         // Softmax and encoded.
         let rows = |scratch: &mut RowScratch, head: usize, first: usize, dst: &mut [i32]| {
             let RowScratch {
-                centred,
                 q,
                 terms,
                 acc,
@@ -129,9 +127,7 @@ impl ScoresSoftmax {
                         if i + AHEAD < first + count {
                             prefetch(query(i + AHEAD));
                         }
-                        centred.clear();
-                        centred.extend(query(i).iter().map(|&v| centre(v)));
-                        query_pairs(centred, q);
+                        centred_query_pairs(query(i), self.zero, q);
                     }
                     scores(isa, q, keys, acc);
                 }
@@ -234,8 +230,6 @@ thread_local! {
 /// One attention row's buffers.
 #[derive(Debug, Default)]
 struct RowScratch {
-    /// One query's centred codes.
-    centred: Vec<i16>,
     /// The tile's queries as dimension pairs, or as byte quads.
     q: Vec<i32>,
     /// The byte product's term per query.

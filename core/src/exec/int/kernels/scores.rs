@@ -238,7 +238,7 @@ pub fn query_pairs(q: &[i16], out: &mut Vec<i32>) {
 /// difference cast to i16 (the codes the compiler sends here have at most 8 bits), appended
 /// to `out`: one pass into place, where the queries had been centred into a buffer and then
 /// paired, and both by `Vec::extend` of iterators (2.9 % of DeiT-T's integer time on AVX2 with
-/// the keys' pairs, 1.3 % after, by `perf`).
+/// the keys' pairs, 1.0 % after, by `perf`).
 pub fn centred_query_pairs(q: &[i32], zero: i32, out: &mut Vec<i32>) {
     let centre = |v: i32| v.wrapping_sub(zero) as i16;
     let start = out.len();

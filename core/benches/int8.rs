@@ -14,7 +14,7 @@ use qvit_core::exec::int::kernels::requant::{
 };
 use qvit_core::exec::int::kernels::scores::{PackedKeys, query_pairs, scores};
 use qvit_core::exec::int::kernels::softmax_codes::RowCodes;
-use qvit_core::exec::int::kernels::square_hardswish::hardswish_square;
+use qvit_core::exec::int::kernels::square_hardswish::{hardswish_square, hardswish_square_bytes};
 use qvit_core::exec::int::kernels::{
     Isa, PackedA, PackedB, gemm, peak_loop_amx, peak_loop_avx2, peak_loop_vnni,
 };
@@ -211,8 +211,9 @@ fn attention_product<const ISA: usize>(bencher: divan::Bencher, shape: (usize, u
 /// A Hardswish epilogue shaped like EfficientViT-B1's (j = 17, an output step of 24
 /// t-units, the product's clamp a code past either end of the output's range, as a layer
 /// sets it) on one 56×56 channel of accumulators: the product in 64-bit lanes, in 32, and in
-/// 32 as a square (its codes stop changing below `x = 3`).
-#[divan::bench(args = ["wide", "lanes", "square"], consts = [0, 1, 2])]
+/// 32 as a square (its codes stop changing below `x = 3`), and as a square stored as bytes (as
+/// the int executor stores the codes between its convs).
+#[divan::bench(args = ["wide", "lanes", "square", "square bytes"], consts = [0, 1, 2])]
 fn hardswish_epilogue<const ISA: usize>(bencher: divan::Bencher, form: &str) {
     let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
     if !Isa::available().contains(&isa) {
@@ -249,11 +250,13 @@ fn hardswish_epilogue<const ISA: usize>(bencher: divan::Bencher, form: &str) {
         .map(|_| rng.below(1 << 16) as i32 - (1 << 14))
         .collect();
     let mut out = vec![0; acc.len()];
+    let mut bytes = vec![0; acc.len()];
     bencher
         .counter(divan::counter::ItemsCount::new(acc.len()))
         .bench_local(|| match form {
             "wide" => hardswish_wide(isa, &wide, &acc, &mut out),
             "square" => hardswish_square(isa, &square, &acc, &mut out),
+            "square bytes" => hardswish_square_bytes(isa, &square, &acc, 0, &mut bytes),
             _ => hardswish_narrow(isa, &lanes, &acc, &mut out),
         });
 }

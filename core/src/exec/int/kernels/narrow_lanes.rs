@@ -123,6 +123,50 @@ impl Out16 for LiftedBytes<'_> {
     }
 }
 
+/// [`each16_into`] [`LiftedBytes`], four registers of lanes at a time packed into one of
+/// bytes: two `vpackssdw`, one `vpackuswb` and a `vpermd` that puts the 128-bit lanes' words
+/// back in order, four µops on Intel's permute port where four `vpmovdb` take eight (EfficientViT-B1's
+/// square Hardswish into bytes 1.xx× faster alone). The lift is added to words, once per 32
+/// values. Packing saturates, which changes nothing: the lifted codes lie in a u8 (the
+/// caller's promise, as for [`LiftedBytes`]). The last part of 64 lanes goes 16 at a time.
+///
+/// # Safety
+/// The CPU has AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn each64_bytes(
+    src: &[i32],
+    dst: &mut [u8],
+    lift: i32,
+    f: impl Fn(__m512i) -> __m512i,
+) {
+    let n = src.len().min(dst.len());
+    let whole = n / 64 * 64;
+    // SAFETY (the block): the CPU has AVX-512 F and BW (the caller's promise); each step reads
+    // 64 i32 of `src` and writes 64 bytes of `dst` from `at + 64 ≤ whole ≤ n`.
+    unsafe {
+        let words = _mm512_set1_epi16(lift as i16);
+        // Packing interleaves the four registers' 128-bit lanes: dword `4k + r` of the packed
+        // bytes holds register `r`'s values `4k..4k + 4`, which belong at dword `4r + k`.
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        let (from, to) = (src.as_ptr(), dst.as_mut_ptr());
+        for at in (0..whole).step_by(64) {
+            let lanes = |r: usize| f(_mm512_loadu_si512(from.add(at + 16 * r).cast()));
+            let (a, b) = (lanes(0), lanes(1));
+            let ab = _mm512_add_epi16(_mm512_packs_epi32(a, b), words);
+            let (c, d) = (lanes(2), lanes(3));
+            let cd = _mm512_add_epi16(_mm512_packs_epi32(c, d), words);
+            let bytes = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(ab, cd));
+            _mm512_storeu_si512(to.add(at).cast(), bytes);
+        }
+        let rest = LiftedBytes {
+            bytes: &mut dst[whole..n],
+            lift: _mm512_set1_epi32(lift),
+        };
+        each16_into(&src[whole..n], rest, f);
+    }
+}
+
 /// [`each16`] into any [`Out16`].
 ///
 /// # Safety
@@ -340,7 +384,9 @@ fn hardswish_products_avx2<const ABOVE: bool, const SCALED: bool>(
 pub(super) struct Scale512 {
     min: __m512i,
     max: __m512i,
-    shift: __m128i,
+    /// The shift in every lane: `vpsllvd` is one µop where a shift by an `xmm` count is two
+    /// on Intel (one of them on the permute port).
+    shift: __m512i,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -350,7 +396,7 @@ impl Scale512 {
         Self {
             min: _mm512_set1_epi32(s.min),
             max: _mm512_set1_epi32(s.max),
-            shift: _mm_cvtsi32_si128(s.shift as i32),
+            shift: _mm512_set1_epi32(s.shift as i32),
         }
     }
 
@@ -358,7 +404,7 @@ impl Scale512 {
     #[target_feature(enable = "avx512f")]
     pub(super) fn apply<const SCALED: bool>(&self, v: __m512i) -> __m512i {
         match SCALED {
-            true => _mm512_sll_epi32(
+            true => _mm512_sllv_epi32(
                 _mm512_min_epi32(_mm512_max_epi32(v, self.min), self.max),
                 self.shift,
             ),
@@ -373,7 +419,7 @@ impl Scale512 {
 pub(super) struct Scale256 {
     min: __m256i,
     max: __m256i,
-    shift: __m128i,
+    shift: __m256i,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -383,7 +429,7 @@ impl Scale256 {
         Self {
             min: _mm256_set1_epi32(s.min),
             max: _mm256_set1_epi32(s.max),
-            shift: _mm_cvtsi32_si128(s.shift as i32),
+            shift: _mm256_set1_epi32(s.shift as i32),
         }
     }
 
@@ -391,7 +437,7 @@ impl Scale256 {
     #[target_feature(enable = "avx2")]
     pub(super) fn apply<const SCALED: bool>(&self, v: __m256i) -> __m256i {
         match SCALED {
-            true => _mm256_sll_epi32(
+            true => _mm256_sllv_epi32(
                 _mm256_min_epi32(_mm256_max_epi32(v, self.min), self.max),
                 self.shift,
             ),
@@ -406,7 +452,8 @@ impl Scale256 {
 pub(super) struct High512 {
     m: __m512i,
     lo: __m512i,
-    shift: __m128i,
+    /// The shift in every lane, for `vpsravd` (see [`Scale512`]).
+    shift: __m512i,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -416,7 +463,7 @@ impl High512 {
         Self {
             m: _mm512_set1_epi32(u.m),
             lo: _mm512_set1_epi64(u.lo),
-            shift: _mm_cvtsi32_si128(u.shift as i32),
+            shift: _mm512_set1_epi32(u.shift as i32),
         }
     }
 
@@ -448,7 +495,7 @@ impl High512 {
     /// The shift that ends [`High512::apply`], of high halves.
     #[target_feature(enable = "avx512f")]
     pub(super) fn shift(&self, high: __m512i) -> __m512i {
-        _mm512_sra_epi32(high, self.shift)
+        _mm512_srav_epi32(high, self.shift)
     }
 
     /// The shifted high halves of 16 i64 products `p·m + lo` (the even lanes in `even`, the
@@ -474,7 +521,7 @@ impl High512 {
     #[target_feature(enable = "avx512f")]
     fn of_sums(&self, even: __m512i, odd: __m512i) -> __m512i {
         let high = _mm512_permutex2var_epi32(even, high_halves(), odd);
-        _mm512_sra_epi32(high, self.shift)
+        _mm512_srav_epi32(high, self.shift)
     }
 }
 
@@ -537,7 +584,7 @@ impl Narrow512 {
 pub(super) struct High256 {
     m: __m256i,
     lo: __m256i,
-    shift: __m128i,
+    shift: __m256i,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -547,7 +594,7 @@ impl High256 {
         Self {
             m: _mm256_set1_epi32(u.m),
             lo: _mm256_set1_epi64x(u.lo),
-            shift: _mm_cvtsi32_si128(u.shift as i32),
+            shift: _mm256_set1_epi32(u.shift as i32),
         }
     }
 
@@ -578,7 +625,7 @@ impl High256 {
     /// [`High512::shift`] of 8 lanes.
     #[target_feature(enable = "avx2")]
     pub(super) fn shift(&self, high: __m256i) -> __m256i {
-        _mm256_sra_epi32(high, self.shift)
+        _mm256_srav_epi32(high, self.shift)
     }
 
     /// [`High512::wide`] of 8 i64.
@@ -599,7 +646,7 @@ impl High256 {
     #[target_feature(enable = "avx2")]
     fn of_sums(&self, even: __m256i, odd: __m256i) -> __m256i {
         let high = _mm256_blend_epi32::<0xAA>(_mm256_srli_epi64::<32>(even), odd);
-        _mm256_sra_epi32(high, self.shift)
+        _mm256_srav_epi32(high, self.shift)
     }
 }
 

@@ -27,7 +27,7 @@ use super::Isa;
 use super::bytes::narrow;
 #[cfg(target_arch = "x86_64")]
 use super::narrow_lanes::{
-    High256, High512, LiftedBytes, Out16, Scale256, Scale512, UNSCALED, each8, each16_into,
+    High256, High512, Scale256, Scale512, UNSCALED, each8, each16_into, each64_bytes,
 };
 use super::requant::{FastHardswish, Folded, InputScale, Unclamped};
 use crate::exec::int::nonlinear::hardswish::hardswish_product;
@@ -185,7 +185,7 @@ pub fn hardswish_square_bytes(
 ) {
     #[cfg(target_arch = "x86_64")]
     if super::width(isa) == super::Width::Avx512 {
-        // SAFETY: `width` found AVX-512 F.
+        // SAFETY: `width` found AVX-512 F and BW.
         return unsafe { square_bytes_avx512(h, src, lift, dst) };
     }
     let mut row = [0; 256];
@@ -197,7 +197,7 @@ pub fn hardswish_square_bytes(
 
 /// 16 lanes at a time.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw")]
 fn square_avx512(h: &SquareHardswish, src: &[i32], dst: &mut [i32]) {
     match h.u_input {
         Some(s) => carries_avx512::<true>(h, s, src, dst),
@@ -207,21 +207,58 @@ fn square_avx512(h: &SquareHardswish, src: &[i32], dst: &mut [i32]) {
 
 /// [`square_avx512`] into bytes.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw")]
 fn square_bytes_avx512(h: &SquareHardswish, src: &[i32], lift: i32, dst: &mut [u8]) {
-    let dst = LiftedBytes {
-        bytes: dst,
-        lift: _mm512_set1_epi32(lift),
-    };
+    let dst = Bytes { bytes: dst, lift };
     match h.u_input {
         Some(s) => carries_avx512::<true>(h, s, src, dst),
         None => carries_avx512::<false>(h, UNSCALED, src, dst),
     }
 }
 
+/// Where [`square_lanes_avx512`] puts its lanes: i32 codes, or bytes each plus `lift`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn carries_avx512<const S: bool>(h: &SquareHardswish, s: InputScale, src: &[i32], dst: impl Out16) {
+trait Lanes16 {
+    /// `f` of each 16 lanes of `src`, stored.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW.
+    unsafe fn each(self, src: &[i32], f: impl Fn(__m512i) -> __m512i);
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes16 for &mut [i32] {
+    #[inline(always)]
+    unsafe fn each(self, src: &[i32], f: impl Fn(__m512i) -> __m512i) {
+        // SAFETY: the caller's promise.
+        unsafe { each16_into(src, self, f) }
+    }
+}
+
+/// Codes stored as bytes, each plus `lift` ([`each64_bytes`]).
+#[cfg(target_arch = "x86_64")]
+struct Bytes<'a> {
+    bytes: &'a mut [u8],
+    lift: i32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes16 for Bytes<'_> {
+    #[inline(always)]
+    unsafe fn each(self, src: &[i32], f: impl Fn(__m512i) -> __m512i) {
+        // SAFETY: the caller's promise.
+        unsafe { each64_bytes(src, self.bytes, self.lift, f) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn carries_avx512<const S: bool>(
+    h: &SquareHardswish,
+    s: InputScale,
+    src: &[i32],
+    dst: impl Lanes16,
+) {
     match h.carries {
         0 => square_lanes_avx512::<0, S>(h, s, src, dst),
         1 => square_lanes_avx512::<1, S>(h, s, src, dst),
@@ -232,12 +269,12 @@ fn carries_avx512<const S: bool>(h: &SquareHardswish, s: InputScale, src: &[i32]
 
 /// [`square_avx512`] with `C` carries, the input scaled first where `SCALED`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw")]
 fn square_lanes_avx512<const C: usize, const SCALED: bool>(
     h: &SquareHardswish,
     scale: InputScale,
     src: &[i32],
-    dst: impl Out16,
+    dst: impl Lanes16,
 ) {
     let (u, out) = (High512::new(&h.u), High512::new(&h.out));
     let scale = Scale512::new(&scale);
@@ -245,9 +282,9 @@ fn square_lanes_avx512<const C: usize, const SCALED: bool>(
     let (u_min, floor, cap) = (set(h.u_min), set(h.floor), set(h.cap));
     let (floor_square, m) = (set(h.floor_square), set(h.out.m));
     let carry_from: [__m512i; C] = std::array::from_fn(|i| set(h.carry_from[i]));
-    // SAFETY: this function is compiled for AVX-512 F, which its callers checked.
+    // SAFETY: this function is compiled for AVX-512 F and BW, which its callers checked.
     unsafe {
-        each16_into(src, dst, |v| {
+        dst.each(src, |v| {
             let x = u.apply(scale.apply::<SCALED>(v));
             let x = _mm512_abs_epi32(_mm512_max_epi32(x, u_min));
             let x = _mm512_min_epi32(_mm512_max_epi32(x, floor), cap);
@@ -455,6 +492,24 @@ mod tests {
                 let short = src.len() % 16 + 1;
                 hardswish_square(isa, &s, &src[..short], &mut got[..short]);
                 assert_eq!(got, want, "case {case}, j {j}, {}, short", isa.name());
+                // As bytes, lifted as far down as the codes allow: whole blocks of 64 and
+                // every length of a last part.
+                let lift = -want.iter().min().expect("codes");
+                let lifted: Vec<u8> = want.iter().map(|&c| (c + lift) as u8).collect();
+                let mut bytes = vec![0; src.len()];
+                hardswish_square_bytes(isa, &s, &src, lift, &mut bytes);
+                assert_eq!(bytes, lifted, "case {case}, j {j}, {}, bytes", isa.name());
+                for from in [1, 64 - short, 100 + short] {
+                    let to = (from + 64 + 5 * short).min(src.len());
+                    bytes.fill(0);
+                    hardswish_square_bytes(isa, &s, &src[from..to], lift, &mut bytes[from..to]);
+                    assert_eq!(
+                        bytes[from..to],
+                        lifted[from..to],
+                        "case {case}, j {j}, {}, bytes {from}..{to}",
+                        isa.name()
+                    );
+                }
             }
         }
         assert!(

@@ -9,6 +9,7 @@
 use qvit_core::exec::int::kernels::add::{AddLane, AddLanes, add_rows, add_run};
 use qvit_core::exec::int::kernels::depthwise::{DwShape, depthwise, depthwise_bytes};
 use qvit_core::exec::int::kernels::layernorm::{GROUP, RowNorm};
+use qvit_core::exec::int::kernels::pack::pack_rows;
 use qvit_core::exec::int::kernels::requant::{
     Fast, FastHardswish, Narrow, hardswish_narrow, hardswish_wide,
 };
@@ -20,6 +21,7 @@ use qvit_core::exec::int::kernels::{
 };
 use qvit_core::exec::int::nonlinear::levels::LevelEncoder;
 use qvit_core::exec::int::nonlinear::softmax::PROBABILITY_BITS;
+use qvit_core::exec::spare::Buffer;
 use qvit_core::rng::Rng;
 
 mod common;
@@ -37,7 +39,7 @@ fn main() {
 /// (768 → 192); then B1@224's short-`K` products, where AMX tiles gain least: stage 1's
 /// expansion (32 → 128 on 56×56), stage 2's projection (256 → 64 on 28×28) and a group of
 /// 16 channels of its attention's grouped 1×1 convs (on 14×14).
-const SHAPES: [(usize, usize, usize); 11] = [
+const SHAPES: [(usize, usize, usize); 13] = [
     (1024, 256, 196),
     (256, 1024, 49),
     (768, 192, 197),
@@ -49,6 +51,8 @@ const SHAPES: [(usize, usize, usize); 11] = [
     (128, 32, 3136),
     (64, 256, 784),
     (16, 16, 196),
+    (16, 16, 49),
+    (16, 16, 12544),
 ];
 
 fn operands(rows: usize, k: usize, cols: usize) -> (PackedA, PackedB) {
@@ -72,6 +76,27 @@ fn gemm_int8<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize, us
     bencher
         .counter(divan::counter::ItemsCount::new(2 * rows * k * cols))
         .bench_local(|| gemm(isa, &a, &b, &mut out));
+}
+
+/// (K, columns) of byte codes packed as a product's `B`: a group of 16 channels of
+/// EfficientViT-B1@224's attention's grouped 1×1 convs on its 7×7 and 14×14 maps (49 and 196
+/// columns: a last panel of 1 and 4), and stage 4's projection input (1024 channels on 7×7).
+#[divan::bench(args = [(16, 49), (16, 196), (1024, 49)], consts = [0, 1, 2])]
+fn pack_rows_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize)) {
+    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
+    if !Isa::available().contains(&isa) {
+        return;
+    }
+    let (k, cols) = shape;
+    let mut rng = Rng::new(5);
+    let bytes: Vec<u8> = (0..k * cols).map(|_| rng.below(256) as u8).collect();
+    let mut buf = Buffer::default();
+    bencher
+        .counter(divan::counter::ItemsCount::new(k * cols))
+        .bench_local(|| {
+            let b = pack_rows(isa, k, cols, &bytes, 0, std::mem::take(&mut buf));
+            buf = b.data;
+        });
 }
 
 /// 1,000 rounds of 12 `vpdpbusd`: 768,000 MACs (1.536 M int8 ops) per iteration.

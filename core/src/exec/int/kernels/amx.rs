@@ -104,9 +104,13 @@ impl Plan {
 }
 
 /// The quads of `K` a step of the tiles takes: the largest divisor of `k4` that fits a tile
-/// row, if it is at least 4 (a shorter step spends most of each `tdpbsud` on nothing).
+/// row, if it is at least 8. A shorter step spends most of each `tdpbsud` on nothing: with
+/// `K` = 16 (4 quads: EfficientViT-B1's grouped 1×1 convs, its input stem's pointwise conv)
+/// the VNNI tiles ran 1.0–1.8× faster (`cargo bench -p qvit-core --bench int8 --
+/// "gemm_int8::2::\(16,"` with and without `QVIT_ISA=avx512vnni`, Emerald Rapids), and
+/// 1.2× slower with `K` = 32.
 fn step(k4: usize) -> Option<usize> {
-    (4..=MOST_QUADS).rev().find(|&d| k4.is_multiple_of(d))
+    (8..=MOST_QUADS).rev().find(|&d| k4.is_multiple_of(d))
 }
 
 /// `ldtilecfg`'s 64-byte operand.
@@ -368,21 +372,24 @@ mod tests {
 
     #[test]
     fn steps_divide_k_and_fit_a_tile_row() {
-        // B1's and DeiT's K: 16, 32, 64, 128 … 1024 channels, 9·16 (a 3×3 conv of 16), 768.
-        assert_eq!(step(4), Some(4));
+        // B1's and DeiT's K: 32, 64, 128 … 1024 channels, 9·16 (a 3×3 conv of 16), 768; 16
+        // channels (4 quads) too short.
+        assert_eq!(step(4), None);
         assert_eq!(step(8), Some(8));
         assert_eq!(step(36), Some(12));
         assert_eq!(step(192), Some(16));
-        // K = 132 (33 quads: 11), 20 (5 quads), 8 and 12 (2 and 3 quads: too short), 17·4.
+        // K = 132 (33 quads: 11), 36 (9 quads), 20, 8 and 12 (5, 2 and 3 quads: too short),
+        // 17·4 (no divisor from 8 to 16).
         assert_eq!(step(33), Some(11));
-        assert_eq!(step(5), Some(5));
+        assert_eq!(step(9), Some(9));
+        assert_eq!(step(5), None);
         assert_eq!(step(2), None);
         assert_eq!(step(3), None);
         assert_eq!(step(17), None);
         for k4 in 1..2000 {
             if let Some(s) = step(k4) {
                 assert!(
-                    k4.is_multiple_of(s) && (4..=MOST_QUADS).contains(&s),
+                    k4.is_multiple_of(s) && (8..=MOST_QUADS).contains(&s),
                     "{k4}: {s}"
                 );
             }
@@ -390,14 +397,14 @@ mod tests {
     }
 
     /// One unit's four tiles of sums, stored, against the definition: every shape of unit
-    /// (one or two row tiles, one or two panels) and steps of 4 to 16 quads, several steps.
+    /// (one or two row tiles, one or two panels) and steps of 8 to 16 quads, several steps.
     #[test]
     fn a_unit_equals_the_scalar_product() {
         if !tiles_here() {
             return;
         }
         let mut rng = Rng::new(41);
-        for (rows, k, cols) in [(32, 64, 32), (16, 16, 16), (32, 36, 20), (48, 132, 40)] {
+        for (rows, k, cols) in [(32, 64, 32), (16, 32, 16), (32, 36, 20), (48, 132, 40)] {
             let (a, b) = random_case(&mut rng, rows, k, cols);
             let mut want = vec![0; rows * cols];
             gemm_scalar(&a, &b, &mut want);

@@ -159,6 +159,33 @@ fn depthwise_bytes_int<const ISA: usize>(
         .bench_local(|| depthwise_bytes(c.isa, &c.s, &c.x, &c.zero, 0, &c.w, &mut c.out));
 }
 
+/// [`depthwise_bytes_int`] in calls of 24 channels, as the int executor makes them (its row
+/// blocks): what a call costs besides its channels' sums shows here.
+#[divan::bench(args = DW_SHAPES, consts = [2])]
+fn depthwise_bytes_blocks_int<const ISA: usize>(
+    bencher: divan::Bencher,
+    shape: (usize, usize, usize, usize),
+) {
+    let Some(mut c) = DwCase::new(ISA, shape) else {
+        return;
+    };
+    const BLOCK: usize = 24;
+    let (plane, out_plane) = (c.s.in_hw.0 * c.s.in_hw.1, c.s.out_hw.0 * c.s.out_hw.1);
+    bencher.counter(c.items()).bench_local(|| {
+        for first in (0..c.s.channels).step_by(BLOCK) {
+            let n = BLOCK.min(c.s.channels - first);
+            let s = DwShape { channels: n, ..c.s };
+            let x = &c.x[first * plane..(first + n) * plane];
+            let (zero, w) = (
+                &c.zero[first..first + n],
+                &c.w[first * s.kernel * s.kernel..],
+            );
+            let out = &mut c.out[first * out_plane..(first + n) * out_plane];
+            depthwise_bytes(c.isa, &s, x, zero, 0, w, out);
+        }
+    });
+}
+
 /// One depthwise layer's operands: random byte codes, zero-points 128 and i8 weights.
 struct DwCase {
     isa: Isa,

@@ -1,10 +1,12 @@
 //! Integer depthwise convolution: each channel's `k×k` window over its own plane of codes less
 //! the channel's zero-point (so padding is 0). The codes come as i32, or as bytes (each a code
 //! plus the layer's `lift`: values stored so between convs, `byte_codes`). On x86 the shapes
-//! of the real models (kernels 3, 5, 7 at strides 1 and 2) read them directly: at stride 1
-//! with AVX-512 VNNI on planes that fit L1, `depthwise_quads` (flattened planes of bytes, four
-//! taps and 16 outputs per instruction; with VBMI, where weights, padding and codes are bytes)
-//! or `depthwise_flat` (the same in i16 pairs); otherwise with AVX2 `depthwise_pairs` (8 or
+//! of the real models (kernels 3, 5, 7 at strides 1 and 2) read them directly: codes stored
+//! as bytes, with AVX-512 VNNI and VBMI, by `depthwise_windows` (each vector's four taps
+//! permuted from the window it reads, 16 outputs per instruction, where weights and padding are
+//! bytes too); at stride 1 with AVX-512 VNNI on planes that fit L1, `depthwise_quads`
+//! (flattened planes of bytes, four taps and 16 outputs per instruction, with VBMI) or
+//! `depthwise_flat` (the same in i16 pairs); otherwise with AVX2 `depthwise_pairs` (8 or
 //! 16 output columns of a row from a padded plane of i16). Any other shape or CPU centres the
 //! planes to i16 first (bytes widened to codes before) and runs one portable body, also
 //! compiled for AVX2 and AVX-512 and picked at run time, which lets the compiler vectorise the
@@ -19,7 +21,8 @@ use super::bytes::widen;
 use super::pack::centre_planes;
 #[cfg(target_arch = "x86_64")]
 use super::{
-    Width, depthwise_flat as flat, depthwise_pairs as pairs, depthwise_quads as quads, width,
+    Width, depthwise_flat as flat, depthwise_pairs as pairs, depthwise_quads as quads,
+    depthwise_windows as windows, width,
 };
 use crate::exec::spare::{prefix_to_overwrite, with_kept};
 
@@ -122,6 +125,7 @@ pub fn depthwise_bytes(
 ) {
     let empty = s.channels == 0 || s.out_hw.0 == 0 || s.out_hw.1 == 0;
     if empty
+        || as_windows(isa, s, x, zero, lift, w, out)
         || as_quads(isa, s, Planes::Bytes(x), zero, lift, w, out)
         || halved(isa, s, Planes::Bytes(x), zero, lift, w, out)
         || as_pairs(isa, s, Planes::Bytes(x), (zero, lift), w, out)
@@ -165,6 +169,32 @@ fn as_quads(
         return match x {
             Planes::Codes(x) => unsafe { quads_of(s, x, zero, lift, w, out) },
             Planes::Bytes(x) => unsafe { quads_of(s, x, zero, lift, w, out) },
+        };
+    }
+    false
+}
+
+/// Runs `s` by [`windows`] where this CPU and the operands allow it (bytes only) and it pays;
+/// whether it ran.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn as_windows(
+    isa: Isa,
+    s: &DwShape,
+    x: &[u8],
+    zero: &[i32],
+    lift: i32,
+    w: &[i16],
+    out: &mut [i32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if width(isa) == Width::Avx512 && quads::available() && windows::supports(s) && windows::pays(s)
+    {
+        // SAFETY (all): `Width::Avx512` under `Isa::Avx512Vnni` found AVX-512 F, BW, VL and
+        // VNNI, `quads::available` VBMI.
+        return match s.kernel {
+            3 => unsafe { windows::avx512::<3>(s, x, zero, lift, w, out) },
+            5 => unsafe { windows::avx512::<5>(s, x, zero, lift, w, out) },
+            _ => unsafe { windows::avx512::<7>(s, x, zero, lift, w, out) },
         };
     }
     false
@@ -671,9 +701,24 @@ mod tests {
     #[test]
     fn bytes_on_every_small_geometry_equal_the_definition() {
         let mut rng = Rng::new(23);
-        for (kernel, stride) in [3, 5, 7].into_iter().flat_map(|k| [(k, 1), (k, 2)]) {
-            let padding = kernel / 2;
-            for (h, wd) in (1..=21).flat_map(|wd| [(1, wd), (kernel + 2, wd)]) {
+        // Widths past one vector of outputs too (the stride-2 kernel's rows of 16 outputs
+        // read 32 input columns: 112 is B1's stem map), and every padding at stride 2.
+        let widths = (1..=21).chain([31, 32, 33, 34, 35, 63, 64, 65, 66, 112]);
+        let cases = [3, 5, 7].into_iter().flat_map(|k| {
+            let paddings = move |stride: usize| match stride {
+                1 => vec![k / 2],
+                _ => (0..k).collect(),
+            };
+            [1, 2]
+                .into_iter()
+                .flat_map(move |st| paddings(st).into_iter().map(move |p| (k, st, p)))
+        });
+        for (kernel, stride, padding) in cases {
+            let geometries = widths.clone().flat_map(|wd| [(1, wd), (kernel + 2, wd)]);
+            for (h, wd) in geometries {
+                if h + 2 * padding < kernel || wd + 2 * padding < kernel {
+                    continue;
+                }
                 let s = geometry(3, (h, wd), kernel, stride, padding);
                 let plane = h * wd;
                 let lift = [0, 128][wd % 2];

@@ -76,7 +76,7 @@ impl Code for u8 {
 }
 
 /// Quads of a kernel row: `⌈K/4⌉`.
-const fn row_quads(k: usize) -> usize {
+pub(super) const fn row_quads(k: usize) -> usize {
     k.div_ceil(4)
 }
 
@@ -203,7 +203,7 @@ impl Quads {
 
 /// A channel's weights as quads, row by row: `(w[i][4t], …, w[i][4t + 3])` as i8, 0 past the
 /// row; `None` if a weight is not an i8.
-fn weight_quads<const K: usize>(kernel: &[i16]) -> Option<[[i32; 2]; K]> {
+pub(super) fn weight_quads<const K: usize>(kernel: &[i16]) -> Option<[[i32; 2]; K]> {
     let mut out = [[0; 2]; K];
     for (i, row) in out.iter_mut().enumerate() {
         for (t, quad) in row.iter_mut().enumerate().take(row_quads(K)) {

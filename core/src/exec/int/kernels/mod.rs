@@ -69,6 +69,8 @@ mod depthwise_flat;
 mod depthwise_pairs;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_quads;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_windows;
 pub mod exps;
 #[cfg(target_arch = "x86_64")]
 mod finish;

@@ -2,9 +2,10 @@
 //! the channel's zero-point (so padding is 0). The codes come as i32, or as bytes (each a code
 //! plus the layer's `lift`: values stored so between convs, `byte_codes`). On x86 the shapes
 //! of the real models (kernels 3, 5, 7 at strides 1 and 2) read them directly: codes stored
-//! as bytes, with AVX-512 VNNI and VBMI, by `depthwise_windows` (each vector's four taps
-//! permuted from the window it reads, 16 outputs per instruction, where weights and padding are
-//! bytes too); at stride 1 with AVX-512 VNNI on planes that fit L1, `depthwise_quads`
+//! as bytes (or made bytes first), with AVX-512 VNNI and VBMI, by `depthwise_windows` (each
+//! vector's four taps permuted from the window it reads, 16 outputs per instruction, where
+//! weights and padding are bytes too; at stride 2 and on rows of more than 16 outputs); at
+//! stride 1 with AVX-512 VNNI on planes that fit L1, `depthwise_quads`
 //! (flattened planes of bytes, four taps and 16 outputs per instruction, with VBMI) or
 //! `depthwise_flat` (the same in i16 pairs); otherwise with AVX2 `depthwise_pairs` (8 or
 //! 16 output columns of a row from a padded plane of i16). Any other shape or CPU centres the
@@ -74,6 +75,7 @@ pub fn depthwise(
     // 44, 128 × 56² 141 against 166). Bytes go to it always: they are laid out as they lie.
     let quads_win = s.kernel > 3 || s.out_hw.0 * s.out_hw.1 >= 14 * 14;
     if empty
+        || codes_as_windows(isa, s, x, zero, lift, w, out)
         || (quads_win && as_quads(isa, s, Planes::Codes(x), zero, lift, w, out))
         || halved(isa, s, Planes::Codes(x), zero, lift, w, out)
     {
@@ -198,6 +200,84 @@ fn as_windows(
         };
     }
     false
+}
+
+/// Runs `s` by [`windows`] on codes as [`as_windows`] runs it on bytes, the codes made bytes
+/// first (each plus `lift`, in this thread's buffer) where every one is a u8 so; whether it
+/// ran. The bytes cost a pass over the input, which the windows repay where it is in cache:
+/// B1's 112² 3×3 conv, whose input the residual add reads too and so stays codes, 63 → 36 µs
+/// alone (`cargo bench -p qvit-core --bench int8 -- depthwise_int::2`, Emerald Rapids), its
+/// step 0.106 → 0.078 ms of an image; an input past L2 (the bench's 64 × 112² at stride 2,
+/// 3.2 MB of codes) gains nothing, the pass bound by reading it.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn codes_as_windows(
+    isa: Isa,
+    s: &DwShape,
+    x: &[i32],
+    zero: &[i32],
+    lift: i32,
+    w: &[i16],
+    out: &mut [i32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if width(isa) == Width::Avx512 && quads::available() && windows::supports(s) && windows::pays(s)
+    {
+        thread_local! {
+            static BYTES: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+        }
+        let len = s.channels * s.in_hw.0 * s.in_hw.1;
+        return with_kept(&BYTES, |bytes| {
+            let bytes = prefix_to_overwrite(bytes, len);
+            // SAFETY: `Width::Avx512` found AVX-512 F, BW and VL.
+            let all_bytes = unsafe { lifted_bytes(&x[..len], lift, bytes) };
+            all_bytes && as_windows(isa, s, bytes, zero, lift, w, out)
+        });
+    }
+    false
+}
+
+/// `bytes[i] = codes[i] + lift`; whether every one is a u8 (if not, `bytes` holds their low
+/// bytes, or saturated ones). Every value is OR-ed before it is packed: none is a u8 unless no
+/// bit above the eighth is set. 64 values a step by saturating packs, as the square Hardswish
+/// stores its bytes (a masked `vpmovdb` per 16 took about 8 cycles, as long as the windows'
+/// sums on a stride-2 map), the last part 16 at a time.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn lifted_bytes(codes: &[i32], lift: i32, bytes: &mut [u8]) -> bool {
+    use std::arch::x86_64::*;
+    let n = codes.len().min(bytes.len());
+    let whole = n / 64 * 64;
+    let (lifts, mut bits) = (_mm512_set1_epi32(lift), _mm512_setzero_si512());
+    // Dword `4k + r` of the packed bytes holds register `r`'s values `4k..4k + 4`.
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let (from, to) = (codes.as_ptr(), bytes.as_mut_ptr());
+    for at in (0..whole).step_by(64) {
+        // SAFETY: 64 values from `at + 64 ≤ whole ≤ n` lie inside both slices.
+        unsafe {
+            let lifted = |r: usize| {
+                _mm512_add_epi32(_mm512_loadu_si512(from.add(at + 16 * r).cast()), lifts)
+            };
+            let (a, b, c, d) = (lifted(0), lifted(1), lifted(2), lifted(3));
+            let all = _mm512_or_si512(_mm512_or_si512(a, b), _mm512_or_si512(c, d));
+            bits = _mm512_or_si512(bits, all);
+            let words = (_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
+            let packed = _mm512_packus_epi16(words.0, words.1);
+            _mm512_storeu_si512(to.add(at).cast(), _mm512_permutexvar_epi32(order, packed));
+        }
+    }
+    for at in (whole..n).step_by(16) {
+        let mask = (u32::MAX >> (32 - (n - at).min(16))) as __mmask16;
+        // SAFETY: the mask's lanes `at..at + 16` below `n` lie inside both slices.
+        unsafe {
+            let v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(mask, from.add(at)), lifts);
+            bits = _mm512_or_si512(bits, _mm512_maskz_mov_epi32(mask, v));
+            _mm512_mask_cvtepi32_storeu_epi8(to.add(at).cast(), mask, v);
+        }
+    }
+    _mm512_test_epi32_mask(bits, _mm512_set1_epi32(!0xff)) == 0
 }
 
 /// The most outputs per channel of the stride-1 map that [`halved`] computes.
@@ -645,6 +725,38 @@ mod tests {
                     check(isa, "bytes", &|got| {
                         depthwise_bytes(isa, &s, &bytes, &zero, lift, &w, got)
                     });
+                }
+            }
+        }
+    }
+
+    /// Codes outside a byte once lifted, where the windows would run on bytes made of them
+    /// (one in a block of 64 values, or in the last part): the sums are still the
+    /// definition's, from another kernel.
+    #[test]
+    fn codes_past_a_byte_take_another_kernel() {
+        let mut rng = Rng::new(29);
+        let shapes = [(2, 20, 3, 1), (3, 28, 3, 2), (2, 112, 3, 1), (2, 9, 5, 2)];
+        for (channels, hw, kernel, stride) in shapes {
+            let s = DwShape::square(channels, hw, kernel, stride);
+            let (plane, n) = (hw * hw, channels * hw * hw);
+            for (lift, at, past) in [(0, 1, 256), (128, n - 1, -129), (0, n - 1, -1)] {
+                let mut codes: Vec<i32> = (0..n).map(|_| rng.below(256) as i32 - lift).collect();
+                codes[at] = past;
+                let zero: Vec<i32> = (0..channels)
+                    .map(|_| rng.below(256) as i32 - lift)
+                    .collect();
+                let w: Vec<i16> = (0..channels * kernel * kernel)
+                    .map(|_| rng.below(256) as i16 - 128)
+                    .collect();
+                let centred: Vec<i16> = (codes.iter().enumerate())
+                    .map(|(i, &q)| (q - zero[i / plane]) as i16)
+                    .collect();
+                let want = reference(&s, &centred, &w);
+                for isa in Isa::available() {
+                    let mut got = vec![7; want.len()];
+                    depthwise(isa, &s, &codes, &zero, lift, &w, &mut got);
+                    assert_eq!(got, want, "{} {s:?}: code {past} at {at}", isa.name());
                 }
             }
         }

@@ -19,6 +19,8 @@ use std::cell::Cell;
 
 use super::Isa;
 use super::bytes::widen;
+#[cfg(target_arch = "x86_64")]
+use super::narrow_lanes::each64_bytes;
 use super::pack::centre_planes;
 #[cfg(target_arch = "x86_64")]
 use super::{
@@ -234,7 +236,7 @@ fn codes_as_windows(
         let len = s.channels * s.in_hw.0 * s.in_hw.1;
         return with_kept(&BYTES, |bytes| {
             let bytes = prefix_to_overwrite(bytes, len);
-            // SAFETY: `Width::Avx512` found AVX-512 F, BW and VL.
+            // SAFETY: `Width::Avx512` found AVX-512 F and BW.
             let all_bytes = unsafe { lifted_bytes(&x[..len], lift, bytes) };
             all_bytes && as_windows(isa, s, bytes, zero, lift, w, out)
         });
@@ -242,48 +244,27 @@ fn codes_as_windows(
     false
 }
 
-/// `bytes[i] = codes[i] + lift`; whether every one is a u8 (if not, `bytes` holds their low
-/// bytes, or saturated ones). Every value is OR-ed before it is packed: none is a u8 unless no
-/// bit above the eighth is set. 64 values a step by saturating packs, as the square Hardswish
-/// stores its bytes (a masked `vpmovdb` per 16 took about 8 cycles, as long as the windows'
-/// sums on a stride-2 map), the last part 16 at a time.
+/// `bytes[i] = codes[i] + lift`, packed 64 a step as the square Hardswish packs its bytes
+/// (`each64_bytes`: a masked `vpmovdb` per 16 had taken about 8 cycles, as long as the
+/// windows' sums on a stride-2 map); whether every one is a u8. Every value plus `lift` is
+/// OR-ed before it is packed: none is a u8 unless no bit above the eighth is set (lanes past
+/// the end count as `lift`, which a layer's is: 0 or 128).
 ///
 /// # Safety
-/// The CPU has AVX-512 F, BW and VL.
+/// The CPU has AVX-512 F and BW.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn lifted_bytes(codes: &[i32], lift: i32, bytes: &mut [u8]) -> bool {
     use std::arch::x86_64::*;
-    let n = codes.len().min(bytes.len());
-    let whole = n / 64 * 64;
-    let (lifts, mut bits) = (_mm512_set1_epi32(lift), _mm512_setzero_si512());
-    // Dword `4k + r` of the packed bytes holds register `r`'s values `4k..4k + 4`.
-    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    let (from, to) = (codes.as_ptr(), bytes.as_mut_ptr());
-    for at in (0..whole).step_by(64) {
-        // SAFETY: 64 values from `at + 64 ≤ whole ≤ n` lie inside both slices.
-        unsafe {
-            let lifted = |r: usize| {
-                _mm512_add_epi32(_mm512_loadu_si512(from.add(at + 16 * r).cast()), lifts)
-            };
-            let (a, b, c, d) = (lifted(0), lifted(1), lifted(2), lifted(3));
-            let all = _mm512_or_si512(_mm512_or_si512(a, b), _mm512_or_si512(c, d));
-            bits = _mm512_or_si512(bits, all);
-            let words = (_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
-            let packed = _mm512_packus_epi16(words.0, words.1);
-            _mm512_storeu_si512(to.add(at).cast(), _mm512_permutexvar_epi32(order, packed));
-        }
-    }
-    for at in (whole..n).step_by(16) {
-        let mask = (u32::MAX >> (32 - (n - at).min(16))) as __mmask16;
-        // SAFETY: the mask's lanes `at..at + 16` below `n` lie inside both slices.
-        unsafe {
-            let v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(mask, from.add(at)), lifts);
-            bits = _mm512_or_si512(bits, _mm512_maskz_mov_epi32(mask, v));
-            _mm512_mask_cvtepi32_storeu_epi8(to.add(at).cast(), mask, v);
-        }
-    }
-    _mm512_test_epi32_mask(bits, _mm512_set1_epi32(!0xff)) == 0
+    let lifts = _mm512_set1_epi32(lift);
+    let bits = Cell::new(_mm512_setzero_si512());
+    let check = |v| {
+        bits.set(_mm512_or_si512(bits.get(), _mm512_add_epi32(v, lifts)));
+        v
+    };
+    // SAFETY: the CPU has AVX-512 F and BW (the caller's promise).
+    unsafe { each64_bytes(codes, bytes, lift, check) };
+    _mm512_test_epi32_mask(bits.get(), _mm512_set1_epi32(!0xff)) == 0
 }
 
 /// The most outputs per channel of the stride-1 map that [`halved`] computes.

@@ -4,6 +4,7 @@
 //! fp32`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::float::depthwise::depthwise;
+use qvit_core::exec::float::product::Activation;
 use qvit_core::exec::float::{gelu, gelu_in_place};
 use qvit_core::exec::peak::{peak_loop_avx512, peak_loop_fma};
 use qvit_core::graph::Conv2d;
@@ -40,6 +41,7 @@ fn peak_fma_avx512(bencher: divan::Bencher) {
         .bench_local(|| peak_loop_avx512(divan::black_box(10_000)));
 }
 
+/// The conv followed by the Hardswish, as EfficientViT's depthwise convs are.
 #[divan::bench(args = DW_SHAPES)]
 fn depthwise_f32(bencher: divan::Bencher, shape: (usize, usize, usize, usize)) {
     let (channels, side, kernel, stride) = shape;
@@ -56,7 +58,10 @@ fn depthwise_f32(bencher: divan::Bencher, shape: (usize, usize, usize, usize)) {
         .counter(divan::counter::ItemsCount::new(
             2 * channels * o * o * kernel * kernel,
         ))
-        .bench_local(|| depthwise(&conv, &x, (side, side), &w, &bias, &mut out, (o, o)));
+        .bench_local(|| {
+            let (params, act) = ((&w[..], &bias[..]), Activation::Hardswish);
+            depthwise(&conv, &x, (side, side), params, act, &mut out, (o, o))
+        });
 }
 
 /// DeiT-T's fc1 output for one image (197 tokens × 768), unit normal: [`gelu_in_place`] and

@@ -17,6 +17,7 @@
 
 use rayon::prelude::*;
 
+use super::product::Activation;
 use crate::graph::Conv2d;
 
 /// Outputs per block: one AVX2 register.
@@ -82,18 +83,20 @@ impl Shape {
     }
 }
 
-/// Depthwise convolution of `x` (`[C, h, w]`) into `out` (`[C, oh, ow]`), weights `[C, k, k]`.
+/// Depthwise convolution of `x` (`[C, h, w]`) into `out` (`[C, oh, ow]`), weights `[C, k, k]`,
+/// followed by `act`: in the registers that hold the sums where the direct kernel runs, over
+/// each channel's plane while it is in cache where the phase planes do.
 pub fn depthwise(
     c: &Conv2d,
     x: &[f32],
     in_hw: (usize, usize),
-    weight: &[f32],
-    bias: &[f32],
+    (weight, bias): (&[f32], &[f32]),
+    act: Activation,
     out: &mut [f32],
     out_hw: (usize, usize),
 ) {
     if super::depthwise_direct::applies(c, in_hw, out_hw) {
-        super::depthwise_direct::depthwise(c, x, in_hw, weight, bias, out);
+        super::depthwise_direct::depthwise(c, x, in_hw, (weight, bias), act, out);
         return;
     }
     let lanes = if out_hw.1 >= WIDE_LANES && super::has_avx512f() {
@@ -101,12 +104,19 @@ pub fn depthwise(
     } else {
         LANES
     };
-    run_shape(&Shape::new(c, in_hw, out_hw, lanes), x, weight, bias, out);
+    let shape = Shape::new(c, in_hw, out_hw, lanes);
+    run_shape(&shape, x, (weight, bias), act, out);
 }
 
 /// [`depthwise`] for a shape whose blocks hold `shape.lanes` outputs ([`LANES`] or
 /// [`WIDE_LANES`]): the same sums either way, only how many are in registers at once differs.
-fn run_shape(shape: &Shape, x: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+fn run_shape(
+    shape: &Shape,
+    x: &[f32],
+    (weight, bias): (&[f32], &[f32]),
+    act: Activation,
+    out: &mut [f32],
+) {
     let (in_hw, out_hw) = (shape.in_hw, shape.out_hw);
     let (k, plane) = (shape.k, in_hw.0 * in_hw.1);
     let per_channel = out_hw.0 * out_hw.1;
@@ -117,6 +127,7 @@ fn run_shape(shape: &Shape, x: &[f32], weight: &[f32], bias: &[f32], out: &mut [
         let xc = &x[ch * plane..(ch + 1) * plane];
         let wc = &weight[ch * k * k..(ch + 1) * k * k];
         run_channel(shape, xc, wc, bias[ch], o, scratch);
+        super::product::activate(act, o);
     };
     if out.len() * k * k < PARALLEL_MACS {
         let mut scratch = Vec::new();
@@ -378,15 +389,21 @@ pub(super) mod tests {
         out
     }
 
-    /// One random conv of `ch` channels through the kernel and the definition, bit for bit
-    /// (channel 0's bias is 0, the case where a sum's sign of zero could show).
-    fn check(
+    /// One random conv of `ch` channels through the kernel and the definition, bit for bit,
+    /// without an activation and followed by the Hardswish (channel 0's bias is 0, the case
+    /// where a sum's sign of zero could show).
+    fn check(rng: &mut Rng, ch: usize, k: usize, stride: usize, pad: usize, hw: (usize, usize)) {
+        for act in [Activation::None, Activation::Hardswish] {
+            check_with(rng, ch, (k, stride, pad), hw, act);
+        }
+    }
+
+    fn check_with(
         rng: &mut Rng,
         ch: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
+        (k, stride, pad): (usize, usize, usize),
         (h, w): (usize, usize),
+        act: Activation,
     ) {
         let c = Conv2d {
             stride,
@@ -398,13 +415,17 @@ pub(super) mod tests {
         let bias: Vec<f32> = (0..ch)
             .map(|i| if i == 0 { 0.0 } else { rng.normal() })
             .collect();
-        let want = reference(&c, &x, (h, w), &wt, &bias);
+        let mut want = reference(&c, &x, (h, w), &wt, &bias);
+        if act == Activation::Hardswish {
+            want.iter_mut()
+                .for_each(|v| *v = crate::exec::float::hardswish(*v));
+        }
         let out_hw = (
             (h + 2 * pad - k) / stride + 1,
             (w + 2 * pad - k) / stride + 1,
         );
         let mut got = vec![f32::NAN; want.len()];
-        depthwise(&c, &x, (h, w), &wt, &bias, &mut got, out_hw);
+        depthwise(&c, &x, (h, w), (&wt, &bias), act, &mut got, out_hw);
         let same = |got: &[f32]| {
             got.iter()
                 .zip(&want)
@@ -412,14 +433,14 @@ pub(super) mod tests {
         };
         assert!(
             same(&got),
-            "{ch}×{h}×{w}, k {k}, stride {stride}, pad {pad}"
+            "{ch}×{h}×{w}, k {k}, stride {stride}, pad {pad}, {act:?}"
         );
         // Both block widths, whichever the CPU picks: each through its compiled kernel where
         // the CPU has it, else the portable one.
         for lanes in [LANES, WIDE_LANES] {
             let mut got = vec![f32::NAN; want.len()];
             let shape = Shape::new(&c, (h, w), out_hw, lanes);
-            run_shape(&shape, &x, &wt, &bias, &mut got);
+            run_shape(&shape, &x, (&wt, &bias), act, &mut got);
             let at = format!("{ch}×{h}×{w}, k {k}, stride {stride}, pad {pad}, {lanes} lanes");
             assert!(same(&got), "{at}");
         }

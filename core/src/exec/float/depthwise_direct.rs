@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
+use super::product::Activation;
 use crate::graph::Conv2d;
 
 /// Outputs per register.
@@ -52,13 +53,13 @@ pub fn applies(c: &Conv2d, in_hw: (usize, usize), out_hw: (usize, usize)) -> boo
 }
 
 /// The depthwise conv `c` of `x` (`[C, h, w]`) into `out` (`[C, h, w]`, or `[C, ⌈h/2⌉, ⌈w/2⌉]`
-/// at stride 2), for a conv that [`applies`].
+/// at stride 2), each output finished by `act` in its register, for a conv that [`applies`].
 pub fn depthwise(
     c: &Conv2d,
     x: &[f32],
     (h, w): (usize, usize),
-    weight: &[f32],
-    bias: &[f32],
+    (weight, bias): (&[f32], &[f32]),
+    act: Activation,
     out: &mut [f32],
 ) {
     let out_hw = match c.stride {
@@ -97,7 +98,7 @@ pub fn depthwise(
             // SAFETY: `applies` checked AVX2; the slices have the sizes asserted above.
             #[allow(unsafe_code)]
             unsafe {
-                avx2_channel((k, c.stride), (h, w), xc, wc, bias[ch], o)
+                avx2_channel((k, c.stride), (h, w), xc, wc, (bias[ch], act), o)
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (ch, xc, wc, o);
@@ -110,9 +111,9 @@ pub fn depthwise(
             #[allow(unsafe_code)]
             unsafe {
                 match k {
-                    3 => lanes::halving::<3>((h, w), xc, wc, bias[ch], o),
-                    5 => lanes::halving::<5>((h, w), xc, wc, bias[ch], o),
-                    _ => lanes::halving::<7>((h, w), xc, wc, bias[ch], o),
+                    3 => lanes::halving::<3>((h, w), xc, wc, (bias[ch], act), o),
+                    5 => lanes::halving::<5>((h, w), xc, wc, (bias[ch], act), o),
+                    _ => lanes::halving::<7>((h, w), xc, wc, (bias[ch], act), o),
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -127,9 +128,9 @@ pub fn depthwise(
         #[allow(unsafe_code)]
         unsafe {
             match k {
-                3 => lanes::channel::<3>(w, &masks, xc, wc, bias[ch], o),
-                5 => lanes::channel::<5>(w, &masks, xc, wc, bias[ch], o),
-                _ => lanes::channel::<7>(w, &masks, xc, wc, bias[ch], o),
+                3 => lanes::channel::<3>(w, &masks, xc, wc, (bias[ch], act), o),
+                5 => lanes::channel::<5>(w, &masks, xc, wc, (bias[ch], act), o),
+                _ => lanes::channel::<7>(w, &masks, xc, wc, (bias[ch], act), o),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -177,7 +178,8 @@ fn tap_masks((h, w): (usize, usize), k: usize) -> Vec<u16> {
 mod avx2;
 
 /// [`avx2::channel`] for a `k × k` kernel at `stride`: one channel's `h × w` plane `x`, its
-/// weights `wt`, its output plane `out`.
+/// weights `wt`, its bias and the activation that finishes its outputs, its output plane
+/// `out`.
 ///
 /// # Safety
 /// The CPU has AVX2; `k` is 3, 5 or 7 and `stride` 1 or 2 (padding `k/2`); the slices hold
@@ -189,18 +191,18 @@ unsafe fn avx2_channel(
     hw: (usize, usize),
     x: &[f32],
     wt: &[f32],
-    bias: f32,
+    finish: (f32, Activation),
     out: &mut [f32],
 ) {
     // SAFETY (all): the caller's promises.
     unsafe {
         match (k, stride) {
-            (3, 1) => avx2::channel::<3, 1>(hw, x, wt, bias, out),
-            (5, 1) => avx2::channel::<5, 1>(hw, x, wt, bias, out),
-            (_, 1) => avx2::channel::<7, 1>(hw, x, wt, bias, out),
-            (3, _) => avx2::channel::<3, 2>(hw, x, wt, bias, out),
-            (5, _) => avx2::channel::<5, 2>(hw, x, wt, bias, out),
-            _ => avx2::channel::<7, 2>(hw, x, wt, bias, out),
+            (3, 1) => avx2::channel::<3, 1>(hw, x, wt, finish, out),
+            (5, 1) => avx2::channel::<5, 1>(hw, x, wt, finish, out),
+            (_, 1) => avx2::channel::<7, 1>(hw, x, wt, finish, out),
+            (3, _) => avx2::channel::<3, 2>(hw, x, wt, finish, out),
+            (5, _) => avx2::channel::<5, 2>(hw, x, wt, finish, out),
+            _ => avx2::channel::<7, 2>(hw, x, wt, finish, out),
         }
     }
 }
@@ -210,10 +212,23 @@ unsafe fn avx2_channel(
 mod lanes {
     use std::arch::x86_64::*;
 
-    use super::LANES;
+    use super::{Activation, LANES};
+    use crate::exec::float::hardswish_lanes;
+
+    /// `sum + bias`, then `act`.
+    #[inline(always)]
+    fn finished(sum: __m512, bias: __m512, act: Activation) -> __m512 {
+        // SAFETY (both): called only from functions compiled for AVX-512F.
+        let v = unsafe { _mm512_add_ps(sum, bias) };
+        match act {
+            Activation::None => v,
+            Activation::Hardswish => unsafe { hardswish_lanes::avx512(v) },
+        }
+    }
 
     /// One channel: `x` its plane (`w` columns), `wt` its `K × K` weights, `out` its output
-    /// plane, `masks` from [`super::tap_masks`] for this geometry.
+    /// plane, `masks` from [`super::tap_masks`] for this geometry, each output finished by the
+    /// bias and the activation.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `x` and `out` hold the plane, `wt` `K²` values, `masks` the
@@ -224,7 +239,7 @@ mod lanes {
         masks: &[u16],
         x: &[f32],
         wt: &[f32],
-        bias: f32,
+        (bias, act): (f32, Activation),
         out: &mut [f32],
     ) {
         let (pad, w) = ((K / 2) as isize, w as isize);
@@ -251,14 +266,15 @@ mod lanes {
             let store = taps[K * K / 2];
             let to = out.as_mut_ptr().wrapping_add(first);
             // SAFETY: the lanes `store` keeps write outputs of the plane, in `out`.
-            unsafe { _mm512_mask_storeu_ps(to, store, _mm512_add_ps(acc, bias)) };
+            unsafe { _mm512_mask_storeu_ps(to, store, finished(acc, bias, act)) };
         }
     }
 
     /// One channel at stride 2: `x` its `h × w` plane, `wt` its `K × K` weights, `out` its
-    /// `⌈h/2⌉ × ⌈w/2⌉` output plane. Output `(oy, ox)` reads tap `(ky, kx)` at row `2·oy + ky −
-    /// p`, column `2·ox + kx − p` (`p = K/2`): for sixteen outputs from `ox`, every other
-    /// column from `c = 2·ox − p + kx`. With `e` the even columns from `c₀ = 2·ox − p` (lanes
+    /// `⌈h/2⌉ × ⌈w/2⌉` output plane, each output finished by the bias and the activation.
+    /// Output `(oy, ox)` reads tap `(ky, kx)` at row `2·oy + ky − p`, column `2·ox + kx − p`
+    /// (`p = K/2`): for sixteen outputs from `ox`, every other column from `c = 2·ox − p +
+    /// kx`. With `e` the even columns from `c₀ = 2·ox − p` (lanes
     /// of the first two of three vectors from `c₀`) and `o` the odd ones, tap `kx` is `e` for
     /// `kx = 0`, `o` for 1, and for `kx ≥ 2` the same moved down `kx/2` lanes, the last lanes
     /// filled from the third vector's even or odd columns. Rows of padding add nothing: their
@@ -271,7 +287,7 @@ mod lanes {
         (h, w): (usize, usize),
         x: &[f32],
         wt: &[f32],
-        bias: f32,
+        (bias, act): (f32, Activation),
         out: &mut [f32],
     ) {
         let (pad, (oh, ow)) = (K / 2, (h.div_ceil(2), w.div_ceil(2)));
@@ -326,7 +342,7 @@ mod lanes {
                 let store = ((1u32 << (ow - ox).min(LANES)) - 1) as __mmask16;
                 let to = out[oy * ow + ox..].as_mut_ptr();
                 // SAFETY: the lanes `store` keeps write outputs of row `oy`, in `out`.
-                unsafe { _mm512_mask_storeu_ps(to, store, _mm512_add_ps(acc, bias)) };
+                unsafe { _mm512_mask_storeu_ps(to, store, finished(acc, bias, act)) };
             }
         }
     }
@@ -335,10 +351,12 @@ mod lanes {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+    use crate::exec::float::product;
     use crate::rng::Rng;
 
     /// The AVX2 kernel on its own (a CPU with AVX-512 runs the other through [`depthwise`],
-    /// which the phase-plane kernel's tests check), bit for bit against the definition: 3×3,
+    /// which the phase-plane kernel's tests check), bit for bit against the definition, with
+    /// and without the Hardswish after it: 3×3,
     /// 5×5 and 7×7 at strides 1 and 2 on every map up to 20 × 20 (rows narrower than a block,
     /// partial blocks, fewer rows than a group) and on B1's 112² and 28² (channel 0's bias 0).
     #[test]
@@ -356,20 +374,24 @@ mod tests {
                 let x: Vec<f32> = (0..2 * h * w).map(|_| rng.normal()).collect();
                 let wt: Vec<f32> = (0..2 * k * k).map(|_| rng.normal()).collect();
                 let bias = [0.0, rng.normal()];
-                let want = super::super::depthwise::tests::reference(&c, &x, (h, w), &wt, &bias);
-                let mut got = vec![f32::NAN; want.len()];
-                let out_plane = want.len() / 2;
-                for (ch, o) in got.chunks_mut(out_plane).enumerate() {
-                    let (xc, wc) = (&x[ch * h * w..][..h * w], &wt[ch * k * k..][..k * k]);
-                    // SAFETY: the CPU has AVX2; the conv pads by half its kernel, and the
-                    // planes have its sizes.
-                    unsafe { avx2_channel((k, stride), (h, w), xc, wc, bias[ch], o) };
+                let sums = super::super::depthwise::tests::reference(&c, &x, (h, w), &wt, &bias);
+                for act in [Activation::None, Activation::Hardswish] {
+                    let mut want = sums.clone();
+                    product::activate(act, &mut want);
+                    let mut got = vec![f32::NAN; want.len()];
+                    let out_plane = want.len() / 2;
+                    for (ch, o) in got.chunks_mut(out_plane).enumerate() {
+                        let (xc, wc) = (&x[ch * h * w..][..h * w], &wt[ch * k * k..][..k * k]);
+                        // SAFETY: the CPU has AVX2; the conv pads by half its kernel, and the
+                        // planes have its sizes.
+                        unsafe { avx2_channel((k, stride), (h, w), xc, wc, (bias[ch], act), o) };
+                    }
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{h}×{w}, k {k}, stride {stride}, {act:?}");
                 }
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{h}×{w}, k {k}, stride {stride}");
             }
         }
     }

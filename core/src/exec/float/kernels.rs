@@ -14,6 +14,7 @@ use super::exp::exp_shifted;
 use super::one_token;
 use super::product::{self, Activation, PANEL_ROWS};
 use super::row_sums::{ROW_GROUP, Term, row_sums};
+use super::stem_conv;
 use super::widest::in_widest_lanes;
 use crate::exec::matmul::{MatMut, MatRef, matmul, rows_cut_freely, summation_blocks};
 use crate::exec::transpose::transpose;
@@ -349,8 +350,7 @@ pub fn conv2d(
 ) {
     let (weight, bias) = (p.weight, p.bias);
     if c.is_depthwise() {
-        depthwise(c, x, hw, weight, bias, out, ohw);
-        product::activate(act, out);
+        depthwise(c, x, hw, (weight, bias), act, out, ohw);
         return;
     }
     let (g, k) = (c.groups, c.kernel);
@@ -366,7 +366,12 @@ pub fn conv2d(
         && !direct
         && by_output_rows(cout_g, depth, ohw)
     {
-        conv_by_output_rows(c, x, hw, (panels, bias, act), out, ohw);
+        // The same sums either way: by the stem's kernel where it runs.
+        if stem_conv::applies(c, hw, ohw) {
+            stem_conv::conv(c, x, hw, (weight, bias, act), out);
+        } else {
+            conv_by_output_rows(c, x, hw, (panels, bias, act), out, ohw);
+        }
         return;
     }
     // `cols` is scratch for the receptive fields: `im2col` writes every element it holds.
@@ -1450,8 +1455,8 @@ mod tests {
 
     /// A conv with few channels over a large map, by blocks of output rows, gives the one
     /// product over the whole map's columns bit for bit (then the bias, then the Hardswish):
-    /// B1's stem at 224 px, and a 5×5 conv whose last block is shorter than the others, on
-    /// one to three threads.
+    /// B1's stem at 224 px (by the stem's kernel where the CPU has it), and a 5×5 conv whose
+    /// last block is shorter than the others, on one to three threads.
     #[test]
     fn a_conv_by_output_rows_equals_the_whole_maps_product() {
         if !product::available() {

@@ -8,10 +8,13 @@ pub mod depthwise;
 mod depthwise_direct;
 mod exp;
 mod gelu;
+#[cfg(target_arch = "x86_64")]
+mod hardswish_lanes;
 mod kernels;
 mod one_token;
 pub mod product;
 mod row_sums;
+mod stem_conv;
 mod timing;
 mod widest;
 

@@ -443,8 +443,6 @@ mod lanes {
             }
             xr = xr.wrapping_add(n);
         }
-        let three = _mm512_set1_ps(3.0);
-        let six = _mm512_set1_ps(6.0);
         let zero = _mm512_setzero_ps();
         // The bias and the activation on sums that already hold `out`'s earlier blocks: the
         // bias where it is not ±0 (`bias` per lane, `biased` the lanes that take it).
@@ -453,11 +451,7 @@ mod lanes {
                 let mut s: __m512 = $s;
                 s = _mm512_mask_add_ps(s, $biased, s, $bias);
                 if $act == Activation::Hardswish {
-                    // clamp(v + 3, 0, 6) as `f32::clamp` gives it: x86's max and min
-                    // return their second operand on a NaN or equal zeros, so NaN
-                    // and −0 pass through.
-                    let c = _mm512_min_ps(six, _mm512_max_ps(zero, _mm512_add_ps(s, three)));
-                    s = _mm512_div_ps(_mm512_mul_ps(s, c), six);
+                    s = crate::exec::float::hardswish_lanes::avx512(s);
                 }
                 s
             }};

@@ -25,6 +25,9 @@
 
 use std::arch::x86_64::*;
 
+use super::Activation;
+use crate::exec::float::hardswish_lanes;
+
 /// Outputs per register.
 const LANES: usize = 8;
 
@@ -103,7 +106,8 @@ fn broadcast<const K: usize>(wt: &[f32]) -> [[__m256; K]; K] {
 }
 
 /// One channel: `x` its `h × w` plane, `wt` its `K × K` weights (padding `K/2`), `out` its
-/// output plane at stride `S` (1 or 2): `h × w`, or `⌈h/2⌉ × ⌈w/2⌉`.
+/// output plane at stride `S` (1 or 2): `h × w`, or `⌈h/2⌉ × ⌈w/2⌉`, each output finished by
+/// the bias and the activation.
 ///
 /// # Safety
 /// The CPU has AVX2; `x` holds `h·w` values, `wt` `K²`, `out` the output plane.
@@ -112,7 +116,7 @@ pub(super) unsafe fn channel<const K: usize, const S: usize>(
     (h, w): (usize, usize),
     x: &[f32],
     wt: &[f32],
-    bias: f32,
+    (bias, act): (f32, Activation),
     out: &mut [f32],
 ) {
     let plane = Plane {
@@ -122,6 +126,7 @@ pub(super) unsafe fn channel<const K: usize, const S: usize>(
         ow: w.div_ceil(S),
         weights: broadcast::<K>(wt),
         bias: _mm256_set1_ps(bias),
+        act,
         index: _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
     };
     let oh = h.div_ceil(S);
@@ -158,6 +163,7 @@ struct Plane<'a, const K: usize> {
     ow: usize,
     weights: [[__m256; K]; K],
     bias: __m256,
+    act: Activation,
     /// Lane `l` holds `l`.
     index: __m256i,
 }
@@ -209,7 +215,12 @@ impl<const K: usize> Plane<'_, K> {
                             _mm256_castps_pd(sum),
                         )),
                     };
-                    store(to, _mm256_add_ps(sum, self.bias), ow - ox);
+                    let v = _mm256_add_ps(sum, self.bias);
+                    let v = match self.act {
+                        Activation::None => v,
+                        Activation::Hardswish => hardswish_lanes::avx2(v),
+                    };
+                    store(to, v, ow - ox);
                 }
             }
         }

@@ -293,11 +293,8 @@ unsafe fn tile_sums<const V: usize, const PART: bool>(
         }
         xr = xr.wrapping_add(COLUMNS);
     }
-    let three = _mm256_set1_ps(3.0);
-    let six = _mm256_set1_ps(6.0);
-    let zero = _mm256_setzero_ps();
     // As in 16 lanes: the earlier blocks' sums, the bias where it is not ±0, the activation
-    // with x86's max and min passing NaN and −0 through as `f32::clamp` does; the last
+    // ([`hardswish_lanes`](crate::exec::float::hardswish_lanes)); the last
     // vector of a part tile through the stack.
     macro_rules! finish_row {
         ($r:expr, $sums:expr) => {{
@@ -314,8 +311,7 @@ unsafe fn tile_sums<const V: usize, const PART: bool>(
                         s = _mm256_add_ps(s, _mm256_set1_ps(bias[r]));
                     }
                     if act == Activation::Hardswish {
-                        let c = _mm256_min_ps(six, _mm256_max_ps(zero, _mm256_add_ps(s, three)));
-                        s = _mm256_div_ps(_mm256_mul_ps(s, c), six);
+                        s = crate::exec::float::hardswish_lanes::avx2(s);
                     }
                 }
                 let dst = at.wrapping_add(v * LANES);

@@ -69,7 +69,6 @@ impl PhasePlanes {
         // it was as long as the copy).
         let mut data = SCRATCH.take();
         data.resize(cin * 2 * rows * len, 0.0);
-        data.truncate(cin * 2 * rows * len);
         let fill = |(row, dst): (usize, &mut [f32])| {
             let (ci, r) = (row / rows, row % rows);
             if r == 0 || r == rows - 1 {

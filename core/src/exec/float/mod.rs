@@ -14,6 +14,7 @@ mod kernels;
 mod one_token;
 pub mod product;
 mod row_sums;
+mod shared_out;
 mod stem_conv;
 mod timing;
 mod widest;

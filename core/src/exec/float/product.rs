@@ -285,21 +285,8 @@ pub fn product_by_columns(
     {
         use rayon::prelude::*;
         let per_part = n.div_ceil(TILE_COLUMNS).div_ceil(parts.max(1)) * TILE_COLUMNS;
-        /// `out`'s start, shared by the parts, which write disjoint columns of it.
-        #[derive(Clone, Copy)]
-        struct Shared(*mut f32);
-        // SAFETY: the parts write disjoint elements and `out` outlives them (the parallel
-        // loop ends before this function returns).
-        #[allow(unsafe_code)]
-        unsafe impl Send for Shared {}
-        #[allow(unsafe_code)]
-        unsafe impl Sync for Shared {}
-        impl Shared {
-            fn get(self) -> *mut f32 {
-                self.0
-            }
-        }
-        let shared = Shared(out.as_mut_ptr());
+        // The parts write disjoint columns of `out`.
+        let shared = super::shared_out::SharedOut::new(out);
         let lanes = float_lanes();
         (0..n.div_ceil(per_part.max(1)))
             .into_par_iter()

@@ -147,19 +147,8 @@ pub fn conv(
         act,
         out_hw,
     };
-    /// `out`'s start, shared by the parts, which write disjoint rows of it.
-    #[derive(Clone, Copy)]
-    struct Shared(*mut f32);
-    // SAFETY: the parts write disjoint elements, and `out` outlives them (the parallel loop
-    // ends before this function returns).
-    unsafe impl Send for Shared {}
-    unsafe impl Sync for Shared {}
-    impl Shared {
-        fn get(self) -> *mut f32 {
-            self.0
-        }
-    }
-    let shared = Shared(out.as_mut_ptr());
+    // The parts write disjoint rows of `out`.
+    let shared = super::shared_out::SharedOut::new(out);
     let part = |first: usize| {
         let rows = first..(first + PART_ROWS).min(out_hw.0);
         // SAFETY: `applies` checked the CPU; `conv`'s asserts the sizes the tiles address;

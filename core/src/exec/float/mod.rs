@@ -372,7 +372,8 @@ impl<'m> FloatExecutor<'m> {
     /// As [`FloatExecutor::forward_transformed`], for a `transform` that treats every image of
     /// the batch on its own (a quantizer does; statistics over the batch do not): the batch
     /// runs in groups of images, a group per thread (`group_images`), each a whole pass with
-    /// the spare buffers its thread kept (`with_kept_spares`), with the same logits.
+    /// the spare buffers its thread kept (`with_kept_spares`) that takes its images one at a
+    /// time up to its first stacked conv (`advance_image_by_image`), with the same logits.
     pub fn forward_per_image(&self, images: &Tensor, transform: &PerImage<'_>) -> Result<Tensor> {
         self.forward_in_groups(images, transform, false)
     }
@@ -419,6 +420,7 @@ impl<'m> FloatExecutor<'m> {
             .collect();
         // Fewer groups than threads (a batch of one): the idle threads help with each node's
         // splits rather than sleep between them.
+        let stacking = self.first_stacked_node();
         Ok(with_helper_threads(groups.len(), || {
             let logits = groups.par_iter().map(|data| {
                 let mut shape = images.shape.clone();
@@ -426,11 +428,83 @@ impl<'m> FloatExecutor<'m> {
                 let mut pass = self.pass_over(Value::new(shape, copy_into_kept(data)));
                 pass.fuse = fuse;
                 with_kept_spares(&mut pass, |pass| {
-                    self.finish(pass, &mut |id, t| transform(id, t))
+                    let transform = &mut |id, t: &mut TensorMut| transform(id, t);
+                    if let Some(stop) = stacking.filter(|_| pass.batch > 1) {
+                        self.advance_image_by_image(pass, stop, transform);
+                    }
+                    self.finish(pass, transform)
                 })
             });
             concat_batches(logits.collect())
         }))
+    }
+
+    /// The first node that runs a group's images as one product ([`kernels::stacks_images`]:
+    /// a 1×1 conv on a small map), if any.
+    fn first_stacked_node(&self) -> Option<NodeId> {
+        let nodes = self.graph.nodes();
+        (0..nodes.len()).find(|&id| match &nodes[id].op {
+            Op::Conv2d(c) => {
+                let input = self.graph.input_shapes(id)[0];
+                kernels::stacks_images(c, (input[1], input[2]), 2)
+            }
+            _ => false,
+        })
+    }
+
+    /// Runs a fresh pass over a group of images up to `until` one image at a time, then joins
+    /// the images' values, so that the pass goes on from `until` over the group together.
+    ///
+    /// Before the first stacked conv the maps are large (EfficientViT-B1's 112×112 ones are
+    /// 3.2 MB of an image): node by node over a group, each node's output for the group
+    /// streamed through memory before the next node read it. An image at a time, more of them
+    /// stay in L2; from the small maps on, the group's images share each layer's weights
+    /// (B1 at batch 8 on one thread of an Emerald Rapids, images alone all the way through:
+    /// 1.12× the images/s of groups of 8 node by node; BENCHMARKS.md). Every op treats each
+    /// image on its own, so the values are those of the group's pass, bit for bit.
+    fn advance_image_by_image(
+        &self,
+        pass: &mut PartialForward,
+        until: NodeId,
+        transform: &mut dyn FnMut(NodeId, &mut TensorMut),
+    ) {
+        debug_assert_eq!(pass.next, 0, "a fresh pass");
+        let images = pass.values[0]
+            .take()
+            .expect("a fresh pass holds its images");
+        let mut spare = std::mem::take(&mut pass.spare);
+        let mut singles = Vec::with_capacity(pass.batch);
+        for i in 0..pass.batch {
+            let image = images.item(i);
+            let mut shape = images.shape.clone();
+            shape[0] = 1;
+            let mut data = spare.take(image.len());
+            data.copy_from_slice(image);
+            let mut single = self.pass_over(Value::new(shape, data));
+            single.fuse = pass.fuse;
+            single.spare = spare;
+            self.advance(&mut single, until, transform);
+            spare = std::mem::take(&mut single.spare);
+            singles.push(single);
+        }
+        spare.keep(images.data);
+        for (id, joined) in pass.values.iter_mut().enumerate() {
+            let parts: Vec<Value> = singles
+                .iter_mut()
+                .filter_map(|s| s.values[id].take())
+                .collect();
+            let Some(first) = parts.first() else { continue };
+            let mut shape = first.shape.clone();
+            shape[0] = parts.len();
+            let mut data = spare.take(first.data.len() * parts.len());
+            for (place, part) in data.chunks_exact_mut(first.data.len()).zip(&parts) {
+                place.copy_from_slice(&part.data);
+            }
+            *joined = Some(Value::new(shape, data));
+            parts.into_iter().for_each(|part| spare.keep(part.data));
+        }
+        pass.spare = spare;
+        pass.next = until;
     }
 
     /// As [`FloatExecutor::forward`], calling `observe(node, output)` for every node in order

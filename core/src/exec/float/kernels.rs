@@ -139,22 +139,36 @@ fn block_by_matmul(out: &mut [f32], w: &[f32], x: MatRef<'_>, bias: &[f32], act:
 }
 
 /// The most pixels of a map on which [`pointwise_images`] runs a batch's 1×1 convs as one
-/// product: B1's 7×7 and 14×14 maps, where one image's product read a layer's weights (up
-/// to 1 MiB, past L2) for 49 or 196 columns. In B1 at batch 8 on one thread of a Zen 3, the
-/// products' cycles against the depthwise convs' fell about 5 % by stacking the 7×7 maps and
-/// 2–3 % more with the 14×14 ones; the 28×28 ones, whose one image is 784 columns, gained
-/// nothing that two runs agreed on (`perf record` under `qvit bench efficientvit-b1
-/// --executors fp32 --batch 8 --threads 1`; BENCHMARKS.md).
+/// product, with the AVX2 tiles: B1's 7×7 and 14×14 maps, where one image's product read a
+/// layer's weights (up to 1 MiB, past L2) for 49 or 196 columns. In B1 at batch 8 on one
+/// thread of a Zen 3, the products' cycles against the depthwise convs' fell about 5 % by
+/// stacking the 7×7 maps and 2–3 % more with the 14×14 ones; the 28×28 ones, whose one image
+/// is 784 columns, gained nothing that two runs agreed on (`perf record` under `qvit bench
+/// efficientvit-b1 --executors fp32 --batch 8 --threads 1`; BENCHMARKS.md).
 pub const STACKED_PLANE: usize = 14 * 14;
+
+/// [`STACKED_PLANE`] for the AVX-512 tiles, which read each image's columns in place and so
+/// run a stacked product's images one after another: stacking gains them only the weights'
+/// reuse. From the first stacked conv on, a group's images run node by node together
+/// (`FloatExecutor`'s `advance_image_by_image`), and on B1's 14×14 maps that cost more than
+/// it saved: B1 at batch 8 on an Emerald Rapids, stacking from the 7×7 maps 116.0–116.4
+/// images/s on one thread and 236–237 on two, from the 14×14 ones 107.7–114.0 and 231–232.
+/// With `QVIT_ISA=avx2` the 14×14 maps still pay: 71.2–71.4 images/s against 69.0–69.1
+/// (`qvit bench efficientvit-b1 --executors fp32 --batch 8`; BENCHMARKS.md).
+pub const STACKED_PLANE_AVX512: usize = 7 * 7;
 
 /// Whether [`pointwise_images`] runs conv `c` on a batch of `batch` maps of `hw`.
 pub fn stacks_images(c: &Conv2d, (h, w): (usize, usize), batch: usize) -> bool {
+    let most = match crate::exec::cpu::float_lanes() {
+        crate::exec::cpu::FloatLanes::Avx512 => STACKED_PLANE_AVX512,
+        _ => STACKED_PLANE,
+    };
     batch > 1
         && c.kernel == 1
         && c.stride == 1
         && c.padding == 0
         && c.groups == 1
-        && h * w <= STACKED_PLANE
+        && h * w <= most
         && product::available()
 }
 

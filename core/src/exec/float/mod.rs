@@ -458,10 +458,11 @@ impl<'m> FloatExecutor<'m> {
     /// Before the first stacked conv the maps are large (EfficientViT-B1's 112×112 ones are
     /// 3.2 MB of an image): node by node over a group, each node's output for the group
     /// streamed through memory before the next node read it. An image at a time, more of them
-    /// stay in L2; from the small maps on, the group's images share each layer's weights
-    /// (B1 at batch 8 on one thread of an Emerald Rapids, images alone all the way through:
-    /// 1.12× the images/s of groups of 8 node by node; BENCHMARKS.md). Every op treats each
-    /// image on its own, so the values are those of the group's pass, bit for bit.
+    /// stay in L2; from the small maps on, the group's images share each layer's weights.
+    /// B1 at batch 8 on an Emerald Rapids: 115.0–115.5 images/s on one thread against
+    /// 106.0–106.7 node by node, 229–231 on two against 216–220 (`qvit bench efficientvit-b1
+    /// --executors fp32 --batch 8`, BENCHMARKS.md). Every op treats each image on its own, so
+    /// the values are those of the group's pass, bit for bit.
     fn advance_image_by_image(
         &self,
         pass: &mut PartialForward,

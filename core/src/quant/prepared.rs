@@ -8,7 +8,7 @@ use super::log_codes::Coder;
 use super::plan::ActivationPlan;
 use super::points::{Layout, Run};
 use super::quantizer::{Quantizer, Uniform};
-use super::uniform_lanes::{Grid, Param, Params, fake_slice};
+use super::uniform_lanes::{Grid, Param, Params, Reciprocals, code_bound, fake_slice, reciprocals};
 
 /// Channel runs shorter than this take per-element parameters over the whole image instead,
 /// so a small feature map (a 4×4 stage has runs of 16) is one slice, not a call per channel.
@@ -21,6 +21,31 @@ const PARALLEL_VALUES: usize = 1 << 14;
 /// `(m, h)` per channel or element: migration factors and shifts.
 type Migration = Option<(Vec<f32>, Vec<f32>)>;
 
+/// [`Reciprocals`] of a point's parameters, where every scale and factor has one.
+#[derive(Debug)]
+struct Inverses {
+    scale: Vec<f32>,
+    migration: Option<Vec<f32>>,
+    bound: f32,
+}
+
+impl Inverses {
+    /// The reciprocals of elements `range` of the arrays, or of channel `one`'s entries.
+    fn of(&self, range: std::ops::Range<usize>, one: Option<usize>) -> Reciprocals<'_> {
+        fn param(v: &[f32], range: std::ops::Range<usize>, one: Option<usize>) -> Param<'_> {
+            match one {
+                Some(c) => Param::One(v[c]),
+                None => Param::Each(&v[range]),
+            }
+        }
+        Reciprocals {
+            scale: param(&self.scale, range.clone(), one),
+            migration: self.migration.as_deref().map(|m| param(m, range, one)),
+            bound: self.bound,
+        }
+    }
+}
+
 /// What one image's work needs, looked up once.
 #[derive(Debug)]
 enum How {
@@ -31,6 +56,8 @@ enum How {
         scale: Vec<f32>,
         zero: Vec<f32>,
         migration: Migration,
+        /// The reciprocals, laid out as `scale` and `migration`, where they exist.
+        inverses: Option<Inverses>,
         per_element: bool,
     },
     Log(Coder),
@@ -110,6 +137,7 @@ impl<'a> PreparedPoint<'a> {
                 scale,
                 zero,
                 migration,
+                inverses,
                 per_element: true,
             } => {
                 let image = layout.channels * layout.inner;
@@ -119,7 +147,8 @@ impl<'a> PreparedPoint<'a> {
                     zero: Param::Each(&zero[own.clone()]),
                     migration: migration
                         .as_ref()
-                        .map(|(m, h)| (Param::Each(&m[own.clone()]), Param::Each(&h[own]))),
+                        .map(|(m, h)| (Param::Each(&m[own.clone()]), Param::Each(&h[own.clone()]))),
+                    reciprocals: inverses.as_ref().map(|i| i.of(own, None)),
                 };
                 for xs in item.chunks_exact_mut(image).take(layout.outer) {
                     fake_slice(xs, &params, grid);
@@ -130,6 +159,7 @@ impl<'a> PreparedPoint<'a> {
                 scale,
                 zero,
                 migration,
+                inverses,
                 per_element: false,
             } => layout.for_each_run(item, |run, xs| {
                 let params = match run {
@@ -142,6 +172,7 @@ impl<'a> PreparedPoint<'a> {
                                 Param::Each(&h[channels.clone()]),
                             )
                         }),
+                        reciprocals: inverses.as_ref().map(|i| i.of(channels.clone(), None)),
                     },
                     Run::Channel(c) => {
                         let c = first_channel + c;
@@ -151,6 +182,7 @@ impl<'a> PreparedPoint<'a> {
                             migration: migration
                                 .as_ref()
                                 .map(|(m, h)| (Param::One(m[c]), Param::One(h[c]))),
+                            reciprocals: inverses.as_ref().map(|i| i.of(c..c + 1, Some(c))),
                         }
                     }
                 };
@@ -190,11 +222,22 @@ fn uniform(plan: &ActivationPlan, u: &Uniform) -> How {
         (scale, zero) = (spread(&scale), spread(&zero));
         migration = migration.map(|(m, h)| (spread(&m), spread(&h)));
     }
+    let inverses = (|| {
+        Some(Inverses {
+            scale: reciprocals(&scale)?,
+            migration: match &migration {
+                Some((m, _)) => Some(reciprocals(m)?),
+                None => None,
+            },
+            bound: code_bound(&grid, &zero)?,
+        })
+    })();
     How::Uniform {
         grid,
         scale,
         zero,
         migration,
+        inverses,
         per_element,
     }
 }

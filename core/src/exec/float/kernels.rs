@@ -23,8 +23,12 @@ use crate::graph::Conv2d;
 /// Output rows per parallel block of a matrix product.
 const ROW_BLOCK: usize = 32;
 /// The column counts at which a product of the tiles splits its columns between the threads
-/// ([`product::product_by_columns`]).
-const BY_COLUMNS: std::ops::RangeInclusive<usize> = 28 * 28..=56 * 56;
+/// ([`product::product_by_columns`]): B1's 28², 56² and 112² maps. Its two 1×1 convs on 112²
+/// took 0.241–0.242 ms of an image as blocks of rows on two threads, 0.198–0.217 by columns
+/// (Emerald Rapids; with `QVIT_ISA=avx2` 0.369–0.419 → 0.293–0.339); on 14×14 maps columns
+/// were slower (1.03 → 1.16–1.20 ms) (`qvit bench efficientvit-b1 --executors fp32 --batch 1
+/// --steps`, BENCHMARKS.md).
+const BY_COLUMNS: std::ops::RangeInclusive<usize> = 28 * 28..=112 * 112;
 /// Blocks a conv's output channels are cut into when large: enough for two to four threads
 /// to share evenly.
 const ROW_PARTS: usize = 4;

@@ -347,6 +347,10 @@ mod fast {
     /// The CPU has AVX-512F; every parameter slice covers `xs`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512(xs: &mut [f32], p: &Params, r: &Reciprocals, grid: &Grid) -> usize {
+        // Migrated values need the factors' reciprocals too.
+        if p.migration.is_some() != r.migration.is_some() {
+            return 0;
+        }
         let (lo, hi) = (_mm512_set1_ps(grid.qmin), _mm512_set1_ps(grid.qmax));
         let (half, bound) = (_mm512_set1_ps(0.5), _mm512_set1_ps(r.bound));
         // A rounded product farther than this from ½ past an integer (`8·2⁻²⁴·bound` from a
@@ -355,9 +359,6 @@ mod fast {
         let magnitude = _mm512_set1_epi32(0x7fff_ffff);
         let abs =
             |v: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), magnitude));
-        if p.migration.is_some() != r.migration.is_some() {
-            return 0;
-        }
         let migration = p.migration.zip(r.migration);
         let whole = xs.len() / 16 * 16;
         let ptr = xs.as_mut_ptr();
@@ -369,6 +370,7 @@ mod fast {
             };
             let (v, migrated) = match migration {
                 Some(((m, h), rm)) => {
+                    // SAFETY: as above.
                     let (m, h, rm) = unsafe { (lanes(m, i), lanes(h, i), lanes(rm, i)) };
                     let t = _mm512_mul_ps(_mm512_sub_ps(x, h), rm);
                     (_mm512_mul_ps(t, inverse), Some((m, h)))

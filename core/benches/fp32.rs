@@ -1,13 +1,17 @@
-//! fp32 kernels on one core, on layer-sized shapes: the depthwise conv, GELU and the 1×1
-//! convs' products; and the CPU's measured fp32 peaks (register-only FMAs in 8 and 16 lanes),
-//! to read against the int8 peaks of the `int8` bench. `cargo bench -p qvit-core --bench
-//! fp32`; figures in BENCHMARKS.md.
+//! fp32 kernels on one core, on layer-sized shapes: the depthwise conv, GELU, the 1×1 convs'
+//! products and fake-quant's lanes; and the CPU's measured fp32 peaks (register-only FMAs in 8
+//! and 16 lanes), to read against the int8 peaks of the `int8` bench. `cargo bench -p
+//! qvit-core --bench fp32`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::float::depthwise::depthwise;
 use qvit_core::exec::float::product::Activation;
 use qvit_core::exec::float::{gelu, gelu_in_place};
 use qvit_core::exec::peak::{peak_loop_avx512, peak_loop_fma};
 use qvit_core::graph::Conv2d;
+use qvit_core::quant::Rounding;
+use qvit_core::quant::uniform_lanes::{
+    Grid, Param, Params, Reciprocals, code_bound, fake_channels, fake_slice, reciprocals,
+};
 use qvit_core::rng::Rng;
 
 mod common;
@@ -79,6 +83,73 @@ fn gelu_deit_tiny_fc1(bencher: divan::Bencher, how: &str) {
                 gelu_in_place(&mut y);
             } else {
                 y.iter_mut().for_each(|v| *v = gelu(*v));
+            }
+        });
+}
+
+/// EfficientViT-B1 @ 224's activation maps (channels, values per channel): the MBConvs'
+/// expanded maps at 112², 56², 28², 14² and 7².
+const FAKE_QUANT_MAPS: [(usize, usize); 5] = [
+    (64, 112 * 112),
+    (128, 56 * 56),
+    (256, 28 * 28),
+    (512, 14 * 14),
+    (1024, 7 * 7),
+];
+
+/// Trio-ViT's fake-quant of one such map, per-channel migration factors and shifts and 8-bit
+/// per-channel scales, with the reciprocals prepared points keep: [`fake_channels`] over the
+/// whole map, against [`fake_slice`] called for each channel's run. The map is quantized in
+/// place again and again (its values stay on the grid, each quantized as any other value).
+#[divan::bench(args = FAKE_QUANT_MAPS, consts = [true, false])]
+fn fake_quant_channels<const ONE_CALL: bool>(bencher: divan::Bencher, shape: (usize, usize)) {
+    let (channels, inner) = shape;
+    let mut rng = Rng::new(11);
+    let mut x: Vec<f32> = (0..channels * inner).map(|_| 2.0 * rng.normal()).collect();
+    let per_channel = |rng: &mut Rng, lo, hi| -> Vec<f32> {
+        (0..channels).map(|_| rng.uniform(lo, hi)).collect()
+    };
+    let (scale, m, h) = (
+        per_channel(&mut rng, 0.01, 0.05),
+        per_channel(&mut rng, 0.5, 2.0),
+        per_channel(&mut rng, -0.5, 0.5),
+    );
+    let zero = vec![0.0; channels];
+    let grid = Grid {
+        qmin: -128.0,
+        qmax: 127.0,
+        rounding: Rounding::HalfUp,
+    };
+    let (inverse, inverse_m) = (reciprocals(&scale).unwrap(), reciprocals(&m).unwrap());
+    let p = Params {
+        scale: Param::Each(&scale),
+        zero: Param::Each(&zero),
+        migration: Some((Param::Each(&m), Param::Each(&h))),
+        reciprocals: Some(Reciprocals {
+            scale: Param::Each(&inverse),
+            migration: Some(Param::Each(&inverse_m)),
+            bound: code_bound(&grid, &zero).unwrap(),
+        }),
+    };
+    bencher
+        .counter(divan::counter::ItemsCount::new(x.len()))
+        .bench_local(|| {
+            if ONE_CALL {
+                fake_channels(&mut x, inner, &p, &grid);
+                return;
+            }
+            for (c, run) in x.chunks_exact_mut(inner).enumerate() {
+                let one = Params {
+                    scale: Param::One(scale[c]),
+                    zero: Param::One(0.0),
+                    migration: Some((Param::One(m[c]), Param::One(h[c]))),
+                    reciprocals: Some(Reciprocals {
+                        scale: Param::One(inverse[c]),
+                        migration: Some(Param::One(inverse_m[c])),
+                        ..p.reciprocals.unwrap()
+                    }),
+                };
+                fake_slice(run, &one, &grid);
             }
         });
 }

@@ -4,14 +4,19 @@
 
 use rayon::prelude::*;
 
+use crate::exec::cpu::{FloatLanes, float_lanes};
+
 use super::log_codes::Coder;
 use super::plan::ActivationPlan;
 use super::points::{Layout, Run};
 use super::quantizer::{Quantizer, Uniform};
-use super::uniform_lanes::{Grid, Param, Params, Reciprocals, code_bound, fake_slice, reciprocals};
+use super::uniform_lanes::{
+    Grid, Param, Params, Reciprocals, code_bound, fake_channels, fake_slice, reciprocals,
+};
 
 /// Channel runs shorter than this take per-element parameters over the whole image instead,
-/// so a small feature map (a 4×4 stage has runs of 16) is one slice, not a call per channel.
+/// so a small feature map (a 4×4 stage has runs of 16) is one slice, not a call per channel:
+/// in the AVX2 lanes, which take a run's last values from a padded copy.
 const SHORT_RUN: usize = 64;
 
 /// Values of one image from which [`PreparedPoint::apply_split`] splits them: 64 KiB, a few
@@ -161,33 +166,44 @@ impl<'a> PreparedPoint<'a> {
                 migration,
                 inverses,
                 per_element: false,
-            } => layout.for_each_run(item, |run, xs| {
-                let params = match run {
-                    Run::Row => Params {
-                        scale: Param::Each(&scale[channels.clone()]),
-                        zero: Param::Each(&zero[channels.clone()]),
-                        migration: migration.as_ref().map(|(m, h)| {
-                            (
-                                Param::Each(&m[channels.clone()]),
-                                Param::Each(&h[channels.clone()]),
-                            )
-                        }),
-                        reciprocals: inverses.as_ref().map(|i| i.of(channels.clone(), None)),
-                    },
-                    Run::Channel(c) => {
-                        let c = first_channel + c;
-                        Params {
-                            scale: Param::One(scale[c]),
-                            zero: Param::One(zero[c]),
-                            migration: migration
-                                .as_ref()
-                                .map(|(m, h)| (Param::One(m[c]), Param::One(h[c]))),
-                            reciprocals: inverses.as_ref().map(|i| i.of(c..c + 1, Some(c))),
-                        }
-                    }
+            } => {
+                let params = Params {
+                    scale: Param::Each(&scale[channels.clone()]),
+                    zero: Param::Each(&zero[channels.clone()]),
+                    migration: migration.as_ref().map(|(m, h)| {
+                        (
+                            Param::Each(&m[channels.clone()]),
+                            Param::Each(&h[channels.clone()]),
+                        )
+                    }),
+                    reciprocals: inverses.as_ref().map(|i| i.of(channels.clone(), None)),
                 };
-                fake_slice(xs, &params, grid);
-            }),
+                if layout.inner > 1 && layout.take == (0..layout.inner) {
+                    // Whole channels: one call per image's block of them.
+                    let block = layout.channels * layout.inner;
+                    for xs in item.chunks_exact_mut(block).take(layout.outer) {
+                        fake_channels(xs, layout.inner, &params, grid);
+                    }
+                    return;
+                }
+                layout.for_each_run(item, |run, xs| {
+                    let params = match run {
+                        Run::Row => params,
+                        Run::Channel(c) => {
+                            let c = first_channel + c;
+                            Params {
+                                scale: Param::One(scale[c]),
+                                zero: Param::One(zero[c]),
+                                migration: migration
+                                    .as_ref()
+                                    .map(|(m, h)| (Param::One(m[c]), Param::One(h[c]))),
+                                reciprocals: inverses.as_ref().map(|i| i.of(c..c + 1, Some(c))),
+                            }
+                        }
+                    };
+                    fake_slice(xs, &params, grid);
+                })
+            }
         }
     }
 }
@@ -210,18 +226,6 @@ fn uniform(plan: &ActivationPlan, u: &Uniform) -> How {
             h.clone().unwrap_or_else(|| vec![0.0; channels]),
         )),
     };
-    // Only whole channels can be spread over an image: a partial `take` keeps its runs.
-    let per_element =
-        layout.inner > 1 && layout.inner < SHORT_RUN && layout.take == (0..layout.inner);
-    if per_element {
-        let spread = |v: &[f32]| -> Vec<f32> {
-            v.iter()
-                .flat_map(|&p| std::iter::repeat_n(p, layout.inner))
-                .collect()
-        };
-        (scale, zero) = (spread(&scale), spread(&zero));
-        migration = migration.map(|(m, h)| (spread(&m), spread(&h)));
-    }
     let inverses = (|| {
         Some(Inverses {
             scale: reciprocals(&scale)?,
@@ -232,6 +236,24 @@ fn uniform(plan: &ActivationPlan, u: &Uniform) -> How {
             bound: code_bound(&grid, &zero)?,
         })
     })();
+    // Only whole channels can be spread over an image: a partial `take` keeps its runs. The
+    // AVX-512 lanes with reciprocals take short runs in one call ([`fake_channels`]), each
+    // channel's parameters broadcast, where per-element ones stream seven arrays through the
+    // cache as large as the map.
+    let fast = inverses.is_some() && float_lanes() == FloatLanes::Avx512;
+    let per_element =
+        layout.inner > 1 && layout.inner < SHORT_RUN && layout.take == (0..layout.inner) && !fast;
+    if per_element {
+        let spread = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .flat_map(|&p| std::iter::repeat_n(p, layout.inner))
+                .collect()
+        };
+        (scale, zero) = (spread(&scale), spread(&zero));
+        migration = migration.map(|(m, h)| (spread(&m), spread(&h)));
+    }
+    // Only the AVX-512 lanes read the reciprocals, and they take the channels' runs.
+    let inverses = inverses.filter(|_| !per_element);
     How::Uniform {
         grid,
         scale,

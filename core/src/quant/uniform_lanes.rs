@@ -7,7 +7,10 @@
 //! operand on NaN or equal zeros, so the value goes second), then the same subtraction and
 //! product. Half-up rounding is `⌊x + ½⌋` with NaN rounding to 0, as
 //! [`round_half_up`](super::quantizer::round_half_up) does; half-even is the
-//! instruction's nearest-even mode. Tests hold every path bit-equal to the scalar reference.
+//! instruction's nearest-even mode. With AVX-512 and the reciprocals a prepared point keeps,
+//! sixteen lanes multiply instead and leave the values near a rounding jump to the definition
+//! ([`Reciprocals`]); [`fake_channels`] takes a block of short channels in one call. Tests
+//! hold every path bit-equal to the scalar reference.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
@@ -91,6 +94,17 @@ pub struct Params<'a> {
 }
 
 impl<'a> Params<'a> {
+    /// Channel `c`'s parameters, each `One`.
+    fn channel(&self, c: usize) -> Params<'a> {
+        let one = |q: Param| Param::One(q.at(c));
+        Params {
+            scale: one(self.scale),
+            zero: one(self.zero),
+            migration: self.migration.map(|(m, h)| (one(m), one(h))),
+            reciprocals: self.reciprocals.map(|r| r.channel(c)),
+        }
+    }
+
     /// The parameters from element `from` on.
     fn from(&self, from: usize) -> Params<'a> {
         Params {
@@ -111,17 +125,15 @@ impl<'a> Params<'a> {
 /// definition divides, with AVX-512.
 ///
 /// The quotient `x/s` rounded, `v`, decides the code through its rounding to an integer, and
-/// `x·(1/s)` (or `(d·(1/m))·(1/s)` for `d = x − h` migrated) lies within `6.2·2⁻²⁴·|v|` of
-/// it: each of the two or four rounded operations adds at most `2⁻²⁴` relative. Where that
-/// product lies farther than `8·2⁻²⁴·bound` from every point at which the rounding jumps
-/// (half-integers), both round to the same integer; where it lies more than `bound` steps out,
-/// both codes clamp to the same end of the grid. A run of sixteen values with a lane that is
-/// neither (NaN among them) takes the definition one value at a time. Every lane is then the
-/// definition's bits: the rest of the arithmetic (zero-point, clamp, scale, migration) is the
-/// same operations on the same code. On EfficientViT-B1 at batch 8 (trio-vit's migrated
-/// activations), fake-quant 1.03× as fast, its share of the fp32 executor's speed 0.758–0.759
-/// → 0.781–0.783 (`qvit bench efficientvit-b1 --executors fp32,fake --batch 8 --threads 1`,
-/// Emerald Rapids): the pass over each value is mostly bound by memory.
+/// `x·(1/s)` (or `d·((1/m)·(1/s))` for `d = x − h` migrated) lies within `6.2·2⁻²⁴·|v|` of
+/// it: the definition's one or two rounded operations and the product's two or four each add
+/// at most `2⁻²⁴` relative. So a product farther than `8·2⁻²⁴·bound` from every point at
+/// which the rounding jumps (half-integers) rounds as `v` does while it lies within
+/// `1.29·bound` steps, and past `bound` steps both codes clamp to the same end of the grid. A
+/// lane near a jump (or NaN, or ±∞) takes the definition instead. Every other lane is the
+/// definition's bits: the rest of the arithmetic (zero-point, clamp, scale, migration) is
+/// exact or the same operations on the same code ([`fast`]). With these lanes, fake-quant on
+/// EfficientViT-B1 at batch 8 runs at 0.86× the fp32 executor's speed (0.78× before).
 #[derive(Debug, Clone, Copy)]
 pub struct Reciprocals<'a> {
     /// `1/s`, rounded.
@@ -130,6 +142,17 @@ pub struct Reciprocals<'a> {
     pub migration: Option<Param<'a>>,
     /// `max(qmax − z, z − qmin) + 2` over the slice's zero-points.
     pub bound: f32,
+}
+
+impl<'a> Reciprocals<'a> {
+    /// Channel `c`'s reciprocals, each `One`.
+    fn channel(&self, c: usize) -> Reciprocals<'a> {
+        Reciprocals {
+            scale: Param::One(self.scale.at(c)),
+            migration: self.migration.map(|m| Param::One(m.at(c))),
+            bound: self.bound,
+        }
+    }
 }
 
 /// The reciprocals of `values` when every one lies in `[2⁻¹⁰⁰, 2¹⁰⁰]`: a normal number whose
@@ -150,6 +173,45 @@ pub fn code_bound(grid: &Grid, zeros: &[f32]) -> Option<f32> {
         .map(|&z| (grid.qmax - z).max(z - grid.qmin))
         .fold(0.0f32, f32::max);
     (most.is_finite() && most < (1 << 20) as f32).then_some(most + 2.0)
+}
+
+/// Replaces every `x` of a `[channels, inner]` block by its fake-quantized value, channel
+/// `c`'s run `xs[c·inner..(c + 1)·inner]` with `p`'s parameters at `c`: [`fake_slice`] over
+/// each run with its `One` parameters, bit for bit. With AVX-512 and the reciprocals, one call
+/// runs every channel, each run's last values in a masked vector: a call per channel costs
+/// more than a short run's values (trio-vit's migrated 8-bit maps of B1 at 14×14 and 7×7 in
+/// 14.9 and 17.0 µs against 19.3 and 20.5 by calls per channel, `cargo bench -p qvit-core
+/// --bench fp32 -- fake_quant`, Emerald Rapids).
+pub fn fake_channels(xs: &mut [f32], inner: usize, p: &Params, grid: &Grid) {
+    assert!(inner > 0, "channels of at least one value");
+    let channels = xs.len() / inner;
+    assert_eq!(
+        channels * inner,
+        xs.len(),
+        "whole channels of {inner} values"
+    );
+    assert!(
+        p.scale.covers(channels)
+            && p.zero.covers(channels)
+            && p.migration
+                .is_none_or(|(m, h)| m.covers(channels) && h.covers(channels))
+            && p.reciprocals.is_none_or(|r| {
+                r.scale.covers(channels) && r.migration.is_none_or(|m| m.covers(channels))
+            }),
+        "a parameter slice is shorter than the {channels} channels it applies to"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if let Some(r) = &p.reciprocals
+        && crate::exec::cpu::float_lanes() == crate::exec::cpu::FloatLanes::Avx512
+        // SAFETY: AVX-512F was checked (`float_lanes` reports only what the CPU has); the
+        // parameters cover the channels (asserted).
+        && unsafe { fast::channels(xs, inner, p, r, grid) }
+    {
+        return;
+    }
+    for (c, run) in xs.chunks_exact_mut(inner).enumerate() {
+        fake_slice(run, &p.channel(c), grid);
+    }
 }
 
 /// Replaces every `x` in `xs` by its fake-quantized value.
@@ -317,99 +379,290 @@ fn fake_slice_avx2(xs: &mut [f32], p: &Params, grid: &Grid) {
     }
 }
 
-/// [`fake_slice`]'s lanes that multiply by [`Reciprocals`].
+/// [`fake_slice`]'s and [`fake_channels`]' lanes that multiply by [`Reciprocals`].
 #[cfg(target_arch = "x86_64")]
 mod fast {
     use std::arch::x86_64::*;
 
-    use super::{Grid, Param, Params, Reciprocals, Rounding};
+    use super::{Grid, Param, Params, Reciprocals};
 
-    /// Sixteen parameters at `i`: a broadcast or a load.
-    ///
-    /// # Safety
-    /// AVX-512F must be available and an `Each` slice must hold `i + 16` values.
-    #[inline(always)]
-    unsafe fn lanes(p: Param, i: usize) -> __m512 {
-        // SAFETY: the caller's promises.
-        unsafe {
+    /// Where a run's lanes find one parameter: a value for every lane (`One`) or, when the
+    /// run's parameters are `Each`, a slice read sixteen at a time from `each`.
+    #[derive(Clone, Copy)]
+    struct Source {
+        one: f32,
+        each: *const f32,
+    }
+
+    impl Source {
+        /// The parameter of element `i`.
+        ///
+        /// # Safety
+        /// When `EACH`, the slice holds element `i`.
+        #[inline(always)]
+        unsafe fn at<const EACH: bool>(&self, i: usize) -> f32 {
+            match EACH {
+                // SAFETY: the caller's promise.
+                true => unsafe { *self.each.add(i) },
+                false => self.one,
+            }
+        }
+
+        fn of(p: Param) -> Self {
             match p {
-                Param::One(v) => _mm512_set1_ps(v),
-                Param::Each(s) => _mm512_loadu_ps(s.as_ptr().add(i)),
+                Param::One(one) => Self {
+                    one,
+                    each: std::ptr::null(),
+                },
+                Param::Each(s) => Self {
+                    one: 0.0,
+                    each: s.as_ptr(),
+                },
             }
         }
     }
 
-    /// Fake-quantizes the whole runs of sixteen of `xs` and returns how many values that is;
-    /// the lanes whose product lies near a point where the rounding jumps run the scalar
-    /// definition instead ([`Reciprocals`]).
+    /// `p`'s and `r`'s parameters in the order the lanes take them: scale, zero-point, the
+    /// scale's reciprocal, then (migrated) the factor, the shift and the factor's reciprocal.
+    /// `None` when the values are migrated but the factors have no reciprocals.
+    fn ordered<'a>(p: &Params<'a>, r: &Reciprocals<'a>) -> Option<[Param<'a>; 6]> {
+        let none = Param::One(0.0);
+        let ((m, h), rm) = match (p.migration, r.migration) {
+            (Some(mh), Some(rm)) => (mh, rm),
+            (None, _) => ((none, none), none),
+            (Some(_), None) => return None,
+        };
+        Some([p.scale, p.zero, r.scale, m, h, rm])
+    }
+
+    /// What every vector of a run shares: the grid, the margin of [`Reciprocals`] and the
+    /// rounding's constant.
+    struct Constants {
+        lo: __m512,
+        hi: __m512,
+        inside: __m512,
+        magic: __m512,
+    }
+
+    impl Constants {
+        #[inline(always)]
+        fn new(grid: &Grid, r: &Reciprocals) -> Self {
+            // SAFETY: `set1` only moves values into a register; the callers have AVX-512F.
+            unsafe {
+                Self {
+                    lo: _mm512_set1_ps(grid.qmin),
+                    hi: _mm512_set1_ps(grid.qmax),
+                    // A rounded product within `bound` steps and farther than this from its
+                    // nearest integer (`8·2⁻²⁴·bound` from a jump) rounds as the quotient does.
+                    inside: _mm512_set1_ps(0.5 - r.bound * 2f32.powi(-21)),
+                    magic: _mm512_set1_ps(1.5 * (1u32 << 23) as f32),
+                }
+            }
+        }
+    }
+
+    /// Sixteen values fake-quantized by reciprocals, and the lanes where that is the
+    /// definition's result (the others must run the definition).
+    ///
+    /// The code is `v` rounded to the nearest integer, ties to even, by adding and taking
+    /// away `1.5·2²³` (exact for `|v| ≤ 2²²`): away from the ties, which the lanes leave to
+    /// the definition, both roundings give it. Past `bound` every code clamps, so a `v` too
+    /// large for the addition to round exactly still gives the definition's value.
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[inline(always)]
+    unsafe fn vector<const MIGRATED: bool>(
+        k: &Constants,
+        x: __m512,
+        [s, z, inverse, m, h, rm]: [__m512; 6],
+    ) -> (__m512, __mmask16) {
+        // SAFETY: the caller's promise.
+        unsafe {
+            let magnitude = _mm512_set1_epi32(0x7fff_ffff);
+            let v = match MIGRATED {
+                // `d·((1/m)·(1/s))` rounds four times, as `(d·(1/m))·(1/s)` would: the bound
+                // of [`Reciprocals`] holds, and a channel's factor is hoisted out of its run.
+                true => _mm512_mul_ps(_mm512_sub_ps(x, h), _mm512_mul_ps(rm, inverse)),
+                false => _mm512_mul_ps(x, inverse),
+            };
+            let code = _mm512_sub_ps(_mm512_add_ps(v, k.magic), k.magic);
+            // How far `v` lies from its nearest integer: ½ at a tie, NaN for NaN and ±∞.
+            let off = _mm512_and_si512(_mm512_castps_si512(_mm512_sub_ps(v, code)), magnitude);
+            let alike = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_castsi512_ps(off), k.inside);
+            // `clamp(code + z, qmin, qmax) − z`, every term an integer below 2²³ (or, for a
+            // code past `bound`, the end it clamps to) and `code` never −0: exact, so it is
+            // `code` clamped to `[qmin − z, qmax − z]`, with one operation fewer per end.
+            let (lo, hi) = (_mm512_sub_ps(k.lo, z), _mm512_sub_ps(k.hi, z));
+            let y = _mm512_mul_ps(_mm512_min_ps(hi, _mm512_max_ps(lo, code)), s);
+            let y = match MIGRATED {
+                true => _mm512_add_ps(_mm512_mul_ps(m, y), h),
+                false => y,
+            };
+            (y, alike)
+        }
+    }
+
+    /// Fake-quantizes `xs` and returns how many values that is: all of them, or 0 for
+    /// parameters of mixed kinds (some `One`, some `Each`), which no prepared point makes and
+    /// which are left to the AVX2 lanes. The lanes whose product lies near a point where the
+    /// rounding jumps run the scalar definition instead ([`Reciprocals`]).
     ///
     /// # Safety
     /// The CPU has AVX-512F; every parameter slice covers `xs`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512(xs: &mut [f32], p: &Params, r: &Reciprocals, grid: &Grid) -> usize {
-        // Migrated values need the factors' reciprocals too.
-        if p.migration.is_some() != r.migration.is_some() {
+        let Some(params) = ordered(p, r) else {
             return 0;
-        }
-        let (lo, hi) = (_mm512_set1_ps(grid.qmin), _mm512_set1_ps(grid.qmax));
-        let (half, bound) = (_mm512_set1_ps(0.5), _mm512_set1_ps(r.bound));
-        // A rounded product farther than this from ½ past an integer (`8·2⁻²⁴·bound` from a
-        // jump) rounds as the quotient does.
-        let inside = _mm512_set1_ps(0.5 - r.bound * 2f32.powi(-21));
-        let magnitude = _mm512_set1_epi32(0x7fff_ffff);
-        let abs =
-            |v: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), magnitude));
-        let migration = p.migration.zip(r.migration);
-        let whole = xs.len() / 16 * 16;
-        let ptr = xs.as_mut_ptr();
-        for i in (0..whole).step_by(16) {
-            // SAFETY (all): i + 16 ≤ whole ≤ xs.len(), and the parameter slices cover `xs`.
-            let (x, s, z, inverse) = unsafe {
-                let x = _mm512_loadu_ps(ptr.add(i));
-                (x, lanes(p.scale, i), lanes(p.zero, i), lanes(r.scale, i))
-            };
-            let (v, migrated) = match migration {
-                Some(((m, h), rm)) => {
-                    // SAFETY: as above.
-                    let (m, h, rm) = unsafe { (lanes(m, i), lanes(h, i), lanes(rm, i)) };
-                    let t = _mm512_mul_ps(_mm512_sub_ps(x, h), rm);
-                    (_mm512_mul_ps(t, inverse), Some((m, h)))
-                }
-                None => (_mm512_mul_ps(x, inverse), None),
-            };
-            let t = _mm512_add_ps(v, half);
-            let floor = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(t);
-            let off = abs(_mm512_sub_ps(_mm512_sub_ps(t, floor), half));
-            let rounds_alike = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(off, inside);
-            let clamps_alike = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(abs(v), bound);
-            if rounds_alike | clamps_alike != u16::MAX {
-                for (j, x) in xs[i..i + 16].iter_mut().enumerate() {
-                    let (s, z) = (p.scale.at(i + j), p.zero.at(i + j));
-                    *x = match p.migration {
-                        None => grid.fake(*x, s, z),
-                        Some((m, h)) => grid.fake_migrated(*x, s, z, m.at(i + j), h.at(i + j)),
-                    };
-                }
-                continue;
+        };
+        let each = params
+            .iter()
+            .filter(|q| matches!(q, Param::Each(_)))
+            .count();
+        let each = match each {
+            0 => false,
+            // The unmigrated values' three placeholders are `One`.
+            n if n == params.len() || (n == 3 && p.migration.is_none()) => true,
+            _ => return 0,
+        };
+        // One loop per kind of run, so that the loop neither branches on the parameters'
+        // kinds nor broadcasts a channel's parameters again for every vector.
+        let (sources, k) = (params.map(Source::of), Constants::new(grid, r));
+        // SAFETY (all): the caller's promises, and the kinds are the ones named.
+        unsafe {
+            match (each, p.migration.is_some()) {
+                (false, false) => run::<false, false>(xs, &sources, &k, grid),
+                (false, true) => run::<false, true>(xs, &sources, &k, grid),
+                (true, false) => run::<true, false>(xs, &sources, &k, grid),
+                (true, true) => run::<true, true>(xs, &sources, &k, grid),
             }
-            let code = match grid.rounding {
-                Rounding::HalfUp => floor,
-                Rounding::HalfEven => {
-                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
-                }
-            };
-            // The value goes second, as in the AVX2 lanes: `vmaxps` and `vminps` return
-            // their second operand on equal zeros.
-            let q = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(code, z)));
-            let y = _mm512_mul_ps(_mm512_sub_ps(q, z), s);
-            let y = match migrated {
-                Some((m, h)) => _mm512_add_ps(_mm512_mul_ps(m, y), h),
-                None => y,
-            };
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_ps(ptr.add(i), y) };
         }
-        whole
+        xs.len()
+    }
+
+    /// [`super::fake_channels`] in these lanes: each channel's run with its parameters
+    /// broadcast, a short run's last values in a masked vector. `false` (nothing done) for
+    /// migrated values without the factors' reciprocals.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `inner > 0` and every parameter slice holds a value for each of
+    /// `xs.len() / inner` channels.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn channels(
+        xs: &mut [f32],
+        inner: usize,
+        p: &Params,
+        r: &Reciprocals,
+        grid: &Grid,
+    ) -> bool {
+        let Some(params) = ordered(p, r) else {
+            return false;
+        };
+        let k = Constants::new(grid, r);
+        for (c, values) in xs.chunks_exact_mut(inner).enumerate() {
+            let mut sources = [Source::of(Param::One(0.0)); 6];
+            for (source, q) in sources.iter_mut().zip(params) {
+                source.one = q.at(c);
+            }
+            // SAFETY (both): the caller's promises; every parameter is `One`.
+            unsafe {
+                match p.migration.is_some() {
+                    false => run::<false, false>(values, &sources, &k, grid),
+                    true => run::<false, true>(values, &sources, &k, grid),
+                }
+            }
+        }
+        true
+    }
+
+    /// Sixteen parameters from `source` at `i` (the slice's when `EACH`, else the
+    /// broadcast `one`), the lanes off in `mask` zero.
+    ///
+    /// # Safety
+    /// AVX-512F must be available and, when `EACH`, the slice must hold the values at `i` of
+    /// the lanes on in `mask`.
+    #[inline(always)]
+    unsafe fn lanes<const EACH: bool>(source: Source, one: __m512, i: usize, mask: u16) -> __m512 {
+        match EACH {
+            // SAFETY: the caller's promises; a masked load reads nothing of the lanes off.
+            true => unsafe { _mm512_maskz_loadu_ps(mask, source.each.add(i)) },
+            false => one,
+        }
+    }
+
+    /// [`avx512`] for parameters all `EACH` or all `One` and `MIGRATED` values: the whole
+    /// vectors, then the last values in a masked one.
+    ///
+    /// # Safety
+    /// As [`avx512`]'s; `sources` are a run's parameters in [`ordered`]'s order, of the kinds
+    /// named.
+    #[inline(always)]
+    unsafe fn run<const EACH: bool, const MIGRATED: bool>(
+        xs: &mut [f32],
+        sources: &[Source; 6],
+        k: &Constants,
+        grid: &Grid,
+    ) {
+        // SAFETY (both): the caller's promise of AVX-512F.
+        let mut ones = [unsafe { _mm512_setzero_ps() }; 6];
+        for (one, source) in ones.iter_mut().zip(sources) {
+            *one = unsafe { _mm512_set1_ps(source.one) };
+        }
+        let whole = xs.len() / 16 * 16;
+        for i in (0..whole).step_by(16) {
+            // SAFETY: `i + 16 ≤ xs.len()`.
+            unsafe { step::<EACH, MIGRATED>(xs, i, u16::MAX, sources, &ones, k, grid) };
+        }
+        if whole < xs.len() {
+            let mask = ((1u32 << (xs.len() - whole)) - 1) as u16;
+            // SAFETY: the lanes on in `mask` are the last values.
+            unsafe { step::<EACH, MIGRATED>(xs, whole, mask, sources, &ones, k, grid) };
+        }
+    }
+
+    /// [`run`]'s vector at `i`, the lanes on in `mask`.
+    ///
+    /// # Safety
+    /// As [`run`]'s, and the lanes on in `mask` lie inside `xs` from `i`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn step<const EACH: bool, const MIGRATED: bool>(
+        xs: &mut [f32],
+        i: usize,
+        mask: u16,
+        sources: &[Source; 6],
+        ones: &[__m512; 6],
+        k: &Constants,
+        grid: &Grid,
+    ) {
+        let ptr = xs.as_mut_ptr();
+        // The migration's three are null slices when the values are not migrated.
+        let used = if MIGRATED { 6 } else { 3 };
+        // SAFETY (all): the parameter slices cover `xs`; masked loads and stores touch only
+        // the lanes on, which lie inside `xs`.
+        let (y, alike) = unsafe {
+            let mut lanes_of = *ones;
+            for p in 0..used {
+                lanes_of[p] = lanes::<EACH>(sources[p], ones[p], i, mask);
+            }
+            let x = _mm512_maskz_loadu_ps(mask, ptr.add(i));
+            vector::<MIGRATED>(k, x, lanes_of)
+        };
+        if alike | !mask == u16::MAX {
+            // SAFETY: as above.
+            unsafe { _mm512_mask_storeu_ps(ptr.add(i), mask, y) };
+            return;
+        }
+        let count = mask.count_ones() as usize;
+        for (j, x) in xs[i..i + count].iter_mut().enumerate() {
+            // SAFETY: as above; element `i + j` is one of the lanes on, and the migration's
+            // slices are read only for migrated values.
+            let at = |p: usize| unsafe { sources[p].at::<EACH>(i + j) };
+            *x = match MIGRATED {
+                false => grid.fake(*x, at(0), at(1)),
+                true => grid.fake_migrated(*x, at(0), at(1), at(3), at(4)),
+            };
+        }
     }
 }
 
@@ -605,6 +858,70 @@ mod tests {
         }
         if crate::exec::cpu::float_lanes() != crate::exec::cpu::FloatLanes::Avx512 {
             eprintln!("note: no AVX-512F here: the lanes that multiply by reciprocals untested");
+        }
+    }
+
+    /// A block of channels in one call: every value is the scalar definition's with its
+    /// channel's parameters, for runs shorter than a vector, of whole vectors and with a
+    /// masked last one, migrated or not, at both roundings, on hard values and on values a
+    /// few bits from a tie.
+    #[test]
+    fn channels_equal_the_scalar_reference() {
+        let mut rng = Rng::new(8);
+        for (channels, inner, rounding, migrated) in [
+            (5, 1, Rounding::HalfUp, false),
+            (7, 15, Rounding::HalfEven, true),
+            (4, 16, Rounding::HalfUp, true),
+            (6, 17, Rounding::HalfEven, false),
+            (9, 49, Rounding::HalfUp, true),
+            (3, 199, Rounding::HalfEven, true),
+        ] {
+            let grid = Grid {
+                qmin: -128.0,
+                qmax: 127.0,
+                rounding,
+            };
+            let per = |lo: f32, hi: f32, rng: &mut Rng| -> Vec<f32> {
+                (0..channels).map(|_| rng.uniform(lo, hi)).collect()
+            };
+            let (scale, m, h) = (
+                per(0.01, 2.0, &mut rng),
+                per(0.25, 4.0, &mut rng),
+                per(-1.0, 1.0, &mut rng),
+            );
+            let zero: Vec<f32> = per(-9.0, 9.0, &mut rng).iter().map(|z| z.round()).collect();
+            let (inv_scale, inv_m) = (reciprocals(&scale).unwrap(), reciprocals(&m).unwrap());
+            let migration = migrated.then(|| (Param::Each(&m[..]), Param::Each(&h[..])));
+            let p = Params {
+                scale: Param::Each(&scale),
+                zero: Param::Each(&zero),
+                migration,
+                reciprocals: Some(Reciprocals {
+                    scale: Param::Each(&inv_scale),
+                    migration: migrated.then_some(Param::Each(&inv_m[..])),
+                    bound: code_bound(&grid, &zero).unwrap(),
+                }),
+            };
+            let near: Vec<f32> = (0..channels * inner)
+                .map(|i| {
+                    let c = i / inner;
+                    let tie = (rng.below(40) as f32 - 20.0 + 0.5) * scale[c];
+                    let x = if migrated { tie * m[c] + h[c] } else { tie };
+                    f32::from_bits((x.to_bits() as i64 + rng.below(9) as i64 - 4) as u32)
+                })
+                .collect();
+            for xs in [hard_values(&mut rng, channels * inner), near] {
+                let mut got = xs.clone();
+                fake_channels(&mut got, inner, &p, &grid);
+                for (i, (&x, &g)) in xs.iter().zip(&got).enumerate() {
+                    let c = i / inner;
+                    let want = match migrated {
+                        false => grid.fake(x, scale[c], zero[c]),
+                        true => grid.fake_migrated(x, scale[c], zero[c], m[c], h[c]),
+                    };
+                    assert!(same(g, want), "{rounding:?} x = {x:e}: {g:e} vs {want:e}");
+                }
+            }
         }
     }
 

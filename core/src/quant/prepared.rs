@@ -15,8 +15,8 @@ use super::uniform_lanes::{
 };
 
 /// Channel runs shorter than this take per-element parameters over the whole image instead,
-/// so a small feature map (a 4×4 stage has runs of 16) is one slice, not a call per channel:
-/// in the AVX2 lanes, which take a run's last values from a padded copy.
+/// so a small feature map (a 4×4 stage has runs of 16) is one slice, not a call per channel,
+/// where the lanes by reciprocals ([`fake_channels`]) do not run.
 const SHORT_RUN: usize = 64;
 
 /// Values of one image from which [`PreparedPoint::apply_split`] splits them: 64 KiB, a few
@@ -237,10 +237,10 @@ fn uniform(plan: &ActivationPlan, u: &Uniform) -> How {
         })
     })();
     // Only whole channels can be spread over an image: a partial `take` keeps its runs. The
-    // AVX-512 lanes with reciprocals take short runs in one call ([`fake_channels`]), each
+    // lanes by reciprocals take short runs in one call ([`fake_channels`]), each
     // channel's parameters broadcast, where per-element ones stream seven arrays through the
     // cache as large as the map.
-    let fast = inverses.is_some() && float_lanes() == FloatLanes::Avx512;
+    let fast = inverses.is_some() && float_lanes() != FloatLanes::Baseline;
     let per_element =
         layout.inner > 1 && layout.inner < SHORT_RUN && layout.take == (0..layout.inner) && !fast;
     if per_element {
@@ -252,7 +252,7 @@ fn uniform(plan: &ActivationPlan, u: &Uniform) -> How {
         (scale, zero) = (spread(&scale), spread(&zero));
         migration = migration.map(|(m, h)| (spread(&m), spread(&h)));
     }
-    // Only the AVX-512 lanes read the reciprocals, and they take the channels' runs.
+    // Only the lanes by reciprocals read them, and they take the channels' runs.
     let inverses = inverses.filter(|_| !per_element);
     How::Uniform {
         grid,

@@ -7,14 +7,17 @@
 //! operand on NaN or equal zeros, so the value goes second), then the same subtraction and
 //! product. Half-up rounding is `⌊x + ½⌋` with NaN rounding to 0, as
 //! [`round_half_up`](super::quantizer::round_half_up) does; half-even is the
-//! instruction's nearest-even mode. With AVX-512 and the reciprocals a prepared point keeps,
-//! sixteen lanes multiply instead and leave the values near a rounding jump to the definition
-//! ([`Reciprocals`]); [`fake_channels`] takes a block of short channels in one call. Tests
-//! hold every path bit-equal to the scalar reference.
+//! instruction's nearest-even mode. With the reciprocals a prepared point keeps, the lanes
+//! multiply instead (sixteen with AVX-512) and leave the values near a rounding jump to the
+//! definition ([`Reciprocals`], `by_reciprocals`); [`fake_channels`] takes a block of short
+//! channels in one call. Tests hold every path bit-equal to the scalar reference.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+#[cfg(target_arch = "x86_64")]
+mod by_reciprocals;
 
 use super::quantizer::Rounding;
 
@@ -72,16 +75,6 @@ impl Param<'_> {
     }
 }
 
-impl<'a> Param<'a> {
-    /// The parameters from element `from` on.
-    fn from(self, from: usize) -> Param<'a> {
-        match self {
-            Param::One(v) => Param::One(v),
-            Param::Each(s) => Param::Each(&s[from..]),
-        }
-    }
-}
-
 /// A slice's scale and zero-point, and its migration factor and shift if it has them.
 #[derive(Debug, Clone, Copy)]
 pub struct Params<'a> {
@@ -104,25 +97,11 @@ impl<'a> Params<'a> {
             reciprocals: self.reciprocals.map(|r| r.channel(c)),
         }
     }
-
-    /// The parameters from element `from` on.
-    fn from(&self, from: usize) -> Params<'a> {
-        Params {
-            scale: self.scale.from(from),
-            zero: self.zero.from(from),
-            migration: self.migration.map(|(m, h)| (m.from(from), h.from(from))),
-            reciprocals: self.reciprocals.map(|r| Reciprocals {
-                scale: r.scale.from(from),
-                migration: r.migration.map(|m| m.from(from)),
-                ..r
-            }),
-        }
-    }
 }
 
 /// Each scale's and migration factor's reciprocal, and how far from its zero-point a value may
 /// lie before the grid's clamp decides its code: what lets [`fake_slice`] multiply where the
-/// definition divides, with AVX-512.
+/// definition divides, with AVX2 or AVX-512.
 ///
 /// The quotient `x/s` rounded, `v`, decides the code through its rounding to an integer, and
 /// `x·(1/s)` (or `d·((1/m)·(1/s))` for `d = x − h` migrated) lies within `6.2·2⁻²⁴·|v|` of
@@ -177,7 +156,7 @@ pub fn code_bound(grid: &Grid, zeros: &[f32]) -> Option<f32> {
 
 /// Replaces every `x` of a `[channels, inner]` block by its fake-quantized value, channel
 /// `c`'s run `xs[c·inner..(c + 1)·inner]` with `p`'s parameters at `c`: [`fake_slice`] over
-/// each run with its `One` parameters, bit for bit. With AVX-512 and the reciprocals, one call
+/// each run with its `One` parameters, bit for bit. With the reciprocals, one call
 /// runs every channel, each run's last values in a masked vector: a call per channel costs
 /// more than a short run's values (trio-vit's migrated 8-bit maps of B1 at 14×14 and 7×7 in
 /// 14.9 and 17.0 µs against 19.3 and 20.5 by calls per channel, `cargo bench -p qvit-core
@@ -202,10 +181,7 @@ pub fn fake_channels(xs: &mut [f32], inner: usize, p: &Params, grid: &Grid) {
     );
     #[cfg(target_arch = "x86_64")]
     if let Some(r) = &p.reciprocals
-        && crate::exec::cpu::float_lanes() == crate::exec::cpu::FloatLanes::Avx512
-        // SAFETY: AVX-512F was checked (`float_lanes` reports only what the CPU has); the
-        // parameters cover the channels (asserted).
-        && unsafe { fast::channels(xs, inner, p, r, grid) }
+        && by_reciprocals::channels(xs, inner, p, r, grid)
     {
         return;
     }
@@ -224,18 +200,17 @@ pub fn fake_slice(xs: &mut [f32], p: &Params, grid: &Grid) {
         "a parameter slice is shorter than the {n} values it applies to"
     );
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        let mut done = 0;
+    {
         if let Some(r) = &p.reciprocals
-            && crate::exec::cpu::float_lanes() == crate::exec::cpu::FloatLanes::Avx512
+            && by_reciprocals::slice(xs, p, r, grid)
         {
-            // SAFETY: AVX-512F was checked (`float_lanes` reports only what the CPU has); the
-            // parameters cover `xs` (asserted).
-            done = unsafe { fast::avx512(xs, p, r, grid) };
+            return;
         }
-        // SAFETY: AVX2 was checked just above; the parameters cover `xs` (asserted).
-        unsafe { fake_slice_avx2(&mut xs[done..], &p.from(done), grid) };
-        return;
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was checked just above; the parameters cover `xs` (asserted).
+            unsafe { fake_slice_avx2(xs, p, grid) };
+            return;
+        }
     }
     fake_scalar(xs, 0, p, grid);
 }
@@ -379,293 +354,6 @@ fn fake_slice_avx2(xs: &mut [f32], p: &Params, grid: &Grid) {
     }
 }
 
-/// [`fake_slice`]'s and [`fake_channels`]' lanes that multiply by [`Reciprocals`].
-#[cfg(target_arch = "x86_64")]
-mod fast {
-    use std::arch::x86_64::*;
-
-    use super::{Grid, Param, Params, Reciprocals};
-
-    /// Where a run's lanes find one parameter: a value for every lane (`One`) or, when the
-    /// run's parameters are `Each`, a slice read sixteen at a time from `each`.
-    #[derive(Clone, Copy)]
-    struct Source {
-        one: f32,
-        each: *const f32,
-    }
-
-    impl Source {
-        /// The parameter of element `i`.
-        ///
-        /// # Safety
-        /// When `EACH`, the slice holds element `i`.
-        #[inline(always)]
-        unsafe fn at<const EACH: bool>(&self, i: usize) -> f32 {
-            match EACH {
-                // SAFETY: the caller's promise.
-                true => unsafe { *self.each.add(i) },
-                false => self.one,
-            }
-        }
-
-        fn of(p: Param) -> Self {
-            match p {
-                Param::One(one) => Self {
-                    one,
-                    each: std::ptr::null(),
-                },
-                Param::Each(s) => Self {
-                    one: 0.0,
-                    each: s.as_ptr(),
-                },
-            }
-        }
-    }
-
-    /// `p`'s and `r`'s parameters in the order the lanes take them: scale, zero-point, the
-    /// scale's reciprocal, then (migrated) the factor, the shift and the factor's reciprocal.
-    /// `None` when the values are migrated but the factors have no reciprocals.
-    fn ordered<'a>(p: &Params<'a>, r: &Reciprocals<'a>) -> Option<[Param<'a>; 6]> {
-        let none = Param::One(0.0);
-        let ((m, h), rm) = match (p.migration, r.migration) {
-            (Some(mh), Some(rm)) => (mh, rm),
-            (None, _) => ((none, none), none),
-            (Some(_), None) => return None,
-        };
-        Some([p.scale, p.zero, r.scale, m, h, rm])
-    }
-
-    /// What every vector of a run shares: the grid, the margin of [`Reciprocals`] and the
-    /// rounding's constant.
-    struct Constants {
-        lo: __m512,
-        hi: __m512,
-        inside: __m512,
-        magic: __m512,
-    }
-
-    impl Constants {
-        #[inline(always)]
-        fn new(grid: &Grid, r: &Reciprocals) -> Self {
-            // SAFETY: `set1` only moves values into a register; the callers have AVX-512F.
-            unsafe {
-                Self {
-                    lo: _mm512_set1_ps(grid.qmin),
-                    hi: _mm512_set1_ps(grid.qmax),
-                    // A rounded product within `bound` steps and farther than this from its
-                    // nearest integer (`8·2⁻²⁴·bound` from a jump) rounds as the quotient does.
-                    inside: _mm512_set1_ps(0.5 - r.bound * 2f32.powi(-21)),
-                    magic: _mm512_set1_ps(1.5 * (1u32 << 23) as f32),
-                }
-            }
-        }
-    }
-
-    /// Sixteen values fake-quantized by reciprocals, and the lanes where that is the
-    /// definition's result (the others must run the definition).
-    ///
-    /// The code is `v` rounded to the nearest integer, ties to even, by adding and taking
-    /// away `1.5·2²³` (exact for `|v| ≤ 2²²`): away from the ties, which the lanes leave to
-    /// the definition, both roundings give it. Past `bound` every code clamps, so a `v` too
-    /// large for the addition to round exactly still gives the definition's value.
-    ///
-    /// # Safety
-    /// AVX-512F must be available.
-    #[inline(always)]
-    unsafe fn vector<const MIGRATED: bool>(
-        k: &Constants,
-        x: __m512,
-        [s, z, inverse, m, h, rm]: [__m512; 6],
-    ) -> (__m512, __mmask16) {
-        // SAFETY: the caller's promise.
-        unsafe {
-            let magnitude = _mm512_set1_epi32(0x7fff_ffff);
-            let v = match MIGRATED {
-                // `d·((1/m)·(1/s))` rounds four times, as `(d·(1/m))·(1/s)` would: the bound
-                // of [`Reciprocals`] holds, and a channel's factor is hoisted out of its run.
-                true => _mm512_mul_ps(_mm512_sub_ps(x, h), _mm512_mul_ps(rm, inverse)),
-                false => _mm512_mul_ps(x, inverse),
-            };
-            let code = _mm512_sub_ps(_mm512_add_ps(v, k.magic), k.magic);
-            // How far `v` lies from its nearest integer: ½ at a tie, NaN for NaN and ±∞.
-            let off = _mm512_and_si512(_mm512_castps_si512(_mm512_sub_ps(v, code)), magnitude);
-            let alike = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_castsi512_ps(off), k.inside);
-            // `clamp(code + z, qmin, qmax) − z`, every term an integer below 2²³ (or, for a
-            // code past `bound`, the end it clamps to) and `code` never −0: exact, so it is
-            // `code` clamped to `[qmin − z, qmax − z]`, with one operation fewer per end.
-            let (lo, hi) = (_mm512_sub_ps(k.lo, z), _mm512_sub_ps(k.hi, z));
-            let y = _mm512_mul_ps(_mm512_min_ps(hi, _mm512_max_ps(lo, code)), s);
-            let y = match MIGRATED {
-                true => _mm512_add_ps(_mm512_mul_ps(m, y), h),
-                false => y,
-            };
-            (y, alike)
-        }
-    }
-
-    /// Fake-quantizes `xs` and returns how many values that is: all of them, or 0 for
-    /// parameters of mixed kinds (some `One`, some `Each`), which no prepared point makes and
-    /// which are left to the AVX2 lanes. The lanes whose product lies near a point where the
-    /// rounding jumps run the scalar definition instead ([`Reciprocals`]).
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; every parameter slice covers `xs`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512(xs: &mut [f32], p: &Params, r: &Reciprocals, grid: &Grid) -> usize {
-        let Some(params) = ordered(p, r) else {
-            return 0;
-        };
-        let each = params
-            .iter()
-            .filter(|q| matches!(q, Param::Each(_)))
-            .count();
-        let each = match each {
-            0 => false,
-            // The unmigrated values' three placeholders are `One`.
-            n if n == params.len() || (n == 3 && p.migration.is_none()) => true,
-            _ => return 0,
-        };
-        // One loop per kind of run, so that the loop neither branches on the parameters'
-        // kinds nor broadcasts a channel's parameters again for every vector.
-        let (sources, k) = (params.map(Source::of), Constants::new(grid, r));
-        // SAFETY (all): the caller's promises, and the kinds are the ones named.
-        unsafe {
-            match (each, p.migration.is_some()) {
-                (false, false) => run::<false, false>(xs, &sources, &k, grid),
-                (false, true) => run::<false, true>(xs, &sources, &k, grid),
-                (true, false) => run::<true, false>(xs, &sources, &k, grid),
-                (true, true) => run::<true, true>(xs, &sources, &k, grid),
-            }
-        }
-        xs.len()
-    }
-
-    /// [`super::fake_channels`] in these lanes: each channel's run with its parameters
-    /// broadcast, a short run's last values in a masked vector. `false` (nothing done) for
-    /// migrated values without the factors' reciprocals.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `inner > 0` and every parameter slice holds a value for each of
-    /// `xs.len() / inner` channels.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn channels(
-        xs: &mut [f32],
-        inner: usize,
-        p: &Params,
-        r: &Reciprocals,
-        grid: &Grid,
-    ) -> bool {
-        let Some(params) = ordered(p, r) else {
-            return false;
-        };
-        let k = Constants::new(grid, r);
-        for (c, values) in xs.chunks_exact_mut(inner).enumerate() {
-            let mut sources = [Source::of(Param::One(0.0)); 6];
-            for (source, q) in sources.iter_mut().zip(params) {
-                source.one = q.at(c);
-            }
-            // SAFETY (both): the caller's promises; every parameter is `One`.
-            unsafe {
-                match p.migration.is_some() {
-                    false => run::<false, false>(values, &sources, &k, grid),
-                    true => run::<false, true>(values, &sources, &k, grid),
-                }
-            }
-        }
-        true
-    }
-
-    /// Sixteen parameters from `source` at `i` (the slice's when `EACH`, else the
-    /// broadcast `one`), the lanes off in `mask` zero.
-    ///
-    /// # Safety
-    /// AVX-512F must be available and, when `EACH`, the slice must hold the values at `i` of
-    /// the lanes on in `mask`.
-    #[inline(always)]
-    unsafe fn lanes<const EACH: bool>(source: Source, one: __m512, i: usize, mask: u16) -> __m512 {
-        match EACH {
-            // SAFETY: the caller's promises; a masked load reads nothing of the lanes off.
-            true => unsafe { _mm512_maskz_loadu_ps(mask, source.each.add(i)) },
-            false => one,
-        }
-    }
-
-    /// [`avx512`] for parameters all `EACH` or all `One` and `MIGRATED` values: the whole
-    /// vectors, then the last values in a masked one.
-    ///
-    /// # Safety
-    /// As [`avx512`]'s; `sources` are a run's parameters in [`ordered`]'s order, of the kinds
-    /// named.
-    #[inline(always)]
-    unsafe fn run<const EACH: bool, const MIGRATED: bool>(
-        xs: &mut [f32],
-        sources: &[Source; 6],
-        k: &Constants,
-        grid: &Grid,
-    ) {
-        // SAFETY (both): the caller's promise of AVX-512F.
-        let mut ones = [unsafe { _mm512_setzero_ps() }; 6];
-        for (one, source) in ones.iter_mut().zip(sources) {
-            *one = unsafe { _mm512_set1_ps(source.one) };
-        }
-        let whole = xs.len() / 16 * 16;
-        for i in (0..whole).step_by(16) {
-            // SAFETY: `i + 16 ≤ xs.len()`.
-            unsafe { step::<EACH, MIGRATED>(xs, i, u16::MAX, sources, &ones, k, grid) };
-        }
-        if whole < xs.len() {
-            let mask = ((1u32 << (xs.len() - whole)) - 1) as u16;
-            // SAFETY: the lanes on in `mask` are the last values.
-            unsafe { step::<EACH, MIGRATED>(xs, whole, mask, sources, &ones, k, grid) };
-        }
-    }
-
-    /// [`run`]'s vector at `i`, the lanes on in `mask`.
-    ///
-    /// # Safety
-    /// As [`run`]'s, and the lanes on in `mask` lie inside `xs` from `i`.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn step<const EACH: bool, const MIGRATED: bool>(
-        xs: &mut [f32],
-        i: usize,
-        mask: u16,
-        sources: &[Source; 6],
-        ones: &[__m512; 6],
-        k: &Constants,
-        grid: &Grid,
-    ) {
-        let ptr = xs.as_mut_ptr();
-        // The migration's three are null slices when the values are not migrated.
-        let used = if MIGRATED { 6 } else { 3 };
-        // SAFETY (all): the parameter slices cover `xs`; masked loads and stores touch only
-        // the lanes on, which lie inside `xs`.
-        let (y, alike) = unsafe {
-            let mut lanes_of = *ones;
-            for p in 0..used {
-                lanes_of[p] = lanes::<EACH>(sources[p], ones[p], i, mask);
-            }
-            let x = _mm512_maskz_loadu_ps(mask, ptr.add(i));
-            vector::<MIGRATED>(k, x, lanes_of)
-        };
-        if alike | !mask == u16::MAX {
-            // SAFETY: as above.
-            unsafe { _mm512_mask_storeu_ps(ptr.add(i), mask, y) };
-            return;
-        }
-        let count = mask.count_ones() as usize;
-        for (j, x) in xs[i..i + count].iter_mut().enumerate() {
-            // SAFETY: as above; element `i + j` is one of the lanes on, and the migration's
-            // slices are read only for migrated values.
-            let at = |p: usize| unsafe { sources[p].at::<EACH>(i + j) };
-            *x = match MIGRATED {
-                false => grid.fake(*x, at(0), at(1)),
-                true => grid.fake_migrated(*x, at(0), at(1), at(3), at(4)),
-            };
-        }
-    }
-}
-
 /// The last `xs.len() − from` (< 8) elements, through the lanes of a padded copy (the scalar
 /// loop cost more than the rest of a short run). Padding lanes compute with scale 1 and are
 /// dropped.
@@ -728,6 +416,17 @@ mod tests {
                 2 => f32::from_bits(rng.next_u64() as u32),
                 _ => rng.uniform(-4.0, 4.0),
             })
+            .collect()
+    }
+
+    /// The lanes narrower than this CPU's widest that it also runs (AVX2 on an AVX-512 CPU),
+    /// which the calls through [`fake_slice`] and [`fake_channels`] do not reach.
+    #[cfg(target_arch = "x86_64")]
+    fn narrower_lanes() -> Vec<crate::exec::cpu::FloatLanes> {
+        use crate::exec::cpu::{FloatLanes, float_lanes};
+        [FloatLanes::Avx2Fma]
+            .into_iter()
+            .filter(|&lanes| lanes < float_lanes())
             .collect()
     }
 
@@ -835,7 +534,21 @@ mod tests {
                 for xs in [&xs, &near] {
                     let mut got = xs.clone();
                     fake_slice(&mut got, &p, &grid);
-                    for (i, (&x, &g)) in xs.iter().zip(&got).enumerate() {
+                    let mut widths = vec![got];
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(r) = &p.reciprocals {
+                        for lanes in narrower_lanes() {
+                            let mut got = xs.clone();
+                            assert!(by_reciprocals::slice_in_lanes(
+                                lanes, &mut got, &p, r, &grid
+                            ));
+                            widths.push(got);
+                        }
+                    }
+                    for (i, (&x, &g)) in
+                        widths.iter().flat_map(|got| xs.iter().zip(got)).enumerate()
+                    {
+                        let i = i % xs.len();
                         let (s, z) = (scale.at(i), zero.at(i));
                         let want = match migration {
                             None => grid.fake(x, s, z),
@@ -856,8 +569,8 @@ mod tests {
         if !avx2 {
             eprintln!("note: this CPU has no AVX2: only the scalar fake-quant was tested");
         }
-        if crate::exec::cpu::float_lanes() != crate::exec::cpu::FloatLanes::Avx512 {
-            eprintln!("note: no AVX-512F here: the lanes that multiply by reciprocals untested");
+        if crate::exec::cpu::float_lanes() == crate::exec::cpu::FloatLanes::Baseline {
+            eprintln!("note: no AVX2 here: the lanes that multiply by reciprocals untested");
         }
     }
 
@@ -913,7 +626,22 @@ mod tests {
             for xs in [hard_values(&mut rng, channels * inner), near] {
                 let mut got = xs.clone();
                 fake_channels(&mut got, inner, &p, &grid);
-                for (i, (&x, &g)) in xs.iter().zip(&got).enumerate() {
+                let mut widths = vec![got];
+                #[cfg(target_arch = "x86_64")]
+                for lanes in narrower_lanes() {
+                    let mut got = xs.clone();
+                    let r = p.reciprocals.as_ref().unwrap();
+                    assert!(by_reciprocals::channels_in_lanes(
+                        lanes,
+                        &mut got,
+                        inner,
+                        &p,
+                        (r, &grid)
+                    ));
+                    widths.push(got);
+                }
+                for (i, (&x, &g)) in widths.iter().flat_map(|got| xs.iter().zip(got)).enumerate() {
+                    let i = i % xs.len();
                     let c = i / inner;
                     let want = match migrated {
                         false => grid.fake(x, scale[c], zero[c]),

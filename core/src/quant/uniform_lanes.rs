@@ -111,8 +111,9 @@ impl<'a> Params<'a> {
 /// `1.29·bound` steps, and past `bound` steps both codes clamp to the same end of the grid. A
 /// lane near a jump (or NaN, or ±∞) takes the definition instead. Every other lane is the
 /// definition's bits: the rest of the arithmetic (zero-point, clamp, scale, migration) is
-/// exact or the same operations on the same code ([`fast`]). With these lanes, fake-quant on
-/// EfficientViT-B1 at batch 8 runs at 0.86× the fp32 executor's speed (0.78× before).
+/// exact or the same operations on the same code (`by_reciprocals`). With these lanes,
+/// fake-quant on EfficientViT-B1 at batch 8 runs at 0.86–0.87× the fp32 executor's speed
+/// (0.78× dividing; `qvit bench efficientvit-b1 --executors fp32,fake --batch 8`, BENCHMARKS.md).
 #[derive(Debug, Clone, Copy)]
 pub struct Reciprocals<'a> {
     /// `1/s`, rounded.
@@ -157,10 +158,11 @@ pub fn code_bound(grid: &Grid, zeros: &[f32]) -> Option<f32> {
 /// Replaces every `x` of a `[channels, inner]` block by its fake-quantized value, channel
 /// `c`'s run `xs[c·inner..(c + 1)·inner]` with `p`'s parameters at `c`: [`fake_slice`] over
 /// each run with its `One` parameters, bit for bit. With the reciprocals, one call
-/// runs every channel, each run's last values in a masked vector: a call per channel costs
+/// runs every channel, each run's last values in a partial vector: a call per channel costs
 /// more than a short run's values (trio-vit's migrated 8-bit maps of B1 at 14×14 and 7×7 in
-/// 14.9 and 17.0 µs against 19.3 and 20.5 by calls per channel, `cargo bench -p qvit-core
-/// --bench fp32 -- fake_quant`, Emerald Rapids).
+/// 14.6 and 17.2 µs against 24.5 and 28.8 by calls per channel with AVX-512, 23.2 and 23.6
+/// against 30.6 and 35.7 with AVX2: `cargo bench -p qvit-core --bench fp32 -- fake_quant`,
+/// Emerald Rapids, BENCHMARKS.md).
 pub fn fake_channels(xs: &mut [f32], inner: usize, p: &Params, grid: &Grid) {
     assert!(inner > 0, "channels of at least one value");
     let channels = xs.len() / inner;

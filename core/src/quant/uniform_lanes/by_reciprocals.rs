@@ -46,16 +46,13 @@ pub(super) fn slice_in_lanes(
         n if n == params.len() || (n == 3 && p.migration.is_none()) => true,
         _ => return false,
     };
-    let sources = params.map(Source::of);
-    let migrated = p.migration.is_some();
-    // SAFETY (both): the CPU has `lanes` (asserted: `float_lanes` reports only what it has);
-    // the parameters are of the kinds named and cover `xs` (asserted).
-    match lanes {
-        FloatLanes::Avx512 => unsafe { slice_avx512(xs, &sources, each, migrated, r, grid) },
-        FloatLanes::Avx2Fma => unsafe { slice_avx2(xs, &sources, each, migrated, r, grid) },
-        FloatLanes::Baseline => return false,
-    }
-    true
+    let work = Work::Slice {
+        sources: params.map(Source::of),
+        each,
+    };
+    // SAFETY: the CPU has `lanes` (asserted: `float_lanes` reports only what it has); the
+    // parameters are of the kinds named and cover `xs` (asserted).
+    unsafe { work_in_lanes(lanes, xs, &work, p.migration.is_some(), (r, grid)) }
 }
 
 /// [`super::fake_channels`] in these lanes: each channel's run with its parameters broadcast,
@@ -94,12 +91,39 @@ pub(super) fn channels_in_lanes(
         params.iter().all(|q| q.covers(channels)),
         "a parameter slice is shorter than the {channels} channels it applies to"
     );
-    let migrated = p.migration.is_some();
-    // SAFETY (both): the CPU has `lanes` (asserted); the parameters cover the channels
-    // (asserted).
+    let work = Work::Channels { inner, params };
+    // SAFETY: the CPU has `lanes` (asserted); the parameters cover the channels (asserted).
+    unsafe { work_in_lanes(lanes, xs, &work, p.migration.is_some(), (r, grid)) }
+}
+
+/// What one call asks of the lanes.
+enum Work<'a> {
+    /// A slice whose parameters are all per element (`each`) or all one value.
+    Slice { sources: [Source; 6], each: bool },
+    /// A block of channels of `inner` values, a parameter per channel.
+    Channels {
+        inner: usize,
+        params: [Param<'a>; 6],
+    },
+}
+
+/// Runs `work` over `xs` in `lanes`; `false` for lanes without the multiplications (the
+/// portable code's).
+///
+/// # Safety
+/// The CPU has `lanes`; `work`'s parameters are of the kinds it names and cover `xs` (its
+/// values, or its channels).
+unsafe fn work_in_lanes(
+    lanes: FloatLanes,
+    xs: &mut [f32],
+    work: &Work,
+    migrated: bool,
+    (r, grid): (&Reciprocals, &Grid),
+) -> bool {
+    // SAFETY (both): the caller's promises.
     match lanes {
-        FloatLanes::Avx512 => unsafe { channels_avx512(xs, inner, &params, migrated, r, grid) },
-        FloatLanes::Avx2Fma => unsafe { channels_avx2(xs, inner, &params, migrated, r, grid) },
+        FloatLanes::Avx512 => unsafe { work_avx512(xs, work, migrated, (r, grid)) },
+        FloatLanes::Avx2Fma => unsafe { work_avx2(xs, work, migrated, (r, grid)) },
         FloatLanes::Baseline => return false,
     }
     true
@@ -174,6 +198,17 @@ trait Width {
     unsafe fn abs_less(a: Self::V, b: Self::V) -> u32;
 }
 
+/// [`Width`]'s methods that are one intrinsic over two vectors.
+macro_rules! binary_ops {
+    ($v:ty: $($name:ident $intrinsic:ident),*) => {$(
+        #[inline(always)]
+        unsafe fn $name(a: $v, b: $v) -> $v {
+            // SAFETY: the caller has the width's features.
+            unsafe { $intrinsic(a, b) }
+        }
+    )*};
+}
+
 struct Avx512;
 
 impl Width for Avx512 {
@@ -193,26 +228,13 @@ impl Width for Avx512 {
     unsafe fn store(to: *mut f32, count: usize, v: __m512) {
         unsafe { _mm512_mask_storeu_ps(to, ((1u32 << count) - 1) as u16, v) }
     }
-    #[inline(always)]
-    unsafe fn add(a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_add_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_mul_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn min(a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_min_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn max(a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_max_ps(a, b) }
-    }
+    binary_ops!(__m512:
+        add _mm512_add_ps,
+        sub _mm512_sub_ps,
+        mul _mm512_mul_ps,
+        min _mm512_min_ps,
+        max _mm512_max_ps
+    );
     #[inline(always)]
     unsafe fn abs_less(a: __m512, b: __m512) -> u32 {
         unsafe {
@@ -258,26 +280,13 @@ impl Width for Avx2 {
             std::ptr::copy_nonoverlapping(padded.as_ptr(), to, count);
         }
     }
-    #[inline(always)]
-    unsafe fn add(a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_add_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_mul_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn min(a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_min_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn max(a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_max_ps(a, b) }
-    }
+    binary_ops!(__m256:
+        add _mm256_add_ps,
+        sub _mm256_sub_ps,
+        mul _mm256_mul_ps,
+        min _mm256_min_ps,
+        max _mm256_max_ps
+    );
     #[inline(always)]
     unsafe fn abs_less(a: __m256, b: __m256) -> u32 {
         unsafe {
@@ -430,110 +439,62 @@ unsafe fn step<W: Width, const EACH: bool, const MIGRATED: bool>(
     }
 }
 
-/// [`slice`] in `W`'s lanes.
+/// [`work_in_lanes`] in `W`'s lanes.
 ///
 /// # Safety
-/// The CPU has `W`'s features; `sources` are of the kinds `each` names and cover `xs`.
+/// The CPU has `W`'s features; `work`'s parameters are of the kinds it names and cover `xs`.
 #[inline(always)]
-unsafe fn slice_in<W: Width>(
+unsafe fn work_in<W: Width>(
     xs: &mut [f32],
-    sources: &[Source; 6],
-    (each, migrated): (bool, bool),
-    r: &Reciprocals,
-    grid: &Grid,
-) {
-    // One loop per kind of run, so that the loop neither branches on the parameters' kinds
-    // nor broadcasts a channel's parameters again for every vector.
-    // SAFETY (all): the caller's promises.
-    unsafe {
-        let k = Constants::<W>::new(grid, r);
-        match (each, migrated) {
-            (false, false) => run::<W, false, false>(xs, sources, &k, grid),
-            (false, true) => run::<W, false, true>(xs, sources, &k, grid),
-            (true, false) => run::<W, true, false>(xs, sources, &k, grid),
-            (true, true) => run::<W, true, true>(xs, sources, &k, grid),
-        }
-    }
-}
-
-/// [`channels`] in `W`'s lanes.
-///
-/// # Safety
-/// The CPU has `W`'s features; `inner > 0` and `params` hold a value for each channel.
-#[inline(always)]
-unsafe fn channels_in<W: Width>(
-    xs: &mut [f32],
-    inner: usize,
-    params: &[Param; 6],
+    work: &Work,
     migrated: bool,
     r: &Reciprocals,
     grid: &Grid,
 ) {
-    // SAFETY: the caller's promise.
+    // SAFETY (all): the caller's promises.
     let k = unsafe { Constants::<W>::new(grid, r) };
-    for (c, values) in xs.chunks_exact_mut(inner).enumerate() {
-        let mut sources = [Source::of(Param::One(0.0)); 6];
-        for (source, q) in sources.iter_mut().zip(params) {
-            source.one = q.at(c);
-        }
-        // SAFETY (both): the caller's promises; every parameter is `One`.
-        unsafe {
-            match migrated {
-                false => run::<W, false, false>(values, &sources, &k, grid),
-                true => run::<W, false, true>(values, &sources, &k, grid),
+    match *work {
+        // One loop per kind of run, so that the loop neither branches on the parameters'
+        // kinds nor broadcasts a channel's parameters again for every vector.
+        Work::Slice { ref sources, each } => unsafe {
+            match (each, migrated) {
+                (false, false) => run::<W, false, false>(xs, sources, &k, grid),
+                (false, true) => run::<W, false, true>(xs, sources, &k, grid),
+                (true, false) => run::<W, true, false>(xs, sources, &k, grid),
+                (true, true) => run::<W, true, true>(xs, sources, &k, grid),
+            }
+        },
+        Work::Channels { inner, ref params } => {
+            for (c, values) in xs.chunks_exact_mut(inner).enumerate() {
+                let mut sources = [Source::of(Param::One(0.0)); 6];
+                for (source, q) in sources.iter_mut().zip(params) {
+                    source.one = q.at(c);
+                }
+                // SAFETY: every parameter is `One`.
+                unsafe {
+                    match migrated {
+                        false => run::<W, false, false>(values, &sources, &k, grid),
+                        true => run::<W, false, true>(values, &sources, &k, grid),
+                    }
+                }
             }
         }
     }
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn slice_avx512(
+unsafe fn work_avx512(
     xs: &mut [f32],
-    sources: &[Source; 6],
-    each: bool,
+    work: &Work,
     migrated: bool,
-    r: &Reciprocals,
-    grid: &Grid,
+    (r, grid): (&Reciprocals, &Grid),
 ) {
     // SAFETY: the caller's promises, AVX-512F among them.
-    unsafe { slice_in::<Avx512>(xs, sources, (each, migrated), r, grid) }
+    unsafe { work_in::<Avx512>(xs, work, migrated, r, grid) }
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn slice_avx2(
-    xs: &mut [f32],
-    sources: &[Source; 6],
-    each: bool,
-    migrated: bool,
-    r: &Reciprocals,
-    grid: &Grid,
-) {
+unsafe fn work_avx2(xs: &mut [f32], work: &Work, migrated: bool, (r, grid): (&Reciprocals, &Grid)) {
     // SAFETY: the caller's promises, AVX2 among them.
-    unsafe { slice_in::<Avx2>(xs, sources, (each, migrated), r, grid) }
-}
-
-#[target_feature(enable = "avx512f")]
-unsafe fn channels_avx512(
-    xs: &mut [f32],
-    inner: usize,
-    params: &[Param; 6],
-    migrated: bool,
-    r: &Reciprocals,
-    grid: &Grid,
-) {
-    // SAFETY: the caller's promises, AVX-512F among them.
-    unsafe { channels_in::<Avx512>(xs, inner, params, migrated, r, grid) }
-}
-
-#[target_feature(enable = "avx2")]
-unsafe fn channels_avx2(
-    xs: &mut [f32],
-    inner: usize,
-    params: &[Param; 6],
-    migrated: bool,
-    r: &Reciprocals,
-    grid: &Grid,
-) {
-    // SAFETY: the caller's promises, AVX2 among them.
-    unsafe { channels_in::<Avx2>(xs, inner, params, migrated, r, grid) }
+    unsafe { work_in::<Avx2>(xs, work, migrated, r, grid) }
 }

@@ -636,9 +636,9 @@ mod tests {
     }
 
     /// `apply` (flat per-channel arrays, one rounding branch) is `fake` element by element, on
-    /// channels-last and channels-first layouts, a partial `take`, every quantizer kind, with
-    /// and without migration and shift, under both roundings; elements it does not own keep
-    /// their values.
+    /// channels-last and channels-first layouts, a partial `take`, every quantizer kind (and
+    /// a scale with no reciprocal for the lanes), with and without migration and shift, under
+    /// both roundings; elements it does not own keep their values.
     #[test]
     fn apply_equals_fake_on_every_element() {
         use crate::quant::quantizer::{PowerOfTwoFactor, Twin};
@@ -654,6 +654,12 @@ mod tests {
         let quantizers = [
             Quantizer::Uniform(Uniform::per_tensor(8, true, -2.0, 2.0)),
             Quantizer::Uniform(per_channel.clone()),
+            // A scale below the range of the lanes' reciprocals (2⁻¹⁰⁰): whole short channels
+            // then take per-element parameters and the lanes that divide.
+            Quantizer::Uniform(Uniform {
+                scale: (0..c).map(|i| if i == 2 { 1e-31 } else { 0.05 }).collect(),
+                ..per_channel.clone()
+            }),
             Quantizer::Uniform(Uniform {
                 group: 4,
                 scale: vec![0.1, 0.2],

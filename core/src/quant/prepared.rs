@@ -142,8 +142,8 @@ impl<'a> PreparedPoint<'a> {
                 scale,
                 zero,
                 migration,
-                inverses,
                 per_element: true,
+                ..
             } => {
                 let image = layout.channels * layout.inner;
                 let own = (channels.start * layout.inner)..(channels.end * layout.inner);
@@ -153,7 +153,9 @@ impl<'a> PreparedPoint<'a> {
                     migration: migration
                         .as_ref()
                         .map(|(m, h)| (Param::Each(&m[own.clone()]), Param::Each(&h[own.clone()]))),
-                    reciprocals: inverses.as_ref().map(|i| i.of(own, None)),
+                    // Per-element points keep no reciprocals (`uniform`): the lanes that
+                    // read them take the channels' runs instead.
+                    reciprocals: None,
                 };
                 for xs in item.chunks_exact_mut(image).take(layout.outer) {
                     fake_slice(xs, &params, grid);

@@ -287,14 +287,28 @@ pub enum HardswishLanes {
     Long(FastHardswish),
 }
 
+impl HardswishLanes {
+    /// Whether a channel's epilogue has a form in 32-bit lanes.
+    fn in_32_bits(lanes: &Option<HardswishLanes>) -> bool {
+        matches!(
+            lanes,
+            Some(HardswishLanes::Square(_) | HardswishLanes::Narrow(_))
+        )
+    }
+}
+
 impl Weighted {
     /// The layer with the per-channel constants its epilogue runs on: the code table, each
     /// channel's Hardswish in lanes (32-bit where `FastHardswish::narrow` allows), or each
     /// channel's plain requantization.
+    ///
+    /// A Hardswish whose every channel has a form in 32-bit lanes runs in them rather than
+    /// from its table: on EfficientViT-B1's stem the look-up took 2.1–2.5× the lanes' time
+    /// (BENCHMARKS.md, sixty-eighth session). Its table is kept where a channel has none.
     pub fn with_lanes(mut self) -> Self {
         self.table = CodeTable::for_output(&self.output);
-        self.hardswish = match (&self.output, &self.table) {
-            (Output::Epilogue(e @ Epilogue::Hardswish { .. }), None) => (0..self.out_channels)
+        self.hardswish = match &self.output {
+            Output::Epilogue(e @ Epilogue::Hardswish { .. }) => (0..self.out_channels)
                 .map(|oc| {
                     let fast = e.fast_hardswish(oc, self.emit_bias(oc))?;
                     // The first form the constants allow, each tried only if the one
@@ -310,6 +324,13 @@ impl Weighted {
                 .collect(),
             _ => Vec::new(),
         };
+        let hardswish = matches!(&self.output, Output::Epilogue(Epilogue::Hardswish { .. }));
+        if hardswish && self.table.is_some() {
+            match self.hardswish.iter().all(HardswishLanes::in_32_bits) {
+                true => self.table = None,
+                false => self.hardswish.clear(),
+            }
+        }
         self.requant = match &self.output {
             Output::Epilogue(Epilogue::Plain(Encoder::Linear(r))) => (0..self.out_channels)
                 .map(|oc| r.fast(oc, self.emit_bias(oc)))
@@ -984,21 +1005,32 @@ mod tests {
         }
     }
 
+    /// A per-tensor output's Hardswish: in 32-bit lanes where every channel has them, else
+    /// from its table (a channel 1,000 times coarser than the others, whose products would
+    /// leave i32); either way the definition's codes.
     #[test]
     fn tabulated_hardswish_equals_the_definition() {
-        let scales = [0.0011, 0.0009, 0.0013];
-        let e = Epilogue::new(
-            Activation::Hardswish,
-            &scales,
-            &[0.0, 0.01, -0.02],
-            &int8(0.031, 40),
-            3,
-            "t",
-        )
-        .unwrap();
-        let w = layer(Output::Epilogue(e));
-        assert!(w.table.is_some(), "a per-tensor output gets a table");
-        check_emit(&w);
+        for (scales, tabulated) in [
+            ([0.0011, 0.0009, 0.0013], false),
+            ([0.0011, 1.1, 0.0013], true),
+        ] {
+            let e = Epilogue::new(
+                Activation::Hardswish,
+                &scales,
+                &[0.0, 0.01, -0.02],
+                &int8(0.031, 40),
+                3,
+                "t",
+            )
+            .unwrap();
+            let w = layer(Output::Epilogue(e));
+            assert_eq!(w.table.is_some(), tabulated, "{scales:?}");
+            match tabulated {
+                true => assert!(w.hardswish.is_empty()),
+                false => assert!(w.hardswish.iter().all(HardswishLanes::in_32_bits)),
+            }
+            check_emit(&w);
+        }
     }
 
     /// Per-channel output scales (no table): each channel's Hardswish in 32-bit lanes gives

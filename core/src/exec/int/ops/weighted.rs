@@ -177,10 +177,11 @@ pub struct Weighted {
     pub lift: i32,
     pub output: Output,
     /// `output`'s codes tabulated after its first requantization (built by the compiler from
-    /// `output`; see [`CodeTable`]).
+    /// `output`; see [`CodeTable`]), but for a Hardswish that runs in 32-bit lanes instead.
     pub table: Option<CodeTable>,
     /// A Hardswish output's epilogue in lanes per output channel, where its constants allow
-    /// (built by [`Weighted::with_lanes`]; empty for other outputs).
+    /// (built by [`Weighted::with_lanes`]; empty for other outputs, and for a Hardswish that
+    /// keeps its table).
     pub hardswish: Vec<Option<HardswishLanes>>,
     /// A plain output's requantization per output channel, its bias folded in, where its
     /// constants allow (built by [`Weighted::with_lanes`]; empty for other outputs): found per

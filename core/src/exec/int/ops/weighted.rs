@@ -307,8 +307,7 @@ impl Weighted {
     /// from its table: on EfficientViT-B1's stem the look-up took 2.1–2.5× the lanes' time
     /// (BENCHMARKS.md, sixty-eighth session). Its table is kept where a channel has none.
     pub fn with_lanes(mut self) -> Self {
-        self.table = CodeTable::for_output(&self.output);
-        self.hardswish = match &self.output {
+        let lanes: Vec<Option<HardswishLanes>> = match &self.output {
             Output::Epilogue(e @ Epilogue::Hardswish { .. }) => (0..self.out_channels)
                 .map(|oc| {
                     let fast = e.fast_hardswish(oc, self.emit_bias(oc))?;
@@ -326,12 +325,15 @@ impl Weighted {
             _ => Vec::new(),
         };
         let hardswish = matches!(&self.output, Output::Epilogue(Epilogue::Hardswish { .. }));
-        if hardswish && self.table.is_some() {
-            match self.hardswish.iter().all(HardswishLanes::in_32_bits) {
-                true => self.table = None,
-                false => self.hardswish.clear(),
-            }
-        }
+        // The table is made only where it would run.
+        self.table = match hardswish && lanes.iter().all(HardswishLanes::in_32_bits) {
+            true => None,
+            false => CodeTable::for_output(&self.output),
+        };
+        self.hardswish = match hardswish && self.table.is_some() {
+            true => Vec::new(),
+            false => lanes,
+        };
         self.requant = match &self.output {
             Output::Epilogue(Epilogue::Plain(Encoder::Linear(r))) => (0..self.out_channels)
                 .map(|oc| r.fast(oc, self.emit_bias(oc)))

@@ -1,11 +1,11 @@
-//! fp32 kernels on one core, on layer-sized shapes: the depthwise conv, GELU, the 1×1 convs'
-//! products and fake-quant's lanes; and the CPU's measured fp32 peaks (register-only FMAs in 8
+//! fp32 kernels on one core, on layer-sized shapes: the depthwise conv, GELU, Softmax's
+//! exponentials, the 1×1 convs' products and fake-quant's lanes; and the CPU's measured fp32 peaks (register-only FMAs in 8
 //! and 16 lanes), to read against the int8 peaks of the `int8` bench. `cargo bench -p
 //! qvit-core --bench fp32`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::float::depthwise::depthwise;
 use qvit_core::exec::float::product::Activation;
-use qvit_core::exec::float::{gelu, gelu_in_place};
+use qvit_core::exec::float::{exp_shifted, gelu, gelu_in_place};
 use qvit_core::exec::peak::{peak_loop_avx512, peak_loop_fma};
 use qvit_core::graph::Conv2d;
 use qvit_core::quant::Rounding;
@@ -83,6 +83,37 @@ fn gelu_deit_tiny_fc1(bencher: divan::Bencher, how: &str) {
                 gelu_in_place(&mut y);
             } else {
                 y.iter_mut().for_each(|v| *v = gelu(*v));
+            }
+        });
+}
+
+/// Softmax's exponentials on one DeiT-T head's scores, 197 rows of 197, normal with a spread
+/// of 3 or of 30 (a sixth of whose scores lie more than 110 below their row's maximum), each row
+/// less its maximum: [`exp_shifted`] (`LANES`) and `f32::exp`, which it equals.
+#[divan::bench(args = [3.0, 30.0], consts = [true, false])]
+fn exp_deit_tiny_scores<const LANES: bool>(bencher: divan::Bencher, spread: f32) {
+    const TOKENS: usize = 197;
+    let mut rng = Rng::new(4);
+    let x: Vec<f32> = (0..TOKENS * TOKENS)
+        .map(|_| spread * rng.normal())
+        .collect();
+    let maxima: Vec<f32> = x
+        .chunks(TOKENS)
+        .map(|row| row.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+        .collect();
+    let mut y = vec![0.0; x.len()];
+    bencher
+        .counter(divan::counter::ItemsCount::new(x.len()))
+        .bench_local(|| {
+            let rows = x.chunks(TOKENS).zip(y.chunks_mut(TOKENS)).zip(&maxima);
+            for ((row, out), &max) in rows {
+                if LANES {
+                    exp_shifted(row, max, out);
+                } else {
+                    out.iter_mut()
+                        .zip(row)
+                        .for_each(|(o, &v)| *o = (v - max).exp());
+                }
             }
         });
 }

@@ -1,4 +1,4 @@
-//! int8 kernels on one core: the GEMM, the depthwise conv, the attention products, the
+//! int8 kernels on one core: the GEMM, the packing of its operands, the depthwise conv, the attention products, the
 //! Hardswish epilogue, the residual add, the fused Softmax rows and LayerNorm's rows on
 //! layer-sized shapes for every ISA, and the CPU's measured int8 peaks (register-only
 //! `vpdpbusd`, AMX's `tdpbsud`, and `vpmaddwd` + `vpaddd` for AVX2), so GOPS can be quoted as a
@@ -9,7 +9,7 @@
 use qvit_core::exec::int::kernels::add::{AddLane, AddLanes, add_rows, add_run};
 use qvit_core::exec::int::kernels::depthwise::{DwShape, depthwise, depthwise_bytes};
 use qvit_core::exec::int::kernels::layernorm::{GROUP, RowNorm};
-use qvit_core::exec::int::kernels::pack::pack_rows;
+use qvit_core::exec::int::kernels::pack::{pack_rows, pack_signed_tokens};
 use qvit_core::exec::int::kernels::requant::{
     Fast, FastHardswish, Narrow, hardswish_narrow, hardswish_wide,
 };
@@ -97,6 +97,26 @@ fn pack_rows_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize
             let b = pack_rows(isa, k, cols, &bytes, 0, std::mem::take(&mut buf));
             buf = b.data;
         });
+}
+
+/// DeiT-T's token-major operands at batch 8: a block of 120 tokens of 192 codes (LayerNorm's,
+/// before qkv and fc1) or 768 (GELU's, before fc2) packed as the product's signed rows with
+/// their sums.
+#[divan::bench(args = [(120, 192), (120, 768)], consts = [0, 1, 2])]
+fn pack_signed_tokens_int<const ISA: usize>(bencher: divan::Bencher, shape: (usize, usize)) {
+    let isa = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni][ISA];
+    if !Isa::available().contains(&isa) {
+        return;
+    }
+    let (tokens, k) = shape;
+    let mut rng = Rng::new(6);
+    let codes: Vec<i32> = (0..tokens * k)
+        .map(|_| rng.below(256) as i32 - 128)
+        .collect();
+    let (mut packed, mut sums) = (PackedA::new(&[], 0, k), Vec::new());
+    bencher
+        .counter(divan::counter::ItemsCount::new(tokens * k))
+        .bench_local(|| pack_signed_tokens(isa, k, &codes, 128, &mut packed, &mut sums));
 }
 
 /// 1,000 rounds of 12 `vpdpbusd`: 768,000 MACs (1.536 M int8 ops) per iteration.

@@ -30,6 +30,7 @@ use crate::graph::{Graph, NodeId, Op};
 use crate::tensor::{Tensor, TensorMut};
 use crate::weights::{FoldedWeights, NodeParams};
 
+pub use exp::exp_shifted;
 pub use gelu::gelu_in_place;
 use kernels::ConvWeights;
 pub use kernels::{gelu, hardswish};

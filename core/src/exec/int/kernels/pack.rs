@@ -267,10 +267,43 @@ fn signed_avx2(k: usize, src: &[i32], shift: i32, quads: &mut [i32], sums: &mut 
     signed_portable(k, src, shift, quads, sums)
 }
 
+/// [`signed_portable`] in one pass over each row, 16 codes at a time: each vector of codes is
+/// added to the row's sum lanes and stored as bytes while in a register (the portable form,
+/// compiled for AVX-512, read each row twice: its sum, then its bytes). The last codes, and
+/// the zeros past `k`, as [`signed_portable`] writes them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 fn signed_avx512(k: usize, src: &[i32], shift: i32, quads: &mut [i32], sums: &mut [i32]) {
-    signed_portable(k, src, shift, quads, sums)
+    use std::arch::x86_64::*;
+    let k4 = k.div_ceil(4);
+    let whole = k / 16 * 16;
+    let shifts = _mm512_set1_epi32(shift);
+    let rows = src.chunks_exact(k).zip(quads.chunks_exact_mut(k4));
+    for ((codes, quads), sum) in rows.zip(sums) {
+        let bytes = quads.as_mut_ptr().cast::<u8>();
+        let mut lanes = _mm512_setzero_si512();
+        for at in (0..whole).step_by(16) {
+            // SAFETY: `at + 16 ≤ k`: 16 codes of the row, and 16 of its `4·k4 ≥ k` bytes.
+            unsafe {
+                let v = _mm512_loadu_si512(codes.as_ptr().add(at).cast());
+                lanes = _mm512_add_epi32(lanes, v);
+                let b = _mm512_cvtepi32_epi8(_mm512_add_epi32(v, shifts));
+                _mm_storeu_si128(bytes.add(at).cast(), b);
+            }
+        }
+        let rest = codes[whole..].iter().fold(0i32, |s, &q| s.wrapping_add(q));
+        *sum = _mm512_reduce_add_epi32(lanes)
+            .wrapping_add(rest)
+            .wrapping_add((k as i32).wrapping_mul(shift));
+        for (j, word) in quads.iter_mut().enumerate().skip(whole / 4) {
+            let byte = |i: usize| {
+                codes
+                    .get(4 * j + i)
+                    .map_or(0, |&q| q.wrapping_add(shift) as u8)
+            };
+            *word = i32::from_le_bytes(std::array::from_fn(byte));
+        }
+    }
 }
 
 /// Matrices of at least this many codes are packed on the pool's threads.
@@ -699,6 +732,8 @@ mod tests {
             (3, 8, 128),
             (5, 7, 0),
             (112, 192, 128),
+            (4, 37, 0),
+            (3, 768, 128),
             (2, 1, 0),
             (0, 4, 128),
         ] {

@@ -261,10 +261,60 @@ fn signed_portable(k: usize, src: &[i32], shift: i32, quads: &mut [i32], sums: &
     }
 }
 
+/// [`signed_avx512`] 16 codes at a time in two AVX2 registers, their bytes by saturating
+/// packs (each code plus `shift` is an i8, so saturation keeps it) and a permute that puts the
+/// 128-bit lanes' quads back in order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn signed_avx2(k: usize, src: &[i32], shift: i32, quads: &mut [i32], sums: &mut [i32]) {
-    signed_portable(k, src, shift, quads, sums)
+    use std::arch::x86_64::*;
+    let k4 = k.div_ceil(4);
+    let whole = k / 16 * 16;
+    let shifts = _mm256_set1_epi32(shift);
+    // The packs leave the bytes of codes 0–3 and 8–11 in dwords 0 and 1, those of 4–7 and
+    // 12–15 in dwords 4 and 5: the permute puts them in order.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let rows = src.chunks_exact(k).zip(quads.chunks_exact_mut(k4));
+    for ((codes, quads), sum) in rows.zip(sums) {
+        let bytes = quads.as_mut_ptr().cast::<u8>();
+        let mut lanes = _mm256_setzero_si256();
+        for at in (0..whole).step_by(16) {
+            // SAFETY: `at + 16 ≤ k`: 16 codes of the row, and 16 of its `4·k4 ≥ k` bytes.
+            unsafe {
+                let a = _mm256_loadu_si256(codes.as_ptr().add(at).cast());
+                let b = _mm256_loadu_si256(codes.as_ptr().add(at + 8).cast());
+                lanes = _mm256_add_epi32(lanes, _mm256_add_epi32(a, b));
+                let words =
+                    _mm256_packs_epi32(_mm256_add_epi32(a, shifts), _mm256_add_epi32(b, shifts));
+                let packed = _mm256_packs_epi16(words, words);
+                let ordered = _mm256_permutevar8x32_epi32(packed, order);
+                _mm_storeu_si128(bytes.add(at).cast(), _mm256_castsi256_si128(ordered));
+            }
+        }
+        let mut partial = [0i32; 8];
+        // SAFETY: `partial` holds 8 i32.
+        unsafe { _mm256_storeu_si256(partial.as_mut_ptr().cast(), lanes) };
+        let rest = codes[whole..].iter().fold(0i32, |s, &q| s.wrapping_add(q));
+        *sum = partial
+            .iter()
+            .fold(rest, |s, &p| s.wrapping_add(p))
+            .wrapping_add((k as i32).wrapping_mul(shift));
+        last_quads(codes, shift, whole, quads);
+    }
+}
+
+/// The quads of a row's codes from `whole` (a multiple of 16) on, zero past the row's end, as
+/// [`signed_portable`] writes them.
+#[inline(always)]
+fn last_quads(codes: &[i32], shift: i32, whole: usize, quads: &mut [i32]) {
+    for (j, word) in quads.iter_mut().enumerate().skip(whole / 4) {
+        let byte = |i: usize| {
+            codes
+                .get(4 * j + i)
+                .map_or(0, |&q| q.wrapping_add(shift) as u8)
+        };
+        *word = i32::from_le_bytes(std::array::from_fn(byte));
+    }
 }
 
 /// [`signed_portable`] in one pass over each row, 16 codes at a time: each vector of codes is
@@ -295,14 +345,7 @@ fn signed_avx512(k: usize, src: &[i32], shift: i32, quads: &mut [i32], sums: &mu
         *sum = _mm512_reduce_add_epi32(lanes)
             .wrapping_add(rest)
             .wrapping_add((k as i32).wrapping_mul(shift));
-        for (j, word) in quads.iter_mut().enumerate().skip(whole / 4) {
-            let byte = |i: usize| {
-                codes
-                    .get(4 * j + i)
-                    .map_or(0, |&q| q.wrapping_add(shift) as u8)
-            };
-            *word = i32::from_le_bytes(std::array::from_fn(byte));
-        }
+        last_quads(codes, shift, whole, quads);
     }
 }
 

@@ -75,24 +75,44 @@ mod lanes {
     const BLOCK: usize = 64;
 
     /// What the lanes read: the expansion's coefficients `1/k!`, and the AVX-512 form's
-    /// powers `2^(j/16)` (each within an ulp: libm's `exp2`).
+    /// powers `2^(j/16)`, libm's `exp2` of `j/16` (`the_powers_are_exp2`). Constants, so that
+    /// a row's call (Softmax's 197 values) makes none of them: made per call, the sixteen
+    /// `exp2`s had cost as much as the row's exponentials.
     pub(super) struct Tables {
-        terms: [f64; TERMS],
-        powers: [f64; POWERS],
+        pub(super) terms: [f64; TERMS],
+        pub(super) powers: [f64; POWERS],
     }
 
-    impl Tables {
-        pub(super) fn new() -> Self {
-            let mut factorial = 1.0;
-            Self {
-                terms: std::array::from_fn(|k| {
-                    factorial *= k.max(1) as f64;
-                    1.0 / factorial
-                }),
-                powers: std::array::from_fn(|j| libm::exp2(j as f64 / POWERS as f64)),
+    pub(super) const TABLES: Tables = Tables {
+        terms: {
+            let (mut terms, mut factorial) = ([1.0; TERMS], 1.0);
+            let mut k = 1;
+            while k < TERMS {
+                factorial *= k as f64;
+                terms[k] = 1.0 / factorial;
+                k += 1;
             }
-        }
-    }
+            terms
+        },
+        powers: [
+            1.0,
+            1.0442737824274138,
+            1.0905077326652577,
+            1.1387886347566916,
+            1.189207115002721,
+            1.241857812073484,
+            1.2968395546510096,
+            1.3542555469368927,
+            std::f64::consts::SQRT_2,
+            1.4768261459394993,
+            1.5422108254079407,
+            1.6104903319492543,
+            1.681792830507429,
+            1.7562521603732995,
+            1.8340080864093424,
+            1.9152065613971474,
+        ],
+    };
 
     /// The widest [`Width::LANES`].
     const MOST_LANES: usize = 8;
@@ -113,7 +133,7 @@ mod lanes {
     /// caller compiled for the width's features.
     #[inline(always)]
     fn blocks<W: Width>(x: &[f32], shift: f32, out: &mut [f32]) {
-        let tables = Tables::new();
+        let tables = &TABLES;
         // Per noted vector: its index in the block and the mask of the lanes it kept.
         let mut noted = [(0usize, 0u32); BLOCK];
         let all = (1u32 << W::LANES) - 1;
@@ -125,7 +145,7 @@ mod lanes {
             let vectors = x.chunks_exact(W::LANES).zip(out.chunks_exact_mut(W::LANES));
             for (k, (v, o)) in vectors.enumerate() {
                 // SAFETY: the caller has the features; `v` and `o` hold a vector each.
-                let kept = unsafe { W::lanes(&tables, v, shift, o) };
+                let kept = unsafe { W::lanes(tables, v, shift, o) };
                 // `count` < BLOCK: at most one note per vector of the block.
                 noted[count] = (k, kept);
                 count += usize::from(kept != all);
@@ -147,7 +167,7 @@ mod lanes {
                 let mut result = [0.0; MOST_LANES];
                 // SAFETY: the caller has the features; both arrays hold a vector.
                 let kept = unsafe {
-                    W::lanes(&tables, &padded[..W::LANES], shift, &mut result[..W::LANES])
+                    W::lanes(tables, &padded[..W::LANES], shift, &mut result[..W::LANES])
                 };
                 for (lane, o) in out[tail..].iter_mut().enumerate() {
                     *o = match kept & (1 << lane) {
@@ -311,6 +331,21 @@ mod tests {
                     "{form}: exp({v:e} − {shift:e}) = {want:e}"
                 );
             }
+        }
+    }
+
+    /// The AVX-512 form's powers are libm's `exp2(j/16)`, and its terms `1/k!`.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_powers_are_exp2() {
+        let tables = &lanes::TABLES;
+        for (j, &power) in tables.powers.iter().enumerate() {
+            assert_eq!(power, libm::exp2(j as f64 / 16.0), "2^({j}/16)");
+        }
+        let mut factorial = 1.0;
+        for (k, &term) in tables.terms.iter().enumerate() {
+            factorial *= k.max(1) as f64;
+            assert_eq!(term, 1.0 / factorial, "1/{k}!");
         }
     }
 

@@ -15,14 +15,14 @@
 //! `vpermt2pd` picks from (each term's coefficient one permute, where the 193 rows took eight
 //! loads and a 24-shuffle transpose per eight lanes), to degree 11, each expansion
 //! economized: its Taylor series to degree 25 (past which the terms on `|t| ≤ 3/16` are below
-//! `2⁻⁹⁰`) written in Chebyshev polynomials of `t·16/3` and cut after the twelfth: within
-//! `2⁻⁵¹` of libm's `erf` at 201 points of each interval, where the Taylor series to degree 13
-//! it replaces (two permutes and two multiply-adds more per eight values) is `2⁻⁴⁸` from `erf`
-//! at the intervals' ends by 40-digit arithmetic (economized to degree 10 it is `2⁻⁴⁶·⁸` from
-//! libm's, too near the check's `2⁻⁴⁵`). `|z|` past `5.8125` is taken there, which moves `erf`
-//! by `erfc(5.8125) < 2.1·10⁻¹⁶`. With the f64 roundings of
-//! the coefficients and the evaluation, the lanes' `erf` is within `2⁻⁵⁰` (AVX2) and `2⁻⁴⁹`
-//! (AVX-512) of libm's (`the_tables_are_erf`).
+//! `2⁻⁹⁰` by Cramér's bound on the Hermite polynomials) written in Chebyshev polynomials of
+//! `t·16/3` and cut after the twelfth: within `2⁻⁵¹` of libm's `erf` at 201 points of each
+//! interval, where the Taylor series to degree 13 it replaces (two permutes and two
+//! multiply-adds more per eight values) is `2⁻⁴⁸` from `erf` at the intervals' ends by 40-digit
+//! arithmetic (economized to degree 10 it is `2⁻⁴⁶·⁸` from libm's, too near the check's
+//! `2⁻⁴⁵`). `|z|` past `5.8125` is taken there, which moves `erf` by `erfc(5.8125) <
+//! 2.1·10⁻¹⁶`. With the f64 roundings of the coefficients and the evaluation, the lanes' `erf`
+//! is within `2⁻⁵⁰` (AVX2) and `2⁻⁴⁹` (AVX-512) of libm's (`the_tables_are_erf`).
 //!
 //! **The check.** `g = 0.5·x·(1 + e)` in f64 as [`gelu`] computes it, so with `|e − erf| ≤ E`
 //! the two `g` differ by at most `|x|·(E/2 + 2⁻⁵¹)` (`|1 + e| ≤ 2`, one rounding each side).

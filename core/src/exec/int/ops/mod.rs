@@ -48,3 +48,40 @@ impl Scratch {
 pub struct Ctx {
     pub isa: Isa,
 }
+
+/// `dst.copy_from_slice(src)` for a run of at least 16 codes as 16-code moves, the last one
+/// overlapping the one before, which the compiler keeps in registers: `copy_from_slice` of a
+/// length known only at run time is a `memmove` call. Per channel and image of a stacked
+/// product (49 codes on B1's 7×7 maps) that was 1 % of B1's integer time at batch 8, per run
+/// of a patch (DeiT's 16 codes) 1.1 % of DeiT-T's (`perf`). Shorter runs are copied by it.
+fn copy_run(dst: &mut [i32], src: &[i32]) {
+    const RUN: usize = 16;
+    let n = dst.len();
+    assert_eq!(n, src.len(), "a run of codes into one as long");
+    if n < RUN {
+        return dst.copy_from_slice(src);
+    }
+    let mut copy = |at: usize| {
+        let to: &mut [i32; RUN] = (&mut dst[at..at + RUN]).try_into().expect("16 codes");
+        *to = src[at..at + RUN].try_into().expect("16 codes");
+    };
+    for at in (0..n - RUN).step_by(RUN) {
+        copy(at);
+    }
+    copy(n - RUN);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_copy_whatever_their_length() {
+        for n in 0..70 {
+            let src: Vec<i32> = (0..n as i32).map(|v| v * 7 - 3).collect();
+            let mut dst = vec![-1; n];
+            copy_run(&mut dst, &src);
+            assert_eq!(dst, src, "{n} codes");
+        }
+    }
+}

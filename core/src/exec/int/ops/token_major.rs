@@ -28,8 +28,8 @@ use super::super::kernels::requant::{Fast, in_32_bits};
 use super::super::kernels::{PackedA, PackedB, gemm_rows, gemm_rows_requantized, tile_rows};
 use super::super::nonlinear::gelu::gelu;
 use super::super::requant::{Encoder, Epilogue};
-use super::Ctx;
 use super::weighted::{Geometry, Output, Weighted, Weights};
+use super::{Ctx, copy_run};
 use crate::exec::spare::{Buffer, prefix_to_overwrite, with_kept};
 
 /// The longest reduction this form takes: every sum stays inside ±2^30.
@@ -226,9 +226,15 @@ pub fn patch_rows(
     if out.is_empty() {
         return;
     }
-    let patch_row = |(py, dst): (usize, &mut [i32])| match k {
-        PATCH => patch_row_runs::<PATCH>(x, k, (h, w), py, row, dst),
-        _ => patch_row_runs::<0>(x, k, (h, w), py, row, dst),
+    let patch_row = |(py, dst): (usize, &mut [i32])| {
+        for (px, token) in dst.chunks_exact_mut(row).enumerate() {
+            for (ci, taps) in token.chunks_exact_mut(k * k).enumerate() {
+                for (ky, run) in taps.chunks_exact_mut(k).enumerate() {
+                    let at = ci * h * w + (py * k + ky) * w + px * k;
+                    copy_run(run, &x[at..at + k]);
+                }
+            }
+        }
     };
     // Rows of patches on the pool's threads when large (DeiT's 14 rows of 14 patches of 768).
     if out.len() >= PARALLEL_CODES {
@@ -240,36 +246,6 @@ pub fn patch_rows(
 
 /// From this many codes [`patch_rows`] copies rows of patches in parallel.
 const PARALLEL_CODES: usize = 1 << 16;
-
-/// The patch side [`patch_rows`] copies in runs of a length fixed at compile time (DeiT's):
-/// the compiler moves such a run in registers, where a run of a length known only at run time
-/// was a `memmove` call per 16 codes (1.1 % of DeiT-T's integer time at batch 8, by `perf`).
-const PATCH: usize = 16;
-
-/// [`patch_rows`] of the row of patches `py` into `dst`, each run of `k` codes copied as one
-/// of `K` when `K` is not 0 (then `K = k`).
-#[inline(always)]
-fn patch_row_runs<const K: usize>(
-    x: &[i32],
-    k: usize,
-    (h, w): (usize, usize),
-    py: usize,
-    row: usize,
-    dst: &mut [i32],
-) {
-    for (px, token) in dst.chunks_exact_mut(row).enumerate() {
-        for (ci, taps) in token.chunks_exact_mut(k * k).enumerate() {
-            for (ky, run) in taps.chunks_exact_mut(k).enumerate() {
-                let at = ci * h * w + (py * k + ky) * w + px * k;
-                let src = &x[at..at + k];
-                match <&mut [i32; K]>::try_from(&mut *run) {
-                    Ok(run) => *run = src.try_into().expect("a run of K codes"),
-                    Err(_) => run.copy_from_slice(src),
-                }
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

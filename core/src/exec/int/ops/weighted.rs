@@ -104,28 +104,6 @@ fn with_thread_accumulators<R>(f: impl FnOnce(&mut Vec<i32>) -> R) -> R {
 /// and the run's sums no longer fit in L1.
 pub const STACK_POSITIONS: usize = 49;
 
-/// `dst.copy_from_slice(src)` for a run of at least 16 codes (an image's row of a stacked
-/// product: 49 on B1's 7×7 maps) as 16-code moves, the last one overlapping the one before,
-/// which the compiler keeps in registers: `copy_from_slice` of a length known only at run time
-/// is a `memmove` call, per channel and image 1 % of B1's integer time at batch 8 (`perf`).
-/// Shorter runs are copied by it.
-fn copy_run(dst: &mut [i32], src: &[i32]) {
-    const RUN: usize = 16;
-    let n = dst.len();
-    assert_eq!(n, src.len(), "a run of codes into one as long");
-    if n < RUN {
-        return dst.copy_from_slice(src);
-    }
-    let mut copy = |at: usize| {
-        let to: &mut [i32; RUN] = (&mut dst[at..at + RUN]).try_into().expect("16 codes");
-        *to = src[at..at + RUN].try_into().expect("16 codes");
-    };
-    for at in (0..n - RUN).step_by(RUN) {
-        copy(at);
-    }
-    copy(n - RUN);
-}
-
 /// A linear layer on at least this many tokens runs with them as its product's rows
 /// ([`TokenMajor`]); on fewer (a class token, the head) a tile of tokens would be mostly empty.
 const TOKEN_ROWS_FROM: usize = 16;
@@ -708,7 +686,7 @@ impl Weighted {
             for (sums, oc) in acc.chunks_exact(wide).zip(channels) {
                 self.emit(ctx, oc, sums, row);
                 for (out, image_row) in outs.iter_mut().zip(row.chunks_exact(p)) {
-                    copy_run(&mut out[oc * p..(oc + 1) * p], image_row);
+                    super::copy_run(&mut out[oc * p..(oc + 1) * p], image_row);
                 }
             }
         }
@@ -991,16 +969,6 @@ mod tests {
     /// Hand-worked splits, then every channel count up to B1's widest layer: blocks are a
     /// multiple of the tile height, at most `ROW_BLOCK` (or a depthwise block's bound), and
     /// the threads' rounds cover no more channels than with blocks of that bound.
-    #[test]
-    fn runs_copy_whatever_their_length() {
-        for n in 0..70 {
-            let src: Vec<i32> = (0..n as i32).map(|v| v * 7 - 3).collect();
-            let mut dst = vec![-1; n];
-            copy_run(&mut dst, &src);
-            assert_eq!(dst, src, "{n} codes");
-        }
-    }
-
     #[test]
     fn blocks_balance_the_threads() {
         // 64 on two threads: four blocks of 16, not 24 + 24 + 16 (48 channels on one).

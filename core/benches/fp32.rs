@@ -9,6 +9,8 @@ use qvit_core::exec::float::{exp_shifted, gelu, gelu_in_place};
 use qvit_core::exec::peak::{peak_loop_avx512, peak_loop_fma};
 use qvit_core::graph::Conv2d;
 use qvit_core::quant::Rounding;
+use qvit_core::quant::log_codes::Coder;
+use qvit_core::quant::quantizer::Log;
 use qvit_core::quant::uniform_lanes::{
     Grid, Param, Params, Reciprocals, code_bound, fake_channels, fake_slice, reciprocals,
 };
@@ -114,6 +116,42 @@ fn exp_deit_tiny_scores<const LANES: bool>(bencher: divan::Bencher, spread: f32)
                         .zip(row)
                         .for_each(|(o, &v)| *o = (v - max).exp());
                 }
+            }
+        });
+}
+
+/// RepQ-ViT's log√2 fake-quant (8 bits, zero code, `Δ` the largest probability) of one
+/// DeiT-T head's 197×197 attention probabilities, from scores `spread·N(0, 1)`: the lanes
+/// against [`Log::fake_with`] per element.
+#[divan::bench(args = [3.0, 30.0], consts = [true, false])]
+fn fake_log_deit_tiny_probs<const LANES: bool>(bencher: divan::Bencher, spread: f32) {
+    const TOKENS: usize = 197;
+    let mut rng = Rng::new(5);
+    let mut probs: Vec<f32> = (0..TOKENS * TOKENS)
+        .map(|_| spread * rng.normal())
+        .collect();
+    for row in probs.chunks_mut(TOKENS) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        row.iter_mut().for_each(|v| *v = (*v - max).exp());
+        let sum: f32 = row.iter().sum();
+        row.iter_mut().for_each(|v| *v /= sum);
+    }
+    let log = Log {
+        bits: 8,
+        root: 2,
+        scale: probs.iter().copied().fold(0.0, f32::max),
+        zero_code: true,
+    };
+    let coder = Coder::new(2, Rounding::HalfUp);
+    let mut y = probs.clone();
+    bencher
+        .counter(divan::counter::ItemsCount::new(probs.len()))
+        .bench_local(|| {
+            y.copy_from_slice(&probs);
+            if LANES {
+                log.fake_slice(&coder, &mut y);
+            } else {
+                y.iter_mut().for_each(|v| *v = log.fake_with(&coder, *v));
             }
         });
 }

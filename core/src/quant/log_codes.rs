@@ -40,20 +40,38 @@ pub fn level_libm(q: f32, root: u8) -> f32 {
 }
 
 /// Thresholds lying in one binade `[2^e, 2^(e+1))` at most (log√2 has two per binade).
-pub(super) const PER_BINADE: usize = 2;
+const PER_BINADE: usize = 2;
+
+/// The largest code whose level SIMD lanes build from its bits ([`level_bits`]): past it,
+/// `v = x/Δ` may be subnormal, where its rounding is coarser than the lanes allow for.
+pub(super) const LAST_LANE_CODE: i32 = 247;
+
+/// The f32 bits of `2^(−q/root)` for roots 1 and 2 while it is normal: `2^(−⌈q/2⌉)·√2` for
+/// odd `q` under root 2, whose mantissa is `√2`'s whatever the exponent. [`Tables`] hold
+/// where these equal libm's levels ([`Coder::levels_by_bits`]).
+pub(super) fn level_bits(q: i32, root: u8) -> u32 {
+    let odd = q & (i32::from(root) - 1);
+    let exponent = 127 - ((q + odd) >> (root - 1));
+    ((exponent as u32) << 23) | if odd != 0 { SQRT_2_MANTISSA } else { 0 }
+}
+
+/// The mantissa bits of `f32` `√2`.
+pub(super) const SQRT_2_MANTISSA: u32 = 0x0035_04f3;
 
 /// The tables of one `(root, rounding)`, by biased exponent `e` of a normal `v` (entries 0
 /// and 255, subnormal and non-finite `v`, are never read): `code(v) = above[e] + #{i :
 /// inside[i][e] > v}`. Arrays rather than rows, so SIMD lanes can gather them.
-pub(super) struct Tables {
+struct Tables {
     /// Thresholds at or above the binade's top: codes every value of the binade exceeds.
-    pub(super) above: [i32; 256],
+    above: [i32; 256],
     /// The thresholds inside each binade, padded with 0 (never above a positive `v`).
-    pub(super) inside: [[f32; 256]; PER_BINADE],
+    inside: [[f32; 256]; PER_BINADE],
     /// False where more thresholds fall in the binade than `inside` holds (never for roots 1
     /// and 2, tested; such values would take libm's path).
     covered: [bool; 256],
-    pub(super) levels: [f32; CODES],
+    levels: [f32; CODES],
+    /// The largest `q ≤ LAST_LANE_CODE` such that every level up to it is [`level_bits`].
+    levels_by_bits: i32,
 }
 
 impl Tables {
@@ -64,7 +82,12 @@ impl Tables {
             inside: [[0.0; 256]; PER_BINADE],
             covered: [false; 256],
             levels: std::array::from_fn(|q| level_libm(q as f32, root)),
+            levels_by_bits: -1,
         };
+        t.levels_by_bits = (0..=LAST_LANE_CODE)
+            .take_while(|&q| t.levels[q as usize].to_bits() == level_bits(q, root))
+            .last()
+            .unwrap_or(-1);
         // The code of v is #{k : t[k] > v} (t does not increase with k).
         for biased in 1u32..255 {
             let e = biased as usize;
@@ -86,7 +109,8 @@ impl Tables {
         t
     }
 
-    pub(super) fn all_covered(&self) -> bool {
+    #[cfg(test)]
+    fn all_covered(&self) -> bool {
         self.covered[1..255].iter().all(|&c| c)
     }
 }
@@ -137,9 +161,14 @@ impl std::fmt::Debug for Coder {
 }
 
 impl Coder {
-    /// The tables, where this coder has them (roots 1 and 2).
-    pub(super) fn tables(&self) -> Option<&'static Tables> {
-        self.tables
+    pub(super) fn root(&self) -> u8 {
+        self.root
+    }
+
+    /// The largest code up to which libm's levels are [`level_bits`] (roots 1 and 2), so
+    /// that SIMD lanes may build them; `None` for other roots.
+    pub(super) fn levels_by_bits(&self) -> Option<i32> {
+        self.tables.map(|t| t.levels_by_bits)
     }
 
     pub fn new(root: u8, rounding: Rounding) -> Self {
@@ -264,6 +293,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn levels_from_their_bits() {
+        // libm's `exp2f` here gives the bit-built levels until they turn subnormal (2^−126.5
+        // under root 2, 2^−127 under root 1), or to the lanes' last code.
+        for rounding in [Rounding::HalfUp, Rounding::HalfEven] {
+            assert_eq!(Coder::new(1, rounding).levels_by_bits(), Some(126));
+            assert_eq!(
+                Coder::new(2, rounding).levels_by_bits(),
+                Some(LAST_LANE_CODE)
+            );
+            assert_eq!(Coder::new(3, rounding).levels_by_bits(), None);
+        }
+        assert_eq!(f32::from_bits(level_bits(3, 2)), 0.5f32.powf(1.5));
+        assert_eq!(f32::from_bits(level_bits(5, 1)), 1.0 / 32.0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! fp32 kernels on one core, on layer-sized shapes: the depthwise conv, GELU, Softmax's
-//! exponentials, the 1×1 convs' products and fake-quant's lanes; and the CPU's measured fp32 peaks (register-only FMAs in 8
-//! and 16 lanes), to read against the int8 peaks of the `int8` bench. `cargo bench -p
-//! qvit-core --bench fp32`; figures in BENCHMARKS.md.
+//! exponentials, the 1×1 convs' products and fake-quant's lanes (uniform and log); and the CPU's
+//! measured fp32 peaks (register-only FMAs in 8 and 16 lanes), to read against the int8 peaks of
+//! the `int8` bench. `cargo bench -p qvit-core --bench fp32`; figures in BENCHMARKS.md.
 
 use qvit_core::exec::float::depthwise::depthwise;
 use qvit_core::exec::float::product::Activation;

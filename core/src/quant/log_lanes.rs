@@ -1,28 +1,32 @@
-//! A log quantizer's fake-quant over slices, eight lanes at a time with AVX2: each code
-//! from `log2 x` by a short series, with no table look-up. Bit-equal to the scalar
-//! [`Log::fake_with`](super::quantizer::Log::fake_with), which handles every lane the series
-//! cannot vouch for.
+//! A log quantizer's fake-quant over slices, sixteen lanes at a time with AVX-512, eight with AVX2:
+//! each code from `log2 x` by a short series, with no table look-up. Bit-equal to the scalar
+//! [`Log::fake_with`](super::quantizer::Log::fake_with), which handles every lane the series cannot
+//! vouch for.
 //!
-//! **The code.** The scalar code is `max(round(−r·log2f(v)), 0)` for `v = x/Δ` and root `r`
-//! (1 or 2). Write `log2 x = k + log2 m` with `m ∈ [√½, √2)` from `x`'s bits and `log2 Δ =
-//! E + F` with `E` an integer and `|F| ≤ ½` (f64, once per slice); then `−r·log2 v =
-//! r·(E − k) + t` with `t = −r·(log2 m − F)`, and the code is `r·(E − k) + ⌊t⌋ + [t − ⌊t⌋ >
-//! ½]` unless `t` lies near a half-integer. `log2 m = (2/ln 2)·atanh(s)`, `s = (m − 1)/(m +
-//! 1)`, `|s| ≤ 0.1716`, to `s⁷` (the rest is below `4.2·10⁻⁸`), `1/(m + 1)` by `rcpps` and a
-//! Newton step (relative error below `2⁻²²`): `t` is within `5·10⁻⁷` of `−r·(log2 x − log2
-//! Δ)`. The scalar side differs from that by `log2f`'s error (under an ulp of its result,
-//! `2⁻¹⁷` for results below 128 in magnitude) and the rounding of `x/Δ` (`2⁻²⁴` relative)
-//! times `r`: at most `2⁻¹⁵·⁸` in all. A lane whose `t` lies within [`MARGIN`] `= 2⁻¹³` of a
-//! half-integer (one value in 4096) goes to the scalar path, so the rest round alike.
+//! **The code.** The scalar code is `max(round(−r·log2f(v)), 0)` for `v = x/Δ` and root `r` (1 or
+//! 2). Write `log2 x = k + log2 m` with `m ∈ [√½, √2)` from `x`'s bits and `log2 Δ = E + F` with
+//! `E` an integer and `|F| ≤ ½` (f64, once per slice); then `−r·log2 v = r·(E − k) + t` with `t =
+//! −r·(log2 m − F)`, and the code is `r·(E − k) + ⌊t⌋ + [t − ⌊t⌋ > ½]` unless `t` lies near a
+//! half-integer. `log2 m = (2/ln 2)·atanh(s)`, `s = (m − 1)/(m + 1)`, `|s| ≤ 0.1716`, to `s⁷` (the
+//! rest is below `4.2·10⁻⁸`), `1/(m + 1)` by `rcpps` (or `vrcp14ps`) and a Newton step (relative
+//! error below `2⁻²²`): `t` is within `5·10⁻⁷` of `−r·(log2 x − log2 Δ)`. The scalar side differs
+//! from that by `log2f`'s error (under an ulp of its result, `2⁻¹⁷` for results below 128 in
+//! magnitude) and the rounding of `x/Δ` (`2⁻²⁴` relative) times `r`: at most `2⁻¹⁵·⁸` in all. A
+//! lane whose `t` lies within [`MARGIN`] `= 2⁻¹³` of a half-integer (one value in 4096) goes to the
+//! scalar path, so the rest round alike.
 //!
 //! **Where the lanes vouch.** For positive normal `x`: codes not near a half-integer up to the
 //! coder's [`levels_by_bits`](super::log_codes::Coder::levels_by_bits) (at most 247, so `v >
 //! 2^−126.5` and its rounding is within `2⁻²³·⁵`), whose levels are built from their bits; and
-//! codes `c` past `max_level + r + 1`, near or not: then `v ≤ 2^(−(c − ½)/r)`, its rounding at
-//! most doubles it (or makes it 0), and the scalar code is at least `c − r − 1`, past the
-//! largest level too. `x ≤ 0` and codes past the largest level take the value of `x = 0`. The
-//! rest — NaN, infinities, subnormal `x`, near half-integers, codes between the bit-built
-//! levels and the sure ones — go through the scalar path one lane at a time.
+//! codes `c` past `max_level + r + 1`, near or not: then `v ≤ 2^(−(c − ½)/r)`, its rounding at most
+//! doubles it (or makes it 0), and the scalar code is at least `c − r − 1`, past the largest level
+//! too. `x ≤ 0` and codes past the largest level take the value of `x = 0`. The rest — NaN,
+//! infinities, subnormal `x`, near half-integers, codes between the bit-built levels and the sure
+//! ones — go through the scalar path one lane at a time.
+//!
+//! The tests hold every width to the scalar path on values of every exponent and around every
+//! threshold out past the margin; `every_positive_value` (ignored: minutes) on every positive f32
+//! under roots 1 and 2, `Δ` a power of two and not.
 #![allow(unsafe_code)]
 
 use super::log_codes::{Coder, LAST_LANE_CODE};
@@ -60,12 +64,14 @@ pub(super) fn fake_in_lanes(
         "{lanes:?} lanes on a CPU without them"
     );
     #[cfg(target_arch = "x86_64")]
-    if lanes >= FloatLanes::Avx2Fma
-        && let Some(constants) = Constants::new(coder, grid, &scalar)
-    {
-        // SAFETY: the CPU has AVX2 and FMA (asserted above).
-        unsafe { in_avx2(&constants, xs, &scalar) };
-        return;
+    if let Some(c) = Constants::new(coder, grid, &scalar) {
+        match lanes {
+            // SAFETY: the CPU has the lanes' features (asserted above).
+            FloatLanes::Avx512 => return unsafe { in_avx512(&c, xs, &scalar) },
+            // SAFETY: as above.
+            FloatLanes::Avx2Fma => return unsafe { in_avx2(&c, xs, &scalar) },
+            FloatLanes::Baseline => {}
+        }
     }
     xs.iter_mut().for_each(|x| *x = scalar(*x));
 }
@@ -115,18 +121,21 @@ impl Constants {
     }
 }
 
-/// Every whole block of eight in lanes, each lane they do not vouch for and the tail through
-/// `scalar`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn in_avx2(c: &Constants, xs: &mut [f32], scalar: &impl Fn(f32) -> f32) {
-    let mut blocks = xs.chunks_exact_mut(8);
+/// Every whole block of `N` values through `lanes`, which returns the mask of the lanes it
+/// vouches for; the others and the tail through `scalar`. Inlined into callers compiled for
+/// the lanes' features.
+#[inline(always)]
+fn in_blocks<const N: usize>(
+    xs: &mut [f32],
+    scalar: &impl Fn(f32) -> f32,
+    lanes: impl Fn(&mut [f32]) -> u32,
+) {
+    let mut blocks = xs.chunks_exact_mut(N);
     for block in &mut blocks {
-        let input: [f32; 8] = std::array::from_fn(|lane| block[lane]);
-        // SAFETY: the caller has AVX2 and FMA; `block` holds eight values.
-        let kept = unsafe { lanes_avx2(c, block) };
-        if kept != 0xff {
-            for lane in (0..8).filter(|lane| kept & (1 << lane) == 0) {
+        let input: [f32; N] = std::array::from_fn(|lane| block[lane]);
+        let kept = lanes(block);
+        if kept != (1 << N) - 1 {
+            for lane in (0..N).filter(|lane| kept & (1 << lane) == 0) {
                 block[lane] = scalar(input[lane]);
             }
         }
@@ -137,6 +146,34 @@ fn in_avx2(c: &Constants, xs: &mut [f32], scalar: &impl Fn(f32) -> f32) {
         .for_each(|x| *x = scalar(*x));
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn in_avx2(c: &Constants, xs: &mut [f32], scalar: &impl Fn(f32) -> f32) {
+    // SAFETY: this function has AVX2 and FMA; blocks hold eight values.
+    in_blocks::<8>(xs, scalar, |block| unsafe { lanes_avx2(c, block) });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn in_avx512(c: &Constants, xs: &mut [f32], scalar: &impl Fn(f32) -> f32) {
+    // SAFETY: this function has AVX-512 F; blocks hold sixteen values.
+    in_blocks::<16>(xs, scalar, |block| unsafe { lanes_avx512(c, block) });
+}
+
+/// `2/ln 2 · 1/(2n + 1)`: the atanh series of `log2 m`.
+const TERMS: [f32; 4] = {
+    let c = 2.0 / std::f64::consts::LN_2;
+    [
+        c as f32,
+        (c / 3.0) as f32,
+        (c / 5.0) as f32,
+        (c / 7.0) as f32,
+    ]
+};
+
+/// `√½`'s bits: `x`'s bits less them, shifted, are `k` with `m ∈ [√½, √2)`.
+const SQRT_HALF: i32 = 0x3f35_04f3;
+
 /// Writes eight lanes' values and returns the mask of those it vouches for (module docs).
 ///
 /// # Safety
@@ -145,18 +182,6 @@ fn in_avx2(c: &Constants, xs: &mut [f32], scalar: &impl Fn(f32) -> f32) {
 #[inline(always)]
 unsafe fn lanes_avx2(c: &Constants, x: &mut [f32]) -> u32 {
     use std::arch::x86_64::*;
-    /// `2/ln 2 · 1/(2n + 1)`: the atanh series of `log2 m`.
-    const TERMS: [f32; 4] = {
-        let c = 2.0 / std::f64::consts::LN_2;
-        [
-            c as f32,
-            (c / 3.0) as f32,
-            (c / 5.0) as f32,
-            (c / 7.0) as f32,
-        ]
-    };
-    /// `√½`'s bits: `x`'s bits less them, shifted, are `k` with `m ∈ [√½, √2)`.
-    const SQRT_HALF: i32 = 0x3f35_04f3;
     // SAFETY (every intrinsic): the caller has AVX2 and FMA; `x` holds eight values.
     unsafe {
         let set = _mm256_set1_epi32;
@@ -228,6 +253,74 @@ unsafe fn lanes_avx2(c: &Constants, x: &mut [f32]) -> u32 {
         );
         _mm256_storeu_ps(x.as_mut_ptr(), y);
         _mm256_movemask_ps(_mm256_castsi256_ps(kept)) as u32
+    }
+}
+
+/// [`lanes_avx2`] in sixteen lanes, its comparisons as masks and `1/(m + 1)` from `vrcp14ps`.
+///
+/// # Safety
+/// The CPU has AVX-512 F; `x` holds sixteen values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn lanes_avx512(c: &Constants, x: &mut [f32]) -> u32 {
+    use std::arch::x86_64::*;
+    // SAFETY (every intrinsic): the caller has AVX-512 F; `x` holds sixteen values.
+    unsafe {
+        let set = _mm512_set1_epi32;
+        let v = _mm512_loadu_ps(x.as_ptr());
+        let bits = _mm512_castps_si512(v);
+        let normal = _mm512_cmpgt_epi32_mask(bits, set(0x007f_ffff))
+            & _mm512_cmpgt_epi32_mask(set(0x7f80_0000), bits);
+        let k = _mm512_srai_epi32::<23>(_mm512_sub_epi32(bits, set(SQRT_HALF)));
+        let m = _mm512_castsi512_ps(_mm512_sub_epi32(bits, _mm512_slli_epi32::<23>(k)));
+        let one = _mm512_set1_ps(1.0);
+        let d = _mm512_add_ps(m, one);
+        let guess = _mm512_rcp14_ps(d);
+        let inverse = _mm512_mul_ps(guess, _mm512_fnmadd_ps(d, guess, _mm512_set1_ps(2.0)));
+        let s = _mm512_mul_ps(_mm512_sub_ps(m, one), inverse);
+        let s2 = _mm512_mul_ps(s, s);
+        let term = |n: usize| _mm512_set1_ps(TERMS[n]);
+        let series = _mm512_fmadd_ps(_mm512_fmadd_ps(term(3), s2, term(2)), s2, term(1));
+        let log2_m = _mm512_mul_ps(s, _mm512_fmadd_ps(series, s2, term(0)));
+        let root_shift = _mm_cvtsi32_si128(c.root_shift);
+        let neg_root = _mm512_set1_ps(-((1 << c.root_shift) as f32));
+        let t = _mm512_mul_ps(_mm512_sub_ps(log2_m, _mm512_set1_ps(c.fraction)), neg_root);
+        let whole = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(t);
+        let part = _mm512_sub_ps(t, whole);
+        let from_half = _mm512_abs_ps(_mm512_sub_ps(part, _mm512_set1_ps(0.5)));
+        let clear = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(from_half, _mm512_set1_ps(MARGIN));
+        let up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(part, _mm512_set1_ps(0.5));
+        // r·(E − k) + ⌊t⌋ + [part > ½], at least 0.
+        let code = _mm512_add_epi32(
+            _mm512_sll_epi32(_mm512_sub_epi32(set(c.exponent), k), root_shift),
+            _mm512_cvtps_epi32(whole),
+        );
+        let code = _mm512_mask_add_epi32(code, up, code, set(1));
+        let code = _mm512_max_epi32(code, _mm512_setzero_si512());
+        let built = clear & _mm512_cmple_epi32_mask(code, set(c.last_code));
+        let surely_past = _mm512_cmpgt_epi32_mask(code, set(c.surely_past));
+        let not_positive = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_setzero_ps());
+        let kept = not_positive | (normal & (built | surely_past));
+        let past = not_positive | _mm512_cmpgt_epi32_mask(code, set(c.max_level));
+        // The level's bits (`level_bits`).
+        let odd = _mm512_and_si512(code, set(c.root_shift));
+        let exponent = _mm512_sub_epi32(
+            set(127),
+            _mm512_srl_epi32(_mm512_add_epi32(code, odd), root_shift),
+        );
+        let mantissa = _mm512_maskz_mov_epi32(
+            _mm512_test_epi32_mask(odd, odd),
+            set(super::log_codes::SQRT_2_MANTISSA as i32),
+        );
+        let level =
+            _mm512_castsi512_ps(_mm512_or_si512(_mm512_slli_epi32::<23>(exponent), mantissa));
+        let y = _mm512_mask_blend_ps(
+            past,
+            _mm512_mul_ps(_mm512_set1_ps(c.scale), level),
+            _mm512_set1_ps(c.past_value),
+        );
+        _mm512_storeu_ps(x.as_mut_ptr(), y);
+        u32::from(kept)
     }
 }
 

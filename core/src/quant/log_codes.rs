@@ -60,7 +60,8 @@ pub(super) const SQRT_2_MANTISSA: u32 = 0x0035_04f3;
 
 /// The tables of one `(root, rounding)`, by biased exponent `e` of a normal `v` (entries 0
 /// and 255, subnormal and non-finite `v`, are never read): `code(v) = above[e] + #{i :
-/// inside[i][e] > v}`. Arrays rather than rows, so SIMD lanes can gather them.
+/// inside[i][e] > v}`. The scalar path's ([`Coder::code`]); SIMD lanes compute codes from
+/// `log2` instead ([`super::log_lanes`]) and read only the levels' bound.
 struct Tables {
     /// Thresholds at or above the binade's top: codes every value of the binade exceeds.
     above: [i32; 256],

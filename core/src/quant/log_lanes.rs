@@ -29,7 +29,9 @@
 //! under roots 1 and 2, `Δ` a power of two and not.
 #![allow(unsafe_code)]
 
-use super::log_codes::{Coder, LAST_LANE_CODE};
+use super::log_codes::Coder;
+#[cfg(target_arch = "x86_64")]
+use super::log_codes::LAST_LANE_CODE;
 use crate::exec::cpu::{FloatLanes, float_lanes};
 
 /// A log quantizer's levels: `x̂ = Δ·level(min(q, max_level))`, or 0 where `zero_code` is set
@@ -42,6 +44,7 @@ pub struct LogGrid {
 }
 
 /// How far from a half-integer `t` must lie for the lanes to keep their code (module docs).
+#[cfg(target_arch = "x86_64")]
 const MARGIN: f32 = 1.0 / 8192.0;
 
 /// Replaces every `x` of `xs` by its fake-quantized value, `scalar(x)` (which must be
@@ -124,6 +127,7 @@ impl Constants {
 /// Every whole block of `N` values through `lanes`, which returns the mask of the lanes it
 /// vouches for; the others and the tail through `scalar`. Inlined into callers compiled for
 /// the lanes' features.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn in_blocks<const N: usize>(
     xs: &mut [f32],
@@ -161,6 +165,7 @@ fn in_avx512(c: &Constants, xs: &mut [f32], scalar: &impl Fn(f32) -> f32) {
 }
 
 /// `2/ln 2 · 1/(2n + 1)`: the atanh series of `log2 m`.
+#[cfg(target_arch = "x86_64")]
 const TERMS: [f32; 4] = {
     let c = 2.0 / std::f64::consts::LN_2;
     [
@@ -172,6 +177,7 @@ const TERMS: [f32; 4] = {
 };
 
 /// `√½`'s bits: `x`'s bits less them, shifted, are `k` with `m ∈ [√½, √2)`.
+#[cfg(target_arch = "x86_64")]
 const SQRT_HALF: i32 = 0x3f35_04f3;
 
 /// Writes eight lanes' values and returns the mask of those it vouches for (module docs).

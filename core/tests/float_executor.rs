@@ -315,6 +315,47 @@ fn a_batch_run_in_groups_of_images_gives_the_logits_of_one_pass() {
     }
 }
 
+/// `finish_grouped_while` hands over each group's logits in order, those of the whole pass bit
+/// for bit, stops at the group it is told to stop at and leaves the pass as it was: on one
+/// thread and two (rounds of one group and of two), for 3 whole groups and a partial one.
+#[test]
+fn a_pass_finished_while_told_gives_each_group_in_order_and_stops_when_told() {
+    let g = graph("efficientvit-micro");
+    let folded = Weights::random(&g, 4).fold(&g).unwrap();
+    let exec = FloatExecutor::new(&g, &folded).unwrap();
+    let x = images(&g, 3 * GROUP_IMAGES + 2, 7);
+    let whole = exec.forward(&x).unwrap();
+    let per_group = GROUP_IMAGES * whole.item_len();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut pass = exec.start_grouped(&x).unwrap();
+            exec.advance_grouped(&mut pass, g.nodes().len() / 2, &|_, _| {});
+            let mut seen = Vec::new();
+            let all = exec.finish_grouped_while(&pass, &|_, _| {}, |logits| {
+                seen.extend_from_slice(&logits.data);
+                true
+            });
+            assert!(all);
+            assert_eq!(seen, whole.data, "{threads} threads");
+            for stop_at in 1..=4 {
+                let mut groups = 0;
+                let all = exec.finish_grouped_while(&pass, &|_, _| {}, |logits| {
+                    let want = &whole.data[groups * per_group..][..logits.data.len()];
+                    assert_eq!(logits.data, want, "group {groups}");
+                    groups += 1;
+                    groups < stop_at
+                });
+                assert_eq!((all, groups), (false, stop_at), "{threads} threads");
+            }
+            assert_eq!(exec.finish_grouped(&mut pass, &|_, _| {}), whole);
+        });
+    }
+}
+
 /// A thread keeps the spare buffers of its last whole pass for its next, and no more: their
 /// count settles after the first two batches (the second finds the first's buffers cut to the
 /// values they last held and may add one), and passes resumed from copies (the output-aware

@@ -607,6 +607,30 @@ impl<'m> FloatExecutor<'m> {
         concat_batches(logits)
     }
 
+    /// [`FloatExecutor::finish_grouped`] on a copy of `pass` (left as it is), handing each
+    /// group's logits to `go_on` in the groups' order and stopping as soon as it says `false`:
+    /// the groups run in rounds of as many as the pool has threads, so that a search can drop
+    /// a trial whose first groups already lose (see `quant::output_search`). Returns whether
+    /// every group ran. Each group's logits are those of `finish_grouped`, bit for bit.
+    pub fn finish_grouped_while(
+        &self,
+        pass: &GroupedForward,
+        transform: &PerImage<'_>,
+        mut go_on: impl FnMut(&Tensor) -> bool,
+    ) -> bool {
+        let threads = rayon::current_num_threads().max(1);
+        for round in pass.groups.chunks(threads) {
+            let logits: Vec<Tensor> = round
+                .par_iter()
+                .map(|group| self.finish(&mut group.clone(), &mut |id, t| transform(id, t)))
+                .collect();
+            if !logits.iter().all(&mut go_on) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Refuses a batch that is not `[B ≥ 1, C, H, W]` of the graph's input size.
     fn check_input(&self, images: &Tensor) -> Result<()> {
         let expected = self.graph.input_shape();
